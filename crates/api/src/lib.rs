@@ -1,0 +1,20 @@
+//! The pedm HTTP API contract: the JSON bodies exchanged under `/api/v1/` (with OpenAPI
+//! schemas) and a typed client used by the CLI and the end-to-end tests.
+//!
+//! Resources that go over the wire unchanged are the domain types of `pedm-core`, re-exported
+//! here; this crate adds only what is specific to the transport (request bodies, envelopes).
+
+pub mod client;
+pub mod types;
+
+pub use client::{ApiError, Client};
+pub use pedm_core::audit::{AuditEvent, Outcome};
+pub use pedm_core::duration::{format_duration, parse_duration};
+pub use pedm_core::model::{
+    Approval, ApprovalDecision, Grant, GrantState, Group, Request, RequestContext, RequestState,
+    Role, Target, TargetKind, User,
+};
+pub use types::*;
+
+/// Path prefix of every API route.
+pub const API_PREFIX: &str = "/api/v1";

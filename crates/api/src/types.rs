@@ -1,0 +1,234 @@
+//! Request and response bodies specific to the HTTP transport.
+
+use jiff::Timestamp;
+use pedm_core::model::{Approval, Grant, Request, Role, Target, TargetKind, User};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable kind: invalid, not_found, unauthenticated, forbidden,
+    /// conflict, already_exists, payload_too_large, timeout, storage, internal.
+    pub code: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub user: User,
+    pub groups: Vec<String>,
+    pub token: Option<TokenInfo>,
+}
+
+/// A token as shown to people: never the secret or its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user: String,
+    pub description: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl From<pedm_core::model::TokenRecord> for TokenInfo {
+    fn from(t: pedm_core::model::TokenRecord) -> Self {
+        TokenInfo {
+            id: t.id,
+            user: t.user,
+            description: t.description,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Whose token; defaults to the caller. Only admins mint tokens for others.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Lifetime such as `30d` or `12h`; no expiry when absent.
+    #[serde(default)]
+    pub expires_in: Option<String>,
+}
+
+/// A newly minted token. `token` is shown this once and never again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTarget {
+    pub name: String,
+    pub kind: TargetKind,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TargetDetail {
+    pub target: Target,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRole {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Longest a grant of this role may last, such as `1h` or `8h`.
+    pub max_duration: String,
+    /// Interim rule until policies decide: grant without approval.
+    #[serde(default)]
+    pub auto_approve: bool,
+    /// Account the privilege runs as on the target (e.g. `root`).
+    #[serde(default)]
+    pub run_as: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub target: String,
+    pub role: String,
+    /// How long the privilege is needed: `30m`, `1h30m`, `45s`.
+    pub duration: String,
+    /// Why: required, shown to approvers and kept in the audit log.
+    pub justification: String,
+    /// The task to be done, if the request is for one.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Change or incident ticket reference.
+    #[serde(default)]
+    pub ticket: Option<String>,
+}
+
+/// A request and, if it was granted at once, its grant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RequestCreated {
+    pub request: Request,
+    pub grant: Option<Grant>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RequestDetail {
+    pub request: Request,
+    pub approvals: Vec<Approval>,
+}
+
+/// An approver's decision; a comment is required to deny.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decide {
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Decided {
+    pub request: Request,
+    pub grant: Option<Grant>,
+}
+
+/// Reason for cancelling a request or ending a grant (required to revoke).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RequestQuery {
+    pub state: Option<String>,
+    pub requester: Option<String>,
+    pub target: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GrantQuery {
+    pub state: Option<String>,
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenQuery {
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only events after this sequence number.
+    pub after: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub subject: Option<String>,
+    /// RFC 3339.
+    pub since: Option<String>,
+    /// RFC 3339.
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+/// Ids in paths are UUIDs (requests, grants) or names.
+pub type Id = Uuid;

@@ -1,0 +1,465 @@
+//! The command-line definition (clap derive) and the local argument checks that run before
+//! any network call: a bad duration, UUID, label or time is a usage error (exit status 2).
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use clap_complete::Shell;
+use jiff::Timestamp;
+use pedm_api::{GrantState, RequestState, TargetKind, format_duration, parse_duration};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use uuid::Uuid;
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8470";
+
+/// pedm: ask for privileges for a bounded time, approve them, and review the record.
+#[derive(Debug, Parser)]
+#[command(name = "pedm", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// Base URL of the pedm server.
+    #[arg(long, global = true, env = "PEDM_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// API token (prefer PEDM_TOKEN or --token-file: arguments are visible to other users).
+    #[arg(long, global = true, env = "PEDM_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+    /// Read the API token from this file (surrounding whitespace is ignored).
+    #[arg(long, global = true, env = "PEDM_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Print the server's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show who the token belongs to.
+    Whoami,
+    /// Manage users (admin).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage groups (admin).
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Manage targets: hosts, databases and other systems privileges exist on.
+    #[command(subcommand)]
+    Target(TargetCmd),
+    /// Manage roles: named privileges on a target.
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Ask for a privilege, and answer others' requests.
+    #[command(subcommand)]
+    Request(RequestCmd),
+    /// Active and past elevations.
+    #[command(subcommand)]
+    Grant(GrantCmd),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Print a shell completion script to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user.
+    Add {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List,
+    /// Disable a user: their tokens stop working.
+    Disable { name: String },
+    /// Enable a disabled user.
+    Enable { name: String },
+    /// Grant or take away administrator rights.
+    SetAdmin {
+        name: String,
+        /// true to make an administrator, false to take the rights away.
+        #[arg(action = ArgAction::Set, value_parser = clap::value_parser!(bool))]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Create a group.
+    Add {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List groups and their members.
+    List,
+    /// Add a user to a group.
+    AddMember { group: String, user: String },
+    /// Remove a user from a group.
+    RemoveMember { group: String, user: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Mint a token; it is printed once, alone on stdout.
+    Create {
+        /// Whose token (admins only); defaults to you.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Lifetime such as 30d or 12h; no expiry when absent.
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        expires_in: Option<DurationArg>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCmd {
+    /// Register a target.
+    Add {
+        name: String,
+        #[arg(long, value_parser = enum_parser::<TargetKind>(TargetKind::ALL.map(TargetKind::as_str)))]
+        kind: TargetKind,
+        #[arg(long)]
+        description: Option<String>,
+        /// A label KEY=VALUE; repeat for several.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// List targets.
+    List,
+    /// Show a target and its roles.
+    Show { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCmd {
+    /// Define a role on a target.
+    Add {
+        target: String,
+        name: String,
+        /// Longest a grant of this role may last, such as 1h or 8h.
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        max_duration: DurationArg,
+        /// Grant requests for this role without an approver.
+        #[arg(long)]
+        auto_approve: bool,
+        /// Account the privilege runs as on the target, such as root.
+        #[arg(long, value_name = "ACCOUNT")]
+        run_as: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the roles of a target.
+    List { target: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCmd {
+    /// Ask for a role on a target for a time.
+    Create(CreateRequestArgs),
+    /// List requests.
+    List {
+        #[arg(long, value_parser = state_names(RequestState::ALL.iter().map(|s| s.as_str())))]
+        state: Option<String>,
+        #[arg(long, value_name = "USER")]
+        requester: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        limit: Limit,
+    },
+    /// Show a request and its approvals.
+    Show { id: Uuid },
+    /// Withdraw your pending request.
+    Cancel {
+        id: Uuid,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Approve someone else's request.
+    Approve {
+        id: Uuid,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny someone else's request (a comment is required).
+    Deny {
+        id: Uuid,
+        #[arg(long)]
+        comment: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateRequestArgs {
+    #[arg(long)]
+    pub target: String,
+    #[arg(long)]
+    pub role: String,
+    /// How long the privilege is needed: 30m, 1h30m, 45s.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub duration: DurationArg,
+    /// Why the privilege is needed; shown to approvers and kept in the audit log.
+    #[arg(long, short = 'r', visible_alias = "reason", value_name = "TEXT")]
+    pub justification: String,
+    /// The task to be done, if the request is for one.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Change or incident ticket reference.
+    #[arg(long)]
+    pub ticket: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantCmd {
+    /// List grants, with the time left on active ones.
+    List {
+        #[arg(long, value_parser = state_names(GrantState::ALL.iter().map(|s| s.as_str())))]
+        state: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        limit: Limit,
+    },
+    /// Show a grant.
+    Show { id: Uuid },
+    /// Give up your grant before it expires.
+    Release {
+        id: Uuid,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End someone's grant now (a reason is required).
+    Revoke {
+        id: Uuid,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List audit events, oldest first.
+    List {
+        /// Only events after this sequence number.
+        #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(i64).range(0..))]
+        after: Option<i64>,
+        #[arg(long, value_name = "USER")]
+        actor: Option<String>,
+        /// Such as request.created or grant.revoked.
+        #[arg(long)]
+        action: Option<String>,
+        /// Such as user:alice or request:<id>.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only events at or after this time (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<Timestamp>,
+        /// Only events before this time (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        until: Option<Timestamp>,
+        #[command(flatten)]
+        limit: Limit,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Limit {
+    /// At most this many rows.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+}
+
+/// A secret that never shows up in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+/// A duration checked with [`parse_duration`]; sent to the server in canonical form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub i64);
+
+impl DurationArg {
+    pub fn canonical(self) -> String {
+        format_duration(self.0)
+    }
+}
+
+impl FromStr for DurationArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_duration(s)
+            .map(DurationArg)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `KEY=VALUE` with a non-empty key free of whitespace.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} is not of the form KEY=VALUE"))?;
+    if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "label {s:?} needs a non-empty KEY without spaces before '='"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// One of a fixed set of names, parsed into its enum (shown in help and completions).
+fn enum_parser<T>(names: impl IntoIterator<Item = &'static str>) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+}
+
+/// One of a fixed set of state names, kept as the string the API's query expects.
+fn state_names(names: impl IntoIterator<Item = &'static str>) -> PossibleValuesParser {
+    PossibleValuesParser::new(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pedm").chain(args.iter().copied()))
+    }
+
+    fn usage_error(args: &[&str]) -> clap::Error {
+        let e = parse(args).expect_err("should be rejected");
+        assert_eq!(e.exit_code(), 2, "{e}");
+        e
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_duration_is_a_usage_error_naming_the_argument() {
+        let base = [
+            "request", "create", "--target", "db", "--role", "rw", "-r", "x",
+        ];
+        for bad in ["soon", "0", "-5m", "5x"] {
+            let args: Vec<&str> = base.iter().copied().chain(["--duration", bad]).collect();
+            let e = usage_error(&args);
+            assert_eq!(e.kind(), ErrorKind::ValueValidation);
+            assert!(e.to_string().contains("--duration"), "{e}");
+        }
+        let e = usage_error(&["role", "add", "h", "root", "--max-duration", "1y"]);
+        assert!(e.to_string().contains("--max-duration"), "{e}");
+        usage_error(&["token", "create", "--expires-in", "forever"]);
+    }
+
+    #[test]
+    fn good_duration_is_canonical() {
+        let cli = parse(&[
+            "request",
+            "create",
+            "--target",
+            "db",
+            "--role",
+            "rw",
+            "--duration",
+            "90m",
+            "--reason",
+            "fix",
+        ])
+        .unwrap();
+        let Command::Request(RequestCmd::Create(a)) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(a.duration.canonical(), "1h30m");
+        assert_eq!(a.justification, "fix");
+    }
+
+    #[test]
+    fn bad_uuid_is_a_usage_error() {
+        for cmd in [
+            &["request", "show", "nope"][..],
+            &["request", "approve", "123"],
+            &["grant", "revoke", "x", "--reason", "r"],
+        ] {
+            let e = usage_error(cmd);
+            assert_eq!(e.kind(), ErrorKind::ValueValidation);
+            assert!(e.to_string().contains("<ID>"), "{e}");
+        }
+        parse(&["grant", "show", "0190a5b4-7c1e-7d3f-8a2b-1c2d3e4f5a6b"]).unwrap();
+    }
+
+    #[test]
+    fn bad_label_is_a_usage_error() {
+        for bad in ["nolabel", "=v", " k=v"] {
+            let e = usage_error(&["target", "add", "h1", "--kind", "host", "--label", bad]);
+            assert!(e.to_string().contains("--label"), "{e}");
+        }
+        assert_eq!(parse_label("env=prod"), Ok(("env".into(), "prod".into())));
+        assert_eq!(parse_label("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_label("empty="), Ok(("empty".into(), String::new())));
+    }
+
+    #[test]
+    fn other_local_checks() {
+        usage_error(&["target", "add", "h1", "--kind", "mainframe"]);
+        usage_error(&["request", "list", "--state", "bogus"]);
+        usage_error(&["grant", "list", "--limit", "0"]);
+        usage_error(&["audit", "list", "--since", "yesterday"]);
+        usage_error(&["user", "set-admin", "bob", "maybe"]);
+        usage_error(&["request", "deny", "0190a5b4-7c1e-7d3f-8a2b-1c2d3e4f5a6b"]);
+        parse(&["audit", "list", "--since", "2024-05-01T00:00:00Z"]).unwrap();
+        parse(&["user", "set-admin", "bob", "false"]).unwrap();
+    }
+
+    #[test]
+    fn token_is_not_in_debug_output() {
+        let cli = parse(&["--token", "s3cr3t-value", "whoami"]).unwrap();
+        assert!(!format!("{cli:?}").contains("s3cr3t-value"));
+        assert_eq!(cli.global.token, Some(Secret("s3cr3t-value".into())));
+    }
+}

@@ -1,0 +1,382 @@
+//! Runs one parsed command against the server and prints the result.
+
+use crate::UsageError;
+use crate::args::*;
+use crate::output::{self, Detail, Row, Table, detail_table, list_table, time};
+use anyhow::{Result, bail};
+use jiff::Timestamp;
+use pedm_api::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What every command needs: the client and how to print.
+pub struct Ctx {
+    pub client: Client,
+    pub json: bool,
+    pub now: Timestamp,
+}
+
+impl Ctx {
+    /// JSON for scripts, or the table `render` builds for people.
+    fn emit<T: Serialize>(&self, value: &T, render: impl FnOnce() -> String) -> Result<()> {
+        let text = if self.json {
+            output::json_text(value)?
+        } else {
+            render()
+        };
+        Ok(output::write_out(&text)?)
+    }
+
+    fn list<T: Row + Serialize>(&self, items: &[T]) -> Result<()> {
+        self.emit(&items, || list_table(items, self.now).render())
+    }
+
+    fn detail<T: Detail + Serialize>(&self, item: &T) -> Result<()> {
+        self.emit(item, || detail_table(item, self.now).render())
+    }
+}
+
+pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
+    match command {
+        Command::Whoami => whoami(ctx).await,
+        Command::User(c) => user(ctx, c).await,
+        Command::Group(c) => group(ctx, c).await,
+        Command::Token(c) => token(ctx, c).await,
+        Command::Target(c) => target(ctx, c).await,
+        Command::Role(c) => role(ctx, c).await,
+        Command::Request(c) => request(ctx, c).await,
+        Command::Grant(c) => grant(ctx, c).await,
+        Command::Audit(c) => audit(ctx, c).await,
+        Command::Completions { shell } => completions(shell),
+    }
+}
+
+/// Shell completion script on stdout; needs neither server nor token.
+pub fn completions(shell: clap_complete::Shell) -> Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "pedm", &mut script);
+    Ok(output::write_out(&String::from_utf8_lossy(&script))?)
+}
+
+async fn whoami(ctx: &Ctx) -> Result<()> {
+    let me = ctx.client.whoami().await?;
+    ctx.emit(&me, || {
+        let mut t = detail_table(&me.user, ctx.now);
+        t.row(vec!["groups:".into(), me.groups.join(",")]);
+        let token = me.token.as_ref().map(|t| t.id.clone());
+        t.row(vec!["token:".into(), token.unwrap_or_default()]);
+        t.render()
+    })
+}
+
+async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
+    let c = &ctx.client;
+    let update = |admin, disabled| UpdateUser { admin, disabled };
+    let user = match cmd {
+        UserCmd::Add {
+            name,
+            display_name,
+            admin,
+        } => {
+            let body = CreateUser {
+                name,
+                display_name,
+                admin,
+            };
+            c.create_user(&body).await?
+        }
+        UserCmd::List => return ctx.list(&c.list_users().await?),
+        UserCmd::Disable { name } => c.update_user(&name, &update(None, Some(true))).await?,
+        UserCmd::Enable { name } => c.update_user(&name, &update(None, Some(false))).await?,
+        UserCmd::SetAdmin { name, admin } => {
+            c.update_user(&name, &update(Some(admin), None)).await?
+        }
+    };
+    ctx.detail(&user)
+}
+
+async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
+    let c = &ctx.client;
+    let group = match cmd {
+        GroupCmd::Add { name, description } => {
+            c.create_group(&CreateGroup { name, description }).await?
+        }
+        GroupCmd::List => return ctx.list(&c.list_groups().await?),
+        GroupCmd::AddMember { group, user } => c.add_group_member(&group, &user).await?,
+        GroupCmd::RemoveMember { group, user } => c.remove_group_member(&group, &user).await?,
+    };
+    ctx.detail(&group)
+}
+
+async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
+    let c = &ctx.client;
+    match cmd {
+        TokenCmd::Create {
+            user,
+            description,
+            expires_in,
+        } => {
+            let body = CreateToken {
+                user,
+                description,
+                expires_in: expires_in.map(DurationArg::canonical),
+            };
+            token_created(ctx, &c.create_token(&body).await?)
+        }
+        TokenCmd::List { user } => ctx.list(&c.list_tokens(&TokenQuery { user }).await?),
+        TokenCmd::Revoke { id } => ctx.detail(&c.revoke_token(&id).await?),
+    }
+}
+
+/// The secret alone on stdout (so `TOKEN=$(pedm token create)` works), details on stderr.
+fn token_created(ctx: &Ctx, created: &CreatedToken) -> Result<()> {
+    if ctx.json {
+        return ctx.emit(created, String::new);
+    }
+    eprint!("{}", detail_table(&created.info, ctx.now).render());
+    eprintln!("This token is shown once; store it now.");
+    Ok(output::write_out(&format!("{}\n", created.token))?)
+}
+
+async fn target(ctx: &Ctx, cmd: TargetCmd) -> Result<()> {
+    let c = &ctx.client;
+    match cmd {
+        TargetCmd::Add {
+            name,
+            kind,
+            description,
+            labels,
+        } => {
+            let labels = label_map(labels)?;
+            let body = CreateTarget {
+                name,
+                kind,
+                description,
+                labels,
+            };
+            ctx.detail(&c.create_target(&body).await?)
+        }
+        TargetCmd::List => ctx.list(&c.list_targets().await?),
+        TargetCmd::Show { name } => {
+            let d = c.get_target(&name).await?;
+            ctx.emit(&d, || {
+                with_list(detail_table(&d.target, ctx.now), "roles", &d.roles, ctx.now)
+            })
+        }
+    }
+}
+
+/// Labels as a map; the same key twice is a usage error rather than a silent overwrite.
+pub fn label_map(labels: Vec<(String, String)>) -> Result<BTreeMap<String, String>, UsageError> {
+    let mut map = BTreeMap::new();
+    for (k, v) in labels {
+        if map.insert(k.clone(), v).is_some() {
+            return Err(UsageError(format!(
+                "--label: key {k:?} is given more than once"
+            )));
+        }
+    }
+    Ok(map)
+}
+
+/// A detail view followed by a titled list (a target's roles, a request's approvals).
+fn with_list<T: Row>(detail: Table, title: &str, items: &[T], now: Timestamp) -> String {
+    let mut out = detail.render();
+    out.push_str(&format!("\n{title}:\n"));
+    if items.is_empty() {
+        out.push_str("  (none)\n");
+    } else {
+        out.push_str(&list_table(items, now).render());
+    }
+    out
+}
+
+async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
+    let c = &ctx.client;
+    match cmd {
+        RoleCmd::Add {
+            target,
+            name,
+            max_duration,
+            auto_approve,
+            run_as,
+            description,
+        } => {
+            let body = CreateRole {
+                name,
+                description,
+                max_duration: max_duration.canonical(),
+                auto_approve,
+                run_as,
+            };
+            ctx.detail(&c.create_role(&target, &body).await?)
+        }
+        RoleCmd::List { target } => ctx.list(&c.list_roles(&target).await?),
+    }
+}
+
+async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<()> {
+    let c = &ctx.client;
+    match cmd {
+        RequestCmd::Create(a) => request_create(ctx, a).await,
+        RequestCmd::List {
+            state,
+            requester,
+            target,
+            limit: Limit { limit },
+        } => {
+            let q = RequestQuery {
+                state,
+                requester,
+                target,
+                limit,
+            };
+            ctx.list(&c.list_requests(&q).await?)
+        }
+        RequestCmd::Show { id } => {
+            let d = c.get_request(id).await?;
+            ctx.emit(&d, || {
+                with_list(
+                    detail_table(&d.request, ctx.now),
+                    "approvals",
+                    &d.approvals,
+                    ctx.now,
+                )
+            })
+        }
+        RequestCmd::Cancel { id, reason } => {
+            ctx.detail(&c.cancel_request(id, &Reason { reason }).await?)
+        }
+        RequestCmd::Approve { id, comment } => {
+            let d = c.approve_request(id, &Decide { comment }).await?;
+            ctx.emit(&d, || outcome(&d.request, d.grant.as_ref(), ctx.now))
+        }
+        RequestCmd::Deny { id, comment } => {
+            let body = Decide {
+                comment: Some(comment),
+            };
+            let d = c.deny_request(id, &body).await?;
+            ctx.emit(&d, || outcome(&d.request, d.grant.as_ref(), ctx.now))
+        }
+    }
+}
+
+async fn request_create(ctx: &Ctx, a: CreateRequestArgs) -> Result<()> {
+    let body = CreateRequest {
+        target: a.target,
+        role: a.role,
+        duration: a.duration.canonical(),
+        justification: a.justification,
+        task: a.task,
+        ticket: a.ticket,
+    };
+    let created = ctx.client.create_request(&body).await?;
+    let r = &created.request;
+    if r.state == RequestState::Denied {
+        if ctx.json {
+            ctx.emit(&created, String::new)?;
+        }
+        let why = r.decision_reason.as_deref().unwrap_or("no reason given");
+        bail!("request {} was denied by {}: {why}", r.id, decided_by(r));
+    }
+    ctx.emit(&created, || outcome(r, created.grant.as_ref(), ctx.now))
+}
+
+fn decided_by(r: &Request) -> &str {
+    r.decided_by.as_deref().unwrap_or("policy")
+}
+
+/// Where a request stands after it was created or decided, and its grant if there is one.
+fn outcome(r: &Request, grant: Option<&Grant>, now: Timestamp) -> String {
+    let mut t = Table::plain();
+    t.row(vec!["request:".into(), r.id.to_string()]);
+    t.row(vec!["state:".into(), r.state.to_string()]);
+    match r.state {
+        RequestState::Pending => {
+            t.row(vec![
+                "approvals required:".into(),
+                r.approvals_required.to_string(),
+            ]);
+            t.row(vec!["pending until:".into(), time(r.pending_until)]);
+        }
+        _ => t.row(vec![
+            "reason:".into(),
+            r.decision_reason.clone().unwrap_or_default(),
+        ]),
+    }
+    if let Some(g) = grant {
+        t.row(vec!["grant:".into(), g.id.to_string()]);
+        t.row(vec!["expires:".into(), time(g.expires_at)]);
+        t.row(vec![
+            "remaining:".into(),
+            output::remaining(g.expires_at, now),
+        ]);
+    }
+    t.render()
+}
+
+async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<()> {
+    let c = &ctx.client;
+    let grant = match cmd {
+        GrantCmd::List {
+            state,
+            user,
+            target,
+            limit: Limit { limit },
+        } => {
+            let q = GrantQuery {
+                state,
+                user,
+                target,
+                limit,
+            };
+            return ctx.list(&c.list_grants(&q).await?);
+        }
+        GrantCmd::Show { id } => c.get_grant(id).await?,
+        GrantCmd::Release { id, reason } => c.release_grant(id, &Reason { reason }).await?,
+        GrantCmd::Revoke { id, reason } => {
+            let body = Reason {
+                reason: Some(reason),
+            };
+            c.revoke_grant(id, &body).await?
+        }
+    };
+    ctx.detail(&grant)
+}
+
+async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
+    let AuditCmd::List {
+        after,
+        actor,
+        action,
+        subject,
+        since,
+        until,
+        limit: Limit { limit },
+    } = cmd;
+    let q = AuditQuery {
+        after,
+        actor,
+        action,
+        subject,
+        since: since.map(|t| t.to_string()),
+        until: until.map(|t| t.to_string()),
+        limit,
+    };
+    ctx.list(&ctx.client.audit_events(&q).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_label_is_a_usage_error() {
+        let ok = label_map(vec![("a".into(), "1".into()), ("b".into(), "2".into())]).unwrap();
+        assert_eq!(ok.len(), 2);
+        let e = label_map(vec![("a".into(), "1".into()), ("a".into(), "2".into())]).unwrap_err();
+        assert!(e.0.contains("--label"), "{}", e.0);
+        assert_eq!(crate::exit_code(&anyhow::Error::new(e)), 2);
+    }
+}

@@ -1,0 +1,449 @@
+//! What people see: aligned tables, key/value details, RFC 3339 times and `1h30m` durations.
+//! With `--json` the API's JSON is printed instead.
+
+use jiff::{Timestamp, Unit};
+use pedm_api::{
+    Approval, AuditEvent, Grant, GrantState, Group, Request, Role, Target, TokenInfo, User,
+    format_duration,
+};
+use serde::Serialize;
+use std::io::{self, Write};
+
+/// Columns separated by two spaces, padded to the widest cell; no trailing spaces.
+#[derive(Debug, Default)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Self {
+        let mut t = Table::default();
+        t.row(header.iter().map(|h| h.to_string()).collect());
+        t
+    }
+
+    /// A table without a header row.
+    pub fn plain() -> Self {
+        Table::default()
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells.iter().map(|c| clean(c)).collect());
+    }
+
+    pub fn render(&self) -> String {
+        let widths = self.widths();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                let pad = widths[i] - cell.chars().count();
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        (0..cols)
+            .map(|i| {
+                let cells = self.rows.iter().filter_map(|r| r.get(i));
+                cells.map(|c| c.chars().count()).max().unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+/// Empty values show as `-`; control characters (newlines, terminal escapes) are escaped so a
+/// value someone else wrote cannot break the layout or drive the reader's terminal.
+fn clean(cell: &str) -> String {
+    if cell.is_empty() {
+        return "-".into();
+    }
+    cell.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// RFC 3339 in UTC, to the second.
+pub fn time(ts: Timestamp) -> String {
+    ts.round(Unit::Second)
+        .unwrap_or(ts)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+pub fn opt_time(ts: Option<Timestamp>) -> String {
+    ts.map(time).unwrap_or_default()
+}
+
+pub fn opt(s: &Option<String>) -> String {
+    s.clone().unwrap_or_default()
+}
+
+pub fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// Time left until `until`, as `1h30m`, or `expired`.
+pub fn remaining(until: Timestamp, now: Timestamp) -> String {
+    let secs = until.as_second() - now.as_second();
+    if secs > 0 {
+        format_duration(secs)
+    } else {
+        "expired".into()
+    }
+}
+
+/// Something shown one per row in a list.
+pub trait Row {
+    const HEADER: &'static [&'static str];
+    fn cells(&self, now: Timestamp) -> Vec<String>;
+}
+
+/// Something shown on its own, one field per line.
+pub trait Detail {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)>;
+}
+
+pub fn list_table<T: Row>(items: &[T], now: Timestamp) -> Table {
+    let mut t = Table::new(T::HEADER);
+    for item in items {
+        t.row(item.cells(now));
+    }
+    t
+}
+
+pub fn detail_table<T: Detail>(item: &T, now: Timestamp) -> Table {
+    let mut t = Table::plain();
+    for (k, v) in item.fields(now) {
+        t.row(vec![format!("{}:", k.to_lowercase()), v]);
+    }
+    t
+}
+
+/// Writes to stdout; a closed pipe (`pedm audit list | head`) is the reader's choice.
+pub fn write_out(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+pub fn json_text<T: Serialize>(value: &T) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(value).map(|s| s + "\n")
+}
+
+impl Row for User {
+    const HEADER: &'static [&'static str] =
+        &["NAME", "DISPLAY NAME", "ADMIN", "DISABLED", "CREATED"];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            opt(&self.display_name),
+            yes_no(self.admin),
+            yes_no(self.disabled),
+            time(self.created_at),
+        ]
+    }
+}
+
+impl Detail for User {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+        zip(Self::HEADER, self.cells(now))
+    }
+}
+
+impl Row for Group {
+    const HEADER: &'static [&'static str] = &["NAME", "DESCRIPTION", "MEMBERS", "CREATED"];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            opt(&self.description),
+            self.members.join(","),
+            time(self.created_at),
+        ]
+    }
+}
+
+impl Detail for Group {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+        zip(Self::HEADER, self.cells(now))
+    }
+}
+
+impl Row for TokenInfo {
+    const HEADER: &'static [&'static str] =
+        &["ID", "USER", "DESCRIPTION", "CREATED", "EXPIRES", "REVOKED"];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.user.clone(),
+            opt(&self.description),
+            time(self.created_at),
+            opt_time(self.expires_at),
+            opt_time(self.revoked_at),
+        ]
+    }
+}
+
+impl Detail for TokenInfo {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+        zip(Self::HEADER, self.cells(now))
+    }
+}
+
+impl Row for Target {
+    const HEADER: &'static [&'static str] = &["NAME", "KIND", "DESCRIPTION", "LABELS", "CREATED"];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        vec![
+            self.name.clone(),
+            self.kind.to_string(),
+            opt(&self.description),
+            labels.join(","),
+            time(self.created_at),
+        ]
+    }
+}
+
+impl Detail for Target {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+        zip(Self::HEADER, self.cells(now))
+    }
+}
+
+impl Row for Role {
+    const HEADER: &'static [&'static str] = &[
+        "TARGET",
+        "NAME",
+        "MAX DURATION",
+        "AUTO APPROVE",
+        "RUN AS",
+        "DESCRIPTION",
+    ];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.target.clone(),
+            self.name.clone(),
+            format_duration(self.max_duration_secs),
+            yes_no(self.auto_approve),
+            opt(&self.run_as),
+            opt(&self.description),
+        ]
+    }
+}
+
+impl Detail for Role {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+        zip(Self::HEADER, self.cells(now))
+    }
+}
+
+impl Row for Request {
+    const HEADER: &'static [&'static str] = &[
+        "ID",
+        "STATE",
+        "REQUESTER",
+        "TARGET",
+        "ROLE",
+        "DURATION",
+        "CREATED",
+        "JUSTIFICATION",
+    ];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.id.to_string(),
+            self.state.to_string(),
+            self.requester.clone(),
+            self.target.clone(),
+            self.role.clone(),
+            format_duration(self.duration_secs),
+            time(self.created_at),
+            self.justification.clone(),
+        ]
+    }
+}
+
+impl Detail for Request {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+        let mut f = zip(Self::HEADER, self.cells(now));
+        f.extend([
+            ("TASK", opt(&self.task)),
+            ("TICKET", opt(&self.ticket)),
+            ("SOURCE", opt(&self.context.source_addr)),
+            ("APPROVALS REQUIRED", self.approvals_required.to_string()),
+            ("PENDING UNTIL", time(self.pending_until)),
+            ("DECIDED AT", opt_time(self.decided_at)),
+            ("DECIDED BY", opt(&self.decided_by)),
+            ("DECISION REASON", opt(&self.decision_reason)),
+            (
+                "GRANT",
+                self.grant_id.map(|g| g.to_string()).unwrap_or_default(),
+            ),
+        ]);
+        f
+    }
+}
+
+impl Row for Grant {
+    const HEADER: &'static [&'static str] = &[
+        "ID",
+        "STATE",
+        "USER",
+        "TARGET",
+        "ROLE",
+        "STARTS",
+        "EXPIRES",
+        "REMAINING",
+    ];
+    fn cells(&self, now: Timestamp) -> Vec<String> {
+        let left = match self.state {
+            GrantState::Active => remaining(self.expires_at, now),
+            _ => String::new(),
+        };
+        vec![
+            self.id.to_string(),
+            self.state.to_string(),
+            self.user.clone(),
+            self.target.clone(),
+            self.role.clone(),
+            time(self.starts_at),
+            time(self.expires_at),
+            left,
+        ]
+    }
+}
+
+impl Detail for Grant {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+        let mut f = zip(Self::HEADER, self.cells(now));
+        f.extend([
+            ("REQUEST", self.request_id.to_string()),
+            ("ENDED AT", opt_time(self.ended_at)),
+            ("ENDED BY", opt(&self.ended_by)),
+            ("END REASON", opt(&self.end_reason)),
+        ]);
+        f
+    }
+}
+
+impl Row for Approval {
+    const HEADER: &'static [&'static str] = &["APPROVER", "DECISION", "AT", "COMMENT"];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.approver.clone(),
+            self.decision.to_string(),
+            time(self.at),
+            opt(&self.comment),
+        ]
+    }
+}
+
+impl Row for AuditEvent {
+    const HEADER: &'static [&'static str] = &["SEQ", "AT", "ACTOR", "ACTION", "OUTCOME", "SUBJECT"];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.seq.to_string(),
+            time(self.at),
+            self.actor.clone(),
+            self.action.clone(),
+            self.outcome.as_str().into(),
+            opt(&self.subject),
+        ]
+    }
+}
+
+/// Detail fields from a row's header and cells.
+fn zip(header: &'static [&'static str], cells: Vec<String>) -> Vec<(&'static str, String)> {
+    header.iter().copied().zip(cells).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(&["NAME", "KIND", "NOTE"]);
+        t.row(vec!["db-primary".into(), "postgres".into(), "main".into()]);
+        t.row(vec!["h1".into(), "host".into(), String::new()]);
+        assert_eq!(
+            t.render(),
+            "NAME        KIND      NOTE\n\
+             db-primary  postgres  main\n\
+             h1          host      -\n"
+        );
+    }
+
+    #[test]
+    fn table_has_no_trailing_spaces_and_handles_short_rows() {
+        let mut t = Table::new(&["A", "B"]);
+        t.row(vec!["long value".into(), String::new()]);
+        t.row(vec!["x".into()]);
+        let out = t.render();
+        assert!(out.lines().all(|l| !l.ends_with(' ')), "{out:?}");
+        assert_eq!(out, "A           B\nlong value  -\nx\n");
+    }
+
+    #[test]
+    fn table_escapes_control_characters() {
+        let mut t = Table::plain();
+        t.row(vec!["a\nb\u{1b}[31m".into(), "é".into()]);
+        assert_eq!(t.render(), "a\\nb\\u{1b}[31m  é\n");
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_seconds() {
+        assert_eq!(time(ts("2024-05-01T12:30:45.678Z")), "2024-05-01T12:30:46Z");
+        assert_eq!(
+            time(ts("2024-05-01T14:00:00+02:00")),
+            "2024-05-01T12:00:00Z"
+        );
+        assert_eq!(opt_time(None), "");
+    }
+
+    #[test]
+    fn remaining_time() {
+        let now = ts("2024-05-01T12:00:00Z");
+        assert_eq!(remaining(ts("2024-05-01T13:30:00Z"), now), "1h30m");
+        assert_eq!(remaining(ts("2024-05-01T11:00:00Z"), now), "expired");
+    }
+
+    #[test]
+    fn detail_table_lines_up_values() {
+        let user = User {
+            name: "alice".into(),
+            display_name: None,
+            admin: true,
+            disabled: false,
+            created_at: ts("2024-05-01T00:00:00Z"),
+        };
+        let out = detail_table(&user, Timestamp::UNIX_EPOCH).render();
+        assert!(out.starts_with("name:          alice\n"), "{out}");
+        assert!(out.contains("display name:  -\n"), "{out}");
+        assert!(out.contains("admin:         yes\n"), "{out}");
+    }
+}

@@ -1,0 +1,19 @@
+//! pedm domain core.
+//!
+//! Owns the concepts (users, groups, targets, roles, requests, grants, audit events), the
+//! rules of their life cycles, and the interfaces the outer layers implement: [`store::Store`]
+//! (persistence), [`decision::Decider`] (policy), [`clock::Clock`] (time). It knows nothing of
+//! HTTP or SQL; transports call [`service::ControlPlane`] and storage implements the trait.
+
+pub mod audit;
+pub mod clock;
+pub mod decision;
+pub mod duration;
+pub mod error;
+pub mod model;
+pub mod scheduler;
+pub mod service;
+pub mod store;
+pub mod token;
+
+pub use error::{Error, Result};

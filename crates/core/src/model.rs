@@ -1,0 +1,323 @@
+//! The things pedm manages. Plain data; the rules live in [`crate::service`].
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// Names of users, groups, targets and roles: what people type, what the audit log shows.
+/// 1–64 characters of `[A-Za-z0-9._-]`, starting with a letter or digit. Keeping them plain
+/// means they are safe in a shell, a URL path, a SQL identifier check and a log line.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), crate::Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::invalid(
+            kind,
+            format!(
+                "{name:?} is not a valid {kind} name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct User {
+    pub name: String,
+    pub display_name: Option<String>,
+    /// Admins manage users, targets, roles and tokens and may approve requests.
+    pub admin: bool,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Group {
+    pub name: String,
+    pub description: Option<String>,
+    pub members: Vec<String>,
+    pub created_at: Timestamp,
+}
+
+/// An API token as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user: String,
+    pub description: Option<String>,
+    #[serde(with = "hex_bytes")]
+    pub secret_hash: [u8; 32],
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl TokenRecord {
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Host,
+    Postgres,
+    Command,
+    Webhook,
+}
+
+impl TargetKind {
+    pub const ALL: [TargetKind; 4] = [Self::Host, Self::Postgres, Self::Command, Self::Webhook];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Postgres => "postgres",
+            Self::Command => "command",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TargetKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown target kind {s:?} (expected host, postgres, command or webhook)"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Target {
+    pub name: String,
+    pub kind: TargetKind,
+    pub description: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: Timestamp,
+}
+
+/// A named privilege on a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Role {
+    pub target: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// Longest grant this role may be held for, in seconds.
+    pub max_duration_secs: i64,
+    /// Interim rule (until policies decide): grant at once without an approver.
+    pub auto_approve: bool,
+    /// The account the privilege runs as on the target (e.g. `root`), if it applies.
+    pub run_as: Option<String>,
+    pub created_at: Timestamp,
+}
+
+macro_rules! string_enum {
+    ($name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str { match self { $($name::$variant => $s),+ } }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("unknown {} {s:?} (expected one of: {})", stringify!($name), all.join(", "))
+                })
+            }
+        }
+    };
+}
+
+string_enum!(RequestState {
+    Pending => "pending",
+    Approved => "approved",
+    Denied => "denied",
+    Cancelled => "cancelled",
+    Expired => "expired",
+});
+
+string_enum!(GrantState {
+    Active => "active",
+    Released => "released",
+    Revoked => "revoked",
+    Expired => "expired",
+});
+
+string_enum!(ApprovalDecision {
+    Approve => "approve",
+    Deny => "deny",
+});
+
+/// Where a request came from, as seen by the transport (never as claimed by the body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RequestContext {
+    pub source_addr: Option<String>,
+    /// Device posture claims; attested by a later identity integration.
+    #[serde(default)]
+    pub device: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Request {
+    pub id: Uuid,
+    pub requester: String,
+    pub target: String,
+    pub role: String,
+    pub duration_secs: i64,
+    pub justification: String,
+    pub task: Option<String>,
+    pub ticket: Option<String>,
+    pub context: RequestContext,
+    pub state: RequestState,
+    pub created_at: Timestamp,
+    /// A pending request nobody answers by then expires.
+    pub pending_until: Timestamp,
+    pub decided_at: Option<Timestamp>,
+    /// The approver, the requester (cancel), or `policy`/`system`.
+    pub decided_by: Option<String>,
+    pub decision_reason: Option<String>,
+    pub grant_id: Option<Uuid>,
+    /// Approvals needed before the request is granted (0 when decided by policy at once).
+    pub approvals_required: u32,
+    /// Optimistic concurrency: every update must name the version it read.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Approval {
+    pub request_id: Uuid,
+    pub approver: String,
+    pub decision: ApprovalDecision,
+    pub comment: Option<String>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Grant {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub user: String,
+    pub target: String,
+    pub role: String,
+    pub starts_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub state: GrantState,
+    pub ended_at: Option<Timestamp>,
+    pub ended_by: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+/// Who is acting, established by authentication (token) or the kernel (peer credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Actor {
+    pub user: String,
+    pub admin: bool,
+    pub groups: Vec<String>,
+    /// The token the actor authenticated with, if any.
+    pub token_id: Option<String>,
+}
+
+impl Actor {
+    /// The server itself (scheduler, bootstrap).
+    pub fn system() -> Self {
+        Actor {
+            user: SYSTEM_ACTOR.to_string(),
+            admin: true,
+            groups: vec![],
+            token_id: None,
+        }
+    }
+}
+
+pub const SYSTEM_ACTOR: &str = "system";
+pub const POLICY_ACTOR: &str = "policy";
+
+/// Filters for listing requests.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub requester: Option<String>,
+    pub state: Option<RequestState>,
+    pub target: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Filters for listing grants.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub user: Option<String>,
+    pub state: Option<GrantState>,
+    pub target: Option<String>,
+    pub limit: Option<u32>,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom("expected 32 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("user", "alice").is_ok());
+        assert!(validate_name("user", "a.b-c_9").is_ok());
+        for bad in ["", "-x", "a b", "a;b", "a'b", "é", &"x".repeat(65)] {
+            assert!(validate_name("user", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn enums_round_trip() {
+        for s in RequestState::ALL {
+            assert_eq!(s.as_str().parse::<RequestState>(), Ok(*s));
+        }
+        assert!("bogus".parse::<GrantState>().is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! Ends grants and stale requests at their deadlines.
+//!
+//! Sleeps until the earliest deadline in the store (not a fixed poll), and is woken early when
+//! the control plane creates something with a deadline that may be earlier. On start it first
+//! ends everything that came due while the server was down. Each end is committed with a
+//! precondition, so several schedulers (several servers on one database) still end each thing
+//! exactly once.
+
+use crate::service::ControlPlane;
+use jiff::Timestamp;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Upper bound on one sleep, so deadlines created by another server instance sharing the
+/// database are picked up even though that instance cannot wake this one.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// Back-off after a storage error.
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+pub async fn run_expiry(cp: Arc<ControlPlane>, mut shutdown: watch::Receiver<bool>) {
+    let wake = cp.deadline_changed();
+    loop {
+        // Register interest before reading the deadline, so a wake-up between the read and
+        // the sleep is not lost.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let sleep_for = match cp.expire_due().await {
+            Ok(pass) => {
+                if pass.grants_expired + pass.requests_expired > 0 {
+                    tracing::info!(
+                        grants = pass.grants_expired,
+                        requests = pass.requests_expired,
+                        "expired"
+                    );
+                    metrics::counter!("pedm_grants_expired_total")
+                        .increment(pass.grants_expired as u64);
+                    metrics::counter!("pedm_requests_expired_total")
+                        .increment(pass.requests_expired as u64);
+                }
+                match cp.next_deadline().await {
+                    Ok(Some(at)) => until(at, cp.now()).min(MAX_SLEEP),
+                    Ok(None) => MAX_SLEEP,
+                    Err(e) => {
+                        tracing::error!(error = %e, "scheduler could not read the next deadline");
+                        ERROR_BACKOFF
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "scheduler pass failed");
+                ERROR_BACKOFF
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = &mut notified => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+fn until(at: Timestamp, now: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        // Round up so we wake at or after the deadline, never just before it.
+        Duration::from_micros(d.as_micros().max(0) as u64 + 1)
+    }
+}

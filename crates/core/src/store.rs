@@ -1,0 +1,149 @@
+//! The persistence interface. Implementations (SQLite, PostgreSQL) live in `pedm-store`.
+//!
+//! Writes are [`Changeset`]s: a list of row changes with their preconditions plus the audit
+//! events that record them, applied atomically. A precondition that fails rejects the whole
+//! changeset with [`StoreError::Conflict`] and nothing (not even an event) is written. This is
+//! how "no change without its event, no event without its change" and "exactly one concurrent
+//! approval wins" hold on every backend: the domain decides, the store applies or refuses.
+
+use crate::audit::{AuditEvent, NewAuditEvent};
+use crate::model::*;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A precondition of the changeset did not hold (state changed under us).
+    #[error("{0}")]
+    Conflict(String),
+    /// A unique key is taken.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A row the changeset refers to does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The database failed or is unreachable.
+    #[error("database: {0}")]
+    Backend(String),
+    /// Stored data could not be read back (corruption, manual edits).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// One row change. Each variant documents its precondition.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Fails with AlreadyExists if the name is taken.
+    InsertUser(User),
+    /// Sets `admin`/`disabled`/`display_name`. Fails with NotFound if absent.
+    UpdateUser(User),
+    InsertGroup(Group),
+    /// Fails with NotFound if the group or user is absent; no-op if already a member.
+    AddGroupMember { group: String, user: String },
+    /// Fails with NotFound if not a member.
+    RemoveGroupMember { group: String, user: String },
+    InsertToken(TokenRecord),
+    /// Fails with Conflict if already revoked, NotFound if absent.
+    RevokeToken { id: String, at: Timestamp },
+    InsertTarget(Target),
+    /// Fails with NotFound if the target is absent, AlreadyExists if the role is.
+    InsertRole(Role),
+    InsertRequest(Request),
+    /// Replaces the request; fails with Conflict unless the stored version is
+    /// `request.version - 1` (the caller bumps the version).
+    UpdateRequest(Request),
+    /// Fails with Conflict if this approver already decided this request.
+    InsertApproval(Approval),
+    /// Fails with AlreadyExists if a grant for the same request exists (idempotent creation).
+    InsertGrant(Grant),
+    /// Ends a grant; fails with Conflict unless it is still `active` (ends exactly once).
+    EndGrant {
+        id: Uuid,
+        state: GrantState,
+        at: Timestamp,
+        by: String,
+        reason: Option<String>,
+    },
+}
+
+/// Row changes and the audit events that record them, applied all or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Changeset {
+    pub writes: Vec<Write>,
+    pub events: Vec<NewAuditEvent>,
+}
+
+impl Changeset {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn write(mut self, w: Write) -> Self {
+        self.writes.push(w);
+        self
+    }
+    pub fn event(mut self, e: NewAuditEvent) -> Self {
+        self.events.push(e);
+        self
+    }
+}
+
+/// Filters for reading the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub after_seq: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub subject: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: Option<u32>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies a changeset atomically and durably, appending its events to the audit chain.
+    /// Returns the events as chained (with seq and hashes).
+    async fn commit(&self, changes: Changeset) -> Result<Vec<AuditEvent>, StoreError>;
+
+    async fn user(&self, name: &str) -> Result<Option<User>, StoreError>;
+    async fn users(&self) -> Result<Vec<User>, StoreError>;
+    async fn user_count(&self) -> Result<i64, StoreError>;
+    async fn group(&self, name: &str) -> Result<Option<Group>, StoreError>;
+    async fn groups(&self) -> Result<Vec<Group>, StoreError>;
+    /// Names of the groups `user` belongs to, sorted.
+    async fn groups_of(&self, user: &str) -> Result<Vec<String>, StoreError>;
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// All tokens, or one user's, newest first.
+    async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenRecord>, StoreError>;
+
+    async fn target(&self, name: &str) -> Result<Option<Target>, StoreError>;
+    async fn targets(&self) -> Result<Vec<Target>, StoreError>;
+    async fn role(&self, target: &str, name: &str) -> Result<Option<Role>, StoreError>;
+    /// Roles of one target, or of all targets.
+    async fn roles(&self, target: Option<&str>) -> Result<Vec<Role>, StoreError>;
+
+    async fn request(&self, id: Uuid) -> Result<Option<Request>, StoreError>;
+    /// Newest first.
+    async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError>;
+    async fn approvals(&self, request_id: Uuid) -> Result<Vec<Approval>, StoreError>;
+    /// Earliest `pending_until` among pending requests.
+    async fn next_request_deadline(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Pending requests whose `pending_until <= now`, oldest deadline first.
+    async fn overdue_requests(&self, now: Timestamp, limit: u32)
+    -> Result<Vec<Request>, StoreError>;
+
+    async fn grant(&self, id: Uuid) -> Result<Option<Grant>, StoreError>;
+    /// Newest first.
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
+    /// Earliest `expires_at` among active grants.
+    async fn next_grant_deadline(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Active grants whose `expires_at <= now`, earliest first.
+    async fn overdue_grants(&self, now: Timestamp, limit: u32) -> Result<Vec<Grant>, StoreError>;
+
+    /// Events in seq order.
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+    /// The last event's (seq, hash), or `None` for an empty log.
+    async fn audit_head(&self) -> Result<Option<(i64, [u8; 32])>, StoreError>;
+}

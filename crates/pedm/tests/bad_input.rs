@@ -1,0 +1,309 @@
+//! Every kind of bad input gets a clear error with the right status and changes nothing;
+//! security refusals are recorded in the audit log.
+
+mod common;
+
+use common::*;
+use pedm_api::*;
+use std::time::Duration;
+
+fn req(target: &str, role: &str, duration: &str, why: &str) -> CreateRequest {
+    CreateRequest {
+        target: target.into(),
+        role: role.into(),
+        duration: duration.into(),
+        justification: why.into(),
+        task: None,
+        ticket: None,
+    }
+}
+
+/// Everything that a refused call must not have changed.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    requests: usize,
+    grants: usize,
+    successful_events: usize,
+}
+
+async fn snapshot(s: &Server) -> Snapshot {
+    let a = s.admin();
+    let events = a.audit_events(&AuditQuery::default()).await.unwrap();
+    Snapshot {
+        requests: a.list_requests(&RequestQuery::default()).await.unwrap().len(),
+        grants: a.list_grants(&GrantQuery::default()).await.unwrap().len(),
+        successful_events: events.iter().filter(|e| e.outcome == Outcome::Success).count(),
+    }
+}
+
+async fn denied_events(s: &Server) -> Vec<AuditEvent> {
+    s.admin()
+        .audit_events(&AuditQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.outcome == Outcome::Denied)
+        .collect()
+}
+
+fn assert_err(r: Result<impl std::fmt::Debug, ApiError>, status: u16, needle: &str) {
+    let e = r.expect_err("should fail");
+    assert_eq!(e.status(), Some(status), "{e}");
+    assert!(
+        e.to_string().to_lowercase().contains(&needle.to_lowercase()),
+        "error {e:?} should mention {needle:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_change_nothing() {
+    let s = Server::start();
+    standard_targets(&s).await;
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    let before = snapshot(&s).await;
+
+    assert_err(alice.create_request(&req("nope", "root", "10m", "x")).await, 404, "target nope");
+    assert_err(alice.create_request(&req("web1", "king", "10m", "x")).await, 404, "role king");
+    assert_err(alice.create_request(&req("web1", "root", "0m", "x")).await, 400, "greater than zero");
+    assert_err(alice.create_request(&req("web1", "root", "0", "x")).await, 400, "greater than zero");
+    assert_err(alice.create_request(&req("web1", "root", "-5m", "x")).await, 400, "negative");
+    assert_err(alice.create_request(&req("web1", "root", "soon", "x")).await, 400, "duration");
+    assert_err(alice.create_request(&req("web1", "root", "2h", "x")).await, 400, "longer than the 1h");
+    assert_err(alice.create_request(&req("web1", "root", "10m", "   ")).await, 400, "justification");
+    let long = "x".repeat(5000);
+    assert_err(alice.create_request(&req("web1", "root", "10m", &long)).await, 400, "justification");
+    let mut bad_ticket = req("web1", "root", "10m", "ok");
+    bad_ticket.ticket = Some("a\u{7}b".into());
+    assert_err(alice.create_request(&bad_ticket).await, 400, "ticket");
+
+    assert_eq!(snapshot(&s).await, before);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies() {
+    let s = Server::start_with(Options {
+        env: vec![("PEDM_HTTP__MAX_BODY_BYTES".into(), "4096".into())],
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    let before = snapshot(&s).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/requests", s.url);
+    let send = |body: String, ct: &'static str| {
+        http.post(&url)
+            .bearer_auth(&s.admin_token)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+
+    let r = send("{\"target\": \"web1\", ".into(), "application/json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let b: ErrorBody = r.json().await.unwrap();
+    assert_eq!(b.error.code, "invalid");
+    assert!(b.error.message.contains("malformed JSON"), "{}", b.error.message);
+
+    let r = send(r#"{"target":"web1","role":"root","duration":"1m"}"#.into(), "application/json")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: ErrorBody = r.json().await.unwrap();
+    assert!(b.error.message.contains("justification"), "{}", b.error.message);
+
+    let r = send(
+        r#"{"target":"web1","role":"root","duration":"1m","justification":"x","admin":true}"#.into(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400, "unknown fields are refused");
+    let b: ErrorBody = r.json().await.unwrap();
+    assert!(b.error.message.contains("admin"), "{}", b.error.message);
+
+    let r = send("{}".into(), "text/plain").await.unwrap();
+    assert_eq!(r.status(), 415);
+
+    let huge = format!(
+        r#"{{"target":"web1","role":"root","duration":"1m","justification":"{}"}}"#,
+        "y".repeat(10_000)
+    );
+    let r = send(huge, "application/json").await.unwrap();
+    assert_eq!(r.status(), 413);
+    let b: ErrorBody = r.json().await.unwrap();
+    assert_eq!(b.error.code, "payload_too_large");
+
+    let r = http
+        .get(format!("{}/api/v1/requests/not-a-uuid", s.url))
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = http
+        .get(format!("{}/api/v1/requests?state=bogus", s.url))
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: ErrorBody = r.json().await.unwrap();
+    assert!(b.error.message.contains("state"), "{}", b.error.message);
+
+    assert_eq!(snapshot(&s).await, before);
+}
+
+#[tokio::test]
+async fn bad_expired_and_revoked_tokens_are_refused_and_recorded() {
+    let s = Server::start();
+    let admin = s.admin();
+    let denied_before = denied_events(&s).await.len();
+
+    assert_err(s.anonymous().whoami().await, 401, "missing");
+    assert_err(s.client("pedm_0123456789abcdef_wrongsecret").whoami().await, 401, "invalid token");
+    assert_err(s.client("garbage").whoami().await, 401, "invalid token");
+    // The right id with a wrong secret is refused too.
+    let id = s.admin_token.split('_').nth(1).unwrap();
+    assert_err(s.client(&format!("pedm_{id}_forged")).whoami().await, 401, "invalid token");
+
+    admin
+        .create_user(&CreateUser { name: "alice".into(), display_name: None, admin: false })
+        .await
+        .unwrap();
+    let short = admin
+        .create_token(&CreateToken {
+            user: Some("alice".into()),
+            expires_in: Some("1s".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let alice = s.client(&short.token);
+    alice.whoami().await.expect("fresh token works");
+    let e = eventually(Duration::from_secs(10), "token expiry", || async {
+        alice.whoami().await.err()
+    })
+    .await;
+    assert_eq!(e.status(), Some(401));
+    assert!(e.to_string().contains("expired"), "{e}");
+
+    let t = admin
+        .create_token(&CreateToken { user: Some("alice".into()), ..Default::default() })
+        .await
+        .unwrap();
+    s.client(&t.token).whoami().await.unwrap();
+    admin.revoke_token(&t.info.id).await.unwrap();
+    assert_err(s.client(&t.token).whoami().await, 401, "revoked");
+    assert_err(admin.revoke_token(&t.info.id).await, 409, "already revoked");
+
+    // Disabled users' tokens stop working.
+    let t2 = admin
+        .create_token(&CreateToken { user: Some("alice".into()), ..Default::default() })
+        .await
+        .unwrap();
+    admin
+        .update_user("alice", &UpdateUser { disabled: Some(true), ..Default::default() })
+        .await
+        .unwrap();
+    assert_err(s.client(&t2.token).whoami().await, 401, "invalid token");
+
+    let denied = denied_events(&s).await;
+    let auth_failures: Vec<_> = denied[denied_before..]
+        .iter()
+        .filter(|e| e.action == "auth.failed")
+        .collect();
+    assert!(auth_failures.len() >= 5, "auth failures recorded: {auth_failures:?}");
+    // The secret never lands in the log.
+    let all = serde_json::to_string(&denied).unwrap();
+    assert!(!all.contains("forged") && !all.contains("wrongsecret"));
+    assert!(!all.contains(short.token.split('_').nth(2).unwrap()));
+}
+
+#[tokio::test]
+async fn non_admins_cannot_administer() {
+    let s = Server::start();
+    standard_targets(&s).await;
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    let before = snapshot(&s).await;
+    let denied_before = denied_events(&s).await.len();
+
+    assert_err(
+        alice.create_user(&CreateUser { name: "eve".into(), display_name: None, admin: true }).await,
+        403,
+        "admin",
+    );
+    assert_err(
+        alice
+            .create_target(&CreateTarget {
+                name: "db1".into(),
+                kind: TargetKind::Postgres,
+                description: None,
+                labels: Default::default(),
+            })
+            .await,
+        403,
+        "admin",
+    );
+    assert_err(alice.list_users().await, 403, "admin");
+    assert_err(
+        alice.create_token(&CreateToken { user: Some("admin".into()), ..Default::default() }).await,
+        403,
+        "admin",
+    );
+    assert_err(alice.audit_events(&AuditQuery::default()).await, 403, "admin");
+    assert_err(
+        alice.list_requests(&RequestQuery { requester: Some("admin".into()), ..Default::default() }).await,
+        403,
+        "only admins",
+    );
+
+    let denied = denied_events(&s).await;
+    assert_eq!(denied.len() - denied_before, 6, "each refusal recorded: {denied:?}");
+    assert!(denied[denied_before..].iter().all(|e| e.actor == "alice"));
+    assert_eq!(snapshot(&s).await, before);
+
+    // Admin-side validation: names, kinds, durations.
+    let admin = s.admin();
+    assert_err(
+        admin.create_user(&CreateUser { name: "bad name;".into(), display_name: None, admin: false }).await,
+        400,
+        "not a valid user name",
+    );
+    assert_err(
+        admin.create_user(&CreateUser { name: "alice".into(), display_name: None, admin: false }).await,
+        409,
+        "alice",
+    );
+    assert_err(
+        admin
+            .create_role(
+                "web1",
+                &CreateRole {
+                    name: "big".into(),
+                    description: None,
+                    max_duration: "30d".into(),
+                    auto_approve: false,
+                    run_as: None,
+                },
+            )
+            .await,
+        400,
+        "server limit",
+    );
+    assert_err(
+        admin
+            .create_role(
+                "nope",
+                &CreateRole {
+                    name: "r".into(),
+                    description: None,
+                    max_duration: "1h".into(),
+                    auto_approve: false,
+                    run_as: None,
+                },
+            )
+            .await,
+        404,
+        "target nope",
+    );
+}

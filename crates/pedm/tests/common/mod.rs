@@ -1,0 +1,260 @@
+//! Starts the real `pedmd` binary on a free port with its own data directory, and runs the real
+//! `pedm` binary against it.
+
+#![allow(dead_code)]
+
+use pedm_api::Client;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub admin_token: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    database_url: Option<String>,
+    env: Vec<(String, String)>,
+}
+
+pub struct Options {
+    pub database_url: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { database_url: None, env: vec![] }
+    }
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            admin_token: String::new(),
+            data_dir,
+            _tmp: Some(tmp),
+            database_url: opts.database_url,
+            env: opts.env,
+        };
+        s.spawn(None);
+        s.admin_token = std::fs::read_to_string(s.data_dir.join("admin.token"))
+            .expect("admin token file")
+            .trim()
+            .to_string();
+        s
+    }
+
+    /// Starts pedmd; on `port` if given (to come back on the same URL after a restart).
+    fn spawn(&mut self, port: Option<u16>) {
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pedmd"));
+        cmd.arg("--listen")
+            .arg(&listen)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("PEDM_URL")
+            .env_remove("PEDM_TOKEN")
+            .env("PEDM_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if let Some(db) = &self.database_url {
+            cmd.arg("--database-url").arg(db);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn pedmd");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let url = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some(u) = line.strip_prefix("pedmd listening on ") {
+                        break u.to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("pedmd did not start; log:\n{}", self.log());
+                }
+            }
+        };
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// Graceful stop (SIGTERM), waiting for exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Abrupt stop (SIGKILL), as in a crash or power loss of the process.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Starts again after `stop`/`kill`, on the same port and data.
+    pub fn start_again(&mut self) {
+        let port = self.port();
+        self.spawn(Some(port));
+    }
+
+    pub fn admin(&self) -> Client {
+        self.client(&self.admin_token)
+    }
+
+    pub fn client(&self, token: &str) -> Client {
+        Client::new(&self.url, Some(token.to_string())).expect("client")
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client::new(&self.url, None).expect("client")
+    }
+
+    /// Runs the real `pedm` binary with PEDM_URL and PEDM_TOKEN set.
+    pub fn cli(&self, token: &str, args: &[&str]) -> Output {
+        pedm_cli(&self.url, token, args)
+    }
+
+    pub fn data_path(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn pedm_cli(url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pedm"))
+        .args(args)
+        .env("PEDM_URL", url)
+        .env("PEDM_TOKEN", token)
+        .env_remove("PEDM_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pedm")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Polls `check` until it returns `Some`, for state that changes on the server's own schedule
+/// (expiry). Fails the test after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Creates a user and returns a token for it.
+pub async fn user_with_token(s: &Server, name: &str, admin: bool) -> String {
+    let a = s.admin();
+    a.create_user(&pedm_api::CreateUser { name: name.into(), display_name: None, admin })
+        .await
+        .expect("create user");
+    a.create_token(&pedm_api::CreateToken { user: Some(name.into()), ..Default::default() })
+        .await
+        .expect("create token")
+        .token
+}
+
+/// A host target `web1` with roles `root` (needs approval, max 1h) and `docker`
+/// (auto-approved, max 1h).
+pub async fn standard_targets(s: &Server) {
+    let a = s.admin();
+    a.create_target(&pedm_api::CreateTarget {
+        name: "web1".into(),
+        kind: pedm_api::TargetKind::Host,
+        description: Some("web server".into()),
+        labels: [("env".to_string(), "prod".to_string())].into(),
+    })
+    .await
+    .expect("target");
+    for (role, auto) in [("root", false), ("docker", true)] {
+        a.create_role(
+            "web1",
+            &pedm_api::CreateRole {
+                name: role.into(),
+                description: None,
+                max_duration: "1h".into(),
+                auto_approve: auto,
+                run_as: Some("root".into()),
+            },
+        )
+        .await
+        .expect("role");
+    }
+}

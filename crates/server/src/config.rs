@@ -1,0 +1,171 @@
+//! Server configuration: one TOML file, every key overridable by environment variables
+//! (`PEDM_LISTEN`, `PEDM_DATA_DIR`, `PEDM_LIMITS__MAX_DURATION`, ...), then by flags.
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use pedm_core::duration::parse_duration;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port (printed at start).
+    pub listen: String,
+    /// Where the embedded database and the bootstrap admin token live.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; empty means `sqlite://<data_dir>/pedm.db`.
+    pub database_url: String,
+    /// Name of the admin created on first start.
+    pub admin_user: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub limits: LimitsConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Longest grant anyone may request (`7d`).
+    pub max_duration: String,
+    /// How long a request waits for a decision before it expires (`24h`).
+    pub pending_ttl: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a request may take before the server answers 408.
+    pub request_timeout: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8470".into(),
+            data_dir: PathBuf::from("/var/lib/pedm"),
+            database_url: String::new(),
+            admin_user: "admin".into(),
+            log_format: "text".into(),
+            limits: LimitsConfig {
+                max_duration: "7d".into(),
+                pending_ttl: "24h".into(),
+            },
+            http: HttpConfig {
+                max_body_bytes: 64 * 1024,
+                request_timeout: "30s".into(),
+            },
+        }
+    }
+}
+
+/// Values checked and converted for use.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub admin_user: String,
+    pub json_logs: bool,
+    pub limits: pedm_core::service::Limits,
+    pub max_body_bytes: usize,
+    pub request_timeout: std::time::Duration,
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `PEDM_*` environment variables.
+    pub fn load(file: Option<&Path>, base: Config) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(base));
+        if let Some(f) = file {
+            if !f.exists() {
+                bail!("configuration file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
+        const KEYS: [&str; 7] = [
+            "listen", "data_dir", "database_url", "admin_user", "log_format", "limits", "http",
+        ];
+        fig = fig.merge(
+            Env::prefixed("PEDM_")
+                .filter(|k| {
+                    let k = k.as_str().to_ascii_lowercase();
+                    KEYS.iter().any(|top| k == *top || k.starts_with(&format!("{top}__")))
+                })
+                .split("__"),
+        );
+        fig.extract().context("invalid configuration")
+    }
+
+    pub fn resolve(&self) -> anyhow::Result<Resolved> {
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .with_context(|| format!("listen: {:?} is not an address like 127.0.0.1:8470", self.listen))?;
+        let secs = |field: &str, v: &str| {
+            parse_duration(v).with_context(|| format!("{field}: {v:?}"))
+        };
+        let database_url = if self.database_url.trim().is_empty() {
+            format!("sqlite://{}", self.data_dir.join("pedm.db").display())
+        } else {
+            self.database_url.trim().to_string()
+        };
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format: {:?} must be text or json", self.log_format);
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!("http.max_body_bytes: {} is below the minimum of 1024", self.http.max_body_bytes);
+        }
+        let limits = pedm_core::service::Limits {
+            max_duration_secs: secs("limits.max_duration", &self.limits.max_duration)?,
+            pending_ttl_secs: secs("limits.pending_ttl", &self.limits.pending_ttl)?,
+            ..Default::default()
+        };
+        Ok(Resolved {
+            listen,
+            data_dir: self.data_dir.clone(),
+            database_url,
+            admin_user: self.admin_user.clone(),
+            json_logs: self.log_format == "json",
+            limits,
+            max_body_bytes: self.http.max_body_bytes,
+            request_timeout: std::time::Duration::from_secs(
+                secs("http.request_timeout", &self.http.request_timeout)? as u64,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = std::env::temp_dir().join(format!("pedm-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pedmd.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9999\"\n[limits]\npending_ttl = \"2h\"\n").unwrap();
+        let c = Config::load(Some(&f), Config::default()).unwrap();
+        let r = c.resolve().unwrap();
+        assert_eq!(r.listen.port(), 9999);
+        assert_eq!(r.limits.pending_ttl_secs, 7200);
+        assert_eq!(r.limits.max_duration_secs, 7 * 86_400);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let c = Config { listen: "nowhere".into(), ..Config::default() };
+        let e = format!("{:#}", c.resolve().unwrap_err());
+        assert!(e.contains("listen"), "{e}");
+        let mut c = Config::default();
+        c.limits.max_duration = "forever".into();
+        let e = format!("{:#}", c.resolve().unwrap_err());
+        assert!(e.contains("limits.max_duration"), "{e}");
+    }
+}

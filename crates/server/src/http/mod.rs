@@ -1,0 +1,137 @@
+//! The HTTP transport: routes under `/api/v1/`, the OpenAPI document, health and metrics.
+
+mod error;
+mod extract;
+mod routes;
+
+pub use error::ApiErr;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use pedm_api::{API_PREFIX, Health};
+use pedm_core::service::ControlPlane;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub cp: Arc<ControlPlane>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "pedm", description = "Privilege elevation and delegation management: \
+        request a role on a target for a bounded time; policy or approvers decide; \
+        the grant ends by itself."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "identity", description = "Users, groups, API tokens"),
+        (name = "targets", description = "Targets and the roles defined on them"),
+        (name = "requests", description = "Elevation requests and their approval"),
+        (name = "grants", description = "Active and ended elevations"),
+        (name = "audit", description = "The audit log"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of every route under `/api/v1`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = api_router().split_for_parts();
+    api
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(API_PREFIX, routes::router())
+}
+
+pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {
+    let (api, doc) = api_router().split_for_parts();
+    let doc = Arc::new(doc);
+    api.route(
+        &format!("{API_PREFIX}/openapi.json"),
+        get(move || {
+            let doc = doc.clone();
+            async move { Json(doc.as_ref().clone()) }
+        }),
+    )
+    .route("/healthz", get(healthz))
+    .route("/metrics", get(render_metrics))
+    .fallback(not_found)
+    .with_state(state)
+    .layer(DefaultBodyLimit::max(max_body_bytes))
+    .layer(middleware::from_fn(track_metrics))
+    .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+    .layer(PropagateRequestIdLayer::x_request_id())
+    .layer(TraceLayer::new_for_http())
+    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    // Healthy means the store answers, not just that the process runs.
+    match s.cp.store().audit_head().await {
+        Ok(_) => Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: storage unavailable");
+            ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, "storage", "storage is unavailable")
+                .into_response()
+        }
+    }
+}
+
+async fn render_metrics(State(s): State<AppState>) -> Response {
+    match &s.metrics {
+        Some(h) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiErr::new(StatusCode::NOT_FOUND, "not_found", "metrics are not enabled").into_response(),
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiErr {
+    ApiErr::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {}", uri.path()))
+}
+
+async fn track_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("pedm_http_requests_total", &labels).increment(1);
+    metrics::histogram!("pedm_http_request_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,435 @@
+//! Handlers: parse, call the control plane, shape the answer. No rules live here.
+
+use super::AppState;
+use super::error::{ApiErr, ApiResult};
+use super::extract::{Body, Caller, Path, Query};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use pedm_api::*;
+use pedm_core::model::{GrantFilter, RequestFilter};
+use pedm_core::service::{NewRequest, NewRole};
+use pedm_core::store::AuditFilter;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(whoami))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(update_user))
+        .routes(routes!(list_groups, create_group))
+        .routes(routes!(add_group_member, remove_group_member))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_targets, create_target))
+        .routes(routes!(get_target))
+        .routes(routes!(list_roles, create_role))
+        .routes(routes!(list_requests, create_request))
+        .routes(routes!(get_request))
+        .routes(routes!(cancel_request))
+        .routes(routes!(approve_request))
+        .routes(routes!(deny_request))
+        .routes(routes!(list_grants))
+        .routes(routes!(get_grant))
+        .routes(routes!(release_grant))
+        .routes(routes!(revoke_grant))
+        .routes(routes!(list_audit_events))
+}
+
+fn parse_duration_field(field: &str, v: &str) -> ApiResult<i64> {
+    parse_duration(v).map_err(|e| ApiErr::invalid(format!("invalid {field}: {e}")))
+}
+
+fn parse_enum<T: std::str::FromStr<Err = String>>(field: &str, v: Option<&str>) -> ApiResult<Option<T>> {
+    v.map(|s| s.parse::<T>().map_err(|e| ApiErr::invalid(format!("invalid {field}: {e}"))))
+        .transpose()
+}
+
+fn parse_time(field: &str, v: Option<&str>) -> ApiResult<Option<jiff::Timestamp>> {
+    v.map(|s| {
+        s.parse::<jiff::Timestamp>()
+            .map_err(|e| ApiErr::invalid(format!("invalid {field}: {s:?} is not an RFC 3339 time ({e})")))
+    })
+    .transpose()
+}
+
+// ------------------------------------------------------------------ identity
+
+/// The caller, their groups and the token they used.
+#[utoipa::path(get, path = "/whoami", tag = "identity",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+async fn whoami(State(s): State<AppState>, c: Caller) -> ApiResult<Json<WhoAmI>> {
+    let (user, token) = s.cp.whoami(&c.actor).await?;
+    Ok(Json(WhoAmI { user, groups: c.actor.groups, token: token.map(Into::into) }))
+}
+
+/// All users (admin).
+#[utoipa::path(get, path = "/users", tag = "identity",
+    responses((status = 200, body = Vec<User>), (status = 403, body = ErrorBody)))]
+async fn list_users(State(s): State<AppState>, c: Caller) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(s.cp.list_users(&c.actor).await?))
+}
+
+/// Create a user (admin).
+#[utoipa::path(post, path = "/users", tag = "identity", request_body = CreateUser,
+    responses((status = 201, body = User), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_user(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(b): Body<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let u = s.cp.create_user(&c.actor, &b.name, b.display_name, b.admin).await?;
+    Ok((StatusCode::CREATED, Json(u)))
+}
+
+/// Change a user's admin rights or disable/enable them (admin).
+#[utoipa::path(patch, path = "/users/{name}", tag = "identity", request_body = UpdateUser,
+    params(("name" = String, Path)),
+    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_user(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Body(b): Body<UpdateUser>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(s.cp.update_user(&c.actor, &name, b.admin, b.disabled).await?))
+}
+
+/// All groups with their members (admin).
+#[utoipa::path(get, path = "/groups", tag = "identity",
+    responses((status = 200, body = Vec<Group>), (status = 403, body = ErrorBody)))]
+async fn list_groups(State(s): State<AppState>, c: Caller) -> ApiResult<Json<Vec<Group>>> {
+    Ok(Json(s.cp.list_groups(&c.actor).await?))
+}
+
+/// Create a group (admin).
+#[utoipa::path(post, path = "/groups", tag = "identity", request_body = CreateGroup,
+    responses((status = 201, body = Group), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_group(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(b): Body<CreateGroup>,
+) -> ApiResult<(StatusCode, Json<Group>)> {
+    let g = s.cp.create_group(&c.actor, &b.name, b.description).await?;
+    Ok((StatusCode::CREATED, Json(g)))
+}
+
+/// Add a user to a group (admin).
+#[utoipa::path(put, path = "/groups/{group}/members/{user}", tag = "identity",
+    params(("group" = String, Path), ("user" = String, Path)),
+    responses((status = 200, body = Group), (status = 404, body = ErrorBody)))]
+async fn add_group_member(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((group, user)): Path<(String, String)>,
+) -> ApiResult<Json<Group>> {
+    Ok(Json(s.cp.set_group_member(&c.actor, &group, &user, true).await?))
+}
+
+/// Remove a user from a group (admin).
+#[utoipa::path(delete, path = "/groups/{group}/members/{user}", tag = "identity",
+    params(("group" = String, Path), ("user" = String, Path)),
+    responses((status = 200, body = Group), (status = 404, body = ErrorBody)))]
+async fn remove_group_member(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((group, user)): Path<(String, String)>,
+) -> ApiResult<Json<Group>> {
+    Ok(Json(s.cp.set_group_member(&c.actor, &group, &user, false).await?))
+}
+
+/// The caller's tokens, or (admin) anyone's.
+#[utoipa::path(get, path = "/tokens", tag = "identity", params(TokenQuery),
+    responses((status = 200, body = Vec<TokenInfo>)))]
+async fn list_tokens(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<TokenQuery>,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
+    let t = s.cp.list_tokens(&c.actor, q.user.as_deref()).await?;
+    Ok(Json(t.into_iter().map(Into::into).collect()))
+}
+
+/// Mint a token. The secret is in this response only.
+#[utoipa::path(post, path = "/tokens", tag = "identity", request_body = CreateToken,
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_token(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(b): Body<CreateToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let ttl = b
+        .expires_in
+        .as_deref()
+        .map(|v| parse_duration_field("expires_in", v))
+        .transpose()?;
+    let (rec, token) = s.cp.create_token(&c.actor, b.user.as_deref(), b.description, ttl).await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, info: rec.into() })))
+}
+
+/// Revoke a token (its owner or an admin).
+#[utoipa::path(post, path = "/tokens/{id}/revoke", tag = "identity", params(("id" = String, Path)),
+    responses((status = 200, body = TokenInfo), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn revoke_token(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenInfo>> {
+    Ok(Json(s.cp.revoke_token(&c.actor, &id).await?.into()))
+}
+
+// ------------------------------------------------------------------ targets
+
+/// All targets.
+#[utoipa::path(get, path = "/targets", tag = "targets", responses((status = 200, body = Vec<Target>)))]
+async fn list_targets(State(s): State<AppState>, _c: Caller) -> ApiResult<Json<Vec<Target>>> {
+    Ok(Json(s.cp.list_targets().await?))
+}
+
+/// Register a target (admin).
+#[utoipa::path(post, path = "/targets", tag = "targets", request_body = CreateTarget,
+    responses((status = 201, body = Target), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_target(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(b): Body<CreateTarget>,
+) -> ApiResult<(StatusCode, Json<Target>)> {
+    let t = s.cp.create_target(&c.actor, &b.name, b.kind, b.description, b.labels).await?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+/// A target and its roles.
+#[utoipa::path(get, path = "/targets/{name}", tag = "targets", params(("name" = String, Path)),
+    responses((status = 200, body = TargetDetail), (status = 404, body = ErrorBody)))]
+async fn get_target(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TargetDetail>> {
+    let (target, roles) = s.cp.get_target(&name).await?;
+    Ok(Json(TargetDetail { target, roles }))
+}
+
+/// Roles of a target.
+#[utoipa::path(get, path = "/targets/{name}/roles", tag = "targets", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<Role>), (status = 404, body = ErrorBody)))]
+async fn list_roles(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<Role>>> {
+    Ok(Json(s.cp.list_roles(Some(&name)).await?))
+}
+
+/// Define a role on a target (admin).
+#[utoipa::path(post, path = "/targets/{name}/roles", tag = "targets", request_body = CreateRole,
+    params(("name" = String, Path)),
+    responses((status = 201, body = Role), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_role(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(target): Path<String>,
+    Body(b): Body<CreateRole>,
+) -> ApiResult<(StatusCode, Json<Role>)> {
+    let max = parse_duration_field("max_duration", &b.max_duration)?;
+    let role = s
+        .cp
+        .create_role(
+            &c.actor,
+            NewRole {
+                target,
+                name: b.name,
+                description: b.description,
+                max_duration_secs: max,
+                auto_approve: b.auto_approve,
+                run_as: b.run_as,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(role)))
+}
+
+// ------------------------------------------------------------------ requests
+
+/// Requests: the caller's own, or (admin) anyone's.
+#[utoipa::path(get, path = "/requests", tag = "requests", params(RequestQuery),
+    responses((status = 200, body = Vec<Request>), (status = 400, body = ErrorBody)))]
+async fn list_requests(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<RequestQuery>,
+) -> ApiResult<Json<Vec<Request>>> {
+    let filter = RequestFilter {
+        requester: q.requester,
+        state: parse_enum("state", q.state.as_deref())?,
+        target: q.target,
+        limit: q.limit,
+    };
+    Ok(Json(s.cp.list_requests(&c.actor, filter).await?))
+}
+
+/// Ask for a role on a target for a duration, with a justification.
+#[utoipa::path(post, path = "/requests", tag = "requests", request_body = CreateRequest,
+    responses((status = 201, body = RequestCreated), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn create_request(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(b): Body<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<RequestCreated>)> {
+    let duration_secs = parse_duration_field("duration", &b.duration)?;
+    let context = RequestContext { source_addr: c.source.clone(), device: Default::default() };
+    let (request, grant) = s
+        .cp
+        .create_request(
+            &c.actor,
+            NewRequest {
+                target: b.target,
+                role: b.role,
+                duration_secs,
+                justification: b.justification,
+                task: b.task,
+                ticket: b.ticket,
+            },
+            context,
+        )
+        .await?;
+    metrics::counter!("pedm_requests_created_total", "state" => request.state.as_str()).increment(1);
+    Ok((StatusCode::CREATED, Json(RequestCreated { request, grant })))
+}
+
+/// A request with its approvals.
+#[utoipa::path(get, path = "/requests/{id}", tag = "requests", params(("id" = Uuid, Path)),
+    responses((status = 200, body = RequestDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_request(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<RequestDetail>> {
+    let (request, approvals) = s.cp.get_request(&c.actor, id).await?;
+    Ok(Json(RequestDetail { request, approvals }))
+}
+
+/// Withdraw a pending request (the requester).
+#[utoipa::path(post, path = "/requests/{id}/cancel", tag = "requests", request_body = Reason,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Request), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel_request(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+    Body(b): Body<Reason>,
+) -> ApiResult<Json<Request>> {
+    Ok(Json(s.cp.cancel_request(&c.actor, id, b.reason).await?))
+}
+
+/// Approve a pending request (never one's own).
+#[utoipa::path(post, path = "/requests/{id}/approve", tag = "requests", request_body = Decide,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Decided), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn approve_request(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+    Body(b): Body<Decide>,
+) -> ApiResult<Json<Decided>> {
+    let (request, grant) =
+        s.cp.decide_request(&c.actor, id, ApprovalDecision::Approve, b.comment).await?;
+    Ok(Json(Decided { request, grant }))
+}
+
+/// Deny a pending request, with a comment.
+#[utoipa::path(post, path = "/requests/{id}/deny", tag = "requests", request_body = Decide,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Decided), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn deny_request(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+    Body(b): Body<Decide>,
+) -> ApiResult<Json<Decided>> {
+    let (request, grant) =
+        s.cp.decide_request(&c.actor, id, ApprovalDecision::Deny, b.comment).await?;
+    Ok(Json(Decided { request, grant }))
+}
+
+// ------------------------------------------------------------------ grants
+
+/// Grants: the caller's own, or (admin) anyone's.
+#[utoipa::path(get, path = "/grants", tag = "grants", params(GrantQuery),
+    responses((status = 200, body = Vec<Grant>), (status = 400, body = ErrorBody)))]
+async fn list_grants(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<GrantQuery>,
+) -> ApiResult<Json<Vec<Grant>>> {
+    let filter = GrantFilter {
+        user: q.user,
+        state: parse_enum("state", q.state.as_deref())?,
+        target: q.target,
+        limit: q.limit,
+    };
+    Ok(Json(s.cp.list_grants(&c.actor, filter).await?))
+}
+
+/// One grant.
+#[utoipa::path(get, path = "/grants/{id}", tag = "grants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Grant), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_grant(State(s): State<AppState>, c: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Grant>> {
+    Ok(Json(s.cp.get_grant(&c.actor, id).await?))
+}
+
+/// Give a grant back before it expires (the holder).
+#[utoipa::path(post, path = "/grants/{id}/release", tag = "grants", request_body = Reason,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Grant), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn release_grant(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+    Body(b): Body<Reason>,
+) -> ApiResult<Json<Grant>> {
+    Ok(Json(s.cp.release_grant(&c.actor, id, b.reason).await?))
+}
+
+/// End someone's grant now, with a reason (admin).
+#[utoipa::path(post, path = "/grants/{id}/revoke", tag = "grants", request_body = Reason,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Grant), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn revoke_grant(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+    Body(b): Body<Reason>,
+) -> ApiResult<Json<Grant>> {
+    Ok(Json(s.cp.revoke_grant(&c.actor, id, b.reason).await?))
+}
+
+// ------------------------------------------------------------------ audit
+
+/// Audit events in order (admin).
+#[utoipa::path(get, path = "/audit/events", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEvent>), (status = 403, body = ErrorBody)))]
+async fn list_audit_events(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEvent>>> {
+    let filter = AuditFilter {
+        after_seq: q.after,
+        actor: q.actor,
+        action: q.action,
+        subject: q.subject,
+        since: parse_time("since", q.since.as_deref())?,
+        until: parse_time("until", q.until.as_deref())?,
+        limit: q.limit,
+    };
+    Ok(Json(s.cp.audit_events(&c.actor, filter).await?))
+}

@@ -1,0 +1,198 @@
+//! `pedmd`: the control plane server. Wires configuration, storage, the control plane, the
+//! expiry scheduler and the HTTP transport together.
+
+pub mod config;
+pub mod http;
+
+use anyhow::Context;
+use clap::Parser;
+use config::{Config, Resolved};
+use pedm_core::clock::SystemClock;
+use pedm_core::decision::BuiltinDecider;
+use pedm_core::service::ControlPlane;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+#[derive(Debug, Parser)]
+#[command(name = "pedmd", version, about = "pedm control plane server")]
+pub struct Args {
+    /// TOML configuration file. Every key can also be set as PEDM_<KEY> (nested: PEDM_LIMITS__MAX_DURATION).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Development mode: 127.0.0.1:8470, data under ./pedm-data, readable logs.
+    #[arg(long)]
+    pub dev: bool,
+    /// Address to listen on (overrides the configuration).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (overrides the configuration).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://... (overrides the configuration).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn settings(args: &Args) -> anyhow::Result<Resolved> {
+    let mut base = Config::default();
+    if args.dev {
+        base.data_dir = PathBuf::from("pedm-data");
+    }
+    let mut cfg = Config::load(args.config.as_deref(), base)?;
+    if let Some(l) = &args.listen {
+        cfg.listen = l.clone();
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(u) = &args.database_url {
+        cfg.database_url = u.clone();
+    }
+    cfg.resolve()
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PEDM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = settings(&args)?;
+    init_logging(cfg.json_logs);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+        .ok();
+
+    create_private_dir(&cfg.data_dir)?;
+    let store = pedm_store::open_store(&cfg.database_url)
+        .await
+        .context("cannot open the database")?;
+    let cp = Arc::new(ControlPlane::new(
+        store,
+        Arc::new(BuiltinDecider),
+        Arc::new(SystemClock),
+        cfg.limits.clone(),
+    ));
+
+    let token_file = cfg.data_dir.join("admin.token");
+    if let Some(minted) = cp.bootstrap(&cfg.admin_user).await? {
+        write_secret_file(&token_file, &minted.token)?;
+        tracing::info!(user = %cfg.admin_user, file = %token_file.display(), "created the bootstrap admin");
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let scheduler = tokio::spawn(pedm_core::scheduler::run_expiry(cp.clone(), shutdown_rx));
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let app = http::router(http::AppState { cp, metrics }, cfg.max_body_bytes, cfg.request_timeout);
+
+    // The first line on stdout is for people and for tests that start us on port 0.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "pedmd listening on http://{addr}")?;
+    if token_file.exists() {
+        writeln!(out, "admin token: {}", token_file.display())?;
+    }
+    if args.dev {
+        writeln!(
+            out,
+            "try: export PEDM_URL=http://{addr} PEDM_TOKEN=$(cat {}); pedm whoami",
+            token_file.display()
+        )?;
+    }
+    out.flush()?;
+    drop(out);
+
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server failed")?;
+    let _ = shutdown_tx.send(true);
+    let _ = scheduler.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// The data directory holds the database and the admin token: owner only.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes a secret readable by the owner only, refusing to follow or reuse an existing file.
+fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot create {} (remove a stale one from an earlier data directory)",
+                path.display()
+            )
+        })?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    Ok(())
+}

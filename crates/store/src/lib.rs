@@ -1,0 +1,183 @@
+//! pedm storage: the [`pedm_core::store::Store`] trait on SQLite (the embedded default,
+//! [`SqliteStore`]) and PostgreSQL (shared state for several `pedmd` instances,
+//! [`PostgresStore`]), through sqlx. [`open_store`] picks one from a URL.
+//!
+//! Both dialects share one schema shape (see `migrations/`), one set of queries and one
+//! implementation of changesets and the audit hash chain; only connection setup and the way
+//! audit appends are serialised differ.
+
+mod db;
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use pedm_core::store::{Store, StoreError};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Opens the store a URL names: `sqlite://PATH` or `sqlite:PATH` (the file is created if
+/// missing; `sqlite:///abs/path` for an absolute path), or `postgres://…` / `postgresql://…`.
+/// Migrations are applied before it returns.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        // Connection parameters (`?mode=rwc`) are ours to set; ignore any given.
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Err(StoreError::Backend(format!(
+                "{url:?} names no database file: use sqlite://PATH (an in-memory database would \
+                 be lost at exit)"
+            )));
+        }
+        Ok(Arc::new(SqliteStore::open(Path::new(path)).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::Backend(format!(
+            "unsupported database URL {}: expected sqlite://PATH or postgres://USER@HOST/DB",
+            redact_url(url)
+        )))
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &userinfo[..colon],
+            &url[scheme_end + at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// Implements `Store` for a wrapper around [`sql::Engine`] by forwarding every method.
+macro_rules! forward_store {
+    ($t:ty) => {
+        #[async_trait::async_trait]
+        impl pedm_core::store::Store for $t {
+            async fn commit(
+                &self,
+                c: pedm_core::store::Changeset,
+            ) -> Result<Vec<pedm_core::audit::AuditEvent>, StoreError> {
+                self.engine.commit(c).await
+            }
+            async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+                self.engine.user(name).await
+            }
+            async fn users(&self) -> Result<Vec<User>, StoreError> {
+                self.engine.users().await
+            }
+            async fn user_count(&self) -> Result<i64, StoreError> {
+                self.engine.user_count().await
+            }
+            async fn group(&self, name: &str) -> Result<Option<Group>, StoreError> {
+                self.engine.group(name).await
+            }
+            async fn groups(&self) -> Result<Vec<Group>, StoreError> {
+                self.engine.groups().await
+            }
+            async fn groups_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+                self.engine.groups_of(user).await
+            }
+            async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+                self.engine.token(id).await
+            }
+            async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+                self.engine.tokens(user).await
+            }
+            async fn target(&self, name: &str) -> Result<Option<Target>, StoreError> {
+                self.engine.target(name).await
+            }
+            async fn targets(&self) -> Result<Vec<Target>, StoreError> {
+                self.engine.targets().await
+            }
+            async fn role(&self, target: &str, name: &str) -> Result<Option<Role>, StoreError> {
+                self.engine.role(target, name).await
+            }
+            async fn roles(&self, target: Option<&str>) -> Result<Vec<Role>, StoreError> {
+                self.engine.roles(target).await
+            }
+            async fn request(&self, id: uuid::Uuid) -> Result<Option<Request>, StoreError> {
+                self.engine.request(id).await
+            }
+            async fn requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
+                self.engine.requests(f).await
+            }
+            async fn approvals(&self, id: uuid::Uuid) -> Result<Vec<Approval>, StoreError> {
+                self.engine.approvals(id).await
+            }
+            async fn next_request_deadline(&self) -> Result<Option<jiff::Timestamp>, StoreError> {
+                self.engine.next_request_deadline().await
+            }
+            async fn overdue_requests(
+                &self,
+                now: jiff::Timestamp,
+                limit: u32,
+            ) -> Result<Vec<Request>, StoreError> {
+                self.engine.overdue_requests(now, limit).await
+            }
+            async fn grant(&self, id: uuid::Uuid) -> Result<Option<Grant>, StoreError> {
+                self.engine.grant(id).await
+            }
+            async fn grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
+                self.engine.grants(f).await
+            }
+            async fn next_grant_deadline(&self) -> Result<Option<jiff::Timestamp>, StoreError> {
+                self.engine.next_grant_deadline().await
+            }
+            async fn overdue_grants(
+                &self,
+                now: jiff::Timestamp,
+                limit: u32,
+            ) -> Result<Vec<Grant>, StoreError> {
+                self.engine.overdue_grants(now, limit).await
+            }
+            async fn audit_events(
+                &self,
+                f: &pedm_core::store::AuditFilter,
+            ) -> Result<Vec<pedm_core::audit::AuditEvent>, StoreError> {
+                self.engine.audit_events(f).await
+            }
+            async fn audit_head(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+                self.engine.audit_head().await
+            }
+        }
+    };
+}
+use forward_store;
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://pedm:s3cret@db:5432/pedm?sslmode=require"),
+            "postgres://pedm:***@db:5432/pedm?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://pedm@db/pedm"), "postgres://pedm@db/pedm");
+        assert_eq!(redact_url("postgres://a:b@c@h/d"), "postgres://a:***@h/d");
+        assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
+    }
+}

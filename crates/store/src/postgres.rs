@@ -1,0 +1,91 @@
+//! PostgreSQL: shared state for several `pedmd` instances.
+
+use crate::redact_url;
+use crate::sql::{Engine, Pools};
+use pedm_core::model::*;
+use pedm_core::store::StoreError;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::time::Duration;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// A [`pedm_core::store::Store`] in a PostgreSQL database.
+///
+/// Several instances (in one process or many) may share the database: changesets are single
+/// transactions, and audit appends lock the chain head row, so the chain stays gap-free and
+/// unforked.
+pub struct PostgresStore {
+    engine: Engine,
+}
+
+impl PostgresStore {
+    /// Connects with a pool of up to 10 connections and applies pending migrations (which
+    /// sqlx serialises between instances with an advisory lock).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        // Error texts must not leak the password, whichever part of sqlx produced them.
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Backend(scrub(
+                &format!("{what} {}: {e}", redact_url(url)),
+                url,
+            ))
+        };
+        let opts: PgConnectOptions = url.parse().map_err(|e| fail("invalid URL", &e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|e| fail("connecting to", &e))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| fail("migrating", &e))?;
+        tracing::debug!(url = %redact_url(url), "connected to PostgreSQL store");
+        Ok(PostgresStore {
+            engine: Engine {
+                pools: Pools::Pg(pool),
+            },
+        })
+    }
+
+    /// Closes every connection. Later calls fail.
+    pub async fn close(&self) {
+        if let Pools::Pg(p) = &self.engine.pools {
+            p.close().await;
+        }
+    }
+}
+
+/// Removes the URL's password from `msg` should an error message quote it.
+fn scrub(msg: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, pw)| pw)
+        .filter(|pw| !pw.is_empty());
+    match password {
+        Some(pw) => msg.replace(pw, "***"),
+        None => msg.to_string(),
+    }
+}
+
+crate::forward_store!(PostgresStore);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scrubs_password() {
+        let url = "postgres://u:hunter2@h/db";
+        assert_eq!(super::scrub("bad hunter2 x", url), "bad *** x");
+        assert_eq!(super::scrub("bad", "postgres://u@h/db"), "bad");
+    }
+}

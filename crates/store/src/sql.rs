@@ -1,0 +1,722 @@
+//! The `Store` implementation shared by both dialects: changesets, the audit chain, reads.
+
+use crate::db::{Arg, Conn, Pooled, Tx, args};
+use crate::rows::{self, *};
+use async_trait::async_trait;
+use jiff::Timestamp;
+use pedm_core::audit::{self, AuditEvent, NewAuditEvent};
+use pedm_core::model::*;
+use pedm_core::store::{AuditFilter, Changeset, Store, StoreError, Write};
+use sqlx::error::ErrorKind;
+use sqlx::{PgPool, SqlitePool};
+use uuid::Uuid;
+
+pub(crate) enum Pools {
+    /// SQLite allows one writer at a time; a one-connection write pool queues writers here
+    /// instead of having them fight over the file lock. Readers use their own pool (WAL lets
+    /// them run beside the writer).
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
+    Pg(PgPool),
+}
+
+pub(crate) struct Engine {
+    pub(crate) pools: Pools,
+}
+
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn json_text(v: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("encoding JSON: {e}")))
+}
+
+/// Appends `LIMIT $n` if there is a limit.
+fn push_limit(sql: &mut String, args: &mut Vec<Arg>, limit: Option<u32>) {
+    if let Some(n) = limit {
+        args.push(i64::from(n).into());
+        sql.push_str(&format!(" LIMIT ${}", args.len()));
+    }
+}
+
+impl Engine {
+    async fn read(&self) -> Result<Pooled, StoreError> {
+        Ok(match &self.pools {
+            Pools::Sqlite { read, .. } => Pooled::Sqlite(read.acquire().await.map_err(backend)?),
+            Pools::Pg(p) => Pooled::Pg(p.acquire().await.map_err(backend)?),
+        })
+    }
+
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.pools {
+            // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
+            // and writes later can fail with SQLITE_BUSY at the upgrade instead of waiting.
+            Pools::Sqlite { write, .. } => {
+                Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?)
+            }
+            Pools::Pg(p) => Tx::Pg(p.begin().await.map_err(backend)?),
+        })
+    }
+
+    async fn fetch_all<T>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+        map: impl Fn(&crate::db::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut c = self.read().await?;
+        let rows = c.conn().fetch_all(sql, args).await.map_err(backend)?;
+        rows.iter().map(map).collect()
+    }
+
+    async fn fetch_optional<T>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+        map: impl Fn(&crate::db::Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut c = self.read().await?;
+        let row = c.conn().fetch_optional(sql, args).await.map_err(backend)?;
+        row.as_ref().map(map).transpose()
+    }
+
+    /// `SELECT MIN(col) AS t ...` → an optional timestamp.
+    async fn min_ts(&self, sql: &str) -> Result<Option<Timestamp>, StoreError> {
+        let us = self
+            .fetch_optional(sql, vec![], |r| r.get::<Option<i64>>("t"))
+            .await?
+            .flatten();
+        us.map(|us| {
+            Timestamp::from_microsecond(us).map_err(|e| StoreError::Corrupt(format!("{e}")))
+        })
+        .transpose()
+    }
+}
+
+// ------------------------------------------------------------------------------- writes
+
+/// Runs an INSERT, turning a unique-key clash into `dup()` and a missing referenced row into
+/// `missing()`; any other failure is a backend error.
+async fn insert(
+    c: &mut Conn<'_>,
+    sql: &str,
+    args: Vec<Arg>,
+    dup: impl FnOnce() -> StoreError,
+    missing: impl FnOnce() -> StoreError,
+) -> Result<(), StoreError> {
+    match c.execute(sql, args).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(d)) if d.kind() == ErrorKind::UniqueViolation => Err(dup()),
+        Err(sqlx::Error::Database(d)) if d.kind() == ErrorKind::ForeignKeyViolation => {
+            Err(missing())
+        }
+        Err(e) => Err(backend(e)),
+    }
+}
+
+async fn exists(c: &mut Conn<'_>, sql: &str, args: Vec<Arg>) -> Result<bool, StoreError> {
+    Ok(c.fetch_optional(sql, args).await.map_err(backend)?.is_some())
+}
+
+fn no_fk(what: &'static str) -> impl FnOnce() -> StoreError {
+    move || StoreError::Backend(format!("unexpected foreign key violation inserting {what}"))
+}
+
+/// Applies one write inside the changeset's transaction, checking its documented precondition.
+async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
+    match w {
+        Write::InsertUser(u) => {
+            insert(
+                c,
+                "INSERT INTO users (name, display_name, admin, disabled, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                args![&u.name, &u.display_name, u.admin, u.disabled, u.created_at],
+                || StoreError::AlreadyExists(format!("user {} already exists", u.name)),
+                no_fk("a user"),
+            )
+            .await
+        }
+        Write::UpdateUser(u) => {
+            let n = c
+                .execute(
+                    "UPDATE users SET display_name = $2, admin = $3, disabled = $4 \
+                     WHERE name = $1",
+                    args![&u.name, &u.display_name, u.admin, u.disabled],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {} does not exist", u.name)));
+            }
+            Ok(())
+        }
+        Write::InsertGroup(g) => {
+            insert(
+                c,
+                "INSERT INTO groups (name, description, created_at) VALUES ($1, $2, $3)",
+                args![&g.name, &g.description, g.created_at],
+                || StoreError::AlreadyExists(format!("group {} already exists", g.name)),
+                no_fk("a group"),
+            )
+            .await?;
+            for m in &g.members {
+                insert(
+                    c,
+                    "INSERT INTO group_members (group_name, user_name) VALUES ($1, $2)",
+                    args![&g.name, m],
+                    || StoreError::AlreadyExists(format!("user {m} is listed twice")),
+                    || StoreError::NotFound(format!("user {m} does not exist")),
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        Write::AddGroupMember { group, user } => {
+            if !exists(c, "SELECT 1 FROM groups WHERE name = $1", args![group]).await? {
+                return Err(StoreError::NotFound(format!("group {group} does not exist")));
+            }
+            if !exists(c, "SELECT 1 FROM users WHERE name = $1", args![user]).await? {
+                return Err(StoreError::NotFound(format!("user {user} does not exist")));
+            }
+            c.execute(
+                "INSERT INTO group_members (group_name, user_name) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+                args![group, user],
+            )
+            .await
+            .map_err(backend)?;
+            Ok(())
+        }
+        Write::RemoveGroupMember { group, user } => {
+            let n = c
+                .execute(
+                    "DELETE FROM group_members WHERE group_name = $1 AND user_name = $2",
+                    args![group, user],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "user {user} is not a member of group {group}"
+                )));
+            }
+            Ok(())
+        }
+        Write::InsertToken(t) => {
+            insert(
+                c,
+                "INSERT INTO tokens (id, user_name, description, secret_hash, created_at, \
+                 expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                args![
+                    &t.id,
+                    &t.user,
+                    &t.description,
+                    &t.secret_hash[..],
+                    t.created_at,
+                    t.expires_at,
+                    t.revoked_at
+                ],
+                || StoreError::AlreadyExists(format!("token {} already exists", t.id)),
+                || StoreError::NotFound(format!("user {} does not exist", t.user)),
+            )
+            .await
+        }
+        Write::RevokeToken { id, at } => {
+            let n = c
+                .execute(
+                    "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                    args![id, *at],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(
+                    if exists(c, "SELECT 1 FROM tokens WHERE id = $1", args![id]).await? {
+                        StoreError::Conflict(format!("token {id} is already revoked"))
+                    } else {
+                        StoreError::NotFound(format!("token {id} does not exist"))
+                    },
+                );
+            }
+            Ok(())
+        }
+        Write::InsertTarget(t) => {
+            insert(
+                c,
+                "INSERT INTO targets (name, kind, description, labels, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                args![
+                    &t.name,
+                    t.kind.as_str(),
+                    &t.description,
+                    json_text(&t.labels)?,
+                    t.created_at
+                ],
+                || StoreError::AlreadyExists(format!("target {} already exists", t.name)),
+                no_fk("a target"),
+            )
+            .await
+        }
+        Write::InsertRole(r) => {
+            insert(
+                c,
+                "INSERT INTO roles (target, name, description, max_duration_secs, \
+                 auto_approve, run_as, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                args![
+                    &r.target,
+                    &r.name,
+                    &r.description,
+                    r.max_duration_secs,
+                    r.auto_approve,
+                    &r.run_as,
+                    r.created_at
+                ],
+                || {
+                    StoreError::AlreadyExists(format!(
+                        "role {} on target {} already exists",
+                        r.name, r.target
+                    ))
+                },
+                || StoreError::NotFound(format!("target {} does not exist", r.target)),
+            )
+            .await
+        }
+        Write::InsertRequest(r) => {
+            insert(
+                c,
+                "INSERT INTO requests (id, requester, target, role, duration_secs, \
+                 justification, task, ticket, context, state, created_at, pending_until, \
+                 decided_at, decided_by, decision_reason, grant_id, approvals_required, version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18)",
+                request_args(r)?,
+                || StoreError::AlreadyExists(format!("request {} already exists", r.id)),
+                no_fk("a request"),
+            )
+            .await
+        }
+        Write::UpdateRequest(r) => {
+            // Optimistic concurrency: the row must still be at the version the caller read.
+            // Under concurrent updates PostgreSQL re-checks the WHERE clause after the first
+            // writer commits, so exactly one of them matches.
+            let n = c
+                .execute(
+                    "UPDATE requests SET requester = $2, target = $3, role = $4, \
+                     duration_secs = $5, justification = $6, task = $7, ticket = $8, \
+                     context = $9, state = $10, created_at = $11, pending_until = $12, \
+                     decided_at = $13, decided_by = $14, decision_reason = $15, grant_id = $16, \
+                     approvals_required = $17, version = $18 \
+                     WHERE id = $1 AND version = $18 - 1",
+                    request_args(r)?,
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                let current = c
+                    .fetch_optional("SELECT version FROM requests WHERE id = $1", args![r.id])
+                    .await
+                    .map_err(backend)?;
+                return Err(match current {
+                    Some(row) => StoreError::Conflict(format!(
+                        "request {} was changed concurrently (stored version {}, update expects {})",
+                        r.id,
+                        row.get::<i64>("version")?,
+                        r.version - 1
+                    )),
+                    None => StoreError::NotFound(format!("request {} does not exist", r.id)),
+                });
+            }
+            Ok(())
+        }
+        Write::InsertApproval(a) => {
+            insert(
+                c,
+                "INSERT INTO approvals (request_id, approver, decision, comment, at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                args![
+                    a.request_id,
+                    &a.approver,
+                    a.decision.as_str(),
+                    &a.comment,
+                    a.at
+                ],
+                || {
+                    StoreError::Conflict(format!(
+                        "{} already decided request {}",
+                        a.approver, a.request_id
+                    ))
+                },
+                || StoreError::NotFound(format!("request {} does not exist", a.request_id)),
+            )
+            .await
+        }
+        Write::InsertGrant(g) => {
+            insert(
+                c,
+                "INSERT INTO grants (id, request_id, user_name, target, role, starts_at, \
+                 expires_at, state, ended_at, ended_by, end_reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                args![
+                    g.id,
+                    g.request_id,
+                    &g.user,
+                    &g.target,
+                    &g.role,
+                    g.starts_at,
+                    g.expires_at,
+                    g.state.as_str(),
+                    g.ended_at,
+                    &g.ended_by,
+                    &g.end_reason
+                ],
+                || {
+                    StoreError::AlreadyExists(format!(
+                        "a grant for request {} already exists",
+                        g.request_id
+                    ))
+                },
+                || StoreError::NotFound(format!("request {} does not exist", g.request_id)),
+            )
+            .await
+        }
+        Write::EndGrant {
+            id,
+            state,
+            at,
+            by,
+            reason,
+        } => {
+            if *state == GrantState::Active {
+                // "Ending" into `active` would let the same grant end again later.
+                return Err(StoreError::Conflict(format!(
+                    "grant {id} cannot be ended with state active"
+                )));
+            }
+            let n = c
+                .execute(
+                    "UPDATE grants SET state = $2, ended_at = $3, ended_by = $4, end_reason = $5 \
+                     WHERE id = $1 AND state = 'active'",
+                    args![*id, state.as_str(), *at, by, reason],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(
+                    if exists(c, "SELECT 1 FROM grants WHERE id = $1", args![*id]).await? {
+                        StoreError::Conflict(format!("grant {id} is not active"))
+                    } else {
+                        StoreError::NotFound(format!("grant {id} does not exist"))
+                    },
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `$1..$18` in `REQUEST_COLS` order.
+fn request_args(r: &Request) -> Result<Vec<Arg>, StoreError> {
+    Ok(args![
+        r.id,
+        &r.requester,
+        &r.target,
+        &r.role,
+        r.duration_secs,
+        &r.justification,
+        &r.task,
+        &r.ticket,
+        json_text(&r.context)?,
+        r.state.as_str(),
+        r.created_at,
+        r.pending_until,
+        r.decided_at,
+        &r.decided_by,
+        &r.decision_reason,
+        r.grant_id,
+        i64::from(r.approvals_required),
+        r.version
+    ])
+}
+
+/// Appends events to the chain. Must run inside the changeset's transaction, after its writes.
+async fn append_events(
+    c: &mut Conn<'_>,
+    events: Vec<NewAuditEvent>,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    if events.is_empty() {
+        return Ok(vec![]);
+    }
+    // The head row is the serialisation point of the chain. On PostgreSQL `FOR UPDATE` makes a
+    // concurrent committer wait here until this transaction ends, then read the new head; on
+    // SQLite the transaction already holds the database write lock (BEGIN IMMEDIATE).
+    let head_sql = if c.is_postgres() {
+        "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+    } else {
+        "SELECT seq, hash FROM audit_head WHERE id = 1"
+    };
+    let row = c
+        .fetch_optional(head_sql, vec![])
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
+    let (mut seq, mut prev) = rows::head(&row)?;
+
+    let mut out = Vec::with_capacity(events.len());
+    for mut ev in events {
+        // The store keeps microseconds; hash what will be read back, or the chain would not
+        // verify after a round trip.
+        ev.at = Timestamp::from_microsecond(ev.at.as_microsecond())
+            .map_err(|e| StoreError::Backend(format!("event time: {e}")))?;
+        let data = json_text(&ev.data)?;
+        let e = audit::chain(seq + 1, prev, ev);
+        c.execute(
+            "INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, \
+             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            args![
+                e.seq,
+                e.at,
+                &e.actor,
+                &e.action,
+                e.outcome.as_str(),
+                &e.subject,
+                data,
+                &e.prev_hash[..],
+                &e.hash[..]
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        seq = e.seq;
+        prev = e.hash;
+        out.push(e);
+    }
+    c.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+        args![seq, &prev[..]],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(out)
+}
+
+// -------------------------------------------------------------------------------- reads
+
+const GROUPS_SQL: &str = "SELECT g.name, g.description, g.created_at, m.user_name AS member \
+     FROM groups g LEFT JOIN group_members m ON m.group_name = g.name";
+
+/// Appends `AND col = $n` for each present filter value.
+fn push_eq(sql: &mut String, args: &mut Vec<Arg>, col: &str, v: Option<Arg>) {
+    if let Some(v) = v {
+        args.push(v);
+        sql.push_str(&format!(" AND {col} = ${}", args.len()));
+    }
+}
+
+#[async_trait]
+impl Store for Engine {
+    async fn commit(&self, changes: Changeset) -> Result<Vec<AuditEvent>, StoreError> {
+        if changes.writes.is_empty() && changes.events.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut tx = self.begin().await?;
+        for w in &changes.writes {
+            // An error drops `tx`, which rolls back: nothing of the changeset is kept.
+            apply(&mut tx.conn(), w).await?;
+        }
+        let events = append_events(&mut tx.conn(), changes.events).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(events)
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE name = $1");
+        self.fetch_optional(&sql, args![name], rows::user).await
+    }
+
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLS} FROM users ORDER BY name");
+        self.fetch_all(&sql, vec![], rows::user).await
+    }
+
+    async fn user_count(&self) -> Result<i64, StoreError> {
+        let n = self
+            .fetch_optional("SELECT COUNT(*) AS n FROM users", vec![], |r| {
+                r.get::<i64>("n")
+            })
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn group(&self, name: &str) -> Result<Option<Group>, StoreError> {
+        let sql = format!("{GROUPS_SQL} WHERE g.name = $1 ORDER BY m.user_name");
+        let mut c = self.read().await?;
+        let rows = c
+            .conn()
+            .fetch_all(&sql, args![name])
+            .await
+            .map_err(backend)?;
+        Ok(rows::groups(&rows)?.pop())
+    }
+
+    async fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        let sql = format!("{GROUPS_SQL} ORDER BY g.name, m.user_name");
+        let mut c = self.read().await?;
+        let rows = c.conn().fetch_all(&sql, vec![]).await.map_err(backend)?;
+        rows::groups(&rows)
+    }
+
+    async fn groups_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.fetch_all(
+            "SELECT group_name FROM group_members WHERE user_name = $1 ORDER BY group_name",
+            args![user],
+            |r| r.get::<String>("group_name"),
+        )
+        .await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1");
+        self.fetch_optional(&sql, args![id], rows::token).await
+    }
+
+    async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut sql = format!("SELECT {TOKEN_COLS} FROM tokens WHERE 1 = 1");
+        let mut a = vec![];
+        push_eq(&mut sql, &mut a, "user_name", user.map(Arg::from));
+        sql.push_str(" ORDER BY created_at DESC, id DESC");
+        self.fetch_all(&sql, a, rows::token).await
+    }
+
+    async fn target(&self, name: &str) -> Result<Option<Target>, StoreError> {
+        let sql = format!("SELECT {TARGET_COLS} FROM targets WHERE name = $1");
+        self.fetch_optional(&sql, args![name], rows::target).await
+    }
+
+    async fn targets(&self) -> Result<Vec<Target>, StoreError> {
+        let sql = format!("SELECT {TARGET_COLS} FROM targets ORDER BY name");
+        self.fetch_all(&sql, vec![], rows::target).await
+    }
+
+    async fn role(&self, target: &str, name: &str) -> Result<Option<Role>, StoreError> {
+        let sql = format!("SELECT {ROLE_COLS} FROM roles WHERE target = $1 AND name = $2");
+        self.fetch_optional(&sql, args![target, name], rows::role)
+            .await
+    }
+
+    async fn roles(&self, target: Option<&str>) -> Result<Vec<Role>, StoreError> {
+        let mut sql = format!("SELECT {ROLE_COLS} FROM roles WHERE 1 = 1");
+        let mut a = vec![];
+        push_eq(&mut sql, &mut a, "target", target.map(Arg::from));
+        sql.push_str(" ORDER BY target, name");
+        self.fetch_all(&sql, a, rows::role).await
+    }
+
+    async fn request(&self, id: Uuid) -> Result<Option<Request>, StoreError> {
+        let sql = format!("SELECT {REQUEST_COLS} FROM requests WHERE id = $1");
+        self.fetch_optional(&sql, args![id], rows::request).await
+    }
+
+    async fn requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
+        let mut sql = format!("SELECT {REQUEST_COLS} FROM requests WHERE 1 = 1");
+        let mut a = vec![];
+        push_eq(&mut sql, &mut a, "requester", f.requester.as_deref().map(Arg::from));
+        push_eq(&mut sql, &mut a, "state", f.state.map(|s| s.as_str().into()));
+        push_eq(&mut sql, &mut a, "target", f.target.as_deref().map(Arg::from));
+        sql.push_str(" ORDER BY created_at DESC, id DESC");
+        push_limit(&mut sql, &mut a, f.limit);
+        self.fetch_all(&sql, a, rows::request).await
+    }
+
+    async fn approvals(&self, request_id: Uuid) -> Result<Vec<Approval>, StoreError> {
+        let sql =
+            format!("SELECT {APPROVAL_COLS} FROM approvals WHERE request_id = $1 ORDER BY at, approver");
+        self.fetch_all(&sql, args![request_id], rows::approval)
+            .await
+    }
+
+    async fn next_request_deadline(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.min_ts("SELECT MIN(pending_until) AS t FROM requests WHERE state = 'pending'")
+            .await
+    }
+
+    async fn overdue_requests(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Request>, StoreError> {
+        let sql = format!(
+            "SELECT {REQUEST_COLS} FROM requests WHERE state = 'pending' AND pending_until <= $1 \
+             ORDER BY pending_until, id LIMIT $2"
+        );
+        self.fetch_all(&sql, args![now, i64::from(limit)], rows::request)
+            .await
+    }
+
+    async fn grant(&self, id: Uuid) -> Result<Option<Grant>, StoreError> {
+        let sql = format!("SELECT {GRANT_COLS} FROM grants WHERE id = $1");
+        self.fetch_optional(&sql, args![id], rows::grant).await
+    }
+
+    async fn grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
+        let mut sql = format!("SELECT {GRANT_COLS} FROM grants WHERE 1 = 1");
+        let mut a = vec![];
+        push_eq(&mut sql, &mut a, "user_name", f.user.as_deref().map(Arg::from));
+        push_eq(&mut sql, &mut a, "state", f.state.map(|s| s.as_str().into()));
+        push_eq(&mut sql, &mut a, "target", f.target.as_deref().map(Arg::from));
+        sql.push_str(" ORDER BY starts_at DESC, id DESC");
+        push_limit(&mut sql, &mut a, f.limit);
+        self.fetch_all(&sql, a, rows::grant).await
+    }
+
+    async fn next_grant_deadline(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.min_ts("SELECT MIN(expires_at) AS t FROM grants WHERE state = 'active'")
+            .await
+    }
+
+    async fn overdue_grants(&self, now: Timestamp, limit: u32) -> Result<Vec<Grant>, StoreError> {
+        let sql = format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE state = 'active' AND expires_at <= $1 \
+             ORDER BY expires_at, id LIMIT $2"
+        );
+        self.fetch_all(&sql, args![now, i64::from(limit)], rows::grant)
+            .await
+    }
+
+    async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE 1 = 1");
+        let mut a: Vec<Arg> = vec![];
+        if let Some(after) = f.after_seq {
+            a.push(after.into());
+            sql.push_str(&format!(" AND seq > ${}", a.len()));
+        }
+        push_eq(&mut sql, &mut a, "actor", f.actor.as_deref().map(Arg::from));
+        push_eq(&mut sql, &mut a, "action", f.action.as_deref().map(Arg::from));
+        push_eq(&mut sql, &mut a, "subject", f.subject.as_deref().map(Arg::from));
+        // [since, until): inclusive start, exclusive end, so adjacent windows don't overlap.
+        if let Some(since) = f.since {
+            a.push(since.into());
+            sql.push_str(&format!(" AND at >= ${}", a.len()));
+        }
+        if let Some(until) = f.until {
+            a.push(until.into());
+            sql.push_str(&format!(" AND at < ${}", a.len()));
+        }
+        sql.push_str(" ORDER BY seq");
+        push_limit(&mut sql, &mut a, f.limit);
+        self.fetch_all(&sql, a, rows::audit_event).await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+        let head = self
+            .fetch_optional(
+                "SELECT seq, hash FROM audit_head WHERE id = 1",
+                vec![],
+                rows::head,
+            )
+            .await?;
+        Ok(head.filter(|(seq, _)| *seq > 0))
+    }
+}

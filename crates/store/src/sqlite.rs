@@ -1,0 +1,86 @@
+//! SQLite: the embedded default.
+
+use crate::sql::{Engine, Pools};
+use pedm_core::model::*;
+use pedm_core::store::StoreError;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a connection waits for another process holding the write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const READERS: u32 = 4;
+
+/// A [`pedm_core::store::Store`] in one SQLite file.
+///
+/// WAL journal with `synchronous=FULL` (a commit is on disk when `commit` returns), foreign keys
+/// on. Writers are serialised through a single write connection, readers use a small pool of
+/// read-only (`query_only`) connections.
+pub struct SqliteStore {
+    engine: Engine,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, with its parent directory) the database file and applies
+    /// pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Backend(format!("{what} {}: {e}", path.display()))
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| fail("creating the directory of", &e))?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .map_err(|e| fail("opening", &e))?;
+        MIGRATOR
+            .run(&write)
+            .await
+            .map_err(|e| fail("migrating", &e))?;
+        // Readers don't set the journal mode (WAL is a property of the file, set above) and
+        // can't write by accident.
+        let read = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(base.pragma("query_only", "ON"))
+            .await
+            .map_err(|e| fail("opening", &e))?;
+        tracing::debug!(path = %path.display(), "opened SQLite store");
+        Ok(SqliteStore {
+            engine: Engine {
+                pools: Pools::Sqlite { read, write },
+            },
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes every connection (checkpointing the WAL). Later calls fail.
+    pub async fn close(&self) {
+        if let Pools::Sqlite { read, write } = &self.engine.pools {
+            read.close().await;
+            write.close().await;
+        }
+    }
+}
+
+crate::forward_store!(SqliteStore);
