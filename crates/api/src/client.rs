@@ -32,6 +32,21 @@ impl ApiError {
     }
 }
 
+/// "error sending request: connection refused" rather than the first link alone.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+        cur = c.source();
+    }
+    msg
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
@@ -79,7 +94,7 @@ impl Client {
         }
         let transport = |e: reqwest::Error| ApiError::Transport {
             url: self.base.clone(),
-            message: e.without_url().to_string(),
+            message: with_causes(&e.without_url()),
         };
         let resp = rb.send().await.map_err(transport)?;
         let status = resp.status();
@@ -108,8 +123,13 @@ impl Client {
         self.call::<(), (), T>(Method::GET, path, None, None).await
     }
 
-    async fn get_q<Q: Serialize, T: DeserializeOwned>(&self, path: &str, q: &Q) -> Result<T, ApiError> {
-        self.call::<(), Q, T>(Method::GET, path, Some(q), None).await
+    async fn get_q<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        q: &Q,
+    ) -> Result<T, ApiError> {
+        self.call::<(), Q, T>(Method::GET, path, Some(q), None)
+            .await
     }
 
     async fn send<B: Serialize, T: DeserializeOwned>(
@@ -129,7 +149,8 @@ impl Client {
         self.send(Method::POST, "/users", body).await
     }
     pub async fn update_user(&self, name: &str, body: &UpdateUser) -> Result<User, ApiError> {
-        self.send(Method::PATCH, &format!("/users/{name}"), body).await
+        self.send(Method::PATCH, &format!("/users/{name}"), body)
+            .await
     }
     pub async fn list_users(&self) -> Result<Vec<User>, ApiError> {
         self.get("/users").await
@@ -146,8 +167,12 @@ impl Client {
             .await
     }
     pub async fn remove_group_member(&self, group: &str, user: &str) -> Result<Group, ApiError> {
-        self.send(Method::DELETE, &format!("/groups/{group}/members/{user}"), &())
-            .await
+        self.send(
+            Method::DELETE,
+            &format!("/groups/{group}/members/{user}"),
+            &(),
+        )
+        .await
     }
 
     pub async fn create_token(&self, body: &CreateToken) -> Result<CreatedToken, ApiError> {
@@ -157,7 +182,8 @@ impl Client {
         self.get_q("/tokens", q).await
     }
     pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ApiError> {
-        self.send(Method::POST, &format!("/tokens/{id}/revoke"), &()).await
+        self.send(Method::POST, &format!("/tokens/{id}/revoke"), &())
+            .await
     }
 
     pub async fn create_target(&self, body: &CreateTarget) -> Result<Target, ApiError> {

@@ -145,9 +145,17 @@ pub fn chain(seq: i64, prev_hash: [u8; 32], e: NewAuditEvent) -> AuditEvent {
 /// What went wrong at the first bad position of a chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    #[error("event at position {position} has seq {found}, expected {expected} (missing, reordered or inserted event)")]
-    Sequence { position: usize, expected: i64, found: i64 },
-    #[error("event {seq}: prev_hash does not match the hash of event {prev} (missing, reordered or inserted event)")]
+    #[error(
+        "event at position {position} has seq {found}, expected {expected} (missing, reordered or inserted event)"
+    )]
+    Sequence {
+        position: usize,
+        expected: i64,
+        found: i64,
+    },
+    #[error(
+        "event {seq}: prev_hash does not match the hash of event {prev} (missing, reordered or inserted event)"
+    )]
     Link { seq: i64, prev: i64 },
     #[error("event {seq}: content does not match its hash (altered event)")]
     Content { seq: i64 },
@@ -242,11 +250,21 @@ mod tests {
 
         let mut altered = good.clone();
         altered[2].actor = "mallory".into();
-        assert_eq!(verify_chain(GENESIS_HASH, 1, &altered), Err(ChainError::Content { seq: 3 }));
+        assert_eq!(
+            verify_chain(GENESIS_HASH, 1, &altered),
+            Err(ChainError::Content { seq: 3 })
+        );
 
         let mut deleted = good.clone();
         deleted.remove(1);
-        assert!(matches!(verify_chain(GENESIS_HASH, 1, &deleted), Err(ChainError::Sequence { expected: 2, found: 3, .. })));
+        assert!(matches!(
+            verify_chain(GENESIS_HASH, 1, &deleted),
+            Err(ChainError::Sequence {
+                expected: 2,
+                found: 3,
+                ..
+            })
+        ));
 
         let mut swapped = good.clone();
         swapped.swap(1, 2);

@@ -56,7 +56,10 @@ impl Decider for BuiltinDecider {
         if approver.admin {
             Ok(())
         } else {
-            Err(format!("{} is not an approver (only admins approve)", approver.user))
+            Err(format!(
+                "{} is not an approver (only admins approve)",
+                approver.user
+            ))
         }
     }
 }

@@ -131,10 +131,22 @@ mod tests {
     fn rejects_bad_forms() {
         assert_eq!(parse_duration("0"), Err(DurationError::Zero));
         assert_eq!(parse_duration("0m"), Err(DurationError::Zero));
-        assert!(matches!(parse_duration("-5m"), Err(DurationError::Negative(_))));
-        assert!(matches!(parse_duration("5x"), Err(DurationError::UnknownUnit(_))));
-        assert!(matches!(parse_duration("m"), Err(DurationError::Malformed(_))));
-        assert!(matches!(parse_duration("5m3"), Err(DurationError::Malformed(_))));
+        assert!(matches!(
+            parse_duration("-5m"),
+            Err(DurationError::Negative(_))
+        ));
+        assert!(matches!(
+            parse_duration("5x"),
+            Err(DurationError::UnknownUnit(_))
+        ));
+        assert!(matches!(
+            parse_duration("m"),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("5m3"),
+            Err(DurationError::Malformed(_))
+        ));
         assert!(matches!(
             parse_duration("99999999999999999w"),
             Err(DurationError::Overflow(_))

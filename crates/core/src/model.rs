@@ -105,7 +105,9 @@ impl FromStr for TargetKind {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown target kind {s:?} (expected host, postgres, command or webhook)"))
+            .ok_or_else(|| {
+                format!("unknown target kind {s:?} (expected host, postgres, command or webhook)")
+            })
     }
 }
 

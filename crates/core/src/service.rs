@@ -164,7 +164,10 @@ impl ControlPlane {
                     actor,
                     action,
                     None,
-                    format!("{action} needs admin rights; {} is not an admin", actor.user),
+                    format!(
+                        "{action} needs admin rights; {} is not an admin",
+                        actor.user
+                    ),
                 )
                 .await)
         }
@@ -177,12 +180,19 @@ impl ControlPlane {
     pub async fn authenticate(&self, presented: &str, source: Option<&str>) -> Result<Actor> {
         let now = self.now();
         let fail = |token_id: Option<&str>, why: &str| {
-            NewAuditEvent::new(now, "anonymous", "auth.failed", token_id.and_then(|id| subject("token", id)))
-                .outcome(Outcome::Denied)
-                .data(json!({ "reason": why, "source": source }))
+            NewAuditEvent::new(
+                now,
+                "anonymous",
+                "auth.failed",
+                token_id.and_then(|id| subject("token", id)),
+            )
+            .outcome(Outcome::Denied)
+            .data(json!({ "reason": why, "source": source }))
         };
         let Some((id, secret)) = token::parse(presented) else {
-            self.store.commit(Changeset::new().event(fail(None, "malformed token"))).await?;
+            self.store
+                .commit(Changeset::new().event(fail(None, "malformed token")))
+                .await?;
             return Err(Error::Unauthenticated("invalid token".into()));
         };
         let record = self.store.token(id).await?;
@@ -200,7 +210,9 @@ impl ControlPlane {
             _ => None,
         };
         if let Some(why) = why {
-            self.store.commit(Changeset::new().event(fail(Some(id), why))).await?;
+            self.store
+                .commit(Changeset::new().event(fail(Some(id), why)))
+                .await?;
             let msg = match why {
                 "expired token" => "token has expired",
                 "revoked token" => "token has been revoked",
@@ -297,10 +309,12 @@ impl ControlPlane {
             disabled: false,
             created_at: self.now(),
         };
-        let cs = Changeset::new().write(Write::InsertUser(user.clone())).event(
-            self.event(actor, "user.created", subject("user", name))
-                .data(json!({ "admin": admin, "display_name": user.display_name })),
-        );
+        let cs = Changeset::new()
+            .write(Write::InsertUser(user.clone()))
+            .event(
+                self.event(actor, "user.created", subject("user", name))
+                    .data(json!({ "admin": admin, "display_name": user.display_name })),
+            );
         self.store.commit(cs).await.map_err(|e| match e {
             StoreError::AlreadyExists(_) => Error::AlreadyExists(format!("user {name}")),
             e => e.into(),
@@ -334,10 +348,12 @@ impl ControlPlane {
         if let Some(d) = disabled {
             user.disabled = d;
         }
-        let cs = Changeset::new().write(Write::UpdateUser(user.clone())).event(
-            self.event(actor, "user.updated", subject("user", name))
-                .data(json!({ "admin": user.admin, "disabled": user.disabled })),
-        );
+        let cs = Changeset::new()
+            .write(Write::UpdateUser(user.clone()))
+            .event(
+                self.event(actor, "user.updated", subject("user", name))
+                    .data(json!({ "admin": user.admin, "disabled": user.disabled })),
+            );
         self.store.commit(cs).await?;
         Ok(user)
     }
@@ -387,12 +403,18 @@ impl ControlPlane {
         }
         let (w, action) = if member {
             (
-                Write::AddGroupMember { group: group.into(), user: user.into() },
+                Write::AddGroupMember {
+                    group: group.into(),
+                    user: user.into(),
+                },
                 "group.member_added",
             )
         } else {
             (
-                Write::RemoveGroupMember { group: group.into(), user: user.into() },
+                Write::RemoveGroupMember {
+                    group: group.into(),
+                    user: user.into(),
+                },
                 "group.member_removed",
             )
         };
@@ -448,10 +470,12 @@ impl ControlPlane {
             expires_at,
             revoked_at: None,
         };
-        let cs = Changeset::new().write(Write::InsertToken(rec.clone())).event(
-            self.event(actor, "token.created", subject("token", &rec.id))
-                .data(json!({ "user": user, "expires_at": expires_at })),
-        );
+        let cs = Changeset::new()
+            .write(Write::InsertToken(rec.clone()))
+            .event(
+                self.event(actor, "token.created", subject("token", &rec.id))
+                    .data(json!({ "user": user, "expires_at": expires_at })),
+            );
         self.store.commit(cs).await?;
         Ok((rec, minted.token))
     }
@@ -486,7 +510,10 @@ impl ControlPlane {
         }
         let now = self.now();
         let cs = Changeset::new()
-            .write(Write::RevokeToken { id: id.to_string(), at: now })
+            .write(Write::RevokeToken {
+                id: id.to_string(),
+                at: now,
+            })
             .event(
                 self.event(actor, "token.revoked", subject("token", id))
                     .data(json!({ "user": rec.user })),
@@ -495,7 +522,10 @@ impl ControlPlane {
             StoreError::Conflict(_) => Error::Conflict(format!("token {id} is already revoked")),
             e => e.into(),
         })?;
-        Ok(TokenRecord { revoked_at: Some(now), ..rec })
+        Ok(TokenRecord {
+            revoked_at: Some(now),
+            ..rec
+        })
     }
 
     // ---------------------------------------------------------------- targets and roles
@@ -526,10 +556,12 @@ impl ControlPlane {
             labels,
             created_at: self.now(),
         };
-        let cs = Changeset::new().write(Write::InsertTarget(target.clone())).event(
-            self.event(actor, "target.created", subject("target", name))
-                .data(json!({ "kind": kind, "labels": target.labels })),
-        );
+        let cs = Changeset::new()
+            .write(Write::InsertTarget(target.clone()))
+            .event(
+                self.event(actor, "target.created", subject("target", name))
+                    .data(json!({ "kind": kind, "labels": target.labels })),
+            );
         self.store.commit(cs).await.map_err(|e| match e {
             StoreError::AlreadyExists(_) => Error::AlreadyExists(format!("target {name}")),
             e => e.into(),
@@ -582,14 +614,20 @@ impl ControlPlane {
             run_as: r.run_as,
             created_at: self.now(),
         };
-        let cs = Changeset::new().write(Write::InsertRole(role.clone())).event(
-            self.event(actor, "role.created", subject("role", format!("{}/{}", r.target, r.name)))
+        let cs = Changeset::new()
+            .write(Write::InsertRole(role.clone()))
+            .event(
+                self.event(
+                    actor,
+                    "role.created",
+                    subject("role", format!("{}/{}", r.target, r.name)),
+                )
                 .data(json!({
                     "max_duration_secs": role.max_duration_secs,
                     "auto_approve": role.auto_approve,
                     "run_as": role.run_as,
                 })),
-        );
+            );
         self.store.commit(cs).await.map_err(|e| match e {
             StoreError::AlreadyExists(_) => {
                 Error::AlreadyExists(format!("role {} on target {}", r.name, r.target))
@@ -621,9 +659,13 @@ impl ControlPlane {
             .target(&new.target)
             .await?
             .ok_or_else(|| Error::NotFound(format!("target {}", new.target)))?;
-        let role = self.store.role(&new.target, &new.role).await?.ok_or_else(|| {
-            Error::NotFound(format!("role {} on target {}", new.role, new.target))
-        })?;
+        let role = self
+            .store
+            .role(&new.target, &new.role)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("role {} on target {}", new.role, new.target))
+            })?;
         if new.duration_secs <= 0 {
             return Err(Error::invalid("duration", "must be greater than zero"));
         }
@@ -650,7 +692,10 @@ impl ControlPlane {
         if justification.chars().count() > self.limits.max_justification_chars {
             return Err(Error::invalid(
                 "justification",
-                format!("is longer than {} characters", self.limits.max_justification_chars),
+                format!(
+                    "is longer than {} characters",
+                    self.limits.max_justification_chars
+                ),
             ));
         }
         let task = trimmed("task", new.task, 200)?;
@@ -705,11 +750,14 @@ impl ControlPlane {
                 req.decided_at = Some(now);
                 req.decided_by = Some(POLICY_ACTOR.into());
                 req.decision_reason = Some(reason.clone());
-                cs = cs.write(Write::InsertRequest(req.clone())).event(created).event(
-                    self.event(actor, "request.denied", subject("request", req.id))
-                        .outcome(Outcome::Denied)
-                        .data(json!({ "by": POLICY_ACTOR, "reason": reason })),
-                );
+                cs = cs
+                    .write(Write::InsertRequest(req.clone()))
+                    .event(created)
+                    .event(
+                        self.event(actor, "request.denied", subject("request", req.id))
+                            .outcome(Outcome::Denied)
+                            .data(json!({ "by": POLICY_ACTOR, "reason": reason })),
+                    );
             }
             RequestDecision::AutoApprove { reason } => {
                 req.state = RequestState::Approved;
@@ -758,10 +806,11 @@ impl ControlPlane {
     }
 
     fn grant_started_event(&self, actor: &Actor, g: &Grant) -> NewAuditEvent {
-        self.event(actor, "grant.started", subject("grant", g.id)).data(json!({
-            "request": g.request_id, "user": g.user, "target": g.target, "role": g.role,
-            "expires_at": g.expires_at,
-        }))
+        self.event(actor, "grant.started", subject("grant", g.id))
+            .data(json!({
+                "request": g.request_id, "user": g.user, "target": g.target, "role": g.role,
+                "expires_at": g.expires_at,
+            }))
     }
 
     async fn load_request(&self, id: Uuid) -> Result<Request> {
@@ -788,7 +837,11 @@ impl ControlPlane {
         Ok((req, approvals))
     }
 
-    pub async fn list_requests(&self, actor: &Actor, mut filter: RequestFilter) -> Result<Vec<Request>> {
+    pub async fn list_requests(
+        &self,
+        actor: &Actor,
+        mut filter: RequestFilter,
+    ) -> Result<Vec<Request>> {
         if !actor.admin {
             match &filter.requester {
                 Some(r) if *r != actor.user => {
@@ -807,7 +860,12 @@ impl ControlPlane {
         Ok(self.store.requests(&filter).await?)
     }
 
-    pub async fn cancel_request(&self, actor: &Actor, id: Uuid, reason: Option<String>) -> Result<Request> {
+    pub async fn cancel_request(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Request> {
         let reason = trimmed("reason", reason, 500)?;
         let mut req = self.load_request(id).await?;
         if req.requester != actor.user {
@@ -832,10 +890,12 @@ impl ControlPlane {
         req.decided_by = Some(actor.user.clone());
         req.decision_reason = reason.clone();
         req.version += 1;
-        let cs = Changeset::new().write(Write::UpdateRequest(req.clone())).event(
-            self.event(actor, "request.cancelled", subject("request", id))
-                .data(json!({ "reason": reason })),
-        );
+        let cs = Changeset::new()
+            .write(Write::UpdateRequest(req.clone()))
+            .event(
+                self.event(actor, "request.cancelled", subject("request", id))
+                    .data(json!({ "reason": reason })),
+            );
         self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
         Ok(req)
     }
@@ -850,7 +910,10 @@ impl ControlPlane {
     ) -> Result<(Request, Option<Grant>)> {
         let comment = trimmed("comment", comment, 1000)?;
         if decision == ApprovalDecision::Deny && comment.is_none() {
-            return Err(Error::invalid("comment", "is required when denying: say why"));
+            return Err(Error::invalid(
+                "comment",
+                "is required when denying: say why",
+            ));
         }
         let mut req = self.load_request(id).await?;
         let action = match decision {
@@ -868,7 +931,9 @@ impl ControlPlane {
                 .await);
         }
         if let Err(why) = self.decider.may_approve(actor, &req) {
-            return Err(self.refuse(actor, action, subject("request", id), why).await);
+            return Err(self
+                .refuse(actor, action, subject("request", id), why)
+                .await);
         }
         if req.state != RequestState::Pending {
             return Err(Error::Conflict(format!(
@@ -988,7 +1053,12 @@ impl ControlPlane {
     }
 
     /// The holder gives a grant back before it expires.
-    pub async fn release_grant(&self, actor: &Actor, id: Uuid, reason: Option<String>) -> Result<Grant> {
+    pub async fn release_grant(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Grant> {
         let reason = trimmed("reason", reason, 500)?;
         let g = self.load_grant(id).await?;
         if g.user != actor.user {
@@ -1005,12 +1075,20 @@ impl ControlPlane {
     }
 
     /// An admin ends someone's grant, with a reason.
-    pub async fn revoke_grant(&self, actor: &Actor, id: Uuid, reason: Option<String>) -> Result<Grant> {
+    pub async fn revoke_grant(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Grant> {
         let reason = trimmed("reason", reason, 500)?;
         let g = self.load_grant(id).await?;
         self.require_admin(actor, "grant.revoke").await?;
         if reason.is_none() {
-            return Err(Error::invalid("reason", "is required when revoking a grant"));
+            return Err(Error::invalid(
+                "reason",
+                "is required when revoking a grant",
+            ));
         }
         self.end_grant(actor, g, GrantState::Revoked, reason).await
     }
@@ -1023,14 +1101,19 @@ impl ControlPlane {
         reason: Option<String>,
     ) -> Result<Grant> {
         if g.state != GrantState::Active {
-            return Err(Error::Conflict(format!("grant {} has already ended ({})", g.id, g.state)));
+            return Err(Error::Conflict(format!(
+                "grant {} has already ended ({})",
+                g.id, g.state
+            )));
         }
         let now = self.now();
         let action = match state {
             GrantState::Released => "grant.released",
             GrantState::Revoked => "grant.revoked",
             GrantState::Expired => "grant.expired",
-            GrantState::Active => return Err(Error::Internal("cannot end a grant as active".into())),
+            GrantState::Active => {
+                return Err(Error::Internal("cannot end a grant as active".into()));
+            }
         };
         let cs = Changeset::new()
             .write(Write::EndGrant {
@@ -1040,10 +1123,13 @@ impl ControlPlane {
                 by: actor.user.clone(),
                 reason: reason.clone(),
             })
-            .event(self.event(actor, action, subject("grant", g.id)).data(json!({
-                "user": g.user, "target": g.target, "role": g.role,
-                "expires_at": g.expires_at, "reason": reason,
-            })));
+            .event(
+                self.event(actor, action, subject("grant", g.id))
+                    .data(json!({
+                        "user": g.user, "target": g.target, "role": g.role,
+                        "expires_at": g.expires_at, "reason": reason,
+                    })),
+            );
         self.store.commit(cs).await.map_err(|e| match e {
             StoreError::Conflict(_) => Error::Conflict(format!("grant {} has already ended", g.id)),
             e => e.into(),
@@ -1079,7 +1165,12 @@ impl ControlPlane {
             let n = due.len();
             for g in due {
                 match self
-                    .end_grant(&sys, g, GrantState::Expired, Some("reached its expiry time".into()))
+                    .end_grant(
+                        &sys,
+                        g,
+                        GrantState::Expired,
+                        Some("reached its expiry time".into()),
+                    )
                     .await
                 {
                     Ok(_) => pass.grants_expired += 1,
@@ -1102,10 +1193,12 @@ impl ControlPlane {
                 req.decided_by = Some(SYSTEM_ACTOR.into());
                 req.decision_reason = Some("no decision before the deadline".into());
                 req.version += 1;
-                let cs = Changeset::new().write(Write::UpdateRequest(req.clone())).event(
-                    self.event(&sys, "request.expired", subject("request", id))
-                        .data(json!({ "pending_until": req.pending_until })),
-                );
+                let cs = Changeset::new()
+                    .write(Write::UpdateRequest(req.clone()))
+                    .event(
+                        self.event(&sys, "request.expired", subject("request", id))
+                            .data(json!({ "pending_until": req.pending_until })),
+                    );
                 match self.store.commit(cs).await {
                     Ok(_) => pass.requests_expired += 1,
                     Err(StoreError::Conflict(_)) => {}

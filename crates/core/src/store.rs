@@ -40,12 +40,21 @@ pub enum Write {
     UpdateUser(User),
     InsertGroup(Group),
     /// Fails with NotFound if the group or user is absent; no-op if already a member.
-    AddGroupMember { group: String, user: String },
+    AddGroupMember {
+        group: String,
+        user: String,
+    },
     /// Fails with NotFound if not a member.
-    RemoveGroupMember { group: String, user: String },
+    RemoveGroupMember {
+        group: String,
+        user: String,
+    },
     InsertToken(TokenRecord),
     /// Fails with Conflict if already revoked, NotFound if absent.
-    RevokeToken { id: String, at: Timestamp },
+    RevokeToken {
+        id: String,
+        at: Timestamp,
+    },
     InsertTarget(Target),
     /// Fails with NotFound if the target is absent, AlreadyExists if the role is.
     InsertRole(Role),
@@ -131,8 +140,11 @@ pub trait Store: Send + Sync + 'static {
     /// Earliest `pending_until` among pending requests.
     async fn next_request_deadline(&self) -> Result<Option<Timestamp>, StoreError>;
     /// Pending requests whose `pending_until <= now`, oldest deadline first.
-    async fn overdue_requests(&self, now: Timestamp, limit: u32)
-    -> Result<Vec<Request>, StoreError>;
+    async fn overdue_requests(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Request>, StoreError>;
 
     async fn grant(&self, id: Uuid) -> Result<Option<Grant>, StoreError>;
     /// Newest first.

@@ -30,9 +30,16 @@ async fn snapshot(s: &Server) -> Snapshot {
     let a = s.admin();
     let events = a.audit_events(&AuditQuery::default()).await.unwrap();
     Snapshot {
-        requests: a.list_requests(&RequestQuery::default()).await.unwrap().len(),
+        requests: a
+            .list_requests(&RequestQuery::default())
+            .await
+            .unwrap()
+            .len(),
         grants: a.list_grants(&GrantQuery::default()).await.unwrap().len(),
-        successful_events: events.iter().filter(|e| e.outcome == Outcome::Success).count(),
+        successful_events: events
+            .iter()
+            .filter(|e| e.outcome == Outcome::Success)
+            .count(),
     }
 }
 
@@ -50,7 +57,9 @@ fn assert_err(r: Result<impl std::fmt::Debug, ApiError>, status: u16, needle: &s
     let e = r.expect_err("should fail");
     assert_eq!(e.status(), Some(status), "{e}");
     assert!(
-        e.to_string().to_lowercase().contains(&needle.to_lowercase()),
+        e.to_string()
+            .to_lowercase()
+            .contains(&needle.to_lowercase()),
         "error {e:?} should mention {needle:?}"
     );
 }
@@ -62,16 +71,58 @@ async fn bad_requests_are_refused_and_change_nothing() {
     let alice = s.client(&user_with_token(&s, "alice", false).await);
     let before = snapshot(&s).await;
 
-    assert_err(alice.create_request(&req("nope", "root", "10m", "x")).await, 404, "target nope");
-    assert_err(alice.create_request(&req("web1", "king", "10m", "x")).await, 404, "role king");
-    assert_err(alice.create_request(&req("web1", "root", "0m", "x")).await, 400, "greater than zero");
-    assert_err(alice.create_request(&req("web1", "root", "0", "x")).await, 400, "greater than zero");
-    assert_err(alice.create_request(&req("web1", "root", "-5m", "x")).await, 400, "negative");
-    assert_err(alice.create_request(&req("web1", "root", "soon", "x")).await, 400, "duration");
-    assert_err(alice.create_request(&req("web1", "root", "2h", "x")).await, 400, "longer than the 1h");
-    assert_err(alice.create_request(&req("web1", "root", "10m", "   ")).await, 400, "justification");
+    assert_err(
+        alice.create_request(&req("nope", "root", "10m", "x")).await,
+        404,
+        "target nope",
+    );
+    assert_err(
+        alice.create_request(&req("web1", "king", "10m", "x")).await,
+        404,
+        "role king",
+    );
+    assert_err(
+        alice.create_request(&req("web1", "root", "0m", "x")).await,
+        400,
+        "greater than zero",
+    );
+    assert_err(
+        alice.create_request(&req("web1", "root", "0", "x")).await,
+        400,
+        "greater than zero",
+    );
+    assert_err(
+        alice.create_request(&req("web1", "root", "-5m", "x")).await,
+        400,
+        "negative",
+    );
+    assert_err(
+        alice
+            .create_request(&req("web1", "root", "soon", "x"))
+            .await,
+        400,
+        "duration",
+    );
+    assert_err(
+        alice.create_request(&req("web1", "root", "2h", "x")).await,
+        400,
+        "longer than the 1h",
+    );
+    assert_err(
+        alice
+            .create_request(&req("web1", "root", "10m", "   "))
+            .await,
+        400,
+        "justification",
+    );
     let long = "x".repeat(5000);
-    assert_err(alice.create_request(&req("web1", "root", "10m", &long)).await, 400, "justification");
+    assert_err(
+        alice
+            .create_request(&req("web1", "root", "10m", &long))
+            .await,
+        400,
+        "justification",
+    );
     let mut bad_ticket = req("web1", "root", "10m", "ok");
     bad_ticket.ticket = Some("a\u{7}b".into());
     assert_err(alice.create_request(&bad_ticket).await, 400, "ticket");
@@ -97,21 +148,35 @@ async fn malformed_and_oversized_bodies() {
             .send()
     };
 
-    let r = send("{\"target\": \"web1\", ".into(), "application/json").await.unwrap();
-    assert_eq!(r.status(), 400);
-    let b: ErrorBody = r.json().await.unwrap();
-    assert_eq!(b.error.code, "invalid");
-    assert!(b.error.message.contains("malformed JSON"), "{}", b.error.message);
-
-    let r = send(r#"{"target":"web1","role":"root","duration":"1m"}"#.into(), "application/json")
+    let r = send("{\"target\": \"web1\", ".into(), "application/json")
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
     let b: ErrorBody = r.json().await.unwrap();
-    assert!(b.error.message.contains("justification"), "{}", b.error.message);
+    assert_eq!(b.error.code, "invalid");
+    assert!(
+        b.error.message.contains("malformed JSON"),
+        "{}",
+        b.error.message
+    );
 
     let r = send(
-        r#"{"target":"web1","role":"root","duration":"1m","justification":"x","admin":true}"#.into(),
+        r#"{"target":"web1","role":"root","duration":"1m"}"#.into(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: ErrorBody = r.json().await.unwrap();
+    assert!(
+        b.error.message.contains("justification"),
+        "{}",
+        b.error.message
+    );
+
+    let r = send(
+        r#"{"target":"web1","role":"root","duration":"1m","justification":"x","admin":true}"#
+            .into(),
         "application/json",
     )
     .await
@@ -160,14 +225,26 @@ async fn bad_expired_and_revoked_tokens_are_refused_and_recorded() {
     let denied_before = denied_events(&s).await.len();
 
     assert_err(s.anonymous().whoami().await, 401, "missing");
-    assert_err(s.client("pedm_0123456789abcdef_wrongsecret").whoami().await, 401, "invalid token");
+    assert_err(
+        s.client("pedm_0123456789abcdef_wrongsecret").whoami().await,
+        401,
+        "invalid token",
+    );
     assert_err(s.client("garbage").whoami().await, 401, "invalid token");
     // The right id with a wrong secret is refused too.
     let id = s.admin_token.split('_').nth(1).unwrap();
-    assert_err(s.client(&format!("pedm_{id}_forged")).whoami().await, 401, "invalid token");
+    assert_err(
+        s.client(&format!("pedm_{id}_forged")).whoami().await,
+        401,
+        "invalid token",
+    );
 
     admin
-        .create_user(&CreateUser { name: "alice".into(), display_name: None, admin: false })
+        .create_user(&CreateUser {
+            name: "alice".into(),
+            display_name: None,
+            admin: false,
+        })
         .await
         .unwrap();
     let short = admin
@@ -188,7 +265,10 @@ async fn bad_expired_and_revoked_tokens_are_refused_and_recorded() {
     assert!(e.to_string().contains("expired"), "{e}");
 
     let t = admin
-        .create_token(&CreateToken { user: Some("alice".into()), ..Default::default() })
+        .create_token(&CreateToken {
+            user: Some("alice".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     s.client(&t.token).whoami().await.unwrap();
@@ -198,11 +278,20 @@ async fn bad_expired_and_revoked_tokens_are_refused_and_recorded() {
 
     // Disabled users' tokens stop working.
     let t2 = admin
-        .create_token(&CreateToken { user: Some("alice".into()), ..Default::default() })
+        .create_token(&CreateToken {
+            user: Some("alice".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     admin
-        .update_user("alice", &UpdateUser { disabled: Some(true), ..Default::default() })
+        .update_user(
+            "alice",
+            &UpdateUser {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_err(s.client(&t2.token).whoami().await, 401, "invalid token");
@@ -212,7 +301,10 @@ async fn bad_expired_and_revoked_tokens_are_refused_and_recorded() {
         .iter()
         .filter(|e| e.action == "auth.failed")
         .collect();
-    assert!(auth_failures.len() >= 5, "auth failures recorded: {auth_failures:?}");
+    assert!(
+        auth_failures.len() >= 5,
+        "auth failures recorded: {auth_failures:?}"
+    );
     // The secret never lands in the log.
     let all = serde_json::to_string(&denied).unwrap();
     assert!(!all.contains("forged") && !all.contains("wrongsecret"));
@@ -228,7 +320,13 @@ async fn non_admins_cannot_administer() {
     let denied_before = denied_events(&s).await.len();
 
     assert_err(
-        alice.create_user(&CreateUser { name: "eve".into(), display_name: None, admin: true }).await,
+        alice
+            .create_user(&CreateUser {
+                name: "eve".into(),
+                display_name: None,
+                admin: true,
+            })
+            .await,
         403,
         "admin",
     );
@@ -246,31 +344,61 @@ async fn non_admins_cannot_administer() {
     );
     assert_err(alice.list_users().await, 403, "admin");
     assert_err(
-        alice.create_token(&CreateToken { user: Some("admin".into()), ..Default::default() }).await,
+        alice
+            .create_token(&CreateToken {
+                user: Some("admin".into()),
+                ..Default::default()
+            })
+            .await,
         403,
         "admin",
     );
-    assert_err(alice.audit_events(&AuditQuery::default()).await, 403, "admin");
     assert_err(
-        alice.list_requests(&RequestQuery { requester: Some("admin".into()), ..Default::default() }).await,
+        alice.audit_events(&AuditQuery::default()).await,
+        403,
+        "admin",
+    );
+    assert_err(
+        alice
+            .list_requests(&RequestQuery {
+                requester: Some("admin".into()),
+                ..Default::default()
+            })
+            .await,
         403,
         "only admins",
     );
 
     let denied = denied_events(&s).await;
-    assert_eq!(denied.len() - denied_before, 6, "each refusal recorded: {denied:?}");
+    assert_eq!(
+        denied.len() - denied_before,
+        6,
+        "each refusal recorded: {denied:?}"
+    );
     assert!(denied[denied_before..].iter().all(|e| e.actor == "alice"));
     assert_eq!(snapshot(&s).await, before);
 
     // Admin-side validation: names, kinds, durations.
     let admin = s.admin();
     assert_err(
-        admin.create_user(&CreateUser { name: "bad name;".into(), display_name: None, admin: false }).await,
+        admin
+            .create_user(&CreateUser {
+                name: "bad name;".into(),
+                display_name: None,
+                admin: false,
+            })
+            .await,
         400,
         "not a valid user name",
     );
     assert_err(
-        admin.create_user(&CreateUser { name: "alice".into(), display_name: None, admin: false }).await,
+        admin
+            .create_user(&CreateUser {
+                name: "alice".into(),
+                display_name: None,
+                admin: false,
+            })
+            .await,
         409,
         "alice",
     );

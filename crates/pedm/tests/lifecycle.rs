@@ -42,11 +42,17 @@ async fn approval_flow_from_request_to_release() {
     assert!(created.grant.is_none());
     assert_eq!(created.request.requester, "alice");
     assert_eq!(created.request.ticket.as_deref(), Some("CHG-42"));
-    assert_eq!(created.request.context.source_addr.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        created.request.context.source_addr.as_deref(),
+        Some("127.0.0.1")
+    );
     let id = created.request.id;
 
     // alice cannot approve her own request, and the refusal is recorded.
-    let e = alice.approve_request(id, &Decide::default()).await.unwrap_err();
+    let e = alice
+        .approve_request(id, &Decide::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
     assert!(e.to_string().contains("own request"), "{e}");
     let refused = events(&s, "request.approve", &format!("request:{id}")).await;
@@ -56,13 +62,21 @@ async fn approval_flow_from_request_to_release() {
 
     // The pending request is listed for the approver.
     let pending = bob
-        .list_requests(&RequestQuery { state: Some("pending".into()), ..Default::default() })
+        .list_requests(&RequestQuery {
+            state: Some("pending".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(pending.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id]);
 
     let decided = bob
-        .approve_request(id, &Decide { comment: Some("go ahead".into()) })
+        .approve_request(
+            id,
+            &Decide {
+                comment: Some("go ahead".into()),
+            },
+        )
         .await
         .expect("approve");
     assert_eq!(decided.request.state, RequestState::Approved);
@@ -76,7 +90,10 @@ async fn approval_flow_from_request_to_release() {
     );
 
     // Approving twice is a conflict and changes nothing.
-    let e = bob.approve_request(id, &Decide::default()).await.unwrap_err();
+    let e = bob
+        .approve_request(id, &Decide::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
 
     let detail = alice.get_request(id).await.unwrap();
@@ -86,24 +103,48 @@ async fn approval_flow_from_request_to_release() {
 
     // Someone else's grant: not visible to alice's colleague, not releasable by the admin.
     let carol = s.client(&user_with_token(&s, "carol", false).await);
-    assert_eq!(carol.get_grant(grant.id).await.unwrap_err().status(), Some(403));
     assert_eq!(
-        bob.release_grant(grant.id, &Reason::default()).await.unwrap_err().status(),
+        carol.get_grant(grant.id).await.unwrap_err().status(),
+        Some(403)
+    );
+    assert_eq!(
+        bob.release_grant(grant.id, &Reason::default())
+            .await
+            .unwrap_err()
+            .status(),
         Some(403)
     );
 
     let released = alice
-        .release_grant(grant.id, &Reason { reason: Some("done".into()) })
+        .release_grant(
+            grant.id,
+            &Reason {
+                reason: Some("done".into()),
+            },
+        )
         .await
         .expect("release");
     assert_eq!(released.state, GrantState::Released);
     assert_eq!(released.ended_by.as_deref(), Some("alice"));
-    let e = alice.release_grant(grant.id, &Reason::default()).await.unwrap_err();
+    let e = alice
+        .release_grant(grant.id, &Reason::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
     assert!(e.to_string().contains("already ended"), "{e}");
 
-    assert_eq!(events(&s, "grant.started", &format!("grant:{}", grant.id)).await.len(), 1);
-    assert_eq!(events(&s, "grant.released", &format!("grant:{}", grant.id)).await.len(), 1);
+    assert_eq!(
+        events(&s, "grant.started", &format!("grant:{}", grant.id))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        events(&s, "grant.released", &format!("grant:{}", grant.id))
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -113,58 +154,143 @@ async fn deny_cancel_and_revoke() {
     let alice = s.client(&user_with_token(&s, "alice", false).await);
     let admin = s.admin();
 
-    let r1 = alice.create_request(&req("web1", "root", "10m", "debug")).await.unwrap().request;
-    let e = admin.deny_request(r1.id, &Decide::default()).await.unwrap_err();
+    let r1 = alice
+        .create_request(&req("web1", "root", "10m", "debug"))
+        .await
+        .unwrap()
+        .request;
+    let e = admin
+        .deny_request(r1.id, &Decide::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(400), "deny without comment: {e}");
     let d = admin
-        .deny_request(r1.id, &Decide { comment: Some("use staging".into()) })
+        .deny_request(
+            r1.id,
+            &Decide {
+                comment: Some("use staging".into()),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(d.request.state, RequestState::Denied);
     assert!(d.grant.is_none());
-    let e = admin.approve_request(r1.id, &Decide::default()).await.unwrap_err();
+    let e = admin
+        .approve_request(r1.id, &Decide::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(409));
     assert!(e.to_string().contains("denied"), "{e}");
 
-    let r2 = alice.create_request(&req("web1", "root", "10m", "debug")).await.unwrap().request;
-    let c = alice.cancel_request(r2.id, &Reason { reason: Some("not needed".into()) }).await.unwrap();
+    let r2 = alice
+        .create_request(&req("web1", "root", "10m", "debug"))
+        .await
+        .unwrap()
+        .request;
+    let c = alice
+        .cancel_request(
+            r2.id,
+            &Reason {
+                reason: Some("not needed".into()),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(c.state, RequestState::Cancelled);
-    assert_eq!(alice.cancel_request(r2.id, &Reason::default()).await.unwrap_err().status(), Some(409));
+    assert_eq!(
+        alice
+            .cancel_request(r2.id, &Reason::default())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(409)
+    );
 
     // Someone else's request cannot be cancelled or read.
-    let r3 = alice.create_request(&req("web1", "root", "10m", "debug")).await.unwrap().request;
+    let r3 = alice
+        .create_request(&req("web1", "root", "10m", "debug"))
+        .await
+        .unwrap()
+        .request;
     let mallory = s.client(&user_with_token(&s, "mallory", false).await);
-    assert_eq!(mallory.cancel_request(r3.id, &Reason::default()).await.unwrap_err().status(), Some(403));
-    assert_eq!(mallory.get_request(r3.id).await.unwrap_err().status(), Some(403));
     assert_eq!(
-        mallory.approve_request(r3.id, &Decide::default()).await.unwrap_err().status(),
+        mallory
+            .cancel_request(r3.id, &Reason::default())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
+    assert_eq!(
+        mallory.get_request(r3.id).await.unwrap_err().status(),
+        Some(403)
+    );
+    assert_eq!(
+        mallory
+            .approve_request(r3.id, &Decide::default())
+            .await
+            .unwrap_err()
+            .status(),
         Some(403),
         "non-admin approver"
     );
-    assert_eq!(alice.get_request(r3.id).await.unwrap().request.state, RequestState::Pending);
+    assert_eq!(
+        alice.get_request(r3.id).await.unwrap().request.state,
+        RequestState::Pending
+    );
 
     // Auto-approved role: granted at once; an admin revokes with a reason.
-    let auto = alice.create_request(&req("web1", "docker", "15m", "build image")).await.unwrap();
+    let auto = alice
+        .create_request(&req("web1", "docker", "15m", "build image"))
+        .await
+        .unwrap();
     assert_eq!(auto.request.state, RequestState::Approved);
     assert_eq!(auto.request.decided_by.as_deref(), Some("policy"));
     let g = auto.grant.expect("auto grant");
     assert_eq!(
-        admin.revoke_grant(g.id, &Reason::default()).await.unwrap_err().status(),
+        admin
+            .revoke_grant(g.id, &Reason::default())
+            .await
+            .unwrap_err()
+            .status(),
         Some(400),
         "revoke needs a reason"
     );
     assert_eq!(
-        alice.revoke_grant(g.id, &Reason { reason: Some("x".into()) }).await.unwrap_err().status(),
+        alice
+            .revoke_grant(
+                g.id,
+                &Reason {
+                    reason: Some("x".into())
+                }
+            )
+            .await
+            .unwrap_err()
+            .status(),
         Some(403)
     );
     let revoked = admin
-        .revoke_grant(g.id, &Reason { reason: Some("incident 7".into()) })
+        .revoke_grant(
+            g.id,
+            &Reason {
+                reason: Some("incident 7".into()),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(revoked.state, GrantState::Revoked);
     assert_eq!(revoked.end_reason.as_deref(), Some("incident 7"));
     assert_eq!(
-        admin.revoke_grant(g.id, &Reason { reason: Some("again".into()) }).await.unwrap_err().status(),
+        admin
+            .revoke_grant(
+                g.id,
+                &Reason {
+                    reason: Some("again".into())
+                }
+            )
+            .await
+            .unwrap_err()
+            .status(),
         Some(409)
     );
 }
@@ -185,7 +311,11 @@ async fn grants_and_stale_requests_expire_on_time() {
         .unwrap()
         .grant
         .expect("grant");
-    let pending = alice.create_request(&req("web1", "root", "5m", "needs approval")).await.unwrap().request;
+    let pending = alice
+        .create_request(&req("web1", "root", "5m", "needs approval"))
+        .await
+        .unwrap()
+        .request;
 
     let ended = eventually(Duration::from_secs(15), "grant expiry", || async {
         let g = admin.get_grant(g.id).await.unwrap();
@@ -195,7 +325,11 @@ async fn grants_and_stale_requests_expire_on_time() {
     assert_eq!(ended.state, GrantState::Expired);
     assert_eq!(ended.ended_by.as_deref(), Some("system"));
     let ended_at = ended.ended_at.expect("ended_at");
-    assert!(ended_at >= ended.expires_at, "ended {ended_at} before expiry {}", ended.expires_at);
+    assert!(
+        ended_at >= ended.expires_at,
+        "ended {ended_at} before expiry {}",
+        ended.expires_at
+    );
 
     let expired = eventually(Duration::from_secs(15), "request expiry", || async {
         let r = admin.get_request(pending.id).await.unwrap().request;
@@ -205,9 +339,26 @@ async fn grants_and_stale_requests_expire_on_time() {
     assert_eq!(expired.state, RequestState::Expired);
     assert!(expired.decided_at.unwrap() >= expired.pending_until);
     // An expired request can no longer be approved.
-    assert_eq!(admin.approve_request(pending.id, &Decide::default()).await.unwrap_err().status(), Some(409));
-    assert_eq!(events(&s, "grant.expired", &format!("grant:{}", g.id)).await.len(), 1);
-    assert_eq!(events(&s, "request.expired", &format!("request:{}", pending.id)).await.len(), 1);
+    assert_eq!(
+        admin
+            .approve_request(pending.id, &Decide::default())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(409)
+    );
+    assert_eq!(
+        events(&s, "grant.expired", &format!("grant:{}", g.id))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        events(&s, "request.expired", &format!("request:{}", pending.id))
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -240,21 +391,39 @@ async fn grants_that_expired_while_down_end_right_after_start_exactly_once() {
     s.start_again();
 
     let admin = s.admin();
-    let ended = eventually(Duration::from_secs(10), "overdue grant ends after restart", || async {
-        let g = admin.get_grant(short.id).await.unwrap();
-        (g.state == GrantState::Expired).then_some(g)
-    })
+    let ended = eventually(
+        Duration::from_secs(10),
+        "overdue grant ends after restart",
+        || async {
+            let g = admin.get_grant(short.id).await.unwrap();
+            (g.state == GrantState::Expired).then_some(g)
+        },
+    )
     .await;
     assert!(ended.ended_at.unwrap() >= short.expires_at);
-    assert_eq!(admin.get_grant(long.id).await.unwrap().state, GrantState::Active);
+    assert_eq!(
+        admin.get_grant(long.id).await.unwrap().state,
+        GrantState::Active
+    );
 
     // A second restart does not end it again.
     s.restart();
     let admin = s.admin();
-    assert_eq!(events(&s, "grant.expired", &format!("grant:{}", short.id)).await.len(), 1);
-    assert_eq!(admin.get_grant(long.id).await.unwrap().state, GrantState::Active);
+    assert_eq!(
+        events(&s, "grant.expired", &format!("grant:{}", short.id))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        admin.get_grant(long.id).await.unwrap().state,
+        GrantState::Active
+    );
     // The token survived the restarts (state is durable).
-    s.client(&alice_token).whoami().await.expect("token still valid");
+    s.client(&alice_token)
+        .whoami()
+        .await
+        .expect("token still valid");
 }
 
 #[tokio::test]
@@ -285,11 +454,19 @@ async fn concurrent_approvals_exactly_one_wins() {
         }
         let grants = s
             .admin()
-            .list_grants(&GrantQuery { user: Some("alice".into()), ..Default::default() })
+            .list_grants(&GrantQuery {
+                user: Some("alice".into()),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(grants.iter().filter(|g| g.request_id == id).count(), 1);
-        assert_eq!(events(&s, "request.approved", &format!("request:{id}")).await.len(), 1);
+        assert_eq!(
+            events(&s, "request.approved", &format!("request:{id}"))
+                .await
+                .len(),
+            1
+        );
     }
 }
 

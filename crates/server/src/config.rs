@@ -89,13 +89,20 @@ impl Config {
         }
         // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
         const KEYS: [&str; 7] = [
-            "listen", "data_dir", "database_url", "admin_user", "log_format", "limits", "http",
+            "listen",
+            "data_dir",
+            "database_url",
+            "admin_user",
+            "log_format",
+            "limits",
+            "http",
         ];
         fig = fig.merge(
             Env::prefixed("PEDM_")
                 .filter(|k| {
                     let k = k.as_str().to_ascii_lowercase();
-                    KEYS.iter().any(|top| k == *top || k.starts_with(&format!("{top}__")))
+                    KEYS.iter()
+                        .any(|top| k == *top || k.starts_with(&format!("{top}__")))
                 })
                 .split("__"),
         );
@@ -103,13 +110,14 @@ impl Config {
     }
 
     pub fn resolve(&self) -> anyhow::Result<Resolved> {
-        let listen: SocketAddr = self
-            .listen
-            .parse()
-            .with_context(|| format!("listen: {:?} is not an address like 127.0.0.1:8470", self.listen))?;
-        let secs = |field: &str, v: &str| {
-            parse_duration(v).with_context(|| format!("{field}: {v:?}"))
-        };
+        let listen: SocketAddr = self.listen.parse().with_context(|| {
+            format!(
+                "listen: {:?} is not an address like 127.0.0.1:8470",
+                self.listen
+            )
+        })?;
+        let secs =
+            |field: &str, v: &str| parse_duration(v).with_context(|| format!("{field}: {v:?}"));
         let database_url = if self.database_url.trim().is_empty() {
             format!("sqlite://{}", self.data_dir.join("pedm.db").display())
         } else {
@@ -119,7 +127,10 @@ impl Config {
             bail!("log_format: {:?} must be text or json", self.log_format);
         }
         if self.http.max_body_bytes < 1024 {
-            bail!("http.max_body_bytes: {} is below the minimum of 1024", self.http.max_body_bytes);
+            bail!(
+                "http.max_body_bytes: {} is below the minimum of 1024",
+                self.http.max_body_bytes
+            );
         }
         let limits = pedm_core::service::Limits {
             max_duration_secs: secs("limits.max_duration", &self.limits.max_duration)?,
@@ -134,9 +145,10 @@ impl Config {
             json_logs: self.log_format == "json",
             limits,
             max_body_bytes: self.http.max_body_bytes,
-            request_timeout: std::time::Duration::from_secs(
-                secs("http.request_timeout", &self.http.request_timeout)? as u64,
-            ),
+            request_timeout: std::time::Duration::from_secs(secs(
+                "http.request_timeout",
+                &self.http.request_timeout,
+            )? as u64),
         })
     }
 }
@@ -150,7 +162,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pedm-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("pedmd.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:9999\"\n[limits]\npending_ttl = \"2h\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9999\"\n[limits]\npending_ttl = \"2h\"\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&f), Config::default()).unwrap();
         let r = c.resolve().unwrap();
         assert_eq!(r.listen.port(), 9999);
@@ -160,7 +176,10 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let c = Config { listen: "nowhere".into(), ..Config::default() };
+        let c = Config {
+            listen: "nowhere".into(),
+            ..Config::default()
+        };
         let e = format!("{:#}", c.resolve().unwrap_err());
         assert!(e.contains("listen"), "{e}");
         let mut c = Config::default();

@@ -132,7 +132,10 @@ impl Conn<'_> {
     /// Runs a statement; returns the number of rows it changed.
     pub(crate) async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            Conn::Sqlite(c) => sqlite_query(sql, args).execute(&mut **c).await?.rows_affected(),
+            Conn::Sqlite(c) => sqlite_query(sql, args)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
             Conn::Pg(c) => pg_query(sql, args).execute(&mut **c).await?.rows_affected(),
         })
     }
@@ -187,7 +190,10 @@ impl Row {
     /// wrote.
     pub(crate) fn get<T>(&self, col: &str) -> Result<T, StoreError>
     where
-        T: for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>,
+        T: for<'r> Decode<'r, Sqlite>
+            + Type<Sqlite>
+            + for<'r> Decode<'r, Postgres>
+            + Type<Postgres>,
     {
         match self {
             Row::Sqlite(r) => r.try_get(col),

@@ -176,7 +176,10 @@ mod tests {
             redact_url("postgres://pedm:s3cret@db:5432/pedm?sslmode=require"),
             "postgres://pedm:***@db:5432/pedm?sslmode=require"
         );
-        assert_eq!(redact_url("postgres://pedm@db/pedm"), "postgres://pedm@db/pedm");
+        assert_eq!(
+            redact_url("postgres://pedm@db/pedm"),
+            "postgres://pedm@db/pedm"
+        );
         assert_eq!(redact_url("postgres://a:b@c@h/d"), "postgres://a:***@h/d");
         assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
     }

@@ -31,10 +31,7 @@ impl PostgresStore {
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         // Error texts must not leak the password, whichever part of sqlx produced them.
         let fail = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError::Backend(scrub(
-                &format!("{what} {}: {e}", redact_url(url)),
-                url,
-            ))
+            StoreError::Backend(scrub(&format!("{what} {}: {e}", redact_url(url)), url))
         };
         let opts: PgConnectOptions = url.parse().map_err(|e| fail("invalid URL", &e))?;
         let pool = PgPoolOptions::new()

@@ -118,7 +118,10 @@ async fn insert(
 }
 
 async fn exists(c: &mut Conn<'_>, sql: &str, args: Vec<Arg>) -> Result<bool, StoreError> {
-    Ok(c.fetch_optional(sql, args).await.map_err(backend)?.is_some())
+    Ok(c.fetch_optional(sql, args)
+        .await
+        .map_err(backend)?
+        .is_some())
 }
 
 fn no_fk(what: &'static str) -> impl FnOnce() -> StoreError {
@@ -149,7 +152,10 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 .await
                 .map_err(backend)?;
             if n == 0 {
-                return Err(StoreError::NotFound(format!("user {} does not exist", u.name)));
+                return Err(StoreError::NotFound(format!(
+                    "user {} does not exist",
+                    u.name
+                )));
             }
             Ok(())
         }
@@ -176,7 +182,9 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         }
         Write::AddGroupMember { group, user } => {
             if !exists(c, "SELECT 1 FROM groups WHERE name = $1", args![group]).await? {
-                return Err(StoreError::NotFound(format!("group {group} does not exist")));
+                return Err(StoreError::NotFound(format!(
+                    "group {group} does not exist"
+                )));
             }
             if !exists(c, "SELECT 1 FROM users WHERE name = $1", args![user]).await? {
                 return Err(StoreError::NotFound(format!("user {user} does not exist")));
@@ -622,17 +630,33 @@ impl Store for Engine {
     async fn requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
         let mut sql = format!("SELECT {REQUEST_COLS} FROM requests WHERE 1 = 1");
         let mut a = vec![];
-        push_eq(&mut sql, &mut a, "requester", f.requester.as_deref().map(Arg::from));
-        push_eq(&mut sql, &mut a, "state", f.state.map(|s| s.as_str().into()));
-        push_eq(&mut sql, &mut a, "target", f.target.as_deref().map(Arg::from));
+        push_eq(
+            &mut sql,
+            &mut a,
+            "requester",
+            f.requester.as_deref().map(Arg::from),
+        );
+        push_eq(
+            &mut sql,
+            &mut a,
+            "state",
+            f.state.map(|s| s.as_str().into()),
+        );
+        push_eq(
+            &mut sql,
+            &mut a,
+            "target",
+            f.target.as_deref().map(Arg::from),
+        );
         sql.push_str(" ORDER BY created_at DESC, id DESC");
         push_limit(&mut sql, &mut a, f.limit);
         self.fetch_all(&sql, a, rows::request).await
     }
 
     async fn approvals(&self, request_id: Uuid) -> Result<Vec<Approval>, StoreError> {
-        let sql =
-            format!("SELECT {APPROVAL_COLS} FROM approvals WHERE request_id = $1 ORDER BY at, approver");
+        let sql = format!(
+            "SELECT {APPROVAL_COLS} FROM approvals WHERE request_id = $1 ORDER BY at, approver"
+        );
         self.fetch_all(&sql, args![request_id], rows::approval)
             .await
     }
@@ -663,9 +687,24 @@ impl Store for Engine {
     async fn grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
         let mut sql = format!("SELECT {GRANT_COLS} FROM grants WHERE 1 = 1");
         let mut a = vec![];
-        push_eq(&mut sql, &mut a, "user_name", f.user.as_deref().map(Arg::from));
-        push_eq(&mut sql, &mut a, "state", f.state.map(|s| s.as_str().into()));
-        push_eq(&mut sql, &mut a, "target", f.target.as_deref().map(Arg::from));
+        push_eq(
+            &mut sql,
+            &mut a,
+            "user_name",
+            f.user.as_deref().map(Arg::from),
+        );
+        push_eq(
+            &mut sql,
+            &mut a,
+            "state",
+            f.state.map(|s| s.as_str().into()),
+        );
+        push_eq(
+            &mut sql,
+            &mut a,
+            "target",
+            f.target.as_deref().map(Arg::from),
+        );
         sql.push_str(" ORDER BY starts_at DESC, id DESC");
         push_limit(&mut sql, &mut a, f.limit);
         self.fetch_all(&sql, a, rows::grant).await
@@ -693,8 +732,18 @@ impl Store for Engine {
             sql.push_str(&format!(" AND seq > ${}", a.len()));
         }
         push_eq(&mut sql, &mut a, "actor", f.actor.as_deref().map(Arg::from));
-        push_eq(&mut sql, &mut a, "action", f.action.as_deref().map(Arg::from));
-        push_eq(&mut sql, &mut a, "subject", f.subject.as_deref().map(Arg::from));
+        push_eq(
+            &mut sql,
+            &mut a,
+            "action",
+            f.action.as_deref().map(Arg::from),
+        );
+        push_eq(
+            &mut sql,
+            &mut a,
+            "subject",
+            f.subject.as_deref().map(Arg::from),
+        );
         // [since, until): inclusive start, exclusive end, so adjacent windows don't overlap.
         if let Some(since) = f.since {
             a.push(since.into());

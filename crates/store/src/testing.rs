@@ -91,9 +91,7 @@ impl TestPostgres {
                      `postgres` system user to run it as ({e})"
                 ))
             })?;
-            run(Command::new("chown")
-                .arg("postgres:")
-                .arg(dir.path()))?;
+            run(Command::new("chown").arg("postgres:").arg(dir.path()))?;
         }
 
         let mut pg = TestPostgres {
@@ -113,9 +111,7 @@ impl TestPostgres {
         std::fs::create_dir_all(pg.socket_dir())
             .map_err(|e| failed(format!("creating the socket directory: {e}")))?;
         if as_postgres {
-            run(Command::new("chown")
-                .arg("postgres:")
-                .arg(pg.socket_dir()))?;
+            run(Command::new("chown").arg("postgres:").arg(pg.socket_dir()))?;
         }
         pg.spawn_watcher()?;
 
@@ -186,7 +182,13 @@ impl TestPostgres {
         static N: AtomicU32 = AtomicU32::new(0);
         let prefix: String = prefix
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         let n = N.fetch_add(1, Ordering::Relaxed);

@@ -27,7 +27,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { database_url: None, env: vec![] }
+        Options {
+            database_url: None,
+            env: vec![],
+        }
     }
 }
 
@@ -114,13 +117,20 @@ impl Server {
     }
 
     pub fn port(&self) -> u16 {
-        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
     }
 
     /// Graceful stop (SIGTERM), waiting for exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -222,13 +232,20 @@ where
 /// Creates a user and returns a token for it.
 pub async fn user_with_token(s: &Server, name: &str, admin: bool) -> String {
     let a = s.admin();
-    a.create_user(&pedm_api::CreateUser { name: name.into(), display_name: None, admin })
-        .await
-        .expect("create user");
-    a.create_token(&pedm_api::CreateToken { user: Some(name.into()), ..Default::default() })
-        .await
-        .expect("create token")
-        .token
+    a.create_user(&pedm_api::CreateUser {
+        name: name.into(),
+        display_name: None,
+        admin,
+    })
+    .await
+    .expect("create user");
+    a.create_token(&pedm_api::CreateToken {
+        user: Some(name.into()),
+        ..Default::default()
+    })
+    .await
+    .expect("create token")
+    .token
 }
 
 /// A host target `web1` with roles `root` (needs approval, max 1h) and `docker`

@@ -16,7 +16,11 @@ pub struct ApiErr {
 
 impl ApiErr {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiErr { status, code, message: message.into() }
+        ApiErr {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid", message)
@@ -68,9 +72,10 @@ impl From<JsonRejection> for ApiErr {
             JsonRejection::JsonSyntaxError(e) => {
                 ApiErr::invalid(format!("malformed JSON: {}", inner_message(&e.body_text())))
             }
-            JsonRejection::JsonDataError(e) => {
-                ApiErr::invalid(format!("invalid request body: {}", inner_message(&e.body_text())))
-            }
+            JsonRejection::JsonDataError(e) => ApiErr::invalid(format!(
+                "invalid request body: {}",
+                inner_message(&e.body_text())
+            )),
             other => ApiErr::new(other.status(), "invalid", other.body_text()),
         }
     }
@@ -78,7 +83,9 @@ impl From<JsonRejection> for ApiErr {
 
 /// axum prefixes serde's message with its own sentence; keep the part that names the field.
 fn inner_message(s: &str) -> String {
-    s.split_once(": ").map(|(_, m)| m.to_string()).unwrap_or_else(|| s.to_string())
+    s.split_once(": ")
+        .map(|(_, m)| m.to_string())
+        .unwrap_or_else(|| s.to_string())
 }
 
 impl From<QueryRejection> for ApiErr {
@@ -96,7 +103,10 @@ impl From<PathRejection> for ApiErr {
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: ErrorDetail { code: self.code.to_string(), message: self.message },
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
         };
         (self.status, Json(body)).into_response()
     }

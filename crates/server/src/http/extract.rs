@@ -46,7 +46,9 @@ impl FromRequestParts<AppState> for Caller {
                 )
             })?
             .to_str()
-            .map_err(|_| ApiErr::new(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid token"))?;
+            .map_err(|_| {
+                ApiErr::new(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid token")
+            })?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))

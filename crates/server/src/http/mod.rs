@@ -85,7 +85,10 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
     .with_state(state)
     .layer(DefaultBodyLimit::max(max_body_bytes))
     .layer(middleware::from_fn(track_metrics))
-    .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        timeout,
+    ))
     .layer(PropagateRequestIdLayer::x_request_id())
     .layer(TraceLayer::new_for_http())
     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -94,12 +97,19 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
 async fn healthz(State(s): State<AppState>) -> Response {
     // Healthy means the store answers, not just that the process runs.
     match s.cp.store().audit_head().await {
-        Ok(_) => Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
-            .into_response(),
+        Ok(_) => Json(Health {
+            status: "ok".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check: storage unavailable");
-            ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, "storage", "storage is unavailable")
-                .into_response()
+            ApiErr::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage",
+                "storage is unavailable",
+            )
+            .into_response()
         }
     }
 }
@@ -107,16 +117,28 @@ async fn healthz(State(s): State<AppState>) -> Response {
 async fn render_metrics(State(s): State<AppState>) -> Response {
     match &s.metrics {
         Some(h) => (
-            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
             h.render(),
         )
             .into_response(),
-        None => ApiErr::new(StatusCode::NOT_FOUND, "not_found", "metrics are not enabled").into_response(),
+        None => ApiErr::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are not enabled",
+        )
+        .into_response(),
     }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiErr {
-    ApiErr::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {}", uri.path()))
+    ApiErr::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
 }
 
 async fn track_metrics(req: Request, next: Next) -> Response {

@@ -42,15 +42,24 @@ fn parse_duration_field(field: &str, v: &str) -> ApiResult<i64> {
     parse_duration(v).map_err(|e| ApiErr::invalid(format!("invalid {field}: {e}")))
 }
 
-fn parse_enum<T: std::str::FromStr<Err = String>>(field: &str, v: Option<&str>) -> ApiResult<Option<T>> {
-    v.map(|s| s.parse::<T>().map_err(|e| ApiErr::invalid(format!("invalid {field}: {e}"))))
-        .transpose()
+fn parse_enum<T: std::str::FromStr<Err = String>>(
+    field: &str,
+    v: Option<&str>,
+) -> ApiResult<Option<T>> {
+    v.map(|s| {
+        s.parse::<T>()
+            .map_err(|e| ApiErr::invalid(format!("invalid {field}: {e}")))
+    })
+    .transpose()
 }
 
 fn parse_time(field: &str, v: Option<&str>) -> ApiResult<Option<jiff::Timestamp>> {
     v.map(|s| {
-        s.parse::<jiff::Timestamp>()
-            .map_err(|e| ApiErr::invalid(format!("invalid {field}: {s:?} is not an RFC 3339 time ({e})")))
+        s.parse::<jiff::Timestamp>().map_err(|e| {
+            ApiErr::invalid(format!(
+                "invalid {field}: {s:?} is not an RFC 3339 time ({e})"
+            ))
+        })
     })
     .transpose()
 }
@@ -62,7 +71,11 @@ fn parse_time(field: &str, v: Option<&str>) -> ApiResult<Option<jiff::Timestamp>
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
 async fn whoami(State(s): State<AppState>, c: Caller) -> ApiResult<Json<WhoAmI>> {
     let (user, token) = s.cp.whoami(&c.actor).await?;
-    Ok(Json(WhoAmI { user, groups: c.actor.groups, token: token.map(Into::into) }))
+    Ok(Json(WhoAmI {
+        user,
+        groups: c.actor.groups,
+        token: token.map(Into::into),
+    }))
 }
 
 /// All users (admin).
@@ -81,7 +94,9 @@ async fn create_user(
     c: Caller,
     Body(b): Body<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    let u = s.cp.create_user(&c.actor, &b.name, b.display_name, b.admin).await?;
+    let u =
+        s.cp.create_user(&c.actor, &b.name, b.display_name, b.admin)
+            .await?;
     Ok((StatusCode::CREATED, Json(u)))
 }
 
@@ -95,7 +110,10 @@ async fn update_user(
     Path(name): Path<String>,
     Body(b): Body<UpdateUser>,
 ) -> ApiResult<Json<User>> {
-    Ok(Json(s.cp.update_user(&c.actor, &name, b.admin, b.disabled).await?))
+    Ok(Json(
+        s.cp.update_user(&c.actor, &name, b.admin, b.disabled)
+            .await?,
+    ))
 }
 
 /// All groups with their members (admin).
@@ -126,7 +144,9 @@ async fn add_group_member(
     c: Caller,
     Path((group, user)): Path<(String, String)>,
 ) -> ApiResult<Json<Group>> {
-    Ok(Json(s.cp.set_group_member(&c.actor, &group, &user, true).await?))
+    Ok(Json(
+        s.cp.set_group_member(&c.actor, &group, &user, true).await?,
+    ))
 }
 
 /// Remove a user from a group (admin).
@@ -138,7 +158,10 @@ async fn remove_group_member(
     c: Caller,
     Path((group, user)): Path<(String, String)>,
 ) -> ApiResult<Json<Group>> {
-    Ok(Json(s.cp.set_group_member(&c.actor, &group, &user, false).await?))
+    Ok(Json(
+        s.cp.set_group_member(&c.actor, &group, &user, false)
+            .await?,
+    ))
 }
 
 /// The caller's tokens, or (admin) anyone's.
@@ -166,8 +189,16 @@ async fn create_token(
         .as_deref()
         .map(|v| parse_duration_field("expires_in", v))
         .transpose()?;
-    let (rec, token) = s.cp.create_token(&c.actor, b.user.as_deref(), b.description, ttl).await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { token, info: rec.into() })))
+    let (rec, token) =
+        s.cp.create_token(&c.actor, b.user.as_deref(), b.description, ttl)
+            .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token,
+            info: rec.into(),
+        }),
+    ))
 }
 
 /// Revoke a token (its owner or an admin).
@@ -198,7 +229,9 @@ async fn create_target(
     c: Caller,
     Body(b): Body<CreateTarget>,
 ) -> ApiResult<(StatusCode, Json<Target>)> {
-    let t = s.cp.create_target(&c.actor, &b.name, b.kind, b.description, b.labels).await?;
+    let t =
+        s.cp.create_target(&c.actor, &b.name, b.kind, b.description, b.labels)
+            .await?;
     Ok((StatusCode::CREATED, Json(t)))
 }
 
@@ -237,9 +270,8 @@ async fn create_role(
     Body(b): Body<CreateRole>,
 ) -> ApiResult<(StatusCode, Json<Role>)> {
     let max = parse_duration_field("max_duration", &b.max_duration)?;
-    let role = s
-        .cp
-        .create_role(
+    let role =
+        s.cp.create_role(
             &c.actor,
             NewRole {
                 target,
@@ -283,10 +315,12 @@ async fn create_request(
     Body(b): Body<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<RequestCreated>)> {
     let duration_secs = parse_duration_field("duration", &b.duration)?;
-    let context = RequestContext { source_addr: c.source.clone(), device: Default::default() };
-    let (request, grant) = s
-        .cp
-        .create_request(
+    let context = RequestContext {
+        source_addr: c.source.clone(),
+        device: Default::default(),
+    };
+    let (request, grant) =
+        s.cp.create_request(
             &c.actor,
             NewRequest {
                 target: b.target,
@@ -299,7 +333,8 @@ async fn create_request(
             context,
         )
         .await?;
-    metrics::counter!("pedm_requests_created_total", "state" => request.state.as_str()).increment(1);
+    metrics::counter!("pedm_requests_created_total", "state" => request.state.as_str())
+        .increment(1);
     Ok((StatusCode::CREATED, Json(RequestCreated { request, grant })))
 }
 
@@ -339,7 +374,8 @@ async fn approve_request(
     Body(b): Body<Decide>,
 ) -> ApiResult<Json<Decided>> {
     let (request, grant) =
-        s.cp.decide_request(&c.actor, id, ApprovalDecision::Approve, b.comment).await?;
+        s.cp.decide_request(&c.actor, id, ApprovalDecision::Approve, b.comment)
+            .await?;
     Ok(Json(Decided { request, grant }))
 }
 
@@ -355,7 +391,8 @@ async fn deny_request(
     Body(b): Body<Decide>,
 ) -> ApiResult<Json<Decided>> {
     let (request, grant) =
-        s.cp.decide_request(&c.actor, id, ApprovalDecision::Deny, b.comment).await?;
+        s.cp.decide_request(&c.actor, id, ApprovalDecision::Deny, b.comment)
+            .await?;
     Ok(Json(Decided { request, grant }))
 }
 
@@ -381,7 +418,11 @@ async fn list_grants(
 /// One grant.
 #[utoipa::path(get, path = "/grants/{id}", tag = "grants", params(("id" = Uuid, Path)),
     responses((status = 200, body = Grant), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_grant(State(s): State<AppState>, c: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Grant>> {
+async fn get_grant(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Grant>> {
     Ok(Json(s.cp.get_grant(&c.actor, id).await?))
 }
 

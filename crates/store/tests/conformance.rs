@@ -1,0 +1,1274 @@
+//! One conformance suite, run against both backends: every test below is instantiated as
+//! `<name>::sqlite` (a fresh file in a temp dir) and `<name>::postgres` (a fresh database in a
+//! cluster shared by this test binary, see `pedm_store::testing`).
+
+use jiff::Timestamp;
+use pedm_core::audit::{AuditEvent, GENESIS_HASH, NewAuditEvent, Outcome, verify_chain};
+use pedm_core::model::*;
+use pedm_core::store::{AuditFilter, Changeset, Store, StoreError, Write};
+use pedm_store::testing::{TestPgError, TestPostgres};
+use pedm_store::{PostgresStore, SqliteStore};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use uuid::Uuid;
+
+// ------------------------------------------------------------------------------ harness
+
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+fn cluster() -> Option<&'static TestPostgres> {
+    static PG: OnceLock<Result<TestPostgres, TestPgError>> = OnceLock::new();
+    match PG.get_or_init(TestPostgres::start) {
+        Ok(pg) => Some(pg),
+        Err(e @ TestPgError::Unavailable(_)) => {
+            println!("SKIP: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        Db::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres(test: &str) -> Option<Db> {
+        let url = cluster()?.fresh_database(test).unwrap();
+        Some(Db::Postgres(url))
+    }
+
+    /// A new store instance (its own pools) on this test's database.
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Db::Sqlite(dir) => Arc::new(
+                SqliteStore::open(&dir.path().join("pedm.db"))
+                    .await
+                    .unwrap(),
+            ),
+            Db::Postgres(url) => Arc::new(PostgresStore::connect(url).await.unwrap()),
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::Db::sqlite()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let Some(db) = super::Db::postgres(stringify!($name)) else { return };
+                super::$name(db).await
+            }
+        }
+    )*};
+}
+
+conformance!(
+    empty_store,
+    users_and_groups,
+    tokens,
+    targets_and_roles,
+    requests_and_versions,
+    approvals,
+    grants_end_exactly_once,
+    failed_changeset_writes_nothing,
+    audit_chain_over_many_commits,
+    audit_filters,
+    event_times_are_stored_to_the_microsecond,
+    concurrent_commits_keep_one_chain,
+    concurrent_update_request_one_wins,
+    concurrent_end_grant_one_wins,
+    deadlines_and_overdue,
+    request_and_grant_filters,
+    reopen_keeps_everything,
+);
+
+// ------------------------------------------------------------------------------ fixtures
+
+/// A whole number of microseconds, as the store keeps them.
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + secs).unwrap()
+}
+
+fn user(name: &str) -> User {
+    User {
+        name: name.into(),
+        display_name: Some(format!("{name} the user")),
+        admin: false,
+        disabled: false,
+        created_at: t(0),
+    }
+}
+
+fn target(name: &str) -> Target {
+    Target {
+        name: name.into(),
+        kind: TargetKind::Host,
+        description: Some("a host".into()),
+        labels: BTreeMap::from([("env".into(), "prod".into()), ("team".into(), "db".into())]),
+        created_at: t(1),
+    }
+}
+
+fn role(target: &str, name: &str) -> Role {
+    Role {
+        target: target.into(),
+        name: name.into(),
+        description: None,
+        max_duration_secs: 3600,
+        auto_approve: true,
+        run_as: Some("root".into()),
+        created_at: t(2),
+    }
+}
+
+fn token(id: &str, user: &str, created: i64) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        user: user.into(),
+        description: Some("ci".into()),
+        secret_hash: [7; 32],
+        created_at: t(created),
+        expires_at: Some(t(created + 86_400)),
+        revoked_at: None,
+    }
+}
+
+fn request(requester: &str, target: &str, created: i64) -> Request {
+    Request {
+        id: Uuid::now_v7(),
+        requester: requester.into(),
+        target: target.into(),
+        role: "root".into(),
+        duration_secs: 1800,
+        justification: "fix the disk".into(),
+        task: None,
+        ticket: Some("OPS-1".into()),
+        context: RequestContext {
+            source_addr: Some("10.0.0.1".into()),
+            device: BTreeMap::from([("managed".into(), "true".into())]),
+        },
+        state: RequestState::Pending,
+        created_at: t(created),
+        pending_until: t(created + 600),
+        decided_at: None,
+        decided_by: None,
+        decision_reason: None,
+        grant_id: None,
+        approvals_required: 1,
+        version: 1,
+    }
+}
+
+fn grant_for(r: &Request, starts: i64) -> Grant {
+    Grant {
+        id: Uuid::now_v7(),
+        request_id: r.id,
+        user: r.requester.clone(),
+        target: r.target.clone(),
+        role: r.role.clone(),
+        starts_at: t(starts),
+        expires_at: t(starts + r.duration_secs),
+        state: GrantState::Active,
+        ended_at: None,
+        ended_by: None,
+        end_reason: None,
+    }
+}
+
+fn ev(action: &str, subject: &str) -> NewAuditEvent {
+    NewAuditEvent::new(t(10), "alice", action, Some(subject.to_string()))
+}
+
+/// One write and its event.
+fn cs(w: Write) -> Changeset {
+    Changeset::new().write(w).event(ev("test.write", "test:1"))
+}
+
+async fn ok(s: &Arc<dyn Store>, c: Changeset) -> Vec<AuditEvent> {
+    s.commit(c).await.unwrap()
+}
+
+/// Commits a changeset that must fail, checks nothing was appended to the audit chain, and
+/// returns the error.
+async fn fails(s: &Arc<dyn Store>, c: Changeset) -> StoreError {
+    let before = s.audit_head().await.unwrap();
+    let n = s.audit_events(&AuditFilter::default()).await.unwrap().len();
+    let err = s
+        .commit(c)
+        .await
+        .expect_err("changeset should have been refused");
+    assert_eq!(
+        s.audit_head().await.unwrap(),
+        before,
+        "{err}: audit head moved"
+    );
+    assert_eq!(
+        s.audit_events(&AuditFilter::default()).await.unwrap().len(),
+        n
+    );
+    err
+}
+
+#[track_caller]
+fn conflict(e: StoreError, names: &str) {
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains(names)),
+        "{e:?}"
+    );
+}
+#[track_caller]
+fn exists(e: StoreError, names: &str) {
+    assert!(
+        matches!(&e, StoreError::AlreadyExists(m) if m.contains(names)),
+        "{e:?}"
+    );
+}
+#[track_caller]
+fn not_found(e: StoreError, names: &str) {
+    assert!(
+        matches!(&e, StoreError::NotFound(m) if m.contains(names)),
+        "{e:?}"
+    );
+}
+
+/// All events, checked to form one valid chain from genesis.
+async fn whole_chain(s: &Arc<dyn Store>) -> Vec<AuditEvent> {
+    let all = s.audit_events(&AuditFilter::default()).await.unwrap();
+    let last = verify_chain(GENESIS_HASH, 1, &all).unwrap();
+    match all.last() {
+        Some(e) => assert_eq!(s.audit_head().await.unwrap(), Some((e.seq, last))),
+        None => assert_eq!(s.audit_head().await.unwrap(), None),
+    }
+    all
+}
+
+// -------------------------------------------------------------------------------- tests
+
+async fn empty_store(db: Db) {
+    let s = db.open().await;
+    assert_eq!(s.user_count().await.unwrap(), 0);
+    assert!(s.users().await.unwrap().is_empty());
+    assert!(s.groups().await.unwrap().is_empty());
+    assert!(s.tokens(None).await.unwrap().is_empty());
+    assert!(s.roles(None).await.unwrap().is_empty());
+    assert_eq!(s.audit_head().await.unwrap(), None);
+    assert!(
+        s.audit_events(&AuditFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.next_grant_deadline().await.unwrap(), None);
+    assert_eq!(s.next_request_deadline().await.unwrap(), None);
+    assert!(s.overdue_grants(t(1_000_000), 10).await.unwrap().is_empty());
+    assert!(s.request(Uuid::now_v7()).await.unwrap().is_none());
+    // An empty changeset is a no-op, not an error.
+    assert!(ok(&s, Changeset::new()).await.is_empty());
+}
+
+async fn users_and_groups(db: Db) {
+    let s = db.open().await;
+    for n in ["carol", "alice", "bob"] {
+        ok(&s, cs(Write::InsertUser(user(n)))).await;
+    }
+    exists(
+        fails(&s, cs(Write::InsertUser(user("alice")))).await,
+        "user alice",
+    );
+    assert_eq!(s.user_count().await.unwrap(), 3);
+    let names: Vec<_> = s
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    assert_eq!(s.user("alice").await.unwrap(), Some(user("alice")));
+    assert_eq!(s.user("nobody").await.unwrap(), None);
+
+    let mut alice = user("alice");
+    alice.admin = true;
+    alice.disabled = true;
+    alice.display_name = None;
+    ok(&s, cs(Write::UpdateUser(alice.clone()))).await;
+    assert_eq!(s.user("alice").await.unwrap(), Some(alice));
+    not_found(
+        fails(&s, cs(Write::UpdateUser(user("zed")))).await,
+        "user zed",
+    );
+
+    let ops = Group {
+        name: "ops".into(),
+        description: Some("operations".into()),
+        members: vec!["bob".into(), "alice".into()],
+        created_at: t(3),
+    };
+    ok(&s, cs(Write::InsertGroup(ops.clone()))).await;
+    exists(
+        fails(&s, cs(Write::InsertGroup(ops.clone()))).await,
+        "group ops",
+    );
+    let mut ghosts = ops.clone();
+    ghosts.name = "ghosts".into();
+    ghosts.members = vec!["alice".into(), "casper".into()];
+    not_found(
+        fails(&s, cs(Write::InsertGroup(ghosts))).await,
+        "user casper",
+    );
+    assert!(s.group("ghosts").await.unwrap().is_none());
+    let empty = Group {
+        name: "dba".into(),
+        description: None,
+        members: vec![],
+        created_at: t(4),
+    };
+    ok(&s, cs(Write::InsertGroup(empty.clone()))).await;
+
+    let g = s.group("ops").await.unwrap().unwrap();
+    assert_eq!(g.members, ["alice", "bob"]);
+    assert_eq!(s.group("dba").await.unwrap(), Some(empty));
+
+    let add = |g: &str, u: &str| Write::AddGroupMember {
+        group: g.into(),
+        user: u.into(),
+    };
+    let remove = |g: &str, u: &str| Write::RemoveGroupMember {
+        group: g.into(),
+        user: u.into(),
+    };
+    ok(&s, cs(add("dba", "carol"))).await;
+    ok(&s, cs(add("dba", "carol"))).await; // already a member: no-op
+    ok(&s, cs(add("dba", "alice"))).await;
+    not_found(fails(&s, cs(add("nope", "carol"))).await, "group nope");
+    not_found(fails(&s, cs(add("dba", "nobody"))).await, "user nobody");
+    assert_eq!(s.groups_of("alice").await.unwrap(), ["dba", "ops"]);
+    assert_eq!(s.groups_of("carol").await.unwrap(), ["dba"]);
+    assert!(s.groups_of("nobody").await.unwrap().is_empty());
+
+    ok(&s, cs(remove("ops", "alice"))).await;
+    not_found(fails(&s, cs(remove("ops", "alice"))).await, "alice");
+    assert_eq!(s.groups_of("alice").await.unwrap(), ["dba"]);
+
+    let groups = s.groups().await.unwrap();
+    let summary: Vec<_> = groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.members.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("dba", vec!["alice".to_string(), "carol".to_string()]),
+            ("ops", vec!["bob".to_string()])
+        ]
+    );
+    whole_chain(&s).await;
+}
+
+async fn tokens(db: Db) {
+    let s = db.open().await;
+    ok(&s, cs(Write::InsertUser(user("alice")))).await;
+    ok(&s, cs(Write::InsertUser(user("bob")))).await;
+    ok(&s, cs(Write::InsertToken(token("t1", "alice", 10)))).await;
+    ok(&s, cs(Write::InsertToken(token("t2", "bob", 20)))).await;
+    ok(&s, cs(Write::InsertToken(token("t3", "alice", 30)))).await;
+    exists(
+        fails(&s, cs(Write::InsertToken(token("t1", "bob", 40)))).await,
+        "token t1",
+    );
+    not_found(
+        fails(&s, cs(Write::InsertToken(token("t9", "zed", 40)))).await,
+        "user zed",
+    );
+
+    assert_eq!(s.token("t1").await.unwrap(), Some(token("t1", "alice", 10)));
+    assert_eq!(s.token("nope").await.unwrap(), None);
+    let ids = |v: Vec<TokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.tokens(None).await.unwrap()), ["t3", "t2", "t1"]);
+    assert_eq!(ids(s.tokens(Some("alice")).await.unwrap()), ["t3", "t1"]);
+
+    let revoke = |id: &str| Write::RevokeToken {
+        id: id.into(),
+        at: t(50),
+    };
+    ok(&s, cs(revoke("t1"))).await;
+    assert_eq!(
+        s.token("t1").await.unwrap().unwrap().revoked_at,
+        Some(t(50))
+    );
+    conflict(fails(&s, cs(revoke("t1"))).await, "token t1");
+    not_found(fails(&s, cs(revoke("t404"))).await, "token t404");
+    whole_chain(&s).await;
+}
+
+async fn targets_and_roles(db: Db) {
+    let s = db.open().await;
+    ok(&s, cs(Write::InsertTarget(target("web1")))).await;
+    let mut db1 = target("db1");
+    db1.kind = TargetKind::Postgres;
+    db1.labels.clear();
+    ok(&s, cs(Write::InsertTarget(db1.clone()))).await;
+    exists(
+        fails(&s, cs(Write::InsertTarget(target("web1")))).await,
+        "target web1",
+    );
+    assert_eq!(s.target("web1").await.unwrap(), Some(target("web1")));
+    assert_eq!(s.target("db1").await.unwrap(), Some(db1));
+    let names: Vec<_> = s
+        .targets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["db1", "web1"]);
+
+    ok(&s, cs(Write::InsertRole(role("web1", "root")))).await;
+    ok(&s, cs(Write::InsertRole(role("web1", "docker")))).await;
+    let mut rw = role("db1", "readwrite");
+    rw.auto_approve = false;
+    rw.run_as = None;
+    ok(&s, cs(Write::InsertRole(rw.clone()))).await;
+    exists(
+        fails(&s, cs(Write::InsertRole(role("web1", "root")))).await,
+        "role root",
+    );
+    not_found(
+        fails(&s, cs(Write::InsertRole(role("nohost", "root")))).await,
+        "target nohost",
+    );
+
+    assert_eq!(
+        s.role("web1", "root").await.unwrap(),
+        Some(role("web1", "root"))
+    );
+    assert_eq!(s.role("db1", "readwrite").await.unwrap(), Some(rw));
+    assert_eq!(s.role("db1", "root").await.unwrap(), None);
+    let pairs = |v: Vec<Role>| {
+        v.into_iter()
+            .map(|r| format!("{}/{}", r.target, r.name))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        pairs(s.roles(None).await.unwrap()),
+        ["db1/readwrite", "web1/docker", "web1/root"]
+    );
+    assert_eq!(
+        pairs(s.roles(Some("web1")).await.unwrap()),
+        ["web1/docker", "web1/root"]
+    );
+    assert!(s.roles(Some("nohost")).await.unwrap().is_empty());
+    whole_chain(&s).await;
+}
+
+async fn requests_and_versions(db: Db) {
+    let s = db.open().await;
+    let r = request("alice", "web1", 0);
+    ok(&s, cs(Write::InsertRequest(r.clone()))).await;
+    assert_eq!(s.request(r.id).await.unwrap(), Some(r.clone()));
+    exists(
+        fails(&s, cs(Write::InsertRequest(r.clone()))).await,
+        &r.id.to_string(),
+    );
+
+    let mut v2 = r.clone();
+    v2.version = 2;
+    v2.state = RequestState::Approved;
+    v2.decided_at = Some(t(5));
+    v2.decided_by = Some("bob".into());
+    v2.decision_reason = Some("ok".into());
+    v2.grant_id = Some(Uuid::now_v7());
+    v2.approvals_required = 0;
+    ok(&s, cs(Write::UpdateRequest(v2.clone()))).await;
+    assert_eq!(s.request(r.id).await.unwrap(), Some(v2.clone()));
+
+    // Stale: written against version 1 again, or skipping a version.
+    conflict(
+        fails(&s, cs(Write::UpdateRequest(v2.clone()))).await,
+        &r.id.to_string(),
+    );
+    let mut v4 = v2.clone();
+    v4.version = 4;
+    conflict(
+        fails(&s, cs(Write::UpdateRequest(v4))).await,
+        &r.id.to_string(),
+    );
+    let mut ghost = request("alice", "web1", 0);
+    ghost.version = 2;
+    not_found(
+        fails(&s, cs(Write::UpdateRequest(ghost.clone()))).await,
+        &ghost.id.to_string(),
+    );
+    assert_eq!(s.request(r.id).await.unwrap(), Some(v2));
+    whole_chain(&s).await;
+}
+
+async fn approvals(db: Db) {
+    let s = db.open().await;
+    let r = request("alice", "web1", 0);
+    ok(&s, cs(Write::InsertRequest(r.clone()))).await;
+    let a = |who: &str, at: i64, d: ApprovalDecision| Approval {
+        request_id: r.id,
+        approver: who.into(),
+        decision: d,
+        comment: Some(format!("{who} says so")),
+        at: t(at),
+    };
+    ok(
+        &s,
+        cs(Write::InsertApproval(a(
+            "carol",
+            20,
+            ApprovalDecision::Deny,
+        ))),
+    )
+    .await;
+    ok(
+        &s,
+        cs(Write::InsertApproval(a(
+            "bob",
+            10,
+            ApprovalDecision::Approve,
+        ))),
+    )
+    .await;
+    let e = fails(
+        &s,
+        cs(Write::InsertApproval(a("bob", 30, ApprovalDecision::Deny))),
+    )
+    .await;
+    conflict(e, "bob");
+    let mut stray = a("bob", 1, ApprovalDecision::Approve);
+    stray.request_id = Uuid::now_v7();
+    not_found(
+        fails(&s, cs(Write::InsertApproval(stray.clone()))).await,
+        &stray.request_id.to_string(),
+    );
+    assert_eq!(
+        s.approvals(r.id).await.unwrap(),
+        [
+            a("bob", 10, ApprovalDecision::Approve),
+            a("carol", 20, ApprovalDecision::Deny)
+        ]
+    );
+    assert!(s.approvals(Uuid::now_v7()).await.unwrap().is_empty());
+}
+
+async fn grants_end_exactly_once(db: Db) {
+    let s = db.open().await;
+    let r = request("alice", "web1", 0);
+    let g = grant_for(&r, 100);
+    ok(
+        &s,
+        Changeset::new()
+            .write(Write::InsertRequest(r.clone()))
+            .write(Write::InsertGrant(g.clone()))
+            .event(ev("request.created", "request:1"))
+            .event(ev("grant.created", "grant:1")),
+    )
+    .await;
+    assert_eq!(s.grant(g.id).await.unwrap(), Some(g.clone()));
+    // A second grant for the same request, whatever its id.
+    let mut again = grant_for(&r, 200);
+    exists(
+        fails(&s, cs(Write::InsertGrant(again.clone()))).await,
+        &r.id.to_string(),
+    );
+    again.id = g.id;
+    again.request_id = Uuid::now_v7();
+    not_found(
+        fails(&s, cs(Write::InsertGrant(again.clone()))).await,
+        &again.request_id.to_string(),
+    );
+
+    let end = |state: GrantState, id: Uuid| Write::EndGrant {
+        id,
+        state,
+        at: t(500),
+        by: "alice".into(),
+        reason: Some("done".into()),
+    };
+    ok(&s, cs(end(GrantState::Released, g.id))).await;
+    let ended = s.grant(g.id).await.unwrap().unwrap();
+    assert_eq!(ended.state, GrantState::Released);
+    assert_eq!(ended.ended_at, Some(t(500)));
+    assert_eq!(ended.ended_by.as_deref(), Some("alice"));
+    assert_eq!(ended.end_reason.as_deref(), Some("done"));
+    conflict(
+        fails(&s, cs(end(GrantState::Revoked, g.id))).await,
+        &g.id.to_string(),
+    );
+    conflict(
+        fails(&s, cs(end(GrantState::Expired, g.id))).await,
+        "not active",
+    );
+    let nobody = Uuid::now_v7();
+    not_found(
+        fails(&s, cs(end(GrantState::Revoked, nobody))).await,
+        &nobody.to_string(),
+    );
+    assert_eq!(
+        s.grant(g.id).await.unwrap().unwrap().state,
+        GrantState::Released
+    );
+}
+
+async fn failed_changeset_writes_nothing(db: Db) {
+    let s = db.open().await;
+    ok(&s, cs(Write::InsertUser(user("alice")))).await;
+    let r = request("alice", "web1", 0);
+    let g = grant_for(&r, 0);
+    let all = |last: Write| {
+        Changeset::new()
+            .write(Write::InsertUser(user("bob")))
+            .write(Write::InsertTarget(target("web1")))
+            .write(Write::InsertRole(role("web1", "root")))
+            .write(Write::InsertRequest(r.clone()))
+            .write(Write::InsertGrant(g.clone()))
+            .write(Write::InsertToken(token("t1", "bob", 0)))
+            .write(Write::AddGroupMember {
+                group: "nope".into(),
+                user: "bob".into(),
+            })
+            .write(last)
+            .event(ev("a", "x:1"))
+            .event(ev("b", "x:2"))
+    };
+    // AddGroupMember on a missing group fails after six good writes.
+    let e = fails(&s, all(Write::UpdateUser(user("alice")))).await;
+    not_found(e, "group nope");
+    assert!(s.user("bob").await.unwrap().is_none());
+    assert!(s.target("web1").await.unwrap().is_none());
+    assert!(s.roles(None).await.unwrap().is_empty());
+    assert!(s.request(r.id).await.unwrap().is_none());
+    assert!(s.grant(g.id).await.unwrap().is_none());
+    assert!(s.token("t1").await.unwrap().is_none());
+    assert_eq!(whole_chain(&s).await.len(), 1);
+
+    // The same changeset without the bad write goes through, events and all.
+    let mut good = all(Write::UpdateUser(user("alice")));
+    good.writes.remove(6);
+    let events = ok(&s, good).await;
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    assert!(s.grant(g.id).await.unwrap().is_some());
+    assert_eq!(whole_chain(&s).await.len(), 3);
+}
+
+async fn audit_chain_over_many_commits(db: Db) {
+    let s = db.open().await;
+    let mut returned = Vec::new();
+    for i in 0..60i64 {
+        let mut c = Changeset::new();
+        for j in 0..=(i % 3) {
+            c = c.event(
+                NewAuditEvent::new(t(i), ["alice", "bob"][(i % 2) as usize], "thing.done", None)
+                    .outcome(
+                        [Outcome::Success, Outcome::Denied, Outcome::Failure][(j % 3) as usize],
+                    )
+                    .data(json!({
+                        "i": i, "j": j,
+                        "float": 0.1 + i as f64 / 7.0, "tiny": 1e-300, "big": u64::MAX,
+                        "neg": -i, "text": "ünïcödé ✓ \"quoted\" \\ \n", "null": null,
+                        "nested": {"z": [1, {"y": true}], "a": []},
+                    })),
+            );
+        }
+        returned.extend(ok(&s, c).await);
+    }
+    assert_eq!(returned.len(), 120);
+    verify_chain(GENESIS_HASH, 1, &returned).unwrap();
+    let stored = whole_chain(&s).await;
+    // Byte-identical on read-back: same fields, same hashes.
+    assert_eq!(stored, returned);
+}
+
+async fn audit_filters(db: Db) {
+    let s = db.open().await;
+    for i in 0..10i64 {
+        let actor = if i % 2 == 0 { "alice" } else { "bob" };
+        let action = if i < 5 {
+            "request.created"
+        } else {
+            "grant.expired"
+        };
+        ok(
+            &s,
+            Changeset::new().event(NewAuditEvent::new(
+                t(i * 10),
+                actor,
+                action,
+                Some(format!("request:{}", i % 3)),
+            )),
+        )
+        .await;
+    }
+    let seqs = |f: AuditFilter| {
+        let s = s.clone();
+        async move {
+            s.audit_events(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        seqs(AuditFilter::default()).await,
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            after_seq: Some(7),
+            ..Default::default()
+        })
+        .await,
+        [8, 9, 10]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            limit: Some(3),
+            ..Default::default()
+        })
+        .await,
+        [1, 2, 3]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            after_seq: Some(2),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await,
+        [3, 4]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            actor: Some("bob".into()),
+            ..Default::default()
+        })
+        .await,
+        [2, 4, 6, 8, 10]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            action: Some("grant.expired".into()),
+            ..Default::default()
+        })
+        .await,
+        [6, 7, 8, 9, 10]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            subject: Some("request:0".into()),
+            ..Default::default()
+        })
+        .await,
+        [1, 4, 7, 10]
+    );
+    // since inclusive, until exclusive
+    assert_eq!(
+        seqs(AuditFilter {
+            since: Some(t(30)),
+            until: Some(t(60)),
+            ..Default::default()
+        })
+        .await,
+        [4, 5, 6]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            actor: Some("alice".into()),
+            action: Some("request.created".into()),
+            since: Some(t(10)),
+            ..Default::default()
+        })
+        .await,
+        [3, 5]
+    );
+    assert!(
+        seqs(AuditFilter {
+            actor: Some("mallory".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    // A page read from the middle verifies from the previous event's hash.
+    let all = whole_chain(&s).await;
+    let page = s
+        .audit_events(&AuditFilter {
+            after_seq: Some(4),
+            limit: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    verify_chain(all[3].hash, 5, &page).unwrap();
+}
+
+async fn event_times_are_stored_to_the_microsecond(db: Db) {
+    let s = db.open().await;
+    let at = Timestamp::new(1_700_000_000, 123_456_789).unwrap();
+    let out = ok(
+        &s,
+        Changeset::new().event(NewAuditEvent::new(at, "alice", "x.y", None)),
+    )
+    .await;
+    assert_eq!(
+        out[0].at,
+        Timestamp::new(1_700_000_000, 123_456_000).unwrap()
+    );
+    assert_eq!(whole_chain(&s).await, out);
+}
+
+async fn concurrent_commits_keep_one_chain(db: Db) {
+    // Several store instances (separate pools, as several pedmd processes would have).
+    let stores = [db.open().await, db.open().await, db.open().await];
+    let mut tasks = Vec::new();
+    for task in 0..32 {
+        let s = stores[task % stores.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                let name = format!("u{task}x{i}");
+                let c = Changeset::new()
+                    .write(Write::InsertUser(user(&name)))
+                    .event(NewAuditEvent::new(
+                        t(i),
+                        &name,
+                        "user.created",
+                        Some(format!("user:{name}")),
+                    ))
+                    .event(
+                        NewAuditEvent::new(t(i), &name, "user.checked", None)
+                            .data(json!({"task": task})),
+                    );
+                let out = s.commit(c).await.unwrap();
+                assert_eq!(out[1].seq, out[0].seq + 1);
+                assert_eq!(out[1].prev_hash, out[0].hash);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = db.open().await;
+    let all = whole_chain(&s).await;
+    assert_eq!(all.len(), 320);
+    assert_eq!(s.user_count().await.unwrap(), 160);
+}
+
+async fn concurrent_update_request_one_wins(db: Db) {
+    let stores = [db.open().await, db.open().await];
+    let r = request("alice", "web1", 0);
+    ok(&stores[0], cs(Write::InsertRequest(r.clone()))).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = stores[i % 2].clone();
+        let mut v2 = r.clone();
+        v2.version = 2;
+        v2.state = RequestState::Approved;
+        v2.decided_by = Some(format!("approver{i}"));
+        tasks.push(tokio::spawn(async move {
+            s.commit(
+                Changeset::new()
+                    .write(Write::UpdateRequest(v2))
+                    .event(ev("request.approved", "r:1")),
+            )
+            .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(e) => conflict(e, &r.id.to_string()),
+        }
+    }
+    assert_eq!(wins, 1);
+    let stored = stores[0].request(r.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    let approved = AuditFilter {
+        action: Some("request.approved".into()),
+        ..Default::default()
+    };
+    assert_eq!(stores[0].audit_events(&approved).await.unwrap().len(), 1);
+    whole_chain(&stores[1]).await;
+}
+
+async fn concurrent_end_grant_one_wins(db: Db) {
+    let stores = [db.open().await, db.open().await];
+    let r = request("alice", "web1", 0);
+    let g = grant_for(&r, 0);
+    ok(
+        &stores[0],
+        Changeset::new()
+            .write(Write::InsertRequest(r))
+            .write(Write::InsertGrant(g.clone())),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = stores[i % 2].clone();
+        let end = Write::EndGrant {
+            id: g.id,
+            state: if i % 2 == 0 {
+                GrantState::Revoked
+            } else {
+                GrantState::Expired
+            },
+            at: t(i as i64),
+            by: format!("actor{i}"),
+            reason: None,
+        };
+        tasks.push(tokio::spawn(async move {
+            s.commit(Changeset::new().write(end).event(ev("grant.ended", "g:1")))
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(e) => conflict(e, "not active"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(whole_chain(&stores[0]).await.len(), 1);
+}
+
+async fn deadlines_and_overdue(db: Db) {
+    let s = db.open().await;
+    // Pending requests with deadlines 600+{50, 10, 30}; an approved one with an earlier one.
+    let mut reqs = Vec::new();
+    for created in [50, 10, 30, 0] {
+        reqs.push(request("alice", "web1", created));
+    }
+    reqs[3].state = RequestState::Approved;
+    let mut c = Changeset::new();
+    for r in &reqs {
+        c = c.write(Write::InsertRequest(r.clone()));
+    }
+    // Active grants expiring at 100+1800 and 20+1800; an ended one expiring earlier.
+    let g1 = grant_for(&reqs[0], 100);
+    let g2 = grant_for(&reqs[1], 20);
+    let mut g3 = grant_for(&reqs[2], 0);
+    g3.state = GrantState::Revoked;
+    for g in [&g1, &g2, &g3] {
+        c = c.write(Write::InsertGrant(g.clone()));
+    }
+    ok(&s, c).await;
+
+    assert_eq!(s.next_request_deadline().await.unwrap(), Some(t(610)));
+    let ids = |v: Vec<Request>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert!(s.overdue_requests(t(609), 10).await.unwrap().is_empty());
+    assert_eq!(
+        ids(s.overdue_requests(t(610), 10).await.unwrap()),
+        [reqs[1].id]
+    );
+    assert_eq!(
+        ids(s.overdue_requests(t(10_000), 10).await.unwrap()),
+        [reqs[1].id, reqs[2].id, reqs[0].id]
+    );
+    assert_eq!(
+        ids(s.overdue_requests(t(10_000), 2).await.unwrap()),
+        [reqs[1].id, reqs[2].id]
+    );
+
+    assert_eq!(s.next_grant_deadline().await.unwrap(), Some(t(1820)));
+    let gids = |v: Vec<Grant>| v.into_iter().map(|g| g.id).collect::<Vec<_>>();
+    assert!(s.overdue_grants(t(1819), 10).await.unwrap().is_empty());
+    assert_eq!(gids(s.overdue_grants(t(1820), 10).await.unwrap()), [g2.id]);
+    assert_eq!(
+        gids(s.overdue_grants(t(99_999), 10).await.unwrap()),
+        [g2.id, g1.id]
+    );
+    assert_eq!(gids(s.overdue_grants(t(99_999), 1).await.unwrap()), [g2.id]);
+
+    // Ending / deciding removes them from the schedule.
+    let mut expired = reqs[1].clone();
+    expired.state = RequestState::Expired;
+    expired.version = 2;
+    ok(
+        &s,
+        Changeset::new()
+            .write(Write::UpdateRequest(expired))
+            .write(Write::EndGrant {
+                id: g2.id,
+                state: GrantState::Expired,
+                at: t(1820),
+                by: "system".into(),
+                reason: None,
+            }),
+    )
+    .await;
+    assert_eq!(s.next_request_deadline().await.unwrap(), Some(t(630)));
+    assert_eq!(s.next_grant_deadline().await.unwrap(), Some(t(1900)));
+}
+
+async fn request_and_grant_filters(db: Db) {
+    let s = db.open().await;
+    let mut reqs = Vec::new();
+    for (i, (who, tgt)) in [
+        ("alice", "web1"),
+        ("bob", "web1"),
+        ("alice", "db1"),
+        ("alice", "web1"),
+        ("bob", "db1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = request(who, tgt, i as i64 * 10);
+        if i % 2 == 1 {
+            r.state = RequestState::Approved;
+        }
+        reqs.push(r);
+    }
+    let mut c = Changeset::new();
+    for r in &reqs {
+        c = c.write(Write::InsertRequest(r.clone()));
+    }
+    let mut grants = Vec::new();
+    for (i, r) in reqs.iter().enumerate() {
+        let mut g = grant_for(r, i as i64 * 10);
+        if i == 2 {
+            g.state = GrantState::Expired;
+        }
+        c = c.write(Write::InsertGrant(g.clone()));
+        grants.push(g);
+    }
+    ok(&s, c).await;
+
+    let rq = |f: RequestFilter| {
+        let s = s.clone();
+        async move {
+            s.requests(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let rid = |is: &[usize]| is.iter().map(|&i| reqs[i].id).collect::<Vec<_>>();
+    assert_eq!(rq(RequestFilter::default()).await, rid(&[4, 3, 2, 1, 0]));
+    assert_eq!(
+        rq(RequestFilter {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await,
+        rid(&[4, 3])
+    );
+    assert_eq!(
+        rq(RequestFilter {
+            requester: Some("alice".into()),
+            ..Default::default()
+        })
+        .await,
+        rid(&[3, 2, 0])
+    );
+    assert_eq!(
+        rq(RequestFilter {
+            state: Some(RequestState::Approved),
+            ..Default::default()
+        })
+        .await,
+        rid(&[3, 1])
+    );
+    assert_eq!(
+        rq(RequestFilter {
+            target: Some("db1".into()),
+            ..Default::default()
+        })
+        .await,
+        rid(&[4, 2])
+    );
+    assert_eq!(
+        rq(RequestFilter {
+            requester: Some("alice".into()),
+            state: Some(RequestState::Pending),
+            target: Some("web1".into()),
+            limit: Some(5)
+        })
+        .await,
+        rid(&[0])
+    );
+
+    let gq = |f: GrantFilter| {
+        let s = s.clone();
+        async move {
+            s.grants(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|g| g.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let gid = |is: &[usize]| is.iter().map(|&i| grants[i].id).collect::<Vec<_>>();
+    assert_eq!(gq(GrantFilter::default()).await, gid(&[4, 3, 2, 1, 0]));
+    assert_eq!(
+        gq(GrantFilter {
+            user: Some("bob".into()),
+            ..Default::default()
+        })
+        .await,
+        gid(&[4, 1])
+    );
+    assert_eq!(
+        gq(GrantFilter {
+            state: Some(GrantState::Active),
+            ..Default::default()
+        })
+        .await,
+        gid(&[4, 3, 1, 0])
+    );
+    assert_eq!(
+        gq(GrantFilter {
+            target: Some("db1".into()),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await,
+        gid(&[4])
+    );
+    assert_eq!(
+        gq(GrantFilter {
+            user: Some("alice".into()),
+            state: Some(GrantState::Expired),
+            target: Some("db1".into()),
+            limit: None
+        })
+        .await,
+        gid(&[2])
+    );
+}
+
+async fn reopen_keeps_everything(db: Db) {
+    let r = request("alice", "web1", 0);
+    let events = {
+        let s = db.open().await;
+        let mut out = ok(&s, cs(Write::InsertUser(user("alice")))).await;
+        out.extend(ok(&s, cs(Write::InsertRequest(r.clone()))).await);
+        out
+    }; // dropped: pools close
+    let s = db.open().await; // migrations again: already applied, no-op
+    assert_eq!(s.user("alice").await.unwrap(), Some(user("alice")));
+    assert_eq!(s.request(r.id).await.unwrap(), Some(r));
+    assert_eq!(whole_chain(&s).await, events);
+    // The chain continues where it stopped.
+    let more = ok(&s, cs(Write::InsertUser(user("bob")))).await;
+    assert_eq!(more[0].seq, 3);
+    assert_eq!(more[0].prev_hash, events[1].hash);
+}
+
+// ------------------------------------------------------------------- backend specifics
+
+#[tokio::test]
+async fn sqlite_commits_are_durable_across_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/dir/pedm.db"); // parents created
+    let s = SqliteStore::open(&path).await.unwrap();
+    s.commit(cs(Write::InsertUser(user("alice"))))
+        .await
+        .unwrap();
+    s.close().await;
+    assert!(s.user("alice").await.is_err(), "closed store still answers");
+    drop(s);
+    let s = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(s.user("alice").await.unwrap(), Some(user("alice")));
+    assert_eq!(s.path(), path);
+}
+
+#[tokio::test]
+async fn open_store_dispatches_on_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.db");
+    let s = pedm_store::open_store(&format!("sqlite://{}", a.display()))
+        .await
+        .unwrap();
+    s.commit(cs(Write::InsertUser(user("alice"))))
+        .await
+        .unwrap();
+    let s = pedm_store::open_store(&format!("sqlite:{}?mode=rwc", a.display()))
+        .await
+        .unwrap();
+    assert_eq!(s.user_count().await.unwrap(), 1);
+
+    for bad in ["sqlite::memory:", "sqlite://", "mysql://u:pw@h/db"] {
+        let e = pedm_store::open_store(bad).await.err().expect(bad);
+        assert!(matches!(e, StoreError::Backend(_)), "{bad}: {e:?}");
+        assert!(!e.to_string().contains("pw@"), "{e}");
+    }
+    // An unreachable server: the error names it but never the password.
+    let e = pedm_store::open_store("postgres://pedm:hunter2secret@127.0.0.1:1/pedm")
+        .await
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(matches!(e, StoreError::Backend(_)), "{msg}");
+    assert!(!msg.contains("hunter2secret"), "{msg}");
+    assert!(msg.contains("127.0.0.1"), "{msg}");
+
+    if let Some(pg) = cluster() {
+        let url = pg.fresh_database("open_store").unwrap();
+        let s = pedm_store::open_store(&url).await.unwrap();
+        assert_eq!(s.user_count().await.unwrap(), 0);
+        let s = pedm_store::open_store(&url.replace("postgres://", "postgresql://"))
+            .await
+            .unwrap();
+        assert_eq!(s.user_count().await.unwrap(), 0);
+    }
+}
+
+/// The harness can take the server away and bring it back (later tests simulate a target
+/// down this way); the store reports the outage as a backend error and recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_a_backend_error_and_recovers() {
+    // Its own cluster: stopping the shared one would break the other tests.
+    let pg = match TestPostgres::start() {
+        Ok(pg) => pg,
+        Err(e @ TestPgError::Unavailable(_)) => return println!("SKIP: {e}"),
+        Err(e) => panic!("{e}"),
+    };
+    let s = PostgresStore::connect(&pg.url()).await.unwrap();
+    s.commit(cs(Write::InsertUser(user("alice"))))
+        .await
+        .unwrap();
+    pg.stop().unwrap();
+    assert!(!pg.is_running());
+    let e = s
+        .commit(cs(Write::InsertUser(user("bob"))))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
+    pg.start_again().unwrap();
+    // The pool drops broken connections and reconnects.
+    let mut recovered = false;
+    for _ in 0..20 {
+        if s.commit(cs(Write::InsertUser(user("bob")))).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(recovered);
+    assert_eq!(s.user_count().await.unwrap(), 2);
+    let all = s.audit_events(&AuditFilter::default()).await.unwrap();
+    verify_chain(GENESIS_HASH, 1, &all).unwrap();
+    assert_eq!(all.len(), 2);
+    let dir_gone_after_drop = pg.url();
+    drop(pg);
+    assert!(PostgresStore::connect(&dir_gone_after_drop).await.is_err());
+}
