@@ -20,18 +20,10 @@ pub struct Server {
     env: Vec<(String, String)>,
 }
 
+#[derive(Default)]
 pub struct Options {
     pub database_url: Option<String>,
     pub env: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            database_url: None,
-            env: vec![],
-        }
-    }
 }
 
 impl Server {
