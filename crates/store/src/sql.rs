@@ -362,6 +362,14 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             .await
         }
         Write::InsertGrant(g) => {
+            // Tell a taken grant id from a second grant for the request (the unique violation
+            // does not say which, and PostgreSQL allows no query after it in the transaction).
+            if exists(c, "SELECT 1 FROM grants WHERE id = $1", args![g.id]).await? {
+                return Err(StoreError::AlreadyExists(format!(
+                    "grant {} already exists",
+                    g.id
+                )));
+            }
             insert(
                 c,
                 "INSERT INTO grants (id, request_id, user_name, target, role, starts_at, \

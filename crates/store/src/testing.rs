@@ -11,7 +11,8 @@
 //!
 //! The cluster runs from the distribution's binaries (`/usr/lib/postgresql/N/bin`, or
 //! `pg_config --bindir`, or `$PEDM_PG_BINDIR`) in a temporary directory, listening only on
-//! 127.0.0.1 on a free port with trust authentication, fsync off. PostgreSQL refuses to run as
+//! 127.0.0.1 on a free port with trust authentication, fsync off (committed data survives
+//! [`TestPostgres::stop`], not a machine crash). PostgreSQL refuses to run as
 //! root, so when the tests run as root the server runs as the `postgres` system user (through
 //! `runuser`), in a directory that user owns.
 //!
@@ -216,9 +217,11 @@ impl TestPostgres {
         if *running {
             return Ok(());
         }
+        // fsync off for speed: the OS keeps what was written when the server is killed, so an
+        // immediate stop still loses no committed transaction (synchronous_commit stays on).
         let opts = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c fsync=off -c full_page_writes=off \
              -c max_connections=300",
             self.port,
             self.socket_dir().display()

@@ -583,8 +583,13 @@ async fn grants_end_exactly_once(db: Db) {
         fails(&s, cs(Write::InsertGrant(again.clone()))).await,
         &r.id.to_string(),
     );
-    again.id = g.id;
+    again.id = g.id; // same grant id, another request
     again.request_id = Uuid::now_v7();
+    exists(
+        fails(&s, cs(Write::InsertGrant(again.clone()))).await,
+        &format!("grant {}", g.id),
+    );
+    again.id = Uuid::now_v7(); // a request that does not exist
     not_found(
         fails(&s, cs(Write::InsertGrant(again.clone()))).await,
         &again.request_id.to_string(),
@@ -1257,9 +1262,12 @@ async fn postgres_outage_is_a_backend_error_and_recovers() {
     // The pool drops broken connections and reconnects.
     let mut recovered = false;
     for _ in 0..20 {
-        if s.commit(cs(Write::InsertUser(user("bob")))).await.is_ok() {
-            recovered = true;
-            break;
+        match s.commit(cs(Write::InsertUser(user("bob")))).await {
+            Ok(_) => {
+                recovered = true;
+                break;
+            }
+            Err(e) => eprintln!("after restart: {e}"),
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -1268,7 +1276,4 @@ async fn postgres_outage_is_a_backend_error_and_recovers() {
     let all = s.audit_events(&AuditFilter::default()).await.unwrap();
     verify_chain(GENESIS_HASH, 1, &all).unwrap();
     assert_eq!(all.len(), 2);
-    let dir_gone_after_drop = pg.url();
-    drop(pg);
-    assert!(PostgresStore::connect(&dir_gone_after_drop).await.is_err());
 }

@@ -1,0 +1,85 @@
+//! The notification itself: what happened, how urgent, and the details.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Well-known notification kinds. Kinds are dotted strings so that sinks can
+/// subscribe to a family with a prefix (`"request."`).
+pub mod kinds {
+    /// A new request is waiting for approval.
+    pub const REQUEST_PENDING: &str = "request.pending";
+    /// A request was approved, denied, cancelled or expired unanswered.
+    pub const REQUEST_DECIDED: &str = "request.decided";
+    /// A grant became active on its target.
+    pub const GRANT_STARTED: &str = "grant.started";
+    /// A grant was released, revoked or expired.
+    pub const GRANT_ENDED: &str = "grant.ended";
+    /// An emergency elevation was granted without approval.
+    pub const BREAK_GLASS: &str = "break_glass";
+}
+
+/// How urgent a notification is. Ordered: `Info < High`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Routine workflow events.
+    #[default]
+    Info,
+    /// Needs attention now (break-glass, revocation failures, ...).
+    High,
+}
+
+impl Severity {
+    /// Lower-case name as used on the wire and in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::High => "high",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One notification. The generic webhook payload is exactly this, as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Unique per notification (UUID v7). Sent as `X-Pedm-Delivery` and kept
+    /// the same across retries, so receivers can deduplicate.
+    pub id: Uuid,
+    /// What happened, e.g. `request.pending` (see [`kinds`]).
+    pub kind: String,
+    /// How urgent it is.
+    pub severity: Severity,
+    /// When it happened (RFC 3339 on the wire).
+    pub at: jiff::Timestamp,
+    /// One human-readable line.
+    pub summary: String,
+    /// Structured details (request id, requester, target, role, ...).
+    pub data: serde_json::Value,
+}
+
+impl Notification {
+    /// A new notification with a fresh v7 id, stamped now.
+    pub fn new(
+        kind: impl Into<String>,
+        severity: Severity,
+        summary: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Self {
+        Notification {
+            id: Uuid::now_v7(),
+            kind: kind.into(),
+            severity,
+            at: jiff::Timestamp::now(),
+            summary: summary.into(),
+            data,
+        }
+    }
+}
