@@ -24,6 +24,8 @@ pub struct Server {
 pub struct Options {
     pub database_url: Option<String>,
     pub env: Vec<(String, String)>,
+    /// For a second instance on a shared database: the first one wrote the admin token.
+    pub admin_token: Option<String>,
 }
 
 impl Server {
@@ -44,10 +46,13 @@ impl Server {
             env: opts.env,
         };
         s.spawn(None);
-        s.admin_token = std::fs::read_to_string(s.data_dir.join("admin.token"))
-            .expect("admin token file")
-            .trim()
-            .to_string();
+        s.admin_token = match opts.admin_token {
+            Some(t) => t,
+            None => std::fs::read_to_string(s.data_dir.join("admin.token"))
+                .expect("admin token file")
+                .trim()
+                .to_string(),
+        };
         s
     }
 

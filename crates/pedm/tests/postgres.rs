@@ -1,0 +1,187 @@
+//! pedmd on PostgreSQL: the life cycle, and two server instances sharing one database
+//! (high availability) without deciding or ending anything twice.
+
+mod common;
+
+use common::*;
+use pedm_api::*;
+use pedm_store::testing::TestPostgres;
+use std::time::Duration;
+
+fn req(role: &str, duration: &str, why: &str) -> CreateRequest {
+    CreateRequest {
+        target: "web1".into(),
+        role: role.into(),
+        duration: duration.into(),
+        justification: why.into(),
+        task: None,
+        ticket: None,
+    }
+}
+
+async fn verify_audit_chain(s: &Server) -> usize {
+    let events = s
+        .admin()
+        .audit_events(&AuditQuery::default())
+        .await
+        .unwrap();
+    pedm_core::audit::verify_chain(pedm_core::audit::GENESIS_HASH, 1, &events)
+        .expect("audit chain verifies");
+    events.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_on_one_database_decide_and_expire_exactly_once() {
+    let Some(pg) = TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db = pg.fresh_database("ha").expect("database");
+    let a = Server::start_with(Options {
+        database_url: Some(db.clone()),
+        ..Default::default()
+    });
+    let b = Server::start_with(Options {
+        database_url: Some(db),
+        admin_token: Some(a.admin_token.clone()),
+        ..Default::default()
+    });
+    assert!(
+        !b.data_path().join("admin.token").exists(),
+        "the second instance must not bootstrap a second admin"
+    );
+    standard_targets(&a).await;
+    // Written through A, visible through B.
+    assert_eq!(b.admin().get_target("web1").await.unwrap().roles.len(), 2);
+
+    let alice_token = user_with_token(&a, "alice", false).await;
+    let mut approvers = vec![];
+    for i in 0..6 {
+        let t = user_with_token(&a, &format!("approver{i}"), true).await;
+        // Half the approvers talk to each server.
+        approvers.push(if i % 2 == 0 {
+            a.client(&t)
+        } else {
+            b.client(&t)
+        });
+    }
+    let alice_a = a.client(&alice_token);
+    for round in 0..3 {
+        let id = alice_a
+            .create_request(&req("root", "10m", &format!("round {round}")))
+            .await
+            .unwrap()
+            .request
+            .id;
+        let handles: Vec<_> = approvers
+            .iter()
+            .cloned()
+            .map(|c| tokio::spawn(async move { c.approve_request(id, &Decide::default()).await }))
+            .collect();
+        let mut wins = 0;
+        for h in handles {
+            match h.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(e) => assert_eq!(e.status(), Some(409), "{e}"),
+            }
+        }
+        assert_eq!(wins, 1, "exactly one approval wins across two servers");
+    }
+
+    // Both schedulers see the grant; it ends once.
+    let g = b
+        .client(&alice_token)
+        .create_request(&req("docker", "2s", "quick"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    let admin = a.admin();
+    let ended = eventually(
+        Duration::from_secs(40),
+        "grant expiry on a shared database",
+        || async {
+            let g = admin.get_grant(g.id).await.unwrap();
+            (g.state == GrantState::Expired).then_some(g)
+        },
+    )
+    .await;
+    assert!(ended.ended_at.unwrap() >= g.expires_at);
+    let expired = admin
+        .audit_events(&AuditQuery {
+            action: Some("grant.expired".into()),
+            subject: Some(format!("grant:{}", g.id)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1, "ended exactly once: {expired:?}");
+
+    // Two writers, one unforked chain.
+    let n = verify_audit_chain(&a).await;
+    assert!(n > 30, "{n} events");
+}
+
+#[tokio::test]
+async fn lifecycle_and_restart_on_postgres() {
+    let Some(pg) = TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db = pg.fresh_database("life").expect("database");
+    let mut s = Server::start_with(Options {
+        database_url: Some(db),
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    let alice_token = user_with_token(&s, "alice", false).await;
+    let alice = s.client(&alice_token);
+    let r = alice
+        .create_request(&req("root", "5m", "investigate"))
+        .await
+        .unwrap()
+        .request;
+    let d = s
+        .admin()
+        .approve_request(
+            r.id,
+            &Decide {
+                comment: Some("ok".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let g = d.grant.unwrap();
+    let short = alice
+        .create_request(&req("docker", "1s", "short"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+
+    s.kill();
+    let wait = short.expires_at.duration_since(jiff::Timestamp::now());
+    if wait.is_positive() {
+        // Real time must pass while the server is down: the scenario, not a sync.
+        tokio::time::sleep(wait.unsigned_abs() + Duration::from_millis(200)).await;
+    }
+    s.start_again();
+    let admin = s.admin();
+    eventually(
+        Duration::from_secs(10),
+        "overdue grant ends after restart",
+        || async {
+            (admin.get_grant(short.id).await.unwrap().state == GrantState::Expired).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        admin.get_grant(g.id).await.unwrap().state,
+        GrantState::Active
+    );
+    let released = s
+        .client(&alice_token)
+        .release_grant(g.id, &Reason::default())
+        .await
+        .unwrap();
+    assert_eq!(released.state, GrantState::Released);
+    verify_audit_chain(&s).await;
+}
