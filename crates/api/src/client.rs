@@ -1,7 +1,10 @@
 //! A typed client for the pedm API.
 
 use crate::types::*;
-use crate::{API_PREFIX, AuditEvent, Grant, Group, Request, Role, Target, User};
+use crate::{
+    API_PREFIX, AuditEvent, Grant, Group, PolicyVersion, Request, Role, SimulationReport, Target,
+    User,
+};
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -240,7 +243,110 @@ impl Client {
             .await
     }
 
+    pub async fn break_glass(&self, q: &BreakGlassQuery) -> Result<Vec<Request>, ApiError> {
+        self.get_q("/breakglass", q).await
+    }
+    pub async fn review_break_glass(&self, id: Uuid, body: &Decide) -> Result<Request, ApiError> {
+        self.send(Method::POST, &format!("/requests/{id}/review"), body)
+            .await
+    }
+
+    pub async fn policies(&self) -> Result<PolicyVersion, ApiError> {
+        self.get("/policies").await
+    }
+    pub async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, ApiError> {
+        self.get("/policies/versions").await
+    }
+    pub async fn policy_version(&self, version: i64) -> Result<PolicyVersion, ApiError> {
+        self.get(&format!("/policies/versions/{version}")).await
+    }
+    pub async fn apply_policies(&self, body: &ApplyPolicies) -> Result<PolicyVersion, ApiError> {
+        self.send(Method::POST, "/policies", body).await
+    }
+    pub async fn simulate_policies(
+        &self,
+        body: &SimulatePolicies,
+    ) -> Result<SimulationReport, ApiError> {
+        self.send(Method::POST, "/policies/simulate", body).await
+    }
+
     pub async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, ApiError> {
         self.get_q("/audit/events", q).await
+    }
+
+    /// The checkpoint-signing public key (no token needed).
+    pub async fn audit_pubkey(&self) -> Result<AuditPublicKey, ApiError> {
+        self.get("/audit/pubkey").await
+    }
+    /// Every signed checkpoint, by ascending size.
+    pub async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>, ApiError> {
+        self.get("/audit/checkpoints").await
+    }
+    /// Signs a checkpoint of the whole log now.
+    pub async fn sign_audit_checkpoint(&self) -> Result<AuditCheckpoint, ApiError> {
+        self.send(Method::POST, "/audit/checkpoints", &()).await
+    }
+    pub async fn inclusion_proof(&self, q: &InclusionQuery) -> Result<InclusionProof, ApiError> {
+        self.get_q("/audit/proof/inclusion", q).await
+    }
+    pub async fn consistency_proof(
+        &self,
+        q: &ConsistencyQuery,
+    ) -> Result<ConsistencyProof, ApiError> {
+        self.get_q("/audit/proof/consistency", q).await
+    }
+    pub async fn elevation_report(
+        &self,
+        q: &ReportQuery,
+    ) -> Result<Vec<crate::ElevationRow>, ApiError> {
+        self.get_q("/reports/elevations", q).await
+    }
+
+    /// Streams an export (`jsonl`, `csv` or `ocsf`) into `out` as it arrives; returns the bytes
+    /// written. Memory stays bounded whatever the size of the log.
+    pub async fn export_audit(
+        &self,
+        q: &ExportQuery,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, ApiError> {
+        let url = format!("{}{}/audit/export", self.base, API_PREFIX);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
+        let mut rb = http.get(&url).query(q);
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
+        let transport = |e: reqwest::Error| ApiError::Transport {
+            url: self.base.clone(),
+            message: with_causes(&e.without_url()),
+        };
+        let mut resp = rb.send().await.map_err(transport)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.map_err(transport)?;
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => ApiError::Server {
+                    status: status.as_u16(),
+                    code: b.error.code,
+                    message: b.error.message,
+                },
+                Err(_) => ApiError::Server {
+                    status: status.as_u16(),
+                    code: "http".into(),
+                    message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                },
+            });
+        }
+        let mut n = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            out.write_all(&chunk)
+                .map_err(|e| ApiError::Usage(format!("writing the export: {e}")))?;
+            n += chunk.len() as u64;
+        }
+        out.flush()
+            .map_err(|e| ApiError::Usage(format!("writing the export: {e}")))?;
+        Ok(n)
     }
 }

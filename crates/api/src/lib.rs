@@ -11,9 +11,12 @@ pub use client::{ApiError, Client};
 pub use pedm_core::audit::{AuditEvent, Outcome};
 pub use pedm_core::duration::{format_duration, parse_duration};
 pub use pedm_core::model::{
-    Approval, ApprovalDecision, Grant, GrantState, Group, Request, RequestContext, RequestState,
-    Role, Target, TargetKind, User,
+    Approval, ApprovalDecision, ApprovalTier, Grant, GrantState, Group, PolicySource,
+    PolicyVersion, Request, RequestContext, RequestState, Review, ReviewState, Role, Target,
+    TargetKind, User,
 };
+pub use pedm_core::service::{SimulatedChange, SimulationReport};
+pub use pedm_core::service::ElevationRow;
 pub use types::*;
 
 /// Path prefix of every API route.

@@ -1,7 +1,7 @@
 //! Request and response bodies specific to the HTTP transport.
 
 use jiff::Timestamp;
-use pedm_core::model::{Approval, Grant, Request, Role, Target, TargetKind, User};
+use pedm_core::model::{Approval, Grant, PolicySource, Request, Role, Target, TargetKind, User};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -148,6 +148,10 @@ pub struct CreateRequest {
     /// Change or incident ticket reference.
     #[serde(default)]
     pub ticket: Option<String>,
+    /// Emergency access: granted at once where a break-glass policy allows, with a
+    /// high-severity notification and a mandatory review afterwards.
+    #[serde(default)]
+    pub break_glass: bool,
 }
 
 /// A request and, if it was granted at once, its grant.
@@ -188,6 +192,10 @@ pub struct Reason {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RequestQuery {
+    /// Only pending requests the caller may approve or deny now.
+    pub approvable: Option<bool>,
+    /// Only requests created at or after this RFC 3339 time.
+    pub since: Option<String>,
     pub state: Option<String>,
     pub requester: Option<String>,
     pub target: Option<String>,
@@ -224,6 +232,32 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
+/// A policy set to apply: every file, in full (the set replaces the one in force).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyPolicies {
+    pub sources: Vec<PolicySource>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// A candidate policy set to replay recorded requests against.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatePolicies {
+    pub sources: Vec<PolicySource>,
+    /// How far back: a duration such as `30d`, or an RFC 3339 time.
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BreakGlassQuery {
+    /// Only grants whose review is still open (default true).
+    pub open: Option<bool>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,
@@ -232,3 +266,92 @@ pub struct Health {
 
 /// Ids in paths are UUIDs (requests, grants) or names.
 pub type Id = Uuid;
+
+// ------------------------------------------------------------------ audit checkpoints, proofs
+
+/// A signed audit checkpoint: the server's Ed25519 signature over `(size, root, time)` (see
+/// `pedm-audit` for the signed bytes). The same JSON as `pedm_audit::SignedCheckpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCheckpoint {
+    /// Number of events covered (seq 1..=size).
+    pub size: u64,
+    /// RFC 6962 Merkle root of the first `size` events, hex.
+    pub root: String,
+    /// RFC 3339.
+    pub time: String,
+    /// First 8 bytes of SHA-256 of the public key, hex.
+    pub key_id: String,
+    /// Ed25519 signature, base64.
+    pub signature: String,
+}
+
+/// The server's checkpoint-signing public key.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditPublicKey {
+    /// `ed25519:<base64>`.
+    pub public_key: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InclusionQuery {
+    /// The event's sequence number.
+    pub seq: i64,
+    /// Tree size of a stored checkpoint to prove against; default: the newest checkpoint
+    /// (one is signed now if none covers `seq`).
+    pub size: Option<u64>,
+}
+
+/// RFC 6962 inclusion proof of one event in a signed checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InclusionProof {
+    pub seq: i64,
+    /// 0-based leaf index (`seq - 1`).
+    pub leaf_index: u64,
+    /// The event's chain hash (the leaf data), hex.
+    pub leaf: String,
+    pub tree_size: u64,
+    /// Audit path, bottom-up, hex.
+    pub proof: Vec<String>,
+    pub checkpoint: AuditCheckpoint,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyQuery {
+    /// The older tree size.
+    pub from: u64,
+    /// The newer tree size; default: the newest checkpoint.
+    pub to: Option<u64>,
+}
+
+/// RFC 6962 consistency proof between two tree sizes, with their checkpoints when signed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    /// Hex.
+    pub from_root: String,
+    /// Hex.
+    pub to_root: String,
+    /// Hex, RFC 6962 order.
+    pub proof: Vec<String>,
+    pub from_checkpoint: Option<AuditCheckpoint>,
+    pub to_checkpoint: Option<AuditCheckpoint>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `jsonl` (default; verifiable with `pedm audit verify --file`), `csv` or `ocsf`.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// Window: a duration back from now (`30d`, `12h`) or an RFC 3339 time. Default `30d`.
+    pub since: Option<String>,
+}

@@ -68,6 +68,15 @@ pub enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Cedar policies: apply, inspect, test, simulate.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Compliance reports (auditors).
+    #[command(subcommand)]
+    Report(ReportCmd),
+    /// Break-glass grants and their after-the-fact review (admin).
+    #[command(subcommand, name = "breakglass")]
+    BreakGlass(BreakGlassCmd),
     /// Print a shell completion script to stdout.
     Completions {
         #[arg(value_enum)]
@@ -192,6 +201,12 @@ pub enum RequestCmd {
         requester: Option<String>,
         #[arg(long)]
         target: Option<String>,
+        /// Only pending requests you may approve or deny now.
+        #[arg(long, conflicts_with_all = ["state", "requester", "target"])]
+        approvable: bool,
+        /// Only requests created at or after this time (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<Timestamp>,
         #[command(flatten)]
         limit: Limit,
     },
@@ -235,6 +250,10 @@ pub struct CreateRequestArgs {
     /// Change or incident ticket reference.
     #[arg(long)]
     pub ticket: Option<String>,
+    /// Emergency access without waiting for approval, where a break-glass policy allows it.
+    /// Security is alerted at once and an admin reviews it afterwards.
+    #[arg(long)]
+    pub break_glass: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,6 +308,118 @@ pub enum AuditCmd {
         until: Option<Timestamp>,
         #[command(flatten)]
         limit: Limit,
+    },
+    /// Verify the audit log: the hash chain, the signed checkpoints and their Merkle roots.
+    /// Live through the API, or an exported file (--file) with only the public key. Exits 1
+    /// naming the first bad event.
+    Verify {
+        /// Verify this export (`pedm audit export --format jsonl`) offline; needs --pubkey.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// The server's public key (`ed25519:...`, from `pedm audit pubkey` obtained out of
+        /// band). Without it a live verify trusts the key the server presents.
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<String>,
+        /// Fail when events follow the last signed checkpoint.
+        #[arg(long)]
+        require_covered: bool,
+    },
+    /// Print and check an RFC 6962 inclusion proof of one event in a signed checkpoint.
+    Prove {
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        seq: i64,
+        /// Prove against the checkpoint of this size (default: the newest).
+        #[arg(long)]
+        size: Option<u64>,
+        /// Check against this public key instead of the server's.
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<String>,
+    },
+    /// Print and check an RFC 6962 consistency proof: the log at size TO extends the one at FROM.
+    Consistency {
+        from: u64,
+        /// Default: the newest checkpoint.
+        to: Option<u64>,
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<String>,
+    },
+    /// Sign a checkpoint of the whole log now.
+    Checkpoint,
+    /// List the signed checkpoints.
+    Checkpoints,
+    /// Stream the audit log to stdout or a file.
+    Export {
+        #[arg(long, default_value = "jsonl", value_parser = PossibleValuesParser::new(["jsonl", "csv", "ocsf"]))]
+        format: String,
+        /// Write here instead of stdout.
+        #[arg(long, short, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Print the public key that signs checkpoints.
+    Pubkey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCmd {
+    /// Who elevated what, when, for how long, why, who approved, break-glass.
+    Elevations {
+        /// Window: a duration back from now (30d, 12h) or an RFC 3339 time.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, default_value = "table", value_parser = PossibleValuesParser::new(["table", "csv", "json"]))]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Replace the policy set in force with these files (or every *.cedar under these
+    /// directories). Validated strictly; on any error the set in force stays.
+    Apply {
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<std::path::PathBuf>,
+        /// Why the change, kept with the version.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Every applied version, newest first.
+    List,
+    /// Print the policies in force (or of one VERSION).
+    Show {
+        #[arg(value_name = "VERSION")]
+        number: Option<i64>,
+    },
+    /// Run policy test cases (a TOML file) against local policy files, or against the set in
+    /// force when --policies is not given. Exits 1 on any mismatch.
+    Test {
+        #[arg(value_name = "CASES")]
+        cases: std::path::PathBuf,
+        #[arg(long, value_name = "FILE|DIR")]
+        policies: Vec<std::path::PathBuf>,
+    },
+    /// Replay recorded requests against candidate policies and report every decision that
+    /// would change, with recommendations.
+    Simulate {
+        #[arg(long, required = true, value_name = "FILE|DIR")]
+        policies: Vec<std::path::PathBuf>,
+        /// How far back: a duration (30d) or an RFC 3339 time.
+        #[arg(long, default_value = "30d")]
+        since: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BreakGlassCmd {
+    /// Break-glass grants whose review is still open (all of them with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Close the review of a break-glass grant with what it found.
+    Review {
+        id: Uuid,
+        #[arg(long)]
+        comment: String,
     },
 }
 

@@ -18,7 +18,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// JSON for scripts, or the table `render` builds for people.
-    fn emit<T: Serialize>(&self, value: &T, render: impl FnOnce() -> String) -> Result<()> {
+    pub fn emit<T: Serialize>(&self, value: &T, render: impl FnOnce() -> String) -> Result<()> {
         let text = if self.json {
             output::json_text(value)?
         } else {
@@ -47,6 +47,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Request(c) => request(ctx, c).await,
         Command::Grant(c) => grant(ctx, c).await,
         Command::Audit(c) => audit(ctx, c).await,
+        Command::Policy(c) => crate::policy::run(ctx, c).await,
+        Command::Report(c) => crate::audit::report(ctx, c).await,
+        Command::BreakGlass(c) => break_glass(ctx, c).await,
         Command::Completions { shell } => completions(shell),
     }
 }
@@ -224,9 +227,13 @@ async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<()> {
             state,
             requester,
             target,
+            approvable,
+            since,
             limit: Limit { limit },
         } => {
             let q = RequestQuery {
+                approvable: approvable.then_some(true),
+                since: since.map(|t| t.to_string()),
                 state,
                 requester,
                 target,
@@ -270,6 +277,7 @@ async fn request_create(ctx: &Ctx, a: CreateRequestArgs) -> Result<()> {
         justification: a.justification,
         task: a.task,
         ticket: a.ticket,
+        break_glass: a.break_glass,
     };
     let created = ctx.client.create_request(&body).await?;
     let r = &created.request;
@@ -281,6 +289,19 @@ async fn request_create(ctx: &Ctx, a: CreateRequestArgs) -> Result<()> {
         bail!("request {} was denied by {}: {why}", r.id, decided_by(r));
     }
     ctx.emit(&created, || outcome(r, created.grant.as_ref(), ctx.now))
+}
+
+async fn break_glass(ctx: &Ctx, cmd: BreakGlassCmd) -> Result<()> {
+    let c = &ctx.client;
+    match cmd {
+        BreakGlassCmd::List { all } => {
+            ctx.list(&c.break_glass(&BreakGlassQuery { open: Some(!all) }).await?)
+        }
+        BreakGlassCmd::Review { id, comment } => {
+            let body = Decide { comment: Some(comment) };
+            ctx.detail(&c.review_break_glass(id, &body).await?)
+        }
+    }
 }
 
 fn decided_by(r: &Request) -> &str {
@@ -354,7 +375,10 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
         since,
         until,
         limit: Limit { limit },
-    } = cmd;
+    } = cmd
+    else {
+        return crate::audit::run(ctx, cmd).await;
+    };
     let q = AuditQuery {
         after,
         actor,

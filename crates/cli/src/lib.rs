@@ -5,8 +5,10 @@
 //! 3 when the server cannot be reached.
 
 pub mod args;
+pub mod audit;
 pub mod commands;
 pub mod output;
+pub mod policy;
 
 use anyhow::Result;
 use args::{Cli, Command, Global};

@@ -2,7 +2,7 @@
 //! With `--json` the API's JSON is printed instead.
 
 use jiff::{Timestamp, Unit};
-use pedm_api::{
+use pedm_api::{PolicyVersion, 
     Approval, AuditEvent, Grant, GrantState, Group, Request, Role, Target, TokenInfo, User,
     format_duration,
 };
@@ -291,6 +291,26 @@ impl Detail for Request {
             ("TICKET", opt(&self.ticket)),
             ("SOURCE", opt(&self.context.source_addr)),
             ("APPROVALS REQUIRED", self.approvals_required.to_string()),
+            (
+                "APPROVAL STEPS",
+                self.approval_tiers
+                    .iter()
+                    .map(|t| format!("{}:{}", t.group.as_deref().unwrap_or("any"), t.required))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            ("POLICY", opt(&self.policy)),
+            ("BREAK GLASS", yes_no(self.break_glass)),
+            (
+                "REVIEW",
+                self.review
+                    .as_ref()
+                    .map(|r| match (&r.reviewed_by, &r.comment) {
+                        (Some(by), Some(c)) => format!("{} by {by}: {c}", r.state),
+                        _ => r.state.to_string(),
+                    })
+                    .unwrap_or_default(),
+            ),
             ("PENDING UNTIL", time(self.pending_until)),
             ("DECIDED AT", opt_time(self.decided_at)),
             ("DECIDED BY", opt(&self.decided_by)),
@@ -445,5 +465,26 @@ mod tests {
         assert!(out.starts_with("name:          alice\n"), "{out}");
         assert!(out.contains("display name:  -\n"), "{out}");
         assert!(out.contains("admin:         yes\n"), "{out}");
+    }
+}
+
+impl Row for PolicyVersion {
+    const HEADER: &'static [&'static str] =
+        &["VERSION", "APPLIED", "BY", "FILES", "DIGEST", "COMMENT"];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.version.to_string(),
+            time(self.created_at),
+            self.created_by.clone(),
+            self.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
+            self.digest.chars().take(12).collect(),
+            opt(&self.comment),
+        ]
+    }
+}
+
+impl Detail for PolicyVersion {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+        zip(Self::HEADER, self.cells(now))
     }
 }

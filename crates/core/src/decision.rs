@@ -1,7 +1,10 @@
-//! Who may get what, and who may approve it: one interface, so the Cedar engine replaces the
-//! interim rule without touching the workflow.
+//! Who may get what, who may approve it, who may administer: one interface, implemented by the
+//! Cedar engine (`pedm-policy`) and, for tests and bare set-ups, by [`BuiltinDecider`].
 
-use crate::model::{Actor, Request, Role, Target};
+use crate::model::{Actor, ApprovalTier, PolicySource, Request, Role, Target};
+use jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What is being asked for, with everything a policy may look at.
 #[derive(Debug, Clone)]
@@ -14,52 +17,125 @@ pub struct RequestInput<'a> {
     pub task: Option<&'a str>,
     pub ticket: Option<&'a str>,
     pub source_addr: Option<&'a str>,
+    pub device: &'a BTreeMap<String, String>,
+    pub break_glass: bool,
+    pub now: Timestamp,
+}
+
+/// A permit and what it requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    /// The determining policy, if the decider has named policies.
+    pub policy: Option<String>,
+    /// Why, for people.
+    pub reason: String,
+    pub auto_approve: bool,
+    /// The policy's ceiling on the duration; the role's and the server's still apply.
+    pub max_duration_secs: Option<i64>,
+    /// Approval steps when not auto-approved; empty means one approval by anyone permitted.
+    pub tiers: Vec<ApprovalTier>,
+    /// The permit is a break-glass permit (grants at once, review afterwards).
+    pub break_glass: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestDecision {
-    /// Refused; `reason` names the rule or policy that refused.
-    Deny { reason: String },
-    /// Granted at once; `reason` names the rule that allowed it.
-    AutoApprove { reason: String },
-    /// Needs `approvals` approvals from eligible approvers.
-    NeedsApproval { approvals: u32 },
+    /// Refused; `reason` names the policy or rule that refused.
+    Deny { reason: String, policies: Vec<String> },
+    Permit(Permit),
+}
+
+/// Operations that need administrative rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    ManageUsers,
+    ManageTargets,
+    ManagePolicies,
+    ReadAudit,
+    /// Revoke others' grants, close break-glass reviews.
+    ManageGrants,
+}
+
+impl AdminAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminAction::ManageUsers => "manage_users",
+            AdminAction::ManageTargets => "manage_targets",
+            AdminAction::ManagePolicies => "manage_policies",
+            AdminAction::ReadAudit => "read_audit",
+            AdminAction::ManageGrants => "manage_grants",
+        }
+    }
 }
 
 pub trait Decider: Send + Sync + 'static {
     fn decide_request(&self, input: &RequestInput<'_>) -> RequestDecision;
-    /// Whether `approver` may approve or deny `request`. `Err` names why not. Self-approval is
-    /// refused by the workflow before this is asked.
-    fn may_approve(&self, approver: &Actor, request: &Request) -> Result<(), String>;
+    /// Whether `approver` may approve or deny `request` (the workflow has already refused
+    /// self-approval and checks tier membership itself). `Err` names why not.
+    fn may_approve(
+        &self,
+        approver: &Actor,
+        request: &Request,
+        target: &Target,
+        role: &Role,
+    ) -> Result<(), String>;
+    fn may_administer(&self, actor: &Actor, action: AdminAction) -> Result<(), String>;
+    /// Ids of the permits that make people eligible to request (for the unused-eligibility
+    /// report). Empty when the decider has no named policies.
+    fn eligibility_policies(&self) -> Vec<String> {
+        vec![]
+    }
 }
 
-/// The interim rule until policies decide: any user may request any role; roles marked
-/// `auto_approve` are granted at once; everything else needs one approval by an admin.
+/// Turns policy sources into a decider; implemented by the Cedar engine.
+pub trait PolicyCompiler: Send + Sync + 'static {
+    /// Parses and strictly validates `sources`; the error carries the engine's message.
+    fn compile(&self, sources: &[PolicySource]) -> Result<Arc<dyn Decider>, String>;
+    /// The set in force before anyone applies one.
+    fn default_sources(&self) -> Vec<PolicySource>;
+}
+
+/// The rule for set-ups without policies: any user may request any role; roles marked
+/// `auto_approve` are granted at once; everything else needs one approval by an admin;
+/// admins administer. Break-glass is never allowed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BuiltinDecider;
 
 impl Decider for BuiltinDecider {
     fn decide_request(&self, input: &RequestInput<'_>) -> RequestDecision {
-        if input.role.auto_approve {
-            RequestDecision::AutoApprove {
-                reason: format!(
-                    "role {}/{} is auto-approved",
-                    input.target.name, input.role.name
-                ),
-            }
-        } else {
-            RequestDecision::NeedsApproval { approvals: 1 }
+        if input.break_glass {
+            return RequestDecision::Deny {
+                reason: "break-glass access is not enabled (no policy allows it)".into(),
+                policies: vec![],
+            };
         }
+        RequestDecision::Permit(Permit {
+            policy: None,
+            reason: if input.role.auto_approve {
+                format!("role {}/{} is auto-approved", input.target.name, input.role.name)
+            } else {
+                "needs one approval by an admin".into()
+            },
+            auto_approve: input.role.auto_approve,
+            max_duration_secs: None,
+            tiers: vec![],
+            break_glass: false,
+        })
     }
 
-    fn may_approve(&self, approver: &Actor, _request: &Request) -> Result<(), String> {
+    fn may_approve(&self, approver: &Actor, _: &Request, _: &Target, _: &Role) -> Result<(), String> {
         if approver.admin {
             Ok(())
         } else {
-            Err(format!(
-                "{} is not an approver (only admins approve)",
-                approver.user
-            ))
+            Err(format!("{} is not an approver (only admins approve)", approver.user))
+        }
+    }
+
+    fn may_administer(&self, actor: &Actor, action: AdminAction) -> Result<(), String> {
+        if actor.admin {
+            Ok(())
+        } else {
+            Err(format!("{} needs admin rights; {} is not an admin", action.as_str(), actor.user))
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod decision;
 pub mod duration;
 pub mod error;
 pub mod model;
+pub mod notice;
 pub mod scheduler;
 pub mod service;
 pub mod store;

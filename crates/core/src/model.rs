@@ -213,16 +213,56 @@ pub struct Request {
     pub decided_by: Option<String>,
     pub decision_reason: Option<String>,
     pub grant_id: Option<Uuid>,
-    /// Approvals needed before the request is granted (0 when decided by policy at once).
+    /// Approvals needed before the request is granted (0 when decided by policy at once):
+    /// the sum over `approval_tiers`.
     pub approvals_required: u32,
+    /// Ordered approval steps; each must be complete before the next one starts.
+    #[serde(default)]
+    pub approval_tiers: Vec<ApprovalTier>,
+    /// The policy that determined the decision (the permit whose requirements apply, or the
+    /// forbid that denied).
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Emergency access: granted at once, reviewed afterwards.
+    #[serde(default)]
+    pub break_glass: bool,
+    /// The after-the-fact review of a break-glass grant.
+    #[serde(default)]
+    pub review: Option<Review>,
     /// Optimistic concurrency: every update must name the version it read.
     pub version: i64,
+}
+
+/// One approval step: `required` approvals from members of `group` (anyone whom policy lets
+/// approve, when `group` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApprovalTier {
+    pub group: Option<String>,
+    pub required: u32,
+}
+
+string_enum!(ReviewState {
+    Open => "open",
+    Closed => "closed",
+});
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Review {
+    pub state: ReviewState,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<Timestamp>,
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Approval {
     pub request_id: Uuid,
+    /// Index of the approval tier this decision counted towards.
+    #[serde(default)]
+    pub tier: u32,
     pub approver: String,
     pub decision: ApprovalDecision,
     pub comment: Option<String>,
@@ -243,6 +283,27 @@ pub struct Grant {
     pub ended_at: Option<Timestamp>,
     pub ended_by: Option<String>,
     pub end_reason: Option<String>,
+}
+
+/// One file of policies, as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicySource {
+    pub name: String,
+    pub text: String,
+}
+
+/// A policy set as applied at one moment. Versions only grow; the newest is in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyVersion {
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub comment: Option<String>,
+    /// SHA-256 over the sources, hex.
+    pub digest: String,
+    pub sources: Vec<PolicySource>,
 }
 
 /// Who is acting, established by authentication (token) or the kernel (peer credentials).
@@ -275,6 +336,10 @@ pub const POLICY_ACTOR: &str = "policy";
 #[derive(Debug, Clone, Default)]
 pub struct RequestFilter {
     pub requester: Option<String>,
+    /// Only requests created at or after this moment.
+    pub since: Option<Timestamp>,
+    /// Only break-glass requests whose review is in this state.
+    pub review: Option<ReviewState>,
     pub state: Option<RequestState>,
     pub target: Option<String>,
     pub limit: Option<u32>,

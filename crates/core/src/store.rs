@@ -66,6 +66,9 @@ pub enum Write {
     InsertApproval(Approval),
     /// Fails with AlreadyExists if a grant for the same request exists (idempotent creation).
     InsertGrant(Grant),
+    /// Fails with Conflict unless `version` is one more than the newest stored version
+    /// (or 1 on an empty store): versions only grow, and two concurrent applies can't both win.
+    InsertPolicyVersion(PolicyVersion),
     /// Ends a grant; fails with Conflict unless it is still `active` (ends exactly once).
     EndGrant {
         id: Uuid,
@@ -95,6 +98,19 @@ impl Changeset {
         self.events.push(e);
         self
     }
+}
+
+/// A signed audit checkpoint as stored: the server asserts that the first `size` events have
+/// RFC 6962 Merkle root `root` (see `pedm-audit` for the signed form). Plain bytes here: the
+/// core does not interpret the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub size: i64,
+    pub root: [u8; 32],
+    /// Microsecond precision.
+    pub time: Timestamp,
+    pub key_id: String,
+    pub signature: Vec<u8>,
 }
 
 /// Filters for reading the audit log.
@@ -154,8 +170,28 @@ pub trait Store: Send + Sync + 'static {
     /// Active grants whose `expires_at <= now`, earliest first.
     async fn overdue_grants(&self, now: Timestamp, limit: u32) -> Result<Vec<Grant>, StoreError>;
 
+    /// One policy version, or the newest when `version` is `None`.
+    async fn policy_version(
+        &self,
+        version: Option<i64>,
+    ) -> Result<Option<PolicyVersion>, StoreError>;
+    /// Every version, newest first.
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError>;
+    /// The newest version's number (cheap; polled to follow other instances).
+    async fn latest_policy_version_number(&self) -> Result<Option<i64>, StoreError>;
+
     /// Events in seq order.
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
     /// The last event's (seq, hash), or `None` for an empty log.
     async fn audit_head(&self) -> Result<Option<(i64, [u8; 32])>, StoreError>;
+    /// The chain hashes (the Merkle leaf data) of events `from_seq..=to_seq`, in seq order.
+    async fn audit_hashes(&self, from_seq: i64, to_seq: i64) -> Result<Vec<[u8; 32]>, StoreError>;
+
+    /// Stores a signed checkpoint. Idempotent for the same size and root; a different root for
+    /// a size already signed is a [`StoreError::Conflict`] (the log would have forked).
+    async fn save_checkpoint(&self, cp: &CheckpointRecord) -> Result<(), StoreError>;
+    /// Every stored checkpoint, by ascending size.
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError>;
+    /// The checkpoint with the largest size.
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
 }

@@ -6,16 +6,6 @@ use common::*;
 use pedm_api::*;
 use std::time::Duration;
 
-fn req(target: &str, role: &str, duration: &str, why: &str) -> CreateRequest {
-    CreateRequest {
-        target: target.into(),
-        role: role.into(),
-        duration: duration.into(),
-        justification: why.into(),
-        task: None,
-        ticket: None,
-    }
-}
 
 async fn events(s: &Server, action: &str, subject: &str) -> Vec<AuditEvent> {
     s.admin()

@@ -8,16 +8,6 @@ use pedm_api::*;
 use pedm_store::testing::TestPostgres;
 use std::time::Duration;
 
-fn req(role: &str, duration: &str, why: &str) -> CreateRequest {
-    CreateRequest {
-        target: "web1".into(),
-        role: role.into(),
-        duration: duration.into(),
-        justification: why.into(),
-        task: None,
-        ticket: None,
-    }
-}
 
 async fn verify_audit_chain(s: &Server) -> usize {
     let events = s
@@ -67,7 +57,7 @@ async fn two_servers_on_one_database_decide_and_expire_exactly_once() {
     let alice_a = a.client(&alice_token);
     for round in 0..3 {
         let id = alice_a
-            .create_request(&req("root", "10m", &format!("round {round}")))
+            .create_request(&req("web1", "root", "10m", &format!("round {round}")))
             .await
             .unwrap()
             .request
@@ -90,7 +80,7 @@ async fn two_servers_on_one_database_decide_and_expire_exactly_once() {
     // Both schedulers see the grant; it ends once.
     let g = b
         .client(&alice_token)
-        .create_request(&req("docker", "2s", "quick"))
+        .create_request(&req("web1", "docker", "2s", "quick"))
         .await
         .unwrap()
         .grant
@@ -135,7 +125,7 @@ async fn lifecycle_and_restart_on_postgres() {
     let alice_token = user_with_token(&s, "alice", false).await;
     let alice = s.client(&alice_token);
     let r = alice
-        .create_request(&req("root", "5m", "investigate"))
+        .create_request(&req("web1", "root", "5m", "investigate"))
         .await
         .unwrap()
         .request;
@@ -151,7 +141,7 @@ async fn lifecycle_and_restart_on_postgres() {
         .unwrap();
     let g = d.grant.unwrap();
     let short = alice
-        .create_request(&req("docker", "1s", "short"))
+        .create_request(&req("web1", "docker", "1s", "short"))
         .await
         .unwrap()
         .grant

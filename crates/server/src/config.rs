@@ -24,6 +24,27 @@ pub struct Config {
     pub log_format: String,
     pub limits: LimitsConfig,
     pub http: HttpConfig,
+    pub policy: PolicyConfig,
+    /// Webhooks for new requests, decisions, grants and break-glass (`[[notify.webhook]]`).
+    pub notify: pedm_notify::NotifyConfig,
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Ed25519 key that signs audit checkpoints; created (mode 0600) if missing. Empty means
+    /// `<data_dir>/audit.key`.
+    pub signing_key: String,
+    /// How often a checkpoint is signed when the log grew (`60s`).
+    pub checkpoint_interval: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Zone of `context.time` for policies without `@timezone` (IANA name).
+    pub default_timezone: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +81,12 @@ impl Default for Config {
                 max_body_bytes: 64 * 1024,
                 request_timeout: "30s".into(),
             },
+            policy: PolicyConfig { default_timezone: "UTC".into() },
+            notify: pedm_notify::NotifyConfig::default(),
+            audit: AuditConfig {
+                signing_key: String::new(),
+                checkpoint_interval: "60s".into(),
+            },
         }
     }
 }
@@ -75,6 +102,10 @@ pub struct Resolved {
     pub limits: pedm_core::service::Limits,
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
+    pub policy_options: pedm_policy::EngineOptions,
+    pub notify: pedm_notify::NotifyConfig,
+    pub audit_signing_key: PathBuf,
+    pub audit_checkpoint_interval: std::time::Duration,
 }
 
 impl Config {
@@ -88,7 +119,7 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
-        const KEYS: [&str; 7] = [
+        const KEYS: [&str; 8] = [
             "listen",
             "data_dir",
             "database_url",
@@ -96,6 +127,7 @@ impl Config {
             "log_format",
             "limits",
             "http",
+            "audit",
         ];
         fig = fig.merge(
             Env::prefixed("PEDM_")
@@ -149,6 +181,23 @@ impl Config {
                 "http.request_timeout",
                 &self.http.request_timeout,
             )? as u64),
+            policy_options: pedm_policy::EngineOptions::with_timezone(
+                &self.policy.default_timezone,
+            )
+            .map_err(|e| anyhow::anyhow!("policy.default_timezone: {e}"))?,
+            notify: self.notify.clone(),
+            audit_signing_key: if self.audit.signing_key.trim().is_empty() {
+                self.data_dir.join("audit.key")
+            } else {
+                PathBuf::from(self.audit.signing_key.trim())
+            },
+            audit_checkpoint_interval: match secs(
+                "audit.checkpoint_interval",
+                &self.audit.checkpoint_interval,
+            )? {
+                n if n >= 1 => std::time::Duration::from_secs(n as u64),
+                _ => bail!("audit.checkpoint_interval: must be at least 1s"),
+            },
         })
     }
 }

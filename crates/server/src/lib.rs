@@ -1,8 +1,11 @@
 //! `pedmd`: the control plane server. Wires configuration, storage, the control plane, the
 //! expiry scheduler and the HTTP transport together.
 
+pub mod audit_signer;
 pub mod config;
 pub mod http;
+mod notify;
+pub mod policy;
 
 use anyhow::Context;
 use clap::Parser;
@@ -101,12 +104,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let store = pedm_store::open_store(&cfg.database_url)
         .await
         .context("cannot open the database")?;
-    let cp = Arc::new(ControlPlane::new(
+    let (sinks, notify_options) = cfg.notify.clone().into_parts();
+    let notifier = if sinks.is_empty() {
+        None
+    } else {
+        Some(pedm_notify::Notifier::start(sinks, notify_options).context("notify")?.0)
+    };
+    let mut cp = ControlPlane::new(
         store,
         Arc::new(BuiltinDecider),
         Arc::new(SystemClock),
         cfg.limits.clone(),
-    ));
+    )
+    .with_policy_compiler(Arc::new(policy::CedarCompiler { options: cfg.policy_options.clone() }));
+    if let Some(n) = &notifier {
+        cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
+    }
+    let cp = Arc::new(cp);
 
     let token_file = cfg.data_dir.join("admin.token");
     if let Some(minted) = cp.bootstrap(&cfg.admin_user).await? {
@@ -114,15 +128,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(user = %cfg.admin_user, file = %token_file.display(), "created the bootstrap admin");
     }
 
+    cp.load_policies().await.context("cannot load the policies")?;
+    tracing::info!(version = cp.policy_version(), "policies in force");
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(pedm_core::scheduler::run_expiry(cp.clone(), shutdown_rx));
+    let scheduler = tokio::spawn(pedm_core::scheduler::run_expiry(cp.clone(), shutdown_rx.clone()));
+    tokio::spawn(follow_policy_versions(cp.clone(), shutdown_rx));
+
+    let key = audit_signer::load_or_create_key(&cfg.audit_signing_key)?;
+    let signer = Arc::new(
+        audit_signer::AuditSigner::open(cp.store().clone(), key)
+            .await
+            .context("cannot read the audit log")?,
+    );
+    tokio::spawn(signer.clone().run(cfg.audit_checkpoint_interval, shutdown_tx.subscribe()));
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let app = http::router(
-        http::AppState { cp, metrics },
+        http::AppState { cp, metrics, audit: Some(signer) },
         cfg.max_body_bytes,
         cfg.request_timeout,
     );
@@ -152,8 +178,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .context("server failed")?;
     let _ = shutdown_tx.send(true);
     let _ = scheduler.await;
+    if let Some(n) = notifier {
+        n.shutdown(std::time::Duration::from_secs(5)).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Another instance sharing the database may apply policies; pick them up within seconds.
+async fn follow_policy_versions(cp: Arc<ControlPlane>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match cp.reload_policies_if_changed().await {
+            Ok(true) => tracing::info!(version = cp.policy_version(), "loaded policies applied elsewhere"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot reload policies"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

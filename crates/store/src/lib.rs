@@ -152,6 +152,18 @@ macro_rules! forward_store {
             ) -> Result<Vec<Grant>, StoreError> {
                 self.engine.overdue_grants(now, limit).await
             }
+            async fn policy_version(
+                &self,
+                v: Option<i64>,
+            ) -> Result<Option<PolicyVersion>, StoreError> {
+                self.engine.policy_version(v).await
+            }
+            async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+                self.engine.policy_versions().await
+            }
+            async fn latest_policy_version_number(&self) -> Result<Option<i64>, StoreError> {
+                self.engine.latest_policy_version_number().await
+            }
             async fn audit_events(
                 &self,
                 f: &pedm_core::store::AuditFilter,
@@ -160,6 +172,29 @@ macro_rules! forward_store {
             }
             async fn audit_head(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
                 self.engine.audit_head().await
+            }
+            async fn audit_hashes(
+                &self,
+                from_seq: i64,
+                to_seq: i64,
+            ) -> Result<Vec<[u8; 32]>, StoreError> {
+                self.engine.audit_hashes(from_seq, to_seq).await
+            }
+            async fn save_checkpoint(
+                &self,
+                cp: &pedm_core::store::CheckpointRecord,
+            ) -> Result<(), StoreError> {
+                self.engine.save_checkpoint(cp).await
+            }
+            async fn checkpoints(
+                &self,
+            ) -> Result<Vec<pedm_core::store::CheckpointRecord>, StoreError> {
+                self.engine.checkpoints().await
+            }
+            async fn latest_checkpoint(
+                &self,
+            ) -> Result<Option<pedm_core::store::CheckpointRecord>, StoreError> {
+                self.engine.latest_checkpoint().await
             }
         }
     };

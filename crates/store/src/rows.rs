@@ -16,8 +16,10 @@ pub(crate) const ROLE_COLS: &str =
     "target, name, description, max_duration_secs, auto_approve, run_as, created_at";
 pub(crate) const REQUEST_COLS: &str = "id, requester, target, role, duration_secs, justification, \
      task, ticket, context, state, created_at, pending_until, decided_at, decided_by, \
-     decision_reason, grant_id, approvals_required, version";
-pub(crate) const APPROVAL_COLS: &str = "request_id, approver, decision, comment, at";
+     decision_reason, grant_id, approvals_required, version, approval_tiers, policy, \
+     break_glass, review";
+pub(crate) const APPROVAL_COLS: &str = "request_id, approver, decision, comment, at, tier";
+pub(crate) const POLICY_COLS: &str = "version, created_at, created_by, comment, digest, sources";
 pub(crate) const GRANT_COLS: &str = "id, request_id, user_name, target, role, starts_at, \
      expires_at, state, ended_at, ended_by, end_reason";
 pub(crate) const AUDIT_COLS: &str =
@@ -150,7 +152,25 @@ pub(crate) fn request(r: &Row) -> Result<Request, StoreError> {
         grant_id: opt_uuid(r, "grant_id")?,
         approvals_required: u32::try_from(required)
             .map_err(|e| corrupt("approvals_required", e))?,
+        approval_tiers: json(r, "approval_tiers")?,
+        policy: r.get("policy")?,
+        break_glass: r.get("break_glass")?,
+        review: match r.get::<Option<String>>("review")? {
+            Some(t) => Some(serde_json::from_str(&t).map_err(|e| corrupt("review", e))?),
+            None => None,
+        },
         version: r.get("version")?,
+    })
+}
+
+pub(crate) fn policy_version(r: &Row) -> Result<PolicyVersion, StoreError> {
+    Ok(PolicyVersion {
+        version: r.get("version")?,
+        created_at: ts(r, "created_at")?,
+        created_by: r.get("created_by")?,
+        comment: r.get("comment")?,
+        digest: r.get("digest")?,
+        sources: json(r, "sources")?,
     })
 }
 
@@ -161,6 +181,7 @@ pub(crate) fn approval(r: &Row) -> Result<Approval, StoreError> {
         decision: parsed(r, "decision")?,
         comment: r.get("comment")?,
         at: ts(r, "at")?,
+        tier: u32::try_from(r.get::<i64>("tier")?).map_err(|e| corrupt("tier", e))?,
     })
 }
 
@@ -194,6 +215,21 @@ pub(crate) fn audit_event(r: &Row) -> Result<AuditEvent, StoreError> {
         prev_hash: hash(r, "prev_hash")?,
         hash: hash(r, "hash")?,
     })
+}
+
+pub(crate) fn checkpoint(r: &Row) -> Result<pedm_core::store::CheckpointRecord, StoreError> {
+    Ok(pedm_core::store::CheckpointRecord {
+        size: r.get("size")?,
+        root: hash(r, "root")?,
+        time: ts(r, "time")?,
+        key_id: r.get("key_id")?,
+        signature: r.get("signature")?,
+    })
+}
+
+/// The chain hash of an audit event (Merkle leaf data).
+pub(crate) fn leaf(r: &Row) -> Result<[u8; 32], StoreError> {
+    hash(r, "hash")
 }
 
 /// `(seq, hash)` of the `audit_head` row.

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use pedm_core::audit::{self, AuditEvent, NewAuditEvent};
 use pedm_core::model::*;
-use pedm_core::store::{AuditFilter, Changeset, Store, StoreError, Write};
+use pedm_core::store::{AuditFilter, Changeset, CheckpointRecord, Store, StoreError, Write};
 use sqlx::error::ErrorKind;
 use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
@@ -297,9 +297,10 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 c,
                 "INSERT INTO requests (id, requester, target, role, duration_secs, \
                  justification, task, ticket, context, state, created_at, pending_until, \
-                 decided_at, decided_by, decision_reason, grant_id, approvals_required, version) \
+                 decided_at, decided_by, decision_reason, grant_id, approvals_required, version, \
+                 approval_tiers, policy, break_glass, review, review_state) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18)",
+                 $17, $18, $19, $20, $21, $22, $23)",
                 request_args(r)?,
                 || StoreError::AlreadyExists(format!("request {} already exists", r.id)),
                 no_fk("a request"),
@@ -316,7 +317,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                      duration_secs = $5, justification = $6, task = $7, ticket = $8, \
                      context = $9, state = $10, created_at = $11, pending_until = $12, \
                      decided_at = $13, decided_by = $14, decision_reason = $15, grant_id = $16, \
-                     approvals_required = $17, version = $18 \
+                     approvals_required = $17, version = $18, approval_tiers = $19, \
+                     policy = $20, break_glass = $21, review = $22, review_state = $23 \
                      WHERE id = $1 AND version = $18 - 1",
                     request_args(r)?,
                 )
@@ -342,14 +344,15 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::InsertApproval(a) => {
             insert(
                 c,
-                "INSERT INTO approvals (request_id, approver, decision, comment, at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO approvals (request_id, approver, decision, comment, at, tier) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 args![
                     a.request_id,
                     &a.approver,
                     a.decision.as_str(),
                     &a.comment,
-                    a.at
+                    a.at,
+                    i64::from(a.tier)
                 ],
                 || {
                     StoreError::Conflict(format!(
@@ -395,6 +398,41 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     ))
                 },
                 || StoreError::NotFound(format!("request {} does not exist", g.request_id)),
+            )
+            .await
+        }
+        Write::InsertPolicyVersion(v) => {
+            // Versions only grow by one: of two concurrent applies, the second finds the
+            // number taken (primary key) or the predecessor missing.
+            let latest: Option<i64> = c
+                .fetch_optional("SELECT MAX(version) AS v FROM policy_versions", vec![])
+                .await
+                .map_err(backend)?
+                .map(|r| r.get::<Option<i64>>("v"))
+                .transpose()?
+                .flatten();
+            let expected = latest.unwrap_or(0) + 1;
+            if v.version != expected {
+                return Err(StoreError::Conflict(format!(
+                    "policy version {} cannot follow version {}",
+                    v.version,
+                    latest.unwrap_or(0)
+                )));
+            }
+            insert(
+                c,
+                "INSERT INTO policy_versions (version, created_at, created_by, comment, digest, \
+                 sources) VALUES ($1, $2, $3, $4, $5, $6)",
+                args![
+                    v.version,
+                    v.created_at,
+                    &v.created_by,
+                    &v.comment,
+                    &v.digest,
+                    json_text(&v.sources)?
+                ],
+                || StoreError::Conflict(format!("policy version {} already exists", v.version)),
+                no_fk("a policy version"),
             )
             .await
         }
@@ -453,7 +491,15 @@ fn request_args(r: &Request) -> Result<Vec<Arg>, StoreError> {
         &r.decision_reason,
         r.grant_id,
         i64::from(r.approvals_required),
-        r.version
+        r.version,
+        json_text(&r.approval_tiers)?,
+        &r.policy,
+        r.break_glass,
+        match &r.review {
+            Some(v) => Some(json_text(v)?),
+            None => None,
+        },
+        r.review.as_ref().map(|v| v.state.as_str())
     ])
 }
 
@@ -656,6 +702,16 @@ impl Store for Engine {
             "target",
             f.target.as_deref().map(Arg::from),
         );
+        push_eq(
+            &mut sql,
+            &mut a,
+            "review_state",
+            f.review.map(|s| s.as_str().into()),
+        );
+        if let Some(since) = f.since {
+            a.push(since.into());
+            sql.push_str(&format!(" AND created_at >= ${}", a.len()));
+        }
         sql.push_str(" ORDER BY created_at DESC, id DESC");
         push_limit(&mut sql, &mut a, f.limit);
         self.fetch_all(&sql, a, rows::request).await
@@ -732,6 +788,42 @@ impl Store for Engine {
             .await
     }
 
+    async fn policy_version(
+        &self,
+        version: Option<i64>,
+    ) -> Result<Option<PolicyVersion>, StoreError> {
+        match version {
+            Some(v) => {
+                let sql = format!("SELECT {POLICY_COLS} FROM policy_versions WHERE version = $1");
+                self.fetch_optional(&sql, args![v], rows::policy_version)
+                    .await
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {POLICY_COLS} FROM policy_versions ORDER BY version DESC LIMIT 1"
+                );
+                self.fetch_optional(&sql, vec![], rows::policy_version)
+                    .await
+            }
+        }
+    }
+
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        let sql = format!("SELECT {POLICY_COLS} FROM policy_versions ORDER BY version DESC");
+        self.fetch_all(&sql, vec![], rows::policy_version).await
+    }
+
+    async fn latest_policy_version_number(&self) -> Result<Option<i64>, StoreError> {
+        let v = self
+            .fetch_optional(
+                "SELECT MAX(version) AS v FROM policy_versions",
+                vec![],
+                |r| r.get::<Option<i64>>("v"),
+            )
+            .await?;
+        Ok(v.flatten())
+    }
+
     async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let mut sql = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE 1 = 1");
         let mut a: Vec<Arg> = vec![];
@@ -775,5 +867,69 @@ impl Store for Engine {
             )
             .await?;
         Ok(head.filter(|(seq, _)| *seq > 0))
+    }
+
+    async fn audit_hashes(&self, from_seq: i64, to_seq: i64) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.fetch_all(
+            "SELECT hash FROM audit_events WHERE seq >= $1 AND seq <= $2 ORDER BY seq",
+            args![from_seq, to_seq],
+            rows::leaf,
+        )
+        .await
+    }
+
+    async fn save_checkpoint(&self, cp: &CheckpointRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let mut c = tx.conn();
+        c.execute(
+            "INSERT INTO audit_checkpoints (size, root, time, key_id, signature) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size) DO NOTHING",
+            args![
+                cp.size,
+                &cp.root[..],
+                cp.time,
+                &cp.key_id,
+                &cp.signature[..]
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        let row = c
+            .fetch_optional(
+                "SELECT size, root, time, key_id, signature FROM audit_checkpoints WHERE size = $1",
+                args![cp.size],
+            )
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::Backend("checkpoint vanished after insert".into()))?;
+        let stored = rows::checkpoint(&row)?;
+        drop(c);
+        if stored.root != cp.root {
+            return Err(StoreError::Conflict(format!(
+                "a checkpoint of size {} with a different root is already stored (the audit log \
+                 would fork)",
+                cp.size
+            )));
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        self.fetch_all(
+            "SELECT size, root, time, key_id, signature FROM audit_checkpoints ORDER BY size",
+            vec![],
+            rows::checkpoint,
+        )
+        .await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
+        self.fetch_optional(
+            "SELECT size, root, time, key_id, signature FROM audit_checkpoints \
+             ORDER BY size DESC LIMIT 1",
+            vec![],
+            rows::checkpoint,
+        )
+        .await
     }
 }

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use pedm_core::audit::{AuditEvent, GENESIS_HASH, NewAuditEvent, Outcome, verify_chain};
 use pedm_core::model::*;
-use pedm_core::store::{AuditFilter, Changeset, Store, StoreError, Write};
+use pedm_core::store::{AuditFilter, Changeset, CheckpointRecord, Store, StoreError, Write};
 use pedm_store::testing::{TestPgError, TestPostgres};
 use pedm_store::{PostgresStore, SqliteStore};
 use serde_json::json;
@@ -89,6 +89,8 @@ conformance!(
     deadlines_and_overdue,
     request_and_grant_filters,
     reopen_keeps_everything,
+    policy_versions_only_grow,
+    audit_checkpoints_and_hashes,
 );
 
 // ------------------------------------------------------------------------------ fixtures
@@ -163,7 +165,20 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
         decided_by: None,
         decision_reason: None,
         grant_id: None,
-        approvals_required: 1,
+        approvals_required: 3,
+        approval_tiers: vec![
+            ApprovalTier {
+                group: Some("leads".into()),
+                required: 1,
+            },
+            ApprovalTier {
+                group: None,
+                required: 2,
+            },
+        ],
+        policy: Some("base.cedar#3".into()),
+        break_glass: false,
+        review: None,
         version: 1,
     }
 }
@@ -488,7 +503,30 @@ async fn requests_and_versions(db: Db) {
     v2.decision_reason = Some("ok".into());
     v2.grant_id = Some(Uuid::now_v7());
     v2.approvals_required = 0;
+    v2.break_glass = true;
+    v2.review = Some(Review {
+        state: ReviewState::Open,
+        reviewed_by: None,
+        reviewed_at: None,
+        comment: None,
+    });
     ok(&s, cs(Write::UpdateRequest(v2.clone()))).await;
+    let open = s
+        .requests(&RequestFilter {
+            review: Some(ReviewState::Open),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(open.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r.id]);
+    let since = s
+        .requests(&RequestFilter {
+            since: Some(t(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(since.is_empty(), "created at 0, before the since bound");
     assert_eq!(s.request(r.id).await.unwrap(), Some(v2.clone()));
 
     // Stale: written against version 1 again, or skipping a version.
@@ -522,6 +560,7 @@ async fn approvals(db: Db) {
         decision: d,
         comment: Some(format!("{who} says so")),
         at: t(at),
+        tier: 1,
     };
     ok(
         &s,
@@ -1104,7 +1143,8 @@ async fn request_and_grant_filters(db: Db) {
             requester: Some("alice".into()),
             state: Some(RequestState::Pending),
             target: Some("web1".into()),
-            limit: Some(5)
+            limit: Some(5),
+            ..Default::default()
         })
         .await,
         rid(&[0])
@@ -1276,4 +1316,81 @@ async fn postgres_outage_is_a_backend_error_and_recovers() {
     let all = s.audit_events(&AuditFilter::default()).await.unwrap();
     verify_chain(GENESIS_HASH, 1, &all).unwrap();
     assert_eq!(all.len(), 2);
+}
+
+async fn policy_versions_only_grow(db: Db) {
+    let s = db.open().await;
+    assert_eq!(s.policy_version(None).await.unwrap(), None);
+    assert_eq!(s.latest_policy_version_number().await.unwrap(), None);
+    let v = |n: i64| PolicyVersion {
+        version: n,
+        created_at: t(n),
+        created_by: "admin".into(),
+        comment: Some(format!("v{n}")),
+        digest: format!("{n:064}"),
+        sources: vec![PolicySource {
+            name: "base.cedar".into(),
+            text: format!("// {n}\npermit(principal, action, resource);"),
+        }],
+    };
+    conflict(
+        fails(&s, cs(Write::InsertPolicyVersion(v(2)))).await,
+        "cannot follow",
+    );
+    ok(&s, cs(Write::InsertPolicyVersion(v(1)))).await;
+    conflict(
+        fails(&s, cs(Write::InsertPolicyVersion(v(1)))).await,
+        "cannot follow",
+    );
+    ok(&s, cs(Write::InsertPolicyVersion(v(2)))).await;
+    assert_eq!(s.policy_version(None).await.unwrap(), Some(v(2)));
+    assert_eq!(s.policy_version(Some(1)).await.unwrap(), Some(v(1)));
+    assert_eq!(s.policy_version(Some(9)).await.unwrap(), None);
+    assert_eq!(s.latest_policy_version_number().await.unwrap(), Some(2));
+    assert_eq!(s.policy_versions().await.unwrap(), vec![v(2), v(1)]);
+    whole_chain(&s).await;
+}
+
+async fn audit_checkpoints_and_hashes(db: Db) {
+    let s = db.open().await;
+    assert_eq!(s.checkpoints().await.unwrap(), vec![]);
+    assert_eq!(s.latest_checkpoint().await.unwrap(), None);
+    assert_eq!(s.audit_hashes(1, 10).await.unwrap(), Vec::<[u8; 32]>::new());
+    for i in 0..5i64 {
+        ok(
+            &s,
+            Changeset::new().event(NewAuditEvent::new(t(i), "alice", "thing.done", None)),
+        )
+        .await;
+    }
+    let chain = whole_chain(&s).await;
+    let hashes: Vec<[u8; 32]> = chain.iter().map(|e| e.hash).collect();
+    assert_eq!(s.audit_hashes(1, 5).await.unwrap(), hashes);
+    assert_eq!(s.audit_hashes(2, 3).await.unwrap(), hashes[1..3].to_vec());
+    assert_eq!(s.audit_hashes(4, 99).await.unwrap(), hashes[3..].to_vec());
+
+    let cp = |size: i64, root: u8| CheckpointRecord {
+        size,
+        root: [root; 32],
+        time: t(size),
+        key_id: "0011223344556677".into(),
+        signature: vec![root; 64],
+    };
+    s.save_checkpoint(&cp(3, 1)).await.unwrap();
+    s.save_checkpoint(&cp(5, 2)).await.unwrap();
+    s.save_checkpoint(&cp(1, 3)).await.unwrap();
+    // Same size and root again: idempotent.
+    s.save_checkpoint(&cp(3, 1)).await.unwrap();
+    // Same size, another root: a fork, refused, and the stored one stays.
+    match s.save_checkpoint(&cp(3, 9)).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("size 3"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let all = s.checkpoints().await.unwrap();
+    assert_eq!(all, vec![cp(1, 3), cp(3, 1), cp(5, 2)]);
+    assert_eq!(s.latest_checkpoint().await.unwrap(), Some(cp(5, 2)));
+    // Survives a reopen byte for byte.
+    drop(s);
+    let s = db.open().await;
+    assert_eq!(s.checkpoints().await.unwrap(), all);
 }

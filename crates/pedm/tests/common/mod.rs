@@ -272,3 +272,15 @@ pub async fn standard_targets(s: &Server) {
         .expect("role");
     }
 }
+
+pub fn req(target: &str, role: &str, duration: &str, why: &str) -> pedm_api::CreateRequest {
+    pedm_api::CreateRequest {
+        target: target.into(),
+        role: role.into(),
+        duration: duration.into(),
+        justification: why.into(),
+        task: None,
+        ticket: None,
+        break_glass: false,
+    }
+}

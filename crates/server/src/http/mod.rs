@@ -1,5 +1,6 @@
 //! The HTTP transport: routes under `/api/v1/`, the OpenAPI document, health and metrics.
 
+mod audit;
 mod error;
 mod extract;
 mod routes;
@@ -28,6 +29,8 @@ use utoipa_axum::router::OpenApiRouter;
 pub struct AppState {
     pub cp: Arc<ControlPlane>,
     pub metrics: Option<PrometheusHandle>,
+    /// Signs audit checkpoints; `None` disables the checkpoint, proof and export routes.
+    pub audit: Option<Arc<crate::audit_signer::AuditSigner>>,
 }
 
 #[derive(OpenApi)]
@@ -42,6 +45,7 @@ pub struct AppState {
         (name = "targets", description = "Targets and the roles defined on them"),
         (name = "requests", description = "Elevation requests and their approval"),
         (name = "grants", description = "Active and ended elevations"),
+        (name = "policies", description = "Cedar policies: versions, apply, simulate"),
         (name = "audit", description = "The audit log"),
     )
 )]
@@ -66,7 +70,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(API_PREFIX, routes::router())
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(API_PREFIX, routes::router().merge(audit::router()))
 }
 
 pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {

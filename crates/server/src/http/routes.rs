@@ -36,6 +36,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(release_grant))
         .routes(routes!(revoke_grant))
         .routes(routes!(list_audit_events))
+        .routes(routes!(review_break_glass))
+        .routes(routes!(list_break_glass))
+        .routes(routes!(get_policies, apply_policies))
+        .routes(routes!(list_policy_versions))
+        .routes(routes!(get_policy_version))
+        .routes(routes!(simulate_policies))
 }
 
 fn parse_duration_field(field: &str, v: &str) -> ApiResult<i64> {
@@ -296,11 +302,16 @@ async fn list_requests(
     c: Caller,
     Query(q): Query<RequestQuery>,
 ) -> ApiResult<Json<Vec<Request>>> {
+    if q.approvable == Some(true) {
+        return Ok(Json(s.cp.approvable_requests(&c.actor).await?));
+    }
     let filter = RequestFilter {
         requester: q.requester,
         state: parse_enum("state", q.state.as_deref())?,
         target: q.target,
         limit: q.limit,
+        since: parse_time("since", q.since.as_deref())?,
+        review: None,
     };
     Ok(Json(s.cp.list_requests(&c.actor, filter).await?))
 }
@@ -329,6 +340,7 @@ async fn create_request(
                 justification: b.justification,
                 task: b.task,
                 ticket: b.ticket,
+                break_glass: b.break_glass,
             },
             context,
         )
@@ -473,4 +485,97 @@ async fn list_audit_events(
         limit: q.limit,
     };
     Ok(Json(s.cp.audit_events(&c.actor, filter).await?))
+}
+
+// ------------------------------------------------------------------ break-glass
+
+/// Close the review of a break-glass grant, with what it found (admin; not the requester).
+#[utoipa::path(post, path = "/requests/{id}/review", tag = "requests", request_body = Decide,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Request), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn review_break_glass(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+    Body(b): Body<Decide>,
+) -> ApiResult<Json<Request>> {
+    Ok(Json(s.cp.review_break_glass(&c.actor, id, b.comment).await?))
+}
+
+/// Break-glass grants; by default only those whose review is still open.
+#[utoipa::path(get, path = "/breakglass", tag = "requests", params(BreakGlassQuery),
+    responses((status = 200, body = Vec<Request>), (status = 403, body = ErrorBody)))]
+async fn list_break_glass(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<BreakGlassQuery>,
+) -> ApiResult<Json<Vec<Request>>> {
+    Ok(Json(s.cp.break_glass_requests(&c.actor, q.open.unwrap_or(true)).await?))
+}
+
+// ------------------------------------------------------------------ policies
+
+/// The policy set in force.
+#[utoipa::path(get, path = "/policies", tag = "policies",
+    responses((status = 200, body = PolicyVersion), (status = 403, body = ErrorBody)))]
+async fn get_policies(State(s): State<AppState>, c: Caller) -> ApiResult<Json<PolicyVersion>> {
+    Ok(Json(s.cp.get_policies(&c.actor, None).await?))
+}
+
+/// Apply a new policy set. It is validated strictly against the schema; on any error the
+/// set in force stays. Every applied version is kept and audited with its diff.
+#[utoipa::path(post, path = "/policies", tag = "policies", request_body = ApplyPolicies,
+    responses((status = 200, body = PolicyVersion), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn apply_policies(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(b): Body<ApplyPolicies>,
+) -> ApiResult<Json<PolicyVersion>> {
+    Ok(Json(s.cp.apply_policies(&c.actor, b.sources, b.comment).await?))
+}
+
+/// Every applied policy version, newest first.
+#[utoipa::path(get, path = "/policies/versions", tag = "policies",
+    responses((status = 200, body = Vec<PolicyVersion>), (status = 403, body = ErrorBody)))]
+async fn list_policy_versions(
+    State(s): State<AppState>,
+    c: Caller,
+) -> ApiResult<Json<Vec<PolicyVersion>>> {
+    Ok(Json(s.cp.list_policy_versions(&c.actor).await?))
+}
+
+/// One applied policy version.
+#[utoipa::path(get, path = "/policies/versions/{version}", tag = "policies",
+    params(("version" = i64, Path)),
+    responses((status = 200, body = PolicyVersion), (status = 404, body = ErrorBody)))]
+async fn get_policy_version(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(version): Path<i64>,
+) -> ApiResult<Json<PolicyVersion>> {
+    Ok(Json(s.cp.get_policies(&c.actor, Some(version)).await?))
+}
+
+/// Replay recorded requests against a candidate set: every decision that would change, and
+/// recommendations (auto-approval candidates, unused eligibilities).
+#[utoipa::path(post, path = "/policies/simulate", tag = "policies", request_body = SimulatePolicies,
+    responses((status = 200, body = SimulationReport), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn simulate_policies(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(b): Body<SimulatePolicies>,
+) -> ApiResult<Json<SimulationReport>> {
+    let since = match b.since.as_deref().map(str::trim) {
+        None | Some("") => s.cp.now() - jiff::SignedDuration::from_hours(24 * 30),
+        Some(v) => match v.parse::<jiff::Timestamp>() {
+            Ok(t) => t,
+            Err(_) => {
+                s.cp.now() - jiff::SignedDuration::from_secs(parse_duration_field("since", v)?)
+            }
+        },
+    };
+    Ok(Json(s.cp.simulate_policies(&c.actor, b.sources, since).await?))
 }

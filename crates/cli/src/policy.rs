@@ -1,0 +1,154 @@
+//! `pedm policy`: apply, list, show, test (locally, with the same engine as the server),
+//! simulate (on the server, against recorded history).
+
+use crate::args::PolicyCmd;
+use crate::commands::Ctx;
+use crate::output::{self, list_table};
+use anyhow::{Context, Result, bail};
+use pedm_api::*;
+use std::path::{Path, PathBuf};
+
+pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
+    let c = &ctx.client;
+    match cmd {
+        PolicyCmd::Apply { paths, comment } => {
+            let sources = read_sources(&paths)?;
+            let v = c.apply_policies(&ApplyPolicies { sources, comment }).await?;
+            ctx.emit(&v, || {
+                format!(
+                    "policy version {} in force ({} files, digest {})\n",
+                    v.version,
+                    v.sources.len(),
+                    &v.digest[..12.min(v.digest.len())]
+                )
+            })
+        }
+        PolicyCmd::List => {
+            let versions = c.policy_versions().await?;
+            ctx.emit(&versions, || list_table(&versions, ctx.now).render())
+        }
+        PolicyCmd::Show { number } => {
+            let v = match number {
+                Some(n) => c.policy_version(n).await?,
+                None => c.policies().await?,
+            };
+            ctx.emit(&v, || {
+                let mut out = format!("// policy version {} applied {} by {}\n", v.version, v.created_at, v.created_by);
+                for s in &v.sources {
+                    out.push_str(&format!("\n// ---- {}\n{}\n", s.name, s.text.trim_end()));
+                }
+                out
+            })
+        }
+        PolicyCmd::Test { cases, policies } => {
+            let sources = if policies.is_empty() {
+                c.policies().await?.sources
+            } else {
+                read_sources(&policies)?
+            };
+            let pairs: Vec<(String, String)> =
+                sources.into_iter().map(|s| (s.name, s.text)).collect();
+            let engine = pedm_policy::Engine::load(&pairs, pedm_policy::EngineOptions::default())
+                .context("the policies do not load")?;
+            let text = std::fs::read_to_string(&cases)
+                .with_context(|| format!("cannot read {}", cases.display()))?;
+            let report = pedm_policy::run_cases(&engine, &text)
+                .with_context(|| format!("bad case file {}", cases.display()))?;
+            ctx.emit(&report, || format!("{report}\n"))?;
+            if !report.all_passed() {
+                bail!("{} of {} policy test cases failed", report.failed, report.failed + report.passed);
+            }
+            Ok(())
+        }
+        PolicyCmd::Simulate { policies, since } => {
+            let sources = read_sources(&policies)?;
+            let r = c.simulate_policies(&SimulatePolicies { sources, since: Some(since) }).await?;
+            ctx.emit(&r, || simulation_text(&r))
+        }
+    }
+}
+
+fn simulation_text(r: &SimulationReport) -> String {
+    let mut out = format!(
+        "replayed {} requests since {} ({} skipped: role or user gone)\n",
+        r.evaluated,
+        output::time(r.since),
+        r.skipped
+    );
+    if r.changes.is_empty() {
+        out.push_str("no decision would change\n");
+    } else {
+        out.push_str(&format!("{} decisions would change:\n", r.changes.len()));
+        let mut t = output::Table::new(&["REQUEST", "REQUESTER", "TARGET", "ROLE", "CREATED", "RECORDED", "CANDIDATE", "POLICY"]);
+        for c in &r.changes {
+            t.row(vec![
+                c.request_id.to_string(),
+                c.requester.clone(),
+                c.target.clone(),
+                c.role.clone(),
+                output::time(c.created_at),
+                c.recorded.clone(),
+                c.candidate.clone(),
+                c.candidate_policy.clone().unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if !r.auto_approve_candidates.is_empty() {
+        out.push_str("\ncould auto-approve:\n");
+        for a in &r.auto_approve_candidates {
+            out.push_str(&format!("  {a}\n"));
+        }
+    }
+    if !r.unused_eligibilities.is_empty() {
+        out.push_str("\nnever used in this period (privilege creep?):\n");
+        for p in &r.unused_eligibilities {
+            out.push_str(&format!("  {p}\n"));
+        }
+    }
+    out
+}
+
+/// Files as given, and every `*.cedar` file under given directories (sorted; names relative
+/// to the directory so the same tree applies the same way from anywhere).
+pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<PolicySource>> {
+    let mut out = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let mut files = vec![];
+            collect_cedar(p, &mut files)?;
+            if files.is_empty() {
+                bail!("no *.cedar files under {}", p.display());
+            }
+            files.sort();
+            for f in files {
+                let name = f.strip_prefix(p).unwrap_or(&f).display().to_string();
+                out.push(PolicySource { name, text: read(&f)? });
+            }
+        } else {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push(PolicySource { name, text: read(p)? });
+        }
+    }
+    Ok(out)
+}
+
+fn read(p: &Path) -> Result<String> {
+    let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+    if meta.len() > 1024 * 1024 {
+        bail!("{} is {} bytes; policy sets are limited to 1 MiB", p.display(), meta.len());
+    }
+    std::fs::read_to_string(p).with_context(|| format!("cannot read {} as UTF-8 text", p.display()))
+}
+
+fn collect_cedar(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = e?.path();
+        if path.is_dir() {
+            collect_cedar(&path, out)?;
+        } else if path.extension().is_some_and(|x| x == "cedar") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

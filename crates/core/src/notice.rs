@@ -1,0 +1,20 @@
+//! What the control plane tells the outside world after a change is committed (webhooks,
+//! chat, pagers). Observers must not block: they queue and return.
+
+use crate::model::{Grant, Request};
+
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A request waits for approvers.
+    RequestPending(Request),
+    /// A request was approved, denied, cancelled or expired.
+    RequestDecided(Request),
+    GrantStarted(Grant),
+    GrantEnded(Grant),
+    /// Emergency access was granted without approval: high severity.
+    BreakGlass { request: Request, grant: Grant },
+}
+
+pub trait Observer: Send + Sync + 'static {
+    fn notice(&self, notice: &Notice);
+}

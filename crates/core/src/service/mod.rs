@@ -1,0 +1,706 @@
+//! The control plane: every operation a person or the scheduler performs, with its rules.
+//!
+//! Each method takes the authenticated [`Actor`], checks what the actor may do, validates the
+//! input, builds a [`Changeset`] (rows plus the audit events that record them) and commits it.
+//! Refusals of security decisions are committed as `denied` audit events before the error is
+//! returned; bad input changes nothing.
+
+mod audit;
+mod grants;
+mod policy;
+mod report;
+mod requests;
+
+pub use report::ElevationRow;
+
+pub use policy::{SimulatedChange, SimulationReport};
+
+use crate::Error;
+use crate::audit::{NewAuditEvent, Outcome};
+use crate::clock::Clock;
+use crate::decision::{AdminAction, Decider, PolicyCompiler, RequestDecision, RequestInput};
+use crate::duration::format_duration;
+use crate::model::*;
+use crate::notice::{Notice, Observer};
+use crate::store::{AuditFilter, Changeset, Store, StoreError, Write};
+use crate::token::{self, MintedToken};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Bounds every request must respect, whatever the role says.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest grant anyone may ask for, in seconds.
+    pub max_duration_secs: i64,
+    /// How long a request may wait for a decision before it expires, in seconds.
+    pub pending_ttl_secs: i64,
+    pub max_justification_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_duration_secs: 7 * 86_400,
+            pending_ttl_secs: 86_400,
+            max_justification_chars: 2_000,
+        }
+    }
+}
+
+/// What a requester asks for.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub target: String,
+    pub role: String,
+    pub duration_secs: i64,
+    pub justification: String,
+    pub task: Option<String>,
+    pub ticket: Option<String>,
+    /// Emergency access: granted at once if a break-glass policy allows, reviewed afterwards.
+    pub break_glass: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRole {
+    pub target: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub max_duration_secs: i64,
+    pub auto_approve: bool,
+    pub run_as: Option<String>,
+}
+
+/// What the scheduler ended in one pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpiryPass {
+    pub grants_expired: usize,
+    pub requests_expired: usize,
+}
+
+pub struct ControlPlane {
+    store: Arc<dyn Store>,
+    /// The decider in force; replaced whole when a policy version is applied.
+    decider: RwLock<Arc<dyn Decider>>,
+    compiler: Option<Arc<dyn PolicyCompiler>>,
+    /// The policy version the decider was built from (0: none).
+    policy_version: AtomicI64,
+    observers: Vec<Arc<dyn Observer>>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    /// Woken when a new deadline may be earlier than the one the scheduler sleeps until.
+    deadline_changed: Arc<Notify>,
+}
+
+pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
+    match e {
+        StoreError::Conflict(_) => Error::Conflict(format!(
+            "request {id} was changed by someone else at the same moment; try again"
+        )),
+        e => e.into(),
+    }
+}
+
+fn subject(kind: &str, id: impl std::fmt::Display) -> Option<String> {
+    Some(format!("{kind}:{id}"))
+}
+
+fn trimmed(field: &str, v: Option<String>, max: usize) -> Result<Option<String>> {
+    match v.map(|s| s.trim().to_string()) {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) if s.chars().count() > max => Err(Error::invalid(
+            field,
+            format!("is longer than {max} characters"),
+        )),
+        Some(s) if s.chars().any(|c| c.is_control()) => {
+            Err(Error::invalid(field, "contains control characters"))
+        }
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+impl ControlPlane {
+    pub fn new(
+        store: Arc<dyn Store>,
+        decider: Arc<dyn Decider>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Self {
+        ControlPlane {
+            store,
+            decider: RwLock::new(decider),
+            compiler: None,
+            policy_version: AtomicI64::new(0),
+            observers: vec![],
+            clock,
+            limits,
+            deadline_changed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Decisions come from policies compiled by `compiler` (see [`Self::load_policies`]).
+    pub fn with_policy_compiler(mut self, compiler: Arc<dyn PolicyCompiler>) -> Self {
+        self.compiler = Some(compiler);
+        self
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    pub(crate) fn decider(&self) -> Arc<dyn Decider> {
+        self.decider.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn notify(&self, notice: Notice) {
+        for o in &self.observers {
+            o.notice(&notice);
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Timestamps are kept at microsecond precision so they survive every store unchanged
+    /// (the audit hash covers them).
+    pub fn now(&self) -> Timestamp {
+        let t = self.clock.now();
+        Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
+    }
+
+    pub fn deadline_changed(&self) -> Arc<Notify> {
+        self.deadline_changed.clone()
+    }
+
+    fn event(&self, actor: &Actor, action: &str, subject: Option<String>) -> NewAuditEvent {
+        NewAuditEvent::new(self.now(), &actor.user, action, subject)
+    }
+
+    /// Records a refused attempt and returns the error to report.
+    async fn refuse(
+        &self,
+        actor: &Actor,
+        action: &str,
+        subject: Option<String>,
+        why: String,
+    ) -> Error {
+        let ev = self
+            .event(actor, action, subject)
+            .outcome(Outcome::Denied)
+            .data(json!({ "reason": why }));
+        if let Err(e) = self.store.commit(Changeset::new().event(ev)).await {
+            tracing::error!(error = %e, "could not record a refused attempt");
+        }
+        Error::Forbidden(why)
+    }
+
+    /// Asks policy whether `actor` may perform an administrative operation; a refusal is
+    /// recorded under `event_action`.
+    async fn require_admin(
+        &self,
+        actor: &Actor,
+        right: AdminAction,
+        event_action: &str,
+    ) -> Result<()> {
+        match self.decider().may_administer(actor, right) {
+            Ok(()) => Ok(()),
+            Err(why) => Err(self
+                .refuse(actor, event_action, None, format!("{event_action}: {why}"))
+                .await),
+        }
+    }
+
+    /// Whether `actor` holds an administrative right (for widening what they may read).
+    fn holds(&self, actor: &Actor, right: AdminAction) -> bool {
+        self.decider().may_administer(actor, right).is_ok()
+    }
+
+    // ---------------------------------------------------------------- identity
+
+    /// Resolves a presented API token to an actor. Failures are recorded (never with the
+    /// secret) and reported without saying which part was wrong.
+    pub async fn authenticate(&self, presented: &str, source: Option<&str>) -> Result<Actor> {
+        let now = self.now();
+        let fail = |token_id: Option<&str>, why: &str| {
+            NewAuditEvent::new(
+                now,
+                "anonymous",
+                "auth.failed",
+                token_id.and_then(|id| subject("token", id)),
+            )
+            .outcome(Outcome::Denied)
+            .data(json!({ "reason": why, "source": source }))
+        };
+        let Some((id, secret)) = token::parse(presented) else {
+            self.store
+                .commit(Changeset::new().event(fail(None, "malformed token")))
+                .await?;
+            return Err(Error::Unauthenticated("invalid token".into()));
+        };
+        let record = self.store.token(id).await?;
+        let user = match &record {
+            Some(r) => self.store.user(&r.user).await?,
+            None => None,
+        };
+        let why = match (&record, &user) {
+            (None, _) => Some("unknown token"),
+            (Some(r), _) if !token::verify(secret, &r.secret_hash) => Some("wrong secret"),
+            (Some(r), _) if r.revoked_at.is_some() => Some("revoked token"),
+            (Some(r), _) if !r.is_live(now) => Some("expired token"),
+            (Some(_), None) => Some("token of a deleted user"),
+            (Some(_), Some(u)) if u.disabled => Some("disabled user"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            self.store
+                .commit(Changeset::new().event(fail(Some(id), why)))
+                .await?;
+            let msg = match why {
+                "expired token" => "token has expired",
+                "revoked token" => "token has been revoked",
+                _ => "invalid token",
+            };
+            return Err(Error::Unauthenticated(msg.into()));
+        }
+        let (Some(record), Some(user)) = (record, user) else {
+            return Err(Error::Unauthenticated("invalid token".into()));
+        };
+        Ok(Actor {
+            groups: self.store.groups_of(&user.name).await?,
+            user: user.name,
+            admin: user.admin,
+            token_id: Some(record.id),
+        })
+    }
+
+    /// On an empty store, creates the first admin and a token for it. Returns the token only
+    /// when it was created now.
+    pub async fn bootstrap(&self, admin_name: &str) -> Result<Option<MintedToken>> {
+        validate_name("user", admin_name)?;
+        if self.store.user_count().await? > 0 {
+            return Ok(None);
+        }
+        let now = self.now();
+        let minted = token::mint();
+        let user = User {
+            name: admin_name.to_string(),
+            display_name: Some("bootstrap admin".into()),
+            admin: true,
+            disabled: false,
+            created_at: now,
+        };
+        let rec = TokenRecord {
+            id: minted.id.clone(),
+            user: user.name.clone(),
+            description: Some("bootstrap admin token".into()),
+            secret_hash: minted.secret_hash,
+            created_at: now,
+            expires_at: None,
+            revoked_at: None,
+        };
+        let sys = Actor::system();
+        let cs = Changeset::new()
+            .write(Write::InsertUser(user.clone()))
+            .write(Write::InsertToken(rec))
+            .event(
+                self.event(&sys, "user.created", subject("user", &user.name))
+                    .data(json!({ "admin": true, "bootstrap": true })),
+            )
+            .event(
+                self.event(&sys, "token.created", subject("token", &minted.id))
+                    .data(json!({ "user": user.name, "bootstrap": true })),
+            );
+        match self.store.commit(cs).await {
+            Ok(_) => Ok(Some(minted)),
+            // Another instance bootstrapped at the same moment.
+            Err(StoreError::AlreadyExists(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn whoami(&self, actor: &Actor) -> Result<(User, Option<TokenRecord>)> {
+        let user = self
+            .store
+            .user(&actor.user)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {}", actor.user)))?;
+        let token = match &actor.token_id {
+            Some(id) => self.store.token(id).await?,
+            None => None,
+        };
+        Ok((user, token))
+    }
+
+    pub async fn create_user(
+        &self,
+        actor: &Actor,
+        name: &str,
+        display_name: Option<String>,
+        admin: bool,
+    ) -> Result<User> {
+        self.require_admin(actor, AdminAction::ManageUsers, "user.create").await?;
+        validate_name("user", name)?;
+        if name == SYSTEM_ACTOR || name == POLICY_ACTOR || name == "anonymous" {
+            return Err(Error::invalid("user", format!("{name:?} is reserved")));
+        }
+        let display_name = trimmed("display_name", display_name, 200)?;
+        let user = User {
+            name: name.to_string(),
+            display_name,
+            admin,
+            disabled: false,
+            created_at: self.now(),
+        };
+        let cs = Changeset::new()
+            .write(Write::InsertUser(user.clone()))
+            .event(
+                self.event(actor, "user.created", subject("user", name))
+                    .data(json!({ "admin": admin, "display_name": user.display_name })),
+            );
+        self.store.commit(cs).await.map_err(|e| match e {
+            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!("user {name}")),
+            e => e.into(),
+        })?;
+        Ok(user)
+    }
+
+    /// Enables/disables a user or changes admin rights.
+    pub async fn update_user(
+        &self,
+        actor: &Actor,
+        name: &str,
+        admin: Option<bool>,
+        disabled: Option<bool>,
+    ) -> Result<User> {
+        self.require_admin(actor, AdminAction::ManageUsers, "user.update").await?;
+        let mut user = self
+            .store
+            .user(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {name}")))?;
+        if name == actor.user && (admin == Some(false) || disabled == Some(true)) {
+            return Err(Error::invalid(
+                "user",
+                "you cannot remove your own admin rights or disable yourself",
+            ));
+        }
+        if let Some(a) = admin {
+            user.admin = a;
+        }
+        if let Some(d) = disabled {
+            user.disabled = d;
+        }
+        let cs = Changeset::new()
+            .write(Write::UpdateUser(user.clone()))
+            .event(
+                self.event(actor, "user.updated", subject("user", name))
+                    .data(json!({ "admin": user.admin, "disabled": user.disabled })),
+            );
+        self.store.commit(cs).await?;
+        Ok(user)
+    }
+
+    pub async fn list_users(&self, actor: &Actor) -> Result<Vec<User>> {
+        self.require_admin(actor, AdminAction::ManageUsers, "user.list").await?;
+        Ok(self.store.users().await?)
+    }
+
+    pub async fn create_group(
+        &self,
+        actor: &Actor,
+        name: &str,
+        description: Option<String>,
+    ) -> Result<Group> {
+        self.require_admin(actor, AdminAction::ManageUsers, "group.create").await?;
+        validate_name("group", name)?;
+        let group = Group {
+            name: name.to_string(),
+            description: trimmed("description", description, 500)?,
+            members: vec![],
+            created_at: self.now(),
+        };
+        let cs = Changeset::new()
+            .write(Write::InsertGroup(group.clone()))
+            .event(self.event(actor, "group.created", subject("group", name)));
+        self.store.commit(cs).await.map_err(|e| match e {
+            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!("group {name}")),
+            e => e.into(),
+        })?;
+        Ok(group)
+    }
+
+    pub async fn set_group_member(
+        &self,
+        actor: &Actor,
+        group: &str,
+        user: &str,
+        member: bool,
+    ) -> Result<Group> {
+        self.require_admin(actor, AdminAction::ManageUsers, "group.update").await?;
+        if self.store.group(group).await?.is_none() {
+            return Err(Error::NotFound(format!("group {group}")));
+        }
+        if self.store.user(user).await?.is_none() {
+            return Err(Error::NotFound(format!("user {user}")));
+        }
+        let (w, action) = if member {
+            (
+                Write::AddGroupMember {
+                    group: group.into(),
+                    user: user.into(),
+                },
+                "group.member_added",
+            )
+        } else {
+            (
+                Write::RemoveGroupMember {
+                    group: group.into(),
+                    user: user.into(),
+                },
+                "group.member_removed",
+            )
+        };
+        let cs = Changeset::new().write(w).event(
+            self.event(actor, action, subject("group", group))
+                .data(json!({ "user": user })),
+        );
+        self.store.commit(cs).await?;
+        self.store
+            .group(group)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("group {group}")))
+    }
+
+    pub async fn list_groups(&self, actor: &Actor) -> Result<Vec<Group>> {
+        self.require_admin(actor, AdminAction::ManageUsers, "group.list").await?;
+        Ok(self.store.groups().await?)
+    }
+
+    /// Mints a token for `user` (default: the actor). Only admins mint for others.
+    pub async fn create_token(
+        &self,
+        actor: &Actor,
+        user: Option<&str>,
+        description: Option<String>,
+        ttl_secs: Option<i64>,
+    ) -> Result<(TokenRecord, String)> {
+        let user = user.unwrap_or(&actor.user);
+        if user != actor.user {
+            self.require_admin(actor, AdminAction::ManageUsers, "token.create").await?;
+        }
+        if self.store.user(user).await?.is_none() {
+            return Err(Error::NotFound(format!("user {user}")));
+        }
+        let now = self.now();
+        let expires_at = match ttl_secs {
+            None => None,
+            Some(s) if s <= 0 => {
+                return Err(Error::invalid("expires_in", "must be greater than zero"));
+            }
+            Some(s) => Some(
+                now.checked_add(SignedDuration::from_secs(s))
+                    .map_err(|_| Error::invalid("expires_in", "is too large"))?,
+            ),
+        };
+        let minted = token::mint();
+        let rec = TokenRecord {
+            id: minted.id.clone(),
+            user: user.to_string(),
+            description: trimmed("description", description, 200)?,
+            secret_hash: minted.secret_hash,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        let cs = Changeset::new()
+            .write(Write::InsertToken(rec.clone()))
+            .event(
+                self.event(actor, "token.created", subject("token", &rec.id))
+                    .data(json!({ "user": user, "expires_at": expires_at })),
+            );
+        self.store.commit(cs).await?;
+        Ok((rec, minted.token))
+    }
+
+    pub async fn list_tokens(&self, actor: &Actor, user: Option<&str>) -> Result<Vec<TokenRecord>> {
+        match user {
+            Some(u) if u == actor.user => Ok(self.store.tokens(Some(u)).await?),
+            Some(u) => {
+                self.require_admin(actor, AdminAction::ManageUsers, "token.list").await?;
+                Ok(self.store.tokens(Some(u)).await?)
+            }
+            None if self.holds(actor, AdminAction::ManageUsers) => {
+                Ok(self.store.tokens(None).await?)
+            }
+            None => Ok(self.store.tokens(Some(&actor.user)).await?),
+        }
+    }
+
+    pub async fn revoke_token(&self, actor: &Actor, id: &str) -> Result<TokenRecord> {
+        let rec = self
+            .store
+            .token(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("token {id}")))?;
+        if rec.user != actor.user && !self.holds(actor, AdminAction::ManageUsers) {
+            return Err(self
+                .refuse(
+                    actor,
+                    "token.revoke",
+                    subject("token", id),
+                    format!("token {id} belongs to another user"),
+                )
+                .await);
+        }
+        let now = self.now();
+        let cs = Changeset::new()
+            .write(Write::RevokeToken {
+                id: id.to_string(),
+                at: now,
+            })
+            .event(
+                self.event(actor, "token.revoked", subject("token", id))
+                    .data(json!({ "user": rec.user })),
+            );
+        self.store.commit(cs).await.map_err(|e| match e {
+            StoreError::Conflict(_) => Error::Conflict(format!("token {id} is already revoked")),
+            e => e.into(),
+        })?;
+        Ok(TokenRecord {
+            revoked_at: Some(now),
+            ..rec
+        })
+    }
+
+    // ---------------------------------------------------------------- targets and roles
+
+    pub async fn create_target(
+        &self,
+        actor: &Actor,
+        name: &str,
+        kind: TargetKind,
+        description: Option<String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Target> {
+        self.require_admin(actor, AdminAction::ManageTargets, "target.create").await?;
+        validate_name("target", name)?;
+        for (k, v) in &labels {
+            validate_name("label key", k)?;
+            if v.len() > 128 || v.chars().any(|c| c.is_control()) {
+                return Err(Error::invalid(
+                    "label value",
+                    format!("value of label {k} must be at most 128 printable characters"),
+                ));
+            }
+        }
+        let target = Target {
+            name: name.to_string(),
+            kind,
+            description: trimmed("description", description, 500)?,
+            labels,
+            created_at: self.now(),
+        };
+        let cs = Changeset::new()
+            .write(Write::InsertTarget(target.clone()))
+            .event(
+                self.event(actor, "target.created", subject("target", name))
+                    .data(json!({ "kind": kind, "labels": target.labels })),
+            );
+        self.store.commit(cs).await.map_err(|e| match e {
+            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!("target {name}")),
+            e => e.into(),
+        })?;
+        Ok(target)
+    }
+
+    pub async fn list_targets(&self) -> Result<Vec<Target>> {
+        Ok(self.store.targets().await?)
+    }
+
+    pub async fn get_target(&self, name: &str) -> Result<(Target, Vec<Role>)> {
+        let t = self
+            .store
+            .target(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("target {name}")))?;
+        let roles = self.store.roles(Some(name)).await?;
+        Ok((t, roles))
+    }
+
+    pub async fn create_role(&self, actor: &Actor, r: NewRole) -> Result<Role> {
+        self.require_admin(actor, AdminAction::ManageTargets, "role.create").await?;
+        validate_name("role", &r.name)?;
+        if self.store.target(&r.target).await?.is_none() {
+            return Err(Error::NotFound(format!("target {}", r.target)));
+        }
+        if r.max_duration_secs <= 0 {
+            return Err(Error::invalid("max_duration", "must be greater than zero"));
+        }
+        if r.max_duration_secs > self.limits.max_duration_secs {
+            return Err(Error::invalid(
+                "max_duration",
+                format!(
+                    "{} is over the server limit of {}",
+                    format_duration(r.max_duration_secs),
+                    format_duration(self.limits.max_duration_secs)
+                ),
+            ));
+        }
+        if let Some(u) = &r.run_as {
+            validate_name("run_as", u)?;
+        }
+        let role = Role {
+            target: r.target.clone(),
+            name: r.name.clone(),
+            description: trimmed("description", r.description, 500)?,
+            max_duration_secs: r.max_duration_secs,
+            auto_approve: r.auto_approve,
+            run_as: r.run_as,
+            created_at: self.now(),
+        };
+        let cs = Changeset::new()
+            .write(Write::InsertRole(role.clone()))
+            .event(
+                self.event(
+                    actor,
+                    "role.created",
+                    subject("role", format!("{}/{}", r.target, r.name)),
+                )
+                .data(json!({
+                    "max_duration_secs": role.max_duration_secs,
+                    "auto_approve": role.auto_approve,
+                    "run_as": role.run_as,
+                })),
+            );
+        self.store.commit(cs).await.map_err(|e| match e {
+            StoreError::AlreadyExists(_) => {
+                Error::AlreadyExists(format!("role {} on target {}", r.name, r.target))
+            }
+            e => e.into(),
+        })?;
+        Ok(role)
+    }
+
+    pub async fn list_roles(&self, target: Option<&str>) -> Result<Vec<Role>> {
+        if let Some(t) = target
+            && self.store.target(t).await?.is_none()
+        {
+            return Err(Error::NotFound(format!("target {t}")));
+        }
+        Ok(self.store.roles(target).await?)
+    }
+
+}

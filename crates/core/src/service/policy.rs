@@ -1,0 +1,395 @@
+//! Policy versions: load, apply (validated, versioned, audited with the diff), reload when
+//! another instance applied, and simulate a candidate set against recorded history.
+
+use super::*;
+use crate::decision::Permit;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Largest policy set accepted, all files together.
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+
+/// A recorded request whose decision the candidate policies would change.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SimulatedChange {
+    pub request_id: Uuid,
+    pub requester: String,
+    pub target: String,
+    pub role: String,
+    pub created_at: Timestamp,
+    /// What happened: `deny`, `auto_approve`, `break_glass` or `approval(<tiers>)`.
+    pub recorded: String,
+    /// What the candidate set would decide, in the same words.
+    pub candidate: String,
+    pub candidate_policy: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SimulationReport {
+    pub since: Timestamp,
+    pub evaluated: usize,
+    /// Requests whose role or target no longer exists.
+    pub skipped: usize,
+    pub changes: Vec<SimulatedChange>,
+    /// Role/target pairs that people always approved, quickly: candidates for auto-approval.
+    pub auto_approve_candidates: Vec<String>,
+    /// Permits (of the policies in force) that no recorded request used: privilege creep.
+    pub unused_eligibilities: Vec<String>,
+}
+
+fn digest(sources: &[PolicySource]) -> String {
+    let mut h = Sha256::new();
+    for s in sources {
+        h.update((s.name.len() as u64).to_be_bytes());
+        h.update(s.name.as_bytes());
+        h.update((s.text.len() as u64).to_be_bytes());
+        h.update(s.text.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// A unified diff of every file that changed, for the audit event.
+fn diff(old: &[PolicySource], new: &[PolicySource]) -> String {
+    let old_map: BTreeMap<&str, &str> = old.iter().map(|s| (s.name.as_str(), s.text.as_str())).collect();
+    let new_map: BTreeMap<&str, &str> = new.iter().map(|s| (s.name.as_str(), s.text.as_str())).collect();
+    let names: BTreeSet<&str> = old_map.keys().chain(new_map.keys()).copied().collect();
+    let mut out = String::new();
+    for name in names {
+        let a = old_map.get(name).copied().unwrap_or("");
+        let b = new_map.get(name).copied().unwrap_or("");
+        if a != b {
+            let d = similar::TextDiff::from_lines(a, b);
+            out.push_str(
+                &d.unified_diff()
+                    .context_radius(2)
+                    .header(&format!("a/{name}"), &format!("b/{name}"))
+                    .to_string(),
+            );
+        }
+    }
+    out
+}
+
+fn outcome_words(d: &RequestDecision) -> (String, Option<String>) {
+    match d {
+        RequestDecision::Deny { policies, .. } => ("deny".into(), policies.first().cloned()),
+        RequestDecision::Permit(Permit { break_glass: true, policy, .. }) => {
+            ("break_glass".into(), policy.clone())
+        }
+        RequestDecision::Permit(Permit { auto_approve: true, policy, .. }) => {
+            ("auto_approve".into(), policy.clone())
+        }
+        RequestDecision::Permit(p) => {
+            let tiers = if p.tiers.is_empty() {
+                vec![ApprovalTier { group: None, required: 1 }]
+            } else {
+                p.tiers.clone()
+            };
+            (format!("approval({})", super::requests::tiers_text(&tiers)), p.policy.clone())
+        }
+    }
+}
+
+fn recorded_words(r: &Request) -> String {
+    if r.decided_by.as_deref() == Some(POLICY_ACTOR) {
+        match r.state {
+            RequestState::Denied => "deny".into(),
+            _ if r.break_glass => "break_glass".into(),
+            _ => "auto_approve".into(),
+        }
+    } else {
+        format!("approval({})", super::requests::tiers_text(&r.approval_tiers))
+    }
+}
+
+impl ControlPlane {
+    pub fn policy_version(&self) -> i64 {
+        self.policy_version.load(Ordering::SeqCst)
+    }
+
+    fn compiler(&self) -> Result<&Arc<dyn PolicyCompiler>> {
+        self.compiler
+            .as_ref()
+            .ok_or_else(|| Error::invalid("policy", "this server runs without a policy engine"))
+    }
+
+    fn install(&self, decider: Arc<dyn Decider>, version: i64) {
+        *self.decider.write().unwrap_or_else(|e| e.into_inner()) = decider;
+        self.policy_version.store(version, Ordering::SeqCst);
+    }
+
+    /// At start: puts the newest stored version in force, or applies the compiler's default
+    /// set as version 1 on a fresh store. A stored version that no longer compiles stops the
+    /// start (fail closed) rather than running without policies.
+    pub async fn load_policies(&self) -> Result<()> {
+        let compiler = self.compiler()?.clone();
+        match self.store.policy_version(None).await? {
+            Some(v) => {
+                let d = compiler.compile(&v.sources).map_err(|e| {
+                    Error::Internal(format!("stored policy version {} does not compile: {e}", v.version))
+                })?;
+                self.install(d, v.version);
+            }
+            None => {
+                let sources = compiler.default_sources();
+                let d = compiler
+                    .compile(&sources)
+                    .map_err(|e| Error::Internal(format!("default policies do not compile: {e}")))?;
+                let v = PolicyVersion {
+                    version: 1,
+                    created_at: self.now(),
+                    created_by: SYSTEM_ACTOR.into(),
+                    comment: Some("default policies".into()),
+                    digest: digest(&sources),
+                    sources,
+                };
+                let cs = Changeset::new().write(Write::InsertPolicyVersion(v.clone())).event(
+                    self.event(&Actor::system(), "policy.applied", Some("policy:1".into()))
+                        .data(json!({ "version": 1, "digest": v.digest, "diff": diff(&[], &v.sources) })),
+                );
+                match self.store.commit(cs).await {
+                    Ok(_) => self.install(d, 1),
+                    // Another instance stored version 1 first: use whatever is newest.
+                    Err(StoreError::Conflict(_)) | Err(StoreError::AlreadyExists(_)) => {
+                        return Box::pin(self.load_policies()).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks up a version applied through another instance sharing the database.
+    pub async fn reload_policies_if_changed(&self) -> Result<bool> {
+        if self.compiler.is_none() {
+            return Ok(false);
+        }
+        let latest = self.store.latest_policy_version_number().await?;
+        if latest.is_some_and(|v| v != self.policy_version()) {
+            self.load_policies().await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn check_sources(sources: &[PolicySource]) -> Result<()> {
+        if sources.is_empty() {
+            return Err(Error::invalid("policy", "no policy files given"));
+        }
+        let total: usize = sources.iter().map(|s| s.text.len() + s.name.len()).sum();
+        if total > MAX_POLICY_BYTES {
+            return Err(Error::invalid(
+                "policy",
+                format!("policy set is {total} bytes; the limit is {MAX_POLICY_BYTES}"),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for s in sources {
+            if s.name.trim().is_empty() || s.name.len() > 200 || s.name.chars().any(char::is_control) {
+                return Err(Error::invalid("policy", format!("bad policy file name {:?}", s.name)));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(Error::invalid("policy", format!("policy file {} given twice", s.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates and applies a new policy set. On any error the set in force stays.
+    pub async fn apply_policies(
+        &self,
+        actor: &Actor,
+        mut sources: Vec<PolicySource>,
+        comment: Option<String>,
+    ) -> Result<PolicyVersion> {
+        self.require_admin(actor, AdminAction::ManagePolicies, "policy.apply").await?;
+        let comment = trimmed("comment", comment, 500)?;
+        Self::check_sources(&sources)?;
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        let candidate = match self.compiler()?.compile(&sources) {
+            Ok(d) => d,
+            Err(msg) => {
+                let ev = self
+                    .event(actor, "policy.rejected", None)
+                    .outcome(Outcome::Failure)
+                    .data(json!({ "error": msg, "files": sources.iter().map(|s| &s.name).collect::<Vec<_>>() }));
+                self.store.commit(Changeset::new().event(ev)).await?;
+                return Err(Error::invalid("policy", msg));
+            }
+        };
+        if let Err(why) = candidate.may_administer(actor, AdminAction::ManagePolicies) {
+            return Err(Error::invalid(
+                "policy",
+                format!("this set would take away your own right to manage policies ({why}); refusing to lock you out"),
+            ));
+        }
+        let current = self.store.policy_version(None).await?;
+        let d = digest(&sources);
+        if let Some(cur) = &current
+            && cur.digest == d
+        {
+            return Ok(cur.clone());
+        }
+        let version = current.as_ref().map_or(1, |c| c.version + 1);
+        let v = PolicyVersion {
+            version,
+            created_at: self.now(),
+            created_by: actor.user.clone(),
+            comment: comment.clone(),
+            digest: d,
+            sources,
+        };
+        let old = current.map(|c| c.sources).unwrap_or_default();
+        let cs = Changeset::new().write(Write::InsertPolicyVersion(v.clone())).event(
+            self.event(actor, "policy.applied", Some(format!("policy:{version}")))
+                .data(json!({
+                    "version": version, "digest": v.digest, "comment": comment,
+                    "diff": diff(&old, &v.sources),
+                })),
+        );
+        self.store.commit(cs).await.map_err(|e| match e {
+            StoreError::Conflict(_) | StoreError::AlreadyExists(_) => Error::Conflict(
+                "another policy version was applied at the same moment; review it and apply again".into(),
+            ),
+            e => e.into(),
+        })?;
+        self.install(candidate, version);
+        Ok(v)
+    }
+
+    /// A stored policy version (the one in force when `version` is `None`).
+    pub async fn get_policies(&self, actor: &Actor, version: Option<i64>) -> Result<PolicyVersion> {
+        self.require_admin(actor, AdminAction::ReadAudit, "policy.read").await?;
+        self.store.policy_version(version).await?.ok_or_else(|| {
+            Error::NotFound(match version {
+                Some(v) => format!("policy version {v}"),
+                None => "policy set (none applied)".into(),
+            })
+        })
+    }
+
+    pub async fn list_policy_versions(&self, actor: &Actor) -> Result<Vec<PolicyVersion>> {
+        self.require_admin(actor, AdminAction::ReadAudit, "policy.read").await?;
+        Ok(self.store.policy_versions().await?)
+    }
+
+    /// Replays the requests recorded since `since` against `sources` and reports every
+    /// decision that would change, plus recommendations from the same history.
+    pub async fn simulate_policies(
+        &self,
+        actor: &Actor,
+        sources: Vec<PolicySource>,
+        since: Timestamp,
+    ) -> Result<SimulationReport> {
+        self.require_admin(actor, AdminAction::ManagePolicies, "policy.simulate").await?;
+        Self::check_sources(&sources)?;
+        let candidate = self.compiler()?.compile(&sources).map_err(|m| Error::invalid("policy", m))?;
+        let history = self
+            .store
+            .requests(&RequestFilter { since: Some(since), limit: Some(100_000), ..Default::default() })
+            .await?;
+        let mut report = SimulationReport {
+            since,
+            evaluated: 0,
+            skipped: 0,
+            changes: vec![],
+            auto_approve_candidates: vec![],
+            unused_eligibilities: vec![],
+        };
+        let mut principals: BTreeMap<String, Option<Actor>> = BTreeMap::new();
+        let mut used_policies = BTreeSet::new();
+        for r in &history {
+            if let Some(p) = &r.policy {
+                used_policies.insert(p.clone());
+            }
+            let (Some(target), Some(role)) =
+                (self.store.target(&r.target).await?, self.store.role(&r.target, &r.role).await?)
+            else {
+                report.skipped += 1;
+                continue;
+            };
+            if !principals.contains_key(&r.requester) {
+                let a = match self.store.user(&r.requester).await? {
+                    Some(u) => Some(Actor {
+                        groups: self.store.groups_of(&u.name).await?,
+                        user: u.name,
+                        admin: u.admin,
+                        token_id: None,
+                    }),
+                    None => None,
+                };
+                principals.insert(r.requester.clone(), a);
+            }
+            let Some(Some(principal)) = principals.get(&r.requester) else {
+                report.skipped += 1;
+                continue;
+            };
+            let d = candidate.decide_request(&RequestInput {
+                principal,
+                target: &target,
+                role: &role,
+                duration_secs: r.duration_secs,
+                justification: &r.justification,
+                task: r.task.as_deref(),
+                ticket: r.ticket.as_deref(),
+                source_addr: r.context.source_addr.as_deref(),
+                device: &r.context.device,
+                break_glass: r.break_glass,
+                now: r.created_at,
+            });
+            report.evaluated += 1;
+            let (candidate_words, candidate_policy) = outcome_words(&d);
+            let recorded = recorded_words(r);
+            if candidate_words != recorded {
+                report.changes.push(SimulatedChange {
+                    request_id: r.id,
+                    requester: r.requester.clone(),
+                    target: r.target.clone(),
+                    role: r.role.clone(),
+                    created_at: r.created_at,
+                    recorded,
+                    candidate: candidate_words,
+                    candidate_policy,
+                });
+            }
+        }
+
+        // Pairs decided only by people, always approved, quickly.
+        let mut by_pair: BTreeMap<(String, String), Vec<&Request>> = BTreeMap::new();
+        for r in history.iter().filter(|r| r.approvals_required > 0 && r.decided_at.is_some()) {
+            by_pair.entry((r.target.clone(), r.role.clone())).or_default().push(r);
+        }
+        for ((t, role), rs) in by_pair {
+            let decided: Vec<_> = rs
+                .iter()
+                .filter(|r| matches!(r.state, RequestState::Approved | RequestState::Denied))
+                .collect();
+            if decided.len() < 3 || decided.iter().any(|r| r.state == RequestState::Denied) {
+                continue;
+            }
+            let mut waits: Vec<i64> = decided
+                .iter()
+                .filter_map(|r| r.decided_at.map(|d| d.duration_since(r.created_at).as_secs()))
+                .collect();
+            waits.sort_unstable();
+            let median = waits[waits.len() / 2];
+            if median <= 15 * 60 {
+                report.auto_approve_candidates.push(format!(
+                    "{t}/{role}: approved {n} of {n} times, median wait {w}; consider @auto_approve",
+                    n = decided.len(),
+                    w = format_duration(median.max(1)),
+                ));
+            }
+        }
+        report.unused_eligibilities = self
+            .decider()
+            .eligibility_policies()
+            .into_iter()
+            .filter(|p| !used_policies.contains(p))
+            .collect();
+        Ok(report)
+    }
+}

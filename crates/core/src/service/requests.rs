@@ -1,0 +1,574 @@
+//! Requests: creation, decision by policy, approval tiers, break-glass and its review.
+
+use super::*;
+use crate::decision::Permit;
+
+/// Where a pending request stands in its approval steps.
+struct TierPosition {
+    index: u32,
+    tier: ApprovalTier,
+}
+
+fn tier_position(req: &Request, approvals: &[Approval]) -> Option<TierPosition> {
+    req.approval_tiers.iter().enumerate().find_map(|(i, t)| {
+        let have = approvals
+            .iter()
+            .filter(|a| a.tier == i as u32 && a.decision == ApprovalDecision::Approve)
+            .count() as u32;
+        (have < t.required).then(|| TierPosition { index: i as u32, tier: t.clone() })
+    })
+}
+
+pub(super) fn tiers_text(tiers: &[ApprovalTier]) -> String {
+    tiers
+        .iter()
+        .map(|t| format!("{}:{}", t.group.as_deref().unwrap_or("any approver"), t.required))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ControlPlane {
+    pub async fn create_request(
+        &self,
+        actor: &Actor,
+        new: NewRequest,
+        context: RequestContext,
+    ) -> Result<(Request, Option<Grant>)> {
+        let target = self
+            .store
+            .target(&new.target)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("target {}", new.target)))?;
+        let role = self.store.role(&new.target, &new.role).await?.ok_or_else(|| {
+            Error::NotFound(format!("role {} on target {}", new.role, new.target))
+        })?;
+        if new.duration_secs <= 0 {
+            return Err(Error::invalid("duration", "must be greater than zero"));
+        }
+        let justification = new.justification.trim().to_string();
+        if justification.is_empty() {
+            return Err(Error::invalid(
+                "justification",
+                "is required: say why you need this privilege",
+            ));
+        }
+        if justification.chars().count() > self.limits.max_justification_chars {
+            return Err(Error::invalid(
+                "justification",
+                format!("is longer than {} characters", self.limits.max_justification_chars),
+            ));
+        }
+        let task = trimmed("task", new.task, 200)?;
+        let ticket = trimmed("ticket", new.ticket, 200)?;
+        let now = self.now();
+
+        let decision = self.decider().decide_request(&RequestInput {
+            principal: actor,
+            target: &target,
+            role: &role,
+            duration_secs: new.duration_secs,
+            justification: &justification,
+            task: task.as_deref(),
+            ticket: ticket.as_deref(),
+            source_addr: context.source_addr.as_deref(),
+            device: &context.device,
+            break_glass: new.break_glass,
+            now,
+        });
+
+        // The longest allowed is the tightest of the role, the policy and the server limit.
+        let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);
+        if let RequestDecision::Permit(Permit { max_duration_secs: Some(p), .. }) = &decision {
+            max = max.min(*p);
+        }
+        if new.duration_secs > max {
+            return Err(Error::invalid(
+                "duration",
+                format!(
+                    "{} is longer than the {} allowed for role {} on {}",
+                    format_duration(new.duration_secs),
+                    format_duration(max),
+                    role.name,
+                    target.name
+                ),
+            ));
+        }
+
+        let mut req = Request {
+            id: Uuid::now_v7(),
+            requester: actor.user.clone(),
+            target: target.name.clone(),
+            role: role.name.clone(),
+            duration_secs: new.duration_secs,
+            justification,
+            task,
+            ticket,
+            context,
+            state: RequestState::Pending,
+            created_at: now,
+            pending_until: now
+                .checked_add(SignedDuration::from_secs(self.limits.pending_ttl_secs))
+                .map_err(|_| Error::Internal("pending deadline overflow".into()))?,
+            decided_at: None,
+            decided_by: None,
+            decision_reason: None,
+            grant_id: None,
+            approvals_required: 0,
+            approval_tiers: vec![],
+            policy: None,
+            break_glass: new.break_glass,
+            review: None,
+            version: 1,
+        };
+        let created = self
+            .event(actor, "request.created", subject("request", req.id))
+            .data(json!({
+                "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
+                "justification": req.justification, "task": req.task, "ticket": req.ticket,
+                "source_addr": req.context.source_addr, "break_glass": req.break_glass,
+            }));
+        let decision = match decision {
+            RequestDecision::Permit(p) if new.break_glass && !p.break_glass => {
+                RequestDecision::Deny {
+                    reason: format!(
+                        "no policy allows break-glass access to {}/{} for {}",
+                        target.name, role.name, actor.user
+                    ),
+                    policies: vec![],
+                }
+            }
+            d => d,
+        };
+
+        let mut cs = Changeset::new();
+        let mut grant = None;
+        match decision {
+            RequestDecision::Deny { reason, policies } => {
+                req.state = RequestState::Denied;
+                req.decided_at = Some(now);
+                req.decided_by = Some(POLICY_ACTOR.into());
+                req.decision_reason = Some(reason.clone());
+                req.policy = (!policies.is_empty()).then(|| policies.join(", "));
+                cs = cs.write(Write::InsertRequest(req.clone())).event(created).event(
+                    self.event(actor, "request.denied", subject("request", req.id))
+                        .outcome(Outcome::Denied)
+                        .data(json!({ "by": POLICY_ACTOR, "reason": reason, "policies": policies })),
+                );
+            }
+            RequestDecision::Permit(p) if p.auto_approve || p.break_glass => {
+                req.state = RequestState::Approved;
+                req.decided_at = Some(now);
+                req.decided_by = Some(POLICY_ACTOR.into());
+                req.decision_reason = Some(p.reason.clone());
+                req.policy = p.policy.clone();
+                if p.break_glass {
+                    req.review = Some(Review {
+                        state: ReviewState::Open,
+                        reviewed_by: None,
+                        reviewed_at: None,
+                        comment: None,
+                    });
+                }
+                let g = self.new_grant(&req, now)?;
+                req.grant_id = Some(g.id);
+                let action = if p.break_glass { "breakglass.granted" } else { "request.approved" };
+                cs = cs
+                    .write(Write::InsertRequest(req.clone()))
+                    .write(Write::InsertGrant(g.clone()))
+                    .event(created)
+                    .event(
+                        self.event(actor, action, subject("request", req.id)).data(json!({
+                            "by": POLICY_ACTOR, "reason": p.reason, "policy": p.policy,
+                        })),
+                    )
+                    .event(self.grant_started_event(actor, &g));
+                grant = Some(g);
+            }
+            RequestDecision::Permit(p) => {
+                req.approval_tiers = if p.tiers.is_empty() {
+                    vec![ApprovalTier { group: None, required: 1 }]
+                } else {
+                    p.tiers
+                };
+                req.approvals_required = req.approval_tiers.iter().map(|t| t.required).sum();
+                req.policy = p.policy.clone();
+                req.decision_reason = Some(p.reason);
+                cs = cs.write(Write::InsertRequest(req.clone())).event(created.data(json!({
+                    "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
+                    "justification": req.justification, "task": req.task, "ticket": req.ticket,
+                    "source_addr": req.context.source_addr, "policy": req.policy,
+                    "approval_tiers": tiers_text(&req.approval_tiers),
+                })));
+            }
+        }
+        self.store.commit(cs).await?;
+        self.deadline_changed.notify_one();
+        match (&grant, req.break_glass) {
+            (Some(g), true) => {
+                self.notify(Notice::BreakGlass { request: req.clone(), grant: g.clone() })
+            }
+            (Some(g), false) => self.notify(Notice::GrantStarted(g.clone())),
+            (None, _) if req.state == RequestState::Pending => {
+                self.notify(Notice::RequestPending(req.clone()))
+            }
+            (None, _) => self.notify(Notice::RequestDecided(req.clone())),
+        }
+        Ok((req, grant))
+    }
+
+    pub(super) fn new_grant(&self, req: &Request, now: Timestamp) -> Result<Grant> {
+        Ok(Grant {
+            id: Uuid::now_v7(),
+            request_id: req.id,
+            user: req.requester.clone(),
+            target: req.target.clone(),
+            role: req.role.clone(),
+            starts_at: now,
+            expires_at: now
+                .checked_add(SignedDuration::from_secs(req.duration_secs))
+                .map_err(|_| Error::invalid("duration", "is too large"))?,
+            state: GrantState::Active,
+            ended_at: None,
+            ended_by: None,
+            end_reason: None,
+        })
+    }
+
+    pub(super) fn grant_started_event(&self, actor: &Actor, g: &Grant) -> NewAuditEvent {
+        self.event(actor, "grant.started", subject("grant", g.id)).data(json!({
+            "request": g.request_id, "user": g.user, "target": g.target, "role": g.role,
+            "expires_at": g.expires_at,
+        }))
+    }
+
+    async fn load_request(&self, id: Uuid) -> Result<Request> {
+        self.store
+            .request(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("request {id}")))
+    }
+
+    /// Whether `actor` may decide `req` now, and in which tier their decision counts.
+    async fn decision_tier(
+        &self,
+        actor: &Actor,
+        req: &Request,
+        approvals: &[Approval],
+    ) -> Result<std::result::Result<u32, String>> {
+        let (Some(target), Some(role)) = (
+            self.store.target(&req.target).await?,
+            self.store.role(&req.target, &req.role).await?,
+        ) else {
+            return Ok(Err(format!("role {}/{} no longer exists", req.target, req.role)));
+        };
+        if let Err(why) = self.decider().may_approve(actor, req, &target, &role) {
+            return Ok(Err(why));
+        }
+        let Some(pos) = tier_position(req, approvals) else {
+            return Ok(Err("every approval step is already complete".into()));
+        };
+        if let Some(g) = &pos.tier.group
+            && !actor.groups.iter().any(|m| m == g)
+        {
+            return Ok(Err(format!(
+                "approval step {} needs a member of group {g}; {} is not one",
+                pos.index + 1,
+                actor.user
+            )));
+        }
+        Ok(Ok(pos.index))
+    }
+
+    /// Requesters see their own requests, approvers the ones they may decide, auditors all.
+    pub async fn get_request(&self, actor: &Actor, id: Uuid) -> Result<(Request, Vec<Approval>)> {
+        let req = self.load_request(id).await?;
+        let approvals = self.store.approvals(id).await?;
+        let visible = req.requester == actor.user
+            || self.holds(actor, AdminAction::ReadAudit)
+            || approvals.iter().any(|a| a.approver == actor.user)
+            || (req.state == RequestState::Pending
+                && self.decision_tier(actor, &req, &approvals).await?.is_ok());
+        if !visible {
+            return Err(self
+                .refuse(
+                    actor,
+                    "request.read",
+                    subject("request", id),
+                    format!("request {id} belongs to another user"),
+                )
+                .await);
+        }
+        Ok((req, approvals))
+    }
+
+    pub async fn list_requests(
+        &self,
+        actor: &Actor,
+        mut filter: RequestFilter,
+    ) -> Result<Vec<Request>> {
+        if !self.holds(actor, AdminAction::ReadAudit) {
+            match &filter.requester {
+                Some(r) if *r != actor.user => {
+                    return Err(self
+                        .refuse(
+                            actor,
+                            "request.list",
+                            None,
+                            format!("only admins may list requests of {r}"),
+                        )
+                        .await);
+                }
+                _ => filter.requester = Some(actor.user.clone()),
+            }
+        }
+        Ok(self.store.requests(&filter).await?)
+    }
+
+    /// Pending requests that `actor` may approve or deny right now (their current tier).
+    pub async fn approvable_requests(&self, actor: &Actor) -> Result<Vec<Request>> {
+        let pending = self
+            .store
+            .requests(&RequestFilter {
+                state: Some(RequestState::Pending),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await?;
+        let mut out = vec![];
+        for req in pending {
+            if req.requester == actor.user {
+                continue;
+            }
+            let approvals = self.store.approvals(req.id).await?;
+            if approvals.iter().any(|a| a.approver == actor.user) {
+                continue;
+            }
+            if self.decision_tier(actor, &req, &approvals).await?.is_ok() {
+                out.push(req);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn cancel_request(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Request> {
+        let reason = trimmed("reason", reason, 500)?;
+        let mut req = self.load_request(id).await?;
+        if req.requester != actor.user {
+            return Err(self
+                .refuse(
+                    actor,
+                    "request.cancel",
+                    subject("request", id),
+                    format!("only the requester may cancel request {id}"),
+                )
+                .await);
+        }
+        if req.state != RequestState::Pending {
+            return Err(Error::Conflict(format!(
+                "request {id} is {}, only pending requests can be cancelled",
+                req.state
+            )));
+        }
+        let now = self.now();
+        req.state = RequestState::Cancelled;
+        req.decided_at = Some(now);
+        req.decided_by = Some(actor.user.clone());
+        req.decision_reason = reason.clone();
+        req.version += 1;
+        let cs = Changeset::new().write(Write::UpdateRequest(req.clone())).event(
+            self.event(actor, "request.cancelled", subject("request", id))
+                .data(json!({ "reason": reason })),
+        );
+        self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
+        self.notify(Notice::RequestDecided(req.clone()));
+        Ok(req)
+    }
+
+    /// Records one approver's decision. Completing the last tier grants the request; a denial
+    /// by an eligible approver ends it.
+    pub async fn decide_request(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        decision: ApprovalDecision,
+        comment: Option<String>,
+    ) -> Result<(Request, Option<Grant>)> {
+        let comment = trimmed("comment", comment, 1000)?;
+        if decision == ApprovalDecision::Deny && comment.is_none() {
+            return Err(Error::invalid("comment", "is required when denying: say why"));
+        }
+        let mut req = self.load_request(id).await?;
+        let action = match decision {
+            ApprovalDecision::Approve => "request.approve",
+            ApprovalDecision::Deny => "request.deny",
+        };
+        if req.requester == actor.user {
+            return Err(self
+                .refuse(
+                    actor,
+                    action,
+                    subject("request", id),
+                    format!("{} cannot {} their own request", actor.user, decision),
+                )
+                .await);
+        }
+        if req.state != RequestState::Pending {
+            return Err(Error::Conflict(format!(
+                "request {id} is already {}, not pending",
+                req.state
+            )));
+        }
+        let approvals = self.store.approvals(id).await?;
+        if approvals.iter().any(|a| a.approver == actor.user) {
+            return Err(Error::Conflict(format!(
+                "{} has already decided request {id}",
+                actor.user
+            )));
+        }
+        if tier_position(&req, &approvals).is_none() {
+            // Another approver completed the last step after we read the request.
+            return Err(Error::Conflict(format!(
+                "request {id} was decided by someone else at the same moment"
+            )));
+        }
+        let tier = match self.decision_tier(actor, &req, &approvals).await? {
+            Ok(t) => t,
+            Err(why) => return Err(self.refuse(actor, action, subject("request", id), why).await),
+        };
+        let now = self.now();
+        let approval = Approval {
+            request_id: id,
+            tier,
+            approver: actor.user.clone(),
+            decision,
+            comment: comment.clone(),
+            at: now,
+        };
+        req.version += 1;
+        let mut all = approvals.clone();
+        all.push(approval.clone());
+        let mut events = vec![];
+        let mut grant = None;
+        match decision {
+            ApprovalDecision::Deny => {
+                req.state = RequestState::Denied;
+                req.decided_at = Some(now);
+                req.decided_by = Some(actor.user.clone());
+                req.decision_reason = comment.clone();
+                events.push(
+                    self.event(actor, "request.denied", subject("request", id))
+                        .data(json!({ "by": actor.user, "comment": comment, "tier": tier + 1 })),
+                );
+            }
+            ApprovalDecision::Approve => {
+                let approved = all.iter().filter(|a| a.decision == ApprovalDecision::Approve).count();
+                events.push(
+                    self.event(actor, "request.approval_recorded", subject("request", id))
+                        .data(json!({
+                            "by": actor.user, "comment": comment, "tier": tier + 1,
+                            "approvals": approved, "required": req.approvals_required,
+                        })),
+                );
+                if tier_position(&req, &all).is_none() {
+                    req.state = RequestState::Approved;
+                    req.decided_at = Some(now);
+                    req.decided_by = Some(actor.user.clone());
+                    req.decision_reason = comment.clone();
+                    let g = self.new_grant(&req, now)?;
+                    req.grant_id = Some(g.id);
+                    events.push(
+                        self.event(actor, "request.approved", subject("request", id))
+                            .data(json!({ "by": actor.user })),
+                    );
+                    events.push(self.grant_started_event(actor, &g));
+                    grant = Some(g);
+                }
+            }
+        }
+        // The version check on the request comes first: of concurrent deciders exactly one
+        // commits, the rest get a conflict.
+        let mut cs = Changeset::new()
+            .write(Write::UpdateRequest(req.clone()))
+            .write(Write::InsertApproval(approval));
+        if let Some(g) = &grant {
+            cs = cs.write(Write::InsertGrant(g.clone()));
+        }
+        cs.events = events;
+        self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
+        if let Some(g) = &grant {
+            self.deadline_changed.notify_one();
+            self.notify(Notice::RequestDecided(req.clone()));
+            self.notify(Notice::GrantStarted(g.clone()));
+        } else if req.state == RequestState::Denied {
+            self.notify(Notice::RequestDecided(req.clone()));
+        } else {
+            // The next tier's approvers have something to do.
+            self.notify(Notice::RequestPending(req.clone()));
+        }
+        Ok((req, grant))
+    }
+
+    /// Break-glass grants that nobody has reviewed yet (or all of them).
+    pub async fn break_glass_requests(&self, actor: &Actor, open_only: bool) -> Result<Vec<Request>> {
+        self.require_admin(actor, AdminAction::ManageGrants, "breakglass.list").await?;
+        let mut all = self
+            .store
+            .requests(&RequestFilter {
+                review: open_only.then_some(ReviewState::Open),
+                ..Default::default()
+            })
+            .await?;
+        all.retain(|r| r.break_glass && r.review.is_some());
+        Ok(all)
+    }
+
+    /// Closes the after-the-fact review of a break-glass grant. Never by the one who used it.
+    pub async fn review_break_glass(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        comment: Option<String>,
+    ) -> Result<Request> {
+        let comment = trimmed("comment", comment, 2000)?;
+        self.require_admin(actor, AdminAction::ManageGrants, "breakglass.review").await?;
+        let mut req = self.load_request(id).await?;
+        if !req.break_glass || req.review.is_none() {
+            return Err(Error::Conflict(format!("request {id} is not a break-glass grant")));
+        }
+        if req.requester == actor.user {
+            return Err(self
+                .refuse(
+                    actor,
+                    "breakglass.review",
+                    subject("request", id),
+                    format!("{} cannot review their own break-glass access", actor.user),
+                )
+                .await);
+        }
+        if req.review.as_ref().is_some_and(|r| r.state == ReviewState::Closed) {
+            return Err(Error::Conflict(format!("break-glass request {id} is already reviewed")));
+        }
+        let Some(comment) = comment else {
+            return Err(Error::invalid("comment", "is required: record what the review found"));
+        };
+        let now = self.now();
+        req.review = Some(Review {
+            state: ReviewState::Closed,
+            reviewed_by: Some(actor.user.clone()),
+            reviewed_at: Some(now),
+            comment: Some(comment.clone()),
+        });
+        req.version += 1;
+        let cs = Changeset::new().write(Write::UpdateRequest(req.clone())).event(
+            self.event(actor, "breakglass.reviewed", subject("request", id))
+                .data(json!({ "comment": comment, "requester": req.requester })),
+        );
+        self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
+        Ok(req)
+    }
+}

@@ -1,0 +1,1412 @@
+//! Loading, indexing (slicing) and evaluating policies.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Context, Decision, Effect, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request,
+    ResourceConstraint, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+
+use crate::annotations::{self, RequestTerms};
+use crate::error::PolicyError;
+use crate::query::*;
+
+/// Largest total size of policy sources accepted by [`Engine::load`].
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+
+const SCHEMA_TEXT: &str = include_str!("schema.cedarschema");
+
+/// The Cedar schema every policy is validated against (namespace `Pedm`).
+pub fn schema_text() -> &'static str {
+    SCHEMA_TEXT
+}
+
+static SCHEMA: LazyLock<Result<Arc<Schema>, String>> = LazyLock::new(|| {
+    Schema::from_cedarschema_str(SCHEMA_TEXT)
+        .map(|(s, _warnings)| Arc::new(s))
+        .map_err(|e| e.to_string())
+});
+
+/// The parsed schema (for callers that want to validate entities or requests themselves).
+pub fn schema() -> Result<Arc<Schema>, PolicyError> {
+    SCHEMA.clone().map_err(PolicyError::Schema)
+}
+
+/// Engine-wide options.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Zone of `context.time` for policies without `@timezone`.
+    pub default_timezone: TimeZone,
+    /// Largest total input accepted by [`Engine::load`] (sum of source ids and texts);
+    /// default [`MAX_POLICY_BYTES`] (1 MiB). Checked before anything is parsed.
+    pub max_input_bytes: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            default_timezone: TimeZone::UTC,
+            max_input_bytes: MAX_POLICY_BYTES,
+        }
+    }
+}
+
+impl EngineOptions {
+    /// Options with a default zone given by IANA name (e.g. `"Europe/Berlin"`).
+    pub fn with_timezone(name: &str) -> Result<Self, PolicyError> {
+        Ok(EngineOptions {
+            default_timezone: TimeZone::get(name).map_err(|e| PolicyError::Annotation {
+                policy: "<engine options>".into(),
+                message: format!("unknown time zone {name:?}: {e}"),
+            })?,
+            ..EngineOptions::default()
+        })
+    }
+}
+
+/// A loaded policy, as listed by [`Engine::policies`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    pub id: String,
+    /// The source (file) id it was loaded from.
+    pub source: String,
+    /// `"permit"` or `"forbid"`.
+    pub effect: String,
+    /// Actions in its scope; `None`: every action.
+    pub actions: Option<Vec<String>>,
+    pub annotations: BTreeMap<String, String>,
+    /// IANA zone `context.time` is computed in for this policy.
+    pub timezone: String,
+    /// The policy's Cedar text as written.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    ty: String,
+    id: String,
+}
+
+#[derive(Debug, Clone)]
+enum Scope {
+    Any,
+    Eq(Key),
+    In(Key),
+    Is(String),
+    IsIn(String, Key),
+}
+
+impl Scope {
+    fn key(&self) -> Option<&Key> {
+        match self {
+            Scope::Eq(k) | Scope::In(k) | Scope::IsIn(_, k) => Some(k),
+            Scope::Any | Scope::Is(_) => None,
+        }
+    }
+}
+
+/// Entity keys and type names interned to integers, for a dense, cache-friendly index.
+#[derive(Debug, Default)]
+struct Interner {
+    types: HashMap<String, u32>,
+    /// Per type id: entity id → key id (key ids are unique over all types).
+    ids: Vec<HashMap<String, u32>>,
+    next: u32,
+    labels: HashMap<String, u32>,
+}
+
+impl Interner {
+    fn ty(&mut self, t: &str) -> u32 {
+        if let Some(&i) = self.types.get(t) {
+            return i;
+        }
+        let i = self.types.len() as u32;
+        self.types.insert(t.to_string(), i);
+        self.ids.push(HashMap::new());
+        i
+    }
+    fn key(&mut self, k: &Key) -> u32 {
+        let t = self.ty(&k.ty) as usize;
+        if let Some(&i) = self.ids[t].get(&k.id) {
+            return i;
+        }
+        let i = self.next;
+        self.next += 1;
+        self.ids[t].insert(k.id.clone(), i);
+        i
+    }
+    fn label(&mut self, l: &str) -> u32 {
+        let n = self.labels.len() as u32;
+        *self.labels.entry(l.to_string()).or_insert(n)
+    }
+    fn scope(&mut self, s: &Scope) -> CScope {
+        match s {
+            Scope::Any => CScope::Any,
+            Scope::Eq(k) => CScope::Eq(self.key(k)),
+            Scope::In(k) => CScope::In(self.key(k)),
+            Scope::Is(t) => CScope::Is(self.ty(t)),
+            Scope::IsIn(t, k) => CScope::IsIn(self.ty(t), self.key(k)),
+        }
+    }
+    fn lookup(&self, ty: u32, id: &str) -> Option<u32> {
+        self.ids.get(ty as usize)?.get(id).copied()
+    }
+}
+
+/// A scope constraint over interned ids.
+#[derive(Debug, Clone, Copy)]
+enum CScope {
+    Any,
+    Eq(u32),
+    In(u32),
+    Is(u32),
+    IsIn(u32, u32),
+}
+
+impl CScope {
+    /// Cedar's scope semantics, given that `n` lists every ancestor the entity store has.
+    /// Ids no policy mentions are not interned (`None` / left out): they match no `==`/`in`.
+    fn matches(self, n: &CNode) -> bool {
+        match self {
+            CScope::Any => true,
+            CScope::Eq(k) => n.me == Some(k),
+            CScope::In(k) => n.is_in(k),
+            CScope::Is(t) => n.ty == t,
+            CScope::IsIn(t, k) => n.ty == t && n.is_in(k),
+        }
+    }
+}
+
+const NO_LABEL: u32 = u32::MAX;
+
+/// Per-policy data the slicer reads, kept dense.
+#[derive(Debug, Clone, Copy)]
+struct Compact {
+    principal: CScope,
+    resource: CScope,
+    /// The policy's first condition is `resource.labels.contains(<this label>)`.
+    label: u32,
+}
+
+/// A request entity (principal or resource): its type, its own key and all its ancestors.
+struct CNode {
+    ty: u32,
+    me: Option<u32>,
+    ancestors: Vec<u32>,
+}
+
+impl CNode {
+    fn is_in(&self, k: u32) -> bool {
+        self.me == Some(k) || self.ancestors.contains(&k)
+    }
+    fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.me.into_iter().chain(self.ancestors.iter().copied())
+    }
+}
+
+/// `Some(label)` if the policy's condition begins with `resource.labels.contains("label")`:
+/// the first conjunct of the first clause, a `when`. Cedar evaluates the scope (which cannot
+/// error), then that conjunct (which cannot error on a resource that has `labels`) and
+/// short-circuits when it is false: the policy can then neither apply nor error, so it may
+/// be left out of the slice when the resource lacks the label.
+fn leading_label(policy: &Policy) -> Option<String> {
+    let est = policy.to_json().ok()?;
+    let first = est.get("conditions")?.as_array()?.first()?;
+    if first.get("kind")?.as_str()? != "when" {
+        return None;
+    }
+    let mut body = first.get("body")?;
+    while let Some(and) = body.get("&&") {
+        body = and.get("left")?;
+    }
+    let contains = body.get("contains")?;
+    let dot = contains.get("left")?.get(".")?;
+    if dot.get("left")?.get("Var")?.as_str()? != "resource"
+        || dot.get("attr")?.as_str()? != "labels"
+    {
+        return None;
+    }
+    Some(contains.get("right")?.get("Value")?.as_str()?.to_string())
+}
+
+fn key_of(uid: &EntityUid) -> Key {
+    Key {
+        ty: uid.type_name().to_string(),
+        id: uid.id().unescaped().to_string(),
+    }
+}
+
+fn principal_scope(c: PrincipalConstraint) -> Scope {
+    match c {
+        PrincipalConstraint::Any => Scope::Any,
+        PrincipalConstraint::Eq(u) => Scope::Eq(key_of(&u)),
+        PrincipalConstraint::In(u) => Scope::In(key_of(&u)),
+        PrincipalConstraint::Is(t) => Scope::Is(t.to_string()),
+        PrincipalConstraint::IsIn(t, u) => Scope::IsIn(t.to_string(), key_of(&u)),
+    }
+}
+
+fn resource_scope(c: ResourceConstraint) -> Scope {
+    match c {
+        ResourceConstraint::Any => Scope::Any,
+        ResourceConstraint::Eq(u) => Scope::Eq(key_of(&u)),
+        ResourceConstraint::In(u) => Scope::In(key_of(&u)),
+        ResourceConstraint::Is(t) => Scope::Is(t.to_string()),
+        ResourceConstraint::IsIn(t, u) => Scope::IsIn(t.to_string(), key_of(&u)),
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    source: String,
+    policy: Policy,
+    forbid: bool,
+    /// `None`: every action.
+    actions: Option<Vec<Action>>,
+    principal: Scope,
+    resource: Scope,
+    zone: usize,
+    terms: RequestTerms,
+    annotations: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct ActionIndex {
+    /// Principal and resource both `==`/`in` an entity.
+    by_pair: HashMap<(u32, u32), Vec<u32>>,
+    /// Only the principal.
+    by_principal: HashMap<u32, Vec<u32>>,
+    /// Only the resource.
+    by_resource: HashMap<u32, Vec<u32>>,
+    always: Vec<u32>,
+}
+
+struct Types {
+    user: EntityTypeName,
+    group: EntityTypeName,
+    target: EntityTypeName,
+    role: EntityTypeName,
+    command: EntityTypeName,
+    task: EntityTypeName,
+    system: EntityTypeName,
+    actions: Vec<EntityUid>,
+}
+
+fn type_name(s: &str) -> EntityTypeName {
+    EntityTypeName::from_str(s).expect("static type name")
+}
+
+impl Types {
+    fn new() -> Types {
+        let action_ty = type_name("Pedm::Action");
+        Types {
+            user: type_name("Pedm::User"),
+            group: type_name("Pedm::Group"),
+            target: type_name("Pedm::Target"),
+            role: type_name("Pedm::Role"),
+            command: type_name("Pedm::Command"),
+            task: type_name("Pedm::Task"),
+            system: type_name("Pedm::System"),
+            actions: Action::ALL
+                .iter()
+                .map(|a| {
+                    EntityUid::from_type_name_and_id(action_ty.clone(), EntityId::new(a.as_str()))
+                })
+                .collect(),
+        }
+    }
+}
+
+const USER: &str = "Pedm::User";
+const GROUP: &str = "Pedm::Group";
+const TARGET: &str = "Pedm::Target";
+const ROLE: &str = "Pedm::Role";
+const COMMAND: &str = "Pedm::Command";
+const TASK: &str = "Pedm::Task";
+const SYSTEM: &str = "Pedm::System";
+const TY_USER: u32 = 0;
+const TY_GROUP: u32 = 1;
+const TY_TARGET: u32 = 2;
+const TY_ROLE: u32 = 3;
+const TY_COMMAND: u32 = 4;
+const TY_TASK: u32 = 5;
+const TY_SYSTEM: u32 = 6;
+/// The id of the single `Pedm::System` entity.
+pub const SYSTEM_ID: &str = "pedm";
+
+/// An immutable, validated, indexed policy set. Swap whole engines to change policies.
+pub struct Engine {
+    policies: Vec<Entry>,
+    by_id: HashMap<String, u32>,
+    /// Index 0 is the default zone.
+    zones: Vec<(String, TimeZone)>,
+    index: Vec<ActionIndex>,
+    compact: Vec<Compact>,
+    interner: Interner,
+    /// All policies of each zone (for the unsliced evaluation).
+    full: Vec<PolicySet>,
+    types: Types,
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("policies", &self.policies.len())
+            .field(
+                "zones",
+                &self.zones.iter().map(|z| &z.0).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Raw result of evaluating the candidate policies, as Cedar would on one set:
+/// the satisfied forbids, the satisfied permits (empty when a forbid applies) and the
+/// evaluation errors, each sorted by policy id.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub forbids: Vec<String>,
+    pub permits: Vec<String>,
+    /// `(policy id, message)`.
+    pub errors: Vec<(String, String)>,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |p| before.len() - p - 1)
+        + 1;
+    (line, col)
+}
+
+fn format_parse_errors(text: &str, errs: &cedar_policy::ParseErrors) -> String {
+    use miette::Diagnostic;
+    errs.iter()
+        .map(|e| {
+            let loc = e
+                .labels()
+                .and_then(|mut l| l.next())
+                .map(|l| {
+                    let (line, col) = line_col(text, l.offset());
+                    format!("line {line}, column {col}: ")
+                })
+                .unwrap_or_default();
+            let help = e.help().map(|h| format!(" ({h})")).unwrap_or_default();
+            format!("{loc}{e}{help}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn is_request_only(actions: &Option<Vec<Action>>) -> bool {
+    matches!(actions.as_deref(), Some([Action::Request]))
+}
+
+impl Engine {
+    /// Parse, check and index `sources` (`(source id, Cedar text)`, each text holding any
+    /// number of policies). Every error refuses the whole set.
+    pub fn load(sources: &[(String, String)], opts: EngineOptions) -> Result<Engine, PolicyError> {
+        let size: usize = sources.iter().map(|(id, t)| id.len() + t.len()).sum();
+        if size > opts.max_input_bytes {
+            return Err(PolicyError::TooLarge {
+                size,
+                limit: opts.max_input_bytes,
+            });
+        }
+        let schema = schema()?;
+        let types = Types::new();
+        let default_name = opts
+            .default_timezone
+            .iana_name()
+            .unwrap_or("default")
+            .to_string();
+        let mut zones = vec![(default_name, opts.default_timezone.clone())];
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut by_id: HashMap<String, u32> = HashMap::new();
+
+        for (source_id, text) in sources {
+            let parsed = PolicySet::from_str(text).map_err(|e| PolicyError::Parse {
+                source_id: source_id.clone(),
+                message: format_parse_errors(text, &e),
+            })?;
+            if parsed.templates().next().is_some() {
+                return Err(PolicyError::Parse {
+                    source_id: source_id.clone(),
+                    message: "policy templates (?principal / ?resource slots) are not supported"
+                        .into(),
+                });
+            }
+            // `from_str` names the policies policy0, policy1, ... in source order.
+            let mut numbered: Vec<(usize, &Policy)> = parsed
+                .policies()
+                .map(|p| {
+                    let n = p
+                        .id()
+                        .to_string()
+                        .strip_prefix("policy")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(usize::MAX);
+                    (n, p)
+                })
+                .collect();
+            numbered.sort_by_key(|(n, _)| *n);
+            for (n, p) in numbered {
+                let id = match p.annotation(annotations::ID) {
+                    Some(v) if v.trim().is_empty() => {
+                        return Err(PolicyError::Annotation {
+                            policy: format!("{source_id}#{n}"),
+                            message: "@id is empty".into(),
+                        });
+                    }
+                    Some(v) => v.to_string(),
+                    None => format!("{source_id}#{n}"),
+                };
+                if let Some(&first) = by_id.get(&id) {
+                    return Err(PolicyError::DuplicateId {
+                        id,
+                        first: entries[first as usize].source.clone(),
+                        second: source_id.clone(),
+                    });
+                }
+                let policy = p.new_id(PolicyId::new(&id));
+                let forbid = policy.effect() == Effect::Forbid;
+                let actions = match policy.action_constraint() {
+                    ActionConstraint::Any => None,
+                    ActionConstraint::Eq(a) => Some(vec![a]),
+                    ActionConstraint::In(v) => Some(v),
+                }
+                .map(|uids| {
+                    let mut acts: Vec<Action> = uids
+                        .iter()
+                        .filter_map(|u| {
+                            (u.type_name().to_string() == "Pedm::Action")
+                                .then(|| Action::parse(u.id().unescaped()))
+                                .flatten()
+                        })
+                        .collect();
+                    acts.sort();
+                    acts.dedup();
+                    acts
+                });
+                let anns: Vec<(String, String)> = policy
+                    .annotations()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let terms =
+                    annotations::check(&anns, !forbid, !forbid && is_request_only(&actions))
+                        .map_err(|message| PolicyError::Annotation {
+                            policy: id.clone(),
+                            message,
+                        })?;
+                let zone = match policy.annotation(annotations::TIMEZONE) {
+                    None => 0,
+                    Some(name) => {
+                        if let Some(i) = zones.iter().position(|(z, _)| z == name) {
+                            i
+                        } else {
+                            let tz = TimeZone::get(name).map_err(|e| PolicyError::Annotation {
+                                policy: id.clone(),
+                                message: format!("@timezone({name:?}): unknown time zone: {e}"),
+                            })?;
+                            zones.push((name.to_string(), tz));
+                            zones.len() - 1
+                        }
+                    }
+                };
+                by_id.insert(id.clone(), entries.len() as u32);
+                entries.push(Entry {
+                    id,
+                    source: source_id.clone(),
+                    principal: principal_scope(policy.principal_constraint()),
+                    resource: resource_scope(policy.resource_constraint()),
+                    policy,
+                    forbid,
+                    actions,
+                    zone,
+                    terms,
+                    annotations: anns,
+                });
+            }
+        }
+
+        // Strict validation of the whole set at once.
+        let all =
+            PolicySet::from_policies(entries.iter().map(|e| e.policy.clone())).map_err(|e| {
+                PolicyError::Parse {
+                    source_id: "<set>".into(),
+                    message: e.to_string(),
+                }
+            })?;
+        let validator = Validator::new((*schema).clone());
+        let result = validator.validate(&all, ValidationMode::Strict);
+        let mut errors: Vec<(u32, String, String)> = result
+            .validation_errors()
+            .map(|e| {
+                let id = e.policy_id().to_string();
+                let order = by_id.get(&id).copied().unwrap_or(u32::MAX);
+                (order, id, e.to_string())
+            })
+            .collect();
+        // Warnings are refused too: an impossible policy or a wrongly applied action can
+        // never apply (surely a mistake), and bidi / confusable characters hide intent.
+        errors.extend(result.validation_warnings().map(|w| {
+            let id = w.policy_id().to_string();
+            let order = by_id.get(&id).copied().unwrap_or(u32::MAX);
+            (order, id, w.to_string())
+        }));
+        if !errors.is_empty() {
+            errors.sort();
+            return Err(PolicyError::Validation {
+                errors: errors.into_iter().map(|(_, id, m)| (id, m)).collect(),
+            });
+        }
+
+        // Index.
+        let mut interner = Interner::default();
+        for t in [USER, GROUP, TARGET, ROLE, COMMAND, TASK, SYSTEM] {
+            interner.ty(t); // fixed ids 0..=6, see TY_*
+        }
+        let mut compact = Vec::with_capacity(entries.len());
+        let mut index: Vec<ActionIndex> =
+            Action::ALL.iter().map(|_| ActionIndex::default()).collect();
+        for (i, e) in entries.iter().enumerate() {
+            compact.push(Compact {
+                principal: interner.scope(&e.principal),
+                resource: interner.scope(&e.resource),
+                label: leading_label(&e.policy).map_or(NO_LABEL, |l| interner.label(&l)),
+            });
+            let pk = e.principal.key().map(|k| interner.key(k));
+            let rk = e.resource.key().map(|k| interner.key(k));
+            let acts: Vec<Action> = match &e.actions {
+                None => Action::ALL.to_vec(),
+                Some(a) => a.clone(),
+            };
+            for a in acts {
+                let ix = &mut index[a.index()];
+                let bucket = match (pk, rk) {
+                    (Some(p), Some(r)) => ix.by_pair.entry((p, r)).or_default(),
+                    (Some(p), None) => ix.by_principal.entry(p).or_default(),
+                    (None, Some(r)) => ix.by_resource.entry(r).or_default(),
+                    (None, None) => &mut ix.always,
+                };
+                bucket.push(i as u32);
+            }
+        }
+        let mut full = Vec::new();
+        for z in 0..zones.len() {
+            full.push(
+                PolicySet::from_policies(
+                    entries
+                        .iter()
+                        .filter(|e| e.zone == z)
+                        .map(|e| e.policy.clone()),
+                )
+                .map_err(|e| PolicyError::Schema(e.to_string()))?,
+            );
+        }
+
+        Ok(Engine {
+            policies: entries,
+            by_id,
+            zones,
+            index,
+            compact,
+            interner,
+            full,
+            types,
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// Number of loaded policies.
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Every policy, in load order.
+    pub fn policies(&self) -> Vec<PolicyInfo> {
+        self.policies
+            .iter()
+            .map(|e| PolicyInfo {
+                id: e.id.clone(),
+                source: e.source.clone(),
+                effect: if e.forbid { "forbid" } else { "permit" }.into(),
+                actions: e
+                    .actions
+                    .as_ref()
+                    .map(|a| a.iter().map(|a| a.as_str().to_string()).collect()),
+                annotations: e.annotations.iter().cloned().collect(),
+                timezone: self.zones[e.zone].0.clone(),
+                text: e.policy.to_string(),
+            })
+            .collect()
+    }
+
+    /// Decide a `request` with the policy slice that can apply (the fast path).
+    pub fn decide_request(&self, q: &RequestQuery) -> RequestVerdict {
+        let eval = self.evaluate_view(&View::of_request(q), true);
+        self.request_verdict(q, eval)
+    }
+
+    /// Decide a `request` by evaluating every policy (reference semantics; tests and bench).
+    pub fn decide_request_full(&self, q: &RequestQuery) -> RequestVerdict {
+        let eval = self.evaluate_view(&View::of_request(q), false);
+        self.request_verdict(q, eval)
+    }
+
+    /// Authorise any action. For `request` this is `decide_request(..).is_permit()`.
+    /// For `approve`, `requester` is required and must differ from the approver.
+    pub fn authorize(&self, q: &AuthzQuery) -> Verdict {
+        self.authorize_with(q, true)
+    }
+
+    /// Like [`Engine::authorize`] but evaluating every policy (reference semantics).
+    pub fn authorize_full(&self, q: &AuthzQuery) -> Verdict {
+        self.authorize_with(q, false)
+    }
+
+    fn authorize_with(&self, q: &AuthzQuery, sliced: bool) -> Verdict {
+        if q.action == Action::Request
+            && let Resource::Role { target, role } = &q.resource
+        {
+            let rq = RequestQuery {
+                principal: q.principal.clone(),
+                target: target.clone(),
+                role: role.clone(),
+                context: q.context.clone(),
+            };
+            let eval = self.evaluate_view(&View::of_request(&rq), sliced);
+            return match self.request_verdict(&rq, eval) {
+                RequestVerdict::Permit(r) => Verdict {
+                    allowed: true,
+                    reason: format!("permitted by {}", r.policy),
+                    policies: vec![r.policy],
+                    errors: vec![],
+                },
+                RequestVerdict::Deny {
+                    policies,
+                    reason,
+                    errors,
+                } => Verdict {
+                    allowed: false,
+                    policies,
+                    errors,
+                    reason,
+                },
+            };
+        }
+        if q.action == Action::Approve {
+            match &q.requester {
+                None => {
+                    return deny_verdict("approve needs the requester (context.requester)");
+                }
+                Some(r) if r.user == q.principal.user => {
+                    return deny_verdict("nobody may approve their own request");
+                }
+                Some(_) => {}
+            }
+        }
+        let eval = self.evaluate(q, sliced);
+        verdict_of(q, eval)
+    }
+
+    /// The raw Cedar outcome for `q`, from the slice (`sliced`) or the whole set.
+    /// Sliced and full evaluations are always equal (see the property test).
+    pub fn evaluate(&self, q: &AuthzQuery, sliced: bool) -> Evaluation {
+        self.evaluate_view(&View::of(q), sliced)
+    }
+
+    fn evaluate_view(&self, q: &View<'_>, sliced: bool) -> Evaluation {
+        let entities = match self.entities(q) {
+            Ok(e) => e,
+            Err(m) => {
+                return Evaluation {
+                    errors: vec![("<request>".into(), m)],
+                    ..Evaluation::default()
+                };
+            }
+        };
+        let p_uid = EntityUid::from_type_name_and_id(
+            self.types.user.clone(),
+            EntityId::new(&q.principal.user),
+        );
+        let r_uid = self.resource_uid(q.resource);
+        let a_uid = self.types.actions[q.action.index()].clone();
+
+        let mut out = Evaluation::default();
+        let run = |out: &mut Evaluation, zone: usize, set: &PolicySet| {
+            let context = match self.context(q, zone) {
+                Ok(c) => c,
+                Err(m) => {
+                    out.errors.push(("<request>".into(), m));
+                    return;
+                }
+            };
+            let request =
+                match Request::new(p_uid.clone(), a_uid.clone(), r_uid.clone(), context, None) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        out.errors.push(("<request>".into(), e.to_string()));
+                        return;
+                    }
+                };
+            let resp = self.authorizer.is_authorized(&request, set, &entities);
+            for pid in resp.diagnostics().reason() {
+                let id = pid.to_string();
+                match self.by_id.get(&id) {
+                    Some(&i) if self.policies[i as usize].forbid => out.forbids.push(id),
+                    _ => out.permits.push(id),
+                }
+            }
+            for e in resp.diagnostics().errors() {
+                let cedar_policy::AuthorizationError::PolicyEvaluationError(pe) = e;
+                out.errors
+                    .push((pe.policy_id().to_string(), pe.inner().to_string()));
+            }
+            debug_assert!(resp.decision() == Decision::Deny || !out.permits.is_empty());
+        };
+
+        if sliced {
+            let mut per_zone: Vec<Vec<Policy>> = Vec::new();
+            for i in self.candidates(q) {
+                let e = &self.policies[i as usize];
+                if per_zone.len() <= e.zone {
+                    per_zone.resize_with(e.zone + 1, Vec::new);
+                }
+                per_zone[e.zone].push(e.policy.clone());
+            }
+            for (zone, policies) in per_zone.into_iter().enumerate() {
+                if policies.is_empty() {
+                    continue;
+                }
+                match PolicySet::from_policies(policies) {
+                    Ok(set) => run(&mut out, zone, &set),
+                    Err(e) => out.errors.push(("<slice>".into(), e.to_string())),
+                }
+            }
+        } else {
+            for (zone, set) in self.full.iter().enumerate() {
+                if !set.is_empty() {
+                    run(&mut out, zone, set);
+                }
+            }
+        }
+        out.forbids.sort();
+        out.permits.sort();
+        out.errors.sort();
+        if !out.forbids.is_empty() {
+            out.permits.clear();
+        }
+        out
+    }
+
+    /// How many policies the slice for `q` holds (what Cedar is handed; diagnostics).
+    pub fn slice_len(&self, q: &AuthzQuery) -> usize {
+        self.candidates(&View::of(q)).len()
+    }
+
+    /// The policies that can apply to `q`: bucket lookups, then Cedar's exact scope rules
+    /// and the leading-label filter (see [`leading_label`]).
+    fn candidates(&self, q: &View<'_>) -> Vec<u32> {
+        let (principal, resource) = self.nodes(q);
+        let labels: Option<Vec<u32>> = match q.resource {
+            ResView::System => None,
+            ResView::Role(t, ..)
+            | ResView::Command(t, ..)
+            | ResView::Task(t, _)
+            | ResView::Target(t) => {
+                let mut buf = String::new();
+                Some(
+                    t.labels
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            buf.clear();
+                            buf.push_str(k);
+                            buf.push('=');
+                            buf.push_str(v);
+                            self.interner.labels.get(buf.as_str()).copied()
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let ix = &self.index[q.action.index()];
+        let mut out = Vec::new();
+        let mut take = |i: u32| {
+            let c = &self.compact[i as usize];
+            if c.principal.matches(&principal)
+                && c.resource.matches(&resource)
+                && (c.label == NO_LABEL || labels.as_ref().is_none_or(|l| l.contains(&c.label)))
+            {
+                out.push(i);
+            }
+        };
+        for p in principal.keys() {
+            for r in resource.keys() {
+                if let Some(v) = ix.by_pair.get(&(p, r)) {
+                    v.iter().copied().for_each(&mut take);
+                }
+            }
+            if let Some(v) = ix.by_principal.get(&p) {
+                v.iter().copied().for_each(&mut take);
+            }
+        }
+        for r in resource.keys() {
+            if let Some(v) = ix.by_resource.get(&r) {
+                v.iter().copied().for_each(&mut take);
+            }
+        }
+        ix.always.iter().copied().for_each(&mut take);
+        out
+    }
+
+    fn resource_uid(&self, r: ResView<'_>) -> EntityUid {
+        match r {
+            ResView::Role(t, role) => self.ruid(t, role),
+            ResView::Command(t, role, c) => EntityUid::from_type_name_and_id(
+                self.types.command.clone(),
+                EntityId::new(command_id(t, role, c)),
+            ),
+            ResView::Task(t, task) => EntityUid::from_type_name_and_id(
+                self.types.task.clone(),
+                EntityId::new(task_id(t, task)),
+            ),
+            ResView::Target(t) => self.tuid(t),
+            ResView::System => EntityUid::from_type_name_and_id(
+                self.types.system.clone(),
+                EntityId::new(SYSTEM_ID),
+            ),
+        }
+    }
+
+    /// Interned principal and resource with all their ancestors (deduplicated).
+    fn nodes(&self, q: &View<'_>) -> (CNode, CNode) {
+        let it = &self.interner;
+        let mut groups: Vec<u32> = q
+            .principal
+            .groups
+            .iter()
+            .filter_map(|g| it.lookup(TY_GROUP, g))
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let principal = CNode {
+            ty: TY_USER,
+            me: it.lookup(TY_USER, &q.principal.user),
+            ancestors: groups,
+        };
+        let target = |t: &TargetRef| it.lookup(TY_TARGET, &t.name);
+        let role = |t: &TargetRef, r: &RoleRef| it.lookup(TY_ROLE, &role_id(t, r));
+        let resource = match q.resource {
+            ResView::Role(t, r) => CNode {
+                ty: TY_ROLE,
+                me: role(t, r),
+                ancestors: target(t).into_iter().collect(),
+            },
+            ResView::Command(t, r, c) => CNode {
+                ty: TY_COMMAND,
+                me: it.lookup(TY_COMMAND, &command_id(t, r, c)),
+                ancestors: role(t, r).into_iter().chain(target(t)).collect(),
+            },
+            ResView::Task(t, task) => CNode {
+                ty: TY_TASK,
+                me: it.lookup(TY_TASK, &task_id(t, task)),
+                ancestors: target(t).into_iter().collect(),
+            },
+            ResView::Target(t) => CNode {
+                ty: TY_TARGET,
+                me: target(t),
+                ancestors: vec![],
+            },
+            ResView::System => CNode {
+                ty: TY_SYSTEM,
+                me: it.lookup(TY_SYSTEM, SYSTEM_ID),
+                ancestors: vec![],
+            },
+        };
+        (principal, resource)
+    }
+
+    fn user_entity(&self, p: &Principal) -> Result<Entity, String> {
+        let parents: HashSet<EntityUid> = p
+            .groups
+            .iter()
+            .map(|g| EntityUid::from_type_name_and_id(self.types.group.clone(), EntityId::new(g)))
+            .collect();
+        let uid = EntityUid::from_type_name_and_id(self.types.user.clone(), EntityId::new(&p.user));
+        Entity::new(
+            uid,
+            HashMap::from([("admin".to_string(), RestrictedExpression::new_bool(p.admin))]),
+            parents,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn target_attrs(t: &TargetRef) -> HashMap<String, RestrictedExpression> {
+        let mut attrs = HashMap::with_capacity(8);
+        attrs.insert(
+            "kind".into(),
+            RestrictedExpression::new_string(t.kind.clone()),
+        );
+        attrs.insert(
+            "labels".into(),
+            RestrictedExpression::new_set(
+                t.labels
+                    .iter()
+                    .map(|(k, v)| RestrictedExpression::new_string(format!("{k}={v}"))),
+            ),
+        );
+        attrs
+    }
+
+    fn tuid(&self, t: &TargetRef) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.types.target.clone(), EntityId::new(&t.name))
+    }
+
+    fn ruid(&self, t: &TargetRef, r: &RoleRef) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.types.role.clone(), EntityId::new(role_id(t, r)))
+    }
+
+    /// The entity store of one query: the principal (parents: its groups), the requester for
+    /// `approve`, and the resource. Every entity lists *all* its ancestors as parents
+    /// (a command: its role and target), so group, target and role entities need not be in
+    /// the store: no policy can reach their attributes (no attribute holds an entity
+    /// reference), and `in` only looks at ancestors.
+    fn entities(&self, q: &View<'_>) -> Result<Entities, String> {
+        let mut list = Vec::with_capacity(3);
+        list.push(self.user_entity(q.principal)?);
+        if q.action == Action::Approve
+            && let Some(r) = q.requester
+        {
+            if r.user == q.principal.user {
+                return Err("the requester cannot be the approver".into());
+            }
+            list.push(self.user_entity(r)?);
+        }
+        let resource = match q.resource {
+            ResView::Role(target, role) => {
+                let mut attrs = Self::target_attrs(target);
+                attrs.insert(
+                    "name".into(),
+                    RestrictedExpression::new_string(role.name.clone()),
+                );
+                attrs.insert(
+                    "target".into(),
+                    RestrictedExpression::new_string(target.name.clone()),
+                );
+                if let Some(ra) = &role.run_as {
+                    attrs.insert(
+                        "run_as".into(),
+                        RestrictedExpression::new_string(ra.clone()),
+                    );
+                }
+                attrs.insert(
+                    "auto_approve".into(),
+                    RestrictedExpression::new_bool(role.auto_approve),
+                );
+                Entity::new(
+                    self.ruid(target, role),
+                    attrs,
+                    HashSet::from([self.tuid(target)]),
+                )
+            }
+            ResView::Command(target, role, command) => {
+                let mut attrs = Self::target_attrs(target);
+                attrs.insert(
+                    "path".into(),
+                    RestrictedExpression::new_string(command.path.clone()),
+                );
+                attrs.insert(
+                    "args".into(),
+                    RestrictedExpression::new_string(command.args.clone()),
+                );
+                attrs.insert(
+                    "role".into(),
+                    RestrictedExpression::new_string(role.name.clone()),
+                );
+                attrs.insert(
+                    "target".into(),
+                    RestrictedExpression::new_string(target.name.clone()),
+                );
+                if let Some(h) = &command.sha256 {
+                    attrs.insert("sha256".into(), RestrictedExpression::new_string(h.clone()));
+                }
+                let uid = EntityUid::from_type_name_and_id(
+                    self.types.command.clone(),
+                    EntityId::new(command_id(target, role, command)),
+                );
+                Entity::new(
+                    uid,
+                    attrs,
+                    HashSet::from([self.ruid(target, role), self.tuid(target)]),
+                )
+            }
+            ResView::Task(target, task) => {
+                let mut attrs = Self::target_attrs(target);
+                attrs.insert(
+                    "name".into(),
+                    RestrictedExpression::new_string(task.to_string()),
+                );
+                attrs.insert(
+                    "target".into(),
+                    RestrictedExpression::new_string(target.name.clone()),
+                );
+                let uid = EntityUid::from_type_name_and_id(
+                    self.types.task.clone(),
+                    EntityId::new(task_id(target, task)),
+                );
+                Entity::new(uid, attrs, HashSet::from([self.tuid(target)]))
+            }
+            ResView::Target(t) => {
+                let mut attrs = Self::target_attrs(t);
+                attrs.insert(
+                    "name".into(),
+                    RestrictedExpression::new_string(t.name.clone()),
+                );
+                Entity::new(self.tuid(t), attrs, HashSet::new())
+            }
+            ResView::System => Ok(Entity::new_no_attrs(
+                EntityUid::from_type_name_and_id(
+                    self.types.system.clone(),
+                    EntityId::new(SYSTEM_ID),
+                ),
+                HashSet::new(),
+            )),
+        }
+        .map_err(|e| e.to_string())?;
+        list.push(resource);
+        Entities::from_entities(list, None).map_err(|e| e.to_string())
+    }
+
+    fn context(&self, q: &View<'_>, zone: usize) -> Result<Context, String> {
+        let c = q.context;
+        let dt = self.zones[zone].1.to_datetime(c.now);
+        let time = RestrictedExpression::new_record([
+            (
+                "hour".to_string(),
+                RestrictedExpression::new_long(i64::from(dt.hour())),
+            ),
+            (
+                "minute_of_day".to_string(),
+                RestrictedExpression::new_long(i64::from(dt.hour()) * 60 + i64::from(dt.minute())),
+            ),
+            (
+                "weekday".to_string(),
+                RestrictedExpression::new_long(i64::from(dt.weekday().to_monday_one_offset())),
+            ),
+            (
+                "day_of_month".to_string(),
+                RestrictedExpression::new_long(i64::from(dt.day())),
+            ),
+        ])
+        .map_err(|e| e.to_string())?;
+        let mut dev = Vec::new();
+        if let Some(m) = c.device.managed {
+            dev.push(("managed".to_string(), RestrictedExpression::new_bool(m)));
+        }
+        if let Some(m) = c.device.compliant {
+            dev.push(("compliant".to_string(), RestrictedExpression::new_bool(m)));
+        }
+        if let Some(os) = &c.device.os {
+            dev.push((
+                "os".to_string(),
+                RestrictedExpression::new_string(os.clone()),
+            ));
+        }
+        let device = RestrictedExpression::new_record(dev).map_err(|e| e.to_string())?;
+        let mut pairs = vec![
+            (
+                "duration_secs".to_string(),
+                RestrictedExpression::new_long(c.duration_secs),
+            ),
+            (
+                "break_glass".to_string(),
+                RestrictedExpression::new_bool(c.break_glass),
+            ),
+            (
+                "has_ticket".to_string(),
+                RestrictedExpression::new_bool(c.has_ticket),
+            ),
+            ("device".to_string(), device),
+            ("time".to_string(), time),
+        ];
+        if let Some(ip) = c.source_ip {
+            pairs.push(("source_ip".to_string(), ip_expression(ip)));
+        }
+        if q.action == Action::Approve
+            && let Some(r) = q.requester
+        {
+            pairs.push((
+                "requester".to_string(),
+                RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                    self.types.user.clone(),
+                    EntityId::new(&r.user),
+                )),
+            ));
+        }
+        Context::from_pairs(pairs).map_err(|e| e.to_string())
+    }
+
+    fn request_verdict(&self, q: &RequestQuery, eval: Evaluation) -> RequestVerdict {
+        if !eval.errors.is_empty() {
+            let mut policies: Vec<String> = eval.errors.iter().map(|(id, _)| id.clone()).collect();
+            policies.dedup();
+            let errors: Vec<String> = eval
+                .errors
+                .iter()
+                .map(|(id, m)| format!("{id}: {m}"))
+                .collect();
+            return RequestVerdict::Deny {
+                reason: format!(
+                    "policy evaluation failed ({}); denied because errors never permit",
+                    errors.join("; ")
+                ),
+                policies,
+                errors,
+            };
+        }
+        if !eval.forbids.is_empty() {
+            return RequestVerdict::Deny {
+                reason: format!("denied by forbid policy {}", eval.forbids.join(", ")),
+                policies: eval.forbids,
+                errors: vec![],
+            };
+        }
+        let what = format!(
+            "user {} to request role {} on target {}",
+            q.principal.user, q.role.name, q.target.name
+        );
+        if eval.permits.is_empty() {
+            return RequestVerdict::Deny {
+                policies: vec![],
+                reason: format!("no policy permits {what}"),
+                errors: vec![],
+            };
+        }
+        let ctx = &q.context;
+        let mut usable: Vec<(&String, &Entry)> = Vec::new();
+        let mut bg_only = Vec::new();
+        let mut too_long = Vec::new();
+        for id in &eval.permits {
+            let e = &self.policies[self.by_id[id] as usize];
+            if e.terms.break_glass && !ctx.break_glass {
+                bg_only.push(id.clone());
+            } else if e
+                .terms
+                .max_duration_secs
+                .is_some_and(|m| ctx.duration_secs > m)
+            {
+                too_long.push(format!(
+                    "{id} (max_duration {}s)",
+                    e.terms.max_duration_secs.unwrap_or_default()
+                ));
+            } else {
+                usable.push((id, e));
+            }
+        }
+        if usable.is_empty() {
+            let mut reasons = Vec::new();
+            if !bg_only.is_empty() {
+                reasons.push(format!(
+                    "{} permit(s) only break-glass requests",
+                    bg_only.join(", ")
+                ));
+            }
+            if !too_long.is_empty() {
+                reasons.push(format!(
+                    "requested duration {}s exceeds the maximum of {}",
+                    ctx.duration_secs,
+                    too_long.join(", ")
+                ));
+            }
+            let mut policies = bg_only;
+            policies.extend(
+                too_long
+                    .iter()
+                    .map(|s| s.split(' ').next().unwrap_or_default().to_string()),
+            );
+            policies.sort();
+            return RequestVerdict::Deny {
+                policies,
+                reason: format!("no usable policy permits {what}: {}", reasons.join("; ")),
+                errors: vec![],
+            };
+        }
+        // Least friction: a break-glass permit for a break-glass request, then auto-approve,
+        // then fewest total approvals, then the lowest policy id.
+        let (id, e) = usable
+            .into_iter()
+            .min_by_key(|(id, e)| {
+                (
+                    !(ctx.break_glass && e.terms.break_glass),
+                    !(e.terms.auto_approve || e.terms.break_glass),
+                    e.terms.total_approvals(),
+                    (*id).clone(),
+                )
+            })
+            .expect("usable is not empty");
+        let bg = ctx.break_glass && e.terms.break_glass;
+        RequestVerdict::Permit(Requirements {
+            policy: id.clone(),
+            auto_approve: e.terms.auto_approve || bg,
+            max_duration_secs: e.terms.max_duration_secs,
+            tiers: e.terms.effective_tiers(),
+            break_glass: bg,
+        })
+    }
+}
+
+/// Entity id of a role: `"<target>/<role>"`.
+pub fn role_id(t: &TargetRef, r: &RoleRef) -> String {
+    format!("{}/{}", t.name, r.name)
+}
+
+/// Entity id of a command: `"<target>/<role>/<path>"`.
+pub fn command_id(t: &TargetRef, r: &RoleRef, c: &CommandRef) -> String {
+    format!("{}/{}/{}", t.name, r.name, c.path)
+}
+
+/// Entity id of a task: `"<target>/<task>"`.
+pub fn task_id(t: &TargetRef, task: &str) -> String {
+    format!("{}/{}", t.name, task)
+}
+
+/// A borrowed query (avoids cloning the caller's query on the hot path).
+struct View<'a> {
+    principal: &'a Principal,
+    action: Action,
+    resource: ResView<'a>,
+    context: &'a Ctx,
+    requester: Option<&'a Principal>,
+}
+
+#[derive(Clone, Copy)]
+enum ResView<'a> {
+    Role(&'a TargetRef, &'a RoleRef),
+    Command(&'a TargetRef, &'a RoleRef, &'a CommandRef),
+    Task(&'a TargetRef, &'a str),
+    Target(&'a TargetRef),
+    System,
+}
+
+impl<'a> View<'a> {
+    fn of(q: &'a AuthzQuery) -> View<'a> {
+        View {
+            principal: &q.principal,
+            action: q.action,
+            resource: match &q.resource {
+                Resource::Role { target, role } => ResView::Role(target, role),
+                Resource::Command {
+                    target,
+                    role,
+                    command,
+                } => ResView::Command(target, role, command),
+                Resource::Task { target, task } => ResView::Task(target, task),
+                Resource::Target(t) => ResView::Target(t),
+                Resource::System => ResView::System,
+            },
+            context: &q.context,
+            requester: q.requester.as_ref(),
+        }
+    }
+
+    fn of_request(q: &'a RequestQuery) -> View<'a> {
+        View {
+            principal: &q.principal,
+            action: Action::Request,
+            resource: ResView::Role(&q.target, &q.role),
+            context: &q.context,
+            requester: None,
+        }
+    }
+}
+
+/// `ip("…")` for a context. Building it parses the extension name `ip` with Cedar's full
+/// parser (~2.4 µs), so expressions are cached per thread and address.
+fn ip_expression(ip: IpAddr) -> RestrictedExpression {
+    thread_local! {
+        static CACHE: RefCell<HashMap<IpAddr, RestrictedExpression>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(e) = c.get(&ip) {
+            return e.clone();
+        }
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        let e = RestrictedExpression::new_ip(ip.to_string());
+        c.insert(ip, e.clone());
+        e
+    })
+}
+
+fn deny_verdict(reason: &str) -> Verdict {
+    Verdict {
+        allowed: false,
+        policies: vec![],
+        errors: vec![],
+        reason: reason.into(),
+    }
+}
+
+fn verdict_of(q: &AuthzQuery, eval: Evaluation) -> Verdict {
+    let errors: Vec<String> = eval
+        .errors
+        .iter()
+        .map(|(id, m)| format!("{id}: {m}"))
+        .collect();
+    if !errors.is_empty() {
+        let mut policies: Vec<String> = eval.errors.iter().map(|(id, _)| id.clone()).collect();
+        policies.dedup();
+        return Verdict {
+            allowed: false,
+            policies,
+            reason: format!(
+                "policy evaluation failed ({}); denied because errors never permit",
+                errors.join("; ")
+            ),
+            errors,
+        };
+    }
+    if !eval.forbids.is_empty() {
+        return Verdict {
+            allowed: false,
+            reason: format!("denied by forbid policy {}", eval.forbids.join(", ")),
+            policies: eval.forbids,
+            errors,
+        };
+    }
+    if eval.permits.is_empty() {
+        return Verdict {
+            allowed: false,
+            policies: vec![],
+            errors,
+            reason: format!(
+                "no policy permits user {} to {}",
+                q.principal.user, q.action
+            ),
+        };
+    }
+    Verdict {
+        allowed: true,
+        reason: format!("permitted by {}", eval.permits.join(", ")),
+        policies: eval.permits,
+        errors,
+    }
+}

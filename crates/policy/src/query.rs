@@ -1,0 +1,320 @@
+//! Query and verdict types.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Who is asking: a user, the groups it belongs to (its Cedar parents) and the admin flag.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Principal {
+    pub user: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+impl Principal {
+    pub fn new(user: impl Into<String>, groups: &[&str]) -> Self {
+        Principal {
+            user: user.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            admin: false,
+        }
+    }
+}
+
+/// A target as policies see it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TargetRef {
+    pub name: String,
+    #[serde(default)]
+    pub kind: String,
+    /// Labels; policies see them as the set of `"key=value"` strings.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl TargetRef {
+    pub fn new(name: impl Into<String>, kind: impl Into<String>, labels: &[(&str, &str)]) -> Self {
+        TargetRef {
+            name: name.into(),
+            kind: kind.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+impl From<&pedm_core::model::Target> for TargetRef {
+    fn from(t: &pedm_core::model::Target) -> Self {
+        TargetRef {
+            name: t.name.clone(),
+            kind: t.kind.as_str().to_string(),
+            labels: t.labels.clone(),
+        }
+    }
+}
+
+/// A role on a target.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RoleRef {
+    pub name: String,
+    #[serde(default)]
+    pub run_as: Option<String>,
+    /// The role's owner marked it low-risk (`resource.auto_approve`).
+    #[serde(default)]
+    pub auto_approve: bool,
+}
+
+impl RoleRef {
+    pub fn new(name: impl Into<String>) -> Self {
+        RoleRef {
+            name: name.into(),
+            run_as: None,
+            auto_approve: false,
+        }
+    }
+}
+
+impl From<&pedm_core::model::Role> for RoleRef {
+    fn from(r: &pedm_core::model::Role) -> Self {
+        RoleRef {
+            name: r.name.clone(),
+            run_as: r.run_as.clone(),
+            auto_approve: r.auto_approve,
+        }
+    }
+}
+
+/// A command to be executed under a role (action `exec`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CommandRef {
+    pub path: String,
+    #[serde(default)]
+    pub args: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// Device posture claims. Absent claims are absent attributes in Cedar
+/// (`context.device has managed`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Device {
+    #[serde(default)]
+    pub managed: Option<bool>,
+    #[serde(default)]
+    pub compliant: Option<bool>,
+    #[serde(default)]
+    pub os: Option<String>,
+}
+
+/// Request context. `now` is turned into `context.time` in each policy's time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ctx {
+    pub duration_secs: i64,
+    pub break_glass: bool,
+    pub has_ticket: bool,
+    /// `None` leaves `context.source_ip` absent; policies must guard it with `has`.
+    pub source_ip: Option<IpAddr>,
+    pub device: Device,
+    pub now: jiff::Timestamp,
+}
+
+impl Ctx {
+    /// A context at `now` with everything else empty / false and a one-hour duration.
+    pub fn at(now: jiff::Timestamp) -> Self {
+        Ctx {
+            duration_secs: 3600,
+            break_glass: false,
+            has_ticket: false,
+            source_ip: None,
+            device: Device::default(),
+            now,
+        }
+    }
+}
+
+/// Action `request`: may `principal` obtain `role` on `target`, and on which terms?
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestQuery {
+    pub principal: Principal,
+    pub target: TargetRef,
+    pub role: RoleRef,
+    pub context: Ctx,
+}
+
+/// Every action of the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Request,
+    Approve,
+    Exec,
+    RunTask,
+    Delegate,
+    ManageUsers,
+    ManageTargets,
+    ManagePolicies,
+    ReadAudit,
+    /// Revoke others' grants, review break-glass access.
+    ManageGrants,
+}
+
+impl Action {
+    pub const ALL: [Action; 10] = [
+        Action::Request,
+        Action::Approve,
+        Action::Exec,
+        Action::RunTask,
+        Action::Delegate,
+        Action::ManageUsers,
+        Action::ManageTargets,
+        Action::ManagePolicies,
+        Action::ReadAudit,
+        Action::ManageGrants,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Request => "request",
+            Action::Approve => "approve",
+            Action::Exec => "exec",
+            Action::RunTask => "run_task",
+            Action::Delegate => "delegate",
+            Action::ManageUsers => "manage_users",
+            Action::ManageTargets => "manage_targets",
+            Action::ManagePolicies => "manage_policies",
+            Action::ReadAudit => "read_audit",
+            Action::ManageGrants => "manage_grants",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The resource of an [`AuthzQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    /// `Pedm::Role::"<target>/<role>"` (actions request, approve, delegate).
+    Role { target: TargetRef, role: RoleRef },
+    /// `Pedm::Command::"<target>/<role>/<path>"` (action exec).
+    Command {
+        target: TargetRef,
+        role: RoleRef,
+        command: CommandRef,
+    },
+    /// `Pedm::Task::"<target>/<task>"` (actions run_task, delegate).
+    Task { target: TargetRef, task: String },
+    /// `Pedm::Target::"<name>"` (admin actions scoped to one target).
+    Target(TargetRef),
+    /// `Pedm::System::"pedm"` (admin actions on the installation).
+    System,
+}
+
+/// Any action other than the approval-aware `request` decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthzQuery {
+    pub principal: Principal,
+    pub action: Action,
+    pub resource: Resource,
+    pub context: Ctx,
+    /// For `approve`: the user whose request is being approved (`context.requester`).
+    pub requester: Option<Principal>,
+}
+
+/// One ordered approval step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalTier {
+    /// Approvers must be members of this group; `None`: anyone the `approve` action permits.
+    pub group: Option<String>,
+    /// Distinct approvals needed.
+    pub required: u32,
+}
+
+impl std::fmt::Display for ApprovalTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.group {
+            Some(g) => write!(f, "{g}:{}", self.required),
+            None => write!(f, "{}", self.required),
+        }
+    }
+}
+
+/// Terms on which a request is permitted (from the chosen permit policy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirements {
+    /// The permit policy whose annotations these are.
+    pub policy: String,
+    /// Granted without approvers (also true for break-glass grants).
+    pub auto_approve: bool,
+    /// The longest grant the policy allows; `None` if unannotated.
+    pub max_duration_secs: Option<i64>,
+    /// Ordered approval tiers; empty when `auto_approve`.
+    pub tiers: Vec<ApprovalTier>,
+    /// Granted through a `@break_glass("true")` policy: notify, open a review.
+    pub break_glass: bool,
+}
+
+impl Requirements {
+    /// Total number of approvals over all tiers.
+    pub fn total_approvals(&self) -> u32 {
+        self.tiers.iter().map(|t| t.required).sum()
+    }
+
+    /// Tiers written like the annotation (`"team-leads:1, security:2"`).
+    pub fn tiers_text(&self) -> String {
+        self.tiers
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Outcome of [`crate::Engine::decide_request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestVerdict {
+    Deny {
+        /// Determining policies: the forbids that applied, the policies that errored, or the
+        /// permits that applied but could not be used (e.g. duration over their maximum).
+        policies: Vec<String>,
+        reason: String,
+        /// Evaluation errors (`policy id: message`); any error denies.
+        errors: Vec<String>,
+    },
+    Permit(Requirements),
+}
+
+impl RequestVerdict {
+    pub fn is_permit(&self) -> bool {
+        matches!(self, RequestVerdict::Permit(_))
+    }
+}
+
+/// Outcome of [`crate::Engine::authorize`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Determining policies: permits when allowed; forbids (or erroring policies) when denied.
+    pub policies: Vec<String>,
+    /// Evaluation errors (`policy id: message`); any error denies.
+    pub errors: Vec<String>,
+    /// Human-readable explanation.
+    pub reason: String,
+}

@@ -1,0 +1,447 @@
+//! Audit-log cryptography over HTTP: the public key, signed checkpoints, Merkle proofs, and
+//! streaming exports. Reads need the `read_audit` right, except the public key.
+
+use super::AppState;
+use super::error::{ApiErr, ApiResult};
+use super::extract::{Caller, Query};
+use crate::audit_signer::{AuditSigner, from_record};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pedm_api::*;
+use pedm_audit::{CsvWriter, ExportHeader, ExportWriter, OcsfWriter, SignedCheckpoint};
+use pedm_core::store::{AuditFilter, Store};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Events read from the store per page of an export.
+const EXPORT_PAGE: u32 = 5_000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(audit_pubkey))
+        .routes(routes!(list_checkpoints, sign_checkpoint))
+        .routes(routes!(inclusion_proof))
+        .routes(routes!(consistency_proof))
+        .routes(routes!(export))
+        .routes(routes!(elevation_report))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiErr {
+    tracing::error!(error = %e, "audit");
+    ApiErr::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("audit log: {e}"),
+    )
+}
+
+fn store_err(e: pedm_core::store::StoreError) -> ApiErr {
+    ApiErr::from(pedm_core::Error::from(e))
+}
+
+fn signer(s: &AppState) -> ApiResult<&Arc<AuditSigner>> {
+    s.audit.as_ref().ok_or_else(|| {
+        ApiErr::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "audit checkpoint signing is not configured",
+        )
+    })
+}
+
+pub fn wire(cp: &SignedCheckpoint) -> AuditCheckpoint {
+    // The JSON forms are the same by construction.
+    serde_json::from_value(serde_json::to_value(cp).expect("serialisable"))
+        .expect("same JSON shape")
+}
+
+async fn sign(s: &AppState) -> ApiResult<SignedCheckpoint> {
+    signer(s)?
+        .sign_now()
+        .await
+        .map_err(|e| {
+            ApiErr::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("cannot sign a checkpoint: {e:#}"),
+            )
+        })?
+        .ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the audit log is empty: nothing to sign",
+            )
+        })
+}
+
+/// The public key that signs audit checkpoints (no token needed; an auditor should obtain it
+/// out of band too, and pass it to `pedm audit verify --pubkey`).
+#[utoipa::path(get, path = "/audit/pubkey", tag = "audit", security(()),
+    responses((status = 200, body = AuditPublicKey)))]
+async fn audit_pubkey(State(s): State<AppState>) -> ApiResult<Json<AuditPublicKey>> {
+    let k = signer(&s)?.public_key();
+    Ok(Json(AuditPublicKey {
+        public_key: k.to_string(),
+        key_id: k.key_id().to_string(),
+    }))
+}
+
+/// Every signed checkpoint, by ascending size (needs `read_audit`).
+#[utoipa::path(get, path = "/audit/checkpoints", tag = "audit",
+    responses((status = 200, body = Vec<AuditCheckpoint>), (status = 403, body = ErrorBody)))]
+async fn list_checkpoints(
+    State(s): State<AppState>,
+    c: Caller,
+) -> ApiResult<Json<Vec<AuditCheckpoint>>> {
+    s.cp.require_audit_reader(&c.actor).await?;
+    let all = s.cp.store().checkpoints().await.map_err(store_err)?;
+    let mut out = Vec::with_capacity(all.len());
+    for r in &all {
+        out.push(wire(&from_record(r).map_err(internal)?));
+    }
+    Ok(Json(out))
+}
+
+/// Signs a checkpoint of the whole log now and returns it (needs `read_audit`).
+#[utoipa::path(post, path = "/audit/checkpoints", tag = "audit",
+    responses((status = 200, body = AuditCheckpoint), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn sign_checkpoint(State(s): State<AppState>, c: Caller) -> ApiResult<Json<AuditCheckpoint>> {
+    s.cp.require_audit_reader(&c.actor).await?;
+    Ok(Json(wire(&sign(&s).await?)))
+}
+
+async fn leaves(store: &dyn Store, size: u64) -> ApiResult<Vec<[u8; 32]>> {
+    let mut out = Vec::with_capacity(size as usize);
+    let mut next = 1i64;
+    while (next as u64) <= size {
+        let to = (next + 99_999).min(size as i64);
+        let batch = store.audit_hashes(next, to).await.map_err(store_err)?;
+        if batch.len() as i64 != to - next + 1 {
+            return Err(internal(format!(
+                "events {next}..={to} are incomplete in the store"
+            )));
+        }
+        out.extend(batch);
+        next = to + 1;
+    }
+    Ok(out)
+}
+
+async fn checkpoint_of_size(s: &AppState, size: u64) -> ApiResult<Option<SignedCheckpoint>> {
+    let all = s.cp.store().checkpoints().await.map_err(store_err)?;
+    all.iter()
+        .find(|r| r.size as u64 == size)
+        .map(|r| from_record(r).map_err(internal))
+        .transpose()
+}
+
+/// RFC 6962 inclusion proof of event `seq` in a signed checkpoint (needs `read_audit`).
+#[utoipa::path(get, path = "/audit/proof/inclusion", tag = "audit", params(InclusionQuery),
+    responses((status = 200, body = InclusionProof), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn inclusion_proof(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<InclusionQuery>,
+) -> ApiResult<Json<InclusionProof>> {
+    s.cp.require_audit_reader(&c.actor).await?;
+    if q.seq < 1 {
+        return Err(ApiErr::invalid("invalid seq: must be 1 or more"));
+    }
+    let store = s.cp.store();
+    let cp = match q.size {
+        Some(size) => checkpoint_of_size(&s, size).await?.ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no signed checkpoint of size {size}"),
+            )
+        })?,
+        None => {
+            let latest = store.latest_checkpoint().await.map_err(store_err)?;
+            match latest {
+                Some(r) if r.size >= q.seq => from_record(&r).map_err(internal)?,
+                _ => {
+                    let head = store.audit_head().await.map_err(store_err)?;
+                    if head.is_none_or(|(h, _)| h < q.seq) {
+                        return Err(ApiErr::new(
+                            StatusCode::NOT_FOUND,
+                            "not_found",
+                            format!("audit event {} not found", q.seq),
+                        ));
+                    }
+                    sign(&s).await?
+                }
+            }
+        }
+    };
+    let size = cp.checkpoint.size;
+    if q.seq as u64 > size {
+        return Err(ApiErr::invalid(format!(
+            "invalid seq: event {} is not covered by the checkpoint of size {size}",
+            q.seq
+        )));
+    }
+    let leaves = leaves(store.as_ref(), size).await?;
+    let index = q.seq as u64 - 1;
+    let proof = pedm_audit::inclusion_proof(&leaves, index, size).map_err(internal)?;
+    Ok(Json(InclusionProof {
+        seq: q.seq,
+        leaf_index: index,
+        leaf: hex(&leaves[index as usize]),
+        tree_size: size,
+        proof: proof.iter().map(|h| hex(h)).collect(),
+        checkpoint: wire(&cp),
+    }))
+}
+
+fn hex(b: &[u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// RFC 6962 consistency proof between two tree sizes: the log of size `to` extends the one of
+/// size `from` (needs `read_audit`).
+#[utoipa::path(get, path = "/audit/proof/consistency", tag = "audit", params(ConsistencyQuery),
+    responses((status = 200, body = ConsistencyProof), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn consistency_proof(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<ConsistencyQuery>,
+) -> ApiResult<Json<ConsistencyProof>> {
+    s.cp.require_audit_reader(&c.actor).await?;
+    let store = s.cp.store();
+    let to = match q.to {
+        Some(t) => t,
+        None => store
+            .latest_checkpoint()
+            .await
+            .map_err(store_err)?
+            .map(|r| r.size as u64)
+            .ok_or_else(|| ApiErr::invalid("invalid to: no checkpoint is signed yet"))?,
+    };
+    if q.from > to {
+        return Err(ApiErr::invalid(format!(
+            "invalid from: {} is larger than to ({to})",
+            q.from
+        )));
+    }
+    let head = store
+        .audit_head()
+        .await
+        .map_err(store_err)?
+        .map_or(0, |h| h.0) as u64;
+    if to > head {
+        return Err(ApiErr::invalid(format!(
+            "invalid to: the log has only {head} events"
+        )));
+    }
+    let leaves = leaves(store.as_ref(), to).await?;
+    let proof = pedm_audit::consistency_proof(&leaves, q.from, to).map_err(internal)?;
+    Ok(Json(ConsistencyProof {
+        from: q.from,
+        to,
+        from_root: hex(&pedm_audit::root(&leaves[..q.from as usize])),
+        to_root: hex(&pedm_audit::root(&leaves)),
+        proof: proof.iter().map(|h| hex(h)).collect(),
+        from_checkpoint: checkpoint_of_size(&s, q.from).await?.as_ref().map(wire),
+        to_checkpoint: checkpoint_of_size(&s, to).await?.as_ref().map(wire),
+    }))
+}
+
+/// A `Write` whose bytes are taken out between pages and sent down the response.
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buf {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
+    }
+}
+
+enum Sink {
+    Jsonl(ExportWriter<Buf>),
+    Csv(CsvWriter<Buf>),
+    Ocsf(OcsfWriter<Buf>),
+}
+
+type Chunk = Result<Vec<u8>, std::io::Error>;
+
+/// Pages through the log, writing each page into `buf` and sending it; memory stays at about
+/// one page whatever the size of the log.
+async fn produce(
+    store: Arc<dyn Store>,
+    mut sink: Sink,
+    buf: Buf,
+    last: Option<i64>,
+    tx: tokio::sync::mpsc::Sender<Chunk>,
+) {
+    let io = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let mut after = 0i64;
+    loop {
+        if tx.send(Ok(buf.take())).await.is_err() {
+            return; // the client went away
+        }
+        let limit = match last {
+            Some(l) if l - after <= 0 => break,
+            Some(l) => EXPORT_PAGE.min((l - after) as u32),
+            None => EXPORT_PAGE,
+        };
+        let page = match store
+            .audit_events(&AuditFilter {
+                after_seq: Some(after),
+                limit: Some(limit),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "audit export aborted");
+                let _ = tx.send(Err(io(&e))).await;
+                return;
+            }
+        };
+        let Some(end) = page.last().map(|e| e.seq) else {
+            break;
+        };
+        for e in &page {
+            let r = match &mut sink {
+                Sink::Jsonl(w) => w.write_event(e),
+                Sink::Csv(w) => w.write(e),
+                Sink::Ocsf(w) => w.write(e),
+            };
+            if let Err(e) = r {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+        after = end;
+    }
+    let r = match sink {
+        Sink::Jsonl(w) => w.finish().map(drop),
+        Sink::Csv(w) => w.finish().map(drop),
+        Sink::Ocsf(w) => w.finish().map(drop),
+    };
+    match r {
+        Ok(()) => {
+            let _ = tx.send(Ok(buf.take())).await;
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+        }
+    }
+}
+
+/// The audit log as a streaming download (needs `read_audit`): `jsonl` (the verifiable export:
+/// a checkpoint of the current head is signed first, so every event is covered), `csv`, or
+/// `ocsf` (JSON Lines shaped after OCSF 1.1 for SIEMs).
+#[utoipa::path(get, path = "/audit/export", tag = "audit", params(ExportQuery),
+    responses((status = 200, description = "the export, streamed", content_type = "application/x-ndjson"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn export(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Response> {
+    s.cp.require_audit_reader(&c.actor).await?;
+    let format = q.format.as_deref().unwrap_or("jsonl");
+    let buf = Buf::default();
+    let store = s.cp.store().clone();
+    let (sink, last, content_type, ext) = match format {
+        "jsonl" => {
+            let signer = signer(&s)?;
+            let head = sign(&s).await.ok();
+            let last = head.as_ref().map_or(0, |c| c.checkpoint.size as i64);
+            let mut header = ExportHeader::new(
+                jiff::Timestamp::now(),
+                Some(signer.public_key().key_id().to_string()),
+            );
+            header.source = Some("pedmd".into());
+            let mut w = ExportWriter::new(buf.clone(), &header).map_err(internal)?;
+            for r in store.checkpoints().await.map_err(store_err)? {
+                if r.size <= last {
+                    w.write_checkpoint(&from_record(&r).map_err(internal)?)
+                        .map_err(internal)?;
+                }
+            }
+            (Sink::Jsonl(w), Some(last), "application/x-ndjson", "jsonl")
+        }
+        "csv" => (
+            Sink::Csv(CsvWriter::new(buf.clone()).map_err(internal)?),
+            None,
+            "text/csv",
+            "csv",
+        ),
+        "ocsf" => (
+            Sink::Ocsf(OcsfWriter::new(buf.clone())),
+            None,
+            "application/x-ndjson",
+            "ocsf.jsonl",
+        ),
+        other => {
+            return Err(ApiErr::invalid(format!(
+                "invalid format: {other:?} is not one of jsonl, csv, ocsf"
+            )));
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    tokio::spawn(produce(store, sink, buf, last, tx));
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"pedm-audit.{ext}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// One row per elevation held in the window: who, what, when, how long, why, who approved,
+/// break-glass (needs `read_audit`).
+#[utoipa::path(get, path = "/reports/elevations", tag = "audit", params(ReportQuery),
+    responses((status = 200, body = Vec<ElevationRow>), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn elevation_report(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult<Json<Vec<ElevationRow>>> {
+    let v = q.since.as_deref().unwrap_or("30d");
+    let since = match v.parse::<jiff::Timestamp>() {
+        Ok(t) => t,
+        Err(_) => {
+            let secs = parse_duration(v).map_err(|e| {
+                ApiErr::invalid(format!(
+                    "invalid since: {v:?} is neither a duration like 30d nor an RFC 3339 time ({e})"
+                ))
+            })?;
+            s.cp.now()
+                .checked_sub(jiff::SignedDuration::from_secs(secs))
+                .map_err(|e| ApiErr::invalid(format!("invalid since: {e}")))?
+        }
+    };
+    Ok(Json(s.cp.elevation_report(&c.actor, since).await?))
+}

@@ -1,0 +1,65 @@
+//! Turns the control plane's notices into webhook notifications.
+
+use pedm_core::notice::{Notice, Observer};
+use pedm_notify::{Notification, Notifier, Severity, kinds};
+use serde_json::json;
+
+pub struct WebhookObserver(pub Notifier);
+
+impl Observer for WebhookObserver {
+    fn notice(&self, notice: &Notice) {
+        self.0.notify(notification(notice));
+    }
+}
+
+fn notification(n: &Notice) -> Notification {
+    match n {
+        Notice::RequestPending(r) => Notification::new(
+            kinds::REQUEST_PENDING,
+            Severity::Info,
+            format!(
+                "{} asks for {} on {} for {}: {}",
+                r.requester,
+                r.role,
+                r.target,
+                pedm_core::duration::format_duration(r.duration_secs),
+                r.justification
+            ),
+            json!({ "request": r }),
+        ),
+        Notice::RequestDecided(r) => Notification::new(
+            kinds::REQUEST_DECIDED,
+            Severity::Info,
+            format!(
+                "request by {} for {} on {} is {}{}",
+                r.requester,
+                r.role,
+                r.target,
+                r.state,
+                r.decided_by.as_deref().map(|b| format!(" (by {b})")).unwrap_or_default()
+            ),
+            json!({ "request": r }),
+        ),
+        Notice::GrantStarted(g) => Notification::new(
+            kinds::GRANT_STARTED,
+            Severity::Info,
+            format!("{} now holds {} on {} until {}", g.user, g.role, g.target, g.expires_at),
+            json!({ "grant": g }),
+        ),
+        Notice::GrantEnded(g) => Notification::new(
+            kinds::GRANT_ENDED,
+            Severity::Info,
+            format!("{}'s {} on {} ended ({})", g.user, g.role, g.target, g.state),
+            json!({ "grant": g }),
+        ),
+        Notice::BreakGlass { request, grant } => Notification::new(
+            kinds::BREAK_GLASS,
+            Severity::High,
+            format!(
+                "BREAK-GLASS: {} took {} on {} until {} without approval: {}",
+                request.requester, request.role, request.target, grant.expires_at, request.justification
+            ),
+            json!({ "request": request, "grant": grant }),
+        ),
+    }
+}

@@ -1,0 +1,178 @@
+//! The adapter between the domain's decision port (`pedm_core::decision`) and the Cedar
+//! engine (`pedm_policy`).
+
+use pedm_core::decision::{
+    AdminAction, Decider, Permit, PolicyCompiler, RequestDecision, RequestInput,
+};
+use pedm_core::model::{Actor, ApprovalTier, PolicySource, Request, Role, Target};
+use pedm_policy::{
+    Action, AuthzQuery, Ctx, Device, Engine, EngineOptions, Principal, RequestQuery,
+    RequestVerdict, Resource, RoleRef, TargetRef,
+};
+use std::sync::Arc;
+
+pub const DEFAULT_POLICIES: &str = include_str!("default_policies.cedar");
+
+pub struct CedarCompiler {
+    pub options: EngineOptions,
+}
+
+impl PolicyCompiler for CedarCompiler {
+    fn compile(&self, sources: &[PolicySource]) -> Result<Arc<dyn Decider>, String> {
+        let pairs: Vec<(String, String)> =
+            sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
+        let engine = Engine::load(&pairs, self.options.clone()).map_err(|e| e.to_string())?;
+        Ok(Arc::new(CedarDecider { engine }))
+    }
+
+    fn default_sources(&self) -> Vec<PolicySource> {
+        vec![PolicySource { name: "default.cedar".into(), text: DEFAULT_POLICIES.into() }]
+    }
+}
+
+pub struct CedarDecider {
+    engine: Engine,
+}
+
+fn principal(a: &Actor) -> Principal {
+    Principal { user: a.user.clone(), groups: a.groups.clone(), admin: a.admin }
+}
+
+fn role_ref(r: &Role) -> RoleRef {
+    let mut rr = RoleRef::from(r);
+    rr.auto_approve = r.auto_approve;
+    rr
+}
+
+/// Device claims arrive as strings; the schema knows `managed`, `compliant` and `os`.
+fn device(claims: &std::collections::BTreeMap<String, String>) -> Device {
+    let flag = |k: &str| claims.get(k).and_then(|v| v.parse::<bool>().ok());
+    Device { managed: flag("managed"), compliant: flag("compliant"), os: claims.get("os").cloned() }
+}
+
+fn admin_action(a: AdminAction) -> Action {
+    match a {
+        AdminAction::ManageUsers => Action::ManageUsers,
+        AdminAction::ManageTargets => Action::ManageTargets,
+        AdminAction::ManagePolicies => Action::ManagePolicies,
+        AdminAction::ReadAudit => Action::ReadAudit,
+        AdminAction::ManageGrants => Action::ManageGrants,
+    }
+}
+
+impl Decider for CedarDecider {
+    fn decide_request(&self, input: &RequestInput<'_>) -> RequestDecision {
+        let q = RequestQuery {
+            principal: principal(input.principal),
+            target: TargetRef::from(input.target),
+            role: role_ref(input.role),
+            context: Ctx {
+                duration_secs: input.duration_secs,
+                break_glass: input.break_glass,
+                has_ticket: input.ticket.is_some(),
+                source_ip: input.source_addr.and_then(|s| s.parse().ok()),
+                device: device(input.device),
+                now: input.now,
+            },
+        };
+        match self.engine.decide_request(&q) {
+            RequestVerdict::Deny { policies, reason, errors } => {
+                let reason = if errors.is_empty() {
+                    reason
+                } else {
+                    format!("{reason} (evaluation errors: {})", errors.join("; "))
+                };
+                RequestDecision::Deny { reason, policies }
+            }
+            RequestVerdict::Permit(r) => RequestDecision::Permit(Permit {
+                reason: if r.break_glass {
+                    format!("break-glass permitted by policy {}", r.policy)
+                } else if r.auto_approve {
+                    format!("auto-approved by policy {}", r.policy)
+                } else {
+                    format!("policy {} requires approval ({})", r.policy, r.tiers_text())
+                },
+                policy: Some(r.policy),
+                auto_approve: r.auto_approve,
+                max_duration_secs: r.max_duration_secs,
+                tiers: r
+                    .tiers
+                    .into_iter()
+                    .map(|t| ApprovalTier { group: t.group, required: t.required })
+                    .collect(),
+                break_glass: r.break_glass,
+            }),
+        }
+    }
+
+    fn may_approve(
+        &self,
+        approver: &Actor,
+        request: &Request,
+        target: &Target,
+        role: &Role,
+    ) -> Result<(), String> {
+        let mut ctx = Ctx::at(jiff::Timestamp::now());
+        ctx.duration_secs = request.duration_secs;
+        ctx.break_glass = request.break_glass;
+        ctx.has_ticket = request.ticket.is_some();
+        let v = self.engine.authorize(&AuthzQuery {
+            principal: principal(approver),
+            action: Action::Approve,
+            resource: Resource::Role { target: TargetRef::from(target), role: role_ref(role) },
+            context: ctx,
+            requester: Some(Principal { user: request.requester.clone(), groups: vec![], admin: false }),
+        });
+        if v.allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "no policy lets {} approve {}/{}{}",
+                approver.user,
+                target.name,
+                role.name,
+                denial_detail(&v.policies, &v.errors)
+            ))
+        }
+    }
+
+    fn may_administer(&self, actor: &Actor, action: AdminAction) -> Result<(), String> {
+        let v = self.engine.authorize(&AuthzQuery {
+            principal: principal(actor),
+            action: admin_action(action),
+            resource: Resource::System,
+            context: Ctx::at(jiff::Timestamp::now()),
+            requester: None,
+        });
+        if v.allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is not permitted to {}{}",
+                actor.user,
+                action.as_str(),
+                denial_detail(&v.policies, &v.errors)
+            ))
+        }
+    }
+
+    fn eligibility_policies(&self) -> Vec<String> {
+        self.engine
+            .policies()
+            .into_iter()
+            .filter(|p| {
+                p.effect == "permit"
+                    && p.actions.as_ref().is_none_or(|a| a.iter().any(|a| a == "request"))
+            })
+            .map(|p| p.id)
+            .collect()
+    }
+}
+
+fn denial_detail(policies: &[String], errors: &[String]) -> String {
+    match (policies.is_empty(), errors.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => format!(" (forbidden by {})", policies.join(", ")),
+        (_, false) => format!(" (evaluation errors: {})", errors.join("; ")),
+    }
+}
