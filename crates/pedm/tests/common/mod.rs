@@ -18,6 +18,7 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
     database_url: Option<String>,
     env: Vec<(String, String)>,
+    config_file: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -26,6 +27,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// For a second instance on a shared database: the first one wrote the admin token.
     pub admin_token: Option<String>,
+    /// TOML configuration text, written to a file and passed with --config.
+    pub config: Option<String>,
 }
 
 impl Server {
@@ -44,7 +47,13 @@ impl Server {
             _tmp: Some(tmp),
             database_url: opts.database_url,
             env: opts.env,
+            config_file: None,
         };
+        if let Some(text) = &opts.config {
+            let f = s.data_dir.with_extension("toml");
+            std::fs::write(&f, text).expect("config file");
+            s.config_file = Some(f);
+        }
         s.spawn(None);
         s.admin_token = match opts.admin_token {
             Some(t) => t,
@@ -77,6 +86,9 @@ impl Server {
             .stderr(Stdio::from(log));
         if let Some(db) = &self.database_url {
             cmd.arg("--database-url").arg(db);
+        }
+        if let Some(f) = &self.config_file {
+            cmd.arg("--config").arg(f);
         }
         for (k, v) in &self.env {
             cmd.env(k, v);

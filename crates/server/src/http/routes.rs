@@ -38,10 +38,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_audit_events))
         .routes(routes!(review_break_glass))
         .routes(routes!(list_break_glass))
+        .merge(policy_router())
+}
+
+/// Policy sets may be up to 1 MiB of Cedar; their routes accept bodies a little larger than
+/// that (JSON escaping), everything else keeps the server's small limit.
+fn policy_router() -> OpenApiRouter<AppState> {
+    const POLICY_BODY_LIMIT: usize = 2 * 1024 * 1024;
+    OpenApiRouter::new()
         .routes(routes!(get_policies, apply_policies))
         .routes(routes!(list_policy_versions))
         .routes(routes!(get_policy_version))
         .routes(routes!(simulate_policies))
+        .layer(axum::extract::DefaultBodyLimit::max(POLICY_BODY_LIMIT))
 }
 
 fn parse_duration_field(field: &str, v: &str) -> ApiResult<i64> {
