@@ -397,6 +397,27 @@ fn zip(header: &'static [&'static str], cells: Vec<String>) -> Vec<(&'static str
     header.iter().copied().zip(cells).collect()
 }
 
+impl Row for PolicyVersion {
+    const HEADER: &'static [&'static str] =
+        &["VERSION", "APPLIED", "BY", "FILES", "DIGEST", "COMMENT"];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.version.to_string(),
+            time(self.created_at),
+            self.created_by.clone(),
+            self.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
+            self.digest.chars().take(12).collect(),
+            opt(&self.comment),
+        ]
+    }
+}
+
+impl Detail for PolicyVersion {
+    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+        zip(Self::HEADER, self.cells(now))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,26 +486,5 @@ mod tests {
         assert!(out.starts_with("name:          alice\n"), "{out}");
         assert!(out.contains("display name:  -\n"), "{out}");
         assert!(out.contains("admin:         yes\n"), "{out}");
-    }
-}
-
-impl Row for PolicyVersion {
-    const HEADER: &'static [&'static str] =
-        &["VERSION", "APPLIED", "BY", "FILES", "DIGEST", "COMMENT"];
-    fn cells(&self, _: Timestamp) -> Vec<String> {
-        vec![
-            self.version.to_string(),
-            time(self.created_at),
-            self.created_by.clone(),
-            self.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
-            self.digest.chars().take(12).collect(),
-            opt(&self.comment),
-        ]
-    }
-}
-
-impl Detail for PolicyVersion {
-    fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
-        zip(Self::HEADER, self.cells(now))
     }
 }

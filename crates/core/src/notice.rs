@@ -12,7 +12,10 @@ pub enum Notice {
     GrantStarted(Grant),
     GrantEnded(Grant),
     /// Emergency access was granted without approval: high severity.
-    BreakGlass { request: Request, grant: Grant },
+    BreakGlass {
+        request: Box<Request>,
+        grant: Box<Grant>,
+    },
 }
 
 pub trait Observer: Send + Sync + 'static {

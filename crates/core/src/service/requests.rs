@@ -205,7 +205,10 @@ impl ControlPlane {
         self.deadline_changed.notify_one();
         match (&grant, req.break_glass) {
             (Some(g), true) => {
-                self.notify(Notice::BreakGlass { request: req.clone(), grant: g.clone() })
+                self.notify(Notice::BreakGlass {
+                request: Box::new(req.clone()),
+                grant: Box::new(g.clone()),
+            })
             }
             (Some(g), false) => self.notify(Notice::GrantStarted(g.clone())),
             (None, _) if req.state == RequestState::Pending => {
