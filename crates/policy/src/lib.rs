@@ -11,7 +11,7 @@
 //! | `Pedm::Group` | | |
 //! | `Pedm::User` | `Group` | `admin: Bool` |
 //! | `Pedm::Target` | | `name`, `kind: String`, `labels: Set<String>` |
-//! | `Pedm::Role` id `"<target>/<role>"` | its `Target` | `name`, `target`, `kind`, `labels`, `run_as?` |
+//! | `Pedm::Role` id `"<target>/<role>"` | its `Target` | `name`, `target`, `kind`, `labels`, `run_as?`, `auto_approve: Bool` (the role's owner marked it low-risk) |
 //! | `Pedm::Command` id `"<target>/<role>/<path>"` | its `Role` | `path`, `args`, `sha256?`, `role`, `target`, `kind`, `labels` |
 //! | `Pedm::Task` id `"<target>/<task>"` | its `Target` | `name`, `target`, `kind`, `labels` |
 //! | `Pedm::System` (one entity, `"pedm"`) | | |
@@ -23,7 +23,8 @@
 //!
 //! Actions: `request` and `approve` (resource `Role`), `exec` (`Command`), `run_task`
 //! (`Task`), `delegate` (`Role` or `Task`), and the admin actions `manage_users`,
-//! `manage_targets`, `manage_policies`, `read_audit` (`System` or `Target`).
+//! `manage_targets`, `manage_policies`, `manage_grants` (revoke others' grants, review
+//! break-glass), `read_audit` (`System` or `Target`).
 //!
 //! Context (every action):
 //! - `duration_secs: Long`, `break_glass: Bool`, `has_ticket: Bool` — always present;
