@@ -361,7 +361,7 @@ async fn tamper_replace_the_signing_key() {
     s.start_again();
     let new_key = pubkey(&s);
     assert_ne!(new_key, key);
-    s.admin().list_users().await.unwrap();
+    user_with_token(&s, "dave", false).await;
     sign(&s);
     // With the key the auditor holds: the new checkpoint is not signed by it.
     assert_fails(&verify_live(&s, &key), &["wrong key"]);

@@ -903,7 +903,6 @@ impl Store for Engine {
             .map_err(backend)?
             .ok_or_else(|| StoreError::Backend("checkpoint vanished after insert".into()))?;
         let stored = rows::checkpoint(&row)?;
-        drop(c);
         if stored.root != cp.root {
             return Err(StoreError::Conflict(format!(
                 "a checkpoint of size {} with a different root is already stored (the audit log \
