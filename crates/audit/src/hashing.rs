@@ -40,7 +40,7 @@ fn fast_hash(e: &AuditEvent, buf: &mut Vec<u8>) -> Hash {
     buf.extend_from_slice(br#","at":""#);
     write!(buf, "{}", e.at).expect("vec");
     buf.extend_from_slice(br#"","data":"#);
-    serde_json::to_writer(&mut *buf, &e.data).expect("vec");
+    serde_json::to_writer(&mut *buf, &pedm_core::audit::sorted_value(&e.data)).expect("vec");
     buf.extend_from_slice(br#","outcome":""#);
     buf.extend_from_slice(e.outcome.as_str().as_bytes());
     buf.extend_from_slice(br#"","prev_hash":""#);

@@ -87,7 +87,9 @@ pub struct AuditEvent {
     pub action: String,
     pub outcome: Outcome,
     pub subject: Option<String>,
+    /// Serialised with keys sorted, as hashed, so exports hash back without re-sorting.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[serde(serialize_with = "serialize_sorted")]
     pub data: serde_json::Value,
     #[serde(with = "hex32")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "00ab..."))]
@@ -103,19 +105,39 @@ pub fn canonical_bytes(
     prev_hash: &[u8; 32],
     e: &NewAuditEvent,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    // serde_json's Map is a BTreeMap (no preserve_order feature), so keys come out sorted,
-    // at every depth.
+    // Keys are sorted here, at every depth, rather than left to serde_json's `Map`: whether
+    // that map keeps insertion order depends on a cargo feature (`preserve_order`) that any
+    // crate in the build may switch on, and the hash must not depend on the build.
     let v = serde_json::json!({
-        "seq": seq,
-        "at": e.at.to_string(),
-        "actor": e.actor,
         "action": e.action,
+        "actor": e.actor,
+        "at": e.at.to_string(),
+        "data": sorted_value(&e.data),
         "outcome": e.outcome.as_str(),
-        "subject": e.subject,
-        "data": e.data,
         "prev_hash": hex::encode(prev_hash),
+        "seq": seq,
+        "subject": e.subject,
     });
-    serde_json::to_vec(&v)
+    serde_json::to_vec(&sorted_value(&v))
+}
+
+/// The same value with every object's keys in ascending byte order, whatever the map type.
+pub fn sorted_value(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted_value(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted_value).collect()),
+        other => other.clone(),
+    }
 }
 
 pub fn event_hash(seq: i64, prev_hash: &[u8; 32], e: &NewAuditEvent) -> [u8; 32] {
@@ -196,6 +218,10 @@ pub fn verify_chain<'a>(
         prev_hash = e.hash;
     }
     Ok(prev_hash)
+}
+
+fn serialize_sorted<S: serde::Serializer>(v: &serde_json::Value, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&sorted_value(v), s)
 }
 
 pub(crate) mod hex32 {

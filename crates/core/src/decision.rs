@@ -41,7 +41,10 @@ pub struct Permit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestDecision {
     /// Refused; `reason` names the policy or rule that refused.
-    Deny { reason: String, policies: Vec<String> },
+    Deny {
+        reason: String,
+        policies: Vec<String>,
+    },
     Permit(Permit),
 }
 
@@ -112,7 +115,10 @@ impl Decider for BuiltinDecider {
         RequestDecision::Permit(Permit {
             policy: None,
             reason: if input.role.auto_approve {
-                format!("role {}/{} is auto-approved", input.target.name, input.role.name)
+                format!(
+                    "role {}/{} is auto-approved",
+                    input.target.name, input.role.name
+                )
             } else {
                 "needs one approval by an admin".into()
             },
@@ -123,11 +129,20 @@ impl Decider for BuiltinDecider {
         })
     }
 
-    fn may_approve(&self, approver: &Actor, _: &Request, _: &Target, _: &Role) -> Result<(), String> {
+    fn may_approve(
+        &self,
+        approver: &Actor,
+        _: &Request,
+        _: &Target,
+        _: &Role,
+    ) -> Result<(), String> {
         if approver.admin {
             Ok(())
         } else {
-            Err(format!("{} is not an approver (only admins approve)", approver.user))
+            Err(format!(
+                "{} is not an approver (only admins approve)",
+                approver.user
+            ))
         }
     }
 
@@ -135,7 +150,11 @@ impl Decider for BuiltinDecider {
         if actor.admin {
             Ok(())
         } else {
-            Err(format!("{} needs admin rights; {} is not an admin", action.as_str(), actor.user))
+            Err(format!(
+                "{} needs admin rights; {} is not an admin",
+                action.as_str(),
+                actor.user
+            ))
         }
     }
 }

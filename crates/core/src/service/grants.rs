@@ -77,7 +77,8 @@ impl ControlPlane {
     ) -> Result<Grant> {
         let reason = trimmed("reason", reason, 500)?;
         let g = self.load_grant(id).await?;
-        self.require_admin(actor, AdminAction::ManageGrants, "grant.revoke").await?;
+        self.require_admin(actor, AdminAction::ManageGrants, "grant.revoke")
+            .await?;
         if reason.is_none() {
             return Err(Error::invalid(
                 "reason",
@@ -217,7 +218,8 @@ impl ControlPlane {
         actor: &Actor,
         filter: AuditFilter,
     ) -> Result<Vec<crate::audit::AuditEvent>> {
-        self.require_admin(actor, AdminAction::ReadAudit, "audit.read").await?;
+        self.require_admin(actor, AdminAction::ReadAudit, "audit.read")
+            .await?;
         Ok(self.store.audit_events(&filter).await?)
     }
 }

@@ -157,7 +157,10 @@ impl ControlPlane {
     }
 
     pub(crate) fn decider(&self) -> Arc<dyn Decider> {
-        self.decider.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.decider
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn notify(&self, notice: Notice) {
@@ -351,7 +354,8 @@ impl ControlPlane {
         display_name: Option<String>,
         admin: bool,
     ) -> Result<User> {
-        self.require_admin(actor, AdminAction::ManageUsers, "user.create").await?;
+        self.require_admin(actor, AdminAction::ManageUsers, "user.create")
+            .await?;
         validate_name("user", name)?;
         if name == SYSTEM_ACTOR || name == POLICY_ACTOR || name == "anonymous" {
             return Err(Error::invalid("user", format!("{name:?} is reserved")));
@@ -385,7 +389,8 @@ impl ControlPlane {
         admin: Option<bool>,
         disabled: Option<bool>,
     ) -> Result<User> {
-        self.require_admin(actor, AdminAction::ManageUsers, "user.update").await?;
+        self.require_admin(actor, AdminAction::ManageUsers, "user.update")
+            .await?;
         let mut user = self
             .store
             .user(name)
@@ -414,7 +419,8 @@ impl ControlPlane {
     }
 
     pub async fn list_users(&self, actor: &Actor) -> Result<Vec<User>> {
-        self.require_admin(actor, AdminAction::ManageUsers, "user.list").await?;
+        self.require_admin(actor, AdminAction::ManageUsers, "user.list")
+            .await?;
         Ok(self.store.users().await?)
     }
 
@@ -424,7 +430,8 @@ impl ControlPlane {
         name: &str,
         description: Option<String>,
     ) -> Result<Group> {
-        self.require_admin(actor, AdminAction::ManageUsers, "group.create").await?;
+        self.require_admin(actor, AdminAction::ManageUsers, "group.create")
+            .await?;
         validate_name("group", name)?;
         let group = Group {
             name: name.to_string(),
@@ -449,7 +456,8 @@ impl ControlPlane {
         user: &str,
         member: bool,
     ) -> Result<Group> {
-        self.require_admin(actor, AdminAction::ManageUsers, "group.update").await?;
+        self.require_admin(actor, AdminAction::ManageUsers, "group.update")
+            .await?;
         if self.store.group(group).await?.is_none() {
             return Err(Error::NotFound(format!("group {group}")));
         }
@@ -485,7 +493,8 @@ impl ControlPlane {
     }
 
     pub async fn list_groups(&self, actor: &Actor) -> Result<Vec<Group>> {
-        self.require_admin(actor, AdminAction::ManageUsers, "group.list").await?;
+        self.require_admin(actor, AdminAction::ManageUsers, "group.list")
+            .await?;
         Ok(self.store.groups().await?)
     }
 
@@ -499,7 +508,8 @@ impl ControlPlane {
     ) -> Result<(TokenRecord, String)> {
         let user = user.unwrap_or(&actor.user);
         if user != actor.user {
-            self.require_admin(actor, AdminAction::ManageUsers, "token.create").await?;
+            self.require_admin(actor, AdminAction::ManageUsers, "token.create")
+                .await?;
         }
         if self.store.user(user).await?.is_none() {
             return Err(Error::NotFound(format!("user {user}")));
@@ -539,7 +549,8 @@ impl ControlPlane {
         match user {
             Some(u) if u == actor.user => Ok(self.store.tokens(Some(u)).await?),
             Some(u) => {
-                self.require_admin(actor, AdminAction::ManageUsers, "token.list").await?;
+                self.require_admin(actor, AdminAction::ManageUsers, "token.list")
+                    .await?;
                 Ok(self.store.tokens(Some(u)).await?)
             }
             None if self.holds(actor, AdminAction::ManageUsers) => {
@@ -595,7 +606,8 @@ impl ControlPlane {
         description: Option<String>,
         labels: BTreeMap<String, String>,
     ) -> Result<Target> {
-        self.require_admin(actor, AdminAction::ManageTargets, "target.create").await?;
+        self.require_admin(actor, AdminAction::ManageTargets, "target.create")
+            .await?;
         validate_name("target", name)?;
         for (k, v) in &labels {
             validate_name("label key", k)?;
@@ -641,7 +653,8 @@ impl ControlPlane {
     }
 
     pub async fn create_role(&self, actor: &Actor, r: NewRole) -> Result<Role> {
-        self.require_admin(actor, AdminAction::ManageTargets, "role.create").await?;
+        self.require_admin(actor, AdminAction::ManageTargets, "role.create")
+            .await?;
         validate_name("role", &r.name)?;
         if self.store.target(&r.target).await?.is_none() {
             return Err(Error::NotFound(format!("target {}", r.target)));
@@ -702,5 +715,4 @@ impl ControlPlane {
         }
         Ok(self.store.roles(target).await?)
     }
-
 }

@@ -52,8 +52,14 @@ fn digest(sources: &[PolicySource]) -> String {
 
 /// A unified diff of every file that changed, for the audit event.
 fn diff(old: &[PolicySource], new: &[PolicySource]) -> String {
-    let old_map: BTreeMap<&str, &str> = old.iter().map(|s| (s.name.as_str(), s.text.as_str())).collect();
-    let new_map: BTreeMap<&str, &str> = new.iter().map(|s| (s.name.as_str(), s.text.as_str())).collect();
+    let old_map: BTreeMap<&str, &str> = old
+        .iter()
+        .map(|s| (s.name.as_str(), s.text.as_str()))
+        .collect();
+    let new_map: BTreeMap<&str, &str> = new
+        .iter()
+        .map(|s| (s.name.as_str(), s.text.as_str()))
+        .collect();
     let names: BTreeSet<&str> = old_map.keys().chain(new_map.keys()).copied().collect();
     let mut out = String::new();
     for name in names {
@@ -75,19 +81,29 @@ fn diff(old: &[PolicySource], new: &[PolicySource]) -> String {
 fn outcome_words(d: &RequestDecision) -> (String, Option<String>) {
     match d {
         RequestDecision::Deny { policies, .. } => ("deny".into(), policies.first().cloned()),
-        RequestDecision::Permit(Permit { break_glass: true, policy, .. }) => {
-            ("break_glass".into(), policy.clone())
-        }
-        RequestDecision::Permit(Permit { auto_approve: true, policy, .. }) => {
-            ("auto_approve".into(), policy.clone())
-        }
+        RequestDecision::Permit(Permit {
+            break_glass: true,
+            policy,
+            ..
+        }) => ("break_glass".into(), policy.clone()),
+        RequestDecision::Permit(Permit {
+            auto_approve: true,
+            policy,
+            ..
+        }) => ("auto_approve".into(), policy.clone()),
         RequestDecision::Permit(p) => {
             let tiers = if p.tiers.is_empty() {
-                vec![ApprovalTier { group: None, required: 1 }]
+                vec![ApprovalTier {
+                    group: None,
+                    required: 1,
+                }]
             } else {
                 p.tiers.clone()
             };
-            (format!("approval({})", super::requests::tiers_text(&tiers)), p.policy.clone())
+            (
+                format!("approval({})", super::requests::tiers_text(&tiers)),
+                p.policy.clone(),
+            )
         }
     }
 }
@@ -100,7 +116,10 @@ fn recorded_words(r: &Request) -> String {
             _ => "auto_approve".into(),
         }
     } else {
-        format!("approval({})", super::requests::tiers_text(&r.approval_tiers))
+        format!(
+            "approval({})",
+            super::requests::tiers_text(&r.approval_tiers)
+        )
     }
 }
 
@@ -128,15 +147,18 @@ impl ControlPlane {
         match self.store.policy_version(None).await? {
             Some(v) => {
                 let d = compiler.compile(&v.sources).map_err(|e| {
-                    Error::Internal(format!("stored policy version {} does not compile: {e}", v.version))
+                    Error::Internal(format!(
+                        "stored policy version {} does not compile: {e}",
+                        v.version
+                    ))
                 })?;
                 self.install(d, v.version);
             }
             None => {
                 let sources = compiler.default_sources();
-                let d = compiler
-                    .compile(&sources)
-                    .map_err(|e| Error::Internal(format!("default policies do not compile: {e}")))?;
+                let d = compiler.compile(&sources).map_err(|e| {
+                    Error::Internal(format!("default policies do not compile: {e}"))
+                })?;
                 let v = PolicyVersion {
                     version: 1,
                     created_at: self.now(),
@@ -188,11 +210,20 @@ impl ControlPlane {
         }
         let mut names = BTreeSet::new();
         for s in sources {
-            if s.name.trim().is_empty() || s.name.len() > 200 || s.name.chars().any(char::is_control) {
-                return Err(Error::invalid("policy", format!("bad policy file name {:?}", s.name)));
+            if s.name.trim().is_empty()
+                || s.name.len() > 200
+                || s.name.chars().any(char::is_control)
+            {
+                return Err(Error::invalid(
+                    "policy",
+                    format!("bad policy file name {:?}", s.name),
+                ));
             }
             if !names.insert(s.name.as_str()) {
-                return Err(Error::invalid("policy", format!("policy file {} given twice", s.name)));
+                return Err(Error::invalid(
+                    "policy",
+                    format!("policy file {} given twice", s.name),
+                ));
             }
         }
         Ok(())
@@ -205,7 +236,8 @@ impl ControlPlane {
         mut sources: Vec<PolicySource>,
         comment: Option<String>,
     ) -> Result<PolicyVersion> {
-        self.require_admin(actor, AdminAction::ManagePolicies, "policy.apply").await?;
+        self.require_admin(actor, AdminAction::ManagePolicies, "policy.apply")
+            .await?;
         let comment = trimmed("comment", comment, 500)?;
         Self::check_sources(&sources)?;
         sources.sort_by(|a, b| a.name.cmp(&b.name));
@@ -223,7 +255,9 @@ impl ControlPlane {
         if let Err(why) = candidate.may_administer(actor, AdminAction::ManagePolicies) {
             return Err(Error::invalid(
                 "policy",
-                format!("this set would take away your own right to manage policies ({why}); refusing to lock you out"),
+                format!(
+                    "this set would take away your own right to manage policies ({why}); refusing to lock you out"
+                ),
             ));
         }
         let current = self.store.policy_version(None).await?;
@@ -243,16 +277,19 @@ impl ControlPlane {
             sources,
         };
         let old = current.map(|c| c.sources).unwrap_or_default();
-        let cs = Changeset::new().write(Write::InsertPolicyVersion(v.clone())).event(
-            self.event(actor, "policy.applied", Some(format!("policy:{version}")))
-                .data(json!({
-                    "version": version, "digest": v.digest, "comment": comment,
-                    "diff": diff(&old, &v.sources),
-                })),
-        );
+        let cs = Changeset::new()
+            .write(Write::InsertPolicyVersion(v.clone()))
+            .event(
+                self.event(actor, "policy.applied", Some(format!("policy:{version}")))
+                    .data(json!({
+                        "version": version, "digest": v.digest, "comment": comment,
+                        "diff": diff(&old, &v.sources),
+                    })),
+            );
         self.store.commit(cs).await.map_err(|e| match e {
             StoreError::Conflict(_) | StoreError::AlreadyExists(_) => Error::Conflict(
-                "another policy version was applied at the same moment; review it and apply again".into(),
+                "another policy version was applied at the same moment; review it and apply again"
+                    .into(),
             ),
             e => e.into(),
         })?;
@@ -262,7 +299,8 @@ impl ControlPlane {
 
     /// A stored policy version (the one in force when `version` is `None`).
     pub async fn get_policies(&self, actor: &Actor, version: Option<i64>) -> Result<PolicyVersion> {
-        self.require_admin(actor, AdminAction::ReadAudit, "policy.read").await?;
+        self.require_admin(actor, AdminAction::ReadAudit, "policy.read")
+            .await?;
         self.store.policy_version(version).await?.ok_or_else(|| {
             Error::NotFound(match version {
                 Some(v) => format!("policy version {v}"),
@@ -272,7 +310,8 @@ impl ControlPlane {
     }
 
     pub async fn list_policy_versions(&self, actor: &Actor) -> Result<Vec<PolicyVersion>> {
-        self.require_admin(actor, AdminAction::ReadAudit, "policy.read").await?;
+        self.require_admin(actor, AdminAction::ReadAudit, "policy.read")
+            .await?;
         Ok(self.store.policy_versions().await?)
     }
 
@@ -284,12 +323,20 @@ impl ControlPlane {
         sources: Vec<PolicySource>,
         since: Timestamp,
     ) -> Result<SimulationReport> {
-        self.require_admin(actor, AdminAction::ManagePolicies, "policy.simulate").await?;
+        self.require_admin(actor, AdminAction::ManagePolicies, "policy.simulate")
+            .await?;
         Self::check_sources(&sources)?;
-        let candidate = self.compiler()?.compile(&sources).map_err(|m| Error::invalid("policy", m))?;
+        let candidate = self
+            .compiler()?
+            .compile(&sources)
+            .map_err(|m| Error::invalid("policy", m))?;
         let history = self
             .store
-            .requests(&RequestFilter { since: Some(since), limit: Some(100_000), ..Default::default() })
+            .requests(&RequestFilter {
+                since: Some(since),
+                limit: Some(100_000),
+                ..Default::default()
+            })
             .await?;
         let mut report = SimulationReport {
             since,
@@ -305,9 +352,10 @@ impl ControlPlane {
             if let Some(p) = &r.policy {
                 used_policies.insert(p.clone());
             }
-            let (Some(target), Some(role)) =
-                (self.store.target(&r.target).await?, self.store.role(&r.target, &r.role).await?)
-            else {
+            let (Some(target), Some(role)) = (
+                self.store.target(&r.target).await?,
+                self.store.role(&r.target, &r.role).await?,
+            ) else {
                 report.skipped += 1;
                 continue;
             };
@@ -359,8 +407,14 @@ impl ControlPlane {
 
         // Pairs decided only by people, always approved, quickly.
         let mut by_pair: BTreeMap<(String, String), Vec<&Request>> = BTreeMap::new();
-        for r in history.iter().filter(|r| r.approvals_required > 0 && r.decided_at.is_some()) {
-            by_pair.entry((r.target.clone(), r.role.clone())).or_default().push(r);
+        for r in history
+            .iter()
+            .filter(|r| r.approvals_required > 0 && r.decided_at.is_some())
+        {
+            by_pair
+                .entry((r.target.clone(), r.role.clone()))
+                .or_default()
+                .push(r);
         }
         for ((t, role), rs) in by_pair {
             let decided: Vec<_> = rs
@@ -372,7 +426,10 @@ impl ControlPlane {
             }
             let mut waits: Vec<i64> = decided
                 .iter()
-                .filter_map(|r| r.decided_at.map(|d| d.duration_since(r.created_at).as_secs()))
+                .filter_map(|r| {
+                    r.decided_at
+                        .map(|d| d.duration_since(r.created_at).as_secs())
+                })
                 .collect();
             waits.sort_unstable();
             let median = waits[waits.len() / 2];

@@ -15,14 +15,23 @@ fn tier_position(req: &Request, approvals: &[Approval]) -> Option<TierPosition> 
             .iter()
             .filter(|a| a.tier == i as u32 && a.decision == ApprovalDecision::Approve)
             .count() as u32;
-        (have < t.required).then(|| TierPosition { index: i as u32, tier: t.clone() })
+        (have < t.required).then(|| TierPosition {
+            index: i as u32,
+            tier: t.clone(),
+        })
     })
 }
 
 pub(super) fn tiers_text(tiers: &[ApprovalTier]) -> String {
     tiers
         .iter()
-        .map(|t| format!("{}:{}", t.group.as_deref().unwrap_or("any approver"), t.required))
+        .map(|t| {
+            format!(
+                "{}:{}",
+                t.group.as_deref().unwrap_or("any approver"),
+                t.required
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -39,9 +48,13 @@ impl ControlPlane {
             .target(&new.target)
             .await?
             .ok_or_else(|| Error::NotFound(format!("target {}", new.target)))?;
-        let role = self.store.role(&new.target, &new.role).await?.ok_or_else(|| {
-            Error::NotFound(format!("role {} on target {}", new.role, new.target))
-        })?;
+        let role = self
+            .store
+            .role(&new.target, &new.role)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("role {} on target {}", new.role, new.target))
+            })?;
         if new.duration_secs <= 0 {
             return Err(Error::invalid("duration", "must be greater than zero"));
         }
@@ -55,7 +68,10 @@ impl ControlPlane {
         if justification.chars().count() > self.limits.max_justification_chars {
             return Err(Error::invalid(
                 "justification",
-                format!("is longer than {} characters", self.limits.max_justification_chars),
+                format!(
+                    "is longer than {} characters",
+                    self.limits.max_justification_chars
+                ),
             ));
         }
         let task = trimmed("task", new.task, 200)?;
@@ -78,7 +94,11 @@ impl ControlPlane {
 
         // The longest allowed is the tightest of the role, the policy and the server limit.
         let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);
-        if let RequestDecision::Permit(Permit { max_duration_secs: Some(p), .. }) = &decision {
+        if let RequestDecision::Permit(Permit {
+            max_duration_secs: Some(p),
+            ..
+        }) = &decision
+        {
             max = max.min(*p);
         }
         if new.duration_secs > max {
@@ -149,10 +169,15 @@ impl ControlPlane {
                 req.decided_by = Some(POLICY_ACTOR.into());
                 req.decision_reason = Some(reason.clone());
                 req.policy = (!policies.is_empty()).then(|| policies.join(", "));
-                cs = cs.write(Write::InsertRequest(req.clone())).event(created).event(
+                cs = cs
+                    .write(Write::InsertRequest(req.clone()))
+                    .event(created)
+                    .event(
                     self.event(actor, "request.denied", subject("request", req.id))
                         .outcome(Outcome::Denied)
-                        .data(json!({ "by": POLICY_ACTOR, "reason": reason, "policies": policies })),
+                        .data(
+                            json!({ "by": POLICY_ACTOR, "reason": reason, "policies": policies }),
+                        ),
                 );
             }
             RequestDecision::Permit(p) if p.auto_approve || p.break_glass => {
@@ -171,45 +196,53 @@ impl ControlPlane {
                 }
                 let g = self.new_grant(&req, now)?;
                 req.grant_id = Some(g.id);
-                let action = if p.break_glass { "breakglass.granted" } else { "request.approved" };
+                let action = if p.break_glass {
+                    "breakglass.granted"
+                } else {
+                    "request.approved"
+                };
                 cs = cs
                     .write(Write::InsertRequest(req.clone()))
                     .write(Write::InsertGrant(g.clone()))
                     .event(created)
                     .event(
-                        self.event(actor, action, subject("request", req.id)).data(json!({
-                            "by": POLICY_ACTOR, "reason": p.reason, "policy": p.policy,
-                        })),
+                        self.event(actor, action, subject("request", req.id))
+                            .data(json!({
+                                "by": POLICY_ACTOR, "reason": p.reason, "policy": p.policy,
+                            })),
                     )
                     .event(self.grant_started_event(actor, &g));
                 grant = Some(g);
             }
             RequestDecision::Permit(p) => {
                 req.approval_tiers = if p.tiers.is_empty() {
-                    vec![ApprovalTier { group: None, required: 1 }]
+                    vec![ApprovalTier {
+                        group: None,
+                        required: 1,
+                    }]
                 } else {
                     p.tiers
                 };
                 req.approvals_required = req.approval_tiers.iter().map(|t| t.required).sum();
                 req.policy = p.policy.clone();
                 req.decision_reason = Some(p.reason);
-                cs = cs.write(Write::InsertRequest(req.clone())).event(created.data(json!({
-                    "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
-                    "justification": req.justification, "task": req.task, "ticket": req.ticket,
-                    "source_addr": req.context.source_addr, "policy": req.policy,
-                    "approval_tiers": tiers_text(&req.approval_tiers),
-                })));
+                cs = cs
+                    .write(Write::InsertRequest(req.clone()))
+                    .event(created.data(json!({
+                        "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
+                        "justification": req.justification, "task": req.task, "ticket": req.ticket,
+                        "source_addr": req.context.source_addr, "policy": req.policy,
+                        "approval_tiers": tiers_text(&req.approval_tiers),
+                    })));
             }
         }
         self.store.commit(cs).await?;
         self.deadline_changed.notify_one();
         match (&grant, req.break_glass) {
-            (Some(g), true) => {
-                self.notify(Notice::BreakGlass {
+            (Some(g), true) => self.notify(Notice::BreakGlass {
                 request: Box::new(req.clone()),
                 grant: Box::new(g.clone()),
-            })
-            }
+            }),
             (Some(g), false) => self.notify(Notice::GrantStarted(g.clone())),
             (None, _) if req.state == RequestState::Pending => {
                 self.notify(Notice::RequestPending(req.clone()))
@@ -238,10 +271,11 @@ impl ControlPlane {
     }
 
     pub(super) fn grant_started_event(&self, actor: &Actor, g: &Grant) -> NewAuditEvent {
-        self.event(actor, "grant.started", subject("grant", g.id)).data(json!({
-            "request": g.request_id, "user": g.user, "target": g.target, "role": g.role,
-            "expires_at": g.expires_at,
-        }))
+        self.event(actor, "grant.started", subject("grant", g.id))
+            .data(json!({
+                "request": g.request_id, "user": g.user, "target": g.target, "role": g.role,
+                "expires_at": g.expires_at,
+            }))
     }
 
     async fn load_request(&self, id: Uuid) -> Result<Request> {
@@ -262,7 +296,10 @@ impl ControlPlane {
             self.store.target(&req.target).await?,
             self.store.role(&req.target, &req.role).await?,
         ) else {
-            return Ok(Err(format!("role {}/{} no longer exists", req.target, req.role)));
+            return Ok(Err(format!(
+                "role {}/{} no longer exists",
+                req.target, req.role
+            )));
         };
         if let Err(why) = self.decider().may_approve(actor, req, &target, &role) {
             return Ok(Err(why));
@@ -383,10 +420,12 @@ impl ControlPlane {
         req.decided_by = Some(actor.user.clone());
         req.decision_reason = reason.clone();
         req.version += 1;
-        let cs = Changeset::new().write(Write::UpdateRequest(req.clone())).event(
-            self.event(actor, "request.cancelled", subject("request", id))
-                .data(json!({ "reason": reason })),
-        );
+        let cs = Changeset::new()
+            .write(Write::UpdateRequest(req.clone()))
+            .event(
+                self.event(actor, "request.cancelled", subject("request", id))
+                    .data(json!({ "reason": reason })),
+            );
         self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
         self.notify(Notice::RequestDecided(req.clone()));
         Ok(req)
@@ -403,7 +442,10 @@ impl ControlPlane {
     ) -> Result<(Request, Option<Grant>)> {
         let comment = trimmed("comment", comment, 1000)?;
         if decision == ApprovalDecision::Deny && comment.is_none() {
-            return Err(Error::invalid("comment", "is required when denying: say why"));
+            return Err(Error::invalid(
+                "comment",
+                "is required when denying: say why",
+            ));
         }
         let mut req = self.load_request(id).await?;
         let action = match decision {
@@ -441,7 +483,11 @@ impl ControlPlane {
         }
         let tier = match self.decision_tier(actor, &req, &approvals).await? {
             Ok(t) => t,
-            Err(why) => return Err(self.refuse(actor, action, subject("request", id), why).await),
+            Err(why) => {
+                return Err(self
+                    .refuse(actor, action, subject("request", id), why)
+                    .await);
+            }
         };
         let now = self.now();
         let approval = Approval {
@@ -469,7 +515,10 @@ impl ControlPlane {
                 );
             }
             ApprovalDecision::Approve => {
-                let approved = all.iter().filter(|a| a.decision == ApprovalDecision::Approve).count();
+                let approved = all
+                    .iter()
+                    .filter(|a| a.decision == ApprovalDecision::Approve)
+                    .count();
                 events.push(
                     self.event(actor, "request.approval_recorded", subject("request", id))
                         .data(json!({
@@ -517,8 +566,13 @@ impl ControlPlane {
     }
 
     /// Break-glass grants that nobody has reviewed yet (or all of them).
-    pub async fn break_glass_requests(&self, actor: &Actor, open_only: bool) -> Result<Vec<Request>> {
-        self.require_admin(actor, AdminAction::ManageGrants, "breakglass.list").await?;
+    pub async fn break_glass_requests(
+        &self,
+        actor: &Actor,
+        open_only: bool,
+    ) -> Result<Vec<Request>> {
+        self.require_admin(actor, AdminAction::ManageGrants, "breakglass.list")
+            .await?;
         let mut all = self
             .store
             .requests(&RequestFilter {
@@ -538,10 +592,13 @@ impl ControlPlane {
         comment: Option<String>,
     ) -> Result<Request> {
         let comment = trimmed("comment", comment, 2000)?;
-        self.require_admin(actor, AdminAction::ManageGrants, "breakglass.review").await?;
+        self.require_admin(actor, AdminAction::ManageGrants, "breakglass.review")
+            .await?;
         let mut req = self.load_request(id).await?;
         if !req.break_glass || req.review.is_none() {
-            return Err(Error::Conflict(format!("request {id} is not a break-glass grant")));
+            return Err(Error::Conflict(format!(
+                "request {id} is not a break-glass grant"
+            )));
         }
         if req.requester == actor.user {
             return Err(self
@@ -553,11 +610,20 @@ impl ControlPlane {
                 )
                 .await);
         }
-        if req.review.as_ref().is_some_and(|r| r.state == ReviewState::Closed) {
-            return Err(Error::Conflict(format!("break-glass request {id} is already reviewed")));
+        if req
+            .review
+            .as_ref()
+            .is_some_and(|r| r.state == ReviewState::Closed)
+        {
+            return Err(Error::Conflict(format!(
+                "break-glass request {id} is already reviewed"
+            )));
         }
         let Some(comment) = comment else {
-            return Err(Error::invalid("comment", "is required: record what the review found"));
+            return Err(Error::invalid(
+                "comment",
+                "is required: record what the review found",
+            ));
         };
         let now = self.now();
         req.review = Some(Review {
@@ -567,10 +633,12 @@ impl ControlPlane {
             comment: Some(comment.clone()),
         });
         req.version += 1;
-        let cs = Changeset::new().write(Write::UpdateRequest(req.clone())).event(
-            self.event(actor, "breakglass.reviewed", subject("request", id))
-                .data(json!({ "comment": comment, "requester": req.requester })),
-        );
+        let cs = Changeset::new()
+            .write(Write::UpdateRequest(req.clone()))
+            .event(
+                self.event(actor, "breakglass.reviewed", subject("request", id))
+                    .data(json!({ "comment": comment, "requester": req.requester })),
+            );
         self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
         Ok(req)
     }
