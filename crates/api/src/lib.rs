@@ -15,8 +15,8 @@ pub use pedm_core::model::{
     PolicyVersion, Request, RequestContext, RequestState, Review, ReviewState, Role, Target,
     TargetKind, User,
 };
-pub use pedm_core::service::{SimulatedChange, SimulationReport};
 pub use pedm_core::service::ElevationRow;
+pub use pedm_core::service::{SimulatedChange, SimulationReport};
 pub use types::*;
 
 /// Path prefix of every API route.

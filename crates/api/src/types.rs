@@ -223,6 +223,10 @@ pub struct AuditQuery {
     /// Only events after this sequence number.
     pub after: Option<i64>,
     pub actor: Option<String>,
+    /// Events about this target (itself, its roles, requests and grants on it).
+    pub target: Option<String>,
+    /// Events about this request (and its grant).
+    pub request: Option<uuid::Uuid>,
     pub action: Option<String>,
     pub subject: Option<String>,
     /// RFC 3339.

@@ -294,6 +294,12 @@ pub enum AuditCmd {
         after: Option<i64>,
         #[arg(long, value_name = "USER")]
         actor: Option<String>,
+        /// Events about this target: itself, its roles, requests and grants on it.
+        #[arg(long)]
+        target: Option<String>,
+        /// Events about this request and its grant.
+        #[arg(long, value_name = "ID")]
+        request: Option<Uuid>,
         /// Such as request.created or grant.revoked.
         #[arg(long)]
         action: Option<String>,

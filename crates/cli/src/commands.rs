@@ -298,7 +298,9 @@ async fn break_glass(ctx: &Ctx, cmd: BreakGlassCmd) -> Result<()> {
             ctx.list(&c.break_glass(&BreakGlassQuery { open: Some(!all) }).await?)
         }
         BreakGlassCmd::Review { id, comment } => {
-            let body = Decide { comment: Some(comment) };
+            let body = Decide {
+                comment: Some(comment),
+            };
             ctx.detail(&c.review_break_glass(id, &body).await?)
         }
     }
@@ -370,6 +372,8 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
     let AuditCmd::List {
         after,
         actor,
+        target,
+        request,
         action,
         subject,
         since,
@@ -382,6 +386,8 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
     let q = AuditQuery {
         after,
         actor,
+        target,
+        request,
         action,
         subject,
         since: since.map(|t| t.to_string()),

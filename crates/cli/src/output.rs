@@ -2,9 +2,9 @@
 //! With `--json` the API's JSON is printed instead.
 
 use jiff::{Timestamp, Unit};
-use pedm_api::{PolicyVersion, 
-    Approval, AuditEvent, Grant, GrantState, Group, Request, Role, Target, TokenInfo, User,
-    format_duration,
+use pedm_api::{
+    Approval, AuditEvent, Grant, GrantState, Group, PolicyVersion, Request, Role, Target,
+    TokenInfo, User, format_duration,
 };
 use serde::Serialize;
 use std::io::{self, Write};
@@ -405,7 +405,11 @@ impl Row for PolicyVersion {
             self.version.to_string(),
             time(self.created_at),
             self.created_by.clone(),
-            self.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
+            self.sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             self.digest.chars().take(12).collect(),
             opt(&self.comment),
         ]

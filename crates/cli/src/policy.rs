@@ -13,7 +13,9 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
     match cmd {
         PolicyCmd::Apply { paths, comment } => {
             let sources = read_sources(&paths)?;
-            let v = c.apply_policies(&ApplyPolicies { sources, comment }).await?;
+            let v = c
+                .apply_policies(&ApplyPolicies { sources, comment })
+                .await?;
             ctx.emit(&v, || {
                 format!(
                     "policy version {} in force ({} files, digest {})\n",
@@ -33,7 +35,10 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
                 None => c.policies().await?,
             };
             ctx.emit(&v, || {
-                let mut out = format!("// policy version {} applied {} by {}\n", v.version, v.created_at, v.created_by);
+                let mut out = format!(
+                    "// policy version {} applied {} by {}\n",
+                    v.version, v.created_at, v.created_by
+                );
                 for s in &v.sources {
                     out.push_str(&format!("\n// ---- {}\n{}\n", s.name, s.text.trim_end()));
                 }
@@ -56,13 +61,22 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
                 .with_context(|| format!("bad case file {}", cases.display()))?;
             ctx.emit(&report, || format!("{report}\n"))?;
             if !report.all_passed() {
-                bail!("{} of {} policy test cases failed", report.failed, report.failed + report.passed);
+                bail!(
+                    "{} of {} policy test cases failed",
+                    report.failed,
+                    report.failed + report.passed
+                );
             }
             Ok(())
         }
         PolicyCmd::Simulate { policies, since } => {
             let sources = read_sources(&policies)?;
-            let r = c.simulate_policies(&SimulatePolicies { sources, since: Some(since) }).await?;
+            let r = c
+                .simulate_policies(&SimulatePolicies {
+                    sources,
+                    since: Some(since),
+                })
+                .await?;
             ctx.emit(&r, || simulation_text(&r))
         }
     }
@@ -79,7 +93,16 @@ fn simulation_text(r: &SimulationReport) -> String {
         out.push_str("no decision would change\n");
     } else {
         out.push_str(&format!("{} decisions would change:\n", r.changes.len()));
-        let mut t = output::Table::new(&["REQUEST", "REQUESTER", "TARGET", "ROLE", "CREATED", "RECORDED", "CANDIDATE", "POLICY"]);
+        let mut t = output::Table::new(&[
+            "REQUEST",
+            "REQUESTER",
+            "TARGET",
+            "ROLE",
+            "CREATED",
+            "RECORDED",
+            "CANDIDATE",
+            "POLICY",
+        ]);
         for c in &r.changes {
             t.row(vec![
                 c.request_id.to_string(),
@@ -123,11 +146,20 @@ pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<PolicySource>> {
             files.sort();
             for f in files {
                 let name = f.strip_prefix(p).unwrap_or(&f).display().to_string();
-                out.push(PolicySource { name, text: read(&f)? });
+                out.push(PolicySource {
+                    name,
+                    text: read(&f)?,
+                });
             }
         } else {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            out.push(PolicySource { name, text: read(p)? });
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push(PolicySource {
+                name,
+                text: read(p)?,
+            });
         }
     }
     Ok(out)
@@ -136,7 +168,11 @@ pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<PolicySource>> {
 fn read(p: &Path) -> Result<String> {
     let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
     if meta.len() > 1024 * 1024 {
-        bail!("{} is {} bytes; policy sets are limited to 1 MiB", p.display(), meta.len());
+        bail!(
+            "{} is {} bytes; policy sets are limited to 1 MiB",
+            p.display(),
+            meta.len()
+        );
     }
     std::fs::read_to_string(p).with_context(|| format!("cannot read {} as UTF-8 text", p.display()))
 }

@@ -118,6 +118,12 @@ pub struct CheckpointRecord {
 pub struct AuditFilter {
     pub after_seq: Option<i64>,
     pub actor: Option<String>,
+    /// Events about this target: the target itself, its roles, and every event whose data
+    /// names it (requests, grants).
+    pub target: Option<String>,
+    /// Events about this request: the request itself and every event whose data names it
+    /// (its grant's events).
+    pub request: Option<uuid::Uuid>,
     pub action: Option<String>,
     pub subject: Option<String>,
     pub since: Option<Timestamp>,

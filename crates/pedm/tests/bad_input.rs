@@ -7,7 +7,6 @@ use common::*;
 use pedm_api::*;
 use std::time::Duration;
 
-
 /// Everything that a refused call must not have changed.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
@@ -332,7 +331,11 @@ async fn non_admins_cannot_administer() {
         403,
         "not permitted",
     );
-    assert_err(alice.list_users().await, 403, "not permitted to manage_users");
+    assert_err(
+        alice.list_users().await,
+        403,
+        "not permitted to manage_users",
+    );
     assert_err(
         alice
             .create_token(&CreateToken {

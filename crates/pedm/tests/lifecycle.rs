@@ -6,7 +6,6 @@ use common::*;
 use pedm_api::*;
 use std::time::Duration;
 
-
 async fn events(s: &Server, action: &str, subject: &str) -> Vec<AuditEvent> {
     s.admin()
         .audit_events(&AuditQuery {
@@ -135,6 +134,38 @@ async fn approval_flow_from_request_to_release() {
             .len(),
         1
     );
+    // Everything about the request, its grant included, in one query.
+    let about = s
+        .admin()
+        .audit_events(&AuditQuery {
+            request: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = about.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "request.created",
+            "request.approve",
+            "request.approval_recorded",
+            "request.approved",
+            "grant.started",
+            "grant.released"
+        ],
+        "{about:?}"
+    );
+    let on_target = s
+        .admin()
+        .audit_events(&AuditQuery {
+            target: Some("web1".into()),
+            action: Some("grant.released".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(on_target.len(), 1);
 }
 
 #[tokio::test]

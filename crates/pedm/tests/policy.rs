@@ -50,12 +50,20 @@ when { resource.labels.contains("env=prod") };
 "#;
 
 fn src(name: &str, text: &str) -> PolicySource {
-    PolicySource { name: name.into(), text: text.into() }
+    PolicySource {
+        name: name.into(),
+        text: text.into(),
+    }
 }
 
 async fn make_group(s: &Server, group: &str, members: &[&str]) {
     let a = s.admin();
-    a.create_group(&CreateGroup { name: group.into(), description: None }).await.unwrap();
+    a.create_group(&CreateGroup {
+        name: group.into(),
+        description: None,
+    })
+    .await
+    .unwrap();
     for m in members {
         a.add_group_member(group, m).await.unwrap();
     }
@@ -82,7 +90,10 @@ async fn setup(s: &Server) -> People {
     make_group(s, "oncall", &["oncall"]).await;
     let v = s
         .admin()
-        .apply_policies(&ApplyPolicies { sources: vec![src("prod.cedar", POLICIES)], comment: Some("tiers".into()) })
+        .apply_policies(&ApplyPolicies {
+            sources: vec![src("prod.cedar", POLICIES)],
+            comment: Some("tiers".into()),
+        })
         .await
         .expect("apply");
     assert_eq!(v.version, 2, "version 1 is the default set");
@@ -103,60 +114,161 @@ async fn policies_decide_requests_with_tiers_and_limits() {
     let p = setup(&s).await;
 
     // Auto-approved by policy, with the policy named.
-    let d = p.dev.create_request(&req("web1", "docker", "20m", "build")).await.unwrap();
+    let d = p
+        .dev
+        .create_request(&req("web1", "docker", "20m", "build"))
+        .await
+        .unwrap();
     assert_eq!(d.request.state, RequestState::Approved);
     assert_eq!(d.request.policy.as_deref(), Some("dev-docker"));
     assert!(d.grant.is_some());
     // The policy's max duration is enforced: longer is a recorded denial naming the policy.
-    let r = p.dev.create_request(&req("web1", "docker", "45m", "build")).await.unwrap().request;
+    let r = p
+        .dev
+        .create_request(&req("web1", "docker", "45m", "build"))
+        .await
+        .unwrap()
+        .request;
     assert_eq!(r.state, RequestState::Denied);
-    assert!(r.decision_reason.as_deref().unwrap_or("").contains("maximum of dev-docker"), "{r:?}");
+    assert!(
+        r.decision_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("maximum of dev-docker"),
+        "{r:?}"
+    );
 
     // Not a developer: no policy permits, and the denial says so.
-    let r = p.outsider.create_request(&req("web1", "docker", "10m", "curious")).await.unwrap();
+    let r = p
+        .outsider
+        .create_request(&req("web1", "docker", "10m", "curious"))
+        .await
+        .unwrap();
     assert_eq!(r.request.state, RequestState::Denied);
-    assert!(r.request.decision_reason.as_deref().unwrap_or("").contains("no policy permits"), "{:?}", r.request);
+    assert!(
+        r.request
+            .decision_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no policy permits"),
+        "{:?}",
+        r.request
+    );
 
     // Root on prod: lead first, then two of security.
-    let r = p.dev.create_request(&req("web1", "root", "30m", "patch")).await.unwrap().request;
+    let r = p
+        .dev
+        .create_request(&req("web1", "root", "30m", "patch"))
+        .await
+        .unwrap()
+        .request;
     assert_eq!(r.state, RequestState::Pending);
     assert_eq!(r.approvals_required, 3);
     assert_eq!(r.policy.as_deref(), Some("dev-prod-root"));
     assert_eq!(
         r.approval_tiers,
         vec![
-            ApprovalTier { group: Some("leads".into()), required: 1 },
-            ApprovalTier { group: Some("security".into()), required: 2 }
+            ApprovalTier {
+                group: Some("leads".into()),
+                required: 1
+            },
+            ApprovalTier {
+                group: Some("security".into()),
+                required: 2
+            }
         ]
     );
     // Security cannot go before the lead; outsiders and admins without the right group can't approve.
-    let e = p.sec1.approve_request(r.id, &Decide::default()).await.unwrap_err();
+    let e = p
+        .sec1
+        .approve_request(r.id, &Decide::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(403));
     assert!(e.to_string().contains("group leads"), "{e}");
-    let e = p.outsider.approve_request(r.id, &Decide::default()).await.unwrap_err();
+    let e = p
+        .outsider
+        .approve_request(r.id, &Decide::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(403));
-    assert!(e.to_string().contains("no policy lets outsider approve"), "{e}");
+    assert!(
+        e.to_string().contains("no policy lets outsider approve"),
+        "{e}"
+    );
     // Approvers see what waits for them, and only that.
-    let mine = p.lead.list_requests(&RequestQuery { approvable: Some(true), ..Default::default() }).await.unwrap();
+    let mine = p
+        .lead
+        .list_requests(&RequestQuery {
+            approvable: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(mine.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r.id]);
-    assert!(p.sec1.list_requests(&RequestQuery { approvable: Some(true), ..Default::default() }).await.unwrap().is_empty());
+    assert!(
+        p.sec1
+            .list_requests(&RequestQuery {
+                approvable: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
-    let d = p.lead.approve_request(r.id, &Decide { comment: Some("ok".into()) }).await.unwrap();
+    let d = p
+        .lead
+        .approve_request(
+            r.id,
+            &Decide {
+                comment: Some("ok".into()),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(d.request.state, RequestState::Pending);
     assert!(d.grant.is_none());
-    let e = p.lead.approve_request(r.id, &Decide::default()).await.unwrap_err();
+    let e = p
+        .lead
+        .approve_request(r.id, &Decide::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(409), "twice: {e}");
-    let d = p.sec1.approve_request(r.id, &Decide::default()).await.unwrap();
-    assert_eq!(d.request.state, RequestState::Pending, "one of two security approvals");
-    let d = p.sec2.approve_request(r.id, &Decide::default()).await.unwrap();
+    let d = p
+        .sec1
+        .approve_request(r.id, &Decide::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        d.request.state,
+        RequestState::Pending,
+        "one of two security approvals"
+    );
+    let d = p
+        .sec2
+        .approve_request(r.id, &Decide::default())
+        .await
+        .unwrap();
     assert_eq!(d.request.state, RequestState::Approved);
     assert!(d.grant.is_some());
     let detail = p.dev.get_request(r.id).await.unwrap();
-    let tiers: Vec<(String, u32)> = detail.approvals.iter().map(|a| (a.approver.clone(), a.tier)).collect();
-    assert_eq!(tiers, vec![("lead".into(), 0), ("sec1".into(), 1), ("sec2".into(), 1)]);
+    let tiers: Vec<(String, u32)> = detail
+        .approvals
+        .iter()
+        .map(|a| (a.approver.clone(), a.tier))
+        .collect();
+    assert_eq!(
+        tiers,
+        vec![("lead".into(), 0), ("sec1".into(), 1), ("sec2".into(), 1)]
+    );
 
     // Over the role's (and the policy's) 1h for root on prod.
-    let e = p.dev.create_request(&req("web1", "root", "2h", "long")).await.unwrap_err();
+    let e = p
+        .dev
+        .create_request(&req("web1", "root", "2h", "long"))
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(400));
 }
 
@@ -169,13 +281,25 @@ async fn bad_policies_are_refused_and_the_old_set_stays() {
 
     let cases = [
         ("syntax", "permit (principal, action, resource"),
-        ("schema", r#"permit (principal, action == Pedm::Action::"request", resource) when { resource.colour == "red" };"#),
-        ("entity", r#"permit (principal == Pedm::Robot::"r2", action == Pedm::Action::"request", resource);"#),
-        ("annotations", r#"@auto_approve("true") @approvals("2") permit (principal, action == Pedm::Action::"request", resource);"#),
+        (
+            "schema",
+            r#"permit (principal, action == Pedm::Action::"request", resource) when { resource.colour == "red" };"#,
+        ),
+        (
+            "entity",
+            r#"permit (principal == Pedm::Robot::"r2", action == Pedm::Action::"request", resource);"#,
+        ),
+        (
+            "annotations",
+            r#"@auto_approve("true") @approvals("2") permit (principal, action == Pedm::Action::"request", resource);"#,
+        ),
     ];
     for (what, text) in cases {
         let e = admin
-            .apply_policies(&ApplyPolicies { sources: vec![src("bad.cedar", text)], comment: None })
+            .apply_policies(&ApplyPolicies {
+                sources: vec![src("bad.cedar", text)],
+                comment: None,
+            })
             .await
             .unwrap_err();
         assert_eq!(e.status(), Some(400), "{what}: {e}");
@@ -183,7 +307,10 @@ async fn bad_policies_are_refused_and_the_old_set_stays() {
     // Over the 1 MiB policy limit: refused before parsing, naming the limit.
     let big = "// x\n".repeat(300_000);
     let e = admin
-        .apply_policies(&ApplyPolicies { sources: vec![src("big.cedar", &big)], comment: None })
+        .apply_policies(&ApplyPolicies {
+            sources: vec![src("big.cedar", &big)],
+            comment: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(400), "{e}");
@@ -198,34 +325,63 @@ async fn bad_policies_are_refused_and_the_old_set_stays() {
     // A set that would lock the applying admin out is refused.
     let e = admin
         .apply_policies(&ApplyPolicies {
-            sources: vec![src("lock.cedar", r#"permit (principal, action == Pedm::Action::"request", resource);"#)],
+            sources: vec![src(
+                "lock.cedar",
+                r#"permit (principal, action == Pedm::Action::"request", resource);"#,
+            )],
             comment: None,
         })
         .await
         .unwrap_err();
     assert!(e.to_string().contains("lock you out"), "{e}");
-    assert_eq!(admin.policies().await.unwrap(), before, "old set still in force");
+    assert_eq!(
+        admin.policies().await.unwrap(),
+        before,
+        "old set still in force"
+    );
     // ...and still decides.
     assert_eq!(
-        p.dev.create_request(&req("web1", "docker", "10m", "x")).await.unwrap().request.state,
+        p.dev
+            .create_request(&req("web1", "docker", "10m", "x"))
+            .await
+            .unwrap()
+            .request
+            .state,
         RequestState::Approved
     );
     let rejected = admin
-        .audit_events(&AuditQuery { action: Some("policy.rejected".into()), ..Default::default() })
+        .audit_events(&AuditQuery {
+            action: Some("policy.rejected".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(rejected.len(), 4, "each set refused by the engine is recorded");
+    assert_eq!(
+        rejected.len(),
+        4,
+        "each set refused by the engine is recorded"
+    );
     let applied = admin
-        .audit_events(&AuditQuery { action: Some("policy.applied".into()), ..Default::default() })
+        .audit_events(&AuditQuery {
+            action: Some("policy.applied".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(applied.len(), 2);
     let diff = applied[1].data["diff"].as_str().unwrap();
-    assert!(diff.contains("+@id(\"dev-prod-root\")") && diff.contains("b/prod.cedar"), "{diff}");
+    assert!(
+        diff.contains("+@id(\"dev-prod-root\")") && diff.contains("b/prod.cedar"),
+        "{diff}"
+    );
     assert_eq!(admin.policy_versions().await.unwrap().len(), 2);
     // Non-admins cannot apply.
-    let e = p.dev
-        .apply_policies(&ApplyPolicies { sources: vec![src("x.cedar", POLICIES)], comment: None })
+    let e = p
+        .dev
+        .apply_policies(&ApplyPolicies {
+            sources: vec![src("x.cedar", POLICIES)],
+            comment: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(403));
@@ -238,7 +394,13 @@ async fn receiver(secret: &'static str) -> (String, mpsc::UnboundedReceiver<serd
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
             let tx = tx.clone();
             async move {
-                let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let h = |k: &str| {
+                    headers
+                        .get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
                 pedm_notify::verify_signature(
                     secret.as_bytes(),
                     &h("x-pedm-timestamp"),
@@ -260,7 +422,10 @@ async fn receiver(secret: &'static str) -> (String, mpsc::UnboundedReceiver<serd
     (url, rx)
 }
 
-async fn next_of_kind(rx: &mut mpsc::UnboundedReceiver<serde_json::Value>, kind: &str) -> serde_json::Value {
+async fn next_of_kind(
+    rx: &mut mpsc::UnboundedReceiver<serde_json::Value>,
+    kind: &str,
+) -> serde_json::Value {
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let v = rx.recv().await.expect("receiver open");
@@ -285,7 +450,12 @@ async fn break_glass_is_immediate_loud_and_reviewed() {
     let p = setup(&s).await;
 
     // A normal pending request notifies approvers.
-    let r = p.dev.create_request(&req("web1", "root", "30m", "patch")).await.unwrap().request;
+    let r = p
+        .dev
+        .create_request(&req("web1", "root", "30m", "patch"))
+        .await
+        .unwrap()
+        .request;
     let n = next_of_kind(&mut rx, "request.pending").await;
     assert_eq!(n["data"]["request"]["id"], r.id.to_string());
 
@@ -298,7 +468,10 @@ async fn break_glass_is_immediate_loud_and_reviewed() {
     let got = p.oncall.create_request(&bg).await.unwrap();
     assert_eq!(got.request.state, RequestState::Approved);
     assert!(got.request.break_glass);
-    assert_eq!(got.request.review.as_ref().unwrap().state, ReviewState::Open);
+    assert_eq!(
+        got.request.review.as_ref().unwrap().state,
+        ReviewState::Open
+    );
     let grant = got.grant.expect("granted at once");
     let n = next_of_kind(&mut rx, "break_glass").await;
     assert_eq!(n["severity"], "high");
@@ -311,24 +484,66 @@ async fn break_glass_is_immediate_loud_and_reviewed() {
     assert!(r.grant.is_none());
 
     let admin = s.admin();
-    let open = admin.break_glass(&BreakGlassQuery { open: Some(true) }).await.unwrap();
-    assert_eq!(open.iter().map(|r| r.id).collect::<Vec<_>>(), vec![got.request.id]);
-    // The comment is mandatory; the user cannot review their own use.
-    assert_eq!(admin.review_break_glass(got.request.id, &Decide::default()).await.unwrap_err().status(), Some(400));
+    let open = admin
+        .break_glass(&BreakGlassQuery { open: Some(true) })
+        .await
+        .unwrap();
     assert_eq!(
-        p.oncall.review_break_glass(got.request.id, &Decide { comment: Some("fine".into()) }).await.unwrap_err().status(),
+        open.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![got.request.id]
+    );
+    // The comment is mandatory; the user cannot review their own use.
+    assert_eq!(
+        admin
+            .review_break_glass(got.request.id, &Decide::default())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(400)
+    );
+    assert_eq!(
+        p.oncall
+            .review_break_glass(
+                got.request.id,
+                &Decide {
+                    comment: Some("fine".into())
+                }
+            )
+            .await
+            .unwrap_err()
+            .status(),
         Some(403)
     );
     let reviewed = admin
-        .review_break_glass(got.request.id, &Decide { comment: Some("INC-9 confirmed".into()) })
+        .review_break_glass(
+            got.request.id,
+            &Decide {
+                comment: Some("INC-9 confirmed".into()),
+            },
+        )
         .await
         .unwrap();
     let review = reviewed.review.unwrap();
     assert_eq!(review.state, ReviewState::Closed);
     assert_eq!(review.reviewed_by.as_deref(), Some("admin"));
-    assert!(admin.break_glass(&BreakGlassQuery { open: Some(true) }).await.unwrap().is_empty());
+    assert!(
+        admin
+            .break_glass(&BreakGlassQuery { open: Some(true) })
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        admin.review_break_glass(got.request.id, &Decide { comment: Some("again".into()) }).await.unwrap_err().status(),
+        admin
+            .review_break_glass(
+                got.request.id,
+                &Decide {
+                    comment: Some("again".into())
+                }
+            )
+            .await
+            .unwrap_err()
+            .status(),
         Some(409)
     );
 }
@@ -342,12 +557,29 @@ async fn policy_cli_apply_test_and_simulate() {
 
     // History: dev asks for docker three times (auto) and root once (approved by people).
     for _ in 0..3 {
-        p.dev.create_request(&req("web1", "docker", "10m", "build")).await.unwrap();
+        p.dev
+            .create_request(&req("web1", "docker", "10m", "build"))
+            .await
+            .unwrap();
     }
-    let r = p.dev.create_request(&req("web1", "root", "10m", "patch")).await.unwrap().request;
-    p.lead.approve_request(r.id, &Decide::default()).await.unwrap();
-    p.sec1.approve_request(r.id, &Decide::default()).await.unwrap();
-    p.sec2.approve_request(r.id, &Decide::default()).await.unwrap();
+    let r = p
+        .dev
+        .create_request(&req("web1", "root", "10m", "patch"))
+        .await
+        .unwrap()
+        .request;
+    p.lead
+        .approve_request(r.id, &Decide::default())
+        .await
+        .unwrap();
+    p.sec1
+        .approve_request(r.id, &Decide::default())
+        .await
+        .unwrap();
+    p.sec2
+        .approve_request(r.id, &Decide::default())
+        .await
+        .unwrap();
 
     // A candidate that stops auto-approving docker.
     let candidate = POLICIES.replace(
@@ -357,13 +589,34 @@ async fn policy_cli_apply_test_and_simulate() {
     std::fs::create_dir(dir.path().join("candidate")).unwrap();
     std::fs::write(dir.path().join("candidate/prod.cedar"), &candidate).unwrap();
     let cand = dir.path().join("candidate");
-    let o = s.cli(t, &["--json", "policy", "simulate", "--policies", cand.to_str().unwrap(), "--since", "1h"]);
+    let o = s.cli(
+        t,
+        &[
+            "--json",
+            "policy",
+            "simulate",
+            "--policies",
+            cand.to_str().unwrap(),
+            "--since",
+            "1h",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let report: SimulationReport = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report.evaluated, 4);
     assert_eq!(report.changes.len(), 3, "{report:?}");
-    assert!(report.changes.iter().all(|c| c.recorded == "auto_approve" && c.candidate == "approval(leads:1)"));
-    assert!(report.unused_eligibilities.contains(&"oncall-break-glass".to_string()), "{report:?}");
+    assert!(
+        report
+            .changes
+            .iter()
+            .all(|c| c.recorded == "auto_approve" && c.candidate == "approval(leads:1)")
+    );
+    assert!(
+        report
+            .unused_eligibilities
+            .contains(&"oncall-break-glass".to_string()),
+        "{report:?}"
+    );
 
     // Policy test cases against local files: pass, then a failing expectation exits 1.
     let cases = dir.path().join("cases.toml");
@@ -400,39 +653,92 @@ policy = "office-network-only"
     .unwrap();
     let prod = dir.path().join("prod.cedar");
     std::fs::write(&prod, POLICIES).unwrap();
-    let o = s.cli(t, &["policy", "test", cases.to_str().unwrap(), "--policies", prod.to_str().unwrap()]);
+    let o = s.cli(
+        t,
+        &[
+            "policy",
+            "test",
+            cases.to_str().unwrap(),
+            "--policies",
+            prod.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("3 passed, 0 failed"), "{}", stdout(&o));
     // Against the set in force on the server (same policies): passes too.
     let o = s.cli(t, &["policy", "test", cases.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     // Against the candidate, the first case fails.
-    let o = s.cli(t, &["policy", "test", cases.to_str().unwrap(), "--policies", cand.to_str().unwrap()]);
+    let o = s.cli(
+        t,
+        &[
+            "policy",
+            "test",
+            cases.to_str().unwrap(),
+            "--policies",
+            cand.to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert!(stdout(&o).contains("FAIL  devs get docker at once"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("FAIL  devs get docker at once"),
+        "{}",
+        stdout(&o)
+    );
 
     // Apply from the CLI; list and show.
-    let o = s.cli(t, &["policy", "apply", cand.to_str().unwrap(), "--comment", "tighten docker"]);
+    let o = s.cli(
+        t,
+        &[
+            "policy",
+            "apply",
+            cand.to_str().unwrap(),
+            "--comment",
+            "tighten docker",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("policy version 3"), "{}", stdout(&o));
     let o = s.cli(t, &["policy", "list"]);
     assert!(stdout(&o).contains("tighten docker"), "{}", stdout(&o));
     let o = s.cli(t, &["policy", "show", "2"]);
-    assert!(stdout(&o).contains("@auto_approve(\"true\")"), "{}", stdout(&o));
-    let r = p.dev.create_request(&req("web1", "docker", "10m", "build")).await.unwrap().request;
-    assert_eq!(r.state, RequestState::Pending, "the new version is in force");
+    assert!(
+        stdout(&o).contains("@auto_approve(\"true\")"),
+        "{}",
+        stdout(&o)
+    );
+    let r = p
+        .dev
+        .create_request(&req("web1", "docker", "10m", "build"))
+        .await
+        .unwrap()
+        .request;
+    assert_eq!(
+        r.state,
+        RequestState::Pending,
+        "the new version is in force"
+    );
     let bad = dir.path().join("bad.cedar");
     std::fs::write(&bad, "permit (principal, action, resource").unwrap();
     let o = s.cli(t, &["policy", "apply", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("bad.cedar"), "names the file: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bad.cedar"),
+        "names the file: {}",
+        stderr(&o)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_follows_applied_policies() {
-    let Some(pg) = pedm_store::testing::TestPostgres::start_or_skip() else { return };
+    let Some(pg) = pedm_store::testing::TestPostgres::start_or_skip() else {
+        return;
+    };
     let db = pg.fresh_database("policies").expect("database");
-    let a = Server::start_with(Options { database_url: Some(db.clone()), ..Default::default() });
+    let a = Server::start_with(Options {
+        database_url: Some(db.clone()),
+        ..Default::default()
+    });
     let b = Server::start_with(Options {
         database_url: Some(db),
         admin_token: Some(a.admin_token.clone()),
@@ -443,10 +749,18 @@ async fn a_second_instance_follows_applied_policies() {
     a.admin().add_group_member("devs", "dev2").await.unwrap();
     let _ = p;
     // Applied through A (in setup); B picks it up within its follow interval.
-    let r = eventually(Duration::from_secs(20), "policy version 2 on the second instance", || async {
-        let r = dev_on_b.create_request(&req("web1", "docker", "10m", "x")).await.unwrap().request;
-        (r.policy.as_deref() == Some("dev-docker")).then_some(r)
-    })
+    let r = eventually(
+        Duration::from_secs(20),
+        "policy version 2 on the second instance",
+        || async {
+            let r = dev_on_b
+                .create_request(&req("web1", "docker", "10m", "x"))
+                .await
+                .unwrap()
+                .request;
+            (r.policy.as_deref() == Some("dev-docker")).then_some(r)
+        },
+    )
     .await;
     assert_eq!(r.state, RequestState::Approved);
 }

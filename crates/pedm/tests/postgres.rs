@@ -8,7 +8,6 @@ use pedm_api::*;
 use pedm_store::testing::TestPostgres;
 use std::time::Duration;
 
-
 async fn verify_audit_chain(s: &Server) -> usize {
     let events = s
         .admin()

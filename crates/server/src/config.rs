@@ -81,7 +81,9 @@ impl Default for Config {
                 max_body_bytes: 64 * 1024,
                 request_timeout: "30s".into(),
             },
-            policy: PolicyConfig { default_timezone: "UTC".into() },
+            policy: PolicyConfig {
+                default_timezone: "UTC".into(),
+            },
             notify: pedm_notify::NotifyConfig::default(),
             audit: AuditConfig {
                 signing_key: String::new(),

@@ -108,7 +108,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let notifier = if sinks.is_empty() {
         None
     } else {
-        Some(pedm_notify::Notifier::start(sinks, notify_options).context("notify")?.0)
+        Some(
+            pedm_notify::Notifier::start(sinks, notify_options)
+                .context("notify")?
+                .0,
+        )
     };
     let mut cp = ControlPlane::new(
         store,
@@ -116,7 +120,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(SystemClock),
         cfg.limits.clone(),
     )
-    .with_policy_compiler(Arc::new(policy::CedarCompiler { options: cfg.policy_options.clone() }));
+    .with_policy_compiler(Arc::new(policy::CedarCompiler {
+        options: cfg.policy_options.clone(),
+    }));
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }
@@ -128,11 +134,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(user = %cfg.admin_user, file = %token_file.display(), "created the bootstrap admin");
     }
 
-    cp.load_policies().await.context("cannot load the policies")?;
+    cp.load_policies()
+        .await
+        .context("cannot load the policies")?;
     tracing::info!(version = cp.policy_version(), "policies in force");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(pedm_core::scheduler::run_expiry(cp.clone(), shutdown_rx.clone()));
+    let scheduler = tokio::spawn(pedm_core::scheduler::run_expiry(
+        cp.clone(),
+        shutdown_rx.clone(),
+    ));
     tokio::spawn(follow_policy_versions(cp.clone(), shutdown_rx));
 
     let key = audit_signer::load_or_create_key(&cfg.audit_signing_key)?;
@@ -141,14 +152,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("cannot read the audit log")?,
     );
-    tokio::spawn(signer.clone().run(cfg.audit_checkpoint_interval, shutdown_tx.subscribe()));
+    tokio::spawn(
+        signer
+            .clone()
+            .run(cfg.audit_checkpoint_interval, shutdown_tx.subscribe()),
+    );
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let app = http::router(
-        http::AppState { cp, metrics, audit: Some(signer) },
+        http::AppState {
+            cp,
+            metrics,
+            audit: Some(signer),
+        },
         cfg.max_body_bytes,
         cfg.request_timeout,
     );
@@ -194,7 +213,10 @@ async fn follow_policy_versions(cp: Arc<ControlPlane>, mut shutdown: watch::Rece
             _ = shutdown.changed() => return,
         }
         match cp.reload_policies_if_changed().await {
-            Ok(true) => tracing::info!(version = cp.policy_version(), "loaded policies applied elsewhere"),
+            Ok(true) => tracing::info!(
+                version = cp.policy_version(),
+                "loaded policies applied elsewhere"
+            ),
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cannot reload policies"),
         }

@@ -36,20 +36,29 @@ fn notification(n: &Notice) -> Notification {
                 r.role,
                 r.target,
                 r.state,
-                r.decided_by.as_deref().map(|b| format!(" (by {b})")).unwrap_or_default()
+                r.decided_by
+                    .as_deref()
+                    .map(|b| format!(" (by {b})"))
+                    .unwrap_or_default()
             ),
             json!({ "request": r }),
         ),
         Notice::GrantStarted(g) => Notification::new(
             kinds::GRANT_STARTED,
             Severity::Info,
-            format!("{} now holds {} on {} until {}", g.user, g.role, g.target, g.expires_at),
+            format!(
+                "{} now holds {} on {} until {}",
+                g.user, g.role, g.target, g.expires_at
+            ),
             json!({ "grant": g }),
         ),
         Notice::GrantEnded(g) => Notification::new(
             kinds::GRANT_ENDED,
             Severity::Info,
-            format!("{}'s {} on {} ended ({})", g.user, g.role, g.target, g.state),
+            format!(
+                "{}'s {} on {} ended ({})",
+                g.user, g.role, g.target, g.state
+            ),
             json!({ "grant": g }),
         ),
         Notice::BreakGlass { request, grant } => Notification::new(
@@ -57,7 +66,11 @@ fn notification(n: &Notice) -> Notification {
             Severity::High,
             format!(
                 "BREAK-GLASS: {} took {} on {} until {} without approval: {}",
-                request.requester, request.role, request.target, grant.expires_at, request.justification
+                request.requester,
+                request.role,
+                request.target,
+                grant.expires_at,
+                request.justification
             ),
             json!({ "request": request, "grant": grant }),
         ),

@@ -19,14 +19,19 @@ pub struct CedarCompiler {
 
 impl PolicyCompiler for CedarCompiler {
     fn compile(&self, sources: &[PolicySource]) -> Result<Arc<dyn Decider>, String> {
-        let pairs: Vec<(String, String)> =
-            sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
+        let pairs: Vec<(String, String)> = sources
+            .iter()
+            .map(|s| (s.name.clone(), s.text.clone()))
+            .collect();
         let engine = Engine::load(&pairs, self.options.clone()).map_err(|e| e.to_string())?;
         Ok(Arc::new(CedarDecider { engine }))
     }
 
     fn default_sources(&self) -> Vec<PolicySource> {
-        vec![PolicySource { name: "default.cedar".into(), text: DEFAULT_POLICIES.into() }]
+        vec![PolicySource {
+            name: "default.cedar".into(),
+            text: DEFAULT_POLICIES.into(),
+        }]
     }
 }
 
@@ -35,7 +40,11 @@ pub struct CedarDecider {
 }
 
 fn principal(a: &Actor) -> Principal {
-    Principal { user: a.user.clone(), groups: a.groups.clone(), admin: a.admin }
+    Principal {
+        user: a.user.clone(),
+        groups: a.groups.clone(),
+        admin: a.admin,
+    }
 }
 
 fn role_ref(r: &Role) -> RoleRef {
@@ -47,7 +56,11 @@ fn role_ref(r: &Role) -> RoleRef {
 /// Device claims arrive as strings; the schema knows `managed`, `compliant` and `os`.
 fn device(claims: &std::collections::BTreeMap<String, String>) -> Device {
     let flag = |k: &str| claims.get(k).and_then(|v| v.parse::<bool>().ok());
-    Device { managed: flag("managed"), compliant: flag("compliant"), os: claims.get("os").cloned() }
+    Device {
+        managed: flag("managed"),
+        compliant: flag("compliant"),
+        os: claims.get("os").cloned(),
+    }
 }
 
 fn admin_action(a: AdminAction) -> Action {
@@ -76,7 +89,11 @@ impl Decider for CedarDecider {
             },
         };
         match self.engine.decide_request(&q) {
-            RequestVerdict::Deny { policies, reason, errors } => {
+            RequestVerdict::Deny {
+                policies,
+                reason,
+                errors,
+            } => {
                 let reason = if errors.is_empty() {
                     reason
                 } else {
@@ -98,7 +115,10 @@ impl Decider for CedarDecider {
                 tiers: r
                     .tiers
                     .into_iter()
-                    .map(|t| ApprovalTier { group: t.group, required: t.required })
+                    .map(|t| ApprovalTier {
+                        group: t.group,
+                        required: t.required,
+                    })
                     .collect(),
                 break_glass: r.break_glass,
             }),
@@ -119,9 +139,16 @@ impl Decider for CedarDecider {
         let v = self.engine.authorize(&AuthzQuery {
             principal: principal(approver),
             action: Action::Approve,
-            resource: Resource::Role { target: TargetRef::from(target), role: role_ref(role) },
+            resource: Resource::Role {
+                target: TargetRef::from(target),
+                role: role_ref(role),
+            },
             context: ctx,
-            requester: Some(Principal { user: request.requester.clone(), groups: vec![], admin: false }),
+            requester: Some(Principal {
+                user: request.requester.clone(),
+                groups: vec![],
+                admin: false,
+            }),
         });
         if v.allowed {
             Ok(())
@@ -162,7 +189,9 @@ impl Decider for CedarDecider {
             .into_iter()
             .filter(|p| {
                 p.effect == "permit"
-                    && p.actions.as_ref().is_none_or(|a| a.iter().any(|a| a == "request"))
+                    && p.actions
+                        .as_ref()
+                        .is_none_or(|a| a.iter().any(|a| a == "request"))
             })
             .map(|p| p.id)
             .collect()

@@ -43,6 +43,14 @@ fn push_limit(sql: &mut String, args: &mut Vec<Arg>, limit: Option<u32>) {
 }
 
 impl Engine {
+    /// SQL for a top-level string field of a JSON text column, in this dialect.
+    fn json_text_field(&self, column: &str, field: &str) -> String {
+        match &self.pools {
+            Pools::Sqlite { .. } => format!("json_extract({column}, '$.{field}')"),
+            Pools::Pg(_) => format!("({column}::jsonb ->> '{field}')"),
+        }
+    }
+
     async fn read(&self) -> Result<Pooled, StoreError> {
         Ok(match &self.pools {
             Pools::Sqlite { read, .. } => Pooled::Sqlite(read.acquire().await.map_err(backend)?),
@@ -844,6 +852,28 @@ impl Store for Engine {
             "subject",
             f.subject.as_deref().map(Arg::from),
         );
+        if let Some(t) = &f.target {
+            a.push(format!("target:{t}").into());
+            a.push(format!("role:{t}/%").into());
+            a.push(t.into());
+            let n = a.len();
+            sql.push_str(&format!(
+                " AND (subject = ${} OR subject LIKE ${} OR {} = ${n})",
+                n - 2,
+                n - 1,
+                self.json_text_field("data", "target")
+            ));
+        }
+        if let Some(r) = f.request {
+            a.push(format!("request:{r}").into());
+            a.push(r.to_string().into());
+            let n = a.len();
+            sql.push_str(&format!(
+                " AND (subject = ${} OR {} = ${n})",
+                n - 1,
+                self.json_text_field("data", "request")
+            ));
+        }
         // [since, until): inclusive start, exclusive end, so adjacent windows don't overlap.
         if let Some(since) = f.since {
             a.push(since.into());

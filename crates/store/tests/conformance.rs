@@ -91,6 +91,7 @@ conformance!(
     reopen_keeps_everything,
     policy_versions_only_grow,
     audit_checkpoints_and_hashes,
+    audit_target_and_request_filters,
 );
 
 // ------------------------------------------------------------------------------ fixtures
@@ -1393,4 +1394,97 @@ async fn audit_checkpoints_and_hashes(db: Db) {
     drop(s);
     let s = db.open().await;
     assert_eq!(s.checkpoints().await.unwrap(), all);
+}
+
+async fn audit_target_and_request_filters(db: Db) {
+    let s = db.open().await;
+    let req = Uuid::now_v7();
+    let other = Uuid::now_v7();
+    let ev = |i: i64, action: &str, subject: String, data: serde_json::Value| {
+        NewAuditEvent::new(t(i), "alice", action, Some(subject)).data(data)
+    };
+    let events = [
+        ev(
+            1,
+            "target.created",
+            "target:web1".into(),
+            serde_json::json!({}),
+        ),
+        ev(
+            2,
+            "role.created",
+            "role:web1/root".into(),
+            serde_json::json!({}),
+        ),
+        ev(
+            3,
+            "request.created",
+            format!("request:{req}"),
+            serde_json::json!({"target": "web1"}),
+        ),
+        ev(
+            4,
+            "grant.started",
+            "grant:g1".into(),
+            serde_json::json!({"target": "web1", "request": req.to_string()}),
+        ),
+        ev(
+            5,
+            "request.created",
+            format!("request:{other}"),
+            serde_json::json!({"target": "web10"}),
+        ),
+        ev(
+            6,
+            "role.created",
+            "role:web10/root".into(),
+            serde_json::json!({}),
+        ),
+    ];
+    for e in events {
+        ok(&s, Changeset::new().event(e)).await;
+    }
+    let seqs = |f: AuditFilter| {
+        let s = s.clone();
+        async move {
+            s.audit_events(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        seqs(AuditFilter {
+            target: Some("web1".into()),
+            ..Default::default()
+        })
+        .await,
+        [1, 2, 3, 4]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            request: Some(req),
+            ..Default::default()
+        })
+        .await,
+        [3, 4]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            target: Some("web10".into()),
+            ..Default::default()
+        })
+        .await,
+        [5, 6]
+    );
+    assert!(
+        seqs(AuditFilter {
+            target: Some("x'; DROP TABLE audit_events; --".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
 }

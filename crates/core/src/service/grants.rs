@@ -121,7 +121,7 @@ impl ControlPlane {
             .event(
                 self.event(actor, action, subject("grant", g.id))
                     .data(json!({
-                        "user": g.user, "target": g.target, "role": g.role,
+                        "user": g.user, "target": g.target, "role": g.role, "request": g.request_id,
                         "expires_at": g.expires_at, "reason": reason,
                     })),
             );

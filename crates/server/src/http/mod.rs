@@ -70,7 +70,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(API_PREFIX, routes::router().merge(audit::router()))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest(API_PREFIX, routes::router().merge(audit::router()))
 }
 
 pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {

@@ -487,6 +487,8 @@ async fn list_audit_events(
     let filter = AuditFilter {
         after_seq: q.after,
         actor: q.actor,
+        target: q.target,
+        request: q.request,
         action: q.action,
         subject: q.subject,
         since: parse_time("since", q.since.as_deref())?,
@@ -509,7 +511,9 @@ async fn review_break_glass(
     Path(id): Path<Uuid>,
     Body(b): Body<Decide>,
 ) -> ApiResult<Json<Request>> {
-    Ok(Json(s.cp.review_break_glass(&c.actor, id, b.comment).await?))
+    Ok(Json(
+        s.cp.review_break_glass(&c.actor, id, b.comment).await?,
+    ))
 }
 
 /// Break-glass grants; by default only those whose review is still open.
@@ -520,7 +524,10 @@ async fn list_break_glass(
     c: Caller,
     Query(q): Query<BreakGlassQuery>,
 ) -> ApiResult<Json<Vec<Request>>> {
-    Ok(Json(s.cp.break_glass_requests(&c.actor, q.open.unwrap_or(true)).await?))
+    Ok(Json(
+        s.cp.break_glass_requests(&c.actor, q.open.unwrap_or(true))
+            .await?,
+    ))
 }
 
 // ------------------------------------------------------------------ policies
@@ -542,7 +549,9 @@ async fn apply_policies(
     c: Caller,
     Body(b): Body<ApplyPolicies>,
 ) -> ApiResult<Json<PolicyVersion>> {
-    Ok(Json(s.cp.apply_policies(&c.actor, b.sources, b.comment).await?))
+    Ok(Json(
+        s.cp.apply_policies(&c.actor, b.sources, b.comment).await?,
+    ))
 }
 
 /// Every applied policy version, newest first.
@@ -586,5 +595,7 @@ async fn simulate_policies(
             }
         },
     };
-    Ok(Json(s.cp.simulate_policies(&c.actor, b.sources, since).await?))
+    Ok(Json(
+        s.cp.simulate_policies(&c.actor, b.sources, since).await?,
+    ))
 }
