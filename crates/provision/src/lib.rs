@@ -1,0 +1,225 @@
+//! Provisioners: switch a grant's privilege on and off in the real target, check whether it
+//! is there right now, and discover standing privileged accounts that exist regardless of
+//! pedm.
+//!
+//! One trait, [`Provisioner`], four implementations:
+//!
+//! | kind | type | what a grant does |
+//! |---|---|---|
+//! | `postgres` | [`PostgresProvisioner`] | `GRANT role TO login`, or a short-lived `LOGIN` role with `VALID UNTIL` and a generated password |
+//! | `linux_group` | [`LinuxGroupProvisioner`] | temporary membership of a local group (`gpasswd -a`/`-d`) |
+//! | `command` | [`CommandProvisioner`] | runs an admin-configured executable with the grant as JSON on stdin |
+//! | `webhook` | [`WebhookProvisioner`] | a signed HTTP POST |
+//!
+//! Every operation is idempotent: granting twice, or revoking what is already gone, succeeds.
+//! Errors say whether to retry ([`ProvisionError::is_retryable`]): only
+//! [`ProvisionError::Unreachable`] is worth retrying.
+//!
+//! Secrets (generated passwords, URLs with passwords, webhook keys) never appear in `Debug`
+//! output, logs or error messages. [`GrantOutcome::secret`] is meant to be handed to the
+//! requester once and not stored.
+//!
+//! The server builds provisioners from its configuration with [`build`] /
+//! [`build_all`] (see [`ProvisionerConfig`] for the TOML shape).
+
+mod command;
+mod config;
+mod linux;
+mod postgres;
+mod scram;
+mod webhook;
+
+pub use command::{CommandConfig, CommandProvisioner, MAX_CAPTURE};
+pub use config::{ConfigError, ProvisionerConfig, build, build_all};
+pub use linux::{LinuxGroupConfig, LinuxGroupProvisioner, parse_sudoers};
+pub use postgres::{PostgresConfig, PostgresProvisioner, redact_url};
+pub use webhook::{WebhookConfig, WebhookProvisioner};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What to provision: one grant on one target. The server fills it from the grant, the role
+/// and the role's provisioner settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantSpec {
+    pub grant_id: Uuid,
+    /// The pedm user name of the grant holder.
+    pub user: String,
+    /// The pedm target name.
+    pub target: String,
+    /// The pedm role name.
+    pub role: String,
+    /// The role's run-as account, if it has one (passed through to command and webhook
+    /// provisioners; PostgreSQL and Linux groups do not use it).
+    #[serde(default)]
+    pub run_as: Option<String>,
+    pub expires_at: Timestamp,
+    /// The role's provisioner settings (what each provisioner reads is documented on it).
+    #[serde(default)]
+    pub settings: serde_json::Value,
+}
+
+/// What a successful grant produced.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GrantOutcome {
+    /// A credential for the requester (e.g. a generated password): hand it over once, never
+    /// log or store it. Not shown by `Debug`.
+    pub secret: Option<String>,
+    /// What was done, for the audit log (never contains the secret).
+    pub detail: String,
+}
+
+impl std::fmt::Debug for GrantOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantOutcome")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("detail", &self.detail)
+            .finish()
+    }
+}
+
+/// Whether the grant's privilege is in the target right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub present: bool,
+    /// What was seen (e.g. `member of "readwrite"`, `valid until …`).
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// A privileged account found in a target, whoever created it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StandingPrivilege {
+    /// The account holding the privilege: a login, a user name, or `%group` for a sudoers
+    /// group specification.
+    pub account: String,
+    /// What it holds, e.g. `superuser`, `createrole`, `member:readwrite`, `group:sudo`,
+    /// `uid0`, `sudo:(ALL:ALL) ALL`.
+    pub privilege: String,
+    /// Where it was found (a catalog, a group, a file and line).
+    #[serde(default)]
+    pub source: String,
+}
+
+/// Why a provisioning step failed. Only [`ProvisionError::Unreachable`] is worth retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProvisionError {
+    /// The target could not be reached or answered "not now" (down, timeout, connection
+    /// refused, lock contention, HTTP 5xx/429, exit status 75): retry later.
+    #[error("target unreachable: {0}")]
+    Unreachable(String),
+    /// The target was reached and refused (missing role or user, permission denied, HTTP
+    /// 4xx, non-zero exit): retrying the same thing will fail the same way.
+    #[error("target refused: {0}")]
+    Refused(String),
+    /// The request or settings are wrong before anything was sent (hostile or malformed
+    /// names, unknown mode, missing setting). Nothing was changed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl ProvisionError {
+    /// True for [`ProvisionError::Unreachable`] only.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unreachable(_))
+    }
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Self::Invalid(msg.into())
+    }
+    pub(crate) fn refused(msg: impl Into<String>) -> Self {
+        Self::Refused(msg.into())
+    }
+    pub(crate) fn unreachable(msg: impl Into<String>) -> Self {
+        Self::Unreachable(msg.into())
+    }
+}
+
+/// Switches one kind of privilege on and off in one target.
+#[async_trait]
+pub trait Provisioner: Send + Sync {
+    /// `postgres`, `linux_group`, `command` or `webhook`.
+    fn kind(&self) -> &'static str;
+    /// Puts the privilege in place. Granting what is already there succeeds (and may hand
+    /// out a fresh secret).
+    async fn grant(&self, g: &GrantSpec) -> Result<GrantOutcome, ProvisionError>;
+    /// Takes the privilege away. Revoking what is already gone succeeds.
+    async fn revoke(&self, g: &GrantSpec) -> Result<(), ProvisionError>;
+    /// Is the privilege there right now?
+    async fn observe(&self, g: &GrantSpec) -> Result<Observed, ProvisionError>;
+    /// Privileged accounts that exist in the target regardless of pedm.
+    async fn discover(&self) -> Result<Vec<StandingPrivilege>, ProvisionError>;
+}
+
+/// Settings field `login`: a template for the account name in the target, `{user}` replaced
+/// by the pedm user name; the pedm user name itself when absent.
+pub(crate) fn login_from_settings(g: &GrantSpec) -> Result<String, ProvisionError> {
+    match g.settings.get("login") {
+        None | Some(serde_json::Value::Null) => Ok(g.user.clone()),
+        Some(serde_json::Value::String(t)) => Ok(t.replace("{user}", &g.user)),
+        Some(other) => Err(ProvisionError::invalid(format!(
+            "settings.login must be a string, not {other}"
+        ))),
+    }
+}
+
+/// A string field of the role settings.
+pub(crate) fn setting_str<'a>(
+    g: &'a GrantSpec,
+    key: &str,
+) -> Result<Option<&'a str>, ProvisionError> {
+    match g.settings.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ProvisionError::invalid(format!(
+            "settings.{key} must be a string, not {other}"
+        ))),
+    }
+}
+
+/// A boolean field of the role settings.
+pub(crate) fn setting_bool(
+    g: &GrantSpec,
+    key: &str,
+    default: bool,
+) -> Result<bool, ProvisionError> {
+    match g.settings.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(ProvisionError::invalid(format!(
+            "settings.{key} must be true or false, not {other}"
+        ))),
+    }
+}
+
+/// `settings` must be a JSON object (or absent/null) holding only `allowed` keys.
+pub(crate) fn check_settings(g: &GrantSpec, allowed: &[&str]) -> Result<(), ProvisionError> {
+    match &g.settings {
+        serde_json::Value::Null => Ok(()),
+        serde_json::Value::Object(m) => {
+            if let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
+                return Err(ProvisionError::invalid(format!(
+                    "unknown setting {k:?} (expected one of: {})",
+                    allowed.join(", ")
+                )));
+            }
+            Ok(())
+        }
+        other => Err(ProvisionError::invalid(format!(
+            "settings must be a JSON object, not {other}"
+        ))),
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [truncated]", &s[..end])
+}
