@@ -290,15 +290,7 @@ async fn prove(ctx: &Ctx, seq: i64, size: Option<u64>, pubkey: Option<&str>) -> 
         for (i, h) in p.proof.iter().enumerate() {
             t.row(vec![format!("path[{i}]"), h.clone()]);
         }
-        let mut s = t.render();
-        for (n, r) in &checks {
-            match r {
-                Ok(()) => s.push_str(&format!("ok    {n}\n")),
-                Err(e) => s.push_str(&format!("FAIL  {n}: {e}\n")),
-            }
-        }
-        s.push_str(if ok { "VERIFIED\n" } else { "NOT VERIFIED\n" });
-        s
+        t.render() + &checks_text(&checks, ok)
     })?;
     if !ok {
         bail!("the inclusion proof of event {seq} does not verify");
@@ -362,15 +354,7 @@ async fn consistency(ctx: &Ctx, from: u64, to: Option<u64>, pubkey: Option<&str>
         for (i, h) in p.proof.iter().enumerate() {
             t.row(vec![format!("proof[{i}]"), h.clone()]);
         }
-        let mut s = t.render();
-        for (n, r) in &checks {
-            match r {
-                Ok(()) => s.push_str(&format!("ok    {n}\n")),
-                Err(e) => s.push_str(&format!("FAIL  {n}: {e}\n")),
-            }
-        }
-        s.push_str(if ok { "VERIFIED\n" } else { "NOT VERIFIED\n" });
-        s
+        t.render() + &checks_text(&checks, ok)
     })?;
     if !ok {
         bail!("the consistency proof {}..{} does not verify", p.from, p.to);
@@ -464,4 +448,20 @@ fn cells(r: &ElevationRow, machine: bool) -> Vec<String> {
         r.ended_by.clone().unwrap_or_default(),
         r.grant_id.to_string(),
     ]
+}
+
+/// One line per check, then the verdict.
+fn checks_text<N: std::fmt::Display, E: std::fmt::Display>(
+    checks: &[(N, Result<(), E>)],
+    ok: bool,
+) -> String {
+    let mut s = String::new();
+    for (n, r) in checks {
+        match r {
+            Ok(()) => s.push_str(&format!("ok    {n}\n")),
+            Err(e) => s.push_str(&format!("FAIL  {n}: {e}\n")),
+        }
+    }
+    s.push_str(if ok { "VERIFIED\n" } else { "NOT VERIFIED\n" });
+    s
 }
