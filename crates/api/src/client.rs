@@ -2,8 +2,8 @@
 
 use crate::types::*;
 use crate::{
-    API_PREFIX, AuditEvent, Grant, Group, PolicyVersion, Request, Role, SimulationReport, Target,
-    User,
+    API_PREFIX, AuditEvent, Grant, Group, PolicyVersion, Request, Role, SimulationReport,
+    StandingPrivilege, StandingReport, Target, User,
 };
 use reqwest::Method;
 use serde::Serialize;
@@ -237,6 +237,18 @@ impl Client {
     pub async fn release_grant(&self, id: Uuid, body: &Reason) -> Result<Grant, ApiError> {
         self.send(Method::POST, &format!("/grants/{id}/release"), body)
             .await
+    }
+    /// The secret the grant produced; readable once.
+    pub async fn grant_secret(&self, id: Uuid) -> Result<GrantSecret, ApiError> {
+        self.get(&format!("/grants/{id}/secret")).await
+    }
+    /// Standing privileged accounts in a target that has a provisioner (admin).
+    pub async fn discover(&self, target: &str) -> Result<Vec<StandingPrivilege>, ApiError> {
+        self.get(&format!("/targets/{target}/discover")).await
+    }
+    /// Standing privileges over every target with a provisioner (auditors).
+    pub async fn standing_report(&self) -> Result<StandingReport, ApiError> {
+        self.get("/reports/standing").await
     }
     pub async fn revoke_grant(&self, id: Uuid, body: &Reason) -> Result<Grant, ApiError> {
         self.send(Method::POST, &format!("/grants/{id}/revoke"), body)

@@ -12,8 +12,8 @@ pub use pedm_core::audit::{AuditEvent, Outcome};
 pub use pedm_core::duration::{format_duration, parse_duration};
 pub use pedm_core::model::{
     Approval, ApprovalDecision, ApprovalTier, Grant, GrantState, Group, PolicySource,
-    PolicyVersion, Request, RequestContext, RequestState, Review, ReviewState, Role, Target,
-    TargetKind, User,
+    PolicyVersion, ProvisionState, Request, RequestContext, RequestState, Review, ReviewState,
+    Role, StandingPrivilege, StandingReport, StandingRow, Target, TargetError, TargetKind, User,
 };
 pub use pedm_core::service::ElevationRow;
 pub use pedm_core::service::{SimulatedChange, SimulationReport};

@@ -359,3 +359,19 @@ pub struct ReportQuery {
     /// Window: a duration back from now (`30d`, `12h`) or an RFC 3339 time. Default `30d`.
     pub since: Option<String>,
 }
+
+/// A secret a grant produced (e.g. a generated database password), handed over once.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantSecret {
+    pub grant_id: Uuid,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for GrantSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantSecret")
+            .field("grant_id", &self.grant_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}

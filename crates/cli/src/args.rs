@@ -73,7 +73,9 @@ pub enum Command {
     Policy(PolicyCmd),
     /// Compliance reports (auditors).
     #[command(subcommand)]
-    Report(ReportCmd),
+    Report(ReportsCmd),
+    /// List the standing privileged accounts in a target with a provisioner (admin).
+    Discover { target: String },
     /// Break-glass grants and their after-the-fact review (admin).
     #[command(subcommand, name = "breakglass")]
     BreakGlass(BreakGlassCmd),
@@ -283,6 +285,8 @@ pub enum GrantCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Print the secret your grant produced (e.g. a generated password). Readable once.
+    Secret { id: Uuid },
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,6 +367,24 @@ pub enum AuditCmd {
     },
     /// Print the public key that signs checkpoints.
     Pubkey,
+}
+
+/// `pedm report …`: the elevation report ([`ReportCmd`]) and the standing-privilege report.
+#[derive(Debug, Subcommand)]
+pub enum ReportsCmd {
+    /// Who elevated what, when, for how long, why, who approved, break-glass.
+    Elevations {
+        /// Window: a duration back from now (30d, 12h) or an RFC 3339 time.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, default_value = "table", value_parser = PossibleValuesParser::new(["table", "csv", "json"]))]
+        format: String,
+    },
+    /// Standing privileged accounts over every target with a provisioner (over-privilege).
+    Standing {
+        #[arg(long, default_value = "table", value_parser = PossibleValuesParser::new(["table", "csv", "json"]))]
+        format: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

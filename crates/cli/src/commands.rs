@@ -48,8 +48,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Grant(c) => grant(ctx, c).await,
         Command::Audit(c) => audit(ctx, c).await,
         Command::Policy(c) => crate::policy::run(ctx, c).await,
-        Command::Report(c) => crate::audit::report(ctx, c).await,
+        Command::Report(ReportsCmd::Elevations { since, format }) => {
+            crate::audit::report(ctx, ReportCmd::Elevations { since, format }).await
+        }
+        Command::Report(ReportsCmd::Standing { format }) => standing(ctx, &format).await,
         Command::BreakGlass(c) => break_glass(ctx, c).await,
+        Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
         Command::Completions { shell } => completions(shell),
     }
 }
@@ -364,6 +368,10 @@ async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<()> {
             };
             c.revoke_grant(id, &body).await?
         }
+        GrantCmd::Secret { id } => {
+            let s = c.grant_secret(id).await?;
+            return ctx.emit(&s, || format!("{}\n", s.secret));
+        }
     };
     ctx.detail(&grant)
 }
@@ -395,6 +403,48 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
         limit,
     };
     ctx.list(&ctx.client.audit_events(&q).await?)
+}
+
+/// `pedm report standing`: table, CSV or JSON; unreadable targets are named on stderr and
+/// make the exit status non-zero.
+async fn standing(ctx: &Ctx, format: &str) -> Result<()> {
+    let report = ctx.client.standing_report().await?;
+    let format = if ctx.json { "json" } else { format };
+    const COLUMNS: [&str; 4] = ["TARGET", "ACCOUNT", "PRIVILEGE", "SOURCE"];
+    let cells = |r: &pedm_api::StandingRow| {
+        vec![
+            r.target.clone(),
+            r.account.clone(),
+            r.privilege.clone(),
+            r.source.clone(),
+        ]
+    };
+    let text = match format {
+        "json" => output::json_text(&report)?,
+        "csv" => {
+            let mut w = csv::Writer::from_writer(vec![]);
+            w.write_record(COLUMNS)?;
+            for r in &report.rows {
+                w.write_record(cells(r))?;
+            }
+            String::from_utf8(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?
+        }
+        _ => {
+            let mut t = output::Table::new(&COLUMNS);
+            for r in &report.rows {
+                t.row(cells(r));
+            }
+            t.render()
+        }
+    };
+    output::write_out(&text)?;
+    if !report.errors.is_empty() {
+        for e in &report.errors {
+            eprintln!("error: target {}: {}", e.target, e.error);
+        }
+        anyhow::bail!("{} target(s) could not be read", report.errors.len());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

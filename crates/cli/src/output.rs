@@ -334,6 +334,7 @@ impl Row for Grant {
         "STARTS",
         "EXPIRES",
         "REMAINING",
+        "PROVISION",
     ];
     fn cells(&self, now: Timestamp) -> Vec<String> {
         let left = match self.state {
@@ -349,6 +350,7 @@ impl Row for Grant {
             time(self.starts_at),
             time(self.expires_at),
             left,
+            self.provision_state.to_string(),
         ]
     }
 }
@@ -361,6 +363,7 @@ impl Detail for Grant {
             ("ENDED AT", opt_time(self.ended_at)),
             ("ENDED BY", opt(&self.ended_by)),
             ("END REASON", opt(&self.end_reason)),
+            ("PROVISION DETAIL", opt(&self.provision_detail)),
         ]);
         f
     }
@@ -419,6 +422,17 @@ impl Row for PolicyVersion {
 impl Detail for PolicyVersion {
     fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
         zip(Self::HEADER, self.cells(now))
+    }
+}
+
+impl Row for pedm_api::StandingPrivilege {
+    const HEADER: &'static [&'static str] = &["ACCOUNT", "PRIVILEGE", "SOURCE"];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.account.clone(),
+            self.privilege.clone(),
+            self.source.clone(),
+        ]
     }
 }
 

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod error;
 pub mod model;
 pub mod notice;
+pub mod provisioning;
 pub mod scheduler;
 pub mod service;
 pub mod store;

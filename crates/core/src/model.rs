@@ -177,6 +177,70 @@ string_enum!(GrantState {
     Expired => "expired",
 });
 
+string_enum!(ProvisionState {
+    Provisioning => "provisioning",
+    Active => "active",
+    RevokePending => "revoke_pending",
+    Revoked => "revoked",
+    Failed => "failed",
+});
+
+string_enum!(ProvisionAction {
+    Grant => "grant",
+    Revoke => "revoke",
+});
+
+/// A durable provisioning step: switch one grant's privilege on or off in its target. Jobs
+/// are rows, so they survive restarts; the provisioning runner works through the due ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProvisionJob {
+    pub id: Uuid,
+    pub grant_id: Uuid,
+    pub action: ProvisionAction,
+    /// Attempts made so far.
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub done: bool,
+    pub created_at: Timestamp,
+}
+
+/// A privileged account found in a target, whoever created it (discovery).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StandingPrivilege {
+    pub account: String,
+    pub privilege: String,
+    #[serde(default)]
+    pub source: String,
+}
+
+/// Standing privileges across every target with a provisioner (`pedm report standing`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StandingReport {
+    pub rows: Vec<StandingRow>,
+    /// Targets that could not be read, with why.
+    pub errors: Vec<TargetError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StandingRow {
+    pub target: String,
+    pub account: String,
+    pub privilege: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TargetError {
+    pub target: String,
+    pub error: String,
+}
+
 string_enum!(ApprovalDecision {
     Approve => "approve",
     Deny => "deny",
@@ -283,6 +347,17 @@ pub struct Grant {
     pub ended_at: Option<Timestamp>,
     pub ended_by: Option<String>,
     pub end_reason: Option<String>,
+    /// Whether the privilege is in the target: `active` at once for targets without a
+    /// provisioner; `provisioning` until the target confirms otherwise.
+    #[serde(default = "default_provision_state")]
+    pub provision_state: ProvisionState,
+    /// The last provisioning result or error (never a secret).
+    #[serde(default)]
+    pub provision_detail: Option<String>,
+}
+
+fn default_provision_state() -> ProvisionState {
+    ProvisionState::Active
 }
 
 /// One file of policies, as applied.

@@ -16,6 +16,13 @@ pub enum Notice {
         request: Box<Request>,
         grant: Box<Grant>,
     },
+    /// A privilege could not be taken away from a target and the target refuses (not merely
+    /// unreachable): it stays in place until someone intervenes. High severity; repeated at
+    /// every failed attempt.
+    RevokeFailing {
+        grant: Box<Grant>,
+        error: String,
+    },
 }
 
 pub trait Observer: Send + Sync + 'static {

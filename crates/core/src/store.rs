@@ -69,6 +69,35 @@ pub enum Write {
     /// Fails with Conflict unless `version` is one more than the newest stored version
     /// (or 1 on an empty store): versions only grow, and two concurrent applies can't both win.
     InsertPolicyVersion(PolicyVersion),
+    /// Sets a grant's provisioning state; fails with Conflict unless the stored state is one
+    /// of `from`, NotFound if the grant is absent.
+    SetProvisionState {
+        grant_id: Uuid,
+        from: Vec<ProvisionState>,
+        to: ProvisionState,
+        detail: Option<String>,
+    },
+    /// Fails with AlreadyExists if the job id is taken, NotFound if the grant is absent.
+    InsertJob(ProvisionJob),
+    /// Replaces a job's attempts, next attempt, last error and done flag; fails with Conflict
+    /// unless the stored job is not done and has made `expected_attempts` attempts (so of
+    /// two runners recording the same attempt only one wins), NotFound if absent.
+    UpdateJob {
+        job: ProvisionJob,
+        expected_attempts: i64,
+    },
+    /// Stores the secret a grant produced (replacing any earlier one), for its holder to read
+    /// once. Never part of an audit event.
+    PutGrantSecret {
+        grant_id: Uuid,
+        secret: String,
+    },
+    /// Deletes a grant's secret; with `must_exist`, fails with Conflict if there is none (so
+    /// only one reader gets it).
+    DeleteGrantSecret {
+        grant_id: Uuid,
+        must_exist: bool,
+    },
     /// Ends a grant; fails with Conflict unless it is still `active` (ends exactly once).
     EndGrant {
         id: Uuid,
@@ -175,6 +204,15 @@ pub trait Store: Send + Sync + 'static {
     async fn next_grant_deadline(&self) -> Result<Option<Timestamp>, StoreError>;
     /// Active grants whose `expires_at <= now`, earliest first.
     async fn overdue_grants(&self, now: Timestamp, limit: u32) -> Result<Vec<Grant>, StoreError>;
+
+    /// Jobs not done whose `next_attempt_at <= now`, earliest first.
+    async fn due_jobs(&self, now: Timestamp, limit: u32) -> Result<Vec<ProvisionJob>, StoreError>;
+    /// Earliest `next_attempt_at` among jobs not done.
+    async fn next_job_at(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Every job of one grant, oldest first.
+    async fn grant_jobs(&self, grant_id: Uuid) -> Result<Vec<ProvisionJob>, StoreError>;
+    /// The secret waiting for a grant's holder, if any.
+    async fn grant_secret(&self, grant_id: Uuid) -> Result<Option<String>, StoreError>;
 
     /// One policy version, or the newest when `version` is `None`.
     async fn policy_version(

@@ -16,6 +16,8 @@ pub mod kinds {
     pub const GRANT_ENDED: &str = "grant.ended";
     /// An emergency elevation was granted without approval.
     pub const BREAK_GLASS: &str = "break_glass";
+    /// A target refuses to take a privilege away: it stays until someone intervenes.
+    pub const REVOKE_FAILING: &str = "provision.revoke_failing";
 }
 
 /// How urgent a notification is. Ordered: `Info < High`.

@@ -6,6 +6,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use pedm_core::duration::parse_duration;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,30 @@ pub struct Config {
     /// Webhooks for new requests, decisions, grants and break-glass (`[[notify.webhook]]`).
     pub notify: pedm_notify::NotifyConfig,
     pub audit: AuditConfig,
+    /// Provisioners: `[provision.targets.<target>]` (kind and connection) and
+    /// `[provision.roles.<target>.<role>]` (what a grant of that role does).
+    #[serde(default)]
+    pub provision: ProvisionConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisionConfig {
+    /// How often to compare what the targets hold with what pedm granted and record drift
+    /// (`15m`; `0s` turns it off).
+    pub reconcile_interval: String,
+    pub targets: BTreeMap<String, pedm_provision::ProvisionerConfig>,
+    pub roles: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+}
+
+impl Default for ProvisionConfig {
+    fn default() -> Self {
+        ProvisionConfig {
+            reconcile_interval: "15m".into(),
+            targets: BTreeMap::new(),
+            roles: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +114,7 @@ impl Default for Config {
                 signing_key: String::new(),
                 checkpoint_interval: "60s".into(),
             },
+            provision: ProvisionConfig::default(),
         }
     }
 }
@@ -108,6 +134,9 @@ pub struct Resolved {
     pub notify: pedm_notify::NotifyConfig,
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_interval: std::time::Duration,
+    pub provision: ProvisionConfig,
+    /// `None`: reconciliation is off.
+    pub reconcile_interval: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -199,6 +228,21 @@ impl Config {
             )? {
                 n if n >= 1 => std::time::Duration::from_secs(n as u64),
                 _ => bail!("audit.checkpoint_interval: must be at least 1s"),
+            },
+            provision: {
+                for t in self.provision.roles.keys() {
+                    if !self.provision.targets.contains_key(t) {
+                        bail!("provision.roles.{t}: no [provision.targets.{t}] is configured");
+                    }
+                }
+                self.provision.clone()
+            },
+            reconcile_interval: match secs(
+                "provision.reconcile_interval",
+                &self.provision.reconcile_interval,
+            )? {
+                0 => None,
+                n => Some(std::time::Duration::from_secs(n as u64)),
             },
         })
     }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod http;
 mod notify;
 pub mod policy;
+pub mod provision;
 
 use anyhow::Context;
 use clap::Parser;
@@ -126,6 +127,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }
+    let provisioners = provision::Provisioners::new(
+        pedm_provision::build_all(&cfg.provision.targets)
+            .map_err(|e| anyhow::anyhow!("provision.targets: {e}"))?,
+        cfg.provision.roles.clone(),
+    );
+    let provisioned = !provisioners.is_empty();
+    if provisioned {
+        cp = cp.with_provisioning(Arc::new(provisioners));
+    }
     let cp = Arc::new(cp);
 
     let token_file = cfg.data_dir.join("admin.token");
@@ -144,6 +154,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cp.clone(),
         shutdown_rx.clone(),
     ));
+    let runner = provisioned.then(|| {
+        tokio::spawn(pedm_core::provisioning::run_provisioning(
+            cp.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
+    if let (true, Some(every)) = (provisioned, cfg.reconcile_interval) {
+        tokio::spawn(pedm_core::provisioning::run_reconcile(
+            cp.clone(),
+            every,
+            shutdown_rx.clone(),
+        ));
+    }
     tokio::spawn(follow_policy_versions(cp.clone(), shutdown_rx));
 
     let key = audit_signer::load_or_create_key(&cfg.audit_signing_key)?;
@@ -197,6 +220,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .context("server failed")?;
     let _ = shutdown_tx.send(true);
     let _ = scheduler.await;
+    if let Some(r) = runner {
+        let _ = r.await;
+    }
     if let Some(n) = notifier {
         n.shutdown(std::time::Duration::from_secs(5)).await;
     }

@@ -74,5 +74,14 @@ fn notification(n: &Notice) -> Notification {
             ),
             json!({ "request": request, "grant": grant }),
         ),
+        Notice::RevokeFailing { grant, error } => Notification::new(
+            kinds::REVOKE_FAILING,
+            Severity::High,
+            format!(
+                "REVOKE FAILING: {}'s {} on {} is still in place: {}",
+                grant.user, grant.role, grant.target, error
+            ),
+            json!({ "grant": grant, "error": error }),
+        ),
     }
 }

@@ -99,6 +99,28 @@ macro_rules! forward_store {
             async fn groups_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
                 self.engine.groups_of(user).await
             }
+            async fn due_jobs(
+                &self,
+                now: jiff::Timestamp,
+                limit: u32,
+            ) -> Result<Vec<ProvisionJob>, StoreError> {
+                self.engine.due_jobs(now, limit).await
+            }
+            async fn next_job_at(&self) -> Result<Option<jiff::Timestamp>, StoreError> {
+                self.engine.next_job_at().await
+            }
+            async fn grant_jobs(
+                &self,
+                grant_id: uuid::Uuid,
+            ) -> Result<Vec<ProvisionJob>, StoreError> {
+                self.engine.grant_jobs(grant_id).await
+            }
+            async fn grant_secret(
+                &self,
+                grant_id: uuid::Uuid,
+            ) -> Result<Option<String>, StoreError> {
+                self.engine.grant_secret(grant_id).await
+            }
             async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
                 self.engine.token(id).await
             }

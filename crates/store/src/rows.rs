@@ -21,7 +21,9 @@ pub(crate) const REQUEST_COLS: &str = "id, requester, target, role, duration_sec
 pub(crate) const APPROVAL_COLS: &str = "request_id, approver, decision, comment, at, tier";
 pub(crate) const POLICY_COLS: &str = "version, created_at, created_by, comment, digest, sources";
 pub(crate) const GRANT_COLS: &str = "id, request_id, user_name, target, role, starts_at, \
-     expires_at, state, ended_at, ended_by, end_reason";
+     expires_at, state, ended_at, ended_by, end_reason, provision_state, provision_detail";
+pub(crate) const JOB_COLS: &str =
+    "id, grant_id, action, attempts, next_attempt_at, last_error, done, created_at";
 pub(crate) const AUDIT_COLS: &str =
     "seq, at, actor, action, outcome, subject, data, prev_hash, hash";
 
@@ -198,6 +200,21 @@ pub(crate) fn grant(r: &Row) -> Result<Grant, StoreError> {
         ended_at: opt_ts(r, "ended_at")?,
         ended_by: r.get("ended_by")?,
         end_reason: r.get("end_reason")?,
+        provision_state: parsed(r, "provision_state")?,
+        provision_detail: r.get("provision_detail")?,
+    })
+}
+
+pub(crate) fn job(r: &Row) -> Result<ProvisionJob, StoreError> {
+    Ok(ProvisionJob {
+        id: uuid(r, "id")?,
+        grant_id: uuid(r, "grant_id")?,
+        action: parsed(r, "action")?,
+        attempts: r.get("attempts")?,
+        next_attempt_at: ts(r, "next_attempt_at")?,
+        last_error: r.get("last_error")?,
+        done: r.get("done")?,
+        created_at: ts(r, "created_at")?,
     })
 }
 

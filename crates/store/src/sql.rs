@@ -384,8 +384,9 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             insert(
                 c,
                 "INSERT INTO grants (id, request_id, user_name, target, role, starts_at, \
-                 expires_at, state, ended_at, ended_by, end_reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 expires_at, state, ended_at, ended_by, end_reason, provision_state, \
+                 provision_detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 args![
                     g.id,
                     g.request_id,
@@ -397,7 +398,9 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     g.state.as_str(),
                     g.ended_at,
                     &g.ended_by,
-                    &g.end_reason
+                    &g.end_reason,
+                    g.provision_state.as_str(),
+                    &g.provision_detail
                 ],
                 || {
                     StoreError::AlreadyExists(format!(
@@ -443,6 +446,152 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 no_fk("a policy version"),
             )
             .await
+        }
+        Write::SetProvisionState {
+            grant_id,
+            from,
+            to,
+            detail,
+        } => {
+            let current: Option<String> = c
+                .fetch_optional(
+                    "SELECT provision_state FROM grants WHERE id = $1",
+                    args![*grant_id],
+                )
+                .await
+                .map_err(backend)?
+                .map(|r| r.get::<String>("provision_state"))
+                .transpose()?;
+            let Some(current) = current else {
+                return Err(StoreError::NotFound(format!(
+                    "grant {grant_id} does not exist"
+                )));
+            };
+            if !from.iter().any(|f| f.as_str() == current) {
+                return Err(StoreError::Conflict(format!(
+                    "grant {grant_id} is {current}, not {}",
+                    from.iter()
+                        .map(|f| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                )));
+            }
+            // The state is re-checked in the UPDATE, so a concurrent change cannot slip in
+            // between the read and the write.
+            let n = c
+                .execute(
+                    "UPDATE grants SET provision_state = $2, provision_detail = $3 \
+                     WHERE id = $1 AND provision_state = $4",
+                    args![*grant_id, to.as_str(), detail, current.as_str()],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "grant {grant_id} changed its provisioning state"
+                )));
+            }
+            Ok(())
+        }
+        Write::InsertJob(j) => {
+            if !exists(c, "SELECT 1 FROM grants WHERE id = $1", args![j.grant_id]).await? {
+                return Err(StoreError::NotFound(format!(
+                    "grant {} does not exist",
+                    j.grant_id
+                )));
+            }
+            insert(
+                c,
+                "INSERT INTO provision_jobs (id, grant_id, action, attempts, next_attempt_at, \
+                 last_error, done, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                args![
+                    j.id,
+                    j.grant_id,
+                    j.action.as_str(),
+                    j.attempts,
+                    j.next_attempt_at,
+                    &j.last_error,
+                    j.done,
+                    j.created_at
+                ],
+                || StoreError::AlreadyExists(format!("provisioning job {} already exists", j.id)),
+                || StoreError::NotFound(format!("grant {} does not exist", j.grant_id)),
+            )
+            .await
+        }
+        Write::UpdateJob {
+            job,
+            expected_attempts,
+        } => {
+            let n = c
+                .execute(
+                    "UPDATE provision_jobs SET attempts = $2, next_attempt_at = $3, \
+                     last_error = $4, done = $5 \
+                     WHERE id = $1 AND NOT done AND attempts = $6",
+                    args![
+                        job.id,
+                        job.attempts,
+                        job.next_attempt_at,
+                        &job.last_error,
+                        job.done,
+                        *expected_attempts
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(
+                    if exists(
+                        c,
+                        "SELECT 1 FROM provision_jobs WHERE id = $1",
+                        args![job.id],
+                    )
+                    .await?
+                    {
+                        StoreError::Conflict(format!(
+                            "provisioning job {} is done or was updated by someone else",
+                            job.id
+                        ))
+                    } else {
+                        StoreError::NotFound(format!("provisioning job {} does not exist", job.id))
+                    },
+                );
+            }
+            Ok(())
+        }
+        Write::PutGrantSecret { grant_id, secret } => {
+            c.execute(
+                "DELETE FROM grant_secrets WHERE grant_id = $1",
+                args![*grant_id],
+            )
+            .await
+            .map_err(backend)?;
+            insert(
+                c,
+                "INSERT INTO grant_secrets (grant_id, secret) VALUES ($1, $2)",
+                args![*grant_id, secret],
+                || StoreError::Conflict(format!("grant {grant_id} already has a secret")),
+                || StoreError::NotFound(format!("grant {grant_id} does not exist")),
+            )
+            .await
+        }
+        Write::DeleteGrantSecret {
+            grant_id,
+            must_exist,
+        } => {
+            let n = c
+                .execute(
+                    "DELETE FROM grant_secrets WHERE grant_id = $1",
+                    args![*grant_id],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 && *must_exist {
+                return Err(StoreError::Conflict(format!(
+                    "grant {grant_id} has no secret waiting"
+                )));
+            }
+            Ok(())
         }
         Write::EndGrant {
             id,
@@ -794,6 +943,36 @@ impl Store for Engine {
         );
         self.fetch_all(&sql, args![now, i64::from(limit)], rows::grant)
             .await
+    }
+
+    async fn due_jobs(&self, now: Timestamp, limit: u32) -> Result<Vec<ProvisionJob>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM provision_jobs WHERE NOT done AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, id LIMIT $2"
+        );
+        self.fetch_all(&sql, args![now, i64::from(limit)], rows::job)
+            .await
+    }
+
+    async fn next_job_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.min_ts("SELECT MIN(next_attempt_at) AS t FROM provision_jobs WHERE NOT done")
+            .await
+    }
+
+    async fn grant_jobs(&self, grant_id: Uuid) -> Result<Vec<ProvisionJob>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM provision_jobs WHERE grant_id = $1 ORDER BY created_at, id"
+        );
+        self.fetch_all(&sql, args![grant_id], rows::job).await
+    }
+
+    async fn grant_secret(&self, grant_id: Uuid) -> Result<Option<String>, StoreError> {
+        self.fetch_optional(
+            "SELECT secret FROM grant_secrets WHERE grant_id = $1",
+            args![grant_id],
+            |r| r.get::<String>("secret"),
+        )
+        .await
     }
 
     async fn policy_version(

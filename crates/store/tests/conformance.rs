@@ -72,6 +72,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    provisioning_jobs_and_secrets,
     empty_store,
     users_and_groups,
     tokens,
@@ -197,6 +198,8 @@ fn grant_for(r: &Request, starts: i64) -> Grant {
         ended_at: None,
         ended_by: None,
         end_reason: None,
+        provision_state: ProvisionState::Active,
+        provision_detail: None,
     }
 }
 
@@ -1487,4 +1490,202 @@ async fn audit_target_and_request_filters(db: Db) {
         .await
         .is_empty()
     );
+}
+
+fn job(grant: Uuid, action: ProvisionAction, at: i64) -> ProvisionJob {
+    ProvisionJob {
+        id: Uuid::now_v7(),
+        grant_id: grant,
+        action,
+        attempts: 0,
+        next_attempt_at: t(at),
+        last_error: None,
+        done: false,
+        created_at: t(at),
+    }
+}
+
+async fn provisioning_jobs_and_secrets(db: Db) {
+    let s = db.open().await;
+    let r = request("alice", "db1", 0);
+    let mut g = grant_for(&r, 100);
+    g.provision_state = ProvisionState::Provisioning;
+    let j1 = job(g.id, ProvisionAction::Grant, 100);
+    ok(
+        &s,
+        Changeset::new()
+            .write(Write::InsertRequest(r.clone()))
+            .write(Write::InsertGrant(g.clone()))
+            .write(Write::InsertJob(j1.clone()))
+            .event(ev("grant.started", "grant:1")),
+    )
+    .await;
+    assert_eq!(s.grant(g.id).await.unwrap(), Some(g.clone()));
+    assert_eq!(s.grant_jobs(g.id).await.unwrap(), vec![j1.clone()]);
+    assert_eq!(s.next_job_at().await.unwrap(), Some(t(100)));
+    assert!(s.due_jobs(t(99), 10).await.unwrap().is_empty());
+    assert_eq!(s.due_jobs(t(100), 10).await.unwrap(), vec![j1.clone()]);
+    exists(
+        fails(&s, cs(Write::InsertJob(j1.clone()))).await,
+        &j1.id.to_string(),
+    );
+    let orphan = job(Uuid::now_v7(), ProvisionAction::Grant, 0);
+    not_found(
+        fails(&s, cs(Write::InsertJob(orphan.clone()))).await,
+        &orphan.grant_id.to_string(),
+    );
+
+    // A retry: one attempt recorded, rescheduled. Recording the same attempt again conflicts.
+    let mut retry = j1.clone();
+    retry.attempts = 1;
+    retry.next_attempt_at = t(200);
+    retry.last_error = Some("target unreachable".into());
+    let upd = |job: &ProvisionJob, expected: i64| Write::UpdateJob {
+        job: job.clone(),
+        expected_attempts: expected,
+    };
+    ok(&s, cs(upd(&retry, 0))).await;
+    conflict(fails(&s, cs(upd(&retry, 0))).await, &j1.id.to_string());
+    assert_eq!(s.grant_jobs(g.id).await.unwrap(), vec![retry.clone()]);
+    assert_eq!(s.next_job_at().await.unwrap(), Some(t(200)));
+    assert!(s.due_jobs(t(150), 10).await.unwrap().is_empty());
+
+    // Success: job done, grant active, secret stored; all in one changeset.
+    let mut done = retry.clone();
+    done.attempts = 2;
+    done.done = true;
+    done.last_error = None;
+    let set = |from: Vec<ProvisionState>, to: ProvisionState| Write::SetProvisionState {
+        grant_id: g.id,
+        from,
+        to,
+        detail: Some(format!("now {to}")),
+    };
+    ok(
+        &s,
+        Changeset::new()
+            .write(upd(&done, 1))
+            .write(set(
+                vec![ProvisionState::Provisioning],
+                ProvisionState::Active,
+            ))
+            .write(Write::PutGrantSecret {
+                grant_id: g.id,
+                secret: "s3cret".into(),
+            })
+            .event(ev("provision.granted", "grant:1")),
+    )
+    .await;
+    assert_eq!(s.next_job_at().await.unwrap(), None);
+    assert!(s.due_jobs(t(10_000), 10).await.unwrap().is_empty());
+    conflict(fails(&s, cs(upd(&done, 2))).await, "done");
+    let got = s.grant(g.id).await.unwrap().unwrap();
+    assert_eq!(got.provision_state, ProvisionState::Active);
+    assert_eq!(got.provision_detail.as_deref(), Some("now active"));
+    conflict(
+        fails(
+            &s,
+            cs(set(
+                vec![ProvisionState::Provisioning],
+                ProvisionState::Failed,
+            )),
+        )
+        .await,
+        "active",
+    );
+    let nobody = Uuid::now_v7();
+    not_found(
+        fails(
+            &s,
+            cs(Write::SetProvisionState {
+                grant_id: nobody,
+                from: vec![ProvisionState::Active],
+                to: ProvisionState::Revoked,
+                detail: None,
+            }),
+        )
+        .await,
+        &nobody.to_string(),
+    );
+    let mut missing = done.clone();
+    missing.id = Uuid::now_v7();
+    not_found(
+        fails(&s, cs(upd(&missing, 2))).await,
+        &missing.id.to_string(),
+    );
+
+    // The secret is read once: the delete that must find it wins once.
+    assert_eq!(
+        s.grant_secret(g.id).await.unwrap().as_deref(),
+        Some("s3cret")
+    );
+    let take = Write::DeleteGrantSecret {
+        grant_id: g.id,
+        must_exist: true,
+    };
+    ok(&s, cs(take.clone())).await;
+    conflict(fails(&s, cs(take)).await, &g.id.to_string());
+    assert_eq!(s.grant_secret(g.id).await.unwrap(), None);
+    ok(
+        &s,
+        cs(Write::DeleteGrantSecret {
+            grant_id: g.id,
+            must_exist: false,
+        }),
+    )
+    .await;
+
+    // Ending: revoke pending with a revoke job, in the same changeset as the end; a failed
+    // precondition anywhere writes nothing.
+    let j2 = job(g.id, ProvisionAction::Revoke, 300);
+    let end = Write::EndGrant {
+        id: g.id,
+        state: GrantState::Expired,
+        at: t(300),
+        by: "system".into(),
+        reason: None,
+    };
+    conflict(
+        fails(
+            &s,
+            Changeset::new()
+                .write(end.clone())
+                .write(set(
+                    vec![ProvisionState::Provisioning],
+                    ProvisionState::RevokePending,
+                ))
+                .write(Write::InsertJob(j2.clone())),
+        )
+        .await,
+        "active",
+    );
+    assert_eq!(
+        s.grant(g.id).await.unwrap().unwrap().state,
+        GrantState::Active
+    );
+    assert_eq!(s.grant_jobs(g.id).await.unwrap().len(), 1);
+    ok(
+        &s,
+        Changeset::new()
+            .write(end)
+            .write(set(
+                vec![ProvisionState::Provisioning, ProvisionState::Active],
+                ProvisionState::RevokePending,
+            ))
+            .write(Write::InsertJob(j2.clone()))
+            .event(ev("grant.expired", "grant:1")),
+    )
+    .await;
+    let got = s.grant(g.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.state, got.provision_state),
+        (GrantState::Expired, ProvisionState::RevokePending)
+    );
+    assert_eq!(s.due_jobs(t(300), 10).await.unwrap(), vec![j2.clone()]);
+    assert_eq!(s.grant_jobs(g.id).await.unwrap().len(), 2);
+
+    // Jobs survive reopening the store.
+    drop(s);
+    let s = db.open().await;
+    assert_eq!(s.due_jobs(t(300), 10).await.unwrap(), vec![j2]);
 }

@@ -110,13 +110,20 @@ impl ControlPlane {
                 return Err(Error::Internal("cannot end a grant as active".into()));
             }
         };
-        let cs = Changeset::new()
-            .write(Write::EndGrant {
-                id: g.id,
-                state,
-                at: now,
-                by: actor.user.clone(),
-                reason: reason.clone(),
+        let mut cs = Changeset::new().write(Write::EndGrant {
+            id: g.id,
+            state,
+            at: now,
+            by: actor.user.clone(),
+            reason: reason.clone(),
+        });
+        let revoke = self.revoke_writes(&g, now).await?;
+        let queued = !revoke.is_empty();
+        cs.writes.extend(revoke);
+        let cs = cs
+            .write(Write::DeleteGrantSecret {
+                grant_id: g.id,
+                must_exist: false,
             })
             .event(
                 self.event(actor, action, subject("grant", g.id))
@@ -133,6 +140,10 @@ impl ControlPlane {
         g.ended_at = Some(now);
         g.ended_by = Some(actor.user.clone());
         g.end_reason = reason;
+        if queued {
+            g.provision_state = ProvisionState::RevokePending;
+            self.jobs_changed.notify_one();
+        }
         self.notify(Notice::GrantEnded(g.clone()));
         Ok(g)
     }

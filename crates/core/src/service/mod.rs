@@ -8,6 +8,7 @@
 mod audit;
 mod grants;
 mod policy;
+mod provision;
 mod report;
 mod requests;
 
@@ -96,6 +97,10 @@ pub struct ControlPlane {
     limits: Limits,
     /// Woken when a new deadline may be earlier than the one the scheduler sleeps until.
     deadline_changed: Arc<Notify>,
+    /// The targets with provisioners (none: every grant is `active` at once).
+    provisioning: Option<Arc<dyn crate::provisioning::ProvisioningPort>>,
+    /// Woken when a provisioning job is created.
+    jobs_changed: Arc<Notify>,
 }
 
 pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
@@ -142,6 +147,8 @@ impl ControlPlane {
             clock,
             limits,
             deadline_changed: Arc::new(Notify::new()),
+            provisioning: None,
+            jobs_changed: Arc::new(Notify::new()),
         }
     }
 
@@ -149,6 +156,20 @@ impl ControlPlane {
     pub fn with_policy_compiler(mut self, compiler: Arc<dyn PolicyCompiler>) -> Self {
         self.compiler = Some(compiler);
         self
+    }
+
+    /// Grants on the targets `port` handles are switched on and off through it, by durable
+    /// jobs (see [`crate::provisioning`]).
+    pub fn with_provisioning(
+        mut self,
+        port: Arc<dyn crate::provisioning::ProvisioningPort>,
+    ) -> Self {
+        self.provisioning = Some(port);
+        self
+    }
+
+    pub fn jobs_changed(&self) -> Arc<Notify> {
+        self.jobs_changed.clone()
     }
 
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {

@@ -203,7 +203,11 @@ impl ControlPlane {
                 };
                 cs = cs
                     .write(Write::InsertRequest(req.clone()))
-                    .write(Write::InsertGrant(g.clone()))
+                    .write(Write::InsertGrant(g.clone()));
+                if let Some(job) = self.grant_job(&g) {
+                    cs = cs.write(job);
+                }
+                cs = cs
                     .event(created)
                     .event(
                         self.event(actor, action, subject("request", req.id))
@@ -238,6 +242,7 @@ impl ControlPlane {
         }
         self.store.commit(cs).await?;
         self.deadline_changed.notify_one();
+        self.jobs_changed.notify_one();
         match (&grant, req.break_glass) {
             (Some(g), true) => self.notify(Notice::BreakGlass {
                 request: Box::new(req.clone()),
@@ -267,6 +272,12 @@ impl ControlPlane {
             ended_at: None,
             ended_by: None,
             end_reason: None,
+            provision_state: if self.provisioned(&req.target) {
+                ProvisionState::Provisioning
+            } else {
+                ProvisionState::Active
+            },
+            provision_detail: None,
         })
     }
 
@@ -549,11 +560,15 @@ impl ControlPlane {
             .write(Write::InsertApproval(approval));
         if let Some(g) = &grant {
             cs = cs.write(Write::InsertGrant(g.clone()));
+            if let Some(job) = self.grant_job(g) {
+                cs = cs.write(job);
+            }
         }
         cs.events = events;
         self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
         if let Some(g) = &grant {
             self.deadline_changed.notify_one();
+            self.jobs_changed.notify_one();
             self.notify(Notice::RequestDecided(req.clone()));
             self.notify(Notice::GrantStarted(g.clone()));
         } else if req.state == RequestState::Denied {

@@ -35,6 +35,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_grant))
         .routes(routes!(release_grant))
         .routes(routes!(revoke_grant))
+        .routes(routes!(grant_secret))
+        .routes(routes!(discover_target))
+        .routes(routes!(standing_report))
         .routes(routes!(list_audit_events))
         .routes(routes!(review_break_glass))
         .routes(routes!(list_break_glass))
@@ -472,6 +475,39 @@ async fn revoke_grant(
     Body(b): Body<Reason>,
 ) -> ApiResult<Json<Grant>> {
     Ok(Json(s.cp.revoke_grant(&c.actor, id, b.reason).await?))
+}
+
+/// The secret the grant produced (e.g. a generated password): the holder reads it once.
+#[utoipa::path(get, path = "/grants/{id}/secret", tag = "grants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = GrantSecret), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn grant_secret(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<GrantSecret>> {
+    let secret = s.cp.take_grant_secret(&c.actor, id).await?;
+    Ok(Json(GrantSecret {
+        grant_id: id,
+        secret,
+    }))
+}
+
+/// Standing privileged accounts in a target with a provisioner (admin: manage_targets).
+#[utoipa::path(get, path = "/targets/{name}/discover", tag = "targets", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<StandingPrivilege>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn discover_target(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<StandingPrivilege>>> {
+    Ok(Json(s.cp.discover_target(&c.actor, &name).await?))
+}
+
+/// Standing privileges over every target with a provisioner (read_audit).
+#[utoipa::path(get, path = "/reports/standing", tag = "audit",
+    responses((status = 200, body = StandingReport), (status = 403, body = ErrorBody)))]
+async fn standing_report(State(s): State<AppState>, c: Caller) -> ApiResult<Json<StandingReport>> {
+    Ok(Json(s.cp.standing_report(&c.actor).await?))
 }
 
 // ------------------------------------------------------------------ audit

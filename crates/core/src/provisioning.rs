@@ -1,0 +1,185 @@
+//! Provisioning: switching a grant's privilege on and off in the real target.
+//!
+//! The core knows targets only through [`ProvisioningPort`] (the server adapts the
+//! `pedm-provision` crate to it). Work is durable: creating a grant on a provisioned target
+//! inserts a `grant` job in the same changeset, ending it inserts a `revoke` job; the runner
+//! ([`run_provisioning`]) works through due jobs, retrying unreachable targets with
+//! exponential backoff. A revoke is never dropped: it is retried (at the longest interval
+//! once the target refuses outright, with a high-severity [`crate::notice::Notice`]) until it
+//! succeeds.
+
+use crate::model::{Grant, StandingPrivilege};
+use crate::service::ControlPlane;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why a provisioning step failed, as far as the control plane needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProvisionFailure {
+    pub kind: FailureKind,
+    /// What went wrong (never contains a secret).
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The target could not be reached: retry later.
+    Unreachable,
+    /// The target was reached and refused: retrying will fail the same way.
+    Refused,
+    /// The request or settings are wrong; nothing was sent, nothing changed in the target.
+    Invalid,
+}
+
+impl ProvisionFailure {
+    pub fn is_retryable(&self) -> bool {
+        self.kind == FailureKind::Unreachable
+    }
+}
+
+/// What a successful grant produced.
+#[derive(Clone, Default)]
+pub struct Provisioned {
+    /// A credential for the grant holder (e.g. a generated password), handed over once.
+    pub secret: Option<String>,
+    /// What was done, for the audit log (never the secret).
+    pub detail: String,
+}
+
+impl std::fmt::Debug for Provisioned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioned")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("detail", &self.detail)
+            .finish()
+    }
+}
+
+/// The targets that have a provisioner, and what they can do.
+#[async_trait]
+pub trait ProvisioningPort: Send + Sync + 'static {
+    /// Whether grants on this target are switched on and off by a provisioner.
+    fn handles(&self, target: &str) -> bool;
+    /// The targets with a provisioner, sorted.
+    fn targets(&self) -> Vec<String>;
+    /// Puts the grant's privilege in place (idempotent).
+    async fn grant(
+        &self,
+        grant: &Grant,
+        run_as: Option<&str>,
+    ) -> Result<Provisioned, ProvisionFailure>;
+    /// Takes the grant's privilege away (idempotent: what is gone stays gone).
+    async fn revoke(&self, grant: &Grant, run_as: Option<&str>) -> Result<(), ProvisionFailure>;
+    /// Standing privileged accounts in the target, whoever created them.
+    async fn discover(&self, target: &str) -> Result<Vec<StandingPrivilege>, ProvisionFailure>;
+}
+
+/// The first retry waits this long; each further one twice as long, up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long to wait after `attempts` failed attempts (1 → about 1 s, doubling, capped at
+/// 5 minutes), with ±20 % jitter so many jobs on one target do not retry in lockstep.
+pub fn backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 20) - 1;
+    let base = FIRST_BACKOFF
+        .saturating_mul(1u32 << exp)
+        .min(MAX_BACKOFF)
+        .as_secs_f64();
+    let mut b = [0u8; 2];
+    let r = if getrandom::fill(&mut b).is_ok() {
+        f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+    } else {
+        0.5
+    };
+    Duration::from_secs_f64(base * (0.8 + 0.4 * r)).min(MAX_BACKOFF)
+}
+
+/// Runs due provisioning jobs until shutdown. Sleeps until the earliest `next_attempt_at`
+/// (at most 30 s, for jobs created by other instances), woken early when a job is created.
+/// Jobs are rows: whatever was due while the server was down runs at start.
+pub async fn run_provisioning(cp: Arc<ControlPlane>, mut shutdown: watch::Receiver<bool>) {
+    let wake = cp.jobs_changed();
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let sleep_for = match cp.run_due_jobs().await {
+            Ok(_) => match cp.store().next_job_at().await {
+                Ok(Some(at)) => until(at, cp.now()).min(MAX_SLEEP),
+                Ok(None) => MAX_SLEEP,
+                Err(e) => {
+                    tracing::error!(error = %e, "provisioning runner could not read the next job");
+                    ERROR_BACKOFF
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "provisioning pass failed");
+                ERROR_BACKOFF
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = &mut notified => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Runs [`ControlPlane::reconcile`] every `interval` until shutdown.
+pub async fn run_reconcile(
+    cp: Arc<ControlPlane>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reported = std::collections::BTreeSet::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match cp.reconcile(&mut reported).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(findings = n, "privilege drift found"),
+            Err(e) => tracing::error!(error = %e, "reconciliation failed"),
+        }
+    }
+}
+
+fn until(at: Timestamp, now: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        Duration::from_micros(d.as_micros().max(0) as u64 + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b1 = backoff(1);
+        assert!(b1 >= Duration::from_millis(800) && b1 <= Duration::from_millis(1200));
+        let b4 = backoff(4);
+        assert!(b4 >= Duration::from_millis(6400) && b4 <= Duration::from_millis(9600));
+        for n in [10, 20, 1000] {
+            assert!(backoff(n) <= MAX_BACKOFF);
+            assert!(backoff(n) >= MAX_BACKOFF.mul_f64(0.8));
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! Provisioning jobs: creating them with the grants they serve, running them, handing a
+//! grant's secret to its holder once, and discovery of standing privileges.
+
+use super::*;
+use crate::provisioning::{FailureKind, MAX_BACKOFF, ProvisionFailure, backoff};
+
+impl ControlPlane {
+    /// Whether grants on `target` are switched on and off by a provisioner.
+    pub(super) fn provisioned(&self, target: &str) -> bool {
+        self.provisioning
+            .as_ref()
+            .is_some_and(|p| p.handles(target))
+    }
+
+    fn new_job(&self, grant_id: Uuid, action: ProvisionAction, at: Timestamp) -> ProvisionJob {
+        ProvisionJob {
+            id: Uuid::now_v7(),
+            grant_id,
+            action,
+            attempts: 0,
+            next_attempt_at: at,
+            last_error: None,
+            done: false,
+            created_at: at,
+        }
+    }
+
+    /// The job that switches a new grant on, if its target has a provisioner (the grant is
+    /// then `provisioning`); goes into the changeset that creates the grant.
+    pub(super) fn grant_job(&self, g: &Grant) -> Option<Write> {
+        (g.provision_state == ProvisionState::Provisioning)
+            .then(|| Write::InsertJob(self.new_job(g.id, ProvisionAction::Grant, g.starts_at)))
+    }
+
+    /// The writes that go with ending `g`: a revoke job (the grant shows `revoke_pending`
+    /// until the target confirms), and cancelling a grant job that has not run yet.
+    pub(super) async fn revoke_writes(&self, g: &Grant, now: Timestamp) -> Result<Vec<Write>> {
+        let from = g.provision_state;
+        if !matches!(from, ProvisionState::Provisioning | ProvisionState::Active) {
+            // Targets without a provisioner have nothing to take away; a failed grant already
+            // has its revoke job.
+            return Ok(vec![]);
+        }
+        if !self.provisioned(&g.target) && from == ProvisionState::Active {
+            return Ok(vec![]);
+        }
+        let mut w = vec![];
+        for mut job in self.store.grant_jobs(g.id).await? {
+            if !job.done && job.action == ProvisionAction::Grant {
+                let expected = job.attempts;
+                job.done = true;
+                job.last_error = Some("cancelled: the grant ended first".into());
+                w.push(Write::UpdateJob {
+                    job,
+                    expected_attempts: expected,
+                });
+            }
+        }
+        w.push(Write::SetProvisionState {
+            grant_id: g.id,
+            from: vec![from],
+            to: ProvisionState::RevokePending,
+            detail: None,
+        });
+        w.push(Write::InsertJob(self.new_job(
+            g.id,
+            ProvisionAction::Revoke,
+            now,
+        )));
+        Ok(w)
+    }
+
+    /// Runs every provisioning job that is due; returns how many ran.
+    pub async fn run_due_jobs(&self) -> Result<usize> {
+        let Some(port) = self.provisioning.clone() else {
+            return Ok(0);
+        };
+        let due = self.store.due_jobs(self.now(), 100).await?;
+        let n = due.len();
+        for job in due {
+            self.run_job(port.as_ref(), job).await?;
+        }
+        Ok(n)
+    }
+
+    async fn run_job(
+        &self,
+        port: &dyn crate::provisioning::ProvisioningPort,
+        job: ProvisionJob,
+    ) -> Result<()> {
+        let sys = Actor::system();
+        let Some(g) = self.store.grant(job.grant_id).await? else {
+            return Ok(());
+        };
+        let run_as = self
+            .store
+            .role(&g.target, &g.role)
+            .await?
+            .and_then(|r| r.run_as);
+        let expected = job.attempts;
+        let mut next = job.clone();
+        next.attempts += 1;
+        let base = json!({
+            "grant": g.id, "user": g.user, "target": g.target, "role": g.role,
+            "request": g.request_id, "action": job.action, "attempt": next.attempts,
+        });
+        let with = |extra: serde_json::Value| {
+            let mut v = base.clone();
+            if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                m.extend(e.clone());
+            }
+            v
+        };
+        let mut notice = None;
+        let cs = match job.action {
+            ProvisionAction::Grant => {
+                if g.state != GrantState::Active
+                    || g.provision_state != ProvisionState::Provisioning
+                {
+                    // Ended (or settled) before it was switched on: nothing to do.
+                    next.done = true;
+                    Changeset::new().write(Write::UpdateJob {
+                        job: next,
+                        expected_attempts: expected,
+                    })
+                } else {
+                    match port.grant(&g, run_as.as_deref()).await {
+                        Ok(out) => {
+                            next.done = true;
+                            next.last_error = None;
+                            let mut cs = Changeset::new()
+                                .write(Write::UpdateJob {
+                                    job: next,
+                                    expected_attempts: expected,
+                                })
+                                .write(Write::SetProvisionState {
+                                    grant_id: g.id,
+                                    from: vec![ProvisionState::Provisioning],
+                                    to: ProvisionState::Active,
+                                    detail: Some(out.detail.clone()),
+                                });
+                            if let Some(secret) = out.secret {
+                                cs = cs.write(Write::PutGrantSecret {
+                                    grant_id: g.id,
+                                    secret,
+                                });
+                            }
+                            cs.event(
+                                self.event(&sys, "provision.granted", subject("grant", g.id))
+                                    .data(with(json!({ "detail": out.detail }))),
+                            )
+                        }
+                        Err(f) if f.is_retryable() => {
+                            self.retry_later(&sys, next, expected, &g, &f, with)
+                        }
+                        Err(f) => {
+                            next.done = true;
+                            next.last_error = Some(f.message.clone());
+                            let mut cs = Changeset::new()
+                                .write(Write::UpdateJob {
+                                    job: next,
+                                    expected_attempts: expected,
+                                })
+                                .write(Write::SetProvisionState {
+                                    grant_id: g.id,
+                                    from: vec![ProvisionState::Provisioning],
+                                    to: ProvisionState::Failed,
+                                    detail: Some(f.message.clone()),
+                                });
+                            // The target may be half-granted; only an invalid request is known
+                            // to have changed nothing.
+                            let cleanup = f.kind != FailureKind::Invalid;
+                            if cleanup {
+                                cs = cs.write(Write::InsertJob(self.new_job(
+                                    g.id,
+                                    ProvisionAction::Revoke,
+                                    self.now(),
+                                )));
+                            }
+                            cs.event(
+                                self.event(&sys, "provision.failed", subject("grant", g.id))
+                                    .outcome(Outcome::Failure)
+                                    .data(with(json!({
+                                        "error": f.message, "permanent": true,
+                                        "revoke_queued": cleanup,
+                                    }))),
+                            )
+                        }
+                    }
+                }
+            }
+            ProvisionAction::Revoke => match port.revoke(&g, run_as.as_deref()).await {
+                Ok(()) => {
+                    next.done = true;
+                    next.last_error = None;
+                    let mut cs = Changeset::new().write(Write::UpdateJob {
+                        job: next,
+                        expected_attempts: expected,
+                    });
+                    if g.provision_state == ProvisionState::RevokePending {
+                        cs = cs.write(Write::SetProvisionState {
+                            grant_id: g.id,
+                            from: vec![ProvisionState::RevokePending],
+                            to: ProvisionState::Revoked,
+                            detail: Some("privilege removed from the target".into()),
+                        });
+                    }
+                    cs.event(
+                        self.event(&sys, "provision.revoked", subject("grant", g.id))
+                            .data(with(json!({}))),
+                    )
+                }
+                Err(f) if f.is_retryable() => self.retry_later(&sys, next, expected, &g, &f, with),
+                Err(f) => {
+                    // Never dropped: keep trying at the longest interval, and tell people.
+                    next.next_attempt_at = self.now() + MAX_BACKOFF;
+                    next.last_error = Some(f.message.clone());
+                    notice = Some(Notice::RevokeFailing {
+                        grant: Box::new(g.clone()),
+                        error: f.message.clone(),
+                    });
+                    Changeset::new()
+                        .write(Write::UpdateJob {
+                            job: next.clone(),
+                            expected_attempts: expected,
+                        })
+                        .event(
+                            self.event(&sys, "provision.failed", subject("grant", g.id))
+                                .outcome(Outcome::Failure)
+                                .data(with(json!({
+                                    "error": f.message, "permanent": true,
+                                    "retry_at": next.next_attempt_at,
+                                }))),
+                        )
+                }
+            },
+        };
+        match self.store.commit(cs).await {
+            Ok(_) => {
+                if let Some(n) = notice {
+                    self.notify(n);
+                }
+                Ok(())
+            }
+            // Another runner recorded this attempt, or the grant ended meanwhile (its revoke
+            // job takes care of the target).
+            Err(StoreError::Conflict(e)) => {
+                tracing::info!(job = %job.id, error = %e, "provisioning job changed underneath");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn retry_later(
+        &self,
+        sys: &Actor,
+        mut next: ProvisionJob,
+        expected: i64,
+        g: &Grant,
+        f: &ProvisionFailure,
+        with: impl Fn(serde_json::Value) -> serde_json::Value,
+    ) -> Changeset {
+        let wait = backoff(next.attempts);
+        next.next_attempt_at = self
+            .now()
+            .checked_add(SignedDuration::from_micros(wait.as_micros() as i64))
+            .unwrap_or_else(|_| self.now());
+        next.last_error = Some(f.message.clone());
+        let at = next.next_attempt_at;
+        Changeset::new()
+            .write(Write::UpdateJob {
+                job: next,
+                expected_attempts: expected,
+            })
+            .event(
+                self.event(sys, "provision.failed", subject("grant", g.id))
+                    .outcome(Outcome::Failure)
+                    .data(with(
+                        json!({ "error": f.message, "permanent": false, "retry_at": at }),
+                    )),
+            )
+    }
+
+    /// Hands the secret a grant produced (e.g. a generated password) to its holder, once: it
+    /// is deleted as it is read, and when the grant ends.
+    pub async fn take_grant_secret(&self, actor: &Actor, id: Uuid) -> Result<String> {
+        let g = self
+            .store
+            .grant(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("grant {id}")))?;
+        if g.user != actor.user {
+            return Err(self
+                .refuse(
+                    actor,
+                    "grant.secret_read",
+                    subject("grant", id),
+                    format!("only the holder may read the secret of grant {id}"),
+                )
+                .await);
+        }
+        let gone = || Error::NotFound(format!("a secret for grant {id} (none, or already read)"));
+        let Some(secret) = self.store.grant_secret(id).await? else {
+            return Err(gone());
+        };
+        let cs = Changeset::new()
+            .write(Write::DeleteGrantSecret {
+                grant_id: id,
+                must_exist: true,
+            })
+            .event(
+                self.event(actor, "grant.secret_read", subject("grant", id))
+                    .data(json!({ "target": g.target, "role": g.role, "request": g.request_id })),
+            );
+        match self.store.commit(cs).await {
+            Ok(_) => Ok(secret),
+            Err(StoreError::Conflict(_)) => Err(gone()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The targets that have a provisioner.
+    pub fn provisioned_targets(&self) -> Vec<String> {
+        self.provisioning
+            .as_ref()
+            .map(|p| p.targets())
+            .unwrap_or_default()
+    }
+
+    /// Standing privileged accounts in a target (the assessment phase). Needs
+    /// `manage_targets`.
+    pub async fn discover_target(
+        &self,
+        actor: &Actor,
+        target: &str,
+    ) -> Result<Vec<StandingPrivilege>> {
+        self.require_admin(actor, AdminAction::ManageTargets, "target.discover")
+            .await?;
+        let port = match &self.provisioning {
+            Some(p) if p.handles(target) => p.clone(),
+            _ => {
+                return Err(Error::NotFound(format!(
+                    "a provisioner for target {target}"
+                )));
+            }
+        };
+        let found = port.discover(target).await.map_err(|f| match f.kind {
+            FailureKind::Unreachable => {
+                Error::Conflict(format!("target {target} is unreachable: {}", f.message))
+            }
+            _ => Error::Internal(format!("discovering {target}: {}", f.message)),
+        })?;
+        let cs = Changeset::new().event(
+            self.event(actor, "target.discovered", subject("target", target))
+                .data(json!({ "target": target, "standing_privileges": found.len() })),
+        );
+        self.store.commit(cs).await?;
+        Ok(found)
+    }
+
+    /// Standing privileges over every target with a provisioner (auditors: `read_audit`).
+    /// A target that cannot be read is listed under `errors`; the others still report.
+    pub async fn standing_report(&self, actor: &Actor) -> Result<StandingReport> {
+        self.require_admin(actor, AdminAction::ReadAudit, "report.standing")
+            .await?;
+        let mut report = StandingReport::default();
+        let Some(port) = self.provisioning.clone() else {
+            return Ok(report);
+        };
+        for target in port.targets() {
+            match port.discover(&target).await {
+                Ok(found) => report.rows.extend(found.into_iter().map(|p| StandingRow {
+                    target: target.clone(),
+                    account: p.account,
+                    privilege: p.privilege,
+                    source: p.source,
+                })),
+                Err(f) => report.errors.push(TargetError {
+                    target: target.clone(),
+                    error: f.message,
+                }),
+            }
+        }
+        report.rows.sort();
+        Ok(report)
+    }
+
+    /// One reconciliation pass: discovers every provisioned target and records a
+    /// `provision.drift` event for each standing privilege that no live pedm grant explains
+    /// (the account is neither a holder of a grant being provisioned, active or being revoked
+    /// on that target, nor a temporary login `pedm_<holder>_…`). `reported` remembers what was
+    /// already reported, so each finding is recorded once per process; a finding that
+    /// disappears is forgotten and reported again if it comes back. Returns how many new
+    /// findings were recorded.
+    pub async fn reconcile(
+        &self,
+        reported: &mut std::collections::BTreeSet<(String, String, String)>,
+    ) -> Result<usize> {
+        let Some(port) = self.provisioning.clone() else {
+            return Ok(0);
+        };
+        let sys = Actor::system();
+        let mut new = 0;
+        for target in port.targets() {
+            // Holders read before and after discovery: a grant that starts or finishes being
+            // revoked while the target is read is still recognised.
+            let mut holders = self.live_holders(&target).await?;
+            let found = match port.discover(&target).await {
+                Ok(f) => f,
+                Err(f) => {
+                    tracing::warn!(%target, error = %f, "reconciliation could not read the target");
+                    continue;
+                }
+            };
+            holders.extend(self.live_holders(&target).await?);
+            let explained = |account: &str| {
+                holders
+                    .iter()
+                    .any(|u| account == u || account.starts_with(&format!("pedm_{u}_")))
+            };
+            reported.retain(|(t, a, p)| {
+                *t != target || found.iter().any(|f| f.account == *a && f.privilege == *p)
+            });
+            for p in found {
+                if explained(&p.account) {
+                    continue;
+                }
+                let key = (target.clone(), p.account.clone(), p.privilege.clone());
+                if reported.contains(&key) {
+                    continue;
+                }
+                let cs = Changeset::new().event(
+                    self.event(&sys, "provision.drift", subject("target", &target))
+                        .data(json!({
+                            "target": target, "account": p.account,
+                            "privilege": p.privilege, "source": p.source,
+                        })),
+                );
+                self.store.commit(cs).await?;
+                reported.insert(key);
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
+    /// Holders of grants on `target` whose privilege may be in place (provisioning, active,
+    /// being revoked).
+    async fn live_holders(&self, target: &str) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .grants(&GrantFilter {
+                target: Some(target.to_string()),
+                limit: Some(5000),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|g| {
+                matches!(
+                    g.provision_state,
+                    ProvisionState::Provisioning
+                        | ProvisionState::Active
+                        | ProvisionState::RevokePending
+                )
+            })
+            .map(|g| g.user)
+            .collect())
+    }
+}

@@ -1,0 +1,150 @@
+//! End-to-end API throughput: auto-approved request → active grant, durable, against the
+//! limit of the same storage (a bare durable insert per request), in the same run.
+//!
+//! `cargo bench -p pedm --bench api`
+//!
+//! * `pedm`: the real `pedmd` (this build) on SQLite in a temp dir, N concurrent HTTP clients,
+//!   each a different user, each call `POST /api/v1/requests` for an auto-approved role; the
+//!   response arrives after the request, its grant and three audit events are durably committed.
+//! * `limit`: one `INSERT` of a row the size of that work (~1.5 KB) per durable transaction on
+//!   SQLite with the same pragmas (WAL, `synchronous=FULL`) and one write connection, N
+//!   concurrent tasks: what this disk does with the same durability and no HTTP, no policy.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use pedm_api::*;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const RUN: Duration = Duration::from_secs(5);
+const LEVELS: [usize; 3] = [1, 16, 64];
+
+struct Result_ {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn summarize(mut lat: Vec<Duration>, elapsed: Duration) -> Result_ {
+    lat.sort_unstable();
+    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    Result_ {
+        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: q(0.50),
+        p99_ms: q(0.99),
+    }
+}
+
+async fn run_pedm(clients: &[Client], n: usize) -> Result_ {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = clients[..n]
+        .iter()
+        .cloned()
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut lat = vec![];
+                let body = req("web1", "docker", "1h", "deploy the new build");
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = c.create_request(&body).await.expect("request");
+                    assert!(r.grant.is_some(), "auto-approved");
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    tokio::time::sleep(RUN).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    summarize(all, start.elapsed())
+}
+
+async fn run_limit(n: usize) -> Result_ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = SqliteConnectOptions::new()
+        .filename(dir.path().join("raw.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .expect("pool");
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("table");
+    let body = "x".repeat(1500);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (pool, stop, body) = (pool.clone(), stop.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut lat = vec![];
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+                    sqlx::query("INSERT INTO t (body) VALUES (?)")
+                        .bind(&body)
+                        .execute(&mut *tx)
+                        .await
+                        .expect("insert");
+                    tx.commit().await.expect("commit");
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    tokio::time::sleep(RUN).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    summarize(all, start.elapsed())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let s = Server::start();
+    standard_targets(&s).await;
+    let mut clients = vec![];
+    for i in 0..*LEVELS.iter().max().unwrap_or(&1) {
+        clients.push(s.client(&user_with_token(&s, &format!("bench{i}"), false).await));
+    }
+    println!(
+        "auto-approved request -> active grant, durable (SQLite, synchronous=FULL), {}s per row",
+        RUN.as_secs()
+    );
+    println!(
+        "{:>8}  {:>12} {:>9} {:>9}  {:>12} {:>9} {:>9}  {:>6}",
+        "clients", "pedm req/s", "p50 ms", "p99 ms", "limit ops/s", "p50 ms", "p99 ms", "ratio"
+    );
+    for n in LEVELS {
+        let p = run_pedm(&clients, n).await;
+        let l = run_limit(n).await;
+        println!(
+            "{n:>8}  {:>12.0} {:>9.2} {:>9.2}  {:>12.0} {:>9.2} {:>9.2}  {:>5.0}%",
+            p.per_sec,
+            p.p50_ms,
+            p.p99_ms,
+            l.per_sec,
+            l.p50_ms,
+            l.p99_ms,
+            100.0 * p.per_sec / l.per_sec
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! Provisioning end to end through the API, against a throwaway PostgreSQL cluster: the
+//! privilege is really there while the grant is active and really gone after it ends, a
+//! revoke survives the target being down, hostile settings change nothing, discovery lists
+//! the superuser. Skipped (with the reason printed) when PostgreSQL binaries are missing.
+
+mod common;
+
+use common::*;
+use pedm_api::{AuditQuery, CreateRole, CreateTarget, Decide, Grant, TargetKind};
+use pedm_store::testing::TestPostgres;
+use sqlx::{Connection, PgConnection};
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn admin_exec(url: &str, sql: &'static str) {
+    let mut c = PgConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+}
+
+/// Connects as `user` and tries the INSERT only `readwrite` may do.
+async fn insert_as(pg: &TestPostgres, db: &str, user: &str, password: &str) -> Result<(), String> {
+    let url = format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", pg.port());
+    let mut c = PgConnection::connect(&url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    sqlx::query("INSERT INTO ledger (note) VALUES ('pedm')")
+        .execute(&mut c)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+async fn grant_state(s: &Server, id: Uuid) -> Grant {
+    s.admin().get_grant(id).await.unwrap()
+}
+
+async fn wait_provision(s: &Server, id: Uuid, state: &str, secs: u64) -> Grant {
+    eventually(
+        Duration::from_secs(secs),
+        &format!("grant {id} provision state {state}"),
+        || async move {
+            let g = grant_state(s, id).await;
+            (g.provision_state.as_str() == state).then_some(g)
+        },
+    )
+    .await
+}
+
+async fn events(s: &Server, action: &str, grant: Uuid) -> Vec<pedm_api::AuditEvent> {
+    s.admin()
+        .audit_events(&AuditQuery {
+            action: Some(action.into()),
+            subject: Some(format!("grant:{grant}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_grant_role_is_switched_on_and_off() {
+    let Some(pg) = TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db_url = pg.fresh_database("provision_e2e").unwrap();
+    let db = db_url.rsplit('/').next().unwrap().to_string();
+    admin_exec(
+        &db_url,
+        "CREATE TABLE ledger (note text);
+         CREATE ROLE readwrite NOLOGIN;
+         GRANT INSERT ON ledger TO readwrite;
+         CREATE ROLE alice LOGIN PASSWORD 'alice-pw';
+         GRANT USAGE ON SCHEMA public TO alice;",
+    )
+    .await;
+    assert!(
+        insert_as(&pg, &db, "alice", "alice-pw")
+            .await
+            .unwrap_err()
+            .contains("permission denied"),
+        "alice must start without the privilege"
+    );
+
+    let config = format!(
+        r#"
+[provision]
+reconcile_interval = "1s"
+
+[provision.targets.db]
+kind = "postgres"
+url = "{db_url}"
+timeout = "2s"
+privileged_roles = ["readwrite"]
+
+[provision.roles.db.readwrite]
+mode = "grant_role"
+pg_role = "readwrite"
+
+[provision.roles.db.tmp]
+mode = "temp_login"
+pg_role = "readwrite"
+
+[provision.roles.db.evil]
+mode = "grant_role"
+pg_role = "readwrite\"; DROP TABLE ledger; --"
+"#
+    );
+    let s = Server::start_with(Options {
+        config: Some(config),
+        ..Default::default()
+    });
+    let a = s.admin();
+    a.create_target(&CreateTarget {
+        name: "db".into(),
+        kind: TargetKind::Postgres,
+        description: None,
+        labels: Default::default(),
+    })
+    .await
+    .unwrap();
+    for (role, auto) in [("readwrite", false), ("evil", true), ("tmp", true)] {
+        a.create_role(
+            "db",
+            &CreateRole {
+                name: role.into(),
+                description: None,
+                max_duration: "1h".into(),
+                auto_approve: auto,
+                run_as: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let alice_token = user_with_token(&s, "alice", false).await;
+    let alice = s.client(&alice_token);
+
+    // request → approve → provisioning → active, and the INSERT works as alice.
+    let created = alice
+        .create_request(&req("db", "readwrite", "4s", "load the ledger"))
+        .await
+        .unwrap();
+    let decided = a
+        .approve_request(created.request.id, &Decide::default())
+        .await
+        .unwrap();
+    let g = decided.grant.expect("approved with a grant");
+    assert!(
+        matches!(g.provision_state.as_str(), "provisioning" | "active"),
+        "{g:?}"
+    );
+    let g = wait_provision(&s, g.id, "active", 15).await;
+    assert!(g.provision_detail.unwrap().contains("readwrite"));
+    insert_as(&pg, &db, "alice", "alice-pw").await.unwrap();
+    assert_eq!(events(&s, "provision.granted", g.id).await.len(), 1);
+    // No secret for grant_role; the holder is told so.
+    let o = s.cli(&alice_token, &["grant", "secret", &g.id.to_string()]);
+    assert!(!o.status.success());
+
+    // Expiry → revoked in the target.
+    let g = wait_provision(&s, g.id, "revoked", 20).await;
+    assert_eq!(g.state.as_str(), "expired");
+    let e = insert_as(&pg, &db, "alice", "alice-pw").await.unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+    assert_eq!(events(&s, "provision.revoked", g.id).await.len(), 1);
+    let shown = String::from_utf8_lossy(
+        &s.cli(&alice_token, &["grant", "show", &g.id.to_string()])
+            .stdout,
+    )
+    .to_string();
+    assert!(shown.contains("revoked"), "{shown}");
+
+    // Target down during the revoke: revoke_pending and provision.failed, then retried until
+    // the target is back.
+    let created = alice
+        .create_request(&req("db", "readwrite", "3s", "again"))
+        .await
+        .unwrap();
+    let g = a
+        .approve_request(created.request.id, &Decide::default())
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    wait_provision(&s, g.id, "active", 15).await;
+    insert_as(&pg, &db, "alice", "alice-pw").await.unwrap();
+    pg.stop().unwrap();
+    let pending = wait_provision(&s, g.id, "revoke_pending", 20).await;
+    assert_eq!(pending.state.as_str(), "expired");
+    eventually(Duration::from_secs(20), "provision.failed", || {
+        let s = &s;
+        async move {
+            let ev = events(s, "provision.failed", g.id).await;
+            (!ev.is_empty()).then_some(ev)
+        }
+    })
+    .await;
+    assert_eq!(
+        grant_state(&s, g.id).await.provision_state.as_str(),
+        "revoke_pending"
+    );
+    pg.start_again().unwrap();
+    wait_provision(&s, g.id, "revoked", 60).await;
+    let e = insert_as(&pg, &db, "alice", "alice-pw").await.unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+
+    // Hostile settings: refused at grant, grant failed, nothing changed in PostgreSQL.
+    let created = alice
+        .create_request(&req("db", "evil", "1h", "try it"))
+        .await
+        .unwrap();
+    let g = created.grant.expect("auto-approved");
+    let failed = wait_provision(&s, g.id, "failed", 15).await;
+    assert!(failed.provision_detail.unwrap().contains("invalid"));
+    let mut c = PgConnection::connect(&db_url).await.unwrap();
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'ledger'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(tables, 1);
+    let memberships: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member \
+         WHERE r.rolname = 'alice'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(memberships, 0);
+
+    // A temporary login: its password is handed to the holder once, through the CLI.
+    let g = alice
+        .create_request(&req("db", "tmp", "1h", "one-off fix"))
+        .await
+        .unwrap()
+        .grant
+        .expect("auto-approved");
+    let active = wait_provision(&s, g.id, "active", 15).await;
+    let detail = active.provision_detail.unwrap();
+    let login = detail.split('"').nth(1).unwrap().to_string();
+    assert!(login.starts_with("pedm_alice_"), "{detail}");
+    let o = s.cli(&alice_token, &["grant", "secret", &g.id.to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let password = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(password.len() >= 16);
+    insert_as(&pg, &db, &login, &password).await.unwrap();
+    let again = s.cli(&alice_token, &["grant", "secret", &g.id.to_string()]);
+    assert!(!again.status.success(), "a secret is handed over once");
+    assert!(
+        !s.log().contains(&password),
+        "the password must not be logged"
+    );
+    let audit = a.audit_events(&AuditQuery::default()).await.unwrap();
+    assert!(!audit.iter().any(|e| e.data.to_string().contains(&password)));
+    alice
+        .release_grant(g.id, &pedm_api::Reason { reason: None })
+        .await
+        .unwrap();
+    wait_provision(&s, g.id, "revoked", 20).await;
+    let logins: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(&login)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(logins, 0, "the temporary login is dropped");
+
+    // Discovery lists the superuser; alice may not discover.
+    let o = s.cli(&s.admin_token, &["--json", "discover", "db"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let found: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["account"] == "postgres" && p["privilege"] == "superuser"),
+        "{found}"
+    );
+    assert_eq!(alice.discover("db").await.unwrap_err().status(), Some(403));
+
+    // The standing report over every provisioned target, as CSV and JSON.
+    let o = s.cli(&s.admin_token, &["report", "standing", "--format", "csv"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(csv.starts_with("TARGET,ACCOUNT,PRIVILEGE,SOURCE"), "{csv}");
+    assert!(
+        csv.lines().any(|l| l.starts_with("db,postgres,superuser")),
+        "{csv}"
+    );
+    let report = a.standing_report().await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(report.rows.iter().all(|r| r.target == "db"));
+    assert_eq!(
+        alice.standing_report().await.unwrap_err().status(),
+        Some(403)
+    );
+
+    // Drift: standing access added by hand is reported; pedm's own grants never are.
+    admin_exec(&db_url, "CREATE ROLE bob LOGIN; GRANT readwrite TO bob;").await;
+    let drift = eventually(Duration::from_secs(20), "drift reported", || {
+        let a = &a;
+        async move {
+            let ev = a
+                .audit_events(&AuditQuery {
+                    action: Some("provision.drift".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            ev.iter()
+                .any(|e| e.data["account"] == "bob" && e.data["privilege"] == "member:readwrite")
+                .then_some(ev)
+        }
+    })
+    .await;
+    assert!(
+        !drift.iter().any(|e| e.data["account"]
+            .as_str()
+            .is_some_and(|a| a == "alice" || a.starts_with("pedm_alice_"))),
+        "{drift:?}"
+    );
+    assert_eq!(
+        drift.iter().filter(|e| e.data["account"] == "bob").count(),
+        1,
+        "reported once"
+    );
+}

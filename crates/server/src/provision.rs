@@ -1,0 +1,107 @@
+//! Plugs the `pedm-provision` provisioners into the core's [`ProvisioningPort`]: one
+//! provisioner per configured target (`[provision.targets.<name>]`) and each role's settings
+//! (`[provision.roles.<target>.<role>]`).
+
+use async_trait::async_trait;
+use pedm_core::model::{Grant, StandingPrivilege};
+use pedm_core::provisioning::{FailureKind, ProvisionFailure, Provisioned, ProvisioningPort};
+use pedm_provision::{GrantSpec, ProvisionError, Provisioner};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub struct Provisioners {
+    by_target: BTreeMap<String, Arc<dyn Provisioner>>,
+    /// target → role → settings (`GrantSpec::settings`).
+    roles: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+}
+
+impl Provisioners {
+    pub fn new(
+        by_target: BTreeMap<String, Arc<dyn Provisioner>>,
+        roles: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    ) -> Self {
+        Provisioners { by_target, roles }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_target.is_empty()
+    }
+
+    fn get(&self, target: &str) -> Result<&Arc<dyn Provisioner>, ProvisionFailure> {
+        self.by_target.get(target).ok_or_else(|| ProvisionFailure {
+            kind: FailureKind::Invalid,
+            message: format!("no provisioner is configured for target {target}"),
+        })
+    }
+
+    fn spec(&self, g: &Grant, run_as: Option<&str>) -> GrantSpec {
+        GrantSpec {
+            grant_id: g.id,
+            user: g.user.clone(),
+            target: g.target.clone(),
+            role: g.role.clone(),
+            run_as: run_as.map(str::to_string),
+            expires_at: g.expires_at,
+            settings: self
+                .roles
+                .get(&g.target)
+                .and_then(|r| r.get(&g.role))
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+fn failure(e: ProvisionError) -> ProvisionFailure {
+    let kind = match &e {
+        ProvisionError::Unreachable(_) => FailureKind::Unreachable,
+        ProvisionError::Refused(_) => FailureKind::Refused,
+        ProvisionError::Invalid(_) => FailureKind::Invalid,
+    };
+    ProvisionFailure {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl ProvisioningPort for Provisioners {
+    fn handles(&self, target: &str) -> bool {
+        self.by_target.contains_key(target)
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.by_target.keys().cloned().collect()
+    }
+
+    async fn grant(
+        &self,
+        grant: &Grant,
+        run_as: Option<&str>,
+    ) -> Result<Provisioned, ProvisionFailure> {
+        let p = self.get(&grant.target)?;
+        let out = p.grant(&self.spec(grant, run_as)).await.map_err(failure)?;
+        Ok(Provisioned {
+            secret: out.secret,
+            detail: out.detail,
+        })
+    }
+
+    async fn revoke(&self, grant: &Grant, run_as: Option<&str>) -> Result<(), ProvisionFailure> {
+        let p = self.get(&grant.target)?;
+        p.revoke(&self.spec(grant, run_as)).await.map_err(failure)
+    }
+
+    async fn discover(&self, target: &str) -> Result<Vec<StandingPrivilege>, ProvisionFailure> {
+        let p = self.get(target)?;
+        let found = p.discover().await.map_err(failure)?;
+        Ok(found
+            .into_iter()
+            .map(|s| StandingPrivilege {
+                account: s.account,
+                privilege: s.privilege,
+                source: s.source,
+            })
+            .collect())
+    }
+}
