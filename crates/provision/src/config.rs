@@ -2,24 +2,24 @@
 //! from it.
 //!
 //! ```toml
-//! [provisioners.prod-db]
+//! [provision.targets.prod-db]
 //! kind = "postgres"
 //! url = "postgres://pedm_admin:secret@db.internal:5432/postgres"
 //! privileged_roles = ["readwrite", "pg_write_all_data"]
 //! timeout = "10s"
 //!
-//! [provisioners.web-1]
+//! [provision.targets.web-1]
 //! kind = "linux_group"
 //! privileged_groups = ["sudo", "wheel", "admin", "root", "docker"]
 //!
-//! [provisioners.aws-prod]
+//! [provision.targets.aws-prod]
 //! kind = "command"
 //! program = "/usr/local/libexec/pedm-aws"
 //! args = ["--account", "prod"]
 //! timeout = "60s"
 //! env = { AWS_PROFILE = "pedm" }
 //!
-//! [provisioners.saas]
+//! [provision.targets.saas]
 //! kind = "webhook"
 //! url = "https://hooks.example.com/pedm"
 //! secret = "…"
