@@ -78,7 +78,7 @@ pub fn build(
     Ok(p)
 }
 
-/// [`build`] for every target of a `[provisioners]` table; the first error names its target.
+/// [`build`] for every target of the `[provision.targets]` table; the first error names its target.
 pub fn build_all(
     configs: &BTreeMap<String, ProvisionerConfig>,
 ) -> Result<BTreeMap<String, Arc<dyn Provisioner>>, ConfigError> {
@@ -87,7 +87,7 @@ pub fn build_all(
         .map(|(name, c)| {
             build(name, c)
                 .map(|p| (name.clone(), p))
-                .map_err(|e| ConfigError(format!("provisioners.{name}: {e}")))
+                .map_err(|e| ConfigError(format!("provision.targets.{name}: {e}")))
         })
         .collect()
 }
@@ -98,7 +98,13 @@ mod tests {
 
     #[derive(Deserialize)]
     struct File {
-        provisioners: BTreeMap<String, ProvisionerConfig>,
+        provision: Provision,
+    }
+
+    /// The shape of the server's `[provision]` section that holds the targets.
+    #[derive(Deserialize)]
+    struct Provision {
+        targets: BTreeMap<String, ProvisionerConfig>,
     }
 
     #[tokio::test]
@@ -113,14 +119,15 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let file: File = toml::from_str(&toml_text).unwrap();
-        assert_eq!(file.provisioners.len(), 4);
-        assert_eq!(file.provisioners["web-1"].kind(), "linux_group");
-        let built = build_all(&file.provisioners).unwrap();
+        let targets = file.provision.targets;
+        assert_eq!(targets.len(), 4);
+        assert_eq!(targets["web-1"].kind(), "linux_group");
+        let built = build_all(&targets).unwrap();
         assert_eq!(built["prod-db"].kind(), "postgres");
         assert_eq!(built["aws-prod"].kind(), "command");
         assert_eq!(built["saas"].kind(), "webhook");
         // Secrets stay out of Debug output.
-        let dbg = format!("{:?}", file.provisioners);
+        let dbg = format!("{:?}", targets);
         assert!(!dbg.contains("secret@"), "{dbg}");
         assert!(!dbg.contains("\"…\""), "{dbg}");
     }
@@ -128,9 +135,9 @@ mod tests {
     #[test]
     fn refuses_unknown_fields_and_kinds() {
         for bad in [
-            "[provisioners.x]\nkind = \"postgres\"\nurl = \"postgres://a@b/c\"\nbogus = 1\n",
-            "[provisioners.x]\nkind = \"ldap\"\n",
-            "[provisioners.x]\nkind = \"command\"\n",
+            "[provision.targets.x]\nkind = \"postgres\"\nurl = \"postgres://a@b/c\"\nbogus = 1\n",
+            "[provision.targets.x]\nkind = \"ldap\"\n",
+            "[provision.targets.x]\nkind = \"command\"\n",
         ] {
             assert!(toml::from_str::<File>(bad).is_err(), "{bad}");
         }
@@ -138,13 +145,15 @@ mod tests {
 
     #[tokio::test]
     async fn build_checks_values() {
+        let bad: File = toml::from_str(
+            "[provision.targets.x]\nkind = \"command\"\nprogram = \"relative/path\"\n",
+        )
+        .unwrap();
+        let err = build_all(&bad.provision.targets).err().unwrap();
+        assert!(err.0.starts_with("provision.targets.x: "), "{err}");
         let bad: File =
-            toml::from_str("[provisioners.x]\nkind = \"command\"\nprogram = \"relative/path\"\n")
+            toml::from_str("[provision.targets.x]\nkind = \"postgres\"\nurl = \"mysql://x\"\n")
                 .unwrap();
-        let err = build_all(&bad.provisioners).err().unwrap();
-        assert!(err.0.starts_with("provisioners.x: "), "{err}");
-        let bad: File =
-            toml::from_str("[provisioners.x]\nkind = \"postgres\"\nurl = \"mysql://x\"\n").unwrap();
-        assert!(build_all(&bad.provisioners).is_err());
+        assert!(build_all(&bad.provision.targets).is_err());
     }
 }
