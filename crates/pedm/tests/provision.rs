@@ -105,7 +105,7 @@ mode = "grant_role"
 pg_role = "readwrite\"; DROP TABLE ledger; --"
 "#
     );
-    let s = Server::start_with(Options {
+    let mut s = Server::start_with(Options {
         config: Some(config),
         ..Default::default()
     });
@@ -199,7 +199,11 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
         grant_state(&s, g.id).await.provision_state.as_str(),
         "revoke_pending"
     );
+    // The pending revoke is a durable job: pedmd crashes meanwhile, the target comes back,
+    // and the restarted server finishes the revoke.
+    s.kill();
     pg.start_again().unwrap();
+    s.start_again();
     wait_provision(&s, g.id, "revoked", 60).await;
     let e = insert_as(&pg, &db, "alice", "alice-pw").await.unwrap_err();
     assert!(e.contains("permission denied"), "{e}");
@@ -324,4 +328,76 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
         1,
         "reported once"
     );
+}
+
+/// `id -Gn` shows the group while the grant is active and not after: a real Linux user and
+/// group, provisioned by the server for its own host. Needs root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linux_group_membership_is_switched_on_and_off() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP: creating Linux users and groups needs root");
+        return;
+    }
+    let tag = &Uuid::now_v7().simple().to_string()[20..];
+    let (user, group) = (format!("pu{tag}"), format!("pg{tag}"));
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&["groupadd", &group]);
+    run(&[
+        "useradd",
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+        &user,
+    ]);
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("userdel").arg(&self.0).status();
+            let _ = std::process::Command::new("groupdel").arg(&self.1).status();
+        }
+    }
+    let _cleanup = Cleanup(user.clone(), group.clone());
+    let groups_of = |u: &str| {
+        let o = std::process::Command::new("id")
+            .args(["-Gn", u])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(!groups_of(&user).contains(&group));
+
+    let s = Server::start_with(Options {
+        config: Some(format!(
+            "[provision.targets.web1]\nkind = \"linux_group\"\n\n[provision.roles.web1.docker]\ngroup = \"{group}\"\n"
+        )),
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    let token = user_with_token(&s, &user, false).await;
+    let g = s
+        .client(&token)
+        .create_request(&req("web1", "docker", "3s", "run the build"))
+        .await
+        .unwrap()
+        .grant
+        .expect("auto-approved");
+    wait_provision(&s, g.id, "active", 15).await;
+    assert!(groups_of(&user).contains(&group), "{:?}", groups_of(&user));
+    let g = wait_provision(&s, g.id, "revoked", 20).await;
+    assert_eq!(g.state.as_str(), "expired");
+    assert!(!groups_of(&user).contains(&group), "{:?}", groups_of(&user));
+    assert_eq!(events(&s, "provision.revoked", g.id).await.len(), 1);
 }
