@@ -11,7 +11,6 @@
 use crate::model::{Grant, StandingPrivilege};
 use crate::service::ControlPlane;
 use async_trait::async_trait;
-use jiff::Timestamp;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -81,8 +80,6 @@ pub trait ProvisioningPort: Send + Sync + 'static {
 /// The first retry waits this long; each further one twice as long, up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
-const MAX_SLEEP: Duration = Duration::from_secs(30);
-const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How long to wait after `attempts` failed attempts (1 → about 1 s, doubling, capped at
 /// 5 minutes), with ±20 % jitter so many jobs on one target do not retry in lockstep.
@@ -104,36 +101,16 @@ pub fn backoff(attempts: i64) -> Duration {
 /// Runs due provisioning jobs until shutdown. Sleeps until the earliest `next_attempt_at`
 /// (at most 30 s, for jobs created by other instances), woken early when a job is created.
 /// Jobs are rows: whatever was due while the server was down runs at start.
-pub async fn run_provisioning(cp: Arc<ControlPlane>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_provisioning(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) {
     let wake = cp.jobs_changed();
-    loop {
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
-        let sleep_for = match cp.run_due_jobs().await {
-            Ok(_) => match cp.store().next_job_at().await {
-                Ok(Some(at)) => until(at, cp.now()).min(MAX_SLEEP),
-                Ok(None) => MAX_SLEEP,
-                Err(e) => {
-                    tracing::error!(error = %e, "provisioning runner could not read the next job");
-                    ERROR_BACKOFF
-                }
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "provisioning pass failed");
-                ERROR_BACKOFF
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(sleep_for) => {}
-            _ = &mut notified => {}
-            _ = shutdown.changed() => return,
+    crate::scheduler::run_until_deadlines("provisioning", wake, shutdown, move || {
+        let cp = cp.clone();
+        async move {
+            cp.run_due_jobs().await?;
+            Ok((cp.store().next_job_at().await?, cp.now()))
         }
-        if *shutdown.borrow() {
-            return;
-        }
-    }
+    })
+    .await
 }
 
 /// Runs [`ControlPlane::reconcile`] every `interval` until shutdown.
@@ -155,15 +132,6 @@ pub async fn run_reconcile(
             Ok(n) => tracing::warn!(findings = n, "privilege drift found"),
             Err(e) => tracing::error!(error = %e, "reconciliation failed"),
         }
-    }
-}
-
-fn until(at: Timestamp, now: Timestamp) -> Duration {
-    let d = at.duration_since(now);
-    if d.is_negative() {
-        Duration::ZERO
-    } else {
-        Duration::from_micros(d.as_micros().max(0) as u64 + 1)
     }
 }
 

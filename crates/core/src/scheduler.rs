@@ -10,7 +10,7 @@ use crate::service::ControlPlane;
 use jiff::Timestamp;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// Upper bound on one sleep, so deadlines created by another server instance sharing the
 /// database are picked up even though that instance cannot wake this one.
@@ -18,39 +18,53 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Back-off after a storage error.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-pub async fn run_expiry(cp: Arc<ControlPlane>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_expiry(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) {
     let wake = cp.deadline_changed();
+    run_until_deadlines("expiry", wake, shutdown, move || {
+        let cp = cp.clone();
+        async move {
+            let pass = cp.expire_due().await?;
+            if pass.grants_expired + pass.requests_expired > 0 {
+                tracing::info!(
+                    grants = pass.grants_expired,
+                    requests = pass.requests_expired,
+                    "expired"
+                );
+                metrics::counter!("pedm_grants_expired_total")
+                    .increment(pass.grants_expired as u64);
+                metrics::counter!("pedm_requests_expired_total")
+                    .increment(pass.requests_expired as u64);
+            }
+            Ok((cp.next_deadline().await?, cp.now()))
+        }
+    })
+    .await
+}
+
+/// The loop shared by deadline-driven workers: run `pass` (which does what is due and
+/// returns the next deadline and the current time), then sleep until that deadline (capped
+/// at [`MAX_SLEEP`]), until `wake` is notified, or until shutdown.
+pub(crate) async fn run_until_deadlines<F, Fut>(
+    name: &str,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(Option<Timestamp>, Timestamp), crate::Error>>,
+{
     loop {
-        // Register interest before reading the deadline, so a wake-up between the read and
-        // the sleep is not lost.
+        // Register interest before the pass reads the deadline, so a wake-up between the read
+        // and the sleep is not lost.
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let sleep_for = match cp.expire_due().await {
-            Ok(pass) => {
-                if pass.grants_expired + pass.requests_expired > 0 {
-                    tracing::info!(
-                        grants = pass.grants_expired,
-                        requests = pass.requests_expired,
-                        "expired"
-                    );
-                    metrics::counter!("pedm_grants_expired_total")
-                        .increment(pass.grants_expired as u64);
-                    metrics::counter!("pedm_requests_expired_total")
-                        .increment(pass.requests_expired as u64);
-                }
-                match cp.next_deadline().await {
-                    Ok(Some(at)) => until(at, cp.now()).min(MAX_SLEEP),
-                    Ok(None) => MAX_SLEEP,
-                    Err(e) => {
-                        tracing::error!(error = %e, "scheduler could not read the next deadline");
-                        ERROR_BACKOFF
-                    }
-                }
-            }
+        let sleep_for = match pass().await {
+            Ok((Some(at), now)) => until(at, now).min(MAX_SLEEP),
+            Ok((None, _)) => MAX_SLEEP,
             Err(e) => {
-                tracing::error!(error = %e, "scheduler pass failed");
+                tracing::error!(error = %e, worker = name, "pass failed");
                 ERROR_BACKOFF
             }
         };
