@@ -403,12 +403,7 @@ async fn grants_that_expired_while_down_end_right_after_start_exactly_once() {
 
     // Down across the expiry, killed without a chance to tidy up.
     s.kill();
-    let now = jiff::Timestamp::now();
-    let wait = short.expires_at.duration_since(now);
-    if wait.is_positive() {
-        // Real time has to pass while the server is down: this is the scenario, not a sync.
-        tokio::time::sleep(wait.unsigned_abs() + Duration::from_millis(200)).await;
-    }
+    sleep_past(short.expires_at).await;
     s.start_again();
 
     let admin = s.admin();

@@ -147,11 +147,7 @@ async fn lifecycle_and_restart_on_postgres() {
         .unwrap();
 
     s.kill();
-    let wait = short.expires_at.duration_since(jiff::Timestamp::now());
-    if wait.is_positive() {
-        // Real time must pass while the server is down: the scenario, not a sync.
-        tokio::time::sleep(wait.unsigned_abs() + Duration::from_millis(200)).await;
-    }
+    sleep_past(short.expires_at).await;
     s.start_again();
     let admin = s.admin();
     eventually(

@@ -296,3 +296,12 @@ pub fn req(target: &str, role: &str, duration: &str, why: &str) -> pedm_api::Cre
         break_glass: false,
     }
 }
+
+/// Lets real time pass until just after `at`, for scenarios where the server must be down
+/// across a deadline (this is the scenario, not a synchronisation).
+pub async fn sleep_past(at: jiff::Timestamp) {
+    let wait = at.duration_since(jiff::Timestamp::now());
+    if wait.is_positive() {
+        tokio::time::sleep(wait.unsigned_abs() + Duration::from_millis(200)).await;
+    }
+}

@@ -431,19 +431,6 @@ async fn elevation_report(
     c: Caller,
     Query(q): Query<ReportQuery>,
 ) -> ApiResult<Json<Vec<ElevationRow>>> {
-    let v = q.since.as_deref().unwrap_or("30d");
-    let since = match v.parse::<jiff::Timestamp>() {
-        Ok(t) => t,
-        Err(_) => {
-            let secs = parse_duration(v).map_err(|e| {
-                ApiErr::invalid(format!(
-                    "invalid since: {v:?} is neither a duration like 30d nor an RFC 3339 time ({e})"
-                ))
-            })?;
-            s.cp.now()
-                .checked_sub(jiff::SignedDuration::from_secs(secs))
-                .map_err(|e| ApiErr::invalid(format!("invalid since: {e}")))?
-        }
-    };
+    let since = super::routes::parse_since(q.since.as_deref(), s.cp.now())?;
     Ok(Json(s.cp.elevation_report(&c.actor, since).await?))
 }

@@ -71,6 +71,22 @@ fn parse_enum<T: std::str::FromStr<Err = String>>(
     .transpose()
 }
 
+/// A window start written as a duration back from `now` (`30d`) or an RFC 3339 time;
+/// 30 days when absent or empty.
+pub(super) fn parse_since(v: Option<&str>, now: jiff::Timestamp) -> ApiResult<jiff::Timestamp> {
+    let v = v.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("30d");
+    if let Ok(t) = v.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let secs = parse_duration(v).map_err(|e| {
+        ApiErr::invalid(format!(
+            "invalid since: {v:?} is neither a duration like 30d nor an RFC 3339 time ({e})"
+        ))
+    })?;
+    now.checked_sub(jiff::SignedDuration::from_secs(secs))
+        .map_err(|e| ApiErr::invalid(format!("invalid since: {e}")))
+}
+
 fn parse_time(field: &str, v: Option<&str>) -> ApiResult<Option<jiff::Timestamp>> {
     v.map(|s| {
         s.parse::<jiff::Timestamp>().map_err(|e| {
@@ -622,15 +638,7 @@ async fn simulate_policies(
     c: Caller,
     Body(b): Body<SimulatePolicies>,
 ) -> ApiResult<Json<SimulationReport>> {
-    let since = match b.since.as_deref().map(str::trim) {
-        None | Some("") => s.cp.now() - jiff::SignedDuration::from_hours(24 * 30),
-        Some(v) => match v.parse::<jiff::Timestamp>() {
-            Ok(t) => t,
-            Err(_) => {
-                s.cp.now() - jiff::SignedDuration::from_secs(parse_duration_field("since", v)?)
-            }
-        },
-    };
+    let since = parse_since(b.since.as_deref(), s.cp.now())?;
     Ok(Json(
         s.cp.simulate_policies(&c.actor, b.sources, since).await?,
     ))
