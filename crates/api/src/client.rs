@@ -55,6 +55,9 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// Without the overall timeout: downloads, uploads and event streams take as long as
+    /// they take.
+    streaming: reqwest::Client,
 }
 
 impl Client {
@@ -70,7 +73,17 @@ impl Client {
             .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
-        Ok(Client { base, token, http })
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
+        Ok(Client {
+            base,
+            token,
+            http,
+            streaming,
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -122,11 +135,11 @@ impl Client {
         }
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         self.call::<(), (), T>(Method::GET, path, None, None).await
     }
 
-    async fn get_q<Q: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn get_q<Q: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         q: &Q,
@@ -135,7 +148,7 @@ impl Client {
             .await
     }
 
-    async fn send<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -321,44 +334,195 @@ impl Client {
         q: &ExportQuery,
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<u64, ApiError> {
-        let url = format!("{}{}/audit/export", self.base, API_PREFIX);
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
-        let mut rb = http.get(&url).query(q);
+        let resp = self.stream_get("/audit/export", Some(q)).await?;
+        self.copy_body(resp, out, "the export").await
+    }
+
+    /// Streams a session's asciicast recording into `out`; returns the bytes written.
+    pub async fn download_recording(
+        &self,
+        id: Uuid,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, ApiError> {
+        let resp = self
+            .stream_get::<()>(&format!("/sessions/{id}/recording"), None)
+            .await?;
+        self.copy_body(resp, out, "the recording").await
+    }
+
+    fn transport(&self) -> impl Fn(reqwest::Error) -> ApiError + '_ {
+        |e: reqwest::Error| ApiError::Transport {
+            url: self.base.clone(),
+            message: with_causes(&e.without_url()),
+        }
+    }
+
+    /// A GET without the client's overall timeout (long downloads, event streams); error
+    /// statuses become [`ApiError::Server`].
+    async fn stream_get<Q: Serialize>(
+        &self,
+        path: &str,
+        q: Option<&Q>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let url = format!("{}{}{}", self.base, API_PREFIX, path);
+        let mut rb = self.streaming.get(&url);
+        if let Some(q) = q {
+            rb = rb.query(q);
+        }
         if let Some(t) = &self.token {
             rb = rb.bearer_auth(t);
         }
-        let transport = |e: reqwest::Error| ApiError::Transport {
-            url: self.base.clone(),
-            message: with_causes(&e.without_url()),
-        };
-        let mut resp = rb.send().await.map_err(transport)?;
+        let resp = rb.send().await.map_err(self.transport())?;
+        self.check(resp).await
+    }
+
+    async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response, ApiError> {
         let status = resp.status();
-        if !status.is_success() {
-            let bytes = resp.bytes().await.map_err(transport)?;
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => ApiError::Server {
-                    status: status.as_u16(),
-                    code: b.error.code,
-                    message: b.error.message,
-                },
-                Err(_) => ApiError::Server {
-                    status: status.as_u16(),
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
-                },
-            });
+        if status.is_success() {
+            return Ok(resp);
         }
+        let bytes = resp.bytes().await.map_err(self.transport())?;
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => ApiError::Server {
+                status: status.as_u16(),
+                code: b.error.code,
+                message: b.error.message,
+            },
+            Err(_) => ApiError::Server {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+            },
+        })
+    }
+
+    async fn copy_body(
+        &self,
+        mut resp: reqwest::Response,
+        out: &mut (dyn std::io::Write + Send),
+        what: &str,
+    ) -> Result<u64, ApiError> {
         let mut n = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        while let Some(chunk) = resp.chunk().await.map_err(self.transport())? {
             out.write_all(&chunk)
-                .map_err(|e| ApiError::Usage(format!("writing the export: {e}")))?;
+                .map_err(|e| ApiError::Usage(format!("writing {what}: {e}")))?;
             n += chunk.len() as u64;
         }
         out.flush()
-            .map_err(|e| ApiError::Usage(format!("writing the export: {e}")))?;
+            .map_err(|e| ApiError::Usage(format!("writing {what}: {e}")))?;
         Ok(n)
+    }
+
+    // ------------------------------------------------------------- hosts and sessions
+
+    pub async fn register_host(&self, name: &str) -> Result<crate::agent::HostRegistered, ApiError> {
+        self.send(Method::POST, &format!("/hosts/{name}/register"), &())
+            .await
+    }
+    pub async fn list_hosts(&self) -> Result<Vec<crate::agent::HostView>, ApiError> {
+        self.get("/hosts").await
+    }
+    pub async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<crate::Session>, ApiError> {
+        self.get_q("/sessions", q).await
+    }
+    pub async fn get_session(&self, id: Uuid) -> Result<crate::Session, ApiError> {
+        self.get(&format!("/sessions/{id}")).await
+    }
+
+    // ------------------------------------------------- agent side (with a host token)
+
+    pub async fn agent_snapshot(&self) -> Result<crate::agent::SignedSnapshot, ApiError> {
+        self.get("/agent/snapshot").await
+    }
+    pub async fn agent_reports(
+        &self,
+        body: &crate::agent::AgentReports,
+    ) -> Result<crate::agent::ReportsAccepted, ApiError> {
+        self.send(Method::POST, "/agent/reports", body).await
+    }
+
+    /// Uploads a recording file with its description (streamed, no overall timeout).
+    pub async fn upload_session(
+        &self,
+        id: Uuid,
+        meta: &crate::agent::SessionUpload,
+        recording: tokio::fs::File,
+    ) -> Result<crate::agent::SessionStored, ApiError> {
+        use base64::Engine as _;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(meta).unwrap_or_default());
+        let url = format!("{}{}/agent/sessions/{id}", self.base, API_PREFIX);
+        let mut rb = self
+            .streaming
+            .put(&url)
+            .header(crate::agent::SESSION_HEADER, header)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-asciicast")
+            .header(reqwest::header::CONTENT_LENGTH, meta.recording_bytes)
+            .body(reqwest::Body::wrap_stream(
+                tokio_util::io::ReaderStream::new(recording),
+            ));
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
+        let resp = rb.send().await.map_err(self.transport())?;
+        let resp = self.check(resp).await?;
+        let bytes = resp.bytes().await.map_err(self.transport())?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Transport {
+            url: self.base.clone(),
+            message: format!("unexpected response body: {e}"),
+        })
+    }
+
+    /// The agent's event stream: calls `on_snapshot` for every `snapshot` event until the
+    /// stream ends (server gone: `Err(Transport)`) or `on_snapshot` returns false.
+    pub async fn agent_events(
+        &self,
+        mut on_snapshot: impl FnMut(crate::agent::SignedSnapshot) -> bool,
+    ) -> Result<(), ApiError> {
+        let mut resp = self.stream_get::<()>("/agent/events", None).await?;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut event = String::new();
+        let mut data = String::new();
+        loop {
+            let Some(chunk) = resp.chunk().await.map_err(self.transport())? else {
+                return Err(ApiError::Transport {
+                    url: self.base.clone(),
+                    message: "event stream ended".into(),
+                });
+            };
+            buf.extend_from_slice(&chunk);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\r', '\n']);
+                if line.is_empty() {
+                    // End of one event.
+                    if event == "snapshot" {
+                        match serde_json::from_str(&data) {
+                            Ok(s) => {
+                                if !on_snapshot(s) {
+                                    return Ok(());
+                                }
+                            }
+                            Err(e) => {
+                                return Err(ApiError::Transport {
+                                    url: self.base.clone(),
+                                    message: format!("malformed snapshot event: {e}"),
+                                });
+                            }
+                        }
+                    }
+                    event.clear();
+                    data.clear();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+        }
     }
 }

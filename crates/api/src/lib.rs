@@ -4,7 +4,10 @@
 //! Resources that go over the wire unchanged are the domain types of `pedm-core`, re-exported
 //! here; this crate adds only what is specific to the transport (request bodies, envelopes).
 
+pub mod agent;
 pub mod client;
+pub mod delegation;
+pub mod socket;
 pub mod types;
 
 pub use client::{ApiError, Client};
@@ -15,6 +18,7 @@ pub use pedm_core::model::{
     PolicyVersion, ProvisionState, Request, RequestContext, RequestState, Review, ReviewState,
     Role, StandingPrivilege, StandingReport, StandingRow, Target, TargetError, TargetKind, User,
 };
+pub use pedm_core::host::Session;
 pub use pedm_core::service::ElevationRow;
 pub use pedm_core::service::{SimulatedChange, SimulationReport};
 pub use types::*;

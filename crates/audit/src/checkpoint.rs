@@ -186,6 +186,19 @@ impl PublicKey {
         &self.key_id
     }
 
+    /// Checks a signature made by [`SigningKey::sign_for`] with the same `context`.
+    pub fn verify_for(
+        &self,
+        context: &str,
+        message: &[u8],
+        signature: &[u8; 64],
+    ) -> Result<(), CheckpointError> {
+        let sig = ed25519_dalek::Signature::from_bytes(signature);
+        self.key
+            .verify_strict(&with_context(context, message), &sig)
+            .map_err(|_| CheckpointError::BadSignature)
+    }
+
     /// Reads the text form (`ed25519:<base64>`, surrounding whitespace ignored) from a file.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let s = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
@@ -294,6 +307,14 @@ impl SigningKey {
         }
     }
 
+    /// Signs `message` for one purpose: the signed bytes are `context`, a newline, then the
+    /// message, so a signature made for one purpose (an agent's grant snapshot) can never
+    /// pass for another (a checkpoint, whose body starts with its own header line).
+    pub fn sign_for(&self, context: &str, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.key.sign(&with_context(context, message)).to_bytes()
+    }
+
     /// The secret text form `ed25519-secret:<base64 seed>\n`.
     pub fn to_secret_text(&self) -> Zeroizing<String> {
         let seed = Zeroizing::new(self.key.to_bytes());
@@ -365,5 +386,30 @@ pub(crate) mod hex32 {
         let mut out = [0u8; 32];
         hex::decode_to_slice(s.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;
         Ok(out)
+    }
+}
+
+fn with_context(context: &str, message: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + 1 + message.len());
+    m.extend_from_slice(context.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(message);
+    m
+}
+
+#[cfg(test)]
+mod context_tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_is_valid_only_for_its_context_message_and_key() {
+        let key = SigningKey::from_seed(&[3; 32]);
+        let sig = key.sign_for("pedm-test-v1", b"hello");
+        let public = key.public_key();
+        public.verify_for("pedm-test-v1", b"hello", &sig).unwrap();
+        assert!(public.verify_for("pedm-other-v1", b"hello", &sig).is_err());
+        assert!(public.verify_for("pedm-test-v1", b"hellO", &sig).is_err());
+        let other = SigningKey::from_seed(&[4; 32]);
+        assert!(other.public_key().verify_for("pedm-test-v1", b"hello", &sig).is_err());
     }
 }

@@ -79,6 +79,32 @@ pub enum Command {
     /// Break-glass grants and their after-the-fact review (admin).
     #[command(subcommand, name = "breakglass")]
     BreakGlass(BreakGlassCmd),
+    /// Run one command with a privilege you hold on this host, through pedm-agent (recorded).
+    Exec {
+        #[command(flatten)]
+        agent: AgentOpts,
+        /// The command and its arguments (after `--`). Absolute path or a name in the
+        /// agent's secure PATH.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Open an elevated login shell on this host, when policy allows one (recorded).
+    Shell {
+        #[command(flatten)]
+        agent: AgentOpts,
+    },
+    /// Hosts running pedm-agent (admin).
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Recorded sessions: list, show, replay, export.
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// Delegations: let a user or group run tasks or get roles without approvers.
+    #[command(subcommand)]
+    Delegate(DelegateCmd),
+    /// Tasks: predefined privileged operations with validated parameters.
+    #[command(subcommand)]
+    Task(TaskCmd),
     /// Print a shell completion script to stdout.
     Completions {
         #[arg(value_enum)]
@@ -287,6 +313,19 @@ pub enum GrantCmd {
     },
     /// Print the secret your grant produced (e.g. a generated password). Readable once.
     Secret { id: Uuid },
+    /// Hand your grant on to a colleague for part of its remaining time (where policy lets
+    /// you delegate the role); it ends no later than yours, and with it.
+    Delegate {
+        id: Uuid,
+        /// The colleague.
+        #[arg(long, value_name = "USER")]
+        to: String,
+        /// How long: 30m (at most the time left on your grant).
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        duration: DurationArg,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -621,4 +660,158 @@ mod tests {
         assert!(!format!("{cli:?}").contains("s3cr3t-value"));
         assert_eq!(cli.global.token, Some(Secret("s3cr3t-value".into())));
     }
+}
+
+#[derive(Debug, Args)]
+pub struct AgentOpts {
+    /// Run under this grant (needed only when you hold several on this host).
+    #[arg(long)]
+    pub grant: Option<Uuid>,
+    /// The agent's socket.
+    #[arg(long, env = "PEDM_AGENT_SOCKET", default_value = pedm_api::socket::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// Register the agent of a host target (or replace its token); prints the host token
+    /// once and the server key the agent pins.
+    Register { name: String },
+    /// Registered hosts and when their agents last talked to the server.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// Recorded sessions, newest first (yours, or anyone's with read_audit).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        grant: Option<Uuid>,
+        #[command(flatten)]
+        limit: Limit,
+    },
+    /// Show a session.
+    Show { id: Uuid },
+    /// Replay a session in this terminal.
+    Play {
+        id: Uuid,
+        /// Playback speed factor (2 = twice as fast).
+        #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
+        speed: f64,
+        /// Longest pause replayed, in seconds (longer idle times are shortened).
+        #[arg(long, value_parser = positive_f64)]
+        max_idle: Option<f64>,
+    },
+    /// Write a session's recording (asciicast v2, playable by asciinema) to a file or stdout.
+    Export {
+        id: Uuid,
+        /// Output file; stdout when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DelegateCmd {
+    /// Delegate tasks and/or roles to a user or a group on a scope until a deadline, or pass
+    /// on part of a delegation you hold (--from).
+    Create(CreateDelegationArgs),
+    /// Delegations from or for you (all with read_audit); live ones unless --all.
+    List {
+        /// Also revoked and expired ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a delegation.
+    Show { id: Uuid },
+    /// End a delegation and everything delegated from it (a reason is required).
+    Revoke {
+        id: Uuid,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("delegate").required(true).args(["user", "group"])))]
+#[command(group(clap::ArgGroup::new("deadline").required(true).args(["until", "for_"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["task", "role"])))]
+pub struct CreateDelegationArgs {
+    /// The user it is for.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The group it is for (every member).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// A task the delegate may run (repeatable).
+    #[arg(long, value_name = "TASK")]
+    pub task: Vec<String>,
+    /// A role the delegate is granted without approvers (repeatable).
+    #[arg(long, value_name = "ROLE")]
+    pub role: Vec<String>,
+    /// A target name or label selector (env=prod; env=prod,team=web), repeatable.
+    #[arg(long, value_name = "TARGET|KEY=VALUE", required = true)]
+    pub scope: Vec<String>,
+    /// The deadline (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    pub until: Option<Timestamp>,
+    /// The deadline as a duration from now: 8h, 7d.
+    #[arg(long = "for", id = "for_", value_name = "DURATION", allow_hyphen_values = true)]
+    pub for_: Option<DurationArg>,
+    /// Let the delegate pass on a subset.
+    #[arg(long)]
+    pub redelegate: bool,
+    /// Pass on part of this delegation (you must be its delegate).
+    #[arg(long, value_name = "DELEGATION-ID")]
+    pub from: Option<Uuid>,
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// List tasks.
+    List,
+    /// Show a task's definition.
+    Show { name: String },
+    /// Define a task from a JSON file (see README, "Delegation and tasks") (manage_targets).
+    Define {
+        /// The definition: {"name", "targets", "argv", "stdin", "params", ...}; `-` for stdin.
+        file: PathBuf,
+        /// Replace the definition of an existing task.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Check whether you may run a task on a target with these parameters, and show the
+    /// command it would run.
+    Check {
+        name: String,
+        #[arg(long)]
+        target: String,
+        /// A parameter (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
+}
+
+/// `NAME=VALUE` (the value may be empty or contain '=').
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("parameter {s:?} is not of the form NAME=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("parameter {s:?} needs a NAME before '='"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }

@@ -54,6 +54,14 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Report(ReportsCmd::Standing { format }) => standing(ctx, &format).await,
         Command::BreakGlass(c) => break_glass(ctx, c).await,
         Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
+        Command::Host(c) => host(ctx, c).await,
+        Command::Session(c) => session(ctx, c).await,
+        Command::Delegate(c) => crate::delegation::delegate(ctx, c).await,
+        Command::Task(c) => crate::delegation::task(ctx, c).await,
+        // Run by `crate::run` before a client exists: they talk to the local agent.
+        Command::Exec { .. } | Command::Shell { .. } => {
+            bail!("exec and shell talk to pedm-agent, not to the server")
+        }
         Command::Completions { shell } => completions(shell),
     }
 }
@@ -368,6 +376,12 @@ async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<()> {
             };
             c.revoke_grant(id, &body).await?
         }
+        GrantCmd::Delegate {
+            id,
+            to,
+            duration,
+            reason,
+        } => return crate::delegation::grant_delegate(ctx, id, to, duration, reason).await,
         GrantCmd::Secret { id } => {
             let s = c.grant_secret(id).await?;
             return ctx.emit(&s, || format!("{}\n", s.secret));
@@ -459,4 +473,87 @@ mod tests {
         assert!(e.0.contains("--label"), "{}", e.0);
         assert_eq!(crate::exit_code(&anyhow::Error::new(e)), 2);
     }
+}
+
+async fn host(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
+    match cmd {
+        HostCmd::Register { name } => {
+            let r = ctx.client.register_host(&name).await?;
+            ctx.emit(&r, || {
+                let mut t = output::Table::plain();
+                t.row(vec!["host:".into(), r.host.clone()]);
+                t.row(vec!["token:".into(), r.token.clone()]);
+                t.row(vec!["server key:".into(), r.server_key.clone()]);
+                if r.rotated {
+                    t.row(vec!["note:".into(), "the host's previous token no longer works".into()]);
+                }
+                format!(
+                    "{}\nPut the token in the agent's token file (mode 0600) and the server key in its \
+                     configuration (server_key); the token is not shown again.\n",
+                    t.render()
+                )
+            })
+        }
+        HostCmd::List => ctx.list(&ctx.client.list_hosts().await?),
+    }
+}
+
+async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<()> {
+    match cmd {
+        SessionCmd::List {
+            user,
+            host,
+            grant,
+            limit,
+        } => {
+            let q = SessionQuery {
+                user,
+                host,
+                grant,
+                limit: limit.limit,
+            };
+            ctx.list(&ctx.client.list_sessions(&q).await?)
+        }
+        SessionCmd::Show { id } => ctx.detail(&ctx.client.get_session(id).await?),
+        SessionCmd::Play {
+            id,
+            speed,
+            max_idle,
+        } => {
+            let cast = verified_recording(ctx, id).await?;
+            let out = std::io::stdout();
+            crate::play::play(&cast[..], out.lock(), speed, max_idle)
+        }
+        SessionCmd::Export { id, output } => {
+            let cast = verified_recording(ctx, id).await?;
+            match output {
+                Some(path) => std::fs::write(&path, &cast)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
+                None => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&cast)?;
+                    Ok(out.flush()?)
+                }
+            }
+        }
+    }
+}
+
+/// A session's recording, checked against the SHA-256 the server recorded in the audit log
+/// when the agent uploaded it.
+async fn verified_recording(ctx: &Ctx, id: uuid::Uuid) -> Result<Vec<u8>> {
+    use sha2::Digest;
+    let session = ctx.client.get_session(id).await?;
+    let mut cast = Vec::new();
+    ctx.client.download_recording(id, &mut cast).await?;
+    let sha = hex::encode(sha2::Sha256::digest(&cast));
+    if sha != session.recording_sha256 {
+        bail!(
+            "the recording of session {id} has SHA-256 {sha}, but {} was recorded when it was \
+             uploaded: it was altered",
+            session.recording_sha256
+        );
+    }
+    Ok(cast)
 }

@@ -7,6 +7,9 @@
 pub mod args;
 pub mod audit;
 pub mod commands;
+pub mod delegation;
+pub mod exec;
+pub mod play;
 pub mod output;
 pub mod policy;
 
@@ -57,6 +60,9 @@ where
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    if let Command::Exec { .. } | Command::Shell { .. } = &cli.command {
+        return exec_locally(cli.command);
+    }
     match execute(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -80,6 +86,43 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(commands::run(&ctx, cli.command))
+}
+
+/// `pedm exec` / `pedm shell`: no server, no token; the agent knows the caller from the
+/// kernel. The exit status is the command's own (or 1 refused, 3 agent unreachable).
+fn exec_locally(command: Command) -> ExitCode {
+    let (agent, argv, shell) = match command {
+        Command::Exec { agent, command } => (agent, command, false),
+        Command::Shell { agent } => (agent, vec![], true),
+        _ => return ExitCode::from(EXIT_USAGE),
+    };
+    let start = pedm_api::socket::StartExec {
+        argv,
+        grant: agent.grant,
+        shell,
+        cwd: std::env::current_dir()
+            .ok()
+            .map(|d| d.to_string_lossy().into_owned()),
+        tty: None,
+        env: exec::caller_env(),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    match rt.block_on(exec::run(&agent.socket, start)) {
+        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("pedm: {e:#}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+    }
 }
 
 /// The token from `--token`/`PEDM_TOKEN` or `--token-file`/`PEDM_TOKEN_FILE`. An option given

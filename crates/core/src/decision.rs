@@ -71,6 +71,15 @@ impl AdminAction {
     }
 }
 
+/// What someone wants to hand on (Cedar action `delegate`).
+#[derive(Debug, Clone, Copy)]
+pub enum Delegable<'a> {
+    /// A role they hold or may pre-approve (Cedar resource `Role`).
+    Role(&'a Role),
+    /// A task by name (Cedar resource `Task`).
+    Task(&'a str),
+}
+
 pub trait Decider: Send + Sync + 'static {
     fn decide_request(&self, input: &RequestInput<'_>) -> RequestDecision;
     /// Whether `approver` may approve or deny `request` (the workflow has already refused
@@ -83,6 +92,18 @@ pub trait Decider: Send + Sync + 'static {
         role: &Role,
     ) -> Result<(), String>;
     fn may_administer(&self, actor: &Actor, action: AdminAction) -> Result<(), String>;
+    /// Whether `actor` may delegate `what` on `target` (for `duration_secs`, the time it is
+    /// handed on for). `Err` names why not. Deciders that know nothing of delegation refuse.
+    fn may_delegate(
+        &self,
+        actor: &Actor,
+        target: &Target,
+        what: Delegable<'_>,
+        duration_secs: i64,
+    ) -> Result<(), String> {
+        let _ = (target, what, duration_secs);
+        Err(format!("no policy lets {} delegate", actor.user))
+    }
     /// Ids of the permits that make people eligible to request (for the unused-eligibility
     /// report). Empty when the decider has no named policies.
     fn eligibility_policies(&self) -> Vec<String> {
@@ -156,5 +177,26 @@ impl Decider for BuiltinDecider {
                 actor.user
             ))
         }
+    }
+
+    /// Admins delegate anything; nobody else.
+    fn may_delegate(
+        &self,
+        actor: &Actor,
+        target: &Target,
+        what: Delegable<'_>,
+        _: i64,
+    ) -> Result<(), String> {
+        if actor.admin {
+            return Ok(());
+        }
+        let what = match what {
+            Delegable::Role(r) => format!("role {}/{}", target.name, r.name),
+            Delegable::Task(t) => format!("task {t} on {}", target.name),
+        };
+        Err(format!(
+            "{} may not delegate {what}: only admins delegate",
+            actor.user
+        ))
     }
 }

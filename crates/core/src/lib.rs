@@ -8,8 +8,10 @@
 pub mod audit;
 pub mod clock;
 pub mod decision;
+pub mod delegation;
 pub mod duration;
 pub mod error;
+pub mod host;
 pub mod model;
 pub mod notice;
 pub mod provisioning;

@@ -188,22 +188,60 @@ string_enum!(ProvisionState {
 string_enum!(ProvisionAction {
     Grant => "grant",
     Revoke => "revoke",
+    RemoveDrift => "remove_drift",
 });
 
-/// A durable provisioning step: switch one grant's privilege on or off in its target. Jobs
-/// are rows, so they survive restarts; the provisioning runner works through the due ones.
+/// A durable provisioning step: switch one grant's privilege on or off in its target, or
+/// remove a standing privilege no grant explains (drift, when the target says so). Jobs are
+/// rows, so they survive restarts; the provisioning runner works through the due ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisionJob {
     pub id: Uuid,
-    pub grant_id: Uuid,
+    /// The grant whose privilege a `grant` or `revoke` job switches; `None` for
+    /// `remove_drift`.
+    pub grant_id: Option<Uuid>,
     pub action: ProvisionAction,
+    /// What a `remove_drift` job takes away; `None` for the others.
+    #[serde(default)]
+    pub drift: Option<DriftFinding>,
     /// Attempts made so far.
     pub attempts: i64,
     pub next_attempt_at: Timestamp,
     pub last_error: Option<String>,
     pub done: bool,
     pub created_at: Timestamp,
+}
+
+/// A standing privilege in a target that no live pedm grant explains (reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DriftFinding {
+    pub target: String,
+    pub account: String,
+    pub privilege: String,
+    #[serde(default)]
+    pub source: String,
+}
+
+impl DriftFinding {
+    pub fn new(target: &str, p: &StandingPrivilege) -> Self {
+        DriftFinding {
+            target: target.to_string(),
+            account: p.account.clone(),
+            privilege: p.privilege.clone(),
+            source: p.source.clone(),
+        }
+    }
+
+    /// The privilege as discovery reported it.
+    pub fn standing(&self) -> StandingPrivilege {
+        StandingPrivilege {
+            account: self.account.clone(),
+            privilege: self.privilege.clone(),
+            source: self.source.clone(),
+        }
+    }
 }
 
 /// A privileged account found in a target, whoever created it (discovery).

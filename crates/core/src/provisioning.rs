@@ -7,6 +7,10 @@
 //! exponential backoff. A revoke is never dropped: it is retried (at the longest interval
 //! once the target refuses outright, with a high-severity [`crate::notice::Notice`]) until it
 //! succeeds.
+//!
+//! Reconciliation ([`run_reconcile`]) reports standing privileges no live grant explains as
+//! drift; where the target says so ([`ProvisioningPort::drift_action`]) each finding also
+//! becomes a durable `remove_drift` job, run by the same runner with the same retries.
 
 use crate::model::{Grant, StandingPrivilege};
 use crate::service::ControlPlane;
@@ -58,6 +62,18 @@ impl std::fmt::Debug for Provisioned {
     }
 }
 
+/// What reconciliation does with one drift finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriftAction {
+    /// Report it only (drift removal is off for the target).
+    Report,
+    /// Report it and queue its removal.
+    Remove,
+    /// Drift removal is on, but this one stays: why (an account kept on purpose, a privilege
+    /// the provisioner does not take away, a protected account).
+    Keep(String),
+}
+
 /// The targets that have a provisioner, and what they can do.
 #[async_trait]
 pub trait ProvisioningPort: Send + Sync + 'static {
@@ -75,6 +91,34 @@ pub trait ProvisioningPort: Send + Sync + 'static {
     async fn revoke(&self, grant: &Grant, run_as: Option<&str>) -> Result<(), ProvisionFailure>;
     /// Standing privileged accounts in the target, whoever created them.
     async fn discover(&self, target: &str) -> Result<Vec<StandingPrivilege>, ProvisionFailure>;
+    /// The account in the target that receives `grant`'s privilege (e.g. the login a role is
+    /// granted to, from the role's settings), when known without asking the target.
+    /// Reconciliation counts it as pedm's, besides the holder's own name and temporary
+    /// logins `pedm_<holder>_…`. Default: none.
+    fn grant_account(&self, grant: &Grant) -> Option<String> {
+        let _ = grant;
+        None
+    }
+    /// What to do with a standing privilege on `target` that no pedm grant explains.
+    /// Decided without touching the target. Default: report only.
+    fn drift_action(&self, target: &str, p: &StandingPrivilege) -> DriftAction {
+        let _ = (target, p);
+        DriftAction::Report
+    }
+    /// Takes a standing privilege pedm did not grant away (idempotent: what is gone stays
+    /// gone); returns what was done. Refuses ([`FailureKind::Invalid`]) whatever
+    /// [`ProvisioningPort::drift_action`] would not remove now.
+    async fn remove_standing(
+        &self,
+        target: &str,
+        p: &StandingPrivilege,
+    ) -> Result<String, ProvisionFailure> {
+        let _ = p;
+        Err(ProvisionFailure {
+            kind: FailureKind::Invalid,
+            message: format!("drift removal is not available for target {target}"),
+        })
+    }
 }
 
 /// The first retry waits this long; each further one twice as long, up to [`MAX_BACKOFF`].
@@ -113,7 +157,9 @@ pub async fn run_provisioning(cp: Arc<ControlPlane>, shutdown: watch::Receiver<b
     .await
 }
 
-/// Runs [`ControlPlane::reconcile`] every `interval` until shutdown.
+/// Runs [`ControlPlane::reconcile`] every `interval` until shutdown. Findings are
+/// remembered for the life of the process (a restart reports standing drift again, and
+/// queues its removal again where removal is on: a removal still pending is not doubled).
 pub async fn run_reconcile(
     cp: Arc<ControlPlane>,
     interval: Duration,

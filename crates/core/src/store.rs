@@ -77,7 +77,11 @@ pub enum Write {
         to: ProvisionState,
         detail: Option<String>,
     },
-    /// Fails with AlreadyExists if the job id is taken, NotFound if the grant is absent.
+    /// Fails with AlreadyExists if the job id is taken or, for a `remove_drift` job, a
+    /// removal of the same (target, account, privilege) is not done yet (so a finding is
+    /// queued once, whichever instance finds it); NotFound if the grant is absent; Backend if
+    /// the job is malformed (a grant job without its grant, a drift removal without its
+    /// finding or with a grant).
     InsertJob(ProvisionJob),
     /// Replaces a job's attempts, next attempt, last error and done flag; fails with Conflict
     /// unless the stored job is not done and has made `expected_attempts` attempts (so of
@@ -98,6 +102,10 @@ pub enum Write {
         grant_id: Uuid,
         must_exist: bool,
     },
+    /// Hosts, their agents' reports and recorded sessions.
+    Host(crate::host::HostWrite),
+    /// Tasks, delegations and the links of delegated grants.
+    Delegation(crate::delegation::DelegationWrite),
     /// Ends a grant; fails with Conflict unless it is still `active` (ends exactly once).
     EndGrant {
         id: Uuid,
@@ -223,6 +231,38 @@ pub trait Store: Send + Sync + 'static {
     async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError>;
     /// The newest version's number (cheap; polled to follow other instances).
     async fn latest_policy_version_number(&self) -> Result<Option<i64>, StoreError>;
+
+    async fn host(&self, name: &str) -> Result<Option<crate::host::Host>, StoreError>;
+    async fn host_by_token(&self, token_id: &str)
+    -> Result<Option<crate::host::Host>, StoreError>;
+    async fn hosts(&self) -> Result<Vec<crate::host::Host>, StoreError>;
+    async fn session(&self, id: Uuid) -> Result<Option<crate::host::Session>, StoreError>;
+    /// Newest first.
+    async fn sessions(
+        &self,
+        filter: &crate::host::SessionFilter,
+    ) -> Result<Vec<crate::host::Session>, StoreError>;
+
+    async fn task(&self, name: &str) -> Result<Option<crate::delegation::TaskDef>, StoreError>;
+    /// By name.
+    async fn tasks(&self) -> Result<Vec<crate::delegation::TaskDef>, StoreError>;
+    async fn delegation(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<crate::delegation::Delegation>, StoreError>;
+    /// Newest first; `state` is `revoked` or `active` (the caller knows the time).
+    async fn delegations(
+        &self,
+        filter: &crate::delegation::DelegationFilter,
+    ) -> Result<Vec<crate::delegation::Delegation>, StoreError>;
+    async fn grant_link(
+        &self,
+        grant_id: Uuid,
+    ) -> Result<Option<crate::delegation::GrantLink>, StoreError>;
+    async fn grant_links(
+        &self,
+        filter: &crate::delegation::GrantLinkFilter,
+    ) -> Result<Vec<crate::delegation::GrantLink>, StoreError>;
 
     /// Events in seq order.
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;

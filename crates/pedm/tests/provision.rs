@@ -1,7 +1,8 @@
 //! Provisioning end to end through the API, against a throwaway PostgreSQL cluster: the
 //! privilege is really there while the grant is active and really gone after it ends, a
 //! revoke survives the target being down, hostile settings change nothing, discovery lists
-//! the superuser. Skipped (with the reason printed) when PostgreSQL binaries are missing.
+//! the superuser, drift is reported (and removed where the target says so, also after the
+//! target was down). Skipped (with the reason printed) when PostgreSQL binaries are missing.
 
 mod common;
 
@@ -28,6 +29,50 @@ async fn insert_as(pg: &TestPostgres, db: &str, user: &str, password: &str) -> R
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// `account` holds `role` in the cluster of `url` (directly or through another role).
+async fn pg_member(url: &str, account: &str, role: &str) -> bool {
+    let mut c = PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar("SELECT pg_has_role($1, $2, 'MEMBER')")
+        .bind(account)
+        .bind(role)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+/// Audit events with `action` whose data names `account`, oldest first.
+async fn events_about(s: &Server, action: &str, account: &str) -> Vec<pedm_api::AuditEvent> {
+    s.admin()
+        .audit_events(&AuditQuery {
+            action: Some(action.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.data["account"] == account)
+        .collect()
+}
+
+/// Waits until at least `n` events `action` name `account`.
+async fn wait_events(
+    s: &Server,
+    action: &str,
+    account: &str,
+    n: usize,
+    secs: u64,
+) -> Vec<pedm_api::AuditEvent> {
+    eventually(
+        Duration::from_secs(secs),
+        &format!("{n} {action} about {account}"),
+        || async move {
+            let ev = events_about(s, action, account).await;
+            (ev.len() >= n).then_some(ev)
+        },
+    )
+    .await
 }
 
 async fn grant_state(s: &Server, id: Uuid) -> Grant {
@@ -328,6 +373,184 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
         1,
         "reported once"
     );
+    // remove_drift is off for this target: bob keeps the role; nothing is queued.
+    assert!(
+        drift
+            .iter()
+            .all(|e| e.data.get("removal").is_none() && e.data.get("job").is_none()),
+        "{drift:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(pg_member(&db_url, "bob", "readwrite").await);
+    assert!(
+        events_about(&s, "provision.drift_removed", "bob")
+            .await
+            .is_empty()
+    );
+}
+
+/// `remove_drift = true`: a role granted by hand is reported and revoked (the INSERT it
+/// allowed is refused afterwards), also when the target is unavailable when the removal first
+/// runs and pedmd crashes meanwhile; `keep`-listed accounts and the login pedm connects as
+/// keep theirs; memberships pedm granted are never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_drift_is_removed_when_the_target_says_so() {
+    let Some(pg) = TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db_url = pg.fresh_database("drift_removal_e2e").unwrap();
+    let db = db_url.rsplit('/').next().unwrap().to_string();
+    admin_exec(
+        &db_url,
+        "CREATE TABLE ledger (note text);
+         CREATE ROLE readwrite NOLOGIN;
+         GRANT INSERT ON ledger TO readwrite;
+         CREATE ROLE alice_db LOGIN PASSWORD 'alice-pw';
+         CREATE ROLE someone LOGIN PASSWORD 'someone-pw';
+         CREATE ROLE breakglass LOGIN PASSWORD 'bg-pw';
+         GRANT USAGE ON SCHEMA public TO alice_db, someone, breakglass;
+         GRANT readwrite TO someone;
+         GRANT readwrite TO breakglass;
+         GRANT readwrite TO postgres;",
+    )
+    .await;
+    insert_as(&pg, &db, "someone", "someone-pw").await.unwrap();
+
+    // The target is unavailable for the first removal: a lock on the role catalog makes the
+    // REVOKE time out (discovery still reads it).
+    let mut locker = PgConnection::connect(&db_url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE pg_auth_members IN SHARE MODE;")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let config = format!(
+        r#"
+[provision]
+reconcile_interval = "1s"
+
+[provision.targets.db]
+kind = "postgres"
+url = "{db_url}"
+timeout = "2s"
+privileged_roles = ["readwrite"]
+remove_drift = true
+keep = ["breakglass"]
+
+[provision.roles.db.readwrite]
+mode = "grant_role"
+pg_role = "readwrite"
+login = "{{user}}_db"
+"#
+    );
+    let mut s = Server::start_with(Options {
+        config: Some(config),
+        ..Default::default()
+    });
+    let drift = wait_events(&s, "provision.drift", "someone", 1, 20).await;
+    assert_eq!(drift[0].data["privilege"], "member:readwrite");
+    assert_eq!(drift[0].data["removal"], "queued", "{:?}", drift[0].data);
+    let failed = wait_events(&s, "provision.failed", "someone", 1, 20).await;
+    assert_eq!(failed[0].subject.as_deref(), Some("target:db"));
+    assert_eq!(failed[0].data["permanent"], false, "{:?}", failed[0].data);
+    assert_eq!(failed[0].data["action"], "remove_drift");
+    assert!(pg_member(&db_url, "someone", "readwrite").await);
+
+    // The cluster goes down, pedmd crashes with the removal pending; both come back and the
+    // durable job finishes it.
+    drop(locker);
+    pg.stop().unwrap();
+    s.kill();
+    pg.start_again().unwrap();
+    s.start_again();
+    let removed = wait_events(&s, "provision.drift_removed", "someone", 1, 60).await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].subject.as_deref(), Some("target:db"));
+    assert!(
+        removed[0].data["detail"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{:?}",
+        removed[0].data
+    );
+    assert_eq!(removed[0].data["job"], drift[0].data["job"]);
+    assert!(!pg_member(&db_url, "someone", "readwrite").await);
+    let e = insert_as(&pg, &db, "someone", "someone-pw")
+        .await
+        .unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+
+    // Kept on purpose, and the login pedm connects as (the bootstrap superuser): reported
+    // with the reason, never removed.
+    let kept = wait_events(&s, "provision.drift", "breakglass", 1, 20).await;
+    assert_eq!(kept[0].data["removal"], "kept");
+    assert!(
+        kept[0].data["reason"].as_str().unwrap().contains("keep"),
+        "{:?}",
+        kept[0].data
+    );
+    let own = wait_events(&s, "provision.drift", "postgres", 1, 20).await;
+    assert!(
+        own.iter().any(|e| e.data["privilege"] == "member:readwrite"
+            && e.data["removal"] == "kept"
+            && e.data["reason"].as_str().unwrap().contains("connects as")),
+        "{own:?}"
+    );
+    assert!(pg_member(&db_url, "breakglass", "readwrite").await);
+    insert_as(&pg, &db, "breakglass", "bg-pw").await.unwrap();
+    assert!(pg_member(&db_url, "postgres", "readwrite").await);
+
+    // A pedm grant's membership is not drift (here given to the login `alice_db` by the
+    // role's `login` template): alice keeps it while drift is removed around her (someone
+    // gets the role by hand again and loses it again).
+    let a = s.admin();
+    a.create_target(&CreateTarget {
+        name: "db".into(),
+        kind: TargetKind::Postgres,
+        description: None,
+        labels: Default::default(),
+    })
+    .await
+    .unwrap();
+    a.create_role(
+        "db",
+        &CreateRole {
+            name: "readwrite".into(),
+            description: None,
+            max_duration: "1h".into(),
+            auto_approve: true,
+            run_as: None,
+        },
+    )
+    .await
+    .unwrap();
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    let g = alice
+        .create_request(&req("db", "readwrite", "1h", "month-end close"))
+        .await
+        .unwrap()
+        .grant
+        .expect("auto-approved");
+    wait_provision(&s, g.id, "active", 15).await;
+    admin_exec(&db_url, "GRANT readwrite TO someone;").await;
+    wait_events(&s, "provision.drift_removed", "someone", 2, 30).await;
+    assert!(!pg_member(&db_url, "someone", "readwrite").await);
+    insert_as(&pg, &db, "alice_db", "alice-pw").await.unwrap();
+    assert!(
+        events_about(&s, "provision.drift", "alice_db")
+            .await
+            .is_empty()
+    );
+    assert!(
+        events_about(&s, "provision.drift_removed", "alice_db")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        grant_state(&s, g.id).await.provision_state.as_str(),
+        "active"
+    );
 }
 
 /// `id -Gn` shows the group while the grant is active and not after: a real Linux user and
@@ -400,4 +623,87 @@ async fn linux_group_membership_is_switched_on_and_off() {
     assert_eq!(g.state.as_str(), "expired");
     assert!(!groups_of(&user).contains(&group), "{:?}", groups_of(&user));
     assert_eq!(events(&s, "provision.revoked", g.id).await.len(), 1);
+}
+
+/// `remove_drift = true` on a Linux host: a membership added by hand (`gpasswd -a`) is
+/// removed (`id -Gn`), a `keep`-listed one stays. Needs root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linux_group_drift_is_removed_when_the_target_says_so() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP: creating Linux users and groups needs root");
+        return;
+    }
+    let tag = &Uuid::now_v7().simple().to_string()[20..];
+    let (drifter, keeper, group) = (format!("pd{tag}"), format!("pk{tag}"), format!("pg{tag}"));
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    struct Cleanup(Vec<String>, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for u in &self.0 {
+                let _ = std::process::Command::new("userdel").arg(u).status();
+            }
+            let _ = std::process::Command::new("groupdel").arg(&self.1).status();
+        }
+    }
+    run(&["groupadd", &group]);
+    let _cleanup = Cleanup(vec![drifter.clone(), keeper.clone()], group.clone());
+    for u in [&drifter, &keeper] {
+        run(&[
+            "useradd",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            u,
+        ]);
+        run(&["gpasswd", "-a", u, &group]);
+    }
+    let groups_of = |u: &str| {
+        let o = std::process::Command::new("id")
+            .args(["-Gn", u])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(groups_of(&drifter).contains(&group));
+
+    let s = Server::start_with(Options {
+        config: Some(format!(
+            "[provision]\nreconcile_interval = \"1s\"\n\n\
+             [provision.targets.web1]\nkind = \"linux_group\"\n\
+             privileged_groups = [\"{group}\"]\nremove_drift = true\nkeep = [\"{keeper}\"]\n"
+        )),
+        ..Default::default()
+    });
+    let removed = wait_events(&s, "provision.drift_removed", &drifter, 1, 30).await;
+    assert_eq!(removed[0].data["privilege"], format!("group:{group}"));
+    assert!(
+        !groups_of(&drifter).contains(&group),
+        "{:?}",
+        groups_of(&drifter)
+    );
+    let kept = wait_events(&s, "provision.drift", &keeper, 1, 20).await;
+    assert_eq!(kept[0].data["removal"], "kept");
+    assert!(
+        groups_of(&keeper).contains(&group),
+        "{:?}",
+        groups_of(&keeper)
+    );
+    assert!(
+        events_about(&s, "provision.drift_removed", &keeper)
+            .await
+            .is_empty()
+    );
 }

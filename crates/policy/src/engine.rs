@@ -1173,6 +1173,10 @@ impl Engine {
                 if let Some(h) = &command.sha256 {
                     attrs.insert("sha256".into(), RestrictedExpression::new_string(h.clone()));
                 }
+                attrs.insert(
+                    "shell".into(),
+                    RestrictedExpression::new_bool(command.shell),
+                );
                 let uid = EntityUid::from_type_name_and_id(
                     self.types.command.clone(),
                     EntityId::new(command_id(target, role, command)),

@@ -98,6 +98,9 @@ pub struct CommandRef {
     pub args: String,
     #[serde(default)]
     pub sha256: Option<String>,
+    /// An interactive login shell (`pedm shell`) rather than one command.
+    #[serde(default)]
+    pub shell: bool,
 }
 
 /// Device posture claims. Absent claims are absent attributes in Cedar

@@ -303,6 +303,7 @@ fn exec_query(path: &str, args: &str) -> AuthzQuery {
                 path: path.into(),
                 args: args.into(),
                 sha256: None,
+                shell: false,
             },
         },
         context: Ctx::at(ts(MON_10_BERLIN)),

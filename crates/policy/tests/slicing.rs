@@ -269,6 +269,7 @@ fn query(q: &Q) -> AuthzQuery {
                 path: "/bin/ls".into(),
                 args: String::new(),
                 sha256: None,
+                shell: false,
             },
         },
         Action::RunTask => Resource::Task {

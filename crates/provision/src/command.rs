@@ -2,8 +2,11 @@
 //! their own command-line tools.
 //!
 //! The program (an absolute path, run directly, never through a shell) is called as
-//! `PROGRAM [ARGS…] ACTION` with ACTION one of `grant`, `revoke`, `observe`, `discover`.
-//! Standard input carries the [`GrantSpec`] as JSON (for `discover`: `{"target": NAME}`).
+//! `PROGRAM [ARGS…] ACTION` with ACTION one of `grant`, `revoke`, `observe`, `discover`, and
+//! `remove_standing` (drift removal, only when the target has `remove_drift = true`).
+//! Standard input carries the [`GrantSpec`] as JSON (for `discover`: `{"target": NAME}`; for
+//! `remove_standing`: `{"target", "account", "privilege", "source"}`, a privilege as
+//! `discover` reported it).
 //! The working directory is `/`. The environment is cleared except:
 //!
 //! | variable | value |
@@ -27,6 +30,7 @@
 //! - `revoke`: ignored.
 //! - `observe`: `{"present": true|false, "detail": "..."}` (detail optional).
 //! - `discover`: a JSON array of `{"account": "...", "privilege": "...", "source": "..."}`.
+//! - `remove_standing`: any output becomes the detail. Removing what is gone must succeed.
 //!
 //! Role settings are passed through in the JSON (`settings`) for the program to read.
 
@@ -337,6 +341,29 @@ impl Provisioner for CommandProvisioner {
                 self.config.program.display(),
                 out.describe()
             ))
+        })
+    }
+
+    fn removable(&self, _: &StandingPrivilege) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn remove_standing(&self, p: &StandingPrivilege) -> Result<String, ProvisionError> {
+        let input = serde_json::json!({
+            "target": self.target, "account": p.account, "privilege": p.privilege,
+            "source": p.source,
+        });
+        let out = self.run("remove_standing", &input, None).await?;
+        let detail = out.describe();
+        Ok(if detail.is_empty() {
+            format!(
+                "{} removed {} from {}",
+                self.config.program.display(),
+                p.privilege,
+                p.account
+            )
+        } else {
+            detail
         })
     }
 

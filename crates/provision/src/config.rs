@@ -7,10 +7,14 @@
 //! url = "postgres://pedm_admin:secret@db.internal:5432/postgres"
 //! privileged_roles = ["readwrite", "pg_write_all_data"]
 //! timeout = "10s"
+//! remove_drift = true                  # REVOKE memberships pedm did not grant
+//! keep = ["postgres", "etl_service"]  # standing on purpose: reported, never removed
 //!
 //! [provision.targets.web-1]
 //! kind = "linux_group"
 //! privileged_groups = ["sudo", "wheel", "admin", "root", "docker"]
+//! remove_drift = true                  # gpasswd -d members pedm did not add
+//! keep = ["breakglass"]
 //!
 //! [provision.targets.aws-prod]
 //! kind = "command"
@@ -25,15 +29,20 @@
 //! secret = "…"
 //! timeout = "10s"
 //! ```
+//!
+//! Every target also takes `remove_drift` (default `false`: drift is only reported) and
+//! `keep` (accounts never removed), see [`TargetConfig`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CommandConfig, CommandProvisioner, LinuxGroupConfig, LinuxGroupProvisioner, PostgresConfig,
-    PostgresProvisioner, Provisioner, WebhookConfig, WebhookProvisioner,
+    CommandConfig, CommandProvisioner, GrantOutcome, GrantSpec, LinuxGroupConfig,
+    LinuxGroupProvisioner, Observed, PostgresConfig, PostgresProvisioner, ProvisionError,
+    Provisioner, StandingPrivilege, WebhookConfig, WebhookProvisioner,
 };
 
 /// A configuration that cannot work (bad URL, relative program path, …).
@@ -63,24 +72,116 @@ impl ProvisionerConfig {
     }
 }
 
+/// One `[provision.targets.<name>]` table: the provisioner (`kind` and that kind's settings)
+/// and what reconciliation may do with drift found in the target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetConfig {
+    /// Remove standing privileges that no pedm grant explains (drift) instead of only
+    /// reporting them. Default `false`.
+    #[serde(default)]
+    pub remove_drift: bool,
+    /// Accounts that hold standing privileges on purpose (break-glass, service accounts):
+    /// their drift is reported, never removed. Each provisioner also protects accounts of its
+    /// own whatever this says (see [`Provisioner::removable`]).
+    #[serde(default)]
+    pub keep: Vec<String>,
+    #[serde(flatten)]
+    pub provisioner: ProvisionerConfig,
+}
+
+impl TargetConfig {
+    /// A target that only reports drift.
+    pub fn new(provisioner: ProvisionerConfig) -> Self {
+        TargetConfig {
+            remove_drift: false,
+            keep: Vec::new(),
+            provisioner,
+        }
+    }
+}
+
+impl From<ProvisionerConfig> for TargetConfig {
+    fn from(p: ProvisionerConfig) -> Self {
+        TargetConfig::new(p)
+    }
+}
+
 /// Builds the provisioner for `target` (the name is used in logs, and passed to commands and
-/// webhooks). Checks the configuration; connects to nothing yet. Call inside a Tokio runtime.
-pub fn build(
-    target: &str,
-    config: &ProvisionerConfig,
-) -> Result<Arc<dyn Provisioner>, ConfigError> {
-    let p: Arc<dyn Provisioner> = match config {
+/// webhooks), with the target's drift rules. Checks the configuration; connects to nothing
+/// yet. Call inside a Tokio runtime.
+pub fn build(target: &str, config: &TargetConfig) -> Result<Arc<dyn Provisioner>, ConfigError> {
+    let inner: Arc<dyn Provisioner> = match &config.provisioner {
         ProvisionerConfig::Postgres(c) => Arc::new(PostgresProvisioner::new(c)?),
         ProvisionerConfig::LinuxGroup(c) => Arc::new(LinuxGroupProvisioner::new(c.clone())?),
         ProvisionerConfig::Command(c) => Arc::new(CommandProvisioner::new(target, c.clone())?),
         ProvisionerConfig::Webhook(c) => Arc::new(WebhookProvisioner::new(target, c.clone())?),
     };
-    Ok(p)
+    if let Some(k) = config
+        .keep
+        .iter()
+        .find(|k| k.trim().is_empty() || k.trim() != *k)
+    {
+        return Err(ConfigError(format!(
+            "keep: {k:?} is not an account name (empty or surrounded by spaces)"
+        )));
+    }
+    Ok(Arc::new(DriftRules {
+        inner,
+        remove_drift: config.remove_drift,
+        keep: config.keep.iter().cloned().collect(),
+    }))
+}
+
+/// A provisioner with its target's drift rules: removes drift only when `remove_drift` is
+/// on, never from an account in `keep`, and checks both again when asked to remove (a job
+/// queued before the configuration changed is refused).
+struct DriftRules {
+    inner: Arc<dyn Provisioner>,
+    remove_drift: bool,
+    keep: BTreeSet<String>,
+}
+
+#[async_trait]
+impl Provisioner for DriftRules {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn grant(&self, g: &GrantSpec) -> Result<GrantOutcome, ProvisionError> {
+        self.inner.grant(g).await
+    }
+    async fn revoke(&self, g: &GrantSpec) -> Result<(), ProvisionError> {
+        self.inner.revoke(g).await
+    }
+    async fn observe(&self, g: &GrantSpec) -> Result<Observed, ProvisionError> {
+        self.inner.observe(g).await
+    }
+    async fn discover(&self) -> Result<Vec<StandingPrivilege>, ProvisionError> {
+        self.inner.discover().await
+    }
+    fn account(&self, g: &GrantSpec) -> Option<String> {
+        self.inner.account(g)
+    }
+    fn removes_drift(&self) -> bool {
+        self.remove_drift
+    }
+    fn removable(&self, p: &StandingPrivilege) -> Result<(), String> {
+        if !self.remove_drift {
+            return Err("remove_drift is off for this target".into());
+        }
+        if self.keep.contains(&p.account) {
+            return Err(format!("{} is listed in keep", p.account));
+        }
+        self.inner.removable(p)
+    }
+    async fn remove_standing(&self, p: &StandingPrivilege) -> Result<String, ProvisionError> {
+        self.removable(p).map_err(ProvisionError::Invalid)?;
+        self.inner.remove_standing(p).await
+    }
 }
 
 /// [`build`] for every target of the `[provision.targets]` table; the first error names its target.
 pub fn build_all(
-    configs: &BTreeMap<String, ProvisionerConfig>,
+    configs: &BTreeMap<String, TargetConfig>,
 ) -> Result<BTreeMap<String, Arc<dyn Provisioner>>, ConfigError> {
     configs
         .iter()
@@ -104,7 +205,7 @@ mod tests {
     /// The shape of the server's `[provision]` section that holds the targets.
     #[derive(Deserialize)]
     struct Provision {
-        targets: BTreeMap<String, ProvisionerConfig>,
+        targets: BTreeMap<String, TargetConfig>,
     }
 
     #[tokio::test]
@@ -121,7 +222,10 @@ mod tests {
         let file: File = toml::from_str(&toml_text).unwrap();
         let targets = file.provision.targets;
         assert_eq!(targets.len(), 4);
-        assert_eq!(targets["web-1"].kind(), "linux_group");
+        assert_eq!(targets["web-1"].provisioner.kind(), "linux_group");
+        assert!(targets["prod-db"].remove_drift && !targets["saas"].remove_drift);
+        assert_eq!(targets["prod-db"].keep, ["postgres", "etl_service"]);
+        assert!(targets["aws-prod"].keep.is_empty());
         let built = build_all(&targets).unwrap();
         assert_eq!(built["prod-db"].kind(), "postgres");
         assert_eq!(built["aws-prod"].kind(), "command");
@@ -138,6 +242,9 @@ mod tests {
             "[provision.targets.x]\nkind = \"postgres\"\nurl = \"postgres://a@b/c\"\nbogus = 1\n",
             "[provision.targets.x]\nkind = \"ldap\"\n",
             "[provision.targets.x]\nkind = \"command\"\n",
+            "[provision.targets.x]\nkind = \"linux_group\"\nremove_drfit = true\n",
+            "[provision.targets.x]\nkind = \"linux_group\"\nremove_drift = \"yes\"\n",
+            "[provision.targets.x]\nkind = \"linux_group\"\nkeep = \"root\"\n",
         ] {
             assert!(toml::from_str::<File>(bad).is_err(), "{bad}");
         }
@@ -155,5 +262,46 @@ mod tests {
             toml::from_str("[provision.targets.x]\nkind = \"postgres\"\nurl = \"mysql://x\"\n")
                 .unwrap();
         assert!(build_all(&bad.provision.targets).is_err());
+    }
+
+    #[tokio::test]
+    async fn drift_rules_decide_what_is_removed() {
+        let parse = |extra: &str| -> TargetConfig {
+            let f: File = toml::from_str(&format!(
+                "[provision.targets.x]\nkind = \"linux_group\"\nprivileged_groups = [\"docker\"]\n{extra}"
+            ))
+            .unwrap();
+            f.provision.targets["x"].clone()
+        };
+        let member = |account: &str| StandingPrivilege {
+            account: account.into(),
+            privilege: "group:docker".into(),
+            source: "getent group docker".into(),
+        };
+        // Off by default: nothing is removable, and a removal asked anyway changes nothing.
+        let off = build("x", &parse("")).unwrap();
+        assert!(!off.removes_drift());
+        assert!(off.removable(&member("bob")).unwrap_err().contains("off"));
+        assert!(matches!(
+            off.remove_standing(&member("bob")).await,
+            Err(ProvisionError::Invalid(_))
+        ));
+        let on = build("x", &parse("remove_drift = true\nkeep = [\"ops\"]\n")).unwrap();
+        assert!(on.removes_drift());
+        assert_eq!(on.removable(&member("bob")), Ok(()));
+        assert!(on.removable(&member("ops")).unwrap_err().contains("keep"));
+        assert!(matches!(
+            on.remove_standing(&member("ops")).await,
+            Err(ProvisionError::Invalid(_))
+        ));
+        // The provisioner's own protections hold whatever `keep` says.
+        assert!(on.removable(&member("root")).is_err());
+        let uid0 = StandingPrivilege {
+            account: "toor".into(),
+            privilege: "uid0".into(),
+            source: "getent passwd".into(),
+        };
+        assert!(on.removable(&uid0).is_err());
+        assert!(build("x", &parse("keep = [\"\"]\n")).is_err());
     }
 }

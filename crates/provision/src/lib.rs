@@ -12,6 +12,14 @@
 //! | `webhook` | [`WebhookProvisioner`] | a signed HTTP POST |
 //!
 //! Every operation is idempotent: granting twice, or revoking what is already gone, succeeds.
+//!
+//! Drift removal: [`Provisioner::remove_standing`] takes away a standing privilege found by
+//! [`Provisioner::discover`] that pedm did not grant, when the target's configuration says
+//! so (`remove_drift = true`, see [`TargetConfig`]); accounts listed in `keep` and the
+//! accounts each provisioner protects (the PostgreSQL bootstrap superuser and the admin
+//! login, `root`) are never touched. PostgreSQL removes role memberships (`REVOKE`), Linux
+//! groups supplementary memberships (`gpasswd -d`); commands and webhooks get a
+//! `remove_standing` action; everything else is only reported.
 //! Errors say whether to retry ([`ProvisionError::is_retryable`]): only
 //! [`ProvisionError::Unreachable`] is worth retrying.
 //!
@@ -30,7 +38,7 @@ mod scram;
 mod webhook;
 
 pub use command::{CommandConfig, CommandProvisioner, MAX_CAPTURE};
-pub use config::{ConfigError, ProvisionerConfig, build, build_all};
+pub use config::{ConfigError, ProvisionerConfig, TargetConfig, build, build_all};
 pub use linux::{LinuxGroupConfig, LinuxGroupProvisioner, parse_sudoers};
 pub use postgres::{PostgresConfig, PostgresProvisioner, redact_url};
 pub use webhook::{WebhookConfig, WebhookProvisioner};
@@ -150,6 +158,45 @@ pub trait Provisioner: Send + Sync {
     async fn observe(&self, g: &GrantSpec) -> Result<Observed, ProvisionError>;
     /// Privileged accounts that exist in the target regardless of pedm.
     async fn discover(&self) -> Result<Vec<StandingPrivilege>, ProvisionError>;
+
+    /// The account in the target a grant's privilege is given to (a PostgreSQL login, a
+    /// Linux user), when it follows from the grant and its settings alone; `None` when
+    /// unknown (commands, webhooks) or the settings are invalid. Reconciliation uses it to
+    /// recognise pedm's own grants.
+    fn account(&self, g: &GrantSpec) -> Option<String> {
+        let _ = g;
+        None
+    }
+
+    /// Whether drift found in this target is to be removed (`remove_drift` in the target's
+    /// configuration, see [`TargetConfig`]); when false it is only reported.
+    fn removes_drift(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Provisioner::remove_standing`] would take `p` away, decided without
+    /// touching the target: `Err(why not)` for what it never removes (privileges it cannot
+    /// take away, accounts it protects, accounts listed in `keep`).
+    fn removable(&self, p: &StandingPrivilege) -> Result<(), String> {
+        let _ = p;
+        Err(format!(
+            "the {} provisioner does not remove standing privileges",
+            self.kind()
+        ))
+    }
+
+    /// Takes away a standing privilege that [`Provisioner::discover`] reported and pedm did
+    /// not grant (drift removal); returns what was done. Removing what is already gone
+    /// succeeds. Whatever [`Provisioner::removable`] refuses is [`ProvisionError::Invalid`]
+    /// (nothing is sent); protections that need the target (e.g. the PostgreSQL bootstrap
+    /// superuser) are checked there again.
+    async fn remove_standing(&self, p: &StandingPrivilege) -> Result<String, ProvisionError> {
+        self.removable(p).map_err(ProvisionError::Invalid)?;
+        Err(ProvisionError::invalid(format!(
+            "the {} provisioner does not remove standing privileges",
+            self.kind()
+        )))
+    }
 }
 
 /// Settings field `login`: a template for the account name in the target, `{user}` replaced

@@ -19,6 +19,10 @@
 //! `docker`), accounts with uid 0 other than `root`, and sudoers rules granting `ALL` (see
 //! [`parse_sudoers`] for what is and is not understood). `getent passwd` lists only
 //! sources that allow enumeration (directory services with enumeration off are missed).
+//!
+//! Drift removal ([`Provisioner::remove_standing`]) takes away supplementary memberships of
+//! the privileged groups (`group:<name>`) with `gpasswd -d`. Primary groups, uid 0 accounts
+//! and sudoers rules are only reported; `root` is never removed from a group.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -95,6 +99,9 @@ fn check_name(what: &str, s: &str) -> Result<(), ProvisionError> {
         )))
     }
 }
+
+/// The source discovery gives a primary-group membership (which `gpasswd -d` cannot undo).
+const PRIMARY_SOURCE: &str = "getent passwd (primary group)";
 
 /// Serialises this process's `gpasswd` runs (they lock `/etc/group`).
 static GPASSWD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -302,6 +309,60 @@ impl Provisioner for LinuxGroupProvisioner {
         })
     }
 
+    fn account(&self, g: &GrantSpec) -> Option<String> {
+        self.names(g).ok().map(|(user, _)| user)
+    }
+
+    fn removable(&self, p: &StandingPrivilege) -> Result<(), String> {
+        let Some(group) = p.privilege.strip_prefix("group:") else {
+            return Err(format!(
+                "{}: only group memberships are removed; uid 0 accounts and sudoers rules are \
+                 reported",
+                p.privilege
+            ));
+        };
+        if p.source == PRIMARY_SOURCE {
+            return Err(format!(
+                "{group} is the primary group of {}: pedm cannot take it away",
+                p.account
+            ));
+        }
+        check_name("group", group).map_err(|e| e.to_string())?;
+        check_name("user", &p.account).map_err(|e| e.to_string())?;
+        if p.account == "root" {
+            return Err("root is never removed from a group".into());
+        }
+        Ok(())
+    }
+
+    async fn remove_standing(&self, p: &StandingPrivilege) -> Result<String, ProvisionError> {
+        self.removable(p).map_err(ProvisionError::Invalid)?;
+        let (user, group) = (&p.account, &p.privilege["group:".len()..]);
+        let m = membership(user, group).await?;
+        if !m.user_exists || !m.group_exists || !(m.supplementary || m.primary) {
+            return Ok(format!(
+                "{user} is not a member of {group}: nothing to remove"
+            ));
+        }
+        if m.primary {
+            return Err(ProvisionError::refused(format!(
+                "{group} is the primary group of {user}: pedm cannot take it away"
+            )));
+        }
+        let what = format!("removing {user} from {group}");
+        let out = self.gpasswd("-d", user, group).await?;
+        if out.status != Some(0) && !out.stderr.contains("is not a member") {
+            return Err(gpasswd_error(&what, &out));
+        }
+        if membership(user, group).await?.supplementary {
+            return Err(ProvisionError::refused(format!(
+                "{what}: {user} is still listed in {group} after gpasswd -d"
+            )));
+        }
+        tracing::info!(%user, %group, "linux group drift removed");
+        Ok(format!("removed {user} from group {group}"))
+    }
+
     async fn discover(&self) -> Result<Vec<StandingPrivilege>, ProvisionError> {
         let mut out = Vec::new();
         let groups = run_tool("getent", &["group"], self.config.timeout).await?;
@@ -350,7 +411,7 @@ impl Provisioner for LinuxGroupProvisioner {
                 out.push(StandingPrivilege {
                     account: f[0].to_string(),
                     privilege: format!("group:{g}"),
-                    source: "getent passwd (primary group)".to_string(),
+                    source: PRIMARY_SOURCE.to_string(),
                 });
             }
         }

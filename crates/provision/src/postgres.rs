@@ -32,6 +32,16 @@
 //! in `CREATE ROLE`/`GRANT`, so each statement is built by `SELECT format(…)` with the names
 //! bound as parameters, then run with the simple query protocol (nothing cached).
 //!
+//! Drift removal ([`Provisioner::remove_standing`]) takes away role memberships only
+//! (`member:<role>` from discovery): `REVOKE "<role>" FROM "<account>"`, then checks with
+//! `pg_has_role` that the account no longer holds the role (one held through another role is
+//! `Refused`, naming the roles it comes through). Attributes (`superuser`, `createrole`, …)
+//! are only reported. Never touched: the bootstrap superuser (OID 10), the login of the
+//! admin URL and whatever the admin connection runs as (`current_user`, `session_user`),
+//! and built-in `pg_*` roles; the first is known to [`Provisioner::removable`] once
+//! [`Provisioner::discover`] has run, and all are checked again in the target before any
+//! `REVOKE`.
+//!
 //! The admin URL is never logged or shown with its password ([`redact_url`]); statement
 //! logging of the client library is off.
 
@@ -329,6 +339,11 @@ pub struct PostgresProvisioner {
     pool: PgPool,
     redacted_url: String,
     privileged_roles: Vec<String>,
+    /// The login of the admin URL: drift removal never touches it.
+    admin_login: String,
+    /// Roles drift removal never touches, as last seen by [`Provisioner::discover`]: the
+    /// bootstrap superuser and the roles the admin connection runs as, with why.
+    protected: std::sync::Mutex<std::collections::BTreeMap<String, &'static str>>,
 }
 
 impl std::fmt::Debug for PostgresProvisioner {
@@ -359,6 +374,7 @@ impl PostgresProvisioner {
         if config.timeout.is_zero() {
             return Err(ConfigError("timeout must be greater than zero".into()));
         }
+        let admin_login = opts.get_username().to_string();
         let ms = config.timeout.as_millis().to_string();
         let opts = opts
             .application_name("pedm-provision")
@@ -379,6 +395,8 @@ impl PostgresProvisioner {
             pool,
             redacted_url,
             privileged_roles: config.privileged_roles.clone(),
+            admin_login,
+            protected: Default::default(),
         })
     }
 
@@ -603,9 +621,135 @@ impl Provisioner for PostgresProvisioner {
         }
     }
 
+    fn account(&self, g: &GrantSpec) -> Option<String> {
+        match plan(g).ok()? {
+            Plan::GrantRole { login, .. } | Plan::TempLogin { login, .. } => Some(login),
+        }
+    }
+
+    fn removable(&self, p: &StandingPrivilege) -> Result<(), String> {
+        let Some(role) = p.privilege.strip_prefix("member:") else {
+            return Err(format!(
+                "{}: only role memberships are removed; attributes are reported",
+                p.privilege
+            ));
+        };
+        check_ident("role", role).map_err(|e| e.to_string())?;
+        check_ident("account", &p.account).map_err(|e| e.to_string())?;
+        if p.account == self.admin_login {
+            return Err(format!(
+                "{} is the login pedm connects as: never removed",
+                p.account
+            ));
+        }
+        if p.account.starts_with("pg_") {
+            return Err(format!("{} is a built-in role: never removed", p.account));
+        }
+        if let Some(why) = self
+            .protected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.account)
+        {
+            return Err(format!("{} is {why}: never removed", p.account));
+        }
+        Ok(())
+    }
+
+    async fn remove_standing(&self, p: &StandingPrivilege) -> Result<String, ProvisionError> {
+        self.removable(p).map_err(ProvisionError::Invalid)?;
+        let (account, role) = (&p.account, &p.privilege["member:".len()..]);
+        let what = format!("revoking {role:?} from {account:?}");
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(
+            "SELECT oid = 10 AS bootstrap, \
+             rolname IN (current_user, session_user) AS connected FROM pg_roles \
+             WHERE rolname = $1",
+        )
+        .bind(account)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| classify(&what, e))?;
+        let Some(row) = row else {
+            return Ok(format!("no role \"{account}\" any more: nothing to remove"));
+        };
+        if row.get::<bool, _>("bootstrap") {
+            return Err(ProvisionError::invalid(format!(
+                "{account:?} is the bootstrap superuser: never removed"
+            )));
+        }
+        if row.get::<bool, _>("connected") {
+            return Err(ProvisionError::invalid(format!(
+                "{account:?} is the role pedm's admin connection runs as: never removed"
+            )));
+        }
+        if !role_exists(&mut conn, role)
+            .await
+            .map_err(|e| classify(&what, e))?
+        {
+            return Ok(format!("no role \"{role}\" any more: nothing to remove"));
+        }
+        let direct = is_direct_member(&mut conn, role, account)
+            .await
+            .map_err(|e| classify(&what, e))?;
+        if direct {
+            exec_formatted(&mut conn, "REVOKE %I FROM %I", &[role, account])
+                .await
+                .map_err(|e| classify(&what, e))?;
+        }
+        let still: bool = sqlx::query_scalar("SELECT pg_has_role($1::name, $2::name, 'MEMBER')")
+            .bind(account)
+            .bind(role)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| classify(&what, e))?;
+        if still {
+            let through: Vec<String> = sqlx::query_scalar(
+                "SELECT r.rolname::text FROM pg_auth_members m \
+                 JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
+                 WHERE u.rolname = $1 AND pg_has_role(r.oid, $2::name, 'MEMBER') ORDER BY 1",
+            )
+            .bind(account)
+            .bind(role)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| classify(&what, e))?;
+            return Err(ProvisionError::refused(format!(
+                "{account:?} still holds {role:?} after REVOKE, through {}",
+                through.join(", ")
+            )));
+        }
+        if direct {
+            tracing::info!(%account, %role, "postgres drift removed");
+            Ok(format!("revoked role \"{role}\" from \"{account}\""))
+        } else {
+            Ok(format!(
+                "\"{account}\" no longer holds role \"{role}\": nothing to remove"
+            ))
+        }
+    }
+
     async fn discover(&self) -> Result<Vec<StandingPrivilege>, ProvisionError> {
         let mut conn = self.conn().await?;
         let what = "listing privileged roles";
+        let protected: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT rolname::text, oid = 10 FROM pg_roles \
+             WHERE oid = 10 OR rolname IN (current_user, session_user)",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify(what, e))?;
+        *self.protected.lock().unwrap_or_else(|e| e.into_inner()) = protected
+            .into_iter()
+            .map(|(name, bootstrap)| {
+                let why = if bootstrap {
+                    "the bootstrap superuser"
+                } else {
+                    "the role pedm's admin connection runs as"
+                };
+                (name, why)
+            })
+            .collect();
         let rows = sqlx::query(
             "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication, \
              rolcanlogin FROM pg_roles \

@@ -1,7 +1,9 @@
 //! A signed HTTP call for each step.
 //!
 //! `POST <url>` with a JSON body `{"action": "grant"|"revoke"|"observe"|"discover",
-//! "target": NAME, "grant": <GrantSpec> | null}` and the headers of pedm-notify webhooks:
+//! "target": NAME, "grant": <GrantSpec> | null}` (for `remove_standing`, drift removal when
+//! the target has `remove_drift = true`: `"grant": null, "standing": {"account",
+//! "privilege", "source"}` as `discover` returned it) and the headers of pedm-notify webhooks:
 //! `X-Pedm-Timestamp` (Unix seconds), `X-Pedm-Signature` (`v1=<hex HMAC-SHA256(secret,
 //! "<timestamp>.<body>")>`, a second value with `previous_secret` during a rotation; check
 //! it with `pedm_notify::verify_signature`), `X-Pedm-Delivery` (a fresh id per call) and
@@ -16,6 +18,7 @@
 //! - `revoke`: ignored.
 //! - `observe`: `{"present": true|false, "detail": "..."}`.
 //! - `discover`: a JSON array of `{"account", "privilege", "source"}`.
+//! - `remove_standing`: empty, or `{"detail": "..."}`. Removing what is gone must succeed.
 
 use std::time::Duration;
 
@@ -97,6 +100,13 @@ struct Body<'a> {
     action: &'a str,
     target: &'a str,
     grant: Option<&'a GrantSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standing: Option<&'a StandingPrivilege>,
+}
+
+#[derive(Deserialize)]
+struct DetailReply {
+    detail: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -142,12 +152,18 @@ impl WebhookProvisioner {
         action: &str,
         grant: Option<&GrantSpec>,
     ) -> Result<Vec<u8>, ProvisionError> {
-        let body = serde_json::to_vec(&Body {
+        self.send(Body {
             action,
             target: &self.target,
             grant,
+            standing: None,
         })
-        .expect("body serializes");
+        .await
+    }
+
+    async fn send(&self, body: Body<'_>) -> Result<Vec<u8>, ProvisionError> {
+        let action = body.action;
+        let body = serde_json::to_vec(&body).expect("body serializes");
         let ts = jiff::Timestamp::now().as_second();
         let mut secrets: Vec<&[u8]> = vec![self.config.secret.as_bytes()];
         if let Some(p) = &self.config.previous_secret {
@@ -279,5 +295,31 @@ impl Provisioner for WebhookProvisioner {
                 "discover: expected a JSON array of {{account, privilege, source}} ({e})"
             ))
         })
+    }
+
+    fn removable(&self, _: &StandingPrivilege) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn remove_standing(&self, p: &StandingPrivilege) -> Result<String, ProvisionError> {
+        let body = self
+            .send(Body {
+                action: "remove_standing",
+                target: &self.target,
+                grant: None,
+                standing: Some(p),
+            })
+            .await?;
+        let detail = serde_json::from_slice::<DetailReply>(&body)
+            .ok()
+            .and_then(|r| r.detail);
+        Ok(detail.unwrap_or_else(|| {
+            format!(
+                "webhook {} removed {} from {}",
+                redact_url(self.url.as_str()),
+                p.privilege,
+                p.account
+            )
+        }))
     }
 }

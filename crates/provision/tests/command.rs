@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use pedm_provision::{
     CommandConfig, CommandProvisioner, GrantSpec, MAX_CAPTURE, ProvisionError, Provisioner,
+    StandingPrivilege,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -241,4 +242,42 @@ fn configuration_is_checked() {
     c.env.insert("TOKEN".into(), "hunter2".into());
     assert!(!format!("{c:?}").contains("hunter2"));
     assert!(CommandProvisioner::new("t", c).is_ok());
+}
+
+/// Drift removal: `remove_standing` with the finding on stdin, no grant id; the output is
+/// the detail; a failure is refused like any other step.
+#[tokio::test]
+async fn remove_standing_runs_the_program_with_the_finding() {
+    let (dir, path) = script(
+        "for a; do action=\"$a\"; done\ncat > \"$dir/stdin.$action.json\"\n\
+         env | sort > \"$dir/env.$action\"\necho \"detached policy from $PEDM_TARGET\"\n",
+    );
+    let p = provisioner(&path, |_| {});
+    let found = StandingPrivilege {
+        account: "root-user".into(),
+        privilege: "AdministratorAccess".into(),
+        source: "iam".into(),
+    };
+    assert_eq!(p.removable(&found), Ok(()));
+    let detail = p.remove_standing(&found).await.unwrap();
+    assert!(detail.contains("detached policy from aws-prod"), "{detail}");
+    let stdin: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("stdin.remove_standing.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        stdin,
+        json!({"target": "aws-prod", "account": "root-user",
+               "privilege": "AdministratorAccess", "source": "iam"})
+    );
+    let env = std::fs::read_to_string(dir.path().join("env.remove_standing")).unwrap();
+    assert!(env.contains("PEDM_ACTION=remove_standing\n"), "{env}");
+    assert!(!env.contains("PEDM_GRANT_ID"), "{env}");
+
+    let (_dir, path) = script("echo 'unknown action' >&2\nexit 2\n");
+    let e = provisioner(&path, |_| {})
+        .remove_standing(&found)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProvisionError::Refused(_)), "{e:?}");
 }

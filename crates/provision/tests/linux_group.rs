@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use pedm_provision::{
     GrantSpec, LinuxGroupConfig, LinuxGroupProvisioner, ProvisionError, Provisioner,
+    StandingPrivilege,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -253,4 +254,55 @@ async fn discover_finds_privileged_members_uid0_and_sudoers() {
 
     p.revoke(&spec(&member, "sudo")).await.unwrap();
     assert!(!groups_of(&member).contains(&"sudo".to_string()));
+}
+
+/// Drift removal: a supplementary membership added by hand is removed (`id -Gn`); primary
+/// groups, root, uid 0 and sudoers rules are not.
+#[tokio::test]
+async fn remove_standing_takes_supplementary_memberships_away() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut c = Cleanup::default();
+    let group = c.group("pedmrg");
+    let user = c.user("pedmru", &[]);
+    let primary = c.user("pedmrp", &["-g", &group]);
+    run(&["gpasswd", "-a", &user, &group]);
+    let p = LinuxGroupProvisioner::new(LinuxGroupConfig {
+        privileged_groups: vec![group.clone()],
+        ..LinuxGroupConfig::default()
+    })
+    .unwrap();
+    let found = p.discover().await.unwrap();
+    let privilege = format!("group:{group}");
+    let of = |account: &str| {
+        found
+            .iter()
+            .find(|s| s.account == account && s.privilege == privilege)
+            .unwrap_or_else(|| panic!("{account} not in {found:#?}"))
+            .clone()
+    };
+    assert!(groups_of(&user).contains(&group));
+    assert_eq!(p.removable(&of(&user)), Ok(()));
+    let detail = p.remove_standing(&of(&user)).await.unwrap();
+    assert!(detail.contains("removed"), "{detail}");
+    assert!(!groups_of(&user).contains(&group), "{:?}", groups_of(&user));
+    // Removing what is gone succeeds.
+    p.remove_standing(&of(&user)).await.unwrap();
+
+    assert!(p.removable(&of(&primary)).unwrap_err().contains("primary"));
+    assert!(groups_of(&primary).contains(&group));
+    let other = |account: &str, privilege: &str| StandingPrivilege {
+        account: account.into(),
+        privilege: privilege.into(),
+        source: "test".into(),
+    };
+    assert!(p.removable(&other("root", &privilege)).is_err());
+    assert!(p.removable(&other("toor", "uid0")).is_err());
+    assert!(p.removable(&other("%ops", "sudo:(ALL) ALL")).is_err());
+    let e = p
+        .remove_standing(&other("a;b", &privilege))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProvisionError::Invalid(_)), "{e:?}");
 }

@@ -404,3 +404,117 @@ fn urls_with_passwords_are_redacted_in_debug_and_errors() {
         assert!(e.to_string().contains("admin:***@"), "{e}");
     });
 }
+
+async fn member(c: &mut PgConnection, account: &str) -> bool {
+    sqlx::query_scalar("SELECT pg_has_role($1, 'rs_rw', 'MEMBER')")
+        .bind(account)
+        .fetch_one(c)
+        .await
+        .unwrap()
+}
+
+/// Drift removal: a membership granted by hand is revoked (really: the INSERT it allowed is
+/// refused); one held through another role is refused with the role named; attributes, the
+/// admin login and the bootstrap superuser are never touched.
+#[tokio::test]
+async fn remove_standing_revokes_hand_granted_memberships_only() {
+    let Some(pg) = shared() else { return };
+    let url = pg.fresh_database("remove_standing").unwrap();
+    let mut admin = connect(&url).await;
+    exec(
+        &mut admin,
+        "CREATE ROLE rs_rw NOLOGIN; CREATE TABLE rs_t (x int); GRANT INSERT ON rs_t TO rs_rw; \
+         CREATE ROLE rs_bob LOGIN PASSWORD 'bob-pw-1'; GRANT rs_rw TO rs_bob; \
+         CREATE ROLE rs_team NOLOGIN; GRANT rs_rw TO rs_team; \
+         CREATE ROLE rs_carol LOGIN IN ROLE rs_team; \
+         CREATE ROLE rs_admin LOGIN SUPERUSER PASSWORD 'admin-pw-1'; \
+         GRANT rs_rw TO postgres; GRANT rs_rw TO rs_admin",
+    )
+    .await;
+    let bob = url_as(&url, "rs_bob", "bob-pw-1");
+    insert(&bob, "rs_t").await.unwrap();
+    let mut config = PostgresConfig::new(&url);
+    config.privileged_roles = vec!["rs_rw".into()];
+    let p = PostgresProvisioner::new(&config).unwrap();
+    let found = p.discover().await.unwrap();
+    let find = |account: &str, privilege: &str| {
+        found
+            .iter()
+            .find(|s| s.account == account && s.privilege == privilege)
+            .unwrap_or_else(|| panic!("{account} {privilege} not in {found:#?}"))
+            .clone()
+    };
+
+    let bob_rw = find("rs_bob", "member:rs_rw");
+    assert_eq!(p.removable(&bob_rw), Ok(()));
+    let detail = p.remove_standing(&bob_rw).await.unwrap();
+    assert!(detail.contains("revoked"), "{detail}");
+    assert!(!member(&mut admin, "rs_bob").await);
+    let e = insert(&bob, "rs_t").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+    // Removing what is gone succeeds.
+    let again = p.remove_standing(&bob_rw).await.unwrap();
+    assert!(again.contains("nothing to remove"), "{again}");
+
+    // Held through another role: refused, naming it; removing that role's membership ends it.
+    let e = p
+        .remove_standing(&find("rs_carol", "member:rs_rw"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProvisionError::Refused(m) if m.contains("rs_team")),
+        "{e:?}"
+    );
+    p.remove_standing(&find("rs_team", "member:rs_rw"))
+        .await
+        .unwrap();
+    assert!(!member(&mut admin, "rs_carol").await);
+
+    // The login pedm connects as (here the bootstrap superuser too) and attributes: never.
+    let postgres_rw = find("postgres", "member:rs_rw");
+    assert!(
+        p.removable(&postgres_rw)
+            .unwrap_err()
+            .contains("connects as")
+    );
+    assert!(matches!(
+        p.remove_standing(&postgres_rw).await,
+        Err(ProvisionError::Invalid(_))
+    ));
+    let superuser = find("postgres", "superuser");
+    assert!(p.removable(&superuser).is_err());
+    assert!(p.removable(&find("rs_admin", "superuser")).is_err());
+    // Connected as another superuser, the bootstrap superuser is still protected (checked in
+    // the target), and so is the role the connection runs as.
+    let as_admin =
+        PostgresProvisioner::new(&PostgresConfig::new(url_as(&url, "rs_admin", "admin-pw-1")))
+            .unwrap();
+    assert_eq!(as_admin.removable(&postgres_rw), Ok(()));
+    let e = as_admin.remove_standing(&postgres_rw).await.unwrap_err();
+    assert!(
+        matches!(&e, ProvisionError::Invalid(m) if m.contains("bootstrap")),
+        "{e:?}"
+    );
+    // Once it has looked at the target, it knows without asking again.
+    as_admin.discover().await.unwrap();
+    assert!(
+        as_admin
+            .removable(&postgres_rw)
+            .unwrap_err()
+            .contains("bootstrap")
+    );
+    assert!(member(&mut admin, "postgres").await);
+    assert!(
+        as_admin
+            .removable(&find("rs_admin", "member:rs_rw"))
+            .is_err()
+    );
+    assert!(member(&mut admin, "rs_admin").await);
+    // Hostile names never reach the target.
+    let mut hostile = bob_rw.clone();
+    hostile.account = "x\"; DROP TABLE rs_t; --".into();
+    assert!(matches!(
+        p.remove_standing(&hostile).await,
+        Err(ProvisionError::Invalid(_))
+    ));
+}

@@ -9,7 +9,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use pedm_provision::{GrantSpec, ProvisionError, Provisioner, WebhookConfig, WebhookProvisioner};
+use pedm_provision::{
+    GrantSpec, ProvisionError, Provisioner, StandingPrivilege, WebhookConfig, WebhookProvisioner,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -72,6 +74,7 @@ async fn handle(
         "discover" => {
             json!([{"account": "owner@example.com", "privilege": "org-owner", "source": "saas"}])
         }
+        "remove_standing" => json!({"detail": "removed from the org owners"}),
         _ => return (StatusCode::BAD_REQUEST, "unknown action".into()),
     };
     (StatusCode::OK, reply.to_string())
@@ -207,4 +210,30 @@ fn configuration_is_checked() {
     assert!(WebhookProvisioner::new("t", WebhookConfig::new("ftp://x/", "k")).is_err());
     assert!(WebhookProvisioner::new("t", WebhookConfig::new("not a url", "k")).is_err());
     assert!(WebhookProvisioner::new("t", WebhookConfig::new("http://x/", "")).is_err());
+}
+
+#[tokio::test]
+async fn remove_standing_sends_the_finding() {
+    let (r, url) = receiver("k").await;
+    let p = provisioner(&url, "k");
+    let found = StandingPrivilege {
+        account: "owner@example.com".into(),
+        privilege: "org-owner".into(),
+        source: "saas".into(),
+    };
+    assert_eq!(p.removable(&found), Ok(()));
+    assert_eq!(
+        p.remove_standing(&found).await.unwrap(),
+        "removed from the org owners"
+    );
+    let (kind, body) = r.inner.lock().unwrap().seen.last().cloned().unwrap();
+    assert_eq!(kind, "provision.remove_standing");
+    assert_eq!(body["grant"], Value::Null);
+    assert_eq!(
+        body["standing"],
+        json!({"account": "owner@example.com", "privilege": "org-owner", "source": "saas"})
+    );
+    r.inner.lock().unwrap().force_status = Some(503);
+    let e = p.remove_standing(&found).await.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
 }

@@ -33,15 +33,45 @@ pub struct Config {
     /// `[provision.roles.<target>.<role>]` (what a grant of that role does).
     #[serde(default)]
     pub provision: ProvisionConfig,
+    /// Host agents: the key their grant snapshots are signed with, where session recordings
+    /// are kept.
+    #[serde(default)]
+    pub agents: AgentsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Ed25519 key that signs the snapshots agents enforce; created (mode 0600) if missing.
+    /// Empty means `<data_dir>/agent.key`. Instances sharing a database must share this key.
+    pub signing_key: String,
+    /// Where uploaded session recordings are stored. Empty means `<data_dir>/recordings`.
+    /// Instances sharing a database must share this directory.
+    pub recordings_dir: String,
+    /// Largest recording accepted, in bytes.
+    pub max_recording_bytes: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            signing_key: String::new(),
+            recordings_dir: String::new(),
+            max_recording_bytes: 4 << 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProvisionConfig {
     /// How often to compare what the targets hold with what pedm granted and record drift
-    /// (`15m`; `0s` turns it off).
+    /// (`15m`; `0s` turns it off). Drift is removed too on targets with `remove_drift = true`.
     pub reconcile_interval: String,
-    pub targets: BTreeMap<String, pedm_provision::ProvisionerConfig>,
+    /// Per target: `kind` and its settings, `remove_drift` (default false) and `keep`
+    /// (accounts whose standing privileges are never removed), see
+    /// [`pedm_provision::TargetConfig`].
+    pub targets: BTreeMap<String, pedm_provision::TargetConfig>,
     pub roles: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
@@ -115,6 +145,7 @@ impl Default for Config {
                 checkpoint_interval: "60s".into(),
             },
             provision: ProvisionConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -137,6 +168,9 @@ pub struct Resolved {
     pub provision: ProvisionConfig,
     /// `None`: reconciliation is off.
     pub reconcile_interval: Option<std::time::Duration>,
+    pub agent_signing_key: PathBuf,
+    pub recordings_dir: PathBuf,
+    pub max_recording_bytes: u64,
 }
 
 impl Config {
@@ -150,7 +184,8 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
-        const KEYS: [&str; 8] = [
+        const KEYS: [&str; 9] = [
+            "agents",
             "listen",
             "data_dir",
             "database_url",
@@ -237,6 +272,15 @@ impl Config {
                 }
                 self.provision.clone()
             },
+            agent_signing_key: match self.agents.signing_key.trim() {
+                "" => self.data_dir.join("agent.key"),
+                p => PathBuf::from(p),
+            },
+            recordings_dir: match self.agents.recordings_dir.trim() {
+                "" => self.data_dir.join("recordings"),
+                p => PathBuf::from(p),
+            },
+            max_recording_bytes: self.agents.max_recording_bytes,
             reconcile_interval: match secs(
                 "provision.reconcile_interval",
                 &self.provision.reconcile_interval,
@@ -267,6 +311,35 @@ mod tests {
         assert_eq!(r.listen.port(), 9999);
         assert_eq!(r.limits.pending_ttl_secs, 7200);
         assert_eq!(r.limits.max_duration_secs, 7 * 86_400);
+    }
+
+    #[test]
+    fn provision_targets_take_drift_rules() {
+        let dir = std::env::temp_dir().join(format!("pedm-cfg-drift-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pedmd.toml");
+        std::fs::write(
+            &f,
+            "[provision.targets.db]\nkind = \"postgres\"\nurl = \"postgres://a@b/c\"\n\
+             remove_drift = true\nkeep = [\"postgres\", \"etl\"]\n\
+             [provision.targets.web]\nkind = \"linux_group\"\n",
+        )
+        .unwrap();
+        let r = Config::load(Some(&f), Config::default())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let db = &r.provision.targets["db"];
+        assert!(db.remove_drift);
+        assert_eq!(db.keep, ["postgres", "etl"]);
+        assert_eq!(db.provisioner.kind(), "postgres");
+        assert!(!r.provision.targets["web"].remove_drift);
+        std::fs::write(
+            &f,
+            "[provision.targets.db]\nkind = \"linux_group\"\nremove_drfit = true\n",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&f), Config::default()).is_err());
     }
 
     #[test]

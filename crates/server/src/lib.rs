@@ -1,6 +1,7 @@
 //! `pedmd`: the control plane server. Wires configuration, storage, the control plane, the
 //! expiry scheduler and the HTTP transport together.
 
+pub mod agents;
 pub mod audit_signer;
 pub mod config;
 pub mod http;
@@ -127,6 +128,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }
+    let agent_key = audit_signer::load_or_create_key(&cfg.agent_signing_key)
+        .context("agents.signing_key")?;
+    let agents = Arc::new(agents::AgentHub::new(
+        agent_key,
+        cfg.policy_options.default_timezone.iana_name().unwrap_or("UTC").to_string(),
+        cfg.recordings_dir.clone(),
+        cfg.max_recording_bytes,
+    ));
+    cp = cp.with_observer(agents.clone());
     let provisioners = provision::Provisioners::new(
         pedm_provision::build_all(&cfg.provision.targets)
             .map_err(|e| anyhow::anyhow!("provision.targets: {e}"))?,
@@ -167,7 +177,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ));
     }
-    tokio::spawn(follow_policy_versions(cp.clone(), shutdown_rx));
+    tokio::spawn(follow_policy_versions(
+        cp.clone(),
+        agents.clone(),
+        shutdown_rx,
+    ));
 
     let key = audit_signer::load_or_create_key(&cfg.audit_signing_key)?;
     let signer = Arc::new(
@@ -190,6 +204,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             cp,
             metrics,
             audit: Some(signer),
+            agents: Some(agents),
         },
         cfg.max_body_bytes,
         cfg.request_timeout,
@@ -231,8 +246,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Another instance sharing the database may apply policies; pick them up within seconds.
-async fn follow_policy_versions(cp: Arc<ControlPlane>, mut shutdown: watch::Receiver<bool>) {
+async fn follow_policy_versions(
+    cp: Arc<ControlPlane>,
+    agents: Arc<agents::AgentHub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    let mut seen = cp.policy_version();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -245,6 +265,11 @@ async fn follow_policy_versions(cp: Arc<ControlPlane>, mut shutdown: watch::Rece
             ),
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cannot reload policies"),
+        }
+        // Applied here or elsewhere: agents enforce the new version from their next snapshot.
+        if cp.policy_version() != seen {
+            seen = cp.policy_version();
+            agents.all_changed();
         }
     }
 }

@@ -2,7 +2,7 @@
 //! engine (`pedm_policy`).
 
 use pedm_core::decision::{
-    AdminAction, Decider, Permit, PolicyCompiler, RequestDecision, RequestInput,
+    AdminAction, Decider, Delegable, Permit, PolicyCompiler, RequestDecision, RequestInput,
 };
 use pedm_core::model::{Actor, ApprovalTier, PolicySource, Request, Role, Target};
 use pedm_policy::{
@@ -178,6 +178,49 @@ impl Decider for CedarDecider {
                 "{} is not permitted to {}{}",
                 actor.user,
                 action.as_str(),
+                denial_detail(&v.policies, &v.errors)
+            ))
+        }
+    }
+
+    fn may_delegate(
+        &self,
+        actor: &Actor,
+        target: &Target,
+        what: Delegable<'_>,
+        duration_secs: i64,
+    ) -> Result<(), String> {
+        let mut ctx = Ctx::at(jiff::Timestamp::now());
+        ctx.duration_secs = duration_secs;
+        let (resource, what) = match what {
+            Delegable::Role(r) => (
+                Resource::Role {
+                    target: TargetRef::from(target),
+                    role: role_ref(r),
+                },
+                format!("role {}/{}", target.name, r.name),
+            ),
+            Delegable::Task(t) => (
+                Resource::Task {
+                    target: TargetRef::from(target),
+                    task: t.to_string(),
+                },
+                format!("task {t} on {}", target.name),
+            ),
+        };
+        let v = self.engine.authorize(&AuthzQuery {
+            principal: principal(actor),
+            action: Action::Delegate,
+            resource,
+            context: ctx,
+            requester: None,
+        });
+        if v.allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "no policy lets {} delegate {what}{}",
+                actor.user,
                 denial_detail(&v.policies, &v.errors)
             ))
         }

@@ -1,10 +1,12 @@
 //! Plugs the `pedm-provision` provisioners into the core's [`ProvisioningPort`]: one
-//! provisioner per configured target (`[provision.targets.<name>]`) and each role's settings
-//! (`[provision.roles.<target>.<role>]`).
+//! provisioner per configured target (`[provision.targets.<name>]`, with its drift rules
+//! `remove_drift` and `keep`) and each role's settings (`[provision.roles.<target>.<role>]`).
 
 use async_trait::async_trait;
 use pedm_core::model::{Grant, StandingPrivilege};
-use pedm_core::provisioning::{FailureKind, ProvisionFailure, Provisioned, ProvisioningPort};
+use pedm_core::provisioning::{
+    DriftAction, FailureKind, ProvisionFailure, Provisioned, ProvisioningPort,
+};
 use pedm_provision::{GrantSpec, ProvisionError, Provisioner};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,5 +105,41 @@ impl ProvisioningPort for Provisioners {
                 source: s.source,
             })
             .collect())
+    }
+
+    fn grant_account(&self, grant: &Grant) -> Option<String> {
+        self.get(&grant.target)
+            .ok()?
+            .account(&self.spec(grant, None))
+    }
+
+    fn drift_action(&self, target: &str, p: &StandingPrivilege) -> DriftAction {
+        let Ok(prov) = self.get(target) else {
+            return DriftAction::Report;
+        };
+        if !prov.removes_drift() {
+            return DriftAction::Report;
+        }
+        match prov.removable(&standing(p)) {
+            Ok(()) => DriftAction::Remove,
+            Err(why) => DriftAction::Keep(why),
+        }
+    }
+
+    async fn remove_standing(
+        &self,
+        target: &str,
+        p: &StandingPrivilege,
+    ) -> Result<String, ProvisionFailure> {
+        let prov = self.get(target)?;
+        prov.remove_standing(&standing(p)).await.map_err(failure)
+    }
+}
+
+fn standing(p: &StandingPrivilege) -> pedm_provision::StandingPrivilege {
+    pedm_provision::StandingPrivilege {
+        account: p.account.clone(),
+        privilege: p.privilege.clone(),
+        source: p.source.clone(),
     }
 }

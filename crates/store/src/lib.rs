@@ -7,6 +7,8 @@
 //! audit appends are serialised differ.
 
 mod db;
+mod delegation;
+mod hosts;
 mod postgres;
 mod rows;
 mod sql;
@@ -185,6 +187,63 @@ macro_rules! forward_store {
             }
             async fn latest_policy_version_number(&self) -> Result<Option<i64>, StoreError> {
                 self.engine.latest_policy_version_number().await
+            }
+            async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {
+                pedm_core::store::Store::host(&self.engine, name).await
+            }
+            async fn host_by_token(
+                &self,
+                token_id: &str,
+            ) -> Result<Option<pedm_core::host::Host>, StoreError> {
+                pedm_core::store::Store::host_by_token(&self.engine, token_id).await
+            }
+            async fn hosts(&self) -> Result<Vec<pedm_core::host::Host>, StoreError> {
+                pedm_core::store::Store::hosts(&self.engine).await
+            }
+            async fn session(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<pedm_core::host::Session>, StoreError> {
+                pedm_core::store::Store::session(&self.engine, id).await
+            }
+            async fn sessions(
+                &self,
+                f: &pedm_core::host::SessionFilter,
+            ) -> Result<Vec<pedm_core::host::Session>, StoreError> {
+                pedm_core::store::Store::sessions(&self.engine, f).await
+            }
+            async fn task(
+                &self,
+                name: &str,
+            ) -> Result<Option<pedm_core::delegation::TaskDef>, StoreError> {
+                pedm_core::store::Store::task(&self.engine, name).await
+            }
+            async fn tasks(&self) -> Result<Vec<pedm_core::delegation::TaskDef>, StoreError> {
+                pedm_core::store::Store::tasks(&self.engine).await
+            }
+            async fn delegation(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<pedm_core::delegation::Delegation>, StoreError> {
+                pedm_core::store::Store::delegation(&self.engine, id).await
+            }
+            async fn delegations(
+                &self,
+                f: &pedm_core::delegation::DelegationFilter,
+            ) -> Result<Vec<pedm_core::delegation::Delegation>, StoreError> {
+                pedm_core::store::Store::delegations(&self.engine, f).await
+            }
+            async fn grant_link(
+                &self,
+                grant_id: uuid::Uuid,
+            ) -> Result<Option<pedm_core::delegation::GrantLink>, StoreError> {
+                pedm_core::store::Store::grant_link(&self.engine, grant_id).await
+            }
+            async fn grant_links(
+                &self,
+                f: &pedm_core::delegation::GrantLinkFilter,
+            ) -> Result<Vec<pedm_core::delegation::GrantLink>, StoreError> {
+                pedm_core::store::Store::grant_links(&self.engine, f).await
             }
             async fn audit_events(
                 &self,

@@ -22,8 +22,8 @@ pub(crate) const APPROVAL_COLS: &str = "request_id, approver, decision, comment,
 pub(crate) const POLICY_COLS: &str = "version, created_at, created_by, comment, digest, sources";
 pub(crate) const GRANT_COLS: &str = "id, request_id, user_name, target, role, starts_at, \
      expires_at, state, ended_at, ended_by, end_reason, provision_state, provision_detail";
-pub(crate) const JOB_COLS: &str =
-    "id, grant_id, action, attempts, next_attempt_at, last_error, done, created_at";
+pub(crate) const JOB_COLS: &str = "id, grant_id, action, attempts, next_attempt_at, \
+     last_error, done, created_at, target, account, privilege, source";
 pub(crate) const AUDIT_COLS: &str =
     "seq, at, actor, action, outcome, subject, data, prev_hash, hash";
 
@@ -206,10 +206,20 @@ pub(crate) fn grant(r: &Row) -> Result<Grant, StoreError> {
 }
 
 pub(crate) fn job(r: &Row) -> Result<ProvisionJob, StoreError> {
+    let drift = match r.get::<Option<String>>("target")? {
+        Some(target) => Some(DriftFinding {
+            target,
+            account: r.get("account")?,
+            privilege: r.get("privilege")?,
+            source: r.get::<Option<String>>("source")?.unwrap_or_default(),
+        }),
+        None => None,
+    };
     Ok(ProvisionJob {
         id: uuid(r, "id")?,
-        grant_id: uuid(r, "grant_id")?,
+        grant_id: opt_uuid(r, "grant_id")?,
         action: parsed(r, "action")?,
+        drift,
         attempts: r.get("attempts")?,
         next_attempt_at: ts(r, "next_attempt_at")?,
         last_error: r.get("last_error")?,
@@ -252,4 +262,45 @@ pub(crate) fn leaf(r: &Row) -> Result<[u8; 32], StoreError> {
 /// `(seq, hash)` of the `audit_head` row.
 pub(crate) fn head(r: &Row) -> Result<(i64, [u8; 32]), StoreError> {
     Ok((r.get("seq")?, hash(r, "hash")?))
+}
+
+pub(crate) const SESSION_COLS: &str = "id, grant_id, host, user_name, run_as, argv, \
+     binary_sha256, shell, started_at, ended_at, exit_code, signal, ended_by, \
+     recording_sha256, recording_bytes, uploaded_at";
+
+pub(crate) fn host(r: &Row) -> Result<pedm_core::host::Host, StoreError> {
+    Ok(pedm_core::host::Host {
+        name: r.get("name")?,
+        token_id: r.get("token_id")?,
+        token_hash: hash(r, "token_hash")?,
+        registered_at: ts(r, "registered_at")?,
+        registered_by: r.get("registered_by")?,
+        last_seen_at: opt_ts(r, "last_seen_at")?,
+    })
+}
+
+pub(crate) fn session(r: &Row) -> Result<pedm_core::host::Session, StoreError> {
+    let small = |col: &str| -> Result<Option<i32>, StoreError> {
+        r.get::<Option<i64>>(col)?
+            .map(|v| i32::try_from(v).map_err(|e| corrupt(col, e)))
+            .transpose()
+    };
+    Ok(pedm_core::host::Session {
+        id: uuid(r, "id")?,
+        grant_id: uuid(r, "grant_id")?,
+        host: r.get("host")?,
+        user: r.get("user_name")?,
+        run_as: r.get("run_as")?,
+        argv: serde_json::from_str(&r.get::<String>("argv")?).map_err(|e| corrupt("argv", e))?,
+        binary_sha256: r.get("binary_sha256")?,
+        shell: r.get("shell")?,
+        started_at: ts(r, "started_at")?,
+        ended_at: ts(r, "ended_at")?,
+        exit_code: small("exit_code")?,
+        signal: small("signal")?,
+        ended_by: r.get("ended_by")?,
+        recording_sha256: r.get("recording_sha256")?,
+        recording_bytes: r.get("recording_bytes")?,
+        uploaded_at: ts(r, "uploaded_at")?,
+    })
 }

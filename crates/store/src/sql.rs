@@ -18,6 +18,8 @@ pub(crate) enum Pools {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
+        /// Changesets go through here (group commit), see [`crate::sqlite::group_commit`].
+        committer: crate::sqlite::group_commit::GroupCommitter,
     },
     Pg(PgPool),
 }
@@ -30,12 +32,12 @@ pub(crate) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn json_text(v: &impl serde::Serialize) -> Result<String, StoreError> {
+pub(crate) fn json_text(v: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("encoding JSON: {e}")))
 }
 
 /// Appends `LIMIT $n` if there is a limit.
-fn push_limit(sql: &mut String, args: &mut Vec<Arg>, limit: Option<u32>) {
+pub(crate) fn push_limit(sql: &mut String, args: &mut Vec<Arg>, limit: Option<u32>) {
     if let Some(n) = limit {
         args.push(i64::from(n).into());
         sql.push_str(&format!(" LIMIT ${}", args.len()));
@@ -69,7 +71,7 @@ impl Engine {
         })
     }
 
-    async fn fetch_all<T>(
+    pub(crate) async fn fetch_all<T>(
         &self,
         sql: &str,
         args: Vec<Arg>,
@@ -80,7 +82,7 @@ impl Engine {
         rows.iter().map(map).collect()
     }
 
-    async fn fetch_optional<T>(
+    pub(crate) async fn fetch_optional<T>(
         &self,
         sql: &str,
         args: Vec<Arg>,
@@ -108,7 +110,7 @@ impl Engine {
 
 /// Runs an INSERT, turning a unique-key clash into `dup()` and a missing referenced row into
 /// `missing()`; any other failure is a backend error.
-async fn insert(
+pub(crate) async fn insert(
     c: &mut Conn<'_>,
     sql: &str,
     args: Vec<Arg>,
@@ -125,7 +127,7 @@ async fn insert(
     }
 }
 
-async fn exists(c: &mut Conn<'_>, sql: &str, args: Vec<Arg>) -> Result<bool, StoreError> {
+pub(crate) async fn exists(c: &mut Conn<'_>, sql: &str, args: Vec<Arg>) -> Result<bool, StoreError> {
     Ok(c.fetch_optional(sql, args)
         .await
         .map_err(backend)?
@@ -374,14 +376,14 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         }
         Write::InsertGrant(g) => {
             // Tell a taken grant id from a second grant for the request (the unique violation
-            // does not say which, and PostgreSQL allows no query after it in the transaction).
-            if exists(c, "SELECT 1 FROM grants WHERE id = $1", args![g.id]).await? {
-                return Err(StoreError::AlreadyExists(format!(
-                    "grant {} already exists",
-                    g.id
-                )));
+            // does not say which). PostgreSQL allows no query after it in the transaction, so
+            // it checks first; SQLite (where only the statement fails) checks after a clash.
+            let taken = || StoreError::AlreadyExists(format!("grant {} already exists", g.id));
+            let grant_exists = "SELECT 1 FROM grants WHERE id = $1";
+            if c.is_postgres() && exists(c, grant_exists, args![g.id]).await? {
+                return Err(taken());
             }
-            insert(
+            let inserted = insert(
                 c,
                 "INSERT INTO grants (id, request_id, user_name, target, role, starts_at, \
                  expires_at, state, ended_at, ended_by, end_reason, provision_state, \
@@ -410,7 +412,15 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 },
                 || StoreError::NotFound(format!("request {} does not exist", g.request_id)),
             )
-            .await
+            .await;
+            match inserted {
+                Err(StoreError::AlreadyExists(_))
+                    if !c.is_postgres() && exists(c, grant_exists, args![g.id]).await? =>
+                {
+                    Err(taken())
+                }
+                r => r,
+            }
         }
         Write::InsertPolicyVersion(v) => {
             // Versions only grow by one: of two concurrent applies, the second finds the
@@ -494,16 +504,33 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             Ok(())
         }
         Write::InsertJob(j) => {
-            if !exists(c, "SELECT 1 FROM grants WHERE id = $1", args![j.grant_id]).await? {
-                return Err(StoreError::NotFound(format!(
-                    "grant {} does not exist",
-                    j.grant_id
-                )));
+            let drift = j.action == ProvisionAction::RemoveDrift;
+            match (drift, j.grant_id, &j.drift) {
+                (false, Some(g), None) => {
+                    if !exists(c, "SELECT 1 FROM grants WHERE id = $1", args![g]).await? {
+                        return Err(StoreError::NotFound(format!("grant {g} does not exist")));
+                    }
+                }
+                (true, None, Some(_)) => {}
+                _ => {
+                    return Err(StoreError::Backend(format!(
+                        "provisioning job {}: a {} job needs {}",
+                        j.id,
+                        j.action,
+                        if drift {
+                            "a finding and no grant"
+                        } else {
+                            "a grant and no finding"
+                        }
+                    )));
+                }
             }
+            let d = j.drift.as_ref();
             insert(
                 c,
                 "INSERT INTO provision_jobs (id, grant_id, action, attempts, next_attempt_at, \
-                 last_error, done, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 last_error, done, created_at, target, account, privilege, source) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 args![
                     j.id,
                     j.grant_id,
@@ -512,10 +539,27 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     j.next_attempt_at,
                     &j.last_error,
                     j.done,
-                    j.created_at
+                    j.created_at,
+                    d.map(|d| d.target.as_str()),
+                    d.map(|d| d.account.as_str()),
+                    d.map(|d| d.privilege.as_str()),
+                    d.map(|d| d.source.as_str())
                 ],
-                || StoreError::AlreadyExists(format!("provisioning job {} already exists", j.id)),
-                || StoreError::NotFound(format!("grant {} does not exist", j.grant_id)),
+                || match d {
+                    Some(d) => StoreError::AlreadyExists(format!(
+                        "provisioning job {} already exists, or a removal of {} from {} on \
+                         {} is pending",
+                        j.id, d.privilege, d.account, d.target
+                    )),
+                    None => StoreError::AlreadyExists(format!(
+                        "provisioning job {} already exists",
+                        j.id
+                    )),
+                },
+                || match j.grant_id {
+                    Some(g) => StoreError::NotFound(format!("grant {g} does not exist")),
+                    None => no_fk("a provisioning job")(),
+                },
             )
             .await
         }
@@ -593,6 +637,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             }
             Ok(())
         }
+        Write::Host(h) => crate::hosts::apply(c, h).await,
+        Write::Delegation(d) => crate::delegation::apply(c, d).await,
         Write::EndGrant {
             id,
             state,
@@ -660,6 +706,25 @@ fn request_args(r: &Request) -> Result<Vec<Arg>, StoreError> {
     ])
 }
 
+/// Applies a changeset's writes (checking their preconditions) and appends its events to the
+/// chain, inside the caller's transaction. On an error the caller must roll back what this
+/// applied.
+pub(crate) async fn apply_changeset(
+    c: &mut Conn<'_>,
+    changes: Changeset,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    apply_writes(c, &changes.writes).await?;
+    append_events(c, changes.events).await
+}
+
+/// Applies writes in order, checking their preconditions; stops at the first refusal.
+pub(crate) async fn apply_writes(c: &mut Conn<'_>, writes: &[Write]) -> Result<(), StoreError> {
+    for w in writes {
+        apply(c, w).await?;
+    }
+    Ok(())
+}
+
 /// Appends events to the chain. Must run inside the changeset's transaction, after its writes.
 async fn append_events(
     c: &mut Conn<'_>,
@@ -668,9 +733,20 @@ async fn append_events(
     if events.is_empty() {
         return Ok(vec![]);
     }
-    // The head row is the serialisation point of the chain. On PostgreSQL `FOR UPDATE` makes a
-    // concurrent committer wait here until this transaction ends, then read the new head; on
-    // SQLite the transaction already holds the database write lock (BEGIN IMMEDIATE).
+    let (seq, prev) = read_head(c).await?;
+    let chained = chain_events(seq, prev, events)?;
+    insert_events(c, &chained).await?;
+    if let Some(last) = chained.last() {
+        write_head(c, last.seq, &last.hash).await?;
+    }
+    Ok(chained)
+}
+
+/// The chain head `(seq, hash)` (`(0, zeros)` for an empty log). The head row is the
+/// serialisation point of the chain. On PostgreSQL `FOR UPDATE` makes a concurrent committer
+/// wait here until this transaction ends, then read the new head; on SQLite the transaction
+/// already holds the database write lock (BEGIN IMMEDIATE).
+pub(crate) async fn read_head(c: &mut Conn<'_>) -> Result<(i64, [u8; 32]), StoreError> {
     let head_sql = if c.is_postgres() {
         "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
     } else {
@@ -681,45 +757,98 @@ async fn append_events(
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
-    let (mut seq, mut prev) = rows::head(&row)?;
+    rows::head(&row)
+}
 
+pub(crate) async fn write_head(
+    c: &mut Conn<'_>,
+    seq: i64,
+    hash: &[u8; 32],
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+        args![seq, &hash[..]],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Chains `events` after the event `seq` with hash `prev` (in memory: nothing is written).
+pub(crate) fn chain_events(
+    mut seq: i64,
+    mut prev: [u8; 32],
+    events: Vec<NewAuditEvent>,
+) -> Result<Vec<AuditEvent>, StoreError> {
     let mut out = Vec::with_capacity(events.len());
     for mut ev in events {
         // The store keeps microseconds; hash what will be read back, or the chain would not
         // verify after a round trip.
         ev.at = Timestamp::from_microsecond(ev.at.as_microsecond())
             .map_err(|e| StoreError::Backend(format!("event time: {e}")))?;
-        let data = json_text(&ev.data)?;
         let e = audit::chain(seq + 1, prev, ev);
-        c.execute(
-            "INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, \
-             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            args![
+        seq = e.seq;
+        prev = e.hash;
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Inserts chained events, several rows per statement. Row counts per statement are powers of
+/// two (up to [`INSERT_ROWS`]) so a handful of statement texts stay prepared.
+pub(crate) async fn insert_events(c: &mut Conn<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+    const COLS: &str = "INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, \
+                        prev_hash, hash) VALUES ";
+    let mut rest = events;
+    while !rest.is_empty() {
+        let n = if rest.len() >= INSERT_ROWS {
+            INSERT_ROWS
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (now, later) = rest.split_at(n);
+        let mut sql = String::with_capacity(COLS.len() + n * 48);
+        sql.push_str(COLS);
+        let mut a = Vec::with_capacity(n * 9);
+        for (i, e) in now.iter().enumerate() {
+            let p = i * 9;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8,
+                p + 9
+            ));
+            a.extend(args![
                 e.seq,
                 e.at,
                 &e.actor,
                 &e.action,
                 e.outcome.as_str(),
                 &e.subject,
-                data,
+                json_text(&e.data)?,
                 &e.prev_hash[..],
                 &e.hash[..]
-            ],
-        )
-        .await
-        .map_err(backend)?;
-        seq = e.seq;
-        prev = e.hash;
-        out.push(e);
+            ]);
+        }
+        c.execute(&sql, a).await.map_err(backend)?;
+        rest = later;
     }
-    c.execute(
-        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-        args![seq, &prev[..]],
-    )
-    .await
-    .map_err(backend)?;
-    Ok(out)
+    Ok(())
 }
+
+/// Most event rows in one INSERT (9 parameters each). Not more: binding a parameter by name
+/// costs SQLite a scan of the statement's parameter list, so very wide statements cost more
+/// per row than they save in round trips.
+const INSERT_ROWS: usize = 32;
 
 // -------------------------------------------------------------------------------- reads
 
@@ -727,7 +856,7 @@ const GROUPS_SQL: &str = "SELECT g.name, g.description, g.created_at, m.user_nam
      FROM groups g LEFT JOIN group_members m ON m.group_name = g.name";
 
 /// Appends `AND col = $n` for each present filter value.
-fn push_eq(sql: &mut String, args: &mut Vec<Arg>, col: &str, v: Option<Arg>) {
+pub(crate) fn push_eq(sql: &mut String, args: &mut Vec<Arg>, col: &str, v: Option<Arg>) {
     if let Some(v) = v {
         args.push(v);
         sql.push_str(&format!(" AND {col} = ${}", args.len()));
@@ -740,14 +869,18 @@ impl Store for Engine {
         if changes.writes.is_empty() && changes.events.is_empty() {
             return Ok(vec![]);
         }
-        let mut tx = self.begin().await?;
-        for w in &changes.writes {
-            // An error drops `tx`, which rolls back: nothing of the changeset is kept.
-            apply(&mut tx.conn(), w).await?;
+        match &self.pools {
+            // Several queued changesets share one durable transaction (one fsync).
+            Pools::Sqlite { committer, .. } => committer.commit(changes).await,
+            // PostgreSQL runs concurrent transactions itself: one per changeset.
+            Pools::Pg(_) => {
+                let mut tx = self.begin().await?;
+                // An error drops `tx`, which rolls back: nothing of the changeset is kept.
+                let events = apply_changeset(&mut tx.conn(), changes).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(events)
+            }
         }
-        let events = append_events(&mut tx.conn(), changes.events).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(events)
     }
 
     async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
@@ -1009,6 +1142,62 @@ impl Store for Engine {
             )
             .await?;
         Ok(v.flatten())
+    }
+
+    async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {
+        Engine::host(self, name).await
+    }
+    async fn host_by_token(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<pedm_core::host::Host>, StoreError> {
+        Engine::host_by_token(self, token_id).await
+    }
+    async fn hosts(&self) -> Result<Vec<pedm_core::host::Host>, StoreError> {
+        Engine::hosts(self).await
+    }
+    async fn session(&self, id: Uuid) -> Result<Option<pedm_core::host::Session>, StoreError> {
+        Engine::session(self, id).await
+    }
+    async fn sessions(
+        &self,
+        f: &pedm_core::host::SessionFilter,
+    ) -> Result<Vec<pedm_core::host::Session>, StoreError> {
+        Engine::sessions(self, f).await
+    }
+
+    async fn task(
+        &self,
+        name: &str,
+    ) -> Result<Option<pedm_core::delegation::TaskDef>, StoreError> {
+        Engine::task(self, name).await
+    }
+    async fn tasks(&self) -> Result<Vec<pedm_core::delegation::TaskDef>, StoreError> {
+        Engine::tasks(self).await
+    }
+    async fn delegation(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<pedm_core::delegation::Delegation>, StoreError> {
+        Engine::delegation(self, id).await
+    }
+    async fn delegations(
+        &self,
+        f: &pedm_core::delegation::DelegationFilter,
+    ) -> Result<Vec<pedm_core::delegation::Delegation>, StoreError> {
+        Engine::delegations(self, f).await
+    }
+    async fn grant_link(
+        &self,
+        grant_id: Uuid,
+    ) -> Result<Option<pedm_core::delegation::GrantLink>, StoreError> {
+        Engine::grant_link(self, grant_id).await
+    }
+    async fn grant_links(
+        &self,
+        f: &pedm_core::delegation::GrantLinkFilter,
+    ) -> Result<Vec<pedm_core::delegation::GrantLink>, StoreError> {
+        Engine::grant_links(self, f).await
     }
 
     async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

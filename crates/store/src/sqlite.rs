@@ -1,5 +1,7 @@
 //! SQLite: the embedded default.
 
+pub(crate) mod group_commit;
+
 use crate::sql::{Engine, Pools};
 use pedm_core::model::*;
 use pedm_core::store::StoreError;
@@ -18,7 +20,12 @@ const READERS: u32 = 4;
 ///
 /// WAL journal with `synchronous=FULL` (a commit is on disk when `commit` returns), foreign keys
 /// on. Writers are serialised through a single write connection, readers use a small pool of
-/// read-only (`query_only`) connections.
+/// read-only (`query_only`) connections. Changesets are group-committed: a committer task
+/// applies whatever is queued in one transaction, each changeset in its own savepoint (see
+/// [`group_commit`]).
+///
+/// The committer task runs on the tokio runtime `open` is called on; the store must be used
+/// while that runtime runs.
 pub struct SqliteStore {
     engine: Engine,
     path: PathBuf,
@@ -63,7 +70,11 @@ impl SqliteStore {
         tracing::debug!(path = %path.display(), "opened SQLite store");
         Ok(SqliteStore {
             engine: Engine {
-                pools: Pools::Sqlite { read, write },
+                pools: Pools::Sqlite {
+                    read,
+                    committer: group_commit::GroupCommitter::start(write.clone()),
+                    write,
+                },
             },
             path: path.to_path_buf(),
         })
@@ -74,9 +85,17 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Counters of the group committer: transactions, changesets in them, changesets queued.
+    pub fn group_commit_stats(&self) -> group_commit::GroupCommitStats {
+        match &self.engine.pools {
+            Pools::Sqlite { committer, .. } => committer.stats(),
+            Pools::Pg(_) => unreachable!("a SqliteStore holds SQLite pools"),
+        }
+    }
+
     /// Closes every connection (checkpointing the WAL). Later calls fail.
     pub async fn close(&self) {
-        if let Pools::Sqlite { read, write } = &self.engine.pools {
+        if let Pools::Sqlite { read, write, .. } = &self.engine.pools {
             read.close().await;
             write.close().await;
         }

@@ -72,7 +72,10 @@ macro_rules! conformance {
 }
 
 conformance!(
+    tasks_delegations_and_grant_links,
+    hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,
+    drift_removal_jobs,
     empty_store,
     users_and_groups,
     tokens,
@@ -1495,8 +1498,9 @@ async fn audit_target_and_request_filters(db: Db) {
 fn job(grant: Uuid, action: ProvisionAction, at: i64) -> ProvisionJob {
     ProvisionJob {
         id: Uuid::now_v7(),
-        grant_id: grant,
+        grant_id: Some(grant),
         action,
+        drift: None,
         attempts: 0,
         next_attempt_at: t(at),
         last_error: None,
@@ -1532,7 +1536,7 @@ async fn provisioning_jobs_and_secrets(db: Db) {
     let orphan = job(Uuid::now_v7(), ProvisionAction::Grant, 0);
     not_found(
         fails(&s, cs(Write::InsertJob(orphan.clone()))).await,
-        &orphan.grant_id.to_string(),
+        &orphan.grant_id.unwrap().to_string(),
     );
 
     // A retry: one attempt recorded, rescheduled. Recording the same attempt again conflicts.
@@ -1688,4 +1692,479 @@ async fn provisioning_jobs_and_secrets(db: Db) {
     drop(s);
     let s = db.open().await;
     assert_eq!(s.due_jobs(t(300), 10).await.unwrap(), vec![j2]);
+}
+
+fn drift_job(account: &str, privilege: &str, at: i64) -> ProvisionJob {
+    ProvisionJob {
+        id: Uuid::now_v7(),
+        grant_id: None,
+        action: ProvisionAction::RemoveDrift,
+        drift: Some(DriftFinding {
+            target: "db1".into(),
+            account: account.into(),
+            privilege: privilege.into(),
+            source: "pg_auth_members".into(),
+        }),
+        attempts: 0,
+        next_attempt_at: t(at),
+        last_error: None,
+        done: false,
+        created_at: t(at),
+    }
+}
+
+/// Drift removals are jobs of no grant: stored with their finding, run like any job, and
+/// never queued twice for one (target, account, privilege) while one is pending.
+async fn drift_removal_jobs(db: Db) {
+    let s = db.open().await;
+    let r = request("alice", "db1", 0);
+    let g = grant_for(&r, 100);
+    let gj = job(g.id, ProvisionAction::Grant, 100);
+    let d1 = drift_job("bob", "member:readwrite", 50);
+    ok(
+        &s,
+        Changeset::new()
+            .write(Write::InsertRequest(r.clone()))
+            .write(Write::InsertGrant(g.clone()))
+            .write(Write::InsertJob(gj.clone()))
+            .write(Write::InsertJob(d1.clone()))
+            .event(ev("provision.drift", "target:db1")),
+    )
+    .await;
+    assert_eq!(
+        s.due_jobs(t(100), 10).await.unwrap(),
+        vec![d1.clone(), gj.clone()]
+    );
+    assert_eq!(s.next_job_at().await.unwrap(), Some(t(50)));
+    assert_eq!(s.grant_jobs(g.id).await.unwrap(), vec![gj.clone()]);
+
+    // A second removal of the same finding while the first is pending: refused, nothing
+    // written (not even the event that came with it); another privilege or account is fine.
+    let dup = drift_job("bob", "member:readwrite", 60);
+    exists(
+        fails(
+            &s,
+            Changeset::new()
+                .write(Write::InsertJob(dup.clone()))
+                .event(ev("provision.drift", "target:db1")),
+        )
+        .await,
+        "bob",
+    );
+    let d2 = drift_job("bob", "member:admin", 60);
+    let d3 = drift_job("carol", "member:readwrite", 60);
+    ok(&s, cs(Write::InsertJob(d2.clone()))).await;
+    ok(&s, cs(Write::InsertJob(d3.clone()))).await;
+    assert_eq!(s.due_jobs(t(100), 10).await.unwrap().len(), 4);
+
+    // Attempts are recorded once, like any job; once done, the same finding may be queued
+    // again (it came back).
+    let mut retry = d1.clone();
+    retry.attempts = 1;
+    retry.next_attempt_at = t(200);
+    retry.last_error = Some("target unreachable".into());
+    let upd = |job: &ProvisionJob, expected: i64| Write::UpdateJob {
+        job: job.clone(),
+        expected_attempts: expected,
+    };
+    ok(&s, cs(upd(&retry, 0))).await;
+    conflict(fails(&s, cs(upd(&retry, 0))).await, &d1.id.to_string());
+    exists(fails(&s, cs(Write::InsertJob(dup.clone()))).await, "bob");
+    let mut done = retry.clone();
+    done.attempts = 2;
+    done.done = true;
+    done.last_error = None;
+    ok(&s, cs(upd(&done, 1))).await;
+    ok(&s, cs(Write::InsertJob(dup.clone()))).await;
+    let due = s.due_jobs(t(1000), 10).await.unwrap();
+    assert!(
+        due.contains(&dup) && !due.iter().any(|j| j.id == d1.id),
+        "{due:?}"
+    );
+
+    // Malformed jobs are refused.
+    let mut with_grant = drift_job("dave", "member:readwrite", 70);
+    with_grant.grant_id = Some(g.id);
+    assert!(matches!(
+        fails(&s, cs(Write::InsertJob(with_grant))).await,
+        StoreError::Backend(_)
+    ));
+    let mut no_grant = job(g.id, ProvisionAction::Revoke, 70);
+    no_grant.grant_id = None;
+    assert!(matches!(
+        fails(&s, cs(Write::InsertJob(no_grant))).await,
+        StoreError::Backend(_)
+    ));
+
+    // They survive reopening the store.
+    drop(s);
+    let s = db.open().await;
+    let due = s.due_jobs(t(1000), 10).await.unwrap();
+    assert!(
+        due.contains(&dup) && due.contains(&d2) && due.contains(&d3),
+        "{due:?}"
+    );
+}
+
+async fn hosts_receipts_and_sessions(db: Db) {
+    use pedm_core::host::{Host, HostWrite, Session, SessionFilter};
+    let s = db.open().await;
+    ok(&s, cs(Write::InsertUser(user("alice")))).await;
+    ok(&s, cs(Write::InsertTarget(target("web1")))).await;
+    ok(&s, cs(Write::InsertRole(role("web1", "root")))).await;
+    let host = |token_id: &str, hash: u8| Host {
+        name: "web1".into(),
+        token_id: token_id.into(),
+        token_hash: [hash; 32],
+        registered_at: t(3),
+        registered_by: "admin".into(),
+        last_seen_at: None,
+    };
+    // A host is a registered target; registering one that does not exist names it.
+    let mut ghost = host("00000000000000aa", 1);
+    ghost.name = "ghost".into();
+    not_found(
+        fails(&s, cs(Write::Host(HostWrite::Register(ghost)))).await,
+        "ghost",
+    );
+    ok(
+        &s,
+        cs(Write::Host(HostWrite::Register(host(
+            "00000000000000a1",
+            1,
+        )))),
+    )
+    .await;
+    assert_eq!(s.host("web1").await.unwrap().unwrap().token_hash, [1; 32]);
+    // Registering again replaces the token: the old id finds nothing any more.
+    ok(
+        &s,
+        cs(Write::Host(HostWrite::Register(host(
+            "00000000000000a2",
+            2,
+        )))),
+    )
+    .await;
+    assert!(s.host_by_token("00000000000000a1").await.unwrap().is_none());
+    let h = s.host_by_token("00000000000000a2").await.unwrap().unwrap();
+    assert_eq!((h.name.as_str(), h.token_hash), ("web1", [2; 32]));
+    assert_eq!(s.hosts().await.unwrap().len(), 1);
+    ok(
+        &s,
+        cs(Write::Host(HostWrite::Seen {
+            name: "web1".into(),
+            at: t(20),
+        })),
+    )
+    .await;
+    assert_eq!(
+        s.host("web1").await.unwrap().unwrap().last_seen_at,
+        Some(t(20))
+    );
+    not_found(
+        fails(
+            &s,
+            cs(Write::Host(HostWrite::Seen {
+                name: "web2".into(),
+                at: t(20),
+            })),
+        )
+        .await,
+        "web2",
+    );
+
+    // A report id is accepted once; a duplicate writes nothing, not even its event.
+    let id = Uuid::now_v7();
+    let receipt = || {
+        Write::Host(HostWrite::Receipt {
+            id,
+            host: "web1".into(),
+            at: t(21),
+        })
+    };
+    ok(&s, cs(receipt())).await;
+    let before = whole_chain(&s).await.len();
+    exists(fails(&s, cs(receipt())).await, &id.to_string());
+    assert_eq!(whole_chain(&s).await.len(), before);
+
+    let r = request("alice", "web1", 5);
+    let g = grant_for(&r, 6);
+    ok(&s, cs(Write::InsertRequest(r.clone()))).await;
+    ok(&s, cs(Write::InsertGrant(g.clone()))).await;
+    let session = |id: Uuid, grant: Uuid, started: i64| Session {
+        id,
+        grant_id: grant,
+        host: "web1".into(),
+        user: "alice".into(),
+        run_as: "root".into(),
+        argv: vec!["/usr/bin/id".into(), "-u".into(), "it's \"quoted\"".into()],
+        binary_sha256: Some("ab".repeat(32)),
+        shell: false,
+        started_at: t(started),
+        ended_at: t(started + 1),
+        exit_code: Some(0),
+        signal: None,
+        ended_by: Some("grant revoked".into()),
+        recording_sha256: "cd".repeat(32),
+        recording_bytes: 1234,
+        uploaded_at: t(started + 2),
+    };
+    let first = session(Uuid::now_v7(), g.id, 30);
+    let second = Session {
+        exit_code: None,
+        signal: Some(9),
+        ended_by: None,
+        ..session(Uuid::now_v7(), g.id, 40)
+    };
+    ok(&s, cs(Write::Host(HostWrite::InsertSession(first.clone())))).await;
+    ok(
+        &s,
+        cs(Write::Host(HostWrite::InsertSession(second.clone()))),
+    )
+    .await;
+    exists(
+        fails(&s, cs(Write::Host(HostWrite::InsertSession(first.clone())))).await,
+        &first.id.to_string(),
+    );
+    not_found(
+        fails(
+            &s,
+            cs(Write::Host(HostWrite::InsertSession(session(
+                Uuid::now_v7(),
+                Uuid::now_v7(),
+                50,
+            )))),
+        )
+        .await,
+        "grant",
+    );
+    assert_eq!(s.session(first.id).await.unwrap().unwrap(), first);
+    let all = s.sessions(&SessionFilter::default()).await.unwrap();
+    assert_eq!(
+        all,
+        vec![second.clone(), first.clone()],
+        "newest first, every field kept"
+    );
+    let by_grant = SessionFilter {
+        grant: Some(g.id),
+        limit: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(s.sessions(&by_grant).await.unwrap(), vec![second]);
+    let other = SessionFilter {
+        user: Some("bob".into()),
+        ..Default::default()
+    };
+    assert!(s.sessions(&other).await.unwrap().is_empty());
+}
+
+async fn tasks_delegations_and_grant_links(db: Db) {
+    use pedm_core::delegation::*;
+    let s = db.open().await;
+    ok(&s, cs(Write::InsertUser(user("alice")))).await;
+    ok(&s, cs(Write::InsertTarget(target("web1")))).await;
+    ok(&s, cs(Write::InsertRole(role("web1", "root")))).await;
+    let dw = |w: DelegationWrite| cs(Write::Delegation(w));
+
+    // Tasks: the definition round-trips; a second definition needs `replace`.
+    let mut task: TaskDef = serde_json::from_value(json!({
+        "name": "reset-password",
+        "description": "Set a user's password",
+        "targets": ["env=prod", "web1"],
+        "argv": ["/usr/sbin/chpasswd"],
+        "stdin": "{user}:{password}\n",
+        "params": [
+            {"name": "user", "pattern": "[a-z_][a-z0-9_-]*", "protected": ["root"], "max_len": 32},
+            {"name": "password", "secret": true},
+        ],
+        "defined_by": "alice",
+        "defined_at": t(5),
+    }))
+    .unwrap();
+    assert_eq!(s.task("reset-password").await.unwrap(), None);
+    ok(&s, dw(DelegationWrite::DefineTask { task: task.clone(), replace: false })).await;
+    assert_eq!(s.task("reset-password").await.unwrap(), Some(task.clone()));
+    exists(
+        fails(&s, dw(DelegationWrite::DefineTask { task: task.clone(), replace: false })).await,
+        "reset-password",
+    );
+    task.description = Some("changed".into());
+    ok(&s, dw(DelegationWrite::DefineTask { task: task.clone(), replace: true })).await;
+    let mut other = task.clone();
+    other.name = "another".into();
+    ok(&s, dw(DelegationWrite::DefineTask { task: other.clone(), replace: true })).await;
+    assert_eq!(s.tasks().await.unwrap(), vec![other, task.clone()]);
+
+    // Delegations: insert, read back, children by parent, live filter, revoke once.
+    let deleg = |parent: Option<Uuid>, expires: i64| Delegation {
+        id: Uuid::now_v7(),
+        parent,
+        delegator: "alice".into(),
+        delegate: Delegatee {
+            kind: DelegateKind::Group,
+            name: "helpdesk".into(),
+        },
+        tasks: vec!["reset-password".into()],
+        roles: vec!["root".into()],
+        scope: vec!["env=prod".into()],
+        expires_at: t(expires),
+        redelegate: parent.is_none(),
+        reason: Some("help desk".into()),
+        created_at: t(6),
+        revoked_at: None,
+        revoked_by: None,
+        revoke_reason: None,
+        state: DelegationState::Active,
+    };
+    let root = deleg(None, 1000);
+    ok(&s, dw(DelegationWrite::Insert(root.clone()))).await;
+    assert_eq!(s.delegation(root.id).await.unwrap(), Some(root.clone()));
+    exists(
+        fails(&s, dw(DelegationWrite::Insert(root.clone()))).await,
+        &root.id.to_string(),
+    );
+    let orphan = deleg(Some(Uuid::now_v7()), 500);
+    not_found(
+        fails(&s, dw(DelegationWrite::Insert(orphan))).await,
+        "delegation",
+    );
+    let mut child = deleg(Some(root.id), 500);
+    child.delegate = Delegatee {
+        kind: DelegateKind::User,
+        name: "bob".into(),
+    };
+    ok(&s, dw(DelegationWrite::Insert(child.clone()))).await;
+    let by_parent = s
+        .delegations(&DelegationFilter {
+            parent: Some(root.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_parent, vec![child.clone()]);
+    let live = |at: i64| {
+        let s = s.clone();
+        async move {
+            s.delegations(&DelegationFilter {
+                live_at: Some(t(at)),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
+        }
+    };
+    // Newest first; the child's deadline is earlier.
+    assert_eq!(live(100).await, vec![child.id, root.id]);
+    assert_eq!(live(500).await, vec![root.id]);
+    assert_eq!(live(1000).await, Vec::<Uuid>::new());
+
+    let revoke = |id: Uuid| {
+        dw(DelegationWrite::Revoke {
+            id,
+            at: t(200),
+            by: "alice".into(),
+            reason: "left the team".into(),
+        })
+    };
+    ok(&s, revoke(child.id)).await;
+    conflict(fails(&s, revoke(child.id)).await, "already revoked");
+    not_found(fails(&s, revoke(Uuid::now_v7())).await, "does not exist");
+    let got = s.delegation(child.id).await.unwrap().unwrap();
+    assert_eq!(got.revoked_at, Some(t(200)));
+    assert_eq!(got.revoked_by.as_deref(), Some("alice"));
+    assert_eq!(got.revoke_reason.as_deref(), Some("left the team"));
+    assert_eq!(got.state, DelegationState::Revoked);
+    assert_eq!(live(100).await, vec![root.id]);
+
+    // Revoking two in one changeset where the second is already revoked writes nothing.
+    let c = Changeset::new()
+        .write(Write::Delegation(DelegationWrite::Revoke {
+            id: root.id,
+            at: t(201),
+            by: "alice".into(),
+            reason: "x".into(),
+        }))
+        .write(Write::Delegation(DelegationWrite::Revoke {
+            id: child.id,
+            at: t(201),
+            by: "alice".into(),
+            reason: "x".into(),
+        }))
+        .event(ev("delegation.revoked", "delegation:1"));
+    conflict(fails(&s, c).await, "already revoked");
+    assert_eq!(s.delegation(root.id).await.unwrap().unwrap().revoked_at, None);
+
+    // Grant links: by delegation and by parent grant; one link per grant.
+    let r1 = request("alice", "web1", 10);
+    let g1 = grant_for(&r1, 11);
+    let r2 = request("alice", "web1", 12);
+    let g2 = grant_for(&r2, 13);
+    for (r, g) in [(&r1, &g1), (&r2, &g2)] {
+        ok(
+            &s,
+            Changeset::new()
+                .write(Write::InsertRequest(r.clone()))
+                .write(Write::InsertGrant(g.clone()))
+                .event(ev("grant.started", "grant:1")),
+        )
+        .await;
+    }
+    let l1 = GrantLink {
+        grant_id: g1.id,
+        delegation: Some(root.id),
+        parent_grant: None,
+    };
+    let l2 = GrantLink {
+        grant_id: g2.id,
+        delegation: None,
+        parent_grant: Some(g1.id),
+    };
+    ok(&s, dw(DelegationWrite::LinkGrant(l1.clone()))).await;
+    ok(&s, dw(DelegationWrite::LinkGrant(l2.clone()))).await;
+    exists(
+        fails(&s, dw(DelegationWrite::LinkGrant(l1.clone()))).await,
+        &g1.id.to_string(),
+    );
+    not_found(
+        fails(
+            &s,
+            dw(DelegationWrite::LinkGrant(GrantLink {
+                grant_id: Uuid::now_v7(),
+                delegation: None,
+                parent_grant: None,
+            })),
+        )
+        .await,
+        "does not exist",
+    );
+    assert_eq!(s.grant_link(g2.id).await.unwrap(), Some(l2.clone()));
+    assert_eq!(s.grant_link(Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(
+        s.grant_links(&GrantLinkFilter {
+            delegation: Some(root.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+        vec![l1]
+    );
+    assert_eq!(
+        s.grant_links(&GrantLinkFilter {
+            parent_grant: Some(g1.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+        vec![l2]
+    );
+    whole_chain(&s).await;
+
+    // Everything is still there after reopening.
+    drop(s);
+    let s = db.open().await;
+    assert_eq!(s.task("reset-password").await.unwrap(), Some(task));
+    assert_eq!(s.delegation(root.id).await.unwrap(), Some(root));
 }

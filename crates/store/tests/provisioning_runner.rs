@@ -1,6 +1,7 @@
 //! The control plane's provisioning jobs over a real store (SQLite) with a scripted target:
 //! retries with backoff, one-time secrets, permanent failures, revokes that are never dropped,
-//! grants ended before they were switched on.
+//! grants ended before they were switched on; drift reported, and removed when the target
+//! says so.
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
@@ -8,11 +9,13 @@ use pedm_core::clock::ManualClock;
 use pedm_core::decision::BuiltinDecider;
 use pedm_core::model::*;
 use pedm_core::notice::{Notice, Observer};
-use pedm_core::provisioning::{FailureKind, ProvisionFailure, Provisioned, ProvisioningPort};
+use pedm_core::provisioning::{
+    DriftAction, FailureKind, ProvisionFailure, Provisioned, ProvisioningPort,
+};
 use pedm_core::service::{ControlPlane, Limits, NewRequest, NewRole};
 use pedm_core::store::{AuditFilter, Store};
 use pedm_store::SqliteStore;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 type Answer<T> = Result<T, FailureKind>;
@@ -22,6 +25,11 @@ struct Script {
     grants: Mutex<VecDeque<Answer<Option<String>>>>,
     revokes: Mutex<VecDeque<Answer<()>>>,
     calls: Mutex<Vec<String>>,
+    /// What discovery finds on `db`.
+    standing: Mutex<Vec<StandingPrivilege>>,
+    /// Drift removal on, and the accounts it keeps.
+    remove_drift: Mutex<Option<Vec<String>>>,
+    removals: Mutex<VecDeque<Answer<()>>>,
 }
 
 fn fail(kind: FailureKind) -> ProvisionFailure {
@@ -62,7 +70,46 @@ impl ProvisioningPort for Script {
             .map_err(fail)
     }
     async fn discover(&self, _: &str) -> Result<Vec<StandingPrivilege>, ProvisionFailure> {
-        Ok(vec![])
+        Ok(self.standing.lock().unwrap().clone())
+    }
+    /// Roles are granted to the login `<user>_db` (a `login = "{user}_db"` template).
+    fn grant_account(&self, g: &Grant) -> Option<String> {
+        Some(format!("{}_db", g.user))
+    }
+    fn drift_action(&self, _: &str, p: &StandingPrivilege) -> DriftAction {
+        match &*self.remove_drift.lock().unwrap() {
+            None => DriftAction::Report,
+            Some(keep) if keep.contains(&p.account) => DriftAction::Keep("kept on purpose".into()),
+            Some(_) => DriftAction::Remove,
+        }
+    }
+    async fn remove_standing(
+        &self,
+        target: &str,
+        p: &StandingPrivilege,
+    ) -> Result<String, ProvisionFailure> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("remove {target} {} {}", p.account, p.privilege));
+        match self.removals.lock().unwrap().pop_front().unwrap_or(Ok(())) {
+            Ok(()) => {
+                self.standing
+                    .lock()
+                    .unwrap()
+                    .retain(|s| !(s.account == p.account && s.privilege == p.privilege));
+                Ok(format!("removed {} from {}", p.privilege, p.account))
+            }
+            Err(k) => Err(fail(k)),
+        }
+    }
+}
+
+fn member(account: &str) -> StandingPrivilege {
+    StandingPrivilege {
+        account: account.into(),
+        privilege: "member:rw".into(),
+        source: "pg_auth_members".into(),
     }
 }
 
@@ -173,6 +220,9 @@ impl Env {
         self.clock.advance(SignedDuration::from_secs(secs));
     }
     async fn actions(&self, action: &str) -> usize {
+        self.events(action).await.len()
+    }
+    async fn events(&self, action: &str) -> Vec<pedm_core::audit::AuditEvent> {
         self.store
             .audit_events(&AuditFilter {
                 action: Some(action.into()),
@@ -180,7 +230,18 @@ impl Env {
             })
             .await
             .unwrap()
-            .len()
+    }
+    /// The `provision.drift` events about `account`, oldest first.
+    async fn drift(&self, account: &str) -> Vec<serde_json::Value> {
+        self.events("provision.drift")
+            .await
+            .into_iter()
+            .filter(|e| e.data["account"] == account)
+            .map(|e| e.data)
+            .collect()
+    }
+    fn calls(&self) -> Vec<String> {
+        self.script.calls.lock().unwrap().clone()
     }
 }
 
@@ -349,4 +410,159 @@ async fn a_grant_ended_before_it_was_switched_on_is_only_revoked() {
         vec!["revoke rw".to_string()]
     );
     assert_eq!(e.state(&g).await.provision_state, ProvisionState::Revoked);
+}
+
+#[tokio::test]
+async fn drift_is_only_reported_when_removal_is_off() {
+    let e = env().await;
+    e.script.standing.lock().unwrap().push(member("bob"));
+    let mut reported = BTreeSet::new();
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 1);
+    assert_eq!(
+        e.cp.reconcile(&mut reported).await.unwrap(),
+        0,
+        "reported once"
+    );
+    let drift = e.drift("bob").await;
+    assert_eq!(drift.len(), 1);
+    assert_eq!(drift[0]["privilege"], "member:rw");
+    assert!(drift[0].get("removal").is_none(), "{}", drift[0]);
+    assert_eq!(e.store.next_job_at().await.unwrap(), None);
+    assert_eq!(e.cp.run_due_jobs().await.unwrap(), 0);
+    assert!(e.calls().is_empty());
+}
+
+#[tokio::test]
+async fn drift_removal_is_queued_once_retried_and_recorded() {
+    let e = env().await;
+    // alice holds a live grant: her memberships (her own name, and the login the role's
+    // settings give it to) are pedm's and never drift.
+    let g = e.grant("db").await;
+    e.cp.run_due_jobs().await.unwrap();
+    assert_eq!(e.state(&g).await.provision_state, ProvisionState::Active);
+    *e.script.remove_drift.lock().unwrap() = Some(vec!["ops".into()]);
+    e.script.standing.lock().unwrap().extend([
+        member("alice"),
+        member("alice_db"),
+        member("bob"),
+        member("ops"),
+    ]);
+    e.script
+        .removals
+        .lock()
+        .unwrap()
+        .extend([Err(FailureKind::Unreachable), Ok(())]);
+
+    let mut reported = BTreeSet::new();
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 2);
+    assert!(e.drift("alice").await.is_empty());
+    assert!(e.drift("alice_db").await.is_empty());
+    let ops = e.drift("ops").await;
+    assert_eq!(ops[0]["removal"], "kept");
+    assert_eq!(ops[0]["reason"], "kept on purpose");
+    let bob = e.drift("bob").await;
+    assert_eq!(bob[0]["removal"], "queued");
+    let job_id = bob[0]["job"].as_str().unwrap().to_string();
+
+    // Target unreachable: provision.failed about the target, retried with backoff.
+    assert_eq!(e.cp.run_due_jobs().await.unwrap(), 1);
+    let failed = e.events("provision.failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].subject.as_deref(), Some("target:db"));
+    assert_eq!(failed[0].data["account"], "bob");
+    assert_eq!(failed[0].data["permanent"], false);
+    assert_eq!(e.cp.run_due_jobs().await.unwrap(), 0);
+
+    // Found again meanwhile (another instance, or a restart): the pending removal is not
+    // doubled.
+    let mut fresh = BTreeSet::new();
+    assert_eq!(e.cp.reconcile(&mut fresh).await.unwrap(), 2);
+    let bob = e.drift("bob").await;
+    assert_eq!(bob.len(), 2);
+    assert_eq!(bob[1]["removal"], "pending");
+    e.advance(2);
+    assert_eq!(e.cp.run_due_jobs().await.unwrap(), 1, "one job, not two");
+    let removed = e.events("provision.drift_removed").await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].subject.as_deref(), Some("target:db"));
+    assert_eq!(removed[0].data["account"], "bob");
+    assert_eq!(removed[0].data["job"], job_id.as_str());
+    assert_eq!(removed[0].data["attempt"], 2);
+    assert_eq!(
+        e.calls()
+            .iter()
+            .filter(|c| c.starts_with("remove"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        ["remove db bob member:rw", "remove db bob member:rw"]
+    );
+    assert_eq!(e.store.next_job_at().await.unwrap(), None);
+    // Gone from the target: forgotten; nothing new on the next pass.
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn drift_removal_is_dropped_when_a_grant_now_explains_it() {
+    let e = env().await;
+    *e.script.remove_drift.lock().unwrap() = Some(vec![]);
+    e.script.standing.lock().unwrap().push(member("alice"));
+    let mut reported = BTreeSet::new();
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 1);
+    // alice asks pedm for the role before the removal runs: her grant keeps it.
+    e.grant("db").await;
+    assert_eq!(e.cp.run_due_jobs().await.unwrap(), 2);
+    assert_eq!(e.calls(), ["grant rw"]);
+    let skipped = e.events("provision.drift_skipped").await;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].data["account"], "alice");
+    assert_eq!(e.actions("provision.drift_removed").await, 0);
+    assert_eq!(e.store.next_job_at().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_refused_drift_removal_is_queued_again_by_the_next_pass() {
+    let e = env().await;
+    *e.script.remove_drift.lock().unwrap() = Some(vec![]);
+    e.script.standing.lock().unwrap().push(member("bob"));
+    e.script
+        .removals
+        .lock()
+        .unwrap()
+        .push_back(Err(FailureKind::Refused));
+    let mut reported = BTreeSet::new();
+    e.cp.reconcile(&mut reported).await.unwrap();
+    assert_eq!(e.cp.run_due_jobs().await.unwrap(), 1);
+    let failed = e.events("provision.failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].data["permanent"], true);
+    // The job is not retried by itself...
+    e.advance(3600);
+    assert_eq!(e.cp.run_due_jobs().await.unwrap(), 0);
+    assert_eq!(e.store.next_job_at().await.unwrap(), None);
+    // ...but the drift is still there: the next pass queues a new removal, once.
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 1);
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 0);
+    let bob = e.drift("bob").await;
+    assert_eq!(bob.len(), 2);
+    assert_eq!(bob[1]["removal"], "queued");
+    assert_eq!(bob[1]["again"], true);
+    assert_eq!(e.cp.run_due_jobs().await.unwrap(), 1);
+    assert_eq!(e.actions("provision.drift_removed").await, 1);
+}
+
+#[tokio::test]
+async fn drift_put_back_before_the_next_pass_is_removed_again() {
+    let e = env().await;
+    *e.script.remove_drift.lock().unwrap() = Some(vec![]);
+    e.script.standing.lock().unwrap().push(member("bob"));
+    let mut reported = BTreeSet::new();
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 1);
+    e.cp.run_due_jobs().await.unwrap();
+    assert_eq!(e.actions("provision.drift_removed").await, 1);
+    // Granted by hand again before any pass saw it gone.
+    e.script.standing.lock().unwrap().push(member("bob"));
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 1);
+    e.cp.run_due_jobs().await.unwrap();
+    assert_eq!(e.actions("provision.drift_removed").await, 2);
+    assert!(e.script.standing.lock().unwrap().is_empty());
 }

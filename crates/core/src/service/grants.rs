@@ -2,10 +2,13 @@
 
 use super::*;
 
+/// Grants being ended at once by one expiry pass.
+const EXPIRE_CONCURRENCY: usize = 256;
+
 impl ControlPlane {
     // ---------------------------------------------------------------- grants
 
-    async fn load_grant(&self, id: Uuid) -> Result<Grant> {
+    pub(super) async fn load_grant(&self, id: Uuid) -> Result<Grant> {
         self.store
             .grant(id)
             .await?
@@ -88,64 +91,121 @@ impl ControlPlane {
         self.end_grant(actor, g, GrantState::Revoked, reason).await
     }
 
-    async fn end_grant(
+    pub(super) async fn end_grant(
         &self,
         actor: &Actor,
         mut g: Grant,
         state: GrantState,
         reason: Option<String>,
     ) -> Result<Grant> {
-        if g.state != GrantState::Active {
-            return Err(Error::Conflict(format!(
-                "grant {} has already ended ({})",
-                g.id, g.state
-            )));
-        }
-        let now = self.now();
-        let action = match state {
-            GrantState::Released => "grant.released",
-            GrantState::Revoked => "grant.revoked",
-            GrantState::Expired => "grant.expired",
-            GrantState::Active => {
-                return Err(Error::Internal("cannot end a grant as active".into()));
+        // Grants handed on from this one (peer delegation) end in the same changeset. If one
+        // of them ends at the same moment the changeset is refused: read again and retry.
+        for attempt in 0.. {
+            if g.state != GrantState::Active {
+                return Err(Error::Conflict(format!(
+                    "grant {} has already ended ({})",
+                    g.id, g.state
+                )));
             }
+            let now = self.now();
+            let mut cs = Changeset::new();
+            let ended = self
+                .end_grant_writes(actor, &g, state, reason.clone(), now, &mut cs)
+                .await?;
+            match self.store.commit(cs).await {
+                Ok(_) => {
+                    if ended.iter().any(|e| e.provision_state == ProvisionState::RevokePending) {
+                        self.jobs_changed.notify_one();
+                    }
+                    for e in &ended {
+                        self.notify(Notice::GrantEnded(e.clone()));
+                    }
+                    return ended
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| Error::Internal("no grant ended".into()));
+                }
+                Err(StoreError::Conflict(_)) if ended.len() > 1 && attempt < 3 => {
+                    g = self.load_grant(g.id).await?;
+                }
+                Err(StoreError::Conflict(_)) => {
+                    return Err(Error::Conflict(format!(
+                        "grant {} has already ended",
+                        g.id
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Adds to `cs` what ending `g` takes (the end, its revoke job, deleting its secret, its
+    /// event) and the same for every active grant handed on from it, at any depth (they end
+    /// as `revoked`, or `expired` when it expires). Returns the grants as they will be once
+    /// `cs` commits, `g` first.
+    pub(super) async fn end_grant_writes(
+        &self,
+        actor: &Actor,
+        g: &Grant,
+        state: GrantState,
+        reason: Option<String>,
+        now: Timestamp,
+        cs: &mut Changeset,
+    ) -> Result<Vec<Grant>> {
+        let action = |state: GrantState| match state {
+            GrantState::Released => Ok("grant.released"),
+            GrantState::Revoked => Ok("grant.revoked"),
+            GrantState::Expired => Ok("grant.expired"),
+            GrantState::Active => Err(Error::Internal("cannot end a grant as active".into())),
         };
-        let mut cs = Changeset::new().write(Write::EndGrant {
-            id: g.id,
-            state,
-            at: now,
-            by: actor.user.clone(),
-            reason: reason.clone(),
-        });
-        let revoke = self.revoke_writes(&g, now).await?;
-        let queued = !revoke.is_empty();
-        cs.writes.extend(revoke);
-        let cs = cs
-            .write(Write::DeleteGrantSecret {
+        let child_state = match state {
+            GrantState::Expired => GrantState::Expired,
+            _ => GrantState::Revoked,
+        };
+        let mut out = vec![];
+        let mut queue = vec![(g.clone(), state, reason, None::<Uuid>)];
+        while let Some((mut g, state, reason, parent)) = queue.pop() {
+            let action = action(state)?;
+            cs.writes.push(Write::EndGrant {
+                id: g.id,
+                state,
+                at: now,
+                by: actor.user.clone(),
+                reason: reason.clone(),
+            });
+            let revoke = self.revoke_writes(&g, now).await?;
+            let queued = !revoke.is_empty();
+            cs.writes.extend(revoke);
+            cs.writes.push(Write::DeleteGrantSecret {
                 grant_id: g.id,
                 must_exist: false,
-            })
-            .event(
-                self.event(actor, action, subject("grant", g.id))
-                    .data(json!({
-                        "user": g.user, "target": g.target, "role": g.role, "request": g.request_id,
-                        "expires_at": g.expires_at, "reason": reason,
-                    })),
-            );
-        self.store.commit(cs).await.map_err(|e| match e {
-            StoreError::Conflict(_) => Error::Conflict(format!("grant {} has already ended", g.id)),
-            e => e.into(),
-        })?;
-        g.state = state;
-        g.ended_at = Some(now);
-        g.ended_by = Some(actor.user.clone());
-        g.end_reason = reason;
-        if queued {
-            g.provision_state = ProvisionState::RevokePending;
-            self.jobs_changed.notify_one();
+            });
+            let mut data = json!({
+                "user": g.user, "target": g.target, "role": g.role, "request": g.request_id,
+                "expires_at": g.expires_at, "reason": reason,
+            });
+            if let Some(p) = parent {
+                data["parent_grant"] = json!(p);
+            }
+            cs.events
+                .push(self.event(actor, action, subject("grant", g.id)).data(data));
+            for child in self.handed_on_grants(g.id).await? {
+                if out.len() + queue.len() < 10_000 {
+                    let why = format!("grant {} it was handed on from ended ({state})", g.id);
+                    queue.push((child, child_state, Some(why), Some(g.id)));
+                }
+            }
+            g.state = state;
+            g.ended_at = Some(now);
+            g.ended_by = Some(actor.user.clone());
+            g.end_reason = reason;
+            if queued {
+                g.provision_state = ProvisionState::RevokePending;
+            }
+            out.push(g);
         }
-        self.notify(Notice::GrantEnded(g.clone()));
-        Ok(g)
+        Ok(out)
     }
 
     // ---------------------------------------------------------------- expiry
@@ -162,7 +222,11 @@ impl ControlPlane {
 
     /// Ends every grant and pending request whose deadline has passed. Each ends exactly once:
     /// the store refuses to end what another pass (or instance) already ended.
-    pub async fn expire_due(&self) -> Result<ExpiryPass> {
+    ///
+    /// Overdue grants are read a page at a time and ended concurrently (up to
+    /// [`EXPIRE_CONCURRENCY`] changesets in flight), so a store that commits several
+    /// changesets per transaction (SQLite's group commit) ends thousands per second.
+    pub async fn expire_due(self: &Arc<Self>) -> Result<ExpiryPass> {
         const BATCH: u32 = 500;
         let sys = Actor::system();
         let mut pass = ExpiryPass::default();
@@ -170,20 +234,42 @@ impl ControlPlane {
             let now = self.now();
             let due = self.store.overdue_grants(now, BATCH).await?;
             let n = due.len();
+            let mut running = tokio::task::JoinSet::new();
+            let mut failed = None;
+            let mut tally = |r: std::result::Result<Result<Grant>, tokio::task::JoinError>| {
+                match r {
+                    Ok(Ok(_)) => pass.grants_expired += 1,
+                    Ok(Err(Error::Conflict(_))) => {}
+                    Ok(Err(e)) => {
+                        failed.get_or_insert(e);
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(Error::Internal(format!("expiry task: {e}")));
+                    }
+                }
+            };
             for g in due {
-                match self
-                    .end_grant(
+                if running.len() >= EXPIRE_CONCURRENCY
+                    && let Some(r) = running.join_next().await
+                {
+                    tally(r);
+                }
+                let (cp, sys) = (self.clone(), sys.clone());
+                running.spawn(async move {
+                    cp.end_grant(
                         &sys,
                         g,
                         GrantState::Expired,
                         Some("reached its expiry time".into()),
                     )
                     .await
-                {
-                    Ok(_) => pass.grants_expired += 1,
-                    Err(Error::Conflict(_)) => {}
-                    Err(e) => return Err(e),
-                }
+                });
+            }
+            while let Some(r) = running.join_next().await {
+                tally(r);
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
             if n < BATCH as usize {
                 break;

@@ -6,13 +6,20 @@
 //! returned; bad input changes nothing.
 
 mod audit;
+mod auth_cache;
+mod delegation;
 mod grants;
+mod hosts;
 mod policy;
 mod provision;
 mod report;
 mod requests;
 
 pub use report::ElevationRow;
+
+pub use delegation::{MAX_DELEGATION_SECS, NewDelegation, RevokedDelegation, TaskCheck};
+
+pub use hosts::{AgentReport, ExecVerdict, HostGrant, HostRegistration, HostSnapshot, ReportReceipt};
 
 pub use policy::{SimulatedChange, SimulationReport};
 
@@ -101,6 +108,8 @@ pub struct ControlPlane {
     provisioning: Option<Arc<dyn crate::provisioning::ProvisioningPort>>,
     /// Woken when a provisioning job is created.
     jobs_changed: Arc<Notify>,
+    /// Recently authenticated tokens (see [`auth_cache`] for what staleness this allows).
+    auth_cache: auth_cache::AuthCache,
 }
 
 pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
@@ -149,6 +158,7 @@ impl ControlPlane {
             deadline_changed: Arc::new(Notify::new()),
             provisioning: None,
             jobs_changed: Arc::new(Notify::new()),
+            auth_cache: auth_cache::AuthCache::default(),
         }
     }
 
@@ -274,6 +284,20 @@ impl ControlPlane {
                 .await?;
             return Err(Error::Unauthenticated("invalid token".into()));
         };
+        // A token that authenticated moments ago: the secret and expiry are checked again, the
+        // rest (not revoked, user enabled, groups) is what this instance last read or wrote.
+        if let Some(hit) = self.auth_cache.get(id)
+            && token::verify(secret, &hit.record.secret_hash)
+            && hit.record.is_live(now)
+        {
+            return Ok(Actor {
+                user: hit.user.name,
+                admin: hit.user.admin,
+                groups: hit.groups,
+                token_id: Some(hit.record.id),
+            });
+        }
+        let generation = self.auth_cache.generation();
         let record = self.store.token(id).await?;
         let user = match &record {
             Some(r) => self.store.user(&r.user).await?,
@@ -302,12 +326,33 @@ impl ControlPlane {
         let (Some(record), Some(user)) = (record, user) else {
             return Err(Error::Unauthenticated("invalid token".into()));
         };
+        let groups = self.store.groups_of(&user.name).await?;
+        self.auth_cache.insert(
+            generation,
+            auth_cache::Authenticated {
+                record: record.clone(),
+                user: user.clone(),
+                groups: groups.clone(),
+            },
+        );
         Ok(Actor {
-            groups: self.store.groups_of(&user.name).await?,
+            groups,
             user: user.name,
             admin: user.admin,
             token_id: Some(record.id),
         })
+    }
+
+    /// Commits a change to users, groups or tokens and forgets every cached authentication
+    /// (whatever the outcome: a failed commit may still have been applied), so the change
+    /// holds for the very next request.
+    async fn commit_identity(
+        &self,
+        cs: Changeset,
+    ) -> std::result::Result<Vec<crate::audit::AuditEvent>, StoreError> {
+        let r = self.store.commit(cs).await;
+        self.auth_cache.invalidate();
+        r
     }
 
     /// On an empty store, creates the first admin and a token for it. Returns the token only
@@ -435,7 +480,7 @@ impl ControlPlane {
                 self.event(actor, "user.updated", subject("user", name))
                     .data(json!({ "admin": user.admin, "disabled": user.disabled })),
             );
-        self.store.commit(cs).await?;
+        self.commit_identity(cs).await?;
         Ok(user)
     }
 
@@ -506,7 +551,7 @@ impl ControlPlane {
             self.event(actor, action, subject("group", group))
                 .data(json!({ "user": user })),
         );
-        self.store.commit(cs).await?;
+        self.commit_identity(cs).await?;
         self.store
             .group(group)
             .await?
@@ -607,7 +652,7 @@ impl ControlPlane {
                 self.event(actor, "token.revoked", subject("token", id))
                     .data(json!({ "user": rec.user })),
             );
-        self.store.commit(cs).await.map_err(|e| match e {
+        self.commit_identity(cs).await.map_err(|e| match e {
             StoreError::Conflict(_) => Error::Conflict(format!("token {id} is already revoked")),
             e => e.into(),
         })?;

@@ -1,8 +1,9 @@
 //! Provisioning jobs: creating them with the grants they serve, running them, handing a
-//! grant's secret to its holder once, and discovery of standing privileges.
+//! grant's secret to its holder once, discovery of standing privileges, and reconciliation
+//! (drift reported, and removed where the target says so).
 
 use super::*;
-use crate::provisioning::{FailureKind, MAX_BACKOFF, ProvisionFailure, backoff};
+use crate::provisioning::{DriftAction, FailureKind, MAX_BACKOFF, ProvisionFailure, backoff};
 
 impl ControlPlane {
     /// Whether grants on `target` are switched on and off by a provisioner.
@@ -15,8 +16,9 @@ impl ControlPlane {
     fn new_job(&self, grant_id: Uuid, action: ProvisionAction, at: Timestamp) -> ProvisionJob {
         ProvisionJob {
             id: Uuid::now_v7(),
-            grant_id,
+            grant_id: Some(grant_id),
             action,
+            drift: None,
             attempts: 0,
             next_attempt_at: at,
             last_error: None,
@@ -88,9 +90,15 @@ impl ControlPlane {
         port: &dyn crate::provisioning::ProvisioningPort,
         job: ProvisionJob,
     ) -> Result<()> {
+        if job.action == ProvisionAction::RemoveDrift {
+            return self.run_drift_removal(port, job).await;
+        }
         let sys = Actor::system();
-        let Some(g) = self.store.grant(job.grant_id).await? else {
-            return Ok(());
+        let Some(g) = (match job.grant_id {
+            Some(id) => self.store.grant(id).await?,
+            None => None,
+        }) else {
+            return self.abandon_job(job, "the job names no grant").await;
         };
         let run_as = self
             .store
@@ -151,7 +159,7 @@ impl ControlPlane {
                             )
                         }
                         Err(f) if f.is_retryable() => {
-                            self.retry_later(&sys, next, expected, &g, &f, with)
+                            self.retry_later(&sys, next, expected, subject("grant", g.id), &f, with)
                         }
                         Err(f) => {
                             next.done = true;
@@ -189,6 +197,10 @@ impl ControlPlane {
                     }
                 }
             }
+            // Handled before the grant is read; kept here so a new action is not missed.
+            ProvisionAction::RemoveDrift => {
+                return self.run_drift_removal(port, job.clone()).await;
+            }
             ProvisionAction::Revoke => match port.revoke(&g, run_as.as_deref()).await {
                 Ok(()) => {
                     next.done = true;
@@ -210,7 +222,9 @@ impl ControlPlane {
                             .data(with(json!({}))),
                     )
                 }
-                Err(f) if f.is_retryable() => self.retry_later(&sys, next, expected, &g, &f, with),
+                Err(f) if f.is_retryable() => {
+                    self.retry_later(&sys, next, expected, subject("grant", g.id), &f, with)
+                }
                 Err(f) => {
                     // Never dropped: keep trying at the longest interval, and tell people.
                     next.next_attempt_at = self.now() + MAX_BACKOFF;
@@ -257,7 +271,7 @@ impl ControlPlane {
         sys: &Actor,
         mut next: ProvisionJob,
         expected: i64,
-        g: &Grant,
+        about: Option<String>,
         f: &ProvisionFailure,
         with: impl Fn(serde_json::Value) -> serde_json::Value,
     ) -> Changeset {
@@ -274,7 +288,7 @@ impl ControlPlane {
                 expected_attempts: expected,
             })
             .event(
-                self.event(sys, "provision.failed", subject("grant", g.id))
+                self.event(sys, "provision.failed", about)
                     .outcome(Outcome::Failure)
                     .data(with(
                         json!({ "error": f.message, "permanent": false, "retry_at": at }),
@@ -389,10 +403,18 @@ impl ControlPlane {
     /// One reconciliation pass: discovers every provisioned target and records a
     /// `provision.drift` event for each standing privilege that no live pedm grant explains
     /// (the account is neither a holder of a grant being provisioned, active or being revoked
-    /// on that target, nor a temporary login `pedm_<holder>_…`). `reported` remembers what was
-    /// already reported, so each finding is recorded once per process; a finding that
-    /// disappears is forgotten and reported again if it comes back. Returns how many new
-    /// findings were recorded.
+    /// on that target, nor the account such a grant was given in the target
+    /// ([`crate::provisioning::ProvisioningPort::grant_account`]), nor a temporary login
+    /// `pedm_<holder>_…`). Where the target removes
+    /// drift ([`crate::provisioning::ProvisioningPort::drift_action`]), the event and a
+    /// `remove_drift` job are committed together (`"removal": "queued"`); a removal of the
+    /// same finding still pending (queued earlier, or by another instance) is not doubled
+    /// (`"removal": "pending"`); a finding that stays says why (`"removal": "kept"`).
+    /// `reported` remembers what was already reported, so each finding is recorded once per
+    /// process; a finding that disappears is forgotten and reported again if it comes back.
+    /// A reported finding that is to be removed and still there with no removal pending (put
+    /// back by hand right after its removal, or its removal was refused) is queued again, with
+    /// its event (`"again": true`), on every pass. Returns how many findings were recorded.
     pub async fn reconcile(
         &self,
         reported: &mut std::collections::BTreeSet<(String, String, String)>,
@@ -403,9 +425,9 @@ impl ControlPlane {
         let sys = Actor::system();
         let mut new = 0;
         for target in port.targets() {
-            // Holders read before and after discovery: a grant that starts or finishes being
+            // Grants read before and after discovery: a grant that starts or finishes being
             // revoked while the target is read is still recognised.
-            let mut holders = self.live_holders(&target).await?;
+            let mut holders = self.live_holders(port.as_ref(), &target).await?;
             let found = match port.discover(&target).await {
                 Ok(f) => f,
                 Err(f) => {
@@ -413,31 +435,80 @@ impl ControlPlane {
                     continue;
                 }
             };
-            holders.extend(self.live_holders(&target).await?);
-            let explained = |account: &str| {
-                holders
-                    .iter()
-                    .any(|u| account == u || account.starts_with(&format!("pedm_{u}_")))
-            };
+            holders.extend(self.live_holders(port.as_ref(), &target).await?);
             reported.retain(|(t, a, p)| {
                 *t != target || found.iter().any(|f| f.account == *a && f.privilege == *p)
             });
             for p in found {
-                if explained(&p.account) {
+                if explained(&holders, &p.account) {
                     continue;
                 }
                 let key = (target.clone(), p.account.clone(), p.privilege.clone());
-                if reported.contains(&key) {
+                let action = port.drift_action(&target, &p);
+                // Reported already: only a removal is worth another look (the finding came
+                // back after it was removed, or its removal failed).
+                let again = reported.contains(&key);
+                if again && action != DriftAction::Remove {
                     continue;
                 }
-                let cs = Changeset::new().event(
+                let mut data = json!({
+                    "target": target, "account": p.account,
+                    "privilege": p.privilege, "source": p.source,
+                });
+                let drift = |data: &serde_json::Value| {
                     self.event(&sys, "provision.drift", subject("target", &target))
-                        .data(json!({
-                            "target": target, "account": p.account,
-                            "privilege": p.privilege, "source": p.source,
-                        })),
-                );
-                self.store.commit(cs).await?;
+                        .data(data.clone())
+                };
+                let mut job = None;
+                match action {
+                    DriftAction::Report => {}
+                    DriftAction::Keep(why) => {
+                        data["removal"] = json!("kept");
+                        data["reason"] = json!(why);
+                    }
+                    DriftAction::Remove => {
+                        let now = self.now();
+                        let j = ProvisionJob {
+                            id: Uuid::now_v7(),
+                            grant_id: None,
+                            action: ProvisionAction::RemoveDrift,
+                            drift: Some(DriftFinding::new(&target, &p)),
+                            attempts: 0,
+                            next_attempt_at: now,
+                            last_error: None,
+                            done: false,
+                            created_at: now,
+                        };
+                        data["removal"] = json!("queued");
+                        data["job"] = json!(j.id);
+                        if again {
+                            data["again"] = json!(true);
+                        }
+                        job = Some(j);
+                    }
+                }
+                let queued = job.is_some();
+                let mut cs = Changeset::new().event(drift(&data));
+                if let Some(j) = job {
+                    cs = cs.write(Write::InsertJob(j));
+                }
+                match self.store.commit(cs).await {
+                    Ok(_) if queued => self.jobs_changed.notify_one(),
+                    Ok(_) => {}
+                    // The same finding's removal is already queued and not done yet: nothing
+                    // new if this process reported it already.
+                    Err(StoreError::AlreadyExists(_)) if queued && again => continue,
+                    Err(StoreError::AlreadyExists(_)) if queued => {
+                        data["removal"] = json!("pending");
+                        if let Some(m) = data.as_object_mut() {
+                            m.remove("job");
+                        }
+                        self.store
+                            .commit(Changeset::new().event(drift(&data)))
+                            .await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 reported.insert(key);
                 new += 1;
             }
@@ -445,10 +516,136 @@ impl ControlPlane {
         Ok(new)
     }
 
-    /// Holders of grants on `target` whose privilege may be in place (provisioning, active,
-    /// being revoked).
-    async fn live_holders(&self, target: &str) -> Result<Vec<String>> {
-        Ok(self
+    /// Runs one `remove_drift` job: unless a live grant now explains the account (the holder
+    /// asked pedm for it meanwhile: the job is dropped, `provision.drift_skipped`), asks the
+    /// target to take the privilege away. Success: `provision.drift_removed`. Unreachable:
+    /// `provision.failed` and a retry with backoff, like any job. Refused or invalid (a
+    /// privilege held through another role, removal since turned off): `provision.failed`,
+    /// permanent for this job; the next reconciliation pass queues a new one while the drift
+    /// is there and removal is on.
+    async fn run_drift_removal(
+        &self,
+        port: &dyn crate::provisioning::ProvisioningPort,
+        job: ProvisionJob,
+    ) -> Result<()> {
+        let Some(d) = job.drift.clone() else {
+            return self.abandon_job(job, "the job names no finding").await;
+        };
+        let sys = Actor::system();
+        let about = subject("target", &d.target);
+        let expected = job.attempts;
+        let mut next = job.clone();
+        next.attempts += 1;
+        let base = json!({
+            "target": d.target, "account": d.account, "privilege": d.privilege,
+            "source": d.source, "action": job.action, "job": job.id, "attempt": next.attempts,
+        });
+        let with = |extra: serde_json::Value| {
+            let mut v = base.clone();
+            if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                m.extend(e.clone());
+            }
+            v
+        };
+        let cs = if explained(&self.live_holders(port, &d.target).await?, &d.account) {
+            next.done = true;
+            next.last_error = Some("cancelled: a pedm grant now explains it".into());
+            Changeset::new()
+                .write(Write::UpdateJob {
+                    job: next,
+                    expected_attempts: expected,
+                })
+                .event(
+                    self.event(&sys, "provision.drift_skipped", about)
+                        .data(with(
+                            json!({ "reason": "a live pedm grant explains it now" }),
+                        )),
+                )
+        } else {
+            match port.remove_standing(&d.target, &d.standing()).await {
+                Ok(detail) => {
+                    next.done = true;
+                    next.last_error = None;
+                    Changeset::new()
+                        .write(Write::UpdateJob {
+                            job: next,
+                            expected_attempts: expected,
+                        })
+                        .event(
+                            self.event(&sys, "provision.drift_removed", about)
+                                .data(with(json!({ "detail": detail }))),
+                        )
+                }
+                Err(f) if f.is_retryable() => {
+                    self.retry_later(&sys, next, expected, about, &f, with)
+                }
+                Err(f) => {
+                    tracing::warn!(target = %d.target, account = %d.account,
+                        privilege = %d.privilege, error = %f, "drift removal refused");
+                    next.done = true;
+                    next.last_error = Some(f.message.clone());
+                    Changeset::new()
+                        .write(Write::UpdateJob {
+                            job: next,
+                            expected_attempts: expected,
+                        })
+                        .event(
+                            self.event(&sys, "provision.failed", about)
+                                .outcome(Outcome::Failure)
+                                .data(with(json!({ "error": f.message, "permanent": true }))),
+                        )
+                }
+            }
+        };
+        match self.store.commit(cs).await {
+            Ok(_) => Ok(()),
+            // Another runner recorded this attempt.
+            Err(StoreError::Conflict(e)) => {
+                tracing::info!(job = %job.id, error = %e, "drift removal job changed underneath");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks a job that cannot run (its row is malformed) done, so it is not retried forever.
+    async fn abandon_job(&self, job: ProvisionJob, why: &str) -> Result<()> {
+        tracing::error!(job = %job.id, why, "provisioning job abandoned");
+        let expected = job.attempts;
+        let mut next = job;
+        next.done = true;
+        next.last_error = Some(format!("abandoned: {why}"));
+        let cs = Changeset::new()
+            .write(Write::UpdateJob {
+                job: next.clone(),
+                expected_attempts: expected,
+            })
+            .event(
+                self.event(
+                    &Actor::system(),
+                    "provision.failed",
+                    subject("job", next.id),
+                )
+                .outcome(Outcome::Failure)
+                .data(json!({ "job": next.id, "action": next.action, "error": why,
+                                  "permanent": true })),
+            );
+        match self.store.commit(cs).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The accounts of grants on `target` whose privilege may be in place (provisioning,
+    /// active, being revoked): the holder's name and, where the port knows it, the account
+    /// the grant was given in the target.
+    async fn live_holders(
+        &self,
+        port: &dyn crate::provisioning::ProvisioningPort,
+        target: &str,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for g in self
             .store
             .grants(&GrantFilter {
                 target: Some(target.to_string()),
@@ -456,16 +653,28 @@ impl ControlPlane {
                 ..Default::default()
             })
             .await?
-            .into_iter()
-            .filter(|g| {
-                matches!(
-                    g.provision_state,
-                    ProvisionState::Provisioning
-                        | ProvisionState::Active
-                        | ProvisionState::RevokePending
-                )
-            })
-            .map(|g| g.user)
-            .collect())
+        {
+            if !matches!(
+                g.provision_state,
+                ProvisionState::Provisioning
+                    | ProvisionState::Active
+                    | ProvisionState::RevokePending
+            ) {
+                continue;
+            }
+            if let Some(a) = port.grant_account(&g) {
+                out.push(a);
+            }
+            out.push(g.user);
+        }
+        Ok(out)
     }
+}
+
+/// Whether a standing privilege held by `account` is one of pedm's: the account is one of
+/// `holders` (see `live_holders`), or a temporary login `pedm_<holder>_…` made for one.
+fn explained(holders: &[String], account: &str) -> bool {
+    holders
+        .iter()
+        .any(|u| account == u || account.starts_with(&format!("pedm_{u}_")))
 }

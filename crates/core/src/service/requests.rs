@@ -147,6 +147,20 @@ impl ControlPlane {
                 "justification": req.justification, "task": req.task, "ticket": req.ticket,
                 "source_addr": req.context.source_addr, "break_glass": req.break_glass,
             }));
+        // A live delegation of this role pre-approves it: it replaces only the approval a
+        // permit requires (a forbid still wins), for at most the delegation's remaining time.
+        let delegated = match &decision {
+            RequestDecision::Permit(p) if !p.auto_approve && !p.break_glass && !new.break_glass => {
+                self.delegation_for_role(actor, &target, &role.name, now)
+                    .await?
+            }
+            _ => None,
+        };
+        if let Some((_, until)) = &delegated {
+            req.duration_secs = req
+                .duration_secs
+                .min(until.duration_since(now).as_secs());
+        }
         let decision = match decision {
             RequestDecision::Permit(p) if new.break_glass && !p.break_glass => {
                 RequestDecision::Deny {
@@ -180,12 +194,17 @@ impl ControlPlane {
                         ),
                 );
             }
-            RequestDecision::Permit(p) if p.auto_approve || p.break_glass => {
+            RequestDecision::Permit(p) if p.auto_approve || p.break_glass || delegated.is_some() => {
                 req.state = RequestState::Approved;
                 req.decided_at = Some(now);
                 req.decided_by = Some(POLICY_ACTOR.into());
                 req.decision_reason = Some(p.reason.clone());
                 req.policy = p.policy.clone();
+                if let Some((d, _)) = &delegated {
+                    req.decided_by = Some(d.delegator.clone());
+                    req.decision_reason =
+                        Some(format!("pre-approved by delegation {} from {}", d.id, d.delegator));
+                }
                 if p.break_glass {
                     req.review = Some(Review {
                         state: ReviewState::Open,
@@ -207,14 +226,27 @@ impl ControlPlane {
                 if let Some(job) = self.grant_job(&g) {
                     cs = cs.write(job);
                 }
+                let mut approved = json!({
+                    "by": POLICY_ACTOR, "reason": p.reason, "policy": p.policy,
+                });
+                if let Some((d, _)) = &delegated {
+                    cs = cs.write(Write::Delegation(
+                        crate::delegation::DelegationWrite::LinkGrant(
+                            crate::delegation::GrantLink {
+                                grant_id: g.id,
+                                delegation: Some(d.id),
+                                parent_grant: None,
+                            },
+                        ),
+                    ));
+                    approved = json!({
+                        "by": d.delegator, "reason": req.decision_reason, "policy": p.policy,
+                        "delegation": d.id, "duration_secs": req.duration_secs,
+                    });
+                }
                 cs = cs
                     .event(created)
-                    .event(
-                        self.event(actor, action, subject("request", req.id))
-                            .data(json!({
-                                "by": POLICY_ACTOR, "reason": p.reason, "policy": p.policy,
-                            })),
-                    )
+                    .event(self.event(actor, action, subject("request", req.id)).data(approved))
                     .event(self.grant_started_event(actor, &g));
                 grant = Some(g);
             }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
+
 use pedm_api::Client;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

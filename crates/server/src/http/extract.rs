@@ -35,32 +35,35 @@ impl FromRequestParts<AppState> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiErr::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "missing Authorization: Bearer <token> header",
-                )
-            })?
-            .to_str()
-            .map_err(|_| {
-                ApiErr::new(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid token")
-            })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiErr::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "Authorization header must be: Bearer <token>",
-                )
-            })?
-            .trim();
-        let actor = state.cp.authenticate(token, source.as_deref()).await?;
+        let token = bearer_token(parts)?;
+        let actor = state.cp.authenticate(&token, source.as_deref()).await?;
         Ok(Caller { actor, source })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(parts: &Parts) -> Result<String, ApiErr> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "missing Authorization: Bearer <token> header",
+            )
+        })?
+        .to_str()
+        .map_err(|_| ApiErr::new(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid token"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authorization header must be: Bearer <token>",
+            )
+        })?;
+    Ok(token.trim().to_string())
 }

@@ -1,6 +1,8 @@
 //! The HTTP transport: routes under `/api/v1/`, the OpenAPI document, health and metrics.
 
+mod agents;
 mod audit;
+mod delegation;
 mod error;
 mod extract;
 mod routes;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Signs audit checkpoints; `None` disables the checkpoint, proof and export routes.
     pub audit: Option<Arc<crate::audit_signer::AuditSigner>>,
+    /// Signs agents' snapshots and keeps their recordings; `None` disables the agent routes.
+    pub agents: Option<Arc<crate::agents::AgentHub>>,
 }
 
 #[derive(OpenApi)]
@@ -47,6 +51,7 @@ pub struct AppState {
         (name = "grants", description = "Active and ended elevations"),
         (name = "policies", description = "Cedar policies: versions, apply, simulate"),
         (name = "audit", description = "The audit log"),
+        (name = "hosts", description = "Host agents, their grant snapshots and recorded sessions"),
     )
 )]
 struct ApiDoc;
@@ -71,7 +76,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest(API_PREFIX, routes::router().merge(audit::router()))
+        .nest(API_PREFIX, routes::router()
+                .merge(audit::router())
+                .merge(agents::router())
+                .merge(delegation::router()))
 }
 
 pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {

@@ -1,0 +1,620 @@
+//! The daemon: the socket `pedm exec` connects to, the snapshot it enforces, the link to the
+//! server (event stream in, reports and recordings out), and ending sessions whose grant ended.
+
+use crate::command::resolve;
+use crate::config::{Config, DEFAULT_CONFIG, Resolved};
+use crate::outbox::Outbox;
+use crate::session::{SessionSpec, run_session};
+use crate::snapshot::{self, Enforced, Refusal};
+use crate::user::TargetUser;
+use anyhow::Context;
+use jiff::Timestamp;
+use pedm_api::Client;
+use pedm_api::agent::{AgentReport, ExecVerdict, SessionUpload, SignedSnapshot};
+use pedm_api::socket::{Accepted, Frame, Refused, StartExec, read_frame, write_frame};
+use pedm_policy::CommandRef;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+/// A running session the daemon may have to end.
+struct Running {
+    grant: Uuid,
+    expires_at: Timestamp,
+    stop: watch::Sender<Option<String>>,
+}
+
+impl Running {
+    /// The first reason sticks: an expiry noticed by the timer and by a new snapshot at
+    /// the same moment is reported once, as what it was.
+    fn end(&self, why: &str) {
+        self.stop.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(why.to_string());
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+pub struct Agent {
+    cfg: Resolved,
+    client: Client,
+    enforced: RwLock<Option<Enforced>>,
+    sessions: Mutex<HashMap<Uuid, Running>>,
+    outbox: Outbox,
+    /// Something was queued for the server.
+    queued: Notify,
+    /// The grants changed (new snapshot): the expiry timer re-reads its deadline.
+    grants_changed: Notify,
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "pedm-agent", version, about = "pedm host agent")]
+pub struct Args {
+    /// Configuration file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEDM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("pedm-agent must run as root: it switches to the run-as users of grants");
+    }
+    let cfg = Config::load(&args.config)?.resolve()?;
+    let outbox = Outbox::open(&cfg.state_dir)
+        .with_context(|| format!("cannot create {}", cfg.state_dir.display()))?;
+    match outbox.recover() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(sessions = n, "queued sessions interrupted by the last stop"),
+        Err(e) => tracing::error!(error = %e, "cannot recover interrupted sessions"),
+    }
+    let enforced = match snapshot::load(&cfg.state_dir, &cfg.server_key, &cfg.host) {
+        Ok(e) => e,
+        Err(e) => {
+            // A damaged or foreign file must not stop the host from getting a fresh one.
+            tracing::error!(error = %e, "ignoring the stored snapshot");
+            None
+        }
+    };
+    if let Some(e) = &enforced {
+        tracing::info!(
+            issued_at = %e.snapshot.issued_at,
+            grants = e.snapshot.grants.len(),
+            "enforcing the stored snapshot until the server answers"
+        );
+    }
+    let client = Client::new(&cfg.server_url, Some(cfg.token.clone()))
+        .map_err(|e| anyhow::anyhow!("server_url: {e}"))?;
+    let listener = bind(&cfg)?;
+    let agent = Arc::new(Agent {
+        cfg,
+        client,
+        enforced: RwLock::new(enforced),
+        sessions: Mutex::new(HashMap::new()),
+        outbox,
+        queued: Notify::new(),
+        grants_changed: Notify::new(),
+    });
+    tokio::spawn(agent.clone().follow_server());
+    tokio::spawn(agent.clone().deliver());
+    tokio::spawn(agent.clone().end_expired());
+    println!("pedm-agent listening on {}", agent.cfg.socket.display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let a = agent.clone();
+                    tokio::spawn(async move { a.serve(stream).await });
+                }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    agent.stop_all("pedm-agent stopped");
+    let _ = std::fs::remove_file(&agent.cfg.socket);
+    Ok(())
+}
+
+/// Binds the socket with the configured mode and group (a stale socket file is replaced).
+fn bind(cfg: &Resolved) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = cfg.socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    match std::fs::remove_file(&cfg.socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context(format!("cannot replace {}", cfg.socket.display())),
+    }
+    let listener = UnixListener::bind(&cfg.socket)
+        .with_context(|| format!("cannot listen on {}", cfg.socket.display()))?;
+    if let Some(gid) = cfg.socket_group {
+        nix::unistd::chown(&cfg.socket, None, Some(gid))
+            .with_context(|| format!("cannot set the group of {}", cfg.socket.display()))?;
+    }
+    std::fs::set_permissions(
+        &cfg.socket,
+        std::fs::Permissions::from_mode(cfg.socket_mode),
+    )
+    .with_context(|| format!("cannot set the mode of {}", cfg.socket.display()))?;
+    Ok(listener)
+}
+
+impl Agent {
+    /// Takes a snapshot from the server: verifies it, stores it, and ends the sessions of
+    /// grants it no longer holds.
+    fn accept_snapshot(&self, signed: SignedSnapshot) {
+        let snap = match snapshot::verify(&signed, &self.cfg.server_key, &self.cfg.host) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "refusing a snapshot");
+                return;
+            }
+        };
+        let ended = {
+            let mut guard = self.enforced.write().unwrap_or_else(|e| e.into_inner());
+            let result = match guard.as_mut() {
+                Some(current) => current.replace(signed.clone(), snap),
+                None => Enforced::new(signed.clone(), snap).map(|e| {
+                    *guard = Some(e);
+                    vec![]
+                }),
+            };
+            match result {
+                Ok(ended) => ended,
+                Err(e) => {
+                    tracing::error!(error = %e, "refusing a snapshot");
+                    return;
+                }
+            }
+        };
+        if let Err(e) = snapshot::save(&self.cfg.state_dir, &signed) {
+            tracing::error!(error = %e, "cannot store the snapshot");
+        }
+        let now = Timestamp::now();
+        for grant in ended {
+            // The server also ends grants at their expiry; say which it was.
+            let why = if grant.expires_at <= now {
+                "grant expired"
+            } else {
+                "grant revoked"
+            };
+            self.stop_grant(grant.id, why);
+        }
+        if let Some(e) = self
+            .enforced
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            tracing::info!(
+                issued_at = %e.snapshot.issued_at,
+                grants = e.snapshot.grants.len(),
+                policy = e.snapshot.policy.as_ref().map(|p| p.version).unwrap_or(0),
+                "snapshot in force"
+            );
+        }
+        self.grants_changed.notify_one();
+    }
+
+    fn stop_grant(&self, grant: Uuid, why: &str) {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, r) in sessions.iter().filter(|(_, r)| r.grant == grant) {
+            tracing::info!(session = %id, %grant, why, "ending session");
+            r.end(why);
+        }
+    }
+
+    fn stop_all(&self, why: &str) {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        for r in sessions.values() {
+            r.end(why);
+        }
+    }
+
+    /// Follows the server's event stream; reconnects with backoff. Each connection starts
+    /// with a full snapshot, so a revocation missed while away is applied on reconnect.
+    async fn follow_server(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let this = self.clone();
+            let result = self
+                .client
+                .agent_events(move |signed| {
+                    this.accept_snapshot(signed);
+                    // The server is reachable: send what waits.
+                    this.queued.notify_one();
+                    true
+                })
+                .await;
+            match result {
+                Ok(()) => backoff = Duration::from_millis(500),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "server unreachable");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            if self.enforced.read().map(|e| e.is_some()).unwrap_or(false) {
+                continue;
+            }
+        }
+    }
+
+    /// Sends queued reports and recordings whenever something is queued or the server comes
+    /// back; retries with backoff while it is away.
+    async fn deliver(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.outbox.flush(&self.client).await {
+                Ok(f) => {
+                    if f.reports + f.sessions > 0 {
+                        tracing::info!(reports = f.reports, sessions = f.sessions, "delivered");
+                    }
+                    backoff = Duration::from_millis(500);
+                    self.queued.notified().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot deliver yet");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.queued.notified() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Ends sessions when their grant's `expires_at` passes, server or no server.
+    async fn end_expired(self: Arc<Self>) {
+        loop {
+            let now = Timestamp::now();
+            let (expired, next) = {
+                let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                let mut expired = vec![];
+                let mut next: Option<Timestamp> = None;
+                for r in sessions.values() {
+                    if r.expires_at <= now {
+                        expired.push(r.grant);
+                    } else {
+                        next = Some(next.map_or(r.expires_at, |n| n.min(r.expires_at)));
+                    }
+                }
+                (expired, next)
+            };
+            for g in expired {
+                self.stop_grant(g, "grant expired");
+            }
+            let wait = next
+                .map(|n| {
+                    let d = n.duration_since(now).as_millis().max(0) as u64;
+                    Duration::from_millis(d + 1)
+                })
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.grants_changed.notified() => {}
+            }
+        }
+    }
+
+    fn report(&self, r: AgentReport) {
+        if let Err(e) = self.outbox.add_report(&r) {
+            tracing::error!(error = %e, "cannot queue a report");
+        }
+        self.queued.notify_one();
+    }
+
+    /// One connection from `pedm exec` / `pedm shell`.
+    async fn serve(self: Arc<Self>, mut stream: UnixStream) {
+        let cred = match stream.peer_cred() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials; closing");
+                return;
+            }
+        };
+        let caller = match TargetUser::from_uid(cred.uid()) {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = refuse(&mut stream, format!("who are you? {e}")).await;
+                return;
+            }
+        };
+        let start = match read_frame(&mut stream).await {
+            Ok(Some(Frame::Start(s))) => s,
+            Ok(_) => {
+                let _ = refuse(&mut stream, "expected a start frame".into()).await;
+                return;
+            }
+            Err(e) => {
+                let _ = refuse(&mut stream, format!("protocol error: {e}")).await;
+                return;
+            }
+        };
+        let argv_for_report = start.argv.clone();
+        match self.prepare(&caller, start) {
+            Ok(p) => self.run(stream, caller, p).await,
+            Err((refusal, sha)) => {
+                tracing::info!(user = %caller.name, reason = %refusal, "refused");
+                self.report(AgentReport {
+                    id: Uuid::now_v7(),
+                    at: Timestamp::now(),
+                    user: caller.name.clone(),
+                    verdict: ExecVerdict::Denied,
+                    grant: None,
+                    session: None,
+                    argv: argv_for_report,
+                    binary_sha256: sha,
+                    reason: Some(refusal.0.clone()),
+                });
+                let _ = refuse(&mut stream, refusal.0).await;
+            }
+        }
+    }
+
+    /// Everything checked before anything runs. Errors carry the binary's hash when known.
+    fn prepare(
+        &self,
+        caller: &TargetUser,
+        start: StartExec,
+    ) -> Result<Prepared, (Refusal, Option<String>)> {
+        let now = Timestamp::now();
+        let guard = self.enforced.read().unwrap_or_else(|e| e.into_inner());
+        let Some(enforced) = guard.as_ref() else {
+            return Err((
+                Refusal("this host has not received its grants from the pedm server yet".into()),
+                None,
+            ));
+        };
+        // Which grant first (and so which run-as user), then the command.
+        let (program, args) = if start.shell {
+            (None, vec![])
+        } else {
+            match start.argv.split_first() {
+                Some((p, rest)) => (Some(p.clone()), rest.to_vec()),
+                None => return Err((Refusal("no command given".into()), None)),
+            }
+        };
+        let grant = enforced
+            .pick_grant(&caller.name, start.grant, now)
+            .map_err(|r| (r, None))?
+            .clone();
+        let run_as_name = grant.run_as.clone().unwrap_or_else(|| "root".into());
+        let run_as = TargetUser::lookup(&run_as_name).map_err(|e| {
+            (
+                Refusal(format!(
+                    "run-as user {run_as_name} of role {}: {e}",
+                    grant.role
+                )),
+                None,
+            )
+        })?;
+        let program = match program {
+            Some(p) => p,
+            None => run_as.shell.to_string_lossy().into_owned(),
+        };
+        let resolved = resolve(&program, &self.cfg.secure_path, caller.uid)
+            .map_err(|e| (Refusal(e.to_string()), None))?;
+        let sha = resolved.sha256().to_string();
+        let path = resolved.path().to_string_lossy().into_owned();
+        let command = CommandRef {
+            path: path.clone(),
+            args: args.join(" "),
+            sha256: Some(sha.clone()),
+            shell: start.shell,
+        };
+        let allowed = enforced
+            .authorize(&grant, &command, now)
+            .map_err(|r| (r, Some(sha.clone())))?;
+        let mut argv = vec![path.clone()];
+        if start.shell {
+            // A login shell, as `sudo -i`.
+            argv = vec![path.clone(), "-l".into()];
+        } else {
+            argv.extend(args);
+        }
+        let env = crate::env::sanitise(
+            &start.env,
+            caller,
+            &run_as,
+            &argv.join(" "),
+            &self.cfg.secure_path,
+        );
+        Ok(Prepared {
+            grant: allowed.grant.id,
+            expires_at: allowed.grant.expires_at,
+            policies: allowed.policies,
+            run_as,
+            argv,
+            resolved,
+            env,
+            cwd: start.cwd.map(PathBuf::from),
+            tty: start.tty,
+            shell: start.shell,
+        })
+    }
+
+    async fn run(self: Arc<Self>, mut stream: UnixStream, caller: TargetUser, p: Prepared) {
+        let session = Uuid::now_v7();
+        let (stop_tx, stop_rx) = watch::channel(None);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                session,
+                Running {
+                    grant: p.grant,
+                    expires_at: p.expires_at,
+                    stop: stop_tx,
+                },
+            );
+        // The grant may have ended between the decision and the registration above.
+        let still_live = self
+            .enforced
+            .read()
+            .map(|e| {
+                e.as_ref()
+                    .is_some_and(|e| e.live_grant(p.grant, Timestamp::now()).is_some())
+            })
+            .unwrap_or(false);
+        if !still_live {
+            self.sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&session);
+            let _ = refuse(&mut stream, format!("grant {} has just ended", p.grant)).await;
+            return;
+        }
+        self.grants_changed.notify_one();
+        let path = p.resolved.path().to_string_lossy().into_owned();
+        let sha = p.resolved.sha256().to_string();
+        let accepted = Frame::Accepted(Accepted {
+            session,
+            grant: p.grant,
+            run_as: p.run_as.name.clone(),
+            path: path.clone(),
+        });
+        self.report(AgentReport {
+            id: Uuid::now_v7(),
+            at: Timestamp::now(),
+            user: caller.name.clone(),
+            verdict: ExecVerdict::Allowed,
+            grant: Some(p.grant),
+            session: Some(session),
+            argv: p.argv.clone(),
+            binary_sha256: Some(sha.clone()),
+            reason: Some(format!("allowed by {}", p.policies.join(", "))),
+        });
+        if write_frame(&mut stream, &accepted).await.is_err() {
+            self.sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&session);
+            return;
+        }
+        let recording = self.outbox.recording_path(session);
+        let meta = SessionUpload {
+            grant_id: p.grant,
+            user: caller.name.clone(),
+            run_as: p.run_as.name.clone(),
+            argv: p.argv.clone(),
+            binary_sha256: Some(sha),
+            shell: p.shell,
+            started_at: Timestamp::now(),
+            ended_at: Timestamp::now(),
+            exit_code: None,
+            signal: None,
+            ended_by: None,
+            recording_sha256: String::new(),
+            recording_bytes: 0,
+        };
+        if let Err(e) = self.outbox.begin_session(session, &meta) {
+            tracing::error!(%session, error = %e, "cannot note the session");
+        }
+        let this = self.clone();
+        let finished = crate::session::FinishHook(Box::new(move |o| {
+            let meta = SessionUpload {
+                started_at: o.started_at,
+                ended_at: o.ended_at,
+                exit_code: o.exited.code,
+                signal: o.exited.signal,
+                ended_by: o.exited.ended_by.clone(),
+                recording_sha256: o.recording_sha256.clone(),
+                recording_bytes: o.recording_bytes,
+                ..meta
+            };
+            if let Some(e) = &o.recording_error {
+                tracing::error!(%session, error = %e, "recording incomplete");
+            }
+            if let Err(e) = this.outbox.add_session(session, &meta) {
+                tracing::error!(%session, error = %e, "cannot queue the session");
+            }
+            this.queued.notify_one();
+        }));
+        let spec = SessionSpec {
+            command: p.resolved,
+            argv: p.argv,
+            user: p.run_as.clone(),
+            env: p.env,
+            cwd: p.cwd,
+            tty: p.tty,
+            recording,
+            title: format!(
+                "{} as {} on {}, grant {}",
+                caller.name, p.run_as.name, self.cfg.host, p.grant
+            ),
+            finished: Some(finished),
+        };
+        let outcome = run_session(spec, stream, stop_rx, self.cfg.kill_grace).await;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&session);
+        if let Err(e) = outcome {
+            // Nothing ran; no recording is left.
+            tracing::warn!(%session, error = %e, "session did not start");
+            let _ = self.outbox.discard_session(session);
+        }
+    }
+}
+
+struct Prepared {
+    grant: Uuid,
+    expires_at: Timestamp,
+    policies: Vec<String>,
+    run_as: TargetUser,
+    argv: Vec<String>,
+    resolved: crate::command::ResolvedCommand,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    tty: Option<pedm_api::socket::WinSize>,
+    shell: bool,
+}
+
+async fn refuse(
+    stream: &mut UnixStream,
+    reason: String,
+) -> Result<(), pedm_api::socket::FrameError> {
+    write_frame(stream, &Frame::Refused(Refused { reason })).await
+}

@@ -1,0 +1,33 @@
+//! `pedm-agent`: the root daemon on a Linux host.
+//!
+//! It listens on a Unix socket, takes the caller's identity from the kernel (peer
+//! credentials), checks a grant signed by the server and the policy for the exact command,
+//! then runs it as the role's run-as user with a sanitised environment, in a pseudo-terminal
+//! or pipes, recording the session as asciicast v2; it ends sessions when their grant ends.
+//!
+//! The daemon around it:
+//! - [`config`]: the TOML configuration
+//! - [`daemon`]: the socket, peer credentials, the decision, the link to the server
+//! - [`snapshot`]: the signed grant snapshot, kept on disk, and the local policy engine
+//! - [`outbox`]: reports and recordings kept on disk until the server has them
+//!
+//! The privileged execution engine (what sudo-rs calls `exec` and `system`):
+//! - [`env`]: environment sanitising the way sudo's `env_reset` does it
+//! - [`command`]: resolving and checking the binary (absolute path, not writable by the
+//!   caller, hashed and executed from the same open file so a swap after the check is harmless)
+//! - [`user`]: the run-as account (uid, gid, supplementary groups, home, shell)
+//! - [`session`]: spawning and running one session, pumping I/O, signals, window size,
+//!   de-escalation
+//! - [`recording`]: the asciicast v2 writer and reader
+//! - [`error`]: what can go wrong, worded for the caller and the audit log
+
+pub mod command;
+pub mod config;
+pub mod daemon;
+pub mod env;
+pub mod error;
+pub mod outbox;
+pub mod recording;
+pub mod session;
+pub mod snapshot;
+pub mod user;

@@ -1,0 +1,904 @@
+//! Running one session: spawning the command as the run-as user and pumping its I/O between
+//! the client connection, the command and the recording until it ends.
+//!
+//! Spawning follows the ordering sudo-rs uses: in the child, after the standard descriptors
+//! are in place, `setsid` (and `TIOCSCTTY` for a pseudo-terminal), then `setgroups`,
+//! `setgid`, `setuid` (groups first: they can only be set while still root), a check that
+//! root cannot be regained, `chdir` as the new user (so it only enters directories that user
+//! may enter), default signal dispositions and an empty mask, every inherited descriptor
+//! above 2 marked close-on-exec, and finally `execveat` of the descriptor that
+//! [`command::resolve`](crate::command::resolve) checked and hashed. Only async-signal-safe
+//! calls happen between fork and exec; everything they need is prepared before the fork.
+//!
+//! The session is a process group led by the command (and a session: `setsid`), so signals,
+//! hang-ups and the final SIGKILL reach what it started, not only the command itself.
+
+use crate::command::ResolvedCommand;
+use crate::error::ExecError;
+use crate::recording::{CastWriter, Header};
+use crate::user::TargetUser;
+use jiff::Timestamp;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::sys::termios::{SpecialCharacterIndices, tcgetattr};
+use pedm_api::socket::{Exited, Frame, WinSize, read_frame, write_frame};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::process::Child;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Output is forwarded in pieces of at most this size (well under the frame limit).
+const CHUNK: usize = 64 * 1024;
+/// After the command exits, at most this much more output is collected per stream (a
+/// background process that keeps the terminal open cannot keep the session alive).
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+/// How long the last frames may take to reach a client that stopped reading.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// Signals a client may send to its command: the ones a terminal user can cause (and the
+/// job-control and user-defined ones), never SIGKILL/SIGSTOP or anything that could be used
+/// to make the command misbehave (SIGSEGV, SIGALRM...).
+const ALLOWED_SIGNALS: &[i32] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGTSTP,
+    libc::SIGCONT,
+    libc::SIGWINCH,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Everything a session needs, resolved and checked by the daemon beforehand.
+#[derive(Debug)]
+pub struct SessionSpec {
+    /// The checked binary; its descriptor is what runs.
+    pub command: ResolvedCommand,
+    /// The arguments; `argv[0]` is what the program sees as its name (usually the path).
+    pub argv: Vec<String>,
+    pub user: TargetUser,
+    /// The sanitised environment ([`crate::env::sanitise`]).
+    pub env: Vec<(String, String)>,
+    /// The caller's directory; used when the run-as user can enter it, else its home, else `/`.
+    pub cwd: Option<PathBuf>,
+    /// `Some`: a pseudo-terminal of this size; `None`: pipes, stdout and stderr kept apart.
+    pub tty: Option<WinSize>,
+    /// Where the asciicast recording is written; must not exist yet.
+    pub recording: PathBuf,
+    /// The recording's title (e.g. "alice as root on web1, grant <id>").
+    pub title: String,
+    /// Runs when the session has ended and its recording is complete, before the caller
+    /// hears of the exit: whatever it stores survives the agent stopping right after.
+    pub finished: Option<FinishHook>,
+}
+
+/// See [`SessionSpec::finished`].
+pub struct FinishHook(pub Box<dyn FnOnce(&SessionOutcome) + Send>);
+
+impl std::fmt::Debug for FinishHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FinishHook")
+    }
+}
+
+/// What the daemon records and uploads about a finished session.
+#[derive(Debug, Clone)]
+pub struct SessionOutcome {
+    /// As sent to the client.
+    pub exited: Exited,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    /// Hex SHA-256 and size of the recording file (empty and 0 if it could not be finished).
+    pub recording_sha256: String,
+    pub recording_bytes: u64,
+    /// Set when writing the recording failed; the session was then hung up (nothing runs
+    /// unrecorded) and the file is incomplete.
+    pub recording_error: Option<String>,
+}
+
+/// Runs the session to its end, speaking the `pedm_api::socket` protocol on `client` (after
+/// the daemon has sent `Accepted`): stdin, EOF, resize and signal frames in; stdout, stderr
+/// and the final `Exited` frame out. When `stop` becomes `Some(reason)` (the grant ended) or
+/// the client goes away, the session is hung up: SIGHUP, then SIGKILL after `grace`.
+///
+/// `Err` means the command could not be started (nothing ran, the client has been sent a
+/// message on stderr and `Exited` with code 127, no recording is left), or, in theory only,
+/// that waiting for it failed.
+pub async fn run_session<S>(
+    spec: SessionSpec,
+    client: S,
+    stop: watch::Receiver<Option<String>>,
+    grace: Duration,
+) -> Result<SessionOutcome, ExecError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(client);
+    let (frames_tx, frames_rx) = mpsc::channel::<Frame>(16);
+    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(16);
+    // The connection is read and written by futures of their own so that a client that
+    // stops reading (or sends half a frame) never stalls signals, stops or the exit.
+    let reader = async move {
+        while let Ok(Some(frame)) = read_frame(&mut rd).await {
+            if frames_tx.send(frame).await.is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some(frame) = out_rx.recv().await {
+            if write_frame(&mut wr, &frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    let main = drive(spec, frames_rx, out_tx, stop, grace);
+    tokio::pin!(reader, writer, main);
+    let (mut reader_done, mut writer_done) = (false, false);
+    let result = loop {
+        tokio::select! {
+            r = &mut main => break r,
+            _ = &mut reader, if !reader_done => reader_done = true,
+            _ = &mut writer, if !writer_done => writer_done = true,
+        }
+    };
+    if !writer_done {
+        let _ = tokio::time::timeout(FINAL_FLUSH, &mut writer).await;
+    }
+    result
+}
+
+/// The parent's ends of the command's standard streams.
+struct Streams {
+    /// `[stdout or the pty master, stderr]`. Kept open until the command has exited, even
+    /// after end of file: closing a terminal's master hangs the terminal up, which would
+    /// SIGHUP a command that merely closed its descriptors before exiting.
+    out: [Option<AsyncFd<OwnedFd>>; 2],
+    /// Whether each output stream is finished (end of file, or no stream).
+    eof: [bool; 2],
+    input: Input,
+}
+
+enum Input {
+    Pipe(AsyncFd<OwnedFd>),
+    /// Input goes to the master (`out[0]`).
+    Pty,
+    Closed,
+}
+
+impl Streams {
+    fn input_fd(&self) -> Option<&AsyncFd<OwnedFd>> {
+        match &self.input {
+            Input::Pipe(fd) => Some(fd),
+            Input::Pty => self.out[0].as_ref(),
+            Input::Closed => None,
+        }
+    }
+
+    fn master(&self) -> Option<&AsyncFd<OwnedFd>> {
+        match self.input {
+            Input::Pty => self.out[0].as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The session's mutable state apart from the streams.
+struct State {
+    sid: i32,
+    grace: Duration,
+    kill_at: Option<Instant>,
+    ended_by: Option<String>,
+    exited: Option<ExitStatus>,
+    rec: CastWriter<File>,
+    rec_err: Option<io::Error>,
+    out: mpsc::Sender<Frame>,
+    client_ok: bool,
+}
+
+impl State {
+    /// Like a terminal hang-up: SIGHUP (and SIGCONT, so stopped jobs see it) now, SIGKILL
+    /// when `grace` has passed.
+    fn hangup(&mut self, reason: &str) {
+        if self.ended_by.is_none() {
+            self.ended_by = Some(reason.to_string());
+        }
+        if self.exited.is_some() || self.kill_at.is_some() {
+            return;
+        }
+        tracing::info!(sid = self.sid, reason, "hanging up session");
+        signal_session(self.sid, libc::SIGHUP);
+        signal_session(self.sid, libc::SIGCONT);
+        self.kill_at = Some(Instant::now() + self.grace);
+    }
+
+    fn record(&mut self, f: impl FnOnce(&mut CastWriter<File>) -> io::Result<()>) {
+        if self.rec_err.is_some() {
+            return;
+        }
+        if let Err(e) = f(&mut self.rec) {
+            let reason = format!("recording failed: {e}");
+            self.rec_err = Some(e);
+            self.hangup(&reason);
+        }
+    }
+
+    fn can_send(&self) -> bool {
+        !self.client_ok || self.out.capacity() > 0
+    }
+
+    fn send(&mut self, frame: Frame) {
+        if self.client_ok && self.out.try_send(frame).is_err() {
+            // Only `Closed` can happen (capacity is checked first): the client is gone.
+            self.client_ok = false;
+            self.hangup("client disconnected");
+        }
+    }
+
+    fn emit(&mut self, stream: usize, data: &[u8]) {
+        self.record(|r| r.output(data));
+        let data = data.to_vec();
+        self.send(if stream == 0 {
+            Frame::Stdout(data)
+        } else {
+            Frame::Stderr(data)
+        });
+    }
+}
+
+async fn drive(
+    mut spec: SessionSpec,
+    mut frames: mpsc::Receiver<Frame>,
+    out: mpsc::Sender<Frame>,
+    mut stop: watch::Receiver<Option<String>>,
+    grace: Duration,
+) -> Result<SessionOutcome, ExecError> {
+    let Started {
+        mut child,
+        mut streams,
+        rec,
+        started_at,
+    } = match start(&spec) {
+        Ok(started) => started,
+        Err(e) => {
+            let msg = format!("pedm-agent: {e}\r\n");
+            let _ = out.try_send(Frame::Stderr(msg.into_bytes()));
+            let _ = out.try_send(Frame::Exited(Exited {
+                code: Some(127),
+                signal: None,
+                ended_by: None,
+            }));
+            return Err(e);
+        }
+    };
+    let finished = spec.finished.take();
+    let sid = child.id().map_or(0, |p| p as i32);
+    tracing::debug!(sid, path = %spec.command.path().display(), user = %spec.user.name, "session started");
+
+    let mut st = State {
+        sid,
+        grace,
+        kill_at: None,
+        ended_by: None,
+        exited: None,
+        rec,
+        rec_err: None,
+        out,
+        client_ok: true,
+    };
+    let mut stop_open = true;
+    if let Some(reason) = stop.borrow_and_update().clone() {
+        st.hangup(&reason);
+    }
+    let mut frames_open = true;
+    let mut pending_in: Vec<u8> = Vec::new();
+    let mut in_off = 0usize;
+    let mut eof_after_input = false;
+    let mut last_input: Option<u8> = None;
+    let mut drained = [0usize; 2];
+    let mut drain_until: Option<Instant> = None;
+    let mut buf0 = vec![0u8; CHUNK];
+    let mut buf1 = vec![0u8; CHUNK];
+
+    loop {
+        if st.exited.is_some() {
+            // The command is gone: take what it left in the pipes or the terminal, without
+            // waiting for more.
+            for (i, buf) in [&mut buf0, &mut buf1].into_iter().enumerate() {
+                while st.can_send() && !streams.eof[i] {
+                    let Some(fd) = &streams.out[i] else { break };
+                    match read_now(fd.get_ref(), buf) {
+                        Ok(n) if n > 0 && drained[i] < DRAIN_LIMIT => {
+                            drained[i] += n;
+                            st.emit(i, &buf[..n]);
+                        }
+                        _ => streams.eof[i] = true,
+                    }
+                }
+            }
+            if streams.eof.iter().all(|&e| e) {
+                break;
+            }
+        }
+        tokio::select! {
+            status = child.wait(), if st.exited.is_none() => {
+                let status = status?;
+                st.exited = Some(status);
+                drain_until = Some(Instant::now() + FINAL_FLUSH.max(grace));
+                pending_in.clear();
+                streams.input = Input::Closed;
+            }
+            r = read_opt(streams.out[0].as_ref(), &mut buf0),
+                if !streams.eof[0] && st.exited.is_none() && st.can_send() => match r {
+                    Ok(n) if n > 0 => st.emit(0, &buf0[..n]),
+                    _ => streams.eof[0] = true,
+                },
+            r = read_opt(streams.out[1].as_ref(), &mut buf1),
+                if !streams.eof[1] && st.exited.is_none() && st.can_send() => match r {
+                    Ok(n) if n > 0 => st.emit(1, &buf1[..n]),
+                    _ => streams.eof[1] = true,
+                },
+            open = async { st.out.reserve().await.is_ok() },
+                if st.client_ok && st.out.capacity() == 0 => {
+                if !open {
+                    st.client_ok = false;
+                    st.hangup("client disconnected");
+                }
+            }
+            r = write_opt(streams.input_fd(), &pending_in[in_off..]), if !pending_in.is_empty() => {
+                match r {
+                    Ok(n) => in_off += n,
+                    Err(_) => {
+                        // The command closed its input (EPIPE) or the terminal is gone.
+                        in_off = pending_in.len();
+                        eof_after_input = true;
+                    }
+                }
+                if in_off >= pending_in.len() {
+                    pending_in.clear();
+                    in_off = 0;
+                    if eof_after_input && matches!(streams.input, Input::Pipe(_)) {
+                        streams.input = Input::Closed;
+                    }
+                }
+            }
+            f = frames.recv(), if frames_open && pending_in.is_empty() => match f {
+                None => {
+                    frames_open = false;
+                    st.client_ok = false;
+                    st.hangup("client disconnected");
+                }
+                Some(Frame::Stdin(data)) => {
+                    st.record(|r| r.input(&data));
+                    if streams.input_fd().is_some() && !data.is_empty() {
+                        last_input = data.last().copied();
+                        pending_in = data;
+                    }
+                }
+                Some(Frame::StdinEof) => match streams.input {
+                    Input::Pipe(_) => streams.input = Input::Closed,
+                    Input::Pty => {
+                        // The terminal's EOF character; a second one when a partial line
+                        // is pending (the first only hands that line to the reader).
+                        let veof = streams.master().map_or(4, veof_char);
+                        pending_in = match last_input {
+                            Some(b) if b != b'\n' && b != b'\r' && b != veof => vec![veof, veof],
+                            _ => vec![veof],
+                        };
+                        last_input = Some(veof);
+                    }
+                    Input::Closed => {}
+                },
+                Some(Frame::Resize(ws)) => {
+                    if let Some(master) = streams.master() {
+                        set_winsize(master.get_ref(), ws);
+                        st.record(|r| r.resize(ws.cols, ws.rows));
+                    }
+                }
+                Some(Frame::Signal(n)) => {
+                    if ALLOWED_SIGNALS.contains(&n) && st.exited.is_none() {
+                        // In a terminal, signals go to the foreground job, as typed ones do.
+                        let pgrp = streams
+                            .master()
+                            .and_then(|m| nix::unistd::tcgetpgrp(m.get_ref()).ok())
+                            .map_or(sid, |p| p.as_raw());
+                        // SAFETY: plain kill(2) on a process group of this session.
+                        unsafe { libc::kill(-pgrp, n) };
+                    } else {
+                        tracing::debug!(signal = n, "signal from client ignored");
+                    }
+                }
+                Some(other) => tracing::warn!(?other, "unexpected frame from client ignored"),
+            },
+            r = stop.changed(), if stop_open => match r {
+                Ok(()) => {
+                    if let Some(reason) = stop.borrow_and_update().clone() {
+                        st.hangup(&reason);
+                    }
+                }
+                Err(_) => stop_open = false,
+            },
+            _ = sleep_opt(st.kill_at), if st.kill_at.is_some() && st.exited.is_none() => {
+                tracing::info!(sid, "grace period over, killing session");
+                signal_session(sid, libc::SIGKILL);
+                st.kill_at = None;
+            }
+            _ = sleep_opt(drain_until), if drain_until.is_some() => {
+                streams.eof = [true, true];
+            }
+        }
+    }
+
+    if let Some(at) = st.kill_at {
+        // Hung up and the command has gone, but what it left in its session (ignoring
+        // SIGHUP) still gets its SIGKILL when the grace period ends.
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            signal_session_members(sid, libc::SIGKILL);
+        });
+    }
+    let status = st.exited.expect("the loop ends after the exit");
+    let ended_at = Timestamp::now();
+    let exited = Exited {
+        code: status.code(),
+        signal: status.signal(),
+        ended_by: st.ended_by.clone(),
+    };
+    let label = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "exit unknown".to_string(),
+    };
+    st.record(|r| r.marker(&label));
+    if let Some(by) = &exited.ended_by {
+        st.record(|r| r.marker(&format!("ended_by: {by}")));
+    }
+    let State {
+        rec,
+        rec_err,
+        out,
+        client_ok,
+        ..
+    } = st;
+    let (recording_sha256, recording_bytes, recording_error) = match rec.finish() {
+        Ok((_, summary)) => (
+            summary.sha256,
+            summary.bytes,
+            rec_err.map(|e| e.to_string()),
+        ),
+        Err(e) => (
+            String::new(),
+            0,
+            Some(rec_err.map_or_else(|| e.to_string(), |first| first.to_string())),
+        ),
+    };
+    let outcome = SessionOutcome {
+        exited,
+        started_at,
+        ended_at,
+        recording_sha256,
+        recording_bytes,
+        recording_error,
+    };
+    if let Some(hook) = finished {
+        (hook.0)(&outcome);
+    }
+    if client_ok {
+        let _ = tokio::time::timeout(FINAL_FLUSH, out.send(Frame::Exited(outcome.exited.clone())))
+            .await;
+    }
+    tracing::debug!(sid, exited = ?outcome.exited, "session ended");
+    Ok(outcome)
+}
+
+struct Started {
+    child: Child,
+    streams: Streams,
+    rec: CastWriter<File>,
+    started_at: Timestamp,
+}
+
+/// Everything up to a running command: the exec image, the recording, the terminal or
+/// pipes, the spawn. Nothing has run when it fails (and no recording is left behind).
+fn start(spec: &SessionSpec) -> Result<Started, ExecError> {
+    let path = spec.command.path().to_path_buf();
+    let spawn_err = |source| ExecError::Spawn {
+        path: path.clone(),
+        source,
+    };
+    let image = ExecImage::new(spec).map_err(spawn_err)?;
+
+    let (cols, rows) = spec.tty.map_or((80, 24), |w| (w.cols, w.rows));
+    let mut header = Header::new(u32::from(cols), u32::from(rows));
+    header.timestamp = Some(Timestamp::now().as_second());
+    header.command = Some(if spec.argv.is_empty() {
+        path.display().to_string()
+    } else {
+        spec.argv.join(" ")
+    });
+    header.title = Some(spec.title.clone()).filter(|t| !t.is_empty());
+    for (k, v) in &spec.env {
+        if k == "TERM" || k == "SHELL" {
+            header.env.insert(k.clone(), v.clone());
+        }
+    }
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.env_clear().kill_on_drop(true);
+    let streams = match spec.tty {
+        Some(ws) => {
+            let winsize = nix::pty::Winsize {
+                ws_row: ws.rows,
+                ws_col: ws.cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            let pty = nix::pty::openpty(&winsize, None).map_err(ExecError::Pty)?;
+            set_cloexec(&pty.master).map_err(ExecError::Pty)?;
+            set_cloexec(&pty.slave).map_err(ExecError::Pty)?;
+            set_nonblocking(&pty.master).map_err(ExecError::Pty)?;
+            cmd.stdin(Stdio::from(pty.slave.try_clone()?))
+                .stdout(Stdio::from(pty.slave.try_clone()?))
+                .stderr(Stdio::from(pty.slave));
+            Streams {
+                out: [Some(async_fd(pty.master)?), None],
+                eof: [false, true],
+                input: Input::Pty,
+            }
+        }
+        None => {
+            let (in_r, in_w) = pipe()?;
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            for fd in [&in_w, &out_r, &err_r] {
+                set_nonblocking(fd).map_err(io::Error::from)?;
+            }
+            cmd.stdin(Stdio::from(in_r))
+                .stdout(Stdio::from(out_w))
+                .stderr(Stdio::from(err_w));
+            Streams {
+                out: [Some(async_fd(out_r)?), Some(async_fd(err_r)?)],
+                eof: [false, false],
+                input: Input::Pipe(async_fd(in_w)?),
+            }
+        }
+    };
+    let rec =
+        CastWriter::create(&spec.recording, &header).map_err(|source| ExecError::Recording {
+            path: spec.recording.clone(),
+            source,
+        })?;
+
+    // SAFETY: the closure only makes async-signal-safe calls on data prepared before the
+    // fork (see `ExecImage::exec`).
+    unsafe {
+        cmd.pre_exec(move || image.exec());
+    }
+    let started_at = Timestamp::now();
+    let spawned = cmd.spawn();
+    // Closes the parent's copies of the child's ends: EOF and EIO depend on it.
+    drop(cmd);
+    match spawned {
+        Ok(child) => Ok(Started {
+            child,
+            streams,
+            rec,
+            started_at,
+        }),
+        Err(source) => {
+            drop(rec);
+            let _ = std::fs::remove_file(&spec.recording);
+            Err(spawn_err(source))
+        }
+    }
+}
+
+/// Everything the child needs between fork and exec, allocated before the fork.
+struct ExecImage {
+    fd: RawFd,
+    script: bool,
+    pty: bool,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*mut libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*mut libc::c_char>,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+    cwd: Option<CString>,
+    home: CString,
+    max_fd: libc::c_int,
+}
+
+// SAFETY: the raw pointers point into the `CString`s owned by the same value, which are
+// never modified; the value is only read (in the forked child).
+unsafe impl Send for ExecImage {}
+unsafe impl Sync for ExecImage {}
+
+impl ExecImage {
+    fn new(spec: &SessionSpec) -> io::Result<ExecImage> {
+        let invalid = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{what} contains a NUL byte"),
+            )
+        };
+        let mut argv: Vec<CString> = spec
+            .argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(|_| invalid("an argument")))
+            .collect::<Result<_, _>>()?;
+        if argv.is_empty() {
+            argv.push(
+                CString::new(spec.command.path().as_os_str().as_bytes())
+                    .map_err(|_| invalid("the path"))?,
+            );
+        }
+        let envp: Vec<CString> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| !k.is_empty() && !k.contains('='))
+            .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| invalid("the environment")))
+            .collect::<Result<_, _>>()?;
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr().cast_mut())
+                .chain(std::iter::once(std::ptr::null_mut()))
+                .collect::<Vec<_>>()
+        };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills the struct we own.
+        let max_fd = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur.min(65_536) as libc::c_int
+        } else {
+            1024
+        };
+        Ok(ExecImage {
+            fd: spec.command.fd().as_raw_fd(),
+            script: spec.command.is_script(),
+            pty: spec.tty.is_some(),
+            argv_ptrs: ptrs(&argv),
+            _argv: argv,
+            envp_ptrs: ptrs(&envp),
+            _envp: envp,
+            uid: spec.user.uid,
+            gid: spec.user.gid,
+            groups: spec.user.groups.clone(),
+            cwd: spec
+                .cwd
+                .as_ref()
+                .and_then(|c| CString::new(c.as_os_str().as_bytes()).ok()),
+            home: CString::new(spec.user.home.as_os_str().as_bytes())
+                .unwrap_or_else(|_| c"/".to_owned()),
+            max_fd,
+        })
+    }
+
+    /// Runs in the forked child, after the standard descriptors are set up; returns only on
+    /// failure (std then reports the error to the parent's `spawn`).
+    fn exec(&self) -> io::Result<()> {
+        fn check(r: libc::c_int) -> io::Result<()> {
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+        // SAFETY: async-signal-safe system calls on memory owned by `self`.
+        unsafe {
+            check(libc::setsid())?;
+            if self.pty {
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            }
+            check(libc::setgroups(self.groups.len(), self.groups.as_ptr()))?;
+            check(libc::setgid(self.gid))?;
+            check(libc::setuid(self.uid))?;
+            if self.uid != 0
+                && (libc::setuid(0) == 0
+                    || libc::getuid() != self.uid
+                    || libc::geteuid() != self.uid
+                    || libc::getegid() != self.gid)
+            {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            libc::umask(0o022);
+            let entered = self
+                .cwd
+                .as_ref()
+                .is_some_and(|c| libc::chdir(c.as_ptr()) == 0);
+            if !entered && libc::chdir(self.home.as_ptr()) != 0 {
+                check(libc::chdir(c"/".as_ptr()))?;
+            }
+
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            check(libc::sigprocmask(
+                libc::SIG_SETMASK,
+                &set,
+                std::ptr::null_mut(),
+            ))?;
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            for sig in 1..65 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    // Fails harmlessly for the numbers the C library reserves.
+                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                }
+            }
+
+            let closed = libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if closed != 0 {
+                for fd in 3..self.max_fd {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            if self.script {
+                // The interpreter reads the script through /dev/fd/N: keep it open.
+                check(libc::fcntl(self.fd, libc::F_SETFD, 0))?;
+            }
+            libc::execveat(
+                self.fd,
+                c"".as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.envp_ptrs.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+        }
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends `sig` to the session's process group and to every other process still in the
+/// session (job-control shells put jobs in groups of their own).
+fn signal_session(sid: i32, sig: i32) {
+    if sid <= 1 {
+        return;
+    }
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(-sid, sig) };
+    signal_session_members(sid, sig);
+}
+
+/// Sends `sig` to every process whose session is `sid` (found in `/proc`).
+fn signal_session_members(sid: i32, sig: i32) {
+    if sid <= 1 {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if proc_session(pid) == Some(sid) {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+/// The session id of `pid` from `/proc/<pid>/stat` (the field after the command name,
+/// which may itself hold spaces and parentheses).
+fn proc_session(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    // state ppid pgrp session
+    after.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the `OwnedFd` is moved in and stays open, the same descriptor, until the
+    // `AsyncFd` is dropped.
+    Ok(unsafe { AsyncFd::register(fd) }?)
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+fn set_cloexec(fd: &OwnedFd) -> nix::Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
+}
+
+fn set_winsize(fd: &OwnedFd, ws: WinSize) {
+    let w = libc::winsize {
+        ws_row: ws.rows,
+        ws_col: ws.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a `winsize` we own; the kernel then sends SIGWINCH to the
+    // terminal's foreground process group.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &w) };
+}
+
+fn veof_char(master: &AsyncFd<OwnedFd>) -> u8 {
+    tcgetattr(master.get_ref().as_fd())
+        .map(|t| t.control_chars[SpecialCharacterIndices::VEOF as usize])
+        .unwrap_or(4)
+}
+
+/// One non-blocking read; end of file for a terminal whose other side is closed (EIO).
+fn read_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EIO) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads when `fd` is readable; never completes for a closed stream.
+async fn read_opt(fd: Option<&AsyncFd<OwnedFd>>, buf: &mut [u8]) -> io::Result<usize> {
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    loop {
+        let mut guard = fd.readable().await?;
+        if let Ok(r) = guard.try_io(|inner| read_now(inner.get_ref(), buf)) {
+            return r;
+        }
+    }
+}
+
+/// Writes some of `data` when `fd` is writable; never completes for a closed stream.
+async fn write_opt(fd: Option<&AsyncFd<OwnedFd>>, data: &[u8]) -> io::Result<usize> {
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    loop {
+        let mut guard = fd.writable().await?;
+        let r = guard.try_io(|inner| {
+            loop {
+                match nix::unistd::write(inner.get_ref(), data) {
+                    Err(Errno::EINTR) => continue,
+                    r => return r.map_err(io::Error::from),
+                }
+            }
+        });
+        if let Ok(r) = r {
+            return r;
+        }
+    }
+}
+
+async fn sleep_opt(until: Option<Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! The run-as account.
+//!
+//! Everything the child needs to become the user (uid, gid, the full group list) is read
+//! here, before the fork, because the child may only call async-signal-safe functions and
+//! NSS lookups are not.
+
+use crate::error::ExecError;
+use nix::unistd::{Gid, Uid, User, getgrouplist};
+use std::ffi::CString;
+use std::path::PathBuf;
+
+/// A user as the session will run it: resolved once, so the checks and the spawn see the
+/// same ids even if the passwd database changes in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Every group the user is in (primary included), as `initgroups` would set them.
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+impl TargetUser {
+    /// Looks a user up by name, the way grants and roles name the run-as user.
+    pub fn lookup(name: &str) -> Result<TargetUser, ExecError> {
+        let user = User::from_name(name)
+            .map_err(|source| ExecError::UserLookup {
+                user: name.to_string(),
+                source,
+            })?
+            .ok_or_else(|| ExecError::UnknownUser(name.to_string()))?;
+        Self::from_passwd(user)
+    }
+
+    /// Looks a user up by uid, the way the agent knows its caller (peer credentials).
+    pub fn from_uid(uid: u32) -> Result<TargetUser, ExecError> {
+        let user = User::from_uid(Uid::from_raw(uid))
+            .map_err(|source| ExecError::UserLookup {
+                user: format!("uid {uid}"),
+                source,
+            })?
+            .ok_or(ExecError::UnknownUid(uid))?;
+        Self::from_passwd(user)
+    }
+
+    fn from_passwd(user: User) -> Result<TargetUser, ExecError> {
+        let lookup_err = |source| ExecError::UserLookup {
+            user: user.name.clone(),
+            source,
+        };
+        let cname =
+            CString::new(user.name.as_bytes()).map_err(|_| lookup_err(nix::Error::EINVAL))?;
+        let mut groups: Vec<u32> = getgrouplist(&cname, user.gid)
+            .map_err(lookup_err)?
+            .into_iter()
+            .map(Gid::as_raw)
+            .collect();
+        if !groups.contains(&user.gid.as_raw()) {
+            groups.insert(0, user.gid.as_raw());
+        }
+        groups.dedup();
+        Ok(TargetUser {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups,
+            home: user.dir,
+            shell: user.shell,
+            name: user.name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_found_by_name_and_uid() {
+        let by_name = TargetUser::lookup("root").unwrap();
+        assert_eq!(by_name.uid, 0);
+        assert_eq!(by_name.gid, 0);
+        assert!(by_name.groups.contains(&0));
+        assert_eq!(by_name, TargetUser::from_uid(0).unwrap());
+    }
+
+    #[test]
+    fn unknown_users_are_named_in_the_error() {
+        let e = TargetUser::lookup("pedm-no-such-user").unwrap_err();
+        assert_eq!(e.to_string(), "unknown user pedm-no-such-user");
+        let e = TargetUser::from_uid(4_000_000_000).unwrap_err();
+        assert_eq!(e.to_string(), "no user has uid 4000000000");
+    }
+}

@@ -1,0 +1,141 @@
+//! What the server and a host's `pedm-agent` exchange over HTTP.
+//!
+//! The server hands an agent a [`SignedSnapshot`]: every grant the host enforces, the policy in
+//! force and the time it was issued, signed with the server's agent key (Ed25519). The agent
+//! verifies it with the public key it was given at registration and keeps it on disk, so it
+//! can decide, and expire grants, while the server is unreachable. A newer snapshot replaces an
+//! older one; a grant missing from it has ended, and its sessions are ended.
+
+use jiff::Timestamp;
+use pedm_core::model::PolicySource;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+pub use pedm_core::service::{AgentReport, ExecVerdict};
+
+/// The signing context of snapshots (see `pedm_audit::SigningKey::sign_for`).
+pub const SNAPSHOT_CONTEXT: &str = "pedm-agent-snapshot-v1";
+
+/// The content of a snapshot: what the agent enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The host it is for: an agent refuses a snapshot for another host.
+    pub host: String,
+    /// Snapshots only move forward: an agent refuses one older than the one it holds.
+    pub issued_at: Timestamp,
+    pub target_kind: String,
+    pub target_labels: BTreeMap<String, String>,
+    pub grants: Vec<HostGrant>,
+    pub policy: Option<PolicyBundle>,
+}
+
+/// An active grant on the host, with what a local policy decision needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostGrant {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub admin: bool,
+    pub role: String,
+    /// The account commands run as; `None` means root.
+    pub run_as: Option<String>,
+    pub role_auto_approve: bool,
+    pub starts_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// The policies in force, for the agent's own engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyBundle {
+    pub version: i64,
+    pub sources: Vec<PolicySource>,
+    /// The engine's default time zone (policies may name their own with `@timezone`).
+    pub timezone: Option<String>,
+}
+
+/// A snapshot as sent and stored: the exact JSON text that was signed, and the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignedSnapshot {
+    /// JSON of a [`Snapshot`]; verified as these bytes, then parsed.
+    pub snapshot: String,
+    pub key_id: String,
+    /// Base64 (standard) of the 64-byte Ed25519 signature.
+    pub signature: String,
+}
+
+/// `POST /api/v1/hosts/{name}/register`: the host token, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostRegistered {
+    pub host: String,
+    pub token: String,
+    pub token_id: String,
+    /// The key the agent verifies snapshots with (`ed25519:<base64>`).
+    pub server_key: String,
+    /// An earlier token of this host was replaced and no longer works.
+    pub rotated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostView {
+    pub name: String,
+    pub token_id: String,
+    pub registered_at: Timestamp,
+    pub registered_by: String,
+    pub last_seen_at: Option<Timestamp>,
+}
+
+impl From<pedm_core::host::Host> for HostView {
+    fn from(h: pedm_core::host::Host) -> Self {
+        HostView {
+            name: h.name,
+            token_id: h.token_id,
+            registered_at: h.registered_at,
+            registered_by: h.registered_by,
+            last_seen_at: h.last_seen_at,
+        }
+    }
+}
+
+/// `POST /api/v1/agent/reports`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentReports {
+    pub reports: Vec<AgentReport>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReportsAccepted {
+    pub accepted: usize,
+    /// Reports accepted by an earlier call (sent again after a lost answer).
+    pub duplicates: usize,
+}
+
+/// Header of `PUT /api/v1/agent/sessions/{id}`: base64url (no padding) of the JSON of a
+/// [`SessionUpload`]; the body is the asciicast v2 recording.
+pub const SESSION_HEADER: &str = "x-pedm-session";
+
+/// What an agent says about a session it uploads; the server checks the recording's size and
+/// SHA-256 against it and the grant against the host and user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionUpload {
+    pub grant_id: Uuid,
+    pub user: String,
+    pub run_as: String,
+    pub argv: Vec<String>,
+    pub binary_sha256: Option<String>,
+    pub shell: bool,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub ended_by: Option<String>,
+    pub recording_sha256: String,
+    pub recording_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionStored {
+    /// False when the same session had been uploaded before.
+    pub new: bool,
+}

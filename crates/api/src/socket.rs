@@ -1,0 +1,313 @@
+//! The host agent's Unix-socket protocol, spoken between `pedm exec` / `pedm shell` (run by an
+//! unprivileged user) and `pedm-agent` (root).
+//!
+//! The caller's identity is never part of the protocol: the agent reads it from the socket's
+//! peer credentials (`SO_PEERCRED`).
+//!
+//! A frame is a 4-byte big-endian length `n` (of what follows, `1 + payload`), one byte of
+//! [`Frame`] kind, and the payload: JSON for control frames, raw bytes for data frames, and
+//! two big-endian `u16` (rows, columns) for a resize. A conversation is:
+//!
+//! ```text
+//! client: Start ─────────────────────────────▶ agent
+//!         ◀──────────────── Accepted | Refused (then the agent closes)
+//!         Stdin* / StdinEof / Resize* / Signal* ▶
+//!         ◀──────────────── Stdout* / Stderr*
+//!         ◀──────────────── Exited (then the agent closes)
+//! ```
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use uuid::Uuid;
+
+/// Frames longer than this are a protocol error (data frames are sent in smaller pieces).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Where the agent listens unless configured otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/pedm/agent.sock";
+
+/// What the caller asks the agent to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartExec {
+    /// The command and its arguments. `argv[0]` is an absolute path or a bare name looked up
+    /// in the agent's secure PATH; relative paths (`./x`, `bin/x`) are refused. Empty with
+    /// `shell`.
+    pub argv: Vec<String>,
+    /// Run under this grant; without it the agent picks the caller's only active grant on
+    /// this host (and refuses when there are several).
+    #[serde(default)]
+    pub grant: Option<Uuid>,
+    /// An interactive login shell of the run-as user instead of `argv`.
+    #[serde(default)]
+    pub shell: bool,
+    /// The caller's working directory (used when the run-as user can enter it).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// The caller's terminal size when stdin is a terminal: the command then runs in a
+    /// pseudo-terminal. `None`: pipes (stdout and stderr kept apart).
+    #[serde(default)]
+    pub tty: Option<WinSize>,
+    /// The caller's environment. The agent keeps only a safe list, as sudo's `env_reset`.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WinSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// The agent runs the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub session: Uuid,
+    pub grant: Uuid,
+    pub run_as: String,
+    /// The resolved absolute path that runs.
+    pub path: String,
+}
+
+/// The agent refuses; nothing ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// Human-readable reason naming the problem ("no active grant for role root on web1",
+    /// "command /usr/bin/rm is forbidden by policy block-rm", ...).
+    pub reason: String,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exited {
+    /// Exit code when it exited.
+    pub code: Option<i32>,
+    /// Signal number when a signal killed it.
+    pub signal: Option<i32>,
+    /// Why the agent ended it, when it did ("grant revoked", "grant expired").
+    #[serde(default)]
+    pub ended_by: Option<String>,
+}
+
+impl Exited {
+    /// The status a shell would report: the code, or 128 + signal.
+    pub fn status(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    // caller → agent
+    Start(StartExec),
+    Stdin(Vec<u8>),
+    StdinEof,
+    Resize(WinSize),
+    /// A signal the caller received (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP...), for the
+    /// command's process group.
+    Signal(i32),
+    // agent → caller
+    Accepted(Accepted),
+    Refused(Refused),
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exited(Exited),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes is larger than the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("malformed {kind} frame: {error}")]
+    Malformed { kind: &'static str, error: String },
+}
+
+const START: u8 = 1;
+const STDIN: u8 = 2;
+const STDIN_EOF: u8 = 3;
+const RESIZE: u8 = 4;
+const SIGNAL: u8 = 5;
+const ACCEPTED: u8 = 16;
+const REFUSED: u8 = 17;
+const STDOUT: u8 = 18;
+const STDERR: u8 = 19;
+const EXITED: u8 = 20;
+
+impl Frame {
+    fn encode(&self) -> Vec<u8> {
+        fn json<T: Serialize>(kind: u8, v: &T) -> (u8, Vec<u8>) {
+            // Serialising these plain structs cannot fail.
+            (kind, serde_json::to_vec(v).unwrap_or_default())
+        }
+        let (kind, payload) = match self {
+            Frame::Start(s) => json(START, s),
+            Frame::Stdin(b) => (STDIN, b.clone()),
+            Frame::StdinEof => (STDIN_EOF, Vec::new()),
+            Frame::Resize(w) => {
+                let mut p = w.rows.to_be_bytes().to_vec();
+                p.extend_from_slice(&w.cols.to_be_bytes());
+                (RESIZE, p)
+            }
+            Frame::Signal(s) => (SIGNAL, s.to_be_bytes().to_vec()),
+            Frame::Accepted(a) => json(ACCEPTED, a),
+            Frame::Refused(r) => json(REFUSED, r),
+            Frame::Stdout(b) => (STDOUT, b.clone()),
+            Frame::Stderr(b) => (STDERR, b.clone()),
+            Frame::Exited(e) => json(EXITED, e),
+        };
+        let len = (payload.len() + 1) as u32;
+        let mut out = Vec::with_capacity(payload.len() + 5);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.push(kind);
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    fn decode(kind: u8, payload: Vec<u8>) -> Result<Frame, FrameError> {
+        fn json<T: for<'de> Deserialize<'de>>(
+            name: &'static str,
+            p: &[u8],
+        ) -> Result<T, FrameError> {
+            serde_json::from_slice(p).map_err(|e| FrameError::Malformed {
+                kind: name,
+                error: e.to_string(),
+            })
+        }
+        fn fixed<const N: usize>(name: &'static str, p: &[u8]) -> Result<[u8; N], FrameError> {
+            p.try_into().map_err(|_| FrameError::Malformed {
+                kind: name,
+                error: format!("expected {N} bytes, got {}", p.len()),
+            })
+        }
+        Ok(match kind {
+            START => Frame::Start(json("start", &payload)?),
+            STDIN => Frame::Stdin(payload),
+            STDIN_EOF => Frame::StdinEof,
+            RESIZE => {
+                let b: [u8; 4] = fixed("resize", &payload)?;
+                Frame::Resize(WinSize {
+                    rows: u16::from_be_bytes([b[0], b[1]]),
+                    cols: u16::from_be_bytes([b[2], b[3]]),
+                })
+            }
+            SIGNAL => Frame::Signal(i32::from_be_bytes(fixed("signal", &payload)?)),
+            ACCEPTED => Frame::Accepted(json("accepted", &payload)?),
+            REFUSED => Frame::Refused(json("refused", &payload)?),
+            STDOUT => Frame::Stdout(payload),
+            STDERR => Frame::Stderr(payload),
+            EXITED => Frame::Exited(json("exited", &payload)?),
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+}
+
+/// Writes one frame (and flushes).
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> Result<(), FrameError> {
+    w.write_all(&frame.encode()).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream (between frames).
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 {
+        return Err(FrameError::Malformed {
+            kind: "frame",
+            error: "zero length".into(),
+        });
+    }
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut kind = [0u8; 1];
+    r.read_exact(&mut kind).await?;
+    let mut payload = vec![0u8; len - 1];
+    r.read_exact(&mut payload).await?;
+    Frame::decode(kind[0], payload).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_frame_round_trips() {
+        let frames = vec![
+            Frame::Start(StartExec {
+                argv: vec!["/bin/echo".into(), "a b".into()],
+                grant: Some(Uuid::now_v7()),
+                shell: false,
+                cwd: Some("/tmp".into()),
+                tty: Some(WinSize { rows: 24, cols: 80 }),
+                env: vec![("TERM".into(), "xterm".into())],
+            }),
+            Frame::Stdin(b"\x00\xffbytes".to_vec()),
+            Frame::StdinEof,
+            Frame::Resize(WinSize { rows: 50, cols: 200 }),
+            Frame::Signal(15),
+            Frame::Accepted(Accepted {
+                session: Uuid::now_v7(),
+                grant: Uuid::now_v7(),
+                run_as: "root".into(),
+                path: "/bin/echo".into(),
+            }),
+            Frame::Refused(Refused {
+                reason: "no grant".into(),
+            }),
+            Frame::Stdout(vec![1, 2, 3]),
+            Frame::Stderr(vec![]),
+            Frame::Exited(Exited {
+                code: None,
+                signal: Some(9),
+                ended_by: Some("grant revoked".into()),
+            }),
+        ];
+        let mut buf = Vec::new();
+        for f in &frames {
+            write_frame(&mut buf, f).await.unwrap();
+        }
+        let mut r = &buf[..];
+        for f in &frames {
+            assert_eq!(read_frame(&mut r).await.unwrap().as_ref(), Some(f));
+        }
+        assert!(read_frame(&mut r).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_unknown_and_truncated_frames_are_errors() {
+        let big = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            read_frame(&mut &big[..]).await,
+            Err(FrameError::TooLarge(_))
+        ));
+        let unknown = [0, 0, 0, 1, 99];
+        assert!(matches!(
+            read_frame(&mut &unknown[..]).await,
+            Err(FrameError::UnknownKind(99))
+        ));
+        let truncated = [0, 0, 0, 5, STDIN, 1];
+        assert!(matches!(
+            read_frame(&mut &truncated[..]).await,
+            Err(FrameError::Io(_))
+        ));
+        let bad_resize = [0, 0, 0, 2, RESIZE, 1];
+        assert!(matches!(
+            read_frame(&mut &bad_resize[..]).await,
+            Err(FrameError::Malformed { .. })
+        ));
+    }
+}

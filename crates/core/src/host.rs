@@ -1,0 +1,78 @@
+//! Hosts that run `pedm-agent`, and the sessions their agents record.
+//!
+//! A host is a target of kind `host` whose agent holds a host token (`pedm host register`).
+//! The agent authenticates with it to fetch the signed snapshot of its grants, to report
+//! exec decisions and to upload session recordings. Everything an agent reports carries an id
+//! the agent chose, so a report sent twice (after a lost answer) is accepted once.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A registered host agent. The token's secret is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// The name of its target (kind `host`).
+    pub name: String,
+    pub token_id: String,
+    #[serde(skip)]
+    pub token_hash: [u8; 32],
+    pub registered_at: Timestamp,
+    pub registered_by: String,
+    /// When the agent last talked to the server.
+    pub last_seen_at: Option<Timestamp>,
+}
+
+/// One recorded session on a host: a command or shell run under a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Session {
+    /// Chosen by the agent when the session started.
+    pub id: Uuid,
+    pub grant_id: Uuid,
+    pub host: String,
+    /// The person, as the host's kernel identified them (peer credentials).
+    pub user: String,
+    pub run_as: String,
+    /// The command as run: the resolved absolute path, then the arguments.
+    pub argv: Vec<String>,
+    /// SHA-256 of the binary that ran (hex).
+    pub binary_sha256: Option<String>,
+    pub shell: bool,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Why the agent ended it ("grant revoked", "grant expired"), when it did.
+    pub ended_by: Option<String>,
+    /// SHA-256 (hex) and size of the asciicast v2 recording.
+    pub recording_sha256: String,
+    pub recording_bytes: i64,
+    pub uploaded_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub user: Option<String>,
+    pub host: Option<String>,
+    pub grant: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
+/// Row changes about hosts and their reports (see [`crate::store::Write::Host`]).
+#[derive(Debug, Clone)]
+pub enum HostWrite {
+    /// Registers a host or replaces its token (the old one stops working at once).
+    /// Fails with NotFound if there is no target of that name.
+    Register(Host),
+    /// Records contact from the agent. Fails with NotFound if the host is absent.
+    Seen { name: String, at: Timestamp },
+    /// Remembers a report id; fails with AlreadyExists if it was accepted before.
+    Receipt {
+        id: Uuid,
+        host: String,
+        at: Timestamp,
+    },
+    /// Fails with AlreadyExists if the session id is taken, NotFound if the grant is absent.
+    InsertSession(Session),
+}

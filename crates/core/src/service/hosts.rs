@@ -1,0 +1,422 @@
+//! Hosts running `pedm-agent`: registration, host authentication, the snapshot of grants an
+//! agent enforces, and what agents report back (exec decisions, recorded sessions).
+
+use super::{ControlPlane, Result, subject};
+use crate::Error;
+use crate::audit::{NewAuditEvent, Outcome};
+use crate::decision::AdminAction;
+use crate::host::{Host, HostWrite, Session, SessionFilter};
+use crate::model::*;
+use crate::store::{Changeset, StoreError, Write};
+use crate::token::{self, MintedToken};
+use jiff::Timestamp;
+use serde_json::json;
+use uuid::Uuid;
+
+/// A host token, shown once.
+pub struct HostRegistration {
+    pub host: Host,
+    pub minted: MintedToken,
+    /// Whether an earlier token was replaced.
+    pub rotated: bool,
+}
+
+/// An active grant on a host with what the agent needs to decide locally: the holder's groups
+/// and admin flag (as Cedar sees them) and the role's run-as account.
+#[derive(Debug, Clone)]
+pub struct HostGrant {
+    pub grant: Grant,
+    pub groups: Vec<String>,
+    pub admin: bool,
+    pub role: Role,
+}
+
+/// Everything an agent enforces, as of `at`.
+#[derive(Debug, Clone)]
+pub struct HostSnapshot {
+    pub at: Timestamp,
+    pub target: Target,
+    pub grants: Vec<HostGrant>,
+    /// The policy version in force (`None` before any was applied).
+    pub policy: Option<PolicyVersion>,
+}
+
+/// What an agent decided about one exec attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ExecVerdict {
+    Allowed,
+    Denied,
+}
+
+/// One report from an agent: an exec decision it made, possibly while offline.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentReport {
+    /// Chosen by the agent; a report sent twice is accepted once.
+    pub id: Uuid,
+    pub at: Timestamp,
+    /// The person, as the host's kernel identified them.
+    pub user: String,
+    pub verdict: ExecVerdict,
+    pub grant: Option<Uuid>,
+    pub session: Option<Uuid>,
+    pub argv: Vec<String>,
+    pub binary_sha256: Option<String>,
+    /// Why it was refused, or the policy that allowed it.
+    pub reason: Option<String>,
+}
+
+/// How many reports were new and how many had been accepted before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportReceipt {
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+const MAX_REPORTS: usize = 1_000;
+const MAX_ARGV_BYTES: usize = 64 * 1024;
+
+fn check_argv(argv: &[String]) -> Result<()> {
+    let bytes: usize = argv.iter().map(|a| a.len() + 1).sum();
+    if bytes > MAX_ARGV_BYTES {
+        return Err(Error::invalid(
+            "argv",
+            format!("is {bytes} bytes, more than {MAX_ARGV_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+impl ControlPlane {
+    /// Registers the agent of a `host` target, or replaces its token (the old one stops
+    /// working at once). Needs `manage_targets`.
+    pub async fn register_host(&self, actor: &Actor, name: &str) -> Result<HostRegistration> {
+        self.require_admin(actor, AdminAction::ManageTargets, "host.register")
+            .await?;
+        let target = self
+            .store
+            .target(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("target {name}")))?;
+        if target.kind != TargetKind::Host {
+            return Err(Error::invalid(
+                "host",
+                format!(
+                    "target {name} is of kind {}; only targets of kind host run an agent",
+                    target.kind
+                ),
+            ));
+        }
+        let rotated = self.store.host(name).await?.is_some();
+        let minted = token::mint();
+        let host = Host {
+            name: name.to_string(),
+            token_id: minted.id.clone(),
+            token_hash: minted.secret_hash,
+            registered_at: self.now(),
+            registered_by: actor.user.clone(),
+            last_seen_at: None,
+        };
+        let cs = Changeset::new()
+            .write(Write::Host(HostWrite::Register(host.clone())))
+            .event(
+                self.event(actor, "host.registered", subject("host", name))
+                    .data(json!({ "token_id": minted.id, "rotated": rotated })),
+            );
+        self.store.commit(cs).await?;
+        Ok(HostRegistration {
+            host,
+            minted,
+            rotated,
+        })
+    }
+
+    pub async fn list_hosts(&self, actor: &Actor) -> Result<Vec<Host>> {
+        self.require_admin(actor, AdminAction::ManageTargets, "host.list")
+            .await?;
+        Ok(self.store.hosts().await?)
+    }
+
+    /// Resolves a presented host token to the host's name. Failures are recorded (never with
+    /// the secret) and reported without saying which part was wrong.
+    pub async fn authenticate_host(&self, presented: &str, source: Option<&str>) -> Result<String> {
+        let now = self.now();
+        let parsed = token::parse(presented);
+        let host = match parsed {
+            Some((id, _)) => self.store.host_by_token(id).await?,
+            None => None,
+        };
+        let why = match (parsed, &host) {
+            (None, _) => Some("malformed host token"),
+            (Some(_), None) => Some("unknown host token"),
+            (Some((_, secret)), Some(h)) if !token::verify(secret, &h.token_hash) => {
+                Some("wrong host token secret")
+            }
+            _ => None,
+        };
+        match (why, host) {
+            (None, Some(h)) => Ok(h.name),
+            (why, _) => {
+                let ev = NewAuditEvent::new(
+                    now,
+                    "anonymous",
+                    "auth.failed",
+                    parsed.and_then(|(id, _)| subject("token", id)),
+                )
+                .outcome(Outcome::Denied)
+                .data(
+                    json!({ "reason": why.unwrap_or("invalid"), "source": source, "kind": "host" }),
+                );
+                self.store.commit(Changeset::new().event(ev)).await?;
+                Err(Error::Unauthenticated("invalid host token".into()))
+            }
+        }
+    }
+
+    /// The grants `host`'s agent enforces now, with the policy in force. Records the contact.
+    pub async fn host_snapshot(&self, host: &str) -> Result<HostSnapshot> {
+        let now = self.now();
+        let target = self
+            .store
+            .target(host)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("target {host}")))?;
+        let grants = self
+            .store
+            .grants(&GrantFilter {
+                target: Some(host.to_string()),
+                state: Some(GrantState::Active),
+                ..Default::default()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(grants.len());
+        for g in grants {
+            // A grant whose privilege is not (or no longer) switched on is not enforced.
+            if g.provision_state != ProvisionState::Active || g.expires_at <= now {
+                continue;
+            }
+            let (Some(user), Some(role)) = (
+                self.store.user(&g.user).await?,
+                self.store.role(&g.target, &g.role).await?,
+            ) else {
+                continue;
+            };
+            if user.disabled {
+                continue;
+            }
+            out.push(HostGrant {
+                groups: self.store.groups_of(&g.user).await?,
+                admin: user.admin,
+                role,
+                grant: g,
+            });
+        }
+        let policy = self.store.policy_version(None).await?;
+        if let Err(e) = self
+            .store
+            .commit(Changeset::new().write(Write::Host(HostWrite::Seen {
+                name: host.to_string(),
+                at: now,
+            })))
+            .await
+        {
+            tracing::warn!(host, error = %e, "cannot record agent contact");
+        }
+        Ok(HostSnapshot {
+            at: now,
+            target,
+            grants: out,
+            policy,
+        })
+    }
+
+    /// Records exec decisions an agent made. Each report is committed with its id, so one
+    /// sent again (the agent did not see the answer) is counted as a duplicate, not recorded twice.
+    pub async fn record_agent_reports(
+        &self,
+        host: &str,
+        reports: Vec<AgentReport>,
+    ) -> Result<ReportReceipt> {
+        if reports.len() > MAX_REPORTS {
+            return Err(Error::invalid(
+                "reports",
+                format!(
+                    "{} reports in one call, more than {MAX_REPORTS}",
+                    reports.len()
+                ),
+            ));
+        }
+        for r in &reports {
+            validate_name("user", &r.user)?;
+            check_argv(&r.argv)?;
+        }
+        let mut receipt = ReportReceipt::default();
+        for r in reports {
+            let (action, outcome) = match r.verdict {
+                ExecVerdict::Allowed => ("exec.allowed", Outcome::Success),
+                ExecVerdict::Denied => ("exec.denied", Outcome::Denied),
+            };
+            let ev = NewAuditEvent::new(
+                r.at,
+                &r.user,
+                action,
+                r.grant.and_then(|g| subject("grant", g)),
+            )
+            .outcome(outcome)
+            .data(json!({
+                "host": host,
+                "target": host,
+                "report": r.id,
+                "grant": r.grant,
+                "session": r.session,
+                "argv": r.argv,
+                "binary_sha256": r.binary_sha256,
+                "reason": r.reason,
+            }));
+            let cs = Changeset::new()
+                .write(Write::Host(HostWrite::Receipt {
+                    id: r.id,
+                    host: host.to_string(),
+                    at: self.now(),
+                }))
+                .event(ev);
+            match self.store.commit(cs).await {
+                Ok(_) => receipt.accepted += 1,
+                Err(StoreError::AlreadyExists(_)) => receipt.duplicates += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(receipt)
+    }
+
+    /// Records a session an agent recorded (its recording is already stored under the
+    /// session's id by the transport). Returns `false` when it was recorded before with the
+    /// same recording; a different recording under the same id is a conflict.
+    pub async fn record_session(&self, host: &str, mut session: Session) -> Result<bool> {
+        check_argv(&session.argv)?;
+        validate_name("user", &session.user)?;
+        if let Some(existing) = self.store.session(session.id).await? {
+            return if existing.recording_sha256 == session.recording_sha256 && existing.host == host
+            {
+                Ok(false)
+            } else {
+                Err(Error::Conflict(format!(
+                    "session {} was recorded before with a different recording",
+                    session.id
+                )))
+            };
+        }
+        let grant = self.store.grant(session.grant_id).await?;
+        let mismatch = match &grant {
+            None => Some(format!("grant {} does not exist", session.grant_id)),
+            Some(g) if g.target != host => Some(format!(
+                "grant {} is for {}, not for host {host}",
+                g.id, g.target
+            )),
+            Some(g) if g.user != session.user => Some(format!(
+                "grant {} belongs to {}, not to {}",
+                g.id, g.user, session.user
+            )),
+            _ => None,
+        };
+        if let Some(why) = mismatch {
+            let agent = Actor {
+                user: format!("host:{host}"),
+                admin: false,
+                groups: vec![],
+                token_id: None,
+            };
+            return Err(self
+                .refuse(
+                    &agent,
+                    "session.recorded",
+                    subject("session", session.id),
+                    why,
+                )
+                .await);
+        }
+        session.host = host.to_string();
+        session.uploaded_at = self.now();
+        let ev = NewAuditEvent::new(
+            session.uploaded_at,
+            &session.user,
+            "session.recorded",
+            subject("session", session.id),
+        )
+        .data(json!({
+            "host": host,
+            "target": host,
+            "grant": session.grant_id,
+            "run_as": session.run_as,
+            "argv": session.argv,
+            "binary_sha256": session.binary_sha256,
+            "shell": session.shell,
+            "started_at": session.started_at,
+            "ended_at": session.ended_at,
+            "exit_code": session.exit_code,
+            "signal": session.signal,
+            "ended_by": session.ended_by,
+            "recording_sha256": session.recording_sha256,
+            "recording_bytes": session.recording_bytes,
+        }));
+        let cs = Changeset::new()
+            .write(Write::Host(HostWrite::InsertSession(session)))
+            .event(ev);
+        match self.store.commit(cs).await {
+            Ok(_) => Ok(true),
+            // Uploaded twice at the same moment: the other one recorded it.
+            Err(StoreError::AlreadyExists(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sessions the actor may see: everyone's with `read_audit`, otherwise their own.
+    pub async fn list_sessions(
+        &self,
+        actor: &Actor,
+        mut filter: SessionFilter,
+    ) -> Result<Vec<Session>> {
+        if !self.holds(actor, AdminAction::ReadAudit) {
+            match &filter.user {
+                Some(u) if *u != actor.user => {
+                    return Err(self
+                        .refuse(
+                            actor,
+                            "session.list",
+                            subject("user", u),
+                            format!("session.list: reading {u}'s sessions needs read_audit"),
+                        )
+                        .await);
+                }
+                _ => filter.user = Some(actor.user.clone()),
+            }
+        }
+        filter.limit = Some(filter.limit.unwrap_or(100).min(1_000));
+        Ok(self.store.sessions(&filter).await?)
+    }
+
+    /// One session, if the actor may see it (their own, or anyone's with `read_audit`).
+    pub async fn get_session(&self, actor: &Actor, id: Uuid) -> Result<Session> {
+        let s = self
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("session {id}")))?;
+        if s.user != actor.user && !self.holds(actor, AdminAction::ReadAudit) {
+            return Err(self
+                .refuse(
+                    actor,
+                    "session.read",
+                    subject("session", id),
+                    format!(
+                        "session.read: session {id} belongs to {}; reading it needs read_audit",
+                        s.user
+                    ),
+                )
+                .await);
+        }
+        Ok(s)
+    }
+}

@@ -1,0 +1,169 @@
+//! Elevation latency and recording throughput of `pedm exec`, against `sudo` and a direct run
+//! in the same run.
+//!
+//! `cargo bench -p pedm --bench exec` (as root; needs `sudo`: `apt-get install sudo`)
+//!
+//! * latency: `/bin/true` run by an unprivileged user directly, through `sudo -n` (a
+//!   NOPASSWD rule for that user, Debian's defaults) and through `pedm exec` (the real
+//!   pedmd, pedm-agent and pedm; the session is recorded and reported), interleaved, 300 each.
+//! * recording throughput: `cat` of a 200 MB text file, output to /dev/null, through
+//!   `pedm exec` (recorded as asciicast), `sudo` with I/O logging on (`log_output`,
+//!   `log_input`), `script` (recording to a file) and directly; best of 3.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::agent::*;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LATENCY_RUNS: usize = 300;
+const FILE_MB: usize = 200;
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP exec bench: needs root (creates a user, runs pedm-agent)");
+        return;
+    }
+    if Command::new("sudo").arg("--version").output().is_err() {
+        println!("SKIP exec bench: sudo is not installed (apt-get install sudo)");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+struct Sudoers(std::path::PathBuf);
+
+impl Drop for Sudoers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> f64 {
+    v.sort_unstable();
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e3
+}
+
+async fn run() {
+    let (_s, agent, user, client) = setup("pedmbx").await;
+    let g = grant(&client, "1h").await;
+    agent.wait_snapshot(1, None);
+    let iolog = agent.dir.path().join("sudo-io");
+    let sudoers = Sudoers(std::path::PathBuf::from(format!(
+        "/etc/sudoers.d/pedm-bench-{}",
+        user.name
+    )));
+    std::fs::write(
+        &sudoers.0,
+        format!(
+            "{u} ALL=(root) NOPASSWD: ALL\n\
+             Defaults!/usr/bin/cat log_output, log_input, iolog_dir={iolog}\n",
+            u = user.name,
+            iolog = iolog.display()
+        ),
+    )
+    .unwrap();
+    let as_user = |program: &str, args: &[&str]| {
+        let mut c = Command::new(program);
+        c.args(args)
+            .uid(user.uid)
+            .gid(user.gid)
+            .current_dir(agent.dir.path())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("PEDM_AGENT_SOCKET", agent.socket())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let pedm = agent.dir.path().join("pedm");
+    let pedm = pedm.to_str().unwrap();
+    let time = |mut c: Command| {
+        let t = Instant::now();
+        let st = c.status().expect("run");
+        assert!(st.success(), "{c:?} failed: {st}");
+        t.elapsed()
+    };
+
+    // Latency, interleaved so that load changes hit all three alike.
+    let (mut direct, mut sudo, mut pedm_l) = (vec![], vec![], vec![]);
+    for _ in 0..LATENCY_RUNS {
+        direct.push(time(as_user("/bin/true", &[])));
+        sudo.push(time(as_user("sudo", &["-n", "/bin/true"])));
+        pedm_l.push(time(as_user(pedm, &["exec", "--", "/bin/true"])));
+    }
+    let d50 = percentile(&mut direct, 0.5);
+    let s50 = percentile(&mut sudo, 0.5);
+    let p50 = percentile(&mut pedm_l, 0.5);
+    let s99 = percentile(&mut sudo, 0.99);
+    let p99 = percentile(&mut pedm_l, 0.99);
+
+    // Throughput of recorded output.
+    let file = agent.dir.path().join("big.txt");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let line = b"2026-11-23T04:00:00Z web1 nginx[1234]: GET /api/v1/requests 200 0.004s\n";
+        for _ in 0..(FILE_MB * 1024 * 1024 / line.len()) {
+            f.write_all(line).unwrap();
+        }
+    }
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let bytes = std::fs::metadata(&file).unwrap().len() as f64;
+    let f = file.to_str().unwrap();
+    let typescript = agent.dir.path().join("typescript");
+    let best = |mk: &dyn Fn() -> Command| {
+        (0..3)
+            .map(|_| time(mk()))
+            .min()
+            .unwrap()
+            .as_secs_f64()
+    };
+    let mbs = |secs: f64| bytes / secs / 1e6;
+    let t_direct = best(&|| as_user("/bin/cat", &[f]));
+    let t_sudo = best(&|| as_user("sudo", &["-n", "/usr/bin/cat", f]));
+    let t_script = best(&|| {
+        let mut c = Command::new("script");
+        c.args(["-q", "-c", &format!("cat {f}"), typescript.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    });
+    let t_pedm = best(&|| as_user(pedm, &["exec", "--", "/usr/bin/cat", f]));
+
+    println!("\npedm exec vs sudo (grant {}, {LATENCY_RUNS} runs each, interleaved)", g.id);
+    println!("{:<40} {:>10} {:>10}", "elevation latency /bin/true", "p50 ms", "p99 ms");
+    println!("{:<40} {:>10.2} {:>10}", "direct (no elevation)", d50, "");
+    println!("{:<40} {:>10.2} {:>10.2}", "sudo -n (NOPASSWD)", s50, s99);
+    println!("{:<40} {:>10.2} {:>10.2}", "pedm exec (recorded, reported)", p50, p99);
+    println!("pedm/sudo p50 ratio: {:.2}", p50 / s50);
+    println!("\n{:<40} {:>10}", format!("recorded output, cat {FILE_MB} MB"), "MB/s");
+    println!("{:<40} {:>10.0}", "direct cat (no recording)", mbs(t_direct));
+    println!("{:<40} {:>10.0}", "sudo with log_output/log_input", mbs(t_sudo));
+    println!("{:<40} {:>10.0}", "script (pty, to a file)", mbs(t_script));
+    println!("{:<40} {:>10.0}", "pedm exec (asciicast)", mbs(t_pedm));
+    println!("pedm/sudo throughput ratio: {:.2}", t_sudo / t_pedm);
+    // One line per figure for scripts/bench: lower is better for latency, higher for MB/s.
+    println!(
+        "BENCH name=exec_latency_p50 unit=ms pedm={p50:.3} peer={s50:.3} peer_name=sudo better=lower"
+    );
+    println!(
+        "BENCH name=recording_throughput unit=MB/s pedm={:.1} peer={:.1} peer_name=sudo_iolog better=higher",
+        mbs(t_pedm),
+        mbs(t_sudo)
+    );
+    println!(
+        "BENCH name=recording_throughput_vs_script unit=MB/s pedm={:.1} peer={:.1} peer_name=script better=higher",
+        mbs(t_pedm),
+        mbs(t_script)
+    );
+}

@@ -1,0 +1,187 @@
+//! What the scale benchmarks share: running the real `pedmd` of this build on a prepared
+//! database, its memory, percentiles, and the machine-readable result lines `scripts/bench`
+//! collects.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// One result line for `scripts/bench`, `key=value` words (`figure`, the row's label, last: it
+/// takes the rest of the line):
+/// `BENCH name=<id> unit=<unit> pedm=<value> peer=<value or -> peer_name=<what the peer is>
+/// goal=<op><value or -> better=<lower|higher> figure=<label>` where `op` is one of `<`, `<=`,
+/// `>`, `>=`. The same words as the other benches print (`exec`).
+pub fn bench_line(
+    name: &str,
+    unit: &str,
+    pedm: f64,
+    peer: Option<(f64, &str)>,
+    goal: &str,
+    better: &str,
+    figure: &str,
+) {
+    let (peer, peer_name) = peer.map_or(("-".to_string(), "-"), |(v, n)| (format!("{v:.3}"), n));
+    println!(
+        "BENCH name={name} unit={unit} pedm={pedm:.3} peer={peer} peer_name={peer_name} \
+         goal={goal} better={better} figure={figure}"
+    );
+}
+
+/// The value at quantile `q` (0..=1) of sorted `v`.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+}
+
+/// A running `pedmd` on a given data directory and database.
+pub struct Pedmd {
+    pub child: Child,
+    pub url: String,
+    pub started: Instant,
+    /// When the "listening" line was printed.
+    pub listening: Duration,
+    log: PathBuf,
+}
+
+impl Pedmd {
+    /// Starts `pedmd` (this build) on `data_dir` with the database `database_url`, waits for its
+    /// "listening" line.
+    pub fn start(data_dir: &Path, database_url: &str, env: &[(&str, &str)]) -> Pedmd {
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let started = Instant::now();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pedmd"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--database-url")
+            .arg(database_url)
+            .env_remove("PEDM_URL")
+            .env_remove("PEDM_TOKEN")
+            .env("PEDM_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn pedmd");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let url = loop {
+            match rx.recv_timeout(Duration::from_secs(300)) {
+                Ok(line) => {
+                    if let Some(u) = line.strip_prefix("pedmd listening on ") {
+                        break u.to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "pedmd did not start; log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        };
+        Pedmd {
+            child,
+            url,
+            listening: started.elapsed(),
+            started,
+            log,
+        }
+    }
+
+    /// Polls `/healthz` until it answers 200; returns the time since the process started.
+    pub async fn wait_healthy(&self) -> Duration {
+        let http = reqwest::Client::new();
+        let url = format!("{}/healthz", self.url);
+        loop {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return self.started.elapsed();
+            }
+            assert!(
+                self.started.elapsed() < Duration::from_secs(600),
+                "pedmd never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// `VmHWM` (peak resident set) of the process, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        status_kib(self.child.id(), "VmHWM:") as f64 / 1024.0
+    }
+
+    /// `VmRSS` (current resident set) of the process, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        status_kib(self.child.id(), "VmRSS:") as f64 / 1024.0
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (SIGKILL after 20 s).
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Pedmd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Load average over the last minute, for the record next to timings.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

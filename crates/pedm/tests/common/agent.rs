@@ -1,0 +1,251 @@
+//! Harness for host-agent tests and benchmarks: real Linux users and a real `pedm-agent`.
+
+use super::*;
+use pedm_api::{Client, CreateRole, CreateTarget, TargetKind};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        println!("SKIP {test}: needs root (creates Linux users, runs pedm-agent)");
+        false
+    }
+}
+
+/// A Linux user for the test's lifetime, with the same name in pedm.
+pub struct LinuxUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl LinuxUser {
+    pub fn create(prefix: &str) -> LinuxUser {
+        let name = format!(
+            "{prefix}{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let st = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", &name])
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd {name}");
+        let u = nix::unistd::User::from_name(&name).unwrap().unwrap();
+        LinuxUser {
+            name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        }
+    }
+}
+
+impl Drop for LinuxUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// A running `pedm-agent` for host `web1`, with its socket and state in a temp directory
+/// every user can traverse, and its log lines to wait on.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    config: PathBuf,
+    lines: mpsc::Receiver<String>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    pub fn start(s: &Server, token: &str, server_key: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let token_file = dir.path().join("agent.token");
+        std::fs::write(&token_file, token).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // `pedm` must be executable by the test users: a copy outside the build tree.
+        std::fs::copy(env!("CARGO_BIN_EXE_pedm"), dir.path().join("pedm")).unwrap();
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "server_url = {:?}\nhost = \"web1\"\ntoken_file = {:?}\nserver_key = {:?}\n\
+                 socket = {:?}\nstate_dir = {:?}\nkill_grace = \"1s\"\n",
+                s.url,
+                token_file,
+                server_key,
+                dir.path().join("agent.sock"),
+                dir.path().join("state"),
+            ),
+        )
+        .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let mut a = Agent {
+            child: None,
+            dir,
+            config,
+            lines,
+            log: Default::default(),
+        };
+        a.spawn(tx);
+        a
+    }
+
+    fn spawn(&mut self, tx: mpsc::Sender<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pedm-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("PEDM_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pedm-agent");
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            let log = self.log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().unwrap().push(line.clone());
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        self.child = Some(child);
+        self.wait_for("listening", |l| l.starts_with("pedm-agent listening on"));
+    }
+
+    /// Consumes log lines until one matches.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(l) if pred(&l) => return l,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "agent: timed out waiting for {what}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the agent enforces a snapshot with `grants` grants (and policy `policy`).
+    pub fn wait_snapshot(&self, grants: usize, policy: Option<i64>) {
+        let g = format!("grants={grants}");
+        let p = policy.map(|p| format!("policy={p}"));
+        self.wait_for(&format!("a snapshot with {g}"), |l| {
+            l.contains("snapshot in force")
+                && l.contains(&g)
+                && p.as_ref().is_none_or(|p| l.contains(p))
+        });
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        let (tx, rx) = mpsc::channel();
+        self.lines = rx;
+        self.spawn(tx);
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+
+    /// `pedm ARGS` run as `user` against this agent, from the agent's directory.
+    pub fn pedm_as(&self, user: &LinuxUser, args: &[&str]) -> Command {
+        let mut c = Command::new(self.dir.path().join("pedm"));
+        c.args(args)
+            .uid(user.uid)
+            .gid(user.gid)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("PEDM_AGENT_SOCKET", self.socket())
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn exec(&self, user: &LinuxUser, argv: &[&str]) -> Output {
+        let mut args = vec!["exec", "--"];
+        args.extend_from_slice(argv);
+        self.pedm_as(user, &args).output().expect("run pedm exec")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Server with host `web1` (role `root`, auto-approved, run as root), its agent registered
+/// through the CLI and running, and a Linux user who is also a pedm user.
+pub async fn setup(prefix: &str) -> (Server, Agent, LinuxUser, Client) {
+    let s = Server::start();
+    let a = s.admin();
+    a.create_target(&CreateTarget {
+        name: "web1".into(),
+        kind: TargetKind::Host,
+        description: None,
+        labels: Default::default(),
+    })
+    .await
+    .unwrap();
+    a.create_role(
+        "web1",
+        &CreateRole {
+            name: "root".into(),
+            description: None,
+            max_duration: "1h".into(),
+            auto_approve: true,
+            run_as: Some("root".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let out = s.cli(&s.admin_token, &["--json", "host", "register", "web1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let agent = Agent::start(
+        &s,
+        reg["token"].as_str().unwrap(),
+        reg["server_key"].as_str().unwrap(),
+    );
+    agent.wait_snapshot(0, None);
+    let user = LinuxUser::create(prefix);
+    let token = user_with_token(&s, &user.name, false).await;
+    let client = s.client(&token);
+    (s, agent, user, client)
+}
+
+pub async fn grant(c: &Client, duration: &str) -> pedm_api::Grant {
+    let r = c
+        .create_request(&req("web1", "root", duration, "fix the disk"))
+        .await
+        .unwrap();
+    r.grant.expect("auto-approved")
+}

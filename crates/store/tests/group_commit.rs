@@ -1,0 +1,568 @@
+//! Group commit on SQLite: several changesets share one transaction, each in its own savepoint.
+//!
+//! To put a known set of changesets into one batch, a test holds the database's write lock from
+//! a second connection: the committer takes a first changeset and waits for the lock, the others
+//! queue behind it, and once the lock is released they are all taken together (the committer's
+//! counters confirm: exactly two transactions).
+
+use jiff::Timestamp;
+use pedm_core::audit::{AuditEvent, GENESIS_HASH, NewAuditEvent, verify_chain};
+use pedm_core::model::*;
+use pedm_core::store::{AuditFilter, Changeset, Store, StoreError, Write};
+use pedm_store::SqliteStore;
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + secs).unwrap()
+}
+
+fn user(name: &str) -> User {
+    User {
+        name: name.into(),
+        display_name: Some(format!("{name} the user")),
+        admin: false,
+        disabled: false,
+        created_at: t(0),
+    }
+}
+
+fn request(requester: &str) -> Request {
+    Request {
+        id: Uuid::now_v7(),
+        requester: requester.into(),
+        target: "web1".into(),
+        role: "root".into(),
+        duration_secs: 1800,
+        justification: "fix the disk".into(),
+        task: None,
+        ticket: None,
+        context: RequestContext {
+            source_addr: None,
+            device: BTreeMap::new(),
+        },
+        state: RequestState::Approved,
+        created_at: t(0),
+        pending_until: t(600),
+        decided_at: Some(t(0)),
+        decided_by: Some("policy".into()),
+        decision_reason: None,
+        grant_id: None,
+        approvals_required: 0,
+        approval_tiers: vec![],
+        policy: None,
+        break_glass: false,
+        review: None,
+        version: 1,
+    }
+}
+
+fn grant_for(r: &Request) -> Grant {
+    Grant {
+        id: Uuid::now_v7(),
+        request_id: r.id,
+        user: r.requester.clone(),
+        target: r.target.clone(),
+        role: r.role.clone(),
+        starts_at: t(0),
+        expires_at: t(1800),
+        state: GrantState::Active,
+        ended_at: None,
+        ended_by: None,
+        end_reason: None,
+        provision_state: ProvisionState::Active,
+        provision_detail: None,
+    }
+}
+
+fn ev(action: &str, subject: &str) -> NewAuditEvent {
+    NewAuditEvent::new(t(10), "alice", action, Some(subject.to_string()))
+        .data(serde_json::json!({ "subject": subject }))
+}
+
+/// `w` with `events` events whose subject is `subject`.
+fn cs(w: Write, subject: &str, events: usize) -> Changeset {
+    let mut c = Changeset::new().write(w);
+    for i in 0..events {
+        c = c.event(ev(&format!("test.{i}"), subject));
+    }
+    c
+}
+
+async fn open(dir: &Path) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open(&dir.join("pedm.db")).await.unwrap())
+}
+
+/// All events, checked to form one valid chain from genesis that ends at the stored head.
+async fn whole_chain(s: &dyn Store) -> Vec<AuditEvent> {
+    let all = s.audit_events(&AuditFilter::default()).await.unwrap();
+    let last = verify_chain(GENESIS_HASH, 1, &all).unwrap();
+    let head = s.audit_head().await.unwrap();
+    match all.last() {
+        Some(e) => assert_eq!(head, Some((e.seq, last))),
+        None => assert_eq!(head, None),
+    }
+    all
+}
+
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..6_000 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Commits `plug` and then `batch` so that all of `batch` goes into one transaction: the write
+/// lock is held from another connection until the committer has taken `plug` (and waits for the
+/// lock) and every changeset of `batch` is queued. `meanwhile` runs in the lock holder's
+/// transaction before it commits. Returns the results of `batch`, in its order.
+async fn in_one_batch(
+    s: &Arc<SqliteStore>,
+    plug: Changeset,
+    batch: Vec<Changeset>,
+    meanwhile: &[&str],
+) -> (
+    Result<Vec<AuditEvent>, StoreError>,
+    Vec<Result<Vec<AuditEvent>, StoreError>>,
+) {
+    let before = s.group_commit_stats();
+    assert_eq!(before.queued, 0);
+    let mut lock = SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(s.path())
+            .busy_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+
+    let plug = {
+        let s = s.clone();
+        tokio::spawn(async move { s.commit(plug).await })
+    };
+    until("the committer took the first changeset", || {
+        s.group_commit_stats().changesets == before.changesets + 1
+    })
+    .await;
+    let n = batch.len();
+    let tasks: Vec<_> = batch
+        .into_iter()
+        .map(|c| {
+            let s = s.clone();
+            tokio::spawn(async move { s.commit(c).await })
+        })
+        .collect();
+    until("every changeset is queued", || {
+        s.group_commit_stats().queued == n
+    })
+    .await;
+
+    for sql in meanwhile {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut lock)
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+
+    let plug = plug.await.unwrap();
+    let mut results = vec![];
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let after = s.group_commit_stats();
+    assert_eq!(
+        (after.transactions, after.changesets),
+        (before.transactions + 2, before.changesets + 1 + n as u64),
+        "the plug and then the whole batch, one transaction each"
+    );
+    (plug, results)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Ok,
+    Exists,
+    Conflict,
+    NotFound,
+    /// One of the two concurrent ends of the same grant.
+    EndsGrant,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_in_a_batch_are_isolated_and_the_rest_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+
+    // Before the batch: alice, a revoked token, an active grant.
+    let r = request("alice");
+    let g = grant_for(&r);
+    let setup = [
+        cs(Write::InsertUser(user("alice")), "setup", 1),
+        cs(
+            Write::InsertToken(TokenRecord {
+                id: "tok1".into(),
+                user: "alice".into(),
+                description: None,
+                secret_hash: [7; 32],
+                created_at: t(0),
+                expires_at: None,
+                revoked_at: None,
+            }),
+            "setup",
+            1,
+        ),
+        cs(
+            Write::RevokeToken {
+                id: "tok1".into(),
+                at: t(1),
+            },
+            "setup",
+            1,
+        ),
+        Changeset::new()
+            .write(Write::InsertRequest(r.clone()))
+            .write(Write::InsertGrant(g.clone()))
+            .event(ev("setup.grant", "setup")),
+    ];
+    for c in setup {
+        s.commit(c).await.unwrap();
+    }
+    let setup_events = whole_chain(&*s).await.len();
+
+    // Successes with 1 to 3 events each, and between them every kind of refused precondition,
+    // including two ends of the same grant.
+    let mut batch = vec![];
+    let mut expect = vec![];
+    let end = |state, by: &str| Write::EndGrant {
+        id: g.id,
+        state,
+        at: t(100),
+        by: by.into(),
+        reason: None,
+    };
+    // (changeset, expectation, rows a refused changeset must not leave behind)
+    let mut leftovers = vec![];
+    let mut granted = vec![];
+    for i in 0..40 {
+        // Successes: one write, or several (a user, a request and its grant).
+        let subject = format!("ok:{i}");
+        let mut c = Changeset::new().write(Write::InsertUser(user(&format!("u{i}"))));
+        if i % 2 == 1 {
+            let r = request(&format!("u{i}"));
+            let g = grant_for(&r);
+            granted.push(g.id);
+            c = c
+                .write(Write::InsertRequest(r))
+                .write(Write::InsertGrant(g));
+        }
+        for k in 0..1 + i % 3 {
+            c = c.event(ev(&format!("test.{k}"), &subject));
+        }
+        batch.push(c);
+        expect.push(Expect::Ok);
+
+        // Refusals: of the first write, or of a later one after earlier writes were applied
+        // (which the changeset's savepoint must undo).
+        let subject = format!("fail:{i}");
+        let partial = format!("partial{i}");
+        let (writes, e) = match i % 8 {
+            0 => (vec![Write::InsertUser(user("alice"))], Expect::Exists),
+            1 => (
+                vec![Write::RevokeToken {
+                    id: "tok1".into(),
+                    at: t(2),
+                }],
+                Expect::Conflict,
+            ),
+            2 => (
+                vec![Write::EndGrant {
+                    id: Uuid::now_v7(),
+                    state: GrantState::Revoked,
+                    at: t(2),
+                    by: "bob".into(),
+                    reason: None,
+                }],
+                Expect::NotFound,
+            ),
+            3 => (
+                vec![Write::UpdateUser(user(&format!("ghost{i}")))],
+                Expect::NotFound,
+            ),
+            4 => (
+                vec![
+                    Write::InsertUser(user(&partial)),
+                    Write::InsertUser(user("alice")),
+                ],
+                Expect::Exists,
+            ),
+            5 => {
+                // A second grant for the request that already has one.
+                let mut r2 = request(&partial);
+                r2.id = Uuid::now_v7();
+                let mut g2 = grant_for(&r);
+                g2.id = Uuid::now_v7();
+                (
+                    vec![
+                        Write::InsertUser(user(&partial)),
+                        Write::InsertRequest(r2),
+                        Write::InsertGrant(g2),
+                    ],
+                    Expect::Exists,
+                )
+            }
+            6 => (
+                vec![
+                    Write::InsertUser(user(&partial)),
+                    Write::EndGrant {
+                        id: Uuid::now_v7(),
+                        state: GrantState::Revoked,
+                        at: t(2),
+                        by: "bob".into(),
+                        reason: None,
+                    },
+                ],
+                Expect::NotFound,
+            ),
+            _ => continue,
+        };
+        if writes.len() > 1 {
+            leftovers.push(partial);
+        }
+        let mut c = Changeset::new();
+        c.writes = writes;
+        c = c
+            .event(ev("test.0", &subject))
+            .event(ev("test.1", &subject));
+        batch.push(c);
+        expect.push(e);
+    }
+    // The two ends of one grant: in the middle of the batch, each with its own events.
+    batch.insert(17, cs(end(GrantState::Revoked, "admin"), "end:revoked", 2));
+    expect.insert(17, Expect::EndsGrant);
+    batch.insert(31, cs(end(GrantState::Expired, "system"), "end:expired", 1));
+    expect.insert(31, Expect::EndsGrant);
+
+    let (plug, results) = in_one_batch(
+        &s,
+        cs(Write::InsertUser(user("plug")), "plug", 1),
+        batch,
+        &[],
+    )
+    .await;
+    plug.unwrap();
+
+    let mut ok_events = 0;
+    let mut ends = vec![];
+    for (i, (r, e)) in results.into_iter().zip(&expect).enumerate() {
+        match (e, r) {
+            (Expect::Ok, Ok(evs)) => ok_events += evs.len(),
+            (Expect::Exists, Err(StoreError::AlreadyExists(_)))
+            | (Expect::Conflict, Err(StoreError::Conflict(_)))
+            | (Expect::NotFound, Err(StoreError::NotFound(_))) => {}
+            (Expect::EndsGrant, r) => ends.push((i, r)),
+            (e, r) => panic!("changeset {i}: expected {e:?}, got {r:?}"),
+        }
+    }
+    // Exactly once inside one batch: one end wins (the one queued first), the other is refused.
+    assert_eq!(ends.len(), 2);
+    let (winner, loser) = match (&ends[0].1, &ends[1].1) {
+        (Ok(_), Err(_)) => (&ends[0], &ends[1]),
+        (Err(_), Ok(_)) => (&ends[1], &ends[0]),
+        r => panic!("exactly one end of the grant must win: {r:?}"),
+    };
+    ok_events += winner.1.as_ref().map_or(0, Vec::len);
+    assert!(
+        matches!(&loser.1, Err(StoreError::Conflict(m)) if m.contains("not active")),
+        "{:?}",
+        loser.1
+    );
+    // (index in the batch, state, ended_by, subject of its events)
+    let (won_state, won_by, lost_subject) = if winner.0 == 17 {
+        (GrantState::Revoked, "admin", "end:expired")
+    } else {
+        (GrantState::Expired, "system", "end:revoked")
+    };
+
+    // Durable: a fresh store on the same file sees exactly the successes.
+    s.close().await;
+    drop(s);
+    let s = open(dir.path()).await;
+    let chain = whole_chain(&*s).await;
+    assert_eq!(chain.len(), setup_events + 1 + ok_events);
+    assert!(
+        chain
+            .iter()
+            .all(|e| !e.subject.as_deref().unwrap_or("").starts_with("fail:")),
+        "no event of a refused changeset is stored"
+    );
+    assert!(
+        !chain
+            .iter()
+            .any(|e| e.subject.as_deref() == Some(lost_subject)),
+        "the losing end left no event"
+    );
+    for i in 0..40 {
+        let u = s
+            .user(&format!("u{i}"))
+            .await
+            .unwrap()
+            .expect("user stored");
+        assert_eq!(u.display_name.as_deref(), Some(&*format!("u{i} the user")));
+        let subject = format!("ok:{i}");
+        let n = chain
+            .iter()
+            .filter(|e| e.subject.as_deref() == Some(&*subject))
+            .count();
+        assert_eq!(n, 1 + i % 3, "events of changeset ok:{i}");
+    }
+    for i in 0..40 {
+        assert!(s.user(&format!("ghost{i}")).await.unwrap().is_none());
+    }
+    assert!(!leftovers.is_empty());
+    for name in &leftovers {
+        assert!(
+            s.user(name).await.unwrap().is_none(),
+            "{name}: the applied part of a refused changeset was rolled back"
+        );
+    }
+    assert_eq!(
+        s.requests(&RequestFilter::default()).await.unwrap().len(),
+        1 + granted.len(),
+        "no request of a refused changeset"
+    );
+    for id in granted {
+        assert_eq!(
+            s.grant(id).await.unwrap().unwrap().state,
+            GrantState::Active
+        );
+    }
+    let ended = s.grant(g.id).await.unwrap().unwrap();
+    assert_eq!(ended.state, won_state);
+    assert_eq!(ended.ended_by.as_deref(), Some(won_by));
+    assert!(s.token("tok1").await.unwrap().unwrap().revoked_at == Some(t(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backend_error_fails_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    s.commit(cs(Write::InsertUser(user("alice")), "setup", 1))
+        .await
+        .unwrap();
+    let head = s.audit_head().await.unwrap();
+
+    let batch = (0..10)
+        .map(|i| cs(Write::InsertUser(user(&format!("u{i}"))), "batch", 1))
+        .collect();
+    // The chain head row disappears (as if edited by hand) while the batch waits: the first
+    // changeset to append finds it missing, which is no precondition but a broken store.
+    let (plug, results) = in_one_batch(
+        &s,
+        cs(Write::InsertUser(user("plug")), "plug", 1),
+        batch,
+        &["DELETE FROM audit_head"],
+    )
+    .await;
+    assert!(matches!(plug, Err(StoreError::Corrupt(_))), "{plug:?}");
+    for r in results {
+        assert!(
+            matches!(&r, Err(StoreError::Corrupt(m)) if m.contains("audit_head")),
+            "{r:?}"
+        );
+    }
+    // Nothing of the batch is kept, not even the changesets before the failing one.
+    for i in 0..10 {
+        assert!(s.user(&format!("u{i}")).await.unwrap().is_none());
+    }
+    assert!(s.user("plug").await.unwrap().is_none());
+    let events = s.audit_events(&AuditFilter::default()).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(head.map(|h| h.0), Some(1));
+    // The committer keeps working for the next batch (here: a head-less store is still
+    // refused as corrupt, with nothing written).
+    let r = s
+        .commit(cs(Write::InsertUser(user("later")), "later", 1))
+        .await;
+    assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+    assert!(s.user("later").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_committers_keep_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    let r = request("alice");
+    let g = grant_for(&r);
+    s.commit(
+        Changeset::new()
+            .write(Write::InsertRequest(r))
+            .write(Write::InsertGrant(g.clone())),
+    )
+    .await
+    .unwrap();
+
+    // 64 committers, each 20 changesets: its own users, a user name every committer tries
+    // (one wins), and one end of the same grant (one wins).
+    let mut tasks = vec![];
+    for c in 0..64 {
+        let s = s.clone();
+        let gid = g.id;
+        tasks.push(tokio::spawn(async move {
+            let mut out = vec![];
+            for i in 0..20 {
+                let w = match i {
+                    7 => Write::InsertUser(user("contested")),
+                    13 => Write::EndGrant {
+                        id: gid,
+                        state: GrantState::Revoked,
+                        at: t(5),
+                        by: format!("c{c}"),
+                        reason: None,
+                    },
+                    _ => Write::InsertUser(user(&format!("c{c}-{i}"))),
+                };
+                out.push((i, s.commit(cs(w, &format!("c{c}:{i}"), 1)).await));
+            }
+            out
+        }));
+    }
+    let (mut contested, mut ends, mut ok) = (0, 0, 0);
+    for t in tasks {
+        for (i, r) in t.await.unwrap() {
+            match (i, r) {
+                (7, Ok(_)) => contested += 1,
+                (7, Err(StoreError::AlreadyExists(_))) => {}
+                (13, Ok(_)) => ends += 1,
+                (13, Err(StoreError::Conflict(_))) => {}
+                (_, Ok(_)) => ok += 1,
+                (i, Err(e)) => panic!("changeset {i}: {e}"),
+            }
+        }
+    }
+    assert_eq!((contested, ends, ok), (1, 1, 64 * 18));
+    let stats = s.group_commit_stats();
+    assert_eq!(stats.changesets, 1 + 64 * 20);
+    assert!(stats.transactions <= stats.changesets);
+    println!(
+        "{} changesets in {} transactions",
+        stats.changesets, stats.transactions
+    );
+
+    s.close().await;
+    drop(s);
+    let s = open(dir.path()).await;
+    assert_eq!(whole_chain(&*s).await.len(), 64 * 18 + 2);
+    assert_eq!(s.users().await.unwrap().len(), 64 * 18 + 1);
+}
