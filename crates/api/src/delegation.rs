@@ -129,10 +129,7 @@ impl Client {
             .await
     }
 
-    pub async fn create_delegation(
-        &self,
-        body: &CreateDelegation,
-    ) -> Result<Delegation, ApiError> {
+    pub async fn create_delegation(&self, body: &CreateDelegation) -> Result<Delegation, ApiError> {
         self.send(Method::POST, "/delegations", body).await
     }
     pub async fn list_delegations(&self, q: &DelegationQuery) -> Result<Vec<Delegation>, ApiError> {

@@ -85,7 +85,12 @@ pub enum Command {
         agent: AgentOpts,
         /// The command and its arguments (after `--`). Absolute path or a name in the
         /// agent's secure PATH.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<String>,
     },
     /// Open an elevated login shell on this host, when policy allows one (recorded).
@@ -767,7 +772,12 @@ pub struct CreateDelegationArgs {
     #[arg(long, value_name = "RFC3339")]
     pub until: Option<Timestamp>,
     /// The deadline as a duration from now: 8h, 7d.
-    #[arg(long = "for", id = "for_", value_name = "DURATION", allow_hyphen_values = true)]
+    #[arg(
+        long = "for",
+        id = "for_",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     pub for_: Option<DurationArg>,
     /// Let the delegate pass on a subset.
     #[arg(long)]

@@ -461,20 +461,6 @@ async fn standing(ctx: &Ctx, format: &str) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn duplicate_label_is_a_usage_error() {
-        let ok = label_map(vec![("a".into(), "1".into()), ("b".into(), "2".into())]).unwrap();
-        assert_eq!(ok.len(), 2);
-        let e = label_map(vec![("a".into(), "1".into()), ("a".into(), "2".into())]).unwrap_err();
-        assert!(e.0.contains("--label"), "{}", e.0);
-        assert_eq!(crate::exit_code(&anyhow::Error::new(e)), 2);
-    }
-}
-
 async fn host(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
     match cmd {
         HostCmd::Register { name } => {
@@ -556,4 +542,18 @@ async fn verified_recording(ctx: &Ctx, id: uuid::Uuid) -> Result<Vec<u8>> {
         );
     }
     Ok(cast)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_label_is_a_usage_error() {
+        let ok = label_map(vec![("a".into(), "1".into()), ("b".into(), "2".into())]).unwrap();
+        assert_eq!(ok.len(), 2);
+        let e = label_map(vec![("a".into(), "1".into()), ("a".into(), "2".into())]).unwrap_err();
+        assert!(e.0.contains("--label"), "{}", e.0);
+        assert_eq!(crate::exit_code(&anyhow::Error::new(e)), 2);
+    }
 }

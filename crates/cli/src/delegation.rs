@@ -3,7 +3,9 @@
 use crate::UsageError;
 use crate::args::{CreateDelegationArgs, DelegateCmd, DurationArg, TaskCmd};
 use crate::commands::Ctx;
-use crate::output::{Detail, Row, detail_table, list_table, opt, opt_time, remaining, time, yes_no};
+use crate::output::{
+    Detail, Row, detail_table, list_table, opt, opt_time, remaining, time, yes_no,
+};
 use anyhow::{Context, Result};
 use jiff::Timestamp;
 use pedm_api::delegation::*;
@@ -62,7 +64,14 @@ impl Detail for Delegation {
 }
 
 impl Row for TaskDef {
-    const HEADER: &'static [&'static str] = &["NAME", "TARGETS", "RUN AS", "PROGRAM", "PARAMS", "DESCRIPTION"];
+    const HEADER: &'static [&'static str] = &[
+        "NAME",
+        "TARGETS",
+        "RUN AS",
+        "PROGRAM",
+        "PARAMS",
+        "DESCRIPTION",
+    ];
     fn cells(&self, _: Timestamp) -> Vec<String> {
         vec![
             self.name.clone(),
@@ -151,10 +160,7 @@ pub async fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<()> {
                     .with_context(|| format!("reading {}", file.display()))?;
             }
             let task: TaskDef = serde_json::from_str(&text).map_err(|e| {
-                UsageError(format!(
-                    "{} is not a task definition: {e}",
-                    file.display()
-                ))
+                UsageError(format!("{} is not a task definition: {e}", file.display()))
             })?;
             // The same checks the server makes, before anything is sent.
             task.validate()
@@ -168,9 +174,7 @@ pub async fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<()> {
             params,
         } => {
             let params: BTreeMap<String, String> = params.into_iter().collect();
-            let r = c
-                .check_task(&name, &CheckTask { target, params })
-                .await?;
+            let r = c.check_task(&name, &CheckTask { target, params }).await?;
             ctx.emit(&r, || {
                 let mut t = crate::output::Table::plain();
                 t.row(vec!["delegation:".into(), r.delegation.to_string()]);

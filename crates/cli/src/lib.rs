@@ -9,8 +9,8 @@ pub mod audit;
 pub mod commands;
 pub mod delegation;
 pub mod exec;
-pub mod play;
 pub mod output;
+pub mod play;
 pub mod policy;
 
 use anyhow::Result;

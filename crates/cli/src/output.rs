@@ -436,6 +436,85 @@ impl Row for pedm_api::StandingPrivilege {
     }
 }
 
+impl Row for pedm_api::agent::HostView {
+    const HEADER: &'static [&'static str] = &["HOST", "TOKEN", "REGISTERED", "BY", "LAST SEEN"];
+    fn cells(&self, _now: Timestamp) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.token_id.clone(),
+            time(self.registered_at),
+            self.registered_by.clone(),
+            opt_time(self.last_seen_at),
+        ]
+    }
+}
+
+fn session_status(s: &pedm_api::Session) -> String {
+    let status = match (s.exit_code, s.signal) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "?".into(),
+    };
+    match &s.ended_by {
+        Some(by) => format!("{status} ({by})"),
+        None => status,
+    }
+}
+
+impl Row for pedm_api::Session {
+    const HEADER: &'static [&'static str] = &[
+        "ID", "USER", "HOST", "RUN AS", "COMMAND", "STARTED", "DURATION", "STATUS",
+    ];
+    fn cells(&self, _now: Timestamp) -> Vec<String> {
+        let command = if self.shell {
+            "(shell)".to_string()
+        } else {
+            self.argv.join(" ")
+        };
+        vec![
+            self.id.to_string(),
+            self.user.clone(),
+            self.host.clone(),
+            self.run_as.clone(),
+            command.chars().take(60).collect(),
+            time(self.started_at),
+            format_duration((self.ended_at.as_second() - self.started_at.as_second()).max(0)),
+            session_status(self),
+        ]
+    }
+}
+
+impl Detail for pedm_api::Session {
+    fn fields(&self, _now: Timestamp) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.to_string()),
+            ("grant", self.grant_id.to_string()),
+            ("user", self.user.clone()),
+            ("host", self.host.clone()),
+            ("run as", self.run_as.clone()),
+            (
+                "command",
+                if self.shell {
+                    "(shell)".into()
+                } else {
+                    self.argv.join(" ")
+                },
+            ),
+            ("binary sha256", opt(&self.binary_sha256)),
+            ("started", time(self.started_at)),
+            ("ended", time(self.ended_at)),
+            ("status", session_status(self)),
+            (
+                "recording",
+                format!(
+                    "{} bytes, sha256 {}",
+                    self.recording_bytes, self.recording_sha256
+                ),
+            ),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,70 +583,5 @@ mod tests {
         assert!(out.starts_with("name:          alice\n"), "{out}");
         assert!(out.contains("display name:  -\n"), "{out}");
         assert!(out.contains("admin:         yes\n"), "{out}");
-    }
-}
-
-impl Row for pedm_api::agent::HostView {
-    const HEADER: &'static [&'static str] = &["HOST", "TOKEN", "REGISTERED", "BY", "LAST SEEN"];
-    fn cells(&self, _now: Timestamp) -> Vec<String> {
-        vec![
-            self.name.clone(),
-            self.token_id.clone(),
-            time(self.registered_at),
-            self.registered_by.clone(),
-            opt_time(self.last_seen_at),
-        ]
-    }
-}
-
-fn session_status(s: &pedm_api::Session) -> String {
-    let status = match (s.exit_code, s.signal) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(sig)) => format!("signal {sig}"),
-        _ => "?".into(),
-    };
-    match &s.ended_by {
-        Some(by) => format!("{status} ({by})"),
-        None => status,
-    }
-}
-
-impl Row for pedm_api::Session {
-    const HEADER: &'static [&'static str] =
-        &["ID", "USER", "HOST", "RUN AS", "COMMAND", "STARTED", "DURATION", "STATUS"];
-    fn cells(&self, _now: Timestamp) -> Vec<String> {
-        let command = if self.shell {
-            "(shell)".to_string()
-        } else {
-            self.argv.join(" ")
-        };
-        vec![
-            self.id.to_string(),
-            self.user.clone(),
-            self.host.clone(),
-            self.run_as.clone(),
-            command.chars().take(60).collect(),
-            time(self.started_at),
-            format_duration((self.ended_at.as_second() - self.started_at.as_second()).max(0)),
-            session_status(self),
-        ]
-    }
-}
-
-impl Detail for pedm_api::Session {
-    fn fields(&self, _now: Timestamp) -> Vec<(&'static str, String)> {
-        vec![
-            ("id", self.id.to_string()),
-            ("grant", self.grant_id.to_string()),
-            ("user", self.user.clone()),
-            ("host", self.host.clone()),
-            ("run as", self.run_as.clone()),
-            ("command", if self.shell { "(shell)".into() } else { self.argv.join(" ") }),
-            ("binary sha256", opt(&self.binary_sha256)),
-            ("started", time(self.started_at)),
-            ("ended", time(self.ended_at)),
-            ("status", session_status(self)),
-            ("recording", format!("{} bytes, sha256 {}", self.recording_bytes, self.recording_sha256)),
-        ]
     }
 }

@@ -340,7 +340,9 @@ impl TaskDef {
                 if v.is_empty() || v.chars().any(forbidden_char) || v.len() > MAX_TEXT {
                     return Err(TaskError::def(
                         f("values"),
-                        format!("{v:?} is not a usable value (empty, too long or control characters)"),
+                        format!(
+                            "{v:?} is not a usable value (empty, too long or control characters)"
+                        ),
                     ));
                 }
             }
@@ -542,10 +544,7 @@ impl TaskDef {
             }
             ParamKind::Enum => {
                 if !p.values.iter().any(|x| x == v) {
-                    return Err(format!(
-                        "{shown} is not one of: {}",
-                        p.values.join(", ")
-                    ));
+                    return Err(format!("{shown} is not one of: {}", p.values.join(", ")));
                 }
             }
         }
@@ -916,7 +915,9 @@ mod tests {
         let t = reset_password();
         t.validate().unwrap();
         assert_eq!(t.run_as, "root");
-        let r = t.render(&p(&[("user", "bob"), ("password", "s3cret!")])).unwrap();
+        let r = t
+            .render(&p(&[("user", "bob"), ("password", "s3cret!")]))
+            .unwrap();
         assert_eq!(r.argv, vec!["/usr/sbin/chpasswd"]);
         assert_eq!(r.stdin.as_deref(), Some("bob:s3cret!\n"));
         assert!(!format!("{r:?}").contains("s3cret"));
@@ -930,15 +931,47 @@ mod tests {
     fn refuses_bad_values_naming_the_parameter() {
         let t = reset_password();
         let cases = [
-            (p(&[("user", "-oProxyCommand"), ("password", "x")]), "user", "'-'"),
-            (p(&[("user", "root"), ("password", "x")]), "user", "protected"),
-            (p(&[("user", "bob; rm -rf /"), ("password", "x")]), "user", "pattern"),
-            (p(&[("user", "bob\nroot"), ("password", "x")]), "user", "control"),
-            (p(&[("user", "bob"), ("password", "a\nroot:x")]), "password", "control"),
-            (p(&[("user", "bob\0"), ("password", "x")]), "user", "control"),
-            (p(&[("user", &"a".repeat(33)), ("password", "x")]), "user", "33 characters"),
+            (
+                p(&[("user", "-oProxyCommand"), ("password", "x")]),
+                "user",
+                "'-'",
+            ),
+            (
+                p(&[("user", "root"), ("password", "x")]),
+                "user",
+                "protected",
+            ),
+            (
+                p(&[("user", "bob; rm -rf /"), ("password", "x")]),
+                "user",
+                "pattern",
+            ),
+            (
+                p(&[("user", "bob\nroot"), ("password", "x")]),
+                "user",
+                "control",
+            ),
+            (
+                p(&[("user", "bob"), ("password", "a\nroot:x")]),
+                "password",
+                "control",
+            ),
+            (
+                p(&[("user", "bob\0"), ("password", "x")]),
+                "user",
+                "control",
+            ),
+            (
+                p(&[("user", &"a".repeat(33)), ("password", "x")]),
+                "user",
+                "33 characters",
+            ),
             (p(&[("user", "bob")]), "password", "required"),
-            (p(&[("user", "bob"), ("password", "x"), ("shell", "y")]), "shell", "not a parameter"),
+            (
+                p(&[("user", "bob"), ("password", "x"), ("shell", "y")]),
+                "shell",
+                "not a parameter",
+            ),
             (p(&[("user", ""), ("password", "x")]), "user", "empty"),
         ];
         for (params, name, why) in cases {
@@ -1012,7 +1045,10 @@ mod tests {
         bad(&|t| t.argv.push("{password}".into()), "argv[1]");
         bad(&|t| t.argv.push("{unclosed".into()), "argv[1]");
         bad(&|t| t.argv.push("stray}".into()), "argv[1]");
-        bad(&|t| t.params[0].pattern = Some("(".into()), "params[0].pattern");
+        bad(
+            &|t| t.params[0].pattern = Some("(".into()),
+            "params[0].pattern",
+        );
         bad(&|t| t.params[0].name = "User".into(), "params[0].name");
         bad(&|t| t.stdin = Some("{user}\n".into()), "params");
         bad(&|t| t.argv.clear(), "argv");

@@ -12,6 +12,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use common::*;
 use pedm_api::*;
@@ -146,5 +148,27 @@ async fn main() {
             l.p99_ms,
             100.0 * p.per_sec / l.per_sec
         );
+        let figure = format!("API auto-approved request -> grant, {n} clients");
+        support::bench_line(
+            &format!("api_rps_{n}"),
+            "req/s",
+            p.per_sec,
+            Some((l.per_sec, "durable_insert_per_request")),
+            if n == 64 { ">=5000" } else { "-" },
+            "higher",
+            &format!("{figure}, req/s"),
+        );
+        if n == 64 {
+            support::bench_line(
+                "api_p99_64",
+                "ms",
+                p.p99_ms,
+                Some((l.p99_ms, "durable_insert_per_request")),
+                "<20",
+                "lower",
+                &format!("{figure}, p99 latency"),
+            );
+        }
     }
+    println!("load average: {}", support::load_average());
 }

@@ -304,6 +304,15 @@ async fn sessions_go_on_offline_and_arrive_once_after_the_server_returns() {
         .find(|e| e.subject.as_deref() == Some(&format!("session:{}", first.id)))
         .unwrap();
     assert_eq!(ev.data["recording_sha256"], first.recording_sha256);
+    let listed = s.cli(&s.admin_token, &["session", "list", "--user", &carol.name]);
+    assert!(stdout(&listed).contains(&first.id.to_string()), "{}", stdout(&listed));
+    let shown = s.cli(&s.admin_token, &["session", "show", &first.id.to_string()]);
+    assert!(stdout(&shown).contains(&first.recording_sha256), "{}", stdout(&shown));
+    assert!(stdout(&shown).contains("exit 0"), "{}", stdout(&shown));
+    // Others' sessions are not for every user.
+    let other = user_with_token(&s, "eve", false).await;
+    let out = s.cli(&other, &["session", "show", &first.id.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let played = s.cli(
         &s.admin_token,
         &["session", "play", &first.id.to_string(), "--speed", "1000"],
@@ -449,3 +458,111 @@ async fn hosts_are_registered_by_admins_and_agents_need_their_token() {
     assert!(denied.iter().any(|e| e.actor == "mallory"));
 }
 
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminals_signals_and_shells_pass_through() {
+    if !root_or_skip("terminals_signals_and_shells_pass_through") {
+        return;
+    }
+    let (s, agent, dave, client) = setup("pedmtd").await;
+    grant(&client, "30m").await;
+    agent.wait_snapshot(1, None);
+    let pedm = agent.dir.path().join("pedm");
+    let pedm = pedm.to_str().unwrap();
+
+    // With a terminal (`script` gives pedm one), the command gets a pseudo-terminal of the
+    // caller's size.
+    let out = agent
+        .pedm_as(&dave, &["exec", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut c = std::process::Command::new("script");
+    c.args([
+        "-q",
+        "-e",
+        "-c",
+        &format!("stty rows 33 cols 111; {pedm} exec -- /bin/sh -c 'tty; stty size'"),
+        "/dev/null",
+    ]);
+    let out = as_user(c, &agent, &dave).output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("33 111"), "{text}");
+
+    // A signal the caller gets is passed to the command (no terminal: pipes).
+    let script = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done";
+    let mut child = agent
+        .pedm_as(&dave, &["exec", "--", "/bin/sh", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    read_until_line(&mut out, "ready");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    read_until_line(&mut out, "got TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+
+    // A shell, once a policy permits shells for this role.
+    let mut sources = s.admin().policies().await.unwrap().sources;
+    sources.push(pedm_api::PolicySource {
+        name: "shells.cedar".into(),
+        text: "@id(\"root-shells\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
+               when { resource.shell && resource.role == \"root\" };\n"
+            .into(),
+    });
+    s.admin()
+        .apply_policies(&pedm_api::ApplyPolicies {
+            sources,
+            comment: None,
+        })
+        .await
+        .unwrap();
+    agent.wait_snapshot(1, Some(2));
+    let mut c = std::process::Command::new("script");
+    c.args(["-q", "-e", "-c", &format!("{pedm} shell"), "/dev/null"]);
+    let mut child = as_user(c, &agent, &dave)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo \"uid=$(id -u) user=$USER\"; exit 4\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("uid=0 user=root"), "{text}");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    let sessions = eventually(Duration::from_secs(20), "the shell session", || async {
+        let l = client.list_sessions(&SessionQuery::default()).await.unwrap();
+        l.into_iter().find(|x| x.shell)
+    })
+    .await;
+    assert_eq!(sessions.exit_code, Some(4));
+}
+
+/// `c` run as `user` from the agent's directory with a minimal environment.
+fn as_user(
+    mut c: std::process::Command,
+    agent: &Agent,
+    user: &LinuxUser,
+) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    c.uid(user.uid)
+        .gid(user.gid)
+        .current_dir(agent.dir.path())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("TERM", "xterm")
+        .env("PEDM_AGENT_SOCKET", agent.socket())
+        .stdin(Stdio::null());
+    c
+}

@@ -7,8 +7,8 @@ use common::*;
 use jiff::{SignedDuration, Timestamp};
 use pedm_api::delegation::*;
 use pedm_api::{
-    ApiError, ApplyPolicies, AuditQuery, Client, CreateGroup, CreateRole, CreateTarget,
-    GrantState, PolicySource, Reason, RequestState, TargetKind,
+    ApiError, ApplyPolicies, AuditQuery, Client, CreateGroup, CreateRole, CreateTarget, GrantState,
+    PolicySource, Reason, RequestState, TargetKind,
 };
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -130,7 +130,12 @@ fn params(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn check(c: &Client, target: &str, task: &str, p: &[(&str, &str)]) -> Result<TaskChecked, (u16, String)> {
+async fn check(
+    c: &Client,
+    target: &str,
+    task: &str,
+    p: &[(&str, &str)],
+) -> Result<TaskChecked, (u16, String)> {
     c.check_task(
         task,
         &CheckTask {
@@ -157,7 +162,13 @@ fn to_group(group: &str, tasks: &[&str], scope: &[&str], until: Timestamp) -> Cr
     }
 }
 
-fn to_user(user: &str, parent: Option<Uuid>, tasks: &[&str], scope: &[&str], until: Timestamp) -> CreateDelegation {
+fn to_user(
+    user: &str,
+    parent: Option<Uuid>,
+    tasks: &[&str],
+    scope: &[&str],
+    until: Timestamp,
+) -> CreateDelegation {
     CreateDelegation {
         parent,
         user: Some(user.into()),
@@ -238,8 +249,15 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     assert_eq!(code, 403);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.json");
-    std::fs::write(&file, RESET_PASSWORD.replace("/usr/sbin/chpasswd", "chpasswd")).unwrap();
-    let out = w.s.cli(&w.s.admin_token, &["task", "define", file.to_str().unwrap(), "--replace"]);
+    std::fs::write(
+        &file,
+        RESET_PASSWORD.replace("/usr/sbin/chpasswd", "chpasswd"),
+    )
+    .unwrap();
+    let out = w.s.cli(
+        &w.s.admin_token,
+        &["task", "define", file.to_str().unwrap(), "--replace"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("argv[0]"), "{}", stderr(&out));
 
@@ -247,8 +265,19 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     let out = w.s.cli(
         &w.s.admin_token,
         &[
-            "--json", "delegate", "create", "--group", "helpdesk", "--task", "reset-password",
-            "--scope", "env=prod", "--for", "1h", "--reason", "password resets",
+            "--json",
+            "delegate",
+            "create",
+            "--group",
+            "helpdesk",
+            "--task",
+            "reset-password",
+            "--scope",
+            "env=prod",
+            "--for",
+            "1h",
+            "--reason",
+            "password resets",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -257,16 +286,26 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     assert!(d.expires_at <= in_secs(3600));
 
     // A help-desk member may run it on web1, with safe values.
-    let ok = check(&w.hd1, "web1", "reset-password", &[("user", "bob"), ("password", "n3w-Pass")])
-        .await
-        .unwrap();
+    let ok = check(
+        &w.hd1,
+        "web1",
+        "reset-password",
+        &[("user", "bob"), ("password", "n3w-Pass")],
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.delegation, d.id);
     assert_eq!(ok.argv, vec!["/usr/sbin/chpasswd"]);
     assert!(ok.stdin);
     assert_eq!(ok.run_as, "root");
-    check(&w.hd2, "web1", "reset-password", &[("user", "bob"), ("password", "x")])
-        .await
-        .unwrap();
+    check(
+        &w.hd2,
+        "web1",
+        "reset-password",
+        &[("user", "bob"), ("password", "x")],
+    )
+    .await
+    .unwrap();
 
     // Outside the scope, another task, someone else: refused (and audited).
     let before = events(&w.admin, "task.run").await.len();
@@ -282,7 +321,11 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     }
     let denied = events(&w.admin, "task.run").await;
     assert_eq!(denied.len(), before + 3);
-    assert!(denied.iter().all(|e| e.outcome == pedm_api::Outcome::Denied));
+    assert!(
+        denied
+            .iter()
+            .all(|e| e.outcome == pedm_api::Outcome::Denied)
+    );
 
     // Injection attempts never get through `render`, and say which parameter and why.
     let long = "a".repeat(33);
@@ -295,11 +338,19 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
         ("bob\0", "control character"),
         (long.as_str(), "33 characters"),
     ] {
-        let (code, msg) = check(&w.hd1, "web1", "reset-password", &[("user", user), ("password", "x")])
-            .await
-            .unwrap_err();
+        let (code, msg) = check(
+            &w.hd1,
+            "web1",
+            "reset-password",
+            &[("user", user), ("password", "x")],
+        )
+        .await
+        .unwrap_err();
         assert_eq!(code, 400, "{user:?}: {msg}");
-        assert!(msg.contains("parameter user") && msg.contains(why), "{user:?}: {msg}");
+        assert!(
+            msg.contains("parameter user") && msg.contains(why),
+            "{user:?}: {msg}"
+        );
     }
     // A newline in the password would add a line to chpasswd's input.
     let (code, msg) = check(
@@ -330,9 +381,14 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     assert!(!text.contains("n3w-Pass"));
 
     // The CLI shows the task and the delegation.
-    let out = w.s.cli(&w.s.admin_token, &["task", "show", "reset-password"]);
+    let out =
+        w.s.cli(&w.s.admin_token, &["task", "show", "reset-password"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("protected root,admin,postgres"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("protected root,admin,postgres"),
+        "{}",
+        stdout(&out)
+    );
     let out = w.s.cli(&w.s.admin_token, &["delegate", "list"]);
     assert!(stdout(&out).contains(&d.id.to_string()), "{}", stdout(&out));
 }
@@ -344,7 +400,12 @@ async fn redelegation_is_never_wider_and_revocation_cascades() {
         .admin
         .create_delegation(&CreateDelegation {
             redelegate: true,
-            ..to_group("helpdesk", &["reset-password"], &["env=prod"], in_secs(3600))
+            ..to_group(
+                "helpdesk",
+                &["reset-password"],
+                &["env=prod"],
+                in_secs(3600),
+            )
         })
         .await
         .unwrap();
@@ -353,19 +414,43 @@ async fn redelegation_is_never_wider_and_revocation_cascades() {
     let before = events(&w.admin, "delegation.create").await.len();
     for (body, what) in [
         (
-            to_user("carol", Some(root.id), &["reset-password", "restart-nginx"], &["web1"], in_secs(600)),
+            to_user(
+                "carol",
+                Some(root.id),
+                &["reset-password", "restart-nginx"],
+                &["web1"],
+                in_secs(600),
+            ),
             "restart-nginx",
         ),
         (
-            to_user("carol", Some(root.id), &["reset-password"], &["env=staging"], in_secs(600)),
+            to_user(
+                "carol",
+                Some(root.id),
+                &["reset-password"],
+                &["env=staging"],
+                in_secs(600),
+            ),
             "scope env=staging",
         ),
         (
-            to_user("carol", Some(root.id), &["reset-password"], &["web2"], in_secs(600)),
+            to_user(
+                "carol",
+                Some(root.id),
+                &["reset-password"],
+                &["web2"],
+                in_secs(600),
+            ),
             "scope web2",
         ),
         (
-            to_user("carol", Some(root.id), &["reset-password"], &["web1"], in_secs(7200)),
+            to_user(
+                "carol",
+                Some(root.id),
+                &["reset-password"],
+                &["web1"],
+                in_secs(7200),
+            ),
             "deadline",
         ),
     ] {
@@ -379,13 +464,22 @@ async fn redelegation_is_never_wider_and_revocation_cascades() {
         .skip(before)
         .collect();
     assert_eq!(denied.len(), 4);
-    assert!(denied.iter().all(|e| e.outcome == pedm_api::Outcome::Denied
-        && e.actor == "hd1"));
+    assert!(
+        denied
+            .iter()
+            .all(|e| e.outcome == pedm_api::Outcome::Denied && e.actor == "hd1")
+    );
 
     // Someone who is not its delegate cannot pass it on.
     let (code, _) = status(
         w.carol
-            .create_delegation(&to_user("dave", Some(root.id), &["reset-password"], &["web1"], in_secs(600)))
+            .create_delegation(&to_user(
+                "dave",
+                Some(root.id),
+                &["reset-password"],
+                &["web1"],
+                in_secs(600),
+            ))
             .await
             .unwrap_err(),
     );
@@ -396,24 +490,45 @@ async fn redelegation_is_never_wider_and_revocation_cascades() {
         .hd1
         .create_delegation(&CreateDelegation {
             redelegate: true,
-            ..to_user("carol", Some(root.id), &["reset-password"], &["web1"], in_secs(1800))
+            ..to_user(
+                "carol",
+                Some(root.id),
+                &["reset-password"],
+                &["web1"],
+                in_secs(1800),
+            )
         })
         .await
         .unwrap();
     let grandchild = w
         .carol
-        .create_delegation(&to_user("dave", Some(child.id), &["reset-password"], &["web1"], in_secs(900)))
+        .create_delegation(&to_user(
+            "dave",
+            Some(child.id),
+            &["reset-password"],
+            &["web1"],
+            in_secs(900),
+        ))
         .await
         .unwrap();
     let p = [("user", "bob"), ("password", "x")];
     assert_eq!(
-        check(&w.dave, "web1", "reset-password", &p).await.unwrap().delegation,
+        check(&w.dave, "web1", "reset-password", &p)
+            .await
+            .unwrap()
+            .delegation,
         grandchild.id
     );
     // Without the allow flag: refused.
     let (code, msg) = status(
         w.dave
-            .create_delegation(&to_user("hd2", Some(grandchild.id), &["reset-password"], &["web1"], in_secs(60)))
+            .create_delegation(&to_user(
+                "hd2",
+                Some(grandchild.id),
+                &["reset-password"],
+                &["web1"],
+                in_secs(60),
+            ))
             .await
             .unwrap_err(),
     );
@@ -422,7 +537,13 @@ async fn redelegation_is_never_wider_and_revocation_cascades() {
     // A root delegation needs policy: carol may not delegate on her own.
     let (code, _) = status(
         w.carol
-            .create_delegation(&to_user("dave", None, &["reset-password"], &["web1"], in_secs(60)))
+            .create_delegation(&to_user(
+                "dave",
+                None,
+                &["reset-password"],
+                &["web1"],
+                in_secs(60),
+            ))
             .await
             .unwrap_err(),
     );
@@ -438,7 +559,14 @@ async fn redelegation_is_never_wider_and_revocation_cascades() {
     assert_eq!(code, 400, "a reason is required");
     let out = w.s.cli(
         &w.s.admin_token,
-        &["--json", "delegate", "revoke", &root.id.to_string(), "--reason", "audit finding"],
+        &[
+            "--json",
+            "delegate",
+            "revoke",
+            &root.id.to_string(),
+            "--reason",
+            "audit finding",
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let r: RevokedDelegations = serde_json::from_str(&stdout(&out)).unwrap();
@@ -456,15 +584,31 @@ async fn redelegation_is_never_wider_and_revocation_cascades() {
     }
     let (code, _) = status(
         w.admin
-            .revoke_delegation(root.id, &Reason { reason: Some("again".into()) })
+            .revoke_delegation(
+                root.id,
+                &Reason {
+                    reason: Some("again".into()),
+                },
+            )
             .await
             .unwrap_err(),
     );
     assert_eq!(code, 409);
     // Live listing is empty, --all shows them revoked.
-    assert!(w.admin.list_delegations(&DelegationQuery::default()).await.unwrap().is_empty());
+    assert!(
+        w.admin
+            .list_delegations(&DelegationQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let out = w.s.cli(&w.s.admin_token, &["delegate", "list", "--all"]);
-    assert_eq!(stdout(&out).matches("revoked").count(), 3, "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out).matches("revoked").count(),
+        3,
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,13 +616,20 @@ async fn an_expired_delegation_stops_at_once() {
     let w = world().await;
     let d = w
         .admin
-        .create_delegation(&to_group("helpdesk", &["reset-password"], &["web1"], in_secs(2)))
+        .create_delegation(&to_group(
+            "helpdesk",
+            &["reset-password"],
+            &["web1"],
+            in_secs(2),
+        ))
         .await
         .unwrap();
     let p = [("user", "bob"), ("password", "x")];
     check(&w.hd1, "web1", "reset-password", &p).await.unwrap();
     sleep_past(d.expires_at).await;
-    let (code, msg) = check(&w.hd1, "web1", "reset-password", &p).await.unwrap_err();
+    let (code, msg) = check(&w.hd1, "web1", "reset-password", &p)
+        .await
+        .unwrap_err();
     assert_eq!(code, 403, "{msg}");
     assert_eq!(
         w.admin.get_delegation(d.id).await.unwrap().state,
@@ -493,7 +644,13 @@ async fn an_expired_delegation_stops_at_once() {
     // Nothing can be passed on from it either.
     let (code, _) = status(
         w.hd1
-            .create_delegation(&to_user("carol", Some(d.id), &["reset-password"], &["web1"], in_secs(60)))
+            .create_delegation(&to_user(
+                "carol",
+                Some(d.id),
+                &["reset-password"],
+                &["web1"],
+                in_secs(60),
+            ))
             .await
             .unwrap_err(),
     );
@@ -515,10 +672,19 @@ async fn a_delegated_role_is_granted_without_approvers_until_the_deadline() {
 
     // root needs an approver, but the delegation pre-approved it: granted at once, for at
     // most the delegation's remaining time.
-    let r = w.hd1.create_request(&req("web1", "root", "1h", "disk full")).await.unwrap();
+    let r = w
+        .hd1
+        .create_request(&req("web1", "root", "1h", "disk full"))
+        .await
+        .unwrap();
     assert_eq!(r.request.state, RequestState::Approved);
     let g = r.grant.expect("granted");
-    assert!(g.expires_at <= d.expires_at, "{} > {}", g.expires_at, d.expires_at);
+    assert!(
+        g.expires_at <= d.expires_at,
+        "{} > {}",
+        g.expires_at,
+        d.expires_at
+    );
     assert!(r.request.duration_secs <= 600);
     assert_eq!(r.request.decided_by.as_deref(), Some(admin_name.as_str()));
     assert!(
@@ -529,12 +695,24 @@ async fn a_delegated_role_is_granted_without_approvers_until_the_deadline() {
             .contains(&d.id.to_string())
     );
     let approved = events(&w.admin, "request.approved").await;
-    assert!(approved.iter().any(|e| e.data["delegation"] == d.id.to_string()));
+    assert!(
+        approved
+            .iter()
+            .any(|e| e.data["delegation"] == d.id.to_string())
+    );
 
     // Not on another target, not for someone else.
-    let r2 = w.hd1.create_request(&req("web2", "root", "30m", "x")).await.unwrap();
+    let r2 = w
+        .hd1
+        .create_request(&req("web2", "root", "30m", "x"))
+        .await
+        .unwrap();
     assert_eq!(r2.request.state, RequestState::Pending);
-    let r3 = w.carol.create_request(&req("web1", "root", "30m", "x")).await.unwrap();
+    let r3 = w
+        .carol
+        .create_request(&req("web1", "root", "30m", "x"))
+        .await
+        .unwrap();
     assert_eq!(r3.request.state, RequestState::Pending);
 
     // A forbid still wins.
@@ -546,18 +724,30 @@ forbid (principal == Pedm::User::"hd1", action == Pedm::Action::"request", resou
 when { resource.name == "root" };"#,
     )
     .await;
-    let r4 = w.hd1.create_request(&req("web1", "root", "30m", "x")).await.unwrap();
+    let r4 = w
+        .hd1
+        .create_request(&req("web1", "root", "30m", "x"))
+        .await
+        .unwrap();
     assert_eq!(r4.request.state, RequestState::Denied);
 
     // Revoking the delegation ends the grant it pre-approved.
     let out = w
         .admin
-        .revoke_delegation(d.id, &Reason { reason: Some("done".into()) })
+        .revoke_delegation(
+            d.id,
+            &Reason {
+                reason: Some("done".into()),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(out.grants.len(), 1);
     assert_eq!(out.grants[0].id, g.id);
-    assert_eq!(w.admin.get_grant(g.id).await.unwrap().state, GrantState::Revoked);
+    assert_eq!(
+        w.admin.get_grant(g.id).await.unwrap().state,
+        GrantState::Revoked
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -578,7 +768,12 @@ async fn a_holder_hands_a_delegable_grant_on_within_its_time() {
     };
 
     // Policy does not mark docker delegable yet: refused and audited.
-    let (code, msg) = status(w.hd1.delegate_grant(parent.id, &body("carol", "10m")).await.unwrap_err());
+    let (code, msg) = status(
+        w.hd1
+            .delegate_grant(parent.id, &body("carol", "10m"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, 403, "{msg}");
     assert!(msg.contains("delegate"), "{msg}");
     assert!(
@@ -598,30 +793,48 @@ when { resource.name == "docker" };"#,
     .await;
 
     // Only the holder hands it on.
-    let (code, _) = status(w.carol.delegate_grant(parent.id, &body("dave", "10m")).await.unwrap_err());
+    let (code, _) = status(
+        w.carol
+            .delegate_grant(parent.id, &body("dave", "10m"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, 403);
 
     // Asking for more than is left gives what is left: capped at the parent's expiry (CLI).
     let hd1_token = {
-        let t = w.admin.create_token(&pedm_api::CreateToken {
-            user: Some("hd1".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let t = w
+            .admin
+            .create_token(&pedm_api::CreateToken {
+                user: Some("hd1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         t.token
     };
     let out = w.s.cli(
         &hd1_token,
         &[
-            "--json", "grant", "delegate", &parent.id.to_string(), "--to", "carol",
-            "--duration", "45m", "--reason", "pairing",
+            "--json",
+            "grant",
+            "delegate",
+            &parent.id.to_string(),
+            "--to",
+            "carol",
+            "--duration",
+            "45m",
+            "--reason",
+            "pairing",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let child: pedm_api::Grant = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(child.user, "carol");
-    assert_eq!((child.target.as_str(), child.role.as_str()), ("web1", "docker"));
+    assert_eq!(
+        (child.target.as_str(), child.role.as_str()),
+        ("web1", "docker")
+    );
     assert!(child.expires_at <= parent.expires_at);
     assert!(child.expires_at > parent.expires_at - SignedDuration::from_secs(60));
     let delegated = events(&w.admin, "grant.delegated").await;
@@ -630,11 +843,19 @@ when { resource.name == "docker" };"#,
     assert_eq!(delegated[0].data["grant"], child.id.to_string());
 
     // carol hands part of hers on to dave.
-    let grandchild = w.carol.delegate_grant(child.id, &body("dave", "5m")).await.unwrap();
+    let grandchild = w
+        .carol
+        .delegate_grant(child.id, &body("dave", "5m"))
+        .await
+        .unwrap();
     assert!(grandchild.expires_at <= child.expires_at);
 
     // root is not delegable under this policy: refused even to its holder.
-    let r = w.hd1.create_request(&req("web1", "root", "30m", "x")).await.unwrap();
+    let r = w
+        .hd1
+        .create_request(&req("web1", "root", "30m", "x"))
+        .await
+        .unwrap();
     let root_grant = w
         .admin
         .approve_request(r.request.id, &pedm_api::Decide { comment: None })
@@ -642,12 +863,22 @@ when { resource.name == "docker" };"#,
         .unwrap()
         .grant
         .unwrap();
-    let (code, _) = status(w.hd1.delegate_grant(root_grant.id, &body("carol", "5m")).await.unwrap_err());
+    let (code, _) = status(
+        w.hd1
+            .delegate_grant(root_grant.id, &body("carol", "5m"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, 403);
 
     // Ending the parent ends what was handed on from it.
     w.admin
-        .revoke_grant(parent.id, &Reason { reason: Some("incident over".into()) })
+        .revoke_grant(
+            parent.id,
+            &Reason {
+                reason: Some("incident over".into()),
+            },
+        )
         .await
         .unwrap();
     for (id, from) in [(child.id, parent.id), (grandchild.id, child.id)] {
@@ -656,6 +887,255 @@ when { resource.name == "docker" };"#,
         assert!(g.end_reason.unwrap().contains(&from.to_string()));
     }
     let ended = events(&w.admin, "grant.revoked").await;
-    assert!(ended.iter().any(|e| e.data["parent_grant"] == parent.id.to_string()));
-    assert!(ended.iter().any(|e| e.data["parent_grant"] == child.id.to_string()));
+    assert!(
+        ended
+            .iter()
+            .any(|e| e.data["parent_grant"] == parent.id.to_string())
+    );
+    assert!(
+        ended
+            .iter()
+            .any(|e| e.data["parent_grant"] == child.id.to_string())
+    );
+}
+
+/// What the agent will receive: `ControlPlane::host_tasks` in process (the store, the
+/// built-in decider and a manual clock), its JSON, and `TaskDef::render` on the other side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_tasks_carry_what_the_agent_needs() {
+    use pedm_core::clock::ManualClock;
+    use pedm_core::decision::BuiltinDecider;
+    use pedm_core::model::Actor;
+    use pedm_core::service::{ControlPlane, Limits, NewDelegation};
+    use pedm_store::SqliteStore;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("pedm.db"))
+            .await
+            .unwrap(),
+    );
+    let start = Timestamp::from_second(1_800_000_000).unwrap();
+    let clock = Arc::new(ManualClock::new(start));
+    let cp = ControlPlane::new(
+        store,
+        Arc::new(BuiltinDecider),
+        clock.clone(),
+        Limits::default(),
+    );
+    let sys = Actor::system();
+    for (t, env) in [("web1", "prod"), ("web2", "staging")] {
+        cp.create_target(
+            &sys,
+            t,
+            TargetKind::Host,
+            None,
+            [("env".to_string(), env.to_string())].into(),
+        )
+        .await
+        .unwrap();
+    }
+    for u in ["hd1", "hd2", "carol"] {
+        cp.create_user(&sys, u, None, false).await.unwrap();
+    }
+    cp.create_group(&sys, "helpdesk", None).await.unwrap();
+    cp.set_group_member(&sys, "helpdesk", "hd1", true)
+        .await
+        .unwrap();
+    cp.set_group_member(&sys, "helpdesk", "hd2", true)
+        .await
+        .unwrap();
+    cp.define_task(&sys, serde_json::from_str(RESET_PASSWORD).unwrap(), false)
+        .await
+        .unwrap();
+    cp.define_task(&sys, restart_nginx(), false).await.unwrap();
+    let d = cp
+        .create_delegation(
+            &sys,
+            NewDelegation {
+                parent: None,
+                delegate: Delegatee {
+                    kind: DelegateKind::Group,
+                    name: "helpdesk".into(),
+                },
+                tasks: vec!["reset-password".into()],
+                roles: vec![],
+                scope: vec!["env=prod".into()],
+                expires_at: start + SignedDuration::from_secs(3600),
+                redelegate: false,
+                reason: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let tasks = cp.host_tasks("web1").await.unwrap();
+    let names: Vec<&str> = tasks.iter().map(|t| t.task.name.as_str()).collect();
+    assert_eq!(names, vec!["reset-password", "restart-nginx"]);
+    assert_eq!(tasks[0].delegations.len(), 1);
+    assert_eq!(tasks[0].delegations[0].delegation, d.id);
+    assert_eq!(tasks[0].delegations[0].users, vec!["hd1", "hd2"]);
+    assert!(tasks[1].delegations.is_empty());
+    // web2 is outside the delegation's scope; the task applies there, nobody may run it.
+    let web2 = cp.host_tasks("web2").await.unwrap();
+    assert_eq!(web2.len(), 1);
+    assert!(web2[0].delegations.is_empty());
+
+    // The agent's side: JSON in, decide, render.
+    let json = serde_json::to_string(&tasks).unwrap();
+    let got: Vec<HostTask> = serde_json::from_str(&json).unwrap();
+    assert_eq!(got, tasks);
+    let now = start + SignedDuration::from_secs(60);
+    assert_eq!(got[0].allowed_for("hd2", now), Some(d.id));
+    assert_eq!(got[0].allowed_for("carol", now), None);
+    let run = got[0]
+        .task
+        .render(&params(&[("user", "bob"), ("password", "pw")]))
+        .unwrap();
+    assert_eq!(run.argv, vec!["/usr/sbin/chpasswd"]);
+    assert_eq!(run.stdin.as_deref(), Some("bob:pw\n"));
+    assert!(
+        got[0]
+            .task
+            .render(&params(&[("user", "root"), ("password", "pw")]))
+            .is_err()
+    );
+
+    // The server-side check agrees, and stops at the deadline.
+    let hd1 = Actor {
+        user: "hd1".into(),
+        admin: false,
+        groups: vec![],
+        token_id: None,
+    };
+    assert_eq!(
+        cp.may_run_task(&hd1, "web1", "reset-password")
+            .await
+            .unwrap(),
+        d.id
+    );
+    assert!(
+        cp.may_run_task(&hd1, "web2", "reset-password")
+            .await
+            .is_err()
+    );
+    clock.advance(SignedDuration::from_secs(3600));
+    assert!(
+        cp.may_run_task(&hd1, "web1", "reset-password")
+            .await
+            .is_err()
+    );
+    assert!(
+        cp.host_tasks("web1").await.unwrap()[0]
+            .delegations
+            .is_empty()
+    );
+    assert_eq!(
+        got[0].allowed_for("hd1", start + SignedDuration::from_secs(3600)),
+        None
+    );
+}
+
+/// A grant handed on ends with its parent on every path: release, and the expiry pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
+    use pedm_core::clock::ManualClock;
+    use pedm_core::decision::BuiltinDecider;
+    use pedm_core::model::Actor;
+    use pedm_core::service::{ControlPlane, Limits, NewRequest, NewRole};
+    use pedm_store::SqliteStore;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("pedm.db"))
+            .await
+            .unwrap(),
+    );
+    let start = Timestamp::from_second(1_800_000_000).unwrap();
+    let clock = Arc::new(ManualClock::new(start));
+    let cp = Arc::new(ControlPlane::new(
+        store,
+        Arc::new(BuiltinDecider),
+        clock.clone(),
+        Limits::default(),
+    ));
+    let sys = Actor::system();
+    cp.create_target(&sys, "web1", TargetKind::Host, None, Default::default())
+        .await
+        .unwrap();
+    cp.create_role(
+        &sys,
+        NewRole {
+            target: "web1".into(),
+            name: "docker".into(),
+            description: None,
+            max_duration_secs: 3600,
+            auto_approve: true,
+            run_as: None,
+        },
+    )
+    .await
+    .unwrap();
+    for (u, admin) in [("ann", true), ("bea", false), ("cid", false)] {
+        cp.create_user(&sys, u, None, admin).await.unwrap();
+    }
+    let actor = |u: &str, admin| Actor {
+        user: u.into(),
+        admin,
+        groups: vec![],
+        token_id: None,
+    };
+    let (ann, bea) = (actor("ann", true), actor("bea", false));
+    let docker = |why: &str| NewRequest {
+        target: "web1".into(),
+        role: "docker".into(),
+        duration_secs: 1200,
+        justification: why.into(),
+        task: None,
+        ticket: None,
+        break_glass: false,
+    };
+
+    // Release: ann (an admin: the built-in rule lets admins delegate) hands hers to bea,
+    // bea (not an admin) may not hand it on further.
+    let (_, g) = cp
+        .create_request(&ann, docker("deploy"), Default::default())
+        .await
+        .unwrap();
+    let g = g.unwrap();
+    let child = cp
+        .delegate_grant(&ann, g.id, "bea", 600, None)
+        .await
+        .unwrap();
+    assert!(
+        cp.delegate_grant(&bea, child.id, "cid", 60, None)
+            .await
+            .is_err()
+    );
+    cp.release_grant(&ann, g.id, None).await.unwrap();
+    let child = cp.get_grant(&bea, child.id).await.unwrap();
+    assert_eq!(child.state, GrantState::Revoked);
+
+    // Expiry: the child is capped at the parent's expiry and both end in the pass.
+    let (_, g) = cp
+        .create_request(&ann, docker("deploy again"), Default::default())
+        .await
+        .unwrap();
+    let g = g.unwrap();
+    let child = cp
+        .delegate_grant(&ann, g.id, "bea", 3600, None)
+        .await
+        .unwrap();
+    assert_eq!(child.expires_at, g.expires_at);
+    clock.advance(SignedDuration::from_secs(1200));
+    let pass = cp.expire_due().await.unwrap();
+    assert!(pass.grants_expired >= 1);
+    for id in [g.id, child.id] {
+        assert_eq!(
+            cp.get_grant(&ann, id).await.unwrap().state,
+            GrantState::Expired
+        );
+    }
 }

@@ -149,12 +149,7 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &DelegationWrite) -> Result<(), S
             )
             .await
         }
-        DelegationWrite::Revoke {
-            id,
-            at,
-            by,
-            reason,
-        } => {
+        DelegationWrite::Revoke { id, at, by, reason } => {
             let n = c
                 .execute(
                     "UPDATE delegations SET revoked_at = $2, revoked_by = $3, revoke_reason = $4 \
@@ -242,7 +237,12 @@ impl Engine {
     ) -> Result<Vec<GrantLink>, StoreError> {
         let mut sql = format!("SELECT {LINK_COLS} FROM grant_links WHERE 1 = 1");
         let mut a: Vec<Arg> = vec![];
-        push_eq(&mut sql, &mut a, "delegation_id", f.delegation.map(Into::into));
+        push_eq(
+            &mut sql,
+            &mut a,
+            "delegation_id",
+            f.delegation.map(Into::into),
+        );
         push_eq(
             &mut sql,
             &mut a,

@@ -1166,10 +1166,7 @@ impl Store for Engine {
         Engine::sessions(self, f).await
     }
 
-    async fn task(
-        &self,
-        name: &str,
-    ) -> Result<Option<pedm_core::delegation::TaskDef>, StoreError> {
+    async fn task(&self, name: &str) -> Result<Option<pedm_core::delegation::TaskDef>, StoreError> {
         Engine::task(self, name).await
     }
     async fn tasks(&self) -> Result<Vec<pedm_core::delegation::TaskDef>, StoreError> {

@@ -1982,17 +1982,45 @@ async fn tasks_delegations_and_grant_links(db: Db) {
     }))
     .unwrap();
     assert_eq!(s.task("reset-password").await.unwrap(), None);
-    ok(&s, dw(DelegationWrite::DefineTask { task: task.clone(), replace: false })).await;
+    ok(
+        &s,
+        dw(DelegationWrite::DefineTask {
+            task: task.clone(),
+            replace: false,
+        }),
+    )
+    .await;
     assert_eq!(s.task("reset-password").await.unwrap(), Some(task.clone()));
     exists(
-        fails(&s, dw(DelegationWrite::DefineTask { task: task.clone(), replace: false })).await,
+        fails(
+            &s,
+            dw(DelegationWrite::DefineTask {
+                task: task.clone(),
+                replace: false,
+            }),
+        )
+        .await,
         "reset-password",
     );
     task.description = Some("changed".into());
-    ok(&s, dw(DelegationWrite::DefineTask { task: task.clone(), replace: true })).await;
+    ok(
+        &s,
+        dw(DelegationWrite::DefineTask {
+            task: task.clone(),
+            replace: true,
+        }),
+    )
+    .await;
     let mut other = task.clone();
     other.name = "another".into();
-    ok(&s, dw(DelegationWrite::DefineTask { task: other.clone(), replace: true })).await;
+    ok(
+        &s,
+        dw(DelegationWrite::DefineTask {
+            task: other.clone(),
+            replace: true,
+        }),
+    )
+    .await;
     assert_eq!(s.tasks().await.unwrap(), vec![other, task.clone()]);
 
     // Delegations: insert, read back, children by parent, live filter, revoke once.
@@ -2095,7 +2123,10 @@ async fn tasks_delegations_and_grant_links(db: Db) {
         }))
         .event(ev("delegation.revoked", "delegation:1"));
     conflict(fails(&s, c).await, "already revoked");
-    assert_eq!(s.delegation(root.id).await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(
+        s.delegation(root.id).await.unwrap().unwrap().revoked_at,
+        None
+    );
 
     // Grant links: by delegation and by parent grant; one link per grant.
     let r1 = request("alice", "web1", 10);

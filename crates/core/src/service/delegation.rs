@@ -67,7 +67,10 @@ fn chain_allows(chain: &[Delegation], target: &Target, item: Item<'_>) -> bool {
 
 fn names(field: &str, kind: &str, v: Vec<String>) -> Result<Vec<String>> {
     if v.len() > MAX_ITEMS {
-        return Err(Error::invalid(field, format!("at most {MAX_ITEMS} entries")));
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_ITEMS} entries"),
+        ));
     }
     let mut out = Vec::with_capacity(v.len());
     for n in v {
@@ -84,7 +87,12 @@ impl ControlPlane {
     // ---------------------------------------------------------------- tasks
 
     /// Defines a task (or, with `replace`, changes one). Needs `manage_targets`.
-    pub async fn define_task(&self, actor: &Actor, mut def: TaskDef, replace: bool) -> Result<TaskDef> {
+    pub async fn define_task(
+        &self,
+        actor: &Actor,
+        mut def: TaskDef,
+        replace: bool,
+    ) -> Result<TaskDef> {
         self.require_admin(actor, AdminAction::ManageTargets, "task.define")
             .await?;
         def.defined_by = Some(actor.user.clone());
@@ -102,9 +110,9 @@ impl ControlPlane {
                     .data(json!({ "replaced": existed, "definition": def })),
             );
         self.store.commit(cs).await.map_err(|e| match e {
-            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!(
-                "task {name} (define it with replace to change it)"
-            )),
+            StoreError::AlreadyExists(_) => {
+                Error::AlreadyExists(format!("task {name} (define it with replace to change it)"))
+            }
             e => e.into(),
         })?;
         Ok(def)
@@ -171,6 +179,7 @@ impl ControlPlane {
             }
             match self.store.user(&cur.delegator).await? {
                 Some(u) if !u.disabled => {}
+                None if cur.delegator == SYSTEM_ACTOR => {}
                 _ => {
                     return Ok(Err(format!(
                         "{}, who made delegation {}, is disabled",
@@ -219,14 +228,19 @@ impl ControlPlane {
             .await?;
         let mut out = vec![];
         for d in live {
-            if !d.delegate.covers(user, &groups) || !chain_allows(std::slice::from_ref(&d), target, item)
+            if !d.delegate.covers(user, &groups)
+                || !chain_allows(std::slice::from_ref(&d), target, item)
             {
                 continue;
             }
             if let Ok(chain) = self.live_chain(&d, now).await?
                 && chain_allows(&chain, target, item)
             {
-                let until = chain.iter().map(|c| c.expires_at).min().unwrap_or(d.expires_at);
+                let until = chain
+                    .iter()
+                    .map(|c| c.expires_at)
+                    .min()
+                    .unwrap_or(d.expires_at);
                 out.push((d.at(now), until));
             }
         }
@@ -295,7 +309,9 @@ impl ControlPlane {
             ));
         }
         let mut scope_items = new.scope.clone();
-        scope_items.iter_mut().for_each(|s| *s = s.trim().to_string());
+        scope_items
+            .iter_mut()
+            .for_each(|s| *s = s.trim().to_string());
         scope_items.sort();
         scope_items.dedup();
         let scope = parse_scope(&scope_items).map_err(|e| Error::invalid("scope", e))?;
@@ -307,10 +323,7 @@ impl ControlPlane {
         if secs > MAX_DELEGATION_SECS {
             return Err(Error::invalid(
                 "expires_at",
-                format!(
-                    "is more than {} away",
-                    format_duration(MAX_DELEGATION_SECS)
-                ),
+                format!("is more than {} away", format_duration(MAX_DELEGATION_SECS)),
             ));
         }
         match new.delegate.kind {
@@ -349,8 +362,7 @@ impl ControlPlane {
             None => {
                 let decider = self.decider();
                 for def in &defs {
-                    let on: Vec<&&Target> =
-                        in_scope.iter().filter(|t| def.applies_to(t)).collect();
+                    let on: Vec<&&Target> = in_scope.iter().filter(|t| def.applies_to(t)).collect();
                     if on.is_empty() {
                         return Err(Error::invalid(
                             "tasks",
@@ -410,17 +422,15 @@ impl ControlPlane {
                 let chain = match self.live_chain(&parent, now).await? {
                     Ok(c) => c,
                     Err(why) => {
-                        return Err(refuse(format!(
-                            "delegation {pid} cannot be passed on: {why}"
-                        ))
-                        .await);
+                        return Err(
+                            refuse(format!("delegation {pid} cannot be passed on: {why}")).await,
+                        );
                     }
                 };
                 if !parent.redelegate {
-                    return Err(refuse(format!(
-                        "delegation {pid} does not allow re-delegation"
-                    ))
-                    .await);
+                    return Err(
+                        refuse(format!("delegation {pid} does not allow re-delegation")).await,
+                    );
                 }
                 let mut wider = vec![];
                 let extra: Vec<&str> = tasks
@@ -429,7 +439,10 @@ impl ControlPlane {
                     .map(String::as_str)
                     .collect();
                 if !extra.is_empty() {
-                    wider.push(format!("tasks {} are not delegated to you", extra.join(", ")));
+                    wider.push(format!(
+                        "tasks {} are not delegated to you",
+                        extra.join(", ")
+                    ));
                 }
                 let extra: Vec<&str> = roles
                     .iter()
@@ -437,7 +450,10 @@ impl ControlPlane {
                     .map(String::as_str)
                     .collect();
                 if !extra.is_empty() {
-                    wider.push(format!("roles {} are not delegated to you", extra.join(", ")));
+                    wider.push(format!(
+                        "roles {} are not delegated to you",
+                        extra.join(", ")
+                    ));
                 }
                 let parent_scope =
                     parse_scope(&parent.scope).map_err(|e| Error::Internal(e.to_string()))?;
@@ -458,10 +474,7 @@ impl ControlPlane {
                     .min()
                     .unwrap_or(parent.expires_at);
                 if new.expires_at > until {
-                    wider.push(format!(
-                        "deadline {} is later than {until}",
-                        new.expires_at
-                    ));
+                    wider.push(format!("deadline {} is later than {until}", new.expires_at));
                 }
                 if !wider.is_empty() {
                     return Err(refuse(format!(
@@ -567,16 +580,17 @@ impl ControlPlane {
         id: Uuid,
         reason: Option<String>,
     ) -> Result<RevokedDelegation> {
-        let reason = trimmed("reason", reason, 500)?.ok_or_else(|| {
-            Error::invalid("reason", "is required when revoking a delegation")
-        })?;
+        let reason = trimmed("reason", reason, 500)?
+            .ok_or_else(|| Error::invalid("reason", "is required when revoking a delegation"))?;
         let d = self.load_delegation(id).await?;
         let mut allowed = d.delegator == actor.user || self.holds(actor, AdminAction::ManageGrants);
         let mut up = d.parent;
         let mut depth = 0;
         while let (false, Some(pid)) = (allowed, up) {
             depth += 1;
-            let Some(p) = self.store.delegation(pid).await? else { break };
+            let Some(p) = self.store.delegation(pid).await? else {
+                break;
+            };
             allowed = p.delegator == actor.user;
             up = if depth < MAX_CHAIN { p.parent } else { None };
         }
@@ -622,13 +636,12 @@ impl ControlPlane {
             }
             let mut cs = Changeset::new();
             for x in &all {
-                cs.writes
-                    .push(Write::Delegation(DelegationWrite::Revoke {
-                        id: x.id,
-                        at: now,
-                        by: actor.user.clone(),
-                        reason: reason.clone(),
-                    }));
+                cs.writes.push(Write::Delegation(DelegationWrite::Revoke {
+                    id: x.id,
+                    at: now,
+                    by: actor.user.clone(),
+                    reason: reason.clone(),
+                }));
                 let mut data = json!({
                     "reason": reason, "delegate": x.delegate, "delegator": x.delegator,
                     "expires_at": x.expires_at,
@@ -636,8 +649,10 @@ impl ControlPlane {
                 if x.id != id {
                     data["cascade_from"] = json!(id);
                 }
-                cs.events
-                    .push(self.event(actor, "delegation.revoked", subject("delegation", x.id)).data(data));
+                cs.events.push(
+                    self.event(actor, "delegation.revoked", subject("delegation", x.id))
+                        .data(data),
+                );
             }
             let mut ended = vec![];
             for x in &all {
@@ -649,20 +664,35 @@ impl ControlPlane {
                     })
                     .await?;
                 for l in links {
-                    let Some(g) = self.store.grant(l.grant_id).await? else { continue };
+                    let Some(g) = self.store.grant(l.grant_id).await? else {
+                        continue;
+                    };
                     if g.state != GrantState::Active || ended.iter().any(|e: &Grant| e.id == g.id) {
                         continue;
                     }
-                    let why = format!("delegation {} that pre-approved it was revoked: {reason}", x.id);
+                    let why = format!(
+                        "delegation {} that pre-approved it was revoked: {reason}",
+                        x.id
+                    );
                     ended.extend(
-                        self.end_grant_writes(actor, &g, GrantState::Revoked, Some(why), now, &mut cs)
-                            .await?,
+                        self.end_grant_writes(
+                            actor,
+                            &g,
+                            GrantState::Revoked,
+                            Some(why),
+                            now,
+                            &mut cs,
+                        )
+                        .await?,
                     );
                 }
             }
             match self.store.commit(cs).await {
                 Ok(_) => {
-                    if ended.iter().any(|g| g.provision_state == ProvisionState::RevokePending) {
+                    if ended
+                        .iter()
+                        .any(|g| g.provision_state == ProvisionState::RevokePending)
+                    {
                         self.jobs_changed.notify_one();
                     }
                     for g in &ended {
@@ -809,7 +839,11 @@ impl ControlPlane {
                     delegation: d.id,
                     delegate: d.delegate.clone(),
                     users,
-                    expires_at: chain.iter().map(|c| c.expires_at).min().unwrap_or(d.expires_at),
+                    expires_at: chain
+                        .iter()
+                        .map(|c| c.expires_at)
+                        .min()
+                        .unwrap_or(d.expires_at),
                 });
             }
             out.push(HostTask { task, delegations });
@@ -839,13 +873,16 @@ impl ControlPlane {
         let parent = self.load_grant(id).await?;
         let asked = json!({ "grant": id, "to": to, "duration_secs": duration_secs });
         let refuse = |why: String| {
-            self.refuse_delegation(actor, "grant.delegate", subject("grant", id), why, asked.clone())
+            self.refuse_delegation(
+                actor,
+                "grant.delegate",
+                subject("grant", id),
+                why,
+                asked.clone(),
+            )
         };
         if parent.user != actor.user {
-            return Err(refuse(format!(
-                "only the holder may hand on grant {id}"
-            ))
-            .await);
+            return Err(refuse(format!("only the holder may hand on grant {id}")).await);
         }
         let now = self.now();
         if parent.state != GrantState::Active || parent.expires_at <= now {
@@ -870,7 +907,9 @@ impl ControlPlane {
         let left = parent.expires_at.duration_since(now).as_secs();
         let secs = duration_secs.min(left);
         if secs < 1 {
-            return Err(Error::Conflict(format!("grant {id} ends in less than a second")));
+            return Err(Error::Conflict(format!(
+                "grant {id} ends in less than a second"
+            )));
         }
         let max = role.max_duration_secs.min(self.limits.max_duration_secs);
         if duration_secs > max {
@@ -917,7 +956,11 @@ impl ControlPlane {
                 now,
             })
         {
-            return Err(refuse(format!("policy does not let {to} hold {}/{}: {why}", target.name, role.name)).await);
+            return Err(refuse(format!(
+                "policy does not let {to} hold {}/{}: {why}",
+                target.name, role.name
+            ))
+            .await);
         }
 
         let req = Request {
@@ -935,10 +978,7 @@ impl ControlPlane {
             pending_until: now,
             decided_at: Some(now),
             decided_by: Some(actor.user.clone()),
-            decision_reason: Some(format!(
-                "handed on by {} from grant {id}",
-                actor.user
-            )),
+            decision_reason: Some(format!("handed on by {} from grant {id}", actor.user)),
             grant_id: None,
             approvals_required: 0,
             approval_tiers: vec![],

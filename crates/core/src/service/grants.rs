@@ -114,7 +114,10 @@ impl ControlPlane {
                 .await?;
             match self.store.commit(cs).await {
                 Ok(_) => {
-                    if ended.iter().any(|e| e.provision_state == ProvisionState::RevokePending) {
+                    if ended
+                        .iter()
+                        .any(|e| e.provision_state == ProvisionState::RevokePending)
+                    {
                         self.jobs_changed.notify_one();
                     }
                     for e in &ended {
@@ -129,10 +132,7 @@ impl ControlPlane {
                     g = self.load_grant(g.id).await?;
                 }
                 Err(StoreError::Conflict(_)) => {
-                    return Err(Error::Conflict(format!(
-                        "grant {} has already ended",
-                        g.id
-                    )));
+                    return Err(Error::Conflict(format!("grant {} has already ended", g.id)));
                 }
                 Err(e) => return Err(e.into()),
             }

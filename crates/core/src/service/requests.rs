@@ -157,9 +157,7 @@ impl ControlPlane {
             _ => None,
         };
         if let Some((_, until)) = &delegated {
-            req.duration_secs = req
-                .duration_secs
-                .min(until.duration_since(now).as_secs());
+            req.duration_secs = req.duration_secs.min(until.duration_since(now).as_secs());
         }
         let decision = match decision {
             RequestDecision::Permit(p) if new.break_glass && !p.break_glass => {
@@ -194,7 +192,9 @@ impl ControlPlane {
                         ),
                 );
             }
-            RequestDecision::Permit(p) if p.auto_approve || p.break_glass || delegated.is_some() => {
+            RequestDecision::Permit(p)
+                if p.auto_approve || p.break_glass || delegated.is_some() =>
+            {
                 req.state = RequestState::Approved;
                 req.decided_at = Some(now);
                 req.decided_by = Some(POLICY_ACTOR.into());
@@ -202,8 +202,10 @@ impl ControlPlane {
                 req.policy = p.policy.clone();
                 if let Some((d, _)) = &delegated {
                     req.decided_by = Some(d.delegator.clone());
-                    req.decision_reason =
-                        Some(format!("pre-approved by delegation {} from {}", d.id, d.delegator));
+                    req.decision_reason = Some(format!(
+                        "pre-approved by delegation {} from {}",
+                        d.id, d.delegator
+                    ));
                 }
                 if p.break_glass {
                     req.review = Some(Review {
@@ -246,7 +248,10 @@ impl ControlPlane {
                 }
                 cs = cs
                     .event(created)
-                    .event(self.event(actor, action, subject("request", req.id)).data(approved))
+                    .event(
+                        self.event(actor, action, subject("request", req.id))
+                            .data(approved),
+                    )
                     .event(self.grant_started_event(actor, &g));
                 grant = Some(g);
             }

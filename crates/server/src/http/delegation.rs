@@ -74,7 +74,9 @@ async fn check_task(
     Path(name): Path<String>,
     Body(b): Body<CheckTask>,
 ) -> ApiResult<Json<TaskChecked>> {
-    let r = s.cp.check_task(&c.actor, &b.target, &name, &b.params).await?;
+    let r =
+        s.cp.check_task(&c.actor, &b.target, &name, &b.params)
+            .await?;
     Ok(Json(TaskChecked {
         delegation: r.delegation,
         task: r.task.name,
@@ -205,6 +207,8 @@ async fn delegate_grant(
     Body(b): Body<DelegateGrant>,
 ) -> ApiResult<(StatusCode, Json<Grant>)> {
     let secs = duration("duration", &b.duration)?;
-    let g = s.cp.delegate_grant(&c.actor, id, &b.to, secs, b.reason).await?;
+    let g =
+        s.cp.delegate_grant(&c.actor, id, &b.to, secs, b.reason)
+            .await?;
     Ok((StatusCode::CREATED, Json(g)))
 }
