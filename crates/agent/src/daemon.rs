@@ -515,31 +515,13 @@ impl Agent {
             run_as: p.run_as.name.clone(),
             path: path.clone(),
         });
-        self.report(AgentReport {
-            id: Uuid::now_v7(),
-            at: Timestamp::now(),
-            user: caller.name.clone(),
-            verdict: ExecVerdict::Allowed,
-            grant: Some(p.grant),
-            session: Some(session),
-            argv: p.argv.clone(),
-            binary_sha256: Some(sha.clone()),
-            reason: Some(format!("allowed by {}", p.policies.join(", "))),
-        });
-        if write_frame(&mut stream, &accepted).await.is_err() {
-            self.sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&session);
-            return;
-        }
         let recording = self.outbox.recording_path(session);
         let meta = SessionUpload {
             grant_id: p.grant,
             user: caller.name.clone(),
             run_as: p.run_as.name.clone(),
             argv: p.argv.clone(),
-            binary_sha256: Some(sha),
+            binary_sha256: Some(sha.clone()),
             shell: p.shell,
             started_at: Timestamp::now(),
             ended_at: Timestamp::now(),
@@ -549,8 +531,39 @@ impl Agent {
             recording_sha256: String::new(),
             recording_bytes: 0,
         };
-        if let Err(e) = self.outbox.begin_session(session, &meta) {
+        let allowed = AgentReport {
+            id: Uuid::now_v7(),
+            at: Timestamp::now(),
+            user: caller.name.clone(),
+            verdict: ExecVerdict::Allowed,
+            grant: Some(p.grant),
+            session: Some(session),
+            argv: p.argv.clone(),
+            binary_sha256: Some(sha.clone()),
+            reason: Some(format!("allowed by {}", p.policies.join(", "))),
+        };
+        // Nothing runs that is not on disk first.
+        if let Err(e) = self.outbox.begin_session(session, &allowed, &meta) {
             tracing::error!(%session, error = %e, "cannot note the session");
+            self.sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&session);
+            let _ = refuse(
+                &mut stream,
+                format!("pedm-agent cannot record the session: {e}"),
+            )
+            .await;
+            return;
+        }
+        self.queued.notify_one();
+        if write_frame(&mut stream, &accepted).await.is_err() {
+            self.sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&session);
+            let _ = self.outbox.discard_session(session);
+            return;
         }
         let this = self.clone();
         let finished = crate::session::FinishHook(Box::new(move |o| {

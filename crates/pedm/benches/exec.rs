@@ -120,35 +120,55 @@ async fn run() {
     let bytes = std::fs::metadata(&file).unwrap().len() as f64;
     let f = file.to_str().unwrap();
     let typescript = agent.dir.path().join("typescript");
-    let best = |mk: &dyn Fn() -> Command| {
-        (0..3)
-            .map(|_| time(mk()))
-            .min()
-            .unwrap()
-            .as_secs_f64()
-    };
+    let best = |mk: &dyn Fn() -> Command| (0..3).map(|_| time(mk())).min().unwrap().as_secs_f64();
     let mbs = |secs: f64| bytes / secs / 1e6;
     let t_direct = best(&|| as_user("/bin/cat", &[f]));
     let t_sudo = best(&|| as_user("sudo", &["-n", "/usr/bin/cat", f]));
     let t_script = best(&|| {
         let mut c = Command::new("script");
-        c.args(["-q", "-c", &format!("cat {f}"), typescript.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        c.args([
+            "-q",
+            "-c",
+            &format!("cat {f}"),
+            typescript.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         c
     });
     let t_pedm = best(&|| as_user(pedm, &["exec", "--", "/usr/bin/cat", f]));
 
-    println!("\npedm exec vs sudo (grant {}, {LATENCY_RUNS} runs each, interleaved)", g.id);
-    println!("{:<40} {:>10} {:>10}", "elevation latency /bin/true", "p50 ms", "p99 ms");
+    println!(
+        "\npedm exec vs sudo (grant {}, {LATENCY_RUNS} runs each, interleaved)",
+        g.id
+    );
+    println!(
+        "{:<40} {:>10} {:>10}",
+        "elevation latency /bin/true", "p50 ms", "p99 ms"
+    );
     println!("{:<40} {:>10.2} {:>10}", "direct (no elevation)", d50, "");
     println!("{:<40} {:>10.2} {:>10.2}", "sudo -n (NOPASSWD)", s50, s99);
-    println!("{:<40} {:>10.2} {:>10.2}", "pedm exec (recorded, reported)", p50, p99);
+    println!(
+        "{:<40} {:>10.2} {:>10.2}",
+        "pedm exec (recorded, reported)", p50, p99
+    );
     println!("pedm/sudo p50 ratio: {:.2}", p50 / s50);
-    println!("\n{:<40} {:>10}", format!("recorded output, cat {FILE_MB} MB"), "MB/s");
-    println!("{:<40} {:>10.0}", "direct cat (no recording)", mbs(t_direct));
-    println!("{:<40} {:>10.0}", "sudo with log_output/log_input", mbs(t_sudo));
+    println!(
+        "\n{:<40} {:>10}",
+        format!("recorded output, cat {FILE_MB} MB"),
+        "MB/s"
+    );
+    println!(
+        "{:<40} {:>10.0}",
+        "direct cat (no recording)",
+        mbs(t_direct)
+    );
+    println!(
+        "{:<40} {:>10.0}",
+        "sudo with log_output/log_input",
+        mbs(t_sudo)
+    );
     println!("{:<40} {:>10.0}", "script (pty, to a file)", mbs(t_script));
     println!("{:<40} {:>10.0}", "pedm exec (asciicast)", mbs(t_pedm));
     println!("pedm/sudo throughput ratio: {:.2}", t_sudo / t_pedm);

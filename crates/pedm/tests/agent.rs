@@ -22,7 +22,11 @@ async fn exec_runs_only_what_a_live_grant_and_policy_allow() {
     // No grant: refused, exit 1, and the refusal is in the audit log.
     let out = agent.exec(&alice, &["/usr/bin/id", "-u"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("holds no active grant on web1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds no active grant on web1"),
+        "{}",
+        stderr(&out)
+    );
 
     let g = grant(&client, "30m").await;
     agent.wait_snapshot(1, None);
@@ -42,7 +46,12 @@ async fn exec_runs_only_what_a_live_grant_and_policy_allow() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
 
@@ -61,14 +70,33 @@ async fn exec_runs_only_what_a_live_grant_and_policy_allow() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let env = stdout(&out);
-    for bad in ["LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_ENV", "IFS=", "SHELLOPTS", "pwned"] {
+    for bad in [
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "BASH_ENV",
+        "IFS=",
+        "SHELLOPTS",
+        "pwned",
+    ] {
         assert!(!env.contains(bad), "{bad} reached the command:\n{env}");
     }
     let lines: Vec<&str> = env.lines().collect();
-    assert!(lines.contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), "{env}");
-    assert!(lines.contains(&"USER=root") && lines.contains(&"HOME=/root"), "{env}");
-    assert!(lines.contains(&format!("PEDM_USER={}", alice.name).as_str()), "{env}");
-    assert!(lines.contains(&"LANG=C.UTF-8"), "safe variables are kept: {env}");
+    assert!(
+        lines.contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        "{env}"
+    );
+    assert!(
+        lines.contains(&"USER=root") && lines.contains(&"HOME=/root"),
+        "{env}"
+    );
+    assert!(
+        lines.contains(&format!("PEDM_USER={}", alice.name).as_str()),
+        "{env}"
+    );
+    assert!(
+        lines.contains(&"LANG=C.UTF-8"),
+        "safe variables are kept: {env}"
+    );
 
     // Relative paths and binaries the caller could have changed are refused.
     let out = agent.exec(&alice, &["./pedm", "--version"]);
@@ -79,19 +107,35 @@ async fn exec_runs_only_what_a_live_grant_and_policy_allow() {
     std::fs::copy("/bin/true", &in_tmp).unwrap();
     let out = agent.exec(&alice, &[in_tmp.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("/tmp is writable"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/tmp is writable"),
+        "{}",
+        stderr(&out)
+    );
     // ...and so is one the caller owns, even in a root-owned directory.
-    let safe_dir = tempfile::Builder::new().prefix("pedm-test-").tempdir_in("/opt").unwrap();
+    let safe_dir = tempfile::Builder::new()
+        .prefix("pedm-test-")
+        .tempdir_in("/opt")
+        .unwrap();
     std::fs::set_permissions(safe_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let own = safe_dir.path().join("alices-true");
     std::fs::copy("/bin/true", &own).unwrap();
     nix::unistd::chown(&own, Some(alice.uid.into()), None).unwrap();
     let out = agent.exec(&alice, &[own.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(own.to_str().unwrap()), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(own.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
     let root_owned = safe_dir.path().join("roots-true");
     std::fs::copy("/bin/true", &root_owned).unwrap();
-    assert!(agent.exec(&alice, &[root_owned.to_str().unwrap()]).status.success());
+    assert!(
+        agent
+            .exec(&alice, &[root_owned.to_str().unwrap()])
+            .status
+            .success()
+    );
 
     // A blocklist policy: the agent gets the new version and refuses that command only.
     let mut sources = s.admin().policies().await.unwrap().sources;
@@ -133,7 +177,11 @@ async fn exec_runs_only_what_a_live_grant_and_policy_allow() {
         (ev.len() >= 6).then_some(ev)
     })
     .await;
-    assert!(denied.iter().any(|e| e.data["reason"].as_str().unwrap_or("").contains("no-rm")));
+    assert!(
+        denied
+            .iter()
+            .any(|e| e.data["reason"].as_str().unwrap_or("").contains("no-rm"))
+    );
     let allowed = eventually(Duration::from_secs(20), "exec.allowed events", || async {
         let ev = s
             .admin()
@@ -156,7 +204,10 @@ fn read_until_line(r: &mut impl BufRead, line: &str) {
     let mut buf = String::new();
     loop {
         buf.clear();
-        assert!(r.read_line(&mut buf).unwrap() > 0, "stdout ended before {line:?}");
+        assert!(
+            r.read_line(&mut buf).unwrap() > 0,
+            "stdout ended before {line:?}"
+        );
         if buf.trim_end() == line {
             return;
         }
@@ -173,7 +224,13 @@ async fn revoked_and_expired_grants_end_running_sessions() {
     agent.wait_snapshot(1, None);
 
     // Revoked while a long command runs: it is hung up and new commands are refused.
-    let long = ["exec", "--", "/bin/sh", "-c", "echo started; exec sleep 1000"];
+    let long = [
+        "exec",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo started; exec sleep 1000",
+    ];
     let mut child = agent
         .pedm_as(&bob, &long)
         .stdout(Stdio::piped())
@@ -194,10 +251,19 @@ async fn revoked_and_expired_grants_end_running_sessions() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(128 + libc_sighup()), "hung up");
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(err.contains("grant revoked"), "{err}");
     let out = agent.exec(&bob, &["/bin/true"]);
-    assert_eq!(out.status.code(), Some(1), "refused at once after the revocation");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "refused at once after the revocation"
+    );
 
     // Expired: the session ends at expiry, by the agent's own clock.
     let g2 = grant(&client, "3s").await;
@@ -215,14 +281,22 @@ async fn revoked_and_expired_grants_end_running_sessions() {
     let ended = jiff::Timestamp::now();
     assert!(ended >= g2.expires_at, "not ended before the grant's end");
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(err.contains("grant expired"), "{err}");
     let out = agent.exec(&bob, &["/bin/true"]);
     assert_eq!(out.status.code(), Some(1));
 
     // Both sessions were recorded with how they ended.
     let sessions = eventually(Duration::from_secs(20), "two recorded sessions", || async {
-        let l = client.list_sessions(&SessionQuery::default()).await.unwrap();
+        let l = client
+            .list_sessions(&SessionQuery::default())
+            .await
+            .unwrap();
         (l.len() == 2).then_some(l)
     })
     .await;
@@ -246,7 +320,8 @@ async fn sessions_go_on_offline_and_arrive_once_after_the_server_returns() {
     agent.wait_snapshot(1, None);
 
     // A session is running when the server goes away; it goes on.
-    let script = "echo started; read line; echo \"got $line\"; printf 'caf\\303\\251 \\342\\234\\223\\n'";
+    let script =
+        "echo started; read line; echo \"got $line\"; printf 'caf\\303\\251 \\342\\234\\223\\n'";
     let mut child = agent
         .pedm_as(&carol, &["exec", "--", "/bin/sh", "-c", script])
         .stdin(Stdio::piped())
@@ -273,23 +348,40 @@ async fn sessions_go_on_offline_and_arrive_once_after_the_server_returns() {
     s.start_again();
     let mut sessions = vec![];
     for _ in 0..1200 {
-        sessions = client.list_sessions(&SessionQuery::default()).await.unwrap_or_default();
+        sessions = client
+            .list_sessions(&SessionQuery::default())
+            .await
+            .unwrap_or_default();
         if sessions.len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(sessions.len(), 2, "two uploaded sessions; agent log:\n{}", agent.log_text());
-    let first = sessions.iter().find(|x| x.argv.contains(&"-c".to_string())).unwrap();
+    assert_eq!(
+        sessions.len(),
+        2,
+        "two uploaded sessions; agent log:\n{}",
+        agent.log_text()
+    );
+    let first = sessions
+        .iter()
+        .find(|x| x.argv.contains(&"-c".to_string()))
+        .unwrap();
     assert_eq!(first.grant_id, g.id);
     assert_eq!(first.exit_code, Some(0));
 
     // The recording holds exactly what the caller saw, and its hash is the audited one.
-    let out = s.cli(&s.admin_token, &["session", "export", &first.id.to_string()]);
+    let out = s.cli(
+        &s.admin_token,
+        &["session", "export", &first.id.to_string()],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let cast = pedm_agent::recording::parse(&out.stdout[..]).unwrap();
     assert_eq!(cast.output().as_bytes(), &received[..]);
-    assert!(cast.events.iter().any(|e| e.data == "hello\n"), "input is recorded");
+    assert!(
+        cast.events.iter().any(|e| e.data == "hello\n"),
+        "input is recorded"
+    );
     let recorded = s
         .admin()
         .audit_events(&AuditQuery {
@@ -305,9 +397,17 @@ async fn sessions_go_on_offline_and_arrive_once_after_the_server_returns() {
         .unwrap();
     assert_eq!(ev.data["recording_sha256"], first.recording_sha256);
     let listed = s.cli(&s.admin_token, &["session", "list", "--user", &carol.name]);
-    assert!(stdout(&listed).contains(&first.id.to_string()), "{}", stdout(&listed));
+    assert!(
+        stdout(&listed).contains(&first.id.to_string()),
+        "{}",
+        stdout(&listed)
+    );
     let shown = s.cli(&s.admin_token, &["session", "show", &first.id.to_string()]);
-    assert!(stdout(&shown).contains(&first.recording_sha256), "{}", stdout(&shown));
+    assert!(
+        stdout(&shown).contains(&first.recording_sha256),
+        "{}",
+        stdout(&shown)
+    );
     assert!(stdout(&shown).contains("exit 0"), "{}", stdout(&shown));
     // Others' sessions are not for every user.
     let other = user_with_token(&s, "eve", false).await;
@@ -330,19 +430,18 @@ async fn sessions_go_on_offline_and_arrive_once_after_the_server_returns() {
         .unwrap();
     assert_eq!(reports.len(), 2, "one exec.allowed per session");
     let host_client = Client::new(&s.url, Some(read_host_token(&agent))).unwrap();
-    let again: pedm_api::agent::AgentReport =
-        serde_json::from_value(serde_json::json!({
-            "id": reports[0].data["report"],
-            "at": reports[0].at,
-            "user": carol.name,
-            "verdict": "allowed",
-            "grant": g.id,
-            "session": first.id,
-            "argv": ["/bin/sh"],
-            "binary_sha256": null,
-            "reason": null,
-        }))
-        .unwrap();
+    let again: pedm_api::agent::AgentReport = serde_json::from_value(serde_json::json!({
+        "id": reports[0].data["report"],
+        "at": reports[0].at,
+        "user": carol.name,
+        "verdict": "allowed",
+        "grant": g.id,
+        "session": first.id,
+        "argv": ["/bin/sh"],
+        "binary_sha256": null,
+        "reason": null,
+    }))
+    .unwrap();
     let r = host_client
         .agent_reports(&pedm_api::agent::AgentReports {
             reports: vec![again],
@@ -387,7 +486,14 @@ async fn sessions_go_on_offline_and_arrive_once_after_the_server_returns() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(400), "{e}");
-    assert_eq!(client.list_sessions(&SessionQuery::default()).await.unwrap().len(), 2);
+    assert_eq!(
+        client
+            .list_sessions(&SessionQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 fn read_host_token(agent: &Agent) -> String {
@@ -425,10 +531,16 @@ async fn hosts_are_registered_by_admins_and_agents_need_their_token() {
     agent.agent_snapshot().await.unwrap();
     // A user token is not a host token, and a rotated host token stops working.
     let as_user = Client::new(&s.url, Some(user.clone())).unwrap();
-    assert_eq!(as_user.agent_snapshot().await.unwrap_err().status(), Some(401));
+    assert_eq!(
+        as_user.agent_snapshot().await.unwrap_err().status(),
+        Some(401)
+    );
     let second = a.register_host("web1").await.unwrap();
     assert!(second.rotated);
-    assert_eq!(agent.agent_snapshot().await.unwrap_err().status(), Some(401));
+    assert_eq!(
+        agent.agent_snapshot().await.unwrap_err().status(),
+        Some(401)
+    );
     let agent = Client::new(&s.url, Some(second.token)).unwrap();
     let snap = agent.agent_snapshot().await.unwrap();
     // The snapshot verifies with the registered key, and not once altered.
@@ -457,7 +569,6 @@ async fn hosts_are_registered_by_admins_and_agents_need_their_token() {
         .unwrap();
     assert!(denied.iter().any(|e| e.actor == "mallory"));
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminals_signals_and_shells_pass_through() {
@@ -512,9 +623,10 @@ async fn terminals_signals_and_shells_pass_through() {
     let mut sources = s.admin().policies().await.unwrap().sources;
     sources.push(pedm_api::PolicySource {
         name: "shells.cedar".into(),
-        text: "@id(\"root-shells\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
+        text:
+            "@id(\"root-shells\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
                when { resource.shell && resource.role == \"root\" };\n"
-            .into(),
+                .into(),
     });
     s.admin()
         .apply_policies(&pedm_api::ApplyPolicies {
@@ -542,7 +654,10 @@ async fn terminals_signals_and_shells_pass_through() {
     assert!(text.contains("uid=0 user=root"), "{text}");
     assert_eq!(out.status.code(), Some(4), "{text}");
     let sessions = eventually(Duration::from_secs(20), "the shell session", || async {
-        let l = client.list_sessions(&SessionQuery::default()).await.unwrap();
+        let l = client
+            .list_sessions(&SessionQuery::default())
+            .await
+            .unwrap();
         l.into_iter().find(|x| x.shell)
     })
     .await;
@@ -550,11 +665,7 @@ async fn terminals_signals_and_shells_pass_through() {
 }
 
 /// `c` run as `user` from the agent's directory with a minimal environment.
-fn as_user(
-    mut c: std::process::Command,
-    agent: &Agent,
-    user: &LinuxUser,
-) -> std::process::Command {
+fn as_user(mut c: std::process::Command, agent: &Agent, user: &LinuxUser) -> std::process::Command {
     use std::os::unix::process::CommandExt;
     c.uid(user.uid)
         .gid(user.gid)
