@@ -190,7 +190,7 @@ impl Agent {
                 return;
             }
         };
-        let ended = {
+        let ended: Vec<(Uuid, Timestamp)> = {
             let mut guard = self.enforced.write().unwrap_or_else(|e| e.into_inner());
             let result = match guard.as_mut() {
                 Some(current) => current.replace(signed.clone(), snap),
@@ -211,14 +211,14 @@ impl Agent {
             tracing::error!(error = %e, "cannot store the snapshot");
         }
         let now = Timestamp::now();
-        for grant in ended {
+        for (id, expires_at) in ended {
             // The server also ends grants at their expiry; say which it was.
-            let why = if grant.expires_at <= now {
+            let why = if expires_at <= now {
                 "grant expired"
             } else {
                 "grant revoked"
             };
-            self.stop_grant(grant.id, why);
+            self.stop_grant(id, why);
         }
         if let Some(e) = self
             .enforced
@@ -230,6 +230,13 @@ impl Agent {
                 issued_at = %e.snapshot.issued_at,
                 grants = e.snapshot.grants.len(),
                 policy = e.snapshot.policy.as_ref().map(|p| p.version).unwrap_or(0),
+                tasks = e.snapshot.tasks.len(),
+                delegations = e
+                    .snapshot
+                    .tasks
+                    .iter()
+                    .map(|t| t.delegations.len())
+                    .sum::<usize>(),
                 "snapshot in force"
             );
         }
@@ -373,6 +380,7 @@ impl Agent {
             }
         };
         let argv_for_report = start.argv.clone();
+        let task_for_report = start.task.as_ref().map(|t| t.name.clone());
         match self.prepare(&caller, start) {
             Ok(p) => self.run(stream, caller, p).await,
             Err((refusal, sha)) => {
@@ -384,6 +392,8 @@ impl Agent {
                     verdict: ExecVerdict::Denied,
                     grant: None,
                     session: None,
+                    task: task_for_report,
+                    delegation: None,
                     argv: argv_for_report,
                     binary_sha256: sha,
                     reason: Some(refusal.0.clone()),
@@ -407,6 +417,9 @@ impl Agent {
                 None,
             ));
         };
+        if let Some(task) = &start.task {
+            return self.prepare_task(caller, enforced, task, &start.env, now);
+        }
         // Which grant first (and so which run-as user), then the command.
         let (program, args) = if start.shell {
             (None, vec![])
@@ -462,7 +475,9 @@ impl Agent {
             &self.cfg.secure_path,
         );
         Ok(Prepared {
-            grant: allowed.grant.id,
+            authority: allowed.grant.id,
+            task: None,
+            stdin_data: None,
             expires_at: allowed.grant.expires_at,
             policies: allowed.policies,
             run_as,
@@ -475,7 +490,68 @@ impl Agent {
         })
     }
 
+    /// A delegated task: the delegation from the snapshot, the command rendered from the
+    /// task's definition (parameters validated, never a shell), run as the task's user.
+    fn prepare_task(
+        &self,
+        caller: &TargetUser,
+        enforced: &Enforced,
+        run: &pedm_api::socket::TaskRun,
+        caller_env: &[(String, String)],
+        now: Timestamp,
+    ) -> Result<Prepared, (Refusal, Option<String>)> {
+        let (task, delegation) = enforced
+            .task_for(&caller.name, &run.name, now)
+            .map_err(|r| (r, None))?;
+        let rendered = task
+            .render(&run.params)
+            .map_err(|e| (Refusal(format!("task {}: {e}", task.name)), None))?;
+        let run_as = TargetUser::lookup(&task.run_as).map_err(|e| {
+            (
+                Refusal(format!(
+                    "run-as user {} of task {}: {e}",
+                    task.run_as, task.name
+                )),
+                None,
+            )
+        })?;
+        let program = rendered
+            .argv
+            .first()
+            .ok_or_else(|| (Refusal(format!("task {} has no command", task.name)), None))?;
+        let resolved = resolve(program, &self.cfg.secure_path, caller.uid)
+            .map_err(|e| (Refusal(format!("task {}: {e}", task.name)), None))?;
+        let path = resolved.path().to_string_lossy().into_owned();
+        let mut argv = vec![path];
+        argv.extend(rendered.argv.iter().skip(1).cloned());
+        let env = crate::env::sanitise(
+            caller_env,
+            caller,
+            &run_as,
+            &argv.join(" "),
+            &self.cfg.secure_path,
+        );
+        Ok(Prepared {
+            authority: delegation.delegation,
+            task: Some((task.name.clone(), task.redacted(&run.params))),
+            stdin_data: rendered.stdin.clone().map(String::into_bytes),
+            expires_at: delegation.expires_at,
+            policies: vec![format!("delegation {}", delegation.delegation)],
+            run_as,
+            argv,
+            resolved,
+            env,
+            cwd: None,
+            tty: None,
+            shell: false,
+        })
+    }
+
     async fn run(self: Arc<Self>, mut stream: UnixStream, caller: TargetUser, p: Prepared) {
+        let (grant_id, delegation_id) = match &p.task {
+            None => (Some(p.authority), None),
+            Some(_) => (None, Some(p.authority)),
+        };
         let session = Uuid::now_v7();
         let (stop_tx, stop_rx) = watch::channel(None);
         self.sessions
@@ -484,7 +560,7 @@ impl Agent {
             .insert(
                 session,
                 Running {
-                    grant: p.grant,
+                    grant: p.authority,
                     expires_at: p.expires_at,
                     stop: stop_tx,
                 },
@@ -495,7 +571,7 @@ impl Agent {
             .read()
             .map(|e| {
                 e.as_ref()
-                    .is_some_and(|e| e.live_grant(p.grant, Timestamp::now()).is_some())
+                    .is_some_and(|e| e.is_live(p.authority, Timestamp::now()))
             })
             .unwrap_or(false);
         if !still_live {
@@ -503,7 +579,7 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&session);
-            let _ = refuse(&mut stream, format!("grant {} has just ended", p.grant)).await;
+            let _ = refuse(&mut stream, format!("grant {} has just ended", p.authority)).await;
             return;
         }
         self.grants_changed.notify_one();
@@ -511,13 +587,16 @@ impl Agent {
         let sha = p.resolved.sha256().to_string();
         let accepted = Frame::Accepted(Accepted {
             session,
-            grant: p.grant,
+            grant: p.authority,
             run_as: p.run_as.name.clone(),
             path: path.clone(),
         });
         let recording = self.outbox.recording_path(session);
         let meta = SessionUpload {
-            grant_id: p.grant,
+            grant_id,
+            delegation_id,
+            task: p.task.as_ref().map(|(t, _)| t.clone()),
+            params: p.task.as_ref().map(|(_, params)| params.clone()),
             user: caller.name.clone(),
             run_as: p.run_as.name.clone(),
             argv: p.argv.clone(),
@@ -536,8 +615,10 @@ impl Agent {
             at: Timestamp::now(),
             user: caller.name.clone(),
             verdict: ExecVerdict::Allowed,
-            grant: Some(p.grant),
+            grant: grant_id,
             session: Some(session),
+            task: p.task.as_ref().map(|(t, _)| t.clone()),
+            delegation: delegation_id,
             argv: p.argv.clone(),
             binary_sha256: Some(sha.clone()),
             reason: Some(format!("allowed by {}", p.policies.join(", "))),
@@ -595,9 +676,10 @@ impl Agent {
             recording,
             title: format!(
                 "{} as {} on {}, grant {}",
-                caller.name, p.run_as.name, self.cfg.host, p.grant
+                caller.name, p.run_as.name, self.cfg.host, p.authority
             ),
             finished: Some(finished),
+            stdin_data: p.stdin_data,
         };
         let outcome = run_session(spec, stream, stop_rx, self.cfg.kill_grace).await;
         self.sessions
@@ -613,7 +695,12 @@ impl Agent {
 }
 
 struct Prepared {
-    grant: Uuid,
+    /// The grant, or for a task the delegation, it runs under.
+    authority: Uuid,
+    /// For a task: its name and parameters with secrets redacted.
+    task: Option<(String, std::collections::BTreeMap<String, String>)>,
+    /// For a task: its rendered input (may hold secrets; never recorded).
+    stdin_data: Option<Vec<u8>>,
     expires_at: Timestamp,
     policies: Vec<String>,
     run_as: TargetUser,

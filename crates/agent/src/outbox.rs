@@ -308,6 +308,26 @@ impl Outbox {
                 set_aside(&path, "unreadable session");
                 continue;
             };
+            // Its report first: the session may have started after the reports above were
+            // collected, and its note goes away with the upload.
+            if let Some(r) = read_running(&self.dir.join(format!("running-{id}.json"))) {
+                let sent = self
+                    .delivered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&r.report.id);
+                if !sent {
+                    let body = AgentReports {
+                        reports: vec![r.report.clone()],
+                    };
+                    match client.agent_reports(&body).await {
+                        Ok(_) => done.reports += 1,
+                        Err(e @ ApiError::Transport { .. }) => return Err(e),
+                        Err(e) if e.status().is_some_and(|s| s >= 500) => return Err(e),
+                        Err(e) => tracing::error!(error = %e, "the server refused a session report"),
+                    }
+                }
+            }
             let rec = self.recording_path(id);
             let file = match tokio::fs::File::open(&rec).await {
                 Ok(f) => f,
@@ -374,6 +394,8 @@ mod tests {
             verdict: ExecVerdict::Allowed,
             grant: Some(Uuid::now_v7()),
             session: Some(session),
+            task: None,
+            delegation: None,
             argv: vec!["/usr/bin/id".into()],
             binary_sha256: None,
             reason: None,
@@ -382,7 +404,10 @@ mod tests {
 
     fn meta() -> SessionUpload {
         SessionUpload {
-            grant_id: Uuid::now_v7(),
+            grant_id: Some(Uuid::now_v7()),
+            delegation_id: None,
+            task: None,
+            params: None,
             user: "alice".into(),
             run_as: "root".into(),
             argv: vec!["/usr/bin/id".into()],

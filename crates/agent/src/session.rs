@@ -78,6 +78,9 @@ pub struct SessionSpec {
     pub recording: PathBuf,
     /// The recording's title (e.g. "alice as root on web1, grant <id>").
     pub title: String,
+    /// Fed to the command's standard input (pipes only), then end of file; never recorded
+    /// (a task's input may hold a secret). The caller's input is then ignored.
+    pub stdin_data: Option<Vec<u8>>,
     /// Runs when the session has ended and its recording is complete, before the caller
     /// hears of the exit: whatever it stores survives the agent stopping right after.
     pub finished: Option<FinishHook>,
@@ -303,9 +306,16 @@ async fn drive(
         st.hangup(&reason);
     }
     let mut frames_open = true;
-    let mut pending_in: Vec<u8> = Vec::new();
+    // A task's input (it may hold a secret) goes to the command unrecorded, then end of
+    // file; the caller's own input is not forwarded.
+    let task_input = spec.stdin_data.take();
+    let ignore_client_input = task_input.is_some();
+    let mut eof_after_input = task_input.is_some();
+    let mut pending_in: Vec<u8> = task_input.unwrap_or_default();
+    if eof_after_input && pending_in.is_empty() {
+        streams.input = Input::Closed;
+    }
     let mut in_off = 0usize;
-    let mut eof_after_input = false;
     let mut last_input: Option<u8> = None;
     let mut drained = [0usize; 2];
     let mut drain_until: Option<Instant> = None;
@@ -380,6 +390,7 @@ async fn drive(
                     st.client_ok = false;
                     st.hangup("client disconnected");
                 }
+                Some(Frame::Stdin(_) | Frame::StdinEof) if ignore_client_input => {}
                 Some(Frame::Stdin(data)) => {
                     st.record(|r| r.input(&data));
                     if streams.input_fd().is_some() && !data.is_empty() {

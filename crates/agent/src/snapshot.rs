@@ -97,12 +97,13 @@ impl Enforced {
     }
 
     /// Replaces the snapshot with a newer one (rebuilding the engine only when the policy
-    /// version changed). Returns the grants that were in force and no longer are.
+    /// version changed). Returns what was in force and no longer is: grants and task
+    /// delegations, with when they were due to end.
     pub fn replace(
         &mut self,
         signed: SignedSnapshot,
         snapshot: Snapshot,
-    ) -> Result<Vec<HostGrant>, SnapshotError> {
+    ) -> Result<Vec<(Uuid, Timestamp)>, SnapshotError> {
         if snapshot.issued_at < self.snapshot.issued_at {
             return Err(SnapshotError::Stale {
                 offered: snapshot.issued_at,
@@ -113,17 +114,74 @@ impl Enforced {
             (Some((v, _)), Some(p)) if *v == p.version => self.engine.take(),
             _ => build_engine(&snapshot)?,
         };
-        let ended = self
+        let mut ended: Vec<(Uuid, Timestamp)> = self
             .snapshot
             .grants
             .iter()
             .filter(|g| !snapshot.grants.iter().any(|n| n.id == g.id))
-            .cloned()
+            .map(|g| (g.id, g.expires_at))
             .collect();
+        let still: std::collections::HashSet<Uuid> = snapshot
+            .tasks
+            .iter()
+            .flat_map(|t| t.delegations.iter().map(|d| d.delegation))
+            .collect();
+        for t in &self.snapshot.tasks {
+            for d in &t.delegations {
+                if !still.contains(&d.delegation)
+                    && !ended.iter().any(|(id, _)| *id == d.delegation)
+                {
+                    ended.push((d.delegation, d.expires_at));
+                }
+            }
+        }
         self.engine = engine;
         self.signed = signed;
         self.snapshot = snapshot;
         Ok(ended)
+    }
+
+    /// The task `name` and the delegation that lets `user` run it here at `now`.
+    pub fn task_for(
+        &self,
+        user: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<
+        (
+            &pedm_core::delegation::TaskDef,
+            &pedm_core::delegation::TaskDelegation,
+        ),
+        Refusal,
+    > {
+        let host = &self.snapshot.host;
+        let task = self
+            .snapshot
+            .tasks
+            .iter()
+            .find(|t| t.task.name == name)
+            .ok_or_else(|| Refusal(format!("there is no task {name} on {host}")))?;
+        let id = task.allowed_for(user, now).ok_or_else(|| {
+            Refusal(format!(
+                "no live delegation lets {user} run task {name} on {host}"
+            ))
+        })?;
+        let d = task
+            .delegations
+            .iter()
+            .find(|d| d.delegation == id)
+            .ok_or_else(|| Refusal(format!("delegation {id} vanished")))?;
+        Ok((&task.task, d))
+    }
+
+    /// Whether a grant, or a task delegation, is in force at `now`.
+    pub fn is_live(&self, id: Uuid, now: Timestamp) -> bool {
+        self.live_grant(id, now).is_some()
+            || self.snapshot.tasks.iter().any(|t| {
+                t.delegations
+                    .iter()
+                    .any(|d| d.delegation == id && now < d.expires_at)
+            })
     }
 
     /// A grant in force at `now`, if any.

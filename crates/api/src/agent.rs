@@ -28,6 +28,9 @@ pub struct Snapshot {
     pub target_labels: BTreeMap<String, String>,
     pub grants: Vec<HostGrant>,
     pub policy: Option<PolicyBundle>,
+    /// The tasks that apply to the host, with the delegations that let people run them.
+    #[serde(default)]
+    pub tasks: Vec<pedm_core::delegation::HostTask>,
 }
 
 /// An active grant on the host, with what a local policy decision needs.
@@ -119,7 +122,15 @@ pub const SESSION_HEADER: &str = "x-pedm-session";
 /// SHA-256 against it and the grant against the host and user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionUpload {
-    pub grant_id: Uuid,
+    /// The grant it ran under; `None` for a delegated task.
+    pub grant_id: Option<Uuid>,
+    /// The delegation a task ran under, and the task with its parameters (secrets redacted).
+    #[serde(default)]
+    pub delegation_id: Option<Uuid>,
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub params: Option<BTreeMap<String, String>>,
     pub user: String,
     pub run_as: String,
     pub argv: Vec<String>,

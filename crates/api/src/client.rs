@@ -415,7 +415,10 @@ impl Client {
 
     // ------------------------------------------------------------- hosts and sessions
 
-    pub async fn register_host(&self, name: &str) -> Result<crate::agent::HostRegistered, ApiError> {
+    pub async fn register_host(
+        &self,
+        name: &str,
+    ) -> Result<crate::agent::HostRegistered, ApiError> {
         self.send(Method::POST, &format!("/hosts/{name}/register"), &())
             .await
     }

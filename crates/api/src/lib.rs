@@ -13,12 +13,12 @@ pub mod types;
 pub use client::{ApiError, Client};
 pub use pedm_core::audit::{AuditEvent, Outcome};
 pub use pedm_core::duration::{format_duration, parse_duration};
+pub use pedm_core::host::Session;
 pub use pedm_core::model::{
     Approval, ApprovalDecision, ApprovalTier, Grant, GrantState, Group, PolicySource,
     PolicyVersion, ProvisionState, Request, RequestContext, RequestState, Review, ReviewState,
     Role, StandingPrivilege, StandingReport, StandingRow, Target, TargetError, TargetKind, User,
 };
-pub use pedm_core::host::Session;
 pub use pedm_core::service::ElevationRow;
 pub use pedm_core::service::{SimulatedChange, SimulationReport};
 pub use types::*;

@@ -50,6 +50,17 @@ pub struct StartExec {
     /// The caller's environment. The agent keeps only a safe list, as sudo's `env_reset`.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// A delegated task instead of `argv`: the agent renders its command from the task's
+    /// definition and these parameters (never through a shell).
+    #[serde(default)]
+    pub task: Option<TaskRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRun {
+    pub name: String,
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +73,7 @@ pub struct WinSize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     pub session: Uuid,
+    /// The grant it runs under (for a task: the delegation).
     pub grant: Uuid,
     pub run_as: String,
     /// The resolved absolute path that runs.
@@ -209,7 +221,10 @@ impl Frame {
 }
 
 /// Writes one frame (and flushes).
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &Frame,
+) -> Result<(), FrameError> {
     w.write_all(&frame.encode()).await?;
     w.flush().await?;
     Ok(())
@@ -254,10 +269,14 @@ mod tests {
                 cwd: Some("/tmp".into()),
                 tty: Some(WinSize { rows: 24, cols: 80 }),
                 env: vec![("TERM".into(), "xterm".into())],
+                task: None,
             }),
             Frame::Stdin(b"\x00\xffbytes".to_vec()),
             Frame::StdinEof,
-            Frame::Resize(WinSize { rows: 50, cols: 200 }),
+            Frame::Resize(WinSize {
+                rows: 50,
+                cols: 200,
+            }),
             Frame::Signal(15),
             Frame::Accepted(Accepted {
                 session: Uuid::now_v7(),

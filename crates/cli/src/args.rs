@@ -813,6 +813,17 @@ pub enum TaskCmd {
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
     },
+    /// Run a task delegated to you, on this host, through pedm-agent (recorded).
+    Run {
+        name: String,
+        /// A parameter (repeatable). `NAME=-` reads the value from a line of stdin, so a
+        /// secret (a new password) is not on the command line.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// The agent's socket.
+        #[arg(long, env = "PEDM_AGENT_SOCKET", default_value = pedm_api::socket::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 /// `NAME=VALUE` (the value may be empty or contain '=').

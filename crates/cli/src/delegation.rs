@@ -186,6 +186,8 @@ pub async fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<()> {
                 t.render()
             })
         }
+        // Run by `crate::run` before a client exists: it talks to the local agent.
+        TaskCmd::Run { .. } => anyhow::bail!("task run talks to pedm-agent, not to the server"),
     }
 }
 

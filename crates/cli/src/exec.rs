@@ -37,7 +37,8 @@ enum Answer {
 /// unreachable, connection lost) name the socket; the caller exits 3 for them.
 pub async fn run(socket: &Path, mut start: StartExec) -> anyhow::Result<i32> {
     let stdin = std::io::stdin();
-    let tty = nix::unistd::isatty(stdin.as_fd()).unwrap_or(false);
+    // A task's input comes from its definition: no terminal, nothing forwarded.
+    let tty = start.task.is_none() && nix::unistd::isatty(stdin.as_fd()).unwrap_or(false);
     start.tty = if tty { Some(window_size()) } else { None };
 
     let stream = UnixStream::connect(socket).await.with_context(|| {
@@ -304,6 +305,7 @@ mod tests {
             cwd: None,
             tty: None,
             env: caller_env(),
+            task: None,
         }
     }
 

@@ -60,7 +60,9 @@ where
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    if let Command::Exec { .. } | Command::Shell { .. } = &cli.command {
+    if let Command::Exec { .. } | Command::Shell { .. } | Command::Task(args::TaskCmd::Run { .. }) =
+        &cli.command
+    {
         return exec_locally(cli.command);
     }
     match execute(cli, &matches) {
@@ -91,15 +93,35 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
 /// `pedm exec` / `pedm shell`: no server, no token; the agent knows the caller from the
 /// kernel. The exit status is the command's own (or 1 refused, 3 agent unreachable).
 fn exec_locally(command: Command) -> ExitCode {
-    let (agent, argv, shell) = match command {
-        Command::Exec { agent, command } => (agent, command, false),
-        Command::Shell { agent } => (agent, vec![], true),
+    let (agent, argv, shell, task) = match command {
+        Command::Exec { agent, command } => (agent, command, false, None),
+        Command::Shell { agent } => (agent, vec![], true, None),
+        Command::Task(args::TaskCmd::Run {
+            name,
+            params,
+            socket,
+        }) => {
+            let params = match read_stdin_params(params) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let agent = args::AgentOpts {
+                grant: None,
+                socket,
+            };
+            let task = pedm_api::socket::TaskRun { name, params };
+            (agent, vec![], false, Some(task))
+        }
         _ => return ExitCode::from(EXIT_USAGE),
     };
     let start = pedm_api::socket::StartExec {
         argv,
         grant: agent.grant,
         shell,
+        task,
         cwd: std::env::current_dir()
             .ok()
             .map(|d| d.to_string_lossy().into_owned()),
@@ -123,6 +145,28 @@ fn exec_locally(command: Command) -> ExitCode {
             ExitCode::from(EXIT_UNREACHABLE)
         }
     }
+}
+
+/// Task parameters, with values given as `-` read from stdin (one line each, in order).
+fn read_stdin_params(
+    params: Vec<(String, String)>,
+) -> Result<std::collections::BTreeMap<String, String>, UsageError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in params {
+        let v = if v == "-" {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| UsageError(format!("reading parameter {k} from stdin: {e}")))?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        } else {
+            v
+        };
+        if out.insert(k.clone(), v).is_some() {
+            return Err(UsageError(format!("parameter {k} is given twice")));
+        }
+    }
+    Ok(out)
 }
 
 /// The token from `--token`/`PEDM_TOKEN` or `--token-file`/`PEDM_TOKEN_FILE`. An option given

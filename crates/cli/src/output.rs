@@ -466,7 +466,9 @@ impl Row for pedm_api::Session {
         "ID", "USER", "HOST", "RUN AS", "COMMAND", "STARTED", "DURATION", "STATUS",
     ];
     fn cells(&self, _now: Timestamp) -> Vec<String> {
-        let command = if self.shell {
+        let command = if let Some(t) = &self.task {
+            format!("task {t}")
+        } else if self.shell {
             "(shell)".to_string()
         } else {
             self.argv.join(" ")
@@ -488,7 +490,26 @@ impl Detail for pedm_api::Session {
     fn fields(&self, _now: Timestamp) -> Vec<(&'static str, String)> {
         vec![
             ("id", self.id.to_string()),
-            ("grant", self.grant_id.to_string()),
+            (
+                "under",
+                match (&self.grant_id, &self.delegation_id, &self.task) {
+                    (Some(g), _, _) => format!("grant {g}"),
+                    (None, Some(d), Some(t)) => format!("task {t}, delegation {d}"),
+                    _ => String::new(),
+                },
+            ),
+            (
+                "params",
+                self.params
+                    .as_ref()
+                    .map(|p| {
+                        p.iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default(),
+            ),
             ("user", self.user.clone()),
             ("host", self.host.clone()),
             ("run as", self.run_as.clone()),

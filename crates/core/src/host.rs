@@ -29,7 +29,13 @@ pub struct Host {
 pub struct Session {
     /// Chosen by the agent when the session started.
     pub id: Uuid,
-    pub grant_id: Uuid,
+    /// The grant it ran under; `None` for a delegated task.
+    pub grant_id: Option<Uuid>,
+    /// The delegation a task ran under.
+    pub delegation_id: Option<Uuid>,
+    /// The task and its parameters (secret ones redacted), for a delegated task.
+    pub task: Option<String>,
+    pub params: Option<std::collections::BTreeMap<String, String>>,
     pub host: String,
     /// The person, as the host's kernel identified them (peer credentials).
     pub user: String,
@@ -74,5 +80,5 @@ pub enum HostWrite {
         at: Timestamp,
     },
     /// Fails with AlreadyExists if the session id is taken, NotFound if the grant is absent.
-    InsertSession(Session),
+    InsertSession(Box<Session>),
 }

@@ -23,6 +23,9 @@ pub enum Notice {
         grant: Box<Grant>,
         error: String,
     },
+    /// A task was defined or a delegation created or ended: host agents should fetch what
+    /// they may now run.
+    DelegationsChanged,
 }
 
 pub trait Observer: Send + Sync + 'static {

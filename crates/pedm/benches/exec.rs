@@ -22,6 +22,15 @@ use std::time::{Duration, Instant};
 const LATENCY_RUNS: usize = 300;
 const FILE_MB: usize = 200;
 
+/// `PEDM_BENCH_RUNS` / `PEDM_BENCH_MB` shorten a run while iterating.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         println!("SKIP exec bench: needs root (creates a user, runs pedm-agent)");
@@ -53,6 +62,8 @@ fn percentile(v: &mut [Duration], p: f64) -> f64 {
 }
 
 async fn run() {
+    let latency_runs = env_or("PEDM_BENCH_RUNS", LATENCY_RUNS);
+    let file_mb = env_or("PEDM_BENCH_MB", FILE_MB);
     let (_s, agent, user, client) = setup("pedmbx").await;
     let g = grant(&client, "1h").await;
     agent.wait_snapshot(1, None);
@@ -96,7 +107,7 @@ async fn run() {
 
     // Latency, interleaved so that load changes hit all three alike.
     let (mut direct, mut sudo, mut pedm_l) = (vec![], vec![], vec![]);
-    for _ in 0..LATENCY_RUNS {
+    for _ in 0..latency_runs {
         direct.push(time(as_user("/bin/true", &[])));
         sudo.push(time(as_user("sudo", &["-n", "/bin/true"])));
         pedm_l.push(time(as_user(pedm, &["exec", "--", "/bin/true"])));
@@ -112,7 +123,7 @@ async fn run() {
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
         let line = b"2026-11-23T04:00:00Z web1 nginx[1234]: GET /api/v1/requests 200 0.004s\n";
-        for _ in 0..(FILE_MB * 1024 * 1024 / line.len()) {
+        for _ in 0..(file_mb * 1024 * 1024 / line.len()) {
             f.write_all(line).unwrap();
         }
     }
@@ -140,7 +151,7 @@ async fn run() {
     let t_pedm = best(&|| as_user(pedm, &["exec", "--", "/usr/bin/cat", f]));
 
     println!(
-        "\npedm exec vs sudo (grant {}, {LATENCY_RUNS} runs each, interleaved)",
+        "\npedm exec vs sudo (grant {}, {latency_runs} runs each, interleaved)",
         g.id
     );
     println!(
@@ -156,7 +167,7 @@ async fn run() {
     println!("pedm/sudo p50 ratio: {:.2}", p50 / s50);
     println!(
         "\n{:<40} {:>10}",
-        format!("recorded output, cat {FILE_MB} MB"),
+        format!("recorded output, cat {file_mb} MB"),
         "MB/s"
     );
     println!(

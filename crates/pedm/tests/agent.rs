@@ -300,7 +300,7 @@ async fn revoked_and_expired_grants_end_running_sessions() {
         (l.len() == 2).then_some(l)
     })
     .await;
-    assert_eq!(sessions[0].grant_id, g2.id);
+    assert_eq!(sessions[0].grant_id, Some(g2.id));
     assert_eq!(sessions[0].ended_by.as_deref(), Some("grant expired"));
     assert_eq!(sessions[1].ended_by.as_deref(), Some("grant revoked"));
     assert_eq!(sessions[1].signal, Some(libc_sighup()));
@@ -367,7 +367,7 @@ async fn sessions_go_on_offline_and_arrive_once_after_the_server_returns() {
         .iter()
         .find(|x| x.argv.contains(&"-c".to_string()))
         .unwrap();
-    assert_eq!(first.grant_id, g.id);
+    assert_eq!(first.grant_id, Some(g.id));
     assert_eq!(first.exit_code, Some(0));
 
     // The recording holds exactly what the caller saw, and its hash is the audited one.
@@ -463,7 +463,10 @@ async fn sessions_go_on_offline_and_arrive_once_after_the_server_returns() {
     let bogus = agent.dir.path().join("bogus.cast");
     std::fs::write(&bogus, b"{\"version\":2}\n").unwrap();
     let meta = pedm_api::agent::SessionUpload {
-        grant_id: g.id,
+        grant_id: Some(g.id),
+        delegation_id: None,
+        task: None,
+        params: None,
         user: carol.name.clone(),
         run_as: "root".into(),
         argv: vec!["/bin/true".into()],
@@ -676,4 +679,195 @@ fn as_user(mut c: std::process::Command, agent: &Agent, user: &LinuxUser) -> std
         .env("PEDM_AGENT_SOCKET", agent.socket())
         .stdin(Stdio::null());
     c
+}
+
+/// The shadow hash of `user`'s password.
+fn shadow_hash(user: &str) -> String {
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
+    shadow
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(user)).then(|| f.next().unwrap_or("").to_string())
+        })
+        .unwrap()
+}
+
+/// Whether `password` is `user`'s password (libc's crypt through perl, any hash scheme).
+fn password_is(user: &str, password: &str) -> bool {
+    let hash = shadow_hash(user);
+    let out = std::process::Command::new("perl")
+        .args(["-e", "print crypt($ARGV[0], $ARGV[1])", password, &hash])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout) == hash
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helpdesk_resets_a_password_through_a_delegated_task_and_nothing_else() {
+    if !root_or_skip("helpdesk_resets_a_password_through_a_delegated_task_and_nothing_else") {
+        return;
+    }
+    let (s, agent, helpdesk, _client) = setup("pedmth").await;
+    let victim = LinuxUser::create("pedmtv");
+    let admin = &s.admin_token;
+    let task = serde_json::json!({
+        "name": "reset-password",
+        "description": "Set a user's password",
+        "targets": ["web1"],
+        "run_as": "root",
+        "argv": ["/usr/sbin/chpasswd"],
+        "stdin": "{user}:{password}\n",
+        "params": [
+            {"name": "user", "pattern": "[a-z_][a-z0-9_-]*", "max_len": 32,
+             "protected": ["root", "admin"]},
+            {"name": "password", "secret": true, "max_len": 128}
+        ]
+    });
+    let file = agent.dir.path().join("reset-password.json");
+    std::fs::write(&file, task.to_string()).unwrap();
+    let ok = |o: &std::process::Output| assert!(o.status.success(), "{}{}", stdout(o), stderr(o));
+    ok(&s.cli(admin, &["task", "define", file.to_str().unwrap()]));
+    ok(&s.cli(admin, &["group", "add", "helpdesk"]));
+    ok(&s.cli(admin, &["group", "add-member", "helpdesk", &helpdesk.name]));
+    let out = s.cli(
+        admin,
+        &[
+            "--json",
+            "delegate",
+            "create",
+            "--group",
+            "helpdesk",
+            "--task",
+            "reset-password",
+            "--scope",
+            "web1",
+            "--for",
+            "1h",
+        ],
+    );
+    ok(&out);
+    let delegation: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let delegation = delegation["id"].as_str().unwrap().to_string();
+    agent.wait_for("the delegation", |l| {
+        l.contains("snapshot in force") && l.contains("delegations=1")
+    });
+
+    // The reset works: the password really is the new one. The secret comes on stdin.
+    let run = |params: &[&str], input: &str| {
+        let mut args = vec!["task", "run", "reset-password"];
+        for p in params {
+            args.extend(["-p", p]);
+        }
+        let mut child = agent
+            .pedm_as(&helpdesk, &args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let user_param = format!("user={}", victim.name);
+    let out = run(&[&user_param, "password=-"], "Tr0ub4dor&3\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        password_is(&victim.name, "Tr0ub4dor&3"),
+        "the password was set"
+    );
+
+    // Protected accounts and injection attempts are refused, and nothing changes.
+    let root_before = shadow_hash("root");
+    for bad in [
+        "user=root",
+        "user=-e",
+        "user=bob;id",
+        "user=bob\nroot",
+        "user=ROOT",
+        &format!("user={}", "a".repeat(40)),
+    ] {
+        let out = run(&[bad, "password=-"], "pwned\n");
+        assert_eq!(out.status.code(), Some(1), "{bad:?} was not refused");
+        assert!(stderr(&out).contains("user"), "{bad:?}: {}", stderr(&out));
+    }
+    assert_eq!(shadow_hash("root"), root_before);
+    assert!(password_is(&victim.name, "Tr0ub4dor&3"));
+    // An unknown parameter is refused too.
+    let out = run(&[&user_param, "password=-", "shell=/bin/sh"], "x\n");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // Nothing else as root: no grant, so no command; no other task.
+    let out = agent.exec(&helpdesk, &["/usr/bin/id", "-u"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = agent
+        .pedm_as(&helpdesk, &["task", "run", "reboot"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no task reboot"), "{}", stderr(&out));
+
+    // The run is a recorded session, with its parameters but never the secret.
+    let sessions = eventually(Duration::from_secs(20), "the task session", || async {
+        let l = s
+            .admin()
+            .list_sessions(&SessionQuery {
+                user: Some(helpdesk.name.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        (l.len() == 1).then_some(l)
+    })
+    .await;
+    let session = &sessions[0];
+    assert_eq!(session.task.as_deref(), Some("reset-password"));
+    assert_eq!(
+        session.delegation_id.map(|d| d.to_string()),
+        Some(delegation.clone())
+    );
+    assert_eq!(session.grant_id, None);
+    let params = session.params.as_ref().unwrap();
+    assert_eq!(params["user"], victim.name);
+    assert_ne!(params["password"], "Tr0ub4dor&3");
+    let out = s.cli(admin, &["session", "export", &session.id.to_string()]);
+    ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Tr0ub4dor"));
+    let audit = s.cli(admin, &["--json", "audit", "list"]);
+    assert!(
+        !stdout(&audit).contains("Tr0ub4dor"),
+        "the secret reached the audit log"
+    );
+    let denied = s
+        .admin()
+        .audit_events(&AuditQuery {
+            action: Some("exec.denied".into()),
+            actor: Some(helpdesk.name.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(denied.iter().any(|e| e.data["task"] == "reset-password"));
+
+    // Revoking the delegation stops it on the host at once.
+    ok(&s.cli(
+        admin,
+        &["delegate", "revoke", &delegation, "--reason", "moved team"],
+    ));
+    agent.wait_for("the revocation", |l| {
+        l.contains("snapshot in force") && l.contains("delegations=0")
+    });
+    let out = run(&[&user_param, "password=-"], "again\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no live delegation"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(password_is(&victim.name, "Tr0ub4dor&3"));
 }

@@ -71,6 +71,7 @@ impl AgentHub {
                     expires_at: g.grant.expires_at,
                 })
                 .collect(),
+            tasks: s.tasks,
             policy: s.policy.map(|p| PolicyBundle {
                 version: p.version,
                 sources: p.sources,
@@ -93,6 +94,10 @@ impl Observer for AgentHub {
         let host = match notice {
             Notice::GrantStarted(g) | Notice::GrantEnded(g) => &g.target,
             Notice::BreakGlass { grant, .. } => &grant.target,
+            Notice::DelegationsChanged => {
+                self.all_changed();
+                return;
+            }
             _ => return,
         };
         // Nobody listening is fine: agents fetch a snapshot when they connect.

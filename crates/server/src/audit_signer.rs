@@ -76,34 +76,39 @@ pub fn from_record(r: &CheckpointRecord) -> anyhow::Result<SignedCheckpoint> {
 }
 
 impl AuditSigner {
-    /// Rebuilds the Merkle state from the store, checking it against the stored checkpoints.
+    /// A signer over `store`. Its Merkle state is rebuilt from the store (every event hash:
+    /// O(events)) as soon as [`Self::run`] starts, in the background, not here: the server
+    /// serves meanwhile. Nothing is signed before the rebuild has checked the log against every
+    /// stored checkpoint ([`Self::sign_now`] waits for it, or does it itself).
     pub async fn open(store: Arc<dyn Store>, key: SigningKey) -> anyhow::Result<Self> {
-        let signer = AuditSigner {
+        Ok(AuditSigner {
             store,
             key,
             state: Mutex::new(State {
                 acc: MerkleAccumulator::new(),
                 broken: None,
             }),
-        };
-        {
-            let mut st = signer.state.lock().await;
-            if let Err(e) = signer.catch_up(&mut st).await {
-                // Missing events: keep serving (so the log can be inspected and verified), but
-                // never sign again. A store that cannot be read at all fails the start.
-                st.broken.get_or_insert_with(|| format!("{e:#}"));
-            }
-            if let Some(why) = &st.broken {
-                tracing::error!(problem = %why, "audit log does not match its signed checkpoints; \
-                    no further checkpoints will be signed (run `pedm audit verify`)");
-            } else {
-                tracing::info!(
-                    events = st.acc.size(),
-                    "audit log matches its signed checkpoints"
-                );
-            }
+        })
+    }
+
+    /// Rebuilds the Merkle state from the store, checking it against the stored checkpoints,
+    /// and says how that went.
+    async fn rebuild(&self) {
+        let mut st = self.state.lock().await;
+        if let Err(e) = self.catch_up(&mut st).await {
+            // Missing events: keep serving (so the log can be inspected and verified), but
+            // never sign again.
+            st.broken.get_or_insert_with(|| format!("{e:#}"));
         }
-        Ok(signer)
+        if let Some(why) = &st.broken {
+            tracing::error!(problem = %why, "audit log does not match its signed checkpoints; \
+                no further checkpoints will be signed (run `pedm audit verify`)");
+        } else {
+            tracing::info!(
+                events = st.acc.size(),
+                "audit log matches its signed checkpoints"
+            );
+        }
     }
 
     pub fn public_key(&self) -> &PublicKey {
@@ -184,8 +189,13 @@ impl AuditSigner {
         Ok(Some(cp))
     }
 
-    /// Every `interval`, signs a checkpoint if the log grew.
+    /// Rebuilds the Merkle state (see [`Self::open`]), then every `interval` signs a
+    /// checkpoint if the log grew.
     pub async fn run(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.rebuild() => {}
+            _ = shutdown.changed() => return,
+        }
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

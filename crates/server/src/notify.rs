@@ -8,6 +8,10 @@ pub struct WebhookObserver(pub Notifier);
 
 impl Observer for WebhookObserver {
     fn notice(&self, notice: &Notice) {
+        // Delegation changes are in the audit log; nobody is paged for them.
+        if matches!(notice, Notice::DelegationsChanged) {
+            return;
+        }
         self.0.notify(notification(notice));
     }
 }
@@ -82,6 +86,12 @@ fn notification(n: &Notice) -> Notification {
                 grant.user, grant.role, grant.target, error
             ),
             json!({ "grant": grant, "error": error }),
+        ),
+        Notice::DelegationsChanged => Notification::new(
+            "delegations.changed",
+            Severity::Info,
+            "tasks or delegations changed".to_string(),
+            json!({}),
         ),
     }
 }

@@ -67,11 +67,14 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &HostWrite) -> Result<(), StoreEr
                 c,
                 &format!(
                     "INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                     $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
                 ),
                 args![
                     s.id,
                     s.grant_id,
+                    s.delegation_id,
+                    &s.task,
+                    s.params.as_ref().map(json_text).transpose()?,
                     &s.host,
                     &s.user,
                     &s.run_as,
@@ -91,7 +94,8 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &HostWrite) -> Result<(), StoreEr
                 || {
                     StoreError::NotFound(format!(
                         "grant {} or host {} does not exist",
-                        s.grant_id, s.host
+                        s.grant_id.map(|g| g.to_string()).unwrap_or_default(),
+                        s.host
                     ))
                 },
             )

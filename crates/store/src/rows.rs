@@ -264,7 +264,8 @@ pub(crate) fn head(r: &Row) -> Result<(i64, [u8; 32]), StoreError> {
     Ok((r.get("seq")?, hash(r, "hash")?))
 }
 
-pub(crate) const SESSION_COLS: &str = "id, grant_id, host, user_name, run_as, argv, \
+pub(crate) const SESSION_COLS: &str = "id, grant_id, delegation_id, task, params, host, \
+     user_name, run_as, argv, \
      binary_sha256, shell, started_at, ended_at, exit_code, signal, ended_by, \
      recording_sha256, recording_bytes, uploaded_at";
 
@@ -287,7 +288,13 @@ pub(crate) fn session(r: &Row) -> Result<pedm_core::host::Session, StoreError> {
     };
     Ok(pedm_core::host::Session {
         id: uuid(r, "id")?,
-        grant_id: uuid(r, "grant_id")?,
+        grant_id: opt_uuid(r, "grant_id")?,
+        delegation_id: opt_uuid(r, "delegation_id")?,
+        task: r.get("task")?,
+        params: r
+            .get::<Option<String>>("params")?
+            .map(|p| serde_json::from_str(&p).map_err(|e| corrupt("params", e)))
+            .transpose()?,
         host: r.get("host")?,
         user: r.get("user_name")?,
         run_as: r.get("run_as")?,

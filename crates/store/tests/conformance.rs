@@ -1893,7 +1893,10 @@ async fn hosts_receipts_and_sessions(db: Db) {
     ok(&s, cs(Write::InsertGrant(g.clone()))).await;
     let session = |id: Uuid, grant: Uuid, started: i64| Session {
         id,
-        grant_id: grant,
+        grant_id: Some(grant),
+        delegation_id: None,
+        task: None,
+        params: None,
         host: "web1".into(),
         user: "alice".into(),
         run_as: "root".into(),
@@ -1916,24 +1919,38 @@ async fn hosts_receipts_and_sessions(db: Db) {
         ended_by: None,
         ..session(Uuid::now_v7(), g.id, 40)
     };
-    ok(&s, cs(Write::Host(HostWrite::InsertSession(first.clone())))).await;
     ok(
         &s,
-        cs(Write::Host(HostWrite::InsertSession(second.clone()))),
+        cs(Write::Host(HostWrite::InsertSession(Box::new(
+            first.clone(),
+        )))),
+    )
+    .await;
+    ok(
+        &s,
+        cs(Write::Host(HostWrite::InsertSession(Box::new(
+            second.clone(),
+        )))),
     )
     .await;
     exists(
-        fails(&s, cs(Write::Host(HostWrite::InsertSession(first.clone())))).await,
+        fails(
+            &s,
+            cs(Write::Host(HostWrite::InsertSession(Box::new(
+                first.clone(),
+            )))),
+        )
+        .await,
         &first.id.to_string(),
     );
     not_found(
         fails(
             &s,
-            cs(Write::Host(HostWrite::InsertSession(session(
+            cs(Write::Host(HostWrite::InsertSession(Box::new(session(
                 Uuid::now_v7(),
                 Uuid::now_v7(),
                 50,
-            )))),
+            ))))),
         )
         .await,
         "grant",

@@ -113,6 +113,7 @@ fn spec(
         recording: dir.join("session.cast"),
         title: "test session".into(),
         finished: None,
+        stdin_data: None,
     }
 }
 

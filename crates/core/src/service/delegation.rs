@@ -115,6 +115,7 @@ impl ControlPlane {
             }
             e => e.into(),
         })?;
+        self.notify(Notice::DelegationsChanged);
         Ok(def)
     }
 
@@ -514,6 +515,7 @@ impl ControlPlane {
                     })),
             );
         self.store.commit(cs).await?;
+        self.notify(Notice::DelegationsChanged);
         Ok(d)
     }
 
@@ -698,6 +700,7 @@ impl ControlPlane {
                     for g in &ended {
                         self.notify(Notice::GrantEnded(g.clone()));
                     }
+                    self.notify(Notice::DelegationsChanged);
                     let delegations = all
                         .into_iter()
                         .map(|mut x| {

@@ -39,6 +39,7 @@ pub struct HostSnapshot {
     pub grants: Vec<HostGrant>,
     /// The policy version in force (`None` before any was applied).
     pub policy: Option<PolicyVersion>,
+    pub tasks: Vec<crate::delegation::HostTask>,
 }
 
 /// What an agent decided about one exec attempt.
@@ -62,6 +63,11 @@ pub struct AgentReport {
     pub verdict: ExecVerdict,
     pub grant: Option<Uuid>,
     pub session: Option<Uuid>,
+    /// A delegated task run: the task and the delegation that allowed it.
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub delegation: Option<Uuid>,
     pub argv: Vec<String>,
     pub binary_sha256: Option<String>,
     /// Why it was refused, or the policy that allowed it.
@@ -214,6 +220,7 @@ impl ControlPlane {
             });
         }
         let policy = self.store.policy_version(None).await?;
+        let tasks = self.host_tasks(host).await?;
         if let Err(e) = self
             .store
             .commit(Changeset::new().write(Write::Host(HostWrite::Seen {
@@ -229,6 +236,7 @@ impl ControlPlane {
             target,
             grants: out,
             policy,
+            tasks,
         })
     }
 
@@ -271,6 +279,8 @@ impl ControlPlane {
                 "report": r.id,
                 "grant": r.grant,
                 "session": r.session,
+                "task": r.task,
+                "delegation": r.delegation,
                 "argv": r.argv,
                 "binary_sha256": r.binary_sha256,
                 "reason": r.reason,
@@ -308,18 +318,29 @@ impl ControlPlane {
                 )))
             };
         }
-        let grant = self.store.grant(session.grant_id).await?;
-        let mismatch = match &grant {
-            None => Some(format!("grant {} does not exist", session.grant_id)),
-            Some(g) if g.target != host => Some(format!(
-                "grant {} is for {}, not for host {host}",
-                g.id, g.target
-            )),
-            Some(g) if g.user != session.user => Some(format!(
-                "grant {} belongs to {}, not to {}",
-                g.id, g.user, session.user
-            )),
-            _ => None,
+        let mismatch = match (session.grant_id, session.delegation_id) {
+            (Some(grant_id), _) => match self.store.grant(grant_id).await? {
+                None => Some(format!("grant {grant_id} does not exist")),
+                Some(g) if g.target != host => Some(format!(
+                    "grant {} is for {}, not for host {host}",
+                    g.id, g.target
+                )),
+                Some(g) if g.user != session.user => Some(format!(
+                    "grant {} belongs to {}, not to {}",
+                    g.id, g.user, session.user
+                )),
+                _ => None,
+            },
+            // A task run: the delegation must exist (it may have ended since; the agent
+            // decided while it was live, possibly offline).
+            (None, Some(d)) => match self.store.delegation(d).await? {
+                None => Some(format!("delegation {d} does not exist")),
+                Some(_) if session.task.is_none() => {
+                    Some("a session under a delegation must name its task".to_string())
+                }
+                _ => None,
+            },
+            (None, None) => Some("a session names neither a grant nor a delegation".to_string()),
         };
         if let Some(why) = mismatch {
             let agent = Actor {
@@ -349,6 +370,9 @@ impl ControlPlane {
             "host": host,
             "target": host,
             "grant": session.grant_id,
+            "delegation": session.delegation_id,
+            "task": session.task,
+            "params": session.params,
             "run_as": session.run_as,
             "argv": session.argv,
             "binary_sha256": session.binary_sha256,
@@ -362,7 +386,7 @@ impl ControlPlane {
             "recording_bytes": session.recording_bytes,
         }));
         let cs = Changeset::new()
-            .write(Write::Host(HostWrite::InsertSession(session)))
+            .write(Write::Host(HostWrite::InsertSession(Box::new(session))))
             .event(ev);
         match self.store.commit(cs).await {
             Ok(_) => Ok(true),

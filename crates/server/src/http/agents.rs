@@ -280,6 +280,9 @@ async fn upload_session(
     let session = Session {
         id,
         grant_id: meta.grant_id,
+        delegation_id: meta.delegation_id,
+        task: meta.task,
+        params: meta.params,
         host: h.host.clone(),
         user: meta.user,
         run_as: meta.run_as,

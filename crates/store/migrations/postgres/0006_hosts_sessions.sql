@@ -18,7 +18,11 @@ CREATE TABLE agent_receipts (
 
 CREATE TABLE sessions (
     id               TEXT PRIMARY KEY,
-    grant_id         TEXT NOT NULL REFERENCES grants (id),
+    -- The grant it ran under; NULL for a delegated task (delegation_id, task, params).
+    grant_id         TEXT REFERENCES grants (id),
+    delegation_id    TEXT,
+    task             TEXT,
+    params           TEXT,
     host             TEXT NOT NULL REFERENCES hosts (name),
     user_name        TEXT NOT NULL,
     run_as           TEXT NOT NULL,
