@@ -22,8 +22,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const RUN: Duration = Duration::from_secs(5);
+const RUN_SECS: u64 = 5;
 const LEVELS: [usize; 3] = [1, 16, 64];
+
+/// For profiling: `PEDM_BENCH_SECS` (seconds per row) and `PEDM_BENCH_CLIENTS` (e.g. `64`).
+fn settings() -> (Duration, Vec<usize>) {
+    let secs = std::env::var("PEDM_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RUN_SECS);
+    let levels = std::env::var("PEDM_BENCH_CLIENTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| LEVELS.to_vec());
+    (Duration::from_secs(secs), levels)
+}
 
 struct Result_ {
     per_sec: f64,
@@ -41,7 +54,7 @@ fn summarize(mut lat: Vec<Duration>, elapsed: Duration) -> Result_ {
     }
 }
 
-async fn run_pedm(clients: &[Client], n: usize) -> Result_ {
+async fn run_pedm(clients: &[Client], n: usize, run: Duration) -> Result_ {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let tasks: Vec<_> = clients[..n]
@@ -62,7 +75,7 @@ async fn run_pedm(clients: &[Client], n: usize) -> Result_ {
             })
         })
         .collect();
-    tokio::time::sleep(RUN).await;
+    tokio::time::sleep(run).await;
     stop.store(true, Ordering::Relaxed);
     let mut all = vec![];
     for t in tasks {
@@ -71,7 +84,7 @@ async fn run_pedm(clients: &[Client], n: usize) -> Result_ {
     summarize(all, start.elapsed())
 }
 
-async fn run_limit(n: usize) -> Result_ {
+async fn run_limit(n: usize, run: Duration) -> Result_ {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = SqliteConnectOptions::new()
         .filename(dir.path().join("raw.db"))
@@ -110,7 +123,7 @@ async fn run_limit(n: usize) -> Result_ {
             })
         })
         .collect();
-    tokio::time::sleep(RUN).await;
+    tokio::time::sleep(run).await;
     stop.store(true, Ordering::Relaxed);
     let mut all = vec![];
     for t in tasks {
@@ -124,20 +137,21 @@ async fn main() {
     let s = Server::start();
     standard_targets(&s).await;
     let mut clients = vec![];
-    for i in 0..*LEVELS.iter().max().unwrap_or(&1) {
+    let (run, levels) = settings();
+    for i in 0..*levels.iter().max().unwrap_or(&1) {
         clients.push(s.client(&user_with_token(&s, &format!("bench{i}"), false).await));
     }
     println!(
         "auto-approved request -> active grant, durable (SQLite, synchronous=FULL), {}s per row",
-        RUN.as_secs()
+        run.as_secs()
     );
     println!(
         "{:>8}  {:>12} {:>9} {:>9}  {:>12} {:>9} {:>9}  {:>6}",
         "clients", "pedm req/s", "p50 ms", "p99 ms", "limit ops/s", "p50 ms", "p99 ms", "ratio"
     );
-    for n in LEVELS {
-        let p = run_pedm(&clients, n).await;
-        let l = run_limit(n).await;
+    for n in levels {
+        let p = run_pedm(&clients, n, run).await;
+        let l = run_limit(n, run).await;
         println!(
             "{n:>8}  {:>12.0} {:>9.2} {:>9.2}  {:>12.0} {:>9.2} {:>9.2}  {:>5.0}%",
             p.per_sec,
