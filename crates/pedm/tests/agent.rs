@@ -163,6 +163,32 @@ async fn exec_runs_only_what_a_live_grant_and_policy_allow() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("a shell"), "{}", stderr(&out));
 
+    // An allowlist instead of the default "any command": only what it names runs.
+    let mut sources = s.admin().policies().await.unwrap().sources;
+    for src in &mut sources {
+        if let Some(at) = src.text.find("@id(\"grant-holders-exec\")") {
+            src.text.truncate(at);
+        }
+    }
+    sources.push(pedm_api::PolicySource {
+        name: "allowlist.cedar".into(),
+        text: "@id(\"only-id\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
+               when { resource.path == \"/usr/bin/id\" && !resource.shell };\n"
+            .into(),
+    });
+    s.admin()
+        .apply_policies(&pedm_api::ApplyPolicies {
+            sources,
+            comment: Some("allowlist".into()),
+        })
+        .await
+        .unwrap();
+    agent.wait_snapshot(1, Some(3));
+    let out = agent.exec(&alice, &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not allowed by policy"), "{}", stderr(&out));
+    assert!(agent.exec(&alice, &["id", "-u"]).status.success());
+
     // Every decision reached the audit log, attributed to the person, with the grant.
     let denied = eventually(Duration::from_secs(20), "exec.denied events", || async {
         let ev = s
