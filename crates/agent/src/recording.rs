@@ -8,7 +8,8 @@
 //! never become UTF-8 are replaced by U+FFFD.
 //!
 //! The writer hashes what it writes, so the agent can report the file's SHA-256 without
-//! reading it back (the server checks uploads against it).
+//! reading it back (the server checks uploads against it). Event data is validated and
+//! escaped in one pass straight from the bytes read, as `serde_json` would write it.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -186,19 +187,95 @@ pub struct CastWriter<W: Write> {
     start: Instant,
     output: Utf8Carry,
     input: Utf8Carry,
+    /// The event being written, reused.
+    line: Vec<u8>,
 }
+
+/// A line buffer grown beyond this by a large event is not kept.
+const LINE_KEEP: usize = 1 << 20;
 
 impl CastWriter<File> {
     /// Creates the file (mode 0600; never over an existing file or through a symlink: the
-    /// agent decides where recordings go, nobody else).
+    /// agent decides where recordings go, nobody else). The spare that [`prepare_spare`] left
+    /// in the same directory, if any, becomes the file instead (a rename, under the same
+    /// rules).
     pub fn create(path: &Path, header: &Header) -> io::Result<CastWriter<File>> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)?;
+        let file = match take_spare(path) {
+            Some(file) => file,
+            None => new_file(path)?,
+        };
         CastWriter::new(file, header)
+    }
+}
+
+/// The spare's name in a recordings directory.
+const SPARE: &str = ".spare.cast";
+
+/// Creates an empty file in `dir` for the next [`CastWriter::create`] there, unless one is
+/// waiting. Creating a file can take a millisecond (ext4 without a journal searches past
+/// every inode freed in the last 30 seconds), so sessions create the next one's file after
+/// they have ended, not while a caller waits.
+pub fn prepare_spare(dir: &Path) -> io::Result<()> {
+    match new_file(&dir.join(SPARE)) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn new_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Renames the spare next to `path` to `path` (never over an existing file) and opens it,
+/// if it is what [`prepare_spare`] makes: an empty regular file of ours, mode 0600, with no
+/// other name.
+fn take_spare(path: &Path) -> Option<File> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let spare = path.parent()?.join(SPARE);
+    let from = std::ffi::CString::new(spare.as_os_str().as_bytes()).ok()?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: renameat2(2) on two NUL-terminated paths we own.
+    let renamed = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if renamed != 0 {
+        return None;
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok();
+    // SAFETY: geteuid(2) cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let fits = file
+        .as_ref()
+        .and_then(|f| f.metadata().ok())
+        .is_some_and(|m| {
+            m.file_type().is_file()
+                && m.len() == 0
+                && m.nlink() == 1
+                && m.uid() == euid
+                && m.mode() & 0o7777 == 0o600
+        });
+    if fits {
+        file
+    } else {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        None
     }
 }
 
@@ -220,6 +297,7 @@ impl<W: Write> CastWriter<W> {
             start: Instant::now(),
             output: Utf8Carry::default(),
             input: Utf8Carry::default(),
+            line: Vec::new(),
         })
     }
 
@@ -230,46 +308,71 @@ impl<W: Write> CastWriter<W> {
 
     /// Records bytes the command wrote.
     pub fn output(&mut self, data: &[u8]) -> io::Result<()> {
-        let text = self.output.decode(data);
-        self.event("o", &text)
+        self.bytes_event(b'o', data, false)
     }
 
     /// Records bytes the caller typed.
     pub fn input(&mut self, data: &[u8]) -> io::Result<()> {
-        let text = self.input.decode(data);
-        self.event("i", &text)
+        self.bytes_event(b'i', data, true)
     }
 
     /// Records a terminal resize.
     pub fn resize(&mut self, cols: u16, rows: u16) -> io::Result<()> {
-        self.event("r", &format!("{cols}x{rows}"))
+        self.event(b'r', &format!("{cols}x{rows}"))
     }
 
     /// Records a marker ("exit 0", "signal 9", "ended_by: grant revoked").
     pub fn marker(&mut self, label: &str) -> io::Result<()> {
-        self.event("m", label)
+        self.event(b'm', label)
     }
 
-    fn event(&mut self, code: &str, data: &str) -> io::Result<()> {
-        if data.is_empty() && code != "m" {
+    fn bytes_event(&mut self, code: u8, data: &[u8], input: bool) -> io::Result<()> {
+        let begun = self.begin_line(code);
+        let carry = if input {
+            &mut self.input
+        } else {
+            &mut self.output
+        };
+        carry.escape_into(data, &mut self.line);
+        if self.line.len() == begun {
             return Ok(());
         }
+        self.end_line()
+    }
+
+    fn event(&mut self, code: u8, data: &str) -> io::Result<()> {
+        if data.is_empty() && code != b'm' {
+            return Ok(());
+        }
+        self.begin_line(code);
+        escape_json(data.as_bytes(), &mut self.line);
+        self.end_line()
+    }
+
+    /// Starts an event line `[time, "code", "` and returns its length.
+    fn begin_line(&mut self, code: u8) -> usize {
+        if self.line.capacity() > LINE_KEEP {
+            self.line = Vec::new();
+        }
+        self.line.clear();
         let t = self.start.elapsed().as_secs_f64();
-        writeln!(
-            self.out,
-            "[{t:.6}, {}, {}]",
-            serde_json::to_string(code)?,
-            serde_json::to_string(data)?
-        )
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.line, "[{t:.6}, \"{}\", \"", char::from(code));
+        self.line.len()
+    }
+
+    fn end_line(&mut self) -> io::Result<()> {
+        self.line.extend_from_slice(b"\"]\n");
+        self.out.write_all(&self.line)
     }
 
     /// Writes what incomplete characters remain (as U+FFFD), flushes, and returns the
     /// writer with the size and SHA-256 of everything written.
     pub fn finish(mut self) -> io::Result<(W, Summary)> {
         let out = self.output.finish();
-        self.event("o", &out)?;
+        self.event(b'o', &out)?;
         let inp = self.input.finish();
-        self.event("i", &inp)?;
+        self.event(b'i', &inp)?;
         self.out.flush()?;
         let hashing = self.out.into_inner().map_err(|e| e.into_error())?;
         let summary = Summary {
@@ -307,34 +410,63 @@ struct Utf8Carry {
 }
 
 impl Utf8Carry {
-    fn decode(&mut self, data: &[u8]) -> String {
-        let joined;
-        let mut rest: &[u8] = if self.pending.is_empty() {
-            data
-        } else {
-            let mut v = std::mem::take(&mut self.pending);
-            v.extend_from_slice(data);
-            joined = v;
-            &joined
-        };
-        let mut text = String::with_capacity(rest.len());
+    /// Appends the text of `data` (after what is pending) to `out`, escaped for a JSON
+    /// string; keeps an incomplete character at the end for the next call.
+    fn escape_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let mut rest = data;
+        if !self.pending.is_empty() {
+            // Complete (or give up on) the pending character with the first new bytes.
+            let p = self.pending.len();
+            let mut joined = [0u8; 4];
+            let take = rest.len().min(4 - p);
+            joined[..p].copy_from_slice(&self.pending);
+            joined[p..p + take].copy_from_slice(&rest[..take]);
+            let joined = &joined[..p + take];
+            let valid = match std::str::from_utf8(joined) {
+                Ok(s) => s,
+                Err(e) => std::str::from_utf8(&joined[..e.valid_up_to()]).unwrap_or_default(),
+            };
+            // The pending bytes are a valid start, so whatever comes first covers them all.
+            let used = match valid.chars().next() {
+                Some(c) => {
+                    escape_json(&joined[..c.len_utf8()], out);
+                    c.len_utf8()
+                }
+                None => match std::str::from_utf8(joined)
+                    .err()
+                    .and_then(|e| e.error_len())
+                {
+                    Some(bad) => {
+                        out.extend_from_slice(REPLACEMENT);
+                        bad
+                    }
+                    None => {
+                        // Still incomplete: everything new is pending too.
+                        self.pending = joined.to_vec();
+                        return;
+                    }
+                },
+            };
+            self.pending.clear();
+            rest = &rest[used.saturating_sub(p)..];
+        }
         loop {
             match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    text.push_str(s);
-                    return text;
+                Ok(_) => {
+                    escape_json(rest, out);
+                    return;
                 }
                 Err(e) => {
                     let (valid, after) = rest.split_at(e.valid_up_to());
-                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    escape_json(valid, out);
                     match e.error_len() {
                         Some(bad) => {
-                            text.push(char::REPLACEMENT_CHARACTER);
+                            out.extend_from_slice(REPLACEMENT);
                             rest = &after[bad..];
                         }
                         None => {
                             self.pending = after.to_vec();
-                            return text;
+                            return;
                         }
                     }
                 }
@@ -346,6 +478,76 @@ impl Utf8Carry {
         let rest = std::mem::take(&mut self.pending);
         String::from_utf8_lossy(&rest).into_owned()
     }
+}
+
+/// U+FFFD in UTF-8.
+const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+
+/// How `serde_json` escapes each byte in a string: 0 (as is), `u` (`\u00XX`) or the letter
+/// after the backslash.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Bit 7 of each byte of `w` that is below 0x20, a quote or a backslash. The lowest bit set
+/// is exact; above it, bits may be set for bytes that need nothing.
+fn needs_escape(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))
+}
+
+/// Appends UTF-8 `s` to `out` as the inside of a JSON string, escaped as `serde_json` does.
+fn escape_json(s: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len());
+    let mut start = 0;
+    let mut i = 0;
+    while i < s.len() {
+        // Eight bytes at a time up to the next one that needs escaping.
+        while let Some(word) = s.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            let flags = needs_escape(u64::from_le_bytes(w));
+            if flags != 0 {
+                i += (flags.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = s.get(i) else { break };
+        let esc = ESCAPE[usize::from(b)];
+        i += 1;
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&s[start..i - 1]);
+        if esc == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.push(b'\\');
+            out.push(esc);
+        }
+        start = i;
+    }
+    out.extend_from_slice(&s[start..]);
 }
 
 #[cfg(test)]
@@ -453,6 +655,46 @@ mod tests {
     }
 
     #[test]
+    fn a_spare_becomes_the_next_recording_and_only_a_clean_one_does() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        prepare_spare(dir.path()).unwrap();
+        prepare_spare(dir.path()).unwrap();
+        let spare = dir.path().join(SPARE);
+        assert!(spare.exists());
+        let path = dir.path().join("a.cast");
+        let mut w = CastWriter::create(&path, &header()).unwrap();
+        assert!(!spare.exists(), "the spare was not used");
+        w.output(b"hi").unwrap();
+        let (_, summary) = w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(summary.sha256, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(parse(&bytes[..]).unwrap().output(), "hi");
+        // Never over an existing recording: the spare stays and the create fails.
+        prepare_spare(dir.path()).unwrap();
+        assert!(CastWriter::create(&path, &header()).is_err());
+        assert!(spare.exists());
+        // A spare that is not empty (or not private) is thrown away, not used.
+        std::fs::write(&spare, b"planted").unwrap();
+        let other = dir.path().join("b.cast");
+        CastWriter::create(&other, &header())
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert!(!spare.exists());
+        assert!(!std::fs::read(&other).unwrap().starts_with(b"planted"));
+        prepare_spare(dir.path()).unwrap();
+        std::fs::set_permissions(&spare, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let third = dir.path().join("c.cast");
+        CastWriter::create(&third, &header())
+            .unwrap()
+            .finish()
+            .unwrap();
+        let mode = std::fs::metadata(&third).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
     fn parse_reports_bad_input() {
         assert!(matches!(parse(&b""[..]), Err(CastError::Empty)));
         assert!(matches!(
@@ -462,5 +704,110 @@ mod tests {
         let bad = b"{\"version\":2,\"width\":1,\"height\":1}\n[0.1, \"o\"]\n";
         let e = parse(&bad[..]).unwrap_err();
         assert!(e.to_string().starts_with("line 2: event:"), "{e}");
+    }
+
+    /// The decoding and escaping this writer did before it worked on bytes: a `String` per
+    /// read, escaped by `serde_json`.
+    fn reference(chunks: &[&[u8]]) -> Vec<String> {
+        let mut pending: Vec<u8> = vec![];
+        let mut texts = vec![];
+        for c in chunks {
+            let mut joined = std::mem::take(&mut pending);
+            joined.extend_from_slice(c);
+            let mut rest = &joined[..];
+            let mut text = String::new();
+            loop {
+                match std::str::from_utf8(rest) {
+                    Ok(s) => {
+                        text.push_str(s);
+                        break;
+                    }
+                    Err(e) => {
+                        let (valid, after) = rest.split_at(e.valid_up_to());
+                        text.push_str(std::str::from_utf8(valid).unwrap());
+                        match e.error_len() {
+                            Some(bad) => {
+                                text.push(char::REPLACEMENT_CHARACTER);
+                                rest = &after[bad..];
+                            }
+                            None => {
+                                pending = after.to_vec();
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            texts.push(text);
+        }
+        texts.push(String::from_utf8_lossy(&pending).into_owned());
+        texts
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| serde_json::to_string(&t).unwrap())
+            .collect()
+    }
+
+    /// The data field of each event line, as written.
+    fn written_data(file: &[u8]) -> Vec<String> {
+        let text = std::str::from_utf8(file).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let start = l.find(", \"o\", ").unwrap() + 7;
+                l[start..l.len() - 1].to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn escaping_and_decoding_match_serde_json_on_arbitrary_bytes() {
+        // Bytes that matter: controls, quotes, backslashes, DEL, ASCII, pieces of 2-, 3- and
+        // 4-byte characters, bytes that never start one.
+        let alphabet: Vec<u8> = [
+            &b"\x00\x01\x08\t\n\x0b\x0c\r\x1b\x1f \"\\/aZ~\x7f"[..],
+            "é€🦀".as_bytes(),
+            &[0x80, 0xbf, 0xc0, 0xc3, 0xe2, 0xf0, 0xf4, 0xf5, 0xff],
+        ]
+        .concat();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let len = (next() % 80) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let mut chunks: Vec<&[u8]> = vec![];
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let n = 1 + (next() % 12) as usize;
+                let (a, b) = rest.split_at(n.min(rest.len()));
+                chunks.push(a);
+                rest = b;
+            }
+            let mut w = CastWriter::new(Vec::new(), &header()).unwrap();
+            for c in &chunks {
+                w.output(c).unwrap();
+            }
+            let (file, _) = w.finish().unwrap();
+            assert_eq!(
+                written_data(&file),
+                reference(&chunks),
+                "{bytes:?} in {chunks:?}"
+            );
+        }
+        // Long runs take the eight-bytes-at-a-time path.
+        let long: Vec<u8> = (0..5000u32)
+            .map(|i| b"abcdefgh\"\\\n\x01xyz"[(i % 14) as usize])
+            .collect();
+        let mut w = CastWriter::new(Vec::new(), &header()).unwrap();
+        w.output(&long).unwrap();
+        let (file, _) = w.finish().unwrap();
+        assert_eq!(written_data(&file), reference(&[&long]));
     }
 }

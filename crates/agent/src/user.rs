@@ -36,13 +36,31 @@ impl TargetUser {
 
     /// Looks a user up by uid, the way the agent knows its caller (peer credentials).
     pub fn from_uid(uid: u32) -> Result<TargetUser, ExecError> {
-        let user = User::from_uid(Uid::from_raw(uid))
+        Self::from_passwd(Self::passwd_of(uid)?)
+    }
+
+    /// The caller behind a connection's peer credentials: name, ids, home and shell. Its
+    /// groups are not looked up (`groups` is empty): what a caller may do comes from its
+    /// grants, never from its local groups, and the group lookup is the slow part.
+    pub fn caller(uid: u32) -> Result<TargetUser, ExecError> {
+        let user = Self::passwd_of(uid)?;
+        Ok(TargetUser {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups: vec![],
+            home: user.dir,
+            shell: user.shell,
+            name: user.name,
+        })
+    }
+
+    fn passwd_of(uid: u32) -> Result<User, ExecError> {
+        User::from_uid(Uid::from_raw(uid))
             .map_err(|source| ExecError::UserLookup {
                 user: format!("uid {uid}"),
                 source,
             })?
-            .ok_or(ExecError::UnknownUid(uid))?;
-        Self::from_passwd(user)
+            .ok_or(ExecError::UnknownUid(uid))
     }
 
     fn from_passwd(user: User) -> Result<TargetUser, ExecError> {
@@ -83,6 +101,14 @@ mod tests {
         assert_eq!(by_name.gid, 0);
         assert!(by_name.groups.contains(&0));
         assert_eq!(by_name, TargetUser::from_uid(0).unwrap());
+        let caller = TargetUser::caller(0).unwrap();
+        assert_eq!(
+            caller,
+            TargetUser {
+                groups: vec![],
+                ..by_name
+            }
+        );
     }
 
     #[test]
@@ -90,6 +116,8 @@ mod tests {
         let e = TargetUser::lookup("pedm-no-such-user").unwrap_err();
         assert_eq!(e.to_string(), "unknown user pedm-no-such-user");
         let e = TargetUser::from_uid(4_000_000_000).unwrap_err();
+        assert_eq!(e.to_string(), "no user has uid 4000000000");
+        let e = TargetUser::caller(4_000_000_000).unwrap_err();
         assert_eq!(e.to_string(), "no user has uid 4000000000");
     }
 }

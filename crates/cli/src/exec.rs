@@ -19,6 +19,9 @@ use tokio::sync::mpsc;
 
 /// Stdin is forwarded in pieces of at most this size.
 const CHUNK: usize = 32 * 1024;
+/// Frames from the agent are read through a buffer of this size: a frame's head and small
+/// frames take no system call of their own.
+const READ_BUFFER: usize = 64 * 1024;
 /// Frames queued for the agent; stdin only uses the queue while this much room is left, so
 /// signals and resizes always fit and output is never held up by input.
 const QUEUE: usize = 32;
@@ -108,7 +111,7 @@ async fn handshake(
 
 /// Moves bytes and frames until the agent reports the exit.
 async fn pump(
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     mut wr: OwnedWriteHalf,
     mut stdin: mpsc::Receiver<Vec<u8>>,
     mut control: mpsc::Receiver<Frame>,
@@ -118,6 +121,7 @@ async fn pump(
     // Reading and writing the connection happen on tasks of their own: a frame read is not
     // cancellable, and a write held up by the agent must not stop output from arriving.
     let (from_agent_tx, mut from_agent) = mpsc::channel::<anyhow::Result<Frame>>(16);
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
     let reader = tokio::spawn(async move {
         loop {
             let item = match read_frame(&mut rd).await {

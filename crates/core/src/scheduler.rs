@@ -17,6 +17,11 @@ use tokio::sync::{Notify, watch};
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Back-off after a storage error.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// Least time between the start of a pass and the next one when woken by a notification.
+/// Under load every created request notifies (its deadline may be the earliest), and a pass
+/// costs reads; this bounds that to a few passes per second per worker. A deadline is missed by
+/// at most this much only if it was created less than this before it came due.
+const NOTIFIED_INTERVAL: Duration = Duration::from_millis(20);
 
 pub async fn run_expiry(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) {
     let wake = cp.deadline_changed();
@@ -43,7 +48,8 @@ pub async fn run_expiry(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) 
 
 /// The loop shared by deadline-driven workers: run `pass` (which does what is due and
 /// returns the next deadline and the current time), then sleep until that deadline (capped
-/// at [`MAX_SLEEP`]), until `wake` is notified, or until shutdown.
+/// at [`MAX_SLEEP`]), until `wake` is notified (then at least until [`NOTIFIED_INTERVAL`] after
+/// the pass began), or until shutdown.
 pub(crate) async fn run_until_deadlines<F, Fut>(
     name: &str,
     wake: Arc<Notify>,
@@ -60,6 +66,7 @@ pub(crate) async fn run_until_deadlines<F, Fut>(
         tokio::pin!(notified);
         notified.as_mut().enable();
 
+        let started = tokio::time::Instant::now();
         let sleep_for = match pass().await {
             Ok((Some(at), now)) => until(at, now).min(MAX_SLEEP),
             Ok((None, _)) => MAX_SLEEP,
@@ -68,9 +75,18 @@ pub(crate) async fn run_until_deadlines<F, Fut>(
                 ERROR_BACKOFF
             }
         };
+        let wake_at = tokio::time::Instant::now() + sleep_for;
         tokio::select! {
-            _ = tokio::time::sleep(sleep_for) => {}
-            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
+            _ = &mut notified => {
+                // Something may now be due earlier than `wake_at`: look again, but not sooner
+                // than NOTIFIED_INTERVAL after this pass began.
+                let at = wake_at.min(started + NOTIFIED_INTERVAL);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {

@@ -42,12 +42,14 @@ struct Result_ {
     per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
+    count: usize,
 }
 
 fn summarize(mut lat: Vec<Duration>, elapsed: Duration) -> Result_ {
     lat.sort_unstable();
     let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     Result_ {
+        count: lat.len(),
         per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: q(0.50),
         p99_ms: q(0.99),
@@ -146,21 +148,35 @@ async fn main() {
         run.as_secs()
     );
     println!(
-        "{:>8}  {:>12} {:>9} {:>9}  {:>12} {:>9} {:>9}  {:>6}",
-        "clients", "pedm req/s", "p50 ms", "p99 ms", "limit ops/s", "p50 ms", "p99 ms", "ratio"
+        "{:>8}  {:>12} {:>9} {:>9}  {:>12} {:>9} {:>9}  {:>6}  {:>14}",
+        "clients",
+        "pedm req/s",
+        "p50 ms",
+        "p99 ms",
+        "limit ops/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "pedmd CPU/req"
     );
+    let pid = support::child_pid("pedmd");
     for n in levels {
+        let cpu_before = pid.map(support::cpu_time);
         let p = run_pedm(&clients, n, run).await;
+        let cpu = pid
+            .zip(cpu_before)
+            .map(|(pid, b)| (support::cpu_time(pid) - b).as_secs_f64() * 1e6 / p.count as f64);
         let l = run_limit(n, run).await;
         println!(
-            "{n:>8}  {:>12.0} {:>9.2} {:>9.2}  {:>12.0} {:>9.2} {:>9.2}  {:>5.0}%",
+            "{n:>8}  {:>12.0} {:>9.2} {:>9.2}  {:>12.0} {:>9.2} {:>9.2}  {:>5.0}%  {:>11.0} µs",
             p.per_sec,
             p.p50_ms,
             p.p99_ms,
             l.per_sec,
             l.p50_ms,
             l.p99_ms,
-            100.0 * p.per_sec / l.per_sec
+            100.0 * p.per_sec / l.per_sec,
+            cpu.unwrap_or(f64::NAN)
         );
         let figure = format!("API auto-approved request -> grant, {n} clients");
         support::bench_line(

@@ -104,6 +104,9 @@ pub(crate) use args;
 pub(crate) enum Conn<'a> {
     Sqlite(&'a mut SqliteConnection),
     Pg(&'a mut PgConnection),
+    /// SQLite through its C API on the calling thread (the group committer, see
+    /// [`crate::sqlite::raw`]).
+    Raw(&'a mut crate::sqlite::raw::RawConn),
 }
 
 fn sqlite_query(
@@ -152,6 +155,7 @@ impl Conn<'_> {
                 .await?
                 .rows_affected(),
             Conn::Pg(c) => pg_query(sql, args).execute(&mut **c).await?.rows_affected(),
+            Conn::Raw(c) => c.execute(sql, &args)?,
         })
     }
 
@@ -173,6 +177,11 @@ impl Conn<'_> {
                 .into_iter()
                 .map(Row::Pg)
                 .collect(),
+            Conn::Raw(c) => c
+                .query(sql, &args, None)?
+                .into_iter()
+                .map(Row::Raw)
+                .collect(),
         })
     }
 
@@ -190,6 +199,11 @@ impl Conn<'_> {
                 .fetch_optional(&mut **c)
                 .await?
                 .map(Row::Pg),
+            Conn::Raw(c) => c
+                .query(sql, &args, Some(1))?
+                .into_iter()
+                .next()
+                .map(Row::Raw),
         })
     }
 }
@@ -198,6 +212,7 @@ impl Conn<'_> {
 pub(crate) enum Row {
     Sqlite(SqliteRow),
     Pg(PgRow),
+    Raw(crate::sqlite::raw::RawRow),
 }
 
 impl Row {
@@ -208,11 +223,13 @@ impl Row {
         T: for<'r> Decode<'r, Sqlite>
             + Type<Sqlite>
             + for<'r> Decode<'r, Postgres>
-            + Type<Postgres>,
+            + Type<Postgres>
+            + 'static,
     {
         match self {
             Row::Sqlite(r) => r.try_get(col),
             Row::Pg(r) => r.try_get(col),
+            Row::Raw(r) => return r.get(col),
         }
         .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
     }

@@ -18,8 +18,10 @@ pub(crate) enum Pools {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
-        /// Changesets go through here (group commit), see [`crate::sqlite::group_commit`].
+        /// Changesets go through here (group commit), see `crate::sqlite::group_commit`.
         committer: crate::sqlite::group_commit::GroupCommitter,
+        /// Targets and roles read, see `crate::sqlite::catalog`.
+        catalog: crate::sqlite::catalog::Catalog,
     },
     Pg(PgPool),
 }
@@ -796,7 +798,10 @@ pub(crate) fn chain_events(
 
 /// Inserts chained events, several rows per statement. Row counts per statement are powers of
 /// two (up to [`INSERT_ROWS`]) so a handful of statement texts stay prepared.
-pub(crate) async fn insert_events(c: &mut Conn<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+pub(crate) async fn insert_events(
+    c: &mut Conn<'_>,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
     const COLS: &str = "INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, \
                         prev_hash, hash) VALUES ";
     let mut rest = events;
@@ -815,18 +820,24 @@ pub(crate) async fn insert_events(c: &mut Conn<'_>, events: &[AuditEvent]) -> Re
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8,
-                p + 9
-            ));
+            if c.is_postgres() {
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 9
+                ));
+            } else {
+                // Anonymous parameters: SQLite binds `$N` ones by looking each name up in a
+                // list, which costs O(parameters²) per statement.
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            }
             a.extend(args![
                 e.seq,
                 e.at,
@@ -845,10 +856,8 @@ pub(crate) async fn insert_events(c: &mut Conn<'_>, events: &[AuditEvent]) -> Re
     Ok(())
 }
 
-/// Most event rows in one INSERT (9 parameters each). Not more: binding a parameter by name
-/// costs SQLite a scan of the statement's parameter list, so very wide statements cost more
-/// per row than they save in round trips.
-const INSERT_ROWS: usize = 32;
+/// Most event rows in one INSERT (9 parameters each).
+const INSERT_ROWS: usize = 64;
 
 // -------------------------------------------------------------------------------- reads
 
@@ -871,7 +880,17 @@ impl Store for Engine {
         }
         match &self.pools {
             // Several queued changesets share one durable transaction (one fsync).
-            Pools::Sqlite { committer, .. } => committer.commit(changes).await,
+            Pools::Sqlite {
+                committer, catalog, ..
+            } => {
+                let touches_catalog = crate::sqlite::catalog::may_change(&changes.writes);
+                let r = committer.commit(changes).await;
+                if touches_catalog {
+                    // Whatever the outcome: a failed commit may still have been applied.
+                    catalog.invalidate();
+                }
+                r
+            }
             // PostgreSQL runs concurrent transactions itself: one per changeset.
             Pools::Pg(_) => {
                 let mut tx = self.begin().await?;
@@ -943,8 +962,20 @@ impl Store for Engine {
     }
 
     async fn target(&self, name: &str) -> Result<Option<Target>, StoreError> {
+        let catalog = match &self.pools {
+            Pools::Sqlite { catalog, .. } => Some(catalog),
+            Pools::Pg(_) => None,
+        };
+        if let Some(t) = catalog.and_then(|c| c.target(name)) {
+            return Ok(Some(t));
+        }
+        let generation = catalog.map(|c| c.generation());
         let sql = format!("SELECT {TARGET_COLS} FROM targets WHERE name = $1");
-        self.fetch_optional(&sql, args![name], rows::target).await
+        let t = self.fetch_optional(&sql, args![name], rows::target).await?;
+        if let (Some(c), Some(g), Some(t)) = (catalog, generation, &t) {
+            c.keep_target(g, t);
+        }
+        Ok(t)
     }
 
     async fn targets(&self) -> Result<Vec<Target>, StoreError> {
@@ -953,9 +984,22 @@ impl Store for Engine {
     }
 
     async fn role(&self, target: &str, name: &str) -> Result<Option<Role>, StoreError> {
+        let catalog = match &self.pools {
+            Pools::Sqlite { catalog, .. } => Some(catalog),
+            Pools::Pg(_) => None,
+        };
+        if let Some(r) = catalog.and_then(|c| c.role(target, name)) {
+            return Ok(Some(r));
+        }
+        let generation = catalog.map(|c| c.generation());
         let sql = format!("SELECT {ROLE_COLS} FROM roles WHERE target = $1 AND name = $2");
-        self.fetch_optional(&sql, args![target, name], rows::role)
-            .await
+        let r = self
+            .fetch_optional(&sql, args![target, name], rows::role)
+            .await?;
+        if let (Some(c), Some(g), Some(r)) = (catalog, generation, &r) {
+            c.keep_role(g, r);
+        }
+        Ok(r)
     }
 
     async fn roles(&self, target: Option<&str>) -> Result<Vec<Role>, StoreError> {

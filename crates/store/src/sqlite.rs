@@ -1,6 +1,8 @@
 //! SQLite: the embedded default.
 
+pub(crate) mod catalog;
 pub(crate) mod group_commit;
+pub(crate) mod raw;
 
 use crate::sql::{Engine, Pools};
 use pedm_core::model::*;
@@ -15,17 +17,18 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 /// How long a connection waits for another process holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const READERS: u32 = 4;
+/// WAL pages after which the writer checkpoints by itself (SQLite's default is 1,000): only if
+/// the background checkpoints fall behind.
+const WRITER_AUTOCHECKPOINT: &str = "10000";
 
 /// A [`pedm_core::store::Store`] in one SQLite file.
 ///
 /// WAL journal with `synchronous=FULL` (a commit is on disk when `commit` returns), foreign keys
 /// on. Writers are serialised through a single write connection, readers use a small pool of
-/// read-only (`query_only`) connections. Changesets are group-committed: a committer task
-/// applies whatever is queued in one transaction, each changeset in its own savepoint (see
-/// [`group_commit`]).
-///
-/// The committer task runs on the tokio runtime `open` is called on; the store must be used
-/// while that runtime runs.
+/// read-only (`query_only`) connections. Changesets are group-committed: a committer thread
+/// applies whatever is queued in one transaction, a changeset refused alone (see
+/// `src/sqlite/group_commit.rs`). Targets and roles read are kept in memory
+/// (`src/sqlite/catalog.rs`).
 pub struct SqliteStore {
     engine: Engine,
     path: PathBuf,
@@ -45,14 +48,24 @@ impl SqliteStore {
             .filename(path)
             .foreign_keys(true)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Savepoint and statement journals in memory: group commit gives each changeset a
+            // savepoint, whose journal would otherwise be a temporary file written to.
+            .pragma("temp_store", "MEMORY");
 
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            // The group committer keeps statements prepared on this connection: the pool must
+            // not close it behind its back (see `group_commit`).
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal),
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // Checkpoints run beside the writer (see `group_commit`); the writer does
+                    // one itself only if the WAL grew this far (pages) regardless.
+                    .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT),
             )
             .await
             .map_err(|e| fail("opening", &e))?;
@@ -64,7 +77,7 @@ impl SqliteStore {
         // can't write by accident.
         let read = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .connect_with(base.pragma("query_only", "ON"))
+            .connect_with(base.clone().pragma("query_only", "ON"))
             .await
             .map_err(|e| fail("opening", &e))?;
         tracing::debug!(path = %path.display(), "opened SQLite store");
@@ -72,7 +85,8 @@ impl SqliteStore {
             engine: Engine {
                 pools: Pools::Sqlite {
                     read,
-                    committer: group_commit::GroupCommitter::start(write.clone()),
+                    committer: group_commit::GroupCommitter::start(write.clone(), base.clone())?,
+                    catalog: catalog::Catalog::default(),
                     write,
                 },
             },
@@ -95,7 +109,14 @@ impl SqliteStore {
 
     /// Closes every connection (checkpointing the WAL). Later calls fail.
     pub async fn close(&self) {
-        if let Pools::Sqlite { read, write, .. } = &self.engine.pools {
+        if let Pools::Sqlite {
+            read,
+            write,
+            committer,
+            ..
+        } = &self.engine.pools
+        {
+            committer.close().await;
             read.close().await;
             write.close().await;
         }

@@ -8,7 +8,7 @@ use crate::env::sanitise;
 use crate::recording::{Cast, EventKind, parse};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::process::Command as StdCommand;
+use std::process::{Command as StdCommand, Stdio};
 use std::sync::Mutex;
 use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 
@@ -260,6 +260,166 @@ async fn runs_as_the_target_user_with_its_supplementary_groups() {
     assert!(groups.contains(extra_gid), "{groups:?}");
     assert!(!groups.contains(&0), "root's group leaked: {groups:?}");
     assert_eq!(lines[3], u.user.name);
+}
+
+/// The uid, gid and group lines of every thread of this process.
+fn own_ids() -> Vec<String> {
+    let mut ids = vec![];
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        ids.extend(
+            status
+                .lines()
+                .filter(|l| {
+                    l.starts_with("Uid:") || l.starts_with("Gid:") || l.starts_with("Groups:")
+                })
+                .map(String::from),
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn blocked_signals() -> String {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("SigBlk:"))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn becoming_the_user_changes_nothing_in_the_agent_itself() {
+    // The child shares the agent's memory until it execs: its setuid/setgroups must stay
+    // its own, and the agent's signal mask must come back as it was.
+    if skip() {
+        return;
+    }
+    let u = TestUser::create("own", true);
+    let before = own_ids();
+    assert!(
+        before.iter().any(|l| l.starts_with("Uid:\t0\t0\t0\t0")),
+        "{before:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..3 {
+        let s = spec("/bin/sh", &sh("id -u"), &u.user, None, dir.path());
+        let _ = std::fs::remove_file(&s.recording);
+        let (outcome, out, _) = run_simple(s).await;
+        assert_eq!(outcome.exited.code, Some(0));
+        assert_eq!(out.out().trim(), u.user.uid.to_string());
+    }
+    assert_eq!(own_ids(), before);
+    // Started on this thread: the mask is restored after the clone.
+    let mask = blocked_signals();
+    let s = spec("/bin/true", &["true"], &u.user, None, dir.path());
+    let _ = std::fs::remove_file(&s.recording);
+    let image = ExecImage::new(&s).unwrap();
+    let (r, w) = pipe().unwrap();
+    let mut child = spawn(&image, [r.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()]).unwrap();
+    assert_eq!(blocked_signals(), mask);
+    assert!(child.wait().await.unwrap().success());
+}
+
+#[test]
+fn a_command_that_cannot_start_is_named_by_its_error() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec("/bin/true", &["true"], &root(), None, dir.path());
+    let mut image = ExecImage::new(&s).unwrap();
+    // A descriptor that is not open: the exec fails in the child.
+    image.fd = 1_000_000;
+    let (r, w) = pipe().unwrap();
+    let e = spawn(&image, [r.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()])
+        .err()
+        .expect("spawned a closed descriptor");
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+}
+
+#[tokio::test]
+async fn exits_are_seen_with_and_without_a_pidfd_and_a_dropped_child_is_killed() {
+    for pidfd in [true, false] {
+        // Reaped by the `ChildProc`, not by std.
+        let pid = StdCommand::new("/bin/sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap()
+            .id() as i32;
+        // SAFETY: pidfd_open(2) returns a new descriptor or -1.
+        let fd = pidfd.then(|| unsafe {
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(libc::syscall(
+                libc::SYS_pidfd_open,
+                pid,
+                0,
+            ) as RawFd)
+        });
+        let mut c = ChildProc::new(pid, fd).unwrap();
+        let status = tokio::time::timeout(TEST_LIMIT, c.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.code(), Some(3), "pidfd: {pidfd}");
+        assert_eq!(c.wait().await.unwrap().code(), Some(3));
+
+        let pid = StdCommand::new("sleep").arg("1000").spawn().unwrap().id() as i32;
+        drop(ChildProc::new(pid, None).unwrap());
+        let gone = async {
+            while std::fs::metadata(format!("/proc/{pid}")).is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(TEST_LIMIT, gone)
+            .await
+            .expect("a dropped child was neither killed nor reaped");
+    }
+}
+
+#[tokio::test]
+async fn data_frames_encoded_in_place_are_read_as_frames() {
+    let mut bytes = vec![0u8; FRAME_HEAD];
+    bytes.extend_from_slice(b"out\x00\xff");
+    encode_head(&mut bytes, STDOUT_KIND);
+    let mut err = vec![0u8; FRAME_HEAD];
+    encode_head(&mut err, STDERR_KIND);
+    bytes.extend_from_slice(&err);
+    let mut r = &bytes[..];
+    assert_eq!(
+        read_frame(&mut r).await.unwrap(),
+        Some(Frame::Stdout(b"out\x00\xff".to_vec()))
+    );
+    assert_eq!(
+        read_frame(&mut r).await.unwrap(),
+        Some(Frame::Stderr(vec![]))
+    );
+    assert_eq!(read_frame(&mut r).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn large_output_arrives_whole_and_in_order() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 3 MiB of numbered lines: several full pipes and frames, small and large reads.
+    let s = spec(
+        "/bin/sh",
+        &sh("seq 1 400000; echo done >&2"),
+        &root(),
+        None,
+        dir.path(),
+    );
+    let (outcome, out, cast) = run_simple(s).await;
+    assert_eq!(outcome.exited.code, Some(0));
+    let expected: String = (1..=400_000).map(|i| format!("{i}\n")).collect();
+    assert!(out.stdout == expected.as_bytes(), "stdout differs");
+    assert_eq!(out.stderr, b"done\n");
+    assert_eq!(cast.output(), format!("{expected}done\n"));
 }
 
 #[tokio::test]

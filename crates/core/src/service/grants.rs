@@ -236,16 +236,15 @@ impl ControlPlane {
             let n = due.len();
             let mut running = tokio::task::JoinSet::new();
             let mut failed = None;
-            let mut tally = |r: std::result::Result<Result<Grant>, tokio::task::JoinError>| {
-                match r {
-                    Ok(Ok(_)) => pass.grants_expired += 1,
-                    Ok(Err(Error::Conflict(_))) => {}
-                    Ok(Err(e)) => {
-                        failed.get_or_insert(e);
-                    }
-                    Err(e) => {
-                        failed.get_or_insert(Error::Internal(format!("expiry task: {e}")));
-                    }
+            let mut tally = |r: std::result::Result<Result<Grant>, tokio::task::JoinError>| match r
+            {
+                Ok(Ok(_)) => pass.grants_expired += 1,
+                Ok(Err(Error::Conflict(_))) => {}
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(e) => {
+                    failed.get_or_insert(Error::Internal(format!("expiry task: {e}")));
                 }
             };
             for g in due {
