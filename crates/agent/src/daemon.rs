@@ -21,9 +21,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-/// How long delivery waits after something is queued before sending.
-const DELIVERY_COALESCE: Duration = Duration::from_millis(100);
-
 /// A running session the daemon may have to end.
 struct Running {
     grant: Uuid,
@@ -302,9 +299,6 @@ impl Agent {
                     }
                     backoff = Duration::from_millis(500);
                     self.queued.notified().await;
-                    // One flush for what a burst queues (a session's report and its end,
-                    // several sessions), run after the start of the session that queued it.
-                    tokio::time::sleep(DELIVERY_COALESCE).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "cannot deliver yet");

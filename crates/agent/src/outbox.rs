@@ -324,7 +324,9 @@ impl Outbox {
                         Ok(_) => done.reports += 1,
                         Err(e @ ApiError::Transport { .. }) => return Err(e),
                         Err(e) if e.status().is_some_and(|s| s >= 500) => return Err(e),
-                        Err(e) => tracing::error!(error = %e, "the server refused a session report"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "the server refused a session report")
+                        }
                     }
                 }
             }

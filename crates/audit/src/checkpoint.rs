@@ -410,6 +410,11 @@ mod context_tests {
         assert!(public.verify_for("pedm-other-v1", b"hello", &sig).is_err());
         assert!(public.verify_for("pedm-test-v1", b"hellO", &sig).is_err());
         let other = SigningKey::from_seed(&[4; 32]);
-        assert!(other.public_key().verify_for("pedm-test-v1", b"hello", &sig).is_err());
+        assert!(
+            other
+                .public_key()
+                .verify_for("pedm-test-v1", b"hello", &sig)
+                .is_err()
+        );
     }
 }

@@ -233,8 +233,7 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_policy_version_number(&self) -> Result<Option<i64>, StoreError>;
 
     async fn host(&self, name: &str) -> Result<Option<crate::host::Host>, StoreError>;
-    async fn host_by_token(&self, token_id: &str)
-    -> Result<Option<crate::host::Host>, StoreError>;
+    async fn host_by_token(&self, token_id: &str) -> Result<Option<crate::host::Host>, StoreError>;
     async fn hosts(&self) -> Result<Vec<crate::host::Host>, StoreError>;
     async fn session(&self, id: Uuid) -> Result<Option<crate::host::Session>, StoreError>;
     /// Newest first.

@@ -186,7 +186,11 @@ async fn exec_runs_only_what_a_live_grant_and_policy_allow() {
     agent.wait_snapshot(1, Some(3));
     let out = agent.exec(&alice, &["/bin/true"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not allowed by policy"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not allowed by policy"),
+        "{}",
+        stderr(&out)
+    );
     assert!(agent.exec(&alice, &["id", "-u"]).status.success());
 
     // Every decision reached the audit log, attributed to the person, with the grant.

@@ -128,11 +128,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }
-    let agent_key = audit_signer::load_or_create_key(&cfg.agent_signing_key)
-        .context("agents.signing_key")?;
+    let agent_key =
+        audit_signer::load_or_create_key(&cfg.agent_signing_key).context("agents.signing_key")?;
     let agents = Arc::new(agents::AgentHub::new(
         agent_key,
-        cfg.policy_options.default_timezone.iana_name().unwrap_or("UTC").to_string(),
+        cfg.policy_options
+            .default_timezone
+            .iana_name()
+            .unwrap_or("UTC")
+            .to_string(),
         cfg.recordings_dir.clone(),
         cfg.max_recording_bytes,
     ));

@@ -129,7 +129,11 @@ pub(crate) async fn insert(
     }
 }
 
-pub(crate) async fn exists(c: &mut Conn<'_>, sql: &str, args: Vec<Arg>) -> Result<bool, StoreError> {
+pub(crate) async fn exists(
+    c: &mut Conn<'_>,
+    sql: &str,
+    args: Vec<Arg>,
+) -> Result<bool, StoreError> {
     Ok(c.fetch_optional(sql, args)
         .await
         .map_err(backend)?

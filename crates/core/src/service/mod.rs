@@ -19,7 +19,9 @@ pub use report::ElevationRow;
 
 pub use delegation::{MAX_DELEGATION_SECS, NewDelegation, RevokedDelegation, TaskCheck};
 
-pub use hosts::{AgentReport, ExecVerdict, HostGrant, HostRegistration, HostSnapshot, ReportReceipt};
+pub use hosts::{
+    AgentReport, ExecVerdict, HostGrant, HostRegistration, HostSnapshot, ReportReceipt,
+};
 
 pub use policy::{SimulatedChange, SimulationReport};
 

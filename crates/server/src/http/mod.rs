@@ -75,11 +75,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest(API_PREFIX, routes::router()
-                .merge(audit::router())
-                .merge(agents::router())
-                .merge(delegation::router()))
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
+        API_PREFIX,
+        routes::router()
+            .merge(audit::router())
+            .merge(agents::router())
+            .merge(delegation::router()),
+    )
 }
 
 pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {
