@@ -229,23 +229,41 @@ impl ControlPlane {
             .await?;
         let mut out = vec![];
         for d in live {
-            if !d.delegate.covers(user, &groups)
-                || !chain_allows(std::slice::from_ref(&d), target, item)
-            {
+            if !d.delegate.covers(user, &groups) {
                 continue;
             }
-            if let Ok(chain) = self.live_chain(&d, now).await?
-                && chain_allows(&chain, target, item)
-            {
-                let until = chain
-                    .iter()
-                    .map(|c| c.expires_at)
-                    .min()
-                    .unwrap_or(d.expires_at);
+            if let Some(until) = self.chain_deadline(&d, target, item, now).await? {
                 out.push((d.at(now), until));
             }
         }
         Ok(out)
+    }
+
+    /// When `d` stops allowing `item` on `target`: the earliest deadline along its chain, or
+    /// `None` if the chain does not hold now or does not cover the item.
+    async fn chain_deadline(
+        &self,
+        d: &Delegation,
+        target: &Target,
+        item: Item<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        if !chain_allows(std::slice::from_ref(d), target, item) {
+            return Ok(None);
+        }
+        let Ok(chain) = self.live_chain(d, now).await? else {
+            return Ok(None);
+        };
+        if !chain_allows(&chain, target, item) {
+            return Ok(None);
+        }
+        Ok(Some(
+            chain
+                .iter()
+                .map(|c| c.expires_at)
+                .min()
+                .unwrap_or(d.expires_at),
+        ))
     }
 
     /// The live delegation that pre-approves `role` on `target` for `actor` (the one lasting
@@ -813,15 +831,10 @@ impl ControlPlane {
             }
             let mut delegations = vec![];
             for d in &live {
-                if !chain_allows(std::slice::from_ref(d), &target, Item::Task(&task.name)) {
-                    continue;
-                }
-                let Ok(chain) = self.live_chain(d, now).await? else {
+                let item = Item::Task(&task.name);
+                let Some(expires_at) = self.chain_deadline(d, &target, item, now).await? else {
                     continue;
                 };
-                if !chain_allows(&chain, &target, Item::Task(&task.name)) {
-                    continue;
-                }
                 let candidates = match d.delegate.kind {
                     DelegateKind::User => vec![d.delegate.name.clone()],
                     DelegateKind::Group => match self.store.group(&d.delegate.name).await? {
@@ -842,11 +855,7 @@ impl ControlPlane {
                     delegation: d.id,
                     delegate: d.delegate.clone(),
                     users,
-                    expires_at: chain
-                        .iter()
-                        .map(|c| c.expires_at)
-                        .min()
-                        .unwrap_or(d.expires_at),
+                    expires_at,
                 });
             }
             out.push(HostTask { task, delegations });

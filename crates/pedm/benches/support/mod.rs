@@ -4,10 +4,13 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+// Benches that also include `tests/common` load this file twice; it holds one function.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../tests/common/spawn.rs"]
+mod spawn;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// One result line for `scripts/bench`, `key=value` words (`figure`, the row's label, last: it
@@ -73,31 +76,11 @@ impl Pedmd {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn pedmd");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let url = loop {
-            match rx.recv_timeout(Duration::from_secs(300)) {
-                Ok(line) => {
-                    if let Some(u) = line.strip_prefix("pedmd listening on ") {
-                        break u.to_string();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "pedmd did not start; log:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-            }
+        let Some(url) = spawn::wait_listening(&mut child, Duration::from_secs(300)) else {
+            panic!(
+                "pedmd did not start; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         };
         Pedmd {
             child,

@@ -4,12 +4,11 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod spawn;
 
 use pedm_api::Client;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub struct Server {
@@ -96,28 +95,8 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn pedmd");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let url = loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    if let Some(u) = line.strip_prefix("pedmd listening on ") {
-                        break u.to_string();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("pedmd did not start; log:\n{}", self.log());
-                }
-            }
+        let Some(url) = spawn::wait_listening(&mut child, Duration::from_secs(60)) else {
+            panic!("pedmd did not start; log:\n{}", self.log());
         };
         self.url = url;
         self.child = Some(child);
