@@ -79,10 +79,14 @@ pub fn resolve(
         source,
     })?;
     let fd = open_checked(&canonical, caller_uid)?;
-    let (sha256, script) = hash(&fd).map_err(|source| ExecError::Path {
+    let (sha256, shebang) = hash(&fd).map_err(|source| ExecError::Path {
         path: canonical.clone(),
         source,
     })?;
+    let script = shebang.is_some();
+    if let Some(line) = shebang {
+        check_interpreter(&canonical, &line, secure_path, caller_uid, 0)?;
+    }
     Ok(ResolvedCommand {
         path: canonical,
         sha256,
@@ -154,6 +158,59 @@ fn open_checked(path: &Path, caller_uid: u32) -> Result<OwnedFd, ExecError> {
     Ok(fd)
 }
 
+/// Checks a working directory asked for (`pedm exec --chdir`): an absolute path, every
+/// component a directory (symlinks resolved first) owned by root or the run-as user and
+/// writable by neither group nor others. A directory someone else can write would let them
+/// plant what the command loads from its working directory (`python3 -m` finds modules
+/// there) and run it as the run-as user. Returns the canonical path.
+pub fn check_working_dir(dir: &str, run_as: &crate::user::TargetUser) -> Result<PathBuf, ExecError> {
+    let bad = |why: String| ExecError::WorkingDir {
+        dir: dir.to_string(),
+        why,
+    };
+    if !dir.starts_with('/') {
+        return Err(bad("is not an absolute path".into()));
+    }
+    let canonical = std::fs::canonicalize(dir).map_err(|e| bad(e.to_string()))?;
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut walked = PathBuf::from("/");
+    let mut fd =
+        nix::fcntl::open(&walked, dir_flags, Mode::empty()).map_err(|e| bad(e.to_string()))?;
+    let check = |p: &Path, st: &FileStat| -> Result<(), ExecError> {
+        let by = if st.st_uid != 0 && st.st_uid != run_as.uid {
+            Some(format!("uid {}", st.st_uid))
+        } else if st.st_mode & 0o002 != 0 {
+            Some("every user".to_string())
+        } else if st.st_mode & 0o020 != 0 {
+            Some(format!("group gid {}", st.st_gid))
+        } else {
+            None
+        };
+        match by {
+            Some(who) => Err(ExecError::WorkingDir {
+                dir: dir.to_string(),
+                why: format!(
+                    "{} can be changed by {who}, not only by root or {}",
+                    p.display(),
+                    run_as.name
+                ),
+            }),
+            None => Ok(()),
+        }
+    };
+    check(&walked, &fstat(&fd).map_err(|e| bad(e.to_string()))?)?;
+    for c in canonical.components() {
+        let Component::Normal(name) = c else {
+            continue;
+        };
+        walked.push(name);
+        fd = openat(&fd, name, dir_flags, Mode::empty())
+            .map_err(|e| bad(format!("{}: {e}", walked.display())))?;
+        check(&walked, &fstat(&fd).map_err(|e| bad(e.to_string()))?)?;
+    }
+    Ok(canonical)
+}
+
 /// The strict rule: owned by root, writable by neither group nor others.
 fn check_owner_and_mode(path: &Path, st: &FileStat, caller_uid: u32) -> Result<(), ExecError> {
     if st.st_uid != 0 {
@@ -186,13 +243,19 @@ fn check_owner_and_mode(path: &Path, st: &FileStat, caller_uid: u32) -> Result<(
     Ok(())
 }
 
+/// How much of a script's first line the kernel reads for its `#!` line (`BINPRM_BUF_SIZE`).
+const SHEBANG_MAX: usize = 256;
+/// How deep interpreters may nest (a script whose interpreter is a script...): the kernel's
+/// own limit is 4 (`binfmt_script` recursion).
+const INTERPRETER_DEPTH: usize = 4;
+
 /// SHA-256 of the file behind `fd` (read through a duplicate; the offset is irrelevant to
-/// exec) and whether it starts with `#!`.
-fn hash(fd: &OwnedFd) -> std::io::Result<(String, bool)> {
+/// exec) and, when it starts with `#!`, its first line (at most what the kernel reads).
+fn hash(fd: &OwnedFd) -> std::io::Result<(String, Option<Vec<u8>>)> {
     let mut file = File::from(fd.try_clone()?);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut first = Vec::with_capacity(2);
+    let mut first = Vec::with_capacity(SHEBANG_MAX);
     loop {
         let n = match file.read(&mut buf) {
             Ok(0) => break,
@@ -200,13 +263,95 @@ fn hash(fd: &OwnedFd) -> std::io::Result<(String, bool)> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if first.len() < 2 {
-            let take = (2 - first.len()).min(n);
+        if first.len() < SHEBANG_MAX {
+            let take = (SHEBANG_MAX - first.len()).min(n);
             first.extend_from_slice(&buf[..take]);
         }
         hasher.update(&buf[..n]);
     }
-    Ok((hex::encode(hasher.finalize()), first == b"#!"))
+    let shebang = first.starts_with(b"#!").then(|| {
+        let end = first.iter().position(|&b| b == b'\n').unwrap_or(first.len());
+        first[2..end].to_vec()
+    });
+    Ok((hex::encode(hasher.finalize()), shebang))
+}
+
+/// A script runs its interpreter with the script's privileges: the interpreter (and, for
+/// `#!/usr/bin/env NAME`, the program `env` finds in the secure PATH, which is the PATH the
+/// session gets) must pass the same checks as the script itself, recursively for an
+/// interpreter that is a script.
+fn check_interpreter(
+    script: &Path,
+    line: &[u8],
+    secure_path: &str,
+    caller_uid: u32,
+    depth: usize,
+) -> Result<(), ExecError> {
+    use std::os::unix::ffi::OsStrExt;
+    let refuse = |why: String| ExecError::Interpreter {
+        script: script.to_path_buf(),
+        why,
+    };
+    if depth >= INTERPRETER_DEPTH {
+        return Err(refuse(format!(
+            "interpreters nested more than {INTERPRETER_DEPTH} deep"
+        )));
+    }
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut words = line
+        .split(|b| *b == b' ' || *b == b'\t')
+        .filter(|w| !w.is_empty());
+    let Some(interp) = words.next() else {
+        return Err(refuse("the #! line names no interpreter".into()));
+    };
+    let interp = Path::new(OsStr::from_bytes(interp));
+    if !interp.is_absolute() {
+        return Err(refuse(format!(
+            "interpreter {} is not an absolute path",
+            interp.display()
+        )));
+    }
+    let mut to_check = vec![interp.to_path_buf()];
+    if interp.file_name() == Some(OsStr::new("env")) {
+        // The kernel passes everything after the interpreter as one argument.
+        let rest: Vec<&[u8]> = words.collect();
+        let Some(name) = rest.first() else {
+            return Err(refuse("#!/usr/bin/env names no program".into()));
+        };
+        if rest.len() > 1 || name.starts_with(b"-") || name.contains(&b'=') {
+            return Err(refuse(format!(
+                "#!{} with options or assignments is not supported: name the interpreter's absolute path",
+                String::from_utf8_lossy(line)
+            )));
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        let found = if name.contains('/') {
+            PathBuf::from(&name)
+        } else {
+            search(&name, secure_path).ok_or_else(|| {
+                refuse(format!(
+                    "{name} (run through env) is not found in secure PATH {secure_path}"
+                ))
+            })?
+        };
+        to_check.push(found);
+    }
+    for path in to_check {
+        let canonical = std::fs::canonicalize(&path).map_err(|source| ExecError::Path {
+            path: path.clone(),
+            source,
+        })?;
+        let fd = open_checked(&canonical, caller_uid)
+            .map_err(|e| refuse(format!("interpreter {}: {e}", path.display())))?;
+        let (_, nested) = hash(&fd).map_err(|source| ExecError::Path {
+            path: canonical.clone(),
+            source,
+        })?;
+        if let Some(nested) = nested {
+            check_interpreter(&canonical, &nested, secure_path, caller_uid, depth + 1)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -385,5 +530,54 @@ pub(crate) mod tests {
                 .unwrap()
                 .is_script()
         );
+    }
+
+    /// A root-owned, pinned script whose interpreter someone else can replace would run that
+    /// someone's code with the script's privileges: refused, directly and through `env`.
+    #[test]
+    fn a_script_whose_interpreter_a_user_can_change_is_refused() {
+        if !is_root() {
+            eprintln!("skipped: needs root to create root-owned directories");
+            return;
+        }
+        let dir = secure_tempdir();
+        let user_dir = dir.path().join("user");
+        std::fs::create_dir(&user_dir).unwrap();
+        chown(&user_dir, Some(1001), None).unwrap();
+        let interp = user_dir.join("python3");
+        std::fs::copy("/bin/sh", &interp).unwrap();
+        chown(&interp, Some(0), Some(0)).unwrap();
+        let script = |name: &str, line: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{line}\necho hi\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p.to_str().unwrap().to_string()
+        };
+        let direct = script("direct", &format!("#!{}", interp.display()));
+        let e = resolve(&direct, SECURE, 1000).unwrap_err();
+        assert!(matches!(e, ExecError::Interpreter { .. }), "{e}");
+        assert!(e.to_string().contains("owned by uid 1001"), "{e}");
+
+        // Through env: the program env would find in a secure PATH holding a user's directory.
+        let path_with_user_dir = format!("{}:{SECURE}", user_dir.display());
+        let via_env = script("via-env", "#!/usr/bin/env python3");
+        let e = resolve(&via_env, &path_with_user_dir, 1000).unwrap_err();
+        assert!(e.to_string().contains("interpreter"), "{e}");
+        assert!(
+            resolve(&script("env-opts", "#!/usr/bin/env -S sh -e"), SECURE, 1000).is_err(),
+            "env with options is refused"
+        );
+        assert!(
+            resolve(&script("relative", "#!sh"), SECURE, 1000).is_err(),
+            "a relative interpreter is refused"
+        );
+        // Sound interpreters pass, directly and through env.
+        assert!(resolve(&script("ok", "#!/bin/sh -e"), SECURE, 1000).is_ok());
+        assert!(resolve(&script("ok-env", "#!/usr/bin/env sh"), SECURE, 1000).is_ok());
+        // An interpreter that is itself a script is checked too.
+        let nested_interp = script("nested-interp", &format!("#!{}", interp.display()));
+        let e = resolve(&script("nested", &format!("#!{nested_interp}")), SECURE, 1000)
+            .unwrap_err();
+        assert!(e.to_string().contains("owned by uid 1001"), "{e}");
     }
 }

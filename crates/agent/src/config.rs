@@ -42,6 +42,13 @@ pub struct Config {
     /// How long an ended grant's session gets between SIGHUP and SIGKILL (`5s`).
     #[serde(default = "default_grace")]
     pub kill_grace: String,
+    /// Connections one local user may have open at once (each `pedm exec` holds one while
+    /// its command runs); more are refused.
+    #[serde(default = "default_max_connections")]
+    pub max_connections_per_user: usize,
+    /// How long a new connection may take to say what it wants (`5s`).
+    #[serde(default = "default_first_frame_timeout")]
+    pub first_frame_timeout: String,
 }
 
 fn default_socket() -> PathBuf {
@@ -59,6 +66,12 @@ fn default_secure_path() -> String {
 fn default_grace() -> String {
     "5s".into()
 }
+fn default_max_connections() -> usize {
+    32
+}
+fn default_first_frame_timeout() -> String {
+    "5s".into()
+}
 
 /// Checked values.
 #[derive(Debug, Clone)]
@@ -73,6 +86,8 @@ pub struct Resolved {
     pub state_dir: PathBuf,
     pub secure_path: String,
     pub kill_grace: Duration,
+    pub max_connections_per_user: usize,
+    pub first_frame_timeout: Duration,
 }
 
 impl Config {
@@ -116,6 +131,14 @@ impl Config {
         };
         let grace = pedm_api::parse_duration(&self.kill_grace)
             .map_err(|e| anyhow::anyhow!("kill_grace: {e}"))?;
+        let first_frame = pedm_api::parse_duration(&self.first_frame_timeout)
+            .map_err(|e| anyhow::anyhow!("first_frame_timeout: {e}"))?;
+        if first_frame <= 0 {
+            bail!("first_frame_timeout: must be positive");
+        }
+        if self.max_connections_per_user == 0 {
+            bail!("max_connections_per_user: must be at least 1");
+        }
         Ok(Resolved {
             server_url: self.server_url.trim_end_matches('/').to_string(),
             host: self.host.clone(),
@@ -127,6 +150,8 @@ impl Config {
             state_dir: self.state_dir.clone(),
             secure_path: self.secure_path.clone(),
             kill_grace: Duration::from_secs(grace.max(0) as u64),
+            max_connections_per_user: self.max_connections_per_user,
+            first_frame_timeout: Duration::from_secs(first_frame as u64),
         })
     }
 }

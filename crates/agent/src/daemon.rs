@@ -1,6 +1,7 @@
 //! The daemon: the socket `pedm exec` connects to, the snapshot it enforces, the link to the
 //! server (event stream in, reports and recordings out), and ending sessions whose grant ended.
 
+use crate::admission::{Connections, Refusals};
 use crate::command::resolve;
 use crate::config::{Config, DEFAULT_CONFIG, Resolved};
 use crate::outbox::Outbox;
@@ -10,8 +11,12 @@ use crate::user::TargetUser;
 use anyhow::Context;
 use jiff::Timestamp;
 use pedm_api::Client;
-use pedm_api::agent::{AgentReport, ExecVerdict, SessionUpload, SignedSnapshot};
-use pedm_api::socket::{Accepted, Frame, Refused, StartExec, read_frame, write_frame};
+use pedm_api::agent::{
+    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionUpload, SignedSnapshot,
+};
+use pedm_api::socket::{
+    Accepted, Frame, MAX_START_FRAME, Refused, StartExec, read_frame_limited, write_frame,
+};
 use pedm_policy::CommandRef;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,6 +50,8 @@ impl Running {
 
 pub struct Agent {
     cfg: Resolved,
+    connections: Arc<Connections>,
+    refusals: Refusals,
     client: Client,
     enforced: RwLock<Option<Enforced>>,
     sessions: Mutex<HashMap<Uuid, Running>>,
@@ -97,9 +104,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("pedm-agent must run as root: it switches to the run-as users of grants");
     }
     let cfg = Config::load(&args.config)?.resolve()?;
+    raise_open_files_limit();
     let outbox = Outbox::open(&cfg.state_dir)
         .with_context(|| format!("cannot create {}", cfg.state_dir.display()))?;
-    match outbox.recover() {
+    // What the last run left running is ended before anyone can connect.
+    match outbox.recover(end_leftovers) {
         Ok(0) => {}
         Ok(n) => tracing::warn!(sessions = n, "queued sessions interrupted by the last stop"),
         Err(e) => tracing::error!(error = %e, "cannot recover interrupted sessions"),
@@ -123,6 +132,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("server_url: {e}"))?;
     let listener = bind(&cfg)?;
     let agent = Arc::new(Agent {
+        connections: Connections::new(cfg.max_connections_per_user),
+        refusals: Refusals::new(REFUSAL_WINDOW),
         cfg,
         client,
         enforced: RwLock::new(enforced),
@@ -134,6 +145,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(agent.clone().follow_server());
     tokio::spawn(agent.clone().deliver());
     tokio::spawn(agent.clone().end_expired());
+    tokio::spawn(agent.clone().record_aggregated_refusals());
     println!("pedm-agent listening on {}", agent.cfg.socket.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -150,8 +162,54 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     agent.stop_all("pedm-agent stopped");
+    for r in agent.refusals.closed(true) {
+        agent.queue_report(&r);
+    }
     let _ = std::fs::remove_file(&agent.cfg.socket);
     Ok(())
+}
+
+/// Refusals of one user within this long are recorded as one report (the first at once).
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+
+/// The agent holds a descriptor or more per connection and session: take the hard limit
+/// of open files rather than the usual soft 1024.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "cannot raise the open files limit");
+    }
+}
+
+/// Ends the processes a session interrupted by the agent's stop left running (found by
+/// session id, start time and user, or by the session's environment marker, see
+/// [`crate::procs`]); returns how many were killed.
+fn end_leftovers(
+    id: Uuid,
+    meta: &SessionUpload,
+    noted: Option<crate::outbox::PidNote>,
+) -> usize {
+    let Ok(user) = TargetUser::lookup(&meta.run_as) else {
+        tracing::warn!(session = %id, run_as = %meta.run_as, "run-as user gone; nothing to end");
+        return 0;
+    };
+    let same_boot = noted
+        .as_ref()
+        .filter(|n| n.boot_id == crate::procs::boot_id());
+    let members = crate::procs::Members {
+        sid: same_boot.map_or(0, |n| n.pid),
+        marker: Some(format!("{}={id}", crate::procs::MARKER_VAR)),
+        uid: user.uid,
+        not_before: same_boot.map(|n| n.start_time),
+    };
+    let killed = members.signal(libc::SIGKILL);
+    if killed > 0 {
+        tracing::warn!(session = %id, killed, "ended processes left running by the last stop");
+    }
+    killed
 }
 
 /// Binds the socket with the configured mode and group (a stale socket file is replaced).
@@ -345,11 +403,60 @@ impl Agent {
         }
     }
 
-    fn report(&self, r: AgentReport) {
-        if let Err(e) = self.outbox.add_report(&r) {
+    fn queue_report(&self, r: &AgentReport) {
+        if let Err(e) = self.outbox.add_report(r) {
             tracing::error!(error = %e, "cannot queue a report");
         }
         self.queued.notify_one();
+    }
+
+    /// A refusal: recorded at once if it is the caller's first in a while, else counted into
+    /// one report per window (a flood of refusals must not flood the disk).
+    fn report_refusal(&self, uid: u32, r: AgentReport) {
+        if let Some(r) = self.refusals.take(uid, r) {
+            self.queue_report(&r);
+        }
+    }
+
+    /// Records the refusals counted in windows that have closed.
+    async fn record_aggregated_refusals(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.refusals.window());
+        loop {
+            tick.tick().await;
+            for r in self.refusals.closed(false) {
+                tracing::warn!(user = %r.user, count = r.count.unwrap_or(0), "refusals aggregated");
+                self.queue_report(&r);
+            }
+        }
+    }
+
+    /// A refusal report; the argv is cut to what the server records, with the hash of the
+    /// whole.
+    fn refusal(
+        caller: &TargetUser,
+        argv: &[String],
+        task: Option<String>,
+        sha: Option<String>,
+        reason: &str,
+    ) -> AgentReport {
+        let (argv, whole) = pedm_api::agent::cut_argv(argv);
+        AgentReport {
+            id: Uuid::now_v7(),
+            at: Timestamp::now(),
+            user: caller.name.clone(),
+            verdict: ExecVerdict::Denied,
+            grant: None,
+            session: None,
+            task,
+            delegation: None,
+            argv,
+            binary_sha256: sha,
+            reason: Some(reason.to_string()),
+            argv_sha256: whole.as_ref().map(|(h, _)| h.clone()),
+            argv_bytes: whole.map(|(_, n)| n),
+            count: None,
+            last_at: None,
+        }
     }
 
     /// One connection from `pedm exec` / `pedm shell`.
@@ -361,6 +468,19 @@ impl Agent {
                 return;
             }
         };
+        let Some(_admitted) = self.connections.admit(cred.uid()) else {
+            tracing::warn!(uid = cred.uid(), "too many connections from one user; refused");
+            let _ = refuse(
+                &mut stream,
+                format!(
+                    "uid {} has {} connections to pedm-agent open already (max_connections_per_user)",
+                    cred.uid(),
+                    self.connections.max()
+                ),
+            )
+            .await;
+            return;
+        };
         let caller = match TargetUser::caller(cred.uid()) {
             Ok(u) => u,
             Err(e) => {
@@ -368,14 +488,34 @@ impl Agent {
                 return;
             }
         };
-        let start = match read_frame(&mut stream).await {
-            Ok(Some(Frame::Start(s))) => s,
-            Ok(_) => {
+        let first = tokio::time::timeout(
+            self.cfg.first_frame_timeout,
+            read_frame_limited(&mut stream, MAX_START_FRAME),
+        )
+        .await;
+        let start = match first {
+            Ok(Ok(Some(Frame::Start(s)))) => s,
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(_))) => {
                 let _ = refuse(&mut stream, "expected a start frame".into()).await;
                 return;
             }
-            Err(e) => {
-                let _ = refuse(&mut stream, format!("protocol error: {e}")).await;
+            Ok(Err(e)) => {
+                let reason = format!("protocol error: {e}");
+                tracing::info!(user = %caller.name, %reason, "refused");
+                self.report_refusal(caller.uid, Self::refusal(&caller, &[], None, None, &reason));
+                let _ = refuse(&mut stream, reason).await;
+                return;
+            }
+            Err(_) => {
+                let _ = refuse(
+                    &mut stream,
+                    format!(
+                        "no start frame within {}s (first_frame_timeout)",
+                        self.cfg.first_frame_timeout.as_secs()
+                    ),
+                )
+                .await;
                 return;
             }
         };
@@ -385,19 +525,9 @@ impl Agent {
             Ok(p) => self.run(stream, caller, p).await,
             Err((refusal, sha)) => {
                 tracing::info!(user = %caller.name, reason = %refusal, "refused");
-                self.report(AgentReport {
-                    id: Uuid::now_v7(),
-                    at: Timestamp::now(),
-                    user: caller.name.clone(),
-                    verdict: ExecVerdict::Denied,
-                    grant: None,
-                    session: None,
-                    task: task_for_report,
-                    delegation: None,
-                    argv: argv_for_report,
-                    binary_sha256: sha,
-                    reason: Some(refusal.0.clone()),
-                });
+                let report =
+                    Self::refusal(&caller, &argv_for_report, task_for_report, sha, &refusal.0);
+                self.report_refusal(caller.uid, report);
                 let _ = refuse(&mut stream, refusal.0).await;
             }
         }
@@ -420,6 +550,17 @@ impl Agent {
         if let Some(task) = &start.task {
             return self.prepare_task(caller, enforced, task, &start.env, now);
         }
+        // Nothing runs that the server could not record in full.
+        let argv_bytes: usize = start.argv.iter().map(|a| a.len() + 1).sum();
+        if argv_bytes > REPORT_ARGV_BYTES {
+            return Err((
+                Refusal(format!(
+                    "the command line is {argv_bytes} bytes, more than the {REPORT_ARGV_BYTES} \
+                     pedm records; pass large data on standard input or in a file"
+                )),
+                None,
+            ));
+        }
         // Which grant first (and so which run-as user), then the command.
         let (program, args) = if start.shell {
             (None, vec![])
@@ -433,7 +574,20 @@ impl Agent {
             .pick_grant(&caller.name, start.grant, now)
             .map_err(|r| (r, None))?
             .clone();
-        let run_as_name = grant.run_as.clone().unwrap_or_else(|| "root".into());
+        // A role without a run-as account grants a privilege in the target (a group, a
+        // database role) that its holder uses as themselves: nothing to run as anyone else.
+        let Some(run_as_name) = grant.run_as.clone() else {
+            return Err((
+                Refusal(format!(
+                    "role {role} on {host} has no run-as user, so pedm exec runs nothing under \
+                     it (its holder uses the privilege with their own account); an admin can \
+                     give the role one: pedm role add {host} {role} --run-as USER ...",
+                    role = grant.role,
+                    host = self.cfg.host,
+                )),
+                None,
+            ));
+        };
         let run_as = TargetUser::lookup(&run_as_name).map_err(|e| {
             (
                 Refusal(format!(
@@ -451,11 +605,20 @@ impl Agent {
             .map_err(|e| (Refusal(e.to_string()), None))?;
         let sha = resolved.sha256().to_string();
         let path = resolved.path().to_string_lossy().into_owned();
+        let shell = start.shell || crate::shells::is_shell(resolved.path(), &args, start.tty.is_some());
+        let cwd = match &start.cwd {
+            None => None,
+            Some(dir) => Some(
+                crate::command::check_working_dir(dir, &run_as)
+                    .map_err(|e| (Refusal(e.to_string()), Some(sha.clone())))?,
+            ),
+        };
         let command = CommandRef {
             path: path.clone(),
             args: args.join(" "),
             sha256: Some(sha.clone()),
-            shell: start.shell,
+            shell,
+            cwd: cwd.as_ref().map(|c| c.to_string_lossy().into_owned()),
         };
         let allowed = enforced
             .authorize(&grant, &command, now)
@@ -484,9 +647,9 @@ impl Agent {
             argv,
             resolved,
             env,
-            cwd: start.cwd.map(PathBuf::from),
+            cwd,
             tty: start.tty,
-            shell: start.shell,
+            shell,
         })
     }
 
@@ -592,6 +755,8 @@ impl Agent {
             path: path.clone(),
         });
         let recording = self.outbox.recording_path(session);
+        // Tasks are bounded by their definitions; cut anyway so the record always fits.
+        let (recorded_argv, whole_argv) = pedm_api::agent::cut_argv(&p.argv);
         let meta = SessionUpload {
             grant_id,
             delegation_id,
@@ -599,7 +764,7 @@ impl Agent {
             params: p.task.as_ref().map(|(_, params)| params.clone()),
             user: caller.name.clone(),
             run_as: p.run_as.name.clone(),
-            argv: p.argv.clone(),
+            argv: recorded_argv.clone(),
             binary_sha256: Some(sha.clone()),
             shell: p.shell,
             started_at: Timestamp::now(),
@@ -619,9 +784,13 @@ impl Agent {
             session: Some(session),
             task: p.task.as_ref().map(|(t, _)| t.clone()),
             delegation: delegation_id,
-            argv: p.argv.clone(),
+            argv: recorded_argv.clone(),
             binary_sha256: Some(sha.clone()),
             reason: Some(format!("allowed by {}", p.policies.join(", "))),
+            argv_sha256: whole_argv.as_ref().map(|(h, _)| h.clone()),
+            argv_bytes: whole_argv.map(|(_, n)| n),
+            count: None,
+            last_at: None,
         };
         // Nothing runs that is not on disk first.
         if let Err(e) = self.outbox.begin_session(session, &allowed, &meta) {
@@ -666,11 +835,21 @@ impl Agent {
             }
             this.queued.notify_one();
         }));
+        // Every process of the session carries its id: found again if it leaves the session.
+        let marker = format!("{}={session}", crate::procs::MARKER_VAR);
+        let mut env = p.env;
+        env.push((crate::procs::MARKER_VAR.to_string(), session.to_string()));
+        let this = self.clone();
+        let started = crate::session::StartHook(Box::new(move |pid| {
+            this.outbox.note_pid(session, pid);
+        }));
         let spec = SessionSpec {
             command: p.resolved,
             argv: p.argv,
             user: p.run_as.clone(),
-            env: p.env,
+            env,
+            started: Some(started),
+            marker: Some(marker),
             cwd: p.cwd,
             tty: p.tty,
             recording,

@@ -28,6 +28,10 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    #[error("working directory {dir} refused: {why}")]
+    WorkingDir { dir: String, why: String },
+    #[error("script {script} refused: {why}")]
+    Interpreter { script: PathBuf, why: String },
     #[error("unknown user {0}")]
     UnknownUser(String),
     #[error("no user has uid {0}")]

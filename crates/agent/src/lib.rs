@@ -10,24 +10,30 @@
 //! - [`daemon`]: the socket, peer credentials, the decision, the link to the server
 //! - [`snapshot`]: the signed grant snapshot, kept on disk, and the local policy engine
 //! - [`outbox`]: reports and recordings kept on disk until the server has them
+//! - [`admission`]: connections per user, refusals aggregated per user
 //!
 //! The privileged execution engine (what sudo-rs calls `exec` and `system`):
 //! - [`env`]: environment sanitising the way sudo's `env_reset` does it
 //! - [`command`]: resolving and checking the binary (absolute path, not writable by the
 //!   caller, hashed and executed from the same open file so a swap after the check is harmless)
+//! - [`shells`]: whether a command is a shell (the agent decides, not the client)
 //! - [`user`]: the run-as account (uid, gid, supplementary groups, home, shell)
 //! - [`session`]: spawning and running one session, pumping I/O, signals, window size,
 //!   de-escalation
 //! - [`recording`]: the asciicast v2 writer and reader
+//! - [`procs`]: finding a session's processes in `/proc` (also those that left it)
 //! - [`error`]: what can go wrong, worded for the caller and the audit log
 
+pub mod admission;
 pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod env;
 pub mod error;
 pub mod outbox;
+pub mod procs;
 pub mod recording;
 pub mod session;
+pub mod shells;
 pub mod snapshot;
 pub mod user;

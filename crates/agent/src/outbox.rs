@@ -11,8 +11,14 @@
 //! - `session-<id>.json`: the description of a finished session with its recording's hash
 //!   (not fsynced: after a power loss `running-<id>` is still there, and [`Outbox::recover`]
 //!   rebuilds the session from the recording as far as it reached the disk).
+//! - `*.json.rejected`: an item the server refused for good (a 4xx that names the item, not
+//!   408/413/429/401/5xx, which are retried or split). Kept, counted by `pedm-agent status`;
+//!   `undelivered-<id>.json` waits to tell the server that it exists (`agent.undelivered`
+//!   audit event, high-severity notice).
+//! - `pid-<id>`: the pid, start time and boot of a running session, so that the next start
+//!   of the agent can end what a stop left running.
 
-use pedm_api::agent::{AgentReport, AgentReports, SessionUpload};
+use pedm_api::agent::{AgentReport, AgentReports, SessionUpload, Undelivered, UndeliveredItems};
 use pedm_api::{ApiError, Client};
 use std::collections::HashSet;
 use std::io::Write;
@@ -20,8 +26,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use uuid::Uuid;
 
-/// Reports sent per call.
+/// Reports sent per call, at most.
 const REPORT_BATCH: usize = 500;
+/// JSON bytes of reports per call, at most: well under the server's default body limit
+/// (64 KiB), whatever the reports hold (each argv is cut to `REPORT_ARGV_BYTES`).
+const REPORT_BATCH_BYTES: usize = 32 * 1024;
 
 pub struct Outbox {
     dir: PathBuf,
@@ -29,6 +38,15 @@ pub struct Outbox {
     /// Reports of running sessions the server has acknowledged (in this process; after a
     /// restart they are sent once more and counted as duplicates by the server).
     delivered: Mutex<HashSet<Uuid>>,
+}
+
+/// Where a running session's processes are (see [`Outbox::note_pid`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PidNote {
+    pub pid: i32,
+    /// `/proc/<pid>/stat` start time (clock ticks after boot).
+    pub start_time: u64,
+    pub boot_id: String,
 }
 
 /// A session as noted when it starts.
@@ -151,6 +169,7 @@ impl Outbox {
     /// Forgets a session that never started; its report is still delivered.
     pub fn discard_session(&self, id: Uuid) -> std::io::Result<()> {
         let _ = std::fs::remove_file(self.recording_path(id));
+        let _ = std::fs::remove_file(self.dir.join(format!("pid-{id}")));
         let running = self.dir.join(format!("running-{id}.json"));
         if let Some(r) = read_running(&running) {
             self.add_report(&r.report)?;
@@ -158,13 +177,45 @@ impl Outbox {
         std::fs::remove_file(running)
     }
 
+    /// Notes the pid of a session that has started (best effort: the environment marker
+    /// finds its processes too).
+    pub fn note_pid(&self, id: Uuid, pid: i32) {
+        let note = PidNote {
+            pid,
+            start_time: crate::procs::Stat::read(pid).map_or(0, |s| s.start_time),
+            boot_id: crate::procs::boot_id(),
+        };
+        let path = self.dir.join(format!("pid-{id}"));
+        if let Err(e) = serde_json::to_vec(&note)
+            .map_err(std::io::Error::other)
+            .and_then(|b| write_replacing(&path, &b))
+        {
+            tracing::warn!(session = %id, error = %e, "cannot note the session's pid");
+        }
+    }
+
+    fn take_pid(&self, id: Uuid) -> Option<PidNote> {
+        let path = self.dir.join(format!("pid-{id}"));
+        let note = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let _ = std::fs::remove_file(&path);
+        note
+    }
+
     /// Queues the sessions an earlier run of the agent did not see end (it stopped or
     /// crashed): their recordings as far as they were written, marked as ended by the agent
-    /// stopping, with an unknown exit status. Returns how many.
-    pub fn recover(&self) -> std::io::Result<usize> {
+    /// stopping, with an unknown exit status. `end` is called first for each, to end what
+    /// the session left running; it returns how many processes it ended, which the session
+    /// description records. Returns how many sessions.
+    pub fn recover(
+        &self,
+        mut end: impl FnMut(Uuid, &SessionUpload, Option<PidNote>) -> usize,
+    ) -> std::io::Result<usize> {
         use sha2::Digest;
         let mut n = 0;
         for (id, path) in self.items("running-")? {
+            let noted = self.take_pid(id);
             if self.dir.join(format!("session-{id}.json")).exists() {
                 continue;
             }
@@ -189,7 +240,14 @@ impl Outbox {
                 .max(meta.started_at);
             meta.exit_code = None;
             meta.signal = None;
-            meta.ended_by = Some("pedm-agent stopped during the session".into());
+            let killed = end(id, &meta, noted);
+            meta.ended_by = Some(if killed > 0 {
+                format!(
+                    "pedm-agent stopped during the session; {killed} process(es) it left were killed at the agent's restart"
+                )
+            } else {
+                "pedm-agent stopped during the session".into()
+            });
             meta.recording_sha256 = hex::encode(sha2::Sha256::digest(&bytes));
             meta.recording_bytes = bytes.len() as u64;
             self.add_session(id, &meta)?;
@@ -233,9 +291,11 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Sends everything waiting. Stops at the first transport error (the server is away);
-    /// an item the server refuses for good is set aside as `*.rejected` and logged, so it
-    /// cannot block the rest.
+    /// Sends everything waiting. Stops at the first error that waiting can cure (the
+    /// server is away, overloaded, slow, or does not accept the host token right now);
+    /// reports go in batches of at most [`REPORT_BATCH_BYTES`], halved when the server still
+    /// finds one too large. An item the server refuses for good is set aside on disk (never
+    /// deleted: [`Self::undelivered`] counts it), and the server is told that it exists.
     pub async fn flush(&self, client: &Client) -> Result<Flushed, ApiError> {
         let mut done = Flushed::default();
         // Reports of sessions (running or finished, not yet uploaded) not acknowledged yet.
@@ -244,60 +304,37 @@ impl Outbox {
             if let Some(r) = read_running(&path) {
                 let seen = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
                 if !seen.contains(&r.report.id) {
-                    embedded.push(r.report);
+                    embedded.push((r.report, path));
                 }
             }
         }
-        for batch in embedded.chunks(REPORT_BATCH) {
-            let body = AgentReports {
-                reports: batch.to_vec(),
-            };
-            match client.agent_reports(&body).await {
-                Ok(_) => {
-                    let mut seen = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
-                    seen.extend(batch.iter().map(|r| r.id));
-                    done.reports += batch.len();
-                }
-                Err(e @ ApiError::Transport { .. }) => return Err(e),
-                Err(e) if e.status().is_some_and(|s| s >= 500) => return Err(e),
-                Err(e) => {
-                    tracing::error!(error = %e, "the server refused a batch of session reports");
-                    let mut seen = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
-                    seen.extend(batch.iter().map(|r| r.id));
-                }
+        for (report, path, outcome) in self.send_reports(client, embedded).await? {
+            self.delivered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(report.id);
+            match outcome {
+                Ok(()) => done.reports += 1,
+                Err(error) => self.refused_report(&report, &path, &error, false),
             }
         }
-        let reports = self.items("report-").map_err(io_err)?;
-        for batch in reports.chunks(REPORT_BATCH) {
-            let mut body = AgentReports { reports: vec![] };
-            let mut files = vec![];
-            for (_, path) in batch {
-                match std::fs::read(path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<AgentReport>(&b).ok())
-                {
-                    Some(r) => {
-                        body.reports.push(r);
-                        files.push(path.clone());
-                    }
-                    None => set_aside(path, "unreadable report"),
-                }
+        let mut files = vec![];
+        for (_, path) in self.items("report-").map_err(io_err)? {
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<AgentReport>(&b).ok())
+            {
+                Some(r) => files.push((r, path)),
+                None => set_aside(&path, "unreadable report"),
             }
-            match client.agent_reports(&body).await {
-                Ok(_) => {
-                    for f in files {
-                        let _ = std::fs::remove_file(f);
-                    }
-                    done.reports += body.reports.len();
+        }
+        for (report, path, outcome) in self.send_reports(client, files).await? {
+            match outcome {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&path);
+                    done.reports += 1;
                 }
-                Err(e @ ApiError::Transport { .. }) => return Err(e),
-                Err(e) if e.status().is_some_and(|s| s >= 500) => return Err(e),
-                Err(e) => {
-                    tracing::error!(error = %e, "the server refused a batch of reports");
-                    for f in &files {
-                        set_aside(f, "refused by the server");
-                    }
-                }
+                Err(error) => self.refused_report(&report, &path, &error, true),
             }
         }
         for (id, path) in self.items("session-").map_err(io_err)? {
@@ -310,22 +347,21 @@ impl Outbox {
             };
             // Its report first: the session may have started after the reports above were
             // collected, and its note goes away with the upload.
-            if let Some(r) = read_running(&self.dir.join(format!("running-{id}.json"))) {
+            let running = self.dir.join(format!("running-{id}.json"));
+            if let Some(r) = read_running(&running) {
                 let sent = self
                     .delivered
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .contains(&r.report.id);
                 if !sent {
-                    let body = AgentReports {
-                        reports: vec![r.report.clone()],
-                    };
-                    match client.agent_reports(&body).await {
-                        Ok(_) => done.reports += 1,
-                        Err(e @ ApiError::Transport { .. }) => return Err(e),
-                        Err(e) if e.status().is_some_and(|s| s >= 500) => return Err(e),
-                        Err(e) => {
-                            tracing::error!(error = %e, "the server refused a session report")
+                    let outcome = self
+                        .send_reports(client, vec![(r.report, running.clone())])
+                        .await?;
+                    for (report, path, outcome) in outcome {
+                        match outcome {
+                            Ok(()) => done.reports += 1,
+                            Err(error) => self.refused_report(&report, &path, &error, false),
                         }
                     }
                 }
@@ -335,14 +371,13 @@ impl Outbox {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::error!(session = %id, error = %e, "recording missing");
-                    set_aside(&path, "recording missing");
+                    self.refused_session(id, &path, &meta, &format!("recording missing: {e}"));
                     continue;
                 }
             };
             match client.upload_session(id, &meta, file).await {
                 Ok(_) => {
                     // The session's report went first (above): nothing of it is left to send.
-                    let running = self.dir.join(format!("running-{id}.json"));
                     if let Some(r) = read_running(&running) {
                         self.delivered
                             .lock()
@@ -352,17 +387,175 @@ impl Outbox {
                     let _ = std::fs::remove_file(&running);
                     let _ = std::fs::remove_file(&path);
                     let _ = std::fs::remove_file(&rec);
+                    let _ = std::fs::remove_file(self.dir.join(format!("pid-{id}")));
                     done.sessions += 1;
                 }
-                Err(e @ ApiError::Transport { .. }) => return Err(e),
-                Err(e) if e.status().is_some_and(|s| s >= 500) => return Err(e),
+                Err(e) if retry_later(&e) => return Err(e),
                 Err(e) => {
                     tracing::error!(session = %id, error = %e, "the server refused a session");
-                    set_aside(&path, "refused by the server");
+                    self.refused_session(id, &path, &meta, &e.to_string());
                 }
             }
         }
+        self.send_undelivered(client).await?;
         Ok(done)
+    }
+
+    /// Sends `items` in batches by size; returns each item with the server's answer to it
+    /// (`Err` with the reason when refused for good). `Err` overall: try again later.
+    #[allow(clippy::type_complexity)]
+    async fn send_reports(
+        &self,
+        client: &Client,
+        items: Vec<(AgentReport, PathBuf)>,
+    ) -> Result<Vec<(AgentReport, PathBuf, Result<(), String>)>, ApiError> {
+        let mut out = vec![];
+        // Batches still to send, first in front.
+        let mut queue: std::collections::VecDeque<Vec<(AgentReport, PathBuf)>> =
+            batches(items).into();
+        while let Some(batch) = queue.pop_front() {
+            let body = AgentReports {
+                reports: batch.iter().map(|(r, _)| r.clone()).collect(),
+            };
+            match client.agent_reports(&body).await {
+                Ok(_) => out.extend(batch.into_iter().map(|(r, p)| (r, p, Ok(())))),
+                Err(e) if retry_later(&e) => return Err(e),
+                Err(e) if batch.len() > 1 => {
+                    // Too large, or one bad report among good ones: halve until the
+                    // refusal names one report.
+                    tracing::warn!(error = %e, reports = batch.len(), "splitting a refused batch");
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    queue.push_front(second);
+                    queue.push_front(first);
+                }
+                Err(e) => out.extend(batch.into_iter().map(|(r, p)| (r, p, Err(e.to_string())))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A report the server will never take: kept (`report-*.json.rejected`, or in its
+    /// session's note) and announced to the server.
+    fn refused_report(&self, r: &AgentReport, path: &Path, error: &str, own_file: bool) {
+        tracing::error!(report = %r.id, error, "the server refused a report; kept on this host");
+        if own_file {
+            set_aside(path, "refused by the server");
+        }
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        self.note_undelivered(Undelivered {
+            item: r.id,
+            kind: "report".into(),
+            bytes,
+            error: error.to_string(),
+            user: Some(r.user.clone()),
+        });
+    }
+
+    fn refused_session(&self, id: Uuid, path: &Path, meta: &SessionUpload, error: &str) {
+        set_aside(path, "refused by the server");
+        self.note_undelivered(Undelivered {
+            item: id,
+            kind: "session".into(),
+            bytes: meta.recording_bytes,
+            error: error.to_string(),
+            user: Some(meta.user.clone()),
+        });
+    }
+
+    /// Notes that the server must hear of an item it refused (`undelivered-<id>.json`).
+    fn note_undelivered(&self, u: Undelivered) {
+        let path = self.dir.join(format!("undelivered-{}.json", u.item));
+        let written = serde_json::to_vec(&u)
+            .map_err(std::io::Error::other)
+            .and_then(|b| write_replacing(&path, &b));
+        if let Err(e) = written {
+            tracing::error!(item = %u.item, error = %e, "cannot note an undelivered item");
+        }
+    }
+
+    /// Tells the server of the items it refused; each notice is removed once it has it.
+    async fn send_undelivered(&self, client: &Client) -> Result<(), ApiError> {
+        let notes = self.items("undelivered-").map_err(io_err)?;
+        for chunk in notes.chunks(100) {
+            let mut items = vec![];
+            for (_, path) in chunk {
+                match std::fs::read(path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Undelivered>(&b).ok())
+                {
+                    Some(u) => items.push(u),
+                    None => {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+            }
+            match client
+                .agent_undelivered(&UndeliveredItems { items })
+                .await
+            {
+                Ok(_) => {
+                    for (_, path) in chunk {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+                Err(e) if retry_later(&e) => return Err(e),
+                // Kept: `pedm-agent status` still counts the items themselves.
+                Err(e) => tracing::error!(error = %e, "the server refused undelivered notices"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Items the server refused, kept on this host: (reports, sessions).
+    pub fn undelivered(&self) -> std::io::Result<(usize, usize)> {
+        let (mut r, mut s) = (0, 0);
+        for e in std::fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            let name = name.to_string_lossy();
+            if !name.ends_with(".json.rejected") {
+                continue;
+            }
+            if name.starts_with("report-") {
+                r += 1;
+            } else if name.starts_with("session-") {
+                s += 1;
+            }
+        }
+        Ok((r, s))
+    }
+}
+
+/// Reports in sending order, cut into batches of at most [`REPORT_BATCH`] reports and
+/// [`REPORT_BATCH_BYTES`] of JSON (one report larger than that goes alone).
+fn batches(items: Vec<(AgentReport, PathBuf)>) -> Vec<Vec<(AgentReport, PathBuf)>> {
+    let mut out: Vec<Vec<(AgentReport, PathBuf)>> = vec![];
+    let mut bytes = 0;
+    for item in items {
+        let size = serde_json::to_vec(&item.0).map(|b| b.len() + 1).unwrap_or(0);
+        match out.last_mut() {
+            Some(b) if b.len() < REPORT_BATCH && bytes + size <= REPORT_BATCH_BYTES => {
+                bytes += size;
+                b.push(item);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![item]);
+            }
+        }
+    }
+    out
+}
+
+/// Whether waiting can cure a failure: the server is unreachable, overloaded or slow
+/// (5xx, 408, 429), or does not take the host token right now (401: being rotated). Only
+/// a definite refusal of the item itself (other 4xx) is final.
+fn retry_later(e: &ApiError) -> bool {
+    match e {
+        ApiError::Transport { .. } | ApiError::Usage(_) => true,
+        ApiError::Server { status, .. } => {
+            matches!(*status, 401 | 408 | 425 | 429) || *status >= 500
+        }
     }
 }
 
@@ -401,6 +594,10 @@ mod tests {
             argv: vec!["/usr/bin/id".into()],
             binary_sha256: None,
             reason: None,
+            argv_sha256: None,
+            argv_bytes: None,
+            count: None,
+            last_at: None,
         }
     }
 
@@ -449,7 +646,7 @@ mod tests {
 
         // The agent starts again: the interrupted session is queued, the finished one kept.
         let outbox = Outbox::open(dir.path()).unwrap();
-        assert_eq!(outbox.recover().unwrap(), 1);
+        assert_eq!(outbox.recover(|_, _, _| 0).unwrap(), 1);
         assert_eq!(outbox.pending().unwrap(), (0, 2));
         let text = std::fs::read(
             dir.path()
@@ -471,6 +668,6 @@ mod tests {
         .unwrap();
         assert_eq!(kept, done);
         // Recovering again queues nothing new.
-        assert_eq!(outbox.recover().unwrap(), 0);
+        assert_eq!(outbox.recover(|_, _, _| 0).unwrap(), 0);
     }
 }

@@ -22,6 +22,7 @@
 
 use crate::command::ResolvedCommand;
 use crate::error::ExecError;
+use crate::procs::Members;
 use crate::recording::{CastWriter, Header};
 use crate::user::TargetUser;
 use jiff::Timestamp;
@@ -93,7 +94,8 @@ pub struct SessionSpec {
     pub user: TargetUser,
     /// The sanitised environment ([`crate::env::sanitise`]).
     pub env: Vec<(String, String)>,
-    /// The caller's directory; used when the run-as user can enter it, else its home, else `/`.
+    /// The directory asked for (checked by the daemon); the session does not start when
+    /// the run-as user cannot enter it. `None`: the run-as user's home, else `/`.
     pub cwd: Option<PathBuf>,
     /// `Some`: a pseudo-terminal of this size; `None`: pipes, stdout and stderr kept apart.
     pub tty: Option<WinSize>,
@@ -107,6 +109,20 @@ pub struct SessionSpec {
     /// Runs when the session has ended and its recording is complete, before the caller
     /// hears of the exit: whatever it stores survives the agent stopping right after.
     pub finished: Option<FinishHook>,
+    /// Runs once the command has started, with its pid (the session id).
+    pub started: Option<StartHook>,
+    /// The `PEDM_SESSION=<id>` entry of `env`, if any: processes of the run-as user that
+    /// left the session but carry it are ended with the session ([`crate::procs`]).
+    pub marker: Option<String>,
+}
+
+/// See [`SessionSpec::started`].
+pub struct StartHook(pub Box<dyn FnOnce(i32) + Send>);
+
+impl std::fmt::Debug for StartHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartHook")
+    }
 }
 
 /// See [`SessionSpec::finished`].
@@ -284,6 +300,7 @@ impl Streams {
 /// The session's mutable state apart from the streams.
 struct State {
     sid: i32,
+    members: Members,
     grace: Duration,
     kill_at: Option<Instant>,
     ended_by: Option<String>,
@@ -306,8 +323,8 @@ impl State {
             return;
         }
         tracing::info!(sid = self.sid, reason, "hanging up session");
-        signal_session(self.sid, libc::SIGHUP);
-        signal_session(self.sid, libc::SIGCONT);
+        self.members.signal(libc::SIGHUP);
+        self.members.signal(libc::SIGCONT);
         self.kill_at = Some(Instant::now() + self.grace);
     }
 
@@ -378,10 +395,20 @@ async fn drive(
     };
     let finished = spec.finished.take();
     let sid = child.id();
+    if let Some(hook) = spec.started.take() {
+        (hook.0)(sid);
+    }
+    let members = Members {
+        sid,
+        marker: spec.marker.clone(),
+        uid: spec.user.uid,
+        not_before: None,
+    };
     tracing::debug!(sid, path = %spec.command.path().display(), user = %spec.user.name, "session started");
 
     let mut st = State {
         sid,
+        members,
         grace,
         kill_at: None,
         ended_by: None,
@@ -514,12 +541,9 @@ async fn drive(
                 }
                 Some(Frame::Signal(n)) => {
                     if ALLOWED_SIGNALS.contains(&n) && st.exited.is_none() {
-                        // In a terminal, signals go to the foreground job, as typed ones do.
-                        let pgrp = streams
-                            .master()
-                            .and_then(|m| nix::unistd::tcgetpgrp(m.get_ref()).ok())
-                            .map_or(sid, |p| p.as_raw());
-                        // SAFETY: plain kill(2) on a process group of this session.
+                        let pgrp = signal_target(sid, streams.master());
+                        // SAFETY: plain kill(2) on a process group of this session (checked
+                        // by `signal_target`: never 0, 1 or a group the agent is in).
                         unsafe { libc::kill(-pgrp, n) };
                     } else {
                         tracing::debug!(signal = n, "signal from client ignored");
@@ -537,7 +561,7 @@ async fn drive(
             },
             _ = sleep_opt(st.kill_at), if st.kill_at.is_some() && st.exited.is_none() => {
                 tracing::info!(sid, "grace period over, killing session");
-                signal_session(sid, libc::SIGKILL);
+                st.members.signal(libc::SIGKILL);
                 st.kill_at = None;
             }
             _ = sleep_opt(drain_until), if drain_until.is_some() => {
@@ -548,10 +572,20 @@ async fn drive(
 
     if let Some(at) = st.kill_at {
         // Hung up and the command has gone, but what it left in its session (ignoring
-        // SIGHUP) still gets its SIGKILL when the grace period ends.
+        // SIGHUP) still gets its SIGKILL when the grace period ends. The group is not
+        // signalled: its leader is reaped, so its number may belong to someone else.
+        let left = Members {
+            sid,
+            marker: st.members.marker.clone(),
+            uid: st.members.uid,
+            not_before: None,
+        };
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            signal_session_members(sid, libc::SIGKILL);
+            for pid in left.find() {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         });
     }
     let status = st.exited.expect("the loop ends after the exit");
@@ -1101,12 +1135,15 @@ impl ExecImage {
                 return libc::EPERM;
             }
             libc::umask(0o022);
-            let entered = self
-                .cwd
-                .as_ref()
-                .is_some_and(|c| libc::chdir(c.as_ptr()) == 0);
-            if !entered && libc::chdir(self.home.as_ptr()) != 0 {
-                check!(libc::chdir(c"/".as_ptr()));
+            // A directory asked for is entered as the new user, or nothing runs; without
+            // one, the user's home (or `/`), as `sudo -i` does.
+            match &self.cwd {
+                Some(c) => check!(libc::chdir(c.as_ptr())),
+                None => {
+                    if libc::chdir(self.home.as_ptr()) != 0 {
+                        check!(libc::chdir(c"/".as_ptr()));
+                    }
+                }
             }
 
             let closed = libc::syscall(
@@ -1143,47 +1180,27 @@ impl ExecImage {
     }
 }
 
-/// Sends `sig` to the session's process group and to every other process still in the
-/// session (job-control shells put jobs in groups of their own).
-fn signal_session(sid: i32, sig: i32) {
-    if sid <= 1 {
-        return;
-    }
-    // SAFETY: plain kill(2).
-    unsafe { libc::kill(-sid, sig) };
-    signal_session_members(sid, sig);
-}
-
-/// Sends `sig` to every process whose session is `sid` (found in `/proc`).
-fn signal_session_members(sid: i32, sig: i32) {
-    if sid <= 1 {
-        return;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if proc_session(pid) == Some(sid) {
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(pid, sig) };
+/// The process group a client's signal goes to: in a terminal, the foreground job, as typed
+/// signals do, but only a group of this session; otherwise (no terminal, a command that gave
+/// up its terminal with `TIOCNOTTY` so the foreground group reads 0, a group outside the
+/// session) the session's own group, whose id is the session id. Never 0 or 1 (`kill(0)`
+/// would signal the agent's own group, `kill(-1)` everything) and never the agent's group.
+fn signal_target(sid: i32, master: Option<&AsyncFd<OwnedFd>>) -> i32 {
+    let foreground = master
+        .and_then(|m| nix::unistd::tcgetpgrp(m.get_ref()).ok())
+        .map(|p| p.as_raw());
+    let own = nix::unistd::getpgrp().as_raw();
+    match foreground {
+        Some(p)
+            if p >= 2
+                && p != own
+                && nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(p)))
+                    .is_ok_and(|s| s.as_raw() == sid) =>
+        {
+            p
         }
+        _ => sid,
     }
-}
-
-/// The session id of `pid` from `/proc/<pid>/stat` (the field after the command name,
-/// which may itself hold spaces and parentheses).
-fn proc_session(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    // state ppid pgrp session
-    after.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {

@@ -24,11 +24,8 @@ pub enum SnapshotError {
     Malformed(String),
     #[error("snapshot is for host {found}, this agent is {expected}")]
     WrongHost { expected: String, found: String },
-    #[error("snapshot issued at {offered} is older than the one in force ({current})")]
-    Stale {
-        offered: Timestamp,
-        current: Timestamp,
-    },
+    #[error("snapshot of audit position {offered} is older than the one in force ({current})")]
+    Stale { offered: i64, current: i64 },
     #[error("policies in the snapshot do not load: {0}")]
     Policy(String),
     #[error("{path}: {error}")]
@@ -104,10 +101,15 @@ impl Enforced {
         signed: SignedSnapshot,
         snapshot: Snapshot,
     ) -> Result<Vec<(Uuid, Timestamp)>, SnapshotError> {
-        if snapshot.issued_at < self.snapshot.issued_at {
+        let older = if snapshot.seq > 0 || self.snapshot.seq > 0 {
+            snapshot.seq < self.snapshot.seq
+        } else {
+            snapshot.issued_at < self.snapshot.issued_at
+        };
+        if older {
             return Err(SnapshotError::Stale {
-                offered: snapshot.issued_at,
-                current: self.snapshot.issued_at,
+                offered: snapshot.seq,
+                current: self.snapshot.seq,
             });
         }
         let engine = match (&self.engine, &snapshot.policy) {
@@ -355,4 +357,45 @@ pub fn save(state_dir: &Path, signed: &SignedSnapshot) -> Result<(), SnapshotErr
     };
     let text = serde_json::to_vec(signed).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
     crate::outbox::write_atomically(&p, &text).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(seq: i64, issued_at: Timestamp) -> (SignedSnapshot, Snapshot) {
+        let s = Snapshot {
+            host: "web1".into(),
+            issued_at,
+            seq,
+            target_kind: "host".into(),
+            target_labels: Default::default(),
+            grants: vec![],
+            policy: None,
+            tasks: vec![],
+        };
+        let signed = SignedSnapshot {
+            snapshot: serde_json::to_string(&s).unwrap(),
+            key_id: "k".into(),
+            signature: String::new(),
+        };
+        (signed, s)
+    }
+
+    /// A server whose clock stepped back still issues newer snapshots: they are ordered by
+    /// the audit position, not by the time on them.
+    #[test]
+    fn snapshots_are_ordered_by_audit_position_not_by_clock() {
+        let now = Timestamp::now();
+        let hour = jiff::SignedDuration::from_secs(3600);
+        let (signed, s) = snap(10, now);
+        let mut e = Enforced::new(signed, s).unwrap();
+        let (signed, s) = snap(11, now - hour);
+        assert!(e.replace(signed, s).is_ok(), "newer position, earlier clock");
+        let (signed, s) = snap(11, now - hour - hour);
+        assert!(e.replace(signed, s).is_ok(), "same position: same state");
+        let (signed, s) = snap(9, now + hour);
+        let err = e.replace(signed, s).unwrap_err();
+        assert!(matches!(err, SnapshotError::Stale { offered: 9, current: 11 }), "{err}");
+    }
 }

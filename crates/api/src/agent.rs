@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-pub use pedm_core::service::{AgentReport, ExecVerdict};
+pub use pedm_core::service::{AgentReport, ExecVerdict, REPORT_ARGV_BYTES, Undelivered};
 
 /// The signing context of snapshots (see `pedm_audit::SigningKey::sign_for`).
 pub const SNAPSHOT_CONTEXT: &str = "pedm-agent-snapshot-v1";
@@ -22,8 +22,12 @@ pub const SNAPSHOT_CONTEXT: &str = "pedm-agent-snapshot-v1";
 pub struct Snapshot {
     /// The host it is for: an agent refuses a snapshot for another host.
     pub host: String,
-    /// Snapshots only move forward: an agent refuses one older than the one it holds.
     pub issued_at: Timestamp,
+    /// Snapshots only move forward: an agent refuses one with a lower `seq` than the one it
+    /// holds (the server's audit log size when it read the state, so a clock stepping back
+    /// changes nothing). 0 from servers before it existed: then `issued_at` orders them.
+    #[serde(default)]
+    pub seq: i64,
     pub target_kind: String,
     pub target_labels: BTreeMap<String, String>,
     pub grants: Vec<HostGrant>,
@@ -105,6 +109,47 @@ impl From<pedm_core::host::Host> for HostView {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentReports {
     pub reports: Vec<AgentReport>,
+}
+
+/// `POST /api/v1/agent/undelivered`: records the agent holds that the server refused.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UndeliveredItems {
+    pub items: Vec<Undelivered>,
+}
+
+/// Cuts `argv` to at most [`REPORT_ARGV_BYTES`] (each argument counted with one separator
+/// byte): whole arguments while they fit, then a part of the next one, cut on a character
+/// boundary. Returns the argv unchanged with `None`, or the cut one with the hex SHA-256 of
+/// the whole (each argument followed by a NUL byte) and its size.
+pub fn cut_argv(argv: &[String]) -> (Vec<String>, Option<(String, u64)>) {
+    use sha2::Digest;
+    let total: usize = argv.iter().map(|a| a.len() + 1).sum();
+    if total <= REPORT_ARGV_BYTES {
+        return (argv.to_vec(), None);
+    }
+    let mut hasher = sha2::Sha256::new();
+    for a in argv {
+        hasher.update(a.as_bytes());
+        hasher.update([0u8]);
+    }
+    let mut out = vec![];
+    let mut room = REPORT_ARGV_BYTES;
+    for a in argv {
+        if a.len() < room {
+            out.push(a.clone());
+            room -= a.len() + 1;
+            continue;
+        }
+        let mut end = room.saturating_sub(1);
+        while end > 0 && !a.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end > 0 {
+            out.push(a[..end].to_string());
+        }
+        break;
+    }
+    (out, Some((hex::encode(hasher.finalize()), total as u64)))
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]

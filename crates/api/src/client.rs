@@ -444,6 +444,13 @@ impl Client {
         self.send(Method::POST, "/agent/reports", body).await
     }
 
+    pub async fn agent_undelivered(
+        &self,
+        body: &crate::agent::UndeliveredItems,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.send(Method::POST, "/agent/undelivered", body).await
+    }
+
     /// Uploads a recording file with its description (streamed, no overall timeout).
     pub async fn upload_session(
         &self,

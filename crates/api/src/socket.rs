@@ -133,7 +133,7 @@ pub enum Frame {
 pub enum FrameError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes is larger than the limit of {MAX_FRAME}")]
+    #[error("frame of {0} bytes is larger than the limit")]
     TooLarge(usize),
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
@@ -230,8 +230,22 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// The most a `Start` frame may hold (the command, environment and task parameters): the
+/// agent reads the first frame of a connection with this limit.
+pub const MAX_START_FRAME: usize = 256 * 1024;
+
 /// Reads one frame; `Ok(None)` at a clean end of stream (between frames).
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    read_frame_limited(r, MAX_FRAME).await
+}
+
+/// [`read_frame`] with a lower size limit. Memory grows with what actually arrives, not with
+/// what the length prefix announces.
+pub async fn read_frame_limited<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let max = max.min(MAX_FRAME);
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -245,13 +259,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>
             error: "zero length".into(),
         });
     }
-    if len > MAX_FRAME {
+    if len > max {
         return Err(FrameError::TooLarge(len));
     }
     let mut kind = [0u8; 1];
     r.read_exact(&mut kind).await?;
-    let mut payload = vec![0u8; len - 1];
-    r.read_exact(&mut payload).await?;
+    let want = len - 1;
+    let mut payload = Vec::with_capacity(want.min(64 * 1024));
+    let got = r.take(want as u64).read_to_end(&mut payload).await?;
+    if got < want {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("frame ends after {got} of {want} bytes"),
+        )
+        .into());
+    }
     Frame::decode(kind[0], payload).map(Some)
 }
 

@@ -83,6 +83,11 @@ pub enum Command {
     Exec {
         #[command(flatten)]
         agent: AgentOpts,
+        /// Run in this directory (`.` for the current one) instead of the run-as user's
+        /// home. Policy sees it as `context.cwd`; for a command run as root it must be
+        /// writable by root alone.
+        #[arg(long, value_name = "DIR")]
+        chdir: Option<PathBuf>,
         /// The command and its arguments (after `--`). Absolute path or a name in the
         /// agent's secure PATH.
         #[arg(

@@ -93,8 +93,16 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
 /// `pedm exec` / `pedm shell`: no server, no token; the agent knows the caller from the
 /// kernel. The exit status is the command's own (or 1 refused, 3 agent unreachable).
 fn exec_locally(command: Command) -> ExitCode {
+    let mut chdir = None;
     let (agent, argv, shell, task) = match command {
-        Command::Exec { agent, command } => (agent, command, false, None),
+        Command::Exec {
+            agent,
+            command,
+            chdir: dir,
+        } => {
+            chdir = dir;
+            (agent, command, false, None)
+        }
         Command::Shell { agent } => (agent, vec![], true, None),
         Command::Task(args::TaskCmd::Run {
             name,
@@ -122,9 +130,15 @@ fn exec_locally(command: Command) -> ExitCode {
         grant: agent.grant,
         shell,
         task,
-        cwd: std::env::current_dir()
-            .ok()
-            .map(|d| d.to_string_lossy().into_owned()),
+        // The agent resolves nothing relative to its own directory: send an absolute path.
+        cwd: match chdir.map(|d| std::env::current_dir().map(|here| here.join(d))) {
+            None => None,
+            Some(Ok(d)) => Some(d.to_string_lossy().into_owned()),
+            Some(Err(e)) => {
+                eprintln!("error: --chdir: cannot read the current directory: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
         tty: None,
         env: exec::caller_env(),
     };

@@ -23,6 +23,14 @@ pub enum Notice {
         grant: Box<Grant>,
         error: String,
     },
+    /// A host agent holds a record (an exec report or a session) that the server refused:
+    /// it is kept on the host, but is missing here. High severity.
+    AgentUndelivered {
+        host: String,
+        item: uuid::Uuid,
+        kind: String,
+        error: String,
+    },
     /// A task was defined or a delegation created or ended: host agents should fetch what
     /// they may now run.
     DelegationsChanged,

@@ -18,6 +18,8 @@ pub mod kinds {
     pub const BREAK_GLASS: &str = "break_glass";
     /// A target refuses to take a privilege away: it stays until someone intervenes.
     pub const REVOKE_FAILING: &str = "provision.revoke_failing";
+    /// A host agent holds a record the server refused to take.
+    pub const AGENT_UNDELIVERED: &str = "agent.undelivered";
 }
 
 /// How urgent a notification is. Ordered: `Info < High`.

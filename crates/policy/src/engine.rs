@@ -1296,6 +1296,14 @@ impl Engine {
         if let Some(ip) = c.source_ip {
             pairs.push(("source_ip".to_string(), ip_expression(ip)));
         }
+        if let ResView::Command(_, _, command) = q.resource
+            && let Some(cwd) = &command.cwd
+        {
+            pairs.push((
+                "cwd".to_string(),
+                RestrictedExpression::new_string(cwd.clone()),
+            ));
+        }
         if q.action == Action::Approve
             && let Some(r) = q.requester
         {

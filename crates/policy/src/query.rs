@@ -98,9 +98,14 @@ pub struct CommandRef {
     pub args: String,
     #[serde(default)]
     pub sha256: Option<String>,
-    /// An interactive login shell (`pedm shell`) rather than one command.
+    /// An interactive login shell (`pedm shell`, or a shell or interpreter the agent
+    /// recognised on a terminal) rather than one command.
     #[serde(default)]
     pub shell: bool,
+    /// The working directory the caller asked for (`pedm exec --chdir`); `None`: the run-as
+    /// user's home. In Cedar: `context.cwd` (absent when `None`).
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 /// Device posture claims. Absent claims are absent attributes in Cedar

@@ -304,6 +304,7 @@ fn exec_query(path: &str, args: &str) -> AuthzQuery {
                 args: args.into(),
                 sha256: None,
                 shell: false,
+                cwd: None,
             },
         },
         context: Ctx::at(ts(MON_10_BERLIN)),
@@ -347,6 +348,31 @@ fn exec_allowlist_and_blocklist_forbid_wins() {
     }
     assert!(e.authorize(&q).allowed);
     assert_eq!(e.authorize(&q), e.authorize_full(&q));
+}
+
+/// The working directory a caller asks for is `context.cwd` (absent without one), so a
+/// policy can confine or refuse it.
+#[test]
+fn exec_context_carries_the_requested_working_directory() {
+    let e = engine(
+        r#"@id("ops-exec")
+        permit(principal in Pedm::Group::"ops", action == Pedm::Action::"exec", resource);
+        @id("cwd-only-under-srv")
+        forbid(principal, action == Pedm::Action::"exec", resource)
+        when { context has cwd && !(context.cwd like "/srv/*") };"#,
+    );
+    let with_cwd = |cwd: Option<&str>| {
+        let mut q = exec_query("/usr/bin/python3", "-m json.tool x.json");
+        if let Resource::Command { command, .. } = &mut q.resource {
+            command.cwd = cwd.map(String::from);
+        }
+        e.authorize(&q)
+    };
+    assert!(with_cwd(None).allowed);
+    assert!(with_cwd(Some("/srv/app")).allowed);
+    let v = with_cwd(Some("/home/alice"));
+    assert!(!v.allowed);
+    assert_eq!(v.policies, vec!["cwd-only-under-srv"]);
 }
 
 #[test]

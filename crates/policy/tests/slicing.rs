@@ -270,6 +270,7 @@ fn query(q: &Q) -> AuthzQuery {
                 args: String::new(),
                 sha256: None,
                 shell: false,
+                cwd: None,
             },
         },
         Action::RunTask => Resource::Task {

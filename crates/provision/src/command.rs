@@ -260,7 +260,11 @@ impl CommandProvisioner {
         let status = status.map_err(|e| {
             ProvisionError::unreachable(format!("waiting for {}: {e}", program.display()))
         })?;
-        let captured = Captured { stdout, stderr };
+        let mut captured = Captured { stdout, stderr };
+        if action == "grant" && status.code() != Some(0) {
+            // A failed grant may have printed the secret before failing: never echo it.
+            captured.stdout = redacted(&captured.stdout);
+        }
         match status.code() {
             Some(0) => Ok(captured),
             Some(EX_TEMPFAIL) => Err(ProvisionError::unreachable(format!(
@@ -286,7 +290,27 @@ impl CommandProvisioner {
     }
 }
 
+/// What a message says about output that may hold a secret: its size, never its content.
+fn redacted(output: &str) -> String {
+    if output.trim().is_empty() {
+        String::new()
+    } else {
+        format!("[{} bytes of output not shown: they may hold a secret]", output.len())
+    }
+}
+
+/// What is wrong with JSON, without quoting any of it.
+fn json_problem(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "not of the expected shape",
+        serde_json::error::Category::Eof => "cut short",
+    }
+}
+
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GrantReply {
     secret: Option<String>,
     detail: Option<String>,
@@ -302,27 +326,31 @@ impl Provisioner for CommandProvisioner {
         let out = self
             .run("grant", &Self::spec_json(g), Some(g.grant_id))
             .await?;
+        // Never echo stdout of `grant` (it may hold the secret): empty, or one JSON object.
         let trimmed = out.stdout.trim();
-        if trimmed.starts_with('{')
-            && let Ok(reply) = serde_json::from_str::<GrantReply>(trimmed)
-        {
-            // Never echo raw stdout here: it holds the secret.
+        if trimmed.is_empty() {
             return Ok(GrantOutcome {
+                secret: None,
+                detail: format!("{} grant succeeded", self.config.program.display()),
+            });
+        }
+        match serde_json::from_str::<GrantReply>(trimmed) {
+            Ok(reply) => Ok(GrantOutcome {
                 secret: reply.secret.filter(|s| !s.is_empty()),
                 detail: reply.detail.unwrap_or_else(|| {
                     format!("{} grant succeeded", self.config.program.display())
                 }),
-            });
+            }),
+            Err(e) => Err(ProvisionError::refused(format!(
+                "{} grant printed output that is not one JSON object {{\"secret\", \"detail\"}} \
+                 ({}; at line {} column {}): {}",
+                self.config.program.display(),
+                json_problem(&e),
+                e.line(),
+                e.column(),
+                redacted(trimmed)
+            ))),
         }
-        let detail = out.describe();
-        Ok(GrantOutcome {
-            secret: None,
-            detail: if detail.is_empty() {
-                format!("{} grant succeeded", self.config.program.display())
-            } else {
-                detail
-            },
-        })
     }
 
     async fn revoke(&self, g: &GrantSpec) -> Result<(), ProvisionError> {

@@ -188,7 +188,8 @@ async fn exit_75_is_retryable_and_other_failures_are_refused() {
 #[tokio::test]
 async fn output_is_bounded() {
     let (_dir, path) = script("head -c 300000 /dev/zero | tr '\\0' x\nexit 1\n");
-    let e = provisioner(&path, |_| {}).grant(&spec()).await.unwrap_err();
+    // (`revoke`: the output of `grant` is never shown at all.)
+    let e = provisioner(&path, |_| {}).revoke(&spec()).await.unwrap_err();
     let msg = e.to_string();
     assert!(msg.len() < MAX_CAPTURE + 1024, "{}", msg.len());
     assert!(
@@ -280,4 +281,35 @@ async fn remove_standing_runs_the_program_with_the_finding() {
         .await
         .unwrap_err();
     assert!(matches!(e, ProvisionError::Refused(_)), "{e:?}");
+}
+
+/// Whatever `grant` prints that is not one JSON object may hold the secret: it is a failure
+/// whose message says how much was printed, never what.
+#[tokio::test]
+async fn grant_output_is_never_echoed() {
+    for (body, ok) in [
+        ("echo 'password: hunter2-secret'", false),
+        ("echo '{\"secret\": \"hunter2-secret\", \"extra\": 1}'", false),
+        ("echo 'hunter2-secret' ; exit 3", false),
+        ("echo '{\"secret\": \"hunter2-secret\"}'", true),
+        (":", true),
+    ] {
+        let (_dir, path) = script(&format!(
+            "for a; do action=\"$a\"; done\nif [ \"$action\" = grant ]; then {body}; fi\n"
+        ));
+        let p = provisioner(&path, |_| {});
+        match p.grant(&spec()).await {
+            Ok(out) => {
+                assert!(ok, "{body}: accepted");
+                assert!(!out.detail.contains("hunter2"), "{body}: {}", out.detail);
+            }
+            Err(e) => {
+                assert!(!ok, "{body}: {e}");
+                assert!(matches!(e, ProvisionError::Refused(_)), "{body}: {e}");
+                let msg = e.to_string();
+                assert!(!msg.contains("hunter2"), "{body}: {msg}");
+                assert!(msg.contains("not shown"), "{body}: {msg}");
+            }
+        }
+    }
 }

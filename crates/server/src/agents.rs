@@ -53,6 +53,7 @@ impl AgentHub {
         let snapshot = Snapshot {
             host: s.target.name,
             issued_at: s.at,
+            seq: s.seq,
             target_kind: s.target.kind.to_string(),
             target_labels: s.target.labels,
             grants: s

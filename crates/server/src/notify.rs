@@ -87,6 +87,19 @@ fn notification(n: &Notice) -> Notification {
             ),
             json!({ "grant": grant, "error": error }),
         ),
+        Notice::AgentUndelivered {
+            host,
+            item,
+            kind,
+            error,
+        } => Notification::new(
+            kinds::AGENT_UNDELIVERED,
+            Severity::High,
+            format!(
+                "UNRECORDED ON SERVER: host {host} holds {kind} {item} that the server refused: {error}"
+            ),
+            json!({ "host": host, "item": item, "kind": kind, "error": error }),
+        ),
         Notice::DelegationsChanged => Notification::new(
             "delegations.changed",
             Severity::Info,

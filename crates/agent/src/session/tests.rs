@@ -114,6 +114,8 @@ fn spec(
         title: "test session".into(),
         finished: None,
         stdin_data: None,
+        started: None,
+        marker: None,
     }
 }
 
@@ -687,6 +689,39 @@ async fn only_the_signals_on_the_safe_list_are_forwarded() {
     assert!(out.out().contains("got USR1"));
 }
 
+/// A command that gives up its terminal (`TIOCNOTTY`) makes the terminal's foreground group
+/// read 0: a client's signal must then go to the session's own group, never to `kill(0)`,
+/// which would be the agent's (here: this test process's) own group.
+#[tokio::test]
+async fn a_signal_never_reaches_the_agents_own_group() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = "import fcntl, signal, termios, time\n\
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
+        fcntl.ioctl(0, termios.TIOCNOTTY)\n\
+        print('detached', flush=True)\n\
+        time.sleep(60)\n";
+    let s = spec(
+        "/usr/bin/python3",
+        &["python3", "-c", script],
+        &root(),
+        Some(WinSize { rows: 24, cols: 80 }),
+        dir.path(),
+    );
+    let (outcome, _, _) = session(s, no_stop(), Duration::from_secs(5), |mut c| async {
+        c.wait_for("detached").await;
+        for sig in [libc::SIGUSR2, libc::SIGQUIT, libc::SIGUSR1] {
+            c.send(Frame::Signal(sig)).await;
+        }
+        c.finish().await
+    })
+    .await;
+    // This process is alive to see it: the first signal went to the command's group.
+    assert_eq!(outcome.exited.signal, Some(libc::SIGUSR2), "{:?}", outcome.exited);
+}
+
 #[tokio::test]
 async fn the_command_inherits_no_descriptor_but_0_1_2() {
     if skip() {
@@ -796,22 +831,25 @@ async fn scripts_run_through_their_interpreter_as_the_target_user() {
 }
 
 #[tokio::test]
-async fn the_working_directory_is_the_callers_when_the_user_may_enter_it() {
+async fn the_working_directory_is_the_home_unless_one_is_asked_for() {
     if skip() {
         return;
     }
     let u = TestUser::create("cwd", false);
-    for (cwd, expected) in [
-        (Some("/usr/share"), "/usr/share\n"),
-        (Some("/root"), "/\n"),
-        (None, "/\n"),
-    ] {
+    for (cwd, expected) in [(Some("/usr/share"), "/usr/share\n"), (None, "/\n")] {
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec("/bin/sh", &sh("pwd"), &u.user, None, dir.path());
         s.cwd = cwd.map(PathBuf::from);
         let (_, out, _) = run_simple(s).await;
         assert_eq!(out.out(), expected, "cwd {cwd:?}");
     }
+    // A directory the user cannot enter: nothing runs (no silent fallback elsewhere).
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("/bin/sh", &sh("pwd"), &u.user, None, dir.path());
+    s.cwd = Some(PathBuf::from("/root"));
+    let (agent_side, _client) = tokio::io::duplex(1 << 16);
+    let r = run_session(s, agent_side, no_stop(), Duration::from_secs(1)).await;
+    assert!(r.is_err(), "started in a directory the user cannot enter");
 }
 
 #[tokio::test]

@@ -35,6 +35,10 @@ pub struct HostGrant {
 #[derive(Debug, Clone)]
 pub struct HostSnapshot {
     pub at: Timestamp,
+    /// The audit log's size when the snapshot was read: every change a snapshot can show
+    /// (a grant starting or ending, a policy, a delegation) appends to the log first, so this
+    /// orders snapshots by what they know, whatever the clocks say.
+    pub seq: i64,
     pub target: Target,
     pub grants: Vec<HostGrant>,
     /// The policy version in force (`None` before any was applied).
@@ -68,10 +72,46 @@ pub struct AgentReport {
     pub task: Option<String>,
     #[serde(default)]
     pub delegation: Option<Uuid>,
+    /// The command as run; cut to [`REPORT_ARGV_BYTES`] by the agent when longer (then
+    /// `argv_sha256` identifies the whole of it).
     pub argv: Vec<String>,
     pub binary_sha256: Option<String>,
     /// Why it was refused, or the policy that allowed it.
     pub reason: Option<String>,
+    /// Set when `argv` was cut: hex SHA-256 of the whole argv (each argument followed by a
+    /// NUL byte) and its size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv_bytes: Option<u64>,
+    /// For refusals aggregated by the agent: how many there were (from `at` to `last_at`);
+    /// `argv` and `reason` are those of the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<Timestamp>,
+}
+
+/// The most of an argv an agent sends in a report or session description; a longer one is
+/// cut and identified by its hash ([`AgentReport::argv_sha256`]).
+pub const REPORT_ARGV_BYTES: usize = 16 * 1024;
+
+/// Something an agent recorded that the server refused to take (it stays on the host, in
+/// `pedm-agent status`): the server records that it exists and raises a high-severity notice.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Undelivered {
+    /// The report or session id the agent chose.
+    pub item: Uuid,
+    /// `report` or `session`.
+    pub kind: String,
+    /// Its size on the host, in bytes.
+    pub bytes: u64,
+    /// What the server answered.
+    pub error: String,
+    /// The person, when known.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// How many reports were new and how many had been accepted before.
@@ -83,6 +123,10 @@ pub struct ReportReceipt {
 
 const MAX_REPORTS: usize = 1_000;
 const MAX_ARGV_BYTES: usize = 64 * 1024;
+const MAX_UNDELIVERED: usize = 100;
+/// Turns an item's id into the receipt id of its undelivered notice (distinct from the
+/// item's own receipt, the same each time).
+const UNDELIVERED_RECEIPT: u128 = 0x756e_6465_6c69_7665_7265_6400_0000_0001;
 
 fn check_argv(argv: &[String]) -> Result<()> {
     let bytes: usize = argv.iter().map(|a| a.len() + 1).sum();
@@ -184,6 +228,8 @@ impl ControlPlane {
     /// The grants `host`'s agent enforces now, with the policy in force. Records the contact.
     pub async fn host_snapshot(&self, host: &str) -> Result<HostSnapshot> {
         let now = self.now();
+        // Read before the state: the state read afterwards is at least this new.
+        let seq = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
         let target = self
             .store
             .target(host)
@@ -233,6 +279,7 @@ impl ControlPlane {
         }
         Ok(HostSnapshot {
             at: now,
+            seq,
             target,
             grants: out,
             policy,
@@ -273,18 +320,31 @@ impl ControlPlane {
                 r.grant.and_then(|g| subject("grant", g)),
             )
             .outcome(outcome)
-            .data(json!({
-                "host": host,
-                "target": host,
-                "report": r.id,
-                "grant": r.grant,
-                "session": r.session,
-                "task": r.task,
-                "delegation": r.delegation,
-                "argv": r.argv,
-                "binary_sha256": r.binary_sha256,
-                "reason": r.reason,
-            }));
+            .data({
+                let mut data = json!({
+                    "host": host,
+                    "target": host,
+                    "report": r.id,
+                    "grant": r.grant,
+                    "session": r.session,
+                    "task": r.task,
+                    "delegation": r.delegation,
+                    "argv": r.argv,
+                    "binary_sha256": r.binary_sha256,
+                    "reason": r.reason,
+                });
+                for (k, v) in [
+                    ("argv_sha256", json!(r.argv_sha256)),
+                    ("argv_bytes", json!(r.argv_bytes)),
+                    ("count", json!(r.count)),
+                    ("last_at", json!(r.last_at)),
+                ] {
+                    if !v.is_null() {
+                        data[k] = v;
+                    }
+                }
+                data
+            });
             let cs = Changeset::new()
                 .write(Write::Host(HostWrite::Receipt {
                     id: r.id,
@@ -299,6 +359,72 @@ impl ControlPlane {
             }
         }
         Ok(receipt)
+    }
+
+    /// Records that an agent holds items the server refused (see [`Undelivered`]): one
+    /// `agent.undelivered` event each (once per item), and a high-severity notice.
+    pub async fn record_undelivered(&self, host: &str, items: Vec<Undelivered>) -> Result<usize> {
+        if items.len() > MAX_UNDELIVERED {
+            return Err(Error::invalid(
+                "items",
+                format!("{} items in one call, more than {MAX_UNDELIVERED}", items.len()),
+            ));
+        }
+        for u in &items {
+            if u.kind != "report" && u.kind != "session" {
+                return Err(Error::invalid("kind", "must be report or session"));
+            }
+            if u.error.len() > 4096 {
+                return Err(Error::invalid("error", "is longer than 4096 bytes"));
+            }
+            if let Some(user) = &u.user {
+                validate_name("user", user)?;
+            }
+        }
+        let mut new = 0;
+        for u in items {
+            let ev = NewAuditEvent::new(
+                self.now(),
+                &format!("host:{host}"),
+                "agent.undelivered",
+                None,
+            )
+            .outcome(Outcome::Failure)
+            .data(json!({
+                "host": host,
+                "target": host,
+                "item": u.item,
+                "kind": u.kind,
+                "bytes": u.bytes,
+                "error": u.error,
+                "user": u.user,
+            }));
+            // The receipt's id is derived from the item's, so a notice sent again is one event.
+            let receipt = Uuid::from_u128(u.item.as_u128() ^ UNDELIVERED_RECEIPT);
+            let cs = Changeset::new()
+                .write(Write::Host(HostWrite::Receipt {
+                    id: receipt,
+                    host: host.to_string(),
+                    at: self.now(),
+                }))
+                .event(ev);
+            match self.store.commit(cs).await {
+                Ok(_) => {
+                    new += 1;
+                    tracing::error!(host, item = %u.item, kind = %u.kind, error = %u.error,
+                        "an agent holds a record the server refused");
+                    self.notify(crate::notice::Notice::AgentUndelivered {
+                        host: host.to_string(),
+                        item: u.item,
+                        kind: u.kind,
+                        error: u.error,
+                    });
+                }
+                Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(new)
     }
 
     /// Records a session an agent recorded (its recording is already stored under the

@@ -20,7 +20,8 @@ pub use report::ElevationRow;
 pub use delegation::{MAX_DELEGATION_SECS, NewDelegation, RevokedDelegation, TaskCheck};
 
 pub use hosts::{
-    AgentReport, ExecVerdict, HostGrant, HostRegistration, HostSnapshot, ReportReceipt,
+    AgentReport, ExecVerdict, HostGrant, HostRegistration, HostSnapshot, REPORT_ARGV_BYTES,
+    ReportReceipt, Undelivered,
 };
 
 pub use policy::{SimulatedChange, SimulationReport};

@@ -39,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(agent_snapshot))
         .routes(routes!(agent_events))
         .routes(routes!(agent_reports))
+        .routes(routes!(agent_undelivered))
         .routes(routes!(list_sessions))
         .routes(routes!(get_session))
         .routes(routes!(get_recording))
@@ -208,6 +209,22 @@ async fn agent_reports(
         accepted: r.accepted,
         duplicates: r.duplicates,
     }))
+}
+
+/// Records the agent holds that this server refused (they stay on the host): each becomes an
+/// `agent.undelivered` audit event and a high-severity notice, once.
+#[utoipa::path(post, path = "/agent/undelivered", tag = "hosts", request_body = UndeliveredItems,
+    responses((status = 200, description = "how many were new: {\"recorded\": n}"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn agent_undelivered(
+    State(s): State<AppState>,
+    h: HostCaller,
+    Body(body): Body<UndeliveredItems>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let n = s.cp.record_undelivered(&h.host, body.items).await?;
+    metrics::counter!("pedm_agent_undelivered_total", "host" => h.host.clone())
+        .increment(n as u64);
+    Ok(Json(serde_json::json!({ "recorded": n })))
 }
 
 /// Uploads a session recording (asciicast v2 body) with its description in the

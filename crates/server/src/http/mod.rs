@@ -21,7 +21,6 @@ use pedm_core::service::ControlPlane;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -100,13 +99,41 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
     .with_state(state)
     .layer(DefaultBodyLimit::max(max_body_bytes))
     .layer(middleware::from_fn(track_metrics))
-    .layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        timeout,
-    ))
+    .layer(middleware::from_fn(move |req: Request, next: Next| {
+        request_deadline(timeout, req, next)
+    }))
     .layer(PropagateRequestIdLayer::x_request_id())
     .layer(TraceLayer::new_for_http())
     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// How long an agent may take to upload one recording (they are streamed, up to
+/// `agents.max_recording_bytes`): the general request timeout would cut large ones, and an
+/// agent keeps a recording until the server has it.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Every request gets `timeout`, recording uploads [`UPLOAD_TIMEOUT`]; past it, 408 with the
+/// JSON error body.
+async fn request_deadline(timeout: Duration, req: Request, next: Next) -> Response {
+    let upload = req.method() == axum::http::Method::PUT
+        && req
+            .uri()
+            .path()
+            .starts_with(&format!("{API_PREFIX}/agent/sessions/"));
+    let limit = if upload {
+        UPLOAD_TIMEOUT.max(timeout)
+    } else {
+        timeout
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiErr::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request took longer than {}s", limit.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
