@@ -60,15 +60,21 @@ impl Drop for Admitted {
     }
 }
 
-/// Refusals per uid: the first of a window is recorded at once, the rest of the window are
-/// counted and recorded as one report when it closes.
+/// Refusals per uid: the first [`INDIVIDUAL`] of a window are recorded at once, one by one;
+/// the rest of the window are counted and recorded as one report when it closes.
 pub struct Refusals {
     window: Duration,
     open: Mutex<HashMap<u32, Window>>,
 }
 
+/// Refusals of one uid per window recorded one by one (a person's mistakes keep their
+/// detail; a flood does not).
+pub const INDIVIDUAL: u32 = 10;
+
 struct Window {
     started: Instant,
+    /// Refusals recorded one by one so far.
+    individual: u32,
     /// Refusals after the first one of the window.
     count: u32,
     first_at: Option<Timestamp>,
@@ -83,12 +89,16 @@ impl Refusals {
         }
     }
 
-    /// Takes a refusal of `uid`: `Some` to record it now (the first of its window), `None`
-    /// when it was counted into the window.
+    /// Takes a refusal of `uid`: `Some` to record it now (one of the first of its window),
+    /// `None` when it was counted into the window.
     pub fn take(&self, uid: u32, report: AgentReport) -> Option<AgentReport> {
         let now = Instant::now();
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         match open.get_mut(&uid) {
+            Some(w) if now.duration_since(w.started) < self.window && w.individual < INDIVIDUAL => {
+                w.individual += 1;
+                Some(report)
+            }
             Some(w) if now.duration_since(w.started) < self.window => {
                 w.count += 1;
                 w.first_at.get_or_insert(report.at);
@@ -100,6 +110,7 @@ impl Refusals {
                     uid,
                     Window {
                         started: now,
+                        individual: 1,
                         count: 0,
                         first_at: None,
                         last: None,
@@ -175,7 +186,12 @@ mod tests {
     #[test]
     fn refusals_in_a_window_become_one_report() {
         let r = Refusals::new(Duration::from_secs(3600));
-        assert!(r.take(1000, refusal(0)).is_some(), "the first is recorded at once");
+        for n in 0..INDIVIDUAL {
+            assert!(
+                r.take(1000, refusal(n)).is_some(),
+                "the first are recorded at once"
+            );
+        }
         for n in 1..=500 {
             assert!(r.take(1000, refusal(n)).is_none());
         }

@@ -163,7 +163,10 @@ fn open_checked(path: &Path, caller_uid: u32) -> Result<OwnedFd, ExecError> {
 /// writable by neither group nor others. A directory someone else can write would let them
 /// plant what the command loads from its working directory (`python3 -m` finds modules
 /// there) and run it as the run-as user. Returns the canonical path.
-pub fn check_working_dir(dir: &str, run_as: &crate::user::TargetUser) -> Result<PathBuf, ExecError> {
+pub fn check_working_dir(
+    dir: &str,
+    run_as: &crate::user::TargetUser,
+) -> Result<PathBuf, ExecError> {
     let bad = |why: String| ExecError::WorkingDir {
         dir: dir.to_string(),
         why,
@@ -270,7 +273,10 @@ fn hash(fd: &OwnedFd) -> std::io::Result<(String, Option<Vec<u8>>)> {
         hasher.update(&buf[..n]);
     }
     let shebang = first.starts_with(b"#!").then(|| {
-        let end = first.iter().position(|&b| b == b'\n').unwrap_or(first.len());
+        let end = first
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(first.len());
         first[2..end].to_vec()
     });
     Ok((hex::encode(hasher.finalize()), shebang))
@@ -576,8 +582,12 @@ pub(crate) mod tests {
         assert!(resolve(&script("ok-env", "#!/usr/bin/env sh"), SECURE, 1000).is_ok());
         // An interpreter that is itself a script is checked too.
         let nested_interp = script("nested-interp", &format!("#!{}", interp.display()));
-        let e = resolve(&script("nested", &format!("#!{nested_interp}")), SECURE, 1000)
-            .unwrap_err();
+        let e = resolve(
+            &script("nested", &format!("#!{nested_interp}")),
+            SECURE,
+            1000,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("owned by uid 1001"), "{e}");
     }
 }

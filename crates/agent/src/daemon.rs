@@ -11,9 +11,7 @@ use crate::user::TargetUser;
 use anyhow::Context;
 use jiff::Timestamp;
 use pedm_api::Client;
-use pedm_api::agent::{
-    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionUpload, SignedSnapshot,
-};
+use pedm_api::agent::{AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionUpload, SignedSnapshot};
 use pedm_api::socket::{
     Accepted, Frame, MAX_START_FRAME, Refused, StartExec, read_frame_limited, write_frame,
 };
@@ -66,13 +64,31 @@ pub struct Agent {
 #[command(name = "pedm-agent", version, about = "pedm host agent")]
 pub struct Args {
     /// Configuration file.
-    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    #[arg(long, short, default_value = DEFAULT_CONFIG, global = true)]
     pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentCommand {
+    /// What this host enforces and what it still owes the server (exit 1 when the server
+    /// refused records that are kept here).
+    Status,
 }
 
 pub fn main() -> std::process::ExitCode {
     use clap::Parser;
     let args = Args::parse();
+    if let Some(AgentCommand::Status) = args.command {
+        return match crate::status::print(&args.config) {
+            Ok(code) => std::process::ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("PEDM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -169,8 +185,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refusals of one user within this long are recorded as one report (the first at once).
+/// Refusals of one user within this long are recorded as one report (the first few at once).
 const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+/// What a refusal keeps of the argv (with the hash of the whole): nothing ran, and the
+/// refusals of anyone who can connect must stay small on disk.
+const REFUSAL_ARGV_BYTES: usize = 1024;
 
 /// The agent holds a descriptor or more per connection and session: take the hard limit
 /// of open files rather than the usual soft 1024.
@@ -187,11 +206,7 @@ fn raise_open_files_limit() {
 /// Ends the processes a session interrupted by the agent's stop left running (found by
 /// session id, start time and user, or by the session's environment marker, see
 /// [`crate::procs`]); returns how many were killed.
-fn end_leftovers(
-    id: Uuid,
-    meta: &SessionUpload,
-    noted: Option<crate::outbox::PidNote>,
-) -> usize {
+fn end_leftovers(id: Uuid, meta: &SessionUpload, noted: Option<crate::outbox::PidNote>) -> usize {
     let Ok(user) = TargetUser::lookup(&meta.run_as) else {
         tracing::warn!(session = %id, run_as = %meta.run_as, "run-as user gone; nothing to end");
         return 0;
@@ -439,7 +454,7 @@ impl Agent {
         sha: Option<String>,
         reason: &str,
     ) -> AgentReport {
-        let (argv, whole) = pedm_api::agent::cut_argv(argv);
+        let (argv, whole) = pedm_api::agent::cut_argv(argv, REFUSAL_ARGV_BYTES);
         AgentReport {
             id: Uuid::now_v7(),
             at: Timestamp::now(),
@@ -469,7 +484,10 @@ impl Agent {
             }
         };
         let Some(_admitted) = self.connections.admit(cred.uid()) else {
-            tracing::warn!(uid = cred.uid(), "too many connections from one user; refused");
+            tracing::warn!(
+                uid = cred.uid(),
+                "too many connections from one user; refused"
+            );
             let _ = refuse(
                 &mut stream,
                 format!(
@@ -605,7 +623,8 @@ impl Agent {
             .map_err(|e| (Refusal(e.to_string()), None))?;
         let sha = resolved.sha256().to_string();
         let path = resolved.path().to_string_lossy().into_owned();
-        let shell = start.shell || crate::shells::is_shell(resolved.path(), &args, start.tty.is_some());
+        let shell =
+            start.shell || crate::shells::is_shell(resolved.path(), &args, start.tty.is_some());
         let cwd = match &start.cwd {
             None => None,
             Some(dir) => Some(
@@ -756,7 +775,7 @@ impl Agent {
         });
         let recording = self.outbox.recording_path(session);
         // Tasks are bounded by their definitions; cut anyway so the record always fits.
-        let (recorded_argv, whole_argv) = pedm_api::agent::cut_argv(&p.argv);
+        let (recorded_argv, whole_argv) = pedm_api::agent::cut_argv(&p.argv, REPORT_ARGV_BYTES);
         let meta = SessionUpload {
             grant_id,
             delegation_id,

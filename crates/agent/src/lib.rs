@@ -36,4 +36,5 @@ pub mod recording;
 pub mod session;
 pub mod shells;
 pub mod snapshot;
+pub mod status;
 pub mod user;

@@ -490,10 +490,7 @@ impl Outbox {
                     }
                 }
             }
-            match client
-                .agent_undelivered(&UndeliveredItems { items })
-                .await
-            {
+            match client.agent_undelivered(&UndeliveredItems { items }).await {
                 Ok(_) => {
                     for (_, path) in chunk {
                         let _ = std::fs::remove_file(path);
@@ -532,7 +529,9 @@ fn batches(items: Vec<(AgentReport, PathBuf)>) -> Vec<Vec<(AgentReport, PathBuf)
     let mut out: Vec<Vec<(AgentReport, PathBuf)>> = vec![];
     let mut bytes = 0;
     for item in items {
-        let size = serde_json::to_vec(&item.0).map(|b| b.len() + 1).unwrap_or(0);
+        let size = serde_json::to_vec(&item.0)
+            .map(|b| b.len() + 1)
+            .unwrap_or(0);
         match out.last_mut() {
             Some(b) if b.len() < REPORT_BATCH && bytes + size <= REPORT_BATCH_BYTES => {
                 bytes += size;

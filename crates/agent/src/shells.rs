@@ -15,9 +15,9 @@ use std::path::Path;
 /// Interpreters that read and run whatever is typed at them (matched on the file name, with
 /// version suffixes: `python3.11`, `perl5.36`).
 const INTERPRETERS: &[&str] = &[
-    "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox", "python",
-    "perl", "ruby", "irb", "node", "nodejs", "lua", "php", "tclsh", "wish", "guile", "R",
-    "julia", "pwsh", "expect", "gdb", "sqlite3", "psql", "mysql", "mariadb",
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox", "python", "perl",
+    "ruby", "irb", "node", "nodejs", "lua", "php", "tclsh", "wish", "guile", "R", "julia", "pwsh",
+    "expect", "gdb", "sqlite3", "psql", "mysql", "mariadb",
 ];
 
 /// See the module documentation. `path` is the canonical path that runs.

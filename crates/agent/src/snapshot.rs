@@ -391,11 +391,23 @@ mod tests {
         let (signed, s) = snap(10, now);
         let mut e = Enforced::new(signed, s).unwrap();
         let (signed, s) = snap(11, now - hour);
-        assert!(e.replace(signed, s).is_ok(), "newer position, earlier clock");
+        assert!(
+            e.replace(signed, s).is_ok(),
+            "newer position, earlier clock"
+        );
         let (signed, s) = snap(11, now - hour - hour);
         assert!(e.replace(signed, s).is_ok(), "same position: same state");
         let (signed, s) = snap(9, now + hour);
         let err = e.replace(signed, s).unwrap_err();
-        assert!(matches!(err, SnapshotError::Stale { offered: 9, current: 11 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                SnapshotError::Stale {
+                    offered: 9,
+                    current: 11
+                }
+            ),
+            "{err}"
+        );
     }
 }

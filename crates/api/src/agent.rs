@@ -117,14 +117,13 @@ pub struct UndeliveredItems {
     pub items: Vec<Undelivered>,
 }
 
-/// Cuts `argv` to at most [`REPORT_ARGV_BYTES`] (each argument counted with one separator
-/// byte): whole arguments while they fit, then a part of the next one, cut on a character
+/// Cuts `argv` to at most `max` bytes (each argument counted with one separator byte): whole arguments while they fit, then a part of the next one, cut on a character
 /// boundary. Returns the argv unchanged with `None`, or the cut one with the hex SHA-256 of
 /// the whole (each argument followed by a NUL byte) and its size.
-pub fn cut_argv(argv: &[String]) -> (Vec<String>, Option<(String, u64)>) {
+pub fn cut_argv(argv: &[String], max: usize) -> (Vec<String>, Option<(String, u64)>) {
     use sha2::Digest;
     let total: usize = argv.iter().map(|a| a.len() + 1).sum();
-    if total <= REPORT_ARGV_BYTES {
+    if total <= max {
         return (argv.to_vec(), None);
     }
     let mut hasher = sha2::Sha256::new();
@@ -133,7 +132,7 @@ pub fn cut_argv(argv: &[String]) -> (Vec<String>, Option<(String, u64)>) {
         hasher.update([0u8]);
     }
     let mut out = vec![];
-    let mut room = REPORT_ARGV_BYTES;
+    let mut room = max;
     for a in argv {
         if a.len() < room {
             out.push(a.clone());

@@ -295,7 +295,10 @@ fn redacted(output: &str) -> String {
     if output.trim().is_empty() {
         String::new()
     } else {
-        format!("[{} bytes of output not shown: they may hold a secret]", output.len())
+        format!(
+            "[{} bytes of output not shown: they may hold a secret]",
+            output.len()
+        )
     }
 }
 

@@ -189,7 +189,10 @@ async fn exit_75_is_retryable_and_other_failures_are_refused() {
 async fn output_is_bounded() {
     let (_dir, path) = script("head -c 300000 /dev/zero | tr '\\0' x\nexit 1\n");
     // (`revoke`: the output of `grant` is never shown at all.)
-    let e = provisioner(&path, |_| {}).revoke(&spec()).await.unwrap_err();
+    let e = provisioner(&path, |_| {})
+        .revoke(&spec())
+        .await
+        .unwrap_err();
     let msg = e.to_string();
     assert!(msg.len() < MAX_CAPTURE + 1024, "{}", msg.len());
     assert!(
@@ -289,7 +292,10 @@ async fn remove_standing_runs_the_program_with_the_finding() {
 async fn grant_output_is_never_echoed() {
     for (body, ok) in [
         ("echo 'password: hunter2-secret'", false),
-        ("echo '{\"secret\": \"hunter2-secret\", \"extra\": 1}'", false),
+        (
+            "echo '{\"secret\": \"hunter2-secret\", \"extra\": 1}'",
+            false,
+        ),
         ("echo 'hunter2-secret' ; exit 3", false),
         ("echo '{\"secret\": \"hunter2-secret\"}'", true),
         (":", true),

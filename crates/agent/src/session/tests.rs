@@ -719,7 +719,12 @@ async fn a_signal_never_reaches_the_agents_own_group() {
     })
     .await;
     // This process is alive to see it: the first signal went to the command's group.
-    assert_eq!(outcome.exited.signal, Some(libc::SIGUSR2), "{:?}", outcome.exited);
+    assert_eq!(
+        outcome.exited.signal,
+        Some(libc::SIGUSR2),
+        "{:?}",
+        outcome.exited
+    );
 }
 
 #[tokio::test]

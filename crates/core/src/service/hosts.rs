@@ -367,7 +367,10 @@ impl ControlPlane {
         if items.len() > MAX_UNDELIVERED {
             return Err(Error::invalid(
                 "items",
-                format!("{} items in one call, more than {MAX_UNDELIVERED}", items.len()),
+                format!(
+                    "{} items in one call, more than {MAX_UNDELIVERED}",
+                    items.len()
+                ),
             ));
         }
         for u in &items {
@@ -377,12 +380,17 @@ impl ControlPlane {
             if u.error.len() > 4096 {
                 return Err(Error::invalid("error", "is longer than 4096 bytes"));
             }
-            if let Some(user) = &u.user {
-                validate_name("user", user)?;
-            }
         }
         let mut new = 0;
-        for u in items {
+        for mut u in items {
+            // Informational: a name the server would refuse (maybe why the item was refused)
+            // is left out rather than refusing the notice.
+            if u.user
+                .as_deref()
+                .is_some_and(|n| validate_name("user", n).is_err())
+            {
+                u.user = None;
+            }
             let ev = NewAuditEvent::new(
                 self.now(),
                 &format!("host:{host}"),

@@ -76,7 +76,8 @@ impl Agent {
             &config,
             format!(
                 "server_url = {:?}\nhost = \"web1\"\ntoken_file = {:?}\nserver_key = {:?}\n\
-                 socket = {:?}\nstate_dir = {:?}\nkill_grace = \"1s\"\n",
+                 socket = {:?}\nstate_dir = {:?}\nkill_grace = \"1s\"\n\
+                 first_frame_timeout = \"2s\"\n",
                 s.url,
                 token_file,
                 server_key,
@@ -173,6 +174,21 @@ impl Agent {
 
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("agent.sock")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.config.clone()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Whether the agent process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// `pedm ARGS` run as `user` against this agent, from the agent's directory.

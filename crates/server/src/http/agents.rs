@@ -222,8 +222,7 @@ async fn agent_undelivered(
     Body(body): Body<UndeliveredItems>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let n = s.cp.record_undelivered(&h.host, body.items).await?;
-    metrics::counter!("pedm_agent_undelivered_total", "host" => h.host.clone())
-        .increment(n as u64);
+    metrics::counter!("pedm_agent_undelivered_total", "host" => h.host.clone()).increment(n as u64);
     Ok(Json(serde_json::json!({ "recorded": n })))
 }
 
