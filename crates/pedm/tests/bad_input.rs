@@ -428,3 +428,48 @@ async fn non_admins_cannot_administer() {
         "target nope",
     );
 }
+
+/// Anyone who reaches the server may fail to authenticate, but not grow the audit log at
+/// will: past the first few failures of a source in a window, they become one aggregated
+/// event with the count (recorded when the window closes, or at shutdown).
+#[tokio::test]
+async fn failed_authentication_is_aggregated_per_source() {
+    let mut s = Server::start();
+    let forged = s.client("pedm_0123456789abcdef_forgedsecretforgedsecret");
+    for _ in 0..300 {
+        assert_err(forged.whoami().await, 401, "invalid token");
+    }
+    let failed = |s: &Server| {
+        let admin = s.admin();
+        async move {
+            admin
+                .audit_events(&AuditQuery {
+                    action: Some("auth.failed".into()),
+                    limit: Some(1000),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let now = failed(&s).await;
+    assert!(
+        now.len() <= 10,
+        "{} auth.failed events for 300 attempts",
+        now.len()
+    );
+    // A graceful stop records what was counted.
+    s.restart();
+    let after = failed(&s).await;
+    let total: u64 = after
+        .iter()
+        .map(|e| e.data["count"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(total, 300, "{after:?}");
+    let agg = after
+        .iter()
+        .find(|e| e.data["aggregated"] == true)
+        .expect("an aggregated event");
+    assert_eq!(agg.data["source"], "127.0.0.1");
+    assert!(agg.data["first"].is_string() && agg.data["last"].is_string());
+}

@@ -181,6 +181,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ));
     }
+    let auth_failures = tokio::spawn(flush_auth_failures(cp.clone(), shutdown_rx.clone()));
     tokio::spawn(follow_policy_versions(
         cp.clone(),
         agents.clone(),
@@ -239,6 +240,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .context("server failed")?;
     let _ = shutdown_tx.send(true);
     let _ = scheduler.await;
+    let _ = auth_failures.await;
     if let Some(r) = runner {
         let _ = r.await;
     }
@@ -250,6 +252,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Another instance sharing the database may apply policies; pick them up within seconds.
+/// Records the aggregated failed authentications as their windows close (every 10 s), and
+/// what is left at shutdown.
+async fn flush_auth_failures(cp: Arc<ControlPlane>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        let all = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        if let Err(e) = cp.flush_auth_failures(all).await {
+            tracing::warn!(error = %e, "cannot record aggregated authentication failures");
+        }
+        if all {
+            return;
+        }
+    }
+}
+
 async fn follow_policy_versions(
     cp: Arc<ControlPlane>,
     agents: Arc<agents::AgentHub>,

@@ -209,6 +209,7 @@ impl ControlPlane {
         match (why, host) {
             (None, Some(h)) => Ok(h.name),
             (why, _) => {
+                let reason = why.unwrap_or("invalid");
                 let ev = NewAuditEvent::new(
                     now,
                     "anonymous",
@@ -219,7 +220,7 @@ impl ControlPlane {
                 .data(
                     json!({ "reason": why.unwrap_or("invalid"), "source": source, "kind": "host" }),
                 );
-                self.store.commit(Changeset::new().event(ev)).await?;
+                self.record_auth_failure(ev, source, reason, "host").await?;
                 Err(Error::Unauthenticated("invalid host token".into()))
             }
         }

@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth_cache;
+mod auth_failures;
 mod delegation;
 mod grants;
 mod hosts;
@@ -113,6 +114,8 @@ pub struct ControlPlane {
     jobs_changed: Arc<Notify>,
     /// Recently authenticated tokens (see [`auth_cache`] for what staleness this allows).
     auth_cache: auth_cache::AuthCache,
+    /// Failed authentications per source address (see [`auth_failures`]).
+    auth_failures: auth_failures::AuthFailures,
 }
 
 pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
@@ -162,6 +165,7 @@ impl ControlPlane {
             provisioning: None,
             jobs_changed: Arc::new(Notify::new()),
             auth_cache: auth_cache::AuthCache::default(),
+            auth_failures: auth_failures::AuthFailures::default(),
         }
     }
 
@@ -267,6 +271,44 @@ impl ControlPlane {
 
     // ---------------------------------------------------------------- identity
 
+    /// Records a failed authentication, unless its source has failed often in this window
+    /// already (it is then counted into one aggregated event, see [`Self::flush_auth_failures`]).
+    pub(crate) async fn record_auth_failure(
+        &self,
+        event: NewAuditEvent,
+        source: Option<&str>,
+        reason: &str,
+        kind: &'static str,
+    ) -> Result<()> {
+        if self.auth_failures.admit(source, self.now(), reason, kind) {
+            self.store.commit(Changeset::new().event(event)).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the failed authentications counted in windows that have closed (all of them
+    /// with `all`, at shutdown): one `auth.failed` event per source and window with the
+    /// count, first and last time. Returns how many events.
+    pub async fn flush_auth_failures(&self, all: bool) -> Result<usize> {
+        let closed = self.auth_failures.closed(self.now(), all);
+        let n = closed.len();
+        for a in closed {
+            let ev = NewAuditEvent::new(self.now(), "anonymous", "auth.failed", None)
+                .outcome(Outcome::Denied)
+                .data(json!({
+                    "reason": a.reason,
+                    "source": a.source,
+                    "kind": a.kind,
+                    "aggregated": true,
+                    "count": a.count,
+                    "first": a.first,
+                    "last": a.last,
+                }));
+            self.store.commit(Changeset::new().event(ev)).await?;
+        }
+        Ok(n)
+    }
+
     /// Resolves a presented API token to an actor. Failures are recorded (never with the
     /// secret) and reported without saying which part was wrong.
     pub async fn authenticate(&self, presented: &str, source: Option<&str>) -> Result<Actor> {
@@ -282,9 +324,13 @@ impl ControlPlane {
             .data(json!({ "reason": why, "source": source }))
         };
         let Some((id, secret)) = token::parse(presented) else {
-            self.store
-                .commit(Changeset::new().event(fail(None, "malformed token")))
-                .await?;
+            self.record_auth_failure(
+                fail(None, "malformed token"),
+                source,
+                "malformed token",
+                "user",
+            )
+            .await?;
             return Err(Error::Unauthenticated("invalid token".into()));
         };
         // A token that authenticated moments ago: the secret and expiry are checked again, the
@@ -316,8 +362,7 @@ impl ControlPlane {
             _ => None,
         };
         if let Some(why) = why {
-            self.store
-                .commit(Changeset::new().event(fail(Some(id), why)))
+            self.record_auth_failure(fail(Some(id), why), source, why, "user")
                 .await?;
             let msg = match why {
                 "expired token" => "token has expired",
