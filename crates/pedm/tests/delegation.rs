@@ -1139,3 +1139,53 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
         );
     }
 }
+
+/// A delegation holds only while the policy in force still lets its delegator delegate: a
+/// forbid added later stops its pre-approval at once, and a scope entry that matches no
+/// target (so policy could not judge it) is refused when the delegation is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegations_are_judged_by_the_policy_in_force_at_each_use() {
+    let w = world().await;
+    let (code, msg) = status(
+        w.admin
+            .create_delegation(&CreateDelegation {
+                roles: vec!["root".into()],
+                ..to_user("hd1", None, &[], &["env=nowhere"], in_secs(600))
+            })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 400, "{msg}");
+    assert!(msg.contains("env=nowhere matches no target"), "{msg}");
+
+    w.admin
+        .create_delegation(&CreateDelegation {
+            roles: vec!["root".into()],
+            ..to_user("hd1", None, &[], &["web1"], in_secs(600))
+        })
+        .await
+        .unwrap();
+    let r = w
+        .hd1
+        .create_request(&req("web1", "root", "10m", "first"))
+        .await
+        .unwrap();
+    assert_eq!(r.request.state, RequestState::Approved);
+    w.hd1
+        .release_grant(r.grant.unwrap().id, &Reason { reason: None })
+        .await
+        .unwrap();
+    // Policy now says admins may not delegate root: the old delegation pre-approves nothing.
+    add_policy(
+        &w.admin,
+        "no-root-delegation.cedar",
+        "@id(\"no-root-delegation\")\nforbid (principal, action == Pedm::Action::\"delegate\", resource is Pedm::Role)\nwhen { resource.name == \"root\" };\n",
+    )
+    .await;
+    let r = w
+        .hd1
+        .create_request(&req("web1", "root", "10m", "second"))
+        .await
+        .unwrap();
+    assert_eq!(r.request.state, RequestState::Pending, "{:?}", r.request);
+}

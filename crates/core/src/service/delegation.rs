@@ -257,6 +257,14 @@ impl ControlPlane {
         if !chain_allows(&chain, target, item) {
             return Ok(None);
         }
+        // The policy in force now must still let the root delegator delegate this item on
+        // this target: a role or target created after the delegation, or a policy changed
+        // since, is never pre-approved on the strength of an old decision.
+        if let Some(root) = chain.last()
+            && !self.may_still_delegate(root, target, item, now).await?
+        {
+            return Ok(None);
+        }
         Ok(Some(
             chain
                 .iter()
@@ -264,6 +272,41 @@ impl ControlPlane {
                 .min()
                 .unwrap_or(d.expires_at),
         ))
+    }
+
+    /// Whether the policy in force lets `root`'s delegator delegate `item` on `target` now.
+    async fn may_still_delegate(
+        &self,
+        root: &Delegation,
+        target: &Target,
+        item: Item<'_>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        if root.delegator == SYSTEM_ACTOR {
+            return Ok(true);
+        }
+        let Some(user) = self.store.user(&root.delegator).await? else {
+            return Ok(false);
+        };
+        let actor = Actor {
+            user: user.name.clone(),
+            admin: user.admin,
+            groups: self.store.groups_of(&user.name).await?,
+            token_id: None,
+        };
+        let secs = root.expires_at.duration_since(now).as_secs().max(1);
+        let decider = self.decider();
+        let verdict = match item {
+            Item::Task(name) => decider.may_delegate(&actor, target, Delegable::Task(name), secs),
+            Item::Role(name) => match self.store.role(&target.name, name).await? {
+                Some(role) => decider.may_delegate(&actor, target, Delegable::Role(&role), secs),
+                None => return Ok(false),
+            },
+        };
+        if let Err(why) = &verdict {
+            tracing::info!(delegation = %root.id, target = %target.name, why, "delegation no longer allowed by policy");
+        }
+        Ok(verdict.is_ok())
     }
 
     /// The live delegation that pre-approves `role` on `target` for `actor` (the one lasting
@@ -365,6 +408,14 @@ impl ControlPlane {
             defs.push(self.load_task(t).await?);
         }
         let targets = self.store.targets().await?;
+        // A scope entry that names nothing now would pre-approve whatever matches it later,
+        // which policy never saw.
+        if let Some(empty) = scope.iter().find(|i| !targets.iter().any(|t| i.matches(t))) {
+            return Err(Error::invalid(
+                "scope",
+                format!("{empty} matches no target (create the target first)"),
+            ));
+        }
         let in_scope: Vec<&Target> = targets
             .iter()
             .filter(|t| scope_matches(&scope, t))
