@@ -450,6 +450,14 @@ impl Verifier {
         }
         let events = self.acc.size();
         let mut warnings = Vec::new();
+        if events == 0 && self.checkpoints == 0 && self.require_covered {
+            // An empty export proves nothing: no signature says the log was empty.
+            return Err(VerifyFailure::new(
+                FailureKind::Uncovered,
+                None,
+                "no events and no signed checkpoint: nothing shows this is the whole log",
+            ));
+        }
         if self.covered < events {
             let msg = if self.checkpoints == 0 {
                 format!(
