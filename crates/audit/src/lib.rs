@@ -124,5 +124,5 @@ pub use merkle::{
 };
 pub use note::{CheckpointNote, NoteError, NoteSignature, VerifierKey};
 pub use verify::{
-    FailureKind, Verifier, VerifyFailure, VerifyOptions, VerifyReport, verify_events,
+    FailureKind, TrustedHead, Verifier, VerifyFailure, VerifyOptions, VerifyReport, verify_events,
 };

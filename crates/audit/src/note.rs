@@ -56,7 +56,10 @@ pub fn key_id(name: &str, alg: u8, key: &[u8; 32]) -> [u8; 4] {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control())
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
 }
 
 /// The checkpoint body (what the log signs).
@@ -104,8 +107,9 @@ impl std::str::FromStr for VerifierKey {
     type Err = NoteError;
     fn from_str(s: &str) -> Result<Self, NoteError> {
         let s = s.trim();
-        let mut parts = s.rsplitn(3, '+');
-        let (Some(b64), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        // Names have no '+'; the base64 may.
+        let mut parts = s.splitn(3, '+');
+        let (Some(name), Some(id), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::BadKey(format!(
                 "{s:?} is not <name>+<key id hex>+<base64 key>"
             )));
@@ -211,7 +215,10 @@ impl CheckpointNote {
             .split_once("\n\n")
             .ok_or_else(|| bad("no empty line between the body and the signatures"))?;
         let mut lines = body.split('\n');
-        let origin = lines.next().filter(|o| !o.is_empty()).ok_or_else(|| bad("no origin"))?;
+        let origin = lines
+            .next()
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| bad("no origin"))?;
         let size_text = lines.next().ok_or_else(|| bad("no size line"))?;
         let size: u64 = size_text
             .parse()
@@ -386,7 +393,11 @@ mod tests {
             Err(NoteError::WrongOrigin { .. })
         ));
         let other = SigningKey::from_seed(&[8; 32]);
-        assert!(parsed.verify_log(&other.note_vkey("example.com/log")).is_err());
+        assert!(
+            parsed
+                .verify_log(&other.note_vkey("example.com/log"))
+                .is_err()
+        );
         let forged = CheckpointNote::parse(&text.replacen("\n42\n", "\n43\n", 1)).unwrap();
         assert!(forged.verify_log(&vk).is_err());
 

@@ -152,7 +152,7 @@ pub async fn check_rollback(store: &dyn Store, head_file: &Path) -> anyhow::Resu
         return Ok(());
     };
     let size = head.checkpoint.size;
-    let events = store.audit_head().await?.map_or(0, |(s, _)| s) as u64;
+    let events = present_events(store).await?;
     let fix = format!(
         "restore the database that belongs to this data directory, or take this one on \
          deliberately with `pedmd audit accept-rollback` (recorded in the audit log); the trusted \
@@ -176,6 +176,27 @@ pub async fn check_rollback(store: &dyn Store, head_file: &Path) -> anyhow::Resu
             hex::encode(head.checkpoint.root)
         ),
     }
+}
+
+/// How many events the database really holds as a prefix: the head row says how many there
+/// should be, and the last of those must exist (a cut tail leaves the head row behind), found
+/// by bisection in O(log n) reads.
+pub async fn present_events(store: &dyn Store) -> anyhow::Result<u64> {
+    let claimed = store.audit_head().await?.map_or(0, |(s, _)| s);
+    let exists = |k: i64| async move { anyhow::Ok(!store.audit_hashes(k, k).await?.is_empty()) };
+    if claimed == 0 || exists(claimed).await? {
+        return Ok(claimed as u64);
+    }
+    let (mut lo, mut hi) = (0i64, claimed - 1);
+    while lo < hi {
+        let mid = lo + (hi - lo + 1) / 2;
+        if exists(mid).await? {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(lo as u64)
 }
 
 /// Words of the verifier's for a broken chain.
@@ -332,10 +353,7 @@ impl AuditSigner {
                 })
                 .await?;
             if page.is_empty() {
-                let why = format!(
-                    "event {}: missing (the log should reach {head})",
-                    after + 1
-                );
+                let why = format!("event {}: missing (the log should reach {head})", after + 1);
                 st.broken.get_or_insert(why.clone());
                 bail!("audit log: {why}");
             }
@@ -372,9 +390,7 @@ impl AuditSigner {
     /// returned.
     pub async fn sign_now(&self) -> anyhow::Result<Option<SignedCheckpoint>> {
         let mut st = self.state.lock().await;
-        self.checked(&mut st)
-            .await
-            .context("refusing to sign")?;
+        self.checked(&mut st).await.context("refusing to sign")?;
         if st.acc.is_empty() {
             return Ok(None);
         }
@@ -393,9 +409,7 @@ impl AuditSigner {
             self.submit_to_witnesses().await;
             return Ok(Some(cp));
         }
-        let cp = self
-            .key
-            .sign_checkpoint(size, root, jiff::Timestamp::now());
+        let cp = self.key.sign_checkpoint(size, root, jiff::Timestamp::now());
         self.store.save_checkpoint(&to_record(&cp)).await?;
         self.remember_head(&mut st, &cp)?;
         st.note = Some(self.key.sign_note(&self.origin, size, &root));

@@ -306,7 +306,10 @@ impl Config {
                         bail!("audit.witnesses[{i}].key: not a witness (cosigner) key");
                     }
                     if !w.url.starts_with("http://") && !w.url.starts_with("https://") {
-                        bail!("audit.witnesses[{i}].url: {:?} is not an http(s) URL", w.url);
+                        bail!(
+                            "audit.witnesses[{i}].url: {:?} is not an http(s) URL",
+                            w.url
+                        );
                     }
                     Ok(crate::witness::WitnessTarget {
                         url: w.url.clone(),

@@ -359,13 +359,16 @@ async fn accept_rollback(args: &Args, yes: bool) -> anyhow::Result<()> {
     init_logging(cfg.json_logs);
     let head_file = audit_signer::head_path(&cfg.audit_signing_key);
     let Some(head) = audit_signer::read_head(&head_file)? else {
-        println!("no trusted head at {}: nothing to accept", head_file.display());
+        println!(
+            "no trusted head at {}: nothing to accept",
+            head_file.display()
+        );
         return Ok(());
     };
     let store = pedm_store::open_store(&cfg.database_url)
         .await
         .context("cannot open the database")?;
-    let events = store.audit_head().await?.map_or(0, |(s, _)| s);
+    let events = audit_signer::present_events(store.as_ref()).await?;
     let latest = store.latest_checkpoint().await?.map(|c| c.size);
     if audit_signer::check_rollback(store.as_ref(), &head_file)
         .await
@@ -412,7 +415,11 @@ async fn accept_rollback(args: &Args, yes: bool) -> anyhow::Result<()> {
     ));
     std::fs::rename(&head_file, &aside)
         .with_context(|| format!("cannot move {} aside", head_file.display()))?;
-    tracing::warn!(trusted = head.checkpoint.size, events, "audit rollback accepted");
+    tracing::warn!(
+        trusted = head.checkpoint.size,
+        events,
+        "audit rollback accepted"
+    );
     println!(
         "accepted: the database ({events} events) replaces the trusted head ({} events), kept \
          as {}; recorded as audit.rollback_accepted",

@@ -90,9 +90,9 @@ pub async fn submit(
             StatusCode::OK => {
                 let mut cosigned = note.clone();
                 cosigned.add_signatures(&text)?;
-                cosigned
-                    .cosigned_by(&w.key)
-                    .ok_or_else(|| anyhow!("the answer carries no valid cosignature by {}", w.key))?;
+                cosigned.cosigned_by(&w.key).ok_or_else(|| {
+                    anyhow!("the answer carries no valid cosignature by {}", w.key)
+                })?;
                 let sig = cosigned
                     .signatures
                     .into_iter()
@@ -105,9 +105,7 @@ pub async fn submit(
                     anyhow!("the witness refused (409) without a size: {}", text.trim())
                 })?;
                 if theirs == old {
-                    bail!(
-                        "the witness holds another checkpoint of {old} events: the log forked"
-                    );
+                    bail!("the witness holds another checkpoint of {old} events: the log forked");
                 }
                 old = theirs;
             }
@@ -173,7 +171,12 @@ fn save_state(path: &Path, state: &BTreeMap<String, (u64, String)>) -> anyhow::R
 }
 
 fn answer(status: StatusCode, text: impl Into<String>) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text.into()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text.into(),
+    )
+        .into_response()
 }
 
 fn parse_request(body: &str) -> Result<(u64, Vec<[u8; 32]>, CheckpointNote), String> {
@@ -211,7 +214,10 @@ async fn add_checkpoint(State(w): State<Witness>, body: Bytes) -> Response {
         Err(e) => return answer(StatusCode::BAD_REQUEST, e),
     };
     let Some(log) = w.logs.get(&note.origin) else {
-        return answer(StatusCode::NOT_FOUND, format!("unknown log {:?}", note.origin));
+        return answer(
+            StatusCode::NOT_FOUND,
+            format!("unknown log {:?}", note.origin),
+        );
     };
     if let Err(e) = note.verify_log(log) {
         return answer(StatusCode::FORBIDDEN, e.to_string());
@@ -219,7 +225,10 @@ async fn add_checkpoint(State(w): State<Witness>, body: Bytes) -> Response {
     if old > note.size {
         return answer(
             StatusCode::BAD_REQUEST,
-            format!("old size {old} is larger than the checkpoint's {}", note.size),
+            format!(
+                "old size {old} is larger than the checkpoint's {}",
+                note.size
+            ),
         );
     }
     let mut state = w.state.lock().await;
@@ -247,8 +256,7 @@ async fn add_checkpoint(State(w): State<Witness>, body: Bytes) -> Response {
             return size_conflict();
         }
     } else if old > 0 {
-        let old_root: [u8; 32] = match B64.decode(&have_root).ok().and_then(|v| v.try_into().ok())
-        {
+        let old_root: [u8; 32] = match B64.decode(&have_root).ok().and_then(|v| v.try_into().ok()) {
             Some(r) => r,
             None => return answer(StatusCode::INTERNAL_SERVER_ERROR, "corrupt witness state"),
         };
@@ -259,7 +267,10 @@ async fn add_checkpoint(State(w): State<Witness>, body: Bytes) -> Response {
                 "inconsistent checkpoint: not cosigned");
             return answer(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the checkpoint of {} events does not extend the one of {old}: {e}", note.size),
+                format!(
+                    "the checkpoint of {} events does not extend the one of {old}: {e}",
+                    note.size
+                ),
             );
         }
     } else if !proof.is_empty() {
@@ -269,7 +280,10 @@ async fn add_checkpoint(State(w): State<Witness>, body: Bytes) -> Response {
     next.insert(note.origin.clone(), (note.size, root));
     if let Err(e) = save_state(&w.state_file, &next) {
         tracing::error!(error = %format!("{e:#}"), "cannot persist the witness state");
-        return answer(StatusCode::SERVICE_UNAVAILABLE, "cannot persist the witness state");
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot persist the witness state",
+        );
     }
     *state = next;
     let now = jiff::Timestamp::now().as_second().max(0) as u64;
@@ -289,7 +303,10 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
         logs.insert(k.name.clone(), k);
     }
     if args.name.is_empty() || args.name.contains(char::is_whitespace) || args.name.contains('+') {
-        bail!("--name {:?}: a witness name has no spaces or '+'", args.name);
+        bail!(
+            "--name {:?}: a witness name has no spaces or '+'",
+            args.name
+        );
     }
     let w = Witness {
         name: args.name.clone(),

@@ -47,16 +47,11 @@ impl ControlPlane {
             }
         }
         // Present grants as they stand now (see `Grant::as_of`): an active grant past its
-        // expiry is listed as expired, not active, even before the scheduler ends it.
+        // expiry is listed as expired, not active, even before the scheduler ends it. For
+        // `expired`, the overdue active ones are read first, so one that the scheduler ends
+        // between the two reads is seen (twice, then deduplicated) rather than missed.
         let now = self.now();
-        let mut out: Vec<Grant> = self
-            .store
-            .grants(&filter)
-            .await?
-            .into_iter()
-            .map(|g| g.as_of(now))
-            .filter(|g| filter.state.is_none_or(|s| g.state == s))
-            .collect();
+        let mut out: Vec<Grant> = vec![];
         if filter.state == Some(GrantState::Expired) {
             let overdue = self
                 .store
@@ -71,9 +66,19 @@ impl ControlPlane {
                     .map(|g| g.as_of(now))
                     .filter(|g| g.state == GrantState::Expired),
             );
-            if let Some(l) = filter.limit {
-                out.truncate(l as usize);
-            }
+        }
+        let seen: std::collections::HashSet<Uuid> = out.iter().map(|g| g.id).collect();
+        out.extend(
+            self.store
+                .grants(&filter)
+                .await?
+                .into_iter()
+                .filter(|g| !seen.contains(&g.id))
+                .map(|g| g.as_of(now))
+                .filter(|g| filter.state.is_none_or(|s| g.state == s)),
+        );
+        if let Some(l) = filter.limit {
+            out.truncate(l as usize);
         }
         Ok(out)
     }

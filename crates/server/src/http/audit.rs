@@ -47,11 +47,7 @@ fn store_err(e: pedm_core::store::StoreError) -> ApiErr {
 
 /// The log does not match what was signed (or the check could not run): nothing is served.
 fn integrity(e: anyhow::Error) -> ApiErr {
-    ApiErr::new(
-        StatusCode::CONFLICT,
-        "audit_integrity",
-        format!("{e:#}"),
-    )
+    ApiErr::new(StatusCode::CONFLICT, "audit_integrity", format!("{e:#}"))
 }
 
 /// Fails closed unless the whole log has been checked and matches its checkpoints.
@@ -325,14 +321,19 @@ async fn produce(
         {
             Ok(p) => p,
             Err(e) => {
-                let _ = tx.send(Err(fail(format!("cannot read the log: {e}")))).await;
+                let _ = tx
+                    .send(Err(fail(format!("cannot read the log: {e}"))))
+                    .await;
                 return;
             }
         };
         match pedm_core::audit::verify_chain(prev, after + 1, &page) {
             Ok(h) if !page.is_empty() => prev = h,
             Ok(_) => {
-                let msg = format!("event {}: missing (the export should reach {last})", after + 1);
+                let msg = format!(
+                    "event {}: missing (the export should reach {last})",
+                    after + 1
+                );
                 let _ = tx.send(Err(fail(msg))).await;
                 return;
             }
