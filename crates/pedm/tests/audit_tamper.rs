@@ -696,3 +696,80 @@ async fn consistency_from_any_earlier_size_and_show_one_event() {
     let o = s.cli(&s.admin_token, &["audit", "show", "99999"]);
     assert_fails(&o, &["audit event 99999 not found"]);
 }
+
+// ------------------------------------------------------------------ the same on PostgreSQL
+
+async fn pg_exec(url: &str, statements: &str) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_string()))
+        .execute(&mut c)
+        .await
+        .expect("tamper");
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_tampering_is_caught_and_the_untouched_log_verifies() {
+    let Some(pg) = pedm_store::testing::TestPostgres::start_or_skip() else {
+        return;
+    };
+    let cases: [(&str, &str); 3] = [
+        ("", ""),
+        (
+            "UPDATE audit_events SET actor = 'mallory' WHERE seq = 5",
+            "event 5: altered",
+        ),
+        ("DELETE FROM audit_events WHERE seq = 6", "event 6: missing"),
+    ];
+    for (i, (tamper, says)) in cases.into_iter().enumerate() {
+        let url = pg.fresh_database(&format!("tamper{i}")).expect("database");
+        let mut s = Server::start_with(Options {
+            database_url: Some(url.clone()),
+            ..Default::default()
+        });
+        workload(&s).await;
+        let key = pubkey(&s);
+        sign(&s);
+        s.stop();
+        if !tamper.is_empty() {
+            pg_exec(&url, tamper).await;
+        }
+        s.start_again();
+        if tamper.is_empty() {
+            // No false alarm.
+            let o = s.cli(
+                &s.admin_token,
+                &["audit", "verify", "--pubkey", &key, "--require-covered"],
+            );
+            assert!(o.status.success(), "{}", stderr(&o));
+            let (status, _) = raw(&s, false, "/audit/export").await;
+            assert_eq!(status, 200);
+        } else {
+            assert_fail_closed(&s, says).await;
+        }
+    }
+    // Cutting the tail (head row included) with its checkpoints: refused at start.
+    let url = pg.fresh_database("tamper_cut").expect("database");
+    let mut s = Server::start_with(Options {
+        database_url: Some(url.clone()),
+        ..Default::default()
+    });
+    workload(&s).await;
+    let size = sign(&s) as i64;
+    s.stop();
+    pg_exec(
+        &url,
+        &format!(
+            "DELETE FROM audit_events WHERE seq > {k}; DELETE FROM audit_checkpoints WHERE size > {k}; \
+             UPDATE audit_head SET seq = {k}, hash = (SELECT hash FROM audit_events WHERE seq = {k});",
+            k = size - 2
+        ),
+    )
+    .await;
+    let log = s.try_start_again().expect_err("must refuse");
+    assert!(
+        log.contains(&format!("holds {} events", size - 2)) && log.contains(&size.to_string()),
+        "{log}"
+    );
+}
