@@ -541,6 +541,10 @@ async fn a_witness_cosigns_growth_and_catches_a_rollback() {
         &log_key.cosigner_vkey("witness.test/other").to_string(),
     ]);
     assert_fails(&o, &["0 valid witness cosignature"]);
+    // The cosignature is kept across a restart.
+    s.restart();
+    let o = verify_witnessed(&s);
+    assert!(o.status.success(), "after a restart: {}", stderr(&o));
     s.stop();
 
     // The attacker restores the database and the head file together: pedmd starts, but the

@@ -54,7 +54,14 @@ struct State {
     note: Option<CheckpointNote>,
     /// Per witness URL: the size it last cosigned (as it told us).
     witness_sizes: std::collections::HashMap<String, u64>,
+    /// Per witness URL: the size it last refused or failed on, and when (retried after
+    /// [`WITNESS_RETRY`], or at once for a new size).
+    witness_failed: std::collections::HashMap<String, (u64, std::time::Instant)>,
 }
+
+/// How long a witness that failed on a checkpoint is left alone before that checkpoint is
+/// submitted to it again.
+const WITNESS_RETRY: Duration = Duration::from_secs(30);
 
 /// Loads the signing key from `path`, or creates one there (mode 0600) if the file is missing.
 pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
@@ -78,6 +85,11 @@ pub fn head_path(key_path: &Path) -> PathBuf {
     let mut p = key_path.as_os_str().to_owned();
     p.push(".head");
     PathBuf::from(p)
+}
+
+/// Where the newest checkpoint note and its cosignatures are kept (beside the trusted head).
+pub fn note_path(head: &Path) -> PathBuf {
+    head.with_extension("note")
 }
 
 /// The default origin line of the log signed by `key`.
@@ -126,20 +138,25 @@ pub fn read_head(path: &Path) -> anyhow::Result<Option<SignedCheckpoint>> {
 
 /// Replaces the trusted head atomically and durably.
 pub fn write_head(path: &Path, cp: &SignedCheckpoint) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string(cp)?;
+    text.push('\n');
+    write_atomically(path, text.as_bytes())
+        .with_context(|| format!("cannot write the trusted audit head {}", path.display()))
+}
+
+/// Temporary file, fsync, rename over `path`, fsync of the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("head.tmp");
-    let ctx = || format!("cannot write the trusted audit head {}", path.display());
-    let mut f = std::fs::File::create(&tmp).with_context(ctx)?;
-    f.write_all(serde_json::to_string(cp)?.as_bytes())
-        .with_context(ctx)?;
-    f.write_all(b"\n").with_context(ctx)?;
-    f.sync_all().with_context(ctx)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, path).with_context(ctx)?;
+    std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(ctx)?;
+        std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
 }
@@ -239,6 +256,7 @@ impl AuditSigner {
         let origin = origin
             .filter(|o| !o.trim().is_empty())
             .unwrap_or_else(|| default_origin(key.public_key()));
+        let note_file = head_file.as_deref().map(note_path);
         Ok(AuditSigner {
             store,
             key,
@@ -250,8 +268,12 @@ impl AuditSigner {
                 prev_hash: GENESIS_HASH,
                 broken: None,
                 trusted,
-                note: None,
+                note: note_file
+                    .as_deref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .and_then(|t| CheckpointNote::parse(&t).ok()),
                 witness_sizes: Default::default(),
+                witness_failed: Default::default(),
             }),
         })
     }
@@ -401,7 +423,11 @@ impl AuditSigner {
             && latest.key_id == self.key.key_id()
         {
             let cp = from_record(&latest)?;
-            if st.note.as_ref().is_none_or(|n| n.size != size) {
+            if st
+                .note
+                .as_ref()
+                .is_none_or(|n| n.size != size || n.root != root || n.origin != self.origin)
+            {
                 st.note = Some(self.key.sign_note(&self.origin, size, &root));
             }
             self.remember_head(&mut st, &cp)?;
@@ -442,8 +468,16 @@ impl AuditSigner {
         {
             let mut st = self.state.lock().await;
             self.checked(&mut st).await?;
-            if st.note.is_some() {
-                return Ok(st.note.clone());
+            if let Some(n) = &st.note {
+                // The note kept on disk may be older or from another database: serve it only
+                // for the newest stored checkpoint, with its root, signed by this key.
+                let latest = self.store.latest_checkpoint().await?;
+                let current = latest.is_some_and(|c| c.size as u64 == n.size && c.root == n.root)
+                    && n.verify_log(&self.key.note_vkey(&self.origin)).is_ok();
+                if current {
+                    return Ok(st.note.clone());
+                }
+                st.note = None;
             }
         }
         self.sign_now().await?;
@@ -471,26 +505,46 @@ impl AuditSigner {
         if self.witnesses.is_empty() {
             return;
         }
-        let (note, known) = {
+        let (note, known, failed) = {
             let st = self.state.lock().await;
             let Some(n) = st.note.clone() else { return };
-            (n, st.witness_sizes.clone())
+            (n, st.witness_sizes.clone(), st.witness_failed.clone())
         };
         for w in &self.witnesses {
             let have = known.get(&w.url).copied();
             if note.cosigned_by(&w.key).is_some() || have == Some(note.size) {
                 continue;
             }
+            if failed
+                .get(&w.url)
+                .is_some_and(|(size, at)| *size == note.size && at.elapsed() < WITNESS_RETRY)
+            {
+                continue;
+            }
             match crate::witness::submit(self, w, &note, have).await {
                 Ok((sig, size)) => {
                     let mut st = self.state.lock().await;
                     st.witness_sizes.insert(w.url.clone(), size);
+                    st.witness_failed.remove(&w.url);
                     if let Some(n) = st.note.as_mut().filter(|n| n.size == note.size) {
+                        n.signatures
+                            .retain(|s| s.name != sig.name || s.key_id != sig.key_id);
                         n.signatures.push(sig);
+                        let text = n.text();
+                        if let Some(p) = self.head_file.as_deref().map(note_path)
+                            && let Err(e) = write_atomically(&p, text.as_bytes())
+                        {
+                            tracing::error!(error = %format!("{e:#}"), "cannot keep the cosigned note");
+                        }
                     }
                     metrics::counter!("pedm_audit_cosignatures_total").increment(1);
                 }
                 Err(e) => {
+                    self.state
+                        .lock()
+                        .await
+                        .witness_failed
+                        .insert(w.url.clone(), (note.size, std::time::Instant::now()));
                     metrics::counter!("pedm_audit_witness_failures_total").increment(1);
                     tracing::error!(witness = %w.url, size = note.size, error = %format!("{e:#}"),
                         "the witness did not cosign the audit checkpoint");
