@@ -327,6 +327,20 @@ impl Client {
         self.get_q("/reports/elevations", q).await
     }
 
+    /// The newest checkpoint as a C2SP signed note, with the witness cosignatures collected.
+    pub async fn audit_note(&self) -> Result<String, ApiError> {
+        let resp = self
+            .stream_get::<()>("/audit/checkpoint.note", None)
+            .await?;
+        let mut out = Vec::new();
+        self.copy_body(resp, &mut out, "the checkpoint note")
+            .await?;
+        String::from_utf8(out).map_err(|_| ApiError::Transport {
+            url: self.base_url().to_string(),
+            message: "the checkpoint note is not UTF-8".into(),
+        })
+    }
+
     /// Streams an export (`jsonl`, `csv` or `ocsf`) into `out` as it arrives; returns the bytes
     /// written. Memory stays bounded whatever the size of the log.
     pub async fn export_audit(

@@ -296,6 +296,13 @@ pub struct AuditPublicKey {
     /// `ed25519:<base64>`.
     pub public_key: String,
     pub key_id: String,
+    /// The origin line of the log's checkpoint notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The C2SP note verifier key of the log (`<origin>+<key id>+<base64>`), for witnesses and
+    /// tools outside pedm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vkey: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]

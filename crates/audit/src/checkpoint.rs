@@ -307,6 +307,12 @@ impl SigningKey {
         }
     }
 
+    /// Pure Ed25519 over `message`: only for the fixed formats of [`crate::note`].
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.key.sign(message).to_bytes()
+    }
+
     /// Signs `message` for one purpose: the signed bytes are `context`, a newline, then the
     /// message, so a signature made for one purpose (an agent's grant snapshot) can never
     /// pass for another (a checkpoint, whose body starts with its own header line).

@@ -108,6 +108,7 @@ pub mod export;
 pub mod formats;
 mod hashing;
 pub mod merkle;
+pub mod note;
 pub mod verify;
 
 pub use checkpoint::{
@@ -121,6 +122,7 @@ pub use merkle::{
     EMPTY_ROOT, Hash, MerkleAccumulator, ProofError, consistency_proof, inclusion_proof, root,
     verify_consistency, verify_inclusion,
 };
+pub use note::{CheckpointNote, NoteError, NoteSignature, VerifierKey};
 pub use verify::{
-    FailureKind, Verifier, VerifyFailure, VerifyOptions, VerifyReport, verify_events,
+    FailureKind, TrustedHead, Verifier, VerifyFailure, VerifyOptions, VerifyReport, verify_events,
 };

@@ -146,8 +146,22 @@ pub struct VerifyOptions {
     /// verified like those in the input. A log shorter than one of them fails as truncated, and
     /// a log that differs from one fails as forged.
     pub trusted_checkpoints: Vec<SignedCheckpoint>,
+    /// Tree heads `(size, root)` the auditor holds from elsewhere and has already
+    /// authenticated (e.g. a C2SP checkpoint note checked with the log's key, and perhaps with
+    /// witness cosignatures): the log must extend each. Shorter: [`FailureKind::Truncated`];
+    /// another root at that size: [`FailureKind::Forged`]; both sizes are named.
+    pub trusted_heads: Vec<TrustedHead>,
     /// Threads for export verification; `None`: all available cores. 1: no extra threads.
     pub threads: Option<usize>,
+}
+
+/// An authenticated tree head the log must extend (see [`VerifyOptions::trusted_heads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedHead {
+    pub size: u64,
+    pub root: Hash,
+    /// What it is, for messages (e.g. the file it came from).
+    pub what: String,
 }
 
 /// What a successful verification established.
@@ -203,6 +217,9 @@ pub struct Verifier {
     covered: u64,
     latest: Option<SignedCheckpoint>,
     diagnosing: Option<Diagnosis>,
+    trusted: BTreeMap<u64, Vec<TrustedHead>>,
+    /// A trusted head the log does not extend (reported at the end, with the log's size).
+    fork: Option<TrustedHead>,
     /// Scratch space for hashing.
     buf: Vec<u8>,
 }
@@ -221,10 +238,21 @@ impl Verifier {
             covered: 0,
             latest: None,
             diagnosing: None,
+            trusted: BTreeMap::new(),
+            fork: None,
             buf: Vec::with_capacity(1024),
         };
         for cp in &opts.trusted_checkpoints {
             v.checkpoint_at(cp.clone(), None)?;
+        }
+        for t in &opts.trusted_heads {
+            if t.size == 0 {
+                if t.root != crate::merkle::EMPTY_ROOT {
+                    v.fork.get_or_insert(t.clone());
+                }
+            } else {
+                v.trusted.entry(t.size).or_default().push(t.clone());
+            }
         }
         Ok(v)
     }
@@ -401,6 +429,12 @@ impl Verifier {
         self.acc.push_leaf_hash(d.leaf);
         self.prev_hash = d.hash;
         self.next_seq += 1;
+        if let Some(ts) = self.trusted.remove(&self.acc.size()) {
+            let root = self.acc.root();
+            if let Some(t) = ts.into_iter().find(|t| t.root != root) {
+                self.fork.get_or_insert(t);
+            }
+        }
         if let Some(ps) = self.pending.remove(&self.acc.size()) {
             for p in ps {
                 self.check_root(p)?;
@@ -426,8 +460,39 @@ impl Verifier {
         if let Some(f) = self.take_diagnosis() {
             return Some(f);
         }
-        let (&size, ps) = self.pending.iter().next()?;
         let count = self.acc.size();
+        if let Some(t) = &self.fork {
+            return Some(
+                VerifyFailure::new(
+                    FailureKind::Forged,
+                    None,
+                    format!(
+                        "the log ({count} events) does not extend the trusted checkpoint {} \
+                         ({} events): its first {} events have another Merkle root (the log \
+                         was rewritten or forked)",
+                        t.what, t.size, t.size
+                    ),
+                )
+                .at(1)
+                .through(t.size as i64),
+            );
+        }
+        if let Some((&size, ts)) = self.trusted.iter().next() {
+            return Some(
+                VerifyFailure::new(
+                    FailureKind::Truncated,
+                    None,
+                    format!(
+                        "the log holds {count} events, fewer than the {size} of the trusted \
+                         checkpoint {} (rolled back or truncated)",
+                        ts[0].what
+                    ),
+                )
+                .at(count as i64 + 1)
+                .through(size as i64),
+            );
+        }
+        let (&size, ps) = self.pending.iter().next()?;
         Some(
             VerifyFailure::new(
                 FailureKind::Truncated,
@@ -450,6 +515,14 @@ impl Verifier {
         }
         let events = self.acc.size();
         let mut warnings = Vec::new();
+        if events == 0 && self.checkpoints == 0 && self.require_covered {
+            // An empty export proves nothing: no signature says the log was empty.
+            return Err(VerifyFailure::new(
+                FailureKind::Uncovered,
+                None,
+                "no events and no signed checkpoint: nothing shows this is the whole log",
+            ));
+        }
         if self.covered < events {
             let msg = if self.checkpoints == 0 {
                 format!(

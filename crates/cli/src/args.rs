@@ -379,9 +379,26 @@ pub enum AuditCmd {
         /// band). Without it a live verify trusts the key the server presents.
         #[arg(long, value_name = "KEY")]
         pubkey: Option<String>,
-        /// Fail when events follow the last signed checkpoint.
+        /// Fail when events follow the last signed checkpoint, or no checkpoint covers the log.
         #[arg(long)]
         require_covered: bool,
+        /// A checkpoint saved earlier (`pedm audit checkpoint --output FILE`): the log must
+        /// extend it; fails naming both sizes if the log is shorter or forked. Repeatable.
+        #[arg(long, value_name = "FILE")]
+        trusted_checkpoint: Vec<PathBuf>,
+        /// Require this many valid witness cosignatures (from --witness-key) on the newest
+        /// checkpoint note (the server's when live; each --trusted-checkpoint file with --file).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        witnesses: usize,
+        /// A witness's cosigner key `<name>+<key id>+<base64>` (printed by `pedmd witness`).
+        /// Repeatable.
+        #[arg(long, value_name = "VKEY")]
+        witness_key: Vec<String>,
+    },
+    /// Show one audit event in full and check its content against its hash.
+    Show {
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        seq: i64,
     },
     /// Print and check an RFC 6962 inclusion proof of one event in a signed checkpoint.
     Prove {
@@ -394,16 +411,22 @@ pub enum AuditCmd {
         #[arg(long, value_name = "KEY")]
         pubkey: Option<String>,
     },
-    /// Print and check an RFC 6962 consistency proof: the log at size TO extends the one at FROM.
+    /// Print and check an RFC 6962 consistency proof: the log at the signed checkpoint of size
+    /// TO extends the log at FROM (any earlier size).
     Consistency {
         from: u64,
-        /// Default: the newest checkpoint.
+        /// The size of a signed checkpoint; default: the newest.
         to: Option<u64>,
         #[arg(long, value_name = "KEY")]
         pubkey: Option<String>,
     },
     /// Sign a checkpoint of the whole log now.
-    Checkpoint,
+    Checkpoint {
+        /// Also save it as a C2SP signed note (with any witness cosignatures) to FILE, to
+        /// verify later that the log still extends it (`verify --trusted-checkpoint FILE`).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// List the signed checkpoints.
     Checkpoints,
     /// Stream the audit log to stdout or a file.
@@ -415,7 +438,12 @@ pub enum AuditCmd {
         output: Option<PathBuf>,
     },
     /// Print the public key that signs checkpoints.
-    Pubkey,
+    Pubkey {
+        /// Print the C2SP note verifier key instead (`<origin>+<key id>+<base64>`), as
+        /// witnesses and tools outside pedm take it.
+        #[arg(long)]
+        vkey: bool,
+    },
 }
 
 /// `pedm report …`: the elevation report ([`ReportCmd`]) and the standing-privilege report.

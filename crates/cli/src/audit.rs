@@ -21,8 +21,12 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
             file,
             pubkey,
             require_covered,
+            trusted_checkpoint,
+            witnesses,
+            witness_key,
         } => {
-            let opts = VerifyOptions {
+            let witness_keys = witness_keys(&witness_key, witnesses)?;
+            let mut opts = VerifyOptions {
                 require_covered,
                 ..Default::default()
             };
@@ -35,6 +39,23 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
                                 .into(),
                         )
                     })?)?;
+                    if witnesses > 0 && trusted_checkpoint.is_empty() {
+                        return Err(UsageError(
+                            "--witnesses with --file needs --trusted-checkpoint: the cosigned \
+                             checkpoint note to hold the export to"
+                                .into(),
+                        )
+                        .into());
+                    }
+                    for t in &trusted_checkpoint {
+                        let (note, text) = load_note(t)?;
+                        opts.trusted_heads.push(trusted_head(
+                            &note,
+                            &key,
+                            &t.display().to_string(),
+                        )?);
+                        require_cosigned(&note, &witness_keys, witnesses, &text)?;
+                    }
                     let f = std::fs::File::open(&path).map_err(|e| {
                         UsageError(format!("--file: cannot open {}: {e}", path.display()))
                     })?;
@@ -44,15 +65,63 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
                         })?;
                     report_ok(ctx, &r, &key, &format!("export {}", path.display()))
                 }
-                None => verify_live(ctx, pubkey.as_deref(), &opts).await,
+                None => {
+                    let key = key(ctx, pubkey.as_deref()).await?;
+                    for t in &trusted_checkpoint {
+                        let (note, _) = load_note(t)?;
+                        opts.trusted_heads.push(trusted_head(
+                            &note,
+                            &key,
+                            &t.display().to_string(),
+                        )?);
+                    }
+                    if witnesses > 0 {
+                        let text = ctx.client.audit_note().await?;
+                        let note = pedm_audit::CheckpointNote::parse(&text)
+                            .map_err(|e| anyhow!("the server's checkpoint note: {e}"))?;
+                        opts.trusted_heads.push(trusted_head(
+                            &note,
+                            &key,
+                            "the server's newest note",
+                        )?);
+                        require_cosigned(
+                            &note,
+                            &witness_keys,
+                            witnesses,
+                            "the server's newest note",
+                        )?;
+                    }
+                    verify_live(ctx, &key, &opts).await
+                }
             }
         }
+        AuditCmd::Show { seq } => show(ctx, seq).await,
         AuditCmd::Prove { seq, size, pubkey } => prove(ctx, seq, size, pubkey.as_deref()).await,
         AuditCmd::Consistency { from, to, pubkey } => {
             consistency(ctx, from, to, pubkey.as_deref()).await
         }
-        AuditCmd::Checkpoint => {
+        AuditCmd::Checkpoint { output } => {
             let cp = ctx.client.sign_audit_checkpoint().await?;
+            if let Some(path) = output {
+                let note = ctx.client.audit_note().await?;
+                let parsed = pedm_audit::CheckpointNote::parse(&note)
+                    .map_err(|e| anyhow!("the server sent a malformed checkpoint note: {e}"))?;
+                if parsed.size < cp.size {
+                    bail!(
+                        "the server's note signs {} events, fewer than its checkpoint of {}",
+                        parsed.size,
+                        cp.size
+                    );
+                }
+                write_file_durably(&path, note.as_bytes())?;
+                eprintln!(
+                    "saved the checkpoint of {} events to {}; later: pedm audit verify \
+                     --pubkey KEY --trusted-checkpoint {}",
+                    parsed.size,
+                    path.display(),
+                    path.display()
+                );
+            }
             print_checkpoints(ctx, &[cp])
         }
         AuditCmd::Checkpoints => print_checkpoints(ctx, &ctx.client.audit_checkpoints().await?),
@@ -79,8 +148,15 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
                 }
             }
         }
-        AuditCmd::Pubkey => {
+        AuditCmd::Pubkey { vkey } => {
             let k = ctx.client.audit_pubkey().await?;
+            if vkey {
+                let v = k
+                    .vkey
+                    .clone()
+                    .ok_or_else(|| anyhow!("the server does not publish a note verifier key"))?;
+                return ctx.emit(&k, || format!("{v}\n"));
+            }
             ctx.emit(&k, || format!("{}\n", k.public_key))
         }
     }
@@ -116,15 +192,26 @@ async fn key(ctx: &Ctx, pubkey: Option<&str>) -> Result<PublicKey> {
     }
 }
 
-async fn verify_live(ctx: &Ctx, pubkey: Option<&str>, opts: &VerifyOptions) -> Result<()> {
-    let key = key(ctx, pubkey).await?;
-    let mut v =
-        Verifier::new(&key, opts).map_err(|f| anyhow!("audit log FAILED verification: {f}"))?;
-    // Checkpoints first, so none signs more than the events fetched afterwards.
-    for cp in ctx.client.audit_checkpoints().await? {
-        v.add_checkpoint(signed(&cp)?)
-            .map_err(|f| anyhow!("audit log FAILED verification: {f}"))?;
-    }
+async fn verify_live(ctx: &Ctx, key: &PublicKey, opts: &VerifyOptions) -> Result<()> {
+    let fail = |f: pedm_audit::VerifyFailure| anyhow!("audit log FAILED verification: {f}");
+    let mut v = Verifier::new(key, opts).map_err(fail)?;
+    // Checkpoints first, so none signs more than the events fetched afterwards. A server that
+    // found its log broken refuses them: then check the chain alone to name the first bad
+    // event, and fail either way.
+    let refused = match ctx.client.audit_checkpoints().await {
+        Ok(cps) => {
+            for cp in cps {
+                v.add_checkpoint(signed(&cp)?).map_err(fail)?;
+            }
+            None
+        }
+        Err(pedm_api::ApiError::Server {
+            status: 409,
+            message,
+            ..
+        }) => Some(message),
+        Err(e) => return Err(e.into()),
+    };
     let mut after = 0i64;
     loop {
         let page = ctx
@@ -139,18 +226,176 @@ async fn verify_live(ctx: &Ctx, pubkey: Option<&str>, opts: &VerifyOptions) -> R
             break;
         };
         for e in &page {
-            v.push_event(e)
-                .map_err(|f| anyhow!("audit log FAILED verification: {f}"))?;
+            if let Err(f) = v.push_event(e) {
+                return Err(match &refused {
+                    Some(m) => anyhow!("audit log FAILED verification: {f} (the server: {m})"),
+                    None => fail(f),
+                });
+            }
         }
         if last <= after {
             bail!("the server returned events out of order");
         }
         after = last;
     }
-    let r = v
-        .finish()
-        .map_err(|f| anyhow!("audit log FAILED verification: {f}"))?;
-    report_ok(ctx, &r, &key, ctx.client.base_url())
+    let r = v.finish();
+    if let Some(m) = refused {
+        return Err(match r {
+            Err(f) => anyhow!("audit log FAILED verification: {f} (the server: {m})"),
+            Ok(_) => anyhow!("audit log FAILED verification: the server reports: {m}"),
+        });
+    }
+    report_ok(ctx, &r.map_err(fail)?, key, ctx.client.base_url())
+}
+
+/// Reads a checkpoint note saved with `pedm audit checkpoint --output`.
+fn load_note(path: &std::path::Path) -> Result<(pedm_audit::CheckpointNote, String)> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError(format!(
+            "--trusted-checkpoint: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    let note = pedm_audit::CheckpointNote::parse(&text)
+        .map_err(|e| UsageError(format!("--trusted-checkpoint {}: {e}", path.display())))?;
+    Ok((note, path.display().to_string()))
+}
+
+/// Checks the log's signature on `note` with `key` and turns it into a trusted head.
+fn trusted_head(
+    note: &pedm_audit::CheckpointNote,
+    key: &PublicKey,
+    what: &str,
+) -> Result<pedm_audit::TrustedHead> {
+    note.verify_log(&pedm_audit::note::log_vkey(key, &note.origin))
+        .map_err(|e| anyhow!("checkpoint {what} is not signed by {key}: {e}"))?;
+    Ok(pedm_audit::TrustedHead {
+        size: note.size,
+        root: note.root,
+        what: what.to_string(),
+    })
+}
+
+fn witness_keys(keys: &[String], required: usize) -> Result<Vec<pedm_audit::VerifierKey>> {
+    let keys: Vec<pedm_audit::VerifierKey> = keys
+        .iter()
+        .map(|k| {
+            k.parse::<pedm_audit::VerifierKey>()
+                .map_err(|e| UsageError(format!("--witness-key {k:?}: {e}")).into())
+                .and_then(|k| {
+                    if k.alg == pedm_audit::note::ALG_COSIGNATURE_V1 {
+                        Ok(k)
+                    } else {
+                        Err(UsageError(format!(
+                            "--witness-key {k}: not a witness (cosignature/v1) key"
+                        ))
+                        .into())
+                    }
+                })
+        })
+        .collect::<Result<_>>()?;
+    if required > keys.len() {
+        return Err(UsageError(format!(
+            "--witnesses {required} needs at least {required} --witness-key (got {})",
+            keys.len()
+        ))
+        .into());
+    }
+    Ok(keys)
+}
+
+fn require_cosigned(
+    note: &pedm_audit::CheckpointNote,
+    keys: &[pedm_audit::VerifierKey],
+    required: usize,
+    what: &str,
+) -> Result<()> {
+    if required == 0 {
+        return Ok(());
+    }
+    let valid: Vec<&str> = keys
+        .iter()
+        .filter(|k| note.cosigned_by(k).is_some())
+        .map(|k| k.name.as_str())
+        .collect();
+    if valid.len() < required {
+        bail!(
+            "audit log FAILED verification: the checkpoint of {} events ({what}) carries {} valid \
+             witness cosignature(s){}, {required} required (a witness refuses to cosign a log \
+             that was rolled back or forked)",
+            note.size,
+            valid.len(),
+            if valid.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", valid.join(", "))
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file, synced, then renamed.
+fn write_file_durably(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// `pedm audit show SEQ`: one event in full, its content checked against its hash.
+async fn show(ctx: &Ctx, seq: i64) -> Result<()> {
+    let e = ctx
+        .client
+        .audit_events(&AuditQuery {
+            after: Some(seq - 1),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .next()
+        .filter(|e| e.seq == seq)
+        .ok_or_else(|| anyhow!("audit event {seq} not found"))?;
+    let content = pedm_core::audit::verify_chain(e.prev_hash, e.seq, [&e]).map(drop);
+    let json = serde_json::json!({ "event": e, "content_matches_hash": content.is_ok() });
+    ctx.emit(&json, || {
+        let mut t = Table::plain();
+        t.row(vec!["seq".into(), e.seq.to_string()]);
+        t.row(vec!["at".into(), time(e.at)]);
+        t.row(vec!["actor".into(), e.actor.clone()]);
+        t.row(vec!["action".into(), e.action.clone()]);
+        t.row(vec!["outcome".into(), e.outcome.as_str().to_string()]);
+        t.row(vec![
+            "subject".into(),
+            e.subject.clone().unwrap_or_default(),
+        ]);
+        t.row(vec![
+            "data".into(),
+            serde_json::to_string_pretty(&e.data).unwrap_or_default(),
+        ]);
+        t.row(vec!["prev_hash".into(), hex(&e.prev_hash)]);
+        t.row(vec!["hash".into(), hex(&e.hash)]);
+        t.row(vec![
+            "content".into(),
+            if content.is_ok() {
+                "matches its hash".into()
+            } else {
+                "DOES NOT match its hash (altered)".into()
+            },
+        ]);
+        t.render()
+    })?;
+    if content.is_err() {
+        bail!("audit event {seq}: content does not match its hash (altered event)");
+    }
+    Ok(())
 }
 
 fn report_ok(ctx: &Ctx, r: &VerifyReport, key: &PublicKey, what: &str) -> Result<()> {
@@ -326,10 +571,15 @@ async fn consistency(ctx: &Ctx, from: u64, to: Option<u64>, pubkey: Option<&str>
                         }),
                 ));
             }
-            None if size == 0 => {}
+            // Any earlier size: its root is proven to be a prefix of the signed `to` root.
+            None if size == 0 || name == "from" => {}
             None => checks.push((
                 format!("{name} checkpoint (size {size})"),
-                Err("no signed checkpoint of this size: the root is the server's word only".into()),
+                Err(
+                    "no signed checkpoint of this size: the root is the server's word only \
+                     (omit TO to prove against the newest checkpoint)"
+                        .into(),
+                ),
             )),
         }
     }

@@ -394,6 +394,22 @@ pub struct Grant {
     pub provision_detail: Option<String>,
 }
 
+impl Grant {
+    /// The grant as it stands at `now`: an `active` grant whose `expires_at` has passed is
+    /// shown `expired` (ended at its expiry by the system) even before the scheduler has
+    /// recorded it, so no answer ever calls an expired grant active (e.g. right after a
+    /// restart, before the first expiry pass).
+    pub fn as_of(mut self, now: Timestamp) -> Grant {
+        if self.state == GrantState::Active && now >= self.expires_at {
+            self.state = GrantState::Expired;
+            self.ended_at = Some(self.expires_at);
+            self.ended_by = Some(SYSTEM_ACTOR.to_string());
+            self.end_reason = Some("reached its expiry time".into());
+        }
+        self
+    }
+}
+
 fn default_provision_state() -> ProvisionState {
     ProvisionState::Active
 }

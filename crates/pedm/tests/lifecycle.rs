@@ -443,6 +443,71 @@ async fn grants_that_expired_while_down_end_right_after_start_exactly_once() {
 }
 
 #[tokio::test]
+async fn an_expired_grant_is_never_answered_active_after_a_restart() {
+    // Enough overdue grants that the first expiry pass after the restart is still running
+    // when the first answers go out: each answer must already show them expired.
+    let mut s = Server::start();
+    standard_targets(&s).await;
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..400 {
+        let c = alice.clone();
+        tasks.spawn(async move {
+            c.create_request(&req("web1", "docker", "2s", &format!("short {i}")))
+                .await
+                .expect("request")
+                .grant
+                .expect("auto-approved")
+        });
+    }
+    let mut grants = vec![];
+    while let Some(g) = tasks.join_next().await {
+        grants.push(g.unwrap());
+    }
+    let last = grants.iter().map(|g| g.expires_at).max().unwrap();
+    s.kill();
+    sleep_past(last).await;
+    s.start_again();
+
+    let admin = s.admin();
+    let active = admin
+        .list_grants(&GrantQuery {
+            state: Some("active".into()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(active.is_empty(), "{} listed active", active.len());
+    for g in [&grants[0], &grants[199], &grants[399]] {
+        let now = admin.get_grant(g.id).await.unwrap();
+        assert_eq!(now.state, GrantState::Expired, "{now:?}");
+        assert!(now.ended_at.is_some_and(|t| t <= jiff::Timestamp::now()));
+    }
+    let mine = alice.list_grants(&GrantQuery::default()).await.unwrap();
+    assert!(mine.iter().all(|g| g.state != GrantState::Active));
+    let expired = admin
+        .list_grants(&GrantQuery {
+            state: Some("expired".into()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 400);
+    let report = admin
+        .elevation_report(&ReportQuery { since: None })
+        .await
+        .unwrap();
+    assert!(report.iter().all(|r| r.state != GrantState::Active));
+    // Releasing one now is refused: it has ended.
+    let r = alice
+        .release_grant(grants[0].id, &Reason { reason: None })
+        .await;
+    assert_eq!(r.unwrap_err().status(), Some(409));
+}
+
+#[tokio::test]
 async fn concurrent_approvals_exactly_one_wins() {
     let s = Server::start();
     standard_targets(&s).await;

@@ -2,33 +2,66 @@
 //! grew since the last checkpoint) and on demand.
 //!
 //! The signer keeps a [`MerkleAccumulator`] of the log in memory, built from the store at start
-//! and then extended with the new events only, so a checkpoint costs O(new events). While it
-//! rebuilds, it checks the log against every stored checkpoint: a log that no longer matches
-//! what was signed (edited, cut, or rewritten with a recomputed chain) is never signed again,
-//! so tampering cannot be laundered by a fresh signature.
+//! (in the background) and then extended with the new events only, so a checkpoint costs
+//! O(new events). Every event it folds in is checked: seq without gaps, `prev_hash` linking to
+//! the event before, content matching its hash; and when the log reaches the size of a stored
+//! checkpoint or of the trusted head, the root must be the signed one. A log that fails any of
+//! this (edited, cut, reordered, rewritten with a recomputed chain, rolled back) is *broken*:
+//! nothing is signed, exported, listed or proved any more until the log is repaired
+//! ([`AuditSigner::check`] says why), so tampering is never laundered by a fresh signature nor
+//! answered with an empty success.
+//!
+//! # The trusted head (rollback)
+//!
+//! The newest signed checkpoint is also kept outside the database, in `<signing key>.head`
+//! (JSON of the signed checkpoint), written atomically (temporary file, fsync, rename, fsync of
+//! the directory) after the checkpoint is stored and before it is returned to anybody. At start
+//! ([`check_rollback`]) and at every signing, a log with fewer events than that head, or whose
+//! first `size` events do not have its root, is refused: pedmd does not start (naming both
+//! sizes) until the right database is restored or an admin accepts the older log with
+//! `pedmd audit accept-rollback`, which records `audit.rollback_accepted` and replaces the head.
 
 use anyhow::{Context, anyhow, bail};
-use pedm_audit::{MerkleAccumulator, PublicKey, SignedCheckpoint, SigningKey};
-use pedm_core::store::{CheckpointRecord, Store};
-use std::path::Path;
+use pedm_audit::{CheckpointNote, MerkleAccumulator, PublicKey, SignedCheckpoint, SigningKey};
+use pedm_core::audit::{ChainError, GENESIS_HASH};
+use pedm_core::store::{AuditFilter, CheckpointRecord, Store};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, watch};
 
-/// How many leaf hashes are read from the store at a time.
-const HASH_BATCH: i64 = 50_000;
+/// How many events are read from the store at a time while catching up.
+const EVENT_PAGE: u32 = 5_000;
 
 pub struct AuditSigner {
     store: Arc<dyn Store>,
     key: SigningKey,
+    origin: String,
+    head_file: Option<PathBuf>,
+    witnesses: Vec<crate::witness::WitnessTarget>,
     state: Mutex<State>,
 }
 
 struct State {
     acc: MerkleAccumulator,
-    /// Set when the log does not match a stored checkpoint: signing stops.
+    /// Hash of the last event folded into `acc`.
+    prev_hash: [u8; 32],
+    /// Set when the log does not match what was signed: signing and reading stop.
     broken: Option<String>,
+    /// The trusted head read from the head file (or written since).
+    trusted: Option<SignedCheckpoint>,
+    /// The newest checkpoint as a signed note, with the cosignatures collected for it.
+    note: Option<CheckpointNote>,
+    /// Per witness URL: the size it last cosigned (as it told us).
+    witness_sizes: std::collections::HashMap<String, u64>,
+    /// Per witness URL: the size it last refused or failed on, and when (retried after
+    /// [`WITNESS_RETRY`], or at once for a new size).
+    witness_failed: std::collections::HashMap<String, (u64, std::time::Instant)>,
 }
+
+/// How long a witness that failed on a checkpoint is left alone before that checkpoint is
+/// submitted to it again.
+const WITNESS_RETRY: Duration = Duration::from_secs(30);
 
 /// Loads the signing key from `path`, or creates one there (mode 0600) if the file is missing.
 pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
@@ -45,6 +78,23 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
         .with_context(|| format!("cannot write the audit signing key {}", path.display()))?;
     tracing::info!(file = %path.display(), key = %key.public_key(), "created the audit signing key");
     Ok(key)
+}
+
+/// Where the trusted head of the log signed with the key at `key_path` is kept.
+pub fn head_path(key_path: &Path) -> PathBuf {
+    let mut p = key_path.as_os_str().to_owned();
+    p.push(".head");
+    PathBuf::from(p)
+}
+
+/// Where the newest checkpoint note and its cosignatures are kept (beside the trusted head).
+pub fn note_path(head: &Path) -> PathBuf {
+    head.with_extension("note")
+}
+
+/// The default origin line of the log signed by `key`.
+pub fn default_origin(key: &PublicKey) -> String {
+    format!("pedm.audit/{}", key.key_id())
 }
 
 pub fn to_record(cp: &SignedCheckpoint) -> CheckpointRecord {
@@ -75,118 +125,432 @@ pub fn from_record(r: &CheckpointRecord) -> anyhow::Result<SignedCheckpoint> {
     })
 }
 
+/// Reads the trusted head; `None` if there is no file yet.
+pub fn read_head(path: &Path) -> anyhow::Result<Option<SignedCheckpoint>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => serde_json::from_str(&s)
+            .map(Some)
+            .with_context(|| format!("{}: not a signed checkpoint", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Replaces the trusted head atomically and durably.
+pub fn write_head(path: &Path, cp: &SignedCheckpoint) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string(cp)?;
+    text.push('\n');
+    write_atomically(path, text.as_bytes())
+        .with_context(|| format!("cannot write the trusted audit head {}", path.display()))
+}
+
+/// Temporary file, fsync, rename over `path`, fsync of the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Refuses a database behind the trusted head or forked from it, naming both sizes. Cheap: the
+/// head's own checkpoint must be stored with the same root (the background rebuild then checks
+/// every event against it).
+pub async fn check_rollback(store: &dyn Store, head_file: &Path) -> anyhow::Result<()> {
+    let Some(head) = read_head(head_file)? else {
+        return Ok(());
+    };
+    let size = head.checkpoint.size;
+    let events = present_events(store).await?;
+    let fix = format!(
+        "restore the database that belongs to this data directory, or take this one on \
+         deliberately with `pedmd audit accept-rollback` (recorded in the audit log); the trusted \
+         head is {}",
+        head_file.display()
+    );
+    if events < size {
+        bail!(
+            "audit log rolled back: the database holds {events} events but a checkpoint of \
+             {size} events was signed ({}); {fix}",
+            head.checkpoint.time
+        );
+    }
+    let stored = store.checkpoints().await?;
+    match stored.iter().find(|c| c.size as u64 == size) {
+        Some(c) if c.root == head.checkpoint.root => Ok(()),
+        _ => bail!(
+            "audit log forked: the database ({events} events) does not hold the checkpoint of \
+             {size} events signed at {} with root {}; {fix}",
+            head.checkpoint.time,
+            hex::encode(head.checkpoint.root)
+        ),
+    }
+}
+
+/// How many events the database really holds as a prefix: the head row says how many there
+/// should be, and the last of those must exist (a cut tail leaves the head row behind), found
+/// by bisection in O(log n) reads.
+pub async fn present_events(store: &dyn Store) -> anyhow::Result<u64> {
+    let claimed = store.audit_head().await?.map_or(0, |(s, _)| s);
+    let exists = |k: i64| async move { anyhow::Ok(!store.audit_hashes(k, k).await?.is_empty()) };
+    if claimed == 0 || exists(claimed).await? {
+        return Ok(claimed as u64);
+    }
+    let (mut lo, mut hi) = (0i64, claimed - 1);
+    while lo < hi {
+        let mid = lo + (hi - lo + 1) / 2;
+        if exists(mid).await? {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(lo as u64)
+}
+
+/// Words of the verifier's for a broken chain.
+fn chain_problem(e: &ChainError) -> String {
+    match e {
+        ChainError::Sequence {
+            expected, found, ..
+        } if found > expected => {
+            format!("event {expected}: missing (the next event in the database is {found})")
+        }
+        ChainError::Sequence { found, .. } => {
+            format!("event {found}: inserted (a second event {found})")
+        }
+        ChainError::Link { seq, prev } => format!(
+            "event {seq}: broken link: its prev_hash is not the hash of event {prev} (an event \
+             was removed, reordered, inserted or replaced)"
+        ),
+        ChainError::Content { seq } => {
+            format!("event {seq}: altered: its content does not match its hash")
+        }
+    }
+}
+
 impl AuditSigner {
-    /// A signer over `store`. Its Merkle state is rebuilt from the store (every event hash:
-    /// O(events)) as soon as [`Self::run`] starts, in the background, not here: the server
-    /// serves meanwhile. Nothing is signed before the rebuild has checked the log against every
-    /// stored checkpoint ([`Self::sign_now`] waits for it, or does it itself).
-    pub async fn open(store: Arc<dyn Store>, key: SigningKey) -> anyhow::Result<Self> {
+    /// A signer over `store`. Its Merkle state is rebuilt from the store (every event: O(events))
+    /// as soon as [`Self::run`] starts, in the background, not here: the server serves meanwhile.
+    /// Nothing is signed, exported or proved before the rebuild has checked the log
+    /// ([`Self::check`] waits for it, or does it itself).
+    pub fn open(
+        store: Arc<dyn Store>,
+        key: SigningKey,
+        origin: Option<String>,
+        head_file: Option<PathBuf>,
+        witnesses: Vec<crate::witness::WitnessTarget>,
+    ) -> anyhow::Result<Self> {
+        let trusted = match &head_file {
+            Some(p) => read_head(p)?,
+            None => None,
+        };
+        let origin = origin
+            .filter(|o| !o.trim().is_empty())
+            .unwrap_or_else(|| default_origin(key.public_key()));
+        let note_file = head_file.as_deref().map(note_path);
         Ok(AuditSigner {
             store,
             key,
+            origin,
+            head_file,
+            witnesses,
             state: Mutex::new(State {
                 acc: MerkleAccumulator::new(),
+                prev_hash: GENESIS_HASH,
                 broken: None,
+                trusted,
+                note: note_file
+                    .as_deref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .and_then(|t| CheckpointNote::parse(&t).ok()),
+                witness_sizes: Default::default(),
+                witness_failed: Default::default(),
             }),
         })
-    }
-
-    /// Rebuilds the Merkle state from the store, checking it against the stored checkpoints,
-    /// and says how that went.
-    async fn rebuild(&self) {
-        let mut st = self.state.lock().await;
-        if let Err(e) = self.catch_up(&mut st).await {
-            // Missing events: keep serving (so the log can be inspected and verified), but
-            // never sign again.
-            st.broken.get_or_insert_with(|| format!("{e:#}"));
-        }
-        if let Some(why) = &st.broken {
-            tracing::error!(problem = %why, "audit log does not match its signed checkpoints; \
-                no further checkpoints will be signed (run `pedm audit verify`)");
-        } else {
-            tracing::info!(
-                events = st.acc.size(),
-                "audit log matches its signed checkpoints"
-            );
-        }
     }
 
     pub fn public_key(&self) -> &PublicKey {
         self.key.public_key()
     }
 
-    /// Folds the events appended since the last call into the accumulator.
+    /// The origin line of this log's checkpoint notes.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Rebuilds the Merkle state from the store, checking it, and says how that went.
+    async fn rebuild(&self) {
+        let mut st = self.state.lock().await;
+        let r = self.catch_up(&mut st).await;
+        if let Err(e) = r {
+            st.broken.get_or_insert_with(|| format!("{e:#}"));
+        }
+        if let Some(why) = &st.broken {
+            metrics::gauge!("pedm_audit_log_broken").set(1.0);
+            tracing::error!(problem = %why, "audit log does not match its signed checkpoints; \
+                nothing will be signed, exported or proved (run `pedm audit verify`)");
+        } else {
+            tracing::info!(events = st.acc.size(), "audit log verified");
+        }
+    }
+
+    /// Fails, naming the problem, when the log is broken; otherwise catches up with new events.
+    pub async fn check(&self) -> anyhow::Result<u64> {
+        let mut st = self.state.lock().await;
+        self.checked(&mut st).await?;
+        Ok(st.acc.size())
+    }
+
+    async fn checked(&self, st: &mut State) -> anyhow::Result<()> {
+        let caught_up = self.catch_up(st).await;
+        if let Some(why) = &st.broken {
+            metrics::gauge!("pedm_audit_log_broken").set(1.0);
+            bail!("the audit log does not match its signed checkpoints: {why}");
+        }
+        caught_up
+    }
+
+    /// Folds the events appended since the last call into the accumulator, checking each.
     async fn catch_up(&self, st: &mut State) -> anyhow::Result<()> {
         let head = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
         let done = st.acc.size() as i64;
-        if head <= done {
-            return Ok(());
-        }
-        // Stored checkpoints this pass will reach, to compare roots on the way.
-        let mut expect: Vec<CheckpointRecord> = self
-            .store
-            .checkpoints()
-            .await?
+        let stored = self.store.checkpoints().await?;
+        let mut limits: Vec<(i64, &str)> = stored
+            .last()
+            .map(|c| (c.size, "a stored checkpoint"))
             .into_iter()
-            .filter(|c| c.size > done && c.size <= head)
             .collect();
-        expect.reverse();
-        let mut next = done + 1;
-        while next <= head {
-            let to = (next + HASH_BATCH - 1).min(head);
-            let hashes = self.store.audit_hashes(next, to).await?;
-            if hashes.len() as i64 != to - next + 1 {
+        if let Some(t) = &st.trusted {
+            limits.push((t.checkpoint.size as i64, "the trusted head"));
+        }
+        for (size, what) in limits {
+            if head < size {
                 let why = format!(
-                    "events {next}..={to}: {} of {} present (events are missing)",
-                    hashes.len(),
-                    to - next + 1
+                    "truncated: {what} signs {size} events but the log holds {head} (events \
+                     {}..={size} are missing, or the database was rolled back)",
+                    head + 1
                 );
                 st.broken.get_or_insert(why.clone());
                 bail!("audit log: {why}");
             }
-            for h in &hashes {
-                st.acc.push(h);
+        }
+        if head < done {
+            let why = format!("the log shrank from {done} to {head} events");
+            st.broken.get_or_insert(why.clone());
+            bail!("audit log: {why}");
+        }
+        if head == done {
+            return Ok(());
+        }
+        // Roots this pass will reach, to compare on the way.
+        let mut expect: Vec<(i64, [u8; 32], String)> = stored
+            .iter()
+            .filter(|c| c.size > done && c.size <= head)
+            .map(|c| (c.size, c.root, format!("checkpoint {}", c.size)))
+            .collect();
+        if let Some(t) = &st.trusted {
+            let size = t.checkpoint.size as i64;
+            if size > done && size <= head {
+                expect.push((size, t.checkpoint.root, format!("trusted head {size}")));
+            }
+        }
+        expect.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let mut after = done;
+        while after < head {
+            let page = self
+                .store
+                .audit_events(&AuditFilter {
+                    after_seq: Some(after),
+                    limit: Some(EVENT_PAGE.min((head - after) as u32)),
+                    ..Default::default()
+                })
+                .await?;
+            if page.is_empty() {
+                let why = format!("event {}: missing (the log should reach {head})", after + 1);
+                st.broken.get_or_insert(why.clone());
+                bail!("audit log: {why}");
+            }
+            if let Err(e) = pedm_core::audit::verify_chain(st.prev_hash, after + 1, &page) {
+                let why = chain_problem(&e);
+                st.broken.get_or_insert(why.clone());
+                bail!("audit log: {why}");
+            }
+            for e in &page {
+                st.acc.push(&e.hash);
+                st.prev_hash = e.hash;
                 let size = st.acc.size() as i64;
-                while expect.last().is_some_and(|c| c.size == size) {
-                    let c = expect.pop().expect("checked");
-                    if c.root != st.acc.root() {
-                        st.broken.get_or_insert(format!(
-                            "the first {size} events do not have the root signed in checkpoint \
-                             {size}"
-                        ));
+                while expect.last().is_some_and(|c| c.0 == size) {
+                    let (_, root, what) = expect.pop().expect("checked");
+                    if root != st.acc.root() {
+                        let why = format!(
+                            "events 1..={size}: forged: the first {size} events do not have the \
+                             root signed in {what} (events were inserted, removed or rewritten \
+                             with a recomputed hash chain)"
+                        );
+                        st.broken.get_or_insert(why.clone());
+                        bail!("audit log: {why}");
                     }
                 }
             }
-            next = to + 1;
+            after = page.last().map_or(after, |e| e.seq);
         }
         Ok(())
     }
 
     /// Signs a checkpoint of the whole log now, unless the newest stored checkpoint already has
-    /// this size (then that one is returned). `None` for an empty log.
+    /// this size (then that one is returned). `None` for an empty log. A new checkpoint is
+    /// stored, written to the trusted head file and submitted to the witnesses before it is
+    /// returned.
     pub async fn sign_now(&self) -> anyhow::Result<Option<SignedCheckpoint>> {
         let mut st = self.state.lock().await;
-        let caught_up = self.catch_up(&mut st).await;
-        if let Some(why) = &st.broken {
-            bail!("refusing to sign: the audit log does not match its signed checkpoints ({why})");
-        }
-        caught_up?;
+        self.checked(&mut st).await.context("refusing to sign")?;
         if st.acc.is_empty() {
             return Ok(None);
         }
+        let size = st.acc.size();
+        let root = st.acc.root();
         if let Some(latest) = self.store.latest_checkpoint().await?
-            && latest.size as u64 == st.acc.size()
+            && latest.size as u64 == size
             && latest.key_id == self.key.key_id()
         {
-            return Ok(Some(from_record(&latest)?));
+            let cp = from_record(&latest)?;
+            if st
+                .note
+                .as_ref()
+                .is_none_or(|n| n.size != size || n.root != root || n.origin != self.origin)
+            {
+                st.note = Some(self.key.sign_note(&self.origin, size, &root));
+            }
+            self.remember_head(&mut st, &cp)?;
+            drop(st);
+            self.submit_to_witnesses().await;
+            return Ok(Some(cp));
         }
-        let cp = self
-            .key
-            .sign_checkpoint(st.acc.size(), st.acc.root(), jiff::Timestamp::now());
+        let cp = self.key.sign_checkpoint(size, root, jiff::Timestamp::now());
         self.store.save_checkpoint(&to_record(&cp)).await?;
+        self.remember_head(&mut st, &cp)?;
+        st.note = Some(self.key.sign_note(&self.origin, size, &root));
         metrics::counter!("pedm_audit_checkpoints_signed_total").increment(1);
-        tracing::debug!(size = cp.checkpoint.size, "signed an audit checkpoint");
+        tracing::debug!(size, "signed an audit checkpoint");
+        drop(st);
+        self.submit_to_witnesses().await;
         Ok(Some(cp))
+    }
+
+    /// Writes `cp` to the head file if it is newer than the trusted head.
+    fn remember_head(&self, st: &mut State, cp: &SignedCheckpoint) -> anyhow::Result<()> {
+        if st
+            .trusted
+            .as_ref()
+            .is_some_and(|t| t.checkpoint.size >= cp.checkpoint.size)
+        {
+            return Ok(());
+        }
+        if let Some(p) = &self.head_file {
+            write_head(p, cp)?;
+        }
+        st.trusted = Some(cp.clone());
+        Ok(())
+    }
+
+    /// The newest checkpoint as a signed note with the cosignatures collected so far (signing
+    /// one first if there is none yet).
+    pub async fn note(&self) -> anyhow::Result<Option<CheckpointNote>> {
+        {
+            let mut st = self.state.lock().await;
+            self.checked(&mut st).await?;
+            if let Some(n) = &st.note {
+                // The note kept on disk may be older or from another database: serve it only
+                // for the newest stored checkpoint, with its root, signed by this key.
+                let latest = self.store.latest_checkpoint().await?;
+                let current = latest.is_some_and(|c| c.size as u64 == n.size && c.root == n.root)
+                    && n.verify_log(&self.key.note_vkey(&self.origin)).is_ok();
+                if current {
+                    return Ok(st.note.clone());
+                }
+                st.note = None;
+            }
+        }
+        self.sign_now().await?;
+        Ok(self.state.lock().await.note.clone())
+    }
+
+    /// Leaf data (event hashes) of the first `size` events, for proofs.
+    pub async fn leaves(&self, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
+        let mut out = Vec::with_capacity(size as usize);
+        let mut next = 1i64;
+        while (next as u64) <= size {
+            let to = (next + 99_999).min(size as i64);
+            let batch = self.store.audit_hashes(next, to).await?;
+            if batch.len() as i64 != to - next + 1 {
+                bail!("events {next}..={to} are incomplete in the store");
+            }
+            out.extend(batch);
+            next = to + 1;
+        }
+        Ok(out)
+    }
+
+    /// Submits the newest note to every witness and keeps the cosignatures they return.
+    async fn submit_to_witnesses(&self) {
+        if self.witnesses.is_empty() {
+            return;
+        }
+        let (note, known, failed) = {
+            let st = self.state.lock().await;
+            let Some(n) = st.note.clone() else { return };
+            (n, st.witness_sizes.clone(), st.witness_failed.clone())
+        };
+        for w in &self.witnesses {
+            let have = known.get(&w.url).copied();
+            if note.cosigned_by(&w.key).is_some() || have == Some(note.size) {
+                continue;
+            }
+            if failed
+                .get(&w.url)
+                .is_some_and(|(size, at)| *size == note.size && at.elapsed() < WITNESS_RETRY)
+            {
+                continue;
+            }
+            match crate::witness::submit(self, w, &note, have).await {
+                Ok((sig, size)) => {
+                    let mut st = self.state.lock().await;
+                    st.witness_sizes.insert(w.url.clone(), size);
+                    st.witness_failed.remove(&w.url);
+                    if let Some(n) = st.note.as_mut().filter(|n| n.size == note.size) {
+                        n.signatures
+                            .retain(|s| s.name != sig.name || s.key_id != sig.key_id);
+                        n.signatures.push(sig);
+                        let text = n.text();
+                        if let Some(p) = self.head_file.as_deref().map(note_path)
+                            && let Err(e) = write_atomically(&p, text.as_bytes())
+                        {
+                            tracing::error!(error = %format!("{e:#}"), "cannot keep the cosigned note");
+                        }
+                    }
+                    metrics::counter!("pedm_audit_cosignatures_total").increment(1);
+                }
+                Err(e) => {
+                    self.state
+                        .lock()
+                        .await
+                        .witness_failed
+                        .insert(w.url.clone(), (note.size, std::time::Instant::now()));
+                    metrics::counter!("pedm_audit_witness_failures_total").increment(1);
+                    tracing::error!(witness = %w.url, size = note.size, error = %format!("{e:#}"),
+                        "the witness did not cosign the audit checkpoint");
+                }
+            }
+        }
     }
 
     /// Rebuilds the Merkle state (see [`Self::open`]), then every `interval` signs a

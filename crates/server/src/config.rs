@@ -93,6 +93,22 @@ pub struct AuditConfig {
     pub signing_key: String,
     /// How often a checkpoint is signed when the log grew (`60s`).
     pub checkpoint_interval: String,
+    /// Origin line of the checkpoint notes (a schema-less URL naming this log); empty means
+    /// `pedm.audit/<key id>`.
+    #[serde(default)]
+    pub origin: String,
+    /// Witnesses every new checkpoint is submitted to (`[[audit.witnesses]] url, key`).
+    #[serde(default)]
+    pub witnesses: Vec<WitnessConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// Submission prefix: `<url>/add-checkpoint` is called.
+    pub url: String,
+    /// The witness's cosigner key: `<name>+<key id>+<base64>`.
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +159,8 @@ impl Default for Config {
             audit: AuditConfig {
                 signing_key: String::new(),
                 checkpoint_interval: "60s".into(),
+                origin: String::new(),
+                witnesses: vec![],
             },
             provision: ProvisionConfig::default(),
             agents: AgentsConfig::default(),
@@ -165,6 +183,9 @@ pub struct Resolved {
     pub notify: pedm_notify::NotifyConfig,
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_interval: std::time::Duration,
+    /// `None`: derived from the key.
+    pub audit_origin: Option<String>,
+    pub audit_witnesses: Vec<crate::witness::WitnessTarget>,
     pub provision: ProvisionConfig,
     /// `None`: reconciliation is off.
     pub reconcile_interval: Option<std::time::Duration>,
@@ -264,6 +285,38 @@ impl Config {
                 n if n >= 1 => std::time::Duration::from_secs(n as u64),
                 _ => bail!("audit.checkpoint_interval: must be at least 1s"),
             },
+            audit_origin: match self.audit.origin.trim() {
+                "" => None,
+                o if o.contains(char::is_whitespace) || o.chars().any(char::is_control) => {
+                    bail!("audit.origin: {o:?} must not contain spaces or control characters")
+                }
+                o => Some(o.to_string()),
+            },
+            audit_witnesses: self
+                .audit
+                .witnesses
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let key: pedm_audit::VerifierKey = w
+                        .key
+                        .parse()
+                        .with_context(|| format!("audit.witnesses[{i}].key"))?;
+                    if key.alg != pedm_audit::note::ALG_COSIGNATURE_V1 {
+                        bail!("audit.witnesses[{i}].key: not a witness (cosigner) key");
+                    }
+                    if !w.url.starts_with("http://") && !w.url.starts_with("https://") {
+                        bail!(
+                            "audit.witnesses[{i}].url: {:?} is not an http(s) URL",
+                            w.url
+                        );
+                    }
+                    Ok(crate::witness::WitnessTarget {
+                        url: w.url.clone(),
+                        key,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
             provision: {
                 for t in self.provision.roles.keys() {
                     if !self.provision.targets.contains_key(t) {

@@ -8,6 +8,7 @@ pub mod http;
 mod notify;
 pub mod policy;
 pub mod provision;
+pub mod witness;
 
 use anyhow::Context;
 use clap::Parser;
@@ -25,20 +26,43 @@ use tokio::sync::watch;
 #[command(name = "pedmd", version, about = "pedm control plane server")]
 pub struct Args {
     /// TOML configuration file. Every key can also be set as PEDM_<KEY> (nested: PEDM_LIMITS__MAX_DURATION).
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
     /// Development mode: 127.0.0.1:8470, data under ./pedm-data, readable logs.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub dev: bool,
     /// Address to listen on (overrides the configuration).
     #[arg(long)]
     pub listen: Option<String>,
     /// Data directory (overrides the configuration).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
     /// Database URL: sqlite://PATH or postgres://... (overrides the configuration).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Administration of the audit log (run with the server stopped).
+    #[command(subcommand)]
+    Audit(AuditAdmin),
+    /// Run a witness: cosign checkpoints of the given logs only when they grew consistently.
+    Witness(witness::WitnessArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditAdmin {
+    /// Take on a database that is behind (or forked from) the newest checkpoint this server
+    /// signed: records `audit.rollback_accepted` with both heads and sets the old trusted head
+    /// aside. Auditors and witnesses holding the newer checkpoint will still see the rollback.
+    AcceptRollback {
+        /// Required: you have read what this does.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -53,7 +77,19 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let work = async {
+        match args.command {
+            None => run(args).await,
+            Some(Command::Witness(w)) => {
+                init_logging(false);
+                witness::run(w).await
+            }
+            Some(Command::Audit(AuditAdmin::AcceptRollback { yes })) => {
+                accept_rollback(&args, yes).await
+            }
+        }
+    };
+    match rt.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -116,6 +152,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .0,
         )
     };
+    let head_file = audit_signer::head_path(&cfg.audit_signing_key);
+    // Before anything writes (bootstrap would re-create an admin in a wiped database).
+    if let Err(e) = audit_signer::check_rollback(store.as_ref(), &head_file).await {
+        let msg = format!("{e:#}");
+        tracing::error!(problem = %msg, "refusing to start: the audit log is behind what was signed");
+        if let Some(n) = notifier {
+            n.notify(pedm_notify::Notification::new(
+                "audit.integrity",
+                pedm_notify::Severity::High,
+                format!("AUDIT LOG ROLLBACK: pedmd refuses to start: {msg}"),
+                serde_json::json!({ "problem": msg }),
+            ));
+            n.shutdown(std::time::Duration::from_secs(5)).await;
+        }
+        anyhow::bail!("refusing to start: {msg}");
+    }
     let mut cp = ControlPlane::new(
         store,
         Arc::new(BuiltinDecider),
@@ -190,9 +242,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let key = audit_signer::load_or_create_key(&cfg.audit_signing_key)?;
     let signer = Arc::new(
-        audit_signer::AuditSigner::open(cp.store().clone(), key)
-            .await
-            .context("cannot read the audit log")?,
+        audit_signer::AuditSigner::open(
+            cp.store().clone(),
+            key,
+            cfg.audit_origin.clone(),
+            Some(head_file),
+            cfg.audit_witnesses.clone(),
+        )
+        .context("cannot read the audit log")?,
     );
     tokio::spawn(
         signer
@@ -298,7 +355,7 @@ async fn follow_policy_versions(
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {
@@ -313,6 +370,83 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// `pedmd audit accept-rollback`: records the older log being taken on, with both heads, and
+/// sets the trusted head aside (renamed, not deleted).
+async fn accept_rollback(args: &Args, yes: bool) -> anyhow::Result<()> {
+    let cfg = settings(args)?;
+    init_logging(cfg.json_logs);
+    let head_file = audit_signer::head_path(&cfg.audit_signing_key);
+    let Some(head) = audit_signer::read_head(&head_file)? else {
+        println!(
+            "no trusted head at {}: nothing to accept",
+            head_file.display()
+        );
+        return Ok(());
+    };
+    let store = pedm_store::open_store(&cfg.database_url)
+        .await
+        .context("cannot open the database")?;
+    let events = audit_signer::present_events(store.as_ref()).await?;
+    let latest = store.latest_checkpoint().await?.map(|c| c.size);
+    if audit_signer::check_rollback(store.as_ref(), &head_file)
+        .await
+        .is_ok()
+    {
+        println!(
+            "the database ({events} events) extends the trusted head ({} events): nothing to accept",
+            head.checkpoint.size
+        );
+        return Ok(());
+    }
+    if !yes {
+        anyhow::bail!(
+            "the database holds {events} events; the trusted head signs {} events. Taking this \
+             database on loses (or forks from) what was signed; auditors and witnesses holding \
+             the newer checkpoint will see it. Run again with --yes to record it and go on",
+            head.checkpoint.size
+        );
+    }
+    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let event = pedm_core::audit::NewAuditEvent::new(
+        jiff::Timestamp::now(),
+        &format!("local:{who}"),
+        "audit.rollback_accepted",
+        Some("audit:log".into()),
+    )
+    .data(serde_json::json!({
+        "trusted_head": {
+            "size": head.checkpoint.size,
+            "root": hex::encode(head.checkpoint.root),
+            "time": head.checkpoint.time,
+            "key_id": head.checkpoint.key_id,
+        },
+        "database_events": events,
+        "database_latest_checkpoint": latest,
+    }));
+    store
+        .commit(pedm_core::store::Changeset::new().event(event))
+        .await
+        .context("cannot record the rollback")?;
+    let aside = head_file.with_extension(format!(
+        "head.rolled-back-{}",
+        jiff::Timestamp::now().as_second()
+    ));
+    std::fs::rename(&head_file, &aside)
+        .with_context(|| format!("cannot move {} aside", head_file.display()))?;
+    tracing::warn!(
+        trusted = head.checkpoint.size,
+        events,
+        "audit rollback accepted"
+    );
+    println!(
+        "accepted: the database ({events} events) replaces the trusted head ({} events), kept \
+         as {}; recorded as audit.rollback_accepted",
+        head.checkpoint.size,
+        aside.display()
+    );
+    Ok(())
 }
 
 /// The data directory holds the database and the admin token: owner only.

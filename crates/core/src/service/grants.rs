@@ -27,7 +27,7 @@ impl ControlPlane {
                 )
                 .await);
         }
-        Ok(g)
+        Ok(g.as_of(self.now()))
     }
 
     pub async fn list_grants(&self, actor: &Actor, mut filter: GrantFilter) -> Result<Vec<Grant>> {
@@ -46,7 +46,41 @@ impl ControlPlane {
                 _ => filter.user = Some(actor.user.clone()),
             }
         }
-        Ok(self.store.grants(&filter).await?)
+        // Present grants as they stand now (see `Grant::as_of`): an active grant past its
+        // expiry is listed as expired, not active, even before the scheduler ends it. For
+        // `expired`, the overdue active ones are read first, so one that the scheduler ends
+        // between the two reads is seen (twice, then deduplicated) rather than missed.
+        let now = self.now();
+        let mut out: Vec<Grant> = vec![];
+        if filter.state == Some(GrantState::Expired) {
+            let overdue = self
+                .store
+                .grants(&GrantFilter {
+                    state: Some(GrantState::Active),
+                    ..filter.clone()
+                })
+                .await?;
+            out.extend(
+                overdue
+                    .into_iter()
+                    .map(|g| g.as_of(now))
+                    .filter(|g| g.state == GrantState::Expired),
+            );
+        }
+        let seen: std::collections::HashSet<Uuid> = out.iter().map(|g| g.id).collect();
+        out.extend(
+            self.store
+                .grants(&filter)
+                .await?
+                .into_iter()
+                .filter(|g| !seen.contains(&g.id))
+                .map(|g| g.as_of(now))
+                .filter(|g| filter.state.is_none_or(|s| g.state == s)),
+        );
+        if let Some(l) = filter.limit {
+            out.truncate(l as usize);
+        }
+        Ok(out)
     }
 
     /// The holder gives a grant back before it expires.
@@ -108,6 +142,15 @@ impl ControlPlane {
                 )));
             }
             let now = self.now();
+            if state != GrantState::Expired && now >= g.expires_at {
+                // Past its expiry: it ends as expired (the scheduler records it), not as
+                // released or revoked after the fact.
+                self.deadline_changed.notify_one();
+                return Err(Error::Conflict(format!(
+                    "grant {} has already ended (expired at {})",
+                    g.id, g.expires_at
+                )));
+            }
             let mut cs = Changeset::new();
             let ended = self
                 .end_grant_writes(actor, &g, state, reason.clone(), now, &mut cs)

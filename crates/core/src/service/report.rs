@@ -52,6 +52,7 @@ impl ControlPlane {
         let grants = self.store.grants(&GrantFilter::default()).await?;
         let mut rows = Vec::new();
         for g in grants {
+            let g = g.as_of(now);
             let end = g.ended_at.unwrap_or(if g.state == GrantState::Active {
                 now.min(g.expires_at)
             } else {

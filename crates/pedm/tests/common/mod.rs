@@ -68,6 +68,12 @@ impl Server {
 
     /// Starts pedmd; on `port` if given (to come back on the same URL after a restart).
     fn spawn(&mut self, port: Option<u16>) {
+        if let Err(log) = self.try_spawn(port) {
+            panic!("pedmd did not start; log:\n{log}");
+        }
+    }
+
+    fn try_spawn(&mut self, port: Option<u16>) -> Result<(), String> {
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -96,10 +102,18 @@ impl Server {
         }
         let mut child = cmd.spawn().expect("spawn pedmd");
         let Some(url) = spawn::wait_listening(&mut child, Duration::from_secs(60)) else {
-            panic!("pedmd did not start; log:\n{}", self.log());
+            let _ = child.wait();
+            return Err(self.log());
         };
         self.url = url;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Like [`Self::start_again`], but returns pedmd's log when it does not start.
+    pub fn try_start_again(&mut self) -> Result<(), String> {
+        let port = self.port();
+        self.try_spawn(Some(port))
     }
 
     pub fn log(&self) -> String {

@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(inclusion_proof))
         .routes(routes!(consistency_proof))
         .routes(routes!(export))
+        .routes(routes!(checkpoint_note))
         .routes(routes!(elevation_report))
 }
 
@@ -42,6 +43,16 @@ fn internal(e: impl std::fmt::Display) -> ApiErr {
 
 fn store_err(e: pedm_core::store::StoreError) -> ApiErr {
     ApiErr::from(pedm_core::Error::from(e))
+}
+
+/// The log does not match what was signed (or the check could not run): nothing is served.
+fn integrity(e: anyhow::Error) -> ApiErr {
+    ApiErr::new(StatusCode::CONFLICT, "audit_integrity", format!("{e:#}"))
+}
+
+/// Fails closed unless the whole log has been checked and matches its checkpoints.
+async fn checked(s: &AppState) -> ApiResult<u64> {
+    signer(s)?.check().await.map_err(integrity)
 }
 
 fn signer(s: &AppState) -> ApiResult<&Arc<AuditSigner>> {
@@ -64,13 +75,7 @@ async fn sign(s: &AppState) -> ApiResult<SignedCheckpoint> {
     signer(s)?
         .sign_now()
         .await
-        .map_err(|e| {
-            ApiErr::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("cannot sign a checkpoint: {e:#}"),
-            )
-        })?
+        .map_err(integrity)?
         .ok_or_else(|| {
             ApiErr::new(
                 StatusCode::CONFLICT,
@@ -85,21 +90,26 @@ async fn sign(s: &AppState) -> ApiResult<SignedCheckpoint> {
 #[utoipa::path(get, path = "/audit/pubkey", tag = "audit", security(()),
     responses((status = 200, body = AuditPublicKey)))]
 async fn audit_pubkey(State(s): State<AppState>) -> ApiResult<Json<AuditPublicKey>> {
-    let k = signer(&s)?.public_key();
+    let signer = signer(&s)?;
+    let k = signer.public_key();
     Ok(Json(AuditPublicKey {
         public_key: k.to_string(),
         key_id: k.key_id().to_string(),
+        origin: Some(signer.origin().to_string()),
+        vkey: Some(pedm_audit::note::log_vkey(k, signer.origin()).to_string()),
     }))
 }
 
 /// Every signed checkpoint, by ascending size (needs `read_audit`).
 #[utoipa::path(get, path = "/audit/checkpoints", tag = "audit",
-    responses((status = 200, body = Vec<AuditCheckpoint>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<AuditCheckpoint>), (status = 403, body = ErrorBody),
+        (status = 409, description = "the log does not match its checkpoints", body = ErrorBody)))]
 async fn list_checkpoints(
     State(s): State<AppState>,
     c: Caller,
 ) -> ApiResult<Json<Vec<AuditCheckpoint>>> {
     s.cp.require_audit_reader(&c.actor).await?;
+    checked(&s).await?;
     let all = s.cp.store().checkpoints().await.map_err(store_err)?;
     let mut out = Vec::with_capacity(all.len());
     for r in &all {
@@ -117,21 +127,8 @@ async fn sign_checkpoint(State(s): State<AppState>, c: Caller) -> ApiResult<Json
     Ok(Json(wire(&sign(&s).await?)))
 }
 
-async fn leaves(store: &dyn Store, size: u64) -> ApiResult<Vec<[u8; 32]>> {
-    let mut out = Vec::with_capacity(size as usize);
-    let mut next = 1i64;
-    while (next as u64) <= size {
-        let to = (next + 99_999).min(size as i64);
-        let batch = store.audit_hashes(next, to).await.map_err(store_err)?;
-        if batch.len() as i64 != to - next + 1 {
-            return Err(internal(format!(
-                "events {next}..={to} are incomplete in the store"
-            )));
-        }
-        out.extend(batch);
-        next = to + 1;
-    }
-    Ok(out)
+async fn leaves(s: &AppState, size: u64) -> ApiResult<Vec<[u8; 32]>> {
+    signer(s)?.leaves(size).await.map_err(integrity)
 }
 
 async fn checkpoint_of_size(s: &AppState, size: u64) -> ApiResult<Option<SignedCheckpoint>> {
@@ -145,7 +142,8 @@ async fn checkpoint_of_size(s: &AppState, size: u64) -> ApiResult<Option<SignedC
 /// RFC 6962 inclusion proof of event `seq` in a signed checkpoint (needs `read_audit`).
 #[utoipa::path(get, path = "/audit/proof/inclusion", tag = "audit", params(InclusionQuery),
     responses((status = 200, body = InclusionProof), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the log does not match its checkpoints", body = ErrorBody)))]
 async fn inclusion_proof(
     State(s): State<AppState>,
     c: Caller,
@@ -155,6 +153,7 @@ async fn inclusion_proof(
     if q.seq < 1 {
         return Err(ApiErr::invalid("invalid seq: must be 1 or more"));
     }
+    checked(&s).await?;
     let store = s.cp.store();
     let cp = match q.size {
         Some(size) => checkpoint_of_size(&s, size).await?.ok_or_else(|| {
@@ -189,7 +188,7 @@ async fn inclusion_proof(
             q.seq
         )));
     }
-    let leaves = leaves(store.as_ref(), size).await?;
+    let leaves = leaves(&s, size).await?;
     let index = q.seq as u64 - 1;
     let proof = pedm_audit::inclusion_proof(&leaves, index, size).map_err(internal)?;
     Ok(Json(InclusionProof {
@@ -210,13 +209,15 @@ fn hex(b: &[u8; 32]) -> String {
 /// size `from` (needs `read_audit`).
 #[utoipa::path(get, path = "/audit/proof/consistency", tag = "audit", params(ConsistencyQuery),
     responses((status = 200, body = ConsistencyProof), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
+        (status = 403, body = ErrorBody),
+        (status = 409, description = "the log does not match its checkpoints", body = ErrorBody)))]
 async fn consistency_proof(
     State(s): State<AppState>,
     c: Caller,
     Query(q): Query<ConsistencyQuery>,
 ) -> ApiResult<Json<ConsistencyProof>> {
     s.cp.require_audit_reader(&c.actor).await?;
+    checked(&s).await?;
     let store = s.cp.store();
     let to = match q.to {
         Some(t) => t,
@@ -243,7 +244,7 @@ async fn consistency_proof(
             "invalid to: the log has only {head} events"
         )));
     }
-    let leaves = leaves(store.as_ref(), to).await?;
+    let leaves = leaves(&s, to).await?;
     let proof = pedm_audit::consistency_proof(&leaves, q.from, to).map_err(internal)?;
     Ok(Json(ConsistencyProof {
         from: q.from,
@@ -286,44 +287,61 @@ enum Sink {
 
 type Chunk = Result<Vec<u8>, std::io::Error>;
 
-/// Pages through the log, writing each page into `buf` and sending it; memory stays at about
-/// one page whatever the size of the log.
+/// Pages through the log up to event `last`, checking the chain as it goes, writing each page
+/// into `buf` and sending it; memory stays at about one page whatever the size of the log. A
+/// gap, a broken link or an altered event aborts the stream (the client sees a cut response,
+/// never a complete-looking one).
 async fn produce(
     store: Arc<dyn Store>,
     mut sink: Sink,
     buf: Buf,
-    last: Option<i64>,
+    last: i64,
     tx: tokio::sync::mpsc::Sender<Chunk>,
 ) {
-    let io = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let fail = |msg: String| {
+        tracing::error!(problem = %msg, "audit export aborted");
+        std::io::Error::other(msg)
+    };
     let mut after = 0i64;
+    let mut prev = pedm_core::audit::GENESIS_HASH;
     loop {
         if tx.send(Ok(buf.take())).await.is_err() {
             return; // the client went away
         }
-        let limit = match last {
-            Some(l) if l - after <= 0 => break,
-            Some(l) => EXPORT_PAGE.min((l - after) as u32),
-            None => EXPORT_PAGE,
-        };
+        if after >= last {
+            break;
+        }
         let page = match store
             .audit_events(&AuditFilter {
                 after_seq: Some(after),
-                limit: Some(limit),
+                limit: Some(EXPORT_PAGE.min((last - after) as u32)),
                 ..Default::default()
             })
             .await
         {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, "audit export aborted");
-                let _ = tx.send(Err(io(&e))).await;
+                let _ = tx
+                    .send(Err(fail(format!("cannot read the log: {e}"))))
+                    .await;
                 return;
             }
         };
-        let Some(end) = page.last().map(|e| e.seq) else {
-            break;
-        };
+        match pedm_core::audit::verify_chain(prev, after + 1, &page) {
+            Ok(h) if !page.is_empty() => prev = h,
+            Ok(_) => {
+                let msg = format!(
+                    "event {}: missing (the export should reach {last})",
+                    after + 1
+                );
+                let _ = tx.send(Err(fail(msg))).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(fail(e.to_string()))).await;
+                return;
+            }
+        }
         for e in &page {
             let r = match &mut sink {
                 Sink::Jsonl(w) => w.write_event(e),
@@ -335,7 +353,7 @@ async fn produce(
                 return;
             }
         }
-        after = end;
+        after = page.last().map_or(after, |e| e.seq);
     }
     let r = match sink {
         Sink::Jsonl(w) => w.finish().map(drop),
@@ -354,10 +372,13 @@ async fn produce(
 
 /// The audit log as a streaming download (needs `read_audit`): `jsonl` (the verifiable export:
 /// a checkpoint of the current head is signed first, so every event is covered), `csv`, or
-/// `ocsf` (JSON Lines shaped after OCSF 1.1 for SIEMs).
+/// `ocsf` (JSON Lines shaped after OCSF 1.1 for SIEMs). Every format is refused with 409 when
+/// the log does not match its signed checkpoints (edited, cut, reordered, rolled back): never a
+/// partial or empty success.
 #[utoipa::path(get, path = "/audit/export", tag = "audit", params(ExportQuery),
     responses((status = 200, description = "the export, streamed", content_type = "application/x-ndjson"),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "the log does not match its checkpoints", body = ErrorBody)))]
 async fn export(
     State(s): State<AppState>,
     c: Caller,
@@ -365,13 +386,23 @@ async fn export(
 ) -> ApiResult<Response> {
     s.cp.require_audit_reader(&c.actor).await?;
     let format = q.format.as_deref().unwrap_or("jsonl");
+    if !matches!(format, "jsonl" | "csv" | "ocsf") {
+        return Err(ApiErr::invalid(format!(
+            "invalid format: {format:?} is not one of jsonl, csv, ocsf"
+        )));
+    }
     let buf = Buf::default();
     let store = s.cp.store().clone();
-    let (sink, last, content_type, ext) = match format {
+    let signer = signer(&s)?;
+    // Sign (jsonl) or check (csv, ocsf) the whole log first: a broken log fails here, before
+    // any byte is sent.
+    let last = if format == "jsonl" {
+        sign_or_empty(&s).await?
+    } else {
+        checked(&s).await?
+    } as i64;
+    let (sink, content_type, ext) = match format {
         "jsonl" => {
-            let signer = signer(&s)?;
-            let head = sign(&s).await.ok();
-            let last = head.as_ref().map_or(0, |c| c.checkpoint.size as i64);
             let mut header = ExportHeader::new(
                 jiff::Timestamp::now(),
                 Some(signer.public_key().key_id().to_string()),
@@ -384,25 +415,18 @@ async fn export(
                         .map_err(internal)?;
                 }
             }
-            (Sink::Jsonl(w), Some(last), "application/x-ndjson", "jsonl")
+            (Sink::Jsonl(w), "application/x-ndjson", "jsonl")
         }
         "csv" => (
             Sink::Csv(CsvWriter::new(buf.clone()).map_err(internal)?),
-            None,
             "text/csv",
             "csv",
         ),
-        "ocsf" => (
+        _ => (
             Sink::Ocsf(OcsfWriter::new(buf.clone())),
-            None,
             "application/x-ndjson",
             "ocsf.jsonl",
         ),
-        other => {
-            return Err(ApiErr::invalid(format!(
-                "invalid format: {other:?} is not one of jsonl, csv, ocsf"
-            )));
-        }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
     tokio::spawn(produce(store, sink, buf, last, tx));
@@ -417,6 +441,42 @@ async fn export(
             ),
         ],
         Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Signs the head; 0 for an empty log (nothing to sign, nothing to export).
+async fn sign_or_empty(s: &AppState) -> ApiResult<u64> {
+    Ok(signer(s)?
+        .sign_now()
+        .await
+        .map_err(integrity)?
+        .map_or(0, |c| c.checkpoint.size))
+}
+
+/// The newest checkpoint as a C2SP signed note (`text/plain`): origin line, size, base64 root,
+/// an empty line, the log's Ed25519 note signature and any witness cosignatures collected for
+/// it. Needs `read_audit`.
+#[utoipa::path(get, path = "/audit/checkpoint.note", tag = "audit",
+    responses((status = 200, description = "the signed note", content_type = "text/plain"),
+        (status = 403, body = ErrorBody),
+        (status = 409, description = "the log does not match its checkpoints, or is empty", body = ErrorBody)))]
+async fn checkpoint_note(State(s): State<AppState>, c: Caller) -> ApiResult<Response> {
+    s.cp.require_audit_reader(&c.actor).await?;
+    let note = signer(&s)?
+        .note()
+        .await
+        .map_err(integrity)?
+        .ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the audit log is empty: no checkpoint to show",
+            )
+        })?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        note.text(),
     )
         .into_response())
 }
