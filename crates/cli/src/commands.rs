@@ -424,13 +424,17 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
 async fn standing(ctx: &Ctx, format: &str) -> Result<()> {
     let report = ctx.client.standing_report().await?;
     let format = if ctx.json { "json" } else { format };
-    const COLUMNS: [&str; 4] = ["TARGET", "ACCOUNT", "PRIVILEGE", "SOURCE"];
+    const COLUMNS: [&str; 5] = ["TARGET", "ACCOUNT", "PRIVILEGE", "SOURCE", "KIND"];
     let cells = |r: &pedm_api::StandingRow| {
         vec![
             r.target.clone(),
             r.account.clone(),
             r.privilege.clone(),
             r.source.clone(),
+            match r.temporary_grant {
+                Some(g) => format!("temporary (pedm grant {g})"),
+                None => "standing".into(),
+            },
         ]
     };
     let text = match format {

@@ -36,6 +36,9 @@ pub struct Permit {
     pub tiers: Vec<ApprovalTier>,
     /// The permit is a break-glass permit (grants at once, review afterwards).
     pub break_glass: bool,
+    /// The requester may hold several live grants of the role at once
+    /// (`@allow_parallel("true")`); otherwise a request while one is live is refused.
+    pub allow_parallel: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +150,7 @@ impl Decider for BuiltinDecider {
             max_duration_secs: None,
             tiers: vec![],
             break_glass: false,
+            allow_parallel: false,
         })
     }
 

@@ -270,6 +270,10 @@ pub struct StandingRow {
     pub account: String,
     pub privilege: String,
     pub source: String,
+    /// The live pedm grant this privilege belongs to: not standing, it ends with the grant.
+    /// `None`: standing (nobody asked pedm for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporary_grant: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

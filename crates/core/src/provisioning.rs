@@ -99,6 +99,22 @@ pub trait ProvisioningPort: Send + Sync + 'static {
         let _ = grant;
         None
     }
+    /// Whether `grant`'s role is switched on and off on its target at all: `Err(why not)`
+    /// when the target's configuration does not provision this role (e.g. a `linux_group`
+    /// role without a `group`). Such a grant is not provisioned and says why. Default: yes.
+    fn role_provisioned(&self, grant: &Grant) -> Result<(), String> {
+        let _ = grant;
+        Ok(())
+    }
+    /// The privilege `grant` gives [`ProvisioningPort::grant_account`] (or its holder) in
+    /// the target, in the form discovery reports it (`group:docker`, `member:readwrite`).
+    /// Two live grants of one account with the same privilege share it: ending one leaves
+    /// it in place for the other. Reconciliation counts exactly this privilege as explained
+    /// by the grant. `None`: the grant's account is its own (a temporary login), so it
+    /// shares nothing and explains everything that account holds. Default: `role:<role>`.
+    fn grant_privilege(&self, grant: &Grant) -> Option<String> {
+        Some(format!("role:{}", grant.role))
+    }
     /// What to do with a standing privilege on `target` that no pedm grant explains.
     /// Decided without touching the target. Default: report only.
     fn drift_action(&self, target: &str, p: &StandingPrivilege) -> DriftAction {

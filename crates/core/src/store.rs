@@ -106,6 +106,13 @@ pub enum Write {
     Host(crate::host::HostWrite),
     /// Tasks, delegations and the links of delegated grants.
     Delegation(crate::delegation::DelegationWrite),
+    /// A precondition, changes nothing: fails with Conflict unless every listed grant is
+    /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
+    /// order until the transaction ends, so two changesets that each count on the other
+    /// grant staying live (overlapping grants of one privilege, each ending) cannot both
+    /// commit: the second sees the first's end and is refused. Put it before the
+    /// `EndGrant` of any grant it lists.
+    RequireGrantsActive { ids: Vec<Uuid> },
     /// Ends a grant; fails with Conflict unless it is still `active` (ends exactly once).
     EndGrant {
         id: Uuid,

@@ -8,14 +8,16 @@ pub(crate) const AUTO_APPROVE: &str = "auto_approve";
 pub(crate) const MAX_DURATION: &str = "max_duration";
 pub(crate) const APPROVALS: &str = "approvals";
 pub(crate) const BREAK_GLASS: &str = "break_glass";
+pub(crate) const ALLOW_PARALLEL: &str = "allow_parallel";
 
-const KNOWN: [&str; 6] = [
+const KNOWN: [&str; 7] = [
     ID,
     TIMEZONE,
     AUTO_APPROVE,
     MAX_DURATION,
     APPROVALS,
     BREAK_GLASS,
+    ALLOW_PARALLEL,
 ];
 /// Keys that are certainly a mistake for a known one.
 const ALIASES: [(&str, &str); 6] = [
@@ -35,6 +37,7 @@ pub(crate) struct RequestTerms {
     /// `None`: unannotated (one approval from anyone `approve` permits).
     pub tiers: Option<Vec<ApprovalTier>>,
     pub break_glass: bool,
+    pub allow_parallel: bool,
 }
 
 impl RequestTerms {
@@ -162,7 +165,7 @@ pub(crate) fn check(
         }
         let request_only = matches!(
             k.as_str(),
-            AUTO_APPROVE | MAX_DURATION | APPROVALS | BREAK_GLASS
+            AUTO_APPROVE | MAX_DURATION | APPROVALS | BREAK_GLASS | ALLOW_PARALLEL
         );
         if request_only && !is_request_permit {
             let what = if is_permit {
@@ -180,6 +183,7 @@ pub(crate) fn check(
                 terms.auto_approve = parse_bool(k, v)?;
             }
             BREAK_GLASS => terms.break_glass = parse_bool(k, v)?,
+            ALLOW_PARALLEL => terms.allow_parallel = parse_bool(k, v)?,
             MAX_DURATION => {
                 let secs = pedm_core::duration::parse_duration(v)
                     .map_err(|e| format!("@max_duration({v:?}): {e}"))?;

@@ -1355,27 +1355,54 @@ impl Engine {
             };
         }
         let ctx = &q.context;
-        let mut usable: Vec<(&String, &Entry)> = Vec::new();
+        // Break-glass semantics: a break-glass request uses a `@break_glass` permit when one
+        // applies (the emergency path is never slowed by an approval rule); such permits
+        // never apply to other requests.
         let mut bg_only = Vec::new();
-        let mut too_long = Vec::new();
+        let mut bg = Vec::new();
+        let mut ordinary = Vec::new();
         for id in &eval.permits {
             let e = &self.policies[self.by_id[id] as usize];
-            if e.terms.break_glass && !ctx.break_glass {
-                bg_only.push(id.clone());
-            } else if e
-                .terms
-                .max_duration_secs
-                .is_some_and(|m| ctx.duration_secs > m)
-            {
-                too_long.push(format!(
-                    "{id} (max_duration {}s)",
-                    e.terms.max_duration_secs.unwrap_or_default()
-                ));
-            } else {
-                usable.push((id, e));
+            match (e.terms.break_glass, ctx.break_glass) {
+                (true, false) => bg_only.push(id.clone()),
+                (true, true) => bg.push((id, e)),
+                (false, _) => ordinary.push((id, e)),
             }
         }
-        if usable.is_empty() {
+        let too_long = |e: &Entry| {
+            e.terms
+                .max_duration_secs
+                .is_some_and(|m| ctx.duration_secs > m)
+        };
+        if let Some((id, e)) = bg
+            .iter()
+            .filter(|(_, e)| !too_long(e))
+            .min_by_key(|(id, _)| (*id).clone())
+        {
+            return RequestVerdict::Permit(Requirements {
+                policy: (*id).clone(),
+                auto_approve: true,
+                max_duration_secs: e.terms.max_duration_secs,
+                tiers: e.terms.effective_tiers(),
+                break_glass: true,
+                allow_parallel: e.terms.allow_parallel,
+            });
+        }
+        // The strictest applicable permit wins: any approval beats auto-approve, more
+        // approvals beat fewer, more tiers beat fewer; ties → the lowest policy id. A looser
+        // permit never shadows a stricter one, and a request too long for the strictest
+        // permit is refused (it does not fall through to a looser one).
+        let strictest = ordinary.iter().max_by(|(ia, a), (ib, b)| {
+            let key = |e: &Entry| {
+                (
+                    !e.terms.auto_approve,
+                    e.terms.total_approvals(),
+                    e.terms.effective_tiers().len(),
+                )
+            };
+            key(a).cmp(&key(b)).then_with(|| ib.cmp(ia))
+        });
+        let Some((id, e)) = strictest else {
             let mut reasons = Vec::new();
             if !bg_only.is_empty() {
                 reasons.push(format!(
@@ -1383,46 +1410,41 @@ impl Engine {
                     bg_only.join(", ")
                 ));
             }
-            if !too_long.is_empty() {
-                reasons.push(format!(
-                    "requested duration {}s exceeds the maximum of {}",
-                    ctx.duration_secs,
-                    too_long.join(", ")
-                ));
-            }
             let mut policies = bg_only;
-            policies.extend(
-                too_long
-                    .iter()
-                    .map(|s| s.split(' ').next().unwrap_or_default().to_string()),
-            );
+            for (id, e) in &bg {
+                reasons.push(format!(
+                    "requested duration {}s exceeds the maximum of {id} (max_duration {}s)",
+                    ctx.duration_secs,
+                    e.terms.max_duration_secs.unwrap_or_default()
+                ));
+                policies.push((*id).clone());
+            }
             policies.sort();
             return RequestVerdict::Deny {
                 policies,
                 reason: format!("no usable policy permits {what}: {}", reasons.join("; ")),
                 errors: vec![],
             };
+        };
+        if too_long(e) {
+            return RequestVerdict::Deny {
+                policies: vec![(*id).clone()],
+                reason: format!(
+                    "no usable policy permits {what}: requested duration {}s exceeds the \
+                     maximum of {id} (max_duration {}s), the strictest permit that applies",
+                    ctx.duration_secs,
+                    e.terms.max_duration_secs.unwrap_or_default()
+                ),
+                errors: vec![],
+            };
         }
-        // Least friction: a break-glass permit for a break-glass request, then auto-approve,
-        // then fewest total approvals, then the lowest policy id.
-        let (id, e) = usable
-            .into_iter()
-            .min_by_key(|(id, e)| {
-                (
-                    !(ctx.break_glass && e.terms.break_glass),
-                    !(e.terms.auto_approve || e.terms.break_glass),
-                    e.terms.total_approvals(),
-                    (*id).clone(),
-                )
-            })
-            .expect("usable is not empty");
-        let bg = ctx.break_glass && e.terms.break_glass;
         RequestVerdict::Permit(Requirements {
-            policy: id.clone(),
-            auto_approve: e.terms.auto_approve || bg,
+            policy: (*id).clone(),
+            auto_approve: e.terms.auto_approve,
             max_duration_secs: e.terms.max_duration_secs,
             tiers: e.terms.effective_tiers(),
-            break_glass: bg,
+            break_glass: false,
+            allow_parallel: e.terms.allow_parallel,
         })
     }
 }

@@ -277,6 +277,9 @@ pub struct Requirements {
     pub tiers: Vec<ApprovalTier>,
     /// Granted through a `@break_glass("true")` policy: notify, open a review.
     pub break_glass: bool,
+    /// `@allow_parallel("true")`: the requester may hold several live grants of this role
+    /// at once (otherwise a second request while one is live is refused).
+    pub allow_parallel: bool,
 }
 
 impl Requirements {

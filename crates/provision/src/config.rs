@@ -13,8 +13,13 @@
 //! [provision.targets.web-1]
 //! kind = "linux_group"
 //! privileged_groups = ["sudo", "wheel", "admin", "root", "docker"]
+//! sensitive_groups = ["root", "sudo", "wheel", "adm", "docker"]  # need allow_privileged
 //! remove_drift = true                  # gpasswd -d members pedm did not add
 //! keep = ["breakglass"]
+//!
+//! [provision.roles.web-1.docker]       # no implicit role → group mapping
+//! group = "docker"
+//! allow_privileged = true              # docker is a sensitive group
 //!
 //! [provision.targets.aws-prod]
 //! kind = "command"
@@ -160,6 +165,12 @@ impl Provisioner for DriftRules {
     }
     fn account(&self, g: &GrantSpec) -> Option<String> {
         self.inner.account(g)
+    }
+    fn provisions(&self, g: &GrantSpec) -> Result<(), String> {
+        self.inner.provisions(g)
+    }
+    fn privilege(&self, g: &GrantSpec) -> Option<String> {
+        self.inner.privilege(g)
     }
     fn removes_drift(&self) -> bool {
         self.remove_drift

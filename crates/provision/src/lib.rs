@@ -168,6 +168,24 @@ pub trait Provisioner: Send + Sync {
         None
     }
 
+    /// Whether this target switches `g`'s role on and off at all: `Err(why not)` for a role
+    /// the target's configuration does not provision (e.g. a `linux_group` role without a
+    /// `group`), decided from the settings alone. Such a grant is not provisioned there and
+    /// says why. Default: every role is provisioned.
+    fn provisions(&self, g: &GrantSpec) -> Result<(), String> {
+        let _ = g;
+        Ok(())
+    }
+
+    /// What privilege `g` gives its [`Provisioner::account`] in the target (e.g.
+    /// `group:docker`, `member:readwrite`), decided from the settings alone: two live grants
+    /// with the same account and privilege share it, and revoking one must leave it for the
+    /// other. `None` when each grant's privilege is its own (a temporary login). Default: the
+    /// pedm role (`role:<name>`).
+    fn privilege(&self, g: &GrantSpec) -> Option<String> {
+        Some(format!("role:{}", g.role))
+    }
+
     /// Whether drift found in this target is to be removed (`remove_drift` in the target's
     /// configuration, see [`TargetConfig`]); when false it is only reported.
     fn removes_drift(&self) -> bool {

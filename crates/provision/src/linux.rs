@@ -1,10 +1,19 @@
 //! Linux groups on the local host: temporary membership of a group such as `docker` or
 //! `sudo` (the host agent runs this provisioner; the server may for its own host).
 //!
-//! Role settings: `{"group": "docker", "login": "{user}"}`. `group` defaults to the pedm role
-//! name, `login` (a template, `{user}` = the pedm user name) to the pedm user name. Both
-//! must be `[a-z_][a-z0-9_-]{0,31}` (refused with [`ProvisionError::Invalid`] otherwise:
-//! no upper case, dots or `$`, which some distributions allow).
+//! Role settings: `{"group": "docker", "login": "{user}", "allow_privileged": false}`.
+//! `group` is required: there is no implicit mapping from a pedm role to the Linux group of
+//! the same name (a role `root` must never mean membership of group `root` by accident). A
+//! role without `group` is *not provisioned* on the target ([`Provisioner::provisions`]
+//! says why; the grant says so). `login` (a template, `{user}` = the pedm user name)
+//! defaults to the pedm user name. Both must be `[a-z_][a-z0-9_-]{0,31}` (refused with
+//! [`ProvisionError::Invalid`] otherwise: no upper case, dots or `$`, which some
+//! distributions allow).
+//!
+//! Privileged groups: membership of a group with gid 0, or of a group listed in
+//! `sensitive_groups` or `privileged_groups` (see [`LinuxGroupConfig`]), is granted only
+//! when the role's settings say `allow_privileged = true`; otherwise the grant is refused
+//! ([`ProvisionError::Invalid`], nothing changed) naming the group and the setting.
 //!
 //! Grant runs `gpasswd -a USER GROUP`, revoke `gpasswd -d USER GROUP` (directly, never
 //! through a shell, with an empty environment except `PATH` and `LC_ALL=C`); membership is
@@ -34,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConfigError;
 use crate::{
     GrantOutcome, GrantSpec, Observed, ProvisionError, Provisioner, StandingPrivilege,
-    check_settings, login_from_settings, setting_str, truncate,
+    check_settings, login_from_settings, setting_bool, setting_str, truncate,
 };
 
 /// `kind = "linux_group"` in the server configuration.
@@ -54,6 +63,19 @@ pub struct LinuxGroupConfig {
     /// Longest a `gpasswd`/`getent` run may take.
     #[serde(default = "default_timeout", with = "pedm_notify::duration")]
     pub timeout: Duration,
+    /// Groups a role may give membership of only with `allow_privileged = true` in its
+    /// settings (as are gid 0 and every group in `privileged_groups`): membership of these
+    /// is root or close to it.
+    #[serde(default = "default_sensitive")]
+    pub sensitive_groups: Vec<String>,
+}
+
+fn default_sensitive() -> Vec<String> {
+    [
+        "root", "sudo", "wheel", "admin", "adm", "shadow", "disk", "docker", "lxd", "libvirt",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_groups() -> Vec<String> {
@@ -78,6 +100,7 @@ impl Default for LinuxGroupConfig {
             sudoers: default_sudoers(),
             sudoers_dir: default_sudoers_dir(),
             timeout: default_timeout(),
+            sensitive_groups: default_sensitive(),
         }
     }
 }
@@ -150,6 +173,8 @@ struct Membership {
     group_exists: bool,
     supplementary: bool,
     primary: bool,
+    /// The group's gid, when it exists.
+    gid: Option<u32>,
 }
 
 async fn membership(user: &str, group: &str) -> Result<Membership, ProvisionError> {
@@ -164,6 +189,7 @@ async fn membership(user: &str, group: &str) -> Result<Membership, ProvisionErro
             group_exists: g.is_some(),
             supplementary: g.as_ref().is_some_and(|g| g.mem.contains(&user)),
             primary: matches!((&u, &g), (Some(u), Some(g)) if u.gid == g.gid),
+            gid: g.as_ref().map(|g| g.gid.as_raw()),
         })
     })
     .await
@@ -178,7 +204,7 @@ pub struct LinuxGroupProvisioner {
 
 impl LinuxGroupProvisioner {
     pub fn new(config: LinuxGroupConfig) -> Result<Self, ConfigError> {
-        for g in &config.privileged_groups {
+        for g in config.privileged_groups.iter().chain(&config.sensitive_groups) {
             check_name("privileged group", g).map_err(|e| ConfigError(e.to_string()))?;
         }
         if config.timeout.is_zero() {
@@ -188,13 +214,57 @@ impl LinuxGroupProvisioner {
     }
 
     fn names(&self, g: &GrantSpec) -> Result<(String, String), ProvisionError> {
-        check_settings(g, &["group", "login"])?;
+        check_settings(g, &["group", "login", "allow_privileged"])?;
         let user = login_from_settings(g)?;
         check_name("user", &user)?;
-        let group = setting_str(g, "group")?.unwrap_or(&g.role).to_string();
+        let group = setting_str(g, "group")?
+            .ok_or_else(|| ProvisionError::invalid(not_mapped(g)))?
+            .to_string();
         check_name("group", &group)?;
         Ok((user, group))
     }
+
+    /// Refuses membership of a privileged group (gid 0, `sensitive_groups`,
+    /// `privileged_groups`) unless the role's settings allow it explicitly.
+    fn check_privileged(
+        &self,
+        g: &GrantSpec,
+        group: &str,
+        gid: Option<u32>,
+    ) -> Result<(), ProvisionError> {
+        let listed = self
+            .config
+            .sensitive_groups
+            .iter()
+            .chain(&self.config.privileged_groups)
+            .any(|s| s == group);
+        if !(listed || gid == Some(0)) || setting_bool(g, "allow_privileged", false)? {
+            return Ok(());
+        }
+        let why = if gid == Some(0) {
+            "has gid 0".to_string()
+        } else {
+            "is a privileged group".to_string()
+        };
+        Err(ProvisionError::invalid(format!(
+            "group {group} {why}: role {} on {} may give membership of it only with \
+             allow_privileged = true in [provision.roles.{}.{}]",
+            g.role, g.target, g.target, g.role
+        )))
+    }
+}
+
+/// Why a role without a `group` setting is not provisioned.
+fn not_mapped(g: &GrantSpec) -> String {
+    format!(
+        "role {role} is not provisioned on linux_group target {target}: no group is configured \
+         for it (set group = \"...\" in [provision.roles.{target}.{role}])",
+        role = g.role,
+        target = g.target
+    )
+}
+
+impl LinuxGroupProvisioner {
 
     async fn gpasswd(
         &self,
@@ -241,6 +311,7 @@ impl Provisioner for LinuxGroupProvisioner {
                 "no group {group:?} on this host"
             )));
         }
+        self.check_privileged(g, &group, m.gid)?;
         if m.supplementary || m.primary {
             return Ok(GrantOutcome {
                 secret: None,
@@ -311,6 +382,19 @@ impl Provisioner for LinuxGroupProvisioner {
 
     fn account(&self, g: &GrantSpec) -> Option<String> {
         self.names(g).ok().map(|(user, _)| user)
+    }
+
+    fn provisions(&self, g: &GrantSpec) -> Result<(), String> {
+        match setting_str(g, "group") {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(not_mapped(g)),
+            // Malformed settings: provisioned, so the grant fails with the error.
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn privilege(&self, g: &GrantSpec) -> Option<String> {
+        self.names(g).ok().map(|(_, group)| format!("group:{group}"))
     }
 
     fn removable(&self, p: &StandingPrivilege) -> Result<(), String> {

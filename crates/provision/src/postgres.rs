@@ -627,6 +627,14 @@ impl Provisioner for PostgresProvisioner {
         }
     }
 
+    fn privilege(&self, g: &GrantSpec) -> Option<String> {
+        match plan(g).ok()? {
+            Plan::GrantRole { pg_role, .. } => Some(format!("member:{pg_role}")),
+            // Each grant has a login of its own: nothing is shared.
+            Plan::TempLogin { .. } => None,
+        }
+    }
+
     fn removable(&self, p: &StandingPrivilege) -> Result<(), String> {
         let Some(role) = p.privilege.strip_prefix("member:") else {
             return Err(format!(

@@ -121,6 +121,7 @@ impl Decider for CedarDecider {
                     })
                     .collect(),
                 break_glass: r.break_glass,
+                allow_parallel: r.allow_parallel,
             }),
         }
     }

@@ -113,6 +113,19 @@ impl ProvisioningPort for Provisioners {
             .account(&self.spec(grant, None))
     }
 
+    fn role_provisioned(&self, grant: &Grant) -> Result<(), String> {
+        match self.get(&grant.target) {
+            Ok(p) => p.provisions(&self.spec(grant, None)),
+            Err(f) => Err(f.message),
+        }
+    }
+
+    fn grant_privilege(&self, grant: &Grant) -> Option<String> {
+        self.get(&grant.target)
+            .ok()?
+            .privilege(&self.spec(grant, None))
+    }
+
     fn drift_action(&self, target: &str, p: &StandingPrivilege) -> DriftAction {
         let Ok(prov) = self.get(target) else {
             return DriftAction::Report;

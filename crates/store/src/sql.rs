@@ -645,6 +645,36 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         }
         Write::Host(h) => crate::hosts::apply(c, h).await,
         Write::Delegation(d) => crate::delegation::apply(c, d).await,
+        Write::RequireGrantsActive { ids } => {
+            let mut ids = ids.clone();
+            ids.sort();
+            ids.dedup();
+            let sql = if c.is_postgres() {
+                "SELECT state FROM grants WHERE id = $1 FOR UPDATE"
+            } else {
+                "SELECT state FROM grants WHERE id = $1"
+            };
+            for id in ids {
+                let state: Option<String> = c
+                    .fetch_optional(sql, args![id])
+                    .await
+                    .map_err(backend)?
+                    .map(|r| r.get::<String>("state"))
+                    .transpose()?;
+                match state.as_deref() {
+                    None => {
+                        return Err(StoreError::NotFound(format!("grant {id} does not exist")));
+                    }
+                    Some("active") => {}
+                    Some(other) => {
+                        return Err(StoreError::Conflict(format!(
+                            "grant {id} is {other}, no longer active"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        }
         Write::EndGrant {
             id,
             state,

@@ -171,7 +171,8 @@ impl ControlPlane {
                         .next()
                         .ok_or_else(|| Error::Internal("no grant ended".into()));
                 }
-                Err(StoreError::Conflict(_)) if ended.len() > 1 && attempt < 3 => {
+                // A grant handed on, or one sharing the privilege, ended at the same moment.
+                Err(StoreError::Conflict(_)) if attempt < 3 => {
                     g = self.load_grant(g.id).await?;
                 }
                 Err(StoreError::Conflict(_)) => {
@@ -210,6 +211,18 @@ impl ControlPlane {
         let mut queue = vec![(g.clone(), state, reason, None::<Uuid>)];
         while let Some((mut g, state, reason, parent)) = queue.pop() {
             let action = action(state)?;
+            let ending: Vec<Uuid> = cs
+                .writes
+                .iter()
+                .filter_map(|w| match w {
+                    Write::EndGrant { id, .. } => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            let plan = self.revoke_plan(&g, now, &ending).await?;
+            if let Some(p) = plan.precondition {
+                cs.writes.push(p);
+            }
             cs.writes.push(Write::EndGrant {
                 id: g.id,
                 state,
@@ -217,9 +230,7 @@ impl ControlPlane {
                 by: actor.user.clone(),
                 reason: reason.clone(),
             });
-            let revoke = self.revoke_writes(&g, now).await?;
-            let queued = !revoke.is_empty();
-            cs.writes.extend(revoke);
+            cs.writes.extend(plan.writes);
             cs.writes.push(Write::DeleteGrantSecret {
                 grant_id: g.id,
                 must_exist: false,
@@ -230,6 +241,9 @@ impl ControlPlane {
             });
             if let Some(p) = parent {
                 data["parent_grant"] = json!(p);
+            }
+            if !plan.kept_for.is_empty() {
+                data["privilege_kept_for"] = json!(plan.kept_for);
             }
             cs.events
                 .push(self.event(actor, action, subject("grant", g.id)).data(data));
@@ -243,8 +257,8 @@ impl ControlPlane {
             g.ended_at = Some(now);
             g.ended_by = Some(actor.user.clone());
             g.end_reason = reason;
-            if queued {
-                g.provision_state = ProvisionState::RevokePending;
+            if let Some(p) = plan.state {
+                g.provision_state = p;
             }
             out.push(g);
         }

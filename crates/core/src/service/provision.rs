@@ -34,42 +34,130 @@ impl ControlPlane {
             .then(|| Write::InsertJob(self.new_job(g.id, ProvisionAction::Grant, g.starts_at)))
     }
 
-    /// The writes that go with ending `g`: a revoke job (the grant shows `revoke_pending`
-    /// until the target confirms), and cancelling a grant job that has not run yet.
-    pub(super) async fn revoke_writes(&self, g: &Grant, now: Timestamp) -> Result<Vec<Write>> {
+    /// What ending `g` does to its privilege in the target (goes into the changeset that
+    /// ends it):
+    ///
+    /// - never provisioned (no provisioner, or a role the target does not provision): the
+    ///   provisioning state becomes `revoked` at once (there is nothing to take away);
+    /// - another live grant of the same holder needs the same privilege on the target
+    ///   (same account and [`crate::provisioning::ProvisioningPort::grant_privilege`]): the
+    ///   privilege is left in place for it, the state becomes `revoked` with a detail naming
+    ///   the other grants, and the changeset requires them to be still active
+    ///   ([`Write::RequireGrantsActive`], counted in the same transaction that ends `g`);
+    /// - otherwise a revoke job (the grant shows `revoke_pending` until the target
+    ///   confirms), cancelling a grant job that has not run yet.
+    ///
+    /// `ending`: grants ended earlier in the same changeset (not counted as live).
+    pub(super) async fn revoke_plan(
+        &self,
+        g: &Grant,
+        now: Timestamp,
+        ending: &[Uuid],
+    ) -> Result<RevokePlan> {
         let from = g.provision_state;
+        let mut plan = RevokePlan::default();
         if !matches!(from, ProvisionState::Provisioning | ProvisionState::Active) {
-            // Targets without a provisioner have nothing to take away; a failed grant already
-            // has its revoke job.
-            return Ok(vec![]);
+            // A failed grant already has its revoke job; an ended one is settled.
+            return Ok(plan);
         }
-        if !self.provisioned(&g.target) && from == ProvisionState::Active {
-            return Ok(vec![]);
+        let jobs = self.store.grant_jobs(g.id).await?;
+        if from == ProvisionState::Active && jobs.is_empty() {
+            plan.writes.push(Write::SetProvisionState {
+                grant_id: g.id,
+                from: vec![from],
+                to: ProvisionState::Revoked,
+                detail: Some(match &g.provision_detail {
+                    Some(d) => format!("grant ended ({d})"),
+                    None => "grant ended; nothing was provisioned in the target".into(),
+                }),
+            });
+            plan.state = Some(ProvisionState::Revoked);
+            return Ok(plan);
         }
-        let mut w = vec![];
-        for mut job in self.store.grant_jobs(g.id).await? {
+        for mut job in jobs {
             if !job.done && job.action == ProvisionAction::Grant {
                 let expected = job.attempts;
                 job.done = true;
                 job.last_error = Some("cancelled: the grant ended first".into());
-                w.push(Write::UpdateJob {
+                plan.writes.push(Write::UpdateJob {
                     job,
                     expected_attempts: expected,
                 });
             }
         }
-        w.push(Write::SetProvisionState {
+        let sharing: Vec<Uuid> = self
+            .sharing_grants(g)
+            .await?
+            .into_iter()
+            .filter(|id| !ending.contains(id))
+            .collect();
+        if !sharing.is_empty() {
+            let mut ids = sharing.clone();
+            ids.push(g.id);
+            plan.precondition = Some(Write::RequireGrantsActive { ids });
+            plan.writes.push(Write::SetProvisionState {
+                grant_id: g.id,
+                from: vec![from],
+                to: ProvisionState::Revoked,
+                detail: Some(format!(
+                    "privilege left in place: still needed by live grant {} of the same holder",
+                    join_ids(&sharing)
+                )),
+            });
+            plan.state = Some(ProvisionState::Revoked);
+            plan.kept_for = sharing;
+            return Ok(plan);
+        }
+        plan.writes.push(Write::SetProvisionState {
             grant_id: g.id,
             from: vec![from],
             to: ProvisionState::RevokePending,
             detail: None,
         });
-        w.push(Write::InsertJob(self.new_job(
+        plan.writes.push(Write::InsertJob(self.new_job(
             g.id,
             ProvisionAction::Revoke,
             now,
         )));
-        Ok(w)
+        plan.state = Some(ProvisionState::RevokePending);
+        Ok(plan)
+    }
+
+    /// Other live grants (active, privilege being provisioned or in place) of `g`'s holder
+    /// on its target that need the same privilege for the same account.
+    async fn sharing_grants(&self, g: &Grant) -> Result<Vec<Uuid>> {
+        let Some(port) = self.provisioning.as_ref() else {
+            return Ok(vec![]);
+        };
+        let Some(privilege) = port.grant_privilege(g) else {
+            return Ok(vec![]);
+        };
+        let account = port.grant_account(g).unwrap_or_else(|| g.user.clone());
+        let others = self
+            .store
+            .grants(&GrantFilter {
+                user: Some(g.user.clone()),
+                target: Some(g.target.clone()),
+                state: Some(GrantState::Active),
+                limit: Some(5000),
+                ..Default::default()
+            })
+            .await?;
+        Ok(others
+            .into_iter()
+            .filter(|o| {
+                o.id != g.id
+                    && o.state == GrantState::Active
+                    && matches!(
+                        o.provision_state,
+                        ProvisionState::Provisioning | ProvisionState::Active
+                    )
+                    && port.role_provisioned(o).is_ok()
+                    && port.grant_privilege(o).as_deref() == Some(privilege.as_str())
+                    && port.grant_account(o).unwrap_or_else(|| o.user.clone()) == account
+            })
+            .map(|o| o.id)
+            .collect())
     }
 
     /// Runs every provisioning job that is due; returns how many ran.
@@ -200,6 +288,33 @@ impl ControlPlane {
             // Handled before the grant is read; kept here so a new action is not missed.
             ProvisionAction::RemoveDrift => {
                 return self.run_drift_removal(port, job.clone()).await;
+            }
+            ProvisionAction::Revoke if !self.sharing_grants(&g).await?.is_empty() => {
+                // A grant of the same privilege started since this one ended: taking it
+                // away now would break that grant.
+                let sharing = self.sharing_grants(&g).await?;
+                next.done = true;
+                next.last_error = None;
+                let detail = format!(
+                    "privilege left in place: still needed by live grant {} of the same holder",
+                    join_ids(&sharing)
+                );
+                let mut cs = Changeset::new().write(Write::UpdateJob {
+                    job: next,
+                    expected_attempts: expected,
+                });
+                if g.provision_state == ProvisionState::RevokePending {
+                    cs = cs.write(Write::SetProvisionState {
+                        grant_id: g.id,
+                        from: vec![ProvisionState::RevokePending],
+                        to: ProvisionState::Revoked,
+                        detail: Some(detail.clone()),
+                    });
+                }
+                cs.event(
+                    self.event(&sys, "provision.revoke_skipped", subject("grant", g.id))
+                        .data(with(json!({ "reason": detail, "kept_for": sharing }))),
+                )
             }
             ProvisionAction::Revoke => match port.revoke(&g, run_as.as_deref()).await {
                 Ok(()) => {
@@ -374,6 +489,8 @@ impl ControlPlane {
     }
 
     /// Standing privileges over every target with a provisioner (auditors: `read_audit`).
+    /// A privilege a live pedm grant gave (exactly that account and privilege) is marked
+    /// with the grant (`temporary_grant`): it is not standing.
     /// A target that cannot be read is listed under `errors`; the others still report.
     pub async fn standing_report(&self, actor: &Actor) -> Result<StandingReport> {
         self.require_admin(actor, AdminAction::ReadAudit, "report.standing")
@@ -383,8 +500,10 @@ impl ControlPlane {
             return Ok(report);
         };
         for target in port.targets() {
+            let holders = self.live_holders(port.as_ref(), &target).await?;
             match port.discover(&target).await {
                 Ok(found) => report.rows.extend(found.into_iter().map(|p| StandingRow {
+                    temporary_grant: explained_by(&holders, &p),
                     target: target.clone(),
                     account: p.account,
                     privilege: p.privilege,
@@ -440,7 +559,7 @@ impl ControlPlane {
                 *t != target || found.iter().any(|f| f.account == *a && f.privilege == *p)
             });
             for p in found {
-                if explained(&holders, &p.account) {
+                if explained_by(&holders, &p).is_some() {
                     continue;
                 }
                 let key = (target.clone(), p.account.clone(), p.privilege.clone());
@@ -547,7 +666,9 @@ impl ControlPlane {
             }
             v
         };
-        let cs = if explained(&self.live_holders(port, &d.target).await?, &d.account) {
+        let cs = if explained_by(&self.live_holders(port, &d.target).await?, &d.standing())
+            .is_some()
+        {
             next.done = true;
             next.last_error = Some("cancelled: a pedm grant now explains it".into());
             Changeset::new()
@@ -636,14 +757,16 @@ impl ControlPlane {
         }
     }
 
-    /// The accounts of grants on `target` whose privilege may be in place (provisioning,
-    /// active, being revoked): the holder's name and, where the port knows it, the account
-    /// the grant was given in the target.
-    async fn live_holders(
+    /// What grants on `target` whose privilege may be in place (provisioning, active, being
+    /// revoked) explain: the account the grant was given in the target (where the port knows
+    /// it, and the holder's name) with exactly the privilege it gives
+    /// ([`crate::provisioning::ProvisioningPort::grant_privilege`]). A grant of a role the
+    /// target does not provision explains nothing.
+    pub(super) async fn live_holders(
         &self,
         port: &dyn crate::provisioning::ProvisioningPort,
         target: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<Explains>> {
         let mut out = Vec::new();
         for g in self
             .store
@@ -659,22 +782,77 @@ impl ControlPlane {
                 ProvisionState::Provisioning
                     | ProvisionState::Active
                     | ProvisionState::RevokePending
-            ) {
+            ) || port.role_provisioned(&g).is_err()
+            {
                 continue;
             }
+            let privilege = port.grant_privilege(&g);
             if let Some(a) = port.grant_account(&g) {
-                out.push(a);
+                out.push(Explains {
+                    account: a,
+                    privilege: privilege.clone(),
+                    holder: g.user.clone(),
+                    grant: g.id,
+                });
             }
-            out.push(g.user);
+            out.push(Explains {
+                account: g.user.clone(),
+                privilege,
+                holder: g.user,
+                grant: g.id,
+            });
         }
         Ok(out)
     }
 }
 
-/// Whether a standing privilege held by `account` is one of pedm's: the account is one of
-/// `holders` (see `live_holders`), or a temporary login `pedm_<holder>_…` made for one.
-fn explained(holders: &[String], account: &str) -> bool {
-    holders
-        .iter()
-        .any(|u| account == u || account.starts_with(&format!("pedm_{u}_")))
+/// One live grant's privilege in a target, as reconciliation counts it.
+#[derive(Debug, Clone)]
+pub(super) struct Explains {
+    account: String,
+    /// `None`: the account is the grant's own (a temporary login), all it holds is pedm's.
+    privilege: Option<String>,
+    holder: String,
+    grant: Uuid,
+}
+
+impl Explains {
+    fn covers(&self, p: &StandingPrivilege) -> bool {
+        if p.account.starts_with(&format!("pedm_{}_", self.holder)) {
+            return true;
+        }
+        if p.account != self.account {
+            return false;
+        }
+        match &self.privilege {
+            None => true,
+            Some(x) => *x == p.privilege || x.strip_prefix("role:") == Some(p.privilege.as_str()),
+        }
+    }
+}
+
+/// The live grant that explains a standing privilege, if any: exactly the privilege a grant
+/// gives its account (see `live_holders`), or anything a temporary login `pedm_<holder>_…`
+/// made for one holds.
+pub(super) fn explained_by(holders: &[Explains], p: &StandingPrivilege) -> Option<Uuid> {
+    holders.iter().find(|h| h.covers(p)).map(|h| h.grant)
+}
+
+/// What ending a grant does to its privilege in the target ([`ControlPlane::revoke_plan`]).
+#[derive(Debug, Default)]
+pub(super) struct RevokePlan {
+    /// Goes before the `EndGrant` (it lists the grant being ended).
+    pub precondition: Option<Write>,
+    pub writes: Vec<Write>,
+    /// The grant's provisioning state once the changeset commits, if it changes.
+    pub state: Option<ProvisionState>,
+    /// Other live grants the privilege is left in place for.
+    pub kept_for: Vec<Uuid>,
+}
+
+fn join_ids(ids: &[Uuid]) -> String {
+    ids.iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

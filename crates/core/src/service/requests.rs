@@ -114,6 +114,12 @@ impl ControlPlane {
             ));
         }
 
+        if let RequestDecision::Permit(p) = &decision
+            && !p.allow_parallel
+        {
+            self.refuse_parallel(actor, &target.name, &role.name).await?;
+        }
+
         let mut req = Request {
             id: Uuid::now_v7(),
             requester: actor.user.clone(),
@@ -294,8 +300,46 @@ impl ControlPlane {
         Ok((req, grant))
     }
 
+    /// Refuses a request for a role the requester already holds live on the target (two
+    /// live grants of one privilege are a second, independent life of it), naming the
+    /// grant; a permit with `@allow_parallel("true")` allows it. Recorded as a denied
+    /// `request.create` event.
+    async fn refuse_parallel(&self, actor: &Actor, target: &str, role: &str) -> Result<()> {
+        let live = self
+            .store
+            .grants(&GrantFilter {
+                user: Some(actor.user.clone()),
+                target: Some(target.to_string()),
+                state: Some(GrantState::Active),
+                limit: Some(1000),
+            })
+            .await?;
+        let Some(g) = live
+            .iter()
+            .find(|g| g.role == role && g.state == GrantState::Active)
+        else {
+            return Ok(());
+        };
+        let why = format!(
+            "you already hold role {role} on {target} through grant {} (until {}): use that \
+             grant (a `pedm grant extend` command to lengthen it does not exist yet: release it \
+             and request again for longer); a policy may allow parallel grants with \
+             @allow_parallel(\"true\") on its permit",
+            g.id, g.expires_at
+        );
+        let ev = self
+            .event(actor, "request.create", subject("grant", g.id))
+            .outcome(Outcome::Denied)
+            .data(json!({ "reason": why, "target": target, "role": role, "grant": g.id }));
+        self.store.commit(Changeset::new().event(ev)).await?;
+        Err(Error::Conflict(why))
+    }
+
+    /// A new grant for an approved request: `provisioning` (with a grant job, see
+    /// `grant_job`) when its target switches its role on and off, else `active` at once; a
+    /// role its provisioned target does not provision says why in `provision_detail`.
     pub(super) fn new_grant(&self, req: &Request, now: Timestamp) -> Result<Grant> {
-        Ok(Grant {
+        let mut g = Grant {
             id: Uuid::now_v7(),
             request_id: req.id,
             user: req.requester.clone(),
@@ -309,21 +353,28 @@ impl ControlPlane {
             ended_at: None,
             ended_by: None,
             end_reason: None,
-            provision_state: if self.provisioned(&req.target) {
-                ProvisionState::Provisioning
-            } else {
-                ProvisionState::Active
-            },
+            provision_state: ProvisionState::Active,
             provision_detail: None,
-        })
+        };
+        if self.provisioned(&req.target) {
+            match self.provisioning.as_ref().map(|p| p.role_provisioned(&g)) {
+                Some(Err(why)) => g.provision_detail = Some(format!("not provisioned: {why}")),
+                _ => g.provision_state = ProvisionState::Provisioning,
+            }
+        }
+        Ok(g)
     }
 
     pub(super) fn grant_started_event(&self, actor: &Actor, g: &Grant) -> NewAuditEvent {
+        let mut data = json!({
+            "request": g.request_id, "user": g.user, "target": g.target, "role": g.role,
+            "expires_at": g.expires_at,
+        });
+        if let Some(d) = &g.provision_detail {
+            data["provision"] = json!(d);
+        }
         self.event(actor, "grant.started", subject("grant", g.id))
-            .data(json!({
-                "request": g.request_id, "user": g.user, "target": g.target, "role": g.role,
-                "expires_at": g.expires_at,
-            }))
+            .data(data)
     }
 
     async fn load_request(&self, id: Uuid) -> Result<Request> {
