@@ -75,19 +75,48 @@ pub enum AgentCommand {
     /// What this host enforces and what it still owes the server (exit 1 when the server
     /// refused records that are kept here).
     Status,
+    /// Write the configuration (--config) for a host registered with `pedm host register`,
+    /// after checking the token and the server key against the server.
+    Enroll(crate::enroll::EnrollArgs),
 }
 
 pub fn main() -> std::process::ExitCode {
     use clap::Parser;
     let args = Args::parse();
-    if let Some(AgentCommand::Status) = args.command {
-        return match crate::status::print(&args.config) {
-            Ok(code) => std::process::ExitCode::from(code as u8),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                std::process::ExitCode::from(2)
-            }
-        };
+    match &args.command {
+        Some(AgentCommand::Status) => {
+            return match crate::status::print(&args.config) {
+                Ok(code) => std::process::ExitCode::from(code as u8),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
+        Some(AgentCommand::Enroll(e)) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let done = match rt {
+                Ok(rt) => rt.block_on(crate::enroll::enroll(&args.config, e)),
+                Err(err) => Err(err.into()),
+            };
+            return match done {
+                Ok(host) => {
+                    println!(
+                        "enrolled host {host}: wrote {}; start the agent with \
+                         `systemctl enable --now pedm-agent`",
+                        args.config.display()
+                    );
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
+        None => {}
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("PEDM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -28,6 +28,7 @@ pub mod admission;
 pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod enroll;
 pub mod env;
 pub mod error;
 pub mod outbox;

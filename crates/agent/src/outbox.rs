@@ -28,6 +28,8 @@ use uuid::Uuid;
 
 /// Reports sent per call, at most.
 const REPORT_BATCH: usize = 500;
+/// Refused reports kept on the host, at most (see [`Outbox::prune_rejected`]).
+const MAX_REJECTED_REPORTS: usize = 1000;
 /// JSON bytes of reports per call, at most: well under the server's default body limit
 /// (64 KiB), whatever the reports hold (each argv is cut to `REPORT_ARGV_BYTES`).
 const REPORT_BATCH_BYTES: usize = 32 * 1024;
@@ -398,7 +400,47 @@ impl Outbox {
             }
         }
         self.send_undelivered(client).await?;
+        self.prune_rejected(MAX_REJECTED_REPORTS);
         Ok(done)
+    }
+
+    /// Keeps at most `max` refused reports: the oldest beyond that are removed once the
+    /// server has been told of them (their `agent.undelivered` event holds what they were).
+    /// Refused sessions are never removed: their recordings exist nowhere else.
+    fn prune_rejected(&self, max: usize) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut rejected: Vec<(String, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = name
+                    .strip_prefix("report-")?
+                    .strip_suffix(".json.rejected")?
+                    .to_string();
+                Some((id, e.path()))
+            })
+            .collect();
+        if rejected.len() <= max {
+            return;
+        }
+        rejected.sort();
+        let excess = rejected.len() - max;
+        let mut removed = 0;
+        for (id, path) in rejected.into_iter().take(excess) {
+            let announced = !self.dir.join(format!("undelivered-{id}.json")).exists();
+            if announced && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                kept = max,
+                "removed the oldest refused reports (the server has their notices)"
+            );
+        }
     }
 
     /// Sends `items` in batches by size; returns each item with the server's answer to it
@@ -668,5 +710,38 @@ mod tests {
         assert_eq!(kept, done);
         // Recovering again queues nothing new.
         assert_eq!(outbox.recover(|_, _, _| 0).unwrap(), 0);
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+
+    #[test]
+    fn refused_reports_are_pruned_only_once_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        for id in &ids {
+            std::fs::write(outbox.dir.join(format!("report-{id}.json.rejected")), b"{}").unwrap();
+        }
+        // The oldest is not announced yet: kept although over the limit.
+        std::fs::write(
+            outbox.dir.join(format!("undelivered-{}.json", ids[0])),
+            b"{}",
+        )
+        .unwrap();
+        outbox.prune_rejected(2);
+        let left: Vec<bool> = ids
+            .iter()
+            .map(|id| {
+                outbox
+                    .dir
+                    .join(format!("report-{id}.json.rejected"))
+                    .exists()
+            })
+            .collect();
+        assert_eq!(left, [true, false, false, true, true]);
+        assert_eq!(outbox.undelivered().unwrap(), (3, 0));
     }
 }

@@ -215,7 +215,8 @@ impl Enforced {
                 ))
             }),
             (None, []) => Err(Refusal(format!(
-                "{user} holds no active grant on {host}; request one with `pedm request create {host} ROLE`"
+                "{user} holds no active grant on {host}; request one with \
+                 `pedm request create --target {host} --role ROLE --duration 1h --justification REASON`"
             ))),
             (None, [one]) => Ok(one),
             (None, several) => {

@@ -626,3 +626,126 @@ fn as_user(mut c: std::process::Command, agent: &Agent, user: &LinuxUser) -> std
         .stdin(Stdio::null());
     c
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_pins_the_key_it_was_given_and_checks_it() {
+    if !root_or_skip("enroll_pins_the_key_it_was_given_and_checks_it") {
+        return;
+    }
+    let s = Server::start();
+    s.admin()
+        .create_target(&pedm_api::CreateTarget {
+            name: "web1".into(),
+            kind: pedm_api::TargetKind::Host,
+            description: None,
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    let out = s.cli(&s.admin_token, &["--json", "host", "register", "web1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("agent.token");
+    let config = dir.path().join("etc/agent.toml");
+    let enroll = |token: &str, key: &str, force: bool| {
+        std::fs::write(&token_file, token).unwrap();
+        std::fs::set_permissions(
+            &token_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pedm-agent"));
+        c.arg("enroll")
+            .arg("--config")
+            .arg(&config)
+            .args(["--server", &s.url, "--server-key", key])
+            .arg("--token-file")
+            .arg(&token_file);
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    let token = reg["token"].as_str().unwrap();
+    let key = reg["server_key"].as_str().unwrap();
+    // Another key (the audit key of the same server): the snapshot does not verify.
+    let audit_key = stdout(&s.cli(&s.admin_token, &["audit", "pubkey"]));
+    let out = enroll(token, audit_key.trim(), false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does not verify"), "{}", stderr(&out));
+    let out = enroll("pedm_0123456789abcdef_notthetoken", key, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("did not accept the host token"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!config.exists(), "nothing written on failure");
+
+    let out = enroll(token, key, false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("enrolled host web1"),
+        "{}",
+        stdout(&out)
+    );
+    let mode = std::fs::metadata(&config).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let resolved = pedm_agent::config::Config::load(&config)
+        .unwrap()
+        .resolve()
+        .unwrap();
+    assert_eq!(resolved.host, "web1");
+    assert_eq!(resolved.server_key.to_string(), key);
+    // An existing configuration is replaced only on purpose.
+    let out = enroll(token, key, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert!(enroll(token, key, true).status.success());
+
+    // The shipped systemd unit starts the agent with the enrolled configuration and lets it
+    // manage its cgroup.
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agent/dist/pedm-agent.service"
+    ))
+    .unwrap();
+    for line in [
+        "ExecStart=/usr/local/sbin/pedm-agent --config /etc/pedm/agent.toml",
+        "Delegate=yes",
+        "StateDirectoryMode=0700",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "missing {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refusal_hint_is_a_command_that_works() {
+    if !root_or_skip("the_refusal_hint_is_a_command_that_works") {
+        return;
+    }
+    let (s, agent, alice, _client) = setup("pedmhh").await;
+    let out = agent.exec(&alice, &["/usr/bin/id"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let hint = err
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in {err}"));
+    let args: Vec<String> = hint
+        .split_whitespace()
+        .skip(1)
+        .map(|w| match w {
+            "ROLE" => "root".to_string(),
+            "REASON" => "disk-full".to_string(),
+            w => w.to_string(),
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = s.cli(&s.admin_token, &args);
+    assert!(out.status.success(), "{hint}: {}", stderr(&out));
+}
