@@ -698,19 +698,6 @@ async fn terminals_signals_and_shells_pass_through() {
     assert_eq!(sessions.exit_code, Some(4));
 }
 
-/// `c` run as `user` from the agent's directory with a minimal environment.
-fn as_user(mut c: std::process::Command, agent: &Agent, user: &LinuxUser) -> std::process::Command {
-    use std::os::unix::process::CommandExt;
-    c.uid(user.uid)
-        .gid(user.gid)
-        .current_dir(agent.dir.path())
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("TERM", "xterm")
-        .env("PEDM_AGENT_SOCKET", agent.socket())
-        .stdin(Stdio::null());
-    c
-}
 
 /// The shadow hash of `user`'s password.
 fn shadow_hash(user: &str) -> String {

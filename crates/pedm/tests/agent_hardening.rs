@@ -613,19 +613,6 @@ async fn working_directory_shells_and_run_as_are_decided_by_the_agent() {
     let _ = g;
 }
 
-/// `c` run as `user` from the agent's directory with a minimal environment.
-fn as_user(mut c: std::process::Command, agent: &Agent, user: &LinuxUser) -> std::process::Command {
-    use std::os::unix::process::CommandExt;
-    c.uid(user.uid)
-        .gid(user.gid)
-        .current_dir(agent.dir.path())
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("TERM", "xterm")
-        .env("PEDM_AGENT_SOCKET", agent.socket())
-        .stdin(Stdio::null());
-    c
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enroll_pins_the_key_it_was_given_and_checks_it() {

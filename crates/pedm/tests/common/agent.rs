@@ -265,3 +265,16 @@ pub async fn grant(c: &Client, duration: &str) -> pedm_api::Grant {
         .unwrap();
     r.grant.expect("auto-approved")
 }
+
+/// `c` run as `user` from the agent's directory with a minimal environment.
+pub fn as_user(mut c: Command, agent: &Agent, user: &LinuxUser) -> Command {
+    c.uid(user.uid)
+        .gid(user.gid)
+        .current_dir(agent.dir.path())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("TERM", "xterm")
+        .env("PEDM_AGENT_SOCKET", agent.socket())
+        .stdin(Stdio::null());
+    c
+}
