@@ -49,6 +49,10 @@ pub struct Config {
     /// How long a new connection may take to say what it wants (`5s`).
     #[serde(default = "default_first_frame_timeout")]
     pub first_frame_timeout: String,
+    /// The cgroup v2 directory sessions are contained in (delegated to the agent), `off`,
+    /// or unset: found (see `pedm_agent::cgroup`).
+    #[serde(default)]
+    pub cgroup: Option<String>,
 }
 
 fn default_socket() -> PathBuf {
@@ -88,6 +92,7 @@ pub struct Resolved {
     pub kill_grace: Duration,
     pub max_connections_per_user: usize,
     pub first_frame_timeout: Duration,
+    pub cgroup: Option<String>,
 }
 
 impl Config {
@@ -152,6 +157,7 @@ impl Config {
             kill_grace: Duration::from_secs(grace.max(0) as u64),
             max_connections_per_user: self.max_connections_per_user,
             first_frame_timeout: Duration::from_secs(first_frame as u64),
+            cgroup: self.cgroup.clone(),
         })
     }
 }

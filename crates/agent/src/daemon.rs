@@ -48,6 +48,11 @@ impl Running {
 
 pub struct Agent {
     cfg: Resolved,
+    /// Where sessions are contained; `None`: process scan only ([`crate::procs`]).
+    cgroups: Option<crate::cgroup::Cgroups>,
+    /// Grants (and delegations) with a cgroup, and when they end: what their sessions left
+    /// running is killed then, even with no session running.
+    contained: Mutex<HashMap<Uuid, Timestamp>>,
     connections: Arc<Connections>,
     refusals: Refusals,
     client: Client,
@@ -152,11 +157,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     raise_open_files_limit();
     let outbox = Outbox::open(&cfg.state_dir)
         .with_context(|| format!("cannot create {}", cfg.state_dir.display()))?;
+    let cgroups = crate::cgroup::Cgroups::locate(cfg.cgroup.as_deref())
+        .and_then(crate::cgroup::Cgroups::prepare);
+    let containment = crate::cgroup::describe(&cgroups);
+    match &cgroups {
+        Ok(_) => tracing::info!(containment, "sessions are contained"),
+        Err(_) => tracing::warn!(containment, "sessions are not contained in cgroups"),
+    }
+    let cgroups = cgroups.ok();
     // What the last run left running is ended before anyone can connect.
-    match outbox.recover(end_leftovers) {
+    let ended = |id: Uuid, meta: &SessionUpload, noted| {
+        let by_cgroup = match (&cgroups, meta.grant_id.or(meta.delegation_id)) {
+            (Some(c), Some(g)) => c.kill_grant(g),
+            _ => 0,
+        };
+        by_cgroup + end_leftovers(id, meta, noted)
+    };
+    match outbox.recover(ended) {
         Ok(0) => {}
         Ok(n) => tracing::warn!(sessions = n, "queued sessions interrupted by the last stop"),
         Err(e) => tracing::error!(error = %e, "cannot recover interrupted sessions"),
+    }
+    if let Some(c) = &cgroups {
+        let n = c.kill_leftovers();
+        if n > 0 {
+            tracing::warn!(
+                killed = n,
+                "ended processes the sessions of the last run left"
+            );
+        }
     }
     let enforced = match snapshot::load(&cfg.state_dir, &cfg.server_key, &cfg.host) {
         Ok(e) => e,
@@ -177,6 +206,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("server_url: {e}"))?;
     let listener = bind(&cfg)?;
     let agent = Arc::new(Agent {
+        cgroups,
+        contained: Mutex::new(HashMap::new()),
         connections: Connections::new(cfg.max_connections_per_user),
         refusals: Refusals::new(REFUSAL_WINDOW),
         cfg,
@@ -351,6 +382,27 @@ impl Agent {
             tracing::info!(session = %id, %grant, why, "ending session");
             r.end(why);
         }
+        drop(sessions);
+        let had_cgroup = self
+            .contained
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&grant)
+            .is_some();
+        if let (true, Some(cgroups)) = (had_cgroup, self.cgroups.clone()) {
+            // After the sessions' own hang-up and grace: whatever is left in the grant's
+            // cgroups, wherever it went.
+            let grace = self.cfg.kill_grace;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let killed = tokio::task::spawn_blocking(move || cgroups.kill_grant(grant))
+                    .await
+                    .unwrap_or(0);
+                if killed > 0 {
+                    tracing::info!(%grant, killed, "killed what the grant's sessions left");
+                }
+            });
+        }
     }
 
     fn stop_all(&self, why: &str) {
@@ -420,13 +472,18 @@ impl Agent {
             let now = Timestamp::now();
             let (expired, next) = {
                 let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                let contained = self.contained.lock().unwrap_or_else(|e| e.into_inner());
                 let mut expired = vec![];
                 let mut next: Option<Timestamp> = None;
-                for r in sessions.values() {
-                    if r.expires_at <= now {
-                        expired.push(r.grant);
+                let deadlines = sessions
+                    .values()
+                    .map(|r| (r.grant, r.expires_at))
+                    .chain(contained.iter().map(|(g, at)| (*g, *at)));
+                for (grant, at) in deadlines {
+                    if at <= now {
+                        expired.push(grant);
                     } else {
-                        next = Some(next.map_or(r.expires_at, |n| n.min(r.expires_at)));
+                        next = Some(next.map_or(at, |n| n.min(at)));
                     }
                 }
                 (expired, next)
@@ -840,6 +897,32 @@ impl Agent {
             count: None,
             last_at: None,
         };
+        let cgroup_procs = match &self.cgroups {
+            None => None,
+            Some(c) => match c.session(p.authority, session) {
+                Ok(fd) => {
+                    self.contained
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(p.authority, p.expires_at);
+                    Some(fd)
+                }
+                Err(e) => {
+                    // Nothing runs uncontained where containment is on.
+                    tracing::error!(%session, error = %e, "cannot create the session's cgroup");
+                    self.sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&session);
+                    let _ = refuse(
+                        &mut stream,
+                        format!("pedm-agent cannot contain the session (cgroup): {e}"),
+                    )
+                    .await;
+                    return;
+                }
+            },
+        };
         // Nothing runs that is not on disk first.
         if let Err(e) = self.outbox.begin_session(session, &allowed, &meta) {
             tracing::error!(%session, error = %e, "cannot note the session");
@@ -898,6 +981,7 @@ impl Agent {
             env,
             started: Some(started),
             marker: Some(marker),
+            cgroup_procs,
             cwd: p.cwd,
             tty: p.tty,
             recording,

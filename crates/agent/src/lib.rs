@@ -21,10 +21,12 @@
 //! - [`session`]: spawning and running one session, pumping I/O, signals, window size,
 //!   de-escalation
 //! - [`recording`]: the asciicast v2 writer and reader
+//! - [`cgroup`]: a cgroup v2 per session, one per grant above them, killed when it ends
 //! - [`procs`]: finding a session's processes in `/proc` (also those that left it)
 //! - [`error`]: what can go wrong, worded for the caller and the audit log
 
 pub mod admission;
+pub mod cgroup;
 pub mod command;
 pub mod config;
 pub mod daemon;

@@ -114,6 +114,9 @@ pub struct SessionSpec {
     /// The `PEDM_SESSION=<id>` entry of `env`, if any: processes of the run-as user that
     /// left the session but carry it are ended with the session ([`crate::procs`]).
     pub marker: Option<String>,
+    /// The `cgroup.procs` of the session's cgroup ([`crate::cgroup`]): the command joins it
+    /// before it execs, or does not run.
+    pub cgroup_procs: Option<OwnedFd>,
 }
 
 /// See [`SessionSpec::started`].
@@ -1003,6 +1006,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// Everything the child needs between the clone and the exec, allocated before the clone.
 struct ExecImage {
     fd: RawFd,
+    /// `cgroup.procs` to write `0` (this process) to first; -1 for none.
+    cgroup_procs: RawFd,
     script: bool,
     pty: bool,
     _argv: Vec<CString>,
@@ -1060,6 +1065,7 @@ impl ExecImage {
         };
         Ok(ExecImage {
             fd: spec.command.fd().as_raw_fd(),
+            cgroup_procs: spec.cgroup_procs.as_ref().map_or(-1, |f| f.as_raw_fd()),
             script: spec.command.is_script(),
             pty: spec.tty.is_some(),
             argv_ptrs: ptrs(&argv),
@@ -1098,6 +1104,12 @@ impl ExecImage {
                     }
                 };
             }
+            // Into the session's cgroup before anything else: nothing runs uncontained.
+            if self.cgroup_procs >= 0
+                && libc::write(self.cgroup_procs, c"0".as_ptr().cast(), 1) != 1
+            {
+                return errno();
+            }
             // First the agent's handlers go (signals are blocked until the very end).
             let mut dfl: libc::sigaction = std::mem::zeroed();
             dfl.sa_sigaction = libc::SIG_DFL;
@@ -1135,6 +1147,12 @@ impl ExecImage {
                 return libc::EPERM;
             }
             libc::umask(0o022);
+            // No core dumps of elevated processes: they would hold what the privilege read.
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
             // A directory asked for is entered as the new user, or nothing runs; without
             // one, the user's home (or `/`), as `sudo -i` does.
             match &self.cwd {

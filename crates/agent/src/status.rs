@@ -23,6 +23,15 @@ pub fn print(config: &Path) -> anyhow::Result<i32> {
         Ok(None) => println!("snapshot:    none yet (nothing can run until the server answers)"),
         Err(e) => println!("snapshot:    unusable: {e}"),
     }
+    let containment = match crate::cgroup::Cgroups::locate(cfg.cgroup.as_deref()) {
+        Ok(c) if c.prepared() => Ok(c),
+        Ok(c) => Err(format!(
+            "{} is not set up (the agent makes it when it starts)",
+            c.root().display()
+        )),
+        Err(e) => Err(e),
+    };
+    println!("containment: {}", crate::cgroup::describe(&containment));
     let (reports, sessions) = outbox.pending()?;
     println!("to deliver:  {reports} report(s), {sessions} session(s)");
     let (bad_reports, bad_sessions) = outbox.undelivered()?;

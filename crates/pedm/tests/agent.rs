@@ -698,7 +698,6 @@ async fn terminals_signals_and_shells_pass_through() {
     assert_eq!(sessions.exit_code, Some(4));
 }
 
-
 /// The shadow hash of `user`'s password.
 fn shadow_hash(user: &str) -> String {
     let shadow = std::fs::read_to_string("/etc/shadow").unwrap();

@@ -190,6 +190,39 @@ async fn no_process_outlives_its_grant_or_the_agent() {
         "the escaped process outlived its grant"
     );
 
+    // A process that left its session and cleared its environment, left behind by a command
+    // that ended normally: only a cgroup finds it, and it ends with the grant.
+    if agent.contained() {
+        let g = grant(&client, "30m").await;
+        agent.wait_snapshot(1, None);
+        let out = agent.exec(
+            &alice,
+            &[
+                "/bin/sh",
+                "-c",
+                "setsid env -i /bin/sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let hidden: i32 = stdout(&out).trim().parse().unwrap();
+        assert!(!wait_gone(hidden, Duration::ZERO), "left running");
+        s.admin()
+            .revoke_grant(
+                g.id,
+                &pedm_api::Reason {
+                    reason: Some("done".into()),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            wait_gone(hidden, Duration::from_secs(20)),
+            "a process outside the session without the marker outlived its grant"
+        );
+    } else {
+        println!("SKIP cgroup containment part: no writable cgroup v2 hierarchy here");
+    }
+
     // The agent dies during a session: at its next start it ends what was left, before it
     // listens, and the session's record says so.
     let g = grant(&client, "30m").await;
@@ -612,7 +645,6 @@ async fn working_directory_shells_and_run_as_are_decided_by_the_agent() {
     );
     let _ = g;
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enroll_pins_the_key_it_was_given_and_checks_it() {

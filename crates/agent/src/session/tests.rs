@@ -116,6 +116,7 @@ fn spec(
         stdin_data: None,
         started: None,
         marker: None,
+        cgroup_procs: None,
     }
 }
 
@@ -725,6 +726,23 @@ async fn a_signal_never_reaches_the_agents_own_group() {
         "{:?}",
         outcome.exited
     );
+}
+
+#[tokio::test]
+async fn elevated_commands_dump_no_core() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(
+        "/bin/sh",
+        &sh("ulimit -c; ulimit -Hc"),
+        &root(),
+        None,
+        dir.path(),
+    );
+    let (_, out, _) = run_simple(s).await;
+    assert_eq!(out.out(), "0\n0\n");
 }
 
 #[tokio::test]

@@ -77,12 +77,13 @@ impl Agent {
             format!(
                 "server_url = {:?}\nhost = \"web1\"\ntoken_file = {:?}\nserver_key = {:?}\n\
                  socket = {:?}\nstate_dir = {:?}\nkill_grace = \"1s\"\n\
-                 first_frame_timeout = \"2s\"\n",
+                 first_frame_timeout = \"2s\"\ncgroup = {:?}\n",
                 s.url,
                 token_file,
                 server_key,
                 dir.path().join("agent.sock"),
                 dir.path().join("state"),
+                test_cgroup(),
             ),
         )
         .unwrap();
@@ -180,6 +181,19 @@ impl Agent {
         self.config.clone()
     }
 
+    /// The `cgroup` setting the agent runs with.
+    pub fn cgroup(&self) -> String {
+        pedm_agent::config::Config::load(&self.config)
+            .ok()
+            .and_then(|c| c.cgroup)
+            .unwrap_or_else(|| "off".into())
+    }
+
+    /// Whether sessions are contained in cgroups (the agent said so when it started).
+    pub fn contained(&self) -> bool {
+        self.log_text().contains("sessions are contained")
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
@@ -215,6 +229,21 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+        if let Ok(c) = pedm_agent::cgroup::Cgroups::locate(Some(&self.cgroup())) {
+            c.remove();
+        }
+    }
+}
+
+/// A cgroup tree of the test's own (agents of tests running in parallel must not see each
+/// other's sessions as leftovers), or `off` where no cgroup v2 hierarchy is mounted.
+fn test_cgroup() -> String {
+    match pedm_agent::cgroup::cgroup2_mount() {
+        Some(m) => m
+            .join(format!("pedm-test-{}", uuid::Uuid::now_v7()))
+            .to_string_lossy()
+            .into_owned(),
+        None => "off".into(),
     }
 }
 
