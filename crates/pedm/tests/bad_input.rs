@@ -473,3 +473,45 @@ async fn failed_authentication_is_aggregated_per_source() {
     assert_eq!(agg.data["source"], "127.0.0.1");
     assert!(agg.data["first"].is_string() && agg.data["last"].is_string());
 }
+
+/// Nobody, not even an admin, can leave pedm without an admin able to sign in: revoking the
+/// last live admin token, or taking the rights of the last admin who has one, is refused
+/// (and the refusal recorded) until another admin can sign in.
+#[tokio::test]
+async fn the_last_admin_cannot_be_locked_out() {
+    let s = Server::start();
+    let admin = s.admin();
+    let me = admin.whoami().await.unwrap();
+    let my_token = me.token.as_ref().unwrap().id.clone();
+    let e = admin.revoke_token(&my_token).await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(
+        e.to_string()
+            .contains("last live token of an enabled admin"),
+        "{e}"
+    );
+    assert!(admin.whoami().await.is_ok(), "still signed in");
+    let refused = denied_events(&s).await;
+    assert!(refused.iter().any(|ev| ev.action == "token.revoke"));
+
+    // With a second admin able to sign in, both work.
+    let ops = s.client(&user_with_token(&s, "ops", true).await);
+    let e = admin
+        .update_user(
+            "ops",
+            &UpdateUser {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        e.is_ok(),
+        "another admin may be disabled while one can sign in"
+    );
+    let e = ops.whoami().await.unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    // ops is disabled: the bootstrap admin is the last one again.
+    let e = admin.revoke_token(&my_token).await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+}

@@ -516,6 +516,14 @@ impl ControlPlane {
                 "you cannot remove your own admin rights or disable yourself",
             ));
         }
+        let demoted =
+            user.admin && !user.disabled && (admin == Some(false) || disabled == Some(true));
+        if demoted && !self.another_admin_can_sign_in(name).await? {
+            return Err(Error::Conflict(format!(
+                "{name} is the last enabled admin with a live token: removing their rights would \
+                 leave nobody able to administer pedm"
+            )));
+        }
         if let Some(a) = admin {
             user.admin = a;
         }
@@ -674,6 +682,51 @@ impl ControlPlane {
         }
     }
 
+    /// Whether an enabled admin other than `except` holds a live token.
+    async fn another_admin_can_sign_in(&self, except: &str) -> Result<bool> {
+        let now = self.now();
+        let admins: std::collections::HashSet<String> = self
+            .store
+            .users()
+            .await?
+            .into_iter()
+            .filter(|u| u.admin && !u.disabled && u.name != except)
+            .map(|u| u.name)
+            .collect();
+        Ok(self
+            .store
+            .tokens(None)
+            .await?
+            .iter()
+            .any(|t| t.is_live(now) && admins.contains(&t.user)))
+    }
+
+    /// Whether `rec` is the only live token left to any enabled admin.
+    async fn last_admin_token(&self, rec: &TokenRecord, now: Timestamp) -> Result<bool> {
+        if !rec.is_live(now) {
+            return Ok(false);
+        }
+        let admins: std::collections::HashSet<String> = self
+            .store
+            .users()
+            .await?
+            .into_iter()
+            .filter(|u| u.admin && !u.disabled)
+            .map(|u| u.name)
+            .collect();
+        if !admins.contains(&rec.user) {
+            return Ok(false);
+        }
+        let others = self
+            .store
+            .tokens(None)
+            .await?
+            .into_iter()
+            .filter(|t| t.id != rec.id && t.is_live(now) && admins.contains(&t.user))
+            .count();
+        Ok(others == 0)
+    }
+
     pub async fn revoke_token(&self, actor: &Actor, id: &str) -> Result<TokenRecord> {
         let rec = self
             .store
@@ -691,6 +744,18 @@ impl ControlPlane {
                 .await);
         }
         let now = self.now();
+        if self.last_admin_token(&rec, now).await? {
+            let why = format!(
+                "token {id} is the last live token of an enabled admin: revoking it would leave \
+                 nobody able to administer pedm; create another admin token first"
+            );
+            let ev = self
+                .event(actor, "token.revoke", subject("token", id))
+                .outcome(Outcome::Denied)
+                .data(json!({ "reason": why }));
+            self.store.commit(Changeset::new().event(ev)).await?;
+            return Err(Error::Conflict(why));
+        }
         let cs = Changeset::new()
             .write(Write::RevokeToken {
                 id: id.to_string(),

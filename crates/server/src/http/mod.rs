@@ -2,6 +2,7 @@
 
 mod agents;
 mod audit;
+mod contract;
 mod delegation;
 mod error;
 mod extract;
@@ -69,7 +70,8 @@ impl Modify for BearerAuth {
 
 /// The OpenAPI document of every route under `/api/v1`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, api) = api_router().split_for_parts();
+    let (_, mut api) = api_router().split_for_parts();
+    contract::complete(&mut api);
     api
 }
 
@@ -84,7 +86,8 @@ fn api_router() -> OpenApiRouter<AppState> {
 }
 
 pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {
-    let (api, doc) = api_router().split_for_parts();
+    let (api, mut doc) = api_router().split_for_parts();
+    contract::complete(&mut doc);
     let doc = Arc::new(doc);
     api.route(
         &format!("{API_PREFIX}/openapi.json"),

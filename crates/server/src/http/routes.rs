@@ -212,7 +212,9 @@ async fn list_tokens(
 
 /// Mint a token. The secret is in this response only.
 #[utoipa::path(post, path = "/tokens", tag = "identity", request_body = CreateToken,
-    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "the user does not exist", body = ErrorBody)))]
 async fn create_token(
     State(s): State<AppState>,
     c: Caller,
