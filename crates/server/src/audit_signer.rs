@@ -299,7 +299,10 @@ impl AuditSigner {
             tracing::error!(problem = %why, "audit log does not match its signed checkpoints; \
                 nothing will be signed, exported or proved (run `pedm audit verify`)");
         } else {
-            tracing::info!(events = st.acc.size(), "audit log verified");
+            tracing::info!(
+                events = st.acc.size(),
+                "audit log matches its signed checkpoints"
+            );
         }
     }
 
