@@ -134,6 +134,10 @@ async fn assert_fail_closed(s: &Server, needle: &str) {
         &["audit", "export", "-o", f.to_str().unwrap()],
     );
     assert_fails(&o, &[needle]);
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "a refused export leaves no file"
+    );
     let o = s.cli(&s.admin_token, &["audit", "checkpoint"]);
     assert_fails(&o, &[needle]);
 }

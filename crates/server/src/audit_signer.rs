@@ -39,6 +39,8 @@ pub struct AuditSigner {
     origin: String,
     head_file: Option<PathBuf>,
     witnesses: Vec<crate::witness::WitnessTarget>,
+    /// High-severity webhooks when the log is found broken or a witness refuses.
+    alert: Option<pedm_notify::Notifier>,
     state: Mutex<State>,
 }
 
@@ -263,6 +265,7 @@ impl AuditSigner {
             origin,
             head_file,
             witnesses,
+            alert: None,
             state: Mutex::new(State {
                 acc: MerkleAccumulator::new(),
                 prev_hash: GENESIS_HASH,
@@ -276,6 +279,24 @@ impl AuditSigner {
                 witness_failed: Default::default(),
             }),
         })
+    }
+
+    /// Sends high-severity `audit.integrity` webhooks through `n`.
+    pub fn with_alerts(mut self, n: Option<pedm_notify::Notifier>) -> Self {
+        self.alert = n;
+        self
+    }
+
+    fn raise(&self, summary: String) {
+        tracing::error!(problem = %summary, "AUDIT INTEGRITY");
+        if let Some(n) = &self.alert {
+            n.notify(pedm_notify::Notification::new(
+                "audit.integrity",
+                pedm_notify::Severity::High,
+                format!("AUDIT LOG: {summary}"),
+                serde_json::json!({ "problem": summary }),
+            ));
+        }
     }
 
     pub fn public_key(&self) -> &PublicKey {
@@ -296,8 +317,10 @@ impl AuditSigner {
         }
         if let Some(why) = &st.broken {
             metrics::gauge!("pedm_audit_log_broken").set(1.0);
-            tracing::error!(problem = %why, "audit log does not match its signed checkpoints; \
-                nothing will be signed, exported or proved (run `pedm audit verify`)");
+            self.raise(format!(
+                "the log does not match its signed checkpoints ({why}); nothing will be \
+                 signed, exported or proved (run `pedm audit verify`)"
+            ));
         } else {
             tracing::info!(
                 events = st.acc.size(),
@@ -549,8 +572,10 @@ impl AuditSigner {
                         .witness_failed
                         .insert(w.url.clone(), (note.size, std::time::Instant::now()));
                     metrics::counter!("pedm_audit_witness_failures_total").increment(1);
-                    tracing::error!(witness = %w.url, size = note.size, error = %format!("{e:#}"),
-                        "the witness did not cosign the audit checkpoint");
+                    self.raise(format!(
+                        "witness {} did not cosign the checkpoint of {} events: {e:#}",
+                        w.url, note.size
+                    ));
                 }
             }
         }

@@ -248,7 +248,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(head_file),
             cfg.audit_witnesses.clone(),
         )
-        .context("cannot read the audit log")?,
+        .context("cannot read the audit log")?
+        .with_alerts(notifier.clone()),
     );
     tokio::spawn(
         signer
