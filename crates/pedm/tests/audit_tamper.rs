@@ -781,3 +781,83 @@ async fn postgres_tampering_is_caught_and_the_untouched_log_verifies() {
         "{log}"
     );
 }
+
+// ------------------------------------------------------------------ loud
+
+/// A webhook receiver: every notification's JSON body.
+async fn hook() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    let _ = tx.send(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, rx)
+}
+
+async fn integrity_notice(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> serde_json::Value {
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let v = rx.recv().await.expect("receiver open");
+            if v["kind"] == "audit.integrity" {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("an audit.integrity notification")
+}
+
+#[tokio::test]
+async fn a_broken_or_rolled_back_log_raises_a_high_severity_notice() {
+    let (url, mut rx) = hook().await;
+    let mut s = Server::start_with(Options {
+        config: Some(format!(
+            "[[notify.webhook]]\nname = \"security\"\nurl = \"{url}\"\nsecret = \"k\"\n"
+        )),
+        ..Default::default()
+    });
+    workload(&s).await;
+    let size = sign(&s);
+    s.stop();
+    sql(&db(&s), "DELETE FROM audit_events WHERE seq = 6");
+    s.start_again();
+    let n = integrity_notice(&mut rx).await;
+    assert_eq!(n["severity"], "high", "{n}");
+    assert!(
+        n["summary"].as_str().unwrap().contains("event 6: missing"),
+        "{n}"
+    );
+    s.stop();
+    sql(
+        &db(&s),
+        &format!(
+            "DELETE FROM audit_events WHERE seq > 3; DELETE FROM audit_checkpoints; \
+             UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_events WHERE seq = 3);"
+        ),
+    );
+    assert!(s.try_start_again().is_err());
+    let n = integrity_notice(&mut rx).await;
+    let summary = n["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("ROLLBACK")
+            && summary.contains("holds 3 events")
+            && summary.contains(&size.to_string()),
+        "{n}"
+    );
+}
