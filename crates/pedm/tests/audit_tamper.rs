@@ -846,10 +846,8 @@ async fn a_broken_or_rolled_back_log_raises_a_high_severity_notice() {
     s.stop();
     sql(
         &db(&s),
-        &format!(
-            "DELETE FROM audit_events WHERE seq > 3; DELETE FROM audit_checkpoints; \
-             UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_events WHERE seq = 3);"
-        ),
+        "DELETE FROM audit_events WHERE seq > 3; DELETE FROM audit_checkpoints; \
+         UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_events WHERE seq = 3);",
     );
     assert!(s.try_start_again().is_err());
     let n = integrity_notice(&mut rx).await;
