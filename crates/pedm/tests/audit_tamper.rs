@@ -12,10 +12,10 @@ use std::process::{Child, Command, Output, Stdio};
 
 async fn workload(s: &Server) {
     standard_targets(s).await;
-    let alice = s.client(&user_with_token(s, "alice", false).await);
+    // One live grant per user and role (a second one may be refused by policy).
     for i in 0..4 {
-        alice
-            .create_request(&req("web1", "docker", "30m", &format!("deploy {i}")))
+        let c = s.client(&user_with_token(s, &format!("dev{i}"), false).await);
+        c.create_request(&req("web1", "docker", "30m", &format!("deploy {i}")))
             .await
             .expect("docker request");
     }

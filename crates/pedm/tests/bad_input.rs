@@ -428,3 +428,82 @@ async fn non_admins_cannot_administer() {
         "target nope",
     );
 }
+
+#[tokio::test]
+async fn names_differing_only_by_case_and_control_characters_are_refused() {
+    let s = Server::start();
+    standard_targets(&s).await;
+    let admin = s.admin();
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    let before = snapshot(&s).await;
+    let user = |name: &str| CreateUser {
+        name: name.into(),
+        display_name: None,
+        admin: true,
+    };
+    // `ADMIN` next to `admin` would read as the same person in logs and approvals.
+    assert_err(
+        admin.create_user(&user("ADMIN")).await,
+        409,
+        "without regard to case",
+    );
+    assert_err(
+        admin.create_user(&user("Alice")).await,
+        409,
+        "without regard to case",
+    );
+    admin
+        .create_group(&CreateGroup {
+            name: "leads".into(),
+            description: None,
+        })
+        .await
+        .unwrap();
+    assert_err(
+        admin
+            .create_group(&CreateGroup {
+                name: "LEADS".into(),
+                description: None,
+            })
+            .await,
+        409,
+        "without regard to case",
+    );
+    assert_err(
+        admin
+            .create_target(&CreateTarget {
+                name: "WEB1".into(),
+                kind: TargetKind::Host,
+                description: None,
+                labels: Default::default(),
+            })
+            .await,
+        409,
+        "without regard to case",
+    );
+    // Control characters in free text: ESC (terminal escapes), NUL, a carriage return.
+    for bad in ["fix \u{1b}]0;pwned\u{7} it", "nul \0 here", "line\rover"] {
+        assert_err(
+            alice
+                .create_request(&req("web1", "docker", "30m", bad))
+                .await,
+            400,
+            "justification",
+        );
+    }
+    let mut r = req("web1", "docker", "30m", "deploy");
+    r.ticket = Some("CHG\u{1b}[31m-1".into());
+    assert_err(alice.create_request(&r).await, 400, "ticket");
+    assert_eq!(snapshot(&s).await.requests, before.requests);
+    assert_eq!(snapshot(&s).await.grants, before.grants);
+    // Newline and tab are fine in a justification.
+    alice
+        .create_request(&req(
+            "web1",
+            "docker",
+            "30m",
+            "deploy:\n\t1. build\n\t2. push",
+        ))
+        .await
+        .expect("multi-line justification");
+}
