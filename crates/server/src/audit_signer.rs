@@ -311,6 +311,18 @@ impl AuditSigner {
     /// Rebuilds the Merkle state from the store, checking it, and says how that went.
     async fn rebuild(&self) {
         let mut st = self.state.lock().await;
+        if let Some(t) = &st.trusted
+            && t.checkpoint.key_id != self.key.key_id()
+        {
+            self.raise(format!(
+                "the signing key changed: the trusted head ({} events) was signed by key {}, \
+                 this server signs with key {}; auditors holding the old public key will see \
+                 checkpoints by a wrong key",
+                t.checkpoint.size,
+                t.checkpoint.key_id,
+                self.key.key_id()
+            ));
+        }
         let r = self.catch_up(&mut st).await;
         if let Err(e) = r {
             st.broken.get_or_insert_with(|| format!("{e:#}"));
