@@ -65,6 +65,11 @@ struct State {
 /// submitted to it again.
 const WITNESS_RETRY: Duration = Duration::from_secs(30);
 
+/// The log does not match what was signed (as opposed to a storage error while checking).
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log does not match its signed checkpoints: {0}")]
+pub struct Broken(pub String);
+
 /// Loads the signing key from `path`, or creates one there (mode 0600) if the file is missing.
 pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
     if path.exists() {
@@ -352,7 +357,7 @@ impl AuditSigner {
         let caught_up = self.catch_up(st).await;
         if let Some(why) = &st.broken {
             metrics::gauge!("pedm_audit_log_broken").set(1.0);
-            bail!("the audit log does not match its signed checkpoints: {why}");
+            return Err(Broken(why.clone()).into());
         }
         caught_up
     }
