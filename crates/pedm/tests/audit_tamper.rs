@@ -490,6 +490,14 @@ async fn a_witness_cosigns_growth_and_catches_a_rollback() {
     let grown_size = save_checkpoint(&s, &grown);
     let text = std::fs::read_to_string(&grown).unwrap();
     assert!(text.contains("\u{2014} witness.test/w1 "), "{text}");
+    // The cosignature checks out independently too (C2SP tlog-cosignature, in Python).
+    let o = Command::new("python3")
+        .args(["-c", PYTHON_COSIGNATURE])
+        .arg(&grown)
+        .arg(&w.vkey)
+        .output()
+        .expect("python3");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let verify_witnessed = |s: &Server| {
         s.cli(
             &s.admin_token,
@@ -599,6 +607,29 @@ def mth(d):
 assert len(leaves) >= size, (len(leaves), size)
 assert mth(leaves[:size]) == root, "root differs"
 print("python verified", origin, size)
+"#;
+
+const PYTHON_COSIGNATURE: &str = r#"
+import base64, hashlib, struct, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+note, vkey = open(sys.argv[1]).read(), sys.argv[2]
+name, kid_hex, material = vkey.split("+", 2)
+material = base64.b64decode(material)
+assert material[0] == 4, "not a cosignature/v1 key"
+key = material[1:]
+kid = hashlib.sha256(name.encode() + b"\n\x04" + key).digest()[:4]
+assert kid.hex() == kid_hex
+body, sigs = note.split("\n\n", 1)
+for line in sigs.splitlines():
+    n, b64 = line.removeprefix("\u2014 ").split(" ")
+    raw = base64.b64decode(b64)
+    if n == name and raw[:4] == kid:
+        (t,) = struct.unpack(">Q", raw[4:12])
+        msg = ("cosignature/v1\ntime %d\n" % t + body + "\n").encode()
+        Ed25519PublicKey.from_public_bytes(key).verify(raw[12:], msg)
+        print("cosigned by", name, "at", t)
+        sys.exit(0)
+sys.exit("no cosignature by " + name)
 "#;
 
 #[tokio::test]

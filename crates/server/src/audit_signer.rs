@@ -366,9 +366,10 @@ impl AuditSigner {
     async fn catch_up(&self, st: &mut State) -> anyhow::Result<()> {
         let head = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
         let done = st.acc.size() as i64;
-        let stored = self.store.checkpoints().await?;
-        let mut limits: Vec<(i64, &str)> = stored
-            .last()
+        let mut limits: Vec<(i64, &str)> = self
+            .store
+            .latest_checkpoint()
+            .await?
             .map(|c| (c.size, "a stored checkpoint"))
             .into_iter()
             .collect();
@@ -395,6 +396,8 @@ impl AuditSigner {
             return Ok(());
         }
         // Roots this pass will reach, to compare on the way.
+        // Only when there is something new to fold in: every stored checkpoint it reaches.
+        let stored = self.store.checkpoints().await?;
         let mut expect: Vec<(i64, [u8; 32], String)> = stored
             .iter()
             .filter(|c| c.size > done && c.size <= head)
