@@ -507,3 +507,49 @@ async fn names_differing_only_by_case_and_control_characters_are_refused() {
         .await
         .expect("multi-line justification");
 }
+
+#[tokio::test]
+async fn oversized_headers_and_targets_get_json_errors() {
+    let s = Server::start();
+    let http = reqwest::Client::new();
+    let json_error = |r: reqwest::Response, status: u16, code: &'static str| async move {
+        assert_eq!(r.status().as_u16(), status);
+        let body: serde_json::Value = r.json().await.expect("a JSON error body");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let url = format!("{}/api/v1/whoami", s.url);
+    let mut many = http.get(&url).bearer_auth(&s.admin_token);
+    for i in 0..150 {
+        many = many.header(format!("x-filler-{i}"), "x");
+    }
+    let msg = json_error(many.send().await.unwrap(), 431, "headers_too_large").await;
+    assert!(msg.contains("at most 100"), "{msg}");
+    let big = http
+        .get(&url)
+        .bearer_auth(&s.admin_token)
+        .header("x-big", "a".repeat(70_000))
+        .send()
+        .await
+        .unwrap();
+    let msg = json_error(big, 431, "headers_too_large").await;
+    assert!(msg.contains("bytes"), "{msg}");
+    let long = http
+        .get(format!("{url}?q={}", "a".repeat(9_000)))
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    json_error(long, 414, "uri_too_long").await;
+    // Within the limits, the same call works.
+    let ok = http
+        .get(&url)
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+}

@@ -288,13 +288,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("server failed")?;
+    http::serve::serve(listener, app, shutdown_signal())
+        .await
+        .context("server failed")?;
     let _ = shutdown_tx.send(true);
     let _ = scheduler.await;
     if let Some(r) = runner {
