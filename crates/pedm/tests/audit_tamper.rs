@@ -636,6 +636,13 @@ sys.exit("no cosignature by " + name)
 async fn checkpoint_notes_verify_with_an_independent_python_check() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start();
+    // Each key created at the first start is named for what it signs.
+    let log = s.log();
+    assert!(
+        log.contains("created the agent snapshot signing key")
+            && log.contains("created the audit signing key"),
+        "{log}"
+    );
     workload(&s).await;
     let key = pubkey(&s);
     let note = dir.path().join("cp.note");

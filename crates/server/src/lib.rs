@@ -181,7 +181,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }
     let agent_key =
-        audit_signer::load_or_create_key(&cfg.agent_signing_key).context("agents.signing_key")?;
+        audit_signer::load_or_create_key(&cfg.agent_signing_key, "agent snapshot signing key")
+            .context("agents.signing_key")?;
     let agents = Arc::new(agents::AgentHub::new(
         agent_key,
         cfg.policy_options
@@ -239,7 +240,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown_rx,
     ));
 
-    let key = audit_signer::load_or_create_key(&cfg.audit_signing_key)?;
+    let key = audit_signer::load_or_create_key(&cfg.audit_signing_key, "audit signing key")?;
     let signer = Arc::new(
         audit_signer::AuditSigner::open(
             cp.store().clone(),

@@ -293,7 +293,7 @@ async fn add_checkpoint(State(w): State<Witness>, body: Bytes) -> Response {
 
 /// Runs the witness until SIGTERM/ctrl-c.
 pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
-    let key = crate::audit_signer::load_or_create_key(&args.key)?;
+    let key = crate::audit_signer::load_or_create_key(&args.key, "witness key")?;
     let mut logs = BTreeMap::new();
     for l in &args.logs {
         let k: VerifierKey = l.parse().with_context(|| format!("--log {l:?}"))?;
