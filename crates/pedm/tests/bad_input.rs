@@ -553,3 +553,28 @@ async fn oversized_headers_and_targets_get_json_errors() {
         .unwrap();
     assert_eq!(ok.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn the_last_admin_token_cannot_be_revoked() {
+    let s = Server::start();
+    let admin = s.admin();
+    let mine = admin
+        .list_tokens(&TokenQuery {
+            user: Some("admin".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    // Revoking the only admin token would lock everyone out: refused, and it still works.
+    assert_err(
+        admin.revoke_token(&mine[0].id).await,
+        409,
+        "last live token",
+    );
+    admin.whoami().await.expect("still valid");
+    // With a second admin holding a token, it may go.
+    let other = s.client(&user_with_token(&s, "admin2", true).await);
+    admin.revoke_token(&mine[0].id).await.expect("revoke");
+    assert_eq!(admin.whoami().await.unwrap_err().status(), Some(401));
+    other.whoami().await.expect("the other admin still works");
+}

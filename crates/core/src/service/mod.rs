@@ -649,6 +649,12 @@ impl ControlPlane {
                 .await);
         }
         let now = self.now();
+        if rec.is_live(now) && self.is_last_admin_token(&rec, now).await? {
+            return Err(Error::Conflict(format!(
+                "token {id} is the last live token of an enabled admin: revoking it would lock \
+                 every admin out; create another admin token first"
+            )));
+        }
         let cs = Changeset::new()
             .write(Write::RevokeToken {
                 id: id.to_string(),
@@ -666,6 +672,28 @@ impl ControlPlane {
             revoked_at: Some(now),
             ..rec
         })
+    }
+
+    /// Whether `rec` belongs to an enabled admin and no enabled admin holds another live token.
+    async fn is_last_admin_token(&self, rec: &TokenRecord, now: Timestamp) -> Result<bool> {
+        let admins: std::collections::HashSet<String> = self
+            .store
+            .users()
+            .await?
+            .into_iter()
+            .filter(|u| u.admin && !u.disabled)
+            .map(|u| u.name)
+            .collect();
+        if !admins.contains(&rec.user) {
+            return Ok(false);
+        }
+        let others = self
+            .store
+            .tokens(None)
+            .await?
+            .into_iter()
+            .any(|t| t.id != rec.id && t.is_live(now) && admins.contains(&t.user));
+        Ok(!others)
     }
 
     // ---------------------------------------------------------------- targets and roles
