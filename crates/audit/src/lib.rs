@@ -128,8 +128,8 @@ pub use export::{
 };
 pub use formats::{CsvWriter, OcsfWriter, ocsf_event};
 pub use merkle::{
-    EMPTY_ROOT, Hash, MerkleAccumulator, ProofError, consistency_proof, inclusion_proof, root,
-    verify_consistency, verify_inclusion,
+    EMPTY_ROOT, Hash, MerkleAccumulator, ProofError, consistency_proof, consistency_proof_from,
+    inclusion_proof, root, verify_consistency, verify_inclusion,
 };
 pub use note::{CheckpointNote, NoteError, NoteSignature, VerifierKey};
 pub use verify::{

@@ -498,6 +498,14 @@ async fn a_witness_cosigns_growth_and_catches_a_rollback() {
         .output()
         .expect("python3");
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    // Growing again (the server remembers the witness's state: the proof reads only the new
+    // events): cosigned again.
+    more(&s, 2).await;
+    let again = dir.path().join("again.note");
+    let again_size = save_checkpoint(&s, &again);
+    assert!(again_size > grown_size);
+    let text = std::fs::read_to_string(&again).unwrap();
+    assert!(text.contains("\u{2014} witness.test/w1 "), "{text}");
     let verify_witnessed = |s: &Server| {
         s.cli(
             &s.admin_token,

@@ -54,6 +54,11 @@ struct State {
     trusted: Option<SignedCheckpoint>,
     /// The newest checkpoint as a signed note, with the cosignatures collected for it.
     note: Option<CheckpointNote>,
+    /// The Merkle state at the note's size (for consistency proofs from it later).
+    note_acc: Option<MerkleAccumulator>,
+    /// Per witness URL: the Merkle state at the size it cosigned, so the next consistency
+    /// proof reads only the events since (O(new) instead of O(log)).
+    witness_base: std::collections::HashMap<String, MerkleAccumulator>,
     /// Per witness URL: the size it last cosigned (as it told us).
     witness_sizes: std::collections::HashMap<String, u64>,
     /// Per witness URL: the size it last refused or failed on, and when (retried after
@@ -281,6 +286,8 @@ impl AuditSigner {
                     .as_deref()
                     .and_then(|p| std::fs::read_to_string(p).ok())
                     .and_then(|t| CheckpointNote::parse(&t).ok()),
+                note_acc: None,
+                witness_base: Default::default(),
                 witness_sizes: Default::default(),
                 witness_failed: Default::default(),
             }),
@@ -477,6 +484,7 @@ impl AuditSigner {
             {
                 st.note = Some(self.key.sign_note(&self.origin, size, &root));
             }
+            st.note_acc = Some(st.acc.clone());
             self.remember_head(&mut st, &cp)?;
             drop(st);
             self.submit_to_witnesses().await;
@@ -486,6 +494,7 @@ impl AuditSigner {
         self.store.save_checkpoint(&to_record(&cp)).await?;
         self.remember_head(&mut st, &cp)?;
         st.note = Some(self.key.sign_note(&self.origin, size, &root));
+        st.note_acc = Some(st.acc.clone());
         metrics::counter!("pedm_audit_checkpoints_signed_total").increment(1);
         tracing::debug!(size, "signed an audit checkpoint");
         drop(st);
@@ -533,8 +542,14 @@ impl AuditSigner {
 
     /// Leaf data (event hashes) of the first `size` events, for proofs.
     pub async fn leaves(&self, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
-        let mut out = Vec::with_capacity(size as usize);
-        let mut next = 1i64;
+        self.leaves_between(0, size).await
+    }
+
+    /// Leaf data of the events after the first `from` up to the first `to`.
+    pub async fn leaves_between(&self, from: u64, to: u64) -> anyhow::Result<Vec<[u8; 32]>> {
+        let size = to;
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        let mut next = from as i64 + 1;
         while (next as u64) <= size {
             let to = (next + 99_999).min(size as i64);
             let batch = self.store.audit_hashes(next, to).await?;
@@ -552,10 +567,18 @@ impl AuditSigner {
         if self.witnesses.is_empty() {
             return;
         }
-        let (note, known, failed) = {
+        let (note, note_acc, known, failed, bases) = {
             let st = self.state.lock().await;
             let Some(n) = st.note.clone() else { return };
-            (n, st.witness_sizes.clone(), st.witness_failed.clone())
+            (
+                n,
+                st.note_acc
+                    .clone()
+                    .filter(|a| a.size() == st.note.as_ref().map_or(0, |n| n.size)),
+                st.witness_sizes.clone(),
+                st.witness_failed.clone(),
+                st.witness_base.clone(),
+            )
         };
         for w in &self.witnesses {
             let have = known.get(&w.url).copied();
@@ -568,10 +591,14 @@ impl AuditSigner {
             {
                 continue;
             }
-            match crate::witness::submit(self, w, &note, have).await {
+            match crate::witness::submit(self, w, &note, have, bases.get(&w.url)).await {
                 Ok((sig, size)) => {
                     let mut st = self.state.lock().await;
                     st.witness_sizes.insert(w.url.clone(), size);
+                    match &note_acc {
+                        Some(a) => st.witness_base.insert(w.url.clone(), a.clone()),
+                        None => st.witness_base.remove(&w.url),
+                    };
                     st.witness_failed.remove(&w.url);
                     if let Some(n) = st.note.as_mut().filter(|n| n.size == note.size) {
                         n.signatures
