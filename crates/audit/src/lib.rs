@@ -31,6 +31,15 @@
 //! JSON of a signed checkpoint:
 //! `{"size":N,"root":"<hex>","time":"<RFC 3339>","key_id":"<hex>","signature":"<base64>"}`.
 //!
+//! # Checkpoint notes ([`note`])
+//!
+//! The same head as a C2SP `tlog-checkpoint` signed note (`<origin>\n<size>\n<base64
+//! root>\n`, an empty line, `— <origin> <base64(key ID || signature)>`), key ID
+//! `SHA-256(origin || 0x0A || 0x01 || public key)[:4]`, plus witness `cosignature/v1` lines
+//! (key ID with 0x04, signature `key ID || u64 time || Ed25519 over "cosignature/v1\ntime
+//! <t>\n" || body`). A note checked with the log's key (and optionally N witnesses) becomes a
+//! [`TrustedHead`] the verified log must extend.
+//!
 //! # Export format (JSON Lines, [`export`])
 //!
 //! One JSON object per line, `\n`-terminated, UTF-8:
@@ -119,8 +128,8 @@ pub use export::{
 };
 pub use formats::{CsvWriter, OcsfWriter, ocsf_event};
 pub use merkle::{
-    EMPTY_ROOT, Hash, MerkleAccumulator, ProofError, consistency_proof, inclusion_proof, root,
-    verify_consistency, verify_inclusion,
+    EMPTY_ROOT, Hash, MerkleAccumulator, ProofError, consistency_proof, consistency_proof_from,
+    inclusion_proof, root, verify_consistency, verify_inclusion,
 };
 pub use note::{CheckpointNote, NoteError, NoteSignature, VerifierKey};
 pub use verify::{

@@ -151,6 +151,70 @@ pub fn consistency_proof(
     Ok(out)
 }
 
+/// The same proof as [`consistency_proof`] from the old tree's state and only the leaves added
+/// since: `old` is the accumulator at the old size (its peaks are exactly the old-tree nodes a
+/// consistency proof needs), `new_leaves` the leaf data from the old size to the new one. Costs
+/// O(new leaves) instead of O(all leaves).
+pub fn consistency_proof_from(old: &MerkleAccumulator, new_leaves: &[Hash]) -> Vec<Hash> {
+    let m = old.size() as usize;
+    let n = m + new_leaves.len();
+    let mut out = Vec::new();
+    if m == 0 || m == n {
+        return out;
+    }
+    // Start offset and size of each peak, largest (leftmost) first.
+    let mut spans = Vec::with_capacity(old.peaks().len());
+    let mut at = 0usize;
+    for bit in (0..usize::BITS).rev() {
+        let size = 1usize << bit;
+        if m & size != 0 {
+            spans.push((at, size));
+            at += size;
+        }
+    }
+    // MTH of [a, b): inside the old tree it always starts at a peak and is either that peak or
+    // every peak from there to the old size; otherwise it lies in the new leaves.
+    let range = |a: usize, b: usize| -> Hash {
+        if b <= m {
+            let i = spans.iter().position(|&(s, _)| s == a).unwrap_or(0);
+            let peaks = &old.peaks()[i..];
+            if spans[i].0 + spans[i].1 == b {
+                peaks[0]
+            } else {
+                let (last, rest) = peaks.split_last().expect("at least one peak");
+                rest.iter().rev().fold(*last, |r, p| node_hash(p, &r))
+            }
+        } else {
+            mth(&new_leaves[a - m..b - m])
+        }
+    };
+    fn sub(
+        off: usize,
+        len: usize,
+        m: usize,
+        complete: bool,
+        range: &dyn Fn(usize, usize) -> Hash,
+        out: &mut Vec<Hash>,
+    ) {
+        if m == len {
+            if !complete {
+                out.push(range(off, off + len));
+            }
+            return;
+        }
+        let k = split(len);
+        if m <= k {
+            sub(off, k, m, complete, range, out);
+            out.push(range(off + k, off + len));
+        } else {
+            sub(off + k, len - k, m - k, false, range, out);
+            out.push(range(off, off + k));
+        }
+    }
+    sub(0, n, m, true, &range, &mut out);
+    out
+}
+
 /// Checks an inclusion proof for leaf *data* `leaf` (an event hash) at `index` (0-based, i.e.
 /// `seq - 1`) in the tree of `tree_size` leaves with root `root` (RFC 9162 §2.1.3.2).
 pub fn verify_inclusion(
@@ -352,6 +416,21 @@ mod tests {
         assert_eq!(split(5), 4);
         assert_eq!(split(8), 4);
         assert_eq!(split(9), 8);
+    }
+
+    #[test]
+    fn proofs_from_the_old_state_equal_proofs_from_all_leaves() {
+        let leaves: Vec<Hash> = (0..70u32)
+            .map(|i| Sha256::digest(i.to_be_bytes()).into())
+            .collect();
+        for n in 1..=leaves.len() {
+            for m in 0..=n {
+                let old = MerkleAccumulator::from_leaves(&leaves[..m]);
+                let fast = consistency_proof_from(&old, &leaves[m..n]);
+                let full = consistency_proof(&leaves, m as u64, n as u64).unwrap();
+                assert_eq!(fast, full, "m {m} n {n}");
+            }
+        }
     }
 
     #[test]

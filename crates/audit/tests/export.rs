@@ -594,3 +594,60 @@ fn ocsf_export() {
     assert_eq!(recs[2]["activity_id"], 1);
     assert_eq!(recs[2]["status"], "Failure");
 }
+
+#[test]
+fn trusted_heads_must_be_extended_and_both_sizes_are_named() {
+    use pedm_audit::{TrustedHead, merkle::root};
+    let key = SigningKey::from_seed(&[21; 32]);
+    let events = events(20);
+    let hashes: Vec<[u8; 32]> = events.iter().map(|e| e.hash).collect();
+    let verify = |heads: Vec<TrustedHead>| {
+        pedm_audit::verify_events(
+            &events,
+            [],
+            key.public_key(),
+            &VerifyOptions {
+                trusted_heads: heads,
+                ..Default::default()
+            },
+        )
+    };
+    let head = |size: u64, root: [u8; 32]| TrustedHead {
+        size,
+        root,
+        what: "saved.note".into(),
+    };
+    // The log extends a head it has: fine.
+    verify(vec![head(12, root(&hashes[..12]))]).unwrap();
+    // Longer than the log: truncated, both sizes named.
+    let f = verify(vec![head(25, [7; 32])]).unwrap_err();
+    assert_eq!(f.kind, FailureKind::Truncated);
+    assert!(
+        f.detail.contains("20 events") && f.detail.contains("25"),
+        "{f}"
+    );
+    // Another root at its size: forked, both sizes named.
+    let f = verify(vec![head(12, root(&hashes[..11]))]).unwrap_err();
+    assert_eq!(f.kind, FailureKind::Forged);
+    assert!(
+        f.detail.contains("20 events") && f.detail.contains("12 events"),
+        "{f}"
+    );
+}
+
+#[test]
+fn require_covered_fails_an_empty_log_without_checkpoints() {
+    let key = SigningKey::from_seed(&[22; 32]);
+    let opts = VerifyOptions {
+        require_covered: true,
+        ..Default::default()
+    };
+    let f = pedm_audit::verify_events(
+        Vec::<pedm_core::audit::AuditEvent>::new(),
+        [],
+        key.public_key(),
+        &opts,
+    )
+    .unwrap_err();
+    assert_eq!(f.kind, FailureKind::Uncovered);
+}

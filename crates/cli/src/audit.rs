@@ -131,15 +131,34 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
             };
             match output {
                 Some(path) => {
-                    let f = std::fs::File::create(&path)
-                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    // Into a temporary file, renamed only when the whole export arrived: a
+                    // refused or cut export leaves nothing that looks like one.
+                    let mut tmp = path.as_os_str().to_owned();
+                    tmp.push(".partial");
+                    let tmp = std::path::PathBuf::from(tmp);
+                    let f = std::fs::File::create(&tmp)
+                        .with_context(|| format!("cannot create {}", tmp.display()))?;
                     let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
-                    let n = ctx.client.export_audit(&q, &mut w).await?;
-                    w.into_inner()
-                        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?
-                        .sync_all()?;
-                    eprintln!("wrote {n} bytes to {}", path.display());
-                    Ok(())
+                    let done = async {
+                        let n = ctx.client.export_audit(&q, &mut w).await?;
+                        w.into_inner()
+                            .map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?
+                            .sync_all()?;
+                        std::fs::rename(&tmp, &path)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                        anyhow::Ok(n)
+                    }
+                    .await;
+                    match done {
+                        Ok(n) => {
+                            eprintln!("wrote {n} bytes to {}", path.display());
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&tmp);
+                            Err(e)
+                        }
+                    }
                 }
                 None => {
                     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());

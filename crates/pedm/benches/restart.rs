@@ -6,9 +6,9 @@
 //!
 //! Set-up (not measured), for speed in bulk SQL into the database file (after the real
 //! migrations): 1M requests and their 1M active grants (expiring hours from now), and 3M audit
-//! events (three per grant, as the API writes them) with random hashes: the start-up work is
-//! the same as for a real chain (the audit signer folds every stored hash into its Merkle
-//! state), but `pedm audit verify` would reject this log. Then `pedmd` is started once and
+//! events (three per grant, as the API writes them), chained and hashed here (the audit signer
+//! checks every event's seq, link and content as it folds it into its Merkle state, and
+//! refuses a log that does not verify). Then `pedmd` is started once and
 //! stopped (so the log has a signed checkpoint, as any server that ran has), 1,000 grants are
 //! moved into the past (they came due while the server was down), and `pedmd` is started
 //! again: that start is measured.
@@ -23,9 +23,71 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use std::time::{Duration, Instant};
 use support::*;
 
-const GRANTS: i64 = 1_000_000;
 const EVENTS_PER_GRANT: i64 = 3;
 const OVERDUE: i64 = 1_000;
+
+/// 1,000,000, or `PEDM_BENCH_GRANTS` for a smoke run (e.g. `cargo test --bench restart`).
+fn grants() -> i64 {
+    std::env::var("PEDM_BENCH_GRANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// Rows per multi-row INSERT of audit events (9 parameters each, below SQLite's limit).
+const EVENT_BATCH: i64 = 1_000;
+
+/// The audit events the API would have written for the grants, chained from seq 1.
+async fn insert_chained_events(c: &mut SqliteConnection, events: i64, at: Timestamp) {
+    let mut prev = pedm_core::audit::GENESIS_HASH;
+    let mut seq = 1i64;
+    while seq <= events {
+        let to = (seq + EVENT_BATCH - 1).min(events);
+        let mut sql = String::from(
+            "INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, \
+             prev_hash, hash) VALUES ",
+        );
+        let mut rows = Vec::with_capacity((to - seq + 1) as usize);
+        for i in seq..=to {
+            let action = match i % 3 {
+                1 => "request.created",
+                2 => "request.approved",
+                _ => "grant.started",
+            };
+            let e = pedm_core::audit::NewAuditEvent::new(
+                at,
+                &format!("user{}", (i / 3) % 1000),
+                action,
+                Some(format!(
+                    "request:00000000-0000-7000-8000-{:012x}",
+                    (i + 2) / 3
+                )),
+            )
+            .data(serde_json::json!({"target": "web1", "role": "docker"}));
+            let e = pedm_core::audit::chain(i, prev, e);
+            prev = e.hash;
+            if i > seq {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, 'success', ?, ?, ?, ?)");
+            rows.push(e);
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in &rows {
+            q = q
+                .bind(e.seq)
+                .bind(e.at.as_microsecond())
+                .bind(e.actor.clone())
+                .bind(e.action.clone())
+                .bind(e.subject.clone())
+                .bind(e.data.to_string())
+                .bind(e.prev_hash.to_vec())
+                .bind(e.hash.to_vec());
+        }
+        q.execute(&mut *c).await.expect("insert audit events");
+        seq = to + 1;
+    }
+}
 
 async fn raw(db: &std::path::Path) -> SqliteConnection {
     SqliteConnection::connect_with(
@@ -45,6 +107,7 @@ async fn exec(c: &mut SqliteConnection, sql: &str) {
 }
 
 async fn setup(db: &std::path::Path) {
+    let n_grants = grants();
     let started = Instant::now();
     // The real schema.
     SqliteStore::open(db)
@@ -60,7 +123,7 @@ async fn setup(db: &std::path::Path) {
     exec(
         &mut c,
         &format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {GRANTS}) \
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n_grants}) \
              INSERT INTO requests (id, requester, target, role, duration_secs, justification, \
              context, state, created_at, pending_until, decided_at, decided_by, \
              decision_reason, grant_id, approvals_required, version, policy) \
@@ -75,7 +138,7 @@ async fn setup(db: &std::path::Path) {
     exec(
         &mut c,
         &format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {GRANTS}) \
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n_grants}) \
              INSERT INTO grants (id, request_id, user_name, target, role, starts_at, \
              expires_at, state) \
              SELECT printf('00000001-0000-7000-8000-%012x', i), \
@@ -86,21 +149,11 @@ async fn setup(db: &std::path::Path) {
         ),
     )
     .await;
-    let events = GRANTS * EVENTS_PER_GRANT;
-    exec(
+    let events = n_grants * EVENTS_PER_GRANT;
+    insert_chained_events(
         &mut c,
-        &format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {events}) \
-             INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, \
-             prev_hash, hash) \
-             SELECT i, {created}, 'user' || ((i / 3) % 1000), \
-             CASE i % 3 WHEN 1 THEN 'request.created' WHEN 2 THEN 'request.approved' \
-             ELSE 'grant.started' END, 'success', \
-             printf('request:00000000-0000-7000-8000-%012x', (i + 2) / 3), \
-             '{{\"target\":\"web1\",\"role\":\"docker\"}}', randomblob(32), randomblob(32) \
-             FROM n",
-            created = now - hour
-        ),
+        events,
+        Timestamp::from_microsecond(now - hour).expect("time"),
     )
     .await;
     exec(
@@ -113,13 +166,14 @@ async fn setup(db: &std::path::Path) {
     exec(&mut c, "PRAGMA wal_checkpoint(TRUNCATE)").await;
     c.close().await.expect("close");
     println!(
-        "set-up: {GRANTS} grants, {events} events in bulk SQL in {:.1} s",
+        "set-up: {n_grants} grants, {events} events (grants in bulk SQL, events chained) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let n_grants = grants();
     let tmp = tempfile::tempdir().expect("tempdir");
     let data_dir = tmp.path().join("data");
     std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -211,12 +265,12 @@ async fn main() {
     let ready_ms = ready.as_secs_f64() * 1e3;
     let first_end_ms = since_spawn(first_end);
     println!(
-        "restart with {GRANTS} active grants, {} audit events ({size_mib} MiB file): \
+        "restart with {n_grants} active grants, {} audit events ({size_mib} MiB file): \
          listening after {:.0} ms, /healthz ready after {ready_ms:.0} ms, first overdue grant \
          ended after {first_end_ms:.0} ms, all {OVERDUE} after {:.0} ms, audit state rebuilt \
          (in the background) after {:.0} ms; pedmd peak RSS {rss:.0} MiB (now {rss_now:.0} \
          MiB); load {load_before} -> {load_after}",
-        GRANTS * EVENTS_PER_GRANT,
+        n_grants * EVENTS_PER_GRANT,
         listening.as_secs_f64() * 1e3,
         since_spawn(last_end),
         rebuilt.as_secs_f64() * 1e3,

@@ -370,6 +370,11 @@ async fn tamper_replace_the_signing_key() {
     s.start_again();
     let new_key = pubkey(&s);
     assert_ne!(new_key, key);
+    // The server says so (the trusted head beside the key was signed by the old one).
+    eventually(Duration::from_secs(10), "key change reported", || async {
+        s.log().contains("the signing key changed").then_some(())
+    })
+    .await;
     user_with_token(&s, "dave", false).await;
     sign(&s);
     // With the key the auditor holds: the new checkpoint is not signed by it.

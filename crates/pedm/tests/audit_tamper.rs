@@ -12,10 +12,10 @@ use std::process::{Child, Command, Output, Stdio};
 
 async fn workload(s: &Server) {
     standard_targets(s).await;
-    let alice = s.client(&user_with_token(s, "alice", false).await);
+    // One live grant per user and role (a second one may be refused by policy).
     for i in 0..4 {
-        alice
-            .create_request(&req("web1", "docker", "30m", &format!("deploy {i}")))
+        let c = s.client(&user_with_token(s, &format!("dev{i}"), false).await);
+        c.create_request(&req("web1", "docker", "30m", &format!("deploy {i}")))
             .await
             .expect("docker request");
     }
@@ -134,6 +134,10 @@ async fn assert_fail_closed(s: &Server, needle: &str) {
         &["audit", "export", "-o", f.to_str().unwrap()],
     );
     assert_fails(&o, &[needle]);
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "a refused export leaves no file"
+    );
     let o = s.cli(&s.admin_token, &["audit", "checkpoint"]);
     assert_fails(&o, &[needle]);
 }
@@ -486,6 +490,22 @@ async fn a_witness_cosigns_growth_and_catches_a_rollback() {
     let grown_size = save_checkpoint(&s, &grown);
     let text = std::fs::read_to_string(&grown).unwrap();
     assert!(text.contains("\u{2014} witness.test/w1 "), "{text}");
+    // The cosignature checks out independently too (C2SP tlog-cosignature, in Python).
+    let o = Command::new("python3")
+        .args(["-c", PYTHON_COSIGNATURE])
+        .arg(&grown)
+        .arg(&w.vkey)
+        .output()
+        .expect("python3");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    // Growing again (the server remembers the witness's state: the proof reads only the new
+    // events): cosigned again.
+    more(&s, 2).await;
+    let again = dir.path().join("again.note");
+    let again_size = save_checkpoint(&s, &again);
+    assert!(again_size > grown_size);
+    let text = std::fs::read_to_string(&again).unwrap();
+    assert!(text.contains("\u{2014} witness.test/w1 "), "{text}");
     let verify_witnessed = |s: &Server| {
         s.cli(
             &s.admin_token,
@@ -597,10 +617,40 @@ assert mth(leaves[:size]) == root, "root differs"
 print("python verified", origin, size)
 "#;
 
+const PYTHON_COSIGNATURE: &str = r#"
+import base64, hashlib, struct, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+note, vkey = open(sys.argv[1]).read(), sys.argv[2]
+name, kid_hex, material = vkey.split("+", 2)
+material = base64.b64decode(material)
+assert material[0] == 4, "not a cosignature/v1 key"
+key = material[1:]
+kid = hashlib.sha256(name.encode() + b"\n\x04" + key).digest()[:4]
+assert kid.hex() == kid_hex
+body, sigs = note.split("\n\n", 1)
+for line in sigs.splitlines():
+    n, b64 = line.removeprefix("\u2014 ").split(" ")
+    raw = base64.b64decode(b64)
+    if n == name and raw[:4] == kid:
+        (t,) = struct.unpack(">Q", raw[4:12])
+        msg = ("cosignature/v1\ntime %d\n" % t + body + "\n").encode()
+        Ed25519PublicKey.from_public_bytes(key).verify(raw[12:], msg)
+        print("cosigned by", name, "at", t)
+        sys.exit(0)
+sys.exit("no cosignature by " + name)
+"#;
+
 #[tokio::test]
 async fn checkpoint_notes_verify_with_an_independent_python_check() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start();
+    // Each key created at the first start is named for what it signs.
+    let log = s.log();
+    assert!(
+        log.contains("created the agent snapshot signing key")
+            && log.contains("created the audit signing key"),
+        "{log}"
+    );
     workload(&s).await;
     let key = pubkey(&s);
     let note = dir.path().join("cp.note");
@@ -775,5 +825,83 @@ async fn postgres_tampering_is_caught_and_the_untouched_log_verifies() {
     assert!(
         log.contains(&format!("holds {} events", size - 2)) && log.contains(&size.to_string()),
         "{log}"
+    );
+}
+
+// ------------------------------------------------------------------ loud
+
+/// A webhook receiver: every notification's JSON body.
+async fn hook() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    let _ = tx.send(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, rx)
+}
+
+async fn integrity_notice(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> serde_json::Value {
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let v = rx.recv().await.expect("receiver open");
+            if v["kind"] == "audit.integrity" {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("an audit.integrity notification")
+}
+
+#[tokio::test]
+async fn a_broken_or_rolled_back_log_raises_a_high_severity_notice() {
+    let (url, mut rx) = hook().await;
+    let mut s = Server::start_with(Options {
+        config: Some(format!(
+            "[[notify.webhook]]\nname = \"security\"\nurl = \"{url}\"\nsecret = \"k\"\n"
+        )),
+        ..Default::default()
+    });
+    workload(&s).await;
+    let size = sign(&s);
+    s.stop();
+    sql(&db(&s), "DELETE FROM audit_events WHERE seq = 6");
+    s.start_again();
+    let n = integrity_notice(&mut rx).await;
+    assert_eq!(n["severity"], "high", "{n}");
+    assert!(
+        n["summary"].as_str().unwrap().contains("event 6: missing"),
+        "{n}"
+    );
+    s.stop();
+    sql(
+        &db(&s),
+        "DELETE FROM audit_events WHERE seq > 3; DELETE FROM audit_checkpoints; \
+         UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_events WHERE seq = 3);",
+    );
+    assert!(s.try_start_again().is_err());
+    let n = integrity_notice(&mut rx).await;
+    let summary = n["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("ROLLBACK")
+            && summary.contains("holds 3 events")
+            && summary.contains(&size.to_string()),
+        "{n}"
     );
 }

@@ -515,3 +515,153 @@ async fn the_last_admin_cannot_be_locked_out() {
     let e = admin.revoke_token(&my_token).await.unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
 }
+
+#[tokio::test]
+async fn names_differing_only_by_case_and_control_characters_are_refused() {
+    let s = Server::start();
+    standard_targets(&s).await;
+    let admin = s.admin();
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    let before = snapshot(&s).await;
+    let user = |name: &str| CreateUser {
+        name: name.into(),
+        display_name: None,
+        admin: true,
+    };
+    // `ADMIN` next to `admin` would read as the same person in logs and approvals.
+    assert_err(
+        admin.create_user(&user("ADMIN")).await,
+        409,
+        "without regard to case",
+    );
+    assert_err(
+        admin.create_user(&user("Alice")).await,
+        409,
+        "without regard to case",
+    );
+    admin
+        .create_group(&CreateGroup {
+            name: "leads".into(),
+            description: None,
+        })
+        .await
+        .unwrap();
+    assert_err(
+        admin
+            .create_group(&CreateGroup {
+                name: "LEADS".into(),
+                description: None,
+            })
+            .await,
+        409,
+        "without regard to case",
+    );
+    assert_err(
+        admin
+            .create_target(&CreateTarget {
+                name: "WEB1".into(),
+                kind: TargetKind::Host,
+                description: None,
+                labels: Default::default(),
+            })
+            .await,
+        409,
+        "without regard to case",
+    );
+    // Control characters in free text: ESC (terminal escapes), NUL, a carriage return.
+    for bad in ["fix \u{1b}]0;pwned\u{7} it", "nul \0 here", "line\rover"] {
+        assert_err(
+            alice
+                .create_request(&req("web1", "docker", "30m", bad))
+                .await,
+            400,
+            "justification",
+        );
+    }
+    let mut r = req("web1", "docker", "30m", "deploy");
+    r.ticket = Some("CHG\u{1b}[31m-1".into());
+    assert_err(alice.create_request(&r).await, 400, "ticket");
+    assert_eq!(snapshot(&s).await.requests, before.requests);
+    assert_eq!(snapshot(&s).await.grants, before.grants);
+    // Newline and tab are fine in a justification.
+    alice
+        .create_request(&req(
+            "web1",
+            "docker",
+            "30m",
+            "deploy:\n\t1. build\n\t2. push",
+        ))
+        .await
+        .expect("multi-line justification");
+}
+
+#[tokio::test]
+async fn oversized_headers_and_targets_get_json_errors() {
+    let s = Server::start();
+    let http = reqwest::Client::new();
+    let json_error = |r: reqwest::Response, status: u16, code: &'static str| async move {
+        assert_eq!(r.status().as_u16(), status);
+        let body: serde_json::Value = r.json().await.expect("a JSON error body");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let url = format!("{}/api/v1/whoami", s.url);
+    let mut many = http.get(&url).bearer_auth(&s.admin_token);
+    for i in 0..150 {
+        many = many.header(format!("x-filler-{i}"), "x");
+    }
+    let msg = json_error(many.send().await.unwrap(), 431, "headers_too_large").await;
+    assert!(msg.contains("at most 100"), "{msg}");
+    let big = http
+        .get(&url)
+        .bearer_auth(&s.admin_token)
+        .header("x-big", "a".repeat(70_000))
+        .send()
+        .await
+        .unwrap();
+    let msg = json_error(big, 431, "headers_too_large").await;
+    assert!(msg.contains("bytes"), "{msg}");
+    let long = http
+        .get(format!("{url}?q={}", "a".repeat(9_000)))
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    json_error(long, 414, "uri_too_long").await;
+    // Within the limits, the same call works.
+    let ok = http
+        .get(&url)
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn the_last_admin_token_cannot_be_revoked() {
+    let s = Server::start();
+    let admin = s.admin();
+    let mine = admin
+        .list_tokens(&TokenQuery {
+            user: Some("admin".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    // Revoking the only admin token would lock everyone out: refused, and it still works.
+    assert_err(
+        admin.revoke_token(&mine[0].id).await,
+        409,
+        "last live token",
+    );
+    admin.whoami().await.expect("still valid");
+    // With a second admin holding a token, it may go.
+    let other = s.client(&user_with_token(&s, "admin2", true).await);
+    admin.revoke_token(&mine[0].id).await.expect("revoke");
+    assert_eq!(admin.whoami().await.unwrap_err().status(), Some(401));
+    other.whoami().await.expect("the other admin still works");
+}

@@ -39,6 +39,8 @@ pub struct AuditSigner {
     origin: String,
     head_file: Option<PathBuf>,
     witnesses: Vec<crate::witness::WitnessTarget>,
+    /// High-severity webhooks when the log is found broken or a witness refuses.
+    alert: Option<pedm_notify::Notifier>,
     state: Mutex<State>,
 }
 
@@ -52,6 +54,11 @@ struct State {
     trusted: Option<SignedCheckpoint>,
     /// The newest checkpoint as a signed note, with the cosignatures collected for it.
     note: Option<CheckpointNote>,
+    /// The Merkle state at the note's size (for consistency proofs from it later).
+    note_acc: Option<MerkleAccumulator>,
+    /// Per witness URL: the Merkle state at the size it cosigned, so the next consistency
+    /// proof reads only the events since (O(new) instead of O(log)).
+    witness_base: std::collections::HashMap<String, MerkleAccumulator>,
     /// Per witness URL: the size it last cosigned (as it told us).
     witness_sizes: std::collections::HashMap<String, u64>,
     /// Per witness URL: the size it last refused or failed on, and when (retried after
@@ -63,20 +70,26 @@ struct State {
 /// submitted to it again.
 const WITNESS_RETRY: Duration = Duration::from_secs(30);
 
+/// The log does not match what was signed (as opposed to a storage error while checking).
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log does not match its signed checkpoints: {0}")]
+pub struct Broken(pub String);
+
 /// Loads the signing key from `path`, or creates one there (mode 0600) if the file is missing.
-pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
+/// `what` names the key in errors and logs ("audit signing key", "agent snapshot key", ...).
+pub fn load_or_create_key(path: &Path, what: &str) -> anyhow::Result<SigningKey> {
     if path.exists() {
         return SigningKey::load(path)
-            .with_context(|| format!("cannot load the audit signing key {}", path.display()));
+            .with_context(|| format!("cannot load the {what} {}", path.display()));
     }
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the directory of {}", path.display()))?;
     }
-    let key = SigningKey::generate().context("cannot generate the audit signing key")?;
+    let key = SigningKey::generate().with_context(|| format!("cannot generate the {what}"))?;
     key.save(path)
-        .with_context(|| format!("cannot write the audit signing key {}", path.display()))?;
-    tracing::info!(file = %path.display(), key = %key.public_key(), "created the audit signing key");
+        .with_context(|| format!("cannot write the {what} {}", path.display()))?;
+    tracing::info!(file = %path.display(), key = %key.public_key(), "created the {what}");
     Ok(key)
 }
 
@@ -263,6 +276,7 @@ impl AuditSigner {
             origin,
             head_file,
             witnesses,
+            alert: None,
             state: Mutex::new(State {
                 acc: MerkleAccumulator::new(),
                 prev_hash: GENESIS_HASH,
@@ -272,10 +286,30 @@ impl AuditSigner {
                     .as_deref()
                     .and_then(|p| std::fs::read_to_string(p).ok())
                     .and_then(|t| CheckpointNote::parse(&t).ok()),
+                note_acc: None,
+                witness_base: Default::default(),
                 witness_sizes: Default::default(),
                 witness_failed: Default::default(),
             }),
         })
+    }
+
+    /// Sends high-severity `audit.integrity` webhooks through `n`.
+    pub fn with_alerts(mut self, n: Option<pedm_notify::Notifier>) -> Self {
+        self.alert = n;
+        self
+    }
+
+    fn raise(&self, summary: String) {
+        tracing::error!(problem = %summary, "AUDIT INTEGRITY");
+        if let Some(n) = &self.alert {
+            n.notify(pedm_notify::Notification::new(
+                "audit.integrity",
+                pedm_notify::Severity::High,
+                format!("AUDIT LOG: {summary}"),
+                serde_json::json!({ "problem": summary }),
+            ));
+        }
     }
 
     pub fn public_key(&self) -> &PublicKey {
@@ -290,16 +324,33 @@ impl AuditSigner {
     /// Rebuilds the Merkle state from the store, checking it, and says how that went.
     async fn rebuild(&self) {
         let mut st = self.state.lock().await;
+        if let Some(t) = &st.trusted
+            && t.checkpoint.key_id != self.key.key_id()
+        {
+            self.raise(format!(
+                "the signing key changed: the trusted head ({} events) was signed by key {}, \
+                 this server signs with key {}; auditors holding the old public key will see \
+                 checkpoints by a wrong key",
+                t.checkpoint.size,
+                t.checkpoint.key_id,
+                self.key.key_id()
+            ));
+        }
         let r = self.catch_up(&mut st).await;
         if let Err(e) = r {
             st.broken.get_or_insert_with(|| format!("{e:#}"));
         }
         if let Some(why) = &st.broken {
             metrics::gauge!("pedm_audit_log_broken").set(1.0);
-            tracing::error!(problem = %why, "audit log does not match its signed checkpoints; \
-                nothing will be signed, exported or proved (run `pedm audit verify`)");
+            self.raise(format!(
+                "the log does not match its signed checkpoints ({why}); nothing will be \
+                 signed, exported or proved (run `pedm audit verify`)"
+            ));
         } else {
-            tracing::info!(events = st.acc.size(), "audit log verified");
+            tracing::info!(
+                events = st.acc.size(),
+                "audit log matches its signed checkpoints"
+            );
         }
     }
 
@@ -314,7 +365,7 @@ impl AuditSigner {
         let caught_up = self.catch_up(st).await;
         if let Some(why) = &st.broken {
             metrics::gauge!("pedm_audit_log_broken").set(1.0);
-            bail!("the audit log does not match its signed checkpoints: {why}");
+            return Err(Broken(why.clone()).into());
         }
         caught_up
     }
@@ -323,9 +374,10 @@ impl AuditSigner {
     async fn catch_up(&self, st: &mut State) -> anyhow::Result<()> {
         let head = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
         let done = st.acc.size() as i64;
-        let stored = self.store.checkpoints().await?;
-        let mut limits: Vec<(i64, &str)> = stored
-            .last()
+        let mut limits: Vec<(i64, &str)> = self
+            .store
+            .latest_checkpoint()
+            .await?
             .map(|c| (c.size, "a stored checkpoint"))
             .into_iter()
             .collect();
@@ -352,6 +404,8 @@ impl AuditSigner {
             return Ok(());
         }
         // Roots this pass will reach, to compare on the way.
+        // Only when there is something new to fold in: every stored checkpoint it reaches.
+        let stored = self.store.checkpoints().await?;
         let mut expect: Vec<(i64, [u8; 32], String)> = stored
             .iter()
             .filter(|c| c.size > done && c.size <= head)
@@ -430,6 +484,7 @@ impl AuditSigner {
             {
                 st.note = Some(self.key.sign_note(&self.origin, size, &root));
             }
+            st.note_acc = Some(st.acc.clone());
             self.remember_head(&mut st, &cp)?;
             drop(st);
             self.submit_to_witnesses().await;
@@ -439,6 +494,7 @@ impl AuditSigner {
         self.store.save_checkpoint(&to_record(&cp)).await?;
         self.remember_head(&mut st, &cp)?;
         st.note = Some(self.key.sign_note(&self.origin, size, &root));
+        st.note_acc = Some(st.acc.clone());
         metrics::counter!("pedm_audit_checkpoints_signed_total").increment(1);
         tracing::debug!(size, "signed an audit checkpoint");
         drop(st);
@@ -486,8 +542,14 @@ impl AuditSigner {
 
     /// Leaf data (event hashes) of the first `size` events, for proofs.
     pub async fn leaves(&self, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
-        let mut out = Vec::with_capacity(size as usize);
-        let mut next = 1i64;
+        self.leaves_between(0, size).await
+    }
+
+    /// Leaf data of the events after the first `from` up to the first `to`.
+    pub async fn leaves_between(&self, from: u64, to: u64) -> anyhow::Result<Vec<[u8; 32]>> {
+        let size = to;
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        let mut next = from as i64 + 1;
         while (next as u64) <= size {
             let to = (next + 99_999).min(size as i64);
             let batch = self.store.audit_hashes(next, to).await?;
@@ -505,10 +567,18 @@ impl AuditSigner {
         if self.witnesses.is_empty() {
             return;
         }
-        let (note, known, failed) = {
+        let (note, note_acc, known, failed, bases) = {
             let st = self.state.lock().await;
             let Some(n) = st.note.clone() else { return };
-            (n, st.witness_sizes.clone(), st.witness_failed.clone())
+            (
+                n,
+                st.note_acc
+                    .clone()
+                    .filter(|a| a.size() == st.note.as_ref().map_or(0, |n| n.size)),
+                st.witness_sizes.clone(),
+                st.witness_failed.clone(),
+                st.witness_base.clone(),
+            )
         };
         for w in &self.witnesses {
             let have = known.get(&w.url).copied();
@@ -521,10 +591,14 @@ impl AuditSigner {
             {
                 continue;
             }
-            match crate::witness::submit(self, w, &note, have).await {
+            match crate::witness::submit(self, w, &note, have, bases.get(&w.url)).await {
                 Ok((sig, size)) => {
                     let mut st = self.state.lock().await;
                     st.witness_sizes.insert(w.url.clone(), size);
+                    match &note_acc {
+                        Some(a) => st.witness_base.insert(w.url.clone(), a.clone()),
+                        None => st.witness_base.remove(&w.url),
+                    };
                     st.witness_failed.remove(&w.url);
                     if let Some(n) = st.note.as_mut().filter(|n| n.size == note.size) {
                         n.signatures
@@ -546,8 +620,10 @@ impl AuditSigner {
                         .witness_failed
                         .insert(w.url.clone(), (note.size, std::time::Instant::now()));
                     metrics::counter!("pedm_audit_witness_failures_total").increment(1);
-                    tracing::error!(witness = %w.url, size = note.size, error = %format!("{e:#}"),
-                        "the witness did not cosign the audit checkpoint");
+                    self.raise(format!(
+                        "witness {} did not cosign the checkpoint of {} events: {e:#}",
+                        w.url, note.size
+                    ));
                 }
             }
         }

@@ -181,7 +181,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }
     let agent_key =
-        audit_signer::load_or_create_key(&cfg.agent_signing_key).context("agents.signing_key")?;
+        audit_signer::load_or_create_key(&cfg.agent_signing_key, "agent snapshot signing key")
+            .context("agents.signing_key")?;
     let agents = Arc::new(agents::AgentHub::new(
         agent_key,
         cfg.policy_options
@@ -240,7 +241,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown_rx,
     ));
 
-    let key = audit_signer::load_or_create_key(&cfg.audit_signing_key)?;
+    let key = audit_signer::load_or_create_key(&cfg.audit_signing_key, "audit signing key")?;
     let signer = Arc::new(
         audit_signer::AuditSigner::open(
             cp.store().clone(),
@@ -249,7 +250,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(head_file),
             cfg.audit_witnesses.clone(),
         )
-        .context("cannot read the audit log")?,
+        .context("cannot read the audit log")?
+        .with_alerts(notifier.clone()),
     );
     tokio::spawn(
         signer
@@ -288,13 +290,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("server failed")?;
+    http::serve::serve(listener, app, shutdown_signal())
+        .await
+        .context("server failed")?;
     let _ = shutdown_tx.send(true);
     let _ = scheduler.await;
     let _ = auth_failures.await;

@@ -60,6 +60,7 @@ pub async fn submit(
     w: &WitnessTarget,
     note: &CheckpointNote,
     have: Option<u64>,
+    base: Option<&pedm_audit::MerkleAccumulator>,
 ) -> anyhow::Result<(NoteSignature, u64)> {
     let client = http()?;
     let url = format!("{}/add-checkpoint", w.url.trim_end_matches('/'));
@@ -74,6 +75,10 @@ pub async fn submit(
         }
         let proof = if old == 0 || old == note.size {
             vec![]
+        } else if let Some(b) = base.filter(|b| b.size() == old) {
+            // From the state at the size the witness holds: only the events since are read.
+            let new = signer.leaves_between(old, note.size).await?;
+            pedm_audit::consistency_proof_from(b, &new)
         } else {
             let leaves = signer.leaves(note.size).await?;
             pedm_audit::consistency_proof(&leaves, old, note.size)?
@@ -293,7 +298,7 @@ async fn add_checkpoint(State(w): State<Witness>, body: Bytes) -> Response {
 
 /// Runs the witness until SIGTERM/ctrl-c.
 pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
-    let key = crate::audit_signer::load_or_create_key(&args.key)?;
+    let key = crate::audit_signer::load_or_create_key(&args.key, "witness key")?;
     let mut logs = BTreeMap::new();
     for l in &args.logs {
         let k: VerifierKey = l.parse().with_context(|| format!("--log {l:?}"))?;

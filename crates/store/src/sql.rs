@@ -153,7 +153,12 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 "INSERT INTO users (name, display_name, admin, disabled, created_at) \
                  VALUES ($1, $2, $3, $4, $5)",
                 args![&u.name, &u.display_name, u.admin, u.disabled, u.created_at],
-                || StoreError::AlreadyExists(format!("user {} already exists", u.name)),
+                || {
+                    StoreError::AlreadyExists(format!(
+                        "user {} already exists (names are compared without regard to case)",
+                        u.name
+                    ))
+                },
                 no_fk("a user"),
             )
             .await
@@ -180,7 +185,12 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 c,
                 "INSERT INTO groups (name, description, created_at) VALUES ($1, $2, $3)",
                 args![&g.name, &g.description, g.created_at],
-                || StoreError::AlreadyExists(format!("group {} already exists", g.name)),
+                || {
+                    StoreError::AlreadyExists(format!(
+                        "group {} already exists (names are compared without regard to case)",
+                        g.name
+                    ))
+                },
                 no_fk("a group"),
             )
             .await?;
@@ -279,7 +289,12 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     json_text(&t.labels)?,
                     t.created_at
                 ],
-                || StoreError::AlreadyExists(format!("target {} already exists", t.name)),
+                || {
+                    StoreError::AlreadyExists(format!(
+                        "target {} already exists (names are compared without regard to case)",
+                        t.name
+                    ))
+                },
                 no_fk("a target"),
             )
             .await

@@ -489,7 +489,9 @@ impl ControlPlane {
                     .data(json!({ "admin": admin, "display_name": user.display_name })),
             );
         self.store.commit(cs).await.map_err(|e| match e {
-            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!("user {name}")),
+            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!(
+                "user {name} (an existing name equal to it without regard to case)"
+            )),
             e => e.into(),
         })?;
         Ok(user)
@@ -565,7 +567,9 @@ impl ControlPlane {
             .write(Write::InsertGroup(group.clone()))
             .event(self.event(actor, "group.created", subject("group", name)));
         self.store.commit(cs).await.map_err(|e| match e {
-            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!("group {name}")),
+            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!(
+                "group {name} (an existing name equal to it without regard to case)"
+            )),
             e => e.into(),
         })?;
         Ok(group)
@@ -775,6 +779,7 @@ impl ControlPlane {
         })
     }
 
+
     // ---------------------------------------------------------------- targets and roles
 
     pub async fn create_target(
@@ -811,7 +816,9 @@ impl ControlPlane {
                     .data(json!({ "kind": kind, "labels": target.labels })),
             );
         self.store.commit(cs).await.map_err(|e| match e {
-            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!("target {name}")),
+            StoreError::AlreadyExists(_) => Error::AlreadyExists(format!(
+                "target {name} (an existing name equal to it without regard to case)"
+            )),
             e => e.into(),
         })?;
         Ok(target)

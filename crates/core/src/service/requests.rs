@@ -65,6 +65,15 @@ impl ControlPlane {
                 "is required: say why you need this privilege",
             ));
         }
+        if justification
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(Error::invalid(
+                "justification",
+                "contains control characters (only newline and tab are allowed)",
+            ));
+        }
         if justification.chars().count() > self.limits.max_justification_chars {
             return Err(Error::invalid(
                 "justification",

@@ -45,9 +45,18 @@ fn store_err(e: pedm_core::store::StoreError) -> ApiErr {
     ApiErr::from(pedm_core::Error::from(e))
 }
 
-/// The log does not match what was signed (or the check could not run): nothing is served.
+/// The log does not match what was signed: 409 naming the problem. A storage failure while
+/// checking: 503. Either way nothing is served.
 fn integrity(e: anyhow::Error) -> ApiErr {
-    ApiErr::new(StatusCode::CONFLICT, "audit_integrity", format!("{e:#}"))
+    if e.downcast_ref::<crate::audit_signer::Broken>().is_some() {
+        return ApiErr::new(StatusCode::CONFLICT, "audit_integrity", format!("{e:#}"));
+    }
+    tracing::error!(error = %format!("{e:#}"), "audit log check failed");
+    ApiErr::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the audit log cannot be checked now; try again",
+    )
 }
 
 /// Fails closed unless the whole log has been checked and matches its checkpoints.

@@ -7,6 +7,7 @@ mod delegation;
 mod error;
 mod extract;
 mod routes;
+pub mod serve;
 
 pub use error::ApiErr;
 
@@ -101,6 +102,7 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
     .fallback(not_found)
     .with_state(state)
     .layer(DefaultBodyLimit::max(max_body_bytes))
+    .layer(middleware::from_fn(serve::header_limits))
     .layer(middleware::from_fn(track_metrics))
     .layer(middleware::from_fn(move |req: Request, next: Next| {
         request_deadline(timeout, req, next)
