@@ -168,9 +168,10 @@ pub enum TokenCmd {
         user: Option<String>,
         #[arg(long)]
         description: Option<String>,
-        /// Lifetime such as 30d or 12h; no expiry when absent.
-        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-        expires_in: Option<DurationArg>,
+        /// Lifetime such as 30d or 12h, or `never` (for a service; say it explicitly);
+        /// absent: the server's default lifetime (90d unless configured).
+        #[arg(long, value_name = "DURATION|never", allow_hyphen_values = true)]
+        expires_in: Option<TokenExpiry>,
     },
     /// List tokens (never their secrets).
     List {
@@ -515,6 +516,34 @@ impl fmt::Debug for Secret {
 impl From<String> for Secret {
     fn from(s: String) -> Self {
         Secret(s)
+    }
+}
+
+/// `--expires-in`: a duration, or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenExpiry {
+    Never,
+    In(DurationArg),
+}
+
+impl TokenExpiry {
+    pub fn canonical(self) -> String {
+        match self {
+            TokenExpiry::Never => "never".into(),
+            TokenExpiry::In(d) => d.canonical(),
+        }
+    }
+}
+
+impl FromStr for TokenExpiry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "never" {
+            return Ok(TokenExpiry::Never);
+        }
+        s.parse::<DurationArg>()
+            .map(TokenExpiry::In)
+            .map_err(|e| format!("{e}, or `never`"))
     }
 }
 

@@ -135,7 +135,7 @@ async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
             let body = CreateToken {
                 user,
                 description,
-                expires_in: expires_in.map(DurationArg::canonical),
+                expires_in: expires_in.map(TokenExpiry::canonical),
             };
             token_created(ctx, &c.create_token(&body).await?)
         }

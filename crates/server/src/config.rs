@@ -37,6 +37,25 @@ pub struct Config {
     /// are kept.
     #[serde(default)]
     pub agents: AgentsConfig,
+    /// API tokens.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Lifetime of a token minted without `--expires-in` (a token that never expires must
+    /// be asked for with `--expires-in never`).
+    pub default_token_lifetime: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            default_token_lifetime: "90d".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +165,7 @@ impl Default for Config {
             },
             provision: ProvisionConfig::default(),
             agents: AgentsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -233,6 +253,10 @@ impl Config {
         let limits = pedm_core::service::Limits {
             max_duration_secs: secs("limits.max_duration", &self.limits.max_duration)?,
             pending_ttl_secs: secs("limits.pending_ttl", &self.limits.pending_ttl)?,
+            default_token_lifetime_secs: secs(
+                "auth.default_token_lifetime",
+                &self.auth.default_token_lifetime,
+            )?,
             ..Default::default()
         };
         Ok(Resolved {
