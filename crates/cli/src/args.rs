@@ -249,19 +249,21 @@ pub enum RequestCmd {
     /// Withdraw your pending request.
     Cancel {
         id: Uuid,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: Option<String>,
     },
     /// Approve someone else's request.
     Approve {
         id: Uuid,
-        #[arg(long)]
+        /// Why (kept with the approval); `--comment` is accepted too.
+        #[arg(long = "reason", alias = "comment", value_name = "TEXT")]
         comment: Option<String>,
     },
-    /// Deny someone else's request (a comment is required).
+    /// Deny someone else's request (a reason is required).
     Deny {
         id: Uuid,
-        #[arg(long)]
+        /// Why (required); `--comment` is accepted too.
+        #[arg(long = "reason", alias = "comment", value_name = "TEXT")]
         comment: String,
     },
 }
@@ -308,13 +310,13 @@ pub enum GrantCmd {
     /// Give up your grant before it expires.
     Release {
         id: Uuid,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: Option<String>,
     },
     /// End someone's grant now (a reason is required).
     Revoke {
         id: Uuid,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: String,
     },
     /// Print the secret your grant produced (e.g. a generated password). Readable once.
@@ -329,7 +331,7 @@ pub enum GrantCmd {
         /// How long: 30m (at most the time left on your grant).
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         duration: DurationArg,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: Option<String>,
     },
 }
@@ -451,8 +453,8 @@ pub enum PolicyCmd {
     Apply {
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<std::path::PathBuf>,
-        /// Why the change, kept with the version.
-        #[arg(long)]
+        /// Why the change, kept with the version; `--comment` is accepted too.
+        #[arg(long = "reason", alias = "comment", value_name = "TEXT")]
         comment: Option<String>,
     },
     /// Every applied version, newest first.
@@ -491,7 +493,8 @@ pub enum BreakGlassCmd {
     /// Close the review of a break-glass grant with what it found.
     Review {
         id: Uuid,
-        #[arg(long)]
+        /// What the review found (required); `--comment` is accepted too.
+        #[arg(long = "reason", alias = "comment", value_name = "TEXT")]
         comment: String,
     },
 }
@@ -772,7 +775,7 @@ pub enum DelegateCmd {
     /// End a delegation and everything delegated from it (a reason is required).
     Revoke {
         id: Uuid,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: String,
     },
 }
@@ -814,7 +817,7 @@ pub struct CreateDelegationArgs {
     /// Pass on part of this delegation (you must be its delegate).
     #[arg(long, value_name = "DELEGATION-ID")]
     pub from: Option<Uuid>,
-    #[arg(long)]
+    #[arg(long, alias = "comment", value_name = "TEXT")]
     pub reason: Option<String>,
 }
 

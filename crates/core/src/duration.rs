@@ -133,7 +133,10 @@ mod tests {
             let e = parse_duration(bare).unwrap_err();
             assert!(matches!(e, DurationError::NoUnit(_)), "{bare}: {e:?}");
             let msg = e.to_string();
-            assert!(msg.contains("no unit") && msg.contains("s, m, h, d, w"), "{msg}");
+            assert!(
+                msg.contains("no unit") && msg.contains("s, m, h, d, w"),
+                "{msg}"
+            );
         }
     }
 

@@ -112,7 +112,9 @@ pub enum Write {
     /// grant staying live (overlapping grants of one privilege, each ending) cannot both
     /// commit: the second sees the first's end and is refused. Put it before the
     /// `EndGrant` of any grant it lists.
-    RequireGrantsActive { ids: Vec<Uuid> },
+    RequireGrantsActive {
+        ids: Vec<Uuid>,
+    },
     /// Ends a grant; fails with Conflict unless it is still `active` (ends exactly once).
     EndGrant {
         id: Uuid,

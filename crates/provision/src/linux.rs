@@ -204,7 +204,11 @@ pub struct LinuxGroupProvisioner {
 
 impl LinuxGroupProvisioner {
     pub fn new(config: LinuxGroupConfig) -> Result<Self, ConfigError> {
-        for g in config.privileged_groups.iter().chain(&config.sensitive_groups) {
+        for g in config
+            .privileged_groups
+            .iter()
+            .chain(&config.sensitive_groups)
+        {
             check_name("privileged group", g).map_err(|e| ConfigError(e.to_string()))?;
         }
         if config.timeout.is_zero() {
@@ -265,7 +269,6 @@ fn not_mapped(g: &GrantSpec) -> String {
 }
 
 impl LinuxGroupProvisioner {
-
     async fn gpasswd(
         &self,
         flag: &str,
@@ -394,7 +397,9 @@ impl Provisioner for LinuxGroupProvisioner {
     }
 
     fn privilege(&self, g: &GrantSpec) -> Option<String> {
-        self.names(g).ok().map(|(_, group)| format!("group:{group}"))
+        self.names(g)
+            .ok()
+            .map(|(_, group)| format!("group:{group}"))
     }
 
     fn removable(&self, p: &StandingPrivilege) -> Result<(), String> {

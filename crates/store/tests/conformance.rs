@@ -1044,7 +1044,10 @@ async fn overlapping_grants_cannot_both_count_on_each_other(db: Db) {
             }
         }
         if round == 0 {
-            assert_eq!(wins, 1, "exactly one of two overlapping grants counts on the other");
+            assert_eq!(
+                wins, 1,
+                "exactly one of two overlapping grants counts on the other"
+            );
         } else {
             assert_eq!(wins, 0, "both ended or counted on an ended grant");
         }

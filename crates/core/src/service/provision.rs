@@ -666,58 +666,57 @@ impl ControlPlane {
             }
             v
         };
-        let cs = if explained_by(&self.live_holders(port, &d.target).await?, &d.standing())
-            .is_some()
-        {
-            next.done = true;
-            next.last_error = Some("cancelled: a pedm grant now explains it".into());
-            Changeset::new()
-                .write(Write::UpdateJob {
-                    job: next,
-                    expected_attempts: expected,
-                })
-                .event(
-                    self.event(&sys, "provision.drift_skipped", about)
-                        .data(with(
-                            json!({ "reason": "a live pedm grant explains it now" }),
-                        )),
-                )
-        } else {
-            match port.remove_standing(&d.target, &d.standing()).await {
-                Ok(detail) => {
-                    next.done = true;
-                    next.last_error = None;
-                    Changeset::new()
-                        .write(Write::UpdateJob {
-                            job: next,
-                            expected_attempts: expected,
-                        })
-                        .event(
-                            self.event(&sys, "provision.drift_removed", about)
-                                .data(with(json!({ "detail": detail }))),
-                        )
-                }
-                Err(f) if f.is_retryable() => {
-                    self.retry_later(&sys, next, expected, about, &f, with)
-                }
-                Err(f) => {
-                    tracing::warn!(target = %d.target, account = %d.account,
+        let cs =
+            if explained_by(&self.live_holders(port, &d.target).await?, &d.standing()).is_some() {
+                next.done = true;
+                next.last_error = Some("cancelled: a pedm grant now explains it".into());
+                Changeset::new()
+                    .write(Write::UpdateJob {
+                        job: next,
+                        expected_attempts: expected,
+                    })
+                    .event(
+                        self.event(&sys, "provision.drift_skipped", about)
+                            .data(with(
+                                json!({ "reason": "a live pedm grant explains it now" }),
+                            )),
+                    )
+            } else {
+                match port.remove_standing(&d.target, &d.standing()).await {
+                    Ok(detail) => {
+                        next.done = true;
+                        next.last_error = None;
+                        Changeset::new()
+                            .write(Write::UpdateJob {
+                                job: next,
+                                expected_attempts: expected,
+                            })
+                            .event(
+                                self.event(&sys, "provision.drift_removed", about)
+                                    .data(with(json!({ "detail": detail }))),
+                            )
+                    }
+                    Err(f) if f.is_retryable() => {
+                        self.retry_later(&sys, next, expected, about, &f, with)
+                    }
+                    Err(f) => {
+                        tracing::warn!(target = %d.target, account = %d.account,
                         privilege = %d.privilege, error = %f, "drift removal refused");
-                    next.done = true;
-                    next.last_error = Some(f.message.clone());
-                    Changeset::new()
-                        .write(Write::UpdateJob {
-                            job: next,
-                            expected_attempts: expected,
-                        })
-                        .event(
-                            self.event(&sys, "provision.failed", about)
-                                .outcome(Outcome::Failure)
-                                .data(with(json!({ "error": f.message, "permanent": true }))),
-                        )
+                        next.done = true;
+                        next.last_error = Some(f.message.clone());
+                        Changeset::new()
+                            .write(Write::UpdateJob {
+                                job: next,
+                                expected_attempts: expected,
+                            })
+                            .event(
+                                self.event(&sys, "provision.failed", about)
+                                    .outcome(Outcome::Failure)
+                                    .data(with(json!({ "error": f.message, "permanent": true }))),
+                            )
+                    }
                 }
-            }
-        };
+            };
         match self.store.commit(cs).await {
             Ok(_) => Ok(()),
             // Another runner recorded this attempt.

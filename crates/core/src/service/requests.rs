@@ -117,7 +117,8 @@ impl ControlPlane {
         if let RequestDecision::Permit(p) = &decision
             && !p.allow_parallel
         {
-            self.refuse_parallel(actor, &target.name, &role.name).await?;
+            self.refuse_parallel(actor, &target.name, &role.name)
+                .await?;
         }
 
         let mut req = Request {
