@@ -13,8 +13,10 @@ pub fn parse_duration(input: &str) -> Result<i64, DurationError> {
     if s.starts_with('-') {
         return Err(DurationError::Negative(input.to_string()));
     }
-    if s.parse::<i64>().is_ok() {
-        return Err(DurationError::NoUnit(s.to_string()));
+    match s.parse::<i64>() {
+        Ok(0) => return Err(DurationError::Zero),
+        Ok(_) => return Err(DurationError::NoUnit(s.to_string())),
+        Err(_) => {}
     }
     let mut total: i64 = 0;
     let mut num = String::new();
@@ -129,7 +131,8 @@ mod tests {
 
     #[test]
     fn a_number_without_a_unit_is_refused_naming_the_units() {
-        for bare in ["5", "90", " 5 ", "0"] {
+        assert_eq!(parse_duration("0"), Err(DurationError::Zero));
+        for bare in ["5", "90", " 5 "] {
             let e = parse_duration(bare).unwrap_err();
             assert!(matches!(e, DurationError::NoUnit(_)), "{bare}: {e:?}");
             let msg = e.to_string();
