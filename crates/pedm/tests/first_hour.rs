@@ -297,3 +297,84 @@ permit (principal, action == Pedm::Action::"request", resource);"#,
     assert!(out.starts_with("pedm_"), "{out}");
     assert!(stderr(&o).contains("server key"), "{}", stderr(&o));
 }
+
+/// Item 5: `policy simulate` never recommends auto-approval for a role that runs as root on
+/// an `env=prod` target, nor below the minimum sample (20 by default, shown).
+#[tokio::test]
+async fn simulate_never_recommends_auto_approving_root_or_small_samples() {
+    let s = Server::start();
+    standard_targets(&s).await;
+    let a = s.admin();
+    a.create_target(&pedm_api::CreateTarget {
+        name: "dev1".into(),
+        kind: pedm_api::TargetKind::Host,
+        description: None,
+        labels: Default::default(),
+    })
+    .await
+    .unwrap();
+    a.create_role(
+        "dev1",
+        &pedm_api::CreateRole {
+            name: "logs".into(),
+            description: None,
+            max_duration: "1h".into(),
+            auto_approve: false,
+            run_as: Some("syslog".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let bob = s.client(&user_with_token(&s, "bob", true).await);
+    for i in 0..3 {
+        let who = s.client(&user_with_token(&s, &format!("dev{i}"), false).await);
+        for (target, role) in [("web1", "root"), ("dev1", "logs")] {
+            let r = who
+                .create_request(&req(target, role, "10m", "work"))
+                .await
+                .unwrap()
+                .request;
+            bob.approve_request(r.id, &pedm_api::Decide::default())
+                .await
+                .unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../server/src/default_policies.cedar"
+        ),
+        dir.path().join("defaults.cedar"),
+    )
+    .unwrap();
+    let args = [
+        "policy",
+        "simulate",
+        "--policies",
+        dir.path().to_str().unwrap(),
+        "--since",
+        "1h",
+    ];
+    let mut with_json = vec!["--json"];
+    with_json.extend(args);
+    let report: pedm_api::SimulationReport =
+        serde_json::from_str(&ok(&s.cli(&s.admin_token, &with_json))).unwrap();
+    assert!(report.auto_approve_candidates.is_empty(), "{report:?}");
+    assert_eq!(report.min_sample, 20);
+    let why = |pair: &str| {
+        report
+            .not_recommended
+            .iter()
+            .find(|n| n.starts_with(pair))
+            .cloned()
+            .unwrap_or_else(|| panic!("{pair} in {report:?}"))
+    };
+    assert!(why("web1/root").contains("runs as root"), "{report:?}");
+    assert!(
+        why("dev1/logs").contains("minimum sample of 20"),
+        "{report:?}"
+    );
+    let text = ok(&s.cli(&s.admin_token, &args));
+    assert!(text.contains("at least 20 decisions"), "{text}");
+}

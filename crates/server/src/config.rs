@@ -119,6 +119,21 @@ pub struct AuditConfig {
 pub struct PolicyConfig {
     /// Zone of `context.time` for policies without `@timezone` (IANA name).
     pub default_timezone: String,
+    /// `policy simulate` recommends auto-approval only after this many decisions.
+    #[serde(default = "default_min_sample")]
+    pub recommend_min_sample: usize,
+    /// Target labels that make a role sensitive (never recommended for auto-approval);
+    /// `env=prod` always is.
+    #[serde(default = "default_sensitive_labels")]
+    pub sensitive_labels: Vec<String>,
+}
+
+fn default_min_sample() -> usize {
+    20
+}
+
+fn default_sensitive_labels() -> Vec<String> {
+    vec!["env=prod".into()]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +172,8 @@ impl Default for Config {
             },
             policy: PolicyConfig {
                 default_timezone: "UTC".into(),
+                recommend_min_sample: default_min_sample(),
+                sensitive_labels: default_sensitive_labels(),
             },
             notify: pedm_notify::NotifyConfig::default(),
             audit: AuditConfig {
@@ -253,6 +270,8 @@ impl Config {
         let limits = pedm_core::service::Limits {
             max_duration_secs: secs("limits.max_duration", &self.limits.max_duration)?,
             pending_ttl_secs: secs("limits.pending_ttl", &self.limits.pending_ttl)?,
+            recommend_min_sample: self.policy.recommend_min_sample,
+            sensitive_labels: self.policy.sensitive_labels.clone(),
             default_token_lifetime_secs: secs(
                 "auth.default_token_lifetime",
                 &self.auth.default_token_lifetime,

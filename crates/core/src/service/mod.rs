@@ -54,6 +54,12 @@ pub struct Limits {
     pub max_justification_chars: usize,
     /// Lifetime of a token minted without one ([`TokenLifetime::Default`]), in seconds.
     pub default_token_lifetime_secs: i64,
+    /// `policy simulate` recommends auto-approval only for a role decided by people at least
+    /// this many times in the period.
+    pub recommend_min_sample: usize,
+    /// Target labels (`key=value`) that make a role sensitive: never recommended for
+    /// auto-approval (`env=prod` always is).
+    pub sensitive_labels: Vec<String>,
 }
 
 impl Default for Limits {
@@ -63,6 +69,8 @@ impl Default for Limits {
             pending_ttl_secs: 86_400,
             max_justification_chars: 2_000,
             default_token_lifetime_secs: 90 * 86_400,
+            recommend_min_sample: 20,
+            sensitive_labels: vec!["env=prod".into()],
         }
     }
 }
