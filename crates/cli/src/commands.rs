@@ -553,10 +553,10 @@ async fn host(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
                     "the host's previous token no longer works".into(),
                 ]);
             }
-            eprint!(
+            eprintln!(
                 "{}Put the token (printed on stdout) in the agent's token file (mode 0600) and \
                  the server key in its configuration (server_key); the token is not shown \
-                 again.\n",
+                 again.",
                 t.render()
             );
             Ok(output::write_out(&format!("{}\n", r.token))?)
