@@ -88,7 +88,9 @@ pub struct CreateToken {
     pub user: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
-    /// Lifetime such as `30d` or `12h`; no expiry when absent.
+    /// Lifetime such as `30d` or `12h`, or `never` (a token that never expires, e.g. for a
+    /// service, only when asked for by name); absent: the server's default lifetime
+    /// (`[auth] default_token_lifetime`, 90 days unless configured).
     #[serde(default)]
     pub expires_in: Option<String>,
 }

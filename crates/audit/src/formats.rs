@@ -46,17 +46,21 @@ impl<W: Write> CsvWriter<W> {
         let at = e.at.to_string();
         let prev = hex::encode(e.prev_hash);
         let hash = hex::encode(e.hash);
+        // Text others wrote: control characters escaped, formulas neutralised (the data
+        // column is JSON, which escapes control characters itself).
+        let cell = pedm_core::text::csv_cell;
+        let data = String::from_utf8_lossy(&self.data);
         self.w
             .write_record([
-                seq.as_bytes(),
-                at.as_bytes(),
-                e.actor.as_bytes(),
-                e.action.as_bytes(),
-                e.outcome.as_str().as_bytes(),
-                e.subject.as_deref().unwrap_or("").as_bytes(),
-                &self.data,
-                prev.as_bytes(),
-                hash.as_bytes(),
+                seq.as_str(),
+                at.as_str(),
+                &cell(&e.actor),
+                &cell(&e.action),
+                e.outcome.as_str(),
+                &cell(e.subject.as_deref().unwrap_or("")),
+                &cell(&data),
+                prev.as_str(),
+                hash.as_str(),
             ])
             .map_err(io::Error::other)
     }

@@ -173,9 +173,10 @@ pub enum TokenCmd {
         user: Option<String>,
         #[arg(long)]
         description: Option<String>,
-        /// Lifetime such as 30d or 12h; no expiry when absent.
-        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-        expires_in: Option<DurationArg>,
+        /// Lifetime such as 30d or 12h, or `never` (for a service; say it explicitly);
+        /// absent: the server's default lifetime (90d unless configured).
+        #[arg(long, value_name = "DURATION|never", allow_hyphen_values = true)]
+        expires_in: Option<TokenExpiry>,
     },
     /// List tokens (never their secrets).
     List {
@@ -253,19 +254,21 @@ pub enum RequestCmd {
     /// Withdraw your pending request.
     Cancel {
         id: Uuid,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: Option<String>,
     },
     /// Approve someone else's request.
     Approve {
         id: Uuid,
-        #[arg(long)]
+        /// Why (kept with the approval); `--comment` is accepted too.
+        #[arg(long = "reason", alias = "comment", value_name = "TEXT")]
         comment: Option<String>,
     },
-    /// Deny someone else's request (a comment is required).
+    /// Deny someone else's request (a reason is required).
     Deny {
         id: Uuid,
-        #[arg(long)]
+        /// Why (required); `--comment` is accepted too.
+        #[arg(long = "reason", alias = "comment", value_name = "TEXT")]
         comment: String,
     },
 }
@@ -312,13 +315,13 @@ pub enum GrantCmd {
     /// Give up your grant before it expires.
     Release {
         id: Uuid,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: Option<String>,
     },
     /// End someone's grant now (a reason is required).
     Revoke {
         id: Uuid,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: String,
     },
     /// Print the secret your grant produced (e.g. a generated password). Readable once.
@@ -333,7 +336,7 @@ pub enum GrantCmd {
         /// How long: 30m (at most the time left on your grant).
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         duration: DurationArg,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: Option<String>,
     },
 }
@@ -483,8 +486,8 @@ pub enum PolicyCmd {
     Apply {
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<std::path::PathBuf>,
-        /// Why the change, kept with the version.
-        #[arg(long)]
+        /// Why the change, kept with the version; `--comment` is accepted too.
+        #[arg(long = "reason", alias = "comment", value_name = "TEXT")]
         comment: Option<String>,
     },
     /// Every applied version, newest first.
@@ -523,7 +526,8 @@ pub enum BreakGlassCmd {
     /// Close the review of a break-glass grant with what it found.
     Review {
         id: Uuid,
-        #[arg(long)]
+        /// What the review found (required); `--comment` is accepted too.
+        #[arg(long = "reason", alias = "comment", value_name = "TEXT")]
         comment: String,
     },
 }
@@ -548,6 +552,34 @@ impl fmt::Debug for Secret {
 impl From<String> for Secret {
     fn from(s: String) -> Self {
         Secret(s)
+    }
+}
+
+/// `--expires-in`: a duration, or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenExpiry {
+    Never,
+    In(DurationArg),
+}
+
+impl TokenExpiry {
+    pub fn canonical(self) -> String {
+        match self {
+            TokenExpiry::Never => "never".into(),
+            TokenExpiry::In(d) => d.canonical(),
+        }
+    }
+}
+
+impl FromStr for TokenExpiry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "never" {
+            return Ok(TokenExpiry::Never);
+        }
+        s.parse::<DurationArg>()
+            .map(TokenExpiry::In)
+            .map_err(|e| format!("{e}, or `never`"))
     }
 }
 
@@ -776,7 +808,7 @@ pub enum DelegateCmd {
     /// End a delegation and everything delegated from it (a reason is required).
     Revoke {
         id: Uuid,
-        #[arg(long)]
+        #[arg(long, alias = "comment", value_name = "TEXT")]
         reason: String,
     },
 }
@@ -818,7 +850,7 @@ pub struct CreateDelegationArgs {
     /// Pass on part of this delegation (you must be its delegate).
     #[arg(long, value_name = "DELEGATION-ID")]
     pub from: Option<Uuid>,
-    #[arg(long)]
+    #[arg(long, alias = "comment", value_name = "TEXT")]
     pub reason: Option<String>,
 }
 

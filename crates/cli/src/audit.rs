@@ -657,14 +657,7 @@ pub async fn report(ctx: &Ctx, cmd: ReportCmd) -> Result<()> {
     let format = if ctx.json { "json" } else { format.as_str() };
     let text = match format {
         "json" => output::json_text(&rows)?,
-        "csv" => {
-            let mut w = csv::Writer::from_writer(vec![]);
-            w.write_record(COLUMNS)?;
-            for r in &rows {
-                w.write_record(cells(r, true))?;
-            }
-            String::from_utf8(w.into_inner().map_err(|e| anyhow!("{e}"))?)?
-        }
+        "csv" => output::csv_text(&COLUMNS, rows.iter().map(|r| cells(r, true)))?,
         _ => {
             let mut t = Table::new(&COLUMNS);
             for r in &rows {

@@ -135,7 +135,7 @@ async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
             let body = CreateToken {
                 user,
                 description,
-                expires_in: expires_in.map(DurationArg::canonical),
+                expires_in: expires_in.map(TokenExpiry::canonical),
             };
             token_created(ctx, &c.create_token(&body).await?)
         }
@@ -269,7 +269,22 @@ async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<()> {
         }
         RequestCmd::Approve { id, comment } => {
             let d = c.approve_request(id, &Decide { comment }).await?;
-            ctx.emit(&d, || outcome(&d.request, d.grant.as_ref(), ctx.now))
+            // Still pending: say how far it got and who is next.
+            let progress = match d.request.state {
+                RequestState::Pending => c
+                    .get_request(id)
+                    .await
+                    .ok()
+                    .map(|r| approval_progress(&r.request, &r.approvals)),
+                _ => None,
+            };
+            ctx.emit(&d, || {
+                let mut text = outcome(&d.request, d.grant.as_ref(), ctx.now);
+                if let Some(p) = &progress {
+                    text.push_str(&format!("progress: {p}\n"));
+                }
+                text
+            })
         }
         RequestCmd::Deny { id, comment } => {
             let body = Decide {
@@ -307,7 +322,32 @@ async fn break_glass(ctx: &Ctx, cmd: BreakGlassCmd) -> Result<()> {
     let c = &ctx.client;
     match cmd {
         BreakGlassCmd::List { all } => {
-            ctx.list(&c.break_glass(&BreakGlassQuery { open: Some(!all) }).await?)
+            let list = c.break_glass(&BreakGlassQuery { open: Some(!all) }).await?;
+            // Unreviewed break-glass is the loudest thing an admin can see: say so on stderr,
+            // above the table, with what to do.
+            let open: Vec<&Request> = list
+                .iter()
+                .filter(|r| {
+                    r.review
+                        .as_ref()
+                        .is_some_and(|v| v.state == ReviewState::Open)
+                })
+                .collect();
+            if !open.is_empty() && !ctx.json {
+                eprintln!(
+                    "WARNING: {} break-glass grant(s) NOT REVIEWED: {} (review each with \
+                     `pedm breakglass review <ID> --reason \"...\"`)",
+                    open.len(),
+                    open.iter()
+                        .map(|r| format!(
+                            "{} ({} took {} on {})",
+                            r.id, r.requester, r.role, r.target
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            ctx.list(&list)
         }
         BreakGlassCmd::Review { id, comment } => {
             let body = Decide {
@@ -320,6 +360,43 @@ async fn break_glass(ctx: &Ctx, cmd: BreakGlassCmd) -> Result<()> {
 
 fn decided_by(r: &Request) -> &str {
     r.decided_by.as_deref().unwrap_or("policy")
+}
+
+/// `1 of 3: waiting for security:2`: approvals given of those required, and the tier that
+/// is next (its group and how many approvals it still needs).
+pub fn approval_progress(r: &Request, approvals: &[Approval]) -> String {
+    let approved = |tier: u32| {
+        approvals
+            .iter()
+            .filter(|a| a.tier == tier && a.decision == ApprovalDecision::Approve)
+            .count() as u32
+    };
+    let tiers: Vec<ApprovalTier> = if r.approval_tiers.is_empty() {
+        vec![ApprovalTier {
+            group: None,
+            required: r.approvals_required.max(1),
+        }]
+    } else {
+        r.approval_tiers.clone()
+    };
+    let total: u32 = tiers.iter().map(|t| t.required).sum();
+    let mut given = 0;
+    let mut next = None;
+    for (i, t) in tiers.iter().enumerate() {
+        let have = approved(i as u32).min(t.required);
+        given += have;
+        if have < t.required && next.is_none() {
+            next = Some(format!(
+                "{}:{}",
+                t.group.as_deref().unwrap_or("any approver"),
+                t.required - have
+            ));
+        }
+    }
+    match next {
+        Some(n) => format!("{given} of {total}: waiting for {n}"),
+        None => format!("{given} of {total}"),
+    }
 }
 
 /// Where a request stands after it was created or decided, and its grant if there is one.
@@ -439,14 +516,7 @@ async fn standing(ctx: &Ctx, format: &str) -> Result<()> {
     };
     let text = match format {
         "json" => output::json_text(&report)?,
-        "csv" => {
-            let mut w = csv::Writer::from_writer(vec![]);
-            w.write_record(COLUMNS)?;
-            for r in &report.rows {
-                w.write_record(cells(r))?;
-            }
-            String::from_utf8(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?
-        }
+        "csv" => output::csv_text(&COLUMNS, report.rows.iter().map(cells))?,
         _ => {
             let mut t = output::Table::new(&COLUMNS);
             for r in &report.rows {
@@ -469,20 +539,27 @@ async fn host(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
     match cmd {
         HostCmd::Register { name } => {
             let r = ctx.client.register_host(&name).await?;
-            ctx.emit(&r, || {
-                let mut t = output::Table::plain();
-                t.row(vec!["host:".into(), r.host.clone()]);
-                t.row(vec!["token:".into(), r.token.clone()]);
-                t.row(vec!["server key:".into(), r.server_key.clone()]);
-                if r.rotated {
-                    t.row(vec!["note:".into(), "the host's previous token no longer works".into()]);
-                }
-                format!(
-                    "{}\nPut the token in the agent's token file (mode 0600) and the server key in its \
-                     configuration (server_key); the token is not shown again.\n",
-                    t.render()
-                )
-            })
+            if ctx.json {
+                return ctx.emit(&r, String::new);
+            }
+            // The token alone on stdout (`pedm host register web1 > agent.token`, like
+            // `token create`); everything else on stderr.
+            let mut t = output::Table::plain();
+            t.row(vec!["host:".into(), r.host.clone()]);
+            t.row(vec!["server key:".into(), r.server_key.clone()]);
+            if r.rotated {
+                t.row(vec![
+                    "note:".into(),
+                    "the host's previous token no longer works".into(),
+                ]);
+            }
+            eprintln!(
+                "{}Put the token (printed on stdout) in the agent's token file (mode 0600) and \
+                 the server key in its configuration (server_key); the token is not shown \
+                 again.",
+                t.render()
+            );
+            Ok(output::write_out(&format!("{}\n", r.token))?)
         }
         HostCmd::List => ctx.list(&ctx.client.list_hosts().await?),
     }

@@ -257,5 +257,15 @@ pub async fn grant_delegate(
             },
         )
         .await?;
+    // The colleague's grant ends no later than the one it comes from: say when it was cut.
+    let given = g.expires_at.duration_since(g.starts_at).as_secs();
+    if given < duration.0 {
+        eprintln!(
+            "note: asked for {}, granted {}: grant {id} it is handed on from ends at {}",
+            duration.canonical(),
+            pedm_api::format_duration(given.max(1)),
+            g.expires_at
+        );
+    }
     ctx.emit(&g, || detail_table(&g, ctx.now).render())
 }

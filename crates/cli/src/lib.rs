@@ -55,8 +55,13 @@ where
     let (cli, matches) = match parsed {
         Ok(p) => p,
         Err(e) => {
-            // Help and version go to stdout with status 0; errors to stderr with status 2.
-            let _ = e.print();
+            // Help and version go to stdout with status 0; errors to stderr with status 2,
+            // without the global options (and the token's placeholder) in the usage line.
+            if e.use_stderr() {
+                eprint!("{}", usage_without_globals(&e.render().to_string()));
+            } else {
+                let _ = e.print();
+            }
             return ExitCode::from(e.exit_code() as u8);
         }
     };
@@ -68,10 +73,35 @@ where
     match execute(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", message(&e));
+            eprintln!("error: {}", pedm_core::text::terminal_safe(&message(&e)));
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// A clap error with the global options (`--url`, `--token`, `--token-file`, `--json`) taken
+/// out of its `Usage:` line: they are the same for every command, and a usage line naming
+/// `--token <TOKEN>` in every error only invites pasting a secret on the command line.
+fn usage_without_globals(rendered: &str) -> String {
+    const GLOBALS: [&str; 4] = [
+        " --token <TOKEN>",
+        " --token-file <PATH>",
+        " --url <URL>",
+        " --json",
+    ];
+    let mut out = String::with_capacity(rendered.len());
+    for line in rendered.split_inclusive('\n') {
+        if line.starts_with("Usage:") {
+            let mut l = line.to_string();
+            for g in GLOBALS {
+                l = l.replace(g, "");
+            }
+            out.push_str(&l);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
@@ -200,11 +230,44 @@ fn resolve_token(g: &Global, m: &ArgMatches) -> Result<Option<String>, UsageErro
         (None, Some(_)) => true,
         _ => false,
     };
-    let token = match (&g.token_file, use_file) {
-        (Some(path), true) => Some(read_token_file(path)?),
-        _ => g.token.as_ref().map(|s| s.0.trim().to_string()),
+    let (token, from) = match (&g.token_file, use_file) {
+        (Some(path), true) => (Some(read_token_file(path)?), "--token-file"),
+        _ => (
+            g.token.as_ref().map(|s| s.0.trim().to_string()),
+            if on_cli("token") {
+                "--token"
+            } else {
+                "PEDM_TOKEN"
+            },
+        ),
     };
-    Ok(token.filter(|t| !t.is_empty()))
+    let token = token.filter(|t| !t.is_empty());
+    if let Some(t) = &token {
+        check_token(from, t)?;
+    }
+    Ok(token)
+}
+
+/// A token is printable ASCII without spaces (`pedm_<id>_<secret>`): anything else (a
+/// newline or control character pasted with it) is named here, before any request, instead
+/// of failing as an unreachable server. The token itself is never printed.
+fn check_token(from: &str, token: &str) -> Result<(), UsageError> {
+    match token.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+        None => Ok(()),
+        Some((i, c)) => {
+            let what = match c {
+                '\n' => "a newline".to_string(),
+                '\r' => "a carriage return".to_string(),
+                ' ' | '\t' => "white space".to_string(),
+                c if c.is_control() => format!("a control character (U+{:04X})", c as u32),
+                c => format!("a non-ASCII character (U+{:04X})", c as u32),
+            };
+            Err(UsageError(format!(
+                "the token from {from} is malformed: it contains {what} at byte {i} (a pedm \
+                 token is pedm_<id>_<secret>, printable ASCII only)"
+            )))
+        }
+    }
 }
 
 fn read_token_file(path: &std::path::Path) -> Result<String, UsageError> {

@@ -61,21 +61,29 @@ impl Table {
     }
 }
 
-/// Empty values show as `-`; control characters (newlines, terminal escapes) are escaped so a
-/// value someone else wrote cannot break the layout or drive the reader's terminal.
+/// Empty values show as `-`; control characters (newlines, terminal escapes, C1) are escaped
+/// so a value someone else wrote cannot break the layout or drive the reader's terminal
+/// ([`pedm_core::text::terminal_safe`]).
 fn clean(cell: &str) -> String {
     if cell.is_empty() {
         return "-".into();
     }
-    cell.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    pedm_core::text::terminal_safe(cell).into_owned()
+}
+
+/// CSV text (header first): every cell through [`pedm_core::text::csv_cell`] (control
+/// characters escaped, formulas neutralised). The one CSV writer of the CLI's reports.
+pub fn csv_text(
+    header: &[&str],
+    rows: impl IntoIterator<Item = Vec<String>>,
+) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(vec![]);
+    w.write_record(header)?;
+    for r in rows {
+        w.write_record(r.iter().map(|c| pedm_core::text::csv_cell(c).into_owned()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(String::from_utf8(bytes)?)
 }
 
 /// RFC 3339 in UTC, to the second.

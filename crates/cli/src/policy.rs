@@ -117,9 +117,23 @@ fn simulation_text(r: &SimulationReport) -> String {
         }
         out.push_str(&t.render());
     }
+    out.push_str(&format!(
+        "\nauto-approval is recommended only after at least {} decisions, never for roles \
+         that run as root, sensitive targets (env=prod) or break-glass roles\n",
+        r.min_sample
+    ));
     if !r.auto_approve_candidates.is_empty() {
         out.push_str("\ncould auto-approve:\n");
         for a in &r.auto_approve_candidates {
+            out.push_str(&format!("  {a}\n"));
+        }
+    }
+    if !r.not_recommended.is_empty() {
+        out.push_str(&format!(
+            "\nnot recommended for auto-approval (minimum sample {}):\n",
+            r.min_sample
+        ));
+        for a in &r.not_recommended {
             out.push_str(&format!("  {a}\n"));
         }
     }

@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-/// Parses `30m`, `1h30m`, `1h 30m`, `45s`, `2d`, or a bare number of seconds.
-/// Returns whole seconds; rejects zero, negatives, unknown units and overflow.
+/// Parses `30m`, `1h30m`, `1h 30m`, `45s`, `2d`. Returns whole seconds; rejects a number
+/// without a unit (`5` could mean seconds, minutes or hours: the error names the units),
+/// zero, negatives, unknown units and overflow.
 pub fn parse_duration(input: &str) -> Result<i64, DurationError> {
     let s = input.trim();
     if s.is_empty() {
@@ -12,12 +13,10 @@ pub fn parse_duration(input: &str) -> Result<i64, DurationError> {
     if s.starts_with('-') {
         return Err(DurationError::Negative(input.to_string()));
     }
-    if let Ok(n) = s.parse::<i64>() {
-        return if n == 0 {
-            Err(DurationError::Zero)
-        } else {
-            Ok(n)
-        };
+    match s.parse::<i64>() {
+        Ok(0) => return Err(DurationError::Zero),
+        Ok(_) => return Err(DurationError::NoUnit(s.to_string())),
+        Err(_) => {}
     }
     let mut total: i64 = 0;
     let mut num = String::new();
@@ -97,6 +96,10 @@ pub enum DurationError {
     Negative(String),
     #[error("duration {0:?} is not of the form 30m, 1h30m, 45s, 2d")]
     Malformed(String),
+    #[error(
+        "duration {0:?} has no unit: write it with one of s, m, h, d, w (e.g. {0}s, {0}m, {0}h)"
+    )]
+    NoUnit(String),
     #[error("unknown duration unit {0:?} (use s, m, h, d, w)")]
     UnknownUnit(String),
     #[error("duration {0:?} is too large")]
@@ -124,12 +127,24 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(5400));
         assert_eq!(parse_duration("45s"), Ok(45));
         assert_eq!(parse_duration("2d"), Ok(172_800));
-        assert_eq!(parse_duration("90"), Ok(90));
+    }
+
+    #[test]
+    fn a_number_without_a_unit_is_refused_naming_the_units() {
+        assert_eq!(parse_duration("0"), Err(DurationError::Zero));
+        for bare in ["5", "90", " 5 "] {
+            let e = parse_duration(bare).unwrap_err();
+            assert!(matches!(e, DurationError::NoUnit(_)), "{bare}: {e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("no unit") && msg.contains("s, m, h, d, w"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]
     fn rejects_bad_forms() {
-        assert_eq!(parse_duration("0"), Err(DurationError::Zero));
         assert_eq!(parse_duration("0m"), Err(DurationError::Zero));
         assert!(matches!(
             parse_duration("-5m"),

@@ -18,6 +18,7 @@ pub mod provisioning;
 pub mod scheduler;
 pub mod service;
 pub mod store;
+pub mod text;
 pub mod token;
 
 pub use error::{Error, Result};

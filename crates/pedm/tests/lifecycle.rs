@@ -388,13 +388,15 @@ async fn grants_that_expired_while_down_end_right_after_start_exactly_once() {
     standard_targets(&s).await;
     let alice_token = user_with_token(&s, "alice", false).await;
     let alice = s.client(&alice_token);
+    let bob = s.client(&user_with_token(&s, "bob", false).await);
     let short = alice
         .create_request(&req("web1", "docker", "1s", "short"))
         .await
         .unwrap()
         .grant
         .unwrap();
-    let long = alice
+    // Another holder: a second live grant of one role for alice would be refused.
+    let long = bob
         .create_request(&req("web1", "docker", "1h", "long"))
         .await
         .unwrap()
@@ -522,6 +524,12 @@ async fn concurrent_approvals_exactly_one_wins() {
         approvers.push(s.client(&user_with_token(&s, &format!("approver{i}"), true).await));
     }
     for round in 0..3 {
+        // A requester per round: a second live grant of one role for alice would be refused.
+        let alice = if round == 0 {
+            alice.clone()
+        } else {
+            s.client(&user_with_token(&s, &format!("alice{round}"), false).await)
+        };
         let id = alice
             .create_request(&req("web1", "root", "10m", &format!("round {round}")))
             .await
@@ -541,7 +549,11 @@ async fn concurrent_approvals_exactly_one_wins() {
         let grants = s
             .admin()
             .list_grants(&GrantQuery {
-                user: Some("alice".into()),
+                user: Some(if round == 0 {
+                    "alice".into()
+                } else {
+                    format!("alice{round}")
+                }),
                 ..Default::default()
             })
             .await

@@ -53,8 +53,13 @@ async fn two_servers_on_one_database_decide_and_expire_exactly_once() {
             b.client(&t)
         });
     }
-    let alice_a = a.client(&alice_token);
     for round in 0..3 {
+        // A requester per round: a second live grant of one role would be refused.
+        let alice_a = if round == 0 {
+            a.client(&alice_token)
+        } else {
+            a.client(&user_with_token(&a, &format!("alice{round}"), false).await)
+        };
         let id = alice_a
             .create_request(&req("web1", "root", "10m", &format!("round {round}")))
             .await

@@ -48,10 +48,11 @@
 //! | `@approvals("team-leads:1, security:2")` | permit of `request` | ordered tiers: each `GROUP:N` needs N distinct approvals from members of GROUP (who must also be permitted `approve`), tier by tier; a bare `N` means N approvals from anyone `approve` permits (`@approvals("2")`) |
 //! | `@max_duration("8h")` | permit of `request` | longest grant; requests for longer cannot use this permit |
 //! | `@break_glass("true")` | permit of `request` | applies **only** to break-glass requests; grants at once (flagged for notification and review) |
+//! | `@allow_parallel("true")` | permit of `request` | the requester may hold several live grants of the role at once; without it a request for a role the requester already holds live on the target is refused, naming the grant |
 //!
 //! "Permit of `request`" means a permit whose action scope is exactly
 //! `action == Pedm::Action::"request"`. Refused at load, naming the policy: those four
-//! annotations on a forbid or on other permits, `@auto_approve("true")` or `@break_glass`
+//! annotations (and `@allow_parallel`) on a forbid or on other permits, `@auto_approve("true")` or `@break_glass`
 //! together with `@approvals`, a tier with N = 0 or a malformed tier, a bad duration, an
 //! unknown zone, and unknown keys that look like a typo of a known one (`@approval`,
 //! `@time_zone`, `@tz`…). Other annotations (e.g. `@description`) are kept and listed.
@@ -70,11 +71,24 @@
 //! 4. Applicable permits that cannot be used are dropped: `@break_glass` permits for a
 //!    non-break-glass request, and permits whose `@max_duration` is below the requested
 //!    `duration_secs`. If none is left → `Deny` naming them and why.
-//! 5. Otherwise the permit of least friction is chosen and its terms are returned
-//!    ([`Requirements`]): for a break-glass request a `@break_glass` permit first; then
-//!    auto-approve; then the fewest total approvals; ties → the lexicographically lowest
-//!    policy id. `max_duration_secs` is that policy's (`None` if unannotated). A break-glass
-//!    request that only ordinary permits allow gets their terms with `break_glass: false`.
+//! 5. A break-glass request uses a `@break_glass` permit that applies to it (the lowest id
+//!    if several; granted at once, flagged, reviewed afterwards) — break-glass is never
+//!    slowed by an approval rule.
+//! 6. Otherwise **the strictest applicable permit wins** and its terms are returned
+//!    ([`Requirements`]): a permit that needs approvals beats an auto-approving one, more
+//!    total approvals beat fewer, more tiers beat fewer; ties → the lexicographically
+//!    lowest policy id. If the requested duration exceeds that permit's `@max_duration`
+//!    the request is denied naming it: it never falls through to a looser permit.
+//!    `max_duration_secs` is that policy's (`None` if unannotated). A break-glass request
+//!    that only ordinary permits allow gets their terms with `break_glass: false` (the
+//!    workflow then refuses it as break-glass).
+//!
+//! Why strictest: an admin who adds a stricter rule (`@approvals("leads:1, security:2")`
+//! on prod root) must get it, even next to a general rule (`request-with-approval`, one
+//! approval). The price: a looser permit does not loosen anything where a stricter one
+//! applies, so a general permit must exclude what should be looser (the default
+//! `request-with-approval` excludes roles marked auto-approved:
+//! `when { !resource.auto_approve }`).
 //!
 //! [`Engine::authorize`] (other actions) is Cedar's rule plus rule 1. `approve` is never
 //! allowed when the approver is the requester, whatever the policies say.

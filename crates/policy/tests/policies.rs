@@ -385,41 +385,57 @@ fn max_duration() {
         @id("unbounded") @approvals("security:2")
         permit(principal, action == Pedm::Action::"request", resource == Pedm::Role::"web1/admin");"#,
     );
+    // The strictest permit that applies decides, whatever the duration.
     let mut q = rq("u", &[], web1(), "root", MON_10_BERLIN);
     q.context.duration_secs = 1800;
     let v = decide(&e, &q);
-    assert_eq!(permit(&v).policy, "short");
-    assert_eq!(permit(&v).max_duration_secs, Some(3600));
-    q.context.duration_secs = 4 * 3600; // over the short one: the approval path
-    let v = decide(&e, &q);
     assert_eq!(permit(&v).policy, "long");
     assert_eq!(permit(&v).max_duration_secs, Some(8 * 3600));
+    q.context.duration_secs = 4 * 3600;
+    assert_eq!(permit(&decide(&e, &q)).policy, "long");
+    // Too long for the strictest: refused, never handed to a looser permit.
     q.context.duration_secs = 9 * 3600;
     let (p, reason) = deny(&decide(&e, &q));
-    assert_eq!(p, vec!["long", "short"]);
+    assert_eq!(p, vec!["long"]);
     assert!(reason.contains("exceeds"), "{reason}");
     let v = decide(&e, &rq("u", &[], web1(), "admin", MON_10_BERLIN));
     assert_eq!(permit(&v).max_duration_secs, None);
 }
 
+/// The combining rule: the strictest applicable permit wins (approvals beat auto-approve,
+/// more approvals beat fewer, more tiers beat fewer, then the lowest id), so a stricter
+/// policy is never shadowed by a looser one.
 #[test]
-fn auto_approve_beats_approvals_and_fewer_approvals_win() {
+fn strictest_permit_wins() {
     let e = engine(
         r#"@id("b-two") @approvals("2")
         permit(principal in Pedm::Group::"ops", action == Pedm::Action::"request", resource);
         @id("a-three") @approvals("leads:1, security:2")
-        permit(principal in Pedm::Group::"ops", action == Pedm::Action::"request", resource);
+        permit(principal in Pedm::Group::"ops", action == Pedm::Action::"request", resource)
+        when { resource.labels.contains("env=prod") };
         @id("c-auto") @auto_approve("true")
         permit(principal in Pedm::Group::"ops", action == Pedm::Action::"request", resource)
         when { resource.labels.contains("env=dev") };
         @id("d-two") @approvals("leads:2")
-        permit(principal in Pedm::Group::"ops", action == Pedm::Action::"request", resource);"#,
+        permit(principal in Pedm::Group::"ops", action == Pedm::Action::"request", resource);
+        @id("e-auto") @auto_approve("true")
+        permit(principal in Pedm::Group::"qa", action == Pedm::Action::"request", resource)
+        when { resource.labels.contains("env=dev") };"#,
     );
+    // On dev, c-auto applies but b-two and d-two need approvals: they win.
     let v = decide(&e, &rq("o", &["ops"], dev1(), "root", MON_10_BERLIN));
-    assert_eq!(permit(&v).policy, "c-auto");
+    assert_eq!(permit(&v).policy, "b-two");
+    assert!(!permit(&v).auto_approve);
+    // Only an auto-approve permit applies: granted at once.
+    let v = decide(&e, &rq("q", &["qa"], dev1(), "root", MON_10_BERLIN));
+    assert_eq!(permit(&v).policy, "e-auto");
     assert!(permit(&v).tiers.is_empty());
-    // b-two and d-two both need 2: tie → lowest id
+    // On prod, three approvals in two tiers beat two.
     let v = decide(&e, &rq("o", &["ops"], web1(), "root", MON_10_BERLIN));
+    assert_eq!(permit(&v).policy, "a-three");
+    assert_eq!(permit(&v).total_approvals(), 3);
+    // b-two and d-two both need 2 in one tier: tie → lowest id
+    let v = decide(&e, &rq("o", &["ops"], dev1(), "admin", MON_10_BERLIN));
     assert_eq!(permit(&v).policy, "b-two");
     assert_eq!(
         permit(&v).tiers,
@@ -926,11 +942,11 @@ max_duration = "8h"
 policy = "dev-hosts"
 
 [[case]]
-name = "dev from the office auto-approves for short grants"
+name = "dev from the office at the weekend auto-approves for short grants"
 principal = { user = "alice", groups = ["devs"] }
 target = { name = "dev1", kind = "host", labels = { env = "dev" } }
 role = { name = "root" }
-context = { now = "2026-11-02T09:00:00Z", duration = "30m", source_ip = "10.0.0.7" }
+context = { now = "2026-11-07T09:00:00Z", duration = "30m", source_ip = "10.0.0.7" }
 expect = "auto_approve"
 max_duration = "1h"
 

@@ -125,15 +125,45 @@ async fn grant_and_revoke_membership() {
     // Revoking what is gone succeeds.
     p.revoke(&g).await.unwrap();
 
-    // The group defaults to the pedm role name; `login` maps the pedm user.
+    // No implicit mapping: a role named like the group, without `group`, is not provisioned
+    // (refused as invalid, nothing changed); `login` maps the pedm user.
     let mut by_role = spec("ignored", "x");
     by_role.role = group.clone();
     by_role.user = user.trim_start_matches("pedmtu").to_string();
     by_role.settings = json!({ "login": "pedmtu{user}" });
+    assert!(p.provisions(&by_role).is_err());
+    let e = p.grant(&by_role).await.unwrap_err();
+    assert!(matches!(e, ProvisionError::Invalid(_)), "{e:?}");
+    assert!(!groups_of(&user).contains(&group));
+    by_role.settings = json!({ "login": "pedmtu{user}", "group": group });
+    assert!(p.provisions(&by_role).is_ok());
     p.grant(&by_role).await.unwrap();
     assert!(groups_of(&user).contains(&group));
     p.revoke(&by_role).await.unwrap();
     assert!(!groups_of(&user).contains(&group));
+
+    // A privileged group (listed, or gid 0) only with allow_privileged.
+    let strict = LinuxGroupProvisioner::new(LinuxGroupConfig {
+        sensitive_groups: vec![group.clone()],
+        ..LinuxGroupConfig::default()
+    })
+    .unwrap();
+    let e = strict.grant(&g).await.unwrap_err();
+    assert!(
+        matches!(e, ProvisionError::Invalid(ref m) if m.contains("allow_privileged")),
+        "{e:?}"
+    );
+    assert!(!groups_of(&user).contains(&group));
+    let e = p.grant(&spec(&user, "root")).await.unwrap_err();
+    assert!(
+        matches!(e, ProvisionError::Invalid(ref m) if m.contains("gid 0")),
+        "{e:?}"
+    );
+    let mut allowed = g.clone();
+    allowed.settings = json!({ "group": group, "allow_privileged": true });
+    strict.grant(&allowed).await.unwrap();
+    assert!(groups_of(&user).contains(&group));
+    strict.revoke(&allowed).await.unwrap();
 
     // Missing user or group: refused (permanent); revoking them succeeds.
     let e = p
@@ -218,7 +248,9 @@ async fn discover_finds_privileged_members_uid0_and_sudoers() {
     let uid0 = c.user("pedmtz", &["-o", "-u", "0"]);
     let sudoer = c.user("pedmtr", &[]);
     let p = provisioner();
-    p.grant(&spec(&member, "sudo")).await.unwrap();
+    let mut sudo = spec(&member, "sudo");
+    sudo.settings = json!({ "group": "sudo", "allow_privileged": true });
+    p.grant(&sudo).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let sudoers = dir.path().join("sudoers");
@@ -263,7 +295,7 @@ async fn discover_finds_privileged_members_uid0_and_sudoers() {
     // The real files are readable as root: the default configuration works too.
     provisioner().discover().await.unwrap();
 
-    p.revoke(&spec(&member, "sudo")).await.unwrap();
+    p.revoke(&sudo).await.unwrap();
     assert!(!groups_of(&member).contains(&"sudo".to_string()));
 }
 

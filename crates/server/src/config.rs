@@ -37,6 +37,25 @@ pub struct Config {
     /// are kept.
     #[serde(default)]
     pub agents: AgentsConfig,
+    /// API tokens.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Lifetime of a token minted without `--expires-in` (a token that never expires must
+    /// be asked for with `--expires-in never`).
+    pub default_token_lifetime: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            default_token_lifetime: "90d".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +135,21 @@ pub struct WitnessConfig {
 pub struct PolicyConfig {
     /// Zone of `context.time` for policies without `@timezone` (IANA name).
     pub default_timezone: String,
+    /// `policy simulate` recommends auto-approval only after this many decisions.
+    #[serde(default = "default_min_sample")]
+    pub recommend_min_sample: usize,
+    /// Target labels that make a role sensitive (never recommended for auto-approval);
+    /// `env=prod` always is.
+    #[serde(default = "default_sensitive_labels")]
+    pub sensitive_labels: Vec<String>,
+}
+
+fn default_min_sample() -> usize {
+    20
+}
+
+fn default_sensitive_labels() -> Vec<String> {
+    vec!["env=prod".into()]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +188,8 @@ impl Default for Config {
             },
             policy: PolicyConfig {
                 default_timezone: "UTC".into(),
+                recommend_min_sample: default_min_sample(),
+                sensitive_labels: default_sensitive_labels(),
             },
             notify: pedm_notify::NotifyConfig::default(),
             audit: AuditConfig {
@@ -164,6 +200,7 @@ impl Default for Config {
             },
             provision: ProvisionConfig::default(),
             agents: AgentsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -254,6 +291,12 @@ impl Config {
         let limits = pedm_core::service::Limits {
             max_duration_secs: secs("limits.max_duration", &self.limits.max_duration)?,
             pending_ttl_secs: secs("limits.pending_ttl", &self.limits.pending_ttl)?,
+            recommend_min_sample: self.policy.recommend_min_sample,
+            sensitive_labels: self.policy.sensitive_labels.clone(),
+            default_token_lifetime_secs: secs(
+                "auth.default_token_lifetime",
+                &self.auth.default_token_lifetime,
+            )?,
             ..Default::default()
         };
         Ok(Resolved {

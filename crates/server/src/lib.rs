@@ -177,6 +177,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .with_policy_compiler(Arc::new(policy::CedarCompiler {
         options: cfg.policy_options.clone(),
     }));
+    cp = cp.with_observer(Arc::new(notify::LoudObserver));
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }

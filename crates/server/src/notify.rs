@@ -6,6 +6,31 @@ use serde_json::json;
 
 pub struct WebhookObserver(pub Notifier);
 
+/// Makes high-severity notices loud whether or not a webhook is configured: a WARN log line
+/// and a Prometheus counter (`pedm_break_glass_total`, `pedm_high_severity_notices_total`
+/// by kind) at `/metrics`. Always installed.
+pub struct LoudObserver;
+
+impl Observer for LoudObserver {
+    fn notice(&self, notice: &Notice) {
+        let n = match notice {
+            Notice::BreakGlass { .. } | Notice::RevokeFailing { .. } => notification(notice),
+            _ => return,
+        };
+        if matches!(notice, Notice::BreakGlass { .. }) {
+            metrics::counter!("pedm_break_glass_total").increment(1);
+        }
+        metrics::counter!("pedm_high_severity_notices_total", "kind" => n.kind.clone())
+            .increment(1);
+        tracing::warn!(
+            kind = %n.kind,
+            severity = "high",
+            "{}",
+            pedm_core::text::terminal_safe(&n.summary)
+        );
+    }
+}
+
 impl Observer for WebhookObserver {
     fn notice(&self, notice: &Notice) {
         // Delegation changes are in the audit log; nobody is paged for them.

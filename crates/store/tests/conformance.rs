@@ -90,6 +90,7 @@ conformance!(
     concurrent_commits_keep_one_chain,
     concurrent_update_request_one_wins,
     concurrent_end_grant_one_wins,
+    overlapping_grants_cannot_both_count_on_each_other,
     deadlines_and_overdue,
     request_and_grant_filters,
     reopen_keeps_everything,
@@ -995,6 +996,70 @@ async fn concurrent_end_grant_one_wins(db: Db) {
     }
     assert_eq!(wins, 1);
     assert_eq!(whole_chain(&stores[0]).await.len(), 1);
+}
+
+/// Two grants sharing a privilege end at the same moment, each counting on the other to stay
+/// live (`RequireGrantsActive` before its `EndGrant`): exactly one commits, the other is
+/// refused (it then sees the first ended and revokes); the precondition alone changes nothing.
+async fn overlapping_grants_cannot_both_count_on_each_other(db: Db) {
+    let stores = [db.open().await, db.open().await];
+    let (r1, r2) = (request("alice", "web1", 0), request("alice", "web1", 1));
+    let (g1, g2) = (grant_for(&r1, 0), grant_for(&r2, 0));
+    ok(
+        &stores[0],
+        Changeset::new()
+            .write(Write::InsertRequest(r1))
+            .write(Write::InsertRequest(r2))
+            .write(Write::InsertGrant(g1.clone()))
+            .write(Write::InsertGrant(g2.clone())),
+    )
+    .await;
+    let both = vec![g1.id, g2.id];
+    ok(
+        &stores[0],
+        cs(Write::RequireGrantsActive { ids: both.clone() }).event(ev("check", "g:0")),
+    )
+    .await;
+    for round in 0..4 {
+        let mut tasks = Vec::new();
+        for (i, id) in [g1.id, g2.id].into_iter().enumerate() {
+            let s = stores[i].clone();
+            let c = Changeset::new()
+                .write(Write::RequireGrantsActive { ids: both.clone() })
+                .write(Write::EndGrant {
+                    id,
+                    state: GrantState::Released,
+                    at: t(10),
+                    by: "alice".into(),
+                    reason: None,
+                })
+                .event(ev("grant.released", "g:1"));
+            tasks.push(tokio::spawn(async move { s.commit(c).await }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(e) => conflict(e, "no longer active"),
+            }
+        }
+        if round == 0 {
+            assert_eq!(
+                wins, 1,
+                "exactly one of two overlapping grants counts on the other"
+            );
+        } else {
+            assert_eq!(wins, 0, "both ended or counted on an ended grant");
+        }
+    }
+    let e = fails(
+        &stores[1],
+        cs(Write::RequireGrantsActive {
+            ids: vec![Uuid::now_v7()],
+        }),
+    )
+    .await;
+    not_found(e, "does not exist");
 }
 
 async fn deadlines_and_overdue(db: Db) {

@@ -76,6 +76,10 @@ impl ProvisioningPort for Script {
     fn grant_account(&self, g: &Grant) -> Option<String> {
         Some(format!("{}_db", g.user))
     }
+    /// Every role here is membership of `rw` (`rw` and `rw2` overlap).
+    fn grant_privilege(&self, _: &Grant) -> Option<String> {
+        Some("member:rw".into())
+    }
     fn drift_action(&self, _: &str, p: &StandingPrivilege) -> DriftAction {
         match &*self.remove_drift.lock().unwrap() {
             None => DriftAction::Report,
@@ -252,8 +256,107 @@ async fn targets_without_a_provisioner_are_active_at_once() {
     assert_eq!(g.provision_state, ProvisionState::Active);
     assert!(e.store.grant_jobs(g.id).await.unwrap().is_empty());
     e.cp.release_grant(&alice(), g.id, None).await.unwrap();
-    assert_eq!(e.state(&g).await.provision_state, ProvisionState::Active);
+    // Nothing to take away, and the state says the grant's privilege is gone.
+    assert_eq!(e.state(&g).await.provision_state, ProvisionState::Revoked);
     assert!(e.store.grant_jobs(g.id).await.unwrap().is_empty());
+}
+
+impl Env {
+    async fn grant_role(&self, role: &str) -> Grant {
+        if self.store.role("db", role).await.unwrap().is_none() {
+            self.cp
+                .create_role(
+                    &Actor::system(),
+                    NewRole {
+                        target: "db".into(),
+                        name: role.into(),
+                        description: None,
+                        max_duration_secs: 3600,
+                        auto_approve: true,
+                        run_as: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let (_, g) = self
+            .cp
+            .create_request(
+                &alice(),
+                NewRequest {
+                    target: "db".into(),
+                    role: role.into(),
+                    duration_secs: 600,
+                    justification: "testing overlap".into(),
+                    task: None,
+                    ticket: None,
+                    break_glass: false,
+                },
+                RequestContext::default(),
+            )
+            .await
+            .unwrap();
+        g.expect("auto-approved")
+    }
+}
+
+/// Two live grants give alice's login the same membership. Ending both at the same moment:
+/// exactly one revoke reaches the target (the live grants are counted in the transaction
+/// that ends each one; the second to commit sees the first ended and revokes).
+#[tokio::test]
+async fn overlapping_grants_ending_together_revoke_exactly_once() {
+    let e = env().await;
+    let g1 = e.grant_role("rw").await;
+    let g2 = e.grant_role("rw2").await;
+    e.cp.run_due_jobs().await.unwrap();
+    assert_eq!(e.state(&g1).await.provision_state, ProvisionState::Active);
+    assert_eq!(e.state(&g2).await.provision_state, ProvisionState::Active);
+    let who = alice();
+    let (a, b) = tokio::join!(
+        e.cp.release_grant(&who, g1.id, None),
+        e.cp.release_grant(&who, g2.id, None)
+    );
+    a.unwrap();
+    b.unwrap();
+    e.cp.run_due_jobs().await.unwrap();
+    let revokes = e.calls().iter().filter(|c| c.starts_with("revoke")).count();
+    assert_eq!(revokes, 1, "{:?}", e.calls());
+    let (s1, s2) = (e.state(&g1).await, e.state(&g2).await);
+    assert_eq!(s1.provision_state, ProvisionState::Revoked);
+    assert_eq!(s2.provision_state, ProvisionState::Revoked);
+    let kept = [&s1, &s2]
+        .iter()
+        .filter(|g| {
+            g.provision_detail
+                .as_deref()
+                .is_some_and(|d| d.contains("left in place"))
+        })
+        .count();
+    assert_eq!(kept, 1, "{s1:?} {s2:?}");
+}
+
+/// A revoke job that finds a new live grant of the same privilege when it runs leaves the
+/// privilege in place for it (`provision.revoke_skipped`).
+#[tokio::test]
+async fn a_revoke_job_leaves_a_privilege_a_newer_grant_needs() {
+    let e = env().await;
+    let g1 = e.grant_role("rw").await;
+    e.cp.run_due_jobs().await.unwrap();
+    e.cp.release_grant(&alice(), g1.id, None).await.unwrap();
+    assert_eq!(
+        e.state(&g1).await.provision_state,
+        ProvisionState::RevokePending
+    );
+    let g2 = e.grant_role("rw2").await;
+    e.cp.run_due_jobs().await.unwrap();
+    assert!(
+        !e.calls().iter().any(|c| c.starts_with("revoke")),
+        "{:?}",
+        e.calls()
+    );
+    assert_eq!(e.actions("provision.revoke_skipped").await, 1);
+    assert_eq!(e.state(&g1).await.provision_state, ProvisionState::Revoked);
+    assert_eq!(e.state(&g2).await.provision_state, ProvisionState::Active);
 }
 
 #[tokio::test]

@@ -54,6 +54,14 @@ pub struct Limits {
     /// How long a request may wait for a decision before it expires, in seconds.
     pub pending_ttl_secs: i64,
     pub max_justification_chars: usize,
+    /// Lifetime of a token minted without one ([`TokenLifetime::Default`]), in seconds.
+    pub default_token_lifetime_secs: i64,
+    /// `policy simulate` recommends auto-approval only for a role decided by people at least
+    /// this many times in the period.
+    pub recommend_min_sample: usize,
+    /// Target labels (`key=value`) that make a role sensitive: never recommended for
+    /// auto-approval (`env=prod` always is).
+    pub sensitive_labels: Vec<String>,
 }
 
 impl Default for Limits {
@@ -62,8 +70,23 @@ impl Default for Limits {
             max_duration_secs: 7 * 86_400,
             pending_ttl_secs: 86_400,
             max_justification_chars: 2_000,
+            default_token_lifetime_secs: 90 * 86_400,
+            recommend_min_sample: 20,
+            sensitive_labels: vec!["env=prod".into()],
         }
     }
+}
+
+/// How long a new API token lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenLifetime {
+    /// The server's default ([`Limits::default_token_lifetime_secs`], 90 days unless
+    /// configured): a token nobody thought about does not live forever.
+    Default,
+    /// Never expires: only when asked for explicitly (`--expires-in never`, e.g. a service).
+    Never,
+    /// This many seconds.
+    Secs(i64),
 }
 
 /// What a requester asks for.
@@ -630,7 +653,7 @@ impl ControlPlane {
         actor: &Actor,
         user: Option<&str>,
         description: Option<String>,
-        ttl_secs: Option<i64>,
+        lifetime: TokenLifetime,
     ) -> Result<(TokenRecord, String)> {
         let user = user.unwrap_or(&actor.user);
         if user != actor.user {
@@ -641,6 +664,11 @@ impl ControlPlane {
             return Err(Error::NotFound(format!("user {user}")));
         }
         let now = self.now();
+        let ttl_secs = match lifetime {
+            TokenLifetime::Default => Some(self.limits.default_token_lifetime_secs),
+            TokenLifetime::Never => None,
+            TokenLifetime::Secs(s) => Some(s),
+        };
         let expires_at = match ttl_secs {
             None => None,
             Some(s) if s <= 0 => {

@@ -33,8 +33,17 @@ pub struct SimulationReport {
     /// Requests whose role or target no longer exists.
     pub skipped: usize,
     pub changes: Vec<SimulatedChange>,
-    /// Role/target pairs that people always approved, quickly: candidates for auto-approval.
+    /// Role/target pairs that people always approved, quickly, at least `min_sample` times,
+    /// and that are not sensitive: candidates for auto-approval.
     pub auto_approve_candidates: Vec<String>,
+    /// The fewest decided requests a recommendation needs.
+    #[serde(default)]
+    pub min_sample: usize,
+    /// Pairs always approved quickly that are never recommended for auto-approval, and why
+    /// (run as root, a sensitive label such as `env=prod`, ever used for break-glass, or
+    /// too few decisions).
+    #[serde(default)]
+    pub not_recommended: Vec<String>,
     /// Permits (of the policies in force) that no recorded request used: privilege creep.
     pub unused_eligibilities: Vec<String>,
 }
@@ -344,6 +353,8 @@ impl ControlPlane {
             skipped: 0,
             changes: vec![],
             auto_approve_candidates: vec![],
+            min_sample: self.limits.recommend_min_sample,
+            not_recommended: vec![],
             unused_eligibilities: vec![],
         };
         let mut principals: BTreeMap<String, Option<Actor>> = BTreeMap::new();
@@ -421,7 +432,7 @@ impl ControlPlane {
                 .iter()
                 .filter(|r| matches!(r.state, RequestState::Approved | RequestState::Denied))
                 .collect();
-            if decided.len() < 3 || decided.iter().any(|r| r.state == RequestState::Denied) {
+            if decided.is_empty() || decided.iter().any(|r| r.state == RequestState::Denied) {
                 continue;
             }
             let mut waits: Vec<i64> = decided
@@ -433,12 +444,20 @@ impl ControlPlane {
                 .collect();
             waits.sort_unstable();
             let median = waits[waits.len() / 2];
-            if median <= 15 * 60 {
-                report.auto_approve_candidates.push(format!(
-                    "{t}/{role}: approved {n} of {n} times, median wait {w}; consider @auto_approve",
-                    n = decided.len(),
+            if median > 15 * 60 {
+                continue;
+            }
+            let n = decided.len();
+            match self.never_auto_approve(&t, &role, n).await? {
+                Some(why) => report
+                    .not_recommended
+                    .push(format!("{t}/{role}: approved {n} of {n} times, but {why}")),
+                None => report.auto_approve_candidates.push(format!(
+                    "{t}/{role}: approved {n} of {n} times (minimum sample {min}), median wait \
+                     {w}; consider @auto_approve",
+                    min = self.limits.recommend_min_sample,
                     w = format_duration(median.max(1)),
-                ));
+                )),
             }
         }
         report.unused_eligibilities = self
@@ -448,5 +467,48 @@ impl ControlPlane {
             .filter(|p| !used_policies.contains(p))
             .collect();
         Ok(report)
+    }
+
+    /// Why auto-approval must never be recommended for `role` on `target` (after `n`
+    /// decisions): it runs as root, its target carries `env=prod` or a configured sensitive
+    /// label, it was ever used for break-glass, or `n` is below the minimum sample.
+    async fn never_auto_approve(
+        &self,
+        target: &str,
+        role: &str,
+        n: usize,
+    ) -> Result<Option<String>> {
+        if let Some(r) = self.store.role(target, role).await?
+            && r.run_as.as_deref() == Some("root")
+        {
+            return Ok(Some("it runs as root".into()));
+        }
+        if let Some(t) = self.store.target(target).await? {
+            let labels: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if let Some(l) = labels
+                .iter()
+                .find(|l| *l == "env=prod" || self.limits.sensitive_labels.iter().any(|s| s == *l))
+            {
+                return Ok(Some(format!("its target is labelled {l}")));
+            }
+        }
+        let ever = self
+            .store
+            .requests(&RequestFilter {
+                target: Some(target.to_string()),
+                limit: Some(100_000),
+                ..Default::default()
+            })
+            .await?;
+        if ever.iter().any(|r| r.role == role && r.break_glass) {
+            return Ok(Some("it was used for break-glass".into()));
+        }
+        if n < self.limits.recommend_min_sample {
+            return Ok(Some(format!(
+                "that is below the minimum sample of {}",
+                self.limits.recommend_min_sample
+            )));
+        }
+        Ok(None)
     }
 }

@@ -220,11 +220,12 @@ async fn create_token(
     c: Caller,
     Body(b): Body<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    let ttl = b
-        .expires_in
-        .as_deref()
-        .map(|v| parse_duration_field("expires_in", v))
-        .transpose()?;
+    // Absent: the server's default lifetime; a token that never expires is asked for by name.
+    let ttl = match b.expires_in.as_deref().map(str::trim) {
+        None => pedm_core::service::TokenLifetime::Default,
+        Some("never") => pedm_core::service::TokenLifetime::Never,
+        Some(v) => pedm_core::service::TokenLifetime::Secs(parse_duration_field("expires_in", v)?),
+    };
     let (rec, token) =
         s.cp.create_token(&c.actor, b.user.as_deref(), b.description, ttl)
             .await?;
