@@ -352,6 +352,7 @@ async fn receive(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SessionQuery {
     user: Option<String>,
     host: Option<String>,
