@@ -160,8 +160,10 @@ pub fn write_head(path: &Path, cp: &SignedCheckpoint) -> anyhow::Result<()> {
 /// Temporary file, fsync, rename over `path`, fsync of the directory.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
+    // Unique per process: instances sharing one key file (and so one head) never write the
+    // same temporary file.
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;

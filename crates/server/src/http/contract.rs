@@ -27,7 +27,9 @@ fn describe(status: &str) -> &'static str {
             "Conflict with the current state (it changed meanwhile, or the object exists already)"
         }
         "413" => "The body is larger than the server's limit",
+        "414" => "The request target (path and query) is too long",
         "415" => "The body is not JSON (Content-Type must be application/json)",
+        "431" => "Too many or too large request headers",
         "500" => "Internal error (logged on the server); nothing is reported as done",
         "503" => {
             "Unavailable: storage is unreachable, or the feature is not configured on this server"

@@ -204,3 +204,58 @@ async fn track_metrics(req: Request, next: Next) -> Response {
         .record(start.elapsed().as_secs_f64());
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_response_in_the_openapi_document_has_a_description() {
+        let doc = serde_json::to_value(super::openapi()).expect("json");
+        let mut missing = vec![];
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                let Some(responses) = op.get("responses").and_then(|r| r.as_object()) else {
+                    continue;
+                };
+                for (status, r) in responses {
+                    if r["description"]
+                        .as_str()
+                        .is_none_or(|d| d.trim().is_empty())
+                    {
+                        missing.push(format!("{method} {path} {status}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "responses without a description: {missing:?}"
+        );
+    }
+
+    /// The document is valid OpenAPI for an independent validator (`openapi-spec-validator`,
+    /// installed by `scripts/install-test-deps`; skipped when it is not installed).
+    #[test]
+    fn the_openapi_document_passes_openapi_spec_validator() {
+        let have = std::process::Command::new("python3")
+            .args(["-c", "import openapi_spec_validator"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !have {
+            println!("SKIP: python3 module openapi_spec_validator is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("openapi.json");
+        std::fs::write(&file, serde_json::to_vec(&super::openapi()).expect("json")).unwrap();
+        let o = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import json, sys\nfrom openapi_spec_validator import validate\n\
+                 validate(json.load(open(sys.argv[1])))",
+            ])
+            .arg(&file)
+            .output()
+            .expect("python3");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
