@@ -256,12 +256,14 @@ async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<()> {
         RequestCmd::Show { id } => {
             let d = c.get_request(id).await?;
             ctx.emit(&d, || {
-                with_list(
-                    detail_table(&d.request, ctx.now),
-                    "approvals",
-                    &d.approvals,
-                    ctx.now,
-                )
+                let mut t = detail_table(&d.request, ctx.now);
+                if d.request.state == RequestState::Pending {
+                    t.row(vec![
+                        "progress:".into(),
+                        approval_progress(&d.request, &d.approvals),
+                    ]);
+                }
+                with_list(t, "approvals", &d.approvals, ctx.now)
             })
         }
         RequestCmd::Cancel { id, reason } => {
