@@ -530,7 +530,11 @@ async fn standing(ctx: &Ctx, format: &str) -> Result<()> {
     output::write_out(&text)?;
     if !report.errors.is_empty() {
         for e in &report.errors {
-            eprintln!("error: target {}: {}", e.target, e.error);
+            eprintln!(
+                "error: target {}: {}",
+                e.target,
+                pedm_core::text::terminal_safe(&e.error)
+            );
         }
         anyhow::bail!("{} target(s) could not be read", report.errors.len());
     }
