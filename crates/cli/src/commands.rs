@@ -465,6 +465,31 @@ async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<()> {
             let s = c.grant_secret(id).await?;
             return ctx.emit(&s, || format!("{}\n", s.secret));
         }
+        GrantCmd::Verify { id } => {
+            let v = c.verify_grant(id).await?;
+            let show = |b: Option<bool>| match b {
+                Some(true) => "yes".to_string(),
+                Some(false) => "no".to_string(),
+                None => "-".to_string(),
+            };
+            ctx.emit(&v, || {
+                let mut t = Table::plain();
+                t.row(vec!["grant:".into(), v.grant_id.to_string()]);
+                t.row(vec!["provision:".into(), v.provision_state.to_string()]);
+                t.row(vec!["expected:".into(), show(v.expected)]);
+                t.row(vec!["present:".into(), show(v.present)]);
+                t.row(vec!["detail:".into(), v.detail.clone()]);
+                t.row(vec!["consistent:".into(), output::yes_no(v.consistent)]);
+                t.render()
+            })?;
+            if !v.consistent {
+                bail!(
+                    "grant {id}: the target does not match its provision state ({})",
+                    v.detail
+                );
+            }
+            return Ok(());
+        }
     };
     ctx.detail(&grant)
 }
