@@ -298,7 +298,10 @@ async fn overlapping_grants_keep_the_shared_privilege_until_the_last_one_ends() 
     );
     assert!(groups_of(&user).contains(&group), "{:?}", groups_of(&user));
     // `verify` asks the target, per grant: both tell the truth.
-    for (g, why) in [(first.id, "still needed by live grant"), (second.id, "active")] {
+    for (g, why) in [
+        (first.id, "still needed by live grant"),
+        (second.id, "active"),
+    ] {
         let v = me.verify_grant(g).await.unwrap();
         assert_eq!((v.expected, v.present), (Some(true), Some(true)), "{v:?}");
         assert!(v.consistent && v.detail.contains(why), "{v:?}");
