@@ -2,8 +2,8 @@
 
 use crate::types::*;
 use crate::{
-    API_PREFIX, AuditEvent, Grant, Group, PolicyVersion, Request, Role, SimulationReport,
-    StandingPrivilege, StandingReport, Target, User,
+    API_PREFIX, AuditEvent, Grant, GrantCheck, Group, PolicyVersion, Request, Role,
+    SimulationReport, StandingPrivilege, StandingReport, Target, User,
 };
 use reqwest::Method;
 use serde::Serialize;
@@ -252,6 +252,9 @@ impl Client {
             .await
     }
     /// The secret the grant produced; readable once.
+    pub async fn verify_grant(&self, id: Uuid) -> Result<GrantCheck, ApiError> {
+        self.get(&format!("/grants/{id}/verify")).await
+    }
     pub async fn grant_secret(&self, id: Uuid) -> Result<GrantSecret, ApiError> {
         self.get(&format!("/grants/{id}/secret")).await
     }

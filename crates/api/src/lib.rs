@@ -15,7 +15,7 @@ pub use pedm_core::audit::{AuditEvent, Outcome};
 pub use pedm_core::duration::{format_duration, parse_duration};
 pub use pedm_core::host::Session;
 pub use pedm_core::model::{
-    Approval, ApprovalDecision, ApprovalTier, Grant, GrantState, Group, PolicySource,
+    Approval, ApprovalDecision, ApprovalTier, Grant, GrantCheck, GrantState, Group, PolicySource,
     PolicyVersion, ProvisionState, Request, RequestContext, RequestState, Review, ReviewState,
     Role, StandingPrivilege, StandingReport, StandingRow, Target, TargetError, TargetKind, User,
 };

@@ -326,6 +326,9 @@ pub enum GrantCmd {
     },
     /// Print the secret your grant produced (e.g. a generated password). Readable once.
     Secret { id: Uuid },
+    /// Ask the target whether the grant's privilege is there as its provisioning state says
+    /// (exit 1 when it is not).
+    Verify { id: Uuid },
     /// Hand your grant on to a colleague for part of its remaining time (where policy lets
     /// you delegate the role); it ends no later than yours, and with it.
     Delegate {

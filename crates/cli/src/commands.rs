@@ -256,12 +256,14 @@ async fn request(ctx: &Ctx, cmd: RequestCmd) -> Result<()> {
         RequestCmd::Show { id } => {
             let d = c.get_request(id).await?;
             ctx.emit(&d, || {
-                with_list(
-                    detail_table(&d.request, ctx.now),
-                    "approvals",
-                    &d.approvals,
-                    ctx.now,
-                )
+                let mut t = detail_table(&d.request, ctx.now);
+                if d.request.state == RequestState::Pending {
+                    t.row(vec![
+                        "progress:".into(),
+                        approval_progress(&d.request, &d.approvals),
+                    ]);
+                }
+                with_list(t, "approvals", &d.approvals, ctx.now)
             })
         }
         RequestCmd::Cancel { id, reason } => {
@@ -463,6 +465,31 @@ async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<()> {
             let s = c.grant_secret(id).await?;
             return ctx.emit(&s, || format!("{}\n", s.secret));
         }
+        GrantCmd::Verify { id } => {
+            let v = c.verify_grant(id).await?;
+            let show = |b: Option<bool>| match b {
+                Some(true) => "yes".to_string(),
+                Some(false) => "no".to_string(),
+                None => "-".to_string(),
+            };
+            ctx.emit(&v, || {
+                let mut t = Table::plain();
+                t.row(vec!["grant:".into(), v.grant_id.to_string()]);
+                t.row(vec!["provision:".into(), v.provision_state.to_string()]);
+                t.row(vec!["expected:".into(), show(v.expected)]);
+                t.row(vec!["present:".into(), show(v.present)]);
+                t.row(vec!["detail:".into(), v.detail.clone()]);
+                t.row(vec!["consistent:".into(), output::yes_no(v.consistent)]);
+                t.render()
+            })?;
+            if !v.consistent {
+                bail!(
+                    "grant {id}: the target does not match its provision state ({})",
+                    v.detail
+                );
+            }
+            return Ok(());
+        }
     };
     ctx.detail(&grant)
 }
@@ -528,7 +555,11 @@ async fn standing(ctx: &Ctx, format: &str) -> Result<()> {
     output::write_out(&text)?;
     if !report.errors.is_empty() {
         for e in &report.errors {
-            eprintln!("error: target {}: {}", e.target, e.error);
+            eprintln!(
+                "error: target {}: {}",
+                e.target,
+                pedm_core::text::terminal_safe(&e.error)
+            );
         }
         anyhow::bail!("{} target(s) could not be read", report.errors.len());
     }

@@ -56,7 +56,7 @@ pub async fn run(socket: &Path, mut start: StartExec) -> anyhow::Result<i32> {
         .with_context(|| format!("talking to pedm-agent at {}", socket.display()))?
     {
         Answer::Refused(reason) => {
-            eprintln!("pedm: refused: {reason}");
+            eprintln!("pedm: refused: {}", pedm_core::text::terminal_safe(&reason));
             return Ok(1);
         }
         Answer::Accepted => {}
@@ -82,7 +82,10 @@ pub async fn run(socket: &Path, mut start: StartExec) -> anyhow::Result<i32> {
     drop(raw);
     let exited = result.with_context(|| format!("pedm-agent at {}", socket.display()))?;
     if let Some(by) = &exited.ended_by {
-        eprintln!("pedm: session ended: {by}");
+        eprintln!(
+            "pedm: session ended: {}",
+            pedm_core::text::terminal_safe(by)
+        );
     }
     Ok(exited.status())
 }

@@ -254,6 +254,24 @@ pub struct StandingPrivilege {
     pub source: String,
 }
 
+/// Whether a grant's privilege is in its target as its provisioning state says
+/// (`pedm grant verify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GrantCheck {
+    pub grant_id: Uuid,
+    pub provision_state: ProvisionState,
+    /// Whether the privilege should be in the target now: `None` while it is being switched
+    /// on or off, or when nothing is provisioned for the grant.
+    pub expected: Option<bool>,
+    /// Whether the target says it is there (`None`: not asked, nothing is provisioned).
+    pub present: Option<bool>,
+    /// What was seen, and why it is expected (e.g. left in place for another live grant).
+    pub detail: String,
+    /// `present` agrees with `expected` (true when either is unknown).
+    pub consistent: bool,
+}
+
 /// Standing privileges across every target with a provisioner (`pedm report standing`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -91,6 +91,14 @@ pub trait ProvisioningPort: Send + Sync + 'static {
     async fn revoke(&self, grant: &Grant, run_as: Option<&str>) -> Result<(), ProvisionFailure>;
     /// Standing privileged accounts in the target, whoever created them.
     async fn discover(&self, target: &str) -> Result<Vec<StandingPrivilege>, ProvisionFailure>;
+    /// Whether `grant`'s privilege is in the target right now, and what was seen.
+    /// Default: not available ([`FailureKind::Invalid`]).
+    async fn observe(&self, grant: &Grant) -> Result<(bool, String), ProvisionFailure> {
+        Err(ProvisionFailure {
+            kind: FailureKind::Invalid,
+            message: format!("target {} cannot be asked about a grant", grant.target),
+        })
+    }
     /// The account in the target that receives `grant`'s privilege (e.g. the login a role is
     /// granted to, from the role's settings), when known without asking the target.
     /// Reconciliation counts it as pedm's, besides the holder's own name and temporary

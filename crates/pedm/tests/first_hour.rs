@@ -230,6 +230,11 @@ when { resource.name == "root" };"#,
     let o = s.cli(&bob, &["request", "approve", &id, "--reason", "fine"]);
     let out = ok(&o);
     assert!(out.contains("1 of 3: waiting for any approver:2"), "{out}");
+    let shown = ok(&s.cli(&bob, &["request", "show", &id]));
+    assert!(
+        shown.contains("1 of 3: waiting for any approver:2"),
+        "{shown}"
+    );
     // `--comment` still works for deny; `--reason` for release.
     let carol = user_with_token(&s, "carol", true).await;
     ok(&s.cli(&carol, &["request", "deny", &id, "--comment", "no"]));

@@ -297,11 +297,30 @@ async fn overlapping_grants_keep_the_shared_privilege_until_the_last_one_ends() 
         "active"
     );
     assert!(groups_of(&user).contains(&group), "{:?}", groups_of(&user));
+    // `verify` asks the target, per grant: both tell the truth.
+    for (g, why) in [
+        (first.id, "still needed by live grant"),
+        (second.id, "active"),
+    ] {
+        let v = me.verify_grant(g).await.unwrap();
+        assert_eq!((v.expected, v.present), (Some(true), Some(true)), "{v:?}");
+        assert!(v.consistent && v.detail.contains(why), "{v:?}");
+    }
+    let o = s.cli(&s.admin_token, &["grant", "verify", &first.id.to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("consistent:  yes"), "{}", stdout(&o));
 
     me.release_grant(second.id, &release()).await.unwrap();
     wait_provision(&s, second.id, "revoked").await;
     assert!(!groups_of(&user).contains(&group), "{:?}", groups_of(&user));
     assert_eq!(events(&s, "provision.revoked", second.id).await.len(), 1);
+    let v = me.verify_grant(first.id).await.unwrap();
+    assert_eq!((v.expected, v.present), (Some(false), Some(false)), "{v:?}");
+    // Put back by hand: `verify` says the target disagrees (exit 1).
+    run(&["gpasswd", "-a", &user, &group]);
+    let o = s.cli(&s.admin_token, &["grant", "verify", &second.id.to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
     assert!(events(&s, "provision.revoked", first.id).await.is_empty());
 }
 

@@ -94,6 +94,12 @@ impl ProvisioningPort for Provisioners {
         p.revoke(&self.spec(grant, run_as)).await.map_err(failure)
     }
 
+    async fn observe(&self, grant: &Grant) -> Result<(bool, String), ProvisionFailure> {
+        let p = self.get(&grant.target)?;
+        let o = p.observe(&self.spec(grant, None)).await.map_err(failure)?;
+        Ok((o.present, o.detail))
+    }
+
     async fn discover(&self, target: &str) -> Result<Vec<StandingPrivilege>, ProvisionFailure> {
         let p = self.get(target)?;
         let found = p.discover().await.map_err(failure)?;

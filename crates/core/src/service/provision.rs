@@ -448,6 +448,65 @@ impl ControlPlane {
         }
     }
 
+    /// Asks the target whether `id`'s privilege is there and compares with what its
+    /// provisioning state says (the holder, or `read_audit`): `active` expects it present;
+    /// `revoked`/`failed` expect it absent unless another live grant of the holder still
+    /// needs the same privilege (then present, and the detail names that grant);
+    /// `provisioning`/`revoke_pending` expect nothing yet. A grant nothing was provisioned
+    /// for is not asked about.
+    pub async fn verify_grant(&self, actor: &Actor, id: Uuid) -> Result<GrantCheck> {
+        let g = self.get_grant(actor, id).await?;
+        let mut check = GrantCheck {
+            grant_id: g.id,
+            provision_state: g.provision_state,
+            expected: None,
+            present: None,
+            detail: String::new(),
+            consistent: true,
+        };
+        let port = match &self.provisioning {
+            Some(p) if p.handles(&g.target) && p.role_provisioned(&g).is_ok() => p.clone(),
+            _ => {
+                check.detail = "nothing is provisioned in the target for this grant".into();
+                return Ok(check);
+            }
+        };
+        let sharing = self.sharing_grants(&g).await?;
+        let (expected, why) = match g.provision_state {
+            ProvisionState::Active if g.state == GrantState::Active => {
+                (Some(true), "the grant is active".to_string())
+            }
+            ProvisionState::Provisioning | ProvisionState::RevokePending => (
+                None,
+                format!(
+                    "being switched {}",
+                    if g.provision_state == ProvisionState::Provisioning {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                ),
+            ),
+            _ if !sharing.is_empty() => (
+                Some(true),
+                format!("still needed by live grant {}", join_ids(&sharing)),
+            ),
+            _ => (Some(false), format!("the grant is {}", g.provision_state)),
+        };
+        check.expected = expected;
+        match port.observe(&g).await {
+            Ok((present, seen)) => {
+                check.present = Some(present);
+                check.detail = format!("{seen}; expected because {why}");
+                check.consistent = expected.is_none_or(|e| e == present);
+            }
+            Err(f) => {
+                check.detail = format!("could not ask the target: {}; {why}", f.message);
+            }
+        }
+        Ok(check)
+    }
+
     /// The targets that have a provisioner.
     pub fn provisioned_targets(&self) -> Vec<String> {
         self.provisioning

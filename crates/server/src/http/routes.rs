@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(release_grant))
         .routes(routes!(revoke_grant))
         .routes(routes!(grant_secret))
+        .routes(routes!(verify_grant))
         .routes(routes!(discover_target))
         .routes(routes!(standing_report))
         .routes(routes!(list_audit_events))
@@ -509,6 +510,18 @@ async fn grant_secret(
         grant_id: id,
         secret,
     }))
+}
+
+/// Whether the grant's privilege is in its target as its provisioning state says (the holder,
+/// or auditors).
+#[utoipa::path(get, path = "/grants/{id}/verify", tag = "grants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = GrantCheck), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn verify_grant(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<GrantCheck>> {
+    Ok(Json(s.cp.verify_grant(&c.actor, id).await?))
 }
 
 /// Standing privileged accounts in a target with a provisioner (admin: manage_targets).
