@@ -47,7 +47,27 @@ async fn reports_neutralise_escapes_and_formulas() {
     let s = Server::start();
     standard_targets(&s).await;
     let alice = user_with_token(&s, "alice", false).await;
-    let evil = "=HYPERLINK(\"http://evil\",\"x\") \u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m done";
+    // Control characters are refused at input (defence in depth)...
+    let escapes = "fix \u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m done";
+    let o = s.cli(
+        &alice,
+        &[
+            "request",
+            "create",
+            "--target",
+            "web1",
+            "--role",
+            "docker",
+            "--duration",
+            "10m",
+            "--justification",
+            escapes,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("control characters"), "{}", stderr(&o));
+    // ...so a formula is what a justification can still carry.
+    let evil = "=HYPERLINK(\"http://evil\",\"x\") done";
     let o = s.cli(
         &alice,
         &[
@@ -64,6 +84,23 @@ async fn reports_neutralise_escapes_and_formulas() {
         ],
     );
     ok(&o);
+    // Escapes still reach the log from hosts (the argv a person typed there): the exports
+    // must neutralise them.
+    let reg = s.cli(&s.admin_token, &["--json", "host", "register", "web1"]);
+    let reg: serde_json::Value = serde_json::from_str(&ok(&reg)).unwrap();
+    let host = s.client(reg["token"].as_str().unwrap());
+    let report: pedm_api::agent::AgentReport = serde_json::from_value(serde_json::json!({
+        "id": uuid::Uuid::now_v7(), "at": jiff::Timestamp::now(), "user": "alice",
+        "verdict": "denied", "grant": null, "session": null,
+        "argv": ["/bin/echo", "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m", "=cmd|' /C calc'!A0"],
+        "binary_sha256": null, "reason": "no grant"
+    }))
+    .unwrap();
+    host.agent_reports(&pedm_api::agent::AgentReports {
+        reports: vec![report],
+    })
+    .await
+    .unwrap();
     let o = s.cli(
         &s.admin_token,
         &["report", "elevations", "--since", "1d", "--format", "csv"],
@@ -76,7 +113,6 @@ async fn reports_neutralise_escapes_and_formulas() {
     );
     assert!(!csv.contains(",=HYPERLINK"), "{csv}");
     assert!(csv.contains("'=HYPERLINK"), "{csv}");
-    assert!(csv.contains("\\u{1b}]0;pwned"), "{csv}");
     // The same in a table.
     let o = s.cli(&s.admin_token, &["report", "elevations", "--since", "1d"]);
     let table = ok(&o);
@@ -92,6 +128,20 @@ async fn reports_neutralise_escapes_and_formulas() {
             .chars()
             .any(|c| c.is_control() && c != '\n' && c != '\r'),
         "{export:?}"
+    );
+    assert!(
+        export.contains("pwned"),
+        "the host's report is exported: {export}"
+    );
+    // And the table of audit events.
+    let o = s.cli(
+        &s.admin_token,
+        &["audit", "list", "--action", "exec.denied"],
+    );
+    let listed = ok(&o);
+    assert!(
+        !listed.chars().any(|c| c.is_control() && c != '\n'),
+        "{listed:?}"
     );
 }
 

@@ -807,7 +807,6 @@ impl ControlPlane {
         })
     }
 
-
     // ---------------------------------------------------------------- targets and roles
 
     pub async fn create_target(
