@@ -768,3 +768,102 @@ async fn the_refusal_hint_is_a_command_that_works() {
     let out = s.cli(&s.admin_token, &args);
     assert!(out.status.success(), "{hint}: {}", stderr(&out));
 }
+
+/// The README walk-through's set-up, run as written (its `pedm user|target|role add` lines),
+/// then each of its roles granted and used through the agent: only a role that says
+/// `--run-as root` runs anything as root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walkthrough_gives_root_only_where_asked() {
+    if !root_or_skip("the_readme_walkthrough_gives_root_only_where_asked") {
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let walk = readme
+        .split("## Walk-through")
+        .nth(1)
+        .and_then(|w| w.split("```sh").nth(1))
+        .and_then(|w| w.split("```").next())
+        .expect("the walk-through's shell block");
+    let alice = LinuxUser::create("pedmra");
+    let bob = LinuxUser::create("pedmrb");
+    let s = Server::start();
+    let mut roles = vec![];
+    for line in walk.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if !["pedm user add", "pedm target add", "pedm role add"]
+            .iter()
+            .any(|p| line.starts_with(p))
+        {
+            continue;
+        }
+        let args: Vec<String> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|w| match w {
+                "alice" => alice.name.clone(),
+                "bob" => bob.name.clone(),
+                w => w.to_string(),
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = s.cli(&s.admin_token, &args);
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+        if line.starts_with("pedm role add") {
+            roles.push((args[3].to_string(), line.contains("--run-as root")));
+        }
+    }
+    assert!(roles.len() >= 2, "{roles:?}");
+    let reg = s.cli(&s.admin_token, &["--json", "host", "register", "web1"]);
+    assert!(reg.status.success(), "{}", stderr(&reg));
+    let reg: serde_json::Value = serde_json::from_slice(&reg.stdout).unwrap();
+    let agent = Agent::start(
+        &s,
+        reg["token"].as_str().unwrap(),
+        reg["server_key"].as_str().unwrap(),
+    );
+    let token = |user: &str| {
+        let out = s.cli(&s.admin_token, &["token", "create", "--user", user]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_string()
+    };
+    let (alice_api, bob_api) = (s.client(&token(&alice.name)), s.client(&token(&bob.name)));
+    for (n, (role, asked_for_root)) in roles.iter().enumerate() {
+        let r = alice_api
+            .create_request(&req("web1", role, "10m", "walk-through"))
+            .await
+            .unwrap();
+        let grant = match r.grant {
+            Some(g) => g,
+            None => bob_api
+                .approve_request(r.request.id, &pedm_api::Decide { comment: None })
+                .await
+                .unwrap()
+                .grant
+                .expect("granted after one approval"),
+        };
+        agent.wait_snapshot(n + 1, None);
+        let out = agent
+            .pedm_as(
+                &alice,
+                &[
+                    "exec",
+                    "--grant",
+                    &grant.id.to_string(),
+                    "--",
+                    "/usr/bin/id",
+                    "-u",
+                ],
+            )
+            .output()
+            .unwrap();
+        let ran_as_root = out.status.success() && stdout(&out) == "0\n";
+        assert_eq!(
+            ran_as_root,
+            *asked_for_root,
+            "role {role}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+}
