@@ -116,6 +116,10 @@ pub struct WitnessConfig {
 pub struct PolicyConfig {
     /// Zone of `context.time` for policies without `@timezone` (IANA name).
     pub default_timezone: String,
+    /// Two-person control: a policy change takes effect only after this many admins other
+    /// than its author approve it (`pedm policy approve`). 0 (the default): applied at once.
+    #[serde(default)]
+    pub require_approvals: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +158,7 @@ impl Default for Config {
             },
             policy: PolicyConfig {
                 default_timezone: "UTC".into(),
+                require_approvals: 0,
             },
             notify: pedm_notify::NotifyConfig::default(),
             audit: AuditConfig {
@@ -180,6 +185,8 @@ pub struct Resolved {
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
     pub policy_options: pedm_policy::EngineOptions,
+    /// Approvals a policy change needs (0: none).
+    pub policy_approvals: u32,
     pub notify: pedm_notify::NotifyConfig,
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_interval: std::time::Duration,
@@ -205,8 +212,9 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
-        const KEYS: [&str; 9] = [
+        const KEYS: [&str; 10] = [
             "agents",
+            "policy",
             "listen",
             "data_dir",
             "database_url",
@@ -272,6 +280,10 @@ impl Config {
                 &self.policy.default_timezone,
             )
             .map_err(|e| anyhow::anyhow!("policy.default_timezone: {e}"))?,
+            policy_approvals: match self.policy.require_approvals {
+                n if n > 100 => bail!("policy.require_approvals: {n} is more than 100"),
+                n => n,
+            },
             notify: self.notify.clone(),
             audit_signing_key: if self.audit.signing_key.trim().is_empty() {
                 self.data_dir.join("audit.key")

@@ -176,7 +176,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .with_policy_compiler(Arc::new(policy::CedarCompiler {
         options: cfg.policy_options.clone(),
-    }));
+    }))
+    .with_policy_approvals(cfg.policy_approvals);
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }

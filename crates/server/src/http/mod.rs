@@ -5,6 +5,7 @@ mod audit;
 mod delegation;
 mod error;
 mod extract;
+mod policy_review;
 mod routes;
 
 pub use error::ApiErr;
@@ -48,7 +49,7 @@ pub struct AppState {
         (name = "targets", description = "Targets and the roles defined on them"),
         (name = "requests", description = "Elevation requests and their approval"),
         (name = "grants", description = "Active and ended elevations"),
-        (name = "policies", description = "Cedar policies: versions, apply, simulate"),
+        (name = "policies", description = "Cedar policies: versions, apply, simulate, approval of changes"),
         (name = "audit", description = "The audit log"),
         (name = "hosts", description = "Host agents, their grant snapshots and recorded sessions"),
     )
