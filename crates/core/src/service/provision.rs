@@ -140,7 +140,6 @@ impl ControlPlane {
                 target: Some(g.target.clone()),
                 state: Some(GrantState::Active),
                 limit: Some(5000),
-                ..Default::default()
             })
             .await?;
         Ok(others
