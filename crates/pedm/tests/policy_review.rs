@@ -371,3 +371,37 @@ async fn without_the_setting_apply_is_immediate() {
     let e = p.bob.1.approve_policy_proposal(1, None).await.unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");
 }
+
+#[tokio::test]
+async fn openapi_documents_policy_proposals() {
+    let s = Server::start();
+    let doc: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = &doc["paths"];
+    for path in [
+        "/api/v1/policies/proposals",
+        "/api/v1/policies/proposals/{id}",
+        "/api/v1/policies/proposals/{id}/approve",
+        "/api/v1/policies/proposals/{id}/reject",
+    ] {
+        assert!(paths.get(path).is_some(), "openapi lacks {path}");
+    }
+    let apply = &paths["/api/v1/policies"]["post"]["responses"];
+    assert!(
+        apply.get("200").is_some() && apply.get("202").is_some(),
+        "{apply}"
+    );
+    let all = &paths["/api/v1/policies/proposals"]["get"]["parameters"][0];
+    assert_eq!(
+        (all["name"].as_str(), all["in"].as_str()),
+        (Some("all"), Some("query"))
+    );
+    let schemas = &doc["components"]["schemas"];
+    for name in ["PolicyProposal", "ProposalState", "DecideProposal"] {
+        assert!(schemas.get(name).is_some(), "openapi lacks schema {name}");
+    }
+}
