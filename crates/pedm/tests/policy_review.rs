@@ -405,3 +405,89 @@ async fn openapi_documents_policy_proposals() {
         assert!(schemas.get(name).is_some(), "openapi lacks schema {name}");
     }
 }
+
+/// On PostgreSQL, with two instances sharing it: a proposal made through one is approved
+/// through both; the two last approvals racing on different instances apply it exactly once,
+/// and both instances then decide with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proposals_on_postgres_with_two_instances() {
+    let Some(pg) = pedm_store::testing::TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db = pg.fresh_database("proposals").expect("database");
+    let config = Some("[policy]\nrequire_approvals = 2\n".to_string());
+    let a = Server::start_with(Options {
+        database_url: Some(db.clone()),
+        config: config.clone(),
+        ..Default::default()
+    });
+    let b = Server::start_with(Options {
+        database_url: Some(db),
+        admin_token: Some(a.admin_token.clone()),
+        config,
+        ..Default::default()
+    });
+    let p = people(&a).await;
+    let dave = a.client(&user_with_token(&a, "dave", true).await);
+    let sources = with_file(&a, "no-docker.cedar", NO_DOCKER).await;
+    let proposed = p
+        .alice
+        .1
+        .submit_policies(&ApplyPolicies {
+            sources,
+            comment: Some("no docker".into()),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        proposed,
+        policy_review::PolicySubmitted::Pending(ref x) if x.id == 1
+    ));
+    // Through B: listed, and one approval.
+    assert_eq!(
+        b.client(&p.bob.0)
+            .policy_proposals(false)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    b.client(&p.bob.0)
+        .approve_policy_proposal(1, None)
+        .await
+        .unwrap();
+    // The last approval, twice at once on two instances: one applies, the other is refused.
+    let carol_b = b.client(&p.carol.0);
+    let (x, y) = tokio::join!(
+        carol_b.approve_policy_proposal(1, None),
+        dave.approve_policy_proposal(1, None)
+    );
+    let applied: Vec<_> = [&x, &y]
+        .into_iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|p| p.state == ProposalState::Applied)
+        .collect();
+    assert_eq!(applied.len(), 1, "{x:?} {y:?}");
+    assert_eq!(applied[0].applied_version, Some(2));
+    let loser = [&x, &y].into_iter().find_map(|r| r.as_ref().err());
+    assert_eq!(loser.and_then(|e| e.status()), Some(409), "{x:?} {y:?}");
+    assert_eq!(a.admin().policy_versions().await.unwrap().len(), 2);
+    assert_eq!(docker_state(&p.dev.1).await, RequestState::Denied);
+    // B follows the version applied through either instance.
+    let dev_b = b.client(&p.dev.0);
+    eventually(
+        std::time::Duration::from_secs(20),
+        "the approved version on the second instance",
+        || async {
+            let d = dev_b
+                .create_request(&req("web1", "docker", "10m", "x"))
+                .await
+                .ok()?;
+            if let Some(g) = &d.grant {
+                dev_b.release_grant(g.id, &Reason::default()).await.ok()?;
+            }
+            (d.request.state == RequestState::Denied).then_some(())
+        },
+    )
+    .await;
+}
