@@ -408,6 +408,27 @@ mod tests {
     }
 
     #[test]
+    fn policy_approvals_from_the_file_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("pedm-cfg-approvals-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pedmd.toml");
+        std::fs::write(&f, "[policy]\nrequire_approvals = 2\n").unwrap();
+        let r = Config::load(Some(&f), Config::default())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(r.policy_approvals, 2);
+        assert_eq!(r.policy_options.default_timezone.iana_name(), Some("UTC"));
+        assert_eq!(Config::default().resolve().unwrap().policy_approvals, 0);
+        let mut c = Config::default();
+        c.policy.require_approvals = 101;
+        let e = format!("{:#}", c.resolve().unwrap_err());
+        assert!(e.contains("policy.require_approvals"), "{e}");
+        std::fs::write(&f, "[policy]\nrequire_approvals = -1\n").unwrap();
+        assert!(Config::load(Some(&f), Config::default()).is_err());
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let c = Config {
             listen: "nowhere".into(),
