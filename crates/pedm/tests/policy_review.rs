@@ -491,3 +491,61 @@ async fn proposals_on_postgres_with_two_instances() {
     )
     .await;
 }
+
+/// A webhook receiver: every notification body, in order of arrival.
+async fn receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    let _ = tx.send(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn approvers_are_notified_of_each_step() {
+    let (url, mut rx) = receiver().await;
+    let s = Server::start_with(Options {
+        config: Some(format!(
+            "[policy]\nrequire_approvals = 1\n\n[[notify.webhook]]\nname = \"admins\"\n\
+             url = \"{url}\"\nsecret = \"k\"\nformat = \"generic\"\nkinds = [\"policy.\"]\n"
+        )),
+        ..Default::default()
+    });
+    let p = people(&s).await;
+    let sources = with_file(&s, "no-docker.cedar", NO_DOCKER).await;
+    p.alice
+        .1
+        .submit_policies(&ApplyPolicies {
+            sources,
+            comment: None,
+        })
+        .await
+        .unwrap();
+    p.bob.1.approve_policy_proposal(1, None).await.unwrap();
+    let mut kinds = vec![];
+    while kinds.len() < 2 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+            .await
+            .expect("a notification within 20 s")
+            .expect("receiver open");
+        assert_eq!(n["data"]["proposal"], 1, "{n}");
+        kinds.push(n["kind"].as_str().unwrap_or_default().to_string());
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["policy.applied", "policy.proposed"]);
+}

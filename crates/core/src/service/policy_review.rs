@@ -24,6 +24,14 @@ fn proposal_subject(id: i64) -> Option<String> {
 }
 
 impl ControlPlane {
+    fn tell(&self, step: &'static str, actor: &Actor, proposal: &PolicyProposal) {
+        self.notify(crate::notice::Notice::PolicyProposal {
+            step,
+            actor: actor.user.clone(),
+            proposal: Box::new(proposal.clone()),
+        });
+    }
+
     /// Policy changes need `n` approvals by admins other than their author (0: applied at
     /// once, the default).
     pub fn with_policy_approvals(mut self, n: u32) -> Self {
@@ -120,7 +128,10 @@ impl ControlPlane {
                 .write(Write::PolicyReview(PolicyReviewWrite::Propose(p.clone())))
                 .event(ev);
             match self.store.commit(cs).await {
-                Ok(_) => return Ok(PolicySubmission::Pending(p)),
+                Ok(_) => {
+                    self.tell("policy.proposed", actor, &p);
+                    return Ok(PolicySubmission::Pending(p));
+                }
                 // Another proposal took the number at the same moment: take the next one.
                 Err(StoreError::AlreadyExists(_)) if attempt < ATTEMPTS => continue,
                 Err(e) => return Err(e.into()),
@@ -252,7 +263,11 @@ impl ControlPlane {
             let cs = Changeset::new().write(approve).event(approved);
             if count < required {
                 match self.store.commit(cs).await {
-                    Ok(_) => return self.load_proposal(id).await,
+                    Ok(_) => {
+                        let p = self.load_proposal(id).await?;
+                        self.tell("policy.approved", actor, &p);
+                        return Ok(p);
+                    }
                     Err(StoreError::Conflict(m)) => {
                         last = Some(m);
                         continue;
@@ -299,7 +314,11 @@ impl ControlPlane {
                 )
                 .await
             {
-                Ok(_) => return self.load_proposal(id).await,
+                Ok(_) => {
+                    let p = self.load_proposal(id).await?;
+                    self.tell("policy.applied", actor, &p);
+                    return Ok(p);
+                }
                 Err(Error::Conflict(m)) => {
                     last = Some(m);
                     continue;
@@ -357,6 +376,8 @@ impl ControlPlane {
             )),
             e => e.into(),
         })?;
-        self.load_proposal(id).await
+        let p = self.load_proposal(id).await?;
+        self.tell("policy.rejected", actor, &p);
+        Ok(p)
     }
 }
