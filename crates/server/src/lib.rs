@@ -214,7 +214,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cp.load_policies()
         .await
         .context("cannot load the policies")?;
-    tracing::info!(version = cp.policy_version(), "policies in force");
+    tracing::info!(
+        version = cp.policy_version(),
+        changes_need_approvals = cp.policy_approvals_required(),
+        "policies in force"
+    );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let scheduler = tokio::spawn(pedm_core::scheduler::run_expiry(
