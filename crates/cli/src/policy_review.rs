@@ -70,9 +70,14 @@ fn text(p: &PolicyProposal) -> String {
 pub fn proposed(ctx: &Ctx, p: &PolicyProposal) -> Result<()> {
     ctx.emit(p, || {
         format!(
-            "policy set NOT in force yet: pending as proposal {} on top of version {}; it waits \
-             for {} approvals by other admins (pedm policy approve {})\n",
-            p.id, p.base_version, p.required, p.id
+            "policy set NOT in force yet: pending as proposal {} on top of version {} (it would \
+             become version {}); it waits for {} approvals by other admins (pedm policy approve \
+             {})\n",
+            p.id,
+            p.base_version,
+            p.base_version + 1,
+            p.required,
+            p.id
         )
     })
 }

@@ -134,7 +134,7 @@ impl ControlPlane {
             .ok_or_else(|| Error::invalid("policy", "this server runs without a policy engine"))
     }
 
-    pub(super) fn install(&self, decider: Arc<dyn Decider>, version: i64) {
+    fn install(&self, decider: Arc<dyn Decider>, version: i64) {
         *self.decider.write().unwrap_or_else(|e| e.into_inner()) = decider;
         self.policy_version.store(version, Ordering::SeqCst);
     }
@@ -197,7 +197,7 @@ impl ControlPlane {
         Ok(false)
     }
 
-    pub(super) fn check_sources(sources: &[PolicySource]) -> Result<()> {
+    fn check_sources(sources: &[PolicySource]) -> Result<()> {
         if sources.is_empty() {
             return Err(Error::invalid("policy", "no policy files given"));
         }
