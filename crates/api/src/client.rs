@@ -288,8 +288,17 @@ impl Client {
     pub async fn policy_version(&self, version: i64) -> Result<PolicyVersion, ApiError> {
         self.get(&format!("/policies/versions/{version}")).await
     }
+    /// Applies a policy set; an error if the server stored it as a proposal waiting for
+    /// approvals instead (see [`Client::submit_policies`]).
     pub async fn apply_policies(&self, body: &ApplyPolicies) -> Result<PolicyVersion, ApiError> {
-        self.send(Method::POST, "/policies", body).await
+        match self.submit_policies(body).await? {
+            crate::policy_review::PolicySubmitted::Applied(v) => Ok(v),
+            crate::policy_review::PolicySubmitted::Pending(p) => Err(ApiError::Usage(format!(
+                "the policy set was not applied: it is pending as proposal {} and waits for {} \
+                 approvals",
+                p.id, p.required
+            ))),
+        }
     }
     pub async fn simulate_policies(
         &self,

@@ -485,7 +485,8 @@ pub enum ReportCmd {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
     /// Replace the policy set in force with these files (or every *.cedar under these
-    /// directories). Validated strictly; on any error the set in force stays.
+    /// directories). Validated strictly; on any error the set in force stays. When the server
+    /// requires approvals for policy changes, the set becomes a pending proposal instead.
     Apply {
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<std::path::PathBuf>,
@@ -495,6 +496,25 @@ pub enum PolicyCmd {
     },
     /// Every applied version, newest first.
     List,
+    /// Policy proposals waiting for approval, with their diffs (every one with --all).
+    Pending {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve someone else's policy proposal; the last approval needed puts it in force.
+    Approve {
+        #[arg(value_name = "PROPOSAL")]
+        id: i64,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a policy proposal (a comment is required): it never takes effect.
+    Reject {
+        #[arg(value_name = "PROPOSAL")]
+        id: i64,
+        #[arg(long)]
+        comment: String,
+    },
     /// Print the policies in force (or of one VERSION).
     Show {
         #[arg(value_name = "VERSION")]

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod output;
 pub mod play;
 pub mod policy;
+pub mod policy_review;
 
 use anyhow::Result;
 use args::{Cli, Command, Global};

@@ -13,9 +13,15 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
     match cmd {
         PolicyCmd::Apply { paths, comment } => {
             let sources = read_sources(&paths)?;
-            let v = c
-                .apply_policies(&ApplyPolicies { sources, comment })
+            let submitted = c
+                .submit_policies(&ApplyPolicies { sources, comment })
                 .await?;
+            let v = match submitted {
+                pedm_api::policy_review::PolicySubmitted::Applied(v) => v,
+                pedm_api::policy_review::PolicySubmitted::Pending(p) => {
+                    return crate::policy_review::proposed(ctx, &p);
+                }
+            };
             ctx.emit(&v, || {
                 format!(
                     "policy version {} in force ({} files, digest {})\n",
@@ -25,6 +31,9 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
                 )
             })
         }
+        PolicyCmd::Pending { all } => crate::policy_review::pending(ctx, all).await,
+        PolicyCmd::Approve { id, comment } => crate::policy_review::approve(ctx, id, comment).await,
+        PolicyCmd::Reject { id, comment } => crate::policy_review::reject(ctx, id, comment).await,
         PolicyCmd::List => {
             let versions = c.policy_versions().await?;
             ctx.emit(&versions, || list_table(&versions, ctx.now).render())

@@ -14,6 +14,7 @@ pub mod error;
 pub mod host;
 pub mod model;
 pub mod notice;
+pub mod policy_review;
 pub mod provisioning;
 pub mod scheduler;
 pub mod service;

@@ -34,6 +34,14 @@ pub enum Notice {
     /// A task was defined or a delegation created or ended: host agents should fetch what
     /// they may now run.
     DelegationsChanged,
+    /// A policy proposal was made, approved, rejected or applied (`step` is the audit action:
+    /// `policy.proposed`, `policy.approved`, `policy.rejected`, `policy.applied`): approvers
+    /// should look at it.
+    PolicyProposal {
+        step: &'static str,
+        actor: String,
+        proposal: Box<crate::policy_review::PolicyProposal>,
+    },
 }
 
 pub trait Observer: Send + Sync + 'static {

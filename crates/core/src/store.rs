@@ -106,6 +106,8 @@ pub enum Write {
     Host(crate::host::HostWrite),
     /// Tasks, delegations and the links of delegated grants.
     Delegation(crate::delegation::DelegationWrite),
+    /// Policy proposals under two-person control and their approvals.
+    PolicyReview(crate::policy_review::PolicyReviewWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
     /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
     /// order until the transaction ends, so two changesets that each count on the other
@@ -240,6 +242,18 @@ pub trait Store: Send + Sync + 'static {
     async fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError>;
     /// The newest version's number (cheap; polled to follow other instances).
     async fn latest_policy_version_number(&self) -> Result<Option<i64>, StoreError>;
+    /// One policy proposal with its approvals (`stale` is left false).
+    async fn policy_proposal(
+        &self,
+        id: i64,
+    ) -> Result<Option<crate::policy_review::PolicyProposal>, StoreError>;
+    /// Proposals with their approvals, newest first; only those in `state` if given.
+    async fn policy_proposals(
+        &self,
+        state: Option<crate::policy_review::ProposalState>,
+    ) -> Result<Vec<crate::policy_review::PolicyProposal>, StoreError>;
+    /// The highest proposal number used (0 when none).
+    async fn latest_policy_proposal_id(&self) -> Result<i64, StoreError>;
 
     async fn host(&self, name: &str) -> Result<Option<crate::host::Host>, StoreError>;
     async fn host_by_token(&self, token_id: &str) -> Result<Option<crate::host::Host>, StoreError>;

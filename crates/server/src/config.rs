@@ -142,6 +142,10 @@ pub struct PolicyConfig {
     /// `env=prod` always is.
     #[serde(default = "default_sensitive_labels")]
     pub sensitive_labels: Vec<String>,
+    /// Two-person control: a policy change takes effect only after this many admins other
+    /// than its author approve it (`pedm policy approve`). 0 (the default): applied at once.
+    #[serde(default)]
+    pub require_approvals: u32,
 }
 
 fn default_min_sample() -> usize {
@@ -190,6 +194,7 @@ impl Default for Config {
                 default_timezone: "UTC".into(),
                 recommend_min_sample: default_min_sample(),
                 sensitive_labels: default_sensitive_labels(),
+                require_approvals: 0,
             },
             notify: pedm_notify::NotifyConfig::default(),
             audit: AuditConfig {
@@ -217,6 +222,8 @@ pub struct Resolved {
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
     pub policy_options: pedm_policy::EngineOptions,
+    /// Approvals a policy change needs (0: none).
+    pub policy_approvals: u32,
     pub notify: pedm_notify::NotifyConfig,
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_interval: std::time::Duration,
@@ -242,8 +249,9 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
-        const KEYS: [&str; 9] = [
+        const KEYS: [&str; 10] = [
             "agents",
+            "policy",
             "listen",
             "data_dir",
             "database_url",
@@ -315,6 +323,10 @@ impl Config {
                 &self.policy.default_timezone,
             )
             .map_err(|e| anyhow::anyhow!("policy.default_timezone: {e}"))?,
+            policy_approvals: match self.policy.require_approvals {
+                n if n > 100 => bail!("policy.require_approvals: {n} is more than 100"),
+                n => n,
+            },
             notify: self.notify.clone(),
             audit_signing_key: if self.audit.signing_key.trim().is_empty() {
                 self.data_dir.join("audit.key")
@@ -435,6 +447,27 @@ mod tests {
             "[provision.targets.db]\nkind = \"linux_group\"\nremove_drfit = true\n",
         )
         .unwrap();
+        assert!(Config::load(Some(&f), Config::default()).is_err());
+    }
+
+    #[test]
+    fn policy_approvals_from_the_file_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("pedm-cfg-approvals-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pedmd.toml");
+        std::fs::write(&f, "[policy]\nrequire_approvals = 2\n").unwrap();
+        let r = Config::load(Some(&f), Config::default())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(r.policy_approvals, 2);
+        assert_eq!(r.policy_options.default_timezone.iana_name(), Some("UTC"));
+        assert_eq!(Config::default().resolve().unwrap().policy_approvals, 0);
+        let mut c = Config::default();
+        c.policy.require_approvals = 101;
+        let e = format!("{:#}", c.resolve().unwrap_err());
+        assert!(e.contains("policy.require_approvals"), "{e}");
+        std::fs::write(&f, "[policy]\nrequire_approvals = -1\n").unwrap();
         assert!(Config::load(Some(&f), Config::default()).is_err());
     }
 

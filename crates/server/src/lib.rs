@@ -176,7 +176,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .with_policy_compiler(Arc::new(policy::CedarCompiler {
         options: cfg.policy_options.clone(),
-    }));
+    }))
+    .with_policy_approvals(cfg.policy_approvals);
     cp = cp.with_observer(Arc::new(notify::LoudObserver));
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
@@ -215,7 +216,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cp.load_policies()
         .await
         .context("cannot load the policies")?;
-    tracing::info!(version = cp.policy_version(), "policies in force");
+    tracing::info!(
+        version = cp.policy_version(),
+        changes_need_approvals = cp.policy_approvals_required(),
+        "policies in force"
+    );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let scheduler = tokio::spawn(pedm_core::scheduler::run_expiry(

@@ -131,5 +131,28 @@ fn notification(n: &Notice) -> Notification {
             "tasks or delegations changed".to_string(),
             json!({}),
         ),
+        Notice::PolicyProposal {
+            step,
+            actor,
+            proposal: p,
+        } => Notification::new(
+            *step,
+            Severity::Info,
+            format!(
+                "{step}: policy proposal {} by {} on top of version {} ({} of {} approvals, {}), \
+                 by {actor}",
+                p.id,
+                p.created_by,
+                p.base_version,
+                p.approvals.len(),
+                p.required,
+                p.state
+            ),
+            json!({
+                "proposal": p.id, "base_version": p.base_version, "proposed_by": p.created_by,
+                "state": p.state, "approvals": p.approvals.len(), "required": p.required,
+                "applied_version": p.applied_version, "by": actor,
+            }),
+        ),
     }
 }

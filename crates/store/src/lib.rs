@@ -9,6 +9,7 @@
 mod db;
 mod delegation;
 mod hosts;
+mod policy_review;
 mod postgres;
 mod rows;
 mod sql;
@@ -187,6 +188,21 @@ macro_rules! forward_store {
             }
             async fn latest_policy_version_number(&self) -> Result<Option<i64>, StoreError> {
                 self.engine.latest_policy_version_number().await
+            }
+            async fn policy_proposal(
+                &self,
+                id: i64,
+            ) -> Result<Option<pedm_core::policy_review::PolicyProposal>, StoreError> {
+                pedm_core::store::Store::policy_proposal(&self.engine, id).await
+            }
+            async fn policy_proposals(
+                &self,
+                state: Option<pedm_core::policy_review::ProposalState>,
+            ) -> Result<Vec<pedm_core::policy_review::PolicyProposal>, StoreError> {
+                pedm_core::store::Store::policy_proposals(&self.engine, state).await
+            }
+            async fn latest_policy_proposal_id(&self) -> Result<i64, StoreError> {
+                pedm_core::store::Store::latest_policy_proposal_id(&self.engine).await
             }
             async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {
                 pedm_core::store::Store::host(&self.engine, name).await

@@ -660,6 +660,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         }
         Write::Host(h) => crate::hosts::apply(c, h).await,
         Write::Delegation(d) => crate::delegation::apply(c, d).await,
+        Write::PolicyReview(w) => crate::policy_review::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
             ids.sort();
@@ -1235,6 +1236,22 @@ impl Store for Engine {
             )
             .await?;
         Ok(v.flatten())
+    }
+
+    async fn policy_proposal(
+        &self,
+        id: i64,
+    ) -> Result<Option<pedm_core::policy_review::PolicyProposal>, StoreError> {
+        Engine::proposal(self, id).await
+    }
+    async fn policy_proposals(
+        &self,
+        state: Option<pedm_core::policy_review::ProposalState>,
+    ) -> Result<Vec<pedm_core::policy_review::PolicyProposal>, StoreError> {
+        Engine::proposals(self, state).await
+    }
+    async fn latest_policy_proposal_id(&self) -> Result<i64, StoreError> {
+        Engine::latest_proposal_id(self).await
     }
 
     async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {

@@ -71,7 +71,12 @@ macro_rules! conformance {
     )*};
 }
 
+#[path = "conformance/policy_review.rs"]
+mod policy_review;
+use policy_review::policy_proposals_and_approvals;
+
 conformance!(
+    policy_proposals_and_approvals,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,

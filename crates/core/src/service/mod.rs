@@ -12,6 +12,7 @@ mod delegation;
 mod grants;
 mod hosts;
 mod policy;
+mod policy_review;
 mod provision;
 mod report;
 mod requests;
@@ -26,6 +27,7 @@ pub use hosts::{
 };
 
 pub use policy::{SimulatedChange, SimulationReport};
+pub use policy_review::PolicySubmission;
 
 use crate::Error;
 use crate::audit::{NewAuditEvent, Outcome};
@@ -139,6 +141,9 @@ pub struct ControlPlane {
     auth_cache: auth_cache::AuthCache,
     /// Failed authentications per source address (see [`auth_failures`]).
     auth_failures: auth_failures::AuthFailures,
+    /// Approvals a policy change needs before it takes effect (0: applied at once), see
+    /// [`policy_review`].
+    policy_approvals: i64,
 }
 
 pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
@@ -189,6 +194,7 @@ impl ControlPlane {
             jobs_changed: Arc::new(Notify::new()),
             auth_cache: auth_cache::AuthCache::default(),
             auth_failures: auth_failures::AuthFailures::default(),
+            policy_approvals: 0,
         }
     }
 

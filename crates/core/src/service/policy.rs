@@ -48,7 +48,7 @@ pub struct SimulationReport {
     pub unused_eligibilities: Vec<String>,
 }
 
-fn digest(sources: &[PolicySource]) -> String {
+pub(super) fn digest(sources: &[PolicySource]) -> String {
     let mut h = Sha256::new();
     for s in sources {
         h.update((s.name.len() as u64).to_be_bytes());
@@ -60,7 +60,7 @@ fn digest(sources: &[PolicySource]) -> String {
 }
 
 /// A unified diff of every file that changed, for the audit event.
-fn diff(old: &[PolicySource], new: &[PolicySource]) -> String {
+pub(super) fn diff(old: &[PolicySource], new: &[PolicySource]) -> String {
     let old_map: BTreeMap<&str, &str> = old
         .iter()
         .map(|s| (s.name.as_str(), s.text.as_str()))
@@ -137,7 +137,7 @@ impl ControlPlane {
         self.policy_version.load(Ordering::SeqCst)
     }
 
-    fn compiler(&self) -> Result<&Arc<dyn PolicyCompiler>> {
+    pub(super) fn compiler(&self) -> Result<&Arc<dyn PolicyCompiler>> {
         self.compiler
             .as_ref()
             .ok_or_else(|| Error::invalid("policy", "this server runs without a policy engine"))
@@ -238,13 +238,50 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Validates and applies a new policy set. On any error the set in force stays.
+    /// Validates and applies a new policy set. On any error the set in force stays. Refused
+    /// while policy changes need approvals (`policy.require_approvals`): then
+    /// [`Self::submit_policies`] stores the set as a proposal instead.
     pub async fn apply_policies(
+        &self,
+        actor: &Actor,
+        sources: Vec<PolicySource>,
+        comment: Option<String>,
+    ) -> Result<PolicyVersion> {
+        if self.policy_approvals > 0 {
+            return Err(Error::Conflict(format!(
+                "policy changes need {} approvals (policy.require_approvals); propose the set \
+                 and have it approved",
+                self.policy_approvals
+            )));
+        }
+        let (sources, comment, candidate) = self.vet_policy_set(actor, sources, comment).await?;
+        let current = self.store.policy_version(None).await?;
+        if let Some(cur) = &current
+            && cur.digest == digest(&sources)
+        {
+            return Ok(cur.clone());
+        }
+        self.put_in_force(
+            actor,
+            current,
+            (sources, comment, candidate),
+            Changeset::new(),
+            json!({}),
+            "another policy version was applied at the same moment; review it and apply again",
+        )
+        .await
+    }
+
+    /// Checks the actor may manage policies and the set is acceptable: sizes and names,
+    /// strict compilation (a refusal by the engine is a `policy.rejected` event), and that it
+    /// leaves the actor the right to manage policies. Returns the sources sorted by name, the
+    /// trimmed comment and the compiled decider.
+    pub(super) async fn vet_policy_set(
         &self,
         actor: &Actor,
         mut sources: Vec<PolicySource>,
         comment: Option<String>,
-    ) -> Result<PolicyVersion> {
+    ) -> Result<(Vec<PolicySource>, Option<String>, Arc<dyn Decider>)> {
         self.require_admin(actor, AdminAction::ManagePolicies, "policy.apply")
             .await?;
         let comment = trimmed("comment", comment, 500)?;
@@ -269,37 +306,47 @@ impl ControlPlane {
                 ),
             ));
         }
-        let current = self.store.policy_version(None).await?;
-        let d = digest(&sources);
-        if let Some(cur) = &current
-            && cur.digest == d
-        {
-            return Ok(cur.clone());
-        }
+        Ok((sources, comment, candidate))
+    }
+
+    /// Stores a vetted set as the version after `current` with a `policy.applied` event (its
+    /// data: version, digest, comment, diff, plus `extra`), together with `cs` in one
+    /// transaction, then puts it in force. The store refuses a number that does not follow
+    /// the newest version: that refusal (or any other conflict of `cs`) is `on_conflict`.
+    pub(super) async fn put_in_force(
+        &self,
+        actor: &Actor,
+        current: Option<PolicyVersion>,
+        (sources, comment, candidate): (Vec<PolicySource>, Option<String>, Arc<dyn Decider>),
+        cs: Changeset,
+        extra: serde_json::Value,
+        on_conflict: &str,
+    ) -> Result<PolicyVersion> {
         let version = current.as_ref().map_or(1, |c| c.version + 1);
         let v = PolicyVersion {
             version,
             created_at: self.now(),
             created_by: actor.user.clone(),
             comment: comment.clone(),
-            digest: d,
+            digest: digest(&sources),
             sources,
         };
         let old = current.map(|c| c.sources).unwrap_or_default();
-        let cs = Changeset::new()
-            .write(Write::InsertPolicyVersion(v.clone()))
-            .event(
-                self.event(actor, "policy.applied", Some(format!("policy:{version}")))
-                    .data(json!({
-                        "version": version, "digest": v.digest, "comment": comment,
-                        "diff": diff(&old, &v.sources),
-                    })),
-            );
+        let mut data = json!({
+            "version": version, "digest": v.digest, "comment": comment,
+            "diff": diff(&old, &v.sources),
+        });
+        if let (Some(d), serde_json::Value::Object(more)) = (data.as_object_mut(), extra) {
+            d.extend(more);
+        }
+        let cs = cs.write(Write::InsertPolicyVersion(v.clone())).event(
+            self.event(actor, "policy.applied", Some(format!("policy:{version}")))
+                .data(data),
+        );
         self.store.commit(cs).await.map_err(|e| match e {
-            StoreError::Conflict(_) | StoreError::AlreadyExists(_) => Error::Conflict(
-                "another policy version was applied at the same moment; review it and apply again"
-                    .into(),
-            ),
+            StoreError::Conflict(_) | StoreError::AlreadyExists(_) => {
+                Error::Conflict(on_conflict.into())
+            }
             e => e.into(),
         })?;
         self.install(candidate, version);

@@ -6,6 +6,7 @@ mod contract;
 mod delegation;
 mod error;
 mod extract;
+mod policy_review;
 mod routes;
 pub mod serve;
 
@@ -50,7 +51,7 @@ pub struct AppState {
         (name = "targets", description = "Targets and the roles defined on them"),
         (name = "requests", description = "Elevation requests and their approval"),
         (name = "grants", description = "Active and ended elevations"),
-        (name = "policies", description = "Cedar policies: versions, apply, simulate"),
+        (name = "policies", description = "Cedar policies: versions, apply, simulate, approval of changes"),
         (name = "audit", description = "The audit log"),
         (name = "hosts", description = "Host agents, their grant snapshots and recorded sessions"),
     )

@@ -54,6 +54,7 @@ fn policy_router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_policy_versions))
         .routes(routes!(get_policy_version))
         .routes(routes!(simulate_policies))
+        .merge(super::policy_review::router())
         .layer(axum::extract::DefaultBodyLimit::max(POLICY_BODY_LIMIT))
 }
 
@@ -608,18 +609,28 @@ async fn get_policies(State(s): State<AppState>, c: Caller) -> ApiResult<Json<Po
 }
 
 /// Apply a new policy set. It is validated strictly against the schema; on any error the
-/// set in force stays. Every applied version is kept and audited with its diff.
+/// set in force stays. Every applied version is kept and audited with its diff. When policy
+/// changes need approvals (`policy.require_approvals`), the set is stored as a pending
+/// proposal instead (202) and takes effect once enough other admins approve it.
 #[utoipa::path(post, path = "/policies", tag = "policies", request_body = ApplyPolicies,
-    responses((status = 200, body = PolicyVersion), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, description = "In force", body = PolicyVersion),
+        (status = 202, description = "Pending approval", body = pedm_api::policy_review::PolicyProposal),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 async fn apply_policies(
     State(s): State<AppState>,
     c: Caller,
     Body(b): Body<ApplyPolicies>,
-) -> ApiResult<Json<PolicyVersion>> {
-    Ok(Json(
-        s.cp.apply_policies(&c.actor, b.sources, b.comment).await?,
-    ))
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    Ok(
+        match s.cp.submit_policies(&c.actor, b.sources, b.comment).await? {
+            pedm_core::service::PolicySubmission::Applied(v) => Json(v).into_response(),
+            pedm_core::service::PolicySubmission::Pending(p) => {
+                (StatusCode::ACCEPTED, Json(p)).into_response()
+            }
+        },
+    )
 }
 
 /// Every applied policy version, newest first.

@@ -106,6 +106,7 @@ pub(crate) fn may_change(writes: &[Write]) -> bool {
                 | Write::PutGrantSecret { .. }
                 | Write::DeleteGrantSecret { .. }
                 | Write::Host(_)
+                | Write::PolicyReview(_)
                 | Write::RequireGrantsActive { .. }
                 | Write::EndGrant { .. }
         )
