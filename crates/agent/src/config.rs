@@ -50,7 +50,7 @@ pub struct Config {
     #[serde(default = "default_first_frame_timeout")]
     pub first_frame_timeout: String,
     /// The cgroup v2 directory sessions are contained in (delegated to the agent), `off`,
-    /// or unset: found (see `pedm_agent::cgroup`).
+    /// or unset: found (see `pedm_agent::contain::cgroup`).
     #[serde(default)]
     pub cgroup: Option<String>,
 }

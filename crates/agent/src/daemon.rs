@@ -49,8 +49,8 @@ impl Running {
 
 pub struct Agent {
     cfg: Resolved,
-    /// Where sessions are contained; `None`: process scan only ([`crate::procs`]).
-    cgroups: Option<crate::cgroup::Cgroups>,
+    /// Where sessions are contained; `None`: process scan only ([`crate::contain::procs`]).
+    cgroups: Option<crate::contain::cgroup::Cgroups>,
     /// Grants (and delegations) with a cgroup, and when they end: what their sessions left
     /// running is killed then, even with no session running.
     contained: Mutex<HashMap<Uuid, Timestamp>>,
@@ -158,9 +158,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     raise_open_files_limit();
     let outbox = Outbox::open(&cfg.state_dir)
         .with_context(|| format!("cannot create {}", cfg.state_dir.display()))?;
-    let cgroups = crate::cgroup::Cgroups::locate(cfg.cgroup.as_deref())
-        .and_then(crate::cgroup::Cgroups::prepare);
-    let containment = crate::cgroup::describe(&cgroups);
+    let cgroups = crate::contain::cgroup::Cgroups::locate(cfg.cgroup.as_deref())
+        .and_then(crate::contain::cgroup::Cgroups::prepare);
+    let containment = crate::contain::cgroup::describe(&cgroups);
     match &cgroups {
         Ok(_) => tracing::info!(containment, "sessions are contained"),
         Err(_) => tracing::warn!(containment, "sessions are not contained in cgroups"),
@@ -266,7 +266,7 @@ fn raise_open_files_limit() {
 
 /// Ends the processes a session interrupted by the agent's stop left running (found by
 /// session id, start time and user, or by the session's environment marker, see
-/// [`crate::procs`]); returns how many were killed.
+/// [`crate::contain::procs`]); returns how many were killed.
 fn end_leftovers(id: Uuid, meta: &SessionUpload, noted: Option<crate::outbox::PidNote>) -> usize {
     let Ok(user) = TargetUser::lookup(&meta.run_as) else {
         tracing::warn!(session = %id, run_as = %meta.run_as, "run-as user gone; nothing to end");
@@ -274,10 +274,10 @@ fn end_leftovers(id: Uuid, meta: &SessionUpload, noted: Option<crate::outbox::Pi
     };
     let same_boot = noted
         .as_ref()
-        .filter(|n| n.boot_id == crate::procs::boot_id());
-    let members = crate::procs::Members {
+        .filter(|n| n.boot_id == crate::contain::procs::boot_id());
+    let members = crate::contain::procs::Members {
         sid: same_boot.map_or(0, |n| n.pid),
-        marker: Some(format!("{}={id}", crate::procs::MARKER_VAR)),
+        marker: Some(format!("{}={id}", crate::contain::procs::MARKER_VAR)),
         uid: user.uid,
         not_before: same_boot.map(|n| n.start_time),
     };
@@ -790,9 +790,12 @@ impl Agent {
             this.queued.notify_one();
         }));
         // Every process of the session carries its id: found again if it leaves the session.
-        let marker = format!("{}={session}", crate::procs::MARKER_VAR);
+        let marker = format!("{}={session}", crate::contain::procs::MARKER_VAR);
         let mut env = p.env;
-        env.push((crate::procs::MARKER_VAR.to_string(), session.to_string()));
+        env.push((
+            crate::contain::procs::MARKER_VAR.to_string(),
+            session.to_string(),
+        ));
         let this = self.clone();
         let started = crate::session::StartHook(Box::new(move |pid| {
             this.outbox.note_pid(session, pid);

@@ -21,20 +21,19 @@
 //! - [`session`]: spawning and running one session, pumping I/O, signals, window size,
 //!   de-escalation
 //! - [`recording`]: the asciicast v2 writer and reader
-//! - [`cgroup`]: a cgroup v2 per session, one per grant above them, killed when it ends
-//! - [`procs`]: finding a session's processes in `/proc` (also those that left it)
+//! - [`contain`]: a cgroup v2 per session under one per grant, or a `/proc` scan where cgroups
+//!   are not writable: nothing a session started outlives its grant
 //! - [`error`]: what can go wrong, worded for the caller and the audit log
 
 pub mod admission;
-pub mod cgroup;
 pub mod command;
 pub mod config;
+pub mod contain;
 pub mod daemon;
 pub mod enroll;
 pub mod env;
 pub mod error;
 pub mod outbox;
-pub mod procs;
 pub mod recording;
 pub mod session;
 pub mod shells;

@@ -184,8 +184,8 @@ impl Outbox {
     pub fn note_pid(&self, id: Uuid, pid: i32) {
         let note = PidNote {
             pid,
-            start_time: crate::procs::Stat::read(pid).map_or(0, |s| s.start_time),
-            boot_id: crate::procs::boot_id(),
+            start_time: crate::contain::procs::Stat::read(pid).map_or(0, |s| s.start_time),
+            boot_id: crate::contain::procs::boot_id(),
         };
         let path = self.dir.join(format!("pid-{id}"));
         if let Err(e) = serde_json::to_vec(&note)

@@ -21,8 +21,8 @@
 //! hang-ups and the final SIGKILL reach what it started, not only the command itself.
 
 use crate::command::ResolvedCommand;
+use crate::contain::procs::Members;
 use crate::error::ExecError;
-use crate::procs::Members;
 use crate::recording::{CastWriter, Header};
 use crate::user::TargetUser;
 use jiff::Timestamp;
@@ -112,9 +112,9 @@ pub struct SessionSpec {
     /// Runs once the command has started, with its pid (the session id).
     pub started: Option<StartHook>,
     /// The `PEDM_SESSION=<id>` entry of `env`, if any: processes of the run-as user that
-    /// left the session but carry it are ended with the session ([`crate::procs`]).
+    /// left the session but carry it are ended with the session ([`crate::contain::procs`]).
     pub marker: Option<String>,
-    /// The `cgroup.procs` of the session's cgroup ([`crate::cgroup`]): the command joins it
+    /// The `cgroup.procs` of the session's cgroup ([`crate::contain::cgroup`]): the command joins it
     /// before it execs, or does not run.
     pub cgroup_procs: Option<OwnedFd>,
 }

@@ -23,7 +23,7 @@ pub fn print(config: &Path) -> anyhow::Result<i32> {
         Ok(None) => println!("snapshot:    none yet (nothing can run until the server answers)"),
         Err(e) => println!("snapshot:    unusable: {e}"),
     }
-    let containment = match crate::cgroup::Cgroups::locate(cfg.cgroup.as_deref()) {
+    let containment = match crate::contain::cgroup::Cgroups::locate(cfg.cgroup.as_deref()) {
         Ok(c) if c.prepared() => Ok(c),
         Ok(c) => Err(format!(
             "{} is not set up (the agent makes it when it starts)",
@@ -31,7 +31,10 @@ pub fn print(config: &Path) -> anyhow::Result<i32> {
         )),
         Err(e) => Err(e),
     };
-    println!("containment: {}", crate::cgroup::describe(&containment));
+    println!(
+        "containment: {}",
+        crate::contain::cgroup::describe(&containment)
+    );
     let (reports, sessions) = outbox.pending()?;
     println!("to deliver:  {reports} report(s), {sessions} session(s)");
     let (bad_reports, bad_sessions) = outbox.undelivered()?;

@@ -138,20 +138,13 @@ async fn exec_runs_only_what_a_live_grant_and_policy_allow() {
     );
 
     // A blocklist policy: the agent gets the new version and refuses that command only.
-    let mut sources = s.admin().policies().await.unwrap().sources;
-    sources.push(pedm_api::PolicySource {
-        name: "blocklist.cedar".into(),
-        text: "@id(\"no-rm\")\nforbid (principal, action == Pedm::Action::\"exec\", resource)\n\
-               when { resource.path == \"/usr/bin/rm\" };\n"
-            .into(),
-    });
-    s.admin()
-        .apply_policies(&pedm_api::ApplyPolicies {
-            sources,
-            comment: Some("block rm".into()),
-        })
-        .await
-        .unwrap();
+    add_policy(
+        &s.admin(),
+        "blocklist.cedar",
+        "@id(\"no-rm\")\nforbid (principal, action == Pedm::Action::\"exec\", resource)\n\
+               when { resource.path == \"/usr/bin/rm\" };\n",
+    )
+    .await;
     agent.wait_snapshot(1, Some(2));
     let out = agent.exec(&alice, &["rm", "-f", "/nonexistent-pedm-file"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -654,21 +647,13 @@ async fn terminals_signals_and_shells_pass_through() {
     assert_eq!(child.wait().unwrap().code(), Some(3));
 
     // A shell, once a policy permits shells for this role.
-    let mut sources = s.admin().policies().await.unwrap().sources;
-    sources.push(pedm_api::PolicySource {
-        name: "shells.cedar".into(),
-        text:
-            "@id(\"root-shells\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
-               when { resource.shell && resource.role == \"root\" };\n"
-                .into(),
-    });
-    s.admin()
-        .apply_policies(&pedm_api::ApplyPolicies {
-            sources,
-            comment: None,
-        })
-        .await
-        .unwrap();
+    add_policy(
+        &s.admin(),
+        "shells.cedar",
+        "@id(\"root-shells\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
+         when { resource.shell && resource.role == \"root\" };\n",
+    )
+    .await;
     agent.wait_snapshot(1, Some(2));
     let mut c = std::process::Command::new("script");
     c.args(["-q", "-e", "-c", &format!("{pedm} shell"), "/dev/null"]);

@@ -63,21 +63,13 @@ const DETACH: &str = "import fcntl, signal, termios, time\n\
     time.sleep(60)\n";
 
 async fn allow_shells(s: &Server) {
-    let mut sources = s.admin().policies().await.unwrap().sources;
-    sources.push(pedm_api::PolicySource {
-        name: "shells.cedar".into(),
-        text:
-            "@id(\"root-shells\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
-               when { resource.shell && resource.role == \"root\" };\n"
-                .into(),
-    });
-    s.admin()
-        .apply_policies(&pedm_api::ApplyPolicies {
-            sources,
-            comment: Some("shells for root".into()),
-        })
-        .await
-        .unwrap();
+    add_policy(
+        &s.admin(),
+        "shells.cedar",
+        "@id(\"root-shells\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
+         when { resource.shell && resource.role == \"root\" };\n",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,19 +463,23 @@ async fn one_local_account_cannot_exhaust_the_agent() {
     let mut idle: Vec<UnixStream> = (0..40)
         .map(|_| UnixStream::connect(&sock).unwrap())
         .collect();
-    let mut refused = 0;
-    for c in idle.iter_mut().skip(32) {
-        let (kind, body) = read_raw_frame(c).expect("a refusal");
-        assert_eq!(kind, 17);
-        assert!(String::from_utf8_lossy(&body).contains("max_connections_per_user"));
-        refused += 1;
-    }
-    assert_eq!(refused, 8);
+    // (The agent admits connections in whatever order its tasks run: which 8 are refused is
+    // not fixed, only how many.)
     let out = agent.exec(&alice, &["/bin/true"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let (kind, body) = read_raw_frame(&mut idle[0]).expect("closed with a reason");
-    assert_eq!(kind, 17);
-    assert!(String::from_utf8_lossy(&body).contains("no start frame within"));
+    let (mut at_cap, mut timed_out) = (0, 0);
+    for c in idle.iter_mut() {
+        let (kind, body) = read_raw_frame(c).expect("closed with a reason");
+        assert_eq!(kind, 17);
+        let why = String::from_utf8_lossy(&body);
+        if why.contains("max_connections_per_user") {
+            at_cap += 1;
+        } else {
+            assert!(why.contains("no start frame within"), "{why}");
+            timed_out += 1;
+        }
+    }
+    assert_eq!((at_cap, timed_out), (8, 32));
     drop(idle);
 
     // Oversized and refused frames do not grow the outbox: refusals of one account are

@@ -7,8 +7,8 @@ use common::*;
 use jiff::{SignedDuration, Timestamp};
 use pedm_api::delegation::*;
 use pedm_api::{
-    ApiError, ApplyPolicies, AuditQuery, Client, CreateGroup, CreateRole, CreateTarget, GrantState,
-    PolicySource, Reason, RequestState, TargetKind,
+    ApiError, AuditQuery, Client, CreateGroup, CreateRole, CreateTarget, GrantState, Reason,
+    RequestState, TargetKind,
 };
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -190,21 +190,6 @@ async fn events(admin: &Client, action: &str) -> Vec<pedm_api::AuditEvent> {
 }
 
 /// Applies the set in force plus `extra`.
-async fn add_policy(admin: &Client, name: &str, extra: &str) {
-    let mut sources = admin.policies().await.unwrap().sources;
-    sources.push(PolicySource {
-        name: name.into(),
-        text: extra.into(),
-    });
-    admin
-        .apply_policies(&ApplyPolicies {
-            sources,
-            comment: Some(name.into()),
-        })
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     let w = world().await;

@@ -229,7 +229,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
-        if let Ok(c) = pedm_agent::cgroup::Cgroups::locate(Some(&self.cgroup())) {
+        if let Ok(c) = pedm_agent::contain::cgroup::Cgroups::locate(Some(&self.cgroup())) {
             c.remove();
         }
     }
@@ -238,7 +238,7 @@ impl Drop for Agent {
 /// A cgroup tree of the test's own (agents of tests running in parallel must not see each
 /// other's sessions as leftovers), or `off` where no cgroup v2 hierarchy is mounted.
 fn test_cgroup() -> String {
-    match pedm_agent::cgroup::cgroup2_mount() {
+    match pedm_agent::contain::cgroup::cgroup2_mount() {
         Some(m) => m
             .join(format!("pedm-test-{}", uuid::Uuid::now_v7()))
             .to_string_lossy()

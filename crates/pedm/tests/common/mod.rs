@@ -300,3 +300,19 @@ pub async fn sleep_past(at: jiff::Timestamp) {
         tokio::time::sleep(wait.unsigned_abs() + Duration::from_millis(200)).await;
     }
 }
+
+/// Applies the policies in force plus one more source (`name`, `text`).
+pub async fn add_policy(admin: &Client, name: &str, text: &str) {
+    let mut sources = admin.policies().await.unwrap().sources;
+    sources.push(pedm_api::PolicySource {
+        name: name.into(),
+        text: text.into(),
+    });
+    admin
+        .apply_policies(&pedm_api::ApplyPolicies {
+            sources,
+            comment: Some(name.into()),
+        })
+        .await
+        .unwrap();
+}

@@ -7,7 +7,7 @@
 //! one (systemd `Delegate=yes`; the agent then moves itself into `<root>/agent`, since a
 //! cgroup with children holds no processes of its own once controllers are enabled), or
 //! `pedm-agent` under the cgroup v2 mount when the agent sits at the top. Where no cgroup v2
-//! hierarchy is writable, the agent falls back to [`crate::procs`] (session id and marker)
+//! hierarchy is writable, the agent falls back to [`crate::contain::procs`] (session id and marker)
 //! and says so in `pedm-agent status`.
 
 use std::io::Write;
@@ -146,11 +146,17 @@ fn kill_tree(dir: &Path) -> usize {
     }
     let mut procs = vec![];
     collect_procs(dir, &mut procs);
-    if let Ok(mut f) = std::fs::OpenOptions::new()
+    let killed = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.join("cgroup.kill"))
-    {
-        let _ = f.write_all(b"1");
+        .and_then(|mut f| f.write_all(b"1"));
+    if let Err(e) = killed {
+        // Not a reason to leave anything running: kill what the cgroups hold one by one.
+        tracing::error!(cgroup = %dir.display(), error = %e, "cgroup.kill failed; killing each process");
+        for pid in &procs {
+            // SAFETY: plain kill(2) of a process listed in the session's cgroup.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
     }
     // The kernel kills at once; the cgroups empty when the processes have exited.
     let deadline = Instant::now() + Duration::from_secs(1);
