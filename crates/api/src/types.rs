@@ -311,6 +311,7 @@ pub struct AuditPublicKey {
 #[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
     /// The event's sequence number.
+    #[param(minimum = 1)]
     pub seq: i64,
     /// Tree size of a stored checkpoint to prove against; default: the newest checkpoint
     /// (one is signed now if none covers `seq`).

@@ -73,7 +73,11 @@ pub struct TaskParam {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected: Vec<String>,
     /// Longest value in characters (default 256, at most 4096).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     pub max_len: Option<u32>,
     /// Default true. An optional parameter may only be a whole argv element, which is left
     /// out when the parameter is not given.
@@ -177,16 +181,32 @@ impl From<TaskError> for crate::Error {
     fn from(e: TaskError) -> Self {
         match e {
             TaskError::Param { param, reason } => {
-                crate::Error::invalid(format!("parameter {param}"), reason)
+                crate::Error::unprocessable(format!("parameter {param}"), reason)
             }
             TaskError::Definition { field, reason } => {
-                crate::Error::invalid(format!("task {field}"), reason)
+                crate::Error::unprocessable(format!("task {field}"), reason)
             }
         }
     }
 }
 
-fn valid_param_name(s: &str) -> bool {
+/// A count written as a JSON number: `12` or `12.0` (JSON has one number type; `12.0` is the
+/// integer 12 to JSON Schema, and to clients that only have floats).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error as _;
+    let Some(n) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if n.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&n) {
+        return Err(D::Error::custom(format!(
+            "{n} is not a whole number from 0 to {}",
+            u32::MAX
+        )));
+    }
+    Ok(Some(n as u32))
+}
+
+pub(crate) fn valid_param_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -609,7 +629,7 @@ impl ScopeItem {
                 .split_once('=')
                 .ok_or_else(|| format!("{part:?} in {s:?} is not KEY=VALUE"))?;
             crate::model::validate_name("label key", k).map_err(|e| e.to_string())?;
-            if v.len() > 128 || v.chars().any(|c| c.is_control()) {
+            if v.chars().count() > 128 || v.chars().any(|c| c.is_control()) {
                 return Err(format!(
                     "value of label {k} in {s:?} must be at most 128 printable characters"
                 ));

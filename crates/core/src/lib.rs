@@ -19,6 +19,7 @@ pub mod provisioning;
 pub mod scheduler;
 pub mod service;
 pub mod store;
+pub mod syntax;
 pub mod text;
 pub mod token;
 

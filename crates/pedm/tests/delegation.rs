@@ -207,7 +207,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(code, 400, "{msg}");
+    assert_eq!(code, 422, "{msg}");
     assert!(msg.contains("argv[0]"), "{msg}");
     bad.argv[0] = "/usr/bin/systemctl".into();
     bad.argv.push("{nope}".into());
@@ -220,7 +220,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(code, 400);
+    assert_eq!(code, 422);
     assert!(msg.contains("{nope}"), "{msg}");
     let (code, _) = status(
         w.hd1
@@ -331,7 +331,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
         )
         .await
         .unwrap_err();
-        assert_eq!(code, 400, "{user:?}: {msg}");
+        assert_eq!(code, 422, "{user:?}: {msg}");
         assert!(
             msg.contains("parameter user") && msg.contains(why),
             "{user:?}: {msg}"
@@ -346,7 +346,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     )
     .await
     .unwrap_err();
-    assert_eq!(code, 400);
+    assert_eq!(code, 422);
     assert!(msg.contains("parameter password"), "{msg}");
     assert!(!msg.contains("owned"), "secret value in an error: {msg}");
     let (code, msg) = check(
@@ -357,7 +357,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     )
     .await
     .unwrap_err();
-    assert_eq!(code, 400);
+    assert_eq!(code, 422);
     assert!(msg.contains("shell"), "{msg}");
 
     // Secrets never reach the audit log.
@@ -1140,7 +1140,7 @@ async fn delegations_are_judged_by_the_policy_in_force_at_each_use() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(code, 400, "{msg}");
+    assert_eq!(code, 422, "{msg}");
     assert!(msg.contains("env=nowhere matches no target"), "{msg}");
 
     w.admin

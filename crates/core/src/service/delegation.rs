@@ -379,11 +379,11 @@ impl ControlPlane {
         let scope = parse_scope(&scope_items).map_err(|e| Error::invalid("scope", e))?;
         let reason = trimmed("reason", new.reason, 500)?;
         if new.expires_at <= now {
-            return Err(Error::invalid("expires_at", "is not in the future"));
+            return Err(Error::unprocessable("expires_at", "is not in the future"));
         }
         let secs = new.expires_at.duration_since(now).as_secs();
         if secs > MAX_DELEGATION_SECS {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "expires_at",
                 format!("is more than {} away", format_duration(MAX_DELEGATION_SECS)),
             ));
@@ -391,7 +391,10 @@ impl ControlPlane {
         match new.delegate.kind {
             DelegateKind::User => {
                 if new.delegate.name == actor.user {
-                    return Err(Error::invalid("user", "you cannot delegate to yourself"));
+                    return Err(Error::unprocessable(
+                        "user",
+                        "you cannot delegate to yourself",
+                    ));
                 }
                 if self.store.user(&new.delegate.name).await?.is_none() {
                     return Err(Error::NotFound(format!("user {}", new.delegate.name)));
@@ -411,7 +414,7 @@ impl ControlPlane {
         // A scope entry that names nothing now would pre-approve whatever matches it later,
         // which policy never saw.
         if let Some(empty) = scope.iter().find(|i| !targets.iter().any(|t| i.matches(t))) {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "scope",
                 format!("{empty} matches no target (create the target first)"),
             ));
@@ -434,7 +437,7 @@ impl ControlPlane {
                 for def in &defs {
                     let on: Vec<&&Target> = in_scope.iter().filter(|t| def.applies_to(t)).collect();
                     if on.is_empty() {
-                        return Err(Error::invalid(
+                        return Err(Error::unprocessable(
                             "tasks",
                             format!(
                                 "task {} applies to no target of the scope {}",
@@ -465,7 +468,7 @@ impl ControlPlane {
                         }
                     }
                     if !found {
-                        return Err(Error::invalid(
+                        return Err(Error::unprocessable(
                             "roles",
                             format!(
                                 "no target of the scope {} has a role {r}",
@@ -952,11 +955,11 @@ impl ControlPlane {
             return Err(Error::Conflict(format!("grant {id} is not active")));
         }
         if to == actor.user {
-            return Err(Error::invalid("to", "you already hold this grant"));
+            return Err(Error::unprocessable("to", "you already hold this grant"));
         }
         let colleague = match self.store.user(to).await? {
             Some(u) if !u.disabled => u,
-            Some(_) => return Err(Error::invalid("to", format!("user {to} is disabled"))),
+            Some(_) => return Err(Error::unprocessable("to", format!("user {to} is disabled"))),
             None => return Err(Error::NotFound(format!("user {to}"))),
         };
         let target = self.load_target(&parent.target).await?;
@@ -976,7 +979,7 @@ impl ControlPlane {
         }
         let max = role.max_duration_secs.min(self.limits.max_duration_secs);
         if duration_secs > max {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "duration",
                 format!(
                     "{} is longer than the {} allowed for role {} on {}",

@@ -151,7 +151,7 @@ impl ControlPlane {
             .await?
             .ok_or_else(|| Error::NotFound(format!("target {name}")))?;
         if target.kind != TargetKind::Host {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "host",
                 format!(
                     "target {name} is of kind {}; only targets of kind host run an agent",

@@ -828,7 +828,7 @@ impl ControlPlane {
         validate_name("target", name)?;
         for (k, v) in &labels {
             validate_name("label key", k)?;
-            if v.len() > 128 || v.chars().any(|c| c.is_control()) {
+            if v.chars().count() > 128 || v.chars().any(|c| c.is_control()) {
                 return Err(Error::invalid(
                     "label value",
                     format!("value of label {k} must be at most 128 printable characters"),
@@ -882,7 +882,7 @@ impl ControlPlane {
             return Err(Error::invalid("max_duration", "must be greater than zero"));
         }
         if r.max_duration_secs > self.limits.max_duration_secs {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "max_duration",
                 format!(
                     "{} is over the server limit of {}",

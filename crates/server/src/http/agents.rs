@@ -97,7 +97,8 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ApiErr {
 #[utoipa::path(post, path = "/hosts/{name}/register", tag = "hosts",
     params(("name" = String, Path, description = "a target of kind host")),
     responses((status = 200, body = HostRegistered), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, description = "the target is not of kind host", body = ErrorBody)))]
 async fn register_host(
     State(s): State<AppState>,
     c: Caller,

@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod policy_review;
 mod routes;
+mod schema_rules;
 pub mod serve;
 
 pub use error::ApiErr;
@@ -71,10 +72,18 @@ impl Modify for BearerAuth {
 }
 
 /// The OpenAPI document of every route under `/api/v1`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
+    document(pedm_core::service::Limits::default().max_justification_chars)
+}
+
+/// The document as served: every status completed ([`contract`]) and what each field accepts
+/// ([`schema_rules`], with the server's own justification limit).
+fn document(max_justification: usize) -> serde_json::Value {
     let (_, mut api) = api_router().split_for_parts();
     contract::complete(&mut api);
-    api
+    let mut doc = serde_json::to_value(api).expect("the OpenAPI document serialises");
+    schema_rules::apply(&mut doc, max_justification);
+    doc
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
@@ -88,9 +97,8 @@ fn api_router() -> OpenApiRouter<AppState> {
 }
 
 pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {
-    let (api, mut doc) = api_router().split_for_parts();
-    contract::complete(&mut doc);
-    let doc = Arc::new(doc);
+    let doc = Arc::new(document(state.cp.limits().max_justification_chars));
+    let (api, _) = api_router().split_for_parts();
     api.route(
         &format!("{API_PREFIX}/openapi.json"),
         get(move || {
@@ -210,7 +218,7 @@ async fn track_metrics(req: Request, next: Next) -> Response {
 mod tests {
     #[test]
     fn every_response_in_the_openapi_document_has_a_description() {
-        let doc = serde_json::to_value(super::openapi()).expect("json");
+        let doc = super::openapi();
         let mut missing = vec![];
         for (path, ops) in doc["paths"].as_object().expect("paths") {
             for (method, op) in ops.as_object().expect("operations") {

@@ -76,7 +76,12 @@ fn parse_enum<T: std::str::FromStr<Err = String>>(
 /// A window start written as a duration back from `now` (`30d`) or an RFC 3339 time;
 /// 30 days when absent or empty.
 pub(super) fn parse_since(v: Option<&str>, now: jiff::Timestamp) -> ApiResult<jiff::Timestamp> {
-    let v = v.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("30d");
+    let v = v.filter(|v| !v.is_empty()).unwrap_or("30d");
+    if v.trim() != v {
+        return Err(ApiErr::invalid(format!(
+            "invalid since: {v:?} has white space around it"
+        )));
+    }
     if let Ok(t) = v.parse::<jiff::Timestamp>() {
         return Ok(t);
     }
@@ -335,9 +340,7 @@ async fn list_requests(
     c: Caller,
     Query(q): Query<RequestQuery>,
 ) -> ApiResult<Json<Vec<Request>>> {
-    if q.approvable == Some(true) {
-        return Ok(Json(s.cp.approvable_requests(&c.actor).await?));
-    }
+    // Every parameter is checked, even those `approvable` makes moot.
     let filter = RequestFilter {
         requester: q.requester,
         state: parse_enum("state", q.state.as_deref())?,
@@ -346,6 +349,9 @@ async fn list_requests(
         since: parse_time("since", q.since.as_deref())?,
         review: None,
     };
+    if q.approvable == Some(true) {
+        return Ok(Json(s.cp.approvable_requests(&c.actor).await?));
+    }
     Ok(Json(s.cp.list_requests(&c.actor, filter).await?))
 }
 
