@@ -300,4 +300,10 @@ pub trait Store: Send + Sync + 'static {
     async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError>;
     /// The checkpoint with the largest size.
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
+    /// Makes the log end at event `size`, the last one the database holds, when an operator
+    /// accepts a rollback: the chain head is set to it (the next event chains onto it, not onto
+    /// lost ones), and the checkpoints of more events are removed (they sign events the
+    /// database no longer has, and would refuse the log as it grows again). Returns how many
+    /// checkpoints were removed. Refused when event `size` is missing or later ones remain.
+    async fn rewind_audit(&self, size: i64) -> Result<u64, StoreError>;
 }

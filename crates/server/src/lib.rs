@@ -412,6 +412,21 @@ async fn accept_rollback(args: &Args, yes: bool) -> anyhow::Result<()> {
             head.checkpoint.size
         );
     }
+    // Checkpoints of more events than the database holds sign events it no longer has; kept,
+    // they would refuse the log as it grows again. They go (listed in full in the event).
+    let kept = i64::try_from(events).context("event count")?;
+    let stale: Vec<serde_json::Value> = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .filter(|c| c.size > kept)
+        .map(|c| {
+            serde_json::json!({
+                "size": c.size, "root": hex::encode(c.root), "time": c.time,
+                "key_id": c.key_id, "signature": hex::encode(&c.signature),
+            })
+        })
+        .collect();
     let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let event = pedm_core::audit::NewAuditEvent::new(
         jiff::Timestamp::now(),
@@ -428,7 +443,13 @@ async fn accept_rollback(args: &Args, yes: bool) -> anyhow::Result<()> {
         },
         "database_events": events,
         "database_latest_checkpoint": latest,
+        "retired_checkpoints": stale,
     }));
+    // The log ends at the last event present; the record of the rollback chains onto it.
+    let retired = store
+        .rewind_audit(kept)
+        .await
+        .context("cannot rewind the log to the database's last event")?;
     store
         .commit(pedm_core::store::Changeset::new().event(event))
         .await
@@ -446,7 +467,8 @@ async fn accept_rollback(args: &Args, yes: bool) -> anyhow::Result<()> {
     );
     println!(
         "accepted: the database ({events} events) replaces the trusted head ({} events), kept \
-         as {}; recorded as audit.rollback_accepted",
+         as {}; {retired} checkpoints beyond {events} events removed; recorded as \
+         audit.rollback_accepted",
         head.checkpoint.size,
         aside.display()
     );

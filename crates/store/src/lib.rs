@@ -293,6 +293,9 @@ macro_rules! forward_store {
             ) -> Result<Option<pedm_core::store::CheckpointRecord>, StoreError> {
                 self.engine.latest_checkpoint().await
             }
+            async fn rewind_audit(&self, size: i64) -> Result<u64, StoreError> {
+                self.engine.rewind_audit(size).await
+            }
         }
     };
 }

@@ -1436,4 +1436,39 @@ impl Store for Engine {
         )
         .await
     }
+
+    async fn rewind_audit(&self, size: i64) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut c = tx.conn();
+        read_head(&mut c).await?;
+        let later = c
+            .fetch_optional(
+                "SELECT seq FROM audit_events WHERE seq > $1 LIMIT 1",
+                args![size],
+            )
+            .await
+            .map_err(backend)?;
+        if later.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "the log holds events after {size}: nothing to rewind"
+            )));
+        }
+        let hash = if size == 0 {
+            [0u8; 32]
+        } else {
+            let row = c
+                .fetch_optional("SELECT hash FROM audit_events WHERE seq = $1", args![size])
+                .await
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::NotFound(format!("audit event {size}")))?;
+            rows::leaf(&row)?
+        };
+        write_head(&mut c, size, &hash).await?;
+        let n = c
+            .execute("DELETE FROM audit_checkpoints WHERE size > $1", args![size])
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
+    }
 }
