@@ -101,6 +101,7 @@ conformance!(
     reopen_keeps_everything,
     policy_versions_only_grow,
     audit_checkpoints_and_hashes,
+    audit_rewind_to_the_last_event,
     audit_target_and_request_filters,
 );
 
@@ -1470,6 +1471,43 @@ async fn audit_checkpoints_and_hashes(db: Db) {
     drop(s);
     let s = db.open().await;
     assert_eq!(s.checkpoints().await.unwrap(), all);
+}
+
+async fn audit_rewind_to_the_last_event(db: Db) {
+    let s = db.open().await;
+    for i in 0..5i64 {
+        ok(
+            &s,
+            Changeset::new().event(NewAuditEvent::new(t(i), "alice", "thing.done", None)),
+        )
+        .await;
+    }
+    let cp = |size: i64| CheckpointRecord {
+        size,
+        root: [size as u8; 32],
+        time: t(size),
+        key_id: "0011223344556677".into(),
+        signature: vec![1; 64],
+    };
+    for size in [3, 5, 7, 9] {
+        s.save_checkpoint(&cp(size)).await.unwrap();
+    }
+    // Events after the size remain: refused, nothing changes.
+    conflict(s.rewind_audit(3).await.unwrap_err(), "after 3");
+    assert_eq!(s.checkpoints().await.unwrap().len(), 4);
+    // At the last event: the checkpoints beyond it go, the head stays.
+    assert_eq!(s.rewind_audit(5).await.unwrap(), 2);
+    assert_eq!(s.checkpoints().await.unwrap(), vec![cp(3), cp(5)]);
+    let head = s.audit_head().await.unwrap().expect("head");
+    assert_eq!(head.0, 5);
+    // The next event chains onto event 5.
+    let next = ok(
+        &s,
+        Changeset::new().event(NewAuditEvent::new(t(6), "alice", "thing.done", None)),
+    )
+    .await;
+    assert_eq!(next[0].seq, 6);
+    assert_eq!(next[0].prev_hash, head.1);
 }
 
 async fn audit_target_and_request_filters(db: Db) {
