@@ -316,3 +316,24 @@ pub async fn add_policy(admin: &Client, name: &str, text: &str) {
         .await
         .unwrap();
 }
+
+/// Lets every auto-approved role be held several times at once (`@allow_parallel` on the
+/// default `auto-approved-roles` permit), for load that requests one role over and over.
+pub async fn allow_parallel_auto_approved(admin: &Client) {
+    let mut sources = admin.policies().await.unwrap().sources;
+    let anchor = "@id(\"auto-approved-roles\")\n";
+    let changed = sources
+        .iter_mut()
+        .find(|s| s.text.contains(anchor))
+        .expect("the default auto-approved-roles policy");
+    changed.text = changed
+        .text
+        .replace(anchor, &format!("{anchor}@allow_parallel(\"true\")\n"));
+    admin
+        .apply_policies(&pedm_api::ApplyPolicies {
+            sources,
+            comment: Some("parallel auto-approved grants".into()),
+        })
+        .await
+        .unwrap();
+}
