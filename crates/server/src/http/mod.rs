@@ -6,6 +6,7 @@ mod contract;
 mod delegation;
 mod error;
 mod extract;
+mod parse_errors;
 mod policy_review;
 mod routes;
 mod schema_rules;

@@ -1,8 +1,8 @@
 //! Serving the router over TCP with hyper's own limits set above pedm's, so that oversized
-//! headers are refused by pedm's middleware with the same JSON error body as every other error
-//! (hyper answers 431 with an empty body when its limits are hit). What hyper still answers
-//! itself: a request line or header block it cannot parse (400), and headers beyond
-//! [`HYPER_MAX_HEADERS`] or [`HYPER_MAX_BUF`] bytes (431), both without a body.
+//! headers are refused by pedm's middleware with the same JSON error body as every other error.
+//! What hyper still answers itself: a request line or header block it cannot parse (400), and
+//! headers beyond [`HYPER_MAX_HEADERS`] or [`HYPER_MAX_BUF`] bytes (431); the connection
+//! wrapper of [`super::parse_errors`] gives those the JSON body too.
 
 use super::ApiErr;
 use axum::Router;
@@ -99,7 +99,8 @@ pub async fn serve(
         let svc = app
             .clone()
             .layer(axum::Extension(ConnectInfo::<SocketAddr>(remote)));
-        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let io = TokioIo::new(super::parse_errors::JsonParseErrors::new(stream));
+        let conn = builder.serve_connection(io, TowerToHyperService::new(svc));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
