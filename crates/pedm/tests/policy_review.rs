@@ -139,7 +139,7 @@ async fn two_other_admins_must_approve_a_policy_change() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.status(), Some(400), "{e}");
+    assert_eq!(e.status(), Some(422), "{e}");
 
     // Other admins see it with its diff.
     let o = s.cli(&p.bob.0, &["policy", "pending"]);
