@@ -40,6 +40,9 @@ pub struct Config {
     /// API tokens.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// HTTPS: `[tls] cert`, `key` (PEM files, reloaded on SIGHUP or when they change).
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +209,7 @@ impl Default for Config {
             provision: ProvisionConfig::default(),
             agents: AgentsConfig::default(),
             auth: AuthConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -236,6 +240,9 @@ pub struct Resolved {
     pub agent_signing_key: PathBuf,
     pub recordings_dir: PathBuf,
     pub max_recording_bytes: u64,
+    /// `[tls]`: both files, or `None` (plain HTTP).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub tls_watch_interval: std::time::Duration,
 }
 
 impl Config {
@@ -249,7 +256,8 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
-        const KEYS: [&str; 10] = [
+        const KEYS: [&str; 11] = [
+            "tls",
             "agents",
             "policy",
             "listen",
@@ -389,6 +397,19 @@ impl Config {
                 p => PathBuf::from(p),
             },
             max_recording_bytes: self.agents.max_recording_bytes,
+            tls: match (&self.tls.cert, &self.tls.key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                (None, None) => None,
+                (Some(_), None) => bail!("tls.key: missing (tls.cert is set)"),
+                (None, Some(_)) => bail!("tls.cert: missing (tls.key is set)"),
+            },
+            tls_watch_interval: match self.tls.watch_interval.as_deref() {
+                None => std::time::Duration::from_secs(5),
+                Some(v) => match secs("tls.watch_interval", v)? {
+                    n if n >= 1 => std::time::Duration::from_secs(n as u64),
+                    _ => bail!("tls.watch_interval: must be at least 1s"),
+                },
+            },
             reconcile_interval: match secs(
                 "provision.reconcile_interval",
                 &self.provision.reconcile_interval,
