@@ -131,6 +131,9 @@ pub struct WitnessConfig {
     pub url: String,
     /// The witness's cosigner key: `<name>+<key id>+<base64>`.
     pub key: String,
+    /// PEM CA certificate(s) trusted for an `https://` witness besides the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -374,9 +377,14 @@ impl Config {
                             w.url
                         );
                     }
+                    if let Some(ca) = &w.ca_file {
+                        pedm_notify::tls::ca_roots(ca)
+                            .map_err(|e| anyhow::anyhow!("audit.witnesses[{i}].{e}"))?;
+                    }
                     Ok(crate::witness::WitnessTarget {
                         url: w.url.clone(),
                         key,
+                        ca_file: w.ca_file.clone(),
                     })
                 })
                 .collect::<anyhow::Result<_>>()?,
