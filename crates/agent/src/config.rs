@@ -23,6 +23,10 @@ pub struct Config {
     /// The server's agent key (`ed25519:...`, printed by `pedm host register`). Snapshots
     /// signed by any other key are refused.
     pub server_key: String,
+    /// PEM CA certificate(s) trusted for an `https://` server in addition to the system's
+    /// roots (e.g. the CA `pedmd --dev` prints).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The socket `pedm exec` connects to.
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
@@ -84,6 +88,7 @@ pub struct Resolved {
     pub host: String,
     pub token: String,
     pub server_key: PublicKey,
+    pub ca_file: Option<PathBuf>,
     pub socket: PathBuf,
     pub socket_mode: u32,
     pub socket_group: Option<nix::unistd::Gid>,
@@ -149,6 +154,7 @@ impl Config {
             host: self.host.clone(),
             token,
             server_key,
+            ca_file: self.ca_file.clone(),
             socket: self.socket.clone(),
             socket_mode: self.socket_mode,
             socket_group,

@@ -203,8 +203,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "enforcing the stored snapshot until the server answers"
         );
     }
-    let client = Client::new(&cfg.server_url, Some(cfg.token.clone()))
-        .map_err(|e| anyhow::anyhow!("server_url: {e}"))?;
+    let client = Client::with_ca(
+        &cfg.server_url,
+        Some(cfg.token.clone()),
+        cfg.ca_file.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("server_url: {e}"))?;
     let listener = bind(&cfg)?;
     let agent = Arc::new(Agent {
         cgroups,

@@ -20,6 +20,10 @@ pub struct EnrollArgs {
     /// any other key are refused.
     #[arg(long)]
     pub server_key: String,
+    /// PEM CA certificate(s) to trust for an https:// server besides the system's roots
+    /// (written to the configuration as `ca_file`).
+    #[arg(long, env = "PEDM_CA", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
     /// Replace an existing configuration file.
     #[arg(long)]
     pub force: bool,
@@ -52,7 +56,15 @@ pub async fn enroll(config: &Path, args: &EnrollArgs) -> anyhow::Result<String> 
         .parse()
         .map_err(|e| anyhow::anyhow!("--server-key: {e}"))?;
     let server = args.server.trim_end_matches('/').to_string();
-    let client = Client::new(&server, Some(token)).map_err(|e| anyhow::anyhow!("--server: {e}"))?;
+    let ca_file = match &args.ca_file {
+        Some(p) => Some(
+            std::fs::canonicalize(p)
+                .with_context(|| format!("--ca-file: cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let client = Client::with_ca(&server, Some(token), ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("--server: {e}"))?;
     let signed = client
         .agent_snapshot()
         .await
@@ -62,7 +74,13 @@ pub async fn enroll(config: &Path, args: &EnrollArgs) -> anyhow::Result<String> 
     crate::snapshot::verify(&signed, &key, &host.host).map_err(|e| {
         anyhow::anyhow!("the server's snapshot does not verify with --server-key: {e}")
     })?;
-    let text = render(&server, &host.host, &token_file, &args.server_key);
+    let mut text = render(&server, &host.host, &token_file, &args.server_key);
+    if let Some(ca) = &ca_file {
+        text.push_str(&format!(
+            "ca_file = {}\n",
+            toml::Value::String(ca.to_string_lossy().into_owned())
+        ));
+    }
     if let Some(dir) = config.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

@@ -47,6 +47,12 @@ fn with_causes(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
+    if msg.contains("invalid peer certificate") || msg.contains("UnknownIssuer") {
+        msg.push_str(
+            " (the server's certificate is not trusted: give its CA with --ca-file or PEDM_CA; \
+             `pedmd --dev` prints the path)",
+        );
+    }
     msg
 }
 
@@ -62,6 +68,38 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, token: Option<String>) -> Result<Self, ApiError> {
+        Self::with_ca(base_url, token, None)
+    }
+
+    /// Like [`Self::new`], trusting the CA certificate(s) in the PEM file `ca_file` in
+    /// addition to the system's roots (rustls-platform-verifier). `None`: the system's roots
+    /// only. Nothing is pinned and nothing unverified is accepted.
+    pub fn with_ca(
+        base_url: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, ApiError> {
+        let roots = match ca_file {
+            None => vec![],
+            Some(p) => {
+                let pem = std::fs::read(p).map_err(|e| {
+                    ApiError::Usage(format!("CA file {} (PEDM_CA): {e}", p.display()))
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    ApiError::Usage(format!(
+                        "CA file {} (PEDM_CA): not PEM certificates: {e}",
+                        p.display()
+                    ))
+                })?;
+                if certs.is_empty() {
+                    return Err(ApiError::Usage(format!(
+                        "CA file {} (PEDM_CA): holds no CERTIFICATE block",
+                        p.display()
+                    )));
+                }
+                certs
+            }
+        };
         let base = base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ApiError::Usage(format!(
@@ -71,11 +109,13 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
+            .tls_certs_merge(roots.clone())
             .build()
             .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
         let streaming = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
+            .tls_certs_merge(roots.clone())
             .build()
             .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
         Ok(Client {

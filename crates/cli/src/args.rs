@@ -38,6 +38,10 @@ pub struct Global {
     /// Print the server's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Trust the CA certificate(s) in this PEM file for https:// URLs, in addition to the
+    /// system's roots (`pedmd --dev` prints its CA's path).
+    #[arg(long, global = true, env = "PEDM_CA", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -111,7 +111,7 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
     }
     let token = resolve_token(&cli.global, matches)?;
     let ctx = commands::Ctx {
-        client: Client::new(&cli.global.url, token)?,
+        client: Client::with_ca(&cli.global.url, token, cli.global.ca_file.as_deref())?,
         json: cli.global.json,
         now: jiff::Timestamp::now(),
     };
@@ -294,6 +294,9 @@ pub fn message(e: &anyhow::Error) -> String {
             ..
         }) => format!("{message} (hint: check PEDM_TOKEN, --token or --token-file)"),
         Some(ApiError::Server { message, .. }) => message.clone(),
+        Some(t @ ApiError::Transport { message, .. }) if message.contains("PEDM_CA") => {
+            t.to_string()
+        }
         Some(t @ ApiError::Transport { .. }) => {
             format!("{t} (hint: is pedmd running? check --url or PEDM_URL)")
         }

@@ -40,6 +40,9 @@ pub struct Config {
     /// API tokens.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// HTTPS: `[tls] cert`, `key` (PEM files, reloaded on SIGHUP or when they change).
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +131,9 @@ pub struct WitnessConfig {
     pub url: String,
     /// The witness's cosigner key: `<name>+<key id>+<base64>`.
     pub key: String,
+    /// PEM CA certificate(s) trusted for an `https://` witness besides the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +212,7 @@ impl Default for Config {
             provision: ProvisionConfig::default(),
             agents: AgentsConfig::default(),
             auth: AuthConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -236,6 +243,9 @@ pub struct Resolved {
     pub agent_signing_key: PathBuf,
     pub recordings_dir: PathBuf,
     pub max_recording_bytes: u64,
+    /// `[tls]`: both files, or `None` (plain HTTP).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub tls_watch_interval: std::time::Duration,
 }
 
 impl Config {
@@ -249,7 +259,8 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
-        const KEYS: [&str; 10] = [
+        const KEYS: [&str; 11] = [
+            "tls",
             "agents",
             "policy",
             "listen",
@@ -366,9 +377,14 @@ impl Config {
                             w.url
                         );
                     }
+                    if let Some(ca) = &w.ca_file {
+                        pedm_notify::tls::ca_roots(ca)
+                            .map_err(|e| anyhow::anyhow!("audit.witnesses[{i}].{e}"))?;
+                    }
                     Ok(crate::witness::WitnessTarget {
                         url: w.url.clone(),
                         key,
+                        ca_file: w.ca_file.clone(),
                     })
                 })
                 .collect::<anyhow::Result<_>>()?,
@@ -389,6 +405,19 @@ impl Config {
                 p => PathBuf::from(p),
             },
             max_recording_bytes: self.agents.max_recording_bytes,
+            tls: match (&self.tls.cert, &self.tls.key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                (None, None) => None,
+                (Some(_), None) => bail!("tls.key: missing (tls.cert is set)"),
+                (None, Some(_)) => bail!("tls.cert: missing (tls.key is set)"),
+            },
+            tls_watch_interval: match self.tls.watch_interval.as_deref() {
+                None => std::time::Duration::from_secs(5),
+                Some(v) => match secs("tls.watch_interval", v)? {
+                    n if n >= 1 => std::time::Duration::from_secs(n as u64),
+                    _ => bail!("tls.watch_interval: must be at least 1s"),
+                },
+            },
             reconcile_interval: match secs(
                 "provision.reconcile_interval",
                 &self.provision.reconcile_interval,

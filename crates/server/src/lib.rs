@@ -8,6 +8,7 @@ pub mod http;
 mod notify;
 pub mod policy;
 pub mod provision;
+pub mod tls;
 pub mod witness;
 
 use anyhow::Context;
@@ -34,6 +35,10 @@ pub struct Args {
     /// Address to listen on (overrides the configuration).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Serve plain HTTP on a non-loopback address (without `[tls]`): tokens then cross the
+    /// network in clear. Refused without this flag; a warning is logged on every start.
+    #[arg(long)]
+    pub insecure_http: bool,
     /// Data directory (overrides the configuration).
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
@@ -67,6 +72,8 @@ pub enum AuditAdmin {
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    // One rustls crypto provider in the process (aws-lc-rs), whoever builds a TLS config.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,7 +145,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
 
+    if cfg.tls.is_none() && !args.dev && !cfg.listen.ip().is_loopback() {
+        if !args.insecure_http {
+            anyhow::bail!(
+                "refusing to serve plain HTTP on {} (not a loopback address): bearer tokens \
+                 would cross the network in clear. Configure [tls] cert and key, or pass \
+                 --insecure-http if something in front of pedmd terminates TLS",
+                cfg.listen
+            );
+        }
+        tracing::warn!(
+            listen = %cfg.listen,
+            "INSECURE: serving plain HTTP on a non-loopback address (--insecure-http); tokens \
+             cross the network in clear"
+        );
+    }
+
     create_private_dir(&cfg.data_dir)?;
+    // [tls] files, or for --dev without them a local CA and server certificate.
+    let (tls_files, dev_ca) = match (&cfg.tls, args.dev) {
+        (Some(pair), _) => (Some(pair.clone()), None),
+        (None, true) => {
+            let d = tls::dev::ensure(&cfg.data_dir).context("--dev TLS")?;
+            let ca = std::fs::canonicalize(&d.ca_cert).unwrap_or(d.ca_cert);
+            (Some((d.cert, d.key)), Some(ca))
+        }
+        (None, false) => None.unzip(),
+    };
     let store = pedm_store::open_store(&cfg.database_url)
         .await
         .context("cannot open the database")?;
@@ -265,6 +298,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .run(cfg.audit_checkpoint_interval, shutdown_tx.subscribe()),
     );
 
+    let acceptor = match &tls_files {
+        Some((cert, key)) => {
+            let certs = Arc::new(tls::ReloadingCert::load(cert, key).context("[tls]")?);
+            tls::watch_for_reload(
+                certs.clone(),
+                cfg.tls_watch_interval,
+                shutdown_tx.subscribe(),
+            )
+            .context("cannot watch for SIGHUP")?;
+            tracing::info!(cert = %cert.display(), sha256 = %certs.fingerprint(), "serving HTTPS");
+            Some(http::serve::TlsAcceptor::from(
+                tls::server_config(certs).context("[tls]")?,
+            ))
+        }
+        None => None,
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -282,21 +332,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // The first line on stdout is for people and for tests that start us on port 0.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "pedmd listening on http://{addr}")?;
+    writeln!(out, "pedmd listening on {scheme}://{addr}")?;
     if token_file.exists() {
         writeln!(out, "admin token: {}", token_file.display())?;
     }
+    if let Some(ca) = &dev_ca {
+        writeln!(out, "dev CA: {}", ca.display())?;
+    }
     if args.dev {
+        let ca = dev_ca
+            .as_ref()
+            .map(|c| format!(" PEDM_CA={}", c.display()))
+            .unwrap_or_default();
         writeln!(
             out,
-            "try: export PEDM_URL=http://{addr} PEDM_TOKEN=$(cat {}); pedm whoami",
+            "try: export PEDM_URL={scheme}://{addr}{ca} PEDM_TOKEN=$(cat {}); pedm whoami",
             token_file.display()
         )?;
     }
     out.flush()?;
     drop(out);
 
-    http::serve::serve(listener, app, shutdown_signal())
+    http::serve::serve(listener, app, shutdown_signal(), acceptor)
         .await
         .context("server failed")?;
     let _ = shutdown_tx.send(true);
