@@ -432,3 +432,75 @@ async fn bad_external_accounts_are_refused_and_change_nothing() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].user, "vendor3");
 }
+
+/// The same on PostgreSQL with two instances sharing the database: each notice and each
+/// expiry is recorded once, the grant revoked once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_two_instances_expire_an_external_account_once() {
+    let Some(pg) = pedm_store::testing::TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db = pg.fresh_database("external").expect("database");
+    let config = "[limits]\nexternal_max = \"1h\"\nexternal_notice = \"2s\"\n".to_string();
+    let a = Server::start_with(Options {
+        database_url: Some(db.clone()),
+        config: Some(config.clone()),
+        ..Default::default()
+    });
+    let b = Server::start_with(Options {
+        database_url: Some(db),
+        admin_token: Some(a.admin_token.clone()),
+        config: Some(config),
+        ..Default::default()
+    });
+    standard_targets(&a).await;
+    let alice = user_with_token(&a, "alice", false).await;
+    a.admin()
+        .create_external_user(&CreateExternalUser {
+            name: "vendor9".into(),
+            display_name: None,
+            sponsor: "alice".into(),
+            expires: "50m".into(),
+        })
+        .await
+        .expect("vendor9");
+    let vendor = b.client(&token_for(&a, "vendor9").await);
+    let grant = vendor
+        .create_request(&req("web1", "docker", "40m", "vendor work"))
+        .await
+        .unwrap()
+        .grant
+        .expect("grant");
+    // Extended (shortened) through B: both instances now hold the account's deadlines.
+    b.client(&alice)
+        .extend_external_user("vendor9", &ExtendExternalUser { expires: "4s".into() })
+        .await
+        .expect("sponsor moves the expiry");
+    eventually(Duration::from_secs(60), "user.expired", || async {
+        let e = events(&a, "user.expired", "user:vendor9").await;
+        (!e.is_empty()).then_some(())
+    })
+    .await;
+    // Wake both schedulers once more (a new user may bring a deadline), then count.
+    user_with_token(&a, "carol", false).await;
+    user_with_token(&b, "dave", false).await;
+    assert_eq!(events(&b, "user.expired", "user:vendor9").await.len(), 1);
+    assert_eq!(events(&b, "user.expiry_notice", "user:vendor9").await.len(), 1);
+    let g = b.admin().get_grant(grant.id).await.unwrap();
+    assert_eq!(g.state, GrantState::Revoked);
+    assert_eq!(
+        events(&b, "grant.revoked", &format!("grant:{}", grant.id))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(status(&vendor.whoami().await.unwrap_err()), 401);
+    assert!(
+        a.admin()
+            .list_external_users()
+            .await
+            .unwrap()
+            .iter()
+            .any(|x| x.user == "vendor9" && x.expired_at.is_some())
+    );
+}
