@@ -428,6 +428,22 @@ async fn bad_external_accounts_are_refused_and_change_nothing() {
         .await
         .expect_err("alice is not external");
     assert_eq!(status(&e), 400);
+    // An external account never becomes an admin.
+    let out = s.cli(&s.admin_token, &["user", "set-admin", "vendor3", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("external account and cannot be an administrator"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        admin
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.name == "vendor3" && !u.admin)
+    );
     let listed = admin.list_external_users().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].user, "vendor3");
@@ -473,7 +489,12 @@ async fn on_postgres_two_instances_expire_an_external_account_once() {
         .expect("grant");
     // Extended (shortened) through B: both instances now hold the account's deadlines.
     b.client(&alice)
-        .extend_external_user("vendor9", &ExtendExternalUser { expires: "4s".into() })
+        .extend_external_user(
+            "vendor9",
+            &ExtendExternalUser {
+                expires: "4s".into(),
+            },
+        )
         .await
         .expect("sponsor moves the expiry");
     eventually(Duration::from_secs(60), "user.expired", || async {
@@ -485,7 +506,10 @@ async fn on_postgres_two_instances_expire_an_external_account_once() {
     user_with_token(&a, "carol", false).await;
     user_with_token(&b, "dave", false).await;
     assert_eq!(events(&b, "user.expired", "user:vendor9").await.len(), 1);
-    assert_eq!(events(&b, "user.expiry_notice", "user:vendor9").await.len(), 1);
+    assert_eq!(
+        events(&b, "user.expiry_notice", "user:vendor9").await.len(),
+        1
+    );
     let g = b.admin().get_grant(grant.id).await.unwrap();
     assert_eq!(g.state, GrantState::Revoked);
     assert_eq!(

@@ -579,6 +579,12 @@ impl ControlPlane {
                 "you cannot remove your own admin rights or disable yourself",
             ));
         }
+        if admin == Some(true) && self.store.external_account(name).await?.is_some() {
+            return Err(Error::invalid(
+                "admin",
+                format!("{name} is an external account and cannot be an administrator"),
+            ));
+        }
         let demoted =
             user.admin && !user.disabled && (admin == Some(false) || disabled == Some(true));
         if demoted && !self.another_admin_can_sign_in(name).await? {
