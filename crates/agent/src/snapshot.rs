@@ -261,6 +261,8 @@ impl Enforced {
                 user: user.to_string(),
                 groups: chosen.groups.clone(),
                 admin: chosen.admin,
+                external: chosen.external,
+                sponsor: chosen.sponsor.clone(),
             },
             action: Action::Exec,
             resource: Resource::Command {

@@ -45,6 +45,11 @@ pub struct HostGrant {
     pub user: String,
     pub groups: Vec<String>,
     pub admin: bool,
+    /// The holder is an external account (`principal.external`), and its sponsor.
+    #[serde(default)]
+    pub external: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
     pub role: String,
     /// The account commands run as; `None` means root.
     pub run_as: Option<String>,

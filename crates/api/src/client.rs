@@ -208,6 +208,35 @@ impl Client {
         self.send(Method::PATCH, &format!("/users/{name}"), body)
             .await
     }
+    pub async fn create_external_user(
+        &self,
+        body: &crate::external::CreateExternalUser,
+    ) -> Result<crate::external::ExternalUser, ApiError> {
+        self.send(Method::POST, "/external-users", body).await
+    }
+    pub async fn extend_external_user(
+        &self,
+        name: &str,
+        body: &crate::external::ExtendExternalUser,
+    ) -> Result<crate::external::ExternalAccount, ApiError> {
+        self.send(
+            Method::POST,
+            &format!("/external-users/{name}/extend"),
+            body,
+        )
+        .await
+    }
+    pub async fn list_external_users(
+        &self,
+    ) -> Result<Vec<crate::external::ExternalAccount>, ApiError> {
+        self.get("/external-users").await
+    }
+    pub async fn external_report(
+        &self,
+        q: &ReportQuery,
+    ) -> Result<Vec<crate::external::ExternalReportRow>, ApiError> {
+        self.get_q("/reports/external", q).await
+    }
     pub async fn list_users(&self) -> Result<Vec<User>, ApiError> {
         self.get("/users").await
     }

@@ -134,11 +134,30 @@ pub enum UserCmd {
         #[arg(long)]
         display_name: Option<String>,
         /// Make the user an administrator.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "external")]
         admin: bool,
+        /// An external (vendor, contractor) account: needs --sponsor and --expires.
+        #[arg(long, requires_all = ["sponsor", "expires"])]
+        external: bool,
+        /// The external account's sponsor: an enabled user who is not external.
+        #[arg(long, requires = "external")]
+        sponsor: Option<String>,
+        /// How long the external account lives (`7d`), at most the server's
+        /// `limits.external_max`.
+        #[arg(long, requires = "external")]
+        expires: Option<String>,
     },
     /// List users.
     List,
+    /// List external accounts with their sponsors and expiries.
+    External,
+    /// Move an external account's expiry (its sponsor or an admin).
+    Extend {
+        name: String,
+        /// How long from now the account lives (`7d`).
+        #[arg(long)]
+        expires: String,
+    },
     /// Disable a user: their tokens stop working.
     Disable { name: String },
     /// Enable a disabled user.
@@ -465,6 +484,14 @@ pub enum ReportsCmd {
         #[arg(long, default_value = "30d")]
         since: String,
         #[arg(long, default_value = "table", value_parser = PossibleValuesParser::new(["table", "csv", "json"]))]
+        format: String,
+    },
+    /// External (vendor) accounts: sponsor, expiry, and what each did in the window.
+    External {
+        /// Window: a duration back from now (30d, 12h) or an RFC 3339 time.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, default_value = "table", value_parser = PossibleValuesParser::new(["table", "json"]))]
         format: String,
     },
     /// Standing privileged accounts over every target with a provisioner (over-privilege).

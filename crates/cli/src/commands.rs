@@ -51,6 +51,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Report(ReportsCmd::Elevations { since, format }) => {
             crate::audit::report(ctx, ReportCmd::Elevations { since, format }).await
         }
+        Command::Report(ReportsCmd::External { since, format }) => {
+            crate::external::report(ctx, since, &format).await
+        }
         Command::Report(ReportsCmd::Standing { format }) => standing(ctx, &format).await,
         Command::BreakGlass(c) => break_glass(ctx, c).await,
         Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
@@ -92,7 +95,20 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
         UserCmd::Add {
             name,
             display_name,
+            external: true,
+            sponsor,
+            expires,
+            ..
+        } => return crate::external::add(ctx, name, display_name, sponsor, expires).await,
+        UserCmd::External => return crate::external::list(ctx).await,
+        UserCmd::Extend { name, expires } => {
+            return crate::external::extend(ctx, name, expires).await;
+        }
+        UserCmd::Add {
+            name,
+            display_name,
             admin,
+            ..
         } => {
             let body = CreateUser {
                 name,

@@ -11,6 +11,7 @@ pub mod decision;
 pub mod delegation;
 pub mod duration;
 pub mod error;
+pub mod external;
 pub mod host;
 pub mod model;
 pub mod notice;

@@ -466,6 +466,12 @@ pub struct Actor {
     pub groups: Vec<String>,
     /// The token the actor authenticated with, if any.
     pub token_id: Option<String>,
+    /// An external (vendor) account (see [`crate::external`]): `principal.external` in policy.
+    #[serde(default)]
+    pub external: bool,
+    /// The external account's sponsor: `principal.sponsor` in policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
 }
 
 impl Actor {
@@ -476,6 +482,8 @@ impl Actor {
             admin: true,
             groups: vec![],
             token_id: None,
+            external: false,
+            sponsor: None,
         }
     }
 }

@@ -108,6 +108,8 @@ pub enum Write {
     Delegation(crate::delegation::DelegationWrite),
     /// Policy proposals under two-person control and their approvals.
     PolicyReview(crate::policy_review::PolicyReviewWrite),
+    /// External (vendor) accounts: sponsor and expiry.
+    External(crate::external::ExternalWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
     /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
     /// order until the transaction ends, so two changesets that each count on the other
@@ -298,6 +300,13 @@ pub trait Store: Send + Sync + 'static {
     async fn save_checkpoint(&self, cp: &CheckpointRecord) -> Result<(), StoreError>;
     /// Every stored checkpoint, by ascending size.
     async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError>;
+    /// The external record of `user`, if it is an external account.
+    async fn external_account(
+        &self,
+        user: &str,
+    ) -> Result<Option<crate::external::ExternalAccount>, StoreError>;
+    /// Every external account, by user name.
+    async fn external_accounts(&self) -> Result<Vec<crate::external::ExternalAccount>, StoreError>;
     /// The checkpoint with the largest size.
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
     /// Makes the log end at event `size`, the last one the database holds, when an operator

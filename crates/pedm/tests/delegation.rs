@@ -993,6 +993,8 @@ async fn host_tasks_carry_what_the_agent_needs() {
         admin: false,
         groups: vec![],
         token_id: None,
+        external: false,
+        sponsor: None,
     };
     assert_eq!(
         cp.may_run_task(&hd1, "web1", "reset-password")
@@ -1071,6 +1073,8 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
         admin,
         groups: vec![],
         token_id: None,
+        external: false,
+        sponsor: None,
     };
     let (ann, bea) = (actor("ann", true), actor("bea", false));
     let docker = |why: &str| NewRequest {

@@ -1078,12 +1078,20 @@ impl Engine {
             .map(|g| EntityUid::from_type_name_and_id(self.types.group.clone(), EntityId::new(g)))
             .collect();
         let uid = EntityUid::from_type_name_and_id(self.types.user.clone(), EntityId::new(&p.user));
-        Entity::new(
-            uid,
-            HashMap::from([("admin".to_string(), RestrictedExpression::new_bool(p.admin))]),
-            parents,
-        )
-        .map_err(|e| e.to_string())
+        let mut attrs = HashMap::from([
+            ("admin".to_string(), RestrictedExpression::new_bool(p.admin)),
+            (
+                "external".to_string(),
+                RestrictedExpression::new_bool(p.external),
+            ),
+        ]);
+        if let Some(s) = &p.sponsor {
+            attrs.insert(
+                "sponsor".into(),
+                RestrictedExpression::new_string(s.clone()),
+            );
+        }
+        Entity::new(uid, attrs, parents).map_err(|e| e.to_string())
     }
 
     fn target_attrs(t: &TargetRef) -> HashMap<String, RestrictedExpression> {

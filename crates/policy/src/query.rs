@@ -13,6 +13,12 @@ pub struct Principal {
     pub groups: Vec<String>,
     #[serde(default)]
     pub admin: bool,
+    /// An external (vendor) account: `principal.external`.
+    #[serde(default)]
+    pub external: bool,
+    /// The external account's sponsor: `principal.sponsor` (absent for other users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
 }
 
 impl Principal {
@@ -20,7 +26,7 @@ impl Principal {
         Principal {
             user: user.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
-            admin: false,
+            ..Default::default()
         }
     }
 }

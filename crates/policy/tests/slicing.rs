@@ -306,6 +306,7 @@ fn query(q: &Q) -> AuthzQuery {
         user: USERS[q.user].into(),
         groups: q.groups.iter().map(|g| GROUPS[*g].to_string()).collect(),
         admin: q.admin,
+        ..Default::default()
     };
     principal.groups.dedup();
     AuthzQuery {

@@ -65,6 +65,8 @@ impl AgentHub {
                     user: g.grant.user,
                     groups: g.groups,
                     admin: g.admin,
+                    external: g.external,
+                    sponsor: g.sponsor,
                     role: g.grant.role,
                     run_as: g.role.run_as,
                     role_auto_approve: g.role.auto_approve,

@@ -169,6 +169,20 @@ pub struct LimitsConfig {
     pub max_duration: String,
     /// How long a request waits for a decision before it expires (`24h`).
     pub pending_ttl: String,
+    /// Longest an external (vendor) account may live from its creation or extension (`90d`).
+    #[serde(default = "default_external_max")]
+    pub external_max: String,
+    /// How long before an external account expires its sponsor is told (`24h`).
+    #[serde(default = "default_external_notice")]
+    pub external_notice: String,
+}
+
+fn default_external_max() -> String {
+    "90d".into()
+}
+
+fn default_external_notice() -> String {
+    "24h".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +205,8 @@ impl Default for Config {
             limits: LimitsConfig {
                 max_duration: "7d".into(),
                 pending_ttl: "24h".into(),
+                external_max: default_external_max(),
+                external_notice: default_external_notice(),
             },
             http: HttpConfig {
                 max_body_bytes: 64 * 1024,
@@ -316,6 +332,8 @@ impl Config {
                 "auth.default_token_lifetime",
                 &self.auth.default_token_lifetime,
             )?,
+            external_max_secs: secs("limits.external_max", &self.limits.external_max)?,
+            external_notice_secs: secs("limits.external_notice", &self.limits.external_notice)?,
             ..Default::default()
         };
         Ok(Resolved {

@@ -44,6 +44,8 @@ fn principal(a: &Actor) -> Principal {
         user: a.user.clone(),
         groups: a.groups.clone(),
         admin: a.admin,
+        external: a.external,
+        sponsor: a.sponsor.clone(),
     }
 }
 
@@ -148,7 +150,7 @@ impl Decider for CedarDecider {
             requester: Some(Principal {
                 user: request.requester.clone(),
                 groups: vec![],
-                admin: false,
+                ..Default::default()
             }),
         });
         if v.allowed {

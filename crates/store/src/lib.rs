@@ -8,6 +8,7 @@
 
 mod db;
 mod delegation;
+mod external;
 mod hosts;
 mod policy_review;
 mod postgres;
@@ -203,6 +204,17 @@ macro_rules! forward_store {
             }
             async fn latest_policy_proposal_id(&self) -> Result<i64, StoreError> {
                 pedm_core::store::Store::latest_policy_proposal_id(&self.engine).await
+            }
+            async fn external_account(
+                &self,
+                user: &str,
+            ) -> Result<Option<pedm_core::external::ExternalAccount>, StoreError> {
+                pedm_core::store::Store::external_account(&self.engine, user).await
+            }
+            async fn external_accounts(
+                &self,
+            ) -> Result<Vec<pedm_core::external::ExternalAccount>, StoreError> {
+                pedm_core::store::Store::external_accounts(&self.engine).await
             }
             async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {
                 pedm_core::store::Store::host(&self.engine, name).await

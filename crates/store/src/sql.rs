@@ -661,6 +661,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::Host(h) => crate::hosts::apply(c, h).await,
         Write::Delegation(d) => crate::delegation::apply(c, d).await,
         Write::PolicyReview(w) => crate::policy_review::apply(c, w).await,
+        Write::External(w) => crate::external::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
             ids.sort();
@@ -1252,6 +1253,18 @@ impl Store for Engine {
     }
     async fn latest_policy_proposal_id(&self) -> Result<i64, StoreError> {
         Engine::latest_proposal_id(self).await
+    }
+
+    async fn external_account(
+        &self,
+        user: &str,
+    ) -> Result<Option<pedm_core::external::ExternalAccount>, StoreError> {
+        Engine::external_account_row(self, user).await
+    }
+    async fn external_accounts(
+        &self,
+    ) -> Result<Vec<pedm_core::external::ExternalAccount>, StoreError> {
+        Engine::external_account_rows(self).await
     }
 
     async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {

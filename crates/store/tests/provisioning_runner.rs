@@ -142,6 +142,8 @@ fn alice() -> Actor {
         admin: false,
         groups: vec![],
         token_id: None,
+        external: false,
+        sponsor: None,
     }
 }
 

@@ -288,11 +288,14 @@ impl ControlPlane {
         let Some(user) = self.store.user(&root.delegator).await? else {
             return Ok(false);
         };
+        let (external, sponsor) = self.external_of(&user.name).await?;
         let actor = Actor {
             user: user.name.clone(),
             admin: user.admin,
             groups: self.store.groups_of(&user.name).await?,
             token_id: None,
+            external,
+            sponsor,
         };
         let secs = root.expires_at.duration_since(now).as_secs().max(1);
         let decider = self.decider();
@@ -997,11 +1000,14 @@ impl ControlPlane {
             return Err(refuse(why).await);
         }
         // The colleague gets it only if policy would let them ask for it (a forbid wins).
+        let (external, sponsor) = self.external_of(&colleague.name).await?;
         let them = Actor {
             user: colleague.name.clone(),
             admin: colleague.admin,
             groups: self.store.groups_of(to).await?,
             token_id: None,
+            external,
+            sponsor,
         };
         let justification = reason
             .clone()
@@ -1054,7 +1060,7 @@ impl ControlPlane {
             version: 1,
         };
         let mut req = req;
-        let g = self.new_grant(&req, now)?;
+        let g = self.new_grant(&req, now).await?;
         req.grant_id = Some(g.id);
         let mut cs = Changeset::new()
             .write(Write::InsertRequest(req.clone()))

@@ -28,6 +28,9 @@ pub struct HostGrant {
     pub grant: Grant,
     pub groups: Vec<String>,
     pub admin: bool,
+    /// The holder is an external account (`principal.external`), and its sponsor.
+    pub external: bool,
+    pub sponsor: Option<String>,
     pub role: Role,
 }
 
@@ -259,9 +262,12 @@ impl ControlPlane {
             if user.disabled {
                 continue;
             }
+            let (external, sponsor) = self.external_of(&g.user).await?;
             out.push(HostGrant {
                 groups: self.store.groups_of(&g.user).await?,
                 admin: user.admin,
+                external,
+                sponsor,
                 role,
                 grant: g,
             });
@@ -483,6 +489,8 @@ impl ControlPlane {
                 admin: false,
                 groups: vec![],
                 token_id: None,
+                external: false,
+                sponsor: None,
             };
             return Err(self
                 .refuse(

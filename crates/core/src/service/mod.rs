@@ -9,6 +9,7 @@ mod audit;
 mod auth_cache;
 mod auth_failures;
 mod delegation;
+mod external;
 mod grants;
 mod hosts;
 mod policy;
@@ -17,6 +18,7 @@ mod provision;
 mod report;
 mod requests;
 
+pub use external::ExternalReportRow;
 pub use report::ElevationRow;
 
 pub use delegation::{MAX_DELEGATION_SECS, NewDelegation, RevokedDelegation, TaskCheck};
@@ -64,6 +66,10 @@ pub struct Limits {
     /// Target labels (`key=value`) that make a role sensitive: never recommended for
     /// auto-approval (`env=prod` always is).
     pub sensitive_labels: Vec<String>,
+    /// Longest an external account may live from its creation or extension, in seconds.
+    pub external_max_secs: i64,
+    /// How long before an external account expires its sponsor is told, in seconds.
+    pub external_notice_secs: i64,
 }
 
 impl Default for Limits {
@@ -75,6 +81,8 @@ impl Default for Limits {
             default_token_lifetime_secs: 90 * 86_400,
             recommend_min_sample: 20,
             sensitive_labels: vec!["env=prod".into()],
+            external_max_secs: 90 * 86_400,
+            external_notice_secs: 86_400,
         }
     }
 }
@@ -119,6 +127,8 @@ pub struct NewRole {
 pub struct ExpiryPass {
     pub grants_expired: usize,
     pub requests_expired: usize,
+    /// External accounts whose expiry was recorded (their grants ended).
+    pub accounts_expired: usize,
 }
 
 pub struct ControlPlane {
@@ -367,18 +377,25 @@ impl ControlPlane {
         if let Some(hit) = self.auth_cache.get(id)
             && token::verify(secret, &hit.record.secret_hash)
             && hit.record.is_live(now)
+            && hit.external.as_ref().is_none_or(|x| x.live(now))
         {
             return Ok(Actor {
                 user: hit.user.name,
                 admin: hit.user.admin,
                 groups: hit.groups,
                 token_id: Some(hit.record.id),
+                external: hit.external.is_some(),
+                sponsor: hit.external.map(|x| x.sponsor),
             });
         }
         let generation = self.auth_cache.generation();
         let record = self.store.token(id).await?;
         let user = match &record {
             Some(r) => self.store.user(&r.user).await?,
+            None => None,
+        };
+        let external = match &user {
+            Some(u) => self.store.external_account(&u.name).await?,
             None => None,
         };
         let why = match (&record, &user) {
@@ -388,6 +405,9 @@ impl ControlPlane {
             (Some(r), _) if !r.is_live(now) => Some("expired token"),
             (Some(_), None) => Some("token of a deleted user"),
             (Some(_), Some(u)) if u.disabled => Some("disabled user"),
+            _ if external.as_ref().is_some_and(|x| !x.live(now)) => {
+                Some("expired external account")
+            }
             _ => None,
         };
         if let Some(why) = why {
@@ -398,6 +418,15 @@ impl ControlPlane {
                 "revoked token" => "token has been revoked",
                 _ => "invalid token",
             };
+            if let Some(x) = external
+                .as_ref()
+                .filter(|_| why == "expired external account")
+            {
+                return Err(Error::Unauthenticated(format!(
+                    "external account {} expired at {}; its sponsor {} can extend it",
+                    x.user, x.expires_at, x.sponsor
+                )));
+            }
             return Err(Error::Unauthenticated(msg.into()));
         }
         let (Some(record), Some(user)) = (record, user) else {
@@ -410,6 +439,7 @@ impl ControlPlane {
                 record: record.clone(),
                 user: user.clone(),
                 groups: groups.clone(),
+                external: external.clone(),
             },
         );
         Ok(Actor {
@@ -417,6 +447,8 @@ impl ControlPlane {
             user: user.name,
             admin: user.admin,
             token_id: Some(record.id),
+            external: external.is_some(),
+            sponsor: external.map(|x| x.sponsor),
         })
     }
 
@@ -545,6 +577,12 @@ impl ControlPlane {
             return Err(Error::invalid(
                 "user",
                 "you cannot remove your own admin rights or disable yourself",
+            ));
+        }
+        if admin == Some(true) && self.store.external_account(name).await?.is_some() {
+            return Err(Error::invalid(
+                "admin",
+                format!("{name} is an external account and cannot be an administrator"),
             ));
         }
         let demoted =

@@ -5,6 +5,7 @@ mod audit;
 mod contract;
 mod delegation;
 mod error;
+mod external;
 mod extract;
 mod parse_errors;
 mod policy_review;
@@ -93,7 +94,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         routes::router()
             .merge(audit::router())
             .merge(agents::router())
-            .merge(delegation::router()),
+            .merge(delegation::router())
+            .merge(external::router()),
     )
 }
 
