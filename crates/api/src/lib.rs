@@ -9,6 +9,7 @@ pub mod client;
 pub mod delegation;
 pub mod policy_review;
 pub mod socket;
+pub mod sso;
 pub mod types;
 
 pub use client::{ApiError, Client};

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod commands;
 pub mod delegation;
 pub mod exec;
+pub mod login;
 pub mod output;
 pub mod play;
 pub mod policy;
@@ -109,7 +110,11 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
     if let Command::Completions { shell } = cli.command {
         return commands::completions(shell);
     }
-    let token = resolve_token(&cli.global, matches)?;
+    let mut token = resolve_token(&cli.global, matches)?;
+    if token.is_none() {
+        // `pedm login`'s session, only for the server it was opened on.
+        token = login::stored_session(&cli.global.url).map(|s| s.token);
+    }
     let ctx = commands::Ctx {
         client: Client::new(&cli.global.url, token)?,
         json: cli.global.json,

@@ -18,6 +18,7 @@ pub mod policy_review;
 pub mod provisioning;
 pub mod scheduler;
 pub mod service;
+pub mod sso;
 pub mod store;
 pub mod text;
 pub mod token;

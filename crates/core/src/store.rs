@@ -108,6 +108,8 @@ pub enum Write {
     Delegation(crate::delegation::DelegationWrite),
     /// Policy proposals under two-person control and their approvals.
     PolicyReview(crate::policy_review::PolicyReviewWrite),
+    /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
+    Sso(crate::sso::SsoWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
     /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
     /// order until the transaction ends, so two changesets that each count on the other
@@ -300,4 +302,18 @@ pub trait Store: Send + Sync + 'static {
     async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError>;
     /// The checkpoint with the largest size.
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
+
+    /// The pedm user an (issuer, subject) is linked to.
+    async fn sso_identity(&self, issuer: &str, subject: &str)
+    -> Result<Option<String>, StoreError>;
+    /// The SSO session a token belongs to.
+    async fn sso_session(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<crate::sso::SsoSession>, StoreError>;
+    /// Ids of the tokens that are SSO sessions (of one user, or all).
+    async fn sso_session_ids(&self, user: Option<&str>) -> Result<Vec<String>, StoreError>;
+    /// The groups of `user` whose membership came from an identity provider, sorted.
+    async fn sso_groups(&self, user: &str) -> Result<Vec<String>, StoreError>;
+    async fn sso_flow(&self, id: &str) -> Result<Option<crate::sso::SsoFlow>, StoreError>;
 }

@@ -48,12 +48,16 @@ pub struct AuthConfig {
     /// Lifetime of a token minted without `--expires-in` (a token that never expires must
     /// be asked for with `--expires-in never`).
     pub default_token_lifetime: String,
+    /// OpenID Connect providers people sign in with (`[[auth.oidc]]`, see `crate::oidc`).
+    #[serde(default)]
+    pub oidc: Vec<crate::oidc::config::OidcConfig>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             default_token_lifetime: "90d".into(),
+            oidc: vec![],
         }
     }
 }
@@ -236,6 +240,8 @@ pub struct Resolved {
     pub agent_signing_key: PathBuf,
     pub recordings_dir: PathBuf,
     pub max_recording_bytes: u64,
+    /// `[[auth.oidc]]` providers, checked, secrets read.
+    pub oidc: Vec<crate::oidc::OidcSettings>,
 }
 
 impl Config {
@@ -389,6 +395,7 @@ impl Config {
                 p => PathBuf::from(p),
             },
             max_recording_bytes: self.agents.max_recording_bytes,
+            oidc: crate::oidc::config::resolve(&self.auth.oidc)?,
             reconcile_interval: match secs(
                 "provision.reconcile_interval",
                 &self.provision.reconcile_interval,

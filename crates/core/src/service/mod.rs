@@ -16,6 +16,8 @@ mod policy_review;
 mod provision;
 mod report;
 mod requests;
+mod sso;
+pub use sso::SsoLogin;
 
 pub use report::ElevationRow;
 

@@ -9,6 +9,7 @@ mod extract;
 mod policy_review;
 mod routes;
 pub mod serve;
+mod sso;
 
 pub use error::ApiErr;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub audit: Option<Arc<crate::audit_signer::AuditSigner>>,
     /// Signs agents' snapshots and keeps their recordings; `None` disables the agent routes.
     pub agents: Option<Arc<crate::agents::AgentHub>>,
+    /// `[[auth.oidc]]` providers for single sign-on (none configured: the routes say so).
+    pub sso: Arc<crate::oidc::Providers>,
 }
 
 #[derive(OpenApi)]
@@ -54,6 +57,7 @@ pub struct AppState {
         (name = "policies", description = "Cedar policies: versions, apply, simulate, approval of changes"),
         (name = "audit", description = "The audit log"),
         (name = "hosts", description = "Host agents, their grant snapshots and recorded sessions"),
+        (name = "sso", description = "Single sign-on with OpenID Connect: login flows, session refresh, logout"),
     )
 )]
 struct ApiDoc;
@@ -83,7 +87,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         routes::router()
             .merge(audit::router())
             .merge(agents::router())
-            .merge(delegation::router()),
+            .merge(delegation::router())
+            .merge(sso::router()),
     )
 }
 

@@ -107,6 +107,7 @@ pub(crate) fn may_change(writes: &[Write]) -> bool {
                 | Write::DeleteGrantSecret { .. }
                 | Write::Host(_)
                 | Write::PolicyReview(_)
+                | Write::Sso(_)
                 | Write::RequireGrantsActive { .. }
                 | Write::EndGrant { .. }
         )
