@@ -297,7 +297,14 @@ pub fn message(e: &anyhow::Error) -> String {
             status: 401,
             message,
             ..
-        }) => format!("{message} (hint: check PEDM_TOKEN, --token or --token-file)"),
+        }) if message.starts_with("sign-on refused") || message.contains("session ended") => {
+            message.clone()
+        }
+        Some(ApiError::Server {
+            status: 401,
+            message,
+            ..
+        }) => format!("{message} (hint: check PEDM_TOKEN, --token or --token-file, or pedm login)"),
         Some(ApiError::Server { message, .. }) => message.clone(),
         Some(t @ ApiError::Transport { .. }) => {
             format!("{t} (hint: is pedmd running? check --url or PEDM_URL)")

@@ -75,4 +75,6 @@ pub enum SsoWrite {
     InsertFlow(SsoFlow),
     /// Deletes a flow; Conflict if it is not there (so a flow finishes once).
     TakeFlow { id: String },
+    /// Deletes every flow that expired before `now` (started, never finished).
+    PurgeFlows { now: Timestamp },
 }

@@ -119,6 +119,12 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &SsoWrite) -> Result<(), StoreErr
             )
             .await
         }
+        SsoWrite::PurgeFlows { now } => {
+            c.execute("DELETE FROM sso_flows WHERE expires_at < $1", args![*now])
+                .await
+                .map_err(backend)?;
+            Ok(())
+        }
         SsoWrite::TakeFlow { id } => {
             let n = c
                 .execute("DELETE FROM sso_flows WHERE id = $1", args![id])

@@ -49,10 +49,15 @@ impl ControlPlane {
         Error::Unauthenticated(format!("sign-on refused: {reason}"))
     }
 
-    /// Stores a login flow until it finishes (single use, bounded life).
+    /// Stores a login flow until it finishes (single use, bounded life); flows started and
+    /// never finished are purged once expired, so unauthenticated starts cannot pile up.
     pub async fn sso_begin_flow(&self, flow: SsoFlow) -> Result<()> {
         self.store
-            .commit(Changeset::new().write(Write::Sso(SsoWrite::InsertFlow(flow))))
+            .commit(
+                Changeset::new()
+                    .write(Write::Sso(SsoWrite::PurgeFlows { now: self.now() }))
+                    .write(Write::Sso(SsoWrite::InsertFlow(flow))),
+            )
             .await?;
         Ok(())
     }
