@@ -347,11 +347,11 @@ async fn sso_refresh(State(s): State<AppState>, c: Caller) -> ApiResult<Json<Sso
     };
     let Some(rt) = session.refresh_token.clone() else {
         let why = "the provider gave no refresh token: log in again";
-        return Err(ApiErr::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            why,
-        ));
+        return Err(s
+            .cp
+            .sso_refuse("sso.refresh", &session.provider, Some(&c.actor.user), why)
+            .await
+            .into());
     };
     let refused = async |why: String| -> ApiErr {
         if let Err(e) = s.cp.sso_end(&c.actor, &session, Some(&why)).await {
