@@ -10,6 +10,7 @@ pub mod delegation;
 pub mod external;
 pub mod policy_review;
 pub mod socket;
+pub mod sso;
 pub mod types;
 
 pub use client::{ApiError, Client};

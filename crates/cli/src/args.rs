@@ -119,6 +119,23 @@ pub enum Command {
     /// Tasks: predefined privileged operations with validated parameters.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Sign in with the identity provider (single sign-on): opens the browser (or prints the
+    /// URL); `--device` for a terminal without one. The session token is kept in
+    /// $XDG_CONFIG_HOME/pedm/session (0600) and used when no token is given. A live session
+    /// is refreshed instead (groups re-read from the provider).
+    Login {
+        /// Device authorisation flow: prints a URL and a code to enter on any device.
+        #[arg(long)]
+        device: bool,
+        /// A configured provider's name (default: the server's first).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Print the URL only; do not run xdg-open.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// End the single sign-on session: revoked on the server, the session file deleted.
+    Logout,
     /// Print a shell completion script to stdout.
     Completions {
         #[arg(value_enum)]

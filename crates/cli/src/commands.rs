@@ -66,6 +66,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
             bail!("exec and shell talk to pedm-agent, not to the server")
         }
         Command::Completions { shell } => completions(shell),
+        Command::Login {
+            device,
+            provider,
+            no_browser,
+        } => crate::login::login(ctx, device, provider, !no_browser).await,
+        Command::Logout => crate::login::logout(ctx).await,
     }
 }
 

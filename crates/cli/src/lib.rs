@@ -10,6 +10,7 @@ pub mod commands;
 pub mod delegation;
 pub mod exec;
 pub mod external;
+pub mod login;
 pub mod output;
 pub mod play;
 pub mod policy;
@@ -110,7 +111,11 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
     if let Command::Completions { shell } = cli.command {
         return commands::completions(shell);
     }
-    let token = resolve_token(&cli.global, matches)?;
+    let mut token = resolve_token(&cli.global, matches)?;
+    if token.is_none() {
+        // `pedm login`'s session, only for the server it was opened on.
+        token = login::stored_session(&cli.global.url).map(|s| s.token);
+    }
     let ctx = commands::Ctx {
         client: Client::with_ca(&cli.global.url, token, cli.global.ca_file.as_deref())?,
         json: cli.global.json,
@@ -293,7 +298,14 @@ pub fn message(e: &anyhow::Error) -> String {
             status: 401,
             message,
             ..
-        }) => format!("{message} (hint: check PEDM_TOKEN, --token or --token-file)"),
+        }) if message.starts_with("sign-on refused") || message.contains("session ended") => {
+            message.clone()
+        }
+        Some(ApiError::Server {
+            status: 401,
+            message,
+            ..
+        }) => format!("{message} (hint: check PEDM_TOKEN, --token or --token-file, or pedm login)"),
         Some(ApiError::Server { message, .. }) => message.clone(),
         Some(t @ ApiError::Transport { message, .. }) if message.contains("PEDM_CA") => {
             t.to_string()

@@ -195,12 +195,20 @@ impl Detail for Group {
 }
 
 impl Row for TokenInfo {
-    const HEADER: &'static [&'static str] =
-        &["ID", "USER", "DESCRIPTION", "CREATED", "EXPIRES", "REVOKED"];
+    const HEADER: &'static [&'static str] = &[
+        "ID",
+        "USER",
+        "KIND",
+        "DESCRIPTION",
+        "CREATED",
+        "EXPIRES",
+        "REVOKED",
+    ];
     fn cells(&self, _: Timestamp) -> Vec<String> {
         vec![
             self.id.clone(),
             self.user.clone(),
+            self.kind.clone(),
             opt(&self.description),
             time(self.created_at),
             opt_time(self.expires_at),

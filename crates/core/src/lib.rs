@@ -19,6 +19,7 @@ pub mod policy_review;
 pub mod provisioning;
 pub mod scheduler;
 pub mod service;
+pub mod sso;
 pub mod store;
 pub mod syntax;
 pub mod text;

@@ -110,6 +110,8 @@ pub enum Write {
     PolicyReview(crate::policy_review::PolicyReviewWrite),
     /// External (vendor) accounts: sponsor and expiry.
     External(crate::external::ExternalWrite),
+    /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
+    Sso(crate::sso::SsoWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
     /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
     /// order until the transaction ends, so two changesets that each count on the other
@@ -315,4 +317,18 @@ pub trait Store: Send + Sync + 'static {
     /// database no longer has, and would refuse the log as it grows again). Returns how many
     /// checkpoints were removed. Refused when event `size` is missing or later ones remain.
     async fn rewind_audit(&self, size: i64) -> Result<u64, StoreError>;
+
+    /// The pedm user an (issuer, subject) is linked to.
+    async fn sso_identity(&self, issuer: &str, subject: &str)
+    -> Result<Option<String>, StoreError>;
+    /// The SSO session a token belongs to.
+    async fn sso_session(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<crate::sso::SsoSession>, StoreError>;
+    /// Ids of the tokens that are SSO sessions (of one user, or all).
+    async fn sso_session_ids(&self, user: Option<&str>) -> Result<Vec<String>, StoreError>;
+    /// The groups of `user` whose membership came from an identity provider, sorted.
+    async fn sso_groups(&self, user: &str) -> Result<Vec<String>, StoreError>;
+    async fn sso_flow(&self, id: &str) -> Result<Option<crate::sso::SsoFlow>, StoreError>;
 }

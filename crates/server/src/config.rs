@@ -51,12 +51,16 @@ pub struct AuthConfig {
     /// Lifetime of a token minted without `--expires-in` (a token that never expires must
     /// be asked for with `--expires-in never`).
     pub default_token_lifetime: String,
+    /// OpenID Connect providers people sign in with (`[[auth.oidc]]`, see `crate::oidc`).
+    #[serde(default)]
+    pub oidc: Vec<crate::oidc::config::OidcConfig>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             default_token_lifetime: "90d".into(),
+            oidc: vec![],
         }
     }
 }
@@ -262,6 +266,8 @@ pub struct Resolved {
     /// `[tls]`: both files, or `None` (plain HTTP).
     pub tls: Option<(PathBuf, PathBuf)>,
     pub tls_watch_interval: std::time::Duration,
+    /// `[[auth.oidc]]` providers, checked, secrets read.
+    pub oidc: Vec<crate::oidc::OidcSettings>,
 }
 
 impl Config {
@@ -436,6 +442,7 @@ impl Config {
                     _ => bail!("tls.watch_interval: must be at least 1s"),
                 },
             },
+            oidc: crate::oidc::config::resolve(&self.auth.oidc)?,
             reconcile_interval: match secs(
                 "provision.reconcile_interval",
                 &self.provision.reconcile_interval,

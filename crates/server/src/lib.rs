@@ -6,6 +6,7 @@ pub mod audit_signer;
 pub mod config;
 pub mod http;
 mod notify;
+pub mod oidc;
 pub mod policy;
 pub mod provision;
 pub mod tls;
@@ -325,6 +326,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             metrics,
             audit: Some(signer),
             agents: Some(agents),
+            sso: Arc::new(oidc::Providers::new(cfg.oidc.clone())),
         },
         cfg.max_body_bytes,
         cfg.request_timeout,

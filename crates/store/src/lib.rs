@@ -15,6 +15,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod sso;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -307,6 +308,31 @@ macro_rules! forward_store {
             }
             async fn rewind_audit(&self, size: i64) -> Result<u64, StoreError> {
                 self.engine.rewind_audit(size).await
+            }
+            async fn sso_identity(
+                &self,
+                issuer: &str,
+                subject: &str,
+            ) -> Result<Option<String>, StoreError> {
+                pedm_core::store::Store::sso_identity(&self.engine, issuer, subject).await
+            }
+            async fn sso_session(
+                &self,
+                token_id: &str,
+            ) -> Result<Option<pedm_core::sso::SsoSession>, StoreError> {
+                pedm_core::store::Store::sso_session(&self.engine, token_id).await
+            }
+            async fn sso_session_ids(&self, user: Option<&str>) -> Result<Vec<String>, StoreError> {
+                pedm_core::store::Store::sso_session_ids(&self.engine, user).await
+            }
+            async fn sso_groups(&self, user: &str) -> Result<Vec<String>, StoreError> {
+                pedm_core::store::Store::sso_groups(&self.engine, user).await
+            }
+            async fn sso_flow(
+                &self,
+                id: &str,
+            ) -> Result<Option<pedm_core::sso::SsoFlow>, StoreError> {
+                pedm_core::store::Store::sso_flow(&self.engine, id).await
             }
         }
     };

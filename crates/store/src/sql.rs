@@ -662,6 +662,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::Delegation(d) => crate::delegation::apply(c, d).await,
         Write::PolicyReview(w) => crate::policy_review::apply(c, w).await,
         Write::External(w) => crate::external::apply(c, w).await,
+        Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
             ids.sort();
@@ -1483,5 +1484,27 @@ impl Store for Engine {
             .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(n)
+    }
+    async fn sso_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.get_sso_identity(issuer, subject).await
+    }
+    async fn sso_session(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<pedm_core::sso::SsoSession>, StoreError> {
+        self.get_sso_session(token_id).await
+    }
+    async fn sso_session_ids(&self, user: Option<&str>) -> Result<Vec<String>, StoreError> {
+        self.get_sso_session_ids(user).await
+    }
+    async fn sso_groups(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.get_sso_groups(user).await
+    }
+    async fn sso_flow(&self, id: &str) -> Result<Option<pedm_core::sso::SsoFlow>, StoreError> {
+        self.get_sso_flow(id).await
     }
 }

@@ -17,6 +17,8 @@ mod policy_review;
 mod provision;
 mod report;
 mod requests;
+mod sso;
+pub use sso::SsoLogin;
 
 pub use external::ExternalReportRow;
 pub use report::ElevationRow;

@@ -12,6 +12,7 @@ mod policy_review;
 mod routes;
 mod schema_rules;
 pub mod serve;
+mod sso;
 
 pub use error::ApiErr;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub audit: Option<Arc<crate::audit_signer::AuditSigner>>,
     /// Signs agents' snapshots and keeps their recordings; `None` disables the agent routes.
     pub agents: Option<Arc<crate::agents::AgentHub>>,
+    /// `[[auth.oidc]]` providers for single sign-on (none configured: the routes say so).
+    pub sso: Arc<crate::oidc::Providers>,
 }
 
 #[derive(OpenApi)]
@@ -57,6 +60,7 @@ pub struct AppState {
         (name = "policies", description = "Cedar policies: versions, apply, simulate, approval of changes"),
         (name = "audit", description = "The audit log"),
         (name = "hosts", description = "Host agents, their grant snapshots and recorded sessions"),
+        (name = "sso", description = "Single sign-on with OpenID Connect: login flows, session refresh, logout"),
     )
 )]
 struct ApiDoc;
@@ -95,7 +99,8 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(audit::router())
             .merge(agents::router())
             .merge(delegation::router())
-            .merge(external::router()),
+            .merge(external::router())
+            .merge(sso::router()),
     )
 }
 

@@ -214,7 +214,19 @@ async fn list_tokens(
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Json<Vec<TokenInfo>>> {
     let t = s.cp.list_tokens(&c.actor, q.user.as_deref()).await?;
-    Ok(Json(t.into_iter().map(Into::into).collect()))
+    let sessions = s.cp.sso_session_ids().await?;
+    Ok(Json(
+        t.into_iter()
+            .map(|t| {
+                let session = sessions.contains(&t.id);
+                let mut info = TokenInfo::from(t);
+                if session {
+                    info.kind = "session".into();
+                }
+                info
+            })
+            .collect(),
+    ))
 }
 
 /// Mint a token. The secret is in this response only.
