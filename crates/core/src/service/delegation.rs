@@ -379,7 +379,10 @@ impl ControlPlane {
             .for_each(|s| *s = s.trim().to_string());
         scope_items.sort();
         scope_items.dedup();
-        let scope = parse_scope(&scope_items).map_err(|e| Error::invalid("scope", e))?;
+        let scope = parse_scope(&scope_items).map_err(|e| match e {
+            ScopeError::Syntax(m) => Error::invalid("scope", m),
+            ScopeError::Contradiction(m) => Error::unprocessable("scope", m),
+        })?;
         let reason = trimmed("reason", new.reason, 500)?;
         if new.expires_at <= now {
             return Err(Error::unprocessable("expires_at", "is not in the future"));

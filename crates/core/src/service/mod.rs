@@ -535,7 +535,10 @@ impl ControlPlane {
             .await?;
         validate_name("user", name)?;
         if name == SYSTEM_ACTOR || name == POLICY_ACTOR || name == "anonymous" {
-            return Err(Error::invalid("user", format!("{name:?} is reserved")));
+            return Err(Error::unprocessable(
+                "user",
+                format!("{name:?} is reserved"),
+            ));
         }
         let display_name = trimmed("display_name", display_name, 200)?;
         let user = User {
@@ -576,13 +579,13 @@ impl ControlPlane {
             .await?
             .ok_or_else(|| Error::NotFound(format!("user {name}")))?;
         if name == actor.user && (admin == Some(false) || disabled == Some(true)) {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "user",
                 "you cannot remove your own admin rights or disable yourself",
             ));
         }
         if admin == Some(true) && self.store.external_account(name).await?.is_some() {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "admin",
                 format!("{name} is an external account and cannot be an administrator"),
             ));

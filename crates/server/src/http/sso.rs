@@ -16,6 +16,7 @@ use pedm_api::ErrorBody;
 use pedm_api::sso::*;
 use pedm_core::service::SsoLogin;
 use pedm_core::sso::SsoFlow;
+use pedm_core::syntax::{is_loopback_redirect, is_unreserved};
 use pedm_core::token::random_bytes;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -48,36 +49,26 @@ fn provider(s: &AppState, name: Option<&str>) -> Result<Arc<Provider>, ApiErr> {
         ));
     }
     s.sso.get(name).ok_or_else(|| {
-        ApiErr::invalid(format!(
-            "invalid provider: {:?} is not a configured provider",
-            name.unwrap_or("")
-        ))
+        ApiErr::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "provider {:?} is not configured on this server",
+                name.unwrap_or("")
+            ),
+        )
     })
-}
-
-fn unreserved(v: &str, min: usize, max: usize) -> bool {
-    (min..=max).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Only the CLI's own loopback listener may receive the code (RFC 8252 §7.3).
 fn check_redirect(uri: &str) -> Result<(), ApiErr> {
-    let bad = |why: &str| ApiErr::invalid(format!("invalid redirect_uri: {why}"));
-    let u = reqwest::Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
-    if u.scheme() != "http" {
-        return Err(bad("must be an http loopback URL"));
+    if is_loopback_redirect(uri) {
+        return Ok(());
     }
-    if !matches!(u.host_str(), Some("127.0.0.1" | "[::1]")) {
-        return Err(bad("the host must be 127.0.0.1 or [::1]"));
-    }
-    if u.port().is_none() || !u.username().is_empty() || u.password().is_some() {
-        return Err(bad("must name a port and no user"));
-    }
-    if u.fragment().is_some() || u.query().is_some() {
-        return Err(bad("must have no query or fragment"));
-    }
-    Ok(())
+    Err(ApiErr::invalid(
+        "invalid redirect_uri: must be http://127.0.0.1:PORT/path or http://[::1]:PORT/path \
+         with no user, query or fragment",
+    ))
 }
 
 /// Turns a provider failure into the answer, recording refusals.
@@ -118,12 +109,12 @@ async fn sso_start(
 ) -> ApiResult<Json<SsoStarted>> {
     let p = provider(&s, b.provider.as_deref())?;
     check_redirect(&b.redirect_uri)?;
-    if !unreserved(&b.state, 32, 128) {
+    if !is_unreserved(&b.state, 32, 128) {
         return Err(ApiErr::invalid(
             "invalid state: use 32-128 unguessable URL-safe characters",
         ));
     }
-    if !unreserved(&b.code_challenge, 43, 43) {
+    if !is_unreserved(&b.code_challenge, 43, 43) {
         return Err(ApiErr::invalid(
             "invalid code_challenge: must be BASE64URL(SHA-256(verifier)), 43 characters",
         ));
@@ -167,12 +158,12 @@ async fn sso_finish(
     State(s): State<AppState>,
     Body(b): Body<SsoFinish>,
 ) -> ApiResult<Json<SsoSessionToken>> {
-    if !unreserved(&b.code_verifier, 43, 128) {
+    if !is_unreserved(&b.code_verifier, 43, 128) {
         return Err(ApiErr::invalid(
             "invalid code_verifier: 43-128 URL-safe characters (RFC 7636)",
         ));
     }
-    if b.code.is_empty() || b.code.len() > 2048 || b.state.len() > 128 {
+    if b.code.is_empty() || b.code.chars().count() > 2048 || b.state.chars().count() > 128 {
         return Err(ApiErr::invalid("invalid code or state: empty or too long"));
     }
     let flow = s.cp.sso_take_flow(&flow_id(&b.state), "code").await?;
@@ -263,7 +254,7 @@ async fn sso_device_poll(
     State(s): State<AppState>,
     Body(b): Body<SsoDevicePoll>,
 ) -> ApiResult<Json<SsoDevicePolled>> {
-    if !unreserved(&b.handle, 1, 128) {
+    if !is_unreserved(&b.handle, 1, 128) {
         return Err(ApiErr::invalid("invalid handle"));
     }
     let id = flow_id(&b.handle);
