@@ -204,7 +204,13 @@ impl Client {
     pub async fn create_user(&self, body: &CreateUser) -> Result<User, ApiError> {
         self.send(Method::POST, "/users", body).await
     }
-    pub async fn update_user(&self, name: &str, body: &UpdateUser) -> Result<User, ApiError> {
+    /// Changes a user; making an administrator is held for approvals while
+    /// `policy.require_approvals` is on.
+    pub async fn update_user(
+        &self,
+        name: &str,
+        body: &UpdateUser,
+    ) -> Result<crate::policy_review::Held<User>, ApiError> {
         self.send(Method::PATCH, &format!("/users/{name}"), body)
             .await
     }
@@ -247,7 +253,13 @@ impl Client {
     pub async fn list_groups(&self) -> Result<Vec<Group>, ApiError> {
         self.get("/groups").await
     }
-    pub async fn add_group_member(&self, group: &str, user: &str) -> Result<Group, ApiError> {
+    /// Adds a member; adding one to a group that decides approvals is held for approvals while
+    /// `policy.require_approvals` is on.
+    pub async fn add_group_member(
+        &self,
+        group: &str,
+        user: &str,
+    ) -> Result<crate::policy_review::Held<Group>, ApiError> {
         self.send(Method::PUT, &format!("/groups/{group}/members/{user}"), &())
             .await
     }

@@ -5,6 +5,7 @@ use crate::args::*;
 use crate::output::{self, Detail, Row, Table, detail_table, list_table, time};
 use anyhow::{Result, bail};
 use jiff::Timestamp;
+use pedm_api::policy_review::Held;
 use pedm_api::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -121,7 +122,7 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
                 display_name,
                 admin,
             };
-            c.create_user(&body).await?
+            Held::Done(c.create_user(&body).await?)
         }
         UserCmd::List => return ctx.list(&c.list_users().await?),
         UserCmd::Disable { name } => c.update_user(&name, &update(None, Some(true))).await?,
@@ -130,7 +131,10 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
             c.update_user(&name, &update(Some(admin), None)).await?
         }
     };
-    ctx.detail(&user)
+    match user {
+        Held::Done(u) => ctx.detail(&u),
+        Held::Pending(p) => crate::policy_review::held(ctx, &p),
+    }
 }
 
 async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
@@ -140,7 +144,10 @@ async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
             c.create_group(&CreateGroup { name, description }).await?
         }
         GroupCmd::List => return ctx.list(&c.list_groups().await?),
-        GroupCmd::AddMember { group, user } => c.add_group_member(&group, &user).await?,
+        GroupCmd::AddMember { group, user } => match c.add_group_member(&group, &user).await? {
+            Held::Done(g) => g,
+            Held::Pending(p) => return crate::policy_review::held(ctx, &p),
+        },
         GroupCmd::RemoveMember { group, user } => c.remove_group_member(&group, &user).await?,
     };
     ctx.detail(&group)

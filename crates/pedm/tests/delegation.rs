@@ -925,12 +925,8 @@ async fn host_tasks_carry_what_the_agent_needs() {
         cp.create_user(&sys, u, None, false).await.unwrap();
     }
     cp.create_group(&sys, "helpdesk", None).await.unwrap();
-    cp.set_group_member(&sys, "helpdesk", "hd1", true)
-        .await
-        .unwrap();
-    cp.set_group_member(&sys, "helpdesk", "hd2", true)
-        .await
-        .unwrap();
+    cp.add_group_member(&sys, "helpdesk", "hd1").await.unwrap();
+    cp.add_group_member(&sys, "helpdesk", "hd2").await.unwrap();
     cp.define_task(&sys, serde_json::from_str(RESET_PASSWORD).unwrap(), false)
         .await
         .unwrap();

@@ -229,6 +229,10 @@ impl Decider for CedarDecider {
         }
     }
 
+    fn approver_groups(&self) -> std::collections::BTreeSet<String> {
+        self.engine.approver_groups()
+    }
+
     fn eligibility_policies(&self) -> Vec<String> {
         self.engine
             .policies()

@@ -158,6 +158,19 @@ impl Server {
         }
     }
 
+    /// Restarts with this configuration text (if given) and these extra environment
+    /// variables: for settings that must be off while an installation is set up.
+    pub fn reconfigure(&mut self, config: Option<&str>, env: &[(&str, &str)]) {
+        if let Some(text) = config {
+            let f = self.data_dir.with_extension("toml");
+            std::fs::write(&f, text).expect("config file");
+            self.config_file = Some(f);
+        }
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.restart();
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.start_again();
