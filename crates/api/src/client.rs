@@ -130,6 +130,11 @@ impl Client {
         &self.base
     }
 
+    /// The HTTP client, for the routes outside `/api/v1` (`/oauth/token`).
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     async fn call<B: Serialize, Q: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

@@ -12,6 +12,7 @@ pub mod policy_review;
 pub mod socket;
 pub mod sso;
 pub mod types;
+pub mod workload;
 
 pub use client::{ApiError, Client};
 pub use pedm_core::audit::{AuditEvent, Outcome};

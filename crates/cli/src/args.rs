@@ -225,6 +225,17 @@ pub enum TokenCmd {
     },
     /// Revoke a token by id.
     Revoke { id: String },
+    /// Exchange a CI job's or service's OIDC token (from an `[[auth.workload]]` issuer) for a
+    /// short-lived pedm token, printed alone on stdout. Needs no pedm token.
+    #[command(group(clap::ArgGroup::new("subject").required(true)))]
+    Exchange {
+        /// File holding the platform's token (`-`: standard input).
+        #[arg(long, value_name = "PATH", group = "subject")]
+        subject_token_file: Option<std::path::PathBuf>,
+        /// Environment variable holding it (never pass a token as an argument).
+        #[arg(long, value_name = "VAR", group = "subject")]
+        subject_token_env: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

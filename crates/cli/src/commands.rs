@@ -3,7 +3,7 @@
 use crate::UsageError;
 use crate::args::*;
 use crate::output::{self, Detail, Row, Table, detail_table, list_table, time};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use pedm_api::policy_review::Held;
 use pedm_api::*;
@@ -170,6 +170,31 @@ async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
         }
         TokenCmd::List { user } => ctx.list(&c.list_tokens(&TokenQuery { user }).await?),
         TokenCmd::Revoke { id } => ctx.detail(&c.revoke_token(&id).await?),
+        TokenCmd::Exchange {
+            subject_token_file,
+            subject_token_env,
+        } => {
+            let subject = match (subject_token_file, subject_token_env) {
+                (Some(p), _) if p.as_os_str() == "-" => {
+                    std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+                }
+                (Some(p), _) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?,
+                (None, Some(var)) => std::env::var(&var)
+                    .with_context(|| format!("environment variable {var} is not set"))?,
+                (None, None) => bail!("give --subject-token-file or --subject-token-env"),
+            };
+            let subject = subject.trim();
+            if subject.is_empty() {
+                bail!("the subject token is empty");
+            }
+            let t = c.exchange_workload_token(subject).await?;
+            if ctx.json {
+                return ctx.emit(&t, String::new);
+            }
+            eprintln!("pedm token valid for {}s", t.expires_in);
+            Ok(output::write_out(&format!("{}\n", t.access_token))?)
+        }
     }
 }
 

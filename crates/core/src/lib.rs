@@ -24,5 +24,6 @@ pub mod store;
 pub mod syntax;
 pub mod text;
 pub mod token;
+pub mod workload;
 
 pub use error::{Error, Result};

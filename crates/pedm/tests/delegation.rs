@@ -991,6 +991,7 @@ async fn host_tasks_carry_what_the_agent_needs() {
         token_id: None,
         external: false,
         sponsor: None,
+        workload: None,
     };
     assert_eq!(
         cp.may_run_task(&hd1, "web1", "reset-password")
@@ -1071,6 +1072,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
         token_id: None,
         external: false,
         sponsor: None,
+        workload: None,
     };
     let (ann, bea) = (actor("ann", true), actor("bea", false));
     let docker = |why: &str| NewRequest {

@@ -12,106 +12,48 @@
 
 mod common;
 
+use common::idp::Idp;
 use common::*;
 use pedm_api::*;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 const SECRET: &str = "test-client-secret-4f1c-0123456789abcdef";
 
-/// The test IdP process.
-struct Idp {
-    child: Child,
-    issuer: String,
-    admin: reqwest::Client,
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn idp_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-idp")
-}
-
-impl Idp {
-    fn start() -> Idp {
-        let dir = idp_dir();
-        assert!(
-            dir.join("node_modules/oidc-provider").is_dir(),
-            "the test IdP is not installed: run scripts/install-test-deps"
-        );
-        let config = json!({
-            "clients": [{
-                "client_id": "pedm",
-                "client_secret": SECRET,
-                "application_type": "native",
-                "redirect_uris": ["http://127.0.0.1/callback"],
-                "grant_types": ["authorization_code", "refresh_token",
-                    "urn:ietf:params:oauth:grant-type:device_code"],
-                "response_types": ["code"],
-                "token_endpoint_auth_method": "client_secret_basic",
-            }],
-            "accounts": {
-                "alice": { "preferred_username": "alice", "email": "alice@example.com",
-                           "groups": ["ops", "staff"] },
-                "bob": { "preferred_username": "bob", "email": "bob@example.com",
-                         "groups": ["staff"] },
-                "carol": { "preferred_username": "carol", "email": "carol@example.com",
-                           "groups": [] },
-            }
-        });
-        let mut child = Command::new("node")
-            .arg(dir.join("idp.mjs"))
-            .env("IDP_PORT", "0")
-            .env("IDP_CONFIG", config.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node (v20+) must be installed");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let issuer = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("the test IdP did not start");
-            if let Some(i) = line.strip_prefix("listening ") {
-                break i.to_string();
-            }
-        };
-        Idp {
-            child,
-            issuer,
-            admin: reqwest::Client::new(),
+/// The test IdP with the `pedm` client and three people.
+fn corp_idp() -> Idp {
+    Idp::start(json!({
+        "clients": [{
+            "client_id": "pedm",
+            "client_secret": SECRET,
+            "application_type": "native",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "grant_types": ["authorization_code", "refresh_token",
+                "urn:ietf:params:oauth:grant-type:device_code"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }],
+        "accounts": {
+            "alice": { "preferred_username": "alice", "email": "alice@example.com",
+                       "groups": ["ops", "staff"] },
+            "bob": { "preferred_username": "bob", "email": "bob@example.com",
+                     "groups": ["staff"] },
+            "carol": { "preferred_username": "carol", "email": "carol@example.com",
+                       "groups": [] },
         }
-    }
+    }))
+}
 
-    async fn admin(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .admin
-            .post(format!("{}/admin/{path}", self.issuer))
-            .json(&body)
-            .send()
-            .await
-            .expect("idp admin");
-        assert!(r.status().is_success(), "idp admin {path}: {}", r.status());
-        r.json().await.expect("json")
-    }
+trait CorpConfig {
+    fn pedmd_config(&self) -> String;
+}
 
+impl CorpConfig for Idp {
     fn pedmd_config(&self) -> String {
         format!(
             r#"
@@ -302,7 +244,7 @@ async fn ops_policy(s: &Server) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn code_flow_creates_the_user_and_idp_groups_decide_policy_until_removed_at_the_idp() {
-    let idp = Idp::start();
+    let idp = corp_idp();
     let s = server_for(&idp);
     ops_policy(&s).await;
     let home = tempfile::tempdir().unwrap();
@@ -400,7 +342,7 @@ async fn code_flow_creates_the_user_and_idp_groups_decide_policy_until_removed_a
 
 #[tokio::test(flavor = "multi_thread")]
 async fn device_flow_logs_in_through_the_verification_page() {
-    let idp = Idp::start();
+    let idp = corp_idp();
     let s = server_for(&idp);
     let home = tempfile::tempdir().unwrap();
     idp.admin("login-as", json!({ "account": "bob" })).await;
@@ -493,7 +435,7 @@ async fn tampered_login(s: &Server, idp: &Idp, tamper: Value, reason: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_and_replayed_id_tokens_are_refused() {
-    let idp = Idp::start();
+    let idp = corp_idp();
     let s = server_for(&idp);
     // A first good login, whose ID token the replay below sends again.
     let home = tempfile::tempdir().unwrap();
@@ -553,7 +495,7 @@ async fn forged_and_replayed_id_tokens_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_or_reused_state_is_refused() {
-    let idp = Idp::start();
+    let idp = corp_idp();
     let s = server_for(&idp);
     let home = tempfile::tempdir().unwrap();
 
@@ -620,7 +562,7 @@ async fn a_bad_or_reused_state_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_rotated_at_the_idp_is_fetched_and_login_still_works() {
-    let idp = Idp::start();
+    let idp = corp_idp();
     let s = server_for(&idp);
     let home = tempfile::tempdir().unwrap();
     let (ok, _, err) = login_code(&s, &idp, home.path(), "alice").await;
@@ -647,7 +589,7 @@ fn oidc_refetch_wait() -> Duration {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_disabled_at_the_idp_cannot_refresh_and_one_disabled_in_pedm_cannot_log_in() {
-    let idp = Idp::start();
+    let idp = corp_idp();
     let s = server_for(&idp);
     let home = tempfile::tempdir().unwrap();
     let (ok, _, err) = login_code(&s, &idp, home.path(), "bob").await;

@@ -1132,6 +1132,30 @@ impl Engine {
                 RestrictedExpression::new_string(s.clone()),
             );
         }
+        if let Some(w) = &p.workload {
+            let s = |v: &str| RestrictedExpression::new_string(v.to_string());
+            let mut record = vec![
+                ("trust".to_string(), s(&w.trust)),
+                ("issuer".to_string(), s(&w.issuer)),
+                ("subject".to_string(), s(&w.subject)),
+            ];
+            for (k, v) in [
+                ("repository", &w.repository),
+                ("git_ref", &w.git_ref),
+                ("environment", &w.environment),
+                ("workflow", &w.workflow),
+                ("namespace", &w.namespace),
+                ("service_account", &w.service_account),
+            ] {
+                if let Some(v) = v {
+                    record.push((k.to_string(), s(v)));
+                }
+            }
+            attrs.insert(
+                "workload".into(),
+                RestrictedExpression::new_record(record).map_err(|e| e.to_string())?,
+            );
+        }
         Entity::new(uid, attrs, parents).map_err(|e| e.to_string())
     }
 

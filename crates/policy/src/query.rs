@@ -19,6 +19,9 @@ pub struct Principal {
     /// The external account's sponsor: `principal.sponsor` (absent for other users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sponsor: Option<String>,
+    /// A workload signed in by token exchange: `principal.workload` (absent for people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<pedm_core::workload::WorkloadIdentity>,
 }
 
 impl Principal {

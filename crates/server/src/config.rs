@@ -54,6 +54,10 @@ pub struct AuthConfig {
     /// OpenID Connect providers people sign in with (`[[auth.oidc]]`, see `crate::oidc`).
     #[serde(default)]
     pub oidc: Vec<crate::oidc::config::OidcConfig>,
+    /// Platforms whose tokens CI jobs and services exchange for pedm tokens
+    /// (`[[auth.workload]]`, see `crate::workload`).
+    #[serde(default)]
+    pub workload: Vec<crate::workload::WorkloadConfig>,
 }
 
 impl Default for AuthConfig {
@@ -61,6 +65,7 @@ impl Default for AuthConfig {
         AuthConfig {
             default_token_lifetime: "90d".into(),
             oidc: vec![],
+            workload: vec![],
         }
     }
 }
@@ -268,6 +273,8 @@ pub struct Resolved {
     pub tls_watch_interval: std::time::Duration,
     /// `[[auth.oidc]]` providers, checked, secrets read.
     pub oidc: Vec<crate::oidc::OidcSettings>,
+    /// `[[auth.workload]]` trusts (checked: `crate::workload::resolve` accepts them).
+    pub workload: Vec<crate::workload::WorkloadConfig>,
 }
 
 impl Config {
@@ -443,6 +450,10 @@ impl Config {
                 },
             },
             oidc: crate::oidc::config::resolve(&self.auth.oidc)?,
+            workload: {
+                crate::workload::resolve(&self.auth.workload)?;
+                self.auth.workload.clone()
+            },
             reconcile_interval: match secs(
                 "provision.reconcile_interval",
                 &self.provision.reconcile_interval,

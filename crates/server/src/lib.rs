@@ -11,6 +11,7 @@ pub mod policy;
 pub mod provision;
 pub mod tls;
 pub mod witness;
+pub mod workload;
 
 use anyhow::Context;
 use clap::Parser;
@@ -327,6 +328,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             audit: Some(signer),
             agents: Some(agents),
             sso: Arc::new(oidc::Providers::new(cfg.oidc.clone())),
+            workload: Arc::new(workload::resolve(&cfg.workload)?),
         },
         cfg.max_body_bytes,
         cfg.request_timeout,

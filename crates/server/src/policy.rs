@@ -46,6 +46,7 @@ fn principal(a: &Actor) -> Principal {
         admin: a.admin,
         external: a.external,
         sponsor: a.sponsor.clone(),
+        workload: a.workload.clone(),
     }
 }
 

@@ -243,7 +243,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             insert(
                 c,
                 "INSERT INTO tokens (id, user_name, description, secret_hash, created_at, \
-                 expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 expires_at, revoked_at, workload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 args![
                     &t.id,
                     &t.user,
@@ -251,7 +251,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     &t.secret_hash[..],
                     t.created_at,
                     t.expires_at,
-                    t.revoked_at
+                    t.revoked_at,
+                    t.workload.as_ref().map(json_text).transpose()?
                 ],
                 || StoreError::AlreadyExists(format!("token {} already exists", t.id)),
                 || StoreError::NotFound(format!("user {} does not exist", t.user)),

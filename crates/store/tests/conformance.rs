@@ -153,6 +153,7 @@ fn token(id: &str, user: &str, created: i64) -> TokenRecord {
         created_at: t(created),
         expires_at: Some(t(created + 86_400)),
         revoked_at: None,
+        workload: None,
     }
 }
 
@@ -436,6 +437,20 @@ async fn tokens(db: Db) {
     );
     conflict(fails(&s, cs(revoke("t1"))).await, "token t1");
     not_found(fails(&s, cs(revoke("t404"))).await, "token t404");
+    // A workload's token keeps what its platform asserted.
+    let ci = TokenRecord {
+        workload: Some(pedm_core::workload::WorkloadIdentity {
+            trust: "github".into(),
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            subject: "repo:org/app:ref:refs/heads/main".into(),
+            repository: Some("org/app".into()),
+            git_ref: Some("refs/heads/main".into()),
+            ..Default::default()
+        }),
+        ..token("t4", "alice", 35)
+    };
+    ok(&s, cs(Write::InsertToken(ci.clone()))).await;
+    assert_eq!(s.token("t4").await.unwrap(), Some(ci));
     whole_chain(&s).await;
 }
 

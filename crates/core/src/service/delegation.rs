@@ -296,6 +296,7 @@ impl ControlPlane {
             token_id: None,
             external,
             sponsor,
+            workload: None,
         };
         let secs = root.expires_at.duration_since(now).as_secs().max(1);
         let decider = self.decider();
@@ -1011,6 +1012,7 @@ impl ControlPlane {
             token_id: None,
             external,
             sponsor,
+            workload: None,
         };
         let justification = reason
             .clone()

@@ -491,6 +491,7 @@ impl ControlPlane {
                 token_id: None,
                 external: false,
                 sponsor: None,
+                workload: None,
             };
             return Err(self
                 .refuse(

@@ -18,6 +18,7 @@ mod provision;
 mod report;
 mod requests;
 mod sso;
+mod workload;
 pub use sso::SsoLogin;
 
 pub use external::ExternalReportRow;
@@ -386,9 +387,10 @@ impl ControlPlane {
                 user: hit.user.name,
                 admin: hit.user.admin,
                 groups: hit.groups,
-                token_id: Some(hit.record.id),
                 external: hit.external.is_some(),
                 sponsor: hit.external.map(|x| x.sponsor),
+                workload: hit.record.workload,
+                token_id: Some(hit.record.id),
             });
         }
         let generation = self.auth_cache.generation();
@@ -449,9 +451,10 @@ impl ControlPlane {
             groups,
             user: user.name,
             admin: user.admin,
-            token_id: Some(record.id),
             external: external.is_some(),
             sponsor: external.map(|x| x.sponsor),
+            workload: record.workload,
+            token_id: Some(record.id),
         })
     }
 
@@ -491,6 +494,7 @@ impl ControlPlane {
             created_at: now,
             expires_at: None,
             revoked_at: None,
+            workload: None,
         };
         let sys = Actor::system();
         let cs = Changeset::new()
@@ -839,6 +843,7 @@ impl ControlPlane {
             created_at: now,
             expires_at,
             revoked_at: None,
+            workload: None,
         };
         let cs = Changeset::new()
             .write(Write::InsertToken(rec.clone()))

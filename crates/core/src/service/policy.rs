@@ -428,6 +428,7 @@ impl ControlPlane {
                             token_id: None,
                             external,
                             sponsor,
+                            workload: None,
                         })
                     }
                     None => None,

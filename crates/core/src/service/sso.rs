@@ -213,6 +213,7 @@ impl ControlPlane {
                 created_at: now,
                 expires_at: Some(expires_at),
                 revoked_at: None,
+                workload: None,
             },
             minted.token,
         ))

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod idp;
 pub mod spawn;
 
 use pedm_api::Client;

@@ -13,6 +13,7 @@ mod routes;
 mod schema_rules;
 pub mod serve;
 mod sso;
+mod token_exchange;
 
 pub use error::ApiErr;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub agents: Option<Arc<crate::agents::AgentHub>>,
     /// `[[auth.oidc]]` providers for single sign-on (none configured: the routes say so).
     pub sso: Arc<crate::oidc::Providers>,
+    /// `[[auth.workload]]` trusts for token exchange (`POST /oauth/token`).
+    pub workload: Arc<crate::workload::Trusts>,
 }
 
 #[derive(OpenApi)]
@@ -113,6 +116,10 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
             let doc = doc.clone();
             async move { Json(doc.as_ref().clone()) }
         }),
+    )
+    .route(
+        "/oauth/token",
+        axum::routing::post(token_exchange::exchange),
     )
     .route("/healthz", get(healthz))
     .route("/metrics", get(render_metrics))

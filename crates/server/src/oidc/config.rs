@@ -90,6 +90,26 @@ pub struct OidcSettings {
     pub clock_skew: Duration,
 }
 
+impl OidcSettings {
+    /// Settings that only verify tokens of `issuer` for `audience` (workload identities: no
+    /// client secret, no login flows).
+    pub fn verifier(name: &str, issuer: &str, audience: &str, clock_skew: Duration) -> Self {
+        OidcSettings {
+            name: name.into(),
+            issuer: issuer.into(),
+            client_id: audience.into(),
+            client_secret: Secret(String::new()),
+            scopes: vec![],
+            username_claim: String::new(),
+            username_strip_domain: false,
+            groups_claim: String::new(),
+            allowed_email_domains: vec![],
+            session_lifetime_secs: 0,
+            clock_skew,
+        }
+    }
+}
+
 pub fn resolve(list: &[OidcConfig]) -> anyhow::Result<Vec<OidcSettings>> {
     let mut out: Vec<OidcSettings> = vec![];
     for (i, c) in list.iter().enumerate() {

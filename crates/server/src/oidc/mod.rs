@@ -348,6 +348,19 @@ impl Provider {
         nonce: Option<&str>,
         access_token: Option<&str>,
     ) -> Result<VerifiedIdentity, OidcError> {
+        let (subject, payload) = self.verify_claims(id_token, nonce, access_token).await?;
+        self.map_identity(&payload, subject)
+            .map_err(OidcError::Refused)
+    }
+
+    /// Verifies a token's signature and standard claims (`iss`, `aud` = the client id, `exp`,
+    /// `nbf`, `iat`, `nonce`, `at_hash`) and returns its subject and payload.
+    pub async fn verify_claims(
+        &self,
+        id_token: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+    ) -> Result<(String, Value), OidcError> {
         self.discover().await?;
         match self.verify_once(id_token, nonce, access_token).await {
             Err(Retry::UnknownKey) => {
@@ -375,7 +388,7 @@ impl Provider {
         raw: &str,
         nonce: Option<&str>,
         access_token: Option<&str>,
-    ) -> Result<VerifiedIdentity, Retry> {
+    ) -> Result<(String, Value), Retry> {
         let refused = |m: String| Retry::Fail(OidcError::Refused(m));
         let token = PedmIdToken::from_str(raw)
             .map_err(|e| refused(format!("ID token is malformed: {e}")))?;
@@ -456,8 +469,7 @@ impl Provider {
                 ));
             }
         }
-        let subject = claims.subject().to_string();
-        self.map_identity(&payload, subject).map_err(refused)
+        Ok((claims.subject().to_string(), payload))
     }
 
     fn map_identity(&self, p: &Value, subject: String) -> Result<VerifiedIdentity, String> {
@@ -551,6 +563,11 @@ fn b64(part: &str) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(part.trim_end_matches('='))
         .map_err(|e| format!("ID token is malformed: {e}"))
+}
+
+/// A JWT's payload, not verified: only to pick which trust should verify it.
+pub fn unverified_payload(raw: &str) -> Result<Value, String> {
+    payload_json(raw)
 }
 
 fn payload_json(raw: &str) -> Result<Value, String> {
