@@ -79,6 +79,28 @@ impl Client {
         token: Option<String>,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, ApiError> {
+        Self::build(base_url, token, ca_file, None)
+    }
+
+    /// Like [`Self::with_ca`], authenticating with a client certificate instead of a token:
+    /// `identity_pem` holds the certificate (and its chain) and its private key (an agent
+    /// enrolled over HTTPS).
+    pub fn with_identity(
+        base_url: &str,
+        ca_file: Option<&std::path::Path>,
+        identity_pem: &[u8],
+    ) -> Result<Self, ApiError> {
+        let id = reqwest::Identity::from_pem(identity_pem)
+            .map_err(|e| ApiError::Usage(format!("client certificate: {e}")))?;
+        Self::build(base_url, None, ca_file, Some(id))
+    }
+
+    fn build(
+        base_url: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+        identity: Option<reqwest::Identity>,
+    ) -> Result<Self, ApiError> {
         let roots = match ca_file {
             None => vec![],
             Some(p) => {
@@ -106,18 +128,26 @@ impl Client {
                 "server URL {base_url:?} must start with http:// or https://"
             )));
         }
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
-            .tls_certs_merge(roots.clone())
-            .build()
-            .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
-        let streaming = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
-            .tls_certs_merge(roots.clone())
-            .build()
-            .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
+        let with_id = |b: reqwest::ClientBuilder| match &identity {
+            Some(id) => b.identity(id.clone()),
+            None => b,
+        };
+        let http = with_id(
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
+                .tls_certs_merge(roots.clone()),
+        )
+        .build()
+        .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
+        let streaming = with_id(
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
+                .tls_certs_merge(roots.clone()),
+        )
+        .build()
+        .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
         Ok(Client {
             base,
             token,
@@ -545,6 +575,30 @@ impl Client {
     }
 
     // ------------------------------------------------- agent side (with a host token)
+
+    /// Enrolls an agent with its registration token (this client's token): `csr` is a PEM
+    /// certificate signing request for the key the agent made; the answer is its client
+    /// certificate.
+    pub async fn agent_enroll(
+        &self,
+        csr: &str,
+    ) -> Result<crate::agent::AgentCertificate, ApiError> {
+        let body = crate::agent::AgentCsr { csr: csr.into() };
+        self.send(Method::POST, "/agent/enroll", &body).await
+    }
+    /// Renews the agent's client certificate (this client authenticates with the current one).
+    pub async fn agent_renew(&self, csr: &str) -> Result<crate::agent::AgentCertificate, ApiError> {
+        let body = crate::agent::AgentCsr { csr: csr.into() };
+        self.send(Method::POST, "/agent/renew", &body).await
+    }
+    pub async fn revoke_host(
+        &self,
+        name: &str,
+        reason: &crate::Reason,
+    ) -> Result<crate::agent::HostView, ApiError> {
+        self.send(Method::POST, &format!("/hosts/{name}/revoke"), reason)
+            .await
+    }
 
     pub async fn agent_snapshot(&self) -> Result<crate::agent::SignedSnapshot, ApiError> {
         self.get("/agent/snapshot").await

@@ -831,6 +831,13 @@ pub enum HostCmd {
     Register { name: String },
     /// Registered hosts and when their agents last talked to the server.
     List,
+    /// Revoke a host: over HTTPS its agent's certificate is refused at the TLS handshake, its
+    /// token everywhere; `pedm host register` enrolls it again.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

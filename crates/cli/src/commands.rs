@@ -638,15 +638,21 @@ async fn host(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
                     "the host's previous token no longer works".into(),
                 ]);
             }
+            if let Some(until) = r.enroll_expires_at {
+                t.row(vec!["enroll before:".into(), output::time(until)]);
+            }
             eprintln!(
-                "{}Put the token (printed on stdout) in the agent's token file (mode 0600) and \
-                 the server key in its configuration (server_key); the token is not shown \
-                 again.",
+                "{}Put the token (printed on stdout) in a file of mode 0600 and run `pedm-agent \
+                 enroll --token-file FILE --server-key KEY`; over HTTPS the token enrolls the \
+                 agent once, for a client certificate. It is not shown again.",
                 t.render()
             );
             Ok(output::write_out(&format!("{}\n", r.token))?)
         }
         HostCmd::List => ctx.list(&ctx.client.list_hosts().await?),
+        HostCmd::Revoke { name, reason } => {
+            ctx.detail(&ctx.client.revoke_host(&name, &Reason { reason }).await?)
+        }
     }
 }
 

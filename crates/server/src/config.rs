@@ -81,6 +81,12 @@ pub struct AgentsConfig {
     pub recordings_dir: String,
     /// Largest recording accepted, in bytes.
     pub max_recording_bytes: u64,
+    /// Over HTTPS, agents authenticate with client certificates from pedmd's client CA
+    /// (`<data_dir>/tls/client-ca.*`; instances sharing a database must share it): how long
+    /// one is valid (`24h`, between 5m and 30d). Agents renew at two thirds of it.
+    pub client_cert_lifetime: String,
+    /// How long `pedm host register`'s token may enroll the agent (once), over HTTPS (`1h`).
+    pub enroll_token_lifetime: String,
 }
 
 impl Default for AgentsConfig {
@@ -89,6 +95,8 @@ impl Default for AgentsConfig {
             signing_key: String::new(),
             recordings_dir: String::new(),
             max_recording_bytes: 4 << 30,
+            client_cert_lifetime: "24h".into(),
+            enroll_token_lifetime: "1h".into(),
         }
     }
 }
@@ -268,6 +276,8 @@ pub struct Resolved {
     pub agent_signing_key: PathBuf,
     pub recordings_dir: PathBuf,
     pub max_recording_bytes: u64,
+    pub agent_cert_lifetime_secs: i64,
+    pub agent_enroll_ttl_secs: i64,
     /// `[tls]`: both files, or `None` (plain HTTP).
     pub tls: Option<(PathBuf, PathBuf)>,
     pub tls_watch_interval: std::time::Duration,
@@ -436,6 +446,20 @@ impl Config {
                 p => PathBuf::from(p),
             },
             max_recording_bytes: self.agents.max_recording_bytes,
+            agent_cert_lifetime_secs: match secs(
+                "agents.client_cert_lifetime",
+                &self.agents.client_cert_lifetime,
+            )? {
+                n if (300..=30 * 86_400).contains(&n) => n,
+                _ => bail!("agents.client_cert_lifetime: must be between 5m and 30d"),
+            },
+            agent_enroll_ttl_secs: match secs(
+                "agents.enroll_token_lifetime",
+                &self.agents.enroll_token_lifetime,
+            )? {
+                n if (60..=7 * 86_400).contains(&n) => n,
+                _ => bail!("agents.enroll_token_lifetime: must be between 1m and 7d"),
+            },
             tls: match (&self.tls.cert, &self.tls.key) {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
                 (None, None) => None,

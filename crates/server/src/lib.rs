@@ -213,6 +213,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         options: cfg.policy_options.clone(),
     }))
     .with_policy_approvals(cfg.policy_approvals);
+    if tls_files.is_some() {
+        // Over HTTPS the registration token only enrolls the agent for a certificate.
+        cp = cp.with_host_enroll_ttl(cfg.agent_enroll_ttl_secs);
+    }
     cp = cp.with_observer(Arc::new(notify::LoudObserver));
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
@@ -220,6 +224,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let agent_key =
         audit_signer::load_or_create_key(&cfg.agent_signing_key, "agent snapshot signing key")
             .context("agents.signing_key")?;
+    let client_ca = match &tls_files {
+        Some(_) => Some(Arc::new(
+            tls::client_ca::ClientCa::ensure(&cfg.data_dir).context("agents' client CA")?,
+        )),
+        None => None,
+    };
     let agents = Arc::new(agents::AgentHub::new(
         agent_key,
         cfg.policy_options
@@ -229,6 +239,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .to_string(),
         cfg.recordings_dir.clone(),
         cfg.max_recording_bytes,
+        agents::AgentTls {
+            client_ca: client_ca.clone(),
+            revoked: Arc::default(),
+            cert_lifetime_secs: cfg.agent_cert_lifetime_secs,
+        },
     ));
     cp = cp.with_observer(agents.clone());
     let provisioners = provision::Provisioners::new(
@@ -310,8 +325,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )
             .context("cannot watch for SIGHUP")?;
             tracing::info!(cert = %cert.display(), sha256 = %certs.fingerprint(), "serving HTTPS");
+            let clients = match &agents.tls.client_ca {
+                Some(ca) => {
+                    agents.tls.revoked.replace(cp.revoked_hosts().await?);
+                    tokio::spawn(follow_revoked_hosts(
+                        cp.clone(),
+                        agents.clone(),
+                        shutdown_tx.subscribe(),
+                    ));
+                    Some(
+                        tls::client_auth::HostCertVerifier::new(
+                            ca.cert_der.clone(),
+                            agents.tls.revoked.clone(),
+                        )
+                        .context("agents' client CA")?,
+                    )
+                }
+                None => None,
+            };
             Some(http::serve::TlsAcceptor::from(
-                tls::server_config(certs).context("[tls]")?,
+                tls::server_config(certs, clients).context("[tls]")?,
             ))
         }
         None => None,
@@ -567,4 +600,26 @@ fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     f.write_all(b"\n")?;
     f.sync_all()?;
     Ok(())
+}
+
+/// How often the list of revoked hosts is read again (revocations made by another instance
+/// sharing the database reach this one's handshakes within this time).
+const REVOKED_HOSTS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn follow_revoked_hosts(
+    cp: Arc<ControlPlane>,
+    agents: Arc<agents::AgentHub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(REVOKED_HOSTS_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match cp.revoked_hosts().await {
+            Ok(hosts) => agents.tls.revoked.replace(hosts),
+            Err(e) => tracing::warn!(error = %e, "cannot read the revoked hosts"),
+        }
+    }
 }

@@ -281,6 +281,11 @@ pub(crate) fn host(r: &Row) -> Result<pedm_core::host::Host, StoreError> {
         registered_at: ts(r, "registered_at")?,
         registered_by: r.get("registered_by")?,
         last_seen_at: opt_ts(r, "last_seen_at")?,
+        enroll_expires_at: opt_ts(r, "enroll_expires_at")?,
+        enrolled_at: opt_ts(r, "enrolled_at")?,
+        revoked_at: opt_ts(r, "revoked_at")?,
+        cert_serial: r.get("cert_serial")?,
+        cert_not_after: opt_ts(r, "cert_not_after")?,
     })
 }
 

@@ -1942,6 +1942,11 @@ async fn hosts_receipts_and_sessions(db: Db) {
         registered_at: t(3),
         registered_by: "admin".into(),
         last_seen_at: None,
+        enroll_expires_at: Some(t(3600)),
+        enrolled_at: None,
+        revoked_at: None,
+        cert_serial: None,
+        cert_not_after: None,
     };
     // A host is a registered target; registering one that does not exist names it.
     let mut ghost = host("00000000000000aa", 1);
@@ -1972,6 +1977,73 @@ async fn hosts_receipts_and_sessions(db: Db) {
     let h = s.host_by_token("00000000000000a2").await.unwrap().unwrap();
     assert_eq!((h.name.as_str(), h.token_hash), ("web1", [2; 32]));
     assert_eq!(s.hosts().await.unwrap().len(), 1);
+    assert_eq!(h.enroll_expires_at, Some(t(3600)));
+    // Enrollment spends the current token once; renewals follow; a revoked host takes none.
+    let enroll = |token_id: &str, serial: &str| {
+        cs(Write::Host(HostWrite::Enroll {
+            name: "web1".into(),
+            token_id: token_id.into(),
+            at: t(10),
+            serial: serial.into(),
+            not_after: t(100),
+        }))
+    };
+    let certify = |serial: &str| {
+        cs(Write::Host(HostWrite::Certify {
+            name: "web1".into(),
+            serial: serial.into(),
+            not_after: t(200),
+        }))
+    };
+    conflict(fails(&s, certify("s0")).await, "not enrolled");
+    conflict(fails(&s, enroll("00000000000000a1", "s1")).await, "web1");
+    ok(&s, enroll("00000000000000a2", "s1")).await;
+    conflict(
+        fails(&s, enroll("00000000000000a2", "s2")).await,
+        "enrolled already",
+    );
+    ok(&s, certify("s3")).await;
+    let h = s.host("web1").await.unwrap().unwrap();
+    assert_eq!(
+        (h.enrolled_at, h.cert_serial.as_deref(), h.cert_not_after),
+        (Some(t(10)), Some("s3"), Some(t(200)))
+    );
+    let revoke = cs(Write::Host(HostWrite::Revoke {
+        name: "web1".into(),
+        at: t(30),
+    }));
+    ok(&s, revoke.clone()).await;
+    conflict(fails(&s, revoke).await, "revoked already");
+    conflict(fails(&s, certify("s4")).await, "revoked");
+    assert_eq!(
+        s.host("web1").await.unwrap().unwrap().revoked_at,
+        Some(t(30))
+    );
+    // Registering again starts over: not revoked, not enrolled.
+    ok(
+        &s,
+        cs(Write::Host(HostWrite::Register(host(
+            "00000000000000a2",
+            2,
+        )))),
+    )
+    .await;
+    let h = s.host("web1").await.unwrap().unwrap();
+    assert_eq!(
+        (h.revoked_at, h.enrolled_at, h.cert_serial),
+        (None, None, None)
+    );
+    not_found(
+        fails(
+            &s,
+            cs(Write::Host(HostWrite::Revoke {
+                name: "db9".into(),
+                at: t(30),
+            })),
+        )
+        .await,
+        "db9",
+    );
     ok(
         &s,
         cs(Write::Host(HostWrite::Seen {

@@ -158,6 +158,9 @@ pub struct ControlPlane {
     /// Approvals a policy change needs before it takes effect (0: applied at once), see
     /// [`policy_review`].
     policy_approvals: i64,
+    /// How long a host's registration token may enroll its agent; `None`: it never expires
+    /// and is the agent's credential (plain HTTP).
+    host_enroll_ttl_secs: Option<i64>,
 }
 
 pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
@@ -209,6 +212,7 @@ impl ControlPlane {
             auth_cache: auth_cache::AuthCache::default(),
             auth_failures: auth_failures::AuthFailures::default(),
             policy_approvals: 0,
+            host_enroll_ttl_secs: None,
         }
     }
 

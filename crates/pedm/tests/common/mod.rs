@@ -21,6 +21,8 @@ pub struct Server {
     database_url: Option<String>,
     env: Vec<(String, String)>,
     config_file: Option<PathBuf>,
+    /// `--dev`: HTTPS from pedmd's own CA, which clients here trust.
+    dev: bool,
 }
 
 #[derive(Default)]
@@ -31,6 +33,8 @@ pub struct Options {
     pub admin_token: Option<String>,
     /// TOML configuration text, written to a file and passed with --config.
     pub config: Option<String>,
+    /// `pedmd --dev`: HTTPS with its own CA (clients made here trust it).
+    pub dev: bool,
 }
 
 impl Server {
@@ -50,6 +54,7 @@ impl Server {
             database_url: opts.database_url,
             env: opts.env,
             config_file: None,
+            dev: opts.dev,
         };
         if let Some(text) = &opts.config {
             let f = s.data_dir.with_extension("toml");
@@ -94,6 +99,9 @@ impl Server {
             .stderr(Stdio::from(log));
         if let Some(db) = &self.database_url {
             cmd.arg("--database-url").arg(db);
+        }
+        if self.dev {
+            cmd.arg("--dev");
         }
         if let Some(f) = &self.config_file {
             cmd.arg("--config").arg(f);
@@ -188,16 +196,33 @@ impl Server {
     }
 
     pub fn client(&self, token: &str) -> Client {
-        Client::new(&self.url, Some(token.to_string())).expect("client")
+        Client::with_ca(&self.url, Some(token.to_string()), self.ca().as_deref()).expect("client")
     }
 
     pub fn anonymous(&self) -> Client {
-        Client::new(&self.url, None).expect("client")
+        Client::with_ca(&self.url, None, self.ca().as_deref()).expect("client")
+    }
+
+    /// The CA of `--dev` (`None` on plain HTTP).
+    pub fn ca(&self) -> Option<PathBuf> {
+        self.dev
+            .then(|| self.data_dir.join("tls").join("dev-ca.pem"))
     }
 
     /// Runs the real `pedm` binary with PEDM_URL and PEDM_TOKEN set.
     pub fn cli(&self, token: &str, args: &[&str]) -> Output {
-        pedm_cli(&self.url, token, args)
+        match self.ca() {
+            None => pedm_cli(&self.url, token, args),
+            Some(ca) => Command::new(env!("CARGO_BIN_EXE_pedm"))
+                .args(args)
+                .env("PEDM_URL", &self.url)
+                .env("PEDM_TOKEN", token)
+                .env("PEDM_CA", ca)
+                .env_remove("PEDM_TOKEN_FILE")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run pedm"),
+        }
     }
 
     pub fn data_path(&self) -> &Path {

@@ -6,6 +6,7 @@
 
 use super::ApiErr;
 use super::parse_errors::JsonParseErrors;
+pub use crate::tls::client_auth::PeerCert;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
@@ -112,16 +113,16 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(
-            app.clone()
-                .layer(axum::Extension(ConnectInfo::<SocketAddr>(remote))),
-        );
+        let app = app
+            .clone()
+            .layer(axum::Extension(ConnectInfo::<SocketAddr>(remote)));
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
+                    let svc = TowerToHyperService::new(app);
                     let conn =
                         builder.serve_connection(TokioIo::new(JsonParseErrors::new(stream)), svc);
                     watcher.watch(conn).await
@@ -144,6 +145,17 @@ pub async fn serve(
                             return;
                         }
                     };
+                    // A client certificate the handshake verified (agents), for the handlers.
+                    let peer = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| PeerCert(Arc::new(c.to_vec())));
+                    let svc = TowerToHyperService::new(match peer {
+                        Some(p) => app.layer(axum::Extension(p)),
+                        None => app,
+                    });
                     let conn =
                         builder.serve_connection(TokioIo::new(JsonParseErrors::new(stream)), svc);
                     watcher.watch(conn).await

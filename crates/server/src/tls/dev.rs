@@ -33,7 +33,7 @@ impl DevTls {
     }
 }
 
-fn err(p: &Path, m: impl std::fmt::Display) -> TlsError {
+pub(super) fn err(p: &Path, m: impl std::fmt::Display) -> TlsError {
     TlsError::File {
         path: p.display().to_string(),
         message: m.to_string(),
@@ -106,7 +106,7 @@ pub fn ensure(data_dir: &Path) -> Result<DevTls, TlsError> {
     Ok(paths)
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
+pub(super) fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
     use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
         std::fs::DirBuilder::new()
@@ -120,7 +120,7 @@ fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file, with
 /// `mode` set at creation (a key is never readable by others, not even for a moment).
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

@@ -4,6 +4,8 @@
 //! handshakes while open connections go on with what they negotiated. `--dev` makes its own
 //! local CA and server certificate ([`dev`]).
 
+pub mod client_auth;
+pub mod client_ca;
 pub mod dev;
 mod reload;
 
@@ -39,13 +41,20 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A server configuration answering with whatever `certs` currently holds: TLS 1.3 and 1.2
-/// only (rustls has no older versions), ALPN `h2` then `http/1.1`, no client certificates.
-pub fn server_config(certs: Arc<ReloadingCert>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+/// only (rustls has no older versions), ALPN `h2` then `http/1.1`; client certificates
+/// optional, checked by `clients` when given (agents), none asked for otherwise.
+pub fn server_config(
+    certs: Arc<ReloadingCert>,
+    clients: Option<Arc<client_auth::HostCertVerifier>>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match clients {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(certs);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
