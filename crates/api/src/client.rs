@@ -82,6 +82,19 @@ impl Client {
         Self::build(base_url, token, ca_file, None)
     }
 
+    /// Like [`Self::with_ca`], presenting a client certificate as well (a person's enrolled
+    /// device: requests then carry it as `context.device`).
+    pub fn with_ca_and_identity(
+        base_url: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+        identity_pem: &[u8],
+    ) -> Result<Self, ApiError> {
+        let id = reqwest::Identity::from_pem(identity_pem)
+            .map_err(|e| ApiError::Usage(format!("device certificate: {e}")))?;
+        Self::build(base_url, token, ca_file, Some(id))
+    }
+
     /// Like [`Self::with_ca`], authenticating with a client certificate instead of a token:
     /// `identity_pem` holds the certificate (and its chain) and its private key (an agent
     /// enrolled over HTTPS).

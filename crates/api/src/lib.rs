@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod client;
 pub mod delegation;
+pub mod device;
 pub mod external;
 pub mod policy_review;
 pub mod socket;

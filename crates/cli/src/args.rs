@@ -110,6 +110,9 @@ pub enum Command {
     /// Hosts running pedm-agent (admin).
     #[command(subcommand)]
     Host(HostCmd),
+    /// This machine as a trusted device: enroll (key made here), list, approve, revoke.
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// Recorded sessions: list, show, replay, export.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -838,6 +841,26 @@ pub enum HostCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// Enroll this machine: a key made here, a certificate from the server's CA (HTTPS only);
+    /// trusted once an admin approves it. Later calls present it (`context.device`).
+    Enroll {
+        /// A name for people (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Your devices, or everyone's with --all (admins).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Trust a device (admins; never your own).
+    Approve { id: String },
+    /// Revoke a device (its owner or an admin): its certificate fails the TLS handshake.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]

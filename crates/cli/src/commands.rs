@@ -59,6 +59,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::BreakGlass(c) => break_glass(ctx, c).await,
         Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
         Command::Host(c) => host(ctx, c).await,
+        Command::Device(c) => match c {
+            DeviceCmd::Enroll { name } => crate::device::enroll(ctx, name).await,
+            DeviceCmd::List { all } => ctx.list(&ctx.client.list_devices(all).await?),
+            DeviceCmd::Approve { id } => ctx.detail(&ctx.client.approve_device(&id).await?),
+            DeviceCmd::Revoke { id } => ctx.detail(&ctx.client.revoke_device(&id).await?),
+        },
         Command::Session(c) => session(ctx, c).await,
         Command::Delegate(c) => crate::delegation::delegate(ctx, c).await,
         Command::Task(c) => crate::delegation::task(ctx, c).await,

@@ -8,6 +8,7 @@ pub mod args;
 pub mod audit;
 pub mod commands;
 pub mod delegation;
+pub mod device;
 pub mod exec;
 pub mod external;
 pub mod login;
@@ -116,8 +117,14 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
         // `pedm login`'s session, only for the server it was opened on.
         token = login::stored_session(&cli.global.url).map(|s| s.token);
     }
+    // An enrolled device presents its certificate on every call to its server.
+    let ca = cli.global.ca_file.as_deref();
+    let client = match device::identity_for(&cli.global.url) {
+        Some(pem) => Client::with_ca_and_identity(&cli.global.url, token, ca, &pem)?,
+        None => Client::with_ca(&cli.global.url, token, ca)?,
+    };
     let ctx = commands::Ctx {
-        client: Client::with_ca(&cli.global.url, token, cli.global.ca_file.as_deref())?,
+        client,
         json: cli.global.json,
         now: jiff::Timestamp::now(),
     };

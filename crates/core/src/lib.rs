@@ -9,6 +9,7 @@ pub mod audit;
 pub mod clock;
 pub mod decision;
 pub mod delegation;
+pub mod device;
 pub mod duration;
 pub mod error;
 pub mod external;

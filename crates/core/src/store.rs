@@ -110,6 +110,8 @@ pub enum Write {
     PolicyReview(crate::policy_review::PolicyReviewWrite),
     /// External (vendor) accounts: sponsor and expiry.
     External(crate::external::ExternalWrite),
+    /// Trusted devices.
+    Device(crate::device::DeviceWrite),
     /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
     Sso(crate::sso::SsoWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
@@ -309,6 +311,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<crate::external::ExternalAccount>, StoreError>;
     /// Every external account, by user name.
     async fn external_accounts(&self) -> Result<Vec<crate::external::ExternalAccount>, StoreError>;
+    async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
+    /// Devices by enrollment time, newest first: `owner`'s, or everyone's.
+    async fn devices(&self, owner: Option<&str>) -> Result<Vec<crate::device::Device>, StoreError>;
     /// The checkpoint with the largest size.
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
     /// Makes the log end at event `size`, the last one the database holds, when an operator

@@ -1343,10 +1343,25 @@ impl Engine {
         if let Some(m) = c.device.compliant {
             dev.push(("compliant".to_string(), RestrictedExpression::new_bool(m)));
         }
-        if let Some(os) = &c.device.os {
+        let d = &c.device;
+        for (k, v) in [("os", &d.os), ("id", &d.id), ("os_version", &d.os_version)] {
+            if let Some(v) = v {
+                dev.push((k.to_string(), RestrictedExpression::new_string(v.clone())));
+            }
+        }
+        for (k, v) in [
+            ("trusted", d.trusted),
+            ("disk_encrypted", d.disk_encrypted),
+            ("screen_lock", d.screen_lock),
+        ] {
+            if let Some(v) = v {
+                dev.push((k.to_string(), RestrictedExpression::new_bool(v)));
+            }
+        }
+        if let Some(at) = d.enrolled_at {
             dev.push((
-                "os".to_string(),
-                RestrictedExpression::new_string(os.clone()),
+                "enrolled_at".to_string(),
+                RestrictedExpression::new_long(at),
             ));
         }
         let device = RestrictedExpression::new_record(dev).map_err(|e| e.to_string())?;

@@ -28,6 +28,8 @@ pub struct AgentTls {
     /// Hosts refused at the handshake.
     pub revoked: Arc<crate::tls::client_auth::RevokedHosts>,
     pub cert_lifetime_secs: i64,
+    /// Lifetime of a person's device certificate.
+    pub device_cert_lifetime_secs: i64,
 }
 
 impl AgentHub {

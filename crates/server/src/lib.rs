@@ -243,6 +243,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             client_ca: client_ca.clone(),
             revoked: Arc::default(),
             cert_lifetime_secs: cfg.agent_cert_lifetime_secs,
+            // A device is re-enrolled by its owner when this ends.
+            device_cert_lifetime_secs: 90 * 86_400,
         },
     ));
     cp = cp.with_observer(agents.clone());
@@ -327,7 +329,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(cert = %cert.display(), sha256 = %certs.fingerprint(), "serving HTTPS");
             let clients = match &agents.tls.client_ca {
                 Some(ca) => {
-                    agents.tls.revoked.replace(cp.revoked_hosts().await?);
+                    agents.tls.revoked.replace(revoked_peers(&cp).await?);
                     tokio::spawn(follow_revoked_hosts(
                         cp.clone(),
                         agents.clone(),
@@ -606,6 +608,21 @@ fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
 /// sharing the database reach this one's handshakes within this time).
 const REVOKED_HOSTS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The revocation list of the handshake: `host:NAME` and `device:ID`.
+async fn revoked_peers(cp: &ControlPlane) -> pedm_core::Result<Vec<String>> {
+    let hosts = cp
+        .revoked_hosts()
+        .await?
+        .into_iter()
+        .map(|h| format!("host:{h}"));
+    let devices = cp
+        .revoked_devices()
+        .await?
+        .into_iter()
+        .map(|d| format!("device:{d}"));
+    Ok(hosts.chain(devices).collect())
+}
+
 async fn follow_revoked_hosts(
     cp: Arc<ControlPlane>,
     agents: Arc<agents::AgentHub>,
@@ -617,9 +634,9 @@ async fn follow_revoked_hosts(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        match cp.revoked_hosts().await {
-            Ok(hosts) => agents.tls.revoked.replace(hosts),
-            Err(e) => tracing::warn!(error = %e, "cannot read the revoked hosts"),
+        match revoked_peers(&cp).await {
+            Ok(keys) => agents.tls.revoked.replace(keys),
+            Err(e) => tracing::warn!(error = %e, "cannot read the revoked hosts and devices"),
         }
     }
 }

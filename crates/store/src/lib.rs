@@ -8,6 +8,7 @@
 
 mod db;
 mod delegation;
+mod devices;
 mod external;
 mod hosts;
 mod policy_review;
@@ -216,6 +217,18 @@ macro_rules! forward_store {
                 &self,
             ) -> Result<Vec<pedm_core::external::ExternalAccount>, StoreError> {
                 pedm_core::store::Store::external_accounts(&self.engine).await
+            }
+            async fn device(
+                &self,
+                id: &str,
+            ) -> Result<Option<pedm_core::device::Device>, StoreError> {
+                pedm_core::store::Store::device(&self.engine, id).await
+            }
+            async fn devices(
+                &self,
+                owner: Option<&str>,
+            ) -> Result<Vec<pedm_core::device::Device>, StoreError> {
+                pedm_core::store::Store::devices(&self.engine, owner).await
             }
             async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {
                 pedm_core::store::Store::host(&self.engine, name).await

@@ -663,6 +663,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::Delegation(d) => crate::delegation::apply(c, d).await,
         Write::PolicyReview(w) => crate::policy_review::apply(c, w).await,
         Write::External(w) => crate::external::apply(c, w).await,
+        Write::Device(w) => crate::devices::apply(c, w).await,
         Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
@@ -1267,6 +1268,15 @@ impl Store for Engine {
         &self,
     ) -> Result<Vec<pedm_core::external::ExternalAccount>, StoreError> {
         Engine::external_account_rows(self).await
+    }
+    async fn device(&self, id: &str) -> Result<Option<pedm_core::device::Device>, StoreError> {
+        Engine::device_row(self, id).await
+    }
+    async fn devices(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<pedm_core::device::Device>, StoreError> {
+        Engine::device_rows(self, owner).await
     }
 
     async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {

@@ -74,9 +74,13 @@ macro_rules! conformance {
 #[path = "conformance/policy_review.rs"]
 mod policy_review;
 use policy_review::policy_proposals_and_approvals;
+#[path = "conformance/devices.rs"]
+mod devices;
+use devices::devices_enrolled_approved_revoked;
 
 conformance!(
     policy_proposals_and_approvals,
+    devices_enrolled_approved_revoked,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,

@@ -9,6 +9,7 @@ mod audit;
 mod auth_cache;
 mod auth_failures;
 mod delegation;
+mod devices;
 mod external;
 mod grants;
 mod hosts;

@@ -168,8 +168,12 @@ fn issue(
     if csr.len() > 16 * 1024 {
         return Err(ApiErr::invalid("invalid csr: longer than 16 KiB"));
     }
-    ca.issue(csr, host, lifetime)
-        .map_err(|e| ApiErr::invalid(format!("invalid csr: {e}")))
+    ca.issue(
+        csr,
+        &crate::tls::client_ca::Peer::Host(host.to_string()),
+        lifetime,
+    )
+    .map_err(|e| ApiErr::invalid(format!("invalid csr: {e}")))
 }
 
 /// Enrolls an agent over HTTPS: the registration token of `pedm host register` (once, before
@@ -247,7 +251,7 @@ async fn revoke_host(
 ) -> ApiResult<Json<HostView>> {
     let h = s.cp.revoke_host(&c.actor, &name, b.reason).await?;
     if let Some(hub) = &s.agents {
-        hub.tls.revoked.insert(&h.name);
+        hub.tls.revoked.insert(&format!("host:{}", h.name));
         hub.host_changed(&h.name);
     }
     Ok(Json(h.into()))
@@ -308,7 +312,7 @@ async fn agent_events(State(s): State<AppState>, h: HostCaller) -> ApiResult<Res
                 _ = tx.closed() => return,
             }
             // A revoked host's stream ends; its certificate opens no new one.
-            if hub.tls.revoked.contains(&host) {
+            if hub.tls.revoked.contains(&format!("host:{host}")) {
                 return;
             }
             match cp.host_snapshot(&host).await {

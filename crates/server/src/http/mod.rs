@@ -4,6 +4,7 @@ mod agents;
 mod audit;
 mod contract;
 mod delegation;
+mod devices;
 mod error;
 mod external;
 mod extract;
@@ -102,6 +103,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(audit::router())
             .merge(agents::router())
             .merge(delegation::router())
+            .merge(devices::router())
             .merge(external::router())
             .merge(sso::router()),
     )

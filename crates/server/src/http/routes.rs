@@ -393,7 +393,7 @@ async fn create_request(
     let duration_secs = parse_duration_field("duration", &b.duration)?;
     let context = RequestContext {
         source_addr: c.source.clone(),
-        device: Default::default(),
+        device: s.cp.device_context(&c.actor, c.device.as_deref()).await?,
     };
     let (request, grant) =
         s.cp.create_request(

@@ -3,7 +3,7 @@
 //! validity, be for client authentication, and not name a revoked host; otherwise the
 //! handshake fails. Which routes need one is the HTTP layer's business ([`PeerCert`]).
 
-use super::client_ca::host_of;
+use super::client_ca::peer_of;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -17,8 +17,9 @@ use std::sync::{Arc, RwLock};
 #[derive(Clone, Debug)]
 pub struct PeerCert(pub Arc<Vec<u8>>);
 
-/// Hosts whose certificates are refused at the handshake, kept current by the server
-/// (on revocation here, and by polling the store for other instances' revocations).
+/// Hosts and devices whose certificates are refused at the handshake (`host:NAME`,
+/// `device:ID`), kept current by the server (on revocation here, and by polling the store
+/// for other instances' revocations).
 #[derive(Default, Debug)]
 pub struct RevokedHosts(RwLock<HashSet<String>>);
 
@@ -86,8 +87,8 @@ impl ClientCertVerifier for HostCertVerifier {
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        match host_of(end_entity) {
-            Some((host, _)) if self.revoked.contains(&host) => {
+        match peer_of(end_entity) {
+            Some((peer, _)) if self.revoked.contains(&peer.key()) => {
                 metrics::counter!("pedm_revoked_host_handshakes_total").increment(1);
                 Err(Error::InvalidCertificate(CertificateError::Revoked))
             }

@@ -15,6 +15,32 @@ use std::path::Path;
 
 /// The URI prefix of a host's name in its client certificate.
 pub const HOST_URI: &str = "urn:pedm:host:";
+/// The URI prefix of a trusted device's id in its certificate.
+pub const DEVICE_URI: &str = "urn:pedm:device:";
+
+/// Who a client certificate is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Host(String),
+    Device(String),
+}
+
+impl Peer {
+    fn uri(&self) -> String {
+        match self {
+            Peer::Host(h) => format!("{HOST_URI}{h}"),
+            Peer::Device(d) => format!("{DEVICE_URI}{d}"),
+        }
+    }
+
+    /// `host:NAME` or `device:ID`: its key in the revocation list.
+    pub fn key(&self) -> String {
+        match self {
+            Peer::Host(h) => format!("host:{h}"),
+            Peer::Device(d) => format!("device:{d}"),
+        }
+    }
+}
 
 pub struct ClientCa {
     issuer: Issuer<'static, KeyPair>,
@@ -76,13 +102,13 @@ impl ClientCa {
 
     /// Signs a client certificate for `host` with the key of `csr_pem` (whose signature is
     /// checked), valid for `lifetime_secs` from now. Nothing else of the CSR is used.
-    pub fn issue(&self, csr_pem: &str, host: &str, lifetime_secs: i64) -> Result<Issued, String> {
+    pub fn issue(&self, csr_pem: &str, peer: &Peer, lifetime_secs: i64) -> Result<Issued, String> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| format!("the certificate signing request is not valid: {e}"))?;
-        let uri = format!("{HOST_URI}{host}");
+        let uri = peer.uri();
         let mut p = CertificateParams::default();
         p.distinguished_name
-            .push(DnType::CommonName, format!("pedm host {host}"));
+            .push(DnType::CommonName, format!("pedm {}", peer.key()));
         p.subject_alt_names = vec![SanType::URI(
             uri.try_into().map_err(|e: rcgen::Error| e.to_string())?,
         )];
@@ -113,16 +139,41 @@ impl ClientCa {
     }
 }
 
-/// The host a client certificate (DER) names, and its serial (hex); `None` if it names none.
-pub fn host_of(der: &[u8]) -> Option<(String, String)> {
+/// Who a client certificate (DER) is for, and its serial (hex); `None` if it names nobody.
+pub fn peer_of(der: &[u8]) -> Option<(Peer, String)> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let serial = hex::encode(cert.raw_serial());
     let san = cert.subject_alternative_name().ok()??;
-    let host = san.value.general_names.iter().find_map(|n| match n {
-        GeneralName::URI(u) => u.strip_prefix(HOST_URI).map(str::to_string),
+    let peer = san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::URI(u) => {
+            if let Some(h) = u.strip_prefix(HOST_URI) {
+                pedm_core::model::validate_name("host", h)
+                    .ok()
+                    .map(|_| Peer::Host(h.to_string()))
+            } else {
+                u.strip_prefix(DEVICE_URI)
+                    .filter(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(|d| Peer::Device(d.to_string()))
+            }
+        }
         _ => None,
     })?;
-    pedm_core::model::validate_name("host", &host).ok()?;
-    Some((host, serial))
+    Some((peer, serial))
+}
+
+/// The host a client certificate names, and its serial.
+pub fn host_of(der: &[u8]) -> Option<(String, String)> {
+    match peer_of(der)? {
+        (Peer::Host(h), serial) => Some((h, serial)),
+        _ => None,
+    }
+}
+
+/// The device a client certificate names.
+pub fn device_of(der: &[u8]) -> Option<String> {
+    match peer_of(der)? {
+        (Peer::Device(d), _) => Some(d),
+        _ => None,
+    }
 }
