@@ -41,8 +41,8 @@ pub struct WorkloadIdentity {
     pub service_account: Option<String>,
 }
 
-/// Whether `v` may be kept as a claim value: not empty, at most [`MAX_CLAIM_CHARS`], no
-/// control characters.
+/// Whether `v` may be kept as a claim value: a visible character at least, at most
+/// [`MAX_CLAIM_CHARS`], no control characters (`pedm_core::syntax::LINE`).
 pub fn valid_claim(v: &str) -> bool {
-    !v.is_empty() && v.chars().count() <= MAX_CLAIM_CHARS && !v.chars().any(char::is_control)
+    !v.trim().is_empty() && v.chars().count() <= MAX_CLAIM_CHARS && !v.chars().any(char::is_control)
 }

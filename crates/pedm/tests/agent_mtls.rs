@@ -118,14 +118,15 @@ async fn an_agent_enrolls_for_a_client_certificate_renews_it_and_is_cut_off_when
     );
     assert_eq!(events(&s, "host.cert_renewed").await.len(), 1);
     assert!(first.cert_not_after.is_some());
-    // A CSR that is not one is refused, naming it.
+    // A CSR that is not one is refused (422: well-formed JSON the server cannot act on).
     let e = c
         .agent_renew(
             "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
         )
         .await
         .unwrap_err();
-    assert_eq!(e.status(), Some(400), "{e}");
+    assert_eq!(e.status(), Some(422), "{e}");
+    assert!(e.to_string().contains("csr"), "{e}");
 
     // A certificate for web1 from another CA never passes the handshake.
     let rogue_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

@@ -173,7 +173,7 @@ fn issue(
         &crate::tls::client_ca::Peer::Host(host.to_string()),
         lifetime,
     )
-    .map_err(|e| ApiErr::invalid(format!("invalid csr: {e}")))
+    .map_err(|e| ApiErr::from(pedm_core::Error::unprocessable("csr", e)))
 }
 
 /// Enrolls an agent over HTTPS: the registration token of `pedm host register` (once, before

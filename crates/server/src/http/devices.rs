@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// (made on the device; it never leaves it). Trusted once an admin approves it. HTTPS only.
 #[utoipa::path(post, path = "/devices", tag = "identity", request_body = EnrollDevice,
     responses((status = 201, body = DeviceEnrolled), (status = 400, body = ErrorBody),
+        (status = 422, description = "the CSR is not a valid certificate signing request", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "plain HTTP: no device certificates", body = ErrorBody)))]
 async fn enroll_device(
@@ -47,7 +48,7 @@ async fn enroll_device(
     let id = hex::encode(pedm_core::token::random_bytes::<8>());
     let issued = ca
         .issue(&b.csr, &Peer::Device(id.clone()), lifetime)
-        .map_err(|e| ApiErr::invalid(format!("invalid csr: {e}")))?;
+        .map_err(|e| ApiErr::from(pedm_core::Error::unprocessable("csr", e)))?;
     let device =
         s.cp.enroll_device(
             &c.actor,
