@@ -545,3 +545,85 @@ fn tls_config_errors_are_named() {
     assert!(!out.status.success());
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 }
+
+#[test]
+fn agent_enrolls_over_https_trusting_the_ca_it_is_given() {
+    if not_root() {
+        eprintln!("SKIP agent_enrolls_over_https_trusting_the_ca_it_is_given: needs root");
+        return;
+    }
+    let p = start(&["--dev", "--listen", "127.0.0.1:0"]);
+    let ca = p.data().join("tls").join("dev-ca.pem");
+    let token = admin_token(&p);
+    let out = pedm(
+        &p.url,
+        &token,
+        Some(&ca),
+        &["target", "add", "web1", "--kind", "host"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = pedm(
+        &p.url,
+        &token,
+        Some(&ca),
+        &["--json", "host", "register", "web1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let token_file = p.dir.path().join("agent.token");
+    std::fs::write(&token_file, reg["token"].as_str().expect("token")).expect("write");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config = p.dir.path().join("etc").join("agent.toml");
+    let enroll = |ca: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pedm-agent"));
+        c.arg("enroll")
+            .arg("--config")
+            .arg(&config)
+            .args(["--server", &p.url])
+            .args(["--server-key", reg["server_key"].as_str().expect("key")])
+            .arg("--token-file")
+            .arg(&token_file)
+            .env_remove("PEDM_CA");
+        if let Some(ca) = ca {
+            c.arg("--ca-file").arg(ca);
+        }
+        c.output().expect("run pedm-agent")
+    };
+
+    let out = enroll(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "enrolled against an untrusted certificate"
+    );
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(!config.exists(), "a configuration was written");
+
+    let out = enroll(Some(&ca));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved = pedm_agent::config::Config::load(&config)
+        .expect("load")
+        .resolve()
+        .expect("resolve");
+    assert_eq!(
+        resolved.ca_file.as_deref(),
+        Some(std::fs::canonicalize(&ca).expect("ca").as_path())
+    );
+    assert!(resolved.server_url.starts_with("https://"));
+}
+
+fn not_root() -> bool {
+    !nix::unistd::Uid::effective().is_root()
+}
