@@ -300,7 +300,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let acceptor = match &tls_files {
         Some((cert, key)) => {
-            let certs = Arc::new(tls::ReloadingCert::load(cert, key).context("[tls]")?);
+            let certs = Arc::new(
+                tls::ReloadingCert::load(cert, key)
+                    .context("[tls]")?
+                    .with_alerts(notifier.clone()),
+            );
             tls::watch_for_reload(
                 certs.clone(),
                 cfg.tls_watch_interval,
