@@ -425,7 +425,50 @@ impl TestCa {
     }
 }
 
-fn start_with_tls_files(watch_interval: &str) -> (Pedmd, TestCa, PathBuf, PathBuf, Vec<u8>) {
+/// A webhook receiver on plain loopback HTTP: every request's raw text goes to the channel.
+fn hook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", l.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = c.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let Some(i) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let len: usize = text[..i]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= i + 4 + len {
+                    let _ = c.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    let _ = tx.send(text);
+                    break;
+                }
+            }
+        }
+    });
+    (url, rx)
+}
+
+fn start_with_tls_files(
+    watch_interval: &str,
+    extra_config: &str,
+) -> (Pedmd, TestCa, PathBuf, PathBuf, Vec<u8>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new(dir.path());
     let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
@@ -434,7 +477,7 @@ fn start_with_tls_files(watch_interval: &str) -> (Pedmd, TestCa, PathBuf, PathBu
     std::fs::write(
         &conf,
         format!(
-            "[tls]\ncert = {:?}\nkey = {:?}\nwatch_interval = {watch_interval:?}\n",
+            "{extra_config}\n[tls]\ncert = {:?}\nkey = {:?}\nwatch_interval = {watch_interval:?}\n",
             cert.display().to_string(),
             key.display().to_string()
         ),
@@ -459,7 +502,11 @@ async fn served_cert(addr: &str, ca: &Path) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_swaps_the_certificate_without_dropping_connections() {
     // A long watch interval: only SIGHUP reloads here.
-    let (p, ca, cert, key, first) = start_with_tls_files("1h");
+    let (hook, hooked) = hook_receiver();
+    let (p, ca, cert, key, first) = start_with_tls_files(
+        "1h",
+        &format!("[[notify.webhook]]\nname = \"ops\"\nurl = {hook:?}\nkinds = [\"tls.\"]\n"),
+    );
     let addr = p.addr();
     let cfg = client_config(&ca.pem, &[&rustls::version::TLS13], &[b"http/1.1"]);
     let mut open = connect(&addr, cfg.clone()).await.expect("handshake");
@@ -494,13 +541,21 @@ async fn sighup_swaps_the_certificate_without_dropping_connections() {
     });
     assert_eq!(served_cert(&addr, &ca.pem).await, second);
     assert_eq!(get(&mut open, "/healthz").await.0, 200);
+    // ... and a high-severity webhook notification says so.
+    let sent = hooked
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no tls.reload_failed notification");
+    assert!(
+        sent.contains("tls.reload_failed") && sent.contains("kept its previous TLS certificate"),
+        "{sent}"
+    );
     // The process survived both signals.
     assert!(std::net::TcpStream::connect(&addr).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_certificate_file_is_picked_up_without_a_signal() {
-    let (p, ca, cert, key, first) = start_with_tls_files("1s");
+    let (p, ca, cert, key, first) = start_with_tls_files("1s", "");
     let addr = p.addr();
     assert_eq!(served_cert(&addr, &ca.pem).await, first);
     let second = ca.issue("second", &cert, &key);
@@ -544,4 +599,86 @@ fn tls_config_errors_are_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+}
+
+#[test]
+fn agent_enrolls_over_https_trusting_the_ca_it_is_given() {
+    if not_root() {
+        eprintln!("SKIP agent_enrolls_over_https_trusting_the_ca_it_is_given: needs root");
+        return;
+    }
+    let p = start(&["--dev", "--listen", "127.0.0.1:0"]);
+    let ca = p.data().join("tls").join("dev-ca.pem");
+    let token = admin_token(&p);
+    let out = pedm(
+        &p.url,
+        &token,
+        Some(&ca),
+        &["target", "add", "web1", "--kind", "host"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = pedm(
+        &p.url,
+        &token,
+        Some(&ca),
+        &["--json", "host", "register", "web1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let token_file = p.dir.path().join("agent.token");
+    std::fs::write(&token_file, reg["token"].as_str().expect("token")).expect("write");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config = p.dir.path().join("etc").join("agent.toml");
+    let enroll = |ca: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pedm-agent"));
+        c.arg("enroll")
+            .arg("--config")
+            .arg(&config)
+            .args(["--server", &p.url])
+            .args(["--server-key", reg["server_key"].as_str().expect("key")])
+            .arg("--token-file")
+            .arg(&token_file)
+            .env_remove("PEDM_CA");
+        if let Some(ca) = ca {
+            c.arg("--ca-file").arg(ca);
+        }
+        c.output().expect("run pedm-agent")
+    };
+
+    let out = enroll(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "enrolled against an untrusted certificate"
+    );
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(!config.exists(), "a configuration was written");
+
+    let out = enroll(Some(&ca));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved = pedm_agent::config::Config::load(&config)
+        .expect("load")
+        .resolve()
+        .expect("resolve");
+    assert_eq!(
+        resolved.ca_file.as_deref(),
+        Some(std::fs::canonicalize(&ca).expect("ca").as_path())
+    );
+    assert!(resolved.server_url.starts_with("https://"));
+}
+
+fn not_root() -> bool {
+    !nix::unistd::Uid::effective().is_root()
 }

@@ -319,7 +319,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let acceptor = match &tls_files {
         Some((cert, key)) => {
-            let certs = Arc::new(tls::ReloadingCert::load(cert, key).context("[tls]")?);
+            let certs = Arc::new(
+                tls::ReloadingCert::load(cert, key)
+                    .context("[tls]")?
+                    .with_alerts(notifier.clone()),
+            );
             tls::watch_for_reload(
                 certs.clone(),
                 cfg.tls_watch_interval,
@@ -369,28 +373,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cfg.request_timeout,
     );
 
-    // The first line on stdout is for people and for tests that start us on port 0.
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "pedmd listening on {scheme}://{addr}")?;
+    // The first line on stdout is for people and for tests that start us on port 0. Written
+    // in one go, and a closed stdout (a reader that stopped after the first line) does not
+    // stop the server.
+    let mut banner = format!("pedmd listening on {scheme}://{addr}\n");
     if token_file.exists() {
-        writeln!(out, "admin token: {}", token_file.display())?;
+        banner.push_str(&format!("admin token: {}\n", token_file.display()));
     }
     if let Some(ca) = &dev_ca {
-        writeln!(out, "dev CA: {}", ca.display())?;
+        banner.push_str(&format!("dev CA: {}\n", ca.display()));
     }
     if args.dev {
         let ca = dev_ca
             .as_ref()
             .map(|c| format!(" PEDM_CA={}", c.display()))
             .unwrap_or_default();
-        writeln!(
-            out,
-            "try: export PEDM_URL={scheme}://{addr}{ca} PEDM_TOKEN=$(cat {}); pedm whoami",
+        banner.push_str(&format!(
+            "try: export PEDM_URL={scheme}://{addr}{ca} PEDM_TOKEN=$(cat {}); pedm whoami\n",
             token_file.display()
-        )?;
+        ));
     }
-    out.flush()?;
-    drop(out);
+    {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(banner.as_bytes()).and_then(|_| out.flush()) {
+            tracing::warn!(error = %e, "cannot write the start banner to stdout");
+        }
+    }
 
     http::serve::serve(listener, app, shutdown_signal(), acceptor)
         .await

@@ -22,6 +22,8 @@ pub struct ReloadingCert {
     key: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
     seen: Mutex<(Stamp, Stamp)>,
+    /// Webhooks told of a failed reload (`tls.reload_failed`, high severity).
+    alerts: Option<pedm_notify::Notifier>,
 }
 
 impl ReloadingCert {
@@ -34,7 +36,14 @@ impl ReloadingCert {
             key: key.to_path_buf(),
             current: RwLock::new(Arc::new(ck)),
             seen: Mutex::new(seen),
+            alerts: None,
         })
+    }
+
+    /// Also sends a high-severity `tls.reload_failed` notification when a reload fails.
+    pub fn with_alerts(mut self, notifier: Option<pedm_notify::Notifier>) -> Self {
+        self.alerts = notifier;
+        self
     }
 
     /// Reads the files again and swaps them in; on error the old pair stays.
@@ -75,6 +84,19 @@ impl ReloadingCert {
             ),
             Err(e) => {
                 metrics::counter!("pedm_tls_reload_failures_total").increment(1);
+                metrics::counter!("pedm_high_severity_notices_total", "kind" => "tls.reload_failed")
+                    .increment(1);
+                if let Some(n) = &self.alerts {
+                    n.notify(pedm_notify::Notification::new(
+                        "tls.reload_failed",
+                        pedm_notify::Severity::High,
+                        format!("pedmd kept its previous TLS certificate: {e}"),
+                        serde_json::json!({
+                            "problem": e.to_string(),
+                            "still_serving_sha256": self.fingerprint(),
+                        }),
+                    ));
+                }
                 tracing::error!(
                     trigger = why,
                     error = %e,
