@@ -63,6 +63,8 @@ async fn setup(idp: &Idp) -> Server {
             max_duration: "1h".into(),
             auto_approve: false,
             run_as: None,
+            noexec: false,
+            allow_setuid: false,
         },
     )
     .await

@@ -125,6 +125,10 @@ pub struct NewRole {
     pub max_duration_secs: i64,
     pub auto_approve: bool,
     pub run_as: Option<String>,
+    /// See [`Role::noexec`].
+    pub noexec: bool,
+    /// See [`Role::allow_setuid`].
+    pub allow_setuid: bool,
 }
 
 /// What the scheduler ended in one pass.
@@ -1056,6 +1060,8 @@ impl ControlPlane {
             max_duration_secs: r.max_duration_secs,
             auto_approve: r.auto_approve,
             run_as: r.run_as,
+            noexec: r.noexec,
+            allow_setuid: r.allow_setuid,
             created_at: self.now(),
         };
         let cs = Changeset::new()
@@ -1070,6 +1076,8 @@ impl ControlPlane {
                     "max_duration_secs": role.max_duration_secs,
                     "auto_approve": role.auto_approve,
                     "run_as": role.run_as,
+                    "noexec": role.noexec,
+                    "allow_setuid": role.allow_setuid,
                 })),
             );
         self.store.commit(cs).await.map_err(|e| match e {
