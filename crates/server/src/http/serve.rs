@@ -96,7 +96,12 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(HYPER_MAX_BUF as u32);
+    // Over TLS, one buffer per response: hyper's vectored writes would become one TLS
+    // record (and one encryption) per piece of the response.
+    let mut tls_builder = builder.clone();
+    tls_builder.http1().writev(false);
     let builder = Arc::new(builder);
+    let tls_builder = Arc::new(tls_builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -117,7 +122,11 @@ pub async fn serve(
             .clone()
             .layer(axum::Extension(ConnectInfo::<SocketAddr>(remote)));
         let watcher = graceful.watcher();
-        let builder = builder.clone();
+        let builder = if tls.is_some() {
+            tls_builder.clone()
+        } else {
+            builder.clone()
+        };
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
