@@ -118,6 +118,12 @@ pub trait Decider: Send + Sync + 'static {
     fn approver_groups(&self) -> std::collections::BTreeSet<String> {
         std::collections::BTreeSet::new()
     }
+    /// Whether a device `actor` enrolls, reporting `device` (its context claims), is trusted
+    /// at once by policy (`trust_device`), without an admin's approval.
+    fn may_trust_device(&self, actor: &Actor, device: &BTreeMap<String, String>) -> bool {
+        let _ = (actor, device);
+        false
+    }
 }
 
 /// Turns policy sources into a decider; implemented by the Cedar engine.

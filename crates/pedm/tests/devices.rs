@@ -17,6 +17,11 @@ permit (principal, action in [Pedm::Action::"manage_users", Pedm::Action::"manag
     Pedm::Action::"manage_policies", Pedm::Action::"manage_grants", Pedm::Action::"read_audit"], resource)
 when { principal.admin };
 
+// Staff laptops running Linux are trusted as they enroll.
+@id("staff-linux-devices")
+permit (principal in Pedm::Group::"staff", action == Pedm::Action::"trust_device", resource)
+when { context.device has os && context.device.os == "linux" };
+
 // Root only from a trusted device.
 @id("root-from-trusted-device")
 @auto_approve("true")
@@ -149,6 +154,28 @@ async fn policy_can_require_a_trusted_device() {
         "{}",
         stdout(&o)
     );
+
+    // Trusted by policy as it enrolls (carol is staff), no admin needed.
+    let carol = user_with_token(&s, "carol", false).await;
+    s.admin()
+        .create_group(&CreateGroup {
+            name: "staff".into(),
+            description: None,
+        })
+        .await
+        .unwrap();
+    s.admin().add_group_member("staff", "carol").await.unwrap();
+    let desk = tempfile::tempdir().unwrap();
+    let o = pedm_on(
+        &s,
+        desk.path(),
+        &carol,
+        &["--json", "device", "enroll", "--name", "desk"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["approved_by"], "policy", "{d}");
+    assert_eq!(root_from(&s, desk.path(), &carol), "approved");
 
     // Revoked by its owner: the laptop's certificate no longer passes the handshake.
     let o = pedm_on(&s, laptop.path(), &alice, &["device", "revoke", &id]);

@@ -194,10 +194,12 @@ pub enum Action {
     ReadAudit,
     /// Revoke others' grants, review break-glass access.
     ManageGrants,
+    /// Trust a device at enrollment without an admin (`context.device` is what it reported).
+    TrustDevice,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Request,
         Action::Approve,
         Action::Exec,
@@ -208,6 +210,7 @@ impl Action {
         Action::ManagePolicies,
         Action::ReadAudit,
         Action::ManageGrants,
+        Action::TrustDevice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -222,6 +225,7 @@ impl Action {
             Action::ManagePolicies => "manage_policies",
             Action::ReadAudit => "read_audit",
             Action::ManageGrants => "manage_grants",
+            Action::TrustDevice => "trust_device",
         }
     }
 

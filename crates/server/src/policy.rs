@@ -237,6 +237,24 @@ impl Decider for CedarDecider {
         }
     }
 
+    fn may_trust_device(
+        &self,
+        actor: &Actor,
+        claims: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        let mut context = Ctx::at(jiff::Timestamp::now());
+        context.device = device(claims);
+        self.engine
+            .authorize(&AuthzQuery {
+                principal: principal(actor),
+                action: Action::TrustDevice,
+                resource: Resource::System,
+                context,
+                requester: None,
+            })
+            .allowed
+    }
+
     fn approver_groups(&self) -> std::collections::BTreeSet<String> {
         self.engine.approver_groups()
     }

@@ -31,7 +31,7 @@ impl ControlPlane {
             }
         }
         let now = self.now();
-        let d = Device {
+        let mut d = Device {
             id: id.into(),
             owner: actor.user.clone(),
             name,
@@ -43,7 +43,13 @@ impl ControlPlane {
             approved_by: None,
             revoked_at: None,
         };
-        let cs = Changeset::new()
+        // Policy may trust it at once (`trust_device`, deciding on what it reported).
+        let by_policy = self.decider().may_trust_device(actor, &d.context());
+        if by_policy {
+            d.approved_at = Some(now);
+            d.approved_by = Some(POLICY_ACTOR.to_string());
+        }
+        let mut cs = Changeset::new()
             .write(Write::Device(DeviceWrite::Insert(d.clone())))
             .event(
                 self.event(actor, "device.enrolled", subject("device", id))
@@ -52,6 +58,12 @@ impl ControlPlane {
                         "serial": cert_serial, "not_after": cert_not_after,
                     })),
             );
+        if by_policy {
+            cs = cs.event(
+                NewAuditEvent::new(now, POLICY_ACTOR, "device.approved", subject("device", id))
+                    .data(json!({ "owner": d.owner, "name": d.name, "by": "trust_device" })),
+            );
+        }
         self.store.commit(cs).await?;
         Ok(d)
     }
