@@ -115,8 +115,9 @@ pub trait Decider: Send + Sync + 'static {
     /// The groups whose members decide who is approved: named in approval tiers, or given
     /// `approve`, `manage_users` or `manage_policies` by a permit. With two-person control
     /// on, adding someone to one of these needs the same approvals as a policy change.
-    fn approver_groups(&self) -> std::collections::BTreeSet<String> {
-        std::collections::BTreeSet::new()
+    /// `None`: the decider cannot tell, and every group counts as one.
+    fn approver_groups(&self) -> Option<std::collections::BTreeSet<String>> {
+        Some(std::collections::BTreeSet::new())
     }
     /// Whether a device `actor` enrolls, reporting `device` (its context claims), is trusted
     /// at once by policy (`trust_device`), without an admin's approval.

@@ -25,6 +25,8 @@ pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 
 const SCHEMA_TEXT: &str = include_str!("schema.cedarschema");
 
+mod approvers;
+
 /// The Cedar schema every policy is validated against (namespace `Pedm`).
 pub fn schema_text() -> &'static str {
     SCHEMA_TEXT
@@ -467,24 +469,6 @@ fn format_parse_errors(text: &str, errs: &cedar_policy::ParseErrors) -> String {
         .join("; ")
 }
 
-/// Every `Group` entity a policy's JSON form names (`{"type": "Pedm::Group", "id": ...}`, in
-/// its scope or as an `__entity` literal of a condition).
-fn collect_groups(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            if let (Some(serde_json::Value::String(ty)), Some(serde_json::Value::String(id))) =
-                (m.get("type"), m.get("id"))
-                && (ty == "Group" || ty.ends_with("::Group"))
-            {
-                out.insert(id.clone());
-            }
-            m.values().for_each(|v| collect_groups(v, out));
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_groups(v, out)),
-        _ => {}
-    }
-}
-
 fn is_request_only(actions: &Option<Vec<Action>>) -> bool {
     matches!(actions.as_deref(), Some([Action::Request]))
 }
@@ -732,29 +716,6 @@ impl Engine {
                 text: e.policy.to_string(),
             })
             .collect()
-    }
-
-    /// The groups that decide who approves: those named in `@approvals` tiers, and those any
-    /// permit mentions (in its scope or its conditions) whose actions include `approve`,
-    /// `manage_users` or `manage_policies` (or every action). Adding someone to one of these
-    /// changes who may approve requests or policy changes.
-    pub fn approver_groups(&self) -> std::collections::BTreeSet<String> {
-        const DECIDING: [Action; 3] =
-            [Action::Approve, Action::ManageUsers, Action::ManagePolicies];
-        let mut groups = std::collections::BTreeSet::new();
-        for e in self.policies.iter().filter(|e| !e.forbid) {
-            for t in e.terms.tiers.iter().flatten() {
-                groups.extend(t.group.clone());
-            }
-            let deciding = e
-                .actions
-                .as_ref()
-                .is_none_or(|a| a.iter().any(|a| DECIDING.contains(a)));
-            if deciding && let Ok(json) = e.policy.to_json() {
-                collect_groups(&json, &mut groups);
-            }
-        }
-        groups
     }
 
     /// Decide a `request` with the policy slice that can apply (the fast path).

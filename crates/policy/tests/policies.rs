@@ -1075,7 +1075,7 @@ fn approver_groups_are_those_that_decide_approvals() {
         forbid (principal in Pedm::Group::"contractors", action == Pedm::Action::"approve", resource);
         "#,
     );
-    let groups: Vec<String> = e.approver_groups().into_iter().collect();
+    let groups: Vec<String> = e.approver_groups().expect("known").into_iter().collect();
     // devs only request, auditors only read, and a forbid takes power away.
     assert_eq!(groups, ["approvers", "leads", "policy-admins", "security"]);
 }

@@ -255,7 +255,7 @@ impl Decider for CedarDecider {
             .allowed
     }
 
-    fn approver_groups(&self) -> std::collections::BTreeSet<String> {
+    fn approver_groups(&self) -> Option<std::collections::BTreeSet<String>> {
         self.engine.approver_groups()
     }
 

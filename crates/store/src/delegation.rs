@@ -1,6 +1,7 @@
 //! Tasks, delegations and the links of delegated grants (migration 0007).
 
 use crate::db::{Arg, Conn, Row, args};
+use crate::rows::{corrupt, opt_ts, ts};
 use crate::sql::{Engine, backend, exists, insert, json_text, push_eq, push_limit};
 use jiff::Timestamp;
 use pedm_core::delegation::{
@@ -14,20 +15,6 @@ const DELEGATION_COLS: &str = "id, parent_id, delegator, delegate_kind, delegate
      roles, scope, expires_at, redelegate, reason, created_at, revoked_at, revoked_by, \
      revoke_reason";
 const LINK_COLS: &str = "grant_id, delegation_id, parent_grant_id";
-
-fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("column {col}: {e}"))
-}
-
-fn ts(r: &Row, col: &str) -> Result<Timestamp, StoreError> {
-    Timestamp::from_microsecond(r.get(col)?).map_err(|e| corrupt(col, e))
-}
-
-fn opt_ts(r: &Row, col: &str) -> Result<Option<Timestamp>, StoreError> {
-    r.get::<Option<i64>>(col)?
-        .map(|us| Timestamp::from_microsecond(us).map_err(|e| corrupt(col, e)))
-        .transpose()
-}
 
 fn opt_uuid(r: &Row, col: &str) -> Result<Option<Uuid>, StoreError> {
     r.get::<Option<String>>(col)?

@@ -1,27 +1,13 @@
 //! Trusted devices (migration 0017).
 
 use crate::db::{Conn, Row, args};
+use crate::rows::{corrupt, opt_ts, ts};
 use crate::sql::{Engine, backend, exists, insert, json_text};
-use jiff::Timestamp;
 use pedm_core::device::{Device, DeviceWrite};
 use pedm_core::store::StoreError;
 
 const COLS: &str = "id, owner, name, posture, cert_serial, cert_not_after, enrolled_at, \
      approved_at, approved_by, revoked_at";
-
-fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("column {col}: {e}"))
-}
-
-fn ts(r: &Row, col: &str) -> Result<Timestamp, StoreError> {
-    Timestamp::from_microsecond(r.get(col)?).map_err(|e| corrupt(col, e))
-}
-
-fn opt_ts(r: &Row, col: &str) -> Result<Option<Timestamp>, StoreError> {
-    r.get::<Option<i64>>(col)?
-        .map(|us| Timestamp::from_microsecond(us).map_err(|e| corrupt(col, e)))
-        .transpose()
-}
 
 fn device(r: &Row) -> Result<Device, StoreError> {
     Ok(Device {

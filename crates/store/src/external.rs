@@ -1,27 +1,13 @@
 //! External accounts: sponsor and expiry beside the user row (migration 0011).
 
 use crate::db::{Arg, Conn, Row, args};
+use crate::rows::{opt_ts, ts};
 use crate::sql::{Engine, backend, exists, insert};
-use jiff::Timestamp;
 use pedm_core::external::{ExternalAccount, ExternalWrite};
 use pedm_core::store::StoreError;
 
 const COLS: &str =
     "user_name, sponsor, expires_at, created_at, created_by, notified_at, expired_at";
-
-fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("column {col}: {e}"))
-}
-
-fn ts(r: &Row, col: &str) -> Result<Timestamp, StoreError> {
-    Timestamp::from_microsecond(r.get(col)?).map_err(|e| corrupt(col, e))
-}
-
-fn opt_ts(r: &Row, col: &str) -> Result<Option<Timestamp>, StoreError> {
-    r.get::<Option<i64>>(col)?
-        .map(|us| Timestamp::from_microsecond(us).map_err(|e| corrupt(col, e)))
-        .transpose()
-}
 
 fn account(r: &Row) -> Result<ExternalAccount, StoreError> {
     Ok(ExternalAccount {

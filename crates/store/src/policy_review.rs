@@ -2,8 +2,8 @@
 //! approver changes held the same way (migration 0012).
 
 use crate::db::{Arg, Conn, Row, args};
+use crate::rows::{corrupt, opt_ts, ts};
 use crate::sql::{Engine, backend, exists, insert, json_text};
-use jiff::Timestamp;
 use pedm_core::policy_review::{
     PolicyProposal, PolicyReviewWrite, ProposalApproval, ProposalState,
 };
@@ -12,20 +12,6 @@ use pedm_core::store::StoreError;
 const PROPOSAL_COLS: &str = "id, base_version, created_at, created_by, comment, digest, sources, \
      diff, required, state, decided_at, decided_by, decision_comment, applied_version, \
      approver_change";
-
-fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("column {col}: {e}"))
-}
-
-fn ts(r: &Row, col: &str) -> Result<Timestamp, StoreError> {
-    Timestamp::from_microsecond(r.get(col)?).map_err(|e| corrupt(col, e))
-}
-
-fn opt_ts(r: &Row, col: &str) -> Result<Option<Timestamp>, StoreError> {
-    r.get::<Option<i64>>(col)?
-        .map(|us| Timestamp::from_microsecond(us).map_err(|e| corrupt(col, e)))
-        .transpose()
-}
 
 fn proposal(r: &Row) -> Result<PolicyProposal, StoreError> {
     let state: String = r.get("state")?;

@@ -27,15 +27,15 @@ pub(crate) const JOB_COLS: &str = "id, grant_id, action, attempts, next_attempt_
 pub(crate) const AUDIT_COLS: &str =
     "seq, at, actor, action, outcome, subject, data, prev_hash, hash";
 
-fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column {col}: {e}"))
 }
 
-fn ts(r: &Row, col: &str) -> Result<Timestamp, StoreError> {
+pub(crate) fn ts(r: &Row, col: &str) -> Result<Timestamp, StoreError> {
     Timestamp::from_microsecond(r.get(col)?).map_err(|e| corrupt(col, e))
 }
 
-fn opt_ts(r: &Row, col: &str) -> Result<Option<Timestamp>, StoreError> {
+pub(crate) fn opt_ts(r: &Row, col: &str) -> Result<Option<Timestamp>, StoreError> {
     r.get::<Option<i64>>(col)?
         .map(|us| Timestamp::from_microsecond(us).map_err(|e| corrupt(col, e)))
         .transpose()

@@ -206,48 +206,69 @@ impl ControlPlane {
         self
     }
 
+    /// The host a presented token is the current token of, or what is wrong with it (`kind`
+    /// names the token in the reason: `host`, `enrollment`); with the token's id if it has one.
+    async fn host_of_token(
+        &self,
+        presented: &str,
+        kind: &str,
+    ) -> Result<(Option<String>, std::result::Result<Host, String>)> {
+        let Some((id, secret)) = token::parse(presented) else {
+            return Ok((None, Err(format!("malformed {kind} token"))));
+        };
+        let host = match self.store.host_by_token(id).await? {
+            None => Err(format!("unknown {kind} token")),
+            Some(h) if !token::verify(secret, &h.token_hash) => {
+                Err(format!("wrong {kind} token secret"))
+            }
+            Some(h) if h.revoked_at.is_some() => Err("the host is revoked".to_string()),
+            Some(h) => Ok(h),
+        };
+        Ok((Some(id.to_string()), host))
+    }
+
+    /// Records a refused host authentication (`action`, denied, `data` plus the reason; never
+    /// a secret), counted with the other failures from `source`, and returns `error`.
+    async fn refuse_host(
+        &self,
+        action: &str,
+        sub: Option<String>,
+        mut data: serde_json::Value,
+        source: Option<&str>,
+        reason: &str,
+        error: String,
+    ) -> Result<Host> {
+        data["reason"] = json!(reason);
+        let ev = NewAuditEvent::new(self.now(), "anonymous", action, sub)
+            .outcome(Outcome::Denied)
+            .data(data);
+        self.record_auth_failure(ev, source, reason, "host").await?;
+        Err(Error::Unauthenticated(error))
+    }
+
     /// Checks a registration token presented to enroll: the host's current token, not spent,
     /// not expired, host not revoked. Failures are recorded (never with the secret).
     pub async fn check_enrollment(&self, presented: &str, source: Option<&str>) -> Result<Host> {
         let now = self.now();
-        let parsed = token::parse(presented);
-        let host = match parsed {
-            Some((id, _)) => self.store.host_by_token(id).await?,
-            None => None,
+        let (id, host) = self.host_of_token(presented, "enrollment").await?;
+        let why = match host {
+            Ok(h) if h.enrolled_at.is_some() => "the enrollment token was used already".into(),
+            Ok(h) if h.enroll_expires_at.is_some_and(|e| e <= now) => {
+                "the enrollment token expired".into()
+            }
+            Ok(h) => return Ok(h),
+            Err(why) => why,
         };
-        let why = match (parsed, &host) {
-            (None, _) => Some("malformed enrollment token"),
-            (Some(_), None) => Some("unknown enrollment token"),
-            (Some((_, secret)), Some(h)) if !token::verify(secret, &h.token_hash) => {
-                Some("wrong enrollment token secret")
-            }
-            (_, Some(h)) if h.revoked_at.is_some() => Some("the host is revoked"),
-            (_, Some(h)) if h.enrolled_at.is_some() => {
-                Some("the enrollment token was used already")
-            }
-            (_, Some(h)) if h.enroll_expires_at.is_some_and(|e| e <= now) => {
-                Some("the enrollment token expired")
-            }
-            _ => None,
-        };
-        match (why, host) {
-            (None, Some(h)) => Ok(h),
-            (why, _) => {
-                let reason = why.unwrap_or("invalid");
-                let ev = NewAuditEvent::new(
-                    now,
-                    "anonymous",
-                    "host.enroll",
-                    parsed.and_then(|(id, _)| subject("token", id)),
-                )
-                .outcome(Outcome::Denied)
-                .data(json!({ "reason": reason, "source": source }));
-                self.record_auth_failure(ev, source, reason, "host").await?;
-                Err(Error::Unauthenticated(format!(
-                    "enrollment refused: {reason}"
-                )))
-            }
-        }
+        let sub = id.and_then(|id| subject("token", &id));
+        self.refuse_host(
+            "host.enroll",
+            sub,
+            json!({ "source": source }),
+            source,
+            &why,
+            format!("enrollment refused: {why}"),
+        )
+        .await
     }
 
     /// Spends `host`'s registration token for its first client certificate.
@@ -286,31 +307,21 @@ impl ControlPlane {
 
     /// The host of an agent that presented a client certificate: enrolled and not revoked.
     pub async fn authenticate_host_cert(&self, host: &str, serial: &str) -> Result<Host> {
-        let h = self.store.host(host).await?;
-        let why = match &h {
-            None => Some("unknown host"),
-            Some(h) if h.revoked_at.is_some() => Some("the host is revoked"),
-            Some(h) if h.enrolled_at.is_none() => Some("the host is not enrolled"),
-            _ => None,
+        let why = match self.store.host(host).await? {
+            None => "unknown host",
+            Some(h) if h.revoked_at.is_some() => "the host is revoked",
+            Some(h) if h.enrolled_at.is_none() => "the host is not enrolled",
+            Some(h) => return Ok(h),
         };
-        match (why, h) {
-            (None, Some(h)) => Ok(h),
-            (why, _) => {
-                let reason = why.unwrap_or("invalid");
-                let ev = NewAuditEvent::new(
-                    self.now(),
-                    "anonymous",
-                    "auth.failed",
-                    subject("host", host),
-                )
-                .outcome(Outcome::Denied)
-                .data(json!({ "reason": reason, "kind": "host-certificate", "serial": serial }));
-                self.record_auth_failure(ev, None, reason, "host").await?;
-                Err(Error::Unauthenticated(format!(
-                    "client certificate refused: {reason}"
-                )))
-            }
-        }
+        self.refuse_host(
+            "auth.failed",
+            subject("host", host),
+            json!({ "kind": "host-certificate", "serial": serial }),
+            None,
+            why,
+            format!("client certificate refused: {why}"),
+        )
+        .await
     }
 
     /// Records the renewed client certificate of an enrolled, unrevoked host.
@@ -395,37 +406,22 @@ impl ControlPlane {
     /// Resolves a presented host token to the host's name. Failures are recorded (never with
     /// the secret) and reported without saying which part was wrong.
     pub async fn authenticate_host(&self, presented: &str, source: Option<&str>) -> Result<String> {
-        let now = self.now();
-        let parsed = token::parse(presented);
-        let host = match parsed {
-            Some((id, _)) => self.store.host_by_token(id).await?,
-            None => None,
-        };
-        let why = match (parsed, &host) {
-            (None, _) => Some("malformed host token"),
-            (Some(_), None) => Some("unknown host token"),
-            (Some((_, secret)), Some(h)) if !token::verify(secret, &h.token_hash) => {
-                Some("wrong host token secret")
-            }
-            (_, Some(h)) if h.revoked_at.is_some() => Some("the host is revoked"),
-            _ => None,
-        };
-        match (why, host) {
-            (None, Some(h)) => Ok(h.name),
-            (why, _) => {
-                let reason = why.unwrap_or("invalid");
-                let ev = NewAuditEvent::new(
-                    now,
-                    "anonymous",
+        let (id, host) = self.host_of_token(presented, "host").await?;
+        match host {
+            Ok(h) => Ok(h.name),
+            Err(why) => {
+                let sub = id.and_then(|id| subject("token", &id));
+                let data = json!({ "source": source, "kind": "host" });
+                self.refuse_host(
                     "auth.failed",
-                    parsed.and_then(|(id, _)| subject("token", id)),
+                    sub,
+                    data,
+                    source,
+                    &why,
+                    "invalid host token".into(),
                 )
-                .outcome(Outcome::Denied)
-                .data(
-                    json!({ "reason": why.unwrap_or("invalid"), "source": source, "kind": "host" }),
-                );
-                self.record_auth_failure(ev, source, reason, "host").await?;
-                Err(Error::Unauthenticated("invalid host token".into()))
+                .await
+                .map(|h| h.name)
             }
         }
     }

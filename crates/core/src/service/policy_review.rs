@@ -551,4 +551,28 @@ impl ControlPlane {
             }
         })
     }
+
+    /// Whether the policy in force lets members of `group` decide approvals (every group,
+    /// when the decider cannot tell).
+    pub(super) fn is_approver_group(&self, group: &str) -> bool {
+        self.decider()
+            .approver_groups()
+            .is_none_or(|gs| gs.iter().any(|g| g.eq_ignore_ascii_case(group)))
+    }
+
+    /// Whether `user` holds power that two-person control guards: an admin, or a member of
+    /// an approver group.
+    pub(super) async fn decides_approvals(&self, user: &User) -> Result<bool> {
+        if user.admin {
+            return Ok(true);
+        }
+        for g in self.store.groups().await? {
+            if g.members.iter().any(|m| m.eq_ignore_ascii_case(&user.name))
+                && self.is_approver_group(&g.name)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }

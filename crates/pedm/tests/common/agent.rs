@@ -63,35 +63,38 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn start(s: &Server, token: &str, server_key: &str) -> Agent {
+    /// A directory for an agent: the token in a 0600 file, and `pedm` copied out of the
+    /// build tree (the test users must be able to run it).
+    fn prepare(token: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let token_file = dir.path().join("agent.token");
         std::fs::write(&token_file, token).unwrap();
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        // `pedm` must be executable by the test users: a copy outside the build tree.
         std::fs::copy(env!("CARGO_BIN_EXE_pedm"), dir.path().join("pedm")).unwrap();
-        let config = dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "server_url = {:?}\nhost = \"web1\"\ntoken_file = {:?}\nserver_key = {:?}\n\
-                 socket = {:?}\nstate_dir = {:?}\nkill_grace = \"1s\"\n\
-                 first_frame_timeout = \"2s\"\ncgroup = {:?}\n",
-                s.url,
-                token_file,
-                server_key,
-                dir.path().join("agent.sock"),
-                dir.path().join("state"),
-                test_cgroup(),
-            ),
+        (dir, token_file)
+    }
+
+    /// The settings every test agent runs with (its socket, state, short timeouts, cgroup).
+    fn local_settings(dir: &Path) -> String {
+        format!(
+            "socket = {:?}\nstate_dir = {:?}\nkill_grace = \"1s\"\n\
+             first_frame_timeout = \"2s\"\ncgroup = {:?}\n",
+            dir.join("agent.sock"),
+            dir.join("state"),
+            test_cgroup(),
         )
-        .unwrap();
+    }
+
+    /// Writes `config` (with the local settings) and starts the agent on it.
+    fn launch(dir: tempfile::TempDir, config: String) -> Agent {
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, config + &Self::local_settings(dir.path())).unwrap();
         let (tx, lines) = mpsc::channel();
         let mut a = Agent {
             child: None,
             dir,
-            config,
+            config: path,
             lines,
             log: Default::default(),
         };
@@ -99,15 +102,19 @@ impl Agent {
         a
     }
 
+    pub fn start(s: &Server, token: &str, server_key: &str) -> Agent {
+        let (dir, token_file) = Self::prepare(token);
+        let config = format!(
+            "server_url = {:?}\nhost = \"web1\"\ntoken_file = {:?}\nserver_key = {:?}\n",
+            s.url, token_file, server_key,
+        );
+        Self::launch(dir, config)
+    }
+
     /// Enrolls with `pedm-agent enroll` over the server's HTTPS (a client certificate whose
     /// key is made here), then starts the agent with the configuration it wrote.
     pub fn start_enrolled(s: &Server, token: &str, server_key: &str) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let token_file = dir.path().join("agent.token");
-        std::fs::write(&token_file, token).unwrap();
-        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_pedm"), dir.path().join("pedm")).unwrap();
+        let (dir, token_file) = Self::prepare(token);
         let config = dir.path().join("agent.toml");
         let ca = s.ca().expect("an HTTPS server (Options::dev)");
         let out = Command::new(env!("CARGO_BIN_EXE_pedm-agent"))
@@ -127,25 +134,8 @@ impl Agent {
             "enroll: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut text = std::fs::read_to_string(&config).unwrap();
-        text.push_str(&format!(
-            "socket = {:?}\nstate_dir = {:?}\nkill_grace = \"1s\"\n\
-             first_frame_timeout = \"2s\"\ncgroup = {:?}\n",
-            dir.path().join("agent.sock"),
-            dir.path().join("state"),
-            test_cgroup(),
-        ));
-        std::fs::write(&config, text).unwrap();
-        let (tx, lines) = mpsc::channel();
-        let mut a = Agent {
-            child: None,
-            dir,
-            config,
-            lines,
-            log: Default::default(),
-        };
-        a.spawn(tx);
-        a
+        let written = std::fs::read_to_string(&config).unwrap();
+        Self::launch(dir, written)
     }
 
     /// The agent's directory (its configuration, token, certificate and key).
