@@ -46,8 +46,9 @@ while ready not in out:
     kind, body = frame()
     if kind == 18:
         out += body
-for sig in signals:
-    send(5, struct.pack('>i', sig))
+# One write for all of them: the first may end the command, and the agent then closes the
+# connection; frames written one by one after that would meet a broken pipe.
+s.sendall(b''.join(struct.pack('>I', 5) + bytes([5]) + struct.pack('>i', sig) for sig in signals))
 while True:
     kind, body = frame()
     if kind == 20:
