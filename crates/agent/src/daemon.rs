@@ -808,6 +808,8 @@ impl Agent {
             started: Some(started),
             marker: Some(marker),
             cgroup_procs,
+            no_new_privs: p.no_new_privs,
+            noexec: p.noexec,
             cwd: p.cwd,
             tty: p.tty,
             recording,

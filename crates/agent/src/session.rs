@@ -6,7 +6,9 @@
 //! `setgid`, `setuid` (groups first: they can only be set while still root), a check that
 //! root cannot be regained, `chdir` as the new user (so it only enters directories that user
 //! may enter), default signal dispositions and an empty mask, every inherited descriptor
-//! above 2 marked close-on-exec, and finally `execveat` of the descriptor that
+//! above 2 marked close-on-exec, `no_new_privs` unless the role allows setuid programs (and,
+//! for a `noexec` role, the seccomp filter of [`crate::contain::noexec`], installed while
+//! still root), and finally `execveat` of the descriptor that
 //! [`command::resolve`](crate::command::resolve) checked and hashed. Only async-signal-safe
 //! calls happen between fork and exec; everything they need is prepared before the fork.
 //!
@@ -117,6 +119,11 @@ pub struct SessionSpec {
     /// The `cgroup.procs` of the session's cgroup ([`crate::contain::cgroup`]): the command joins it
     /// before it execs, or does not run.
     pub cgroup_procs: Option<OwnedFd>,
+    /// `no_new_privs` for the command and everything it starts: setuid programs and file
+    /// capabilities give nothing (the default; off only for roles with `allow_setuid`).
+    pub no_new_privs: bool,
+    /// The command may not start another program ([`crate::contain::noexec`]).
+    pub noexec: bool,
 }
 
 /// See [`SessionSpec::started`].
@@ -1020,6 +1027,9 @@ struct ExecImage {
     cwd: Option<CString>,
     home: CString,
     max_fd: libc::c_int,
+    no_new_privs: bool,
+    /// Dropped after the spawn: the supervisor then knows whether a listener came.
+    noexec: Option<crate::contain::noexec::ChildFilter>,
 }
 
 impl ExecImage {
@@ -1082,6 +1092,12 @@ impl ExecImage {
             home: CString::new(spec.user.home.as_os_str().as_bytes())
                 .unwrap_or_else(|_| c"/".to_owned()),
             max_fd,
+            no_new_privs: spec.no_new_privs,
+            noexec: if spec.noexec {
+                Some(crate::contain::noexec::prepare()?)
+            } else {
+                None
+            },
         })
     }
 
@@ -1131,6 +1147,14 @@ impl ExecImage {
             if self.pty {
                 check!(libc::ioctl(0, libc::TIOCSCTTY, 0));
             }
+            // NOEXEC: installed while still root (no `no_new_privs` needed for it, so it
+            // goes with `allow_setuid` too); only this process's next exec will be let through.
+            if let Some(filter) = &self.noexec {
+                let failed = filter.install();
+                if failed != 0 {
+                    return failed;
+                }
+            }
             check!(libc::syscall(
                 libc::SYS_setgroups,
                 self.groups.len(),
@@ -1145,6 +1169,11 @@ impl ExecImage {
                     || libc::getegid() != self.gid)
             {
                 return libc::EPERM;
+            }
+            // Setuid programs and file capabilities give nothing from here on, to this
+            // process and everything it starts.
+            if self.no_new_privs {
+                check!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
             }
             libc::umask(0o022);
             // No core dumps of elevated processes: they would hold what the privilege read.

@@ -49,6 +49,12 @@ pub struct HostGrant {
     /// The account commands run as; `None` means root.
     pub run_as: Option<String>,
     pub role_auto_approve: bool,
+    /// The role's `noexec`: the session's program may not start another one.
+    #[serde(default)]
+    pub noexec: bool,
+    /// The role's `allow_setuid`: without it sessions run with `no_new_privs`.
+    #[serde(default)]
+    pub allow_setuid: bool,
     pub starts_at: Timestamp,
     pub expires_at: Timestamp,
 }

@@ -133,6 +133,14 @@ pub struct CreateRole {
     /// Account the privilege runs as on the target (e.g. `root`).
     #[serde(default)]
     pub run_as: Option<String>,
+    /// Host sessions of this role may run their program but nothing it would start
+    /// (`execve` refused with EACCES): no shell escapes from `less`, `vi`, `find -exec`.
+    #[serde(default)]
+    pub noexec: bool,
+    /// Host sessions of this role keep setuid programs working (`su`, `sudo`, `ping`);
+    /// without it they run with `no_new_privs`.
+    #[serde(default)]
+    pub allow_setuid: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

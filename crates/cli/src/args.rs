@@ -223,6 +223,14 @@ pub enum RoleCmd {
         run_as: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// Host sessions run their program but it cannot start another (execve refused):
+        /// no shell escapes from less, vi, find -exec.
+        #[arg(long)]
+        noexec: bool,
+        /// Host sessions keep setuid programs working (su, sudo, ping); without it they
+        /// run with no_new_privs.
+        #[arg(long)]
+        allow_setuid: bool,
     },
     /// List the roles of a target.
     List { target: String },

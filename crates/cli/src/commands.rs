@@ -217,6 +217,8 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             auto_approve,
             run_as,
             description,
+            noexec,
+            allow_setuid,
         } => {
             let body = CreateRole {
                 name,
@@ -224,6 +226,8 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
                 max_duration: max_duration.canonical(),
                 auto_approve,
                 run_as,
+                noexec,
+                allow_setuid,
             };
             ctx.detail(&c.create_role(&target, &body).await?)
         }

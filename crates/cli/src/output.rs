@@ -246,15 +246,26 @@ impl Row for Role {
         "MAX DURATION",
         "AUTO APPROVE",
         "RUN AS",
+        "SESSIONS",
         "DESCRIPTION",
     ];
     fn cells(&self, _: Timestamp) -> Vec<String> {
+        let mut sessions = vec![];
+        if self.noexec {
+            sessions.push("noexec");
+        }
+        sessions.push(if self.allow_setuid {
+            "setuid allowed"
+        } else {
+            "no_new_privs"
+        });
         vec![
             self.target.clone(),
             self.name.clone(),
             format_duration(self.max_duration_secs),
             yes_no(self.auto_approve),
             opt(&self.run_as),
+            sessions.join(", "),
             opt(&self.description),
         ]
     }

@@ -134,6 +134,15 @@ pub struct Role {
     pub auto_approve: bool,
     /// The account the privilege runs as on the target (e.g. `root`), if it applies.
     pub run_as: Option<String>,
+    /// Host sessions: the granted program runs, but nothing it starts can `execve` another
+    /// program (a seccomp filter refuses with EACCES), so shell escapes of `less`, `vi`,
+    /// `find -exec` fail.
+    #[serde(default)]
+    pub noexec: bool,
+    /// Host sessions: setuid and file-capability programs keep their powers. Off (the
+    /// default), sessions run with `no_new_privs`: `su`, `sudo`, `ping` gain nothing.
+    #[serde(default)]
+    pub allow_setuid: bool,
     pub created_at: Timestamp,
 }
 

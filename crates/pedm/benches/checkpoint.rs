@@ -50,7 +50,13 @@ impl Drop for Witness {
 /// Starts `pedmd witness` for the log of `log_vkey`; returns it, its URL and its key.
 fn start_witness(dir: &Path, log_vkey: &str) -> (Witness, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pedmd"))
-        .args(["witness", "--listen", "127.0.0.1:0", "--name", "bench.witness/w1"])
+        .args([
+            "witness",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "bench.witness/w1",
+        ])
         .args(["--log", log_vkey])
         .arg("--key")
         .arg(dir.join("witness.key"))

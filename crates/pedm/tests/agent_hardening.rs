@@ -609,6 +609,8 @@ async fn working_directory_shells_and_run_as_are_decided_by_the_agent() {
                 max_duration: "8h".into(),
                 auto_approve: true,
                 run_as: None,
+                noexec: false,
+                allow_setuid: false,
             },
         )
         .await

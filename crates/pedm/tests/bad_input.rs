@@ -405,6 +405,8 @@ async fn non_admins_cannot_administer() {
                     max_duration: "30d".into(),
                     auto_approve: false,
                     run_as: None,
+                    noexec: false,
+                    allow_setuid: false,
                 },
             )
             .await,
@@ -421,6 +423,8 @@ async fn non_admins_cannot_administer() {
                     max_duration: "1h".into(),
                     auto_approve: false,
                     run_as: None,
+                    noexec: false,
+                    allow_setuid: false,
                 },
             )
             .await,

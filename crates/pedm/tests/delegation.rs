@@ -71,6 +71,8 @@ async fn world() -> World {
                 max_duration: "1h".into(),
                 auto_approve: false,
                 run_as: Some("root".into()),
+                noexec: false,
+                allow_setuid: false,
             },
         )
         .await
@@ -1059,6 +1061,8 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
             max_duration_secs: 3600,
             auto_approve: true,
             run_as: None,
+            noexec: false,
+            allow_setuid: false,
         },
     )
     .await

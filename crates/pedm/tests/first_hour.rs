@@ -376,6 +376,8 @@ async fn simulate_never_recommends_auto_approving_root_or_small_samples() {
             max_duration: "1h".into(),
             auto_approve: false,
             run_as: Some("syslog".into()),
+            noexec: false,
+            allow_setuid: false,
         },
     )
     .await

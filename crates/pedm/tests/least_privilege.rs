@@ -93,6 +93,8 @@ async fn add_role(s: &Server, role: &str, auto: bool) {
                 max_duration: "1h".into(),
                 auto_approve: auto,
                 run_as: None,
+                noexec: false,
+                allow_setuid: false,
             },
         )
         .await

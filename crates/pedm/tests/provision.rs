@@ -172,6 +172,8 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
                 max_duration: "1h".into(),
                 auto_approve: auto,
                 run_as: None,
+                noexec: false,
+                allow_setuid: false,
             },
         )
         .await
@@ -521,6 +523,8 @@ login = "{{user}}_db"
             max_duration: "1h".into(),
             auto_approve: true,
             run_as: None,
+            noexec: false,
+            allow_setuid: false,
         },
     )
     .await

@@ -68,6 +68,8 @@ impl AgentHub {
                     role: g.grant.role,
                     run_as: g.role.run_as,
                     role_auto_approve: g.role.auto_approve,
+                    noexec: g.role.noexec,
+                    allow_setuid: g.role.allow_setuid,
                     starts_at: g.grant.starts_at,
                     expires_at: g.grant.expires_at,
                 })

@@ -12,8 +12,8 @@ pub(crate) const USER_COLS: &str = "name, display_name, admin, disabled, created
 pub(crate) const TOKEN_COLS: &str =
     "id, user_name, description, secret_hash, created_at, expires_at, revoked_at";
 pub(crate) const TARGET_COLS: &str = "name, kind, description, labels, created_at";
-pub(crate) const ROLE_COLS: &str =
-    "target, name, description, max_duration_secs, auto_approve, run_as, created_at";
+pub(crate) const ROLE_COLS: &str = "target, name, description, max_duration_secs, auto_approve, run_as, created_at, \
+     noexec, allow_setuid";
 pub(crate) const REQUEST_COLS: &str = "id, requester, target, role, duration_secs, justification, \
      task, ticket, context, state, created_at, pending_until, decided_at, decided_by, \
      decision_reason, grant_id, approvals_required, version, approval_tiers, policy, \
@@ -129,6 +129,8 @@ pub(crate) fn role(r: &Row) -> Result<Role, StoreError> {
         max_duration_secs: r.get("max_duration_secs")?,
         auto_approve: r.get("auto_approve")?,
         run_as: r.get("run_as")?,
+        noexec: r.get("noexec")?,
+        allow_setuid: r.get("allow_setuid")?,
         created_at: ts(r, "created_at")?,
     })
 }

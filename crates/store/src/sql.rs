@@ -303,7 +303,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             insert(
                 c,
                 "INSERT INTO roles (target, name, description, max_duration_secs, \
-                 auto_approve, run_as, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 auto_approve, run_as, created_at, noexec, allow_setuid) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 args![
                     &r.target,
                     &r.name,
@@ -311,7 +312,9 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     r.max_duration_secs,
                     r.auto_approve,
                     &r.run_as,
-                    r.created_at
+                    r.created_at,
+                    r.noexec,
+                    r.allow_setuid
                 ],
                 || {
                     StoreError::AlreadyExists(format!(

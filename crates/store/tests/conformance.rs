@@ -139,6 +139,8 @@ fn role(target: &str, name: &str) -> Role {
         max_duration_secs: 3600,
         auto_approve: true,
         run_as: Some("root".into()),
+        noexec: true,
+        allow_setuid: false,
         created_at: t(2),
     }
 }

@@ -181,6 +181,8 @@ async fn env() -> Env {
                 max_duration_secs: 3600,
                 auto_approve: true,
                 run_as: None,
+                noexec: false,
+                allow_setuid: false,
             },
         )
         .await
@@ -274,6 +276,8 @@ impl Env {
                         max_duration_secs: 3600,
                         auto_approve: true,
                         run_as: None,
+                        noexec: false,
+                        allow_setuid: false,
                     },
                 )
                 .await

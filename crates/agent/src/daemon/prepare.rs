@@ -133,6 +133,8 @@ impl Agent {
             cwd,
             tty: start.tty,
             shell,
+            no_new_privs: !grant.allow_setuid,
+            noexec: grant.noexec,
         })
     }
 
@@ -190,6 +192,10 @@ impl Agent {
             cwd: None,
             tty: None,
             shell: false,
+            // A task's definition never needs a setuid program's powers: it runs as its
+            // run-as user already.
+            no_new_privs: true,
+            noexec: false,
         })
     }
 }
@@ -211,4 +217,8 @@ pub(super) struct Prepared {
     pub(super) cwd: Option<PathBuf>,
     pub(super) tty: Option<pedm_api::socket::WinSize>,
     pub(super) shell: bool,
+    /// The role does not allow setuid programs (`allow_setuid`).
+    pub(super) no_new_privs: bool,
+    /// The role's `noexec`.
+    pub(super) noexec: bool,
 }

@@ -117,6 +117,8 @@ fn spec(
         started: None,
         marker: None,
         cgroup_procs: None,
+        no_new_privs: true,
+        noexec: false,
     }
 }
 

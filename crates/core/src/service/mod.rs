@@ -112,6 +112,10 @@ pub struct NewRole {
     pub max_duration_secs: i64,
     pub auto_approve: bool,
     pub run_as: Option<String>,
+    /// See [`Role::noexec`].
+    pub noexec: bool,
+    /// See [`Role::allow_setuid`].
+    pub allow_setuid: bool,
 }
 
 /// What the scheduler ended in one pass.
@@ -901,6 +905,8 @@ impl ControlPlane {
             max_duration_secs: r.max_duration_secs,
             auto_approve: r.auto_approve,
             run_as: r.run_as,
+            noexec: r.noexec,
+            allow_setuid: r.allow_setuid,
             created_at: self.now(),
         };
         let cs = Changeset::new()
@@ -915,6 +921,8 @@ impl ControlPlane {
                     "max_duration_secs": role.max_duration_secs,
                     "auto_approve": role.auto_approve,
                     "run_as": role.run_as,
+                    "noexec": role.noexec,
+                    "allow_setuid": role.allow_setuid,
                 })),
             );
         self.store.commit(cs).await.map_err(|e| match e {

@@ -198,6 +198,11 @@ impl Agent {
         self.dir.path().join("state")
     }
 
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Whether the agent process is still running.
     pub fn alive(&mut self) -> bool {
         self.child
@@ -268,6 +273,8 @@ pub async fn setup(prefix: &str) -> (Server, Agent, LinuxUser, Client) {
             max_duration: "1h".into(),
             auto_approve: true,
             run_as: Some("root".into()),
+            noexec: false,
+            allow_setuid: false,
         },
     )
     .await

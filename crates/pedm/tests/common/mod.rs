@@ -273,6 +273,8 @@ pub async fn standard_targets(s: &Server) {
                 max_duration: "1h".into(),
                 auto_approve: auto,
                 run_as: Some("root".into()),
+                noexec: false,
+                allow_setuid: false,
             },
         )
         .await

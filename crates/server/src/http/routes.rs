@@ -324,6 +324,8 @@ async fn create_role(
                 max_duration_secs: max,
                 auto_approve: b.auto_approve,
                 run_as: b.run_as,
+                noexec: b.noexec,
+                allow_setuid: b.allow_setuid,
             },
         )
         .await?;

@@ -1,0 +1,365 @@
+//! NOEXEC: a session's program runs, but nothing it (or anything it starts) does can
+//! `execve`/`execveat` another program: the call fails with EACCES, so the shell escapes of
+//! `less` (`!sh`), `vi` (`:!sh`), `find -exec`, `awk`'s `system()` and `tar
+//! --checkpoint-action=exec` start nothing.
+//!
+//! How: the child, between the clone and its exec, installs a seccomp filter that turns every
+//! exec system call (every ABI the kernel accepts from the process: x86-64, x32 and i386 on
+//! x86-64; arm64 and arm on aarch64; any other ABI kills the process) into a *user
+//! notification*, and hands the listener descriptor to a supervisor thread of the agent over a
+//! socket pair. The supervisor lets exactly one exec continue: the first, made by the pid that
+//! sent the listener (the agent's own `execveat` of the checked binary); it answers every
+//! later one with EACCES. The filter is inherited by every child and survives every exec, and
+//! no process can remove it. When the supervisor goes (the agent stops), the kernel answers
+//! the notifications itself with ENOSYS: still refused. The supervisor ends when no process
+//! holding the filter is left (the listener reports a hang-up).
+//!
+//! This is the one module of the agent that speaks seccomp; its `unsafe` blocks are raw
+//! system calls on memory it owns, each with its reason.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH_ARM: u32 = 0x4000_0028;
+/// Set in the system call number of the x32 ABI (x86-64 only).
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// The ABIs a process of this build can call the kernel with, and their exec calls
+/// (`execve`, `execveat`), with a mask applied to the number first.
+#[cfg(target_arch = "x86_64")]
+const ABIS: &[(u32, u32, &[u32])] = &[
+    // x86-64 and x32 (x32 numbers carry X32_SYSCALL_BIT: masked, execve is 520, execveat 545).
+    (AUDIT_ARCH_X86_64, !X32_SYSCALL_BIT, &[59, 322, 520, 545]),
+    // i386 through `int 0x80`.
+    (AUDIT_ARCH_I386, u32::MAX, &[11, 358]),
+];
+#[cfg(target_arch = "aarch64")]
+const ABIS: &[(u32, u32, &[u32])] = &[
+    (AUDIT_ARCH_AARCH64, u32::MAX, &[221, 281]),
+    (AUDIT_ARCH_ARM, u32::MAX, &[11, 387]),
+];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const ABIS: &[(u32, u32, &[u32])] = &[];
+
+/// Whether NOEXEC can be enforced by this build (x86-64 and aarch64).
+pub fn supported() -> bool {
+    !ABIS.is_empty()
+}
+
+/// The classic BPF program: exec calls of a known ABI → user notification; anything of an
+/// unknown ABI → kill; the rest is allowed.
+fn program() -> Vec<libc::sock_filter> {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: usize| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: jt as u8,
+        jf: 0,
+        k,
+    };
+    let arch_at = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
+    let nr_at = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
+    // Layout: load arch; one jump per ABI; kill; then per ABI: load nr, mask, one jump per
+    // exec number, allow; finally the notification.
+    let section_len = |(_, _, nrs): &(u32, u32, &[u32])| 3 + nrs.len();
+    let mut starts = vec![];
+    let mut at = 1 + ABIS.len() + 1;
+    for abi in ABIS {
+        starts.push(at);
+        at += section_len(abi);
+    }
+    let notify = at;
+    let mut p = vec![stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, arch_at)];
+    for (i, (arch, _, _)) in ABIS.iter().enumerate() {
+        let here = p.len();
+        p.push(jeq(*arch, starts[i] - here - 1));
+    }
+    p.push(stmt(
+        libc::BPF_RET | libc::BPF_K,
+        libc::SECCOMP_RET_KILL_PROCESS,
+    ));
+    for (_, mask, nrs) in ABIS {
+        p.push(stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, nr_at));
+        p.push(stmt(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, *mask));
+        for nr in *nrs {
+            let here = p.len();
+            p.push(jeq(*nr, notify - here - 1));
+        }
+        p.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+    }
+    p.push(stmt(
+        libc::BPF_RET | libc::BPF_K,
+        libc::SECCOMP_RET_USER_NOTIF,
+    ));
+    p
+}
+
+/// The child's part, prepared before the clone: it only makes system calls on this memory.
+pub struct ChildFilter {
+    filter: Vec<libc::sock_filter>,
+    /// The child's end of the socket pair (close-on-exec).
+    sock: OwnedFd,
+}
+
+/// Prepares a NOEXEC session: the filter for the child, and the supervisor thread that waits
+/// for its listener. Drop the [`ChildFilter`] once the child has exec'd (or failed): the
+/// supervisor then stops waiting if no listener came.
+pub fn prepare() -> io::Result<ChildFilter> {
+    if !supported() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "noexec is not supported on this architecture",
+        ));
+    }
+    let mut pair = [-1 as RawFd; 2];
+    // SAFETY: socketpair(2) fills the array we own with two new descriptors.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and ours alone.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    std::thread::Builder::new()
+        .name("pedm-noexec".into())
+        .spawn(move || supervise(ours))?;
+    Ok(ChildFilter {
+        filter: program(),
+        sock: theirs,
+    })
+}
+
+impl ChildFilter {
+    /// Installs the filter in the calling process and sends its listener (and this process's
+    /// pid) to the supervisor. Returns 0, or the error number.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child of a `clone` between its start and its exec, with the privilege to
+    /// install a filter (root, or `no_new_privs` set): it only makes raw system calls, on
+    /// this struct and its own stack, so it is async-signal-safe.
+    pub unsafe fn install(&self) -> libc::c_int {
+        // SAFETY: seccomp(2) reads the program we own; sendmsg(2) reads the message built on
+        // this stack; close(2) of the descriptor seccomp returned.
+        unsafe {
+            let prog = libc::sock_fprog {
+                len: self.filter.len() as u16,
+                filter: self.filter.as_ptr().cast_mut(),
+            };
+            let listener = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog,
+            ) as libc::c_int;
+            if listener < 0 {
+                return *libc::__errno_location();
+            }
+            let pid = libc::syscall(libc::SYS_getpid) as i32;
+            let mut data = pid.to_ne_bytes();
+            let mut iov = libc::iovec {
+                iov_base: data.as_mut_ptr().cast(),
+                iov_len: data.len(),
+            };
+            // Room for one descriptor, aligned for a cmsghdr.
+            let mut control = [0u64; 4];
+            let mut msg: libc::msghdr = zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), listener);
+            let sent = libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+            let err = *libc::__errno_location();
+            libc::close(listener);
+            if sent != data.len() as isize {
+                return if sent < 0 { err } else { libc::EPROTO };
+            }
+            0
+        }
+    }
+}
+
+/// Receives the listener and the pid that installed it; `None` when the child sent nothing.
+fn receive(sock: &OwnedFd) -> Option<(OwnedFd, u32)> {
+    let mut data = [0u8; 4];
+    let mut control = [0u64; 4];
+    // SAFETY: recvmsg(2) writes into the buffers above, whose sizes the message states; the
+    // control message is read only as the kernel describes it (level, type, length).
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        let mut msg: libc::msghdr = zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = loop {
+            let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if n != 4 || cmsg.is_null() {
+            return None;
+        }
+        if (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            || (*cmsg).cmsg_len as usize != libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize
+        {
+            return None;
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Some((OwnedFd::from_raw_fd(fd), u32::from_ne_bytes(data)))
+    }
+}
+
+/// The supervisor: allows the first exec of the pid that sent the listener, refuses every
+/// other with EACCES, until no process holds the filter.
+fn supervise(sock: OwnedFd) {
+    let Some((listener, pid)) = receive(&sock) else {
+        return;
+    };
+    drop(sock);
+    let mut sizes: libc::seccomp_notif_sizes = unsafe_zeroed();
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES fills the struct we own.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0,
+            &raw mut sizes,
+        )
+    };
+    // The kernel may use larger structures than this build knows: allocate what it says.
+    let words = |known: usize, kernel: u16| known.max(usize::from(kernel)).div_ceil(8);
+    let (req_len, resp_len) = if got == 0 {
+        (
+            words(size_of::<libc::seccomp_notif>(), sizes.seccomp_notif),
+            words(
+                size_of::<libc::seccomp_notif_resp>(),
+                sizes.seccomp_notif_resp,
+            ),
+        )
+    } else {
+        (
+            size_of::<libc::seccomp_notif>().div_ceil(8),
+            size_of::<libc::seccomp_notif_resp>().div_ceil(8),
+        )
+    };
+    let mut req = vec![0u64; req_len];
+    let mut resp = vec![0u64; resp_len];
+    let mut first_done = false;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd we own.
+        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if r < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        if pfd.revents & libc::POLLIN == 0 {
+            if pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                // No process holds the filter any more.
+                break;
+            }
+            continue;
+        }
+        req.iter_mut().for_each(|w| *w = 0);
+        // SAFETY: NOTIF_RECV writes a seccomp_notif (at most the size the kernel reported,
+        // which `req` holds, 8-byte aligned) into the zeroed buffer.
+        let received = unsafe {
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV as _,
+                req.as_mut_ptr(),
+            )
+        };
+        if received != 0 {
+            // ENOENT: the caller went away (killed, or interrupted and restarting).
+            continue;
+        }
+        // SAFETY: `req` holds a seccomp_notif the kernel just wrote.
+        let notif = unsafe { &*req.as_ptr().cast::<libc::seccomp_notif>() };
+        let allow = !first_done && notif.pid == pid;
+        resp.iter_mut().for_each(|w| *w = 0);
+        // SAFETY: `resp` is zeroed and large enough for a seccomp_notif_resp.
+        let answer = unsafe { &mut *resp.as_mut_ptr().cast::<libc::seccomp_notif_resp>() };
+        answer.id = notif.id;
+        if allow {
+            answer.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32;
+        } else {
+            answer.error = -libc::EACCES;
+        }
+        // SAFETY: NOTIF_SEND reads the response we own.
+        let sent = unsafe {
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND as _,
+                resp.as_mut_ptr(),
+            )
+        };
+        if allow && sent == 0 {
+            first_done = true;
+        }
+        if !allow {
+            tracing::debug!(pid = notif.pid, "noexec: exec refused");
+        }
+    }
+}
+
+fn unsafe_zeroed<T: Copy>() -> T {
+    // SAFETY: only used for libc structs of plain integers, for which all-zero is valid.
+    unsafe { zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_exec_number_jumps_to_the_notification() {
+        let p = program();
+        let notify = p.len() - 1;
+        assert_eq!(p[notify].k, libc::SECCOMP_RET_USER_NOTIF);
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code == (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16
+                && ABIS.iter().all(|(a, _, _)| *a != ins.k)
+            {
+                assert_eq!(i + 1 + usize::from(ins.jt), notify, "instruction {i}");
+            }
+        }
+    }
+}

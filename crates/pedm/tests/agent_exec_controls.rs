@@ -1,0 +1,366 @@
+//! What a granted program may start, on the real binaries: `no_new_privs` (setuid programs
+//! give nothing unless the role says `--allow-setuid`) and NOEXEC (`--noexec`: the program
+//! runs, nothing it starts does; the GTFOBins escapes of less, vi, find, awk and tar start no
+//! shell). Every refusal is shown next to the same escape working without the option. Root
+//! only (real Linux users, a root daemon); skipped with the reason printed otherwise.
+
+mod common;
+
+use common::agent::*;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `pedm role add web1 NAME --run-as RUN_AS EXTRA...` through the CLI (auto-approved, 1h).
+fn add_role(s: &Server, name: &str, run_as: &str, extra: &[&str]) {
+    let mut args = vec![
+        "role",
+        "add",
+        "web1",
+        name,
+        "--max-duration",
+        "1h",
+        "--auto-approve",
+        "--run-as",
+        run_as,
+    ];
+    args.extend_from_slice(extra);
+    let out = s.cli(&s.admin_token, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+async fn grant_of(c: &pedm_api::Client, role: &str) -> String {
+    let r = c
+        .create_request(&req("web1", role, "30m", "a pager for the logs"))
+        .await
+        .unwrap();
+    r.grant.expect("auto-approved").id.to_string()
+}
+
+/// `pedm exec --grant GRANT -- ARGV` as `user`.
+fn exec_under(agent: &Agent, user: &LinuxUser, grant: &str, argv: &[&str]) -> std::process::Output {
+    let mut args = vec!["exec", "--grant", grant, "--"];
+    args.extend_from_slice(argv);
+    agent.pedm_as(user, &args).output().expect("run pedm exec")
+}
+
+/// A directory root owns and nobody else may write, all the way up (the agent runs
+/// binaries only from such places), removed at the end.
+struct RootDir(PathBuf);
+
+impl RootDir {
+    fn new() -> RootDir {
+        let dir = PathBuf::from(format!("/usr/local/lib/pedm-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        RootDir(dir)
+    }
+}
+
+impl Drop for RootDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setuid_programs_give_nothing_unless_the_role_allows_them() {
+    if !root_or_skip("setuid_programs_give_nothing_unless_the_role_allows_them") {
+        return;
+    }
+    let (s, agent, alice, client) = setup("pedmnn").await;
+    let svc = LinuxUser::create("pedmsv");
+    add_role(&s, "svc", &svc.name, &[]);
+    add_role(&s, "svc-setuid", &svc.name, &["--allow-setuid"]);
+    let listed = s.cli(&s.admin_token, &["role", "list", "web1"]);
+    assert!(
+        stdout(&listed).contains("no_new_privs"),
+        "{}",
+        stdout(&listed)
+    );
+    assert!(
+        stdout(&listed).contains("setuid allowed"),
+        "{}",
+        stdout(&listed)
+    );
+    // A setuid-root copy of `id`, as a setuid helper a grant holder could reach.
+    let dir = RootDir::new();
+    let id = dir.0.join("id");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let id = id.to_str().unwrap();
+    let plain = grant_of(&client, "svc").await;
+    let setuid = grant_of(&client, "svc-setuid").await;
+    agent.wait_snapshot(2, None);
+
+    // Without allow_setuid: the effective uid stays the run-as user's, and the kernel says
+    // no_new_privs is set; core dumps stay off.
+    let out = exec_under(&agent, &alice, &plain, &[id, "-u"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), svc.uid.to_string(), "setuid gave root");
+    let out = exec_under(&agent, &alice, &plain, &["/bin/cat", "/proc/self/status"]);
+    assert!(stdout(&out).contains("NoNewPrivs:\t1"), "{}", stdout(&out));
+    let out = exec_under(&agent, &alice, &plain, &["/bin/cat", "/proc/self/limits"]);
+    let limits = stdout(&out);
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert_eq!(core.get(4..6), Some(&["0", "0"][..]), "{limits}");
+
+    // With it: the setuid bit works as it would without pedm (the role's choice).
+    let out = exec_under(&agent, &alice, &setuid, &[id, "-u"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "0",
+        "allow_setuid should keep setuid working"
+    );
+    let out = exec_under(&agent, &alice, &setuid, &["/bin/cat", "/proc/self/status"]);
+    assert!(stdout(&out).contains("NoNewPrivs:\t0"), "{}", stdout(&out));
+}
+
+/// Speaks the agent's socket protocol as the calling user: starts `start` (a `StartExec`
+/// as JSON) in a terminal, waits until its output shows `ready`, types `keys`, and prints
+/// the final `Exited` frame as JSON (or `refused: ...`); the terminal output goes to stderr.
+const TTY_CLIENT: &str = r#"
+import json, socket, struct, sys
+sock, start, ready, keys = sys.argv[1], sys.argv[2], sys.argv[3].encode(), sys.argv[4].encode()
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(30)
+s.connect(sock)
+def send(kind, payload):
+    s.sendall(struct.pack('>I', len(payload) + 1) + bytes([kind]) + payload)
+def exact(n):
+    b = b''
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit('connection closed')
+        b += c
+    return b
+def frame():
+    n = struct.unpack('>I', exact(4))[0]
+    body = exact(n)
+    return body[0], body[1:]
+send(1, start.encode())
+kind, body = frame()
+if kind == 17:
+    print('refused:', json.loads(body)['reason']); sys.exit(0)
+out = b''
+typed = False
+while True:
+    kind, body = frame()
+    if kind == 18:
+        out += body
+        if not typed and ready in out:
+            send(2, keys)
+            typed = True
+    elif kind == 20:
+        print(body.decode())
+        break
+sys.stderr.write(out.decode('utf-8', 'replace'))
+"#;
+
+/// Runs `argv` under `grant` in a terminal as `user`, typing `keys` once `ready` shows.
+fn in_terminal(
+    agent: &Agent,
+    user: &LinuxUser,
+    grant: &str,
+    argv: &[&str],
+    ready: &str,
+    keys: &str,
+) -> String {
+    let start = serde_json::json!({
+        "argv": argv,
+        "grant": grant,
+        "tty": {"rows": 24, "cols": 80},
+        "env": [["TERM", "xterm"]],
+    })
+    .to_string();
+    let mut c = std::process::Command::new("/usr/bin/python3");
+    c.args([
+        "-c",
+        TTY_CLIENT,
+        agent.socket().to_str().unwrap(),
+        &start,
+        ready,
+        keys,
+    ]);
+    let out = as_user(c, agent, user).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(!stdout(&out).starts_with("refused:"), "{}", stdout(&out));
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
+/// The GTFOBins escapes, each a shell that would leave `marker` behind (the escape's
+/// visible effect): `(name, argv)`.
+fn escapes(marker: &Path) -> Vec<(&'static str, Vec<String>)> {
+    let m = marker.display();
+    let sh = format!("/bin/sh -c 'echo escaped > {m}.SUFFIX'");
+    let with = |suffix: &str| sh.replace("SUFFIX", suffix);
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        (
+            "find -exec",
+            v(&[
+                "/usr/bin/find",
+                "/etc/hostname",
+                "-print",
+                "-exec",
+                "/bin/sh",
+                "-c",
+                &format!("echo escaped > {m}.find"),
+                ";",
+            ]),
+        ),
+        (
+            "awk system()",
+            v(&[
+                "/usr/bin/awk",
+                &format!("BEGIN {{ print \"awk ran\"; system(\"{}\") }}", with("awk")),
+            ]),
+        ),
+        (
+            "tar --checkpoint-action=exec",
+            v(&[
+                "/usr/bin/tar",
+                "-cf",
+                "/dev/null",
+                "/etc/hostname",
+                "--checkpoint=1",
+                &format!("--checkpoint-action=exec={}", with("tar")),
+            ]),
+        ),
+        (
+            "vi :!sh",
+            v(&[
+                "/usr/bin/vi",
+                "-e",
+                "-s",
+                "-c",
+                &format!("!{}", with("vi")),
+                "-c",
+                "q!",
+            ]),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noexec_lets_the_program_run_but_no_shell_escape() {
+    if !root_or_skip("noexec_lets_the_program_run_but_no_shell_escape") {
+        return;
+    }
+    for tool in [
+        "/usr/bin/less",
+        "/usr/bin/vi",
+        "/usr/bin/awk",
+        "/usr/bin/tar",
+    ] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: run scripts/install-test-deps"
+        );
+    }
+    let (s, agent, alice, client) = setup("pedmnx").await;
+    add_role(&s, "pager", "root", &["--noexec"]);
+    let listed = s.cli(&s.admin_token, &["--json", "role", "list", "web1"]);
+    let roles: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let pager = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "pager")
+        .unwrap();
+    assert_eq!(pager["noexec"], true, "{pager}");
+    let open = grant_of(&client, "root").await;
+    let noexec = grant_of(&client, "pager").await;
+    agent.wait_snapshot(2, None);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    for (name, argv) in escapes(&dir.path().join("without")) {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = exec_under(&agent, &alice, &open, &argv);
+        let suffix = argv[0].rsplit('/').next().unwrap();
+        let marker = dir.path().join(format!("without.{suffix}"));
+        assert!(
+            marker.exists(),
+            "{name}: the escape does not even work without noexec ({}): {}",
+            marker.display(),
+            stderr(&out)
+        );
+    }
+    for (name, argv) in escapes(&dir.path().join("with")) {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = exec_under(&agent, &alice, &noexec, &argv);
+        let suffix = argv[0].rsplit('/').next().unwrap();
+        let marker = dir.path().join(format!("with.{suffix}"));
+        assert!(
+            !marker.exists(),
+            "{name}: the shell ran under noexec: {}",
+            stderr(&out)
+        );
+        // The granted program itself ran.
+        match suffix {
+            "find" => assert!(stdout(&out).contains("/etc/hostname"), "{name}: {out:?}"),
+            "awk" => assert!(stdout(&out).contains("awk ran"), "{name}: {out:?}"),
+            _ => {}
+        }
+        if suffix == "find" {
+            assert!(
+                stderr(&out).contains("Permission denied"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+
+    // less: `!cmd` at its prompt, in a terminal.
+    let note = dir.path().join("note.txt");
+    std::fs::write(&note, "pedm-noexec-note\n").unwrap();
+    let note = note.to_str().unwrap();
+    for (grant, tag) in [(&open, "without"), (&noexec, "with")] {
+        let marker = dir.path().join(format!("{tag}.less"));
+        let keys = format!("!echo escaped > {}\r\rq", marker.display());
+        let text = in_terminal(
+            &agent,
+            &alice,
+            grant,
+            &["/usr/bin/less", note],
+            "pedm-noexec-note",
+            &keys,
+        );
+        assert_eq!(
+            marker.exists(),
+            tag == "without",
+            "less {tag} noexec: {text}"
+        );
+    }
+    // The agent serves on; the noexec supervisors of finished sessions are gone.
+    let out = exec_under(&agent, &alice, &noexec, &["/bin/echo", "still served"]);
+    assert_eq!(stdout(&out).trim(), "still served", "{}", stderr(&out));
+    eventually(Duration::from_secs(5), "noexec supervisors to end", || {
+        let n = agent_threads(&agent);
+        async move { (n == 0).then_some(()) }
+    })
+    .await;
+}
+
+/// The agent's `pedm-noexec` threads now.
+fn agent_threads(agent: &Agent) -> usize {
+    let Some(pid) = agent.pid() else { return 0 };
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "pedm-noexec")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
