@@ -261,6 +261,10 @@ impl Enforced {
                 user: user.to_string(),
                 groups: chosen.groups.clone(),
                 admin: chosen.admin,
+                external: chosen.external,
+                sponsor: chosen.sponsor.clone(),
+                // Host sessions are people's; workload identities live in API tokens only.
+                workload: None,
             },
             action: Action::Exec,
             resource: Resource::Command {

@@ -63,6 +63,9 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// Set on a token exchanged for a workload's platform token: what that platform asserted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<crate::workload::WorkloadIdentity>,
 }
 
 impl TokenRecord {
@@ -475,6 +478,15 @@ pub struct Actor {
     pub groups: Vec<String>,
     /// The token the actor authenticated with, if any.
     pub token_id: Option<String>,
+    /// An external (vendor) account (see [`crate::external`]): `principal.external` in policy.
+    #[serde(default)]
+    pub external: bool,
+    /// The external account's sponsor: `principal.sponsor` in policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
+    /// A workload signed in by token exchange: `principal.workload` in policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<crate::workload::WorkloadIdentity>,
 }
 
 impl Actor {
@@ -485,6 +497,9 @@ impl Actor {
             admin: true,
             groups: vec![],
             token_id: None,
+            external: false,
+            sponsor: None,
+            workload: None,
         }
     }
 }

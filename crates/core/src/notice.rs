@@ -42,6 +42,19 @@ pub enum Notice {
         actor: String,
         proposal: Box<crate::policy_review::PolicyProposal>,
     },
+    /// An external account expires within the notice lead time: its sponsor should extend
+    /// it or let it go. Sent once per expiry.
+    ExternalExpiring {
+        user: String,
+        sponsor: String,
+        expires_at: jiff::Timestamp,
+    },
+    /// An external account reached its expiry: it can no longer sign in and its grants ended.
+    ExternalExpired {
+        user: String,
+        sponsor: String,
+        expires_at: jiff::Timestamp,
+    },
 }
 
 pub trait Observer: Send + Sync + 'static {

@@ -108,6 +108,12 @@ pub enum Write {
     Delegation(crate::delegation::DelegationWrite),
     /// Policy proposals under two-person control and their approvals.
     PolicyReview(crate::policy_review::PolicyReviewWrite),
+    /// External (vendor) accounts: sponsor and expiry.
+    External(crate::external::ExternalWrite),
+    /// Trusted devices.
+    Device(crate::device::DeviceWrite),
+    /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
+    Sso(crate::sso::SsoWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
     /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
     /// order until the transaction ends, so two changesets that each count on the other
@@ -298,6 +304,36 @@ pub trait Store: Send + Sync + 'static {
     async fn save_checkpoint(&self, cp: &CheckpointRecord) -> Result<(), StoreError>;
     /// Every stored checkpoint, by ascending size.
     async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError>;
+    /// The external record of `user`, if it is an external account.
+    async fn external_account(
+        &self,
+        user: &str,
+    ) -> Result<Option<crate::external::ExternalAccount>, StoreError>;
+    /// Every external account, by user name.
+    async fn external_accounts(&self) -> Result<Vec<crate::external::ExternalAccount>, StoreError>;
+    async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
+    /// Devices by enrollment time, newest first: `owner`'s, or everyone's.
+    async fn devices(&self, owner: Option<&str>) -> Result<Vec<crate::device::Device>, StoreError>;
     /// The checkpoint with the largest size.
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
+    /// Makes the log end at event `size`, the last one the database holds, when an operator
+    /// accepts a rollback: the chain head is set to it (the next event chains onto it, not onto
+    /// lost ones), and the checkpoints of more events are removed (they sign events the
+    /// database no longer has, and would refuse the log as it grows again). Returns how many
+    /// checkpoints were removed. Refused when event `size` is missing or later ones remain.
+    async fn rewind_audit(&self, size: i64) -> Result<u64, StoreError>;
+
+    /// The pedm user an (issuer, subject) is linked to.
+    async fn sso_identity(&self, issuer: &str, subject: &str)
+    -> Result<Option<String>, StoreError>;
+    /// The SSO session a token belongs to.
+    async fn sso_session(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<crate::sso::SsoSession>, StoreError>;
+    /// Ids of the tokens that are SSO sessions (of one user, or all).
+    async fn sso_session_ids(&self, user: Option<&str>) -> Result<Vec<String>, StoreError>;
+    /// The groups of `user` whose membership came from an identity provider, sorted.
+    async fn sso_groups(&self, user: &str) -> Result<Vec<String>, StoreError>;
+    async fn sso_flow(&self, id: &str) -> Result<Option<crate::sso::SsoFlow>, StoreError>;
 }

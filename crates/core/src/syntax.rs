@@ -34,6 +34,40 @@ pub const SCOPE_ITEM: &str = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63}|[A-Za-z0-9][A-Z
 /// A task parameter's name, as written `{name}` in a template.
 pub const PARAM_NAME: &str = r"^[a-z_][a-z0-9_]{0,63}$";
 
+/// URL-safe characters of RFC 3986 `unreserved` (PKCE verifiers, OAuth state, flow handles);
+/// lengths are stated beside it.
+pub const UNRESERVED: &str = r"^[A-Za-z0-9._~-]*$";
+
+/// Whether every byte of `v` is [`UNRESERVED`] and its length is within `min..=max`.
+pub fn is_unreserved(v: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// The CLI's loopback redirect for single sign-on (RFC 8252 §7.3): plain HTTP to 127.0.0.1
+/// or [::1], a port, a path of unreserved characters, no user, query or fragment.
+pub const LOOPBACK_REDIRECT: &str = r"^http://(127\.0\.0\.1|\[::1\]):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])(/[A-Za-z0-9._~-]*)*$";
+
+/// Whether `uri` matches [`LOOPBACK_REDIRECT`].
+pub fn is_loopback_redirect(uri: &str) -> bool {
+    let Some(rest) = uri
+        .strip_prefix("http://127.0.0.1:")
+        .or_else(|| uri.strip_prefix("http://[::1]:"))
+    else {
+        return false;
+    };
+    let (port, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    let port_ok = (1..=5).contains(&port.len())
+        && !port.starts_with('0')
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok();
+    port_ok
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~'))
+}
+
 /// Most characters one line of free text (a ticket, a task, a reason, a comment) may have.
 pub const MAX_LINE_CHARS: usize = 200;
 
@@ -80,6 +114,20 @@ mod tests {
         #[test]
         fn every_param_name_in_the_pattern_is_valid(s in generator(PARAM_NAME)) {
             prop_assert!(crate::delegation::valid_param_name(&s), "{s:?}");
+        }
+
+        #[test]
+        fn loopback_redirects_match_the_pattern_exactly(s in "[ -~]{0,40}", port in 0u32..70000) {
+            let re = regex::Regex::new(LOOPBACK_REDIRECT).expect("pattern compiles");
+            for uri in [s.clone(), format!("http://127.0.0.1:{port}{s}"), format!("http://[::1]:{port}/{s}")] {
+                prop_assert_eq!(re.is_match(&uri), is_loopback_redirect(&uri), "{:?}", uri);
+            }
+        }
+
+        #[test]
+        fn unreserved_matches_the_pattern_exactly(s in "[ -~]{0,50}") {
+            let re = regex::Regex::new(UNRESERVED).expect("pattern compiles");
+            prop_assert_eq!(re.is_match(&s), is_unreserved(&s, 0, 50), "{:?}", s);
         }
 
         #[test]

@@ -20,6 +20,10 @@ pub mod kinds {
     pub const REVOKE_FAILING: &str = "provision.revoke_failing";
     /// A host agent holds a record the server refused to take.
     pub const AGENT_UNDELIVERED: &str = "agent.undelivered";
+    /// An external account expires soon: its sponsor should extend it or let it go.
+    pub const EXTERNAL_EXPIRING: &str = "user.external_expiring";
+    /// An external account reached its expiry.
+    pub const EXTERNAL_EXPIRED: &str = "user.external_expired";
 }
 
 /// How urgent a notification is. Ordered: `Info < High`.

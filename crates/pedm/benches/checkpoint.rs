@@ -11,9 +11,10 @@
 //! * `without`: `checkpoint_interval = "1h"`: no checkpoint is signed during the run (what the
 //!   request path costs alone).
 //!
-//! 16 clients, auto-approved request → grant, durable on SQLite. Rounds alternate (without,
-//! with, without, with, ...) so drift in the machine's load hits both; the medians are compared.
-//! Goal: the ratio with/without ≥ 95%.
+//! 16 clients, auto-approved request → grant, durable on SQLite. Each round runs both, in
+//! alternating order (without first, then with first, ...), so that drift (the databases grow,
+//! other work on the machine comes and goes) hits both alike; the figure is the median of the
+//! rounds' ratios. Goal: with/without ≥ 95%.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 16;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 6;
 
 fn run_secs() -> u64 {
     std::env::var("PEDM_BENCH_SECS")
@@ -114,6 +115,7 @@ async fn setup(config: String) -> (Server, Vec<Client>) {
         ..Default::default()
     });
     standard_targets(&s).await;
+    allow_parallel_auto_approved(&s.admin()).await;
     let mut clients = vec![];
     for i in 0..CLIENTS {
         clients.push(s.client(&user_with_token(&s, &format!("bench{i}"), false).await));
@@ -152,33 +154,42 @@ async fn main() {
          run: {CLIENTS} clients, {}s per round, {ROUNDS} rounds each, alternating",
         run.as_secs()
     );
-    let (mut a, mut b) = (vec![], vec![]);
+    let (mut a, mut b, mut ratios) = (vec![], vec![], vec![]);
     for round in 1..=ROUNDS {
-        let without = throughput(&plain, run).await;
-        let with_ = throughput(&with, run).await;
-        println!("round {round}: without {without:>8.0} req/s   with {with_:>8.0} req/s");
+        let (without, with_) = if round % 2 == 1 {
+            let w = throughput(&plain, run).await;
+            (w, throughput(&with, run).await)
+        } else {
+            let w = throughput(&with, run).await;
+            (throughput(&plain, run).await, w)
+        };
+        println!(
+            "round {round}: without {without:>8.0} req/s   with {with_:>8.0} req/s   {:>6.1}%",
+            100.0 * with_ / without
+        );
         a.push(without);
         b.push(with_);
+        ratios.push(with_ / without);
     }
     let signed = admin.audit_checkpoints().await.expect("checkpoints").len() - before;
     assert!(
         signed as u64 >= ROUNDS as u64 * run.as_secs() / 2,
         "only {signed} checkpoints were signed during the runs"
     );
-    let (without, with_) = (median(a), median(b));
+    let (without, with_, ratio) = (median(a), median(b), median(ratios));
     println!(
-        "median: without {without:.0} req/s, with {with_:.0} req/s: {:.1}%; {signed} checkpoints \
-         signed and witnessed during the runs",
-        100.0 * with_ / without
+        "median: without {without:.0} req/s, with {with_:.0} req/s; median ratio {:.1}%; \
+         {signed} checkpoints signed and witnessed during the runs",
+        100.0 * ratio
     );
     support::bench_line(
         "checkpoint_rps_16",
         "req/s",
-        with_,
+        without * ratio,
         Some((without, "no_checkpoints_during_run")),
         ">=95%",
         "higher",
-        "API throughput with a witnessed checkpoint every second, 16 clients",
+        "API throughput with a witnessed checkpoint every second, 16 clients (median round ratio x median without)",
     );
     println!("load average: {}", support::load_average());
 }

@@ -746,3 +746,29 @@ async fn schema_valid_requests_the_server_cannot_act_on_are_422() {
         "duration",
     );
 }
+
+/// What hyper refuses before pedm's code runs (a request it cannot parse) still gets pedm's
+/// JSON error body, and the server goes on serving.
+#[tokio::test]
+async fn unparsable_requests_get_a_json_error_too() {
+    use std::io::{Read, Write};
+    let s = Server::start();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nbad\x01name: v\r\n\r\n",
+    ] {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(garbage).unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(head.contains("content-type: application/json"), "{answer}");
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(v["error"]["code"], "invalid", "{answer}");
+    }
+    let ok = reqwest::get(format!("{}/healthz", s.url)).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+}

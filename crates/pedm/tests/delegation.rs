@@ -927,12 +927,8 @@ async fn host_tasks_carry_what_the_agent_needs() {
         cp.create_user(&sys, u, None, false).await.unwrap();
     }
     cp.create_group(&sys, "helpdesk", None).await.unwrap();
-    cp.set_group_member(&sys, "helpdesk", "hd1", true)
-        .await
-        .unwrap();
-    cp.set_group_member(&sys, "helpdesk", "hd2", true)
-        .await
-        .unwrap();
+    cp.add_group_member(&sys, "helpdesk", "hd1").await.unwrap();
+    cp.add_group_member(&sys, "helpdesk", "hd2").await.unwrap();
     cp.define_task(&sys, serde_json::from_str(RESET_PASSWORD).unwrap(), false)
         .await
         .unwrap();
@@ -995,6 +991,9 @@ async fn host_tasks_carry_what_the_agent_needs() {
         admin: false,
         groups: vec![],
         token_id: None,
+        external: false,
+        sponsor: None,
+        workload: None,
     };
     assert_eq!(
         cp.may_run_task(&hd1, "web1", "reset-password")
@@ -1075,6 +1074,9 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
         admin,
         groups: vec![],
         token_id: None,
+        external: false,
+        sponsor: None,
+        workload: None,
     };
     let (ann, bea) = (actor("ann", true), actor("bea", false));
     let docker = |why: &str| NewRequest {

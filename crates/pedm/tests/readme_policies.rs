@@ -134,6 +134,40 @@ command = { path = "/bin/bash", shell = true }
 expect = "deny"
 
 [[case]]
+name = "vendors-read-only-business-hours: a vendor may not ask for root, even in office hours"
+principal = { user = "vendor1", groups = [], external = true, sponsor = "alice" }
+target = { name = "web1", kind = "host", labels = { env = "prod" } }
+role = { name = "root", run_as = "root" }
+context = { now = "2026-11-02T10:00:00+01:00[Europe/Berlin]", duration = "30m", source_ip = "10.1.2.3" }
+expect = "deny"
+policy = "vendors-read-only-business-hours"
+
+[[case]]
+name = "vendors-read-only-business-hours: a read-only role after 18:00 is refused to a vendor"
+principal = { user = "vendor1", groups = [], external = true, sponsor = "alice" }
+target = { name = "web1", kind = "host", labels = { env = "prod" } }
+role = { name = "readonly" }
+context = { now = "2026-11-02T18:30:00+01:00[Europe/Berlin]", duration = "30m", source_ip = "10.1.2.3" }
+expect = "deny"
+policy = "vendors-read-only-business-hours"
+
+[[case]]
+name = "vendors-read-only-business-hours: the same role at 18:30 is fine for a colleague"
+principal = { user = "dave", groups = [] }
+target = { name = "web1", kind = "host", labels = { env = "prod" } }
+role = { name = "readonly" }
+context = { now = "2026-11-02T18:30:00+01:00[Europe/Berlin]", duration = "30m", source_ip = "10.1.2.3" }
+expect = "needs_approval"
+
+[[case]]
+name = "vendors-read-only-business-hours: a vendor's read-only role in business hours"
+principal = { user = "vendor1", groups = [], external = true, sponsor = "alice" }
+target = { name = "web1", kind = "host", labels = { env = "prod" } }
+role = { name = "readonly" }
+context = { now = "2026-11-02T10:00:00+01:00[Europe/Berlin]", duration = "30m", source_ip = "10.1.2.3" }
+expect = "needs_approval"
+
+[[case]]
 name = "docker-delegable"
 principal = { user = "erin", groups = [] }
 action = "delegate"

@@ -201,6 +201,7 @@ fn queries(n: usize, w: &World, group_targets: &[Vec<usize>], rng: &mut Rng) -> 
                     user: format!("u{u:05}"),
                     groups: groups.iter().map(|g| format!("g{g:03}")).collect(),
                     admin: rng.chance(1),
+                    ..Default::default()
                 },
                 target: w.targets[t].clone(),
                 role: RoleRef {
@@ -221,6 +222,7 @@ fn queries(n: usize, w: &World, group_targets: &[Vec<usize>], rng: &mut Rng) -> 
                         },
                         compliant: None,
                         os: Some("linux".into()),
+                        ..Default::default()
                     },
                     now: base + jiff::SignedDuration::from_mins(rng.below(7 * 24 * 60) as i64),
                 },

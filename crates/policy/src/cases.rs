@@ -311,6 +311,7 @@ fn run_one(engine: &Engine, c: &Case) -> Result<(String, Option<String>), String
             Some(t) => Resource::Target(t.clone()),
             None => Resource::System,
         },
+        Action::TrustDevice => Resource::System,
     };
     let q = AuthzQuery {
         principal: c.principal.clone(),

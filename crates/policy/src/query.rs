@@ -13,6 +13,15 @@ pub struct Principal {
     pub groups: Vec<String>,
     #[serde(default)]
     pub admin: bool,
+    /// An external (vendor) account: `principal.external`.
+    #[serde(default)]
+    pub external: bool,
+    /// The external account's sponsor: `principal.sponsor` (absent for other users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
+    /// A workload signed in by token exchange: `principal.workload` (absent for people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<pedm_core::workload::WorkloadIdentity>,
 }
 
 impl Principal {
@@ -20,7 +29,7 @@ impl Principal {
         Principal {
             user: user.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
-            admin: false,
+            ..Default::default()
         }
     }
 }
@@ -118,6 +127,21 @@ pub struct Device {
     pub compliant: Option<bool>,
     #[serde(default)]
     pub os: Option<String>,
+    /// An enrolled device's id (present only when the request came from one).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Enrolled and approved by an admin, not revoked.
+    #[serde(default)]
+    pub trusted: Option<bool>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub enrolled_at: Option<i64>,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub disk_encrypted: Option<bool>,
+    #[serde(default)]
+    pub screen_lock: Option<bool>,
 }
 
 /// Request context. `now` is turned into `context.time` in each policy's time zone.
@@ -170,10 +194,12 @@ pub enum Action {
     ReadAudit,
     /// Revoke others' grants, review break-glass access.
     ManageGrants,
+    /// Trust a device at enrollment without an admin (`context.device` is what it reported).
+    TrustDevice,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Request,
         Action::Approve,
         Action::Exec,
@@ -184,6 +210,7 @@ impl Action {
         Action::ManagePolicies,
         Action::ReadAudit,
         Action::ManageGrants,
+        Action::TrustDevice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -198,6 +225,7 @@ impl Action {
             Action::ManagePolicies => "manage_policies",
             Action::ReadAudit => "read_audit",
             Action::ManageGrants => "manage_grants",
+            Action::TrustDevice => "trust_device",
         }
     }
 

@@ -306,6 +306,7 @@ fn query(q: &Q) -> AuthzQuery {
         user: USERS[q.user].into(),
         groups: q.groups.iter().map(|g| GROUPS[*g].to_string()).collect(),
         admin: q.admin,
+        ..Default::default()
     };
     principal.groups.dedup();
     AuthzQuery {
@@ -321,6 +322,7 @@ fn query(q: &Q) -> AuthzQuery {
                 managed: q.managed,
                 compliant: None,
                 os: q.os.then(|| "linux".to_string()),
+                ..Default::default()
             },
             now,
         },

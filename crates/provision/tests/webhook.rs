@@ -210,6 +210,14 @@ fn configuration_is_checked() {
     assert!(WebhookProvisioner::new("t", WebhookConfig::new("ftp://x/", "k")).is_err());
     assert!(WebhookProvisioner::new("t", WebhookConfig::new("not a url", "k")).is_err());
     assert!(WebhookProvisioner::new("t", WebhookConfig::new("http://x/", "")).is_err());
+    // A ca_file that holds no certificate is named, not ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad-ca.pem");
+    std::fs::write(&bad, "no certificate here\n").unwrap();
+    let mut c = WebhookConfig::new("https://x/", "k");
+    c.ca_file = Some(bad);
+    let e = WebhookProvisioner::new("t", c).unwrap_err().to_string();
+    assert!(e.contains("bad-ca.pem") && e.contains("CERTIFICATE"), "{e}");
 }
 
 #[tokio::test]

@@ -154,5 +154,29 @@ fn notification(n: &Notice) -> Notification {
                 "applied_version": p.applied_version, "by": actor,
             }),
         ),
+        Notice::ExternalExpiring {
+            user,
+            sponsor,
+            expires_at,
+        } => Notification::new(
+            kinds::EXTERNAL_EXPIRING,
+            Severity::Info,
+            format!(
+                "@{sponsor}: the external account {user} you sponsor expires at {expires_at};                  extend it with `pedm user extend {user} --expires <duration>` or let it go"
+            ),
+            json!({ "user": user, "sponsor": sponsor, "expires_at": expires_at }),
+        ),
+        Notice::ExternalExpired {
+            user,
+            sponsor,
+            expires_at,
+        } => Notification::new(
+            kinds::EXTERNAL_EXPIRED,
+            Severity::Info,
+            format!(
+                "the external account {user} (sponsor {sponsor}) expired at {expires_at}:                  it can no longer sign in and its grants ended"
+            ),
+            json!({ "user": user, "sponsor": sponsor, "expires_at": expires_at }),
+        ),
     }
 }

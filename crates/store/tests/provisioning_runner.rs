@@ -142,6 +142,9 @@ fn alice() -> Actor {
         admin: false,
         groups: vec![],
         token_id: None,
+        external: false,
+        sponsor: None,
+        workload: None,
     }
 }
 

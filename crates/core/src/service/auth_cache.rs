@@ -30,6 +30,8 @@ pub(crate) struct Authenticated {
     pub(crate) record: TokenRecord,
     pub(crate) user: User,
     pub(crate) groups: Vec<String>,
+    /// The user's external-account record, if any (its expiry is checked at every hit).
+    pub(crate) external: Option<crate::external::ExternalAccount>,
 }
 
 struct Entry {
@@ -107,6 +109,7 @@ mod tests {
                 created_at: now,
                 expires_at: None,
                 revoked_at: None,
+                workload: None,
             },
             user: User {
                 name: "alice".into(),
@@ -116,6 +119,7 @@ mod tests {
                 created_at: now,
             },
             groups: vec!["ops".into()],
+            external: None,
         }
     }
 

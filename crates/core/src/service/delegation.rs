@@ -288,11 +288,15 @@ impl ControlPlane {
         let Some(user) = self.store.user(&root.delegator).await? else {
             return Ok(false);
         };
+        let (external, sponsor) = self.external_of(&user.name).await?;
         let actor = Actor {
             user: user.name.clone(),
             admin: user.admin,
             groups: self.store.groups_of(&user.name).await?,
             token_id: None,
+            external,
+            sponsor,
+            workload: None,
         };
         let secs = root.expires_at.duration_since(now).as_secs().max(1);
         let decider = self.decider();
@@ -376,7 +380,10 @@ impl ControlPlane {
             .for_each(|s| *s = s.trim().to_string());
         scope_items.sort();
         scope_items.dedup();
-        let scope = parse_scope(&scope_items).map_err(|e| Error::invalid("scope", e))?;
+        let scope = parse_scope(&scope_items).map_err(|e| match e {
+            ScopeError::Syntax(m) => Error::invalid("scope", m),
+            ScopeError::Contradiction(m) => Error::unprocessable("scope", m),
+        })?;
         let reason = trimmed("reason", new.reason, 500)?;
         if new.expires_at <= now {
             return Err(Error::unprocessable("expires_at", "is not in the future"));
@@ -997,11 +1004,15 @@ impl ControlPlane {
             return Err(refuse(why).await);
         }
         // The colleague gets it only if policy would let them ask for it (a forbid wins).
+        let (external, sponsor) = self.external_of(&colleague.name).await?;
         let them = Actor {
             user: colleague.name.clone(),
             admin: colleague.admin,
             groups: self.store.groups_of(to).await?,
             token_id: None,
+            external,
+            sponsor,
+            workload: None,
         };
         let justification = reason
             .clone()
@@ -1054,7 +1065,7 @@ impl ControlPlane {
             version: 1,
         };
         let mut req = req;
-        let g = self.new_grant(&req, now)?;
+        let g = self.new_grant(&req, now).await?;
         req.grant_id = Some(g.id);
         let mut cs = Changeset::new()
             .write(Write::InsertRequest(req.clone()))

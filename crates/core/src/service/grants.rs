@@ -271,10 +271,8 @@ impl ControlPlane {
     pub async fn next_deadline(&self) -> Result<Option<Timestamp>> {
         let g = self.store.next_grant_deadline().await?;
         let r = self.store.next_request_deadline().await?;
-        Ok(match (g, r) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        let x = self.next_external_deadline().await?;
+        Ok([g, r, x].into_iter().flatten().min())
     }
 
     /// Ends every grant and pending request whose deadline has passed. Each ends exactly once:
@@ -361,6 +359,7 @@ impl ControlPlane {
                 break;
             }
         }
+        pass.accounts_expired = self.external_due().await?;
         Ok(pass)
     }
 

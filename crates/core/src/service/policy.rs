@@ -419,12 +419,18 @@ impl ControlPlane {
             };
             if !principals.contains_key(&r.requester) {
                 let a = match self.store.user(&r.requester).await? {
-                    Some(u) => Some(Actor {
-                        groups: self.store.groups_of(&u.name).await?,
-                        user: u.name,
-                        admin: u.admin,
-                        token_id: None,
-                    }),
+                    Some(u) => {
+                        let (external, sponsor) = self.external_of(&u.name).await?;
+                        Some(Actor {
+                            groups: self.store.groups_of(&u.name).await?,
+                            user: u.name,
+                            admin: u.admin,
+                            token_id: None,
+                            external,
+                            sponsor,
+                            workload: None,
+                        })
+                    }
                     None => None,
                 };
                 principals.insert(r.requester.clone(), a);

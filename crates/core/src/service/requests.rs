@@ -231,7 +231,7 @@ impl ControlPlane {
                         comment: None,
                     });
                 }
-                let g = self.new_grant(&req, now)?;
+                let g = self.new_grant(&req, now).await?;
                 req.grant_id = Some(g.id);
                 let action = if p.break_glass {
                     "breakglass.granted"
@@ -348,7 +348,7 @@ impl ControlPlane {
     /// A new grant for an approved request: `provisioning` (with a grant job, see
     /// `grant_job`) when its target switches its role on and off, else `active` at once; a
     /// role its provisioned target does not provision says why in `provision_detail`.
-    pub(super) fn new_grant(&self, req: &Request, now: Timestamp) -> Result<Grant> {
+    pub(super) async fn new_grant(&self, req: &Request, now: Timestamp) -> Result<Grant> {
         let mut g = Grant {
             id: Uuid::now_v7(),
             request_id: req.id,
@@ -366,6 +366,8 @@ impl ControlPlane {
             provision_state: ProvisionState::Active,
             provision_detail: None,
         };
+        // An external account's grant never outlives the account (refused once it has).
+        self.cap_to_external_expiry(&mut g, now).await?;
         if self.provisioned(&req.target) {
             match self.provisioning.as_ref().map(|p| p.role_provisioned(&g)) {
                 Some(Err(why)) => g.provision_detail = Some(format!("not provisioned: {why}")),
@@ -640,7 +642,7 @@ impl ControlPlane {
                     req.decided_at = Some(now);
                     req.decided_by = Some(actor.user.clone());
                     req.decision_reason = comment.clone();
-                    let g = self.new_grant(&req, now)?;
+                    let g = self.new_grant(&req, now).await?;
                     req.grant_id = Some(g.id);
                     events.push(
                         self.event(actor, "request.approved", subject("request", id))

@@ -73,6 +73,9 @@ pub struct Path<T>(pub T);
 pub struct Caller {
     pub actor: Actor,
     pub source: Option<String>,
+    /// The enrolled device whose certificate the connection presented (not yet checked
+    /// against the caller: see `ControlPlane::device_context`).
+    pub device: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -85,7 +88,15 @@ impl FromRequestParts<AppState> for Caller {
             .map(|c| c.0.ip().to_string());
         let token = bearer_token(parts)?;
         let actor = state.cp.authenticate(&token, source.as_deref()).await?;
-        Ok(Caller { actor, source })
+        let device = parts
+            .extensions
+            .get::<crate::tls::client_auth::PeerCert>()
+            .and_then(|p| crate::tls::client_ca::device_of(&p.0));
+        Ok(Caller {
+            actor,
+            source,
+            device,
+        })
     }
 }
 

@@ -4,12 +4,17 @@ mod agents;
 mod audit;
 mod contract;
 mod delegation;
+mod devices;
 mod error;
+mod external;
 mod extract;
+mod parse_errors;
 mod policy_review;
 mod routes;
 mod schema_rules;
 pub mod serve;
+mod sso;
+mod token_exchange;
 
 pub use error::ApiErr;
 
@@ -38,6 +43,10 @@ pub struct AppState {
     pub audit: Option<Arc<crate::audit_signer::AuditSigner>>,
     /// Signs agents' snapshots and keeps their recordings; `None` disables the agent routes.
     pub agents: Option<Arc<crate::agents::AgentHub>>,
+    /// `[[auth.oidc]]` providers for single sign-on (none configured: the routes say so).
+    pub sso: Arc<crate::oidc::Providers>,
+    /// `[[auth.workload]]` trusts for token exchange (`POST /oauth/token`).
+    pub workload: Arc<crate::workload::Trusts>,
 }
 
 #[derive(OpenApi)]
@@ -55,6 +64,7 @@ pub struct AppState {
         (name = "policies", description = "Cedar policies: versions, apply, simulate, approval of changes"),
         (name = "audit", description = "The audit log"),
         (name = "hosts", description = "Host agents, their grant snapshots and recorded sessions"),
+        (name = "sso", description = "Single sign-on with OpenID Connect: login flows, session refresh, logout"),
     )
 )]
 struct ApiDoc;
@@ -92,7 +102,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         routes::router()
             .merge(audit::router())
             .merge(agents::router())
-            .merge(delegation::router()),
+            .merge(delegation::router())
+            .merge(devices::router())
+            .merge(external::router())
+            .merge(sso::router()),
     )
 }
 
@@ -105,6 +118,10 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
             let doc = doc.clone();
             async move { Json(doc.as_ref().clone()) }
         }),
+    )
+    .route(
+        "/oauth/token",
+        axum::routing::post(token_exchange::exchange),
     )
     .route("/healthz", get(healthz))
     .route("/metrics", get(render_metrics))

@@ -8,8 +8,8 @@
 //! unknown parameter, a duration beyond a role's maximum) is answered with 422.
 
 use pedm_core::syntax::{
-    DURATION, LIFETIME, LINE, MAX_COMMENT_CHARS, MAX_LINE_CHARS, NAME, OPTIONAL_LINE, PARAM_NAME,
-    SCOPE_ITEM, TEXT,
+    DURATION, LIFETIME, LINE, LOOPBACK_REDIRECT, MAX_COMMENT_CHARS, MAX_LINE_CHARS, NAME,
+    OPTIONAL_LINE, PARAM_NAME, SCOPE_ITEM, TEXT, UNRESERVED,
 };
 use serde_json::{Value, json};
 
@@ -29,6 +29,12 @@ enum Rule {
     Since,
     /// An RFC 3339 time.
     Time,
+    /// URL-safe characters (RFC 3986 unreserved), between these lengths.
+    Unreserved(usize, usize),
+    /// Any string of this many characters.
+    Length(usize, usize),
+    /// The CLI's loopback redirect for single sign-on.
+    LoopbackRedirect,
     /// One of these values.
     OneOf(&'static [&'static str]),
     /// The schema of this component (an enum the document already has).
@@ -56,6 +62,13 @@ impl Rule {
                 {"type": "string", "maxLength": 0, "description": "empty: the default"},
             ]}),
             Rule::Time => json!({"type": "string", "format": "date-time"}),
+            Rule::Unreserved(min, max) => json!({
+                "type": "string", "pattern": UNRESERVED, "minLength": min, "maxLength": max,
+            }),
+            Rule::Length(min, max) => {
+                json!({"type": "string", "minLength": min, "maxLength": max})
+            }
+            Rule::LoopbackRedirect => json!({"type": "string", "pattern": LOOPBACK_REDIRECT}),
             Rule::OneOf(values) => json!({"type": "string", "enum": values}),
             Rule::Component(name) => json!({"$ref": format!("#/components/schemas/{name}")}),
         }
@@ -110,6 +123,27 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("TaskDef", "name", Name),
         ("TaskDef", "run_as", Name),
         ("TaskDef", "description", OptionalLine(500)),
+        ("CreateExternalUser", "name", Name),
+        ("CreateExternalUser", "display_name", OptionalLine(200)),
+        ("CreateExternalUser", "sponsor", Name),
+        ("CreateExternalUser", "expires", Duration),
+        ("ExtendExternalUser", "expires", Duration),
+        ("SsoStart", "provider", Name),
+        ("SsoStart", "redirect_uri", LoopbackRedirect),
+        ("SsoStart", "state", Unreserved(32, 128)),
+        ("SsoStart", "code_challenge", Unreserved(43, 43)),
+        ("SsoFinish", "state", Length(0, 128)),
+        ("SsoFinish", "code", Length(1, 2048)),
+        ("SsoFinish", "code_verifier", Unreserved(43, 128)),
+        ("SsoDeviceStart", "provider", Name),
+        ("SsoDevicePoll", "handle", Unreserved(1, 128)),
+        ("EnrollDevice", "name", Line(64)),
+        ("Posture", "os", Line(pedm_core::workload::MAX_CLAIM_CHARS)),
+        (
+            "Posture",
+            "os_version",
+            Line(pedm_core::workload::MAX_CLAIM_CHARS),
+        ),
     ]
 }
 
@@ -126,6 +160,7 @@ const PARAMS: &[(&str, &str, Rule)] = &[
         Rule::OneOf(EXPORT_FORMATS),
     ),
     ("/api/v1/reports/elevations", "since", Rule::Since),
+    ("/api/v1/reports/external", "since", Rule::Since),
 ];
 
 /// `(path, body property, rule)`: operations whose shared body type has a field that this
@@ -190,6 +225,11 @@ fn structure() -> Vec<(&'static str, &'static str, Value)> {
             "/components/schemas/CreateDelegation/properties/scope",
             "minItems",
             json!(1),
+        ),
+        (
+            "/components/schemas/CreateDelegation/properties/scope",
+            "maxItems",
+            json!(pedm_core::delegation::MAX_SCOPE_ITEMS),
         ),
         (
             "/components/schemas/ApplyPolicies/properties/sources",

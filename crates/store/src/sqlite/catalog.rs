@@ -107,6 +107,9 @@ pub(crate) fn may_change(writes: &[Write]) -> bool {
                 | Write::DeleteGrantSecret { .. }
                 | Write::Host(_)
                 | Write::PolicyReview(_)
+                | Write::External(_)
+                | Write::Device(_)
+                | Write::Sso(_)
                 | Write::RequireGrantsActive { .. }
                 | Write::EndGrant { .. }
         )
