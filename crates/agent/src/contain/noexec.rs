@@ -55,6 +55,26 @@ pub fn supported() -> bool {
     !ABIS.is_empty()
 }
 
+/// Whether this machine can enforce NOEXEC: a supported architecture, and a kernel that lets
+/// a filter hand system calls to a supervisor (seccomp user notification, Linux 5.0 and
+/// later; a container's own seccomp profile may also refuse `seccomp(2)` itself).
+pub fn available() -> bool {
+    if !supported() {
+        return false;
+    }
+    let action: u32 = libc::SECCOMP_RET_USER_NOTIF;
+    // SAFETY: SECCOMP_GET_ACTION_AVAIL only reads the u32 we own; no state changes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_ACTION_AVAIL,
+            0,
+            &raw const action,
+        )
+    };
+    r == 0
+}
+
 /// The classic BPF program: exec calls of a known ABI → user notification; anything of an
 /// unknown ABI → kill; the rest is allowed.
 fn program() -> Vec<libc::sock_filter> {
@@ -122,6 +142,12 @@ pub fn prepare() -> io::Result<ChildFilter> {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "noexec is not supported on this architecture",
+        ));
+    }
+    if !available() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "noexec needs seccomp user notification, which this kernel does not offer",
         ));
     }
     let mut pair = [-1 as RawFd; 2];
