@@ -55,6 +55,26 @@ pub fn supported() -> bool {
     !ABIS.is_empty()
 }
 
+/// Whether this machine can enforce NOEXEC: a supported architecture, and a kernel that lets
+/// a filter hand system calls to a supervisor (seccomp user notification, Linux 5.0 and
+/// later; a container's own seccomp profile may also refuse `seccomp(2)` itself).
+pub fn available() -> bool {
+    if !supported() {
+        return false;
+    }
+    let action: u32 = libc::SECCOMP_RET_USER_NOTIF;
+    // SAFETY: SECCOMP_GET_ACTION_AVAIL only reads the u32 we own; no state changes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_ACTION_AVAIL,
+            0,
+            &raw const action,
+        )
+    };
+    r == 0
+}
+
 /// The classic BPF program: exec calls of a known ABI → user notification; anything of an
 /// unknown ABI → kill; the rest is allowed.
 fn program() -> Vec<libc::sock_filter> {
@@ -122,6 +142,12 @@ pub fn prepare() -> io::Result<ChildFilter> {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "noexec is not supported on this architecture",
+        ));
+    }
+    if !available() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "noexec needs seccomp user notification, which this kernel does not offer",
         ));
     }
     let mut pair = [-1 as RawFd; 2];
@@ -348,6 +374,50 @@ fn unsafe_zeroed<T: Copy>() -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `/bin/sh -c SCRIPT`, with the NOEXEC filter or without; (exit code, stdout, stderr).
+    fn sh(script: &str, noexec: bool) -> (Option<i32>, String, String) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", script]);
+        if noexec {
+            let filter = prepare().expect("prepare the filter");
+            // SAFETY: between fork and exec the closure only makes raw system calls (prctl,
+            // and those of `install`, which reads memory prepared before the fork).
+            unsafe {
+                cmd.pre_exec(move || {
+                    // A listener needs CAP_SYS_ADMIN or no_new_privs: as any user, the latter.
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    match filter.install() {
+                        0 => Ok(()),
+                        e => Err(io::Error::from_raw_os_error(e)),
+                    }
+                });
+            }
+        }
+        let out = cmd.output().expect("run /bin/sh");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    }
+
+    #[test]
+    fn the_first_exec_runs_and_every_later_one_is_refused() {
+        if !available() {
+            println!(
+                "SKIP the_first_exec_runs_and_every_later_one_is_refused: no seccomp user notification here"
+            );
+            return;
+        }
+        let script = "echo shell ran; /bin/echo escaped; exit 7";
+        let (code, out, _) = sh(script, false);
+        assert_eq!((code, out.as_str()), (Some(7), "shell ran\nescaped\n"));
+        let (code, out, err) = sh(script, true);
+        assert_eq!(code, Some(7), "{out}{err}");
+        assert_eq!(out, "shell ran\n", "the second exec ran: {err}");
+        assert!(err.contains("Permission denied"), "{err}");
+    }
 
     #[test]
     fn every_exec_number_jumps_to_the_notification() {
