@@ -17,6 +17,7 @@ pub mod model;
 pub mod notice;
 pub mod policy_review;
 pub mod provisioning;
+pub mod scim;
 pub mod scheduler;
 pub mod service;
 pub mod store;

@@ -110,6 +110,8 @@ pub enum Write {
     PolicyReview(crate::policy_review::PolicyReviewWrite),
     /// External (vendor) accounts: sponsor and expiry.
     External(crate::external::ExternalWrite),
+    /// SCIM clients' tokens and the users they manage.
+    Scim(crate::scim::ScimWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
     /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
     /// order until the transaction ends, so two changesets that each count on the other
@@ -307,6 +309,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<crate::external::ExternalAccount>, StoreError>;
     /// Every external account, by user name.
     async fn external_accounts(&self) -> Result<Vec<crate::external::ExternalAccount>, StoreError>;
+    async fn scim_token(&self, id: &str) -> Result<Option<crate::scim::ScimToken>, StoreError>;
+    async fn scim_tokens(&self) -> Result<Vec<crate::scim::ScimToken>, StoreError>;
+    async fn scim_link(&self, user: &str) -> Result<Option<crate::scim::ScimLink>, StoreError>;
+    /// Every SCIM-managed user (deleted ones too), by name.
+    async fn scim_links(&self) -> Result<Vec<crate::scim::ScimLink>, StoreError>;
     /// The checkpoint with the largest size.
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
 }

@@ -9,6 +9,7 @@
 mod db;
 mod delegation;
 mod external;
+mod scim;
 mod hosts;
 mod policy_review;
 mod postgres;
@@ -215,6 +216,24 @@ macro_rules! forward_store {
                 &self,
             ) -> Result<Vec<pedm_core::external::ExternalAccount>, StoreError> {
                 pedm_core::store::Store::external_accounts(&self.engine).await
+            }
+            async fn scim_token(
+                &self,
+                id: &str,
+            ) -> Result<Option<pedm_core::scim::ScimToken>, StoreError> {
+                pedm_core::store::Store::scim_token(&self.engine, id).await
+            }
+            async fn scim_tokens(&self) -> Result<Vec<pedm_core::scim::ScimToken>, StoreError> {
+                pedm_core::store::Store::scim_tokens(&self.engine).await
+            }
+            async fn scim_link(
+                &self,
+                user: &str,
+            ) -> Result<Option<pedm_core::scim::ScimLink>, StoreError> {
+                pedm_core::store::Store::scim_link(&self.engine, user).await
+            }
+            async fn scim_links(&self) -> Result<Vec<pedm_core::scim::ScimLink>, StoreError> {
+                pedm_core::store::Store::scim_links(&self.engine).await
             }
             async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {
                 pedm_core::store::Store::host(&self.engine, name).await

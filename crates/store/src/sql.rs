@@ -662,6 +662,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::Delegation(d) => crate::delegation::apply(c, d).await,
         Write::PolicyReview(w) => crate::policy_review::apply(c, w).await,
         Write::External(w) => crate::external::apply(c, w).await,
+        Write::Scim(w) => crate::scim::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
             ids.sort();
@@ -1265,6 +1266,18 @@ impl Store for Engine {
         &self,
     ) -> Result<Vec<pedm_core::external::ExternalAccount>, StoreError> {
         Engine::external_account_rows(self).await
+    }
+    async fn scim_token(&self, id: &str) -> Result<Option<pedm_core::scim::ScimToken>, StoreError> {
+        Engine::scim_token_row(self, id).await
+    }
+    async fn scim_tokens(&self) -> Result<Vec<pedm_core::scim::ScimToken>, StoreError> {
+        Engine::scim_token_rows(self).await
+    }
+    async fn scim_link(&self, user: &str) -> Result<Option<pedm_core::scim::ScimLink>, StoreError> {
+        Engine::scim_link_row(self, user).await
+    }
+    async fn scim_links(&self) -> Result<Vec<pedm_core::scim::ScimLink>, StoreError> {
+        Engine::scim_link_rows(self).await
     }
 
     async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {
