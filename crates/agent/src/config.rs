@@ -18,11 +18,24 @@ pub struct Config {
     pub server_url: String,
     /// This host's name: its target in pedm (`pedm host register NAME`).
     pub host: String,
-    /// File holding the host token (mode 0600, owned by root).
-    pub token_file: PathBuf,
+    /// File holding the host token (mode 0600, owned by root): the agent's credential on a
+    /// plain-HTTP server. Over HTTPS the agent uses `cert_file` and `key_file` instead.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The agent's client certificate from pedmd's CA (PEM; written by `pedm-agent enroll`,
+    /// renewed by the agent).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM, mode 0600; made on this host, never sent).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// The server's agent key (`ed25519:...`, printed by `pedm host register`). Snapshots
     /// signed by any other key are refused.
     pub server_key: String,
+    /// PEM CA certificate(s) trusted for an `https://` server in addition to the system's
+    /// roots (e.g. the CA `pedmd --dev` prints).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The socket `pedm exec` connects to.
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
@@ -77,13 +90,23 @@ fn default_first_frame_timeout() -> String {
     "5s".into()
 }
 
+/// How the agent proves which host it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A host token (plain-HTTP servers).
+    Token(String),
+    /// A client certificate (HTTPS servers).
+    Certificate(crate::identity::IdentityFiles),
+}
+
 /// Checked values.
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub server_url: String,
     pub host: String,
-    pub token: String,
+    pub credential: Credential,
     pub server_key: PublicKey,
+    pub ca_file: Option<PathBuf>,
     pub socket: PathBuf,
     pub socket_mode: u32,
     pub socket_group: Option<nix::unistd::Gid>,
@@ -103,13 +126,30 @@ impl Config {
     }
 
     pub fn resolve(&self) -> anyhow::Result<Resolved> {
-        let token = std::fs::read_to_string(&self.token_file)
-            .with_context(|| format!("token_file: cannot read {}", self.token_file.display()))?
-            .trim()
-            .to_string();
-        if token.is_empty() {
-            bail!("token_file: {} is empty", self.token_file.display());
-        }
+        let credential = match (&self.token_file, &self.cert_file, &self.key_file) {
+            (None, Some(cert), Some(key)) => {
+                let files = crate::identity::IdentityFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                files.read()?;
+                Credential::Certificate(files)
+            }
+            (Some(t), None, None) => {
+                let token = std::fs::read_to_string(t)
+                    .with_context(|| format!("token_file: cannot read {}", t.display()))?
+                    .trim()
+                    .to_string();
+                if token.is_empty() {
+                    bail!("token_file: {} is empty", t.display());
+                }
+                Credential::Token(token)
+            }
+            _ => bail!(
+                "set either token_file (plain HTTP) or both cert_file and key_file (HTTPS; \
+                 written by pedm-agent enroll)"
+            ),
+        };
         let server_key: PublicKey = self
             .server_key
             .parse()
@@ -147,8 +187,9 @@ impl Config {
         Ok(Resolved {
             server_url: self.server_url.trim_end_matches('/').to_string(),
             host: self.host.clone(),
-            token,
+            credential,
             server_key,
+            ca_file: self.ca_file.clone(),
             socket: self.socket.clone(),
             socket_mode: self.socket_mode,
             socket_group,

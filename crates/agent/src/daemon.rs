@@ -4,6 +4,7 @@
 mod prepare;
 
 use crate::admission::{Connections, Refusals};
+use crate::config::Credential;
 use crate::config::{Config, DEFAULT_CONFIG, Resolved};
 use crate::outbox::Outbox;
 use crate::session::{SessionSpec, run_session};
@@ -56,7 +57,8 @@ pub struct Agent {
     contained: Mutex<HashMap<Uuid, Timestamp>>,
     connections: Arc<Connections>,
     refusals: Refusals,
-    client: Client,
+    /// Replaced when the client certificate is renewed.
+    client: std::sync::RwLock<Client>,
     enforced: RwLock<Option<Enforced>>,
     sessions: Mutex<HashMap<Uuid, Running>>,
     outbox: Outbox,
@@ -203,8 +205,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "enforcing the stored snapshot until the server answers"
         );
     }
-    let client = Client::new(&cfg.server_url, Some(cfg.token.clone()))
-        .map_err(|e| anyhow::anyhow!("server_url: {e}"))?;
+    let client = match &cfg.credential {
+        Credential::Token(t) => {
+            Client::with_ca(&cfg.server_url, Some(t.clone()), cfg.ca_file.as_deref())
+                .map_err(|e| anyhow::anyhow!("server_url: {e}"))?
+        }
+        Credential::Certificate(files) => files
+            .client(&cfg.server_url, cfg.ca_file.as_deref())
+            .context("cert_file/key_file")?,
+    };
     let listener = bind(&cfg)?;
     let agent = Arc::new(Agent {
         cgroups,
@@ -212,7 +221,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         connections: Connections::new(cfg.max_connections_per_user),
         refusals: Refusals::new(REFUSAL_WINDOW),
         cfg,
-        client,
+        client: std::sync::RwLock::new(client),
         enforced: RwLock::new(enforced),
         sessions: Mutex::new(HashMap::new()),
         outbox,
@@ -220,6 +229,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         grants_changed: Notify::new(),
     });
     tokio::spawn(agent.clone().follow_server());
+    if let Credential::Certificate(files) = &agent.cfg.credential {
+        tokio::spawn(agent.clone().renew_certificate(files.clone()));
+    }
     tokio::spawn(agent.clone().deliver());
     tokio::spawn(agent.clone().end_expired());
     tokio::spawn(agent.clone().record_aggregated_refusals());
@@ -413,6 +425,38 @@ impl Agent {
         }
     }
 
+    /// The client to reach the server with (its certificate may have been renewed).
+    fn client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Renews the client certificate at two thirds of its life (retrying every minute while
+    /// the server is away) and switches to it; connections opened later use the new one.
+    async fn renew_certificate(self: Arc<Self>, files: crate::identity::IdentityFiles) {
+        loop {
+            let wait = files.renew_in().unwrap_or(Duration::from_secs(60));
+            tokio::time::sleep(wait).await;
+            match files.renew(&self.client(), &self.cfg.host).await {
+                Ok(until) => {
+                    match files.client(&self.cfg.server_url, self.cfg.ca_file.as_deref()) {
+                        Ok(c) => {
+                            *self.client.write().unwrap_or_else(|e| e.into_inner()) = c;
+                            tracing::info!(%until, "client certificate renewed");
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot use the renewed certificate"),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the client certificate; retrying");
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            }
+        }
+    }
+
     /// Follows the server's event stream; reconnects with backoff. Each connection starts
     /// with a full snapshot, so a revocation missed while away is applied on reconnect.
     async fn follow_server(self: Arc<Self>) {
@@ -420,7 +464,7 @@ impl Agent {
         loop {
             let this = self.clone();
             let result = self
-                .client
+                .client()
                 .agent_events(move |signed| {
                     this.accept_snapshot(signed);
                     // The server is reachable: send what waits.
@@ -447,7 +491,7 @@ impl Agent {
     async fn deliver(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(500);
         loop {
-            match self.outbox.flush(&self.client).await {
+            match self.outbox.flush(&self.client()).await {
                 Ok(f) => {
                     if f.reports + f.sessions > 0 {
                         tracing::info!(reports = f.reports, sessions = f.sessions, "delivered");

@@ -20,6 +20,10 @@ pub struct EnrollArgs {
     /// any other key are refused.
     #[arg(long)]
     pub server_key: String,
+    /// PEM CA certificate(s) to trust for an https:// server besides the system's roots
+    /// (written to the configuration as `ca_file`).
+    #[arg(long, env = "PEDM_CA", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
     /// Replace an existing configuration file.
     #[arg(long)]
     pub force: bool,
@@ -52,17 +56,63 @@ pub async fn enroll(config: &Path, args: &EnrollArgs) -> anyhow::Result<String> 
         .parse()
         .map_err(|e| anyhow::anyhow!("--server-key: {e}"))?;
     let server = args.server.trim_end_matches('/').to_string();
-    let client = Client::new(&server, Some(token)).map_err(|e| anyhow::anyhow!("--server: {e}"))?;
-    let signed = client
-        .agent_snapshot()
-        .await
-        .map_err(|e| anyhow::anyhow!("the server did not accept the host token: {e}"))?;
+    let ca_file = match &args.ca_file {
+        Some(p) => Some(
+            std::fs::canonicalize(p)
+                .with_context(|| format!("--ca-file: cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let client = Client::with_ca(&server, Some(token), ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("--server: {e}"))?;
+    // Over HTTPS the token is spent here for a client certificate whose key is made on this
+    // host; the agent authenticates with the certificate from then on.
+    let identity = if server.starts_with("https://") {
+        let dir = config.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let files = crate::identity::IdentityFiles {
+            cert: dir.join("agent-cert.pem"),
+            key: dir.join("agent-key.pem"),
+        };
+        let (key, csr) = crate::identity::new_key_and_csr("agent")?;
+        let issued = client
+            .agent_enroll(&csr)
+            .await
+            .map_err(|e| anyhow::anyhow!("the server refused to enroll this agent: {e}"))?;
+        files.write(&issued.certificate, &key)?;
+        Some(files)
+    } else {
+        None
+    };
+    let client = match &identity {
+        Some(files) => files.client(&server, ca_file.as_deref())?,
+        None => client,
+    };
+    let signed = client.agent_snapshot().await.map_err(|e| match identity {
+        Some(_) => anyhow::anyhow!("the server did not accept the new certificate: {e}"),
+        None => anyhow::anyhow!("the server did not accept the host token: {e}"),
+    })?;
     let host: pedm_api::agent::Snapshot =
         serde_json::from_str(&signed.snapshot).context("the server's snapshot is malformed")?;
     crate::snapshot::verify(&signed, &key, &host.host).map_err(|e| {
         anyhow::anyhow!("the server's snapshot does not verify with --server-key: {e}")
     })?;
-    let text = render(&server, &host.host, &token_file, &args.server_key);
+    let mut text = render(&server, &host.host, &args.server_key);
+    let q = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned()).to_string();
+    match &identity {
+        Some(files) => text.push_str(&format!(
+            "cert_file = {}\nkey_file = {}\n",
+            q(&files.cert),
+            q(&files.key)
+        )),
+        None => text.push_str(&format!("token_file = {}\n", q(&token_file))),
+    }
+    if let Some(ca) = &ca_file {
+        text.push_str(&format!(
+            "ca_file = {}\n",
+            toml::Value::String(ca.to_string_lossy().into_owned())
+        ));
+    }
     if let Some(dir) = config.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -73,16 +123,15 @@ pub async fn enroll(config: &Path, args: &EnrollArgs) -> anyhow::Result<String> 
 }
 
 /// The configuration file (TOML strings quoted by the TOML writer).
-fn render(server: &str, host: &str, token_file: &Path, server_key: &str) -> String {
+fn render(server: &str, host: &str, server_key: &str) -> String {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     format!(
         "# Written by `pedm-agent enroll`; see the README for every setting.\n\
-         server_url = {}\nhost = {}\ntoken_file = {}\nserver_key = {}\n\
+         server_url = {}\nhost = {}\nserver_key = {}\n\
          # socket = \"/run/pedm/agent.sock\"\n# state_dir = \"/var/lib/pedm-agent\"\n\
          # secure_path = \"{DEFAULT_SECURE_PATH}\"\n",
         q(server),
         q(host),
-        q(&token_file.to_string_lossy()),
         q(server_key),
     )
 }

@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod enroll;
 pub mod env;
 pub mod error;
+pub mod identity;
 pub mod outbox;
 pub mod recording;
 pub mod session;

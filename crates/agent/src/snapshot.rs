@@ -263,6 +263,8 @@ impl Enforced {
                 admin: chosen.admin,
                 external: chosen.external,
                 sponsor: chosen.sponsor.clone(),
+                // Host sessions are people's; workload identities live in API tokens only.
+                workload: None,
             },
             action: Action::Exec,
             resource: Resource::Command {

@@ -87,6 +87,9 @@ pub struct HostRegistered {
     pub server_key: String,
     /// An earlier token of this host was replaced and no longer works.
     pub rotated: bool,
+    /// Over HTTPS the token only enrolls the agent (once), until then.
+    #[serde(default)]
+    pub enroll_expires_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -96,6 +99,16 @@ pub struct HostView {
     pub registered_at: Timestamp,
     pub registered_by: String,
     pub last_seen_at: Option<Timestamp>,
+    /// Over HTTPS: until when the registration token may enroll the agent.
+    #[serde(default)]
+    pub enroll_expires_at: Option<Timestamp>,
+    #[serde(default)]
+    pub enrolled_at: Option<Timestamp>,
+    #[serde(default)]
+    pub revoked_at: Option<Timestamp>,
+    /// End of the newest client certificate issued to the agent.
+    #[serde(default)]
+    pub cert_not_after: Option<Timestamp>,
 }
 
 impl From<pedm_core::host::Host> for HostView {
@@ -106,8 +119,32 @@ impl From<pedm_core::host::Host> for HostView {
             registered_at: h.registered_at,
             registered_by: h.registered_by,
             last_seen_at: h.last_seen_at,
+            enroll_expires_at: h.enroll_expires_at,
+            enrolled_at: h.enrolled_at,
+            revoked_at: h.revoked_at,
+            cert_not_after: h.cert_not_after,
         }
     }
+}
+
+/// `POST /api/v1/agent/enroll` and `/agent/renew`: a PEM certificate signing request for the
+/// key the agent made (the key never leaves the host).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCsr {
+    pub csr: String,
+}
+
+/// A client certificate issued to an agent.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentCertificate {
+    /// PEM.
+    pub certificate: String,
+    /// pedmd's client CA (PEM).
+    pub ca: String,
+    /// Hex.
+    pub serial: String,
+    pub not_after: Timestamp,
 }
 
 /// `POST /api/v1/agent/reports`.

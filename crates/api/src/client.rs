@@ -47,6 +47,12 @@ fn with_causes(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
+    if msg.contains("invalid peer certificate") || msg.contains("UnknownIssuer") {
+        msg.push_str(
+            " (the server's certificate is not trusted: give its CA with --ca-file or PEDM_CA; \
+             `pedmd --dev` prints the path)",
+        );
+    }
     msg
 }
 
@@ -62,22 +68,99 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, token: Option<String>) -> Result<Self, ApiError> {
+        Self::with_ca(base_url, token, None)
+    }
+
+    /// Like [`Self::new`], trusting the CA certificate(s) in the PEM file `ca_file` in
+    /// addition to the system's roots (rustls-platform-verifier). `None`: the system's roots
+    /// only. Nothing is pinned and nothing unverified is accepted.
+    pub fn with_ca(
+        base_url: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, ApiError> {
+        Self::build(base_url, token, ca_file, None)
+    }
+
+    /// Like [`Self::with_ca`], presenting a client certificate as well (a person's enrolled
+    /// device: requests then carry it as `context.device`).
+    pub fn with_ca_and_identity(
+        base_url: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+        identity_pem: &[u8],
+    ) -> Result<Self, ApiError> {
+        let id = reqwest::Identity::from_pem(identity_pem)
+            .map_err(|e| ApiError::Usage(format!("device certificate: {e}")))?;
+        Self::build(base_url, token, ca_file, Some(id))
+    }
+
+    /// Like [`Self::with_ca`], authenticating with a client certificate instead of a token:
+    /// `identity_pem` holds the certificate (and its chain) and its private key (an agent
+    /// enrolled over HTTPS).
+    pub fn with_identity(
+        base_url: &str,
+        ca_file: Option<&std::path::Path>,
+        identity_pem: &[u8],
+    ) -> Result<Self, ApiError> {
+        let id = reqwest::Identity::from_pem(identity_pem)
+            .map_err(|e| ApiError::Usage(format!("client certificate: {e}")))?;
+        Self::build(base_url, None, ca_file, Some(id))
+    }
+
+    fn build(
+        base_url: &str,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+        identity: Option<reqwest::Identity>,
+    ) -> Result<Self, ApiError> {
+        let roots = match ca_file {
+            None => vec![],
+            Some(p) => {
+                let pem = std::fs::read(p).map_err(|e| {
+                    ApiError::Usage(format!("CA file {} (PEDM_CA): {e}", p.display()))
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    ApiError::Usage(format!(
+                        "CA file {} (PEDM_CA): not PEM certificates: {e}",
+                        p.display()
+                    ))
+                })?;
+                if certs.is_empty() {
+                    return Err(ApiError::Usage(format!(
+                        "CA file {} (PEDM_CA): holds no CERTIFICATE block",
+                        p.display()
+                    )));
+                }
+                certs
+            }
+        };
         let base = base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ApiError::Usage(format!(
                 "server URL {base_url:?} must start with http:// or https://"
             )));
         }
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
-        let streaming = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
+        let with_id = |b: reqwest::ClientBuilder| match &identity {
+            Some(id) => b.identity(id.clone()),
+            None => b,
+        };
+        let http = with_id(
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
+                .tls_certs_merge(roots.clone()),
+        )
+        .build()
+        .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
+        let streaming = with_id(
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
+                .tls_certs_merge(roots.clone()),
+        )
+        .build()
+        .map_err(|e| ApiError::Usage(format!("cannot build HTTP client: {e}")))?;
         Ok(Client {
             base,
             token,
@@ -88,6 +171,11 @@ impl Client {
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The HTTP client, for the routes outside `/api/v1` (`/oauth/token`).
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
     }
 
     async fn call<B: Serialize, Q: Serialize, T: DeserializeOwned>(
@@ -164,7 +252,13 @@ impl Client {
     pub async fn create_user(&self, body: &CreateUser) -> Result<User, ApiError> {
         self.send(Method::POST, "/users", body).await
     }
-    pub async fn update_user(&self, name: &str, body: &UpdateUser) -> Result<User, ApiError> {
+    /// Changes a user; making an administrator is held for approvals while
+    /// `policy.require_approvals` is on.
+    pub async fn update_user(
+        &self,
+        name: &str,
+        body: &UpdateUser,
+    ) -> Result<crate::policy_review::Held<User>, ApiError> {
         self.send(Method::PATCH, &format!("/users/{name}"), body)
             .await
     }
@@ -207,7 +301,13 @@ impl Client {
     pub async fn list_groups(&self) -> Result<Vec<Group>, ApiError> {
         self.get("/groups").await
     }
-    pub async fn add_group_member(&self, group: &str, user: &str) -> Result<Group, ApiError> {
+    /// Adds a member; adding one to a group that decides approvals is held for approvals while
+    /// `policy.require_approvals` is on.
+    pub async fn add_group_member(
+        &self,
+        group: &str,
+        user: &str,
+    ) -> Result<crate::policy_review::Held<Group>, ApiError> {
         self.send(Method::PUT, &format!("/groups/{group}/members/{user}"), &())
             .await
     }
@@ -488,6 +588,30 @@ impl Client {
     }
 
     // ------------------------------------------------- agent side (with a host token)
+
+    /// Enrolls an agent with its registration token (this client's token): `csr` is a PEM
+    /// certificate signing request for the key the agent made; the answer is its client
+    /// certificate.
+    pub async fn agent_enroll(
+        &self,
+        csr: &str,
+    ) -> Result<crate::agent::AgentCertificate, ApiError> {
+        let body = crate::agent::AgentCsr { csr: csr.into() };
+        self.send(Method::POST, "/agent/enroll", &body).await
+    }
+    /// Renews the agent's client certificate (this client authenticates with the current one).
+    pub async fn agent_renew(&self, csr: &str) -> Result<crate::agent::AgentCertificate, ApiError> {
+        let body = crate::agent::AgentCsr { csr: csr.into() };
+        self.send(Method::POST, "/agent/renew", &body).await
+    }
+    pub async fn revoke_host(
+        &self,
+        name: &str,
+        reason: &crate::Reason,
+    ) -> Result<crate::agent::HostView, ApiError> {
+        self.send(Method::POST, &format!("/hosts/{name}/revoke"), reason)
+            .await
+    }
 
     pub async fn agent_snapshot(&self) -> Result<crate::agent::SignedSnapshot, ApiError> {
         self.get("/agent/snapshot").await

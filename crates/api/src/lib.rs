@@ -7,10 +7,13 @@
 pub mod agent;
 pub mod client;
 pub mod delegation;
+pub mod device;
 pub mod external;
 pub mod policy_review;
 pub mod socket;
+pub mod sso;
 pub mod types;
+pub mod workload;
 
 pub use client::{ApiError, Client};
 pub use pedm_core::audit::{AuditEvent, Outcome};

@@ -38,6 +38,13 @@ pub struct TokenInfo {
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// `api` (minted with `pedm token create`) or `session` (opened by `pedm login`).
+    #[serde(default = "api_kind")]
+    pub kind: String,
+}
+
+fn api_kind() -> String {
+    "api".into()
 }
 
 impl From<pedm_core::model::TokenRecord> for TokenInfo {
@@ -49,6 +56,7 @@ impl From<pedm_core::model::TokenRecord> for TokenInfo {
             created_at: t.created_at,
             expires_at: t.expires_at,
             revoked_at: t.revoked_at,
+            kind: api_kind(),
         }
     }
 }
@@ -311,6 +319,7 @@ pub struct AuditPublicKey {
 #[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
     /// The event's sequence number.
+    #[param(minimum = 1)]
     pub seq: i64,
     /// Tree size of a stored checkpoint to prove against; default: the newest checkpoint
     /// (one is signed now if none covers `seq`).

@@ -38,6 +38,10 @@ pub struct Global {
     /// Print the server's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Trust the CA certificate(s) in this PEM file for https:// URLs, in addition to the
+    /// system's roots (`pedmd --dev` prints its CA's path).
+    #[arg(long, global = true, env = "PEDM_CA", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +110,9 @@ pub enum Command {
     /// Hosts running pedm-agent (admin).
     #[command(subcommand)]
     Host(HostCmd),
+    /// This machine as a trusted device: enroll (key made here), list, approve, revoke.
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// Recorded sessions: list, show, replay, export.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -115,6 +122,23 @@ pub enum Command {
     /// Tasks: predefined privileged operations with validated parameters.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Sign in with the identity provider (single sign-on): opens the browser (or prints the
+    /// URL); `--device` for a terminal without one. The session token is kept in
+    /// $XDG_CONFIG_HOME/pedm/session (0600) and used when no token is given. A live session
+    /// is refreshed instead (groups re-read from the provider).
+    Login {
+        /// Device authorisation flow: prints a URL and a code to enter on any device.
+        #[arg(long)]
+        device: bool,
+        /// A configured provider's name (default: the server's first).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Print the URL only; do not run xdg-open.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// End the single sign-on session: revoked on the server, the session file deleted.
+    Logout,
     /// Print a shell completion script to stdout.
     Completions {
         #[arg(value_enum)]
@@ -204,6 +228,17 @@ pub enum TokenCmd {
     },
     /// Revoke a token by id.
     Revoke { id: String },
+    /// Exchange a CI job's or service's OIDC token (from an `[[auth.workload]]` issuer) for a
+    /// short-lived pedm token, printed alone on stdout. Needs no pedm token.
+    #[command(group(clap::ArgGroup::new("subject").required(true)))]
+    Exchange {
+        /// File holding the platform's token (`-`: standard input).
+        #[arg(long, value_name = "PATH", group = "subject")]
+        subject_token_file: Option<std::path::PathBuf>,
+        /// Environment variable holding it (never pass a token as an argument).
+        #[arg(long, value_name = "VAR", group = "subject")]
+        subject_token_env: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -799,6 +834,33 @@ pub enum HostCmd {
     Register { name: String },
     /// Registered hosts and when their agents last talked to the server.
     List,
+    /// Revoke a host: over HTTPS its agent's certificate is refused at the TLS handshake, its
+    /// token everywhere; `pedm host register` enrolls it again.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// Enroll this machine: a key made here, a certificate from the server's CA (HTTPS only);
+    /// trusted once an admin approves it. Later calls present it (`context.device`).
+    Enroll {
+        /// A name for people (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Your devices, or everyone's with --all (admins).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Trust a device (admins; never your own).
+    Approve { id: String },
+    /// Revoke a device (its owner or an admin): its certificate fails the TLS handshake.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,8 +3,9 @@
 use crate::UsageError;
 use crate::args::*;
 use crate::output::{self, Detail, Row, Table, detail_table, list_table, time};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
+use pedm_api::policy_review::Held;
 use pedm_api::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -58,6 +59,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::BreakGlass(c) => break_glass(ctx, c).await,
         Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
         Command::Host(c) => host(ctx, c).await,
+        Command::Device(c) => match c {
+            DeviceCmd::Enroll { name } => crate::device::enroll(ctx, name).await,
+            DeviceCmd::List { all } => ctx.list(&ctx.client.list_devices(all).await?),
+            DeviceCmd::Approve { id } => ctx.detail(&ctx.client.approve_device(&id).await?),
+            DeviceCmd::Revoke { id } => ctx.detail(&ctx.client.revoke_device(&id).await?),
+        },
         Command::Session(c) => session(ctx, c).await,
         Command::Delegate(c) => crate::delegation::delegate(ctx, c).await,
         Command::Task(c) => crate::delegation::task(ctx, c).await,
@@ -66,6 +73,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
             bail!("exec and shell talk to pedm-agent, not to the server")
         }
         Command::Completions { shell } => completions(shell),
+        Command::Login {
+            device,
+            provider,
+            no_browser,
+        } => crate::login::login(ctx, device, provider, !no_browser).await,
+        Command::Logout => crate::login::logout(ctx).await,
     }
 }
 
@@ -115,7 +128,7 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
                 display_name,
                 admin,
             };
-            c.create_user(&body).await?
+            Held::Done(c.create_user(&body).await?)
         }
         UserCmd::List => return ctx.list(&c.list_users().await?),
         UserCmd::Disable { name } => c.update_user(&name, &update(None, Some(true))).await?,
@@ -124,7 +137,10 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
             c.update_user(&name, &update(Some(admin), None)).await?
         }
     };
-    ctx.detail(&user)
+    match user {
+        Held::Done(u) => ctx.detail(&u),
+        Held::Pending(p) => crate::policy_review::held(ctx, &p),
+    }
 }
 
 async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
@@ -134,7 +150,10 @@ async fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<()> {
             c.create_group(&CreateGroup { name, description }).await?
         }
         GroupCmd::List => return ctx.list(&c.list_groups().await?),
-        GroupCmd::AddMember { group, user } => c.add_group_member(&group, &user).await?,
+        GroupCmd::AddMember { group, user } => match c.add_group_member(&group, &user).await? {
+            Held::Done(g) => g,
+            Held::Pending(p) => return crate::policy_review::held(ctx, &p),
+        },
         GroupCmd::RemoveMember { group, user } => c.remove_group_member(&group, &user).await?,
     };
     ctx.detail(&group)
@@ -157,6 +176,31 @@ async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
         }
         TokenCmd::List { user } => ctx.list(&c.list_tokens(&TokenQuery { user }).await?),
         TokenCmd::Revoke { id } => ctx.detail(&c.revoke_token(&id).await?),
+        TokenCmd::Exchange {
+            subject_token_file,
+            subject_token_env,
+        } => {
+            let subject = match (subject_token_file, subject_token_env) {
+                (Some(p), _) if p.as_os_str() == "-" => {
+                    std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+                }
+                (Some(p), _) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?,
+                (None, Some(var)) => std::env::var(&var)
+                    .with_context(|| format!("environment variable {var} is not set"))?,
+                (None, None) => bail!("give --subject-token-file or --subject-token-env"),
+            };
+            let subject = subject.trim();
+            if subject.is_empty() {
+                bail!("the subject token is empty");
+            }
+            let t = c.exchange_workload_token(subject).await?;
+            if ctx.json {
+                return ctx.emit(&t, String::new);
+            }
+            eprintln!("pedm token valid for {}s", t.expires_in);
+            Ok(output::write_out(&format!("{}\n", t.access_token))?)
+        }
     }
 }
 
@@ -600,15 +644,21 @@ async fn host(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
                     "the host's previous token no longer works".into(),
                 ]);
             }
+            if let Some(until) = r.enroll_expires_at {
+                t.row(vec!["enroll before:".into(), output::time(until)]);
+            }
             eprintln!(
-                "{}Put the token (printed on stdout) in the agent's token file (mode 0600) and \
-                 the server key in its configuration (server_key); the token is not shown \
-                 again.",
+                "{}Put the token (printed on stdout) in a file of mode 0600 and run `pedm-agent \
+                 enroll --token-file FILE --server-key KEY`; over HTTPS the token enrolls the \
+                 agent once, for a client certificate. It is not shown again.",
                 t.render()
             );
             Ok(output::write_out(&format!("{}\n", r.token))?)
         }
         HostCmd::List => ctx.list(&ctx.client.list_hosts().await?),
+        HostCmd::Revoke { name, reason } => {
+            ctx.detail(&ctx.client.revoke_host(&name, &Reason { reason }).await?)
+        }
     }
 }
 

@@ -8,8 +8,10 @@ pub mod args;
 pub mod audit;
 pub mod commands;
 pub mod delegation;
+pub mod device;
 pub mod exec;
 pub mod external;
+pub mod login;
 pub mod output;
 pub mod play;
 pub mod policy;
@@ -110,9 +112,19 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
     if let Command::Completions { shell } = cli.command {
         return commands::completions(shell);
     }
-    let token = resolve_token(&cli.global, matches)?;
+    let mut token = resolve_token(&cli.global, matches)?;
+    if token.is_none() {
+        // `pedm login`'s session, only for the server it was opened on.
+        token = login::stored_session(&cli.global.url).map(|s| s.token);
+    }
+    // An enrolled device presents its certificate on every call to its server.
+    let ca = cli.global.ca_file.as_deref();
+    let client = match device::identity_for(&cli.global.url) {
+        Some(pem) => Client::with_ca_and_identity(&cli.global.url, token, ca, &pem)?,
+        None => Client::with_ca(&cli.global.url, token, ca)?,
+    };
     let ctx = commands::Ctx {
-        client: Client::new(&cli.global.url, token)?,
+        client,
         json: cli.global.json,
         now: jiff::Timestamp::now(),
     };
@@ -293,8 +305,18 @@ pub fn message(e: &anyhow::Error) -> String {
             status: 401,
             message,
             ..
-        }) => format!("{message} (hint: check PEDM_TOKEN, --token or --token-file)"),
+        }) if message.starts_with("sign-on refused") || message.contains("session ended") => {
+            message.clone()
+        }
+        Some(ApiError::Server {
+            status: 401,
+            message,
+            ..
+        }) => format!("{message} (hint: check PEDM_TOKEN, --token or --token-file, or pedm login)"),
         Some(ApiError::Server { message, .. }) => message.clone(),
+        Some(t @ ApiError::Transport { message, .. }) if message.contains("PEDM_CA") => {
+            t.to_string()
+        }
         Some(t @ ApiError::Transport { .. }) => {
             format!("{t} (hint: is pedmd running? check --url or PEDM_URL)")
         }

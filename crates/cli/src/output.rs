@@ -195,12 +195,20 @@ impl Detail for Group {
 }
 
 impl Row for TokenInfo {
-    const HEADER: &'static [&'static str] =
-        &["ID", "USER", "DESCRIPTION", "CREATED", "EXPIRES", "REVOKED"];
+    const HEADER: &'static [&'static str] = &[
+        "ID",
+        "USER",
+        "KIND",
+        "DESCRIPTION",
+        "CREATED",
+        "EXPIRES",
+        "REVOKED",
+    ];
     fn cells(&self, _: Timestamp) -> Vec<String> {
         vec![
             self.id.clone(),
             self.user.clone(),
+            self.kind.clone(),
             opt(&self.description),
             time(self.created_at),
             opt_time(self.expires_at),
@@ -444,8 +452,26 @@ impl Row for pedm_api::StandingPrivilege {
     }
 }
 
+/// Where a host's agent stands: revoked, enrolled (certificate until), waiting to enroll,
+/// or on a host token (plain HTTP).
+fn host_state(h: &pedm_api::agent::HostView) -> String {
+    match (h.revoked_at, h.enrolled_at, h.enroll_expires_at) {
+        (Some(at), _, _) => format!("revoked {}", time(at)),
+        (None, Some(_), _) => format!("certificate until {}", opt_time(h.cert_not_after)),
+        (None, None, Some(until)) => format!("to enroll before {}", time(until)),
+        (None, None, None) => "host token".into(),
+    }
+}
+
 impl Row for pedm_api::agent::HostView {
-    const HEADER: &'static [&'static str] = &["HOST", "TOKEN", "REGISTERED", "BY", "LAST SEEN"];
+    const HEADER: &'static [&'static str] = &[
+        "HOST",
+        "TOKEN",
+        "REGISTERED",
+        "BY",
+        "LAST SEEN",
+        "CREDENTIAL",
+    ];
     fn cells(&self, _now: Timestamp) -> Vec<String> {
         vec![
             self.name.clone(),
@@ -453,6 +479,19 @@ impl Row for pedm_api::agent::HostView {
             time(self.registered_at),
             self.registered_by.clone(),
             opt_time(self.last_seen_at),
+            host_state(self),
+        ]
+    }
+}
+
+impl Detail for pedm_api::agent::HostView {
+    fn fields(&self, _now: Timestamp) -> Vec<(&'static str, String)> {
+        vec![
+            ("host", self.name.clone()),
+            ("registered", time(self.registered_at)),
+            ("by", self.registered_by.clone()),
+            ("last seen", opt_time(self.last_seen_at)),
+            ("credential", host_state(self)),
         ]
     }
 }

@@ -18,14 +18,24 @@ fn approvers(p: &PolicyProposal) -> String {
 
 /// One proposal for people: who, on top of what, how far along, and the diff.
 fn text(p: &PolicyProposal) -> String {
-    let mut out = format!(
-        "policy proposal {} by {} at {} on top of version {}: {}",
-        p.id,
-        p.created_by,
-        output::time(p.created_at),
-        p.base_version,
-        p.state
-    );
+    let mut out = match &p.change {
+        Some(change) => format!(
+            "proposal {} by {} at {} to {}: {}",
+            p.id,
+            p.created_by,
+            output::time(p.created_at),
+            change,
+            p.state
+        ),
+        None => format!(
+            "policy proposal {} by {} at {} on top of version {}: {}",
+            p.id,
+            p.created_by,
+            output::time(p.created_at),
+            p.base_version,
+            p.state
+        ),
+    };
     match p.state {
         ProposalState::Pending => out.push_str(&format!(
             ", {} of {} approvals ({})",
@@ -33,11 +43,10 @@ fn text(p: &PolicyProposal) -> String {
             p.required,
             approvers(p)
         )),
-        ProposalState::Applied => out.push_str(&format!(
-            " as version {} (approved by {})",
-            p.applied_version.unwrap_or_default(),
-            approvers(p)
-        )),
+        ProposalState::Applied => match p.applied_version {
+            Some(v) => out.push_str(&format!(" as version {v} (approved by {})", approvers(p))),
+            None => out.push_str(&format!(" (approved by {})", approvers(p))),
+        },
         ProposalState::Rejected => out.push_str(&format!(
             " by {} ({})",
             p.decided_by.as_deref().unwrap_or("?"),
@@ -82,6 +91,21 @@ pub fn proposed(ctx: &Ctx, p: &PolicyProposal) -> Result<()> {
     })
 }
 
+/// What `pedm group add-member` or `pedm user set-admin` says when the change was held.
+pub fn held(ctx: &Ctx, p: &PolicyProposal) -> Result<()> {
+    ctx.emit(p, || {
+        let what = p
+            .change
+            .as_ref()
+            .map_or_else(|| "the change".to_string(), ToString::to_string);
+        format!(
+            "NOT done yet: changes to who approves need approvals; \"{what}\" is pending as \
+             proposal {} and waits for {} approvals by other admins (pedm policy approve {})\n",
+            p.id, p.required, p.id
+        )
+    })
+}
+
 pub async fn pending(ctx: &Ctx, all: bool) -> Result<()> {
     let ps = ctx.client.policy_proposals(all).await?;
     ctx.emit(&ps, || {
@@ -94,8 +118,11 @@ pub async fn pending(ctx: &Ctx, all: bool) -> Result<()> {
 
 pub async fn approve(ctx: &Ctx, id: i64, comment: Option<String>) -> Result<()> {
     let p = ctx.client.approve_policy_proposal(id, comment).await?;
-    ctx.emit(&p, || match p.state {
-        ProposalState::Applied => format!(
+    ctx.emit(&p, || match (p.state, &p.change) {
+        (ProposalState::Applied, Some(change)) => {
+            format!("proposal {id} approved; done: {change}\n")
+        }
+        (ProposalState::Applied, None) => format!(
             "policy proposal {id} approved; it is in force as version {}\n",
             p.applied_version.unwrap_or_default()
         ),

@@ -112,6 +112,12 @@ pub trait Decider: Send + Sync + 'static {
     fn eligibility_policies(&self) -> Vec<String> {
         vec![]
     }
+    /// The groups whose members decide who is approved: named in approval tiers, or given
+    /// `approve`, `manage_users` or `manage_policies` by a permit. With two-person control
+    /// on, adding someone to one of these needs the same approvals as a policy change.
+    fn approver_groups(&self) -> std::collections::BTreeSet<String> {
+        std::collections::BTreeSet::new()
+    }
 }
 
 /// Turns policy sources into a decider; implemented by the Cedar engine.

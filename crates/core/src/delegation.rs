@@ -73,7 +73,11 @@ pub struct TaskParam {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected: Vec<String>,
     /// Longest value in characters (default 256, at most 4096).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     pub max_len: Option<u32>,
     /// Default true. An optional parameter may only be a whole argv element, which is left
     /// out when the parameter is not given.
@@ -177,16 +181,32 @@ impl From<TaskError> for crate::Error {
     fn from(e: TaskError) -> Self {
         match e {
             TaskError::Param { param, reason } => {
-                crate::Error::invalid(format!("parameter {param}"), reason)
+                crate::Error::unprocessable(format!("parameter {param}"), reason)
             }
             TaskError::Definition { field, reason } => {
-                crate::Error::invalid(format!("task {field}"), reason)
+                crate::Error::unprocessable(format!("task {field}"), reason)
             }
         }
     }
 }
 
-fn valid_param_name(s: &str) -> bool {
+/// A count written as a JSON number: `12` or `12.0` (JSON has one number type; `12.0` is the
+/// integer 12 to JSON Schema, and to clients that only have floats).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error as _;
+    let Some(n) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if n.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&n) {
+        return Err(D::Error::custom(format!(
+            "{n} is not a whole number from 0 to {}",
+            u32::MAX
+        )));
+    }
+    Ok(Some(n as u32))
+}
+
+pub(crate) fn valid_param_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -291,7 +311,7 @@ impl TaskDef {
         crate::model::validate_name("task", &self.name)
             .map_err(|e| TaskError::def("name", e.to_string()))?;
         check_text("description", &self.description)?;
-        parse_scope(&self.targets).map_err(|e| TaskError::def("targets", e))?;
+        parse_scope(&self.targets).map_err(|e| TaskError::def("targets", e.to_string()))?;
         crate::model::validate_name("run_as", &self.run_as)
             .map_err(|e| TaskError::def("run_as", e.to_string()))?;
 
@@ -598,24 +618,27 @@ pub enum ScopeItem {
 
 impl ScopeItem {
     /// `web1`, `env=prod` or `env=prod,team=web`.
-    pub fn parse(s: &str) -> Result<ScopeItem, String> {
+    pub fn parse(s: &str) -> Result<ScopeItem, ScopeError> {
+        let syntax = ScopeError::Syntax;
         if !s.contains('=') {
-            crate::model::validate_name("target", s).map_err(|e| e.to_string())?;
+            crate::model::validate_name("target", s).map_err(|e| syntax(e.to_string()))?;
             return Ok(ScopeItem::Target(s.to_string()));
         }
         let mut labels = BTreeMap::new();
         for part in s.split(',') {
             let (k, v) = part
                 .split_once('=')
-                .ok_or_else(|| format!("{part:?} in {s:?} is not KEY=VALUE"))?;
-            crate::model::validate_name("label key", k).map_err(|e| e.to_string())?;
-            if v.len() > 128 || v.chars().any(|c| c.is_control()) {
-                return Err(format!(
+                .ok_or_else(|| syntax(format!("{part:?} in {s:?} is not KEY=VALUE")))?;
+            crate::model::validate_name("label key", k).map_err(|e| syntax(e.to_string()))?;
+            if v.chars().count() > 128 || v.chars().any(|c| c.is_control()) {
+                return Err(syntax(format!(
                     "value of label {k} in {s:?} must be at most 128 printable characters"
-                ));
+                )));
             }
             if labels.insert(k.to_string(), v.to_string()).is_some() {
-                return Err(format!("label {k} appears twice in {s:?}"));
+                return Err(ScopeError::Contradiction(format!(
+                    "label {k} appears twice in {s:?}"
+                )));
             }
         }
         Ok(ScopeItem::Labels(labels))
@@ -642,12 +665,29 @@ impl fmt::Display for ScopeItem {
 }
 
 /// Parses a non-empty scope of at most 100 entries.
-pub fn parse_scope(items: &[String]) -> Result<Vec<ScopeItem>, String> {
+/// Most entries a scope may have.
+pub const MAX_SCOPE_ITEMS: usize = 100;
+
+/// Why a scope was refused: its syntax (what the API contract states), or a selector that is
+/// well-formed but contradicts itself (one label asked for twice).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{0}")]
+    Contradiction(String),
+}
+
+pub fn parse_scope(items: &[String]) -> Result<Vec<ScopeItem>, ScopeError> {
     if items.is_empty() {
-        return Err("needs at least one target name or label selector (env=prod)".into());
+        return Err(ScopeError::Syntax(
+            "needs at least one target name or label selector (env=prod)".into(),
+        ));
     }
-    if items.len() > 100 {
-        return Err("has more than 100 entries".into());
+    if items.len() > MAX_SCOPE_ITEMS {
+        return Err(ScopeError::Syntax(format!(
+            "has more than {MAX_SCOPE_ITEMS} entries"
+        )));
     }
     items.iter().map(|s| ScopeItem::parse(s)).collect()
 }

@@ -9,6 +9,11 @@ pub enum Error {
     /// Input that can never succeed as given: names the field and what is wrong.
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
+    /// Well-formed input the server cannot act on, for a reason no schema can state: a policy
+    /// that does not parse, a template naming an unknown parameter, a duration beyond a limit
+    /// that is configured or depends on the object.
+    #[error("unprocessable {field}: {message}")]
+    Unprocessable { field: String, message: String },
     #[error("{0} not found")]
     NotFound(String),
     /// No or bad credentials.
@@ -29,6 +34,12 @@ pub enum Error {
 }
 
 impl Error {
+    pub fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Unprocessable {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Invalid {
             field: field.into(),
@@ -40,6 +51,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Invalid { .. } => "invalid",
+            Error::Unprocessable { .. } => "unprocessable",
             Error::NotFound(_) => "not_found",
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Forbidden(_) => "forbidden",

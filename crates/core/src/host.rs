@@ -21,6 +21,23 @@ pub struct Host {
     pub registered_by: String,
     /// When the agent last talked to the server.
     pub last_seen_at: Option<Timestamp>,
+    /// Until when the registration token may enroll the agent for a client certificate
+    /// (once); `None`: it never expires (plain-HTTP servers, where the token is the
+    /// agent's credential).
+    #[serde(default)]
+    pub enroll_expires_at: Option<Timestamp>,
+    /// When the agent enrolled (the registration token is spent then).
+    #[serde(default)]
+    pub enrolled_at: Option<Timestamp>,
+    /// When an admin revoked the host: its certificates are refused at the handshake, its
+    /// token everywhere, until it is registered again.
+    #[serde(default)]
+    pub revoked_at: Option<Timestamp>,
+    /// Serial (hex) and end of the newest client certificate issued to the agent.
+    #[serde(default)]
+    pub cert_serial: Option<String>,
+    #[serde(default)]
+    pub cert_not_after: Option<Timestamp>,
 }
 
 /// One recorded session on a host: a command or shell run under a grant.
@@ -73,6 +90,25 @@ pub enum HostWrite {
     Register(Host),
     /// Records contact from the agent. Fails with NotFound if the host is absent.
     Seen { name: String, at: Timestamp },
+    /// Spends the registration token `token_id` for a first client certificate. Fails with
+    /// Conflict unless the host is registered with that token, not enrolled yet and not
+    /// revoked; NotFound if absent.
+    Enroll {
+        name: String,
+        token_id: String,
+        at: Timestamp,
+        serial: String,
+        not_after: Timestamp,
+    },
+    /// Records a renewed client certificate. Fails with Conflict if the host is revoked or
+    /// not enrolled, NotFound if absent.
+    Certify {
+        name: String,
+        serial: String,
+        not_after: Timestamp,
+    },
+    /// Revokes the host. Fails with Conflict if it is revoked already, NotFound if absent.
+    Revoke { name: String, at: Timestamp },
     /// Remembers a report id; fails with AlreadyExists if it was accepted before.
     Receipt {
         id: Uuid,

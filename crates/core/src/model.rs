@@ -63,6 +63,9 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// Set on a token exchanged for a workload's platform token: what that platform asserted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<crate::workload::WorkloadIdentity>,
 }
 
 impl TokenRecord {
@@ -472,6 +475,9 @@ pub struct Actor {
     /// The external account's sponsor: `principal.sponsor` in policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sponsor: Option<String>,
+    /// A workload signed in by token exchange: `principal.workload` in policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<crate::workload::WorkloadIdentity>,
 }
 
 impl Actor {
@@ -484,6 +490,7 @@ impl Actor {
             token_id: None,
             external: false,
             sponsor: None,
+            workload: None,
         }
     }
 }

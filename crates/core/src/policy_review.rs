@@ -49,6 +49,39 @@ impl std::fmt::Display for ProposalState {
     }
 }
 
+/// A change to who decides approvals, held for the same approvals as a policy change. Only
+/// additions are held: taking someone out of an approver group or their admin rights away
+/// never widens anyone's power, and must be quick in an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ApproverChange {
+    /// Add `user` to `group`, a group that decides approvals.
+    GroupMember { group: String, user: String },
+    /// Make `user` an administrator.
+    Admin { user: String },
+}
+
+impl ApproverChange {
+    /// The user the change is about.
+    pub fn user(&self) -> &str {
+        match self {
+            ApproverChange::GroupMember { user, .. } | ApproverChange::Admin { user } => user,
+        }
+    }
+}
+
+impl std::fmt::Display for ApproverChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApproverChange::GroupMember { group, user } => {
+                write!(f, "add {user} to approver group {group}")
+            }
+            ApproverChange::Admin { user } => write!(f, "make {user} an administrator"),
+        }
+    }
+}
+
 /// One admin's approval of a proposal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -87,6 +120,10 @@ pub struct PolicyProposal {
     pub decision_comment: Option<String>,
     /// The policy version it became.
     pub applied_version: Option<i64>,
+    /// Set for a change to who approves instead of a policy set (`sources` is then empty and
+    /// the proposal never goes stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ApproverChange>,
     /// Pending, but `base_version` is no longer the version in force: it can only be
     /// rejected (apply it again on top of the current version). Computed when read, not
     /// stored.
@@ -99,7 +136,7 @@ pub struct PolicyProposal {
 pub enum PolicyReviewWrite {
     /// Stores a new pending proposal (its `approvals` are ignored). Fails with AlreadyExists
     /// if the number is taken.
-    Propose(PolicyProposal),
+    Propose(Box<PolicyProposal>),
     /// Records one approval. Fails with Conflict unless the proposal is pending and has
     /// exactly `seen` approvals (so of two concurrent approvals one is refused and retried,
     /// and none is lost), or if this approver approved it already; NotFound if absent.

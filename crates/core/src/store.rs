@@ -112,6 +112,10 @@ pub enum Write {
     External(crate::external::ExternalWrite),
     /// SCIM clients' tokens and the users they manage.
     Scim(crate::scim::ScimWrite),
+    /// Trusted devices.
+    Device(crate::device::DeviceWrite),
+    /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
+    Sso(crate::sso::SsoWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
     /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
     /// order until the transaction ends, so two changesets that each count on the other
@@ -314,6 +318,29 @@ pub trait Store: Send + Sync + 'static {
     async fn scim_link(&self, user: &str) -> Result<Option<crate::scim::ScimLink>, StoreError>;
     /// Every SCIM-managed user (deleted ones too), by name.
     async fn scim_links(&self) -> Result<Vec<crate::scim::ScimLink>, StoreError>;
+    async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
+    /// Devices by enrollment time, newest first: `owner`'s, or everyone's.
+    async fn devices(&self, owner: Option<&str>) -> Result<Vec<crate::device::Device>, StoreError>;
     /// The checkpoint with the largest size.
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
+    /// Makes the log end at event `size`, the last one the database holds, when an operator
+    /// accepts a rollback: the chain head is set to it (the next event chains onto it, not onto
+    /// lost ones), and the checkpoints of more events are removed (they sign events the
+    /// database no longer has, and would refuse the log as it grows again). Returns how many
+    /// checkpoints were removed. Refused when event `size` is missing or later ones remain.
+    async fn rewind_audit(&self, size: i64) -> Result<u64, StoreError>;
+
+    /// The pedm user an (issuer, subject) is linked to.
+    async fn sso_identity(&self, issuer: &str, subject: &str)
+    -> Result<Option<String>, StoreError>;
+    /// The SSO session a token belongs to.
+    async fn sso_session(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<crate::sso::SsoSession>, StoreError>;
+    /// Ids of the tokens that are SSO sessions (of one user, or all).
+    async fn sso_session_ids(&self, user: Option<&str>) -> Result<Vec<String>, StoreError>;
+    /// The groups of `user` whose membership came from an identity provider, sorted.
+    async fn sso_groups(&self, user: &str) -> Result<Vec<String>, StoreError>;
+    async fn sso_flow(&self, id: &str) -> Result<Option<crate::sso::SsoFlow>, StoreError>;
 }

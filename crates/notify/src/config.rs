@@ -56,6 +56,10 @@ pub struct SinkConfig {
     /// Time limit of one delivery attempt (connect + response), e.g. `"10s"`.
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
+    /// PEM CA certificate(s) trusted for this webhook's `https://` URL besides the system's
+    /// roots (a private CA). The certificate is always verified.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_timeout() -> Duration {
@@ -74,6 +78,7 @@ impl SinkConfig {
             kinds: Vec::new(),
             min_severity: Severity::Info,
             timeout: default_timeout(),
+            ca_file: None,
         }
     }
 
@@ -328,7 +333,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(sink: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(sink: &str, message: impl Into<String>) -> Self {
         ConfigError {
             sink: Some(sink.to_string()),
             message: message.into(),

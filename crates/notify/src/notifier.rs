@@ -216,10 +216,21 @@ impl Notifier {
             let config = Arc::new(config);
             let (tx, rx) = mpsc::channel(options.queue_capacity);
             let counters = Arc::new(Counters::default());
+            let client = match &config.ca_file {
+                None => client.clone(),
+                Some(ca) => crate::tls::with_ca(
+                    reqwest::Client::builder()
+                        .user_agent(USER_AGENT)
+                        .redirect(reqwest::redirect::Policy::none()),
+                    Some(ca),
+                )
+                .and_then(|b| b.build().map_err(|e| format!("HTTP client: {e}")))
+                .map_err(|e| ConfigError::new(&config.name, e))?,
+            };
             let worker = Worker {
                 config: config.clone(),
                 rx,
-                client: client.clone(),
+                client,
                 retry: options.retry,
                 shutdown: shutdown_rx.clone(),
                 events: events.clone(),

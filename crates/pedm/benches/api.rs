@@ -138,6 +138,7 @@ async fn run_limit(n: usize, run: Duration) -> Result_ {
 async fn main() {
     let s = Server::start();
     standard_targets(&s).await;
+    allow_parallel_auto_approved(&s.admin()).await;
     let mut clients = vec![];
     let (run, levels) = settings();
     for i in 0..*levels.iter().max().unwrap_or(&1) {

@@ -905,3 +905,57 @@ async fn a_broken_or_rolled_back_log_raises_a_high_severity_notice() {
         "{n}"
     );
 }
+
+/// A tail cut while its checkpoints stay: once the rollback is accepted, the checkpoints that
+/// sign the lost events are retired (listed in full in the event), so the log can grow past
+/// their sizes again and be signed, instead of colliding with them for ever.
+#[tokio::test]
+async fn accepting_a_rollback_retires_the_checkpoints_of_lost_events() {
+    let mut s = Server::start();
+    workload(&s).await;
+    let size = sign(&s) as i64;
+    s.stop();
+    let kept = size - 4;
+    sql(
+        &db(&s),
+        &format!("DELETE FROM audit_events WHERE seq > {kept};"),
+    );
+    s.try_start_again().expect_err("must refuse");
+    let o = accept_rollback(&s, true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("1 checkpoints beyond {kept} events removed")),
+        "{}",
+        stdout(&o)
+    );
+    s.start_again();
+    more(&s, 6).await;
+    let grown = sign(&s) as i64;
+    assert!(
+        grown > size,
+        "signed again past the retired size: {grown} > {size}"
+    );
+    let o = s.cli(
+        &s.admin_token,
+        &[
+            "--json",
+            "audit",
+            "list",
+            "--action",
+            "audit.rollback_accepted",
+        ],
+    );
+    let events: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    let retired = events[0]["data"]["retired_checkpoints"]
+        .as_array()
+        .expect("the retired checkpoints are listed");
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert_eq!(retired[0]["size"], size);
+    // And the whole log, rollback included, verifies and is covered.
+    let key = pubkey(&s);
+    let o = s.cli(
+        &s.admin_token,
+        &["audit", "verify", "--pubkey", &key, "--require-covered"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}

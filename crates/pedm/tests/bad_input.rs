@@ -94,7 +94,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
     );
     assert_err(
         alice.create_request(&req("web1", "root", "2h", "x")).await,
-        400,
+        422,
         "longer than the 1h",
     );
     assert_err(
@@ -408,7 +408,7 @@ async fn non_admins_cannot_administer() {
                 },
             )
             .await,
-        400,
+        422,
         "server limit",
     );
     assert_err(
@@ -664,4 +664,107 @@ async fn the_last_admin_token_cannot_be_revoked() {
     admin.revoke_token(&mine[0].id).await.expect("revoke");
     assert_eq!(admin.whoami().await.unwrap_err().status(), Some(401));
     other.whoami().await.expect("the other admin still works");
+}
+
+/// A body must be a JSON object: serde alone would read `[]` as a struct with every field at
+/// its default (here: a token for the caller, minted from an empty array).
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_refused_and_mints_nothing() {
+    let s = Server::start();
+    let admin = s.admin();
+    let before = admin
+        .list_tokens(&TokenQuery::default())
+        .await
+        .unwrap()
+        .len();
+    let http = reqwest::Client::new();
+    for body in ["[]", "[null, null, null]", "\"x\"", "7", "null"] {
+        let r = http
+            .post(format!("{}/api/v1/tokens", s.url))
+            .bearer_auth(&s.admin_token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "invalid", "{body}: {e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("JSON object")),
+            "{body}: {e}"
+        );
+    }
+    let after = admin
+        .list_tokens(&TokenQuery::default())
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "no token was minted");
+}
+
+/// 400 is for what the published schema rules out; what it cannot state (a duration beyond
+/// this role's maximum) is 422, and both name the field.
+#[tokio::test]
+async fn schema_valid_requests_the_server_cannot_act_on_are_422() {
+    let s = Server::start();
+    standard_targets(&s).await;
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    let doc: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pattern =
+        doc["components"]["schemas"]["CreateRequest"]["properties"]["duration"]["pattern"]
+            .as_str()
+            .expect("the duration field states its pattern");
+    assert_eq!(pattern, pedm_core::syntax::DURATION);
+    assert!(
+        doc["paths"]["/api/v1/requests"]["post"]["responses"]["422"].is_object(),
+        "422 is documented"
+    );
+    // Matches the pattern, beyond the role's 1h: 422.
+    assert_err(
+        alice.create_request(&req("web1", "root", "2h", "x")).await,
+        422,
+        "duration",
+    );
+    // Outside the pattern: 400.
+    assert_err(
+        alice
+            .create_request(&req("web1", "root", "2 fortnights", "x"))
+            .await,
+        400,
+        "duration",
+    );
+}
+
+/// What hyper refuses before pedm's code runs (a request it cannot parse) still gets pedm's
+/// JSON error body, and the server goes on serving.
+#[tokio::test]
+async fn unparsable_requests_get_a_json_error_too() {
+    use std::io::{Read, Write};
+    let s = Server::start();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nbad\x01name: v\r\n\r\n",
+    ] {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(garbage).unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(head.contains("content-type: application/json"), "{answer}");
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(v["error"]["code"], "invalid", "{answer}");
+    }
+    let ok = reqwest::get(format!("{}/healthz", s.url)).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
 }

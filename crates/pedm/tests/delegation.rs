@@ -207,7 +207,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(code, 400, "{msg}");
+    assert_eq!(code, 422, "{msg}");
     assert!(msg.contains("argv[0]"), "{msg}");
     bad.argv[0] = "/usr/bin/systemctl".into();
     bad.argv.push("{nope}".into());
@@ -220,7 +220,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(code, 400);
+    assert_eq!(code, 422);
     assert!(msg.contains("{nope}"), "{msg}");
     let (code, _) = status(
         w.hd1
@@ -331,7 +331,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
         )
         .await
         .unwrap_err();
-        assert_eq!(code, 400, "{user:?}: {msg}");
+        assert_eq!(code, 422, "{user:?}: {msg}");
         assert!(
             msg.contains("parameter user") && msg.contains(why),
             "{user:?}: {msg}"
@@ -346,7 +346,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     )
     .await
     .unwrap_err();
-    assert_eq!(code, 400);
+    assert_eq!(code, 422);
     assert!(msg.contains("parameter password"), "{msg}");
     assert!(!msg.contains("owned"), "secret value in an error: {msg}");
     let (code, msg) = check(
@@ -357,7 +357,7 @@ async fn helpdesk_runs_only_the_delegated_task_in_scope_with_safe_parameters() {
     )
     .await
     .unwrap_err();
-    assert_eq!(code, 400);
+    assert_eq!(code, 422);
     assert!(msg.contains("shell"), "{msg}");
 
     // Secrets never reach the audit log.
@@ -925,12 +925,8 @@ async fn host_tasks_carry_what_the_agent_needs() {
         cp.create_user(&sys, u, None, false).await.unwrap();
     }
     cp.create_group(&sys, "helpdesk", None).await.unwrap();
-    cp.set_group_member(&sys, "helpdesk", "hd1", true)
-        .await
-        .unwrap();
-    cp.set_group_member(&sys, "helpdesk", "hd2", true)
-        .await
-        .unwrap();
+    cp.add_group_member(&sys, "helpdesk", "hd1").await.unwrap();
+    cp.add_group_member(&sys, "helpdesk", "hd2").await.unwrap();
     cp.define_task(&sys, serde_json::from_str(RESET_PASSWORD).unwrap(), false)
         .await
         .unwrap();
@@ -995,6 +991,7 @@ async fn host_tasks_carry_what_the_agent_needs() {
         token_id: None,
         external: false,
         sponsor: None,
+        workload: None,
     };
     assert_eq!(
         cp.may_run_task(&hd1, "web1", "reset-password")
@@ -1075,6 +1072,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
         token_id: None,
         external: false,
         sponsor: None,
+        workload: None,
     };
     let (ann, bea) = (actor("ann", true), actor("bea", false));
     let docker = |why: &str| NewRequest {
@@ -1144,7 +1142,7 @@ async fn delegations_are_judged_by_the_policy_in_force_at_each_use() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(code, 400, "{msg}");
+    assert_eq!(code, 422, "{msg}");
     assert!(msg.contains("env=nowhere matches no target"), "{msg}");
 
     w.admin

@@ -320,7 +320,7 @@ async fn expiry_revokes_live_grants_and_only_sponsor_or_admin_extends() {
         )
         .await
         .expect_err("over the maximum");
-    assert_eq!(status(&e), 400);
+    assert_eq!(status(&e), 422);
     assert!(e.to_string().contains("external_max"), "{e}");
 
     // The sponsor cuts the account short: at the new expiry the live grant is revoked by the
@@ -386,19 +386,25 @@ async fn bad_external_accounts_are_refused_and_change_nothing() {
         sponsor: sponsor.into(),
         expires: expires.into(),
     };
-    for (body, needle) in [
-        (bad("v4", "nobody", "1h"), "sponsor"),
-        (bad("v4", "vendor3", "1h"), "external and cannot sponsor"),
-        (bad("v4", "alice", "2h"), "external_max"),
-        (bad("v4", "alice", "0s"), "expires"),
-        (bad("v4", "alice", "soon"), "expires"),
-        (bad("v4", "v4", "1h"), "sponsor"),
+    // Malformed input is 400; well-formed input the server cannot act on is 422.
+    for (body, needle, code) in [
+        (bad("v4", "nobody", "1h"), "sponsor", 422),
+        (
+            bad("v4", "vendor3", "1h"),
+            "external and cannot sponsor",
+            422,
+        ),
+        (bad("v4", "alice", "2h"), "external_max", 422),
+        (bad("system", "alice", "1h"), "reserved", 422),
+        (bad("v4", "alice", "0s"), "expires", 400),
+        (bad("v4", "alice", "soon"), "expires", 400),
+        (bad("v4", "v4", "1h"), "sponsor", 422),
     ] {
         let e = admin
             .create_external_user(&body)
             .await
             .expect_err("refused");
-        assert_eq!(status(&e), 400, "{e}");
+        assert_eq!(status(&e), code, "{e}");
         assert!(e.to_string().contains(needle), "{needle}: {e}");
     }
     let users = admin.list_users().await.unwrap();
@@ -427,7 +433,7 @@ async fn bad_external_accounts_are_refused_and_change_nothing() {
         )
         .await
         .expect_err("alice is not external");
-    assert_eq!(status(&e), 400);
+    assert_eq!(status(&e), 422);
     // An external account never becomes an admin.
     let out = s.cli(&s.admin_token, &["user", "set-admin", "vendor3", "true"]);
     assert!(!out.status.success());

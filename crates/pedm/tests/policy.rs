@@ -270,7 +270,7 @@ async fn policies_decide_requests_with_tiers_and_limits() {
         .create_request(&req("web1", "root", "2h", "long"))
         .await
         .unwrap_err();
-    assert_eq!(e.status(), Some(400));
+    assert_eq!(e.status(), Some(422));
 }
 
 #[tokio::test]
@@ -303,7 +303,7 @@ async fn bad_policies_are_refused_and_the_old_set_stays() {
             })
             .await
             .unwrap_err();
-        assert_eq!(e.status(), Some(400), "{what}: {e}");
+        assert_eq!(e.status(), Some(422), "{what}: {e}");
     }
     // Over the 1 MiB policy limit: refused before parsing, naming the limit.
     let big = "// x\n".repeat(300_000);
@@ -334,6 +334,7 @@ async fn bad_policies_are_refused_and_the_old_set_stays() {
         })
         .await
         .unwrap_err();
+    assert_eq!(e.status(), Some(422), "{e}");
     assert!(e.to_string().contains("lock you out"), "{e}");
     assert_eq!(
         admin.policies().await.unwrap(),

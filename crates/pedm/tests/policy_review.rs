@@ -97,11 +97,11 @@ async fn events(s: &Server, action: &str) -> Vec<AuditEvent> {
 
 #[tokio::test]
 async fn two_other_admins_must_approve_a_policy_change() {
-    let s = Server::start_with(Options {
-        config: Some("[policy]\nrequire_approvals = 2\n".into()),
-        ..Default::default()
-    });
+    // Admins are made before two-person control is switched on (under it, making one needs
+    // the approval of others, and only each admin mints their own tokens).
+    let mut s = Server::start();
     let p = people(&s).await;
+    s.reconfigure(Some("[policy]\nrequire_approvals = 2\n"), &[]);
     assert_eq!(docker_state(&p.dev.1).await, RequestState::Approved);
 
     // Apply through the CLI: stored as a pending proposal, nothing changes.
@@ -139,7 +139,7 @@ async fn two_other_admins_must_approve_a_policy_change() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.status(), Some(400), "{e}");
+    assert_eq!(e.status(), Some(422), "{e}");
 
     // Other admins see it with its diff.
     let o = s.cli(&p.bob.0, &["policy", "pending"]);
@@ -247,11 +247,9 @@ async fn two_other_admins_must_approve_a_policy_change() {
 #[tokio::test]
 async fn rejected_and_stale_proposals_never_take_effect() {
     // The setting through the environment this time.
-    let s = Server::start_with(Options {
-        env: vec![("PEDM_POLICY__REQUIRE_APPROVALS".into(), "2".into())],
-        ..Default::default()
-    });
+    let mut s = Server::start();
     let p = people(&s).await;
+    s.reconfigure(None, &[("PEDM_POLICY__REQUIRE_APPROVALS", "2")]);
     let no_docker = with_file(&s, "no-docker.cedar", NO_DOCKER).await;
     let no_root = with_file(&s, "no-root.cedar", NO_ROOT).await;
     let submit = |c: &Client, sources: &Vec<PolicySource>| {
@@ -415,20 +413,20 @@ async fn proposals_on_postgres_with_two_instances() {
         return;
     };
     let db = pg.fresh_database("proposals").expect("database");
-    let config = Some("[policy]\nrequire_approvals = 2\n".to_string());
-    let a = Server::start_with(Options {
+    let config = "[policy]\nrequire_approvals = 2\n";
+    let mut a = Server::start_with(Options {
         database_url: Some(db.clone()),
-        config: config.clone(),
-        ..Default::default()
-    });
-    let b = Server::start_with(Options {
-        database_url: Some(db),
-        admin_token: Some(a.admin_token.clone()),
-        config,
         ..Default::default()
     });
     let p = people(&a).await;
     let dave = a.client(&user_with_token(&a, "dave", true).await);
+    a.reconfigure(Some(config), &[]);
+    let b = Server::start_with(Options {
+        database_url: Some(db),
+        admin_token: Some(a.admin_token.clone()),
+        config: Some(config.into()),
+        ..Default::default()
+    });
     let sources = with_file(&a, "no-docker.cedar", NO_DOCKER).await;
     let proposed = p
         .alice
@@ -521,14 +519,15 @@ async fn receiver() -> (
 #[tokio::test]
 async fn approvers_are_notified_of_each_step() {
     let (url, mut rx) = receiver().await;
-    let s = Server::start_with(Options {
-        config: Some(format!(
+    let mut s = Server::start();
+    let p = people(&s).await;
+    s.reconfigure(
+        Some(&format!(
             "[policy]\nrequire_approvals = 1\n\n[[notify.webhook]]\nname = \"admins\"\n\
              url = \"{url}\"\nsecret = \"k\"\nformat = \"generic\"\nkinds = [\"policy.\"]\n"
         )),
-        ..Default::default()
-    });
-    let p = people(&s).await;
+        &[],
+    );
     let sources = with_file(&s, "no-docker.cedar", NO_DOCKER).await;
     p.alice
         .1
@@ -550,4 +549,206 @@ async fn approvers_are_notified_of_each_step() {
     }
     kinds.sort();
     assert_eq!(kinds, ["policy.applied", "policy.proposed"]);
+}
+
+/// Who decides approvals, for the held-changes test: admins administer; members of `helpers`
+/// approve (named in a condition); `security` is an approval tier; `devs` only request.
+const APPROVERS: &str = r#"
+@id("admins-administer")
+permit (principal, action in [Pedm::Action::"manage_users", Pedm::Action::"manage_targets",
+    Pedm::Action::"manage_policies", Pedm::Action::"manage_grants", Pedm::Action::"read_audit"], resource)
+when { principal.admin };
+
+@id("helpers-approve")
+permit (principal, action == Pedm::Action::"approve", resource)
+when { principal in Pedm::Group::"helpers" };
+
+@id("devs-root")
+@approvals("security:1")
+permit (principal in Pedm::Group::"devs", action == Pedm::Action::"request", resource)
+when { resource.name == "root" };
+"#;
+
+#[tokio::test]
+async fn changes_to_who_approves_are_held_like_policy_changes() {
+    let mut s = Server::start();
+    let p = people(&s).await;
+    let admin = s.admin();
+    admin
+        .apply_policies(&ApplyPolicies {
+            sources: vec![PolicySource {
+                name: "approvers.cedar".into(),
+                text: APPROVERS.into(),
+            }],
+            comment: None,
+        })
+        .await
+        .expect("policies");
+    for g in ["security", "helpers", "devs"] {
+        admin
+            .create_group(&CreateGroup {
+                name: g.into(),
+                description: None,
+            })
+            .await
+            .expect("group");
+    }
+    let mallory = user_with_token(&s, "mallory", false).await;
+    s.reconfigure(Some("[policy]\nrequire_approvals = 1\n"), &[]);
+    let alice = &p.alice.1;
+    let members = |g: &'static str| {
+        let admin = s.admin();
+        async move {
+            admin
+                .list_groups()
+                .await
+                .expect("groups")
+                .into_iter()
+                .find(|x| x.name == g)
+                .expect("group")
+                .members
+        }
+    };
+
+    // An approval tier's group: held, through the CLI; nothing changes yet.
+    let o = s.cli(&p.alice.0, &["group", "add-member", "security", "mallory"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("NOT done yet")
+            && out.contains("add mallory to approver group security")
+            && out.contains("pending as proposal 1"),
+        "{out}"
+    );
+    assert!(members("security").await.is_empty());
+    // Asking again returns the same proposal.
+    let again = alice.add_group_member("security", "mallory").await.unwrap();
+    assert!(
+        matches!(again, policy_review::Held::Pending(ref x) if x.id == 1),
+        "{again:?}"
+    );
+    // A group a permit lets approve (named only in a condition): held too.
+    let helpers = alice.add_group_member("helpers", "mallory").await.unwrap();
+    assert!(
+        matches!(helpers, policy_review::Held::Pending(ref x) if x.id == 2),
+        "{helpers:?}"
+    );
+    // A group that decides nothing: done at once.
+    let devs = alice.add_group_member("devs", "mallory").await.unwrap();
+    assert!(
+        matches!(devs, policy_review::Held::Done(ref g) if g.members == ["mallory"]),
+        "{devs:?}"
+    );
+
+    // The proposer cannot approve; another admin can, and the change is made then.
+    let e = alice.approve_policy_proposal(1, None).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let done = p
+        .bob
+        .1
+        .approve_policy_proposal(1, Some("vetted".into()))
+        .await
+        .unwrap();
+    assert_eq!(done.state, ProposalState::Applied);
+    assert_eq!(members("security").await, ["mallory"]);
+    let added = events(&s, "group.member_added").await;
+    let held = added
+        .iter()
+        .find(|e| e.subject.as_deref() == Some("group:security"))
+        .expect("member added to security");
+    assert_eq!(held.actor, "bob");
+    assert_eq!(held.data["proposed_by"], "alice");
+    assert_eq!(held.data["approved_by"], serde_json::json!(["bob"]));
+    // The held change is listed with what it does.
+    let o = s.cli(&p.carol.0, &["policy", "pending"]);
+    assert!(
+        stdout(&o).contains("add mallory to approver group helpers"),
+        "{}",
+        stdout(&o)
+    );
+    p.carol
+        .1
+        .reject_policy_proposal(2, "not needed")
+        .await
+        .unwrap();
+    assert!(members("helpers").await.is_empty());
+
+    // Making an administrator: held; rejected, nothing changes.
+    let o = s.cli(&p.alice.0, &["user", "set-admin", "dev", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("make dev an administrator"),
+        "{}",
+        stdout(&o)
+    );
+    let dev = || async {
+        s.admin()
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|u| u.name == "dev")
+            .unwrap()
+    };
+    assert!(!dev().await.admin);
+    p.bob.1.reject_policy_proposal(3, "no").await.unwrap();
+    assert!(!dev().await.admin);
+    // Creating one outright is refused: create, then make (held).
+    let e = alice
+        .create_user(&CreateUser {
+            name: "puppet".into(),
+            display_name: None,
+            admin: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(422), "{e}");
+    assert!(
+        s.admin()
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.name != "puppet")
+    );
+
+    // A token speaks for its holder: nobody mints one for an admin or an approver.
+    for holder in ["bob", "mallory"] {
+        let e = alice
+            .create_token(&CreateToken {
+                user: Some(holder.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(403), "{holder}: {e}");
+    }
+    let refused = events(&s, "token.create").await;
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|e| e.outcome == Outcome::Denied)
+            .count(),
+        2,
+        "{refused:?}"
+    );
+    // ... but for someone who decides nothing, and for oneself, as before.
+    alice
+        .create_token(&CreateToken {
+            user: Some("dev".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("token for dev");
+    s.client(&mallory)
+        .create_token(&CreateToken::default())
+        .await
+        .expect("mallory mints her own");
+
+    // Taking power away is never held.
+    let g = alice
+        .remove_group_member("security", "mallory")
+        .await
+        .unwrap();
+    assert!(g.members.is_empty());
 }

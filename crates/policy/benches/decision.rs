@@ -222,6 +222,7 @@ fn queries(n: usize, w: &World, group_targets: &[Vec<usize>], rng: &mut Rng) -> 
                         },
                         compliant: None,
                         os: Some("linux".into()),
+                        ..Default::default()
                     },
                     now: base + jiff::SignedDuration::from_mins(rng.below(7 * 24 * 60) as i64),
                 },

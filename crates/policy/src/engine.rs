@@ -467,6 +467,24 @@ fn format_parse_errors(text: &str, errs: &cedar_policy::ParseErrors) -> String {
         .join("; ")
 }
 
+/// Every `Group` entity a policy's JSON form names (`{"type": "Pedm::Group", "id": ...}`, in
+/// its scope or as an `__entity` literal of a condition).
+fn collect_groups(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let (Some(serde_json::Value::String(ty)), Some(serde_json::Value::String(id))) =
+                (m.get("type"), m.get("id"))
+                && (ty == "Group" || ty.ends_with("::Group"))
+            {
+                out.insert(id.clone());
+            }
+            m.values().for_each(|v| collect_groups(v, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_groups(v, out)),
+        _ => {}
+    }
+}
+
 fn is_request_only(actions: &Option<Vec<Action>>) -> bool {
     matches!(actions.as_deref(), Some([Action::Request]))
 }
@@ -714,6 +732,29 @@ impl Engine {
                 text: e.policy.to_string(),
             })
             .collect()
+    }
+
+    /// The groups that decide who approves: those named in `@approvals` tiers, and those any
+    /// permit mentions (in its scope or its conditions) whose actions include `approve`,
+    /// `manage_users` or `manage_policies` (or every action). Adding someone to one of these
+    /// changes who may approve requests or policy changes.
+    pub fn approver_groups(&self) -> std::collections::BTreeSet<String> {
+        const DECIDING: [Action; 3] =
+            [Action::Approve, Action::ManageUsers, Action::ManagePolicies];
+        let mut groups = std::collections::BTreeSet::new();
+        for e in self.policies.iter().filter(|e| !e.forbid) {
+            for t in e.terms.tiers.iter().flatten() {
+                groups.extend(t.group.clone());
+            }
+            let deciding = e
+                .actions
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|a| DECIDING.contains(a)));
+            if deciding && let Ok(json) = e.policy.to_json() {
+                collect_groups(&json, &mut groups);
+            }
+        }
+        groups
     }
 
     /// Decide a `request` with the policy slice that can apply (the fast path).
@@ -1091,6 +1132,30 @@ impl Engine {
                 RestrictedExpression::new_string(s.clone()),
             );
         }
+        if let Some(w) = &p.workload {
+            let s = |v: &str| RestrictedExpression::new_string(v.to_string());
+            let mut record = vec![
+                ("trust".to_string(), s(&w.trust)),
+                ("issuer".to_string(), s(&w.issuer)),
+                ("subject".to_string(), s(&w.subject)),
+            ];
+            for (k, v) in [
+                ("repository", &w.repository),
+                ("git_ref", &w.git_ref),
+                ("environment", &w.environment),
+                ("workflow", &w.workflow),
+                ("namespace", &w.namespace),
+                ("service_account", &w.service_account),
+            ] {
+                if let Some(v) = v {
+                    record.push((k.to_string(), s(v)));
+                }
+            }
+            attrs.insert(
+                "workload".into(),
+                RestrictedExpression::new_record(record).map_err(|e| e.to_string())?,
+            );
+        }
         Entity::new(uid, attrs, parents).map_err(|e| e.to_string())
     }
 
@@ -1278,10 +1343,25 @@ impl Engine {
         if let Some(m) = c.device.compliant {
             dev.push(("compliant".to_string(), RestrictedExpression::new_bool(m)));
         }
-        if let Some(os) = &c.device.os {
+        let d = &c.device;
+        for (k, v) in [("os", &d.os), ("id", &d.id), ("os_version", &d.os_version)] {
+            if let Some(v) = v {
+                dev.push((k.to_string(), RestrictedExpression::new_string(v.clone())));
+            }
+        }
+        for (k, v) in [
+            ("trusted", d.trusted),
+            ("disk_encrypted", d.disk_encrypted),
+            ("screen_lock", d.screen_lock),
+        ] {
+            if let Some(v) = v {
+                dev.push((k.to_string(), RestrictedExpression::new_bool(v)));
+            }
+        }
+        if let Some(at) = d.enrolled_at {
             dev.push((
-                "os".to_string(),
-                RestrictedExpression::new_string(os.clone()),
+                "enrolled_at".to_string(),
+                RestrictedExpression::new_long(at),
             ));
         }
         let device = RestrictedExpression::new_record(dev).map_err(|e| e.to_string())?;

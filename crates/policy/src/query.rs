@@ -19,6 +19,9 @@ pub struct Principal {
     /// The external account's sponsor: `principal.sponsor` (absent for other users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sponsor: Option<String>,
+    /// A workload signed in by token exchange: `principal.workload` (absent for people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<pedm_core::workload::WorkloadIdentity>,
 }
 
 impl Principal {
@@ -124,6 +127,21 @@ pub struct Device {
     pub compliant: Option<bool>,
     #[serde(default)]
     pub os: Option<String>,
+    /// An enrolled device's id (present only when the request came from one).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Enrolled and approved by an admin, not revoked.
+    #[serde(default)]
+    pub trusted: Option<bool>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub enrolled_at: Option<i64>,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub disk_encrypted: Option<bool>,
+    #[serde(default)]
+    pub screen_lock: Option<bool>,
 }
 
 /// Request context. `now` is turned into `context.time` in each policy's time zone.

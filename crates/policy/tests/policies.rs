@@ -1057,3 +1057,25 @@ fn slice_holds_only_policies_that_can_apply() {
     assert_eq!(e.evaluate(&q(web1()), true), e.evaluate(&q(web1()), false));
     assert_eq!(e.evaluate(&q(dev1()), true), e.evaluate(&q(dev1()), false));
 }
+
+#[test]
+fn approver_groups_are_those_that_decide_approvals() {
+    let e = engine(
+        r#"
+        @approvals("leads:1, security:2")
+        permit (principal in Pedm::Group::"devs", action == Pedm::Action::"request", resource);
+
+        permit (principal in Pedm::Group::"approvers", action == Pedm::Action::"approve", resource);
+
+        permit (principal, action in [Pedm::Action::"manage_policies", Pedm::Action::"read_audit"], resource)
+        when { principal in Pedm::Group::"policy-admins" };
+
+        permit (principal in Pedm::Group::"auditors", action == Pedm::Action::"read_audit", resource);
+
+        forbid (principal in Pedm::Group::"contractors", action == Pedm::Action::"approve", resource);
+        "#,
+    );
+    let groups: Vec<String> = e.approver_groups().into_iter().collect();
+    // devs only request, auditors only read, and a forbid takes power away.
+    assert_eq!(groups, ["approvers", "leads", "policy-admins", "security"]);
+}

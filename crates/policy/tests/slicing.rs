@@ -322,6 +322,7 @@ fn query(q: &Q) -> AuthzQuery {
                 managed: q.managed,
                 compliant: None,
                 os: q.os.then(|| "linux".to_string()),
+                ..Default::default()
             },
             now,
         },

@@ -47,6 +47,9 @@ pub struct WebhookConfig {
     /// Longest one call may take (`"10s"` or seconds).
     #[serde(default = "default_timeout", with = "pedm_notify::duration")]
     pub timeout: Duration,
+    /// PEM CA certificate(s) trusted for an `https://` endpoint besides the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_timeout() -> Duration {
@@ -60,6 +63,7 @@ impl WebhookConfig {
             secret: secret.into(),
             previous_secret: None,
             timeout: default_timeout(),
+            ca_file: None,
         }
     }
 }
@@ -131,11 +135,13 @@ impl WebhookProvisioner {
         if config.timeout.is_zero() {
             return Err(ConfigError("timeout must be greater than zero".into()));
         }
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("pedm-provision/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
-            .connect_timeout(config.timeout)
+            .connect_timeout(config.timeout);
+        let client = pedm_notify::tls::with_ca(builder, config.ca_file.as_deref())
+            .map_err(ConfigError)?
             .build()
             .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
         Ok(WebhookProvisioner {

@@ -8,6 +8,7 @@ use pedm_audit::SigningKey;
 use pedm_core::notice::{Notice, Observer};
 use pedm_core::service::HostSnapshot;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 pub struct AgentHub {
@@ -17,6 +18,18 @@ pub struct AgentHub {
     pub max_recording_bytes: u64,
     /// Names of hosts whose grants changed (`None`: every host, e.g. a new policy version).
     changes: broadcast::Sender<Option<String>>,
+    pub tls: AgentTls,
+}
+
+/// Client certificates for agents (servers that speak TLS).
+pub struct AgentTls {
+    /// `None`: plain HTTP, where agents present their host token.
+    pub client_ca: Option<Arc<crate::tls::client_ca::ClientCa>>,
+    /// Hosts refused at the handshake.
+    pub revoked: Arc<crate::tls::client_auth::RevokedHosts>,
+    pub cert_lifetime_secs: i64,
+    /// Lifetime of a person's device certificate.
+    pub device_cert_lifetime_secs: i64,
 }
 
 impl AgentHub {
@@ -25,6 +38,7 @@ impl AgentHub {
         timezone: String,
         recordings_dir: PathBuf,
         max_recording_bytes: u64,
+        tls: AgentTls,
     ) -> Self {
         AgentHub {
             key,
@@ -32,6 +46,7 @@ impl AgentHub {
             recordings_dir,
             max_recording_bytes,
             changes: broadcast::channel(1024).0,
+            tls,
         }
     }
 
@@ -42,6 +57,11 @@ impl AgentHub {
     /// Changes to hosts' grants, for the agents' event streams.
     pub fn subscribe(&self) -> broadcast::Receiver<Option<String>> {
         self.changes.subscribe()
+    }
+
+    /// `host`'s agent should look again (its grants changed, or it was revoked).
+    pub fn host_changed(&self, host: &str) {
+        let _ = self.changes.send(Some(host.to_string()));
     }
 
     /// Every agent should fetch a new snapshot (a policy version was applied).

@@ -40,6 +40,9 @@ pub struct Config {
     /// API tokens.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// HTTPS: `[tls] cert`, `key` (PEM files, reloaded on SIGHUP or when they change).
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,12 +51,21 @@ pub struct AuthConfig {
     /// Lifetime of a token minted without `--expires-in` (a token that never expires must
     /// be asked for with `--expires-in never`).
     pub default_token_lifetime: String,
+    /// OpenID Connect providers people sign in with (`[[auth.oidc]]`, see `crate::oidc`).
+    #[serde(default)]
+    pub oidc: Vec<crate::oidc::config::OidcConfig>,
+    /// Platforms whose tokens CI jobs and services exchange for pedm tokens
+    /// (`[[auth.workload]]`, see `crate::workload`).
+    #[serde(default)]
+    pub workload: Vec<crate::workload::WorkloadConfig>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             default_token_lifetime: "90d".into(),
+            oidc: vec![],
+            workload: vec![],
         }
     }
 }
@@ -69,6 +81,12 @@ pub struct AgentsConfig {
     pub recordings_dir: String,
     /// Largest recording accepted, in bytes.
     pub max_recording_bytes: u64,
+    /// Over HTTPS, agents authenticate with client certificates from pedmd's client CA
+    /// (`<data_dir>/tls/client-ca.*`; instances sharing a database must share it): how long
+    /// one is valid (`24h`, between 5m and 30d). Agents renew at two thirds of it.
+    pub client_cert_lifetime: String,
+    /// How long `pedm host register`'s token may enroll the agent (once), over HTTPS (`1h`).
+    pub enroll_token_lifetime: String,
 }
 
 impl Default for AgentsConfig {
@@ -77,6 +95,8 @@ impl Default for AgentsConfig {
             signing_key: String::new(),
             recordings_dir: String::new(),
             max_recording_bytes: 4 << 30,
+            client_cert_lifetime: "24h".into(),
+            enroll_token_lifetime: "1h".into(),
         }
     }
 }
@@ -128,6 +148,9 @@ pub struct WitnessConfig {
     pub url: String,
     /// The witness's cosigner key: `<name>+<key id>+<base64>`.
     pub key: String,
+    /// PEM CA certificate(s) trusted for an `https://` witness besides the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,6 +245,7 @@ impl Default for Config {
             provision: ProvisionConfig::default(),
             agents: AgentsConfig::default(),
             auth: AuthConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -252,6 +276,15 @@ pub struct Resolved {
     pub agent_signing_key: PathBuf,
     pub recordings_dir: PathBuf,
     pub max_recording_bytes: u64,
+    pub agent_cert_lifetime_secs: i64,
+    pub agent_enroll_ttl_secs: i64,
+    /// `[tls]`: both files, or `None` (plain HTTP).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub tls_watch_interval: std::time::Duration,
+    /// `[[auth.oidc]]` providers, checked, secrets read.
+    pub oidc: Vec<crate::oidc::OidcSettings>,
+    /// `[[auth.workload]]` trusts (checked: `crate::workload::resolve` accepts them).
+    pub workload: Vec<crate::workload::WorkloadConfig>,
 }
 
 impl Config {
@@ -265,7 +298,8 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
-        const KEYS: [&str; 10] = [
+        const KEYS: [&str; 11] = [
+            "tls",
             "agents",
             "policy",
             "listen",
@@ -384,9 +418,14 @@ impl Config {
                             w.url
                         );
                     }
+                    if let Some(ca) = &w.ca_file {
+                        pedm_notify::tls::ca_roots(ca)
+                            .map_err(|e| anyhow::anyhow!("audit.witnesses[{i}].{e}"))?;
+                    }
                     Ok(crate::witness::WitnessTarget {
                         url: w.url.clone(),
                         key,
+                        ca_file: w.ca_file.clone(),
                     })
                 })
                 .collect::<anyhow::Result<_>>()?,
@@ -407,6 +446,38 @@ impl Config {
                 p => PathBuf::from(p),
             },
             max_recording_bytes: self.agents.max_recording_bytes,
+            agent_cert_lifetime_secs: match secs(
+                "agents.client_cert_lifetime",
+                &self.agents.client_cert_lifetime,
+            )? {
+                n if (300..=30 * 86_400).contains(&n) => n,
+                _ => bail!("agents.client_cert_lifetime: must be between 5m and 30d"),
+            },
+            agent_enroll_ttl_secs: match secs(
+                "agents.enroll_token_lifetime",
+                &self.agents.enroll_token_lifetime,
+            )? {
+                n if (60..=7 * 86_400).contains(&n) => n,
+                _ => bail!("agents.enroll_token_lifetime: must be between 1m and 7d"),
+            },
+            tls: match (&self.tls.cert, &self.tls.key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                (None, None) => None,
+                (Some(_), None) => bail!("tls.key: missing (tls.cert is set)"),
+                (None, Some(_)) => bail!("tls.cert: missing (tls.key is set)"),
+            },
+            tls_watch_interval: match self.tls.watch_interval.as_deref() {
+                None => std::time::Duration::from_secs(5),
+                Some(v) => match secs("tls.watch_interval", v)? {
+                    n if n >= 1 => std::time::Duration::from_secs(n as u64),
+                    _ => bail!("tls.watch_interval: must be at least 1s"),
+                },
+            },
+            oidc: crate::oidc::config::resolve(&self.auth.oidc)?,
+            workload: {
+                crate::workload::resolve(&self.auth.workload)?;
+                self.auth.workload.clone()
+            },
             reconcile_interval: match secs(
                 "provision.reconcile_interval",
                 &self.provision.reconcile_interval,

@@ -6,9 +6,12 @@ pub mod audit_signer;
 pub mod config;
 pub mod http;
 mod notify;
+pub mod oidc;
 pub mod policy;
 pub mod provision;
+pub mod tls;
 pub mod witness;
+pub mod workload;
 
 use anyhow::Context;
 use clap::Parser;
@@ -34,6 +37,10 @@ pub struct Args {
     /// Address to listen on (overrides the configuration).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Serve plain HTTP on a non-loopback address (without `[tls]`): tokens then cross the
+    /// network in clear. Refused without this flag; a warning is logged on every start.
+    #[arg(long)]
+    pub insecure_http: bool,
     /// Data directory (overrides the configuration).
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
@@ -67,6 +74,8 @@ pub enum AuditAdmin {
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    // One rustls crypto provider in the process (aws-lc-rs), whoever builds a TLS config.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,7 +147,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
 
+    if cfg.tls.is_none() && !args.dev && !cfg.listen.ip().is_loopback() {
+        if !args.insecure_http {
+            anyhow::bail!(
+                "refusing to serve plain HTTP on {} (not a loopback address): bearer tokens \
+                 would cross the network in clear. Configure [tls] cert and key, or pass \
+                 --insecure-http if something in front of pedmd terminates TLS",
+                cfg.listen
+            );
+        }
+        tracing::warn!(
+            listen = %cfg.listen,
+            "INSECURE: serving plain HTTP on a non-loopback address (--insecure-http); tokens \
+             cross the network in clear"
+        );
+    }
+
     create_private_dir(&cfg.data_dir)?;
+    // [tls] files, or for --dev without them a local CA and server certificate.
+    let (tls_files, dev_ca) = match (&cfg.tls, args.dev) {
+        (Some(pair), _) => (Some(pair.clone()), None),
+        (None, true) => {
+            let d = tls::dev::ensure(&cfg.data_dir).context("--dev TLS")?;
+            let ca = std::fs::canonicalize(&d.ca_cert).unwrap_or(d.ca_cert);
+            (Some((d.cert, d.key)), Some(ca))
+        }
+        (None, false) => None.unzip(),
+    };
     let store = pedm_store::open_store(&cfg.database_url)
         .await
         .context("cannot open the database")?;
@@ -178,6 +213,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         options: cfg.policy_options.clone(),
     }))
     .with_policy_approvals(cfg.policy_approvals);
+    if tls_files.is_some() {
+        // Over HTTPS the registration token only enrolls the agent for a certificate.
+        cp = cp.with_host_enroll_ttl(cfg.agent_enroll_ttl_secs);
+    }
     cp = cp.with_observer(Arc::new(notify::LoudObserver));
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
@@ -185,6 +224,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let agent_key =
         audit_signer::load_or_create_key(&cfg.agent_signing_key, "agent snapshot signing key")
             .context("agents.signing_key")?;
+    let client_ca = match &tls_files {
+        Some(_) => Some(Arc::new(
+            tls::client_ca::ClientCa::ensure(&cfg.data_dir).context("agents' client CA")?,
+        )),
+        None => None,
+    };
     let agents = Arc::new(agents::AgentHub::new(
         agent_key,
         cfg.policy_options
@@ -194,6 +239,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .to_string(),
         cfg.recordings_dir.clone(),
         cfg.max_recording_bytes,
+        agents::AgentTls {
+            client_ca: client_ca.clone(),
+            revoked: Arc::default(),
+            cert_lifetime_secs: cfg.agent_cert_lifetime_secs,
+            // A device is re-enrolled by its owner when this ends.
+            device_cert_lifetime_secs: 90 * 86_400,
+        },
     ));
     cp = cp.with_observer(agents.clone());
     let provisioners = provision::Provisioners::new(
@@ -265,6 +317,41 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .run(cfg.audit_checkpoint_interval, shutdown_tx.subscribe()),
     );
 
+    let acceptor = match &tls_files {
+        Some((cert, key)) => {
+            let certs = Arc::new(tls::ReloadingCert::load(cert, key).context("[tls]")?);
+            tls::watch_for_reload(
+                certs.clone(),
+                cfg.tls_watch_interval,
+                shutdown_tx.subscribe(),
+            )
+            .context("cannot watch for SIGHUP")?;
+            tracing::info!(cert = %cert.display(), sha256 = %certs.fingerprint(), "serving HTTPS");
+            let clients = match &agents.tls.client_ca {
+                Some(ca) => {
+                    agents.tls.revoked.replace(revoked_peers(&cp).await?);
+                    tokio::spawn(follow_revoked_hosts(
+                        cp.clone(),
+                        agents.clone(),
+                        shutdown_tx.subscribe(),
+                    ));
+                    Some(
+                        tls::client_auth::HostCertVerifier::new(
+                            ca.cert_der.clone(),
+                            agents.tls.revoked.clone(),
+                        )
+                        .context("agents' client CA")?,
+                    )
+                }
+                None => None,
+            };
+            Some(http::serve::TlsAcceptor::from(
+                tls::server_config(certs, clients).context("[tls]")?,
+            ))
+        }
+        None => None,
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -275,6 +362,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             metrics,
             audit: Some(signer),
             agents: Some(agents),
+            sso: Arc::new(oidc::Providers::new(cfg.oidc.clone())),
+            workload: Arc::new(workload::resolve(&cfg.workload)?),
         },
         cfg.max_body_bytes,
         cfg.request_timeout,
@@ -282,21 +371,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // The first line on stdout is for people and for tests that start us on port 0.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "pedmd listening on http://{addr}")?;
+    writeln!(out, "pedmd listening on {scheme}://{addr}")?;
     if token_file.exists() {
         writeln!(out, "admin token: {}", token_file.display())?;
     }
+    if let Some(ca) = &dev_ca {
+        writeln!(out, "dev CA: {}", ca.display())?;
+    }
     if args.dev {
+        let ca = dev_ca
+            .as_ref()
+            .map(|c| format!(" PEDM_CA={}", c.display()))
+            .unwrap_or_default();
         writeln!(
             out,
-            "try: export PEDM_URL=http://{addr} PEDM_TOKEN=$(cat {}); pedm whoami",
+            "try: export PEDM_URL={scheme}://{addr}{ca} PEDM_TOKEN=$(cat {}); pedm whoami",
             token_file.display()
         )?;
     }
     out.flush()?;
     drop(out);
 
-    http::serve::serve(listener, app, shutdown_signal())
+    http::serve::serve(listener, app, shutdown_signal(), acceptor)
         .await
         .context("server failed")?;
     let _ = shutdown_tx.send(true);
@@ -412,6 +508,21 @@ async fn accept_rollback(args: &Args, yes: bool) -> anyhow::Result<()> {
             head.checkpoint.size
         );
     }
+    // Checkpoints of more events than the database holds sign events it no longer has; kept,
+    // they would refuse the log as it grows again. They go (listed in full in the event).
+    let kept = i64::try_from(events).context("event count")?;
+    let stale: Vec<serde_json::Value> = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .filter(|c| c.size > kept)
+        .map(|c| {
+            serde_json::json!({
+                "size": c.size, "root": hex::encode(c.root), "time": c.time,
+                "key_id": c.key_id, "signature": hex::encode(&c.signature),
+            })
+        })
+        .collect();
     let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let event = pedm_core::audit::NewAuditEvent::new(
         jiff::Timestamp::now(),
@@ -428,7 +539,13 @@ async fn accept_rollback(args: &Args, yes: bool) -> anyhow::Result<()> {
         },
         "database_events": events,
         "database_latest_checkpoint": latest,
+        "retired_checkpoints": stale,
     }));
+    // The log ends at the last event present; the record of the rollback chains onto it.
+    let retired = store
+        .rewind_audit(kept)
+        .await
+        .context("cannot rewind the log to the database's last event")?;
     store
         .commit(pedm_core::store::Changeset::new().event(event))
         .await
@@ -446,7 +563,8 @@ async fn accept_rollback(args: &Args, yes: bool) -> anyhow::Result<()> {
     );
     println!(
         "accepted: the database ({events} events) replaces the trusted head ({} events), kept \
-         as {}; recorded as audit.rollback_accepted",
+         as {}; {retired} checkpoints beyond {events} events removed; recorded as \
+         audit.rollback_accepted",
         head.checkpoint.size,
         aside.display()
     );
@@ -484,4 +602,41 @@ fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     f.write_all(b"\n")?;
     f.sync_all()?;
     Ok(())
+}
+
+/// How often the list of revoked hosts is read again (revocations made by another instance
+/// sharing the database reach this one's handshakes within this time).
+const REVOKED_HOSTS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The revocation list of the handshake: `host:NAME` and `device:ID`.
+async fn revoked_peers(cp: &ControlPlane) -> pedm_core::Result<Vec<String>> {
+    let hosts = cp
+        .revoked_hosts()
+        .await?
+        .into_iter()
+        .map(|h| format!("host:{h}"));
+    let devices = cp
+        .revoked_devices()
+        .await?
+        .into_iter()
+        .map(|d| format!("device:{d}"));
+    Ok(hosts.chain(devices).collect())
+}
+
+async fn follow_revoked_hosts(
+    cp: Arc<ControlPlane>,
+    agents: Arc<agents::AgentHub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(REVOKED_HOSTS_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match revoked_peers(&cp).await {
+            Ok(keys) => agents.tls.revoked.replace(keys),
+            Err(e) => tracing::warn!(error = %e, "cannot read the revoked hosts and devices"),
+        }
+    }
 }

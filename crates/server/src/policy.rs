@@ -46,6 +46,7 @@ fn principal(a: &Actor) -> Principal {
         admin: a.admin,
         external: a.external,
         sponsor: a.sponsor.clone(),
+        workload: a.workload.clone(),
     }
 }
 
@@ -55,13 +56,20 @@ fn role_ref(r: &Role) -> RoleRef {
     rr
 }
 
-/// Device claims arrive as strings; the schema knows `managed`, `compliant` and `os`.
+/// Device claims arrive as strings (see `pedm_core::device::Device::context`).
 fn device(claims: &std::collections::BTreeMap<String, String>) -> Device {
     let flag = |k: &str| claims.get(k).and_then(|v| v.parse::<bool>().ok());
+    let text = |k: &str| claims.get(k).cloned();
     Device {
         managed: flag("managed"),
         compliant: flag("compliant"),
-        os: claims.get("os").cloned(),
+        os: text("os"),
+        id: text("id"),
+        trusted: flag("trusted"),
+        enrolled_at: claims.get("enrolled_at").and_then(|v| v.parse().ok()),
+        os_version: text("os_version"),
+        disk_encrypted: flag("disk_encrypted"),
+        screen_lock: flag("screen_lock"),
     }
 }
 
@@ -227,6 +235,10 @@ impl Decider for CedarDecider {
                 denial_detail(&v.policies, &v.errors)
             ))
         }
+    }
+
+    fn approver_groups(&self) -> std::collections::BTreeSet<String> {
+        self.engine.approver_groups()
     }
 
     fn eligibility_policies(&self) -> Vec<String> {

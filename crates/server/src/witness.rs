@@ -33,13 +33,18 @@ pub struct WitnessTarget {
     pub url: String,
     /// The witness's cosigner key (`<name>+<id>+<base64(0x04 || key)>`).
     pub key: VerifierKey,
+    /// PEM CA certificate(s) trusted for an `https://` witness besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
-fn http() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .context("http client")
+fn http(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    pedm_notify::tls::with_ca(
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)),
+        ca_file,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?
+    .build()
+    .context("http client")
 }
 
 fn request_body(old: u64, proof: &[[u8; 32]], note: &CheckpointNote) -> String {
@@ -62,7 +67,7 @@ pub async fn submit(
     have: Option<u64>,
     base: Option<&pedm_audit::MerkleAccumulator>,
 ) -> anyhow::Result<(NoteSignature, u64)> {
-    let client = http()?;
+    let client = http(w.ca_file.as_deref())?;
     let url = format!("{}/add-checkpoint", w.url.trim_end_matches('/'));
     let mut old = have.unwrap_or(0);
     for _ in 0..2 {

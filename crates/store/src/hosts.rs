@@ -7,7 +7,17 @@ use pedm_core::host::{Host, HostWrite, Session, SessionFilter};
 use pedm_core::store::StoreError;
 use uuid::Uuid;
 
-const HOST_COLS: &str = "name, token_id, token_hash, registered_at, registered_by, last_seen_at";
+const HOST_COLS: &str = "name, token_id, token_hash, registered_at, registered_by, last_seen_at, \
+     enroll_expires_at, enrolled_at, revoked_at, cert_serial, cert_not_after";
+
+/// Why a conditional update of host `name` matched nothing.
+async fn not_changed(c: &mut Conn<'_>, name: &str, why: &str) -> StoreError {
+    match exists(c, "SELECT 1 FROM hosts WHERE name = $1", args![name]).await {
+        Ok(true) => StoreError::Conflict(format!("host {name} {why}")),
+        Ok(false) => StoreError::NotFound(format!("host {name} is not registered")),
+        Err(e) => e,
+    }
+}
 
 pub(crate) async fn apply(c: &mut Conn<'_>, w: &HostWrite) -> Result<(), StoreError> {
     match w {
@@ -20,17 +30,26 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &HostWrite) -> Result<(), StoreEr
             }
             c.execute(
                 "INSERT INTO hosts (name, token_id, token_hash, registered_at, registered_by, \
-                 last_seen_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 last_seen_at, enroll_expires_at, enrolled_at, revoked_at, cert_serial, \
+                 cert_not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (name) DO UPDATE SET token_id = excluded.token_id, \
                  token_hash = excluded.token_hash, registered_at = excluded.registered_at, \
-                 registered_by = excluded.registered_by, last_seen_at = excluded.last_seen_at",
+                 registered_by = excluded.registered_by, last_seen_at = excluded.last_seen_at, \
+                 enroll_expires_at = excluded.enroll_expires_at, \
+                 enrolled_at = excluded.enrolled_at, revoked_at = excluded.revoked_at, \
+                 cert_serial = excluded.cert_serial, cert_not_after = excluded.cert_not_after",
                 args![
                     &h.name,
                     &h.token_id,
                     &h.token_hash[..],
                     h.registered_at,
                     &h.registered_by,
-                    h.last_seen_at
+                    h.last_seen_at,
+                    h.enroll_expires_at,
+                    h.enrolled_at,
+                    h.revoked_at,
+                    &h.cert_serial,
+                    h.cert_not_after
                 ],
             )
             .await
@@ -49,6 +68,63 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &HostWrite) -> Result<(), StoreEr
                 return Err(StoreError::NotFound(format!(
                     "host {name} is not registered"
                 )));
+            }
+            Ok(())
+        }
+        HostWrite::Enroll {
+            name,
+            token_id,
+            at,
+            serial,
+            not_after,
+        } => {
+            let n = c
+                .execute(
+                    "UPDATE hosts SET enrolled_at = $3, cert_serial = $4, cert_not_after = $5 \
+                     WHERE name = $1 AND token_id = $2 AND enrolled_at IS NULL \
+                     AND revoked_at IS NULL",
+                    args![name, token_id, *at, serial, *not_after],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(not_changed(
+                    c,
+                    name,
+                    "was enrolled already, revoked or registered again",
+                )
+                .await);
+            }
+            Ok(())
+        }
+        HostWrite::Certify {
+            name,
+            serial,
+            not_after,
+        } => {
+            let n = c
+                .execute(
+                    "UPDATE hosts SET cert_serial = $2, cert_not_after = $3 \
+                     WHERE name = $1 AND enrolled_at IS NOT NULL AND revoked_at IS NULL",
+                    args![name, serial, *not_after],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(not_changed(c, name, "is revoked or not enrolled").await);
+            }
+            Ok(())
+        }
+        HostWrite::Revoke { name, at } => {
+            let n = c
+                .execute(
+                    "UPDATE hosts SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
+                    args![name, *at],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(not_changed(c, name, "is revoked already").await);
             }
             Ok(())
         }

@@ -8,6 +8,7 @@
 
 mod db;
 mod delegation;
+mod devices;
 mod external;
 mod scim;
 mod hosts;
@@ -16,6 +17,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod sso;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -235,6 +237,18 @@ macro_rules! forward_store {
             async fn scim_links(&self) -> Result<Vec<pedm_core::scim::ScimLink>, StoreError> {
                 pedm_core::store::Store::scim_links(&self.engine).await
             }
+            async fn device(
+                &self,
+                id: &str,
+            ) -> Result<Option<pedm_core::device::Device>, StoreError> {
+                pedm_core::store::Store::device(&self.engine, id).await
+            }
+            async fn devices(
+                &self,
+                owner: Option<&str>,
+            ) -> Result<Vec<pedm_core::device::Device>, StoreError> {
+                pedm_core::store::Store::devices(&self.engine, owner).await
+            }
             async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {
                 pedm_core::store::Store::host(&self.engine, name).await
             }
@@ -323,6 +337,34 @@ macro_rules! forward_store {
                 &self,
             ) -> Result<Option<pedm_core::store::CheckpointRecord>, StoreError> {
                 self.engine.latest_checkpoint().await
+            }
+            async fn rewind_audit(&self, size: i64) -> Result<u64, StoreError> {
+                self.engine.rewind_audit(size).await
+            }
+            async fn sso_identity(
+                &self,
+                issuer: &str,
+                subject: &str,
+            ) -> Result<Option<String>, StoreError> {
+                pedm_core::store::Store::sso_identity(&self.engine, issuer, subject).await
+            }
+            async fn sso_session(
+                &self,
+                token_id: &str,
+            ) -> Result<Option<pedm_core::sso::SsoSession>, StoreError> {
+                pedm_core::store::Store::sso_session(&self.engine, token_id).await
+            }
+            async fn sso_session_ids(&self, user: Option<&str>) -> Result<Vec<String>, StoreError> {
+                pedm_core::store::Store::sso_session_ids(&self.engine, user).await
+            }
+            async fn sso_groups(&self, user: &str) -> Result<Vec<String>, StoreError> {
+                pedm_core::store::Store::sso_groups(&self.engine, user).await
+            }
+            async fn sso_flow(
+                &self,
+                id: &str,
+            ) -> Result<Option<pedm_core::sso::SsoFlow>, StoreError> {
+                pedm_core::store::Store::sso_flow(&self.engine, id).await
             }
         }
     };

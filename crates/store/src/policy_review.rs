@@ -1,4 +1,5 @@
-//! Policy proposals under two-person control and their approvals (migration 0009).
+//! Policy proposals under two-person control and their approvals (migration 0009), and the
+//! approver changes held the same way (migration 0012).
 
 use crate::db::{Arg, Conn, Row, args};
 use crate::sql::{Engine, backend, exists, insert, json_text};
@@ -9,7 +10,8 @@ use pedm_core::policy_review::{
 use pedm_core::store::StoreError;
 
 const PROPOSAL_COLS: &str = "id, base_version, created_at, created_by, comment, digest, sources, \
-     diff, required, state, decided_at, decided_by, decision_comment, applied_version";
+     diff, required, state, decided_at, decided_by, decision_comment, applied_version, \
+     approver_change";
 
 fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column {col}: {e}"))
@@ -45,6 +47,10 @@ fn proposal(r: &Row) -> Result<PolicyProposal, StoreError> {
         decided_by: r.get("decided_by")?,
         decision_comment: r.get("decision_comment")?,
         applied_version: r.get("applied_version")?,
+        change: r
+            .get::<Option<String>>("approver_change")?
+            .map(|c| serde_json::from_str(&c).map_err(|e| corrupt("approver_change", e)))
+            .transpose()?,
         stale: false,
     })
 }
@@ -79,7 +85,7 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &PolicyReviewWrite) -> Result<(),
                 c,
                 &format!(
                     "INSERT INTO policy_proposals ({PROPOSAL_COLS}) VALUES ($1, $2, $3, $4, $5, \
-                     $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                     $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
                 ),
                 args![
                     p.id,
@@ -95,7 +101,8 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &PolicyReviewWrite) -> Result<(),
                     p.decided_at,
                     &p.decided_by,
                     &p.decision_comment,
-                    p.applied_version
+                    p.applied_version,
+                    p.change.as_ref().map(json_text).transpose()?
                 ],
                 || StoreError::AlreadyExists(format!("policy proposal {} already exists", p.id)),
                 || {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 pub(crate) const USER_COLS: &str = "name, display_name, admin, disabled, created_at";
 pub(crate) const TOKEN_COLS: &str =
-    "id, user_name, description, secret_hash, created_at, expires_at, revoked_at";
+    "id, user_name, description, secret_hash, created_at, expires_at, revoked_at, workload";
 pub(crate) const TARGET_COLS: &str = "name, kind, description, labels, created_at";
 pub(crate) const ROLE_COLS: &str =
     "target, name, description, max_duration_secs, auto_approve, run_as, created_at";
@@ -108,6 +108,10 @@ pub(crate) fn token(r: &Row) -> Result<TokenRecord, StoreError> {
         created_at: ts(r, "created_at")?,
         expires_at: opt_ts(r, "expires_at")?,
         revoked_at: opt_ts(r, "revoked_at")?,
+        workload: r
+            .get::<Option<String>>("workload")?
+            .map(|w| serde_json::from_str(&w).map_err(|e| corrupt("workload", e)))
+            .transpose()?,
     })
 }
 
@@ -277,6 +281,11 @@ pub(crate) fn host(r: &Row) -> Result<pedm_core::host::Host, StoreError> {
         registered_at: ts(r, "registered_at")?,
         registered_by: r.get("registered_by")?,
         last_seen_at: opt_ts(r, "last_seen_at")?,
+        enroll_expires_at: opt_ts(r, "enroll_expires_at")?,
+        enrolled_at: opt_ts(r, "enrolled_at")?,
+        revoked_at: opt_ts(r, "revoked_at")?,
+        cert_serial: r.get("cert_serial")?,
+        cert_not_after: opt_ts(r, "cert_not_after")?,
     })
 }
 

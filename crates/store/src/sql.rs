@@ -243,7 +243,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             insert(
                 c,
                 "INSERT INTO tokens (id, user_name, description, secret_hash, created_at, \
-                 expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 expires_at, revoked_at, workload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 args![
                     &t.id,
                     &t.user,
@@ -251,7 +251,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     &t.secret_hash[..],
                     t.created_at,
                     t.expires_at,
-                    t.revoked_at
+                    t.revoked_at,
+                    t.workload.as_ref().map(json_text).transpose()?
                 ],
                 || StoreError::AlreadyExists(format!("token {} already exists", t.id)),
                 || StoreError::NotFound(format!("user {} does not exist", t.user)),
@@ -663,6 +664,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::PolicyReview(w) => crate::policy_review::apply(c, w).await,
         Write::External(w) => crate::external::apply(c, w).await,
         Write::Scim(w) => crate::scim::apply(c, w).await,
+        Write::Device(w) => crate::devices::apply(c, w).await,
+        Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
             ids.sort();
@@ -1279,6 +1282,15 @@ impl Store for Engine {
     async fn scim_links(&self) -> Result<Vec<pedm_core::scim::ScimLink>, StoreError> {
         Engine::scim_link_rows(self).await
     }
+    async fn device(&self, id: &str) -> Result<Option<pedm_core::device::Device>, StoreError> {
+        Engine::device_row(self, id).await
+    }
+    async fn devices(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<pedm_core::device::Device>, StoreError> {
+        Engine::device_rows(self, owner).await
+    }
 
     async fn host(&self, name: &str) -> Result<Option<pedm_core::host::Host>, StoreError> {
         Engine::host(self, name).await
@@ -1461,5 +1473,62 @@ impl Store for Engine {
             rows::checkpoint,
         )
         .await
+    }
+
+    async fn rewind_audit(&self, size: i64) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut c = tx.conn();
+        read_head(&mut c).await?;
+        let later = c
+            .fetch_optional(
+                "SELECT seq FROM audit_events WHERE seq > $1 LIMIT 1",
+                args![size],
+            )
+            .await
+            .map_err(backend)?;
+        if later.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "the log holds events after {size}: nothing to rewind"
+            )));
+        }
+        let hash = if size == 0 {
+            [0u8; 32]
+        } else {
+            let row = c
+                .fetch_optional("SELECT hash FROM audit_events WHERE seq = $1", args![size])
+                .await
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::NotFound(format!("audit event {size}")))?;
+            rows::leaf(&row)?
+        };
+        write_head(&mut c, size, &hash).await?;
+        let n = c
+            .execute("DELETE FROM audit_checkpoints WHERE size > $1", args![size])
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
+    }
+    async fn sso_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.get_sso_identity(issuer, subject).await
+    }
+    async fn sso_session(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<pedm_core::sso::SsoSession>, StoreError> {
+        self.get_sso_session(token_id).await
+    }
+    async fn sso_session_ids(&self, user: Option<&str>) -> Result<Vec<String>, StoreError> {
+        self.get_sso_session_ids(user).await
+    }
+    async fn sso_groups(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.get_sso_groups(user).await
+    }
+    async fn sso_flow(&self, id: &str) -> Result<Option<pedm_core::sso::SsoFlow>, StoreError> {
+        self.get_sso_flow(id).await
     }
 }

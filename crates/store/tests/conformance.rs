@@ -74,9 +74,13 @@ macro_rules! conformance {
 #[path = "conformance/policy_review.rs"]
 mod policy_review;
 use policy_review::policy_proposals_and_approvals;
+#[path = "conformance/devices.rs"]
+mod devices;
+use devices::devices_enrolled_approved_revoked;
 
 conformance!(
     policy_proposals_and_approvals,
+    devices_enrolled_approved_revoked,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,
@@ -101,6 +105,7 @@ conformance!(
     reopen_keeps_everything,
     policy_versions_only_grow,
     audit_checkpoints_and_hashes,
+    audit_rewind_to_the_last_event,
     audit_target_and_request_filters,
 );
 
@@ -152,6 +157,7 @@ fn token(id: &str, user: &str, created: i64) -> TokenRecord {
         created_at: t(created),
         expires_at: Some(t(created + 86_400)),
         revoked_at: None,
+        workload: None,
     }
 }
 
@@ -435,6 +441,20 @@ async fn tokens(db: Db) {
     );
     conflict(fails(&s, cs(revoke("t1"))).await, "token t1");
     not_found(fails(&s, cs(revoke("t404"))).await, "token t404");
+    // A workload's token keeps what its platform asserted.
+    let ci = TokenRecord {
+        workload: Some(pedm_core::workload::WorkloadIdentity {
+            trust: "github".into(),
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            subject: "repo:org/app:ref:refs/heads/main".into(),
+            repository: Some("org/app".into()),
+            git_ref: Some("refs/heads/main".into()),
+            ..Default::default()
+        }),
+        ..token("t4", "alice", 35)
+    };
+    ok(&s, cs(Write::InsertToken(ci.clone()))).await;
+    assert_eq!(s.token("t4").await.unwrap(), Some(ci));
     whole_chain(&s).await;
 }
 
@@ -1472,6 +1492,43 @@ async fn audit_checkpoints_and_hashes(db: Db) {
     assert_eq!(s.checkpoints().await.unwrap(), all);
 }
 
+async fn audit_rewind_to_the_last_event(db: Db) {
+    let s = db.open().await;
+    for i in 0..5i64 {
+        ok(
+            &s,
+            Changeset::new().event(NewAuditEvent::new(t(i), "alice", "thing.done", None)),
+        )
+        .await;
+    }
+    let cp = |size: i64| CheckpointRecord {
+        size,
+        root: [size as u8; 32],
+        time: t(size),
+        key_id: "0011223344556677".into(),
+        signature: vec![1; 64],
+    };
+    for size in [3, 5, 7, 9] {
+        s.save_checkpoint(&cp(size)).await.unwrap();
+    }
+    // Events after the size remain: refused, nothing changes.
+    conflict(s.rewind_audit(3).await.unwrap_err(), "after 3");
+    assert_eq!(s.checkpoints().await.unwrap().len(), 4);
+    // At the last event: the checkpoints beyond it go, the head stays.
+    assert_eq!(s.rewind_audit(5).await.unwrap(), 2);
+    assert_eq!(s.checkpoints().await.unwrap(), vec![cp(3), cp(5)]);
+    let head = s.audit_head().await.unwrap().expect("head");
+    assert_eq!(head.0, 5);
+    // The next event chains onto event 5.
+    let next = ok(
+        &s,
+        Changeset::new().event(NewAuditEvent::new(t(6), "alice", "thing.done", None)),
+    )
+    .await;
+    assert_eq!(next[0].seq, 6);
+    assert_eq!(next[0].prev_hash, head.1);
+}
+
 async fn audit_target_and_request_filters(db: Db) {
     let s = db.open().await;
     let req = Uuid::now_v7();
@@ -1889,6 +1946,11 @@ async fn hosts_receipts_and_sessions(db: Db) {
         registered_at: t(3),
         registered_by: "admin".into(),
         last_seen_at: None,
+        enroll_expires_at: Some(t(3600)),
+        enrolled_at: None,
+        revoked_at: None,
+        cert_serial: None,
+        cert_not_after: None,
     };
     // A host is a registered target; registering one that does not exist names it.
     let mut ghost = host("00000000000000aa", 1);
@@ -1919,6 +1981,73 @@ async fn hosts_receipts_and_sessions(db: Db) {
     let h = s.host_by_token("00000000000000a2").await.unwrap().unwrap();
     assert_eq!((h.name.as_str(), h.token_hash), ("web1", [2; 32]));
     assert_eq!(s.hosts().await.unwrap().len(), 1);
+    assert_eq!(h.enroll_expires_at, Some(t(3600)));
+    // Enrollment spends the current token once; renewals follow; a revoked host takes none.
+    let enroll = |token_id: &str, serial: &str| {
+        cs(Write::Host(HostWrite::Enroll {
+            name: "web1".into(),
+            token_id: token_id.into(),
+            at: t(10),
+            serial: serial.into(),
+            not_after: t(100),
+        }))
+    };
+    let certify = |serial: &str| {
+        cs(Write::Host(HostWrite::Certify {
+            name: "web1".into(),
+            serial: serial.into(),
+            not_after: t(200),
+        }))
+    };
+    conflict(fails(&s, certify("s0")).await, "not enrolled");
+    conflict(fails(&s, enroll("00000000000000a1", "s1")).await, "web1");
+    ok(&s, enroll("00000000000000a2", "s1")).await;
+    conflict(
+        fails(&s, enroll("00000000000000a2", "s2")).await,
+        "enrolled already",
+    );
+    ok(&s, certify("s3")).await;
+    let h = s.host("web1").await.unwrap().unwrap();
+    assert_eq!(
+        (h.enrolled_at, h.cert_serial.as_deref(), h.cert_not_after),
+        (Some(t(10)), Some("s3"), Some(t(200)))
+    );
+    let revoke = cs(Write::Host(HostWrite::Revoke {
+        name: "web1".into(),
+        at: t(30),
+    }));
+    ok(&s, revoke.clone()).await;
+    conflict(fails(&s, revoke).await, "revoked already");
+    conflict(fails(&s, certify("s4")).await, "revoked");
+    assert_eq!(
+        s.host("web1").await.unwrap().unwrap().revoked_at,
+        Some(t(30))
+    );
+    // Registering again starts over: not revoked, not enrolled.
+    ok(
+        &s,
+        cs(Write::Host(HostWrite::Register(host(
+            "00000000000000a2",
+            2,
+        )))),
+    )
+    .await;
+    let h = s.host("web1").await.unwrap().unwrap();
+    assert_eq!(
+        (h.revoked_at, h.enrolled_at, h.cert_serial),
+        (None, None, None)
+    );
+    not_found(
+        fails(
+            &s,
+            cs(Write::Host(HostWrite::Revoke {
+                name: "db9".into(),
+                at: t(30),
+            })),
+        )
+        .await,
+        "db9",
+    );
     ok(
         &s,
         cs(Write::Host(HostWrite::Seen {

@@ -219,6 +219,7 @@ async fn failures_in_a_batch_are_isolated_and_the_rest_is_durable() {
                 created_at: t(0),
                 expires_at: None,
                 revoked_at: None,
+                workload: None,
             }),
             "setup",
             1,

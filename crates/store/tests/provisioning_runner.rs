@@ -144,6 +144,7 @@ fn alice() -> Actor {
         token_id: None,
         external: false,
         sponsor: None,
+        workload: None,
     }
 }
 

@@ -109,6 +109,7 @@ mod tests {
                 created_at: now,
                 expires_at: None,
                 revoked_at: None,
+                workload: None,
             },
             user: User {
                 name: "alice".into(),

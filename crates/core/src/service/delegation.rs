@@ -296,6 +296,7 @@ impl ControlPlane {
             token_id: None,
             external,
             sponsor,
+            workload: None,
         };
         let secs = root.expires_at.duration_since(now).as_secs().max(1);
         let decider = self.decider();
@@ -379,14 +380,17 @@ impl ControlPlane {
             .for_each(|s| *s = s.trim().to_string());
         scope_items.sort();
         scope_items.dedup();
-        let scope = parse_scope(&scope_items).map_err(|e| Error::invalid("scope", e))?;
+        let scope = parse_scope(&scope_items).map_err(|e| match e {
+            ScopeError::Syntax(m) => Error::invalid("scope", m),
+            ScopeError::Contradiction(m) => Error::unprocessable("scope", m),
+        })?;
         let reason = trimmed("reason", new.reason, 500)?;
         if new.expires_at <= now {
-            return Err(Error::invalid("expires_at", "is not in the future"));
+            return Err(Error::unprocessable("expires_at", "is not in the future"));
         }
         let secs = new.expires_at.duration_since(now).as_secs();
         if secs > MAX_DELEGATION_SECS {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "expires_at",
                 format!("is more than {} away", format_duration(MAX_DELEGATION_SECS)),
             ));
@@ -394,7 +398,10 @@ impl ControlPlane {
         match new.delegate.kind {
             DelegateKind::User => {
                 if new.delegate.name == actor.user {
-                    return Err(Error::invalid("user", "you cannot delegate to yourself"));
+                    return Err(Error::unprocessable(
+                        "user",
+                        "you cannot delegate to yourself",
+                    ));
                 }
                 if self.store.user(&new.delegate.name).await?.is_none() {
                     return Err(Error::NotFound(format!("user {}", new.delegate.name)));
@@ -414,7 +421,7 @@ impl ControlPlane {
         // A scope entry that names nothing now would pre-approve whatever matches it later,
         // which policy never saw.
         if let Some(empty) = scope.iter().find(|i| !targets.iter().any(|t| i.matches(t))) {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "scope",
                 format!("{empty} matches no target (create the target first)"),
             ));
@@ -437,7 +444,7 @@ impl ControlPlane {
                 for def in &defs {
                     let on: Vec<&&Target> = in_scope.iter().filter(|t| def.applies_to(t)).collect();
                     if on.is_empty() {
-                        return Err(Error::invalid(
+                        return Err(Error::unprocessable(
                             "tasks",
                             format!(
                                 "task {} applies to no target of the scope {}",
@@ -468,7 +475,7 @@ impl ControlPlane {
                         }
                     }
                     if !found {
-                        return Err(Error::invalid(
+                        return Err(Error::unprocessable(
                             "roles",
                             format!(
                                 "no target of the scope {} has a role {r}",
@@ -955,11 +962,11 @@ impl ControlPlane {
             return Err(Error::Conflict(format!("grant {id} is not active")));
         }
         if to == actor.user {
-            return Err(Error::invalid("to", "you already hold this grant"));
+            return Err(Error::unprocessable("to", "you already hold this grant"));
         }
         let colleague = match self.store.user(to).await? {
             Some(u) if !u.disabled => u,
-            Some(_) => return Err(Error::invalid("to", format!("user {to} is disabled"))),
+            Some(_) => return Err(Error::unprocessable("to", format!("user {to} is disabled"))),
             None => return Err(Error::NotFound(format!("user {to}"))),
         };
         let target = self.load_target(&parent.target).await?;
@@ -979,7 +986,7 @@ impl ControlPlane {
         }
         let max = role.max_duration_secs.min(self.limits.max_duration_secs);
         if duration_secs > max {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "duration",
                 format!(
                     "{} is longer than the {} allowed for role {} on {}",
@@ -1005,6 +1012,7 @@ impl ControlPlane {
             token_id: None,
             external,
             sponsor,
+            workload: None,
         };
         let justification = reason
             .clone()

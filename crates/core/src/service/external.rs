@@ -51,7 +51,7 @@ impl ControlPlane {
             return Err(Error::invalid("expires", "must be a positive duration"));
         }
         if secs > max {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "expires",
                 format!(
                     "{} is longer than the maximum for an external account ({}, \
@@ -79,31 +79,34 @@ impl ControlPlane {
             .await?;
         validate_name("user", name)?;
         if name == SYSTEM_ACTOR || name == POLICY_ACTOR || name == "anonymous" {
-            return Err(Error::invalid("user", format!("{name:?} is reserved")));
+            return Err(Error::unprocessable(
+                "user",
+                format!("{name:?} is reserved"),
+            ));
         }
         let display_name = trimmed("display_name", display_name, 200)?;
         let now = self.now();
         let expires_at = self.external_expiry(now, expires_in_secs)?;
         let Some(s) = self.store.user(sponsor).await? else {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "sponsor",
                 format!("user {sponsor} does not exist"),
             ));
         };
         if s.name.eq_ignore_ascii_case(name) {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "sponsor",
                 "an account cannot sponsor itself",
             ));
         }
         if s.disabled {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "sponsor",
                 format!("user {sponsor} is disabled"),
             ));
         }
         if self.store.external_account(&s.name).await?.is_some() {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "sponsor",
                 format!("user {sponsor} is itself external and cannot sponsor"),
             ));
@@ -154,7 +157,7 @@ impl ControlPlane {
     ) -> Result<ExternalAccount> {
         let Some(mut x) = self.store.external_account(name).await? else {
             if self.store.user(name).await?.is_some() {
-                return Err(Error::invalid(
+                return Err(Error::unprocessable(
                     "user",
                     format!("{name} is not an external account"),
                 ));

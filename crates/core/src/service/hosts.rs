@@ -1,7 +1,7 @@
 //! Hosts running `pedm-agent`: registration, host authentication, the snapshot of grants an
 //! agent enforces, and what agents report back (exec decisions, recorded sessions).
 
-use super::{ControlPlane, Result, subject};
+use super::{ControlPlane, Result, subject, trimmed};
 use crate::Error;
 use crate::audit::{NewAuditEvent, Outcome};
 use crate::decision::AdminAction;
@@ -9,7 +9,7 @@ use crate::host::{Host, HostWrite, Session, SessionFilter};
 use crate::model::*;
 use crate::store::{Changeset, StoreError, Write};
 use crate::token::{self, MintedToken};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -154,7 +154,7 @@ impl ControlPlane {
             .await?
             .ok_or_else(|| Error::NotFound(format!("target {name}")))?;
         if target.kind != TargetKind::Host {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "host",
                 format!(
                     "target {name} is of kind {}; only targets of kind host run an agent",
@@ -164,13 +164,26 @@ impl ControlPlane {
         }
         let rotated = self.store.host(name).await?.is_some();
         let minted = token::mint();
+        let now = self.now();
+        let enroll_expires_at = match self.host_enroll_ttl_secs {
+            Some(ttl) => Some(
+                now.checked_add(SignedDuration::from_secs(ttl))
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+            None => None,
+        };
         let host = Host {
             name: name.to_string(),
             token_id: minted.id.clone(),
             token_hash: minted.secret_hash,
-            registered_at: self.now(),
+            registered_at: now,
             registered_by: actor.user.clone(),
             last_seen_at: None,
+            enroll_expires_at,
+            enrolled_at: None,
+            revoked_at: None,
+            cert_serial: None,
+            cert_not_after: None,
         };
         let cs = Changeset::new()
             .write(Write::Host(HostWrite::Register(host.clone())))
@@ -184,6 +197,193 @@ impl ControlPlane {
             minted,
             rotated,
         })
+    }
+
+    /// Agents enroll for client certificates with a registration token valid this long
+    /// (servers that speak TLS); without it, the token is the agent's lasting credential.
+    pub fn with_host_enroll_ttl(mut self, secs: i64) -> Self {
+        self.host_enroll_ttl_secs = Some(secs);
+        self
+    }
+
+    /// Checks a registration token presented to enroll: the host's current token, not spent,
+    /// not expired, host not revoked. Failures are recorded (never with the secret).
+    pub async fn check_enrollment(&self, presented: &str, source: Option<&str>) -> Result<Host> {
+        let now = self.now();
+        let parsed = token::parse(presented);
+        let host = match parsed {
+            Some((id, _)) => self.store.host_by_token(id).await?,
+            None => None,
+        };
+        let why = match (parsed, &host) {
+            (None, _) => Some("malformed enrollment token"),
+            (Some(_), None) => Some("unknown enrollment token"),
+            (Some((_, secret)), Some(h)) if !token::verify(secret, &h.token_hash) => {
+                Some("wrong enrollment token secret")
+            }
+            (_, Some(h)) if h.revoked_at.is_some() => Some("the host is revoked"),
+            (_, Some(h)) if h.enrolled_at.is_some() => {
+                Some("the enrollment token was used already")
+            }
+            (_, Some(h)) if h.enroll_expires_at.is_some_and(|e| e <= now) => {
+                Some("the enrollment token expired")
+            }
+            _ => None,
+        };
+        match (why, host) {
+            (None, Some(h)) => Ok(h),
+            (why, _) => {
+                let reason = why.unwrap_or("invalid");
+                let ev = NewAuditEvent::new(
+                    now,
+                    "anonymous",
+                    "host.enroll",
+                    parsed.and_then(|(id, _)| subject("token", id)),
+                )
+                .outcome(Outcome::Denied)
+                .data(json!({ "reason": reason, "source": source }));
+                self.record_auth_failure(ev, source, reason, "host").await?;
+                Err(Error::Unauthenticated(format!(
+                    "enrollment refused: {reason}"
+                )))
+            }
+        }
+    }
+
+    /// Spends `host`'s registration token for its first client certificate.
+    pub async fn finish_enrollment(
+        &self,
+        host: &Host,
+        serial: &str,
+        not_after: Timestamp,
+    ) -> Result<()> {
+        let now = self.now();
+        let cs = Changeset::new()
+            .write(Write::Host(HostWrite::Enroll {
+                name: host.name.clone(),
+                token_id: host.token_id.clone(),
+                at: now,
+                serial: serial.into(),
+                not_after,
+            }))
+            .event(
+                NewAuditEvent::new(
+                    now,
+                    &format!("host:{}", host.name),
+                    "host.enrolled",
+                    subject("host", &host.name),
+                )
+                .data(
+                    json!({ "serial": serial, "not_after": not_after, "token_id": host.token_id }),
+                ),
+            );
+        self.store.commit(cs).await.map_err(|e| match e {
+            StoreError::Conflict(m) => Error::Unauthenticated(format!("enrollment refused: {m}")),
+            e => e.into(),
+        })?;
+        Ok(())
+    }
+
+    /// The host of an agent that presented a client certificate: enrolled and not revoked.
+    pub async fn authenticate_host_cert(&self, host: &str, serial: &str) -> Result<Host> {
+        let h = self.store.host(host).await?;
+        let why = match &h {
+            None => Some("unknown host"),
+            Some(h) if h.revoked_at.is_some() => Some("the host is revoked"),
+            Some(h) if h.enrolled_at.is_none() => Some("the host is not enrolled"),
+            _ => None,
+        };
+        match (why, h) {
+            (None, Some(h)) => Ok(h),
+            (why, _) => {
+                let reason = why.unwrap_or("invalid");
+                let ev = NewAuditEvent::new(
+                    self.now(),
+                    "anonymous",
+                    "auth.failed",
+                    subject("host", host),
+                )
+                .outcome(Outcome::Denied)
+                .data(json!({ "reason": reason, "kind": "host-certificate", "serial": serial }));
+                self.record_auth_failure(ev, None, reason, "host").await?;
+                Err(Error::Unauthenticated(format!(
+                    "client certificate refused: {reason}"
+                )))
+            }
+        }
+    }
+
+    /// Records the renewed client certificate of an enrolled, unrevoked host.
+    pub async fn record_host_cert(
+        &self,
+        host: &str,
+        serial: &str,
+        not_after: Timestamp,
+    ) -> Result<()> {
+        let now = self.now();
+        let cs = Changeset::new()
+            .write(Write::Host(HostWrite::Certify {
+                name: host.into(),
+                serial: serial.into(),
+                not_after,
+            }))
+            .event(
+                NewAuditEvent::new(
+                    now,
+                    &format!("host:{host}"),
+                    "host.cert_renewed",
+                    subject("host", host),
+                )
+                .data(json!({ "serial": serial, "not_after": not_after })),
+            );
+        self.store.commit(cs).await.map_err(|e| match e {
+            StoreError::Conflict(m) => Error::Unauthenticated(m),
+            e => e.into(),
+        })?;
+        Ok(())
+    }
+
+    /// Revokes a host (manage_targets): its certificates are refused at the handshake and its
+    /// token everywhere until it is registered again.
+    pub async fn revoke_host(
+        &self,
+        actor: &Actor,
+        name: &str,
+        reason: Option<String>,
+    ) -> Result<Host> {
+        self.require_admin(actor, AdminAction::ManageTargets, "host.revoke")
+            .await?;
+        let reason = trimmed("reason", reason, 500)?;
+        let cs = Changeset::new()
+            .write(Write::Host(HostWrite::Revoke {
+                name: name.into(),
+                at: self.now(),
+            }))
+            .event(
+                self.event(actor, "host.revoked", subject("host", name))
+                    .data(json!({ "reason": reason })),
+            );
+        self.store.commit(cs).await.map_err(|e| match e {
+            StoreError::NotFound(_) => Error::NotFound(format!("host {name}")),
+            StoreError::Conflict(m) => Error::Conflict(m),
+            e => e.into(),
+        })?;
+        self.store
+            .host(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("host {name}")))
+    }
+
+    /// Names of the revoked hosts (for the TLS handshake's refusal list).
+    pub async fn revoked_hosts(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .hosts()
+            .await?
+            .into_iter()
+            .filter(|h| h.revoked_at.is_some())
+            .map(|h| h.name)
+            .collect())
     }
 
     pub async fn list_hosts(&self, actor: &Actor) -> Result<Vec<Host>> {
@@ -207,6 +407,7 @@ impl ControlPlane {
             (Some((_, secret)), Some(h)) if !token::verify(secret, &h.token_hash) => {
                 Some("wrong host token secret")
             }
+            (_, Some(h)) if h.revoked_at.is_some() => Some("the host is revoked"),
             _ => None,
         };
         match (why, host) {
@@ -491,6 +692,7 @@ impl ControlPlane {
                 token_id: None,
                 external: false,
                 sponsor: None,
+                workload: None,
             };
             return Err(self
                 .refuse(

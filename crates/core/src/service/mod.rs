@@ -9,6 +9,7 @@ mod audit;
 mod auth_cache;
 mod auth_failures;
 mod delegation;
+mod devices;
 mod external;
 mod grants;
 mod hosts;
@@ -17,6 +18,9 @@ mod policy_review;
 mod provision;
 mod report;
 mod requests;
+mod sso;
+mod workload;
+pub use sso::SsoLogin;
 
 pub use external::ExternalReportRow;
 pub use report::ElevationRow;
@@ -29,7 +33,7 @@ pub use hosts::{
 };
 
 pub use policy::{SimulatedChange, SimulationReport};
-pub use policy_review::PolicySubmission;
+pub use policy_review::{Held, PolicySubmission};
 
 use crate::Error;
 use crate::audit::{NewAuditEvent, Outcome};
@@ -38,6 +42,7 @@ use crate::decision::{AdminAction, Decider, PolicyCompiler, RequestDecision, Req
 use crate::duration::format_duration;
 use crate::model::*;
 use crate::notice::{Notice, Observer};
+use crate::policy_review::ApproverChange;
 use crate::store::{AuditFilter, Changeset, Store, StoreError, Write};
 use crate::token::{self, MintedToken};
 use jiff::{SignedDuration, Timestamp};
@@ -154,6 +159,9 @@ pub struct ControlPlane {
     /// Approvals a policy change needs before it takes effect (0: applied at once), see
     /// [`policy_review`].
     policy_approvals: i64,
+    /// How long a host's registration token may enroll its agent; `None`: it never expires
+    /// and is the agent's credential (plain HTTP).
+    host_enroll_ttl_secs: Option<i64>,
 }
 
 pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
@@ -205,6 +213,7 @@ impl ControlPlane {
             auth_cache: auth_cache::AuthCache::default(),
             auth_failures: auth_failures::AuthFailures::default(),
             policy_approvals: 0,
+            host_enroll_ttl_secs: None,
         }
     }
 
@@ -383,9 +392,10 @@ impl ControlPlane {
                 user: hit.user.name,
                 admin: hit.user.admin,
                 groups: hit.groups,
-                token_id: Some(hit.record.id),
                 external: hit.external.is_some(),
                 sponsor: hit.external.map(|x| x.sponsor),
+                workload: hit.record.workload,
+                token_id: Some(hit.record.id),
             });
         }
         let generation = self.auth_cache.generation();
@@ -446,9 +456,10 @@ impl ControlPlane {
             groups,
             user: user.name,
             admin: user.admin,
-            token_id: Some(record.id),
             external: external.is_some(),
             sponsor: external.map(|x| x.sponsor),
+            workload: record.workload,
+            token_id: Some(record.id),
         })
     }
 
@@ -488,6 +499,7 @@ impl ControlPlane {
             created_at: now,
             expires_at: None,
             revoked_at: None,
+            workload: None,
         };
         let sys = Actor::system();
         let cs = Changeset::new()
@@ -533,9 +545,19 @@ impl ControlPlane {
             .await?;
         validate_name("user", name)?;
         if name == SYSTEM_ACTOR || name == POLICY_ACTOR || name == "anonymous" {
-            return Err(Error::invalid("user", format!("{name:?} is reserved")));
+            return Err(Error::unprocessable(
+                "user",
+                format!("{name:?} is reserved"),
+            ));
         }
         let display_name = trimmed("display_name", display_name, 200)?;
+        if admin && self.policy_approvals > 0 {
+            return Err(Error::unprocessable(
+                "admin",
+                "while changes to who approves need approvals (policy.require_approvals), \
+                 create the user first, then make them an administrator (held for approval)",
+            ));
+        }
         let user = User {
             name: name.to_string(),
             display_name,
@@ -565,7 +587,7 @@ impl ControlPlane {
         name: &str,
         admin: Option<bool>,
         disabled: Option<bool>,
-    ) -> Result<User> {
+    ) -> Result<Held<User>> {
         self.require_admin(actor, AdminAction::ManageUsers, "user.update")
             .await?;
         let mut user = self
@@ -574,16 +596,29 @@ impl ControlPlane {
             .await?
             .ok_or_else(|| Error::NotFound(format!("user {name}")))?;
         if name == actor.user && (admin == Some(false) || disabled == Some(true)) {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "user",
                 "you cannot remove your own admin rights or disable yourself",
             ));
         }
         if admin == Some(true) && self.store.external_account(name).await?.is_some() {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "admin",
                 format!("{name} is an external account and cannot be an administrator"),
             ));
+        }
+        if admin == Some(true) && !user.admin && self.policy_approvals > 0 {
+            if disabled.is_some() {
+                return Err(Error::unprocessable(
+                    "admin",
+                    "while changes to who approves need approvals (policy.require_approvals), \
+                     make someone an administrator on its own, without other changes",
+                ));
+            }
+            let change = ApproverChange::Admin { user: user.name };
+            return Ok(Held::Pending(Box::new(
+                self.propose_approver_change(actor, change).await?,
+            )));
         }
         let demoted =
             user.admin && !user.disabled && (admin == Some(false) || disabled == Some(true));
@@ -606,7 +641,7 @@ impl ControlPlane {
                     .data(json!({ "admin": user.admin, "disabled": user.disabled })),
             );
         self.commit_identity(cs).await?;
-        Ok(user)
+        Ok(Held::Done(user))
     }
 
     pub async fn list_users(&self, actor: &Actor) -> Result<Vec<User>> {
@@ -642,20 +677,60 @@ impl ControlPlane {
         Ok(group)
     }
 
-    pub async fn set_group_member(
+    /// Adds `user` to `group`; held for approvals when the group decides approvals and
+    /// `policy.require_approvals` is on.
+    pub async fn add_group_member(
+        &self,
+        actor: &Actor,
+        group: &str,
+        user: &str,
+    ) -> Result<Held<Group>> {
+        self.set_group_member(actor, group, user, true).await
+    }
+
+    /// Removes `user` from `group` (never held: it widens nobody's power).
+    pub async fn remove_group_member(
+        &self,
+        actor: &Actor,
+        group: &str,
+        user: &str,
+    ) -> Result<Group> {
+        match self.set_group_member(actor, group, user, false).await? {
+            Held::Done(g) => Ok(g),
+            Held::Pending(p) => Err(Error::Internal(format!(
+                "removing a member was held as proposal {}",
+                p.id
+            ))),
+        }
+    }
+
+    async fn set_group_member(
         &self,
         actor: &Actor,
         group: &str,
         user: &str,
         member: bool,
-    ) -> Result<Group> {
+    ) -> Result<Held<Group>> {
         self.require_admin(actor, AdminAction::ManageUsers, "group.update")
             .await?;
-        if self.store.group(group).await?.is_none() {
+        let Some(g) = self.store.group(group).await? else {
             return Err(Error::NotFound(format!("group {group}")));
-        }
-        if self.store.user(user).await?.is_none() {
+        };
+        let Some(u) = self.store.user(user).await? else {
             return Err(Error::NotFound(format!("user {user}")));
+        };
+        if member
+            && self.policy_approvals > 0
+            && !g.members.iter().any(|m| m.eq_ignore_ascii_case(&u.name))
+            && self.is_approver_group(&g.name)
+        {
+            let change = ApproverChange::GroupMember {
+                group: g.name,
+                user: u.name,
+            };
+            return Ok(Held::Pending(Box::new(
+                self.propose_approver_change(actor, change).await?,
+            )));
         }
         let (w, action) = if member {
             (
@@ -682,7 +757,33 @@ impl ControlPlane {
         self.store
             .group(group)
             .await?
+            .map(Held::Done)
             .ok_or_else(|| Error::NotFound(format!("group {group}")))
+    }
+
+    /// Whether the policy in force lets members of `group` decide approvals.
+    pub(crate) fn is_approver_group(&self, group: &str) -> bool {
+        self.decider()
+            .approver_groups()
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(group))
+    }
+
+    /// Whether `user` holds power that two-person control guards: an admin, or a member of
+    /// an approver group.
+    async fn decides_approvals(&self, user: &User) -> Result<bool> {
+        if user.admin {
+            return Ok(true);
+        }
+        let groups = self.decider().approver_groups();
+        for g in self.store.groups().await? {
+            if groups.iter().any(|a| a.eq_ignore_ascii_case(&g.name))
+                && g.members.iter().any(|m| m.eq_ignore_ascii_case(&user.name))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub async fn list_groups(&self, actor: &Actor) -> Result<Vec<Group>> {
@@ -704,8 +805,23 @@ impl ControlPlane {
             self.require_admin(actor, AdminAction::ManageUsers, "token.create")
                 .await?;
         }
-        if self.store.user(user).await?.is_none() {
+        let Some(holder) = self.store.user(user).await? else {
             return Err(Error::NotFound(format!("user {user}")));
+        };
+        // A token is the holder's voice: minted for an admin or approver by someone else, it
+        // would let one person approve as two.
+        if holder.name != actor.user
+            && self.policy_approvals > 0
+            && self.decides_approvals(&holder).await?
+        {
+            let why = format!(
+                "{} decides approvals; while changes need approvals \
+                 (policy.require_approvals), only they can mint their own tokens",
+                holder.name
+            );
+            return Err(self
+                .refuse(actor, "token.create", subject("user", &holder.name), why)
+                .await);
         }
         let now = self.now();
         let ttl_secs = match lifetime {
@@ -732,6 +848,7 @@ impl ControlPlane {
             created_at: now,
             expires_at,
             revoked_at: None,
+            workload: None,
         };
         let cs = Changeset::new()
             .write(Write::InsertToken(rec.clone()))
@@ -866,7 +983,7 @@ impl ControlPlane {
         validate_name("target", name)?;
         for (k, v) in &labels {
             validate_name("label key", k)?;
-            if v.len() > 128 || v.chars().any(|c| c.is_control()) {
+            if v.chars().count() > 128 || v.chars().any(|c| c.is_control()) {
                 return Err(Error::invalid(
                     "label value",
                     format!("value of label {k} must be at most 128 printable characters"),
@@ -920,7 +1037,7 @@ impl ControlPlane {
             return Err(Error::invalid("max_duration", "must be greater than zero"));
         }
         if r.max_duration_secs > self.limits.max_duration_secs {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "max_duration",
                 format!(
                     "{} is over the server limit of {}",

@@ -229,7 +229,7 @@ impl ControlPlane {
                 ));
             }
             if !names.insert(s.name.as_str()) {
-                return Err(Error::invalid(
+                return Err(Error::unprocessable(
                     "policy",
                     format!("policy file {} given twice", s.name),
                 ));
@@ -295,11 +295,11 @@ impl ControlPlane {
                     .outcome(Outcome::Failure)
                     .data(json!({ "error": msg, "files": sources.iter().map(|s| &s.name).collect::<Vec<_>>() }));
                 self.store.commit(Changeset::new().event(ev)).await?;
-                return Err(Error::invalid("policy", msg));
+                return Err(Error::unprocessable("policy", msg));
             }
         };
         if let Err(why) = candidate.may_administer(actor, AdminAction::ManagePolicies) {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "policy",
                 format!(
                     "this set would take away your own right to manage policies ({why}); refusing to lock you out"
@@ -385,7 +385,7 @@ impl ControlPlane {
         let candidate = self
             .compiler()?
             .compile(&sources)
-            .map_err(|m| Error::invalid("policy", m))?;
+            .map_err(|m| Error::unprocessable("policy", m))?;
         let history = self
             .store
             .requests(&RequestFilter {
@@ -428,6 +428,7 @@ impl ControlPlane {
                             token_id: None,
                             external,
                             sponsor,
+                            workload: None,
                         })
                     }
                     None => None,

@@ -5,7 +5,9 @@
 
 use super::policy::{diff, digest};
 use super::*;
-use crate::policy_review::{PolicyProposal, PolicyReviewWrite, ProposalApproval, ProposalState};
+use crate::policy_review::{
+    ApproverChange, PolicyProposal, PolicyReviewWrite, ProposalApproval, ProposalState,
+};
 
 /// Attempts when a concurrent approval or apply changed the proposal under us.
 const ATTEMPTS: usize = 5;
@@ -16,7 +18,16 @@ pub enum PolicySubmission {
     /// In force now (or it was already: same digest).
     Applied(PolicyVersion),
     /// Stored as a proposal waiting for approvals.
-    Pending(PolicyProposal),
+    Pending(Box<PolicyProposal>),
+}
+
+/// What asking for a change that two-person control may hold did.
+#[derive(Debug, Clone)]
+pub enum Held<T> {
+    /// Done now.
+    Done(T),
+    /// Held as a proposal until enough other admins approve it.
+    Pending(Box<PolicyProposal>),
 }
 
 fn proposal_subject(id: i64) -> Option<String> {
@@ -94,10 +105,10 @@ impl ControlPlane {
             .into_iter()
             .find(|p| p.digest == d && p.base_version == base_version)
         {
-            return Ok(PolicySubmission::Pending(same));
+            return Ok(PolicySubmission::Pending(Box::new(same)));
         }
         let old = current.map(|c| c.sources).unwrap_or_default();
-        let mut p = PolicyProposal {
+        let p = PolicyProposal {
             id: 0,
             base_version,
             created_at: self.now(),
@@ -113,8 +124,18 @@ impl ControlPlane {
             decided_by: None,
             decision_comment: None,
             applied_version: None,
+            change: None,
             stale: false,
         };
+        self.store_proposal(actor, p).await
+    }
+
+    /// Numbers and stores a new pending proposal (`policy.proposed`).
+    async fn store_proposal(
+        &self,
+        actor: &Actor,
+        mut p: PolicyProposal,
+    ) -> Result<PolicySubmission> {
         for attempt in 1..=ATTEMPTS {
             p.id = self.store.latest_policy_proposal_id().await? + 1;
             let ev = self
@@ -123,14 +144,17 @@ impl ControlPlane {
                     "proposal": p.id, "base_version": p.base_version, "digest": p.digest,
                     "comment": p.comment, "required": p.required, "diff": p.diff,
                     "files": p.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                    "change": p.change,
                 }));
             let cs = Changeset::new()
-                .write(Write::PolicyReview(PolicyReviewWrite::Propose(p.clone())))
+                .write(Write::PolicyReview(PolicyReviewWrite::Propose(Box::new(
+                    p.clone(),
+                ))))
                 .event(ev);
             match self.store.commit(cs).await {
                 Ok(_) => {
                     self.tell("policy.proposed", actor, &p);
-                    return Ok(PolicySubmission::Pending(p));
+                    return Ok(PolicySubmission::Pending(Box::new(p)));
                 }
                 // Another proposal took the number at the same moment: take the next one.
                 Err(StoreError::AlreadyExists(_)) if attempt < ATTEMPTS => continue,
@@ -158,7 +182,9 @@ impl ControlPlane {
             .await?
             .unwrap_or(0);
         for p in &mut ps {
-            p.stale = p.state == ProposalState::Pending && p.base_version != in_force;
+            p.stale = p.state == ProposalState::Pending
+                && p.change.is_none()
+                && p.base_version != in_force;
         }
         Ok(ps)
     }
@@ -230,7 +256,7 @@ impl ControlPlane {
             }
             let current = self.store.policy_version(None).await?;
             let in_force = current.as_ref().map_or(0, |c| c.version);
-            if p.base_version != in_force {
+            if p.change.is_none() && p.base_version != in_force {
                 let why = format!(
                     "policy proposal {id} was written against policy version {}, but version \
                      {in_force} is in force now; approving it would undo that change: reject it \
@@ -275,6 +301,42 @@ impl ControlPlane {
                     Err(e) => return Err(e.into()),
                 }
             }
+            let mut approvers: Vec<String> =
+                p.approvals.iter().map(|a| a.approver.clone()).collect();
+            approvers.push(actor.user.clone());
+            if let Some(change) = &p.change {
+                let close = Write::PolicyReview(PolicyReviewWrite::Close {
+                    id,
+                    state: ProposalState::Applied,
+                    at: now,
+                    by: actor.user.clone(),
+                    comment: None,
+                    applied_version: None,
+                });
+                let made = self
+                    .approver_change_writes(actor, &p, change, &approvers)
+                    .await;
+                let cs = match made {
+                    Ok((write, event)) => cs.write(close).write(write).event(event),
+                    Err(why) => {
+                        return Err(self
+                            .refuse_with(actor, ACTION, id, why.clone(), Error::Conflict(why))
+                            .await);
+                    }
+                };
+                match self.commit_identity(cs).await {
+                    Ok(_) => {
+                        let p = self.load_proposal(id).await?;
+                        self.tell("policy.applied", actor, &p);
+                        return Ok(p);
+                    }
+                    Err(StoreError::Conflict(m)) => {
+                        last = Some(m);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             // The last approval: the set takes effect now, exactly as an apply would.
             let candidate = match self.compiler()?.compile(&p.sources) {
                 Ok(d) => d,
@@ -297,9 +359,6 @@ impl ControlPlane {
                 comment: None,
                 applied_version: Some(version),
             }));
-            let mut approvers: Vec<String> =
-                p.approvals.iter().map(|a| a.approver.clone()).collect();
-            approvers.push(actor.user.clone());
             let extra = json!({
                 "proposal": id, "proposed_by": p.created_by, "approved_by": approvers,
             });
@@ -379,5 +438,117 @@ impl ControlPlane {
         let p = self.load_proposal(id).await?;
         self.tell("policy.rejected", actor, &p);
         Ok(p)
+    }
+
+    /// Holds `change` as a pending proposal (or returns the one already waiting for it).
+    pub(super) async fn propose_approver_change(
+        &self,
+        actor: &Actor,
+        change: ApproverChange,
+    ) -> Result<PolicyProposal> {
+        if let Some(same) = self
+            .store
+            .policy_proposals(Some(ProposalState::Pending))
+            .await?
+            .into_iter()
+            .find(|p| p.change.as_ref() == Some(&change))
+        {
+            return Ok(same);
+        }
+        let text = serde_json::to_string(&change)
+            .map_err(|e| Error::Internal(format!("encoding a change: {e}")))?;
+        let base_version = self
+            .store
+            .latest_policy_version_number()
+            .await?
+            .unwrap_or(0);
+        let p = PolicyProposal {
+            id: 0,
+            base_version,
+            created_at: self.now(),
+            created_by: actor.user.clone(),
+            comment: None,
+            digest: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+            diff: format!("+ {change}\n"),
+            sources: vec![],
+            required: self.policy_approvals,
+            state: ProposalState::Pending,
+            approvals: vec![],
+            decided_at: None,
+            decided_by: None,
+            decision_comment: None,
+            applied_version: None,
+            change: Some(change),
+            stale: false,
+        };
+        match self.store_proposal(actor, p).await? {
+            PolicySubmission::Pending(p) => Ok(*p),
+            PolicySubmission::Applied(_) => Err(Error::Internal(
+                "a held change was applied without approvals".into(),
+            )),
+        }
+    }
+
+    /// The writes and events that make an approved change, checked against what exists now;
+    /// `Err` says why it can no longer be made.
+    async fn approver_change_writes(
+        &self,
+        actor: &Actor,
+        p: &PolicyProposal,
+        change: &ApproverChange,
+        approvers: &[String],
+    ) -> std::result::Result<(Write, crate::audit::NewAuditEvent), String> {
+        let gone =
+            |what: String| format!("proposal {} can no longer be made: {what}; reject it", p.id);
+        let store = |e: StoreError| gone(format!("reading the store failed ({e})"));
+        let Some(user) = self.store.user(change.user()).await.map_err(store)? else {
+            return Err(gone(format!("user {} no longer exists", change.user())));
+        };
+        let held = json!({
+            "proposal": p.id, "proposed_by": p.created_by, "approved_by": approvers,
+        });
+        Ok(match change {
+            ApproverChange::GroupMember { group, .. } => {
+                if self.store.group(group).await.map_err(store)?.is_none() {
+                    return Err(gone(format!("group {group} no longer exists")));
+                }
+                let mut data = held;
+                data["user"] = json!(user.name);
+                (
+                    Write::AddGroupMember {
+                        group: group.clone(),
+                        user: user.name.clone(),
+                    },
+                    self.event(actor, "group.member_added", subject("group", group))
+                        .data(data),
+                )
+            }
+            ApproverChange::Admin { .. } => {
+                if self
+                    .store
+                    .external_account(&user.name)
+                    .await
+                    .map_err(store)?
+                    .is_some()
+                {
+                    return Err(gone(format!(
+                        "{} is an external account and cannot be an administrator",
+                        user.name
+                    )));
+                }
+                let mut data = held;
+                data["admin"] = json!(true);
+                data["disabled"] = json!(user.disabled);
+                let name = user.name.clone();
+                (
+                    Write::UpdateUser(User {
+                        admin: true,
+                        ..user
+                    }),
+                    self.event(actor, "user.updated", subject("user", &name))
+                        .data(data),
+                )
+            }
+        })
     }
 }

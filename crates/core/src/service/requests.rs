@@ -111,7 +111,7 @@ impl ControlPlane {
             max = max.min(*p);
         }
         if new.duration_secs > max {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "duration",
                 format!(
                     "{} is longer than the {} allowed for role {} on {}",
@@ -358,7 +358,7 @@ impl ControlPlane {
             starts_at: now,
             expires_at: now
                 .checked_add(SignedDuration::from_secs(req.duration_secs))
-                .map_err(|_| Error::invalid("duration", "is too large"))?,
+                .map_err(|_| Error::unprocessable("duration", "is too large"))?,
             state: GrantState::Active,
             ended_at: None,
             ended_by: None,

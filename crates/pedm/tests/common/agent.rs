@@ -5,7 +5,7 @@ use pedm_api::{Client, CreateRole, CreateTarget, TargetKind};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -97,6 +97,60 @@ impl Agent {
         };
         a.spawn(tx);
         a
+    }
+
+    /// Enrolls with `pedm-agent enroll` over the server's HTTPS (a client certificate whose
+    /// key is made here), then starts the agent with the configuration it wrote.
+    pub fn start_enrolled(s: &Server, token: &str, server_key: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let token_file = dir.path().join("agent.token");
+        std::fs::write(&token_file, token).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_pedm"), dir.path().join("pedm")).unwrap();
+        let config = dir.path().join("agent.toml");
+        let ca = s.ca().expect("an HTTPS server (Options::dev)");
+        let out = Command::new(env!("CARGO_BIN_EXE_pedm-agent"))
+            .arg("--config")
+            .arg(&config)
+            .args(["enroll", "--server", &s.url, "--server-key", server_key])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--ca-file")
+            .arg(&ca)
+            .env_remove("PEDM_CA")
+            .stdin(Stdio::null())
+            .output()
+            .expect("pedm-agent enroll");
+        assert!(
+            out.status.success(),
+            "enroll: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "socket = {:?}\nstate_dir = {:?}\nkill_grace = \"1s\"\n\
+             first_frame_timeout = \"2s\"\ncgroup = {:?}\n",
+            dir.path().join("agent.sock"),
+            dir.path().join("state"),
+            test_cgroup(),
+        ));
+        std::fs::write(&config, text).unwrap();
+        let (tx, lines) = mpsc::channel();
+        let mut a = Agent {
+            child: None,
+            dir,
+            config,
+            lines,
+            log: Default::default(),
+        };
+        a.spawn(tx);
+        a
+    }
+
+    /// The agent's directory (its configuration, token, certificate and key).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn spawn(&mut self, tx: mpsc::Sender<String>) {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod idp;
 pub mod spawn;
 
 use pedm_api::Client;
@@ -20,6 +21,8 @@ pub struct Server {
     database_url: Option<String>,
     env: Vec<(String, String)>,
     config_file: Option<PathBuf>,
+    /// `--dev`: HTTPS from pedmd's own CA, which clients here trust.
+    dev: bool,
 }
 
 #[derive(Default)]
@@ -30,6 +33,8 @@ pub struct Options {
     pub admin_token: Option<String>,
     /// TOML configuration text, written to a file and passed with --config.
     pub config: Option<String>,
+    /// `pedmd --dev`: HTTPS with its own CA (clients made here trust it).
+    pub dev: bool,
 }
 
 impl Server {
@@ -49,6 +54,7 @@ impl Server {
             database_url: opts.database_url,
             env: opts.env,
             config_file: None,
+            dev: opts.dev,
         };
         if let Some(text) = &opts.config {
             let f = s.data_dir.with_extension("toml");
@@ -93,6 +99,9 @@ impl Server {
             .stderr(Stdio::from(log));
         if let Some(db) = &self.database_url {
             cmd.arg("--database-url").arg(db);
+        }
+        if self.dev {
+            cmd.arg("--dev");
         }
         if let Some(f) = &self.config_file {
             cmd.arg("--config").arg(f);
@@ -158,6 +167,19 @@ impl Server {
         }
     }
 
+    /// Restarts with this configuration text (if given) and these extra environment
+    /// variables: for settings that must be off while an installation is set up.
+    pub fn reconfigure(&mut self, config: Option<&str>, env: &[(&str, &str)]) {
+        if let Some(text) = config {
+            let f = self.data_dir.with_extension("toml");
+            std::fs::write(&f, text).expect("config file");
+            self.config_file = Some(f);
+        }
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.restart();
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.start_again();
@@ -174,16 +196,33 @@ impl Server {
     }
 
     pub fn client(&self, token: &str) -> Client {
-        Client::new(&self.url, Some(token.to_string())).expect("client")
+        Client::with_ca(&self.url, Some(token.to_string()), self.ca().as_deref()).expect("client")
     }
 
     pub fn anonymous(&self) -> Client {
-        Client::new(&self.url, None).expect("client")
+        Client::with_ca(&self.url, None, self.ca().as_deref()).expect("client")
+    }
+
+    /// The CA of `--dev` (`None` on plain HTTP).
+    pub fn ca(&self) -> Option<PathBuf> {
+        self.dev
+            .then(|| self.data_dir.join("tls").join("dev-ca.pem"))
     }
 
     /// Runs the real `pedm` binary with PEDM_URL and PEDM_TOKEN set.
     pub fn cli(&self, token: &str, args: &[&str]) -> Output {
-        pedm_cli(&self.url, token, args)
+        match self.ca() {
+            None => pedm_cli(&self.url, token, args),
+            Some(ca) => Command::new(env!("CARGO_BIN_EXE_pedm"))
+                .args(args)
+                .env("PEDM_URL", &self.url)
+                .env("PEDM_TOKEN", token)
+                .env("PEDM_CA", ca)
+                .env_remove("PEDM_TOKEN_FILE")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run pedm"),
+        }
     }
 
     pub fn data_path(&self) -> &Path {
@@ -312,6 +351,27 @@ pub async fn add_policy(admin: &Client, name: &str, text: &str) {
         .apply_policies(&pedm_api::ApplyPolicies {
             sources,
             comment: Some(name.into()),
+        })
+        .await
+        .unwrap();
+}
+
+/// Lets every auto-approved role be held several times at once (`@allow_parallel` on the
+/// default `auto-approved-roles` permit), for load that requests one role over and over.
+pub async fn allow_parallel_auto_approved(admin: &Client) {
+    let mut sources = admin.policies().await.unwrap().sources;
+    let anchor = "@id(\"auto-approved-roles\")\n";
+    let changed = sources
+        .iter_mut()
+        .find(|s| s.text.contains(anchor))
+        .expect("the default auto-approved-roles policy");
+    changed.text = changed
+        .text
+        .replace(anchor, &format!("{anchor}@allow_parallel(\"true\")\n"));
+    admin
+        .apply_policies(&pedm_api::ApplyPolicies {
+            sources,
+            comment: Some("parallel auto-approved grants".into()),
         })
         .await
         .unwrap();

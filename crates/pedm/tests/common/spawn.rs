@@ -11,11 +11,11 @@ pub fn wait_listening(child: &mut Child, limit: Duration) -> Option<String> {
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // Read to the end even after the URL was found: pedmd prints more lines after it
+        // (the admin token's file, the dev CA), and a closed pipe would make it exit.
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
     loop {

@@ -6,6 +6,8 @@ use super::AppState;
 use super::error::{ApiErr, ApiResult};
 use super::extract::{Body, Caller, Path, Query, bearer_token};
 use crate::agents::AgentHub;
+use crate::tls::client_auth::PeerCert;
+use crate::tls::client_ca::host_of;
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -36,6 +38,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register_host))
         .routes(routes!(list_hosts))
+        .routes(routes!(revoke_host))
+        .routes(routes!(agent_enroll))
+        .routes(routes!(agent_renew))
         .routes(routes!(agent_snapshot))
         .routes(routes!(agent_events))
         .routes(routes!(agent_reports))
@@ -64,6 +69,31 @@ impl FromRequestParts<AppState> for HostCaller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
+        // Over HTTPS an agent is its client certificate (verified at the handshake); the
+        // registration token only enrolls it.
+        if let Some(PeerCert(der)) = parts.extensions.get::<PeerCert>() {
+            let Some((host, serial)) = host_of(der) else {
+                return Err(ApiErr::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "the client certificate names no host",
+                ));
+            };
+            let h = state.cp.authenticate_host_cert(&host, &serial).await?;
+            return Ok(HostCaller { host: h.name });
+        }
+        if state
+            .agents
+            .as_ref()
+            .is_some_and(|a| a.tls.client_ca.is_some())
+        {
+            return Err(ApiErr::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "over HTTPS agents authenticate with their client certificate: enroll with \
+                 pedm-agent enroll",
+            ));
+        }
         let token = bearer_token(parts)?;
         let host = state
             .cp
@@ -97,7 +127,8 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ApiErr {
 #[utoipa::path(post, path = "/hosts/{name}/register", tag = "hosts",
     params(("name" = String, Path, description = "a target of kind host")),
     responses((status = 200, body = HostRegistered), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, description = "the target is not of kind host", body = ErrorBody)))]
 async fn register_host(
     State(s): State<AppState>,
     c: Caller,
@@ -111,7 +142,119 @@ async fn register_host(
         token: r.minted.token,
         server_key: hub.public_key(),
         rotated: r.rotated,
+        enroll_expires_at: r.host.enroll_expires_at,
     }))
+}
+
+/// The client CA and certificate lifetime, or why agents do not use certificates here.
+fn client_ca(s: &AppState) -> ApiResult<(&Arc<crate::tls::client_ca::ClientCa>, i64)> {
+    let hub = hub(s)?;
+    match &hub.tls.client_ca {
+        Some(ca) => Ok((ca, hub.tls.cert_lifetime_secs)),
+        None => Err(ApiErr::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server speaks plain HTTP: agents present their host token, no certificate",
+        )),
+    }
+}
+
+fn issue(
+    ca: &crate::tls::client_ca::ClientCa,
+    csr: &str,
+    host: &str,
+    lifetime: i64,
+) -> ApiResult<crate::tls::client_ca::Issued> {
+    if csr.len() > 16 * 1024 {
+        return Err(ApiErr::invalid("invalid csr: longer than 16 KiB"));
+    }
+    ca.issue(
+        csr,
+        &crate::tls::client_ca::Peer::Host(host.to_string()),
+        lifetime,
+    )
+    .map_err(|e| ApiErr::from(pedm_core::Error::unprocessable("csr", e)))
+}
+
+/// Enrolls an agent over HTTPS: the registration token of `pedm host register` (once, before
+/// it expires) and a CSR for the key the agent made; the answer is a short-lived client
+/// certificate for this host. Refusals are recorded.
+#[utoipa::path(post, path = "/agent/enroll", tag = "hosts", request_body = AgentCsr,
+    responses((status = 200, body = AgentCertificate), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "plain HTTP: agents use their token", body = ErrorBody)))]
+async fn agent_enroll(
+    State(s): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Body(b): Body<AgentCsr>,
+) -> ApiResult<Json<AgentCertificate>> {
+    let (ca, lifetime) = client_ca(&s)?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiErr::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "enroll with the registration token as the bearer token",
+            )
+        })?;
+    let source = remote.ip().to_string();
+    let host = s.cp.check_enrollment(token, Some(&source)).await?;
+    let issued = issue(ca, &b.csr, &host.name, lifetime)?;
+    s.cp.finish_enrollment(&host, &issued.serial, issued.not_after)
+        .await?;
+    Ok(Json(AgentCertificate {
+        certificate: issued.cert_pem,
+        ca: ca.cert_pem.clone(),
+        serial: issued.serial,
+        not_after: issued.not_after,
+    }))
+}
+
+/// Renews an agent's client certificate: authenticated by its current one, a CSR for a new
+/// key.
+#[utoipa::path(post, path = "/agent/renew", tag = "hosts", request_body = AgentCsr,
+    responses((status = 200, body = AgentCertificate), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn agent_renew(
+    State(s): State<AppState>,
+    h: HostCaller,
+    Body(b): Body<AgentCsr>,
+) -> ApiResult<Json<AgentCertificate>> {
+    let (ca, lifetime) = client_ca(&s)?;
+    let issued = issue(ca, &b.csr, &h.host, lifetime)?;
+    s.cp.record_host_cert(&h.host, &issued.serial, issued.not_after)
+        .await?;
+    Ok(Json(AgentCertificate {
+        certificate: issued.cert_pem,
+        ca: ca.cert_pem.clone(),
+        serial: issued.serial,
+        not_after: issued.not_after,
+    }))
+}
+
+/// Revokes a host (manage_targets): over HTTPS its certificates are refused at the TLS
+/// handshake from now on (by every instance within seconds), its token everywhere; `pedm
+/// host register` enrolls it again.
+#[utoipa::path(post, path = "/hosts/{name}/revoke", tag = "hosts", request_body = pedm_api::Reason,
+    params(("name" = String, Path)),
+    responses((status = 200, body = HostView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn revoke_host(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Body(b): Body<pedm_api::Reason>,
+) -> ApiResult<Json<HostView>> {
+    let h = s.cp.revoke_host(&c.actor, &name, b.reason).await?;
+    if let Some(hub) = &s.agents {
+        hub.tls.revoked.insert(&format!("host:{}", h.name));
+        hub.host_changed(&h.name);
+    }
+    Ok(Json(h.into()))
 }
 
 /// Registered hosts and when their agents were last heard from (manage_targets).
@@ -167,6 +310,10 @@ async fn agent_events(State(s): State<AppState>, h: HostCaller) -> ApiResult<Res
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tx.closed() => return,
+            }
+            // A revoked host's stream ends; its certificate opens no new one.
+            if hub.tls.revoked.contains(&format!("host:{host}")) {
+                return;
             }
             match cp.host_snapshot(&host).await {
                 Ok(snap) => {

@@ -162,6 +162,7 @@ async fn inclusion_proof(
     if q.seq < 1 {
         return Err(ApiErr::invalid("invalid seq: must be 1 or more"));
     }
+    let not_found = |m: String| ApiErr::new(StatusCode::NOT_FOUND, "not_found", m);
     checked(&s).await?;
     let store = s.cp.store();
     let cp = match q.size {
@@ -192,8 +193,8 @@ async fn inclusion_proof(
     };
     let size = cp.checkpoint.size;
     if q.seq as u64 > size {
-        return Err(ApiErr::invalid(format!(
-            "invalid seq: event {} is not covered by the checkpoint of size {size}",
+        return Err(not_found(format!(
+            "event {} is not in the checkpoint of size {size}",
             q.seq
         )));
     }
@@ -218,8 +219,9 @@ fn hex(b: &[u8; 32]) -> String {
 /// size `from` (needs `read_audit`).
 #[utoipa::path(get, path = "/audit/proof/consistency", tag = "audit", params(ConsistencyQuery),
     responses((status = 200, body = ConsistencyProof), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 409, description = "the log does not match its checkpoints", body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the log does not match its checkpoints", body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 async fn consistency_proof(
     State(s): State<AppState>,
     c: Caller,
@@ -235,13 +237,20 @@ async fn consistency_proof(
             .await
             .map_err(store_err)?
             .map(|r| r.size as u64)
-            .ok_or_else(|| ApiErr::invalid("invalid to: no checkpoint is signed yet"))?,
+            .ok_or_else(|| {
+                ApiErr::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no checkpoint is signed yet: give to",
+                )
+            })?,
     };
     if q.from > to {
-        return Err(ApiErr::invalid(format!(
-            "invalid from: {} is larger than to ({to})",
-            q.from
-        )));
+        return Err(ApiErr::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            format!("unprocessable from: {} is larger than to ({to})", q.from),
+        ));
     }
     let head = store
         .audit_head()
@@ -249,9 +258,11 @@ async fn consistency_proof(
         .map_err(store_err)?
         .map_or(0, |h| h.0) as u64;
     if to > head {
-        return Err(ApiErr::invalid(format!(
-            "invalid to: the log has only {head} events"
-        )));
+        return Err(ApiErr::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no tree of size {to}: the log has {head} events"),
+        ));
     }
     let leaves = leaves(&s, to).await?;
     let proof = pedm_audit::consistency_proof(&leaves, q.from, to).map_err(internal)?;
@@ -385,7 +396,8 @@ async fn produce(
 /// the log does not match its signed checkpoints (edited, cut, reordered, rolled back): never a
 /// partial or empty success.
 #[utoipa::path(get, path = "/audit/export", tag = "audit", params(ExportQuery),
-    responses((status = 200, description = "the export, streamed", content_type = "application/x-ndjson"),
+    responses((status = 200, description = "the export, streamed: JSON Lines (jsonl, ocsf) or CSV",
+            content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "the log does not match its checkpoints", body = ErrorBody)))]
 async fn export(

@@ -26,6 +26,9 @@ fn describe(status: &str) -> &'static str {
         "409" => {
             "Conflict with the current state (it changed meanwhile, or the object exists already)"
         }
+        "422" => {
+            "Well-formed, but the server cannot act on it (a policy that does not parse, a duration beyond a limit); the message names the problem; nothing changed"
+        }
         "413" => "The body is larger than the server's limit",
         "414" => "The request target (path and query) is too long",
         "415" => "The body is not JSON (Content-Type must be application/json)",
@@ -76,7 +79,7 @@ fn complete_operation(op: &mut Operation) {
         statuses.push("400");
     }
     if op.request_body.is_some() {
-        statuses.extend(["413", "415"]);
+        statuses.extend(["413", "415", "422"]);
     }
     // An operation on a named object answers 404 when there is no such object.
     let names_an_object = op.parameters.as_ref().is_some_and(|ps| {

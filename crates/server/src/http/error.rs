@@ -31,6 +31,7 @@ impl From<Error> for ApiErr {
     fn from(e: Error) -> Self {
         let status = match &e {
             Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Error::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,

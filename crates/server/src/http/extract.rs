@@ -9,9 +9,57 @@ use axum::http::{StatusCode, header};
 use pedm_core::model::Actor;
 use std::net::SocketAddr;
 
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiErr))]
+/// A JSON object body (`Content-Type: application/json`). serde would also read a struct from
+/// a JSON array (`[]` as every field's default); a body that is not an object is refused.
 pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiErr;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiErr> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime::Mime>().ok())
+            .is_some_and(|m| {
+                m.type_() == "application"
+                    && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
+            });
+        if !is_json {
+            return Err(ApiErr::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid",
+                "request body must be JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiErr::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "request body is larger than the server accepts",
+                    )
+                } else {
+                    ApiErr::new(e.status(), "invalid", e.body_text())
+                }
+            })?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(ApiErr::invalid(
+                "invalid request body: must be a JSON object",
+            ));
+        }
+        let axum::Json(v) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Body(v))
+    }
+}
 
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiErr))]
@@ -25,6 +73,9 @@ pub struct Path<T>(pub T);
 pub struct Caller {
     pub actor: Actor,
     pub source: Option<String>,
+    /// The enrolled device whose certificate the connection presented (not yet checked
+    /// against the caller: see `ControlPlane::device_context`).
+    pub device: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -37,7 +88,15 @@ impl FromRequestParts<AppState> for Caller {
             .map(|c| c.0.ip().to_string());
         let token = bearer_token(parts)?;
         let actor = state.cp.authenticate(&token, source.as_deref()).await?;
-        Ok(Caller { actor, source })
+        let device = parts
+            .extensions
+            .get::<crate::tls::client_auth::PeerCert>()
+            .and_then(|p| crate::tls::client_ca::device_of(&p.0));
+        Ok(Caller {
+            actor,
+            source,
+            device,
+        })
     }
 }
 

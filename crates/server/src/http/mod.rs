@@ -4,12 +4,17 @@ mod agents;
 mod audit;
 mod contract;
 mod delegation;
+mod devices;
 mod error;
 mod external;
 mod extract;
+mod parse_errors;
 mod policy_review;
 mod routes;
+mod schema_rules;
 pub mod serve;
+mod sso;
+mod token_exchange;
 
 pub use error::ApiErr;
 
@@ -38,6 +43,10 @@ pub struct AppState {
     pub audit: Option<Arc<crate::audit_signer::AuditSigner>>,
     /// Signs agents' snapshots and keeps their recordings; `None` disables the agent routes.
     pub agents: Option<Arc<crate::agents::AgentHub>>,
+    /// `[[auth.oidc]]` providers for single sign-on (none configured: the routes say so).
+    pub sso: Arc<crate::oidc::Providers>,
+    /// `[[auth.workload]]` trusts for token exchange (`POST /oauth/token`).
+    pub workload: Arc<crate::workload::Trusts>,
 }
 
 #[derive(OpenApi)]
@@ -55,6 +64,7 @@ pub struct AppState {
         (name = "policies", description = "Cedar policies: versions, apply, simulate, approval of changes"),
         (name = "audit", description = "The audit log"),
         (name = "hosts", description = "Host agents, their grant snapshots and recorded sessions"),
+        (name = "sso", description = "Single sign-on with OpenID Connect: login flows, session refresh, logout"),
     )
 )]
 struct ApiDoc;
@@ -72,10 +82,18 @@ impl Modify for BearerAuth {
 }
 
 /// The OpenAPI document of every route under `/api/v1`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
+    document(pedm_core::service::Limits::default().max_justification_chars)
+}
+
+/// The document as served: every status completed ([`contract`]) and what each field accepts
+/// ([`schema_rules`], with the server's own justification limit).
+fn document(max_justification: usize) -> serde_json::Value {
     let (_, mut api) = api_router().split_for_parts();
     contract::complete(&mut api);
-    api
+    let mut doc = serde_json::to_value(api).expect("the OpenAPI document serialises");
+    schema_rules::apply(&mut doc, max_justification);
+    doc
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
@@ -85,20 +103,25 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(audit::router())
             .merge(agents::router())
             .merge(delegation::router())
-            .merge(external::router()),
+            .merge(devices::router())
+            .merge(external::router())
+            .merge(sso::router()),
     )
 }
 
 pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {
-    let (api, mut doc) = api_router().split_for_parts();
-    contract::complete(&mut doc);
-    let doc = Arc::new(doc);
+    let doc = Arc::new(document(state.cp.limits().max_justification_chars));
+    let (api, _) = api_router().split_for_parts();
     api.route(
         &format!("{API_PREFIX}/openapi.json"),
         get(move || {
             let doc = doc.clone();
             async move { Json(doc.as_ref().clone()) }
         }),
+    )
+    .route(
+        "/oauth/token",
+        axum::routing::post(token_exchange::exchange),
     )
     .route("/healthz", get(healthz))
     .route("/metrics", get(render_metrics))
@@ -212,7 +235,7 @@ async fn track_metrics(req: Request, next: Next) -> Response {
 mod tests {
     #[test]
     fn every_response_in_the_openapi_document_has_a_description() {
-        let doc = serde_json::to_value(super::openapi()).expect("json");
+        let doc = super::openapi();
         let mut missing = vec![];
         for (path, ops) in doc["paths"].as_object().expect("paths") {
             for (method, op) in ops.as_object().expect("operations") {

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use pedm_api::*;
 use pedm_core::model::{GrantFilter, RequestFilter};
-use pedm_core::service::{NewRequest, NewRole};
+use pedm_core::service::{Held, NewRequest, NewRole};
 use pedm_core::store::AuditFilter;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -76,7 +76,12 @@ fn parse_enum<T: std::str::FromStr<Err = String>>(
 /// A window start written as a duration back from `now` (`30d`) or an RFC 3339 time;
 /// 30 days when absent or empty.
 pub(super) fn parse_since(v: Option<&str>, now: jiff::Timestamp) -> ApiResult<jiff::Timestamp> {
-    let v = v.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("30d");
+    let v = v.filter(|v| !v.is_empty()).unwrap_or("30d");
+    if v.trim() != v {
+        return Err(ApiErr::invalid(format!(
+            "invalid since: {v:?} has white space around it"
+        )));
+    }
     if let Ok(t) = v.parse::<jiff::Timestamp>() {
         return Ok(t);
     }
@@ -136,17 +141,30 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(u)))
 }
 
-/// Change a user's admin rights or disable/enable them (admin).
+/// 200 with what is done, or 202 with the proposal that holds it.
+fn held<T: serde::Serialize>(h: Held<T>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match h {
+        Held::Done(v) => Json(v).into_response(),
+        Held::Pending(p) => (StatusCode::ACCEPTED, Json(p)).into_response(),
+    }
+}
+
+/// Change a user's admin rights or disable/enable them (admin). While changes to who
+/// approves need approvals (`policy.require_approvals`), making someone an administrator is
+/// held as a proposal (202) until enough other admins approve it.
 #[utoipa::path(patch, path = "/users/{name}", tag = "identity", request_body = UpdateUser,
     params(("name" = String, Path)),
-    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = User),
+        (status = 202, description = "Held for approval", body = pedm_api::policy_review::PolicyProposal),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update_user(
     State(s): State<AppState>,
     c: Caller,
     Path(name): Path<String>,
     Body(b): Body<UpdateUser>,
-) -> ApiResult<Json<User>> {
-    Ok(Json(
+) -> ApiResult<axum::response::Response> {
+    Ok(held(
         s.cp.update_user(&c.actor, &name, b.admin, b.disabled)
             .await?,
     ))
@@ -171,18 +189,20 @@ async fn create_group(
     Ok((StatusCode::CREATED, Json(g)))
 }
 
-/// Add a user to a group (admin).
+/// Add a user to a group (admin). While changes to who approves need approvals
+/// (`policy.require_approvals`), adding someone to a group the policy lets decide approvals
+/// is held as a proposal (202) until enough other admins approve it.
 #[utoipa::path(put, path = "/groups/{group}/members/{user}", tag = "identity",
     params(("group" = String, Path), ("user" = String, Path)),
-    responses((status = 200, body = Group), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Group),
+        (status = 202, description = "Held for approval", body = pedm_api::policy_review::PolicyProposal),
+        (status = 404, body = ErrorBody)))]
 async fn add_group_member(
     State(s): State<AppState>,
     c: Caller,
     Path((group, user)): Path<(String, String)>,
-) -> ApiResult<Json<Group>> {
-    Ok(Json(
-        s.cp.set_group_member(&c.actor, &group, &user, true).await?,
-    ))
+) -> ApiResult<axum::response::Response> {
+    Ok(held(s.cp.add_group_member(&c.actor, &group, &user).await?))
 }
 
 /// Remove a user from a group (admin).
@@ -195,8 +215,7 @@ async fn remove_group_member(
     Path((group, user)): Path<(String, String)>,
 ) -> ApiResult<Json<Group>> {
     Ok(Json(
-        s.cp.set_group_member(&c.actor, &group, &user, false)
-            .await?,
+        s.cp.remove_group_member(&c.actor, &group, &user).await?,
     ))
 }
 
@@ -209,7 +228,19 @@ async fn list_tokens(
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Json<Vec<TokenInfo>>> {
     let t = s.cp.list_tokens(&c.actor, q.user.as_deref()).await?;
-    Ok(Json(t.into_iter().map(Into::into).collect()))
+    let sessions = s.cp.sso_session_ids().await?;
+    Ok(Json(
+        t.into_iter()
+            .map(|t| {
+                let session = sessions.contains(&t.id);
+                let mut info = TokenInfo::from(t);
+                if session {
+                    info.kind = "session".into();
+                }
+                info
+            })
+            .collect(),
+    ))
 }
 
 /// Mint a token. The secret is in this response only.
@@ -335,9 +366,7 @@ async fn list_requests(
     c: Caller,
     Query(q): Query<RequestQuery>,
 ) -> ApiResult<Json<Vec<Request>>> {
-    if q.approvable == Some(true) {
-        return Ok(Json(s.cp.approvable_requests(&c.actor).await?));
-    }
+    // Every parameter is checked, even those `approvable` makes moot.
     let filter = RequestFilter {
         requester: q.requester,
         state: parse_enum("state", q.state.as_deref())?,
@@ -346,6 +375,9 @@ async fn list_requests(
         since: parse_time("since", q.since.as_deref())?,
         review: None,
     };
+    if q.approvable == Some(true) {
+        return Ok(Json(s.cp.approvable_requests(&c.actor).await?));
+    }
     Ok(Json(s.cp.list_requests(&c.actor, filter).await?))
 }
 
@@ -361,7 +393,7 @@ async fn create_request(
     let duration_secs = parse_duration_field("duration", &b.duration)?;
     let context = RequestContext {
         source_addr: c.source.clone(),
-        device: Default::default(),
+        device: s.cp.device_context(&c.actor, c.device.as_deref()).await?,
     };
     let (request, grant) =
         s.cp.create_request(

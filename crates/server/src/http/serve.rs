@@ -1,22 +1,26 @@
-//! Serving the router over TCP with hyper's own limits set above pedm's, so that oversized
-//! headers are refused by pedm's middleware with the same JSON error body as every other error
-//! (hyper answers 431 with an empty body when its limits are hit). What hyper still answers
-//! itself: a request line or header block it cannot parse (400), and headers beyond
-//! [`HYPER_MAX_HEADERS`] or [`HYPER_MAX_BUF`] bytes (431), both without a body.
+//! Serving the router over TCP (optionally TLS, see [`crate::tls`]) with hyper's own limits set
+//! above pedm's, so that oversized headers are refused by pedm's middleware with the same JSON error body as every other error.
+//! What hyper still answers itself: a request line or header block it cannot parse (400), and
+//! headers beyond [`HYPER_MAX_HEADERS`] or [`HYPER_MAX_BUF`] bytes (431); the connection
+//! wrapper of [`super::parse_errors`] gives those the JSON body too.
 
 use super::ApiErr;
+use super::parse_errors::JsonParseErrors;
+pub use crate::tls::client_auth::PeerCert;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hyper::server::conn::http1::Builder;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+pub use tokio_rustls::TlsAcceptor;
 
 /// Headers pedm accepts in one request.
 pub const MAX_HEADERS: usize = 100;
@@ -68,18 +72,31 @@ pub async fn header_limits(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// How long a client gets to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets open connections finish
-/// (at most [`DRAIN`]). Handlers can extract `ConnectInfo<SocketAddr>`.
+/// (at most [`DRAIN`]). With `tls`, every connection is a TLS one (handshakes run on the
+/// connection's own task, so a slow client does not hold up the accept loop); HTTP/2 or
+/// HTTP/1.1 follows from ALPN (without TLS, HTTP/1.1 or HTTP/2 with prior knowledge).
+/// Handlers can extract `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()>,
+    tls: Option<TlsAcceptor>,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new();
+    let mut builder = Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .max_headers(HYPER_MAX_HEADERS)
         .max_buf_size(HYPER_MAX_BUF);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(HYPER_MAX_BUF as u32);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -96,13 +113,55 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = app
+        let app = app
             .clone()
             .layer(axum::Extension(ConnectInfo::<SocketAddr>(remote)));
-        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    let svc = TowerToHyperService::new(app);
+                    let conn =
+                        builder.serve_connection(TokioIo::new(JsonParseErrors::new(stream)), svc);
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            metrics::counter!("pedm_tls_handshake_failures_total").increment(1);
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    // A client certificate the handshake verified (agents), for the handlers.
+                    let peer = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| PeerCert(Arc::new(c.to_vec())));
+                    let svc = TowerToHyperService::new(match peer {
+                        Some(p) => app.layer(axum::Extension(p)),
+                        None => app,
+                    });
+                    let conn =
+                        builder.serve_connection(TokioIo::new(JsonParseErrors::new(stream)), svc);
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

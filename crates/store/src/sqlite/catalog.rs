@@ -109,6 +109,8 @@ pub(crate) fn may_change(writes: &[Write]) -> bool {
                 | Write::PolicyReview(_)
                 | Write::External(_)
                 | Write::Scim(_)
+                | Write::Device(_)
+                | Write::Sso(_)
                 | Write::RequireGrantsActive { .. }
                 | Write::EndGrant { .. }
         )

@@ -4,7 +4,7 @@
 
 use super::*;
 use pedm_core::policy_review::{
-    PolicyProposal, PolicyReviewWrite, ProposalApproval, ProposalState,
+    ApproverChange, PolicyProposal, PolicyReviewWrite, ProposalApproval, ProposalState,
 };
 
 fn proposal(id: i64, base: i64) -> PolicyProposal {
@@ -27,6 +27,7 @@ fn proposal(id: i64, base: i64) -> PolicyProposal {
         decided_by: None,
         decision_comment: None,
         applied_version: None,
+        change: None,
         stale: false,
     }
 }
@@ -74,10 +75,10 @@ pub(crate) async fn policy_proposals_and_approvals(db: Db) {
     assert_eq!(s.latest_policy_proposal_id().await.unwrap(), 0);
     assert_eq!(s.policy_proposal(1).await.unwrap(), None);
     ok(&s, cs(Write::InsertPolicyVersion(version(1)))).await;
-    ok(&s, pw(PolicyReviewWrite::Propose(proposal(1, 1)))).await;
-    ok(&s, pw(PolicyReviewWrite::Propose(proposal(2, 1)))).await;
+    ok(&s, pw(PolicyReviewWrite::Propose(Box::new(proposal(1, 1))))).await;
+    ok(&s, pw(PolicyReviewWrite::Propose(Box::new(proposal(2, 1))))).await;
     exists(
-        fails(&s, pw(PolicyReviewWrite::Propose(proposal(2, 1)))).await,
+        fails(&s, pw(PolicyReviewWrite::Propose(Box::new(proposal(2, 1))))).await,
         "policy proposal 2",
     );
     assert_eq!(s.latest_policy_proposal_id().await.unwrap(), 2);
@@ -160,7 +161,7 @@ pub(crate) async fn policy_proposals_and_approvals(db: Db) {
     );
 
     // Listing: newest first, by state.
-    ok(&s, pw(PolicyReviewWrite::Propose(proposal(3, 2)))).await;
+    ok(&s, pw(PolicyReviewWrite::Propose(Box::new(proposal(3, 2))))).await;
     let ids = |ps: Vec<PolicyProposal>| ps.into_iter().map(|p| p.id).collect::<Vec<_>>();
     assert_eq!(ids(s.policy_proposals(None).await.unwrap()), [3, 2, 1]);
     assert_eq!(
@@ -177,6 +178,18 @@ pub(crate) async fn policy_proposals_and_approvals(db: Db) {
             .unwrap()),
         [1]
     );
+    // A held change to who approves is kept as written, with no sources.
+    let held = PolicyProposal {
+        sources: vec![],
+        change: Some(ApproverChange::GroupMember {
+            group: "security".into(),
+            user: "mallory's friend".into(),
+        }),
+        ..proposal(4, 2)
+    };
+    ok(&s, pw(PolicyReviewWrite::Propose(Box::new(held.clone())))).await;
+    assert_eq!(s.policy_proposal(4).await.unwrap(), Some(held));
+    ok(&s, pw(close(4, ProposalState::Rejected, None))).await;
     whole_chain(&s).await;
 
     // Concurrent approvals of one proposal, each as the first: exactly one wins.
