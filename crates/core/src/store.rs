@@ -318,6 +318,12 @@ pub trait Store: Send + Sync + 'static {
     async fn scim_link(&self, user: &str) -> Result<Option<crate::scim::ScimLink>, StoreError>;
     /// Every SCIM-managed user (deleted ones too), by name.
     async fn scim_links(&self) -> Result<Vec<crate::scim::ScimLink>, StoreError>;
+    async fn scim_group_link(
+        &self,
+        group: &str,
+    ) -> Result<Option<crate::scim::ScimGroupLink>, StoreError>;
+    /// Every SCIM-managed group, by name.
+    async fn scim_group_links(&self) -> Result<Vec<crate::scim::ScimGroupLink>, StoreError>;
     async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
     /// Devices by enrollment time, newest first: `owner`'s, or everyone's.
     async fn devices(&self, owner: Option<&str>) -> Result<Vec<crate::device::Device>, StoreError>;

@@ -237,6 +237,17 @@ macro_rules! forward_store {
             async fn scim_links(&self) -> Result<Vec<pedm_core::scim::ScimLink>, StoreError> {
                 pedm_core::store::Store::scim_links(&self.engine).await
             }
+            async fn scim_group_link(
+                &self,
+                group: &str,
+            ) -> Result<Option<pedm_core::scim::ScimGroupLink>, StoreError> {
+                pedm_core::store::Store::scim_group_link(&self.engine, group).await
+            }
+            async fn scim_group_links(
+                &self,
+            ) -> Result<Vec<pedm_core::scim::ScimGroupLink>, StoreError> {
+                pedm_core::store::Store::scim_group_links(&self.engine).await
+            }
             async fn device(
                 &self,
                 id: &str,

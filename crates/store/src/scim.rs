@@ -3,11 +3,12 @@
 use crate::db::{Conn, Row, args};
 use crate::sql::{Engine, backend, exists, insert};
 use jiff::Timestamp;
-use pedm_core::scim::{ScimLink, ScimToken, ScimWrite};
+use pedm_core::scim::{ScimGroupLink, ScimLink, ScimToken, ScimWrite};
 use pedm_core::store::StoreError;
 
 const TOKEN_COLS: &str = "id, name, secret_hash, created_at, created_by, revoked_at";
 const LINK_COLS: &str = "user_name, client, external_id, deleted_at";
+const GROUP_COLS: &str = "group_name, client, external_id";
 
 fn corrupt(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column {col}: {e}"))
@@ -40,6 +41,14 @@ fn link(r: &Row) -> Result<ScimLink, StoreError> {
         client: r.get("client")?,
         external_id: r.get("external_id")?,
         deleted_at: opt_ts(r, "deleted_at")?,
+    })
+}
+
+fn group_link(r: &Row) -> Result<ScimGroupLink, StoreError> {
+    Ok(ScimGroupLink {
+        group: r.get("group_name")?,
+        client: r.get("client")?,
+        external_id: r.get("external_id")?,
     })
 }
 
@@ -93,10 +102,46 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &ScimWrite) -> Result<(), StoreEr
             )
             .await
         }
+        ScimWrite::LinkGroup(l) => {
+            c.execute(
+                "DELETE FROM scim_groups WHERE group_name = $1",
+                args![&l.group],
+            )
+            .await
+            .map_err(backend)?;
+            insert(
+                c,
+                &format!("INSERT INTO scim_groups ({GROUP_COLS}) VALUES ($1, $2, $3)"),
+                args![&l.group, &l.client, &l.external_id],
+                || StoreError::AlreadyExists(format!("SCIM link of group {}", l.group)),
+                || StoreError::NotFound(format!("group {}", l.group)),
+            )
+            .await
+        }
+        ScimWrite::UnlinkGroup { group } => {
+            c.execute(
+                "DELETE FROM scim_groups WHERE group_name = $1",
+                args![group],
+            )
+            .await
+            .map_err(backend)?;
+            Ok(())
+        }
     }
 }
 
 impl Engine {
+    pub(crate) async fn scim_group_link_row(
+        &self,
+        group: &str,
+    ) -> Result<Option<ScimGroupLink>, StoreError> {
+        let sql = format!("SELECT {GROUP_COLS} FROM scim_groups WHERE group_name = $1");
+        self.fetch_optional(&sql, args![group], group_link).await
+    }
+    pub(crate) async fn scim_group_link_rows(&self) -> Result<Vec<ScimGroupLink>, StoreError> {
+        let sql = format!("SELECT {GROUP_COLS} FROM scim_groups ORDER BY group_name");
+        self.fetch_all(&sql, vec![], group_link).await
+    }
     pub(crate) async fn scim_token_row(&self, id: &str) -> Result<Option<ScimToken>, StoreError> {
         let sql = format!("SELECT {TOKEN_COLS} FROM scim_tokens WHERE id = $1");
         self.fetch_optional(&sql, args![id], token).await

@@ -1282,6 +1282,15 @@ impl Store for Engine {
     async fn scim_links(&self) -> Result<Vec<pedm_core::scim::ScimLink>, StoreError> {
         Engine::scim_link_rows(self).await
     }
+    async fn scim_group_link(
+        &self,
+        group: &str,
+    ) -> Result<Option<pedm_core::scim::ScimGroupLink>, StoreError> {
+        Engine::scim_group_link_row(self, group).await
+    }
+    async fn scim_group_links(&self) -> Result<Vec<pedm_core::scim::ScimGroupLink>, StoreError> {
+        Engine::scim_group_link_rows(self).await
+    }
     async fn device(&self, id: &str) -> Result<Option<pedm_core::device::Device>, StoreError> {
         Engine::device_row(self, id).await
     }

@@ -18,6 +18,7 @@ mod policy_review;
 mod provision;
 mod report;
 mod requests;
+mod scim;
 mod sso;
 mod workload;
 pub use sso::SsoLogin;
@@ -605,6 +606,18 @@ impl ControlPlane {
             return Err(Error::unprocessable(
                 "admin",
                 format!("{name} is an external account and cannot be an administrator"),
+            ));
+        }
+        if admin == Some(true)
+            && self
+                .store
+                .scim_link(name)
+                .await?
+                .is_some_and(|l| l.deleted_at.is_none())
+        {
+            return Err(Error::unprocessable(
+                "admin",
+                format!("{name} is provisioned by SCIM and cannot be an administrator"),
             ));
         }
         if admin == Some(true) && !user.admin && self.policy_approvals > 0 {

@@ -1,3 +1,4 @@
+-- Identical in both dialects (migration 0014).
 -- SCIM provisioning: the clients' tokens (their own kind: the API's token table never holds
 -- them) and the users each client manages (matched by user name).
 CREATE TABLE scim_tokens (
@@ -14,4 +15,11 @@ CREATE TABLE scim_users (
     client      TEXT NOT NULL,
     external_id TEXT,
     deleted_at  BIGINT
+);
+
+-- Groups a SCIM client created: their membership is the identity provider's.
+CREATE TABLE scim_groups (
+    group_name  TEXT PRIMARY KEY REFERENCES groups (name),
+    client      TEXT NOT NULL,
+    external_id TEXT
 );
