@@ -291,6 +291,19 @@ impl Client {
     ) -> Result<Vec<crate::external::ExternalReportRow>, ApiError> {
         self.get_q("/reports/external", q).await
     }
+    pub async fn create_scim_token(
+        &self,
+        body: &crate::scim::CreateScimToken,
+    ) -> Result<crate::scim::CreatedScimToken, ApiError> {
+        self.send(Method::POST, "/scim/tokens", body).await
+    }
+    pub async fn list_scim_tokens(&self) -> Result<Vec<crate::scim::ScimToken>, ApiError> {
+        self.get("/scim/tokens").await
+    }
+    pub async fn revoke_scim_token(&self, id: &str) -> Result<crate::scim::ScimToken, ApiError> {
+        self.send(Method::POST, &format!("/scim/tokens/{id}/revoke"), &())
+            .await
+    }
     pub async fn list_users(&self) -> Result<Vec<User>, ApiError> {
         self.get("/users").await
     }

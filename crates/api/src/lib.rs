@@ -10,6 +10,7 @@ pub mod delegation;
 pub mod device;
 pub mod external;
 pub mod policy_review;
+pub mod scim;
 pub mod socket;
 pub mod sso;
 pub mod types;

@@ -116,6 +116,10 @@ pub enum Command {
     /// Recorded sessions: list, show, replay, export.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// SCIM 2.0 provisioning: the tokens identity providers push users and groups with
+    /// (admin; `[scim] enabled = true` on the server).
+    #[command(subcommand)]
+    Scim(ScimCmd),
     /// Delegations: let a user or group run tasks or get roles without approvers.
     #[command(subcommand)]
     Delegate(DelegateCmd),
@@ -868,6 +872,24 @@ pub enum DeviceCmd {
     /// Trust a device (admins; never your own).
     Approve { id: String },
     /// Revoke a device (its owner or an admin): its certificate fails the TLS handshake.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScimCmd {
+    /// A SCIM client's bearer token.
+    #[command(subcommand)]
+    Token(ScimTokenCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScimTokenCmd {
+    /// Create a token for a SCIM client (`okta`); prints it once, alone on stdout. Its
+    /// changes are recorded as `scim:<name>`.
+    Create { name: String },
+    /// SCIM clients' tokens.
+    List,
+    /// Revoke a SCIM client's token: refused at once.
     Revoke { id: String },
 }
 

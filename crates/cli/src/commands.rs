@@ -59,6 +59,11 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::BreakGlass(c) => break_glass(ctx, c).await,
         Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
         Command::Host(c) => host(ctx, c).await,
+        Command::Scim(ScimCmd::Token(c)) => match c {
+            ScimTokenCmd::Create { name } => crate::scim::create(ctx, name).await,
+            ScimTokenCmd::List => ctx.list(&ctx.client.list_scim_tokens().await?),
+            ScimTokenCmd::Revoke { id } => ctx.detail(&ctx.client.revoke_scim_token(&id).await?),
+        },
         Command::Device(c) => match c {
             DeviceCmd::Enroll { name } => crate::device::enroll(ctx, name).await,
             DeviceCmd::List { all } => ctx.list(&ctx.client.list_devices(all).await?),

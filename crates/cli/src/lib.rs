@@ -16,6 +16,7 @@ pub mod output;
 pub mod play;
 pub mod policy;
 pub mod policy_review;
+pub mod scim;
 
 use anyhow::Result;
 use args::{Cli, Command, Global};

@@ -19,6 +19,7 @@ pub mod notice;
 pub mod policy_review;
 pub mod provisioning;
 pub mod scheduler;
+pub mod scim;
 pub mod service;
 pub mod sso;
 pub mod store;

@@ -110,6 +110,8 @@ pub enum Write {
     PolicyReview(crate::policy_review::PolicyReviewWrite),
     /// External (vendor) accounts: sponsor and expiry.
     External(crate::external::ExternalWrite),
+    /// SCIM clients' tokens and the users they manage.
+    Scim(crate::scim::ScimWrite),
     /// Trusted devices.
     Device(crate::device::DeviceWrite),
     /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
@@ -311,6 +313,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<crate::external::ExternalAccount>, StoreError>;
     /// Every external account, by user name.
     async fn external_accounts(&self) -> Result<Vec<crate::external::ExternalAccount>, StoreError>;
+    async fn scim_token(&self, id: &str) -> Result<Option<crate::scim::ScimToken>, StoreError>;
+    async fn scim_tokens(&self) -> Result<Vec<crate::scim::ScimToken>, StoreError>;
+    async fn scim_link(&self, user: &str) -> Result<Option<crate::scim::ScimLink>, StoreError>;
+    /// Every SCIM-managed user (deleted ones too), by name.
+    async fn scim_links(&self) -> Result<Vec<crate::scim::ScimLink>, StoreError>;
+    async fn scim_group_link(
+        &self,
+        group: &str,
+    ) -> Result<Option<crate::scim::ScimGroupLink>, StoreError>;
+    /// Every SCIM-managed group, by name.
+    async fn scim_group_links(&self) -> Result<Vec<crate::scim::ScimGroupLink>, StoreError>;
     async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
     /// Devices by enrollment time, newest first: `owner`'s, or everyone's.
     async fn devices(&self, owner: Option<&str>) -> Result<Vec<crate::device::Device>, StoreError>;

@@ -43,6 +43,17 @@ pub struct Config {
     /// HTTPS: `[tls] cert`, `key` (PEM files, reloaded on SIGHUP or when they change).
     #[serde(default)]
     pub tls: crate::tls::TlsConfig,
+    /// The SCIM 2.0 endpoint identity providers push users and groups to (`/scim/v2`).
+    #[serde(default)]
+    pub scim: ScimConfig,
+}
+
+/// `[scim]`: off unless `enabled = true`. Clients authenticate with SCIM tokens
+/// (`pedm scim token create`), never with API tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScimConfig {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,6 +257,7 @@ impl Default for Config {
             agents: AgentsConfig::default(),
             auth: AuthConfig::default(),
             tls: crate::tls::TlsConfig::default(),
+            scim: ScimConfig::default(),
         }
     }
 }
@@ -285,6 +297,8 @@ pub struct Resolved {
     pub oidc: Vec<crate::oidc::OidcSettings>,
     /// `[[auth.workload]]` trusts (checked: `crate::workload::resolve` accepts them).
     pub workload: Vec<crate::workload::WorkloadConfig>,
+    /// `[scim] enabled`: whether `/scim/v2` answers.
+    pub scim: bool,
 }
 
 impl Config {
@@ -474,6 +488,7 @@ impl Config {
                 },
             },
             oidc: crate::oidc::config::resolve(&self.auth.oidc)?,
+            scim: self.scim.enabled,
             workload: {
                 crate::workload::resolve(&self.auth.workload)?;
                 self.auth.workload.clone()

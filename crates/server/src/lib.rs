@@ -368,6 +368,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             agents: Some(agents),
             sso: Arc::new(oidc::Providers::new(cfg.oidc.clone())),
             workload: Arc::new(workload::resolve(&cfg.workload)?),
+            scim: cfg.scim,
         },
         cfg.max_body_bytes,
         cfg.request_timeout,

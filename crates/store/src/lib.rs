@@ -14,6 +14,7 @@ mod hosts;
 mod policy_review;
 mod postgres;
 mod rows;
+mod scim;
 mod sql;
 mod sqlite;
 mod sso;
@@ -217,6 +218,35 @@ macro_rules! forward_store {
                 &self,
             ) -> Result<Vec<pedm_core::external::ExternalAccount>, StoreError> {
                 pedm_core::store::Store::external_accounts(&self.engine).await
+            }
+            async fn scim_token(
+                &self,
+                id: &str,
+            ) -> Result<Option<pedm_core::scim::ScimToken>, StoreError> {
+                pedm_core::store::Store::scim_token(&self.engine, id).await
+            }
+            async fn scim_tokens(&self) -> Result<Vec<pedm_core::scim::ScimToken>, StoreError> {
+                pedm_core::store::Store::scim_tokens(&self.engine).await
+            }
+            async fn scim_link(
+                &self,
+                user: &str,
+            ) -> Result<Option<pedm_core::scim::ScimLink>, StoreError> {
+                pedm_core::store::Store::scim_link(&self.engine, user).await
+            }
+            async fn scim_links(&self) -> Result<Vec<pedm_core::scim::ScimLink>, StoreError> {
+                pedm_core::store::Store::scim_links(&self.engine).await
+            }
+            async fn scim_group_link(
+                &self,
+                group: &str,
+            ) -> Result<Option<pedm_core::scim::ScimGroupLink>, StoreError> {
+                pedm_core::store::Store::scim_group_link(&self.engine, group).await
+            }
+            async fn scim_group_links(
+                &self,
+            ) -> Result<Vec<pedm_core::scim::ScimGroupLink>, StoreError> {
+                pedm_core::store::Store::scim_group_links(&self.engine).await
             }
             async fn device(
                 &self,

@@ -666,6 +666,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::Delegation(d) => crate::delegation::apply(c, d).await,
         Write::PolicyReview(w) => crate::policy_review::apply(c, w).await,
         Write::External(w) => crate::external::apply(c, w).await,
+        Write::Scim(w) => crate::scim::apply(c, w).await,
         Write::Device(w) => crate::devices::apply(c, w).await,
         Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
@@ -1271,6 +1272,27 @@ impl Store for Engine {
         &self,
     ) -> Result<Vec<pedm_core::external::ExternalAccount>, StoreError> {
         Engine::external_account_rows(self).await
+    }
+    async fn scim_token(&self, id: &str) -> Result<Option<pedm_core::scim::ScimToken>, StoreError> {
+        Engine::scim_token_row(self, id).await
+    }
+    async fn scim_tokens(&self) -> Result<Vec<pedm_core::scim::ScimToken>, StoreError> {
+        Engine::scim_token_rows(self).await
+    }
+    async fn scim_link(&self, user: &str) -> Result<Option<pedm_core::scim::ScimLink>, StoreError> {
+        Engine::scim_link_row(self, user).await
+    }
+    async fn scim_links(&self) -> Result<Vec<pedm_core::scim::ScimLink>, StoreError> {
+        Engine::scim_link_rows(self).await
+    }
+    async fn scim_group_link(
+        &self,
+        group: &str,
+    ) -> Result<Option<pedm_core::scim::ScimGroupLink>, StoreError> {
+        Engine::scim_group_link_row(self, group).await
+    }
+    async fn scim_group_links(&self) -> Result<Vec<pedm_core::scim::ScimGroupLink>, StoreError> {
+        Engine::scim_group_link_rows(self).await
     }
     async fn device(&self, id: &str) -> Result<Option<pedm_core::device::Device>, StoreError> {
         Engine::device_row(self, id).await

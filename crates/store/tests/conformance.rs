@@ -77,10 +77,14 @@ use policy_review::policy_proposals_and_approvals;
 #[path = "conformance/devices.rs"]
 mod devices;
 use devices::devices_enrolled_approved_revoked;
+#[path = "conformance/scim.rs"]
+mod scim;
+use scim::scim_tokens_and_links;
 
 conformance!(
     policy_proposals_and_approvals,
     devices_enrolled_approved_revoked,
+    scim_tokens_and_links,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,

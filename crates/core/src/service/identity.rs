@@ -79,6 +79,20 @@ impl ControlPlane {
                 format!("{name} is an external account and cannot be an administrator"),
             ));
         }
+        // An identity provider can disable a SCIM user at any moment; an administrator must
+        // not be one whose rights a directory push can change behind pedm's back.
+        if admin == Some(true)
+            && self
+                .store
+                .scim_link(name)
+                .await?
+                .is_some_and(|l| l.deleted_at.is_none())
+        {
+            return Err(Error::unprocessable(
+                "admin",
+                format!("{name} is provisioned by SCIM and cannot be an administrator"),
+            ));
+        }
         if admin == Some(true) && !user.admin && self.policy_approvals > 0 {
             if disabled.is_some() {
                 return Err(Error::unprocessable(

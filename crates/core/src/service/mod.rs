@@ -19,6 +19,7 @@ mod policy_review;
 mod provision;
 mod report;
 mod requests;
+mod scim;
 mod sso;
 mod workload;
 pub use sso::SsoLogin;

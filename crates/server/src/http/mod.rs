@@ -12,6 +12,7 @@ mod parse_errors;
 mod policy_review;
 mod routes;
 mod schema_rules;
+mod scim;
 pub mod serve;
 mod sso;
 mod token_exchange;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub sso: Arc<crate::oidc::Providers>,
     /// `[[auth.workload]]` trusts for token exchange (`POST /oauth/token`).
     pub workload: Arc<crate::workload::Trusts>,
+    /// `[scim] enabled`: `/scim/v2` answers (else 404).
+    pub scim: bool,
 }
 
 #[derive(OpenApi)]
@@ -105,6 +108,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(delegation::router())
             .merge(devices::router())
             .merge(external::router())
+            .merge(scim::admin_router())
             .merge(sso::router()),
     )
 }
@@ -123,6 +127,7 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
         "/oauth/token",
         axum::routing::post(token_exchange::exchange),
     )
+    .nest("/scim/v2", scim::router())
     .route("/healthz", get(healthz))
     .route("/metrics", get(render_metrics))
     .fallback(not_found)

@@ -124,6 +124,7 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("TaskDef", "run_as", Name),
         ("TaskDef", "description", OptionalLine(500)),
         ("CreateExternalUser", "name", Name),
+        ("CreateScimToken", "name", Name),
         ("CreateExternalUser", "display_name", OptionalLine(200)),
         ("CreateExternalUser", "sponsor", Name),
         ("CreateExternalUser", "expires", Duration),

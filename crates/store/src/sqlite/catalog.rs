@@ -108,6 +108,7 @@ pub(crate) fn may_change(writes: &[Write]) -> bool {
                 | Write::Host(_)
                 | Write::PolicyReview(_)
                 | Write::External(_)
+                | Write::Scim(_)
                 | Write::Device(_)
                 | Write::Sso(_)
                 | Write::RequireGrantsActive { .. }
