@@ -854,6 +854,7 @@ impl Agent {
             cgroup_procs,
             no_new_privs: p.no_new_privs,
             noexec: p.noexec,
+            record_input: p.record_input,
             cwd: p.cwd,
             tty: p.tty,
             recording,

@@ -30,7 +30,7 @@ use crate::user::TargetUser;
 use jiff::Timestamp;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-use nix::sys::termios::{SpecialCharacterIndices, tcgetattr};
+use nix::sys::termios::{LocalFlags, SpecialCharacterIndices, tcgetattr};
 use pedm_api::socket::{Exited, Frame, WinSize, read_frame, write_frame};
 use std::ffi::CString;
 use std::fs::File;
@@ -124,6 +124,10 @@ pub struct SessionSpec {
     pub no_new_privs: bool,
     /// The command may not start another program ([`crate::contain::noexec`]).
     pub noexec: bool,
+    /// What the user types is recorded (the role's `record_input`), except while the terminal
+    /// does not echo it (a password prompt, `read -s`): a marker stands in for it then.
+    /// Output is always recorded.
+    pub record_input: bool,
 }
 
 /// See [`SessionSpec::started`].
@@ -445,6 +449,9 @@ async fn drive(
     }
     let mut in_off = 0usize;
     let mut last_input: Option<u8> = None;
+    let record_input = spec.record_input;
+    // Inside a stretch of input typed with echo off: its marker is written once.
+    let mut unechoed = false;
     let mut drained = [0usize; 2];
     let mut drain_until: Option<Instant> = None;
     let mut buf0 = st.buffers.take();
@@ -523,7 +530,20 @@ async fn drive(
                 }
                 Some(Frame::Stdin(_) | Frame::StdinEof) if ignore_client_input => {}
                 Some(Frame::Stdin(data)) => {
-                    st.record(|r| r.input(&data));
+                    if record_input {
+                        match streams.master() {
+                            Some(m) if !echoes(m) => {
+                                if !unechoed {
+                                    st.record(|r| r.marker(UNECHOED_MARKER));
+                                }
+                                unechoed = true;
+                            }
+                            _ => {
+                                unechoed = false;
+                                st.record(|r| r.input(&data));
+                            }
+                        }
+                    }
                     if streams.input_fd().is_some() && !data.is_empty() {
                         last_input = data.last().copied();
                         pending_in = data;
@@ -1279,6 +1299,17 @@ fn set_winsize(fd: &OwnedFd, ws: WinSize) {
     // SAFETY: TIOCSWINSZ reads a `winsize` we own; the kernel then sends SIGWINCH to the
     // terminal's foreground process group.
     unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &w) };
+}
+
+/// The marker recorded in place of input typed while the terminal did not echo it.
+pub const UNECHOED_MARKER: &str = "input not recorded: typed with echo off";
+
+/// Whether the terminal echoes what is typed (its line discipline's ECHO flag, read through
+/// the master). Unknown counts as not echoing: the input is then not recorded.
+fn echoes(master: &AsyncFd<OwnedFd>) -> bool {
+    tcgetattr(master.get_ref().as_fd())
+        .map(|t| t.local_flags.contains(LocalFlags::ECHO))
+        .unwrap_or(false)
 }
 
 fn veof_char(master: &AsyncFd<OwnedFd>) -> u8 {

@@ -60,6 +60,9 @@ pub struct HostGrant {
     /// The role's `allow_setuid`: without it sessions run with `no_new_privs`.
     #[serde(default)]
     pub allow_setuid: bool,
+    /// The role's `record_input`: what the user types is recorded (never with echo off).
+    #[serde(default)]
+    pub record_input: bool,
     pub starts_at: Timestamp,
     pub expires_at: Timestamp,
 }

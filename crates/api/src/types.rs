@@ -149,6 +149,10 @@ pub struct CreateRole {
     /// without it they run with `no_new_privs`.
     #[serde(default)]
     pub allow_setuid: bool,
+    /// Host sessions of this role record what the user types as well as the output
+    /// (never input typed with echo off, such as passwords). Off by default.
+    #[serde(default)]
+    pub record_input: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -289,6 +289,10 @@ pub enum RoleCmd {
         /// run with no_new_privs.
         #[arg(long)]
         allow_setuid: bool,
+        /// Host sessions record what the user types as well as the output (never input
+        /// typed with echo off, such as passwords).
+        #[arg(long)]
+        record_input: bool,
     },
     /// List the roles of a target.
     List { target: String },
@@ -917,6 +921,11 @@ pub enum SessionCmd {
         /// Longest pause replayed, in seconds (longer idle times are shortened).
         #[arg(long, value_parser = positive_f64)]
         max_idle: Option<f64>,
+        /// Pass every terminal control sequence through. Without it, those that could act
+        /// on this terminal (clipboard writes, titles, links, device control strings,
+        /// queries whose answers would be typed into your shell) are withheld and counted.
+        #[arg(long)]
+        raw: bool,
     },
     /// Write a session's recording (asciicast v2, playable by asciinema) to a file or stdout.
     Export {

@@ -284,6 +284,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             description,
             noexec,
             allow_setuid,
+            record_input,
         } => {
             let body = CreateRole {
                 name,
@@ -293,6 +294,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
                 run_as,
                 noexec,
                 allow_setuid,
+                record_input,
             };
             ctx.detail(&c.create_role(&target, &body).await?)
         }
@@ -692,10 +694,20 @@ async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<()> {
             id,
             speed,
             max_idle,
+            raw,
         } => {
             let cast = verified_recording(ctx, id).await?;
             let out = std::io::stdout();
-            crate::play::play(&cast[..], out.lock(), speed, max_idle)
+            let how = crate::play::Replay {
+                speed,
+                max_idle,
+                raw,
+            };
+            let withheld = crate::play::play(&cast[..], out.lock(), how)?;
+            if !withheld.is_empty() {
+                eprintln!("\npedm: withheld {withheld}; --raw replays them");
+            }
+            Ok(())
         }
         SessionCmd::Export { id, output } => {
             let cast = verified_recording(ctx, id).await?;

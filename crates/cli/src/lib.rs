@@ -9,6 +9,7 @@ pub mod audit;
 pub mod commands;
 pub mod delegation;
 pub mod device;
+pub mod escapes;
 pub mod exec;
 pub mod external;
 pub mod login;

@@ -267,6 +267,9 @@ impl Row for Role {
         } else {
             "no_new_privs"
         });
+        if self.record_input {
+            sessions.push("input recorded");
+        }
         vec![
             self.target.clone(),
             self.name.clone(),

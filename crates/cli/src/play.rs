@@ -3,20 +3,26 @@
 //! The recording is read with the agent's own parser (`pedm_agent::recording`), so what the
 //! player accepts is exactly what the agent writes.
 
+use crate::escapes::Sanitizer;
 use pedm_agent::recording::{EventKind, parse};
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-/// Writes the output events of `cast` to `out` with their original timing divided by
-/// `speed` (2.0 plays twice as fast), any pause longer than `max_idle` seconds shortened to
-/// it (measured before the speed-up).
-pub fn play(
-    cast: impl BufRead,
-    out: impl Write,
-    speed: f64,
-    max_idle: Option<f64>,
-) -> anyhow::Result<()> {
-    play_with(cast, out, speed, max_idle, std::thread::sleep)
+/// How to replay.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    /// Timing divided by this (2.0 plays twice as fast).
+    pub speed: f64,
+    /// Any pause longer than this many seconds shortened to it (before the speed-up).
+    pub max_idle: Option<f64>,
+    /// Pass every control sequence through (else [`Sanitizer`] withholds the dangerous ones).
+    pub raw: bool,
+}
+
+/// Writes the output events of `cast` to `out` with their original timing. Returns what was
+/// withheld (see [`Sanitizer::summary`]; empty with `raw`).
+pub fn play(cast: impl BufRead, out: impl Write, how: Replay) -> anyhow::Result<String> {
+    play_with(cast, out, how, std::thread::sleep)
 }
 
 /// What the terminal showed during the session, without the timing.
@@ -27,10 +33,13 @@ pub fn output_bytes(cast: impl BufRead) -> anyhow::Result<Vec<u8>> {
 fn play_with(
     cast: impl BufRead,
     mut out: impl Write,
-    speed: f64,
-    max_idle: Option<f64>,
+    Replay {
+        speed,
+        max_idle,
+        raw,
+    }: Replay,
     mut sleep: impl FnMut(Duration),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     if !(speed.is_finite() && speed > 0.0) {
         anyhow::bail!("--speed must be a positive number, not {speed}");
     }
@@ -40,6 +49,7 @@ fn play_with(
         anyhow::bail!("--max-idle must be a number of seconds, not {m}");
     }
     let cast = parse(cast)?;
+    let mut sanitizer = Sanitizer::default();
     let mut last = 0.0_f64;
     for event in cast.events.iter().filter(|e| e.kind == EventKind::Output) {
         let mut gap = (event.time - last).max(0.0);
@@ -51,10 +61,14 @@ fn play_with(
         if wait > 0.0 {
             sleep(Duration::from_secs_f64(wait));
         }
-        out.write_all(event.data.as_bytes())?;
+        if raw {
+            out.write_all(event.data.as_bytes())?;
+        } else {
+            out.write_all(sanitizer.filter(&event.data).as_bytes())?;
+        }
         out.flush()?;
     }
-    Ok(())
+    Ok(sanitizer.summary())
 }
 
 #[cfg(test)]
@@ -74,7 +88,12 @@ mod tests {
     fn played(speed: f64, max_idle: Option<f64>) -> (Vec<u8>, Vec<f64>) {
         let mut out = Vec::new();
         let mut waits = Vec::new();
-        play_with(CAST.as_bytes(), &mut out, speed, max_idle, |d| {
+        let how = Replay {
+            speed,
+            max_idle,
+            raw: false,
+        };
+        play_with(CAST.as_bytes(), &mut out, how, |d| {
             waits.push((d.as_secs_f64() * 1000.0).round() / 1000.0)
         })
         .unwrap();
@@ -99,6 +118,30 @@ mod tests {
     }
 
     #[test]
+    fn dangerous_sequences_are_withheld_unless_raw() {
+        let cast = "{\"version\":2,\"width\":80,\"height\":24}\n\
+                    [0.1, \"o\", \"a\\u001b]52;c;ZXZpbA==\\u0007b\"]\n";
+        let mut out = Vec::new();
+        let how = Replay {
+            speed: 1.0,
+            max_idle: None,
+            raw: false,
+        };
+        let note = play_with(cast.as_bytes(), &mut out, how, |_| {}).unwrap();
+        assert_eq!(
+            (out.as_slice(), note.as_str()),
+            (&b"ab"[..], "1 clipboard write (OSC 52)")
+        );
+        let mut out = Vec::new();
+        let raw = Replay { raw: true, ..how };
+        assert_eq!(
+            play_with(cast.as_bytes(), &mut out, raw, |_| {}).unwrap(),
+            ""
+        );
+        assert_eq!(out, b"a\x1b]52;c;ZXZpbA==\x07b");
+    }
+
+    #[test]
     fn output_bytes_is_the_concatenated_output() {
         assert_eq!(
             output_bytes(CAST.as_bytes()).unwrap(),
@@ -108,11 +151,16 @@ mod tests {
 
     #[test]
     fn bad_settings_and_bad_files_are_errors() {
+        let how = |speed, max_idle| Replay {
+            speed,
+            max_idle,
+            raw: false,
+        };
         for speed in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            assert!(play(CAST.as_bytes(), Vec::new(), speed, None).is_err());
+            assert!(play(CAST.as_bytes(), Vec::new(), how(speed, None)).is_err());
         }
-        assert!(play(CAST.as_bytes(), Vec::new(), 1.0, Some(-1.0)).is_err());
-        let e = play(&b"not json"[..], Vec::new(), 1.0, None).unwrap_err();
+        assert!(play(CAST.as_bytes(), Vec::new(), how(1.0, Some(-1.0))).is_err());
+        let e = play(&b"not json"[..], Vec::new(), how(1.0, None)).unwrap_err();
         assert!(e.to_string().starts_with("line 1: header:"), "{e}");
     }
 }

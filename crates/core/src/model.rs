@@ -146,6 +146,10 @@ pub struct Role {
     /// default), sessions run with `no_new_privs`: `su`, `sudo`, `ping` gain nothing.
     #[serde(default)]
     pub allow_setuid: bool,
+    /// Host sessions: what the user types is recorded too (never while the terminal does
+    /// not echo it: passwords). Off by default: output only.
+    #[serde(default)]
+    pub record_input: bool,
     pub created_at: Timestamp,
 }
 

@@ -15,46 +15,6 @@ use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::time::Duration;
 
-/// Speaks the agent's socket protocol as `user` (a Python client: an attacker does not need
-/// `pedm`): starts `argv` in a terminal, waits for `ready` in its output, sends `signals`,
-/// and prints the final `Exited` frame as JSON (or `refused: ...`).
-const RAW_CLIENT: &str = r#"
-import json, socket, struct, sys
-sock, argv, ready, signals = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].encode(), json.loads(sys.argv[4])
-s = socket.socket(socket.AF_UNIX)
-s.connect(sock)
-def send(kind, payload):
-    s.sendall(struct.pack('>I', len(payload) + 1) + bytes([kind]) + payload)
-def exact(n):
-    b = b''
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            sys.exit('connection closed')
-        b += c
-    return b
-def frame():
-    n = struct.unpack('>I', exact(4))[0]
-    body = exact(n)
-    return body[0], body[1:]
-send(1, json.dumps({"argv": argv, "tty": {"rows": 24, "cols": 80}}).encode())
-kind, body = frame()
-if kind == 17:
-    print('refused:', json.loads(body)['reason']); sys.exit(0)
-out = b''
-while ready not in out:
-    kind, body = frame()
-    if kind == 18:
-        out += body
-# One write for all of them: the first may end the command, and the agent then closes the
-# connection; frames written one by one after that would meet a broken pipe.
-s.sendall(b''.join(struct.pack('>I', 5) + bytes([5]) + struct.pack('>i', sig) for sig in signals))
-while True:
-    kind, body = frame()
-    if kind == 20:
-        print(body.decode()); break
-"#;
-
 /// A command that gives up its terminal (so the terminal's foreground group reads 0) and
 /// ignores SIGHUP: the attack on `kill(-tcgetpgrp(master))`.
 const DETACH: &str = "import fcntl, signal, termios, time\n\
@@ -82,27 +42,20 @@ async fn a_grant_holder_cannot_signal_the_agent() {
     allow_shells(&s).await;
     grant(&client, "30m").await;
     agent.wait_snapshot(1, Some(2));
-    let argv = serde_json::json!(["/usr/bin/python3", "-c", DETACH]).to_string();
-    let signals = serde_json::json!([
+    let signals = [
         libc::SIGUSR2,
         libc::SIGUSR1,
         libc::SIGQUIT,
         libc::SIGHUP,
         libc::SIGTERM,
-        libc::SIGINT
-    ])
-    .to_string();
-    let sock = agent.socket();
-    let mut c = std::process::Command::new("/usr/bin/python3");
-    c.args([
-        "-c",
-        RAW_CLIENT,
-        sock.to_str().unwrap(),
-        &argv,
-        "detached",
-        &signals,
-    ]);
-    let out = as_user(c, &agent, &alice).output().unwrap();
+        libc::SIGINT,
+    ];
+    let out = scripted_session(
+        &agent,
+        &alice,
+        &["/usr/bin/python3", "-c", DETACH],
+        serde_json::json!([{"wait": "detached"}, {"signals": signals}]),
+    );
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
     let exited: serde_json::Value = serde_json::from_str(text.trim()).expect("an Exited frame");
@@ -612,6 +565,7 @@ async fn working_directory_shells_and_run_as_are_decided_by_the_agent() {
                 run_as: None,
                 noexec: false,
                 allow_setuid: false,
+                record_input: false,
             },
         )
         .await

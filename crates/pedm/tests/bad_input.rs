@@ -407,6 +407,7 @@ async fn non_admins_cannot_administer() {
                     run_as: None,
                     noexec: false,
                     allow_setuid: false,
+                    record_input: false,
                 },
             )
             .await,
@@ -425,6 +426,7 @@ async fn non_admins_cannot_administer() {
                     run_as: None,
                     noexec: false,
                     allow_setuid: false,
+                    record_input: false,
                 },
             )
             .await,

@@ -73,6 +73,7 @@ async fn world() -> World {
                 run_as: Some("root".into()),
                 noexec: false,
                 allow_setuid: false,
+                record_input: false,
             },
         )
         .await
@@ -1062,6 +1063,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
             run_as: None,
             noexec: false,
             allow_setuid: false,
+            record_input: false,
         },
     )
     .await

@@ -378,6 +378,7 @@ async fn simulate_never_recommends_auto_approving_root_or_small_samples() {
             run_as: Some("syslog".into()),
             noexec: false,
             allow_setuid: false,
+            record_input: false,
         },
     )
     .await

@@ -95,6 +95,7 @@ async fn add_role(s: &Server, role: &str, auto: bool) {
                 run_as: None,
                 noexec: false,
                 allow_setuid: false,
+                record_input: false,
             },
         )
         .await

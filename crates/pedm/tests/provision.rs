@@ -174,6 +174,7 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
                 run_as: None,
                 noexec: false,
                 allow_setuid: false,
+                record_input: false,
             },
         )
         .await
@@ -525,6 +526,7 @@ login = "{{user}}_db"
             run_as: None,
             noexec: false,
             allow_setuid: false,
+            record_input: false,
         },
     )
     .await

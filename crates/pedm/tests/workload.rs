@@ -65,6 +65,7 @@ async fn setup(idp: &Idp) -> Server {
             run_as: None,
             noexec: false,
             allow_setuid: false,
+            record_input: false,
         },
     )
     .await

@@ -92,6 +92,7 @@ impl AgentHub {
                     role_auto_approve: g.role.auto_approve,
                     noexec: g.role.noexec,
                     allow_setuid: g.role.allow_setuid,
+                    record_input: g.role.record_input,
                     starts_at: g.grant.starts_at,
                     expires_at: g.grant.expires_at,
                 })

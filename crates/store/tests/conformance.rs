@@ -150,6 +150,7 @@ fn role(target: &str, name: &str) -> Role {
         run_as: Some("root".into()),
         noexec: true,
         allow_setuid: false,
+        record_input: false,
         created_at: t(2),
     }
 }

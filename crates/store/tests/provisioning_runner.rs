@@ -186,6 +186,7 @@ async fn env() -> Env {
                 run_as: None,
                 noexec: false,
                 allow_setuid: false,
+                record_input: false,
             },
         )
         .await
@@ -281,6 +282,7 @@ impl Env {
                         run_as: None,
                         noexec: false,
                         allow_setuid: false,
+                        record_input: false,
                     },
                 )
                 .await

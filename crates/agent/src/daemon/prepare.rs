@@ -135,6 +135,7 @@ impl Agent {
             shell,
             no_new_privs: !grant.allow_setuid,
             noexec: grant.noexec,
+            record_input: grant.record_input,
         })
     }
 
@@ -196,6 +197,8 @@ impl Agent {
             // run-as user already.
             no_new_privs: true,
             noexec: false,
+            // A task's input is its rendered parameters (fed, never typed): not recorded.
+            record_input: false,
         })
     }
 }
@@ -221,4 +224,6 @@ pub(super) struct Prepared {
     pub(super) no_new_privs: bool,
     /// The role's `noexec`.
     pub(super) noexec: bool,
+    /// The role's `record_input`.
+    pub(super) record_input: bool,
 }

@@ -119,6 +119,7 @@ fn spec(
         cgroup_procs: None,
         no_new_privs: true,
         noexec: false,
+        record_input: true,
     }
 }
 
@@ -574,6 +575,54 @@ async fn a_pty_session_has_a_terminal_of_the_given_size_that_follows_resizes() {
         .collect();
     assert_eq!(resizes, ["132x50"]);
     assert_eq!(cast.output(), text);
+}
+
+fn typed(cast: &crate::recording::Cast) -> String {
+    cast.events
+        .iter()
+        .filter(|e| e.kind == EventKind::Input)
+        .map(|e| e.data.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn input_typed_with_echo_off_is_not_recorded() {
+    if skip() {
+        return;
+    }
+    let u = TestUser::create("noecho", false);
+    let tty = Some(WinSize { rows: 24, cols: 80 });
+    let script =
+        "stty -echo; echo ready; read -r pw; stty echo; echo got; read -r x; echo \"$pw/$x\"";
+    for record_input in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec("/bin/sh", &sh(script), &u.user, tty, dir.path());
+        s.record_input = record_input;
+        let (outcome, out, cast) = session(s, no_stop(), Duration::from_secs(5), |mut c| async {
+            c.wait_for("ready").await;
+            c.send(Frame::Stdin(b"hunter2\r".to_vec())).await;
+            c.wait_for("got").await;
+            c.send(Frame::Stdin(b"visible\r".to_vec())).await;
+            c.finish().await
+        })
+        .await;
+        assert_eq!(outcome.exited.code, Some(0));
+        // The program read both; the password never reached the screen.
+        let text = out.out();
+        assert!(text.contains("hunter2/visible"), "{text:?}");
+        assert!(!text.contains("hunter2\r\n"), "{text:?}");
+        let raw = std::fs::read_to_string(dir.path().join("session.cast")).unwrap();
+        let recorded_secret = raw.matches("hunter2").count();
+        // Once: the program's own output of it at the end (`echo "$pw/$x"`), never as input.
+        assert_eq!(recorded_secret, 1, "{raw}");
+        if record_input {
+            assert_eq!(typed(&cast), "visible\r");
+            assert_eq!(cast.markers(), [crate::session::UNECHOED_MARKER, "exit 0"]);
+        } else {
+            assert_eq!(typed(&cast), "", "input recording is off for this role");
+            assert_eq!(cast.markers(), ["exit 0"]);
+        }
+    }
 }
 
 #[tokio::test]

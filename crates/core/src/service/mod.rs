@@ -130,6 +130,8 @@ pub struct NewRole {
     pub noexec: bool,
     /// See [`Role::allow_setuid`].
     pub allow_setuid: bool,
+    /// See [`Role::record_input`].
+    pub record_input: bool,
 }
 
 /// What the scheduler ended in one pass.
@@ -629,6 +631,7 @@ impl ControlPlane {
             run_as: r.run_as,
             noexec: r.noexec,
             allow_setuid: r.allow_setuid,
+            record_input: r.record_input,
             created_at: self.now(),
         };
         let cs = Changeset::new()
@@ -645,6 +648,7 @@ impl ControlPlane {
                     "run_as": role.run_as,
                     "noexec": role.noexec,
                     "allow_setuid": role.allow_setuid,
+                    "record_input": role.record_input,
                 })),
             );
         self.store.commit(cs).await.map_err(|e| match e {

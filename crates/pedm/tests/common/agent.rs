@@ -319,6 +319,7 @@ pub async fn setup(prefix: &str) -> (Server, Agent, LinuxUser, Client) {
             run_as: Some("root".into()),
             noexec: false,
             allow_setuid: false,
+            record_input: false,
         },
     )
     .await
@@ -357,4 +358,68 @@ pub fn as_user(mut c: Command, agent: &Agent, user: &LinuxUser) -> Command {
         .env("PEDM_AGENT_SOCKET", agent.socket())
         .stdin(Stdio::null());
     c
+}
+
+/// Speaks the agent's socket protocol without `pedm` (a Python client: an attacker, or a
+/// test that needs exact control of what is typed when): starts `argv` in a terminal, then
+/// runs `steps` in order, printing the final `Exited` frame as JSON (or `refused: ...`).
+/// Steps: `{"wait": TEXT}` (until the output holds it), `{"type": TEXT}` (one stdin frame),
+/// `{"signals": [N...]}` (all in one write: the first may end the command, and the agent then
+/// closes the connection, so frames written one by one after it would meet a broken pipe).
+const SCRIPTED_CLIENT: &str = r#"
+import json, socket, struct, sys
+sock, argv, steps = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+s = socket.socket(socket.AF_UNIX)
+s.connect(sock)
+def frame_bytes(kind, payload):
+    return struct.pack('>I', len(payload) + 1) + bytes([kind]) + payload
+def exact(n):
+    b = b''
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit('connection closed')
+        b += c
+    return b
+def frame():
+    n = struct.unpack('>I', exact(4))[0]
+    body = exact(n)
+    return body[0], body[1:]
+s.sendall(frame_bytes(1, json.dumps({"argv": argv, "tty": {"rows": 24, "cols": 80}}).encode()))
+kind, body = frame()
+if kind == 17:
+    print('refused:', json.loads(body)['reason']); sys.exit(0)
+out = b''
+for step in steps:
+    if 'wait' in step:
+        while step['wait'].encode() not in out:
+            kind, body = frame()
+            if kind == 18:
+                out += body
+            elif kind == 20:
+                sys.exit('exited before %r: %r' % (step['wait'], out))
+    elif 'type' in step:
+        s.sendall(frame_bytes(2, step['type'].encode()))
+    elif 'signals' in step:
+        s.sendall(b''.join(frame_bytes(5, struct.pack('>i', n)) for n in step['signals']))
+while True:
+    kind, body = frame()
+    if kind == 20:
+        print(body.decode()); break
+"#;
+
+/// Runs [`SCRIPTED_CLIENT`] as `user`; returns its output.
+pub fn scripted_session(
+    agent: &Agent,
+    user: &LinuxUser,
+    argv: &[&str],
+    steps: serde_json::Value,
+) -> Output {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg("-c")
+        .arg(SCRIPTED_CLIENT)
+        .arg(agent.socket())
+        .arg(serde_json::json!(argv).to_string())
+        .arg(steps.to_string());
+    as_user(c, agent, user).output().expect("python3 runs")
 }

@@ -314,6 +314,7 @@ pub async fn standard_targets(s: &Server) {
                 run_as: Some("root".into()),
                 noexec: false,
                 allow_setuid: false,
+                record_input: false,
             },
         )
         .await

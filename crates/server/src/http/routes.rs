@@ -352,6 +352,7 @@ async fn create_role(
                 run_as: b.run_as,
                 noexec: b.noexec,
                 allow_setuid: b.allow_setuid,
+                record_input: b.record_input,
             },
         )
         .await?;
