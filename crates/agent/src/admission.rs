@@ -169,6 +169,7 @@ mod tests {
             argv_bytes: None,
             count: None,
             last_at: None,
+            exec: None,
         }
     }
 

@@ -4,8 +4,9 @@
 //! - [`cgroup`]: a cgroup v2 per session under one per grant, killed with `cgroup.kill`
 //! - [`procs`]: the fallback, finding a session's processes in `/proc` by session id and by
 //!   the `PEDM_SESSION` marker in their environment
-//! - [`noexec`]: a seccomp filter that lets a session's program run but not start another
+//! - [`execs`]: a seccomp filter that stops every exec after the session's program's own:
+//!   refused (NOEXEC), or read, decided by policy and recorded (intercept)
 
 pub mod cgroup;
-pub mod noexec;
+pub mod execs;
 pub mod procs;

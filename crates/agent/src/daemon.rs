@@ -1,6 +1,7 @@
 //! The daemon: the socket `pedm exec` connects to, the snapshot it enforces, the link to the
 //! server (event stream in, reports and recordings out), and ending sessions whose grant ended.
 
+mod intercept;
 mod prepare;
 
 use crate::admission::{Connections, Refusals};
@@ -602,6 +603,7 @@ impl Agent {
             argv_bytes: whole.map(|(_, n)| n),
             count: None,
             last_at: None,
+            exec: None,
         }
     }
 
@@ -763,6 +765,7 @@ impl Agent {
             argv_bytes: whole_argv.map(|(_, n)| n),
             count: None,
             last_at: None,
+            exec: None,
         };
         let cgroup_procs = match &self.cgroups {
             None => None,
@@ -855,6 +858,15 @@ impl Agent {
             no_new_privs: p.no_new_privs,
             noexec: p.noexec,
             record_input: p.record_input,
+            exec_gate: p.intercept.then(|| {
+                Box::new(intercept::SessionGate {
+                    agent: self.clone(),
+                    grant: p.authority,
+                    session,
+                    caller: caller.clone(),
+                    tty: p.tty.is_some(),
+                }) as Box<dyn crate::contain::execs::ExecGate>
+            }),
             cwd: p.cwd,
             tty: p.tty,
             recording,

@@ -639,6 +639,7 @@ mod tests {
             argv_bytes: None,
             count: None,
             last_at: None,
+            exec: None,
         }
     }
 

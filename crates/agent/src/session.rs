@@ -7,7 +7,7 @@
 //! root cannot be regained, `chdir` as the new user (so it only enters directories that user
 //! may enter), default signal dispositions and an empty mask, every inherited descriptor
 //! above 2 marked close-on-exec, `no_new_privs` unless the role allows setuid programs (and,
-//! for a `noexec` role, the seccomp filter of [`crate::contain::noexec`], installed while
+//! for a `noexec` role, the seccomp filter of [`crate::contain::execs`], installed while
 //! still root), and finally `execveat` of the descriptor that
 //! [`command::resolve`](crate::command::resolve) checked and hashed. Only async-signal-safe
 //! calls happen between fork and exec; everything they need is prepared before the fork.
@@ -122,12 +122,15 @@ pub struct SessionSpec {
     /// `no_new_privs` for the command and everything it starts: setuid programs and file
     /// capabilities give nothing (the default; off only for roles with `allow_setuid`).
     pub no_new_privs: bool,
-    /// The command may not start another program ([`crate::contain::noexec`]).
+    /// The command may not start another program ([`crate::contain::execs`]).
     pub noexec: bool,
     /// What the user types is recorded (the role's `record_input`), except while the terminal
     /// does not echo it (a password prompt, `read -s`): a marker stands in for it then.
     /// Output is always recorded.
     pub record_input: bool,
+    /// Intercept: every exec after the program's own is decided and recorded by this gate
+    /// ([`crate::contain::execs`]); ignored under `noexec`, which refuses them all.
+    pub exec_gate: Option<Box<dyn crate::contain::execs::ExecGate>>,
 }
 
 /// See [`SessionSpec::started`].
@@ -394,7 +397,7 @@ async fn drive(
         mut streams,
         rec,
         started_at,
-    } = match start(&spec) {
+    } = match start(&mut spec) {
         Ok(started) => started,
         Err(e) => {
             let msg = format!("pedm-agent: {e}\r\n");
@@ -681,7 +684,7 @@ struct Started {
 
 /// Everything up to a running command: the exec image, the recording, the terminal or
 /// pipes, the spawn. Nothing has run when it fails (and no recording is left behind).
-fn start(spec: &SessionSpec) -> Result<Started, ExecError> {
+fn start(spec: &mut SessionSpec) -> Result<Started, ExecError> {
     let path = spec.command.path().to_path_buf();
     let spawn_err = |source| ExecError::Spawn {
         path: path.clone(),
@@ -1049,11 +1052,11 @@ struct ExecImage {
     max_fd: libc::c_int,
     no_new_privs: bool,
     /// Dropped after the spawn: the supervisor then knows whether a listener came.
-    noexec: Option<crate::contain::noexec::ChildFilter>,
+    noexec: Option<crate::contain::execs::ChildFilter>,
 }
 
 impl ExecImage {
-    fn new(spec: &SessionSpec) -> io::Result<ExecImage> {
+    fn new(spec: &mut SessionSpec) -> io::Result<ExecImage> {
         let invalid = |what: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -1113,8 +1116,11 @@ impl ExecImage {
                 .unwrap_or_else(|_| c"/".to_owned()),
             max_fd,
             no_new_privs: spec.no_new_privs,
+            // NOEXEC refuses every later exec; intercept hands each to the gate.
             noexec: if spec.noexec {
-                Some(crate::contain::noexec::prepare()?)
+                Some(crate::contain::execs::prepare(None)?)
+            } else if let Some(gate) = spec.exec_gate.take() {
+                Some(crate::contain::execs::prepare(Some(gate))?)
             } else {
                 None
             },

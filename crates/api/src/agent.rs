@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-pub use pedm_core::service::{AgentReport, ExecVerdict, REPORT_ARGV_BYTES, Undelivered};
+pub use pedm_core::service::{
+    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionExec, Undelivered,
+};
 
 /// The signing context of snapshots (see `pedm_audit::SigningKey::sign_for`).
 pub const SNAPSHOT_CONTEXT: &str = "pedm-agent-snapshot-v1";
@@ -63,6 +65,9 @@ pub struct HostGrant {
     /// The role's `record_input`: what the user types is recorded (never with echo off).
     #[serde(default)]
     pub record_input: bool,
+    /// The role's `intercept`: every exec in the session is decided and recorded.
+    #[serde(default)]
+    pub intercept: bool,
     pub starts_at: Timestamp,
     pub expires_at: Timestamp,
 }

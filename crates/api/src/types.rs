@@ -153,6 +153,10 @@ pub struct CreateRole {
     /// (never input typed with echo off, such as passwords). Off by default.
     #[serde(default)]
     pub record_input: bool,
+    /// Host sessions of this role have every program they start decided by the `exec`
+    /// policy and recorded as `session.exec` (refused ones fail with EACCES).
+    #[serde(default)]
+    pub intercept: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

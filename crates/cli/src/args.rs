@@ -293,6 +293,10 @@ pub enum RoleCmd {
         /// typed with echo off, such as passwords).
         #[arg(long)]
         record_input: bool,
+        /// Host sessions: every program started inside them (a shell's commands) is decided
+        /// by the exec policy and recorded as session.exec; refused ones fail.
+        #[arg(long)]
+        intercept: bool,
     },
     /// List the roles of a target.
     List { target: String },

@@ -285,6 +285,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             noexec,
             allow_setuid,
             record_input,
+            intercept,
         } => {
             let body = CreateRole {
                 name,
@@ -295,6 +296,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
                 noexec,
                 allow_setuid,
                 record_input,
+                intercept,
             };
             ctx.detail(&c.create_role(&target, &body).await?)
         }

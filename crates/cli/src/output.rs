@@ -270,6 +270,9 @@ impl Row for Role {
         if self.record_input {
             sessions.push("input recorded");
         }
+        if self.intercept {
+            sessions.push("intercept");
+        }
         vec![
             self.target.clone(),
             self.name.clone(),

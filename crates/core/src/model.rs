@@ -150,6 +150,11 @@ pub struct Role {
     /// not echo it: passwords). Off by default: output only.
     #[serde(default)]
     pub record_input: bool,
+    /// Host sessions: every program a session's program starts (a shell's commands, a
+    /// pipeline's parts) is stopped at its exec, decided by the same `exec` policy as the
+    /// first, and recorded (`session.exec`); a refused one fails with EACCES.
+    #[serde(default)]
+    pub intercept: bool,
     pub created_at: Timestamp,
 }
 

@@ -257,7 +257,7 @@ async fn noexec_lets_the_program_run_but_no_shell_escape() {
     if !root_or_skip("noexec_lets_the_program_run_but_no_shell_escape") {
         return;
     }
-    if !pedm_agent::contain::noexec::available() {
+    if !pedm_agent::contain::execs::available() {
         println!(
             "SKIP noexec_lets_the_program_run_but_no_shell_escape: this kernel (or the \
              container's seccomp profile) offers no seccomp user notification"
@@ -380,4 +380,107 @@ fn agent_threads(agent: &Agent) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intercept_decides_and_records_every_command_of_a_shell() {
+    if !root_or_skip("intercept_decides_and_records_every_command_of_a_shell") {
+        return;
+    }
+    if !pedm_agent::contain::execs::available() {
+        println!(
+            "SKIP intercept_decides_and_records_every_command_of_a_shell: no seccomp user \
+             notification here"
+        );
+        return;
+    }
+    let (s, agent, alice, client) = setup("pedmic").await;
+    add_role(&s, "audited", "root", &["--intercept"]);
+    add_policy(
+        &s.admin(),
+        "audited.cedar",
+        "@id(\"audited-shells\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
+         when { resource.shell && resource.role == \"audited\" };\n\
+         @id(\"no-id-when-audited\")\nforbid (principal, action == Pedm::Action::\"exec\", resource)\n\
+         when { resource.role == \"audited\" && resource.path == \"/usr/bin/id\" };\n",
+    )
+    .await;
+    let grant = grant_of(&client, "audited").await;
+    agent.wait_snapshot(1, None);
+    let own = format!("/tmp/pedm-own-true-{}", uuid::Uuid::now_v7());
+    let script = format!(
+        "cd /etc && /bin/echo one two | /usr/bin/tr a-z A-Z; /usr/bin/id -u || echo id refused; \
+         cp /bin/true {own}; {own} || echo own refused; rm -f {own}"
+    );
+    let out = exec_under(&agent, &alice, &grant, &["/bin/sh", "-c", &script]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // The pipeline ran; policy's forbid and the binary rules (a program in a directory
+    // anyone may write) refused the others inside the shell, which went on.
+    assert_eq!(
+        stdout(&out),
+        "ONE TWO\nid refused\nown refused\n",
+        "{}",
+        stderr(&out)
+    );
+
+    let events = eventually(
+        Duration::from_secs(20),
+        "six session.exec events",
+        || async {
+            let ev = s
+                .admin()
+                .audit_events(&pedm_api::AuditQuery {
+                    action: Some("session.exec".into()),
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            (ev.len() == 6).then_some(ev)
+        },
+    )
+    .await;
+    let find = |path: &str| {
+        events
+            .iter()
+            .find(|e| e.data["exec"]["path"] == path)
+            .unwrap_or_else(|| panic!("no session.exec of {path}: {events:#?}"))
+    };
+    let echo = find("/bin/echo");
+    assert_eq!(echo.actor, alice.name);
+    assert_eq!(echo.outcome, pedm_api::Outcome::Success);
+    assert_eq!(
+        echo.data["argv"],
+        serde_json::json!(["/bin/echo", "one", "two"])
+    );
+    assert_eq!(echo.data["exec"]["cwd"], "/etc");
+    assert_eq!(echo.data["grant"], grant);
+    assert!(echo.data["session"].is_string(), "{echo:?}");
+    assert!(echo.data["binary_sha256"].is_string());
+    assert!(echo.data["exec"]["pid"].as_i64() > Some(1));
+    assert!(echo.data["exec"]["ppid"].as_i64() > Some(1));
+    let tr = find("/usr/bin/tr");
+    assert_eq!(
+        tr.data["argv"],
+        serde_json::json!(["/usr/bin/tr", "a-z", "A-Z"])
+    );
+    let id = find("/usr/bin/id");
+    assert_eq!(id.outcome, pedm_api::Outcome::Denied);
+    assert!(
+        id.data["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no-id-when-audited"),
+        "{id:?}"
+    );
+    let cp = find("/usr/bin/cp");
+    assert_eq!(cp.data["argv"][0], "cp", "argv as the shell passed it");
+    let mine = find(&own);
+    assert_eq!(mine.outcome, pedm_api::Outcome::Denied);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.data["session"] == echo.data["session"]),
+        "one session"
+    );
+    find("/usr/bin/rm");
 }

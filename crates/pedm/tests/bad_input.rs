@@ -408,6 +408,7 @@ async fn non_admins_cannot_administer() {
                     noexec: false,
                     allow_setuid: false,
                     record_input: false,
+                    intercept: false,
                 },
             )
             .await,
@@ -427,6 +428,7 @@ async fn non_admins_cannot_administer() {
                     noexec: false,
                     allow_setuid: false,
                     record_input: false,
+                    intercept: false,
                 },
             )
             .await,

@@ -74,6 +74,7 @@ async fn world() -> World {
                 noexec: false,
                 allow_setuid: false,
                 record_input: false,
+                intercept: false,
             },
         )
         .await
@@ -1064,6 +1065,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
             noexec: false,
             allow_setuid: false,
             record_input: false,
+            intercept: false,
         },
     )
     .await

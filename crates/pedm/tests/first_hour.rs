@@ -379,6 +379,7 @@ async fn simulate_never_recommends_auto_approving_root_or_small_samples() {
             noexec: false,
             allow_setuid: false,
             record_input: false,
+            intercept: false,
         },
     )
     .await

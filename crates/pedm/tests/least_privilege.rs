@@ -96,6 +96,7 @@ async fn add_role(s: &Server, role: &str, auto: bool) {
                 noexec: false,
                 allow_setuid: false,
                 record_input: false,
+                intercept: false,
             },
         )
         .await

@@ -175,6 +175,7 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
                 noexec: false,
                 allow_setuid: false,
                 record_input: false,
+                intercept: false,
             },
         )
         .await
@@ -527,6 +528,7 @@ login = "{{user}}_db"
             noexec: false,
             allow_setuid: false,
             record_input: false,
+            intercept: false,
         },
     )
     .await

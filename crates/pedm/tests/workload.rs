@@ -66,6 +66,7 @@ async fn setup(idp: &Idp) -> Server {
             noexec: false,
             allow_setuid: false,
             record_input: false,
+            intercept: false,
         },
     )
     .await

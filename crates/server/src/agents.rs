@@ -93,6 +93,7 @@ impl AgentHub {
                     noexec: g.role.noexec,
                     allow_setuid: g.role.allow_setuid,
                     record_input: g.role.record_input,
+                    intercept: g.role.intercept,
                     starts_at: g.grant.starts_at,
                     expires_at: g.grant.expires_at,
                 })

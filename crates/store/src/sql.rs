@@ -304,8 +304,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             insert(
                 c,
                 "INSERT INTO roles (target, name, description, max_duration_secs, \
-                 auto_approve, run_as, created_at, noexec, allow_setuid, record_input) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 auto_approve, run_as, created_at, noexec, allow_setuid, record_input, \
+                 intercept) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 args![
                     &r.target,
                     &r.name,
@@ -316,7 +316,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     r.created_at,
                     r.noexec,
                     r.allow_setuid,
-                    r.record_input
+                    r.record_input,
+                    r.intercept
                 ],
                 || {
                     StoreError::AlreadyExists(format!(

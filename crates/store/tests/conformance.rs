@@ -151,6 +151,7 @@ fn role(target: &str, name: &str) -> Role {
         noexec: true,
         allow_setuid: false,
         record_input: false,
+        intercept: false,
         created_at: t(2),
     }
 }

@@ -187,6 +187,7 @@ async fn env() -> Env {
                 noexec: false,
                 allow_setuid: false,
                 record_input: false,
+                intercept: false,
             },
         )
         .await
@@ -283,6 +284,7 @@ impl Env {
                         noexec: false,
                         allow_setuid: false,
                         record_input: false,
+                        intercept: false,
                     },
                 )
                 .await

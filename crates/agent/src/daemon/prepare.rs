@@ -136,6 +136,7 @@ impl Agent {
             no_new_privs: !grant.allow_setuid,
             noexec: grant.noexec,
             record_input: grant.record_input,
+            intercept: grant.intercept,
         })
     }
 
@@ -199,6 +200,7 @@ impl Agent {
             noexec: false,
             // A task's input is its rendered parameters (fed, never typed): not recorded.
             record_input: false,
+            intercept: false,
         })
     }
 }
@@ -226,4 +228,6 @@ pub(super) struct Prepared {
     pub(super) noexec: bool,
     /// The role's `record_input`.
     pub(super) record_input: bool,
+    /// The role's `intercept`.
+    pub(super) intercept: bool,
 }

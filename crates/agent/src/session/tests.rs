@@ -120,6 +120,7 @@ fn spec(
         no_new_privs: true,
         noexec: false,
         record_input: true,
+        exec_gate: None,
     }
 }
 
@@ -322,9 +323,9 @@ async fn becoming_the_user_changes_nothing_in_the_agent_itself() {
     assert_eq!(own_ids(), before);
     // Started on this thread: the mask is restored after the clone.
     let mask = blocked_signals();
-    let s = spec("/bin/true", &["true"], &u.user, None, dir.path());
+    let mut s = spec("/bin/true", &["true"], &u.user, None, dir.path());
     let _ = std::fs::remove_file(&s.recording);
-    let image = ExecImage::new(&s).unwrap();
+    let image = ExecImage::new(&mut s).unwrap();
     let (r, w) = pipe().unwrap();
     let mut child = spawn(&image, [r.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()]).unwrap();
     assert_eq!(blocked_signals(), mask);
@@ -337,8 +338,8 @@ fn a_command_that_cannot_start_is_named_by_its_error() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = spec("/bin/true", &["true"], &root(), None, dir.path());
-    let mut image = ExecImage::new(&s).unwrap();
+    let mut s = spec("/bin/true", &["true"], &root(), None, dir.path());
+    let mut image = ExecImage::new(&mut s).unwrap();
     // A descriptor that is not open: the exec fails in the child.
     image.fd = 1_000_000;
     let (r, w) = pipe().unwrap();

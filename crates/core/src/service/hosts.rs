@@ -93,7 +93,26 @@ pub struct AgentReport {
     pub count: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_at: Option<Timestamp>,
+    /// Set for an exec inside a session (a role with `intercept`): recorded as
+    /// `session.exec` rather than `exec.allowed`/`exec.denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<SessionExec>,
 }
+
+/// The process side of a `session.exec` report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionExec {
+    pub pid: i32,
+    pub ppid: i32,
+    /// The caller's working directory.
+    pub cwd: String,
+    /// The program as the caller named it, made absolute.
+    pub path: String,
+}
+
+/// The longest path a `session.exec` report may carry (PATH_MAX).
+const MAX_PATH_BYTES: usize = 4096;
 
 /// The most of an argv an agent sends in a report or session description; a longer one is
 /// cut and identified by its hash ([`AgentReport::argv_sha256`]).
@@ -510,12 +529,22 @@ impl ControlPlane {
         for r in &reports {
             validate_name("user", &r.user)?;
             check_argv(&r.argv)?;
+            if let Some(x) = &r.exec
+                && (x.cwd.len() > MAX_PATH_BYTES || x.path.len() > MAX_PATH_BYTES)
+            {
+                return Err(Error::invalid(
+                    "exec",
+                    format!("a path of more than {MAX_PATH_BYTES} bytes"),
+                ));
+            }
         }
         let mut receipt = ReportReceipt::default();
         for r in reports {
-            let (action, outcome) = match r.verdict {
-                ExecVerdict::Allowed => ("exec.allowed", Outcome::Success),
-                ExecVerdict::Denied => ("exec.denied", Outcome::Denied),
+            let (action, outcome) = match (r.verdict, &r.exec) {
+                (ExecVerdict::Allowed, None) => ("exec.allowed", Outcome::Success),
+                (ExecVerdict::Denied, None) => ("exec.denied", Outcome::Denied),
+                (ExecVerdict::Allowed, Some(_)) => ("session.exec", Outcome::Success),
+                (ExecVerdict::Denied, Some(_)) => ("session.exec", Outcome::Denied),
             };
             let ev = NewAuditEvent::new(
                 r.at,
@@ -542,6 +571,7 @@ impl ControlPlane {
                     ("argv_bytes", json!(r.argv_bytes)),
                     ("count", json!(r.count)),
                     ("last_at", json!(r.last_at)),
+                    ("exec", json!(r.exec)),
                 ] {
                     if !v.is_null() {
                         data[k] = v;

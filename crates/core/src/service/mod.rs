@@ -31,7 +31,7 @@ pub use delegation::{MAX_DELEGATION_SECS, NewDelegation, RevokedDelegation, Task
 
 pub use hosts::{
     AgentReport, ExecVerdict, HostGrant, HostRegistration, HostSnapshot, REPORT_ARGV_BYTES,
-    ReportReceipt, Undelivered,
+    ReportReceipt, SessionExec, Undelivered,
 };
 
 pub use policy::{SimulatedChange, SimulationReport};
@@ -132,6 +132,8 @@ pub struct NewRole {
     pub allow_setuid: bool,
     /// See [`Role::record_input`].
     pub record_input: bool,
+    /// See [`Role::intercept`].
+    pub intercept: bool,
 }
 
 /// What the scheduler ended in one pass.
@@ -632,6 +634,7 @@ impl ControlPlane {
             noexec: r.noexec,
             allow_setuid: r.allow_setuid,
             record_input: r.record_input,
+            intercept: r.intercept,
             created_at: self.now(),
         };
         let cs = Changeset::new()
@@ -649,6 +652,7 @@ impl ControlPlane {
                     "noexec": role.noexec,
                     "allow_setuid": role.allow_setuid,
                     "record_input": role.record_input,
+                    "intercept": role.intercept,
                 })),
             );
         self.store.commit(cs).await.map_err(|e| match e {

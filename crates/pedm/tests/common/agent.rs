@@ -320,6 +320,7 @@ pub async fn setup(prefix: &str) -> (Server, Agent, LinuxUser, Client) {
             noexec: false,
             allow_setuid: false,
             record_input: false,
+            intercept: false,
         },
     )
     .await

@@ -315,6 +315,7 @@ pub async fn standard_targets(s: &Server) {
                 noexec: false,
                 allow_setuid: false,
                 record_input: false,
+                intercept: false,
             },
         )
         .await

@@ -353,6 +353,7 @@ async fn create_role(
                 noexec: b.noexec,
                 allow_setuid: b.allow_setuid,
                 record_input: b.record_input,
+                intercept: b.intercept,
             },
         )
         .await?;

@@ -1,15 +1,22 @@
-//! NOEXEC: a session's program runs, but nothing it (or anything it starts) does can
-//! `execve`/`execveat` another program: the call fails with EACCES, so the shell escapes of
-//! `less` (`!sh`), `vi` (`:!sh`), `find -exec`, `awk`'s `system()` and `tar
-//! --checkpoint-action=exec` start nothing.
+//! The execs of a session after its program's own, stopped in the kernel before they run.
+//!
+//! - NOEXEC: a session's program runs, but nothing it (or anything it starts) does can
+//!   `execve`/`execveat` another program: the call fails with EACCES, so the shell escapes of
+//!   `less` (`!sh`), `vi` (`:!sh`), `find -exec`, `awk`'s `system()` and `tar
+//!   --checkpoint-action=exec` start nothing.
+//! - Intercept: every later exec is read from the calling process while the kernel holds it
+//!   ([`ExecCall`]: path, argv, working directory, pid and parent), handed to an
+//!   [`ExecGate`] that decides and records it, and then continues or fails with EACCES.
+//!   Static binaries are covered (nothing is preloaded). A call that cannot be read whole
+//!   (an argv larger than pedm records, memory not readable) is refused.
 //!
 //! How: the child, between the clone and its exec, installs a seccomp filter that turns every
 //! exec system call (every ABI the kernel accepts from the process: x86-64, x32 and i386 on
 //! x86-64; arm64 and arm on aarch64; any other ABI kills the process) into a *user
 //! notification*, and hands the listener descriptor to a supervisor thread of the agent over a
-//! socket pair. The supervisor lets exactly one exec continue: the first, made by the pid that
-//! sent the listener (the agent's own `execveat` of the checked binary); it answers every
-//! later one with EACCES. The filter is inherited by every child and survives every exec, and
+//! socket pair. The supervisor lets the first exec continue, made by the pid that sent the
+//! listener (the agent's own `execveat` of the checked binary); every later one is refused
+//! (NOEXEC) or goes to the gate (intercept). The filter is inherited by every child and survives every exec, and
 //! no process can remove it. When the supervisor goes (the agent stops), the kernel answers
 //! the notifications itself with ENOSYS: still refused. The supervisor ends when no process
 //! holding the filter is left (the listener reports a hang-up).
@@ -17,9 +24,41 @@
 //! This is the one module of the agent that speaks seccomp; its `unsafe` blocks are raw
 //! system calls on memory it owns, each with its reason.
 
+use std::fs::File;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+/// One exec a session's process asked for, as read from it while the kernel held the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCall {
+    pub pid: i32,
+    pub ppid: i32,
+    /// The caller's working directory.
+    pub cwd: PathBuf,
+    /// The program, made absolute (relative to the working directory or the `execveat`
+    /// directory; the descriptor's file for `fexecve`).
+    pub path: PathBuf,
+    pub argv: Vec<String>,
+}
+
+/// Decides (and records) the execs after a session's first. Runs on the supervisor thread,
+/// while the caller waits in the kernel: it must answer promptly.
+pub trait ExecGate: Send + std::fmt::Debug {
+    /// Whether the exec of process `pid` may run. `Err` holds why the call could not be read
+    /// (it is refused).
+    fn decide(&mut self, pid: i32, call: Result<ExecCall, String>) -> bool;
+}
+
+/// The most an intercepted argv may hold (each argument counted with its NUL): what the
+/// server records in full ([`pedm_api::agent::REPORT_ARGV_BYTES`]).
+const MAX_ARGV_BYTES: usize = pedm_api::agent::REPORT_ARGV_BYTES;
+/// The most arguments read from an intercepted argv.
+const MAX_ARGS: usize = 4096;
+/// The longest path read from an intercepted call (PATH_MAX).
+const MAX_PATH: usize = 4096;
 
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
@@ -137,7 +176,7 @@ pub struct ChildFilter {
 /// Prepares a NOEXEC session: the filter for the child, and the supervisor thread that waits
 /// for its listener. Drop the [`ChildFilter`] once the child has exec'd (or failed): the
 /// supervisor then stops waiting if no listener came.
-pub fn prepare() -> io::Result<ChildFilter> {
+pub fn prepare(gate: Option<Box<dyn ExecGate>>) -> io::Result<ChildFilter> {
     if !supported() {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -166,8 +205,8 @@ pub fn prepare() -> io::Result<ChildFilter> {
     // SAFETY: both descriptors are new and ours alone.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
     std::thread::Builder::new()
-        .name("pedm-noexec".into())
-        .spawn(move || supervise(ours))?;
+        .name("pedm-execs".into())
+        .spawn(move || supervise(ours, gate))?;
     Ok(ChildFilter {
         filter: program(),
         sock: theirs,
@@ -266,9 +305,10 @@ fn receive(sock: &OwnedFd) -> Option<(OwnedFd, u32)> {
     }
 }
 
-/// The supervisor: allows the first exec of the pid that sent the listener, refuses every
-/// other with EACCES, until no process holds the filter.
-fn supervise(sock: OwnedFd) {
+/// The supervisor: allows the first exec of the pid that sent the listener; every other one
+/// is refused with EACCES, or with a gate read, decided and answered; until no process holds
+/// the filter.
+fn supervise(sock: OwnedFd, mut gate: Option<Box<dyn ExecGate>>) {
     let Some((listener, pid)) = receive(&sock) else {
         return;
     };
@@ -339,7 +379,25 @@ fn supervise(sock: OwnedFd) {
         }
         // SAFETY: `req` holds a seccomp_notif the kernel just wrote.
         let notif = unsafe { &*req.as_ptr().cast::<libc::seccomp_notif>() };
-        let allow = !first_done && notif.pid == pid;
+        let first = !first_done && notif.pid == pid;
+        let allow = first
+            || match gate.as_mut() {
+                None => false,
+                Some(g) => {
+                    let call = read_call(notif);
+                    // The pid may have died and been reused while we read: only a
+                    // notification still pending proves the memory read was the caller's.
+                    let valid = id_valid(&listener, notif.id);
+                    g.decide(
+                        notif.pid as i32,
+                        if valid {
+                            call
+                        } else {
+                            Err("the caller went away while it was read".into())
+                        },
+                    ) && valid
+                }
+            };
         resp.iter_mut().for_each(|w| *w = 0);
         // SAFETY: `resp` is zeroed and large enough for a seccomp_notif_resp.
         let answer = unsafe { &mut *resp.as_mut_ptr().cast::<libc::seccomp_notif_resp>() };
@@ -357,13 +415,156 @@ fn supervise(sock: OwnedFd) {
                 resp.as_mut_ptr(),
             )
         };
-        if allow && sent == 0 {
+        if first && sent == 0 {
             first_done = true;
         }
         if !allow {
             tracing::debug!(pid = notif.pid, "noexec: exec refused");
         }
     }
+}
+
+/// Whether notification `id` is still pending (its caller alive and waiting).
+fn id_valid(listener: &OwnedFd, id: u64) -> bool {
+    let mut id = id;
+    // SAFETY: NOTIF_ID_VALID reads the u64 we own.
+    unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _,
+            &raw mut id,
+        ) == 0
+    }
+}
+
+/// Pointer width of the calling ABI, and whether the call is `execveat`.
+fn abi_of(data: &libc::seccomp_data) -> (usize, bool) {
+    let nr = data.nr as u32;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if data.arch == AUDIT_ARCH_X86_64 {
+            let x32 = nr & X32_SYSCALL_BIT != 0;
+            let nr = nr & !X32_SYSCALL_BIT;
+            return (if x32 { 4 } else { 8 }, nr == 322 || nr == 545);
+        }
+        (4, nr == 358)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if data.arch == AUDIT_ARCH_AARCH64 {
+            return (8, nr == 281);
+        }
+        (4, nr == 387)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = nr;
+        (8, false)
+    }
+}
+
+/// A NUL-terminated string at `addr` in `mem`, at most `max` bytes.
+fn read_cstr(mem: &File, addr: u64, max: usize) -> Result<String, String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    let mut at = addr;
+    loop {
+        let n = mem
+            .read_at(&mut buf, at)
+            .map_err(|e| format!("cannot read the caller's memory: {e}"))?;
+        if n == 0 {
+            return Err("cannot read the caller's memory: end of it".into());
+        }
+        if let Some(end) = buf[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.len() > max {
+            return Err(format!("a string longer than {max} bytes"));
+        }
+        at += n as u64;
+    }
+    if out.len() > max {
+        return Err(format!("a string longer than {max} bytes"));
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn readlink(path: String) -> Result<PathBuf, String> {
+    std::fs::read_link(&path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// Reads the exec call of `notif` from its process: program, argv, working directory,
+/// parent. Fails on anything it cannot read whole.
+fn read_call(notif: &libc::seccomp_notif) -> Result<ExecCall, String> {
+    let pid = notif.pid as i32;
+    let mem = File::open(format!("/proc/{pid}/mem"))
+        .map_err(|e| format!("cannot open the caller's memory: {e}"))?;
+    let (width, at) = abi_of(&notif.data);
+    let a = notif.data.args;
+    let (dirfd, path_ptr, argv_ptr, flags) = if at {
+        (a[0] as i32, a[1], a[2], a[4] as i32)
+    } else {
+        (libc::AT_FDCWD, a[0], a[1], 0)
+    };
+    let path = read_cstr(&mem, path_ptr, MAX_PATH)?;
+    let mut argv = Vec::new();
+    let mut bytes = 0;
+    let mut slot = [0u8; 8];
+    for i in 0..=MAX_ARGS {
+        if i == MAX_ARGS {
+            return Err(format!("more than {MAX_ARGS} arguments"));
+        }
+        let got = mem
+            .read_at(&mut slot[..width], argv_ptr + (i * width) as u64)
+            .map_err(|e| format!("cannot read the caller's argv: {e}"))?;
+        if got != width {
+            return Err("cannot read the caller's argv".into());
+        }
+        let ptr = if width == 8 {
+            u64::from_ne_bytes(slot)
+        } else {
+            u64::from(u32::from_ne_bytes([slot[0], slot[1], slot[2], slot[3]]))
+        };
+        if ptr == 0 {
+            break;
+        }
+        let arg = read_cstr(&mem, ptr, MAX_ARGV_BYTES)?;
+        bytes += arg.len() + 1;
+        if bytes > MAX_ARGV_BYTES {
+            return Err(format!(
+                "an argv of more than the {MAX_ARGV_BYTES} bytes pedm records"
+            ));
+        }
+        argv.push(arg);
+    }
+    let cwd = readlink(format!("/proc/{pid}/cwd"))?;
+    let path = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+        readlink(format!("/proc/{pid}/fd/{dirfd}"))?
+    } else if path.starts_with('/') {
+        PathBuf::from(path)
+    } else if dirfd == libc::AT_FDCWD {
+        cwd.join(path)
+    } else {
+        readlink(format!("/proc/{pid}/fd/{dirfd}"))?.join(path)
+    };
+    // `/tmp/./x` is `/tmp/x` (`..` is left: only the file system knows what it means).
+    let path: PathBuf = path.components().collect();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("cannot read the caller's status: {e}"))?;
+    let ppid = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    Ok(ExecCall {
+        pid,
+        ppid,
+        cwd,
+        path,
+        argv,
+    })
 }
 
 fn unsafe_zeroed<T: Copy>() -> T {
@@ -375,13 +576,18 @@ fn unsafe_zeroed<T: Copy>() -> T {
 mod tests {
     use super::*;
 
-    /// `/bin/sh -c SCRIPT`, with the NOEXEC filter or without; (exit code, stdout, stderr).
-    fn sh(script: &str, noexec: bool) -> (Option<i32>, String, String) {
+    /// `/bin/sh -c SCRIPT`, with the filter (NOEXEC, or intercept with a gate) or without;
+    /// (exit code, stdout, stderr).
+    fn sh_with(
+        script: &str,
+        filtered: bool,
+        gate: Option<Box<dyn ExecGate>>,
+    ) -> (Option<i32>, String, String) {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new("/bin/sh");
         cmd.args(["-c", script]);
-        if noexec {
-            let filter = prepare().expect("prepare the filter");
+        if filtered {
+            let filter = prepare(gate).expect("prepare the filter");
             // SAFETY: between fork and exec the closure only makes raw system calls (prctl,
             // and those of `install`, which reads memory prepared before the fork).
             unsafe {
@@ -400,6 +606,65 @@ mod tests {
         let out = cmd.output().expect("run /bin/sh");
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         (out.status.code(), text(&out.stdout), text(&out.stderr))
+    }
+
+    fn sh(script: &str, noexec: bool) -> (Option<i32>, String, String) {
+        sh_with(script, noexec, None)
+    }
+
+    /// Records every call it sees; refuses `/usr/bin/env`.
+    #[derive(Debug)]
+    struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<Result<ExecCall, String>>>>);
+
+    impl ExecGate for Recorder {
+        fn decide(&mut self, _pid: i32, call: Result<ExecCall, String>) -> bool {
+            let allow = call
+                .as_ref()
+                .is_ok_and(|c| c.path != std::path::Path::new("/usr/bin/env"));
+            self.0.lock().unwrap().push(call);
+            allow
+        }
+    }
+
+    #[test]
+    fn intercept_reads_each_exec_and_runs_what_the_gate_allows() {
+        if !available() {
+            println!("SKIP intercept_reads_each_exec: no seccomp user notification here");
+            return;
+        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let script = "cd /tmp && echo piped | /bin/cat; ./../bin/echo 'two words' x; \
+                      /usr/bin/env true || echo refused; exit 3";
+        let (code, out, err) = sh_with(script, true, Some(Box::new(Recorder(seen.clone()))));
+        assert_eq!(code, Some(3), "{out}{err}");
+        assert_eq!(out, "piped\ntwo words x\nrefused\n", "{err}");
+        assert!(err.contains("Permission denied"), "{err}");
+        let seen = seen.lock().unwrap();
+        let calls: Vec<(&str, Vec<&str>, &str)> = seen
+            .iter()
+            .map(|c| {
+                let c = c.as_ref().expect("read whole");
+                (
+                    c.path.to_str().unwrap(),
+                    c.argv.iter().map(String::as_str).collect(),
+                    c.cwd.to_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("/bin/cat", vec!["/bin/cat"], "/tmp"),
+                (
+                    "/tmp/../bin/echo",
+                    vec!["./../bin/echo", "two words", "x"],
+                    "/tmp"
+                ),
+                ("/usr/bin/env", vec!["/usr/bin/env", "true"], "/tmp"),
+            ]
+        );
+        let c = seen[0].as_ref().unwrap();
+        assert!(c.pid > 1 && c.ppid > 1 && c.pid != c.ppid, "{c:?}");
     }
 
     #[test]

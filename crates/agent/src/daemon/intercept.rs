@@ -1,0 +1,127 @@
+//! The gate of `intercept` sessions ([`crate::contain::execs`]): every exec after the
+//! session's first is checked as the first was (the binary resolved under the same rules, the
+//! same Cedar `exec` decision for the session's grant) and recorded as a `session.exec`
+//! report, allowed or not, before the caller learns the answer.
+
+use super::Agent;
+use crate::command::resolve;
+use crate::contain::execs::{ExecCall, ExecGate};
+use crate::user::TargetUser;
+use jiff::Timestamp;
+use pedm_api::agent::{AgentReport, ExecVerdict, SessionExec};
+use pedm_policy::CommandRef;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub(super) struct SessionGate {
+    pub(super) agent: Arc<Agent>,
+    pub(super) grant: Uuid,
+    pub(super) session: Uuid,
+    /// The person (their uid makes resolution errors clearer; their name picks the grant).
+    pub(super) caller: TargetUser,
+    pub(super) tty: bool,
+}
+
+impl std::fmt::Debug for SessionGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionGate")
+            .field("grant", &self.grant)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+/// An exec's verdict: the policies that allowed it, or why not; the binary's hash if known.
+type Verdict = (Result<String, String>, Option<String>);
+
+impl SessionGate {
+    fn check(&self, c: &ExecCall, now: Timestamp) -> Verdict {
+        let Some(path) = c.path.to_str() else {
+            return (Err("the program's path is not UTF-8".into()), None);
+        };
+        let resolved = match resolve(path, &self.agent.cfg.secure_path, self.caller.uid) {
+            Ok(r) => r,
+            Err(e) => return (Err(e.to_string()), None),
+        };
+        let sha = resolved.sha256().to_string();
+        let args = c.argv.get(1..).unwrap_or_default();
+        let command = CommandRef {
+            path: resolved.path().to_string_lossy().into_owned(),
+            args: args.join(" "),
+            sha256: Some(sha.clone()),
+            shell: crate::shells::is_shell(resolved.path(), args, self.tty),
+            cwd: Some(c.cwd.to_string_lossy().into_owned()),
+        };
+        let guard = self
+            .agent
+            .enforced
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(enforced) = guard.as_ref() else {
+            return (Err("no grants are in force on this host".into()), Some(sha));
+        };
+        let decided = enforced
+            .pick_grant(&self.caller.name, Some(self.grant), now)
+            .and_then(|g| {
+                let g = g.clone();
+                enforced.authorize(&g, &command, now)
+            })
+            .map(|a| format!("allowed by {}", a.policies.join(", ")))
+            .map_err(|r| r.0);
+        (decided, Some(sha))
+    }
+}
+
+impl ExecGate for SessionGate {
+    fn decide(&mut self, pid: i32, call: Result<ExecCall, String>) -> bool {
+        let now = Timestamp::now();
+        let ((decided, sha), argv, exec) = match &call {
+            Err(why) => (
+                (Err(format!("cannot read the exec call: {why}")), None),
+                vec![],
+                SessionExec {
+                    pid,
+                    ppid: 0,
+                    cwd: String::new(),
+                    path: String::new(),
+                },
+            ),
+            Ok(c) => (
+                self.check(c, now),
+                c.argv.clone(),
+                SessionExec {
+                    pid: c.pid,
+                    ppid: c.ppid,
+                    cwd: c.cwd.to_string_lossy().into_owned(),
+                    path: c.path.to_string_lossy().into_owned(),
+                },
+            ),
+        };
+        let allowed = decided.is_ok();
+        let report = AgentReport {
+            id: Uuid::now_v7(),
+            at: now,
+            user: self.caller.name.clone(),
+            verdict: if allowed {
+                ExecVerdict::Allowed
+            } else {
+                ExecVerdict::Denied
+            },
+            grant: Some(self.grant),
+            session: Some(self.session),
+            task: None,
+            delegation: None,
+            argv,
+            binary_sha256: sha,
+            reason: Some(decided.unwrap_or_else(|why| why)),
+            argv_sha256: None,
+            argv_bytes: None,
+            count: None,
+            last_at: None,
+            exec: Some(exec),
+        };
+        // On disk before the program runs (or learns it may not).
+        self.agent.queue_report(&report);
+        allowed
+    }
+}
