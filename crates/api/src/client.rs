@@ -357,6 +357,19 @@ impl Client {
         self.send(Method::POST, &format!("/targets/{target}/roles"), body)
             .await
     }
+    pub async fn update_role(
+        &self,
+        target: &str,
+        role: &str,
+        body: &UpdateRole,
+    ) -> Result<Role, ApiError> {
+        self.send(
+            Method::PATCH,
+            &format!("/targets/{target}/roles/{role}"),
+            body,
+        )
+        .await
+    }
     pub async fn list_roles(&self, target: &str) -> Result<Vec<Role>, ApiError> {
         self.get(&format!("/targets/{target}/roles")).await
     }

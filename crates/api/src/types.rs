@@ -127,6 +127,26 @@ pub struct TargetDetail {
     pub roles: Vec<Role>,
 }
 
+/// `PATCH /targets/{name}/roles/{role}`: the settings to change (absent: unchanged).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRole {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approve: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noexec: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_setuid: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_input: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<bool>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {

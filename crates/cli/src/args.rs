@@ -298,6 +298,27 @@ pub enum RoleCmd {
         #[arg(long)]
         intercept: bool,
     },
+    /// Change a role's settings; host session controls apply to sessions started from now
+    /// on, under grants already held too. Only what is given changes.
+    Update {
+        target: String,
+        name: String,
+        /// Longest a grant of this role may last from now on (grants held keep theirs).
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        max_duration: Option<DurationArg>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long, value_name = "true|false")]
+        auto_approve: Option<bool>,
+        #[arg(long, value_name = "true|false")]
+        noexec: Option<bool>,
+        #[arg(long, value_name = "true|false")]
+        allow_setuid: Option<bool>,
+        #[arg(long, value_name = "true|false")]
+        record_input: Option<bool>,
+        #[arg(long, value_name = "true|false")]
+        intercept: Option<bool>,
+    },
     /// List the roles of a target.
     List { target: String },
 }

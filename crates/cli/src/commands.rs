@@ -300,6 +300,28 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             };
             ctx.detail(&c.create_role(&target, &body).await?)
         }
+        RoleCmd::Update {
+            target,
+            name,
+            max_duration,
+            description,
+            auto_approve,
+            noexec,
+            allow_setuid,
+            record_input,
+            intercept,
+        } => {
+            let body = UpdateRole {
+                description,
+                max_duration: max_duration.map(|d| d.canonical()),
+                auto_approve,
+                noexec,
+                allow_setuid,
+                record_input,
+                intercept,
+            };
+            ctx.detail(&c.update_role(&target, &name, &body).await?)
+        }
         RoleCmd::List { target } => ctx.list(&c.list_roles(&target).await?),
     }
 }

@@ -58,6 +58,9 @@ pub enum Write {
     InsertTarget(Target),
     /// Fails with NotFound if the target is absent, AlreadyExists if the role is.
     InsertRole(Role),
+    /// Replaces a role's settings (its target, name, run-as and creation time stay); fails
+    /// with NotFound if the role is absent.
+    UpdateRole(Role),
     InsertRequest(Request),
     /// Replaces the request; fails with Conflict unless the stored version is
     /// `request.version - 1` (the caller bumps the version).

@@ -9,6 +9,9 @@
 //! * recording throughput: `cat` of a 200 MB text file, output to /dev/null, through
 //!   `pedm exec` (recorded as asciicast), `sudo` with I/O logging on (`log_output`,
 //!   `log_input`), `script` (recording to a file) and directly; best of 3.
+//! * intercept: a shell running `/bin/true` 500 times through `pedm exec`, under a role with
+//!   `--intercept` (each exec stopped, read, decided, recorded as `session.exec`) and under
+//!   one without; the difference per exec, best of 3.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -20,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LATENCY_RUNS: usize = 300;
+const INTERCEPTED_EXECS: usize = 500;
 const FILE_MB: usize = 200;
 
 /// `PEDM_BENCH_RUNS` / `PEDM_BENCH_MB` shorten a run while iterating.
@@ -64,9 +68,38 @@ fn percentile(v: &mut [Duration], p: f64) -> f64 {
 async fn run() {
     let latency_runs = env_or("PEDM_BENCH_RUNS", LATENCY_RUNS);
     let file_mb = env_or("PEDM_BENCH_MB", FILE_MB);
-    let (_s, agent, user, client) = setup("pedmbx").await;
+    let (s, agent, user, client) = setup("pedmbx").await;
     let g = grant(&client, "1h").await;
-    agent.wait_snapshot(1, None);
+    let out = s.cli(
+        &s.admin_token,
+        &[
+            "role",
+            "add",
+            "web1",
+            "audited",
+            "--max-duration",
+            "1h",
+            "--auto-approve",
+            "--run-as",
+            "root",
+            "--intercept",
+        ],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    common::add_policy(
+        &s.admin(),
+        "bench-shells.cedar",
+        "@id(\"bench-shells\")\npermit (principal, action == Pedm::Action::\"exec\", resource)\n\
+         when { resource.shell };\n",
+    )
+    .await;
+    let audited = client
+        .create_request(&common::req("web1", "audited", "1h", "bench"))
+        .await
+        .unwrap()
+        .grant
+        .expect("auto-approved");
+    agent.wait_snapshot(2, None);
     let iolog = agent.dir.path().join("sudo-io");
     let sudoers = Sudoers(std::path::PathBuf::from(format!(
         "/etc/sudoers.d/pedm-bench-{}",
@@ -105,12 +138,16 @@ async fn run() {
         t.elapsed()
     };
 
+    let gid = g.id.to_string();
     // Latency, interleaved so that load changes hit all three alike.
     let (mut direct, mut sudo, mut pedm_l) = (vec![], vec![], vec![]);
     for _ in 0..latency_runs {
         direct.push(time(as_user("/bin/true", &[])));
         sudo.push(time(as_user("sudo", &["-n", "/bin/true"])));
-        pedm_l.push(time(as_user(pedm, &["exec", "--", "/bin/true"])));
+        pedm_l.push(time(as_user(
+            pedm,
+            &["exec", "--grant", &gid, "--", "/bin/true"],
+        )));
     }
     let d50 = percentile(&mut direct, 0.5);
     let s50 = percentile(&mut sudo, 0.5);
@@ -148,7 +185,23 @@ async fn run() {
         .stderr(Stdio::null());
         c
     });
-    let t_pedm = best(&|| as_user(pedm, &["exec", "--", "/usr/bin/cat", f]));
+    let t_pedm = best(&|| as_user(pedm, &["exec", "--grant", &gid, "--", "/usr/bin/cat", f]));
+
+    // Per-exec cost of intercept.
+    let loop_script =
+        format!("i=0; while [ $i -lt {INTERCEPTED_EXECS} ]; do /bin/true; i=$((i+1)); done");
+    let in_shell = |grant: String| {
+        let script = loop_script.clone();
+        move || {
+            as_user(
+                pedm,
+                &["exec", "--grant", &grant, "--", "/bin/sh", "-c", &script],
+            )
+        }
+    };
+    let t_plain = best(&in_shell(g.id.to_string()));
+    let t_intercepted = best(&in_shell(audited.id.to_string()));
+    let per_exec_ms = |t: f64| t * 1e3 / INTERCEPTED_EXECS as f64;
 
     println!(
         "\npedm exec vs sudo (grant {}, {latency_runs} runs each, interleaved)",
@@ -183,6 +236,21 @@ async fn run() {
     println!("{:<40} {:>10.0}", "script (pty, to a file)", mbs(t_script));
     println!("{:<40} {:>10.0}", "pedm exec (asciicast)", mbs(t_pedm));
     println!("pedm/sudo throughput ratio: {:.2}", t_sudo / t_pedm);
+    println!(
+        "\n{:<40} {:>10}",
+        format!("a shell running /bin/true {INTERCEPTED_EXECS} times"),
+        "ms/exec"
+    );
+    println!("{:<40} {:>10.3}", "without intercept", per_exec_ms(t_plain));
+    println!(
+        "{:<40} {:>10.3}",
+        "with intercept (decided, recorded)",
+        per_exec_ms(t_intercepted)
+    );
+    println!(
+        "intercept overhead per exec: {:.3} ms",
+        per_exec_ms(t_intercepted - t_plain)
+    );
     // One line per figure for scripts/bench: lower is better for latency, higher for MB/s.
     println!(
         "BENCH name=exec_latency_p50 unit=ms pedm={p50:.3} peer={s50:.3} peer_name=sudo better=lower"
@@ -191,6 +259,11 @@ async fn run() {
         "BENCH name=recording_throughput unit=MB/s pedm={:.1} peer={:.1} peer_name=sudo_iolog better=higher",
         mbs(t_pedm),
         mbs(t_sudo)
+    );
+    println!(
+        "BENCH name=intercepted_exec unit=ms pedm={:.3} peer={:.3} peer_name=no_intercept better=lower figure=per_exec",
+        per_exec_ms(t_intercepted),
+        per_exec_ms(t_plain)
     );
     println!(
         "BENCH name=recording_throughput_vs_script unit=MB/s pedm={:.1} peer={:.1} peer_name=script better=higher",

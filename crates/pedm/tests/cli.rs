@@ -288,3 +288,144 @@ async fn health_metrics_and_openapi() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test]
+async fn a_role_changes_in_place_and_the_change_is_recorded() {
+    let s = Server::start();
+    standard_targets(&s).await;
+    let t = &s.admin_token;
+    let role = json(&s.cli(
+        t,
+        &[
+            "--json",
+            "role",
+            "update",
+            "web1",
+            "root",
+            "--intercept",
+            "true",
+            "--record-input",
+            "true",
+            "--max-duration",
+            "30m",
+        ],
+    ));
+    assert_eq!(
+        (
+            &role["intercept"],
+            &role["record_input"],
+            &role["max_duration_secs"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(true),
+            &serde_json::json!(1800)
+        )
+    );
+    assert_eq!(role["auto_approve"], false, "what was not given stays");
+    let listed = ok(&s.cli(t, &["role", "list", "web1"]));
+    assert!(
+        listed.contains("intercept") && listed.contains("input recorded"),
+        "{listed}"
+    );
+    // The grant limit follows at once.
+    let alice = user_with_token(&s, "alice", false).await;
+    let e = s
+        .client(&alice)
+        .create_request(&req("web1", "root", "45m", "disk"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(422), "{e:?}");
+    let ev = s
+        .admin()
+        .audit_events(&pedm_api::AuditQuery {
+            action: Some("role.updated".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].data["before"]["intercept"], false);
+    assert_eq!(ev[0].data["after"]["intercept"], true);
+    assert_eq!(ev[0].subject.as_deref(), Some("role:web1/root"));
+
+    // Refused without a change: bad values, unknown roles, people without the right.
+    let o = s.cli(
+        t,
+        &["role", "update", "web1", "root", "--max-duration", "0s"],
+    );
+    assert_eq!(o.status.code(), Some(2), "a usage error: {}", stderr(&o));
+    let o = s.cli(
+        t,
+        &["role", "update", "web1", "root", "--max-duration", "30d"],
+    );
+    assert!(
+        stderr(&o).contains("over the server limit"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.cli(t, &["role", "update", "web1", "ghost", "--noexec", "true"]);
+    assert!(
+        stderr(&o).contains("role ghost on target web1 not found"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.cli(
+        &alice,
+        &["role", "update", "web1", "root", "--intercept", "false"],
+    );
+    assert!(!o.status.success());
+    let again = json(&s.cli(t, &["--json", "role", "list", "web1"]));
+    let root = again
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "root")
+        .unwrap();
+    assert_eq!(
+        (&root["intercept"], &root["max_duration_secs"]),
+        (&serde_json::json!(true), &serde_json::json!(1800))
+    );
+}
+
+#[tokio::test]
+async fn under_two_person_control_one_admin_cannot_switch_approvals_off_for_a_role() {
+    let s = Server::start_with(Options {
+        config: Some("[policy]\nrequire_approvals = 1\n".into()),
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    let t = &s.admin_token;
+    let o = s.cli(
+        t,
+        &["role", "update", "web1", "root", "--auto-approve", "true"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("require_approvals"), "{}", stderr(&o));
+    let denied = s
+        .admin()
+        .audit_events(&pedm_api::AuditQuery {
+            action: Some("role.update".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].outcome, pedm_api::Outcome::Denied);
+    // Narrowing goes through.
+    let docker = json(&s.cli(
+        t,
+        &[
+            "--json",
+            "role",
+            "update",
+            "web1",
+            "docker",
+            "--auto-approve",
+            "false",
+        ],
+    ));
+    assert_eq!(docker["auto_approve"], false);
+    let roles = s.admin().list_roles("web1").await.unwrap();
+    assert!(roles.iter().all(|r| !r.auto_approve), "{roles:?}");
+}

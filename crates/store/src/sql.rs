@@ -300,6 +300,34 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             )
             .await
         }
+        Write::UpdateRole(r) => {
+            let n = c
+                .execute(
+                    "UPDATE roles SET description = $3, max_duration_secs = $4, auto_approve = $5, \
+                     noexec = $6, allow_setuid = $7, record_input = $8, intercept = $9 \
+                     WHERE target = $1 AND name = $2",
+                    args![
+                        &r.target,
+                        &r.name,
+                        &r.description,
+                        r.max_duration_secs,
+                        r.auto_approve,
+                        r.noexec,
+                        r.allow_setuid,
+                        r.record_input,
+                        r.intercept
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "role {} on target {}",
+                    r.name, r.target
+                )));
+            }
+            Ok(())
+        }
         Write::InsertRole(r) => {
             insert(
                 c,

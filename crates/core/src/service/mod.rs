@@ -136,6 +136,18 @@ pub struct NewRole {
     pub intercept: bool,
 }
 
+/// What `role update` changes; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RoleChange {
+    pub description: Option<String>,
+    pub max_duration_secs: Option<i64>,
+    pub auto_approve: Option<bool>,
+    pub noexec: Option<bool>,
+    pub allow_setuid: Option<bool>,
+    pub record_input: Option<bool>,
+    pub intercept: Option<bool>,
+}
+
 /// What the scheduler ended in one pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExpiryPass {
@@ -608,19 +620,7 @@ impl ControlPlane {
         if self.store.target(&r.target).await?.is_none() {
             return Err(Error::NotFound(format!("target {}", r.target)));
         }
-        if r.max_duration_secs <= 0 {
-            return Err(Error::invalid("max_duration", "must be greater than zero"));
-        }
-        if r.max_duration_secs > self.limits.max_duration_secs {
-            return Err(Error::unprocessable(
-                "max_duration",
-                format!(
-                    "{} is over the server limit of {}",
-                    format_duration(r.max_duration_secs),
-                    format_duration(self.limits.max_duration_secs)
-                ),
-            ));
-        }
+        self.check_role_duration(r.max_duration_secs)?;
         if let Some(u) = &r.run_as {
             validate_name("run_as", u)?;
         }
@@ -662,6 +662,107 @@ impl ControlPlane {
             e => e.into(),
         })?;
         Ok(role)
+    }
+
+    /// Changes a role's settings (needs `manage_targets`). Host session controls apply to
+    /// sessions started from then on, under grants already held too; the run-as account is
+    /// not changed here (a different account is a different role).
+    pub async fn update_role(
+        &self,
+        actor: &Actor,
+        target: &str,
+        name: &str,
+        c: RoleChange,
+    ) -> Result<Role> {
+        self.require_admin(actor, AdminAction::ManageTargets, "role.update")
+            .await?;
+        let Some(before) = self
+            .store
+            .roles(Some(target))
+            .await?
+            .into_iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
+        else {
+            return Err(Error::NotFound(format!("role {name} on target {target}")));
+        };
+        // Under two-person control one admin does not switch approvals off for a role that
+        // had them (a new auto-approved role stays possible, as before this change existed).
+        if c.auto_approve == Some(true) && !before.auto_approve && self.policy_approvals > 0 {
+            return Err(self
+                .refuse(
+                    actor,
+                    "role.update",
+                    subject("role", format!("{}/{}", before.target, before.name)),
+                    format!(
+                        "role {name} on {target} needs approvals; with policy.require_approvals \
+                         on, auto-approval is given by a reviewed policy change, not by one admin"
+                    ),
+                )
+                .await);
+        }
+        let mut role = before.clone();
+        if let Some(d) = c.description {
+            role.description = trimmed("description", Some(d), 500)?;
+        }
+        if let Some(secs) = c.max_duration_secs {
+            self.check_role_duration(secs)?;
+            role.max_duration_secs = secs;
+        }
+        let flags = [
+            (&mut role.auto_approve, c.auto_approve),
+            (&mut role.noexec, c.noexec),
+            (&mut role.allow_setuid, c.allow_setuid),
+            (&mut role.record_input, c.record_input),
+            (&mut role.intercept, c.intercept),
+        ];
+        for (field, new) in flags {
+            if let Some(v) = new {
+                *field = v;
+            }
+        }
+        if role == before {
+            return Ok(role);
+        }
+        let settings = |r: &Role| {
+            json!({
+                "description": r.description,
+                "max_duration_secs": r.max_duration_secs,
+                "auto_approve": r.auto_approve,
+                "noexec": r.noexec,
+                "allow_setuid": r.allow_setuid,
+                "record_input": r.record_input,
+                "intercept": r.intercept,
+            })
+        };
+        let cs = Changeset::new()
+            .write(Write::UpdateRole(role.clone()))
+            .event(
+                self.event(
+                    actor,
+                    "role.updated",
+                    subject("role", format!("{}/{}", role.target, role.name)),
+                )
+                .data(json!({ "before": settings(&before), "after": settings(&role) })),
+            );
+        self.store.commit(cs).await?;
+        Ok(role)
+    }
+
+    fn check_role_duration(&self, secs: i64) -> Result<()> {
+        if secs <= 0 {
+            return Err(Error::invalid("max_duration", "must be greater than zero"));
+        }
+        if secs > self.limits.max_duration_secs {
+            return Err(Error::unprocessable(
+                "max_duration",
+                format!(
+                    "{} is over the server limit of {}",
+                    format_duration(secs),
+                    format_duration(self.limits.max_duration_secs)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub async fn list_roles(&self, target: Option<&str>) -> Result<Vec<Role>> {

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use pedm_api::*;
 use pedm_core::model::{GrantFilter, RequestFilter};
-use pedm_core::service::{Held, NewRequest, NewRole};
+use pedm_core::service::{Held, NewRequest, NewRole, RoleChange};
 use pedm_core::store::AuditFilter;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_targets, create_target))
         .routes(routes!(get_target))
         .routes(routes!(list_roles, create_role))
+        .routes(routes!(update_role))
         .routes(routes!(list_requests, create_request))
         .routes(routes!(get_request))
         .routes(routes!(cancel_request))
@@ -358,6 +359,38 @@ async fn create_role(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(role)))
+}
+
+/// Change a role's settings (admin): maximum duration, auto-approval, host session controls.
+#[utoipa::path(patch, path = "/targets/{name}/roles/{role}", tag = "targets",
+    request_body = UpdateRole,
+    params(("name" = String, Path), ("role" = String, Path)),
+    responses((status = 200, body = Role), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn update_role(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((target, role)): Path<(String, String)>,
+    Body(b): Body<UpdateRole>,
+) -> ApiResult<Json<Role>> {
+    let max_duration_secs = b
+        .max_duration
+        .as_deref()
+        .map(|d| parse_duration_field("max_duration", d))
+        .transpose()?;
+    let change = RoleChange {
+        description: b.description,
+        max_duration_secs,
+        auto_approve: b.auto_approve,
+        noexec: b.noexec,
+        allow_setuid: b.allow_setuid,
+        record_input: b.record_input,
+        intercept: b.intercept,
+    };
+    Ok(Json(
+        s.cp.update_role(&c.actor, &target, &role, change).await?,
+    ))
 }
 
 // ------------------------------------------------------------------ requests

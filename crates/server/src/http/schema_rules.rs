@@ -99,6 +99,8 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("CreateRole", "name", Name),
         ("CreateRole", "description", OptionalLine(500)),
         ("CreateRole", "max_duration", Duration),
+        ("UpdateRole", "description", OptionalLine(500)),
+        ("UpdateRole", "max_duration", Duration),
         ("CreateRole", "run_as", Name),
         ("CreateRequest", "target", Name),
         ("CreateRequest", "role", Name),
