@@ -291,6 +291,25 @@ impl Client {
     ) -> Result<Vec<crate::external::ExternalReportRow>, ApiError> {
         self.get_q("/reports/external", q).await
     }
+    pub async fn add_lock(
+        &self,
+        body: &crate::lock::CreateLock,
+    ) -> Result<crate::lock::Lock, ApiError> {
+        self.send(Method::POST, "/locks", body).await
+    }
+    pub async fn list_locks(&self, all: bool) -> Result<Vec<crate::lock::Lock>, ApiError> {
+        self.get_q(
+            "/locks",
+            &crate::lock::LockQuery {
+                all: all.then_some(true),
+            },
+        )
+        .await
+    }
+    pub async fn lift_lock(&self, id: uuid::Uuid) -> Result<crate::lock::Lock, ApiError> {
+        self.send(Method::POST, &format!("/locks/{id}/lift"), &())
+            .await
+    }
     pub async fn create_scim_token(
         &self,
         body: &crate::scim::CreateScimToken,

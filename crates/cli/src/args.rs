@@ -116,6 +116,10 @@ pub enum Command {
     /// Recorded sessions: list, show, replay, export.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// Lock a user or a host at once (a compromised account, a host under investigation):
+    /// their live sessions end, new requests and execs are refused until lifted or over.
+    #[command(subcommand)]
+    Lock(LockCmd),
     /// SCIM 2.0 provisioning: the tokens identity providers push users and groups with
     /// (admin; `[scim] enabled = true` on the server).
     #[command(subcommand)]
@@ -902,6 +906,30 @@ pub enum DeviceCmd {
     Approve { id: String },
     /// Revoke a device (its owner or an admin): its certificate fails the TLS handshake.
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCmd {
+    /// Lock a user (--user) or a host (--host) for a time (at most 30d).
+    Add {
+        #[arg(long, conflicts_with = "host", required_unless_present = "host")]
+        user: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        /// How long it holds, such as 1h.
+        #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
+        duration: DurationArg,
+        /// Why (shown in the refusals and the audit log).
+        #[arg(long, short = 'r')]
+        reason: String,
+    },
+    /// Locks in force; --all adds lifted and expired ones.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Lift a lock before it runs out.
+    Lift { id: Uuid },
 }
 
 #[derive(Debug, Subcommand)]

@@ -59,6 +59,24 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::BreakGlass(c) => break_glass(ctx, c).await,
         Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
         Command::Host(c) => host(ctx, c).await,
+        Command::Lock(c) => match c {
+            LockCmd::Add {
+                user,
+                host,
+                duration,
+                reason,
+            } => {
+                let body = pedm_api::lock::CreateLock {
+                    user,
+                    host,
+                    duration: duration.canonical(),
+                    reason,
+                };
+                ctx.detail(&ctx.client.add_lock(&body).await?)
+            }
+            LockCmd::List { all } => ctx.list(&ctx.client.list_locks(all).await?),
+            LockCmd::Lift { id } => ctx.detail(&ctx.client.lift_lock(id).await?),
+        },
         Command::Scim(ScimCmd::Token(c)) => match c {
             ScimTokenCmd::Create { name } => crate::scim::create(ctx, name).await,
             ScimTokenCmd::List => ctx.list(&ctx.client.list_scim_tokens().await?),

@@ -14,6 +14,7 @@ pub mod duration;
 pub mod error;
 pub mod external;
 pub mod host;
+pub mod lock;
 pub mod model;
 pub mod notice;
 pub mod policy_review;

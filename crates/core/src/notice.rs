@@ -34,6 +34,8 @@ pub enum Notice {
     /// A task was defined or a delegation created or ended: host agents should fetch what
     /// they may now run.
     DelegationsChanged,
+    /// A lock was added or lifted: host agents should fetch their grants again.
+    LocksChanged,
     /// A policy proposal was made, approved, rejected or applied (`step` is the audit action:
     /// `policy.proposed`, `policy.approved`, `policy.rejected`, `policy.applied`): approvers
     /// should look at it.

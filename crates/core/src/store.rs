@@ -117,6 +117,7 @@ pub enum Write {
     Scim(crate::scim::ScimWrite),
     /// Trusted devices.
     Device(crate::device::DeviceWrite),
+    Lock(crate::lock::LockWrite),
     /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
     Sso(crate::sso::SsoWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
@@ -328,6 +329,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every SCIM-managed group, by name.
     async fn scim_group_links(&self) -> Result<Vec<crate::scim::ScimGroupLink>, StoreError>;
     async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
+    /// Every lock, newest first (the table stays small: locks are rare and short).
+    async fn locks(&self) -> Result<Vec<crate::lock::Lock>, StoreError>;
     /// Devices by enrollment time, newest first: `owner`'s, or everyone's.
     async fn devices(&self, owner: Option<&str>) -> Result<Vec<crate::device::Device>, StoreError>;
     /// The checkpoint with the largest size.

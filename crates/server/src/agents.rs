@@ -121,7 +121,7 @@ impl Observer for AgentHub {
         let host = match notice {
             Notice::GrantStarted(g) | Notice::GrantEnded(g) => &g.target,
             Notice::BreakGlass { grant, .. } => &grant.target,
-            Notice::DelegationsChanged => {
+            Notice::DelegationsChanged | Notice::LocksChanged => {
                 self.all_changed();
                 return;
             }

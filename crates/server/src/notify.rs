@@ -33,8 +33,9 @@ impl Observer for LoudObserver {
 
 impl Observer for WebhookObserver {
     fn notice(&self, notice: &Notice) {
-        // Delegation changes are in the audit log; nobody is paged for them.
-        if matches!(notice, Notice::DelegationsChanged) {
+        // Delegation and lock changes are in the audit log (by the admins who made them);
+        // these notices only wake the agents, nobody is paged for them.
+        if matches!(notice, Notice::DelegationsChanged | Notice::LocksChanged) {
             return;
         }
         self.0.notify(notification(notice));
@@ -129,6 +130,12 @@ fn notification(n: &Notice) -> Notification {
             "delegations.changed",
             Severity::Info,
             "tasks or delegations changed".to_string(),
+            json!({}),
+        ),
+        Notice::LocksChanged => Notification::new(
+            "locks.changed",
+            Severity::Info,
+            "a lock was added or lifted".to_string(),
             json!({}),
         ),
         Notice::PolicyProposal {

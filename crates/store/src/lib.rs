@@ -11,6 +11,7 @@ mod delegation;
 mod devices;
 mod external;
 mod hosts;
+mod locks;
 mod policy_review;
 mod postgres;
 mod rows;
@@ -253,6 +254,9 @@ macro_rules! forward_store {
                 id: &str,
             ) -> Result<Option<pedm_core::device::Device>, StoreError> {
                 pedm_core::store::Store::device(&self.engine, id).await
+            }
+            async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
+                pedm_core::store::Store::locks(&self.engine).await
             }
             async fn devices(
                 &self,

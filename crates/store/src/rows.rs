@@ -41,7 +41,7 @@ pub(crate) fn opt_ts(r: &Row, col: &str) -> Result<Option<Timestamp>, StoreError
         .transpose()
 }
 
-fn uuid(r: &Row, col: &str) -> Result<Uuid, StoreError> {
+pub(crate) fn uuid(r: &Row, col: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(&r.get::<String>(col)?).map_err(|e| corrupt(col, e))
 }
 

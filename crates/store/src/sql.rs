@@ -698,6 +698,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::External(w) => crate::external::apply(c, w).await,
         Write::Scim(w) => crate::scim::apply(c, w).await,
         Write::Device(w) => crate::devices::apply(c, w).await,
+        Write::Lock(w) => crate::locks::apply(c, w).await,
         Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
@@ -1326,6 +1327,9 @@ impl Store for Engine {
     }
     async fn device(&self, id: &str) -> Result<Option<pedm_core::device::Device>, StoreError> {
         Engine::device_row(self, id).await
+    }
+    async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
+        Engine::lock_rows(self).await
     }
     async fn devices(
         &self,

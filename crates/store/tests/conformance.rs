@@ -80,11 +80,15 @@ use devices::devices_enrolled_approved_revoked;
 #[path = "conformance/scim.rs"]
 mod scim;
 use scim::scim_tokens_and_links;
+#[path = "conformance/locks.rs"]
+mod locks;
+use locks::locks_added_and_lifted;
 
 conformance!(
     policy_proposals_and_approvals,
     devices_enrolled_approved_revoked,
     scim_tokens_and_links,
+    locks_added_and_lifted,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,

@@ -463,8 +463,26 @@ impl ControlPlane {
                 ..Default::default()
             })
             .await?;
+        // Locks: a locked host enforces no grant; a locked person's grants are left out.
+        let locks: Vec<crate::lock::Lock> = self
+            .store
+            .locks()
+            .await?
+            .into_iter()
+            .filter(|l| l.holds(now))
+            .collect();
+        let host_locked = locks
+            .iter()
+            .any(|l| l.stops(&crate::lock::LockKind::Host, host, now));
         let mut out = Vec::with_capacity(grants.len());
         for g in grants {
+            if host_locked
+                || locks
+                    .iter()
+                    .any(|l| l.stops(&crate::lock::LockKind::User, &g.user, now))
+            {
+                continue;
+            }
             // A grant whose privilege is not (or no longer) switched on is not enforced.
             if g.provision_state != ProvisionState::Active || g.expires_at <= now {
                 continue;

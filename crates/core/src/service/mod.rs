@@ -14,6 +14,7 @@ mod external;
 mod grants;
 mod hosts;
 mod identity;
+mod locks;
 mod policy;
 mod policy_review;
 mod provision;
@@ -34,6 +35,7 @@ pub use hosts::{
     ReportReceipt, SessionExec, Undelivered,
 };
 
+pub use locks::MAX_LOCK_SECS;
 pub use policy::{SimulatedChange, SimulationReport};
 pub use policy_review::{Held, PolicySubmission};
 

@@ -86,6 +86,32 @@ impl ControlPlane {
         let task = trimmed("task", new.task, 200)?;
         let ticket = trimmed("ticket", new.ticket, 200)?;
         let now = self.now();
+        // A lock on the person or the host stops requests before policy is asked.
+        for (kind, name) in [
+            (crate::lock::LockKind::User, actor.user.as_str()),
+            (crate::lock::LockKind::Host, target.name.as_str()),
+        ] {
+            if target.kind != TargetKind::Host && kind == crate::lock::LockKind::Host {
+                continue;
+            }
+            if let Some(l) = self.lock_on(kind, name).await? {
+                return Err(self
+                    .refuse(
+                        actor,
+                        "request.create",
+                        subject("target", &target.name),
+                        format!(
+                            "{} {} is locked until {} ({}): lock {}",
+                            l.kind.as_str(),
+                            l.subject,
+                            l.expires_at,
+                            l.reason,
+                            l.id
+                        ),
+                    )
+                    .await);
+            }
+        }
 
         let decision = self.decider().decide_request(&RequestInput {
             principal: actor,

@@ -8,6 +8,7 @@ mod devices;
 mod error;
 mod external;
 mod extract;
+mod locks;
 mod parse_errors;
 mod policy_review;
 mod routes;
@@ -107,6 +108,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(agents::router())
             .merge(delegation::router())
             .merge(devices::router())
+            .merge(locks::router())
             .merge(external::router())
             .merge(scim::admin_router())
             .merge(sso::router()),

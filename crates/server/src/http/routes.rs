@@ -59,7 +59,7 @@ fn policy_router() -> OpenApiRouter<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(POLICY_BODY_LIMIT))
 }
 
-fn parse_duration_field(field: &str, v: &str) -> ApiResult<i64> {
+pub(super) fn parse_duration_field(field: &str, v: &str) -> ApiResult<i64> {
     parse_duration(v).map_err(|e| ApiErr::invalid(format!("invalid {field}: {e}")))
 }
 

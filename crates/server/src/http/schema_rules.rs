@@ -127,6 +127,10 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("TaskDef", "description", OptionalLine(500)),
         ("CreateExternalUser", "name", Name),
         ("CreateScimToken", "name", Name),
+        ("CreateLock", "user", Name),
+        ("CreateLock", "host", Name),
+        ("CreateLock", "duration", Duration),
+        ("CreateLock", "reason", Line(500)),
         ("CreateExternalUser", "display_name", OptionalLine(200)),
         ("CreateExternalUser", "sponsor", Name),
         ("CreateExternalUser", "expires", Duration),
@@ -190,6 +194,15 @@ fn structure() -> Vec<(&'static str, &'static str, Value)> {
     let target = "/components/schemas/CreateTarget/properties/labels";
     let task_param = "/components/schemas/TaskParam/properties";
     vec![
+        // A lock stops exactly one user or host.
+        (
+            "/components/schemas/CreateLock",
+            "oneOf",
+            json!([
+                {"required": ["user"], "properties": {"user": name}},
+                {"required": ["host"], "properties": {"host": name}},
+            ]),
+        ),
         // A delegation goes to exactly one user or group, for at least one task or role.
         (
             "/components/schemas/CreateDelegation",

@@ -110,6 +110,7 @@ pub(crate) fn may_change(writes: &[Write]) -> bool {
                 | Write::External(_)
                 | Write::Scim(_)
                 | Write::Device(_)
+                | Write::Lock(_)
                 | Write::Sso(_)
                 | Write::RequireGrantsActive { .. }
                 | Write::EndGrant { .. }
