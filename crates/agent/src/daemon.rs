@@ -358,6 +358,23 @@ impl Agent {
             tracing::error!(error = %e, "cannot store the snapshot");
         }
         let now = Timestamp::now();
+        // Sessions an admin killed, if this agent runs them.
+        let killed = self
+            .enforced
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|e| e.snapshot.killed_sessions.clone())
+            .unwrap_or_default();
+        {
+            let running = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            for k in killed {
+                if let Some(r) = running.get(&k.id) {
+                    tracing::warn!(session = %k.id, reason = %k.reason, "session killed");
+                    r.end(&k.reason);
+                }
+            }
+        }
         for (id, expires_at) in ended {
             // The server also ends grants at their expiry; say which it was.
             let why = if expires_at <= now {

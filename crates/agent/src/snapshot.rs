@@ -378,6 +378,7 @@ mod tests {
             grants: vec![],
             policy: None,
             tasks: vec![],
+            killed_sessions: vec![],
         };
         let signed = SignedSnapshot {
             snapshot: serde_json::to_string(&s).unwrap(),

@@ -37,6 +37,16 @@ pub struct Snapshot {
     /// The tasks that apply to the host, with the delegations that let people run them.
     #[serde(default)]
     pub tasks: Vec<pedm_core::delegation::HostTask>,
+    /// Sessions an admin killed (`pedm session kill`): the agent running one ends it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub killed_sessions: Vec<KilledSession>,
+}
+
+/// A session to end, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KilledSession {
+    pub id: uuid::Uuid,
+    pub reason: String,
 }
 
 /// An active grant on the host, with what a local policy decision needs.

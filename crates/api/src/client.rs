@@ -306,6 +306,17 @@ impl Client {
         )
         .await
     }
+    pub async fn kill_session(
+        &self,
+        id: uuid::Uuid,
+        reason: &str,
+    ) -> Result<crate::lock::Lock, ApiError> {
+        let body = crate::lock::KillSession {
+            reason: reason.to_string(),
+        };
+        self.send(Method::POST, &format!("/sessions/{id}/kill"), &body)
+            .await
+    }
     pub async fn lift_lock(&self, id: uuid::Uuid) -> Result<crate::lock::Lock, ApiError> {
         self.send(Method::POST, &format!("/locks/{id}/lift"), &())
             .await

@@ -19,6 +19,14 @@ pub struct CreateLock {
     pub reason: String,
 }
 
+/// `POST /sessions/{id}/kill`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KillSession {
+    /// Why (shown on the session's terminal and in its record).
+    pub reason: String,
+}
+
 /// `GET /locks?all=true`: lifted and expired ones too.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

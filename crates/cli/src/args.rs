@@ -965,6 +965,12 @@ pub enum SessionCmd {
     },
     /// Show a session.
     Show { id: Uuid },
+    /// End a live session now (admins): its terminal and record say who and why.
+    Kill {
+        id: Uuid,
+        #[arg(long, short = 'r')]
+        reason: String,
+    },
     /// Replay a session in this terminal.
     Play {
         id: Uuid,

@@ -732,6 +732,7 @@ async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<()> {
             ctx.list(&ctx.client.list_sessions(&q).await?)
         }
         SessionCmd::Show { id } => ctx.detail(&ctx.client.get_session(id).await?),
+        SessionCmd::Kill { id, reason } => ctx.detail(&ctx.client.kill_session(id, &reason).await?),
         SessionCmd::Play {
             id,
             speed,

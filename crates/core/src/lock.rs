@@ -17,6 +17,9 @@ pub enum LockKind {
     User,
     /// A host target: requests for it, and every grant on it.
     Host,
+    /// One live host session (`pedm session kill`): its agent ends it. The subject is the
+    /// session id.
+    Session,
 }
 
 impl LockKind {
@@ -24,6 +27,7 @@ impl LockKind {
         match self {
             LockKind::User => "user",
             LockKind::Host => "host",
+            LockKind::Session => "session",
         }
     }
 
@@ -31,6 +35,7 @@ impl LockKind {
         match s {
             "user" => Some(LockKind::User),
             "host" => Some(LockKind::Host),
+            "session" => Some(LockKind::Session),
             _ => None,
         }
     }

@@ -184,3 +184,84 @@ async fn a_lock_ends_the_live_sessions_and_refuses_execs() {
     let out = agent.exec(&alice, &["/bin/true"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_kills_one_live_session_and_its_record_says_why() {
+    if !root_or_skip("an_admin_kills_one_live_session_and_its_record_says_why") {
+        return;
+    }
+    let (s, agent, alice, client) = setup("pedmkl").await;
+    grant(&client, "30m").await;
+    agent.wait_snapshot(1, None);
+    let start = |tag: &str| {
+        let mut child = agent
+            .pedm_as(
+                &alice,
+                &[
+                    "exec",
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    &format!("echo {tag}; exec /bin/sleep 1000"),
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), tag);
+        child
+    };
+    let mut doomed = start("doomed");
+    let mut spared = start("spared");
+    // An admin finds the live session in the audit log (exec.allowed names it).
+    let allowed = s
+        .admin()
+        .audit_events(&AuditQuery {
+            action: Some("exec.allowed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = allowed
+        .iter()
+        .find(|e| e.data["argv"].to_string().contains("doomed"))
+        .and_then(|e| e.data["session"].as_str())
+        .expect("the session's exec.allowed")
+        .to_string();
+    let out = s.cli(
+        &s.admin_token,
+        &["session", "kill", &id, "-r", "crypto miner"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!doomed.wait().unwrap().success());
+    assert!(
+        spared.try_wait().unwrap().is_none(),
+        "only that session ends"
+    );
+    let recorded = eventually(
+        std::time::Duration::from_secs(20),
+        "the killed session",
+        || async {
+            s.admin()
+                .list_sessions(&pedm_api::SessionQuery::default())
+                .await
+                .ok()?
+                .into_iter()
+                .find(|x| x.id.to_string() == id)
+        },
+    )
+    .await;
+    let ended_by = recorded.ended_by.unwrap_or_default();
+    assert!(
+        ended_by.contains("killed by admin: crypto miner"),
+        "{ended_by}"
+    );
+    let again = s.cli(&s.admin_token, &["session", "kill", &id, "-r", "twice"]);
+    assert!(stderr(&again).contains("ended"), "{}", stderr(&again));
+    let _ = spared.kill();
+}

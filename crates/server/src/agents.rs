@@ -99,6 +99,11 @@ impl AgentHub {
                 })
                 .collect(),
             tasks: s.tasks,
+            killed_sessions: s
+                .killed_sessions
+                .into_iter()
+                .map(|(id, reason)| pedm_api::agent::KilledSession { id, reason })
+                .collect(),
             policy: s.policy.map(|p| PolicyBundle {
                 version: p.version,
                 sources: p.sources,

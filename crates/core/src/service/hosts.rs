@@ -47,6 +47,8 @@ pub struct HostSnapshot {
     /// The policy version in force (`None` before any was applied).
     pub policy: Option<PolicyVersion>,
     pub tasks: Vec<crate::delegation::HostTask>,
+    /// Sessions to end (`pedm session kill`), with why; an agent ends those it runs.
+    pub killed_sessions: Vec<(Uuid, String)>,
 }
 
 /// What an agent decided about one exec attempt.
@@ -474,6 +476,15 @@ impl ControlPlane {
         let host_locked = locks
             .iter()
             .any(|l| l.stops(&crate::lock::LockKind::Host, host, now));
+        // Session ids are random: every host is told, only the one running it acts.
+        let killed_sessions = locks
+            .iter()
+            .filter(|l| l.kind == crate::lock::LockKind::Session)
+            .filter_map(|l| {
+                let id = Uuid::parse_str(&l.subject).ok()?;
+                Some((id, format!("killed by {}: {}", l.created_by, l.reason)))
+            })
+            .collect();
         let mut out = Vec::with_capacity(grants.len());
         for g in grants {
             if host_locked
@@ -525,6 +536,7 @@ impl ControlPlane {
             grants: out,
             policy,
             tasks,
+            killed_sessions,
         })
     }
 

@@ -54,6 +54,18 @@ impl ControlPlane {
                 }
                 None => return Err(Error::NotFound(format!("target {subject_name}"))),
             },
+            LockKind::Session => {
+                let id = Uuid::parse_str(subject_name)
+                    .map_err(|_| Error::invalid("session", "is not a session id"))?;
+                if let Some(s) = self.store.session(id).await? {
+                    return Err(Error::Conflict(format!(
+                        "session {id} ended at {} ({})",
+                        s.ended_at,
+                        s.ended_by.as_deref().unwrap_or("its command exited")
+                    )));
+                }
+                id.to_string()
+            }
         };
         let now = self.now();
         let lock = Lock {
@@ -84,6 +96,14 @@ impl ControlPlane {
         self.store.commit(cs).await?;
         self.notify(Notice::LocksChanged);
         Ok(lock)
+    }
+
+    /// Ends a live host session (`pedm session kill`): a lock on the session, which every
+    /// agent's next snapshot carries (pushed at once); the agent running it ends it with the
+    /// reason, and the uploaded session says so. Refused if the session was uploaded already.
+    pub async fn kill_session(&self, actor: &Actor, id: Uuid, reason: &str) -> Result<Lock> {
+        self.add_lock(actor, LockKind::Session, &id.to_string(), 24 * 3600, reason)
+            .await
     }
 
     /// Lifts a lock before it runs out.

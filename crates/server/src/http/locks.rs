@@ -16,6 +16,23 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(add_lock, list_locks))
         .routes(routes!(lift_lock))
+        .routes(routes!(kill_session))
+}
+
+/// End a live host session (`manage_grants`): the agent running it ends it within moments,
+/// with the reason; the uploaded session's `ended_by` says so. 409 if it was uploaded (ended)
+/// already.
+#[utoipa::path(post, path = "/sessions/{id}/kill", tag = "sessions", request_body = KillSession,
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Lock), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn kill_session(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+    Body(b): Body<KillSession>,
+) -> ApiResult<Json<Lock>> {
+    Ok(Json(s.cp.kill_session(&c.actor, id, &b.reason).await?))
 }
 
 /// Lock a user or a host (`manage_grants`): their live sessions end within moments, new

@@ -131,6 +131,7 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("CreateLock", "host", Name),
         ("CreateLock", "duration", Duration),
         ("CreateLock", "reason", Line(500)),
+        ("KillSession", "reason", Line(500)),
         ("CreateExternalUser", "display_name", OptionalLine(200)),
         ("CreateExternalUser", "sponsor", Name),
         ("CreateExternalUser", "expires", Duration),
