@@ -36,6 +36,15 @@ pub enum Notice {
     DelegationsChanged,
     /// A lock was added or lifted: host agents should fetch their grants again.
     LocksChanged,
+    /// A reported exec matched an alert (`[[alerts.exec]]`): high severity.
+    ExecAlert {
+        alert: String,
+        host: String,
+        user: String,
+        argv: Vec<String>,
+        allowed: bool,
+        session: Option<uuid::Uuid>,
+    },
     /// A policy proposal was made, approved, rejected or applied (`step` is the audit action:
     /// `policy.proposed`, `policy.approved`, `policy.rejected`, `policy.applied`): approvers
     /// should look at it.

@@ -24,6 +24,8 @@ pub mod kinds {
     pub const EXTERNAL_EXPIRING: &str = "user.external_expiring";
     /// An external account reached its expiry.
     pub const EXTERNAL_EXPIRED: &str = "user.external_expired";
+    /// A reported exec matched an alert pattern (high severity).
+    pub const EXEC_ALERT: &str = "exec.alert";
 }
 
 /// How urgent a notification is. Ordered: `Info < High`.

@@ -46,6 +46,25 @@ pub struct Config {
     /// The SCIM 2.0 endpoint identity providers push users and groups to (`/scim/v2`).
     #[serde(default)]
     pub scim: ScimConfig,
+    /// `[[alerts.exec]]`: patterns on reported commands that raise a high-severity alert.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub exec: Vec<ExecAlertConfig>,
+}
+
+/// `[[alerts.exec]] name = "shadow-read", pattern = "/etc/(g?shadow|sudoers)"`: a regular
+/// expression (`regex` crate syntax) found anywhere in the command line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecAlertConfig {
+    pub name: String,
+    pub pattern: String,
 }
 
 /// `[scim]`: off unless `enabled = true`. Clients authenticate with SCIM tokens
@@ -258,6 +277,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: crate::tls::TlsConfig::default(),
             scim: ScimConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -299,6 +319,8 @@ pub struct Resolved {
     pub workload: Vec<crate::workload::WorkloadConfig>,
     /// `[scim] enabled`: whether `/scim/v2` answers.
     pub scim: bool,
+    /// `[[alerts.exec]]`, compiled.
+    pub exec_alerts: Vec<pedm_core::alert::ExecAlert>,
 }
 
 impl Config {
@@ -489,6 +511,13 @@ impl Config {
             },
             oidc: crate::oidc::config::resolve(&self.auth.oidc)?,
             scim: self.scim.enabled,
+            exec_alerts: self
+                .alerts
+                .exec
+                .iter()
+                .map(|a| pedm_core::alert::ExecAlert::new(&a.name, &a.pattern))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("alerts.exec: {e}"))?,
             workload: {
                 crate::workload::resolve(&self.auth.workload)?;
                 self.auth.workload.clone()

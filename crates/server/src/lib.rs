@@ -212,7 +212,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .with_policy_compiler(Arc::new(policy::CedarCompiler {
         options: cfg.policy_options.clone(),
     }))
-    .with_policy_approvals(cfg.policy_approvals);
+    .with_policy_approvals(cfg.policy_approvals)
+    .with_exec_alerts(cfg.exec_alerts.clone());
     if tls_files.is_some() {
         // Over HTTPS the registration token only enrolls the agent for a certificate.
         cp = cp.with_host_enroll_ttl(cfg.agent_enroll_ttl_secs);

@@ -14,7 +14,9 @@ pub struct LoudObserver;
 impl Observer for LoudObserver {
     fn notice(&self, notice: &Notice) {
         let n = match notice {
-            Notice::BreakGlass { .. } | Notice::RevokeFailing { .. } => notification(notice),
+            Notice::BreakGlass { .. } | Notice::RevokeFailing { .. } | Notice::ExecAlert { .. } => {
+                notification(notice)
+            }
             _ => return,
         };
         if matches!(notice, Notice::BreakGlass { .. }) {
@@ -131,6 +133,26 @@ fn notification(n: &Notice) -> Notification {
             Severity::Info,
             "tasks or delegations changed".to_string(),
             json!({}),
+        ),
+        Notice::ExecAlert {
+            alert,
+            host,
+            user,
+            argv,
+            allowed,
+            session,
+        } => Notification::new(
+            kinds::EXEC_ALERT,
+            Severity::High,
+            format!(
+                "alert {alert}: {user} {} {} on {host}",
+                if *allowed { "ran" } else { "tried to run" },
+                argv.join(" ")
+            ),
+            json!({
+                "alert": alert, "host": host, "user": user, "argv": argv,
+                "allowed": allowed, "session": session,
+            }),
         ),
         Notice::LocksChanged => Notification::new(
             "locks.changed",

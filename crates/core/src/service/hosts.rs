@@ -609,15 +609,49 @@ impl ControlPlane {
                 }
                 data
             });
-            let cs = Changeset::new()
+            let mut cs = Changeset::new()
                 .write(Write::Host(HostWrite::Receipt {
                     id: r.id,
                     host: host.to_string(),
                     at: self.now(),
                 }))
                 .event(ev);
+            // Alerts: recorded with the report (once, as the report), announced after.
+            let alerts: Vec<&str> = self
+                .exec_alerts
+                .iter()
+                .filter(|a| a.matches(&r.argv))
+                .map(|a| a.name.as_str())
+                .collect();
+            for name in &alerts {
+                cs = cs.event(
+                    NewAuditEvent::new(
+                        r.at,
+                        &r.user,
+                        "exec.alert",
+                        r.grant.and_then(|g| subject("grant", g)),
+                    )
+                    .outcome(outcome)
+                    .data(json!({
+                        "alert": name, "host": host, "report": r.id, "argv": r.argv,
+                        "session": r.session, "verdict": r.verdict,
+                    })),
+                );
+            }
             match self.store.commit(cs).await {
-                Ok(_) => receipt.accepted += 1,
+                Ok(_) => {
+                    receipt.accepted += 1;
+                    for name in alerts {
+                        self.notify(crate::notice::Notice::ExecAlert {
+                            alert: name.to_string(),
+                            host: host.to_string(),
+                            user: r.user.clone(),
+                            argv: r.argv.clone(),
+                            allowed: r.verdict == ExecVerdict::Allowed,
+                            session: r.session,
+                        });
+                    }
+                }
                 Err(StoreError::AlreadyExists(_)) => receipt.duplicates += 1,
                 Err(e) => return Err(e.into()),
             }

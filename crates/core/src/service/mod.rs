@@ -185,6 +185,8 @@ pub struct ControlPlane {
     /// How long a host's registration token may enroll its agent; `None`: it never expires
     /// and is the agent's credential (plain HTTP).
     host_enroll_ttl_secs: Option<i64>,
+    /// Patterns that raise an alert when a reported exec matches ([`crate::alert`]).
+    exec_alerts: Vec<crate::alert::ExecAlert>,
 }
 
 pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
@@ -237,7 +239,14 @@ impl ControlPlane {
             auth_failures: auth_failures::AuthFailures::default(),
             policy_approvals: 0,
             host_enroll_ttl_secs: None,
+            exec_alerts: vec![],
         }
+    }
+
+    /// Alerts on the exec stream (`[[alerts.exec]]`).
+    pub fn with_exec_alerts(mut self, alerts: Vec<crate::alert::ExecAlert>) -> Self {
+        self.exec_alerts = alerts;
+        self
     }
 
     /// Decisions come from policies compiled by `compiler` (see [`Self::load_policies`]).
