@@ -122,48 +122,6 @@ async fn setuid_programs_give_nothing_unless_the_role_allows_them() {
     assert!(stdout(&out).contains("NoNewPrivs:\t0"), "{}", stdout(&out));
 }
 
-/// Speaks the agent's socket protocol as the calling user: starts `start` (a `StartExec`
-/// as JSON) in a terminal, waits until its output shows `ready`, types `keys`, and prints
-/// the final `Exited` frame as JSON (or `refused: ...`); the terminal output goes to stderr.
-const TTY_CLIENT: &str = r#"
-import json, socket, struct, sys
-sock, start, ready, keys = sys.argv[1], sys.argv[2], sys.argv[3].encode(), sys.argv[4].encode()
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(30)
-s.connect(sock)
-def send(kind, payload):
-    s.sendall(struct.pack('>I', len(payload) + 1) + bytes([kind]) + payload)
-def exact(n):
-    b = b''
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            sys.exit('connection closed')
-        b += c
-    return b
-def frame():
-    n = struct.unpack('>I', exact(4))[0]
-    body = exact(n)
-    return body[0], body[1:]
-send(1, start.encode())
-kind, body = frame()
-if kind == 17:
-    print('refused:', json.loads(body)['reason']); sys.exit(0)
-out = b''
-typed = False
-while True:
-    kind, body = frame()
-    if kind == 18:
-        out += body
-        if not typed and ready in out:
-            send(2, keys)
-            typed = True
-    elif kind == 20:
-        print(body.decode())
-        break
-sys.stderr.write(out.decode('utf-8', 'replace'))
-"#;
-
 /// Runs `argv` under `grant` in a terminal as `user`, typing `keys` once `ready` shows.
 fn in_terminal(
     agent: &Agent,
@@ -178,18 +136,9 @@ fn in_terminal(
         "grant": grant,
         "tty": {"rows": 24, "cols": 80},
         "env": [["TERM", "xterm"]],
-    })
-    .to_string();
-    let mut c = std::process::Command::new("/usr/bin/python3");
-    c.args([
-        "-c",
-        TTY_CLIENT,
-        agent.socket().to_str().unwrap(),
-        &start,
-        ready,
-        keys,
-    ]);
-    let out = as_user(c, agent, user).output().unwrap();
+    });
+    let steps = serde_json::json!([{"wait": ready}, {"type": keys}]);
+    let out = scripted_start(agent, user, start, steps);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(!stdout(&out).starts_with("refused:"), "{}", stdout(&out));
     format!("{}{}", stdout(&out), stderr(&out))

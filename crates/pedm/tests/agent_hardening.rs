@@ -10,9 +10,8 @@ use common::agent::*;
 use common::*;
 use pedm_api::{AuditQuery, CreateRole, SessionQuery};
 use sha2::Digest;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::Stdio;
 use std::time::Duration;
 
 /// A command that gives up its terminal (so the terminal's foreground group reads 0) and
@@ -90,16 +89,7 @@ fn wait_gone(pid: i32, limit: Duration) -> bool {
 fn start_escaping(agent: &Agent, user: &LinuxUser) -> (std::process::Child, i32, i32) {
     let script =
         "setsid /bin/sleep 1000 </dev/null >/dev/null 2>&1 & echo $! $$; exec /bin/sleep 1000";
-    let mut child = agent
-        .pedm_as(user, &["exec", "--", "/bin/sh", "-c", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = agent.exec_running(user, &["/bin/sh", "-c", script]);
     let pids: Vec<i32> = line
         .split_whitespace()
         .map(|p| p.parse().unwrap())

@@ -830,30 +830,6 @@ async fn postgres_tampering_is_caught_and_the_untouched_log_verifies() {
 
 // ------------------------------------------------------------------ loud
 
-/// A webhook receiver: every notification's JSON body.
-async fn hook() -> (
-    String,
-    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let tx = tx.clone();
-            async move {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
-                    let _ = tx.send(v);
-                }
-                "ok"
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    (url, rx)
-}
-
 async fn integrity_notice(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
 ) -> serde_json::Value {
@@ -871,7 +847,7 @@ async fn integrity_notice(
 
 #[tokio::test]
 async fn a_broken_or_rolled_back_log_raises_a_high_severity_notice() {
-    let (url, mut rx) = hook().await;
+    let (url, mut rx) = receiver().await;
     let mut s = Server::start_with(Options {
         config: Some(format!(
             "[[notify.webhook]]\nname = \"security\"\nurl = \"{url}\"\nsecret = \"k\"\n"

@@ -10,8 +10,6 @@ use common::agent::*;
 use common::*;
 use pedm_api::lock::CreateLock;
 use pedm_api::{AuditQuery, Outcome, RequestState};
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 
 fn lock_user(user: &str, reason: &str) -> CreateLock {
     CreateLock {
@@ -146,25 +144,10 @@ async fn a_lock_ends_the_live_sessions_and_refuses_execs() {
     let (s, agent, alice, client) = setup("pedmlk").await;
     grant(&client, "30m").await;
     agent.wait_snapshot(1, None);
-    let mut child = agent
-        .pedm_as(
-            &alice,
-            &[
-                "exec",
-                "--",
-                "/bin/sh",
-                "-c",
-                "echo started; exec /bin/sleep 1000",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line) = agent.exec_running(
+        &alice,
+        &["/bin/sh", "-c", "echo started; exec /bin/sleep 1000"],
+    );
     assert_eq!(line, "started\n");
 
     s.admin()
@@ -194,25 +177,8 @@ async fn an_admin_kills_one_live_session_and_its_record_says_why() {
     grant(&client, "30m").await;
     agent.wait_snapshot(1, None);
     let start = |tag: &str| {
-        let mut child = agent
-            .pedm_as(
-                &alice,
-                &[
-                    "exec",
-                    "--",
-                    "/bin/sh",
-                    "-c",
-                    &format!("echo {tag}; exec /bin/sleep 1000"),
-                ],
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let script = format!("echo {tag}; exec /bin/sleep 1000");
+        let (child, line) = agent.exec_running(&alice, &["/bin/sh", "-c", &script]);
         assert_eq!(line.trim(), tag);
         child
     };

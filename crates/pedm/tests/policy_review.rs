@@ -492,30 +492,6 @@ async fn proposals_on_postgres_with_two_instances() {
     }
 }
 
-/// A webhook receiver: every notification body, in order of arrival.
-async fn receiver() -> (
-    String,
-    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let tx = tx.clone();
-            async move {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
-                    let _ = tx.send(v);
-                }
-                "ok"
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (url, rx)
-}
-
 #[tokio::test]
 async fn approvers_are_notified_of_each_step() {
     let (url, mut rx) = receiver().await;

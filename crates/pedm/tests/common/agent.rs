@@ -273,6 +273,24 @@ impl Agent {
         args.extend_from_slice(argv);
         self.pedm_as(user, &args).output().expect("run pedm exec")
     }
+
+    /// Starts `pedm exec -- ARGV` as `user` and returns it with the first line it printed
+    /// (the command's sign that it runs).
+    pub fn exec_running(&self, user: &LinuxUser, argv: &[&str]) -> (Child, String) {
+        let mut args = vec!["exec", "--"];
+        args.extend_from_slice(argv);
+        let mut child = self
+            .pedm_as(user, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run pedm exec");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("a first line");
+        (child, line)
+    }
 }
 
 impl Drop for Agent {
@@ -362,15 +380,17 @@ pub fn as_user(mut c: Command, agent: &Agent, user: &LinuxUser) -> Command {
 }
 
 /// Speaks the agent's socket protocol without `pedm` (a Python client: an attacker, or a
-/// test that needs exact control of what is typed when): starts `argv` in a terminal, then
-/// runs `steps` in order, printing the final `Exited` frame as JSON (or `refused: ...`).
+/// test that needs exact control of what is typed when): sends `start` (a `StartExec` as
+/// JSON), then runs `steps` in order, printing the final `Exited` frame as JSON (or
+/// `refused: ...`); the terminal output goes to stderr.
 /// Steps: `{"wait": TEXT}` (until the output holds it), `{"type": TEXT}` (one stdin frame),
 /// `{"signals": [N...]}` (all in one write: the first may end the command, and the agent then
 /// closes the connection, so frames written one by one after it would meet a broken pipe).
 const SCRIPTED_CLIENT: &str = r#"
 import json, socket, struct, sys
-sock, argv, steps = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+sock, start, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 s = socket.socket(socket.AF_UNIX)
+s.settimeout(30)
 s.connect(sock)
 def frame_bytes(kind, payload):
     return struct.pack('>I', len(payload) + 1) + bytes([kind]) + payload
@@ -386,7 +406,7 @@ def frame():
     n = struct.unpack('>I', exact(4))[0]
     body = exact(n)
     return body[0], body[1:]
-s.sendall(frame_bytes(1, json.dumps({"argv": argv, "tty": {"rows": 24, "cols": 80}}).encode()))
+s.sendall(frame_bytes(1, start.encode()))
 kind, body = frame()
 if kind == 17:
     print('refused:', json.loads(body)['reason']); sys.exit(0)
@@ -405,22 +425,36 @@ for step in steps:
         s.sendall(b''.join(frame_bytes(5, struct.pack('>i', n)) for n in step['signals']))
 while True:
     kind, body = frame()
-    if kind == 20:
+    if kind == 18:
+        out += body
+    elif kind == 20:
         print(body.decode()); break
+sys.stderr.write(out.decode('utf-8', 'replace'))
 "#;
 
-/// Runs [`SCRIPTED_CLIENT`] as `user`; returns its output.
-pub fn scripted_session(
+/// Runs [`SCRIPTED_CLIENT`] as `user` with the `start` frame; returns its output.
+pub fn scripted_start(
     agent: &Agent,
     user: &LinuxUser,
-    argv: &[&str],
+    start: serde_json::Value,
     steps: serde_json::Value,
 ) -> Output {
     let mut c = Command::new("/usr/bin/python3");
     c.arg("-c")
         .arg(SCRIPTED_CLIENT)
         .arg(agent.socket())
-        .arg(serde_json::json!(argv).to_string())
+        .arg(start.to_string())
         .arg(steps.to_string());
     as_user(c, agent, user).output().expect("python3 runs")
+}
+
+/// [`scripted_start`] of `argv` in a 24x80 terminal, under whichever grant applies.
+pub fn scripted_session(
+    agent: &Agent,
+    user: &LinuxUser,
+    argv: &[&str],
+    steps: serde_json::Value,
+) -> Output {
+    let start = serde_json::json!({"argv": argv, "tty": {"rows": 24, "cols": 80}});
+    scripted_start(agent, user, start, steps)
 }

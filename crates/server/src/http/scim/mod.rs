@@ -421,15 +421,33 @@ async fn search_users(State(s): State<AppState>, Scim(c): Scim, b: Bytes) -> SRe
 }
 
 async fn users(s: &AppState, c: &ScimClient, q: Listing) -> SResult<Response> {
-    let mut users = s.cp.scim_users(c).await?;
+    let users = s.cp.scim_users(c).await?;
+    fn keys(u: &ScimUserView) -> (&str, Option<&str>) {
+        (&u.user.name, u.link.external_id.as_deref())
+    }
+    resources(users, &q, "username", keys, user_json)
+}
+
+/// A listing: filtered (`eq` on the name attribute, which is also the `id`, or on
+/// `externalId`), paged and projected.
+fn resources<T>(
+    mut items: Vec<T>,
+    q: &Listing,
+    name_attribute: &str,
+    keys: impl Fn(&T) -> (&str, Option<&str>),
+    to_json: impl Fn(&T) -> Value,
+) -> SResult<Response> {
     if let Some(f) = &q.filter {
-        let f = parse_filter(f, &["username", "externalid", "id"])?;
-        users.retain(|u| match f.attribute.as_str() {
-            "externalid" => u.link.external_id.as_deref() == Some(f.value.as_str()),
-            _ => u.user.name.eq_ignore_ascii_case(&f.value),
+        let f = parse_filter(f, &[name_attribute, "externalid", "id"])?;
+        items.retain(|item| {
+            let (name, external_id) = keys(item);
+            match f.attribute.as_str() {
+                "externalid" => external_id == Some(f.value.as_str()),
+                _ => name.eq_ignore_ascii_case(&f.value),
+            }
         });
     }
-    page(users.iter().map(user_json).collect(), &q)
+    page(items.iter().map(to_json).collect(), q)
 }
 
 async fn create_user(State(s): State<AppState>, Scim(c): Scim, b: Bytes) -> SResult<Response> {
@@ -510,15 +528,11 @@ async fn search_groups(State(s): State<AppState>, Scim(c): Scim, b: Bytes) -> SR
 }
 
 async fn groups(s: &AppState, c: &ScimClient, q: Listing) -> SResult<Response> {
-    let mut groups = s.cp.scim_groups(c).await?;
-    if let Some(f) = &q.filter {
-        let f = parse_filter(f, &["displayname", "externalid", "id"])?;
-        groups.retain(|g| match f.attribute.as_str() {
-            "externalid" => g.link.external_id.as_deref() == Some(f.value.as_str()),
-            _ => g.group.name.eq_ignore_ascii_case(&f.value),
-        });
+    let groups = s.cp.scim_groups(c).await?;
+    fn keys(g: &ScimGroupView) -> (&str, Option<&str>) {
+        (&g.group.name, g.link.external_id.as_deref())
     }
-    page(groups.iter().map(group_json).collect(), &q)
+    resources(groups, &q, "displayname", keys, group_json)
 }
 
 fn ids(refs: &[Ref]) -> Vec<String> {
