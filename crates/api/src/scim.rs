@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use pedm_core::scim::{PatchOperation, ScimToken};
+pub use pedm_core::scim::ScimToken;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -124,4 +124,14 @@ pub struct ScimErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scim_type: Option<String>,
     pub detail: String,
+}
+
+/// One PATCH operation (RFC 7644 §3.5.2), as sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PatchOperation {
+    pub op: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
 }

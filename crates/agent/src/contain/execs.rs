@@ -557,7 +557,7 @@ fn read_call(notif: &libc::seccomp_notif) -> Result<ExecCall, String> {
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(1))
         .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+        .ok_or("cannot read the caller's parent process")?;
     Ok(ExecCall {
         pid,
         ppid,

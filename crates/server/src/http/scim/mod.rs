@@ -16,9 +16,9 @@ use axum::{Json, Router};
 use pedm_api::ErrorBody;
 use pedm_api::scim::*;
 use pedm_core::scim::{
-    MemberChange, ScimClient, ScimError, ScimGroupView, ScimUserView, UserChange, group_patch,
-    parse_filter, user_patch,
+    MemberChange, ScimClient, ScimError, ScimGroupView, ScimUserView, UserChange,
 };
+use protocol::{group_patch, parse_filter, user_patch};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -74,6 +74,7 @@ async fn revoke_scim_token(
 
 mod discovery;
 mod projection;
+mod protocol;
 
 use discovery::{resource_type, resource_types, schema, schemas, service_provider_config};
 use projection::Projection;
