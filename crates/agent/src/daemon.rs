@@ -784,31 +784,36 @@ impl Agent {
             last_at: None,
             exec: None,
         };
-        let cgroup_procs = match &self.cgroups {
-            None => None,
-            Some(c) => match c.session(p.authority, session) {
-                Ok(fd) => {
-                    self.contained
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(p.authority, p.expires_at);
-                    Some(fd)
-                }
-                Err(e) => {
-                    // Nothing runs uncontained where containment is on.
-                    tracing::error!(%session, error = %e, "cannot create the session's cgroup");
-                    self.sessions
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&session);
-                    let _ = refuse(
-                        &mut stream,
-                        format!("pedm-agent cannot contain the session (cgroup): {e}"),
-                    )
-                    .await;
-                    return;
-                }
-            },
+        let contained = match &self.cgroups {
+            None if !p.limits.is_none() => Err(
+                "the role limits resources, but this host has no cgroup containment".to_string(),
+            ),
+            None => Ok(vec![]),
+            Some(c) => c.session(p.authority, session, &p.limits),
+        };
+        let cgroup_procs = match contained {
+            Ok(fds) if fds.is_empty() => fds,
+            Ok(fds) => {
+                self.contained
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(p.authority, p.expires_at);
+                fds
+            }
+            Err(e) => {
+                // Nothing runs uncontained where containment is on.
+                tracing::error!(%session, error = %e, "cannot create the session's cgroup");
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&session);
+                let _ = refuse(
+                    &mut stream,
+                    format!("pedm-agent cannot contain the session (cgroup): {e}"),
+                )
+                .await;
+                return;
+            }
         };
         // Nothing runs that is not on disk first.
         if let Err(e) = self.outbox.begin_session(session, &allowed, &meta) {

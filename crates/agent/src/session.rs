@@ -116,9 +116,9 @@ pub struct SessionSpec {
     /// The `PEDM_SESSION=<id>` entry of `env`, if any: processes of the run-as user that
     /// left the session but carry it are ended with the session ([`crate::contain::procs`]).
     pub marker: Option<String>,
-    /// The `cgroup.procs` of the session's cgroup ([`crate::contain::cgroup`]): the command joins it
-    /// before it execs, or does not run.
-    pub cgroup_procs: Option<OwnedFd>,
+    /// The `cgroup.procs` files of the session's cgroups ([`crate::contain::cgroup`]): the
+    /// command joins each before it execs, or does not run.
+    pub cgroup_procs: Vec<OwnedFd>,
     /// `no_new_privs` for the command and everything it starts: setuid programs and file
     /// capabilities give nothing (the default; off only for roles with `allow_setuid`).
     pub no_new_privs: bool,
@@ -1036,8 +1036,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// Everything the child needs between the clone and the exec, allocated before the clone.
 struct ExecImage {
     fd: RawFd,
-    /// `cgroup.procs` to write `0` (this process) to first; -1 for none.
-    cgroup_procs: RawFd,
+    /// `cgroup.procs` files to write `0` (this process) to first.
+    cgroup_procs: Vec<RawFd>,
     script: bool,
     pty: bool,
     _argv: Vec<CString>,
@@ -1098,7 +1098,7 @@ impl ExecImage {
         };
         Ok(ExecImage {
             fd: spec.command.fd().as_raw_fd(),
-            cgroup_procs: spec.cgroup_procs.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            cgroup_procs: spec.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect(),
             script: spec.command.is_script(),
             pty: spec.tty.is_some(),
             argv_ptrs: ptrs(&argv),
@@ -1147,10 +1147,10 @@ impl ExecImage {
                 };
             }
             // Into the session's cgroup before anything else: nothing runs uncontained.
-            if self.cgroup_procs >= 0
-                && libc::write(self.cgroup_procs, c"0".as_ptr().cast(), 1) != 1
-            {
-                return errno();
+            for &procs in &self.cgroup_procs {
+                if libc::write(procs, c"0".as_ptr().cast(), 1) != 1 {
+                    return errno();
+                }
             }
             // First the agent's handlers go (signals are blocked until the very end).
             let mut dfl: libc::sigaction = std::mem::zeroed();

@@ -24,7 +24,7 @@ pub fn print(config: &Path) -> anyhow::Result<i32> {
         Err(e) => println!("snapshot:    unusable: {e}"),
     }
     let containment = match crate::contain::cgroup::Cgroups::locate(cfg.cgroup.as_deref()) {
-        Ok(c) if c.prepared() => Ok(c),
+        Ok(c) if c.prepared() => Ok(c.observed()),
         Ok(c) => Err(format!(
             "{} is not set up (the agent makes it when it starts)",
             c.root().display()

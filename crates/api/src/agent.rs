@@ -7,7 +7,7 @@
 //! older one; a grant missing from it has ended, and its sessions are ended.
 
 use jiff::Timestamp;
-use pedm_core::model::PolicySource;
+use pedm_core::model::{PolicySource, SessionLimits};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -78,6 +78,9 @@ pub struct HostGrant {
     /// The role's `intercept`: every exec in the session is decided and recorded.
     #[serde(default)]
     pub intercept: bool,
+    /// The role's resource limits on everything the grant's sessions run.
+    #[serde(default, skip_serializing_if = "SessionLimits::is_none")]
+    pub limits: SessionLimits,
     pub starts_at: Timestamp,
     pub expires_at: Timestamp,
 }

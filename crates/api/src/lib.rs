@@ -24,7 +24,8 @@ pub use pedm_core::host::Session;
 pub use pedm_core::model::{
     Approval, ApprovalDecision, ApprovalTier, Grant, GrantCheck, GrantState, Group, PolicySource,
     PolicyVersion, ProvisionState, Request, RequestContext, RequestState, Review, ReviewState,
-    Role, StandingPrivilege, StandingReport, StandingRow, Target, TargetError, TargetKind, User,
+    Role, SessionLimits, StandingPrivilege, StandingReport, StandingRow, Target, TargetError,
+    TargetKind, User,
 };
 pub use pedm_core::service::ElevationRow;
 pub use pedm_core::service::{SimulatedChange, SimulationReport};

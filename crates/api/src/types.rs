@@ -1,7 +1,9 @@
 //! Request and response bodies specific to the HTTP transport.
 
 use jiff::Timestamp;
-use pedm_core::model::{Approval, Grant, PolicySource, Request, Role, Target, TargetKind, User};
+use pedm_core::model::{
+    Approval, Grant, PolicySource, Request, Role, SessionLimits, Target, TargetKind, User,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -145,6 +147,9 @@ pub struct UpdateRole {
     pub record_input: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intercept: Option<bool>,
+    /// Replaces every resource limit of the role's host sessions (`{}` lifts them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<SessionLimits>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -177,6 +182,10 @@ pub struct CreateRole {
     /// policy and recorded as `session.exec` (refused ones fail with EACCES).
     #[serde(default)]
     pub intercept: bool,
+    /// Resource limits on everything a grant's host sessions run (cgroups); a host that
+    /// cannot enforce one runs nothing under it.
+    #[serde(default)]
+    pub limits: SessionLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

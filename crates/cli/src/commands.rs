@@ -304,6 +304,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             allow_setuid,
             record_input,
             intercept,
+            limits,
         } => {
             let body = CreateRole {
                 name,
@@ -315,6 +316,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
                 allow_setuid,
                 record_input,
                 intercept,
+                limits: limits.apply(SessionLimits::default()),
             };
             ctx.detail(&c.create_role(&target, &body).await?)
         }
@@ -328,7 +330,20 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             allow_setuid,
             record_input,
             intercept,
+            limits,
         } => {
+            // Limits not named keep their values: the server takes the whole set.
+            let limits = if limits.given() {
+                let current = c
+                    .list_roles(&target)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.name.eq_ignore_ascii_case(&name))
+                    .ok_or_else(|| anyhow::anyhow!("no role {name} on target {target}"))?;
+                Some(limits.apply(current.limits))
+            } else {
+                None
+            };
             let body = UpdateRole {
                 description,
                 max_duration: max_duration.map(|d| d.canonical()),
@@ -337,6 +352,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
                 allow_setuid,
                 record_input,
                 intercept,
+                limits,
             };
             ctx.detail(&c.update_role(&target, &name, &body).await?)
         }

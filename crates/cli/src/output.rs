@@ -273,6 +273,10 @@ impl Row for Role {
         if self.intercept {
             sessions.push("intercept");
         }
+        let limits = limits_text(&self.limits);
+        if !limits.is_empty() {
+            sessions.push(&limits);
+        }
         vec![
             self.target.clone(),
             self.name.clone(),
@@ -283,6 +287,26 @@ impl Row for Role {
             opt(&self.description),
         ]
     }
+}
+
+/// `memory 512M, pids 64, cpu 50%`, or empty.
+fn limits_text(l: &pedm_api::SessionLimits) -> String {
+    let mut out = vec![];
+    if let Some(m) = l.memory_bytes {
+        let units = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
+        let (shift, unit) = units
+            .into_iter()
+            .find(|(s, _)| m % (1u64 << s) == 0)
+            .unwrap_or((0, ""));
+        out.push(format!("memory {}{unit}", m >> shift));
+    }
+    if let Some(p) = l.pids {
+        out.push(format!("pids {p}"));
+    }
+    if let Some(c) = l.cpu_percent {
+        out.push(format!("cpu {c}%"));
+    }
+    out.join(", ")
 }
 
 impl Detail for Role {

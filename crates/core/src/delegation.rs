@@ -76,7 +76,7 @@ pub struct TaskParam {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number"
+        deserialize_with = "crate::syntax::whole_number"
     )]
     pub max_len: Option<u32>,
     /// Default true. An optional parameter may only be a whole argv element, which is left
@@ -188,22 +188,6 @@ impl From<TaskError> for crate::Error {
             }
         }
     }
-}
-
-/// A count written as a JSON number: `12` or `12.0` (JSON has one number type; `12.0` is the
-/// integer 12 to JSON Schema, and to clients that only have floats).
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    use serde::de::Error as _;
-    let Some(n) = Option::<f64>::deserialize(d)? else {
-        return Ok(None);
-    };
-    if n.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&n) {
-        return Err(D::Error::custom(format!(
-            "{n} is not a whole number from 0 to {}",
-            u32::MAX
-        )));
-    }
-    Ok(Some(n as u32))
 }
 
 pub(crate) fn valid_param_name(s: &str) -> bool {

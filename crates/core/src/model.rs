@@ -155,7 +155,84 @@ pub struct Role {
     /// first, and recorded (`session.exec`); a refused one fails with EACCES.
     #[serde(default)]
     pub intercept: bool,
+    /// Host sessions: resource limits on everything the grant's sessions run, together.
+    #[serde(default, skip_serializing_if = "SessionLimits::is_none")]
+    pub limits: SessionLimits,
     pub created_at: Timestamp,
+}
+
+/// Resource limits of a role's host sessions, applied with cgroups to everything a grant's
+/// sessions run together (a fork bomb meets `pids`, a runaway process `memory`). A host that
+/// cannot enforce a limit the role sets runs nothing under it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SessionLimits {
+    /// Memory in bytes (at least 4 MiB); beyond it the kernel's OOM killer ends a process.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::syntax::whole_number"
+    )]
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads at once; a `fork` beyond it fails with EAGAIN.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::syntax::whole_number"
+    )]
+    pub pids: Option<u32>,
+    /// CPU time, in percent of one CPU (`50`: half of one, `200`: two).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::syntax::whole_number"
+    )]
+    pub cpu_percent: Option<u32>,
+}
+
+impl SessionLimits {
+    pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
+    pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
+    pub const MAX_PIDS: u32 = 4_194_304;
+    pub const MAX_CPU_PERCENT: u32 = 100_000;
+
+    pub fn is_none(&self) -> bool {
+        *self == SessionLimits::default()
+    }
+
+    /// The first limit out of its range, as (field, problem).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(m) = self.memory_bytes
+            && !(Self::MIN_MEMORY_BYTES..=Self::MAX_MEMORY_BYTES).contains(&m)
+        {
+            return Err((
+                "limits.memory_bytes",
+                format!(
+                    "{m} is outside {}..={} bytes (4 MiB to 1 PiB)",
+                    Self::MIN_MEMORY_BYTES,
+                    Self::MAX_MEMORY_BYTES
+                ),
+            ));
+        }
+        if let Some(p) = self.pids
+            && !(1..=Self::MAX_PIDS).contains(&p)
+        {
+            return Err((
+                "limits.pids",
+                format!("{p} is outside 1..={}", Self::MAX_PIDS),
+            ));
+        }
+        if let Some(c) = self.cpu_percent
+            && !(1..=Self::MAX_CPU_PERCENT).contains(&c)
+        {
+            return Err((
+                "limits.cpu_percent",
+                format!("{c} is outside 1..={}", Self::MAX_CPU_PERCENT),
+            ));
+        }
+        Ok(())
+    }
 }
 
 macro_rules! string_enum {

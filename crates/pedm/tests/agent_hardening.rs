@@ -557,6 +557,7 @@ async fn working_directory_shells_and_run_as_are_decided_by_the_agent() {
                 allow_setuid: false,
                 record_input: false,
                 intercept: false,
+                limits: Default::default(),
             },
         )
         .await

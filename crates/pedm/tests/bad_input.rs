@@ -409,6 +409,7 @@ async fn non_admins_cannot_administer() {
                     allow_setuid: false,
                     record_input: false,
                     intercept: false,
+                    limits: Default::default(),
                 },
             )
             .await,
@@ -429,6 +430,7 @@ async fn non_admins_cannot_administer() {
                     allow_setuid: false,
                     record_input: false,
                     intercept: false,
+                    limits: Default::default(),
                 },
             )
             .await,

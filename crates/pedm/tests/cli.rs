@@ -389,6 +389,104 @@ async fn a_role_changes_in_place_and_the_change_is_recorded() {
 }
 
 #[tokio::test]
+async fn a_roles_resource_limits_are_set_merged_lifted_and_checked() {
+    let s = Server::start();
+    standard_targets(&s).await;
+    let t = &s.admin_token;
+    let role = json(&s.cli(
+        t,
+        &[
+            "--json",
+            "role",
+            "update",
+            "web1",
+            "root",
+            "--memory-max",
+            "1G",
+            "--pids-max",
+            "128",
+        ],
+    ));
+    assert_eq!(
+        role["limits"],
+        serde_json::json!({"memory_bytes": 1u64 << 30, "pids": 128})
+    );
+    // Only the limits named change; `none` lifts one.
+    let role = json(&s.cli(
+        t,
+        &[
+            "--json",
+            "role",
+            "update",
+            "web1",
+            "root",
+            "--cpu-max",
+            "150%",
+            "--memory-max",
+            "none",
+        ],
+    ));
+    assert_eq!(
+        role["limits"],
+        serde_json::json!({"pids": 128, "cpu_percent": 150})
+    );
+    let listed = ok(&s.cli(t, &["role", "list", "web1"]));
+    assert!(listed.contains("pids 128, cpu 150%"), "{listed}");
+    let ev = s
+        .admin()
+        .audit_events(&pedm_api::AuditQuery {
+            action: Some("role.updated".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[0].data["before"]["limits"], serde_json::json!({}));
+    assert_eq!(
+        ev[1].data["after"]["limits"],
+        serde_json::json!({"pids": 128, "cpu_percent": 150})
+    );
+
+    // Out of range: refused by the CLI before sending, and by the server naming the field.
+    let o = s.cli(t, &["role", "update", "web1", "root", "--memory-max", "1M"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("outside"), "{}", stderr(&o));
+    for (limits, field) in [
+        (
+            serde_json::json!({"memory_bytes": 1024}),
+            "limits.memory_bytes",
+        ),
+        (serde_json::json!({"pids": 0}), "limits.pids"),
+        (
+            serde_json::json!({"cpu_percent": 100_001}),
+            "limits.cpu_percent",
+        ),
+    ] {
+        let r = reqwest::Client::new()
+            .patch(format!("{}/api/v1/targets/web1/roles/root", s.url))
+            .bearer_auth(t)
+            .json(&serde_json::json!({ "limits": limits }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{limits}");
+        let b: pedm_api::ErrorBody = r.json().await.unwrap();
+        assert!(b.error.message.contains(field), "{}", b.error.message);
+    }
+    let again = json(&s.cli(t, &["--json", "role", "list", "web1"]));
+    let root = again
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "root")
+        .unwrap();
+    assert_eq!(
+        root["limits"],
+        serde_json::json!({"pids": 128, "cpu_percent": 150})
+    );
+}
+
+#[tokio::test]
 async fn under_two_person_control_one_admin_cannot_switch_approvals_off_for_a_role() {
     let s = Server::start_with(Options {
         config: Some("[policy]\nrequire_approvals = 1\n".into()),

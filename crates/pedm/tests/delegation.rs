@@ -75,6 +75,7 @@ async fn world() -> World {
                 allow_setuid: false,
                 record_input: false,
                 intercept: false,
+                limits: Default::default(),
             },
         )
         .await
@@ -1066,6 +1067,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
             allow_setuid: false,
             record_input: false,
             intercept: false,
+            limits: Default::default(),
         },
     )
     .await

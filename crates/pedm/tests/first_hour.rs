@@ -380,6 +380,7 @@ async fn simulate_never_recommends_auto_approving_root_or_small_samples() {
             allow_setuid: false,
             record_input: false,
             intercept: false,
+            limits: Default::default(),
         },
     )
     .await

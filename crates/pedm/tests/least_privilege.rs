@@ -97,6 +97,7 @@ async fn add_role(s: &Server, role: &str, auto: bool) {
                 allow_setuid: false,
                 record_input: false,
                 intercept: false,
+                limits: Default::default(),
             },
         )
         .await

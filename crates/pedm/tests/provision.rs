@@ -176,6 +176,7 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
                 allow_setuid: false,
                 record_input: false,
                 intercept: false,
+                limits: Default::default(),
             },
         )
         .await
@@ -529,6 +530,7 @@ login = "{{user}}_db"
             allow_setuid: false,
             record_input: false,
             intercept: false,
+            limits: Default::default(),
         },
     )
     .await

@@ -67,6 +67,7 @@ async fn setup(idp: &Idp) -> Server {
             allow_setuid: false,
             record_input: false,
             intercept: false,
+            limits: Default::default(),
         },
     )
     .await

@@ -94,6 +94,7 @@ impl AgentHub {
                     allow_setuid: g.role.allow_setuid,
                     record_input: g.role.record_input,
                     intercept: g.role.intercept,
+                    limits: g.role.limits,
                     starts_at: g.grant.starts_at,
                     expires_at: g.grant.expires_at,
                 })

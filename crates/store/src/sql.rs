@@ -304,8 +304,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             let n = c
                 .execute(
                     "UPDATE roles SET description = $3, max_duration_secs = $4, auto_approve = $5, \
-                     noexec = $6, allow_setuid = $7, record_input = $8, intercept = $9 \
-                     WHERE target = $1 AND name = $2",
+                     noexec = $6, allow_setuid = $7, record_input = $8, intercept = $9, \
+                     limits = $10 WHERE target = $1 AND name = $2",
                     args![
                         &r.target,
                         &r.name,
@@ -315,7 +315,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                         r.noexec,
                         r.allow_setuid,
                         r.record_input,
-                        r.intercept
+                        r.intercept,
+                        json_text(&r.limits)?
                     ],
                 )
                 .await
@@ -333,7 +334,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 c,
                 "INSERT INTO roles (target, name, description, max_duration_secs, \
                  auto_approve, run_as, created_at, noexec, allow_setuid, record_input, \
-                 intercept) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 intercept, limits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 args![
                     &r.target,
                     &r.name,
@@ -345,7 +346,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     r.noexec,
                     r.allow_setuid,
                     r.record_input,
-                    r.intercept
+                    r.intercept,
+                    json_text(&r.limits)?
                 ],
                 || {
                     StoreError::AlreadyExists(format!(

@@ -156,6 +156,11 @@ fn role(target: &str, name: &str) -> Role {
         allow_setuid: false,
         record_input: false,
         intercept: false,
+        limits: pedm_core::model::SessionLimits {
+            memory_bytes: Some(64 << 20),
+            pids: Some(32),
+            cpu_percent: None,
+        },
         created_at: t(2),
     }
 }

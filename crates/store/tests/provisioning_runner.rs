@@ -188,6 +188,7 @@ async fn env() -> Env {
                 allow_setuid: false,
                 record_input: false,
                 intercept: false,
+                limits: Default::default(),
             },
         )
         .await
@@ -285,6 +286,7 @@ impl Env {
                         allow_setuid: false,
                         record_input: false,
                         intercept: false,
+                        limits: Default::default(),
                     },
                 )
                 .await

@@ -137,6 +137,7 @@ impl Agent {
             noexec: grant.noexec,
             record_input: grant.record_input,
             intercept: grant.intercept,
+            limits: grant.limits,
         })
     }
 
@@ -201,6 +202,7 @@ impl Agent {
             // A task's input is its rendered parameters (fed, never typed): not recorded.
             record_input: false,
             intercept: false,
+            limits: Default::default(),
         })
     }
 }
@@ -230,4 +232,6 @@ pub(super) struct Prepared {
     pub(super) record_input: bool,
     /// The role's `intercept`.
     pub(super) intercept: bool,
+    /// The role's resource limits, on everything the grant's sessions run.
+    pub(super) limits: pedm_api::SessionLimits,
 }

@@ -116,7 +116,7 @@ fn spec(
         stdin_data: None,
         started: None,
         marker: None,
-        cgroup_procs: None,
+        cgroup_procs: vec![],
         no_new_privs: true,
         noexec: false,
         record_input: true,

@@ -13,8 +13,10 @@ use uuid::Uuid;
 
 mod delegation;
 mod hosts;
+mod limits;
 pub use delegation::*;
 pub use hosts::*;
+pub use limits::*;
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8470";
 
@@ -306,6 +308,8 @@ pub enum RoleCmd {
         /// by the exec policy and recorded as session.exec; refused ones fail.
         #[arg(long)]
         intercept: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Change a role's settings; host session controls apply to sessions started from now
     /// on, under grants already held too. Only what is given changes.
@@ -327,6 +331,8 @@ pub enum RoleCmd {
         record_input: Option<bool>,
         #[arg(long, value_name = "true|false")]
         intercept: Option<bool>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List the roles of a target.
     List { target: String },

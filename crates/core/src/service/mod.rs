@@ -136,6 +136,8 @@ pub struct NewRole {
     pub record_input: bool,
     /// See [`Role::intercept`].
     pub intercept: bool,
+    /// See [`Role::limits`].
+    pub limits: SessionLimits,
 }
 
 /// What `role update` changes; `None` leaves a setting as it is.
@@ -148,6 +150,8 @@ pub struct RoleChange {
     pub allow_setuid: Option<bool>,
     pub record_input: Option<bool>,
     pub intercept: Option<bool>,
+    /// Replaces every limit (absent ones are lifted).
+    pub limits: Option<SessionLimits>,
 }
 
 /// What the scheduler ended in one pass.
@@ -635,6 +639,7 @@ impl ControlPlane {
         if let Some(u) = &r.run_as {
             validate_name("run_as", u)?;
         }
+        check_limits(&r.limits)?;
         let role = Role {
             target: r.target.clone(),
             name: r.name.clone(),
@@ -646,6 +651,7 @@ impl ControlPlane {
             allow_setuid: r.allow_setuid,
             record_input: r.record_input,
             intercept: r.intercept,
+            limits: r.limits,
             created_at: self.now(),
         };
         let cs = Changeset::new()
@@ -664,6 +670,7 @@ impl ControlPlane {
                     "allow_setuid": role.allow_setuid,
                     "record_input": role.record_input,
                     "intercept": role.intercept,
+                    "limits": role.limits,
                 })),
             );
         self.store.commit(cs).await.map_err(|e| match e {
@@ -731,6 +738,10 @@ impl ControlPlane {
                 *field = v;
             }
         }
+        if let Some(l) = c.limits {
+            check_limits(&l)?;
+            role.limits = l;
+        }
         if role == before {
             return Ok(role);
         }
@@ -743,6 +754,7 @@ impl ControlPlane {
                 "allow_setuid": r.allow_setuid,
                 "record_input": r.record_input,
                 "intercept": r.intercept,
+                "limits": r.limits,
             })
         };
         let cs = Changeset::new()
@@ -784,4 +796,9 @@ impl ControlPlane {
         }
         Ok(self.store.roles(target).await?)
     }
+}
+
+fn check_limits(l: &SessionLimits) -> Result<()> {
+    l.check()
+        .map_err(|(field, problem)| Error::invalid(field, problem))
 }

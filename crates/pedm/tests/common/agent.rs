@@ -339,6 +339,7 @@ pub async fn setup(prefix: &str) -> (Server, Agent, LinuxUser, Client) {
             allow_setuid: false,
             record_input: false,
             intercept: false,
+            limits: Default::default(),
         },
     )
     .await

@@ -316,6 +316,7 @@ pub async fn standard_targets(s: &Server) {
                 allow_setuid: false,
                 record_input: false,
                 intercept: false,
+                limits: Default::default(),
             },
         )
         .await

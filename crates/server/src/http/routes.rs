@@ -355,6 +355,7 @@ async fn create_role(
                 allow_setuid: b.allow_setuid,
                 record_input: b.record_input,
                 intercept: b.intercept,
+                limits: b.limits,
             },
         )
         .await?;
@@ -387,6 +388,7 @@ async fn update_role(
         allow_setuid: b.allow_setuid,
         record_input: b.record_input,
         intercept: b.intercept,
+        limits: b.limits,
     };
     Ok(Json(
         s.cp.update_role(&c.actor, &target, &role, change).await?,

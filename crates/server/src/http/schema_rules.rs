@@ -194,7 +194,27 @@ fn structure() -> Vec<(&'static str, &'static str, Value)> {
     let name = Rule::Name.schema();
     let target = "/components/schemas/CreateTarget/properties/labels";
     let task_param = "/components/schemas/TaskParam/properties";
+    let limits = "/components/schemas/SessionLimits/properties";
+    use pedm_core::model::SessionLimits as L;
     vec![
+        // Resource limits within what a host can enforce.
+        (
+            limits,
+            "memory_bytes",
+            json!({"type": ["integer", "null"],
+            "minimum": L::MIN_MEMORY_BYTES, "maximum": L::MAX_MEMORY_BYTES}),
+        ),
+        (
+            limits,
+            "pids",
+            json!({"type": ["integer", "null"], "minimum": 1, "maximum": L::MAX_PIDS}),
+        ),
+        (
+            limits,
+            "cpu_percent",
+            json!({"type": ["integer", "null"],
+            "minimum": 1, "maximum": L::MAX_CPU_PERCENT}),
+        ),
         // A lock stops exactly one user or host.
         (
             "/components/schemas/CreateLock",
