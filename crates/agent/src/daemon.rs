@@ -838,6 +838,23 @@ impl Agent {
             let _ = self.outbox.discard_session(session);
             return;
         }
+        // Watched live: the recording's events go to pedmd as they are written.
+        let (tap, feed) = crate::live::channel();
+        let header = pedm_api::live::LiveHeader {
+            grant_id: meta.grant_id,
+            delegation_id: meta.delegation_id,
+            user: meta.user.clone(),
+            run_as: meta.run_as.clone(),
+            argv: meta.argv.clone(),
+            started_at: Timestamp::now(),
+            width: p.tty.map_or(80, |t| u32::from(t.cols)),
+            height: p.tty.map_or(24, |t| u32::from(t.rows)),
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            crate::live::stream(session, header, feed, || this.client()).await;
+        });
+        let gate_live = tap.weak();
         let this = self.clone();
         let finished = crate::session::FinishHook(Box::new(move |o| {
             let meta = SessionUpload {
@@ -887,6 +904,7 @@ impl Agent {
                     session,
                     caller: caller.clone(),
                     tty: p.tty.is_some(),
+                    live: gate_live,
                 }) as Box<dyn crate::contain::execs::ExecGate>
             }),
             cwd: p.cwd,
@@ -898,6 +916,7 @@ impl Agent {
             ),
             finished: Some(finished),
             stdin_data: p.stdin_data,
+            live: Some(tap),
         };
         let outcome = run_session(spec, stream, stop_rx, self.cfg.kill_grace).await;
         self.sessions

@@ -34,6 +34,7 @@ pub mod enroll;
 pub mod env;
 pub mod error;
 pub mod identity;
+pub mod live;
 pub mod outbox;
 pub mod recording;
 pub mod session;

@@ -189,6 +189,8 @@ pub struct CastWriter<W: Write> {
     input: Utf8Carry,
     /// The event being written, reused.
     line: Vec<u8>,
+    /// Where each event line also goes as it is written (a live stream), if anywhere.
+    tap: Option<crate::live::LiveTap>,
 }
 
 /// A line buffer grown beyond this by a large event is not kept.
@@ -298,6 +300,7 @@ impl<W: Write> CastWriter<W> {
             output: Utf8Carry::default(),
             input: Utf8Carry::default(),
             line: Vec::new(),
+            tap: None,
         })
     }
 
@@ -363,7 +366,16 @@ impl<W: Write> CastWriter<W> {
 
     fn end_line(&mut self) -> io::Result<()> {
         self.line.extend_from_slice(b"\"]\n");
-        self.out.write_all(&self.line)
+        self.out.write_all(&self.line)?;
+        if let Some(tap) = &self.tap {
+            tap.offer(&self.line);
+        }
+        Ok(())
+    }
+
+    /// Offers every event line from now on to `tap` as well (it never waits).
+    pub fn tap(&mut self, tap: crate::live::LiveTap) {
+        self.tap = Some(tap);
     }
 
     /// Writes what incomplete characters remain (as U+FFFD), flushes, and returns the

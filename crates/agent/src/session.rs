@@ -131,6 +131,9 @@ pub struct SessionSpec {
     /// Intercept: every exec after the program's own is decided and recorded by this gate
     /// ([`crate::contain::execs`]); ignored under `noexec`, which refuses them all.
     pub exec_gate: Option<Box<dyn crate::contain::execs::ExecGate>>,
+    /// Where the recording's events also go as they are written: a live stream
+    /// ([`crate::live`]).
+    pub live: Option<crate::live::LiveTap>,
 }
 
 /// See [`SessionSpec::started`].
@@ -750,11 +753,14 @@ fn start(spec: &mut SessionSpec) -> Result<Started, ExecError> {
             (streams, [in_r, out_w, err_w])
         }
     };
-    let rec =
+    let mut rec =
         CastWriter::create(&spec.recording, &header).map_err(|source| ExecError::Recording {
             path: spec.recording.clone(),
             source,
         })?;
+    if let Some(tap) = spec.live.take() {
+        rec.tap(tap);
+    }
 
     let started_at = Timestamp::now();
     let spawned = spawn(&image, stdio.each_ref().map(|fd| fd.as_raw_fd()));

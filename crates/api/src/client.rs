@@ -724,16 +724,88 @@ impl Client {
         &self,
         mut on_snapshot: impl FnMut(crate::agent::SignedSnapshot) -> bool,
     ) -> Result<(), ApiError> {
-        let mut resp = self.stream_get::<()>("/agent/events", None).await?;
+        let resp = self.stream_get::<()>("/agent/events", None).await?;
+        let mut malformed = None;
+        let ended = self
+            .sse(resp, |event, data| {
+                if event != "snapshot" {
+                    return true;
+                }
+                match serde_json::from_str(data) {
+                    Ok(s) => on_snapshot(s),
+                    Err(e) => {
+                        malformed = Some(format!("malformed snapshot event: {e}"));
+                        false
+                    }
+                }
+            })
+            .await?;
+        match (malformed, ended) {
+            (Some(message), _) => Err(ApiError::Transport {
+                url: self.base.clone(),
+                message,
+            }),
+            (None, true) => Err(ApiError::Transport {
+                url: self.base.clone(),
+                message: "event stream ended".into(),
+            }),
+            (None, false) => Ok(()),
+        }
+    }
+
+    /// Streams a session's events as they happen (agents): `lines` is the
+    /// [`crate::live::LiveHeader`] line and then asciicast event lines, each ending in `\n`.
+    /// Returns when the stream ends or the server refuses it.
+    pub async fn stream_live<S>(&self, id: Uuid, lines: S) -> Result<(), ApiError>
+    where
+        S: futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static,
+    {
+        let url = format!("{}{}/agent/sessions/{id}/live", self.base, API_PREFIX);
+        let mut rb = self
+            .streaming
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(reqwest::Body::wrap_stream(lines));
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
+        let resp = rb.send().await.map_err(self.transport())?;
+        self.check(resp).await.map(drop)
+    }
+
+    /// Sessions streaming to this server now (the caller's own, or anyone's with
+    /// read_audit).
+    pub async fn live_sessions(&self) -> Result<Vec<crate::live::LiveSession>, ApiError> {
+        self.get("/sessions/live").await
+    }
+
+    /// Watches a live session: `on_event(name, data)` for each server-sent event (see
+    /// [`crate::live::WATCH_EVENTS`]) until it returns false or the stream ends. Returns
+    /// whether the stream ended by itself.
+    pub async fn watch_session(
+        &self,
+        id: Uuid,
+        on_event: impl FnMut(&str, &str) -> bool,
+    ) -> Result<bool, ApiError> {
+        let resp = self
+            .stream_get::<()>(&format!("/sessions/{id}/live"), None)
+            .await?;
+        self.sse(resp, on_event).await
+    }
+
+    /// Reads server-sent events, calling `on_event(name, data)` for each until it returns
+    /// false (`Ok(false)`) or the stream ends (`Ok(true)`).
+    async fn sse(
+        &self,
+        mut resp: reqwest::Response,
+        mut on_event: impl FnMut(&str, &str) -> bool,
+    ) -> Result<bool, ApiError> {
         let mut buf: Vec<u8> = Vec::new();
         let mut event = String::new();
         let mut data = String::new();
         loop {
             let Some(chunk) = resp.chunk().await.map_err(self.transport())? else {
-                return Err(ApiError::Transport {
-                    url: self.base.clone(),
-                    message: "event stream ended".into(),
-                });
+                return Ok(true);
             };
             buf.extend_from_slice(&chunk);
             while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
@@ -741,20 +813,11 @@ impl Client {
                 let line = String::from_utf8_lossy(&line);
                 let line = line.trim_end_matches(['\r', '\n']);
                 if line.is_empty() {
-                    // End of one event.
-                    if event == "snapshot" {
-                        match serde_json::from_str(&data) {
-                            Ok(s) => {
-                                if !on_snapshot(s) {
-                                    return Ok(());
-                                }
-                            }
-                            Err(e) => {
-                                return Err(ApiError::Transport {
-                                    url: self.base.clone(),
-                                    message: format!("malformed snapshot event: {e}"),
-                                });
-                            }
+                    // End of one event (comments and keep-alives carry no data).
+                    if !data.is_empty() || !event.is_empty() {
+                        let name = if event.is_empty() { "message" } else { &event };
+                        if !on_event(name, &data) {
+                            return Ok(false);
                         }
                     }
                     event.clear();

@@ -9,6 +9,7 @@ pub mod client;
 pub mod delegation;
 pub mod device;
 pub mod external;
+pub mod live;
 pub mod lock;
 pub mod policy_review;
 pub mod scim;

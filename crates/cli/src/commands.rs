@@ -748,6 +748,32 @@ async fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<()> {
             ctx.list(&ctx.client.list_sessions(&q).await?)
         }
         SessionCmd::Show { id } => ctx.detail(&ctx.client.get_session(id).await?),
+        SessionCmd::Live => ctx.list(&ctx.client.live_sessions().await?),
+        SessionCmd::Watch { id, raw, execs } => {
+            let opts = crate::watch::WatchOptions { raw, execs };
+            let mut w = crate::watch::Watch::new(std::io::stdout(), std::io::stderr(), opts);
+            let mut failed = None;
+            ctx.client
+                .watch_session(id, |name, data| match w.event(name, data) {
+                    Ok(more) => more,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                })
+                .await?;
+            if let Some(e) = failed {
+                anyhow::bail!("cannot write the session out: {e}");
+            }
+            let withheld = w.withheld();
+            if !withheld.is_empty() {
+                eprintln!("pedm: withheld {withheld}; --raw shows them");
+            }
+            if w.ended.is_none() {
+                anyhow::bail!("the stream from the server broke off before the session ended");
+            }
+            Ok(())
+        }
         SessionCmd::Kill { id, reason } => ctx.detail(&ctx.client.kill_session(id, &reason).await?),
         SessionCmd::Play {
             id,

@@ -19,6 +19,8 @@ pub struct AgentHub {
     /// Names of hosts whose grants changed (`None`: every host, e.g. a new policy version).
     changes: broadcast::Sender<Option<String>>,
     pub tls: AgentTls,
+    /// Sessions streaming to this instance now.
+    pub live: crate::live::LiveHub,
 }
 
 /// Client certificates for agents (servers that speak TLS).
@@ -47,6 +49,7 @@ impl AgentHub {
             max_recording_bytes,
             changes: broadcast::channel(1024).0,
             tls,
+            live: Default::default(),
         }
     }
 

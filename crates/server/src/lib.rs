@@ -5,6 +5,7 @@ pub mod agents;
 pub mod audit_signer;
 pub mod config;
 pub mod http;
+pub mod live;
 mod notify;
 pub mod oidc;
 pub mod policy;

@@ -20,6 +20,8 @@ pub(super) struct SessionGate {
     /// The person (their uid makes resolution errors clearer; their name picks the grant).
     pub(super) caller: TargetUser,
     pub(super) tty: bool,
+    /// The session's live stream: each exec shows there as an `x` event.
+    pub(super) live: crate::live::WeakLiveTap,
 }
 
 impl std::fmt::Debug for SessionGate {
@@ -120,6 +122,16 @@ impl ExecGate for SessionGate {
             last_at: None,
             exec: Some(exec),
         };
+        self.live.offer_event(
+            "x",
+            &serde_json::json!({
+                "verdict": report.verdict,
+                "pid": report.exec.as_ref().map(|e| e.pid),
+                "path": report.exec.as_ref().map(|e| e.path.clone()),
+                "argv": report.argv,
+                "reason": report.reason,
+            }),
+        );
         // On disk before the program runs (or learns it may not).
         self.agent.queue_report(&report);
         allowed

@@ -117,6 +117,7 @@ fn spec(
         started: None,
         marker: None,
         cgroup_procs: vec![],
+        live: None,
         no_new_privs: true,
         noexec: false,
         record_input: true,

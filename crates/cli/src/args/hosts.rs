@@ -106,6 +106,20 @@ pub enum SessionCmd {
     },
     /// Show a session.
     Show { id: Uuid },
+    /// Sessions running now, as their hosts stream them to this server (yours, or anyone's
+    /// with read_audit).
+    Live,
+    /// Watch a running session's terminal as it happens, until it ends (Ctrl-C stops
+    /// watching, not the session). Watching is recorded in the audit log.
+    Watch {
+        id: Uuid,
+        /// Pass every terminal control sequence through (see `play --raw`).
+        #[arg(long)]
+        raw: bool,
+        /// Also show each command the session runs (roles with --intercept).
+        #[arg(long)]
+        execs: bool,
+    },
     /// End a live session now (admins): its terminal and record say who and why.
     Kill {
         id: Uuid,

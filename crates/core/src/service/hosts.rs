@@ -750,43 +750,19 @@ impl ControlPlane {
                 )))
             };
         }
-        let mismatch = match (session.grant_id, session.delegation_id) {
-            (Some(grant_id), _) => match self.store.grant(grant_id).await? {
-                None => Some(format!("grant {grant_id} does not exist")),
-                Some(g) if g.target != host => Some(format!(
-                    "grant {} is for {}, not for host {host}",
-                    g.id, g.target
-                )),
-                Some(g) if g.user != session.user => Some(format!(
-                    "grant {} belongs to {}, not to {}",
-                    g.id, g.user, session.user
-                )),
-                _ => None,
-            },
-            // A task run: the delegation must exist (it may have ended since; the agent
-            // decided while it was live, possibly offline).
-            (None, Some(d)) => match self.store.delegation(d).await? {
-                None => Some(format!("delegation {d} does not exist")),
-                Some(_) if session.task.is_none() => {
-                    Some("a session under a delegation must name its task".to_string())
-                }
-                _ => None,
-            },
-            (None, None) => Some("a session names neither a grant nor a delegation".to_string()),
-        };
+        let mismatch = self
+            .session_mismatch(
+                host,
+                session.grant_id,
+                session.delegation_id,
+                &session.user,
+                session.task.is_some(),
+            )
+            .await?;
         if let Some(why) = mismatch {
-            let agent = Actor {
-                user: format!("host:{host}"),
-                admin: false,
-                groups: vec![],
-                token_id: None,
-                external: false,
-                sponsor: None,
-                workload: None,
-            };
             return Err(self
                 .refuse(
-                    &agent,
+                    &host_actor(host),
                     "session.recorded",
                     subject("session", session.id),
                     why,
@@ -877,5 +853,117 @@ impl ControlPlane {
                 .await);
         }
         Ok(s)
+    }
+
+    /// Why a session a host reports does not fit the grant or delegation it names, if so.
+    async fn session_mismatch(
+        &self,
+        host: &str,
+        grant_id: Option<Uuid>,
+        delegation_id: Option<Uuid>,
+        user: &str,
+        has_task: bool,
+    ) -> Result<Option<String>> {
+        Ok(match (grant_id, delegation_id) {
+            (Some(grant_id), _) => match self.store.grant(grant_id).await? {
+                None => Some(format!("grant {grant_id} does not exist")),
+                Some(g) if g.target != host => Some(format!(
+                    "grant {} is for {}, not for host {host}",
+                    g.id, g.target
+                )),
+                Some(g) if g.user != user => Some(format!(
+                    "grant {} belongs to {}, not to {user}",
+                    g.id, g.user
+                )),
+                _ => None,
+            },
+            // A task run: the delegation must exist (it may have ended since; the agent
+            // decided while it was live, possibly offline).
+            (None, Some(d)) => match self.store.delegation(d).await? {
+                None => Some(format!("delegation {d} does not exist")),
+                Some(_) if !has_task => {
+                    Some("a session under a delegation must name its task".to_string())
+                }
+                _ => None,
+            },
+            (None, None) => Some("a session names neither a grant nor a delegation".to_string()),
+        })
+    }
+
+    /// Checks what a host says of a session it starts streaming (`session.live`): its grant
+    /// or delegation must be one of this host's, for this user.
+    pub async fn check_live_session(
+        &self,
+        host: &str,
+        id: Uuid,
+        grant_id: Option<Uuid>,
+        delegation_id: Option<Uuid>,
+        user: &str,
+        argv: &[String],
+    ) -> Result<()> {
+        check_argv(argv)?;
+        validate_name("user", user)?;
+        if let Some(why) = self
+            .session_mismatch(host, grant_id, delegation_id, user, true)
+            .await?
+        {
+            return Err(self
+                .refuse(
+                    &host_actor(host),
+                    "session.live",
+                    subject("session", id),
+                    why,
+                )
+                .await);
+        }
+        Ok(())
+    }
+
+    /// Whether `actor` may see `owner`'s sessions: their own, or anyone's with `read_audit`.
+    pub fn may_see_sessions_of(&self, actor: &Actor, owner: &str) -> bool {
+        owner == actor.user || self.holds(actor, AdminAction::ReadAudit)
+    }
+
+    /// Lets `actor` watch `owner`'s live session `id` on `host` (their own, or anyone's with
+    /// `read_audit`). Watching is recorded (`session.watched`), as is a refusal.
+    pub async fn watch_session(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        host: &str,
+        owner: &str,
+    ) -> Result<()> {
+        if !self.may_see_sessions_of(actor, owner) {
+            return Err(self
+                .refuse(
+                    actor,
+                    "session.watch",
+                    subject("session", id),
+                    format!(
+                        "session.watch: session {id} belongs to {owner}; watching it needs \
+                         read_audit"
+                    ),
+                )
+                .await);
+        }
+        let cs = Changeset::new().event(
+            self.event(actor, "session.watched", subject("session", id))
+                .data(json!({ "host": host, "user": owner })),
+        );
+        self.store.commit(cs).await?;
+        Ok(())
+    }
+}
+
+/// A host agent as the actor of what it reports.
+fn host_actor(host: &str) -> Actor {
+    Actor {
+        user: format!("host:{host}"),
+        admin: false,
+        groups: vec![],
+        token_id: None,
+        external: false,
+        sponsor: None,
+        workload: None,
     }
 }

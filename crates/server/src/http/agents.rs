@@ -103,7 +103,7 @@ impl FromRequestParts<AppState> for HostCaller {
     }
 }
 
-fn hub(s: &AppState) -> ApiResult<&Arc<AgentHub>> {
+pub(super) fn hub(s: &AppState) -> ApiResult<&Arc<AgentHub>> {
     s.agents.as_ref().ok_or_else(|| {
         ApiErr::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -289,7 +289,7 @@ async fn agent_events(State(s): State<AppState>, h: HostCaller) -> ApiResult<Res
     let mut changes = hub.subscribe();
     // Fail now (with a proper status) rather than inside the stream if the store is down.
     let first = hub.sign(cp.host_snapshot(&host).await?);
-    let stream = async_stream(move |tx| async move {
+    let stream = async_stream(4, move |tx| async move {
         let event = |snap: &SignedSnapshot| {
             Event::default()
                 .event("snapshot")
@@ -331,13 +331,14 @@ async fn agent_events(State(s): State<AppState>, h: HostCaller) -> ApiResult<Res
         .into_response())
 }
 
-/// A stream fed by a task through a small channel (the task ends when the client goes away).
-fn async_stream<F, Fut>(f: F) -> impl futures_util::Stream<Item = Event>
+/// A stream fed by a task through a channel of `capacity` events (the task ends when the
+/// client goes away).
+pub(super) fn async_stream<F, Fut>(capacity: usize, f: F) -> impl futures_util::Stream<Item = Event>
 where
     F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(capacity);
     tokio::spawn(f(tx));
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

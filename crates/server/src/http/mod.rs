@@ -8,6 +8,7 @@ mod devices;
 mod error;
 mod external;
 mod extract;
+mod live;
 mod locks;
 mod parse_errors;
 mod policy_review;
@@ -106,6 +107,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         routes::router()
             .merge(audit::router())
             .merge(agents::router())
+            .merge(live::router())
             .merge(delegation::router())
             .merge(devices::router())
             .merge(locks::router())
@@ -153,12 +155,13 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Every request gets `timeout`, recording uploads [`UPLOAD_TIMEOUT`]; past it, 408 with the
 /// JSON error body.
 async fn request_deadline(timeout: Duration, req: Request, next: Next) -> Response {
-    let upload = req.method() == axum::http::Method::PUT
-        && req
-            .uri()
-            .path()
-            .starts_with(&format!("{API_PREFIX}/agent/sessions/"));
-    let limit = if upload {
+    let path = req.uri().path();
+    let agent_session = path.starts_with(&format!("{API_PREFIX}/agent/sessions/"));
+    // A live stream lasts as long as its session; its handler ends an idle one.
+    if agent_session && req.method() == axum::http::Method::POST && path.ends_with("/live") {
+        return next.run(req).await;
+    }
+    let limit = if agent_session && req.method() == axum::http::Method::PUT {
         UPLOAD_TIMEOUT.max(timeout)
     } else {
         timeout
