@@ -492,6 +492,14 @@ impl Client {
         self.send(Method::POST, "/policies/simulate", body).await
     }
 
+    /// The commands each role's holders ran, with an allowlist policy per role.
+    pub async fn suggest_commands(
+        &self,
+        q: &CommandSuggestionQuery,
+    ) -> Result<crate::CommandSuggestions, ApiError> {
+        self.get_q("/policies/suggestions/commands", q).await
+    }
+
     pub async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, ApiError> {
         self.get_q("/audit/events", q).await
     }

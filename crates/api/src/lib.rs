@@ -29,7 +29,9 @@ pub use pedm_core::model::{
     TargetKind, User,
 };
 pub use pedm_core::service::ElevationRow;
-pub use pedm_core::service::{SimulatedChange, SimulationReport};
+pub use pedm_core::service::{
+    CommandSuggestions, CommandUse, RoleCommands, SimulatedChange, SimulationReport,
+};
 pub use types::*;
 
 /// Path prefix of every API route.

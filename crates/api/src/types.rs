@@ -310,6 +310,21 @@ pub struct SimulatePolicies {
     pub since: Option<String>,
 }
 
+/// `GET /policies/suggestions/commands`: which exec history to learn command rules from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CommandSuggestionQuery {
+    /// How far back: a duration such as `30d`, or an RFC 3339 time (default 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Only this target's roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Only roles of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BreakGlassQuery {

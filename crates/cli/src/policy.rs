@@ -78,7 +78,35 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
             }
             Ok(())
         }
-        PolicyCmd::Simulate { policies, since } => {
+        PolicyCmd::Simulate {
+            suggest_commands: true,
+            since,
+            target,
+            role,
+            output,
+            ..
+        } => {
+            let r = c
+                .suggest_commands(&CommandSuggestionQuery {
+                    since: Some(since),
+                    target,
+                    role,
+                })
+                .await?;
+            if let Some(dir) = &output {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                for role in &r.roles {
+                    let path = dir.join(suggestion_file(role));
+                    std::fs::write(&path, &role.policy)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+            }
+            ctx.emit(&r, || suggestions_text(&r, output.as_deref()))
+        }
+        PolicyCmd::Simulate {
+            policies, since, ..
+        } => {
             let sources = read_sources(&policies)?;
             let r = c
                 .simulate_policies(&SimulatePolicies {
@@ -89,6 +117,69 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
             ctx.emit(&r, || simulation_text(&r))
         }
     }
+}
+
+/// `commands-<target>-<role>.cedar` (names are checked by the server; kept to file-safe
+/// characters anyway).
+fn suggestion_file(r: &RoleCommands) -> String {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!("commands-{}-{}.cedar", safe(&r.target), safe(&r.role))
+}
+
+fn suggestions_text(r: &CommandSuggestions, written: Option<&Path>) -> String {
+    let mut out = format!(
+        "{} commands run since {} under {} role(s)\n",
+        r.events,
+        output::time(r.since),
+        r.roles.len()
+    );
+    for role in &r.roles {
+        out.push_str(&format!(
+            "\n{} on {}: {} distinct command(s)\n",
+            role.role,
+            role.target,
+            role.commands.len()
+        ));
+        let mut t = output::Table::new(&["COUNT", "LAST", "USERS", "COMMAND"]);
+        for c in &role.commands {
+            let command = if c.args.is_empty() {
+                c.path.clone()
+            } else {
+                format!("{} {}", c.path, c.args)
+            };
+            t.row(vec![
+                c.count.to_string(),
+                output::time(c.last_at),
+                c.users.join(","),
+                command,
+            ]);
+        }
+        out.push_str(&t.render());
+        match written {
+            Some(dir) => out.push_str(&format!(
+                "policy: {}\n",
+                dir.join(suggestion_file(role)).display()
+            )),
+            None => {
+                out.push('\n');
+                for line in role.policy.lines() {
+                    out.push_str(&pedm_core::text::terminal_safe(line));
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
 }
 
 fn simulation_text(r: &SimulationReport) -> String {

@@ -33,8 +33,9 @@ impl std::fmt::Debug for SessionGate {
     }
 }
 
-/// An exec's verdict: the policies that allowed it, or why not; the binary's hash if known.
-type Verdict = (Result<String, String>, Option<String>);
+/// An exec's verdict: the policies that allowed it, or why not; the binary's hash and
+/// resolved path if known.
+type Verdict = (Result<String, String>, Option<(String, String)>);
 
 impl SessionGate {
     fn check(&self, c: &ExecCall, now: Timestamp) -> Verdict {
@@ -46,6 +47,7 @@ impl SessionGate {
             Err(e) => return (Err(e.to_string()), None),
         };
         let sha = resolved.sha256().to_string();
+        let known = Some((sha.clone(), resolved.path().to_string_lossy().into_owned()));
         let args = c.argv.get(1..).unwrap_or_default();
         let command = CommandRef {
             path: resolved.path().to_string_lossy().into_owned(),
@@ -60,7 +62,7 @@ impl SessionGate {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         let Some(enforced) = guard.as_ref() else {
-            return (Err("no grants are in force on this host".into()), Some(sha));
+            return (Err("no grants are in force on this host".into()), known);
         };
         let decided = enforced
             .pick_grant(&self.caller.name, Some(self.grant), now)
@@ -70,14 +72,14 @@ impl SessionGate {
             })
             .map(|a| format!("allowed by {}", a.policies.join(", ")))
             .map_err(|r| r.0);
-        (decided, Some(sha))
+        (decided, known)
     }
 }
 
 impl ExecGate for SessionGate {
     fn decide(&mut self, pid: i32, call: Result<ExecCall, String>) -> bool {
         let now = Timestamp::now();
-        let ((decided, sha), argv, exec) = match &call {
+        let ((decided, known), argv, mut exec) = match &call {
             Err(why) => (
                 (Err(format!("cannot read the exec call: {why}")), None),
                 vec![],
@@ -86,6 +88,7 @@ impl ExecGate for SessionGate {
                     ppid: 0,
                     cwd: String::new(),
                     path: String::new(),
+                    resolved: None,
                 },
             ),
             Ok(c) => (
@@ -96,10 +99,15 @@ impl ExecGate for SessionGate {
                     ppid: c.ppid,
                     cwd: c.cwd.to_string_lossy().into_owned(),
                     path: c.path.to_string_lossy().into_owned(),
+                    resolved: None,
                 },
             ),
         };
         let allowed = decided.is_ok();
+        let sha = known.map(|(sha, path)| {
+            exec.resolved = Some(path);
+            sha
+        });
         let report = AgentReport {
             id: Uuid::now_v7(),
             at: now,

@@ -649,11 +649,29 @@ pub enum PolicyCmd {
     /// Replay recorded requests against candidate policies and report every decision that
     /// would change, with recommendations.
     Simulate {
-        #[arg(long, required = true, value_name = "FILE|DIR")]
+        #[arg(
+            long,
+            required_unless_present = "suggest_commands",
+            value_name = "FILE|DIR"
+        )]
         policies: Vec<std::path::PathBuf>,
         /// How far back: a duration (30d) or an RFC 3339 time.
         #[arg(long, default_value = "30d")]
         since: String,
+        /// Instead: from the commands people ran under each role (recorded exec events),
+        /// propose the narrowest allowlist per role, with counts, as Cedar policies.
+        #[arg(long, conflicts_with = "policies")]
+        suggest_commands: bool,
+        /// With --suggest-commands: only this target's roles.
+        #[arg(long, requires = "suggest_commands")]
+        target: Option<String>,
+        /// With --suggest-commands: only roles of this name.
+        #[arg(long, requires = "suggest_commands")]
+        role: Option<String>,
+        /// With --suggest-commands: write each role's policy to DIR/commands-TARGET-ROLE.cedar
+        /// (ready for `pedm policy apply`).
+        #[arg(long, requires = "suggest_commands", value_name = "DIR")]
+        output: Option<std::path::PathBuf>,
     },
 }
 

@@ -111,6 +111,10 @@ pub struct SessionExec {
     pub cwd: String,
     /// The program as the caller named it, made absolute.
     pub path: String,
+    /// The program the agent resolved it to (symlinks followed, as policy saw it:
+    /// `resource.path`); absent when it could not be resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
 }
 
 /// The longest path a `session.exec` report may carry (PATH_MAX).
@@ -560,7 +564,11 @@ impl ControlPlane {
             validate_name("user", &r.user)?;
             check_argv(&r.argv)?;
             if let Some(x) = &r.exec
-                && (x.cwd.len() > MAX_PATH_BYTES || x.path.len() > MAX_PATH_BYTES)
+                && (x.cwd.len() > MAX_PATH_BYTES
+                    || x.path.len() > MAX_PATH_BYTES
+                    || x.resolved
+                        .as_ref()
+                        .is_some_and(|r| r.len() > MAX_PATH_BYTES))
             {
                 return Err(Error::invalid(
                     "exec",

@@ -22,6 +22,7 @@ mod report;
 mod requests;
 mod scim;
 mod sso;
+mod suggest;
 mod workload;
 pub use sso::SsoLogin;
 
@@ -38,6 +39,7 @@ pub use hosts::{
 pub use locks::MAX_LOCK_SECS;
 pub use policy::{SimulatedChange, SimulationReport};
 pub use policy_review::{Held, PolicySubmission};
+pub use suggest::{CommandSuggestions, CommandUse, RoleCommands};
 
 use crate::Error;
 use crate::audit::{NewAuditEvent, Outcome};

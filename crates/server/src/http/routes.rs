@@ -55,6 +55,7 @@ fn policy_router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_policy_versions))
         .routes(routes!(get_policy_version))
         .routes(routes!(simulate_policies))
+        .routes(routes!(suggest_commands))
         .merge(super::policy_review::router())
         .layer(axum::extract::DefaultBodyLimit::max(POLICY_BODY_LIMIT))
 }
@@ -392,6 +393,25 @@ async fn update_role(
     };
     Ok(Json(
         s.cp.update_role(&c.actor, &target, &role, change).await?,
+    ))
+}
+
+/// Command rules learned from what people ran: per role, the commands its holders ran in
+/// the period (first commands and, with intercept, every command inside sessions), with
+/// counts, users and a Cedar policy allowing exactly those (needs read_audit).
+#[utoipa::path(get, path = "/policies/suggestions/commands", tag = "policies",
+    params(CommandSuggestionQuery),
+    responses((status = 200, body = CommandSuggestions), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn suggest_commands(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<CommandSuggestionQuery>,
+) -> ApiResult<Json<CommandSuggestions>> {
+    let since = parse_since(q.since.as_deref(), s.cp.now())?;
+    Ok(Json(
+        s.cp.suggest_commands(&c.actor, since, q.target.as_deref(), q.role.as_deref())
+            .await?,
     ))
 }
 

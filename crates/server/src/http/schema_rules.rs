@@ -168,6 +168,17 @@ const PARAMS: &[(&str, &str, Rule)] = &[
         Rule::OneOf(EXPORT_FORMATS),
     ),
     ("/api/v1/reports/elevations", "since", Rule::Since),
+    (
+        "/api/v1/policies/suggestions/commands",
+        "since",
+        Rule::Since,
+    ),
+    (
+        "/api/v1/policies/suggestions/commands",
+        "target",
+        Rule::Name,
+    ),
+    ("/api/v1/policies/suggestions/commands", "role", Rule::Name),
     ("/api/v1/reports/external", "since", Rule::Since),
 ];
 
