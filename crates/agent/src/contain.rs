@@ -6,7 +6,10 @@
 //!   the `PEDM_SESSION` marker in their environment
 //! - [`execs`]: a seccomp filter that stops every exec after the session's program's own:
 //!   refused (NOEXEC), or read, decided by policy and recorded (intercept)
+//! - [`verify`]: an intercepted exec checked again once it happened, killed if it runs
+//!   something other than what was decided
 
 pub mod cgroup;
 pub mod execs;
 pub mod procs;
+pub mod verify;

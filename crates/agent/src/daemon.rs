@@ -53,6 +53,8 @@ pub struct Agent {
     cfg: Resolved,
     /// Where sessions are contained; `None`: process scan only ([`crate::contain::procs`]).
     cgroups: Option<crate::contain::cgroup::Cgroups>,
+    /// Checks intercepted execs once they happened ([`crate::contain::verify`]).
+    verifier: Option<Arc<crate::contain::verify::ExecVerifier>>,
     /// Grants (and delegations) with a cgroup, and when they end: what their sessions left
     /// running is killed then, even with no session running.
     contained: Mutex<HashMap<Uuid, Timestamp>>,
@@ -216,8 +218,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .context("cert_file/key_file")?,
     };
     let listener = bind(&cfg)?;
+    // Intercepted execs are checked again once they happened (a second thread of the caller
+    // could change what runs after the check); without the process connector, intercept
+    // sessions run unverified and say so at their start.
+    let verifier = match crate::contain::verify::ExecVerifier::start() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(error = %e, "intercepted execs cannot be verified after they run");
+            None
+        }
+    };
     let agent = Arc::new(Agent {
         cgroups,
+        verifier,
         contained: Mutex::new(HashMap::new()),
         connections: Connections::new(cfg.max_connections_per_user),
         refusals: Refusals::new(REFUSAL_WINDOW),

@@ -33,9 +33,16 @@ impl std::fmt::Debug for SessionGate {
     }
 }
 
-/// An exec's verdict: the policies that allowed it, or why not; the binary's hash and
-/// resolved path if known.
-type Verdict = (Result<String, String>, Option<(String, String)>);
+/// What the gate learnt of the binary an exec names.
+struct Checked {
+    sha256: String,
+    path: String,
+    /// Device and inode of the file checked; `None` for a script (its interpreter runs).
+    binary: Option<(u64, u64)>,
+}
+
+/// An exec's verdict: the policies that allowed it, or why not; the binary if resolved.
+type Verdict = (Result<String, String>, Option<Checked>);
 
 impl SessionGate {
     fn check(&self, c: &ExecCall, now: Timestamp) -> Verdict {
@@ -47,7 +54,15 @@ impl SessionGate {
             Err(e) => return (Err(e.to_string()), None),
         };
         let sha = resolved.sha256().to_string();
-        let known = Some((sha.clone(), resolved.path().to_string_lossy().into_owned()));
+        let binary = nix::sys::stat::fstat(resolved.fd())
+            .ok()
+            .filter(|_| !resolved.is_script())
+            .map(|st| (st.st_dev, st.st_ino));
+        let known = Some(Checked {
+            sha256: sha.clone(),
+            path: resolved.path().to_string_lossy().into_owned(),
+            binary,
+        });
         let args = c.argv.get(1..).unwrap_or_default();
         let command = CommandRef {
             path: resolved.path().to_string_lossy().into_owned(),
@@ -73,6 +88,70 @@ impl SessionGate {
             .map(|a| format!("allowed by {}", a.policies.join(", ")))
             .map_err(|r| r.0);
         (decided, known)
+    }
+}
+
+impl SessionGate {
+    /// Has the exec checked again once it happened; what does not match is killed and
+    /// recorded as a refused `session.exec`.
+    fn verify_after(
+        &self,
+        v: &crate::contain::verify::ExecVerifier,
+        pid: i32,
+        c: &crate::contain::execs::ExecCall,
+        binary: Option<(u64, u64)>,
+    ) {
+        let agent = self.agent.clone();
+        let (user, grant, session, argv) = (
+            self.caller.name.clone(),
+            self.grant,
+            self.session,
+            c.argv.clone(),
+        );
+        let exec = SessionExec {
+            pid: c.pid,
+            ppid: c.ppid,
+            cwd: c.cwd.to_string_lossy().into_owned(),
+            path: c.path.to_string_lossy().into_owned(),
+            resolved: None,
+        };
+        let live = self.live.clone();
+        v.expect(
+            pid,
+            crate::contain::verify::Allowed {
+                binary,
+                argv: c.argv.clone(),
+            },
+            Box::new(move |_, checked| {
+                let Err(why) = checked else { return };
+                let reason = format!("changed after it was checked and killed: {why}");
+                live.offer_event(
+                    "x",
+                    &serde_json::json!({
+                        "verdict": ExecVerdict::Denied, "pid": exec.pid, "path": exec.path,
+                        "argv": argv, "reason": reason,
+                    }),
+                );
+                agent.queue_report(&AgentReport {
+                    id: Uuid::now_v7(),
+                    at: Timestamp::now(),
+                    user,
+                    verdict: ExecVerdict::Denied,
+                    grant: Some(grant),
+                    session: Some(session),
+                    task: None,
+                    delegation: None,
+                    argv,
+                    binary_sha256: None,
+                    reason: Some(reason),
+                    argv_sha256: None,
+                    argv_bytes: None,
+                    count: None,
+                    last_at: None,
+                    exec: Some(exec),
+                });
+            }),
+        );
     }
 }
 
@@ -104,9 +183,12 @@ impl ExecGate for SessionGate {
             ),
         };
         let allowed = decided.is_ok();
-        let sha = known.map(|(sha, path)| {
-            exec.resolved = Some(path);
-            sha
+        if let (true, Some(v), Some(k), Ok(c)) = (allowed, &self.agent.verifier, &known, &call) {
+            self.verify_after(v, pid, c, k.binary);
+        }
+        let sha = known.map(|k| {
+            exec.resolved = Some(k.path);
+            k.sha256
         });
         let report = AgentReport {
             id: Uuid::now_v7(),
