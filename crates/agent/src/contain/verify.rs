@@ -304,12 +304,18 @@ mod tests {
         let truth = std::fs::metadata("/bin/true").unwrap();
         // A child that waits for a byte on stdin, then execs sleep: the verifier is told
         // it was allowed to exec /bin/true (as if the path were swapped after the check).
+        // As in the gate, whose call waits in the kernel while it is checked, the process's
+        // own earlier exec is over (it says so) before the expectation is noted.
         let spawn = || {
-            std::process::Command::new("/bin/sh")
-                .args(["-c", "read x; exec /bin/sleep 30"])
+            let mut c = std::process::Command::new("/bin/sh")
+                .args(["-c", "echo ready; read x; exec /bin/sleep 30"])
                 .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
                 .spawn()
-                .unwrap()
+                .unwrap();
+            let mut ready = [0u8; 6];
+            std::io::Read::read_exact(c.stdout.as_mut().unwrap(), &mut ready).unwrap();
+            c
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let mut liar = spawn();
