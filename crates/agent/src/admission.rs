@@ -170,6 +170,7 @@ mod tests {
             count: None,
             last_at: None,
             exec: None,
+            file: None,
         }
     }
 

@@ -8,8 +8,11 @@
 //!   refused (NOEXEC), or read, decided by policy and recorded (intercept)
 //! - [`verify`]: an intercepted exec checked again once it happened, killed if it runs
 //!   something other than what was decided
+//! - [`watch`]: files a session writes under a role's watched paths, seen through a mount
+//!   namespace of the session's own
 
 pub mod cgroup;
 pub mod execs;
 pub mod procs;
 pub mod verify;
+pub mod watch;

@@ -1,6 +1,7 @@
 //! The daemon: the socket `pedm exec` connects to, the snapshot it enforces, the link to the
 //! server (event stream in, reports and recordings out), and ending sessions whose grant ended.
 
+mod files;
 mod intercept;
 mod prepare;
 
@@ -634,6 +635,7 @@ impl Agent {
             count: None,
             last_at: None,
             exec: None,
+            file: None,
         }
     }
 
@@ -796,6 +798,52 @@ impl Agent {
             count: None,
             last_at: None,
             exec: None,
+            file: None,
+        };
+        // Watched paths: a mount namespace of the session's own, marked before it starts.
+        let watched = if p.watch_paths.is_empty() {
+            None
+        } else {
+            let paths = p.watch_paths.clone();
+            let made = tokio::task::spawn_blocking(move || {
+                let paths =
+                    crate::contain::watch::check_paths(&paths).map_err(std::io::Error::other)?;
+                crate::contain::watch::prepare(&paths)
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+            match made {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(%session, error = %e, "cannot watch the role's paths");
+                    self.sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&session);
+                    let _ = refuse(
+                        &mut stream,
+                        format!("pedm-agent cannot watch the role's paths: {e}"),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        };
+        let mount_ns = match watched
+            .as_ref()
+            .map(|w| w.namespace.try_clone())
+            .transpose()
+        {
+            Ok(ns) => ns,
+            Err(e) => {
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&session);
+                let _ = refuse(&mut stream, format!("pedm-agent cannot watch: {e}")).await;
+                return;
+            }
         };
         let contained = match &self.cgroups {
             None if !p.limits.is_none() => Err(
@@ -868,6 +916,18 @@ impl Agent {
             crate::live::stream(session, header, feed, || this.client()).await;
         });
         let gate_live = tap.weak();
+        // Files the session writes under the watched paths, reported until it has ended.
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+        if let Some(w) = watched {
+            let report = crate::daemon::files::FileReports {
+                agent: self.clone(),
+                user: caller.name.clone(),
+                grant: p.authority,
+                session,
+                live: tap.weak(),
+            };
+            tokio::spawn(report.follow(w, ended_rx));
+        }
         let this = self.clone();
         let finished = crate::session::FinishHook(Box::new(move |o| {
             let meta = SessionUpload {
@@ -930,8 +990,10 @@ impl Agent {
             finished: Some(finished),
             stdin_data: p.stdin_data,
             live: Some(tap),
+            mount_ns,
         };
         let outcome = run_session(spec, stream, stop_rx, self.cfg.kill_grace).await;
+        drop(ended_tx);
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -640,6 +640,7 @@ mod tests {
             count: None,
             last_at: None,
             exec: None,
+            file: None,
         }
     }
 

@@ -134,6 +134,9 @@ pub struct SessionSpec {
     /// Where the recording's events also go as they are written: a live stream
     /// ([`crate::live`]).
     pub live: Option<crate::live::LiveTap>,
+    /// A mount namespace the command joins before it execs (watched paths,
+    /// [`crate::contain::watch`]).
+    pub mount_ns: Option<OwnedFd>,
 }
 
 /// See [`SessionSpec::started`].
@@ -1044,6 +1047,8 @@ struct ExecImage {
     fd: RawFd,
     /// `cgroup.procs` files to write `0` (this process) to first.
     cgroup_procs: Vec<RawFd>,
+    /// A mount namespace to join then; -1 for none.
+    mount_ns: RawFd,
     script: bool,
     pty: bool,
     _argv: Vec<CString>,
@@ -1105,6 +1110,7 @@ impl ExecImage {
         Ok(ExecImage {
             fd: spec.command.fd().as_raw_fd(),
             cgroup_procs: spec.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect(),
+            mount_ns: spec.mount_ns.as_ref().map_or(-1, |f| f.as_raw_fd()),
             script: spec.command.is_script(),
             pty: spec.tty.is_some(),
             argv_ptrs: ptrs(&argv),
@@ -1157,6 +1163,11 @@ impl ExecImage {
                 if libc::write(procs, c"0".as_ptr().cast(), 1) != 1 {
                     return errno();
                 }
+            }
+            // Into the session's mount namespace (watched paths) while still root: what it
+            // writes there is seen, or it does not run.
+            if self.mount_ns >= 0 && libc::setns(self.mount_ns, libc::CLONE_NEWNS) != 0 {
+                return errno();
             }
             // First the agent's handlers go (signals are blocked until the very end).
             let mut dfl: libc::sigaction = std::mem::zeroed();

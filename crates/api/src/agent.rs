@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 pub use pedm_core::service::{
-    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionExec, Undelivered,
+    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionExec, SessionFile, Undelivered,
 };
 
 /// The signing context of snapshots (see `pedm_audit::SigningKey::sign_for`).
@@ -81,6 +81,9 @@ pub struct HostGrant {
     /// The role's resource limits on everything the grant's sessions run.
     #[serde(default, skip_serializing_if = "SessionLimits::is_none")]
     pub limits: SessionLimits,
+    /// The role's watched paths: files the grant's sessions write under them are reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_paths: Vec<String>,
     pub starts_at: Timestamp,
     pub expires_at: Timestamp,
 }

@@ -150,6 +150,9 @@ pub struct UpdateRole {
     /// Replaces every resource limit of the role's host sessions (`{}` lifts them all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<SessionLimits>,
+    /// Replaces the watched paths (`[]`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -186,6 +189,10 @@ pub struct CreateRole {
     /// cannot enforce one runs nothing under it.
     #[serde(default)]
     pub limits: SessionLimits,
+    /// Host sessions of this role have every file they write under these paths (absolute,
+    /// existing on the host) recorded as `session.file_changed`.
+    #[serde(default)]
+    pub watch_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

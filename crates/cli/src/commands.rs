@@ -305,6 +305,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             record_input,
             intercept,
             limits,
+            watch_paths,
         } => {
             let body = CreateRole {
                 name,
@@ -317,6 +318,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
                 record_input,
                 intercept,
                 limits: limits.apply(SessionLimits::default()),
+                watch_paths,
             };
             ctx.detail(&c.create_role(&target, &body).await?)
         }
@@ -331,6 +333,8 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             record_input,
             intercept,
             limits,
+            watch_paths,
+            no_watch,
         } => {
             // Limits not named keep their values: the server takes the whole set.
             let limits = if limits.given() {
@@ -353,6 +357,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
                 record_input,
                 intercept,
                 limits,
+                watch_paths: (no_watch || !watch_paths.is_empty()).then_some(watch_paths),
             };
             ctx.detail(&c.update_role(&target, &name, &body).await?)
         }

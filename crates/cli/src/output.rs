@@ -277,6 +277,10 @@ impl Row for Role {
         if !limits.is_empty() {
             sessions.push(&limits);
         }
+        let watches = format!("watches {}", self.watch_paths.join(" "));
+        if !self.watch_paths.is_empty() {
+            sessions.push(&watches);
+        }
         vec![
             self.target.clone(),
             self.name.clone(),

@@ -158,7 +158,36 @@ pub struct Role {
     /// Host sessions: resource limits on everything the grant's sessions run, together.
     #[serde(default, skip_serializing_if = "SessionLimits::is_none")]
     pub limits: SessionLimits,
+    /// Host sessions: files written under these paths are recorded
+    /// (`session.file_changed`); absolute paths on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_paths: Vec<String>,
     pub created_at: Timestamp,
+}
+
+/// The most watched paths a role may have, and the longest.
+pub const MAX_WATCH_PATHS: usize = 16;
+pub const MAX_WATCH_PATH_LEN: usize = 1024;
+
+/// Why a role's watched paths cannot be taken, if so: each absolute, without `..`, without
+/// control characters, at most [`MAX_WATCH_PATH_LEN`] long; at most [`MAX_WATCH_PATHS`].
+pub fn check_watch_paths(paths: &[String]) -> Result<(), String> {
+    if paths.len() > MAX_WATCH_PATHS {
+        return Err(format!("at most {MAX_WATCH_PATHS} paths"));
+    }
+    for p in paths {
+        let bad = !p.starts_with('/')
+            || p.len() > MAX_WATCH_PATH_LEN
+            || p.chars().any(char::is_control)
+            || p.split('/').any(|c| c == "..");
+        if bad {
+            return Err(format!(
+                "{p:?} is not an absolute path without .. or control characters, of at most \
+                 {MAX_WATCH_PATH_LEN} bytes"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Resource limits of a role's host sessions, applied with cgroups to everything a grant's

@@ -558,6 +558,7 @@ async fn working_directory_shells_and_run_as_are_decided_by_the_agent() {
                 record_input: false,
                 intercept: false,
                 limits: Default::default(),
+                watch_paths: vec![],
             },
         )
         .await

@@ -410,6 +410,7 @@ async fn non_admins_cannot_administer() {
                     record_input: false,
                     intercept: false,
                     limits: Default::default(),
+                    watch_paths: vec![],
                 },
             )
             .await,
@@ -431,6 +432,7 @@ async fn non_admins_cannot_administer() {
                     record_input: false,
                     intercept: false,
                     limits: Default::default(),
+                    watch_paths: vec![],
                 },
             )
             .await,

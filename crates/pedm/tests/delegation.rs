@@ -76,6 +76,7 @@ async fn world() -> World {
                 record_input: false,
                 intercept: false,
                 limits: Default::default(),
+                watch_paths: vec![],
             },
         )
         .await
@@ -1068,6 +1069,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
             record_input: false,
             intercept: false,
             limits: Default::default(),
+            watch_paths: vec![],
         },
     )
     .await

@@ -381,6 +381,7 @@ async fn simulate_never_recommends_auto_approving_root_or_small_samples() {
             record_input: false,
             intercept: false,
             limits: Default::default(),
+            watch_paths: vec![],
         },
     )
     .await

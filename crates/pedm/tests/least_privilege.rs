@@ -98,6 +98,7 @@ async fn add_role(s: &Server, role: &str, auto: bool) {
                 record_input: false,
                 intercept: false,
                 limits: Default::default(),
+                watch_paths: vec![],
             },
         )
         .await

@@ -177,6 +177,7 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
                 record_input: false,
                 intercept: false,
                 limits: Default::default(),
+                watch_paths: vec![],
             },
         )
         .await
@@ -531,6 +532,7 @@ login = "{{user}}_db"
             record_input: false,
             intercept: false,
             limits: Default::default(),
+            watch_paths: vec![],
         },
     )
     .await

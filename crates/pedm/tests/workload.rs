@@ -68,6 +68,7 @@ async fn setup(idp: &Idp) -> Server {
             record_input: false,
             intercept: false,
             limits: Default::default(),
+            watch_paths: vec![],
         },
     )
     .await

@@ -98,6 +98,7 @@ impl AgentHub {
                     record_input: g.role.record_input,
                     intercept: g.role.intercept,
                     limits: g.role.limits,
+                    watch_paths: g.role.watch_paths,
                     starts_at: g.grant.starts_at,
                     expires_at: g.grant.expires_at,
                 })

@@ -13,7 +13,7 @@ pub(crate) const TOKEN_COLS: &str =
     "id, user_name, description, secret_hash, created_at, expires_at, revoked_at, workload";
 pub(crate) const TARGET_COLS: &str = "name, kind, description, labels, created_at";
 pub(crate) const ROLE_COLS: &str = "target, name, description, max_duration_secs, auto_approve, run_as, created_at, \
-     noexec, allow_setuid, record_input, intercept, limits";
+     noexec, allow_setuid, record_input, intercept, limits, watch_paths";
 pub(crate) const REQUEST_COLS: &str = "id, requester, target, role, duration_secs, justification, \
      task, ticket, context, state, created_at, pending_until, decided_at, decided_by, \
      decision_reason, grant_id, approvals_required, version, approval_tiers, policy, \
@@ -138,6 +138,7 @@ pub(crate) fn role(r: &Row) -> Result<Role, StoreError> {
         record_input: r.get("record_input")?,
         intercept: r.get("intercept")?,
         limits: json(r, "limits")?,
+        watch_paths: json(r, "watch_paths")?,
         created_at: ts(r, "created_at")?,
     })
 }

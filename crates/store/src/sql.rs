@@ -305,7 +305,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 .execute(
                     "UPDATE roles SET description = $3, max_duration_secs = $4, auto_approve = $5, \
                      noexec = $6, allow_setuid = $7, record_input = $8, intercept = $9, \
-                     limits = $10 WHERE target = $1 AND name = $2",
+                     limits = $10, watch_paths = $11 WHERE target = $1 AND name = $2",
                     args![
                         &r.target,
                         &r.name,
@@ -316,7 +316,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                         r.allow_setuid,
                         r.record_input,
                         r.intercept,
-                        json_text(&r.limits)?
+                        json_text(&r.limits)?,
+                        json_text(&r.watch_paths)?
                     ],
                 )
                 .await
@@ -334,7 +335,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 c,
                 "INSERT INTO roles (target, name, description, max_duration_secs, \
                  auto_approve, run_as, created_at, noexec, allow_setuid, record_input, \
-                 intercept, limits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 intercept, limits, watch_paths) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 args![
                     &r.target,
                     &r.name,
@@ -347,7 +349,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     r.allow_setuid,
                     r.record_input,
                     r.intercept,
-                    json_text(&r.limits)?
+                    json_text(&r.limits)?,
+                    json_text(&r.watch_paths)?
                 ],
                 || {
                     StoreError::AlreadyExists(format!(

@@ -161,6 +161,7 @@ fn role(target: &str, name: &str) -> Role {
             pids: Some(32),
             cpu_percent: None,
         },
+        watch_paths: vec!["/etc".into(), "/srv/app".into()],
         created_at: t(2),
     }
 }

@@ -189,6 +189,7 @@ async fn env() -> Env {
                 record_input: false,
                 intercept: false,
                 limits: Default::default(),
+                watch_paths: vec![],
             },
         )
         .await
@@ -287,6 +288,7 @@ impl Env {
                         record_input: false,
                         intercept: false,
                         limits: Default::default(),
+                        watch_paths: vec![],
                     },
                 )
                 .await

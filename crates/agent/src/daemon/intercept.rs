@@ -149,6 +149,7 @@ impl SessionGate {
                     count: None,
                     last_at: None,
                     exec: Some(exec),
+                    file: None,
                 });
             }),
         );
@@ -211,6 +212,7 @@ impl ExecGate for SessionGate {
             count: None,
             last_at: None,
             exec: Some(exec),
+            file: None,
         };
         self.live.offer_event(
             "x",

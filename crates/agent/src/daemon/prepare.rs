@@ -138,6 +138,7 @@ impl Agent {
             record_input: grant.record_input,
             intercept: grant.intercept,
             limits: grant.limits,
+            watch_paths: grant.watch_paths.clone(),
         })
     }
 
@@ -203,6 +204,7 @@ impl Agent {
             record_input: false,
             intercept: false,
             limits: Default::default(),
+            watch_paths: vec![],
         })
     }
 }
@@ -234,4 +236,6 @@ pub(super) struct Prepared {
     pub(super) intercept: bool,
     /// The role's resource limits, on everything the grant's sessions run.
     pub(super) limits: pedm_api::SessionLimits,
+    /// The role's watched paths.
+    pub(super) watch_paths: Vec<String>,
 }

@@ -118,6 +118,7 @@ fn spec(
         marker: None,
         cgroup_procs: vec![],
         live: None,
+        mount_ns: None,
         no_new_privs: true,
         noexec: false,
         record_input: true,

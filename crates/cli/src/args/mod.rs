@@ -310,6 +310,10 @@ pub enum RoleCmd {
         intercept: bool,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Host sessions have every file they write under PATH recorded (repeatable;
+        /// absolute paths that exist on the host).
+        #[arg(long = "watch-path", value_name = "PATH")]
+        watch_paths: Vec<String>,
     },
     /// Change a role's settings; host session controls apply to sessions started from now
     /// on, under grants already held too. Only what is given changes.
@@ -333,6 +337,12 @@ pub enum RoleCmd {
         intercept: Option<bool>,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Replace the watched paths with these (repeatable).
+        #[arg(long = "watch-path", value_name = "PATH", conflicts_with = "no_watch")]
+        watch_paths: Vec<String>,
+        /// Watch no paths any more.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// List the roles of a target.
     List { target: String },

@@ -99,6 +99,21 @@ pub struct AgentReport {
     /// `session.exec` rather than `exec.allowed`/`exec.denied`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<SessionExec>,
+    /// Set for a file a session wrote under its role's watched paths: recorded as
+    /// `session.file_changed` (the verdict is `allowed`, the argv empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<SessionFile>,
+}
+
+/// A file a session changed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionFile {
+    pub path: String,
+    /// `written`: written and closed.
+    pub op: String,
+    /// The process that wrote it.
+    pub pid: i32,
 }
 
 /// The process side of a `session.exec` report.
@@ -579,6 +594,7 @@ impl ControlPlane {
         let mut receipt = ReportReceipt::default();
         for r in reports {
             let (action, outcome) = match (r.verdict, &r.exec) {
+                _ if r.file.is_some() => ("session.file_changed", Outcome::Success),
                 (ExecVerdict::Allowed, None) => ("exec.allowed", Outcome::Success),
                 (ExecVerdict::Denied, None) => ("exec.denied", Outcome::Denied),
                 (ExecVerdict::Allowed, Some(_)) => ("session.exec", Outcome::Success),
@@ -610,6 +626,7 @@ impl ControlPlane {
                     ("count", json!(r.count)),
                     ("last_at", json!(r.last_at)),
                     ("exec", json!(r.exec)),
+                    ("file", json!(r.file)),
                 ] {
                     if !v.is_null() {
                         data[k] = v;

@@ -33,7 +33,7 @@ pub use delegation::{MAX_DELEGATION_SECS, NewDelegation, RevokedDelegation, Task
 
 pub use hosts::{
     AgentReport, ExecVerdict, HostGrant, HostRegistration, HostSnapshot, REPORT_ARGV_BYTES,
-    ReportReceipt, SessionExec, Undelivered,
+    ReportReceipt, SessionExec, SessionFile, Undelivered,
 };
 
 pub use locks::MAX_LOCK_SECS;
@@ -140,6 +140,8 @@ pub struct NewRole {
     pub intercept: bool,
     /// See [`Role::limits`].
     pub limits: SessionLimits,
+    /// See [`Role::watch_paths`].
+    pub watch_paths: Vec<String>,
 }
 
 /// What `role update` changes; `None` leaves a setting as it is.
@@ -154,6 +156,8 @@ pub struct RoleChange {
     pub intercept: Option<bool>,
     /// Replaces every limit (absent ones are lifted).
     pub limits: Option<SessionLimits>,
+    /// Replaces the watched paths (empty: none).
+    pub watch_paths: Option<Vec<String>>,
 }
 
 /// What the scheduler ended in one pass.
@@ -642,6 +646,7 @@ impl ControlPlane {
             validate_name("run_as", u)?;
         }
         check_limits(&r.limits)?;
+        check_watch_paths(&r.watch_paths).map_err(|m| Error::unprocessable("watch_paths", m))?;
         let role = Role {
             target: r.target.clone(),
             name: r.name.clone(),
@@ -654,6 +659,7 @@ impl ControlPlane {
             record_input: r.record_input,
             intercept: r.intercept,
             limits: r.limits,
+            watch_paths: r.watch_paths,
             created_at: self.now(),
         };
         let cs = Changeset::new()
@@ -673,6 +679,7 @@ impl ControlPlane {
                     "record_input": role.record_input,
                     "intercept": role.intercept,
                     "limits": role.limits,
+                    "watch_paths": role.watch_paths,
                 })),
             );
         self.store.commit(cs).await.map_err(|e| match e {
@@ -744,6 +751,10 @@ impl ControlPlane {
             check_limits(&l)?;
             role.limits = l;
         }
+        if let Some(w) = c.watch_paths {
+            check_watch_paths(&w).map_err(|m| Error::unprocessable("watch_paths", m))?;
+            role.watch_paths = w;
+        }
         if role == before {
             return Ok(role);
         }
@@ -757,6 +768,7 @@ impl ControlPlane {
                 "record_input": r.record_input,
                 "intercept": r.intercept,
                 "limits": r.limits,
+                "watch_paths": r.watch_paths,
             })
         };
         let cs = Changeset::new()

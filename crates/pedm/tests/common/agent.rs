@@ -340,6 +340,7 @@ pub async fn setup(prefix: &str) -> (Server, Agent, LinuxUser, Client) {
             record_input: false,
             intercept: false,
             limits: Default::default(),
+            watch_paths: vec![],
         },
     )
     .await

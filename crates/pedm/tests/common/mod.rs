@@ -317,6 +317,7 @@ pub async fn standard_targets(s: &Server) {
                 record_input: false,
                 intercept: false,
                 limits: Default::default(),
+                watch_paths: vec![],
             },
         )
         .await

@@ -357,6 +357,7 @@ async fn create_role(
                 record_input: b.record_input,
                 intercept: b.intercept,
                 limits: b.limits,
+                watch_paths: b.watch_paths,
             },
         )
         .await?;
@@ -390,6 +391,7 @@ async fn update_role(
         record_input: b.record_input,
         intercept: b.intercept,
         limits: b.limits,
+        watch_paths: b.watch_paths,
     };
     Ok(Json(
         s.cp.update_role(&c.actor, &target, &role, change).await?,

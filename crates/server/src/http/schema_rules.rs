@@ -81,6 +81,8 @@ impl Rule {
 }
 
 const EXPORT_FORMATS: &[&str] = &["jsonl", "csv", "ocsf"];
+/// An absolute path without control characters (a `..` component is refused with 422).
+const WATCH_PATH: &str = r"^/[^\u0000-\u001F\u007F-\u009F]*$";
 
 /// `(component, property, rule)`: fields of request bodies (an optional field also takes null
 /// where the document says so).
@@ -206,6 +208,8 @@ fn structure() -> Vec<(&'static str, &'static str, Value)> {
     let target = "/components/schemas/CreateTarget/properties/labels";
     let task_param = "/components/schemas/TaskParam/properties";
     let limits = "/components/schemas/SessionLimits/properties";
+    let watch_path = json!({"type": "string", "pattern": WATCH_PATH,
+        "maxLength": pedm_core::model::MAX_WATCH_PATH_LEN});
     use pedm_core::model::SessionLimits as L;
     vec![
         // Resource limits within what a host can enforce.
@@ -225,6 +229,27 @@ fn structure() -> Vec<(&'static str, &'static str, Value)> {
             "cpu_percent",
             json!({"type": ["integer", "null"],
             "minimum": 1, "maximum": L::MAX_CPU_PERCENT}),
+        ),
+        // Watched paths: absolute, a bounded number.
+        (
+            "/components/schemas/CreateRole/properties/watch_paths",
+            "items",
+            watch_path.clone(),
+        ),
+        (
+            "/components/schemas/CreateRole/properties/watch_paths",
+            "maxItems",
+            json!(pedm_core::model::MAX_WATCH_PATHS),
+        ),
+        (
+            "/components/schemas/UpdateRole/properties/watch_paths",
+            "items",
+            watch_path,
+        ),
+        (
+            "/components/schemas/UpdateRole/properties/watch_paths",
+            "maxItems",
+            json!(pedm_core::model::MAX_WATCH_PATHS),
         ),
         // A lock stops exactly one user or host.
         (

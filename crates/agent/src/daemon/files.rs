@@ -1,0 +1,97 @@
+//! Reporting the files a session writes under its role's watched paths
+//! ([`crate::contain::watch`]): each as a `session.file_changed` report, on disk before it is
+//! sent, and on the session's live stream.
+
+use super::Agent;
+use crate::contain::watch::{FileChange, Watched};
+use jiff::Timestamp;
+use pedm_api::agent::{AgentReport, ExecVerdict, SessionFile};
+use std::sync::Arc;
+use tokio::io::unix::AsyncFd;
+use uuid::Uuid;
+
+pub(super) struct FileReports {
+    pub(super) agent: Arc<Agent>,
+    pub(super) user: String,
+    pub(super) grant: Uuid,
+    pub(super) session: Uuid,
+    pub(super) live: crate::live::WeakLiveTap,
+}
+
+impl FileReports {
+    /// Reports changes as they come until `ended` fires (the session is over), then what
+    /// is left.
+    pub(super) async fn follow(
+        self,
+        watched: Watched,
+        mut ended: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        // SAFETY: the fanotify descriptor is owned by `watched`, which the AsyncFd owns and
+        // keeps open until it is dropped (deregistered first).
+        let fd = match unsafe { AsyncFd::register(watched) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::error!(session = %self.session, error = %e, "cannot follow file changes");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                ready = fd.readable() => match ready {
+                    Ok(mut guard) => {
+                        let changes = guard.get_inner().changes();
+                        guard.clear_ready();
+                        self.report(changes);
+                    }
+                    Err(e) => {
+                        tracing::error!(session = %self.session, error = %e, "file changes lost");
+                        return;
+                    }
+                },
+                _ = &mut ended => {
+                    self.report(fd.get_ref().changes());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn report(&self, changes: std::io::Result<Vec<FileChange>>) {
+        let changes = match changes {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(session = %self.session, error = %e, "reading file changes");
+                return;
+            }
+        };
+        for c in changes {
+            self.live.offer_event(
+                "f",
+                &serde_json::json!({ "path": c.path, "op": c.op, "pid": c.pid }),
+            );
+            self.agent.queue_report(&AgentReport {
+                id: Uuid::now_v7(),
+                at: Timestamp::now(),
+                user: self.user.clone(),
+                verdict: ExecVerdict::Allowed,
+                grant: Some(self.grant),
+                session: Some(self.session),
+                task: None,
+                delegation: None,
+                argv: vec![],
+                binary_sha256: None,
+                reason: None,
+                argv_sha256: None,
+                argv_bytes: None,
+                count: None,
+                last_at: None,
+                exec: None,
+                file: Some(SessionFile {
+                    path: c.path,
+                    op: c.op.to_string(),
+                    pid: c.pid,
+                }),
+            });
+        }
+    }
+}
