@@ -35,7 +35,7 @@ impl Row for LiveSession {
 pub struct WatchOptions {
     /// Pass every control sequence through.
     pub raw: bool,
-    /// Show each command an intercepting session runs.
+    /// Show each command an intercepting session runs, and each watched file it writes.
     pub execs: bool,
 }
 
@@ -140,6 +140,15 @@ impl<O: Write, E: Write> Watch<O, E> {
                     terminal_safe(&argv.join(" ")),
                 )?;
             }
+            ("f", change) if self.opts.execs => {
+                writeln!(
+                    self.err,
+                    "\r\npedm: file {} (pid {}): {}",
+                    terminal_safe(change["op"].as_str().unwrap_or("?")),
+                    change["pid"].as_i64().unwrap_or(0),
+                    terminal_safe(change["path"].as_str().unwrap_or("?")),
+                )?;
+            }
             _ => {}
         }
         Ok(())
@@ -184,6 +193,13 @@ mod tests {
             )
             .unwrap()
         );
+        assert!(
+            w.event(
+                "event",
+                r#"[0.3, "f", {"op": "written", "pid": 8, "path": "/etc/x\u001b[2J"}]"#
+            )
+            .unwrap()
+        );
         assert!(w.event("gap", r#"{"missed": 3}"#).unwrap());
         assert!(
             !w.event("end", r#"{"reason": "the session ended"}"#)
@@ -194,6 +210,7 @@ mod tests {
         assert!(!err.contains('\u{1b}'), "{err:?}");
         assert!(err.contains("exec denied (pid 7): curl x"), "{err}");
         assert!(err.contains("3 event(s) missed"), "{err}");
+        assert!(err.contains("file written (pid 8): /etc/x"), "{err}");
         assert_eq!(w.ended.as_deref(), Some("the session ended"));
         assert!(!w.withheld().is_empty());
     }

@@ -116,7 +116,8 @@ pub enum SessionCmd {
         /// Pass every terminal control sequence through (see `play --raw`).
         #[arg(long)]
         raw: bool,
-        /// Also show each command the session runs (roles with --intercept).
+        /// Also show each command the session runs (roles with --intercept) and each
+        /// watched file it writes (roles with --watch-path).
         #[arg(long)]
         execs: bool,
     },
