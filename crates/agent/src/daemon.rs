@@ -744,11 +744,12 @@ impl Agent {
             })
             .unwrap_or(false);
         if !still_live {
-            self.sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&session);
-            let _ = refuse(&mut stream, format!("grant {} has just ended", p.authority)).await;
+            self.give_up(
+                &mut stream,
+                session,
+                format!("grant {} has just ended", p.authority),
+            )
+            .await;
             return;
         }
         self.grants_changed.notify_one();
@@ -817,12 +818,9 @@ impl Agent {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::error!(%session, error = %e, "cannot watch the role's paths");
-                    self.sessions
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&session);
-                    let _ = refuse(
+                    self.give_up(
                         &mut stream,
+                        session,
                         format!("pedm-agent cannot watch the role's paths: {e}"),
                     )
                     .await;
@@ -837,11 +835,12 @@ impl Agent {
         {
             Ok(ns) => ns,
             Err(e) => {
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&session);
-                let _ = refuse(&mut stream, format!("pedm-agent cannot watch: {e}")).await;
+                self.give_up(
+                    &mut stream,
+                    session,
+                    format!("pedm-agent cannot watch: {e}"),
+                )
+                .await;
                 return;
             }
         };
@@ -864,12 +863,9 @@ impl Agent {
             Err(e) => {
                 // Nothing runs uncontained where containment is on.
                 tracing::error!(%session, error = %e, "cannot create the session's cgroup");
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&session);
-                let _ = refuse(
+                self.give_up(
                     &mut stream,
+                    session,
                     format!("pedm-agent cannot contain the session (cgroup): {e}"),
                 )
                 .await;
@@ -879,12 +875,9 @@ impl Agent {
         // Nothing runs that is not on disk first.
         if let Err(e) = self.outbox.begin_session(session, &allowed, &meta) {
             tracing::error!(%session, error = %e, "cannot note the session");
-            self.sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&session);
-            let _ = refuse(
+            self.give_up(
                 &mut stream,
+                session,
                 format!("pedm-agent cannot record the session: {e}"),
             )
             .await;
@@ -1003,6 +996,17 @@ impl Agent {
             tracing::warn!(%session, error = %e, "session did not start");
             let _ = self.outbox.discard_session(session);
         }
+    }
+}
+
+impl Agent {
+    /// A session that will not start after all: forgotten, and the caller told why.
+    async fn give_up(&self, stream: &mut UnixStream, session: Uuid, reason: String) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&session);
+        let _ = refuse(stream, reason).await;
     }
 }
 

@@ -4,7 +4,6 @@
 
 use super::Agent;
 use crate::contain::watch::{FileChange, Watched};
-use jiff::Timestamp;
 use pedm_api::agent::{AgentReport, ExecVerdict, SessionFile};
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
@@ -69,29 +68,19 @@ impl FileReports {
                 "f",
                 &serde_json::json!({ "path": c.path, "op": c.op, "pid": c.pid }),
             );
-            self.agent.queue_report(&AgentReport {
-                id: Uuid::now_v7(),
-                at: Timestamp::now(),
-                user: self.user.clone(),
-                verdict: ExecVerdict::Allowed,
-                grant: Some(self.grant),
-                session: Some(self.session),
-                task: None,
-                delegation: None,
-                argv: vec![],
-                binary_sha256: None,
-                reason: None,
-                argv_sha256: None,
-                argv_bytes: None,
-                count: None,
-                last_at: None,
-                exec: None,
-                file: Some(SessionFile {
-                    path: c.path,
-                    op: c.op.to_string(),
-                    pid: c.pid,
-                }),
+            let mut report = AgentReport::in_session(
+                &self.user,
+                self.grant,
+                self.session,
+                ExecVerdict::Allowed,
+                vec![],
+            );
+            report.file = Some(SessionFile {
+                path: c.path,
+                op: c.op.to_string(),
+                pid: c.pid,
             });
+            self.agent.queue_report(&report);
         }
     }
 }

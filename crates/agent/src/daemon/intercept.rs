@@ -125,32 +125,12 @@ impl SessionGate {
             Box::new(move |_, checked| {
                 let Err(why) = checked else { return };
                 let reason = format!("changed after it was checked and killed: {why}");
-                live.offer_event(
-                    "x",
-                    &serde_json::json!({
-                        "verdict": ExecVerdict::Denied, "pid": exec.pid, "path": exec.path,
-                        "argv": argv, "reason": reason,
-                    }),
-                );
-                agent.queue_report(&AgentReport {
-                    id: Uuid::now_v7(),
-                    at: Timestamp::now(),
-                    user,
-                    verdict: ExecVerdict::Denied,
-                    grant: Some(grant),
-                    session: Some(session),
-                    task: None,
-                    delegation: None,
-                    argv,
-                    binary_sha256: None,
-                    reason: Some(reason),
-                    argv_sha256: None,
-                    argv_bytes: None,
-                    count: None,
-                    last_at: None,
-                    exec: Some(exec),
-                    file: None,
-                });
+                let mut report =
+                    AgentReport::in_session(&user, grant, session, ExecVerdict::Denied, argv);
+                report.reason = Some(reason);
+                report.exec = Some(exec);
+                show(&live, &report);
+                agent.queue_report(&report);
             }),
         );
     }
@@ -191,41 +171,38 @@ impl ExecGate for SessionGate {
             exec.resolved = Some(k.path);
             k.sha256
         });
-        let report = AgentReport {
-            id: Uuid::now_v7(),
-            at: now,
-            user: self.caller.name.clone(),
-            verdict: if allowed {
+        let mut report = AgentReport::in_session(
+            &self.caller.name,
+            self.grant,
+            self.session,
+            if allowed {
                 ExecVerdict::Allowed
             } else {
                 ExecVerdict::Denied
             },
-            grant: Some(self.grant),
-            session: Some(self.session),
-            task: None,
-            delegation: None,
             argv,
-            binary_sha256: sha,
-            reason: Some(decided.unwrap_or_else(|why| why)),
-            argv_sha256: None,
-            argv_bytes: None,
-            count: None,
-            last_at: None,
-            exec: Some(exec),
-            file: None,
-        };
-        self.live.offer_event(
-            "x",
-            &serde_json::json!({
-                "verdict": report.verdict,
-                "pid": report.exec.as_ref().map(|e| e.pid),
-                "path": report.exec.as_ref().map(|e| e.path.clone()),
-                "argv": report.argv,
-                "reason": report.reason,
-            }),
         );
+        report.at = now;
+        report.binary_sha256 = sha;
+        report.reason = Some(decided.unwrap_or_else(|why| why));
+        report.exec = Some(exec);
+        show(&self.live, &report);
         // On disk before the program runs (or learns it may not).
         self.agent.queue_report(&report);
         allowed
     }
+}
+
+/// An exec on the session's live stream (`x` events).
+fn show(live: &crate::live::WeakLiveTap, r: &AgentReport) {
+    live.offer_event(
+        "x",
+        &serde_json::json!({
+            "verdict": r.verdict,
+            "pid": r.exec.as_ref().map(|e| e.pid),
+            "path": r.exec.as_ref().map(|e| e.path.clone()),
+            "argv": r.argv,
+            "reason": r.reason,
+        }),
+    );
 }

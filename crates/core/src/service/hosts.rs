@@ -105,6 +105,38 @@ pub struct AgentReport {
     pub file: Option<SessionFile>,
 }
 
+impl AgentReport {
+    /// A report of something in session `session` under `grant` (an exec inside it, a file
+    /// it wrote), with nothing else set.
+    pub fn in_session(
+        user: &str,
+        grant: Uuid,
+        session: Uuid,
+        verdict: ExecVerdict,
+        argv: Vec<String>,
+    ) -> AgentReport {
+        AgentReport {
+            id: Uuid::now_v7(),
+            at: Timestamp::now(),
+            user: user.to_string(),
+            verdict,
+            grant: Some(grant),
+            session: Some(session),
+            task: None,
+            delegation: None,
+            argv,
+            binary_sha256: None,
+            reason: None,
+            argv_sha256: None,
+            argv_bytes: None,
+            count: None,
+            last_at: None,
+            exec: None,
+            file: None,
+        }
+    }
+}
+
 /// A file a session changed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
