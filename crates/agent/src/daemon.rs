@@ -802,45 +802,12 @@ impl Agent {
             file: None,
         };
         // Watched paths: a mount namespace of the session's own, marked before it starts.
-        let watched = if p.watch_paths.is_empty() {
-            None
-        } else {
-            let paths = p.watch_paths.clone();
-            let made = tokio::task::spawn_blocking(move || {
-                let paths =
-                    crate::contain::watch::check_paths(&paths).map_err(std::io::Error::other)?;
-                crate::contain::watch::prepare(&paths)
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
-            match made {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::error!(%session, error = %e, "cannot watch the role's paths");
-                    self.give_up(
-                        &mut stream,
-                        session,
-                        format!("pedm-agent cannot watch the role's paths: {e}"),
-                    )
-                    .await;
-                    return;
-                }
-            }
-        };
-        let mount_ns = match watched
-            .as_ref()
-            .map(|w| w.namespace.try_clone())
-            .transpose()
-        {
-            Ok(ns) => ns,
+        let (watched, mount_ns) = match files::watch_namespace(&p.watch_paths).await {
+            Ok(Some((w, ns))) => (Some(w), Some(ns)),
+            Ok(None) => (None, None),
             Err(e) => {
-                self.give_up(
-                    &mut stream,
-                    session,
-                    format!("pedm-agent cannot watch: {e}"),
-                )
-                .await;
+                tracing::error!(%session, error = %e, "cannot watch the role's paths");
+                self.give_up(&mut stream, session, e).await;
                 return;
             }
         };

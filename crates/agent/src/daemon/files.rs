@@ -9,6 +9,28 @@ use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use uuid::Uuid;
 
+/// The session's mount namespace with `paths` watched, and a descriptor of it for the
+/// command to join; `None` without watched paths. `Err` says why not, for the caller.
+pub(super) async fn watch_namespace(
+    paths: &[String],
+) -> Result<Option<(Watched, std::os::fd::OwnedFd)>, String> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let paths = paths.to_vec();
+    let made = tokio::task::spawn_blocking(move || {
+        let paths = crate::contain::watch::check_paths(&paths).map_err(std::io::Error::other)?;
+        let w = crate::contain::watch::prepare(&paths)?;
+        let ns = w.namespace.try_clone()?;
+        Ok::<_, std::io::Error>((w, ns))
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    made.map(Some)
+        .map_err(|e| format!("pedm-agent cannot watch the role's paths: {e}"))
+}
+
 pub(super) struct FileReports {
     pub(super) agent: Arc<Agent>,
     pub(super) user: String,
