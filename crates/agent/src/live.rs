@@ -19,6 +19,10 @@ use uuid::Uuid;
 
 /// Event lines a session may have waiting for the stream before it misses some.
 const QUEUE: usize = 1024;
+/// The most a stream carries per second; beyond it lines are missed (and counted). Nobody
+/// reads a terminal faster, and a session printing hundreds of MB/s would otherwise spend as
+/// much again on its stream.
+const MAX_BYTES_PER_SEC: u64 = 4 << 20;
 /// How long a session runs before it is streamed.
 pub const START_AFTER: Duration = Duration::from_millis(200);
 /// The longest wait between two attempts to (re)connect.
@@ -30,14 +34,26 @@ pub struct LiveTap {
     tx: mpsc::Sender<Vec<u8>>,
     missed: Arc<AtomicU64>,
     start: Instant,
+    /// (second since `start`, bytes offered in it), for [`MAX_BYTES_PER_SEC`].
+    rate: Arc<std::sync::Mutex<(u64, u64)>>,
 }
 
 impl LiveTap {
     /// Offers one event line (with its newline); never waits.
     pub fn offer(&self, line: &[u8]) {
-        if self.tx.try_send(line.to_vec()).is_err() {
+        if !self.within_rate(line.len() as u64) || self.tx.try_send(line.to_vec()).is_err() {
             self.missed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn within_rate(&self, n: u64) -> bool {
+        let second = self.start.elapsed().as_secs();
+        let mut r = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        if r.0 != second {
+            *r = (second, 0);
+        }
+        r.1 += n;
+        r.1 <= MAX_BYTES_PER_SEC
     }
 
     /// A tap that does not keep the stream open (the stream ends with the recording).
@@ -46,6 +62,7 @@ impl LiveTap {
             tx: self.tx.downgrade(),
             missed: self.missed.clone(),
             start: self.start,
+            rate: self.rate.clone(),
         }
     }
 }
@@ -57,6 +74,7 @@ pub struct WeakLiveTap {
     tx: mpsc::WeakSender<Vec<u8>>,
     missed: Arc<AtomicU64>,
     start: Instant,
+    rate: Arc<std::sync::Mutex<(u64, u64)>>,
 }
 
 impl WeakLiveTap {
@@ -70,6 +88,7 @@ impl WeakLiveTap {
             tx,
             missed: self.missed.clone(),
             start: self.start,
+            rate: self.rate.clone(),
         }
         .offer(line.as_bytes());
     }
@@ -92,6 +111,7 @@ pub fn channel() -> (LiveTap, LiveFeed) {
             tx,
             missed: missed.clone(),
             start,
+            rate: Arc::default(),
         },
         LiveFeed {
             rx: Arc::new(Mutex::new(rx)),
@@ -211,5 +231,20 @@ mod tests {
         assert!(first.contains("5 event(s) missed"), "{first}");
         assert!(first.ends_with("[0.0, \"o\", \"0\"]\n"), "{first}");
         assert_eq!(lines.len(), 1 + QUEUE);
+    }
+
+    #[test]
+    fn a_stream_carries_at_most_its_rate_and_counts_the_rest() {
+        let (tap, feed) = channel();
+        let line = vec![b'x'; 64 << 10];
+        // 128 lines of 64 KiB in the same second: 8 MiB offered, 4 MiB carried.
+        for _ in 0..128 {
+            tap.offer(&line);
+        }
+        let missed = feed.missed.load(Ordering::Relaxed);
+        assert!(
+            missed > 0,
+            "the queue had room: only the rate refuses ({missed})"
+        );
     }
 }
