@@ -168,7 +168,9 @@ fn mismatch(pid: i32, allowed: &Allowed) -> Option<String> {
                     exe.display()
                 ));
             }
-            Err(_) => return None,
+            // Its arguments were readable a moment ago: a program that cannot be shown to
+            // be the one allowed is not let run (killing one that just exited is harmless).
+            Err(e) => return Some(format!("its program cannot be read: {e}")),
         }
         if running != allowed.argv {
             return Some(format!(

@@ -114,11 +114,20 @@ impl Watched {
         Ok(events
             .iter()
             .filter_map(|e| {
-                let fd = e.fd()?;
-                let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-                // The marks cover exactly the bind mounts of the watched paths.
-                self.covers(&path).then(|| FileChange {
-                    path: path.to_string_lossy().into_owned(),
+                // The marks cover exactly the bind mounts of the watched paths: every event
+                // is a change to record, even one whose name cannot be read back.
+                let path = match e.fd() {
+                    Some(fd) => {
+                        match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+                            Ok(p) if !self.covers(&p) => return None,
+                            Ok(p) => p.to_string_lossy().into_owned(),
+                            Err(err) => format!("(a file under a watched path: {err})"),
+                        }
+                    }
+                    None => "(a file under a watched path: queue overflowed)".to_string(),
+                };
+                Some(FileChange {
+                    path,
                     op: "written",
                     pid: e.pid(),
                 })
