@@ -623,25 +623,13 @@ mod tests {
     use pedm_api::agent::ExecVerdict;
 
     fn report(session: Uuid) -> AgentReport {
-        AgentReport {
-            id: Uuid::now_v7(),
-            at: jiff::Timestamp::now(),
-            user: "alice".into(),
-            verdict: ExecVerdict::Allowed,
-            grant: Some(Uuid::now_v7()),
-            session: Some(session),
-            task: None,
-            delegation: None,
-            argv: vec!["/usr/bin/id".into()],
-            binary_sha256: None,
-            reason: None,
-            argv_sha256: None,
-            argv_bytes: None,
-            count: None,
-            last_at: None,
-            exec: None,
-            file: None,
-        }
+        AgentReport::in_session(
+            "alice",
+            Uuid::now_v7(),
+            session,
+            ExecVerdict::Allowed,
+            vec!["/usr/bin/id".into()],
+        )
     }
 
     fn meta() -> SessionUpload {

@@ -74,6 +74,28 @@ pub const MAX_LINE_CHARS: usize = 200;
 /// Most characters of a comment or reason.
 pub const MAX_COMMENT_CHARS: usize = 1000;
 
+/// A count written as a JSON number: `12` or `12.0` (JSON has one number type; `12.0` is the
+/// integer 12 to JSON Schema, and to clients that only have floats). For
+/// `#[serde(deserialize_with = "...")]` on an `Option` of an unsigned integer.
+pub fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    let Some(n) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    // Below 2^53 a whole f64 is exact.
+    if n.fract() != 0.0 || !(0.0..9_007_199_254_740_992.0).contains(&n) {
+        return Err(D::Error::custom(format!("{n} is not a whole number")));
+    }
+    T::try_from(n as u64)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{n} is out of range")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,43 +163,5 @@ mod tests {
         for bad in ["0s", "5", "1y", "", "-1h"] {
             assert!(crate::duration::parse_duration(bad).is_err(), "{bad}");
         }
-    }
-}
-
-/// A count written as a JSON number: `12` or `12.0` (JSON has one number type; `12.0` is the
-/// integer 12 to JSON Schema, and to clients that only have floats). For
-/// `#[serde(deserialize_with = "...")]` on an `Option` of an unsigned integer.
-pub fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: TryFrom<u64> + num_bound::Max,
-{
-    use serde::Deserialize as _;
-    use serde::de::Error as _;
-    let Some(n) = Option::<f64>::deserialize(d)? else {
-        return Ok(None);
-    };
-    // Exact below 2^53, so a whole value of a u64 field up to there converts exactly.
-    let max = T::MAX_F64.min(9_007_199_254_740_992.0);
-    if n.fract() != 0.0 || !(0.0..=max).contains(&n) {
-        return Err(D::Error::custom(format!(
-            "{n} is not a whole number from 0 to {max}"
-        )));
-    }
-    T::try_from(n as u64)
-        .map(Some)
-        .map_err(|_| D::Error::custom(format!("{n} is out of range")))
-}
-
-/// The largest value of the integer types [`whole_number`] reads.
-pub mod num_bound {
-    pub trait Max {
-        const MAX_F64: f64;
-    }
-    impl Max for u32 {
-        const MAX_F64: f64 = u32::MAX as f64;
-    }
-    impl Max for u64 {
-        const MAX_F64: f64 = u64::MAX as f64;
     }
 }

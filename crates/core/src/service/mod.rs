@@ -5,6 +5,7 @@
 //! Refusals of security decisions are committed as `denied` audit events before the error is
 //! returned; bad input changes nothing.
 
+mod agent_reports;
 mod audit;
 mod auth_cache;
 mod auth_failures;
@@ -31,9 +32,9 @@ pub use report::ElevationRow;
 
 pub use delegation::{MAX_DELEGATION_SECS, NewDelegation, RevokedDelegation, TaskCheck};
 
+pub use agent_reports::{AgentReport, ExecVerdict, SessionExec, SessionFile};
 pub use hosts::{
-    AgentReport, ExecVerdict, HostGrant, HostRegistration, HostSnapshot, REPORT_ARGV_BYTES,
-    ReportReceipt, SessionExec, SessionFile, Undelivered,
+    HostGrant, HostRegistration, HostSnapshot, REPORT_ARGV_BYTES, ReportReceipt, Undelivered,
 };
 
 pub use locks::MAX_LOCK_SECS;
