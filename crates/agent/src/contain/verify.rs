@@ -145,6 +145,9 @@ impl ExecVerifier {
 
 /// Why what process `pid` runs now is not what was allowed, if it is not.
 fn mismatch(pid: i32, allowed: &Allowed) -> Option<String> {
+    if !alive(pid) {
+        return None;
+    }
     let cmdline = match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(c) => c,
         // Gone already: nothing left to stop (what it did is its session's).
@@ -168,8 +171,9 @@ fn mismatch(pid: i32, allowed: &Allowed) -> Option<String> {
                     exe.display()
                 ));
             }
-            // Its arguments were readable a moment ago: a program that cannot be shown to
-            // be the one allowed is not let run (killing one that just exited is harmless).
+            // Exited already (a zombie has no program): nothing left to stop.
+            Err(_) if !alive(pid) => return None,
+            // Running, yet its program cannot be shown to be the one allowed: not let run.
             Err(e) => return Some(format!("its program cannot be read: {e}")),
         }
         if running != allowed.argv {
@@ -189,6 +193,14 @@ fn mismatch(pid: i32, allowed: &Allowed) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has no program or arguments).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// A thread's process (thread group) id.
