@@ -815,10 +815,10 @@ impl Agent {
             None if !p.limits.is_none() => Err(
                 "the role limits resources, but this host has no cgroup containment".to_string(),
             ),
-            None => Ok(vec![]),
+            None => Ok(Default::default()),
             Some(c) => c.session(p.authority, session, &p.limits),
         };
-        let cgroup_procs = match contained {
+        let cgroup = match contained {
             Ok(fds) if fds.is_empty() => fds,
             Ok(fds) => {
                 self.contained
@@ -926,7 +926,7 @@ impl Agent {
             env,
             started: Some(started),
             marker: Some(marker),
-            cgroup_procs,
+            cgroup,
             no_new_privs: p.no_new_privs,
             noexec: p.noexec,
             record_input: p.record_input,

@@ -92,7 +92,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Delegate(c) => crate::delegation::delegate(ctx, c).await,
         Command::Task(c) => crate::delegation::task(ctx, c).await,
         // Run by `crate::run` before a client exists: they talk to the local agent.
-        Command::Exec { .. } | Command::Shell { .. } => {
+        Command::Exec(_) | Command::Shell { .. } => {
             bail!("exec and shell talk to pedm-agent, not to the server")
         }
         Command::Completions { shell } => completions(shell),

@@ -57,6 +57,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if let Some(exec) = plain_exec(&args) {
+        return exec_locally(Command::Exec(exec));
+    }
     let parsed = Cli::command()
         .try_get_matches_from(args)
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
@@ -73,7 +77,7 @@ where
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    if let Command::Exec { .. } | Command::Shell { .. } | Command::Task(args::TaskCmd::Run { .. }) =
+    if let Command::Exec(_) | Command::Shell { .. } | Command::Task(args::TaskCmd::Run { .. }) =
         &cli.command
     {
         return exec_locally(cli.command);
@@ -85,6 +89,19 @@ where
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// `pedm exec ...` with nothing before `exec`, parsed without building the whole command
+/// tree: it is the one command whose start-up time people feel (it stands where `sudo`
+/// stood), and building every subcommand's parser cost a third of it. Anything this parser
+/// does not accept (help, a mistake) goes through the full one, so messages are the same.
+fn plain_exec(args: &[OsString]) -> Option<args::ExecArgs> {
+    if args.get(1)? != "exec" {
+        return None;
+    }
+    let cmd = <args::ExecArgs as clap::Args>::augment_args(clap::Command::new("exec"));
+    let m = cmd.try_get_matches_from(&args[1..]).ok()?;
+    args::ExecArgs::from_arg_matches(&m).ok()
 }
 
 /// A clap error with the global options (`--url`, `--token`, `--token-file`, `--json`) taken
@@ -143,11 +160,11 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
 fn exec_locally(command: Command) -> ExitCode {
     let mut chdir = None;
     let (agent, argv, shell, task) = match command {
-        Command::Exec {
+        Command::Exec(args::ExecArgs {
             agent,
             command,
             chdir: dir,
-        } => {
+        }) => {
             chdir = dir;
             (agent, command, false, None)
         }

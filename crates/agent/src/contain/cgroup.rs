@@ -254,19 +254,27 @@ impl Cgroups {
         self.root.join("sessions").join(grant.to_string())
     }
 
-    /// Creates the session's cgroup, sets the grant's limits, and opens the `cgroup.procs`
-    /// files the command joins (it writes `0`, meaning itself, to each before it execs): the
-    /// session's in the v2 tree, and the grant's in each v1 hierarchy a limit is set in.
+    /// Creates the session's cgroup, sets the grant's limits, and opens what the command
+    /// joins: the session's directory in the v2 tree, and the grant's `cgroup.procs` in each
+    /// v1 hierarchy a limit is set in.
     pub fn session(
         &self,
         grant: Uuid,
         session: Uuid,
         limits: &SessionLimits,
-    ) -> Result<Vec<OwnedFd>, String> {
+    ) -> Result<SessionCgroups, String> {
         let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
         let dir = self.grant_dir(grant).join(session.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let mut joins = vec![open_procs(&dir)?];
+        let mut joins = SessionCgroups {
+            v2: Some(V2Cgroup {
+                dir: std::fs::File::open(&dir)
+                    .map(OwnedFd::from)
+                    .map_err(|e| io(&dir, e))?,
+                procs: open_procs(&dir)?,
+            }),
+            v1: vec![],
+        };
         for k in Controller::ALL {
             let wanted = k.wanted(limits);
             let dir = match (&self.controllers[k.index()], wanted) {
@@ -282,7 +290,7 @@ impl Cgroups {
                 (Some(Place::V1(v1)), Some(_)) => {
                     let d = v1.join("sessions").join(grant.to_string());
                     std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
-                    joins.push(open_procs(&d)?);
+                    joins.v1.push(open_procs(&d)?);
                     d
                 }
             };
@@ -404,6 +412,29 @@ fn kill_v1(dir: &Path) {
     remove_tree(dir);
 }
 
+/// What a session's command joins before it execs.
+#[derive(Debug, Default)]
+pub struct SessionCgroups {
+    /// The session's cgroup in the v2 tree; `None` without containment.
+    pub v2: Option<V2Cgroup>,
+    /// The `cgroup.procs` of the grant's cgroup in each v1 hierarchy a limit comes from.
+    pub v1: Vec<OwnedFd>,
+}
+
+impl SessionCgroups {
+    pub fn is_empty(&self) -> bool {
+        self.v2.is_none() && self.v1.is_empty()
+    }
+}
+
+/// A cgroup v2 directory: a process is born in it (`clone3` with `CLONE_INTO_CGROUP`) or
+/// moves itself there by writing `0` to its `cgroup.procs`.
+#[derive(Debug)]
+pub struct V2Cgroup {
+    pub dir: OwnedFd,
+    pub procs: OwnedFd,
+}
+
 fn open_procs(dir: &Path) -> Result<OwnedFd, String> {
     let path = dir.join("cgroup.procs");
     std::fs::OpenOptions::new()
@@ -502,7 +533,7 @@ fn own_cgroup_dir() -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
@@ -527,11 +558,11 @@ mod tests {
     fn everything_a_grant_started_is_killed_whatever_it_did() {
         let Some(cg) = test_tree() else { return };
         let (grant, session) = (Uuid::now_v7(), Uuid::now_v7());
-        let procs = cg
+        let joins = cg
             .session(grant, session, &SessionLimits::default())
             .unwrap();
-        assert_eq!(procs.len(), 1, "no limits: the v2 cgroup alone");
-        let fd = procs[0].as_raw_fd();
+        assert!(joins.v1.is_empty(), "no limits: the v2 cgroup alone");
+        let fd = joins.v2.as_ref().unwrap().procs.as_raw_fd();
         // A shell in the session's cgroup that leaves a process behind which left its
         // session and cleared its environment, then exits.
         let mut c = std::process::Command::new("/bin/sh");

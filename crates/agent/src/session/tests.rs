@@ -7,6 +7,7 @@ use crate::command::tests::{is_root, secure_tempdir};
 use crate::env::sanitise;
 use crate::recording::{Cast, EventKind, parse};
 use sha2::{Digest, Sha256};
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::process::{Command as StdCommand, Stdio};
 use std::sync::Mutex;
@@ -116,7 +117,7 @@ fn spec(
         stdin_data: None,
         started: None,
         marker: None,
-        cgroup_procs: vec![],
+        cgroup: Default::default(),
         live: None,
         mount_ns: None,
         no_new_privs: true,
@@ -349,6 +350,57 @@ fn a_command_that_cannot_start_is_named_by_its_error() {
         .err()
         .expect("spawned a closed descriptor");
     assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+}
+
+/// The command is in its session's cgroup when it starts: born there (`clone3` with
+/// `CLONE_INTO_CGROUP`), or, where that is not offered, moved there by the child itself.
+#[tokio::test]
+async fn the_command_starts_in_its_sessions_cgroup_born_there_or_moved() {
+    if skip() {
+        return;
+    }
+    let Some(cg) = crate::contain::cgroup::tests::test_tree() else {
+        return;
+    };
+    let (grant, session) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let dir = tempfile::tempdir().unwrap();
+    for born in [true, false] {
+        let mut s = spec(
+            "/bin/cat",
+            &["cat", "/proc/self/cgroup"],
+            &root(),
+            None,
+            dir.path(),
+        );
+        s.cgroup = cg.session(grant, session, &Default::default()).unwrap();
+        let mut image = ExecImage::new(&mut s).unwrap();
+        if !born {
+            // As on a kernel without CLONE_INTO_CGROUP.
+            image.cgroup_dir = -1;
+        }
+        let (r, _w) = pipe().unwrap();
+        let (out_r, out_w) = pipe().unwrap();
+        let mut child = spawn(
+            &image,
+            [r.as_raw_fd(), out_w.as_raw_fd(), out_w.as_raw_fd()],
+        )
+        .expect("spawned");
+        drop(out_w);
+        let status = child.wait().await.unwrap();
+        assert!(status.success());
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut File::from(out_r), &mut text).unwrap();
+        let unified = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 line");
+        assert!(
+            unified.ends_with(&format!("/sessions/{grant}/{session}")),
+            "born={born}: in {unified}, not in the session's cgroup"
+        );
+    }
+    cg.kill_grant(grant);
+    cg.remove();
 }
 
 #[tokio::test]

@@ -91,24 +91,7 @@ pub enum Command {
     #[command(subcommand, name = "breakglass")]
     BreakGlass(BreakGlassCmd),
     /// Run one command with a privilege you hold on this host, through pedm-agent (recorded).
-    Exec {
-        #[command(flatten)]
-        agent: AgentOpts,
-        /// Run in this directory (`.` for the current one) instead of the run-as user's
-        /// home. Policy sees it as `context.cwd`; for a command run as root it must be
-        /// writable by root alone.
-        #[arg(long, value_name = "DIR")]
-        chdir: Option<PathBuf>,
-        /// The command and its arguments (after `--`). Absolute path or a name in the
-        /// agent's secure PATH.
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "COMMAND"
-        )]
-        command: Vec<String>,
-    },
+    Exec(ExecArgs),
     /// Open an elevated login shell on this host, when policy allows one (recorded).
     Shell {
         #[command(flatten)]
@@ -795,6 +778,27 @@ where
 /// One of a fixed set of state names, kept as the string the API's query expects.
 fn state_names(names: impl IntoIterator<Item = &'static str>) -> PossibleValuesParser {
     PossibleValuesParser::new(names)
+}
+
+/// `pedm exec`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub agent: AgentOpts,
+    /// Run in this directory (`.` for the current one) instead of the run-as user's
+    /// home. Policy sees it as `context.cwd`; for a command run as root it must be
+    /// writable by root alone.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+    /// The command and its arguments (after `--`). Absolute path or a name in the
+    /// agent's secure PATH.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
 }
 
 #[cfg(test)]
