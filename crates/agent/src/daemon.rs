@@ -938,6 +938,7 @@ impl Agent {
                     caller: caller.clone(),
                     tty: p.tty.is_some(),
                     live: gate_live,
+                    rt: tokio::runtime::Handle::current(),
                 }) as Box<dyn crate::contain::execs::ExecGate>
             }),
             cwd: p.cwd,

@@ -252,40 +252,10 @@ impl Enforced {
         now: Timestamp,
     ) -> Result<Allowed, Refusal> {
         let host = &self.snapshot.host;
-        let user = &chosen.user;
         let Some((version, engine)) = &self.engine else {
             return Err(Refusal("no policy is in force on this host".into()));
         };
-        let q = AuthzQuery {
-            principal: Principal {
-                user: user.to_string(),
-                groups: chosen.groups.clone(),
-                admin: chosen.admin,
-                external: chosen.external,
-                sponsor: chosen.sponsor.clone(),
-                // Host sessions are people's; workload identities live in API tokens only.
-                workload: None,
-            },
-            action: Action::Exec,
-            resource: Resource::Command {
-                target: TargetRef {
-                    name: host.clone(),
-                    kind: self.snapshot.target_kind.clone(),
-                    labels: self.snapshot.target_labels.clone(),
-                },
-                role: RoleRef {
-                    name: chosen.role.clone(),
-                    run_as: chosen.run_as.clone(),
-                    auto_approve: chosen.role_auto_approve,
-                },
-                command: command.clone(),
-            },
-            context: Ctx {
-                duration_secs: (chosen.expires_at.as_second() - now.as_second()).max(0),
-                ..Ctx::at(now)
-            },
-            requester: None,
-        };
+        let q = self.exec_query(chosen, command, now);
         let verdict = engine.authorize(&q);
         if verdict.allowed {
             Ok(Allowed {
@@ -303,6 +273,55 @@ impl Enforced {
                 chosen.role, verdict.reason
             )))
         }
+    }
+}
+
+impl Enforced {
+    /// The Cedar question "may the holder of `chosen` run `command` under it?".
+    fn exec_query(&self, chosen: &HostGrant, command: &CommandRef, now: Timestamp) -> AuthzQuery {
+        AuthzQuery {
+            principal: Principal {
+                user: chosen.user.to_string(),
+                groups: chosen.groups.clone(),
+                admin: chosen.admin,
+                external: chosen.external,
+                sponsor: chosen.sponsor.clone(),
+                // Host sessions are people's; workload identities live in API tokens only.
+                workload: None,
+            },
+            action: Action::Exec,
+            resource: Resource::Command {
+                target: TargetRef {
+                    name: self.snapshot.host.clone(),
+                    kind: self.snapshot.target_kind.clone(),
+                    labels: self.snapshot.target_labels.clone(),
+                },
+                role: RoleRef {
+                    name: chosen.role.clone(),
+                    run_as: chosen.run_as.clone(),
+                    auto_approve: chosen.role_auto_approve,
+                },
+                command: command.clone(),
+            },
+            context: Ctx {
+                duration_secs: (chosen.expires_at.as_second() - now.as_second()).max(0),
+                ..Ctx::at(now)
+            },
+            requester: None,
+        }
+    }
+
+    /// Whether approval could allow `command`, which [`Enforced::authorize`] refused, under
+    /// `chosen`: the `@step_up` permits that match it ([`pedm_policy::Engine::step_up`]).
+    pub fn step_up(
+        &self,
+        chosen: &HostGrant,
+        command: &CommandRef,
+        now: Timestamp,
+    ) -> Option<(i64, pedm_policy::StepUp)> {
+        let (version, engine) = self.engine.as_ref()?;
+        let q = self.exec_query(chosen, command, now);
+        engine.step_up(&q).map(|s| (*version, s))
     }
 }
 

@@ -687,6 +687,19 @@ impl Client {
         self.send(Method::POST, "/agent/reports", body).await
     }
 
+    /// Asks approval for an exec held in a session (step-up); returns the pending request.
+    pub async fn agent_step_up(
+        &self,
+        ask: &crate::agent::StepUpAsk,
+    ) -> Result<crate::Request, ApiError> {
+        self.send(Method::POST, "/agent/step-ups", ask).await
+    }
+
+    /// A step-up request this host asked for, as it stands.
+    pub async fn agent_step_up_state(&self, id: Uuid) -> Result<crate::Request, ApiError> {
+        self.get(&format!("/agent/step-ups/{id}")).await
+    }
+
     pub async fn agent_undelivered(
         &self,
         body: &crate::agent::UndeliveredItems,

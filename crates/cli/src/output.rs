@@ -373,6 +373,19 @@ impl Detail for Request {
                     .unwrap_or_default(),
             ),
             ("PENDING UNTIL", time(self.pending_until)),
+        ]);
+        if let Some(step) = &self.context.step_up {
+            // Each argument quoted, so where one ends is visible.
+            let argv: Vec<String> = step.argv.iter().map(|a| format!("{a:?}")).collect();
+            f.extend([
+                ("STEP-UP COMMAND", argv.join(" ")),
+                ("STEP-UP PROGRAM", step.path.clone()),
+                ("STEP-UP CWD", step.cwd.clone()),
+                ("STEP-UP SESSION", step.session.to_string()),
+                ("STEP-UP GRANT", step.grant.to_string()),
+            ]);
+        }
+        f.extend([
             ("DECIDED AT", opt_time(self.decided_at)),
             ("DECIDED BY", opt(&self.decided_by)),
             ("DECISION REASON", opt(&self.decision_reason)),

@@ -83,6 +83,24 @@ pub enum Delegable<'a> {
     Task(&'a str),
 }
 
+/// A command as policy sees it in an `exec` decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCommand {
+    pub path: String,
+    /// The arguments after the program, joined by spaces.
+    pub args: String,
+    pub sha256: Option<String>,
+    pub shell: bool,
+    pub cwd: Option<String>,
+}
+
+/// What a step-up needs ([`Decider::step_up`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUpTerms {
+    pub policies: Vec<String>,
+    pub tiers: Vec<crate::model::ApprovalTier>,
+}
+
 pub trait Decider: Send + Sync + 'static {
     fn decide_request(&self, input: &RequestInput<'_>) -> RequestDecision;
     /// Whether `approver` may approve or deny `request` (the workflow has already refused
@@ -118,6 +136,20 @@ pub trait Decider: Send + Sync + 'static {
     /// `None`: the decider cannot tell, and every group counts as one.
     fn approver_groups(&self) -> Option<std::collections::BTreeSet<String>> {
         Some(std::collections::BTreeSet::new())
+    }
+    /// Whether approval can let `holder` run `command` under `role` on `target`, which the
+    /// host refused (step-up): the `@step_up` policies that match it and the approvals they
+    /// ask for. `Err` names why not. `remaining_secs` is what is left of the grant.
+    fn step_up(
+        &self,
+        holder: &Actor,
+        target: &Target,
+        role: &Role,
+        command: &ExecCommand,
+        remaining_secs: i64,
+    ) -> Result<StepUpTerms, String> {
+        let _ = (holder, target, role, command, remaining_secs);
+        Err("no policy makes commands approvable".into())
     }
     /// Whether a device `actor` enrolls, reporting `device` (its context claims), is trusted
     /// at once by policy (`trust_device`), without an admin's approval.

@@ -441,6 +441,35 @@ pub struct RequestContext {
     /// Device posture claims; attested by a later identity integration.
     #[serde(default)]
     pub device: BTreeMap<String, String>,
+    /// A step-up request: the exec held in a session until it is decided (asked by the
+    /// session's host agent, never by a person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<StepUp>,
+}
+
+/// An exec held at its `execve` in a session until approvers decide (a policy marked it
+/// `@step_up`): what it is and where it waits. Approval lets that one exec run; no grant
+/// is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepUp {
+    /// The grant the session runs under.
+    pub grant: Uuid,
+    pub session: Uuid,
+    /// The full argument vector, as the program was called.
+    pub argv: Vec<String>,
+    /// The program the agent resolved and checked.
+    pub path: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The caller's working directory.
+    pub cwd: String,
+    /// The held process.
+    #[cfg_attr(feature = "openapi", schema(format = Int32))]
+    pub pid: i32,
+    /// The `@step_up` policies that make it approvable.
+    #[serde(default)]
+    pub policies: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

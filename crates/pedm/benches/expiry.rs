@@ -54,6 +54,7 @@ fn request_and_grant(i: usize, at: Timestamp) -> (Request, Grant) {
         context: RequestContext {
             source_addr: Some("10.0.0.1".into()),
             device: BTreeMap::new(),
+            step_up: None,
         },
         state: RequestState::Approved,
         created_at: at,

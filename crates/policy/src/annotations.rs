@@ -9,8 +9,10 @@ pub(crate) const MAX_DURATION: &str = "max_duration";
 pub(crate) const APPROVALS: &str = "approvals";
 pub(crate) const BREAK_GLASS: &str = "break_glass";
 pub(crate) const ALLOW_PARALLEL: &str = "allow_parallel";
+/// On an `exec` permit: what it allows is held at its `execve` until approved (step-up).
+pub(crate) const STEP_UP: &str = "step_up";
 
-const KNOWN: [&str; 7] = [
+const KNOWN: [&str; 8] = [
     ID,
     TIMEZONE,
     AUTO_APPROVE,
@@ -18,9 +20,11 @@ const KNOWN: [&str; 7] = [
     APPROVALS,
     BREAK_GLASS,
     ALLOW_PARALLEL,
+    STEP_UP,
 ];
 /// Keys that are certainly a mistake for a known one.
-const ALIASES: [(&str, &str); 6] = [
+const ALIASES: [(&str, &str); 7] = [
+    ("stepup", STEP_UP),
     ("tz", TIMEZONE),
     ("zone", TIMEZONE),
     ("autoapprove", AUTO_APPROVE),
@@ -38,6 +42,8 @@ pub(crate) struct RequestTerms {
     pub tiers: Option<Vec<ApprovalTier>>,
     pub break_glass: bool,
     pub allow_parallel: bool,
+    /// `@step_up`: the approvals an exec this permit allows needs first.
+    pub step_up: Option<Vec<ApprovalTier>>,
 }
 
 impl RequestTerms {
@@ -156,6 +162,7 @@ pub(crate) fn check(
     annotations: &[(String, String)],
     is_permit: bool,
     is_request_permit: bool,
+    is_exec_permit: bool,
 ) -> Result<RequestTerms, String> {
     let mut terms = RequestTerms::default();
     let mut has_auto = false;
@@ -190,6 +197,22 @@ pub(crate) fn check(
                 terms.max_duration_secs = Some(secs);
             }
             APPROVALS => terms.tiers = Some(parse_approvals(v)?),
+            STEP_UP if !is_exec_permit => {
+                return Err(format!(
+                    "@{k} is only meaningful on permit policies of action exec (exactly `action == Pedm::Action::\"exec\"`)"
+                ));
+            }
+            // Empty: one approval from anyone policy lets approve the grant's role.
+            STEP_UP if v.trim().is_empty() => {
+                terms.step_up = Some(vec![ApprovalTier {
+                    group: None,
+                    required: 1,
+                }])
+            }
+            STEP_UP => {
+                terms.step_up =
+                    Some(parse_approvals(v).map_err(|e| e.replacen("@approvals", "@step_up", 1))?)
+            }
             _ => {}
         }
     }

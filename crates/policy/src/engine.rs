@@ -563,12 +563,16 @@ impl Engine {
                     .annotations()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
-                let terms =
-                    annotations::check(&anns, !forbid, !forbid && is_request_only(&actions))
-                        .map_err(|message| PolicyError::Annotation {
-                            policy: id.clone(),
-                            message,
-                        })?;
+                let terms = annotations::check(
+                    &anns,
+                    !forbid,
+                    !forbid && is_request_only(&actions),
+                    !forbid && matches!(actions.as_deref(), Some([Action::Exec])),
+                )
+                .map_err(|message| PolicyError::Annotation {
+                    policy: id.clone(),
+                    message,
+                })?;
                 let zone = match policy.annotation(annotations::TIMEZONE) {
                     None => 0,
                     Some(name) => {
@@ -782,8 +786,39 @@ impl Engine {
                 Some(_) => {}
             }
         }
-        let eval = self.evaluate(q, sliced);
+        let mut eval = self.evaluate(q, sliced);
+        // A step-up permit never allows by itself: it makes the exec approvable
+        // ([`Engine::step_up`]).
+        eval.permits.retain(|id| self.step_up_terms(id).is_none());
         verdict_of(q, eval)
+    }
+
+    fn step_up_terms(&self, policy: &str) -> Option<&Vec<ApprovalTier>> {
+        let i = *self.by_id.get(policy)?;
+        self.policies[i as usize].terms.step_up.as_ref()
+    }
+
+    /// What an `exec` that [`Engine::authorize`] refuses may still get by approval: the
+    /// `@step_up` permits that match it and the approvals the first asks for. `None` when a
+    /// forbid matches, an evaluation fails, or nothing but step-up permits would allow it
+    /// (a plain permit allows it outright).
+    pub fn step_up(&self, q: &AuthzQuery) -> Option<StepUp> {
+        if q.action != Action::Exec {
+            return None;
+        }
+        let eval = self.evaluate(q, true);
+        if !eval.errors.is_empty() || !eval.forbids.is_empty() {
+            return None;
+        }
+        let mut tiers = None;
+        for id in &eval.permits {
+            let t = self.step_up_terms(id)?;
+            tiers.get_or_insert_with(|| t.clone());
+        }
+        Some(StepUp {
+            tiers: tiers?,
+            policies: eval.permits,
+        })
     }
 
     /// The raw Cedar outcome for `q`, from the slice (`sliced`) or the whole set.

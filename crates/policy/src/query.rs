@@ -346,6 +346,15 @@ impl RequestVerdict {
     }
 }
 
+/// An exec that approval can allow ([`crate::Engine::step_up`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepUp {
+    /// The `@step_up` permits that match.
+    pub policies: Vec<String>,
+    /// The approvals needed (the first matching policy's).
+    pub tiers: Vec<ApprovalTier>,
+}
+
 /// Outcome of [`crate::Engine::authorize`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {

@@ -313,6 +313,61 @@ fn exec_query(path: &str, args: &str) -> AuthzQuery {
 }
 
 #[test]
+fn step_up_permits_make_an_exec_approvable_but_never_allow_it() {
+    let e = engine(
+        r#"@id("restart-needs-security")
+        @step_up("security:1")
+        permit(principal, action == Pedm::Action::"exec", resource)
+        when { resource.path == "/usr/bin/systemctl" };
+        @id("journal-ok")
+        permit(principal, action == Pedm::Action::"exec", resource)
+        when { resource.path == "/usr/bin/journalctl" };
+        @id("journal-step-up")
+        @step_up("")
+        permit(principal, action == Pedm::Action::"exec", resource)
+        when { resource.path == "/usr/bin/journalctl" };
+        @id("no-reboot")
+        forbid(principal, action == Pedm::Action::"exec", resource)
+        when { resource.args like "*reboot*" };
+        @id("reboot-step-up")
+        @step_up("")
+        permit(principal, action == Pedm::Action::"exec", resource)
+        when { resource.args like "*reboot*" };"#,
+    );
+    // Only a step-up permit matches: refused, and approvable by one of security.
+    let q = exec_query("/usr/bin/systemctl", "restart nginx");
+    let v = e.authorize(&q);
+    assert!(!v.allowed, "{v:?}");
+    let s = e.step_up(&q).expect("approvable");
+    assert_eq!(s.policies, vec!["restart-needs-security".to_string()]);
+    assert_eq!(s.tiers[0].group.as_deref(), Some("security"));
+    assert_eq!(s.tiers[0].required, 1);
+    // A plain permit allows outright: nothing to approve.
+    let q = exec_query("/usr/bin/journalctl", "-u nginx");
+    assert!(e.authorize(&q).allowed);
+    assert_eq!(e.step_up(&q), None);
+    // A forbid wins over a step-up permit too.
+    let q = exec_query("/usr/bin/systemctl", "reboot");
+    assert!(!e.authorize(&q).allowed);
+    assert_eq!(e.step_up(&q), None);
+    // Nothing matches: not approvable.
+    assert_eq!(e.step_up(&exec_query("/usr/bin/id", "")), None);
+    // Only on exec permits.
+    let err = load_err(
+        r#"@id("x") @step_up("") permit(principal, action == Pedm::Action::"request", resource);"#,
+    );
+    assert!(err.to_string().contains("action exec"), "{err}");
+    let err = load_err(
+        r#"@id("x") @step_up("") forbid(principal, action == Pedm::Action::"exec", resource);"#,
+    );
+    assert!(err.to_string().contains("action exec"), "{err}");
+    let err = load_err(
+        r#"@id("x") @stepup("") permit(principal, action == Pedm::Action::"exec", resource);"#,
+    );
+    assert!(err.to_string().contains("@step_up"), "{err}");
+}
+
+#[test]
 fn exec_allowlist_and_blocklist_forbid_wins() {
     let e = engine(
         r#"@id("ops-allowlist")

@@ -2,7 +2,8 @@
 //! engine (`pedm_policy`).
 
 use pedm_core::decision::{
-    AdminAction, Decider, Delegable, Permit, PolicyCompiler, RequestDecision, RequestInput,
+    AdminAction, Decider, Delegable, ExecCommand, Permit, PolicyCompiler, RequestDecision,
+    RequestInput, StepUpTerms,
 };
 use pedm_core::model::{Actor, ApprovalTier, PolicySource, Request, Role, Target};
 use pedm_policy::{
@@ -171,6 +172,59 @@ impl Decider for CedarDecider {
                 role.name,
                 denial_detail(&v.policies, &v.errors)
             ))
+        }
+    }
+
+    fn step_up(
+        &self,
+        holder: &Actor,
+        target: &Target,
+        role: &Role,
+        command: &ExecCommand,
+        remaining_secs: i64,
+    ) -> Result<StepUpTerms, String> {
+        let q = AuthzQuery {
+            principal: principal(holder),
+            action: Action::Exec,
+            resource: Resource::Command {
+                target: TargetRef::from(target),
+                role: role_ref(role),
+                command: pedm_policy::CommandRef {
+                    path: command.path.clone(),
+                    args: command.args.clone(),
+                    sha256: command.sha256.clone(),
+                    shell: command.shell,
+                    cwd: command.cwd.clone(),
+                },
+            },
+            context: Ctx {
+                duration_secs: remaining_secs.max(0),
+                ..Ctx::at(jiff::Timestamp::now())
+            },
+            requester: None,
+        };
+        if self.engine.authorize(&q).allowed {
+            return Err(format!(
+                "{} may already run {} under {}/{}: nothing to approve",
+                holder.user, command.path, target.name, role.name
+            ));
+        }
+        match self.engine.step_up(&q) {
+            Some(s) => Ok(StepUpTerms {
+                policies: s.policies,
+                tiers: s
+                    .tiers
+                    .into_iter()
+                    .map(|t| ApprovalTier {
+                        group: t.group,
+                        required: t.required,
+                    })
+                    .collect(),
+            }),
+            None => Err(format!(
+                "no @step_up policy lets {} ask to run {} under {}/{}",
+                holder.user, command.path, target.name, role.name
+            )),
         }
     }
 

@@ -192,6 +192,7 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
         context: RequestContext {
             source_addr: Some("10.0.0.1".into()),
             device: BTreeMap::from([("managed".into(), "true".into())]),
+            step_up: None,
         },
         state: RequestState::Pending,
         created_at: t(created),

@@ -45,6 +45,7 @@ fn request(requester: &str) -> Request {
         context: RequestContext {
             source_addr: None,
             device: BTreeMap::new(),
+            step_up: None,
         },
         state: RequestState::Approved,
         created_at: t(0),

@@ -48,8 +48,14 @@ pub struct ExecCall {
 /// while the caller waits in the kernel: it must answer promptly.
 pub trait ExecGate: Send + std::fmt::Debug {
     /// Whether the exec of process `pid` may run. `Err` holds why the call could not be read
-    /// (it is refused).
-    fn decide(&mut self, pid: i32, call: Result<ExecCall, String>) -> bool;
+    /// (it is refused). A gate that waits (step-up approval) asks `waiting` whether the
+    /// caller is still there to answer.
+    fn decide(
+        &mut self,
+        pid: i32,
+        call: Result<ExecCall, String>,
+        waiting: &dyn Fn() -> bool,
+    ) -> bool;
 }
 
 /// The most an intercepted argv may hold (each argument counted with its NUL): what the
@@ -395,6 +401,7 @@ fn supervise(sock: OwnedFd, mut gate: Option<Box<dyn ExecGate>>) {
                         } else {
                             Err("the caller went away while it was read".into())
                         },
+                        &|| id_valid(&listener, notif.id),
                     ) && valid
                 }
             };
@@ -617,7 +624,12 @@ mod tests {
     struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<Result<ExecCall, String>>>>);
 
     impl ExecGate for Recorder {
-        fn decide(&mut self, _pid: i32, call: Result<ExecCall, String>) -> bool {
+        fn decide(
+            &mut self,
+            _pid: i32,
+            call: Result<ExecCall, String>,
+            _waiting: &dyn Fn() -> bool,
+        ) -> bool {
             let allow = call
                 .as_ref()
                 .is_ok_and(|c| c.path != std::path::Path::new("/usr/bin/env"));

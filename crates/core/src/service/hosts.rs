@@ -91,7 +91,7 @@ const MAX_UNDELIVERED: usize = 100;
 /// item's own receipt, the same each time).
 const UNDELIVERED_RECEIPT: u128 = 0x756e_6465_6c69_7665_7265_6400_0000_0001;
 
-fn check_argv(argv: &[String]) -> Result<()> {
+pub(super) fn check_argv(argv: &[String]) -> Result<()> {
     let bytes: usize = argv.iter().map(|a| a.len() + 1).sum();
     if bytes > MAX_ARGV_BYTES {
         return Err(Error::invalid(
@@ -901,7 +901,7 @@ impl ControlPlane {
 }
 
 /// A host agent as the actor of what it reports.
-fn host_actor(host: &str) -> Actor {
+pub(super) fn host_actor(host: &str) -> Actor {
     Actor {
         user: format!("host:{host}"),
         admin: false,

@@ -23,9 +23,11 @@ mod report;
 mod requests;
 mod scim;
 mod sso;
+mod step_up;
 mod suggest;
 mod workload;
 pub use sso::SsoLogin;
+pub use step_up::{STEP_UP_WAIT_SECS, StepUpAsk};
 
 pub use external::ExternalReportRow;
 pub use report::ElevationRow;

@@ -415,7 +415,7 @@ impl ControlPlane {
             .data(data)
     }
 
-    async fn load_request(&self, id: Uuid) -> Result<Request> {
+    pub(super) async fn load_request(&self, id: Uuid) -> Result<Request> {
         self.store
             .request(id)
             .await?
@@ -668,14 +668,25 @@ impl ControlPlane {
                     req.decided_at = Some(now);
                     req.decided_by = Some(actor.user.clone());
                     req.decision_reason = comment.clone();
-                    let g = self.new_grant(&req, now).await?;
-                    req.grant_id = Some(g.id);
-                    events.push(
-                        self.event(actor, "request.approved", subject("request", id))
-                            .data(json!({ "by": actor.user })),
-                    );
-                    events.push(self.grant_started_event(actor, &g));
-                    grant = Some(g);
+                    if let Some(step) = &req.context.step_up {
+                        // The held exec runs (its host learns it); no grant is made.
+                        events.push(
+                            self.event(actor, "request.approved", subject("request", id))
+                                .data(json!({
+                                    "by": actor.user, "step_up": true,
+                                    "grant": step.grant, "session": step.session,
+                                })),
+                        );
+                    } else {
+                        let g = self.new_grant(&req, now).await?;
+                        req.grant_id = Some(g.id);
+                        events.push(
+                            self.event(actor, "request.approved", subject("request", id))
+                                .data(json!({ "by": actor.user })),
+                        );
+                        events.push(self.grant_started_event(actor, &g));
+                        grant = Some(g);
+                    }
                 }
             }
         }
@@ -697,7 +708,7 @@ impl ControlPlane {
             self.jobs_changed.notify_one();
             self.notify(Notice::RequestDecided(req.clone()));
             self.notify(Notice::GrantStarted(g.clone()));
-        } else if req.state == RequestState::Denied {
+        } else if matches!(req.state, RequestState::Denied | RequestState::Approved) {
             self.notify(Notice::RequestDecided(req.clone()));
         } else {
             // The next tier's approvers have something to do.

@@ -17,6 +17,7 @@ mod schema_rules;
 mod scim;
 pub mod serve;
 mod sso;
+mod step_up;
 mod token_exchange;
 
 pub use error::ApiErr;
@@ -108,6 +109,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(audit::router())
             .merge(agents::router())
             .merge(live::router())
+            .merge(step_up::router())
             .merge(delegation::router())
             .merge(devices::router())
             .merge(locks::router())

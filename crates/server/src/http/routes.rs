@@ -455,6 +455,7 @@ async fn create_request(
     let context = RequestContext {
         source_addr: c.source.clone(),
         device: s.cp.device_context(&c.actor, c.device.as_deref()).await?,
+        step_up: None,
     };
     let (request, grant) =
         s.cp.create_request(
