@@ -839,18 +839,38 @@ impl Agent {
                 return;
             }
         };
-        // Nothing runs that is not on disk first.
-        if let Err(e) = self.outbox.begin_session(session, &allowed, &meta) {
-            tracing::error!(%session, error = %e, "cannot note the session");
-            self.give_up(
-                &mut stream,
-                session,
-                format!("pedm-agent cannot record the session: {e}"),
-            )
-            .await;
-            return;
-        }
-        self.queued.notify_one();
+        // Nothing runs that is not on disk first: the note is written now and synced while
+        // the command is being started, which execs only once the sync succeeded (a byte on
+        // `durable`; without it the command fails to start and nothing ran).
+        let durable = match self
+            .outbox
+            .begin_session(session, &allowed, &meta)
+            .and_then(|note| {
+                let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+                Ok((note, rd, wr))
+            }) {
+            Ok((note, rd, wr)) => {
+                tokio::task::spawn_blocking(move || match note.sync_data() {
+                    Ok(()) => {
+                        let _ = nix::unistd::write(&wr, &[1]);
+                    }
+                    Err(e) => {
+                        tracing::error!(%session, error = %e, "cannot write the session's note to disk; the command does not run");
+                    }
+                });
+                rd
+            }
+            Err(e) => {
+                tracing::error!(%session, error = %e, "cannot note the session");
+                self.give_up(
+                    &mut stream,
+                    session,
+                    format!("pedm-agent cannot record the session: {e}"),
+                )
+                .await;
+                return;
+            }
+        };
         if write_frame(&mut stream, &accepted).await.is_err() {
             self.sessions
                 .lock()
@@ -917,7 +937,9 @@ impl Agent {
         ));
         let this = self.clone();
         let started = crate::session::StartHook(Box::new(move |pid| {
-            this.outbox.note_pid(session, pid);
+            // Off the command's path: the pid note is best effort, the report goes out now.
+            this.queued.notify_one();
+            tokio::task::spawn_blocking(move || this.outbox.note_pid(session, pid));
         }));
         let spec = SessionSpec {
             command: p.resolved,
@@ -925,6 +947,7 @@ impl Agent {
             user: p.run_as.clone(),
             env,
             started: Some(started),
+            durable: Some(durable),
             marker: Some(marker),
             cgroup,
             no_new_privs: p.no_new_privs,

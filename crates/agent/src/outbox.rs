@@ -91,6 +91,11 @@ fn write_tmp(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<PathBu
 /// in the middle leaves a file that does not parse, which is set aside and logged; the
 /// command it describes had not started.
 fn write_new_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_new(path, bytes)?.sync_data()
+}
+
+/// Writes a new file under its final name (not synced).
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -98,7 +103,7 @@ fn write_new_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     f.write_all(bytes)?;
-    f.sync_data()
+    Ok(f)
 }
 
 /// Replaces `path` atomically with respect to this process crashing (not to power loss).
@@ -144,21 +149,22 @@ impl Outbox {
         write_new_durably(&self.dir.join(format!("report-{}.json", r.id)), &bytes)
     }
 
-    /// Notes a session that has started: if the agent stops before it ends,
-    /// [`Self::recover`] still delivers what was recorded.
-    /// `report` is the session's `exec.allowed`; both are on disk when this returns.
+    /// Notes a session that is starting: if the agent stops before it ends,
+    /// [`Self::recover`] still delivers what was recorded. `report` is the session's
+    /// `exec.allowed`. Returns the note's file, not yet synced: the caller must see its
+    /// `sync_data` succeed before the command runs (the sync overlaps with starting it).
     pub fn begin_session(
         &self,
         id: Uuid,
         report: &AgentReport,
         meta: &SessionUpload,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<std::fs::File> {
         let bytes = serde_json::to_vec(&RunningSession {
             report: report.clone(),
             session: meta.clone(),
         })
         .map_err(std::io::Error::other)?;
-        write_new_durably(&self.dir.join(format!("running-{id}.json")), &bytes)
+        write_new(&self.dir.join(format!("running-{id}.json")), &bytes)
     }
 
     /// Queues a finished session; its recording is already at [`Self::recording_path`].
@@ -660,7 +666,11 @@ mod tests {
         let outbox = Outbox::open(dir.path()).unwrap();
         let (interrupted, finished) = (Uuid::now_v7(), Uuid::now_v7());
         for id in [interrupted, finished] {
-            outbox.begin_session(id, &report(id), &meta()).unwrap();
+            outbox
+                .begin_session(id, &report(id), &meta())
+                .unwrap()
+                .sync_data()
+                .unwrap();
             std::fs::write(
                 outbox.recording_path(id),
                 b"{\"version\":2}\n[0.1, \"o\", \"hi\"]\n",

@@ -109,6 +109,9 @@ pub struct SessionSpec {
     pub finished: Option<FinishHook>,
     /// Runs once the command has started, with its pid (the session id).
     pub started: Option<StartHook>,
+    /// The read end of a pipe: the command execs only once a byte arrives on it (what must
+    /// be on disk first is); end of file instead, and it does not run.
+    pub durable: Option<OwnedFd>,
     /// The `PEDM_SESSION=<id>` entry of `env`, if any: processes of the run-as user that
     /// left the session but carry it are ended with the session ([`crate::contain::procs`]).
     pub marker: Option<String>,
@@ -739,11 +742,8 @@ fn start(spec: &mut SessionSpec) -> Result<Started, ExecError> {
             for fd in [&in_w, &out_r, &err_r] {
                 set_nonblocking(fd).map_err(io::Error::from)?;
             }
-            for fd in [&out_r, &err_r] {
-                // Best effort: the pipe works at its default size too.
-                // SAFETY: F_SETPIPE_SZ on a pipe we own.
-                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-            }
+            // The output pipes grow to PIPE_SIZE once one is found full (`read_now`): most
+            // commands write little, and growing a pipe costs a tenth of a millisecond.
             let streams = Streams {
                 out: [Some(async_fd(out_r)?), Some(async_fd(err_r)?)],
                 eof: [false, false],
@@ -996,12 +996,32 @@ fn read_now(fd: &OwnedFd, buf: &mut Vec<u8>) -> io::Result<usize> {
         if n >= 0 {
             let n = n as usize;
             unsafe { buf.set_len(buf.len() + n) };
+            if n >= DEFAULT_PIPE_SIZE {
+                grow_pipe(fd);
+            }
             return Ok(n);
         }
         match Errno::last() {
             Errno::EINTR => continue,
             Errno::EIO => return Ok(0),
             e => return Err(e.into()),
+        }
+    }
+}
+
+/// A pipe's capacity unless changed (Linux).
+const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
+
+/// A read found the pipe `fd` full: the command writes fast, so the pipe grows to
+/// [`PIPE_SIZE`] (it runs ahead while its output is forwarded and recorded, with fewer,
+/// larger reads). Best effort; a terminal is left alone.
+fn grow_pipe(fd: &OwnedFd) {
+    // SAFETY: F_GETPIPE_SZ and F_SETPIPE_SZ on a descriptor we own (they fail harmlessly on
+    // anything but a pipe).
+    unsafe {
+        let size = libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ);
+        if size > 0 && size < PIPE_SIZE {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
         }
     }
 }

@@ -10,7 +10,7 @@
 //! shell of its own (`vi` with `:!sh`, `less` with `!`, `find -exec`, `awk 'BEGIN{system()}'`).
 //! Policies confine those with allowlists of exact commands, not with `resource.shell`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Interpreters that read and run whatever is typed at them (matched on the file name, with
 /// version suffixes: `python3.11`, `perl5.36`).
@@ -22,7 +22,7 @@ const INTERPRETERS: &[&str] = &[
 
 /// See the module documentation. `path` is the canonical path that runs.
 pub fn is_shell(path: &Path, args: &[String], tty: bool) -> bool {
-    (tty || args.is_empty()) && (listed_in_etc_shells(path) || is_interpreter(path))
+    (tty || args.is_empty()) && (is_interpreter(path) || listed_in_etc_shells(path))
 }
 
 fn is_interpreter(path: &Path) -> bool {
@@ -34,14 +34,43 @@ fn is_interpreter(path: &Path) -> bool {
     INTERPRETERS.contains(&base) || INTERPRETERS.contains(&name)
 }
 
+/// The canonical paths of `/etc/shells`, read again whenever the file changes (its inode,
+/// size or modification time): every session asks, and canonicalising each line costs a
+/// system call per path component.
+static ETC_SHELLS: std::sync::Mutex<Option<(FileStamp, Vec<PathBuf>)>> =
+    std::sync::Mutex::new(None);
+
+type FileStamp = (u64, u64, u64, i64, i64);
+
 fn listed_in_etc_shells(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/etc/shells") else {
+    const FILE: &str = "/etc/shells";
+    let Ok(meta) = std::fs::metadata(FILE) else {
         return false;
     };
-    text.lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with('/'))
-        .any(|l| std::fs::canonicalize(l).is_ok_and(|c| c == path))
+    use std::os::unix::fs::MetadataExt;
+    let stamp = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    );
+    let mut cache = ETC_SHELLS.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.as_ref().is_none_or(|(s, _)| *s != stamp) {
+        let Ok(text) = std::fs::read_to_string(FILE) else {
+            return false;
+        };
+        let shells = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with('/'))
+            .filter_map(|l| std::fs::canonicalize(l).ok())
+            .collect();
+        *cache = Some((stamp, shells));
+    }
+    cache
+        .as_ref()
+        .is_some_and(|(_, shells)| shells.iter().any(|c| c == path))
 }
 
 #[cfg(test)]

@@ -258,6 +258,8 @@ pub(super) struct ExecImage {
     v1_procs: Vec<RawFd>,
     /// A mount namespace to join then; -1 for none.
     mount_ns: RawFd,
+    /// Read one byte from before the exec ([`SessionSpec::durable`]); -1 for none.
+    durable: RawFd,
     script: bool,
     pty: bool,
     _argv: Vec<CString>,
@@ -322,6 +324,7 @@ impl ExecImage {
             cgroup_procs: spec.cgroup.v2.as_ref().map_or(-1, |c| c.procs.as_raw_fd()),
             v1_procs: spec.cgroup.v1.iter().map(|f| f.as_raw_fd()).collect(),
             mount_ns: spec.mount_ns.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            durable: spec.durable.as_ref().map_or(-1, |f| f.as_raw_fd()),
             script: spec.command.is_script(),
             pty: spec.tty.is_some(),
             argv_ptrs: ptrs(&argv),
@@ -462,6 +465,20 @@ impl ExecImage {
             if self.script {
                 // The interpreter reads the script through /dev/fd/N: keep it open.
                 check!(libc::fcntl(self.fd, libc::F_SETFD, 0));
+            }
+            // Last: wait until what must be on disk first is (the agent synced it meanwhile).
+            if self.durable >= 0 {
+                let mut byte = 0u8;
+                loop {
+                    let n = libc::read(self.durable, (&raw mut byte).cast(), 1);
+                    if n == 1 {
+                        break;
+                    }
+                    if n < 0 && errno() == libc::EINTR {
+                        continue;
+                    }
+                    return libc::EIO;
+                }
             }
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);

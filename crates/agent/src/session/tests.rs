@@ -116,6 +116,7 @@ fn spec(
         finished: None,
         stdin_data: None,
         started: None,
+        durable: None,
         marker: None,
         cgroup: Default::default(),
         live: None,
@@ -350,6 +351,39 @@ fn a_command_that_cannot_start_is_named_by_its_error() {
         .err()
         .expect("spawned a closed descriptor");
     assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+}
+
+/// The command execs only once what must be on disk first is (a byte on `durable`); when
+/// that fails (end of file), nothing runs and the error says why.
+#[tokio::test]
+async fn a_command_runs_only_once_its_note_is_on_disk() {
+    if skip() {
+        return;
+    }
+    let dir = secure_tempdir();
+    let marker = dir.path().join("ran");
+    let script = format!("echo > {}", marker.display());
+    for synced in [false, true] {
+        let mut s = spec("/bin/sh", &["sh", "-c", &script], &root(), None, dir.path());
+        let (rd, wr) = pipe().unwrap();
+        s.durable = Some(rd);
+        if synced {
+            nix::unistd::write(&wr, &[1]).unwrap();
+        }
+        drop(wr);
+        let image = ExecImage::new(&mut s).unwrap();
+        let (r, _w) = pipe().unwrap();
+        let null = File::create("/dev/null").unwrap();
+        let started = spawn(&image, [r.as_raw_fd(), null.as_raw_fd(), null.as_raw_fd()]);
+        if synced {
+            assert!(started.unwrap().wait().await.unwrap().success());
+            assert!(marker.exists(), "the command did not run");
+        } else {
+            let e = started.err().expect("ran without its note on disk");
+            assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+            assert!(!marker.exists(), "the command ran");
+        }
+    }
 }
 
 /// The command is in its session's cgroup when it starts: born there (`clone3` with
