@@ -897,7 +897,10 @@ impl Agent {
         });
         let gate_live = tap.weak();
         // Files the session writes under the watched paths, reported until it has ended.
+        // Removals and renames there come from the session's seccomp filter, where the
+        // kernel offers it.
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut entry_gate = None;
         if let Some(w) = watched {
             let report = crate::daemon::files::FileReports {
                 agent: self.clone(),
@@ -906,6 +909,15 @@ impl Agent {
                 session,
                 live: tap.weak(),
             };
+            if crate::contain::execs::available() {
+                entry_gate = Some(Box::new(crate::daemon::files::EntryReports {
+                    reports: report.clone(),
+                    watched: w.paths.clone(),
+                })
+                    as Box<dyn crate::contain::execs::EntryGate>);
+            } else {
+                tracing::warn!(%session, "no seccomp user notification here: removals and renames under watched paths are not recorded");
+            }
             tokio::spawn(report.follow(w, ended_rx));
         }
         let this = self.clone();
@@ -964,6 +976,7 @@ impl Agent {
                     rt: tokio::runtime::Handle::current(),
                 }) as Box<dyn crate::contain::execs::ExecGate>
             }),
+            entry_gate,
             cwd: p.cwd,
             tty: p.tty,
             recording,

@@ -127,6 +127,9 @@ pub struct SessionSpec {
     /// does not echo it (a password prompt, `read -s`): a marker stands in for it then.
     /// Output is always recorded.
     pub record_input: bool,
+    /// Watched paths: every removal and rename of the session is reported to this gate
+    /// ([`crate::contain::execs::EntryGate`]).
+    pub entry_gate: Option<Box<dyn crate::contain::execs::EntryGate>>,
     /// Intercept: every exec after the program's own is decided and recorded by this gate
     /// ([`crate::contain::execs`]); ignored under `noexec`, which refuses them all.
     pub exec_gate: Option<Box<dyn crate::contain::execs::ExecGate>>,

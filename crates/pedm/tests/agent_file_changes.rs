@@ -1,7 +1,8 @@
-//! File changes under a role's watched paths, on the real binaries: what a session writes
-//! there is recorded as `session.file_changed` (path, writer, session), including by a
-//! process that exits at once; what others on the host write there meanwhile is not the
-//! session's and is not recorded as such; the host's mount table is untouched. Root only;
+//! File changes under a role's watched paths, on the real binaries: what a session writes,
+//! removes and renames there is recorded as `session.file_changed` (op, path, where a rename
+//! went, the process, the session), including by a process that exits at once; what others
+//! on the host write or remove there meanwhile is not the session's and is not recorded as
+//! such, nor what the session does elsewhere; the host's mount table is untouched. Root only;
 //! skipped with the reason printed otherwise.
 
 mod common;
@@ -35,16 +36,18 @@ async fn what_a_session_writes_under_a_watched_path_is_recorded_and_nothing_else
     // The session writes two files (one through cp, which exits at once) and one outside;
     // meanwhile the host (this test) writes one of its own under the watched path.
     std::fs::write(watched.join("host-before"), "x").unwrap();
+    std::fs::write(watched.join("host-removes"), "x").unwrap();
     let script = format!(
-        "echo one > {w}/a; cp {w}/a {w}/b; echo elsewhere > /tmp/pedm-fc-{}; \
+        "echo one > {w}/a; cp {w}/a {w}/b; echo elsewhere > /tmp/pedm-fc-{id}; \
+         mv {w}/b {w}/c; rm {w}/a; mkdir {w}/d && rmdir {w}/d; rm /tmp/pedm-fc-{id}; \
          grep -c {w} /proc/self/mountinfo",
-        g.id
+        id = g.id
     );
     let out = agent.exec(&alice, &["/bin/sh", "-c", &script]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "1", "the session sees its bind mount");
     std::fs::write(watched.join("host-after"), "x").unwrap();
-    let _ = std::fs::remove_file(format!("/tmp/pedm-fc-{}", g.id));
+    std::fs::remove_file(watched.join("host-removes")).unwrap();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(w), "the host's mount table is untouched");
 
@@ -57,23 +60,39 @@ async fn what_a_session_writes_under_a_watched_path_is_recorded_and_nothing_else
             })
             .await
             .unwrap();
-        (ev.len() >= 2).then_some(ev)
+        (ev.len() >= 5).then_some(ev)
     })
     .await;
-    let mut paths: Vec<String> = events
+    // Writes (fanotify), the rename, the removals (the session's seccomp filter); nothing
+    // the host did there, nothing the session did elsewhere.
+    let mut seen: Vec<(String, String, String)> = events
         .iter()
-        .map(|e| e.data["file"]["path"].as_str().unwrap().to_string())
+        .map(|e| {
+            let f = &e.data["file"];
+            (
+                f["op"].as_str().unwrap().to_string(),
+                f["path"].as_str().unwrap().to_string(),
+                f["to"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
-    paths.sort();
-    paths.dedup();
+    seen.sort();
+    seen.dedup();
+    let change =
+        |op: &str, path: &str, to: &str| (op.to_string(), format!("{w}/{path}"), to.to_string());
     assert_eq!(
-        paths,
-        vec![format!("{w}/a"), format!("{w}/b")],
+        seen,
+        vec![
+            change("deleted", "a", ""),
+            change("dir_removed", "d", ""),
+            change("renamed", "b", &format!("{w}/c")),
+            change("written", "a", ""),
+            change("written", "b", ""),
+        ],
         "{events:?}"
     );
     for e in &events {
         assert_eq!(e.actor, alice.name);
-        assert_eq!(e.data["file"]["op"], "written");
         assert!(e.data["file"]["pid"].as_i64().unwrap() > 0);
         assert_eq!(e.data["grant"], serde_json::json!(g.id));
         assert!(e.data["session"].is_string());

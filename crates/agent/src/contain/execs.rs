@@ -10,6 +10,10 @@
 //!   Static binaries are covered (nothing is preloaded). A call that cannot be read whole
 //!   (an argv larger than pedm records, memory not readable) is refused.
 //!
+//! - Watched paths: every removal and rename (`unlink`, `rmdir`, `rename` and their `at`
+//!   forms) is read the same way ([`EntryChange`]), handed to an [`EntryGate`] that records
+//!   it, and continues.
+//!
 //! How: the child, between the clone and its exec, installs a seccomp filter that turns every
 //! exec system call (every ABI the kernel accepts from the process: x86-64, x32 and i386 on
 //! x86-64; arm64 and arm on aarch64; any other ABI kills the process) into a *user
@@ -58,6 +62,25 @@ pub trait ExecGate: Send + std::fmt::Debug {
     ) -> bool;
 }
 
+/// A directory entry a session's process removed or renamed, as read from it while the
+/// kernel held the call (before it ran: the call may still fail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryChange {
+    /// `deleted`, `dir_removed`, `renamed` or `exchanged`.
+    pub op: &'static str,
+    /// Made absolute (relative to the working directory or the call's directory).
+    pub path: PathBuf,
+    /// Where a rename goes.
+    pub to: Option<PathBuf>,
+}
+
+/// Hears of every removal and rename in a session with watched paths. Runs on the
+/// supervisor thread, while the caller waits: it must return promptly. `Err` holds why the
+/// call could not be read (it still goes on).
+pub trait EntryGate: Send + std::fmt::Debug {
+    fn changed(&mut self, call: Result<EntryChange, String>, pid: i32);
+}
+
 /// The most an intercepted argv may hold (each argument counted with its NUL): what the
 /// server records in full ([`pedm_api::agent::REPORT_ARGV_BYTES`]).
 const MAX_ARGV_BYTES: usize = pedm_api::agent::REPORT_ARGV_BYTES;
@@ -78,22 +101,101 @@ const AUDIT_ARCH_ARM: u32 = 0x4000_0028;
 #[cfg(target_arch = "x86_64")]
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
-/// The ABIs a process of this build can call the kernel with, and their exec calls
-/// (`execve`, `execveat`), with a mask applied to the number first.
+/// A call that removes or renames a directory entry (recorded for watched paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryCall {
+    /// `unlink(path)`
+    Unlink,
+    /// `rmdir(path)`
+    Rmdir,
+    /// `rename(old, new)`
+    Rename,
+    /// `unlinkat(dirfd, path, flags)`
+    Unlinkat,
+    /// `renameat(olddirfd, old, newdirfd, new)`
+    Renameat,
+    /// `renameat2(olddirfd, old, newdirfd, new, flags)`
+    Renameat2,
+}
+
+/// An ABI a process of this build can call the kernel with: its audit arch, a mask applied
+/// to the call number first, its exec calls (`execve`, `execveat`) and its entry calls.
+struct Abi {
+    arch: u32,
+    mask: u32,
+    execs: &'static [u32],
+    entries: &'static [(u32, EntryCall)],
+}
+
 #[cfg(target_arch = "x86_64")]
-const ABIS: &[(u32, u32, &[u32])] = &[
-    // x86-64 and x32 (x32 numbers carry X32_SYSCALL_BIT: masked, execve is 520, execveat 545).
-    (AUDIT_ARCH_X86_64, !X32_SYSCALL_BIT, &[59, 322, 520, 545]),
+const ABIS: &[Abi] = &[
+    // x86-64 and x32 (x32 numbers carry X32_SYSCALL_BIT: masked, execve is 520, execveat
+    // 545; the entry calls are common to both).
+    Abi {
+        arch: AUDIT_ARCH_X86_64,
+        mask: !X32_SYSCALL_BIT,
+        execs: &[59, 322, 520, 545],
+        entries: &[
+            (87, EntryCall::Unlink),
+            (84, EntryCall::Rmdir),
+            (82, EntryCall::Rename),
+            (263, EntryCall::Unlinkat),
+            (264, EntryCall::Renameat),
+            (316, EntryCall::Renameat2),
+        ],
+    },
     // i386 through `int 0x80`.
-    (AUDIT_ARCH_I386, u32::MAX, &[11, 358]),
+    Abi {
+        arch: AUDIT_ARCH_I386,
+        mask: u32::MAX,
+        execs: &[11, 358],
+        entries: &[
+            (10, EntryCall::Unlink),
+            (40, EntryCall::Rmdir),
+            (38, EntryCall::Rename),
+            (301, EntryCall::Unlinkat),
+            (302, EntryCall::Renameat),
+            (353, EntryCall::Renameat2),
+        ],
+    },
 ];
 #[cfg(target_arch = "aarch64")]
-const ABIS: &[(u32, u32, &[u32])] = &[
-    (AUDIT_ARCH_AARCH64, u32::MAX, &[221, 281]),
-    (AUDIT_ARCH_ARM, u32::MAX, &[11, 387]),
+const ABIS: &[Abi] = &[
+    Abi {
+        arch: AUDIT_ARCH_AARCH64,
+        mask: u32::MAX,
+        execs: &[221, 281],
+        entries: &[
+            (35, EntryCall::Unlinkat),
+            (38, EntryCall::Renameat),
+            (276, EntryCall::Renameat2),
+        ],
+    },
+    Abi {
+        arch: AUDIT_ARCH_ARM,
+        mask: u32::MAX,
+        execs: &[11, 387],
+        entries: &[
+            (10, EntryCall::Unlink),
+            (40, EntryCall::Rmdir),
+            (38, EntryCall::Rename),
+            (328, EntryCall::Unlinkat),
+            (329, EntryCall::Renameat),
+            (382, EntryCall::Renameat2),
+        ],
+    },
 ];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const ABIS: &[(u32, u32, &[u32])] = &[];
+const ABIS: &[Abi] = &[];
+
+/// The entry call `data` is, if it is one.
+fn entry_call(data: &libc::seccomp_data) -> Option<EntryCall> {
+    let abi = ABIS.iter().find(|a| a.arch == data.arch)?;
+    let nr = data.nr as u32 & abi.mask;
+    abi.entries
+        .iter()
+        .find_map(|&(n, call)| (n == nr).then_some(call))
+}
 
 /// Whether NOEXEC can be enforced by this build (x86-64 and aarch64).
 pub fn supported() -> bool {
@@ -120,9 +222,9 @@ pub fn available() -> bool {
     r == 0
 }
 
-/// The classic BPF program: exec calls of a known ABI → user notification; anything of an
-/// unknown ABI → kill; the rest is allowed.
-fn program() -> Vec<libc::sock_filter> {
+/// The classic BPF program: exec calls (with `execs`) and entry calls (with `entries`) of a
+/// known ABI → user notification; anything of an unknown ABI → kill; the rest is allowed.
+fn program(execs: bool, entries: bool) -> Vec<libc::sock_filter> {
     let stmt = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
         jt: 0,
@@ -137,9 +239,19 @@ fn program() -> Vec<libc::sock_filter> {
     };
     let arch_at = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
     let nr_at = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
+    let numbers = |abi: &Abi| -> Vec<u32> {
+        let mut v = vec![];
+        if execs {
+            v.extend_from_slice(abi.execs);
+        }
+        if entries {
+            v.extend(abi.entries.iter().map(|(n, _)| *n));
+        }
+        v
+    };
     // Layout: load arch; one jump per ABI; kill; then per ABI: load nr, mask, one jump per
-    // exec number, allow; finally the notification.
-    let section_len = |(_, _, nrs): &(u32, u32, &[u32])| 3 + nrs.len();
+    // notified number, allow; finally the notification.
+    let section_len = |abi: &Abi| 3 + numbers(abi).len();
     let mut starts = vec![];
     let mut at = 1 + ABIS.len() + 1;
     for abi in ABIS {
@@ -148,20 +260,20 @@ fn program() -> Vec<libc::sock_filter> {
     }
     let notify = at;
     let mut p = vec![stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, arch_at)];
-    for (i, (arch, _, _)) in ABIS.iter().enumerate() {
+    for (i, abi) in ABIS.iter().enumerate() {
         let here = p.len();
-        p.push(jeq(*arch, starts[i] - here - 1));
+        p.push(jeq(abi.arch, starts[i] - here - 1));
     }
     p.push(stmt(
         libc::BPF_RET | libc::BPF_K,
         libc::SECCOMP_RET_KILL_PROCESS,
     ));
-    for (_, mask, nrs) in ABIS {
+    for abi in ABIS {
         p.push(stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, nr_at));
-        p.push(stmt(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, *mask));
-        for nr in *nrs {
+        p.push(stmt(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, abi.mask));
+        for nr in numbers(abi) {
             let here = p.len();
-            p.push(jeq(*nr, notify - here - 1));
+            p.push(jeq(nr, notify - here - 1));
         }
         p.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
     }
@@ -183,6 +295,17 @@ pub struct ChildFilter {
 /// for its listener. Drop the [`ChildFilter`] once the child has exec'd (or failed): the
 /// supervisor then stops waiting if no listener came.
 pub fn prepare(gate: Option<Box<dyn ExecGate>>) -> io::Result<ChildFilter> {
+    prepare_for(true, gate, None)
+}
+
+/// Prepares a session's filter: its execs after the first stopped (with `execs`: refused
+/// without a gate, decided by `gate` with one), and with `entries` every removal and rename
+/// of a directory entry reported to it and let through.
+pub fn prepare_for(
+    execs: bool,
+    gate: Option<Box<dyn ExecGate>>,
+    entries: Option<Box<dyn EntryGate>>,
+) -> io::Result<ChildFilter> {
     if !supported() {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -195,6 +318,7 @@ pub fn prepare(gate: Option<Box<dyn ExecGate>>) -> io::Result<ChildFilter> {
             "noexec needs seccomp user notification, which this kernel does not offer",
         ));
     }
+    let entries_wanted = entries.is_some();
     let mut pair = [-1 as RawFd; 2];
     // SAFETY: socketpair(2) fills the array we own with two new descriptors.
     if unsafe {
@@ -212,9 +336,9 @@ pub fn prepare(gate: Option<Box<dyn ExecGate>>) -> io::Result<ChildFilter> {
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
     std::thread::Builder::new()
         .name("pedm-execs".into())
-        .spawn(move || supervise(ours, gate))?;
+        .spawn(move || supervise(ours, gate, entries))?;
     Ok(ChildFilter {
-        filter: program(),
+        filter: program(execs, entries_wanted),
         sock: theirs,
     })
 }
@@ -314,7 +438,11 @@ fn receive(sock: &OwnedFd) -> Option<(OwnedFd, u32)> {
 /// The supervisor: allows the first exec of the pid that sent the listener; every other one
 /// is refused with EACCES, or with a gate read, decided and answered; until no process holds
 /// the filter.
-fn supervise(sock: OwnedFd, mut gate: Option<Box<dyn ExecGate>>) {
+fn supervise(
+    sock: OwnedFd,
+    mut gate: Option<Box<dyn ExecGate>>,
+    mut entries: Option<Box<dyn EntryGate>>,
+) {
     let Some((listener, pid)) = receive(&sock) else {
         return;
     };
@@ -385,26 +513,42 @@ fn supervise(sock: OwnedFd, mut gate: Option<Box<dyn ExecGate>>) {
         }
         // SAFETY: `req` holds a seccomp_notif the kernel just wrote.
         let notif = unsafe { &*req.as_ptr().cast::<libc::seccomp_notif>() };
-        let first = !first_done && notif.pid == pid;
-        let allow = first
-            || match gate.as_mut() {
-                None => false,
-                Some(g) => {
-                    let call = read_call(notif);
-                    // The pid may have died and been reused while we read: only a
-                    // notification still pending proves the memory read was the caller's.
-                    let valid = id_valid(&listener, notif.id);
-                    g.decide(
-                        notif.pid as i32,
-                        if valid {
-                            call
-                        } else {
-                            Err("the caller went away while it was read".into())
-                        },
-                        &|| id_valid(&listener, notif.id),
-                    ) && valid
+        let entry = entries.as_ref().and(entry_call(&notif.data));
+        let first = entry.is_none() && !first_done && notif.pid == pid;
+        let allow = if let (Some(call), Some(g)) = (entry, entries.as_mut()) {
+            // Recorded, never decided: it goes on whatever it names.
+            let read = read_entry_call(notif, call);
+            let valid = id_valid(&listener, notif.id);
+            g.changed(
+                if valid {
+                    read
+                } else {
+                    Err("the caller went away while it was read".into())
+                },
+                notif.pid as i32,
+            );
+            true
+        } else {
+            first
+                || match gate.as_mut() {
+                    None => false,
+                    Some(g) => {
+                        let call = read_call(notif);
+                        // The pid may have died and been reused while we read: only a
+                        // notification still pending proves the memory read was the caller's.
+                        let valid = id_valid(&listener, notif.id);
+                        g.decide(
+                            notif.pid as i32,
+                            if valid {
+                                call
+                            } else {
+                                Err("the caller went away while it was read".into())
+                            },
+                            &|| id_valid(&listener, notif.id),
+                        ) && valid
+                    }
                 }
-            };
+        };
         resp.iter_mut().for_each(|w| *w = 0);
         // SAFETY: `resp` is zeroed and large enough for a seccomp_notif_resp.
         let answer = unsafe { &mut *resp.as_mut_ptr().cast::<libc::seccomp_notif_resp>() };
@@ -425,7 +569,7 @@ fn supervise(sock: OwnedFd, mut gate: Option<Box<dyn ExecGate>>) {
         if first && sent == 0 {
             first_done = true;
         }
-        if !allow {
+        if !allow && entry.is_none() {
             tracing::debug!(pid = notif.pid, "noexec: exec refused");
         }
     }
@@ -500,6 +644,53 @@ fn read_cstr(mem: &File, addr: u64, max: usize) -> Result<String, String> {
 
 fn readlink(path: String) -> Result<PathBuf, String> {
     std::fs::read_link(&path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// `path` as process `pid` names it relative to `dirfd` (or its working directory), made
+/// absolute; `.` components dropped (`..` is left: only the file system knows what it means).
+fn absolute(pid: i32, dirfd: i32, path: String) -> Result<PathBuf, String> {
+    let path = if path.starts_with('/') {
+        PathBuf::from(path)
+    } else if dirfd == libc::AT_FDCWD {
+        readlink(format!("/proc/{pid}/cwd"))?.join(path)
+    } else {
+        readlink(format!("/proc/{pid}/fd/{dirfd}"))?.join(path)
+    };
+    Ok(path.components().collect())
+}
+
+/// Reads the removal or rename of `notif` from its process.
+fn read_entry_call(notif: &libc::seccomp_notif, call: EntryCall) -> Result<EntryChange, String> {
+    let pid = notif.pid as i32;
+    let mem = File::open(format!("/proc/{pid}/mem"))
+        .map_err(|e| format!("cannot open the caller's memory: {e}"))?;
+    let a = notif.data.args;
+    // Descriptor arguments are C ints: the low 32 bits.
+    let fd = |v: u64| v as u32 as i32;
+    let at = |dirfd: i32, ptr: u64| absolute(pid, dirfd, read_cstr(&mem, ptr, MAX_PATH)?);
+    let (op, path, to) = match call {
+        EntryCall::Unlink => ("deleted", at(libc::AT_FDCWD, a[0])?, None),
+        EntryCall::Rmdir => ("dir_removed", at(libc::AT_FDCWD, a[0])?, None),
+        EntryCall::Unlinkat if fd(a[2]) & libc::AT_REMOVEDIR != 0 => {
+            ("dir_removed", at(fd(a[0]), a[1])?, None)
+        }
+        EntryCall::Unlinkat => ("deleted", at(fd(a[0]), a[1])?, None),
+        EntryCall::Rename => (
+            "renamed",
+            at(libc::AT_FDCWD, a[0])?,
+            Some(at(libc::AT_FDCWD, a[1])?),
+        ),
+        EntryCall::Renameat | EntryCall::Renameat2 => (
+            if call == EntryCall::Renameat2 && a[4] as u32 & libc::RENAME_EXCHANGE != 0 {
+                "exchanged"
+            } else {
+                "renamed"
+            },
+            at(fd(a[0]), a[1])?,
+            Some(at(fd(a[2]), a[3])?),
+        ),
+    };
+    Ok(EntryChange { op, path, to })
 }
 
 /// Reads the exec call of `notif` from its process: program, argv, working directory,
@@ -697,16 +888,83 @@ mod tests {
     }
 
     #[test]
-    fn every_exec_number_jumps_to_the_notification() {
-        let p = program();
-        let notify = p.len() - 1;
-        assert_eq!(p[notify].k, libc::SECCOMP_RET_USER_NOTIF);
-        for (i, ins) in p.iter().enumerate() {
-            if ins.code == (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16
-                && ABIS.iter().all(|(a, _, _)| *a != ins.k)
-            {
-                assert_eq!(i + 1 + usize::from(ins.jt), notify, "instruction {i}");
+    fn every_notified_number_jumps_to_the_notification() {
+        for (execs, entries) in [(true, false), (false, true), (true, true)] {
+            let p = program(execs, entries);
+            let notify = p.len() - 1;
+            assert_eq!(p[notify].k, libc::SECCOMP_RET_USER_NOTIF);
+            let mut numbers = vec![];
+            for (i, ins) in p.iter().enumerate() {
+                if ins.code == (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16
+                    && ABIS.iter().all(|a| a.arch != ins.k)
+                {
+                    assert_eq!(i + 1 + usize::from(ins.jt), notify, "instruction {i}");
+                    numbers.push(ins.k);
+                }
+            }
+            let wanted: usize = ABIS
+                .iter()
+                .map(|a| {
+                    usize::from(execs) * a.execs.len() + usize::from(entries) * a.entries.len()
+                })
+                .sum();
+            assert_eq!(numbers.len(), wanted, "execs {execs}, entries {entries}");
+        }
+    }
+
+    /// Removals and renames in a filtered shell reach the entry gate, read whole and made
+    /// absolute, and still happen; the shell's execs are not stopped (no exec gate).
+    #[test]
+    fn removals_and_renames_are_reported_and_go_on() {
+        if !available() {
+            eprintln!("skipped: no seccomp user notification here");
+            return;
+        }
+        use std::sync::{Arc, Mutex};
+        #[derive(Debug)]
+        struct Seen(Arc<Mutex<Vec<EntryChange>>>);
+        impl EntryGate for Seen {
+            fn changed(&mut self, call: Result<EntryChange, String>, _pid: i32) {
+                self.0.lock().unwrap().push(call.unwrap());
             }
         }
+        let seen = Arc::new(Mutex::new(vec![]));
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(d.join("a"), "x").unwrap();
+        std::fs::write(d.join("b"), "x").unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", "rm a && mv b c && rmdir sub && echo done"])
+            .current_dir(&d);
+        let filter = prepare_for(false, None, Some(Box::new(Seen(seen.clone())))).unwrap();
+        // SAFETY: between fork and exec the closure only makes raw system calls (prctl, and
+        // those of `install`, which reads memory prepared before the fork).
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                match filter.install() {
+                    0 => Ok(()),
+                    e => Err(io::Error::from_raw_os_error(e)),
+                }
+            })
+        };
+        let out = cmd.output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+        assert!(!d.join("a").exists() && d.join("c").exists() && !d.join("sub").exists());
+        let seen = seen.lock().unwrap();
+        let got: Vec<_> = seen
+            .iter()
+            .map(|c| (c.op, c.path.clone(), c.to.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("deleted", d.join("a"), None),
+                ("renamed", d.join("b"), Some(d.join("c"))),
+                ("dir_removed", d.join("sub"), None),
+            ]
+        );
     }
 }

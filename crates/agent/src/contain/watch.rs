@@ -9,10 +9,17 @@
 //! unshares, mounts and marks; the session's command joins it before it execs), so nothing the
 //! session writes comes before the mark.
 //!
-//! Recorded: a file written and closed (`written`), with the writer's pid. Limits: deletions
-//! and renames are not events of this kind (fanotify reports them only with file handles),
-//! so a removed file is not logged (with `intercept` the `rm` is); a write through another
-//! name of the same file outside the watched path (a hard link elsewhere) is not seen.
+//! Recorded: a file written and closed (`written`), with the writer's pid. Removals and
+//! renames cannot be told apart by mount (fanotify refuses directory-entry events on mount
+//! marks), so those come from the session's seccomp filter instead
+//! ([`crate::contain::execs::EntryGate`]): every `unlink`, `rmdir` and `rename` of the
+//! session is read while the kernel holds it and recorded when it names a watched path
+//! (`deleted`, `dir_removed`, `renamed` or `exchanged`, with `to`), then let through. Limits:
+//! a removal is recorded as asked, before it runs (one that then fails is still recorded); a
+//! process that rewrites the path from another thread between the read and the kernel's
+//! can make the record name another file; a write through another name of the same file
+//! outside the watched path (a hard link elsewhere) is not seen; without seccomp user
+//! notification only writes are recorded.
 
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 use std::io;
@@ -36,6 +43,8 @@ pub struct FileChange {
     pub path: String,
     pub op: &'static str,
     pub pid: i32,
+    /// Where a renamed file went.
+    pub to: Option<String>,
 }
 
 /// Makes the namespace and marks `paths` in it (each must exist). Runs on a thread of its
@@ -130,14 +139,20 @@ impl Watched {
                     path,
                     op: "written",
                     pid: e.pid(),
+                    to: None,
                 })
             })
             .collect())
     }
 
     fn covers(&self, path: &Path) -> bool {
-        self.paths.iter().any(|w| path.starts_with(w))
+        covered(&self.paths, path)
     }
+}
+
+/// Whether `path` is one of `watched` or under one.
+pub fn covered(watched: &[PathBuf], path: &Path) -> bool {
+    watched.iter().any(|w| path.starts_with(w))
 }
 
 /// Checks a role's watched paths as the agent will use them: absolute, existing, no `..`.

@@ -3,8 +3,10 @@
 //! sent, and on the session's live stream.
 
 use super::Agent;
-use crate::contain::watch::{FileChange, Watched};
+use crate::contain::execs::{EntryChange, EntryGate};
+use crate::contain::watch::{FileChange, Watched, covered};
 use pedm_api::agent::{AgentReport, ExecVerdict, SessionFile};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use uuid::Uuid;
@@ -31,6 +33,7 @@ pub(super) async fn watch_namespace(
         .map_err(|e| format!("pedm-agent cannot watch the role's paths: {e}"))
 }
 
+#[derive(Clone)]
 pub(super) struct FileReports {
     pub(super) agent: Arc<Agent>,
     pub(super) user: String,
@@ -88,7 +91,7 @@ impl FileReports {
         for c in changes {
             self.live.offer_event(
                 "f",
-                &serde_json::json!({ "path": c.path, "op": c.op, "pid": c.pid }),
+                &serde_json::json!({ "path": c.path, "op": c.op, "pid": c.pid, "to": c.to }),
             );
             let mut report = AgentReport::in_session(
                 &self.user,
@@ -101,8 +104,51 @@ impl FileReports {
                 path: c.path,
                 op: c.op.to_string(),
                 pid: c.pid,
+                to: c.to,
             });
             self.agent.queue_report(&report);
         }
+    }
+}
+
+/// Removals and renames the session's filter reports: recorded when they name a watched
+/// path (either end of a rename), on disk before the call goes on.
+pub(super) struct EntryReports {
+    pub(super) reports: FileReports,
+    pub(super) watched: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for EntryReports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryReports")
+            .field("session", &self.reports.session)
+            .finish()
+    }
+}
+
+impl EntryGate for EntryReports {
+    fn changed(&mut self, call: Result<EntryChange, String>, pid: i32) {
+        let change = match call {
+            Ok(c) => {
+                let to_watched = c.to.as_deref().is_some_and(|t| covered(&self.watched, t));
+                if !covered(&self.watched, &c.path) && !to_watched {
+                    return;
+                }
+                FileChange {
+                    path: c.path.to_string_lossy().into_owned(),
+                    op: c.op,
+                    pid,
+                    to: c.to.map(|t| t.to_string_lossy().into_owned()),
+                }
+            }
+            // Not known to be outside the watched paths: recorded.
+            Err(why) => FileChange {
+                path: format!("(a removal or rename the agent could not read: {why})"),
+                op: "unreadable",
+                pid,
+                to: None,
+            },
+        };
+        self.reports.report(Ok(vec![change]));
     }
 }

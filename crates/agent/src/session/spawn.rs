@@ -342,13 +342,17 @@ impl ExecImage {
                 .unwrap_or_else(|_| c"/".to_owned()),
             max_fd,
             no_new_privs: spec.no_new_privs,
-            // NOEXEC refuses every later exec; intercept hands each to the gate.
-            noexec: if spec.noexec {
-                Some(crate::contain::execs::prepare(None)?)
-            } else if let Some(gate) = spec.exec_gate.take() {
-                Some(crate::contain::execs::prepare(Some(gate))?)
-            } else {
-                None
+            // NOEXEC refuses every later exec; intercept hands each to the gate; watched
+            // paths have every removal and rename reported.
+            noexec: {
+                let entries = spec.entry_gate.take();
+                let gate = spec.exec_gate.take().filter(|_| !spec.noexec);
+                let execs = spec.noexec || gate.is_some();
+                if execs || entries.is_some() {
+                    Some(crate::contain::execs::prepare_for(execs, gate, entries)?)
+                } else {
+                    None
+                }
             },
         })
     }

@@ -125,6 +125,7 @@ fn spec(
         noexec: false,
         record_input: true,
         exec_gate: None,
+        entry_gate: None,
     }
 }
 

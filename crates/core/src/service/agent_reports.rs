@@ -96,10 +96,13 @@ impl AgentReport {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionFile {
     pub path: String,
-    /// `written`: written and closed.
+    /// `written` (written and closed), `deleted`, `dir_removed` or `renamed` (to `to`).
     pub op: String,
-    /// The process that wrote it.
+    /// The process that changed it.
     pub pid: i32,
+    /// Where a renamed file went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// The process side of a `session.exec` report.
