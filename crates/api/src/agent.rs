@@ -14,8 +14,7 @@ use uuid::Uuid;
 
 pub use pedm_core::model::StepUp;
 pub use pedm_core::service::{
-    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, STEP_UP_WAIT_SECS, SessionExec, SessionFile,
-    StepUpAsk, Undelivered,
+    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionExec, SessionFile, StepUpAsk, Undelivered,
 };
 
 /// The signing context of snapshots (see `pedm_audit::SigningKey::sign_for`).

@@ -219,6 +219,24 @@ async fn a_step_up_command_waits_for_approval_and_runs_or_fails_with_eacces() {
             .contains("denied"),
         "{denied:?}"
     );
+    // Nobody decides: after `limits.step_up_wait` the exec fails too, saying so.
+    let mut s = s;
+    s.reconfigure(
+        Some("[limits]\nmax_duration = \"7d\"\npending_ttl = \"24h\"\nstep_up_wait = \"2s\"\n"),
+        &[],
+    );
+    let held = run();
+    let pending = pending_step_up(&s, "/usr/bin/id").await;
+    let id3 = pending["id"].as_str().unwrap().to_string();
+    let out = held.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "rc=126\nwhoami=126\n", "{}", stderr(&out));
+    let told = stderr(&out);
+    assert!(told.contains(&id3), "{told}");
+    assert!(
+        told.contains("not decided in time") || told.contains("expired"),
+        "{told}"
+    );
+
     // No grant came of either.
     let r = s.admin().get_request(id.parse().unwrap()).await.unwrap();
     assert_eq!(r.request.state, pedm_api::RequestState::Approved);

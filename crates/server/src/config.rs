@@ -216,12 +216,19 @@ pub struct LimitsConfig {
     pub max_duration: String,
     /// How long a request waits for a decision before it expires (`24h`).
     pub pending_ttl: String,
+    /// How long an exec held for step-up approval waits for approvers (`5m`).
+    #[serde(default = "default_step_up_wait")]
+    pub step_up_wait: String,
     /// Longest an external (vendor) account may live from its creation or extension (`90d`).
     #[serde(default = "default_external_max")]
     pub external_max: String,
     /// How long before an external account expires its sponsor is told (`24h`).
     #[serde(default = "default_external_notice")]
     pub external_notice: String,
+}
+
+fn default_step_up_wait() -> String {
+    "5m".into()
 }
 
 fn default_external_max() -> String {
@@ -252,6 +259,7 @@ impl Default for Config {
             limits: LimitsConfig {
                 max_duration: "7d".into(),
                 pending_ttl: "24h".into(),
+                step_up_wait: default_step_up_wait(),
                 external_max: default_external_max(),
                 external_notice: default_external_notice(),
             },
@@ -385,6 +393,7 @@ impl Config {
         let limits = pedm_core::service::Limits {
             max_duration_secs: secs("limits.max_duration", &self.limits.max_duration)?,
             pending_ttl_secs: secs("limits.pending_ttl", &self.limits.pending_ttl)?,
+            step_up_wait_secs: secs("limits.step_up_wait", &self.limits.step_up_wait)?,
             recommend_min_sample: self.policy.recommend_min_sample,
             sensitive_labels: self.policy.sensitive_labels.clone(),
             default_token_lifetime_secs: secs(

@@ -27,7 +27,7 @@ mod step_up;
 mod suggest;
 mod workload;
 pub use sso::SsoLogin;
-pub use step_up::{STEP_UP_WAIT_SECS, StepUpAsk};
+pub use step_up::StepUpAsk;
 
 pub use external::ExternalReportRow;
 pub use report::ElevationRow;
@@ -70,6 +70,9 @@ pub struct Limits {
     pub max_duration_secs: i64,
     /// How long a request may wait for a decision before it expires, in seconds.
     pub pending_ttl_secs: i64,
+    /// How long an exec held for step-up approval waits at most, in seconds (never past
+    /// its grant).
+    pub step_up_wait_secs: i64,
     pub max_justification_chars: usize,
     /// Lifetime of a token minted without one ([`TokenLifetime::Default`]), in seconds.
     pub default_token_lifetime_secs: i64,
@@ -90,6 +93,7 @@ impl Default for Limits {
         Limits {
             max_duration_secs: 7 * 86_400,
             pending_ttl_secs: 86_400,
+            step_up_wait_secs: 300,
             max_justification_chars: 2_000,
             default_token_lifetime_secs: 90 * 86_400,
             recommend_min_sample: 20,

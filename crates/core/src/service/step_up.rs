@@ -10,9 +10,6 @@ use crate::decision::ExecCommand;
 use crate::lock::LockKind;
 use serde::{Deserialize, Serialize};
 
-/// How long a held exec waits for approvers at most (never past the grant's end).
-pub const STEP_UP_WAIT_SECS: i64 = 300;
-
 /// What a host agent asks approval for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -137,7 +134,7 @@ impl ControlPlane {
         {
             justification.truncate(cut);
         }
-        let wait = STEP_UP_WAIT_SECS.min(remaining);
+        let wait = self.limits.step_up_wait_secs.min(remaining);
         let req = Request {
             id: Uuid::now_v7(),
             requester: grant.user.clone(),
