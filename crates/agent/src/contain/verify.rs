@@ -15,6 +15,10 @@
 //! its own arguments at once (setproctitle) before the check reads them is killed. For a
 //! `#!` script the interpreter runs: only the arguments after the script are compared.
 //!
+//! The verifier joins the process connector's group only while it expects an exec: every
+//! process event of the host (each fork, exec and exit) wakes it while it is a member, so
+//! a host without intercept sessions running pays nothing for it.
+//!
 //! This module's `unsafe` blocks are the netlink socket's system calls (nix does not speak
 //! the process connector), each with its reason.
 
@@ -30,6 +34,7 @@ const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 /// `cn_proc.h`: the operation that starts listening, and the exec event.
 const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_CN_MCAST_IGNORE: u32 = 2;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 /// `netlink.h`: a message with no more parts.
 const NLMSG_DONE: u16 = 3;
@@ -61,17 +66,43 @@ struct Expected {
 
 /// Listens for exec events and checks the ones the gate allowed.
 pub struct ExecVerifier {
+    state: Mutex<State>,
+    /// The process connector's socket (a member of its group only while something is
+    /// expected).
+    sock: Arc<OwnedFd>,
+}
+
+#[derive(Default)]
+struct State {
     /// By thread-group id (the process id after the exec).
-    pending: Mutex<HashMap<i32, Expected>>,
+    pending: HashMap<i32, Expected>,
+    subscribed: bool,
+}
+
+impl State {
+    /// Leaves the group once nothing is expected.
+    fn unsubscribe_if_idle(&mut self, sock: &OwnedFd) {
+        self.pending.retain(|_, e| e.at.elapsed() < FORGET_AFTER);
+        if self.pending.is_empty() && self.subscribed {
+            if let Err(e) = membership(sock, false) {
+                tracing::warn!(error = %e, "exec verification: cannot leave the process events");
+            }
+            self.subscribed = false;
+        }
+    }
 }
 
 impl ExecVerifier {
     /// Joins the process connector and starts the listening thread. Fails where the kernel
     /// has no process connector or the agent may not join it (not root).
     pub fn start() -> io::Result<Arc<ExecVerifier>> {
-        let sock = listen()?;
+        let sock = Arc::new(connect()?);
+        // Joining works here, or start fails (the agent then says intercept is unverified).
+        membership(&sock, true)?;
+        membership(&sock, false)?;
         let this = Arc::new(ExecVerifier {
-            pending: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
+            sock: sock.clone(),
         });
         let weak = Arc::downgrade(&this);
         std::thread::Builder::new()
@@ -97,6 +128,10 @@ impl ExecVerifier {
                     for (tgid, at_ns) in exec_events(&buf[..n]) {
                         v.exec_done(tgid, at_ns);
                     }
+                    v.state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .unsubscribe_if_idle(&v.sock);
                 }
             })?;
         Ok(this)
@@ -106,9 +141,18 @@ impl ExecVerifier {
     /// `allowed`; called before the exec continues.
     pub fn expect(&self, tid: i32, allowed: Allowed, on_checked: OnChecked) {
         let tgid = thread_group(tid).unwrap_or(tid);
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.retain(|_, e| e.at.elapsed() < FORGET_AFTER);
-        p.insert(
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.pending.retain(|_, e| e.at.elapsed() < FORGET_AFTER);
+        // Before the exec continues: its event cannot come before the membership.
+        if !st.subscribed {
+            match membership(&self.sock, true) {
+                Ok(()) => st.subscribed = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "exec verification: cannot join the process events");
+                }
+            }
+        }
+        st.pending.insert(
             tgid,
             Expected {
                 allowed,
@@ -122,11 +166,11 @@ impl ExecVerifier {
     /// Process `tgid` completed an exec at `at_ns` (CLOCK_MONOTONIC).
     fn exec_done(&self, tgid: i32, at_ns: u64) {
         let e = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            match p.get(&tgid) {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            match st.pending.get(&tgid) {
                 // An earlier exec of the same process, reported late: not the one allowed.
                 Some(e) if at_ns < e.since_ns => return,
-                Some(_) => p.remove(&tgid),
+                Some(_) => st.pending.remove(&tgid),
                 None => return,
             }
         };
@@ -212,8 +256,8 @@ fn thread_group(tid: i32) -> Option<i32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The process connector's socket, subscribed to process events.
-fn listen() -> io::Result<OwnedFd> {
+/// The process connector's socket, not yet a member of its group.
+fn connect() -> io::Result<OwnedFd> {
     // SAFETY: socket(2) with constant arguments; the descriptor is owned at once.
     let fd = unsafe {
         libc::socket(
@@ -230,7 +274,6 @@ fn listen() -> io::Result<OwnedFd> {
     // SAFETY: a zeroed sockaddr_nl is valid; its fields are then set.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    addr.nl_groups = CN_IDX_PROC;
     // SAFETY: bind(2) reads the sockaddr_nl we own, with its size.
     let bound = unsafe {
         libc::bind(
@@ -242,6 +285,41 @@ fn listen() -> io::Result<OwnedFd> {
     if bound != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(sock)
+}
+
+/// Joins (listening to process events) or leaves the process connector's group.
+fn membership(sock: &OwnedFd, join: bool) -> io::Result<()> {
+    let group: u32 = CN_IDX_PROC;
+    let (opt, op) = if join {
+        (libc::NETLINK_ADD_MEMBERSHIP, PROC_CN_MCAST_LISTEN)
+    } else {
+        (libc::NETLINK_DROP_MEMBERSHIP, PROC_CN_MCAST_IGNORE)
+    };
+    if !join {
+        control(sock, op)?;
+    }
+    // SAFETY: setsockopt(2) reads the u32 we own, with its size.
+    let set = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_NETLINK,
+            opt,
+            (&raw const group).cast(),
+            size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if join {
+        control(sock, op)?;
+    }
+    Ok(())
+}
+
+/// Tells the process connector to start (LISTEN) or stop (IGNORE) sending process events.
+fn control(sock: &OwnedFd, op: u32) -> io::Result<()> {
     let mut msg = Vec::with_capacity(NLMSG_HDRLEN + CN_MSG_LEN + 4);
     let total = (NLMSG_HDRLEN + CN_MSG_LEN + 4) as u32;
     msg.extend_from_slice(&total.to_ne_bytes());
@@ -255,12 +333,12 @@ fn listen() -> io::Result<OwnedFd> {
     msg.extend_from_slice(&0u32.to_ne_bytes()); // ack
     msg.extend_from_slice(&4u16.to_ne_bytes()); // len
     msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
-    msg.extend_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
-    let sent = nix::unistd::write(&sock, &msg)?;
+    msg.extend_from_slice(&op.to_ne_bytes());
+    let sent = nix::unistd::write(sock, &msg)?;
     if sent != msg.len() {
         return Err(io::Error::other("short write to the process connector"));
     }
-    Ok(sock)
+    Ok(())
 }
 
 fn monotonic_ns() -> u64 {
@@ -314,6 +392,8 @@ mod tests {
                 return;
             }
         };
+        let member = || v.state.lock().unwrap().subscribed;
+        assert!(!member(), "idle: not listening to the host's process events");
         let sleep = std::fs::metadata("/bin/sleep").unwrap();
         let truth = std::fs::metadata("/bin/true").unwrap();
         // A child that waits for a byte on stdin, then execs sleep: the verifier is told
@@ -367,6 +447,12 @@ mod tests {
         assert!(honest.try_wait().unwrap().is_none(), "still running");
         honest.kill().unwrap();
         let _ = honest.wait();
+        // Nothing expected any more: the group is left (right after the event is handled).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while member() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!member(), "still listening with nothing expected");
     }
 
     #[test]
