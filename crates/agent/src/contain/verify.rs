@@ -393,7 +393,10 @@ mod tests {
             }
         };
         let member = || v.state.lock().unwrap().subscribed;
-        assert!(!member(), "idle: not listening to the host's process events");
+        assert!(
+            !member(),
+            "idle: not listening to the host's process events"
+        );
         let sleep = std::fs::metadata("/bin/sleep").unwrap();
         let truth = std::fs::metadata("/bin/true").unwrap();
         // A child that waits for a byte on stdin, then execs sleep: the verifier is told
