@@ -88,8 +88,9 @@ fn write_tmp(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<PathBu
 }
 
 /// Writes a new file under its final name, its data on disk when this returns. A crash
-/// in the middle leaves a file that does not parse, which is set aside and logged; the
-/// command it describes had not started.
+/// in the middle leaves a file that does not parse, which is set aside and logged once it is
+/// older than a flush that might find it mid-write; the command it describes had not
+/// started.
 fn write_new_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_new(path, bytes)?.sync_data()
 }
@@ -333,6 +334,9 @@ impl Outbox {
                 .and_then(|b| serde_json::from_slice::<AgentReport>(&b).ok())
             {
                 Some(r) => files.push((r, path)),
+                // Being written right now (it is created under its final name, then
+                // written and synced): taken at a later flush.
+                None if recently_written(&path) => {}
                 None => set_aside(&path, "unreadable report"),
             }
         }
@@ -616,6 +620,17 @@ fn io_err(e: std::io::Error) -> ApiError {
     ApiError::Usage(format!("reading the outbox: {e}"))
 }
 
+/// Whether `path` was modified in the last few seconds: a report that does not parse yet is
+/// then still being written (not a crash's leftover).
+fn recently_written(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| {
+            t.elapsed()
+                .is_ok_and(|age| age < std::time::Duration::from_secs(30))
+        })
+}
+
 fn set_aside(path: &Path, why: &str) {
     let mut to = path.as_os_str().to_owned();
     to.push(".rejected");
@@ -626,6 +641,20 @@ fn set_aside(path: &Path, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report file that does not parse is taken for one being written while it is fresh,
+    /// and set aside only once it is old (a crash's leftover).
+    #[test]
+    fn a_report_being_written_is_not_taken_for_a_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report-x.json");
+        let f = std::fs::File::create(&path).unwrap();
+        assert!(recently_written(&path));
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            .unwrap();
+        assert!(!recently_written(&path));
+        assert!(!recently_written(&dir.path().join("missing")));
+    }
     use pedm_api::agent::ExecVerdict;
 
     fn report(session: Uuid) -> AgentReport {

@@ -215,8 +215,9 @@ fn mismatch(pid: i32, allowed: &Allowed) -> Option<String> {
                     exe.display()
                 ));
             }
-            // Exited already (a zombie has no program): nothing left to stop.
-            Err(_) if !alive(pid) => return None,
+            // Exited already (a zombie has no program), or exiting (its memory, and with it
+            // its program, already released): nothing left to stop.
+            Err(_) if !alive(pid) || exiting(pid) => return None,
             // Running, yet its program cannot be shown to be the one allowed: not let run.
             Err(e) => return Some(format!("its program cannot be read: {e}")),
         }
@@ -245,6 +246,18 @@ fn alive(pid: i32) -> bool {
         .ok()
         .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
         .unwrap_or(false)
+}
+
+/// Whether process `pid` is on its way out (`PF_EXITING` in its flags).
+fn exiting(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let (_, rest) = s.rsplit_once(") ")?;
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_EXITING != 0)
 }
 
 /// A thread's process (thread group) id.
