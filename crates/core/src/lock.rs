@@ -58,6 +58,18 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// Why what it stops is refused, for the one refused.
+    pub fn refusal(&self) -> String {
+        format!(
+            "{} {} is locked until {} ({}): lock {}",
+            self.kind.as_str(),
+            self.subject,
+            self.expires_at,
+            self.reason,
+            self.id
+        )
+    }
+
     /// Whether the lock holds at `now`.
     pub fn holds(&self, now: Timestamp) -> bool {
         self.lifted_at.is_none() && now < self.expires_at

@@ -184,15 +184,8 @@ async fn a_step_up_command_waits_for_approval_and_runs_or_fails_with_eacces() {
         Duration::from_secs(20),
         "two session.exec of id",
         || async {
-            let ev = s
-                .admin()
-                .audit_events(&pedm_api::AuditQuery {
-                    action: Some("session.exec".into()),
-                    ..Default::default()
-                })
+            let ids: Vec<_> = audit_of(&s, "session.exec")
                 .await
-                .ok()?;
-            let ids: Vec<_> = ev
                 .into_iter()
                 .filter(|e| e.data["exec"]["path"] == "/usr/bin/id")
                 .collect();
@@ -270,14 +263,7 @@ async fn a_step_up_command_waits_for_approval_and_runs_or_fails_with_eacces() {
         .await
         .expect_err("web2 asked approval for web1's grant");
     assert!(e.to_string().contains("not for host web2"), "{e}");
-    let refusals = s
-        .admin()
-        .audit_events(&pedm_api::AuditQuery {
-            action: Some("session.step_up".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let refusals = audit_of(&s, "session.step_up").await;
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert_eq!(refusals[0].outcome, pedm_api::Outcome::Denied);
 }

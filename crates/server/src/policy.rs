@@ -74,6 +74,17 @@ fn device(claims: &std::collections::BTreeMap<String, String>) -> Device {
     }
 }
 
+/// Approval steps as the core keeps them.
+fn core_tiers(tiers: Vec<pedm_policy::ApprovalTier>) -> Vec<ApprovalTier> {
+    tiers
+        .into_iter()
+        .map(|t| ApprovalTier {
+            group: t.group,
+            required: t.required,
+        })
+        .collect()
+}
+
 fn admin_action(a: AdminAction) -> Action {
     match a {
         AdminAction::ManageUsers => Action::ManageUsers,
@@ -123,14 +134,7 @@ impl Decider for CedarDecider {
                 policy: Some(r.policy),
                 auto_approve: r.auto_approve,
                 max_duration_secs: r.max_duration_secs,
-                tiers: r
-                    .tiers
-                    .into_iter()
-                    .map(|t| ApprovalTier {
-                        group: t.group,
-                        required: t.required,
-                    })
-                    .collect(),
+                tiers: core_tiers(r.tiers),
                 break_glass: r.break_glass,
                 allow_parallel: r.allow_parallel,
             }),
@@ -212,14 +216,7 @@ impl Decider for CedarDecider {
         match self.engine.step_up(&q) {
             Some(s) => Ok(StepUpTerms {
                 policies: s.policies,
-                tiers: s
-                    .tiers
-                    .into_iter()
-                    .map(|t| ApprovalTier {
-                        group: t.group,
-                        required: t.required,
-                    })
-                    .collect(),
+                tiers: core_tiers(s.tiers),
             }),
             None => Err(format!(
                 "no @step_up policy lets {} ask to run {} under {}/{}",

@@ -100,14 +100,7 @@ impl ControlPlane {
                         actor,
                         "request.create",
                         subject("target", &target.name),
-                        format!(
-                            "{} {} is locked until {} ({}): lock {}",
-                            l.kind.as_str(),
-                            l.subject,
-                            l.expires_at,
-                            l.reason,
-                            l.id
-                        ),
+                        l.refusal(),
                     )
                     .await);
             }

@@ -77,15 +77,7 @@ impl ControlPlane {
             (LockKind::Host, host),
         ] {
             if let Some(l) = self.lock_on(kind, name).await? {
-                return Err(refused(format!(
-                    "{} {} is locked until {} ({}): lock {}",
-                    l.kind.as_str(),
-                    l.subject,
-                    l.expires_at,
-                    l.reason,
-                    l.id
-                ))
-                .await);
+                return Err(refused(l.refusal()).await);
             }
         }
         let (Some(target), Some(role), Some(user)) = (

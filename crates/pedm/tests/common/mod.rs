@@ -406,3 +406,14 @@ pub async fn receiver() -> (
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     (url, rx)
 }
+
+/// The audit events of `action`, as the admin reads them through the API.
+pub async fn audit_of(s: &Server, action: &str) -> Vec<pedm_api::AuditEvent> {
+    s.admin()
+        .audit_events(&pedm_api::AuditQuery {
+            action: Some(action.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("audit events")
+}
