@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-pub use pedm_core::model::StepUp;
+pub use pedm_core::model::{HeldExec, StepUp};
 pub use pedm_core::service::{
-    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionExec, SessionFile, StepUpAsk, Undelivered,
+    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionExec, SessionFile, Undelivered,
 };
 
 /// The signing context of snapshots (see `pedm_audit::SigningKey::sign_for`).

@@ -690,7 +690,7 @@ impl Client {
     /// Asks approval for an exec held in a session (step-up); returns the pending request.
     pub async fn agent_step_up(
         &self,
-        ask: &crate::agent::StepUpAsk,
+        ask: &crate::agent::HeldExec,
     ) -> Result<crate::Request, ApiError> {
         self.send(Method::POST, "/agent/step-ups", ask).await
     }

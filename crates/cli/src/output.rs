@@ -374,7 +374,7 @@ impl Detail for Request {
             ),
             ("PENDING UNTIL", time(self.pending_until)),
         ]);
-        if let Some(step) = &self.context.step_up {
+        if let Some(step) = self.context.step_up.as_ref().map(|s| &s.exec) {
             // Each argument quoted, so where one ends is visible.
             let argv: Vec<String> = step.argv.iter().map(|a| format!("{a:?}")).collect();
             f.extend([

@@ -448,17 +448,17 @@ pub struct RequestContext {
 }
 
 /// An exec held at its `execve` in a session until approvers decide (a policy marked it
-/// `@step_up`): what it is and where it waits. Approval lets that one exec run; no grant
-/// is made.
+/// `@step_up`): what the host agent asks approval for. Approval lets that one exec run; no
+/// grant is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct StepUp {
+pub struct HeldExec {
     /// The grant the session runs under.
     pub grant: Uuid,
     pub session: Uuid,
     /// The full argument vector, as the program was called.
     pub argv: Vec<String>,
-    /// The program the agent resolved and checked.
+    /// The program the agent resolved and checked (absolute).
     pub path: String,
     #[serde(default)]
     pub sha256: Option<String>,
@@ -467,7 +467,17 @@ pub struct StepUp {
     /// The held process.
     #[cfg_attr(feature = "openapi", schema(format = Int32))]
     pub pid: i32,
-    /// The `@step_up` policies that make it approvable.
+    /// The agent saw a shell (as policy's `resource.shell`).
+    #[serde(default)]
+    pub shell: bool,
+}
+
+/// A step-up request's context: the held exec and the policies that make it approvable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepUp {
+    pub exec: HeldExec,
+    /// The `@step_up` policies that make it approvable (as the server decided).
     #[serde(default)]
     pub policies: Vec<String>,
 }

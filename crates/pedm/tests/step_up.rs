@@ -30,8 +30,9 @@ async fn pending_step_up(s: &Server, argv0: &str) -> serde_json::Value {
             );
             assert!(out.status.success(), "{}", stderr(&out));
             let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
-            list.into_iter()
-                .find(|r| r["context"]["step_up"]["argv"][0] == argv0 && r["state"] == "pending")
+            list.into_iter().find(|r| {
+                r["context"]["step_up"]["exec"]["argv"][0] == argv0 && r["state"] == "pending"
+            })
         },
     )
     .await
@@ -114,7 +115,7 @@ async fn a_step_up_command_waits_for_approval_and_runs_or_fails_with_eacces() {
     // Approved: the held exec runs as the grant's run-as user.
     let held = run();
     let pending = pending_step_up(&s, "/usr/bin/id").await;
-    let step = &pending["context"]["step_up"];
+    let step = &pending["context"]["step_up"]["exec"];
     assert_eq!(step["argv"], serde_json::json!(["/usr/bin/id", "-u"]));
     assert_eq!(step["path"], "/usr/bin/id");
     assert_eq!(step["grant"], grant.as_str());
@@ -250,7 +251,7 @@ async fn a_step_up_command_waits_for_approval_and_runs_or_fails_with_eacces() {
     let reg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let web2 = s.client(reg["token"].as_str().unwrap());
     let e = web2
-        .agent_step_up(&pedm_api::agent::StepUpAsk {
+        .agent_step_up(&pedm_api::agent::HeldExec {
             grant: grant.parse().unwrap(),
             session: uuid::Uuid::now_v7(),
             argv: vec!["/usr/bin/id".into()],

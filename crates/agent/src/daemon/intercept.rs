@@ -16,7 +16,7 @@ use crate::contain::execs::{ExecCall, ExecGate};
 use crate::user::TargetUser;
 use jiff::Timestamp;
 use pedm_api::RequestState;
-use pedm_api::agent::{AgentReport, ExecVerdict, SessionExec, StepUpAsk};
+use pedm_api::agent::{AgentReport, ExecVerdict, HeldExec, SessionExec};
 use pedm_policy::CommandRef;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -141,7 +141,7 @@ impl SessionGate {
         shell: bool,
         waiting: &dyn Fn() -> bool,
     ) -> Result<String, String> {
-        let ask = StepUpAsk {
+        let ask = HeldExec {
             grant: self.grant,
             session: self.session,
             argv: c.argv.clone(),

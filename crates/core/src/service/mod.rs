@@ -27,7 +27,6 @@ mod step_up;
 mod suggest;
 mod workload;
 pub use sso::SsoLogin;
-pub use step_up::StepUpAsk;
 
 pub use external::ExternalReportRow;
 pub use report::ElevationRow;

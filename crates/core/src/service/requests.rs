@@ -667,7 +667,7 @@ impl ControlPlane {
                             self.event(actor, "request.approved", subject("request", id))
                                 .data(json!({
                                     "by": actor.user, "step_up": true,
-                                    "grant": step.grant, "session": step.session,
+                                    "grant": step.exec.grant, "session": step.exec.session,
                                 })),
                         );
                     } else {

@@ -8,33 +8,13 @@ use super::requests::tiers_text;
 use super::*;
 use crate::decision::ExecCommand;
 use crate::lock::LockKind;
-use serde::{Deserialize, Serialize};
-
-/// What a host agent asks approval for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct StepUpAsk {
-    pub grant: Uuid,
-    pub session: Uuid,
-    pub argv: Vec<String>,
-    /// The program the agent resolved (absolute).
-    pub path: String,
-    #[serde(default)]
-    pub sha256: Option<String>,
-    pub cwd: String,
-    #[cfg_attr(feature = "openapi", schema(format = Int32))]
-    pub pid: i32,
-    /// The agent saw a shell (as policy's `resource.shell`).
-    #[serde(default)]
-    pub shell: bool,
-}
 
 impl ControlPlane {
     /// Host `host` asks approval for an exec held in a session of grant `ask.grant`: the
     /// server's own policy must agree it is approvable (the agent's word is not taken for
     /// it), the grant must be this host's and in force, and neither its holder nor the host
     /// locked. Returns the pending request approvers now see.
-    pub async fn request_step_up(&self, host: &str, ask: StepUpAsk) -> Result<Request> {
+    pub async fn request_step_up(&self, host: &str, ask: HeldExec) -> Result<Request> {
         let agent = host_actor(host);
         check_argv(&ask.argv)?;
         if ask.argv.is_empty() {
@@ -140,13 +120,7 @@ impl ControlPlane {
                 source_addr: None,
                 device: Default::default(),
                 step_up: Some(StepUp {
-                    grant: grant.id,
-                    session: ask.session,
-                    argv: ask.argv.clone(),
-                    path: ask.path.clone(),
-                    sha256: ask.sha256.clone(),
-                    cwd: ask.cwd.clone(),
-                    pid: ask.pid,
+                    exec: ask.clone(),
                     policies: terms.policies.clone(),
                 }),
             },

@@ -8,7 +8,7 @@ use super::extract::{Body, Path};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use pedm_api::agent::StepUpAsk;
+use pedm_api::agent::HeldExec;
 use pedm_api::{ErrorBody, Request};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -22,14 +22,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// An exec held in a session until approved (the server's policy must mark it `@step_up`):
 /// becomes a pending request of the grant's holder that approvers see.
-#[utoipa::path(post, path = "/agent/step-ups", tag = "hosts", request_body = StepUpAsk,
+#[utoipa::path(post, path = "/agent/step-ups", tag = "hosts", request_body = HeldExec,
     responses((status = 201, body = Request), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn ask_step_up(
     State(s): State<AppState>,
     h: HostCaller,
-    Body(ask): Body<StepUpAsk>,
+    Body(ask): Body<HeldExec>,
 ) -> ApiResult<(StatusCode, Json<Request>)> {
     let r = s.cp.request_step_up(&h.host, ask).await?;
     Ok((StatusCode::CREATED, Json(r)))
