@@ -839,27 +839,12 @@ impl Agent {
                 return;
             }
         };
-        // Nothing runs that is not on disk first: the note is written now and synced while
-        // the command is being started, which execs only once the sync succeeded (a byte on
-        // `durable`; without it the command fails to start and nothing ran).
+        // Nothing runs that is not on disk first: the command execs only once its note is.
         let durable = match self
             .outbox
-            .begin_session(session, &allowed, &meta)
-            .and_then(|note| {
-                let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-                Ok((note, rd, wr))
-            }) {
-            Ok((note, rd, wr)) => {
-                tokio::task::spawn_blocking(move || match note.sync_data() {
-                    Ok(()) => {
-                        let _ = nix::unistd::write(&wr, &[1]);
-                    }
-                    Err(e) => {
-                        tracing::error!(%session, error = %e, "cannot write the session's note to disk; the command does not run");
-                    }
-                });
-                rd
-            }
+            .begin_session_synced_later(session, &allowed, &meta)
+        {
+            Ok(durable) => durable,
             Err(e) => {
                 tracing::error!(%session, error = %e, "cannot note the session");
                 self.give_up(
@@ -896,30 +881,19 @@ impl Agent {
             crate::live::stream(session, header, feed, || this.client()).await;
         });
         let gate_live = tap.weak();
-        // Files the session writes under the watched paths, reported until it has ended.
-        // Removals and renames there come from the session's seccomp filter, where the
-        // kernel offers it.
+        // Files the session writes, removes or renames under the watched paths, reported
+        // until it has ended.
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut entry_gate = None;
-        if let Some(w) = watched {
-            let report = crate::daemon::files::FileReports {
+        let entry_gate = watched.and_then(|w| {
+            crate::daemon::files::FileReports {
                 agent: self.clone(),
                 user: caller.name.clone(),
                 grant: p.authority,
                 session,
                 live: tap.weak(),
-            };
-            if crate::contain::execs::available() {
-                entry_gate = Some(Box::new(crate::daemon::files::EntryReports {
-                    reports: report.clone(),
-                    watched: w.paths.clone(),
-                })
-                    as Box<dyn crate::contain::execs::EntryGate>);
-            } else {
-                tracing::warn!(%session, "no seccomp user notification here: removals and renames under watched paths are not recorded");
             }
-            tokio::spawn(report.follow(w, ended_rx));
-        }
+            .start(w, ended_rx)
+        });
         let this = self.clone();
         let finished = crate::session::FinishHook(Box::new(move |o| {
             let meta = SessionUpload {

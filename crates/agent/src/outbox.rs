@@ -168,6 +168,29 @@ impl Outbox {
         write_new(&self.dir.join(format!("running-{id}.json")), &bytes)
     }
 
+    /// [`Self::begin_session`], synced on the runtime's blocking pool while the command is
+    /// being started: returns the read end of a pipe that gets one byte once the note is on
+    /// disk ([`crate::session::SessionSpec::durable`]: the command execs only then; if the
+    /// sync fails it gets end of file and nothing runs). Call it within the agent's runtime.
+    pub fn begin_session_synced_later(
+        &self,
+        id: Uuid,
+        report: &AgentReport,
+        meta: &SessionUpload,
+    ) -> std::io::Result<std::os::fd::OwnedFd> {
+        let note = self.begin_session(id, report, meta)?;
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        tokio::task::spawn_blocking(move || match note.sync_data() {
+            Ok(()) => {
+                let _ = nix::unistd::write(&wr, &[1]);
+            }
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "cannot write the session's note to disk; the command does not run");
+            }
+        });
+        Ok(rd)
+    }
+
     /// Queues a finished session; its recording is already at [`Self::recording_path`].
     /// The running note stays until the upload succeeds (see the module docs).
     pub fn add_session(&self, id: Uuid, meta: &SessionUpload) -> std::io::Result<()> {

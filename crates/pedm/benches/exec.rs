@@ -72,22 +72,7 @@ async fn run() {
     let file_mb = env_or("PEDM_BENCH_MB", FILE_MB);
     let (s, agent, user, client) = setup("pedmbx").await;
     let g = grant(&client, "1h").await;
-    let out = s.cli(
-        &s.admin_token,
-        &[
-            "role",
-            "add",
-            "web1",
-            "audited",
-            "--max-duration",
-            "1h",
-            "--auto-approve",
-            "--run-as",
-            "root",
-            "--intercept",
-        ],
-    );
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    add_role(&s, "audited", "root", &["--intercept"]);
     common::add_policy(
         &s.admin(),
         "bench-shells.cedar",

@@ -236,15 +236,7 @@ async fn nothing_a_session_starts_outlives_its_grant_and_limits_hold() {
     }
 
     // The escape matrix, under a grant that runs out.
-    s.admin()
-        .revoke_grant(
-            g.id,
-            &pedm_api::Reason {
-                reason: Some("limits checked".into()),
-            },
-        )
-        .await
-        .unwrap();
+    revoke(&s, g.id, "limits checked").await;
     agent.wait_snapshot(0, None);
     let g = grant(&client, "20s").await;
     agent.wait_snapshot(1, None);

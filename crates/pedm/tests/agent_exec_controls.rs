@@ -12,24 +12,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// `pedm role add web1 NAME --run-as RUN_AS EXTRA...` through the CLI (auto-approved, 1h).
-fn add_role(s: &Server, name: &str, run_as: &str, extra: &[&str]) {
-    let mut args = vec![
-        "role",
-        "add",
-        "web1",
-        name,
-        "--max-duration",
-        "1h",
-        "--auto-approve",
-        "--run-as",
-        run_as,
-    ];
-    args.extend_from_slice(extra);
-    let out = s.cli(&s.admin_token, &args);
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
 async fn grant_of(c: &pedm_api::Client, role: &str) -> String {
     let r = c
         .create_request(&req("web1", role, "30m", "a pager for the logs"))

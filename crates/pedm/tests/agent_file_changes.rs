@@ -52,14 +52,7 @@ async fn what_a_session_writes_under_a_watched_path_is_recorded_and_nothing_else
     assert!(!mounts.contains(w), "the host's mount table is untouched");
 
     let events = eventually(Duration::from_secs(30), "the file changes", || async {
-        let ev = s
-            .admin()
-            .audit_events(&pedm_api::AuditQuery {
-                action: Some("session.file_changed".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let ev = audit_of(&s, "session.file_changed").await;
         (ev.len() >= 5).then_some(ev)
     })
     .await;
@@ -111,15 +104,7 @@ async fn what_a_session_writes_under_a_watched_path_is_recorded_and_nothing_else
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    s.admin()
-        .revoke_grant(
-            g.id,
-            &pedm_api::Reason {
-                reason: Some("next".into()),
-            },
-        )
-        .await
-        .unwrap();
+    revoke(&s, g.id, "next").await;
     agent.wait_snapshot(0, None);
     grant(&client, "30m").await;
     agent.wait_snapshot(1, None);

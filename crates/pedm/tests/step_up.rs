@@ -48,43 +48,22 @@ async fn a_step_up_command_waits_for_approval_and_runs_or_fails_with_eacces() {
         return;
     }
     let (s, agent, alice, client) = setup("pedmsu").await;
-    let out = s.cli(
-        &s.admin_token,
-        &[
-            "role",
-            "add",
-            "web1",
-            "audited",
-            "--max-duration",
-            "1h",
-            "--auto-approve",
-            "--run-as",
-            "root",
-            "--intercept",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    add_role(&s, "audited", "root", &["--intercept"]);
     // The audited role runs nothing by the default exec permit: only shells, and `id` once
     // approved.
-    let admin = s.admin();
-    let mut sources = admin.policies().await.unwrap().sources;
-    for src in &mut sources {
-        src.text = src.text.replace(
-            "when { !resource.shell };",
-            "when { !resource.shell && resource.role != \"audited\" };",
-        );
-    }
-    sources.push(pedm_api::PolicySource {
-        name: "step-up.cedar".into(),
-        text: POLICY.into(),
-    });
-    admin
-        .apply_policies(&pedm_api::ApplyPolicies {
-            sources,
-            comment: Some("step-up for id".into()),
-        })
-        .await
-        .unwrap();
+    edit_policies(&s.admin(), "step-up for id", |sources| {
+        for src in sources.iter_mut() {
+            src.text = src.text.replace(
+                "when { !resource.shell };",
+                "when { !resource.shell && resource.role != \"audited\" };",
+            );
+        }
+        sources.push(pedm_api::PolicySource {
+            name: "step-up.cedar".into(),
+            text: POLICY.into(),
+        });
+    })
+    .await;
     let grant = client
         .create_request(&req(
             "web1",
@@ -250,21 +229,53 @@ async fn a_step_up_command_waits_for_approval_and_runs_or_fails_with_eacces() {
     assert!(out.status.success(), "{}", stderr(&out));
     let reg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let web2 = s.client(reg["token"].as_str().unwrap());
+    let held = pedm_api::agent::HeldExec {
+        grant: grant.parse().unwrap(),
+        session: uuid::Uuid::now_v7(),
+        argv: vec!["/usr/bin/id".into()],
+        path: "/usr/bin/id".into(),
+        sha256: None,
+        cwd: "/".into(),
+        pid: 4242,
+        shell: false,
+    };
+    let requests = || {
+        let out = s.cli(&s.admin_token, &["--json", "request", "list"]);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap()
+            .len()
+    };
+    let before = requests();
     let e = web2
-        .agent_step_up(&pedm_api::agent::HeldExec {
-            grant: grant.parse().unwrap(),
-            session: uuid::Uuid::now_v7(),
-            argv: vec!["/usr/bin/id".into()],
-            path: "/usr/bin/id".into(),
-            sha256: None,
-            cwd: "/".into(),
-            pid: 4242,
-            shell: false,
-        })
+        .agent_step_up(&held)
         .await
         .expect_err("web2 asked approval for web1's grant");
     assert!(e.to_string().contains("not for host web2"), "{e}");
     let refusals = audit_of(&s, "session.step_up").await;
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert_eq!(refusals[0].outcome, pedm_api::Outcome::Denied);
+    // Bad input is named and changes nothing.
+    for (bad, field) in [
+        (
+            pedm_api::agent::HeldExec {
+                path: "usr/bin/id".into(),
+                ..held.clone()
+            },
+            "path",
+        ),
+        (
+            pedm_api::agent::HeldExec {
+                argv: vec![],
+                ..held.clone()
+            },
+            "argv",
+        ),
+    ] {
+        let e = web2
+            .agent_step_up(&bad)
+            .await
+            .expect_err("bad input accepted");
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    assert_eq!(requests(), before, "a refused step-up made a request");
 }

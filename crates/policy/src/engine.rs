@@ -26,6 +26,7 @@ pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 const SCHEMA_TEXT: &str = include_str!("schema.cedarschema");
 
 mod approvers;
+mod step_up;
 
 /// The Cedar schema every policy is validated against (namespace `Pedm`).
 pub fn schema_text() -> &'static str {
@@ -791,34 +792,6 @@ impl Engine {
         // ([`Engine::step_up`]).
         eval.permits.retain(|id| self.step_up_terms(id).is_none());
         verdict_of(q, eval)
-    }
-
-    fn step_up_terms(&self, policy: &str) -> Option<&Vec<ApprovalTier>> {
-        let i = *self.by_id.get(policy)?;
-        self.policies[i as usize].terms.step_up.as_ref()
-    }
-
-    /// What an `exec` that [`Engine::authorize`] refuses may still get by approval: the
-    /// `@step_up` permits that match it and the approvals the first asks for. `None` when a
-    /// forbid matches, an evaluation fails, or nothing but step-up permits would allow it
-    /// (a plain permit allows it outright).
-    pub fn step_up(&self, q: &AuthzQuery) -> Option<StepUp> {
-        if q.action != Action::Exec {
-            return None;
-        }
-        let eval = self.evaluate(q, true);
-        if !eval.errors.is_empty() || !eval.forbids.is_empty() {
-            return None;
-        }
-        let mut tiers = None;
-        for id in &eval.permits {
-            let t = self.step_up_terms(id)?;
-            tiers.get_or_insert_with(|| t.clone());
-        }
-        Some(StepUp {
-            tiers: tiers?,
-            policies: eval.permits,
-        })
     }
 
     /// The raw Cedar outcome for `q`, from the slice (`sliced`) or the whole set.

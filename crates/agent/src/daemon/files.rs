@@ -43,13 +43,30 @@ pub(super) struct FileReports {
 }
 
 impl FileReports {
-    /// Reports changes as they come until `ended` fires (the session is over), then what
-    /// is left.
-    pub(super) async fn follow(
+    /// Follows the session's writes under `watched` until `ended` fires; returns the gate
+    /// its removals and renames go to, where the kernel lets the session's filter report
+    /// them (seccomp user notification).
+    pub(super) fn start(
         self,
         watched: Watched,
-        mut ended: tokio::sync::oneshot::Receiver<()>,
-    ) {
+        ended: tokio::sync::oneshot::Receiver<()>,
+    ) -> Option<Box<dyn EntryGate>> {
+        let gate = if crate::contain::execs::available() {
+            Some(Box::new(EntryReports {
+                reports: self.clone(),
+                watched: watched.paths.clone(),
+            }) as Box<dyn EntryGate>)
+        } else {
+            tracing::warn!(session = %self.session, "no seccomp user notification here: removals and renames under watched paths are not recorded");
+            None
+        };
+        tokio::spawn(self.follow(watched, ended));
+        gate
+    }
+
+    /// Reports changes as they come until `ended` fires (the session is over), then what
+    /// is left.
+    async fn follow(self, watched: Watched, mut ended: tokio::sync::oneshot::Receiver<()>) {
         // SAFETY: the fanotify descriptor is owned by `watched`, which the AsyncFd owns and
         // keeps open until it is dropped (deregistered first).
         let fd = match unsafe { AsyncFd::register(watched) } {
@@ -113,9 +130,9 @@ impl FileReports {
 
 /// Removals and renames the session's filter reports: recorded when they name a watched
 /// path (either end of a rename), on disk before the call goes on.
-pub(super) struct EntryReports {
-    pub(super) reports: FileReports,
-    pub(super) watched: Vec<PathBuf>,
+struct EntryReports {
+    reports: FileReports,
+    watched: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for EntryReports {

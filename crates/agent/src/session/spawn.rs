@@ -10,12 +10,15 @@
 //! kernel) and for cgroup v1 hierarchies, the child moves itself by writing `0` to each
 //! `cgroup.procs` before anything else. Either way nothing runs uncontained.
 
-use super::{ChildProc, SessionSpec, reap_blocking};
+use super::{SessionSpec, async_fd};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use tokio::io::unix::AsyncFd;
 
 /// The stack the child runs on between the clone and the exec.
 const CHILD_STACK: usize = 256 * 1024;
@@ -502,3 +505,140 @@ impl ExecImage {
         }
     }
 }
+
+/// A command started by [`spawn`]. Dropped before it has been waited for, it is killed
+/// (SIGKILL) and reaped.
+pub(super) struct ChildProc {
+    pid: libc::pid_t,
+    exit: ExitWatch,
+    status: Option<ExitStatus>,
+}
+
+/// How the agent learns that the command has exited; the status is then reaped with
+/// `waitpid` (until then the pid cannot be reused, so signalling it is safe).
+enum ExitWatch {
+    /// A pidfd, readable once the process has exited (Linux 5.2 and later).
+    Pidfd(AsyncFd<OwnedFd>),
+    /// Older kernels: a thread waits for the exit without reaping, then says so.
+    Thread(tokio::sync::oneshot::Receiver<()>),
+}
+
+impl ChildProc {
+    pub(super) fn new(pid: libc::pid_t, pidfd: Option<OwnedFd>) -> io::Result<ChildProc> {
+        let exit = match pidfd {
+            Some(fd) => ExitWatch::Pidfd(async_fd(fd)?),
+            None => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::Builder::new()
+                    .name("pedm-exit-watch".into())
+                    .spawn(move || {
+                        // SAFETY: siginfo_t is plain data that waitid fills; WNOWAIT leaves
+                        // the child to be reaped by its owner.
+                        unsafe {
+                            let mut info: libc::siginfo_t = std::mem::zeroed();
+                            while libc::waitid(
+                                libc::P_PID,
+                                pid as libc::id_t,
+                                &mut info,
+                                libc::WEXITED | libc::WNOWAIT,
+                            ) < 0
+                                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+                            {
+                            }
+                        }
+                        let _ = tx.send(());
+                    })?;
+                ExitWatch::Thread(rx)
+            }
+        };
+        Ok(ChildProc {
+            pid,
+            exit,
+            status: None,
+        })
+    }
+
+    pub(super) fn id(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits for the exit (cancel-safe: nothing is lost when the future is dropped).
+    pub(super) async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = match &mut self.exit {
+            ExitWatch::Pidfd(fd) => loop {
+                if let Some(status) = try_reap(self.pid)? {
+                    break status;
+                }
+                let mut ready = fd.readable().await?;
+                if let Some(status) = try_reap(self.pid)? {
+                    break status;
+                }
+                ready.clear_ready();
+            },
+            ExitWatch::Thread(exited) => {
+                // A watcher that is gone cannot say more: reap, blocking if need be.
+                let _ = exited.await;
+                match try_reap(self.pid)? {
+                    Some(status) => status,
+                    None => reap_blocking(self.pid)?,
+                }
+            }
+        };
+        self.status = Some(status);
+        Ok(status)
+    }
+}
+
+/// The exit status of our child `pid` if it has exited (it is then reaped).
+fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
+    let mut raw = 0;
+    loop {
+        // SAFETY: waitpid on our own, not yet reaped, child.
+        let r = unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) };
+        if r == pid {
+            return Ok(Some(ExitStatus::from_raw(raw)));
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Waits for our child `pid` to exit and reaps it.
+fn reap_blocking(pid: libc::pid_t) -> io::Result<ExitStatus> {
+    let mut raw = 0;
+    loop {
+        // SAFETY: blocking waitpid on our own, not yet reaped, child.
+        if unsafe { libc::waitpid(pid, &mut raw, 0) } == pid {
+            return Ok(ExitStatus::from_raw(raw));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        // SAFETY: the process is our unreaped child: its pid cannot have been reused.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        if !matches!(try_reap(self.pid), Ok(Some(_))) {
+            let pid = self.pid;
+            std::thread::spawn(move || reap_blocking(pid));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

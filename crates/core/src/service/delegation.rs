@@ -288,16 +288,7 @@ impl ControlPlane {
         let Some(user) = self.store.user(&root.delegator).await? else {
             return Ok(false);
         };
-        let (external, sponsor) = self.external_of(&user.name).await?;
-        let actor = Actor {
-            user: user.name.clone(),
-            admin: user.admin,
-            groups: self.store.groups_of(&user.name).await?,
-            token_id: None,
-            external,
-            sponsor,
-            workload: None,
-        };
+        let actor = self.actor_of(&user).await?;
         let secs = root.expires_at.duration_since(now).as_secs().max(1);
         let decider = self.decider();
         let verdict = match item {
@@ -1004,16 +995,7 @@ impl ControlPlane {
             return Err(refuse(why).await);
         }
         // The colleague gets it only if policy would let them ask for it (a forbid wins).
-        let (external, sponsor) = self.external_of(&colleague.name).await?;
-        let them = Actor {
-            user: colleague.name.clone(),
-            admin: colleague.admin,
-            groups: self.store.groups_of(to).await?,
-            token_id: None,
-            external,
-            sponsor,
-            workload: None,
-        };
+        let them = self.actor_of(&colleague).await?;
         let justification = reason
             .clone()
             .unwrap_or_else(|| format!("handed on by {} from grant {id}", actor.user));

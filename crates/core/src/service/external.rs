@@ -30,6 +30,22 @@ impl ControlPlane {
         })
     }
 
+    /// `user` as policy sees them when they act outside a request of their own (a holder, a
+    /// delegator, a colleague handed a grant): their groups, admin flag and external status;
+    /// no token, no workload.
+    pub(super) async fn actor_of(&self, user: &User) -> Result<Actor> {
+        let (external, sponsor) = self.external_of(&user.name).await?;
+        Ok(Actor {
+            user: user.name.clone(),
+            admin: user.admin,
+            groups: self.store.groups_of(&user.name).await?,
+            token_id: None,
+            external,
+            sponsor,
+            workload: None,
+        })
+    }
+
     /// Caps `g` at its holder's external-account expiry; refuses it once that has passed.
     pub(super) async fn cap_to_external_expiry(&self, g: &mut Grant, now: Timestamp) -> Result<()> {
         if let Some(x) = self.store.external_account(&g.user).await? {

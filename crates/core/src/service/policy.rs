@@ -419,18 +419,7 @@ impl ControlPlane {
             };
             if !principals.contains_key(&r.requester) {
                 let a = match self.store.user(&r.requester).await? {
-                    Some(u) => {
-                        let (external, sponsor) = self.external_of(&u.name).await?;
-                        Some(Actor {
-                            groups: self.store.groups_of(&u.name).await?,
-                            user: u.name,
-                            admin: u.admin,
-                            token_id: None,
-                            external,
-                            sponsor,
-                            workload: None,
-                        })
-                    }
+                    Some(u) => Some(self.actor_of(&u).await?),
                     None => None,
                 };
                 principals.insert(r.requester.clone(), a);

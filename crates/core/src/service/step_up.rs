@@ -71,16 +71,7 @@ impl ControlPlane {
             ))
             .await);
         };
-        let (external, sponsor) = self.external_of(&grant.user).await?;
-        let holder = Actor {
-            user: grant.user.clone(),
-            admin: user.admin,
-            groups: self.store.groups_of(&grant.user).await?,
-            token_id: None,
-            external,
-            sponsor,
-            workload: None,
-        };
+        let holder = self.actor_of(&user).await?;
         let remaining = grant.expires_at.duration_since(now).as_secs().max(1);
         let command = ExecCommand {
             path: ask.path.clone(),

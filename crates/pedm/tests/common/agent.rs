@@ -460,3 +460,34 @@ pub fn scripted_session(
     let start = serde_json::json!({"argv": argv, "tty": {"rows": 24, "cols": 80}});
     scripted_start(agent, user, start, steps)
 }
+
+/// `pedm role add web1 NAME --run-as RUN_AS EXTRA...` through the CLI (auto-approved, 1h).
+pub fn add_role(s: &Server, name: &str, run_as: &str, extra: &[&str]) {
+    let mut args = vec![
+        "role",
+        "add",
+        "web1",
+        name,
+        "--max-duration",
+        "1h",
+        "--auto-approve",
+        "--run-as",
+        run_as,
+    ];
+    args.extend_from_slice(extra);
+    let out = s.cli(&s.admin_token, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Revokes grant `id` as the admin, with `reason`.
+pub async fn revoke(s: &Server, id: uuid::Uuid, reason: &str) {
+    s.admin()
+        .revoke_grant(
+            id,
+            &pedm_api::Reason {
+                reason: Some(reason.into()),
+            },
+        )
+        .await
+        .expect("revoke the grant");
+}

@@ -346,41 +346,48 @@ pub async fn sleep_past(at: jiff::Timestamp) {
     }
 }
 
-/// Applies the policies in force plus one more source (`name`, `text`).
-pub async fn add_policy(admin: &Client, name: &str, text: &str) {
+/// Applies the policies in force as `edit` changes them.
+pub async fn edit_policies(
+    admin: &Client,
+    comment: &str,
+    edit: impl FnOnce(&mut Vec<pedm_api::PolicySource>),
+) {
     let mut sources = admin.policies().await.unwrap().sources;
-    sources.push(pedm_api::PolicySource {
-        name: name.into(),
-        text: text.into(),
-    });
+    edit(&mut sources);
     admin
         .apply_policies(&pedm_api::ApplyPolicies {
             sources,
-            comment: Some(name.into()),
+            comment: Some(comment.into()),
         })
         .await
         .unwrap();
 }
 
+/// Applies the policies in force plus one more source (`name`, `text`).
+pub async fn add_policy(admin: &Client, name: &str, text: &str) {
+    edit_policies(admin, name, |sources| {
+        sources.push(pedm_api::PolicySource {
+            name: name.into(),
+            text: text.into(),
+        })
+    })
+    .await;
+}
+
 /// Lets every auto-approved role be held several times at once (`@allow_parallel` on the
 /// default `auto-approved-roles` permit), for load that requests one role over and over.
 pub async fn allow_parallel_auto_approved(admin: &Client) {
-    let mut sources = admin.policies().await.unwrap().sources;
-    let anchor = "@id(\"auto-approved-roles\")\n";
-    let changed = sources
-        .iter_mut()
-        .find(|s| s.text.contains(anchor))
-        .expect("the default auto-approved-roles policy");
-    changed.text = changed
-        .text
-        .replace(anchor, &format!("{anchor}@allow_parallel(\"true\")\n"));
-    admin
-        .apply_policies(&pedm_api::ApplyPolicies {
-            sources,
-            comment: Some("parallel auto-approved grants".into()),
-        })
-        .await
-        .unwrap();
+    edit_policies(admin, "parallel auto-approved grants", |sources| {
+        let anchor = "@id(\"auto-approved-roles\")\n";
+        let changed = sources
+            .iter_mut()
+            .find(|s| s.text.contains(anchor))
+            .expect("the default auto-approved-roles policy");
+        changed.text = changed
+            .text
+            .replace(anchor, &format!("{anchor}@allow_parallel(\"true\")\n"));
+    })
+    .await;
 }
 
 /// A webhook receiver: every notification body, in order of arrival.
