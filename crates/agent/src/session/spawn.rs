@@ -337,10 +337,16 @@ impl ExecImage {
             uid: spec.user.uid,
             gid: spec.user.gid,
             groups: spec.user.groups.clone(),
+            // A directory that cannot be named to the kernel refuses the session (never the
+            // home instead of what was asked).
             cwd: spec
                 .cwd
                 .as_ref()
-                .and_then(|c| CString::new(c.as_os_str().as_bytes()).ok()),
+                .map(|c| {
+                    CString::new(c.as_os_str().as_bytes())
+                        .map_err(|_| invalid("the working directory"))
+                })
+                .transpose()?,
             home: CString::new(spec.user.home.as_os_str().as_bytes())
                 .unwrap_or_else(|_| c"/".to_owned()),
             max_fd,
