@@ -201,7 +201,7 @@ impl CommandProvisioner {
         if let Some(id) = grant_id {
             cmd.env("PEDM_GRANT_ID", id.to_string());
         }
-        let mut child = cmd.spawn().map_err(|e| {
+        let mut child = spawn_retrying_busy(&mut cmd).await.map_err(|e| {
             let msg = format!("starting {}: {e}", program.display());
             match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
@@ -409,4 +409,24 @@ impl Provisioner for CommandProvisioner {
             ))
         })
     }
+}
+
+/// Starts `cmd`, trying again for a moment while the program is open for writing elsewhere
+/// (ETXTBSY): a deploy tool that has just written the script, or a fork in another thread
+/// that briefly holds the writer's descriptor. Any other error is returned at once.
+async fn spawn_retrying_busy(
+    cmd: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    const ETXTBSY: i32 = 26;
+    let mut pause = Duration::from_millis(5);
+    for _ in 0..6 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    cmd.spawn()
 }
