@@ -443,6 +443,40 @@ impl Client {
     pub async fn grant_secret(&self, id: Uuid) -> Result<GrantSecret, ApiError> {
         self.get(&format!("/grants/{id}/secret")).await
     }
+    /// A certificate for `public_key` under the caller's grant `id` on an `ssh` target.
+    pub async fn ssh_certificate(
+        &self,
+        id: Uuid,
+        public_key: &str,
+    ) -> Result<crate::ssh::SshCertificateIssued, ApiError> {
+        let body = crate::ssh::IssueSshCertificate {
+            public_key: public_key.to_string(),
+        };
+        self.send(
+            Method::POST,
+            &format!("/grants/{id}/ssh-certificate"),
+            &body,
+        )
+        .await
+    }
+    /// Signs a host key with the SSH host CA (admin).
+    pub async fn sign_ssh_host_key(
+        &self,
+        body: &crate::ssh::SignHostKey,
+    ) -> Result<crate::ssh::HostCertificateIssued, ApiError> {
+        self.send(Method::POST, "/ssh/host-certificates", body)
+            .await
+    }
+    /// The SSH CA public keys (no token needed).
+    pub async fn ssh_ca_keys(&self) -> Result<crate::ssh::SshCaKeys, ApiError> {
+        self.get("/ssh/ca").await
+    }
+    /// The OpenSSH KRL, binary (no token needed).
+    pub async fn ssh_krl(&self) -> Result<Vec<u8>, ApiError> {
+        let resp = self.stream_get::<()>("/ssh/krl", None).await?;
+        let bytes = resp.bytes().await.map_err(self.transport())?;
+        Ok(bytes.to_vec())
+    }
     /// Standing privileged accounts in a target that has a provisioner (admin).
     pub async fn discover(&self, target: &str) -> Result<Vec<StandingPrivilege>, ApiError> {
         self.get(&format!("/targets/{target}/discover")).await

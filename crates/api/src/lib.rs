@@ -14,6 +14,7 @@ pub mod lock;
 pub mod policy_review;
 pub mod scim;
 pub mod socket;
+pub mod ssh;
 pub mod sso;
 pub mod types;
 pub mod workload;
@@ -32,6 +33,7 @@ pub use pedm_core::service::ElevationRow;
 pub use pedm_core::service::{
     CommandSuggestions, CommandUse, RoleCommands, SimulatedChange, SimulationReport,
 };
+pub use pedm_core::ssh::{CertKind, SshAccess, SshCertificate};
 pub use types::*;
 
 /// Path prefix of every API route.

@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use pedm_core::model::{
     Approval, Grant, PolicySource, Request, Role, SessionLimits, Target, TargetKind, User,
 };
+use pedm_core::ssh::SshAccess;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -153,6 +154,9 @@ pub struct UpdateRole {
     /// Replaces the watched paths (`[]`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch_paths: Option<Vec<String>>,
+    /// Replaces every SSH setting of the role (`{}`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshAccess>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -193,6 +197,10 @@ pub struct CreateRole {
     /// existing on the host) recorded as `session.file_changed`.
     #[serde(default)]
     pub watch_paths: Vec<String>,
+    /// `ssh` targets: what the certificate allows besides logging in as `run_as`
+    /// (force-command, source address, forwarding, pty).
+    #[serde(default)]
+    pub ssh: SshAccess,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -59,6 +59,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::BreakGlass(c) => break_glass(ctx, c).await,
         Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
         Command::Host(c) => host(ctx, c).await,
+        Command::Ssh(a) => crate::ssh::login(ctx, a).await,
         Command::Lock(c) => match c {
             LockCmd::Add {
                 user,
@@ -306,6 +307,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             intercept,
             limits,
             watch_paths,
+            ssh,
         } => {
             let body = CreateRole {
                 name,
@@ -319,6 +321,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
                 intercept,
                 limits: limits.apply(SessionLimits::default()),
                 watch_paths,
+                ssh: ssh.access(),
             };
             ctx.detail(&c.create_role(&target, &body).await?)
         }
@@ -334,6 +337,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
             intercept,
             limits,
             watch_paths,
+            ssh,
             no_watch,
         } => {
             // Limits not named keep their values: the server takes the whole set.
@@ -358,6 +362,7 @@ async fn role(ctx: &Ctx, cmd: RoleCmd) -> Result<()> {
                 intercept,
                 limits,
                 watch_paths: (no_watch || !watch_paths.is_empty()).then_some(watch_paths),
+                ssh: ssh.given().then(|| ssh.access()),
             };
             ctx.detail(&c.update_role(&target, &name, &body).await?)
         }
@@ -730,6 +735,14 @@ async fn host(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
             Ok(output::write_out(&format!("{}\n", r.token))?)
         }
         HostCmd::List => ctx.list(&ctx.client.list_hosts().await?),
+        HostCmd::SshCert {
+            key,
+            principals,
+            validity,
+            output,
+        } => crate::ssh::sign_host(ctx, key, principals, validity, output).await,
+        HostCmd::SshCa { user, host } => crate::ssh::ca_keys(ctx, user, host).await,
+        HostCmd::SshKrl { output } => crate::ssh::krl(ctx, output).await,
         HostCmd::Revoke { name, reason } => {
             ctx.detail(&ctx.client.revoke_host(&name, &Reason { reason }).await?)
         }

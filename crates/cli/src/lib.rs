@@ -19,6 +19,7 @@ pub mod play;
 pub mod policy;
 pub mod policy_review;
 pub mod scim;
+pub mod ssh;
 pub mod watch;
 
 use anyhow::Result;

@@ -315,8 +315,34 @@ fn limits_text(l: &pedm_api::SessionLimits) -> String {
 
 impl Detail for Role {
     fn fields(&self, now: Timestamp) -> Vec<(&'static str, String)> {
-        zip(Self::HEADER, self.cells(now))
+        let mut f = zip(Self::HEADER, self.cells(now));
+        if !self.ssh.is_default() {
+            f.push(("SSH", ssh_text(&self.ssh)));
+        }
+        f
     }
+}
+
+/// `force-command "uptime", from the request's address, port-forwarding, no pty`.
+fn ssh_text(a: &pedm_api::SshAccess) -> String {
+    let mut out = vec![];
+    if let Some(c) = &a.force_command {
+        out.push(format!("force-command {c:?}"));
+    }
+    if a.bind_source_address {
+        out.push("from the request's address".into());
+    }
+    for (on, what) in [
+        (a.port_forwarding, "port-forwarding"),
+        (a.agent_forwarding, "agent-forwarding"),
+        (a.x11_forwarding, "x11-forwarding"),
+        (a.no_pty, "no pty"),
+    ] {
+        if on {
+            out.push(what.into());
+        }
+    }
+    out.join(", ")
 }
 
 impl Row for Request {

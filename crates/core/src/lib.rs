@@ -23,6 +23,7 @@ pub mod provisioning;
 pub mod scheduler;
 pub mod scim;
 pub mod service;
+pub mod ssh;
 pub mod sso;
 pub mod store;
 pub mod syntax;

@@ -82,16 +82,25 @@ pub enum TargetKind {
     Postgres,
     Command,
     Webhook,
+    /// A host reached over SSH without an agent: grants get short-lived certificates.
+    Ssh,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 4] = [Self::Host, Self::Postgres, Self::Command, Self::Webhook];
+    pub const ALL: [TargetKind; 5] = [
+        Self::Host,
+        Self::Postgres,
+        Self::Command,
+        Self::Webhook,
+        Self::Ssh,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Host => "host",
             Self::Postgres => "postgres",
             Self::Command => "command",
             Self::Webhook => "webhook",
+            Self::Ssh => "ssh",
         }
     }
 }
@@ -162,6 +171,9 @@ pub struct Role {
     /// (`session.file_changed`); absolute paths on the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watch_paths: Vec<String>,
+    /// `ssh` targets: what the certificate allows besides logging in as `run_as`.
+    #[serde(default, skip_serializing_if = "crate::ssh::SshAccess::is_default")]
+    pub ssh: crate::ssh::SshAccess,
     pub created_at: Timestamp,
 }
 

@@ -117,6 +117,8 @@ pub enum Write {
     Scim(crate::scim::ScimWrite),
     /// Trusted devices.
     Device(crate::device::DeviceWrite),
+    /// An SSH certificate issued; fails with AlreadyExists if the serial is taken.
+    SshCertificate(crate::ssh::SshCertificate),
     Lock(crate::lock::LockWrite),
     /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
     Sso(crate::sso::SsoWrite),
@@ -331,6 +333,11 @@ pub trait Store: Send + Sync + 'static {
     async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
     /// Every lock, newest first (the table stays small: locks are rare and short).
     async fn locks(&self) -> Result<Vec<crate::lock::Lock>, StoreError>;
+    /// User certificates still valid at `now` whose grant is no longer active (the KRL).
+    async fn ssh_certificates_to_revoke(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<crate::ssh::SshCertificate>, StoreError>;
     /// Devices by enrollment time, newest first: `owner`'s, or everyone's.
     async fn devices(&self, owner: Option<&str>) -> Result<Vec<crate::device::Device>, StoreError>;
     /// The checkpoint with the largest size.

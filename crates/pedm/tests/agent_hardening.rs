@@ -559,6 +559,7 @@ async fn working_directory_shells_and_run_as_are_decided_by_the_agent() {
                 intercept: false,
                 limits: Default::default(),
                 watch_paths: vec![],
+                ssh: Default::default(),
             },
         )
         .await

@@ -411,6 +411,7 @@ async fn non_admins_cannot_administer() {
                     intercept: false,
                     limits: Default::default(),
                     watch_paths: vec![],
+                    ssh: Default::default(),
                 },
             )
             .await,
@@ -433,6 +434,7 @@ async fn non_admins_cannot_administer() {
                     intercept: false,
                     limits: Default::default(),
                     watch_paths: vec![],
+                    ssh: Default::default(),
                 },
             )
             .await,

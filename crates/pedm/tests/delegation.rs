@@ -77,6 +77,7 @@ async fn world() -> World {
                 intercept: false,
                 limits: Default::default(),
                 watch_paths: vec![],
+                ssh: Default::default(),
             },
         )
         .await
@@ -1070,6 +1071,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
             intercept: false,
             limits: Default::default(),
             watch_paths: vec![],
+            ssh: Default::default(),
         },
     )
     .await

@@ -382,6 +382,7 @@ async fn simulate_never_recommends_auto_approving_root_or_small_samples() {
             intercept: false,
             limits: Default::default(),
             watch_paths: vec![],
+            ssh: Default::default(),
         },
     )
     .await

@@ -99,6 +99,7 @@ async fn add_role(s: &Server, role: &str, auto: bool) {
                 intercept: false,
                 limits: Default::default(),
                 watch_paths: vec![],
+                ssh: Default::default(),
             },
         )
         .await

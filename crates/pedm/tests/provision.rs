@@ -178,6 +178,7 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
                 intercept: false,
                 limits: Default::default(),
                 watch_paths: vec![],
+                ssh: Default::default(),
             },
         )
         .await
@@ -533,6 +534,7 @@ login = "{{user}}_db"
             intercept: false,
             limits: Default::default(),
             watch_paths: vec![],
+            ssh: Default::default(),
         },
     )
     .await

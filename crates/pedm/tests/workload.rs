@@ -69,6 +69,7 @@ async fn setup(idp: &Idp) -> Server {
             intercept: false,
             limits: Default::default(),
             watch_paths: vec![],
+            ssh: Default::default(),
         },
     )
     .await

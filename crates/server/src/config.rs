@@ -49,6 +49,33 @@ pub struct Config {
     /// `[[alerts.exec]]`: patterns on reported commands that raise a high-severity alert.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// SSH certificate authorities for `ssh` targets (`[ssh]`).
+    #[serde(default)]
+    pub ssh: SshConfig,
+}
+
+/// `[ssh]`: the CA keys (OpenSSH private key files). The first of each list signs and is
+/// made (Ed25519, mode 0600) if missing; the rest are older keys still published for trust
+/// after a rotation (private or `.pub` files). Instances sharing a database must share them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConfig {
+    /// Empty means `[<data_dir>/ssh/user_ca]`.
+    pub user_ca_keys: Vec<PathBuf>,
+    /// Empty means `[<data_dir>/ssh/host_ca]`.
+    pub host_ca_keys: Vec<PathBuf>,
+    /// Longest a host certificate may be signed for (`365d`).
+    pub max_host_cert_lifetime: String,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            user_ca_keys: vec![],
+            host_ca_keys: vec![],
+            max_host_cert_lifetime: "365d".into(),
+        }
+    }
 }
 
 /// `[alerts]`.
@@ -286,6 +313,7 @@ impl Default for Config {
             tls: crate::tls::TlsConfig::default(),
             scim: ScimConfig::default(),
             alerts: AlertsConfig::default(),
+            ssh: SshConfig::default(),
         }
     }
 }
@@ -329,6 +357,10 @@ pub struct Resolved {
     pub scim: bool,
     /// `[[alerts.exec]]`, compiled.
     pub exec_alerts: Vec<pedm_core::alert::ExecAlert>,
+    /// `[ssh]`: the user and host CA key files (the first of each signs).
+    pub ssh_user_ca_keys: Vec<PathBuf>,
+    pub ssh_host_ca_keys: Vec<PathBuf>,
+    pub ssh_max_host_cert_secs: i64,
 }
 
 impl Config {
@@ -520,6 +552,21 @@ impl Config {
             },
             oidc: crate::oidc::config::resolve(&self.auth.oidc)?,
             scim: self.scim.enabled,
+            ssh_user_ca_keys: match self.ssh.user_ca_keys.as_slice() {
+                [] => vec![self.data_dir.join("ssh").join("user_ca")],
+                keys => keys.to_vec(),
+            },
+            ssh_host_ca_keys: match self.ssh.host_ca_keys.as_slice() {
+                [] => vec![self.data_dir.join("ssh").join("host_ca")],
+                keys => keys.to_vec(),
+            },
+            ssh_max_host_cert_secs: match secs(
+                "ssh.max_host_cert_lifetime",
+                &self.ssh.max_host_cert_lifetime,
+            )? {
+                n if n >= 60 => n,
+                _ => bail!("ssh.max_host_cert_lifetime: must be at least 1m"),
+            },
             exec_alerts: self
                 .alerts
                 .exec

@@ -215,6 +215,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }))
     .with_policy_approvals(cfg.policy_approvals)
     .with_exec_alerts(cfg.exec_alerts.clone());
+    let ssh_ca = pedm_pki::SshAuthority::load(&cfg.ssh_user_ca_keys, &cfg.ssh_host_ca_keys)
+        .context("ssh")?;
+    cp = cp.with_ssh_ca(Arc::new(ssh_ca), cfg.ssh_max_host_cert_secs);
     if tls_files.is_some() {
         // Over HTTPS the registration token only enrolls the agent for a certificate.
         cp = cp.with_host_enroll_ttl(cfg.agent_enroll_ttl_secs);

@@ -18,6 +18,7 @@ mod rows;
 mod scim;
 mod sql;
 mod sqlite;
+mod ssh;
 mod sso;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -257,6 +258,12 @@ macro_rules! forward_store {
             }
             async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
                 pedm_core::store::Store::locks(&self.engine).await
+            }
+            async fn ssh_certificates_to_revoke(
+                &self,
+                now: jiff::Timestamp,
+            ) -> Result<Vec<pedm_core::ssh::SshCertificate>, StoreError> {
+                pedm_core::store::Store::ssh_certificates_to_revoke(&self.engine, now).await
             }
             async fn devices(
                 &self,

@@ -13,7 +13,7 @@ pub(crate) const TOKEN_COLS: &str =
     "id, user_name, description, secret_hash, created_at, expires_at, revoked_at, workload";
 pub(crate) const TARGET_COLS: &str = "name, kind, description, labels, created_at";
 pub(crate) const ROLE_COLS: &str = "target, name, description, max_duration_secs, auto_approve, run_as, created_at, \
-     noexec, allow_setuid, record_input, intercept, limits, watch_paths";
+     noexec, allow_setuid, record_input, intercept, limits, watch_paths, ssh";
 pub(crate) const REQUEST_COLS: &str = "id, requester, target, role, duration_secs, justification, \
      task, ticket, context, state, created_at, pending_until, decided_at, decided_by, \
      decision_reason, grant_id, approvals_required, version, approval_tiers, policy, \
@@ -45,7 +45,7 @@ pub(crate) fn uuid(r: &Row, col: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(&r.get::<String>(col)?).map_err(|e| corrupt(col, e))
 }
 
-fn opt_uuid(r: &Row, col: &str) -> Result<Option<Uuid>, StoreError> {
+pub(crate) fn opt_uuid(r: &Row, col: &str) -> Result<Option<Uuid>, StoreError> {
     r.get::<Option<String>>(col)?
         .map(|s| Uuid::parse_str(&s).map_err(|e| corrupt(col, e)))
         .transpose()
@@ -58,7 +58,7 @@ where
     r.get::<String>(col)?.parse().map_err(|e| corrupt(col, e))
 }
 
-fn json<T: serde::de::DeserializeOwned>(r: &Row, col: &str) -> Result<T, StoreError> {
+pub(crate) fn json<T: serde::de::DeserializeOwned>(r: &Row, col: &str) -> Result<T, StoreError> {
     serde_json::from_str(&r.get::<String>(col)?).map_err(|e| corrupt(col, e))
 }
 
@@ -139,6 +139,7 @@ pub(crate) fn role(r: &Row) -> Result<Role, StoreError> {
         intercept: r.get("intercept")?,
         limits: json(r, "limits")?,
         watch_paths: json(r, "watch_paths")?,
+        ssh: json(r, "ssh")?,
         created_at: ts(r, "created_at")?,
     })
 }

@@ -305,7 +305,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 .execute(
                     "UPDATE roles SET description = $3, max_duration_secs = $4, auto_approve = $5, \
                      noexec = $6, allow_setuid = $7, record_input = $8, intercept = $9, \
-                     limits = $10, watch_paths = $11 WHERE target = $1 AND name = $2",
+                     limits = $10, watch_paths = $11, ssh = $12 WHERE target = $1 AND name = $2",
                     args![
                         &r.target,
                         &r.name,
@@ -317,7 +317,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                         r.record_input,
                         r.intercept,
                         json_text(&r.limits)?,
-                        json_text(&r.watch_paths)?
+                        json_text(&r.watch_paths)?,
+                        json_text(&r.ssh)?
                     ],
                 )
                 .await
@@ -335,8 +336,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 c,
                 "INSERT INTO roles (target, name, description, max_duration_secs, \
                  auto_approve, run_as, created_at, noexec, allow_setuid, record_input, \
-                 intercept, limits, watch_paths) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 intercept, limits, watch_paths, ssh) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 args![
                     &r.target,
                     &r.name,
@@ -350,7 +351,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     r.record_input,
                     r.intercept,
                     json_text(&r.limits)?,
-                    json_text(&r.watch_paths)?
+                    json_text(&r.watch_paths)?,
+                    json_text(&r.ssh)?
                 ],
                 || {
                     StoreError::AlreadyExists(format!(
@@ -703,6 +705,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::External(w) => crate::external::apply(c, w).await,
         Write::Scim(w) => crate::scim::apply(c, w).await,
         Write::Device(w) => crate::devices::apply(c, w).await,
+        Write::SshCertificate(cert) => crate::ssh::insert_certificate(c, cert).await,
         Write::Lock(w) => crate::locks::apply(c, w).await,
         Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
@@ -1335,6 +1338,12 @@ impl Store for Engine {
     }
     async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
         Engine::lock_rows(self).await
+    }
+    async fn ssh_certificates_to_revoke(
+        &self,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<pedm_core::ssh::SshCertificate>, StoreError> {
+        Engine::ssh_certificates_to_revoke(self, now).await
     }
     async fn devices(
         &self,

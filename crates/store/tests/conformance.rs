@@ -83,12 +83,16 @@ use scim::scim_tokens_and_links;
 #[path = "conformance/locks.rs"]
 mod locks;
 use locks::locks_added_and_lifted;
+#[path = "conformance/ssh.rs"]
+mod ssh;
+use ssh::ssh_certificates_and_what_to_revoke;
 
 conformance!(
     policy_proposals_and_approvals,
     devices_enrolled_approved_revoked,
     scim_tokens_and_links,
     locks_added_and_lifted,
+    ssh_certificates_and_what_to_revoke,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,
@@ -162,6 +166,7 @@ fn role(target: &str, name: &str) -> Role {
             cpu_percent: None,
         },
         watch_paths: vec!["/etc".into(), "/srv/app".into()],
+        ssh: Default::default(),
         created_at: t(2),
     }
 }

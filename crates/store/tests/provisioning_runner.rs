@@ -190,6 +190,7 @@ async fn env() -> Env {
                 intercept: false,
                 limits: Default::default(),
                 watch_paths: vec![],
+                ssh: Default::default(),
             },
         )
         .await
@@ -289,6 +290,7 @@ impl Env {
                         intercept: false,
                         limits: Default::default(),
                         watch_paths: vec![],
+                        ssh: Default::default(),
                     },
                 )
                 .await

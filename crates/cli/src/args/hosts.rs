@@ -27,6 +27,36 @@ pub enum HostCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Sign a host's SSH key with pedm's host CA (admins): prints the certificate for
+    /// sshd's `HostCertificate`, so `pedm ssh` users trust the host without a prompt.
+    SshCert {
+        /// The host's public key file (such as /etc/ssh/ssh_host_ed25519_key.pub).
+        #[arg(long, value_name = "FILE")]
+        key: std::path::PathBuf,
+        /// A name clients use for the host (repeatable; host names and addresses).
+        #[arg(long = "principal", value_name = "NAME", required = true)]
+        principals: Vec<String>,
+        /// How long the certificate is valid (default 30d).
+        #[arg(long, value_name = "DURATION")]
+        validity: Option<String>,
+        /// Write the certificate here (mode 0644) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// pedm's SSH CA public keys: `--user` for sshd's TrustedUserCAKeys, `--host` for
+    /// known_hosts `@cert-authority` lines (both by default). No token needed.
+    SshCa {
+        #[arg(long, conflicts_with = "host")]
+        user: bool,
+        #[arg(long)]
+        host: bool,
+    },
+    /// Fetch the SSH KRL (certificates of grants ended early) for sshd's RevokedKeys,
+    /// written atomically to FILE (run it from a timer). No token needed.
+    SshKrl {
+        #[arg(long, value_name = "FILE")]
+        output: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,7 @@ mod provision;
 mod report;
 mod requests;
 mod scim;
+mod ssh;
 mod sso;
 mod step_up;
 mod suggest;
@@ -148,6 +149,8 @@ pub struct NewRole {
     pub limits: SessionLimits,
     /// See [`Role::watch_paths`].
     pub watch_paths: Vec<String>,
+    /// See [`Role::ssh`].
+    pub ssh: crate::ssh::SshAccess,
 }
 
 /// What `role update` changes; `None` leaves a setting as it is.
@@ -164,6 +167,8 @@ pub struct RoleChange {
     pub limits: Option<SessionLimits>,
     /// Replaces the watched paths (empty: none).
     pub watch_paths: Option<Vec<String>>,
+    /// Replaces the SSH settings.
+    pub ssh: Option<crate::ssh::SshAccess>,
 }
 
 /// What the scheduler ended in one pass.
@@ -203,6 +208,9 @@ pub struct ControlPlane {
     host_enroll_ttl_secs: Option<i64>,
     /// Patterns that raise an alert when a reported exec matches ([`crate::alert`]).
     exec_alerts: Vec<crate::alert::ExecAlert>,
+    /// Signs SSH certificates for grants on `ssh` targets ([`crate::ssh`]).
+    ssh_ca: Option<Arc<dyn crate::ssh::SshCa>>,
+    max_host_cert_secs: i64,
 }
 
 pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
@@ -256,6 +264,8 @@ impl ControlPlane {
             policy_approvals: 0,
             host_enroll_ttl_secs: None,
             exec_alerts: vec![],
+            ssh_ca: None,
+            max_host_cert_secs: 0,
         }
     }
 
@@ -653,6 +663,7 @@ impl ControlPlane {
         }
         check_limits(&r.limits)?;
         check_watch_paths(&r.watch_paths).map_err(|m| Error::unprocessable("watch_paths", m))?;
+        r.ssh.check().map_err(|m| Error::unprocessable("ssh", m))?;
         let role = Role {
             target: r.target.clone(),
             name: r.name.clone(),
@@ -666,6 +677,7 @@ impl ControlPlane {
             intercept: r.intercept,
             limits: r.limits,
             watch_paths: r.watch_paths,
+            ssh: r.ssh,
             created_at: self.now(),
         };
         let cs = Changeset::new()
@@ -686,6 +698,7 @@ impl ControlPlane {
                     "intercept": role.intercept,
                     "limits": role.limits,
                     "watch_paths": role.watch_paths,
+                    "ssh": role.ssh,
                 })),
             );
         self.store.commit(cs).await.map_err(|e| match e {
@@ -761,6 +774,10 @@ impl ControlPlane {
             check_watch_paths(&w).map_err(|m| Error::unprocessable("watch_paths", m))?;
             role.watch_paths = w;
         }
+        if let Some(a) = c.ssh {
+            a.check().map_err(|m| Error::unprocessable("ssh", m))?;
+            role.ssh = a;
+        }
         if role == before {
             return Ok(role);
         }
@@ -775,6 +792,7 @@ impl ControlPlane {
                 "intercept": r.intercept,
                 "limits": r.limits,
                 "watch_paths": r.watch_paths,
+                "ssh": r.ssh,
             })
         };
         let cs = Changeset::new()

@@ -341,6 +341,7 @@ pub async fn setup(prefix: &str) -> (Server, Agent, LinuxUser, Client) {
             intercept: false,
             limits: Default::default(),
             watch_paths: vec![],
+            ssh: Default::default(),
         },
     )
     .await

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod idp;
 pub mod spawn;
+pub mod sshd;
 
 use pedm_api::Client;
 use std::path::{Path, PathBuf};
@@ -318,6 +319,7 @@ pub async fn standard_targets(s: &Server) {
                 intercept: false,
                 limits: Default::default(),
                 watch_paths: vec![],
+                ssh: Default::default(),
             },
         )
         .await

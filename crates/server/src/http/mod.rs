@@ -16,6 +16,7 @@ mod routes;
 mod schema_rules;
 mod scim;
 pub mod serve;
+mod ssh;
 mod sso;
 mod step_up;
 mod token_exchange;
@@ -110,6 +111,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(agents::router())
             .merge(live::router())
             .merge(step_up::router())
+            .merge(ssh::router())
             .merge(delegation::router())
             .merge(devices::router())
             .merge(locks::router())

@@ -358,6 +358,7 @@ async fn create_role(
                 intercept: b.intercept,
                 limits: b.limits,
                 watch_paths: b.watch_paths,
+                ssh: b.ssh,
             },
         )
         .await?;
@@ -392,6 +393,7 @@ async fn update_role(
         intercept: b.intercept,
         limits: b.limits,
         watch_paths: b.watch_paths,
+        ssh: b.ssh,
     };
     Ok(Json(
         s.cp.update_role(&c.actor, &target, &role, change).await?,

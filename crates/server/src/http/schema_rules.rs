@@ -7,6 +7,7 @@
 //! What a schema cannot state (a Cedar policy that does not parse, a task template naming an
 //! unknown parameter, a duration beyond a role's maximum) is answered with 422.
 
+use pedm_core::ssh;
 use pedm_core::syntax::{
     DURATION, LIFETIME, LINE, LOOPBACK_REDIRECT, MAX_COMMENT_CHARS, MAX_LINE_CHARS, NAME,
     OPTIONAL_LINE, PARAM_NAME, SCOPE_ITEM, TEXT, UNRESERVED,
@@ -104,6 +105,14 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("UpdateRole", "description", OptionalLine(500)),
         ("UpdateRole", "max_duration", Duration),
         ("CreateRole", "run_as", Name),
+        ("SshAccess", "force_command", Line(ssh::MAX_FORCE_COMMAND)),
+        (
+            "IssueSshCertificate",
+            "public_key",
+            Line(ssh::MAX_PUBLIC_KEY),
+        ),
+        ("SignHostKey", "public_key", Line(ssh::MAX_PUBLIC_KEY)),
+        ("SignHostKey", "validity", Duration),
         ("CreateRequest", "target", Name),
         ("CreateRequest", "role", Name),
         ("CreateRequest", "duration", Duration),
@@ -229,6 +238,22 @@ fn structure() -> Vec<(&'static str, &'static str, Value)> {
             "cpu_percent",
             json!({"type": ["integer", "null"],
             "minimum": 1, "maximum": L::MAX_CPU_PERCENT}),
+        ),
+        // A host certificate names 1 to 32 hosts, as clients type them.
+        (
+            "/components/schemas/SignHostKey/properties/principals",
+            "items",
+            json!({"type": "string", "pattern": ssh::HOST_NAME}),
+        ),
+        (
+            "/components/schemas/SignHostKey/properties/principals",
+            "minItems",
+            json!(1),
+        ),
+        (
+            "/components/schemas/SignHostKey/properties/principals",
+            "maxItems",
+            json!(ssh::MAX_HOST_PRINCIPALS),
         ),
         // Watched paths: absolute, a bounded number.
         (
