@@ -80,6 +80,8 @@ impl TokenRecord {
 pub enum TargetKind {
     Host,
     Postgres,
+    /// A MariaDB or MySQL server.
+    Mariadb,
     Command,
     Webhook,
     /// A host reached over SSH without an agent: grants get short-lived certificates.
@@ -87,9 +89,10 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 5] = [
+    pub const ALL: [TargetKind; 6] = [
         Self::Host,
         Self::Postgres,
+        Self::Mariadb,
         Self::Command,
         Self::Webhook,
         Self::Ssh,
@@ -98,6 +101,7 @@ impl TargetKind {
         match self {
             Self::Host => "host",
             Self::Postgres => "postgres",
+            Self::Mariadb => "mariadb",
             Self::Command => "command",
             Self::Webhook => "webhook",
             Self::Ssh => "ssh",

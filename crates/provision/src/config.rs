@@ -46,8 +46,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     CommandConfig, CommandProvisioner, GrantOutcome, GrantSpec, LinuxGroupConfig,
-    LinuxGroupProvisioner, Observed, PostgresConfig, PostgresProvisioner, ProvisionError,
-    Provisioner, StandingPrivilege, WebhookConfig, WebhookProvisioner,
+    LinuxGroupProvisioner, MariaDbConfig, MariaDbProvisioner, Observed, PostgresConfig,
+    PostgresProvisioner, ProvisionError, Provisioner, StandingPrivilege, WebhookConfig,
+    WebhookProvisioner,
 };
 
 /// A configuration that cannot work (bad URL, relative program path, …).
@@ -60,6 +61,7 @@ pub struct ConfigError(pub String);
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProvisionerConfig {
     Postgres(PostgresConfig),
+    Mariadb(MariaDbConfig),
     LinuxGroup(LinuxGroupConfig),
     Command(CommandConfig),
     Webhook(WebhookConfig),
@@ -70,6 +72,7 @@ impl ProvisionerConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Postgres(_) => "postgres",
+            Self::Mariadb(_) => "mariadb",
             Self::LinuxGroup(_) => "linux_group",
             Self::Command(_) => "command",
             Self::Webhook(_) => "webhook",
@@ -117,6 +120,7 @@ impl From<ProvisionerConfig> for TargetConfig {
 pub fn build(target: &str, config: &TargetConfig) -> Result<Arc<dyn Provisioner>, ConfigError> {
     let inner: Arc<dyn Provisioner> = match &config.provisioner {
         ProvisionerConfig::Postgres(c) => Arc::new(PostgresProvisioner::new(c)?),
+        ProvisionerConfig::Mariadb(c) => Arc::new(MariaDbProvisioner::new(c)?),
         ProvisionerConfig::LinuxGroup(c) => Arc::new(LinuxGroupProvisioner::new(c.clone())?),
         ProvisionerConfig::Command(c) => Arc::new(CommandProvisioner::new(target, c.clone())?),
         ProvisionerConfig::Webhook(c) => Arc::new(WebhookProvisioner::new(target, c.clone())?),

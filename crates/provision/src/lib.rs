@@ -2,11 +2,12 @@
 //! is there right now, and discover standing privileged accounts that exist regardless of
 //! pedm.
 //!
-//! One trait, [`Provisioner`], four implementations:
+//! One trait, [`Provisioner`], five implementations:
 //!
 //! | kind | type | what a grant does |
 //! |---|---|---|
 //! | `postgres` | [`PostgresProvisioner`] | `GRANT role TO login`, or a short-lived `LOGIN` role with `VALID UNTIL` and a generated password |
+//! | `mariadb` | [`MariaDbProvisioner`] | `GRANT role TO 'login'@'host'` as its default role, or a short-lived account with a generated password; connections killed on revoke |
 //! | `linux_group` | [`LinuxGroupProvisioner`] | temporary membership of a local group (`gpasswd -a`/`-d`) |
 //! | `command` | [`CommandProvisioner`] | runs an admin-configured executable with the grant as JSON on stdin |
 //! | `webhook` | [`WebhookProvisioner`] | a signed HTTP POST |
@@ -33,6 +34,7 @@
 mod command;
 mod config;
 mod linux;
+mod mariadb;
 mod postgres;
 mod scram;
 mod webhook;
@@ -40,6 +42,7 @@ mod webhook;
 pub use command::{CommandConfig, CommandProvisioner, MAX_CAPTURE};
 pub use config::{ConfigError, ProvisionerConfig, TargetConfig, build, build_all};
 pub use linux::{LinuxGroupConfig, LinuxGroupProvisioner, parse_sudoers};
+pub use mariadb::{MariaDbConfig, MariaDbProvisioner};
 pub use postgres::{PostgresConfig, PostgresProvisioner, redact_url};
 pub use webhook::{WebhookConfig, WebhookProvisioner};
 
@@ -147,7 +150,7 @@ impl ProvisionError {
 /// Switches one kind of privilege on and off in one target.
 #[async_trait]
 pub trait Provisioner: Send + Sync {
-    /// `postgres`, `linux_group`, `command` or `webhook`.
+    /// `postgres`, `mariadb`, `linux_group`, `command` or `webhook`.
     fn kind(&self) -> &'static str;
     /// Puts the privilege in place. Granting what is already there succeeds (and may hand
     /// out a fresh secret).
