@@ -23,6 +23,20 @@ pub enum Notice {
         grant: Box<Grant>,
         error: String,
     },
+    /// A target refused to remove a standing privilege found as drift: it stays until
+    /// someone intervenes. High severity.
+    DriftRemovalRefused {
+        target: String,
+        account: String,
+        privilege: String,
+        error: String,
+    },
+    /// A live grant's privilege was gone from its target (taken away by hand) and could not
+    /// be put back: the holder lacks what pedm says they have. High severity.
+    GrantPrivilegeMissing {
+        grant: Box<Grant>,
+        error: String,
+    },
     /// A host agent holds a record (an exec report or a session) that the server refused:
     /// it is kept on the host, but is missing here. High severity.
     AgentUndelivered {

@@ -181,15 +181,19 @@ pub async fn run_provisioning(cp: Arc<ControlPlane>, shutdown: watch::Receiver<b
     .await
 }
 
-/// Runs [`ControlPlane::reconcile`] every `interval` until shutdown. Findings are
-/// remembered for the life of the process (a restart reports standing drift again, and
-/// queues its removal again where removal is on: a removal still pending is not doubled).
+/// Runs [`ControlPlane::reconcile`] every `interval` until shutdown. Findings reported are
+/// remembered, across restarts too ([`ControlPlane::known_drift`] reads them back from the
+/// audit log): standing drift is reported once, and again only after it went away.
 pub async fn run_reconcile(
     cp: Arc<ControlPlane>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut reported = std::collections::BTreeSet::new();
+    // What was reported before a restart stays reported (the audit log remembers it).
+    let mut reported = cp.known_drift().await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read earlier drift findings; reporting all again");
+        Default::default()
+    });
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

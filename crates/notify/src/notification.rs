@@ -18,6 +18,10 @@ pub mod kinds {
     pub const BREAK_GLASS: &str = "break_glass";
     /// A target refuses to take a privilege away: it stays until someone intervenes.
     pub const REVOKE_FAILING: &str = "provision.revoke_failing";
+    /// A target refuses to remove a standing privilege pedm found as drift.
+    pub const DRIFT_REMOVAL_REFUSED: &str = "provision.drift_removal_refused";
+    /// A live grant's privilege was missing from its target and could not be put back.
+    pub const GRANT_PRIVILEGE_MISSING: &str = "provision.privilege_missing";
     /// A host agent holds a record the server refused to take.
     pub const AGENT_UNDELIVERED: &str = "agent.undelivered";
     /// An external account expires soon: its sponsor should extend it or let it go.

@@ -46,7 +46,8 @@ async fn mariadb_temporary_accounts_and_drift_through_pedmd() {
         "CREATE DATABASE app; CREATE TABLE app.t (x INT); INSERT INTO app.t VALUES (7); \
          CREATE ROLE readwrite; GRANT SELECT ON app.* TO readwrite; \
          GRANT readwrite TO 'pedm_admin'@'127.0.0.1' WITH ADMIN OPTION; \
-         CREATE USER 'eve'@'%' IDENTIFIED BY 'x'; GRANT SUPER ON *.* TO 'eve'@'%';",
+         CREATE USER 'eve'@'%' IDENTIFIED BY 'x'; GRANT SUPER ON *.* TO 'eve'@'%'; \
+         CREATE USER 'alice'@'%' IDENTIFIED BY 'alice-pw';",
     );
     let config = format!(
         r#"
@@ -61,6 +62,10 @@ remove_drift = true
 
 [provision.roles.appdb.tmp]
 mode = "temp_user"
+db_role = "readwrite"
+
+[provision.roles.appdb.rw]
+mode = "grant_role"
 db_role = "readwrite"
 "#,
         url = db.url()
@@ -78,25 +83,27 @@ db_role = "readwrite"
     })
     .await
     .unwrap();
-    a.create_role(
-        "appdb",
-        &CreateRole {
-            name: "tmp".into(),
-            description: None,
-            max_duration: "1h".into(),
-            auto_approve: true,
-            run_as: None,
-            noexec: false,
-            allow_setuid: false,
-            record_input: false,
-            intercept: false,
-            limits: Default::default(),
-            watch_paths: vec![],
-            ssh: Default::default(),
-        },
-    )
-    .await
-    .unwrap();
+    for name in ["tmp", "rw"] {
+        a.create_role(
+            "appdb",
+            &CreateRole {
+                name: name.into(),
+                description: None,
+                max_duration: "1h".into(),
+                auto_approve: true,
+                run_as: None,
+                noexec: false,
+                allow_setuid: false,
+                record_input: false,
+                intercept: false,
+                limits: Default::default(),
+                watch_paths: vec![],
+                ssh: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    }
     let token = user_with_token(&s, "alice", false).await;
     let alice = s.client(&token);
     let g = alice
@@ -173,6 +180,35 @@ db_role = "readwrite"
         db.root_sql("SHOW GRANTS FOR 'root'@'localhost'")
             .contains("ALL PRIVILEGES")
     );
+
+    // A role granted by pedm and taken away by hand is put back by the next pass.
+    let g = alice
+        .create_request(&req("appdb", "rw", "30m", "read the report"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    wait_provision(&s, g.id, "active").await;
+    assert_eq!(read_as(&db, "alice", "alice-pw").await.unwrap(), 7);
+    db.root_sql("REVOKE readwrite FROM 'alice'@'%'");
+    assert!(read_as(&db, "alice", "alice-pw").await.is_err());
+    eventually(Duration::from_secs(30), "the role put back", || {
+        let a = a.clone();
+        async move {
+            let ev = a
+                .audit_events(&AuditQuery {
+                    action: Some("provision.reapplied".into()),
+                    subject: Some(format!("grant:{}", g.id)),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            (!ev.is_empty()).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(read_as(&db, "alice", "alice-pw").await.unwrap(), 7);
+
     let o = s.cli(&s.admin_token, &["discover", "appdb"]);
     let found = stdout(&o);
     assert!(

@@ -14,9 +14,11 @@ pub struct LoudObserver;
 impl Observer for LoudObserver {
     fn notice(&self, notice: &Notice) {
         let n = match notice {
-            Notice::BreakGlass { .. } | Notice::RevokeFailing { .. } | Notice::ExecAlert { .. } => {
-                notification(notice)
-            }
+            Notice::BreakGlass { .. }
+            | Notice::RevokeFailing { .. }
+            | Notice::ExecAlert { .. }
+            | Notice::DriftRemovalRefused { .. }
+            | Notice::GrantPrivilegeMissing { .. } => notification(notice),
             _ => return,
         };
         if matches!(notice, Notice::BreakGlass { .. }) {
@@ -111,6 +113,28 @@ fn notification(n: &Notice) -> Notification {
             Severity::High,
             format!(
                 "REVOKE FAILING: {}'s {} on {} is still in place: {}",
+                grant.user, grant.role, grant.target, error
+            ),
+            json!({ "grant": grant, "error": error }),
+        ),
+        Notice::DriftRemovalRefused {
+            target,
+            account,
+            privilege,
+            error,
+        } => Notification::new(
+            kinds::DRIFT_REMOVAL_REFUSED,
+            Severity::High,
+            format!("DRIFT STAYS: {target} refused to take {privilege} from {account}: {error}"),
+            json!({ "target": target, "account": account, "privilege": privilege,
+                    "error": error }),
+        ),
+        Notice::GrantPrivilegeMissing { grant, error } => Notification::new(
+            kinds::GRANT_PRIVILEGE_MISSING,
+            Severity::High,
+            format!(
+                "PRIVILEGE MISSING: {}'s {} on {} was taken away in the target and could not \
+                 be put back: {}",
                 grant.user, grant.role, grant.target, error
             ),
             json!({ "grant": grant, "error": error }),

@@ -17,6 +17,7 @@ use pedm_core::store::{AuditFilter, Store};
 use pedm_store::SqliteStore;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 type Answer<T> = Result<T, FailureKind>;
 
@@ -30,6 +31,10 @@ struct Script {
     /// Drift removal on, and the accounts it keeps.
     remove_drift: Mutex<Option<Vec<String>>>,
     removals: Mutex<VecDeque<Answer<()>>>,
+    /// What `observe` says about every grant; `None`: the target cannot be asked.
+    present: Mutex<Option<bool>>,
+    /// Set: `remove_standing` says it started (first) and waits to be let go (second).
+    removal_gate: Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
 }
 
 fn fail(kind: FailureKind) -> ProvisionFailure {
@@ -72,6 +77,16 @@ impl ProvisioningPort for Script {
     async fn discover(&self, _: &str) -> Result<Vec<StandingPrivilege>, ProvisionFailure> {
         Ok(self.standing.lock().unwrap().clone())
     }
+    async fn observe(&self, g: &Grant) -> Result<(bool, String), ProvisionFailure> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("observe {}", g.role));
+        match *self.present.lock().unwrap() {
+            Some(p) => Ok((p, if p { "there" } else { "gone" }.into())),
+            None => Err(fail(FailureKind::Invalid)),
+        }
+    }
     /// Roles are granted to the login `<user>_db` (a `login = "{user}_db"` template).
     fn grant_account(&self, g: &Grant) -> Option<String> {
         Some(format!("{}_db", g.user))
@@ -96,6 +111,11 @@ impl ProvisioningPort for Script {
             .lock()
             .unwrap()
             .push(format!("remove {target} {} {}", p.account, p.privilege));
+        let gate = self.removal_gate.lock().unwrap().clone();
+        if let Some((started, proceed)) = gate {
+            started.notify_one();
+            proceed.notified().await;
+        }
         match self.removals.lock().unwrap().pop_front().unwrap_or(Ok(())) {
             Ok(()) => {
                 self.standing
@@ -117,13 +137,23 @@ fn member(account: &str) -> StandingPrivilege {
     }
 }
 
+/// The errors of high-severity provisioning notices, prefixed with their kind (revoke
+/// failures bare, as the older tests read them).
 #[derive(Default)]
 struct Seen(Mutex<Vec<String>>);
 impl Observer for Seen {
     fn notice(&self, n: &Notice) {
-        if let Notice::RevokeFailing { error, .. } = n {
-            self.0.lock().unwrap().push(error.clone());
-        }
+        let seen = match n {
+            Notice::RevokeFailing { error, .. } => error.clone(),
+            Notice::DriftRemovalRefused { account, error, .. } => {
+                format!("drift refused {account}: {error}")
+            }
+            Notice::GrantPrivilegeMissing { grant, error } => {
+                format!("missing {}: {error}", grant.id)
+            }
+            _ => return,
+        };
+        self.0.lock().unwrap().push(seen);
     }
 }
 
@@ -685,4 +715,170 @@ async fn drift_put_back_before_the_next_pass_is_removed_again() {
     e.cp.run_due_jobs().await.unwrap();
     assert_eq!(e.actions("provision.drift_removed").await, 2);
     assert!(e.script.standing.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_grant_that_starts_while_its_privilege_is_removed_as_drift_gets_it_back() {
+    let e = env().await;
+    *e.script.remove_drift.lock().unwrap() = Some(vec![]);
+    e.script.standing.lock().unwrap().push(member("alice_db"));
+    let mut reported = BTreeSet::new();
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 1);
+    let (started, proceed) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    *e.script.removal_gate.lock().unwrap() = Some((started.clone(), proceed.clone()));
+    // The removal checked that no grant explains alice_db; alice's grant starts before the
+    // REVOKE lands.
+    let (ran, g) = tokio::join!(e.cp.run_due_jobs(), async {
+        started.notified().await;
+        let g = e.grant("db").await;
+        proceed.notify_one();
+        g
+    });
+    ran.unwrap();
+    let calls = e.calls();
+    let removed_at = calls.iter().position(|c| c.starts_with("remove")).unwrap();
+    assert!(
+        calls[removed_at..].iter().any(|c| c == "grant rw"),
+        "the grant's privilege was not put back after the removal: {calls:?}"
+    );
+    let reapplied = e.events("provision.reapplied").await;
+    assert_eq!(reapplied.len(), 1);
+    assert_eq!(reapplied[0].data["grant"], g.id.to_string());
+    assert!(
+        reapplied[0].data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("drift removal")
+    );
+}
+
+#[tokio::test]
+async fn a_privilege_taken_away_by_hand_is_put_back_or_the_grant_fails_loudly() {
+    let e = env().await;
+    let g = e.grant("db").await;
+    e.cp.run_due_jobs().await.unwrap();
+    assert_eq!(e.state(&g).await.provision_state, ProvisionState::Active);
+    let mut reported = BTreeSet::new();
+    // There: nothing done.
+    *e.script.present.lock().unwrap() = Some(true);
+    e.cp.reconcile(&mut reported).await.unwrap();
+    assert_eq!(e.actions("provision.reapplied").await, 0);
+    // Gone (someone revoked it by hand): put back, with a fresh secret for the holder.
+    *e.script.present.lock().unwrap() = Some(false);
+    e.script
+        .grants
+        .lock()
+        .unwrap()
+        .push_back(Ok(Some("new-password".into())));
+    e.cp.reconcile(&mut reported).await.unwrap();
+    let reapplied = e.events("provision.reapplied").await;
+    assert_eq!(reapplied.len(), 1, "{reapplied:?}");
+    assert!(
+        reapplied[0].data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("gone")
+    );
+    assert_eq!(
+        e.cp.take_grant_secret(&alice(), g.id).await.unwrap(),
+        "new-password"
+    );
+    assert_eq!(e.state(&g).await.provision_state, ProvisionState::Active);
+    // Unreachable while putting it back: recorded, tried again next pass, still active.
+    e.script
+        .grants
+        .lock()
+        .unwrap()
+        .push_back(Err(FailureKind::Unreachable));
+    e.cp.reconcile(&mut reported).await.unwrap();
+    assert_eq!(e.state(&g).await.provision_state, ProvisionState::Active);
+    // Refused: the grant's provisioning fails, with a high-severity notice.
+    e.script
+        .grants
+        .lock()
+        .unwrap()
+        .push_back(Err(FailureKind::Refused));
+    e.cp.reconcile(&mut reported).await.unwrap();
+    let failed = e.state(&g).await;
+    assert_eq!(failed.provision_state, ProvisionState::Failed);
+    assert!(
+        failed
+            .provision_detail
+            .unwrap()
+            .contains("putting it back failed")
+    );
+    let seen = e.seen.0.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|s| s.starts_with(&format!("missing {}", g.id))),
+        "{seen:?}"
+    );
+    let permanent: Vec<_> = e
+        .events("provision.failed")
+        .await
+        .into_iter()
+        .filter(|ev| ev.data["reapply"] == true)
+        .map(|ev| ev.data["permanent"].clone())
+        .collect();
+    assert_eq!(
+        permanent,
+        vec![serde_json::json!(false), serde_json::json!(true)]
+    );
+    // A failed grant is not checked again.
+    let observed = e
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("observe"))
+        .count();
+    e.cp.reconcile(&mut reported).await.unwrap();
+    assert_eq!(
+        e.calls()
+            .iter()
+            .filter(|c| c.starts_with("observe"))
+            .count(),
+        observed
+    );
+}
+
+#[tokio::test]
+async fn a_refused_drift_removal_alerts_and_findings_survive_a_restart() {
+    let e = env().await;
+    *e.script.remove_drift.lock().unwrap() = Some(vec![]);
+    e.script
+        .standing
+        .lock()
+        .unwrap()
+        .extend([member("bob"), member("carol")]);
+    e.script
+        .removals
+        .lock()
+        .unwrap()
+        .extend([Err(FailureKind::Refused), Ok(())]);
+    let mut reported = BTreeSet::new();
+    assert_eq!(e.cp.reconcile(&mut reported).await.unwrap(), 2);
+    e.cp.run_due_jobs().await.unwrap();
+    let seen = e.seen.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].starts_with("drift refused bob: scripted Refused"),
+        "{seen:?}"
+    );
+    assert_eq!(e.actions("provision.drift_removed").await, 1);
+
+    // A restart: the process's memory is gone, the audit log remembers bob (still there),
+    // not carol (removed).
+    let known = e.cp.known_drift().await.unwrap();
+    assert_eq!(
+        known,
+        BTreeSet::from([("db".to_string(), "bob".to_string(), "member:rw".to_string())])
+    );
+    // Report-only now: bob is not reported again as new.
+    *e.script.remove_drift.lock().unwrap() = None;
+    let mut restarted = known;
+    assert_eq!(e.cp.reconcile(&mut restarted).await.unwrap(), 0);
+    assert_eq!(e.drift("bob").await.len(), 1);
+    // carol coming back is new again.
+    e.script.standing.lock().unwrap().push(member("carol"));
+    assert_eq!(e.cp.reconcile(&mut restarted).await.unwrap(), 1);
+    assert_eq!(e.drift("carol").await.len(), 2);
 }

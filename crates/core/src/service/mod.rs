@@ -19,6 +19,7 @@ mod locks;
 mod policy;
 mod policy_review;
 mod provision;
+mod reconcile;
 mod report;
 mod requests;
 mod scim;
