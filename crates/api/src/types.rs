@@ -203,6 +203,27 @@ pub struct CreateRole {
     pub ssh: SshAccess,
 }
 
+impl CreateRole {
+    /// A role with every option at its default (no run-as, approval needed, no session
+    /// controls): set the others with struct update syntax.
+    pub fn new(name: &str, max_duration: &str) -> Self {
+        CreateRole {
+            name: name.into(),
+            description: None,
+            max_duration: max_duration.into(),
+            auto_approve: false,
+            run_as: None,
+            noexec: false,
+            allow_setuid: false,
+            record_input: false,
+            intercept: false,
+            limits: SessionLimits::default(),
+            watch_paths: vec![],
+            ssh: SshAccess::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {

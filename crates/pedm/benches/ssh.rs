@@ -14,22 +14,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use common::sshd;
-use pedm_api::{CreateRole, CreateTarget, TargetKind};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(default)
-}
 
 fn main() {
     if let Some(why) = sshd::skip_reason() {
@@ -58,9 +51,9 @@ fn timed(cmd: &mut Command) -> Duration {
 }
 
 async fn run() {
-    let runs = setting("PEDM_BENCH_RUNS", 40) as usize;
-    let secs = setting("PEDM_BENCH_SECS", 5);
-    let clients = setting("PEDM_BENCH_CLIENTS", 16);
+    let runs = support::setting("PEDM_BENCH_RUNS", 40) as usize;
+    let secs = support::setting("PEDM_BENCH_SECS", 5);
+    let clients = support::setting("PEDM_BENCH_CLIENTS", 16);
     let s = common::Server::start_with(common::Options {
         env: vec![("PEDM_LOG".into(), "warn".into())],
         ..Default::default()
@@ -68,39 +61,7 @@ async fn run() {
     let tmp = tempfile::tempdir().unwrap();
     let sshd = sshd::start(&s, tmp.path());
     let admin = s.admin();
-    admin
-        .create_target(&CreateTarget {
-            name: "bastion".into(),
-            kind: TargetKind::Ssh,
-            description: None,
-            labels: [
-                ("address".to_string(), "127.0.0.1".to_string()),
-                ("port".to_string(), sshd.port.to_string()),
-            ]
-            .into(),
-        })
-        .await
-        .unwrap();
-    admin
-        .create_role(
-            "bastion",
-            &CreateRole {
-                name: "admin".into(),
-                description: None,
-                max_duration: "1h".into(),
-                auto_approve: true,
-                run_as: Some("root".into()),
-                noexec: false,
-                allow_setuid: false,
-                record_input: false,
-                intercept: false,
-                limits: Default::default(),
-                watch_paths: vec![],
-                ssh: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+    sshd::ssh_target(&admin, sshd.port).await;
     let token = common::user_with_token(&s, "alice", false).await;
     let client = s.client(&token);
     let grant = client

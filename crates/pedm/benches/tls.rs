@@ -22,13 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Starts `pedmd` with its stdout in a file; returns it and its URL.
 fn start(dir: &Path, args: &[&str]) -> (Child, String) {
     let out = dir.join("stdout");
@@ -145,8 +138,8 @@ async fn handshakes(addr: &str, ca: &Path, clients: u64, run: Duration) -> f64 {
 }
 
 fn main() {
-    let run = Duration::from_secs(setting("PEDM_BENCH_SECS", 5));
-    let clients = setting("PEDM_BENCH_CLIENTS", 16);
+    let run = Duration::from_secs(support::setting("PEDM_BENCH_SECS", 5));
+    let clients = support::setting("PEDM_BENCH_CLIENTS", 16);
     let tmp = tempfile::tempdir().expect("tempdir");
     let (tls_dir, plain_dir) = (tmp.path().join("tls"), tmp.path().join("plain"));
     std::fs::create_dir_all(&tls_dir).expect("dir");

@@ -84,25 +84,11 @@ db_role = "readwrite"
     .await
     .unwrap();
     for name in ["tmp", "rw"] {
-        a.create_role(
-            "appdb",
-            &CreateRole {
-                name: name.into(),
-                description: None,
-                max_duration: "1h".into(),
-                auto_approve: true,
-                run_as: None,
-                noexec: false,
-                allow_setuid: false,
-                record_input: false,
-                intercept: false,
-                limits: Default::default(),
-                watch_paths: vec![],
-                ssh: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+        let role = CreateRole {
+            auto_approve: true,
+            ..CreateRole::new(name, "1h")
+        };
+        a.create_role("appdb", &role).await.unwrap();
     }
     let token = user_with_token(&s, "alice", false).await;
     let alice = s.client(&token);

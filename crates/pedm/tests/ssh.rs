@@ -7,57 +7,36 @@
 
 mod common;
 
-use common::sshd::{self, keygen, ok, run, skip_reason};
+use common::sshd::{self, keygen, ok, run, skip_reason, ssh_target};
 use common::*;
-use pedm_api::{Client, CreateRole, CreateTarget, SshAccess, TargetKind};
+use pedm_api::{Client, SshAccess};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// An `ssh` target `bastion` at the sshd, with auto-approved roles: `admin` (root, with a
-/// pty), `forced` (root, one command, bound to the request's address), `other` (a login
-/// sshd does not accept for root).
-async fn ssh_target(admin: &Client, port: u16) {
-    admin
-        .create_target(&CreateTarget {
-            name: "bastion".into(),
-            kind: TargetKind::Ssh,
-            description: None,
-            labels: [
-                ("address".to_string(), "127.0.0.1".to_string()),
-                ("port".to_string(), port.to_string()),
-            ]
-            .into(),
-        })
-        .await
-        .unwrap();
-    let role = |name: &str, run_as: &str, ssh: SshAccess| CreateRole {
-        name: name.into(),
-        description: None,
-        max_duration: "1h".into(),
-        auto_approve: true,
-        run_as: Some(run_as.into()),
-        noexec: false,
-        allow_setuid: false,
-        record_input: false,
-        intercept: false,
-        limits: Default::default(),
-        watch_paths: vec![],
-        ssh,
-    };
-    for r in [
-        role("admin", "root", SshAccess::default()),
-        role(
-            "forced",
-            "root",
-            SshAccess {
-                force_command: Some("echo forced-command-ran".into()),
-                bind_source_address: true,
-                ..Default::default()
-            },
-        ),
-        role("other", "daemon", SshAccess::default()),
-    ] {
-        admin.create_role("bastion", &r).await.unwrap();
+/// pedmd, a real sshd trusting it, the `ssh` target `bastion` at it, and a user with a
+/// token and a config directory of their own.
+struct Bastion {
+    s: Server,
+    tmp: tempfile::TempDir,
+    sshd: sshd::Sshd,
+    token: String,
+    home: std::path::PathBuf,
+}
+
+async fn bastion(user: &str) -> Bastion {
+    let s = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let sshd = sshd::start(&s, tmp.path());
+    ssh_target(&s.admin(), sshd.port).await;
+    let token = user_with_token(&s, user, false).await;
+    let home = tmp.path().join(user);
+    std::fs::create_dir_all(&home).unwrap();
+    Bastion {
+        s,
+        tmp,
+        sshd,
+        token,
+        home,
     }
 }
 
@@ -122,13 +101,13 @@ async fn ssh_certificates_log_in_for_the_grant_window_only() {
         eprintln!("skipped: {why}");
         return;
     }
-    let s = Server::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let sshd = sshd::start(&s, tmp.path());
-    ssh_target(&s.admin(), sshd.port).await;
-    let alice = user_with_token(&s, "alice", false).await;
-    let home = tmp.path().join("alice");
-    std::fs::create_dir_all(&home).unwrap();
+    let Bastion {
+        s,
+        tmp: _tmp,
+        sshd,
+        token: alice,
+        home,
+    } = bastion("alice").await;
     let ac = s.client(&alice);
 
     // Inside the window: logged in as the role's run-as, no host-key prompt.
@@ -244,13 +223,13 @@ async fn ssh_certificates_hold_their_options_and_nothing_else_logs_in() {
         eprintln!("skipped: {why}");
         return;
     }
-    let s = Server::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let sshd = sshd::start(&s, tmp.path());
-    ssh_target(&s.admin(), sshd.port).await;
-    let bob = user_with_token(&s, "bob", false).await;
-    let home = tmp.path().join("bob");
-    std::fs::create_dir_all(&home).unwrap();
+    let Bastion {
+        s,
+        tmp,
+        sshd,
+        token: bob,
+        home,
+    } = bastion("bob").await;
     let bc = s.client(&bob);
 
     // force-command holds whatever the client asks; the certificate is bound to the

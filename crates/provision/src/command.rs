@@ -201,15 +201,9 @@ impl CommandProvisioner {
         if let Some(id) = grant_id {
             cmd.env("PEDM_GRANT_ID", id.to_string());
         }
-        let mut child = spawn_retrying_busy(&mut cmd).await.map_err(|e| {
-            let msg = format!("starting {}: {e}", program.display());
-            match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                    ProvisionError::Invalid(msg)
-                }
-                _ => ProvisionError::Unreachable(msg),
-            }
-        })?;
+        let mut child = spawn_retrying_busy(&mut cmd)
+            .await
+            .map_err(|e| start_error(&format!("starting {}", program.display()), e))?;
         let pid = child.id();
         let input = serde_json::to_vec(input).expect("JSON values serialize");
         let mut stdin = child.stdin.take();
@@ -411,10 +405,22 @@ impl Provisioner for CommandProvisioner {
     }
 }
 
+/// A program that could not be started: missing or not executable is the configuration's
+/// fault (`Invalid`); anything else may pass (`Unreachable`).
+pub(crate) fn start_error(what: &str, e: std::io::Error) -> ProvisionError {
+    let msg = format!("{what}: {e}");
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            ProvisionError::Invalid(msg)
+        }
+        _ => ProvisionError::Unreachable(msg),
+    }
+}
+
 /// Starts `cmd`, trying again for a moment while the program is open for writing elsewhere
 /// (ETXTBSY): a deploy tool that has just written the script, or a fork in another thread
 /// that briefly holds the writer's descriptor. Any other error is returned at once.
-async fn spawn_retrying_busy(
+pub(crate) async fn spawn_retrying_busy(
     cmd: &mut tokio::process::Command,
 ) -> std::io::Result<tokio::process::Child> {
     const ETXTBSY: i32 = 26;

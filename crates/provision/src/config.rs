@@ -46,9 +46,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     CommandConfig, CommandProvisioner, GrantOutcome, GrantSpec, LinuxGroupConfig,
-    LinuxGroupProvisioner, MariaDbConfig, MariaDbProvisioner, Observed, PostgresConfig,
-    PostgresProvisioner, ProvisionError, Provisioner, StandingPrivilege, WebhookConfig,
-    WebhookProvisioner,
+    LinuxGroupProvisioner, MariaDbConfig, MariaDbProvisioner, Observed, PluginConfig,
+    PluginProvisioner, PostgresConfig, PostgresProvisioner, ProvisionError, Provisioner,
+    StandingPrivilege, WebhookConfig, WebhookProvisioner,
 };
 
 /// A configuration that cannot work (bad URL, relative program path, …).
@@ -65,6 +65,8 @@ pub enum ProvisionerConfig {
     LinuxGroup(LinuxGroupConfig),
     Command(CommandConfig),
     Webhook(WebhookConfig),
+    /// An external program speaking the provisioner protocol (docs/provisioner-protocol.md).
+    Plugin(PluginConfig),
 }
 
 impl ProvisionerConfig {
@@ -76,6 +78,7 @@ impl ProvisionerConfig {
             Self::LinuxGroup(_) => "linux_group",
             Self::Command(_) => "command",
             Self::Webhook(_) => "webhook",
+            Self::Plugin(_) => "plugin",
         }
     }
 }
@@ -124,6 +127,7 @@ pub fn build(target: &str, config: &TargetConfig) -> Result<Arc<dyn Provisioner>
         ProvisionerConfig::LinuxGroup(c) => Arc::new(LinuxGroupProvisioner::new(c.clone())?),
         ProvisionerConfig::Command(c) => Arc::new(CommandProvisioner::new(target, c.clone())?),
         ProvisionerConfig::Webhook(c) => Arc::new(WebhookProvisioner::new(target, c.clone())?),
+        ProvisionerConfig::Plugin(c) => Arc::new(PluginProvisioner::new(target, c.clone())?),
     };
     if let Some(k) = config
         .keep

@@ -2,7 +2,7 @@
 //! is there right now, and discover standing privileged accounts that exist regardless of
 //! pedm.
 //!
-//! One trait, [`Provisioner`], five implementations:
+//! One trait, [`Provisioner`], six implementations:
 //!
 //! | kind | type | what a grant does |
 //! |---|---|---|
@@ -11,6 +11,7 @@
 //! | `linux_group` | [`LinuxGroupProvisioner`] | temporary membership of a local group (`gpasswd -a`/`-d`) |
 //! | `command` | [`CommandProvisioner`] | runs an admin-configured executable with the grant as JSON on stdin |
 //! | `webhook` | [`WebhookProvisioner`] | a signed HTTP POST |
+//! | `plugin` | [`PluginProvisioner`] | a request to a long-running program over the versioned stdio protocol (`docs/provisioner-protocol.md`) |
 //!
 //! Every operation is idempotent: granting twice, or revoking what is already gone, succeeds.
 //!
@@ -35,6 +36,7 @@ mod command;
 mod config;
 mod linux;
 mod mariadb;
+mod plugin;
 mod postgres;
 mod scram;
 mod webhook;
@@ -43,6 +45,7 @@ pub use command::{CommandConfig, CommandProvisioner, MAX_CAPTURE};
 pub use config::{ConfigError, ProvisionerConfig, TargetConfig, build, build_all};
 pub use linux::{LinuxGroupConfig, LinuxGroupProvisioner, parse_sudoers};
 pub use mariadb::{MariaDbConfig, MariaDbProvisioner};
+pub use plugin::{OPERATIONS, PROTOCOL_VERSION, PluginConfig, PluginHello, PluginProvisioner};
 pub use postgres::{PostgresConfig, PostgresProvisioner, redact_url};
 pub use webhook::{WebhookConfig, WebhookProvisioner};
 
@@ -150,7 +153,7 @@ impl ProvisionError {
 /// Switches one kind of privilege on and off in one target.
 #[async_trait]
 pub trait Provisioner: Send + Sync {
-    /// `postgres`, `mariadb`, `linux_group`, `command` or `webhook`.
+    /// `postgres`, `mariadb`, `linux_group`, `command`, `webhook` or `plugin`.
     fn kind(&self) -> &'static str;
     /// Puts the privilege in place. Granting what is already there succeeds (and may hand
     /// out a fresh secret).
@@ -277,6 +280,76 @@ pub(crate) fn check_settings(g: &GrantSpec, allowed: &[&str]) -> Result<(), Prov
         other => Err(ProvisionError::invalid(format!(
             "settings must be a JSON object, not {other}"
         ))),
+    }
+}
+
+/// A database error sorted into retry-later or permanent: `server` names a server's error
+/// (`SQLSTATE 08006`, `error 1205`) and says whether it passes; connection-level failures
+/// pass, bad configuration is invalid, anything else is a refusal.
+pub(crate) fn classify_sqlx(
+    what: &str,
+    e: sqlx::Error,
+    server: impl FnOnce(&dyn sqlx::error::DatabaseError) -> (String, bool),
+) -> ProvisionError {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let (code, transient) = server(db.as_ref());
+            let msg = format!("{what}: {} ({code})", db.message());
+            if transient {
+                ProvisionError::Unreachable(msg)
+            } else {
+                ProvisionError::Refused(msg)
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => ProvisionError::Unreachable(format!("{what}: {e}")),
+        sqlx::Error::Configuration(_) => ProvisionError::Invalid(format!("{what}: {e}")),
+        _ => ProvisionError::Refused(format!("{what}: {e}")),
+    }
+}
+
+/// The name of a grant's temporary account: `pedm_<user>_<last 8 hex of the grant id>`, the
+/// pedm user name lower-cased with `.` and `-` as `_`, cut to `max_user` characters.
+/// Refuses a user name that is not a pedm one; the caller checks the target's own rules.
+pub(crate) fn temp_account_name(g: &GrantSpec, max_user: usize) -> Result<String, ProvisionError> {
+    let s = &g.user;
+    let valid = !s.is_empty()
+        && s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(ProvisionError::invalid(format!(
+            "user {s:?} is not a valid pedm user name"
+        )));
+    }
+    let user: String = s
+        .chars()
+        .map(|c| match c {
+            '.' | '-' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .take(max_user)
+        .collect();
+    let id = g.grant_id.simple().to_string();
+    Ok(format!("pedm_{user}_{}", &id[id.len() - 8..]))
+}
+
+/// A grant of `user` on target `db`, role `rw`, with `settings` (unit tests).
+#[cfg(test)]
+pub(crate) fn test_spec(user: &str, settings: serde_json::Value) -> GrantSpec {
+    GrantSpec {
+        grant_id: Uuid::parse_str("0190f0e2-7b3c-7d4e-8f00-0123456789ab").unwrap(),
+        user: user.into(),
+        target: "db".into(),
+        role: "rw".into(),
+        run_as: None,
+        expires_at: Timestamp::from_second(1_800_000_000).unwrap(),
+        settings,
     }
 }
 

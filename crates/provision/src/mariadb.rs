@@ -175,17 +175,7 @@ fn native_hash(password: &str) -> String {
 
 /// `pedm_<user>_<8 hex>` for a temporary account.
 fn temp_user_name(g: &GrantSpec) -> Result<String, ProvisionError> {
-    let user: String = g
-        .user
-        .chars()
-        .map(|c| match c {
-            '.' | '-' => '_',
-            c => c.to_ascii_lowercase(),
-        })
-        .take(50)
-        .collect();
-    let id = g.grant_id.simple().to_string();
-    let name = format!("pedm_{user}_{}", &id[id.len() - 8..]);
+    let name = crate::temp_account_name(g, 50)?;
     check_name("temporary user", &name)?;
     Ok(name)
 }
@@ -266,33 +256,18 @@ fn plan(g: &GrantSpec) -> Result<Plan, ProvisionError> {
 
 /// Sorts a database error into retry-later or permanent.
 fn classify(what: &str, e: sqlx::Error) -> ProvisionError {
-    match &e {
-        sqlx::Error::Database(db) => {
-            let number = db
-                .try_downcast_ref::<MySqlDatabaseError>()
-                .map_or(0, MySqlDatabaseError::number);
-            let msg = format!("{what}: {} (error {number})", db.message());
-            // Too many connections, server shutting down, lock wait, deadlock, query
-            // interrupted or timed out, connection killed.
-            let transient = matches!(
-                number,
-                1040 | 1053 | 1205 | 1213 | 1317 | 1927 | 1969 | 3024
-            );
-            if transient {
-                ProvisionError::Unreachable(msg)
-            } else {
-                ProvisionError::Refused(msg)
-            }
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => ProvisionError::Unreachable(format!("{what}: {e}")),
-        sqlx::Error::Configuration(_) => ProvisionError::Invalid(format!("{what}: {e}")),
-        _ => ProvisionError::Refused(format!("{what}: {e}")),
-    }
+    crate::classify_sqlx(what, e, |db| {
+        let number = db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map_or(0, MySqlDatabaseError::number);
+        // Too many connections, server shutting down, lock wait, deadlock, query
+        // interrupted or timed out, connection killed.
+        let transient = matches!(
+            number,
+            1040 | 1053 | 1205 | 1213 | 1317 | 1927 | 1969 | 3024
+        );
+        (format!("error {number}"), transient)
+    })
 }
 
 /// Runs a statement built from validated names with the text protocol.
@@ -874,15 +849,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(user: &str, settings: serde_json::Value) -> GrantSpec {
-        GrantSpec {
-            grant_id: uuid::Uuid::parse_str("0190f0e2-7b3c-7d4e-8f00-0123456789ab").unwrap(),
-            user: user.into(),
-            target: "db".into(),
-            role: "rw".into(),
-            run_as: None,
-            expires_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
-            settings,
-        }
+        crate::test_spec(user, settings)
     }
 
     #[test]

@@ -161,36 +161,9 @@ fn check_ident(what: &str, s: &str) -> Result<(), ProvisionError> {
     }
 }
 
-/// pedm's user-name rule (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`).
-fn check_pedm_user(s: &str) -> Result<(), ProvisionError> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ProvisionError::invalid(format!(
-            "user {s:?} is not a valid pedm user name"
-        )))
-    }
-}
-
 /// `pedm_<user>_<8 hex>` for a temporary login.
 fn temp_login_name(g: &GrantSpec) -> Result<String, ProvisionError> {
-    check_pedm_user(&g.user)?;
-    let user: String = g
-        .user
-        .chars()
-        .map(|c| match c {
-            '.' | '-' => '_',
-            c => c.to_ascii_lowercase(),
-        })
-        .take(49)
-        .collect();
-    let id = g.grant_id.simple().to_string();
-    let name = format!("pedm_{user}_{}", &id[id.len() - 8..]);
+    let name = crate::temp_account_name(g, 49)?;
     check_ident("temporary login", &name)?;
     Ok(name)
 }
@@ -248,32 +221,17 @@ fn plan(g: &GrantSpec) -> Result<Plan, ProvisionError> {
 
 /// Sorts a database error into retry-later or permanent.
 fn classify(what: &str, e: sqlx::Error) -> ProvisionError {
-    match &e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            let msg = format!("{what}: {} (SQLSTATE {code})", db.message());
-            let transient = code.starts_with("08") // connection exception
-                || code.starts_with("53") // insufficient resources
-                || code.starts_with("57P") // admin/crash shutdown, cannot connect now
-                || code == "57014" // statement timeout
-                || code == "55P03" // lock not available
-                || code == "40001" // serialization failure
-                || code == "40P01"; // deadlock
-            if transient {
-                ProvisionError::Unreachable(msg)
-            } else {
-                ProvisionError::Refused(msg)
-            }
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => ProvisionError::Unreachable(format!("{what}: {e}")),
-        sqlx::Error::Configuration(_) => ProvisionError::Invalid(format!("{what}: {e}")),
-        _ => ProvisionError::Refused(format!("{what}: {e}")),
-    }
+    crate::classify_sqlx(what, e, |db| {
+        let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+        let transient = code.starts_with("08") // connection exception
+            || code.starts_with("53") // insufficient resources
+            || code.starts_with("57P") // admin/crash shutdown, cannot connect now
+            || code == "57014" // statement timeout
+            || code == "55P03" // lock not available
+            || code == "40001" // serialization failure
+            || code == "40P01"; // deadlock
+        (format!("SQLSTATE {code}"), transient)
+    })
 }
 
 /// Builds a statement server-side with `format(fmt, args…)` (`%I` identifiers, `%L`
@@ -825,15 +783,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(user: &str, settings: serde_json::Value) -> GrantSpec {
-        GrantSpec {
-            grant_id: uuid::Uuid::parse_str("0190f0e2-7b3c-7d4e-8f00-0123456789ab").unwrap(),
-            user: user.into(),
-            target: "db".into(),
-            role: "rw".into(),
-            run_as: None,
-            expires_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
-            settings,
-        }
+        crate::test_spec(user, settings)
     }
 
     #[test]

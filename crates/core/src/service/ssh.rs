@@ -146,48 +146,32 @@ impl ControlPlane {
             critical_options,
             extensions: role.ssh.extensions(),
         };
-        let signed = ca.sign(&req).map_err(ca_error)?;
-        let record = SshCertificate {
-            serial: req.serial,
-            kind: CertKind::User,
-            grant_id: Some(grant.id),
-            key_id: req.key_id.clone(),
-            principals: req.principals.clone(),
-            key_fingerprint: signed.key_fingerprint,
-            ca_fingerprint: signed.ca_fingerprint,
-            valid_after: req.valid_after,
-            valid_before: req.valid_before,
-            issued_by: actor.user.clone(),
-            issued_at: now,
-        };
-        let cs = Changeset::new()
-            .write(Write::SshCertificate(record.clone()))
-            .event(
-                self.event(actor, "ssh.certificate_issued", subject("grant", grant.id))
-                    .data(json!({
-                        "serial": record.serial.to_string(),
-                        "target": grant.target, "role": grant.role,
-                        "principals": record.principals,
-                        "key_fingerprint": record.key_fingerprint,
-                        "ca_fingerprint": record.ca_fingerprint,
-                        "valid_after": record.valid_after,
-                        "valid_before": record.valid_before,
-                        "critical_options": req.critical_options
-                            .iter()
-                            .map(|(k, v)| json!({ "name": k, "value": v }))
-                            .collect::<Vec<_>>(),
-                        "extensions": req.extensions,
-                    })),
-            );
-        self.store.commit(cs).await?;
+        let extra = json!({
+            "target": grant.target, "role": grant.role,
+            "critical_options": req.critical_options
+                .iter()
+                .map(|(k, v)| json!({ "name": k, "value": v }))
+                .collect::<Vec<_>>(),
+            "extensions": req.extensions,
+        });
+        let (certificate, record) = self
+            .sign_and_record(
+                &ca,
+                actor,
+                &req,
+                Some(grant.id),
+                "ssh.certificate_issued",
+                subject("grant", grant.id),
+                extra,
+            )
+            .await?;
         Ok(IssuedUserCert {
-            certificate: signed.certificate,
+            certificate,
             record,
             target,
             login,
         })
     }
-
     /// Signs a host key for `principals` (the names clients use), valid from now for
     /// `validity_secs` (needs `manage_targets`).
     pub async fn sign_ssh_host_key(
@@ -219,8 +203,9 @@ impl ControlPlane {
                 ),
             ));
         }
+        // The bound is the server's setting, not in the API's schema: 422.
         if validity_secs <= 0 || validity_secs > self.max_host_cert_secs {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "validity",
                 format!(
                     "must be more than 0 and at most {}",
@@ -240,11 +225,37 @@ impl ControlPlane {
             critical_options: vec![],
             extensions: vec![],
         };
-        let signed = ca.sign(&req).map_err(ca_error)?;
+        let about = subject("ssh_host", &req.principals[0]);
+        self.sign_and_record(
+            &ca,
+            actor,
+            &req,
+            None,
+            "ssh.host_certificate_issued",
+            about,
+            json!({}),
+        )
+        .await
+    }
+
+    /// Signs `req`, then records the certificate and its audit event (`action` about
+    /// `about`, with what the certificate says and `extra`) in one commit.
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_and_record(
+        &self,
+        ca: &Arc<dyn SshCa>,
+        actor: &Actor,
+        req: &CertRequest,
+        grant_id: Option<Uuid>,
+        action: &str,
+        about: Option<String>,
+        extra: serde_json::Value,
+    ) -> Result<(String, SshCertificate)> {
+        let signed = ca.sign(req).map_err(ca_error)?;
         let record = SshCertificate {
             serial: req.serial,
-            kind: CertKind::Host,
-            grant_id: None,
+            kind: req.kind,
+            grant_id,
             key_id: req.key_id.clone(),
             principals: req.principals.clone(),
             key_fingerprint: signed.key_fingerprint,
@@ -252,25 +263,22 @@ impl ControlPlane {
             valid_after: req.valid_after,
             valid_before: req.valid_before,
             issued_by: actor.user.clone(),
-            issued_at: now,
+            issued_at: self.now(),
         };
+        let mut data = json!({
+            "serial": record.serial.to_string(),
+            "principals": record.principals,
+            "key_fingerprint": record.key_fingerprint,
+            "ca_fingerprint": record.ca_fingerprint,
+            "valid_after": record.valid_after,
+            "valid_before": record.valid_before,
+        });
+        if let (Some(m), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+            m.extend(e.clone());
+        }
         let cs = Changeset::new()
             .write(Write::SshCertificate(record.clone()))
-            .event(
-                self.event(
-                    actor,
-                    "ssh.host_certificate_issued",
-                    subject("ssh_host", &req.principals[0]),
-                )
-                .data(json!({
-                    "serial": record.serial.to_string(),
-                    "principals": record.principals,
-                    "key_fingerprint": record.key_fingerprint,
-                    "ca_fingerprint": record.ca_fingerprint,
-                    "valid_after": record.valid_after,
-                    "valid_before": record.valid_before,
-                })),
-            );
+            .event(self.event(actor, action, about).data(data));
         self.store.commit(cs).await?;
         Ok((signed.certificate, record))
     }

@@ -13,6 +13,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A whole-number setting from the environment (`PEDM_BENCH_*`), or `default` when unset,
+/// unparsable or 0.
+pub fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
 /// One result line for `scripts/bench`, `key=value` words (`figure`, the row's label, last: it
 /// takes the rest of the line):
 /// `BENCH name=<id> unit=<unit> pedm=<value> peer=<value or -> peer_name=<what the peer is>

@@ -5,6 +5,7 @@
 //! benchmark's peer); the tests put none there.
 
 use super::{Server, stderr, stdout};
+use pedm_api::{Client, CreateRole, CreateTarget, SshAccess, TargetKind};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -176,5 +177,45 @@ pub fn start(s: &Server, dir: &Path) -> Sshd {
         port,
         dir: dir.to_owned(),
         log,
+    }
+}
+
+/// An `ssh` target `bastion` at the sshd, with auto-approved roles: `admin` (root, with a
+/// pty), `forced` (root, one command, bound to the request's address), `other` (a login
+/// sshd does not accept for root).
+pub async fn ssh_target(admin: &Client, port: u16) {
+    admin
+        .create_target(&CreateTarget {
+            name: "bastion".into(),
+            kind: TargetKind::Ssh,
+            description: None,
+            labels: [
+                ("address".to_string(), "127.0.0.1".to_string()),
+                ("port".to_string(), port.to_string()),
+            ]
+            .into(),
+        })
+        .await
+        .unwrap();
+    let role = |name: &str, run_as: &str, ssh: SshAccess| CreateRole {
+        auto_approve: true,
+        run_as: Some(run_as.into()),
+        ssh,
+        ..CreateRole::new(name, "1h")
+    };
+    for r in [
+        role("admin", "root", SshAccess::default()),
+        role(
+            "forced",
+            "root",
+            SshAccess {
+                force_command: Some("echo forced-command-ran".into()),
+                bind_source_address: true,
+                ..Default::default()
+            },
+        ),
+        role("other", "daemon", SshAccess::default()),
+    ] {
+        admin.create_role("bastion", &r).await.unwrap();
     }
 }
