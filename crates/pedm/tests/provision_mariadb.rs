@@ -10,22 +10,9 @@ mod mariadb;
 
 use common::*;
 use mariadb::TestMariaDb;
-use pedm_api::{AuditQuery, CreateRole, CreateTarget, Grant, TargetKind};
+use pedm_api::{AuditQuery, CreateRole, CreateTarget, TargetKind};
 use sqlx::{Connection, MySqlConnection};
 use std::time::Duration;
-use uuid::Uuid;
-
-async fn wait_provision(s: &Server, id: Uuid, state: &str) -> Grant {
-    eventually(
-        Duration::from_secs(30),
-        &format!("grant {id} provision state {state}"),
-        || async move {
-            let g = s.admin().get_grant(id).await.unwrap();
-            (g.provision_state.as_str() == state).then_some(g)
-        },
-    )
-    .await
-}
 
 async fn read_as(db: &TestMariaDb, user: &str, pw: &str) -> Result<i32, String> {
     let mut c = MySqlConnection::connect(&db.url_as(user, pw))
@@ -178,21 +165,7 @@ db_role = "readwrite"
     assert_eq!(read_as(&db, "alice", "alice-pw").await.unwrap(), 7);
     db.root_sql("REVOKE readwrite FROM 'alice'@'%'");
     assert!(read_as(&db, "alice", "alice-pw").await.is_err());
-    eventually(Duration::from_secs(30), "the role put back", || {
-        let a = a.clone();
-        async move {
-            let ev = a
-                .audit_events(&AuditQuery {
-                    action: Some("provision.reapplied".into()),
-                    subject: Some(format!("grant:{}", g.id)),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            (!ev.is_empty()).then_some(())
-        }
-    })
-    .await;
+    wait_event(&s, "provision.reapplied", &format!("grant:{}", g.id)).await;
     assert_eq!(read_as(&db, "alice", "alice-pw").await.unwrap(), 7);
 
     let o = s.cli(&s.admin_token, &["discover", "appdb"]);

@@ -6,22 +6,8 @@
 mod common;
 
 use common::*;
-use pedm_api::{AuditQuery, CreateRole, CreateTarget, Grant, TargetKind};
+use pedm_api::{CreateRole, CreateTarget, TargetKind};
 use std::path::Path;
-use std::time::Duration;
-use uuid::Uuid;
-
-async fn wait_provision(s: &Server, id: Uuid, state: &str) -> Grant {
-    eventually(
-        Duration::from_secs(30),
-        &format!("grant {id} provision state {state}"),
-        || async move {
-            let g = s.admin().get_grant(id).await.unwrap();
-            (g.provision_state.as_str() == state).then_some(g)
-        },
-    )
-    .await
-}
 
 fn members(state: &Path) -> serde_json::Value {
     let s: serde_json::Value =
@@ -99,21 +85,7 @@ secret = true
         r#"{"members": {"Administrator": []}, "standing": [], "keys": []}"#,
     )
     .unwrap();
-    eventually(Duration::from_secs(30), "the membership put back", || {
-        let a = a.clone();
-        async move {
-            let ev = a
-                .audit_events(&AuditQuery {
-                    action: Some("provision.reapplied".into()),
-                    subject: Some(format!("grant:{}", g.id)),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            (!ev.is_empty()).then_some(())
-        }
-    })
-    .await;
+    wait_event(&s, "provision.reapplied", &format!("grant:{}", g.id)).await;
     assert_eq!(members(&state), serde_json::json!(["alice"]));
 
     alice

@@ -426,3 +426,33 @@ pub async fn audit_of(s: &Server, action: &str) -> Vec<pedm_api::AuditEvent> {
         .await
         .expect("audit events")
 }
+
+/// Waits (at most 30 s) until grant `id`'s provisioning state is `state`, as the admin reads it.
+pub async fn wait_provision(s: &Server, id: uuid::Uuid, state: &str) -> pedm_api::Grant {
+    eventually(
+        Duration::from_secs(30),
+        &format!("grant {id} provision state {state}"),
+        || async move {
+            let g = s.admin().get_grant(id).await.unwrap();
+            (g.provision_state.as_str() == state).then_some(g)
+        },
+    )
+    .await
+}
+
+/// Waits (at most 30 s) for the first audit event `action` about `subject`.
+pub async fn wait_event(s: &Server, action: &str, subject: &str) -> pedm_api::AuditEvent {
+    eventually(Duration::from_secs(30), action, || async move {
+        s.admin()
+            .audit_events(&pedm_api::AuditQuery {
+                action: Some(action.into()),
+                subject: Some(subject.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+    })
+    .await
+}
