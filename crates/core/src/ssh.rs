@@ -160,8 +160,8 @@ pub trait SshCa: Send + Sync + 'static {
     /// trust all of them, so certificates made before a rotation stay good.
     fn public_keys(&self, kind: CertKind) -> Vec<String>;
     /// An OpenSSH KRL (binary, PROTOCOL.krl) revoking `revoked` (serials and key ids, under
-    /// the user CA key that signed each).
-    fn krl(&self, revoked: &[RevokedCert], now: Timestamp) -> Vec<u8>;
+    /// the user CA key that signed each). An error, never a KRL that leaves one out.
+    fn krl(&self, revoked: &[RevokedCert], now: Timestamp) -> Result<Vec<u8>, SshCaError>;
 }
 
 /// A certificate pedmd issued, as recorded.

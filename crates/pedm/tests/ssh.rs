@@ -356,6 +356,31 @@ async fn ssh_certificate_requests_are_checked_and_refusals_recorded() {
         .id;
     let e = cc.ssh_certificate(web, &key).await.unwrap_err();
     assert!(e.to_string().contains("only ssh targets"), "{e}");
+    // A target whose port label is not a port: named, nothing signed.
+    admin
+        .create_target(&pedm_api::CreateTarget {
+            name: "badport".into(),
+            kind: pedm_api::TargetKind::Ssh,
+            description: None,
+            labels: [("port".to_string(), "ssh".to_string())].into(),
+        })
+        .await
+        .unwrap();
+    let admin_role = pedm_api::CreateRole {
+        auto_approve: true,
+        run_as: Some("root".into()),
+        ..pedm_api::CreateRole::new("admin", "1h")
+    };
+    admin.create_role("badport", &admin_role).await.unwrap();
+    let bad = cc
+        .create_request(&req("badport", "admin", "30m", "port check"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap()
+        .id;
+    let e = cc.ssh_certificate(bad, &key).await.unwrap_err();
+    assert!(e.to_string().contains("port=\"ssh\""), "{e}");
     assert!(audit_of(&s, "ssh.certificate_issued").await.is_empty());
 
     // The good one.

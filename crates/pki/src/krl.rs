@@ -4,7 +4,7 @@
 //! signatures: the file's integrity is the fetching host's TLS connection to pedmd).
 
 use jiff::Timestamp;
-use pedm_core::ssh::RevokedCert;
+use pedm_core::ssh::{RevokedCert, SshCaError};
 use ssh_key::{HashAlg, PublicKey};
 use std::collections::BTreeSet;
 
@@ -22,24 +22,32 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
-    // Lengths here are bounded by what pedm lists (serials, key ids of live certificates).
-    put_u32(out, u32::try_from(s.len()).unwrap_or(u32::MAX));
+fn put_string(out: &mut Vec<u8>, s: &[u8]) -> Result<(), SshCaError> {
+    let len = u32::try_from(s.len())
+        .map_err(|_| SshCaError::Signing("a KRL section longer than 4 GiB".into()))?;
+    put_u32(out, len);
     out.extend_from_slice(s);
+    Ok(())
 }
 
 /// A KRL revoking `revoked` under each of `ca_keys` that signed some of them (matched by
 /// SHA-256 fingerprint); certificates of other CAs are left out. Version and date: `now`.
-pub fn build(ca_keys: &[PublicKey], revoked: &[RevokedCert], now: Timestamp) -> Vec<u8> {
-    let secs = u64::try_from(now.as_second()).unwrap_or(0);
+/// An error rather than a KRL missing something it should list.
+pub fn build(
+    ca_keys: &[PublicKey],
+    revoked: &[RevokedCert],
+    now: Timestamp,
+) -> Result<Vec<u8>, SshCaError> {
+    let secs = u64::try_from(now.as_second())
+        .map_err(|_| SshCaError::Signing(format!("the time {now} is before 1970")))?;
     let mut out = Vec::with_capacity(64 + revoked.len() * 48);
     out.extend_from_slice(MAGIC);
     put_u32(&mut out, FORMAT_VERSION);
     put_u64(&mut out, secs); // krl_version: grows with time
     put_u64(&mut out, secs); // generated_date
     put_u64(&mut out, 0); // flags
-    put_string(&mut out, b""); // reserved
-    put_string(&mut out, b"pedm: certificates of grants that ended early");
+    put_string(&mut out, b"")?; // reserved
+    put_string(&mut out, b"pedm: certificates of grants that ended early")?;
     for ca in ca_keys {
         let fingerprint = ca.fingerprint(HashAlg::Sha256).to_string();
         let mine = revoked.iter().filter(|r| r.ca_fingerprint == fingerprint);
@@ -48,28 +56,30 @@ pub fn build(ca_keys: &[PublicKey], revoked: &[RevokedCert], now: Timestamp) -> 
         if serials.is_empty() && key_ids.is_empty() {
             continue;
         }
-        let Ok(blob) = ca.to_bytes() else { continue };
+        let blob = ca
+            .to_bytes()
+            .map_err(|e| SshCaError::Signing(format!("encoding the CA key {fingerprint}: {e}")))?;
         let mut section = Vec::new();
-        put_string(&mut section, &blob);
-        put_string(&mut section, b""); // reserved
+        put_string(&mut section, &blob)?;
+        put_string(&mut section, b"")?; // reserved
         if !serials.is_empty() {
             let mut data = Vec::with_capacity(serials.len() * 8);
             for s in serials {
                 put_u64(&mut data, s);
             }
             section.push(CERT_SERIAL_LIST);
-            put_string(&mut section, &data);
+            put_string(&mut section, &data)?;
         }
         if !key_ids.is_empty() {
             let mut data = Vec::new();
             for id in key_ids {
-                put_string(&mut data, id.as_bytes());
+                put_string(&mut data, id.as_bytes())?;
             }
             section.push(CERT_KEY_ID);
-            put_string(&mut section, &data);
+            put_string(&mut section, &data)?;
         }
         out.push(SECTION_CERTIFICATES);
-        put_string(&mut out, &section);
+        put_string(&mut out, &section)?;
     }
-    out
+    Ok(out)
 }

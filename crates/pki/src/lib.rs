@@ -191,7 +191,7 @@ impl SshCa for SshAuthority {
             .collect()
     }
 
-    fn krl(&self, revoked: &[RevokedCert], now: Timestamp) -> Vec<u8> {
+    fn krl(&self, revoked: &[RevokedCert], now: Timestamp) -> Result<Vec<u8>, SshCaError> {
         krl::build(&self.user.trusted, revoked, now)
     }
 }

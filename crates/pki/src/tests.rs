@@ -162,7 +162,7 @@ fn the_krl_revokes_by_serial_and_key_id_as_ssh_keygen_checks() {
         },
     ];
     let krl = dir.path().join("krl");
-    std::fs::write(&krl, a.krl(&revoked, Timestamp::now())).unwrap();
+    std::fs::write(&krl, a.krl(&revoked, Timestamp::now()).unwrap()).unwrap();
     let check = |cert: &Path| {
         Command::new(keygen)
             .arg("-Q")
@@ -185,6 +185,6 @@ fn the_krl_revokes_by_serial_and_key_id_as_ssh_keygen_checks() {
         String::from_utf8_lossy(&out.stdout)
     );
     // An empty KRL parses and revokes nothing.
-    std::fs::write(&krl, a.krl(&[], Timestamp::now())).unwrap();
+    std::fs::write(&krl, a.krl(&[], Timestamp::now()).unwrap()).unwrap();
     assert!(check(&by_serial).status.success());
 }

@@ -13,8 +13,34 @@ use crate::ssh::{
 pub struct IssuedUserCert {
     pub certificate: String,
     pub record: SshCertificate,
-    pub target: Target,
     pub login: String,
+    /// Where to connect: the target's `address` label, else its name.
+    pub address: String,
+    /// The target's `port` label, else 22.
+    pub port: u16,
+}
+
+/// Where an `ssh` target is reached: its `address` and `port` labels, or its name and 22.
+fn endpoint(target: &Target) -> Result<(String, u16)> {
+    let address = target
+        .labels
+        .get("address")
+        .cloned()
+        .unwrap_or_else(|| target.name.clone());
+    let port = match target.labels.get("port") {
+        None => 22,
+        Some(p) => p.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+            Error::unprocessable(
+                "target",
+                format!(
+                    "target {} has the label port={:?}, which is not a port number",
+                    target.name,
+                    crate::text::terminal_safe(p)
+                ),
+            )
+        })?,
+    };
+    Ok((address, port))
 }
 
 impl ControlPlane {
@@ -52,7 +78,7 @@ impl ControlPlane {
                 ca_fingerprint: c.ca_fingerprint,
             })
             .collect();
-        Ok(ca.krl(&revoked, now))
+        ca.krl(&revoked, now).map_err(ca_error)
     }
 
     /// Signs `public_key` for `actor`'s grant `grant_id` on an `ssh` target: valid for the
@@ -110,6 +136,7 @@ impl ControlPlane {
                 ),
             ));
         }
+        let (address, port) = endpoint(&target)?;
         let Some(login) = role.run_as.clone() else {
             return Err(Error::unprocessable(
                 "grant",
@@ -168,8 +195,9 @@ impl ControlPlane {
         Ok(IssuedUserCert {
             certificate,
             record,
-            target,
             login,
+            address,
+            port,
         })
     }
     /// Signs a host key for `principals` (the names clients use), valid from now for

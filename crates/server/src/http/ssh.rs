@@ -44,15 +44,7 @@ async fn issue_user_certificate(
     let issued =
         s.cp.issue_ssh_user_certificate(&c.actor, id, &b.public_key)
             .await?;
-    let labels = &issued.target.labels;
-    let address = labels
-        .get("address")
-        .cloned()
-        .unwrap_or_else(|| issued.target.name.clone());
-    let port = labels
-        .get("port")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(22);
+    let (address, port) = (issued.address, issued.port);
     let host_pattern = if port == 22 {
         address.clone()
     } else {
