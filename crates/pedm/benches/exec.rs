@@ -15,6 +15,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use common::agent::*;
 use std::io::Write;
@@ -28,15 +30,6 @@ const FILE_MB: usize = 200;
 /// Between paced runs.
 const PACE: Duration = Duration::from_millis(50);
 
-/// `PEDM_BENCH_RUNS` / `PEDM_BENCH_MB` shorten a run while iterating.
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(default)
-}
-
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         println!("SKIP exec bench: needs root (creates a user, runs pedm-agent)");
@@ -46,12 +39,7 @@ fn main() {
         println!("SKIP exec bench: sudo is not installed (apt-get install sudo)");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    support::block_on(run());
 }
 
 struct Sudoers(std::path::PathBuf);
@@ -68,8 +56,9 @@ fn percentile(v: &mut [Duration], p: f64) -> f64 {
 }
 
 async fn run() {
-    let latency_runs = env_or("PEDM_BENCH_RUNS", LATENCY_RUNS);
-    let file_mb = env_or("PEDM_BENCH_MB", FILE_MB);
+    // PEDM_BENCH_RUNS / PEDM_BENCH_MB shorten a run while iterating.
+    let latency_runs = support::setting("PEDM_BENCH_RUNS", LATENCY_RUNS as u64) as usize;
+    let file_mb = support::setting("PEDM_BENCH_MB", FILE_MB as u64) as usize;
     let (s, agent, user, client) = setup("pedmbx").await;
     let g = grant(&client, "1h").await;
     add_role(&s, "audited", "root", &["--intercept"]);

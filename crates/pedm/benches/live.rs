@@ -12,6 +12,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use common::agent::*;
 use std::io::{BufRead, BufReader, Write};
@@ -84,12 +86,7 @@ fn main() {
         println!("SKIP live bench: needs root (creates a user, runs pedm-agent)");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    support::block_on(run());
 }
 
 async fn run() {

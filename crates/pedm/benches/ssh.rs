@@ -29,17 +29,14 @@ fn main() {
         println!("SKIP ssh bench: {why}");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    support::block_on(run());
 }
 
-fn p50(v: &mut [Duration]) -> f64 {
-    v.sort_unstable();
-    v[v.len() / 2].as_secs_f64() * 1e3
+/// The median of `v`, in milliseconds.
+fn p50_ms(v: &[Duration]) -> f64 {
+    let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    support::quantile(&ms, 0.5)
 }
 
 fn timed(cmd: &mut Command) -> Duration {
@@ -106,11 +103,16 @@ async fn run() {
         with_pedm.push(timed(&mut pedm_ssh()));
         plain.push(timed(&mut plain_ssh()));
     }
-    let (p, q) = (p50(&mut with_pedm), p50(&mut plain));
+    let (p, q) = (p50_ms(&with_pedm), p50_ms(&plain));
     println!("login p50: pedm ssh {p:.1} ms, ssh with a static key {q:.1} ms ({runs} each)");
-    println!(
-        "BENCH name=ssh_login_p50 unit=ms pedm={p:.2} peer={q:.2} peer_name=ssh_static_key \
-         goal=<=150% better=lower figure=login: pedm ssh (certificate issued per login) vs ssh with a static key, p50"
+    support::bench_line(
+        "ssh_login_p50",
+        "ms",
+        p,
+        Some((q, "ssh_static_key")),
+        "<=150%",
+        "lower",
+        "login: pedm ssh (certificate issued per login) vs ssh with a static key, p50",
     );
 
     // Issuance through the API.
@@ -166,9 +168,14 @@ async fn run() {
     println!(
         "issuance: pedmd {pedm_rate:.0}/s ({clients} clients), ssh-keygen -s {keygen_rate:.0}/s ({workers} processes at a time)"
     );
-    println!(
-        "BENCH name=ssh_cert_issuance unit=certs/s pedm={pedm_rate:.0} peer={keygen_rate:.0} \
-         peer_name=ssh-keygen_-s goal=>=100% better=higher figure=SSH certificates issued per second (signed, recorded, audited) vs ssh-keygen -s"
+    support::bench_line(
+        "ssh_cert_issuance",
+        "certs/s",
+        pedm_rate,
+        Some((keygen_rate, "ssh-keygen_-s")),
+        ">=100%",
+        "higher",
+        "SSH certificates issued per second (signed, recorded, audited) vs ssh-keygen -s",
     );
 }
 

@@ -548,18 +548,8 @@ async fn working_directory_shells_and_run_as_are_decided_by_the_agent() {
         .create_role(
             "web1",
             &CreateRole {
-                name: "docker".into(),
-                description: None,
-                max_duration: "8h".into(),
                 auto_approve: true,
-                run_as: None,
-                noexec: false,
-                allow_setuid: false,
-                record_input: false,
-                intercept: false,
-                limits: Default::default(),
-                watch_paths: vec![],
-                ssh: Default::default(),
+                ..CreateRole::new("docker", "8h")
             },
         )
         .await

@@ -397,47 +397,13 @@ async fn non_admins_cannot_administer() {
     );
     assert_err(
         admin
-            .create_role(
-                "web1",
-                &CreateRole {
-                    name: "big".into(),
-                    description: None,
-                    max_duration: "30d".into(),
-                    auto_approve: false,
-                    run_as: None,
-                    noexec: false,
-                    allow_setuid: false,
-                    record_input: false,
-                    intercept: false,
-                    limits: Default::default(),
-                    watch_paths: vec![],
-                    ssh: Default::default(),
-                },
-            )
+            .create_role("web1", &CreateRole::new("big", "30d"))
             .await,
         422,
         "server limit",
     );
     assert_err(
-        admin
-            .create_role(
-                "nope",
-                &CreateRole {
-                    name: "r".into(),
-                    description: None,
-                    max_duration: "1h".into(),
-                    auto_approve: false,
-                    run_as: None,
-                    noexec: false,
-                    allow_setuid: false,
-                    record_input: false,
-                    intercept: false,
-                    limits: Default::default(),
-                    watch_paths: vec![],
-                    ssh: Default::default(),
-                },
-            )
-            .await,
+        admin.create_role("nope", &CreateRole::new("r", "1h")).await,
         404,
         "target nope",
     );

@@ -66,18 +66,8 @@ async fn world() -> World {
         .create_role(
             "web2",
             &CreateRole {
-                name: "root".into(),
-                description: None,
-                max_duration: "1h".into(),
-                auto_approve: false,
                 run_as: Some("root".into()),
-                noexec: false,
-                allow_setuid: false,
-                record_input: false,
-                intercept: false,
-                limits: Default::default(),
-                watch_paths: vec![],
-                ssh: Default::default(),
+                ..CreateRole::new("root", "1h")
             },
         )
         .await

@@ -371,18 +371,8 @@ async fn simulate_never_recommends_auto_approving_root_or_small_samples() {
     a.create_role(
         "dev1",
         &pedm_api::CreateRole {
-            name: "logs".into(),
-            description: None,
-            max_duration: "1h".into(),
-            auto_approve: false,
             run_as: Some("syslog".into()),
-            noexec: false,
-            allow_setuid: false,
-            record_input: false,
-            intercept: false,
-            limits: Default::default(),
-            watch_paths: vec![],
-            ssh: Default::default(),
+            ..pedm_api::CreateRole::new("logs", "1h")
         },
     )
     .await

@@ -88,18 +88,8 @@ async fn add_role(s: &Server, role: &str, auto: bool) {
         .create_role(
             "web1",
             &CreateRole {
-                name: role.into(),
-                description: None,
-                max_duration: "1h".into(),
                 auto_approve: auto,
-                run_as: None,
-                noexec: false,
-                allow_setuid: false,
-                record_input: false,
-                intercept: false,
-                limits: Default::default(),
-                watch_paths: vec![],
-                ssh: Default::default(),
+                ..CreateRole::new(role, "1h")
             },
         )
         .await

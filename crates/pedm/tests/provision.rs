@@ -167,18 +167,8 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
         a.create_role(
             "db",
             &CreateRole {
-                name: role.into(),
-                description: None,
-                max_duration: "1h".into(),
                 auto_approve: auto,
-                run_as: None,
-                noexec: false,
-                allow_setuid: false,
-                record_input: false,
-                intercept: false,
-                limits: Default::default(),
-                watch_paths: vec![],
-                ssh: Default::default(),
+                ..CreateRole::new(role, "1h")
             },
         )
         .await
@@ -523,18 +513,8 @@ login = "{{user}}_db"
     a.create_role(
         "db",
         &CreateRole {
-            name: "readwrite".into(),
-            description: None,
-            max_duration: "1h".into(),
             auto_approve: true,
-            run_as: None,
-            noexec: false,
-            allow_setuid: false,
-            record_input: false,
-            intercept: false,
-            limits: Default::default(),
-            watch_paths: vec![],
-            ssh: Default::default(),
+            ..CreateRole::new("readwrite", "1h")
         },
     )
     .await

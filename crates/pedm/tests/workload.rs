@@ -55,25 +55,9 @@ async fn setup(idp: &Idp) -> Server {
     });
     let a = s.admin();
     standard_targets(&s).await;
-    a.create_role(
-        "web1",
-        &CreateRole {
-            name: "deployer".into(),
-            description: None,
-            max_duration: "1h".into(),
-            auto_approve: false,
-            run_as: None,
-            noexec: false,
-            allow_setuid: false,
-            record_input: false,
-            intercept: false,
-            limits: Default::default(),
-            watch_paths: vec![],
-            ssh: Default::default(),
-        },
-    )
-    .await
-    .expect("role");
+    a.create_role("web1", &CreateRole::new("deployer", "1h"))
+        .await
+        .expect("role");
     a.apply_policies(&ApplyPolicies {
         sources: vec![PolicySource {
             name: "ci.cedar".into(),

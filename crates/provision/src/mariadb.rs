@@ -278,27 +278,32 @@ async fn exec(conn: &mut MySqlConnection, sql: String) -> Result<(), sqlx::Error
     Ok(())
 }
 
+/// Whether the catalog query `sql` (a `SELECT COUNT(*)` with `?` for each of `binds`) finds
+/// anything.
+async fn any(
+    conn: &mut MySqlConnection,
+    sql: &'static str,
+    binds: &[&str],
+) -> Result<bool, sqlx::Error> {
+    let mut q = sqlx::query_scalar::<_, i64>(sql);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    Ok(q.fetch_one(&mut *conn).await? > 0)
+}
+
 async fn account_exists(
     conn: &mut MySqlConnection,
     login: &str,
     host: &str,
 ) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?")
-        .bind(login)
-        .bind(host)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(n > 0)
+    let sql = "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?";
+    any(conn, sql, &[login, host]).await
 }
 
 async fn role_exists(conn: &mut MySqlConnection, role: &str) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = '' AND is_role = 'Y'",
-    )
-    .bind(role)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(n > 0)
+    let sql = "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = '' AND is_role = 'Y'";
+    any(conn, sql, &[role]).await
 }
 
 /// `login@host` holds `role` directly.
@@ -308,15 +313,8 @@ async fn has_role(
     host: &str,
     role: &str,
 ) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM mysql.roles_mapping WHERE User = ? AND Host = ? AND Role = ?",
-    )
-    .bind(login)
-    .bind(host)
-    .bind(role)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(n > 0)
+    let sql = "SELECT COUNT(*) FROM mysql.roles_mapping WHERE User = ? AND Host = ? AND Role = ?";
+    any(conn, sql, &[login, host, role]).await
 }
 
 async fn default_role(

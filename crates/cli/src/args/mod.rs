@@ -14,9 +14,11 @@ use uuid::Uuid;
 mod delegation;
 mod hosts;
 mod limits;
+mod ssh;
 pub use delegation::*;
 pub use hosts::*;
 pub use limits::*;
+pub use ssh::*;
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8470";
 
@@ -338,70 +340,6 @@ pub enum RoleCmd {
     },
     /// List the roles of a target.
     List { target: String },
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct SshLoginArgs {
-    /// The target (its `address` label says where to connect, else its name); a `login@`
-    /// before it must be the role's run-as.
-    pub destination: String,
-    /// The grant to use (default: your one active grant on the target).
-    #[arg(long, value_name = "ID")]
-    pub grant: Option<uuid::Uuid>,
-    /// Your private key (its public half in FILE.pub). Default: one made for pedm in
-    /// $XDG_CONFIG_HOME/pedm/ssh/id_ed25519.
-    #[arg(short = 'i', value_name = "FILE")]
-    pub identity: Option<std::path::PathBuf>,
-    /// Port (default: the target's `port` label, else 22).
-    #[arg(short = 'p', value_name = "PORT")]
-    pub port: Option<u16>,
-    /// An option passed to ssh (repeatable), such as -o ConnectTimeout=5.
-    #[arg(short = 'o', value_name = "OPTION")]
-    pub options: Vec<String>,
-    /// Get the certificate and print the ssh command instead of running it.
-    #[arg(long)]
-    pub print: bool,
-    /// The command to run there (after --).
-    #[arg(last = true)]
-    pub command: Vec<String>,
-}
-
-/// What a role on an `ssh` target lets its certificate do besides logging in as run-as.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SshArgs {
-    /// ssh targets: the certificate runs only this command (force-command).
-    #[arg(long, value_name = "COMMAND")]
-    pub ssh_force_command: Option<String>,
-    /// ssh targets: the certificate works only from the address the request came from.
-    #[arg(long)]
-    pub ssh_bind_source_address: bool,
-    /// ssh targets: allow port-forwarding, agent-forwarding or x11-forwarding (repeatable).
-    #[arg(long, value_name = "WHAT", value_parser = ["port-forwarding", "agent-forwarding", "x11-forwarding"])]
-    pub ssh_permit: Vec<String>,
-    /// ssh targets: no terminal, commands only.
-    #[arg(long)]
-    pub ssh_no_pty: bool,
-}
-
-impl SshArgs {
-    pub fn given(&self) -> bool {
-        self.ssh_force_command.is_some()
-            || self.ssh_bind_source_address
-            || !self.ssh_permit.is_empty()
-            || self.ssh_no_pty
-    }
-
-    pub fn access(self) -> pedm_api::SshAccess {
-        let permits = |what: &str| self.ssh_permit.iter().any(|p| p == what);
-        pedm_api::SshAccess {
-            port_forwarding: permits("port-forwarding"),
-            agent_forwarding: permits("agent-forwarding"),
-            x11_forwarding: permits("x11-forwarding"),
-            force_command: self.ssh_force_command,
-            bind_source_address: self.ssh_bind_source_address,
-            no_pty: self.ssh_no_pty,
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]

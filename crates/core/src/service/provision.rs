@@ -1,8 +1,7 @@
 //! Provisioning jobs: creating them with the grants they serve, running them, handing a
-//! grant's secret to its holder once, and discovery of standing privileges. Reconciliation
-//! (drift, privileges taken away by hand) is in `reconcile.rs`.
+//! grant's secret to its holder once. What the targets hold against what pedm granted
+//! (discovery, drift, privileges taken away by hand) is in `reconcile.rs`.
 
-use super::reconcile::explained_by;
 use super::*;
 use crate::provisioning::{FailureKind, MAX_BACKOFF, ProvisionFailure, backoff};
 
@@ -519,68 +518,6 @@ impl ControlPlane {
             .as_ref()
             .map(|p| p.targets())
             .unwrap_or_default()
-    }
-
-    /// Standing privileged accounts in a target (the assessment phase). Needs
-    /// `manage_targets`.
-    pub async fn discover_target(
-        &self,
-        actor: &Actor,
-        target: &str,
-    ) -> Result<Vec<StandingPrivilege>> {
-        self.require_admin(actor, AdminAction::ManageTargets, "target.discover")
-            .await?;
-        let port = match &self.provisioning {
-            Some(p) if p.handles(target) => p.clone(),
-            _ => {
-                return Err(Error::NotFound(format!(
-                    "a provisioner for target {target}"
-                )));
-            }
-        };
-        let found = port.discover(target).await.map_err(|f| match f.kind {
-            FailureKind::Unreachable => {
-                Error::Conflict(format!("target {target} is unreachable: {}", f.message))
-            }
-            _ => Error::Internal(format!("discovering {target}: {}", f.message)),
-        })?;
-        let cs = Changeset::new().event(
-            self.event(actor, "target.discovered", subject("target", target))
-                .data(json!({ "target": target, "standing_privileges": found.len() })),
-        );
-        self.store.commit(cs).await?;
-        Ok(found)
-    }
-
-    /// Standing privileges over every target with a provisioner (auditors: `read_audit`).
-    /// A privilege a live pedm grant gave (exactly that account and privilege) is marked
-    /// with the grant (`temporary_grant`): it is not standing.
-    /// A target that cannot be read is listed under `errors`; the others still report.
-    pub async fn standing_report(&self, actor: &Actor) -> Result<StandingReport> {
-        self.require_admin(actor, AdminAction::ReadAudit, "report.standing")
-            .await?;
-        let mut report = StandingReport::default();
-        let Some(port) = self.provisioning.clone() else {
-            return Ok(report);
-        };
-        for target in port.targets() {
-            let holders = self.live_holders(port.as_ref(), &target).await?;
-            match port.discover(&target).await {
-                Ok(found) => report.rows.extend(found.into_iter().map(|p| StandingRow {
-                    temporary_grant: explained_by(&holders, &p),
-                    target: target.clone(),
-                    account: p.account,
-                    privilege: p.privilege,
-                    source: p.source,
-                })),
-                Err(f) => report.errors.push(TargetError {
-                    target: target.clone(),
-                    error: f.message,
-                }),
-            }
-        }
-        report.rows.sort();
-        Ok(report)
     }
 
     /// Marks a job that cannot run (its row is malformed) done, so it is not retried forever.

@@ -1,5 +1,6 @@
-//! Reconciliation: what the targets hold against what pedm granted. Standing privileges no
-//! live grant explains are reported as drift (and removed where the target says so, by
+//! Reconciliation: what the targets hold against what pedm granted. Discovery on request
+//! and the standing-privilege report; standing privileges no live grant explains are
+//! reported as drift (and removed where the target says so, by
 //! durable jobs); live grants whose privilege was taken away by hand are switched on again,
 //! or fail loudly.
 
@@ -8,6 +9,68 @@ use crate::provisioning::{DriftAction, FailureKind};
 use crate::store::AuditFilter;
 
 impl ControlPlane {
+    /// Standing privileged accounts in a target (the assessment phase). Needs
+    /// `manage_targets`.
+    pub async fn discover_target(
+        &self,
+        actor: &Actor,
+        target: &str,
+    ) -> Result<Vec<StandingPrivilege>> {
+        self.require_admin(actor, AdminAction::ManageTargets, "target.discover")
+            .await?;
+        let port = match &self.provisioning {
+            Some(p) if p.handles(target) => p.clone(),
+            _ => {
+                return Err(Error::NotFound(format!(
+                    "a provisioner for target {target}"
+                )));
+            }
+        };
+        let found = port.discover(target).await.map_err(|f| match f.kind {
+            FailureKind::Unreachable => {
+                Error::Conflict(format!("target {target} is unreachable: {}", f.message))
+            }
+            _ => Error::Internal(format!("discovering {target}: {}", f.message)),
+        })?;
+        let cs = Changeset::new().event(
+            self.event(actor, "target.discovered", subject("target", target))
+                .data(json!({ "target": target, "standing_privileges": found.len() })),
+        );
+        self.store.commit(cs).await?;
+        Ok(found)
+    }
+
+    /// Standing privileges over every target with a provisioner (auditors: `read_audit`).
+    /// A privilege a live pedm grant gave (exactly that account and privilege) is marked
+    /// with the grant (`temporary_grant`): it is not standing.
+    /// A target that cannot be read is listed under `errors`; the others still report.
+    pub async fn standing_report(&self, actor: &Actor) -> Result<StandingReport> {
+        self.require_admin(actor, AdminAction::ReadAudit, "report.standing")
+            .await?;
+        let mut report = StandingReport::default();
+        let Some(port) = self.provisioning.clone() else {
+            return Ok(report);
+        };
+        for target in port.targets() {
+            let holders = self.live_holders(port.as_ref(), &target).await?;
+            match port.discover(&target).await {
+                Ok(found) => report.rows.extend(found.into_iter().map(|p| StandingRow {
+                    temporary_grant: explained_by(&holders, &p),
+                    target: target.clone(),
+                    account: p.account,
+                    privilege: p.privilege,
+                    source: p.source,
+                })),
+                Err(f) => report.errors.push(TargetError {
+                    target: target.clone(),
+                    error: f.message,
+                }),
+            }
+        }
+        report.rows.sort();
+        Ok(report)
+    }
+
     /// One reconciliation pass: discovers every provisioned target and records a
     /// `provision.drift` event for each standing privilege that no live pedm grant explains
     /// (the account is neither a holder of a grant being provisioned, active or being revoked

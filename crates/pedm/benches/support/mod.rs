@@ -23,6 +23,16 @@ pub fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Runs a benchmark's async body on a two-worker runtime (the machine's cores).
+pub fn block_on<F: std::future::Future>(body: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(body)
+}
+
 /// One result line for `scripts/bench`, `key=value` words (`figure`, the row's label, last: it
 /// takes the rest of the line):
 /// `BENCH name=<id> unit=<unit> pedm=<value> peer=<value or -> peer_name=<what the peer is>

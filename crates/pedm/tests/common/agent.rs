@@ -330,18 +330,9 @@ pub async fn setup(prefix: &str) -> (Server, Agent, LinuxUser, Client) {
     a.create_role(
         "web1",
         &CreateRole {
-            name: "root".into(),
-            description: None,
-            max_duration: "1h".into(),
             auto_approve: true,
             run_as: Some("root".into()),
-            noexec: false,
-            allow_setuid: false,
-            record_input: false,
-            intercept: false,
-            limits: Default::default(),
-            watch_paths: vec![],
-            ssh: Default::default(),
+            ..CreateRole::new("root", "1h")
         },
     )
     .await

@@ -308,18 +308,9 @@ pub async fn standard_targets(s: &Server) {
         a.create_role(
             "web1",
             &pedm_api::CreateRole {
-                name: role.into(),
-                description: None,
-                max_duration: "1h".into(),
                 auto_approve: auto,
                 run_as: Some("root".into()),
-                noexec: false,
-                allow_setuid: false,
-                record_input: false,
-                intercept: false,
-                limits: Default::default(),
-                watch_paths: vec![],
-                ssh: Default::default(),
+                ..pedm_api::CreateRole::new(role, "1h")
             },
         )
         .await
