@@ -113,7 +113,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
                         cp.size
                     );
                 }
-                write_file_durably(&path, note.as_bytes())?;
+                crate::files::write_atomic(&path, note.as_bytes(), 0o666)?;
                 eprintln!(
                     "saved the checkpoint of {} events to {}; later: pedm audit verify \
                      --pubkey KEY --trusted-checkpoint {}",
@@ -351,20 +351,6 @@ fn require_cosigned(
             }
         );
     }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary file, synced, then renamed.
-fn write_file_durably(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

@@ -9,7 +9,6 @@ use jiff::Timestamp;
 use pedm_agent::identity::{IdentityFiles, new_key_and_csr};
 use pedm_api::device::{Device, EnrollDevice, Posture};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// Which server and device the files beside it are for.
 #[derive(Serialize, Deserialize)]
@@ -18,12 +17,8 @@ struct DeviceFile {
     id: String,
 }
 
-fn dir() -> Option<PathBuf> {
-    crate::login::session_path().and_then(|p| p.parent().map(PathBuf::from))
-}
-
 fn files() -> Option<IdentityFiles> {
-    let d = dir()?;
+    let d = crate::files::config_dir()?;
     Some(IdentityFiles {
         cert: d.join("device-cert.pem"),
         key: d.join("device-key.pem"),
@@ -32,7 +27,7 @@ fn files() -> Option<IdentityFiles> {
 
 /// This machine's device certificate and key as one PEM, if it is enrolled with `url`.
 pub fn identity_for(url: &str) -> Option<Vec<u8>> {
-    let d = dir()?;
+    let d = crate::files::config_dir()?;
     let f: DeviceFile =
         serde_json::from_str(&std::fs::read_to_string(d.join("device.json")).ok()?).ok()?;
     if f.url.trim_end_matches('/') != url.trim_end_matches('/') || !url.starts_with("https://") {
@@ -71,14 +66,7 @@ pub async fn enroll(ctx: &Ctx, name: Option<String>) -> Result<()> {
         "devices enroll only with an https:// server"
     );
     let files = files().context("cannot find the config directory (set HOME)")?;
-    let d = dir().context("cannot find the config directory (set HOME)")?;
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&d)?;
-    }
+    let d = crate::files::private_dir(None)?;
     let name = name.unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())

@@ -12,6 +12,7 @@ pub mod device;
 pub mod escapes;
 pub mod exec;
 pub mod external;
+pub mod files;
 pub mod lock;
 pub mod login;
 pub mod output;

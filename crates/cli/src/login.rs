@@ -16,7 +16,6 @@ use pedm_api::Client;
 use pedm_api::sso::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,11 +35,7 @@ pub struct SessionFile {
 
 /// `$XDG_CONFIG_HOME/pedm/session`, or `~/.config/pedm/session`.
 pub fn session_path() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
-    };
-    Some(base.join("pedm").join("session"))
+    Some(crate::files::config_dir()?.join("session"))
 }
 
 /// The stored session for `url`, if there is one.
@@ -51,25 +46,8 @@ pub fn stored_session(url: &str) -> Option<SessionFile> {
 }
 
 fn save(s: &SessionFile) -> Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let path = session_path().context("cannot find the config directory (set HOME)")?;
-    let dir = path.parent().context("session path has no directory")?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(".session.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(serde_json::to_string(s)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let path = crate::files::private_dir(None)?.join("session");
+    crate::files::write_atomic(&path, serde_json::to_string(s)?.as_bytes(), 0o600)?;
     Ok(path)
 }
 

@@ -10,41 +10,12 @@ use crate::args::SshLoginArgs;
 use crate::commands::Ctx;
 use anyhow::{Context, Result, bail};
 use pedm_api::{GrantQuery, GrantState};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// `$XDG_CONFIG_HOME/pedm/ssh`, or `~/.config/pedm/ssh`.
+/// `$XDG_CONFIG_HOME/pedm/ssh`, or `~/.config/pedm/ssh` (0700).
 fn ssh_dir() -> Result<PathBuf> {
-    let session =
-        crate::login::session_path().context("cannot find the config directory (set HOME)")?;
-    let dir = session
-        .parent()
-        .context("config path has no directory")?
-        .join("ssh");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
-}
-
-/// Writes `text` to `path` with `mode`, through a temporary file renamed over it.
-fn write_file(path: &Path, text: &[u8], mode: u32) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(text)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::files::private_dir(Some("ssh"))
 }
 
 /// The private key to use and its public line: the one given, or pedm's own (made once).
@@ -140,9 +111,9 @@ pub async fn login(ctx: &Ctx, a: SshLoginArgs) -> Result<()> {
     }
     let dir = ssh_dir()?;
     let cert = dir.join(format!("{grant}-cert.pub"));
-    write_file(&cert, format!("{}\n", issued.certificate).as_bytes(), 0o600)?;
+    crate::files::write_atomic(&cert, format!("{}\n", issued.certificate).as_bytes(), 0o600)?;
     let known_hosts = dir.join("known_hosts");
-    write_file(
+    crate::files::write_atomic(
         &known_hosts,
         format!("{}\n", issued.known_hosts.join("\n")).as_bytes(),
         0o600,
@@ -214,7 +185,7 @@ pub async fn sign_host(
     let text = format!("{}\n", issued.certificate);
     match output {
         Some(p) => {
-            write_file(&p, text.as_bytes(), 0o644)?;
+            crate::files::write_atomic(&p, text.as_bytes(), 0o644)?;
             eprintln!(
                 "wrote {} (serial {}, valid until {}); add `HostCertificate {}` to sshd_config",
                 p.display(),
@@ -255,5 +226,5 @@ pub async fn krl(ctx: &Ctx, output: PathBuf) -> Result<()> {
             output.display()
         );
     }
-    write_file(&output, &krl, 0o644)
+    crate::files::write_atomic(&output, &krl, 0o644)
 }
