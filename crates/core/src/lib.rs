@@ -29,6 +29,7 @@ pub mod store;
 pub mod syntax;
 pub mod text;
 pub mod token;
+pub mod web_session;
 pub mod workload;
 
 pub use error::{Error, Result};

@@ -122,6 +122,8 @@ pub enum Write {
     Lock(crate::lock::LockWrite),
     /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
     Sso(crate::sso::SsoWrite),
+    /// Console (browser) sessions.
+    WebSession(crate::web_session::WebSessionWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
     /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
     /// order until the transaction ends, so two changesets that each count on the other
@@ -333,6 +335,11 @@ pub trait Store: Send + Sync + 'static {
     async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
     /// Every lock, newest first (the table stays small: locks are rare and short).
     async fn locks(&self) -> Result<Vec<crate::lock::Lock>, StoreError>;
+    /// The console session a token backs, if it backs one.
+    async fn web_session(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<crate::web_session::WebSession>, StoreError>;
     /// User certificates still valid at `now` whose grant is no longer active (the KRL).
     async fn ssh_certificates_to_revoke(
         &self,

@@ -52,6 +52,33 @@ pub struct Config {
     /// SSH certificate authorities for `ssh` targets (`[ssh]`).
     #[serde(default)]
     pub ssh: SshConfig,
+    /// The web console under `/ui/` (`[console]`).
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: session timeouts, and the address browsers reach pedmd at (needed for
+/// single sign-on in the console: the provider sends people back to
+/// `<public_url>/ui/auth/callback`, which must be registered with it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// A session unused this long ends (`30m`).
+    pub idle_timeout: String,
+    /// A session ends this long after sign-in, used or not (`8h`).
+    pub session_lifetime: String,
+    /// `https://pedm.example.com`; empty: sign-in with a pasted token only.
+    pub public_url: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            idle_timeout: "30m".into(),
+            session_lifetime: "8h".into(),
+            public_url: String::new(),
+        }
+    }
 }
 
 /// `[ssh]`: the CA keys (OpenSSH private key files). The first of each list signs and is
@@ -314,6 +341,7 @@ impl Default for Config {
             scim: ScimConfig::default(),
             alerts: AlertsConfig::default(),
             ssh: SshConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -361,6 +389,7 @@ pub struct Resolved {
     pub ssh_user_ca_keys: Vec<PathBuf>,
     pub ssh_host_ca_keys: Vec<PathBuf>,
     pub ssh_max_host_cert_secs: i64,
+    pub console: pedm_console::Settings,
 }
 
 impl Config {
@@ -551,6 +580,7 @@ impl Config {
                 },
             },
             oidc: crate::oidc::config::resolve(&self.auth.oidc)?,
+            console: self.console.resolve()?,
             scim: self.scim.enabled,
             ssh_user_ca_keys: match self.ssh.user_ca_keys.as_slice() {
                 [] => vec![self.data_dir.join("ssh").join("user_ca")],
@@ -589,9 +619,91 @@ impl Config {
     }
 }
 
+impl ConsoleConfig {
+    fn resolve(&self) -> anyhow::Result<pedm_console::Settings> {
+        let secs = |field: &str, v: &str| -> anyhow::Result<i64> {
+            let n = parse_duration(v).with_context(|| format!("console.{field}: {v:?}"))?;
+            if n < 60 {
+                bail!("console.{field}: must be at least 1m");
+            }
+            Ok(n)
+        };
+        let idle_secs = secs("idle_timeout", &self.idle_timeout)?;
+        let session_secs = secs("session_lifetime", &self.session_lifetime)?;
+        if idle_secs > session_secs {
+            bail!("console.idle_timeout: longer than console.session_lifetime");
+        }
+        let url = self.public_url.trim().trim_end_matches('/');
+        let public_url = if url.is_empty() {
+            None
+        } else {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let host = rest.split(':').next().unwrap_or("");
+            let loopback =
+                matches!(host, "127.0.0.1" | "localhost" | "[") || rest.starts_with("[::1]");
+            if !(scheme == "https" || (scheme == "http" && loopback)) {
+                bail!(
+                    "console.public_url: {url:?} must be an https:// address \
+                     (plain http only on loopback)"
+                );
+            }
+            if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+                bail!("console.public_url: {url:?} must be scheme://host[:port], without a path");
+            }
+            Some(url.to_string())
+        };
+        Ok(pedm_console::Settings {
+            idle_secs,
+            session_secs,
+            public_url,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_settings_are_checked() {
+        let with = |idle: &str, life: &str, url: &str| ConsoleConfig {
+            idle_timeout: idle.into(),
+            session_lifetime: life.into(),
+            public_url: url.into(),
+        };
+        let ok = with("15m", "4h", "https://pedm.example.com/")
+            .resolve()
+            .unwrap();
+        assert_eq!((ok.idle_secs, ok.session_secs), (900, 14_400));
+        assert_eq!(ok.public_url.as_deref(), Some("https://pedm.example.com"));
+        let local = with("30m", "8h", "http://127.0.0.1:8470")
+            .resolve()
+            .unwrap();
+        assert_eq!(local.public_url.as_deref(), Some("http://127.0.0.1:8470"));
+        for (c, names) in [
+            (with("2h", "1h", ""), "longer than console.session_lifetime"),
+            (
+                with("10s", "1h", ""),
+                "console.idle_timeout: must be at least 1m",
+            ),
+            (with("30m", "soon", ""), "console.session_lifetime"),
+            (
+                with("30m", "8h", "http://pedm.example.com"),
+                "plain http only on loopback",
+            ),
+            (
+                with("30m", "8h", "https://pedm.example.com/ui"),
+                "without a path",
+            ),
+            (
+                with("30m", "8h", "https://user@pedm.example.com"),
+                "without a path",
+            ),
+        ] {
+            let e = format!("{:#}", c.resolve().unwrap_err());
+            assert!(e.contains(names), "{e}");
+        }
+    }
 
     #[test]
     fn file_then_env_override() {

@@ -253,6 +253,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     ));
     cp = cp.with_observer(agents.clone());
+    let console_live = Arc::new(pedm_console::LiveChanges::default());
+    cp = cp.with_observer(console_live.clone());
     let provisioners = provision::Provisioners::new(
         pedm_provision::build_all(&cfg.provision.targets)
             .map_err(|e| anyhow::anyhow!("provision.targets: {e}"))?,
@@ -365,16 +367,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let sso = Arc::new(oidc::Providers::new(cfg.oidc.clone()));
+    let console = pedm_console::Console::new(
+        cp.clone(),
+        cfg.console.clone(),
+        (!sso.by_name.is_empty()).then(|| {
+            Arc::new(http::sso::ConsoleSso {
+                cp: cp.clone(),
+                providers: sso.clone(),
+            }) as Arc<dyn pedm_console::SingleSignOn>
+        }),
+        console_live,
+    );
     let app = http::router(
         http::AppState {
             cp,
             metrics,
             audit: Some(signer),
             agents: Some(agents),
-            sso: Arc::new(oidc::Providers::new(cfg.oidc.clone())),
+            sso,
             workload: Arc::new(workload::resolve(&cfg.workload)?),
             scim: cfg.scim,
         },
+        Some(console),
         cfg.max_body_bytes,
         cfg.request_timeout,
     );

@@ -22,6 +22,7 @@ mod ssh;
 mod sso;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod web_sessions;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -258,6 +259,12 @@ macro_rules! forward_store {
             }
             async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
                 pedm_core::store::Store::locks(&self.engine).await
+            }
+            async fn web_session(
+                &self,
+                token_id: &str,
+            ) -> Result<Option<pedm_core::web_session::WebSession>, StoreError> {
+                pedm_core::store::Store::web_session(&self.engine, token_id).await
             }
             async fn ssh_certificates_to_revoke(
                 &self,

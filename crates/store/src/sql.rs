@@ -708,6 +708,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::SshCertificate(cert) => crate::ssh::insert_certificate(c, cert).await,
         Write::Lock(w) => crate::locks::apply(c, w).await,
         Write::Sso(w) => crate::sso::apply(c, w).await,
+        Write::WebSession(w) => crate::web_sessions::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
             ids.sort();
@@ -1344,6 +1345,12 @@ impl Store for Engine {
         now: jiff::Timestamp,
     ) -> Result<Vec<pedm_core::ssh::SshCertificate>, StoreError> {
         Engine::ssh_certificates_to_revoke(self, now).await
+    }
+    async fn web_session(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<pedm_core::web_session::WebSession>, StoreError> {
+        self.get_web_session(token_id).await
     }
     async fn devices(
         &self,

@@ -86,6 +86,9 @@ use locks::locks_added_and_lifted;
 #[path = "conformance/ssh.rs"]
 mod ssh;
 use ssh::ssh_certificates_and_what_to_revoke;
+#[path = "conformance/web_sessions.rs"]
+mod web_sessions;
+use web_sessions::web_sessions_touched_and_ended;
 
 conformance!(
     policy_proposals_and_approvals,
@@ -93,6 +96,7 @@ conformance!(
     scim_tokens_and_links,
     locks_added_and_lifted,
     ssh_certificates_and_what_to_revoke,
+    web_sessions_touched_and_ended,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,

@@ -27,8 +27,11 @@ mod ssh;
 mod sso;
 mod step_up;
 mod suggest;
+mod web_session;
 mod workload;
+pub use requests::{PreviewOutcome, RequestPreview};
 pub use sso::SsoLogin;
+pub use web_session::WebSignIn;
 
 pub use external::ExternalReportRow;
 pub use report::ElevationRow;

@@ -83,8 +83,8 @@ impl ControlPlane {
                 ),
             ));
         }
-        let task = trimmed("task", new.task, 200)?;
-        let ticket = trimmed("ticket", new.ticket, 200)?;
+        let task = trimmed("task", new.task.clone(), 200)?;
+        let ticket = trimmed("ticket", new.ticket.clone(), 200)?;
         let now = self.now();
         // A lock on the person or the host stops requests before policy is asked.
         for (kind, name) in [
@@ -106,29 +106,21 @@ impl ControlPlane {
             }
         }
 
-        let decision = self.decider().decide_request(&RequestInput {
-            principal: actor,
-            target: &target,
-            role: &role,
-            duration_secs: new.duration_secs,
-            justification: &justification,
-            task: task.as_deref(),
-            ticket: ticket.as_deref(),
-            source_addr: context.source_addr.as_deref(),
-            device: &context.device,
-            break_glass: new.break_glass,
-            now,
-        });
-
-        // The longest allowed is the tightest of the role, the policy and the server limit.
-        let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);
-        if let RequestDecision::Permit(Permit {
-            max_duration_secs: Some(p),
+        let Judgement {
+            decision,
+            max_duration_secs: max,
             ..
-        }) = &decision
-        {
-            max = max.min(*p);
-        }
+        } = self.judge(
+            actor,
+            &target,
+            &role,
+            &new,
+            &justification,
+            &task,
+            &ticket,
+            &context,
+            now,
+        );
         if new.duration_secs > max {
             return Err(Error::unprocessable(
                 "duration",
@@ -182,30 +174,12 @@ impl ControlPlane {
                 "justification": req.justification, "task": req.task, "ticket": req.ticket,
                 "source_addr": req.context.source_addr, "break_glass": req.break_glass,
             }));
-        // A live delegation of this role pre-approves it: it replaces only the approval a
-        // permit requires (a forbid still wins), for at most the delegation's remaining time.
-        let delegated = match &decision {
-            RequestDecision::Permit(p) if !p.auto_approve && !p.break_glass && !new.break_glass => {
-                self.delegation_for_role(actor, &target, &role.name, now)
-                    .await?
-            }
-            _ => None,
-        };
+        let (decision, delegated) = self
+            .settle(actor, &target, &role.name, &new, decision, now)
+            .await?;
         if let Some((_, until)) = &delegated {
             req.duration_secs = req.duration_secs.min(until.duration_since(now).as_secs());
         }
-        let decision = match decision {
-            RequestDecision::Permit(p) if new.break_glass && !p.break_glass => {
-                RequestDecision::Deny {
-                    reason: format!(
-                        "no policy allows break-glass access to {}/{} for {}",
-                        target.name, role.name, actor.user
-                    ),
-                    policies: vec![],
-                }
-            }
-            d => d,
-        };
 
         let mut cs = Changeset::new();
         let mut grant = None;
@@ -786,5 +760,186 @@ impl ControlPlane {
             );
         self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
         Ok(req)
+    }
+}
+
+/// What policy says of a request before anything is written.
+struct Judgement {
+    decision: RequestDecision,
+    /// The tightest of the role's, the policy's and the server's ceilings.
+    max_duration_secs: i64,
+}
+
+/// What would happen to a request if it were made now (the console shows it before the
+/// requester submits). Nothing is written; the same decision path as [`ControlPlane::create_request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPreview {
+    pub outcome: PreviewOutcome,
+    /// The determining policy (or the forbidding ones, joined).
+    pub policy: Option<String>,
+    /// Why, for people.
+    pub reason: String,
+    /// The approval steps a pending request would wait for.
+    pub tiers: Vec<ApprovalTier>,
+    pub max_duration_secs: i64,
+    /// A live delegation that would pre-approve it, and who gave it.
+    pub delegated_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreviewOutcome {
+    GrantedAtOnce,
+    NeedsApproval,
+    Denied,
+}
+
+impl ControlPlane {
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &self,
+        actor: &Actor,
+        target: &Target,
+        role: &Role,
+        new: &NewRequest,
+        justification: &str,
+        task: &Option<String>,
+        ticket: &Option<String>,
+        context: &RequestContext,
+        now: Timestamp,
+    ) -> Judgement {
+        let decision = self.decider().decide_request(&RequestInput {
+            principal: actor,
+            target,
+            role,
+            duration_secs: new.duration_secs,
+            justification,
+            task: task.as_deref(),
+            ticket: ticket.as_deref(),
+            source_addr: context.source_addr.as_deref(),
+            device: &context.device,
+            break_glass: new.break_glass,
+            now,
+        });
+        let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);
+        if let RequestDecision::Permit(Permit {
+            max_duration_secs: Some(p),
+            ..
+        }) = &decision
+        {
+            max = max.min(*p);
+        }
+        Judgement {
+            decision,
+            max_duration_secs: max,
+        }
+    }
+
+    /// A live delegation of this role pre-approves it: it replaces only the approval a permit
+    /// requires (a forbid still wins), for at most the delegation's remaining time. Asking
+    /// for break-glass where no policy allows it is a denial.
+    async fn settle(
+        &self,
+        actor: &Actor,
+        target: &Target,
+        role: &str,
+        new: &NewRequest,
+        decision: RequestDecision,
+        now: Timestamp,
+    ) -> Result<(
+        RequestDecision,
+        Option<(crate::delegation::Delegation, Timestamp)>,
+    )> {
+        let delegated = match &decision {
+            RequestDecision::Permit(p) if !p.auto_approve && !p.break_glass && !new.break_glass => {
+                self.delegation_for_role(actor, target, role, now).await?
+            }
+            _ => None,
+        };
+        let decision = match decision {
+            RequestDecision::Permit(p) if new.break_glass && !p.break_glass => {
+                RequestDecision::Deny {
+                    reason: format!(
+                        "no policy allows break-glass access to {}/{} for {}",
+                        target.name, role, actor.user
+                    ),
+                    policies: vec![],
+                }
+            }
+            d => d,
+        };
+        Ok((decision, delegated))
+    }
+
+    /// What would happen if `actor` made this request now: decided by the same policy path
+    /// as [`Self::create_request`], nothing written or recorded. The duration is not checked
+    /// against the ceiling (the ceiling is reported instead).
+    pub async fn preview_request(
+        &self,
+        actor: &Actor,
+        new: NewRequest,
+        context: RequestContext,
+    ) -> Result<RequestPreview> {
+        let target = self
+            .store
+            .target(&new.target)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("target {}", new.target)))?;
+        let role = self
+            .store
+            .role(&new.target, &new.role)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("role {} on target {}", new.role, new.target))
+            })?;
+        let now = self.now();
+        let justification = new.justification.trim().to_string();
+        let (task, ticket) = (new.task.clone(), new.ticket.clone());
+        let j = self.judge(
+            actor,
+            &target,
+            &role,
+            &new,
+            &justification,
+            &task,
+            &ticket,
+            &context,
+            now,
+        );
+        let (decision, delegated) = self
+            .settle(actor, &target, &role.name, &new, j.decision, now)
+            .await?;
+        let delegated_by = delegated.map(|(d, _)| d.delegator);
+        Ok(match decision {
+            RequestDecision::Deny { reason, policies } => RequestPreview {
+                outcome: PreviewOutcome::Denied,
+                policy: (!policies.is_empty()).then(|| policies.join(", ")),
+                reason,
+                tiers: vec![],
+                max_duration_secs: j.max_duration_secs,
+                delegated_by: None,
+            },
+            RequestDecision::Permit(p) => {
+                let at_once = p.auto_approve || p.break_glass || delegated_by.is_some();
+                RequestPreview {
+                    outcome: if at_once {
+                        PreviewOutcome::GrantedAtOnce
+                    } else {
+                        PreviewOutcome::NeedsApproval
+                    },
+                    policy: p.policy,
+                    reason: p.reason,
+                    tiers: match (at_once, p.tiers.is_empty()) {
+                        (true, _) => vec![],
+                        (false, true) => vec![ApprovalTier {
+                            group: None,
+                            required: 1,
+                        }],
+                        (false, false) => p.tiers,
+                    },
+                    max_duration_secs: j.max_duration_secs,
+                    delegated_by,
+                }
+            }
+        })
     }
 }

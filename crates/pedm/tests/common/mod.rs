@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod browser;
 pub mod idp;
 pub mod spawn;
 pub mod sshd;

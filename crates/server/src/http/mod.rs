@@ -17,7 +17,7 @@ mod schema_rules;
 mod scim;
 pub mod serve;
 mod ssh;
-mod sso;
+pub mod sso;
 mod step_up;
 mod token_exchange;
 
@@ -121,7 +121,12 @@ fn api_router() -> OpenApiRouter<AppState> {
     )
 }
 
-pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Router {
+pub fn router(
+    state: AppState,
+    console: Option<pedm_console::Console>,
+    max_body_bytes: usize,
+    timeout: Duration,
+) -> Router {
     let doc = Arc::new(document(state.cp.limits().max_justification_chars));
     let (api, _) = api_router().split_for_parts();
     api.route(
@@ -140,6 +145,7 @@ pub fn router(state: AppState, max_body_bytes: usize, timeout: Duration) -> Rout
     .route("/metrics", get(render_metrics))
     .fallback(not_found)
     .with_state(state)
+    .merge(console.map(|c| c.router()).unwrap_or_default())
     .layer(DefaultBodyLimit::max(max_body_bytes))
     .layer(middleware::from_fn(serve::header_limits))
     .layer(middleware::from_fn(track_metrics))
@@ -161,8 +167,11 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 async fn request_deadline(timeout: Duration, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let agent_session = path.starts_with(&format!("{API_PREFIX}/agent/sessions/"));
-    // A live stream lasts as long as its session; its handler ends an idle one.
-    if agent_session && req.method() == axum::http::Method::POST && path.ends_with("/live") {
+    // A live stream lasts as long as its session; its handler ends an idle one. The
+    // console's event stream lasts as long as its page.
+    if (agent_session && req.method() == axum::http::Method::POST && path.ends_with("/live"))
+        || path == "/ui/events"
+    {
         return next.run(req).await;
     }
     let limit = if agent_session && req.method() == axum::http::Method::PUT {

@@ -6,7 +6,7 @@
 use super::AppState;
 use super::error::{ApiErr, ApiResult};
 use super::extract::{Body, Caller};
-use crate::oidc::{DevicePoll, OidcError, Provider};
+use crate::oidc::{DevicePoll, OidcError, Provider, Providers};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pedm_api::ErrorBody;
 use pedm_api::sso::*;
-use pedm_core::service::SsoLogin;
+use pedm_core::service::{ControlPlane, SsoLogin};
 use pedm_core::sso::SsoFlow;
 use pedm_core::syntax::{is_loopback_redirect, is_unreserved};
 use pedm_core::token::random_bytes;
@@ -40,15 +40,15 @@ fn flow_id(handle: &str) -> String {
     hex::encode(Sha256::digest(handle.as_bytes()))
 }
 
-fn provider(s: &AppState, name: Option<&str>) -> Result<Arc<Provider>, ApiErr> {
-    if s.sso.by_name.is_empty() {
+fn provider(providers: &Providers, name: Option<&str>) -> Result<Arc<Provider>, ApiErr> {
+    if providers.by_name.is_empty() {
         return Err(ApiErr::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "single sign-on is not configured on this server ([[auth.oidc]])",
         ));
     }
-    s.sso.get(name).ok_or_else(|| {
+    providers.get(name).ok_or_else(|| {
         ApiErr::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -72,17 +72,22 @@ fn check_redirect(uri: &str) -> Result<(), ApiErr> {
 }
 
 /// Turns a provider failure into the answer, recording refusals.
-async fn fail(s: &AppState, action: &str, p: &Provider, who: Option<&str>, e: OidcError) -> ApiErr {
+async fn fail(
+    cp: &ControlPlane,
+    action: &str,
+    p: &Provider,
+    who: Option<&str>,
+    e: OidcError,
+) -> ApiErr {
     match e {
         OidcError::Unavailable(m) => {
             tracing::warn!(provider = %p.settings.name, error = %m, "identity provider unavailable");
             ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, "idp_unavailable", m)
         }
-        OidcError::Refused(m) => {
-            s.cp.sso_refuse(action, &p.settings.name, who, &m)
-                .await
-                .into()
-        }
+        OidcError::Refused(m) => cp
+            .sso_refuse(action, &p.settings.name, who, &m)
+            .await
+            .into(),
     }
 }
 
@@ -107,7 +112,7 @@ async fn sso_start(
     State(s): State<AppState>,
     Body(b): Body<SsoStart>,
 ) -> ApiResult<Json<SsoStarted>> {
-    let p = provider(&s, b.provider.as_deref())?;
+    let p = provider(&s.sso, b.provider.as_deref())?;
     check_redirect(&b.redirect_uri)?;
     if !is_unreserved(&b.state, 32, 128) {
         return Err(ApiErr::invalid(
@@ -119,28 +124,8 @@ async fn sso_start(
             "invalid code_challenge: must be BASE64URL(SHA-256(verifier)), 43 characters",
         ));
     }
-    let nonce = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
-    let url = p
-        .authorization_url(&b.redirect_uri, &b.state, &nonce, &b.code_challenge)
-        .await
-        .map_err(|e| match e {
-            OidcError::Unavailable(m) | OidcError::Refused(m) => {
-                ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, "idp_unavailable", m)
-            }
-        })?;
-    let now = s.cp.now();
-    let expires_at = now + jiff::SignedDuration::from_secs(FLOW_TTL_SECS);
-    s.cp.sso_begin_flow(SsoFlow {
-        id: flow_id(&b.state),
-        provider: p.settings.name.clone(),
-        kind: "code".into(),
-        nonce: Some(nonce),
-        redirect_uri: Some(b.redirect_uri),
-        device_code: None,
-        created_at: now,
-        expires_at,
-    })
-    .await?;
+    let (url, expires_at) =
+        begin_code_flow(&s.cp, &p, &b.redirect_uri, &b.state, &b.code_challenge).await?;
     Ok(Json(SsoStarted {
         authorization_url: url,
         expires_at,
@@ -166,42 +151,9 @@ async fn sso_finish(
     if b.code.is_empty() || b.code.chars().count() > 2048 || b.state.chars().count() > 128 {
         return Err(ApiErr::invalid("invalid code or state: empty or too long"));
     }
-    let flow = s.cp.sso_take_flow(&flow_id(&b.state), "code").await?;
-    let p = provider(&s, Some(&flow.provider))?;
-    let redirect = flow.redirect_uri.clone().unwrap_or_default();
-    let answer = match p.exchange_code(&b.code, &b.code_verifier, &redirect).await {
-        Ok(a) => a,
-        Err(e) => return Err(fail(&s, "sso.login", &p, None, e).await),
-    };
-    let Some(id_token) = answer.id_token else {
-        return Err(fail(
-            &s,
-            "sso.login",
-            &p,
-            None,
-            OidcError::Refused("the provider returned no ID token".into()),
-        )
-        .await);
-    };
-    let identity = match p
-        .verify(
-            &id_token,
-            flow.nonce.as_deref(),
-            answer.access_token.as_deref(),
-        )
-        .await
-    {
-        Ok(i) => i,
-        Err(e) => return Err(fail(&s, "sso.login", &p, None, e).await),
-    };
-    let login =
-        s.cp.sso_login(
-            &identity,
-            answer.refresh_token,
-            p.settings.session_lifetime_secs,
-        )
-        .await?;
-    Ok(Json(session_out(login, &p.settings.name)))
+    let (login, provider) =
+        finish_code_flow(&s.cp, &s.sso, &b.state, &b.code, &b.code_verifier).await?;
+    Ok(Json(session_out(login, &provider)))
 }
 
 /// Begin a device authorisation flow (for a terminal without a browser).
@@ -215,10 +167,10 @@ async fn sso_device_start(
     State(s): State<AppState>,
     Body(b): Body<SsoDeviceStart>,
 ) -> ApiResult<Json<SsoDeviceStarted>> {
-    let p = provider(&s, b.provider.as_deref())?;
+    let p = provider(&s.sso, b.provider.as_deref())?;
     let d = match p.device_start().await {
         Ok(d) => d,
-        Err(e) => return Err(fail(&s, "sso.login", &p, None, e).await),
+        Err(e) => return Err(fail(&s.cp, "sso.login", &p, None, e).await),
     };
     let handle = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
     let now = s.cp.now();
@@ -266,7 +218,7 @@ async fn sso_device_poll(
             .await
             .into());
     };
-    let p = provider(&s, Some(&flow.provider))?;
+    let p = provider(&s.sso, Some(&flow.provider))?;
     let code = flow.device_code.clone().unwrap_or_default();
     let answer = match p.device_poll(&code).await {
         Ok(DevicePoll::Pending { slow_down }) => {
@@ -279,14 +231,14 @@ async fn sso_device_poll(
         Ok(DevicePoll::Done(a)) => a,
         Err(e) => {
             s.cp.sso_drop_flow(&id).await?;
-            return Err(fail(&s, "sso.login", &p, None, e).await);
+            return Err(fail(&s.cp, "sso.login", &p, None, e).await);
         }
     };
     // Only one poller finishes the flow.
     s.cp.sso_take_flow(&id, "device").await?;
     let Some(id_token) = answer.id_token else {
         return Err(fail(
-            &s,
+            &s.cp,
             "sso.login",
             &p,
             None,
@@ -299,7 +251,7 @@ async fn sso_device_poll(
         .await
     {
         Ok(i) => i,
-        Err(e) => return Err(fail(&s, "sso.login", &p, None, e).await),
+        Err(e) => return Err(fail(&s.cp, "sso.login", &p, None, e).await),
     };
     let login =
         s.cp.sso_login(
@@ -357,7 +309,7 @@ async fn sso_refresh(State(s): State<AppState>, c: Caller) -> ApiResult<Json<Sso
     let answer = match p.refresh(&rt).await {
         Ok(a) => a,
         Err(OidcError::Refused(m)) => return Err(refused(m).await),
-        Err(e) => return Err(fail(&s, "sso.refresh", &p, Some(&c.actor.user), e).await),
+        Err(e) => return Err(fail(&s.cp, "sso.refresh", &p, Some(&c.actor.user), e).await),
     };
     let Some(id_token) = answer.id_token else {
         return Err(refused(
@@ -371,7 +323,7 @@ async fn sso_refresh(State(s): State<AppState>, c: Caller) -> ApiResult<Json<Sso
     {
         Ok(i) => i,
         Err(OidcError::Refused(m)) => return Err(refused(m).await),
-        Err(e) => return Err(fail(&s, "sso.refresh", &p, Some(&c.actor.user), e).await),
+        Err(e) => return Err(fail(&s.cp, "sso.refresh", &p, Some(&c.actor.user), e).await),
     };
     let login =
         s.cp.sso_refresh(
@@ -396,4 +348,126 @@ async fn sso_logout(State(s): State<AppState>, c: Caller) -> ApiResult<Json<SsoL
     Ok(Json(SsoLoggedOut {
         token_id: session.token_id,
     }))
+}
+
+/// Starts an authorisation-code flow at `p` (the CLI's or the console's): the flow is kept
+/// under SHA-256 of `state` with a fresh nonce; returns the provider's URL and the flow's end.
+pub(crate) async fn begin_code_flow(
+    cp: &ControlPlane,
+    p: &Provider,
+    redirect_uri: &str,
+    state: &str,
+    code_challenge: &str,
+) -> Result<(String, jiff::Timestamp), ApiErr> {
+    let nonce = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+    let url = p
+        .authorization_url(redirect_uri, state, &nonce, code_challenge)
+        .await
+        .map_err(|e| match e {
+            OidcError::Unavailable(m) | OidcError::Refused(m) => {
+                ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, "idp_unavailable", m)
+            }
+        })?;
+    let now = cp.now();
+    let expires_at = now + jiff::SignedDuration::from_secs(FLOW_TTL_SECS);
+    cp.sso_begin_flow(SsoFlow {
+        id: flow_id(state),
+        provider: p.settings.name.clone(),
+        kind: "code".into(),
+        nonce: Some(nonce),
+        redirect_uri: Some(redirect_uri.into()),
+        device_code: None,
+        created_at: now,
+        expires_at,
+    })
+    .await?;
+    Ok((url, expires_at))
+}
+
+/// Finishes the code flow `state` started (once): the code exchanged with the verifier at
+/// the redirect the flow was started with, the ID token verified, a pedm session opened.
+pub(crate) async fn finish_code_flow(
+    cp: &ControlPlane,
+    providers: &Providers,
+    state: &str,
+    code: &str,
+    code_verifier: &str,
+) -> Result<(SsoLogin, String), ApiErr> {
+    let flow = cp.sso_take_flow(&flow_id(state), "code").await?;
+    let p = provider(providers, Some(&flow.provider))?;
+    let redirect = flow.redirect_uri.clone().unwrap_or_default();
+    let answer = match p.exchange_code(code, code_verifier, &redirect).await {
+        Ok(a) => a,
+        Err(e) => return Err(fail(cp, "sso.login", &p, None, e).await),
+    };
+    let Some(id_token) = answer.id_token else {
+        return Err(fail(
+            cp,
+            "sso.login",
+            &p,
+            None,
+            OidcError::Refused("the provider returned no ID token".into()),
+        )
+        .await);
+    };
+    let identity = match p
+        .verify(
+            &id_token,
+            flow.nonce.as_deref(),
+            answer.access_token.as_deref(),
+        )
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => return Err(fail(cp, "sso.login", &p, None, e).await),
+    };
+    let login = cp
+        .sso_login(
+            &identity,
+            answer.refresh_token,
+            p.settings.session_lifetime_secs,
+        )
+        .await?;
+    Ok((login, p.settings.name.clone()))
+}
+
+/// Single sign-on for the web console (its port, [`pedm_console::SingleSignOn`]): the same
+/// flows as the CLI's, with the console's callback as the redirect.
+pub struct ConsoleSso {
+    pub cp: Arc<ControlPlane>,
+    pub providers: Arc<Providers>,
+}
+
+#[async_trait::async_trait]
+impl pedm_console::SingleSignOn for ConsoleSso {
+    fn providers(&self) -> Vec<String> {
+        self.providers.by_name.keys().cloned().collect()
+    }
+
+    async fn start(&self, s: pedm_console::SsoStart) -> Result<String, pedm_console::SsoError> {
+        let p = provider(&self.providers, Some(&s.provider)).map_err(console_error)?;
+        begin_code_flow(&self.cp, &p, &s.redirect_uri, &s.state, &s.code_challenge)
+            .await
+            .map(|(url, _)| url)
+            .map_err(console_error)
+    }
+
+    async fn finish(
+        &self,
+        state: &str,
+        code: &str,
+        code_verifier: &str,
+    ) -> Result<(SsoLogin, String), pedm_console::SsoError> {
+        finish_code_flow(&self.cp, &self.providers, state, code, code_verifier)
+            .await
+            .map_err(console_error)
+    }
+}
+
+fn console_error(e: ApiErr) -> pedm_console::SsoError {
+    if e.status == StatusCode::SERVICE_UNAVAILABLE || e.status == StatusCode::NOT_FOUND {
+        pedm_console::SsoError::Unavailable(e.message)
+    } else {
+        pedm_console::SsoError::Refused(e.message)
+    }
 }

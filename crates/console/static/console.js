@@ -1,0 +1,75 @@
+// pedm console: progressive enhancement only. Every page works without this script; with it,
+// regions marked data-live are fetched again when the server says they changed (Server-Sent
+// Events from /ui/events), and grant countdowns tick. The fragments are server-rendered and
+// escaped there; nothing here builds HTML from data.
+"use strict";
+
+(function () {
+  function refresh(region) {
+    var src = region.getAttribute("data-live-src");
+    if (!src) return;
+    fetch(src, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (r) {
+        if (r.redirected || r.status === 401) {
+          window.location.assign("/ui/sign-in");
+          return null;
+        }
+        return r.ok ? r.text() : null;
+      })
+      .then(function (html) {
+        if (html === null) return;
+        region.innerHTML = html;
+        tick();
+      })
+      .catch(function () {});
+  }
+
+  function regions(name) {
+    return Array.prototype.filter.call(
+      document.querySelectorAll("[data-live]"),
+      function (el) {
+        return name === "all" || el.getAttribute("data-live").split(" ").indexOf(name) >= 0;
+      }
+    );
+  }
+
+  function plural(n, unit) {
+    return n + unit;
+  }
+
+  function left(ms) {
+    var s = Math.floor(ms / 1000);
+    if (s <= 0) return "expired";
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    if (h > 0) return plural(h, "h") + " " + plural(m, "m") + " left";
+    if (m > 0) return plural(m, "m") + " " + plural(r, "s") + " left";
+    return plural(r, "s") + " left";
+  }
+
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("[data-countdown]").forEach(function (el) {
+      var at = Date.parse(el.getAttribute("data-countdown"));
+      if (!isNaN(at)) el.textContent = left(at - now);
+    });
+  }
+
+  function connect() {
+    if (!document.querySelector("[data-live]") || !window.EventSource) return;
+    var es = new EventSource("/ui/events");
+    ["access", "inbox", "all"].forEach(function (name) {
+      es.addEventListener(name, function () {
+        regions(name).forEach(refresh);
+      });
+    });
+    es.addEventListener("open", function () {
+      document.documentElement.setAttribute("data-live-connected", "true");
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    tick();
+    setInterval(tick, 1000);
+    connect();
+  });
+})();

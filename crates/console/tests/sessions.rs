@@ -1,0 +1,457 @@
+//! The console's sessions and form protection through its HTTP interface, in process, with a
+//! manual clock (so the idle and absolute timeouts are tested without waiting): sign-in by
+//! token, cookie flags, security headers, CSRF and cross-site refusals (recorded, nothing
+//! changed), another person's request out of reach, sign-out, idle and absolute timeouts.
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, StatusCode, header};
+use jiff::{SignedDuration, Timestamp};
+use pedm_console::{Console, LiveChanges, Settings};
+use pedm_core::clock::ManualClock;
+use pedm_core::decision::BuiltinDecider;
+use pedm_core::model::*;
+use pedm_core::service::{ControlPlane, Limits, NewRequest, NewRole, TokenLifetime};
+use pedm_core::store::AuditFilter;
+use pedm_store::SqliteStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct World {
+    cp: Arc<ControlPlane>,
+    clock: Arc<ManualClock>,
+    app: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("pedm.db"))
+            .await
+            .unwrap(),
+    );
+    let clock = Arc::new(ManualClock::new(
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    ));
+    let live = Arc::new(LiveChanges::default());
+    let cp = Arc::new(
+        ControlPlane::new(
+            store,
+            Arc::new(BuiltinDecider),
+            clock.clone(),
+            Limits::default(),
+        )
+        .with_observer(live.clone()),
+    );
+    let sys = Actor::system();
+    for (u, admin) in [("alice", false), ("bob", true), ("carol", false)] {
+        cp.create_user(&sys, u, None, admin).await.unwrap();
+    }
+    cp.create_target(&sys, "web1", TargetKind::Host, None, Default::default())
+        .await
+        .unwrap();
+    cp.create_role(
+        &sys,
+        NewRole {
+            target: "web1".into(),
+            name: "root".into(),
+            description: None,
+            max_duration_secs: 3600,
+            auto_approve: false,
+            run_as: Some("root".into()),
+            noexec: false,
+            allow_setuid: false,
+            record_input: false,
+            intercept: false,
+            limits: Default::default(),
+            watch_paths: vec![],
+            ssh: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let settings = Settings {
+        idle_secs: 15 * 60,
+        session_secs: 3600,
+        public_url: None,
+    };
+    let app = Console::new(cp.clone(), settings, None, live).router();
+    World {
+        cp,
+        clock,
+        app,
+        _dir: dir,
+    }
+}
+
+impl World {
+    async fn token(&self, user: &str) -> String {
+        self.cp
+            .create_token(&Actor::system(), Some(user), None, TokenLifetime::Default)
+            .await
+            .unwrap()
+            .1
+    }
+
+    async fn send(&self, req: Request<Body>) -> Response<Body> {
+        let mut req = req;
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 7], 40000))));
+        self.app.clone().oneshot(req).await.unwrap()
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> Response<Body> {
+        self.send(
+            Request::get(path)
+                .header(header::COOKIE, format!("__Host-pedm_session={cookie}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        cookie: &str,
+        form: &str,
+        extra: &[(&str, &str)],
+    ) -> Response<Body> {
+        let mut b = Request::post(path)
+            .header(header::COOKIE, format!("__Host-pedm_session={cookie}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        self.send(b.body(Body::from(form.to_string())).unwrap())
+            .await
+    }
+
+    /// Signs in with `user`'s token; returns the session cookie's value.
+    async fn sign_in(&self, user: &str) -> String {
+        let t = self.token(user).await;
+        let r = self
+            .send(
+                Request::post("/ui/sign-in")
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Body::from(format!("token={t}")))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let set = r.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let value = set
+            .strip_prefix("__Host-pedm_session=")
+            .and_then(|v| v.split(';').next())
+            .unwrap()
+            .to_string();
+        assert_ne!(value, t, "the session is a new token, not the pasted one");
+        value
+    }
+
+    async fn events(&self, action: &str) -> Vec<pedm_core::audit::AuditEvent> {
+        self.cp
+            .audit_events(
+                &Actor::system(),
+                AuditFilter {
+                    action: Some(action.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn ask(&self, user: &str) -> pedm_core::model::Request {
+        let actor = self
+            .cp
+            .authenticate(&self.token(user).await, None)
+            .await
+            .unwrap();
+        self.cp
+            .create_request(
+                &actor,
+                NewRequest {
+                    target: "web1".into(),
+                    role: "root".into(),
+                    duration_secs: 600,
+                    justification: "rotate the certificate".into(),
+                    task: None,
+                    ticket: None,
+                    break_glass: false,
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .0
+    }
+}
+
+async fn body(r: Response<Body>) -> String {
+    String::from_utf8(
+        axum::body::to_bytes(r.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+async fn csrf_of(w: &World, cookie: &str) -> String {
+    let page = body(w.get("/ui/access", cookie).await).await;
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[at..at + 64].to_string()
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_host_only_secure_httponly_cookie_and_pages_carry_strict_headers() {
+    let w = world().await;
+    let t = w.token("alice").await;
+    let r = w
+        .send(
+            Request::post("/ui/sign-in")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={t}")))
+                .unwrap(),
+        )
+        .await;
+    let set = r.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(set.starts_with("__Host-pedm_session=pedm_"), "{set}");
+    for flag in [
+        "; Path=/",
+        "; Secure",
+        "; HttpOnly",
+        "; SameSite=Lax",
+        "; Max-Age=3600",
+    ] {
+        assert!(set.contains(flag), "{flag} missing: {set}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    let ev = w.events("console.sign_in").await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].actor, "alice");
+    assert!(
+        !ev[0].data.to_string().contains(&t),
+        "no token in the audit log"
+    );
+
+    let cookie = w.sign_in("alice").await;
+    let page = w.get("/ui/access", &cookie).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let h = page.headers();
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(h[header::CACHE_CONTROL], "no-store");
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    let html = body(page).await;
+    assert!(
+        !html.contains("<script>") && !html.contains(" on"),
+        "no inline script"
+    );
+
+    // A wrong token: a page naming the refusal, no cookie.
+    let r = w
+        .send(
+            Request::post("/ui/sign-in")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("token=pedm_0123456789abcdef_nope"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get(header::SET_COOKIE).is_none());
+    assert!(body(r).await.contains("not signed in: invalid token"));
+    // Without a session every page sends people to sign in.
+    let r = w.get("/ui/inbox", "pedm_0123456789abcdef_nope").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION], "/ui/sign-in");
+}
+
+#[tokio::test]
+async fn a_sign_in_posted_from_another_site_is_refused() {
+    let w = world().await;
+    let t = w.token("alice").await;
+    for (k, v) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://evil.example"),
+    ] {
+        let r = w
+            .send(
+                Request::post("/ui/sign-in")
+                    .header(header::HOST, "pedm.example.com")
+                    .header(k, v)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Body::from(format!("token={t}")))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{k}: {v}");
+        assert!(r.headers().get(header::SET_COOKIE).is_none());
+    }
+    assert!(w.events("console.sign_in").await.is_empty());
+}
+
+#[tokio::test]
+async fn state_changes_need_the_sessions_csrf_token_and_refusals_are_recorded() {
+    let w = world().await;
+    let req = w.ask("alice").await;
+    let bob = w.sign_in("bob").await;
+    let csrf = csrf_of(&w, &bob).await;
+    let path = format!("/ui/requests/{}/decide", req.id);
+    let alice = w.sign_in("alice").await;
+    let alices_csrf = csrf_of(&w, &alice).await;
+    for (form, extra, why) in [
+        ("decision=approve".to_string(), vec![], "without a token"),
+        (
+            format!("decision=approve&csrf={}", "0".repeat(64)),
+            vec![],
+            "a wrong token",
+        ),
+        (
+            format!("decision=approve&csrf={alices_csrf}"),
+            vec![],
+            "another session's token",
+        ),
+        (
+            format!("decision=approve&csrf={csrf}"),
+            vec![("sec-fetch-site", "cross-site")],
+            "from another site",
+        ),
+    ] {
+        let r = w.post(&path, &bob, &form, &extra).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{why}");
+    }
+    let refused = w.events("console.refused").await;
+    assert_eq!(refused.len(), 4);
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.actor == "bob" && e.outcome == pedm_core::audit::Outcome::Denied)
+    );
+    let (still, _) = w.cp.get_request(&Actor::system(), req.id).await.unwrap();
+    assert_eq!(still.state, RequestState::Pending, "nothing changed");
+
+    // With it, the same decision path as the API.
+    let r = w
+        .post(
+            &path,
+            &bob,
+            &format!("decision=approve&comment=fine&csrf={csrf}"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (done, approvals) = w.cp.get_request(&Actor::system(), req.id).await.unwrap();
+    assert_eq!(done.state, RequestState::Approved);
+    assert_eq!(approvals[0].approver, "bob");
+    assert_eq!(approvals[0].comment.as_deref(), Some("fine"));
+    assert_eq!(w.events("request.approved").await[0].actor, "bob");
+}
+
+#[tokio::test]
+async fn a_non_approver_neither_sees_nor_decides_anothers_request() {
+    let w = world().await;
+    let req = w.ask("alice").await;
+    let carol = w.sign_in("carol").await;
+    let inbox = body(w.get("/ui/inbox", &carol).await).await;
+    assert!(inbox.contains("Nothing waits for you"), "{inbox}");
+    assert!(!inbox.contains(&req.id.to_string()));
+    let page = w.get(&format!("/ui/requests/{}", req.id), &carol).await;
+    assert_eq!(page.status(), StatusCode::FORBIDDEN);
+    let csrf = csrf_of(&w, &carol).await;
+    let r = w
+        .post(
+            &format!("/ui/requests/{}/decide", req.id),
+            &carol,
+            &format!("decision=approve&csrf={csrf}"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The requester cannot approve their own either; the page says why.
+    let alice = w.sign_in("alice").await;
+    let csrf = csrf_of(&w, &alice).await;
+    let r = w
+        .post(
+            &format!("/ui/requests/{}/decide", req.id),
+            &alice,
+            &format!("decision=approve&csrf={csrf}"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (still, _) = w.cp.get_request(&Actor::system(), req.id).await.unwrap();
+    assert_eq!(still.state, RequestState::Pending);
+}
+
+#[tokio::test]
+async fn sign_out_idle_and_absolute_timeouts_end_the_session_and_its_token() {
+    let w = world().await;
+    // Sign out: the cookie is cleared and the token behind it no longer works anywhere.
+    let c = w.sign_in("alice").await;
+    let csrf = csrf_of(&w, &c).await;
+    let r = w
+        .post("/ui/sign-out", &c, &format!("csrf={csrf}"), &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        w.get("/ui/access", &c).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert!(
+        w.cp.authenticate(&c, None).await.is_err(),
+        "the API refuses it too"
+    );
+    assert_eq!(w.events("console.sign_out").await.len(), 1);
+
+    // Idle: used within 15 minutes it lives on; left alone for longer it is over.
+    let c = w.sign_in("alice").await;
+    for _ in 0..4 {
+        w.clock.advance(SignedDuration::from_mins(10));
+        assert_eq!(w.get("/ui/access", &c).await.status(), StatusCode::OK);
+    }
+    w.clock.advance(SignedDuration::from_mins(16));
+    let r = w.get("/ui/access", &c).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION], "/ui/sign-in");
+    assert!(w.cp.authenticate(&c, None).await.is_err());
+    let ev = w.events("console.session_timed_out").await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].outcome, pedm_core::audit::Outcome::Denied);
+
+    // Absolute: an hour after sign-in, however busy.
+    let c = w.sign_in("alice").await;
+    for _ in 0..5 {
+        w.clock.advance(SignedDuration::from_mins(10));
+        assert_eq!(w.get("/ui/access", &c).await.status(), StatusCode::OK);
+    }
+    w.clock.advance(SignedDuration::from_mins(11));
+    assert_eq!(
+        w.get("/ui/access", &c).await.status(),
+        StatusCode::SEE_OTHER
+    );
+
+    // An API token in the cookie is not a console session.
+    let api = w.token("alice").await;
+    assert_eq!(
+        w.get("/ui/access", &api).await.status(),
+        StatusCode::SEE_OTHER
+    );
+}

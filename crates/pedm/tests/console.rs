@@ -1,0 +1,179 @@
+//! The web console end to end: pedmd serving `/ui/`, driven by Debian's real Chromium
+//! (tests skip with the reason printed where it is not installed), and its security checked
+//! with a plain HTTP client.
+
+mod common;
+
+use common::browser::{Driver, screenshot, sign_in, wait_for, wait_until};
+use common::*;
+use fantoccini::Locator;
+use pedm_api::RequestState;
+
+/// What a hostile requester might write: must show as text, never run or become markup.
+const XSS: &str = r#"<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>"'&"#;
+
+/// A requester asks in one browser, an approver approves in another, the requester's page
+/// updates without a reload, the grant counts down and ends on screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_approved_in_another_browser_updates_live_and_expires_on_screen() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let s = Server::start();
+    standard_targets(&s).await;
+    let alice = user_with_token(&s, "alice", false).await;
+    let bob = user_with_token(&s, "bob", true).await;
+
+    let requester = driver.browser("alice", 1280).await;
+    let approver = driver.browser("bob", 390).await; // a phone's width
+    sign_in(&requester, &s.url, &alice).await;
+    sign_in(&approver, &s.url, &bob).await;
+
+    // Ask, previewing first: the page says what policy will do before anything is made.
+    requester
+        .goto(&format!("{}/ui/request", s.url))
+        .await
+        .unwrap();
+    let role = wait_for(&requester, "#role").await;
+    role.select_by_value("web1/root").await.unwrap();
+    let duration = requester.find(Locator::Css("#duration")).await.unwrap();
+    duration.clear().await.unwrap();
+    duration.send_keys("20s").await.unwrap();
+    requester
+        .find(Locator::Css("#justification"))
+        .await
+        .unwrap()
+        .send_keys(XSS)
+        .await
+        .unwrap();
+    requester
+        .find(Locator::Css("#preview"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let preview = wait_for(&requester, "#preview-result").await;
+    let text = preview.text().await.unwrap();
+    assert!(text.contains("Needs approval: 1 of any approver"), "{text}");
+    assert!(text.contains("request-with-approval"), "{text}");
+    // The form kept what was typed, and nothing was created by the preview.
+    assert!(
+        s.admin()
+            .list_requests(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    screenshot(&requester, "request-access").await;
+    requester
+        .find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let state = wait_for(&requester, "#request-state").await;
+    assert_eq!(state.text().await.unwrap(), "pending");
+    let shown = requester
+        .find(Locator::Css("#justification"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(shown, XSS, "the justification is shown as typed, as text");
+
+    // My access, listening for changes; a marker proves the page is never reloaded.
+    requester
+        .goto(&format!("{}/ui/access", s.url))
+        .await
+        .unwrap();
+    wait_until(
+        &requester,
+        "the live stream",
+        "document.documentElement.dataset.liveConnected",
+    )
+    .await;
+    requester
+        .execute("window.__sameDocument = 42; return 0;", vec![])
+        .await
+        .unwrap();
+    assert!(requester.find(Locator::Css("#no-grants")).await.is_ok());
+
+    // The approver's inbox (phone width) shows it, the hostile text inert.
+    approver.goto(&format!("{}/ui/inbox", s.url)).await.unwrap();
+    let card = wait_for(&approver, "#inbox li").await;
+    let card_text = card.text().await.unwrap();
+    assert!(
+        card_text.contains("alice asks for root on web1"),
+        "{card_text}"
+    );
+    assert!(card_text.contains(XSS), "{card_text}");
+    screenshot(&approver, "inbox-phone").await;
+    let id = card.attr("id").await.unwrap().unwrap();
+    let id = id.trim_start_matches("inbox-").to_string();
+    approver
+        .find(Locator::Css(&format!("#comment-{id}")))
+        .await
+        .unwrap()
+        .send_keys("ok for the certificate rotation")
+        .await
+        .unwrap();
+    approver
+        .find(Locator::Css(&format!("#approve-{id}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let decided = wait_for(&approver, "#request-state").await;
+    assert_eq!(decided.text().await.unwrap(), "approved");
+
+    // The requester's page shows the grant without a reload, counting down.
+    let row = wait_for(&requester, "#grants tr[data-state=active]").await;
+    let same: serde_json::Value = requester
+        .execute("return window.__sameDocument;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, 42, "the page was updated in place, not reloaded");
+    let first = row
+        .find(Locator::Css("time"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(first.ends_with("s left"), "{first}");
+    wait_until(
+        &requester,
+        "the countdown to tick",
+        &format!("document.querySelector('#grants time').textContent !== {first:?}"),
+    )
+    .await;
+    screenshot(&requester, "my-access").await;
+    // And it ends on screen: the expiry comes as an event, the row moves to ended grants.
+    let ended = wait_for(&requester, "#ended tr[data-state=expired]").await;
+    assert!(ended.text().await.unwrap().contains("web1 / root"));
+    assert!(requester.find(Locator::Css("#no-grants")).await.is_ok());
+    let same: serde_json::Value = requester
+        .execute("return window.__sameDocument;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, 42);
+    // Nothing the requester typed ever ran, in either browser.
+    for b in [&requester, &approver] {
+        let pwned = b
+            .execute("return window.pwned === undefined;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(pwned, true);
+    }
+    // The same audit trail as the API: approved by bob with the comment.
+    let r = s.admin().list_requests(&Default::default()).await.unwrap();
+    assert_eq!(r[0].state, RequestState::Approved);
+    let ev = audit_of(&s, "request.approved").await;
+    assert_eq!(ev[0].actor, "bob");
+    requester.close().await.unwrap();
+    approver.close().await.unwrap();
+}
