@@ -12,7 +12,7 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pedm_core::service::SsoLogin;
@@ -61,7 +61,7 @@ pub trait SingleSignOn: Send + Sync + 'static {
 
 pub fn router() -> Router<Console> {
     Router::new()
-        .route("/ui/sign-in/sso", post(begin))
+        .route("/ui/sign-in/sso", get(begin))
         .route("/ui/auth/callback", get(callback))
 }
 
@@ -115,11 +115,10 @@ struct Begin {
     provider: String,
 }
 
-async fn begin(
-    State(c): State<Console>,
-    _: SameOrigin,
-    axum::Form(f): axum::Form<Begin>,
-) -> PageResult<Response> {
+/// A link, not a form: the CSP's `form-action 'self'` would stop a form's redirect to the
+/// provider. Starting a login changes nothing anyone else sees; the state cookie binds its
+/// end to this browser.
+async fn begin(State(c): State<Console>, Query(f): Query<Begin>) -> PageResult<Response> {
     let (Some(sso), Some(redirect_uri)) = (c.sso.clone(), redirect_uri(&c)) else {
         return Err(PageError::Core(pedm_core::Error::NotFound(
             "single sign-on in the console (set [console] public_url and [[auth.oidc]])".into(),

@@ -177,3 +177,83 @@ async fn request_approved_in_another_browser_updates_live_and_expires_on_screen(
     requester.close().await.unwrap();
     approver.close().await.unwrap();
 }
+
+/// Single sign-on in the browser against the real OpenID provider (`oidc-provider`): the
+/// button, the provider's redirects, the callback, a session for the person it vouched for
+/// (created just in time); a callback this browser did not start is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_sign_in_through_the_real_provider() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    const SECRET: &str = "console-client-secret-0123456789abcdef";
+    let idp = common::idp::Idp::start(serde_json::json!({
+        "clients": [{
+            "client_id": "pedm-console",
+            "client_secret": SECRET,
+            "application_type": "native",
+            "redirect_uris": ["http://127.0.0.1/ui/auth/callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }],
+        "accounts": {
+            "alice": { "preferred_username": "alice", "email": "alice@example.com",
+                       "groups": ["ops"] },
+        }
+    }));
+    let port = free_port();
+    let s = Server::start_with(Options {
+        port: Some(port),
+        config: Some(format!(
+            r#"
+[console]
+public_url = "http://127.0.0.1:{port}"
+
+[[auth.oidc]]
+name = "corp"
+issuer = "{}"
+client_id = "pedm-console"
+client_secret_env = "PEDM_TEST_OIDC_SECRET"
+"#,
+            idp.issuer
+        )),
+        env: vec![("PEDM_TEST_OIDC_SECRET".into(), SECRET.into())],
+        ..Default::default()
+    });
+    idp.admin("login-as", serde_json::json!({ "account": "alice" }))
+        .await;
+    let b = driver.browser("alice", 1280).await;
+    b.goto(&format!("{}/ui/sign-in", s.url)).await.unwrap();
+    screenshot(&b, "sign-in").await;
+    wait_for(&b, "#sso-corp").await.click().await.unwrap();
+    let who = wait_for(&b, "#who").await;
+    assert_eq!(who.text().await.unwrap(), "alice");
+    assert!(
+        b.current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/ui/access")
+    );
+    let ev = audit_of(&s, "console.sign_in").await;
+    assert_eq!(ev[0].actor, "alice");
+    assert_eq!(ev[0].data["method"], "sso");
+    assert_eq!(ev[0].data["provider"], "corp");
+    assert_eq!(audit_of(&s, "sso.login").await.len(), 1);
+
+    // A callback this browser never started (a login CSRF, or a stolen code): refused.
+    let other = driver.browser("mallory", 1280).await;
+    other
+        .goto(&format!(
+            "{}/ui/auth/callback?code=stolen&state=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            s.url
+        ))
+        .await
+        .unwrap();
+    let err = wait_for(&other, "#error").await.text().await.unwrap();
+    assert!(err.contains("not started in this browser"), "{err}");
+    assert!(other.find(Locator::Css("#who")).await.is_err());
+    b.close().await.unwrap();
+    other.close().await.unwrap();
+}

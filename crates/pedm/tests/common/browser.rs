@@ -2,7 +2,6 @@
 //! `chromedriver` (WebDriver) with fantoccini. Installed by `scripts/install-test-deps`.
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -34,10 +33,7 @@ impl Driver {
             }
         }
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = super::free_port();
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())

@@ -37,6 +37,9 @@ pub struct Options {
     pub config: Option<String>,
     /// `pedmd --dev`: HTTPS with its own CA (clients made here trust it).
     pub dev: bool,
+    /// Listen on this port (for a configuration that must name pedmd's own address before
+    /// it starts); a free one when `None`.
+    pub port: Option<u16>,
 }
 
 impl Server {
@@ -63,7 +66,7 @@ impl Server {
             std::fs::write(&f, text).expect("config file");
             s.config_file = Some(f);
         }
-        s.spawn(None);
+        s.spawn(opts.port);
         s.admin_token = match opts.admin_token {
             Some(t) => t,
             None => std::fs::read_to_string(s.data_dir.join("admin.token"))
@@ -236,6 +239,14 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A port nothing listens on now (for [`Options::port`]).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 pub fn pedm_cli(url: &str, token: &str, args: &[&str]) -> Output {
