@@ -10,13 +10,16 @@
 //! Live updates are Server-Sent Events telling the page which region to fetch again.
 
 mod assets;
+mod audit;
 mod error;
 mod live;
 mod pages;
+mod policies;
 mod session;
 mod sso;
 mod view;
 
+pub use audit::{AuditIntegrity, AuditStatus, CheckpointInfo};
 pub use live::LiveChanges;
 pub use sso::{SingleSignOn, SsoError, SsoStart};
 
@@ -56,29 +59,40 @@ pub struct Console {
     cp: Arc<ControlPlane>,
     settings: Arc<Settings>,
     sso: Option<Arc<dyn SingleSignOn>>,
+    audit: Option<Arc<dyn AuditIntegrity>>,
     live: Arc<LiveChanges>,
 }
 
 impl Console {
     /// `live` must also be registered as an observer of `cp` (it learns of changes there).
-    pub fn new(
-        cp: Arc<ControlPlane>,
-        settings: Settings,
-        sso: Option<Arc<dyn SingleSignOn>>,
-        live: Arc<LiveChanges>,
-    ) -> Self {
+    pub fn new(cp: Arc<ControlPlane>, settings: Settings, live: Arc<LiveChanges>) -> Self {
         Console {
             cp,
             settings: Arc::new(settings),
-            sso,
+            sso: None,
+            audit: None,
             live,
         }
+    }
+
+    /// Offers single sign-on (with `Settings::public_url`).
+    pub fn with_sso(mut self, sso: Arc<dyn SingleSignOn>) -> Self {
+        self.sso = Some(sso);
+        self
+    }
+
+    /// Shows the log's verification status and offers its exports.
+    pub fn with_audit(mut self, audit: Arc<dyn AuditIntegrity>) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// Every route under `/ui`, with the console's security headers.
     pub fn router(self) -> Router {
         pages::router()
             .merge(sso::router())
+            .merge(audit::router())
+            .merge(policies::router())
             .merge(live::router())
             .merge(assets::router())
             .with_state(self)

@@ -38,15 +38,18 @@ pub fn router() -> Router<Console> {
         .route("/ui/grants/{id}/release", post(release))
 }
 
-fn html(t: impl Template) -> PageResult<Response> {
+pub(crate) fn html(t: impl Template) -> PageResult<Response> {
     Ok(Html(t.render()?).into_response())
 }
 
-fn nav(v: &Viewer, active: &'static str) -> Option<Nav> {
+pub(crate) fn nav(c: &Console, v: &Viewer, active: &'static str) -> Option<Nav> {
+    use pedm_core::decision::AdminAction;
     Some(Nav {
         user: v.actor.user.clone(),
         csrf: v.csrf.clone(),
         active,
+        audit: c.cp.may(&v.actor, AdminAction::ReadAudit),
+        policies: c.cp.may(&v.actor, AdminAction::ManagePolicies),
     })
 }
 
@@ -54,7 +57,7 @@ fn see_other(to: String) -> Response {
     Redirect::to(&to).into_response()
 }
 
-fn parse_id(id: &str) -> PageResult<Uuid> {
+pub(crate) fn parse_id(id: &str) -> PageResult<Uuid> {
     Uuid::parse_str(id).map_err(|_| PageError::Invalid(format!("invalid id {id:?}")))
 }
 
@@ -215,7 +218,7 @@ async fn access_rows(
 async fn access(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
     let (grants, ended, requests) = access_rows(&c, &v).await?;
     html(AccessPage {
-        nav: nav(&v, "access"),
+        nav: nav(&c, &v, "access"),
         csrf: v.csrf.clone(),
         grants,
         ended,
@@ -299,7 +302,7 @@ async fn role_options(c: &Console) -> PageResult<Vec<RoleOption>> {
 
 async fn request_form(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
     html(RequestFormPage {
-        nav: nav(&v, "request"),
+        nav: nav(&c, &v, "request"),
         csrf: v.csrf.clone(),
         options: role_options(&c).await?,
         form: RequestFormValues {
@@ -319,7 +322,7 @@ async fn request_post(
     let f = p.form;
     let page = |form, preview, error| -> PageResult<RequestFormPage> {
         Ok(RequestFormPage {
-            nav: nav(v, "request"),
+            nav: nav(&c, v, "request"),
             csrf: v.csrf.clone(),
             options: vec![],
             form,
@@ -411,7 +414,7 @@ async fn inbox_rows(c: &Console, v: &Viewer) -> PageResult<Vec<RequestRow>> {
 async fn inbox(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
     let rows = inbox_rows(&c, &v).await?;
     html(InboxPage {
-        nav: nav(&v, "inbox"),
+        nav: nav(&c, &v, "inbox"),
         csrf: v.csrf.clone(),
         rows,
     })
@@ -499,7 +502,7 @@ async fn request_detail(
 ) -> PageResult<Response> {
     let rv = request_view(&c, &v, &id).await?;
     html(RequestPage {
-        nav: nav(&v, "inbox"),
+        nav: nav(&c, &v, "inbox"),
         csrf: v.csrf.clone(),
         r: rv.r,
         approvals: rv.approvals,

@@ -11,6 +11,9 @@ pub struct Nav {
     pub user: String,
     pub csrf: String,
     pub active: &'static str,
+    /// Links to pages only some people may use (each page checks again).
+    pub audit: bool,
+    pub policies: bool,
 }
 
 pub fn short_time(t: Timestamp) -> String {

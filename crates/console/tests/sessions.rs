@@ -77,7 +77,7 @@ async fn world() -> World {
         session_secs: 3600,
         public_url: None,
     };
-    let app = Console::new(cp.clone(), settings, None, live).router();
+    let app = Console::new(cp.clone(), settings, live).router();
     World {
         cp,
         clock,

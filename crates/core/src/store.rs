@@ -181,6 +181,10 @@ pub struct CheckpointRecord {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub after_seq: Option<i64>,
+    /// Only events before this one (paging backwards with `newest_first`).
+    pub before_seq: Option<i64>,
+    /// Newest first (the limit then keeps the newest); oldest first otherwise.
+    pub newest_first: bool,
     pub actor: Option<String>,
     /// Events about this target: the target itself, its roles, and every event whose data
     /// names it (requests, grants).

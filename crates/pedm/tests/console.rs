@@ -257,3 +257,181 @@ client_secret_env = "PEDM_TEST_OIDC_SECRET"
     b.close().await.unwrap();
     other.close().await.unwrap();
 }
+
+/// An admin edits a policy in the page, simulates it against what was recorded, applies it
+/// and sees its diff; an auditor sees the log verified, filters it, and exports it, and the
+/// export verifies offline with the public key alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let s = Server::start();
+    standard_targets(&s).await;
+    let alice = user_with_token(&s, "alice", false).await;
+    // History to simulate against: an auto-approved request.
+    s.client(&alice)
+        .create_request(&req("web1", "docker", "10m", "deploy"))
+        .await
+        .unwrap();
+    let b = driver.browser("admin", 1280).await;
+    sign_in(&b, &s.url, &s.admin_token).await;
+    b.goto(&format!("{}/ui/policies", s.url)).await.unwrap();
+    wait_for(&b, "#versions").await;
+    b.find(Locator::Css("#edit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let file = wait_for(&b, "#file").await;
+    file.clear().await.unwrap();
+    file.send_keys("no-auto.cedar").await.unwrap();
+    let text = b.find(Locator::Css("#text")).await.unwrap();
+    text.clear().await.unwrap();
+    text.send_keys(
+        "@id(\"no-auto-approval\")\nforbid (principal, action == Pedm::Action::\"request\", resource)\nwhen { resource.auto_approve };\n",
+    )
+    .await
+    .unwrap();
+    b.find(Locator::Css("#comment"))
+        .await
+        .unwrap()
+        .send_keys("stop auto-approval for now")
+        .await
+        .unwrap();
+    b.find(Locator::Css("#simulate"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let summary = wait_for(&b, "#sim-summary").await.text().await.unwrap();
+    assert!(
+        summary.contains("1 would be decided differently"),
+        "{summary}"
+    );
+    let change = b
+        .find(Locator::Css("#sim-changes tbody tr"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        change.contains("auto_approve") && change.contains("deny"),
+        "{change}"
+    );
+    screenshot(&b, "policy-simulate").await;
+    assert_eq!(
+        s.admin().policy_versions().await.unwrap().len(),
+        1,
+        "simulating applies nothing"
+    );
+    b.find(Locator::Css("#apply"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let diff = wait_for(&b, "#diff").await.text().await.unwrap();
+    assert!(diff.contains("+++ b/no-auto.cedar"), "{diff}");
+    assert!(diff.contains("+forbid (principal"), "{diff}");
+    assert!(
+        b.current_url()
+            .await
+            .unwrap()
+            .query()
+            .unwrap_or("")
+            .contains("from=1&to=2")
+    );
+    screenshot(&b, "policy-diff").await;
+    // In force: the same request is now denied, and the change is on record.
+    let r = s
+        .client(&alice)
+        .create_request(&req("web1", "docker", "10m", "deploy again"))
+        .await
+        .unwrap();
+    assert_eq!(r.request.state, RequestState::Denied);
+    let ev = audit_of(&s, "policy.applied").await;
+    assert_eq!(ev.last().unwrap().actor, "admin");
+
+    // The auditor's view: verified, filterable, exportable.
+    b.goto(&format!("{}/ui/audit", s.url)).await.unwrap();
+    let status = wait_for(&b, "#verification").await.text().await.unwrap();
+    assert!(status.starts_with("Verified: all "), "{status}");
+    wait_for(&b, "#f-action")
+        .await
+        .send_keys("policy.applied")
+        .await
+        .unwrap();
+    b.find(Locator::Css("#filter"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        &b,
+        "the filtered log",
+        "location.search.includes('action=policy.applied')",
+    )
+    .await;
+    let rows = b.find_all(Locator::Css("#events tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 2, "the default set and this change");
+    for r in &rows {
+        assert_eq!(
+            r.attr("data-action").await.unwrap().as_deref(),
+            Some("policy.applied")
+        );
+    }
+    screenshot(&b, "audit").await;
+    // The export link's download, fetched in the page with the session, verifies offline.
+    let href = b
+        .find(Locator::Css("#export-jsonl"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let export = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(arguments[0], {credentials: 'same-origin'}).then(r => r.text()).then(done);",
+            vec![serde_json::Value::String(href)],
+        )
+        .await
+        .unwrap();
+    let export = export.as_str().unwrap().to_string();
+    assert!(export.lines().count() > 10, "{export}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("audit.jsonl");
+    std::fs::write(&f, &export).unwrap();
+    let key = s.cli(&s.admin_token, &["audit", "pubkey"]);
+    let key = stdout(&key).trim().to_string();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pedm"))
+        .args(["audit", "verify", "--file"])
+        .arg(&f)
+        .args(["--pubkey", &key, "--require-covered"])
+        .env("PEDM_URL", "http://127.0.0.1:9")
+        .env_remove("PEDM_TOKEN")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A non-auditor gets no audit link and a refusal, recorded.
+    let a = driver.browser("alice", 1280).await;
+    sign_in(&a, &s.url, &alice).await;
+    assert!(a.find(Locator::Css("a[href='/ui/audit']")).await.is_err());
+    a.goto(&format!("{}/ui/audit", s.url)).await.unwrap();
+    let err = wait_for(&a, "#error").await.text().await.unwrap();
+    assert!(err.starts_with("forbidden"), "{err}");
+    assert!(
+        audit_of(&s, "audit.read")
+            .await
+            .iter()
+            .any(|e| e.actor == "alice")
+    );
+    b.close().await.unwrap();
+    a.close().await.unwrap();
+}

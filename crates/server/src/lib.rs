@@ -368,27 +368,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let sso = Arc::new(oidc::Providers::new(cfg.oidc.clone()));
-    let console = pedm_console::Console::new(
-        cp.clone(),
-        cfg.console.clone(),
-        (!sso.by_name.is_empty()).then(|| {
-            Arc::new(http::sso::ConsoleSso {
-                cp: cp.clone(),
-                providers: sso.clone(),
-            }) as Arc<dyn pedm_console::SingleSignOn>
-        }),
-        console_live,
-    );
+    let state = http::AppState {
+        cp: cp.clone(),
+        metrics,
+        audit: Some(signer),
+        agents: Some(agents),
+        sso: sso.clone(),
+        workload: Arc::new(workload::resolve(&cfg.workload)?),
+        scim: cfg.scim,
+    };
+    let mut console = pedm_console::Console::new(cp.clone(), cfg.console.clone(), console_live)
+        .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())));
+    if !sso.by_name.is_empty() {
+        console = console.with_sso(Arc::new(http::sso::ConsoleSso {
+            cp: cp.clone(),
+            providers: sso,
+        }));
+    }
     let app = http::router(
-        http::AppState {
-            cp,
-            metrics,
-            audit: Some(signer),
-            agents: Some(agents),
-            sso,
-            workload: Arc::new(workload::resolve(&cfg.workload)?),
-            scim: cfg.scim,
-        },
+        state,
         Some(console),
         cfg.max_body_bytes,
         cfg.request_timeout,

@@ -1419,6 +1419,10 @@ impl Store for Engine {
             a.push(after.into());
             sql.push_str(&format!(" AND seq > ${}", a.len()));
         }
+        if let Some(before) = f.before_seq {
+            a.push(before.into());
+            sql.push_str(&format!(" AND seq < ${}", a.len()));
+        }
         push_eq(&mut sql, &mut a, "actor", f.actor.as_deref().map(Arg::from));
         push_eq(
             &mut sql,
@@ -1463,7 +1467,11 @@ impl Store for Engine {
             a.push(until.into());
             sql.push_str(&format!(" AND at < ${}", a.len()));
         }
-        sql.push_str(" ORDER BY seq");
+        sql.push_str(if f.newest_first {
+            " ORDER BY seq DESC"
+        } else {
+            " ORDER BY seq"
+        });
         push_limit(&mut sql, &mut a, f.limit);
         self.fetch_all(&sql, a, rows::audit_event).await
     }

@@ -856,6 +856,27 @@ async fn audit_filters(db: Db) {
         .await,
         [3, 4]
     );
+    // Paging backwards from the newest, with a filter.
+    assert_eq!(
+        seqs(AuditFilter {
+            newest_first: true,
+            limit: Some(3),
+            ..Default::default()
+        })
+        .await,
+        [10, 9, 8]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            newest_first: true,
+            before_seq: Some(8),
+            actor: Some("bob".into()),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await,
+        [6, 4]
+    );
     assert_eq!(
         seqs(AuditFilter {
             actor: Some("bob".into()),

@@ -11,4 +11,10 @@ impl ControlPlane {
         self.require_admin(actor, AdminAction::ReadAudit, "audit.read")
             .await
     }
+
+    /// Whether `actor` holds an administrative right, asked without recording anything: for
+    /// what a page offers (each action asks again, and records a refusal).
+    pub fn may(&self, actor: &Actor, right: AdminAction) -> bool {
+        self.holds(actor, right)
+    }
 }

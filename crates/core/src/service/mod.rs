@@ -44,7 +44,7 @@ pub use hosts::{
 };
 
 pub use locks::MAX_LOCK_SECS;
-pub use policy::{SimulatedChange, SimulationReport};
+pub use policy::{SimulatedChange, SimulationReport, diff as policy_diff};
 pub use policy_review::{Held, PolicySubmission};
 pub use suggest::{CommandSuggestions, CommandUse, RoleCommands};
 

@@ -59,8 +59,8 @@ pub(super) fn digest(sources: &[PolicySource]) -> String {
     hex::encode(h.finalize())
 }
 
-/// A unified diff of every file that changed, for the audit event.
-pub(super) fn diff(old: &[PolicySource], new: &[PolicySource]) -> String {
+/// A unified diff of every file that changed (the audit event's, the console's).
+pub fn diff(old: &[PolicySource], new: &[PolicySource]) -> String {
     let old_map: BTreeMap<&str, &str> = old
         .iter()
         .map(|s| (s.name.as_str(), s.text.as_str()))

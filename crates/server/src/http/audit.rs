@@ -412,15 +412,20 @@ async fn export(
             "invalid format: {format:?} is not one of jsonl, csv, ocsf"
         )));
     }
+    download(&s, format).await
+}
+
+/// The export of `format` (checked by the caller, as is the reader's right), streamed.
+async fn download(s: &AppState, format: &str) -> ApiResult<Response> {
     let buf = Buf::default();
     let store = s.cp.store().clone();
-    let signer = signer(&s)?;
+    let signer = signer(s)?;
     // Sign (jsonl) or check (csv, ocsf) the whole log first: a broken log fails here, before
     // any byte is sent.
     let last = if format == "jsonl" {
-        sign_or_empty(&s).await?
+        sign_or_empty(s).await?
     } else {
-        checked(&s).await?
+        checked(s).await?
     } as i64;
     let (sink, content_type, ext) = match format {
         "jsonl" => {
@@ -514,4 +519,37 @@ async fn elevation_report(
 ) -> ApiResult<Json<Vec<ElevationRow>>> {
     let since = super::routes::parse_since(q.since.as_deref(), s.cp.now())?;
     Ok(Json(s.cp.elevation_report(&c.actor, since).await?))
+}
+
+/// The audit log for the web console (its port, [`pedm_console::AuditIntegrity`]): the same
+/// check and the same exports as the API.
+pub struct ConsoleAudit(pub AppState);
+
+#[async_trait::async_trait]
+impl pedm_console::AuditIntegrity for ConsoleAudit {
+    async fn status(&self) -> pedm_console::AuditStatus {
+        let verified = checked(&self.0).await.map_err(|e| e.message);
+        let newest_checkpoint = match self.0.cp.store().latest_checkpoint().await {
+            Ok(c) => c.map(|c| pedm_console::CheckpointInfo {
+                size: c.size as u64,
+                time: c.time,
+                key_id: c.key_id,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "console: cannot read the newest checkpoint");
+                None
+            }
+        };
+        pedm_console::AuditStatus {
+            verified,
+            newest_checkpoint,
+        }
+    }
+
+    async fn export(&self, format: &str) -> Response {
+        match download(&self.0, format).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The HTTP transport: routes under `/api/v1/`, the OpenAPI document, health and metrics.
 
 mod agents;
-mod audit;
+pub mod audit;
 mod contract;
 mod delegation;
 mod devices;

@@ -659,6 +659,7 @@ async fn list_audit_events(
         since: parse_time("since", q.since.as_deref())?,
         until: parse_time("until", q.until.as_deref())?,
         limit: q.limit,
+        ..Default::default()
     };
     Ok(Json(s.cp.audit_events(&c.actor, filter).await?))
 }
