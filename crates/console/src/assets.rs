@@ -8,6 +8,9 @@ use axum::routing::get;
 
 const CSS: &str = include_str!("../static/console.css");
 const JS: &str = include_str!("../static/console.js");
+/// asciinema-player (Apache-2.0), vendored: see static/vendor/asciinema-player/VERSION.
+const PLAYER_JS: &str = include_str!("../static/vendor/asciinema-player/asciinema-player.min.js");
+const PLAYER_CSS: &str = include_str!("../static/vendor/asciinema-player/asciinema-player.css");
 
 pub fn router() -> Router<Console> {
     Router::new()
@@ -18,6 +21,14 @@ pub fn router() -> Router<Console> {
         .route(
             "/ui/static/console.js",
             get(|| async { asset("text/javascript; charset=utf-8", JS) }),
+        )
+        .route(
+            "/ui/static/vendor/asciinema-player.min.js",
+            get(|| async { asset("text/javascript; charset=utf-8", PLAYER_JS) }),
+        )
+        .route(
+            "/ui/static/vendor/asciinema-player.css",
+            get(|| async { asset("text/css; charset=utf-8", PLAYER_CSS) }),
         )
 }
 

@@ -16,6 +16,7 @@ mod live;
 mod pages;
 mod policies;
 mod session;
+mod sessions;
 mod sso;
 mod view;
 
@@ -60,6 +61,8 @@ pub struct Console {
     settings: Arc<Settings>,
     sso: Option<Arc<dyn SingleSignOn>>,
     audit: Option<Arc<dyn AuditIntegrity>>,
+    /// Where the host agents' recordings are kept (`agents.recordings_dir`).
+    recordings: Option<std::path::PathBuf>,
     live: Arc<LiveChanges>,
 }
 
@@ -71,6 +74,7 @@ impl Console {
             settings: Arc::new(settings),
             sso: None,
             audit: None,
+            recordings: None,
             live,
         }
     }
@@ -78,6 +82,12 @@ impl Console {
     /// Offers single sign-on (with `Settings::public_url`).
     pub fn with_sso(mut self, sso: Arc<dyn SingleSignOn>) -> Self {
         self.sso = Some(sso);
+        self
+    }
+
+    /// Replays the recordings kept in `dir`.
+    pub fn with_recordings(mut self, dir: std::path::PathBuf) -> Self {
+        self.recordings = Some(dir);
         self
     }
 
@@ -93,6 +103,7 @@ impl Console {
             .merge(sso::router())
             .merge(audit::router())
             .merge(policies::router())
+            .merge(sessions::router())
             .merge(live::router())
             .merge(assets::router())
             .with_state(self)
@@ -111,7 +122,10 @@ async fn security_headers(req: Request, next: Next) -> Response {
     let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));
     };
-    set(h, header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
+    // A page may narrow or extend it for itself (the player's WebAssembly).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        set(h, header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
+    }
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::REFERRER_POLICY, "no-referrer");

@@ -67,7 +67,20 @@
     });
   }
 
+  // A recording, fetched by the player from the console (hash checked there first).
+  function players() {
+    document.querySelectorAll("[data-cast]").forEach(function (el) {
+      if (!window.AsciinemaPlayer) return;
+      window.AsciinemaPlayer.create(el.getAttribute("data-cast"), el, {
+        fit: "width",
+        autoPlay: true,
+        controls: true
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    players();
     tick();
     setInterval(tick, 1000);
     connect();

@@ -435,3 +435,97 @@ async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
     b.close().await.unwrap();
     a.close().await.unwrap();
 }
+
+/// A recording replays in the page (the vendored asciinema-player) while it matches the
+/// SHA-256 in its audit record; edited on disk, it is refused instead of played.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_replays_in_the_page_only_while_it_matches_its_record() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let s = Server::start();
+    standard_targets(&s).await;
+    let alice = user_with_token(&s, "alice", false).await;
+    let g = s
+        .client(&alice)
+        .create_request(&req("web1", "docker", "10m", "look at the logs"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    let host = s.admin().register_host("web1").await.unwrap();
+    let host = pedm_api::Client::new(&s.url, Some(host.token)).unwrap();
+    let cast = concat!(
+        "{\"version\":2,\"width\":80,\"height\":24}\n",
+        "[0.1,\"o\",\"hello from the recording\\r\\n\"]\n",
+        "[0.2,\"o\",\"\\u001b]52;c;ZXZpbA==\\u0007\"]\n",
+        "[0.3,\"o\",\"all done\\r\\n\"]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.cast");
+    std::fs::write(&file, cast).unwrap();
+    let id = uuid::Uuid::now_v7();
+    let now = jiff::Timestamp::now();
+    host.upload_session(
+        id,
+        &pedm_api::agent::SessionUpload {
+            grant_id: Some(g.id),
+            delegation_id: None,
+            task: None,
+            params: None,
+            user: "alice".into(),
+            run_as: "root".into(),
+            argv: vec!["/usr/bin/journalctl".into(), "-f".into()],
+            binary_sha256: None,
+            shell: false,
+            started_at: now,
+            ended_at: now,
+            exit_code: Some(0),
+            signal: None,
+            ended_by: None,
+            recording_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cast)),
+            recording_bytes: cast.len() as u64,
+        },
+        tokio::fs::File::open(&file).await.unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let b = driver.browser("alice", 1280).await;
+    sign_in(&b, &s.url, &alice).await;
+    b.goto(&format!("{}/ui/sessions", s.url)).await.unwrap();
+    let link = wait_for(&b, "#sessions tbody a").await;
+    link.click().await.unwrap();
+    wait_for(&b, "#recording-verified").await;
+    wait_until(
+        &b,
+        "the player to show the recording",
+        "document.querySelector('#player') && \
+         document.querySelector('#player').textContent.includes('all done')",
+    )
+    .await;
+    let shown: serde_json::Value = b
+        .execute("return document.querySelector('#player').textContent;", vec![])
+        .await
+        .unwrap();
+    assert!(shown.as_str().unwrap().contains("hello from the recording"));
+    screenshot(&b, "session-replay").await;
+
+    // Edited after upload: not played, and the recording itself is refused.
+    let stored = s.data_dir.join("recordings").join(format!("{id}.cast"));
+    std::fs::write(&stored, cast.replace("all done", "all fine")).unwrap();
+    b.refresh().await.unwrap();
+    let p = wait_for(&b, "#recording-problem").await.text().await.unwrap();
+    assert!(p.contains("does not match its audit record"), "{p}");
+    assert!(b.find(Locator::Css("#player")).await.is_err());
+    let status: serde_json::Value = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(arguments[0]).then(r => done(r.status));",
+            vec![serde_json::Value::String(format!("/ui/sessions/{id}/recording"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409);
+    b.close().await.unwrap();
+}
