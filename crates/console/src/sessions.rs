@@ -66,9 +66,8 @@ struct ListPage {
 }
 
 async fn list(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
-    let sessions = c
-        .cp
-        .list_sessions(
+    let sessions =
+        c.cp.list_sessions(
             &v.actor,
             SessionFilter {
                 limit: Some(200),
@@ -154,12 +153,9 @@ async fn recording(
 ) -> PageResult<Response> {
     let s = c.cp.get_session(&v.actor, parse_id(&id)?).await?;
     match checked_recording(&c, &s).await {
-        Ok(bytes) => Ok((
-            [(header::CONTENT_TYPE, "application/x-asciicast")],
-            bytes,
-        )
-            .into_response()),
+        Ok(bytes) => {
+            Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], bytes).into_response())
+        }
         Err(why) => Ok((StatusCode::CONFLICT, why).into_response()),
     }
 }
-

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::browser::{Driver, screenshot, sign_in, wait_for, wait_until};
+use common::browser::{Driver, check_page, sign_in, wait_for, wait_until};
 use common::*;
 use fantoccini::Locator;
 use pedm_api::RequestState;
@@ -26,6 +26,18 @@ async fn request_approved_in_another_browser_updates_live_and_expires_on_screen(
 
     let requester = driver.browser("alice", 1280).await;
     let approver = driver.browser("bob", 390).await; // a phone's width
+    // The accessibility check can fail: an unlabelled field and an image without text are
+    // serious violations to it.
+    requester
+        .goto("data:text/html,<html lang=en><title>t</title><img src=x><input>")
+        .await
+        .unwrap();
+    let found = common::browser::axe_serious(&requester).await;
+    assert!(
+        found.iter().any(|v| v.starts_with("image-alt")),
+        "{found:?}"
+    );
+    assert!(found.iter().any(|v| v.starts_with("label")), "{found:?}");
     sign_in(&requester, &s.url, &alice).await;
     sign_in(&approver, &s.url, &bob).await;
 
@@ -65,7 +77,7 @@ async fn request_approved_in_another_browser_updates_live_and_expires_on_screen(
             .unwrap()
             .is_empty()
     );
-    screenshot(&requester, "request-access").await;
+    check_page(&requester, "request-access").await;
     requester
         .find(Locator::Css("#submit"))
         .await
@@ -83,6 +95,7 @@ async fn request_approved_in_another_browser_updates_live_and_expires_on_screen(
         .await
         .unwrap();
     assert_eq!(shown, XSS, "the justification is shown as typed, as text");
+    check_page(&requester, "request").await;
 
     // My access, listening for changes; a marker proves the page is never reloaded.
     requester
@@ -110,7 +123,7 @@ async fn request_approved_in_another_browser_updates_live_and_expires_on_screen(
         "{card_text}"
     );
     assert!(card_text.contains(XSS), "{card_text}");
-    screenshot(&approver, "inbox-phone").await;
+    check_page(&approver, "inbox-phone").await;
     let id = card.attr("id").await.unwrap().unwrap();
     let id = id.trim_start_matches("inbox-").to_string();
     approver
@@ -151,7 +164,7 @@ async fn request_approved_in_another_browser_updates_live_and_expires_on_screen(
         &format!("document.querySelector('#grants time').textContent !== {first:?}"),
     )
     .await;
-    screenshot(&requester, "my-access").await;
+    check_page(&requester, "my-access").await;
     // And it ends on screen: the expiry comes as an event, the row moves to ended grants.
     let ended = wait_for(&requester, "#ended tr[data-state=expired]").await;
     assert!(ended.text().await.unwrap().contains("web1 / root"));
@@ -225,7 +238,7 @@ client_secret_env = "PEDM_TEST_OIDC_SECRET"
         .await;
     let b = driver.browser("alice", 1280).await;
     b.goto(&format!("{}/ui/sign-in", s.url)).await.unwrap();
-    screenshot(&b, "sign-in").await;
+    check_page(&b, "sign-in").await;
     wait_for(&b, "#sso-corp").await.click().await.unwrap();
     let who = wait_for(&b, "#who").await;
     assert_eq!(who.text().await.unwrap(), "alice");
@@ -322,7 +335,7 @@ async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
         change.contains("auto_approve") && change.contains("deny"),
         "{change}"
     );
-    screenshot(&b, "policy-simulate").await;
+    check_page(&b, "policy-simulate").await;
     assert_eq!(
         s.admin().policy_versions().await.unwrap().len(),
         1,
@@ -345,7 +358,7 @@ async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
             .unwrap_or("")
             .contains("from=1&to=2")
     );
-    screenshot(&b, "policy-diff").await;
+    check_page(&b, "policy-diff").await;
     // In force: the same request is now denied, and the change is on record.
     let r = s
         .client(&alice)
@@ -385,7 +398,7 @@ async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
             Some("policy.applied")
         );
     }
-    screenshot(&b, "audit").await;
+    check_page(&b, "audit").await;
     // The export link's download, fetched in the page with the session, verifies offline.
     let href = b
         .find(Locator::Css("#export-jsonl"))
@@ -505,24 +518,33 @@ async fn a_recording_replays_in_the_page_only_while_it_matches_its_record() {
     )
     .await;
     let shown: serde_json::Value = b
-        .execute("return document.querySelector('#player').textContent;", vec![])
+        .execute(
+            "return document.querySelector('#player').textContent;",
+            vec![],
+        )
         .await
         .unwrap();
     assert!(shown.as_str().unwrap().contains("hello from the recording"));
-    screenshot(&b, "session-replay").await;
+    check_page(&b, "session-replay").await;
 
     // Edited after upload: not played, and the recording itself is refused.
     let stored = s.data_dir.join("recordings").join(format!("{id}.cast"));
     std::fs::write(&stored, cast.replace("all done", "all fine")).unwrap();
     b.refresh().await.unwrap();
-    let p = wait_for(&b, "#recording-problem").await.text().await.unwrap();
+    let p = wait_for(&b, "#recording-problem")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(p.contains("does not match its audit record"), "{p}");
     assert!(b.find(Locator::Css("#player")).await.is_err());
     let status: serde_json::Value = b
         .execute_async(
             "const done = arguments[arguments.length - 1];\
              fetch(arguments[0]).then(r => done(r.status));",
-            vec![serde_json::Value::String(format!("/ui/sessions/{id}/recording"))],
+            vec![serde_json::Value::String(format!(
+                "/ui/sessions/{id}/recording"
+            ))],
         )
         .await
         .unwrap();

@@ -157,3 +157,43 @@ pub async fn screenshot(c: &Client, name: &str) {
     std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png)
         .expect("write screenshot");
 }
+
+/// Runs axe-core (installed by `scripts/install-test-deps` into `scripts/test-axe`) on the
+/// page and returns its serious and critical violations, one line each.
+pub async fn axe_serious(c: &Client) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/test-axe/node_modules/axe-core/axe.min.js");
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run scripts/install-test-deps",
+            path.display()
+        )
+    });
+    // WebDriver's script injection is not subject to the page's CSP.
+    c.execute(&format!("{source}\nreturn true;"), vec![])
+        .await
+        .expect("inject axe-core");
+    let v = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document, { resultTypes: ['violations'] }).then(r => done(\
+               r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')\
+                 .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' +\
+                   v.nodes.map(n => n.target.join(' ')).join(', '))));",
+            vec![],
+        )
+        .await
+        .expect("axe.run");
+    serde_json::from_value(v).expect("a list of violations")
+}
+
+/// A main page: screenshot it for the docs, and fail on any serious accessibility problem.
+pub async fn check_page(c: &Client, name: &str) {
+    screenshot(c, name).await;
+    let v = axe_serious(c).await;
+    assert!(
+        v.is_empty(),
+        "{name}: accessibility violations:\n{}",
+        v.join("\n")
+    );
+}
