@@ -313,6 +313,10 @@ pub struct TokenQuery {
 pub struct AuditQuery {
     /// Only events after this sequence number.
     pub after: Option<i64>,
+    /// Only events before this sequence number (paging back with `newest_first`).
+    pub before: Option<i64>,
+    /// Newest first (`limit` then keeps the newest); oldest first when absent or false.
+    pub newest_first: Option<bool>,
     pub actor: Option<String>,
     /// Events about this target (itself, its roles, requests and grants on it).
     pub target: Option<String>,

@@ -658,6 +658,7 @@ async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
         since: since.map(|t| t.to_string()),
         until: until.map(|t| t.to_string()),
         limit,
+        ..Default::default()
     };
     ctx.list(&ctx.client.audit_events(&q).await?)
 }

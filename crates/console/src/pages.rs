@@ -9,7 +9,7 @@ use crate::sso::{SameOrigin, redirect_uri, signed_in};
 use crate::view::*;
 use askama::Template;
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -385,44 +385,81 @@ async fn request_post(
 
 // ------------------------------------------------------------------ inbox
 
+/// Requests shown per inbox page (the oldest first).
+const INBOX_PAGE: usize = 50;
+
+#[derive(Default, Deserialize)]
+struct PageQuery {
+    #[serde(default)]
+    page: usize,
+}
+
+struct Inbox {
+    rows: Vec<RequestRow>,
+    total: usize,
+    page: usize,
+    first: usize,
+    last: usize,
+    more: bool,
+}
+
 #[derive(Template)]
 #[template(path = "inbox.html")]
 struct InboxPage {
     nav: Option<Nav>,
     csrf: String,
-    rows: Vec<RequestRow>,
+    inbox: Inbox,
 }
 
 #[derive(Template)]
 #[template(path = "inbox_live.html")]
 struct InboxLive {
     csrf: String,
-    rows: Vec<RequestRow>,
+    inbox: Inbox,
 }
 
-async fn inbox_rows(c: &Console, v: &Viewer) -> PageResult<Vec<RequestRow>> {
+async fn inbox_rows(c: &Console, v: &Viewer, page: usize) -> PageResult<Inbox> {
     let mut pending = c.cp.approvable_requests(&v.actor).await?;
     pending.sort_by_key(|r| r.created_at);
-    let mut rows = Vec::with_capacity(pending.len());
-    for r in &pending {
+    let total = pending.len();
+    let start = page.saturating_mul(INBOX_PAGE).min(total);
+    let end = (start + INBOX_PAGE).min(total);
+    let mut rows = Vec::with_capacity(end - start);
+    // Only the rows shown need their approvals (who is still awaited).
+    for r in &pending[start..end] {
         let (_, approvals) = c.cp.get_request(&v.actor, r.id).await?;
         rows.push(RequestRow::new(r, &approvals));
     }
-    Ok(rows)
-}
-
-async fn inbox(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
-    let rows = inbox_rows(&c, &v).await?;
-    html(InboxPage {
-        nav: nav(&c, &v, "inbox"),
-        csrf: v.csrf.clone(),
+    Ok(Inbox {
         rows,
+        total,
+        page,
+        first: start + 1,
+        last: end,
+        more: end < total,
     })
 }
 
-async fn inbox_live(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
-    let rows = inbox_rows(&c, &v).await?;
-    html(InboxLive { csrf: v.csrf, rows })
+async fn inbox(
+    State(c): State<Console>,
+    v: Viewer,
+    Query(q): Query<PageQuery>,
+) -> PageResult<Response> {
+    let inbox = inbox_rows(&c, &v, q.page).await?;
+    html(InboxPage {
+        nav: nav(&c, &v, "inbox"),
+        csrf: v.csrf.clone(),
+        inbox,
+    })
+}
+
+async fn inbox_live(
+    State(c): State<Console>,
+    v: Viewer,
+    Query(q): Query<PageQuery>,
+) -> PageResult<Response> {
+    let inbox = inbox_rows(&c, &v, q.page).await?;
+    html(InboxLive { csrf: v.csrf, inbox })
 }
 
 // ------------------------------------------------------------------ one request

@@ -455,3 +455,29 @@ async fn sign_out_idle_and_absolute_timeouts_end_the_session_and_its_token() {
         StatusCode::SEE_OTHER
     );
 }
+
+/// More pending requests than any one read used to return: the inbox still starts with the
+/// oldest, pages through all of them, and says how many wait.
+#[tokio::test]
+async fn the_inbox_pages_through_every_pending_request_oldest_first() {
+    let w = world().await;
+    let sys = Actor::system();
+    let n = 1_010;
+    let mut first = None;
+    for i in 0..n {
+        let name = format!("u{i}");
+        w.cp.create_user(&sys, &name, None, false).await.unwrap();
+        let r = w.ask(&name).await;
+        first.get_or_insert(r.id);
+        w.clock.advance(SignedDuration::from_millis(10));
+    }
+    let bob = w.sign_in("bob").await;
+    let page = body(w.get("/ui/inbox", &bob).await).await;
+    assert!(page.contains(&format!("1–50 of {n} waiting")), "{}", &page[..page.len().min(2000)]);
+    let oldest = page.find(&first.unwrap().to_string()).expect("the oldest is on page one");
+    // Its card is the first one (the card's own opening tag precedes its id).
+    assert_eq!(page[..oldest].matches("<li class=\"card").count(), 1, "and comes first");
+    let last = body(w.get("/ui/inbox?page=20", &bob).await).await;
+    assert!(last.contains(&format!("1001–{n} of {n} waiting")), "{last}");
+    assert!(!last.contains("id=\"next\""));
+}

@@ -469,12 +469,14 @@ impl ControlPlane {
     }
 
     /// Pending requests that `actor` may approve or deny right now (their current tier).
+    /// Every pending request `actor` may decide now, newest first. All pending requests are
+    /// read (they expire after `limits.pending_ttl`, so they stay bounded): a cap here would
+    /// drop the oldest, the ones waiting longest.
     pub async fn approvable_requests(&self, actor: &Actor) -> Result<Vec<Request>> {
         let pending = self
             .store
             .requests(&RequestFilter {
                 state: Some(RequestState::Pending),
-                limit: Some(1000),
                 ..Default::default()
             })
             .await?;

@@ -659,7 +659,8 @@ async fn list_audit_events(
         since: parse_time("since", q.since.as_deref())?,
         until: parse_time("until", q.until.as_deref())?,
         limit: q.limit,
-        ..Default::default()
+        before_seq: q.before,
+        newest_first: q.newest_first.unwrap_or(false),
     };
     Ok(Json(s.cp.audit_events(&c.actor, filter).await?))
 }
