@@ -202,9 +202,10 @@ async fn audit(
             subject: e.subject.clone().unwrap_or_default(),
         })
         .collect();
+    let status = status_view(&c).await;
     html(AuditPage {
         nav: nav(&c, &v, "audit"),
-        status: status_view(&c).await,
+        status,
         q,
         rows,
         older,

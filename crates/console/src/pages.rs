@@ -459,7 +459,10 @@ async fn inbox_live(
     Query(q): Query<PageQuery>,
 ) -> PageResult<Response> {
     let inbox = inbox_rows(&c, &v, q.page).await?;
-    html(InboxLive { csrf: v.csrf, inbox })
+    html(InboxLive {
+        csrf: v.csrf,
+        inbox,
+    })
 }
 
 // ------------------------------------------------------------------ one request

@@ -473,10 +473,20 @@ async fn the_inbox_pages_through_every_pending_request_oldest_first() {
     }
     let bob = w.sign_in("bob").await;
     let page = body(w.get("/ui/inbox", &bob).await).await;
-    assert!(page.contains(&format!("1–50 of {n} waiting")), "{}", &page[..page.len().min(2000)]);
-    let oldest = page.find(&first.unwrap().to_string()).expect("the oldest is on page one");
+    assert!(
+        page.contains(&format!("1–50 of {n} waiting")),
+        "{}",
+        &page[..page.len().min(2000)]
+    );
+    let oldest = page
+        .find(&first.unwrap().to_string())
+        .expect("the oldest is on page one");
     // Its card is the first one (the card's own opening tag precedes its id).
-    assert_eq!(page[..oldest].matches("<li class=\"card").count(), 1, "and comes first");
+    assert_eq!(
+        page[..oldest].matches("<li class=\"card").count(),
+        1,
+        "and comes first"
+    );
     let last = body(w.get("/ui/inbox?page=20", &bob).await).await;
     assert!(last.contains(&format!("1001–{n} of {n} waiting")), "{last}");
     assert!(!last.contains("id=\"next\""));

@@ -19,7 +19,6 @@ mod support;
 use jiff::Timestamp;
 use pedm_store::SqliteStore;
 use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -32,78 +31,6 @@ fn grants() -> i64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000)
-}
-
-/// Rows per multi-row INSERT of audit events (9 parameters each, below SQLite's limit).
-const EVENT_BATCH: i64 = 1_000;
-
-/// The audit events the API would have written for the grants, chained from seq 1.
-async fn insert_chained_events(c: &mut SqliteConnection, events: i64, at: Timestamp) {
-    let mut prev = pedm_core::audit::GENESIS_HASH;
-    let mut seq = 1i64;
-    while seq <= events {
-        let to = (seq + EVENT_BATCH - 1).min(events);
-        let mut sql = String::from(
-            "INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, \
-             prev_hash, hash) VALUES ",
-        );
-        let mut rows = Vec::with_capacity((to - seq + 1) as usize);
-        for i in seq..=to {
-            let action = match i % 3 {
-                1 => "request.created",
-                2 => "request.approved",
-                _ => "grant.started",
-            };
-            let e = pedm_core::audit::NewAuditEvent::new(
-                at,
-                &format!("user{}", (i / 3) % 1000),
-                action,
-                Some(format!(
-                    "request:00000000-0000-7000-8000-{:012x}",
-                    (i + 2) / 3
-                )),
-            )
-            .data(serde_json::json!({"target": "web1", "role": "docker"}));
-            let e = pedm_core::audit::chain(i, prev, e);
-            prev = e.hash;
-            if i > seq {
-                sql.push(',');
-            }
-            sql.push_str("(?, ?, ?, ?, 'success', ?, ?, ?, ?)");
-            rows.push(e);
-        }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for e in &rows {
-            q = q
-                .bind(e.seq)
-                .bind(e.at.as_microsecond())
-                .bind(e.actor.clone())
-                .bind(e.action.clone())
-                .bind(e.subject.clone())
-                .bind(e.data.to_string())
-                .bind(e.prev_hash.to_vec())
-                .bind(e.hash.to_vec());
-        }
-        q.execute(&mut *c).await.expect("insert audit events");
-        seq = to + 1;
-    }
-}
-
-async fn raw(db: &std::path::Path) -> SqliteConnection {
-    SqliteConnection::connect_with(
-        &SqliteConnectOptions::new()
-            .filename(db)
-            .busy_timeout(Duration::from_secs(30)),
-    )
-    .await
-    .expect("raw connection")
-}
-
-async fn exec(c: &mut SqliteConnection, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut *c)
-        .await
-        .unwrap_or_else(|e| panic!("{e}: {sql}"));
 }
 
 async fn setup(db: &std::path::Path) {

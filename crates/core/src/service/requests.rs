@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::decision::Permit;
+use std::collections::HashMap;
 
 /// Where a pending request stands in its approval steps.
 struct TierPosition {
@@ -396,31 +397,41 @@ impl ControlPlane {
         req: &Request,
         approvals: &[Approval],
     ) -> Result<std::result::Result<u32, String>> {
-        let (Some(target), Some(role)) = (
+        let found = (
             self.store.target(&req.target).await?,
             self.store.role(&req.target, &req.role).await?,
-        ) else {
-            return Ok(Err(format!(
-                "role {}/{} no longer exists",
-                req.target, req.role
-            )));
+        );
+        Ok(self.decision_tier_on(actor, req, approvals, found.0.as_ref(), found.1.as_ref()))
+    }
+
+    /// [`Self::decision_tier`] with the request's target and role already read.
+    fn decision_tier_on(
+        &self,
+        actor: &Actor,
+        req: &Request,
+        approvals: &[Approval],
+        target: Option<&Target>,
+        role: Option<&Role>,
+    ) -> std::result::Result<u32, String> {
+        let (Some(target), Some(role)) = (target, role) else {
+            return Err(format!("role {}/{} no longer exists", req.target, req.role));
         };
-        if let Err(why) = self.decider().may_approve(actor, req, &target, &role) {
-            return Ok(Err(why));
+        if let Err(why) = self.decider().may_approve(actor, req, target, role) {
+            return Err(why);
         }
         let Some(pos) = tier_position(req, approvals) else {
-            return Ok(Err("every approval step is already complete".into()));
+            return Err("every approval step is already complete".into());
         };
         if let Some(g) = &pos.tier.group
             && !actor.groups.iter().any(|m| m == g)
         {
-            return Ok(Err(format!(
+            return Err(format!(
                 "approval step {} needs a member of group {g}; {} is not one",
                 pos.index + 1,
                 actor.user
-            )));
+            ));
         }
-        Ok(Ok(pos.index))
+        Ok(pos.index)
     }
 
     /// Requesters see their own requests, approvers the ones they may decide, auditors all.
@@ -481,6 +492,8 @@ impl ControlPlane {
             })
             .await?;
         let mut out = vec![];
+        // Many pending requests share a few roles: each is read once.
+        let mut roles: HashMap<(String, String), (Option<Target>, Option<Role>)> = HashMap::new();
         for req in pending {
             if req.requester == actor.user {
                 continue;
@@ -489,7 +502,19 @@ impl ControlPlane {
             if approvals.iter().any(|a| a.approver == actor.user) {
                 continue;
             }
-            if self.decision_tier(actor, &req, &approvals).await?.is_ok() {
+            let key = (req.target.clone(), req.role.clone());
+            if !roles.contains_key(&key) {
+                let found = (
+                    self.store.target(&req.target).await?,
+                    self.store.role(&req.target, &req.role).await?,
+                );
+                roles.insert(key.clone(), found);
+            }
+            let (target, role) = &roles[&key];
+            if self
+                .decision_tier_on(actor, &req, &approvals, target.as_ref(), role.as_ref())
+                .is_ok()
+            {
                 out.push(req);
             }
         }

@@ -218,3 +218,81 @@ pub fn cpu_time(pid: u32) -> Duration {
     let hz = 100; // sysconf(_SC_CLK_TCK) on Linux
     Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
 }
+
+// ------------------------------------------------------------ bulk set-up in SQL
+
+use jiff::Timestamp;
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+/// Rows per multi-row INSERT of audit events (9 parameters each, below SQLite's limit).
+const EVENT_BATCH: i64 = 1_000;
+
+/// The audit events the API would have written for the grants, chained from seq 1.
+pub async fn insert_chained_events(c: &mut SqliteConnection, events: i64, at: Timestamp) {
+    let mut prev = pedm_core::audit::GENESIS_HASH;
+    let mut seq = 1i64;
+    while seq <= events {
+        let to = (seq + EVENT_BATCH - 1).min(events);
+        let mut sql = String::from(
+            "INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, \
+             prev_hash, hash) VALUES ",
+        );
+        let mut rows = Vec::with_capacity((to - seq + 1) as usize);
+        for i in seq..=to {
+            let action = match i % 3 {
+                1 => "request.created",
+                2 => "request.approved",
+                _ => "grant.started",
+            };
+            let e = pedm_core::audit::NewAuditEvent::new(
+                at,
+                &format!("user{}", (i / 3) % 1000),
+                action,
+                Some(format!(
+                    "request:00000000-0000-7000-8000-{:012x}",
+                    (i + 2) / 3
+                )),
+            )
+            .data(serde_json::json!({"target": "web1", "role": "docker"}));
+            let e = pedm_core::audit::chain(i, prev, e);
+            prev = e.hash;
+            if i > seq {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, 'success', ?, ?, ?, ?)");
+            rows.push(e);
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in &rows {
+            q = q
+                .bind(e.seq)
+                .bind(e.at.as_microsecond())
+                .bind(e.actor.clone())
+                .bind(e.action.clone())
+                .bind(e.subject.clone())
+                .bind(e.data.to_string())
+                .bind(e.prev_hash.to_vec())
+                .bind(e.hash.to_vec());
+        }
+        q.execute(&mut *c).await.expect("insert audit events");
+        seq = to + 1;
+    }
+}
+
+pub async fn raw(db: &std::path::Path) -> SqliteConnection {
+    SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(db)
+            .busy_timeout(Duration::from_secs(30)),
+    )
+    .await
+    .expect("raw connection")
+}
+
+pub async fn exec(c: &mut SqliteConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *c)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {sql}"));
+}
