@@ -11,6 +11,7 @@
 
 mod assets;
 mod audit;
+mod breakglass;
 mod error;
 mod live;
 mod pages;
@@ -104,6 +105,7 @@ impl Console {
             .merge(audit::router())
             .merge(policies::router())
             .merge(sessions::router())
+            .merge(breakglass::router())
             .merge(live::router())
             .merge(assets::router())
             .with_state(self)

@@ -50,6 +50,7 @@ pub(crate) fn nav(c: &Console, v: &Viewer, active: &'static str) -> Option<Nav> 
         active,
         audit: c.cp.may(&v.actor, AdminAction::ReadAudit),
         policies: c.cp.may(&v.actor, AdminAction::ManagePolicies),
+        grants: c.cp.may(&v.actor, AdminAction::ManageGrants),
     })
 }
 

@@ -14,6 +14,7 @@ pub struct Nav {
     /// Links to pages only some people may use (each page checks again).
     pub audit: bool,
     pub policies: bool,
+    pub grants: bool,
 }
 
 pub fn short_time(t: Timestamp) -> String {

@@ -347,6 +347,8 @@ async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
         .click()
         .await
         .unwrap();
+    // The draft page has a diff too: wait for the applied version's page.
+    wait_until(&b, "the diff page", "location.pathname === '/ui/policies/diff'").await;
     let diff = wait_for(&b, "#diff").await.text().await.unwrap();
     assert!(diff.contains("+++ b/no-auto.cedar"), "{diff}");
     assert!(diff.contains("+forbid (principal"), "{diff}");
@@ -432,10 +434,60 @@ async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    // Break-glass: reviewed in the page, one at a time, with what the review found.
+    add_policy(
+        &s.admin(),
+        "break-glass.cedar",
+        r#"@id("anyone-break-glass") @break_glass("true")
+permit (principal, action == Pedm::Action::"request", resource);"#,
+    )
+    .await;
+    let mut emergency = req("web1", "root", "10m", "site down <b>now</b>");
+    emergency.break_glass = true;
+    let bg = s
+        .client(&alice)
+        .create_request(&emergency)
+        .await
+        .unwrap()
+        .request;
+    b.goto(&format!("{}/ui/break-glass", s.url)).await.unwrap();
+    let card = wait_for(&b, &format!("#bg-{}", bg.id)).await;
+    assert_eq!(
+        card.attr("data-open").await.unwrap().as_deref(),
+        Some("true")
+    );
+    assert!(card.text().await.unwrap().contains("site down <b>now</b>"));
+    check_page(&b, "break-glass").await;
+    b.find(Locator::Css(&format!("#finding-{}", bg.id)))
+        .await
+        .unwrap()
+        .send_keys("outage INC-7, access used as described")
+        .await
+        .unwrap();
+    b.find(Locator::Css(&format!("#close-{}", bg.id)))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&b, &format!("#bg-{}[data-open=false]", bg.id)).await;
+    let reviewed = s.admin().get_request(bg.id).await.unwrap().request;
+    let review = reviewed.review.unwrap();
+    assert_eq!(review.reviewed_by.as_deref(), Some("admin"));
+    assert_eq!(
+        review.comment.as_deref(),
+        Some("outage INC-7, access used as described")
+    );
+
     // A non-auditor gets no audit link and a refusal, recorded.
     let a = driver.browser("alice", 1280).await;
     sign_in(&a, &s.url, &alice).await;
     assert!(a.find(Locator::Css("a[href='/ui/audit']")).await.is_err());
+    assert!(
+        a.find(Locator::Css("a[href='/ui/break-glass']"))
+            .await
+            .is_err()
+    );
     a.goto(&format!("{}/ui/audit", s.url)).await.unwrap();
     let err = wait_for(&a, "#error").await.text().await.unwrap();
     assert!(err.starts_with("forbidden"), "{err}");

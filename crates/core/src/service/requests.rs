@@ -416,9 +416,7 @@ impl ControlPlane {
         let (Some(target), Some(role)) = (target, role) else {
             return Err(format!("role {}/{} no longer exists", req.target, req.role));
         };
-        if let Err(why) = self.decider().may_approve(actor, req, target, role) {
-            return Err(why);
-        }
+        self.decider().may_approve(actor, req, target, role)?;
         let Some(pos) = tier_position(req, approvals) else {
             return Err("every approval step is already complete".into());
         };
