@@ -9,6 +9,7 @@
 //! `X-Frame-Options: DENY` and `Cache-Control: no-store`; templates escape everything.
 //! Live updates are Server-Sent Events telling the page which region to fetch again.
 
+mod admin;
 mod assets;
 mod audit;
 mod breakglass;
@@ -106,6 +107,7 @@ impl Console {
             .merge(policies::router())
             .merge(sessions::router())
             .merge(breakglass::router())
+            .merge(admin::router())
             .merge(live::router())
             .merge(assets::router())
             .with_state(self)

@@ -51,6 +51,7 @@ pub(crate) fn nav(c: &Console, v: &Viewer, active: &'static str) -> Option<Nav> 
         audit: c.cp.may(&v.actor, AdminAction::ReadAudit),
         policies: c.cp.may(&v.actor, AdminAction::ManagePolicies),
         grants: c.cp.may(&v.actor, AdminAction::ManageGrants),
+        admin: c.cp.may(&v.actor, AdminAction::ManageUsers),
     })
 }
 
@@ -429,7 +430,9 @@ async fn inbox_rows(c: &Console, v: &Viewer, page: usize) -> PageResult<Inbox> {
     // Only the rows shown need their approvals (who is still awaited).
     for r in &pending[start..end] {
         let (_, approvals) = c.cp.get_request(&v.actor, r.id).await?;
-        rows.push(RequestRow::new(r, &approvals));
+        let mut row = RequestRow::new(r, &approvals);
+        row.history = history_text(&c.cp.requester_history(&v.actor, r.id).await?);
+        rows.push(row);
     }
     Ok(Inbox {
         rows,
@@ -528,8 +531,12 @@ async fn request_view(c: &Console, v: &Viewer, id: &str) -> PageResult<RequestVi
             s
         })
         .collect();
+    let mut row = RequestRow::new(&r, &approvals);
+    if !mine {
+        row.history = history_text(&c.cp.requester_history(&v.actor, r.id).await?);
+    }
     Ok(RequestView {
-        r: RequestRow::new(&r, &approvals),
+        r: row,
         approvals: lines,
         can_decide,
         can_cancel: pending && mine,

@@ -4,7 +4,7 @@
 use jiff::{Timestamp, tz::TimeZone};
 use pedm_core::duration::format_duration;
 use pedm_core::model::{Approval, ApprovalDecision, Grant, GrantState, Request, RequestState};
-use pedm_core::service::{PreviewOutcome, RequestPreview};
+use pedm_core::service::{HISTORY_DAYS, PreviewOutcome, RequestPreview, RequesterHistory};
 
 /// The navigation of a signed-in page.
 pub struct Nav {
@@ -15,6 +15,7 @@ pub struct Nav {
     pub audit: bool,
     pub policies: bool,
     pub grants: bool,
+    pub admin: bool,
 }
 
 pub fn short_time(t: Timestamp) -> String {
@@ -181,4 +182,32 @@ impl PreviewView {
             max: format_duration(p.max_duration_secs),
         }
     }
+}
+
+/// The requester's history in one sentence, for approvers.
+pub fn history_text(h: &RequesterHistory) -> String {
+    if h.requests == 0 {
+        return format!("First request in {HISTORY_DAYS} days.");
+    }
+    let mut s = format!(
+        "In {HISTORY_DAYS} days: {} earlier request{} ({} approved, {} denied), {} for this role",
+        h.requests,
+        if h.requests == 1 { "" } else { "s" },
+        h.approved,
+        h.denied,
+        h.same_role
+    );
+    if h.break_glass > 0 {
+        s.push_str(&format!(", {} break-glass", h.break_glass));
+    }
+    s.push_str(&format!(
+        "; {} session{} recorded",
+        h.sessions,
+        if h.sessions == 1 { "" } else { "s" }
+    ));
+    if let Some(t) = h.last_granted_at {
+        s.push_str(&format!("; last granted {}", short_time(t)));
+    }
+    s.push('.');
+    s
 }

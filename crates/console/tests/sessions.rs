@@ -357,6 +357,19 @@ async fn state_changes_need_the_sessions_csrf_token_and_refusals_are_recorded() 
     assert_eq!(approvals[0].approver, "bob");
     assert_eq!(approvals[0].comment.as_deref(), Some("fine"));
     assert_eq!(w.events("request.approved").await[0].actor, "bob");
+
+    // Her next request (after that grant's 10 minutes) shows the approver what came before.
+    w.clock.advance(SignedDuration::from_mins(11));
+    w.cp.expire_due().await.unwrap();
+    let again = w.ask("alice").await;
+    let page = body(w.get(&format!("/ui/requests/{}", again.id), &bob).await).await;
+    assert!(
+        page.contains(
+            "In 90 days: 1 earlier request (1 approved, 0 denied), 1 for this role; \
+             0 sessions recorded; last granted"
+        ),
+        "{page}"
+    );
 }
 
 #[tokio::test]

@@ -123,6 +123,10 @@ async fn request_approved_in_another_browser_updates_live_and_expires_on_screen(
         "{card_text}"
     );
     assert!(card_text.contains(XSS), "{card_text}");
+    assert!(
+        card_text.contains("First request in 90 days."),
+        "{card_text}"
+    );
     check_page(&approver, "inbox-phone").await;
     let id = card.attr("id").await.unwrap().unwrap();
     let id = id.trim_start_matches("inbox-").to_string();
@@ -348,7 +352,12 @@ async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
         .await
         .unwrap();
     // The draft page has a diff too: wait for the applied version's page.
-    wait_until(&b, "the diff page", "location.pathname === '/ui/policies/diff'").await;
+    wait_until(
+        &b,
+        "the diff page",
+        "location.pathname === '/ui/policies/diff'",
+    )
+    .await;
     let diff = wait_for(&b, "#diff").await.text().await.unwrap();
     assert!(diff.contains("+++ b/no-auto.cedar"), "{diff}");
     assert!(diff.contains("+forbid (principal"), "{diff}");
@@ -477,6 +486,44 @@ permit (principal, action == Pedm::Action::"request", resource);"#,
     assert_eq!(
         review.comment.as_deref(),
         Some("outage INC-7, access used as described")
+    );
+
+    // The admin overview: people, targets with roles; a token revoked here stops working.
+    b.goto(&format!("{}/ui/admin", s.url)).await.unwrap();
+    let users = wait_for(&b, "#users").await.text().await.unwrap();
+    assert!(
+        users.contains("alice") && users.contains("admin"),
+        "{users}"
+    );
+    let targets = b
+        .find(Locator::Css("#targets"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        targets.contains("docker (up to 1h, auto-approved, runs as root)"),
+        "{targets}"
+    );
+    check_page(&b, "admin").await;
+    let doomed = s
+        .client(&alice)
+        .create_token(&pedm_api::CreateToken::default())
+        .await
+        .unwrap();
+    b.refresh().await.unwrap();
+    wait_for(&b, &format!("#revoke-{}", doomed.info.id))
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for(&b, &format!("#token-{}[data-live=false]", doomed.info.id)).await;
+    let e = s.client(&doomed.token).whoami().await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    assert_eq!(
+        audit_of(&s, "token.revoked").await.last().unwrap().actor,
+        "admin"
     );
 
     // A non-auditor gets no audit link and a refusal, recorded.

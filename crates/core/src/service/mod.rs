@@ -29,7 +29,7 @@ mod step_up;
 mod suggest;
 mod web_session;
 mod workload;
-pub use requests::{PreviewOutcome, RequestPreview};
+pub use requests::{HISTORY_DAYS, PreviewOutcome, RequestPreview, RequesterHistory};
 pub use sso::SsoLogin;
 pub use web_session::WebSignIn;
 
