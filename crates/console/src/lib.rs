@@ -13,10 +13,12 @@ mod admin;
 mod assets;
 mod audit;
 mod breakglass;
+mod charts;
 mod error;
 mod live;
 mod pages;
 mod policies;
+mod reports;
 mod session;
 mod sessions;
 mod sso;
@@ -108,6 +110,7 @@ impl Console {
             .merge(sessions::router())
             .merge(breakglass::router())
             .merge(admin::router())
+            .merge(reports::router())
             .merge(live::router())
             .merge(assets::router())
             .with_state(self)

@@ -488,6 +488,27 @@ permit (principal, action == Pedm::Action::"request", resource);"#,
         Some("outage INC-7, access used as described")
     );
 
+    // Reports: the two elevations held (one break-glass), charted and tabled.
+    b.goto(&format!("{}/ui/reports?days=7", s.url))
+        .await
+        .unwrap();
+    assert_eq!(wait_for(&b, "#total").await.text().await.unwrap(), "2");
+    assert_eq!(
+        b.find(Locator::Css("#break-glass-count"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "1"
+    );
+    let bars = b
+        .find_all(Locator::Css("#per-role svg rect"))
+        .await
+        .unwrap();
+    assert_eq!(bars.len(), 2, "web1/docker and web1/root");
+    check_page(&b, "reports").await;
+
     // The admin overview: people, targets with roles; a token revoked here stops working.
     b.goto(&format!("{}/ui/admin", s.url)).await.unwrap();
     let users = wait_for(&b, "#users").await.text().await.unwrap();

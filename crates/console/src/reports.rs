@@ -1,0 +1,173 @@
+//! Reports where people would rather look than read: elevations per day, by target and role,
+//! approval latency, break-glass, over a window (`read_audit`). Charts are SVG drawn on the
+//! server (`charts.rs`) with the numbers as tables underneath.
+
+use crate::Console;
+use crate::charts::bar_chart;
+use crate::error::{PageError, PageResult};
+use crate::pages::{html, nav};
+use crate::session::Viewer;
+use crate::view::Nav;
+use askama::Template;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use jiff::{SignedDuration, tz::TimeZone};
+use pedm_core::duration::format_duration;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+pub fn router() -> Router<Console> {
+    Router::new().route("/ui/reports", get(reports))
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    #[serde(default)]
+    days: String,
+}
+
+struct Chart {
+    id: &'static str,
+    title: String,
+    svg: String,
+    rows: Vec<(String, String)>,
+    column: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "reports.html")]
+struct ReportsPage {
+    nav: Option<Nav>,
+    days: i64,
+    total: usize,
+    break_glass: usize,
+    approved: usize,
+    latency_p50: String,
+    latency_p90: String,
+    charts: Vec<Chart>,
+}
+
+async fn reports(
+    State(c): State<Console>,
+    v: Viewer,
+    Query(q): Query<ReportQuery>,
+) -> PageResult<Response> {
+    let days: i64 = match q.days.trim() {
+        "" => 30,
+        d => d
+            .parse()
+            .ok()
+            .filter(|n| (1..=366).contains(n))
+            .ok_or_else(|| PageError::Invalid(format!("invalid days {d:?}: 1 to 366")))?,
+    };
+    let now = c.cp.now();
+    let since = now - SignedDuration::from_hours(24 * days);
+    let rows = c.cp.elevation_report(&v.actor, since).await?;
+
+    // Per day (UTC), every day of the window shown, empty ones too.
+    let mut per_day: BTreeMap<jiff::civil::Date, f64> = BTreeMap::new();
+    let first = since.to_zoned(TimeZone::UTC).date();
+    let last = now.to_zoned(TimeZone::UTC).date();
+    let mut d = first;
+    loop {
+        per_day.insert(d, 0.0);
+        match d.tomorrow() {
+            Ok(next) if d < last => d = next,
+            _ => break,
+        }
+    }
+    let mut per_role: BTreeMap<String, f64> = BTreeMap::new();
+    let mut latencies: Vec<i64> = vec![];
+    let (mut break_glass, mut approved) = (0, 0);
+    for r in &rows {
+        let day = r.started_at.to_zoned(TimeZone::UTC).date();
+        if let Some(n) = per_day.get_mut(&day) {
+            *n += 1.0;
+        }
+        *per_role
+            .entry(format!("{}/{}", r.target, r.role))
+            .or_default() += 1.0;
+        if r.break_glass {
+            break_glass += 1;
+        }
+        if !r.approvers.is_empty() {
+            approved += 1;
+            if let Some(at) = r.requested_at {
+                latencies.push(r.started_at.duration_since(at).as_secs().max(0));
+            }
+        }
+    }
+    latencies.sort_unstable();
+    let q = |p: f64| -> String {
+        if latencies.is_empty() {
+            return "-".into();
+        }
+        let i = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
+        format_duration(latencies[i].max(1))
+    };
+    // Approval latency in buckets people think in.
+    let buckets = [
+        ("< 1m", 60),
+        ("1-5m", 300),
+        ("5-15m", 900),
+        ("15-60m", 3600),
+        ("1-4h", 4 * 3600),
+        ("> 4h", i64::MAX),
+    ];
+    let mut latency_bars: Vec<(String, f64)> =
+        buckets.iter().map(|(l, _)| (l.to_string(), 0.0)).collect();
+    for l in &latencies {
+        let i = buckets
+            .iter()
+            .position(|(_, up)| l < up)
+            .unwrap_or(buckets.len() - 1);
+        latency_bars[i].1 += 1.0;
+    }
+    let day_bars: Vec<(String, f64)> = per_day
+        .iter()
+        .map(|(d, n)| (d.strftime("%m-%d").to_string(), *n))
+        .collect();
+    let mut role_bars: Vec<(String, f64)> = per_role.into_iter().collect();
+    role_bars.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    role_bars.truncate(20);
+    let table = |bars: &[(String, f64)]| -> Vec<(String, String)> {
+        bars.iter()
+            .map(|(l, v)| (l.clone(), format!("{v:.0}")))
+            .collect()
+    };
+    let charts = vec![
+        Chart {
+            id: "per-day",
+            title: format!("Elevations started per day, last {days} days (UTC)"),
+            svg: bar_chart("Elevations started per day", &day_bars, ""),
+            rows: table(&day_bars),
+            column: "Elevations",
+        },
+        Chart {
+            id: "per-role",
+            title: "Elevations by target and role (top 20)".into(),
+            svg: bar_chart("Elevations by target and role", &role_bars, ""),
+            rows: table(&role_bars),
+            column: "Elevations",
+        },
+        Chart {
+            id: "latency",
+            title: "Approval latency (request to grant)".into(),
+            svg: bar_chart("Approval latency", &latency_bars, ""),
+            rows: table(&latency_bars),
+            column: "Approved elevations",
+        },
+    ];
+    html(ReportsPage {
+        nav: nav(&c, &v, "reports"),
+        days,
+        total: rows.len(),
+        break_glass,
+        approved,
+        latency_p50: q(0.5),
+        latency_p90: q(0.9),
+        charts,
+    })
+}
