@@ -227,6 +227,8 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError>;
     async fn approvals(&self, request_id: Uuid) -> Result<Vec<Approval>, StoreError>;
+    /// The approvals of every pending request, in one read (an approver's inbox).
+    async fn pending_approvals(&self) -> Result<Vec<Approval>, StoreError>;
     /// Earliest `pending_until` among pending requests.
     async fn next_request_deadline(&self) -> Result<Option<Timestamp>, StoreError>;
     /// Pending requests whose `pending_until <= now`, oldest deadline first.

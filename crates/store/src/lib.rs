@@ -158,6 +158,9 @@ macro_rules! forward_store {
             async fn approvals(&self, id: uuid::Uuid) -> Result<Vec<Approval>, StoreError> {
                 self.engine.approvals(id).await
             }
+            async fn pending_approvals(&self) -> Result<Vec<Approval>, StoreError> {
+                self.engine.pending_approvals().await
+            }
             async fn next_request_deadline(&self) -> Result<Option<jiff::Timestamp>, StoreError> {
                 self.engine.next_request_deadline().await
             }

@@ -1157,6 +1157,19 @@ impl Store for Engine {
             .await
     }
 
+    async fn pending_approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        let cols = APPROVAL_COLS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols} FROM approvals a JOIN requests r ON r.id = a.request_id \
+             WHERE r.state = 'pending' ORDER BY a.request_id, a.at, a.approver"
+        );
+        self.fetch_all(&sql, vec![], rows::approval).await
+    }
+
     async fn next_request_deadline(&self) -> Result<Option<Timestamp>, StoreError> {
         self.min_ts("SELECT MIN(pending_until) AS t FROM requests WHERE state = 'pending'")
             .await

@@ -661,6 +661,20 @@ async fn approvals(db: Db) {
         ]
     );
     assert!(s.approvals(Uuid::now_v7()).await.unwrap().is_empty());
+    // Of pending requests only, all in one read.
+    let mut done = request("dave", "web1", 5);
+    done.state = RequestState::Approved;
+    ok(&s, cs(Write::InsertRequest(done.clone()))).await;
+    let mut d = a("erin", 40, ApprovalDecision::Approve);
+    d.request_id = done.id;
+    ok(&s, cs(Write::InsertApproval(d))).await;
+    assert_eq!(
+        s.pending_approvals().await.unwrap(),
+        [
+            a("bob", 10, ApprovalDecision::Approve),
+            a("carol", 20, ApprovalDecision::Deny)
+        ]
+    );
 }
 
 async fn grants_end_exactly_once(db: Db) {

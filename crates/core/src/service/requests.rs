@@ -490,13 +490,18 @@ impl ControlPlane {
             })
             .await?;
         let mut out = vec![];
+        // Read in two queries, not one per request: the requests and all their approvals.
+        let mut approvals_of: HashMap<Uuid, Vec<Approval>> = HashMap::new();
+        for a in self.store.pending_approvals().await? {
+            approvals_of.entry(a.request_id).or_default().push(a);
+        }
         // Many pending requests share a few roles: each is read once.
         let mut roles: HashMap<(String, String), (Option<Target>, Option<Role>)> = HashMap::new();
         for req in pending {
             if req.requester == actor.user {
                 continue;
             }
-            let approvals = self.store.approvals(req.id).await?;
+            let approvals = approvals_of.remove(&req.id).unwrap_or_default();
             if approvals.iter().any(|a| a.approver == actor.user) {
                 continue;
             }
