@@ -36,6 +36,7 @@ pub fn router() -> Router<Console> {
         .route("/ui/requests/{id}/decide", post(decide))
         .route("/ui/requests/{id}/cancel", post(cancel))
         .route("/ui/grants/{id}/release", post(release))
+        .route("/ui/grants/{id}/secret", post(reveal_secret))
 }
 
 pub(crate) fn html(t: impl Template) -> PageResult<Response> {
@@ -247,6 +248,37 @@ async fn release(
     c.cp.release_grant(&p.viewer.actor, id, Some("released in the console".into()))
         .await?;
     Ok(see_other("/ui/access".into()))
+}
+
+#[derive(Template)]
+#[template(path = "secret.html")]
+struct SecretPage {
+    nav: Option<Nav>,
+    target: String,
+    role: String,
+    secret: Option<String>,
+}
+
+/// A grant's one-time secret (a generated password): a POST, because reading it deletes it;
+/// the page is never cached (`no-store`) and the secret is never in a URL.
+async fn reveal_secret(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    p: Posted<Empty>,
+) -> PageResult<Response> {
+    let id = parse_id(&id)?;
+    let g = c.cp.get_grant(&p.viewer.actor, id).await?;
+    let secret = match c.cp.take_grant_secret(&p.viewer.actor, id).await {
+        Ok(s) => Some(s),
+        Err(pedm_core::Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    html(SecretPage {
+        nav: nav(&c, &p.viewer, "access"),
+        target: g.target,
+        role: g.role,
+        secret,
+    })
 }
 
 // ------------------------------------------------------------------ request access

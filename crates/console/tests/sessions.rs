@@ -504,3 +504,71 @@ async fn the_inbox_pages_through_every_pending_request_oldest_first() {
     assert!(last.contains(&format!("1001–{n} of {n} waiting")), "{last}");
     assert!(!last.contains("id=\"next\""));
 }
+
+/// A grant's one-time secret is revealed to its holder once, by a POST, and never again.
+#[tokio::test]
+async fn a_grants_secret_is_revealed_once_to_its_holder() {
+    let w = world().await;
+    let req = w.ask("alice").await;
+    let bob = w.sign_in("bob").await;
+    let csrf = csrf_of(&w, &bob).await;
+    w.post(
+        &format!("/ui/requests/{}/decide", req.id),
+        &bob,
+        &format!("decision=approve&csrf={csrf}"),
+        &[],
+    )
+    .await;
+    let (done, _) = w.cp.get_request(&Actor::system(), req.id).await.unwrap();
+    let grant = done.grant_id.expect("granted");
+    w.cp.store()
+        .commit(
+            pedm_core::store::Changeset::new().write(pedm_core::store::Write::PutGrantSecret {
+                grant_id: grant,
+                secret: "s3cr<et>&".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    // Not the holder: refused, and the secret stays.
+    let r = w
+        .post(
+            &format!("/ui/grants/{grant}/secret"),
+            &bob,
+            &format!("csrf={csrf}"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let alice = w.sign_in("alice").await;
+    let csrf = csrf_of(&w, &alice).await;
+    let page = body(
+        w.post(
+            &format!("/ui/grants/{grant}/secret"),
+            &alice,
+            &format!("csrf={csrf}"),
+            &[],
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        page.contains("<pre id=\"secret\">s3cr&#60;et&#62;&#38;</pre>"),
+        "{page}"
+    );
+    let again = body(
+        w.post(
+            &format!("/ui/grants/{grant}/secret"),
+            &alice,
+            &format!("csrf={csrf}"),
+            &[],
+        )
+        .await,
+    )
+    .await;
+    assert!(again.contains("No secret waits for this grant"), "{again}");
+    let reads = w.events("grant.secret_read").await;
+    let outcomes: Vec<_> = reads.iter().map(|e| (e.actor.as_str(), e.outcome)).collect();
+    use pedm_core::audit::Outcome;
+    assert_eq!(outcomes, [("bob", Outcome::Denied), ("alice", Outcome::Success)]);
+}
