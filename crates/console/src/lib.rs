@@ -14,6 +14,7 @@ mod assets;
 mod audit;
 mod breakglass;
 mod charts;
+mod delegations;
 mod error;
 mod live;
 mod pages;
@@ -111,6 +112,7 @@ impl Console {
             .merge(breakglass::router())
             .merge(admin::router())
             .merge(reports::router())
+            .merge(delegations::router())
             .merge(live::router())
             .merge(assets::router())
             .with_state(self)

@@ -568,7 +568,109 @@ async fn a_grants_secret_is_revealed_once_to_its_holder() {
     .await;
     assert!(again.contains("No secret waits for this grant"), "{again}");
     let reads = w.events("grant.secret_read").await;
-    let outcomes: Vec<_> = reads.iter().map(|e| (e.actor.as_str(), e.outcome)).collect();
+    let outcomes: Vec<_> = reads
+        .iter()
+        .map(|e| (e.actor.as_str(), e.outcome))
+        .collect();
     use pedm_core::audit::Outcome;
-    assert_eq!(outcomes, [("bob", Outcome::Denied), ("alice", Outcome::Success)]);
+    assert_eq!(
+        outcomes,
+        [("bob", Outcome::Denied), ("alice", Outcome::Success)]
+    );
+}
+
+/// Delegations: the delegate sees one given to them, with what it passes on; one passed on
+/// shows what it was narrowed from; the delegator revokes it in the page (a reason is
+/// required), which ends the one passed on from it too.
+#[tokio::test]
+async fn delegations_are_listed_with_their_attenuation_and_revoked_with_a_reason() {
+    use pedm_core::delegation::{DelegateKind, Delegatee};
+    use pedm_core::service::NewDelegation;
+    let w = world().await;
+    let bob =
+        w.cp.authenticate(&w.token("bob").await, None)
+            .await
+            .unwrap();
+    let until = w.cp.now() + SignedDuration::from_hours(4);
+    let to = |name: &str| Delegatee {
+        kind: DelegateKind::User,
+        name: name.into(),
+    };
+    let d =
+        w.cp.create_delegation(
+            &bob,
+            NewDelegation {
+                parent: None,
+                delegate: to("alice"),
+                tasks: vec![],
+                roles: vec!["root".into()],
+                scope: vec!["web1".into()],
+                expires_at: until,
+                redelegate: true,
+                reason: Some("on call this week".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let alice =
+        w.cp.authenticate(&w.token("alice").await, None)
+            .await
+            .unwrap();
+    let passed =
+        w.cp.create_delegation(
+            &alice,
+            NewDelegation {
+                parent: Some(d.id),
+                delegate: to("carol"),
+                tasks: vec![],
+                roles: vec!["root".into()],
+                scope: vec!["web1".into()],
+                expires_at: until - SignedDuration::from_hours(2),
+                redelegate: false,
+                reason: Some("covering tonight".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let carol = w.sign_in("carol").await;
+    let page = body(w.get("/ui/delegations", &carol).await).await;
+    assert!(page.contains("alice → user carol"), "{page}");
+    // Carol learns where hers came from, not what bob gave alice.
+    assert!(page.contains(&format!("Passed on from {}</p>", d.id)), "{page}");
+    // Alice, who passed it on, sees both: how much narrower it is.
+    let alices = w.sign_in("alice").await;
+    let page = body(w.get("/ui/delegations", &alices).await).await;
+    assert!(
+        page.contains(&format!(
+            "Passed on from {} (from bob: roles root; may pass on; scope web1)",
+            d.id
+        )),
+        "{page}"
+    );
+    // Carol may not revoke what bob gave alice; bob revokes, but not without a reason.
+    let bobs = w.sign_in("bob").await;
+    let csrf = csrf_of(&w, &bobs).await;
+    let path = format!("/ui/delegations/{}/revoke", d.id);
+    let r = w
+        .post(&path, &bobs, &format!("csrf={csrf}&reason="), &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body(r).await.contains("reason"));
+    let r = w
+        .post(
+            &path,
+            &bobs,
+            &format!("csrf={csrf}&reason=rotation+ended"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = body(w.get("/ui/delegations", &carol).await).await;
+    assert!(
+        page.contains(&format!(
+            "id=\"delegation-{}\" data-state=\"revoked\"",
+            passed.id
+        )),
+        "what was passed on ends with it: {page}"
+    );
 }
