@@ -36,6 +36,21 @@ struct Chart {
     column: &'static str,
 }
 
+impl Chart {
+    fn new(id: &'static str, title: String, bars: &[(String, f64)], column: &'static str) -> Self {
+        Chart {
+            id,
+            svg: bar_chart(&title, bars, ""),
+            title,
+            rows: bars
+                .iter()
+                .map(|(l, v)| (l.clone(), format!("{v:.0}")))
+                .collect(),
+            column,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "reports.html")]
 struct ReportsPage {
@@ -132,33 +147,25 @@ async fn reports(
     let mut role_bars: Vec<(String, f64)> = per_role.into_iter().collect();
     role_bars.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     role_bars.truncate(20);
-    let table = |bars: &[(String, f64)]| -> Vec<(String, String)> {
-        bars.iter()
-            .map(|(l, v)| (l.clone(), format!("{v:.0}")))
-            .collect()
-    };
     let charts = vec![
-        Chart {
-            id: "per-day",
-            title: format!("Elevations started per day, last {days} days (UTC)"),
-            svg: bar_chart("Elevations started per day", &day_bars, ""),
-            rows: table(&day_bars),
-            column: "Elevations",
-        },
-        Chart {
-            id: "per-role",
-            title: "Elevations by target and role (top 20)".into(),
-            svg: bar_chart("Elevations by target and role", &role_bars, ""),
-            rows: table(&role_bars),
-            column: "Elevations",
-        },
-        Chart {
-            id: "latency",
-            title: "Approval latency (request to grant)".into(),
-            svg: bar_chart("Approval latency", &latency_bars, ""),
-            rows: table(&latency_bars),
-            column: "Approved elevations",
-        },
+        Chart::new(
+            "per-day",
+            format!("Elevations started per day, last {days} days (UTC)"),
+            &day_bars,
+            "Elevations",
+        ),
+        Chart::new(
+            "per-role",
+            "Elevations by target and role (top 20)".into(),
+            &role_bars,
+            "Elevations",
+        ),
+        Chart::new(
+            "latency",
+            "Approval latency (request to grant)".into(),
+            &latency_bars,
+            "Approved elevations",
+        ),
     ];
     html(ReportsPage {
         nav: nav(&c, &v, "reports"),

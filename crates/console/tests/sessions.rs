@@ -129,6 +129,14 @@ impl World {
             .await
     }
 
+    /// Approves request `id` through the page with the session's CSRF token.
+    async fn approve(&self, cookie: &str, id: uuid::Uuid) -> Response<Body> {
+        let csrf = csrf_of(self, cookie).await;
+        let path = format!("/ui/requests/{id}/decide");
+        self.post(&path, cookie, &format!("decision=approve&csrf={csrf}"), &[])
+            .await
+    }
+
     /// Signs in with `user`'s token; returns the session cookie's value.
     async fn sign_in(&self, user: &str) -> String {
         let t = self.token(user).await;
@@ -382,28 +390,16 @@ async fn a_non_approver_neither_sees_nor_decides_anothers_request() {
     assert!(!inbox.contains(&req.id.to_string()));
     let page = w.get(&format!("/ui/requests/{}", req.id), &carol).await;
     assert_eq!(page.status(), StatusCode::FORBIDDEN);
-    let csrf = csrf_of(&w, &carol).await;
-    let r = w
-        .post(
-            &format!("/ui/requests/{}/decide", req.id),
-            &carol,
-            &format!("decision=approve&csrf={csrf}"),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    // The requester cannot approve their own either; the page says why.
+    assert_eq!(
+        w.approve(&carol, req.id).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    // The requester cannot approve their own either.
     let alice = w.sign_in("alice").await;
-    let csrf = csrf_of(&w, &alice).await;
-    let r = w
-        .post(
-            &format!("/ui/requests/{}/decide", req.id),
-            &alice,
-            &format!("decision=approve&csrf={csrf}"),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        w.approve(&alice, req.id).await.status(),
+        StatusCode::FORBIDDEN
+    );
     let (still, _) = w.cp.get_request(&Actor::system(), req.id).await.unwrap();
     assert_eq!(still.state, RequestState::Pending);
 }
@@ -511,14 +507,11 @@ async fn a_grants_secret_is_revealed_once_to_its_holder() {
     let w = world().await;
     let req = w.ask("alice").await;
     let bob = w.sign_in("bob").await;
+    assert_eq!(
+        w.approve(&bob, req.id).await.status(),
+        StatusCode::SEE_OTHER
+    );
     let csrf = csrf_of(&w, &bob).await;
-    w.post(
-        &format!("/ui/requests/{}/decide", req.id),
-        &bob,
-        &format!("decision=approve&csrf={csrf}"),
-        &[],
-    )
-    .await;
     let (done, _) = w.cp.get_request(&Actor::system(), req.id).await.unwrap();
     let grant = done.grant_id.expect("granted");
     w.cp.store()
@@ -636,7 +629,10 @@ async fn delegations_are_listed_with_their_attenuation_and_revoked_with_a_reason
     let page = body(w.get("/ui/delegations", &carol).await).await;
     assert!(page.contains("alice → user carol"), "{page}");
     // Carol learns where hers came from, not what bob gave alice.
-    assert!(page.contains(&format!("Passed on from {}</p>", d.id)), "{page}");
+    assert!(
+        page.contains(&format!("Passed on from {}</p>", d.id)),
+        "{page}"
+    );
     // Alice, who passed it on, sees both: how much narrower it is.
     let alices = w.sign_in("alice").await;
     let page = body(w.get("/ui/delegations", &alices).await).await;

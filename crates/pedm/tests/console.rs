@@ -12,16 +12,23 @@ use pedm_api::RequestState;
 /// What a hostile requester might write: must show as text, never run or become markup.
 const XSS: &str = r#"<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>"'&"#;
 
+/// Chromium's driver (`None`: not installed, reason printed), a server with the standard
+/// targets, and alice's token.
+async fn start() -> Option<(Driver, Server, String)> {
+    let driver = Driver::start().await?;
+    let s = Server::start();
+    standard_targets(&s).await;
+    let alice = user_with_token(&s, "alice", false).await;
+    Some((driver, s, alice))
+}
+
 /// A requester asks in one browser, an approver approves in another, the requester's page
 /// updates without a reload, the grant counts down and ends on screen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_approved_in_another_browser_updates_live_and_expires_on_screen() {
-    let Some(driver) = Driver::start().await else {
+    let Some((driver, s, alice)) = start().await else {
         return;
     };
-    let s = Server::start();
-    standard_targets(&s).await;
-    let alice = user_with_token(&s, "alice", false).await;
     let bob = user_with_token(&s, "bob", true).await;
 
     let requester = driver.browser("alice", 1280).await;
@@ -280,12 +287,9 @@ client_secret_env = "PEDM_TEST_OIDC_SECRET"
 /// export verifies offline with the public key alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
-    let Some(driver) = Driver::start().await else {
+    let Some((driver, s, alice)) = start().await else {
         return;
     };
-    let s = Server::start();
-    standard_targets(&s).await;
-    let alice = user_with_token(&s, "alice", false).await;
     // History to simulate against: an auto-approved request.
     s.client(&alice)
         .create_request(&req("web1", "docker", "10m", "deploy"))
@@ -573,12 +577,9 @@ permit (principal, action == Pedm::Action::"request", resource);"#,
 /// SHA-256 in its audit record; edited on disk, it is refused instead of played.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_replays_in_the_page_only_while_it_matches_its_record() {
-    let Some(driver) = Driver::start().await else {
+    let Some((driver, s, alice)) = start().await else {
         return;
     };
-    let s = Server::start();
-    standard_targets(&s).await;
-    let alice = user_with_token(&s, "alice", false).await;
     let g = s
         .client(&alice)
         .create_request(&req("web1", "docker", "10m", "look at the logs"))

@@ -44,18 +44,7 @@ impl ControlPlane {
         new: NewRequest,
         context: RequestContext,
     ) -> Result<(Request, Option<Grant>)> {
-        let target = self
-            .store
-            .target(&new.target)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("target {}", new.target)))?;
-        let role = self
-            .store
-            .role(&new.target, &new.role)
-            .await?
-            .ok_or_else(|| {
-                Error::NotFound(format!("role {} on target {}", new.role, new.target))
-            })?;
+        let (target, role) = self.target_and_role(&new.target, &new.role).await?;
         if new.duration_secs <= 0 {
             return Err(Error::invalid("duration", "must be greater than zero"));
         }
@@ -824,6 +813,21 @@ pub enum PreviewOutcome {
 }
 
 impl ControlPlane {
+    /// A request's target and role, or NotFound naming the missing one.
+    async fn target_and_role(&self, target: &str, role: &str) -> Result<(Target, Role)> {
+        let t = self
+            .store
+            .target(target)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("target {target}")))?;
+        let r = self
+            .store
+            .role(target, role)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("role {role} on target {target}")))?;
+        Ok((t, r))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn judge(
         &self,
@@ -909,18 +913,7 @@ impl ControlPlane {
         new: NewRequest,
         context: RequestContext,
     ) -> Result<RequestPreview> {
-        let target = self
-            .store
-            .target(&new.target)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("target {}", new.target)))?;
-        let role = self
-            .store
-            .role(&new.target, &new.role)
-            .await?
-            .ok_or_else(|| {
-                Error::NotFound(format!("role {} on target {}", new.role, new.target))
-            })?;
+        let (target, role) = self.target_and_role(&new.target, &new.role).await?;
         let now = self.now();
         let justification = new.justification.trim().to_string();
         let (task, ticket) = (new.task.clone(), new.ticket.clone());
