@@ -506,36 +506,15 @@ fn decided_by(r: &Request) -> &str {
 /// `1 of 3: waiting for security:2`: approvals given of those required, and the tier that
 /// is next (its group and how many approvals it still needs).
 pub fn approval_progress(r: &Request, approvals: &[Approval]) -> String {
-    let approved = |tier: u32| {
-        approvals
-            .iter()
-            .filter(|a| a.tier == tier && a.decision == ApprovalDecision::Approve)
-            .count() as u32
-    };
-    let tiers: Vec<ApprovalTier> = if r.approval_tiers.is_empty() {
-        vec![ApprovalTier {
-            group: None,
-            required: r.approvals_required.max(1),
-        }]
-    } else {
-        r.approval_tiers.clone()
-    };
-    let total: u32 = tiers.iter().map(|t| t.required).sum();
-    let mut given = 0;
-    let mut next = None;
-    for (i, t) in tiers.iter().enumerate() {
-        let have = approved(i as u32).min(t.required);
-        given += have;
-        if have < t.required && next.is_none() {
-            next = Some(format!(
-                "{}:{}",
-                t.group.as_deref().unwrap_or("any approver"),
-                t.required - have
-            ));
-        }
-    }
-    match next {
-        Some(n) => format!("{given} of {total}: waiting for {n}"),
+    let total: u32 = r.tiers().iter().map(|t| t.required).sum();
+    let outstanding = r.outstanding(approvals);
+    let given = total - outstanding.iter().map(|(_, t)| t.required).sum::<u32>();
+    match outstanding.first() {
+        Some((_, t)) => format!(
+            "{given} of {total}: waiting for {}:{}",
+            t.group.as_deref().unwrap_or("any approver"),
+            t.required
+        ),
         None => format!("{given} of {total}"),
     }
 }

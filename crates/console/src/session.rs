@@ -62,6 +62,28 @@ pub fn source_of(parts: &Parts) -> Option<String> {
         .map(|c| c.0.ip().to_string())
 }
 
+/// Whether a request came from a page of another site: the browser's `Sec-Fetch-Site`, or,
+/// from browsers without it, an `Origin` that is not this host.
+pub(crate) fn is_cross_site(h: &HeaderMap) -> bool {
+    if let Some(site) = h.get("sec-fetch-site") {
+        return site.as_bytes() == b"cross-site";
+    }
+    // Older browsers: an Origin that is not this host.
+    match (h.get(header::ORIGIN), h.get(header::HOST)) {
+        (Some(o), Some(host)) => {
+            let o = o.to_str().unwrap_or("");
+            let host = host.to_str().unwrap_or("");
+            let bare = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .unwrap_or(o);
+            o != "null" && bare != host
+        }
+        (Some(o), None) => o.as_bytes() != b"null",
+        _ => false,
+    }
+}
+
 /// A signed-in person, their session checked (idle and absolute timeouts, not signed out).
 pub struct Viewer {
     pub actor: Actor,
@@ -125,10 +147,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Console> for Posted<T> {
     async fn from_request(req: Request, c: &Console) -> Result<Self, PageError> {
         let (mut parts, body) = req.into_parts();
         let viewer = Viewer::from_request_parts(&mut parts, c).await?;
-        let cross_site = parts
-            .headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes() == b"cross-site");
+        let cross_site = is_cross_site(&parts.headers);
         let req = Request::from_parts(parts, body);
         let axum::extract::RawForm(bytes) = axum::extract::RawForm::from_request(req, c)
             .await

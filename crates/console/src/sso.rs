@@ -5,7 +5,7 @@
 
 use crate::Console;
 use crate::error::{PageError, PageResult};
-use crate::session::{self, cookie, read_cookie, session_cookie};
+use crate::session::{self, cookie, is_cross_site, read_cookie, session_cookie};
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{FromRequestParts, Query, State};
@@ -86,26 +86,6 @@ impl FromRequestParts<Console> for SameOrigin {
             )));
         }
         Ok(SameOrigin)
-    }
-}
-
-fn is_cross_site(h: &HeaderMap) -> bool {
-    if let Some(site) = h.get("sec-fetch-site") {
-        return site.as_bytes() == b"cross-site";
-    }
-    // Older browsers: an Origin that is not this host.
-    match (h.get(header::ORIGIN), h.get(header::HOST)) {
-        (Some(o), Some(host)) => {
-            let o = o.to_str().unwrap_or("");
-            let host = host.to_str().unwrap_or("");
-            let bare = o
-                .strip_prefix("https://")
-                .or_else(|| o.strip_prefix("http://"))
-                .unwrap_or(o);
-            o != "null" && bare != host
-        }
-        (Some(o), None) => o.as_bytes() != b"null",
-        _ => false,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use jiff::{Timestamp, tz::TimeZone};
 use pedm_core::duration::format_duration;
-use pedm_core::model::{Approval, ApprovalDecision, Grant, GrantState, Request, RequestState};
+use pedm_core::model::{Approval, Grant, GrantState, Request, RequestState};
 use pedm_core::service::{HISTORY_DAYS, PreviewOutcome, RequestPreview, RequesterHistory};
 
 /// The navigation of a signed-in page.
@@ -51,23 +51,22 @@ pub struct RequestRow {
     pub history: String,
 }
 
-/// Who a pending request still waits for: the current tier and the ones after it.
+/// Who a pending request still waits for: the current step and the ones after it.
 pub fn waiting_for(r: &Request, approvals: &[Approval]) -> String {
     if r.state != RequestState::Pending {
         return "nobody".into();
     }
-    let mut out = vec![];
-    for (i, t) in r.approval_tiers.iter().enumerate() {
-        let have = approvals
-            .iter()
-            .filter(|a| a.tier == i as u32 && a.decision == ApprovalDecision::Approve)
-            .count() as u32;
-        if have >= t.required {
-            continue;
-        }
-        let who = t.group.as_deref().unwrap_or("any approver");
-        out.push(format!("{} of {}", t.required - have, who));
-    }
+    let out: Vec<String> = r
+        .outstanding(approvals)
+        .iter()
+        .map(|(_, t)| {
+            format!(
+                "{} of {}",
+                t.required,
+                t.group.as_deref().unwrap_or("any approver")
+            )
+        })
+        .collect();
     if out.is_empty() {
         "approval".into()
     } else {

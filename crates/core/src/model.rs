@@ -539,6 +539,44 @@ pub struct Request {
     pub version: i64,
 }
 
+impl Request {
+    /// The approval steps as decided (one approval by anyone permitted when none were named).
+    pub fn tiers(&self) -> Vec<ApprovalTier> {
+        if self.approval_tiers.is_empty() {
+            vec![ApprovalTier {
+                group: None,
+                required: self.approvals_required.max(1),
+            }]
+        } else {
+            self.approval_tiers.clone()
+        }
+    }
+
+    /// Each step with the approvals it still needs (`required`: how many more), in order,
+    /// given these decisions: `(step index, what is still needed)` for unfinished steps.
+    pub fn outstanding(&self, approvals: &[Approval]) -> Vec<(u32, ApprovalTier)> {
+        self.tiers()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let have = approvals
+                    .iter()
+                    .filter(|a| a.tier == i as u32 && a.decision == ApprovalDecision::Approve)
+                    .count() as u32;
+                (have < t.required).then(|| {
+                    (
+                        i as u32,
+                        ApprovalTier {
+                            group: t.group,
+                            required: t.required - have,
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
 /// One approval step: `required` approvals from members of `group` (anyone whom policy lets
 /// approve, when `group` is `None`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

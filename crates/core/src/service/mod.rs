@@ -13,6 +13,7 @@ mod delegation;
 mod devices;
 mod external;
 mod grants;
+mod history;
 mod hosts;
 mod identity;
 mod locks;
@@ -29,7 +30,8 @@ mod step_up;
 mod suggest;
 mod web_session;
 mod workload;
-pub use requests::{HISTORY_DAYS, PreviewOutcome, RequestPreview, RequesterHistory};
+pub use history::{HISTORY_DAYS, RequesterHistory};
+pub use requests::{PreviewOutcome, RequestPreview};
 pub use sso::SsoLogin;
 pub use web_session::WebSignIn;
 

@@ -4,23 +4,19 @@ use super::*;
 use crate::decision::Permit;
 use std::collections::HashMap;
 
-/// Where a pending request stands in its approval steps.
+/// Where a pending request stands in its approval steps: the first unfinished one (`None`
+/// when every step is complete, or when the request has no steps recorded).
 struct TierPosition {
     index: u32,
     tier: ApprovalTier,
 }
 
 fn tier_position(req: &Request, approvals: &[Approval]) -> Option<TierPosition> {
-    req.approval_tiers.iter().enumerate().find_map(|(i, t)| {
-        let have = approvals
-            .iter()
-            .filter(|a| a.tier == i as u32 && a.decision == ApprovalDecision::Approve)
-            .count() as u32;
-        (have < t.required).then(|| TierPosition {
-            index: i as u32,
-            tier: t.clone(),
-        })
-    })
+    if req.approval_tiers.is_empty() {
+        return None;
+    }
+    let (index, tier) = req.outstanding(approvals).into_iter().next()?;
+    Some(TierPosition { index, tier })
 }
 
 pub(super) fn tiers_text(tiers: &[ApprovalTier]) -> String {
@@ -964,70 +960,5 @@ impl ControlPlane {
                 }
             }
         })
-    }
-}
-
-/// What an approver wants to know about who is asking: how often, what, and whether the
-/// access was used (sessions recorded), over the last [`HISTORY_DAYS`] days.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequesterHistory {
-    pub requests: usize,
-    pub approved: usize,
-    pub denied: usize,
-    /// Requests for the same role on the same target.
-    pub same_role: usize,
-    pub break_glass: usize,
-    /// Sessions recorded on hosts under the requester's grants.
-    pub sessions: usize,
-    pub last_granted_at: Option<Timestamp>,
-}
-
-pub const HISTORY_DAYS: i64 = 90;
-
-impl ControlPlane {
-    /// The requester's recent history, for whoever may see request `id` (the same check,
-    /// and refusal, as [`Self::get_request`]); the request itself is not counted.
-    pub async fn requester_history(&self, actor: &Actor, id: Uuid) -> Result<RequesterHistory> {
-        let (req, _) = self.get_request(actor, id).await?;
-        let since = self.now() - SignedDuration::from_hours(24 * HISTORY_DAYS);
-        let earlier = self
-            .store
-            .requests(&RequestFilter {
-                requester: Some(req.requester.clone()),
-                since: Some(since),
-                limit: Some(10_000),
-                ..Default::default()
-            })
-            .await?;
-        let mut h = RequesterHistory::default();
-        for r in earlier.iter().filter(|r| r.id != req.id) {
-            h.requests += 1;
-            match r.state {
-                RequestState::Approved => h.approved += 1,
-                RequestState::Denied => h.denied += 1,
-                _ => {}
-            }
-            if r.target == req.target && r.role == req.role {
-                h.same_role += 1;
-            }
-            if r.break_glass {
-                h.break_glass += 1;
-            }
-            if r.grant_id.is_some() {
-                h.last_granted_at = h.last_granted_at.max(r.decided_at);
-            }
-        }
-        h.sessions = self
-            .store
-            .sessions(&crate::host::SessionFilter {
-                user: Some(req.requester.clone()),
-                limit: Some(10_000),
-                ..Default::default()
-            })
-            .await?
-            .iter()
-            .filter(|s| s.started_at >= since && s.grant_id.is_some())
-            .count();
-        Ok(h)
     }
 }

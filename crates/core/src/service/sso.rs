@@ -193,10 +193,12 @@ impl ControlPlane {
         Ok((added, removed))
     }
 
-    fn sso_token(
+    /// A session token of `ttl_secs` for `user` (an SSO login, a console sign-in): the record
+    /// to store and the token to hand out once.
+    pub(super) fn session_token(
         &self,
         user: &str,
-        provider: &str,
+        description: String,
         ttl_secs: i64,
         now: Timestamp,
     ) -> Result<(TokenRecord, String)> {
@@ -208,7 +210,7 @@ impl ControlPlane {
             TokenRecord {
                 id: minted.id,
                 user: user.into(),
-                description: Some(format!("session (sso {provider})")),
+                description: Some(description),
                 secret_hash: minted.secret_hash,
                 created_at: now,
                 expires_at: Some(expires_at),
@@ -290,7 +292,12 @@ impl ControlPlane {
         let (added, removed) = self
             .sso_group_writes(&name, existed, &id.groups, &mut cs)
             .await?;
-        let (record, token) = self.sso_token(&name, &id.provider, ttl_secs, now)?;
+        let (record, token) = self.session_token(
+            &name,
+            format!("session (sso {})", id.provider),
+            ttl_secs,
+            now,
+        )?;
         cs.writes.push(Write::InsertToken(record.clone()));
         cs.writes
             .push(Write::Sso(SsoWrite::InsertSession(SsoSession {
@@ -364,7 +371,12 @@ impl ControlPlane {
         let (added, removed) = self
             .sso_group_writes(&actor.user, true, &id.groups, &mut cs)
             .await?;
-        let (record, token) = self.sso_token(&actor.user, &old.provider, ttl_secs, now)?;
+        let (record, token) = self.session_token(
+            &actor.user,
+            format!("session (sso {})", old.provider),
+            ttl_secs,
+            now,
+        )?;
         cs.writes.push(Write::RevokeToken {
             id: old.token_id.clone(),
             at: now,

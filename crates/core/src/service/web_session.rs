@@ -12,7 +12,6 @@ use crate::audit::{NewAuditEvent, Outcome};
 use crate::model::*;
 use crate::service::SsoLogin;
 use crate::store::{Changeset, Write};
-use crate::token;
 use crate::web_session::{
     METHOD_SSO, METHOD_TOKEN, TOUCH_INTERVAL_SECS, WebSession, WebSessionWrite,
 };
@@ -47,20 +46,9 @@ impl ControlPlane {
                 .await);
         }
         let now = self.now();
-        let expires_at = now
-            .checked_add(SignedDuration::from_secs(ttl_secs))
-            .map_err(|_| Error::Internal("console session lifetime too large".into()))?;
-        let minted = token::mint();
-        let record = TokenRecord {
-            id: minted.id.clone(),
-            user: actor.user.clone(),
-            description: Some("console session".into()),
-            secret_hash: minted.secret_hash,
-            created_at: now,
-            expires_at: Some(expires_at),
-            revoked_at: None,
-            workload: None,
-        };
+        let (record, token) =
+            self.session_token(&actor.user, "console session".into(), ttl_secs, now)?;
+        let expires_at = record.expires_at;
         let session = new_session(&record, METHOD_TOKEN, None, source);
         let cs = Changeset::new()
             .write(Write::InsertToken(record.clone()))
@@ -73,10 +61,7 @@ impl ControlPlane {
                     ),
             );
         self.store.commit(cs).await?;
-        Ok(WebSignIn {
-            token: minted.token,
-            session,
-        })
+        Ok(WebSignIn { token, session })
     }
 
     /// Opens a console session on the token an SSO login just minted.

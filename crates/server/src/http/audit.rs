@@ -528,7 +528,8 @@ pub struct ConsoleAudit(pub AppState);
 #[async_trait::async_trait]
 impl pedm_console::AuditIntegrity for ConsoleAudit {
     async fn status(&self) -> pedm_console::AuditStatus {
-        let verified = checked(&self.0).await.map_err(|e| e.message);
+        let mut verified = checked(&self.0).await.map_err(|e| e.message);
+        // A checkpoint that cannot be read is not shown as "none signed": the status fails.
         let newest_checkpoint = match self.0.cp.store().latest_checkpoint().await {
             Ok(c) => c.map(|c| pedm_console::CheckpointInfo {
                 size: c.size as u64,
@@ -537,6 +538,7 @@ impl pedm_console::AuditIntegrity for ConsoleAudit {
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "console: cannot read the newest checkpoint");
+                verified = Err("the newest checkpoint cannot be read now".into());
                 None
             }
         };

@@ -1,0 +1,68 @@
+//! What approvers see of a requester's past: requests, decisions, sessions recorded.
+
+use super::*;
+
+/// What an approver wants to know about who is asking: how often, what, and whether the
+/// access was used (sessions recorded), over the last [`HISTORY_DAYS`] days.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequesterHistory {
+    pub requests: usize,
+    pub approved: usize,
+    pub denied: usize,
+    /// Requests for the same role on the same target.
+    pub same_role: usize,
+    pub break_glass: usize,
+    /// Sessions recorded on hosts under the requester's grants.
+    pub sessions: usize,
+    pub last_granted_at: Option<Timestamp>,
+}
+
+pub const HISTORY_DAYS: i64 = 90;
+
+impl ControlPlane {
+    /// The requester's recent history, for whoever may see request `id` (the same check,
+    /// and refusal, as [`Self::get_request`]); the request itself is not counted.
+    pub async fn requester_history(&self, actor: &Actor, id: Uuid) -> Result<RequesterHistory> {
+        let (req, _) = self.get_request(actor, id).await?;
+        let since = self.now() - SignedDuration::from_hours(24 * HISTORY_DAYS);
+        let earlier = self
+            .store
+            .requests(&RequestFilter {
+                requester: Some(req.requester.clone()),
+                since: Some(since),
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .await?;
+        let mut h = RequesterHistory::default();
+        for r in earlier.iter().filter(|r| r.id != req.id) {
+            h.requests += 1;
+            match r.state {
+                RequestState::Approved => h.approved += 1,
+                RequestState::Denied => h.denied += 1,
+                _ => {}
+            }
+            if r.target == req.target && r.role == req.role {
+                h.same_role += 1;
+            }
+            if r.break_glass {
+                h.break_glass += 1;
+            }
+            if r.grant_id.is_some() {
+                h.last_granted_at = h.last_granted_at.max(r.decided_at);
+            }
+        }
+        h.sessions = self
+            .store
+            .sessions(&crate::host::SessionFilter {
+                user: Some(req.requester.clone()),
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .await?
+            .iter()
+            .filter(|s| s.started_at >= since && s.grant_id.is_some())
+            .count();
+        Ok(h)
+    }
+}
