@@ -5,6 +5,7 @@
 //! here; this crate adds only what is specific to the transport (request bodies, envelopes).
 
 pub mod agent;
+pub mod chat;
 pub mod client;
 pub mod delegation;
 pub mod device;
@@ -19,6 +20,7 @@ pub mod sso;
 pub mod types;
 pub mod workload;
 
+pub use chat::{SlackLink, SlackLinked};
 pub use client::{ApiError, Client};
 pub use pedm_core::audit::{AuditEvent, Outcome};
 pub use pedm_core::duration::{format_duration, parse_duration};

@@ -40,6 +40,18 @@ impl Ctx {
 pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
     match command {
         Command::Whoami => whoami(ctx).await,
+        Command::Link(LinkCmd::Slack { code }) => {
+            let l = ctx.client.link_slack(&SlackLink { code }).await?;
+            ctx.emit(&l, || {
+                format!(
+                    "linked Slack user {} (workspace {}) to {}: your clicks in Slack now act as {}\n",
+                    pedm_core::text::terminal_safe(&l.slack_user),
+                    pedm_core::text::terminal_safe(&l.team),
+                    l.user,
+                    l.user
+                )
+            })
+        }
         Command::User(c) => user(ctx, c).await,
         Command::Group(c) => group(ctx, c).await,
         Command::Token(c) => token(ctx, c).await,

@@ -15,6 +15,7 @@ pub mod duration;
 pub mod error;
 pub mod external;
 pub mod host;
+pub mod integration;
 pub mod lock;
 pub mod model;
 pub mod notice;

@@ -124,6 +124,8 @@ pub enum Write {
     Sso(crate::sso::SsoWrite),
     /// Console (browser) sessions.
     WebSession(crate::web_session::WebSessionWrite),
+    /// State kept by integrations (chat message references, seen callbacks).
+    Integration(crate::integration::IntegrationWrite),
     /// A precondition, changes nothing: fails with Conflict unless every listed grant is
     /// still `active` (NotFound if one is absent). On PostgreSQL the rows are locked in id
     /// order until the transaction ends, so two changesets that each count on the other
@@ -341,6 +343,12 @@ pub trait Store: Send + Sync + 'static {
     async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
     /// Every lock, newest first (the table stays small: locks are rare and short).
     async fn locks(&self) -> Result<Vec<crate::lock::Lock>, StoreError>;
+    /// An integration's entry under `key` (expired or not: the caller asks `live`).
+    async fn integration_entry(
+        &self,
+        integration: &str,
+        key: &str,
+    ) -> Result<Option<crate::integration::IntegrationEntry>, StoreError>;
     /// The console session a token backs, if it backs one.
     async fn web_session(
         &self,

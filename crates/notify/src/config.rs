@@ -295,6 +295,8 @@ pub struct NotifyConfig {
     pub retry: RetryPolicy,
     /// The webhook sinks.
     pub webhook: Vec<SinkConfig>,
+    /// Slack apps (`[[notify.slack]]`): interactive approval messages.
+    pub slack: Vec<crate::slack::SlackConfig>,
 }
 
 impl Default for NotifyConfig {
@@ -304,6 +306,7 @@ impl Default for NotifyConfig {
             queue_capacity: o.queue_capacity,
             retry: o.retry,
             webhook: Vec::new(),
+            slack: Vec::new(),
         }
     }
 }

@@ -24,6 +24,7 @@ mod notification;
 mod notifier;
 pub mod payload;
 mod signature;
+pub mod slack;
 pub mod tls;
 
 pub use config::{

@@ -10,6 +10,7 @@ mod notify;
 pub mod oidc;
 pub mod policy;
 pub mod provision;
+mod slack;
 pub mod tls;
 pub mod witness;
 pub mod workload;
@@ -226,6 +227,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }
+    let slack = Arc::new(slack::Slack::new(cfg.notify.slack.clone()).context("notify.slack")?);
+    let slack_queue = if slack.is_empty() {
+        None
+    } else {
+        let (tx, rx) = slack::queue();
+        cp = cp.with_observer(Arc::new(slack::SlackObserver(tx)));
+        Some(rx)
+    };
     let agent_key =
         audit_signer::load_or_create_key(&cfg.agent_signing_key, "agent snapshot signing key")
             .context("agents.signing_key")?;
@@ -300,6 +309,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     let auth_failures = tokio::spawn(flush_auth_failures(cp.clone(), shutdown_rx.clone()));
+    if let Some(rx) = slack_queue {
+        tokio::spawn(slack::run(
+            slack.clone(),
+            cp.clone(),
+            rx,
+            shutdown_rx.clone(),
+        ));
+    }
     tokio::spawn(follow_policy_versions(
         cp.clone(),
         agents.clone(),
@@ -376,6 +393,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sso: sso.clone(),
         workload: Arc::new(workload::resolve(&cfg.workload)?),
         scim: cfg.scim,
+        slack,
     };
     let mut console = pedm_console::Console::new(cp.clone(), cfg.console.clone(), console_live)
         .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())))

@@ -46,7 +46,7 @@ impl Observer for WebhookObserver {
     }
 }
 
-fn notification(n: &Notice) -> Notification {
+pub(crate) fn notification(n: &Notice) -> Notification {
     match n {
         Notice::RequestPending(r) => Notification::new(
             kinds::REQUEST_PENDING,
@@ -215,7 +215,8 @@ fn notification(n: &Notice) -> Notification {
             kinds::EXTERNAL_EXPIRING,
             Severity::Info,
             format!(
-                "@{sponsor}: the external account {user} you sponsor expires at {expires_at};                  extend it with `pedm user extend {user} --expires <duration>` or let it go"
+                "@{sponsor}: the external account {user} you sponsor expires at {expires_at}; \
+                 extend it with `pedm user extend {user} --expires <duration>` or let it go"
             ),
             json!({ "user": user, "sponsor": sponsor, "expires_at": expires_at }),
         ),
@@ -227,7 +228,8 @@ fn notification(n: &Notice) -> Notification {
             kinds::EXTERNAL_EXPIRED,
             Severity::Info,
             format!(
-                "the external account {user} (sponsor {sponsor}) expired at {expires_at}:                  it can no longer sign in and its grants ended"
+                "the external account {user} (sponsor {sponsor}) expired at {expires_at}: \
+                 it can no longer sign in and its grants ended"
             ),
             json!({ "user": user, "sponsor": sponsor, "expires_at": expires_at }),
         ),

@@ -11,6 +11,7 @@ mod delegation;
 mod devices;
 mod external;
 mod hosts;
+mod integration;
 mod locks;
 mod policy_review;
 mod postgres;
@@ -262,6 +263,13 @@ macro_rules! forward_store {
             }
             async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
                 pedm_core::store::Store::locks(&self.engine).await
+            }
+            async fn integration_entry(
+                &self,
+                integration: &str,
+                key: &str,
+            ) -> Result<Option<pedm_core::integration::IntegrationEntry>, StoreError> {
+                pedm_core::store::Store::integration_entry(&self.engine, integration, key).await
             }
             async fn web_session(
                 &self,

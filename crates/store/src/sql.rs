@@ -709,6 +709,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::Lock(w) => crate::locks::apply(c, w).await,
         Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::WebSession(w) => crate::web_sessions::apply(c, w).await,
+        Write::Integration(w) => crate::integration::apply(c, w).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
             ids.sort();
@@ -1364,6 +1365,13 @@ impl Store for Engine {
         token_id: &str,
     ) -> Result<Option<pedm_core::web_session::WebSession>, StoreError> {
         self.get_web_session(token_id).await
+    }
+    async fn integration_entry(
+        &self,
+        integration: &str,
+        key: &str,
+    ) -> Result<Option<pedm_core::integration::IntegrationEntry>, StoreError> {
+        self.get_integration_entry(integration, key).await
     }
     async fn devices(
         &self,

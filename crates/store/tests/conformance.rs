@@ -89,6 +89,9 @@ use ssh::ssh_certificates_and_what_to_revoke;
 #[path = "conformance/web_sessions.rs"]
 mod web_sessions;
 use web_sessions::web_sessions_touched_and_ended;
+#[path = "conformance/integration.rs"]
+mod integration;
+use integration::integration_state_put_claim_purge;
 
 conformance!(
     policy_proposals_and_approvals,
@@ -97,6 +100,7 @@ conformance!(
     locks_added_and_lifted,
     ssh_certificates_and_what_to_revoke,
     web_sessions_touched_and_ended,
+    integration_state_put_claim_purge,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,

@@ -57,6 +57,10 @@ pub struct Global {
 pub enum Command {
     /// Show who the token belongs to.
     Whoami,
+    /// Link a chat identity to you: `pedm link slack <code>` with the code `/pedm link`
+    /// showed you in Slack, so your clicks there act as you.
+    #[command(subcommand)]
+    Link(LinkCmd),
     /// Manage users (admin).
     #[command(subcommand)]
     User(UserCmd),
@@ -914,4 +918,13 @@ mod tests {
         assert!(!format!("{cli:?}").contains("s3cr3t-value"));
         assert_eq!(cli.global.token, Some(Secret("s3cr3t-value".into())));
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LinkCmd {
+    /// Link the Slack user who ran `/pedm link` (the code says who) to you.
+    Slack {
+        /// The code from `/pedm link` (valid 10 minutes).
+        code: String,
+    },
 }

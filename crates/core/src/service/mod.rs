@@ -16,6 +16,7 @@ mod grants;
 mod history;
 mod hosts;
 mod identity;
+mod integration;
 mod locks;
 mod policy;
 mod policy_review;

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod browser;
 pub mod idp;
+pub mod slack;
 pub mod spawn;
 pub mod sshd;
 

@@ -16,6 +16,7 @@ mod routes;
 mod schema_rules;
 mod scim;
 pub mod serve;
+mod slack;
 mod ssh;
 pub mod sso;
 mod step_up;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub workload: Arc<crate::workload::Trusts>,
     /// `[scim] enabled`: `/scim/v2` answers (else 404).
     pub scim: bool,
+    /// `[[notify.slack]]` apps: their callbacks and link codes (none: those routes say so).
+    pub slack: Arc<crate::slack::Slack>,
 }
 
 #[derive(OpenApi)]
@@ -117,7 +120,8 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(locks::router())
             .merge(external::router())
             .merge(scim::admin_router())
-            .merge(sso::router()),
+            .merge(sso::router())
+            .routes(utoipa_axum::routes!(slack::link)),
     )
 }
 
@@ -139,6 +143,14 @@ pub fn router(
     .route(
         "/oauth/token",
         axum::routing::post(token_exchange::exchange),
+    )
+    .route(
+        "/integrations/slack/interactions",
+        axum::routing::post(slack::interactions),
+    )
+    .route(
+        "/integrations/slack/commands",
+        axum::routing::post(slack::commands),
     )
     .nest("/scim/v2", scim::router())
     .route("/healthz", get(healthz))

@@ -156,6 +156,7 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("SsoFinish", "code_verifier", Unreserved(43, 128)),
         ("SsoDeviceStart", "provider", Name),
         ("SsoDevicePoll", "handle", Unreserved(1, 128)),
+        ("SlackLink", "code", Length(1, 256)),
         ("EnrollDevice", "name", Line(64)),
         ("Posture", "os", Line(pedm_core::workload::MAX_CLAIM_CHARS)),
         (

@@ -1,0 +1,716 @@
+//! Slack, as an approval surface: the app's configuration, the signature Slack puts on every
+//! callback (`X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:<timestamp>:<raw
+//! body>")>`), the Block Kit message a request is shown as, the modal that asks a denier
+//! why, and the one-time code that links a Slack user to a pedm user.
+//!
+//! Everything a requester typed (names, justification, ticket) goes into `plain_text` objects,
+//! which Slack never parses for mentions, links or formatting; the fallback `text` (mrkdwn)
+//! is escaped as Slack documents (`&`, `<`, `>`). Texts are cut to Block Kit's limits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Header with the request's signing time (Unix seconds).
+pub const TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
+/// Header with `v0=<hex>`.
+pub const SIGNATURE_HEADER: &str = "x-slack-signature";
+/// How far a callback's timestamp may be from now, either way (Slack's recommendation).
+pub const MAX_SKEW_SECS: i64 = 300;
+/// `action_id` of the Approve button.
+pub const APPROVE_ACTION: &str = "pedm_approve";
+/// `action_id` of the Deny button (opens the reason modal).
+pub const DENY_ACTION: &str = "pedm_deny";
+/// `callback_id` of the deny modal; its `private_metadata` is the request id.
+pub const DENY_VIEW: &str = "pedm_deny";
+/// `block_id` and `action_id` of the modal's reason input.
+pub const REASON_INPUT: &str = "reason";
+/// How long a link code stays valid.
+pub const LINK_CODE_SECS: i64 = 600;
+const LINK_PREFIX: &str = "pedm-slack";
+
+/// `[[notify.slack]]`: one Slack app installed in one workspace.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// Names the app in logs and metrics.
+    pub name: String,
+    /// The workspace (`T…`): callbacks from any other are refused.
+    pub team_id: String,
+    /// Bot token (`xoxb-…`), or `bot_token_file`.
+    #[serde(default)]
+    pub bot_token: Option<String>,
+    #[serde(default)]
+    pub bot_token_file: Option<PathBuf>,
+    /// The app's signing secret, or `signing_secret_file`.
+    #[serde(default)]
+    pub signing_secret: Option<String>,
+    #[serde(default)]
+    pub signing_secret_file: Option<PathBuf>,
+    /// Channel id where requests waiting for approval are posted (and updated).
+    pub channel: String,
+    /// Other notification kinds (or kind prefixes ending in `.`) and the channel each goes
+    /// to, e.g. `break_glass = "C0SEC"`. High-severity notices not listed go to `channel`.
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
+    /// Slack's Web API (change only to reach a stand-in in tests).
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+}
+
+fn default_api_url() -> String {
+    "https://slack.com/api".into()
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("name", &self.name)
+            .field("team_id", &self.team_id)
+            .field("bot_token", &self.bot_token.as_ref().map(|_| "<redacted>"))
+            .field("bot_token_file", &self.bot_token_file)
+            .field(
+                "signing_secret",
+                &self.signing_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("signing_secret_file", &self.signing_secret_file)
+            .field("channel", &self.channel)
+            .field("channels", &self.channels)
+            .field("api_url", &self.api_url)
+            .finish()
+    }
+}
+
+/// A Slack app's configuration with its secrets read.
+#[derive(Clone)]
+pub struct SlackApp {
+    pub config: SlackConfig,
+    pub bot_token: String,
+    pub signing_secret: Vec<u8>,
+}
+
+impl SlackConfig {
+    /// Checks the configuration and reads the secrets (inline or from their files).
+    pub fn load(self) -> Result<SlackApp, String> {
+        let n = &self.name;
+        let id_ok = |s: &str| {
+            !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        };
+        if !id_ok(&self.team_id) {
+            return Err(format!(
+                "notify.slack {n:?}: team_id must be a Slack id like T0123ABC"
+            ));
+        }
+        for c in std::iter::once(&self.channel).chain(self.channels.values()) {
+            if !id_ok(c) {
+                return Err(format!(
+                    "notify.slack {n:?}: channel {c:?} must be a channel id like C0123ABC"
+                ));
+            }
+        }
+        let secret =
+            |what: &str, inline: &Option<String>, file: &Option<PathBuf>| match (inline, file) {
+                (Some(s), None) => Ok(s.trim().to_string()),
+                (None, Some(p)) => std::fs::read_to_string(p)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| format!("notify.slack {n:?}: {what}_file {}: {e}", p.display())),
+                _ => Err(format!(
+                    "notify.slack {n:?}: set exactly one of {what} and {what}_file"
+                )),
+            };
+        let bot_token = secret("bot_token", &self.bot_token, &self.bot_token_file)?;
+        let signing_secret = secret(
+            "signing_secret",
+            &self.signing_secret,
+            &self.signing_secret_file,
+        )?;
+        if bot_token.is_empty() || signing_secret.is_empty() {
+            return Err(format!(
+                "notify.slack {n:?}: empty bot token or signing secret"
+            ));
+        }
+        if !(self.api_url.starts_with("https://") || self.api_url.starts_with("http://127.")) {
+            return Err(format!(
+                "notify.slack {n:?}: api_url must be https:// (plain http only on loopback)"
+            ));
+        }
+        Ok(SlackApp {
+            bot_token,
+            signing_secret: signing_secret.into_bytes(),
+            config: self,
+        })
+    }
+
+    /// The channel a notification kind goes to: the longest matching entry of `channels`,
+    /// else `channel`.
+    pub fn channel_for(&self, kind: &str) -> &str {
+        self.channels
+            .iter()
+            .filter(|(k, _)| *k == kind || (k.ends_with('.') && kind.starts_with(k.as_str())))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, c)| c.as_str())
+            .unwrap_or(&self.channel)
+    }
+}
+
+// ------------------------------------------------------------------------------ signatures
+
+fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    m.update(b"v0:");
+    m.update(timestamp.as_bytes());
+    m.update(b":");
+    m.update(body);
+    m
+}
+
+/// `v0=<hex>`, as Slack signs a request to the app.
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    format!(
+        "v0={}",
+        hex::encode(
+            mac(secret, &timestamp.to_string(), body)
+                .finalize()
+                .into_bytes()
+        )
+    )
+}
+
+/// Why a callback was not accepted as Slack's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing X-Slack-Request-Timestamp or X-Slack-Signature")]
+    Missing,
+    #[error("malformed X-Slack-Request-Timestamp")]
+    MalformedTimestamp,
+    #[error("stale request: its timestamp is {0}s from now (more than 300s)")]
+    Stale(i64),
+    #[error("signature does not match")]
+    Mismatch,
+}
+
+/// Checks a callback: the timestamp within [`MAX_SKEW_SECS`] of `now`, and the signature the
+/// HMAC of `v0:<timestamp>:<body>` under `secret`, compared in constant time. Returns the
+/// timestamp.
+pub fn verify(
+    secret: &[u8],
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<i64, SignatureError> {
+    let (Some(ts), Some(sig)) = (timestamp, signature) else {
+        return Err(SignatureError::Missing);
+    };
+    let at: i64 = ts
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::MalformedTimestamp)?;
+    let skew = now.saturating_sub(at);
+    if skew.abs() > MAX_SKEW_SECS {
+        return Err(SignatureError::Stale(skew));
+    }
+    let given = sig
+        .trim()
+        .strip_prefix("v0=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(SignatureError::Mismatch)?;
+    mac(secret, ts.trim(), body)
+        .verify_slice(&given)
+        .map_err(|_| SignatureError::Mismatch)?;
+    Ok(at)
+}
+
+// ------------------------------------------------------------------------------ link codes
+
+fn slack_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// A code Slack user `user` of `team` is shown (only to them) by `/pedm link`, and pastes into
+/// `pedm link slack` where they are signed in to pedm: the server's proof that the Slack side
+/// asked. Signed with the app's signing secret, valid until `expires` (Unix seconds).
+pub fn link_code(secret: &[u8], team: &str, user: &str, expires: i64) -> String {
+    let claim = format!("{LINK_PREFIX}.{team}.{user}.{expires}");
+    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    m.update(b"pedm slack link\0");
+    m.update(claim.as_bytes());
+    let tag = m.finalize().into_bytes();
+    format!("{claim}.{}", hex::encode(&tag[..16]))
+}
+
+/// Why a link code was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkCodeError {
+    #[error("not a pedm Slack link code (run /pedm link in Slack to get one)")]
+    Malformed,
+    #[error("the link code expired: run /pedm link in Slack again")]
+    Expired,
+    #[error("the link code is not valid for this server")]
+    Invalid,
+}
+
+/// Checks a link code under `secret`; returns (team, user).
+pub fn verify_link_code(
+    secret: &[u8],
+    code: &str,
+    now: i64,
+) -> Result<(String, String), LinkCodeError> {
+    let parts: Vec<&str> = code.trim().split('.').collect();
+    let [LINK_PREFIX, team, user, expires, _tag] = parts[..] else {
+        return Err(LinkCodeError::Malformed);
+    };
+    let expires: i64 = expires.parse().map_err(|_| LinkCodeError::Malformed)?;
+    if !slack_id(team) || !slack_id(user) {
+        return Err(LinkCodeError::Malformed);
+    }
+    let expected = link_code(secret, team, user, expires);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        expected.as_bytes(),
+        code.trim().as_bytes(),
+    )) {
+        return Err(LinkCodeError::Invalid);
+    }
+    if now >= expires {
+        return Err(LinkCodeError::Expired);
+    }
+    Ok((team.to_string(), user.to_string()))
+}
+
+// ------------------------------------------------------------------------------ messages
+
+/// What a request card shows. Built by the server from a request and its approvals.
+#[derive(Debug, Clone)]
+pub struct RequestCard {
+    pub id: String,
+    pub requester: String,
+    pub target: String,
+    pub role: String,
+    /// Human duration, e.g. `1h`.
+    pub duration: String,
+    pub justification: String,
+    pub ticket: Option<String>,
+    pub policy: Option<String>,
+    /// Where it stands, one line per fact: "Approved by bob (leads)", "Waiting for 2 of
+    /// security", "Granted until …", "Denied by carol: …".
+    pub status: Vec<String>,
+    /// Whether Approve/Deny buttons are shown.
+    pub pending: bool,
+}
+
+/// Escapes text for a `mrkdwn` field (Slack: `&`, `<`, `>`), so it cannot mention or link.
+pub fn escape_mrkdwn(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// At most `max` characters, with an ellipsis when cut.
+pub fn fit(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn plain(s: &str, max: usize) -> Value {
+    // An empty text object is refused by Slack.
+    let s = if s.is_empty() { " " } else { s };
+    json!({ "type": "plain_text", "text": fit(s, max), "emoji": false })
+}
+
+impl RequestCard {
+    /// The fallback text (notifications, screen readers), escaped mrkdwn.
+    pub fn text(&self) -> String {
+        escape_mrkdwn(&fit(
+            &format!(
+                "{} asks for {} on {} for {}",
+                self.requester, self.role, self.target, self.duration
+            ),
+            3000,
+        ))
+    }
+
+    /// The Block Kit blocks.
+    pub fn blocks(&self) -> Value {
+        let mut fields = vec![];
+        for (label, value) in [
+            ("Requester", Some(self.requester.as_str())),
+            ("Target", Some(self.target.as_str())),
+            ("Role", Some(self.role.as_str())),
+            ("Duration", Some(self.duration.as_str())),
+            ("Ticket", self.ticket.as_deref()),
+        ] {
+            if let Some(v) = value {
+                fields.push(json!({ "type": "mrkdwn", "text": format!("*{label}*") }));
+                fields.push(plain(v, 2000));
+            }
+        }
+        let mut blocks = vec![
+            json!({ "type": "header",
+                    "text": plain(&format!("Access request: {} on {}", self.role, self.target), 150) }),
+            json!({ "type": "section", "fields": fields }),
+            json!({ "type": "section",
+                    "text": plain(&format!("Justification: {}", self.justification), 3000) }),
+        ];
+        if !self.status.is_empty() {
+            blocks.push(json!({ "type": "section",
+                                "text": plain(&self.status.join("\n"), 3000) }));
+        }
+        let mut context = vec![plain(&format!("Request {}", self.id), 2000)];
+        if let Some(p) = &self.policy {
+            context.push(plain(&format!("Policy {p}"), 2000));
+        }
+        blocks.push(json!({ "type": "context", "elements": context }));
+        if self.pending {
+            blocks.push(json!({
+                "type": "actions",
+                "block_id": "pedm_decide",
+                "elements": [
+                    { "type": "button", "action_id": APPROVE_ACTION, "style": "primary",
+                      "text": plain("Approve", 75), "value": self.id },
+                    { "type": "button", "action_id": DENY_ACTION, "style": "danger",
+                      "text": plain("Deny", 75), "value": self.id },
+                ]
+            }));
+        }
+        Value::Array(blocks)
+    }
+
+    /// The modal that asks a denier for the reason pedm requires.
+    pub fn deny_modal(&self) -> Value {
+        json!({
+            "type": "modal",
+            "callback_id": DENY_VIEW,
+            "private_metadata": self.id,
+            "title": plain("Deny request", 24),
+            "submit": plain("Deny", 24),
+            "close": plain("Cancel", 24),
+            "blocks": [
+                { "type": "section", "text": plain(&self.text_plain(), 3000) },
+                { "type": "input", "block_id": REASON_INPUT,
+                  "label": plain("Why? (the requester sees this)", 2000),
+                  "element": { "type": "plain_text_input", "action_id": REASON_INPUT,
+                               "multiline": true, "min_length": 1, "max_length": 1000 } },
+            ]
+        })
+    }
+
+    fn text_plain(&self) -> String {
+        format!(
+            "{} asks for {} on {} for {}: {}",
+            self.requester, self.role, self.target, self.duration, self.justification
+        )
+    }
+}
+
+/// A one-off notice (break-glass, a revocation failing) as blocks: a plain-text section.
+pub fn notice_blocks(summary: &str) -> Value {
+    json!([{ "type": "section", "text": plain(summary, 3000) }])
+}
+
+/// Checks blocks (or a modal view) against the Block Kit rules pedm relies on: known block
+/// and element types, text object types and lengths, field and element counts, unique
+/// action ids, button values. Returns every problem found (none: valid). Used by the tests'
+/// Slack stand-in on everything pedm sends, and available to check a message before sending.
+pub fn block_kit_problems(v: &Value) -> Vec<String> {
+    let mut p = vec![];
+    let blocks = match v {
+        Value::Array(b) => b.clone(),
+        Value::Object(o) if o.get("type") == Some(&json!("modal")) => {
+            text_object(&mut p, "modal.title", o.get("title"), 24, true);
+            for k in ["submit", "close"] {
+                if o.contains_key(k) {
+                    text_object(&mut p, &format!("modal.{k}"), o.get(k), 24, true);
+                }
+            }
+            match o.get("callback_id").and_then(Value::as_str) {
+                Some(c) if c.len() <= 255 => {}
+                _ => p.push("modal.callback_id missing or longer than 255".into()),
+            }
+            if o.get("private_metadata")
+                .and_then(Value::as_str)
+                .is_some_and(|m| m.len() > 3000)
+            {
+                p.push("modal.private_metadata longer than 3000".into());
+            }
+            o.get("blocks")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        }
+        _ => return vec!["neither a blocks array nor a modal view".into()],
+    };
+    if blocks.is_empty() || blocks.len() > 50 {
+        p.push(format!("{} blocks (1 to 50 allowed)", blocks.len()));
+    }
+    let mut action_ids = std::collections::BTreeSet::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let at = format!("blocks[{i}]");
+        match b.get("type").and_then(Value::as_str) {
+            Some("header") => text_object(&mut p, &at, b.get("text"), 150, true),
+            Some("section") => {
+                let fields = b.get("fields").and_then(Value::as_array);
+                if b.get("text").is_none() && fields.is_none() {
+                    p.push(format!("{at}: a section needs text or fields"));
+                }
+                if b.get("text").is_some() {
+                    text_object(&mut p, &at, b.get("text"), 3000, false);
+                }
+                if let Some(f) = fields {
+                    if f.is_empty() || f.len() > 10 {
+                        p.push(format!("{at}: {} fields (1 to 10 allowed)", f.len()));
+                    }
+                    for (j, t) in f.iter().enumerate() {
+                        text_object(&mut p, &format!("{at}.fields[{j}]"), Some(t), 2000, false);
+                    }
+                }
+            }
+            Some("context") => match b.get("elements").and_then(Value::as_array) {
+                Some(e) if !e.is_empty() && e.len() <= 10 => {
+                    for (j, t) in e.iter().enumerate() {
+                        text_object(&mut p, &format!("{at}.elements[{j}]"), Some(t), 2000, false);
+                    }
+                }
+                _ => p.push(format!("{at}: context needs 1 to 10 elements")),
+            },
+            Some("actions") => match b.get("elements").and_then(Value::as_array) {
+                Some(e) if !e.is_empty() && e.len() <= 25 => {
+                    for (j, el) in e.iter().enumerate() {
+                        let at = format!("{at}.elements[{j}]");
+                        if el.get("type") != Some(&json!("button")) {
+                            p.push(format!("{at}: only buttons are used"));
+                        }
+                        text_object(&mut p, &at, el.get("text"), 75, true);
+                        action_id(&mut p, &mut action_ids, &at, el);
+                        if el
+                            .get("value")
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| v.len() > 2000)
+                        {
+                            p.push(format!("{at}: value longer than 2000"));
+                        }
+                        if let Some(s) = el.get("style").and_then(Value::as_str)
+                            && s != "primary"
+                            && s != "danger"
+                        {
+                            p.push(format!("{at}: style {s:?}"));
+                        }
+                    }
+                }
+                _ => p.push(format!("{at}: actions needs 1 to 25 elements")),
+            },
+            Some("input") => {
+                text_object(&mut p, &at, b.get("label"), 2000, true);
+                match b.get("element") {
+                    Some(el) if el.get("type") == Some(&json!("plain_text_input")) => {
+                        action_id(&mut p, &mut action_ids, &at, el)
+                    }
+                    _ => p.push(format!("{at}: input element must be plain_text_input")),
+                }
+            }
+            other => p.push(format!("{at}: unknown block type {other:?}")),
+        }
+        if let Some(id) = b.get("block_id").and_then(Value::as_str)
+            && id.len() > 255
+        {
+            p.push(format!("{at}: block_id longer than 255"));
+        }
+    }
+    p
+}
+
+fn action_id(
+    p: &mut Vec<String>,
+    seen: &mut std::collections::BTreeSet<String>,
+    at: &str,
+    el: &Value,
+) {
+    match el.get("action_id").and_then(Value::as_str) {
+        Some(a) if !a.is_empty() && a.len() <= 255 => {
+            if !seen.insert(a.to_string()) {
+                p.push(format!("{at}: action_id {a:?} used twice"));
+            }
+        }
+        _ => p.push(format!("{at}: action_id missing or longer than 255")),
+    }
+}
+
+fn text_object(p: &mut Vec<String>, at: &str, t: Option<&Value>, max: usize, plain_only: bool) {
+    let Some(t) = t else {
+        p.push(format!("{at}: text missing"));
+        return;
+    };
+    let kind = t.get("type").and_then(Value::as_str);
+    match kind {
+        Some("plain_text") => {}
+        Some("mrkdwn") if !plain_only => {}
+        _ => p.push(format!("{at}: text type {kind:?} not allowed here")),
+    }
+    match t.get("text").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() && s.chars().count() <= max => {}
+        Some(s) => p.push(format!(
+            "{at}: text of {} characters (1 to {max} allowed)",
+            s.chars().count()
+        )),
+        None => p.push(format!("{at}: text is not a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(justification: &str) -> RequestCard {
+        RequestCard {
+            id: "0192aaaa-0000-7000-8000-000000000001".into(),
+            requester: "alice".into(),
+            target: "db1".into(),
+            role: "admin".into(),
+            duration: "1h".into(),
+            justification: justification.into(),
+            ticket: Some("CHG-1".into()),
+            policy: Some("needs-leads".into()),
+            status: vec!["Waiting for 1 of leads".into()],
+            pending: true,
+        }
+    }
+
+    #[test]
+    fn signature_matches_slacks_documented_example() {
+        // The example in Slack's "Verifying requests from Slack" documentation.
+        let secret = b"8f742231b10e8888abcd99yyyzzz85a5";
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let ts = 1531420618;
+        let sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+        assert_eq!(sign(secret, ts, body), sig);
+        assert_eq!(
+            verify(secret, Some("1531420618"), Some(sig), body, ts + 10),
+            Ok(ts)
+        );
+        assert_eq!(
+            verify(secret, Some("1531420618"), Some(sig), body, ts + 301),
+            Err(SignatureError::Stale(301))
+        );
+        assert_eq!(
+            verify(secret, Some("1531420618"), Some(sig), b"other", ts),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"other", Some("1531420618"), Some(sig), body, ts),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(secret, None, Some(sig), body, ts),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify(secret, Some("soon"), Some(sig), body, ts),
+            Err(SignatureError::MalformedTimestamp)
+        );
+    }
+
+    #[test]
+    fn link_codes_are_bound_to_secret_ids_and_time() {
+        let code = link_code(b"s", "T1", "U2", 1000);
+        assert_eq!(
+            verify_link_code(b"s", &code, 999),
+            Ok(("T1".into(), "U2".into()))
+        );
+        assert_eq!(
+            verify_link_code(b"s", &code, 1000),
+            Err(LinkCodeError::Expired)
+        );
+        assert_eq!(
+            verify_link_code(b"x", &code, 1),
+            Err(LinkCodeError::Invalid)
+        );
+        let forged = code.replace(".U2.", ".U3.");
+        assert_eq!(
+            verify_link_code(b"s", &forged, 1),
+            Err(LinkCodeError::Invalid)
+        );
+        assert_eq!(
+            verify_link_code(b"s", "hello", 1),
+            Err(LinkCodeError::Malformed)
+        );
+    }
+
+    #[test]
+    fn cards_and_modals_are_valid_block_kit_and_keep_input_plain() {
+        let hostile = format!(
+            "<!channel> *urgent* <https://evil|click> {}",
+            "x".repeat(5000)
+        );
+        let c = card(&hostile);
+        assert_eq!(block_kit_problems(&c.blocks()), Vec::<String>::new());
+        assert_eq!(block_kit_problems(&c.deny_modal()), Vec::<String>::new());
+        let blocks = c.blocks();
+        let justification = blocks
+            .as_array()
+            .and_then(|b| {
+                b.iter().map(|b| &b["text"]).find(|t| {
+                    t["text"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("Justification"))
+                })
+            })
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(justification["type"], "plain_text");
+        assert!(
+            justification["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("<!channel>")
+        );
+        assert!(!c.text().contains('<'));
+        let decided = RequestCard {
+            pending: false,
+            ..c
+        };
+        assert!(!decided.blocks().to_string().contains(APPROVE_ACTION));
+        assert_eq!(
+            block_kit_problems(&notice_blocks("x")),
+            Vec::<String>::new()
+        );
+        // The checker itself catches what Slack would refuse.
+        let bad = json!([{ "type": "header", "text": { "type": "mrkdwn", "text": "" } },
+                         { "type": "actions", "elements": [] }, { "type": "video" }]);
+        assert_eq!(
+            block_kit_problems(&bad).len(),
+            4,
+            "{:?}",
+            block_kit_problems(&bad)
+        );
+    }
+
+    #[test]
+    fn channels_by_kind_prefer_the_longest_match() {
+        let mut c: SlackConfig = toml::from_str(
+            r#"name = "corp"
+               team_id = "T1"
+               bot_token = "xoxb-1"
+               signing_secret = "s"
+               channel = "C1"
+               [channels]
+               "provision." = "C2"
+               "provision.revoke_failing" = "C3""#,
+        )
+        .unwrap();
+        assert_eq!(c.channel_for("break_glass"), "C1");
+        assert_eq!(c.channel_for("provision.drift_removal_refused"), "C2");
+        assert_eq!(c.channel_for("provision.revoke_failing"), "C3");
+        assert!(!format!("{c:?}").contains("xoxb"));
+        assert!(c.clone().load().is_ok());
+        c.api_url = "http://evil.example".into();
+        assert!(c.load().err().unwrap_or_default().contains("api_url"));
+    }
+}

@@ -1,0 +1,463 @@
+//! Approving from Slack, end to end: pedmd posts each request waiting for approval to a Slack
+//! channel with Approve/Deny buttons and keeps that message up to date; the clicks come back
+//! signed and go through the same decision path as the API.
+//!
+//! Slack itself cannot be reached from the test machine, so the suite starts a
+//! protocol-faithful stand-in (`common::slack`, built from Slack's Web API, Block Kit and
+//! request-signing documentation) and sends signed payloads shaped as Slack documents them.
+
+mod common;
+
+use common::slack::{
+    CHANNEL, FakeSlack, SIGNING_SECRET, TEAM, button_click, deny_submission, slash_command,
+};
+use common::*;
+use pedm_api::{Outcome, Reason, RequestState, SlackLink};
+use serde_json::Value;
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn form(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn text_of(blocks: &Value) -> String {
+    blocks.to_string()
+}
+
+/// The code a `/pedm link` answer carries.
+fn link_code(answer: &str) -> String {
+    let v: Value = serde_json::from_str(answer).expect("a JSON answer");
+    assert_eq!(v["response_type"], "ephemeral", "{v}");
+    let text = v["text"].as_str().unwrap_or_default();
+    text.split_whitespace()
+        .find(|w| w.starts_with("pedm-slack."))
+        .map(|w| w.trim_end_matches('`').to_string())
+        .unwrap_or_else(|| panic!("no code in {text}"))
+}
+
+#[tokio::test]
+async fn approve_and_deny_from_slack() {
+    let slack = FakeSlack::start().await;
+    let s = Server::start_with(Options {
+        config: Some(slack.config()),
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    let alice_token = user_with_token(&s, "alice", false).await;
+    let bob_token = user_with_token(&s, "bob", true).await;
+    let alice = s.client(&alice_token);
+    let bob = s.client(&bob_token);
+    let interactions = format!("{}/integrations/slack/interactions", s.url);
+    let commands = format!("{}/integrations/slack/commands", s.url);
+
+    // bob links his Slack user: /pedm link in Slack, then the code in the CLI.
+    let (status, answer, _) = slack
+        .post_signed(
+            &commands,
+            &slash_command("U0BOB", "link", &slack.response_url()),
+            SIGNING_SECRET,
+            now(),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let bob_code = link_code(&answer);
+    let out = s.cli(&bob_token, &["link", "slack", &bob_code]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("linked Slack user U0BOB"),
+        "{}",
+        stdout(&out)
+    );
+    // The same code cannot link the Slack user to someone else, and a forged one is refused
+    // and recorded.
+    let e = alice
+        .link_slack(&SlackLink {
+            code: bob_code.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    let forged = bob_code.replace("U0BOB", "U0EVE");
+    let e = alice
+        .link_slack(&SlackLink { code: forged })
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(e.to_string().contains("not valid for this server"), "{e}");
+    let refused = audit_of(&s, "slack.refused").await;
+    assert!(
+        refused.iter().any(|e| e.actor == "anonymous"
+            && e.data["caller"] == "alice"
+            && e.data["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("link code")),
+        "{refused:?}"
+    );
+    // alice links hers through the API.
+    let (_, answer, _) = slack
+        .post_signed(
+            &commands,
+            &slash_command("U0ALICE", "link", &slack.response_url()),
+            SIGNING_SECRET,
+            now(),
+        )
+        .await;
+    let linked = alice
+        .link_slack(&SlackLink {
+            code: link_code(&answer),
+        })
+        .await
+        .expect("alice links");
+    assert_eq!(
+        (
+            linked.team.as_str(),
+            linked.slack_user.as_str(),
+            linked.user.as_str()
+        ),
+        (TEAM, "U0ALICE", "alice")
+    );
+
+    // A request that needs approval is posted with its facts and the two buttons.
+    let mut r = req("web1", "root", "30m", "patch <!channel> *now*");
+    r.ticket = Some("CHG-7".into());
+    let id = alice.create_request(&r).await.unwrap().request.id;
+    let posted = slack
+        .wait_call(0, "the request posted", |c| {
+            c.method == "chat.postMessage" && text_of(&c.body["blocks"]).contains(&id.to_string())
+        })
+        .await;
+    assert_eq!(posted.body["channel"], CHANNEL);
+    let blocks = text_of(&posted.body["blocks"]);
+    for fact in [
+        "alice",
+        "web1",
+        "root",
+        "30m",
+        "CHG-7",
+        "pedm_approve",
+        "pedm_deny",
+        "Waiting for 1 of any approver",
+    ] {
+        assert!(blocks.contains(fact), "{fact} missing from {blocks}");
+    }
+    // What alice typed is shown as plain text; the fallback text is escaped mrkdwn.
+    assert!(
+        !posted.body["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains('<')
+    );
+    let calls_after_post = slack.calls().len();
+    let ts = posted.answer["ts"]
+        .as_str()
+        .expect("a message ts")
+        .to_string();
+    let approve = |user: &str, url: &str| {
+        let p = button_click(user, "pedm_approve", &id.to_string(), &ts, url).to_string();
+        vec![("payload".to_string(), p)]
+    };
+
+    // A click signed with another secret, or signed too long ago, is refused and recorded.
+    let (status, body, _) = slack
+        .post_signed(
+            &interactions,
+            &form(&approve("U0BOB", &slack.response_url())),
+            "not-the-secret",
+            now(),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("signature does not match"), "{body}");
+    let (status, body, _) = slack
+        .post_signed(
+            &interactions,
+            &form(&approve("U0BOB", &slack.response_url())),
+            SIGNING_SECRET,
+            now() - 400,
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("stale"), "{body}");
+    let failed = audit_of(&s, "auth.failed").await;
+    assert!(
+        failed.iter().any(|e| e.data["kind"] == "slack"
+            && e.data["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("signature")),
+        "{failed:?}"
+    );
+
+    // A Slack user nobody linked is told privately, and it is recorded.
+    let url = slack.response_url();
+    let (status, _, _) = slack
+        .post_signed(
+            &interactions,
+            &form(&approve("U0CAROL", &url)),
+            SIGNING_SECRET,
+            now(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let reply = slack
+        .wait_call(0, "the refusal to carol", |c| url.ends_with(&c.method))
+        .await;
+    assert_eq!(reply.body["response_type"], "ephemeral");
+    assert!(
+        reply.body["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not linked"),
+        "{reply:?}"
+    );
+    let ev = wait_event(&s, "slack.refused", &format!("request:{id}")).await;
+    assert_eq!(ev.outcome, Outcome::Denied);
+    assert_eq!(ev.data["caller"], format!("slack:{TEAM}/U0CAROL"));
+
+    // alice cannot approve her own request from Slack either: the core refuses and records.
+    let url = slack.response_url();
+    slack
+        .post_signed(
+            &interactions,
+            &form(&approve("U0ALICE", &url)),
+            SIGNING_SECRET,
+            now(),
+        )
+        .await;
+    let reply = slack
+        .wait_call(0, "the refusal to alice", |c| url.ends_with(&c.method))
+        .await;
+    assert!(
+        reply.body["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("own request"),
+        "{reply:?}"
+    );
+    let self_approval = wait_event(&s, "request.approve", &format!("request:{id}")).await;
+    assert_eq!(
+        (self_approval.actor.as_str(), self_approval.outcome),
+        ("alice", Outcome::Denied)
+    );
+    assert_eq!(
+        alice.get_request(id).await.unwrap().request.state,
+        RequestState::Pending
+    );
+
+    // bob approves with one click: granted, and the message says so without buttons.
+    let bob_click =
+        serde_urlencoded::to_string(form(&approve("U0BOB", &slack.response_url()))).unwrap();
+    let at = now();
+    let signed = vec![
+        ("X-Slack-Request-Timestamp".to_string(), at.to_string()),
+        (
+            "X-Slack-Signature".to_string(),
+            pedm_notify::slack::sign(SIGNING_SECRET.as_bytes(), at, bob_click.as_bytes()),
+        ),
+    ];
+    let (status, body) = slack.post_raw(&interactions, &bob_click, &signed).await;
+    assert_eq!(status, 200, "{body}");
+    let detail = bob.get_request(id).await.unwrap();
+    assert_eq!(detail.request.state, RequestState::Approved);
+    assert_eq!(detail.approvals[0].approver, "bob");
+    let grant = detail.request.grant_id.expect("a grant");
+    let updated = slack
+        .wait_call(calls_after_post, "the message updated to granted", |c| {
+            c.method == "chat.update" && text_of(&c.body["blocks"]).contains("Granted to alice")
+        })
+        .await;
+    assert_eq!(
+        (
+            updated.body["channel"].as_str(),
+            updated.body["ts"].as_str()
+        ),
+        (Some(CHANNEL), Some(ts.as_str()))
+    );
+    let blocks = text_of(&updated.body["blocks"]);
+    assert!(blocks.contains("Approved by bob"), "{blocks}");
+    assert!(!blocks.contains("pedm_approve"), "{blocks}");
+
+    // The very same signed click again is a replay: refused and recorded.
+    let (status, body) = slack.post_raw(&interactions, &bob_click, &signed).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("replayed"), "{body}");
+
+    // Releasing the grant shows on the message too.
+    let n = slack.calls().len();
+    alice
+        .release_grant(grant, &Reason::default())
+        .await
+        .unwrap();
+    slack
+        .wait_call(n, "the message updated to released", |c| {
+            c.method == "chat.update" && text_of(&c.body["blocks"]).contains("Grant released")
+        })
+        .await;
+
+    // Deny asks for a reason in a modal; its submission denies with that reason.
+    let id2 = alice
+        .create_request(&req("web1", "root", "10m", "again"))
+        .await
+        .unwrap()
+        .request
+        .id;
+    let n = slack.calls().len();
+    slack
+        .wait_call(0, "the second request posted", |c| {
+            c.method == "chat.postMessage" && text_of(&c.body["blocks"]).contains(&id2.to_string())
+        })
+        .await;
+    let click = button_click(
+        "U0BOB",
+        "pedm_deny",
+        &id2.to_string(),
+        &ts,
+        &slack.response_url(),
+    )
+    .to_string();
+    let (status, _, _) = slack
+        .post_signed(
+            &interactions,
+            &[("payload", click.as_str())],
+            SIGNING_SECRET,
+            now(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let modal = slack
+        .wait_call(n, "the deny modal", |c| c.method == "views.open")
+        .await;
+    assert_eq!(modal.body["view"]["private_metadata"], id2.to_string());
+    assert_eq!(
+        alice.get_request(id2).await.unwrap().request.state,
+        RequestState::Pending
+    );
+    let submit =
+        deny_submission("U0BOB", &id2.to_string(), "wait for the <b>window</b>").to_string();
+    let (status, body, _) = slack
+        .post_signed(
+            &interactions,
+            &[("payload", submit.as_str())],
+            SIGNING_SECRET,
+            now(),
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    let denied = alice.get_request(id2).await.unwrap();
+    assert_eq!(denied.request.state, RequestState::Denied);
+    assert_eq!(
+        denied.approvals[0].comment.as_deref(),
+        Some("wait for the <b>window</b>")
+    );
+    slack
+        .wait_call(n, "the message updated to denied", |c| {
+            c.method == "chat.update"
+                && text_of(&c.body["blocks"]).contains("Denied by bob: wait for")
+        })
+        .await;
+    // An empty reason is refused in the modal itself (pedm requires one).
+    let id3 = alice
+        .create_request(&req("web1", "root", "10m", "third"))
+        .await
+        .unwrap()
+        .request
+        .id;
+    let submit = deny_submission("U0BOB", &id3.to_string(), "  ").to_string();
+    let (_, body, _) = slack
+        .post_signed(
+            &interactions,
+            &[("payload", submit.as_str())],
+            SIGNING_SECRET,
+            now(),
+        )
+        .await;
+    let v: Value = serde_json::from_str(&body).expect("a modal error answer");
+    assert_eq!(v["response_action"], "errors", "{v}");
+    assert!(
+        v["errors"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("say why"),
+        "{v}"
+    );
+    assert_eq!(
+        alice.get_request(id3).await.unwrap().request.state,
+        RequestState::Pending
+    );
+
+    // Requesters can ask from Slack: /pedm request.
+    let (_, answer, _) = slack
+        .post_signed(
+            &commands,
+            &slash_command(
+                "U0ALICE",
+                "request web1 docker 10m deploy the hotfix",
+                &slack.response_url(),
+            ),
+            SIGNING_SECRET,
+            now(),
+        )
+        .await;
+    assert!(answer.contains("granted until"), "{answer}");
+    let (_, answer, _) = slack
+        .post_signed(
+            &commands,
+            &slash_command(
+                "U0CAROL",
+                "request web1 docker 10m x",
+                &slack.response_url(),
+            ),
+            SIGNING_SECRET,
+            now(),
+        )
+        .await;
+    assert!(answer.contains("not linked"), "{answer}");
+}
+
+#[tokio::test]
+async fn slack_down_is_retried_and_counted() {
+    let slack = FakeSlack::start().await;
+    let s = Server::start_with(Options {
+        config: Some(slack.config()),
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    slack.go_down_for(2);
+    let id = alice
+        .create_request(&req("web1", "root", "30m", "while Slack is down"))
+        .await
+        .expect("the request path does not wait for Slack")
+        .request
+        .id;
+    slack
+        .wait_call(0, "the post after Slack came back", |c| {
+            c.method == "chat.postMessage" && text_of(&c.body["blocks"]).contains(&id.to_string())
+        })
+        .await;
+    let refused = slack
+        .calls()
+        .iter()
+        .filter(|c| c.method.contains("refused: down"))
+        .count();
+    assert_eq!(refused, 2);
+    let metrics = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("pedm_slack_calls_total")
+                && l.contains("method=\"chat.postMessage\"")
+                && l.contains("outcome=\"retry\"")
+        })
+        .unwrap_or_else(|| panic!("no retry counter in {metrics}"));
+    assert!(line.ends_with(" 2"), "{line}");
+}

@@ -1,0 +1,472 @@
+//! What Slack sends back: button clicks and modal submissions
+//! (`POST /integrations/slack/interactions`) and the `/pedm` slash command
+//! (`POST /integrations/slack/commands`), plus `POST /api/v1/me/links/slack` where a signed-in
+//! user redeems the link code `/pedm link` showed them.
+//!
+//! A callback counts only with a valid `X-Slack-Signature` under a configured app's signing
+//! secret, a timestamp within five minutes, and a signature never seen before (claimed in the
+//! database, so a replay to another instance fails too); anything else is 401 and an
+//! `auth.failed` event. The Slack user who clicked acts only as the pedm user they linked, and
+//! through the same core calls as the API: the core refuses (and records) self-approval,
+//! approvers outside the tier, and the rest. Refusals are answered privately to the clicker.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pedm_api::{SlackLink, SlackLinked};
+use pedm_core::model::{ApprovalDecision, RequestContext};
+use pedm_core::service::NewRequest;
+use pedm_notify::slack::{
+    self, APPROVE_ACTION, DENY_ACTION, DENY_VIEW, LINK_CODE_SECS, REASON_INPUT, SIGNATURE_HEADER,
+    SlackApp, TIMESTAMP_HEADER,
+};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use uuid::Uuid;
+
+use super::extract::{Body, Caller};
+use super::{ApiErr, AppState};
+use crate::slack::{INTEGRATION, Slack};
+
+/// How long a seen signature is remembered: past the timestamp window, so a replay is either
+/// stale or claimed.
+const REPLAY_TTL_SECS: i64 = 2 * slack::MAX_SKEW_SECS + 60;
+
+/// The app whose secret signed this callback, and its form fields.
+struct Verified {
+    app: Arc<SlackApp>,
+    form: Vec<(String, String)>,
+}
+
+impl Verified {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn unauthorized(why: &str) -> Response {
+    (StatusCode::UNAUTHORIZED, format!("refused: {why}\n")).into_response()
+}
+
+/// Checks signature, age and novelty; records a failure. `Err` is the response to give.
+async fn verify(
+    s: &AppState,
+    source: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Verified, Response> {
+    let slack = &s.slack;
+    if slack.is_empty() {
+        return Err((StatusCode::NOT_FOUND, "no Slack app is configured\n").into_response());
+    }
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let now = s.cp.now().as_second();
+    let mut problem = None;
+    let mut app = None;
+    for a in &slack.apps {
+        match slack::verify(
+            &a.signing_secret,
+            h(TIMESTAMP_HEADER),
+            h(SIGNATURE_HEADER),
+            body,
+            now,
+        ) {
+            Ok(_) => {
+                app = Some(a.clone());
+                break;
+            }
+            Err(e) => problem = Some(e.to_string()),
+        }
+    }
+    let fail = async |why: &str| {
+        if let Err(e) = s.cp.integration_auth_failed(INTEGRATION, why, source).await {
+            tracing::error!(error = %e, "could not record a refused Slack callback");
+        }
+        unauthorized(why)
+    };
+    let Some(app) = app else {
+        return Err(fail(problem.as_deref().unwrap_or("signature does not match")).await);
+    };
+    let signature = h(SIGNATURE_HEADER).unwrap_or_default();
+    match s
+        .cp
+        .integration_claim(INTEGRATION, &format!("seen:{signature}"), REPLAY_TTL_SECS)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(fail("replayed: this signed request was received before").await),
+        Err(e) => return Err(ApiErr::from(e).into_response()),
+    }
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|_| (StatusCode::BAD_REQUEST, "body is not a form\n").into_response())?;
+    Ok(Verified { app, form })
+}
+
+/// The peer address, when the server knows it.
+pub(super) struct Source(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Source(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+        ))
+    }
+}
+
+/// `POST /integrations/slack/interactions`: Approve and Deny clicks, the deny modal.
+pub(super) async fn interactions(
+    State(s): State<AppState>,
+    Source(src): Source,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v = match verify(&s, src.as_deref(), &headers, &body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(payload) = v
+        .field("payload")
+        .and_then(|p| serde_json::from_str::<Value>(p).ok())
+    else {
+        return (StatusCode::BAD_REQUEST, "missing or malformed payload\n").into_response();
+    };
+    let team = payload["team"]["id"]
+        .as_str()
+        .or(payload["user"]["team_id"].as_str())
+        .unwrap_or_default();
+    let user = payload["user"]["id"].as_str().unwrap_or_default();
+    if team != v.app.config.team_id {
+        let why = format!(
+            "a callback from workspace {team:?}, not {}",
+            v.app.config.team_id
+        );
+        return refused(&s, &v.app, team, user, None, &why, &payload, None).await;
+    }
+    match payload["type"].as_str() {
+        Some("block_actions") => block_action(&s, &v.app, team, user, &payload).await,
+        Some("view_submission") if payload["view"]["callback_id"] == DENY_VIEW => {
+            deny_submitted(&s, &v.app, team, user, &payload).await
+        }
+        // Other interactions (a modal closed, ...) need nothing.
+        _ => StatusCode::OK.into_response(),
+    }
+}
+
+async fn block_action(
+    s: &AppState,
+    app: &Arc<SlackApp>,
+    team: &str,
+    user: &str,
+    payload: &Value,
+) -> Response {
+    let action = &payload["actions"][0];
+    let response_url = payload["response_url"].as_str();
+    let action_id = action["action_id"].as_str().unwrap_or_default();
+    if action_id != APPROVE_ACTION && action_id != DENY_ACTION {
+        return StatusCode::OK.into_response();
+    }
+    let Some(id) = action["value"]
+        .as_str()
+        .and_then(|v| v.parse::<Uuid>().ok())
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the button carries no request id\n",
+        )
+            .into_response();
+    };
+    let actor = match linked(s, app, team, user, Some(id), payload, response_url).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if action_id == DENY_ACTION {
+        // pedm wants a reason for a denial: ask for it in a modal (within Slack's 3 s).
+        let modal = match s.cp.store().request(id).await {
+            Ok(Some(r)) => match crate::slack::card(&s.cp, &r).await {
+                Ok(c) => c.deny_modal(),
+                Err(e) => return answer(&s.slack, app, response_url, &e.to_string()).await,
+            },
+            _ => return answer(&s.slack, app, response_url, "no such request").await,
+        };
+        let body = json!({ "trigger_id": payload["trigger_id"], "view": modal });
+        if let Err(e) = s.slack.call(app, "views.open", &body).await {
+            tracing::warn!(app = %app.config.name, error = %e, "cannot open the deny modal");
+            return answer(
+                &s.slack,
+                app,
+                response_url,
+                &format!("cannot open the form: {e}"),
+            )
+            .await;
+        }
+        return StatusCode::OK.into_response();
+    }
+    match s
+        .cp
+        .decide_request(
+            &actor,
+            id,
+            ApprovalDecision::Approve,
+            Some("approved in Slack".into()),
+        )
+        .await
+    {
+        // The message is updated by the notice the decision raised.
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => answer(&s.slack, app, response_url, &format!("Not approved: {e}")).await,
+    }
+}
+
+async fn deny_submitted(
+    s: &AppState,
+    app: &Arc<SlackApp>,
+    team: &str,
+    user: &str,
+    payload: &Value,
+) -> Response {
+    let view = &payload["view"];
+    let errors = |msg: &str| {
+        Json(json!({ "response_action": "errors",
+                     "errors": { REASON_INPUT: slack::fit(msg, 150) } }))
+        .into_response()
+    };
+    let Some(id) = view["private_metadata"]
+        .as_str()
+        .and_then(|v| v.parse::<Uuid>().ok())
+    else {
+        return errors("this form names no request");
+    };
+    let actor = match linked(s, app, team, user, Some(id), payload, None).await {
+        Ok(a) => a,
+        Err(_) => return errors("your Slack account is not linked to a pedm user"),
+    };
+    let reason = view["state"]["values"][REASON_INPUT][REASON_INPUT]["value"]
+        .as_str()
+        .map(str::to_string);
+    match s
+        .cp
+        .decide_request(&actor, id, ApprovalDecision::Deny, reason)
+        .await
+    {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => errors(&format!("Not denied: {e}")),
+    }
+}
+
+/// The pedm user linked to this Slack user, or the refusal (recorded, answered privately).
+async fn linked(
+    s: &AppState,
+    app: &Arc<SlackApp>,
+    team: &str,
+    user: &str,
+    request: Option<Uuid>,
+    payload: &Value,
+    response_url: Option<&str>,
+) -> Result<pedm_core::model::Actor, Response> {
+    match s.cp.linked_actor(&issuer(team), user).await {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(refused(
+            s,
+            app,
+            team,
+            user,
+            request,
+            "this Slack user is not linked to an enabled pedm user: run /pedm link",
+            payload,
+            response_url,
+        )
+        .await),
+        Err(e) => Err(ApiErr::from(e).into_response()),
+    }
+}
+
+/// Records `slack.refused` and tells the clicker why, privately.
+#[allow(clippy::too_many_arguments)]
+async fn refused(
+    s: &AppState,
+    app: &Arc<SlackApp>,
+    team: &str,
+    user: &str,
+    request: Option<Uuid>,
+    why: &str,
+    payload: &Value,
+    response_url: Option<&str>,
+) -> Response {
+    let asked = json!({
+        "type": payload["type"],
+        "action": payload["actions"][0]["action_id"],
+        "view": payload["view"]["callback_id"],
+    });
+    if let Err(e) =
+        s.cp.integration_refused(
+            INTEGRATION,
+            &format!("{}/{user}", issuer(team)),
+            request.map(|r| format!("request:{r}")),
+            why,
+            asked,
+        )
+        .await
+    {
+        tracing::error!(error = %e, "could not record a refused Slack action");
+    }
+    answer(&s.slack, app, response_url, &format!("Refused: {why}")).await
+}
+
+async fn answer(
+    slack: &Slack,
+    app: &Arc<SlackApp>,
+    response_url: Option<&str>,
+    text: &str,
+) -> Response {
+    if let Some(url) = response_url {
+        slack.respond(app, url, text).await;
+    }
+    StatusCode::OK.into_response()
+}
+
+fn issuer(team: &str) -> String {
+    format!("slack:{team}")
+}
+
+fn ephemeral(text: &str) -> Response {
+    Json(json!({ "response_type": "ephemeral", "text": slack::escape_mrkdwn(text) }))
+        .into_response()
+}
+
+const USAGE: &str = "Usage: /pedm link | /pedm request <target> <role> <duration> <justification>";
+
+/// `POST /integrations/slack/commands`: `/pedm link` and `/pedm request`.
+pub(super) async fn commands(
+    State(s): State<AppState>,
+    Source(src): Source,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v = match verify(&s, src.as_deref(), &headers, &body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let team = v.field("team_id").unwrap_or_default().to_string();
+    let user = v.field("user_id").unwrap_or_default().to_string();
+    let text = v.field("text").unwrap_or_default().trim().to_string();
+    let payload = json!({ "type": "slash_command", "text": slack::fit(&text, 200) });
+    if team != v.app.config.team_id {
+        let why = format!("a command from workspace {team:?}");
+        return refused(&s, &v.app, &team, &user, None, &why, &payload, None).await;
+    }
+    let mut words = text.split_whitespace();
+    match words.next() {
+        Some("link") => {
+            let expires = s.cp.now().as_second() + LINK_CODE_SECS;
+            let code = slack::link_code(&v.app.signing_secret, &team, &user, expires);
+            ephemeral(&format!(
+                "To act in Slack as your pedm user, run this where you are signed in to pedm \
+                 within 10 minutes (it is for you alone; do not share it):\n`pedm link slack {code}`"
+            ))
+        }
+        Some("request") => {
+            let actor = match s.cp.linked_actor(&issuer(&team), &user).await {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    let why =
+                        "this Slack user is not linked to an enabled pedm user: run /pedm link";
+                    refused(&s, &v.app, &team, &user, None, why, &payload, None).await;
+                    return ephemeral(&format!("Refused: {why}"));
+                }
+                Err(e) => return ephemeral(&format!("pedm could not check you: {e}")),
+            };
+            let (Some(target), Some(role), Some(duration)) =
+                (words.next(), words.next(), words.next())
+            else {
+                return ephemeral(USAGE);
+            };
+            let justification = words.collect::<Vec<_>>().join(" ");
+            let duration_secs = match pedm_core::duration::parse_duration(duration) {
+                Ok(d) => d,
+                Err(e) => return ephemeral(&format!("duration {duration:?}: {e}")),
+            };
+            let new = NewRequest {
+                target: target.into(),
+                role: role.into(),
+                duration_secs,
+                justification,
+                task: None,
+                ticket: None,
+                break_glass: false,
+            };
+            match s
+                .cp
+                .create_request(&actor, new, RequestContext::default())
+                .await
+            {
+                Ok((r, g)) => ephemeral(&match g {
+                    Some(g) => format!("Request {}: granted until {}", r.id, g.expires_at),
+                    None => format!("Request {}: {}", r.id, r.state),
+                }),
+                Err(e) => ephemeral(&format!("Not requested: {e}")),
+            }
+        }
+        _ => ephemeral(USAGE),
+    }
+}
+
+/// Links the caller's pedm user to the Slack user a code from `/pedm link` names.
+#[utoipa::path(post, path = "/me/links/slack", tag = "identity", request_body = SlackLink,
+    responses((status = 200, body = SlackLinked)))]
+pub(super) async fn link(
+    State(s): State<AppState>,
+    caller: Caller,
+    Body(req): Body<SlackLink>,
+) -> Result<Json<SlackLinked>, ApiErr> {
+    if s.slack.is_empty() {
+        return Err(ApiErr::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no Slack app is configured",
+        ));
+    }
+    let now = s.cp.now().as_second();
+    let mut last = None;
+    for app in &s.slack.apps {
+        match slack::verify_link_code(&app.signing_secret, &req.code, now) {
+            Ok((team, user)) => {
+                s.cp.link_identity(&caller.actor, &issuer(&team), &user, "slack link code")
+                    .await?;
+                return Ok(Json(SlackLinked {
+                    team,
+                    slack_user: user,
+                    user: caller.actor.user,
+                }));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let why = last.map(|e| e.to_string()).unwrap_or_default();
+    if let Err(e) =
+        s.cp.integration_refused(
+            INTEGRATION,
+            &caller.actor.user,
+            None,
+            &format!("link code refused: {why}"),
+            json!({ "type": "link" }),
+        )
+        .await
+    {
+        tracing::error!(error = %e, "could not record a refused link");
+    }
+    Err(ApiErr::new(StatusCode::BAD_REQUEST, "invalid_code", why))
+}
