@@ -432,6 +432,15 @@ impl Client {
     pub async fn get_grant(&self, id: Uuid) -> Result<Grant, ApiError> {
         self.get(&format!("/grants/{id}")).await
     }
+    /// Asks to extend a grant: granted at once (the grant with its new expiry) or pending.
+    pub async fn extend_grant(
+        &self,
+        id: Uuid,
+        body: &ExtendGrant,
+    ) -> Result<RequestCreated, ApiError> {
+        self.send(Method::POST, &format!("/grants/{id}/extend"), body)
+            .await
+    }
     pub async fn release_grant(&self, id: Uuid, body: &Reason) -> Result<Grant, ApiError> {
         self.send(Method::POST, &format!("/grants/{id}/release"), body)
             .await

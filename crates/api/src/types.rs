@@ -245,6 +245,19 @@ pub struct CreateRequest {
     pub break_glass: bool,
 }
 
+/// Ask to lengthen an active grant you hold (`POST /grants/{id}/extend`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendGrant {
+    /// How much longer: `30m`, `1h`.
+    pub by: String,
+    /// Why: required, shown to approvers and kept in the audit log.
+    pub justification: String,
+    /// Change or incident ticket reference.
+    #[serde(default)]
+    pub ticket: Option<String>,
+}
+
 /// A request and, if it was granted at once, its grant.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RequestCreated {

@@ -578,6 +578,25 @@ async fn grant(ctx: &Ctx, cmd: GrantCmd) -> Result<()> {
             return ctx.list(&c.list_grants(&q).await?);
         }
         GrantCmd::Show { id } => c.get_grant(id).await?,
+        GrantCmd::Extend {
+            id,
+            by,
+            justification,
+            ticket,
+        } => {
+            let body = ExtendGrant {
+                by: by.canonical(),
+                justification,
+                ticket,
+            };
+            let created = c.extend_grant(id, &body).await?;
+            let r = &created.request;
+            if r.state == RequestState::Denied {
+                let why = r.decision_reason.as_deref().unwrap_or("no reason given");
+                bail!("extension {} was denied by {}: {why}", r.id, decided_by(r));
+            }
+            return ctx.emit(&created, || outcome(r, created.grant.as_ref(), ctx.now));
+        }
         GrantCmd::Release { id, reason } => c.release_grant(id, &Reason { reason }).await?,
         GrantCmd::Revoke { id, reason } => {
             let body = Reason {

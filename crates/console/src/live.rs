@@ -58,7 +58,7 @@ impl Observer for LiveChanges {
                 self.send("access", Some(&r.requester));
                 self.send("inbox", None);
             }
-            Notice::GrantStarted(g) | Notice::GrantEnded(g) => {
+            Notice::GrantStarted(g) | Notice::GrantExtended(g) | Notice::GrantEnded(g) => {
                 self.send("access", Some(&g.user));
             }
             Notice::BreakGlass { request, .. } => {

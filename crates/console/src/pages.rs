@@ -36,6 +36,7 @@ pub fn router() -> Router<Console> {
         .route("/ui/requests/{id}/decide", post(decide))
         .route("/ui/requests/{id}/cancel", post(cancel))
         .route("/ui/grants/{id}/release", post(release))
+        .route("/ui/grants/{id}/extend", post(extend))
         .route("/ui/grants/{id}/secret", post(reveal_secret))
 }
 
@@ -250,6 +251,36 @@ async fn release(
     Ok(see_other("/ui/access".into()))
 }
 
+#[derive(Deserialize)]
+struct ExtendForm {
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    justification: String,
+}
+
+/// Asks for more time on the viewer's grant (policy decides, as for the API): to the new
+/// request's page, which says whether it was granted at once or waits for approvers.
+async fn extend(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    p: Posted<ExtendForm>,
+) -> PageResult<Response> {
+    let id = parse_id(&id)?;
+    let by = parse_duration(p.form.by.trim())
+        .map_err(|e| PageError::Invalid(format!("invalid duration: {e}")))?;
+    let context = RequestContext {
+        source_addr: p.viewer.source.clone(),
+        device: Default::default(),
+        step_up: None,
+        extends: None,
+    };
+    let (r, _) =
+        c.cp.extend_grant(&p.viewer.actor, id, by, p.form.justification, None, context)
+            .await?;
+    Ok(see_other(format!("/ui/requests/{}", r.id)))
+}
+
 #[derive(Template)]
 #[template(path = "secret.html")]
 struct SecretPage {
@@ -394,6 +425,7 @@ async fn request_post(
         source_addr: v.source.clone(),
         device: Default::default(),
         step_up: None,
+        extends: None,
     };
     if f.action == "preview" {
         let preview = match c.cp.preview_request(&v.actor, new, context).await {

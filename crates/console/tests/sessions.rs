@@ -670,3 +670,62 @@ async fn delegations_are_listed_with_their_attenuation_and_revoked_with_a_reason
         "what was passed on ends with it: {page}"
     );
 }
+
+/// My access: the holder asks for more time on a grant; it is an extension request that
+/// approvers decide (the role needs approval here), and approving it moves the expiry.
+#[tokio::test]
+async fn a_grant_is_extended_from_my_access() {
+    let w = world().await;
+    let req = w.ask("alice").await;
+    let bob = w.sign_in("bob").await;
+    assert_eq!(
+        w.approve(&bob, req.id).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let (done, _) = w.cp.get_request(&Actor::system(), req.id).await.unwrap();
+    let grant = done.grant_id.expect("granted");
+    let before = w.cp.get_grant(&Actor::system(), grant).await.unwrap();
+    let alice = w.sign_in("alice").await;
+    let page = body(w.get("/ui/access", &alice).await).await;
+    assert!(page.contains(&format!("id=\"extend-{grant}\"")), "{page}");
+    let csrf = csrf_of(&w, &alice).await;
+    // Without the session's CSRF token: refused, nothing asked.
+    let r = w
+        .post(
+            &format!("/ui/grants/{grant}/extend"),
+            &alice,
+            "by=10m&justification=more",
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = w
+        .post(
+            &format!("/ui/grants/{grant}/extend"),
+            &alice,
+            &format!("csrf={csrf}&by=ten&justification=more"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = w
+        .post(
+            &format!("/ui/grants/{grant}/extend"),
+            &alice,
+            &format!("csrf={csrf}&by=10m&justification=the+reboot+takes+long"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()[header::LOCATION].to_str().unwrap().to_string();
+    let ext: uuid::Uuid = to.trim_start_matches("/ui/requests/").parse().unwrap();
+    let (asked, _) = w.cp.get_request(&Actor::system(), ext).await.unwrap();
+    assert_eq!(asked.context.extends, Some(grant));
+    assert_eq!(asked.state, pedm_core::model::RequestState::Pending);
+    assert_eq!(w.approve(&bob, ext).await.status(), StatusCode::SEE_OTHER);
+    let after = w.cp.get_grant(&Actor::system(), grant).await.unwrap();
+    assert_eq!(
+        after.expires_at,
+        before.expires_at + jiff::SignedDuration::from_mins(10)
+    );
+}

@@ -19,6 +19,8 @@ pub struct RequestInput<'a> {
     pub source_addr: Option<&'a str>,
     pub device: &'a BTreeMap<String, String>,
     pub break_glass: bool,
+    /// Lengthens a live grant of this role (`duration_secs` is the extension).
+    pub extension: bool,
     pub now: Timestamp,
 }
 

@@ -461,6 +461,10 @@ pub struct RequestContext {
     /// session's host agent, never by a person).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_up: Option<StepUp>,
+    /// An extension: the live grant this request lengthens by `duration_secs` (`pedm grant
+    /// extend`). Approved, it moves that grant's expiry; no new grant is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<Uuid>,
 }
 
 /// An exec held at its `execve` in a session until approvers decide (a policy marked it

@@ -10,6 +10,8 @@ pub enum Notice {
     /// A request was approved, denied, cancelled or expired.
     RequestDecided(Request),
     GrantStarted(Grant),
+    /// An active grant's expiry moved later (an approved extension); its privilege stayed.
+    GrantExtended(Grant),
     GrantEnded(Grant),
     /// Emergency access was granted without approval: high severity.
     BreakGlass {

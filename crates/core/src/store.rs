@@ -135,6 +135,14 @@ pub enum Write {
     RequireGrantsActive {
         ids: Vec<Uuid>,
     },
+    /// Moves an active grant's expiry from `from` to `to` (an approved extension): Conflict
+    /// unless it is still `active` with expiry `from` (so two extensions approved at once do
+    /// not both apply to the old expiry), NotFound if absent.
+    ExtendGrant {
+        id: Uuid,
+        from: Timestamp,
+        to: Timestamp,
+    },
     /// Ends a grant; fails with Conflict unless it is still `active` (ends exactly once).
     EndGrant {
         id: Uuid,

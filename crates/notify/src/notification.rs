@@ -12,6 +12,8 @@ pub mod kinds {
     pub const REQUEST_DECIDED: &str = "request.decided";
     /// A grant became active on its target.
     pub const GRANT_STARTED: &str = "grant.started";
+    /// An active grant's expiry moved later (an approved extension).
+    pub const GRANT_EXTENDED: &str = "grant.extended";
     /// A grant was released, revoked or expired.
     pub const GRANT_ENDED: &str = "grant.ended";
     /// An emergency elevation was granted without approval.

@@ -301,6 +301,8 @@ pub struct RequestCard {
     pub status: Vec<String>,
     /// Whether Approve/Deny buttons are shown.
     pub pending: bool,
+    /// The live grant this request extends (by `duration`), if it is an extension.
+    pub extends: Option<String>,
 }
 
 /// Escapes text for a `mrkdwn` field (Slack: `&`, `<`, `>`), so it cannot mention or link.
@@ -355,7 +357,9 @@ impl RequestCard {
         }
         let mut blocks = vec![
             json!({ "type": "header",
-                    "text": plain(&format!("Access request: {} on {}", self.role, self.target), 150) }),
+                    "text": plain(&format!("{}: {} on {}",
+                        if self.extends.is_some() { "Extension request" } else { "Access request" },
+                        self.role, self.target), 150) }),
             json!({ "type": "section", "fields": fields }),
             json!({ "type": "section",
                     "text": plain(&format!("Justification: {}", self.justification), 3000) }),
@@ -365,6 +369,12 @@ impl RequestCard {
                                 "text": plain(&self.status.join("\n"), 3000) }));
         }
         let mut context = vec![plain(&format!("Request {}", self.id), 2000)];
+        if let Some(g) = &self.extends {
+            context.push(plain(
+                &format!("Extends grant {g} by {}", self.duration),
+                2000,
+            ));
+        }
         if let Some(p) = &self.policy {
             context.push(plain(&format!("Policy {p}"), 2000));
         }
@@ -580,6 +590,7 @@ mod tests {
             policy: Some("needs-leads".into()),
             status: vec!["Waiting for 1 of leads".into()],
             pending: true,
+            extends: Some("0192aaaa-0000-7000-8000-000000000002".into()),
         }
     }
 

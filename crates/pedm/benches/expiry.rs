@@ -55,6 +55,7 @@ fn request_and_grant(i: usize, at: Timestamp) -> (Request, Grant) {
             source_addr: Some("10.0.0.1".into()),
             device: BTreeMap::new(),
             step_up: None,
+            extends: None,
         },
         state: RequestState::Approved,
         created_at: at,

@@ -213,6 +213,7 @@ fn queries(n: usize, w: &World, group_targets: &[Vec<usize>], rng: &mut Rng) -> 
                     duration_secs: [900, 3600, 4 * 3600][rng.below(3)],
                     break_glass: rng.chance(2),
                     has_ticket: rng.chance(50),
+                    extension: false,
                     source_ip: ip,
                     device: Device {
                         managed: if rng.chance(70) {

@@ -45,6 +45,8 @@ struct CaseContext {
     break_glass: bool,
     #[serde(default)]
     has_ticket: bool,
+    #[serde(default)]
+    extension: bool,
     source_ip: Option<IpAddr>,
     #[serde(default)]
     device: Device,
@@ -152,6 +154,7 @@ fn run_one(engine: &Engine, c: &Case) -> Result<(String, Option<String>), String
         duration_secs,
         break_glass: c.context.break_glass,
         has_ticket: c.context.has_ticket,
+        extension: c.context.extension,
         source_ip: c.context.source_ip,
         device: c.context.device.clone(),
         now,

@@ -1347,6 +1347,10 @@ impl Engine {
                 "has_ticket".to_string(),
                 RestrictedExpression::new_bool(c.has_ticket),
             ),
+            (
+                "extension".to_string(),
+                RestrictedExpression::new_bool(c.extension),
+            ),
             ("device".to_string(), device),
             ("time".to_string(), time),
         ];

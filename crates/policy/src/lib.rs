@@ -27,7 +27,8 @@
 //! break-glass), `read_audit` (`System` or `Target`).
 //!
 //! Context (every action):
-//! - `duration_secs: Long`, `break_glass: Bool`, `has_ticket: Bool` — always present;
+//! - `duration_secs: Long`, `break_glass: Bool`, `has_ticket: Bool`, `extension: Bool` (the
+//!   request lengthens a live grant; `duration_secs` is then the extension) — always present;
 //! - `source_ip?: ipaddr` — **absent when unknown**. Strict validation refuses any access
 //!   without a `context has source_ip` guard, so a policy can never error on it; write
 //!   `forbid ... unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) }`

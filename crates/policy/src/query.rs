@@ -150,6 +150,8 @@ pub struct Ctx {
     pub duration_secs: i64,
     pub break_glass: bool,
     pub has_ticket: bool,
+    /// The request lengthens a live grant (`pedm grant extend`): `context.extension`.
+    pub extension: bool,
     /// `None` leaves `context.source_ip` absent; policies must guard it with `has`.
     pub source_ip: Option<IpAddr>,
     pub device: Device,
@@ -163,6 +165,7 @@ impl Ctx {
             duration_secs: 3600,
             break_glass: false,
             has_ticket: false,
+            extension: false,
             source_ip: None,
             device: Device::default(),
             now,

@@ -317,6 +317,7 @@ fn query(q: &Q) -> AuthzQuery {
             duration_secs: [600, 7200, 100_000_000][q.duration],
             break_glass: q.break_glass,
             has_ticket: q.has_ticket,
+            extension: false,
             source_ip: ip,
             device: Device {
                 managed: q.managed,

@@ -129,7 +129,7 @@ impl AgentHub {
 impl Observer for AgentHub {
     fn notice(&self, notice: &Notice) {
         let host = match notice {
-            Notice::GrantStarted(g) | Notice::GrantEnded(g) => &g.target,
+            Notice::GrantStarted(g) | Notice::GrantExtended(g) | Notice::GrantEnded(g) => &g.target,
             Notice::BreakGlass { grant, .. } => &grant.target,
             Notice::DelegationsChanged | Notice::LocksChanged => {
                 self.all_changed();

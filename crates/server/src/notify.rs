@@ -86,6 +86,15 @@ pub(crate) fn notification(n: &Notice) -> Notification {
             ),
             json!({ "grant": g }),
         ),
+        Notice::GrantExtended(g) => Notification::new(
+            kinds::GRANT_EXTENDED,
+            Severity::Info,
+            format!(
+                "{}'s {} on {} now lasts until {}",
+                g.user, g.role, g.target, g.expires_at
+            ),
+            json!({ "grant": g }),
+        ),
         Notice::GrantEnded(g) => Notification::new(
             kinds::GRANT_ENDED,
             Severity::Info,

@@ -105,6 +105,7 @@ impl Decider for CedarDecider {
                 duration_secs: input.duration_secs,
                 break_glass: input.break_glass,
                 has_ticket: input.ticket.is_some(),
+                extension: input.extension,
                 source_ip: input.source_addr.and_then(|s| s.parse().ok()),
                 device: device(input.device),
                 now: input.now,
@@ -152,6 +153,7 @@ impl Decider for CedarDecider {
         ctx.duration_secs = request.duration_secs;
         ctx.break_glass = request.break_glass;
         ctx.has_ticket = request.ticket.is_some();
+        ctx.extension = request.context.extends.is_some();
         let v = self.engine.authorize(&AuthzQuery {
             principal: principal(approver),
             action: Action::Approve,

@@ -195,6 +195,7 @@ impl Observer for SlackObserver {
             Notice::RequestPending(_)
             | Notice::RequestDecided(_)
             | Notice::GrantStarted(_)
+            | Notice::GrantExtended(_)
             | Notice::GrantEnded(_) => true,
             n => crate::notify::notification(n).severity == Severity::High,
         };
@@ -241,7 +242,9 @@ async fn show(
 ) -> anyhow::Result<()> {
     let request = match notice {
         Notice::RequestPending(r) | Notice::RequestDecided(r) => Some(r.clone()),
-        Notice::GrantStarted(g) | Notice::GrantEnded(g) => cp.store().request(g.request_id).await?,
+        Notice::GrantStarted(g) | Notice::GrantExtended(g) | Notice::GrantEnded(g) => {
+            cp.store().request(g.request_id).await?
+        }
         _ => None,
     };
     let Some(request) = request else {
@@ -375,6 +378,7 @@ pub async fn card(cp: &ControlPlane, r: &Request) -> anyhow::Result<RequestCard>
         policy: r.policy.clone(),
         status,
         pending: r.state == RequestState::Pending,
+        extends: r.context.extends.map(|g| g.to_string()),
     })
 }
 

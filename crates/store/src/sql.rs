@@ -740,6 +740,28 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             }
             Ok(())
         }
+        Write::ExtendGrant { id, from, to } => {
+            let n = c
+                .execute(
+                    "UPDATE grants SET expires_at = $3 \
+                     WHERE id = $1 AND state = 'active' AND expires_at = $2",
+                    args![*id, *from, *to],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(
+                    if exists(c, "SELECT 1 FROM grants WHERE id = $1", args![*id]).await? {
+                        StoreError::Conflict(format!(
+                            "grant {id} is no longer active with expiry {from}"
+                        ))
+                    } else {
+                        StoreError::NotFound(format!("grant {id} does not exist"))
+                    },
+                );
+            }
+            Ok(())
+        }
         Write::EndGrant {
             id,
             state,

@@ -206,6 +206,7 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
             source_addr: Some("10.0.0.1".into()),
             device: BTreeMap::from([("managed".into(), "true".into())]),
             step_up: None,
+            extends: None,
         },
         state: RequestState::Pending,
         created_at: t(created),
@@ -713,6 +714,33 @@ async fn grants_end_exactly_once(db: Db) {
         &again.request_id.to_string(),
     );
 
+    // An extension moves the expiry only from the expiry it was computed on.
+    let extend = |from: i64, to: i64| Write::ExtendGrant {
+        id: g.id,
+        from: g.expires_at + jiff::SignedDuration::from_secs(from),
+        to: g.expires_at + jiff::SignedDuration::from_secs(to),
+    };
+    ok(&s, cs(extend(0, 60))).await;
+    assert_eq!(
+        s.grant(g.id).await.unwrap().unwrap().expires_at,
+        g.expires_at + jiff::SignedDuration::from_secs(60)
+    );
+    conflict(fails(&s, cs(extend(0, 120))).await, "no longer active");
+    ok(&s, cs(extend(60, 0))).await;
+    let nobody = Uuid::now_v7();
+    not_found(
+        fails(
+            &s,
+            cs(Write::ExtendGrant {
+                id: nobody,
+                from: g.expires_at,
+                to: g.expires_at,
+            }),
+        )
+        .await,
+        &nobody.to_string(),
+    );
+
     let end = |state: GrantState, id: Uuid| Write::EndGrant {
         id,
         state,
@@ -743,6 +771,8 @@ async fn grants_end_exactly_once(db: Db) {
         s.grant(g.id).await.unwrap().unwrap().state,
         GrantState::Released
     );
+    // An ended grant is not extended.
+    conflict(fails(&s, cs(extend(0, 60))).await, "no longer active");
 }
 
 async fn failed_changeset_writes_nothing(db: Db) {

@@ -46,6 +46,7 @@ fn request(requester: &str) -> Request {
             source_addr: None,
             device: BTreeMap::new(),
             step_up: None,
+            extends: None,
         },
         state: RequestState::Approved,
         created_at: t(0),

@@ -430,6 +430,19 @@ pub enum GrantCmd {
     },
     /// Show a grant.
     Show { id: Uuid },
+    /// Ask for more time on your active grant: policy decides as for a request of its role
+    /// (granted at once, or waits for approvers); the privilege is never dropped meanwhile.
+    Extend {
+        id: Uuid,
+        /// How much longer, e.g. 30m.
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+        by: DurationArg,
+        /// Why more time is needed; shown to approvers and kept in the audit log.
+        #[arg(long, short = 'r', visible_alias = "reason", value_name = "TEXT")]
+        justification: String,
+        #[arg(long)]
+        ticket: Option<String>,
+    },
     /// Give up your grant before it expires.
     Release {
         id: Uuid,

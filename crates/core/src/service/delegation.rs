@@ -1012,6 +1012,7 @@ impl ControlPlane {
                 source_addr: None,
                 device: &no_device,
                 break_glass: false,
+                extension: false,
                 now,
             })
         {

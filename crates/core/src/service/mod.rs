@@ -11,6 +11,7 @@ mod auth_cache;
 mod auth_failures;
 mod delegation;
 mod devices;
+mod extend;
 mod external;
 mod grants;
 mod history;

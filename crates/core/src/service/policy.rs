@@ -439,6 +439,7 @@ impl ControlPlane {
                 source_addr: r.context.source_addr.as_deref(),
                 device: &r.context.device,
                 break_glass: r.break_glass,
+                extension: r.context.extends.is_some(),
                 now: r.created_at,
             });
             report.evaluated += 1;

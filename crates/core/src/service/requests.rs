@@ -120,11 +120,40 @@ impl ControlPlane {
             ));
         }
 
+        // An extension: the holder's live grant of this very role, and where it would end.
+        let extended = match context.extends {
+            Some(id) => {
+                let g = self.extendable(actor, id).await?;
+                if (g.target.as_str(), g.role.as_str())
+                    != (target.name.as_str(), role.name.as_str())
+                {
+                    return Err(Error::invalid(
+                        "grant",
+                        format!("grant {id} is not of role {} on {}", role.name, target.name),
+                    ));
+                }
+                let to = self
+                    .extension_until(&g, new.duration_secs, max, now)
+                    .await?;
+                Some((g, to))
+            }
+            None => None,
+        };
+
         if let RequestDecision::Permit(p) = &decision
             && !p.allow_parallel
+            && extended.is_none()
+            && let Some((live, by)) = self
+                .parallel_grant(actor, &target.name, &role.name, &new, now)
+                .await?
         {
-            self.refuse_parallel(actor, &target.name, &role.name)
-                .await?;
+            // The holder of a live grant asks for the role again: that is asking for more
+            // time on it (up to `duration` from now), decided as an extension.
+            let mut new = new;
+            new.duration_secs = by;
+            let mut context = context;
+            context.extends = Some(live);
+            return Box::pin(self.create_request(actor, new, context)).await;
         }
 
         let mut req = Request {
@@ -153,16 +182,24 @@ impl ControlPlane {
             review: None,
             version: 1,
         };
-        let created = self
+        let mut created = self
             .event(actor, "request.created", subject("request", req.id))
             .data(json!({
                 "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
                 "justification": req.justification, "task": req.task, "ticket": req.ticket,
                 "source_addr": req.context.source_addr, "break_glass": req.break_glass,
             }));
-        let (decision, delegated) = self
+        let (decision, mut delegated) = self
             .settle(actor, &target, &role.name, &new, decision, now)
             .await?;
+        if extended.is_some() {
+            delegated = None;
+            created = created.data(json!({
+                "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
+                "justification": req.justification, "ticket": req.ticket,
+                "source_addr": req.context.source_addr, "extends": req.context.extends,
+            }));
+        }
         if let Some((_, until)) = &delegated {
             req.duration_secs = req.duration_secs.min(until.duration_since(now).as_secs());
         }
@@ -186,6 +223,31 @@ impl ControlPlane {
                             json!({ "by": POLICY_ACTOR, "reason": reason, "policies": policies }),
                         ),
                 );
+            }
+            RequestDecision::Permit(p) if p.auto_approve && extended.is_some() => {
+                let Some((old, to)) = &extended else {
+                    return Err(Error::Internal("extension without its grant".into()));
+                };
+                req.state = RequestState::Approved;
+                req.decided_at = Some(now);
+                req.decided_by = Some(POLICY_ACTOR.into());
+                req.decision_reason = Some(p.reason.clone());
+                req.policy = p.policy.clone();
+                req.grant_id = Some(old.id);
+                let (write, extended_event) = self.extension_applied(actor, &req, old, *to);
+                cs = cs
+                    .write(Write::InsertRequest(req.clone()))
+                    .write(write)
+                    .event(created)
+                    .event(
+                        self.event(actor, "request.approved", subject("request", req.id))
+                            .data(json!({ "by": POLICY_ACTOR, "reason": p.reason,
+                                          "policy": p.policy, "extends": old.id })),
+                    )
+                    .event(extended_event);
+                let mut g = old.clone();
+                g.expires_at = *to;
+                grant = Some(g);
             }
             RequestDecision::Permit(p)
                 if p.auto_approve || p.break_glass || delegated.is_some() =>
@@ -262,14 +324,18 @@ impl ControlPlane {
                 req.approvals_required = req.approval_tiers.iter().map(|t| t.required).sum();
                 req.policy = p.policy.clone();
                 req.decision_reason = Some(p.reason);
+                let mut data = json!({
+                    "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
+                    "justification": req.justification, "task": req.task, "ticket": req.ticket,
+                    "source_addr": req.context.source_addr, "policy": req.policy,
+                    "approval_tiers": tiers_text(&req.approval_tiers),
+                });
+                if let Some(g) = req.context.extends {
+                    data["extends"] = json!(g);
+                }
                 cs = cs
                     .write(Write::InsertRequest(req.clone()))
-                    .event(created.data(json!({
-                        "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
-                        "justification": req.justification, "task": req.task, "ticket": req.ticket,
-                        "source_addr": req.context.source_addr, "policy": req.policy,
-                        "approval_tiers": tiers_text(&req.approval_tiers),
-                    })));
+                    .event(created.data(data));
             }
         }
         self.store.commit(cs).await?;
@@ -280,6 +346,7 @@ impl ControlPlane {
                 request: Box::new(req.clone()),
                 grant: Box::new(g.clone()),
             }),
+            (Some(g), false) if extended.is_some() => self.notify(Notice::GrantExtended(g.clone())),
             (Some(g), false) => self.notify(Notice::GrantStarted(g.clone())),
             (None, _) if req.state == RequestState::Pending => {
                 self.notify(Notice::RequestPending(req.clone()))
@@ -289,11 +356,19 @@ impl ControlPlane {
         Ok((req, grant))
     }
 
-    /// Refuses a request for a role the requester already holds live on the target (two
-    /// live grants of one privilege are a second, independent life of it), naming the
-    /// grant; a permit with `@allow_parallel("true")` allows it. Recorded as a denied
-    /// `request.create` event.
-    async fn refuse_parallel(&self, actor: &Actor, target: &str, role: &str) -> Result<()> {
+    /// A request for a role the requester already holds live on the target (two live grants
+    /// of one privilege would be a second, independent life of it; a permit with
+    /// `@allow_parallel("true")` allows that): the grant and by how much it must be extended
+    /// to last the requested duration from now. Refused (a denied `request.create` event,
+    /// naming the grant) when the grant already lasts that long, or for break-glass.
+    async fn parallel_grant(
+        &self,
+        actor: &Actor,
+        target: &str,
+        role: &str,
+        new: &NewRequest,
+        now: Timestamp,
+    ) -> Result<Option<(Uuid, i64)>> {
         let live = self
             .store
             .grants(&GrantFilter {
@@ -307,14 +382,21 @@ impl ControlPlane {
             .iter()
             .find(|g| g.role == role && g.state == GrantState::Active)
         else {
-            return Ok(());
+            return Ok(None);
         };
+        let by = now
+            .checked_add(SignedDuration::from_secs(new.duration_secs))
+            .map_err(|_| Error::invalid("duration", "is too long"))?
+            .duration_since(g.expires_at)
+            .as_secs();
+        if by > 0 && !new.break_glass {
+            return Ok(Some((g.id, by)));
+        }
         let why = format!(
-            "you already hold role {role} on {target} through grant {} (until {}): use that \
-             grant (a `pedm grant extend` command to lengthen it does not exist yet: release it \
-             and request again for longer); a policy may allow parallel grants with \
-             @allow_parallel(\"true\") on its permit",
-            g.id, g.expires_at
+            "you already hold role {role} on {target} through grant {} (until {}), as long as \
+             you asked for: use that grant (`pedm grant extend {}` lengthens it); a policy may \
+             allow parallel grants with @allow_parallel(\"true\") on its permit",
+            g.id, g.expires_at, g.id
         );
         let ev = self
             .event(actor, "request.create", subject("grant", g.id))
@@ -622,6 +704,7 @@ impl ControlPlane {
         all.push(approval.clone());
         let mut events = vec![];
         let mut grant = None;
+        let mut extension = None;
         match decision {
             ApprovalDecision::Deny => {
                 req.state = RequestState::Denied;
@@ -659,6 +742,19 @@ impl ControlPlane {
                                     "grant": step.exec.grant, "session": step.exec.session,
                                 })),
                         );
+                    } else if let Some(extends) = req.context.extends {
+                        // The grant's expiry moves; its privilege stays where it is.
+                        let (old, to) = self.approved_extension(&req, extends, now).await?;
+                        req.grant_id = Some(old.id);
+                        events.push(
+                            self.event(actor, "request.approved", subject("request", id))
+                                .data(json!({ "by": actor.user, "extends": old.id })),
+                        );
+                        let (write, ev) = self.extension_applied(actor, &req, &old, to);
+                        events.push(ev);
+                        let mut g = old;
+                        g.expires_at = to;
+                        extension = Some((write, g));
                     } else {
                         let g = self.new_grant(&req, now).await?;
                         req.grant_id = Some(g.id);
@@ -683,8 +779,17 @@ impl ControlPlane {
                 cs = cs.write(job);
             }
         }
+        if let Some((write, _)) = &extension {
+            cs = cs.write(write.clone());
+        }
         cs.events = events;
         self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
+        if let Some((_, g)) = extension {
+            self.deadline_changed.notify_one();
+            self.notify(Notice::RequestDecided(req.clone()));
+            self.notify(Notice::GrantExtended(g.clone()));
+            return Ok((req, Some(g)));
+        }
         if let Some(g) = &grant {
             self.deadline_changed.notify_one();
             self.jobs_changed.notify_one();
@@ -810,7 +915,7 @@ pub enum PreviewOutcome {
 
 impl ControlPlane {
     /// A request's target and role, or NotFound naming the missing one.
-    async fn target_and_role(&self, target: &str, role: &str) -> Result<(Target, Role)> {
+    pub(super) async fn target_and_role(&self, target: &str, role: &str) -> Result<(Target, Role)> {
         let t = self
             .store
             .target(target)
@@ -848,6 +953,7 @@ impl ControlPlane {
             source_addr: context.source_addr.as_deref(),
             device: &context.device,
             break_glass: new.break_glass,
+            extension: context.extends.is_some(),
             now,
         });
         let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);

@@ -114,6 +114,7 @@ impl ControlPlane {
                     exec: ask.clone(),
                     policies: terms.policies.clone(),
                 }),
+                extends: None,
             },
             state: RequestState::Pending,
             created_at: now,

@@ -35,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_grants))
         .routes(routes!(get_grant))
         .routes(routes!(release_grant))
+        .routes(routes!(extend_grant))
         .routes(routes!(revoke_grant))
         .routes(routes!(grant_secret))
         .routes(routes!(verify_grant))
@@ -458,6 +459,7 @@ async fn create_request(
         source_addr: c.source.clone(),
         device: s.cp.device_context(&c.actor, c.device.as_deref()).await?,
         step_up: None,
+        extends: None,
     };
     let (request, grant) =
         s.cp.create_request(
@@ -565,6 +567,33 @@ async fn get_grant(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Grant>> {
     Ok(Json(s.cp.get_grant(&c.actor, id).await?))
+}
+
+/// Ask to lengthen an active grant you hold: policy decides as for a request of its role
+/// (`context.extension`); granted at once (201 with the grant's new expiry) or pending
+/// approvers. The privilege stays in the target throughout.
+#[utoipa::path(post, path = "/grants/{id}/extend", tag = "grants", request_body = ExtendGrant,
+    params(("id" = Uuid, Path)),
+    responses((status = 201, body = RequestCreated), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn extend_grant(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+    Body(b): Body<ExtendGrant>,
+) -> ApiResult<(StatusCode, Json<RequestCreated>)> {
+    let by = parse_duration_field("by", &b.by)?;
+    let context = RequestContext {
+        source_addr: c.source.clone(),
+        device: s.cp.device_context(&c.actor, c.device.as_deref()).await?,
+        step_up: None,
+        extends: None,
+    };
+    let (request, grant) =
+        s.cp.extend_grant(&c.actor, id, by, b.justification, b.ticket, context)
+            .await?;
+    Ok((StatusCode::CREATED, Json(RequestCreated { request, grant })))
 }
 
 /// Give a grant back before it expires (the holder).
