@@ -58,6 +58,8 @@ impl Observer for LiveChanges {
                 self.send("access", Some(&r.requester));
                 self.send("inbox", None);
             }
+            // An escalation lets more people decide.
+            Notice::RequestFollowUp { .. } => self.send("inbox", None),
             Notice::GrantStarted(g) | Notice::GrantExtended(g) | Notice::GrantEnded(g) => {
                 self.send("access", Some(&g.user));
             }

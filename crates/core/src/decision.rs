@@ -41,6 +41,8 @@ pub struct Permit {
     /// The requester may hold several live grants of the role at once
     /// (`@allow_parallel("true")`); otherwise a request while one is live is refused.
     pub allow_parallel: bool,
+    /// Reminders and escalation while approvers do not answer.
+    pub follow_up: Option<crate::model::FollowUp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +200,7 @@ impl Decider for BuiltinDecider {
             tiers: vec![],
             break_glass: false,
             allow_parallel: false,
+            follow_up: None,
         })
     }
 

@@ -539,6 +539,9 @@ pub struct Request {
     /// The after-the-fact review of a break-glass grant.
     #[serde(default)]
     pub review: Option<Review>,
+    /// Reminders and escalation while nobody answers (from the permit that decided it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<FollowUp>,
     /// Optimistic concurrency: every update must name the version it read.
     pub version: i64,
 }
@@ -578,6 +581,31 @@ impl Request {
                 })
             })
             .collect()
+    }
+}
+
+/// What happens to a request nobody answers, from the deciding permit's `@remind_after`,
+/// `@escalate_after` and `@escalate_to`: the approvers it waits for are reminded, then the
+/// escalation group is told, and from then on its members may decide the step it waits for
+/// too (if policy lets them approve the role at all).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FollowUp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remind_after_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_after_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_to: Option<String>,
+}
+
+impl FollowUp {
+    /// The escalation group, once a request made at `created_at` has been escalated at `now`.
+    pub fn escalated_to(&self, created_at: Timestamp, now: Timestamp) -> Option<&str> {
+        let after = self.escalate_after_secs?;
+        (now >= created_at + jiff::SignedDuration::from_secs(after))
+            .then_some(self.escalate_to.as_deref())
+            .flatten()
     }
 }
 

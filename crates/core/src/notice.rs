@@ -9,6 +9,16 @@ pub enum Notice {
     RequestPending(Request),
     /// A request was approved, denied, cancelled or expired.
     RequestDecided(Request),
+    /// A request still waits: its approvers are reminded, or it is escalated to a group.
+    RequestFollowUp {
+        request: Box<Request>,
+        /// `request.reminded` or `request.escalated`.
+        step: &'static str,
+        /// What it waits for, e.g. `1 of security`.
+        waiting_for: String,
+        /// The escalation group (for `request.escalated`).
+        escalated_to: Option<String>,
+    },
     GrantStarted(Grant),
     /// An active grant's expiry moved later (an approved extension); its privilege stayed.
     GrantExtended(Grant),

@@ -46,6 +46,17 @@ pub async fn run_expiry(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) 
     .await
 }
 
+/// Reminds and escalates requests nobody answers, each step once across every instance (see
+/// `ControlPlane::follow_up_due`).
+pub async fn run_follow_ups(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) {
+    let wake = cp.follow_ups_changed();
+    run_until_deadlines("follow-ups", wake, shutdown, move || {
+        let cp = cp.clone();
+        async move { Ok((cp.follow_up_due().await?, cp.now())) }
+    })
+    .await
+}
+
 /// The loop shared by deadline-driven workers: run `pass` (which does what is due and
 /// returns the next deadline and the current time), then sleep until that deadline (capped
 /// at [`MAX_SLEEP`]), until `wake` is notified (then at least until [`NOTIFIED_INTERVAL`] after

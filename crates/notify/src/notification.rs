@@ -8,6 +8,10 @@ use uuid::Uuid;
 pub mod kinds {
     /// A new request is waiting for approval.
     pub const REQUEST_PENDING: &str = "request.pending";
+    /// A request still waits: its approvers are reminded.
+    pub const REQUEST_REMINDED: &str = "request.reminded";
+    /// A request still waits: it is escalated to its escalation group.
+    pub const REQUEST_ESCALATED: &str = "request.escalated";
     /// A request was approved, denied, cancelled or expired unanswered.
     pub const REQUEST_DECIDED: &str = "request.decided";
     /// A grant became active on its target.

@@ -69,6 +69,7 @@ fn request_and_grant(i: usize, at: Timestamp) -> (Request, Grant) {
         policy: Some("auto-docker".into()),
         break_glass: false,
         review: None,
+        follow_up: None,
         version: 1,
     };
     let g = Grant {

@@ -51,6 +51,16 @@ expect = "deny"
 policy = "dev-prod-root"
 
 [[case]]
+name = "payments-follow-ups: one of security, reminded and escalated while nobody answers"
+principal = { user = "erin", groups = ["payments"] }
+target = { name = "pay1", kind = "host", labels = { team = "payments" } }
+role = { name = "admin" }
+context = { now = "2026-11-02T10:00:00+01:00[Europe/Berlin]", duration = "30m", source_ip = "10.1.2.3" }
+expect = "needs_approval"
+approvals = "security:1"
+policy = "payments-follow-ups"
+
+[[case]]
 name = "office-hours: outside the office network"
 principal = { user = "dave", groups = ["devs"] }
 target = { name = "web1", kind = "host", labels = { env = "prod" } }

@@ -11,8 +11,14 @@ pub(crate) const BREAK_GLASS: &str = "break_glass";
 pub(crate) const ALLOW_PARALLEL: &str = "allow_parallel";
 /// On an `exec` permit: what it allows is held at its `execve` until approved (step-up).
 pub(crate) const STEP_UP: &str = "step_up";
+pub(crate) const REMIND_AFTER: &str = "remind_after";
+pub(crate) const ESCALATE_AFTER: &str = "escalate_after";
+pub(crate) const ESCALATE_TO: &str = "escalate_to";
 
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 11] = [
+    REMIND_AFTER,
+    ESCALATE_AFTER,
+    ESCALATE_TO,
     ID,
     TIMEZONE,
     AUTO_APPROVE,
@@ -44,6 +50,8 @@ pub(crate) struct RequestTerms {
     pub allow_parallel: bool,
     /// `@step_up`: the approvals an exec this permit allows needs first.
     pub step_up: Option<Vec<ApprovalTier>>,
+    /// `@remind_after`, `@escalate_after`, `@escalate_to`.
+    pub follow_up: Option<pedm_core::model::FollowUp>,
 }
 
 impl RequestTerms {
@@ -172,7 +180,14 @@ pub(crate) fn check(
         }
         let request_only = matches!(
             k.as_str(),
-            AUTO_APPROVE | MAX_DURATION | APPROVALS | BREAK_GLASS | ALLOW_PARALLEL
+            AUTO_APPROVE
+                | MAX_DURATION
+                | APPROVALS
+                | BREAK_GLASS
+                | ALLOW_PARALLEL
+                | REMIND_AFTER
+                | ESCALATE_AFTER
+                | ESCALATE_TO
         );
         if request_only && !is_request_permit {
             let what = if is_permit {
@@ -197,6 +212,28 @@ pub(crate) fn check(
                 terms.max_duration_secs = Some(secs);
             }
             APPROVALS => terms.tiers = Some(parse_approvals(v)?),
+            REMIND_AFTER | ESCALATE_AFTER => {
+                let secs = pedm_core::duration::parse_duration(v)
+                    .map_err(|e| format!("@{k}({v:?}): {e}"))?;
+                let f = terms.follow_up.get_or_insert_with(Default::default);
+                if k == REMIND_AFTER {
+                    f.remind_after_secs = Some(secs);
+                } else {
+                    f.escalate_after_secs = Some(secs);
+                }
+            }
+            ESCALATE_TO => {
+                let g = v.trim();
+                if !valid_group(g) {
+                    return Err(format!(
+                        "@escalate_to({v:?}): expected a group name (letters, digits, '-', '_', '.', '@')"
+                    ));
+                }
+                terms
+                    .follow_up
+                    .get_or_insert_with(Default::default)
+                    .escalate_to = Some(g.to_string());
+            }
             STEP_UP if !is_exec_permit => {
                 return Err(format!(
                     "@{k} is only meaningful on permit policies of action exec (exactly `action == Pedm::Action::\"exec\"`)"
@@ -227,6 +264,27 @@ pub(crate) fn check(
             "@break_glass(\"true\") contradicts @approvals: break-glass grants are immediate and reviewed afterwards"
                 .into(),
         );
+    }
+    if let Some(f) = &terms.follow_up {
+        if terms.auto_approve || terms.break_glass {
+            return Err(
+                "@remind_after/@escalate_after/@escalate_to need a permit that waits for approvers, not an auto-approved or break-glass one"
+                    .into(),
+            );
+        }
+        if f.escalate_after_secs.is_some() != f.escalate_to.is_some() {
+            return Err(
+                "@escalate_after and @escalate_to go together: after how long, and to which group"
+                    .into(),
+            );
+        }
+        if let (Some(r), Some(e)) = (f.remind_after_secs, f.escalate_after_secs)
+            && r >= e
+        {
+            return Err(format!(
+                "@remind_after ({r}s) must come before @escalate_after ({e}s)"
+            ));
+        }
     }
     if has_auto && !terms.auto_approve && terms.break_glass {
         return Err(
@@ -273,5 +331,63 @@ mod tests {
         assert_eq!(likely_typo("description"), None);
         assert_eq!(likely_typo("owner"), None);
         assert_eq!(likely_typo("approvals"), None);
+    }
+
+    #[test]
+    fn follow_ups() {
+        let a = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let t = check(
+            &a(&[
+                ("approvals", "security:1"),
+                ("remind_after", "30m"),
+                ("escalate_after", "2h"),
+                ("escalate_to", "leads"),
+            ]),
+            true,
+            true,
+            false,
+        )
+        .unwrap();
+        let f = t.follow_up.unwrap();
+        assert_eq!(
+            (
+                f.remind_after_secs,
+                f.escalate_after_secs,
+                f.escalate_to.as_deref()
+            ),
+            (Some(1800), Some(7200), Some("leads"))
+        );
+        for (bad, says) in [
+            (vec![("escalate_after", "2h")], "go together"),
+            (vec![("escalate_to", "leads")], "go together"),
+            (
+                vec![
+                    ("remind_after", "2h"),
+                    ("escalate_after", "1h"),
+                    ("escalate_to", "x"),
+                ],
+                "before",
+            ),
+            (
+                vec![("auto_approve", "true"), ("remind_after", "1h")],
+                "waits for approvers",
+            ),
+            (vec![("remind_after", "soon")], "@remind_after"),
+            (
+                vec![("escalate_after", "1h"), ("escalate_to", "no way")],
+                "group name",
+            ),
+        ] {
+            let e = check(&a(&bad), true, true, false).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        let e = check(&a(&[("remind_after", "1h")]), true, false, false).unwrap_err();
+        assert!(e.contains("only meaningful"), "{e}");
+        assert_eq!(likely_typo("remind-after"), Some(REMIND_AFTER));
     }
 }

@@ -1447,6 +1447,7 @@ impl Engine {
                 tiers: e.terms.effective_tiers(),
                 break_glass: true,
                 allow_parallel: e.terms.allow_parallel,
+                follow_up: None,
             });
         }
         // The strictest applicable permit wins: any approval beats auto-approve, more
@@ -1506,6 +1507,7 @@ impl Engine {
             tiers: e.terms.effective_tiers(),
             break_glass: false,
             allow_parallel: e.terms.allow_parallel,
+            follow_up: e.terms.follow_up.clone(),
         })
     }
 }

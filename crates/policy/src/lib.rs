@@ -49,7 +49,9 @@
 //! | `@approvals("team-leads:1, security:2")` | permit of `request` | ordered tiers: each `GROUP:N` needs N distinct approvals from members of GROUP (who must also be permitted `approve`), tier by tier; a bare `N` means N approvals from anyone `approve` permits (`@approvals("2")`) |
 //! | `@max_duration("8h")` | permit of `request` | longest grant; requests for longer cannot use this permit |
 //! | `@break_glass("true")` | permit of `request` | applies **only** to break-glass requests; grants at once (flagged for notification and review) |
-//! | `@allow_parallel("true")` | permit of `request` | the requester may hold several live grants of the role at once; without it a request for a role the requester already holds live on the target is refused, naming the grant |
+//! | `@allow_parallel("true")` | permit of `request` | the requester may hold several live grants of the role at once; without it a request for a role the requester already holds live on the target extends that grant (or is refused, naming it, when it already lasts as long) |
+//! | `@remind_after("30m")` | permit of `request` needing approval | nobody answered by then: the approvers it waits for are reminded (`request.reminded`, once) |
+//! | `@escalate_after("2h")`, `@escalate_to("GROUP")` | permit of `request` needing approval | nobody answered by then: GROUP is told (`request.escalated`, once) and its members may decide the step the request waits for, if a permit lets them `approve` the role |
 //!
 //! "Permit of `request`" means a permit whose action scope is exactly
 //! `action == Pedm::Action::"request"`. Refused at load, naming the policy: those four

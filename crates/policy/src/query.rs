@@ -311,6 +311,9 @@ pub struct Requirements {
     /// `@allow_parallel("true")`: the requester may hold several live grants of this role
     /// at once (otherwise a second request while one is live is refused).
     pub allow_parallel: bool,
+    /// `@remind_after`, `@escalate_after`, `@escalate_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<pedm_core::model::FollowUp>,
 }
 
 impl Requirements {

@@ -309,6 +309,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     let auth_failures = tokio::spawn(flush_auth_failures(cp.clone(), shutdown_rx.clone()));
+    tokio::spawn(pedm_core::scheduler::run_follow_ups(
+        cp.clone(),
+        shutdown_rx.clone(),
+    ));
     if let Some(rx) = slack_queue {
         tokio::spawn(slack::run(
             slack.clone(),

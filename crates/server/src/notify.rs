@@ -77,6 +77,27 @@ pub(crate) fn notification(n: &Notice) -> Notification {
             ),
             json!({ "request": r }),
         ),
+        Notice::RequestFollowUp {
+            request: r,
+            step,
+            waiting_for,
+            escalated_to,
+        } => Notification::new(
+            *step,
+            Severity::Info,
+            match escalated_to {
+                Some(g) => format!(
+                    "ESCALATED to {g}: {} still waits for {waiting_for} to approve {} on {} \
+                     (asked {}): {}",
+                    r.requester, r.role, r.target, r.created_at, r.justification
+                ),
+                None => format!(
+                    "REMINDER: {} still waits for {waiting_for} to approve {} on {} (asked {}): {}",
+                    r.requester, r.role, r.target, r.created_at, r.justification
+                ),
+            },
+            json!({ "request": r, "waiting_for": waiting_for, "escalated_to": escalated_to }),
+        ),
         Notice::GrantStarted(g) => Notification::new(
             kinds::GRANT_STARTED,
             Severity::Info,

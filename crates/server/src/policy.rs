@@ -138,6 +138,7 @@ impl Decider for CedarDecider {
                 tiers: core_tiers(r.tiers),
                 break_glass: r.break_glass,
                 allow_parallel: r.allow_parallel,
+                follow_up: r.follow_up,
             }),
         }
     }

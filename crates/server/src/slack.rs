@@ -196,7 +196,8 @@ impl Observer for SlackObserver {
             | Notice::RequestDecided(_)
             | Notice::GrantStarted(_)
             | Notice::GrantExtended(_)
-            | Notice::GrantEnded(_) => true,
+            | Notice::GrantEnded(_)
+            | Notice::RequestFollowUp { .. } => true,
             n => crate::notify::notification(n).severity == Severity::High,
         };
         if wanted && self.0.try_send(notice.clone()).is_err() {
@@ -240,6 +241,26 @@ async fn show(
     notice: &Notice,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    if let Notice::RequestFollowUp { request, .. } = notice {
+        let key = message_key(app, request);
+        let Some(existing) = cp.integration_value(INTEGRATION, &key).await? else {
+            return Ok(());
+        };
+        let Some((channel, ts)) = existing.split_once(' ') else {
+            return Ok(());
+        };
+        let n = crate::notify::notification(notice);
+        let body = json!({
+            "channel": channel, "thread_ts": ts, "reply_broadcast": true,
+            "text": pedm_notify::slack::escape_mrkdwn(&pedm_notify::slack::fit(&n.summary, 3000)),
+            "blocks": notice_blocks(&n.summary),
+        });
+        slack
+            .call_retrying(app, "chat.postMessage", &body, shutdown)
+            .await
+            .map_err(|e| anyhow::anyhow!("chat.postMessage: {e}"))?;
+        return Ok(());
+    }
     let request = match notice {
         Notice::RequestPending(r) | Notice::RequestDecided(r) => Some(r.clone()),
         Notice::GrantStarted(g) | Notice::GrantExtended(g) | Notice::GrantEnded(g) => {

@@ -17,7 +17,7 @@ pub(crate) const ROLE_COLS: &str = "target, name, description, max_duration_secs
 pub(crate) const REQUEST_COLS: &str = "id, requester, target, role, duration_secs, justification, \
      task, ticket, context, state, created_at, pending_until, decided_at, decided_by, \
      decision_reason, grant_id, approvals_required, version, approval_tiers, policy, \
-     break_glass, review";
+     break_glass, review, follow_up";
 pub(crate) const APPROVAL_COLS: &str = "request_id, approver, decision, comment, at, tier";
 pub(crate) const POLICY_COLS: &str = "version, created_at, created_by, comment, digest, sources";
 pub(crate) const GRANT_COLS: &str = "id, request_id, user_name, target, role, starts_at, \
@@ -173,6 +173,10 @@ pub(crate) fn request(r: &Row) -> Result<Request, StoreError> {
             None => None,
         },
         version: r.get("version")?,
+        follow_up: match r.get::<Option<String>>("follow_up")? {
+            Some(t) => Some(serde_json::from_str(&t).map_err(|e| corrupt("follow_up", e))?),
+            None => None,
+        },
     })
 }
 

@@ -370,9 +370,9 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                 "INSERT INTO requests (id, requester, target, role, duration_secs, \
                  justification, task, ticket, context, state, created_at, pending_until, \
                  decided_at, decided_by, decision_reason, grant_id, approvals_required, version, \
-                 approval_tiers, policy, break_glass, review, review_state) \
+                 approval_tiers, policy, break_glass, review, review_state, follow_up) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19, $20, $21, $22, $23)",
+                 $17, $18, $19, $20, $21, $22, $23, $24)",
                 request_args(r)?,
                 || StoreError::AlreadyExists(format!("request {} already exists", r.id)),
                 no_fk("a request"),
@@ -390,7 +390,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                      context = $9, state = $10, created_at = $11, pending_until = $12, \
                      decided_at = $13, decided_by = $14, decision_reason = $15, grant_id = $16, \
                      approvals_required = $17, version = $18, approval_tiers = $19, \
-                     policy = $20, break_glass = $21, review = $22, review_state = $23 \
+                     policy = $20, break_glass = $21, review = $22, review_state = $23, \
+                     follow_up = $24 \
                      WHERE id = $1 AND version = $18 - 1",
                     request_args(r)?,
                 )
@@ -797,7 +798,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
     }
 }
 
-/// `$1..$18` in `REQUEST_COLS` order.
+/// `$1..$24`: `REQUEST_COLS` order with `review_state` before `follow_up`.
 fn request_args(r: &Request) -> Result<Vec<Arg>, StoreError> {
     Ok(args![
         r.id,
@@ -825,7 +826,11 @@ fn request_args(r: &Request) -> Result<Vec<Arg>, StoreError> {
             Some(v) => Some(json_text(v)?),
             None => None,
         },
-        r.review.as_ref().map(|v| v.state.as_str())
+        r.review.as_ref().map(|v| v.state.as_str()),
+        match &r.follow_up {
+            Some(f) => Some(json_text(f)?),
+            None => None,
+        }
     ])
 }
 

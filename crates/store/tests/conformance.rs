@@ -206,7 +206,7 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
             source_addr: Some("10.0.0.1".into()),
             device: BTreeMap::from([("managed".into(), "true".into())]),
             step_up: None,
-            extends: None,
+            extends: Some(Uuid::from_u128(7)),
         },
         state: RequestState::Pending,
         created_at: t(created),
@@ -229,6 +229,11 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
         policy: Some("base.cedar#3".into()),
         break_glass: false,
         review: None,
+        follow_up: Some(pedm_core::model::FollowUp {
+            remind_after_secs: Some(300),
+            escalate_after_secs: Some(900),
+            escalate_to: Some("leads".into()),
+        }),
         version: 1,
     }
 }

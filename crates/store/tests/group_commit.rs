@@ -60,6 +60,7 @@ fn request(requester: &str) -> Request {
         policy: None,
         break_glass: false,
         review: None,
+        follow_up: None,
         version: 1,
     }
 }

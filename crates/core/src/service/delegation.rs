@@ -1045,6 +1045,7 @@ impl ControlPlane {
             policy: None,
             break_glass: false,
             review: None,
+            follow_up: None,
             version: 1,
         };
         let mut req = req;

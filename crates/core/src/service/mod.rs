@@ -13,6 +13,7 @@ mod delegation;
 mod devices;
 mod extend;
 mod external;
+mod follow_up;
 mod grants;
 mod history;
 mod hosts;
@@ -204,6 +205,8 @@ pub struct ControlPlane {
     provisioning: Option<Arc<dyn crate::provisioning::ProvisioningPort>>,
     /// Woken when a provisioning job is created.
     jobs_changed: Arc<Notify>,
+    /// Woken when a request with reminders or escalation starts waiting.
+    follow_ups_changed: Arc<Notify>,
     /// Recently authenticated tokens (see [`auth_cache`] for what staleness this allows).
     auth_cache: auth_cache::AuthCache,
     /// Failed authentications per source address (see [`auth_failures`]).
@@ -267,6 +270,7 @@ impl ControlPlane {
             deadline_changed: Arc::new(Notify::new()),
             provisioning: None,
             jobs_changed: Arc::new(Notify::new()),
+            follow_ups_changed: Arc::new(Notify::new()),
             auth_cache: auth_cache::AuthCache::default(),
             auth_failures: auth_failures::AuthFailures::default(),
             policy_approvals: 0,
@@ -338,6 +342,10 @@ impl ControlPlane {
 
     pub fn deadline_changed(&self) -> Arc<Notify> {
         self.deadline_changed.clone()
+    }
+
+    pub fn follow_ups_changed(&self) -> Arc<Notify> {
+        self.follow_ups_changed.clone()
     }
 
     fn event(&self, actor: &Actor, action: &str, subject: Option<String>) -> NewAuditEvent {

@@ -180,6 +180,7 @@ impl ControlPlane {
             policy: None,
             break_glass: new.break_glass,
             review: None,
+            follow_up: None,
             version: 1,
         };
         let mut created = self
@@ -323,6 +324,7 @@ impl ControlPlane {
                 };
                 req.approvals_required = req.approval_tiers.iter().map(|t| t.required).sum();
                 req.policy = p.policy.clone();
+                req.follow_up = p.follow_up.clone();
                 req.decision_reason = Some(p.reason);
                 let mut data = json!({
                     "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
@@ -341,6 +343,9 @@ impl ControlPlane {
         self.store.commit(cs).await?;
         self.deadline_changed.notify_one();
         self.jobs_changed.notify_one();
+        if req.follow_up.is_some() {
+            self.follow_ups_changed.notify_one();
+        }
         match (&grant, req.break_glass) {
             (Some(g), true) => self.notify(Notice::BreakGlass {
                 request: Box::new(req.clone()),
@@ -487,8 +492,15 @@ impl ControlPlane {
         let Some(pos) = tier_position(req, approvals) else {
             return Err("every approval step is already complete".into());
         };
+        // Once a request is escalated, its escalation group may decide the step it waits for.
+        let escalated = req
+            .follow_up
+            .as_ref()
+            .and_then(|f| f.escalated_to(req.created_at, self.now()))
+            .is_some_and(|e| actor.groups.iter().any(|m| m == e));
         if let Some(g) = &pos.tier.group
             && !actor.groups.iter().any(|m| m == g)
+            && !escalated
         {
             return Err(format!(
                 "approval step {} needs a member of group {g}; {} is not one",

@@ -130,6 +130,7 @@ impl ControlPlane {
             policy: terms.policies.first().cloned(),
             break_glass: false,
             review: None,
+            follow_up: None,
             version: 1,
         };
         let cs = Changeset::new()

@@ -426,7 +426,8 @@ pub(super) async fn commands(
 
 /// Links the caller's pedm user to the Slack user a code from `/pedm link` names.
 #[utoipa::path(post, path = "/me/links/slack", tag = "identity", request_body = SlackLink,
-    responses((status = 200, body = SlackLinked)))]
+    responses((status = 200, body = SlackLinked), (status = 400, body = pedm_api::ErrorBody),
+        (status = 404, body = pedm_api::ErrorBody), (status = 409, body = pedm_api::ErrorBody)))]
 pub(super) async fn link(
     State(s): State<AppState>,
     caller: Caller,
