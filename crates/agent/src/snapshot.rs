@@ -288,6 +288,8 @@ impl Enforced {
                 sponsor: chosen.sponsor.clone(),
                 // Host sessions are people's; workload identities live in API tokens only.
                 workload: None,
+                // The on-call schedule is pedmd's; the agent decides offline without it.
+                on_call: false,
             },
             action: Action::Exec,
             resource: Resource::Command {

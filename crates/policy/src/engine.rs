@@ -1094,6 +1094,10 @@ impl Engine {
                 "external".to_string(),
                 RestrictedExpression::new_bool(p.external),
             ),
+            (
+                "on_call".to_string(),
+                RestrictedExpression::new_bool(p.on_call),
+            ),
         ]);
         if let Some(s) = &p.sponsor {
             attrs.insert(

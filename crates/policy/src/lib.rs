@@ -9,7 +9,7 @@
 //! | entity | parents | attributes |
 //! |---|---|---|
 //! | `Pedm::Group` | | |
-//! | `Pedm::User` | `Group` | `admin: Bool` |
+//! | `Pedm::User` | `Group` | `admin: Bool`, `external: Bool`, `sponsor?`, `workload?`, `on_call: Bool` (on call now per pedmd's `[oncall]`; false on host agents) |
 //! | `Pedm::Target` | | `name`, `kind: String`, `labels: Set<String>` |
 //! | `Pedm::Role` id `"<target>/<role>"` | its `Target` | `name`, `target`, `kind`, `labels`, `run_as?`, `auto_approve: Bool` (the role's owner marked it low-risk) |
 //! | `Pedm::Command` id `"<target>/<role>/<path>"` | its `Role` | `path`, `args`, `sha256?`, `role`, `target`, `kind`, `labels` |

@@ -22,6 +22,9 @@ pub struct Principal {
     /// A workload signed in by token exchange: `principal.workload` (absent for people).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<pedm_core::workload::WorkloadIdentity>,
+    /// On call now, per the configured on-call source: `principal.on_call`.
+    #[serde(default)]
+    pub on_call: bool,
 }
 
 impl Principal {

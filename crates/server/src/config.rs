@@ -28,6 +28,9 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Webhooks for new requests, decisions, grants and break-glass (`[[notify.webhook]]`).
     pub notify: pedm_notify::NotifyConfig,
+    /// Who is on call (`principal.on_call`): `[oncall] file` or `url`.
+    #[serde(default)]
+    pub oncall: Option<crate::oncall::OnCallConfig>,
     pub audit: AuditConfig,
     /// Provisioners: `[provision.targets.<target>]` (kind and connection) and
     /// `[provision.roles.<target>.<role>]` (what a grant of that role does).
@@ -328,6 +331,7 @@ impl Default for Config {
                 require_approvals: 0,
             },
             notify: pedm_notify::NotifyConfig::default(),
+            oncall: None,
             audit: AuditConfig {
                 signing_key: String::new(),
                 checkpoint_interval: "60s".into(),
@@ -361,6 +365,7 @@ pub struct Resolved {
     /// Approvals a policy change needs (0: none).
     pub policy_approvals: u32,
     pub notify: pedm_notify::NotifyConfig,
+    pub oncall: Option<crate::oncall::OnCallConfig>,
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_interval: std::time::Duration,
     /// `None`: derived from the key.
@@ -486,6 +491,7 @@ impl Config {
                 n => n,
             },
             notify: self.notify.clone(),
+            oncall: self.oncall.clone(),
             audit_signing_key: if self.audit.signing_key.trim().is_empty() {
                 self.data_dir.join("audit.key")
             } else {

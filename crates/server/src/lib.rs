@@ -8,6 +8,7 @@ pub mod http;
 pub mod live;
 mod notify;
 pub mod oidc;
+pub mod oncall;
 pub mod policy;
 pub mod provision;
 mod slack;
@@ -205,6 +206,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         anyhow::bail!("refusing to start: {msg}");
     }
+    let on_call = Arc::new(oncall::OnCall::new(cfg.oncall.clone())?);
     let mut cp = ControlPlane::new(
         store,
         Arc::new(BuiltinDecider),
@@ -213,6 +215,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .with_policy_compiler(Arc::new(policy::CedarCompiler {
         options: cfg.policy_options.clone(),
+        on_call: on_call.clone(),
     }))
     .with_policy_approvals(cfg.policy_approvals)
     .with_exec_alerts(cfg.exec_alerts.clone());
@@ -309,6 +312,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     let auth_failures = tokio::spawn(flush_auth_failures(cp.clone(), shutdown_rx.clone()));
+    tokio::spawn(on_call.clone().run(shutdown_rx.clone()));
     tokio::spawn(pedm_core::scheduler::run_follow_ups(
         cp.clone(),
         shutdown_rx.clone(),

@@ -16,6 +16,8 @@ pub const DEFAULT_POLICIES: &str = include_str!("default_policies.cedar");
 
 pub struct CedarCompiler {
     pub options: EngineOptions,
+    /// Who is on call now (`principal.on_call`).
+    pub on_call: Arc<crate::oncall::OnCall>,
 }
 
 impl PolicyCompiler for CedarCompiler {
@@ -25,7 +27,10 @@ impl PolicyCompiler for CedarCompiler {
             .map(|s| (s.name.clone(), s.text.clone()))
             .collect();
         let engine = Engine::load(&pairs, self.options.clone()).map_err(|e| e.to_string())?;
-        Ok(Arc::new(CedarDecider { engine }))
+        Ok(Arc::new(CedarDecider {
+            engine,
+            on_call: self.on_call.clone(),
+        }))
     }
 
     fn default_sources(&self) -> Vec<PolicySource> {
@@ -38,16 +43,21 @@ impl PolicyCompiler for CedarCompiler {
 
 pub struct CedarDecider {
     engine: Engine,
+    on_call: Arc<crate::oncall::OnCall>,
 }
 
-fn principal(a: &Actor) -> Principal {
-    Principal {
-        user: a.user.clone(),
-        groups: a.groups.clone(),
-        admin: a.admin,
-        external: a.external,
-        sponsor: a.sponsor.clone(),
-        workload: a.workload.clone(),
+impl CedarDecider {
+    fn principal(&self, a: &Actor) -> Principal {
+        Principal {
+            user: a.user.clone(),
+            groups: a.groups.clone(),
+            admin: a.admin,
+            external: a.external,
+            sponsor: a.sponsor.clone(),
+            // A workload is never a person on call.
+            on_call: a.workload.is_none() && self.on_call.is_on_call(&a.user),
+            workload: a.workload.clone(),
+        }
     }
 }
 
@@ -98,7 +108,7 @@ fn admin_action(a: AdminAction) -> Action {
 impl Decider for CedarDecider {
     fn decide_request(&self, input: &RequestInput<'_>) -> RequestDecision {
         let q = RequestQuery {
-            principal: principal(input.principal),
+            principal: self.principal(input.principal),
             target: TargetRef::from(input.target),
             role: role_ref(input.role),
             context: Ctx {
@@ -156,7 +166,7 @@ impl Decider for CedarDecider {
         ctx.has_ticket = request.ticket.is_some();
         ctx.extension = request.context.extends.is_some();
         let v = self.engine.authorize(&AuthzQuery {
-            principal: principal(approver),
+            principal: self.principal(approver),
             action: Action::Approve,
             resource: Resource::Role {
                 target: TargetRef::from(target),
@@ -191,7 +201,7 @@ impl Decider for CedarDecider {
         remaining_secs: i64,
     ) -> Result<StepUpTerms, String> {
         let q = AuthzQuery {
-            principal: principal(holder),
+            principal: self.principal(holder),
             action: Action::Exec,
             resource: Resource::Command {
                 target: TargetRef::from(target),
@@ -230,7 +240,7 @@ impl Decider for CedarDecider {
 
     fn may_administer(&self, actor: &Actor, action: AdminAction) -> Result<(), String> {
         let v = self.engine.authorize(&AuthzQuery {
-            principal: principal(actor),
+            principal: self.principal(actor),
             action: admin_action(action),
             resource: Resource::System,
             context: Ctx::at(jiff::Timestamp::now()),
@@ -274,7 +284,7 @@ impl Decider for CedarDecider {
             ),
         };
         let v = self.engine.authorize(&AuthzQuery {
-            principal: principal(actor),
+            principal: self.principal(actor),
             action: Action::Delegate,
             resource,
             context: ctx,
@@ -300,7 +310,7 @@ impl Decider for CedarDecider {
         context.device = device(claims);
         self.engine
             .authorize(&AuthzQuery {
-                principal: principal(actor),
+                principal: self.principal(actor),
                 action: Action::TrustDevice,
                 resource: Resource::System,
                 context,
