@@ -689,33 +689,20 @@ async fn a_grant_is_extended_from_my_access() {
     let page = body(w.get("/ui/access", &alice).await).await;
     assert!(page.contains(&format!("id=\"extend-{grant}\"")), "{page}");
     let csrf = csrf_of(&w, &alice).await;
+    let path = format!("/ui/grants/{grant}/extend");
+    let extend = |form: String| {
+        let (w, path, alice) = (&w, &path, &alice);
+        async move { w.post(path, alice, &form, &[]).await }
+    };
     // Without the session's CSRF token: refused, nothing asked.
-    let r = w
-        .post(
-            &format!("/ui/grants/{grant}/extend"),
-            &alice,
-            "by=10m&justification=more",
-            &[],
-        )
-        .await;
+    let r = extend("by=10m&justification=more".into()).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = w
-        .post(
-            &format!("/ui/grants/{grant}/extend"),
-            &alice,
-            &format!("csrf={csrf}&by=ten&justification=more"),
-            &[],
-        )
-        .await;
+    let r = extend(format!("csrf={csrf}&by=ten&justification=more")).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = w
-        .post(
-            &format!("/ui/grants/{grant}/extend"),
-            &alice,
-            &format!("csrf={csrf}&by=10m&justification=the+reboot+takes+long"),
-            &[],
-        )
-        .await;
+    let r = extend(format!(
+        "csrf={csrf}&by=10m&justification=the+reboot+takes+long"
+    ))
+    .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let to = r.headers()[header::LOCATION].to_str().unwrap().to_string();
     let ext: uuid::Uuid = to.trim_start_matches("/ui/requests/").parse().unwrap();

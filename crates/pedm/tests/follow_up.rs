@@ -8,20 +8,6 @@ use pedm_api::{Decide, RequestState};
 use pedm_store::testing::TestPostgres;
 use std::time::Duration;
 
-/// `name{labels} value` summed over every line of metric `name` whose labels contain `with`.
-async fn metric(s: &Server, name: &str, with: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", s.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(with))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reminder_then_escalation_once_across_two_instances() {
     let Some(pg) = TestPostgres::start_or_skip() else {

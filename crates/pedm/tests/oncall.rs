@@ -49,18 +49,7 @@ fn entry(email: &str, start: i64, end: i64) -> Value {
 }
 
 async fn refreshes(s: &Server, outcome: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", s.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| {
-            l.starts_with("pedm_oncall_refreshes_total") && l.contains(&format!("\"{outcome}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+    metric(s, "pedm_oncall_refreshes_total", &format!("\"{outcome}\"")).await as u64
 }
 
 /// Waits until pedmd has read the schedule (with this outcome) twice more: the second read
@@ -159,17 +148,7 @@ async fn on_call_engineers_are_auto_approved_while_on_call_only() {
     eventually(
         Duration::from_secs(30),
         "the schedule to go stale",
-        || async {
-            let text = reqwest::get(format!("{}/metrics", s.url))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            text.lines()
-                .any(|l| l == "pedm_oncall_stale 1")
-                .then_some(())
-        },
+        || async { (metric(&s, "pedm_oncall_stale", "").await == 1.0).then_some(()) },
     )
     .await;
     let stale = bob

@@ -54,12 +54,10 @@ async fn approve_and_deny_from_slack() {
     let commands = format!("{}/integrations/slack/commands", s.url);
 
     // bob links his Slack user: /pedm link in Slack, then the code in the CLI.
-    let (status, answer, _) = slack
-        .post_signed(
+    let (status, answer) = slack
+        .send(
             &commands,
             &slash_command("U0BOB", "link", &slack.response_url()),
-            SIGNING_SECRET,
-            now(),
         )
         .await;
     assert_eq!(status, 200, "{answer}");
@@ -98,12 +96,10 @@ async fn approve_and_deny_from_slack() {
         "{refused:?}"
     );
     // alice links hers through the API.
-    let (_, answer, _) = slack
-        .post_signed(
+    let (_, answer) = slack
+        .send(
             &commands,
             &slash_command("U0ALICE", "link", &slack.response_url()),
-            SIGNING_SECRET,
-            now(),
         )
         .await;
     let linked = alice
@@ -126,9 +122,7 @@ async fn approve_and_deny_from_slack() {
     r.ticket = Some("CHG-7".into());
     let id = alice.create_request(&r).await.unwrap().request.id;
     let posted = slack
-        .wait_call(0, "the request posted", |c| {
-            c.method == "chat.postMessage" && text_of(&c.body["blocks"]).contains(&id.to_string())
-        })
+        .wait_blocks(0, "chat.postMessage", &id.to_string())
         .await;
     assert_eq!(posted.body["channel"], CHANNEL);
     let blocks = text_of(&posted.body["blocks"]);
@@ -194,13 +188,8 @@ async fn approve_and_deny_from_slack() {
 
     // A Slack user nobody linked is told privately, and it is recorded.
     let url = slack.response_url();
-    let (status, _, _) = slack
-        .post_signed(
-            &interactions,
-            &form(&approve("U0CAROL", &url)),
-            SIGNING_SECRET,
-            now(),
-        )
+    let (status, _) = slack
+        .send(&interactions, &form(&approve("U0CAROL", &url)))
         .await;
     assert_eq!(status, 200);
     let reply = slack
@@ -221,12 +210,7 @@ async fn approve_and_deny_from_slack() {
     // alice cannot approve her own request from Slack either: the core refuses and records.
     let url = slack.response_url();
     slack
-        .post_signed(
-            &interactions,
-            &form(&approve("U0ALICE", &url)),
-            SIGNING_SECRET,
-            now(),
-        )
+        .send(&interactions, &form(&approve("U0ALICE", &url)))
         .await;
     let reply = slack
         .wait_call(0, "the refusal to alice", |c| url.ends_with(&c.method))
@@ -266,9 +250,7 @@ async fn approve_and_deny_from_slack() {
     assert_eq!(detail.approvals[0].approver, "bob");
     let grant = detail.request.grant_id.expect("a grant");
     let updated = slack
-        .wait_call(calls_after_post, "the message updated to granted", |c| {
-            c.method == "chat.update" && text_of(&c.body["blocks"]).contains("Granted to alice")
-        })
+        .wait_blocks(calls_after_post, "chat.update", "Granted to alice")
         .await;
     assert_eq!(
         (
@@ -292,11 +274,7 @@ async fn approve_and_deny_from_slack() {
         .release_grant(grant, &Reason::default())
         .await
         .unwrap();
-    slack
-        .wait_call(n, "the message updated to released", |c| {
-            c.method == "chat.update" && text_of(&c.body["blocks"]).contains("Grant released")
-        })
-        .await;
+    slack.wait_blocks(n, "chat.update", "Grant released").await;
 
     // Deny asks for a reason in a modal; its submission denies with that reason.
     let id2 = alice
@@ -307,9 +285,7 @@ async fn approve_and_deny_from_slack() {
         .id;
     let n = slack.calls().len();
     slack
-        .wait_call(0, "the second request posted", |c| {
-            c.method == "chat.postMessage" && text_of(&c.body["blocks"]).contains(&id2.to_string())
-        })
+        .wait_blocks(0, "chat.postMessage", &id2.to_string())
         .await;
     let click = button_click(
         "U0BOB",
@@ -319,13 +295,8 @@ async fn approve_and_deny_from_slack() {
         &slack.response_url(),
     )
     .to_string();
-    let (status, _, _) = slack
-        .post_signed(
-            &interactions,
-            &[("payload", click.as_str())],
-            SIGNING_SECRET,
-            now(),
-        )
+    let (status, _) = slack
+        .send(&interactions, &[("payload", click.as_str())])
         .await;
     assert_eq!(status, 200);
     let modal = slack
@@ -338,13 +309,8 @@ async fn approve_and_deny_from_slack() {
     );
     let submit =
         deny_submission("U0BOB", &id2.to_string(), "wait for the <b>window</b>").to_string();
-    let (status, body, _) = slack
-        .post_signed(
-            &interactions,
-            &[("payload", submit.as_str())],
-            SIGNING_SECRET,
-            now(),
-        )
+    let (status, body) = slack
+        .send(&interactions, &[("payload", submit.as_str())])
         .await;
     assert_eq!((status, body.as_str()), (200, ""));
     let denied = alice.get_request(id2).await.unwrap();
@@ -354,10 +320,7 @@ async fn approve_and_deny_from_slack() {
         Some("wait for the <b>window</b>")
     );
     slack
-        .wait_call(n, "the message updated to denied", |c| {
-            c.method == "chat.update"
-                && text_of(&c.body["blocks"]).contains("Denied by bob: wait for")
-        })
+        .wait_blocks(n, "chat.update", "Denied by bob: wait for")
         .await;
     // An empty reason is refused in the modal itself (pedm requires one).
     let id3 = alice
@@ -367,13 +330,8 @@ async fn approve_and_deny_from_slack() {
         .request
         .id;
     let submit = deny_submission("U0BOB", &id3.to_string(), "  ").to_string();
-    let (_, body, _) = slack
-        .post_signed(
-            &interactions,
-            &[("payload", submit.as_str())],
-            SIGNING_SECRET,
-            now(),
-        )
+    let (_, body) = slack
+        .send(&interactions, &[("payload", submit.as_str())])
         .await;
     let v: Value = serde_json::from_str(&body).expect("a modal error answer");
     assert_eq!(v["response_action"], "errors", "{v}");
@@ -390,29 +348,25 @@ async fn approve_and_deny_from_slack() {
     );
 
     // Requesters can ask from Slack: /pedm request.
-    let (_, answer, _) = slack
-        .post_signed(
+    let (_, answer) = slack
+        .send(
             &commands,
             &slash_command(
                 "U0ALICE",
                 "request web1 docker 10m deploy the hotfix",
                 &slack.response_url(),
             ),
-            SIGNING_SECRET,
-            now(),
         )
         .await;
     assert!(answer.contains("granted until"), "{answer}");
-    let (_, answer, _) = slack
-        .post_signed(
+    let (_, answer) = slack
+        .send(
             &commands,
             &slash_command(
                 "U0CAROL",
                 "request web1 docker 10m x",
                 &slack.response_url(),
             ),
-            SIGNING_SECRET,
-            now(),
         )
         .await;
     assert!(answer.contains("not linked"), "{answer}");
@@ -435,9 +389,7 @@ async fn slack_down_is_retried_and_counted() {
         .request
         .id;
     slack
-        .wait_call(0, "the post after Slack came back", |c| {
-            c.method == "chat.postMessage" && text_of(&c.body["blocks"]).contains(&id.to_string())
-        })
+        .wait_blocks(0, "chat.postMessage", &id.to_string())
         .await;
     let refused = slack
         .calls()
@@ -445,19 +397,11 @@ async fn slack_down_is_retried_and_counted() {
         .filter(|c| c.method.contains("refused: down"))
         .count();
     assert_eq!(refused, 2);
-    let metrics = reqwest::get(format!("{}/metrics", s.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("pedm_slack_calls_total")
-                && l.contains("method=\"chat.postMessage\"")
-                && l.contains("outcome=\"retry\"")
-        })
-        .unwrap_or_else(|| panic!("no retry counter in {metrics}"));
-    assert!(line.ends_with(" 2"), "{line}");
+    let retried = metric(
+        &s,
+        "pedm_slack_calls_total",
+        "method=\"chat.postMessage\",outcome=\"retry\"",
+    )
+    .await;
+    assert_eq!(retried, 2.0);
 }

@@ -420,6 +420,22 @@ pub async fn receiver() -> (
     (url, rx)
 }
 
+/// The sum of metric `name`'s samples whose labels contain `with` ("" for all), as the
+/// server's `/metrics` shows them now.
+pub async fn metric(s: &Server, name: &str, with: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("/metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(with))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The audit events of `action`, as the admin reads them through the API.
 pub async fn audit_of(s: &Server, action: &str) -> Vec<pedm_api::AuditEvent> {
     s.admin()

@@ -129,6 +129,21 @@ impl FakeSlack {
         (status, text, headers)
     }
 
+    /// Posts a form to pedmd as Slack would, signed now with the app's real secret.
+    pub async fn send(&self, url: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let now = jiff::Timestamp::now().as_second();
+        let (status, body, _) = self.post_signed(url, form, SIGNING_SECRET, now).await;
+        (status, body)
+    }
+
+    /// Waits for a `method` call after the first `after` whose blocks contain `text`.
+    pub async fn wait_blocks(&self, after: usize, method: &str, text: &str) -> Call {
+        self.wait_call(after, &format!("{method} showing {text:?}"), |c| {
+            c.method == method && c.body["blocks"].to_string().contains(text)
+        })
+        .await
+    }
+
     /// Posts a form body with exactly these headers (a replay, a forgery).
     pub async fn post_raw(
         &self,

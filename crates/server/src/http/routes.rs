@@ -445,6 +445,16 @@ async fn list_requests(
     Ok(Json(s.cp.list_requests(&c.actor, filter).await?))
 }
 
+/// Where a request comes from: the caller's address and device.
+async fn request_context(s: &AppState, c: &Caller) -> ApiResult<RequestContext> {
+    Ok(RequestContext {
+        source_addr: c.source.clone(),
+        device: s.cp.device_context(&c.actor, c.device.as_deref()).await?,
+        step_up: None,
+        extends: None,
+    })
+}
+
 /// Ask for a role on a target for a duration, with a justification.
 #[utoipa::path(post, path = "/requests", tag = "requests", request_body = CreateRequest,
     responses((status = 201, body = RequestCreated), (status = 400, body = ErrorBody),
@@ -455,12 +465,7 @@ async fn create_request(
     Body(b): Body<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<RequestCreated>)> {
     let duration_secs = parse_duration_field("duration", &b.duration)?;
-    let context = RequestContext {
-        source_addr: c.source.clone(),
-        device: s.cp.device_context(&c.actor, c.device.as_deref()).await?,
-        step_up: None,
-        extends: None,
-    };
+    let context = request_context(&s, &c).await?;
     let (request, grant) =
         s.cp.create_request(
             &c.actor,
@@ -584,12 +589,7 @@ async fn extend_grant(
     Body(b): Body<ExtendGrant>,
 ) -> ApiResult<(StatusCode, Json<RequestCreated>)> {
     let by = parse_duration_field("by", &b.by)?;
-    let context = RequestContext {
-        source_addr: c.source.clone(),
-        device: s.cp.device_context(&c.actor, c.device.as_deref()).await?,
-        step_up: None,
-        extends: None,
-    };
+    let context = request_context(&s, &c).await?;
     let (request, grant) =
         s.cp.extend_grant(&c.actor, id, by, b.justification, b.ticket, context)
             .await?;

@@ -36,7 +36,7 @@ use crate::slack::{INTEGRATION, Slack};
 const REPLAY_TTL_SECS: i64 = 2 * slack::MAX_SKEW_SECS + 60;
 
 /// The app whose secret signed this callback, and its form fields.
-struct Verified {
+pub(super) struct Verified {
     app: Arc<SlackApp>,
     form: Vec<(String, String)>,
 }
@@ -108,36 +108,24 @@ async fn verify(
     Ok(Verified { app, form })
 }
 
-/// The peer address, when the server knows it.
-pub(super) struct Source(Option<String>);
+impl axum::extract::FromRequest<AppState> for Verified {
+    type Rejection = Response;
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Source(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
-        ))
+    async fn from_request(req: axum::extract::Request, s: &AppState) -> Result<Self, Response> {
+        let source = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        verify(s, source.as_deref(), &headers, &body).await
     }
 }
 
 /// `POST /integrations/slack/interactions`: Approve and Deny clicks, the deny modal.
-pub(super) async fn interactions(
-    State(s): State<AppState>,
-    Source(src): Source,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let v = match verify(&s, src.as_deref(), &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(super) async fn interactions(State(s): State<AppState>, v: Verified) -> Response {
     let Some(payload) = v
         .field("payload")
         .and_then(|p| serde_json::from_str::<Value>(p).ok())
@@ -350,16 +338,7 @@ fn ephemeral(text: &str) -> Response {
 const USAGE: &str = "Usage: /pedm link | /pedm request <target> <role> <duration> <justification>";
 
 /// `POST /integrations/slack/commands`: `/pedm link` and `/pedm request`.
-pub(super) async fn commands(
-    State(s): State<AppState>,
-    Source(src): Source,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let v = match verify(&s, src.as_deref(), &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(super) async fn commands(State(s): State<AppState>, v: Verified) -> Response {
     let team = v.field("team_id").unwrap_or_default().to_string();
     let user = v.field("user_id").unwrap_or_default().to_string();
     let text = v.field("text").unwrap_or_default().trim().to_string();
