@@ -24,7 +24,29 @@ pub struct SlackLinked {
     pub user: String,
 }
 
+/// One notification channel (a webhook or a Slack app) and its counts since this server
+/// instance started (`GET /notify/status`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChannelStatus {
+    pub name: String,
+    /// `webhook` or `slack`.
+    pub kind: String,
+    /// Waiting to be sent now.
+    pub queued: u64,
+    pub delivered: u64,
+    /// Given up on (refused, attempts exhausted, cut off at shutdown).
+    pub failed: u64,
+    /// Never queued: the queue was full.
+    pub dropped: u64,
+    /// Attempts beyond the first.
+    pub retries: u64,
+}
+
 impl Client {
+    /// Every notification channel of the instance answering (admins and auditors).
+    pub async fn notify_status(&self) -> Result<Vec<ChannelStatus>, ApiError> {
+        self.get("/notify/status").await
+    }
     pub async fn link_slack(&self, b: &SlackLink) -> Result<SlackLinked, ApiError> {
         self.send(Method::POST, "/me/links/slack", b).await
     }

@@ -20,7 +20,7 @@ pub mod sso;
 pub mod types;
 pub mod workload;
 
-pub use chat::{SlackLink, SlackLinked};
+pub use chat::{ChannelStatus, SlackLink, SlackLinked};
 pub use client::{ApiError, Client};
 pub use pedm_core::audit::{AuditEvent, Outcome};
 pub use pedm_core::duration::{format_duration, parse_duration};

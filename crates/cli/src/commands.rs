@@ -40,6 +40,7 @@ impl Ctx {
 pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
     match command {
         Command::Whoami => whoami(ctx).await,
+        Command::Notify(NotifyCmd::Status) => ctx.list(&ctx.client.notify_status().await?),
         Command::Link(LinkCmd::Slack { code }) => {
             let l = ctx.client.link_slack(&SlackLink { code }).await?;
             ctx.emit(&l, || {

@@ -156,6 +156,29 @@ pub fn json_text<T: Serialize>(value: &T) -> serde_json::Result<String> {
     serde_json::to_string_pretty(value).map(|s| s + "\n")
 }
 
+impl Row for pedm_api::ChannelStatus {
+    const HEADER: &'static [&'static str] = &[
+        "NAME",
+        "KIND",
+        "QUEUED",
+        "DELIVERED",
+        "FAILED",
+        "DROPPED",
+        "RETRIES",
+    ];
+    fn cells(&self, _: Timestamp) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.kind.clone(),
+            self.queued.to_string(),
+            self.delivered.to_string(),
+            self.failed.to_string(),
+            self.dropped.to_string(),
+            self.retries.to_string(),
+        ]
+    }
+}
+
 impl Row for User {
     const HEADER: &'static [&'static str] =
         &["NAME", "DISPLAY NAME", "ADMIN", "DISABLED", "CREATED"];

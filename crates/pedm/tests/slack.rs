@@ -14,6 +14,7 @@ use common::slack::{
 use common::*;
 use pedm_api::{Outcome, Reason, RequestState, SlackLink};
 use serde_json::Value;
+use std::time::Duration;
 
 fn now() -> i64 {
     jiff::Timestamp::now().as_second()
@@ -375,8 +376,12 @@ async fn approve_and_deny_from_slack() {
 #[tokio::test]
 async fn slack_down_is_retried_and_counted() {
     let slack = FakeSlack::start().await;
+    let (hook, mut received) = receiver().await;
     let s = Server::start_with(Options {
-        config: Some(slack.config()),
+        config: Some(format!(
+            "[[notify.webhook]]\nname = \"audit-hook\"\nurl = \"{hook}\"\n{}",
+            slack.config()
+        )),
         ..Default::default()
     });
     standard_targets(&s).await;
@@ -404,4 +409,36 @@ async fn slack_down_is_retried_and_counted() {
     )
     .await;
     assert_eq!(retried, 2.0);
+
+    // `pedm notify status` shows both channels with what they did (counted once each
+    // delivery is answered); only for auditors.
+    received.recv().await.expect("the webhook's notification");
+    let status = || {
+        let out = s.cli(&s.admin_token, &["--json", "notify", "status"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str::<Vec<pedm_api::ChannelStatus>>(&stdout(&out)).unwrap()
+    };
+    let rows = eventually(
+        Duration::from_secs(30),
+        "both deliveries counted",
+        || async {
+            let rows = status();
+            (rows.iter().filter(|r| r.delivered == 1).count() == 2).then_some(rows)
+        },
+    )
+    .await;
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("{name} missing from {rows:?}"))
+    };
+    let corp = row("corp");
+    assert_eq!(
+        (corp.kind.as_str(), corp.retries, corp.failed),
+        ("slack", 2, 0)
+    );
+    let hook = row("audit-hook");
+    assert_eq!((hook.kind.as_str(), hook.failed), ("webhook", 0));
+    let e = alice.notify_status().await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
 }

@@ -235,7 +235,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None
     } else {
         let (tx, rx) = slack::queue();
-        cp = cp.with_observer(Arc::new(slack::SlackObserver(tx)));
+        cp = cp.with_observer(Arc::new(slack::SlackObserver(tx, slack.clone())));
         Some(rx)
     };
     let agent_key =
@@ -402,6 +402,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         workload: Arc::new(workload::resolve(&cfg.workload)?),
         scim: cfg.scim,
         slack,
+        notifier: notifier.clone(),
     };
     let mut console = pedm_console::Console::new(cp.clone(), cfg.console.clone(), console_live)
         .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())))

@@ -10,6 +10,7 @@
 //! [`crate::http::slack`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pedm_core::model::{ApprovalDecision, Grant, GrantState, Request, RequestState};
@@ -31,6 +32,10 @@ const ATTEMPTS: u32 = 6;
 pub struct Slack {
     pub apps: Vec<Arc<SlackApp>>,
     client: reqwest::Client,
+    /// Per app, in order: notices shown, given up on, attempts beyond the first.
+    counts: Vec<[AtomicU64; 3]>,
+    /// Notices queued, notices taken from the queue, notices not queued (full).
+    queue: [AtomicU64; 3],
 }
 
 /// Why a Web API call failed.
@@ -60,7 +65,41 @@ impl Slack {
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Slack { apps, client })
+        let counts = apps.iter().map(|_| Default::default()).collect();
+        Ok(Slack {
+            apps,
+            client,
+            counts,
+            queue: Default::default(),
+        })
+    }
+
+    /// Counts per app since start, for `pedm notify status`.
+    pub fn status(&self) -> Vec<pedm_api::ChannelStatus> {
+        let q = |i: usize| self.queue[i].load(Ordering::Relaxed);
+        self.apps
+            .iter()
+            .zip(&self.counts)
+            .map(|(a, c)| pedm_api::ChannelStatus {
+                name: a.config.name.clone(),
+                kind: "slack".into(),
+                queued: q(0).saturating_sub(q(1)),
+                delivered: c[0].load(Ordering::Relaxed),
+                failed: c[1].load(Ordering::Relaxed),
+                dropped: q(2),
+                retries: c[2].load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn count(&self, app: &SlackApp, what: usize) {
+        if let Some(i) = self
+            .apps
+            .iter()
+            .position(|a| a.config.name == app.config.name)
+        {
+            self.counts[i][what].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -145,6 +184,7 @@ impl Slack {
             attempt += 1;
             match self.call(app, method, body).await {
                 Err(CallError::Retry(e, wait)) if attempt < ATTEMPTS => {
+                    self.count(app, 2);
                     let wait = wait.unwrap_or(Duration::from_secs(1 << (attempt - 1)));
                     tracing::warn!(app = %app.config.name, method, error = %e, attempt,
                                    "Slack call failed; retrying");
@@ -187,7 +227,7 @@ fn response_url_allowed(api_url: &str, url: &str) -> bool {
 }
 
 /// Queues the notices Slack shows; never blocks.
-pub struct SlackObserver(pub mpsc::Sender<Notice>);
+pub struct SlackObserver(pub mpsc::Sender<Notice>, pub Arc<Slack>);
 
 impl Observer for SlackObserver {
     fn notice(&self, notice: &Notice) {
@@ -200,7 +240,13 @@ impl Observer for SlackObserver {
             | Notice::RequestFollowUp { .. } => true,
             n => crate::notify::notification(n).severity == Severity::High,
         };
-        if wanted && self.0.try_send(notice.clone()).is_err() {
+        if !wanted {
+            return;
+        }
+        if self.0.try_send(notice.clone()).is_ok() {
+            self.1.queue[0].fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.1.queue[2].fetch_add(1, Ordering::Relaxed);
             metrics::counter!("pedm_slack_dropped_total").increment(1);
             tracing::warn!("the Slack queue is full: a notice was not shown in Slack");
         }
@@ -224,8 +270,11 @@ pub async fn run(
             n = rx.recv() => match n { Some(n) => n, None => return },
             _ = shutdown.changed() => return,
         };
+        slack.queue[1].fetch_add(1, Ordering::Relaxed);
         for app in &slack.apps {
-            if let Err(e) = show(&slack, &cp, app, &notice, &mut shutdown).await {
+            let shown = show(&slack, &cp, app, &notice, &mut shutdown).await;
+            slack.count(app, if shown.is_ok() { 0 } else { 1 });
+            if let Err(e) = shown {
                 metrics::counter!("pedm_slack_failed_total", "app" => app.config.name.clone())
                     .increment(1);
                 tracing::error!(app = %app.config.name, error = %e, "could not show a notice in Slack");

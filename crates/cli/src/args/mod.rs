@@ -61,6 +61,10 @@ pub enum Command {
     /// showed you in Slack, so your clicks there act as you.
     #[command(subcommand)]
     Link(LinkCmd),
+    /// Notification channels (webhooks, Slack apps) of the server answering, with their
+    /// counts since it started (admins and auditors).
+    #[command(subcommand)]
+    Notify(NotifyCmd),
     /// Manage users (admin).
     #[command(subcommand)]
     User(UserCmd),
@@ -940,4 +944,10 @@ pub enum LinkCmd {
         /// The code from `/pedm link` (valid 10 minutes).
         code: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NotifyCmd {
+    /// Queued, delivered, failed, dropped and retried notifications per channel.
+    Status,
 }

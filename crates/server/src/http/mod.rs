@@ -57,6 +57,8 @@ pub struct AppState {
     pub scim: bool,
     /// `[[notify.slack]]` apps: their callbacks and link codes (none: those routes say so).
     pub slack: Arc<crate::slack::Slack>,
+    /// `[[notify.webhook]]` sinks (none configured: `None`).
+    pub notifier: Option<pedm_notify::Notifier>,
 }
 
 #[derive(OpenApi)]
@@ -121,7 +123,8 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(external::router())
             .merge(scim::admin_router())
             .merge(sso::router())
-            .routes(utoipa_axum::routes!(slack::link)),
+            .routes(utoipa_axum::routes!(slack::link))
+            .routes(utoipa_axum::routes!(slack::notify_status)),
     )
 }
 

@@ -450,3 +450,40 @@ pub(super) async fn link(
     }
     Err(ApiErr::new(StatusCode::BAD_REQUEST, "invalid_code", why))
 }
+
+/// Every notification channel of this instance with its counts since start (webhooks, Slack
+/// apps); for admins and auditors (`read_audit`).
+#[utoipa::path(get, path = "/notify/status", tag = "audit",
+    responses((status = 200, body = Vec<pedm_api::ChannelStatus>),
+        (status = 403, body = pedm_api::ErrorBody)))]
+pub(super) async fn notify_status(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<pedm_api::ChannelStatus>>, ApiErr> {
+    if !s
+        .cp
+        .may(&caller.actor, pedm_core::decision::AdminAction::ReadAudit)
+    {
+        return Err(ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "reading the notification status needs read_audit",
+        ));
+    }
+    let mut all: Vec<pedm_api::ChannelStatus> = s
+        .notifier
+        .iter()
+        .flat_map(|n| n.stats())
+        .map(|w| pedm_api::ChannelStatus {
+            name: w.name,
+            kind: "webhook".into(),
+            queued: w.queued as u64,
+            delivered: w.delivered,
+            failed: w.failed,
+            dropped: w.dropped,
+            retries: w.retries,
+        })
+        .collect();
+    all.extend(s.slack.status());
+    Ok(Json(all))
+}
