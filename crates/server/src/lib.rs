@@ -230,7 +230,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
     }
-    let slack = Arc::new(slack::Slack::new(cfg.notify.slack.clone()).context("notify.slack")?);
+    let slack = Arc::new(
+        pedm_notify::slack::Slack::new(cfg.notify.slack.clone()).map_err(anyhow::Error::msg)?,
+    );
     let slack_queue = if slack.is_empty() {
         None
     } else {

@@ -10,10 +10,10 @@
 
 use super::{ControlPlane, NewRequest, Result, subject};
 use crate::Error;
-use crate::audit::NewAuditEvent;
+use crate::audit::{NewAuditEvent, Outcome};
 use crate::duration::format_duration;
 use crate::model::*;
-use crate::store::Write;
+use crate::store::{Changeset, Write};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use uuid::Uuid;
@@ -170,5 +170,55 @@ impl ControlPlane {
             .extension_until(&g, req.duration_secs, max, now)
             .await?;
         Ok((g, to))
+    }
+
+    /// A request for a role the requester already holds live on the target (two live grants
+    /// of one privilege would be a second, independent life of it; a permit with
+    /// `@allow_parallel("true")` allows that): the grant and by how much it must be extended
+    /// to last the requested duration from now. Refused (a denied `request.create` event,
+    /// naming the grant) when the grant already lasts that long, or for break-glass.
+    pub(super) async fn parallel_grant(
+        &self,
+        actor: &Actor,
+        target: &str,
+        role: &str,
+        new: &NewRequest,
+        now: Timestamp,
+    ) -> Result<Option<(Uuid, i64)>> {
+        let live = self
+            .store
+            .grants(&GrantFilter {
+                user: Some(actor.user.clone()),
+                target: Some(target.to_string()),
+                state: Some(GrantState::Active),
+                limit: Some(1000),
+            })
+            .await?;
+        let Some(g) = live
+            .iter()
+            .find(|g| g.role == role && g.state == GrantState::Active)
+        else {
+            return Ok(None);
+        };
+        let by = now
+            .checked_add(SignedDuration::from_secs(new.duration_secs))
+            .map_err(|_| Error::invalid("duration", "is too long"))?
+            .duration_since(g.expires_at)
+            .as_secs();
+        if by > 0 && !new.break_glass {
+            return Ok(Some((g.id, by)));
+        }
+        let why = format!(
+            "you already hold role {role} on {target} through grant {} (until {}), as long as \
+             you asked for: use that grant (`pedm grant extend {}` lengthens it); a policy may \
+             allow parallel grants with @allow_parallel(\"true\") on its permit",
+            g.id, g.expires_at, g.id
+        );
+        let ev = self
+            .event(actor, "request.create", subject("grant", g.id))
+            .outcome(Outcome::Denied)
+            .data(json!({ "reason": why, "target": target, "role": role, "grant": g.id }));
+        self.store.commit(Changeset::new().event(ev)).await?;
+        Err(Error::Conflict(why))
     }
 }

@@ -16,7 +16,6 @@ use crate::notice::Notice;
 use crate::store::{Changeset, StoreError, Write};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
-use std::collections::BTreeMap;
 
 const CLAIMS: &str = "follow-up";
 
@@ -24,23 +23,13 @@ impl ControlPlane {
     /// Runs the reminders and escalations that are due; returns when the next one is.
     pub async fn follow_up_due(&self) -> Result<Option<Timestamp>> {
         let now = self.now();
-        let pending = self
-            .store
-            .requests(&RequestFilter {
-                state: Some(RequestState::Pending),
-                ..Default::default()
-            })
-            .await?;
+        let (pending, approvals) = self.pending_with_approvals().await?;
         let waiting: Vec<Request> = pending
             .into_iter()
             .filter(|r| r.follow_up.is_some() && r.pending_until > now)
             .collect();
         if waiting.is_empty() {
             return Ok(None);
-        }
-        let mut approvals: BTreeMap<uuid::Uuid, Vec<Approval>> = BTreeMap::new();
-        for a in self.store.pending_approvals().await? {
-            approvals.entry(a.request_id).or_default().push(a);
         }
         let mut next: Option<Timestamp> = None;
         for r in waiting {

@@ -19,6 +19,7 @@ mod history;
 mod hosts;
 mod identity;
 mod integration;
+mod judgement;
 mod locks;
 mod policy;
 mod policy_review;
@@ -34,7 +35,7 @@ mod suggest;
 mod web_session;
 mod workload;
 pub use history::{HISTORY_DAYS, RequesterHistory};
-pub use requests::{PreviewOutcome, RequestPreview};
+pub use judgement::{PreviewOutcome, RequestPreview};
 pub use sso::SsoLogin;
 pub use web_session::WebSignIn;
 

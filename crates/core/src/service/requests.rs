@@ -1,7 +1,7 @@
-//! Requests: creation, decision by policy, approval tiers, break-glass and its review.
+//! Requests: creation (judged in `judgement`), approval tiers, break-glass and its review.
 
+use super::judgement::Judgement;
 use super::*;
-use crate::decision::Permit;
 use std::collections::HashMap;
 
 /// Where a pending request stands in its approval steps: the first unfinished one (`None`
@@ -361,56 +361,6 @@ impl ControlPlane {
         Ok((req, grant))
     }
 
-    /// A request for a role the requester already holds live on the target (two live grants
-    /// of one privilege would be a second, independent life of it; a permit with
-    /// `@allow_parallel("true")` allows that): the grant and by how much it must be extended
-    /// to last the requested duration from now. Refused (a denied `request.create` event,
-    /// naming the grant) when the grant already lasts that long, or for break-glass.
-    async fn parallel_grant(
-        &self,
-        actor: &Actor,
-        target: &str,
-        role: &str,
-        new: &NewRequest,
-        now: Timestamp,
-    ) -> Result<Option<(Uuid, i64)>> {
-        let live = self
-            .store
-            .grants(&GrantFilter {
-                user: Some(actor.user.clone()),
-                target: Some(target.to_string()),
-                state: Some(GrantState::Active),
-                limit: Some(1000),
-            })
-            .await?;
-        let Some(g) = live
-            .iter()
-            .find(|g| g.role == role && g.state == GrantState::Active)
-        else {
-            return Ok(None);
-        };
-        let by = now
-            .checked_add(SignedDuration::from_secs(new.duration_secs))
-            .map_err(|_| Error::invalid("duration", "is too long"))?
-            .duration_since(g.expires_at)
-            .as_secs();
-        if by > 0 && !new.break_glass {
-            return Ok(Some((g.id, by)));
-        }
-        let why = format!(
-            "you already hold role {role} on {target} through grant {} (until {}), as long as \
-             you asked for: use that grant (`pedm grant extend {}` lengthens it); a policy may \
-             allow parallel grants with @allow_parallel(\"true\") on its permit",
-            g.id, g.expires_at, g.id
-        );
-        let ev = self
-            .event(actor, "request.create", subject("grant", g.id))
-            .outcome(Outcome::Denied)
-            .data(json!({ "reason": why, "target": target, "role": role, "grant": g.id }));
-        self.store.commit(Changeset::new().event(ev)).await?;
-        Err(Error::Conflict(why))
-    }
-
     /// A new grant for an approved request: `provisioning` (with a grant job, see
     /// `grant_job`) when its target switches its role on and off, else `active` at once; a
     /// role its provisioned target does not provision says why in `provision_detail`.
@@ -556,11 +506,11 @@ impl ControlPlane {
         Ok(self.store.requests(&filter).await?)
     }
 
-    /// Pending requests that `actor` may approve or deny right now (their current tier).
-    /// Every pending request `actor` may decide now, newest first. All pending requests are
-    /// read (they expire after `limits.pending_ttl`, so they stay bounded): a cap here would
-    /// drop the oldest, the ones waiting longest.
-    pub async fn approvable_requests(&self, actor: &Actor) -> Result<Vec<Request>> {
+    /// Every pending request and the approvals each has, in two queries (not one per
+    /// request).
+    pub(super) async fn pending_with_approvals(
+        &self,
+    ) -> Result<(Vec<Request>, HashMap<Uuid, Vec<Approval>>)> {
         let pending = self
             .store
             .requests(&RequestFilter {
@@ -568,12 +518,20 @@ impl ControlPlane {
                 ..Default::default()
             })
             .await?;
-        let mut out = vec![];
-        // Read in two queries, not one per request: the requests and all their approvals.
         let mut approvals_of: HashMap<Uuid, Vec<Approval>> = HashMap::new();
         for a in self.store.pending_approvals().await? {
             approvals_of.entry(a.request_id).or_default().push(a);
         }
+        Ok((pending, approvals_of))
+    }
+
+    /// Pending requests that `actor` may approve or deny right now (their current tier).
+    /// Every pending request `actor` may decide now, newest first. All pending requests are
+    /// read (they expire after `limits.pending_ttl`, so they stay bounded): a cap here would
+    /// drop the oldest, the ones waiting longest.
+    pub async fn approvable_requests(&self, actor: &Actor) -> Result<Vec<Request>> {
+        let (pending, mut approvals_of) = self.pending_with_approvals().await?;
+        let mut out = vec![];
         // Many pending requests share a few roles: each is read once.
         let mut roles: HashMap<(String, String), (Option<Target>, Option<Role>)> = HashMap::new();
         for req in pending {
@@ -892,191 +850,5 @@ impl ControlPlane {
             );
         self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
         Ok(req)
-    }
-}
-
-/// What policy says of a request before anything is written.
-struct Judgement {
-    decision: RequestDecision,
-    /// The tightest of the role's, the policy's and the server's ceilings.
-    max_duration_secs: i64,
-}
-
-/// What would happen to a request if it were made now (the console shows it before the
-/// requester submits). Nothing is written; the same decision path as [`ControlPlane::create_request`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestPreview {
-    pub outcome: PreviewOutcome,
-    /// The determining policy (or the forbidding ones, joined).
-    pub policy: Option<String>,
-    /// Why, for people.
-    pub reason: String,
-    /// The approval steps a pending request would wait for.
-    pub tiers: Vec<ApprovalTier>,
-    pub max_duration_secs: i64,
-    /// A live delegation that would pre-approve it, and who gave it.
-    pub delegated_by: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PreviewOutcome {
-    GrantedAtOnce,
-    NeedsApproval,
-    Denied,
-}
-
-impl ControlPlane {
-    /// A request's target and role, or NotFound naming the missing one.
-    pub(super) async fn target_and_role(&self, target: &str, role: &str) -> Result<(Target, Role)> {
-        let t = self
-            .store
-            .target(target)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("target {target}")))?;
-        let r = self
-            .store
-            .role(target, role)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("role {role} on target {target}")))?;
-        Ok((t, r))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn judge(
-        &self,
-        actor: &Actor,
-        target: &Target,
-        role: &Role,
-        new: &NewRequest,
-        justification: &str,
-        task: &Option<String>,
-        ticket: &Option<String>,
-        context: &RequestContext,
-        now: Timestamp,
-    ) -> Judgement {
-        let decision = self.decider().decide_request(&RequestInput {
-            principal: actor,
-            target,
-            role,
-            duration_secs: new.duration_secs,
-            justification,
-            task: task.as_deref(),
-            ticket: ticket.as_deref(),
-            source_addr: context.source_addr.as_deref(),
-            device: &context.device,
-            break_glass: new.break_glass,
-            extension: context.extends.is_some(),
-            now,
-        });
-        let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);
-        if let RequestDecision::Permit(Permit {
-            max_duration_secs: Some(p),
-            ..
-        }) = &decision
-        {
-            max = max.min(*p);
-        }
-        Judgement {
-            decision,
-            max_duration_secs: max,
-        }
-    }
-
-    /// A live delegation of this role pre-approves it: it replaces only the approval a permit
-    /// requires (a forbid still wins), for at most the delegation's remaining time. Asking
-    /// for break-glass where no policy allows it is a denial.
-    async fn settle(
-        &self,
-        actor: &Actor,
-        target: &Target,
-        role: &str,
-        new: &NewRequest,
-        decision: RequestDecision,
-        now: Timestamp,
-    ) -> Result<(
-        RequestDecision,
-        Option<(crate::delegation::Delegation, Timestamp)>,
-    )> {
-        let delegated = match &decision {
-            RequestDecision::Permit(p) if !p.auto_approve && !p.break_glass && !new.break_glass => {
-                self.delegation_for_role(actor, target, role, now).await?
-            }
-            _ => None,
-        };
-        let decision = match decision {
-            RequestDecision::Permit(p) if new.break_glass && !p.break_glass => {
-                RequestDecision::Deny {
-                    reason: format!(
-                        "no policy allows break-glass access to {}/{} for {}",
-                        target.name, role, actor.user
-                    ),
-                    policies: vec![],
-                }
-            }
-            d => d,
-        };
-        Ok((decision, delegated))
-    }
-
-    /// What would happen if `actor` made this request now: decided by the same policy path
-    /// as [`Self::create_request`], nothing written or recorded. The duration is not checked
-    /// against the ceiling (the ceiling is reported instead).
-    pub async fn preview_request(
-        &self,
-        actor: &Actor,
-        new: NewRequest,
-        context: RequestContext,
-    ) -> Result<RequestPreview> {
-        let (target, role) = self.target_and_role(&new.target, &new.role).await?;
-        let now = self.now();
-        let justification = new.justification.trim().to_string();
-        let (task, ticket) = (new.task.clone(), new.ticket.clone());
-        let j = self.judge(
-            actor,
-            &target,
-            &role,
-            &new,
-            &justification,
-            &task,
-            &ticket,
-            &context,
-            now,
-        );
-        let (decision, delegated) = self
-            .settle(actor, &target, &role.name, &new, j.decision, now)
-            .await?;
-        let delegated_by = delegated.map(|(d, _)| d.delegator);
-        Ok(match decision {
-            RequestDecision::Deny { reason, policies } => RequestPreview {
-                outcome: PreviewOutcome::Denied,
-                policy: (!policies.is_empty()).then(|| policies.join(", ")),
-                reason,
-                tiers: vec![],
-                max_duration_secs: j.max_duration_secs,
-                delegated_by: None,
-            },
-            RequestDecision::Permit(p) => {
-                let at_once = p.auto_approve || p.break_glass || delegated_by.is_some();
-                RequestPreview {
-                    outcome: if at_once {
-                        PreviewOutcome::GrantedAtOnce
-                    } else {
-                        PreviewOutcome::NeedsApproval
-                    },
-                    policy: p.policy,
-                    reason: p.reason,
-                    tiers: match (at_once, p.tiers.is_empty()) {
-                        (true, _) => vec![],
-                        (false, true) => vec![ApprovalTier {
-                            group: None,
-                            required: 1,
-                        }],
-                        (false, false) => p.tiers,
-                    },
-                    max_duration_secs: j.max_duration_secs,
-                    delegated_by,
-                }
-            }
-        })
     }
 }

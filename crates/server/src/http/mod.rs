@@ -56,7 +56,7 @@ pub struct AppState {
     /// `[scim] enabled`: `/scim/v2` answers (else 404).
     pub scim: bool,
     /// `[[notify.slack]]` apps: their callbacks and link codes (none: those routes say so).
-    pub slack: Arc<crate::slack::Slack>,
+    pub slack: Arc<pedm_notify::slack::Slack>,
     /// `[[notify.webhook]]` sinks (none configured: `None`).
     pub notifier: Option<pedm_notify::Notifier>,
 }

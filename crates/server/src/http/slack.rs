@@ -29,7 +29,8 @@ use uuid::Uuid;
 
 use super::extract::{Body, Caller};
 use super::{ApiErr, AppState};
-use crate::slack::{INTEGRATION, Slack};
+use crate::slack::INTEGRATION;
+use pedm_notify::slack::Slack;
 
 /// How long a seen signature is remembered: past the timestamp window, so a replay is either
 /// stale or claimed.
@@ -470,20 +471,19 @@ pub(super) async fn notify_status(
             "reading the notification status needs read_audit",
         ));
     }
-    let mut all: Vec<pedm_api::ChannelStatus> = s
-        .notifier
-        .iter()
-        .flat_map(|n| n.stats())
-        .map(|w| pedm_api::ChannelStatus {
-            name: w.name,
-            kind: "webhook".into(),
-            queued: w.queued as u64,
-            delivered: w.delivered,
-            failed: w.failed,
-            dropped: w.dropped,
-            retries: w.retries,
-        })
+    let channel = |kind: &str, w: pedm_notify::SinkStats| pedm_api::ChannelStatus {
+        name: w.name,
+        kind: kind.into(),
+        queued: w.queued as u64,
+        delivered: w.delivered,
+        failed: w.failed,
+        dropped: w.dropped,
+        retries: w.retries,
+    };
+    let webhooks = s.notifier.iter().flat_map(|n| n.stats());
+    let all = webhooks
+        .map(|w| channel("webhook", w))
+        .chain(s.slack.stats().into_iter().map(|w| channel("slack", w)))
         .collect();
-    all.extend(s.slack.status());
     Ok(Json(all))
 }

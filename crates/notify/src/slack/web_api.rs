@@ -1,0 +1,225 @@
+//! Delivery to Slack: the configured apps, their Web API calls (retried on transport errors,
+//! 5xx, 429 and `ratelimited`, honouring `Retry-After`), private answers through an
+//! interaction's `response_url`, and the counts `pedm notify status` shows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::{SlackApp, SlackConfig, escape_mrkdwn};
+use crate::SinkStats;
+
+const ATTEMPTS: u32 = 6;
+
+/// The configured apps and the Web API client.
+pub struct Slack {
+    pub apps: Vec<Arc<SlackApp>>,
+    client: reqwest::Client,
+    /// Per app, in order: notices shown, given up on, attempts beyond the first.
+    counts: Vec<[AtomicU64; 3]>,
+    /// Notices queued, taken from the queue, not queued (full).
+    queue: [AtomicU64; 3],
+}
+
+/// Why a Web API call failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// Worth another try (transport, 5xx, rate limited), after the given wait if Slack said.
+    Retry(String, Option<Duration>),
+    /// Slack refused it (`ok: false` with an error other than rate limiting, or a 4xx).
+    Refused(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Retry(e, _) | CallError::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
+impl Slack {
+    /// Checks every `[[notify.slack]]` and reads its secrets.
+    pub fn new(configs: Vec<SlackConfig>) -> Result<Slack, String> {
+        let apps = configs
+            .into_iter()
+            .map(|c| c.load().map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("notify.slack: {e}"))?;
+        let counts = apps.iter().map(|_| Default::default()).collect();
+        Ok(Slack {
+            apps,
+            client,
+            counts,
+            queue: Default::default(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+
+    /// A notice was queued for the apps (`true`), or dropped because the queue was full.
+    pub fn queued(&self, accepted: bool) {
+        self.queue[if accepted { 0 } else { 2 }].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A notice was taken from the queue.
+    pub fn taken(&self) {
+        self.queue[1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `app` showed a notice, or gave up on it.
+    pub fn shown(&self, app: &SlackApp, ok: bool) {
+        self.count(app, if ok { 0 } else { 1 });
+    }
+
+    /// Counts per app since start (the queue is shared by the apps).
+    pub fn stats(&self) -> Vec<SinkStats> {
+        let q = |i: usize| self.queue[i].load(Ordering::Relaxed);
+        self.apps
+            .iter()
+            .zip(&self.counts)
+            .map(|(a, c)| SinkStats {
+                name: a.config.name.clone(),
+                queued: q(0).saturating_sub(q(1)) as usize,
+                enqueued: q(0),
+                delivered: c[0].load(Ordering::Relaxed),
+                failed: c[1].load(Ordering::Relaxed),
+                dropped: q(2),
+                retries: c[2].load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn count(&self, app: &SlackApp, what: usize) {
+        if let Some(i) = self
+            .apps
+            .iter()
+            .position(|a| a.config.name == app.config.name)
+        {
+            self.counts[i][what].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One Web API method (`chat.postMessage`, `views.open`, ...), JSON in and out.
+    pub async fn call(
+        &self,
+        app: &SlackApp,
+        method: &str,
+        body: &Value,
+    ) -> Result<Value, CallError> {
+        let url = format!("{}/{method}", app.config.api_url.trim_end_matches('/'));
+        let outcome = self.call_once(app, &url, body).await;
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(CallError::Retry(..)) => "retry",
+            Err(CallError::Refused(_)) => "refused",
+        };
+        metrics::counter!("pedm_slack_calls_total", "app" => app.config.name.clone(),
+                          "method" => method.to_string(), "outcome" => label)
+        .increment(1);
+        outcome
+    }
+
+    async fn call_once(&self, app: &SlackApp, url: &str, body: &Value) -> Result<Value, CallError> {
+        let resp = self
+            .client
+            .post(url)
+            .bearer_auth(&app.bot_token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| CallError::Retry(format!("cannot reach Slack: {e}"), None))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(CallError::Retry(
+                format!("Slack answered {status}"),
+                retry_after,
+            ));
+        }
+        if !status.is_success() {
+            return Err(CallError::Refused(format!("Slack answered {status}")));
+        }
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| CallError::Retry(format!("unreadable answer from Slack: {e}"), None))?;
+        if v["ok"] == json!(true) {
+            return Ok(v);
+        }
+        let error = v["error"].as_str().unwrap_or("unknown error").to_string();
+        if error == "ratelimited" {
+            return Err(CallError::Retry(error, retry_after));
+        }
+        Err(CallError::Refused(error))
+    }
+
+    /// [`call`](Self::call) with retries and backoff (1 s, 2 s, 4 s, ... or Slack's
+    /// `Retry-After`), giving up after a few attempts or at shutdown.
+    pub async fn call_retrying(
+        &self,
+        app: &SlackApp,
+        method: &str,
+        body: &Value,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Value, CallError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.call(app, method, body).await {
+                Err(CallError::Retry(e, wait)) if attempt < ATTEMPTS => {
+                    self.count(app, 2);
+                    let wait = wait.unwrap_or(Duration::from_secs(1 << (attempt - 1)));
+                    tracing::warn!(app = %app.config.name, method, error = %e, attempt,
+                                   "Slack call failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => return Err(CallError::Retry(e, None)),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Answers a user privately through an interaction's `response_url`, which must be
+    /// Slack's (or, for a stand-in, under the configured API's origin).
+    pub async fn respond(&self, app: &SlackApp, response_url: &str, text: &str) {
+        if !response_url_allowed(&app.config.api_url, response_url) {
+            tracing::warn!(app = %app.config.name, "refusing a response_url outside Slack");
+            return;
+        }
+        let body = json!({
+            "response_type": "ephemeral",
+            "replace_original": false,
+            "text": escape_mrkdwn(text),
+        });
+        if let Err(e) = self.client.post(response_url).json(&body).send().await {
+            tracing::warn!(app = %app.config.name, error = %e, "cannot answer in Slack");
+        }
+    }
+}
+
+fn response_url_allowed(api_url: &str, url: &str) -> bool {
+    let origin = |u: &str| {
+        reqwest::Url::parse(u)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    };
+    url.starts_with("https://hooks.slack.com/")
+        || (origin(url).is_some() && origin(url) == origin(api_url))
+}
