@@ -268,6 +268,12 @@ async fn approve_and_deny_from_slack() {
     let (status, body) = slack.post_raw(&interactions, &bob_click, &signed).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("replayed"), "{body}");
+    let failed = audit_of(&s, "auth.failed").await;
+    assert!(
+        failed.iter().any(|e| e.data["kind"] == "slack"
+            && e.data["reason"].as_str().unwrap_or_default().contains("replayed")),
+        "{failed:?}"
+    );
 
     // Releasing the grant shows on the message too.
     let n = slack.calls().len();
