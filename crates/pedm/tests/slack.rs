@@ -271,7 +271,10 @@ async fn approve_and_deny_from_slack() {
     let failed = audit_of(&s, "auth.failed").await;
     assert!(
         failed.iter().any(|e| e.data["kind"] == "slack"
-            && e.data["reason"].as_str().unwrap_or_default().contains("replayed")),
+            && e.data["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("replayed")),
         "{failed:?}"
     );
 
