@@ -70,6 +70,9 @@ pub struct CreateUser {
     pub name: String,
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Where mail notifications go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     #[serde(default)]
     pub admin: bool,
 }
@@ -81,6 +84,9 @@ pub struct UpdateUser {
     pub admin: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// A new mail address; an empty string removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -140,7 +140,11 @@ async fn whoami(ctx: &Ctx) -> Result<()> {
 
 async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
     let c = &ctx.client;
-    let update = |admin, disabled| UpdateUser { admin, disabled };
+    let update = |admin, disabled| UpdateUser {
+        admin,
+        disabled,
+        email: None,
+    };
     let user = match cmd {
         UserCmd::Add {
             name,
@@ -157,12 +161,14 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
         UserCmd::Add {
             name,
             display_name,
+            email,
             admin,
             ..
         } => {
             let body = CreateUser {
                 name,
                 display_name,
+                email,
                 admin,
             };
             Held::Done(c.create_user(&body).await?)
@@ -172,6 +178,13 @@ async fn user(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
         UserCmd::Enable { name } => c.update_user(&name, &update(None, Some(false))).await?,
         UserCmd::SetAdmin { name, admin } => {
             c.update_user(&name, &update(Some(admin), None)).await?
+        }
+        UserCmd::SetEmail { name, email } => {
+            let body = UpdateUser {
+                email: Some(email.unwrap_or_default()),
+                ..update(None, None)
+            };
+            c.update_user(&name, &body).await?
         }
     };
     match user {

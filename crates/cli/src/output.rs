@@ -180,12 +180,19 @@ impl Row for pedm_api::ChannelStatus {
 }
 
 impl Row for User {
-    const HEADER: &'static [&'static str] =
-        &["NAME", "DISPLAY NAME", "ADMIN", "DISABLED", "CREATED"];
+    const HEADER: &'static [&'static str] = &[
+        "NAME",
+        "DISPLAY NAME",
+        "EMAIL",
+        "ADMIN",
+        "DISABLED",
+        "CREATED",
+    ];
     fn cells(&self, _: Timestamp) -> Vec<String> {
         vec![
             self.name.clone(),
             opt(&self.display_name),
+            opt(&self.email),
             yes_no(self.admin),
             yes_no(self.disabled),
             time(self.created_at),
@@ -750,6 +757,7 @@ mod tests {
         let user = User {
             name: "alice".into(),
             display_name: None,
+            email: None,
             admin: true,
             disabled: false,
             created_at: ts("2024-05-01T00:00:00Z"),

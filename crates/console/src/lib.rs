@@ -17,6 +17,7 @@ mod charts;
 mod delegations;
 mod error;
 mod live;
+mod mail;
 mod pages;
 mod policies;
 mod reports;
@@ -114,6 +115,7 @@ impl Console {
             .merge(reports::router())
             .merge(delegations::router())
             .merge(live::router())
+            .merge(mail::router())
             .merge(assets::router())
             .with_state(self)
             .layer(middleware::from_fn(security_headers))

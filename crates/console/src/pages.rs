@@ -57,7 +57,7 @@ pub(crate) fn nav(c: &Console, v: &Viewer, active: &'static str) -> Option<Nav> 
     })
 }
 
-fn see_other(to: String) -> Response {
+pub(crate) fn see_other(to: String) -> Response {
     Redirect::to(&to).into_response()
 }
 
@@ -104,6 +104,7 @@ struct TokenForm {
 async fn sign_in(
     State(c): State<Console>,
     _: SameOrigin,
+    headers: axum::http::HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::Form(f): axum::Form<TokenForm>,
 ) -> PageResult<Response> {
@@ -113,7 +114,7 @@ async fn sign_in(
         .web_sign_in_with_token(f.token.trim(), Some(&source), c.settings.session_secs)
         .await
     {
-        Ok(s) => Ok(signed_in(&s.token, c.settings.session_secs, None)),
+        Ok(s) => Ok(signed_in(&s.token, c.settings.session_secs, None, &headers)),
         Err(e @ (pedm_core::Error::Unauthenticated(_) | pedm_core::Error::Forbidden(_))) => {
             let page = SignInPage {
                 nav: None,
@@ -556,14 +557,14 @@ struct RequestLive {
     can_cancel: bool,
 }
 
-struct RequestView {
-    r: RequestRow,
-    approvals: Vec<String>,
-    can_decide: bool,
-    can_cancel: bool,
+pub(crate) struct RequestView {
+    pub r: RequestRow,
+    pub approvals: Vec<String>,
+    pub can_decide: bool,
+    pub can_cancel: bool,
 }
 
-async fn request_view(c: &Console, v: &Viewer, id: &str) -> PageResult<RequestView> {
+pub(crate) async fn request_view(c: &Console, v: &Viewer, id: &str) -> PageResult<RequestView> {
     let id = parse_id(id)?;
     let (r, approvals) = c.cp.get_request(&v.actor, id).await?;
     let pending = r.state == RequestState::Pending;
@@ -639,7 +640,7 @@ async fn request_live(
 }
 
 #[derive(Deserialize)]
-struct DecideForm {
+pub(crate) struct DecideForm {
     #[serde(default)]
     decision: String,
     #[serde(default)]
@@ -652,7 +653,15 @@ async fn decide(
     p: Posted<DecideForm>,
 ) -> PageResult<Response> {
     let id = parse_id(&id)?;
-    let decision = match p.form.decision.as_str() {
+    let (decision, comment) = decision_of(&p.form)?;
+    c.cp.decide_request(&p.viewer.actor, id, decision, comment)
+        .await?;
+    Ok(see_other(format!("/ui/requests/{id}")))
+}
+
+/// The decision and comment a decide form carries.
+pub(crate) fn decision_of(f: &DecideForm) -> PageResult<(ApprovalDecision, Option<String>)> {
+    let decision = match f.decision.as_str() {
         "approve" => ApprovalDecision::Approve,
         "deny" => ApprovalDecision::Deny,
         other => {
@@ -661,10 +670,10 @@ async fn decide(
             )));
         }
     };
-    let comment = Some(p.form.comment.trim().to_string()).filter(|c| !c.is_empty());
-    c.cp.decide_request(&p.viewer.actor, id, decision, comment)
-        .await?;
-    Ok(see_other(format!("/ui/requests/{id}")))
+    Ok((
+        decision,
+        Some(f.comment.trim().to_string()).filter(|c| !c.is_empty()),
+    ))
 }
 
 async fn cancel(

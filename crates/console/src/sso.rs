@@ -190,14 +190,33 @@ async fn callback(
         c.cp.web_sign_in_sso(login, &provider, source.as_deref())
             .await?;
     let max_age = c.settings.session_secs;
-    Ok(signed_in(&signed.token, max_age, Some(LOGIN_COOKIE)))
+    Ok(signed_in(
+        &signed.token,
+        max_age,
+        Some(LOGIN_COOKIE),
+        &headers,
+    ))
 }
 
 /// The answer to a successful sign-in: the new session cookie, the way in.
-pub(crate) fn signed_in(token: &str, max_age: i64, clear: Option<&str>) -> Response {
-    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/ui/access")]).into_response();
+/// Goes back to the page that sent the person to sign in (a mail link), if it left one.
+pub(crate) fn signed_in(
+    token: &str,
+    max_age: i64,
+    clear: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    let back = read_cookie(headers, crate::mail::RETURN_COOKIE).and_then(crate::mail::safe_return);
+    let to = back.unwrap_or("/ui/access").to_string();
+    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
     r.headers_mut()
         .append(header::SET_COOKIE, session_cookie(token, max_age));
+    if back.is_some() {
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            session::cookie(crate::mail::RETURN_COOKIE, "", 0, "Lax"),
+        );
+    }
     if let Some(name) = clear {
         r.headers_mut()
             .append(header::SET_COOKIE, session::cookie(name, "", 0, "Lax"));

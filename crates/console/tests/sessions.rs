@@ -47,7 +47,7 @@ async fn world() -> World {
     );
     let sys = Actor::system();
     for (u, admin) in [("alice", false), ("bob", true), ("carol", false)] {
-        cp.create_user(&sys, u, None, admin).await.unwrap();
+        cp.create_user(&sys, u, None, None, admin).await.unwrap();
     }
     cp.create_target(&sys, "web1", TargetKind::Host, None, Default::default())
         .await
@@ -475,7 +475,9 @@ async fn the_inbox_pages_through_every_pending_request_oldest_first() {
     let mut first = None;
     for i in 0..n {
         let name = format!("u{i}");
-        w.cp.create_user(&sys, &name, None, false).await.unwrap();
+        w.cp.create_user(&sys, &name, None, None, false)
+            .await
+            .unwrap();
         let r = w.ask(&name).await;
         first.get_or_insert(r.id);
         w.clock.advance(SignedDuration::from_millis(10));

@@ -32,11 +32,53 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), crate::Error> {
     }
 }
 
+/// A mail address pedm will send to: `local@domain`, at most 254 characters, no spaces,
+/// control characters, quotes, angle brackets or commas (nothing that could smuggle a second
+/// recipient or a header into a mail), a domain with a dot. Returned trimmed.
+pub fn validate_email(address: &str) -> Result<String, crate::Error> {
+    let a = address.trim();
+    let bad = |why: &str| {
+        crate::Error::invalid(
+            "email",
+            format!("{a:?} is not a mail address pedm sends to: {why}"),
+        )
+    };
+    if a.is_empty() || a.len() > 254 {
+        return Err(bad("use 3-254 characters"));
+    }
+    if a.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "\"<>,;()[]\\".contains(c))
+    {
+        return Err(bad("no spaces, quotes, brackets, commas or semicolons"));
+    }
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return Err(bad("it has no @"));
+    };
+    if local.is_empty() || local.contains('@') || local.len() > 64 {
+        return Err(bad("one @ after a local part of 1-64 characters"));
+    }
+    if !domain.contains('.')
+        || domain.starts_with(['.', '-'])
+        || domain.ends_with(['.', '-'])
+        || domain.contains("..")
+        || !domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
+    {
+        return Err(bad("the domain must be a host name with a dot"));
+    }
+    Ok(a.to_string())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub name: String,
     pub display_name: Option<String>,
+    /// Where mail notifications go (approval requests, decisions, grants): set by an admin or
+    /// taken from the identity provider's verified `email` claim at sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     /// Admins manage users, targets, roles and tokens and may approve requests.
     pub admin: bool,
     pub disabled: bool,

@@ -31,6 +31,10 @@ pub const TEXT: &str = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-
 /// `env=prod,team=web`; values of at most 128 characters, no commas or control characters).
 pub const SCOPE_ITEM: &str = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63}|[A-Za-z0-9][A-Za-z0-9._-]{0,63}=[^,\u0000-\u001F\u007F-\u009F]{0,128}(,[A-Za-z0-9][A-Za-z0-9._-]{0,63}=[^,\u0000-\u001F\u007F-\u009F]{0,128}){0,3})$";
 
+/// A mail address: see [`crate::model::validate_email`]. The canonical subset: a dot-atom
+/// local part, a domain of labels with a dot.
+pub const EMAIL: &str = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,32}(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,15}){0,1}@[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?){1,3}$";
+
 /// A task parameter's name, as written `{name}` in a template.
 pub const PARAM_NAME: &str = r"^[a-z_][a-z0-9_]{0,63}$";
 
@@ -131,6 +135,11 @@ mod tests {
             let unique: std::collections::BTreeSet<&str> = keys.iter().copied().collect();
             prop_assume!(keys.len() == unique.len());
             prop_assert!(parsed.is_ok(), "{s:?}: {parsed:?}");
+        }
+
+        #[test]
+        fn every_email_in_the_pattern_is_valid(s in generator(EMAIL)) {
+            prop_assert!(crate::model::validate_email(&s).is_ok(), "{s:?}");
         }
 
         #[test]

@@ -297,6 +297,8 @@ pub struct NotifyConfig {
     pub webhook: Vec<SinkConfig>,
     /// Slack apps (`[[notify.slack]]`): interactive approval messages.
     pub slack: Vec<crate::slack::SlackConfig>,
+    /// Mail to approvers and requesters (`[notify.email]`).
+    pub email: Option<crate::email::EmailConfig>,
 }
 
 impl Default for NotifyConfig {
@@ -307,6 +309,7 @@ impl Default for NotifyConfig {
             retry: o.retry,
             webhook: Vec::new(),
             slack: Vec::new(),
+            email: None,
         }
     }
 }

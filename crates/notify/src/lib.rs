@@ -20,6 +20,7 @@
 //! `pedm_notification_retries_total{sink}`.
 
 mod config;
+pub mod email;
 mod notification;
 mod notifier;
 pub mod payload;

@@ -232,6 +232,7 @@ async fn bad_expired_and_revoked_tokens_are_refused_and_recorded() {
         .create_user(&CreateUser {
             name: "alice".into(),
             display_name: None,
+            email: None,
             admin: false,
         })
         .await
@@ -313,6 +314,7 @@ async fn non_admins_cannot_administer() {
             .create_user(&CreateUser {
                 name: "eve".into(),
                 display_name: None,
+                email: None,
                 admin: true,
             })
             .await,
@@ -378,6 +380,7 @@ async fn non_admins_cannot_administer() {
             .create_user(&CreateUser {
                 name: "bad name;".into(),
                 display_name: None,
+                email: None,
                 admin: false,
             })
             .await,
@@ -389,6 +392,7 @@ async fn non_admins_cannot_administer() {
             .create_user(&CreateUser {
                 name: "alice".into(),
                 display_name: None,
+                email: None,
                 admin: false,
             })
             .await,
@@ -506,6 +510,7 @@ async fn names_differing_only_by_case_and_control_characters_are_refused() {
     let user = |name: &str| CreateUser {
         name: name.into(),
         display_name: None,
+        email: None,
         admin: true,
     };
     // `ADMIN` next to `admin` would read as the same person in logs and approvals.

@@ -919,7 +919,7 @@ async fn host_tasks_carry_what_the_agent_needs() {
         .unwrap();
     }
     for u in ["hd1", "hd2", "carol"] {
-        cp.create_user(&sys, u, None, false).await.unwrap();
+        cp.create_user(&sys, u, None, None, false).await.unwrap();
     }
     cp.create_group(&sys, "helpdesk", None).await.unwrap();
     cp.add_group_member(&sys, "helpdesk", "hd1").await.unwrap();
@@ -1067,7 +1067,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
     .await
     .unwrap();
     for (u, admin) in [("ann", true), ("bea", false), ("cid", false)] {
-        cp.create_user(&sys, u, None, admin).await.unwrap();
+        cp.create_user(&sys, u, None, None, admin).await.unwrap();
     }
     let actor = |u: &str, admin| Actor {
         user: u.into(),

@@ -262,6 +262,8 @@ async fn code_flow_creates_the_user_and_idp_groups_decide_policy_until_removed_a
     let me = alice.whoami().await.unwrap();
     assert_eq!(me.user.name, "alice");
     assert_eq!(me.groups, vec!["ops", "staff"]);
+    // Mail goes to the address the provider vouched for.
+    assert_eq!(me.user.email.as_deref(), Some("alice@example.com"));
     // The CLI uses the session file when no token is given; the token is a "session".
     let (ok, out, err) = pedm(&s.url, home.path(), &["token", "list", "--json"]).finish();
     assert!(ok, "{err}");
@@ -614,8 +616,8 @@ async fn a_user_disabled_at_the_idp_cannot_refresh_and_one_disabled_in_pedm_cann
         .update_user(
             "bob",
             &UpdateUser {
-                admin: None,
                 disabled: Some(true),
+                ..Default::default()
             },
         )
         .await
@@ -633,6 +635,7 @@ async fn a_user_disabled_at_the_idp_cannot_refresh_and_one_disabled_in_pedm_cann
         .create_user(&CreateUser {
             name: "carol".into(),
             display_name: None,
+            email: None,
             admin: true,
         })
         .await

@@ -674,6 +674,7 @@ async fn changes_to_who_approves_are_held_like_policy_changes() {
         .create_user(&CreateUser {
             name: "puppet".into(),
             display_name: None,
+            email: None,
             admin: true,
         })
         .await

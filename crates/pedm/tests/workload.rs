@@ -349,7 +349,7 @@ async fn bad_exchanges_are_refused_recorded_and_mint_nothing() {
             "ci-deployer",
             &UpdateUser {
                 admin: Some(true),
-                disabled: None,
+                ..Default::default()
             },
         )
         .await

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod audit_signer;
 pub mod config;
+mod email;
 pub mod http;
 pub mod live;
 mod notify;
@@ -240,6 +241,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cp = cp.with_observer(Arc::new(slack::SlackObserver(tx, slack.clone())));
         Some(rx)
     };
+    let mailer = match &cfg.notify.email {
+        None => None,
+        Some(c) => Some(Arc::new(
+            pedm_notify::email::Mailer::new(c, cfg.console.public_url.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        )),
+    };
+    let mail_queue = match &mailer {
+        None => None,
+        Some(m) => {
+            let (tx, rx) = email::queue();
+            cp = cp.with_observer(Arc::new(email::MailObserver(tx, m.clone())));
+            Some(rx)
+        }
+    };
     let agent_key =
         audit_signer::load_or_create_key(&cfg.agent_signing_key, "agent snapshot signing key")
             .context("agents.signing_key")?;
@@ -327,6 +343,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ));
     }
+    if let (Some(rx), Some(m)) = (mail_queue, &mailer) {
+        tokio::spawn(email::run(m.clone(), cp.clone(), rx, shutdown_rx.clone()));
+    }
     tokio::spawn(follow_policy_versions(
         cp.clone(),
         agents.clone(),
@@ -404,6 +423,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         workload: Arc::new(workload::resolve(&cfg.workload)?),
         scim: cfg.scim,
         slack,
+        mailer,
         notifier: notifier.clone(),
     };
     let mut console = pedm_console::Console::new(cp.clone(), cfg.console.clone(), console_live)

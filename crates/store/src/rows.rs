@@ -8,7 +8,7 @@ use pedm_core::store::StoreError;
 use std::str::FromStr;
 use uuid::Uuid;
 
-pub(crate) const USER_COLS: &str = "name, display_name, admin, disabled, created_at";
+pub(crate) const USER_COLS: &str = "name, display_name, admin, disabled, created_at, email";
 pub(crate) const TOKEN_COLS: &str =
     "id, user_name, description, secret_hash, created_at, expires_at, revoked_at, workload";
 pub(crate) const TARGET_COLS: &str = "name, kind, description, labels, created_at";
@@ -75,6 +75,7 @@ pub(crate) fn user(r: &Row) -> Result<User, StoreError> {
         admin: r.get("admin")?,
         disabled: r.get("disabled")?,
         created_at: ts(r, "created_at")?,
+        email: r.get("email")?,
     })
 }
 

@@ -150,9 +150,16 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::InsertUser(u) => {
             insert(
                 c,
-                "INSERT INTO users (name, display_name, admin, disabled, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                args![&u.name, &u.display_name, u.admin, u.disabled, u.created_at],
+                "INSERT INTO users (name, display_name, admin, disabled, created_at, email) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                args![
+                    &u.name,
+                    &u.display_name,
+                    u.admin,
+                    u.disabled,
+                    u.created_at,
+                    &u.email
+                ],
                 || {
                     StoreError::AlreadyExists(format!(
                         "user {} already exists (names are compared without regard to case)",
@@ -166,9 +173,9 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::UpdateUser(u) => {
             let n = c
                 .execute(
-                    "UPDATE users SET display_name = $2, admin = $3, disabled = $4 \
+                    "UPDATE users SET display_name = $2, admin = $3, disabled = $4, email = $5 \
                      WHERE name = $1",
-                    args![&u.name, &u.display_name, u.admin, u.disabled],
+                    args![&u.name, &u.display_name, u.admin, u.disabled, &u.email],
                 )
                 .await
                 .map_err(backend)?;

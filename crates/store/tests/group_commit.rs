@@ -26,6 +26,7 @@ fn user(name: &str) -> User {
     User {
         name: name.into(),
         display_name: Some(format!("{name} the user")),
+        email: None,
         admin: false,
         disabled: false,
         created_at: t(0),

@@ -200,7 +200,9 @@ async fn env() -> Env {
     .with_observer(seen.clone());
     let sys = Actor::system();
     cp.bootstrap("admin").await.unwrap();
-    cp.create_user(&sys, "alice", None, false).await.unwrap();
+    cp.create_user(&sys, "alice", None, None, false)
+        .await
+        .unwrap();
     for t in ["db", "web"] {
         cp.create_target(&sys, t, TargetKind::Postgres, None, Default::default())
             .await

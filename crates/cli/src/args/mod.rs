@@ -165,6 +165,9 @@ pub enum UserCmd {
         name: String,
         #[arg(long)]
         display_name: Option<String>,
+        /// Where the user's mail notifications go (approval requests, decisions, grants).
+        #[arg(long, conflicts_with = "external")]
+        email: Option<String>,
         /// Make the user an administrator.
         #[arg(long, conflicts_with = "external")]
         admin: bool,
@@ -201,6 +204,8 @@ pub enum UserCmd {
         #[arg(action = ArgAction::Set, value_parser = clap::value_parser!(bool))]
         admin: bool,
     },
+    /// Set where a user's mail notifications go; without an address, remove it.
+    SetEmail { name: String, email: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]

@@ -114,6 +114,7 @@ mod tests {
             user: User {
                 name: "alice".into(),
                 display_name: None,
+                email: None,
                 admin: false,
                 disabled: false,
                 created_at: now,

@@ -130,6 +130,7 @@ impl ControlPlane {
         let user = User {
             name: name.to_string(),
             display_name,
+            email: None,
             admin: false,
             disabled: false,
             created_at: now,

@@ -11,6 +11,7 @@ impl ControlPlane {
         actor: &Actor,
         name: &str,
         display_name: Option<String>,
+        email: Option<String>,
         admin: bool,
     ) -> Result<User> {
         self.require_admin(actor, AdminAction::ManageUsers, "user.create")
@@ -23,6 +24,7 @@ impl ControlPlane {
             ));
         }
         let display_name = trimmed("display_name", display_name, 200)?;
+        let email = email.as_deref().map(validate_email).transpose()?;
         if admin && self.policy_approvals > 0 {
             return Err(Error::unprocessable(
                 "admin",
@@ -33,6 +35,7 @@ impl ControlPlane {
         let user = User {
             name: name.to_string(),
             display_name,
+            email,
             admin,
             disabled: false,
             created_at: self.now(),
@@ -40,8 +43,9 @@ impl ControlPlane {
         let cs = Changeset::new()
             .write(Write::InsertUser(user.clone()))
             .event(
-                self.event(actor, "user.created", subject("user", name))
-                    .data(json!({ "admin": admin, "display_name": user.display_name })),
+                self.event(actor, "user.created", subject("user", name)).data(
+                    json!({ "admin": admin, "display_name": user.display_name, "email": user.email }),
+                ),
             );
         self.store.commit(cs).await.map_err(|e| match e {
             StoreError::AlreadyExists(_) => Error::AlreadyExists(format!(
@@ -52,16 +56,23 @@ impl ControlPlane {
         Ok(user)
     }
 
-    /// Enables/disables a user or changes admin rights.
+    /// Enables/disables a user, changes admin rights, or sets the mail address (`Some("")`
+    /// clears it).
     pub async fn update_user(
         &self,
         actor: &Actor,
         name: &str,
         admin: Option<bool>,
         disabled: Option<bool>,
+        email: Option<String>,
     ) -> Result<Held<User>> {
         self.require_admin(actor, AdminAction::ManageUsers, "user.update")
             .await?;
+        let email = match email.as_deref().map(str::trim) {
+            None => None,
+            Some("") => Some(None),
+            Some(e) => Some(Some(validate_email(e)?)),
+        };
         let mut user = self
             .store
             .user(name)
@@ -94,7 +105,7 @@ impl ControlPlane {
             ));
         }
         if admin == Some(true) && !user.admin && self.policy_approvals > 0 {
-            if disabled.is_some() {
+            if disabled.is_some() || email.is_some() {
                 return Err(Error::unprocessable(
                     "admin",
                     "while changes to who approves need approvals (policy.require_approvals), \
@@ -120,12 +131,17 @@ impl ControlPlane {
         if let Some(d) = disabled {
             user.disabled = d;
         }
+        if let Some(e) = email {
+            user.email = e;
+        }
         let cs = Changeset::new()
             .write(Write::UpdateUser(user.clone()))
             .event(
-                self.event(actor, "user.updated", subject("user", name))
-                    .data(json!({ "admin": user.admin, "disabled": user.disabled })),
-            );
+            self.event(actor, "user.updated", subject("user", name))
+                .data(
+                    json!({ "admin": user.admin, "disabled": user.disabled, "email": user.email }),
+                ),
+        );
         self.commit_identity(cs).await?;
         Ok(Held::Done(user))
     }

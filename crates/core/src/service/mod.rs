@@ -21,6 +21,8 @@ mod identity;
 mod integration;
 mod judgement;
 mod locks;
+mod mail_link;
+pub use mail_link::MAIL;
 mod policy;
 mod policy_review;
 mod provision;
@@ -562,6 +564,7 @@ impl ControlPlane {
         let user = User {
             name: admin_name.to_string(),
             display_name: Some("bootstrap admin".into()),
+            email: None,
             admin: true,
             disabled: false,
             created_at: now,

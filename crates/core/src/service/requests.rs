@@ -427,7 +427,7 @@ impl ControlPlane {
     }
 
     /// [`Self::decision_tier`] with the request's target and role already read.
-    fn decision_tier_on(
+    pub(super) fn decision_tier_on(
         &self,
         actor: &Actor,
         req: &Request,

@@ -206,6 +206,7 @@ impl ControlPlane {
             let user = User {
                 name: user_name.to_string(),
                 display_name,
+                email: None,
                 admin: false,
                 disabled: !active,
                 created_at: now,

@@ -233,6 +233,9 @@ impl ControlPlane {
         let now = self.now();
         let linked = self.store.sso_identity(&id.issuer, &id.subject).await?;
         let mut cs = Changeset::new();
+        // The provider's verified address is where mail goes; one pedm would not send to
+        // (spaces, a second recipient) is left out rather than refusing the login.
+        let email = id.email.as_deref().and_then(|e| validate_email(e).ok());
         let (name, existed) = match linked {
             Some(name) => (name, true),
             None => {
@@ -252,6 +255,7 @@ impl ControlPlane {
                 cs.writes.push(Write::InsertUser(User {
                     name: id.user.clone(),
                     display_name: id.email.clone(),
+                    email: email.clone(),
                     admin: false,
                     disabled: false,
                     created_at: now,
@@ -285,6 +289,18 @@ impl ControlPlane {
                             "user is disabled in pedm",
                         )
                         .await);
+                }
+                Some(u) if email.is_some() && u.email != email => {
+                    let before = u.email.clone();
+                    cs.writes.push(Write::UpdateUser(User {
+                        email: email.clone(),
+                        ..u
+                    }));
+                    cs.events.push(
+                        self.sso_event("system", "user.updated", subject("user", &name))
+                            .data(json!({ "email": email, "email_before": before,
+                                          "source": "sso", "provider": id.provider })),
+                    );
                 }
                 Some(_) => {}
             }

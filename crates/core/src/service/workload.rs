@@ -40,6 +40,7 @@ impl ControlPlane {
                     cs = cs.write(Write::InsertUser(User {
                         name: user.to_string(),
                         display_name: Some(format!("workload ({})", identity.trust)),
+                        email: None,
                         admin: false,
                         disabled: false,
                         created_at: now,

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod browser;
 pub mod idp;
 pub mod slack;
+pub mod smtp;
 pub mod spawn;
 pub mod sshd;
 
@@ -292,6 +293,7 @@ pub async fn user_with_token(s: &Server, name: &str, admin: bool) -> String {
     a.create_user(&pedm_api::CreateUser {
         name: name.into(),
         display_name: None,
+        email: None,
         admin,
     })
     .await

@@ -57,6 +57,8 @@ pub struct AppState {
     pub scim: bool,
     /// `[[notify.slack]]` apps: their callbacks and link codes (none: those routes say so).
     pub slack: Arc<pedm_notify::slack::Slack>,
+    /// `[notify.email]`'s relay (none configured: `None`).
+    pub mailer: Option<Arc<pedm_notify::email::Mailer>>,
     /// `[[notify.webhook]]` sinks (none configured: `None`).
     pub notifier: Option<pedm_notify::Notifier>,
 }

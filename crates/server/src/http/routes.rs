@@ -139,7 +139,7 @@ async fn create_user(
     Body(b): Body<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     let u =
-        s.cp.create_user(&c.actor, &b.name, b.display_name, b.admin)
+        s.cp.create_user(&c.actor, &b.name, b.display_name, b.email, b.admin)
             .await?;
     Ok((StatusCode::CREATED, Json(u)))
 }
@@ -160,7 +160,9 @@ fn held<T: serde::Serialize>(h: Held<T>) -> axum::response::Response {
     params(("name" = String, Path)),
     responses((status = 200, body = User),
         (status = 202, description = "Held for approval", body = pedm_api::policy_review::PolicyProposal),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 async fn update_user(
     State(s): State<AppState>,
     c: Caller,
@@ -168,7 +170,7 @@ async fn update_user(
     Body(b): Body<UpdateUser>,
 ) -> ApiResult<axum::response::Response> {
     Ok(held(
-        s.cp.update_user(&c.actor, &name, b.admin, b.disabled)
+        s.cp.update_user(&c.actor, &name, b.admin, b.disabled, b.email)
             .await?,
     ))
 }

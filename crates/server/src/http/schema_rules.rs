@@ -9,7 +9,7 @@
 
 use pedm_core::ssh;
 use pedm_core::syntax::{
-    DURATION, LIFETIME, LINE, LOOPBACK_REDIRECT, MAX_COMMENT_CHARS, MAX_LINE_CHARS, NAME,
+    DURATION, EMAIL, LIFETIME, LINE, LOOPBACK_REDIRECT, MAX_COMMENT_CHARS, MAX_LINE_CHARS, NAME,
     OPTIONAL_LINE, PARAM_NAME, SCOPE_ITEM, TEXT, UNRESERVED,
 };
 use serde_json::{Value, json};
@@ -36,6 +36,10 @@ enum Rule {
     Length(usize, usize),
     /// The CLI's loopback redirect for single sign-on.
     LoopbackRedirect,
+    /// A mail address.
+    Email,
+    /// A mail address, or empty (to remove it).
+    EmailOrEmpty,
     /// One of these values.
     OneOf(&'static [&'static str]),
     /// The schema of this component (an enum the document already has).
@@ -70,6 +74,11 @@ impl Rule {
                 json!({"type": "string", "minLength": min, "maxLength": max})
             }
             Rule::LoopbackRedirect => json!({"type": "string", "pattern": LOOPBACK_REDIRECT}),
+            Rule::Email => json!({"type": "string", "pattern": EMAIL, "maxLength": 254}),
+            Rule::EmailOrEmpty => json!({"anyOf": [
+                {"type": "string", "pattern": EMAIL, "maxLength": 254},
+                {"type": "string", "maxLength": 0, "description": "empty: remove the address"},
+            ]}),
             Rule::OneOf(values) => json!({"type": "string", "enum": values}),
             Rule::Component(name) => json!({"$ref": format!("#/components/schemas/{name}")}),
         }
@@ -92,6 +101,8 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
     vec![
         ("CreateUser", "name", Name),
         ("CreateUser", "display_name", OptionalLine(200)),
+        ("CreateUser", "email", Email),
+        ("UpdateUser", "email", EmailOrEmpty),
         ("CreateGroup", "name", Name),
         ("CreateGroup", "description", OptionalLine(500)),
         ("CreateToken", "user", Name),

@@ -484,6 +484,7 @@ pub(super) async fn notify_status(
     let all = webhooks
         .map(|w| channel("webhook", w))
         .chain(s.slack.stats().into_iter().map(|w| channel("slack", w)))
+        .chain(s.mailer.iter().map(|m| channel("email", m.stats())))
         .collect();
     Ok(Json(all))
 }

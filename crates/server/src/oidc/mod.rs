@@ -525,6 +525,9 @@ impl Provider {
         };
         groups.sort();
         groups.dedup();
+        // An address the provider says it has not verified is not used for anything.
+        let email =
+            email.filter(|_| p.get("email_verified").and_then(Value::as_bool) != Some(false));
         Ok(VerifiedIdentity {
             provider: s.name.clone(),
             issuer: s.issuer.clone(),

@@ -1,0 +1,277 @@
+//! Mail (`[notify.email]`): approvers get a mail for each request that waits for them (again
+//! when reminded or escalated), with a link to decide it in the console; requesters get a
+//! mail when their request is denied or expires and when their grant starts, is extended or
+//! ends.
+//!
+//! Each approver's link is their own (see `pedm_core::service::mail_link`): it opens the
+//! console page for that request only after they sign in, and acts once, by a POST.
+//!
+//! Delivery never touches the request path: the observer only queues; one task sends in
+//! order, retrying what SMTP calls transient.
+
+use std::sync::Arc;
+
+use pedm_core::model::{Grant, Request, RequestState, User};
+use pedm_core::notice::{Notice, Observer};
+use pedm_core::service::ControlPlane;
+use pedm_notify::email::{Mail, Mailer, compose};
+use tokio::sync::{mpsc, watch};
+
+const QUEUE: usize = 10_000;
+
+/// Queues the notices that become mail; never blocks.
+pub struct MailObserver(pub mpsc::Sender<Notice>, pub Arc<Mailer>);
+
+impl Observer for MailObserver {
+    fn notice(&self, notice: &Notice) {
+        let wanted = matches!(
+            notice,
+            Notice::RequestPending(_)
+                | Notice::RequestDecided(_)
+                | Notice::RequestFollowUp { .. }
+                | Notice::GrantStarted(_)
+                | Notice::GrantExtended(_)
+                | Notice::GrantEnded(_)
+        );
+        if !wanted {
+            return;
+        }
+        let accepted = self.0.try_send(notice.clone()).is_ok();
+        self.1.queued(accepted);
+        if !accepted {
+            metrics::counter!("pedm_email_dropped_total").increment(1);
+            tracing::warn!("the mail queue is full: a notice was not mailed");
+        }
+    }
+}
+
+/// The queue the observer feeds and [`run`] drains.
+pub fn queue() -> (mpsc::Sender<Notice>, mpsc::Receiver<Notice>) {
+    mpsc::channel(QUEUE)
+}
+
+/// Mails each queued notice, in order, until shutdown.
+pub async fn run(
+    mailer: Arc<Mailer>,
+    cp: Arc<ControlPlane>,
+    mut rx: mpsc::Receiver<Notice>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let notice = tokio::select! {
+            n = rx.recv() => match n { Some(n) => n, None => return },
+            _ = shutdown.changed() => return,
+        };
+        mailer.taken();
+        let mails = match mails_for(&mailer, &cp, &notice).await {
+            Ok(m) => m,
+            Err(e) => {
+                metrics::counter!("pedm_email_failed_total").increment(1);
+                tracing::error!(error = %e, "could not work out the mails of a notice");
+                continue;
+            }
+        };
+        for m in mails {
+            if let Err(e) = mailer.send(&m, &mut shutdown).await {
+                tracing::error!(error = %e, "mail not sent");
+            }
+        }
+    }
+}
+
+async fn mails_for(
+    mailer: &Mailer,
+    cp: &ControlPlane,
+    notice: &Notice,
+) -> anyhow::Result<Vec<Mail>> {
+    Ok(match notice {
+        Notice::RequestPending(r) => approver_mails(mailer, cp, r, None).await?,
+        Notice::RequestFollowUp {
+            request,
+            step,
+            waiting_for,
+            escalated_to,
+        } => {
+            let why = match escalated_to {
+                Some(g) => format!("Escalated to {g}: still waiting for {waiting_for}"),
+                None if *step == "request.reminded" => {
+                    format!("Reminder: still waiting for {waiting_for}")
+                }
+                None => format!("Still waiting for {waiting_for}"),
+            };
+            approver_mails(mailer, cp, request, Some(&why)).await?
+        }
+        Notice::RequestDecided(r) => decision_mail(mailer, cp, r).await?.into_iter().collect(),
+        Notice::GrantStarted(g) => grant_mail(mailer, cp, g, "started")
+            .await?
+            .into_iter()
+            .collect(),
+        Notice::GrantExtended(g) => grant_mail(mailer, cp, g, "extended")
+            .await?
+            .into_iter()
+            .collect(),
+        Notice::GrantEnded(g) => grant_mail(mailer, cp, g, "ended")
+            .await?
+            .into_iter()
+            .collect(),
+        _ => vec![],
+    })
+}
+
+fn request_fields(r: &Request) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        ("Requester", r.requester.clone()),
+        ("Target", r.target.clone()),
+        ("Role", r.role.clone()),
+        (
+            "Duration",
+            pedm_core::duration::format_duration(r.duration_secs),
+        ),
+        ("Justification", r.justification.clone()),
+    ];
+    if let Some(t) = &r.ticket {
+        f.push(("Ticket", t.clone()));
+    }
+    if let Some(p) = &r.policy {
+        f.push(("Policy", p.clone()));
+    }
+    f.push(("Request", r.id.to_string()));
+    f
+}
+
+async fn approver_mails(
+    mailer: &Mailer,
+    cp: &ControlPlane,
+    r: &Request,
+    why: Option<&str>,
+) -> anyhow::Result<Vec<Mail>> {
+    let ttl = mailer.link_ttl.as_secs() as i64;
+    let card = crate::slack::card(cp, r).await?;
+    let mut out = vec![];
+    for u in cp.approvers_to_mail(r).await? {
+        let Some(to) = u.email.clone() else { continue };
+        let token = cp.mail_link(r, &u.name, ttl).await?;
+        let url = format!("{}/ui/mail/{token}", mailer.console_url);
+        let mut fields = request_fields(r);
+        for line in &card.status {
+            fields.push(("Status", line.clone()));
+        }
+        let lead = match why {
+            Some(w) => format!("{w}. {} asks for {} on {}.", r.requester, r.role, r.target),
+            None => format!(
+                "{} asks for {} on {} and waits for your decision.",
+                r.requester, r.role, r.target
+            ),
+        };
+        out.push(compose(
+            &to,
+            &format!(
+                "{}pedm: {} asks for {} on {}",
+                if why.is_some() { "Reminder: " } else { "" },
+                r.requester,
+                r.role,
+                r.target
+            ),
+            &lead,
+            &fields,
+            Some(("Approve or deny", &url)),
+            &format!(
+                "The link works for {} only, once, until {} (sign in first). You get this \
+                 mail because you may decide this request.",
+                u.name,
+                cp.mail_link_until(r, ttl)
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+async fn mail_of(cp: &ControlPlane, user: &str) -> anyhow::Result<Option<User>> {
+    Ok(cp
+        .store()
+        .user(user)
+        .await?
+        .filter(|u| !u.disabled && u.email.is_some()))
+}
+
+async fn decision_mail(
+    mailer: &Mailer,
+    cp: &ControlPlane,
+    r: &Request,
+) -> anyhow::Result<Option<Mail>> {
+    // An approved request is told by its grant's mail; a cancel was the requester's own.
+    let outcome = match r.state {
+        RequestState::Denied => {
+            format!("denied by {}", r.decided_by.as_deref().unwrap_or("policy"))
+        }
+        RequestState::Expired => "expired: nobody decided it in time".to_string(),
+        _ => return Ok(None),
+    };
+    let Some(u) = mail_of(cp, &r.requester).await? else {
+        return Ok(None);
+    };
+    let mut fields = request_fields(r);
+    if let Some(why) = &r.decision_reason {
+        fields.push(("Reason", why.clone()));
+    }
+    let url = format!("{}/ui/requests/{}", mailer.console_url, r.id);
+    Ok(Some(compose(
+        u.email.as_deref().unwrap_or_default(),
+        &format!(
+            "pedm: your request for {} on {} was {}",
+            r.role, r.target, r.state
+        ),
+        &format!("Your request for {} on {} was {outcome}.", r.role, r.target),
+        &fields,
+        Some(("Open the request", &url)),
+        "You get this mail because you asked for this access.",
+    )))
+}
+
+async fn grant_mail(
+    mailer: &Mailer,
+    cp: &ControlPlane,
+    g: &Grant,
+    what: &str,
+) -> anyhow::Result<Option<Mail>> {
+    let Some(u) = mail_of(cp, &g.user).await? else {
+        return Ok(None);
+    };
+    let mut fields = vec![
+        ("Target", g.target.clone()),
+        ("Role", g.role.clone()),
+        ("Grant", g.id.to_string()),
+        ("Starts", g.starts_at.to_string()),
+        ("Ends", g.ended_at.unwrap_or(g.expires_at).to_string()),
+    ];
+    if let Some(by) = &g.ended_by
+        && what == "ended"
+    {
+        fields.push(("Ended by", by.clone()));
+    }
+    if let Some(why) = &g.end_reason
+        && what == "ended"
+    {
+        fields.push(("Reason", why.clone()));
+    }
+    let lead = match what {
+        "started" => format!(
+            "Your access to {} on {} has started; it ends by itself at {}.",
+            g.role, g.target, g.expires_at
+        ),
+        "extended" => format!(
+            "Your access to {} on {} was extended until {}.",
+            g.role, g.target, g.expires_at
+        ),
+        _ => format!("Your access to {} on {} has ended.", g.role, g.target),
+    };
+    let url = format!("{}/ui/access", mailer.console_url);
+    Ok(Some(compose(
+        u.email.as_deref().unwrap_or_default(),
+        &format!("pedm: your access to {} on {} {what}", g.role, g.target),
+        &lead,
+        &fields,
+        Some(("My access", &url)),
+        "You get this mail because you hold this grant.",
+    )))
+}
