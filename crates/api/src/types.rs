@@ -249,6 +249,11 @@ pub struct CreateRequest {
     /// high-severity notification and a mandatory review afterwards.
     #[serde(default)]
     pub break_glass: bool,
+    /// Scheduled access: when the window starts (RFC 3339, e.g. `2026-12-05T22:00:00Z`), at
+    /// most 30 days ahead. Approved before then, the privilege is switched on at the start
+    /// and off `duration` later. Absent: at approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
 }
 
 /// Ask to lengthen an active grant you hold (`POST /grants/{id}/extend`).

@@ -472,6 +472,7 @@ async fn request_create(ctx: &Ctx, a: CreateRequestArgs) -> Result<()> {
         task: a.task,
         ticket: a.ticket,
         break_glass: a.break_glass,
+        start: a.start.map(|t| t.to_string()),
     };
     let created = ctx.client.create_request(&body).await?;
     let r = &created.request;
@@ -563,8 +564,14 @@ fn outcome(r: &Request, grant: Option<&Grant>, now: Timestamp) -> String {
             r.decision_reason.clone().unwrap_or_default(),
         ]),
     }
+    if let Some(s) = r.context.starts_at {
+        t.row(vec!["window starts:".into(), time(s)]);
+    }
     if let Some(g) = grant {
         t.row(vec!["grant:".into(), g.id.to_string()]);
+        if g.state == GrantState::Scheduled {
+            t.row(vec!["scheduled: starts".into(), time(g.starts_at)]);
+        }
         t.row(vec!["expires:".into(), time(g.expires_at)]);
         t.row(vec![
             "remaining:".into(),

@@ -469,6 +469,9 @@ impl Row for Grant {
     fn cells(&self, now: Timestamp) -> Vec<String> {
         let left = match self.state {
             GrantState::Active => remaining(self.expires_at, now),
+            GrantState::Scheduled if self.starts_at > now => {
+                format!("starts in {}", remaining(self.starts_at, now))
+            }
             _ => String::new(),
         };
         vec![

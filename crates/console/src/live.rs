@@ -60,7 +60,10 @@ impl Observer for LiveChanges {
             }
             // An escalation lets more people decide.
             Notice::RequestFollowUp { .. } => self.send("inbox", None),
-            Notice::GrantStarted(g) | Notice::GrantExtended(g) | Notice::GrantEnded(g) => {
+            Notice::GrantStarted(g)
+            | Notice::GrantScheduled(g)
+            | Notice::GrantExtended(g)
+            | Notice::GrantEnded(g) => {
                 self.send("access", Some(&g.user));
             }
             Notice::BreakGlass { request, .. } => {

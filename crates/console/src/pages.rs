@@ -275,6 +275,7 @@ async fn extend(
         device: Default::default(),
         step_up: None,
         extends: None,
+        starts_at: None,
     };
     let (r, _) =
         c.cp.extend_grant(&p.viewer.actor, id, by, p.form.justification, None, context)
@@ -421,12 +422,14 @@ async fn request_post(
         task: None,
         ticket,
         break_glass: f.break_glass.is_some(),
+        starts_at: None,
     };
     let context = RequestContext {
         source_addr: v.source.clone(),
         device: Default::default(),
         step_up: None,
         extends: None,
+        starts_at: None,
     };
     if f.action == "preview" {
         let preview = match c.cp.preview_request(&v.actor, new, context).await {

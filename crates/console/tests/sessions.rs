@@ -192,6 +192,7 @@ impl World {
                     task: None,
                     ticket: None,
                     break_glass: false,
+                    starts_at: None,
                 },
                 Default::default(),
             )

@@ -21,6 +21,9 @@ pub struct RequestInput<'a> {
     pub break_glass: bool,
     /// Lengthens a live grant of this role (`duration_secs` is the extension).
     pub extension: bool,
+    /// Scheduled access: seconds until the window starts (0: at once). `now` is then the
+    /// window's start, so that time-of-day rules judge when the privilege is used.
+    pub starts_in_secs: i64,
     pub now: Timestamp,
 }
 

@@ -355,7 +355,10 @@ string_enum!(RequestState {
     Expired => "expired",
 });
 
+// `scheduled`: approved for a later window (`pedm request create --start`), nothing in the
+// target yet; the scheduler switches it on at `starts_at`.
 string_enum!(GrantState {
+    Scheduled => "scheduled",
     Active => "active",
     Released => "released",
     Revoked => "revoked",
@@ -507,6 +510,9 @@ pub struct RequestContext {
     /// extend`). Approved, it moves that grant's expiry; no new grant is made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extends: Option<Uuid>,
+    /// Scheduled access: the window starts here (later than the request), not at approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<Timestamp>,
 }
 
 /// An exec held at its `execve` in a session until approvers decide (a policy marked it

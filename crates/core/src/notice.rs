@@ -20,6 +20,9 @@ pub enum Notice {
         escalated_to: Option<String>,
     },
     GrantStarted(Grant),
+    /// A grant approved for a window that starts later (scheduled access): nothing is
+    /// switched on until then, when `GrantStarted` follows.
+    GrantScheduled(Grant),
     /// An active grant's expiry moved later (an approved extension); its privilege stayed.
     GrantExtended(Grant),
     GrantEnded(Grant),

@@ -29,6 +29,11 @@ pub async fn run_expiry(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) 
         let cp = cp.clone();
         async move {
             let pass = cp.expire_due().await?;
+            if pass.grants_started > 0 {
+                tracing::info!(grants = pass.grants_started, "scheduled grants started");
+                metrics::counter!("pedm_grants_started_scheduled_total")
+                    .increment(pass.grants_started);
+            }
             if pass.grants_expired + pass.requests_expired > 0 {
                 tracing::info!(
                     grants = pass.grants_expired,

@@ -143,7 +143,15 @@ pub enum Write {
         from: Timestamp,
         to: Timestamp,
     },
-    /// Ends a grant; fails with Conflict unless it is still `active` (ends exactly once).
+    /// Switches a `scheduled` grant on: `active` with this provisioning state; fails with
+    /// Conflict unless it is still `scheduled` (starts exactly once).
+    StartScheduledGrant {
+        id: Uuid,
+        provision_state: crate::model::ProvisionState,
+        provision_detail: Option<String>,
+    },
+    /// Ends a grant; fails with Conflict unless it is still `active` or `scheduled` (ends
+    /// exactly once).
     EndGrant {
         id: Uuid,
         state: GrantState,
@@ -251,8 +259,14 @@ pub trait Store: Send + Sync + 'static {
     async fn grant(&self, id: Uuid) -> Result<Option<Grant>, StoreError>;
     /// Newest first.
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
-    /// Earliest `expires_at` among active grants.
+    /// Earliest `expires_at` among active grants, or `starts_at` among scheduled ones.
     async fn next_grant_deadline(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Scheduled grants whose `starts_at <= now`, earliest first.
+    async fn due_scheduled_grants(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Grant>, StoreError>;
     /// Active grants whose `expires_at <= now`, earliest first.
     async fn overdue_grants(&self, now: Timestamp, limit: u32) -> Result<Vec<Grant>, StoreError>;
 

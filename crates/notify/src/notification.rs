@@ -18,6 +18,8 @@ pub mod kinds {
     pub const GRANT_STARTED: &str = "grant.started";
     /// An active grant's expiry moved later (an approved extension).
     pub const GRANT_EXTENDED: &str = "grant.extended";
+    /// A grant was approved for a window that starts later (scheduled access).
+    pub const GRANT_SCHEDULED: &str = "grant.scheduled";
     /// A grant was released, revoked or expired.
     pub const GRANT_ENDED: &str = "grant.ended";
     /// An emergency elevation was granted without approval.

@@ -56,6 +56,7 @@ fn request_and_grant(i: usize, at: Timestamp) -> (Request, Grant) {
             device: BTreeMap::new(),
             step_up: None,
             extends: None,
+            starts_at: None,
         },
         state: RequestState::Approved,
         created_at: at,

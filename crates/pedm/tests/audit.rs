@@ -20,6 +20,7 @@ fn req(target: &str, role: &str, justification: &str) -> CreateRequest {
         task: None,
         ticket: None,
         break_glass: false,
+        start: None,
     }
 }
 

@@ -1087,6 +1087,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
         task: None,
         ticket: None,
         break_glass: false,
+        starts_at: None,
     };
 
     // Release: ann (an admin: the built-in rule lets admins delegate) hands hers to bea,

@@ -4,10 +4,7 @@
 mod common;
 
 use common::*;
-use pedm_api::{
-    CreateRole, CreateTarget, Decide, ExtendGrant, GrantState, Outcome, Reason, RequestState,
-    TargetKind,
-};
+use pedm_api::{Decide, ExtendGrant, GrantState, Outcome, Reason, RequestState};
 use std::time::Duration;
 
 fn extend(by: &str, why: &str) -> ExtendGrant {
@@ -18,43 +15,6 @@ fn extend(by: &str, why: &str) -> ExtendGrant {
     }
 }
 
-/// A `command` target `app` whose program logs every call it gets.
-fn logging_target(dir: &std::path::Path) -> (String, std::path::PathBuf) {
-    let log = dir.join("calls.log");
-    let script = dir.join("provision.sh");
-    std::fs::write(
-        &script,
-        "echo \"$PEDM_ACTION $PEDM_GRANT_ID\" >> \"$CALL_LOG\"\n\
-         if [ \"$PEDM_ACTION\" = observe ]; then echo '{\"present\": true}'; fi\n",
-    )
-    .unwrap();
-    let config = format!(
-        r#"
-[provision.targets.app]
-kind = "command"
-program = "/bin/sh"
-args = ["{script}"]
-timeout = "10s"
-env = {{ CALL_LOG = "{log}" }}
-
-[provision.roles.app.deploy]
-"#,
-        script = script.display(),
-        log = log.display()
-    );
-    (config, log)
-}
-
-fn calls(log: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
-        // Discovery and observation read; only grant and revoke change the target.
-        .filter(|action| action == "grant" || action == "revoke")
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn extend_at_once_without_a_gap_in_the_target() {
     let tmp = tempfile::tempdir().unwrap();
@@ -63,24 +23,7 @@ async fn extend_at_once_without_a_gap_in_the_target() {
         config: Some(config),
         ..Default::default()
     });
-    let a = s.admin();
-    a.create_target(&CreateTarget {
-        name: "app".into(),
-        kind: TargetKind::Command,
-        description: None,
-        labels: Default::default(),
-    })
-    .await
-    .unwrap();
-    a.create_role(
-        "app",
-        &CreateRole {
-            auto_approve: true,
-            ..CreateRole::new("deploy", "1h")
-        },
-    )
-    .await
-    .unwrap();
+    app_target(&s, true).await;
     let alice_token = user_with_token(&s, "alice", false).await;
     let alice = s.client(&alice_token);
     let bob = s.client(&user_with_token(&s, "bob", false).await);
@@ -148,7 +91,7 @@ async fn extend_at_once_without_a_gap_in_the_target() {
 
     // Policy sees `context.extension`: here long extensions are forbidden.
     add_policy(
-        &a,
+        &s.admin(),
         "short-extensions",
         "@id(\"short-extensions\")\nforbid(principal, action == Pedm::Action::\"request\", resource)\n  \
          when { context.extension && context.duration_secs > 600 };\n",

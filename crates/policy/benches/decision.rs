@@ -214,6 +214,7 @@ fn queries(n: usize, w: &World, group_targets: &[Vec<usize>], rng: &mut Rng) -> 
                     break_glass: rng.chance(2),
                     has_ticket: rng.chance(50),
                     extension: false,
+                    starts_in_secs: 0,
                     source_ip: ip,
                     device: Device {
                         managed: if rng.chance(70) {

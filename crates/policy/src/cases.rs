@@ -47,6 +47,8 @@ struct CaseContext {
     has_ticket: bool,
     #[serde(default)]
     extension: bool,
+    #[serde(default)]
+    starts_in_secs: i64,
     source_ip: Option<IpAddr>,
     #[serde(default)]
     device: Device,
@@ -155,6 +157,7 @@ fn run_one(engine: &Engine, c: &Case) -> Result<(String, Option<String>), String
         break_glass: c.context.break_glass,
         has_ticket: c.context.has_ticket,
         extension: c.context.extension,
+        starts_in_secs: c.context.starts_in_secs,
         source_ip: c.context.source_ip,
         device: c.context.device.clone(),
         now,

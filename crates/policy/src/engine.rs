@@ -1355,6 +1355,10 @@ impl Engine {
                 "extension".to_string(),
                 RestrictedExpression::new_bool(c.extension),
             ),
+            (
+                "starts_in_secs".to_string(),
+                RestrictedExpression::new_long(c.starts_in_secs),
+            ),
             ("device".to_string(), device),
             ("time".to_string(), time),
         ];

@@ -28,7 +28,9 @@
 //!
 //! Context (every action):
 //! - `duration_secs: Long`, `break_glass: Bool`, `has_ticket: Bool`, `extension: Bool` (the
-//!   request lengthens a live grant; `duration_secs` is then the extension) — always present;
+//!   request lengthens a live grant; `duration_secs` is then the extension),
+//!   `starts_in_secs: Long` (scheduled access: seconds until the window starts, 0 when at
+//!   once; `time` is then the window's start) — always present;
 //! - `source_ip?: ipaddr` — **absent when unknown**. Strict validation refuses any access
 //!   without a `context has source_ip` guard, so a policy can never error on it; write
 //!   `forbid ... unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) }`

@@ -155,6 +155,9 @@ pub struct Ctx {
     pub has_ticket: bool,
     /// The request lengthens a live grant (`pedm grant extend`): `context.extension`.
     pub extension: bool,
+    /// Scheduled access: seconds from now to the window's start (0 when at once):
+    /// `context.starts_in_secs`. `now` is then the window's start.
+    pub starts_in_secs: i64,
     /// `None` leaves `context.source_ip` absent; policies must guard it with `has`.
     pub source_ip: Option<IpAddr>,
     pub device: Device,
@@ -169,6 +172,7 @@ impl Ctx {
             break_glass: false,
             has_ticket: false,
             extension: false,
+            starts_in_secs: 0,
             source_ip: None,
             device: Device::default(),
             now,

@@ -318,6 +318,7 @@ fn query(q: &Q) -> AuthzQuery {
             break_glass: q.break_glass,
             has_ticket: q.has_ticket,
             extension: false,
+            starts_in_secs: 0,
             source_ip: ip,
             device: Device {
                 managed: q.managed,

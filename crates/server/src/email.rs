@@ -30,6 +30,7 @@ impl Observer for MailObserver {
                 | Notice::RequestDecided(_)
                 | Notice::RequestFollowUp { .. }
                 | Notice::GrantStarted(_)
+                | Notice::GrantScheduled(_)
                 | Notice::GrantExtended(_)
                 | Notice::GrantEnded(_)
         );
@@ -102,6 +103,10 @@ async fn mails_for(
             approver_mails(mailer, cp, request, Some(&why)).await?
         }
         Notice::RequestDecided(r) => decision_mail(mailer, cp, r).await?.into_iter().collect(),
+        Notice::GrantScheduled(g) => grant_mail(mailer, cp, g, "scheduled")
+            .await?
+            .into_iter()
+            .collect(),
         Notice::GrantStarted(g) => grant_mail(mailer, cp, g, "started")
             .await?
             .into_iter()
@@ -258,6 +263,10 @@ async fn grant_mail(
         "started" => format!(
             "Your access to {} on {} has started; it ends by itself at {}.",
             g.role, g.target, g.expires_at
+        ),
+        "scheduled" => format!(
+            "Your access to {} on {} was approved: it starts by itself at {} and ends at {}.",
+            g.role, g.target, g.starts_at, g.expires_at
         ),
         "extended" => format!(
             "Your access to {} on {} was extended until {}.",

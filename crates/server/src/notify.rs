@@ -107,6 +107,15 @@ pub(crate) fn notification(n: &Notice) -> Notification {
             ),
             json!({ "grant": g }),
         ),
+        Notice::GrantScheduled(g) => Notification::new(
+            kinds::GRANT_SCHEDULED,
+            Severity::Info,
+            format!(
+                "{} will hold {} on {} from {} until {}",
+                g.user, g.role, g.target, g.starts_at, g.expires_at
+            ),
+            json!({ "grant": g }),
+        ),
         Notice::GrantExtended(g) => Notification::new(
             kinds::GRANT_EXTENDED,
             Severity::Info,

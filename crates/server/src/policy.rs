@@ -116,6 +116,7 @@ impl Decider for CedarDecider {
                 break_glass: input.break_glass,
                 has_ticket: input.ticket.is_some(),
                 extension: input.extension,
+                starts_in_secs: input.starts_in_secs,
                 source_ip: input.source_addr.and_then(|s| s.parse().ok()),
                 device: device(input.device),
                 now: input.now,

@@ -33,6 +33,7 @@ impl Observer for SlackObserver {
             Notice::RequestPending(_)
             | Notice::RequestDecided(_)
             | Notice::GrantStarted(_)
+            | Notice::GrantScheduled(_)
             | Notice::GrantExtended(_)
             | Notice::GrantEnded(_)
             | Notice::RequestFollowUp { .. } => true,
@@ -109,9 +110,10 @@ async fn show(
     }
     let request = match notice {
         Notice::RequestPending(r) | Notice::RequestDecided(r) => Some(r.clone()),
-        Notice::GrantStarted(g) | Notice::GrantExtended(g) | Notice::GrantEnded(g) => {
-            cp.store().request(g.request_id).await?
-        }
+        Notice::GrantStarted(g)
+        | Notice::GrantScheduled(g)
+        | Notice::GrantExtended(g)
+        | Notice::GrantEnded(g) => cp.store().request(g.request_id).await?,
         _ => None,
     };
     let Some(request) = request else {
@@ -227,6 +229,10 @@ pub async fn card(cp: &ControlPlane, r: &Request) -> anyhow::Result<RequestCard>
     if let Some(g) = grant {
         status.push(match g.state {
             GrantState::Active => format!("Granted to {} until {}", g.user, g.expires_at),
+            GrantState::Scheduled => format!(
+                "Granted to {} from {} until {}",
+                g.user, g.starts_at, g.expires_at
+            ),
             ended => format!(
                 "Grant {} at {}",
                 ended.as_str(),

@@ -188,6 +188,13 @@ macro_rules! forward_store {
             ) -> Result<Vec<Grant>, StoreError> {
                 self.engine.overdue_grants(now, limit).await
             }
+            async fn due_scheduled_grants(
+                &self,
+                now: jiff::Timestamp,
+                limit: u32,
+            ) -> Result<Vec<Grant>, StoreError> {
+                self.engine.due_scheduled_grants(now, limit).await
+            }
             async fn policy_version(
                 &self,
                 v: Option<i64>,

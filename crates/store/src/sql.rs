@@ -770,6 +770,30 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             }
             Ok(())
         }
+        Write::StartScheduledGrant {
+            id,
+            provision_state,
+            provision_detail,
+        } => {
+            let n = c
+                .execute(
+                    "UPDATE grants SET state = 'active', provision_state = $2, \
+                     provision_detail = $3 WHERE id = $1 AND state = 'scheduled'",
+                    args![*id, provision_state.as_str(), provision_detail],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(
+                    if exists(c, "SELECT 1 FROM grants WHERE id = $1", args![*id]).await? {
+                        StoreError::Conflict(format!("grant {id} is not scheduled"))
+                    } else {
+                        StoreError::NotFound(format!("grant {id} does not exist"))
+                    },
+                );
+            }
+            Ok(())
+        }
         Write::EndGrant {
             id,
             state,
@@ -777,16 +801,16 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             by,
             reason,
         } => {
-            if *state == GrantState::Active {
+            if matches!(*state, GrantState::Active | GrantState::Scheduled) {
                 // "Ending" into `active` would let the same grant end again later.
                 return Err(StoreError::Conflict(format!(
-                    "grant {id} cannot be ended with state active"
+                    "grant {id} cannot be ended into {state}"
                 )));
             }
             let n = c
                 .execute(
                     "UPDATE grants SET state = $2, ended_at = $3, ended_by = $4, end_reason = $5 \
-                     WHERE id = $1 AND state = 'active'",
+                     WHERE id = $1 AND state IN ('active', 'scheduled')",
                     args![*id, state.as_str(), *at, by, reason],
                 )
                 .await
@@ -794,7 +818,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             if n == 0 {
                 return Err(
                     if exists(c, "SELECT 1 FROM grants WHERE id = $1", args![*id]).await? {
-                        StoreError::Conflict(format!("grant {id} is not active"))
+                        StoreError::Conflict(format!("grant {id} is not active or scheduled"))
                     } else {
                         StoreError::NotFound(format!("grant {id} does not exist"))
                     },
@@ -1255,7 +1279,25 @@ impl Store for Engine {
     }
 
     async fn next_grant_deadline(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.min_ts("SELECT MIN(expires_at) AS t FROM grants WHERE state = 'active'")
+        let ends = self
+            .min_ts("SELECT MIN(expires_at) AS t FROM grants WHERE state = 'active'")
+            .await?;
+        let starts = self
+            .min_ts("SELECT MIN(starts_at) AS t FROM grants WHERE state = 'scheduled'")
+            .await?;
+        Ok(ends.into_iter().chain(starts).min())
+    }
+
+    async fn due_scheduled_grants(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let sql = format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE state = 'scheduled' AND starts_at <= $1 \
+             ORDER BY starts_at, id LIMIT $2"
+        );
+        self.fetch_all(&sql, args![now, i64::from(limit)], rows::grant)
             .await
     }
 

@@ -92,6 +92,9 @@ use web_sessions::web_sessions_touched_and_ended;
 #[path = "conformance/integration.rs"]
 mod integration;
 use integration::integration_state_put_claim_purge;
+#[path = "conformance/scheduled.rs"]
+mod scheduled;
+use scheduled::scheduled_grants_start_once;
 
 conformance!(
     policy_proposals_and_approvals,
@@ -101,6 +104,7 @@ conformance!(
     ssh_certificates_and_what_to_revoke,
     web_sessions_touched_and_ended,
     integration_state_put_claim_purge,
+    scheduled_grants_start_once,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,
     provisioning_jobs_and_secrets,
@@ -208,6 +212,7 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
             device: BTreeMap::from([("managed".into(), "true".into())]),
             step_up: None,
             extends: Some(Uuid::from_u128(7)),
+            starts_at: None,
         },
         state: RequestState::Pending,
         created_at: t(created),

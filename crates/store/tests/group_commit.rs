@@ -48,6 +48,7 @@ fn request(requester: &str) -> Request {
             device: BTreeMap::new(),
             step_up: None,
             extends: None,
+            starts_at: None,
         },
         state: RequestState::Approved,
         created_at: t(0),

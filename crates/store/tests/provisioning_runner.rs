@@ -252,6 +252,7 @@ impl Env {
                     task: None,
                     ticket: None,
                     break_glass: false,
+                    starts_at: None,
                 },
                 RequestContext::default(),
             )
@@ -340,6 +341,7 @@ impl Env {
                     task: None,
                     ticket: None,
                     break_glass: false,
+                    starts_at: None,
                 },
                 RequestContext::default(),
             )

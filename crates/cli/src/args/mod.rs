@@ -420,8 +420,12 @@ pub struct CreateRequestArgs {
     pub ticket: Option<String>,
     /// Emergency access without waiting for approval, where a break-glass policy allows it.
     /// Security is alerted at once and an admin reviews it afterwards.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "start")]
     pub break_glass: bool,
+    /// Scheduled access: the window starts then (RFC 3339, e.g. 2026-12-05T22:00:00Z) and
+    /// lasts --duration; decided now, switched on at the start.
+    #[arg(long, value_name = "RFC3339")]
+    pub start: Option<Timestamp>,
 }
 
 #[derive(Debug, Subcommand)]

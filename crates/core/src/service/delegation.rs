@@ -1013,6 +1013,7 @@ impl ControlPlane {
                 device: &no_device,
                 break_glass: false,
                 extension: false,
+                starts_in_secs: 0,
                 now,
             })
         {

@@ -55,6 +55,7 @@ impl ControlPlane {
             task: None,
             ticket,
             break_glass: false,
+            starts_at: None,
         };
         self.create_request(actor, new, context).await
     }

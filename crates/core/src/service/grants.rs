@@ -135,7 +135,7 @@ impl ControlPlane {
         // Grants handed on from this one (peer delegation) end in the same changeset. If one
         // of them ends at the same moment the changeset is refused: read again and retry.
         for attempt in 0.. {
-            if g.state != GrantState::Active {
+            if !matches!(g.state, GrantState::Active | GrantState::Scheduled) {
                 return Err(Error::Conflict(format!(
                     "grant {} has already ended ({})",
                     g.id, g.state
@@ -201,7 +201,9 @@ impl ControlPlane {
             GrantState::Released => Ok("grant.released"),
             GrantState::Revoked => Ok("grant.revoked"),
             GrantState::Expired => Ok("grant.expired"),
-            GrantState::Active => Err(Error::Internal("cannot end a grant as active".into())),
+            GrantState::Active | GrantState::Scheduled => {
+                Err(Error::Internal(format!("cannot end a grant as {state}")))
+            }
         };
         let child_state = match state {
             GrantState::Expired => GrantState::Expired,
@@ -284,7 +286,10 @@ impl ControlPlane {
     pub async fn expire_due(self: &Arc<Self>) -> Result<ExpiryPass> {
         const BATCH: u32 = 500;
         let sys = Actor::system();
-        let mut pass = ExpiryPass::default();
+        let mut pass = ExpiryPass {
+            grants_started: self.start_due_grants().await?,
+            ..Default::default()
+        };
         loop {
             let now = self.now();
             let due = self.store.overdue_grants(now, BATCH).await?;

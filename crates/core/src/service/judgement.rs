@@ -75,7 +75,10 @@ impl ControlPlane {
             device: &context.device,
             break_glass: new.break_glass,
             extension: context.extends.is_some(),
-            now,
+            starts_in_secs: context
+                .starts_at
+                .map_or(0, |s| s.duration_since(now).as_secs().max(0)),
+            now: context.starts_at.unwrap_or(now),
         });
         let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);
         if let RequestDecision::Permit(Permit {
@@ -107,7 +110,13 @@ impl ControlPlane {
         Option<(crate::delegation::Delegation, Timestamp)>,
     )> {
         let delegated = match &decision {
-            RequestDecision::Permit(p) if !p.auto_approve && !p.break_glass && !new.break_glass => {
+            // A delegation is for now: it does not pre-approve a window that starts later.
+            RequestDecision::Permit(p)
+                if !p.auto_approve
+                    && !p.break_glass
+                    && !new.break_glass
+                    && new.starts_at.is_none() =>
+            {
                 self.delegation_for_role(actor, target, role, now).await?
             }
             _ => None,

@@ -29,6 +29,7 @@ mod provision;
 mod reconcile;
 mod report;
 mod requests;
+mod schedule;
 mod scim;
 mod ssh;
 mod sso;
@@ -139,6 +140,8 @@ pub struct NewRequest {
     pub ticket: Option<String>,
     /// Emergency access: granted at once if a break-glass policy allows, reviewed afterwards.
     pub break_glass: bool,
+    /// Scheduled access: the window's start, if later than now.
+    pub starts_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +189,8 @@ pub struct RoleChange {
 /// What the scheduler ended in one pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExpiryPass {
+    /// Scheduled grants switched on (their window started).
+    pub grants_started: u64,
     pub grants_expired: usize,
     pub requests_expired: usize,
     /// External accounts whose expiry was recorded (their grants ended).

@@ -440,7 +440,11 @@ impl ControlPlane {
                 device: &r.context.device,
                 break_glass: r.break_glass,
                 extension: r.context.extends.is_some(),
-                now: r.created_at,
+                starts_in_secs: r
+                    .context
+                    .starts_at
+                    .map_or(0, |s| s.duration_since(r.created_at).as_secs().max(0)),
+                now: r.context.starts_at.unwrap_or(r.created_at),
             });
             report.evaluated += 1;
             let (candidate_words, candidate_policy) = outcome_words(&d);

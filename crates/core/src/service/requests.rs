@@ -72,6 +72,12 @@ impl ControlPlane {
         let task = trimmed("task", new.task.clone(), 200)?;
         let ticket = trimmed("ticket", new.ticket.clone(), 200)?;
         let now = self.now();
+        let mut context = context;
+        context.starts_at = self.scheduled_start(&new, &context, now)?;
+        let new = NewRequest {
+            starts_at: context.starts_at,
+            ..new
+        };
         // A lock on the person or the host stops requests before policy is asked.
         for (kind, name) in [
             (crate::lock::LockKind::User, actor.user.as_str()),
@@ -140,9 +146,19 @@ impl ControlPlane {
             None => None,
         };
 
+        if let (RequestDecision::Permit(p), Some(start)) = (&decision, context.starts_at)
+            && !p.allow_parallel
+        {
+            let end = start
+                .checked_add(SignedDuration::from_secs(new.duration_secs))
+                .map_err(|_| Error::invalid("duration", "is too long"))?;
+            self.refuse_overlap(actor, &target.name, &role.name, start, end)
+                .await?;
+        }
         if let RequestDecision::Permit(p) = &decision
             && !p.allow_parallel
             && extended.is_none()
+            && context.starts_at.is_none()
             && let Some((live, by)) = self
                 .parallel_grant(actor, &target.name, &role.name, &new, now)
                 .await?
@@ -156,6 +172,14 @@ impl ControlPlane {
             return Box::pin(self.create_request(actor, new, context)).await;
         }
 
+        // A scheduled window nobody approves before it ends is moot.
+        let window_end = context
+            .starts_at
+            .and_then(|s| {
+                s.checked_add(SignedDuration::from_secs(new.duration_secs))
+                    .ok()
+            })
+            .unwrap_or(Timestamp::MAX);
         let mut req = Request {
             id: Uuid::now_v7(),
             requester: actor.user.clone(),
@@ -170,7 +194,8 @@ impl ControlPlane {
             created_at: now,
             pending_until: now
                 .checked_add(SignedDuration::from_secs(self.limits.pending_ttl_secs))
-                .map_err(|_| Error::Internal("pending deadline overflow".into()))?,
+                .map_err(|_| Error::Internal("pending deadline overflow".into()))?
+                .min(window_end),
             decided_at: None,
             decided_by: None,
             decision_reason: None,
@@ -352,7 +377,7 @@ impl ControlPlane {
                 grant: Box::new(g.clone()),
             }),
             (Some(g), false) if extended.is_some() => self.notify(Notice::GrantExtended(g.clone())),
-            (Some(g), false) => self.notify(Notice::GrantStarted(g.clone())),
+            (Some(g), false) => self.notify(Self::grant_made(g)),
             (None, _) if req.state == RequestState::Pending => {
                 self.notify(Notice::RequestPending(req.clone()))
             }
@@ -364,18 +389,35 @@ impl ControlPlane {
     /// A new grant for an approved request: `provisioning` (with a grant job, see
     /// `grant_job`) when its target switches its role on and off, else `active` at once; a
     /// role its provisioned target does not provision says why in `provision_detail`.
+    ///
+    /// A scheduled request's grant covers its window: `scheduled` (nothing in the target, no
+    /// job) until the window starts; approved after the start, active at once until the
+    /// window's end.
     pub(super) async fn new_grant(&self, req: &Request, now: Timestamp) -> Result<Grant> {
+        let window = req.context.starts_at.unwrap_or(now);
+        let expires_at = window
+            .checked_add(SignedDuration::from_secs(req.duration_secs))
+            .map_err(|_| Error::unprocessable("duration", "is too large"))?;
+        if expires_at <= now {
+            return Err(Error::Conflict(format!(
+                "request {}'s window ended at {expires_at}",
+                req.id
+            )));
+        }
+        let scheduled = window > now;
         let mut g = Grant {
             id: Uuid::now_v7(),
             request_id: req.id,
             user: req.requester.clone(),
             target: req.target.clone(),
             role: req.role.clone(),
-            starts_at: now,
-            expires_at: now
-                .checked_add(SignedDuration::from_secs(req.duration_secs))
-                .map_err(|_| Error::unprocessable("duration", "is too large"))?,
-            state: GrantState::Active,
+            starts_at: window.max(now),
+            expires_at,
+            state: if scheduled {
+                GrantState::Scheduled
+            } else {
+                GrantState::Active
+            },
             ended_at: None,
             ended_by: None,
             end_reason: None,
@@ -384,6 +426,10 @@ impl ControlPlane {
         };
         // An external account's grant never outlives the account (refused once it has).
         self.cap_to_external_expiry(&mut g, now).await?;
+        if scheduled {
+            // Switched on (and provisioned) by the scheduler at the start.
+            return Ok(g);
+        }
         if self.provisioned(&req.target) {
             match self.provisioning.as_ref().map(|p| p.role_provisioned(&g)) {
                 Some(Err(why)) => g.provision_detail = Some(format!("not provisioned: {why}")),
@@ -393,6 +439,7 @@ impl ControlPlane {
         Ok(g)
     }
 
+    /// `grant.started`, or `grant.scheduled` for a grant whose window starts later.
     pub(super) fn grant_started_event(&self, actor: &Actor, g: &Grant) -> NewAuditEvent {
         let mut data = json!({
             "request": g.request_id, "user": g.user, "target": g.target, "role": g.role,
@@ -401,8 +448,22 @@ impl ControlPlane {
         if let Some(d) = &g.provision_detail {
             data["provision"] = json!(d);
         }
-        self.event(actor, "grant.started", subject("grant", g.id))
-            .data(data)
+        let action = if g.state == GrantState::Scheduled {
+            data["starts_at"] = json!(g.starts_at);
+            "grant.scheduled"
+        } else {
+            "grant.started"
+        };
+        self.event(actor, action, subject("grant", g.id)).data(data)
+    }
+
+    /// The notice of a grant just made: started, or scheduled for later.
+    pub(super) fn grant_made(g: &Grant) -> Notice {
+        if g.state == GrantState::Scheduled {
+            Notice::GrantScheduled(g.clone())
+        } else {
+            Notice::GrantStarted(g.clone())
+        }
     }
 
     pub(super) async fn load_request(&self, id: Uuid) -> Result<Request> {
@@ -764,7 +825,7 @@ impl ControlPlane {
             self.deadline_changed.notify_one();
             self.jobs_changed.notify_one();
             self.notify(Notice::RequestDecided(req.clone()));
-            self.notify(Notice::GrantStarted(g.clone()));
+            self.notify(Self::grant_made(g));
         } else if matches!(req.state, RequestState::Denied | RequestState::Approved) {
             self.notify(Notice::RequestDecided(req.clone()));
         } else {

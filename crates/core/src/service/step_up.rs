@@ -115,6 +115,7 @@ impl ControlPlane {
                     policies: terms.policies.clone(),
                 }),
                 extends: None,
+                starts_at: None,
             },
             state: RequestState::Pending,
             created_at: now,

@@ -342,6 +342,7 @@ pub fn req(target: &str, role: &str, duration: &str, why: &str) -> pedm_api::Cre
         task: None,
         ticket: None,
         break_glass: false,
+        start: None,
     }
 }
 
@@ -477,4 +478,63 @@ pub async fn wait_event(s: &Server, action: &str, subject: &str) -> pedm_api::Au
             .next()
     })
     .await
+}
+
+/// A `command` target `app` whose program logs every call it gets.
+pub fn logging_target(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let log = dir.join("calls.log");
+    let script = dir.join("provision.sh");
+    std::fs::write(
+        &script,
+        "echo \"$PEDM_ACTION $PEDM_GRANT_ID\" >> \"$CALL_LOG\"\n\
+         if [ \"$PEDM_ACTION\" = observe ]; then echo '{\"present\": true}'; fi\n",
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+[provision.targets.app]
+kind = "command"
+program = "/bin/sh"
+args = ["{script}"]
+timeout = "10s"
+env = {{ CALL_LOG = "{log}" }}
+
+[provision.roles.app.deploy]
+"#,
+        script = script.display(),
+        log = log.display()
+    );
+    (config, log)
+}
+
+pub fn calls(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        // Discovery and observation read; only grant and revoke change the target.
+        .filter(|action| action == "grant" || action == "revoke")
+        .collect()
+}
+
+/// The `command` target `app` (see [`logging_target`]) with role `deploy` (max 1h).
+pub async fn app_target(s: &Server, auto_approve: bool) {
+    let a = s.admin();
+    a.create_target(&pedm_api::CreateTarget {
+        name: "app".into(),
+        kind: pedm_api::TargetKind::Command,
+        description: None,
+        labels: Default::default(),
+    })
+    .await
+    .expect("target");
+    a.create_role(
+        "app",
+        &pedm_api::CreateRole {
+            auto_approve,
+            ..pedm_api::CreateRole::new("deploy", "1h")
+        },
+    )
+    .await
+    .expect("role");
 }

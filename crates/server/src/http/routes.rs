@@ -454,6 +454,7 @@ async fn request_context(s: &AppState, c: &Caller) -> ApiResult<RequestContext> 
         device: s.cp.device_context(&c.actor, c.device.as_deref()).await?,
         step_up: None,
         extends: None,
+        starts_at: None,
     })
 }
 
@@ -467,6 +468,17 @@ async fn create_request(
     Body(b): Body<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<RequestCreated>)> {
     let duration_secs = parse_duration_field("duration", &b.duration)?;
+    let starts_at = b
+        .start
+        .as_deref()
+        .map(|t| {
+            t.parse::<jiff::Timestamp>().map_err(|e| {
+                ApiErr::invalid(format!(
+                    "invalid start {t:?}: an RFC 3339 time such as 2026-12-05T22:00:00Z ({e})"
+                ))
+            })
+        })
+        .transpose()?;
     let context = request_context(&s, &c).await?;
     let (request, grant) =
         s.cp.create_request(
@@ -479,6 +491,7 @@ async fn create_request(
                 task: b.task,
                 ticket: b.ticket,
                 break_glass: b.break_glass,
+                starts_at,
             },
             context,
         )

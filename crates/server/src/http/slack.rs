@@ -387,6 +387,7 @@ pub(super) async fn commands(State(s): State<AppState>, v: Verified) -> Response
                 task: None,
                 ticket: None,
                 break_glass: false,
+                starts_at: None,
             };
             match s
                 .cp
