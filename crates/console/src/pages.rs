@@ -276,6 +276,7 @@ async fn extend(
         step_up: None,
         extends: None,
         starts_at: None,
+        ticket: None,
     };
     let (r, _) =
         c.cp.extend_grant(&p.viewer.actor, id, by, p.form.justification, None, context)
@@ -430,6 +431,7 @@ async fn request_post(
         step_up: None,
         extends: None,
         starts_at: None,
+        ticket: None,
     };
     if f.action == "preview" {
         let preview = match c.cp.preview_request(&v.actor, new, context).await {

@@ -24,6 +24,8 @@ pub struct RequestInput<'a> {
     /// Scheduled access: seconds until the window starts (0: at once). `now` is then the
     /// window's start, so that time-of-day rules judge when the privilege is used.
     pub starts_in_secs: i64,
+    /// What the ticket system said about the ticket (`context.ticket`).
+    pub ticket_facts: Option<&'a crate::ticket::TicketFacts>,
     pub now: Timestamp,
 }
 

@@ -29,6 +29,7 @@ pub mod sso;
 pub mod store;
 pub mod syntax;
 pub mod text;
+pub mod ticket;
 pub mod token;
 pub mod web_session;
 pub mod workload;

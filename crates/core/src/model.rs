@@ -513,6 +513,9 @@ pub struct RequestContext {
     /// Scheduled access: the window starts here (later than the request), not at approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<Timestamp>,
+    /// What the ticket system said about the request's ticket, when one checked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<crate::ticket::TicketFacts>,
 }
 
 /// An exec held at its `execve` in a session until approvers decide (a policy marked it

@@ -57,6 +57,7 @@ fn request_and_grant(i: usize, at: Timestamp) -> (Request, Grant) {
             step_up: None,
             extends: None,
             starts_at: None,
+            ticket: None,
         },
         state: RequestState::Approved,
         created_at: at,

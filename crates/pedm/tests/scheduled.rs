@@ -150,7 +150,7 @@ async fn a_window_revoked_before_its_start_never_reaches_the_target_and_bad_wind
         .create_request(&scheduled("app", "deploy", "30m", at(-3600)))
         .await
         .unwrap_err();
-    assert_eq!(past.status(), Some(400), "{past}");
+    assert_eq!(past.status(), Some(422), "{past}");
     assert!(past.to_string().contains("start"), "{past}");
     let far = alice
         .create_request(&scheduled("app", "deploy", "30m", at(31 * 86_400)))
@@ -164,7 +164,7 @@ async fn a_window_revoked_before_its_start_never_reaches_the_target_and_bad_wind
         })
         .await
         .unwrap_err();
-    assert_eq!(glass.status(), Some(400), "{glass}");
+    assert_eq!(glass.status(), Some(422), "{glass}");
     let mut garbled = scheduled("app", "deploy", "30m", at(3600));
     garbled.start = Some("tonight at ten".into());
     let e = alice.create_request(&garbled).await.unwrap_err();

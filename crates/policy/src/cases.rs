@@ -49,6 +49,8 @@ struct CaseContext {
     extension: bool,
     #[serde(default)]
     starts_in_secs: i64,
+    #[serde(default)]
+    ticket: Option<crate::query::Ticket>,
     source_ip: Option<IpAddr>,
     #[serde(default)]
     device: Device,
@@ -158,6 +160,7 @@ fn run_one(engine: &Engine, c: &Case) -> Result<(String, Option<String>), String
         has_ticket: c.context.has_ticket,
         extension: c.context.extension,
         starts_in_secs: c.context.starts_in_secs,
+        ticket: c.context.ticket.clone(),
         source_ip: c.context.source_ip,
         device: c.context.device.clone(),
         now,

@@ -1365,6 +1365,32 @@ impl Engine {
         if let Some(ip) = c.source_ip {
             pairs.push(("source_ip".to_string(), ip_expression(ip)));
         }
+        if let Some(t) = &c.ticket {
+            let ticket = RestrictedExpression::new_record([
+                (
+                    "system".to_string(),
+                    RestrictedExpression::new_string(t.system.clone()),
+                ),
+                (
+                    "state".to_string(),
+                    RestrictedExpression::new_string(t.state.clone()),
+                ),
+                (
+                    "priority".to_string(),
+                    RestrictedExpression::new_string(t.priority.clone()),
+                ),
+                (
+                    "assigned_to_requester".to_string(),
+                    RestrictedExpression::new_bool(t.assigned_to_requester),
+                ),
+                (
+                    "in_window".to_string(),
+                    RestrictedExpression::new_bool(t.in_window),
+                ),
+            ])
+            .map_err(|e| e.to_string())?;
+            pairs.push(("ticket".to_string(), ticket));
+        }
         if let ResView::Command(_, _, command) = q.resource
             && let Some(cwd) = &command.cwd
         {

@@ -120,6 +120,19 @@ pub struct CommandRef {
     pub cwd: Option<String>,
 }
 
+/// A ticket as its system reported it when the request was made (`context.ticket`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The configured ticket system's name.
+    pub system: String,
+    pub state: String,
+    /// Empty when the system gave none.
+    pub priority: String,
+    pub assigned_to_requester: bool,
+    /// Now is inside the ticket's implementation window (false when it has none).
+    pub in_window: bool,
+}
+
 /// Device posture claims. Absent claims are absent attributes in Cedar
 /// (`context.device has managed`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -158,6 +171,9 @@ pub struct Ctx {
     /// Scheduled access: seconds from now to the window's start (0 when at once):
     /// `context.starts_in_secs`. `now` is then the window's start.
     pub starts_in_secs: i64,
+    /// What the ticket system said about the request's ticket (`context.ticket`); `None`
+    /// when no configured system checked it.
+    pub ticket: Option<Ticket>,
     /// `None` leaves `context.source_ip` absent; policies must guard it with `has`.
     pub source_ip: Option<IpAddr>,
     pub device: Device,
@@ -173,6 +189,7 @@ impl Ctx {
             has_ticket: false,
             extension: false,
             starts_in_secs: 0,
+            ticket: None,
             source_ip: None,
             device: Device::default(),
             now,

@@ -31,6 +31,9 @@ pub struct Config {
     /// Who is on call (`principal.on_call`): `[oncall] file` or `url`.
     #[serde(default)]
     pub oncall: Option<crate::oncall::OnCallConfig>,
+    /// Ticket systems requests' tickets are checked against (`[[tickets.system]]`).
+    #[serde(default)]
+    pub tickets: crate::tickets::TicketsConfig,
     pub audit: AuditConfig,
     /// Provisioners: `[provision.targets.<target>]` (kind and connection) and
     /// `[provision.roles.<target>.<role>]` (what a grant of that role does).
@@ -332,6 +335,7 @@ impl Default for Config {
             },
             notify: pedm_notify::NotifyConfig::default(),
             oncall: None,
+            tickets: Default::default(),
             audit: AuditConfig {
                 signing_key: String::new(),
                 checkpoint_interval: "60s".into(),
@@ -366,6 +370,7 @@ pub struct Resolved {
     pub policy_approvals: u32,
     pub notify: pedm_notify::NotifyConfig,
     pub oncall: Option<crate::oncall::OnCallConfig>,
+    pub tickets: crate::tickets::TicketsConfig,
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_interval: std::time::Duration,
     /// `None`: derived from the key.
@@ -492,6 +497,7 @@ impl Config {
             },
             notify: self.notify.clone(),
             oncall: self.oncall.clone(),
+            tickets: self.tickets.clone(),
             audit_signing_key: if self.audit.signing_key.trim().is_empty() {
                 self.data_dir.join("audit.key")
             } else {

@@ -13,6 +13,7 @@ pub mod oncall;
 pub mod policy;
 pub mod provision;
 mod slack;
+pub mod tickets;
 pub mod tls;
 pub mod witness;
 pub mod workload;
@@ -241,6 +242,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cp = cp.with_observer(Arc::new(slack::SlackObserver(tx, slack.clone())));
         Some(rx)
     };
+    let tickets = Arc::new(tickets::Tickets::new(&cfg.tickets)?);
+    let ticket_queue = if tickets.is_empty() {
+        None
+    } else {
+        let (tx, rx) = tickets::queue();
+        cp = cp
+            .with_tickets(tickets.clone())
+            .with_observer(Arc::new(tickets::TicketObserver(tx)));
+        Some(rx)
+    };
     let mailer = match &cfg.notify.email {
         None => None,
         Some(c) => Some(Arc::new(
@@ -338,6 +349,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(rx) = slack_queue {
         tokio::spawn(slack::run(
             slack.clone(),
+            cp.clone(),
+            rx,
+            shutdown_rx.clone(),
+        ));
+    }
+    if let Some(rx) = ticket_queue {
+        tokio::spawn(tickets::run(
+            tickets.clone(),
             cp.clone(),
             rx,
             shutdown_rx.clone(),

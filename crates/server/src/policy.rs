@@ -117,6 +117,7 @@ impl Decider for CedarDecider {
                 has_ticket: input.ticket.is_some(),
                 extension: input.extension,
                 starts_in_secs: input.starts_in_secs,
+                ticket: input.ticket_facts.map(|t| ticket_ctx(t, input.now)),
                 source_ip: input.source_addr.and_then(|s| s.parse().ok()),
                 device: device(input.device),
                 now: input.now,
@@ -166,6 +167,14 @@ impl Decider for CedarDecider {
         ctx.break_glass = request.break_glass;
         ctx.has_ticket = request.ticket.is_some();
         ctx.extension = request.context.extends.is_some();
+        ctx.starts_in_secs = request.context.starts_at.map_or(0, |s| {
+            s.duration_since(jiff::Timestamp::now()).as_secs().max(0)
+        });
+        ctx.ticket = request
+            .context
+            .ticket
+            .as_ref()
+            .map(|t| ticket_ctx(t, request.context.starts_at.unwrap_or(ctx.now)));
         let v = self.engine.authorize(&AuthzQuery {
             principal: self.principal(approver),
             action: Action::Approve,
@@ -344,5 +353,16 @@ fn denial_detail(policies: &[String], errors: &[String]) -> String {
         (true, true) => String::new(),
         (false, true) => format!(" (forbidden by {})", policies.join(", ")),
         (_, false) => format!(" (evaluation errors: {})", errors.join("; ")),
+    }
+}
+
+/// `context.ticket` from what the ticket system said, its window judged at `at`.
+fn ticket_ctx(t: &pedm_core::ticket::TicketFacts, at: jiff::Timestamp) -> pedm_policy::Ticket {
+    pedm_policy::Ticket {
+        system: t.system.clone(),
+        state: t.state.clone(),
+        priority: t.priority.clone().unwrap_or_default(),
+        assigned_to_requester: t.assigned_to_requester,
+        in_window: t.in_window(at),
     }
 }

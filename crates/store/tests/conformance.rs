@@ -213,6 +213,7 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
             step_up: None,
             extends: Some(Uuid::from_u128(7)),
             starts_at: None,
+            ticket: None,
         },
         state: RequestState::Pending,
         created_at: t(created),

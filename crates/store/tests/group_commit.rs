@@ -49,6 +49,7 @@ fn request(requester: &str) -> Request {
             step_up: None,
             extends: None,
             starts_at: None,
+            ticket: None,
         },
         state: RequestState::Approved,
         created_at: t(0),

@@ -1014,6 +1014,7 @@ impl ControlPlane {
                 break_glass: false,
                 extension: false,
                 starts_in_secs: 0,
+                ticket_facts: None,
                 now,
             })
         {

@@ -78,6 +78,7 @@ impl ControlPlane {
             starts_in_secs: context
                 .starts_at
                 .map_or(0, |s| s.duration_since(now).as_secs().max(0)),
+            ticket_facts: context.ticket.as_ref(),
             now: context.starts_at.unwrap_or(now),
         });
         let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);

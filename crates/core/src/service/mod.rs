@@ -35,6 +35,7 @@ mod ssh;
 mod sso;
 mod step_up;
 mod suggest;
+mod tickets;
 mod web_session;
 mod workload;
 pub use history::{HISTORY_DAYS, RequesterHistory};
@@ -211,6 +212,8 @@ pub struct ControlPlane {
     deadline_changed: Arc<Notify>,
     /// The targets with provisioners (none: every grant is `active` at once).
     provisioning: Option<Arc<dyn crate::provisioning::ProvisioningPort>>,
+    /// Checks requests' tickets against their systems (`[[tickets.system]]`).
+    tickets: Option<Arc<dyn crate::ticket::TicketChecker>>,
     /// Woken when a provisioning job is created.
     jobs_changed: Arc<Notify>,
     /// Woken when a request with reminders or escalation starts waiting.
@@ -277,6 +280,7 @@ impl ControlPlane {
             limits,
             deadline_changed: Arc::new(Notify::new()),
             provisioning: None,
+            tickets: None,
             jobs_changed: Arc::new(Notify::new()),
             follow_ups_changed: Arc::new(Notify::new()),
             auth_cache: auth_cache::AuthCache::default(),
@@ -303,6 +307,11 @@ impl ControlPlane {
 
     /// Grants on the targets `port` handles are switched on and off through it, by durable
     /// jobs (see [`crate::provisioning`]).
+    pub fn with_tickets(mut self, checker: Arc<dyn crate::ticket::TicketChecker>) -> Self {
+        self.tickets = Some(checker);
+        self
+    }
+
     pub fn with_provisioning(
         mut self,
         port: Arc<dyn crate::provisioning::ProvisioningPort>,

@@ -444,6 +444,7 @@ impl ControlPlane {
                     .context
                     .starts_at
                     .map_or(0, |s| s.duration_since(r.created_at).as_secs().max(0)),
+                ticket_facts: r.context.ticket.as_ref(),
                 now: r.context.starts_at.unwrap_or(r.created_at),
             });
             report.evaluated += 1;

@@ -98,6 +98,9 @@ impl ControlPlane {
             }
         }
 
+        let standing = self
+            .check_ticket(actor, ticket.as_deref(), &mut context)
+            .await?;
         let Judgement {
             decision,
             max_duration_secs: max,
@@ -214,10 +217,21 @@ impl ControlPlane {
                 "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
                 "justification": req.justification, "task": req.task, "ticket": req.ticket,
                 "source_addr": req.context.source_addr, "break_glass": req.break_glass,
+                "ticket_checked": req.context.ticket, "starts_at": req.context.starts_at,
             }));
-        let (decision, mut delegated) = self
+        let (mut decision, mut delegated) = self
             .settle(actor, &target, &role.name, &new, decision, now)
             .await?;
+        if let super::tickets::TicketStanding::NeedsApproval(why) = &standing {
+            // Break-glass stays what it is; anything else waits for a person.
+            delegated = None;
+            if let RequestDecision::Permit(p) = &mut decision
+                && !p.break_glass
+            {
+                p.auto_approve = false;
+                p.reason = format!("{}; {why}", p.reason);
+            }
+        }
         if extended.is_some() {
             delegated = None;
             created = created.data(json!({
@@ -356,6 +370,7 @@ impl ControlPlane {
                     "justification": req.justification, "task": req.task, "ticket": req.ticket,
                     "source_addr": req.context.source_addr, "policy": req.policy,
                     "approval_tiers": tiers_text(&req.approval_tiers),
+                    "ticket_checked": req.context.ticket, "starts_at": req.context.starts_at,
                 });
                 if let Some(g) = req.context.extends {
                     data["extends"] = json!(g);

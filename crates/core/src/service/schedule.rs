@@ -27,7 +27,7 @@ impl ControlPlane {
         };
         let ahead = start.duration_since(now).as_secs();
         if ahead < -NOW_TOLERANCE_SECS {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "start",
                 format!("{start} is in the past (now is {now})"),
             ));
@@ -36,13 +36,13 @@ impl ControlPlane {
             return Ok(None);
         }
         if new.break_glass {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "start",
                 "break-glass access is for now: it cannot be scheduled",
             ));
         }
         if context.extends.is_some() || context.step_up.is_some() {
-            return Err(Error::invalid(
+            return Err(Error::unprocessable(
                 "start",
                 "an extension or a held command cannot be scheduled",
             ));

@@ -116,6 +116,7 @@ impl ControlPlane {
                 }),
                 extends: None,
                 starts_at: None,
+                ticket: None,
             },
             state: RequestState::Pending,
             created_at: now,

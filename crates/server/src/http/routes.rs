@@ -455,6 +455,7 @@ async fn request_context(s: &AppState, c: &Caller) -> ApiResult<RequestContext> 
         step_up: None,
         extends: None,
         starts_at: None,
+        ticket: None,
     })
 }
 

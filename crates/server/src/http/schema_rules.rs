@@ -130,6 +130,7 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("CreateRequest", "justification", Text(max_justification)),
         ("CreateRequest", "task", OptionalLine(MAX_LINE_CHARS)),
         ("CreateRequest", "ticket", OptionalLine(MAX_LINE_CHARS)),
+        ("CreateRequest", "start", Time),
         ("ExtendGrant", "by", Duration),
         ("ExtendGrant", "justification", Text(max_justification)),
         ("ExtendGrant", "ticket", OptionalLine(MAX_LINE_CHARS)),
