@@ -31,6 +31,13 @@ pub enum IntegrationWrite {
         entry: IntegrationEntry,
         now: Timestamp,
     },
+    /// Holds the key as `entry.value` until `entry.expires_at`: taken when absent, expired at
+    /// `now`, or already held with the same value (a renewal); AlreadyExists while another
+    /// holder's lease is live. One instance of several does a job at a time.
+    Lease {
+        entry: IntegrationEntry,
+        now: Timestamp,
+    },
     /// Deletes every entry that expired before `before`.
     Purge { before: Timestamp },
 }

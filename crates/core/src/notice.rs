@@ -1,9 +1,15 @@
 //! What the control plane tells the outside world after a change is committed (webhooks,
 //! chat, pagers). Observers must not block: they queue and return.
+//!
+//! A [durable](Notice::durable) notice is also written to the outbox in the transaction of
+//! the change that causes it (`Changeset::notice`), so integrations deliver it at least once
+//! even if the process dies right after the commit.
 
 use crate::model::{Grant, Request};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Notice {
     /// A request waits for approvers.
     RequestPending(Request),
@@ -13,7 +19,7 @@ pub enum Notice {
     RequestFollowUp {
         request: Box<Request>,
         /// `request.reminded` or `request.escalated`.
-        step: &'static str,
+        step: String,
         /// What it waits for, e.g. `1 of security`.
         waiting_for: String,
         /// The escalation group (for `request.escalated`).
@@ -78,7 +84,7 @@ pub enum Notice {
     /// `policy.proposed`, `policy.approved`, `policy.rejected`, `policy.applied`): approvers
     /// should look at it.
     PolicyProposal {
-        step: &'static str,
+        step: String,
         actor: String,
         proposal: Box<crate::policy_review::PolicyProposal>,
     },
@@ -95,6 +101,28 @@ pub enum Notice {
         sponsor: String,
         expires_at: jiff::Timestamp,
     },
+}
+
+impl Notice {
+    /// Whether integrations must see it even across a crash (everything but the wake-ups of
+    /// host agents, which fetch their state again anyway).
+    pub fn durable(&self) -> bool {
+        !matches!(self, Notice::DelegationsChanged | Notice::LocksChanged)
+    }
+}
+
+/// A durable notice as kept in the outbox: its place in the outbox (the idempotency key of
+/// its deliveries) and the audit event it came with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    /// Increases in commit order; never reused.
+    pub seq: i64,
+    /// The last audit event of the changeset that wrote it (`None` without events).
+    pub event_seq: Option<i64>,
+    pub at: jiff::Timestamp,
+    /// `None` when the stored notice no longer reads as one (written by another version):
+    /// skipped and counted, never guessed at.
+    pub notice: Option<Notice>,
 }
 
 pub trait Observer: Send + Sync + 'static {

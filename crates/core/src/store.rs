@@ -159,13 +159,19 @@ pub enum Write {
         by: String,
         reason: Option<String>,
     },
+    /// Deletes outbox entries written before `before` (delivered long ago, or never to be).
+    PurgeOutbox {
+        before: Timestamp,
+    },
 }
 
-/// Row changes and the audit events that record them, applied all or nothing.
+/// Row changes and the audit events that record them, applied all or nothing; with the
+/// durable notices they cause, written to the outbox in the same transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Changeset {
     pub writes: Vec<Write>,
     pub events: Vec<NewAuditEvent>,
+    pub notices: Vec<crate::notice::Notice>,
 }
 
 impl Changeset {
@@ -179,6 +185,15 @@ impl Changeset {
     pub fn event(mut self, e: NewAuditEvent) -> Self {
         self.events.push(e);
         self
+    }
+    /// Adds a notice for the outbox if it is [durable](crate::notice::Notice::durable);
+    /// the control plane announces it in process once the changeset committed.
+    pub fn notice(mut self, n: crate::notice::Notice) -> Self {
+        self.notices.push(n);
+        self
+    }
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.events.is_empty() && self.notices.is_empty()
     }
 }
 
@@ -365,6 +380,16 @@ pub trait Store: Send + Sync + 'static {
     async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
     /// Every lock, newest first (the table stays small: locks are rare and short).
     async fn locks(&self) -> Result<Vec<crate::lock::Lock>, StoreError>;
+    /// Up to `limit` outbox entries after `after`, in order.
+    async fn outbox_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::notice::OutboxItem>, StoreError>;
+
+    /// The last outbox entry's `seq` (0 when empty).
+    async fn outbox_head(&self) -> Result<i64, StoreError>;
+
     /// An integration's entry under `key` (expired or not: the caller asks `live`).
     async fn integration_entry(
         &self,

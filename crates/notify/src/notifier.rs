@@ -44,6 +44,7 @@ struct Slot {
     config: Arc<SinkConfig>,
     tx: mpsc::Sender<Arc<Notification>>,
     counters: Arc<Counters>,
+    delivery: Arc<Delivery>,
 }
 
 #[derive(Default)]
@@ -227,20 +228,26 @@ impl Notifier {
                 .and_then(|b| b.build().map_err(|e| format!("HTTP client: {e}")))
                 .map_err(|e| ConfigError::new(&config.name, e))?,
             };
-            let worker = Worker {
+            let delivery = Arc::new(Delivery {
                 config: config.clone(),
-                rx,
                 client,
                 retry: options.retry,
                 shutdown: shutdown_rx.clone(),
                 events: events.clone(),
                 counters: counters.clone(),
-            };
-            tasks.spawn(worker.run());
+            });
+            tasks.spawn(
+                Worker {
+                    d: delivery.clone(),
+                    rx,
+                }
+                .run(),
+            );
             slots.push(Slot {
                 config,
                 tx,
                 counters,
+                delivery,
             });
         }
         let supervisor = tokio::spawn(async move {
@@ -313,6 +320,23 @@ impl Notifier {
         slot.tx.try_send(n.clone()).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => DropReason::QueueFull,
             mpsc::error::TrySendError::Closed(_) => DropReason::ShutDown,
+        })
+    }
+
+    /// Delivers `n` to the sink named `sink` now, with its retries, bypassing its queue;
+    /// returns once it is delivered or given up (`None`: no such sink, or its filters do not
+    /// accept `n`). For callers that keep their own durable queue (pedmd's outbox) and must
+    /// know the outcome before moving on. `Err(FailReason::Shutdown)`: cut off by the shutdown
+    /// deadline, so not given up for good.
+    pub async fn deliver_to(&self, sink: &str, n: &Notification) -> Option<Result<(), FailReason>> {
+        let slot = self.inner.sinks.iter().find(|s| s.config.name == sink)?;
+        if !slot.config.accepts(&n.kind, n.severity) {
+            return None;
+        }
+        slot.counters.enqueued.fetch_add(1, Ordering::Relaxed);
+        Some(match slot.delivery.deliver(n).await {
+            Final::Delivered => Ok(()),
+            Final::Failed(r) => Err(r),
         })
     }
 
@@ -408,14 +432,20 @@ async fn deadline_passed(mut rx: watch::Receiver<Option<Instant>>) {
     }
 }
 
-struct Worker {
+/// A sink's delivery: its client, retries and counts (its queue's worker and
+/// [`Notifier::deliver_to`] share it).
+struct Delivery {
     config: Arc<SinkConfig>,
-    rx: mpsc::Receiver<Arc<Notification>>,
     client: reqwest::Client,
     retry: RetryPolicy,
     shutdown: watch::Receiver<Option<Instant>>,
     events: broadcast::Sender<DeliveryEvent>,
     counters: Arc<Counters>,
+}
+
+struct Worker {
+    d: Arc<Delivery>,
+    rx: mpsc::Receiver<Arc<Notification>>,
 }
 
 enum Final {
@@ -428,22 +458,26 @@ impl Worker {
         loop {
             let next = tokio::select! {
                 biased;
-                () = shutdown_requested(self.shutdown.clone()) => None,
+                () = shutdown_requested(self.d.shutdown.clone()) => None,
                 n = self.rx.recv() => n,
             };
             match next {
-                Some(n) => self.deliver(&n).await,
+                Some(n) => {
+                    self.d.deliver(&n).await;
+                }
                 None => break,
             }
         }
         // Shutdown (or every sender gone): refuse new items, drain the rest.
         self.rx.close();
         while let Some(n) = self.rx.recv().await {
-            self.deliver(&n).await;
+            self.d.deliver(&n).await;
         }
     }
+}
 
-    async fn deliver(&self, n: &Notification) {
+impl Delivery {
+    async fn deliver(&self, n: &Notification) -> Final {
         let tried = AtomicU32::new(0);
         let result = tokio::select! {
             biased;
@@ -452,7 +486,7 @@ impl Worker {
         };
         let attempts = tried.load(Ordering::Relaxed);
         let sink = self.config.name.clone();
-        match result {
+        match &result {
             Final::Delivered => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("pedm_notifications_delivered_total", "sink" => sink.clone())
@@ -465,6 +499,7 @@ impl Worker {
                 });
             }
             Final::Failed(reason) => {
+                let reason = *reason;
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(
                     "pedm_notifications_failed_total",
@@ -488,6 +523,7 @@ impl Worker {
                 });
             }
         }
+        result
     }
 
     async fn attempts(&self, n: &Notification, tried: &AtomicU32) -> Final {

@@ -6,25 +6,32 @@
 //! Each approver's link is their own (see `pedm_core::service::mail_link`): it opens the
 //! console page for that request only after they sign in, and acts once, by a POST.
 //!
-//! Delivery never touches the request path: the observer only queues; one task sends in
-//! order, retrying what SMTP calls transient.
+//! Delivery never touches the request path: mail is a channel of the outbox
+//! ([`crate::outbox`]), which sends in order, retrying what SMTP calls transient, and survives
+//! a crash (a mail may then go out twice, never not at all).
 
 use std::sync::Arc;
 
 use pedm_core::model::{Grant, Request, RequestState, User};
-use pedm_core::notice::{Notice, Observer};
+use pedm_core::notice::Notice;
 use pedm_core::service::ControlPlane;
 use pedm_notify::email::{Mail, Mailer, compose};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-const QUEUE: usize = 10_000;
+/// Mail as an outbox channel: the mails of each notice, in order.
+pub struct MailChannel {
+    pub mailer: Arc<Mailer>,
+    pub cp: Arc<ControlPlane>,
+}
 
-/// Queues the notices that become mail; never blocks.
-pub struct MailObserver(pub mpsc::Sender<Notice>, pub Arc<Mailer>);
+#[async_trait::async_trait]
+impl crate::outbox::Channel for MailChannel {
+    fn name(&self) -> String {
+        "email".into()
+    }
 
-impl Observer for MailObserver {
-    fn notice(&self, notice: &Notice) {
-        let wanted = matches!(
+    fn wants(&self, notice: &Notice) -> bool {
+        matches!(
             notice,
             Notice::RequestPending(_)
                 | Notice::RequestDecided(_)
@@ -33,50 +40,37 @@ impl Observer for MailObserver {
                 | Notice::GrantScheduled(_)
                 | Notice::GrantExtended(_)
                 | Notice::GrantEnded(_)
-        );
-        if !wanted {
-            return;
-        }
-        let accepted = self.0.try_send(notice.clone()).is_ok();
-        self.1.queued(accepted);
-        if !accepted {
-            metrics::counter!("pedm_email_dropped_total").increment(1);
-            tracing::warn!("the mail queue is full: a notice was not mailed");
-        }
+        )
     }
-}
 
-/// The queue the observer feeds and [`run`] drains.
-pub fn queue() -> (mpsc::Sender<Notice>, mpsc::Receiver<Notice>) {
-    mpsc::channel(QUEUE)
-}
-
-/// Mails each queued notice, in order, until shutdown.
-pub async fn run(
-    mailer: Arc<Mailer>,
-    cp: Arc<ControlPlane>,
-    mut rx: mpsc::Receiver<Notice>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let notice = tokio::select! {
-            n = rx.recv() => match n { Some(n) => n, None => return },
-            _ = shutdown.changed() => return,
-        };
-        mailer.taken();
-        let mails = match mails_for(&mailer, &cp, &notice).await {
+    async fn deliver(
+        &self,
+        _item: &pedm_core::notice::OutboxItem,
+        notice: &Notice,
+        _delivery_id: uuid::Uuid,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> crate::outbox::Outcome {
+        self.mailer.queued(true);
+        self.mailer.taken();
+        let mails = match mails_for(&self.mailer, &self.cp, notice).await {
             Ok(m) => m,
             Err(e) => {
                 metrics::counter!("pedm_email_failed_total").increment(1);
                 tracing::error!(error = %e, "could not work out the mails of a notice");
-                continue;
+                return crate::outbox::Outcome::GaveUp;
             }
         };
+        let mut outcome = crate::outbox::Outcome::Done;
         for m in mails {
-            if let Err(e) = mailer.send(&m, &mut shutdown).await {
+            if let Err(e) = self.mailer.send(&m, shutdown).await {
+                if *shutdown.borrow() {
+                    return crate::outbox::Outcome::Interrupted;
+                }
                 tracing::error!(error = %e, "mail not sent");
+                outcome = crate::outbox::Outcome::GaveUp;
             }
         }
+        outcome
     }
 }
 
@@ -95,7 +89,7 @@ async fn mails_for(
         } => {
             let why = match escalated_to {
                 Some(g) => format!("Escalated to {g}: still waiting for {waiting_for}"),
-                None if *step == "request.reminded" => {
+                None if step == "request.reminded" => {
                     format!("Reminder: still waiting for {waiting_for}")
                 }
                 None => format!("Still waiting for {waiting_for}"),

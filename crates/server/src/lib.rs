@@ -10,6 +10,7 @@ pub mod live;
 mod notify;
 pub mod oidc;
 pub mod oncall;
+pub mod outbox;
 pub mod policy;
 pub mod provision;
 mod slack;
@@ -229,43 +230,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cp = cp.with_host_enroll_ttl(cfg.agent_enroll_ttl_secs);
     }
     cp = cp.with_observer(Arc::new(notify::LoudObserver));
-    if let Some(n) = &notifier {
-        cp = cp.with_observer(Arc::new(notify::WebhookObserver(n.clone())));
-    }
+    // Webhooks, Slack, mail and ticket comments deliver from the outbox.
+    let (outbox_wake, _) = watch::channel(0u64);
+    let outbox_wake_rx = outbox_wake.subscribe();
+    cp = cp.with_observer(Arc::new(outbox::Wake(outbox_wake)));
     let slack = Arc::new(
         pedm_notify::slack::Slack::new(cfg.notify.slack.clone()).map_err(anyhow::Error::msg)?,
     );
-    let slack_queue = if slack.is_empty() {
-        None
-    } else {
-        let (tx, rx) = slack::queue();
-        cp = cp.with_observer(Arc::new(slack::SlackObserver(tx, slack.clone())));
-        Some(rx)
-    };
     let tickets = Arc::new(tickets::Tickets::new(&cfg.tickets)?);
-    let ticket_queue = if tickets.is_empty() {
-        None
-    } else {
-        let (tx, rx) = tickets::queue();
-        cp = cp
-            .with_tickets(tickets.clone())
-            .with_observer(Arc::new(tickets::TicketObserver(tx)));
-        Some(rx)
-    };
+    if !tickets.is_empty() {
+        cp = cp.with_tickets(tickets.clone());
+    }
     let mailer = match &cfg.notify.email {
         None => None,
         Some(c) => Some(Arc::new(
             pedm_notify::email::Mailer::new(c, cfg.console.public_url.as_deref())
                 .map_err(anyhow::Error::msg)?,
         )),
-    };
-    let mail_queue = match &mailer {
-        None => None,
-        Some(m) => {
-            let (tx, rx) = email::queue();
-            cp = cp.with_observer(Arc::new(email::MailObserver(tx, m.clone())));
-            Some(rx)
-        }
     };
     let agent_key =
         audit_signer::load_or_create_key(&cfg.agent_signing_key, "agent snapshot signing key")
@@ -304,6 +285,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let provisioned = !provisioners.is_empty();
     if provisioned {
         cp = cp.with_provisioning(Arc::new(provisioners));
+    }
+    if notifier.is_some() || !slack.is_empty() || !tickets.is_empty() || mailer.is_some() {
+        cp = cp.with_outbox();
     }
     let cp = Arc::new(cp);
 
@@ -346,24 +330,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cp.clone(),
         shutdown_rx.clone(),
     ));
-    if let Some(rx) = slack_queue {
-        tokio::spawn(slack::run(
-            slack.clone(),
-            cp.clone(),
-            rx,
-            shutdown_rx.clone(),
-        ));
+    let mut channels: Vec<Arc<dyn outbox::Channel>> = vec![];
+    if let Some(n) = &notifier {
+        for sink in n.sink_names() {
+            channels.push(Arc::new(notify::WebhookChannel {
+                notifier: n.clone(),
+                sink: sink.to_string(),
+            }));
+        }
     }
-    if let Some(rx) = ticket_queue {
+    for app in 0..slack.apps.len() {
+        channels.push(Arc::new(slack::SlackChannel {
+            slack: slack.clone(),
+            cp: cp.clone(),
+            app,
+        }));
+    }
+    if !tickets.is_empty() {
+        channels.push(Arc::new(tickets::TicketChannel {
+            tickets: tickets.clone(),
+            cp: cp.clone(),
+        }));
         tokio::spawn(tickets::run(
             tickets.clone(),
             cp.clone(),
-            rx,
             shutdown_rx.clone(),
         ));
     }
-    if let (Some(rx), Some(m)) = (mail_queue, &mailer) {
-        tokio::spawn(email::run(m.clone(), cp.clone(), rx, shutdown_rx.clone()));
+    if let Some(m) = &mailer {
+        channels.push(Arc::new(email::MailChannel {
+            mailer: m.clone(),
+            cp: cp.clone(),
+        }));
     }
     tokio::spawn(follow_policy_versions(
         cp.clone(),
@@ -388,6 +386,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .clone()
             .run(cfg.audit_checkpoint_interval, shutdown_tx.subscribe()),
     );
+    let outbox_backlog = Arc::new(outbox::Backlog::default());
+    let holder = outbox::holder_id(&cfg.data_dir).context("data directory: instance-id")?;
+    for channel in channels {
+        tokio::spawn(outbox::run(
+            cp.clone(),
+            channel,
+            holder.clone(),
+            outbox_wake_rx.clone(),
+            signer.origin().to_string(),
+            outbox_backlog.clone(),
+            shutdown_tx.subscribe(),
+        ));
+    }
+    tokio::spawn(outbox::purge(cp.clone(), shutdown_tx.subscribe()));
 
     let acceptor = match &tls_files {
         Some((cert, key)) => {
@@ -444,6 +456,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         slack,
         mailer,
         notifier: notifier.clone(),
+        outbox_backlog,
     };
     let mut console = pedm_console::Console::new(cp.clone(), cfg.console.clone(), console_live)
         .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())))

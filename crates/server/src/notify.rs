@@ -4,7 +4,11 @@ use pedm_core::notice::{Notice, Observer};
 use pedm_notify::{Notification, Notifier, Severity, kinds};
 use serde_json::json;
 
-pub struct WebhookObserver(pub Notifier);
+/// One webhook sink as an outbox channel.
+pub struct WebhookChannel {
+    pub notifier: Notifier,
+    pub sink: String,
+}
 
 /// Makes high-severity notices loud whether or not a webhook is configured: a WARN log line
 /// and a Prometheus counter (`pedm_break_glass_total`, `pedm_high_severity_notices_total`
@@ -35,14 +39,34 @@ impl Observer for LoudObserver {
     }
 }
 
-impl Observer for WebhookObserver {
-    fn notice(&self, notice: &Notice) {
+#[async_trait::async_trait]
+impl crate::outbox::Channel for WebhookChannel {
+    fn name(&self) -> String {
+        format!("webhook:{}", self.sink)
+    }
+
+    fn wants(&self, notice: &Notice) -> bool {
         // Delegation and lock changes are in the audit log (by the admins who made them);
         // these notices only wake the agents, nobody is paged for them.
-        if matches!(notice, Notice::DelegationsChanged | Notice::LocksChanged) {
-            return;
+        notice.durable()
+    }
+
+    async fn deliver(
+        &self,
+        item: &pedm_core::notice::OutboxItem,
+        notice: &Notice,
+        delivery_id: uuid::Uuid,
+        _shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> crate::outbox::Outcome {
+        let mut n = notification(notice);
+        // The same on every delivery of this entry, so receivers can deduplicate.
+        n.id = delivery_id;
+        n.at = item.at;
+        match self.notifier.deliver_to(&self.sink, &n).await {
+            None | Some(Ok(())) => crate::outbox::Outcome::Done,
+            Some(Err(pedm_notify::FailReason::Shutdown)) => crate::outbox::Outcome::Interrupted,
+            Some(Err(_)) => crate::outbox::Outcome::GaveUp,
         }
-        self.0.notify(notification(notice));
     }
 }
 
@@ -83,7 +107,7 @@ pub(crate) fn notification(n: &Notice) -> Notification {
             waiting_for,
             escalated_to,
         } => Notification::new(
-            *step,
+            step.clone(),
             Severity::Info,
             match escalated_to {
                 Some(g) => format!(
@@ -228,7 +252,7 @@ pub(crate) fn notification(n: &Notice) -> Notification {
             actor,
             proposal: p,
         } => Notification::new(
-            *step,
+            step.clone(),
             Severity::Info,
             format!(
                 "{step}: policy proposal {} by {} on top of version {} ({} of {} approvals, {}), \

@@ -3,8 +3,9 @@
 //! approved, what is still needed, granted, denied, expired, ended). High-severity notices go
 //! to their channel as plain messages.
 //!
-//! Delivery never touches the request path: the observer only queues; one task per server
-//! calls Slack's Web API in order, retrying transport errors, 5xx and rate limits with backoff.
+//! Delivery never touches the request path: each app is a channel of the outbox
+//! ([`crate::outbox`]), which calls Slack's Web API in order, retrying transport errors, 5xx
+//! and rate limits with backoff, and survives a crash.
 //! Which message shows which request is kept in the database (`integration_state`), so a
 //! restart or another instance updates the same message. The clicks come back through
 //! [`crate::http::slack`].
@@ -12,24 +13,33 @@
 use std::sync::Arc;
 
 use pedm_core::model::{ApprovalDecision, Grant, GrantState, Request, RequestState};
-use pedm_core::notice::{Notice, Observer};
+use pedm_core::notice::Notice;
 use pedm_core::service::ControlPlane;
 use pedm_notify::Severity;
 use pedm_notify::slack::{RequestCard, Slack, SlackApp, notice_blocks};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// The integration name in `integration_state` and in audit actions (`slack.refused`).
 pub const INTEGRATION: &str = "slack";
 /// How long a message reference is kept (a request is long decided by then).
 const MESSAGE_TTL_SECS: i64 = 90 * 86_400;
-const QUEUE: usize = 10_000;
-/// Queues the notices Slack shows; never blocks.
-pub struct SlackObserver(pub mpsc::Sender<Notice>, pub Arc<Slack>);
+/// One Slack app as an outbox channel: shows each notice it wants, in order.
+pub struct SlackChannel {
+    pub slack: Arc<Slack>,
+    pub cp: Arc<ControlPlane>,
+    /// Index into `slack.apps`.
+    pub app: usize,
+}
 
-impl Observer for SlackObserver {
-    fn notice(&self, notice: &Notice) {
-        let wanted = match notice {
+#[async_trait::async_trait]
+impl crate::outbox::Channel for SlackChannel {
+    fn name(&self) -> String {
+        format!("slack:{}", self.slack.apps[self.app].config.name)
+    }
+
+    fn wants(&self, notice: &Notice) -> bool {
+        match notice {
             Notice::RequestPending(_)
             | Notice::RequestDecided(_)
             | Notice::GrantStarted(_)
@@ -38,44 +48,31 @@ impl Observer for SlackObserver {
             | Notice::GrantEnded(_)
             | Notice::RequestFollowUp { .. } => true,
             n => crate::notify::notification(n).severity == Severity::High,
-        };
-        if !wanted {
-            return;
-        }
-        let accepted = self.0.try_send(notice.clone()).is_ok();
-        self.1.queued(accepted);
-        if !accepted {
-            metrics::counter!("pedm_slack_dropped_total").increment(1);
-            tracing::warn!("the Slack queue is full: a notice was not shown in Slack");
         }
     }
-}
 
-/// The queue the observer feeds and [`run`] drains.
-pub fn queue() -> (mpsc::Sender<Notice>, mpsc::Receiver<Notice>) {
-    mpsc::channel(QUEUE)
-}
-
-/// Shows each queued notice in every app, in order, until shutdown.
-pub async fn run(
-    slack: Arc<Slack>,
-    cp: Arc<ControlPlane>,
-    mut rx: mpsc::Receiver<Notice>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let notice = tokio::select! {
-            n = rx.recv() => match n { Some(n) => n, None => return },
-            _ = shutdown.changed() => return,
-        };
-        slack.taken();
-        for app in &slack.apps {
-            let shown = show(&slack, &cp, app, &notice, &mut shutdown).await;
-            slack.shown(app, shown.is_ok());
-            if let Err(e) = shown {
+    async fn deliver(
+        &self,
+        _item: &pedm_core::notice::OutboxItem,
+        notice: &Notice,
+        _delivery_id: uuid::Uuid,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> crate::outbox::Outcome {
+        let app = &self.slack.apps[self.app];
+        self.slack.queued(true);
+        self.slack.taken();
+        let shown = show(&self.slack, &self.cp, app, notice, shutdown).await;
+        if shown.is_err() && *shutdown.borrow() {
+            return crate::outbox::Outcome::Interrupted;
+        }
+        self.slack.shown(app, shown.is_ok());
+        match shown {
+            Ok(()) => crate::outbox::Outcome::Done,
+            Err(e) => {
                 metrics::counter!("pedm_slack_failed_total", "app" => app.config.name.clone())
                     .increment(1);
                 tracing::error!(app = %app.config.name, error = %e, "could not show a notice in Slack");
+                crate::outbox::Outcome::GaveUp
             }
         }
     }

@@ -15,12 +15,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use jiff::Timestamp;
 use pedm_core::model::{Grant, GrantState};
-use pedm_core::notice::{Notice, Observer};
+use pedm_core::notice::Notice;
 use pedm_core::service::ControlPlane;
 use pedm_core::ticket::{TicketCheck, TicketChecker, TicketFacts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -445,64 +445,89 @@ impl TicketChecker for Tickets {
     }
 }
 
-/// Queues grant starts and ends whose ticket gets a comment; never blocks.
-pub struct TicketObserver(pub mpsc::Sender<Grant>);
+/// Ticket comments as an outbox channel: grant starts and ends written on their tickets.
+pub struct TicketChannel {
+    pub tickets: Arc<Tickets>,
+    pub cp: Arc<ControlPlane>,
+}
 
-impl Observer for TicketObserver {
-    fn notice(&self, notice: &Notice) {
-        if let Notice::GrantStarted(g) | Notice::GrantEnded(g) = notice
-            && self.0.try_send(g.clone()).is_err()
-        {
-            metrics::counter!("pedm_ticket_comments_dropped_total").increment(1);
+#[async_trait::async_trait]
+impl crate::outbox::Channel for TicketChannel {
+    fn name(&self) -> String {
+        "tickets".into()
+    }
+
+    fn wants(&self, notice: &Notice) -> bool {
+        matches!(notice, Notice::GrantStarted(_) | Notice::GrantEnded(_))
+    }
+
+    async fn deliver(
+        &self,
+        _item: &pedm_core::notice::OutboxItem,
+        notice: &Notice,
+        _delivery_id: uuid::Uuid,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> crate::outbox::Outcome {
+        let (Notice::GrantStarted(g) | Notice::GrantEnded(g)) = notice else {
+            return crate::outbox::Outcome::Done;
+        };
+        for wait in [1, 5, 30] {
+            if comment_on(&self.tickets, &self.cp, g).await {
+                return crate::outbox::Outcome::Done;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                _ = shutdown.changed() => return crate::outbox::Outcome::Interrupted,
+            }
+        }
+        if comment_on(&self.tickets, &self.cp, g).await {
+            crate::outbox::Outcome::Done
+        } else {
+            crate::outbox::Outcome::GaveUp
         }
     }
 }
 
-pub fn queue() -> (mpsc::Sender<Grant>, mpsc::Receiver<Grant>) {
-    mpsc::channel(10_000)
-}
-
-/// Comments on tickets as grants start and end, and ends grants whose tickets closed.
+/// Ends grants whose tickets closed, polling the systems that bind grants to tickets.
 pub async fn run(
     tickets: Arc<Tickets>,
     cp: Arc<ControlPlane>,
-    mut grants: mpsc::Receiver<Grant>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let poll = tickets
+    let Some(poll) = tickets
         .systems
         .iter()
         .filter(|s| s.config.end_grants_when_closed)
         .map(|s| s.config.poll)
-        .min();
-    let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_secs(3600)));
+        .min()
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            g = grants.recv() => match g {
-                Some(g) => comment_on(&tickets, &cp, &g).await,
-                None => return,
-            },
-            _ = tick.tick(), if poll.is_some() => end_closed(&tickets, &cp).await,
+            _ = tick.tick() => end_closed(&tickets, &cp).await,
             _ = shutdown.changed() => return,
         }
     }
 }
 
-async fn comment_on(tickets: &Tickets, cp: &ControlPlane, g: &Grant) {
+/// Writes `g`'s start or end on its ticket; false when the system would not take it.
+async fn comment_on(tickets: &Tickets, cp: &ControlPlane, g: &Grant) -> bool {
     let r = match cp.store().request(g.request_id).await {
         Ok(Some(r)) => r,
-        Ok(None) => return,
+        Ok(None) => return true,
         Err(e) => {
             tracing::error!(grant = %g.id, error = %e, "could not read a grant's request for its ticket");
-            return;
+            return false;
         }
     };
     let Some(facts) = r.context.ticket else {
-        return;
+        return true;
     };
     let Some(s) = tickets.named(&facts.system).filter(|s| s.config.comment) else {
-        return;
+        return true;
     };
     let text = if g.state == GrantState::Active {
         format!(
@@ -527,10 +552,11 @@ async fn comment_on(tickets: &Tickets, cp: &ControlPlane, g: &Grant) {
     metrics::counter!("pedm_ticket_comments_total", "system" => s.config.name.clone(),
         "outcome" => if outcome.is_ok() { "written" } else { "failed" })
     .increment(1);
-    if let Err(e) = outcome {
+    if let Err(e) = &outcome {
         tracing::warn!(system = %s.config.name, ticket = %facts.key, error = %e,
             "could not write on the ticket");
     }
+    outcome.is_ok()
 }
 
 /// Ends every live grant whose ticket is now closed in a system that binds grants to tickets.

@@ -48,6 +48,27 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &IntegrationWrite) -> Result<(), 
             }
             Ok(())
         }
+        IntegrationWrite::Lease { entry: e, now } => {
+            let n = c
+                .execute(
+                    "INSERT INTO integration_state (integration, key, value, expires_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (integration, key) \
+                     DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at \
+                     WHERE integration_state.value = excluded.value \
+                        OR (integration_state.expires_at IS NOT NULL \
+                            AND integration_state.expires_at <= $5)",
+                    args![&e.integration, &e.key, &e.value, e.expires_at, *now],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::AlreadyExists(format!(
+                    "{} {} is held by another",
+                    e.integration, e.key
+                )));
+            }
+            Ok(())
+        }
         IntegrationWrite::Purge { before } => {
             c.execute(
                 "DELETE FROM integration_state WHERE expires_at IS NOT NULL AND expires_at < $1",

@@ -13,6 +13,7 @@ mod external;
 mod hosts;
 mod integration;
 mod locks;
+mod outbox;
 mod policy_review;
 mod postgres;
 mod rows;
@@ -270,6 +271,16 @@ macro_rules! forward_store {
             }
             async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
                 pedm_core::store::Store::locks(&self.engine).await
+            }
+            async fn outbox_after(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> Result<Vec<pedm_core::notice::OutboxItem>, StoreError> {
+                pedm_core::store::Store::outbox_after(&self.engine, after, limit).await
+            }
+            async fn outbox_head(&self) -> Result<i64, StoreError> {
+                pedm_core::store::Store::outbox_head(&self.engine).await
             }
             async fn integration_entry(
                 &self,

@@ -718,6 +718,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::WebSession(w) => crate::web_sessions::apply(c, w).await,
         Write::Integration(w) => crate::integration::apply(c, w).await,
+        Write::PurgeOutbox { before } => crate::outbox::purge(c, *before).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
             ids.sort();
@@ -873,7 +874,10 @@ pub(crate) async fn apply_changeset(
     changes: Changeset,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     apply_writes(c, &changes.writes).await?;
-    append_events(c, changes.events).await
+    let events = append_events(c, changes.events).await?;
+    let at = events.last().map(|e| e.at).unwrap_or_else(Timestamp::now);
+    crate::outbox::insert(c, &changes.notices, events.last().map(|e| e.seq), at).await?;
+    Ok(events)
 }
 
 /// Applies writes in order, checking their preconditions; stops at the first refusal.
@@ -1032,7 +1036,7 @@ pub(crate) fn push_eq(sql: &mut String, args: &mut Vec<Arg>, col: &str, v: Optio
 #[async_trait]
 impl Store for Engine {
     async fn commit(&self, changes: Changeset) -> Result<Vec<AuditEvent>, StoreError> {
-        if changes.writes.is_empty() && changes.events.is_empty() {
+        if changes.is_empty() {
             return Ok(vec![]);
         }
         match &self.pools {
@@ -1442,6 +1446,18 @@ impl Store for Engine {
     ) -> Result<Option<pedm_core::web_session::WebSession>, StoreError> {
         self.get_web_session(token_id).await
     }
+    async fn outbox_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<pedm_core::notice::OutboxItem>, StoreError> {
+        self.outbox_rows(after, limit).await
+    }
+
+    async fn outbox_head(&self) -> Result<i64, StoreError> {
+        self.outbox_last().await
+    }
+
     async fn integration_entry(
         &self,
         integration: &str,

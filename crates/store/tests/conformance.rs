@@ -92,6 +92,9 @@ use web_sessions::web_sessions_touched_and_ended;
 #[path = "conformance/integration.rs"]
 mod integration;
 use integration::integration_state_put_claim_purge;
+#[path = "conformance/outbox.rs"]
+mod outbox;
+use outbox::{leases_have_one_holder, outbox_in_commit_order_with_its_changeset};
 #[path = "conformance/scheduled.rs"]
 mod scheduled;
 use scheduled::scheduled_grants_start_once;
@@ -104,6 +107,8 @@ conformance!(
     ssh_certificates_and_what_to_revoke,
     web_sessions_touched_and_ended,
     integration_state_put_claim_purge,
+    outbox_in_commit_order_with_its_changeset,
+    leases_have_one_holder,
     scheduled_grants_start_once,
     tasks_delegations_and_grant_links,
     hosts_receipts_and_sessions,

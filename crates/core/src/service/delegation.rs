@@ -759,7 +759,7 @@ impl ControlPlane {
                     );
                 }
             }
-            match self.store.commit(cs).await {
+            match self.commit(cs.notice(Notice::DelegationsChanged)).await {
                 Ok(_) => {
                     if ended
                         .iter()
@@ -767,10 +767,6 @@ impl ControlPlane {
                     {
                         self.jobs_changed.notify_one();
                     }
-                    for g in &ended {
-                        self.notify(Notice::GrantEnded(g.clone()));
-                    }
-                    self.notify(Notice::DelegationsChanged);
                     let delegations = all
                         .into_iter()
                         .map(|mut x| {
@@ -1079,8 +1075,9 @@ impl ControlPlane {
                         "request": req.id, "user": g.user, "target": g.target, "role": g.role,
                         "expires_at": g.expires_at, "parent_grant": id,
                     })),
-            );
-        self.store.commit(cs).await.map_err(|e| match e {
+            )
+            .notice(Notice::GrantStarted(g.clone()));
+        self.commit(cs).await.map_err(|e| match e {
             // The parent grant is gone at the same moment.
             StoreError::NotFound(m) => Error::Conflict(m),
             e => e.into(),
@@ -1104,7 +1101,6 @@ impl ControlPlane {
         }
         self.deadline_changed.notify_one();
         self.jobs_changed.notify_one();
-        self.notify(Notice::GrantStarted(g.clone()));
         Ok(g)
     }
 }

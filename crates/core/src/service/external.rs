@@ -267,13 +267,14 @@ impl ControlPlane {
                     .event(
                         self.event(&sys, "user.expiry_notice", subject("user", &x.user))
                             .data(json!({ "sponsor": x.sponsor, "expires_at": x.expires_at })),
-                    );
-                match self.store.commit(cs).await {
-                    Ok(_) => self.notify(Notice::ExternalExpiring {
+                    )
+                    .notice(Notice::ExternalExpiring {
                         user: x.user.clone(),
                         sponsor: x.sponsor.clone(),
                         expires_at: x.expires_at,
-                    }),
+                    });
+                match self.commit(cs).await {
+                    Ok(_) => {}
                     Err(StoreError::Conflict(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -323,16 +324,14 @@ impl ControlPlane {
                             "sponsor": x.sponsor, "expires_at": x.expires_at,
                             "grants_ended": ended,
                         })),
-                );
+                )
+                .notice(Notice::ExternalExpired {
+                    user: x.user.clone(),
+                    sponsor: x.sponsor.clone(),
+                    expires_at: x.expires_at,
+                });
             match self.commit_identity(cs).await {
-                Ok(_) => {
-                    expired += 1;
-                    self.notify(Notice::ExternalExpired {
-                        user: x.user.clone(),
-                        sponsor: x.sponsor.clone(),
-                        expires_at: x.expires_at,
-                    });
-                }
+                Ok(_) => expired += 1,
                 Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -77,17 +77,19 @@ impl ControlPlane {
                         "after_secs": after, "waiting_for": waiting_for,
                         "escalated_to": escalated_to, "requester": r.requester,
                     }));
-                let cs = Changeset::new().write(Write::Integration(claim)).event(ev);
-                match self.store.commit(cs).await {
+                let cs = Changeset::new()
+                    .write(Write::Integration(claim))
+                    .event(ev)
+                    .notice(Notice::RequestFollowUp {
+                        request: Box::new(r.clone()),
+                        step: step.to_string(),
+                        waiting_for,
+                        escalated_to,
+                    });
+                match self.commit(cs).await {
                     Ok(_) => {
                         metrics::counter!("pedm_request_follow_ups_total", "step" => step)
                             .increment(1);
-                        self.notify(Notice::RequestFollowUp {
-                            request: Box::new(r.clone()),
-                            step,
-                            waiting_for,
-                            escalated_to,
-                        });
                     }
                     // Another instance took this step.
                     Err(StoreError::AlreadyExists(_)) => {

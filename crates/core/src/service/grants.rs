@@ -155,16 +155,13 @@ impl ControlPlane {
             let ended = self
                 .end_grant_writes(actor, &g, state, reason.clone(), now, &mut cs)
                 .await?;
-            match self.store.commit(cs).await {
+            match self.commit(cs).await {
                 Ok(_) => {
                     if ended
                         .iter()
                         .any(|e| e.provision_state == ProvisionState::RevokePending)
                     {
                         self.jobs_changed.notify_one();
-                    }
-                    for e in &ended {
-                        self.notify(Notice::GrantEnded(e.clone()));
                     }
                     return ended
                         .into_iter()
@@ -262,6 +259,7 @@ impl ControlPlane {
             if let Some(p) = plan.state {
                 g.provision_state = p;
             }
+            cs.notices.push(Notice::GrantEnded(g.clone()));
             out.push(g);
         }
         Ok(out)
@@ -350,11 +348,11 @@ impl ControlPlane {
                     .event(
                         self.event(&sys, "request.expired", subject("request", id))
                             .data(json!({ "pending_until": req.pending_until })),
-                    );
-                match self.store.commit(cs).await {
+                    )
+                    .notice(Notice::RequestDecided(req));
+                match self.commit(cs).await {
                     Ok(_) => {
                         pass.requests_expired += 1;
-                        self.notify(Notice::RequestDecided(req));
                     }
                     Err(StoreError::Conflict(_)) => {}
                     Err(e) => return Err(e.into()),

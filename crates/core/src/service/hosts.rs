@@ -583,19 +583,19 @@ impl ControlPlane {
                     })),
                 );
             }
-            match self.store.commit(cs).await {
+            for name in alerts {
+                cs = cs.notice(crate::notice::Notice::ExecAlert {
+                    alert: name.to_string(),
+                    host: host.to_string(),
+                    user: r.user.clone(),
+                    argv: r.argv.clone(),
+                    allowed: r.verdict == ExecVerdict::Allowed,
+                    session: r.session,
+                });
+            }
+            match self.commit(cs).await {
                 Ok(_) => {
                     receipt.accepted += 1;
-                    for name in alerts {
-                        self.notify(crate::notice::Notice::ExecAlert {
-                            alert: name.to_string(),
-                            host: host.to_string(),
-                            user: r.user.clone(),
-                            argv: r.argv.clone(),
-                            allowed: r.verdict == ExecVerdict::Allowed,
-                            session: r.session,
-                        });
-                    }
                 }
                 Err(StoreError::AlreadyExists(_)) => receipt.duplicates += 1,
                 Err(e) => return Err(e.into()),
@@ -658,18 +658,18 @@ impl ControlPlane {
                     host: host.to_string(),
                     at: self.now(),
                 }))
-                .event(ev);
-            match self.store.commit(cs).await {
+                .event(ev)
+                .notice(crate::notice::Notice::AgentUndelivered {
+                    host: host.to_string(),
+                    item: u.item,
+                    kind: u.kind.clone(),
+                    error: u.error.clone(),
+                });
+            match self.commit(cs).await {
                 Ok(_) => {
                     new += 1;
                     tracing::error!(host, item = %u.item, kind = %u.kind, error = %u.error,
                         "an agent holds a record the server refused");
-                    self.notify(crate::notice::Notice::AgentUndelivered {
-                        host: host.to_string(),
-                        item: u.item,
-                        kind: u.kind,
-                        error: u.error,
-                    });
                 }
                 Err(StoreError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),

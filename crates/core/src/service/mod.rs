@@ -22,6 +22,7 @@ mod integration;
 mod judgement;
 mod locks;
 mod mail_link;
+mod outbox;
 pub use mail_link::MAIL;
 mod policy;
 mod policy_review;
@@ -212,6 +213,8 @@ pub struct ControlPlane {
     deadline_changed: Arc<Notify>,
     /// The targets with provisioners (none: every grant is `active` at once).
     provisioning: Option<Arc<dyn crate::provisioning::ProvisioningPort>>,
+    /// Whether durable notices are written to the outbox (some channel reads it).
+    outbox: bool,
     /// Checks requests' tickets against their systems (`[[tickets.system]]`).
     tickets: Option<Arc<dyn crate::ticket::TicketChecker>>,
     /// Woken when a provisioning job is created.
@@ -281,6 +284,7 @@ impl ControlPlane {
             deadline_changed: Arc::new(Notify::new()),
             provisioning: None,
             tickets: None,
+            outbox: false,
             jobs_changed: Arc::new(Notify::new()),
             follow_ups_changed: Arc::new(Notify::new()),
             auth_cache: auth_cache::AuthCache::default(),
@@ -307,6 +311,13 @@ impl ControlPlane {
 
     /// Grants on the targets `port` handles are switched on and off through it, by durable
     /// jobs (see [`crate::provisioning`]).
+    /// Writes durable notices to the outbox, for the channels that deliver from it (without
+    /// any, nothing would read them; a channel added later starts at the newest entry).
+    pub fn with_outbox(mut self) -> Self {
+        self.outbox = true;
+        self
+    }
+
     pub fn with_tickets(mut self, checker: Arc<dyn crate::ticket::TicketChecker>) -> Self {
         self.tickets = Some(checker);
         self
@@ -340,6 +351,24 @@ impl ControlPlane {
         for o in &self.observers {
             o.notice(&notice);
         }
+    }
+
+    /// Commits `cs`, its durable notices into the outbox in the same transaction; once it
+    /// committed, announces all its notices in process (agents, live pages, the outbox's
+    /// deliverers). Every notice that leaves the process goes through here.
+    async fn commit(
+        &self,
+        mut cs: Changeset,
+    ) -> std::result::Result<Vec<crate::audit::AuditEvent>, StoreError> {
+        let notices = std::mem::take(&mut cs.notices);
+        if self.outbox {
+            cs.notices = notices.iter().filter(|n| n.durable()).cloned().collect();
+        }
+        let events = self.store.commit(cs).await?;
+        for n in notices {
+            self.notify(n);
+        }
+        Ok(events)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -561,7 +590,7 @@ impl ControlPlane {
         &self,
         cs: Changeset,
     ) -> std::result::Result<Vec<crate::audit::AuditEvent>, StoreError> {
-        let r = self.store.commit(cs).await;
+        let r = self.commit(cs).await;
         self.auth_cache.invalidate();
         r
     }

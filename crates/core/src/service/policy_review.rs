@@ -35,12 +35,18 @@ fn proposal_subject(id: i64) -> Option<String> {
 }
 
 impl ControlPlane {
-    fn tell(&self, step: &'static str, actor: &Actor, proposal: &PolicyProposal) {
-        self.notify(crate::notice::Notice::PolicyProposal {
-            step,
+    /// Tells approvers how a proposal stands. The notice shows the proposal as read back
+    /// after its change, so it goes to the outbox in a transaction of its own right after
+    /// that change (a crash in between loses this notice; the audit event stays).
+    async fn tell(&self, step: &'static str, actor: &Actor, proposal: &PolicyProposal) {
+        let n = crate::notice::Notice::PolicyProposal {
+            step: step.to_string(),
             actor: actor.user.clone(),
             proposal: Box::new(proposal.clone()),
-        });
+        };
+        if let Err(e) = self.commit(Changeset::new().notice(n)).await {
+            tracing::error!(error = %e, proposal = proposal.id, "could not write a policy proposal notice");
+        }
     }
 
     /// Policy changes need `n` approvals by admins other than their author (0: applied at
@@ -153,7 +159,7 @@ impl ControlPlane {
                 .event(ev);
             match self.store.commit(cs).await {
                 Ok(_) => {
-                    self.tell("policy.proposed", actor, &p);
+                    self.tell("policy.proposed", actor, &p).await;
                     return Ok(PolicySubmission::Pending(Box::new(p)));
                 }
                 // Another proposal took the number at the same moment: take the next one.
@@ -291,7 +297,7 @@ impl ControlPlane {
                 match self.store.commit(cs).await {
                     Ok(_) => {
                         let p = self.load_proposal(id).await?;
-                        self.tell("policy.approved", actor, &p);
+                        self.tell("policy.approved", actor, &p).await;
                         return Ok(p);
                     }
                     Err(StoreError::Conflict(m)) => {
@@ -327,7 +333,7 @@ impl ControlPlane {
                 match self.commit_identity(cs).await {
                     Ok(_) => {
                         let p = self.load_proposal(id).await?;
-                        self.tell("policy.applied", actor, &p);
+                        self.tell("policy.applied", actor, &p).await;
                         return Ok(p);
                     }
                     Err(StoreError::Conflict(m)) => {
@@ -375,7 +381,7 @@ impl ControlPlane {
             {
                 Ok(_) => {
                     let p = self.load_proposal(id).await?;
-                    self.tell("policy.applied", actor, &p);
+                    self.tell("policy.applied", actor, &p).await;
                     return Ok(p);
                 }
                 Err(Error::Conflict(m)) => {
@@ -436,7 +442,7 @@ impl ControlPlane {
             e => e.into(),
         })?;
         let p = self.load_proposal(id).await?;
-        self.tell("policy.rejected", actor, &p);
+        self.tell("policy.rejected", actor, &p).await;
         Ok(p)
     }
 

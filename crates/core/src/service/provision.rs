@@ -368,13 +368,12 @@ impl ControlPlane {
                 }
             },
         };
-        match self.store.commit(cs).await {
-            Ok(_) => {
-                if let Some(n) = notice {
-                    self.notify(n);
-                }
-                Ok(())
-            }
+        let cs = match notice {
+            Some(n) => cs.notice(n),
+            None => cs,
+        };
+        match self.commit(cs).await {
+            Ok(_) => Ok(()),
             // Another runner recorded this attempt, or the grant ended meanwhile (its revoke
             // job takes care of the target).
             Err(StoreError::Conflict(e)) => {

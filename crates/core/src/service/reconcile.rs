@@ -281,7 +281,11 @@ impl ControlPlane {
                     }
                 }
             };
-        match self.store.commit(cs).await {
+        let cs = match notice {
+            Some(n) => cs.notice(n),
+            None => cs,
+        };
+        match self.commit(cs).await {
             Ok(_) => {}
             // Another runner recorded this attempt.
             Err(StoreError::Conflict(e)) => {
@@ -289,9 +293,6 @@ impl ControlPlane {
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
-        }
-        if let Some(n) = notice {
-            self.notify(n);
         }
         if removed {
             // A grant of exactly this privilege may have started between the check above and
@@ -445,14 +446,15 @@ impl ControlPlane {
                     )
             }
         };
-        match self.store.commit(cs).await {
+        let cs = match notice {
+            Some(n) => cs.notice(n),
+            None => cs,
+        };
+        match self.commit(cs).await {
             Ok(_) => self.jobs_changed.notify_one(),
             // The grant ended meanwhile: its revoke job takes care of the target.
             Err(StoreError::Conflict(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
-        }
-        if let Some(n) = notice {
-            self.notify(n);
         }
         Ok(())
     }

@@ -380,23 +380,21 @@ impl ControlPlane {
                     .event(created.data(data));
             }
         }
-        self.store.commit(cs).await?;
+        let notice = match (&grant, req.break_glass) {
+            (Some(g), true) => Notice::BreakGlass {
+                request: Box::new(req.clone()),
+                grant: Box::new(g.clone()),
+            },
+            (Some(g), false) if extended.is_some() => Notice::GrantExtended(g.clone()),
+            (Some(g), false) => Self::grant_made(g),
+            (None, _) if req.state == RequestState::Pending => Notice::RequestPending(req.clone()),
+            (None, _) => Notice::RequestDecided(req.clone()),
+        };
+        self.commit(cs.notice(notice)).await?;
         self.deadline_changed.notify_one();
         self.jobs_changed.notify_one();
         if req.follow_up.is_some() {
             self.follow_ups_changed.notify_one();
-        }
-        match (&grant, req.break_glass) {
-            (Some(g), true) => self.notify(Notice::BreakGlass {
-                request: Box::new(req.clone()),
-                grant: Box::new(g.clone()),
-            }),
-            (Some(g), false) if extended.is_some() => self.notify(Notice::GrantExtended(g.clone())),
-            (Some(g), false) => self.notify(Self::grant_made(g)),
-            (None, _) if req.state == RequestState::Pending => {
-                self.notify(Notice::RequestPending(req.clone()))
-            }
-            (None, _) => self.notify(Notice::RequestDecided(req.clone())),
         }
         Ok((req, grant))
     }
@@ -673,8 +671,9 @@ impl ControlPlane {
                 self.event(actor, "request.cancelled", subject("request", id))
                     .data(json!({ "reason": reason })),
             );
-        self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
-        self.notify(Notice::RequestDecided(req.clone()));
+        self.commit(cs.notice(Notice::RequestDecided(req.clone())))
+            .await
+            .map_err(|e| concurrent(e, id))?;
         Ok(req)
     }
 
@@ -829,23 +828,26 @@ impl ControlPlane {
             cs = cs.write(write.clone());
         }
         cs.events = events;
-        self.store.commit(cs).await.map_err(|e| concurrent(e, id))?;
+        cs.notices = match (&extension, &grant) {
+            (Some((_, g)), _) => vec![
+                Notice::RequestDecided(req.clone()),
+                Notice::GrantExtended(g.clone()),
+            ],
+            (None, Some(g)) => vec![Notice::RequestDecided(req.clone()), Self::grant_made(g)],
+            (None, None) if matches!(req.state, RequestState::Denied | RequestState::Approved) => {
+                vec![Notice::RequestDecided(req.clone())]
+            }
+            // The next tier's approvers have something to do.
+            (None, None) => vec![Notice::RequestPending(req.clone())],
+        };
+        self.commit(cs).await.map_err(|e| concurrent(e, id))?;
         if let Some((_, g)) = extension {
             self.deadline_changed.notify_one();
-            self.notify(Notice::RequestDecided(req.clone()));
-            self.notify(Notice::GrantExtended(g.clone()));
             return Ok((req, Some(g)));
         }
-        if let Some(g) = &grant {
+        if grant.is_some() {
             self.deadline_changed.notify_one();
             self.jobs_changed.notify_one();
-            self.notify(Notice::RequestDecided(req.clone()));
-            self.notify(Self::grant_made(g));
-        } else if matches!(req.state, RequestState::Denied | RequestState::Approved) {
-            self.notify(Notice::RequestDecided(req.clone()));
-        } else {
-            // The next tier's approvers have something to do.
-            self.notify(Notice::RequestPending(req.clone()));
         }
         Ok((req, grant))
     }

@@ -154,18 +154,18 @@ impl ControlPlane {
                 provision_state: g.provision_state,
                 provision_detail: g.provision_detail.clone(),
             })
-            .event(self.grant_started_event(actor, &g));
+            .event(self.grant_started_event(actor, &g))
+            .notice(Notice::GrantStarted(g.clone()));
         if let Some(job) = self.grant_job(&g) {
             cs = cs.write(job);
         }
-        match self.store.commit(cs).await {
+        match self.commit(cs).await {
             Ok(_) => {}
             Err(StoreError::Conflict(e)) => return Err(Error::Conflict(e)),
             Err(e) => return Err(e.into()),
         }
         self.jobs_changed.notify_one();
         self.deadline_changed.notify_one();
-        self.notify(Notice::GrantStarted(g.clone()));
         Ok(g)
     }
 }

@@ -475,9 +475,6 @@ impl ControlPlane {
                     {
                         self.jobs_changed.notify_one();
                     }
-                    for e in &ended {
-                        self.notify(Notice::GrantEnded(e.clone()));
-                    }
                     return Ok(());
                 }
                 // A grant or token ended at the same moment: read again.

@@ -149,8 +149,8 @@ impl ControlPlane {
                         "approvals": tiers_text(&req.approval_tiers),
                     })),
             );
-        self.store.commit(cs).await?;
-        self.notify(Notice::RequestPending(req.clone()));
+        self.commit(cs.notice(Notice::RequestPending(req.clone())))
+            .await?;
         Ok(req)
     }
 

@@ -61,6 +61,8 @@ pub struct AppState {
     pub mailer: Option<Arc<pedm_notify::email::Mailer>>,
     /// `[[notify.webhook]]` sinks (none configured: `None`).
     pub notifier: Option<pedm_notify::Notifier>,
+    /// How far each outbox channel is behind.
+    pub outbox_backlog: Arc<crate::outbox::Backlog>,
 }
 
 #[derive(OpenApi)]

@@ -472,10 +472,15 @@ pub(super) async fn notify_status(
             "reading the notification status needs read_audit",
         ));
     }
+    // What waits is what the channel's outbox reader has not got to yet.
     let channel = |kind: &str, w: pedm_notify::SinkStats| pedm_api::ChannelStatus {
+        queued: s
+            .outbox_backlog
+            .of(&format!("{kind}:{}", w.name))
+            .or_else(|| s.outbox_backlog.of(&w.name))
+            .unwrap_or(w.queued as u64),
         name: w.name,
         kind: kind.into(),
-        queued: w.queued as u64,
         delivered: w.delivered,
         failed: w.failed,
         dropped: w.dropped,

@@ -398,6 +398,7 @@ async fn try_batch(raw: &mut RawConn, batch: &[Job], savepoints: bool) -> Option
         match refused {
             None => {
                 let count = changes.events.len();
+                let mut event_seq = None;
                 if count > 0 {
                     let (seq, prev) = match head {
                         Some(h) => h,
@@ -411,6 +412,15 @@ async fn try_batch(raw: &mut RawConn, batch: &[Job], savepoints: bool) -> Option
                         Err(e) => return all_fail(e, n),
                     }
                     head = chained.last().map(|e| (e.seq, e.hash));
+                    event_seq = chained.last().map(|e| e.seq);
+                }
+                let at = chained
+                    .last()
+                    .filter(|_| count > 0)
+                    .map_or_else(jiff::Timestamp::now, |e| e.at);
+                if let Err(e) = crate::outbox::insert(&mut c, &changes.notices, event_seq, at).await
+                {
+                    return all_fail(e, n);
                 }
                 outcomes.push(Ok(count));
             }
