@@ -32,6 +32,8 @@ pub enum Notice {
     /// An active grant's expiry moved later (an approved extension); its privilege stayed.
     GrantExtended(Grant),
     GrantEnded(Grant),
+    /// An active grant ends within the configured warning time: its holder may extend it.
+    GrantExpiring(Grant),
     /// Emergency access was granted without approval: high severity.
     BreakGlass {
         request: Box<Request>,

@@ -57,7 +57,11 @@ pub async fn run_follow_ups(cp: Arc<ControlPlane>, shutdown: watch::Receiver<boo
     let wake = cp.follow_ups_changed();
     run_until_deadlines("follow-ups", wake, shutdown, move || {
         let cp = cp.clone();
-        async move { Ok((cp.follow_up_due().await?, cp.now())) }
+        async move {
+            // Expiry warnings ride on this loop: due within its 30-second cap at the latest.
+            cp.warn_expiring().await?;
+            Ok((cp.follow_up_due().await?, cp.now()))
+        }
     })
     .await
 }

@@ -299,6 +299,28 @@ pub struct NotifyConfig {
     pub slack: Vec<crate::slack::SlackConfig>,
     /// Mail to approvers and requesters (`[notify.email]`).
     pub email: Option<crate::email::EmailConfig>,
+    /// Tell holders this long before a grant ends (`grant.expiring`: webhooks, mail); off
+    /// when absent. Grants that last no longer than this are not warned.
+    #[serde(default, with = "opt_duration")]
+    pub expiry_warning: Option<Duration>,
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct W(#[serde(with = "super::duration")] Duration);
+        Ok(Some(W::deserialize(d)?.0))
+    }
 }
 
 impl Default for NotifyConfig {
@@ -310,6 +332,7 @@ impl Default for NotifyConfig {
             webhook: Vec::new(),
             slack: Vec::new(),
             email: None,
+            expiry_warning: None,
         }
     }
 }

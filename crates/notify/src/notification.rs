@@ -20,6 +20,8 @@ pub mod kinds {
     pub const GRANT_EXTENDED: &str = "grant.extended";
     /// A grant was approved for a window that starts later (scheduled access).
     pub const GRANT_SCHEDULED: &str = "grant.scheduled";
+    /// An active grant ends soon (`[notify] expiry_warning` before its end).
+    pub const GRANT_EXPIRING: &str = "grant.expiring";
     /// A grant was released, revoked or expired.
     pub const GRANT_ENDED: &str = "grant.ended";
     /// An emergency elevation was granted without approval.

@@ -374,3 +374,72 @@ async fn a_relay_refusing_the_password_is_a_failure_not_a_retry() {
         "the password is logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn holders_are_warned_before_their_grant_ends() {
+    let mut smtp = MailServer::start(None);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // Warned 100 s before the end: a 2-minute grant is warned 20 s after it starts.
+    let config = format!(
+        "[notify]\nexpiry_warning = \"100s\"\n{}",
+        smtp.config(&base)
+    );
+    let s = Server::start_with(Options {
+        config: Some(config),
+        port: Some(port),
+        ..Default::default()
+    });
+    app_target(&s, true).await;
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    set_email(&s, "alice", "alice@example.com").await;
+    let long = alice
+        .create_request(&req("app", "deploy", "2m", "a short change"))
+        .await
+        .unwrap()
+        .grant
+        .expect("granted");
+    // Never warned: it lasts no longer than the warning time (the pass that warns the
+    // first grant sees it too).
+    s.admin()
+        .create_role(
+            "app",
+            &pedm_api::CreateRole {
+                auto_approve: true,
+                ..pedm_api::CreateRole::new("read", "1h")
+            },
+        )
+        .await
+        .unwrap();
+    alice
+        .create_request(&req("app", "read", "90s", "a quick look"))
+        .await
+        .unwrap()
+        .grant
+        .expect("granted");
+    let warning = loop {
+        let m = smtp.next_mail().await;
+        let subject = m.header("subject").unwrap_or_default();
+        if subject.contains("ends soon") {
+            break m;
+        }
+        assert!(subject.contains("started"), "{subject}");
+    };
+    assert!(
+        warning
+            .header("subject")
+            .unwrap_or_default()
+            .contains("deploy"),
+        "the long grant is the one warned"
+    );
+    assert_eq!(warning.to, vec!["alice@example.com"]);
+    let text = warning.part("text/plain");
+    assert!(
+        text.contains(&format!("pedm grant extend {}", long.id)),
+        "{text}"
+    );
+    let ev = wait_event(&s, "grant.expiry_warned", &format!("grant:{}", long.id)).await;
+    assert_eq!(ev.data["user"], "alice");
+    assert!(ev.data["seconds_left"].as_i64().unwrap() <= 100);
+    assert_eq!(audit_of(&s, "grant.expiry_warned").await.len(), 1);
+}

@@ -39,6 +39,7 @@ impl crate::outbox::Channel for MailChannel {
                 | Notice::GrantStarted(_)
                 | Notice::GrantScheduled(_)
                 | Notice::GrantExtended(_)
+                | Notice::GrantExpiring(_)
                 | Notice::GrantEnded(_)
         )
     }
@@ -106,6 +107,10 @@ async fn mails_for(
             .into_iter()
             .collect(),
         Notice::GrantExtended(g) => grant_mail(mailer, cp, g, "extended")
+            .await?
+            .into_iter()
+            .collect(),
+        Notice::GrantExpiring(g) => grant_mail(mailer, cp, g, "ends soon")
             .await?
             .into_iter()
             .collect(),
@@ -265,6 +270,11 @@ async fn grant_mail(
         "extended" => format!(
             "Your access to {} on {} was extended until {}.",
             g.role, g.target, g.expires_at
+        ),
+        "ends soon" => format!(
+            "Your access to {} on {} ends at {}. To keep it longer, ask for an extension: \
+             pedm grant extend {} --by 30m -r \"why\" (or on the My access page).",
+            g.role, g.target, g.expires_at, g.id
         ),
         _ => format!("Your access to {} on {} has ended.", g.role, g.target),
     };

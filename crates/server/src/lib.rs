@@ -289,6 +289,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if notifier.is_some() || !slack.is_empty() || !tickets.is_empty() || mailer.is_some() {
         cp = cp.with_outbox();
     }
+    if let Some(lead) = cfg.notify.expiry_warning {
+        cp = cp.with_expiry_warning(i64::try_from(lead.as_secs()).unwrap_or(i64::MAX));
+    }
     let cp = Arc::new(cp);
 
     let token_file = cfg.data_dir.join("admin.token");

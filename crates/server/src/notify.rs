@@ -149,6 +149,15 @@ pub(crate) fn notification(n: &Notice) -> Notification {
             ),
             json!({ "grant": g }),
         ),
+        Notice::GrantExpiring(g) => Notification::new(
+            kinds::GRANT_EXPIRING,
+            Severity::Info,
+            format!(
+                "{}'s {} on {} ends at {} (extend it with pedm grant extend {})",
+                g.user, g.role, g.target, g.expires_at, g.id
+            ),
+            json!({ "grant": g }),
+        ),
         Notice::GrantEnded(g) => Notification::new(
             kinds::GRANT_ENDED,
             Severity::Info,

@@ -11,6 +11,7 @@ mod auth_cache;
 mod auth_failures;
 mod delegation;
 mod devices;
+mod expiring;
 mod extend;
 mod external;
 mod follow_up;
@@ -213,6 +214,8 @@ pub struct ControlPlane {
     deadline_changed: Arc<Notify>,
     /// The targets with provisioners (none: every grant is `active` at once).
     provisioning: Option<Arc<dyn crate::provisioning::ProvisioningPort>>,
+    /// Warn holders this long before their grants end (`[notify] expiry_warning`).
+    expiry_warning_secs: Option<i64>,
     /// Whether durable notices are written to the outbox (some channel reads it).
     outbox: bool,
     /// Checks requests' tickets against their systems (`[[tickets.system]]`).
@@ -285,6 +288,7 @@ impl ControlPlane {
             provisioning: None,
             tickets: None,
             outbox: false,
+            expiry_warning_secs: None,
             jobs_changed: Arc::new(Notify::new()),
             follow_ups_changed: Arc::new(Notify::new()),
             auth_cache: auth_cache::AuthCache::default(),
