@@ -1015,6 +1015,7 @@ impl ControlPlane {
                 extension: false,
                 starts_in_secs: 0,
                 ticket_facts: None,
+                via_agent: false,
                 now,
             })
         {
