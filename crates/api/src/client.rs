@@ -404,6 +404,10 @@ impl Client {
         self.get(&format!("/targets/{target}/roles")).await
     }
 
+    /// The roles the caller may ask for now, as policy judges a one-minute request.
+    pub async fn requestable(&self) -> Result<Vec<Requestable>, ApiError> {
+        self.get("/me/requestable").await
+    }
     pub async fn create_request(&self, body: &CreateRequest) -> Result<RequestCreated, ApiError> {
         self.send(Method::POST, "/requests", body).await
     }

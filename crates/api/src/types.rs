@@ -41,7 +41,9 @@ pub struct TokenInfo {
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
-    /// `api` (minted with `pedm token create`) or `session` (opened by `pedm login`).
+    /// `api` (minted with `pedm token create`), `agent` (minted with `pedm token create
+    /// --for-agent`: for an AI agent acting for its holder, with the narrow rights of the
+    /// agent allow-list) or `session` (opened by `pedm login`).
     #[serde(default = "api_kind")]
     pub kind: String,
 }
@@ -59,7 +61,7 @@ impl From<pedm_core::model::TokenRecord> for TokenInfo {
             created_at: t.created_at,
             expires_at: t.expires_at,
             revoked_at: t.revoked_at,
-            kind: api_kind(),
+            kind: if t.agent { "agent".into() } else { api_kind() },
         }
     }
 }
@@ -110,6 +112,11 @@ pub struct CreateToken {
     /// (`[auth] default_token_lifetime`, 90 days unless configured).
     #[serde(default)]
     pub expires_in: Option<String>,
+    /// A token for an AI agent acting for its holder (`pedm mcp`): it may only read the
+    /// holder's identity, requests and grants, list what they may request, and create, wait
+    /// on or cancel their requests; those requests carry `context.via_agent`. It must expire.
+    #[serde(default)]
+    pub for_agent: bool,
 }
 
 /// A newly minted token. `token` is shown this once and never again.
@@ -134,6 +141,31 @@ pub struct CreateTarget {
 pub struct TargetDetail {
     pub target: Target,
     pub roles: Vec<Role>,
+}
+
+/// A role the caller may ask for now (`GET /me/requestable`), as policy judges a one-minute
+/// request made now (with a ticket where policy refuses it without one). A real request can
+/// still be decided otherwise: a longer duration, what a ticket system says of its ticket.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Requestable {
+    pub target: String,
+    pub target_kind: TargetKind,
+    pub role: String,
+    pub description: Option<String>,
+    /// The longest grant it may be asked for, e.g. `1h` (the tightest of the role's, the
+    /// policy's and the server's ceilings).
+    pub max_duration: String,
+    pub max_duration_secs: i64,
+    /// `granted_at_once` or `needs_approval`.
+    pub outcome: String,
+    /// The approval steps a request waits for, e.g. `security:2` (empty when granted at once).
+    pub approvals: String,
+    /// The policy that decides it.
+    pub policy: Option<String>,
+    /// Why, for people.
+    pub reason: String,
+    /// Refused without a ticket, possible with one.
+    pub ticket_required: bool,
 }
 
 /// `PATCH /targets/{name}/roles/{role}`: the settings to change (absent: unchanged).

@@ -40,6 +40,7 @@ impl Ctx {
 pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
     match command {
         Command::Whoami => whoami(ctx).await,
+        Command::Mcp => crate::mcp::serve(ctx.client.clone()).await,
         Command::Notify(NotifyCmd::Status) => ctx.list(&ctx.client.notify_status().await?),
         Command::Link(LinkCmd::Slack { code }) => {
             let l = ctx.client.link_slack(&SlackLink { code }).await?;
@@ -132,7 +133,10 @@ async fn whoami(ctx: &Ctx) -> Result<()> {
     ctx.emit(&me, || {
         let mut t = detail_table(&me.user, ctx.now);
         t.row(vec!["groups:".into(), me.groups.join(",")]);
-        let token = me.token.as_ref().map(|t| t.id.clone());
+        let token = me.token.as_ref().map(|t| match t.kind.as_str() {
+            "api" => t.id.clone(),
+            kind => format!("{} ({kind})", t.id),
+        });
         t.row(vec!["token:".into(), token.unwrap_or_default()]);
         t.render()
     })
@@ -216,11 +220,20 @@ async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<()> {
             user,
             description,
             expires_in,
+            for_agent,
         } => {
+            if for_agent && matches!(expires_in, Some(TokenExpiry::Never)) {
+                return Err(UsageError(
+                    "--for-agent: an AI agent's token must expire; give --expires-in 8h or so"
+                        .into(),
+                )
+                .into());
+            }
             let body = CreateToken {
                 user,
                 description,
                 expires_in: expires_in.map(TokenExpiry::canonical),
+                for_agent,
             };
             token_created(ctx, &c.create_token(&body).await?)
         }

@@ -15,6 +15,7 @@ pub mod external;
 pub mod files;
 pub mod lock;
 pub mod login;
+pub mod mcp;
 pub mod output;
 pub mod play;
 pub mod policy;

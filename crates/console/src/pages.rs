@@ -277,6 +277,7 @@ async fn extend(
         extends: None,
         starts_at: None,
         ticket: None,
+        via_agent: false,
     };
     let (r, _) =
         c.cp.extend_grant(&p.viewer.actor, id, by, p.form.justification, None, context)
@@ -432,6 +433,7 @@ async fn request_post(
         extends: None,
         starts_at: None,
         ticket: None,
+        via_agent: false,
     };
     if f.action == "preview" {
         let preview = match c.cp.preview_request(&v.actor, new, context).await {

@@ -311,6 +311,39 @@ async fn a_sign_in_posted_from_another_site_is_refused() {
     assert!(w.events("console.sign_in").await.is_empty());
 }
 
+/// An AI agent's token (`pedm token create --for-agent`) cannot become a console session: that
+/// would be a full session of its person. Refused and recorded.
+#[tokio::test]
+async fn an_ai_agents_token_opens_no_console_session() {
+    let w = world().await;
+    let (_, agent) =
+        w.cp.create_agent_token(
+            &Actor::system(),
+            Some("alice"),
+            None,
+            TokenLifetime::Secs(3600),
+        )
+        .await
+        .unwrap();
+    let r = w
+        .send(
+            Request::post("/ui/sign-in")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={agent}")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get(header::SET_COOKIE).is_none());
+    let page = body(r).await;
+    assert!(page.contains("AI agent"), "{page}");
+    let refused = w.events("console.sign_in").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].outcome, pedm_core::audit::Outcome::Denied);
+    // Nor is the agent token itself a session when put in the cookie.
+    assert_ne!(w.get("/ui/", &agent).await.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn state_changes_need_the_sessions_csrf_token_and_refusals_are_recorded() {
     let w = world().await;

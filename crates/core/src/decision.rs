@@ -26,6 +26,8 @@ pub struct RequestInput<'a> {
     pub starts_in_secs: i64,
     /// What the ticket system said about the ticket (`context.ticket`).
     pub ticket_facts: Option<&'a crate::ticket::TicketFacts>,
+    /// Asked by an AI agent for its person (`context.via_agent`).
+    pub via_agent: bool,
     pub now: Timestamp,
 }
 
@@ -177,8 +179,8 @@ pub trait PolicyCompiler: Send + Sync + 'static {
 }
 
 /// The rule for set-ups without policies: any user may request any role; roles marked
-/// `auto_approve` are granted at once; everything else needs one approval by an admin;
-/// admins administer. Break-glass is never allowed.
+/// `auto_approve` are granted at once (unless an AI agent asks: `via_agent`); everything else
+/// needs one approval by an admin; admins administer. Break-glass is never allowed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BuiltinDecider;
 
@@ -192,15 +194,17 @@ impl Decider for BuiltinDecider {
         }
         RequestDecision::Permit(Permit {
             policy: None,
-            reason: if input.role.auto_approve {
+            reason: if input.role.auto_approve && !input.via_agent {
                 format!(
                     "role {}/{} is auto-approved",
                     input.target.name, input.role.name
                 )
+            } else if input.via_agent {
+                "asked by an AI agent: needs one approval by an admin".into()
             } else {
                 "needs one approval by an admin".into()
             },
-            auto_approve: input.role.auto_approve,
+            auto_approve: input.role.auto_approve && !input.via_agent,
             max_duration_secs: None,
             tiers: vec![],
             break_glass: false,

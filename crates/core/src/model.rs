@@ -108,6 +108,11 @@ pub struct TokenRecord {
     /// Set on a token exchanged for a workload's platform token: what that platform asserted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<crate::workload::WorkloadIdentity>,
+    /// A token its holder minted for an AI agent acting for them (`pedm token create
+    /// --for-agent`): whoever presents it acts with `Actor::via_agent`, which may only do what
+    /// the agent allow-list lets (see the server's `http/agent_scope.rs`).
+    #[serde(default)]
+    pub agent: bool,
 }
 
 impl TokenRecord {
@@ -516,6 +521,10 @@ pub struct RequestContext {
     /// What the ticket system said about the request's ticket, when one checked it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<crate::ticket::TicketFacts>,
+    /// Made by an AI agent for its person (an agent token): `context.via_agent` in policy.
+    /// Set by the control plane from the actor's authentication, whatever a transport says.
+    #[serde(default)]
+    pub via_agent: bool,
 }
 
 /// An exec held at its `execve` in a session until approvers decide (a policy marked it
@@ -778,6 +787,11 @@ pub struct Actor {
     /// A workload signed in by token exchange: `principal.workload` in policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<crate::workload::WorkloadIdentity>,
+    /// An AI agent acting for `user`, authenticated by an agent token (never claimed by a
+    /// request body). It holds none of the person's administrative or approving rights;
+    /// its requests carry `context.via_agent`.
+    #[serde(default)]
+    pub via_agent: bool,
 }
 
 impl Actor {
@@ -791,6 +805,7 @@ impl Actor {
             external: false,
             sponsor: None,
             workload: None,
+            via_agent: false,
         }
     }
 }

@@ -111,6 +111,7 @@ impl ScimClient {
             external: false,
             sponsor: None,
             workload: None,
+            via_agent: false,
         }
     }
 }

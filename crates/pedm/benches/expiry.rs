@@ -58,6 +58,7 @@ fn request_and_grant(i: usize, at: Timestamp) -> (Request, Grant) {
             extends: None,
             starts_at: None,
             ticket: None,
+            via_agent: false,
         },
         state: RequestState::Approved,
         created_at: at,

@@ -989,6 +989,7 @@ async fn host_tasks_carry_what_the_agent_needs() {
         external: false,
         sponsor: None,
         workload: None,
+        via_agent: false,
     };
     assert_eq!(
         cp.may_run_task(&hd1, "web1", "reset-password")
@@ -1077,6 +1078,7 @@ async fn handed_on_grants_end_with_their_parent_on_release_and_expiry() {
         external: false,
         sponsor: None,
         workload: None,
+        via_agent: false,
     };
     let (ann, bea) = (actor("ann", true), actor("bea", false));
     let docker = |why: &str| NewRequest {

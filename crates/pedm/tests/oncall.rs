@@ -96,8 +96,8 @@ async fn on_call_engineers_are_auto_approved_while_on_call_only() {
             .find(|s| s.text.contains("@id(\"request-with-approval\")"))
             .expect("the default policy");
         d.text = d.text.replace(
-            "when { !resource.auto_approve };",
-            "when { !resource.auto_approve && !principal.on_call };",
+            "when { !resource.auto_approve || context.via_agent };",
+            "when { (!resource.auto_approve && !principal.on_call) || context.via_agent };",
         );
         d.text.push_str(
             "\n@id(\"on-call-engineers\")\n@auto_approve(\"true\")\n\

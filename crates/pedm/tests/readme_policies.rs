@@ -178,6 +178,25 @@ context = { now = "2026-11-02T10:00:00+01:00[Europe/Berlin]", duration = "30m", 
 expect = "needs_approval"
 
 [[case]]
+name = "no-agents-on-prod: an AI agent asks for nothing on production"
+principal = { user = "erin", groups = [] }
+target = { name = "web1", kind = "host", labels = { env = "prod" } }
+role = { name = "docker", auto_approve = true }
+context = { now = "2026-11-02T10:00:00+01:00[Europe/Berlin]", duration = "30m", source_ip = "10.1.2.3", via_agent = true }
+expect = "deny"
+policy = "no-agents-on-prod"
+
+[[case]]
+name = "an AI agent asking for an auto-approved role waits for a person (the defaults)"
+principal = { user = "erin", groups = [] }
+target = { name = "dev1", kind = "host", labels = { env = "dev" } }
+role = { name = "docker", auto_approve = true }
+context = { now = "2026-11-02T10:00:00+01:00[Europe/Berlin]", duration = "30m", source_ip = "10.1.2.3", via_agent = true }
+expect = "needs_approval"
+approvals = "1"
+policy = "request-with-approval"
+
+[[case]]
 name = "docker-delegable"
 principal = { user = "erin", groups = [] }
 action = "delegate"

@@ -215,6 +215,7 @@ fn queries(n: usize, w: &World, group_targets: &[Vec<usize>], rng: &mut Rng) -> 
                     has_ticket: rng.chance(50),
                     extension: false,
                     starts_in_secs: 0,
+                    via_agent: false,
                     ticket: None,
                     source_ip: ip,
                     device: Device {

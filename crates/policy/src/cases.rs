@@ -50,6 +50,8 @@ struct CaseContext {
     #[serde(default)]
     starts_in_secs: i64,
     #[serde(default)]
+    via_agent: bool,
+    #[serde(default)]
     ticket: Option<crate::query::Ticket>,
     source_ip: Option<IpAddr>,
     #[serde(default)]
@@ -160,6 +162,7 @@ fn run_one(engine: &Engine, c: &Case) -> Result<(String, Option<String>), String
         has_ticket: c.context.has_ticket,
         extension: c.context.extension,
         starts_in_secs: c.context.starts_in_secs,
+        via_agent: c.context.via_agent,
         ticket: c.context.ticket.clone(),
         source_ip: c.context.source_ip,
         device: c.context.device.clone(),

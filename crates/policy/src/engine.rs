@@ -1359,6 +1359,10 @@ impl Engine {
                 "starts_in_secs".to_string(),
                 RestrictedExpression::new_long(c.starts_in_secs),
             ),
+            (
+                "via_agent".to_string(),
+                RestrictedExpression::new_bool(c.via_agent),
+            ),
             ("device".to_string(), device),
             ("time".to_string(), time),
         ];

@@ -30,7 +30,8 @@
 //! - `duration_secs: Long`, `break_glass: Bool`, `has_ticket: Bool`, `extension: Bool` (the
 //!   request lengthens a live grant; `duration_secs` is then the extension),
 //!   `starts_in_secs: Long` (scheduled access: seconds until the window starts, 0 when at
-//!   once; `time` is then the window's start) — always present;
+//!   once; `time` is then the window's start), `via_agent: Bool` (an AI agent asked for its
+//!   person, with an agent token: `pedm mcp`; false on host agents) — always present;
 //! - `source_ip?: ipaddr` — **absent when unknown**. Strict validation refuses any access
 //!   without a `context has source_ip` guard, so a policy can never error on it; write
 //!   `forbid ... unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) }`
@@ -162,7 +163,7 @@
 //! `requester = { user = "...", groups = [...] }`. Context fields are optional: `now`
 //! (RFC 3339 timestamp or zoned date-time; default 2026-01-05T12:00:00Z, a Monday),
 //! `duration` (e.g. `"1h"`) or `duration_secs` (default 3600), `break_glass`, `has_ticket`,
-//! `source_ip`, `device`. `auto_approve`, `needs_approval` and `break_glass` are for
+//! `extension`, `starts_in_secs`, `via_agent`, `ticket`, `source_ip`, `device`. `auto_approve`, `needs_approval` and `break_glass` are for
 //! `request` only; `allow` for the other actions.
 
 mod annotations;

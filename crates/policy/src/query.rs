@@ -171,6 +171,8 @@ pub struct Ctx {
     /// Scheduled access: seconds from now to the window's start (0 when at once):
     /// `context.starts_in_secs`. `now` is then the window's start.
     pub starts_in_secs: i64,
+    /// Asked by an AI agent for its person (an agent token, `pedm mcp`): `context.via_agent`.
+    pub via_agent: bool,
     /// What the ticket system said about the request's ticket (`context.ticket`); `None`
     /// when no configured system checked it.
     pub ticket: Option<Ticket>,
@@ -189,6 +191,7 @@ impl Ctx {
             has_ticket: false,
             extension: false,
             starts_in_secs: 0,
+            via_agent: false,
             ticket: None,
             source_ip: None,
             device: Device::default(),

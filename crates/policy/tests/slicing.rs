@@ -319,6 +319,7 @@ fn query(q: &Q) -> AuthzQuery {
             has_ticket: q.has_ticket,
             extension: false,
             starts_in_secs: 0,
+            via_agent: false,
             ticket: None,
             source_ip: ip,
             device: Device {

@@ -117,6 +117,7 @@ impl Decider for CedarDecider {
                 has_ticket: input.ticket.is_some(),
                 extension: input.extension,
                 starts_in_secs: input.starts_in_secs,
+                via_agent: input.via_agent,
                 ticket: input.ticket_facts.map(|t| ticket_ctx(t, input.now)),
                 source_ip: input.source_addr.and_then(|s| s.parse().ok()),
                 device: device(input.device),
@@ -167,6 +168,7 @@ impl Decider for CedarDecider {
         ctx.break_glass = request.break_glass;
         ctx.has_ticket = request.ticket.is_some();
         ctx.extension = request.context.extends.is_some();
+        ctx.via_agent = request.context.via_agent;
         ctx.starts_in_secs = request.context.starts_at.map_or(0, |s| {
             s.duration_since(jiff::Timestamp::now()).as_secs().max(0)
         });

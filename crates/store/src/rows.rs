@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 pub(crate) const USER_COLS: &str = "name, display_name, admin, disabled, created_at, email";
 pub(crate) const TOKEN_COLS: &str =
-    "id, user_name, description, secret_hash, created_at, expires_at, revoked_at, workload";
+    "id, user_name, description, secret_hash, created_at, expires_at, revoked_at, workload, agent";
 pub(crate) const TARGET_COLS: &str = "name, kind, description, labels, created_at";
 pub(crate) const ROLE_COLS: &str = "target, name, description, max_duration_secs, auto_approve, run_as, created_at, \
      noexec, allow_setuid, record_input, intercept, limits, watch_paths, ssh";
@@ -113,6 +113,7 @@ pub(crate) fn token(r: &Row) -> Result<TokenRecord, StoreError> {
             .get::<Option<String>>("workload")?
             .map(|w| serde_json::from_str(&w).map_err(|e| corrupt("workload", e)))
             .transpose()?,
+        agent: r.get("agent")?,
     })
 }
 

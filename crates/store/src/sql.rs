@@ -250,7 +250,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             insert(
                 c,
                 "INSERT INTO tokens (id, user_name, description, secret_hash, created_at, \
-                 expires_at, revoked_at, workload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 expires_at, revoked_at, workload, agent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 args![
                     &t.id,
                     &t.user,
@@ -259,7 +260,8 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
                     t.created_at,
                     t.expires_at,
                     t.revoked_at,
-                    t.workload.as_ref().map(json_text).transpose()?
+                    t.workload.as_ref().map(json_text).transpose()?,
+                    t.agent
                 ],
                 || StoreError::AlreadyExists(format!("token {} already exists", t.id)),
                 || StoreError::NotFound(format!("user {} does not exist", t.user)),

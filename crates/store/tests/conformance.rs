@@ -199,6 +199,7 @@ fn token(id: &str, user: &str, created: i64) -> TokenRecord {
         expires_at: Some(t(created + 86_400)),
         revoked_at: None,
         workload: None,
+        agent: false,
     }
 }
 
@@ -219,6 +220,7 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
             extends: Some(Uuid::from_u128(7)),
             starts_at: None,
             ticket: None,
+            via_agent: false,
         },
         state: RequestState::Pending,
         created_at: t(created),
@@ -505,6 +507,14 @@ async fn tokens(db: Db) {
     };
     ok(&s, cs(Write::InsertToken(ci.clone()))).await;
     assert_eq!(s.token("t4").await.unwrap(), Some(ci));
+    // A token minted for an AI agent stays one.
+    let agent = TokenRecord {
+        agent: true,
+        ..token("t5", "alice", 36)
+    };
+    ok(&s, cs(Write::InsertToken(agent.clone()))).await;
+    assert_eq!(s.token("t5").await.unwrap(), Some(agent));
+    assert!(!s.token("t1").await.unwrap().unwrap().agent);
     whole_chain(&s).await;
 }
 

@@ -175,6 +175,7 @@ fn alice() -> Actor {
         external: false,
         sponsor: None,
         workload: None,
+        via_agent: false,
     }
 }
 

@@ -57,6 +57,11 @@ pub struct Global {
 pub enum Command {
     /// Show who the token belongs to.
     Whoami,
+    /// Serve the Model Context Protocol on stdin/stdout for an AI agent acting for you, with
+    /// an agent token (`pedm token create --for-agent`) from PEDM_TOKEN or PEDM_TOKEN_FILE:
+    /// the agent lists what you may request, asks with a justification, waits for the
+    /// decision and sees your grants; it never approves and never mints tokens.
+    Mcp,
     /// Link a chat identity to you: `pedm link slack <code>` with the code `/pedm link`
     /// showed you in Slack, so your clicks there act as you.
     #[command(subcommand)]
@@ -237,6 +242,12 @@ pub enum TokenCmd {
         /// absent: the server's default lifetime (90d unless configured).
         #[arg(long, value_name = "DURATION|never", allow_hyphen_values = true)]
         expires_in: Option<TokenExpiry>,
+        /// A token for an AI agent acting for you (`pedm mcp`): it may only read your
+        /// identity, requests and grants, list what you may request, and ask, wait and
+        /// cancel for you; policy sees its requests as `context.via_agent` (by default a
+        /// person must approve them). It must expire: give `--expires-in 8h` or so.
+        #[arg(long)]
+        for_agent: bool,
     },
     /// List tokens (never their secrets).
     List {

@@ -110,6 +110,7 @@ mod tests {
                 expires_at: None,
                 revoked_at: None,
                 workload: None,
+                agent: false,
             },
             user: User {
                 name: "alice".into(),

@@ -1011,6 +1011,7 @@ impl ControlPlane {
                 extension: false,
                 starts_in_secs: 0,
                 ticket_facts: None,
+                via_agent: false,
                 now,
             })
         {

@@ -43,6 +43,7 @@ impl ControlPlane {
             external,
             sponsor,
             workload: None,
+            via_agent: false,
         })
     }
 

@@ -910,5 +910,6 @@ pub(super) fn host_actor(host: &str) -> Actor {
         external: false,
         sponsor: None,
         workload: None,
+        via_agent: false,
     }
 }

@@ -269,7 +269,8 @@ impl ControlPlane {
         Ok(self.store.groups().await?)
     }
 
-    /// Mints a token for `user` (default: the actor). Only admins mint for others.
+    /// Mints a token for `user` (default: the actor). Only admins mint for others. An AI
+    /// agent mints nothing.
     pub async fn create_token(
         &self,
         actor: &Actor,
@@ -277,6 +278,47 @@ impl ControlPlane {
         description: Option<String>,
         lifetime: TokenLifetime,
     ) -> Result<(TokenRecord, String)> {
+        self.mint_token(actor, user, description, lifetime, false)
+            .await
+    }
+
+    /// Mints a token for an AI agent acting for `user` (default: the actor; see
+    /// `Actor::via_agent`), under the rules of [`Self::create_token`]; it must expire.
+    pub async fn create_agent_token(
+        &self,
+        actor: &Actor,
+        user: Option<&str>,
+        description: Option<String>,
+        lifetime: TokenLifetime,
+    ) -> Result<(TokenRecord, String)> {
+        self.mint_token(actor, user, description, lifetime, true)
+            .await
+    }
+
+    async fn mint_token(
+        &self,
+        actor: &Actor,
+        user: Option<&str>,
+        description: Option<String>,
+        lifetime: TokenLifetime,
+        agent: bool,
+    ) -> Result<(TokenRecord, String)> {
+        if actor.via_agent {
+            return Err(self
+                .refuse(
+                    actor,
+                    "token.create",
+                    None,
+                    format!("token.create: {}", super::AGENT_HOLDS_NO_RIGHTS),
+                )
+                .await);
+        }
+        if agent && matches!(lifetime, TokenLifetime::Never) {
+            return Err(Error::unprocessable(
+                "expires_in",
+                "an AI agent's token must expire: give a lifetime such as 8h",
+            ));
+        }
         let user = user.unwrap_or(&actor.user);
         if user != actor.user {
             self.require_admin(actor, AdminAction::ManageUsers, "token.create")
@@ -326,12 +368,13 @@ impl ControlPlane {
             expires_at,
             revoked_at: None,
             workload: None,
+            agent,
         };
         let cs = Changeset::new()
             .write(Write::InsertToken(rec.clone()))
             .event(
                 self.event(actor, "token.created", subject("token", &rec.id))
-                    .data(json!({ "user": user, "expires_at": expires_at })),
+                    .data(json!({ "user": user, "expires_at": expires_at, "agent": agent })),
             );
         self.store.commit(cs).await?;
         Ok((rec, minted.token))
@@ -368,12 +411,13 @@ impl ControlPlane {
             .tokens(None)
             .await?
             .iter()
-            .any(|t| t.is_live(now) && admins.contains(&t.user)))
+            .any(|t| t.is_live(now) && !t.agent && admins.contains(&t.user)))
     }
 
     /// Whether `rec` is the only live token left to any enabled admin.
+    /// (An AI agent's token administers nothing, so it never counts.)
     async fn last_admin_token(&self, rec: &TokenRecord, now: Timestamp) -> Result<bool> {
-        if !rec.is_live(now) {
+        if !rec.is_live(now) || rec.agent {
             return Ok(false);
         }
         let admins: std::collections::HashSet<String> = self
@@ -392,7 +436,7 @@ impl ControlPlane {
             .tokens(None)
             .await?
             .into_iter()
-            .filter(|t| t.id != rec.id && t.is_live(now) && admins.contains(&t.user))
+            .filter(|t| t.id != rec.id && t.is_live(now) && !t.agent && admins.contains(&t.user))
             .count();
         Ok(others == 0)
     }

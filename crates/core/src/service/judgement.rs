@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::decision::Permit;
+use std::collections::HashMap;
 
 /// What policy says of a request before anything is written.
 pub(super) struct Judgement {
@@ -26,6 +27,21 @@ pub struct RequestPreview {
     /// A live delegation that would pre-approve it, and who gave it.
     pub delegated_by: Option<String>,
 }
+
+/// A role someone may ask for now ([`ControlPlane::requestable_roles`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requestable {
+    pub role: Role,
+    pub target_kind: TargetKind,
+    /// What policy says of a short request for it now.
+    pub preview: RequestPreview,
+    /// Refused without a ticket, possible with one.
+    pub ticket_required: bool,
+}
+
+/// The duration [`ControlPlane::requestable_roles`] judges a request of (one minute): the
+/// shortest sensible, so a cap on long requests does not hide a role.
+pub const PROBE_SECS: i64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreviewOutcome {
@@ -79,6 +95,7 @@ impl ControlPlane {
                 .starts_at
                 .map_or(0, |s| s.duration_since(now).as_secs().max(0)),
             ticket_facts: context.ticket.as_ref(),
+            via_agent: actor.via_agent,
             now: context.starts_at.unwrap_or(now),
         });
         let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);
@@ -112,11 +129,13 @@ impl ControlPlane {
     )> {
         let delegated = match &decision {
             // A delegation is for now: it does not pre-approve a window that starts later.
+            // Nor an AI agent's request: a person decides those.
             RequestDecision::Permit(p)
                 if !p.auto_approve
                     && !p.break_glass
                     && !new.break_glass
-                    && new.starts_at.is_none() =>
+                    && new.starts_at.is_none()
+                    && !actor.via_agent =>
             {
                 self.delegation_for_role(actor, target, role, now).await?
             }
@@ -147,13 +166,26 @@ impl ControlPlane {
         context: RequestContext,
     ) -> Result<RequestPreview> {
         let (target, role) = self.target_and_role(&new.target, &new.role).await?;
+        self.preview_on(actor, &target, &role, new, context).await
+    }
+
+    /// [`Self::preview_request`] with the target and role already read.
+    async fn preview_on(
+        &self,
+        actor: &Actor,
+        target: &Target,
+        role: &Role,
+        new: NewRequest,
+        mut context: RequestContext,
+    ) -> Result<RequestPreview> {
         let now = self.now();
+        context.via_agent = actor.via_agent;
         let justification = new.justification.trim().to_string();
         let (task, ticket) = (new.task.clone(), new.ticket.clone());
         let j = self.judge(
             actor,
-            &target,
-            &role,
+            target,
+            role,
             &new,
             &justification,
             &task,
@@ -162,7 +194,7 @@ impl ControlPlane {
             now,
         );
         let (decision, delegated) = self
-            .settle(actor, &target, &role.name, &new, j.decision, now)
+            .settle(actor, target, &role.name, &new, j.decision, now)
             .await?;
         let delegated_by = delegated.map(|(d, _)| d.delegator);
         Ok(match decision {
@@ -197,5 +229,66 @@ impl ControlPlane {
                 }
             }
         })
+    }
+
+    /// The roles `actor` may ask for now (`GET /me/requestable`, the `pedm mcp` tool
+    /// `list_requestable`), each as policy judges a short request ([`PROBE_SECS`], or the
+    /// role's maximum if shorter) made now from `context`, without a ticket or, where policy
+    /// refuses that, with one (`ticket_required`). Roles refused either way are left out.
+    /// Nothing is written. A real request can still be decided otherwise (a longer duration,
+    /// what a ticket system says of its ticket).
+    pub async fn requestable_roles(
+        &self,
+        actor: &Actor,
+        context: RequestContext,
+    ) -> Result<Vec<Requestable>> {
+        let targets: HashMap<String, Target> = self
+            .store
+            .targets()
+            .await?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        let mut out = vec![];
+        for role in self.store.roles(None).await? {
+            let Some(target) = targets.get(&role.target) else {
+                continue;
+            };
+            let probe = |ticket: Option<String>| NewRequest {
+                target: target.name.clone(),
+                role: role.name.clone(),
+                duration_secs: PROBE_SECS.min(role.max_duration_secs).max(1),
+                justification: "listing what may be requested".into(),
+                task: None,
+                ticket,
+                break_glass: false,
+                starts_at: None,
+            };
+            let mut ticket_required = false;
+            let mut preview = self
+                .preview_on(actor, target, &role, probe(None), context.clone())
+                .await?;
+            if preview.outcome == PreviewOutcome::Denied {
+                ticket_required = true;
+                preview = self
+                    .preview_on(
+                        actor,
+                        target,
+                        &role,
+                        probe(Some("TICKET".into())),
+                        context.clone(),
+                    )
+                    .await?;
+            }
+            if preview.outcome != PreviewOutcome::Denied {
+                out.push(Requestable {
+                    target_kind: target.kind,
+                    role,
+                    preview,
+                    ticket_required,
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -41,7 +41,8 @@ mod tickets;
 mod web_session;
 mod workload;
 pub use history::{HISTORY_DAYS, RequesterHistory};
-pub use judgement::{PreviewOutcome, RequestPreview};
+pub use judgement::{PROBE_SECS, PreviewOutcome, RequestPreview, Requestable};
+pub use requests::tiers_text;
 pub use sso::SsoLogin;
 pub use web_session::WebSignIn;
 
@@ -76,6 +77,15 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+/// Why an AI agent's token is refused an operation outside its allow-list.
+pub const AGENT_REFUSAL: &str = "an AI agent's token (pedm token create --for-agent) may only \
+    read its person's identity, requests and grants, list what they may request, and create, \
+    wait on or cancel their requests; a person must do this themselves";
+
+/// Why an AI agent holds no administrative right of its person.
+pub(crate) const AGENT_HOLDS_NO_RIGHTS: &str =
+    "an AI agent's token holds none of its person's administrative or approving rights";
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -402,6 +412,25 @@ impl ControlPlane {
         NewAuditEvent::new(self.now(), &actor.user, action, subject)
     }
 
+    /// Records a refused attempt by an AI agent's token (see `Actor::via_agent`) to do what
+    /// agents may not (a transport's allow-list refused `operation`), and returns the error.
+    pub async fn refuse_agent(&self, actor: &Actor, operation: &str) -> Error {
+        let ev = self
+            .event(
+                actor,
+                "auth.refused",
+                actor.token_id.as_deref().and_then(|t| subject("token", t)),
+            )
+            .outcome(Outcome::Denied)
+            .data(json!({
+                "reason": AGENT_REFUSAL, "operation": operation, "token_kind": "agent",
+            }));
+        if let Err(e) = self.store.commit(Changeset::new().event(ev)).await {
+            tracing::error!(error = %e, "could not record a refused attempt");
+        }
+        Error::Forbidden(format!("{operation}: {AGENT_REFUSAL}"))
+    }
+
     /// Records a refused attempt and returns the error to report.
     async fn refuse(
         &self,
@@ -428,6 +457,16 @@ impl ControlPlane {
         right: AdminAction,
         event_action: &str,
     ) -> Result<()> {
+        if actor.via_agent {
+            return Err(self
+                .refuse(
+                    actor,
+                    event_action,
+                    None,
+                    format!("{event_action}: {AGENT_HOLDS_NO_RIGHTS}"),
+                )
+                .await);
+        }
         match self.decider().may_administer(actor, right) {
             Ok(()) => Ok(()),
             Err(why) => Err(self
@@ -438,7 +477,7 @@ impl ControlPlane {
 
     /// Whether `actor` holds an administrative right (for widening what they may read).
     fn holds(&self, actor: &Actor, right: AdminAction) -> bool {
-        self.decider().may_administer(actor, right).is_ok()
+        !actor.via_agent && self.decider().may_administer(actor, right).is_ok()
     }
 
     // ---------------------------------------------------------------- identity
@@ -519,6 +558,7 @@ impl ControlPlane {
                 external: hit.external.is_some(),
                 sponsor: hit.external.map(|x| x.sponsor),
                 workload: hit.record.workload,
+                via_agent: hit.record.agent,
                 token_id: Some(hit.record.id),
             });
         }
@@ -583,6 +623,7 @@ impl ControlPlane {
             external: external.is_some(),
             sponsor: external.map(|x| x.sponsor),
             workload: record.workload,
+            via_agent: record.agent,
             token_id: Some(record.id),
         })
     }
@@ -625,6 +666,7 @@ impl ControlPlane {
             expires_at: None,
             revoked_at: None,
             workload: None,
+            agent: false,
         };
         let sys = Actor::system();
         let cs = Changeset::new()

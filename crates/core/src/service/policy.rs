@@ -445,6 +445,7 @@ impl ControlPlane {
                     .starts_at
                     .map_or(0, |s| s.duration_since(r.created_at).as_secs().max(0)),
                 ticket_facts: r.context.ticket.as_ref(),
+                via_agent: r.context.via_agent,
                 now: r.context.starts_at.unwrap_or(r.created_at),
             });
             report.evaluated += 1;

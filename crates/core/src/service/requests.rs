@@ -19,7 +19,8 @@ fn tier_position(req: &Request, approvals: &[Approval]) -> Option<TierPosition> 
     Some(TierPosition { index, tier })
 }
 
-pub(super) fn tiers_text(tiers: &[ApprovalTier]) -> String {
+/// Approval steps as people read them: `security:2, any approver:1`.
+pub fn tiers_text(tiers: &[ApprovalTier]) -> String {
     tiers
         .iter()
         .map(|t| {
@@ -73,6 +74,20 @@ impl ControlPlane {
         let ticket = trimmed("ticket", new.ticket.clone(), 200)?;
         let now = self.now();
         let mut context = context;
+        // Who asked comes from authentication, never from what a transport passed on.
+        context.via_agent = actor.via_agent;
+        if actor.via_agent && new.break_glass {
+            return Err(self
+                .refuse(
+                    actor,
+                    "request.create",
+                    subject("target", &target.name),
+                    "an AI agent cannot break the glass: a person must ask for emergency \
+                     access themselves"
+                        .into(),
+                )
+                .await);
+        }
         context.starts_at = self.scheduled_start(&new, &context, now)?;
         let new = NewRequest {
             starts_at: context.starts_at,
@@ -218,6 +233,7 @@ impl ControlPlane {
                 "justification": req.justification, "task": req.task, "ticket": req.ticket,
                 "source_addr": req.context.source_addr, "break_glass": req.break_glass,
                 "ticket_checked": req.context.ticket, "starts_at": req.context.starts_at,
+                "via_agent": req.context.via_agent,
             }));
         let (mut decision, mut delegated) = self
             .settle(actor, &target, &role.name, &new, decision, now)
@@ -238,6 +254,7 @@ impl ControlPlane {
                 "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
                 "justification": req.justification, "ticket": req.ticket,
                 "source_addr": req.context.source_addr, "extends": req.context.extends,
+                "via_agent": req.context.via_agent,
             }));
         }
         if let Some((_, until)) = &delegated {
@@ -371,6 +388,7 @@ impl ControlPlane {
                     "source_addr": req.context.source_addr, "policy": req.policy,
                     "approval_tiers": tiers_text(&req.approval_tiers),
                     "ticket_checked": req.context.ticket, "starts_at": req.context.starts_at,
+                    "via_agent": req.context.via_agent,
                 });
                 if let Some(g) = req.context.extends {
                     data["extends"] = json!(g);
@@ -509,6 +527,9 @@ impl ControlPlane {
         target: Option<&Target>,
         role: Option<&Role>,
     ) -> std::result::Result<u32, String> {
+        if actor.via_agent {
+            return Err(super::AGENT_HOLDS_NO_RIGHTS.into());
+        }
         let (Some(target), Some(role)) = (target, role) else {
             return Err(format!("role {}/{} no longer exists", req.target, req.role));
         };

@@ -216,6 +216,7 @@ impl ControlPlane {
                 expires_at: Some(expires_at),
                 revoked_at: None,
                 workload: None,
+                agent: false,
             },
             minted.token,
         ))

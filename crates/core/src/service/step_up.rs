@@ -117,6 +117,7 @@ impl ControlPlane {
                 extends: None,
                 starts_at: None,
                 ticket: None,
+                via_agent: false,
             },
             state: RequestState::Pending,
             created_at: now,

@@ -27,7 +27,8 @@ pub struct WebSignIn {
 impl ControlPlane {
     /// Exchanges a pedm token pasted into the sign-in page for a console session of
     /// `ttl_secs`. The pasted token is checked like any API call (failures recorded); a
-    /// workload's token cannot open a browser session.
+    /// workload's or an AI agent's token cannot open a browser session (it would be a full
+    /// session of the person).
     pub async fn web_sign_in_with_token(
         &self,
         presented: &str,
@@ -35,13 +36,18 @@ impl ControlPlane {
         ttl_secs: i64,
     ) -> Result<WebSignIn> {
         let actor = self.authenticate(presented, source).await?;
-        if actor.workload.is_some() {
+        if actor.workload.is_some() || actor.via_agent {
+            let whose = if actor.via_agent {
+                "an AI agent's"
+            } else {
+                "a workload's"
+            };
             return Err(self
                 .refuse(
                     &actor,
                     "console.sign_in",
                     subject("user", &actor.user),
-                    "a workload's token cannot open a console session".into(),
+                    format!("{whose} token cannot open a console session"),
                 )
                 .await);
         }

@@ -69,6 +69,7 @@ impl ControlPlane {
                 expires_at: Some(expires_at),
                 revoked_at: None,
                 workload: Some(identity.clone()),
+                agent: false,
             };
             let cs = cs.write(Write::InsertToken(rec.clone())).event(
                 NewAuditEvent::new(now, user, "token.exchanged", subject("token", &rec.id))

@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::error::ApiErr;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use pedm_core::model::Actor;
@@ -69,7 +69,8 @@ pub struct Query<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiErr))]
 pub struct Path<T>(pub T);
 
-/// The authenticated caller and where the call came from.
+/// The authenticated caller and where the call came from. An AI agent's token (see
+/// `agent_scope`) is refused here for every operation its allow-list does not name.
 pub struct Caller {
     pub actor: Actor,
     pub source: Option<String>,
@@ -88,6 +89,14 @@ impl FromRequestParts<AppState> for Caller {
             .map(|c| c.0.ip().to_string());
         let token = bearer_token(parts)?;
         let actor = state.cp.authenticate(&token, source.as_deref()).await?;
+        if actor.via_agent {
+            // An AI agent's token: only what the agent allow-list names (deny by default).
+            let route = parts.extensions.get::<MatchedPath>().map(|p| p.as_str());
+            if !route.is_some_and(|r| super::agent_scope::allows(&parts.method, r)) {
+                let op = format!("{} {}", parts.method, route.unwrap_or(parts.uri.path()));
+                return Err(state.cp.refuse_agent(&actor, &op).await.into());
+            }
+        }
         let device = parts
             .extensions
             .get::<crate::tls::client_auth::PeerCert>()

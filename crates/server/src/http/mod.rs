@@ -1,5 +1,6 @@
 //! The HTTP transport: routes under `/api/v1/`, the OpenAPI document, health and metrics.
 
+mod agent_scope;
 mod agents;
 pub mod audit;
 mod contract;

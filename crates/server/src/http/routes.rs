@@ -17,6 +17,7 @@ use uuid::Uuid;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(whoami))
+        .routes(routes!(requestable))
         .routes(routes!(list_users, create_user))
         .routes(routes!(update_user))
         .routes(routes!(list_groups, create_group))
@@ -120,6 +121,38 @@ async fn whoami(State(s): State<AppState>, c: Caller) -> ApiResult<Json<WhoAmI>>
         groups: c.actor.groups,
         token: token.map(Into::into),
     }))
+}
+
+/// The roles the caller may ask for now, each as policy judges a one-minute request made
+/// now (with a ticket where policy refuses it without one): granted at once or after which
+/// approvals, and for how long at most. Roles policy refuses are left out.
+#[utoipa::path(get, path = "/me/requestable", tag = "requests",
+    responses((status = 200, body = Vec<Requestable>), (status = 401, body = ErrorBody)))]
+async fn requestable(State(s): State<AppState>, c: Caller) -> ApiResult<Json<Vec<Requestable>>> {
+    let context = request_context(&s, &c).await?;
+    let roles = s.cp.requestable_roles(&c.actor, context).await?;
+    Ok(Json(
+        roles
+            .into_iter()
+            .map(|r| Requestable {
+                target: r.role.target,
+                target_kind: r.target_kind,
+                role: r.role.name,
+                description: r.role.description,
+                max_duration: pedm_core::duration::format_duration(r.preview.max_duration_secs),
+                max_duration_secs: r.preview.max_duration_secs,
+                outcome: match r.preview.outcome {
+                    pedm_core::service::PreviewOutcome::GrantedAtOnce => "granted_at_once",
+                    _ => "needs_approval",
+                }
+                .into(),
+                approvals: pedm_core::service::tiers_text(&r.preview.tiers),
+                policy: r.preview.policy,
+                reason: r.preview.reason,
+                ticket_required: r.ticket_required,
+            })
+            .collect(),
+    ))
 }
 
 /// All users (admin).
@@ -248,10 +281,12 @@ async fn list_tokens(
     ))
 }
 
-/// Mint a token. The secret is in this response only.
+/// Mint a token. The secret is in this response only. `for_agent`: a token for an AI agent
+/// acting for its holder (`pedm mcp`), with the narrow rights of the agent allow-list; it
+/// must expire (`never` is refused with 422).
 #[utoipa::path(post, path = "/tokens", tag = "identity", request_body = CreateToken,
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 404, description = "the user does not exist", body = ErrorBody)))]
 async fn create_token(
     State(s): State<AppState>,
@@ -264,9 +299,13 @@ async fn create_token(
         Some("never") => pedm_core::service::TokenLifetime::Never,
         Some(v) => pedm_core::service::TokenLifetime::Secs(parse_duration_field("expires_in", v)?),
     };
-    let (rec, token) =
+    let (rec, token) = if b.for_agent {
+        s.cp.create_agent_token(&c.actor, b.user.as_deref(), b.description, ttl)
+            .await?
+    } else {
         s.cp.create_token(&c.actor, b.user.as_deref(), b.description, ttl)
-            .await?;
+            .await?
+    };
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -456,6 +495,8 @@ async fn request_context(s: &AppState, c: &Caller) -> ApiResult<RequestContext> 
         extends: None,
         starts_at: None,
         ticket: None,
+        // The control plane sets it again from the actor; never from the body.
+        via_agent: c.actor.via_agent,
     })
 }
 
