@@ -301,7 +301,11 @@ pub struct NotifyConfig {
     pub email: Option<crate::email::EmailConfig>,
     /// Tell holders this long before a grant ends (`grant.expiring`: webhooks, mail); off
     /// when absent. Grants that last no longer than this are not warned.
-    #[serde(default, with = "opt_duration")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiry_warning: Option<Duration>,
 }
 
@@ -319,7 +323,7 @@ mod opt_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         #[derive(Deserialize)]
         struct W(#[serde(with = "super::duration")] Duration);
-        Ok(Some(W::deserialize(d)?.0))
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
     }
 }
 
