@@ -395,3 +395,182 @@ async fn servicenow_change_windows_and_an_unreachable_system_sends_to_approvers(
         waiting.request.decision_reason
     );
 }
+
+/// Any other system: GET `/tickets/{key}` answers JSON, comments are POSTed beside it.
+async fn fake_helpdesk(records: Shared) -> String {
+    async fn ticket(
+        State(s): State<Shared>,
+        h: HeaderMap,
+        Path(key): Path<String>,
+    ) -> axum::response::Response {
+        if let Some(r) = refused(&h, &s) {
+            return r;
+        }
+        match s.lock().unwrap().records.get(&key) {
+            Some(v) => axum::Json(v.clone()).into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+    async fn comment(
+        State(s): State<Shared>,
+        h: HeaderMap,
+        Path(key): Path<String>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> axum::response::Response {
+        if let Some(r) = refused(&h, &s) {
+            return r;
+        }
+        assert_eq!(body["key"], key.as_str());
+        let text = body["text"].as_str().unwrap_or_default().to_string();
+        s.lock().unwrap().notes.push((key, text));
+        StatusCode::CREATED.into_response()
+    }
+    serve(
+        axum::Router::new()
+            .route("/tickets/{key}", get(ticket))
+            .route("/tickets/{key}/comments", post(comment))
+            .with_state(records),
+    )
+    .await
+}
+
+fn incident(state: &str, owner: &str) -> Value {
+    json!({"key": "x", "fields": {"state": state, "owner": owner, "severity": 2}})
+}
+
+fn hub_signature(secret: &str, body: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_json_system_is_checked_and_a_signed_push_ends_grants_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let auth = tmp.path().join("helpdesk-auth");
+    std::fs::write(&auth, AUTHORIZATION).unwrap();
+    const SECRET: &str = "a-webhook-secret-of-some-length";
+    let secret = tmp.path().join("helpdesk-webhook");
+    std::fs::write(&secret, SECRET).unwrap();
+    let records = Shared::default();
+    records
+        .lock()
+        .unwrap()
+        .records
+        .insert("INC-7".into(), incident("Open", "alice"));
+    let url = fake_helpdesk(records.clone()).await;
+    let (target, log) = logging_target(tmp.path());
+    // Polled hourly: only the push can end the grant within this test.
+    let config = format!(
+        "{target}\n[[tickets.system]]\nname = \"helpdesk\"\nkind = \"http\"\n\
+         url = \"{url}/tickets/{{key}}\"\nauthorization_file = \"{}\"\nkeys = \"^INC-[0-9]+$\"\n\
+         state_pointer = \"/fields/state\"\nassignee_pointer = \"/fields/owner\"\n\
+         priority_pointer = \"/fields/severity\"\nrequire_assignee = true\ncomment = true\n\
+         comment_url = \"{url}/tickets/{{key}}/comments\"\nend_grants_when_closed = true\n\
+         poll = \"1h\"\nwebhook_secret_file = \"{}\"\n",
+        auth.display(),
+        secret.display()
+    );
+    let s = Server::start_with(Options {
+        config: Some(config),
+        ..Default::default()
+    });
+    app_target(&s, true).await;
+    let alice = s.client(&user_with_token(&s, "alice", false).await);
+    let created = alice
+        .create_request(&pedm_api::CreateRequest {
+            ticket: Some("INC-7".into()),
+            ..req("app", "deploy", "30m", "incident 7")
+        })
+        .await
+        .unwrap();
+    let g = created.grant.expect("granted");
+    let ev = wait_event(
+        &s,
+        "request.created",
+        &format!("request:{}", created.request.id),
+    )
+    .await;
+    assert_eq!(ev.data["ticket_checked"]["state"], "Open");
+    assert_eq!(ev.data["ticket_checked"]["priority"], "2");
+    assert_eq!(ev.data["ticket_checked"]["assigned_to_requester"], true);
+    wait_note(&records, "INC-7", &g.id.to_string()).await;
+    // Unknown to the system: refused.
+    let e = alice
+        .create_request(&pedm_api::CreateRequest {
+            ticket: Some("INC-8".into()),
+            ..req("app", "deploy", "30m", "no such incident")
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not exist in helpdesk"), "{e}");
+
+    let push = |body: &str, signature: Option<String>| {
+        let mut r = reqwest::Client::new()
+            .post(format!("{}/integrations/tickets/helpdesk", s.url))
+            .body(body.to_string());
+        if let Some(sig) = signature {
+            r = r.header("X-Hub-Signature", sig);
+        }
+        r.send()
+    };
+    let body = r#"{"key": "INC-7", "event": "updated"}"#;
+    // Forged or unsigned: refused and recorded; nothing looked at.
+    for sig in [None, Some(hub_signature("another secret entirely", body))] {
+        let r = push(body, sig).await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let failed = audit_of(&s, "auth.failed").await;
+    assert!(
+        failed.iter().any(|e| e.data["kind"] == "tickets"),
+        "{failed:?}"
+    );
+    // Signed, but the ticket is still open in the system: nothing ends (the body's word is
+    // not taken for it).
+    let r = push(
+        r#"{"key": "INC-7", "state": "Resolved"}"#,
+        Some(hub_signature(
+            SECRET,
+            r#"{"key": "INC-7", "state": "Resolved"}"#,
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["grants_ended"], 0);
+    assert_eq!(
+        alice.get_grant(g.id).await.unwrap().state,
+        pedm_api::GrantState::Active
+    );
+    // Resolved in the system, then pushed: the grant ends at once.
+    records
+        .lock()
+        .unwrap()
+        .records
+        .insert("INC-7".into(), incident("Resolved", "alice"));
+    let r = push(body, Some(hub_signature(SECRET, body))).await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["grants_ended"], 1);
+    let ended = alice.get_grant(g.id).await.unwrap();
+    assert_eq!(ended.state, GrantState::Revoked);
+    assert!(
+        ended
+            .end_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("INC-7 is Resolved in helpdesk"),
+        "{:?}",
+        ended.end_reason
+    );
+    wait_provision(&s, g.id, "revoked").await;
+    assert_eq!(calls(&log), ["grant", "revoke"]);
+    // A system without a webhook secret, or none of that name: 404.
+    let r = reqwest::Client::new()
+        .post(format!("{}/integrations/tickets/nope", s.url))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -460,6 +460,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         mailer,
         notifier: notifier.clone(),
         outbox_backlog,
+        tickets: tickets.clone(),
     };
     let mut console = pedm_console::Console::new(cp.clone(), cfg.console.clone(), console_live)
         .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())))

@@ -1,8 +1,11 @@
-//! Ticket systems (`[[tickets.system]]`): Jira (REST API v2, `GET /rest/api/2/issue/{key}`)
-//! and ServiceNow (Table API, `change_request` or another table such as `incident`) check a
-//! request's ticket before policy decides ([`TicketChecker`] for the core); a grant's ticket
-//! gets a comment when the grant starts and ends; and a grant whose ticket closes ends then,
-//! not only at its timeout (checked every `poll`).
+//! Ticket systems (`[[tickets.system]]`): Jira (REST API v2, `GET /rest/api/2/issue/{key}`),
+//! ServiceNow (Table API, `change_request` or another table such as `incident`) and any
+//! other system that answers a GET with JSON (`kind = "http"`, fields read by JSON pointer)
+//! check a request's ticket before policy decides ([`TicketChecker`] for the core); a grant's
+//! ticket gets a comment when the grant starts and ends; and a grant whose ticket closes ends
+//! then, not only at its timeout: checked every `poll`, and at once when the system pushes a
+//! change (`POST /integrations/tickets/{system}`, signed; the push only says which ticket to
+//! look at again, so a forged body cannot end anything the system does not confirm).
 //!
 //! Credentials (`authorization_file`: the whole `Authorization` header value) are read once,
 //! never logged. A system that does not answer fails the check closed, unless
@@ -27,6 +30,8 @@ use tokio::sync::watch;
 pub enum TicketKind {
     Jira,
     Servicenow,
+    /// Any system that answers `GET url` (with `{key}` in it) with a JSON document.
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -80,6 +85,29 @@ pub struct TicketSystemConfig {
     pub poll: Duration,
     #[serde(default = "default_timeout", with = "pedm_notify::duration")]
     pub timeout: Duration,
+    /// `kind = "http"`: JSON pointers (RFC 6901) into the answer. `state_pointer` is
+    /// required; window times are RFC 3339.
+    #[serde(default)]
+    pub state_pointer: Option<String>,
+    #[serde(default)]
+    pub assignee_pointer: Option<String>,
+    #[serde(default)]
+    pub priority_pointer: Option<String>,
+    #[serde(default)]
+    pub window_start_pointer: Option<String>,
+    #[serde(default)]
+    pub window_end_pointer: Option<String>,
+    /// `kind = "http"`: where comments are POSTed (`{key}` in it), as `{"key", "text"}`.
+    #[serde(default)]
+    pub comment_url: Option<String>,
+    /// A file holding the secret the system signs its pushes with (`X-Hub-Signature:
+    /// sha256=<HMAC-SHA256 of the body, hex>`, as Jira's webhooks do); no file: pushes refused.
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Where the pushed body names the ticket (default: Jira `/issue/key`, ServiceNow
+    /// `/number`, http `/key`).
+    #[serde(default)]
+    pub webhook_key_pointer: Option<String>,
 }
 
 fn default_closed() -> Vec<String> {
@@ -106,7 +134,21 @@ struct System {
     config: TicketSystemConfig,
     keys: regex::Regex,
     authorization: Option<String>,
+    webhook_secret: Option<String>,
     client: reqwest::Client,
+}
+
+/// What a pushed change did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// No system of that name takes pushes.
+    UnknownSystem,
+    /// Missing or wrong signature.
+    Unauthenticated(&'static str),
+    /// Signed, but no ticket key where the configuration says.
+    Unreadable(String),
+    /// Looked at again: this many grants ended.
+    Checked { key: String, ended: usize },
 }
 
 /// What one lookup found.
@@ -134,15 +176,54 @@ impl Tickets {
                 bail!("{what}: url must be https:// (plain http only on loopback)");
             }
             let keys = regex::Regex::new(&c.keys).with_context(|| format!("{what}: keys"))?;
-            let authorization = match &c.authorization_file {
-                None => None,
-                Some(p) => Some(
-                    std::fs::read_to_string(p)
-                        .with_context(|| format!("{what}: authorization_file {}", p.display()))?
-                        .trim()
-                        .to_string(),
-                ),
+            let read = |p: &Option<PathBuf>, field: &str| -> anyhow::Result<Option<String>> {
+                match p {
+                    None => Ok(None),
+                    Some(p) => Ok(Some(
+                        std::fs::read_to_string(p)
+                            .with_context(|| format!("{what}: {field} {}", p.display()))?
+                            .trim()
+                            .to_string(),
+                    )),
+                }
             };
+            let authorization = read(&c.authorization_file, "authorization_file")?;
+            let webhook_secret = read(&c.webhook_secret_file, "webhook_secret_file")?;
+            if webhook_secret.as_deref().is_some_and(|s| s.len() < 16) {
+                bail!("{what}: webhook_secret_file must hold at least 16 characters");
+            }
+            let pointers = [
+                &c.state_pointer,
+                &c.assignee_pointer,
+                &c.priority_pointer,
+                &c.window_start_pointer,
+                &c.window_end_pointer,
+                &c.webhook_key_pointer,
+            ];
+            if pointers
+                .iter()
+                .filter_map(|p| p.as_deref())
+                .any(|p| !p.starts_with('/'))
+            {
+                bail!("{what}: JSON pointers start with / (e.g. /fields/status)");
+            }
+            if c.kind == TicketKind::Http {
+                if !c.url.contains("{key}") {
+                    bail!("{what}: url must name the ticket with {{key}} (kind = \"http\")");
+                }
+                if c.state_pointer.is_none() {
+                    bail!("{what}: state_pointer is required (kind = \"http\")");
+                }
+                if c.comment
+                    && c.comment_url
+                        .as_deref()
+                        .is_none_or(|u| !u.contains("{key}"))
+                {
+                    bail!(
+                        "{what}: comment = true needs comment_url with {{key}} (kind = \"http\")"
+                    );
+                }
+            }
             let builder = reqwest::Client::builder()
                 .timeout(c.timeout)
                 .user_agent(concat!("pedm/", env!("CARGO_PKG_VERSION")));
@@ -154,6 +235,7 @@ impl Tickets {
                 config: c.clone(),
                 keys,
                 authorization,
+                webhook_secret,
                 client,
             });
         }
@@ -171,6 +253,85 @@ impl Tickets {
     fn named(&self, name: &str) -> Option<&System> {
         self.systems.iter().find(|s| s.config.name == name)
     }
+
+    /// A change pushed by system `name`: checks the signature over `body`, reads which
+    /// ticket it is about, looks that ticket up again and ends its grants if the system now
+    /// says it is closed (and the system binds grants to tickets).
+    pub async fn pushed(
+        &self,
+        cp: &ControlPlane,
+        name: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> Pushed {
+        let Some(s) = self.named(name) else {
+            return Pushed::UnknownSystem;
+        };
+        let Some(secret) = &s.webhook_secret else {
+            return Pushed::UnknownSystem;
+        };
+        let Some(sig) = signature.and_then(|v| v.trim().strip_prefix("sha256=")) else {
+            return Pushed::Unauthenticated("no X-Hub-Signature: sha256=…");
+        };
+        if !hub_signature_matches(secret.as_bytes(), body, sig) {
+            return Pushed::Unauthenticated("the signature does not match");
+        }
+        let doc: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return Pushed::Unreadable(format!("the body is not JSON: {e}")),
+        };
+        let pointer = s
+            .config
+            .webhook_key_pointer
+            .as_deref()
+            .unwrap_or(match s.config.kind {
+                TicketKind::Jira => "/issue/key",
+                TicketKind::Servicenow => "/number",
+                TicketKind::Http => "/key",
+            });
+        let Some(key) = doc
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .filter(|k| s.keys.is_match(k))
+        else {
+            return Pushed::Unreadable(format!(
+                "no ticket key of this system at {pointer} in the body"
+            ));
+        };
+        metrics::counter!("pedm_ticket_pushes_total", "system" => s.config.name.clone())
+            .increment(1);
+        let mut ended = 0;
+        match cp.live_ticket_grants().await {
+            Ok(live) => {
+                for (g, facts) in live {
+                    if facts.system == s.config.name
+                        && facts.key == key
+                        && end_if_closed(s, cp, &g, &facts).await
+                    {
+                        ended += 1;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not read live grants for their tickets"),
+        }
+        Pushed::Checked {
+            key: key.to_string(),
+            ended,
+        }
+    }
+}
+
+/// `sig_hex` is the HMAC-SHA256 of `body` under `secret` (compared in constant time).
+fn hub_signature_matches(secret: &[u8], body: &[u8], sig_hex: &str) -> bool {
+    use hmac::{KeyInit, Mac};
+    let Ok(given) = hex::decode(sig_hex) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
 }
 
 impl System {
@@ -210,6 +371,9 @@ impl System {
     /// Reads `key` (which matched `keys`, so it holds no URL syntax we did not allow).
     async fn lookup(&self, key: &str, requester: &str, email: Option<&str>) -> Lookup {
         let enc = utf8_percent(key);
+        if self.config.kind == TicketKind::Http {
+            return self.lookup_http(key, &enc, requester, email).await;
+        }
         let (url, jira) = match self.config.kind {
             TicketKind::Jira => (
                 format!(
@@ -228,6 +392,7 @@ impl System {
                 ),
                 false,
             ),
+            TicketKind::Http => unreachable!("answered above"),
         };
         let answer = match self.get(&url).send().await {
             Ok(a) => a,
@@ -317,6 +482,61 @@ impl System {
         }
     }
 
+    /// `kind = "http"`: GET the ticket's URL, read the fields by JSON pointer.
+    async fn lookup_http(
+        &self,
+        key: &str,
+        enc: &str,
+        requester: &str,
+        email: Option<&str>,
+    ) -> Lookup {
+        let url = self.config.url.replace("{key}", enc);
+        let answer = match self.get(&url).send().await {
+            Ok(a) => a,
+            Err(e) => return Lookup::Failed(transport(&e)),
+        };
+        if answer.status() == reqwest::StatusCode::NOT_FOUND {
+            return Lookup::Missing;
+        }
+        if !answer.status().is_success() {
+            return Lookup::Failed(format!("HTTP {}", answer.status().as_u16()));
+        }
+        let Ok(doc) = answer.json::<Value>().await else {
+            return Lookup::Failed("an answer that is not JSON".into());
+        };
+        let field = |p: &Option<String>| {
+            p.as_deref()
+                .and_then(|p| doc.pointer(p))
+                .and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .filter(|s| !s.is_empty())
+        };
+        let Some(state) = field(&self.config.state_pointer) else {
+            return Lookup::Failed("an answer without the state field".into());
+        };
+        let assignee = field(&self.config.assignee_pointer);
+        let when = |p: &Option<String>| field(p).and_then(|v| v.parse::<Timestamp>().ok());
+        Lookup::Found {
+            facts: TicketFacts {
+                system: self.config.name.clone(),
+                key: key.to_string(),
+                state,
+                priority: field(&self.config.priority_pointer),
+                assigned_to_requester: assignee.as_deref().is_some_and(|a| {
+                    a.eq_ignore_ascii_case(requester)
+                        || email.is_some_and(|e| a.eq_ignore_ascii_case(e))
+                }),
+                assignee,
+                window_start: when(&self.config.window_start_pointer),
+                window_end: when(&self.config.window_end_pointer),
+            },
+            sys_id: None,
+        }
+    }
+
     fn closed(&self, state: &str) -> bool {
         self.config
             .closed_states
@@ -349,6 +569,17 @@ impl System {
                     utf8_percent(&id)
                 );
                 self.send_json(reqwest::Method::PATCH, &url, &json!({ "work_notes": text }))
+            }
+            TicketKind::Http => {
+                let Some(template) = &self.config.comment_url else {
+                    bail!("{} has no comment_url", self.config.name);
+                };
+                let url = template.replace("{key}", &utf8_percent(key));
+                self.send_json(
+                    reqwest::Method::POST,
+                    &url,
+                    &json!({ "key": key, "text": text }),
+                )
             }
         };
         let answer = url
@@ -569,28 +800,81 @@ async fn end_closed(tickets: &Tickets, cp: &ControlPlane) {
         }
     };
     for (g, facts) in live {
-        let Some(s) = tickets
-            .named(&facts.system)
-            .filter(|s| s.config.end_grants_when_closed)
-        else {
-            continue;
-        };
-        let state = match s.lookup(&facts.key, "", None).await {
-            Lookup::Found { facts, .. } => facts.state,
-            Lookup::Missing => "deleted".into(),
-            // Unreachable now: the grant runs to its timeout unless a later poll sees it closed.
-            Lookup::Failed(_) => continue,
-        };
-        if !(s.closed(&state) || state == "deleted") {
-            continue;
+        if let Some(s) = tickets.named(&facts.system) {
+            end_if_closed(s, cp, &g, &facts).await;
         }
-        let why = format!("ticket {} is {state} in {}", facts.key, s.config.name);
-        match cp.end_grant_for_ticket(g.id, why).await {
-            Ok(_) => metrics::counter!("pedm_grants_ended_by_ticket_total").increment(1),
-            Err(pedm_core::Error::Conflict(_)) => {}
-            Err(e) => {
-                tracing::error!(grant = %g.id, error = %e, "could not end a grant whose ticket closed")
+    }
+}
+
+/// Looks `facts`' ticket up again and ends `g` if the system binds grants to tickets and now
+/// says the ticket is closed (or gone). True if it ended `g`.
+async fn end_if_closed(s: &System, cp: &ControlPlane, g: &Grant, facts: &TicketFacts) -> bool {
+    if !s.config.end_grants_when_closed {
+        return false;
+    }
+    let state = match s.lookup(&facts.key, "", None).await {
+        Lookup::Found { facts, .. } => facts.state,
+        Lookup::Missing => "deleted".into(),
+        // Unreachable now: the grant runs to its timeout unless a later look sees it closed.
+        Lookup::Failed(_) => return false,
+    };
+    if !(s.closed(&state) || state == "deleted") {
+        return false;
+    }
+    let why = format!("ticket {} is {state} in {}", facts.key, s.config.name);
+    match cp.end_grant_for_ticket(g.id, why).await {
+        Ok(_) => {
+            metrics::counter!("pedm_grants_ended_by_ticket_total").increment(1);
+            true
+        }
+        Err(pedm_core::Error::Conflict(_)) => false,
+        Err(e) => {
+            tracing::error!(grant = %g.id, error = %e, "could not end a grant whose ticket closed");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_signature_matches_the_documented_example() {
+        // GitHub's documented X-Hub-Signature-256 example (the scheme Jira's webhooks share).
+        let secret = b"It's a Secret to Everybody";
+        let sig = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(hub_signature_matches(secret, b"Hello, World!", sig));
+        assert!(!hub_signature_matches(secret, b"Hello, World?", sig));
+        assert!(!hub_signature_matches(b"another", b"Hello, World!", sig));
+        assert!(!hub_signature_matches(secret, b"Hello, World!", "not hex"));
+    }
+
+    #[test]
+    fn a_generic_system_must_say_where_the_ticket_and_its_state_are() {
+        let config = |extra: Value| -> TicketsConfig {
+            let mut system = json!({"name": "h", "kind": "http", "keys": "^I-[0-9]+$"});
+            if let (Some(s), Some(e)) = (system.as_object_mut(), extra.as_object()) {
+                s.extend(e.clone());
             }
+            serde_json::from_value(json!({ "system": [system] })).unwrap()
+        };
+        let url = "https://h.example/t/{key}";
+        for (extra, problem) in [
+            (
+                json!({"url": "https://h.example/t", "state_pointer": "/s"}),
+                "{key}",
+            ),
+            (json!({"url": url}), "state_pointer"),
+            (json!({"url": url, "state_pointer": "s"}), "JSON pointers"),
+            (
+                json!({"url": url, "state_pointer": "/s", "comment": true}),
+                "comment_url",
+            ),
+        ] {
+            let e = Tickets::new(&config(extra.clone())).err().expect("refused");
+            assert!(format!("{e:#}").contains(problem), "{extra}: {e:#}");
         }
+        assert!(Tickets::new(&config(json!({"url": url, "state_pointer": "/s"}))).is_ok());
     }
 }

@@ -21,6 +21,7 @@ mod slack;
 mod ssh;
 pub mod sso;
 mod step_up;
+mod tickets;
 mod token_exchange;
 
 pub use error::ApiErr;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub notifier: Option<pedm_notify::Notifier>,
     /// How far each outbox channel is behind.
     pub outbox_backlog: Arc<crate::outbox::Backlog>,
+    /// `[[tickets.system]]`: for the systems' pushes.
+    pub tickets: Arc<crate::tickets::Tickets>,
 }
 
 #[derive(OpenApi)]
@@ -159,6 +162,10 @@ pub fn router(
     .route(
         "/integrations/slack/commands",
         axum::routing::post(slack::commands),
+    )
+    .route(
+        "/integrations/tickets/{system}",
+        axum::routing::post(tickets::pushed),
     )
     .nest("/scim/v2", scim::router())
     .route("/healthz", get(healthz))
