@@ -278,6 +278,7 @@ async fn extend(
         starts_at: None,
         ticket: None,
         via_agent: false,
+        while_on_call: false,
     };
     let (r, _) =
         c.cp.extend_grant(&p.viewer.actor, id, by, p.form.justification, None, context)
@@ -434,6 +435,7 @@ async fn request_post(
         starts_at: None,
         ticket: None,
         via_agent: false,
+        while_on_call: false,
     };
     if f.action == "preview" {
         let preview = match c.cp.preview_request(&v.actor, new, context).await {

@@ -50,6 +50,8 @@ pub struct Permit {
     pub allow_parallel: bool,
     /// Reminders and escalation while approvers do not answer.
     pub follow_up: Option<crate::model::FollowUp>,
+    /// The grant lasts only while its holder is on call (`@while_on_call`).
+    pub while_on_call: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +212,7 @@ impl Decider for BuiltinDecider {
             break_glass: false,
             allow_parallel: false,
             follow_up: None,
+            while_on_call: false,
         })
     }
 

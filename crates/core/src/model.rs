@@ -525,6 +525,10 @@ pub struct RequestContext {
     /// Set by the control plane from the actor's authentication, whatever a transport says.
     #[serde(default)]
     pub via_agent: bool,
+    /// Granted by a permit marked `@while_on_call("true")`: the grant ends when its holder's
+    /// on-call shift does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub while_on_call: bool,
 }
 
 /// An exec held at its `execve` in a session until approvers decide (a policy marked it

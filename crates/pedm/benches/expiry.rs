@@ -59,6 +59,7 @@ fn request_and_grant(i: usize, at: Timestamp) -> (Request, Grant) {
             starts_at: None,
             ticket: None,
             via_agent: false,
+            while_on_call: false,
         },
         state: RequestState::Approved,
         created_at: at,

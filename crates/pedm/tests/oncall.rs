@@ -157,3 +157,75 @@ async fn on_call_engineers_are_auto_approved_while_on_call_only() {
         .unwrap();
     assert_eq!(stale.request.state, RequestState::Pending);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_given_for_on_call_ends_with_the_shift() {
+    let schedule = Schedule::default();
+    *schedule.oncalls.lock().unwrap() = json!([entry("bob@example.com", -60, 60)]);
+    let app = axum::Router::new()
+        .route("/oncalls", axum::routing::get(oncalls))
+        .with_state(schedule.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/oncalls", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("pd.key");
+    std::fs::write(&key, "Token token=pd-key\n").unwrap();
+    let s = Server::start_with(Options {
+        config: Some(format!(
+            "[oncall]\nurl = \"{url}\"\nauthorization_file = \"{}\"\nrefresh = \"1s\"\n\
+             max_age = \"1h\"\n",
+            key.display()
+        )),
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    edit_policies(&s.admin(), "on-call, for the shift", |sources| {
+        let d = sources
+            .iter_mut()
+            .find(|s| s.text.contains("@id(\"request-with-approval\")"))
+            .expect("the default policy");
+        d.text = d.text.replace(
+            "when { !resource.auto_approve || context.via_agent };",
+            "when { (!resource.auto_approve && !principal.on_call) || context.via_agent };",
+        );
+        d.text.push_str(
+            "\n@id(\"on-call-for-the-shift\")\n@auto_approve(\"true\")\n@while_on_call(\"true\")\n\
+             permit (principal, action == Pedm::Action::\"request\", resource)\n\
+             when { principal.on_call };\n",
+        );
+    })
+    .await;
+    let bob = s.client(&user_with_token(&s, "bob", false).await);
+    eventually(Duration::from_secs(30), "the first read", || async {
+        (refreshes(&s, "ok").await >= 1).then_some(())
+    })
+    .await;
+    let on = bob
+        .create_request(&req("web1", "root", "1h", "paged: disk full"))
+        .await
+        .unwrap();
+    assert_eq!(on.request.policy.as_deref(), Some("on-call-for-the-shift"));
+    assert!(on.request.context.while_on_call);
+    let g = on.grant.expect("granted while on call");
+    // Still on call: the grant stays.
+    two_more(&s, "ok").await;
+    assert_eq!(
+        bob.get_grant(g.id).await.unwrap().state,
+        pedm_api::GrantState::Active
+    );
+    // The shift ends: the grant ends with it, long before its hour.
+    *schedule.oncalls.lock().unwrap() = json!([entry("bob@example.com", -60, -1)]);
+    let ended = eventually(Duration::from_secs(30), "the grant to end", || async {
+        let g = bob.get_grant(g.id).await.unwrap();
+        (g.state != pedm_api::GrantState::Active).then_some(g)
+    })
+    .await;
+    assert_eq!(ended.state, pedm_api::GrantState::Revoked);
+    assert_eq!(ended.ended_by.as_deref(), Some("system"));
+    assert_eq!(
+        ended.end_reason.as_deref(),
+        Some("bob is no longer on call")
+    );
+    wait_event(&s, "grant.revoked", &format!("grant:{}", g.id)).await;
+}

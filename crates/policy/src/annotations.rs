@@ -14,8 +14,11 @@ pub(crate) const STEP_UP: &str = "step_up";
 pub(crate) const REMIND_AFTER: &str = "remind_after";
 pub(crate) const ESCALATE_AFTER: &str = "escalate_after";
 pub(crate) const ESCALATE_TO: &str = "escalate_to";
+/// On a request permit: the grant lasts only while its holder is on call.
+pub(crate) const WHILE_ON_CALL: &str = "while_on_call";
 
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 12] = [
+    WHILE_ON_CALL,
     REMIND_AFTER,
     ESCALATE_AFTER,
     ESCALATE_TO,
@@ -52,6 +55,8 @@ pub(crate) struct RequestTerms {
     pub step_up: Option<Vec<ApprovalTier>>,
     /// `@remind_after`, `@escalate_after`, `@escalate_to`.
     pub follow_up: Option<pedm_core::model::FollowUp>,
+    /// `@while_on_call("true")`.
+    pub while_on_call: bool,
 }
 
 impl RequestTerms {
@@ -185,6 +190,7 @@ pub(crate) fn check(
                 | APPROVALS
                 | BREAK_GLASS
                 | ALLOW_PARALLEL
+                | WHILE_ON_CALL
                 | REMIND_AFTER
                 | ESCALATE_AFTER
                 | ESCALATE_TO
@@ -206,6 +212,7 @@ pub(crate) fn check(
             }
             BREAK_GLASS => terms.break_glass = parse_bool(k, v)?,
             ALLOW_PARALLEL => terms.allow_parallel = parse_bool(k, v)?,
+            WHILE_ON_CALL => terms.while_on_call = parse_bool(k, v)?,
             MAX_DURATION => {
                 let secs = pedm_core::duration::parse_duration(v)
                     .map_err(|e| format!("@max_duration({v:?}): {e}"))?;

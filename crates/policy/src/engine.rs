@@ -1486,6 +1486,7 @@ impl Engine {
                 break_glass: true,
                 allow_parallel: e.terms.allow_parallel,
                 follow_up: None,
+                while_on_call: false,
             });
         }
         // The strictest applicable permit wins: any approval beats auto-approve, more
@@ -1546,6 +1547,7 @@ impl Engine {
             break_glass: false,
             allow_parallel: e.terms.allow_parallel,
             follow_up: e.terms.follow_up.clone(),
+            while_on_call: e.terms.while_on_call,
         })
     }
 }

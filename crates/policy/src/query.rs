@@ -341,6 +341,9 @@ pub struct Requirements {
     /// `@remind_after`, `@escalate_after`, `@escalate_to`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_up: Option<pedm_core::model::FollowUp>,
+    /// `@while_on_call("true")`: the grant ends with its holder's on-call shift.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub while_on_call: bool,
 }
 
 impl Requirements {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use jiff::Timestamp;
+use pedm_core::service::ControlPlane;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -242,8 +243,38 @@ impl OnCall {
         }
     }
 
-    /// Refreshes every `refresh` until shutdown.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Ends the grants given while on call (`@while_on_call`) whose holders are no longer on
+    /// call (a stale schedule counts as nobody on call: fail closed). Returns how many.
+    pub async fn end_off_call(&self, cp: &ControlPlane) -> usize {
+        let live = match cp.live_on_call_grants().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the grants bound to on-call shifts");
+                return 0;
+            }
+        };
+        let mut ended = 0;
+        for g in live {
+            if self.is_on_call(&g.user) {
+                continue;
+            }
+            let why = format!("{} is no longer on call", g.user);
+            match cp.end_grant_as_system(g.id, why).await {
+                Ok(_) => {
+                    ended += 1;
+                    metrics::counter!("pedm_grants_ended_off_call_total").increment(1);
+                }
+                Err(pedm_core::Error::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::error!(grant = %g.id, error = %e, "could not end a grant whose holder's shift ended")
+                }
+            }
+        }
+        ended
+    }
+
+    /// Refreshes every `refresh` until shutdown, ending the grants of shifts that ended.
+    pub async fn run(self: Arc<Self>, cp: Arc<ControlPlane>, mut shutdown: watch::Receiver<bool>) {
         if self.config.is_none() {
             return;
         }
@@ -251,6 +282,7 @@ impl OnCall {
             if let Err(e) = self.refresh_once().await {
                 tracing::warn!(error = %format!("{e:#}"), "cannot read the on-call schedule");
             }
+            self.end_off_call(&cp).await;
             tokio::select! {
                 _ = tokio::time::sleep(self.refresh) => {}
                 _ = shutdown.changed() => return,

@@ -152,6 +152,7 @@ impl Decider for CedarDecider {
                 break_glass: r.break_glass,
                 allow_parallel: r.allow_parallel,
                 follow_up: r.follow_up,
+                while_on_call: r.while_on_call,
             }),
         }
     }

@@ -822,7 +822,7 @@ async fn end_if_closed(s: &System, cp: &ControlPlane, g: &Grant, facts: &TicketF
         return false;
     }
     let why = format!("ticket {} is {state} in {}", facts.key, s.config.name);
-    match cp.end_grant_for_ticket(g.id, why).await {
+    match cp.end_grant_as_system(g.id, why).await {
         Ok(_) => {
             metrics::counter!("pedm_grants_ended_by_ticket_total").increment(1);
             true

@@ -221,6 +221,7 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
             starts_at: None,
             ticket: None,
             via_agent: false,
+            while_on_call: false,
         },
         state: RequestState::Pending,
         created_at: t(created),

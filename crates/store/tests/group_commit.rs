@@ -51,6 +51,7 @@ fn request(requester: &str) -> Request {
             starts_at: None,
             ticket: None,
             via_agent: false,
+            while_on_call: false,
         },
         state: RequestState::Approved,
         created_at: t(0),

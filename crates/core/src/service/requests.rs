@@ -314,6 +314,7 @@ impl ControlPlane {
                 req.decided_by = Some(POLICY_ACTOR.into());
                 req.decision_reason = Some(p.reason.clone());
                 req.policy = p.policy.clone();
+                req.context.while_on_call = p.while_on_call;
                 if let Some((d, _)) = &delegated {
                     req.decided_by = Some(d.delegator.clone());
                     req.decision_reason = Some(format!(
@@ -381,6 +382,7 @@ impl ControlPlane {
                 req.approvals_required = req.approval_tiers.iter().map(|t| t.required).sum();
                 req.policy = p.policy.clone();
                 req.follow_up = p.follow_up.clone();
+                req.context.while_on_call = p.while_on_call;
                 req.decision_reason = Some(p.reason);
                 let mut data = json!({
                     "target": req.target, "role": req.role, "duration_secs": req.duration_secs,

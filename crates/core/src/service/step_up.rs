@@ -118,6 +118,7 @@ impl ControlPlane {
                 starts_at: None,
                 ticket: None,
                 via_agent: false,
+                while_on_call: false,
             },
             state: RequestState::Pending,
             created_at: now,

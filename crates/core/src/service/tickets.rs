@@ -61,6 +61,25 @@ impl ControlPlane {
 impl ControlPlane {
     /// Active grants whose requests' tickets a system checked, with what it said then.
     pub async fn live_ticket_grants(&self) -> Result<Vec<(Grant, crate::ticket::TicketFacts)>> {
+        Ok(self
+            .live_grants_with_context()
+            .await?
+            .into_iter()
+            .filter_map(|(g, c)| Some((g, c.ticket?)))
+            .collect())
+    }
+
+    /// Active grants given by a `@while_on_call` permit: they end with their holder's shift.
+    pub async fn live_on_call_grants(&self) -> Result<Vec<Grant>> {
+        Ok(self
+            .live_grants_with_context()
+            .await?
+            .into_iter()
+            .filter_map(|(g, c)| c.while_on_call.then_some(g))
+            .collect())
+    }
+
+    async fn live_grants_with_context(&self) -> Result<Vec<(Grant, crate::model::RequestContext)>> {
         let live = self
             .store
             .grants(&crate::model::GrantFilter {
@@ -71,17 +90,16 @@ impl ControlPlane {
             .await?;
         let mut out = vec![];
         for g in live {
-            if let Some(r) = self.store.request(g.request_id).await?
-                && let Some(t) = r.context.ticket
-            {
-                out.push((g, t));
+            if let Some(r) = self.store.request(g.request_id).await? {
+                out.push((g, r.context));
             }
         }
         Ok(out)
     }
 
-    /// Ends an active grant because its ticket closed (`grant.revoked` by `system`).
-    pub async fn end_grant_for_ticket(&self, id: Uuid, why: String) -> Result<Grant> {
+    /// Ends an active grant because something outside said so (its ticket closed, its
+    /// holder's on-call shift ended): `grant.revoked` by `system`, with `why`.
+    pub async fn end_grant_as_system(&self, id: Uuid, why: String) -> Result<Grant> {
         let g = self.load_grant(id).await?;
         self.end_grant(&Actor::system(), g, GrantState::Revoked, Some(why))
             .await

@@ -497,6 +497,7 @@ async fn request_context(s: &AppState, c: &Caller) -> ApiResult<RequestContext> 
         ticket: None,
         // The control plane sets it again from the actor; never from the body.
         via_agent: c.actor.via_agent,
+        while_on_call: false,
     })
 }
 
