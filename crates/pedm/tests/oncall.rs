@@ -64,32 +64,35 @@ async fn two_more(s: &Server, outcome: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn on_call_engineers_are_auto_approved_while_on_call_only() {
+/// pedmd reading `oncalls` from a stand-in every second (stale after `max_age`), with the
+/// default approval permit stepping aside for on-call engineers and `permit` (a policy with
+/// its annotations) added.
+async fn start(
+    oncalls: Value,
+    max_age: &str,
+    permit: &str,
+) -> (Server, Schedule, tempfile::TempDir) {
     let schedule = Schedule::default();
-    *schedule.oncalls.lock().unwrap() = json!([
-        entry("bob@example.com", -60, 60),
-        entry("carol@example.com", -120, -60),
-    ]);
+    *schedule.oncalls.lock().unwrap() = oncalls;
     let app = axum::Router::new()
-        .route("/oncalls", axum::routing::get(oncalls))
+        .route("/oncalls", axum::routing::get(self::oncalls))
         .with_state(schedule.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/oncalls", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    let tmp = tempfile::tempdir().unwrap();
-    let key = tmp.path().join("pd.key");
+    // Read at every refresh: the directory lives as long as the caller keeps it.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("pd.key");
     std::fs::write(&key, "Token token=pd-key\n").unwrap();
     let s = Server::start_with(Options {
         config: Some(format!(
             "[oncall]\nurl = \"{url}\"\nauthorization_file = \"{}\"\nrefresh = \"1s\"\n\
-             max_age = \"3s\"\n",
+             max_age = \"{max_age}\"\n",
             key.display()
         )),
         ..Default::default()
     });
     standard_targets(&s).await;
-    // On-call engineers get any role at once; everyone else needs the usual approval.
     edit_policies(&s.admin(), "on-call", |sources| {
         let d = sources
             .iter_mut()
@@ -99,12 +102,25 @@ async fn on_call_engineers_are_auto_approved_while_on_call_only() {
             "when { !resource.auto_approve || context.via_agent };",
             "when { (!resource.auto_approve && !principal.on_call) || context.via_agent };",
         );
-        d.text.push_str(
-            "\n@id(\"on-call-engineers\")\n@auto_approve(\"true\")\n\
-             permit (principal, action == Pedm::Action::\"request\", resource)\n\
-             when { principal.on_call };\n",
-        );
+        d.text.push_str(permit);
     })
+    .await;
+    (s, schedule, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_call_engineers_are_auto_approved_while_on_call_only() {
+    // On-call engineers get any role at once; everyone else needs the usual approval.
+    let (s, schedule, _key) = start(
+        json!([
+            entry("bob@example.com", -60, 60),
+            entry("carol@example.com", -120, -60),
+        ]),
+        "3s",
+        "\n@id(\"on-call-engineers\")\n@auto_approve(\"true\")\n\
+         permit (principal, action == Pedm::Action::\"request\", resource)\n\
+         when { principal.on_call };\n",
+    )
     .await;
     let bob = s.client(&user_with_token(&s, "bob", false).await);
     let carol = s.client(&user_with_token(&s, "carol", false).await);
@@ -160,41 +176,13 @@ async fn on_call_engineers_are_auto_approved_while_on_call_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grant_given_for_on_call_ends_with_the_shift() {
-    let schedule = Schedule::default();
-    *schedule.oncalls.lock().unwrap() = json!([entry("bob@example.com", -60, 60)]);
-    let app = axum::Router::new()
-        .route("/oncalls", axum::routing::get(oncalls))
-        .with_state(schedule.clone());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/oncalls", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    let tmp = tempfile::tempdir().unwrap();
-    let key = tmp.path().join("pd.key");
-    std::fs::write(&key, "Token token=pd-key\n").unwrap();
-    let s = Server::start_with(Options {
-        config: Some(format!(
-            "[oncall]\nurl = \"{url}\"\nauthorization_file = \"{}\"\nrefresh = \"1s\"\n\
-             max_age = \"1h\"\n",
-            key.display()
-        )),
-        ..Default::default()
-    });
-    standard_targets(&s).await;
-    edit_policies(&s.admin(), "on-call, for the shift", |sources| {
-        let d = sources
-            .iter_mut()
-            .find(|s| s.text.contains("@id(\"request-with-approval\")"))
-            .expect("the default policy");
-        d.text = d.text.replace(
-            "when { !resource.auto_approve || context.via_agent };",
-            "when { (!resource.auto_approve && !principal.on_call) || context.via_agent };",
-        );
-        d.text.push_str(
-            "\n@id(\"on-call-for-the-shift\")\n@auto_approve(\"true\")\n@while_on_call(\"true\")\n\
-             permit (principal, action == Pedm::Action::\"request\", resource)\n\
-             when { principal.on_call };\n",
-        );
-    })
+    let (s, schedule, _key) = start(
+        json!([entry("bob@example.com", -60, 60)]),
+        "1h",
+        "\n@id(\"on-call-for-the-shift\")\n@auto_approve(\"true\")\n@while_on_call(\"true\")\n\
+         permit (principal, action == Pedm::Action::\"request\", resource)\n\
+         when { principal.on_call };\n",
+    )
     .await;
     let bob = s.client(&user_with_token(&s, "bob", false).await);
     eventually(Duration::from_secs(30), "the first read", || async {

@@ -51,41 +51,52 @@ async fn serve(app: axum::Router) -> String {
     url
 }
 
+/// A record by key (404 as Jira answers it), for the Jira and the generic stand-ins.
+async fn record(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path(key): Path<String>,
+) -> axum::response::Response {
+    if let Some(r) = refused(&h, &s) {
+        return r;
+    }
+    match s.lock().unwrap().records.get(&key) {
+        Some(v) => axum::Json(v.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"errorMessages": ["Issue does not exist"]})),
+        )
+            .into_response(),
+    }
+}
+
+/// A comment on a record: Jira's `{"body"}`, the generic `{"key", "text"}`.
+async fn comment(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path(key): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::response::Response {
+    if let Some(r) = refused(&h, &s) {
+        return r;
+    }
+    if let Some(k) = body.get("key") {
+        assert_eq!(k, key.as_str());
+    }
+    let text = body["body"]
+        .as_str()
+        .or(body["text"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    s.lock().unwrap().notes.push((key, text));
+    (StatusCode::CREATED, axum::Json(json!({"id": "10001"}))).into_response()
+}
+
 /// Jira: an issue by key, and comments on it.
 async fn fake_jira(records: Shared) -> String {
-    async fn issue(
-        State(s): State<Shared>,
-        h: HeaderMap,
-        Path(key): Path<String>,
-    ) -> axum::response::Response {
-        if let Some(r) = refused(&h, &s) {
-            return r;
-        }
-        match s.lock().unwrap().records.get(&key) {
-            Some(v) => axum::Json(v.clone()).into_response(),
-            None => (
-                StatusCode::NOT_FOUND,
-                axum::Json(json!({"errorMessages": ["Issue does not exist"]})),
-            )
-                .into_response(),
-        }
-    }
-    async fn comment(
-        State(s): State<Shared>,
-        h: HeaderMap,
-        Path(key): Path<String>,
-        axum::Json(body): axum::Json<Value>,
-    ) -> axum::response::Response {
-        if let Some(r) = refused(&h, &s) {
-            return r;
-        }
-        let text = body["body"].as_str().unwrap_or_default().to_string();
-        s.lock().unwrap().notes.push((key, text));
-        (StatusCode::CREATED, axum::Json(json!({"id": "10001"}))).into_response()
-    }
     serve(
         axum::Router::new()
-            .route("/rest/api/2/issue/{key}", get(issue))
+            .route("/rest/api/2/issue/{key}", get(record))
             .route("/rest/api/2/issue/{key}/comment", post(comment))
             .with_state(records),
     )
@@ -398,36 +409,9 @@ async fn servicenow_change_windows_and_an_unreachable_system_sends_to_approvers(
 
 /// Any other system: GET `/tickets/{key}` answers JSON, comments are POSTed beside it.
 async fn fake_helpdesk(records: Shared) -> String {
-    async fn ticket(
-        State(s): State<Shared>,
-        h: HeaderMap,
-        Path(key): Path<String>,
-    ) -> axum::response::Response {
-        if let Some(r) = refused(&h, &s) {
-            return r;
-        }
-        match s.lock().unwrap().records.get(&key) {
-            Some(v) => axum::Json(v.clone()).into_response(),
-            None => StatusCode::NOT_FOUND.into_response(),
-        }
-    }
-    async fn comment(
-        State(s): State<Shared>,
-        h: HeaderMap,
-        Path(key): Path<String>,
-        axum::Json(body): axum::Json<Value>,
-    ) -> axum::response::Response {
-        if let Some(r) = refused(&h, &s) {
-            return r;
-        }
-        assert_eq!(body["key"], key.as_str());
-        let text = body["text"].as_str().unwrap_or_default().to_string();
-        s.lock().unwrap().notes.push((key, text));
-        StatusCode::CREATED.into_response()
-    }
     serve(
         axum::Router::new()
-            .route("/tickets/{key}", get(ticket))
+            .route("/tickets/{key}", get(record))
             .route("/tickets/{key}/comments", post(comment))
             .with_state(records),
     )
