@@ -382,16 +382,18 @@ string_enum!(ProvisionAction {
     Grant => "grant",
     Revoke => "revoke",
     RemoveDrift => "remove_drift",
+    Extend => "extend",
 });
 
-/// A durable provisioning step: switch one grant's privilege on or off in its target, or
+/// A durable provisioning step: switch one grant's privilege on or off in its target, move
+/// the expiry a target keeps of its own to an extended grant's new end (`extend`), or
 /// remove a standing privilege no grant explains (drift, when the target says so). Jobs are
 /// rows, so they survive restarts; the provisioning runner works through the due ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisionJob {
     pub id: Uuid,
-    /// The grant whose privilege a `grant` or `revoke` job switches; `None` for
+    /// The grant whose privilege a `grant`, `revoke` or `extend` job is about; `None` for
     /// `remove_drift`.
     pub grant_id: Option<Uuid>,
     pub action: ProvisionAction,

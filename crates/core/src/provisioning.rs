@@ -89,6 +89,20 @@ pub trait ProvisioningPort: Send + Sync + 'static {
     ) -> Result<Provisioned, ProvisionFailure>;
     /// Takes the grant's privilege away (idempotent: what is gone stays gone).
     async fn revoke(&self, grant: &Grant, run_as: Option<&str>) -> Result<(), ProvisionFailure>;
+    /// Whether the target keeps `grant`'s end of its own (a PostgreSQL temporary login's
+    /// `VALID UNTIL`), so an extension must move it there too. Default: no.
+    fn keeps_expiry(&self, grant: &Grant) -> bool {
+        let _ = grant;
+        false
+    }
+    /// Moves the end the target keeps to `grant.expires_at` (an extended grant); returns what
+    /// was done. Only asked where [`ProvisioningPort::keeps_expiry`] says so.
+    async fn extend(&self, grant: &Grant) -> Result<String, ProvisionFailure> {
+        Err(ProvisionFailure {
+            kind: FailureKind::Invalid,
+            message: format!("target {} keeps no expiry of its own", grant.target),
+        })
+    }
     /// Standing privileged accounts in the target, whoever created them.
     async fn discover(&self, target: &str) -> Result<Vec<StandingPrivilege>, ProvisionFailure>;
     /// Whether `grant`'s privilege is in the target right now, and what was seen.

@@ -276,7 +276,7 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
 
     // A temporary login: its password is handed to the holder once, through the CLI.
     let g = alice
-        .create_request(&req("db", "tmp", "1h", "one-off fix"))
+        .create_request(&req("db", "tmp", "10m", "one-off fix"))
         .await
         .unwrap()
         .grant
@@ -298,6 +298,50 @@ pg_role = "readwrite\"; DROP TABLE ledger; --"
     );
     let audit = a.audit_events(&AuditQuery::default()).await.unwrap();
     assert!(!audit.iter().any(|e| e.data.to_string().contains(&password)));
+    // Extended, the login's own end (VALID UNTIL) moves with the grant; the login stays.
+    let valid_until = |login: String| {
+        let db_url = db_url.clone();
+        async move {
+            let mut c = PgConnection::connect(&db_url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(
+                "SELECT floor(extract(epoch FROM rolvaliduntil))::bigint FROM pg_roles \
+                 WHERE rolname = $1",
+            )
+            .bind(login)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(valid_until(login.clone()).await, g.expires_at.as_second());
+    let extended = alice
+        .extend_grant(
+            g.id,
+            &pedm_api::ExtendGrant {
+                by: "30m".into(),
+                justification: "the fix takes longer".into(),
+                ticket: None,
+            },
+        )
+        .await
+        .unwrap()
+        .grant
+        .expect("extended at once");
+    assert!(extended.expires_at > g.expires_at);
+    let moved = eventually(Duration::from_secs(20), "provision.extended", || {
+        let s = &s;
+        async move {
+            let ev = events(s, "provision.extended", g.id).await;
+            (!ev.is_empty()).then_some(ev)
+        }
+    })
+    .await;
+    assert!(moved[0].data["detail"].as_str().unwrap().contains(&login));
+    assert_eq!(
+        valid_until(login.clone()).await,
+        extended.expires_at.as_second()
+    );
+    insert_as(&pg, &db, &login, &password).await.unwrap();
     alice
         .release_grant(g.id, &pedm_api::Reason { reason: None })
         .await

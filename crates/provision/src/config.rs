@@ -168,6 +168,12 @@ impl Provisioner for DriftRules {
     async fn observe(&self, g: &GrantSpec) -> Result<Observed, ProvisionError> {
         self.inner.observe(g).await
     }
+    fn keeps_expiry(&self, g: &GrantSpec) -> bool {
+        self.inner.keeps_expiry(g)
+    }
+    async fn extend(&self, g: &GrantSpec) -> Result<String, ProvisionError> {
+        self.inner.extend(g).await
+    }
     async fn discover(&self) -> Result<Vec<StandingPrivilege>, ProvisionError> {
         self.inner.discover().await
     }

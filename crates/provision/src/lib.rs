@@ -162,6 +162,20 @@ pub trait Provisioner: Send + Sync {
     async fn revoke(&self, g: &GrantSpec) -> Result<(), ProvisionError>;
     /// Is the privilege there right now?
     async fn observe(&self, g: &GrantSpec) -> Result<Observed, ProvisionError>;
+    /// Whether the target keeps `g`'s end of its own (a temporary login's `VALID UNTIL`),
+    /// which [`Provisioner::extend`] then moves when the grant is extended. Default: no.
+    fn keeps_expiry(&self, g: &GrantSpec) -> bool {
+        let _ = g;
+        false
+    }
+    /// Moves the end the target keeps to `g.expires_at`; returns what was done.
+    async fn extend(&self, g: &GrantSpec) -> Result<String, ProvisionError> {
+        let _ = g;
+        Err(ProvisionError::invalid(format!(
+            "the {} provisioner keeps no expiry of its own",
+            self.kind()
+        )))
+    }
     /// Privileged accounts that exist in the target regardless of pedm.
     async fn discover(&self) -> Result<Vec<StandingPrivilege>, ProvisionError>;
 

@@ -438,6 +438,34 @@ impl Provisioner for PostgresProvisioner {
         }
     }
 
+    fn keeps_expiry(&self, g: &GrantSpec) -> bool {
+        matches!(plan(g), Ok(Plan::TempLogin { .. }))
+    }
+
+    async fn extend(&self, g: &GrantSpec) -> Result<String, ProvisionError> {
+        let Plan::TempLogin { login, .. } = plan(g)? else {
+            return Err(ProvisionError::invalid(
+                "only a temporary login keeps an expiry (VALID UNTIL)",
+            ));
+        };
+        let until = g.expires_at.to_string();
+        let what = format!("moving VALID UNTIL of {login:?}");
+        let mut conn = self.conn().await?;
+        if !role_exists(&mut conn, &login)
+            .await
+            .map_err(|e| classify(&what, e))?
+        {
+            return Err(ProvisionError::refused(format!(
+                "login {login:?} is gone from the target (dropped by hand?)"
+            )));
+        }
+        exec_formatted(&mut conn, "ALTER ROLE %I VALID UNTIL %L", &[&login, &until])
+            .await
+            .map_err(|e| classify(&what, e))?;
+        tracing::info!(grant = %g.grant_id, %login, %until, "postgres temporary login extended");
+        Ok(format!("login \"{login}\" valid until {until}"))
+    }
+
     async fn revoke(&self, g: &GrantSpec) -> Result<(), ProvisionError> {
         let plan = plan(g)?;
         let mut conn = self.conn().await?;

@@ -225,6 +225,27 @@ async fn temp_login_with_password_expiry_and_session_termination() {
     assert_eq!(until, g.expires_at.as_second());
     let seen = p.observe(&g).await.unwrap();
     assert!(seen.present, "{seen:?}");
+    // An extension moves VALID UNTIL; a role granted to an existing login keeps no end.
+    assert!(p.keeps_expiry(&g));
+    assert!(!p.keeps_expiry(&spec(
+        "bob",
+        json!({"mode": "grant_role", "pg_role": "tl_readwrite"})
+    )));
+    let mut later = g.clone();
+    later.expires_at = g.expires_at + jiff::SignedDuration::from_mins(30);
+    let moved = p.extend(&later).await.unwrap();
+    assert!(moved.contains(&login), "{moved}");
+    let until: i64 = sqlx::query_scalar(
+        "SELECT floor(extract(epoch FROM rolvaliduntil))::bigint FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(&login)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(until, later.expires_at.as_second());
+    insert(&url_as(&url, &login, &password), "tl_t")
+        .await
+        .unwrap();
 
     // Granting again (a retry) hands out a fresh working password.
     let again = p.grant(&g).await.unwrap().secret.unwrap();
@@ -254,6 +275,9 @@ async fn temp_login_with_password_expiry_and_session_termination() {
     );
     assert!(!p.observe(&g).await.unwrap().present);
     p.revoke(&g).await.unwrap();
+    // Extending a login that is gone is refused, not retried for ever.
+    let gone = p.extend(&later).await.unwrap_err();
+    assert!(!gone.is_retryable(), "{gone}");
 
     // A login that came to own an object is still dropped (ownership goes to the admin).
     let g3 = spec(

@@ -94,6 +94,16 @@ impl ProvisioningPort for Provisioners {
         p.revoke(&self.spec(grant, run_as)).await.map_err(failure)
     }
 
+    fn keeps_expiry(&self, grant: &Grant) -> bool {
+        self.get(&grant.target)
+            .is_ok_and(|p| p.keeps_expiry(&self.spec(grant, None)))
+    }
+
+    async fn extend(&self, grant: &Grant) -> Result<String, ProvisionFailure> {
+        let p = self.get(&grant.target)?;
+        p.extend(&self.spec(grant, None)).await.map_err(failure)
+    }
+
     async fn observe(&self, grant: &Grant) -> Result<(bool, String), ProvisionFailure> {
         let p = self.get(&grant.target)?;
         let o = p.observe(&self.spec(grant, None)).await.map_err(failure)?;

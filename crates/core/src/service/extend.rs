@@ -123,20 +123,40 @@ impl ControlPlane {
         Ok(capped.expires_at)
     }
 
-    /// The write and the event that move an approved extension's grant to `to`.
+    /// The writes and the event that move an approved extension's grant to `to`: the grant's
+    /// expiry, and an `extend` job where the target keeps the end of its own (the privilege
+    /// itself stays in place).
     pub(super) fn extension_applied(
         &self,
         actor: &Actor,
         req: &Request,
         g: &Grant,
         to: Timestamp,
-    ) -> (Write, NewAuditEvent) {
+    ) -> (Vec<Write>, NewAuditEvent) {
+        let mut writes = vec![Write::ExtendGrant {
+            id: g.id,
+            from: g.expires_at,
+            to,
+        }];
+        let switched_on = matches!(
+            g.provision_state,
+            ProvisionState::Active | ProvisionState::Provisioning
+        );
+        if switched_on
+            && self.provisioned(&g.target)
+            && self
+                .provisioning
+                .as_ref()
+                .is_some_and(|p| p.keeps_expiry(g))
+        {
+            writes.push(Write::InsertJob(self.new_job(
+                g.id,
+                ProvisionAction::Extend,
+                self.now(),
+            )));
+        }
         (
-            Write::ExtendGrant {
-                id: g.id,
-                from: g.expires_at,
-                to,
-            },
+            writes,
             self.event(actor, "grant.extended", subject("grant", g.id))
                 .data(json!({
                     "request": req.id, "user": g.user, "target": g.target, "role": g.role,

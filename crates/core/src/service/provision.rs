@@ -212,6 +212,7 @@ impl ControlPlane {
             v
         };
         let mut notice = None;
+        let live = g.clone().as_of(self.now()).state == GrantState::Active;
         let cs = match job.action {
             ProvisionAction::Grant => {
                 if g.state != GrantState::Active
@@ -320,6 +321,56 @@ impl ControlPlane {
                         .data(with(json!({ "reason": detail, "kept_for": sharing }))),
                 )
             }
+            ProvisionAction::Extend if !live || g.provision_state != ProvisionState::Active => {
+                if live && g.provision_state == ProvisionState::Provisioning {
+                    // The grant job may have read the old end: move it once that job is done.
+                    let f = ProvisionFailure {
+                        kind: FailureKind::Unreachable,
+                        message: "waiting for the grant to be switched on".into(),
+                    };
+                    self.retry_later(&sys, next, expected, subject("grant", g.id), &f, with)
+                } else {
+                    // Ended, or never switched on: its revoke takes care of the target.
+                    next.done = true;
+                    Changeset::new().write(Write::UpdateJob {
+                        job: next,
+                        expected_attempts: expected,
+                    })
+                }
+            }
+            ProvisionAction::Extend => match port.extend(&g).await {
+                Ok(detail) => {
+                    next.done = true;
+                    next.last_error = None;
+                    Changeset::new()
+                        .write(Write::UpdateJob {
+                            job: next,
+                            expected_attempts: expected,
+                        })
+                        .event(
+                            self.event(&sys, "provision.extended", subject("grant", g.id))
+                                .data(with(json!({ "detail": detail, "until": g.expires_at }))),
+                        )
+                }
+                Err(f) if f.is_retryable() => {
+                    self.retry_later(&sys, next, expected, subject("grant", g.id), &f, with)
+                }
+                Err(f) => {
+                    // The privilege is there until the target's own end; say so loudly.
+                    next.done = true;
+                    next.last_error = Some(f.message.clone());
+                    Changeset::new()
+                        .write(Write::UpdateJob {
+                            job: next,
+                            expected_attempts: expected,
+                        })
+                        .event(
+                            self.event(&sys, "provision.failed", subject("grant", g.id))
+                                .outcome(Outcome::Failure)
+                                .data(with(json!({ "error": f.message, "permanent": true }))),
+                        )
+                }
+            },
             ProvisionAction::Revoke => match port.revoke(&g, run_as.as_deref()).await {
                 Ok(()) => {
                     next.done = true;

@@ -291,10 +291,10 @@ impl ControlPlane {
                 req.decision_reason = Some(p.reason.clone());
                 req.policy = p.policy.clone();
                 req.grant_id = Some(old.id);
-                let (write, extended_event) = self.extension_applied(actor, &req, old, *to);
+                let (writes, extended_event) = self.extension_applied(actor, &req, old, *to);
+                cs = cs.write(Write::InsertRequest(req.clone()));
+                cs.writes.extend(writes);
                 cs = cs
-                    .write(Write::InsertRequest(req.clone()))
-                    .write(write)
                     .event(created)
                     .event(
                         self.event(actor, "request.approved", subject("request", req.id))
@@ -847,8 +847,8 @@ impl ControlPlane {
                 cs = cs.write(job);
             }
         }
-        if let Some((write, _)) = &extension {
-            cs = cs.write(write.clone());
+        if let Some((writes, _)) = &extension {
+            cs.writes.extend(writes.iter().cloned());
         }
         cs.events = events;
         cs.notices = match (&extension, &grant) {
@@ -866,6 +866,7 @@ impl ControlPlane {
         self.commit(cs).await.map_err(|e| concurrent(e, id))?;
         if let Some((_, g)) = extension {
             self.deadline_changed.notify_one();
+            self.jobs_changed.notify_one();
             return Ok((req, Some(g)));
         }
         if grant.is_some() {
