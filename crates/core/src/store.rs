@@ -420,6 +420,9 @@ pub trait Store: Send + Sync + 'static {
     /// The pedm user an (issuer, subject) is linked to.
     async fn sso_identity(&self, issuer: &str, subject: &str)
     -> Result<Option<String>, StoreError>;
+    /// Every (issuer, subject) linked to `user`, sorted: identity providers and chat
+    /// workspaces (`slack:T…`).
+    async fn identities_of(&self, user: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// The SSO session a token belongs to.
     async fn sso_session(
         &self,

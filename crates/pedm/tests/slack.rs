@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::idp::{SECRET, corp_idp, login_code};
 use common::slack::{
     CHANNEL, FakeSlack, SIGNING_SECRET, TEAM, button_click, deny_submission, slash_command,
 };
@@ -450,4 +451,258 @@ async fn slack_down_is_retried_and_counted() {
     assert_eq!((hook.kind.as_str(), hook.failed), ("webhook", 0));
     let e = alice.notify_status().await.unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
+}
+
+/// The three ways Slack meets people without a `/pedm link`: a Slack user acts as the pedm
+/// user whose address the identity provider verified (when Slack confirms it is theirs),
+/// `/pedm request` without a reason opens a form, and approvers get the request (and its
+/// reminder) as a direct message that follows the request like the channel's.
+#[tokio::test]
+async fn verified_addresses_request_form_and_direct_messages() {
+    let idp = corp_idp();
+    let slack = FakeSlack::start().await;
+    let s = Server::start_with(Options {
+        config: Some(format!(
+            "{}{}dm_approvers = true\nmap_by_email = true\n",
+            idp.pedmd_config(),
+            slack.config()
+        )),
+        env: vec![("PEDM_TEST_OIDC_SECRET".into(), SECRET.into())],
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    let admin = s.admin();
+    edit_policies(&admin, "remind in Slack", |sources| {
+        let p = sources
+            .iter_mut()
+            .find(|p| p.text.contains("@id(\"request-with-approval\")"))
+            .expect("the default policy");
+        p.text = p.text.replace(
+            "@approvals(\"1\")",
+            "@approvals(\"1\")\n@remind_after(\"2s\")",
+        );
+    })
+    .await;
+    // alice and carol sign in through the identity provider (which verifies their addresses);
+    // carol approves. dave's address was typed by an admin: the provider never vouched for it.
+    for who in ["alice", "carol"] {
+        let home = tempfile::tempdir().unwrap();
+        let (ok, _, err) = login_code(&s, &idp, home.path(), who).await;
+        assert!(ok, "{who} signs in: {err}");
+    }
+    let make_admin = pedm_api::UpdateUser {
+        admin: Some(true),
+        ..Default::default()
+    };
+    admin.update_user("carol", &make_admin).await.unwrap();
+    user_with_token(&s, "dave", true).await;
+    let dave_email = pedm_api::UpdateUser {
+        email: Some("dave@example.com".into()),
+        ..Default::default()
+    };
+    admin.update_user("dave", &dave_email).await.unwrap();
+    slack.add_user("U0ALICE", TEAM, "alice@example.com", true);
+    slack.add_user("U0CAROL", TEAM, "carol@example.com", true);
+    slack.add_user("U0DAVE", TEAM, "dave@example.com", true);
+    slack.add_user("U0MAL", TEAM, "bob@example.com", false);
+    slack.add_user("W0GUEST", "T0OTHER", "carol@example.com", true);
+    let interactions = format!("{}/integrations/slack/interactions", s.url);
+    let commands = format!("{}/integrations/slack/commands", s.url);
+
+    // alice, never linked, asks without a reason: a form opens, filled with what she typed.
+    let (status, answer) = slack
+        .send(
+            &commands,
+            &slash_command("U0ALICE", "request web1 root 30m", &slack.response_url()),
+        )
+        .await;
+    assert_eq!((status, answer.as_str()), (200, ""));
+    let opened = slack
+        .wait_call(0, "the request form", |c| c.method == "views.open")
+        .await;
+    assert_eq!(opened.body["view"]["callback_id"], "pedm_request");
+    let initial =
+        |block: usize| opened.body["view"]["blocks"][block]["element"]["initial_value"].clone();
+    assert_eq!(
+        [initial(0), initial(1), initial(2)],
+        ["web1", "root", "30m"]
+    );
+    assert!(initial(3).is_null(), "no reason was typed");
+    let linked = wait_event(&s, "identity.linked", "user:alice").await;
+    assert_eq!(
+        (
+            linked.actor.as_str(),
+            &linked.data["via"],
+            &linked.data["subject"]
+        ),
+        (
+            "system",
+            &serde_json::json!("slack verified email"),
+            &serde_json::json!("U0ALICE")
+        )
+    );
+
+    // A duration pedm cannot read is pointed out on its field; nothing is requested.
+    let submit = |duration: &str, why: &str| {
+        request_submission("U0ALICE", ["web1", "root", duration, why, "CHG-9"])
+    };
+    let (status, answer) = slack
+        .send(
+            &interactions,
+            &[("payload", &submit("soon", "patch").to_string())],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["response_action"], "errors", "{v}");
+    assert!(
+        v["errors"]["duration"].as_str().unwrap().contains("soon"),
+        "{v}"
+    );
+    assert!(alice_requests(&s).await.is_empty());
+    // With a reason, the request is made as alice and the form says so.
+    let (status, answer) = slack
+        .send(
+            &interactions,
+            &[(
+                "payload",
+                &submit("30m", "patch CVE-2026-1 <@U0CAROL>").to_string(),
+            )],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["response_action"], "update", "{v}");
+    let requests = alice_requests(&s).await;
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!(
+        (r.state, r.ticket.as_deref(), r.justification.as_str()),
+        (
+            RequestState::Pending,
+            Some("CHG-9"),
+            "patch CVE-2026-1 <@U0CAROL>"
+        )
+    );
+    let id = r.id.to_string();
+    assert!(v["view"].to_string().contains(&id), "{v}");
+
+    // The channel gets the card, and so does carol, the one approver, directly; alice (the
+    // requester) and dave (not an approver) do not.
+    let posted = slack.wait_blocks(0, "chat.postMessage", &id).await;
+    assert_eq!(posted.body["channel"], CHANNEL);
+    let dm = slack
+        .wait_call(0, "the direct message to carol", |c| {
+            c.method == "chat.postMessage" && c.body["channel"] == "U0CAROL"
+        })
+        .await;
+    assert!(dm.body["blocks"].to_string().contains("pedm_approve"));
+    let dm_channel = dm.answer["channel"].as_str().unwrap().to_string();
+    let dm_ts = dm.answer["ts"].as_str().unwrap().to_string();
+    assert!(dm_channel.starts_with('D'), "{dm_channel}");
+    // Two seconds on, the reminder goes to the channel's thread and to carol's message.
+    slack
+        .wait_call(0, "the reminder in carol's direct message", |c| {
+            c.method == "chat.postMessage"
+                && c.body["channel"] == dm_channel.as_str()
+                && c.body["thread_ts"] == dm_ts.as_str()
+        })
+        .await;
+    assert!(
+        !slack.calls().iter().any(|c| c.method == "chat.postMessage"
+            && ["U0ALICE", "U0DAVE"].contains(&c.body["channel"].as_str().unwrap_or_default())),
+        "only approvers get direct messages"
+    );
+
+    // Who Slack cannot vouch for acts as nobody: an unconfirmed address, a guest from another
+    // workspace, an address no provider verified.
+    for (user, why) in [
+        ("U0MAL", "not confirmed"),
+        ("W0GUEST", "belongs to workspace"),
+        ("U0DAVE", "signs in through the identity provider"),
+    ] {
+        let url = slack.response_url();
+        let click = button_click(user, "pedm_approve", &id, &dm_ts, &url);
+        let (status, _) = slack
+            .send(&interactions, &[("payload", &click.to_string())])
+            .await;
+        assert_eq!(status, 200);
+        let answered_at = format!("response/{}", url.rsplit('/').next().unwrap());
+        let said = slack
+            .wait_call(0, "the private refusal", |c| c.method == answered_at)
+            .await;
+        assert!(
+            said.body["text"].as_str().unwrap().contains(why),
+            "{user}: {said:?}"
+        );
+        let refused = audit_of(&s, "slack.refused").await;
+        assert!(
+            refused
+                .iter()
+                .any(|e| e.data["caller"] == format!("slack:{TEAM}/{user}")
+                    && e.data["reason"].as_str().unwrap_or_default().contains(why)),
+            "{user}: {refused:?}"
+        );
+    }
+    assert_eq!(alice_requests(&s).await[0].state, RequestState::Pending);
+
+    // carol approves from her direct message; both messages then show it.
+    let url = slack.response_url();
+    let click = button_click("U0CAROL", "pedm_approve", &id, &dm_ts, &url);
+    let seen = slack.calls().len();
+    let (status, _) = slack
+        .send(&interactions, &[("payload", &click.to_string())])
+        .await;
+    assert_eq!(status, 200);
+    for channel in [CHANNEL, dm_channel.as_str()] {
+        slack
+            .wait_call(seen, "the updated card", |c| {
+                c.method == "chat.update"
+                    && c.body["channel"] == channel
+                    && c.body["blocks"].to_string().contains("Approved by carol")
+            })
+            .await;
+    }
+    assert_eq!(alice_requests(&s).await[0].state, RequestState::Approved);
+    let linked = wait_event(&s, "identity.linked", "user:carol").await;
+    assert_eq!(linked.data["subject"], "U0CAROL");
+}
+
+async fn alice_requests(s: &Server) -> Vec<pedm_api::Request> {
+    s.admin()
+        .list_requests(&pedm_api::RequestQuery {
+            requester: Some("alice".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// A `view_submission` of the request form by `user` with its five fields.
+fn request_submission(user: &str, fields: [&str; 5]) -> Value {
+    let mut values = serde_json::Map::new();
+    for (id, value) in ["target", "role", "duration", "justification", "ticket"]
+        .into_iter()
+        .zip(fields)
+    {
+        values.insert(
+            id.into(),
+            serde_json::json!({ id: { "type": "plain_text_input", "value": value } }),
+        );
+    }
+    serde_json::json!({
+        "type": "view_submission",
+        "team": { "id": TEAM, "domain": "corp" },
+        "user": { "id": user, "username": user.to_lowercase(), "name": user.to_lowercase(),
+                  "team_id": TEAM },
+        "api_app_id": "A0PEDM",
+        "token": "verification-token-unused",
+        "trigger_id": "12345.98765.abcdef",
+        "view": {
+            "id": "V0PEDM", "team_id": TEAM, "type": "modal", "callback_id": "pedm_request",
+            "private_metadata": "", "hash": "156772938.1827394",
+            "state": { "values": values }
+        },
+        "response_urls": []
+    })
 }

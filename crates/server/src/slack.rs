@@ -1,7 +1,8 @@
 //! Slack apps (`[[notify.slack]]`): every request waiting for approval is posted as a message
-//! with Approve and Deny buttons, and that message is updated as the request moves (who
-//! approved, what is still needed, granted, denied, expired, ended). High-severity notices go
-//! to their channel as plain messages.
+//! with Approve and Deny buttons (to the approvals channel and, with `dm_approvers`, to each
+//! current approver Slack knows as a direct message), and those messages are updated as the
+//! request moves (who approved, what is still needed, granted, denied, expired, ended).
+//! High-severity notices go to their channel as plain messages.
 //!
 //! Delivery never touches the request path: each app is a channel of the outbox
 //! ([`crate::outbox`]), which calls Slack's Web API in order, retrying transport errors, 5xx
@@ -12,7 +13,7 @@
 
 use std::sync::Arc;
 
-use pedm_core::model::{ApprovalDecision, Grant, GrantState, Request, RequestState};
+use pedm_core::model::{ApprovalDecision, Grant, GrantState, Request, RequestState, User};
 use pedm_core::notice::Notice;
 use pedm_core::service::ControlPlane;
 use pedm_notify::Severity;
@@ -103,6 +104,10 @@ async fn show(
             .call_retrying(app, "chat.postMessage", &body, shutdown)
             .await
             .map_err(|e| anyhow::anyhow!("chat.postMessage: {e}"))?;
+        if app.config.dm_approvers {
+            let card = card(cp, request).await?;
+            dm_approvers(slack, cp, app, request, &card, Some(&n.summary), shutdown).await?;
+        }
         return Ok(());
     }
     let request = match notice {
@@ -138,6 +143,7 @@ async fn show(
                 .call_retrying(app, "chat.update", &body, shutdown)
                 .await
                 .map_err(|e| anyhow::anyhow!("chat.update: {e}"))?;
+            update_dms(slack, cp, app, &request, &card, shutdown).await?;
         }
         // Only a request that waits for someone gets a message; one decided at once by
         // policy (or expired before it was ever shown) does not.
@@ -159,6 +165,9 @@ async fn show(
                 Some(MESSAGE_TTL_SECS),
             )
             .await?;
+            if app.config.dm_approvers {
+                dm_approvers(slack, cp, app, &request, &card, None, shutdown).await?;
+            }
         }
         None => {}
     }
@@ -167,6 +176,172 @@ async fn show(
 
 fn message_key(app: &SlackApp, r: &Request) -> String {
     format!("message:{}:{}", app.config.name, r.id)
+}
+
+/// The issuer a Slack workspace's users are linked under.
+pub fn issuer(team: &str) -> String {
+    format!("slack:{team}")
+}
+
+fn dm_key(app: &SlackApp, r: &Request) -> String {
+    format!("dms:{}:{}", app.config.name, r.id)
+}
+
+/// A direct message showing a request: its conversation, its `ts`, and the Slack user.
+struct Dm {
+    channel: String,
+    ts: String,
+    user: String,
+}
+
+async fn dms(cp: &ControlPlane, app: &SlackApp, r: &Request) -> anyhow::Result<Vec<Dm>> {
+    let kept = cp.integration_value(INTEGRATION, &dm_key(app, r)).await?;
+    Ok(kept
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|e| {
+            let mut w = e.split(' ');
+            Some(Dm {
+                channel: w.next()?.to_string(),
+                ts: w.next()?.to_string(),
+                user: w.next()?.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// The Slack user a pedm user is in this app's workspace: the one they linked, else (with
+/// `map_by_email`) the one Slack finds by their provider-verified address.
+async fn slack_user_of(
+    slack: &Slack,
+    cp: &ControlPlane,
+    app: &SlackApp,
+    user: &User,
+) -> anyhow::Result<Option<String>> {
+    let team = &app.config.team_id;
+    if let Some(linked) = cp.linked_subjects(&user.name, &issuer(team)).await?.pop() {
+        return Ok(Some(linked));
+    }
+    if !app.config.map_by_email || user.email.is_none() {
+        return Ok(None);
+    }
+    let Ok(verified) = cp
+        .user_by_verified_email(user.email.as_deref().unwrap_or_default())
+        .await?
+    else {
+        return Ok(None);
+    };
+    if verified.name != user.name {
+        return Ok(None);
+    }
+    match slack
+        .user_by_email(app, user.email.as_deref().unwrap_or_default())
+        .await
+    {
+        Ok(Some(u)) if u.confirmed_email(team).is_ok() => Ok(Some(u.id)),
+        Ok(_) => Ok(None),
+        Err(e) => {
+            tracing::warn!(app = %app.config.name, user = %user.name, error = %e,
+                           "cannot look up an approver in Slack");
+            Ok(None)
+        }
+    }
+}
+
+/// Sends the request to each of its current approvers Slack knows, as a direct message (once
+/// per approver; approvers added by an escalation get theirs then); with `reminder`, those
+/// who have one already get the reminder in its thread.
+async fn dm_approvers(
+    slack: &Slack,
+    cp: &ControlPlane,
+    app: &SlackApp,
+    request: &Request,
+    card: &RequestCard,
+    reminder: Option<&str>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut sent = dms(cp, app, request).await?;
+    for approver in cp.current_approvers(request).await? {
+        let Some(user) = slack_user_of(slack, cp, app, &approver).await? else {
+            continue;
+        };
+        if let Some(dm) = sent.iter().find(|d| d.user == user) {
+            if let Some(text) = reminder {
+                let body = json!({
+                    "channel": dm.channel, "thread_ts": dm.ts,
+                    "text": pedm_notify::slack::escape_mrkdwn(&pedm_notify::slack::fit(text, 3000)),
+                    "blocks": notice_blocks(text),
+                });
+                slack
+                    .call_retrying(app, "chat.postMessage", &body, shutdown)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("chat.postMessage (reminder): {e}"))?;
+            }
+            continue;
+        }
+        // A user id as the channel posts in the app's direct conversation with that user.
+        let body = json!({ "channel": user, "text": card.text(), "blocks": card.blocks(),
+                           "unfurl_links": false });
+        let posted = match slack
+            .call_retrying(app, "chat.postMessage", &body, shutdown)
+            .await
+        {
+            Ok(p) => p,
+            Err(pedm_notify::slack::CallError::Refused(e)) => {
+                tracing::warn!(app = %app.config.name, approver = %approver.name, error = %e,
+                               "Slack refused a direct message");
+                continue;
+            }
+            Err(e) => anyhow::bail!("chat.postMessage (direct): {e}"),
+        };
+        let (Some(channel), Some(ts)) = (posted["channel"].as_str(), posted["ts"].as_str()) else {
+            anyhow::bail!("chat.postMessage answered without channel and ts");
+        };
+        sent.push(Dm {
+            channel: channel.into(),
+            ts: ts.into(),
+            user,
+        });
+        let kept: Vec<String> = sent
+            .iter()
+            .map(|d| format!("{} {} {}", d.channel, d.ts, d.user))
+            .collect();
+        cp.integration_put(
+            INTEGRATION,
+            &dm_key(app, request),
+            &kept.join(","),
+            Some(MESSAGE_TTL_SECS),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Brings every direct message showing the request up to date.
+async fn update_dms(
+    slack: &Slack,
+    cp: &ControlPlane,
+    app: &SlackApp,
+    request: &Request,
+    card: &RequestCard,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    for dm in dms(cp, app, request).await? {
+        let body = json!({ "channel": dm.channel, "ts": dm.ts, "text": card.text(),
+                           "blocks": card.blocks() });
+        match slack
+            .call_retrying(app, "chat.update", &body, shutdown)
+            .await
+        {
+            Ok(_) => {}
+            // The person deleted the conversation: nothing to update.
+            Err(pedm_notify::slack::CallError::Refused(e)) => {
+                tracing::warn!(app = %app.config.name, error = %e, "cannot update a direct message")
+            }
+            Err(e) => anyhow::bail!("chat.update (direct): {e}"),
+        }
+    }
+    Ok(())
 }
 
 /// The card for a request as it stands now: its approvals, what it still waits for, its

@@ -406,6 +406,9 @@ macro_rules! forward_store {
             ) -> Result<Option<String>, StoreError> {
                 pedm_core::store::Store::sso_identity(&self.engine, issuer, subject).await
             }
+            async fn identities_of(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+                pedm_core::store::Store::identities_of(&self.engine, user).await
+            }
             async fn sso_session(
                 &self,
                 token_id: &str,

@@ -1706,6 +1706,9 @@ impl Store for Engine {
     ) -> Result<Option<String>, StoreError> {
         self.get_sso_identity(issuer, subject).await
     }
+    async fn identities_of(&self, user: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.get_identities_of(user).await
+    }
     async fn sso_session(
         &self,
         token_id: &str,

@@ -154,6 +154,19 @@ impl Engine {
         .await
     }
 
+    pub(crate) async fn get_identities_of(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.fetch_all(
+            "SELECT issuer, subject FROM sso_identities WHERE user_name = $1 \
+             ORDER BY issuer, subject",
+            args![user],
+            |r| Ok((r.get::<String>("issuer")?, r.get::<String>("subject")?)),
+        )
+        .await
+    }
+
     pub(crate) async fn get_sso_session(
         &self,
         token_id: &str,

@@ -91,7 +91,7 @@ mod web_sessions;
 use web_sessions::web_sessions_touched_and_ended;
 #[path = "conformance/integration.rs"]
 mod integration;
-use integration::integration_state_put_claim_purge;
+use integration::{identities_linked_both_ways, integration_state_put_claim_purge};
 #[path = "conformance/outbox.rs"]
 mod outbox;
 use outbox::{leases_have_one_holder, outbox_in_commit_order_with_its_changeset};
@@ -107,6 +107,7 @@ conformance!(
     ssh_certificates_and_what_to_revoke,
     web_sessions_touched_and_ended,
     integration_state_put_claim_purge,
+    identities_linked_both_ways,
     outbox_in_commit_order_with_its_changeset,
     leases_have_one_holder,
     scheduled_grants_start_once,

@@ -96,6 +96,101 @@ impl ControlPlane {
         Ok(Some(self.actor_of(&user).await?))
     }
 
+    /// The subjects `user` is known by at a chat issuer (`slack:T…`), linked by code or by
+    /// verified address.
+    pub async fn linked_subjects(&self, user: &str, issuer: &str) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .identities_of(user)
+            .await?
+            .into_iter()
+            .filter(|(i, _)| i == issuer)
+            .map(|(_, s)| s)
+            .collect())
+    }
+
+    /// The one enabled pedm user whose mail address is `email` and came from an identity
+    /// provider (the user signs in through SSO, which replaces the address with the
+    /// provider's verified one at each login), or why there is none.
+    pub async fn user_by_verified_email(
+        &self,
+        email: &str,
+    ) -> Result<std::result::Result<crate::model::User, String>> {
+        let email = email.trim();
+        let mut found = vec![];
+        for u in self.store.users().await? {
+            if u.disabled
+                || !u
+                    .email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            {
+                continue;
+            }
+            let from_idp = self
+                .store
+                .identities_of(&u.name)
+                .await?
+                .iter()
+                .any(|(issuer, _)| issuer.starts_with("https://") || issuer.starts_with("http://"));
+            if from_idp {
+                found.push(u);
+            }
+        }
+        Ok(match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(format!(
+                "no pedm user signs in through the identity provider with the address {email}"
+            )),
+            n => Err(format!("{n} pedm users have the address {email}")),
+        })
+    }
+
+    /// Links a chat identity to the pedm user whose provider-verified address the chat
+    /// confirmed for it (`identity.linked`, `via` says how), and returns that user as policy
+    /// sees them; `Err` with the reason when no single user has that address, or it is
+    /// linked to someone already.
+    pub async fn link_by_verified_email(
+        &self,
+        issuer: &str,
+        subject_id: &str,
+        email: &str,
+        via: &str,
+    ) -> Result<std::result::Result<Actor, String>> {
+        let user = match self.user_by_verified_email(email).await? {
+            Ok(u) => u,
+            Err(why) => return Ok(Err(why)),
+        };
+        if let Some(x) = self.store.external_account(&user.name).await?
+            && !x.live(self.now())
+        {
+            return Ok(Err(format!("{} is an expired external account", user.name)));
+        }
+        let cs = Changeset::new()
+            .write(Write::Sso(SsoWrite::LinkIdentity {
+                issuer: issuer.into(),
+                subject: subject_id.into(),
+                user: user.name.clone(),
+            }))
+            .event(
+                NewAuditEvent::new(
+                    self.now(),
+                    "system",
+                    "identity.linked",
+                    subject("user", &user.name),
+                )
+                .data(json!({ "issuer": issuer, "subject": subject_id, "via": via,
+                              "email": email })),
+            );
+        match self.store.commit(cs).await {
+            Ok(_) => Ok(Ok(self.actor_of(&user).await?)),
+            Err(StoreError::AlreadyExists(_)) => Ok(Err(format!(
+                "{issuer} user {subject_id} is linked to a pedm user already"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Links a chat identity to `actor` (who proved, by signing in to pedm, that it is theirs
     /// to link, while the chat vouched for the other side): `identity.linked`. Conflict when
     /// the identity is linked already, to anyone.

@@ -214,11 +214,18 @@ impl ControlPlane {
         }
     }
 
-    /// Who may decide `req` right now and has a mail address: members of the groups of the
-    /// step it waits for (or every user when the step names no group), and of its escalation
-    /// group once escalated, that policy lets decide it — not the requester, nor anyone who
-    /// decided already.
+    /// Who may decide `req` right now and has a mail address (see
+    /// [`current_approvers`](Self::current_approvers)).
     pub async fn approvers_to_mail(&self, req: &Request) -> Result<Vec<User>> {
+        let mut all = self.current_approvers(req).await?;
+        all.retain(|u| u.email.is_some());
+        Ok(all)
+    }
+
+    /// Who may decide `req` right now: members of the groups of the step it waits for (or
+    /// every user when the step names no group), and of its escalation group once escalated,
+    /// that policy lets decide it — not the requester, nor anyone who decided already.
+    pub async fn current_approvers(&self, req: &Request) -> Result<Vec<User>> {
         if req.state != RequestState::Pending {
             return Ok(vec![]);
         }
@@ -264,7 +271,6 @@ impl ControlPlane {
         let mut out = vec![];
         for u in candidates {
             if u.disabled
-                || u.email.is_none()
                 || u.name == req.requester
                 || approvals.iter().any(|a| a.approver == u.name)
             {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{APPROVE_ACTION, DENY_ACTION, DENY_VIEW, REASON_INPUT};
+use super::{APPROVE_ACTION, DENY_ACTION, DENY_VIEW, REASON_INPUT, REQUEST_INPUTS, REQUEST_VIEW};
 
 /// What a request card shows. Built by the server from a request and its approvals.
 #[derive(Debug, Clone)]
@@ -142,6 +142,51 @@ impl RequestCard {
     }
 }
 
+/// The modal `/pedm request` opens for what the command left out, filled with what it gave
+/// (`values` in the order of [`REQUEST_INPUTS`]).
+pub fn request_modal(values: [&str; 5]) -> Value {
+    let labels = [
+        ("Target", false, 200),
+        ("Role", false, 200),
+        ("Duration (e.g. 30m, 2h)", false, 20),
+        ("Justification (approvers see this)", true, 1000),
+        ("Ticket (optional)", false, 200),
+    ];
+    let blocks: Vec<Value> = REQUEST_INPUTS
+        .iter()
+        .zip(labels)
+        .zip(values)
+        .map(|((id, (label, multiline, max)), value)| {
+            let mut element = json!({ "type": "plain_text_input", "action_id": id,
+                                      "multiline": multiline, "max_length": max });
+            if !value.is_empty() {
+                element["initial_value"] = json!(fit(value, max));
+            }
+            json!({ "type": "input", "block_id": id, "label": plain(label, 2000),
+                    "optional": *id == "ticket", "element": element })
+        })
+        .collect();
+    json!({
+        "type": "modal",
+        "callback_id": REQUEST_VIEW,
+        "title": plain("Request access", 24),
+        "submit": plain("Request", 24),
+        "close": plain("Cancel", 24),
+        "blocks": blocks,
+    })
+}
+
+/// A modal showing only `text` (what became of a submitted form).
+pub fn result_view(title: &str, text: &str) -> Value {
+    json!({
+        "type": "modal",
+        "callback_id": "pedm_result",
+        "title": plain(title, 24),
+        "close": plain("Close", 24),
+        "blocks": [{ "type": "section", "text": plain(text, 3000) }],
+    })
+}
+
 /// A one-off notice (break-glass, a revocation failing) as blocks: a plain-text section.
 pub fn notice_blocks(summary: &str) -> Value {
     json!([{ "type": "section", "text": plain(summary, 3000) }])
@@ -242,7 +287,16 @@ pub fn block_kit_problems(v: &Value) -> Vec<String> {
                 text_object(&mut p, &at, b.get("label"), 2000, true);
                 match b.get("element") {
                     Some(el) if el.get("type") == Some(&json!("plain_text_input")) => {
-                        action_id(&mut p, &mut action_ids, &at, el)
+                        action_id(&mut p, &mut action_ids, &at, el);
+                        let max = el.get("max_length").and_then(Value::as_u64).unwrap_or(3000);
+                        if max > 3000 {
+                            p.push(format!("{at}: max_length {max} (at most 3000)"));
+                        }
+                        if let Some(v) = el.get("initial_value")
+                            && v.as_str().is_none_or(|v| v.chars().count() as u64 > max)
+                        {
+                            p.push(format!("{at}: initial_value not a string of at most {max}"));
+                        }
                     }
                     _ => p.push(format!("{at}: input element must be plain_text_input")),
                 }

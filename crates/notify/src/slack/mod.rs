@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 mod blocks;
 mod web_api;
 
-pub use blocks::{RequestCard, block_kit_problems, escape_mrkdwn, fit, notice_blocks};
-pub use web_api::{CallError, Slack};
+pub use blocks::{
+    RequestCard, block_kit_problems, escape_mrkdwn, fit, notice_blocks, request_modal, result_view,
+};
+pub use web_api::{CallError, Slack, SlackUser};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -35,6 +37,10 @@ pub const DENY_ACTION: &str = "pedm_deny";
 pub const DENY_VIEW: &str = "pedm_deny";
 /// `block_id` and `action_id` of the modal's reason input.
 pub const REASON_INPUT: &str = "reason";
+/// `callback_id` of the modal `/pedm request` opens when the command leaves something out.
+pub const REQUEST_VIEW: &str = "pedm_request";
+/// `block_id` (= `action_id`) of the request modal's inputs.
+pub const REQUEST_INPUTS: [&str; 5] = ["target", "role", "duration", "justification", "ticket"];
 /// How long a link code stays valid.
 pub const LINK_CODE_SECS: i64 = 600;
 const LINK_PREFIX: &str = "pedm-slack";
@@ -63,6 +69,16 @@ pub struct SlackConfig {
     /// to, e.g. `break_glass = "C0SEC"`. High-severity notices not listed go to `channel`.
     #[serde(default)]
     pub channels: BTreeMap<String, String>,
+    /// Also send each request waiting for approval to its approvers as a direct message
+    /// (kept up to date like the channel's), and remind them there.
+    #[serde(default)]
+    pub dm_approvers: bool,
+    /// A Slack user nobody linked with `/pedm link` acts as the pedm user whose address the
+    /// identity provider verified, when Slack says that address is theirs and confirmed
+    /// (`users.info`; needs the `users:read.email` scope). The link is then made and
+    /// recorded (`identity.linked`, via `slack verified email`).
+    #[serde(default)]
+    pub map_by_email: bool,
     /// Slack's Web API (change only to reach a stand-in in tests).
     #[serde(default = "default_api_url")]
     pub api_url: String,
@@ -86,6 +102,8 @@ impl std::fmt::Debug for SlackConfig {
             .field("signing_secret_file", &self.signing_secret_file)
             .field("channel", &self.channel)
             .field("channels", &self.channels)
+            .field("dm_approvers", &self.dm_approvers)
+            .field("map_by_email", &self.map_by_email)
             .field("api_url", &self.api_url)
             .finish()
     }
@@ -406,6 +424,20 @@ mod tests {
             block_kit_problems(&notice_blocks("x")),
             Vec::<String>::new()
         );
+        // The request form keeps what was typed within each input's limit, and the result
+        // view is a valid modal too.
+        let form = request_modal(["web1", "root", "30m", &hostile, ""]);
+        assert_eq!(block_kit_problems(&form), Vec::<String>::new());
+        assert_eq!(form["blocks"][0]["element"]["initial_value"], "web1");
+        assert!(form["blocks"][4]["element"].get("initial_value").is_none());
+        assert_eq!(form["blocks"][4]["optional"], true);
+        assert_eq!(
+            block_kit_problems(&result_view("Access requested", &hostile)),
+            Vec::<String>::new()
+        );
+        let mut too_long = form.clone();
+        too_long["blocks"][0]["element"]["initial_value"] = json!("x".repeat(201));
+        assert_eq!(block_kit_problems(&too_long).len(), 1);
         // The checker itself catches what Slack would refuse.
         let bad = json!([{ "type": "header", "text": { "type": "mrkdwn", "text": "" } },
                          { "type": "actions", "elements": [] }, { "type": "video" }]);

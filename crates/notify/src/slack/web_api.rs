@@ -116,8 +116,17 @@ impl Slack {
         method: &str,
         body: &Value,
     ) -> Result<Value, CallError> {
+        self.call_with(app, method, Args::Json(body)).await
+    }
+
+    async fn call_with(
+        &self,
+        app: &SlackApp,
+        method: &str,
+        args: Args<'_>,
+    ) -> Result<Value, CallError> {
         let url = format!("{}/{method}", app.config.api_url.trim_end_matches('/'));
-        let outcome = self.call_once(app, &url, body).await;
+        let outcome = self.call_once(app, &url, args).await;
         let label = match &outcome {
             Ok(_) => "ok",
             Err(CallError::Retry(..)) => "retry",
@@ -129,12 +138,18 @@ impl Slack {
         outcome
     }
 
-    async fn call_once(&self, app: &SlackApp, url: &str, body: &Value) -> Result<Value, CallError> {
-        let resp = self
-            .client
-            .post(url)
-            .bearer_auth(&app.bot_token)
-            .json(body)
+    async fn call_once(
+        &self,
+        app: &SlackApp,
+        url: &str,
+        args: Args<'_>,
+    ) -> Result<Value, CallError> {
+        let req = self.client.post(url).bearer_auth(&app.bot_token);
+        let req = match args {
+            Args::Json(body) => req.json(body),
+            Args::Form(fields) => req.form(fields),
+        };
+        let resp = req
             .send()
             .await
             .map_err(|e| CallError::Retry(format!("cannot reach Slack: {e}"), None))?;
@@ -210,6 +225,93 @@ impl Slack {
         });
         if let Err(e) = self.client.post(response_url).json(&body).send().await {
             tracing::warn!(app = %app.config.name, error = %e, "cannot answer in Slack");
+        }
+    }
+}
+
+/// Arguments of a Web API call: JSON for the methods that write, a form for the ones that
+/// read (`users.info` and `users.lookupByEmail` take form or query arguments).
+enum Args<'a> {
+    Json(&'a Value),
+    Form(&'a [(&'a str, &'a str)]),
+}
+
+/// What Slack says of one of its users (`users.info`, `users.lookupByEmail`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackUser {
+    pub id: String,
+    /// The workspace the user belongs to (another one for a Slack Connect guest).
+    pub team_id: String,
+    pub email: Option<String>,
+    /// Slack's `is_email_confirmed`.
+    pub email_confirmed: bool,
+    pub deleted: bool,
+    pub is_bot: bool,
+}
+
+impl SlackUser {
+    fn from_api(u: &Value) -> Option<SlackUser> {
+        Some(SlackUser {
+            id: u["id"].as_str()?.to_string(),
+            team_id: u["team_id"].as_str().unwrap_or_default().to_string(),
+            email: u["profile"]["email"]
+                .as_str()
+                .filter(|e| !e.is_empty())
+                .map(str::to_string),
+            email_confirmed: u["is_email_confirmed"].as_bool() == Some(true),
+            deleted: u["deleted"].as_bool() == Some(true),
+            is_bot: u["is_bot"].as_bool() == Some(true),
+        })
+    }
+
+    /// The confirmed address of a live person of `team`, or why it cannot vouch for one.
+    pub fn confirmed_email(&self, team: &str) -> Result<&str, String> {
+        if self.team_id != team {
+            return Err(format!(
+                "Slack user {} belongs to workspace {:?}, not {team}",
+                self.id, self.team_id
+            ));
+        }
+        if self.deleted || self.is_bot {
+            return Err(format!("Slack user {} is deactivated or a bot", self.id));
+        }
+        match &self.email {
+            Some(e) if self.email_confirmed => Ok(e),
+            Some(_) => Err(format!(
+                "Slack has not confirmed the address of {}",
+                self.id
+            )),
+            None => Err(format!(
+                "Slack shows no address for {} (does the app have users:read.email?)",
+                self.id
+            )),
+        }
+    }
+}
+
+impl Slack {
+    /// `users.info`: who a Slack user is.
+    pub async fn user_info(&self, app: &SlackApp, user: &str) -> Result<SlackUser, CallError> {
+        let v = self
+            .call_with(app, "users.info", Args::Form(&[("user", user)]))
+            .await?;
+        SlackUser::from_api(&v["user"])
+            .ok_or_else(|| CallError::Refused("users.info answered without a user".into()))
+    }
+
+    /// `users.lookupByEmail`: the Slack user with this address, if any.
+    pub async fn user_by_email(
+        &self,
+        app: &SlackApp,
+        email: &str,
+    ) -> Result<Option<SlackUser>, CallError> {
+        match self
+            .call_with(app, "users.lookupByEmail", Args::Form(&[("email", email)]))
+            .await
+        {
+            Ok(v) => Ok(SlackUser::from_api(&v["user"])),
+            Err(CallError::Refused(e)) if e == "users_not_found" => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

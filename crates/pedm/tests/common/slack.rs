@@ -1,8 +1,12 @@
 //! A stand-in for Slack, because the real Slack cannot be reached from the test machine.
 //!
 //! It is protocol-faithful to Slack's documentation where pedm depends on it:
-//! * Web API methods `chat.postMessage`, `chat.update`, `views.open` under `/api/`: JSON
-//!   bodies, `Authorization: Bearer <bot token>` (else `{"ok":false,"error":"invalid_auth"}`),
+//! * Web API methods `chat.postMessage` (a user id as `channel` posts in the app's direct
+//!   conversation with that user, answered with its `D…` id), `chat.update`, `views.open`
+//!   under `/api/`: JSON bodies; `users.info` and `users.lookupByEmail`: form bodies, user
+//!   objects shaped as Slack's (`team_id`, `deleted`, `is_bot`, `is_email_confirmed`,
+//!   `profile.email`), `user_not_found` / `users_not_found`;
+//!   `Authorization: Bearer <bot token>` (else `{"ok":false,"error":"invalid_auth"}`),
 //!   HTTP 200 with `ok:false` and Slack's error names (`channel_not_found`,
 //!   `message_not_found`, `invalid_blocks`), 429/503 when told to be down;
 //!   every `blocks` and `view` is checked against Block Kit's rules.
@@ -44,6 +48,8 @@ struct Inner {
     next_ts: AtomicU64,
     /// Answer this many calls with 503 (Slack down).
     down_for: AtomicU32,
+    /// The workspace's people, as `users.info` shows them.
+    users: Mutex<Vec<Value>>,
 }
 
 pub struct FakeSlack {
@@ -79,6 +85,15 @@ impl FakeSlack {
              api_url = \"{}/api\"\n",
             self.url
         )
+    }
+
+    /// A person in Slack: `id` of workspace `team`, with `email` (confirmed or not).
+    pub fn add_user(&self, id: &str, team: &str, email: &str, confirmed: bool) {
+        self.inner.users.lock().unwrap().push(json!({
+            "id": id, "team_id": team, "name": id.to_lowercase(), "deleted": false,
+            "is_bot": false, "is_email_confirmed": confirmed,
+            "profile": { "real_name": id, "display_name": id.to_lowercase(), "email": email },
+        }));
     }
 
     /// Answers the next `n` calls with 503.
@@ -252,8 +267,25 @@ async fn web_api(
     State(inner): State<Arc<Inner>>,
     Path(method): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    raw: axum::body::Bytes,
 ) -> Response {
+    // Slack takes JSON for the methods that write and form arguments for every method.
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let body: Value = if form {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&raw).unwrap();
+        Value::Object(pairs.into_iter().map(|(k, v)| (k, json!(v))).collect())
+    } else {
+        match serde_json::from_slice(&raw) {
+            Ok(v) => v,
+            Err(_) => return Json(json!({ "ok": false, "error": "invalid_json" })).into_response(),
+        }
+    };
+    if method.starts_with("users.") && !form {
+        return Json(json!({ "ok": false, "error": "invalid_arguments" })).into_response();
+    }
     if inner
         .down_for
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -293,9 +325,15 @@ async fn web_api(
     let channel = body["channel"].as_str().unwrap_or_default().to_string();
     let answer = match method.as_str() {
         "chat.postMessage" => {
-            if !channel.starts_with('C') {
-                return fail("channel_not_found");
-            }
+            let known = |id: &str| inner.users.lock().unwrap().iter().any(|u| u["id"] == id);
+            let channel = match channel.chars().next() {
+                Some('C') => channel,
+                // A user id: the app's direct conversation with them.
+                Some('U' | 'W') if known(&channel) => format!("D{}", &channel[1..]),
+                // A direct conversation opened before.
+                Some('D') if known(&format!("U{}", &channel[1..])) => channel,
+                _ => return fail("channel_not_found"),
+            };
             let n = inner.next_ts.fetch_add(1, Ordering::SeqCst) + 1;
             let ts = format!("1700000000.{n:06}");
             inner
@@ -323,6 +361,23 @@ async fn web_api(
                 return fail("invalid_trigger_id");
             }
             json!({ "ok": true, "view": { "id": "V0PEDM", "type": "modal" } })
+        }
+        "users.info" => {
+            let users = inner.users.lock().unwrap();
+            match users.iter().find(|u| u["id"] == body["user"]) {
+                Some(u) => json!({ "ok": true, "user": u }),
+                None => return fail("user_not_found"),
+            }
+        }
+        "users.lookupByEmail" => {
+            let users = inner.users.lock().unwrap();
+            match users
+                .iter()
+                .find(|u| u["profile"]["email"] == body["email"] && u["deleted"] == false)
+            {
+                Some(u) => json!({ "ok": true, "user": u }),
+                None => return fail("users_not_found"),
+            }
         }
         _ => return fail("unknown_method"),
     };

@@ -19,8 +19,8 @@ use pedm_api::{SlackLink, SlackLinked};
 use pedm_core::model::{ApprovalDecision, RequestContext};
 use pedm_core::service::NewRequest;
 use pedm_notify::slack::{
-    self, APPROVE_ACTION, DENY_ACTION, DENY_VIEW, LINK_CODE_SECS, REASON_INPUT, SIGNATURE_HEADER,
-    SlackApp, TIMESTAMP_HEADER,
+    self, APPROVE_ACTION, DENY_ACTION, DENY_VIEW, LINK_CODE_SECS, REASON_INPUT, REQUEST_INPUTS,
+    REQUEST_VIEW, SIGNATURE_HEADER, SlackApp, TIMESTAMP_HEADER,
 };
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::extract::{Body, Caller};
 use super::{ApiErr, AppState};
-use crate::slack::INTEGRATION;
+use crate::slack::{INTEGRATION, issuer};
 use pedm_notify::slack::Slack;
 
 /// How long a seen signature is remembered: past the timestamp window, so a replay is either
@@ -150,6 +150,9 @@ pub(super) async fn interactions(State(s): State<AppState>, v: Verified) -> Resp
         Some("view_submission") if payload["view"]["callback_id"] == DENY_VIEW => {
             deny_submitted(&s, &v.app, team, user, &payload).await
         }
+        Some("view_submission") if payload["view"]["callback_id"] == REQUEST_VIEW => {
+            request_submitted(&s, &v.app, team, user, &payload).await
+        }
         // Other interactions (a modal closed, ...) need nothing.
         _ => StatusCode::OK.into_response(),
     }
@@ -256,6 +259,84 @@ async fn deny_submitted(
     }
 }
 
+async fn request_submitted(
+    s: &AppState,
+    app: &Arc<SlackApp>,
+    team: &str,
+    user: &str,
+    payload: &Value,
+) -> Response {
+    let values = &payload["view"]["state"]["values"];
+    let field = |id: &str| {
+        values[id][id]["value"]
+            .as_str()
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let [target, role, duration, justification, ticket] = REQUEST_INPUTS.map(field);
+    let error = |block: &str, msg: &str| {
+        Json(json!({ "response_action": "errors",
+                     "errors": { block: slack::fit(msg, 150) } }))
+        .into_response()
+    };
+    let actor = match resolve(s, app, team, user).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(why)) => {
+            refused(s, app, team, user, None, &why, payload, None).await;
+            return error("target", &why);
+        }
+        Err(e) => {
+            return error(
+                "target",
+                &format!("pedm could not check you: {}", e.message),
+            );
+        }
+    };
+    let duration_secs = match pedm_core::duration::parse_duration(&duration) {
+        Ok(d) => d,
+        Err(e) => return error("duration", &format!("{duration:?}: {e}")),
+    };
+    let new = NewRequest {
+        target,
+        role,
+        duration_secs,
+        justification,
+        task: None,
+        ticket: (!ticket.is_empty()).then_some(ticket),
+        break_glass: false,
+        starts_at: None,
+    };
+    match s
+        .cp
+        .create_request(&actor, new, RequestContext::default())
+        .await
+    {
+        Ok((r, g)) => Json(json!({
+            "response_action": "update",
+            "view": slack::result_view("Access requested", &requested(&r, g.as_ref())),
+        }))
+        .into_response(),
+        Err(e) => {
+            let field = match &e {
+                pedm_core::Error::Unprocessable { field, .. } => REQUEST_INPUTS
+                    .into_iter()
+                    .find(|f| field.contains(f))
+                    .unwrap_or("justification"),
+                _ => "target",
+            };
+            error(field, &format!("Not requested: {e}"))
+        }
+    }
+}
+
+fn requested(r: &pedm_core::model::Request, g: Option<&pedm_core::model::Grant>) -> String {
+    match g {
+        Some(g) => format!("Request {}: granted until {}", r.id, g.expires_at),
+        None => format!("Request {}: {}", r.id, r.state),
+    }
+}
+
 /// The pedm user linked to this Slack user, or the refusal (recorded, answered privately).
 async fn linked(
     s: &AppState,
@@ -266,21 +347,47 @@ async fn linked(
     payload: &Value,
     response_url: Option<&str>,
 ) -> Result<pedm_core::model::Actor, Response> {
-    match s.cp.linked_actor(&issuer(team), user).await {
-        Ok(Some(a)) => Ok(a),
-        Ok(None) => Err(refused(
-            s,
-            app,
-            team,
-            user,
-            request,
-            "this Slack user is not linked to an enabled pedm user: run /pedm link",
-            payload,
-            response_url,
-        )
-        .await),
-        Err(e) => Err(ApiErr::from(e).into_response()),
+    match resolve(s, app, team, user).await {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(why)) => {
+            Err(refused(s, app, team, user, request, &why, payload, response_url).await)
+        }
+        Err(e) => Err(e.into_response()),
     }
+}
+
+/// The pedm user a Slack user acts as: the one they linked, else (with `map_by_email`) the
+/// one whose provider-verified address Slack confirms is theirs, linked now. `Err` inside
+/// is why nobody.
+async fn resolve(
+    s: &AppState,
+    app: &SlackApp,
+    team: &str,
+    user: &str,
+) -> Result<Result<pedm_core::model::Actor, String>, ApiErr> {
+    const UNLINKED: &str = "this Slack user is not linked to an enabled pedm user: run /pedm link";
+    if let Some(a) = s.cp.linked_actor(&issuer(team), user).await? {
+        return Ok(Ok(a));
+    }
+    if !app.config.map_by_email {
+        return Ok(Err(UNLINKED.into()));
+    }
+    let who = match s.slack.user_info(app, user).await {
+        Ok(u) => u,
+        Err(e) => {
+            return Ok(Err(format!(
+                "{UNLINKED} (Slack could not say who you are: {e})"
+            )));
+        }
+    };
+    let email = match who.confirmed_email(team) {
+        Ok(e) => e.to_string(),
+        Err(why) => return Ok(Err(format!("{UNLINKED} ({why})"))),
+    };
+    Ok(s.cp
+        .link_by_verified_email(&issuer(team), user, &email, "slack verified email")
+        .await?
+        .map_err(|why| format!("{UNLINKED} ({why})")))
 }
 
 /// Records `slack.refused` and tells the clicker why, privately.
@@ -327,16 +434,13 @@ async fn answer(
     StatusCode::OK.into_response()
 }
 
-fn issuer(team: &str) -> String {
-    format!("slack:{team}")
-}
-
 fn ephemeral(text: &str) -> Response {
     Json(json!({ "response_type": "ephemeral", "text": slack::escape_mrkdwn(text) }))
         .into_response()
 }
 
-const USAGE: &str = "Usage: /pedm link | /pedm request <target> <role> <duration> <justification>";
+const USAGE: &str =
+    "Usage: /pedm link | /pedm request [<target> <role> <duration> <justification>]";
 
 /// `POST /integrations/slack/commands`: `/pedm link` and `/pedm request`.
 pub(super) async fn commands(State(s): State<AppState>, v: Verified) -> Response {
@@ -359,22 +463,25 @@ pub(super) async fn commands(State(s): State<AppState>, v: Verified) -> Response
             ))
         }
         Some("request") => {
-            let actor = match s.cp.linked_actor(&issuer(&team), &user).await {
-                Ok(Some(a)) => a,
-                Ok(None) => {
-                    let why =
-                        "this Slack user is not linked to an enabled pedm user: run /pedm link";
-                    refused(&s, &v.app, &team, &user, None, why, &payload, None).await;
+            let actor = match resolve(&s, &v.app, &team, &user).await {
+                Ok(Ok(a)) => a,
+                Ok(Err(why)) => {
+                    refused(&s, &v.app, &team, &user, None, &why, &payload, None).await;
                     return ephemeral(&format!("Refused: {why}"));
                 }
-                Err(e) => return ephemeral(&format!("pedm could not check you: {e}")),
+                Err(e) => return ephemeral(&format!("pedm could not check you: {}", e.message)),
             };
-            let (Some(target), Some(role), Some(duration)) =
-                (words.next(), words.next(), words.next())
-            else {
-                return ephemeral(USAGE);
-            };
+            let given: Vec<&str> = words.by_ref().take(3).collect();
             let justification = words.collect::<Vec<_>>().join(" ");
+            let [Some(target), Some(role), Some(duration)] =
+                [0, 1, 2].map(|i| given.get(i).copied())
+            else {
+                return request_form(&s, &v, &given).await;
+            };
+            if justification.is_empty() {
+                // pedm wants a reason: ask for it in a form, filled with what was typed.
+                return request_form(&s, &v, &given).await;
+            }
             let duration_secs = match pedm_core::duration::parse_duration(duration) {
                 Ok(d) => d,
                 Err(e) => return ephemeral(&format!("duration {duration:?}: {e}")),
@@ -394,14 +501,27 @@ pub(super) async fn commands(State(s): State<AppState>, v: Verified) -> Response
                 .create_request(&actor, new, RequestContext::default())
                 .await
             {
-                Ok((r, g)) => ephemeral(&match g {
-                    Some(g) => format!("Request {}: granted until {}", r.id, g.expires_at),
-                    None => format!("Request {}: {}", r.id, r.state),
-                }),
+                Ok((r, g)) => ephemeral(&requested(&r, g.as_ref())),
                 Err(e) => ephemeral(&format!("Not requested: {e}")),
             }
         }
         _ => ephemeral(USAGE),
+    }
+}
+
+/// Opens the request form (within Slack's 3 s, on the command's `trigger_id`), filled with
+/// the target, role and duration typed.
+async fn request_form(s: &AppState, v: &Verified, given: &[&str]) -> Response {
+    let at = |i: usize| given.get(i).copied().unwrap_or_default();
+    let modal = slack::request_modal([at(0), at(1), at(2), "", ""]);
+    let body = json!({ "trigger_id": v.field("trigger_id").unwrap_or_default(), "view": modal });
+    match s.slack.call(&v.app, "views.open", &body).await {
+        // An empty 200 acknowledges the command without a message.
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => {
+            tracing::warn!(app = %v.app.config.name, error = %e, "cannot open the request form");
+            ephemeral(&format!("cannot open the form ({e}). {USAGE}"))
+        }
     }
 }
 

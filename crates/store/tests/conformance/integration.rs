@@ -60,3 +60,35 @@ pub(crate) async fn integration_state_put_claim_purge(db: Db) {
     assert_eq!(s.integration_entry("slack", "sig").await.unwrap(), None);
     assert!(s.integration_entry("slack", "m").await.unwrap().is_some());
 }
+
+/// Identities linked to a user are found from either side; one identity links one user.
+pub(crate) async fn identities_linked_both_ways(db: Db) {
+    use pedm_core::sso::SsoWrite;
+    let s = db.open().await;
+    for n in ["alice", "bob"] {
+        ok(&s, cs(Write::InsertUser(user(n)))).await;
+    }
+    let link = |issuer: &str, subject: &str, u: &str| {
+        cs(Write::Sso(SsoWrite::LinkIdentity {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            user: u.into(),
+        }))
+    };
+    ok(&s, link("slack:T1", "U1", "alice")).await;
+    ok(&s, link("https://idp.example", "a-1", "alice")).await;
+    ok(&s, link("slack:T1", "U2", "bob")).await;
+    exists(fails(&s, link("slack:T1", "U1", "bob")).await, "");
+    assert_eq!(
+        s.identities_of("alice").await.unwrap(),
+        vec![
+            ("https://idp.example".to_string(), "a-1".to_string()),
+            ("slack:T1".to_string(), "U1".to_string()),
+        ]
+    );
+    assert_eq!(
+        s.sso_identity("slack:T1", "U2").await.unwrap().as_deref(),
+        Some("bob")
+    );
+    assert!(s.identities_of("carol").await.unwrap().is_empty());
+}
