@@ -33,17 +33,15 @@ async fn reminder_then_escalation_once_across_two_instances() {
     let admin = a.admin();
     // Requests needing approval wait for security; nobody answering, approvers are reminded
     // after 2 s and the request goes to the leads after 4 s.
-    edit_policies(&admin, "follow-ups", |sources| {
-        let s = sources
-            .iter_mut()
-            .find(|s| s.text.contains("@id(\"request-with-approval\")"))
-            .expect("the default policy");
-        s.text = s.text.replace(
+    edit_approval_policy(
+        &admin,
+        "follow-ups",
+        &[(
             "@approvals(\"1\")",
             "@approvals(\"security:1\")\n@remind_after(\"2s\")\n@escalate_after(\"4s\")\n\
              @escalate_to(\"leads\")",
-        );
-    })
+        )],
+    )
     .await;
     let alice = a.client(&user_with_token(&a, "alice", false).await);
     let lead = b.client(&user_with_token(&a, "lead", true).await);

@@ -10,7 +10,8 @@ mod common;
 
 use common::idp::{SECRET, corp_idp, login_code};
 use common::slack::{
-    CHANNEL, FakeSlack, SIGNING_SECRET, TEAM, button_click, deny_submission, slash_command,
+    CHANNEL, FakeSlack, SIGNING_SECRET, TEAM, button_click, deny_submission, request_submission,
+    slash_command,
 };
 use common::*;
 use pedm_api::{Outcome, Reason, RequestState, SlackLink};
@@ -472,16 +473,14 @@ async fn verified_addresses_request_form_and_direct_messages() {
     });
     standard_targets(&s).await;
     let admin = s.admin();
-    edit_policies(&admin, "remind in Slack", |sources| {
-        let p = sources
-            .iter_mut()
-            .find(|p| p.text.contains("@id(\"request-with-approval\")"))
-            .expect("the default policy");
-        p.text = p.text.replace(
+    edit_approval_policy(
+        &admin,
+        "remind in Slack",
+        &[(
             "@approvals(\"1\")",
             "@approvals(\"1\")\n@remind_after(\"2s\")",
-        );
-    })
+        )],
+    )
     .await;
     // alice and carol sign in through the identity provider (which verifies their addresses);
     // carol approves. dave's address was typed by an admin: the provider never vouched for it.
@@ -676,33 +675,4 @@ async fn alice_requests(s: &Server) -> Vec<pedm_api::Request> {
         })
         .await
         .unwrap()
-}
-
-/// A `view_submission` of the request form by `user` with its five fields.
-fn request_submission(user: &str, fields: [&str; 5]) -> Value {
-    let mut values = serde_json::Map::new();
-    for (id, value) in ["target", "role", "duration", "justification", "ticket"]
-        .into_iter()
-        .zip(fields)
-    {
-        values.insert(
-            id.into(),
-            serde_json::json!({ id: { "type": "plain_text_input", "value": value } }),
-        );
-    }
-    serde_json::json!({
-        "type": "view_submission",
-        "team": { "id": TEAM, "domain": "corp" },
-        "user": { "id": user, "username": user.to_lowercase(), "name": user.to_lowercase(),
-                  "team_id": TEAM },
-        "api_app_id": "A0PEDM",
-        "token": "verification-token-unused",
-        "trigger_id": "12345.98765.abcdef",
-        "view": {
-            "id": "V0PEDM", "team_id": TEAM, "type": "modal", "callback_id": "pedm_request",
-            "private_metadata": "", "hash": "156772938.1827394",
-            "state": { "values": values }
-        },
-        "response_urls": []
-    })
 }

@@ -83,6 +83,17 @@ async fn connect(url: &str) -> PgConnection {
     PgConnection::connect(url).await.unwrap()
 }
 
+/// A login's `VALID UNTIL`, in Unix seconds.
+async fn valid_until(c: &mut PgConnection, login: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT floor(extract(epoch FROM rolvaliduntil))::bigint FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(login)
+    .fetch_one(c)
+    .await
+    .unwrap()
+}
+
 async fn exec(c: &mut PgConnection, sql: &'static str) {
     sqlx::raw_sql(sql).execute(&mut *c).await.unwrap();
 }
@@ -215,13 +226,7 @@ async fn temp_login_with_password_expiry_and_session_termination() {
             .is_err()
     );
     // VALID UNTIL is the grant's expiry.
-    let until: i64 = sqlx::query_scalar(
-        "SELECT floor(extract(epoch FROM rolvaliduntil))::bigint FROM pg_roles WHERE rolname = $1",
-    )
-    .bind(&login)
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
+    let until = valid_until(&mut admin, &login).await;
     assert_eq!(until, g.expires_at.as_second());
     let seen = p.observe(&g).await.unwrap();
     assert!(seen.present, "{seen:?}");
@@ -235,13 +240,7 @@ async fn temp_login_with_password_expiry_and_session_termination() {
     later.expires_at = g.expires_at + jiff::SignedDuration::from_mins(30);
     let moved = p.extend(&later).await.unwrap();
     assert!(moved.contains(&login), "{moved}");
-    let until: i64 = sqlx::query_scalar(
-        "SELECT floor(extract(epoch FROM rolvaliduntil))::bigint FROM pg_roles WHERE rolname = $1",
-    )
-    .bind(&login)
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
+    let until = valid_until(&mut admin, &login).await;
     assert_eq!(until, later.expires_at.as_second());
     insert(&url_as(&url, &login, &password), "tl_t")
         .await

@@ -5,6 +5,15 @@
 use super::*;
 use crate::provisioning::{FailureKind, MAX_BACKOFF, ProvisionFailure, backoff};
 
+/// The changeset that records a job's attempt (`next`), if nobody else recorded it since
+/// `expected` attempts.
+pub(super) fn job_updated(next: ProvisionJob, expected: i64) -> Changeset {
+    Changeset::new().write(Write::UpdateJob {
+        job: next,
+        expected_attempts: expected,
+    })
+}
+
 impl ControlPlane {
     /// Whether grants on `target` are switched on and off by a provisioner.
     pub(super) fn provisioned(&self, target: &str) -> bool {
@@ -220,21 +229,14 @@ impl ControlPlane {
                 {
                     // Ended (or settled) before it was switched on: nothing to do.
                     next.done = true;
-                    Changeset::new().write(Write::UpdateJob {
-                        job: next,
-                        expected_attempts: expected,
-                    })
+                    job_updated(next, expected)
                 } else {
                     match port.grant(&g, run_as.as_deref()).await {
                         Ok(out) => {
                             next.done = true;
                             next.last_error = None;
-                            let mut cs = Changeset::new()
-                                .write(Write::UpdateJob {
-                                    job: next,
-                                    expected_attempts: expected,
-                                })
-                                .write(Write::SetProvisionState {
+                            let mut cs =
+                                job_updated(next, expected).write(Write::SetProvisionState {
                                     grant_id: g.id,
                                     from: vec![ProvisionState::Provisioning],
                                     to: ProvisionState::Active,
@@ -257,12 +259,8 @@ impl ControlPlane {
                         Err(f) => {
                             next.done = true;
                             next.last_error = Some(f.message.clone());
-                            let mut cs = Changeset::new()
-                                .write(Write::UpdateJob {
-                                    job: next,
-                                    expected_attempts: expected,
-                                })
-                                .write(Write::SetProvisionState {
+                            let mut cs =
+                                job_updated(next, expected).write(Write::SetProvisionState {
                                     grant_id: g.id,
                                     from: vec![ProvisionState::Provisioning],
                                     to: ProvisionState::Failed,
@@ -304,10 +302,7 @@ impl ControlPlane {
                     "privilege left in place: still needed by live grant {} of the same holder",
                     join_ids(&sharing)
                 );
-                let mut cs = Changeset::new().write(Write::UpdateJob {
-                    job: next,
-                    expected_attempts: expected,
-                });
+                let mut cs = job_updated(next, expected);
                 if g.provision_state == ProvisionState::RevokePending {
                     cs = cs.write(Write::SetProvisionState {
                         grant_id: g.id,
@@ -332,25 +327,17 @@ impl ControlPlane {
                 } else {
                     // Ended, or never switched on: its revoke takes care of the target.
                     next.done = true;
-                    Changeset::new().write(Write::UpdateJob {
-                        job: next,
-                        expected_attempts: expected,
-                    })
+                    job_updated(next, expected)
                 }
             }
             ProvisionAction::Extend => match port.extend(&g).await {
                 Ok(detail) => {
                     next.done = true;
                     next.last_error = None;
-                    Changeset::new()
-                        .write(Write::UpdateJob {
-                            job: next,
-                            expected_attempts: expected,
-                        })
-                        .event(
-                            self.event(&sys, "provision.extended", subject("grant", g.id))
-                                .data(with(json!({ "detail": detail, "until": g.expires_at }))),
-                        )
+                    job_updated(next, expected).event(
+                        self.event(&sys, "provision.extended", subject("grant", g.id))
+                            .data(with(json!({ "detail": detail, "until": g.expires_at }))),
+                    )
                 }
                 Err(f) if f.is_retryable() => {
                     self.retry_later(&sys, next, expected, subject("grant", g.id), &f, with)
@@ -359,26 +346,18 @@ impl ControlPlane {
                     // The privilege is there until the target's own end; say so loudly.
                     next.done = true;
                     next.last_error = Some(f.message.clone());
-                    Changeset::new()
-                        .write(Write::UpdateJob {
-                            job: next,
-                            expected_attempts: expected,
-                        })
-                        .event(
-                            self.event(&sys, "provision.failed", subject("grant", g.id))
-                                .outcome(Outcome::Failure)
-                                .data(with(json!({ "error": f.message, "permanent": true }))),
-                        )
+                    job_updated(next, expected).event(
+                        self.event(&sys, "provision.failed", subject("grant", g.id))
+                            .outcome(Outcome::Failure)
+                            .data(with(json!({ "error": f.message, "permanent": true }))),
+                    )
                 }
             },
             ProvisionAction::Revoke => match port.revoke(&g, run_as.as_deref()).await {
                 Ok(()) => {
                     next.done = true;
                     next.last_error = None;
-                    let mut cs = Changeset::new().write(Write::UpdateJob {
-                        job: next,
-                        expected_attempts: expected,
-                    });
+                    let mut cs = job_updated(next, expected);
                     if g.provision_state == ProvisionState::RevokePending {
                         cs = cs.write(Write::SetProvisionState {
                             grant_id: g.id,
@@ -403,19 +382,14 @@ impl ControlPlane {
                         grant: Box::new(g.clone()),
                         error: f.message.clone(),
                     });
-                    Changeset::new()
-                        .write(Write::UpdateJob {
-                            job: next.clone(),
-                            expected_attempts: expected,
-                        })
-                        .event(
-                            self.event(&sys, "provision.failed", subject("grant", g.id))
-                                .outcome(Outcome::Failure)
-                                .data(with(json!({
-                                    "error": f.message, "permanent": true,
-                                    "retry_at": next.next_attempt_at,
-                                }))),
-                        )
+                    job_updated(next.clone(), expected).event(
+                        self.event(&sys, "provision.failed", subject("grant", g.id))
+                            .outcome(Outcome::Failure)
+                            .data(with(json!({
+                                "error": f.message, "permanent": true,
+                                "retry_at": next.next_attempt_at,
+                            }))),
+                    )
                 }
             },
         };
@@ -451,18 +425,13 @@ impl ControlPlane {
             .unwrap_or_else(|_| self.now());
         next.last_error = Some(f.message.clone());
         let at = next.next_attempt_at;
-        Changeset::new()
-            .write(Write::UpdateJob {
-                job: next,
-                expected_attempts: expected,
-            })
-            .event(
-                self.event(sys, "provision.failed", about)
-                    .outcome(Outcome::Failure)
-                    .data(with(
-                        json!({ "error": f.message, "permanent": false, "retry_at": at }),
-                    )),
-            )
+        job_updated(next, expected).event(
+            self.event(sys, "provision.failed", about)
+                .outcome(Outcome::Failure)
+                .data(with(
+                    json!({ "error": f.message, "permanent": false, "retry_at": at }),
+                )),
+        )
     }
 
     /// Hands the secret a grant produced (e.g. a generated password) to its holder, once: it
@@ -577,21 +546,16 @@ impl ControlPlane {
         let mut next = job;
         next.done = true;
         next.last_error = Some(format!("abandoned: {why}"));
-        let cs = Changeset::new()
-            .write(Write::UpdateJob {
-                job: next.clone(),
-                expected_attempts: expected,
-            })
-            .event(
-                self.event(
-                    &Actor::system(),
-                    "provision.failed",
-                    subject("job", next.id),
-                )
-                .outcome(Outcome::Failure)
-                .data(json!({ "job": next.id, "action": next.action, "error": why,
+        let cs = job_updated(next.clone(), expected).event(
+            self.event(
+                &Actor::system(),
+                "provision.failed",
+                subject("job", next.id),
+            )
+            .outcome(Outcome::Failure)
+            .data(json!({ "job": next.id, "action": next.action, "error": why,
                                   "permanent": true })),
-            );
+        );
         match self.store.commit(cs).await {
             Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
             Err(e) => Err(e.into()),

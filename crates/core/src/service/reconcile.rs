@@ -4,6 +4,7 @@
 //! durable jobs); live grants whose privilege was taken away by hand are switched on again,
 //! or fail loudly.
 
+use super::provision::job_updated;
 use super::*;
 use crate::provisioning::{DriftAction, FailureKind};
 use crate::store::AuditFilter;
@@ -225,32 +226,22 @@ impl ControlPlane {
             if explained_by(&self.live_holders(port, &d.target).await?, &d.standing()).is_some() {
                 next.done = true;
                 next.last_error = Some("cancelled: a pedm grant now explains it".into());
-                Changeset::new()
-                    .write(Write::UpdateJob {
-                        job: next,
-                        expected_attempts: expected,
-                    })
-                    .event(
-                        self.event(&sys, "provision.drift_skipped", about)
-                            .data(with(
-                                json!({ "reason": "a live pedm grant explains it now" }),
-                            )),
-                    )
+                job_updated(next, expected).event(
+                    self.event(&sys, "provision.drift_skipped", about)
+                        .data(with(
+                            json!({ "reason": "a live pedm grant explains it now" }),
+                        )),
+                )
             } else {
                 match port.remove_standing(&d.target, &d.standing()).await {
                     Ok(detail) => {
                         next.done = true;
                         next.last_error = None;
                         removed = true;
-                        Changeset::new()
-                            .write(Write::UpdateJob {
-                                job: next,
-                                expected_attempts: expected,
-                            })
-                            .event(
-                                self.event(&sys, "provision.drift_removed", about)
-                                    .data(with(json!({ "detail": detail }))),
-                            )
+                        job_updated(next, expected).event(
+                            self.event(&sys, "provision.drift_removed", about)
+                                .data(with(json!({ "detail": detail }))),
+                        )
                     }
                     Err(f) if f.is_retryable() => {
                         self.retry_later(&sys, next, expected, about, &f, with)
@@ -268,16 +259,11 @@ impl ControlPlane {
                         }
                         next.done = true;
                         next.last_error = Some(f.message.clone());
-                        Changeset::new()
-                            .write(Write::UpdateJob {
-                                job: next,
-                                expected_attempts: expected,
-                            })
-                            .event(
-                                self.event(&sys, "provision.failed", about)
-                                    .outcome(Outcome::Failure)
-                                    .data(with(json!({ "error": f.message, "permanent": true }))),
-                            )
+                        job_updated(next, expected).event(
+                            self.event(&sys, "provision.failed", about)
+                                .outcome(Outcome::Failure)
+                                .data(with(json!({ "error": f.message, "permanent": true }))),
+                        )
                     }
                 }
             };

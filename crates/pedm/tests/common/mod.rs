@@ -372,6 +372,22 @@ pub async fn edit_policies(
         .unwrap();
 }
 
+/// Applies the policies in force with the default `request-with-approval` permit's text
+/// changed: each `(from, to)` replaced.
+pub async fn edit_approval_policy(admin: &Client, comment: &str, replace: &[(&str, &str)]) {
+    edit_policies(admin, comment, |sources| {
+        let p = sources
+            .iter_mut()
+            .find(|p| p.text.contains("@id(\"request-with-approval\")"))
+            .expect("the default policy");
+        for (from, to) in replace {
+            assert!(p.text.contains(from), "{from:?} is not in {}", p.text);
+            p.text = p.text.replace(from, to);
+        }
+    })
+    .await;
+}
+
 /// Applies the policies in force plus one more source (`name`, `text`).
 pub async fn add_policy(admin: &Client, name: &str, text: &str) {
     edit_policies(admin, name, |sources| {

@@ -212,8 +212,23 @@ pub fn button_click(
     })
 }
 
-/// A `view_submission` payload for the deny modal with `reason`.
-pub fn deny_submission(user: &str, request: &str, reason: &str) -> Value {
+/// A `view_submission` payload of the modal `callback_id` by `user`, with `private_metadata`
+/// and plain-text inputs (block id = action id) holding these values.
+pub fn view_submission(
+    user: &str,
+    callback_id: &str,
+    private_metadata: &str,
+    inputs: &[(&str, &str)],
+) -> Value {
+    let values: serde_json::Map<String, Value> = inputs
+        .iter()
+        .map(|(id, value)| {
+            (
+                id.to_string(),
+                json!({ *id: { "type": "plain_text_input", "value": value } }),
+            )
+        })
+        .collect();
     json!({
         "type": "view_submission",
         "team": { "id": TEAM, "domain": "corp" },
@@ -223,13 +238,24 @@ pub fn deny_submission(user: &str, request: &str, reason: &str) -> Value {
         "token": "verification-token-unused",
         "trigger_id": "12345.98765.abcdef",
         "view": {
-            "id": "V0PEDM", "team_id": TEAM, "type": "modal", "callback_id": "pedm_deny",
-            "private_metadata": request, "hash": "156772938.1827394",
-            "state": { "values": { "reason": { "reason": {
-                "type": "plain_text_input", "value": reason } } } }
+            "id": "V0PEDM", "team_id": TEAM, "type": "modal", "callback_id": callback_id,
+            "private_metadata": private_metadata, "hash": "156772938.1827394",
+            "state": { "values": values }
         },
         "response_urls": []
     })
+}
+
+/// A `view_submission` payload for the deny modal with `reason`.
+pub fn deny_submission(user: &str, request: &str, reason: &str) -> Value {
+    view_submission(user, "pedm_deny", request, &[("reason", reason)])
+}
+
+/// A `view_submission` of the `/pedm request` form by `user` with its five fields.
+pub fn request_submission(user: &str, fields: [&str; 5]) -> Value {
+    let ids = ["target", "role", "duration", "justification", "ticket"];
+    let inputs: Vec<(&str, &str)> = ids.into_iter().zip(fields).collect();
+    view_submission(user, "pedm_request", "", &inputs)
 }
 
 /// The form of a `/pedm` slash command typed by `user`.

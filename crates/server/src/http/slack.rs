@@ -297,24 +297,21 @@ async fn request_submitted(
         Ok(d) => d,
         Err(e) => return error("duration", &format!("{duration:?}: {e}")),
     };
-    let new = NewRequest {
+    let ticket = (!ticket.is_empty()).then_some(ticket);
+    match ask(
+        s,
+        &actor,
         target,
         role,
         duration_secs,
         justification,
-        task: None,
-        ticket: (!ticket.is_empty()).then_some(ticket),
-        break_glass: false,
-        starts_at: None,
-    };
-    match s
-        .cp
-        .create_request(&actor, new, RequestContext::default())
-        .await
+        ticket,
+    )
+    .await
     {
-        Ok((r, g)) => Json(json!({
+        Ok(outcome) => Json(json!({
             "response_action": "update",
-            "view": slack::result_view("Access requested", &requested(&r, g.as_ref())),
+            "view": slack::result_view("Access requested", &outcome),
         }))
         .into_response(),
         Err(e) => {
@@ -330,11 +327,33 @@ async fn request_submitted(
     }
 }
 
-fn requested(r: &pedm_core::model::Request, g: Option<&pedm_core::model::Grant>) -> String {
-    match g {
+/// Makes a request as `actor` through the same path as the API; says what became of it.
+async fn ask(
+    s: &AppState,
+    actor: &pedm_core::model::Actor,
+    target: String,
+    role: String,
+    duration_secs: i64,
+    justification: String,
+    ticket: Option<String>,
+) -> Result<String, pedm_core::Error> {
+    let new = NewRequest {
+        target,
+        role,
+        duration_secs,
+        justification,
+        task: None,
+        ticket,
+        break_glass: false,
+        starts_at: None,
+    };
+    let (r, g) =
+        s.cp.create_request(actor, new, RequestContext::default())
+            .await?;
+    Ok(match g {
         Some(g) => format!("Request {}: granted until {}", r.id, g.expires_at),
         None => format!("Request {}: {}", r.id, r.state),
-    }
+    })
 }
 
 /// The pedm user linked to this Slack user, or the refusal (recorded, answered privately).
@@ -486,22 +505,18 @@ pub(super) async fn commands(State(s): State<AppState>, v: Verified) -> Response
                 Ok(d) => d,
                 Err(e) => return ephemeral(&format!("duration {duration:?}: {e}")),
             };
-            let new = NewRequest {
-                target: target.into(),
-                role: role.into(),
+            let asked = ask(
+                &s,
+                &actor,
+                target.into(),
+                role.into(),
                 duration_secs,
                 justification,
-                task: None,
-                ticket: None,
-                break_glass: false,
-                starts_at: None,
-            };
-            match s
-                .cp
-                .create_request(&actor, new, RequestContext::default())
-                .await
-            {
-                Ok((r, g)) => ephemeral(&requested(&r, g.as_ref())),
+                None,
+            )
+            .await;
+            match asked {
+                Ok(outcome) => ephemeral(&outcome),
                 Err(e) => ephemeral(&format!("Not requested: {e}")),
             }
         }
