@@ -468,10 +468,17 @@ const INBOX_PAGE: usize = 50;
 struct PageQuery {
     #[serde(default)]
     page: usize,
+    /// Every pending request, not only those the viewer may decide (admins, auditors).
+    #[serde(default)]
+    all: bool,
 }
 
 struct Inbox {
-    rows: Vec<RequestRow>,
+    /// Each request with whether the viewer may decide it now.
+    rows: Vec<(RequestRow, bool)>,
+    all: bool,
+    /// Whether the viewer may switch to every pending request.
+    may_see_all: bool,
     total: usize,
     page: usize,
     first: usize,
@@ -494,9 +501,18 @@ struct InboxLive {
     inbox: Inbox,
 }
 
-async fn inbox_rows(c: &Console, v: &Viewer, page: usize) -> PageResult<Inbox> {
-    let mut pending = c.cp.approvable_requests(&v.actor).await?;
-    pending.sort_by_key(|r| r.created_at);
+async fn inbox_rows(c: &Console, v: &Viewer, q: &PageQuery) -> PageResult<Inbox> {
+    let mut decidable = c.cp.approvable_requests(&v.actor).await?;
+    decidable.sort_by_key(|r| r.created_at);
+    let may_see_all =
+        c.cp.may(&v.actor, pedm_core::decision::AdminAction::ReadAudit);
+    let pending = if q.all {
+        c.cp.all_pending(&v.actor).await?
+    } else {
+        decidable.clone()
+    };
+    let mine: std::collections::HashSet<Uuid> = decidable.iter().map(|r| r.id).collect();
+    let page = q.page;
     let total = pending.len();
     let start = page.saturating_mul(INBOX_PAGE).min(total);
     let end = (start + INBOX_PAGE).min(total);
@@ -506,10 +522,12 @@ async fn inbox_rows(c: &Console, v: &Viewer, page: usize) -> PageResult<Inbox> {
         let (_, approvals) = c.cp.get_request(&v.actor, r.id).await?;
         let mut row = RequestRow::new(r, &approvals);
         row.history = history_text(&c.cp.requester_history(&v.actor, r.id).await?);
-        rows.push(row);
+        rows.push((row, mine.contains(&r.id)));
     }
     Ok(Inbox {
         rows,
+        all: q.all,
+        may_see_all,
         total,
         page,
         first: start + 1,
@@ -523,7 +541,7 @@ async fn inbox(
     v: Viewer,
     Query(q): Query<PageQuery>,
 ) -> PageResult<Response> {
-    let inbox = inbox_rows(&c, &v, q.page).await?;
+    let inbox = inbox_rows(&c, &v, &q).await?;
     html(InboxPage {
         nav: nav(&c, &v, "inbox"),
         csrf: v.csrf.clone(),
@@ -536,7 +554,7 @@ async fn inbox_live(
     v: Viewer,
     Query(q): Query<PageQuery>,
 ) -> PageResult<Response> {
-    let inbox = inbox_rows(&c, &v, q.page).await?;
+    let inbox = inbox_rows(&c, &v, &q).await?;
     html(InboxLive {
         csrf: v.csrf,
         inbox,

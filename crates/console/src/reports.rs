@@ -1,6 +1,7 @@
 //! Reports where people would rather look than read: elevations per day, by target and role,
-//! approval latency, break-glass, over a window (`read_audit`). Charts are SVG drawn on the
-//! server (`charts.rs`) with the numbers as tables underneath.
+//! approval latency, break-glass, drift found over a window, and the standing privileges the
+//! targets hold now (`read_audit`). Charts are SVG drawn on the server (`charts.rs`) with the
+//! numbers as tables underneath.
 
 use crate::Console;
 use crate::charts::bar_chart;
@@ -33,13 +34,21 @@ struct Chart {
     title: String,
     svg: String,
     rows: Vec<(String, String)>,
+    /// The table's two column headings.
+    label: &'static str,
     column: &'static str,
 }
 
 impl Chart {
-    fn new(id: &'static str, title: String, bars: &[(String, f64)], column: &'static str) -> Self {
+    fn new(
+        id: &'static str,
+        title: String,
+        bars: &[(String, f64)],
+        (label, column): (&'static str, &'static str),
+    ) -> Self {
         Chart {
             id,
+            label,
             svg: bar_chart(&title, bars, ""),
             title,
             rows: bars
@@ -62,6 +71,32 @@ struct ReportsPage {
     latency_p50: String,
     latency_p90: String,
     charts: Vec<Chart>,
+    /// Drift findings of the window, newest first (at most [`LISTED`]).
+    drift: Vec<DriftRow>,
+    drift_total: usize,
+    /// Standing privileges the targets hold now, and the targets that could not be read.
+    standing: Vec<pedm_core::model::StandingRow>,
+    standing_total: usize,
+    standing_errors: Vec<pedm_core::model::TargetError>,
+}
+
+/// Rows listed under a chart at most.
+const LISTED: usize = 100;
+
+struct DriftRow {
+    at: String,
+    target: String,
+    account: String,
+    privilege: String,
+    removal: String,
+}
+
+/// Counts per key as bars, largest first, the top 20.
+fn top_bars(counts: BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    let mut bars: Vec<(String, f64)> = counts.into_iter().collect();
+    bars.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    bars.truncate(20);
+    bars
 }
 
 async fn reports(
@@ -144,27 +179,87 @@ async fn reports(
         .iter()
         .map(|(d, n)| (d.strftime("%m-%d").to_string(), *n))
         .collect();
-    let mut role_bars: Vec<(String, f64)> = per_role.into_iter().collect();
-    role_bars.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    role_bars.truncate(20);
+    let role_bars = top_bars(per_role);
+
+    // Drift: what reconciliation found that no grant explains, in the window.
+    let found =
+        c.cp.audit_events(
+            &v.actor,
+            pedm_core::store::AuditFilter {
+                action: Some("provision.drift".into()),
+                since: Some(since),
+                newest_first: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let text = |e: &pedm_core::audit::AuditEvent, k: &str| {
+        e.data[k].as_str().unwrap_or_default().to_string()
+    };
+    let mut drift_per_target: BTreeMap<String, f64> = BTreeMap::new();
+    for e in &found {
+        *drift_per_target.entry(text(e, "target")).or_default() += 1.0;
+    }
+    let drift: Vec<DriftRow> = found
+        .iter()
+        .take(LISTED)
+        .map(|e| DriftRow {
+            at: crate::view::short_time(e.at),
+            target: text(e, "target"),
+            account: text(e, "account"),
+            privilege: text(e, "privilege"),
+            removal: match text(e, "removal") {
+                r if r.is_empty() => "reported".into(),
+                r => r,
+            },
+        })
+        .collect();
+
+    // Standing privilege: what the targets hold now that no live grant gave.
+    let report = c.cp.standing_report(&v.actor).await?;
+    let standing: Vec<_> = report
+        .rows
+        .into_iter()
+        .filter(|r| r.temporary_grant.is_none())
+        .collect();
+    let mut standing_per_target: BTreeMap<String, f64> = BTreeMap::new();
+    for r in &standing {
+        *standing_per_target.entry(r.target.clone()).or_default() += 1.0;
+    }
+    let standing_total = standing.len();
+    let mut standing = standing;
+    standing.truncate(LISTED);
+
     let charts = vec![
         Chart::new(
             "per-day",
             format!("Elevations started per day, last {days} days (UTC)"),
             &day_bars,
-            "Elevations",
+            ("Day", "Elevations"),
         ),
         Chart::new(
             "per-role",
             "Elevations by target and role (top 20)".into(),
             &role_bars,
-            "Elevations",
+            ("Target/role", "Elevations"),
         ),
         Chart::new(
             "latency",
             "Approval latency (request to grant)".into(),
             &latency_bars,
-            "Approved elevations",
+            ("Latency", "Approved elevations"),
+        ),
+        Chart::new(
+            "drift",
+            format!("Drift found per target, last {days} days"),
+            &top_bars(drift_per_target),
+            ("Target", "Findings"),
+        ),
+        Chart::new(
+            "standing",
+            "Standing privileges per target, now".into(),
+            &top_bars(standing_per_target),
+            ("Target", "Privileges"),
         ),
     ];
     html(ReportsPage {
@@ -176,5 +271,10 @@ async fn reports(
         latency_p50: q(0.5),
         latency_p90: q(0.9),
         charts,
+        drift_total: found.len(),
+        drift,
+        standing,
+        standing_total,
+        standing_errors: report.errors,
     })
 }

@@ -26,6 +26,11 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(|cp| cp).await
+}
+
+/// A world whose control plane `setup` may extend (a provisioning port, ...).
+async fn world_with(setup: impl FnOnce(ControlPlane) -> ControlPlane) -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
         SqliteStore::open(&dir.path().join("pedm.db"))
@@ -36,7 +41,7 @@ async fn world() -> World {
         Timestamp::from_second(1_800_000_000).unwrap(),
     ));
     let live = Arc::new(LiveChanges::default());
-    let cp = Arc::new(
+    let cp = Arc::new(setup(
         ControlPlane::new(
             store,
             Arc::new(BuiltinDecider),
@@ -44,7 +49,7 @@ async fn world() -> World {
             Limits::default(),
         )
         .with_observer(live.clone()),
-    );
+    ));
     let sys = Actor::system();
     for (u, admin) in [("alice", false), ("bob", true), ("carol", false)] {
         cp.create_user(&sys, u, None, None, admin).await.unwrap();
@@ -537,6 +542,61 @@ async fn the_inbox_pages_through_every_pending_request_oldest_first() {
     assert!(!last.contains("id=\"next\""));
 }
 
+/// Admins (and auditors) may view every pending request, deciding only those they may; for
+/// anyone else that view is refused and recorded.
+#[tokio::test]
+async fn admins_view_all_pending_and_decide_only_what_is_theirs_to_decide() {
+    let w = world().await;
+    let alices = w.ask("alice").await;
+    w.clock.advance(SignedDuration::from_secs(1));
+    let bobs = w.ask("bob").await;
+    let bob = w.sign_in("bob").await;
+    let inbox = body(w.get("/ui/inbox", &bob).await).await;
+    assert!(inbox.contains(&alices.id.to_string()), "{inbox}");
+    assert!(
+        !inbox.contains(&bobs.id.to_string()),
+        "his own is not his to decide"
+    );
+    assert!(inbox.contains("href=\"/ui/inbox?all=true\""), "{inbox}");
+    let all = body(w.get("/ui/inbox?all=true", &bob).await).await;
+    assert!(all.contains("All pending requests"), "{all}");
+    assert!(all.contains("1–2 of 2 waiting"), "{all}");
+    assert!(
+        all.contains(&format!("id=\"approve-{}\"", alices.id)),
+        "{all}"
+    );
+    assert!(
+        !all.contains(&format!("id=\"approve-{}\"", bobs.id)),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("id=\"not-yours-{}\"", bobs.id)),
+        "{all}"
+    );
+    // Oldest first.
+    assert!(all.find(&alices.id.to_string()) < all.find(&bobs.id.to_string()));
+    let live = body(w.get("/ui/inbox/live?all=true", &bob).await).await;
+    assert!(live.contains(&bobs.id.to_string()), "{live}");
+
+    let carol = w.sign_in("carol").await;
+    let mine = body(w.get("/ui/inbox", &carol).await).await;
+    assert!(
+        !mine.contains("all-pending"),
+        "no link for those who may not"
+    );
+    let refused = w.get("/ui/inbox?all=true", &carol).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let page = body(refused).await;
+    assert!(!page.contains(&alices.id.to_string()));
+    let ev = w.events("request.list").await;
+    assert!(
+        ev.iter().any(|e| e.actor == "carol"
+            && e.outcome == pedm_core::audit::Outcome::Denied
+            && e.data.to_string().contains("every pending request")),
+        "{ev:?}"
+    );
+}
+
 /// A grant's one-time secret is revealed to its holder once, by a POST, and never again.
 #[tokio::test]
 async fn a_grants_secret_is_revealed_once_to_its_holder() {
@@ -750,5 +810,111 @@ async fn a_grant_is_extended_from_my_access() {
     assert_eq!(
         after.expires_at,
         before.expires_at + jiff::SignedDuration::from_mins(10)
+    );
+}
+
+/// Targets as a provisioner sees them: `db` holds what `standing` says; `db2` cannot be read.
+struct Targets {
+    standing: Vec<StandingPrivilege>,
+}
+
+#[async_trait::async_trait]
+impl pedm_core::provisioning::ProvisioningPort for Targets {
+    fn handles(&self, target: &str) -> bool {
+        target == "db" || target == "db2"
+    }
+    fn targets(&self) -> Vec<String> {
+        vec!["db".into(), "db2".into()]
+    }
+    async fn grant(
+        &self,
+        _: &Grant,
+        _: Option<&str>,
+    ) -> Result<pedm_core::provisioning::Provisioned, pedm_core::provisioning::ProvisionFailure>
+    {
+        Ok(Default::default())
+    }
+    async fn revoke(
+        &self,
+        _: &Grant,
+        _: Option<&str>,
+    ) -> Result<(), pedm_core::provisioning::ProvisionFailure> {
+        Ok(())
+    }
+    async fn discover(
+        &self,
+        target: &str,
+    ) -> Result<Vec<StandingPrivilege>, pedm_core::provisioning::ProvisionFailure> {
+        match target {
+            "db" => Ok(self.standing.clone()),
+            _ => Err(pedm_core::provisioning::ProvisionFailure {
+                kind: pedm_core::provisioning::FailureKind::Unreachable,
+                message: "connection refused".into(),
+            }),
+        }
+    }
+}
+
+/// The reports page lists the standing privileges the targets hold now and the drift found
+/// in the window, names escaped, a target that cannot be read said so; for auditors only.
+#[tokio::test]
+async fn reports_show_standing_privilege_and_drift() {
+    let standing = |account: &str, privilege: &str| StandingPrivilege {
+        account: account.into(),
+        privilege: privilege.into(),
+        source: "pg_roles".into(),
+    };
+    let port = Targets {
+        standing: vec![
+            standing("postgres", "superuser"),
+            standing("mallory", "member:readwrite"),
+            standing("<b>x</b>", "superuser"),
+        ],
+    };
+    let w = world_with(|cp| cp.with_provisioning(Arc::new(port))).await;
+    // One reconciliation pass reports each finding as drift.
+    assert_eq!(w.cp.reconcile(&mut Default::default()).await.unwrap(), 3);
+    let bob = w.sign_in("bob").await;
+    let page = body(w.get("/ui/reports", &bob).await).await;
+    let table = |id: &str| {
+        let start = page
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("{id}: {page}"));
+        let end = start + page[start..].find("</table>").unwrap();
+        page[start..end].to_string()
+    };
+    let listed = table("standing-privileges");
+    for row in [
+        "<td>db</td><td>postgres</td><td>superuser</td>",
+        "<td>mallory</td><td>member:readwrite</td>",
+    ] {
+        assert!(listed.contains(row), "{row} in {listed}");
+    }
+    assert!(
+        listed.contains("&#60;b&#62;x&#60;/b&#62;") && !listed.contains("<b>x"),
+        "{listed}"
+    );
+    assert!(page.contains("<dd id=\"standing-count\">3</dd>"), "{page}");
+    assert!(
+        page.contains("Target db2 could not be read: connection refused"),
+        "{page}"
+    );
+    let drift = table("drift-findings");
+    assert!(
+        drift.contains("<td>mallory</td><td>member:readwrite</td><td>reported</td>"),
+        "{drift}"
+    );
+    assert!(page.contains("<dd id=\"drift-count\">3</dd>"), "{page}");
+    // Outside the window, the drift is gone from the report; the standing privileges are not.
+    w.clock.advance(SignedDuration::from_hours(24 * 8));
+    let bob = w.sign_in("bob").await;
+    let later = body(w.get("/ui/reports?days=7", &bob).await).await;
+    assert!(later.contains("id=\"no-drift\""), "{later}");
+    assert!(later.contains("<dd id=\"standing-count\">3</dd>"));
+
+    let carol = w.sign_in("carol").await;
+    assert_eq!(
+        w.get("/ui/reports", &carol).await.status(),
+        StatusCode::FORBIDDEN
     );
 }

@@ -511,6 +511,10 @@ permit (principal, action == Pedm::Action::"request", resource);"#,
         .await
         .unwrap();
     assert_eq!(bars.len(), 2, "web1/docker and web1/root");
+    // No provisioned target here: nothing standing, no drift, said in words.
+    for empty in ["#no-drift", "#no-standing"] {
+        assert!(b.find(Locator::Css(empty)).await.is_ok(), "{empty}");
+    }
     check_page(&b, "reports").await;
 
     // The admin overview: people, targets with roles; a token revoked here stops working.

@@ -603,6 +603,30 @@ impl ControlPlane {
         Ok(self.store.requests(&filter).await?)
     }
 
+    /// Every pending request, oldest first: an admin's or auditor's "view all pending"
+    /// (`read_audit`). Refused, and recorded, for anyone else.
+    pub async fn all_pending(&self, actor: &Actor) -> Result<Vec<Request>> {
+        if !self.holds(actor, AdminAction::ReadAudit) {
+            return Err(self
+                .refuse(
+                    actor,
+                    "request.list",
+                    None,
+                    "only admins and auditors may view every pending request".into(),
+                )
+                .await);
+        }
+        let mut pending = self
+            .store
+            .requests(&RequestFilter {
+                state: Some(RequestState::Pending),
+                ..Default::default()
+            })
+            .await?;
+        pending.sort_by_key(|r| r.created_at);
+        Ok(pending)
+    }
+
     /// Every pending request and the approvals each has, in two queries (not one per
     /// request).
     pub(super) async fn pending_with_approvals(
