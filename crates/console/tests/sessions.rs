@@ -918,3 +918,104 @@ async fn reports_show_standing_privilege_and_drift() {
         StatusCode::FORBIDDEN
     );
 }
+
+/// A delegation is given in the page and passed on from there, through the same rules as the
+/// API: what the page sends is checked by the core (a bad duration or a widening is refused and
+/// nothing is made).
+#[tokio::test]
+async fn a_delegation_is_given_and_passed_on_in_the_page() {
+    let w = world().await;
+    let bob = w.sign_in("bob").await;
+    let csrf = csrf_of(&w, &bob).await;
+    let page = body(w.get("/ui/delegations", &bob).await).await;
+    assert!(page.contains("id=\"give-submit\""), "{page}");
+    let give = |cookie: &str, form: String| {
+        let cookie = cookie.to_string();
+        let w = &w;
+        async move { w.post("/ui/delegations", &cookie, &form, &[]).await }
+    };
+    // A duration pedm cannot read names the field; nothing is made.
+    let r = give(
+        &bob,
+        format!("csrf={csrf}&to_kind=user&to=alice&roles=root&scope=web1&for=soon&reason=x"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body(r).await.contains("invalid for"));
+    let sys = Actor::system();
+    assert!(w.cp.list_delegations(&sys, true).await.unwrap().is_empty());
+    let r = give(
+        &bob,
+        format!(
+            "csrf={csrf}&to_kind=user&to=alice&roles=root&scope=web1&for=4h&redelegate=yes\
+             &reason=on+call+%3Cb%3Ethis%3C%2Fb%3E+week"
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", body(r).await);
+    let given = w.cp.list_delegations(&sys, true).await.unwrap();
+    assert_eq!(given.len(), 1);
+    let d = &given[0];
+    assert_eq!(
+        (
+            d.delegator.as_str(),
+            d.delegate.name.as_str(),
+            &d.roles,
+            d.redelegate
+        ),
+        ("bob", "alice", &vec!["root".to_string()], true)
+    );
+    assert_eq!(d.expires_at, w.cp.now() + SignedDuration::from_hours(4));
+    let ev = w.events("delegation.created").await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].actor, "bob");
+
+    // alice may pass it on, narrower only: the page offers hers as the parent.
+    let alice = w.sign_in("alice").await;
+    let page = body(w.get("/ui/delegations", &alice).await).await;
+    assert!(
+        page.contains(&format!("<option value=\"{}\">", d.id)),
+        "{page}"
+    );
+    assert!(
+        page.contains("on call &#60;b&#62;this&#60;/b&#62; week"),
+        "{page}"
+    );
+    let csrf = csrf_of(&w, &alice).await;
+    let wider = give(
+        &alice,
+        format!(
+            "csrf={csrf}&to_kind=user&to=carol&roles=root&scope=web2&for=1h&parent={}",
+            d.id
+        ),
+    )
+    .await;
+    assert!(
+        wider.status().is_client_error(),
+        "passing on more than was given: {}",
+        wider.status()
+    );
+    let narrower = give(
+        &alice,
+        format!(
+            "csrf={csrf}&to_kind=user&to=carol&roles=root&scope=web1&for=1h&parent={}",
+            d.id
+        ),
+    )
+    .await;
+    assert_eq!(narrower.status(), StatusCode::SEE_OTHER);
+    let all = w.cp.list_delegations(&sys, true).await.unwrap();
+    assert!(
+        all.iter()
+            .any(|x| x.parent == Some(d.id) && x.delegate.name == "carol"),
+        "{all:?}"
+    );
+    // Without the session's CSRF token, nothing is given.
+    let forged = give(
+        &alice,
+        "csrf=wrong&to_kind=user&to=mallory&roles=root&scope=web1&for=1h".into(),
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(w.cp.list_delegations(&sys, true).await.unwrap().len(), 2);
+}
