@@ -1,15 +1,17 @@
 //! The admin overview: people and groups, targets with their roles, host agents, API tokens
-//! (revocable here). Reading needs `manage_users` (hosts: `manage_targets`); creating and
-//! changing stay in the CLI and API for now.
+//! (revocable here). Reading needs `manage_users` (hosts: `manage_targets`). People and groups
+//! are created and changed here through the same core calls as the API (a change that must
+//! wait for other admins' approval is held as a proposal, and the page says so); targets,
+//! roles, hosts and webhooks stay in the CLI and API.
 
 use crate::Console;
-use crate::error::PageResult;
+use crate::error::{PageError, PageResult};
 use crate::pages::{html, nav};
 use crate::session::{Posted, Viewer};
 use crate::view::{Nav, short_time};
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use pedm_core::decision::AdminAction;
@@ -20,11 +22,20 @@ pub fn router() -> Router<Console> {
     Router::new()
         .route("/ui/admin", get(overview))
         .route("/ui/admin/tokens/{id}/revoke", post(revoke_token))
+        .route("/ui/admin/users", post(create_user))
+        .route("/ui/admin/users/{name}", post(update_user))
+        .route("/ui/admin/groups", post(create_group))
+        .route("/ui/admin/groups/{name}/members", post(add_member))
+        .route(
+            "/ui/admin/groups/{name}/members/{user}/remove",
+            post(remove_member),
+        )
 }
 
 struct UserRow {
     name: String,
     display: String,
+    email: String,
     admin: bool,
     disabled: bool,
     groups: String,
@@ -56,14 +67,26 @@ struct TokenRow {
 struct Overview {
     nav: Option<Nav>,
     csrf: String,
+    /// A change held for other admins' approval: its proposal number.
+    held: Option<i64>,
     users: Vec<UserRow>,
-    groups: Vec<(String, String)>,
+    groups: Vec<(String, Vec<String>)>,
     targets: Vec<TargetRow>,
     hosts: Option<Vec<HostRow>>,
     tokens: Vec<TokenRow>,
 }
 
-async fn overview(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
+#[derive(Deserialize)]
+struct OverviewQuery {
+    #[serde(default)]
+    held: Option<i64>,
+}
+
+async fn overview(
+    State(c): State<Console>,
+    v: Viewer,
+    Query(q): Query<OverviewQuery>,
+) -> PageResult<Response> {
     let users = c.cp.list_users(&v.actor).await?;
     let groups = c.cp.list_groups(&v.actor).await?;
     let targets = c.cp.list_targets().await?;
@@ -78,11 +101,13 @@ async fn overview(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
     html(Overview {
         nav: nav(&c, &v, "admin"),
         csrf: v.csrf.clone(),
+        held: q.held,
         users: users
             .iter()
             .map(|u| UserRow {
                 name: u.name.clone(),
                 display: u.display_name.clone().unwrap_or_default(),
+                email: u.email.clone().unwrap_or_default(),
                 admin: u.admin,
                 disabled: u.disabled,
                 groups: groups
@@ -95,7 +120,7 @@ async fn overview(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
             .collect(),
         groups: groups
             .iter()
-            .map(|g| (g.name.clone(), g.members.join(", ")))
+            .map(|g| (g.name.clone(), g.members.clone()))
             .collect(),
         targets: targets
             .iter()
@@ -163,5 +188,125 @@ async fn revoke_token(
     p: Posted<Empty>,
 ) -> PageResult<Response> {
     c.cp.revoke_token(&p.viewer.actor, &id).await?;
+    Ok(Redirect::to("/ui/admin").into_response())
+}
+
+/// Back to the overview, saying so when the change waits for other admins.
+fn done<T>(held: pedm_core::service::Held<T>) -> Response {
+    match held {
+        pedm_core::service::Held::Done(_) => Redirect::to("/ui/admin").into_response(),
+        pedm_core::service::Held::Pending(p) => {
+            Redirect::to(&format!("/ui/admin?held={}", p.id)).into_response()
+        }
+    }
+}
+
+fn text(s: &str) -> Option<String> {
+    Some(s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+#[derive(Deserialize)]
+struct NewUserForm {
+    name: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    email: String,
+    /// Present when checked.
+    #[serde(default)]
+    admin: Option<String>,
+}
+
+async fn create_user(State(c): State<Console>, p: Posted<NewUserForm>) -> PageResult<Response> {
+    let f = p.form;
+    c.cp.create_user(
+        &p.viewer.actor,
+        f.name.trim(),
+        text(&f.display_name),
+        text(&f.email),
+        f.admin.is_some(),
+    )
+    .await?;
+    Ok(Redirect::to("/ui/admin").into_response())
+}
+
+#[derive(Deserialize)]
+struct UserForm {
+    /// `keep`, `yes` or `no`.
+    #[serde(default)]
+    admin: String,
+    /// `keep`, `active` or `disabled`.
+    #[serde(default)]
+    state: String,
+    /// The address (empty: none); absent: unchanged.
+    #[serde(default)]
+    email: Option<String>,
+}
+
+fn choice(field: &str, v: &str, yes: &str, no: &str) -> PageResult<Option<bool>> {
+    match v {
+        "" | "keep" => Ok(None),
+        v if v == yes => Ok(Some(true)),
+        v if v == no => Ok(Some(false)),
+        v => Err(PageError::Invalid(format!(
+            "invalid {field} {v:?}: keep, {yes} or {no}"
+        ))),
+    }
+}
+
+async fn update_user(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    p: Posted<UserForm>,
+) -> PageResult<Response> {
+    let f = p.form;
+    let admin = choice("admin", &f.admin, "yes", "no")?;
+    let disabled = choice("state", &f.state, "disabled", "active")?;
+    let held =
+        c.cp.update_user(&p.viewer.actor, &name, admin, disabled, f.email)
+            .await?;
+    Ok(done(held))
+}
+
+#[derive(Deserialize)]
+struct NewGroupForm {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_group(State(c): State<Console>, p: Posted<NewGroupForm>) -> PageResult<Response> {
+    c.cp.create_group(
+        &p.viewer.actor,
+        p.form.name.trim(),
+        text(&p.form.description),
+    )
+    .await?;
+    Ok(Redirect::to("/ui/admin").into_response())
+}
+
+#[derive(Deserialize)]
+struct MemberForm {
+    user: String,
+}
+
+async fn add_member(
+    State(c): State<Console>,
+    Path(group): Path<String>,
+    p: Posted<MemberForm>,
+) -> PageResult<Response> {
+    let held =
+        c.cp.add_group_member(&p.viewer.actor, &group, p.form.user.trim())
+            .await?;
+    Ok(done(held))
+}
+
+async fn remove_member(
+    State(c): State<Console>,
+    Path((group, user)): Path<(String, String)>,
+    p: Posted<Empty>,
+) -> PageResult<Response> {
+    c.cp.remove_group_member(&p.viewer.actor, &group, &user)
+        .await?;
     Ok(Redirect::to("/ui/admin").into_response())
 }
