@@ -92,13 +92,23 @@ async fn comment(
     (StatusCode::CREATED, axum::Json(json!({"id": "10001"}))).into_response()
 }
 
-/// Jira: an issue by key, and comments on it.
-async fn fake_jira(records: Shared) -> String {
+/// A system that answers a ticket at `record_path` and takes comments at `comment_path`.
+async fn fake_system(records: Shared, record_path: &str, comment_path: &str) -> String {
     serve(
         axum::Router::new()
-            .route("/rest/api/2/issue/{key}", get(record))
-            .route("/rest/api/2/issue/{key}/comment", post(comment))
+            .route(record_path, get(record))
+            .route(comment_path, post(comment))
             .with_state(records),
+    )
+    .await
+}
+
+/// Jira: an issue by key, and comments on it.
+async fn fake_jira(records: Shared) -> String {
+    fake_system(
+        records,
+        "/rest/api/2/issue/{key}",
+        "/rest/api/2/issue/{key}/comment",
     )
     .await
 }
@@ -409,13 +419,7 @@ async fn servicenow_change_windows_and_an_unreachable_system_sends_to_approvers(
 
 /// Any other system: GET `/tickets/{key}` answers JSON, comments are POSTed beside it.
 async fn fake_helpdesk(records: Shared) -> String {
-    serve(
-        axum::Router::new()
-            .route("/tickets/{key}", get(record))
-            .route("/tickets/{key}/comments", post(comment))
-            .with_state(records),
-    )
-    .await
+    fake_system(records, "/tickets/{key}", "/tickets/{key}/comments").await
 }
 
 fn incident(state: &str, owner: &str) -> Value {

@@ -127,13 +127,7 @@ impl ControlPlane {
             {
                 continue;
             }
-            let from_idp = self
-                .store
-                .identities_of(&u.name)
-                .await?
-                .iter()
-                .any(|(issuer, _)| issuer.starts_with("https://") || issuer.starts_with("http://"));
-            if from_idp {
+            if self.signs_in_through_idp(&u.name).await? {
                 found.push(u);
             }
         }
@@ -144,6 +138,18 @@ impl ControlPlane {
             )),
             n => Err(format!("{n} pedm users have the address {email}")),
         })
+    }
+
+    /// Whether `user` has an identity at an OpenID provider (issuers are URLs; chat
+    /// workspaces are `slack:T…`): their address is then the provider's verified one, as SSO
+    /// replaces it at each login.
+    async fn signs_in_through_idp(&self, user: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .identities_of(user)
+            .await?
+            .iter()
+            .any(|(issuer, _)| issuer.starts_with("https://") || issuer.starts_with("http://")))
     }
 
     /// Links a chat identity to the pedm user whose provider-verified address the chat
