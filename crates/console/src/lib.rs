@@ -25,10 +25,12 @@ mod session;
 mod sessions;
 mod sso;
 mod view;
+mod watch;
 
 pub use audit::{AuditIntegrity, AuditStatus, CheckpointInfo};
 pub use live::LiveChanges;
 pub use sso::{SingleSignOn, SsoError, SsoStart};
+pub use watch::{LiveInfo, LiveItem, LiveSessions, LiveWatch};
 
 use axum::Router;
 use axum::extract::Request;
@@ -70,6 +72,8 @@ pub struct Console {
     /// Where the host agents' recordings are kept (`agents.recordings_dir`).
     recordings: Option<std::path::PathBuf>,
     live: Arc<LiveChanges>,
+    /// Sessions streaming to this instance as they run.
+    live_sessions: Option<Arc<dyn LiveSessions>>,
 }
 
 impl Console {
@@ -82,6 +86,7 @@ impl Console {
             audit: None,
             recordings: None,
             live,
+            live_sessions: None,
         }
     }
 
@@ -94,6 +99,12 @@ impl Console {
     /// Replays the recordings kept in `dir`.
     pub fn with_recordings(mut self, dir: std::path::PathBuf) -> Self {
         self.recordings = Some(dir);
+        self
+    }
+
+    /// Lists the sessions streaming here, lets people watch them and admins end them.
+    pub fn with_live_sessions(mut self, hub: Arc<dyn LiveSessions>) -> Self {
+        self.live_sessions = Some(hub);
         self
     }
 
@@ -110,6 +121,7 @@ impl Console {
             .merge(audit::router())
             .merge(policies::router())
             .merge(sessions::router())
+            .merge(watch::router())
             .merge(breakglass::router())
             .merge(admin::router())
             .merge(reports::router())

@@ -1,4 +1,5 @@
-//! Recorded sessions: the list (one's own, or everyone's with `read_audit`) and a replay in
+//! Sessions: those live now (see [`crate::watch`]) and the recorded ones (one's own, or
+//! everyone's with `read_audit`), and a replay in
 //! the page with the vendored asciinema-player. A recording is served only after its SHA-256
 //! matches the one its audit record holds: an edited recording is refused, not played.
 
@@ -7,15 +8,18 @@ use crate::error::PageResult;
 use crate::pages::{html, nav, parse_id};
 use crate::session::Viewer;
 use crate::view::{Nav, short_time};
+use crate::watch::{LiveRow, with_player_csp};
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pedm_core::host::{Session, SessionFilter};
 use pedm_core::text::terminal_safe;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 pub fn router() -> Router<Console> {
     Router::new()
@@ -62,10 +66,22 @@ fn row(s: &Session) -> SessionRow {
 #[template(path = "sessions.html")]
 struct ListPage {
     nav: Option<Nav>,
+    live: Vec<LiveRow>,
     rows: Vec<SessionRow>,
+    /// A session just ended from its live page.
+    terminated: Option<Uuid>,
 }
 
-async fn list(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
+#[derive(Deserialize)]
+struct ListQuery {
+    terminated: Option<String>,
+}
+
+async fn list(
+    State(c): State<Console>,
+    v: Viewer,
+    Query(q): Query<ListQuery>,
+) -> PageResult<Response> {
     let sessions =
         c.cp.list_sessions(
             &v.actor,
@@ -77,7 +93,9 @@ async fn list(State(c): State<Console>, v: Viewer) -> PageResult<Response> {
         .await?;
     html(ListPage {
         nav: nav(&c, &v, "sessions"),
+        live: crate::watch::visible(&c, &v),
         rows: sessions.iter().map(row).collect(),
+        terminated: q.terminated.as_deref().map(parse_id).transpose()?,
     })
 }
 
@@ -114,12 +132,6 @@ async fn checked_recording(c: &Console, s: &Session) -> Result<Vec<u8>, String> 
     Ok(bytes)
 }
 
-/// The player needs WebAssembly (its terminal emulator), nothing else beyond the console's
-/// usual policy.
-const PLAYER_CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
 async fn detail(
     State(c): State<Console>,
     v: Viewer,
@@ -127,7 +139,7 @@ async fn detail(
 ) -> PageResult<Response> {
     let s = c.cp.get_session(&v.actor, parse_id(&id)?).await?;
     let problem = checked_recording(&c, &s).await.err();
-    let mut r = html(DetailPage {
+    let r = html(DetailPage {
         nav: nav(&c, &v, "sessions"),
         grant: s
             .grant_id
@@ -139,11 +151,7 @@ async fn detail(
         s: row(&s),
         problem,
     })?;
-    r.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PLAYER_CSP),
-    );
-    Ok(r)
+    Ok(with_player_csp(r))
 }
 
 async fn recording(

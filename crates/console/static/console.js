@@ -79,8 +79,33 @@
     });
   }
 
+  // A live session: the player reads the console's stream of it (its eventsource driver)
+  // and shows events as they come (no buffering delay).
+  function livePlayers() {
+    document.querySelectorAll("[data-live-cast]").forEach(function (el) {
+      if (!window.AsciinemaPlayer) return;
+      var state = document.getElementById("live-state");
+      function say(text) {
+        if (state) state.textContent = text;
+      }
+      var player = window.AsciinemaPlayer.create(
+        { driver: "eventsource", url: el.getAttribute("data-live-cast"), bufferTime: 0 },
+        el,
+        { fit: "width", autoPlay: true, controls: false }
+      );
+      player.addEventListener("playing", function () {
+        say("Live: the session's terminal as it runs.");
+      });
+      player.addEventListener("ended", function () {
+        say("The session ended.");
+        document.documentElement.setAttribute("data-live-ended", "true");
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     players();
+    livePlayers();
     tick();
     setInterval(tick, 1000);
     connect();

@@ -676,3 +676,176 @@ async fn a_recording_replays_in_the_page_only_while_it_matches_its_record() {
     assert_eq!(status, 409);
     b.close().await.unwrap();
 }
+
+/// A session streaming now is listed, watched in the page as it runs (output appears without
+/// a reload, hostile output stays text), its end shown; an admin ends one from the page with
+/// a reason; its owner may watch but not end it; every watch is recorded. The host's side is
+/// the agent's live stream (`POST /agent/sessions/{id}/live`), spoken here by the API client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_is_watched_in_the_page_and_an_admin_terminates_it() {
+    let Some((driver, s, alice)) = start().await else {
+        return;
+    };
+    let g = s
+        .client(&alice)
+        .create_request(&req("web1", "docker", "10m", "follow the deploy"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    let host = s.admin().register_host("web1").await.unwrap();
+    let host = pedm_api::Client::new(&s.url, Some(host.token)).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let lines = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|l| l.map(Ok::<_, std::io::Error>))
+    });
+    let id = uuid::Uuid::now_v7();
+    let feed = tokio::spawn(async move { host.stream_live(id, lines).await });
+    let send = |line: String| tx.send(format!("{line}\n").into_bytes()).unwrap();
+    send(
+        serde_json::to_string(&pedm_api::live::LiveHeader {
+            grant_id: Some(g.id),
+            delegation_id: None,
+            user: "alice".into(),
+            run_as: "root".into(),
+            argv: vec![
+                "/usr/bin/tail".into(),
+                "-f".into(),
+                "/var/log/deploy".into(),
+            ],
+            started_at: jiff::Timestamp::now(),
+            width: 80,
+            height: 24,
+        })
+        .unwrap(),
+    );
+    send(r#"[0.1,"o","hello from the live session\r\n"]"#.into());
+
+    // The owner finds it under Sessions and watches it; there is no way to end it for her.
+    let a = driver.browser("alice", 1280).await;
+    sign_in(&a, &s.url, &alice).await;
+    a.goto(&format!("{}/ui/sessions", s.url)).await.unwrap();
+    wait_for(&a, "#live-sessions tbody a")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let shows = |what: &str| {
+        format!(
+            "document.querySelector('#live-player') && \
+             document.querySelector('#live-player').textContent.includes('{what}')"
+        )
+    };
+    wait_until(
+        &a,
+        "the backlog on screen",
+        &shows("hello from the live session"),
+    )
+    .await;
+    assert!(a.find(Locator::Css("#terminate")).await.is_err());
+    // What comes next shows up without a reload, markup in it as text.
+    let hostile = XSS.replace('\\', "\\\\").replace('"', "\\\"");
+    send(format!(r#"[0.5,"o","second line {hostile}\r\n"]"#));
+    wait_until(&a, "the new line on screen", &shows("second line")).await;
+    let pwned: serde_json::Value = a
+        .execute("return window.pwned === undefined;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(pwned, serde_json::Value::Bool(true));
+    // Her forged post (with her own CSRF token) is refused by the core and recorded.
+    let status: serde_json::Value = a
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             const body = new URLSearchParams({ csrf: document.querySelector('input[name=csrf]').value, reason: 'mine' });\
+             fetch(arguments[0], { method: 'POST', body }).then(r => done(r.status));",
+            vec![serde_json::Value::String(format!(
+                "/ui/sessions/live/{id}/terminate"
+            ))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+
+    // Bob, neither its owner nor an auditor, does not see it and may not watch it.
+    let bob = user_with_token(&s, "bob", false).await;
+    let b = driver.browser("bob", 1280).await;
+    sign_in(&b, &s.url, &bob).await;
+    b.goto(&format!("{}/ui/sessions", s.url)).await.unwrap();
+    wait_for(&b, "#no-live").await;
+    b.goto(&format!("{}/ui/sessions/live/{id}", s.url))
+        .await
+        .unwrap();
+    let refused = b.source().await.unwrap();
+    assert!(refused.contains("read_audit"), "{refused}");
+    b.close().await.unwrap();
+
+    // An admin watches too and ends it with a reason.
+    let adm = driver.browser("admin", 1280).await;
+    sign_in(&adm, &s.url, &s.admin_token).await;
+    adm.goto(&format!("{}/ui/sessions/live/{id}", s.url))
+        .await
+        .unwrap();
+    wait_until(&adm, "the screen so far", &shows("second line")).await;
+    check_page(&adm, "session-live").await;
+    adm.find(Locator::Css("#terminate-reason"))
+        .await
+        .unwrap()
+        .send_keys("deploy frozen")
+        .await
+        .unwrap();
+    adm.find(Locator::Css("#terminate-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let notice = wait_for(&adm, "#terminated").await.text().await.unwrap();
+    assert!(notice.contains(&id.to_string()), "{notice}");
+    let locks = s.admin().list_locks(false).await.unwrap();
+    assert!(
+        locks
+            .iter()
+            .any(|l| l.subject == id.to_string() && l.reason == "deploy frozen"),
+        "{locks:?}"
+    );
+
+    // The agent ends the session (here: its stream ends); the owner's page says so.
+    drop(tx);
+    feed.await.unwrap().unwrap();
+    wait_until(
+        &a,
+        "the end on screen",
+        "document.documentElement.getAttribute('data-live-ended') === 'true'",
+    )
+    .await;
+    let state = a
+        .find(Locator::Css("#live-state"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(state.contains("ended"), "{state}");
+
+    let watched = s
+        .admin()
+        .audit_events(&pedm_api::AuditQuery {
+            action: Some("session.watched".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let by: Vec<&str> = watched.iter().map(|e| e.actor.as_str()).collect();
+    assert!(by.contains(&"alice") && by.contains(&"admin"), "{by:?}");
+    let refused = s
+        .admin()
+        .audit_events(&pedm_api::AuditQuery {
+            action: Some("session.watch".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(refused.iter().any(|e| e.actor == "bob"), "{refused:?}");
+    a.close().await.unwrap();
+    adm.close().await.unwrap();
+}

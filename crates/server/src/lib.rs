@@ -465,6 +465,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut console = pedm_console::Console::new(cp.clone(), cfg.console.clone(), console_live)
         .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())))
         .with_recordings(cfg.recordings_dir.clone());
+    if let Some(agents) = &state.agents {
+        console = console.with_live_sessions(Arc::new(live::ConsoleLive(agents.clone())));
+    }
     if !sso.by_name.is_empty() {
         console = console.with_sso(Arc::new(http::sso::ConsoleSso {
             cp: cp.clone(),
