@@ -2,7 +2,8 @@
 //! (revocable here). Reading needs `manage_users` (hosts: `manage_targets`). People and groups
 //! are created and changed here through the same core calls as the API (a change that must
 //! wait for other admins' approval is held as a proposal, and the page says so); targets,
-//! roles, hosts and webhooks stay in the CLI and API.
+//! roles, host registrations and tokens are made in [`crate::catalog`]. Webhooks are the
+//! server's configuration (`[[notify.webhook]]`), not data an admin edits here.
 
 use crate::Console;
 use crate::error::{PageError, PageResult};
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use pedm_core::decision::AdminAction;
 use pedm_core::duration::format_duration;
+use pedm_core::model::TargetKind;
 use serde::Deserialize;
 
 pub fn router() -> Router<Console> {
@@ -50,6 +52,7 @@ struct TargetRow {
 
 struct HostRow {
     name: String,
+    registered: bool,
     last_seen: String,
 }
 
@@ -74,6 +77,8 @@ struct Overview {
     targets: Vec<TargetRow>,
     hosts: Option<Vec<HostRow>>,
     tokens: Vec<TokenRow>,
+    /// Target kinds, for the new-target form.
+    kinds: Vec<&'static str>,
 }
 
 #[derive(Deserialize)]
@@ -151,17 +156,25 @@ async fn overview(
                     .collect(),
             })
             .collect(),
+        // Every target of kind host, registered or not (a registration is made here).
         hosts: hosts.map(|hs| {
-            hs.iter()
-                .map(|h| HostRow {
-                    name: h.name.clone(),
-                    last_seen: h
-                        .last_seen_at
-                        .map(short_time)
-                        .unwrap_or_else(|| "never".into()),
+            targets
+                .iter()
+                .filter(|t| t.kind == TargetKind::Host)
+                .map(|t| {
+                    let h = hs.iter().find(|h| h.name == t.name);
+                    HostRow {
+                        name: t.name.clone(),
+                        registered: h.is_some(),
+                        last_seen: h
+                            .and_then(|h| h.last_seen_at)
+                            .map(short_time)
+                            .unwrap_or_else(|| "never".into()),
+                    }
                 })
                 .collect()
         }),
+        kinds: TargetKind::ALL.iter().map(|k| k.as_str()).collect(),
         tokens: tokens
             .iter()
             .map(|t| TokenRow {

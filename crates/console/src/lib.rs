@@ -13,6 +13,7 @@ mod admin;
 mod assets;
 mod audit;
 mod breakglass;
+mod catalog;
 mod charts;
 mod delegations;
 mod error;
@@ -30,7 +31,7 @@ mod watch;
 pub use audit::{AuditIntegrity, AuditStatus, CheckpointInfo};
 pub use live::LiveChanges;
 pub use sso::{SingleSignOn, SsoError, SsoStart};
-pub use watch::{LiveInfo, LiveItem, LiveSessions, LiveWatch};
+pub use watch::{HostAgents, LiveInfo, LiveItem, LiveWatch};
 
 use axum::Router;
 use axum::extract::Request;
@@ -72,8 +73,8 @@ pub struct Console {
     /// Where the host agents' recordings are kept (`agents.recordings_dir`).
     recordings: Option<std::path::PathBuf>,
     live: Arc<LiveChanges>,
-    /// Sessions streaming to this instance as they run.
-    live_sessions: Option<Arc<dyn LiveSessions>>,
+    /// The host agents' hub: its key, the sessions streaming here as they run.
+    agents: Option<Arc<dyn HostAgents>>,
 }
 
 impl Console {
@@ -86,7 +87,7 @@ impl Console {
             audit: None,
             recordings: None,
             live,
-            live_sessions: None,
+            agents: None,
         }
     }
 
@@ -102,9 +103,10 @@ impl Console {
         self
     }
 
-    /// Lists the sessions streaming here, lets people watch them and admins end them.
-    pub fn with_live_sessions(mut self, hub: Arc<dyn LiveSessions>) -> Self {
-        self.live_sessions = Some(hub);
+    /// Registers hosts with the agents' server key; lists the sessions streaming here, lets
+    /// people watch them and admins end them.
+    pub fn with_agents(mut self, hub: Arc<dyn HostAgents>) -> Self {
+        self.agents = Some(hub);
         self
     }
 
@@ -124,6 +126,7 @@ impl Console {
             .merge(watch::router())
             .merge(breakglass::router())
             .merge(admin::router())
+            .merge(catalog::router())
             .merge(reports::router())
             .merge(delegations::router())
             .merge(live::router())

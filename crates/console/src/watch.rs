@@ -1,5 +1,5 @@
 //! Live sessions in the page: those streaming to this instance now (the server's live hub,
-//! behind the [`LiveSessions`] port), watched with the vendored asciinema-player's
+//! behind the [`HostAgents`] port), watched with the vendored asciinema-player's
 //! `eventsource` driver, and ended by whoever the core lets end one (`manage_grants`: a
 //! session lock the agent carries out within a second, as `pedm session kill` does).
 //!
@@ -63,10 +63,12 @@ pub struct LiveWatch {
     pub events: Pin<Box<dyn Stream<Item = LiveItem> + Send>>,
 }
 
-/// The live sessions of this instance (the server's live hub).
-pub trait LiveSessions: Send + Sync {
+/// The host agents' side of this instance (the server's agent hub).
+pub trait HostAgents: Send + Sync {
+    /// The key agents check the server's snapshots with (given with a host's token).
+    fn server_key(&self) -> String;
     /// Every session streaming here now, oldest first.
-    fn list(&self) -> Vec<LiveInfo>;
+    fn live(&self) -> Vec<LiveInfo>;
     /// Starts watching one (`None`: not streaming here).
     fn watch(&self, id: Uuid) -> Option<LiveWatch>;
 }
@@ -102,10 +104,10 @@ fn row(l: &LiveInfo) -> LiveRow {
 
 /// The live sessions `v` may see (for the sessions list).
 pub(crate) fn visible(c: &Console, v: &Viewer) -> Vec<LiveRow> {
-    c.live_sessions
+    c.agents
         .as_ref()
         .map(|hub| {
-            hub.list()
+            hub.live()
                 .iter()
                 .filter(|l| c.cp.may_see_sessions_of(&v.actor, &l.user))
                 .map(row)
@@ -123,9 +125,9 @@ fn not_streaming(id: Uuid) -> PageError {
 
 /// The session, if it streams here and `v` may watch it. A refusal is the core's (recorded).
 async fn watchable(c: &Console, v: &Viewer, id: Uuid) -> PageResult<LiveInfo> {
-    let hub = c.live_sessions.as_ref().ok_or_else(|| not_streaming(id))?;
+    let hub = c.agents.as_ref().ok_or_else(|| not_streaming(id))?;
     let info = hub
-        .list()
+        .live()
         .into_iter()
         .find(|l| l.id == id)
         .ok_or_else(|| not_streaming(id))?;
@@ -185,7 +187,7 @@ async fn events(
     Path(id): Path<String>,
 ) -> PageResult<Response> {
     let id = parse_id(&id)?;
-    let hub = c.live_sessions.clone().ok_or_else(|| not_streaming(id))?;
+    let hub = c.agents.clone().ok_or_else(|| not_streaming(id))?;
     let watch = hub.watch(id).ok_or_else(|| not_streaming(id))?;
     c.cp.watch_session(&v.actor, id, &watch.info.host, &watch.info.user)
         .await?;

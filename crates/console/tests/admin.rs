@@ -404,3 +404,164 @@ async fn admins_manage_people_and_groups_in_the_page() {
     let ev = w.events("user.create").await;
     assert!(ev.iter().any(|e| e.actor == "carol"), "{ev:?}");
 }
+
+/// Targets, roles and tokens are made in the page through the same core calls as the API:
+/// recorded as the admin, bad input refused naming the problem with nothing made, a token
+/// shown once and working, nothing for non-admins.
+#[tokio::test]
+async fn admins_make_targets_roles_and_tokens_in_the_page() {
+    let w = world().await;
+    let bob = w.sign_in("bob").await;
+    let csrf = csrf_of(&w, &bob).await;
+    let post = |cookie: &str, path: &str, form: String| {
+        let (cookie, path) = (cookie.to_string(), path.to_string());
+        let w = &w;
+        async move { w.post(&path, &cookie, &form, &[]).await }
+    };
+    let page = body(w.get("/ui/admin", &bob).await).await;
+    assert!(page.contains("id=\"register-web1\""), "{page}");
+    let targets = |w: &World| {
+        let cp = w.cp.clone();
+        async move { cp.list_targets().await.unwrap() }
+    };
+    // Bad kind, bad labels: each named, nothing made.
+    for (form, says) in [
+        ("name=db1&kind=mainframe", "one of host, postgres"),
+        (
+            "name=db1&kind=postgres&labels=env%3Dprod%0Aoops",
+            "line 2 is not key=value",
+        ),
+        (
+            "name=db1&kind=postgres&labels=a%3D1%0Aa%3D2",
+            "\"a\" is given twice",
+        ),
+        ("name=%3Cdb%3E&kind=postgres", "target"),
+    ] {
+        let r = post(&bob, "/ui/admin/targets", format!("csrf={csrf}&{form}")).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{form}");
+        let text = body(r).await;
+        assert!(text.contains(&says.replace('"', "&#34;")), "{form}: {text}");
+    }
+    assert_eq!(targets(&w).await.len(), 1, "only web1");
+    let r = post(
+        &bob,
+        "/ui/admin/targets",
+        format!("csrf={csrf}&name=db1&kind=postgres&description=orders&labels=env%3Dprod%0D%0Ateam%3Ddata"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", body(r).await);
+    let db1 = targets(&w)
+        .await
+        .into_iter()
+        .find(|t| t.name == "db1")
+        .unwrap();
+    assert_eq!(db1.kind, TargetKind::Postgres);
+    assert_eq!(db1.labels.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(db1.labels.get("team").map(String::as_str), Some("data"));
+
+    // A role on it; a duration that is none is named.
+    let r = post(
+        &bob,
+        "/ui/admin/roles",
+        format!("csrf={csrf}&target=db1&name=readonly&max_duration=forever"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body(r).await.contains("max_duration"));
+    let r = post(
+        &bob,
+        "/ui/admin/roles",
+        format!(
+            "csrf={csrf}&target=db1&name=readonly&max_duration=2h&auto_approve=yes&record_input=yes"
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", body(r).await);
+    let (_, roles) = w.cp.get_target("db1").await.unwrap();
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0].name, "readonly");
+    assert_eq!(roles[0].max_duration_secs, 7200);
+    assert!(roles[0].auto_approve && roles[0].record_input && !roles[0].noexec);
+    let page = body(w.get("/ui/admin", &bob).await).await;
+    assert!(
+        page.contains("readonly (up to 2h, auto-approved)"),
+        "{page}"
+    );
+
+    // A token for alice, shown once in the answer and working as hers.
+    let r = post(
+        &bob,
+        "/ui/admin/tokens",
+        format!("csrf={csrf}&user=alice&description=ci&expires_in=1d"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store")
+    );
+    let page = body(r).await;
+    let start = page.find("<pre id=\"minted-secret\">").unwrap() + 24;
+    let token = &page[start..start + page[start..].find('<').unwrap()];
+    let actor = w.cp.authenticate(token, None).await.unwrap();
+    assert_eq!(actor.user, "alice");
+    let tokens =
+        w.cp.list_tokens(&Actor::system(), Some("alice"))
+            .await
+            .unwrap();
+    let minted = tokens.iter().find(|t| token.contains(&t.id)).unwrap();
+    assert_eq!(minted.description.as_deref(), Some("ci"));
+    assert_eq!(
+        minted.expires_at.unwrap().duration_since(minted.created_at),
+        SignedDuration::from_hours(24)
+    );
+    let r = post(
+        &bob,
+        "/ui/admin/tokens",
+        format!("csrf={csrf}&user=alice&expires_in=soon"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body(r).await.contains("expires_in"));
+    // Without the agents' hub (this world has none) a host cannot be registered: said so.
+    let r = post(
+        &bob,
+        "/ui/admin/hosts/web1/register",
+        format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    for action in ["target.created", "role.created", "token.created"] {
+        let ev = w.events(action).await;
+        assert!(ev.iter().any(|e| e.actor == "bob"), "{action}: {ev:?}");
+    }
+
+    // Not an admin: refused and recorded, nothing made.
+    let carol = w.sign_in("carol").await;
+    let csrf = csrf_of(&w, &carol).await;
+    let r = post(
+        &carol,
+        "/ui/admin/targets",
+        format!("csrf={csrf}&name=db2&kind=postgres"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post(
+        &carol,
+        "/ui/admin/tokens",
+        format!("csrf={csrf}&user=alice"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(targets(&w).await.iter().all(|t| t.name != "db2"));
+    for action in ["target.create", "token.create"] {
+        let ev = w.events(action).await;
+        assert!(ev.iter().any(|e| e.actor == "carol"), "{action}: {ev:?}");
+    }
+    // A forged post without the session's CSRF token makes nothing.
+    let r = post(&bob, "/ui/admin/targets", "name=db3&kind=postgres".into()).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(targets(&w).await.iter().all(|t| t.name != "db3"));
+}

@@ -677,10 +677,12 @@ async fn a_recording_replays_in_the_page_only_while_it_matches_its_record() {
     b.close().await.unwrap();
 }
 
-/// A session streaming now is listed, watched in the page as it runs (output appears without
-/// a reload, hostile output stays text), its end shown; an admin ends one from the page with
-/// a reason; its owner may watch but not end it; every watch is recorded. The host's side is
-/// the agent's live stream (`POST /agent/sessions/{id}/live`), spoken here by the API client.
+/// A host's agent is registered in the page (its token shown once, and it works); a session
+/// streaming from it is listed, watched in the page as it runs (output appears without a
+/// reload, hostile output stays text), its end shown; an admin ends one from the page with a
+/// reason; its owner may watch but not end it; every watch is recorded. The host's side is
+/// the agent's live stream (`POST /agent/sessions/{id}/live`), spoken here by the API client
+/// with the token the page gave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_session_is_watched_in_the_page_and_an_admin_terminates_it() {
     let Some((driver, s, alice)) = start().await else {
@@ -693,8 +695,19 @@ async fn a_live_session_is_watched_in_the_page_and_an_admin_terminates_it() {
         .unwrap()
         .grant
         .unwrap();
-    let host = s.admin().register_host("web1").await.unwrap();
-    let host = pedm_api::Client::new(&s.url, Some(host.token)).unwrap();
+    // The admin registers the host's agent in the page; the token shown once is the agent's.
+    let adm = driver.browser("admin", 1280).await;
+    sign_in(&adm, &s.url, &s.admin_token).await;
+    adm.goto(&format!("{}/ui/admin", s.url)).await.unwrap();
+    wait_for(&adm, "#register-web1")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let token = wait_for(&adm, "#minted-secret").await.text().await.unwrap();
+    let page = adm.source().await.unwrap();
+    assert!(page.contains("pedm-agent enroll"), "{page}");
+    let host = pedm_api::Client::new(&s.url, Some(token.trim().to_string())).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let lines = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|l| l.map(Ok::<_, std::io::Error>))
@@ -779,9 +792,7 @@ async fn a_live_session_is_watched_in_the_page_and_an_admin_terminates_it() {
     assert!(refused.contains("read_audit"), "{refused}");
     b.close().await.unwrap();
 
-    // An admin watches too and ends it with a reason.
-    let adm = driver.browser("admin", 1280).await;
-    sign_in(&adm, &s.url, &s.admin_token).await;
+    // The admin watches too and ends it with a reason.
     adm.goto(&format!("{}/ui/sessions/live/{id}", s.url))
         .await
         .unwrap();

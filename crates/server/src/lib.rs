@@ -466,7 +466,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())))
         .with_recordings(cfg.recordings_dir.clone());
     if let Some(agents) = &state.agents {
-        console = console.with_live_sessions(Arc::new(live::ConsoleLive(agents.clone())));
+        console = console.with_agents(Arc::new(live::ConsoleAgents(agents.clone())));
     }
     if !sso.by_name.is_empty() {
         console = console.with_sso(Arc::new(http::sso::ConsoleSso {

@@ -169,8 +169,8 @@ impl LiveHub {
     }
 }
 
-/// The console's view of the hub (its `LiveSessions` port).
-pub struct ConsoleLive(pub Arc<crate::agents::AgentHub>);
+/// The console's view of the agents' hub (its `HostAgents` port).
+pub struct ConsoleAgents(pub Arc<crate::agents::AgentHub>);
 
 fn console_info(l: &LiveSession) -> pedm_console::LiveInfo {
     pedm_console::LiveInfo {
@@ -193,8 +193,12 @@ fn text(l: &Bytes) -> String {
     String::from_utf8_lossy(l).into_owned()
 }
 
-impl pedm_console::LiveSessions for ConsoleLive {
-    fn list(&self) -> Vec<pedm_console::LiveInfo> {
+impl pedm_console::HostAgents for ConsoleAgents {
+    fn server_key(&self) -> String {
+        self.0.public_key()
+    }
+
+    fn live(&self) -> Vec<pedm_console::LiveInfo> {
         self.0.live.list().iter().map(console_info).collect()
     }
 
