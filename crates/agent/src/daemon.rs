@@ -4,6 +4,7 @@
 mod files;
 mod intercept;
 mod prepare;
+mod remote_task;
 
 use crate::admission::{Connections, Refusals};
 use crate::config::Credential;
@@ -70,6 +71,8 @@ pub struct Agent {
     queued: Notify,
     /// The grants changed (new snapshot): the expiry timer re-reads its deadline.
     grants_changed: Notify,
+    /// Task run orders taken, until they expire: each runs once.
+    orders_seen: Mutex<HashMap<Uuid, Timestamp>>,
 }
 
 #[derive(Debug, clap::Parser)]
@@ -242,6 +245,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         outbox,
         queued: Notify::new(),
         grants_changed: Notify::new(),
+        orders_seen: Mutex::new(HashMap::new()),
     });
     tokio::spawn(agent.clone().follow_server());
     if let Credential::Certificate(files) = &agent.cfg.credential {
@@ -497,10 +501,15 @@ impl Agent {
             let this = self.clone();
             let result = self
                 .client()
-                .agent_events(move |signed| {
-                    this.accept_snapshot(signed);
-                    // The server is reachable: send what waits.
-                    this.queued.notify_one();
+                .agent_events(move |event| {
+                    match event {
+                        pedm_api::agent::AgentEvent::Snapshot(signed) => {
+                            this.accept_snapshot(signed);
+                            // The server is reachable: send what waits.
+                            this.queued.notify_one();
+                        }
+                        pedm_api::agent::AgentEvent::Task(order) => this.clone().take_order(order),
+                    }
                     true
                 })
                 .await;
@@ -716,7 +725,12 @@ impl Agent {
         }
     }
 
-    async fn run(self: Arc<Self>, mut stream: UnixStream, caller: TargetUser, p: Prepared) {
+    /// Runs a prepared session for a client on `stream`: `pedm exec` on the socket, or a task
+    /// run ordered from the console ([`remote_task`]).
+    async fn run<S>(self: Arc<Self>, mut stream: S, caller: TargetUser, p: Prepared)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    {
         let (grant_id, delegation_id) = match &p.task {
             None => (Some(p.authority), None),
             Some(_) => (None, Some(p.authority)),
@@ -979,7 +993,10 @@ impl Agent {
 
 impl Agent {
     /// A session that will not start after all: forgotten, and the caller told why.
-    async fn give_up(&self, stream: &mut UnixStream, session: Uuid, reason: String) {
+    async fn give_up<W>(&self, stream: &mut W, session: Uuid, reason: String)
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -988,8 +1005,8 @@ impl Agent {
     }
 }
 
-async fn refuse(
-    stream: &mut UnixStream,
+async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut W,
     reason: String,
 ) -> Result<(), pedm_api::socket::FrameError> {
     write_frame(stream, &Frame::Refused(Refused { reason })).await

@@ -54,6 +54,21 @@ impl TargetUser {
         })
     }
 
+    /// The caller of a task run ordered through the server: the pedm user the server's
+    /// signed order names, who has no account here and needs none, so it carries the ids of
+    /// the unprivileged `nobody` (65534 where there is no such account).
+    pub fn remote(name: &str) -> TargetUser {
+        let nobody = User::from_name("nobody").ok().flatten();
+        TargetUser {
+            name: name.to_string(),
+            uid: nobody.as_ref().map_or(65534, |u| u.uid.as_raw()),
+            gid: nobody.as_ref().map_or(65534, |u| u.gid.as_raw()),
+            groups: vec![],
+            home: PathBuf::from("/"),
+            shell: PathBuf::from("/usr/sbin/nologin"),
+        }
+    }
+
     fn passwd_of(uid: u32) -> Result<User, ExecError> {
         User::from_uid(Uid::from_raw(uid))
             .map_err(|source| ExecError::UserLookup {

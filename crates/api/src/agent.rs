@@ -108,6 +108,82 @@ pub struct SignedSnapshot {
     pub signature: String,
 }
 
+/// What an agent's event stream carries.
+#[derive(Debug, Clone)]
+pub enum AgentEvent {
+    /// The grants and tasks to enforce now.
+    Snapshot(SignedSnapshot),
+    /// A task to run now.
+    Task(SignedTaskDispatch),
+}
+
+/// Signing context of a [`TaskDispatch`].
+pub const TASK_DISPATCH_CONTEXT: &str = "pedm-agent-task-dispatch-v1";
+
+/// A delegated task someone asked pedmd (the console) to run on this host: the `task` event
+/// of `/agent/events`, signed like a snapshot. The agent checks it as it checks a local run
+/// (the delegation in its snapshot, the parameters against the definition), runs it as the
+/// task's account with its output recorded, and answers `POST /agent/task-runs/{id}`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDispatch {
+    /// The run's id (the agent runs each once).
+    pub id: Uuid,
+    /// The host it is for: an agent refuses one for another host.
+    pub host: String,
+    /// Who asked, as pedmd authenticated them.
+    pub user: String,
+    pub task: String,
+    /// May hold secret values: never log them.
+    pub params: BTreeMap<String, String>,
+    /// Not run after this (a dispatch delayed or replayed is refused).
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for TaskDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskDispatch")
+            .field("id", &self.id)
+            .field("host", &self.host)
+            .field("user", &self.user)
+            .field("task", &self.task)
+            .field("params", &"<not shown>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A [`TaskDispatch`] as sent: the exact JSON text that was signed, and the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedTaskDispatch {
+    pub dispatch: String,
+    pub key_id: String,
+    /// Base64 (standard) of the 64-byte Ed25519 signature.
+    pub signature: String,
+}
+
+/// Most output a dispatched run reports back (its last bytes; the recording has all of it).
+pub const TASK_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// `POST /api/v1/agent/task-runs/{id}`: how a dispatched task run ended on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRunResult {
+    /// The recorded session (uploaded like any other); `None` when it did not run.
+    #[serde(default)]
+    pub session: Option<Uuid>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// Why the agent did not run it.
+    #[serde(default)]
+    pub refused: Option<String>,
+    /// Its output (standard output and error as they came), the last
+    /// [`TASK_OUTPUT_BYTES`] of it, as UTF-8 (invalid bytes replaced).
+    #[serde(default)]
+    pub output: String,
+}
+
 /// `POST /api/v1/hosts/{name}/register`: the host token, shown once.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostRegistered {

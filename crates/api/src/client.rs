@@ -786,23 +786,26 @@ impl Client {
         })
     }
 
-    /// The agent's event stream: calls `on_snapshot` for every `snapshot` event until the
-    /// stream ends (server gone: `Err(Transport)`) or `on_snapshot` returns false.
+    /// The agent's event stream: calls `on_event` for every `snapshot` and `task` event
+    /// until the stream ends (server gone: `Err(Transport)`) or `on_event` returns false.
     pub async fn agent_events(
         &self,
-        mut on_snapshot: impl FnMut(crate::agent::SignedSnapshot) -> bool,
+        mut on_event: impl FnMut(crate::agent::AgentEvent) -> bool,
     ) -> Result<(), ApiError> {
+        use crate::agent::AgentEvent;
         let resp = self.stream_get::<()>("/agent/events", None).await?;
         let mut malformed = None;
         let ended = self
             .sse(resp, |event, data| {
-                if event != "snapshot" {
-                    return true;
-                }
-                match serde_json::from_str(data) {
-                    Ok(s) => on_snapshot(s),
+                let parsed = match event {
+                    "snapshot" => serde_json::from_str(data).map(AgentEvent::Snapshot),
+                    "task" => serde_json::from_str(data).map(AgentEvent::Task),
+                    _ => return true,
+                };
+                match parsed {
+                    Ok(e) => on_event(e),
                     Err(e) => {
-                        malformed = Some(format!("malformed snapshot event: {e}"));
+                        malformed = Some(format!("malformed {event} event: {e}"));
                         false
                     }
                 }
@@ -819,6 +822,16 @@ impl Client {
             }),
             (None, false) => Ok(()),
         }
+    }
+
+    /// Reports how a task run pedmd dispatched to this host ended (agents).
+    pub async fn task_run_result(
+        &self,
+        id: Uuid,
+        result: &crate::agent::TaskRunResult,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.send(Method::POST, &format!("/agent/task-runs/{id}"), result)
+            .await
     }
 
     /// Streams a session's events as they happen (agents): `lines` is the

@@ -10,6 +10,8 @@ pub enum PageError {
     SignIn,
     /// A malformed form or query.
     Invalid(String),
+    /// Something this needs cannot be reached now (why).
+    Unavailable(String),
     Core(pedm_core::Error),
 }
 
@@ -66,6 +68,7 @@ impl IntoResponse for PageError {
                     .into_response();
             }
             PageError::Invalid(m) => (StatusCode::BAD_REQUEST, m),
+            PageError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             PageError::Core(e) => (status_of(&e), message_of(&e)),
         };
         let page = ErrorPage {

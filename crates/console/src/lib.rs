@@ -25,13 +25,14 @@ mod reports;
 mod session;
 mod sessions;
 mod sso;
+mod tasks;
 mod view;
 mod watch;
 
 pub use audit::{AuditIntegrity, AuditStatus, CheckpointInfo};
 pub use live::LiveChanges;
 pub use sso::{SingleSignOn, SsoError, SsoStart};
-pub use watch::{HostAgents, LiveInfo, LiveItem, LiveWatch};
+pub use watch::{HostAgents, LiveInfo, LiveItem, LiveWatch, TaskRunView};
 
 use axum::Router;
 use axum::extract::Request;
@@ -124,6 +125,7 @@ impl Console {
             .merge(policies::router())
             .merge(sessions::router())
             .merge(watch::router())
+            .merge(tasks::router())
             .merge(breakglass::router())
             .merge(admin::router())
             .merge(catalog::router())

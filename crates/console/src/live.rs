@@ -23,7 +23,8 @@ use tokio_stream::wrappers::BroadcastStream;
 /// A page region to fetch again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// `access` (someone's own requests and grants) or `inbox` (what approvers decide).
+    /// `access` (someone's own requests and grants), `inbox` (what approvers decide) or
+    /// `tasks` (someone's task runs).
     pub region: &'static str,
     /// Whose `access` region changed; `None`: everyone's (the inbox: whoever may approve).
     pub user: Option<String>,
@@ -66,6 +67,7 @@ impl Observer for LiveChanges {
             | Notice::GrantEnded(g) => {
                 self.send("access", Some(&g.user));
             }
+            Notice::TaskRunFinished { user, .. } => self.send("tasks", Some(user)),
             Notice::BreakGlass { request, .. } => {
                 self.send("access", Some(&request.requester));
                 self.send("inbox", None);

@@ -71,6 +71,23 @@ pub trait HostAgents: Send + Sync {
     fn live(&self) -> Vec<LiveInfo>;
     /// Starts watching one (`None`: not streaming here).
     fn watch(&self, id: Uuid) -> Option<LiveWatch>;
+    /// Hands a checked task run to its host's agent. `Err`: no agent can be reached from
+    /// this instance (why).
+    fn run_task(&self, order: &pedm_core::service::TaskRunOrder) -> Result<(), String>;
+    /// A run handed out by this instance, with its end once the agent reported it.
+    fn task_run(&self, id: Uuid) -> Option<TaskRunView>;
+}
+
+/// A task run handed to an agent, as the page shows it.
+#[derive(Debug, Clone)]
+pub struct TaskRunView {
+    pub id: Uuid,
+    pub host: String,
+    pub user: String,
+    pub task: String,
+    pub requested_at: jiff::Timestamp,
+    /// How it ended and its output (the last bytes); `None`: still running.
+    pub end: Option<(pedm_core::service::TaskRunEnd, String)>,
 }
 
 pub fn router() -> Router<Console> {

@@ -57,12 +57,23 @@
   function connect() {
     if (!document.querySelector("[data-live]") || !window.EventSource) return;
     var es = new EventSource("/ui/events");
-    ["access", "inbox", "all"].forEach(function (name) {
+    ["access", "inbox", "tasks", "all"].forEach(function (name) {
       es.addEventListener(name, function () {
         regions(name).forEach(refresh);
       });
     });
+    // What changed between the page's render and the stream's opening was not heard:
+    // regions marked data-live-catchup (small ones without fields to type in, such as a
+    // task run's state) are fetched again when the stream opens; every region when it
+    // reopens after a drop.
+    var opened = false;
     es.addEventListener("open", function () {
+      regions("all")
+        .filter(function (el) {
+          return opened || el.hasAttribute("data-live-catchup");
+        })
+        .forEach(refresh);
+      opened = true;
       document.documentElement.setAttribute("data-live-connected", "true");
     });
   }

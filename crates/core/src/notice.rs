@@ -90,6 +90,15 @@ pub enum Notice {
         actor: String,
         proposal: Box<crate::policy_review::PolicyProposal>,
     },
+    /// A delegated task run from pedmd ended on its host (or was refused there).
+    TaskRunFinished {
+        run: uuid::Uuid,
+        host: String,
+        user: String,
+        task: String,
+        exit_code: Option<i32>,
+        refused: Option<String>,
+    },
     /// An external account expires within the notice lead time: its sponsor should extend
     /// it or let it go. Sent once per expiry.
     ExternalExpiring {

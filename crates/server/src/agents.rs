@@ -21,6 +21,8 @@ pub struct AgentHub {
     pub tls: AgentTls,
     /// Sessions streaming to this instance now.
     pub live: crate::live::LiveHub,
+    /// Delegated tasks run from the console, on their way to agents and back.
+    pub tasks: crate::task_dispatch::TaskDispatcher,
 }
 
 /// Client certificates for agents (servers that speak TLS).
@@ -50,7 +52,13 @@ impl AgentHub {
             changes: broadcast::channel(1024).0,
             tls,
             live: Default::default(),
+            tasks: Default::default(),
         }
+    }
+
+    /// Hands a checked task run to its host's agent (see [`crate::task_dispatch`]).
+    pub fn dispatch_task(&self, order: &pedm_core::service::TaskRunOrder) -> Result<(), String> {
+        self.tasks.dispatch(&self.key, order)
     }
 
     pub fn public_key(&self) -> String {

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod audit_signer;
 pub mod config;
+mod console_agents;
 mod email;
 pub mod http;
 pub mod live;
@@ -14,6 +15,7 @@ pub mod outbox;
 pub mod policy;
 pub mod provision;
 mod slack;
+pub mod task_dispatch;
 pub mod tickets;
 pub mod tls;
 pub mod witness;
@@ -466,7 +468,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())))
         .with_recordings(cfg.recordings_dir.clone());
     if let Some(agents) = &state.agents {
-        console = console.with_agents(Arc::new(live::ConsoleAgents(agents.clone())));
+        console = console.with_agents(Arc::new(console_agents::ConsoleAgents(agents.clone())));
     }
     if !sso.by_name.is_empty() {
         console = console.with_sso(Arc::new(http::sso::ConsoleSso {

@@ -250,6 +250,28 @@ pub(crate) fn notification(n: &Notice) -> Notification {
                 "allowed": allowed, "session": session,
             }),
         ),
+        Notice::TaskRunFinished {
+            run,
+            host,
+            user,
+            task,
+            exit_code,
+            refused,
+        } => Notification::new(
+            "task.run_finished",
+            Severity::Info,
+            match refused {
+                Some(why) => format!("task {task} for {user} on {host} did not run: {why}"),
+                None => format!(
+                    "task {task} for {user} on {host} ended ({})",
+                    exit_code.map_or("killed by a signal".to_string(), |c| format!("exit {c}"))
+                ),
+            },
+            json!({
+                "run": run, "host": host, "user": user, "task": task,
+                "exit_code": exit_code, "refused": refused,
+            }),
+        ),
         Notice::LocksChanged => Notification::new(
             "locks.changed",
             Severity::Info,

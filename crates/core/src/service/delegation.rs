@@ -50,7 +50,7 @@ pub struct TaskCheck {
 
 /// What a chain of delegations is asked to allow.
 #[derive(Clone, Copy)]
-enum Item<'a> {
+pub(super) enum Item<'a> {
     Task(&'a str),
     Role(&'a str),
 }
@@ -134,7 +134,7 @@ impl ControlPlane {
             .ok_or_else(|| Error::NotFound(format!("task {name}")))
     }
 
-    async fn load_target(&self, name: &str) -> Result<Target> {
+    pub(super) async fn load_target(&self, name: &str) -> Result<Target> {
         self.store
             .target(name)
             .await?
@@ -212,7 +212,7 @@ impl ControlPlane {
 
     /// Live delegations whose delegate is `user` (or one of the user's groups now) and whose
     /// whole chain allows `item` on `target`, with the earliest deadline of each chain.
-    async fn allowing(
+    pub(super) async fn allowing(
         &self,
         user: &str,
         target: &Target,

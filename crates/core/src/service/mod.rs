@@ -37,6 +37,7 @@ mod ssh;
 mod sso;
 mod step_up;
 mod suggest;
+mod task_runs;
 mod tickets;
 mod web_session;
 mod workload;
@@ -60,6 +61,7 @@ pub use locks::MAX_LOCK_SECS;
 pub use policy::{SimulatedChange, SimulationReport, diff as policy_diff};
 pub use policy_review::{Held, PolicySubmission};
 pub use suggest::{CommandSuggestions, CommandUse, RoleCommands};
+pub use task_runs::{RunnableTask, TaskRunEnd, TaskRunOrder};
 
 use crate::Error;
 use crate::audit::{NewAuditEvent, Outcome};

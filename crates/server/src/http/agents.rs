@@ -45,6 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(agent_events))
         .routes(routes!(agent_reports))
         .routes(routes!(agent_undelivered))
+        .routes(routes!(agent_task_run_result))
         .routes(routes!(list_sessions))
         .routes(routes!(get_session))
         .routes(routes!(get_recording))
@@ -278,7 +279,9 @@ async fn agent_snapshot(
 }
 
 /// Server-sent events for an agent: a `snapshot` event (a signed snapshot) at once, whenever
-/// this host's grants change (a revocation reaches the host within moments), and every 30 s.
+/// this host's grants change (a revocation reaches the host within moments), and every 30 s;
+/// a `task` event (a signed task run order) when someone runs a delegated task here from
+/// the console.
 #[utoipa::path(get, path = "/agent/events", tag = "hosts",
     responses((status = 200, description = "text/event-stream of `snapshot` events"),
         (status = 401, body = ErrorBody)))]
@@ -290,6 +293,8 @@ async fn agent_events(State(s): State<AppState>, h: HostCaller) -> ApiResult<Res
     // Fail now (with a proper status) rather than inside the stream if the store is down.
     let first = hub.sign(cp.host_snapshot(&host).await?);
     let stream = async_stream(4, move |tx| async move {
+        // Task runs ordered in the console come this way while the stream is open.
+        let mut connected = hub.tasks.connect(&host);
         let event = |snap: &SignedSnapshot| {
             Event::default()
                 .event("snapshot")
@@ -309,6 +314,13 @@ async fn agent_events(State(s): State<AppState>, h: HostCaller) -> ApiResult<Res
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
+                Some(order) = connected.orders.recv() => {
+                    let ev = Event::default().event("task").json_data(&order).unwrap_or_default();
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 _ = tx.closed() => return,
             }
             // A revoked host's stream ends; its certificate opens no new one.
@@ -372,6 +384,31 @@ async fn agent_undelivered(
     let n = s.cp.record_undelivered(&h.host, body.items).await?;
     metrics::counter!("pedm_agent_undelivered_total", "host" => h.host.clone()).increment(n as u64);
     Ok(Json(serde_json::json!({ "recorded": n })))
+}
+
+/// How a task run this server handed to the host ended (agents): `task.run_finished` in the
+/// audit log, and the page that asked shows it.
+#[utoipa::path(post, path = "/agent/task-runs/{id}", tag = "hosts", request_body = TaskRunResult,
+    params(("id" = Uuid, Path, description = "the run's id, from its order")),
+    responses((status = 200, description = "{\"recorded\": true}"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn agent_task_run_result(
+    State(s): State<AppState>,
+    h: HostCaller,
+    Path(id): Path<Uuid>,
+    Body(result): Body<TaskRunResult>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let hub = hub(&s)?;
+    let run = hub
+        .tasks
+        .finish(&h.host, id, result)
+        .map_err(|m| ApiErr::new(StatusCode::NOT_FOUND, "not_found", m))?;
+    if let Some((end, _)) = &run.end {
+        s.cp.task_run_ended(&run.host, run.id, &run.user, &run.task, end)
+            .await?;
+    }
+    Ok(Json(serde_json::json!({ "recorded": true })))
 }
 
 /// Uploads a session recording (asciicast v2 body) with its description in the
