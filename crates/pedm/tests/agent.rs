@@ -685,28 +685,6 @@ async fn terminals_signals_and_shells_pass_through() {
     assert_eq!(sessions.exit_code, Some(4));
 }
 
-/// The shadow hash of `user`'s password.
-fn shadow_hash(user: &str) -> String {
-    let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
-    shadow
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next() == Some(user)).then(|| f.next().unwrap_or("").to_string())
-        })
-        .unwrap()
-}
-
-/// Whether `password` is `user`'s password (libc's crypt through perl, any hash scheme).
-fn password_is(user: &str, password: &str) -> bool {
-    let hash = shadow_hash(user);
-    let out = std::process::Command::new("perl")
-        .args(["-e", "print crypt($ARGV[0], $ARGV[1])", password, &hash])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout) == hash
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helpdesk_resets_a_password_through_a_delegated_task_and_nothing_else() {
     if !root_or_skip("helpdesk_resets_a_password_through_a_delegated_task_and_nothing_else") {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::agent::*;
-use common::browser::{Driver, check_page, sign_in, wait_for, wait_until};
+use common::browser::{Driver, check_page, click, fill, sign_in, wait_for, wait_until};
 use common::*;
 use fantoccini::Locator;
 
@@ -45,11 +45,8 @@ async fn a_live_session_is_watched_in_the_page_and_an_admin_terminates_it() {
     let adm = driver.browser("admin", 1280).await;
     sign_in(&adm, &s.url, &s.admin_token).await;
     adm.goto(&format!("{}/ui/admin", s.url)).await.unwrap();
-    wait_for(&adm, "#register-web1")
-        .await
-        .click()
-        .await
-        .unwrap();
+    wait_for(&adm, "#register-web1").await;
+    click(&adm, "#register-web1").await;
     let token = wait_for(&adm, "#minted-secret").await.text().await.unwrap();
     let page = adm.source().await.unwrap();
     assert!(page.contains("pedm-agent enroll"), "{page}");
@@ -84,11 +81,8 @@ async fn a_live_session_is_watched_in_the_page_and_an_admin_terminates_it() {
     let a = driver.browser("alice", 1280).await;
     sign_in(&a, &s.url, &alice).await;
     a.goto(&format!("{}/ui/sessions", s.url)).await.unwrap();
-    wait_for(&a, "#live-sessions tbody a")
-        .await
-        .click()
-        .await
-        .unwrap();
+    wait_for(&a, "#live-sessions tbody a").await;
+    click(&a, "#live-sessions tbody a").await;
     let shows = |what: &str| {
         format!(
             "document.querySelector('#live-player') && \
@@ -144,18 +138,8 @@ async fn a_live_session_is_watched_in_the_page_and_an_admin_terminates_it() {
         .unwrap();
     wait_until(&adm, "the screen so far", &shows("second line")).await;
     check_page(&adm, "session-live").await;
-    adm.find(Locator::Css("#terminate-reason"))
-        .await
-        .unwrap()
-        .send_keys("deploy frozen")
-        .await
-        .unwrap();
-    adm.find(Locator::Css("#terminate-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&adm, "#terminate-reason", "deploy frozen").await;
+    click(&adm, "#terminate-button").await;
     let notice = wait_for(&adm, "#terminated").await.text().await.unwrap();
     assert!(notice.contains(&id.to_string()), "{notice}");
     let locks = s.admin().list_locks(false).await.unwrap();
@@ -184,49 +168,13 @@ async fn a_live_session_is_watched_in_the_page_and_an_admin_terminates_it() {
         .unwrap();
     assert!(state.contains("ended"), "{state}");
 
-    let watched = s
-        .admin()
-        .audit_events(&pedm_api::AuditQuery {
-            action: Some("session.watched".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let watched = audit_of(&s, "session.watched").await;
     let by: Vec<&str> = watched.iter().map(|e| e.actor.as_str()).collect();
     assert!(by.contains(&"alice") && by.contains(&"admin"), "{by:?}");
-    let refused = s
-        .admin()
-        .audit_events(&pedm_api::AuditQuery {
-            action: Some("session.watch".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let refused = audit_of(&s, "session.watch").await;
     assert!(refused.iter().any(|e| e.actor == "bob"), "{refused:?}");
     a.close().await.unwrap();
     adm.close().await.unwrap();
-}
-
-/// The shadow hash of `user`'s password.
-fn shadow_hash(user: &str) -> String {
-    let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
-    shadow
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next() == Some(user)).then(|| f.next().unwrap_or("").to_string())
-        })
-        .unwrap()
-}
-
-/// Whether `password` is `user`'s password (libc's crypt through perl, any hash scheme).
-fn password_is(user: &str, password: &str) -> bool {
-    let hash = shadow_hash(user);
-    let out = std::process::Command::new("perl")
-        .args(["-e", "print crypt($ARGV[0], $ARGV[1])", password, &hash])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout) == hash
 }
 
 /// A help-desk technician, delegated one task, runs it from the page with its typed
@@ -296,7 +244,7 @@ async fn a_delegated_task_runs_from_the_page_on_the_host() {
     let b = driver.browser("helpdesk", 1280).await;
     sign_in(&b, &s.url, &token).await;
     b.goto(&format!("{}/ui/tasks", s.url)).await.unwrap();
-    let form = wait_for(&b, "#task-0").await;
+    wait_for(&b, "#task-0").await;
     let heading = b
         .find(Locator::Css("#task-0-h"))
         .await
@@ -319,24 +267,9 @@ async fn a_delegated_task_runs_from_the_page_on_the_host() {
     );
     check_page(&b, "tasks").await;
     let secret = "N3w-Secret&<b>";
-    form.find(Locator::Css("#task-0-user"))
-        .await
-        .unwrap()
-        .send_keys(&victim.name)
-        .await
-        .unwrap();
-    form.find(Locator::Css("#task-0-password"))
-        .await
-        .unwrap()
-        .send_keys(secret)
-        .await
-        .unwrap();
-    form.find(Locator::Css("#task-0-run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&b, "#task-0-user", &victim.name).await;
+    fill(&b, "#task-0-password", secret).await;
+    click(&b, "#task-0-run").await;
     // The run's page updates itself when the agent reports the end.
     wait_for(&b, "#run-state").await;
     wait_until(
@@ -369,42 +302,16 @@ async fn a_delegated_task_runs_from_the_page_on_the_host() {
     // A protected account: refused by the core naming the parameter, nothing runs.
     let root_before = shadow_hash("root");
     b.goto(&format!("{}/ui/tasks", s.url)).await.unwrap();
-    let form = wait_for(&b, "#task-0").await;
-    form.find(Locator::Css("#task-0-user"))
-        .await
-        .unwrap()
-        .send_keys("root")
-        .await
-        .unwrap();
-    form.find(Locator::Css("#task-0-password"))
-        .await
-        .unwrap()
-        .send_keys("pwned")
-        .await
-        .unwrap();
-    form.find(Locator::Css("#task-0-run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    wait_for(&b, "#task-0").await;
+    fill(&b, "#task-0-user", "root").await;
+    fill(&b, "#task-0-password", "pwned").await;
+    click(&b, "#task-0-run").await;
     let refused = wait_for(&b, "#error").await.text().await.unwrap();
     assert!(refused.contains("user"), "{refused}");
     assert_eq!(shadow_hash("root"), root_before);
 
     // The record: asked (secret redacted) and ended, by the host, with the session.
-    let events = |action: &'static str| {
-        let admin = s.admin();
-        async move {
-            admin
-                .audit_events(&pedm_api::AuditQuery {
-                    action: Some(action.into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-        }
-    };
+    let events = |action: &'static str| audit_of(&s, action);
     let asked = events("task.run_requested").await;
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert_eq!(asked[0].actor, helpdesk.name);

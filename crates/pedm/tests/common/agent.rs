@@ -483,3 +483,25 @@ pub async fn revoke(s: &Server, id: uuid::Uuid, reason: &str) {
         .await
         .expect("revoke the grant");
 }
+
+/// The shadow hash of `user`'s password.
+pub fn shadow_hash(user: &str) -> String {
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
+    shadow
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(user)).then(|| f.next().unwrap_or("").to_string())
+        })
+        .unwrap()
+}
+
+/// Whether `password` is `user`'s password (libc's crypt through perl, any hash scheme).
+pub fn password_is(user: &str, password: &str) -> bool {
+    let hash = shadow_hash(user);
+    let out = std::process::Command::new("perl")
+        .args(["-e", "print crypt($ARGV[0], $ARGV[1])", password, &hash])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout) == hash
+}

@@ -129,6 +129,26 @@ pub async fn wait_until(c: &Client, what: &str, script: &str) {
     }
 }
 
+/// Types `text` into the field matching `css`.
+pub async fn fill(c: &Client, css: &str, text: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no field {css}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
+}
+
+/// Clicks the element matching `css`.
+pub async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("nothing to click at {css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
 /// Signs in on the console by pasting `token`.
 pub async fn sign_in(c: &Client, base: &str, token: &str) {
     c.goto(&format!("{base}/ui/sign-in")).await.expect("goto");
