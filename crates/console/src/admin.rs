@@ -2,8 +2,9 @@
 //! (revocable here). Reading needs `manage_users` (hosts: `manage_targets`). People and groups
 //! are created and changed here through the same core calls as the API (a change that must
 //! wait for other admins' approval is held as a proposal, and the page says so); targets,
-//! roles, host registrations and tokens are made in [`crate::catalog`]. Webhooks are the
-//! server's configuration (`[[notify.webhook]]`), not data an admin edits here.
+//! roles, host registrations and tokens are made in [`crate::catalog`]. Webhooks (and chat and
+//! mail) are the server's configuration (`[[notify.webhook]]`), not data an admin edits
+//! here: the page lists them with their deliveries since start (`read_audit`).
 
 use crate::Console;
 use crate::error::{PageError, PageResult};
@@ -19,6 +20,25 @@ use pedm_core::decision::AdminAction;
 use pedm_core::duration::format_duration;
 use pedm_core::model::TargetKind;
 use serde::Deserialize;
+
+/// A notification channel of this instance (configured in pedmd's configuration, not here)
+/// and its deliveries since start.
+#[derive(Debug, Clone)]
+pub struct ChannelInfo {
+    pub name: String,
+    /// `webhook`, `slack` or `email`.
+    pub kind: String,
+    pub queued: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub retries: u64,
+}
+
+/// The notification channels (what `GET /notify/status` answers).
+pub trait NotificationChannels: Send + Sync {
+    fn channels(&self) -> Vec<ChannelInfo>;
+}
 
 pub fn router() -> Router<Console> {
     Router::new()
@@ -79,6 +99,8 @@ struct Overview {
     tokens: Vec<TokenRow>,
     /// Target kinds, for the new-target form.
     kinds: Vec<&'static str>,
+    /// Webhooks, chat and mail with their deliveries (for those with `read_audit`).
+    channels: Option<Vec<ChannelInfo>>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +197,11 @@ async fn overview(
                 .collect()
         }),
         kinds: TargetKind::ALL.iter().map(|k| k.as_str()).collect(),
+        channels: c
+            .channels
+            .as_ref()
+            .filter(|_| c.cp.may(&v.actor, AdminAction::ReadAudit))
+            .map(|ch| ch.channels()),
         tokens: tokens
             .iter()
             .map(|t| TokenRow {

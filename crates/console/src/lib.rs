@@ -29,6 +29,7 @@ mod tasks;
 mod view;
 mod watch;
 
+pub use admin::{ChannelInfo, NotificationChannels};
 pub use audit::{AuditIntegrity, AuditStatus, CheckpointInfo};
 pub use live::LiveChanges;
 pub use sso::{SingleSignOn, SsoError, SsoStart};
@@ -76,6 +77,8 @@ pub struct Console {
     live: Arc<LiveChanges>,
     /// The host agents' hub: its key, the sessions streaming here as they run.
     agents: Option<Arc<dyn HostAgents>>,
+    /// The notification channels (webhooks, chat, mail) and how their deliveries go.
+    channels: Option<Arc<dyn NotificationChannels>>,
 }
 
 impl Console {
@@ -89,6 +92,7 @@ impl Console {
             recordings: None,
             live,
             agents: None,
+            channels: None,
         }
     }
 
@@ -108,6 +112,12 @@ impl Console {
     /// people watch them and admins end them.
     pub fn with_agents(mut self, hub: Arc<dyn HostAgents>) -> Self {
         self.agents = Some(hub);
+        self
+    }
+
+    /// Shows the notification channels and their deliveries on the admin page.
+    pub fn with_channels(mut self, channels: Arc<dyn NotificationChannels>) -> Self {
+        self.channels = Some(channels);
         self
     }
 

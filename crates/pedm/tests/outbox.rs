@@ -133,6 +133,19 @@ async fn a_notification_outlives_a_crash_and_keeps_its_delivery_id() {
         (metric(&s, "pedm_outbox_backlog", "channel=\"webhook:ops\"").await == 0.0).then_some(())
     })
     .await;
-    let status = s.cli(&s.admin_token, &["notify", "status"]);
+    let status = s.cli(&s.admin_token, &["--json", "notify", "status"]);
     assert!(status.status.success(), "{}", stderr(&status));
+    let status: Vec<pedm_api::ChannelStatus> = serde_json::from_slice(&status.stdout).unwrap();
+    let ops = status
+        .iter()
+        .find(|c| c.name == "ops")
+        .expect("the ops channel");
+    assert!(ops.delivered >= 1, "{ops:?}");
+    // The console's admin page lists the same channel with the same deliveries.
+    let page = console_page(&s, &s.admin_token, "/ui/admin").await;
+    let row = format!(
+        "<tr id=\"channel-ops\"><td>ops</td><td>webhook</td><td>0</td><td>{}</td>",
+        ops.delivered
+    );
+    assert!(page.contains(&row), "{row}\n{page}");
 }

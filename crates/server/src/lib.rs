@@ -466,6 +466,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut console = pedm_console::Console::new(cp.clone(), cfg.console.clone(), console_live)
         .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())))
+        .with_channels(Arc::new(http::slack::ConsoleChannels(state.clone())))
         .with_recordings(cfg.recordings_dir.clone());
     if let Some(agents) = &state.agents {
         console = console.with_agents(Arc::new(console_agents::ConsoleAgents(agents.clone())));

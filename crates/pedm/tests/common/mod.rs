@@ -466,6 +466,41 @@ pub async fn audit_of(s: &Server, action: &str) -> Vec<pedm_api::AuditEvent> {
         .expect("audit events")
 }
 
+/// A console page as `token`'s holder sees it, read with a plain HTTP client (signs in by
+/// pasting the token, as a browser would).
+pub async fn console_page(s: &Server, token: &str, path: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = http
+        .post(format!("{}/ui/sign-in", s.url))
+        .header("Origin", &s.url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([("token", token)]).expect("form"))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(r.status(), 303, "sign-in");
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .find_map(|v| v.strip_prefix("__Host-pedm_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let r = http
+        .get(format!("{}{path}", s.url))
+        .header("Cookie", format!("__Host-pedm_session={session}"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.expect("page text")
+}
+
 /// Waits (at most 30 s) until grant `id`'s provisioning state is `state`, as the admin reads it.
 pub async fn wait_provision(s: &Server, id: uuid::Uuid, state: &str) -> pedm_api::Grant {
     eventually(

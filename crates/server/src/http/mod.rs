@@ -17,7 +17,7 @@ mod routes;
 mod schema_rules;
 mod scim;
 pub mod serve;
-mod slack;
+pub mod slack;
 mod ssh;
 pub mod sso;
 mod step_up;

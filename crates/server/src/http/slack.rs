@@ -607,6 +607,11 @@ pub(super) async fn notify_status(
             "reading the notification status needs read_audit",
         ));
     }
+    Ok(Json(channel_status(&s)))
+}
+
+/// Every notification channel of this instance with its counts since start.
+fn channel_status(s: &AppState) -> Vec<pedm_api::ChannelStatus> {
     // What waits is what the channel's outbox reader has not got to yet.
     let channel = |kind: &str, w: pedm_notify::SinkStats| pedm_api::ChannelStatus {
         queued: s
@@ -622,10 +627,30 @@ pub(super) async fn notify_status(
         retries: w.retries,
     };
     let webhooks = s.notifier.iter().flat_map(|n| n.stats());
-    let all = webhooks
+    webhooks
         .map(|w| channel("webhook", w))
         .chain(s.slack.stats().into_iter().map(|w| channel("slack", w)))
         .chain(s.mailer.iter().map(|m| channel("email", m.stats())))
-        .collect();
-    Ok(Json(all))
+        .collect()
+}
+
+/// The notification channels for the web console (its port,
+/// [`pedm_console::NotificationChannels`]): what `GET /notify/status` answers.
+pub struct ConsoleChannels(pub AppState);
+
+impl pedm_console::NotificationChannels for ConsoleChannels {
+    fn channels(&self) -> Vec<pedm_console::ChannelInfo> {
+        channel_status(&self.0)
+            .into_iter()
+            .map(|c| pedm_console::ChannelInfo {
+                name: c.name,
+                kind: c.kind,
+                queued: c.queued,
+                delivered: c.delivered,
+                failed: c.failed,
+                dropped: c.dropped,
+                retries: c.retries,
+            })
+            .collect()
+    }
 }
