@@ -4,6 +4,7 @@
 mod files;
 mod intercept;
 mod prepare;
+mod refusals;
 mod remote_task;
 
 use crate::admission::{Connections, Refusals};
@@ -587,64 +588,6 @@ impl Agent {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.grants_changed.notified() => {}
             }
-        }
-    }
-
-    fn queue_report(&self, r: &AgentReport) {
-        if let Err(e) = self.outbox.add_report(r) {
-            tracing::error!(error = %e, "cannot queue a report");
-        }
-        self.queued.notify_one();
-    }
-
-    /// A refusal: recorded at once if it is the caller's first in a while, else counted into
-    /// one report per window (a flood of refusals must not flood the disk).
-    fn report_refusal(&self, uid: u32, r: AgentReport) {
-        if let Some(r) = self.refusals.take(uid, r) {
-            self.queue_report(&r);
-        }
-    }
-
-    /// Records the refusals counted in windows that have closed.
-    async fn record_aggregated_refusals(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.refusals.window());
-        loop {
-            tick.tick().await;
-            for r in self.refusals.closed(false) {
-                tracing::warn!(user = %r.user, count = r.count.unwrap_or(0), "refusals aggregated");
-                self.queue_report(&r);
-            }
-        }
-    }
-
-    /// A refusal report; the argv is cut to what the server records, with the hash of the
-    /// whole.
-    fn refusal(
-        caller: &TargetUser,
-        argv: &[String],
-        task: Option<String>,
-        sha: Option<String>,
-        reason: &str,
-    ) -> AgentReport {
-        let (argv, whole) = pedm_api::agent::cut_argv(argv, REFUSAL_ARGV_BYTES);
-        AgentReport {
-            id: Uuid::now_v7(),
-            at: Timestamp::now(),
-            user: caller.name.clone(),
-            verdict: ExecVerdict::Denied,
-            grant: None,
-            session: None,
-            task,
-            delegation: None,
-            argv,
-            binary_sha256: sha,
-            reason: Some(reason.to_string()),
-            argv_sha256: whole.as_ref().map(|(h, _)| h.clone()),
-            argv_bytes: whole.map(|(_, n)| n),
-            count: None,
-            last_at: None,
-            exec: None,
-            file: None,
         }
     }
 

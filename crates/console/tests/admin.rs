@@ -413,11 +413,6 @@ async fn admins_make_targets_roles_and_tokens_in_the_page() {
     let w = world().await;
     let bob = w.sign_in("bob").await;
     let csrf = csrf_of(&w, &bob).await;
-    let post = |cookie: &str, path: &str, form: String| {
-        let (cookie, path) = (cookie.to_string(), path.to_string());
-        let w = &w;
-        async move { w.post(&path, &cookie, &form, &[]).await }
-    };
     let page = body(w.get("/ui/admin", &bob).await).await;
     assert!(page.contains("id=\"register-web1\""), "{page}");
     let targets = |w: &World| {
@@ -437,17 +432,20 @@ async fn admins_make_targets_roles_and_tokens_in_the_page() {
         ),
         ("name=%3Cdb%3E&kind=postgres", "target"),
     ] {
-        let r = post(&bob, "/ui/admin/targets", format!("csrf={csrf}&{form}")).await;
+        let r = w
+            .post(
+                "/ui/admin/targets",
+                &bob,
+                &format!("csrf={csrf}&{form}"),
+                &[],
+            )
+            .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{form}");
         let text = body(r).await;
         assert!(text.contains(&says.replace('"', "&#34;")), "{form}: {text}");
     }
     assert_eq!(targets(&w).await.len(), 1, "only web1");
-    let r = post(
-        &bob,
-        "/ui/admin/targets",
-        format!("csrf={csrf}&name=db1&kind=postgres&description=orders&labels=env%3Dprod%0D%0Ateam%3Ddata"),
-    )
+    let r = w.post("/ui/admin/targets", &bob, &format!("csrf={csrf}&name=db1&kind=postgres&description=orders&labels=env%3Dprod%0D%0Ateam%3Ddata"), &[])
     .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", body(r).await);
     let db1 = targets(&w)
@@ -460,21 +458,19 @@ async fn admins_make_targets_roles_and_tokens_in_the_page() {
     assert_eq!(db1.labels.get("team").map(String::as_str), Some("data"));
 
     // A role on it; a duration that is none is named.
-    let r = post(
-        &bob,
-        "/ui/admin/roles",
-        format!("csrf={csrf}&target=db1&name=readonly&max_duration=forever"),
-    )
-    .await;
+    let r = w
+        .post(
+            "/ui/admin/roles",
+            &bob,
+            &format!("csrf={csrf}&target=db1&name=readonly&max_duration=forever"),
+            &[],
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(body(r).await.contains("max_duration"));
-    let r = post(
-        &bob,
-        "/ui/admin/roles",
-        format!(
+    let r = w.post("/ui/admin/roles", &bob, &format!(
             "csrf={csrf}&target=db1&name=readonly&max_duration=2h&auto_approve=yes&record_input=yes"
-        ),
-    )
+        ), &[])
     .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", body(r).await);
     let (_, roles) = w.cp.get_target("db1").await.unwrap();
@@ -489,12 +485,14 @@ async fn admins_make_targets_roles_and_tokens_in_the_page() {
     );
 
     // A token for alice, shown once in the answer and working as hers.
-    let r = post(
-        &bob,
-        "/ui/admin/tokens",
-        format!("csrf={csrf}&user=alice&description=ci&expires_in=1d"),
-    )
-    .await;
+    let r = w
+        .post(
+            "/ui/admin/tokens",
+            &bob,
+            &format!("csrf={csrf}&user=alice&description=ci&expires_in=1d"),
+            &[],
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()
@@ -517,21 +515,25 @@ async fn admins_make_targets_roles_and_tokens_in_the_page() {
         minted.expires_at.unwrap().duration_since(minted.created_at),
         SignedDuration::from_hours(24)
     );
-    let r = post(
-        &bob,
-        "/ui/admin/tokens",
-        format!("csrf={csrf}&user=alice&expires_in=soon"),
-    )
-    .await;
+    let r = w
+        .post(
+            "/ui/admin/tokens",
+            &bob,
+            &format!("csrf={csrf}&user=alice&expires_in=soon"),
+            &[],
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(body(r).await.contains("expires_in"));
     // Without the agents' hub (this world has none) a host cannot be registered: said so.
-    let r = post(
-        &bob,
-        "/ui/admin/hosts/web1/register",
-        format!("csrf={csrf}"),
-    )
-    .await;
+    let r = w
+        .post(
+            "/ui/admin/hosts/web1/register",
+            &bob,
+            &format!("csrf={csrf}"),
+            &[],
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     for action in ["target.created", "role.created", "token.created"] {
         let ev = w.events(action).await;
@@ -541,19 +543,23 @@ async fn admins_make_targets_roles_and_tokens_in_the_page() {
     // Not an admin: refused and recorded, nothing made.
     let carol = w.sign_in("carol").await;
     let csrf = csrf_of(&w, &carol).await;
-    let r = post(
-        &carol,
-        "/ui/admin/targets",
-        format!("csrf={csrf}&name=db2&kind=postgres"),
-    )
-    .await;
+    let r = w
+        .post(
+            "/ui/admin/targets",
+            &carol,
+            &format!("csrf={csrf}&name=db2&kind=postgres"),
+            &[],
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = post(
-        &carol,
-        "/ui/admin/tokens",
-        format!("csrf={csrf}&user=alice"),
-    )
-    .await;
+    let r = w
+        .post(
+            "/ui/admin/tokens",
+            &carol,
+            &format!("csrf={csrf}&user=alice"),
+            &[],
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(targets(&w).await.iter().all(|t| t.name != "db2"));
     for action in ["target.create", "token.create"] {
@@ -561,7 +567,9 @@ async fn admins_make_targets_roles_and_tokens_in_the_page() {
         assert!(ev.iter().any(|e| e.actor == "carol"), "{action}: {ev:?}");
     }
     // A forged post without the session's CSRF token makes nothing.
-    let r = post(&bob, "/ui/admin/targets", "name=db3&kind=postgres".into()).await;
+    let r = w
+        .post("/ui/admin/targets", &bob, "name=db3&kind=postgres", &[])
+        .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(targets(&w).await.iter().all(|t| t.name != "db3"));
 }

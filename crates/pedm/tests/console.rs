@@ -4,29 +4,16 @@
 
 mod common;
 
-use common::browser::{Driver, check_page, sign_in, wait_for, wait_until};
+use common::browser::{Driver, XSS, check_page, sign_in, start_console, wait_for, wait_until};
 use common::*;
 use fantoccini::Locator;
 use pedm_api::RequestState;
-
-/// What a hostile requester might write: must show as text, never run or become markup.
-const XSS: &str = r#"<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>"'&"#;
-
-/// Chromium's driver (`None`: not installed, reason printed), a server with the standard
-/// targets, and alice's token.
-async fn start() -> Option<(Driver, Server, String)> {
-    let driver = Driver::start().await?;
-    let s = Server::start();
-    standard_targets(&s).await;
-    let alice = user_with_token(&s, "alice", false).await;
-    Some((driver, s, alice))
-}
 
 /// A requester asks in one browser, an approver approves in another, the requester's page
 /// updates without a reload, the grant counts down and ends on screen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_approved_in_another_browser_updates_live_and_expires_on_screen() {
-    let Some((driver, s, alice)) = start().await else {
+    let Some((driver, s, alice)) = start_console().await else {
         return;
     };
     let bob = user_with_token(&s, "bob", true).await;
@@ -287,7 +274,7 @@ client_secret_env = "PEDM_TEST_OIDC_SECRET"
 /// export verifies offline with the public key alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
-    let Some((driver, s, alice)) = start().await else {
+    let Some((driver, s, alice)) = start_console().await else {
         return;
     };
     // History to simulate against: an auto-approved request.
@@ -581,7 +568,7 @@ permit (principal, action == Pedm::Action::"request", resource);"#,
 /// SHA-256 in its audit record; edited on disk, it is refused instead of played.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_replays_in_the_page_only_while_it_matches_its_record() {
-    let Some((driver, s, alice)) = start().await else {
+    let Some((driver, s, alice)) = start_console().await else {
         return;
     };
     let g = s

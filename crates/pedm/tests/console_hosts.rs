@@ -6,22 +6,11 @@
 mod common;
 
 use common::agent::*;
-use common::browser::{Driver, check_page, click, fill, sign_in, wait_for, wait_until};
+use common::browser::{
+    Driver, XSS, check_page, click, fill, sign_in, start_console, wait_for, wait_until,
+};
 use common::*;
 use fantoccini::Locator;
-
-/// Chromium's driver (`None`: not installed, reason printed), a server with the standard
-/// targets, and alice's token.
-async fn start() -> Option<(Driver, Server, String)> {
-    let driver = Driver::start().await?;
-    let s = Server::start();
-    standard_targets(&s).await;
-    let alice = user_with_token(&s, "alice", false).await;
-    Some((driver, s, alice))
-}
-
-/// What a hostile requester might write: must show as text, never run or become markup.
-const XSS: &str = r#"<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>"'&"#;
 
 /// A host's agent is registered in the page (its token shown once, and it works); a session
 /// streaming from it is listed, watched in the page as it runs (output appears without a
@@ -31,7 +20,7 @@ const XSS: &str = r#"<img src=x onerror="window.pwned=1"><script>window.pwned=2<
 /// with the token the page gave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_session_is_watched_in_the_page_and_an_admin_terminates_it() {
-    let Some((driver, s, alice)) = start().await else {
+    let Some((driver, s, alice)) = start_console().await else {
         return;
     };
     let g = s

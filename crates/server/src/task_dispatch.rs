@@ -100,8 +100,8 @@ impl TaskDispatcher {
                 .checked_add(SignedDuration::from_secs(ORDER_TTL_SECS))
                 .unwrap_or(now),
         };
-        // Strings, a map and a timestamp: serialising cannot fail.
-        let text = serde_json::to_string(&dispatch).unwrap_or_default();
+        let text = serde_json::to_string(&dispatch)
+            .map_err(|e| format!("cannot write the order for {}: {e}", order.host))?;
         let signed = SignedTaskDispatch {
             signature: B64.encode(key.sign_for(TASK_DISPATCH_CONTEXT, text.as_bytes())),
             key_id: key.key_id().to_string(),

@@ -5,6 +5,19 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// What a hostile requester might write: must show as text, never run or become markup.
+pub const XSS: &str = r#"<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>"'&"#;
+
+/// Chromium's driver (`None`: not installed, reason printed), a server with the standard
+/// targets, and alice's token.
+pub async fn start_console() -> Option<(Driver, super::Server, String)> {
+    let driver = Driver::start().await?;
+    let s = super::Server::start();
+    super::standard_targets(&s).await;
+    let alice = super::user_with_token(&s, "alice", false).await;
+    Some((driver, s, alice))
+}
+
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
