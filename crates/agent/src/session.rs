@@ -652,6 +652,14 @@ async fn drive(
         client_ok,
         ..
     } = st;
+    // The caller hears the exit status first: what follows (the recording's end, its hash,
+    // the queued description) is the agent's own bookkeeping, and the session's note has
+    // been on disk since before the command ran.
+    if client_ok {
+        let exited = Out::Frame(Frame::Exited(exited.clone()));
+        let _ = tokio::time::timeout(FINAL_FLUSH, out.send(exited)).await;
+    }
+    drop(out);
     let (recording_sha256, recording_bytes, recording_error) = match rec.finish() {
         Ok((_, summary)) => (
             summary.sha256,
@@ -674,10 +682,6 @@ async fn drive(
     };
     if let Some(hook) = finished {
         (hook.0)(&outcome);
-    }
-    if client_ok {
-        let exited = Out::Frame(Frame::Exited(outcome.exited.clone()));
-        let _ = tokio::time::timeout(FINAL_FLUSH, out.send(exited)).await;
     }
     tracing::debug!(sid, exited = ?outcome.exited, "session ended");
     Ok(outcome)

@@ -13,6 +13,7 @@ pub mod escapes;
 pub mod exec;
 pub mod external;
 pub mod files;
+pub mod local;
 pub mod lock;
 pub mod login;
 pub mod mcp;
@@ -61,8 +62,8 @@ where
     T: Into<OsString> + Clone,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    if let Some(exec) = plain_exec(&args) {
-        return exec_locally(Command::Exec(exec));
+    if let Some(status) = local::run(&args) {
+        return status;
     }
     let parsed = Cli::command()
         .try_get_matches_from(args)
@@ -83,7 +84,7 @@ where
     if let Command::Exec(_) | Command::Shell { .. } | Command::Task(args::TaskCmd::Run { .. }) =
         &cli.command
     {
-        return exec_locally(cli.command);
+        return local::run_parsed(cli.command);
     }
     match execute(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,19 +93,6 @@ where
             ExitCode::from(exit_code(&e))
         }
     }
-}
-
-/// `pedm exec ...` with nothing before `exec`, parsed without building the whole command
-/// tree: it is the one command whose start-up time people feel (it stands where `sudo`
-/// stood), and building every subcommand's parser cost a third of it. Anything this parser
-/// does not accept (help, a mistake) goes through the full one, so messages are the same.
-fn plain_exec(args: &[OsString]) -> Option<args::ExecArgs> {
-    if args.get(1)? != "exec" {
-        return None;
-    }
-    let cmd = <args::ExecArgs as clap::Args>::augment_args(clap::Command::new("exec"));
-    let m = cmd.try_get_matches_from(&args[1..]).ok()?;
-    args::ExecArgs::from_arg_matches(&m).ok()
 }
 
 /// A clap error with the global options (`--url`, `--token`, `--token-file`, `--json`) taken
@@ -156,99 +144,6 @@ fn execute(cli: Cli, matches: &ArgMatches) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(commands::run(&ctx, cli.command))
-}
-
-/// `pedm exec` / `pedm shell`: no server, no token; the agent knows the caller from the
-/// kernel. The exit status is the command's own (or 1 refused, 3 agent unreachable).
-fn exec_locally(command: Command) -> ExitCode {
-    let mut chdir = None;
-    let (agent, argv, shell, task) = match command {
-        Command::Exec(args::ExecArgs {
-            agent,
-            command,
-            chdir: dir,
-        }) => {
-            chdir = dir;
-            (agent, command, false, None)
-        }
-        Command::Shell { agent } => (agent, vec![], true, None),
-        Command::Task(args::TaskCmd::Run {
-            name,
-            params,
-            socket,
-        }) => {
-            let params = match read_stdin_params(params) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            let agent = args::AgentOpts {
-                grant: None,
-                socket,
-            };
-            let task = pedm_api::socket::TaskRun { name, params };
-            (agent, vec![], false, Some(task))
-        }
-        _ => return ExitCode::from(EXIT_USAGE),
-    };
-    let start = pedm_api::socket::StartExec {
-        argv,
-        grant: agent.grant,
-        shell,
-        task,
-        // The agent resolves nothing relative to its own directory: send an absolute path.
-        cwd: match chdir.map(|d| std::env::current_dir().map(|here| here.join(d))) {
-            None => None,
-            Some(Ok(d)) => Some(d.to_string_lossy().into_owned()),
-            Some(Err(e)) => {
-                eprintln!("error: --chdir: cannot read the current directory: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        },
-        tty: None,
-        env: exec::caller_env(),
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_REFUSED);
-        }
-    };
-    match rt.block_on(exec::run(&agent.socket, start)) {
-        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
-        Err(e) => {
-            eprintln!("pedm: {e:#}");
-            ExitCode::from(EXIT_UNREACHABLE)
-        }
-    }
-}
-
-/// Task parameters, with values given as `-` read from stdin (one line each, in order).
-fn read_stdin_params(
-    params: Vec<(String, String)>,
-) -> Result<std::collections::BTreeMap<String, String>, UsageError> {
-    let mut out = std::collections::BTreeMap::new();
-    for (k, v) in params {
-        let v = if v == "-" {
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| UsageError(format!("reading parameter {k} from stdin: {e}")))?;
-            line.trim_end_matches(['\r', '\n']).to_string()
-        } else {
-            v
-        };
-        if out.insert(k.clone(), v).is_some() {
-            return Err(UsageError(format!("parameter {k} is given twice")));
-        }
-    }
-    Ok(out)
 }
 
 /// The token from `--token`/`PEDM_TOKEN` or `--token-file`/`PEDM_TOKEN_FILE`. An option given

@@ -63,8 +63,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// A directory for an agent: the token in a 0600 file, and `pedm` copied out of the
-    /// build tree (the test users must be able to run it).
+    /// A directory for an agent: the token in a 0600 file, and `pedm` (with `pedm-cli`, the
+    /// rest of the client) copied out of the build tree (the test users must be able to run
+    /// it).
     fn prepare(token: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -72,6 +73,7 @@ impl Agent {
         std::fs::write(&token_file, token).unwrap();
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::copy(env!("CARGO_BIN_EXE_pedm"), dir.path().join("pedm")).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_pedm-cli"), dir.path().join("pedm-cli")).unwrap();
         (dir, token_file)
     }
 
