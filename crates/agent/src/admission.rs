@@ -171,6 +171,7 @@ mod tests {
             last_at: None,
             exec: None,
             file: None,
+            via: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The daemon: the socket `pedm exec` connects to, the snapshot it enforces, the link to the
 //! server (event stream in, reports and recordings out), and ending sessions whose grant ended.
 
+mod access;
 mod files;
 mod intercept;
 mod prepare;
@@ -630,6 +631,9 @@ impl Agent {
         .await;
         let start = match first {
             Ok(Ok(Some(Frame::Start(s)))) => s,
+            Ok(Ok(Some(Frame::Check(check)))) => {
+                return self.answer_check(stream, cred.uid(), check).await;
+            }
             Ok(Ok(None)) => return,
             Ok(Ok(Some(_))) => {
                 let _ = refuse(&mut stream, "expected a start frame".into()).await;
@@ -757,6 +761,7 @@ impl Agent {
             last_at: None,
             exec: None,
             file: None,
+            via: None,
         };
         // Watched paths: a mount namespace of the session's own, marked before it starts.
         let (watched, mount_ns) = match files::watch_namespace(&p.watch_paths).await {

@@ -195,6 +195,15 @@ impl Enforced {
     }
 
     /// The grant `user` runs under: the one named, or their only live one on this host.
+    /// `user`'s grants on this host that are live at `now`.
+    pub fn live_grants(&self, user: &str, now: Timestamp) -> Vec<&HostGrant> {
+        self.snapshot
+            .grants
+            .iter()
+            .filter(|g| g.user == user && g.starts_at <= now && now < g.expires_at)
+            .collect()
+    }
+
     pub fn pick_grant(
         &self,
         user: &str,
@@ -202,12 +211,7 @@ impl Enforced {
         now: Timestamp,
     ) -> Result<&HostGrant, Refusal> {
         let host = &self.snapshot.host;
-        let live: Vec<&HostGrant> = self
-            .snapshot
-            .grants
-            .iter()
-            .filter(|g| g.user == user && g.starts_at <= now && now < g.expires_at)
-            .collect();
+        let live = self.live_grants(user, now);
         match (grant, live.as_slice()) {
             (Some(id), _) => live.iter().find(|g| g.id == id).copied().ok_or_else(|| {
                 Refusal(format!(

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 pub use pedm_core::model::{HeldExec, StepUp};
 pub use pedm_core::service::{
-    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, SessionExec, SessionFile, Undelivered,
+    AgentReport, ExecVerdict, REPORT_ARGV_BYTES, ReportVia, SessionExec, SessionFile, Undelivered,
 };
 
 /// The signing context of snapshots (see `pedm_audit::SigningKey::sign_for`).

@@ -15,6 +15,14 @@
 //!         ◀──────────────── Stdout* / Stderr*
 //!         ◀──────────────── Exited (then the agent closes)
 //! ```
+//!
+//! A root program on the host may instead ask whether someone else may do something now
+//! (the sudo plugin, the PAM module; the agent refuses this question from anyone but root):
+//!
+//! ```text
+//! root:   Check ─────────────────────────────▶ agent
+//!         ◀──────────────── Allowed | Refused (then the agent closes)
+//! ```
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -111,6 +119,43 @@ impl Exited {
     }
 }
 
+/// What a root program asks on someone's behalf ([`Frame::Check`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AccessCheck {
+    /// `sudo`: may `user` run `argv` (`argv[0]` the absolute path sudo resolved) as
+    /// `run_as`? Decided as `pedm exec` would decide it.
+    Sudo {
+        user: String,
+        argv: Vec<String>,
+        run_as: String,
+    },
+    /// A login to this host through PAM (`service`: `sshd`, `login`, ...): does `user` hold
+    /// a live grant here (of `role`, when given)?
+    Login {
+        user: String,
+        service: String,
+        #[serde(default)]
+        rhost: Option<String>,
+        #[serde(default)]
+        role: Option<String>,
+    },
+}
+
+/// The agent's yes to an [`AccessCheck`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessAllowed {
+    pub grant: Uuid,
+    pub role: String,
+    /// When the grant ends (RFC 3339).
+    pub expires_at: String,
+    /// `cgroup.procs` files the asker moves itself into (by writing `0`) before what was
+    /// allowed runs, so that the grant's end ends it and all it started. Empty where the
+    /// host has no containment.
+    #[serde(default)]
+    pub join: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     // caller → agent
@@ -121,12 +166,16 @@ pub enum Frame {
     /// A signal the caller received (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP...), for the
     /// command's process group.
     Signal(i32),
+    /// A root program's question about someone else (see [`AccessCheck`]).
+    Check(AccessCheck),
     // agent → caller
     Accepted(Accepted),
     Refused(Refused),
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     Exited(Exited),
+    /// The answer to a [`Frame::Check`] when yes.
+    Allowed(AccessAllowed),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,11 +195,13 @@ const STDIN: u8 = 2;
 const STDIN_EOF: u8 = 3;
 const RESIZE: u8 = 4;
 const SIGNAL: u8 = 5;
+const CHECK: u8 = 6;
 const ACCEPTED: u8 = 16;
 const REFUSED: u8 = 17;
 const STDOUT: u8 = 18;
 const STDERR: u8 = 19;
 const EXITED: u8 = 20;
+const ALLOWED: u8 = 21;
 
 impl Frame {
     fn encode(&self) -> Vec<u8> {
@@ -173,6 +224,8 @@ impl Frame {
             Frame::Stdout(b) => (STDOUT, b.clone()),
             Frame::Stderr(b) => (STDERR, b.clone()),
             Frame::Exited(e) => json(EXITED, e),
+            Frame::Check(c) => json(CHECK, c),
+            Frame::Allowed(a) => json(ALLOWED, a),
         };
         let len = (payload.len() + 1) as u32;
         let mut out = Vec::with_capacity(payload.len() + 5);
@@ -215,6 +268,8 @@ impl Frame {
             STDOUT => Frame::Stdout(payload),
             STDERR => Frame::Stderr(payload),
             EXITED => Frame::Exited(json("exited", &payload)?),
+            CHECK => Frame::Check(json("check", &payload)?),
+            ALLOWED => Frame::Allowed(json("allowed", &payload)?),
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -277,6 +332,41 @@ pub async fn read_frame_limited<R: AsyncRead + Unpin>(
     Frame::decode(kind[0], payload).map(Some)
 }
 
+/// Asks the agent listening at `socket` an [`AccessCheck`], blocking, for programs that are
+/// not asynchronous (the sudo plugin, the PAM module), each read and write bounded by
+/// `timeout`.
+pub fn ask(
+    socket: &std::path::Path,
+    check: &AccessCheck,
+    timeout: std::time::Duration,
+) -> Result<Result<AccessAllowed, Refused>, FrameError> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(&Frame::Check(check.clone()).encode())?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > MAX_START_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    let kind = body[0];
+    let answer = match Frame::decode(kind, body.split_off(1))? {
+        Frame::Allowed(a) => Ok(a),
+        Frame::Refused(r) => Err(r),
+        other => {
+            return Err(FrameError::Malformed {
+                kind: "answer",
+                error: format!("expected allowed or refused, got frame kind {kind} ({other:?})"),
+            });
+        }
+    };
+    Ok(answer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +405,23 @@ mod tests {
                 code: None,
                 signal: Some(9),
                 ended_by: Some("grant revoked".into()),
+            }),
+            Frame::Check(AccessCheck::Sudo {
+                user: "alice".into(),
+                argv: vec!["/usr/bin/id".into(), "-u".into()],
+                run_as: "root".into(),
+            }),
+            Frame::Check(AccessCheck::Login {
+                user: "alice".into(),
+                service: "sshd".into(),
+                rhost: Some("192.0.2.1".into()),
+                role: None,
+            }),
+            Frame::Allowed(AccessAllowed {
+                grant: Uuid::now_v7(),
+                role: "root".into(),
+                expires_at: "2026-12-06T18:00:00Z".into(),
+                join: vec!["/sys/fs/cgroup/pedm-agent/sessions/x/y/cgroup.procs".into()],
             }),
         ];
         let mut buf = Vec::new();

@@ -295,6 +295,8 @@ fn kind(frame: &Frame) -> &'static str {
         Frame::Stdout(_) => "stdout",
         Frame::Stderr(_) => "stderr",
         Frame::Exited(_) => "exited",
+        Frame::Check(_) => "check",
+        Frame::Allowed(_) => "allowed",
     }
 }
 

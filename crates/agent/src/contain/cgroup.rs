@@ -267,6 +267,7 @@ impl Cgroups {
         let dir = self.grant_dir(grant).join(session.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let mut joins = SessionCgroups {
+            paths: vec![dir.join("cgroup.procs")],
             v2: Some(V2Cgroup {
                 dir: std::fs::File::open(&dir)
                     .map(OwnedFd::from)
@@ -291,6 +292,7 @@ impl Cgroups {
                     let d = v1.join("sessions").join(grant.to_string());
                     std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
                     joins.v1.push(open_procs(&d)?);
+                    joins.paths.push(d.join("cgroup.procs"));
                     d
                 }
             };
@@ -419,6 +421,9 @@ pub struct SessionCgroups {
     pub v2: Option<V2Cgroup>,
     /// The `cgroup.procs` of the grant's cgroup in each v1 hierarchy a limit comes from.
     pub v1: Vec<OwnedFd>,
+    /// The `cgroup.procs` files of the above, for a process that joins by path (the sudo
+    /// plugin): the v2 one first.
+    pub paths: Vec<PathBuf>,
 }
 
 impl SessionCgroups {

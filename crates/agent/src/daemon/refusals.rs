@@ -64,6 +64,7 @@ impl Agent {
             last_at: None,
             exec: None,
             file: None,
+            via: None,
         }
     }
 }

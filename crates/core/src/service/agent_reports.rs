@@ -1,6 +1,7 @@
 //! What a host agent reports: each exec it decided, what happens inside a session (an
 //! exec with `intercept`, a file written under a watched path), in the form the server
-//! records them (`exec.allowed`/`exec.denied`, `session.exec`, `session.file_changed`).
+//! records them (`exec.allowed`/`exec.denied`, `session.exec`, `session.file_changed`,
+//! `host.login`).
 
 use jiff::Timestamp;
 use uuid::Uuid;
@@ -57,6 +58,21 @@ pub struct AgentReport {
     /// `session.file_changed` (the verdict is `allowed`, the argv empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<SessionFile>,
+    /// How the decision was asked for when not through `pedm exec`: `sudo` (the sudo plugin:
+    /// recorded as `exec.allowed`/`exec.denied` with `via`) or `login` (the PAM module: a
+    /// login to the host, recorded as `host.login`; `argv` is the PAM service and the remote
+    /// host when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<ReportVia>,
+}
+
+/// Who asked the agent, when not `pedm exec` or `pedm shell`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ReportVia {
+    Sudo,
+    Login,
 }
 
 impl AgentReport {
@@ -87,6 +103,7 @@ impl AgentReport {
             last_at: None,
             exec: None,
             file: None,
+            via: None,
         }
     }
 }

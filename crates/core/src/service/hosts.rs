@@ -1,7 +1,7 @@
 //! Hosts running `pedm-agent`: registration, host authentication, the snapshot of grants an
 //! agent enforces, and what agents report back (exec decisions, recorded sessions).
 
-use super::agent_reports::{AgentReport, ExecVerdict};
+use super::agent_reports::{AgentReport, ExecVerdict, ReportVia};
 use super::{ControlPlane, Result, subject, trimmed};
 use crate::Error;
 use crate::audit::{NewAuditEvent, Outcome};
@@ -515,6 +515,12 @@ impl ControlPlane {
         for r in reports {
             let (action, outcome) = match (r.verdict, &r.exec) {
                 _ if r.file.is_some() => ("session.file_changed", Outcome::Success),
+                (ExecVerdict::Allowed, _) if r.via == Some(ReportVia::Login) => {
+                    ("host.login", Outcome::Success)
+                }
+                (ExecVerdict::Denied, _) if r.via == Some(ReportVia::Login) => {
+                    ("host.login", Outcome::Denied)
+                }
                 (ExecVerdict::Allowed, None) => ("exec.allowed", Outcome::Success),
                 (ExecVerdict::Denied, None) => ("exec.denied", Outcome::Denied),
                 (ExecVerdict::Allowed, Some(_)) => ("session.exec", Outcome::Success),
@@ -547,6 +553,7 @@ impl ControlPlane {
                     ("last_at", json!(r.last_at)),
                     ("exec", json!(r.exec)),
                     ("file", json!(r.file)),
+                    ("via", json!(r.via)),
                 ] {
                     if !v.is_null() {
                         data[k] = v;
@@ -565,7 +572,7 @@ impl ControlPlane {
             let alerts: Vec<&str> = self
                 .exec_alerts
                 .iter()
-                .filter(|a| a.matches(&r.argv))
+                .filter(|a| r.via != Some(ReportVia::Login) && a.matches(&r.argv))
                 .map(|a| a.name.as_str())
                 .collect();
             for name in &alerts {

@@ -52,7 +52,7 @@ pub use report::ElevationRow;
 
 pub use delegation::{MAX_DELEGATION_SECS, NewDelegation, RevokedDelegation, TaskCheck};
 
-pub use agent_reports::{AgentReport, ExecVerdict, SessionExec, SessionFile};
+pub use agent_reports::{AgentReport, ExecVerdict, ReportVia, SessionExec, SessionFile};
 pub use hosts::{
     HostGrant, HostRegistration, HostSnapshot, REPORT_ARGV_BYTES, ReportReceipt, Undelivered,
 };
