@@ -9,6 +9,8 @@
 //! * recording throughput: `cat` of a 200 MB text file, output to /dev/null, through
 //!   `pedm exec` (recorded as asciicast), `sudo` with I/O logging on (`log_output`,
 //!   `log_input`), `script` (recording to a file) and directly; best of 3.
+//! * sudo's plugin: `sudo -n /bin/true` with the pedm approval plugin in `sudo.conf` and
+//!   without it (same sudoers), rounds alternating, each run timed by the user's bash.
 //! * intercept: a shell running `/bin/true` 500 times through `pedm exec`, under a role with
 //!   `--intercept` (each exec stopped, read, decided, recorded as `session.exec`) and under
 //!   one without; the difference per exec, best of 3.
@@ -196,6 +198,77 @@ async fn run() {
     let t_intercepted = best(&in_shell(audited.id.to_string()));
     let per_exec_ms = |t: f64| t * 1e3 / INTERCEPTED_EXECS as f64;
 
+    // sudo with the pedm approval plugin against sudo without it: the same sudoers, each
+    // round in a mount namespace where the bench's sudo.conf is /etc/sudo.conf, the user's
+    // bash timing each `sudo -n /bin/true` (EPOCHREALTIME: no fork), rounds alternating.
+    let plugin_dir = tempfile::tempdir().unwrap();
+    let plugin = built_library("libpedm_sudo.so", plugin_dir.path());
+    let conf = |with_plugin: bool| {
+        let path = plugin_dir.path().join(if with_plugin {
+            "pedm.conf"
+        } else {
+            "plain.conf"
+        });
+        let mut text = "Plugin sudoers_policy sudoers.so\n".to_string();
+        if with_plugin {
+            text += &format!(
+                "Plugin pedm_approval {} socket={}\n",
+                plugin.display(),
+                agent.socket().display()
+            );
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (plain_conf, pedm_conf) = (conf(false), conf(true));
+    let sudo_round = |conf: &std::path::Path, n: usize| -> Vec<Duration> {
+        let timed = format!(
+            "for i in $(seq {n}); do a=$EPOCHREALTIME; sudo -n /bin/true || exit 1; \
+             b=$EPOCHREALTIME; echo \"$a $b\"; done"
+        );
+        let script = format!(
+            "mount --bind {} /etc/sudo.conf && exec runuser -u {} -- /bin/bash -c '{}'",
+            conf.display(),
+            user.name,
+            timed
+        );
+        let out = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "/bin/sh",
+                "-c",
+                &script,
+            ])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C")
+            .output()
+            .expect("unshare");
+        assert!(
+            out.status.success(),
+            "sudo round failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (a, b) = l.split_once(' ')?;
+                let secs = b.parse::<f64>().ok()? - a.parse::<f64>().ok()?;
+                Some(Duration::from_secs_f64(secs.max(0.0)))
+            })
+            .collect()
+    };
+    let (mut sudo_plain, mut sudo_pedm) = (vec![], vec![]);
+    let per_round = (latency_runs / 5).max(10);
+    for _ in 0..5 {
+        sudo_plain.extend(sudo_round(&plain_conf, per_round));
+        sudo_pedm.extend(sudo_round(&pedm_conf, per_round));
+    }
+    let sudo_plain50 = percentile(&mut sudo_plain, 0.5);
+    let sudo_pedm50 = percentile(&mut sudo_pedm, 0.5);
+
     println!(
         "\npedm exec vs sudo (grant {}, {latency_runs} runs each, interleaved)",
         g.id
@@ -218,6 +291,15 @@ async fn run() {
         format!("pedm exec, {}ms apart", PACE.as_millis()),
         pp50,
         pp50 / sp50
+    );
+    println!(
+        "{:<40} {:>10.2}\n{:<40} {:>10.2}\nsudo with/without the plugin p50 ratio: {:.2} (+{:.2} ms)",
+        format!("sudo -n, no plugin ({} runs)", sudo_plain.len()),
+        sudo_plain50,
+        "sudo -n, pedm approval plugin",
+        sudo_pedm50,
+        sudo_pedm50 / sudo_plain50,
+        sudo_pedm50 - sudo_plain50
     );
     println!(
         "\n{:<40} {:>10}",
@@ -258,6 +340,9 @@ async fn run() {
     );
     println!(
         "BENCH name=exec_latency_paced_p50 unit=ms pedm={pp50:.3} peer={sp50:.3} peer_name=sudo better=lower goal=<=60% figure=elevation at a person's pace (50 ms apart), pedm exec vs sudo -n, p50"
+    );
+    println!(
+        "BENCH name=sudo_plugin_p50 unit=ms pedm={sudo_pedm50:.3} peer={sudo_plain50:.3} peer_name=sudo_without_plugin better=lower figure=sudo -n /bin/true with the pedm approval plugin vs without, p50"
     );
     println!(
         "BENCH name=recording_throughput unit=MB/s pedm={:.1} peer={:.1} peer_name=sudo_iolog better=higher",

@@ -17,21 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// A plugin library the build put beside the test binaries (`target/<profile>/deps`), copied
-/// to `dir` (sudo and PAM load only root-owned files that nobody else may write).
-fn library(name: &str, dir: &Path) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let built = [deps.join(name), deps.parent().unwrap().join(name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} is not built next to {}", deps.display()));
-    let to = dir.join(name);
-    std::fs::copy(&built, &to).unwrap();
-    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
-    to
-}
-
 /// sudo as it is configured on a host that uses pedm: sudoers lets everyone run anything
 /// (pedm narrows it), the plugin asks this test's agent.
 struct Sudo {
@@ -41,7 +26,7 @@ struct Sudo {
 
 impl Sudo {
     fn new(dir: &Path, agent: &Agent) -> Sudo {
-        let plugin = library("libpedm_sudo.so", dir);
+        let plugin = built_library("libpedm_sudo.so", dir);
         let conf = dir.join("sudo.conf");
         std::fs::write(
             &conf,
@@ -106,7 +91,7 @@ struct PamService {
 
 impl PamService {
     fn new(dir: &Path, agent: &Agent, args: &str) -> PamService {
-        let module = library("libpam_pedm.so", dir);
+        let module = built_library("libpam_pedm.so", dir);
         let name = format!("pedm-test-{}-{}", std::process::id(), args.len());
         std::fs::write(
             format!("/etc/pam.d/{name}"),
@@ -175,6 +160,26 @@ async fn sudo_runs_a_command_only_under_a_grant_that_allows_it() {
     assert!(err.contains("pedm: "), "{err}");
     assert!(err.contains("holds no active grant on web1"), "{err}");
     assert!(err.contains("pedm request create --target web1"), "{err}");
+
+    // A role whose every exec pedm must see (intercept) cannot be used through sudo.
+    add_role(&s, "audited", "root", &["--intercept"]);
+    let audited = client
+        .create_request(&req("web1", "audited", "1h", "audit the disk"))
+        .await
+        .unwrap()
+        .grant
+        .expect("auto-approved");
+    agent.wait_snapshot(1, None);
+    let out = sudo.run(&alice, &["/usr/bin/id", "-u"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("run only through pedm (intercept)")
+            && stderr(&out).contains("pedm exec -- /usr/bin/id -u"),
+        "{}",
+        stderr(&out)
+    );
+    revoke(&s, audited.id, "not this way").await;
+    agent.wait_snapshot(0, None);
 
     let g = grant(&client, "1h").await;
     agent.wait_snapshot(1, None);

@@ -188,7 +188,8 @@ impl Agent {
                     .filter_map(|(on, what)| on.then_some(what))
                     .collect::<Vec<_>>();
                     if !needs_pedm.is_empty() {
-                        return Err(no(
+                        // Another grant may allow it without them.
+                        first_refusal.get_or_insert((
                             format!(
                                 "the role's commands run only through pedm ({}), which sudo \
                                  cannot give: pedm exec -- {}",
@@ -197,6 +198,7 @@ impl Agent {
                             ),
                             Some(sha),
                         ));
+                        continue;
                     }
                     let join = self
                         .sudo_cgroup(p.authority, p.expires_at, &p.limits)

@@ -486,6 +486,22 @@ pub async fn revoke(s: &Server, id: uuid::Uuid, reason: &str) {
         .expect("revoke the grant");
 }
 
+/// A library the build put beside the test binaries (`target/<profile>/deps`: the sudo
+/// plugin, the PAM module), copied to `dir` (sudo and PAM load only root-owned files that
+/// nobody else may write).
+pub fn built_library(name: &str, dir: &Path) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let built = [deps.join(name), deps.parent().unwrap().join(name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not built next to {}", deps.display()));
+    let to = dir.join(name);
+    std::fs::copy(&built, &to).unwrap();
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+    to
+}
+
 /// The shadow hash of `user`'s password.
 pub fn shadow_hash(user: &str) -> String {
     let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
