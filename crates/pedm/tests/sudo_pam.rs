@@ -310,6 +310,27 @@ async fn sudo_runs_a_command_only_under_a_grant_that_allows_it() {
     .await;
 }
 
+/// Sends one `Check` frame (kind 6) and prints the answer's kind and reason.
+const ASK_AS_CALLER: &str = r#"
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+body = sys.argv[2].encode()
+s.sendall(struct.pack('>I', len(body) + 1) + bytes([6]) + body)
+def exact(n):
+    b = b''
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit('connection closed')
+        b += c
+    return b
+n = struct.unpack('>I', exact(4))[0]
+answer = exact(n)
+print(answer[0], json.loads(answer[1:]).get('reason'))
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pam_lets_a_user_in_only_while_holding_a_grant() {
     if !root_or_skip("pam_lets_a_user_in_only_while_holding_a_grant") {
@@ -337,6 +358,22 @@ async fn pam_lets_a_user_in_only_while_holding_a_grant() {
     agent.wait_snapshot(1, None);
     let out = any_grant.account(&alice.name);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // Only root may ask on someone's behalf: alice asking for herself is refused (and
+    // recorded), grant or not.
+    let mut ask = std::process::Command::new("/usr/bin/python3");
+    ask.arg("-c").arg(ASK_AS_CALLER).arg(agent.socket()).arg(
+        serde_json::json!({"kind": "login", "user": alice.name, "service": "sshd"}).to_string(),
+    );
+    let out = as_user(ask, &agent, &alice).output().unwrap();
+    assert_eq!(
+        stdout(&out).trim_end(),
+        format!(
+            "17 uid {} asked whether {} may act: only root asks on someone else's behalf (the sudo plugin, the PAM module)",
+            alice.uid, alice.name
+        ),
+        "{}",
+        stderr(&out)
+    );
     // A line that asks for another role still says no.
     let out = login_role.account(&alice.name);
     assert!(!out.status.success());
@@ -375,11 +412,21 @@ async fn pam_lets_a_user_in_only_while_holding_a_grant() {
         .filter(|e| e.outcome == pedm_api::Outcome::Success)
         .count();
     assert!(allowed >= 2, "{events:?}");
+    let services = [any_grant.name.as_str(), login_role.name.as_str(), "sshd"];
     assert!(
         events
             .iter()
-            .all(|e| e.data["argv"][0] == any_grant.name || e.data["argv"][0] == login_role.name)
+            .all(|e| services.iter().any(|s| e.data["argv"][0] == *s)),
+        "{events:?}"
     );
+    // The question alice asked for herself is on record too.
+    assert!(events.iter().any(|e| {
+        e.outcome == pedm_api::Outcome::Denied
+            && e.data["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("only root asks")
+    }));
     assert!(events.iter().any(|e| {
         e.outcome == pedm_api::Outcome::Denied
             && e.data["reason"]
