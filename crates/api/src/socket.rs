@@ -332,6 +332,53 @@ pub async fn read_frame_limited<R: AsyncRead + Unpin>(
     Frame::decode(kind[0], payload).map(Some)
 }
 
+/// Where and for how long a plugin asks the agent: the `socket=PATH` and `timeout=SECONDS`
+/// options of the sudo plugin's `sudo.conf` line and of the PAM module's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskOptions {
+    pub socket: std::path::PathBuf,
+    pub timeout: std::time::Duration,
+}
+
+impl Default for AskOptions {
+    fn default() -> Self {
+        AskOptions {
+            socket: DEFAULT_SOCKET.into(),
+            timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+impl AskOptions {
+    /// Takes `opt` if it is `socket=` (absolute) or `timeout=` (1 to 300 seconds): `Ok(true)`;
+    /// `Ok(false)` for any other option.
+    pub fn take(&mut self, opt: &str) -> Result<bool, String> {
+        match opt.split_once('=') {
+            Some(("socket", v)) if v.starts_with('/') => self.socket = v.into(),
+            Some(("socket", v)) => {
+                return Err(format!(
+                    "socket={v}: the agent's socket must be an absolute path"
+                ));
+            }
+            Some(("timeout", v)) => {
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=300).contains(s))
+                    .ok_or_else(|| format!("timeout={v}: a number of seconds, 1 to 300"))?;
+                self.timeout = std::time::Duration::from_secs(secs);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// [`ask`] with these options.
+    pub fn ask(&self, check: &AccessCheck) -> Result<Result<AccessAllowed, Refused>, FrameError> {
+        ask(&self.socket, check, self.timeout)
+    }
+}
+
 /// Asks the agent listening at `socket` an [`AccessCheck`], blocking, for programs that are
 /// not asynchronous (the sudo plugin, the PAM module), each read and write bounded by
 /// `timeout`.

@@ -16,15 +16,12 @@
 //! is implemented: authentication stays with the modules that do it (a password, keys).
 
 use pamsm::{Pam, PamError, PamFlags, PamLibExt, PamMsgStyle, PamServiceModule, pam_module};
-use pedm_api::socket::{AccessCheck, ask};
-use std::path::PathBuf;
-use std::time::Duration;
+use pedm_api::socket::{AccessCheck, AskOptions};
 
 /// The module's arguments from its PAM line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    pub socket: PathBuf,
-    pub timeout: Duration,
+    pub ask: AskOptions,
     pub role: Option<String>,
 }
 
@@ -32,26 +29,14 @@ impl Options {
     /// `socket=PATH`, `timeout=SECONDS` (1–300, default 10), `role=NAME`.
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
-            socket: PathBuf::from(pedm_api::socket::DEFAULT_SOCKET),
-            timeout: Duration::from_secs(10),
+            ask: AskOptions::default(),
             role: None,
         };
         for a in args {
+            if o.ask.take(a)? {
+                continue;
+            }
             match a.split_once('=') {
-                Some(("socket", v)) if v.starts_with('/') => o.socket = PathBuf::from(v),
-                Some(("socket", v)) => {
-                    return Err(format!(
-                        "socket={v}: the agent's socket must be an absolute path"
-                    ));
-                }
-                Some(("timeout", v)) => {
-                    let secs: u64 = v
-                        .parse()
-                        .ok()
-                        .filter(|s| (1..=300).contains(s))
-                        .ok_or_else(|| format!("timeout={v}: a number of seconds, 1 to 300"))?;
-                    o.timeout = Duration::from_secs(secs);
-                }
                 Some(("role", v)) if !v.is_empty() => o.role = Some(v.to_string()),
                 _ => {
                     return Err(format!(
@@ -77,12 +62,12 @@ pub fn decide(
         rhost: rhost.map(str::to_string),
         role: options.role.clone(),
     };
-    match ask(&options.socket, &check, options.timeout) {
+    match options.ask.ask(&check) {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(refused)) => Err(format!("pedm: {}", refused.reason)),
         Err(e) => Err(format!(
             "pedm: cannot ask pedm-agent at {}: {e}; no login without its answer",
-            options.socket.display()
+            options.ask.socket.display()
         )),
     }
 }
@@ -122,6 +107,8 @@ pam_module!(PamPedm);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
 
     fn list(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -131,8 +118,8 @@ mod tests {
     fn arguments_are_checked() {
         let o = Options::parse(&list(&["role=login", "socket=/tmp/a.sock", "timeout=2"])).unwrap();
         assert_eq!(o.role.as_deref(), Some("login"));
-        assert_eq!(o.socket, PathBuf::from("/tmp/a.sock"));
-        assert_eq!(o.timeout, Duration::from_secs(2));
+        assert_eq!(o.ask.socket, PathBuf::from("/tmp/a.sock"));
+        assert_eq!(o.ask.timeout, Duration::from_secs(2));
         assert!(
             Options::parse(&list(&["socket=x"]))
                 .unwrap_err()
@@ -150,8 +137,10 @@ mod tests {
     #[test]
     fn an_agent_out_of_reach_denies() {
         let o = Options {
-            socket: PathBuf::from("/nonexistent/pedm-agent.sock"),
-            timeout: Duration::from_secs(1),
+            ask: AskOptions {
+                socket: PathBuf::from("/nonexistent/pedm-agent.sock"),
+                timeout: Duration::from_secs(1),
+            },
             role: None,
         };
         let e = decide(&o, "alice", "sshd", None).unwrap_err();

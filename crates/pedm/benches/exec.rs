@@ -232,20 +232,7 @@ async fn run() {
             user.name,
             timed
         );
-        let out = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "/bin/sh",
-                "-c",
-                &script,
-            ])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LC_ALL", "C")
-            .output()
-            .expect("unshare");
+        let out = in_mount_namespace(&script).output().expect("unshare");
         assert!(
             out.status.success(),
             "sudo round failed: {}",

@@ -3,7 +3,7 @@
 //! string vectors, calling its `printf`, handing it an error string. Each entry point catches
 //! panics (a panic denies: it never unwinds into sudo).
 
-use crate::{Options, approve, check_of};
+use crate::{Options, approve, check_of, options};
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
@@ -130,11 +130,11 @@ unsafe extern "C" fn open(
 ) -> c_int {
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: vectors from sudo, valid for the call (see `strings`).
-        let (user_info, options) = unsafe { (strings(user_info), strings(plugin_options)) };
+        let (user_info, opts) = unsafe { (strings(user_info), strings(plugin_options)) };
         let mut st = State {
             printf,
             user_info,
-            options: Options::parse(&options),
+            options: options(&opts),
             error: None,
         };
         let refusal = if version >> 16 != SUDO_API_VERSION_MAJOR {

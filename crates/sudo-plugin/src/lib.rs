@@ -26,45 +26,21 @@
 
 mod ffi;
 
-use pedm_api::socket::{AccessCheck, ask};
-use std::path::PathBuf;
-use std::time::Duration;
+use pedm_api::socket::{AccessCheck, AskOptions};
 
-/// The plugin's settings, from its line in `sudo.conf`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Options {
-    pub socket: PathBuf,
-    pub timeout: Duration,
-}
+/// The plugin's settings, from its line in `sudo.conf`: `socket=PATH` (default the agent's),
+/// `timeout=SECONDS` (default 10).
+pub type Options = AskOptions;
 
-impl Options {
-    /// `socket=PATH` (default the agent's), `timeout=SECONDS` (default 10).
-    pub fn parse(options: &[String]) -> Result<Options, String> {
-        let mut o = Options {
-            socket: PathBuf::from(pedm_api::socket::DEFAULT_SOCKET),
-            timeout: Duration::from_secs(10),
-        };
-        for opt in options {
-            match opt.split_once('=') {
-                Some(("socket", v)) if v.starts_with('/') => o.socket = PathBuf::from(v),
-                Some(("socket", v)) => {
-                    return Err(format!(
-                        "socket={v}: the agent's socket must be an absolute path"
-                    ));
-                }
-                Some(("timeout", v)) => {
-                    let secs: u64 = v
-                        .parse()
-                        .ok()
-                        .filter(|s| (1..=300).contains(s))
-                        .ok_or_else(|| format!("timeout={v}: a number of seconds, 1 to 300"))?;
-                    o.timeout = Duration::from_secs(secs);
-                }
-                _ => return Err(format!("unknown option {opt:?} (known: socket=, timeout=)")),
-            }
+/// Parses the plugin's options.
+pub fn options(list: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    for opt in list {
+        if !o.take(opt)? {
+            return Err(format!("unknown option {opt:?} (known: socket=, timeout=)"));
         }
-        Ok(o)
     }
+    Ok(o)
 }
 
 /// The value of `key` in a sudo `name=value` list (split on the first `=`).
@@ -111,7 +87,7 @@ pub fn check_of(
 
 /// Asks the agent; on a yes, joins the grant's cgroups. `Err` is the message sudo prints.
 pub fn approve(options: &Options, check: &AccessCheck) -> Result<(), String> {
-    match ask(&options.socket, check, options.timeout) {
+    match options.ask(check) {
         Ok(Ok(allowed)) => {
             // This process is sudo; the command it starts next is born where it is.
             for procs in &allowed.join {
@@ -132,6 +108,8 @@ pub fn approve(options: &Options, check: &AccessCheck) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
 
     fn list(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -140,28 +118,28 @@ mod tests {
     #[test]
     fn options_are_checked() {
         assert_eq!(
-            Options::parse(&list(&["socket=/tmp/a.sock", "timeout=3"])),
+            options(&list(&["socket=/tmp/a.sock", "timeout=3"])),
             Ok(Options {
                 socket: PathBuf::from("/tmp/a.sock"),
                 timeout: Duration::from_secs(3)
             })
         );
         assert_eq!(
-            Options::parse(&[]).unwrap().socket,
+            options(&[]).unwrap().socket,
             PathBuf::from(pedm_api::socket::DEFAULT_SOCKET)
         );
         assert!(
-            Options::parse(&list(&["socket=rel.sock"]))
+            options(&list(&["socket=rel.sock"]))
                 .unwrap_err()
                 .contains("absolute")
         );
         assert!(
-            Options::parse(&list(&["timeout=0"]))
+            options(&list(&["timeout=0"]))
                 .unwrap_err()
                 .contains("1 to 300")
         );
         assert!(
-            Options::parse(&list(&["verbose"]))
+            options(&list(&["verbose"]))
                 .unwrap_err()
                 .contains("unknown option")
         );

@@ -11,7 +11,7 @@ use super::Agent;
 use crate::snapshot::Refusal;
 use crate::user::TargetUser;
 use jiff::Timestamp;
-use pedm_api::agent::{AgentReport, ExecVerdict, ReportVia};
+use pedm_api::agent::{AgentReport, ExecVerdict, REPORT_ARGV_BYTES, ReportVia};
 use pedm_api::socket::{AccessAllowed, AccessCheck, Frame, StartExec, write_frame};
 use std::sync::Arc;
 use tokio::net::UnixStream;
@@ -348,8 +348,7 @@ fn login_argv(service: &str, rhost: &Option<String>) -> Vec<String> {
     argv
 }
 
-/// The report of a check: its argv cut to what the server records, with the hash of the
-/// whole.
+/// The report of a check.
 fn report(
     user: &str,
     argv: &[String],
@@ -358,25 +357,9 @@ fn report(
     reason: &str,
     via: ReportVia,
 ) -> AgentReport {
-    let (argv, whole) = pedm_api::agent::cut_argv(argv, pedm_api::agent::REPORT_ARGV_BYTES);
     AgentReport {
-        id: Uuid::now_v7(),
-        at: Timestamp::now(),
-        user: user.to_string(),
-        verdict,
         grant,
-        session: None,
-        task: None,
-        delegation: None,
-        argv,
-        binary_sha256: None,
-        reason: Some(reason.to_string()),
-        argv_sha256: whole.as_ref().map(|(h, _)| h.clone()),
-        argv_bytes: whole.map(|(_, n)| n),
-        count: None,
-        last_at: None,
-        exec: None,
-        file: None,
         via: Some(via),
+        ..super::refusals::report(user, argv, REPORT_ARGV_BYTES, verdict, reason)
     }
 }

@@ -45,26 +45,48 @@ impl Agent {
         sha: Option<String>,
         reason: &str,
     ) -> AgentReport {
-        let (argv, whole) = pedm_api::agent::cut_argv(argv, REFUSAL_ARGV_BYTES);
         AgentReport {
-            id: Uuid::now_v7(),
-            at: Timestamp::now(),
-            user: caller.name.clone(),
-            verdict: ExecVerdict::Denied,
-            grant: None,
-            session: None,
             task,
-            delegation: None,
-            argv,
             binary_sha256: sha,
-            reason: Some(reason.to_string()),
-            argv_sha256: whole.as_ref().map(|(h, _)| h.clone()),
-            argv_bytes: whole.map(|(_, n)| n),
-            count: None,
-            last_at: None,
-            exec: None,
-            file: None,
-            via: None,
+            ..report(
+                &caller.name,
+                argv,
+                REFUSAL_ARGV_BYTES,
+                ExecVerdict::Denied,
+                reason,
+            )
         }
+    }
+}
+
+/// A report of `user`'s `argv` (cut to `max_argv` bytes, with the hash of the whole) with
+/// nothing else set.
+pub(super) fn report(
+    user: &str,
+    argv: &[String],
+    max_argv: usize,
+    verdict: ExecVerdict,
+    reason: &str,
+) -> AgentReport {
+    let (argv, whole) = pedm_api::agent::cut_argv(argv, max_argv);
+    AgentReport {
+        id: Uuid::now_v7(),
+        at: Timestamp::now(),
+        user: user.to_string(),
+        verdict,
+        grant: None,
+        session: None,
+        task: None,
+        delegation: None,
+        argv,
+        binary_sha256: None,
+        reason: Some(reason.to_string()),
+        argv_sha256: whole.as_ref().map(|(h, _)| h.clone()),
+        argv_bytes: whole.map(|(_, n)| n),
+        count: None,
+        last_at: None,
+        exec: None,
+        file: None,
+        via: None,
     }
 }

@@ -502,6 +502,25 @@ pub fn built_library(name: &str, dir: &Path) -> PathBuf {
     to
 }
 
+/// `/bin/sh -c SCRIPT` as root in a mount namespace of its own (sudo reads `/etc/sudo.conf`
+/// and `/etc/sudoers` from fixed paths: the script binds the test's files over them there,
+/// leaving the machine's untouched).
+pub fn in_mount_namespace(script: &str) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        script,
+    ])
+    .env_clear()
+    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    .env("LC_ALL", "C");
+    c
+}
+
 /// The shadow hash of `user`'s password.
 pub fn shadow_hash(user: &str) -> String {
     let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
