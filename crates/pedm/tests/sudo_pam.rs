@@ -362,7 +362,7 @@ async fn pam_lets_a_user_in_only_while_holding_a_grant() {
     assert_eq!(
         stdout(&out).trim_end(),
         format!(
-            "17 uid {} asked whether {} may act: only root asks on someone else's behalf (the sudo plugin, the PAM module)",
+            "17 uid {} asked whether {:?} may act: only root asks on someone else's behalf (the sudo plugin, the PAM module)",
             alice.uid, alice.name
         ),
         "{}",

@@ -51,12 +51,15 @@ impl Agent {
             } => (user.clone(), ReportVia::Login, login_argv(service, rhost)),
         };
         if peer != 0 {
+            // Recorded as the asker (the kernel's word), naming whom they asked about.
+            let asker = TargetUser::caller(peer).map_or_else(|_| format!("uid-{peer}"), |u| u.name);
+            let about: String = user.chars().take(64).collect();
             let reason = format!(
-                "uid {peer} asked whether {user} may act: only root asks on someone else's \
+                "uid {peer} asked whether {about:?} may act: only root asks on someone else's \
                  behalf (the sudo plugin, the PAM module)"
             );
             tracing::warn!(peer, %reason, "refused");
-            let r = report(&user, &argv, ExecVerdict::Denied, None, &reason, via);
+            let r = report(&asker, &argv, ExecVerdict::Denied, None, &reason, via);
             self.report_refusal(peer, r);
             let _ = super::refuse(&mut stream, reason).await;
             return;
