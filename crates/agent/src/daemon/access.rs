@@ -142,11 +142,14 @@ impl Agent {
                 };
                 return Err(no(reason, None));
             }
-            let matching: Vec<Uuid> = live
+            let mut matching: Vec<&pedm_api::agent::HostGrant> = live
                 .iter()
+                .copied()
                 .filter(|g| g.run_as.as_deref() == Some(run_as))
-                .map(|g| g.id)
                 .collect();
+            // Grants sudo can use first; those whose roles need pedm only say why not.
+            matching.sort_by_key(|g| g.noexec || g.intercept || !g.watch_paths.is_empty());
+            let matching: Vec<Uuid> = matching.iter().map(|g| g.id).collect();
             if matching.is_empty() {
                 let held: Vec<String> = live
                     .iter()
