@@ -125,7 +125,7 @@ impl Agent {
         let caller = TargetUser::lookup(user).map_err(|e| no(format!("user {user}: {e}"), None))?;
         let now = Timestamp::now();
         // The grants that run commands as `run_as`, tried in turn (usually there is one).
-        let candidates: Vec<Uuid> = {
+        let candidates: Vec<(Uuid, String)> = {
             let guard = self.enforced.read().unwrap_or_else(|e| e.into_inner());
             let Some(enforced) = guard.as_ref() else {
                 return Err(no(
@@ -149,7 +149,8 @@ impl Agent {
                 .collect();
             // Grants sudo can use first; those whose roles need pedm only say why not.
             matching.sort_by_key(|g| g.noexec || g.intercept || !g.watch_paths.is_empty());
-            let matching: Vec<Uuid> = matching.iter().map(|g| g.id).collect();
+            let matching: Vec<(Uuid, String)> =
+                matching.iter().map(|g| (g.id, g.role.clone())).collect();
             if matching.is_empty() {
                 let held: Vec<String> = live
                     .iter()
@@ -171,7 +172,7 @@ impl Agent {
             matching
         };
         let mut first_refusal = None;
-        for grant in candidates {
+        for (grant, role) in candidates {
             let start = StartExec {
                 argv: argv.clone(),
                 grant: Some(grant),
@@ -214,13 +215,20 @@ impl Agent {
                                 Some(sha.clone()),
                             )
                         })?;
-                    let grant = self
+                    // The grant may have ended since the decision: its end would not find
+                    // the cgroup in `contained` any more, so nothing may join it.
+                    let still_live = self
                         .enforced
                         .read()
                         .unwrap_or_else(|e| e.into_inner())
                         .as_ref()
-                        .and_then(|e| e.live_grant(p.authority, now).cloned());
-                    let role = grant.map(|g| g.role).unwrap_or_default();
+                        .is_some_and(|e| e.is_live(p.authority, Timestamp::now()));
+                    if !still_live {
+                        return Err(no(
+                            format!("grant {} has just ended", p.authority),
+                            Some(sha),
+                        ));
+                    }
                     let report = report(
                         user,
                         &p.argv,
@@ -248,7 +256,15 @@ impl Agent {
                 }
             }
         }
-        let (reason, sha) = first_refusal.unwrap_or_default();
+        let (reason, sha) = first_refusal.unwrap_or_else(|| {
+            (
+                format!(
+                    "{user} holds no grant on {} that allows this",
+                    self.cfg.host
+                ),
+                None,
+            )
+        });
         Err(no(reason, sha))
     }
 
