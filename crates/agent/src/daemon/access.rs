@@ -48,7 +48,11 @@ impl Agent {
                 service,
                 rhost,
                 ..
-            } => (user.clone(), ReportVia::Login, login_argv(service, rhost)),
+            } => (
+                user.clone(),
+                ReportVia::Login,
+                login_argv(service, rhost.as_deref()),
+            ),
         };
         if peer != 0 {
             // Recorded as the asker (the kernel's word), naming whom they asked about.
@@ -305,7 +309,7 @@ impl Agent {
         rhost: Option<&str>,
         role: Option<&str>,
     ) -> Result<Yes, No> {
-        let argv = login_argv(service, &rhost.map(str::to_string));
+        let argv = login_argv(service, rhost);
         let no = |reason: String| No {
             report: Box::new(report(
                 user,
@@ -364,7 +368,7 @@ impl Agent {
 }
 
 /// What a login report carries as its argv: the PAM service, and where from.
-fn login_argv(service: &str, rhost: &Option<String>) -> Vec<String> {
+fn login_argv(service: &str, rhost: Option<&str>) -> Vec<String> {
     let mut argv = vec![service.to_string()];
     argv.extend(rhost.iter().map(|h| format!("from {h}")));
     argv
