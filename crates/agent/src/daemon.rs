@@ -95,6 +95,14 @@ pub enum AgentCommand {
     /// Write the configuration (--config) for a host registered with `pedm host register`,
     /// after checking the token and the server key against the server.
     Enroll(crate::enroll::EnrollArgs),
+    /// Renew the client certificate once two thirds of its life are gone (or now, with
+    /// --force), then exit: for hosts that use the certificate without running the agent,
+    /// such as a sudo log relay (run it from a timer). The running agent renews by itself.
+    Renew {
+        /// Renew even if it is not due.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -125,6 +133,25 @@ pub fn main() -> std::process::ExitCode {
                          `systemctl enable --now pedm-agent`",
                         args.config.display()
                     );
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
+        Some(AgentCommand::Renew { force }) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let done = match rt {
+                Ok(rt) => rt.block_on(crate::identity::renew_now(&args.config, *force)),
+                Err(err) => Err(err.into()),
+            };
+            return match done {
+                Ok(said) => {
+                    println!("{said}");
                     std::process::ExitCode::SUCCESS
                 }
                 Err(err) => {

@@ -36,7 +36,8 @@ pub mod error;
 pub mod identity;
 pub mod live;
 pub mod outbox;
-pub mod recording;
+/// Session recordings (asciicast v2), shared with pedmd and the players.
+pub use pedm_cast as recording;
 pub mod session;
 pub mod shells;
 pub mod snapshot;

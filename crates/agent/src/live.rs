@@ -67,6 +67,12 @@ impl LiveTap {
     }
 }
 
+impl pedm_cast::Tap for LiveTap {
+    fn offer(&self, line: &[u8]) {
+        LiveTap::offer(self, line)
+    }
+}
+
 /// A [`LiveTap`] for what outlives nothing of the session: an intercepting session's exec
 /// events.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ pub use chat::{ChannelStatus, SlackLink, SlackLinked};
 pub use client::{ApiError, Client};
 pub use pedm_core::audit::{AuditEvent, Outcome};
 pub use pedm_core::duration::{format_duration, parse_duration};
-pub use pedm_core::host::Session;
+pub use pedm_core::host::{Session, SessionVia};
 pub use pedm_core::model::{
     Approval, ApprovalDecision, ApprovalTier, Grant, GrantCheck, GrantState, Group, PolicySource,
     PolicyVersion, ProvisionState, Request, RequestContext, RequestState, Review, ReviewState,

@@ -656,9 +656,15 @@ impl Detail for pedm_api::Session {
             ("id", self.id.to_string()),
             (
                 "under",
-                match (&self.grant_id, &self.delegation_id, &self.task) {
-                    (Some(g), _, _) => format!("grant {g}"),
-                    (None, Some(d), Some(t)) => format!("task {t}, delegation {d}"),
+                match (&self.grant_id, &self.delegation_id, &self.task, self.via) {
+                    (Some(g), _, _, Some(pedm_api::SessionVia::SudoLog)) => {
+                        format!("grant {g} (sudo decided; its log server is pedmd)")
+                    }
+                    (Some(g), _, _, None) => format!("grant {g}"),
+                    (None, Some(d), Some(t), _) => format!("task {t}, delegation {d}"),
+                    (None, _, _, Some(pedm_api::SessionVia::SudoLog)) => {
+                        "no grant: sudo decided alone (standing sudo rights)".to_string()
+                    }
                     _ => String::new(),
                 },
             ),

@@ -4,7 +4,7 @@
 //! player accepts is exactly what the agent writes.
 
 use crate::escapes::Sanitizer;
-use pedm_agent::recording::{EventKind, parse};
+use pedm_cast::{EventKind, parse};
 use std::io::{BufRead, Write};
 use std::time::Duration;
 

@@ -72,6 +72,34 @@ pub struct Session {
     pub recording_sha256: String,
     pub recording_bytes: i64,
     pub uploaded_at: Timestamp,
+    /// How it reached pedm when not from pedm-agent: `sudo_log`, sudo's own I/O log sent
+    /// by a host's stock sudo to pedmd's log server (the host's sudo decided; `grant_id` is
+    /// the live grant that explains it, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<SessionVia>,
+}
+
+/// Where a session recording came from, when not from pedm-agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SessionVia {
+    SudoLog,
+}
+
+impl SessionVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionVia::SudoLog => "sudo_log",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SessionVia> {
+        match s {
+            "sudo_log" => Some(SessionVia::SudoLog),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -61,6 +61,8 @@ pub struct Config {
     /// The web console under `/ui/` (`[console]`).
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// `[sudo_log]`: pedmd as a sudo log server (off unless `listen` is set).
+    pub sudo_log: SudoLogConfig,
 }
 
 /// `[console]`: session timeouts, and the address browsers reach pedmd at (needed for
@@ -107,6 +109,34 @@ impl Default for SshConfig {
             user_ca_keys: vec![],
             host_ca_keys: vec![],
             max_host_cert_lifetime: "365d".into(),
+        }
+    }
+}
+
+/// `[sudo_log]`: hosts with stock sudo send their event and I/O logs here
+/// (`log_servers=` in sudoers), over TLS with their pedm client certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SudoLogConfig {
+    /// `address:port` to listen on (sudo's TLS port is 30344); empty: off. Needs `[tls]`.
+    pub listen: String,
+    /// Keep what was typed (`ttyin`/`stdin`) when sudo sends it; off: sudo cannot tell a
+    /// password typed at a prompt from a command.
+    pub record_input: bool,
+    /// How often received I/O is made durable and acknowledged to sudo (`1s`).
+    pub commit_interval: String,
+    /// A log whose connection dropped and that is not resumed within this is finished as it
+    /// stands (`1h`).
+    pub abandon_after: String,
+}
+
+impl Default for SudoLogConfig {
+    fn default() -> Self {
+        SudoLogConfig {
+            listen: String::new(),
+            record_input: false,
+            commit_interval: "1s".into(),
+            abandon_after: "1h".into(),
         }
     }
 }
@@ -350,6 +380,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             ssh: SshConfig::default(),
             console: ConsoleConfig::default(),
+            sudo_log: SudoLogConfig::default(),
         }
     }
 }
@@ -400,6 +431,8 @@ pub struct Resolved {
     pub ssh_host_ca_keys: Vec<PathBuf>,
     pub ssh_max_host_cert_secs: i64,
     pub console: pedm_console::Settings,
+    /// `[sudo_log]`, when on.
+    pub sudo_log: Option<crate::sudo_log::Settings>,
 }
 
 impl Config {
@@ -593,6 +626,29 @@ impl Config {
             },
             oidc: crate::oidc::config::resolve(&self.auth.oidc)?,
             console: self.console.resolve()?,
+            sudo_log: match self.sudo_log.listen.trim() {
+                "" => None,
+                addr => Some(crate::sudo_log::Settings {
+                    listen: addr
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("sudo_log.listen: {addr:?}: {e}"))?,
+                    record_input: self.sudo_log.record_input,
+                    commit_interval: match secs(
+                        "sudo_log.commit_interval",
+                        &self.sudo_log.commit_interval,
+                    )? {
+                        n if (1..=60).contains(&n) => std::time::Duration::from_secs(n as u64),
+                        _ => bail!("sudo_log.commit_interval: must be between 1s and 60s"),
+                    },
+                    abandon_after: match secs(
+                        "sudo_log.abandon_after",
+                        &self.sudo_log.abandon_after,
+                    )? {
+                        n if n >= 1 => std::time::Duration::from_secs(n as u64),
+                        _ => bail!("sudo_log.abandon_after: must be at least 1s"),
+                    },
+                }),
+            },
             scim: self.scim.enabled,
             ssh_user_ca_keys: match self.ssh.user_ca_keys.as_slice() {
                 [] => vec![self.data_dir.join("ssh").join("user_ca")],

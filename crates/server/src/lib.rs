@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod policy;
 pub mod provision;
 mod slack;
+pub mod sudo_log;
 pub mod task_dispatch;
 pub mod tickets;
 pub mod tls;
@@ -438,10 +439,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            if let Some(settings) = &cfg.sudo_log {
+                let ca = agents.tls.client_ca.as_ref().context("agents' client CA")?;
+                let hosts = tls::client_auth::HostCertVerifier::required(
+                    ca.cert_der.clone(),
+                    agents.tls.revoked.clone(),
+                )
+                .context("agents' client CA")?;
+                let listener = tokio::net::TcpListener::bind(settings.listen)
+                    .await
+                    .with_context(|| {
+                        format!("sudo_log.listen: cannot listen on {}", settings.listen)
+                    })?;
+                tracing::info!(addr = %settings.listen, "sudo log server listening (TLS, host certificates)");
+                let server = Arc::new(sudo_log::LogServer::new(
+                    cp.clone(),
+                    cfg.recordings_dir.clone(),
+                    settings.clone(),
+                ));
+                tokio::spawn(server.serve(
+                    listener,
+                    tls::log_server_config(certs.clone(), hosts).context("[tls]")?,
+                    shutdown_tx.subscribe(),
+                ));
+            }
             Some(http::serve::TlsAcceptor::from(
                 tls::server_config(certs, clients).context("[tls]")?,
             ))
         }
+        None if cfg.sudo_log.is_some() => anyhow::bail!(
+            "sudo_log.listen: the sudo log server needs [tls] (or --dev): hosts authenticate \
+             with their client certificate"
+        ),
         None => None,
     };
     let scheme = if acceptor.is_some() { "https" } else { "http" };

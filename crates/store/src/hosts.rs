@@ -143,7 +143,7 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &HostWrite) -> Result<(), StoreEr
                 c,
                 &format!(
                     "INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+                     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
                 ),
                 args![
                     s.id,
@@ -164,7 +164,8 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &HostWrite) -> Result<(), StoreEr
                     &s.ended_by,
                     &s.recording_sha256,
                     s.recording_bytes,
-                    s.uploaded_at
+                    s.uploaded_at,
+                    s.via.map(|v| v.as_str())
                 ],
                 || StoreError::AlreadyExists(format!("session {} was already recorded", s.id)),
                 || {

@@ -284,7 +284,7 @@ pub(crate) fn head(r: &Row) -> Result<(i64, [u8; 32]), StoreError> {
 pub(crate) const SESSION_COLS: &str = "id, grant_id, delegation_id, task, params, host, \
      user_name, run_as, argv, \
      binary_sha256, shell, started_at, ended_at, exit_code, signal, ended_by, \
-     recording_sha256, recording_bytes, uploaded_at";
+     recording_sha256, recording_bytes, uploaded_at, via";
 
 pub(crate) fn host(r: &Row) -> Result<pedm_core::host::Host, StoreError> {
     Ok(pedm_core::host::Host {
@@ -331,5 +331,12 @@ pub(crate) fn session(r: &Row) -> Result<pedm_core::host::Session, StoreError> {
         recording_sha256: r.get("recording_sha256")?,
         recording_bytes: r.get("recording_bytes")?,
         uploaded_at: ts(r, "uploaded_at")?,
+        via: r
+            .get::<Option<String>>("via")?
+            .map(|v| {
+                pedm_core::host::SessionVia::parse(&v)
+                    .ok_or_else(|| corrupt("via", format!("unknown session source {v:?}")))
+            })
+            .transpose()?,
     })
 }

@@ -2236,6 +2236,7 @@ async fn hosts_receipts_and_sessions(db: Db) {
         recording_sha256: "cd".repeat(32),
         recording_bytes: 1234,
         uploaded_at: t(started + 2),
+        via: None,
     };
     let first = session(Uuid::now_v7(), g.id, 30);
     let second = Session {

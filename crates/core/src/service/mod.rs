@@ -36,6 +36,7 @@ mod scim;
 mod ssh;
 mod sso;
 mod step_up;
+mod sudo_log;
 mod suggest;
 mod task_runs;
 mod tickets;
@@ -56,6 +57,7 @@ pub use agent_reports::{AgentReport, ExecVerdict, ReportVia, SessionExec, Sessio
 pub use hosts::{
     HostGrant, HostRegistration, HostSnapshot, REPORT_ARGV_BYTES, ReportReceipt, Undelivered,
 };
+pub use sudo_log::{SUDO_WITHOUT_GRANT, SudoEvent, SudoVerdict};
 
 pub use locks::MAX_LOCK_SECS;
 pub use policy::{SimulatedChange, SimulationReport, diff as policy_diff};

@@ -498,6 +498,7 @@ async fn upload_session(
         recording_sha256: sha,
         recording_bytes: bytes as i64,
         uploaded_at: meta.ended_at,
+        via: None,
     };
     match s.cp.record_session(&h.host, session).await {
         Ok(new) => Ok(Json(SessionStored { new })),

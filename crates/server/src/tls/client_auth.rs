@@ -46,6 +46,9 @@ impl RevokedHosts {
 pub struct HostCertVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     revoked: Arc<RevokedHosts>,
+    /// Whether a connection without a certificate is refused at the handshake (the sudo log
+    /// server: only hosts speak to it).
+    mandatory: bool,
 }
 
 impl HostCertVerifier {
@@ -61,7 +64,24 @@ impl HostCertVerifier {
             .allow_unauthenticated()
             .build()
             .map_err(|e| super::TlsError::Config(format!("client verifier: {e}")))?;
-        Ok(Arc::new(HostCertVerifier { inner, revoked }))
+        Ok(Arc::new(HostCertVerifier {
+            inner,
+            revoked,
+            mandatory: false,
+        }))
+    }
+
+    /// The same checks, with a certificate required.
+    pub fn required(
+        ca: CertificateDer<'static>,
+        revoked: Arc<RevokedHosts>,
+    ) -> Result<Arc<Self>, super::TlsError> {
+        let v = Self::new(ca, revoked)?;
+        Ok(Arc::new(HostCertVerifier {
+            inner: v.inner.clone(),
+            revoked: v.revoked.clone(),
+            mandatory: true,
+        }))
     }
 }
 
@@ -71,7 +91,7 @@ impl ClientCertVerifier for HostCertVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        false
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

@@ -58,3 +58,17 @@ pub fn server_config(
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
+
+/// The sudo log server's configuration: the same certificate, a host certificate required,
+/// no ALPN (sudo offers none).
+pub fn log_server_config(
+    certs: Arc<ReloadingCert>,
+    hosts: Arc<client_auth::HostCertVerifier>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(hosts)
+        .with_cert_resolver(certs);
+    Ok(Arc::new(cfg))
+}

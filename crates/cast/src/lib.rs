@@ -10,6 +10,10 @@
 //! The writer hashes what it writes, so the agent can report the file's SHA-256 without
 //! reading it back (the server checks uploads against it). Event data is validated and
 //! escaped in one pass straight from the bytes read, as `serde_json` would write it.
+//!
+//! Event times come from a monotonic clock started with the writer (a session recorded as it
+//! runs), or from the recorded stream itself ([`CastWriter::replayed`]: sudo's I/O log sends
+//! each buffer with its delay since the one before).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -180,17 +184,30 @@ pub struct Summary {
     pub sha256: String,
 }
 
-/// Writes a recording as the session runs. Event times come from a monotonic clock
-/// started with the writer.
+/// Where a writer also offers each event line (with its newline) as it writes it: a live
+/// stream. Offering must never wait.
+pub trait Tap: Send {
+    fn offer(&self, line: &[u8]);
+}
+
+/// Where event times come from.
+enum Clock {
+    /// Time since the writer started.
+    Running(Instant),
+    /// The time the stream says: the sum of the delays given so far.
+    Given(Duration),
+}
+
+/// Writes a recording as the session runs.
 pub struct CastWriter<W: Write> {
     out: BufWriter<Hashing<W>>,
-    start: Instant,
+    clock: Clock,
     output: Utf8Carry,
     input: Utf8Carry,
     /// The event being written, reused.
     line: Vec<u8>,
     /// Where each event line also goes as it is written (a live stream), if anywhere.
-    tap: Option<crate::live::LiveTap>,
+    tap: Option<Box<dyn Tap>>,
 }
 
 /// A line buffer grown beyond this by a large event is not kept.
@@ -296,7 +313,7 @@ impl<W: Write> CastWriter<W> {
         out.write_all(b"\n")?;
         Ok(CastWriter {
             out,
-            start: Instant::now(),
+            clock: Clock::Running(Instant::now()),
             output: Utf8Carry::default(),
             input: Utf8Carry::default(),
             line: Vec::new(),
@@ -304,9 +321,63 @@ impl<W: Write> CastWriter<W> {
         })
     }
 
+    /// Writes the header to `w`; event times are then those the stream gives
+    /// ([`CastWriter::advance`]), not the clock's.
+    pub fn replayed(w: W, header: &Header) -> io::Result<CastWriter<W>> {
+        let mut writer = CastWriter::new(w, header)?;
+        writer.clock = Clock::Given(Duration::ZERO);
+        Ok(writer)
+    }
+
+    /// Continues a replayed recording that `w` already holds up to `at` (appends after it; no
+    /// header). Only what is written from now on counts in [`Summary`]; a character split
+    /// across the point where the recording stopped is lost (written as U+FFFD).
+    pub fn appending(w: W, at: Duration) -> CastWriter<W> {
+        CastWriter {
+            out: BufWriter::with_capacity(
+                64 * 1024,
+                Hashing {
+                    inner: w,
+                    hasher: Sha256::new(),
+                    bytes: 0,
+                },
+            ),
+            clock: Clock::Given(at),
+            output: Utf8Carry::default(),
+            input: Utf8Carry::default(),
+            line: Vec::new(),
+            tap: None,
+        }
+    }
+
+    /// Moves a replayed recording's time on by `delay` (nothing for one timed by the clock).
+    pub fn advance(&mut self, delay: Duration) {
+        if let Clock::Given(t) = &mut self.clock {
+            *t = t.saturating_add(delay);
+        }
+    }
+
     /// Time since the recording started, as event times count it.
     pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
+        match &self.clock {
+            Clock::Running(start) => start.elapsed(),
+            Clock::Given(t) => *t,
+        }
+    }
+
+    /// Writes what is buffered through to the underlying writer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// The underlying writer (for an `fsync` after [`CastWriter::flush`]).
+    pub fn get_ref(&self) -> &W {
+        &self.out.get_ref().inner
+    }
+
+    /// Bytes written so far, header included (buffered ones too).
+    pub fn written(&self) -> u64 {
+        self.out.get_ref().bytes + self.out.buffer().len() as u64
     }
 
     /// Records bytes the command wrote.
@@ -358,7 +429,7 @@ impl<W: Write> CastWriter<W> {
             self.line = Vec::new();
         }
         self.line.clear();
-        let t = self.start.elapsed().as_secs_f64();
+        let t = self.elapsed().as_secs_f64();
         // Writing to a Vec cannot fail.
         let _ = write!(self.line, "[{t:.6}, \"{}\", \"", char::from(code));
         self.line.len()
@@ -374,8 +445,8 @@ impl<W: Write> CastWriter<W> {
     }
 
     /// Offers every event line from now on to `tap` as well (it never waits).
-    pub fn tap(&mut self, tap: crate::live::LiveTap) {
-        self.tap = Some(tap);
+    pub fn tap(&mut self, tap: impl Tap + 'static) {
+        self.tap = Some(Box::new(tap));
     }
 
     /// Writes what incomplete characters remain (as U+FFFD), flushes, and returns the
