@@ -249,7 +249,8 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
     let s = Server::start_with(Options {
         dev: true,
         config: Some(format!(
-            "[sudo_log]\nlisten = \"127.0.0.1:{log_port}\"\ncommit_interval = \"1s\"\n\
+            "[agents]\nmax_recording_bytes = 16384\n\
+             [sudo_log]\nlisten = \"127.0.0.1:{log_port}\"\ncommit_interval = \"1s\"\n\
              abandon_after = \"2s\"\n"
         )),
         ..Default::default()
@@ -351,10 +352,41 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
         .unwrap();
     assert_eq!(session_of(&s, second).await.grant_id, Some(grant.id));
 
+    // A recording stops at agents.max_recording_bytes: the rest of the output is dropped
+    // (marked), the command is not stopped, its exit is kept.
+    let out = sudo(
+        &plain,
+        &user,
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout.len(), 18890, "sudo's own output is whole");
+    let big = events(&s, "sudo.accepted").await;
+    let big: uuid::Uuid = big[2].data["session"].as_str().unwrap().parse().unwrap();
+    session_of(&s, big).await;
+    let cast = recording(&s, big).await;
+    assert!(cast.output().starts_with("line-0\n"));
+    assert!(cast.output().len() < 18890, "{}", cast.output().len());
+    assert_eq!(
+        cast.markers(),
+        vec![
+            "output beyond 16384 bytes not kept (agents.max_recording_bytes)",
+            "exit 0"
+        ]
+    );
+
     // 3. A command sudoers does not allow: sudo refuses, pedm records why.
     let out = sudo(&plain, &user, &["/usr/bin/id"]);
     assert!(!out.status.success());
-    let rejected = events(&s, "sudo.rejected").await;
+    // sudo sends a rejection and exits without waiting for an answer.
+    let rejected = eventually(Duration::from_secs(30), "the rejection", || async {
+        Some(events(&s, "sudo.rejected").await).filter(|e| !e.is_empty())
+    })
+    .await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(rejected[0].outcome, Outcome::Denied);
     assert_eq!(rejected[0].data["argv"], serde_json::json!(["/usr/bin/id"]));

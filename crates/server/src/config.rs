@@ -647,6 +647,7 @@ impl Config {
                         n if n >= 1 => std::time::Duration::from_secs(n as u64),
                         _ => bail!("sudo_log.abandon_after: must be at least 1s"),
                     },
+                    max_recording_bytes: self.agents.max_recording_bytes,
                 }),
             },
             scim: self.scim.enabled,

@@ -6,7 +6,10 @@ standing privileges someone made by hand. Every line it reads and writes goes to
 
 Role settings steer it: {"fail": "retryable"|"refused"|"invalid"}, {"crash": true} (exits
 mid-call), {"hang": true}, {"garbage": true} (answers a line that is not JSON),
-{"wrong_id": true}, {"secret": true} (returns a token for the holder)."""
+{"wrong_id": true}, {"secret": true} (returns a token for the holder).
+
+While a file $STATE.down exists the "SaaS" is down: every request (not the hello) is answered
+with a retryable error and changes nothing (crates/provision/tests/conformance.rs)."""
 import json
 import os
 import sys
@@ -55,6 +58,10 @@ def main():
             send({"type": "hello", "protocol": PROTOCOL, "name": "crm-standin", "capabilities": CAPS})
             continue
         rid, op = msg["id"], msg["op"]
+        if os.path.exists(STATE + ".down"):
+            send({"type": "response", "id": rid,
+                  "error": {"kind": "retryable", "message": "CRM API unavailable (HTTP 503), try again later"}})
+            continue
         grant = msg.get("grant") or {}
         settings = grant.get("settings") or {}
         if settings.get("crash"):

@@ -234,6 +234,11 @@ impl IoLog {
         self.writer.marker(label)
     }
 
+    /// The recording's size so far.
+    pub fn bytes(&self) -> u64 {
+        self.writer.written()
+    }
+
     /// The log's time so far.
     pub fn elapsed(&self) -> Duration {
         self.writer.elapsed()

@@ -48,6 +48,9 @@ pub struct Settings {
     pub commit_interval: Duration,
     /// A partial log not resumed within this is finished as it stands.
     pub abandon_after: Duration,
+    /// A recording stops growing here (`agents.max_recording_bytes`): what sudo sends
+    /// beyond it is dropped, with a marker saying so; the command's events are still kept.
+    pub max_recording_bytes: u64,
 }
 
 /// The log server's shared state.
@@ -428,6 +431,8 @@ impl Conn<'_> {
     async fn io<S: AsyncRead + AsyncWrite>(&mut self, s: &mut Wire<S>) -> Result<(), ConnError> {
         let interval = self.server.settings.commit_interval;
         let record_input = self.server.settings.record_input;
+        let max_bytes = self.server.settings.max_recording_bytes;
+        let mut full = false;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -449,12 +454,20 @@ impl Conn<'_> {
                 None => return Ok(()), // dropped: the last commit stands
                 Some(Client::TtyoutBuf(b) | Client::StdoutBuf(b) | Client::StderrBuf(b)) => {
                     log.advance(delay(b.delay)?);
-                    log.output(&b.data)?;
+                    let (n, stopped) = room(log, &mut full, max_bytes, &b.data);
+                    log.output(&b.data[..n])?;
+                    if stopped {
+                        log.marker(&full_marker(max_bytes))?;
+                    }
                 }
                 Some(Client::TtyinBuf(b) | Client::StdinBuf(b)) => {
                     log.advance(delay(b.delay)?);
                     if record_input {
-                        log.input(&b.data)?;
+                        let (n, stopped) = room(log, &mut full, max_bytes, &b.data);
+                        log.input(&b.data[..n])?;
+                        if stopped {
+                            log.marker(&full_marker(max_bytes))?;
+                        }
                     }
                 }
                 Some(Client::WinsizeEvent(w)) => {
@@ -574,6 +587,26 @@ fn event(
         session,
         client,
     }
+}
+
+/// How much of `data` still fits in a recording of at most `max` bytes (counting raw bytes;
+/// escaping may take the file a little past it), and whether this is where it stopped
+/// fitting (the caller marks it once; `full` then keeps anything more out).
+fn room(log: &IoLog, full: &mut bool, max: u64, data: &[u8]) -> (usize, bool) {
+    if *full {
+        return (0, false);
+    }
+    let room = usize::try_from(max.saturating_sub(log.bytes())).unwrap_or(usize::MAX);
+    if data.len() <= room {
+        return (data.len(), false);
+    }
+    *full = true;
+    (room, true)
+}
+
+/// The marker of a recording that reached its limit.
+fn full_marker(max: u64) -> String {
+    format!("output beyond {max} bytes not kept (agents.max_recording_bytes)")
 }
 
 /// The event-log keys of a message.
