@@ -97,6 +97,34 @@ impl Spool {
         Ok(out)
     }
 
+    /// Removes recordings left without their state (pedmd stopped before a log's first
+    /// commit: nothing of it was acknowledged) once older than `older_than`; returns how many.
+    pub fn remove_orphans(&self, older_than: std::time::SystemTime) -> io::Result<usize> {
+        let entries = match std::fs::read_dir(self.dir()) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut n = 0;
+        for e in entries {
+            let e = e?;
+            let name = e.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".cast.part"))
+                .and_then(|n| Uuid::parse_str(n).ok())
+            else {
+                continue;
+            };
+            let old = e.metadata()?.modified()? < older_than;
+            if old && !self.state(id).exists() {
+                std::fs::remove_file(e.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Starts the log of an accepted command.
     pub fn create(&self, meta: LogMeta, header: &Header) -> Result<IoLog, IoLogError> {
         let dir = self.dir();
@@ -108,15 +136,18 @@ impl Spool {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(self.part(meta.id))?;
-        let mut log = IoLog {
+        let log = IoLog {
             spool: self.clone(),
             writer: CastWriter::replayed(file, header)?,
             meta,
             committed: Duration::ZERO,
-            dirty: true,
+            dirty: false,
+            resumed: false,
+            has_state: false,
         };
-        log.commit()?;
-        File::open(&dir)?.sync_all()?;
+        // No state until the first commit: nothing is acknowledged before it (a log cut off
+        // or a pedmd stopped before then is not resumable; the sweep removes what it left),
+        // and a short log that ends first never makes one.
         Ok(log)
     }
 
@@ -162,6 +193,8 @@ impl Spool {
             meta: state.meta,
             committed,
             dirty: false,
+            resumed: true,
+            has_state: true,
         })
     }
 
@@ -201,6 +234,10 @@ pub struct IoLog {
     pub meta: LogMeta,
     committed: Duration,
     dirty: bool,
+    /// Continued after a restart: the writer's hash covers only the part it wrote.
+    resumed: bool,
+    /// Whether its state file exists (from the first commit on).
+    has_state: bool,
 }
 
 /// A finished recording, in the recordings directory under the session's id.
@@ -259,6 +296,19 @@ impl IoLog {
         file.sync_data()?;
         let bytes = file.metadata()?.len();
         let point = self.writer.elapsed();
+        self.write_state(point, bytes)?;
+        if !self.has_state {
+            // The new state file's name durable too.
+            File::open(self.spool.dir())?.sync_all()?;
+            self.has_state = true;
+        }
+        self.committed = point;
+        self.dirty = false;
+        Ok(point)
+    }
+
+    /// Records `point` and the recording's size there beside the recording, durably.
+    fn write_state(&self, point: Duration, bytes: u64) -> io::Result<()> {
         let state = State {
             meta: self.meta.clone(),
             committed_nanos: u64::try_from(point.as_nanos()).unwrap_or(u64::MAX),
@@ -266,32 +316,37 @@ impl IoLog {
             committed_at: jiff::Timestamp::now(),
         };
         let json = serde_json::to_vec(&state).map_err(io::Error::other)?;
-        write_atomically(&self.spool.state(self.meta.id), &json)?;
-        self.committed = point;
-        self.dirty = false;
-        Ok(point)
+        write_atomically(&self.spool.state(self.meta.id), &json)
     }
 
-    /// Ends the recording with `marker`, moves it among the finished recordings and
-    /// forgets the partial state. The hash covers the whole file (a resumed log was written
-    /// by more than one writer).
+    /// Ends the recording with `marker`, makes it durable among the finished recordings and
+    /// forgets the partial state. The hash covers the whole file (read back for a resumed
+    /// log, which more than one writer wrote).
     pub fn finish(self, marker: &str) -> Result<Finished, IoLogError> {
         let IoLog {
             spool,
             mut writer,
             meta,
+            resumed,
+            has_state,
             ..
         } = self;
         writer.marker(marker)?;
-        let (mut file, _) = writer.finish()?;
+        let (mut file, summary) = writer.finish()?;
         file.sync_data()?;
-        file.seek(SeekFrom::Start(0))?;
-        let (sha256, bytes) = hash(&mut file)?;
+        let (sha256, bytes) = if resumed {
+            file.seek(SeekFrom::Start(0))?;
+            hash(&mut file)?
+        } else {
+            (summary.sha256, summary.bytes)
+        };
         let ended_at = jiff::Timestamp::now();
         let dest = spool.recordings.join(format!("{}.cast", meta.id));
         std::fs::rename(spool.part(meta.id), &dest)?;
         File::open(&spool.recordings)?.sync_all()?;
-        std::fs::remove_file(spool.state(meta.id))?;
+        if has_state {
+            std::fs::remove_file(spool.state(meta.id))?;
+        }
         Ok(Finished {
             meta,
             ended_at,

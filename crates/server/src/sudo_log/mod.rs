@@ -197,6 +197,12 @@ impl LogServer {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            let cutoff = std::time::SystemTime::now() - self.settings.abandon_after;
+            match tokio::task::block_in_place(|| self.spool.remove_orphans(cutoff)) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(n, "sudo log server: removed logs never committed"),
+                Err(e) => tracing::error!(error = %e, "sudo log server: cannot clear partial logs"),
+            }
             let ids = match self.spool.pending() {
                 Ok(ids) => ids,
                 Err(e) => {
@@ -512,10 +518,9 @@ impl Conn<'_> {
                     let exit_code = x.signal.is_empty().then_some(x.exit_value);
                     let ended_by =
                         (!x.error.is_empty()).then(|| x.error.chars().take(200).collect());
-                    // Durable first, then acknowledged, then the session recorded.
-                    let point = tokio::task::block_in_place(|| log.commit())?;
-                    s.send(Server::CommitPoint(TimeSpec::from_duration(point)))
-                        .await?;
+                    // The recording durable and the session recorded, then the last
+                    // commit point: sudo ends once it has it.
+                    let point = log.elapsed();
                     let log = self
                         .log
                         .take()
@@ -523,7 +528,10 @@ impl Conn<'_> {
                     let id = log.meta.id;
                     let done = self.server.finish(log, &marker, exit_code, ended_by).await;
                     self.server.release(id);
-                    return done;
+                    done?;
+                    s.send(Server::CommitPoint(TimeSpec::from_duration(point)))
+                        .await?;
+                    return Ok(());
                 }
                 Some(other) => {
                     return Err(ConnError::Protocol(format!(
