@@ -23,7 +23,6 @@ use pedm_server::sudo_log::proto::{
     IoBuffer, Server as Reply, ServerMessage, StringList, TimeSpec,
 };
 use prost::Message;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -192,25 +191,8 @@ async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // The host's certificate, as on a host (pedm-agent enroll).
-    let out = s.cli(&s.admin_token, &["--json", "host", "register", "web1"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, reg["token"].as_str().unwrap()).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (cert, key) = common::agent::enroll_host_certificate(&s, dir.path());
     let ca = s.ca().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pedm-agent"))
-        .arg("--config")
-        .arg(dir.path().join("agent.toml"))
-        .args(["enroll", "--server", &s.url, "--server-key"])
-        .arg(reg["server_key"].as_str().unwrap())
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--ca-file")
-        .arg(&ca)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
     let tls = {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -218,11 +200,11 @@ async fn run() {
         for c in CertificateDer::pem_file_iter(&ca).unwrap() {
             roots.add(c.unwrap()).unwrap();
         }
-        let chain: Vec<_> = CertificateDer::pem_file_iter(dir.path().join("agent-cert.pem"))
+        let chain: Vec<_> = CertificateDer::pem_file_iter(&cert)
             .unwrap()
             .map(|c| c.unwrap())
             .collect();
-        let key = PrivateKeyDer::from_pem_file(dir.path().join("agent-key.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         Arc::new(
             rustls::ClientConfig::builder_with_provider(provider)

@@ -260,28 +260,7 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
     let dir = tempfile::tempdir().unwrap();
 
     // The host's certificate, as `pedm-agent enroll` writes it; no agent runs.
-    let out = s.cli(&s.admin_token, &["--json", "host", "register", "web1"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, reg["token"].as_str().unwrap()).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pedm-agent"))
-        .arg("--config")
-        .arg(dir.path().join("agent.toml"))
-        .args(["enroll", "--server", &s.url, "--server-key"])
-        .arg(reg["server_key"].as_str().unwrap())
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--ca-file")
-        .arg(&ca)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let (cert, key) = (
-        dir.path().join("agent-cert.pem"),
-        dir.path().join("agent-key.pem"),
-    );
+    let (cert, key) = enroll_host_certificate(&s, dir.path());
     let relay = Relay::start(log_port, &ca, Some((&cert, &key)));
 
     let user = LinuxUser::create("pedmsl");

@@ -542,3 +542,28 @@ pub fn password_is(user: &str, password: &str) -> bool {
         .unwrap();
     String::from_utf8_lossy(&out.stdout) == hash
 }
+
+/// Registers host web1 and gets its client certificate with `pedm-agent enroll` into `dir`
+/// (`agent.toml`, `agent-cert.pem`, `agent-key.pem`), as on a host that uses the certificate
+/// without running the agent. Returns the certificate and key files.
+pub fn enroll_host_certificate(s: &Server, dir: &Path) -> (PathBuf, PathBuf) {
+    let out = s.cli(&s.admin_token, &["--json", "host", "register", "web1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, reg["token"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pedm-agent"))
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .args(["enroll", "--server", &s.url, "--server-key"])
+        .arg(reg["server_key"].as_str().unwrap())
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--ca-file")
+        .arg(s.ca().expect("an HTTPS server (Options::dev)"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    (dir.join("agent-cert.pem"), dir.join("agent-key.pem"))
+}

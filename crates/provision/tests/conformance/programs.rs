@@ -66,15 +66,21 @@ impl CommandFixture {
         let saas = SaasFile {
             path: dir.path().join("state.json"),
         };
-        let p = target(&format!(
-            "kind = \"command\"\nprogram = {}\ntimeout = \"20s\"\nenv = {{ STATE = {} }}\n\
-             remove_drift = true\nkeep = [{}]\n",
-            q(&program.display().to_string()),
-            q(&saas.path.display().to_string()),
-            q(saas_account(Whom::Kept)),
-        ));
+        let p = program_target("command", &program, &saas);
         CommandFixture { _dir: dir, saas, p }
     }
+}
+
+/// A `command` or `plugin` target running `program` on `saas`'s state file.
+fn program_target(kind: &str, program: &Path, saas: &SaasFile) -> Arc<dyn Provisioner> {
+    target(&format!(
+        "kind = {}\nprogram = {}\ntimeout = \"20s\"\nenv = {{ STATE = {} }}\n\
+         remove_drift = true\nkeep = [{}]\n",
+        q(kind),
+        q(&program.display().to_string()),
+        q(&saas.path.display().to_string()),
+        q(saas_account(Whom::Kept)),
+    ))
 }
 
 #[async_trait]
@@ -309,13 +315,7 @@ impl PluginFixture {
             path: dir.path().join("state.json"),
         };
         let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/crm_plugin.py");
-        let p = target(&format!(
-            "kind = \"plugin\"\nprogram = {}\ntimeout = \"20s\"\nenv = {{ STATE = {} }}\n\
-             remove_drift = true\nkeep = [{}]\n",
-            q(&program.display().to_string()),
-            q(&saas.path.display().to_string()),
-            q(saas_account(Whom::Kept)),
-        ));
+        let p = program_target("plugin", &program, &saas);
         PluginFixture { _dir: dir, saas, p }
     }
 }

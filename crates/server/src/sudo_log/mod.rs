@@ -306,10 +306,7 @@ impl Conn<'_> {
             None => Ok(()),
             Some(Client::AcceptMsg(a)) => {
                 let info = Info(&a.info_msgs);
-                let started = a
-                    .submit_time
-                    .and_then(|t| t.timestamp())
-                    .unwrap_or_else(jiff::Timestamp::now);
+                let started = wall(a.submit_time);
                 let id = a.expect_iobufs.then(Uuid::now_v7);
                 let ev = event(
                     self.client.clone(),
@@ -358,38 +355,14 @@ impl Conn<'_> {
                 self.io(s).await
             }
             Some(Client::RejectMsg(r)) => {
-                let info = Info(&r.info_msgs);
-                let at = r
-                    .submit_time
-                    .and_then(|t| t.timestamp())
-                    .unwrap_or_else(jiff::Timestamp::now);
-                let ev = event(
-                    self.client.clone(),
-                    SudoVerdict::Rejected,
-                    at,
-                    &info,
-                    Some(r.reason),
-                    None,
-                );
-                self.server.cp.record_sudo_event(self.host, ev).await?;
-                self.drain(s).await
+                let when = wall(r.submit_time);
+                self.event_only(s, SudoVerdict::Rejected, when, &r.info_msgs, r.reason)
+                    .await
             }
             Some(Client::AlertMsg(a)) => {
-                let info = Info(&a.info_msgs);
-                let at = a
-                    .alert_time
-                    .and_then(|t| t.timestamp())
-                    .unwrap_or_else(jiff::Timestamp::now);
-                let ev = event(
-                    self.client.clone(),
-                    SudoVerdict::Alert,
-                    at,
-                    &info,
-                    Some(a.reason),
-                    None,
-                );
-                self.server.cp.record_sudo_event(self.host, ev).await?;
-                self.drain(s).await
+                let when = wall(a.alert_time);
+                self.event_only(s, SudoVerdict::Alert, when, &a.info_msgs, a.reason)
+                    .await
             }
             Some(Client::RestartMsg(r)) => {
                 let point = r
@@ -420,6 +393,27 @@ impl Conn<'_> {
                 name(&other)
             ))),
         }
+    }
+
+    /// A reject or alert message: its event, then the client closes.
+    async fn event_only<S: AsyncRead + AsyncWrite>(
+        &mut self,
+        s: &mut Wire<S>,
+        verdict: SudoVerdict,
+        at: jiff::Timestamp,
+        info: &[InfoMessage],
+        reason: String,
+    ) -> Result<(), ConnError> {
+        let ev = event(
+            self.client.clone(),
+            verdict,
+            at,
+            &Info(info),
+            Some(reason),
+            None,
+        );
+        self.server.cp.record_sudo_event(self.host, ev).await?;
+        self.drain(s).await
     }
 
     /// After an event-only message: the client closes, or sends the exit message first.
@@ -488,10 +482,7 @@ impl Conn<'_> {
                 }
                 Some(Client::AlertMsg(a)) => {
                     let info = Info(&a.info_msgs);
-                    let at = a
-                        .alert_time
-                        .and_then(|t| t.timestamp())
-                        .unwrap_or_else(jiff::Timestamp::now);
+                    let at = wall(a.alert_time);
                     let id = log.meta.id;
                     let mut ev = event(
                         self.client.clone(),
@@ -615,6 +606,12 @@ fn room(log: &IoLog, full: &mut bool, max: u64, data: &[u8]) -> (usize, bool) {
 /// The marker of a recording that reached its limit.
 fn full_marker(max: u64) -> String {
     format!("output beyond {max} bytes not kept (agents.max_recording_bytes)")
+}
+
+/// A message's wall-clock time, or now when it has none.
+fn wall(t: Option<TimeSpec>) -> jiff::Timestamp {
+    t.and_then(|t| t.timestamp())
+        .unwrap_or_else(jiff::Timestamp::now)
 }
 
 /// The event-log keys of a message.
