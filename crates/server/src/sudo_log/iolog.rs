@@ -97,9 +97,14 @@ impl Spool {
         Ok(out)
     }
 
-    /// Removes recordings left without their state (pedmd stopped before a log's first
-    /// commit: nothing of it was acknowledged) once older than `older_than`; returns how many.
-    pub fn remove_orphans(&self, older_than: std::time::SystemTime) -> io::Result<usize> {
+    /// Removes recordings left without their state (cut off, or pedmd stopped, before a
+    /// log's first commit: nothing of it was acknowledged) once older than `older_than`,
+    /// except those `open` says a connection is still writing; returns how many.
+    pub fn remove_orphans(
+        &self,
+        older_than: std::time::SystemTime,
+        open: impl Fn(Uuid) -> bool,
+    ) -> io::Result<usize> {
         let entries = match std::fs::read_dir(self.dir()) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -117,7 +122,7 @@ impl Spool {
                 continue;
             };
             let old = e.metadata()?.modified()? < older_than;
-            if old && !self.state(id).exists() {
+            if old && !open(id) && !self.state(id).exists() {
                 std::fs::remove_file(e.path())?;
                 n += 1;
             }
@@ -400,6 +405,27 @@ mod tests {
             started_at: jiff::Timestamp::now(),
             grant: None,
         }
+    }
+
+    #[test]
+    fn a_log_never_committed_is_cleared_unless_a_connection_still_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool {
+            recordings: dir.path().to_path_buf(),
+        };
+        let m = meta();
+        let log = spool.create(m.clone(), &Header::new(80, 24)).unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert_eq!(spool.remove_orphans(later, |id| id == m.id).unwrap(), 0);
+        assert!(spool.part(m.id).exists());
+        // Not resumable: nothing of it was acknowledged.
+        assert!(matches!(
+            spool.resume("web1", &m.id.to_string(), Duration::ZERO),
+            Err(IoLogError::Unknown(_))
+        ));
+        drop(log);
+        assert_eq!(spool.remove_orphans(later, |_| false).unwrap(), 1);
+        assert!(!spool.part(m.id).exists());
     }
 
     #[test]

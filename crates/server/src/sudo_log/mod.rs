@@ -197,8 +197,16 @@ impl LogServer {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let cutoff = std::time::SystemTime::now() - self.settings.abandon_after;
-            match tokio::task::block_in_place(|| self.spool.remove_orphans(cutoff)) {
+            let cutoff = std::time::SystemTime::now()
+                .checked_sub(self.settings.abandon_after)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let open = |id| {
+                self.open
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&id)
+            };
+            match tokio::task::block_in_place(|| self.spool.remove_orphans(cutoff, open)) {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(n, "sudo log server: removed logs never committed"),
                 Err(e) => tracing::error!(error = %e, "sudo log server: cannot clear partial logs"),
