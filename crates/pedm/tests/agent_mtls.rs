@@ -39,16 +39,6 @@ fn agent_client(s: &Server, agent: &Agent) -> Client {
     Client::with_identity(&s.url, s.ca().as_deref(), &pem).unwrap()
 }
 
-async fn events(s: &Server, action: &str) -> Vec<AuditEvent> {
-    s.admin()
-        .audit_events(&AuditQuery {
-            action: Some(action.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_enrolls_for_a_client_certificate_renews_it_and_is_cut_off_when_revoked() {
     if !root_or_skip("agent_mtls") {
@@ -94,7 +84,7 @@ async fn an_agent_enrolls_for_a_client_certificate_renews_it_and_is_cut_off_when
         .await
         .unwrap_err();
     assert_eq!(again.status(), Some(401), "{again}");
-    let refused = events(&s, "host.enroll").await;
+    let refused = audit_of(&s, "host.enroll").await;
     assert!(refused.iter().any(|e| {
         e.outcome == Outcome::Denied
             && e.data["reason"]
@@ -116,7 +106,7 @@ async fn an_agent_enrolls_for_a_client_certificate_renews_it_and_is_cut_off_when
         pem_san_host(&renewed.certificate).as_deref(),
         Some("urn:pedm:host:web1")
     );
-    assert_eq!(events(&s, "host.cert_renewed").await.len(), 1);
+    assert_eq!(audit_of(&s, "host.cert_renewed").await.len(), 1);
     assert!(first.cert_not_after.is_some());
     // A CSR that is not one is refused (422: well-formed JSON the server cannot act on).
     let e = c
@@ -161,7 +151,7 @@ async fn an_agent_enrolls_for_a_client_certificate_renews_it_and_is_cut_off_when
         l.contains("server unreachable")
     });
     assert_eq!(
-        events(&s, "host.revoked").await[0].data["reason"],
+        audit_of(&s, "host.revoked").await[0].data["reason"],
         "disk stolen"
     );
 }

@@ -85,16 +85,6 @@ async fn docker_state(dev: &Client) -> RequestState {
     d.request.state
 }
 
-async fn events(s: &Server, action: &str) -> Vec<AuditEvent> {
-    s.admin()
-        .audit_events(&AuditQuery {
-            action: Some(action.into()),
-            ..Default::default()
-        })
-        .await
-        .expect("audit events")
-}
-
 #[tokio::test]
 async fn two_other_admins_must_approve_a_policy_change() {
     // Admins are made before two-person control is switched on (under it, making one needs
@@ -209,7 +199,7 @@ async fn two_other_admins_must_approve_a_policy_change() {
     assert_eq!(e.status(), Some(409), "{e}");
 
     // Every step is in the audit log.
-    let proposed = events(&s, "policy.proposed").await;
+    let proposed = audit_of(&s, "policy.proposed").await;
     assert_eq!(proposed.len(), 1);
     assert_eq!(proposed[0].actor, "alice");
     assert!(
@@ -218,7 +208,7 @@ async fn two_other_admins_must_approve_a_policy_change() {
             .unwrap()
             .contains("no-docker")
     );
-    let approved = events(&s, "policy.approved").await;
+    let approved = audit_of(&s, "policy.approved").await;
     assert_eq!(
         approved
             .iter()
@@ -226,7 +216,7 @@ async fn two_other_admins_must_approve_a_policy_change() {
             .collect::<Vec<_>>(),
         ["bob", "carol"]
     );
-    let applied = events(&s, "policy.applied").await;
+    let applied = audit_of(&s, "policy.applied").await;
     let last = applied.last().unwrap();
     assert_eq!(last.actor, "carol");
     assert_eq!(last.data["proposal"], 1);
@@ -235,7 +225,7 @@ async fn two_other_admins_must_approve_a_policy_change() {
         last.data["approved_by"],
         serde_json::json!(["bob", "carol"])
     );
-    let refused: Vec<_> = events(&s, "policy.approve")
+    let refused: Vec<_> = audit_of(&s, "policy.approve")
         .await
         .into_iter()
         .filter(|e| e.outcome == Outcome::Denied)
@@ -331,14 +321,14 @@ async fn rejected_and_stale_proposals_never_take_effect() {
         "root is still requestable: neither rejected nor stale proposal took effect"
     );
 
-    let rejections: Vec<_> = events(&s, "policy.rejected")
+    let rejections: Vec<_> = audit_of(&s, "policy.rejected")
         .await
         .into_iter()
         .filter(|e| e.subject.as_deref() == Some("policy-proposal:2"))
         .collect();
     assert_eq!(rejections.len(), 1);
     assert_eq!(rejections[0].data["comment"], "root stays requestable");
-    let stale_refusals = events(&s, "policy.approve")
+    let stale_refusals = audit_of(&s, "policy.approve")
         .await
         .into_iter()
         .filter(|e| {
@@ -365,7 +355,7 @@ async fn without_the_setting_apply_is_immediate() {
     );
     assert_eq!(docker_state(&p.dev.1).await, RequestState::Denied);
     assert!(p.bob.1.policy_proposals(true).await.unwrap().is_empty());
-    assert!(events(&s, "policy.proposed").await.is_empty());
+    assert!(audit_of(&s, "policy.proposed").await.is_empty());
     let e = p.bob.1.approve_policy_proposal(1, None).await.unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");
 }
@@ -627,7 +617,7 @@ async fn changes_to_who_approves_are_held_like_policy_changes() {
         .unwrap();
     assert_eq!(done.state, ProposalState::Applied);
     assert_eq!(members("security").await, ["mallory"]);
-    let added = events(&s, "group.member_added").await;
+    let added = audit_of(&s, "group.member_added").await;
     let held = added
         .iter()
         .find(|e| e.subject.as_deref() == Some("group:security"))
@@ -700,7 +690,7 @@ async fn changes_to_who_approves_are_held_like_policy_changes() {
             .unwrap_err();
         assert_eq!(e.status(), Some(403), "{holder}: {e}");
     }
-    let refused = events(&s, "token.create").await;
+    let refused = audit_of(&s, "token.create").await;
     assert_eq!(
         refused
             .iter()

@@ -105,16 +105,6 @@ fn patch(ops: Value) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
 }
 
-async fn events(s: &Server, action: &str) -> Vec<AuditEvent> {
-    s.admin()
-        .audit_events(&AuditQuery {
-            action: Some(action.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-}
-
 const POLICY: &str = r#"
 @id("admins-administer")
 permit (principal, action in [Pedm::Action::"manage_users", Pedm::Action::"manage_targets",
@@ -243,7 +233,7 @@ async fn provision_and_deprovision(s: &Server) {
         None,
     ));
     assert_eq!(group["id"], "ops");
-    let created = events(s, "user.created").await;
+    let created = audit_of(s, "user.created").await;
     let created = created
         .iter()
         .find(|e| e.subject.as_deref() == Some("user:alice"))
@@ -330,7 +320,7 @@ async fn provision_and_deprovision(s: &Server) {
     let g = s.admin().get_grant(grant.id).await.unwrap();
     assert_eq!(g.state, GrantState::Revoked, "{g:?}");
     assert_eq!(alice_api.whoami().await.unwrap_err().status(), Some(401));
-    let ev = &events(s, "user.deprovisioned").await[0];
+    let ev = &audit_of(s, "user.deprovisioned").await[0];
     assert_eq!(ev.actor, "scim:okta");
     assert_eq!(ev.data["grants_revoked"], json!([grant.id]));
     assert_eq!(ev.data["tokens_revoked"].as_array().map(Vec::len), Some(1));
@@ -372,7 +362,7 @@ async fn provision_and_deprovision(s: &Server) {
         body["schemas"][0],
         "urn:ietf:params:scim:api:messages:2.0:Error"
     );
-    let failed = events(s, "auth.failed").await;
+    let failed = audit_of(s, "auth.failed").await;
     assert!(
         failed.iter().any(|e| e.data["kind"] == "scim"
             && e.data["reason"] == "revoked SCIM token"
@@ -462,7 +452,7 @@ async fn a_scim_client_cannot_reach_what_pedm_owns() {
     let carol_user = || json!({"schemas": [pedm_api::scim::USER_SCHEMA], "userName": "Carol"});
     let (status, body) = call(&s, &token, "POST", "/Users", Some(carol_user())).await;
     assert_eq!((status, &body["id"]), (201, &json!("carol")), "{body}");
-    let adopted = events(&s, "user.scim_adopted").await;
+    let adopted = audit_of(&s, "user.scim_adopted").await;
     assert!(
         adopted
             .iter()
@@ -552,7 +542,7 @@ async fn a_scim_client_cannot_reach_what_pedm_owns() {
     )
     .await;
     assert_eq!(status, 403);
-    let denied = events(&s, "group.update").await;
+    let denied = audit_of(&s, "group.update").await;
     assert!(
         denied
             .iter()

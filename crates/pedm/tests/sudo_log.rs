@@ -211,16 +211,6 @@ fn log_end(timing: &Path) -> (i64, i32) {
     (nanos / 1_000_000_000, (nanos % 1_000_000_000) as i32)
 }
 
-async fn events(s: &Server, action: &str) -> Vec<AuditEvent> {
-    s.admin()
-        .audit_events(&AuditQuery {
-            action: Some(action.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-}
-
 async fn recording(s: &Server, id: uuid::Uuid) -> pedm_cast::Cast {
     let mut out = Vec::new();
     s.admin().download_recording(id, &mut out).await.unwrap();
@@ -272,7 +262,7 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
     let out = sudo(&plain, &user, &["/usr/bin/printf", "hello %s\\n", "world"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello world\n");
-    let accepted = events(&s, "sudo.accepted").await;
+    let accepted = audit_of(&s, "sudo.accepted").await;
     assert_eq!(accepted.len(), 1, "{accepted:?}");
     let ev = &accepted[0];
     assert_eq!(ev.actor, user.name);
@@ -284,7 +274,7 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
     );
     assert!(ev.data["grant"].is_null());
     assert!(ev.data["client"].as_str().unwrap().starts_with("sudoers "));
-    let alerts = events(&s, "exec.alert").await;
+    let alerts = audit_of(&s, "exec.alert").await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].data["alert"], "sudo-without-grant");
     let first: uuid::Uuid = ev.data["session"].as_str().unwrap().parse().unwrap();
@@ -320,10 +310,10 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
         .expect("auto-approved");
     let out = sudo(&plain, &user, &["/usr/bin/printf", "%s\\n", "granted"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let accepted = events(&s, "sudo.accepted").await;
+    let accepted = audit_of(&s, "sudo.accepted").await;
     assert_eq!(accepted.len(), 2);
     assert_eq!(accepted[1].data["grant"], grant.id.to_string());
-    assert_eq!(events(&s, "exec.alert").await.len(), 1);
+    assert_eq!(audit_of(&s, "exec.alert").await.len(), 1);
     let second: uuid::Uuid = accepted[1].data["session"]
         .as_str()
         .unwrap()
@@ -344,7 +334,7 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout.len(), 18890, "sudo's own output is whole");
-    let big = events(&s, "sudo.accepted").await;
+    let big = audit_of(&s, "sudo.accepted").await;
     let big: uuid::Uuid = big[2].data["session"].as_str().unwrap().parse().unwrap();
     session_of(&s, big).await;
     let cast = recording(&s, big).await;
@@ -363,7 +353,7 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
     assert!(!out.status.success());
     // sudo sends a rejection and exits without waiting for an answer.
     let rejected = eventually(Duration::from_secs(30), "the rejection", || async {
-        Some(events(&s, "sudo.rejected").await).filter(|e| !e.is_empty())
+        Some(audit_of(&s, "sudo.rejected").await).filter(|e| !e.is_empty())
     })
     .await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
@@ -487,11 +477,11 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
     let out = renew(true);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_ne!(std::fs::read(&cert).unwrap(), old);
-    assert_eq!(events(&s, "host.cert_renewed").await.len(), 1);
-    let before = events(&s, "sudo.accepted").await.len();
+    assert_eq!(audit_of(&s, "host.cert_renewed").await.len(), 1);
+    let before = audit_of(&s, "sudo.accepted").await.len();
     let out = sudo(&plain, &user, &["/usr/bin/printf", "renewed"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(events(&s, "sudo.accepted").await.len(), before + 1);
+    assert_eq!(audit_of(&s, "sudo.accepted").await.len(), before + 1);
 
     // 6. Only hosts speak to the log server: without a certificate, or as a revoked host,
     // the handshake fails and nothing is recorded.
@@ -509,7 +499,7 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
         .await
         .unwrap();
     let _ = sudo(&plain, &user, &["/usr/bin/printf", "revoked"]);
-    assert_eq!(events(&s, "sudo.accepted").await.len(), before);
+    assert_eq!(audit_of(&s, "sudo.accepted").await.len(), before);
 
     // Every event verifies in the chain.
     let out = s.cli(&s.admin_token, &["audit", "verify"]);
