@@ -250,6 +250,28 @@ async fn sudo_runs_a_command_only_under_a_grant_that_allows_it() {
     let out = sudo.run(&alice, &["/usr/bin/id", "-u"]);
     assert!(!out.status.success(), "ran after the grant ended");
 
+    // A grant that runs out rather than being revoked: sudo works inside its window and not
+    // once it has passed (the agent ends it by itself, server or not).
+    let short = grant(&client, "3s").await;
+    agent.wait_snapshot(1, None);
+    let out = sudo.run(&alice, &["/usr/bin/id", "-u"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = eventually(Duration::from_secs(30), "the short grant's end", || async {
+        let out = sudo.run(&alice, &["/usr/bin/id", "-u"]);
+        (!out.status.success()).then_some(out)
+    })
+    .await;
+    assert!(
+        jiff::Timestamp::now() >= short.expires_at,
+        "refused before the grant's end"
+    );
+    assert!(
+        stderr(&after).contains("no active grant"),
+        "{}",
+        stderr(&after)
+    );
+    agent.wait_snapshot(0, None);
+
     // pedmd away: the agent's signed snapshot still decides (an offline grant works)...
     let g2 = grant(&client, "1h").await;
     agent.wait_snapshot(1, None);
