@@ -191,7 +191,7 @@ async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // The host's certificate, as on a host (pedm-agent enroll).
-    let (cert, key) = common::agent::enroll_host_certificate(&s, dir.path());
+    let (cert, key) = common::agent::enroll_host_certificate(&s, dir.path(), "web1");
     let ca = s.ca().unwrap();
     let tls = {
         use rustls::pki_types::pem::PemObject;

@@ -250,7 +250,7 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
     let dir = tempfile::tempdir().unwrap();
 
     // The host's certificate, as `pedm-agent enroll` writes it; no agent runs.
-    let (cert, key) = enroll_host_certificate(&s, dir.path());
+    let (cert, key) = enroll_host_certificate(&s, dir.path(), "web1");
     let relay = Relay::start(log_port, &ca, Some((&cert, &key)));
 
     let user = LinuxUser::create("pedmsl");
@@ -444,6 +444,41 @@ async fn stock_sudo_logs_every_command_and_its_output_to_pedmd() {
         stderr(&out).contains("not its last commit point"),
         "{}",
         stderr(&out)
+    );
+    // Another host cannot take over web1's log: refused, recorded, the log untouched.
+    s.admin()
+        .create_target(&CreateTarget {
+            name: "db1".into(),
+            kind: TargetKind::Host,
+            description: None,
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    let db1_dir = tempfile::tempdir().unwrap();
+    let (db1_cert, db1_key) = enroll_host_certificate(&s, db1_dir.path(), "db1");
+    let db1 = Relay::start(log_port, &ca, Some((&db1_cert, &db1_key)));
+    let out = Command::new("sudo_sendlog")
+        .args(["-h", "127.0.0.1", "-p", &db1.port.to_string()])
+        .args(["-r", &format!("{},{}", point.0, point.1), "-i", &log_id])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not by this host"),
+        "{}",
+        stderr(&out)
+    );
+    let refused = audit_of(&s, "sudo.log_refused").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].actor, "host:db1");
+    assert_eq!(refused[0].outcome, Outcome::Denied);
+    assert!(
+        refused[0].data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("host web1")
     );
     let out = Command::new("sudo_sendlog")
         .args(["-h", "127.0.0.1", "-p", &relay.port.to_string()])

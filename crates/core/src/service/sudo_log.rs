@@ -155,4 +155,16 @@ impl ControlPlane {
         self.commit(cs).await?;
         Ok(grant)
     }
+
+    /// Records that `host` tried to resume I/O log `log`, which another host started (a
+    /// `sudo.log_refused` event under the host's name), and returns the refusal.
+    pub async fn refuse_sudo_resume(&self, host: &str, log: Uuid, why: String) -> crate::Error {
+        self.refuse(
+            &host_actor(host),
+            "sudo.log_refused",
+            subject("session", log),
+            why,
+        )
+        .await
+    }
 }

@@ -543,11 +543,11 @@ pub fn password_is(user: &str, password: &str) -> bool {
     String::from_utf8_lossy(&out.stdout) == hash
 }
 
-/// Registers host web1 and gets its client certificate with `pedm-agent enroll` into `dir`
-/// (`agent.toml`, `agent-cert.pem`, `agent-key.pem`), as on a host that uses the certificate
-/// without running the agent. Returns the certificate and key files.
-pub fn enroll_host_certificate(s: &Server, dir: &Path) -> (PathBuf, PathBuf) {
-    let out = s.cli(&s.admin_token, &["--json", "host", "register", "web1"]);
+/// Registers `host` (a target of kind host) and gets its client certificate with
+/// `pedm-agent enroll` into `dir` (`agent.toml`, `agent-cert.pem`, `agent-key.pem`), as on a
+/// host that uses the certificate without running the agent. Returns the certificate and key.
+pub fn enroll_host_certificate(s: &Server, dir: &Path, host: &str) -> (PathBuf, PathBuf) {
+    let out = s.cli(&s.admin_token, &["--json", "host", "register", host]);
     assert!(out.status.success(), "{}", stderr(&out));
     let reg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let token_file = dir.join("token");

@@ -156,6 +156,13 @@ impl LogServer {
                 tracing::warn!(host, %addr, error = %m, "sudo log server: refused");
                 let _ = stream.send(Server::Error(m)).await;
             }
+            Err(ConnError::IoLog(IoLogError::OtherHost { id, owner })) => {
+                // Another host's log: a security decision, recorded.
+                let why = IoLogError::OtherHost { id, owner }.to_string();
+                tracing::warn!(host, %addr, error = %why, "sudo log server: refused");
+                let _ = self.cp.refuse_sudo_resume(host, id, why.clone()).await;
+                let _ = stream.send(Server::Error(why)).await;
+            }
             Err(ConnError::IoLog(e)) if !matches!(e, IoLogError::Io(_)) => {
                 tracing::warn!(host, %addr, error = %e, "sudo log server: refused");
                 let _ = stream.send(Server::Error(e.to_string())).await;
