@@ -569,12 +569,11 @@ impl ControlPlane {
                 }))
                 .event(ev);
             // Alerts: recorded with the report (once, as the report), announced after.
-            let alerts: Vec<&str> = self
-                .exec_alerts
-                .iter()
-                .filter(|a| r.via != Some(ReportVia::Login) && a.matches(&r.argv))
-                .map(|a| a.name.as_str())
-                .collect();
+            let alerts = if r.via == Some(ReportVia::Login) {
+                vec![]
+            } else {
+                self.exec_alerts_matching(&r.argv)
+            };
             for name in &alerts {
                 cs = cs.event(
                     NewAuditEvent::new(
@@ -592,7 +591,7 @@ impl ControlPlane {
             }
             for name in alerts {
                 cs = cs.notice(crate::notice::Notice::ExecAlert {
-                    alert: name.to_string(),
+                    alert: name,
                     host: host.to_string(),
                     user: r.user.clone(),
                     argv: r.argv.clone(),

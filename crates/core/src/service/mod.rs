@@ -321,6 +321,16 @@ impl ControlPlane {
         self
     }
 
+    /// The names of the configured exec alerts `argv` matches (agents' reports and sudo's
+    /// commands alike).
+    pub(super) fn exec_alerts_matching(&self, argv: &[String]) -> Vec<String> {
+        self.exec_alerts
+            .iter()
+            .filter(|a| a.matches(argv))
+            .map(|a| a.name.clone())
+            .collect()
+    }
+
     /// Decisions come from policies compiled by `compiler` (see [`Self::load_policies`]).
     pub fn with_policy_compiler(mut self, compiler: Arc<dyn PolicyCompiler>) -> Self {
         self.compiler = Some(compiler);

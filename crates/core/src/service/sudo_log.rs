@@ -121,14 +121,10 @@ impl ControlPlane {
                 .outcome(outcome)
                 .data(data),
         );
-        let mut alerts: Vec<String> = if ev.verdict == SudoVerdict::Alert {
+        let mut alerts = if ev.verdict == SudoVerdict::Alert {
             vec![]
         } else {
-            self.exec_alerts
-                .iter()
-                .filter(|a| a.matches(&ev.argv))
-                .map(|a| a.name.clone())
-                .collect()
+            self.exec_alerts_matching(&ev.argv)
         };
         if ev.verdict == SudoVerdict::Accepted && grant.is_none() {
             alerts.push(SUDO_WITHOUT_GRANT.to_string());

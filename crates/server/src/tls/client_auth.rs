@@ -52,9 +52,26 @@ pub struct HostCertVerifier {
 }
 
 impl HostCertVerifier {
+    /// A certificate optional (the HTTPS API: people present none).
     pub fn new(
         ca: CertificateDer<'static>,
         revoked: Arc<RevokedHosts>,
+    ) -> Result<Arc<Self>, super::TlsError> {
+        Self::build(ca, revoked, false)
+    }
+
+    /// The same checks, with a certificate required (the sudo log server: only hosts).
+    pub fn required(
+        ca: CertificateDer<'static>,
+        revoked: Arc<RevokedHosts>,
+    ) -> Result<Arc<Self>, super::TlsError> {
+        Self::build(ca, revoked, true)
+    }
+
+    fn build(
+        ca: CertificateDer<'static>,
+        revoked: Arc<RevokedHosts>,
+        mandatory: bool,
     ) -> Result<Arc<Self>, super::TlsError> {
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -67,20 +84,7 @@ impl HostCertVerifier {
         Ok(Arc::new(HostCertVerifier {
             inner,
             revoked,
-            mandatory: false,
-        }))
-    }
-
-    /// The same checks, with a certificate required.
-    pub fn required(
-        ca: CertificateDer<'static>,
-        revoked: Arc<RevokedHosts>,
-    ) -> Result<Arc<Self>, super::TlsError> {
-        let v = Self::new(ca, revoked)?;
-        Ok(Arc::new(HostCertVerifier {
-            inner: v.inner.clone(),
-            revoked: v.revoked.clone(),
-            mandatory: true,
+            mandatory,
         }))
     }
 }
