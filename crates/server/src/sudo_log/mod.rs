@@ -323,6 +323,7 @@ impl Conn<'_> {
                 let info = Info(&a.info_msgs);
                 let started = wall(a.submit_time);
                 let id = a.expect_iobufs.then(Uuid::now_v7);
+                info.require()?;
                 let ev = event(
                     self.client.clone(),
                     SudoVerdict::Accepted,
@@ -419,6 +420,9 @@ impl Conn<'_> {
         info: &[InfoMessage],
         reason: String,
     ) -> Result<(), ConnError> {
+        if verdict == SudoVerdict::Rejected {
+            Info(info).require()?;
+        }
         let ev = event(
             self.client.clone(),
             verdict,
@@ -633,6 +637,19 @@ fn wall(t: Option<TimeSpec>) -> jiff::Timestamp {
 struct Info<'a>(&'a [InfoMessage]);
 
 impl Info<'_> {
+    /// The keys `sudo_logsrv.proto` requires of an accept or reject message (a message
+    /// without one is refused, and nothing is recorded).
+    fn require(&self) -> Result<(), ConnError> {
+        for key in ["submituser", "runuser", "command"] {
+            if self.string(key).is_none_or(|v| v.is_empty()) {
+                return Err(ConnError::Protocol(format!(
+                    "the message lacks `{key}`, which the log server protocol requires"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn get(&self, key: &str) -> Option<&InfoValue> {
         self.0
             .iter()
@@ -728,5 +745,36 @@ impl<S: AsyncRead + AsyncWrite> Wire<S> {
         out.extend_from_slice(&bytes);
         self.out.write_all(&out).await?;
         self.out.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(key: &str, v: &str) -> InfoMessage {
+        InfoMessage {
+            key: key.into(),
+            value: Some(InfoValue::Strval(v.into())),
+        }
+    }
+
+    #[test]
+    fn an_event_without_a_required_key_is_refused_naming_it() {
+        let whole = vec![
+            info("submituser", "alice"),
+            info("runuser", "root"),
+            info("command", "/usr/bin/id"),
+        ];
+        assert!(Info(&whole).require().is_ok());
+        for missing in ["submituser", "runuser", "command"] {
+            let partial: Vec<_> = whole.iter().filter(|m| m.key != missing).cloned().collect();
+            match Info(&partial).require() {
+                Err(ConnError::Protocol(m)) => assert!(m.contains(missing), "{m}"),
+                other => panic!("{missing}: {other:?}"),
+            }
+        }
+        let empty_user = vec![info("submituser", ""), whole[1].clone(), whole[2].clone()];
+        assert!(Info(&empty_user).require().is_err());
     }
 }
