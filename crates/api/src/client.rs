@@ -456,6 +456,15 @@ impl Client {
     pub async fn grant_secret(&self, id: Uuid) -> Result<GrantSecret, ApiError> {
         self.get(&format!("/grants/{id}/secret")).await
     }
+    /// Short-lived credentials for the caller's grant `id` from its target.
+    pub async fn grant_credentials(&self, id: Uuid) -> Result<GrantCredentials, ApiError> {
+        self.send(
+            Method::POST,
+            &format!("/grants/{id}/credentials"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
     /// A certificate for `public_key` under the caller's grant `id` on an `ssh` target.
     pub async fn ssh_certificate(
         &self,

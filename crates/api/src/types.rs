@@ -550,6 +550,31 @@ impl std::fmt::Debug for GrantSecret {
     }
 }
 
+/// Short-lived credentials a grant's target issued for its holder (`POST
+/// /grants/{id}/credentials`). For `aws`, `credentials` is the AWS CLI's `credential_process`
+/// JSON (`Version`, `AccessKeyId`, `SecretAccessKey`, `SessionToken`, `Expiration`).
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantCredentials {
+    pub grant_id: Uuid,
+    /// `aws`.
+    pub kind: String,
+    /// When they stop working: never after the grant ends.
+    pub expires_at: Timestamp,
+    #[schema(value_type = Object)]
+    pub credentials: serde_json::Value,
+}
+
+impl std::fmt::Debug for GrantCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantCredentials")
+            .field("grant_id", &self.grant_id)
+            .field("kind", &self.kind)
+            .field("expires_at", &self.expires_at)
+            .field("credentials", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Query of `GET /sessions`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionQuery {

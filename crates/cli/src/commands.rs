@@ -74,6 +74,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
         Command::Host(c) => host(ctx, c).await,
         Command::Ssh(a) => crate::ssh::login(ctx, a).await,
+        Command::Aws(AwsCmd::Credentials { grant, target }) => {
+            crate::aws::credentials(ctx, grant, target).await
+        }
         Command::Lock(c) => match c {
             LockCmd::Add {
                 user,

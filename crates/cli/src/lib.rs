@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod aws;
 pub mod commands;
 pub mod delegation;
 pub mod device;

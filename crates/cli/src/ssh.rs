@@ -48,7 +48,11 @@ fn key_pair(given: Option<PathBuf>) -> Result<(PathBuf, String)> {
 }
 
 /// The caller's active grant on `target`: the one named, or the only one.
-async fn pick_grant(ctx: &Ctx, target: &str, given: Option<uuid::Uuid>) -> Result<uuid::Uuid> {
+pub(crate) async fn pick_grant(
+    ctx: &Ctx,
+    target: &str,
+    given: Option<uuid::Uuid>,
+) -> Result<uuid::Uuid> {
     if let Some(id) = given {
         return Ok(id);
     }

@@ -46,6 +46,7 @@ pub fn status_of(e: &pedm_core::Error) -> StatusCode {
         E::Forbidden(_) => StatusCode::FORBIDDEN,
         E::Conflict(_) | E::AlreadyExists(_) => StatusCode::CONFLICT,
         E::Store(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        E::Upstream(_) => StatusCode::BAD_GATEWAY,
     }
 }
 

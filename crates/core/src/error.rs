@@ -31,6 +31,9 @@ pub enum Error {
     Store(#[source] StoreError),
     #[error("internal: {0}")]
     Internal(String),
+    /// A system pedm depends on (a target's API) failed or refused: says which and why.
+    #[error("upstream: {0}")]
+    Upstream(String),
 }
 
 impl Error {
@@ -59,6 +62,7 @@ impl Error {
             Error::AlreadyExists(_) => "already_exists",
             Error::Store(_) => "storage",
             Error::Internal(_) => "internal",
+            Error::Upstream(_) => "upstream",
         }
     }
 }

@@ -133,16 +133,19 @@ pub enum TargetKind {
     Webhook,
     /// A host reached over SSH without an agent: grants get short-lived certificates.
     Ssh,
+    /// An AWS organisation or account (IAM, IAM Identity Center, STS credentials).
+    Aws,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 6] = [
+    pub const ALL: [TargetKind; 7] = [
         Self::Host,
         Self::Postgres,
         Self::Mariadb,
         Self::Command,
         Self::Webhook,
         Self::Ssh,
+        Self::Aws,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -152,6 +155,7 @@ impl TargetKind {
             Self::Command => "command",
             Self::Webhook => "webhook",
             Self::Ssh => "ssh",
+            Self::Aws => "aws",
         }
     }
 }
@@ -169,7 +173,10 @@ impl FromStr for TargetKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown target kind {s:?} (expected host, postgres, command or webhook)")
+                format!(
+                    "unknown target kind {s:?} (expected one of: {})",
+                    Self::ALL.map(Self::as_str).join(", ")
+                )
             })
     }
 }

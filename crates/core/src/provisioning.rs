@@ -62,6 +62,31 @@ impl std::fmt::Debug for Provisioned {
     }
 }
 
+/// Short-lived credentials a target issued for a grant's holder (e.g. AWS STS credentials as
+/// the AWS CLI's `credential_process` JSON). `value` holds secrets: handed to the holder,
+/// never stored or logged (`Debug` hides it).
+#[derive(Clone)]
+pub struct GrantCredentials {
+    /// The target's kind of credentials (`aws`).
+    pub kind: String,
+    /// When they stop working: never after the grant ends.
+    pub expires_at: jiff::Timestamp,
+    pub value: serde_json::Value,
+    /// What was issued, for the audit log (no secret).
+    pub detail: String,
+}
+
+impl std::fmt::Debug for GrantCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantCredentials")
+            .field("kind", &self.kind)
+            .field("expires_at", &self.expires_at)
+            .field("value", &"<redacted>")
+            .field("detail", &self.detail)
+            .finish()
+    }
+}
+
 /// What reconciliation does with one drift finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriftAction {
@@ -101,6 +126,19 @@ pub trait ProvisioningPort: Send + Sync + 'static {
         Err(ProvisionFailure {
             kind: FailureKind::Invalid,
             message: format!("target {} keeps no expiry of its own", grant.target),
+        })
+    }
+    /// Short-lived credentials for `grant`'s holder that stop working no later than the
+    /// grant (`now` is the control plane's clock). Default: the target issues none.
+    async fn credentials(
+        &self,
+        grant: &Grant,
+        now: jiff::Timestamp,
+    ) -> Result<GrantCredentials, ProvisionFailure> {
+        let _ = now;
+        Err(ProvisionFailure {
+            kind: FailureKind::Invalid,
+            message: format!("target {} issues no credentials", grant.target),
         })
     }
     /// Standing privileged accounts in the target, whoever created them.

@@ -164,6 +164,7 @@ impl ScimError {
                 crate::Error::Unauthenticated(_) => (401, None),
                 crate::Error::Forbidden(_) => (403, None),
                 crate::Error::Store(_) | crate::Error::Internal(_) => (500, None),
+                crate::Error::Upstream(_) => (502, None),
             },
         }
     }

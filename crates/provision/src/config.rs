@@ -45,10 +45,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CommandConfig, CommandProvisioner, GrantOutcome, GrantSpec, LinuxGroupConfig,
-    LinuxGroupProvisioner, MariaDbConfig, MariaDbProvisioner, Observed, PluginConfig,
-    PluginProvisioner, PostgresConfig, PostgresProvisioner, ProvisionError, Provisioner,
-    StandingPrivilege, WebhookConfig, WebhookProvisioner,
+    AwsConfig, AwsProvisioner, CommandConfig, CommandProvisioner, GrantOutcome, GrantSpec,
+    LinuxGroupConfig, LinuxGroupProvisioner, MariaDbConfig, MariaDbProvisioner, Observed,
+    PluginConfig, PluginProvisioner, PostgresConfig, PostgresProvisioner, ProvisionError,
+    Provisioner, StandingPrivilege, WebhookConfig, WebhookProvisioner,
 };
 
 /// A configuration that cannot work (bad URL, relative program path, …).
@@ -67,6 +67,8 @@ pub enum ProvisionerConfig {
     Webhook(WebhookConfig),
     /// An external program speaking the provisioner protocol (docs/provisioner-protocol.md).
     Plugin(PluginConfig),
+    /// Amazon Web Services: IAM and IAM Identity Center.
+    Aws(AwsConfig),
 }
 
 impl ProvisionerConfig {
@@ -79,6 +81,7 @@ impl ProvisionerConfig {
             Self::Command(_) => "command",
             Self::Webhook(_) => "webhook",
             Self::Plugin(_) => "plugin",
+            Self::Aws(_) => "aws",
         }
     }
 }
@@ -128,6 +131,7 @@ pub fn build(target: &str, config: &TargetConfig) -> Result<Arc<dyn Provisioner>
         ProvisionerConfig::Command(c) => Arc::new(CommandProvisioner::new(target, c.clone())?),
         ProvisionerConfig::Webhook(c) => Arc::new(WebhookProvisioner::new(target, c.clone())?),
         ProvisionerConfig::Plugin(c) => Arc::new(PluginProvisioner::new(target, c.clone())?),
+        ProvisionerConfig::Aws(c) => Arc::new(AwsProvisioner::new(c.clone())?),
     };
     if let Some(k) = config
         .keep
@@ -201,6 +205,13 @@ impl Provisioner for DriftRules {
     async fn remove_standing(&self, p: &StandingPrivilege) -> Result<String, ProvisionError> {
         self.removable(p).map_err(ProvisionError::Invalid)?;
         self.inner.remove_standing(p).await
+    }
+    async fn credentials(
+        &self,
+        g: &GrantSpec,
+        now: jiff::Timestamp,
+    ) -> Result<crate::Credentials, ProvisionError> {
+        self.inner.credentials(g, now).await
     }
 }
 

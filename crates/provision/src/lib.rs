@@ -2,10 +2,11 @@
 //! is there right now, and discover standing privileged accounts that exist regardless of
 //! pedm.
 //!
-//! One trait, [`Provisioner`], six implementations:
+//! One trait, [`Provisioner`], seven implementations:
 //!
 //! | kind | type | what a grant does |
 //! |---|---|---|
+//! | `aws` | [`AwsProvisioner`] | attaches an IAM managed policy, adds to an IAM group, or creates an IAM Identity Center account assignment; hands out STS credentials bounded by the grant |
 //! | `postgres` | [`PostgresProvisioner`] | `GRANT role TO login`, or a short-lived `LOGIN` role with `VALID UNTIL` and a generated password |
 //! | `mariadb` | [`MariaDbProvisioner`] | `GRANT role TO 'login'@'host'` as its default role, or a short-lived account with a generated password; connections killed on revoke |
 //! | `linux_group` | [`LinuxGroupProvisioner`] | temporary membership of a local group (`gpasswd -a`/`-d`) |
@@ -32,6 +33,7 @@
 //! The server builds provisioners from its configuration with [`build`] /
 //! [`build_all`] (see [`ProvisionerConfig`] for the TOML shape).
 
+mod aws;
 mod command;
 mod config;
 mod linux;
@@ -41,6 +43,7 @@ mod postgres;
 mod scram;
 mod webhook;
 
+pub use aws::{AwsConfig, AwsProvisioner, IdentityCenterConfig};
 pub use command::{CommandConfig, CommandProvisioner, MAX_CAPTURE};
 pub use config::{ConfigError, ProvisionerConfig, TargetConfig, build, build_all};
 pub use linux::{LinuxGroupConfig, LinuxGroupProvisioner, parse_sudoers};
@@ -89,6 +92,31 @@ impl std::fmt::Debug for GrantOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrantOutcome")
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("detail", &self.detail)
+            .finish()
+    }
+}
+
+/// Short-lived credentials for a grant's holder, in the shape the target's own tools read
+/// (for `aws`, the AWS CLI's `credential_process` JSON). `value` holds secrets: hand it to
+/// the holder, never log or store it; `Debug` does not show it.
+#[derive(Clone, PartialEq)]
+pub struct Credentials {
+    /// `aws`.
+    pub kind: &'static str,
+    /// When they stop working (never after the grant's end).
+    pub expires_at: Timestamp,
+    pub value: serde_json::Value,
+    /// What was issued, for the audit log (no secret).
+    pub detail: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("kind", &self.kind)
+            .field("expires_at", &self.expires_at)
+            .field("value", &"<redacted>")
             .field("detail", &self.detail)
             .finish()
     }
@@ -153,7 +181,7 @@ impl ProvisionError {
 /// Switches one kind of privilege on and off in one target.
 #[async_trait]
 pub trait Provisioner: Send + Sync {
-    /// `postgres`, `mariadb`, `linux_group`, `command`, `webhook` or `plugin`.
+    /// `postgres`, `mariadb`, `linux_group`, `command`, `webhook`, `plugin` or `aws`.
     fn kind(&self) -> &'static str;
     /// Puts the privilege in place. Granting what is already there succeeds (and may hand
     /// out a fresh secret).
@@ -221,6 +249,20 @@ pub trait Provisioner: Send + Sync {
             "the {} provisioner does not remove standing privileges",
             self.kind()
         ))
+    }
+
+    /// Short-lived credentials for `g`'s holder that stop working no later than the grant
+    /// (`now` is the control plane's clock). Default: this kind issues none.
+    async fn credentials(
+        &self,
+        g: &GrantSpec,
+        now: Timestamp,
+    ) -> Result<Credentials, ProvisionError> {
+        let _ = (g, now);
+        Err(ProvisionError::invalid(format!(
+            "the {} provisioner issues no credentials",
+            self.kind()
+        )))
     }
 
     /// Takes away a standing privilege that [`Provisioner::discover`] reported and pedm did

@@ -29,10 +29,14 @@
 //! | `command` | a Python script keeping a stand-in SaaS in a JSON file | the script exits 75 (`EX_TEMPFAIL`) | an org owner added to the file | none (only `keep`) |
 //! | `webhook` | an axum server on 127.0.0.1 checking signatures, state in memory | it answers HTTP 503 | an org owner added to its state | none (only `keep`) |
 //! | `plugin` | `support/crm_plugin.py` speaking the plugin protocol, state in a JSON file | it answers every request with a `retryable` error | an entry in its `standing` list | none (only `keep`) |
+//! | `aws` (IAM) | moto in server mode (`support/moto.rs`), a managed policy attached to an IAM user | the TCP relay in front of moto cut (connections refused, moto's state kept) | `AdministratorAccess` attached to an IAM user | the identity pedm calls AWS as (moto's `user/moto`) |
+//! | `aws` (Identity Center) | moto, a permission set assigned in a member account | as above | a privileged permission set assigned by hand | none (only `keep`) |
 //!
 //! Skipped with `SKIP:` printed: `postgres` and `mariadb` when their server binaries are not
 //! installed, `linux_group` when not run as root.
 
+#[path = "conformance/aws.rs"]
+mod aws_fixtures;
 #[path = "conformance/databases.rs"]
 mod databases;
 #[path = "conformance/linux_group.rs"]
@@ -40,8 +44,13 @@ mod linux_group_fixture;
 #[allow(dead_code)] // shared with tests/mariadb.rs, which uses the rest of it
 #[path = "support/mariadb.rs"]
 mod mariadb_support;
+#[allow(dead_code)] // shared with the pedm crate's tests
+#[path = "support/moto.rs"]
+mod moto;
 #[path = "conformance/programs.rs"]
 mod programs;
+
+use aws_fixtures::{AwsIamFixture, AwsIdentityCenterFixture};
 
 use databases::{MariaDbFixture, PostgresFixture};
 use linux_group_fixture::LinuxGroupFixture;
@@ -334,6 +343,16 @@ async fn webhook() {
 #[tokio::test]
 async fn plugin() {
     conformance(&PluginFixture::start()).await;
+}
+
+#[tokio::test]
+async fn aws_iam() {
+    conformance(&AwsIamFixture::start().await).await;
+}
+
+#[tokio::test]
+async fn aws_identity_center() {
+    conformance(&AwsIdentityCenterFixture::start().await).await;
 }
 
 // ---------------------------------------------------------------------------------------

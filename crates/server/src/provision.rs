@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use pedm_core::model::{Grant, StandingPrivilege};
 use pedm_core::provisioning::{
-    DriftAction, FailureKind, ProvisionFailure, Provisioned, ProvisioningPort,
+    DriftAction, FailureKind, GrantCredentials, ProvisionFailure, Provisioned, ProvisioningPort,
 };
 use pedm_provision::{GrantSpec, ProvisionError, Provisioner};
 use std::collections::BTreeMap;
@@ -108,6 +108,24 @@ impl ProvisioningPort for Provisioners {
         let p = self.get(&grant.target)?;
         let o = p.observe(&self.spec(grant, None)).await.map_err(failure)?;
         Ok((o.present, o.detail))
+    }
+
+    async fn credentials(
+        &self,
+        grant: &Grant,
+        now: jiff::Timestamp,
+    ) -> Result<GrantCredentials, ProvisionFailure> {
+        let p = self.get(&grant.target)?;
+        let c = p
+            .credentials(&self.spec(grant, None), now)
+            .await
+            .map_err(failure)?;
+        Ok(GrantCredentials {
+            kind: c.kind.to_string(),
+            expires_at: c.expires_at,
+            value: c.value,
+            detail: c.detail,
+        })
     }
 
     async fn discover(&self, target: &str) -> Result<Vec<StandingPrivilege>, ProvisionFailure> {

@@ -552,6 +552,39 @@ async fn a_refused_revoke_is_never_dropped_and_alerts() {
 }
 
 #[tokio::test]
+async fn an_unreachable_revoke_alerts_once_after_three_attempts_and_goes_on() {
+    let e = env().await;
+    e.script.revokes.lock().unwrap().extend([
+        Err(FailureKind::Unreachable),
+        Err(FailureKind::Unreachable),
+        Err(FailureKind::Unreachable),
+        Err(FailureKind::Unreachable),
+        Ok(()),
+    ]);
+    let g = e.grant("db").await;
+    e.cp.run_due_jobs().await.unwrap();
+    e.cp.release_grant(&alice(), g.id, None).await.unwrap();
+    for attempt in 1..=4 {
+        assert_eq!(e.cp.run_due_jobs().await.unwrap(), 1, "attempt {attempt}");
+        let alerts = e.seen.0.lock().unwrap().clone();
+        assert_eq!(
+            alerts.len(),
+            usize::from(attempt >= 3),
+            "attempt {attempt}: {alerts:?}"
+        );
+        e.advance(20);
+    }
+    let alerts = e.seen.0.lock().unwrap().clone();
+    assert!(
+        alerts[0].starts_with("target unreachable for 3 attempts, still retrying"),
+        "{alerts:?}"
+    );
+    assert_eq!(e.cp.run_due_jobs().await.unwrap(), 1);
+    assert_eq!(e.state(&g).await.provision_state, ProvisionState::Revoked);
+    assert_eq!(e.actions("provision.failed").await, 4);
+}
+
+#[tokio::test]
 async fn a_grant_ended_before_it_was_switched_on_is_only_revoked() {
     let e = env().await;
     let g = e.grant("db").await;

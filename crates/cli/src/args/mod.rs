@@ -116,6 +116,9 @@ pub enum Command {
     /// this machine (never sent), a certificate valid for the grant's window, then the
     /// system `ssh` (set PEDM_SSH to use another).
     Ssh(SshLoginArgs),
+    /// AWS: temporary credentials for your grant on an `aws` target (credential_process).
+    #[command(subcommand)]
+    Aws(AwsCmd),
     /// Hosts running pedm-agent, and SSH host certificates, CA keys and KRL (admin).
     #[command(subcommand)]
     Host(HostCmd),

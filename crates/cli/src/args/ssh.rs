@@ -1,4 +1,5 @@
-//! `pedm ssh` and the SSH settings of `pedm role add|update`.
+//! `pedm ssh` and the SSH settings of `pedm role add|update`; `pedm aws`, the other command
+//! that hands a grant's holder credentials for a target.
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SshLoginArgs {
@@ -62,4 +63,20 @@ impl SshArgs {
             no_pty: self.ssh_no_pty,
         }
     }
+}
+
+/// `pedm aws …`: credentials for a grant on an `aws` target.
+#[derive(Debug, clap::Subcommand)]
+pub enum AwsCmd {
+    /// Print STS credentials for your grant as the AWS CLI's `credential_process` JSON
+    /// (`credential_process = pedm aws credentials --target aws-prod` in ~/.aws/config):
+    /// they end no later than the grant, and the AWS CLI asks again when they do.
+    Credentials {
+        /// The grant (default: your one active grant on --target).
+        #[arg(long, value_name = "ID", required_unless_present = "target")]
+        grant: Option<uuid::Uuid>,
+        /// The `aws` target whose one active grant of yours to use.
+        #[arg(long, value_name = "TARGET", conflicts_with = "grant")]
+        target: Option<String>,
+    },
 }

@@ -9,6 +9,7 @@ mod agent_reports;
 mod audit;
 mod auth_cache;
 mod auth_failures;
+mod credentials;
 mod delegation;
 mod devices;
 mod expiring;

@@ -14,6 +14,10 @@ pub(super) fn job_updated(next: ProvisionJob, expected: i64) -> Changeset {
     })
 }
 
+/// After this many unreachable attempts at a revoke, a high-severity notice says the
+/// privilege is still in the target (the retries go on).
+pub const UNREACHABLE_REVOKE_ALERT: i64 = 3;
+
 impl ControlPlane {
     /// Whether grants on `target` are switched on and off by a provisioner.
     pub(super) fn provisioned(&self, target: &str) -> bool {
@@ -372,6 +376,17 @@ impl ControlPlane {
                     )
                 }
                 Err(f) if f.is_retryable() => {
+                    // The privilege outlives its grant while the target stays out of reach:
+                    // retried all along, and people told once it has failed a few times.
+                    if next.attempts == UNREACHABLE_REVOKE_ALERT {
+                        notice = Some(Notice::RevokeFailing {
+                            grant: Box::new(g.clone()),
+                            error: format!(
+                                "target unreachable for {} attempts, still retrying: {}",
+                                next.attempts, f.message
+                            ),
+                        });
+                    }
                     self.retry_later(&sys, next, expected, subject("grant", g.id), &f, with)
                 }
                 Err(f) => {

@@ -34,6 +34,9 @@ fn describe(status: &str) -> &'static str {
         "415" => "The body is not JSON (Content-Type must be application/json)",
         "431" => "Too many or too large request headers",
         "500" => "Internal error (logged on the server); nothing is reported as done",
+        "502" => {
+            "A system pedm depends on (a target's API) failed or refused; the message says which"
+        }
         "503" => {
             "Unavailable: storage is unreachable, or the feature is not configured on this server"
         }

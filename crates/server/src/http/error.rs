@@ -38,6 +38,7 @@ impl From<Error> for ApiErr {
             Error::Conflict(_) | Error::AlreadyExists(_) => StatusCode::CONFLICT,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
         };
         let message = match &e {
             // Storage details can name tables or hosts; log them, don't show them.

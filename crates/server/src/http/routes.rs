@@ -39,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(extend_grant))
         .routes(routes!(revoke_grant))
         .routes(routes!(grant_secret))
+        .routes(routes!(grant_credentials))
         .routes(routes!(verify_grant))
         .routes(routes!(discover_target))
         .routes(routes!(standing_report))
@@ -694,6 +695,32 @@ async fn grant_secret(
         grant_id: id,
         secret,
     }))
+}
+
+/// Short-lived credentials for the caller's grant from its target (for an `aws` target: STS
+/// credentials as `credential_process` JSON, ending no later than the grant). Each issue is
+/// audited (`grant.credentials_issued`), never with the secret.
+#[utoipa::path(post, path = "/grants/{id}/credentials", tag = "grants", params(("id" = Uuid, Path)),
+    responses((status = 201, body = GrantCredentials),
+        (status = 403, description = "someone else's grant, or a grant not in force", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "the target or role issues no credentials", body = ErrorBody),
+        (status = 502, description = "the target's API failed or refused", body = ErrorBody)))]
+async fn grant_credentials(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<(StatusCode, Json<GrantCredentials>)> {
+    let issued = s.cp.issue_grant_credentials(&c.actor, id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(GrantCredentials {
+            grant_id: id,
+            kind: issued.kind,
+            expires_at: issued.expires_at,
+            credentials: issued.value,
+        }),
+    ))
 }
 
 /// Whether the grant's privilege is in its target as its provisioning state says (the holder,
