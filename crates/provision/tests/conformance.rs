@@ -49,6 +49,9 @@ mod mariadb_support;
 mod moto;
 #[path = "conformance/programs.rs"]
 mod programs;
+#[allow(dead_code)] // each stand-in uses part of it
+#[path = "support/standin.rs"]
+mod standin;
 
 use aws_fixtures::{AwsIamFixture, AwsIdentityCenterFixture};
 
