@@ -45,11 +45,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AwsConfig, AwsProvisioner, CommandConfig, CommandProvisioner, GrantOutcome, GrantSpec,
-    LinuxGroupConfig, LinuxGroupProvisioner, MariaDbConfig, MariaDbProvisioner, Observed,
-    PluginConfig, PluginProvisioner, PostgresConfig, PostgresProvisioner, ProvisionError,
-    Provisioner, StandingPrivilege, WebhookConfig, WebhookProvisioner,
+    AwsConfig, AwsProvisioner, AzureConfig, AzureProvisioner, CommandConfig, CommandProvisioner,
+    GrantOutcome, GrantSpec, KubernetesConfig, KubernetesProvisioner, LinuxGroupConfig,
+    LinuxGroupProvisioner, MariaDbConfig, MariaDbProvisioner, Observed, PluginConfig,
+    PluginProvisioner, PostgresConfig, PostgresProvisioner, ProvisionError, Provisioner,
+    StandingPrivilege, WebhookConfig, WebhookProvisioner,
 };
+use crate::{GcpConfig, GcpProvisioner};
 
 /// A configuration that cannot work (bad URL, relative program path, …).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +71,12 @@ pub enum ProvisionerConfig {
     Plugin(PluginConfig),
     /// Amazon Web Services: IAM and IAM Identity Center.
     Aws(AwsConfig),
+    /// Microsoft Azure: RBAC role assignments and Entra ID groups.
+    Azure(AzureConfig),
+    /// Google Cloud: IAM bindings through Resource Manager.
+    Gcp(GcpConfig),
+    /// Kubernetes RBAC bindings.
+    Kubernetes(KubernetesConfig),
 }
 
 impl ProvisionerConfig {
@@ -82,6 +90,9 @@ impl ProvisionerConfig {
             Self::Webhook(_) => "webhook",
             Self::Plugin(_) => "plugin",
             Self::Aws(_) => "aws",
+            Self::Azure(_) => "azure",
+            Self::Gcp(_) => "gcp",
+            Self::Kubernetes(_) => "kubernetes",
         }
     }
 }
@@ -132,6 +143,9 @@ pub fn build(target: &str, config: &TargetConfig) -> Result<Arc<dyn Provisioner>
         ProvisionerConfig::Webhook(c) => Arc::new(WebhookProvisioner::new(target, c.clone())?),
         ProvisionerConfig::Plugin(c) => Arc::new(PluginProvisioner::new(target, c.clone())?),
         ProvisionerConfig::Aws(c) => Arc::new(AwsProvisioner::new(c.clone())?),
+        ProvisionerConfig::Azure(c) => Arc::new(AzureProvisioner::new(c.clone())?),
+        ProvisionerConfig::Gcp(c) => Arc::new(GcpProvisioner::new(c.clone())?),
+        ProvisionerConfig::Kubernetes(c) => Arc::new(KubernetesProvisioner::new(c.clone())?),
     };
     if let Some(k) = config
         .keep

@@ -6,7 +6,10 @@
 //!
 //! | kind | type | what a grant does |
 //! |---|---|---|
+//! | `kubernetes` | [`KubernetesProvisioner`] | a ClusterRoleBinding or RoleBinding of a ClusterRole or Role to the holder (a user or group subject) |
+//! | `azure` | [`AzureProvisioner`] | creates an Azure RBAC role assignment at a scope (Resource Manager), or adds to an Entra ID group (Microsoft Graph) |
 //! | `aws` | [`AwsProvisioner`] | attaches an IAM managed policy, adds to an IAM group, or creates an IAM Identity Center account assignment; hands out STS credentials bounded by the grant |
+//! | `gcp` | [`GcpProvisioner`] | a conditional IAM binding on a project, folder or organisation, expiring at the grant's end (Resource Manager `setIamPolicy` with etag concurrency) |
 //! | `postgres` | [`PostgresProvisioner`] | `GRANT role TO login`, or a short-lived `LOGIN` role with `VALID UNTIL` and a generated password |
 //! | `mariadb` | [`MariaDbProvisioner`] | `GRANT role TO 'login'@'host'` as its default role, or a short-lived account with a generated password; connections killed on revoke |
 //! | `linux_group` | [`LinuxGroupProvisioner`] | temporary membership of a local group (`gpasswd -a`/`-d`) |
@@ -34,8 +37,11 @@
 //! [`build_all`] (see [`ProvisionerConfig`] for the TOML shape).
 
 mod aws;
+mod azure;
 mod command;
 mod config;
+mod gcp;
+mod kubernetes;
 mod linux;
 mod mariadb;
 mod plugin;
@@ -44,8 +50,11 @@ mod scram;
 mod webhook;
 
 pub use aws::{AwsConfig, AwsProvisioner, IdentityCenterConfig};
+pub use azure::{AzureConfig, AzureProvisioner};
 pub use command::{CommandConfig, CommandProvisioner, MAX_CAPTURE};
 pub use config::{ConfigError, ProvisionerConfig, TargetConfig, build, build_all};
+pub use gcp::{GcpConfig, GcpProvisioner};
+pub use kubernetes::{KubernetesConfig, KubernetesProvisioner};
 pub use linux::{LinuxGroupConfig, LinuxGroupProvisioner, parse_sudoers};
 pub use mariadb::{MariaDbConfig, MariaDbProvisioner};
 pub use plugin::{OPERATIONS, PROTOCOL_VERSION, PluginConfig, PluginHello, PluginProvisioner};

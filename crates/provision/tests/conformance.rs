@@ -29,16 +29,34 @@
 //! | `command` | a Python script keeping a stand-in SaaS in a JSON file | the script exits 75 (`EX_TEMPFAIL`) | an org owner added to the file | none (only `keep`) |
 //! | `webhook` | an axum server on 127.0.0.1 checking signatures, state in memory | it answers HTTP 503 | an org owner added to its state | none (only `keep`) |
 //! | `plugin` | `support/crm_plugin.py` speaking the plugin protocol, state in a JSON file | it answers every request with a `retryable` error | an entry in its `standing` list | none (only `keep`) |
+//! | `kubernetes` | a stand-in of the API server's RBAC API (`support/kube_standin.rs`, HTTPS; checked with the official `kubernetes` client) | it answers 503 | a ClusterRoleBinding of `cluster-admin` | the identity pedm calls the API server as (`SelfSubjectReview`), `system:` subjects |
 //! | `aws` (IAM) | moto in server mode (`support/moto.rs`), a managed policy attached to an IAM user | the TCP relay in front of moto cut (connections refused, moto's state kept) | `AdministratorAccess` attached to an IAM user | the identity pedm calls AWS as (moto's `user/moto`) |
 //! | `aws` (Identity Center) | moto, a permission set assigned in a member account | as above | a privileged permission set assigned by hand | none (only `keep`) |
+//! | `gcp` | a stand-in of Resource Manager v3 IAM (`support/gcp_standin.rs`; Google Cloud's IAM cannot run here), a conditional binding of `roles/compute.admin` expiring at the grant's end | it answers 503 `UNAVAILABLE` with a `Retry-After` longer than the timeout | an unconditional `roles/owner` binding | the service account pedm calls Google Cloud as |
+//! | `azure` (RBAC) | a stand-in of Entra ID, Resource Manager and Graph (`support/azure_standin.rs`, HTTPS; checked with the official `azure-mgmt-authorization`), a Reader assignment at a resource group | it answers 503 with `Retry-After` | Owner assigned at the subscription | the identity pedm calls Azure as (its service principal, `sp/<client_id>`) |
+//! | `azure` (Entra ID group) | the same stand-in, membership of a group through Graph | as above | as above | as above |
 //!
 //! Skipped with `SKIP:` printed: `postgres` and `mariadb` when their server binaries are not
 //! installed, `linux_group` when not run as root.
 
 #[path = "conformance/aws.rs"]
 mod aws_fixtures;
+#[path = "conformance/azure.rs"]
+mod azure_fixture;
+#[path = "support/azure_standin.rs"]
+mod azure_standin;
 #[path = "conformance/databases.rs"]
 mod databases;
+#[path = "conformance/gcp.rs"]
+mod gcp_fixture;
+#[allow(dead_code)] // each test uses part of it
+#[path = "support/gcp_standin.rs"]
+mod gcp_standin;
+#[allow(dead_code)]
+#[path = "support/kube_standin.rs"]
+mod kube_standin;
+#[path = "conformance/kubernetes.rs"]
+mod kubernetes_fixture;
 #[path = "conformance/linux_group.rs"]
 mod linux_group_fixture;
 #[allow(dead_code)] // shared with tests/mariadb.rs, which uses the rest of it
@@ -54,8 +72,10 @@ mod programs;
 mod standin;
 
 use aws_fixtures::{AwsIamFixture, AwsIdentityCenterFixture};
+use azure_fixture::AzureFixture;
 
 use databases::{MariaDbFixture, PostgresFixture};
+use gcp_fixture::GcpFixture;
 use linux_group_fixture::LinuxGroupFixture;
 use programs::{CommandFixture, PluginFixture, WebhookFixture};
 
@@ -349,6 +369,11 @@ async fn plugin() {
 }
 
 #[tokio::test]
+async fn kubernetes() {
+    conformance(&kubernetes_fixture::KubernetesFixture::start().await).await;
+}
+
+#[tokio::test]
 async fn aws_iam() {
     conformance(&AwsIamFixture::start().await).await;
 }
@@ -356,6 +381,24 @@ async fn aws_iam() {
 #[tokio::test]
 async fn aws_identity_center() {
     conformance(&AwsIdentityCenterFixture::start().await).await;
+}
+
+/// Against a stand-in of Resource Manager's IAM: Google Cloud's IAM cannot run on this machine.
+#[tokio::test]
+async fn gcp() {
+    conformance(&GcpFixture::start().await).await;
+}
+
+/// Against a stand-in: Azure's APIs cannot run on this machine.
+#[tokio::test]
+async fn azure_role_assignment() {
+    conformance(&AzureFixture::role().await).await;
+}
+
+/// Against a stand-in: Azure's APIs cannot run on this machine.
+#[tokio::test]
+async fn azure_group_membership() {
+    conformance(&AzureFixture::group().await).await;
 }
 
 // ---------------------------------------------------------------------------------------
