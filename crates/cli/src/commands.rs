@@ -75,7 +75,10 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Host(c) => host(ctx, c).await,
         Command::Ssh(a) => crate::ssh::login(ctx, a).await,
         Command::Aws(AwsCmd::Credentials { grant, target }) => {
-            crate::aws::credentials(ctx, grant, target).await
+            crate::credentials::print(ctx, grant, target, "aws").await
+        }
+        Command::Kube(KubeCmd::Credentials { grant, target }) => {
+            crate::credentials::print(ctx, grant, target, "kubernetes").await
         }
         Command::Lock(c) => match c {
             LockCmd::Add {

@@ -6,8 +6,8 @@
 
 pub mod args;
 pub mod audit;
-pub mod aws;
 pub mod commands;
+pub mod credentials;
 pub mod delegation;
 pub mod device;
 pub mod escapes;

@@ -135,10 +135,16 @@ pub enum TargetKind {
     Ssh,
     /// An AWS organisation or account (IAM, IAM Identity Center, STS credentials).
     Aws,
+    /// An Azure subscription, resource group or resource, and Entra ID groups.
+    Azure,
+    /// A Google Cloud project, folder or organisation.
+    Gcp,
+    /// A Kubernetes cluster.
+    Kubernetes,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 7] = [
+    pub const ALL: [TargetKind; 10] = [
         Self::Host,
         Self::Postgres,
         Self::Mariadb,
@@ -146,6 +152,9 @@ impl TargetKind {
         Self::Webhook,
         Self::Ssh,
         Self::Aws,
+        Self::Azure,
+        Self::Gcp,
+        Self::Kubernetes,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -156,6 +165,9 @@ impl TargetKind {
             Self::Webhook => "webhook",
             Self::Ssh => "ssh",
             Self::Aws => "aws",
+            Self::Azure => "azure",
+            Self::Gcp => "gcp",
+            Self::Kubernetes => "kubernetes",
         }
     }
 }

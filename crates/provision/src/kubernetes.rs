@@ -8,9 +8,18 @@
 //! `"Group"`. The binding's name is `pedm-` and a hash of subject, role and namespace, so two
 //! live grants of one holder for one role share it (the core leaves it in place until the last
 //! one ends), and it is labelled `app.kubernetes.io/managed-by=pedm` and `pedm.dev/grant=<id>`
-//! (the grant that last put it there). Granting creates it (an existing one with the same name
+//! (the grant that created it). Granting creates it (an existing one with the same name
 //! is taken as it is when it binds the same role to the same subject, refused otherwise);
 //! revoking deletes it (gone = success).
+//!
+//! Service accounts and `pedm kube credentials`: with `service_account = "pedm-{user}"`
+//! (lower-cased; `service_account_namespace`, default `pedm`) the binding's subject is that
+//! service account, made at the first grant, and [`Provisioner::credentials`] issues a token
+//! for it with the TokenRequest API, bound to a Secret `pedm-grant-<id>` made for the grant
+//! (`boundObjectRef`), lasting the grant's remaining time (at least the API server's 10
+//! minutes, at most `max_token`), as kubectl's `client.authentication.k8s.io/v1`
+//! ExecCredential. Revoking deletes that Secret first: the API server then refuses every token
+//! bound to it at once, whatever its expiry.
 //!
 //! Discovery: every ClusterRoleBinding, and every RoleBinding in any namespace, that binds one
 //! of `privileged_cluster_roles` (default `cluster-admin`, `admin`) to a User or Group:
@@ -37,7 +46,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ConfigError;
 use crate::{
-    GrantOutcome, GrantSpec, Observed, ProvisionError, Provisioner, StandingPrivilege,
+    Credentials, GrantOutcome, GrantSpec, Observed, ProvisionError, Provisioner, StandingPrivilege,
     check_settings, setting_str, truncate,
 };
 
@@ -63,6 +72,13 @@ pub struct KubernetesConfig {
     /// Longest one operation may take, retries after `Retry-After` included.
     #[serde(default = "default_timeout", with = "pedm_notify::duration")]
     pub timeout: Duration,
+    /// The longest service-account token `credentials` issues, whatever the grant's
+    /// remaining time (the API server's minimum is 10 minutes). Default 1 hour.
+    #[serde(default = "default_max_token", with = "pedm_notify::duration")]
+    pub max_token: Duration,
+    /// The audiences of issued tokens (default: the API server's own).
+    #[serde(default)]
+    pub token_audiences: Vec<String>,
 }
 
 fn default_token_file() -> PathBuf {
@@ -74,6 +90,11 @@ fn default_privileged() -> Vec<String> {
 fn default_timeout() -> Duration {
     Duration::from_secs(20)
 }
+fn default_max_token() -> Duration {
+    Duration::from_secs(3600)
+}
+/// The shortest token the API server issues.
+const MIN_TOKEN: Duration = Duration::from_secs(600);
 
 impl KubernetesConfig {
     pub fn new(api_url: impl Into<String>) -> Self {
@@ -83,6 +104,8 @@ impl KubernetesConfig {
             token_file: default_token_file(),
             privileged_cluster_roles: default_privileged(),
             timeout: default_timeout(),
+            max_token: default_max_token(),
+            token_audiences: Vec::new(),
         }
     }
 }
@@ -151,9 +174,11 @@ impl RoleRef {
 struct Binding {
     role: RoleRef,
     namespace: Option<String>,
-    /// `User` or `Group`.
+    /// `User`, `Group` or `ServiceAccount`.
     subject_kind: &'static str,
     subject: String,
+    /// A service account's namespace.
+    subject_namespace: Option<String>,
 }
 
 const SETTINGS: &[&str] = &[
@@ -162,7 +187,12 @@ const SETTINGS: &[&str] = &[
     "namespace",
     "subject",
     "subject_kind",
+    "service_account",
+    "service_account_namespace",
 ];
+
+/// Where pedm's per-holder service accounts live unless the role says otherwise.
+const DEFAULT_SA_NAMESPACE: &str = "pedm";
 
 impl Binding {
     fn of(g: &GrantSpec) -> Result<Binding, ProvisionError> {
@@ -200,6 +230,36 @@ impl Binding {
                 "{name:?} is not an RBAC role name"
             )));
         }
+        if let Some(template) = setting_str(g, "service_account")? {
+            if setting_str(g, "subject")?.is_some() || setting_str(g, "subject_kind")?.is_some() {
+                return Err(ProvisionError::invalid(
+                    "settings: service_account binds a service account; subject and subject_kind \
+                     do not apply",
+                ));
+            }
+            let name = template.replace("{user}", &g.user.to_ascii_lowercase());
+            let sa_ns = setting_str(g, "service_account_namespace")?
+                .unwrap_or(DEFAULT_SA_NAMESPACE)
+                .to_string();
+            if !dns_name_ok(&name, 253) || !dns_name_ok(&sa_ns, 63) {
+                return Err(ProvisionError::invalid(format!(
+                    "service account {sa_ns}/{name} is not a valid name (lower-case letters, \
+                     digits, - and .)"
+                )));
+            }
+            return Ok(Binding {
+                role,
+                namespace,
+                subject_kind: "ServiceAccount",
+                subject: name,
+                subject_namespace: Some(sa_ns),
+            });
+        }
+        if setting_str(g, "service_account_namespace")?.is_some() {
+            return Err(ProvisionError::invalid(
+                "settings.service_account_namespace needs settings.service_account",
+            ));
+        }
         let subject_kind = match setting_str(g, "subject_kind")?.unwrap_or("User") {
             "User" => "User",
             "Group" => "Group",
@@ -222,7 +282,16 @@ impl Binding {
             namespace,
             subject_kind,
             subject,
+            subject_namespace: None,
         })
+    }
+
+    fn subject_json(&self) -> Value {
+        match &self.subject_namespace {
+            Some(ns) => json!({"kind": "ServiceAccount", "name": self.subject, "namespace": ns}),
+            None => json!({"apiGroup": "rbac.authorization.k8s.io", "kind": self.subject_kind,
+                "name": self.subject}),
+        }
     }
 
     /// `pedm-` and 20 hex digits of a hash of what is bound: one binding per subject, role
@@ -232,6 +301,7 @@ impl Binding {
         for part in [
             self.subject_kind,
             &self.subject,
+            self.subject_namespace.as_deref().unwrap_or(""),
             &self.role.privilege(self.namespace.as_deref()),
         ] {
             h.update(part.as_bytes());
@@ -247,8 +317,9 @@ impl Binding {
     }
 
     fn account(&self) -> String {
-        match self.subject_kind {
-            "Group" => format!("group/{}", self.subject),
+        match (self.subject_kind, &self.subject_namespace) {
+            ("Group", _) => format!("group/{}", self.subject),
+            (_, Some(ns)) => format!("system:serviceaccount:{ns}:{}", self.subject),
             _ => self.subject.clone(),
         }
     }
@@ -256,6 +327,11 @@ impl Binding {
     fn path(&self) -> String {
         collection(self.namespace.as_deref())
     }
+}
+
+/// `pedm-grant-<id>`: the Secret a grant's service-account tokens are bound to.
+fn grant_secret_name(g: &GrantSpec) -> String {
+    format!("pedm-grant-{}", g.grant_id)
 }
 
 /// The bindings collection: cluster-wide or in `namespace`.
@@ -278,6 +354,11 @@ impl KubernetesProvisioner {
         }
         if config.timeout.is_zero() {
             return Err(ConfigError("timeout must be greater than zero".into()));
+        }
+        if config.max_token < MIN_TOKEN {
+            return Err(ConfigError(
+                "max_token must be at least 10 minutes (the API server's minimum)".into(),
+            ));
         }
         if let Some(r) = config
             .privileged_cluster_roles
@@ -385,6 +466,74 @@ impl KubernetesProvisioner {
         }
     }
 
+    /// Creates the holder's service account unless it exists.
+    async fn ensure_service_account(
+        &self,
+        ns: &str,
+        name: &str,
+        g: &GrantSpec,
+    ) -> Result<(), ProvisionError> {
+        let body = json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": ns,
+                "labels": {"app.kubernetes.io/managed-by": "pedm"},
+                "annotations": {"pedm.dev/user": g.user}},
+        });
+        match self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+                Some(&body),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ProvisionError::Refused(m)) if m.starts_with("conflict:") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The grant's Secret (made once), whose uid its tokens are bound to: `(name, uid)`.
+    async fn grant_secret(
+        &self,
+        ns: &str,
+        g: &GrantSpec,
+    ) -> Result<(String, String), ProvisionError> {
+        let name = grant_secret_name(g);
+        let body = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": ns,
+                "labels": {"app.kubernetes.io/managed-by": "pedm",
+                    "pedm.dev/grant": g.grant_id.to_string()},
+                "annotations": {"pedm.dev/user": g.user,
+                    "pedm.dev/expires-at": g.expires_at.to_string()}},
+        });
+        let made = match self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/namespaces/{ns}/secrets"),
+                Some(&body),
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(ProvisionError::Refused(m)) if m.starts_with("conflict:") => {
+                self.call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/namespaces/{ns}/secrets/{name}"),
+                    None,
+                )
+                .await?
+            }
+            Err(e) => return Err(e),
+        };
+        let uid = made
+            .as_ref()
+            .and_then(|v| v["metadata"]["uid"].as_str())
+            .ok_or_else(|| ProvisionError::refused(format!("secret {ns}/{name} has no uid")))?;
+        Ok((name, uid.to_string()))
+    }
+
     async fn get_binding(&self, b: &Binding) -> Result<Option<Value>, ProvisionError> {
         self.call(
             reqwest::Method::GET,
@@ -475,8 +624,13 @@ fn urlencode(s: &str) -> String {
 fn binds(v: &Value, b: &Binding) -> bool {
     v["roleRef"] == b.role.json()
         && v["subjects"].as_array().is_some_and(|s| {
-            s.iter()
-                .any(|s| s["kind"] == b.subject_kind && s["name"] == b.subject.as_str())
+            s.iter().any(|s| {
+                s["kind"] == b.subject_kind
+                    && s["name"] == b.subject.as_str()
+                    && b.subject_namespace
+                        .as_deref()
+                        .is_none_or(|ns| s["namespace"] == ns)
+            })
         })
 }
 
@@ -539,6 +693,9 @@ impl Provisioner for KubernetesProvisioner {
 
     async fn grant(&self, g: &GrantSpec) -> Result<GrantOutcome, ProvisionError> {
         let b = Binding::of(g)?;
+        if let Some(ns) = &b.subject_namespace {
+            self.ensure_service_account(ns, &b.subject, g).await?;
+        }
         let name = b.name();
         let what = format!(
             "{} {name} binding {} to {} {}",
@@ -574,7 +731,7 @@ impl Provisioner for KubernetesProvisioner {
             "kind": kind,
             "metadata": metadata,
             "roleRef": b.role.json(),
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": b.subject_kind, "name": b.subject}],
+            "subjects": [b.subject_json()],
         });
         match self
             .call(reqwest::Method::POST, &b.path(), Some(&body))
@@ -603,6 +760,15 @@ impl Provisioner for KubernetesProvisioner {
 
     async fn revoke(&self, g: &GrantSpec) -> Result<(), ProvisionError> {
         let b = Binding::of(g)?;
+        if let Some(ns) = &b.subject_namespace {
+            // The tokens bound to the grant's Secret stop working the moment it is gone.
+            self.call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/namespaces/{ns}/secrets/{}", grant_secret_name(g)),
+                None,
+            )
+            .await?;
+        }
         match self.get_binding(&b).await? {
             None => return Ok(()),
             // Someone else's binding that happens to have pedm's name: not pedm's to delete.
@@ -708,6 +874,79 @@ impl Provisioner for KubernetesProvisioner {
         Binding::of(g)
             .ok()
             .map(|b| b.role.privilege(b.namespace.as_deref()))
+    }
+
+    async fn credentials(
+        &self,
+        g: &GrantSpec,
+        now: jiff::Timestamp,
+    ) -> Result<Credentials, ProvisionError> {
+        let b = Binding::of(g)?;
+        let Some(ns) = &b.subject_namespace else {
+            return Err(ProvisionError::invalid(format!(
+                "role {} on {} binds {} of the cluster's own authentication: there is no \
+                 service account to issue tokens for (settings.service_account)",
+                g.role,
+                g.target,
+                b.account()
+            )));
+        };
+        let remaining = Duration::try_from(g.expires_at.duration_since(now)).unwrap_or_default();
+        if remaining.is_zero() {
+            return Err(ProvisionError::invalid(format!(
+                "grant {} has ended",
+                g.grant_id
+            )));
+        }
+        let (secret, uid) = self.grant_secret(ns, g).await?;
+        let seconds = remaining.clamp(MIN_TOKEN, self.config.max_token).as_secs();
+        let mut spec = json!({
+            "expirationSeconds": seconds,
+            "boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": secret, "uid": uid},
+        });
+        if !self.config.token_audiences.is_empty() {
+            spec["audiences"] = json!(self.config.token_audiences);
+        }
+        let answer = self
+            .call(
+                reqwest::Method::POST,
+                &format!(
+                    "/api/v1/namespaces/{ns}/serviceaccounts/{}/token",
+                    b.subject
+                ),
+                Some(
+                    &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                    "spec": spec}),
+                ),
+            )
+            .await?
+            .ok_or_else(|| {
+                ProvisionError::refused(format!("service account {ns}/{} is gone", b.subject))
+            })?;
+        let token = answer["status"]["token"]
+            .as_str()
+            .ok_or_else(|| ProvisionError::refused("the TokenRequest answer has no token"))?;
+        let token_end = answer["status"]["expirationTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .unwrap_or(g.expires_at);
+        let expires_at = token_end.min(g.expires_at);
+        Ok(Credentials {
+            kind: "kubernetes",
+            expires_at,
+            value: json!({
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "kind": "ExecCredential",
+                "status": {
+                    "token": token,
+                    "expirationTimestamp": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                },
+            }),
+            detail: format!(
+                "token of service account {ns}/{} bound to secret {secret}, until {expires_at}",
+                b.subject
+            ),
+        })
     }
 
     fn removable(&self, p: &StandingPrivilege) -> Result<(), String> {

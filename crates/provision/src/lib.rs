@@ -2,20 +2,20 @@
 //! is there right now, and discover standing privileged accounts that exist regardless of
 //! pedm.
 //!
-//! One trait, [`Provisioner`], seven implementations:
+//! One trait, [`Provisioner`], ten implementations:
 //!
 //! | kind | type | what a grant does |
 //! |---|---|---|
-//! | `kubernetes` | [`KubernetesProvisioner`] | a ClusterRoleBinding or RoleBinding of a ClusterRole or Role to the holder (a user or group subject) |
-//! | `azure` | [`AzureProvisioner`] | creates an Azure RBAC role assignment at a scope (Resource Manager), or adds to an Entra ID group (Microsoft Graph) |
-//! | `aws` | [`AwsProvisioner`] | attaches an IAM managed policy, adds to an IAM group, or creates an IAM Identity Center account assignment; hands out STS credentials bounded by the grant |
-//! | `gcp` | [`GcpProvisioner`] | a conditional IAM binding on a project, folder or organisation, expiring at the grant's end (Resource Manager `setIamPolicy` with etag concurrency) |
 //! | `postgres` | [`PostgresProvisioner`] | `GRANT role TO login`, or a short-lived `LOGIN` role with `VALID UNTIL` and a generated password |
 //! | `mariadb` | [`MariaDbProvisioner`] | `GRANT role TO 'login'@'host'` as its default role, or a short-lived account with a generated password; connections killed on revoke |
 //! | `linux_group` | [`LinuxGroupProvisioner`] | temporary membership of a local group (`gpasswd -a`/`-d`) |
 //! | `command` | [`CommandProvisioner`] | runs an admin-configured executable with the grant as JSON on stdin |
 //! | `webhook` | [`WebhookProvisioner`] | a signed HTTP POST |
 //! | `plugin` | [`PluginProvisioner`] | a request to a long-running program over the versioned stdio protocol (`docs/provisioner-protocol.md`) |
+//! | `aws` | [`AwsProvisioner`] | attaches an IAM managed policy, adds to an IAM group, or creates an IAM Identity Center account assignment; hands out STS credentials bounded by the grant |
+//! | `azure` | [`AzureProvisioner`] | creates an Azure RBAC role assignment at a scope (Resource Manager), or adds to an Entra ID group (Microsoft Graph) |
+//! | `gcp` | [`GcpProvisioner`] | a conditional IAM binding on a project, folder or organisation, expiring at the grant's end (Resource Manager `setIamPolicy` with etag concurrency) |
+//! | `kubernetes` | [`KubernetesProvisioner`] | a ClusterRoleBinding or RoleBinding of a ClusterRole or Role to the holder (a user or group subject) |
 //!
 //! Every operation is idempotent: granting twice, or revoking what is already gone, succeeds.
 //!
@@ -23,9 +23,16 @@
 //! [`Provisioner::discover`] that pedm did not grant, when the target's configuration says
 //! so (`remove_drift = true`, see [`TargetConfig`]); accounts listed in `keep` and the
 //! accounts each provisioner protects (the PostgreSQL bootstrap superuser and the admin
-//! login, `root`) are never touched. PostgreSQL removes role memberships (`REVOKE`), Linux
-//! groups supplementary memberships (`gpasswd -d`); commands and webhooks get a
-//! `remove_standing` action; everything else is only reported.
+//! login, `root`, the identity pedm calls AWS, Azure, Google Cloud or the Kubernetes API
+//! server as, Kubernetes `system:` subjects) are never touched. PostgreSQL removes role
+//! memberships (`REVOKE`), MariaDB role grants, Linux groups supplementary memberships
+//! (`gpasswd -d`); AWS detaches managed policies, removes IAM group members and deletes
+//! Identity Center assignments; Azure deletes
+//! the role assignment (after reading it again: still that role, scope and principal); Google
+//! Cloud takes the member out of the bindings of that role that do not expire (etag
+//! read-modify-write); Kubernetes takes the subject out of the ClusterRoleBindings and
+//! RoleBindings of that ClusterRole, deleting a binding it was the only subject of; commands,
+//! webhooks and plugins get a `remove_standing` action; everything else is only reported.
 //! Errors say whether to retry ([`ProvisionError::is_retryable`]): only
 //! [`ProvisionError::Unreachable`] is worth retrying.
 //!
@@ -190,7 +197,8 @@ impl ProvisionError {
 /// Switches one kind of privilege on and off in one target.
 #[async_trait]
 pub trait Provisioner: Send + Sync {
-    /// `postgres`, `mariadb`, `linux_group`, `command`, `webhook`, `plugin` or `aws`.
+    /// `postgres`, `mariadb`, `linux_group`, `command`, `webhook`, `plugin`, `aws`, `azure`,
+    /// `gcp` or `kubernetes`.
     fn kind(&self) -> &'static str;
     /// Puts the privilege in place. Granting what is already there succeeds (and may hand
     /// out a fresh secret).

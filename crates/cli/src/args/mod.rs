@@ -119,6 +119,10 @@ pub enum Command {
     /// AWS: temporary credentials for your grant on an `aws` target (credential_process).
     #[command(subcommand)]
     Aws(AwsCmd),
+    /// Kubernetes: a service-account token for your grant on a `kubernetes` target (kubectl
+    /// exec credential plugin).
+    #[command(subcommand)]
+    Kube(KubeCmd),
     /// Hosts running pedm-agent, and SSH host certificates, CA keys and KRL (admin).
     #[command(subcommand)]
     Host(HostCmd),

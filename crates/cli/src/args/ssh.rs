@@ -80,3 +80,20 @@ pub enum AwsCmd {
         target: Option<String>,
     },
 }
+
+/// `pedm kube …`: credentials for a grant on a `kubernetes` target.
+#[derive(Debug, clap::Subcommand)]
+pub enum KubeCmd {
+    /// Print a service-account token for your grant as kubectl's ExecCredential (a kubeconfig
+    /// user with `exec: {apiVersion: client.authentication.k8s.io/v1, command: pedm, args:
+    /// [kube, credentials, --target, prod-cluster]}`): bound to the grant, refused by the
+    /// cluster once the grant is revoked, never lasting past its end.
+    Credentials {
+        /// The grant (default: your one active grant on --target).
+        #[arg(long, value_name = "ID", required_unless_present = "target")]
+        grant: Option<uuid::Uuid>,
+        /// The `kubernetes` target whose one active grant of yours to use.
+        #[arg(long, value_name = "TARGET", conflicts_with = "grant")]
+        target: Option<String>,
+    },
+}

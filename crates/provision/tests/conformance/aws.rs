@@ -339,3 +339,40 @@ impl Fixture for AwsIdentityCenterFixture {
         "dispatch failure".into()
     }
 }
+
+/// AWS's throttling error (moto never throttles: the relay answers it as AWS does) is retried
+/// by the SDK's standard retry with backoff, and the change then goes through; throttled past
+/// the three attempts it is retryable, says so, and changes nothing. Both protocols: IAM's
+/// query XML, Identity Center's JSON.
+#[tokio::test]
+async fn aws_throttling_is_honoured() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let f = AwsIamFixture::start().await;
+    let g = f.grant("alice");
+    f.moto.throttle_next(2);
+    f.p.grant(&g)
+        .await
+        .expect("granted after two throttled attempts");
+    assert_eq!(f.moto.throttled.load(SeqCst), 2);
+    assert!(f.holds(&g).await);
+    f.moto.throttle_next(50);
+    match f.p.revoke(&g).await {
+        Err(ProvisionError::Unreachable(m)) if m.contains("Throttling") => {}
+        other => panic!("a revoke throttled past the SDK's attempts: {other:?}"),
+    }
+    f.moto.throttle_next(0);
+    assert!(f.holds(&g).await, "the throttled revoke changed something");
+    f.p.revoke(&g)
+        .await
+        .expect("revoke once AWS stops throttling");
+    assert!(!f.holds(&g).await);
+
+    let ic = AwsIdentityCenterFixture::start().await;
+    let g = ic.grant("bob");
+    ic.moto.throttle_next(2);
+    ic.p.grant(&g)
+        .await
+        .expect("assigned after two throttled attempts");
+    assert_eq!(ic.moto.throttled.load(SeqCst), 2);
+    assert!(ic.holds(&g).await);
+}

@@ -225,3 +225,127 @@ pub(super) fn cloud_client(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// Who the API server says the bearer of `token` is; `None` when it refuses the token.
+async fn whoami(f: &KubernetesFixture, token: &str) -> Option<String> {
+    let ca = std::fs::read(&f.kube.tls.ca_file).expect("the stand-in's CA");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM"))
+        .build()
+        .expect("a client");
+    let r = http
+        .post(format!(
+            "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            f.kube.tls.url
+        ))
+        .bearer_auth(token)
+        .json(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}))
+        .send()
+        .await
+        .expect("the stand-in answers");
+    if r.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return None;
+    }
+    let v: Value = r.json().await.expect("JSON");
+    v["status"]["userInfo"]["username"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// A service-account role: the binding names the holder's own service account, `credentials`
+/// gives a kubectl ExecCredential whose token is bound to the grant's Secret, lasts no longer
+/// than the grant, and is refused by the API server the moment the grant is revoked.
+#[tokio::test]
+async fn kubernetes_service_account_tokens_end_with_their_grant() {
+    let f = KubernetesFixture::start().await;
+    let now = jiff::Timestamp::now();
+    let mut g = spec(
+        "Dave",
+        "deployer",
+        json!({"cluster_role": "edit", "namespace": "payments", "service_account": "pedm-{user}"}),
+    );
+    g.expires_at = now + jiff::SignedDuration::from_mins(30);
+    f.p.grant(&g).await.expect("grant");
+    assert!(
+        f.kube
+            .holds(Some("payments"), "edit", "ServiceAccount", "pedm-dave")
+    );
+    assert_eq!(
+        f.p.account(&g).as_deref(),
+        Some("system:serviceaccount:pedm:pedm-dave")
+    );
+    let c = f.p.credentials(&g, now).await.expect("credentials");
+    assert_eq!(
+        (c.kind, &c.value["apiVersion"], &c.value["kind"]),
+        (
+            "kubernetes",
+            &json!("client.authentication.k8s.io/v1"),
+            &json!("ExecCredential")
+        )
+    );
+    assert!(
+        c.expires_at <= g.expires_at,
+        "{} after {}",
+        c.expires_at,
+        g.expires_at
+    );
+    assert!(
+        !format!("{c:?}").contains("sa-token"),
+        "Debug shows the token"
+    );
+    let asked = *f
+        .kube
+        .state
+        .lock()
+        .expect("state")
+        .token_requests
+        .last()
+        .expect("a request");
+    assert_eq!(asked, 1800, "the grant's remaining time");
+    let token = c.value["status"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    assert_eq!(
+        whoami(&f, &token).await.as_deref(),
+        Some("system:serviceaccount:pedm:pedm-dave")
+    );
+
+    // Five minutes left (by the control plane's clock): the API server issues no less than
+    // ten, and the credential never says later than the grant's end.
+    let late = now + jiff::SignedDuration::from_mins(25);
+    let c =
+        f.p.credentials(&g, late)
+            .await
+            .expect("credentials near the end");
+    assert_eq!(
+        *f.kube
+            .state
+            .lock()
+            .expect("state")
+            .token_requests
+            .last()
+            .expect("a request"),
+        600
+    );
+    assert!(c.expires_at <= g.expires_at);
+
+    f.p.revoke(&g).await.expect("revoke");
+    assert_eq!(
+        whoami(&f, &token).await,
+        None,
+        "a revoked grant's token still works"
+    );
+    assert!(
+        !f.kube
+            .holds(Some("payments"), "edit", "ServiceAccount", "pedm-dave")
+    );
+    f.p.revoke(&g).await.expect("revoking again");
+
+    // A role bound to the cluster's own users has no service account to issue tokens for.
+    let user = spec("dave", "viewer", json!({"cluster_role": "view"}));
+    match f.p.credentials(&user, now).await {
+        Err(ProvisionError::Invalid(m)) if m.contains("service_account") => {}
+        other => panic!("credentials for a user-bound role: {other:?}"),
+    }
+}

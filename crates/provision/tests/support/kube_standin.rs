@@ -37,6 +37,14 @@ pub struct KubeState {
     pub throttled: u32,
     /// Items per list page.
     pub page_size: usize,
+    /// (namespace, name) of service accounts.
+    pub service_accounts: std::collections::BTreeSet<(String, String)>,
+    /// (namespace, name) → uid of Secrets.
+    pub secrets: BTreeMap<(String, String), String>,
+    /// Token → (username, the Secret it is bound to): valid while that Secret exists.
+    pub bound_tokens: BTreeMap<String, (String, (String, String))>,
+    /// The `expirationSeconds` of each TokenRequest, in order.
+    pub token_requests: Vec<u64>,
 }
 
 pub struct KubeStandIn {
@@ -78,6 +86,19 @@ impl KubeStandIn {
             .route(
                 "/apis/authentication.k8s.io/v1/selfsubjectreviews",
                 post(self_subject_review),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/serviceaccounts",
+                post(create_service_account),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/serviceaccounts/{name}/token",
+                post(token_request),
+            )
+            .route("/api/v1/namespaces/{ns}/secrets", post(create_secret))
+            .route(
+                "/api/v1/namespaces/{ns}/secrets/{name}",
+                get(one_secret).delete(one_secret),
             )
             .with_state(state.clone());
         KubeStandIn {
@@ -186,9 +207,13 @@ fn gate(s: &mut KubeState, headers: &HeaderMap) -> Result<String, Response> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match token.and_then(|t| s.tokens.get(t)) {
-        Some(u) => Ok(u.clone()),
-        None => Err(status(
+    if let Some(u) = token.and_then(|t| s.tokens.get(t)) {
+        return Ok(u.clone());
+    }
+    // A bound service-account token is valid while the object it is bound to exists.
+    match token.and_then(|t| s.bound_tokens.get(t)) {
+        Some((u, secret)) if s.secrets.contains_key(secret) => Ok(u.clone()),
+        _ => Err(status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "Unauthorized",
@@ -445,4 +470,178 @@ async fn one_namespaced(
         return r;
     }
     one(&mut s, &method, Some(&ns), &name, &body)
+}
+
+async fn create_service_account(
+    State(st): Shared,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON",
+        );
+    };
+    let Some(name) = v["metadata"]["name"].as_str().map(str::to_string) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "ServiceAccount \"\" is invalid: metadata.name: Required value",
+        );
+    };
+    if !s.service_accounts.insert((ns.clone(), name.clone())) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("serviceaccounts \"{name}\" already exists"),
+        );
+    }
+    s.resource_version += 1;
+    v["metadata"]["uid"] = json!(format!("uid-{}", s.resource_version));
+    v["metadata"]["namespace"] = json!(ns);
+    (StatusCode::CREATED, axum::Json(v)).into_response()
+}
+
+async fn create_secret(
+    State(st): Shared,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON",
+        );
+    };
+    let Some(name) = v["metadata"]["name"].as_str().map(str::to_string) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "Secret \"\" is invalid: metadata.name: Required value",
+        );
+    };
+    let key = (ns.clone(), name.clone());
+    if s.secrets.contains_key(&key) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("secrets \"{name}\" already exists"),
+        );
+    }
+    s.resource_version += 1;
+    let uid = format!("uid-{}", s.resource_version);
+    s.secrets.insert(key, uid.clone());
+    v["metadata"]["uid"] = json!(uid);
+    v["metadata"]["namespace"] = json!(ns);
+    (StatusCode::CREATED, axum::Json(v)).into_response()
+}
+
+async fn one_secret(
+    State(st): Shared,
+    method: Method,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let key = (ns.clone(), name.clone());
+    let Some(uid) = s.secrets.get(&key).cloned() else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("secrets \"{name}\" not found"),
+        );
+    };
+    if method == Method::DELETE {
+        s.secrets.remove(&key);
+        return axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Success", "details": {"name": name, "kind": "secrets", "uid": uid}}))
+        .into_response();
+    }
+    axum::Json(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": ns, "uid": uid}}),
+    )
+    .into_response()
+}
+
+async fn token_request(
+    State(st): Shared,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    if !s.service_accounts.contains(&(ns.clone(), name.clone())) {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("serviceaccounts \"{name}\" not found"),
+        );
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON",
+        );
+    };
+    let seconds = v["spec"]["expirationSeconds"].as_u64().unwrap_or(3600);
+    if seconds < 600 {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: \
+             Invalid value: may not specify a duration less than 10 minutes",
+        );
+    }
+    let bound = &v["spec"]["boundObjectRef"];
+    let secret = (
+        ns.clone(),
+        bound["name"].as_str().unwrap_or_default().to_string(),
+    );
+    if bound["kind"] != "Secret"
+        || s.secrets.get(&secret).map(String::as_str) != bound["uid"].as_str()
+    {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "TokenRequest.authentication.k8s.io \"\" is invalid: spec.boundObjectRef: the bound \
+             object does not exist or its uid differs",
+        );
+    }
+    s.token_requests.push(seconds);
+    s.resource_version += 1;
+    let token = format!("sa-token-{}", s.resource_version);
+    let user = format!("system:serviceaccount:{ns}:{name}");
+    s.bound_tokens.insert(token.clone(), (user, secret));
+    let end = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds as i64);
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": v["spec"],
+            "status": {"token": token,
+                "expirationTimestamp": end.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()},
+        })),
+    )
+        .into_response()
 }
