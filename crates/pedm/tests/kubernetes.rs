@@ -19,28 +19,12 @@ mod standin;
 use common::*;
 use kube_standin::KubeStandIn;
 use pedm_api::{CreateRole, CreateTarget, TargetKind};
-use std::path::{Path, PathBuf};
-
-fn cloud_python() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("cloud-venv/bin/python");
-    assert!(
-        bin.is_file(),
-        "{} is not installed: run scripts/install-test-deps",
-        bin.display()
-    );
-    bin
-}
+use std::path::Path;
 
 /// What the official client, through the kubeconfig's exec plugin, is told it is.
 async fn whoami(kubeconfig: &Path) -> Result<String, String> {
-    let out = tokio::process::Command::new(cloud_python())
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../scripts/cloud-clients/kube_whoami.py"),
-        )
+    let out = tokio::process::Command::new(standin::cloud_python())
+        .arg(standin::cloud_script("kube_whoami.py"))
         .arg(kubeconfig)
         .output()
         .await

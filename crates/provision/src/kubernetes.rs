@@ -369,14 +369,7 @@ impl KubernetesProvisioner {
                 "privileged_cluster_roles: {r:?} is not an RBAC role name"
             )));
         }
-        let builder = reqwest::Client::builder()
-            .user_agent(concat!("pedm-provision/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout);
-        let http = pedm_notify::tls::with_ca(builder, config.ca_file.as_deref())
-            .map_err(ConfigError)?
-            .build()
-            .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
+        let http = crate::http_client(config.timeout, config.ca_file.as_deref())?;
         Ok(KubernetesProvisioner {
             base: config.api_url.trim_end_matches('/').to_string(),
             config,
@@ -414,10 +407,9 @@ impl KubernetesProvisioner {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| ProvisionError::unreachable(format!("{what}: {}", without_url(&e))))?;
+            let resp = req.send().await.map_err(|e| {
+                ProvisionError::unreachable(format!("{what}: {}", crate::transport_error(&e)))
+            })?;
             let status = resp.status();
             let retry_after = resp
                 .headers()
@@ -428,7 +420,7 @@ impl KubernetesProvisioner {
             let bytes = resp.bytes().await.map_err(|e| {
                 ProvisionError::unreachable(format!(
                     "{what}: reading the answer: {}",
-                    without_url(&e)
+                    crate::transport_error(&e)
                 ))
             })?;
             if bytes.len() > MAX_BODY {
@@ -582,29 +574,6 @@ impl KubernetesProvisioner {
                 _ => return Ok(out),
             }
         }
-    }
-}
-
-/// A reqwest error's text without the URL (which names the API server only, but keep
-/// messages short and free of query strings).
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut source = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {detail}")
     }
 }
 

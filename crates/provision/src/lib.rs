@@ -426,6 +426,35 @@ pub(crate) fn test_spec(user: &str, settings: serde_json::Value) -> GrantSpec {
     }
 }
 
+/// The HTTP client of the provisioners that call an API: pedm's user agent, redirects never
+/// followed (a credential must not follow one elsewhere), `timeout` for the whole call and the
+/// connection, and `ca_file` trusted besides the system's roots.
+pub(crate) fn http_client(
+    timeout: std::time::Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, ConfigError> {
+    let builder = reqwest::Client::builder()
+        .user_agent(concat!("pedm-provision/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout);
+    pedm_notify::tls::with_ca(builder, ca_file)
+        .map_err(ConfigError)?
+        .build()
+        .map_err(|e| ConfigError(format!("HTTP client: {e}")))
+}
+
+/// Why a request got no answer, in a few words (never the URL or what was sent).
+pub(crate) fn transport_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else {
+        e.to_string()
+    }
+}
+
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {

@@ -135,15 +135,7 @@ impl WebhookProvisioner {
         if config.timeout.is_zero() {
             return Err(ConfigError("timeout must be greater than zero".into()));
         }
-        let builder = reqwest::Client::builder()
-            .user_agent(concat!("pedm-provision/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout);
-        let client = pedm_notify::tls::with_ca(builder, config.ca_file.as_deref())
-            .map_err(ConfigError)?
-            .build()
-            .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
+        let client = crate::http_client(config.timeout, config.ca_file.as_deref())?;
         Ok(WebhookProvisioner {
             target: target.to_string(),
             config,
@@ -199,13 +191,7 @@ impl WebhookProvisioner {
                 return Err(ProvisionError::invalid(format!("{action} to {shown}: {e}")));
             }
             Err(e) => {
-                let why = if e.is_timeout() {
-                    "timed out".to_string()
-                } else if e.is_connect() {
-                    "could not connect".to_string()
-                } else {
-                    e.to_string()
-                };
+                let why = crate::transport_error(&e);
                 return Err(ProvisionError::unreachable(format!(
                     "{action} to {shown}: {why}"
                 )));

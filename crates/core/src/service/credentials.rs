@@ -8,20 +8,19 @@ use crate::lock::LockKind;
 use crate::provisioning::{FailureKind, GrantCredentials};
 
 impl ControlPlane {
-    /// Credentials for `actor`'s grant `grant_id` from its target. Refused (and recorded)
-    /// for someone else's grant, a grant not in force or not yet switched on, or a lock on
-    /// the user or target; `Unprocessable` where the target issues none for the role;
-    /// `Upstream` where the target's API failed or refused.
-    pub async fn issue_grant_credentials(
+    /// `actor`'s own grant `grant_id`, in force now and with neither its holder nor its target
+    /// locked; anything else is refused and recorded under `action` (a missing grant is
+    /// `NotFound`). What the holder may then be handed (credentials, certificates) is the
+    /// caller's to check.
+    pub(super) async fn holders_grant_in_force(
         &self,
         actor: &Actor,
         grant_id: Uuid,
-    ) -> Result<GrantCredentials> {
-        let now = self.now();
-        let action = "grant.credentials";
+        action: &str,
+    ) -> Result<Grant> {
         let refused = |why: String| self.refuse(actor, action, subject("grant", grant_id), why);
         let grant = match self.store.grant(grant_id).await? {
-            Some(g) => g.as_of(now),
+            Some(g) => g.as_of(self.now()),
             None => return Err(Error::NotFound(format!("grant {grant_id}"))),
         };
         if grant.user != actor.user {
@@ -44,6 +43,24 @@ impl ControlPlane {
                 return Err(refused(l.refusal()).await);
             }
         }
+        Ok(grant)
+    }
+
+    /// Credentials for `actor`'s grant `grant_id` from its target. Refused (and recorded)
+    /// for someone else's grant, a grant not in force or not yet switched on, or a lock on
+    /// the user or target; `Unprocessable` where the target issues none for the role;
+    /// `Upstream` where the target's API failed or refused.
+    pub async fn issue_grant_credentials(
+        &self,
+        actor: &Actor,
+        grant_id: Uuid,
+    ) -> Result<GrantCredentials> {
+        let now = self.now();
+        let grant = self
+            .holders_grant_in_force(actor, grant_id, "grant.credentials")
+            .await?;
+        let refused =
+            |why: String| self.refuse(actor, "grant.credentials", subject("grant", grant_id), why);
         let Some(port) = self
             .provisioning
             .as_ref()

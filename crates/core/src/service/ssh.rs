@@ -2,7 +2,6 @@
 //! of theirs, an admin gets a host key signed, anyone gets the CA keys and the KRL.
 
 use super::*;
-use crate::lock::LockKind;
 use crate::ssh::{
     CertKind, CertRequest, MAX_HOST_PRINCIPALS, MAX_PUBLIC_KEY, RevokedCert, SshCa, SshCaError,
     SshCertificate, valid_host_name,
@@ -92,32 +91,17 @@ impl ControlPlane {
     ) -> Result<IssuedUserCert> {
         let ca = self.ssh_ca()?.clone();
         check_public_key(public_key)?;
-        let now = self.now();
+        let grant = self
+            .holders_grant_in_force(actor, grant_id, "ssh.certificate")
+            .await?;
         let refused =
             |why: String| self.refuse(actor, "ssh.certificate", subject("grant", grant_id), why);
-        let grant = match self.store.grant(grant_id).await? {
-            Some(g) => g.as_of(now),
-            None => return Err(Error::NotFound(format!("grant {grant_id}"))),
-        };
-        if grant.user != actor.user {
+        if grant.provision_state != ProvisionState::Active {
             return Err(refused(format!(
-                "grant {grant_id} belongs to {}, not {}",
-                grant.user, actor.user
+                "grant {grant_id} is {} in its target, not in force there",
+                grant.provision_state
             ))
             .await);
-        }
-        if grant.state != GrantState::Active || grant.provision_state != ProvisionState::Active {
-            return Err(
-                refused(format!("grant {grant_id} is {}, not in force", grant.state)).await,
-            );
-        }
-        for (kind, name) in [
-            (LockKind::User, grant.user.as_str()),
-            (LockKind::Host, grant.target.as_str()),
-        ] {
-            if let Some(l) = self.lock_on(kind, name).await? {
-                return Err(refused(l.refusal()).await);
-            }
         }
         let (Some(target), Some(role)) = (
             self.store.target(&grant.target).await?,

@@ -86,50 +86,48 @@ pub(super) async fn detach(
     Ok(())
 }
 
+/// Collects the ARNs of a `ListAttached{User,Role}Policies` paginator; a principal that is
+/// gone has none (`return Ok(false)` from the caller).
+macro_rules! attached_arns {
+    ($pages:expr, $what:literal) => {{
+        let mut pages = $pages;
+        let mut arns = Vec::new();
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(p) => arns.extend(
+                    p.attached_policies()
+                        .iter()
+                        .filter_map(|a| a.policy_arn().map(str::to_string)),
+                ),
+                Err(e) if gone(code_of(&e)) => return Ok(false),
+                Err(e) => return Err(classify($what, e)),
+            }
+        }
+        arns
+    }};
+}
+
 pub(super) async fn has_policy(
     iam: &Client,
     principal: &Principal,
     arn: &str,
 ) -> Result<bool, ProvisionError> {
-    let mut arns = Vec::new();
-    match principal {
-        Principal::User(u) => {
-            let mut pages = iam
-                .list_attached_user_policies()
+    let arns = match principal {
+        Principal::User(u) => attached_arns!(
+            iam.list_attached_user_policies()
                 .user_name(u)
                 .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                match page {
-                    Ok(p) => arns.extend(
-                        p.attached_policies()
-                            .iter()
-                            .filter_map(|a| a.policy_arn().map(str::to_string)),
-                    ),
-                    Err(e) if gone(code_of(&e)) => return Ok(false),
-                    Err(e) => return Err(classify("iam:ListAttachedUserPolicies", e)),
-                }
-            }
-        }
-        Principal::Role(r) => {
-            let mut pages = iam
-                .list_attached_role_policies()
+                .send(),
+            "iam:ListAttachedUserPolicies"
+        ),
+        Principal::Role(r) => attached_arns!(
+            iam.list_attached_role_policies()
                 .role_name(r)
                 .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                match page {
-                    Ok(p) => arns.extend(
-                        p.attached_policies()
-                            .iter()
-                            .filter_map(|a| a.policy_arn().map(str::to_string)),
-                    ),
-                    Err(e) if gone(code_of(&e)) => return Ok(false),
-                    Err(e) => return Err(classify("iam:ListAttachedRolePolicies", e)),
-                }
-            }
-        }
-    }
+                .send(),
+            "iam:ListAttachedRolePolicies"
+        ),
+    };
     Ok(arns.iter().any(|a| a == arn))
 }
 

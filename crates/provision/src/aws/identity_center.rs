@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_identitystore::types::{AlternateIdentifier, UniqueAttribute};
-use aws_sdk_ssoadmin::types::{PrincipalType, StatusValues, TargetType};
+use aws_sdk_ssoadmin::types::{
+    AccountAssignmentOperationStatus, PrincipalType, StatusValues, TargetType,
+};
 use aws_smithy_types::Document;
 
 use super::{Clients, IdentityCenterConfig, classify, code_of};
@@ -147,62 +149,19 @@ pub(super) async fn assign(
         .send()
         .await
         .map_err(|e| classify("sso:CreateAccountAssignment", e))?;
-    let status = out.account_assignment_creation_status();
     wait(
         c,
         ic,
         Op::Create,
-        status.and_then(|s| s.status()).cloned(),
-        status.and_then(|s| s.request_id()).map(str::to_string),
-        status.and_then(|s| s.failure_reason()).map(str::to_string),
+        out.account_assignment_creation_status(),
         timeout,
     )
     .await?;
     Ok(format!("assigned {what}"))
 }
 
-/// Deleting an assignment that is not there (or of a user who is gone) succeeds.
-pub(super) async fn unassign_user(
-    c: &Clients,
-    ic: &IdentityCenterConfig,
-    user: &str,
-    permission_set: &str,
-    account: &str,
-    timeout: Duration,
-) -> Result<String, ProvisionError> {
-    unassign(
-        c,
-        ic,
-        PrincipalType::User,
-        user,
-        permission_set,
-        account,
-        timeout,
-    )
-    .await
-}
-
-pub(super) async fn unassign_group(
-    c: &Clients,
-    ic: &IdentityCenterConfig,
-    group: &str,
-    permission_set: &str,
-    account: &str,
-    timeout: Duration,
-) -> Result<String, ProvisionError> {
-    unassign(
-        c,
-        ic,
-        PrincipalType::Group,
-        group,
-        permission_set,
-        account,
-        timeout,
-    )
-    .await
-}
-
-async fn unassign(
+/// Deleting an assignment that is not there (or of a user or group that is gone) succeeds.
+pub(super) async fn unassign(
     c: &Clients,
     ic: &IdentityCenterConfig,
     kind: PrincipalType,
@@ -245,14 +204,11 @@ async fn unassign(
         }
         Err(e) => return Err(classify("sso:DeleteAccountAssignment", e)),
     };
-    let status = out.account_assignment_deletion_status();
     wait(
         c,
         ic,
         Op::Delete,
-        status.and_then(|s| s.status()).cloned(),
-        status.and_then(|s| s.request_id()).map(str::to_string),
-        status.and_then(|s| s.failure_reason()).map(str::to_string),
+        out.account_assignment_deletion_status(),
         timeout,
     )
     .await?;
@@ -270,11 +226,12 @@ async fn wait(
     c: &Clients,
     ic: &IdentityCenterConfig,
     op: Op,
-    mut status: Option<StatusValues>,
-    request_id: Option<String>,
-    mut reason: Option<String>,
+    first: Option<&AccountAssignmentOperationStatus>,
     timeout: Duration,
 ) -> Result<(), ProvisionError> {
+    let mut status = first.and_then(|s| s.status()).cloned();
+    let request_id = first.and_then(|s| s.request_id()).map(str::to_string);
+    let mut reason = first.and_then(|s| s.failure_reason()).map(str::to_string);
     let started = Instant::now();
     let mut pause = Duration::from_millis(200);
     loop {

@@ -51,6 +51,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_iam::config::http::HttpResponse;
 use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ssoadmin::types::PrincipalType;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -618,9 +619,10 @@ impl Provisioner for AwsProvisioner {
                 account,
             } => {
                 let ic = self.identity_center()?;
-                identity_center::unassign_user(
+                identity_center::unassign(
                     c,
                     ic,
+                    PrincipalType::User,
                     user,
                     permission_set,
                     account,
@@ -723,31 +725,12 @@ impl Provisioner for AwsProvisioner {
             }
             Standing::PermissionSet(account, ps, aws_account) => {
                 let ic = self.identity_center()?;
-                let done = match account.strip_prefix("group/") {
-                    Some(group) => {
-                        identity_center::unassign_group(
-                            c,
-                            ic,
-                            group,
-                            &ps,
-                            &aws_account,
-                            self.config.timeout,
-                        )
-                        .await?
-                    }
-                    None => {
-                        identity_center::unassign_user(
-                            c,
-                            ic,
-                            &account,
-                            &ps,
-                            &aws_account,
-                            self.config.timeout,
-                        )
-                        .await?
-                    }
+                let (kind, name) = match account.strip_prefix("group/") {
+                    Some(group) => (PrincipalType::Group, group),
+                    None => (PrincipalType::User, account.as_str()),
                 };
-                Ok(done)
+                identity_center::unassign(c, ic, kind, name, &ps, &aws_account, self.config.timeout)
+                    .await
             }
         }
     }

@@ -124,15 +124,7 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 impl Client {
     pub(super) fn new(config: &AzureConfig) -> Result<Self, ConfigError> {
-        let builder = reqwest::Client::builder()
-            .user_agent(concat!("pedm-provision/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout);
-        let http = pedm_notify::tls::with_ca(builder, config.ca_file.as_deref())
-            .map_err(ConfigError)?
-            .build()
-            .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
+        let http = crate::http_client(config.timeout, config.ca_file.as_deref())?;
         Ok(Client {
             http,
             config: config.clone(),

@@ -35,13 +35,7 @@ impl GcpProvisioner {
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    let why = if e.is_timeout() {
-                        "timed out".to_string()
-                    } else if e.is_connect() {
-                        "could not connect".to_string()
-                    } else {
-                        e.to_string()
-                    };
+                    let why = crate::transport_error(&e);
                     return Err(ProvisionError::unreachable(format!("{what}: {why}")).into());
                 }
             };

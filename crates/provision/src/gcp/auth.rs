@@ -247,16 +247,7 @@ impl Tokens {
 /// signed assertion at most: errors say what failed, never what was sent.
 async fn fetch(req: reqwest::RequestBuilder, what: &str) -> Result<Vec<u8>, ProvisionError> {
     let resp = req.send().await.map_err(|e| {
-        ProvisionError::unreachable(format!(
-            "{what}: {}",
-            if e.is_timeout() {
-                "timed out".to_string()
-            } else if e.is_connect() {
-                "could not connect".to_string()
-            } else {
-                e.to_string()
-            }
-        ))
+        ProvisionError::unreachable(format!("{what}: {}", crate::transport_error(&e)))
     })?;
     let status = resp.status();
     let body = super::api::read_limited(resp, MAX_ANSWER)

@@ -165,15 +165,7 @@ impl GcpProvisioner {
             Some(path) => Source::Key(Box::new(ServiceAccountKey::load(path)?)),
             None => Source::Metadata(config.metadata_url.trim_end_matches('/').to_string()),
         };
-        let builder = reqwest::Client::builder()
-            .user_agent(concat!("pedm-provision/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout);
-        let client = pedm_notify::tls::with_ca(builder, config.ca_file.as_deref())
-            .map_err(ConfigError)?
-            .build()
-            .map_err(|e| ConfigError(format!("HTTP client: {e}")))?;
+        let client = crate::http_client(config.timeout, config.ca_file.as_deref())?;
         Ok(GcpProvisioner {
             endpoint: config.endpoint_url.trim_end_matches('/').to_string(),
             config,

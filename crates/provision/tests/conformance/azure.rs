@@ -314,17 +314,8 @@ async fn azure_official_client_agrees_with_the_standin() {
     s.plant(&sub_scope(), OWNER, &s.user_id(&upn("eve")));
     s.plant(&sub_scope(), OWNER, &f.own_sp);
     let before = s.assignment_count();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let python = target_dir.join("cloud-venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run scripts/install-cloud-clients",
-        python.display()
-    );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts/cloud-clients/azure_check.py");
+    let python = crate::standin::cloud_python();
+    let script = crate::standin::cloud_script("azure_check.py");
     let out = tokio::process::Command::new(python)
         .arg(script)
         .arg(&s.url)

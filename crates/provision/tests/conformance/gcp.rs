@@ -338,18 +338,8 @@ async fn the_metadata_server_provides_tokens_and_identity() {
 /// from the real API fails here; what pedm wrote survives its write, and pedm reads its.
 #[tokio::test]
 async fn googles_own_client_agrees_with_the_standin() {
-    let python =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cloud-venv/bin/python");
-    let python = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|t| PathBuf::from(t).join("cloud-venv/bin/python"))
-        .unwrap_or(python);
-    assert!(
-        python.is_file(),
-        "{} is missing: run scripts/install-cloud-clients",
-        python.display()
-    );
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cloud-clients/gcp_check.py");
+    let python = crate::standin::cloud_python();
+    let script = crate::standin::cloud_script("gcp_check.py");
     let f = GcpFixture::start().await;
     let g = grant_spec("alice");
     f.p.grant(&g).await.expect("grant");

@@ -190,12 +190,10 @@ async fn kubernetes_throttling_is_honoured_and_namespaces_are_discovered() {
 #[tokio::test]
 async fn kubernetes_standin_speaks_the_real_api() {
     let f = KubernetesFixture::start().await;
-    let python = cloud_client("python");
+    let python = crate::standin::cloud_python();
     // Awaited, not blocking: the stand-in answers on this test's own runtime.
     let out = tokio::process::Command::new(python)
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cloud-clients/kube_check.py"),
-        )
+        .arg(crate::standin::cloud_script("kube_check.py"))
         .args([
             f.kube.tls.url.as_str(),
             &f.kube.tls.ca_file.display().to_string(),
@@ -210,20 +208,6 @@ async fn kubernetes_standin_speaks_the_real_api() {
         "the official client disagrees with the stand-in: {said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A program of the cloud clients' virtualenv (scripts/install-cloud-clients).
-pub(super) fn cloud_client(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("cloud-venv/bin").join(name);
-    assert!(
-        bin.is_file(),
-        "{} is not installed: run scripts/install-test-deps",
-        bin.display()
-    );
-    bin
 }
 
 /// Who the API server says the bearer of `token` is; `None` when it refuses the token.

@@ -83,3 +83,24 @@ pub async fn serve_tls(app: axum::Router) -> StandIn {
         task,
     }
 }
+
+/// The Python of the providers' official clients (scripts/install-cloud-clients).
+pub fn cloud_python() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let python = target.join("cloud-venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/install-test-deps",
+        python.display()
+    );
+    python
+}
+
+/// A script of scripts/cloud-clients.
+pub fn cloud_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/cloud-clients")
+        .join(name)
+}
