@@ -44,37 +44,38 @@ pub(super) async fn detach(
     principal: &Principal,
     arn: &str,
 ) -> Result<(), ProvisionError> {
-    let r = match principal {
-        Principal::User(u) => iam
-            .detach_user_policy()
-            .user_name(u)
-            .policy_arn(arn)
-            .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| {
-                if gone(code_of(&e)) {
-                    Ok(())
-                } else {
-                    Err(classify("iam:DetachUserPolicy", e))
-                }
-            }),
-        Principal::Role(r) => iam
-            .detach_role_policy()
-            .role_name(r)
-            .policy_arn(arn)
-            .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| {
-                if gone(code_of(&e)) {
-                    Ok(())
-                } else {
-                    Err(classify("iam:DetachRolePolicy", e))
-                }
-            }),
-    };
-    r?;
+    // Gone already (the attachment, the user or the role) is what a detach wants.
+    fn done_if_gone<
+        O,
+        E: aws_sdk_iam::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    >(
+        what: &str,
+        r: Result<O, aws_sdk_iam::error::SdkError<E, aws_sdk_iam::config::http::HttpResponse>>,
+    ) -> Result<(), ProvisionError> {
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if gone(code_of(&e)) => Ok(()),
+            Err(e) => Err(classify(what, e)),
+        }
+    }
+    match principal {
+        Principal::User(u) => done_if_gone(
+            "iam:DetachUserPolicy",
+            iam.detach_user_policy()
+                .user_name(u)
+                .policy_arn(arn)
+                .send()
+                .await,
+        )?,
+        Principal::Role(r) => done_if_gone(
+            "iam:DetachRolePolicy",
+            iam.detach_role_policy()
+                .role_name(r)
+                .policy_arn(arn)
+                .send()
+                .await,
+        )?,
+    }
     // Some implementations answer a detach of an unattached policy with success and others
     // with NoSuchEntity; either way it must be gone now.
     if has_policy(iam, principal, arn).await? {

@@ -44,6 +44,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+mod tokens;
+
 use crate::config::ConfigError;
 use crate::{
     Credentials, GrantOutcome, GrantSpec, Observed, ProvisionError, Provisioner, StandingPrivilege,
@@ -329,11 +331,6 @@ impl Binding {
     }
 }
 
-/// `pedm-grant-<id>`: the Secret a grant's service-account tokens are bound to.
-fn grant_secret_name(g: &GrantSpec) -> String {
-    format!("pedm-grant-{}", g.grant_id)
-}
-
 /// The bindings collection: cluster-wide or in `namespace`.
 fn collection(namespace: Option<&str>) -> String {
     match namespace {
@@ -428,10 +425,19 @@ impl KubernetesProvisioner {
                     "{what}: answer larger than {MAX_BODY} bytes"
                 )));
             }
-            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let parsed = serde_json::from_slice::<Value>(&bytes);
             if status.is_success() {
-                return Ok(Some(value));
+                // An answer that is not what the API server sends is an error, never an
+                // empty success (discovery would report nothing).
+                return match parsed {
+                    Ok(v) if v.is_object() => Ok(Some(v)),
+                    _ => Err(ProvisionError::refused(format!(
+                        "{what}: HTTP {} with an answer that is not a JSON object",
+                        status.as_u16()
+                    ))),
+                };
             }
+            let value = parsed.unwrap_or(Value::Null);
             if status == reqwest::StatusCode::NOT_FOUND {
                 return Ok(None);
             }
@@ -456,74 +462,6 @@ impl KubernetesProvisioner {
             }
             return Err(ProvisionError::Refused(msg));
         }
-    }
-
-    /// Creates the holder's service account unless it exists.
-    async fn ensure_service_account(
-        &self,
-        ns: &str,
-        name: &str,
-        g: &GrantSpec,
-    ) -> Result<(), ProvisionError> {
-        let body = json!({
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": name, "namespace": ns,
-                "labels": {"app.kubernetes.io/managed-by": "pedm"},
-                "annotations": {"pedm.dev/user": g.user}},
-        });
-        match self
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-                Some(&body),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(ProvisionError::Refused(m)) if m.starts_with("conflict:") => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The grant's Secret (made once), whose uid its tokens are bound to: `(name, uid)`.
-    async fn grant_secret(
-        &self,
-        ns: &str,
-        g: &GrantSpec,
-    ) -> Result<(String, String), ProvisionError> {
-        let name = grant_secret_name(g);
-        let body = json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": ns,
-                "labels": {"app.kubernetes.io/managed-by": "pedm",
-                    "pedm.dev/grant": g.grant_id.to_string()},
-                "annotations": {"pedm.dev/user": g.user,
-                    "pedm.dev/expires-at": g.expires_at.to_string()}},
-        });
-        let made = match self
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/v1/namespaces/{ns}/secrets"),
-                Some(&body),
-            )
-            .await
-        {
-            Ok(v) => v,
-            Err(ProvisionError::Refused(m)) if m.starts_with("conflict:") => {
-                self.call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/namespaces/{ns}/secrets/{name}"),
-                    None,
-                )
-                .await?
-            }
-            Err(e) => return Err(e),
-        };
-        let uid = made
-            .as_ref()
-            .and_then(|v| v["metadata"]["uid"].as_str())
-            .ok_or_else(|| ProvisionError::refused(format!("secret {ns}/{name} has no uid")))?;
-        Ok((name, uid.to_string()))
     }
 
     async fn get_binding(&self, b: &Binding) -> Result<Option<Value>, ProvisionError> {
@@ -566,8 +504,14 @@ impl KubernetesProvisioner {
             let Some(v) = self.call(reqwest::Method::GET, &page, None).await? else {
                 return Ok(out);
             };
-            if let Some(items) = v["items"].as_array() {
-                out.extend(items.iter().cloned());
+            match v.get("items") {
+                Some(Value::Array(items)) => out.extend(items.iter().cloned()),
+                Some(Value::Null) => {}
+                _ => {
+                    return Err(ProvisionError::refused(format!(
+                        "GET {path}: the answer is not a list (no items)"
+                    )));
+                }
             }
             match v["metadata"]["continue"].as_str() {
                 Some(c) if !c.is_empty() => next = Some(c.to_string()),
@@ -733,7 +677,10 @@ impl Provisioner for KubernetesProvisioner {
             // The tokens bound to the grant's Secret stop working the moment it is gone.
             self.call(
                 reqwest::Method::DELETE,
-                &format!("/api/v1/namespaces/{ns}/secrets/{}", grant_secret_name(g)),
+                &format!(
+                    "/api/v1/namespaces/{ns}/secrets/{}",
+                    tokens::grant_secret_name(g)
+                ),
                 None,
             )
             .await?;
@@ -850,72 +797,7 @@ impl Provisioner for KubernetesProvisioner {
         g: &GrantSpec,
         now: jiff::Timestamp,
     ) -> Result<Credentials, ProvisionError> {
-        let b = Binding::of(g)?;
-        let Some(ns) = &b.subject_namespace else {
-            return Err(ProvisionError::invalid(format!(
-                "role {} on {} binds {} of the cluster's own authentication: there is no \
-                 service account to issue tokens for (settings.service_account)",
-                g.role,
-                g.target,
-                b.account()
-            )));
-        };
-        let remaining = Duration::try_from(g.expires_at.duration_since(now)).unwrap_or_default();
-        if remaining.is_zero() {
-            return Err(ProvisionError::invalid(format!(
-                "grant {} has ended",
-                g.grant_id
-            )));
-        }
-        let (secret, uid) = self.grant_secret(ns, g).await?;
-        let seconds = remaining.clamp(MIN_TOKEN, self.config.max_token).as_secs();
-        let mut spec = json!({
-            "expirationSeconds": seconds,
-            "boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": secret, "uid": uid},
-        });
-        if !self.config.token_audiences.is_empty() {
-            spec["audiences"] = json!(self.config.token_audiences);
-        }
-        let answer = self
-            .call(
-                reqwest::Method::POST,
-                &format!(
-                    "/api/v1/namespaces/{ns}/serviceaccounts/{}/token",
-                    b.subject
-                ),
-                Some(
-                    &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                    "spec": spec}),
-                ),
-            )
-            .await?
-            .ok_or_else(|| {
-                ProvisionError::refused(format!("service account {ns}/{} is gone", b.subject))
-            })?;
-        let token = answer["status"]["token"]
-            .as_str()
-            .ok_or_else(|| ProvisionError::refused("the TokenRequest answer has no token"))?;
-        let token_end = answer["status"]["expirationTimestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .unwrap_or(g.expires_at);
-        let expires_at = token_end.min(g.expires_at);
-        Ok(Credentials {
-            kind: "kubernetes",
-            expires_at,
-            value: json!({
-                "apiVersion": "client.authentication.k8s.io/v1",
-                "kind": "ExecCredential",
-                "status": {
-                    "token": token,
-                    "expirationTimestamp": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                },
-            }),
-            detail: format!(
-                "token of service account {ns}/{} bound to secret {secret}, until {expires_at}",
-                b.subject
-            ),
-        })
+        self.service_account_token(g, now).await
     }
 
     fn removable(&self, p: &StandingPrivilege) -> Result<(), String> {
