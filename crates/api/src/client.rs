@@ -456,12 +456,17 @@ impl Client {
     pub async fn grant_secret(&self, id: Uuid) -> Result<GrantSecret, ApiError> {
         self.get(&format!("/grants/{id}/secret")).await
     }
-    /// Short-lived credentials for the caller's grant `id` from its target.
-    pub async fn grant_credentials(&self, id: Uuid) -> Result<GrantCredentials, ApiError> {
+    /// Short-lived credentials (or a console sign-in) for the caller's grant `id` from its
+    /// target.
+    pub async fn grant_credentials(
+        &self,
+        id: Uuid,
+        form: crate::CredentialsForm,
+    ) -> Result<GrantCredentials, ApiError> {
         self.send(
             Method::POST,
             &format!("/grants/{id}/credentials"),
-            &serde_json::json!({}),
+            &crate::IssueCredentials { form },
         )
         .await
     }

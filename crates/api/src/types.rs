@@ -550,13 +550,33 @@ impl std::fmt::Debug for GrantSecret {
     }
 }
 
+/// What `POST /grants/{id}/credentials` asks the grant's target for (an empty body: `tools`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueCredentials {
+    #[serde(default)]
+    pub form: CredentialsForm,
+}
+
+/// `tools`: what the target's command-line tools read; `console`: a sign-in URL for the
+/// target's web console (for `aws`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialsForm {
+    #[default]
+    Tools,
+    Console,
+}
+
 /// Short-lived credentials a grant's target issued for its holder (`POST
 /// /grants/{id}/credentials`). For `aws`, `credentials` is the AWS CLI's `credential_process`
-/// JSON (`Version`, `AccessKeyId`, `SecretAccessKey`, `SessionToken`, `Expiration`).
+/// JSON (`Version`, `AccessKeyId`, `SecretAccessKey`, `SessionToken`, `Expiration`); for
+/// `aws-console`, `{"url", "session_expires_at"}` (the URL signs in once, within 15 minutes);
+/// for `kubernetes`, kubectl's ExecCredential.
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct GrantCredentials {
     pub grant_id: Uuid,
-    /// `aws`.
+    /// `aws`, `aws-console`, `kubernetes`.
     pub kind: String,
     /// When they stop working: never after the grant ends.
     pub expires_at: Timestamp,

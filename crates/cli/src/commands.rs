@@ -77,6 +77,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Aws(AwsCmd::Credentials { grant, target }) => {
             crate::credentials::print(ctx, grant, target, "aws").await
         }
+        Command::Aws(AwsCmd::Console { grant, target }) => {
+            crate::credentials::console(ctx, grant, target).await
+        }
         Command::Kube(KubeCmd::Credentials { grant, target }) => {
             crate::credentials::print(ctx, grant, target, "kubernetes").await
         }

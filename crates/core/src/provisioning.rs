@@ -87,6 +87,17 @@ impl std::fmt::Debug for GrantCredentials {
     }
 }
 
+/// What a grant's holder asks its target for: credentials for their tools, or a sign-in to
+/// the target's web console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CredentialsForm {
+    /// What the target's command-line tools read (`credential_process` JSON, ExecCredential).
+    #[default]
+    Tools,
+    /// A console sign-in URL.
+    Console,
+}
+
 /// What reconciliation does with one drift finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriftAction {
@@ -133,9 +144,10 @@ pub trait ProvisioningPort: Send + Sync + 'static {
     async fn credentials(
         &self,
         grant: &Grant,
+        form: CredentialsForm,
         now: jiff::Timestamp,
     ) -> Result<GrantCredentials, ProvisionFailure> {
-        let _ = now;
+        let _ = (form, now);
         Err(ProvisionFailure {
             kind: FailureKind::Invalid,
             message: format!("target {} issues no credentials", grant.target),

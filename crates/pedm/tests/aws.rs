@@ -4,7 +4,9 @@
 //! retried, alerts after three attempts and completes when AWS is back; `pedm aws
 //! credentials` hands the holder STS credentials that the real AWS CLI takes as its
 //! `credential_process`, tagged with the grant; nobody else gets them, and a role without an
-//! AWS role to assume says so.
+//! AWS role to assume says so. `pedm aws console` signs in through AWS's federation endpoint
+//! (a stand-in here, below: no emulator has it), and a grant that ends early denies its
+//! sessions in the role's inline policy.
 
 mod common;
 
@@ -23,14 +25,71 @@ const ADMIN: &str = "arn:aws:iam::aws:policy/AdministratorAccess";
 struct World {
     _dir: tempfile::TempDir,
     moto: Moto,
+    federation: Federation,
     iam: aws_sdk_iam::Client,
     s: Server,
     /// The notifications pedmd sends to its webhook.
     notices: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
 }
 
+/// A stand-in for AWS's sign-in federation endpoint (`https://signin.aws.amazon.com/federation`),
+/// which moto does not emulate, written from AWS's IAM User Guide ("Enabling custom identity
+/// broker access to the AWS console") and AWS's own toolkit, which sends the request as a form
+/// in a POST body: `Action=getSigninToken`, `SessionType=json`, optional `SessionDuration`
+/// (900–43200 seconds), `Session` = `{"sessionId", "sessionKey", "sessionToken"}`; the answer
+/// is `{"SigninToken": …}`. It refuses (HTTP 400) what AWS would refuse for its shape; that
+/// the session's credentials are real is checked by the test against moto.
+struct Federation {
+    url: String,
+    seen: Seen,
+}
+
+/// Every form the federation stand-in received, and the token it answered.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(Form, String)>>>;
+type Form = std::collections::HashMap<String, String>;
+
+async fn federation() -> Federation {
+    use axum::response::IntoResponse;
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .route(
+            "/federation",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 axum::Form(f): axum::Form<Form>| async move {
+                    let session: Option<serde_json::Value> =
+                        f.get("Session").and_then(|s| serde_json::from_str(s).ok());
+                    let duration_ok = f
+                        .get("SessionDuration")
+                        .is_none_or(|d| d.parse::<u64>().is_ok_and(|d| (900..=43200).contains(&d)));
+                    let session_ok = session.is_some_and(|s| {
+                        ["sessionId", "sessionKey", "sessionToken"]
+                            .iter()
+                            .all(|k| s[k].as_str().is_some_and(|v| !v.is_empty()))
+                    });
+                    if f.get("Action").map(String::as_str) != Some("getSigninToken")
+                        || !duration_ok
+                        || !session_ok
+                    {
+                        return (axum::http::StatusCode::BAD_REQUEST, "bad request")
+                            .into_response();
+                    }
+                    let token = format!("signin-{}", uuid::Uuid::new_v4().simple());
+                    seen.lock().unwrap().push((f, token.clone()));
+                    axum::Json(serde_json::json!({"SigninToken": token})).into_response()
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/federation", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Federation { url, seen }
+}
+
 async fn world() -> World {
     let moto = Moto::start().await;
+    let federation = federation().await;
     let iam = aws_sdk_iam::Client::new(&moto.sdk().await);
     for u in ["alice", "bob"] {
         iam.create_user()
@@ -70,6 +129,7 @@ kind = "aws"
 endpoint_url = "{url}"
 credentials_file = "{creds}"
 timeout = "5s"
+federation_url = "{fed}"
 
 [provision.roles.aws-prod.readonly]
 policy_arn = "{READ_ONLY}"
@@ -79,6 +139,7 @@ assume_role_arn = "arn:aws:iam::{ACCOUNT}:role/pedm-admin"
 "#,
         url = moto.url(),
         creds = credentials_file(dir.path()).display(),
+        fed = federation.url,
     );
     let s = Server::start_with(Options {
         config: Some(config),
@@ -107,6 +168,7 @@ assume_role_arn = "arn:aws:iam::{ACCOUNT}:role/pedm-admin"
     World {
         _dir: dir,
         moto,
+        federation,
         iam,
         s,
         notices,
@@ -220,6 +282,15 @@ async fn pedm_aws_credentials_feed_the_real_aws_cli_and_only_the_holder() {
         .unwrap()
         .grant
         .unwrap();
+    // Nothing is switched on, but the grant is provisioned: its early end reaches AWS.
+    let active = wait_provision(&w.s, g.id, "active").await;
+    assert!(
+        active
+            .provision_detail
+            .as_deref()
+            .is_some_and(|d| d.contains("nothing switched on")),
+        "{active:?}"
+    );
 
     // The real AWS CLI with `credential_process = pedm aws credentials --target aws-prod`.
     let dir = tempfile::tempdir().unwrap();
@@ -341,4 +412,165 @@ async fn pedm_aws_credentials_feed_the_real_aws_cli_and_only_the_holder() {
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not in force"), "{}", stderr(&o));
+}
+
+/// `aws` run against moto with `env` (credentials of a session, or moto's own).
+fn aws_cli(w: &World, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(venv_bin("aws"));
+    cmd.args(args)
+        .args(["--output", "json", "--region", "us-east-1"])
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", credentials_file(dir.path()))
+        .env("AWS_ENDPOINT_URL", w.moto.url())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running aws");
+    assert!(out.status.success(), "aws {args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("aws prints JSON")
+}
+
+/// The statements of the revoked-sessions policy on `pedm-admin` (none if it is absent).
+fn revoked_statements(w: &World) -> Vec<serde_json::Value> {
+    let listed = aws_cli(
+        w,
+        &["iam", "list-role-policies", "--role-name", "pedm-admin"],
+        &[],
+    );
+    if !listed["PolicyNames"]
+        .as_array()
+        .is_some_and(|n| n.iter().any(|n| n == "pedm-revoked-sessions"))
+    {
+        return Vec::new();
+    }
+    let p = aws_cli(
+        w,
+        &[
+            "iam",
+            "get-role-policy",
+            "--role-name",
+            "pedm-admin",
+            "--policy-name",
+            "pedm-revoked-sessions",
+        ],
+        &[],
+    );
+    p["PolicyDocument"]["Statement"]
+        .as_array()
+        .cloned()
+        .expect("statements")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pedm_aws_console_signs_in_as_the_grant_and_an_early_end_denies_its_sessions() {
+    let w = world().await;
+    let alice_token = user_with_token(&w.s, "alice", false).await;
+    let alice = w.s.client(&alice_token);
+    let g = alice
+        .create_request(&req("aws-prod", "admin", "30m", "check the IAM console"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    wait_provision(&w.s, g.id, "active").await;
+
+    // The URL alone on stdout: AWS's login action with the token the endpoint gave.
+    let o =
+        w.s.cli(&alice_token, &["aws", "console", "--target", "aws-prod"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8(o.stdout.clone()).unwrap();
+    let url = reqwest::Url::parse(printed.trim()).expect("a URL");
+    assert_eq!(printed.trim_end().lines().count(), 1, "{printed}");
+    assert!(url.as_str().starts_with(&w.federation.url), "{url}");
+    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    let (form, token) = w.federation.seen.lock().unwrap()[0].clone();
+    assert_eq!(q["Action"], "login");
+    assert_eq!(q["Destination"], "https://console.aws.amazon.com/");
+    assert_eq!(q["SigninToken"], token);
+    assert!(stderr(&o).contains("15 minutes"), "{}", stderr(&o));
+
+    // What reached the endpoint is a session of the grant's role, tagged with the grant,
+    // for no longer than the grant (and at least the 15 minutes AWS allows).
+    assert_eq!(form["SessionType"], "json");
+    let duration: u64 = form["SessionDuration"].parse().unwrap();
+    assert!((900..=1800).contains(&duration), "{duration}");
+    let session: serde_json::Value = serde_json::from_str(&form["Session"]).unwrap();
+    let key = |k: &str| session[k].as_str().unwrap().to_string();
+    let as_session = [
+        ("AWS_ACCESS_KEY_ID", key("sessionId")),
+        ("AWS_SECRET_ACCESS_KEY", key("sessionKey")),
+        ("AWS_SESSION_TOKEN", key("sessionToken")),
+    ];
+    let env: Vec<(&str, &str)> = as_session.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let who = aws_cli(&w, &["sts", "get-caller-identity"], &env);
+    let short = &g.id.simple().to_string()[24..];
+    assert_eq!(
+        who["Arn"],
+        format!("arn:aws:sts::{ACCOUNT}:assumed-role/pedm-admin/pedm-alice-{short}")
+    );
+
+    // Recorded, without the secret key or the sign-in token.
+    let issued = audit_of(&w.s, "grant.credentials_issued").await;
+    assert_eq!(issued.len(), 1, "{issued:#?}");
+    assert_eq!(issued[0].data["kind"], "aws-console");
+    let text = issued[0].data.to_string();
+    assert!(
+        !text.contains(&key("sessionKey")) && !text.contains(&token),
+        "{text}"
+    );
+
+    // Not for a role without an AWS role to assume, nor for someone else.
+    let bob_token = user_with_token(&w.s, "bob", false).await;
+    let o = w.s.cli(
+        &bob_token,
+        &["aws", "console", "--grant", &g.id.to_string()],
+    );
+    assert!(!o.status.success() && o.stdout.is_empty());
+    assert!(stderr(&o).contains("belongs to alice"), "{}", stderr(&o));
+    assert_eq!(w.federation.seen.lock().unwrap().len(), 1);
+
+    // No statement while the grant runs; an early end denies its sessions until its planned
+    // end (moto does not evaluate policy conditions: the policy AWS would evaluate is what
+    // is checked), and the target says so.
+    assert!(revoked_statements(&w).is_empty());
+    alice
+        .release_grant(g.id, &pedm_api::Reason { reason: None })
+        .await
+        .unwrap();
+    wait_provision(&w.s, g.id, "revoked").await;
+    let statements = revoked_statements(&w);
+    assert_eq!(statements.len(), 1, "{statements:#?}");
+    let st = &statements[0];
+    assert_eq!(st["Effect"], "Deny");
+    assert_eq!(st["Action"], "*");
+    assert_eq!(
+        st["Condition"]["StringEquals"]["aws:PrincipalTag/pedm-grant"],
+        g.id.to_string()
+    );
+    let until: jiff::Timestamp = st["Condition"]["DateLessThan"]["aws:CurrentTime"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(until > jiff::Timestamp::now(), "{until}");
+    let check = alice.verify_grant(g.id).await.unwrap();
+    assert_eq!(check.present, Some(false), "{check:?}");
+    assert!(check.detail.contains("denied"), "{check:?}");
+    assert!(check.consistent, "{check:?}");
+
+    // A grant that runs to its planned end adds nothing: its session policy ends it.
+    let short = alice
+        .create_request(&req("aws-prod", "admin", "3s", "a quick look"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    wait_provision(&w.s, short.id, "revoked").await;
+    let statements = revoked_statements(&w);
+    assert_eq!(statements.len(), 1, "{statements:#?}");
 }

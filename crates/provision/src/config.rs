@@ -227,6 +227,13 @@ impl Provisioner for DriftRules {
     ) -> Result<crate::Credentials, ProvisionError> {
         self.inner.credentials(g, now).await
     }
+    async fn console_sign_in(
+        &self,
+        g: &GrantSpec,
+        now: jiff::Timestamp,
+    ) -> Result<crate::Credentials, ProvisionError> {
+        self.inner.console_sign_in(g, now).await
+    }
 }
 
 /// [`build`] for every target of the `[provision.targets]` table; the first error names its target.

@@ -118,7 +118,7 @@ impl std::fmt::Debug for GrantOutcome {
 /// the holder, never log or store it; `Debug` does not show it.
 #[derive(Clone, PartialEq)]
 pub struct Credentials {
-    /// `aws`.
+    /// `aws`, `aws-console`, `kubernetes`.
     pub kind: &'static str,
     /// When they stop working (never after the grant's end).
     pub expires_at: Timestamp,
@@ -278,6 +278,20 @@ pub trait Provisioner: Send + Sync {
         let _ = (g, now);
         Err(ProvisionError::invalid(format!(
             "the {} provisioner issues no credentials",
+            self.kind()
+        )))
+    }
+
+    /// A sign-in to the target's web console for `g`'s holder, ending no later than the
+    /// grant (`value.url` is the sign-in URL, a secret). Default: this kind offers none.
+    async fn console_sign_in(
+        &self,
+        g: &GrantSpec,
+        now: Timestamp,
+    ) -> Result<Credentials, ProvisionError> {
+        let _ = (g, now);
+        Err(ProvisionError::invalid(format!(
+            "the {} provisioner offers no console sign-in",
             self.kind()
         )))
     }

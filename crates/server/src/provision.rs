@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use pedm_core::model::{Grant, StandingPrivilege};
 use pedm_core::provisioning::{
-    DriftAction, FailureKind, GrantCredentials, ProvisionFailure, Provisioned, ProvisioningPort,
+    CredentialsForm, DriftAction, FailureKind, GrantCredentials, ProvisionFailure, Provisioned,
+    ProvisioningPort,
 };
 use pedm_provision::{GrantSpec, ProvisionError, Provisioner};
 use std::collections::BTreeMap;
@@ -113,13 +114,16 @@ impl ProvisioningPort for Provisioners {
     async fn credentials(
         &self,
         grant: &Grant,
+        form: CredentialsForm,
         now: jiff::Timestamp,
     ) -> Result<GrantCredentials, ProvisionFailure> {
         let p = self.get(&grant.target)?;
-        let c = p
-            .credentials(&self.spec(grant, None), now)
-            .await
-            .map_err(failure)?;
+        let spec = self.spec(grant, None);
+        let c = match form {
+            CredentialsForm::Tools => p.credentials(&spec, now).await,
+            CredentialsForm::Console => p.console_sign_in(&spec, now).await,
+        }
+        .map_err(failure)?;
         Ok(GrantCredentials {
             kind: c.kind.to_string(),
             expires_at: c.expires_at,

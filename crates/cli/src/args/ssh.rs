@@ -79,6 +79,17 @@ pub enum AwsCmd {
         #[arg(long, value_name = "TARGET", conflicts_with = "grant")]
         target: Option<String>,
     },
+    /// Print a sign-in URL for the AWS console as your grant's role (`xdg-open "$(pedm aws
+    /// console --target aws-prod)"`): it signs in once, within 15 minutes, and the console
+    /// session ends no later than the grant. The URL is a secret: do not share it.
+    Console {
+        /// The grant (default: your one active grant on --target).
+        #[arg(long, value_name = "ID", required_unless_present = "target")]
+        grant: Option<uuid::Uuid>,
+        /// The `aws` target whose one active grant of yours to use.
+        #[arg(long, value_name = "TARGET", conflicts_with = "grant")]
+        target: Option<String>,
+    },
 }
 
 /// `pedm kube …`: credentials for a grant on a `kubernetes` target.

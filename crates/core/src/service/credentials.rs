@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::lock::LockKind;
-use crate::provisioning::{FailureKind, GrantCredentials};
+use crate::provisioning::{CredentialsForm, FailureKind, GrantCredentials};
 
 impl ControlPlane {
     /// `actor`'s own grant `grant_id`, in force now and with neither its holder nor its target
@@ -46,7 +46,8 @@ impl ControlPlane {
         Ok(grant)
     }
 
-    /// Credentials for `actor`'s grant `grant_id` from its target. Refused (and recorded)
+    /// Credentials (or a console sign-in, by `form`) for `actor`'s grant `grant_id` from its
+    /// target. Refused (and recorded)
     /// for someone else's grant, a grant not in force or not yet switched on, or a lock on
     /// the user or target; `Unprocessable` where the target issues none for the role;
     /// `Upstream` where the target's API failed or refused.
@@ -54,6 +55,7 @@ impl ControlPlane {
         &self,
         actor: &Actor,
         grant_id: Uuid,
+        form: CredentialsForm,
     ) -> Result<GrantCredentials> {
         let now = self.now();
         let grant = self
@@ -84,7 +86,7 @@ impl ControlPlane {
             ))
             .await);
         }
-        let issued = match port.credentials(&grant, now).await {
+        let issued = match port.credentials(&grant, form, now).await {
             Ok(c) => c,
             Err(f) => {
                 return Err(match f.kind {

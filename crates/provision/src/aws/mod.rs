@@ -11,8 +11,9 @@
 //! `login` is a template (`{user}` = the pedm user name), default the pedm user name; the
 //! account discovery reports is the IAM user name, `role/<name>` for an IAM role, the
 //! Identity Center user name, or `group/<display name>` for an Identity Center group.
-//! A role with only `assume_role_arn` switches nothing on (its grant is not provisioned) and
-//! is used for temporary credentials alone.
+//! A role with only `assume_role_arn` switches nothing on and is used for temporary
+//! credentials alone; its grant is provisioned all the same, so that an early end reaches
+//! AWS (below).
 //!
 //! Temporary credentials ([`Provisioner::credentials`], `pedm aws credentials --grant ID`):
 //! `sts:AssumeRole` of the role's `assume_role_arn` with `SourceIdentity` = the pedm user,
@@ -20,7 +21,12 @@
 //! grant), `DurationSeconds` = the grant's remaining time (at least STS's minimum of 15
 //! minutes, at most `max_session`), and a session policy that denies everything after the
 //! grant's end, so AWS itself enforces the end to the second even where STS's minimum
-//! outlasts it. The answer is the AWS CLI's `credential_process` JSON.
+//! outlasts it. The answer is the AWS CLI's `credential_process` JSON, or
+//! ([`Provisioner::console_sign_in`], `pedm aws console`) a console sign-in URL from AWS's
+//! federation endpoint for such a session. A grant that ends early (revoked, released)
+//! denies its sessions in the assumed role's inline policy `pedm-revoked-sessions` until its
+//! planned end (see `sts.rs`): pedm needs `iam:GetRolePolicy` and `iam:PutRolePolicy` on
+//! the roles it hands out.
 //!
 //! Discovery: every IAM user and role with one of `privileged_policies` attached, members of
 //! every IAM group with one attached (`group:<name>`), and, with `[identity_center]`, every
@@ -39,6 +45,8 @@
 
 mod iam;
 mod identity_center;
+mod names;
+mod sts;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -61,6 +69,7 @@ use crate::{
     Credentials, GrantOutcome, GrantSpec, Observed, ProvisionError, Provisioner, StandingPrivilege,
     check_settings, login_from_settings, setting_str, truncate,
 };
+use names::*;
 
 /// `kind = "aws"` in the server configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +102,13 @@ pub struct AwsConfig {
     /// Longest one AWS operation may take, retries included.
     #[serde(default = "default_timeout", with = "pedm_notify::duration")]
     pub timeout: Duration,
+    /// AWS's federation endpoint, for console sign-in URLs (`pedm aws console`); the
+    /// regional ones are `https://REGION.signin.aws.amazon.com/federation`.
+    #[serde(default = "default_federation_url")]
+    pub federation_url: String,
+    /// Where a console sign-in lands.
+    #[serde(default = "default_console_url")]
+    pub console_url: String,
 }
 
 /// `[provision.targets.<name>.identity_center]`.
@@ -132,6 +148,12 @@ fn default_max_session() -> Duration {
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_federation_url() -> String {
+    "https://signin.aws.amazon.com/federation".into()
+}
+fn default_console_url() -> String {
+    "https://console.aws.amazon.com/".into()
+}
 
 /// STS's shortest session.
 const MIN_SESSION: Duration = Duration::from_secs(900);
@@ -149,6 +171,8 @@ impl AwsConfig {
             identity_center: None,
             max_session: default_max_session(),
             timeout: default_timeout(),
+            federation_url: default_federation_url(),
+            console_url: default_console_url(),
         }
     }
 }
@@ -170,6 +194,8 @@ struct Clients {
 pub struct AwsProvisioner {
     config: AwsConfig,
     clients: OnceCell<Clients>,
+    /// For the federation endpoint (console sign-in), which no SDK covers.
+    http: reqwest::Client,
     /// The account pedm calls AWS as, learnt by discovery: never removed.
     own_account: Mutex<Option<String>>,
 }
@@ -228,9 +254,17 @@ impl AwsProvisioner {
                 })?;
             }
         }
+        for (what, u) in [
+            ("federation_url", &config.federation_url),
+            ("console_url", &config.console_url),
+        ] {
+            check_https(what, u)?;
+        }
+        let http = crate::http_client(config.timeout, None)?;
         Ok(AwsProvisioner {
             config,
             clients: OnceCell::new(),
+            http,
             own_account: Mutex::new(None),
         })
     }
@@ -296,6 +330,26 @@ impl AwsProvisioner {
         let own = out.arn().and_then(account_of_arn);
         *self.own_account.lock().unwrap_or_else(|e| e.into_inner()) = own.clone();
         Ok(own)
+    }
+}
+
+/// An `https://` URL, or `http://` to a loopback address (a test's stand-in): a console
+/// session's secrets are sent to it.
+fn check_https(what: &str, u: &str) -> Result<(), ConfigError> {
+    let url = reqwest::Url::parse(u).map_err(|e| ConfigError(format!("{what} {u:?}: {e}")))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
+        Ok(())
+    } else {
+        Err(ConfigError(format!(
+            "{what} {u:?} must be an https:// URL (http:// only to a loopback address)"
+        )))
     }
 }
 
@@ -450,95 +504,15 @@ impl Mode {
     }
 }
 
-fn provisioned_mode(g: &GrantSpec) -> Result<Mode, ProvisionError> {
-    Mode::of(g)?.ok_or_else(|| {
+/// The role a sessions-only role (no policy, group or permission set) hands out sessions
+/// of: such a grant switches nothing on, and its early end denies its sessions.
+fn sessions_role(g: &GrantSpec) -> Result<&str, ProvisionError> {
+    setting_str(g, "assume_role_arn")?.ok_or_else(|| {
         ProvisionError::invalid(
-            "the role names no policy_arn, group or permission_set_arn: nothing to switch on",
+            "the role names no policy_arn, group, permission_set_arn or assume_role_arn: \
+             nothing to switch on",
         )
     })
-}
-
-/// IAM user, role and group names: `[\w+=,.@-]`, 1–64 (groups 128) characters.
-fn name_ok(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
-}
-
-fn check_iam_name<'a>(what: &str, s: &'a str) -> Result<&'a str, ProvisionError> {
-    let max = if what == "group" { 128 } else { 64 };
-    if name_ok(s, max) {
-        Ok(s)
-    } else {
-        Err(ProvisionError::invalid(format!(
-            "{what} {s:?} is not an IAM name (letters, digits and _+=,.@-, at most {max})"
-        )))
-    }
-}
-
-/// Identity Center user names: up to 128 printable characters without spaces or controls.
-fn check_identity_center_name(s: &str) -> Result<&str, ProvisionError> {
-    if !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_graphic()) {
-        Ok(s)
-    } else {
-        Err(ProvisionError::invalid(format!(
-            "login {s:?} is not an Identity Center user name"
-        )))
-    }
-}
-
-fn arn_ok(s: &str, service: &str, resource: &str) -> bool {
-    let parts: Vec<&str> = s.splitn(6, ':').collect();
-    parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == service
-        && parts[5].starts_with(resource)
-        && s.len() <= 2048
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || ":/_+=,.@-".contains(c))
-}
-
-fn check_policy_arn(s: &str) -> Result<(), ProvisionError> {
-    if arn_ok(s, "iam", "policy/") {
-        Ok(())
-    } else {
-        Err(ProvisionError::invalid(format!(
-            "{s:?} is not an IAM managed policy ARN (arn:aws:iam::ACCOUNT:policy/NAME)"
-        )))
-    }
-}
-
-fn check_role_arn(s: &str) -> Result<(), ProvisionError> {
-    if arn_ok(s, "iam", "role/") {
-        Ok(())
-    } else {
-        Err(ProvisionError::invalid(format!(
-            "assume_role_arn {s:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
-        )))
-    }
-}
-
-fn check_permission_set_arn(s: &str) -> Result<(), ProvisionError> {
-    // AWS writes `permissionSet/ssoins-…/ps-…`; moto `instance/ssoins-…/ps-…`.
-    if arn_ok(s, "sso", "") && s.contains("/ssoins-") && s.contains("/ps-") {
-        Ok(())
-    } else {
-        Err(ProvisionError::invalid(format!(
-            "{s:?} is not a permission set ARN (arn:aws:sso:::permissionSet/ssoins-…/ps-…)"
-        )))
-    }
-}
-
-fn check_account_id(s: &str) -> Result<(), ProvisionError> {
-    if s.len() == 12 && s.chars().all(|c| c.is_ascii_digit()) {
-        Ok(())
-    } else {
-        Err(ProvisionError::invalid(format!(
-            "{s:?} is not an AWS account id (12 digits)"
-        )))
-    }
 }
 
 /// An SDK error sorted into retry-later or permanent.
@@ -586,7 +560,16 @@ impl Provisioner for AwsProvisioner {
     }
 
     async fn grant(&self, g: &GrantSpec) -> Result<GrantOutcome, ProvisionError> {
-        let mode = provisioned_mode(g)?;
+        let Some(mode) = Mode::of(g)? else {
+            let role_arn = sessions_role(g)?;
+            return Ok(GrantOutcome {
+                secret: None,
+                detail: format!(
+                    "nothing switched on in AWS: sessions of {role_arn} for {} through pedm",
+                    g.user
+                ),
+            });
+        };
         let c = self.clients().await;
         let detail = match &mode {
             Mode::Policy { principal, arn } => iam::attach(&c.iam, principal, arn).await?,
@@ -608,8 +591,23 @@ impl Provisioner for AwsProvisioner {
     }
 
     async fn revoke(&self, g: &GrantSpec) -> Result<(), ProvisionError> {
-        let mode = provisioned_mode(g)?;
+        let mode = Mode::of(g)?;
+        let role_arn = setting_str(g, "assume_role_arn")?;
+        if mode.is_none() {
+            sessions_role(g)?;
+        }
         let c = self.clients().await;
+        // Sessions already issued outlive an early end unless AWS is told to deny them (a
+        // planned end needs nothing: their session policy ends them).
+        let now = Timestamp::now();
+        if let Some(role_arn) = role_arn
+            && now < g.expires_at
+        {
+            sts::deny_sessions(&c.iam, role_arn, g, now).await?;
+        }
+        let Some(mode) = mode else {
+            return Ok(());
+        };
         match &mode {
             Mode::Policy { principal, arn } => iam::detach(&c.iam, principal, arn).await,
             Mode::Group { user, group } => iam::remove_from_group(&c.iam, user, group).await,
@@ -635,8 +633,19 @@ impl Provisioner for AwsProvisioner {
     }
 
     async fn observe(&self, g: &GrantSpec) -> Result<Observed, ProvisionError> {
-        let mode = provisioned_mode(g)?;
         let c = self.clients().await;
+        let Some(mode) = Mode::of(g)? else {
+            let role_arn = sessions_role(g)?;
+            let denied = sts::sessions_denied(&c.iam, role_arn, g).await?;
+            return Ok(Observed {
+                present: !denied,
+                detail: format!(
+                    "sessions of {role_arn} for grant {} are {}",
+                    g.grant_id,
+                    if denied { "denied" } else { "allowed" }
+                ),
+            });
+        };
         let present = match &mode {
             Mode::Policy { principal, arn } => iam::has_policy(&c.iam, principal, arn).await?,
             Mode::Group { user, group } => iam::in_group(&c.iam, user, group).await?,
@@ -681,10 +690,7 @@ impl Provisioner for AwsProvisioner {
     fn provisions(&self, g: &GrantSpec) -> Result<(), String> {
         match Mode::of(g) {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(
-                "the role names no policy_arn, group or permission_set_arn (credentials only)"
-                    .into(),
-            ),
+            Ok(None) => sessions_role(g).map(|_| ()).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -740,6 +746,35 @@ impl Provisioner for AwsProvisioner {
         g: &GrantSpec,
         now: Timestamp,
     ) -> Result<Credentials, ProvisionError> {
+        let (session, role_arn) = self.session(g, now).await?;
+        Ok(sts::credential_process(&session, g, role_arn))
+    }
+
+    async fn console_sign_in(
+        &self,
+        g: &GrantSpec,
+        now: Timestamp,
+    ) -> Result<Credentials, ProvisionError> {
+        let (session, _) = self.session(g, now).await?;
+        sts::console_sign_in(
+            &self.http,
+            &self.config.federation_url,
+            &self.config.console_url,
+            &session,
+            now,
+        )
+        .await
+    }
+}
+
+impl AwsProvisioner {
+    /// A role session of the role's `assume_role_arn` for `g`'s holder, for the grant's
+    /// remaining time (at least STS's minimum, at most `max_session`).
+    async fn session<'g>(
+        &self,
+        g: &'g GrantSpec,
+        now: Timestamp,
+    ) -> Result<(sts::Session, &'g str), ProvisionError> {
         Mode::of(g)?;
         let Some(role_arn) = setting_str(g, "assume_role_arn")? else {
             return Err(ProvisionError::invalid(format!(
@@ -758,7 +793,7 @@ impl Provisioner for AwsProvisioner {
         let remaining = Duration::try_from(remaining).unwrap_or(Duration::ZERO);
         let duration = remaining.clamp(MIN_SESSION, self.config.max_session);
         let c = self.clients().await;
-        sts_credentials(&c.sts, g, role_arn, duration).await
+        Ok((sts::assume(&c.sts, g, role_arn, duration).await?, role_arn))
     }
 }
 
@@ -803,83 +838,6 @@ impl Standing {
             p.privilege
         )))
     }
-}
-
-/// `sts:AssumeRole` for `g`'s holder, as `credential_process` JSON.
-async fn sts_credentials(
-    sts: &aws_sdk_sts::Client,
-    g: &GrantSpec,
-    role_arn: &str,
-    duration: Duration,
-) -> Result<Credentials, ProvisionError> {
-    use aws_sdk_sts::types::Tag;
-    let id = g.grant_id.simple().to_string();
-    // [\w+=,.@-]{2,64}: pedm user names are letters, digits and ._- already.
-    let session_name: String = format!("pedm-{}-{}", g.user, &id[id.len() - 8..])
-        .chars()
-        .take(64)
-        .collect();
-    let end = g.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    // Intersected with the role's own policies: everything the role allows, until the grant
-    // ends (STS cannot issue shorter than 15 minutes; AWS enforces this to the second).
-    let session_policy = serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "PedmGrantWindow", "Effect": "Allow", "Action": "*", "Resource": "*"},
-            {"Sid": "PedmGrantEnd", "Effect": "Deny", "Action": "*", "Resource": "*",
-             "Condition": {"DateGreaterThan": {"aws:CurrentTime": end}}}
-        ]
-    })
-    .to_string();
-    let tag = |k: &str, v: &str| {
-        Tag::builder()
-            .key(k)
-            .value(v)
-            .build()
-            .map_err(|e| ProvisionError::invalid(format!("session tag {k}: {e}")))
-    };
-    let out = sts
-        .assume_role()
-        .role_arn(role_arn)
-        .role_session_name(session_name)
-        .source_identity(&g.user)
-        .duration_seconds(i32::try_from(duration.as_secs()).unwrap_or(3600))
-        .policy(session_policy)
-        .tags(tag("pedm-grant", &g.grant_id.to_string())?)
-        .tags(tag("pedm-user", &g.user)?)
-        .tags(tag("pedm-role", &g.role)?)
-        .send()
-        .await
-        .map_err(|e| classify("sts:AssumeRole", e))?;
-    let Some(creds) = out.credentials() else {
-        return Err(ProvisionError::refused(
-            "sts:AssumeRole answered without credentials",
-        ));
-    };
-    let sts_end = Timestamp::from_second(creds.expiration().secs())
-        .map_err(|e| ProvisionError::refused(format!("sts:AssumeRole expiration: {e}")))?;
-    // Callers (the AWS CLI, SDKs) ask again once this passes: never later than the grant.
-    let expires_at = sts_end.min(g.expires_at);
-    let assumed = out
-        .assumed_role_user()
-        .map(|u| u.arn().to_string())
-        .unwrap_or_default();
-    Ok(Credentials {
-        kind: "aws",
-        expires_at,
-        value: serde_json::json!({
-            "Version": 1,
-            "AccessKeyId": creds.access_key_id(),
-            "SecretAccessKey": creds.secret_access_key(),
-            "SessionToken": creds.session_token(),
-            "Expiration": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        }),
-        detail: format!(
-            "assumed {role_arn} as {assumed} (access key {}, source identity {}), until {expires_at}",
-            creds.access_key_id(),
-            g.user
-        ),
-    })
 }
 
 #[cfg(test)]
@@ -958,5 +916,18 @@ mod tests {
         let mut bad = AwsConfig::new();
         bad.privileged_policies = vec!["AdministratorAccess".into()];
         assert!(AwsProvisioner::new(bad).is_err());
+        // A console session's secrets go to the federation endpoint: TLS, or loopback.
+        for (url, ok) in [
+            ("https://eu-west-1.signin.aws.amazon.com/federation", true),
+            ("http://127.0.0.1:9/federation", true),
+            ("http://[::1]:9/federation", true),
+            ("http://signin.example.com/federation", false),
+            ("ftp://127.0.0.1/x", false),
+            ("not a url", false),
+        ] {
+            let mut c = AwsConfig::new();
+            c.federation_url = url.into();
+            assert_eq!(AwsProvisioner::new(c).is_ok(), ok, "{url}");
+        }
     }
 }

@@ -698,9 +698,11 @@ async fn grant_secret(
 }
 
 /// Short-lived credentials for the caller's grant from its target (for an `aws` target: STS
-/// credentials as `credential_process` JSON, ending no later than the grant). Each issue is
-/// audited (`grant.credentials_issued`), never with the secret.
+/// credentials as `credential_process` JSON, or with `form: console` a console sign-in URL,
+/// ending no later than the grant). Each issue is audited (`grant.credentials_issued`), never
+/// with the secret.
 #[utoipa::path(post, path = "/grants/{id}/credentials", tag = "grants", params(("id" = Uuid, Path)),
+    request_body = IssueCredentials,
     responses((status = 201, body = GrantCredentials),
         (status = 403, description = "someone else's grant, or a grant not in force", body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -710,8 +712,13 @@ async fn grant_credentials(
     State(s): State<AppState>,
     c: Caller,
     Path(id): Path<Uuid>,
+    Body(b): Body<IssueCredentials>,
 ) -> ApiResult<(StatusCode, Json<GrantCredentials>)> {
-    let issued = s.cp.issue_grant_credentials(&c.actor, id).await?;
+    let form = match b.form {
+        CredentialsForm::Tools => pedm_core::provisioning::CredentialsForm::Tools,
+        CredentialsForm::Console => pedm_core::provisioning::CredentialsForm::Console,
+    };
+    let issued = s.cp.issue_grant_credentials(&c.actor, id, form).await?;
     Ok((
         StatusCode::CREATED,
         Json(GrantCredentials {
