@@ -135,6 +135,16 @@ impl From<ProvisionerConfig> for TargetConfig {
 /// webhooks), with the target's drift rules. Checks the configuration; connects to nothing
 /// yet. Call inside a Tokio runtime.
 pub fn build(target: &str, config: &TargetConfig) -> Result<Arc<dyn Provisioner>, ConfigError> {
+    build_with(target, config, None)
+}
+
+/// [`build`], with pedmd's OIDC issuer when configured (Kubernetes targets with
+/// `oidc_audience` hand out its tokens).
+pub fn build_with(
+    target: &str,
+    config: &TargetConfig,
+    id_tokens: Option<&Arc<dyn crate::IdTokenSigner>>,
+) -> Result<Arc<dyn Provisioner>, ConfigError> {
     let inner: Arc<dyn Provisioner> = match &config.provisioner {
         ProvisionerConfig::Postgres(c) => Arc::new(PostgresProvisioner::new(c)?),
         ProvisionerConfig::Mariadb(c) => Arc::new(MariaDbProvisioner::new(c)?),
@@ -145,7 +155,9 @@ pub fn build(target: &str, config: &TargetConfig) -> Result<Arc<dyn Provisioner>
         ProvisionerConfig::Aws(c) => Arc::new(AwsProvisioner::new(c.clone())?),
         ProvisionerConfig::Azure(c) => Arc::new(AzureProvisioner::new(c.clone())?),
         ProvisionerConfig::Gcp(c) => Arc::new(GcpProvisioner::new(c.clone())?),
-        ProvisionerConfig::Kubernetes(c) => Arc::new(KubernetesProvisioner::new(c.clone())?),
+        ProvisionerConfig::Kubernetes(c) => {
+            Arc::new(KubernetesProvisioner::new(c.clone())?.with_id_tokens(id_tokens.cloned()))
+        }
     };
     if let Some(k) = config
         .keep
@@ -239,11 +251,12 @@ impl Provisioner for DriftRules {
 /// [`build`] for every target of the `[provision.targets]` table; the first error names its target.
 pub fn build_all(
     configs: &BTreeMap<String, TargetConfig>,
+    id_tokens: Option<&Arc<dyn crate::IdTokenSigner>>,
 ) -> Result<BTreeMap<String, Arc<dyn Provisioner>>, ConfigError> {
     configs
         .iter()
         .map(|(name, c)| {
-            build(name, c)
+            build_with(name, c, id_tokens)
                 .map(|p| (name.clone(), p))
                 .map_err(|e| ConfigError(format!("provision.targets.{name}: {e}")))
         })
@@ -283,7 +296,7 @@ mod tests {
         assert!(targets["prod-db"].remove_drift && !targets["saas"].remove_drift);
         assert_eq!(targets["prod-db"].keep, ["postgres", "etl_service"]);
         assert!(targets["aws-prod"].keep.is_empty());
-        let built = build_all(&targets).unwrap();
+        let built = build_all(&targets, None).unwrap();
         assert_eq!(built["prod-db"].kind(), "postgres");
         assert_eq!(built["aws-prod"].kind(), "command");
         assert_eq!(built["saas"].kind(), "webhook");
@@ -313,12 +326,12 @@ mod tests {
             "[provision.targets.x]\nkind = \"command\"\nprogram = \"relative/path\"\n",
         )
         .unwrap();
-        let err = build_all(&bad.provision.targets).err().unwrap();
+        let err = build_all(&bad.provision.targets, None).err().unwrap();
         assert!(err.0.starts_with("provision.targets.x: "), "{err}");
         let bad: File =
             toml::from_str("[provision.targets.x]\nkind = \"postgres\"\nurl = \"mysql://x\"\n")
                 .unwrap();
-        assert!(build_all(&bad.provision.targets).is_err());
+        assert!(build_all(&bad.provision.targets, None).is_err());
     }
 
     #[tokio::test]

@@ -59,7 +59,8 @@ mod webhook;
 pub use aws::{AwsConfig, AwsProvisioner, IdentityCenterConfig};
 pub use azure::{AzureConfig, AzureProvisioner};
 pub use command::{CommandConfig, CommandProvisioner, MAX_CAPTURE};
-pub use config::{ConfigError, ProvisionerConfig, TargetConfig, build, build_all};
+pub use config::{ConfigError, ProvisionerConfig, TargetConfig, build, build_all, build_with};
+
 pub use gcp::{GcpConfig, GcpProvisioner};
 pub use kubernetes::{KubernetesConfig, KubernetesProvisioner};
 pub use linux::{LinuxGroupConfig, LinuxGroupProvisioner, parse_sudoers};
@@ -111,6 +112,15 @@ impl std::fmt::Debug for GrantOutcome {
             .field("detail", &self.detail)
             .finish()
     }
+}
+
+/// pedmd's OpenID Connect issuer, for targets that trust its ID tokens (a Kubernetes API
+/// server started with `--oidc-issuer-url` = pedmd's issuer URL).
+pub trait IdTokenSigner: Send + Sync {
+    /// The issuer URL (`iss`).
+    fn issuer(&self) -> &str;
+    /// `claims`, with `iss` added, as a signed compact JWS.
+    fn sign(&self, claims: serde_json::Map<String, serde_json::Value>) -> Result<String, String>;
 }
 
 /// Short-lived credentials for a grant's holder, in the shape the target's own tools read

@@ -63,6 +63,23 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// `[sudo_log]`: pedmd as a sudo log server (off unless `listen` is set).
     pub sudo_log: SudoLogConfig,
+    /// `[oidc_issuer]`: pedmd as an OpenID Connect issuer (off unless `url` is set).
+    #[serde(default)]
+    pub oidc_issuer: OidcIssuerConfig,
+}
+
+/// `[oidc_issuer]`: pedmd issues ES256 ID tokens for grant holders to systems that trust it
+/// (Kubernetes targets with `oidc_audience`), and serves `<url>/.well-known/openid-configuration`
+/// and the JWKS for them to check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcIssuerConfig {
+    /// The issuer URL relying parties are configured with: how they reach pedmd (`https://`).
+    pub url: String,
+    /// P-256 PKCS#8 key files: the first signs (made, mode 0600, if missing), the rest are
+    /// older keys still published after a rotation. Empty means `[<data_dir>/oidc.key]`.
+    /// Instances sharing a database must share them.
+    pub keys: Vec<PathBuf>,
 }
 
 /// `[console]`: session timeouts, and the address browsers reach pedmd at (needed for
@@ -381,6 +398,7 @@ impl Default for Config {
             ssh: SshConfig::default(),
             console: ConsoleConfig::default(),
             sudo_log: SudoLogConfig::default(),
+            oidc_issuer: OidcIssuerConfig::default(),
         }
     }
 }
@@ -433,6 +451,8 @@ pub struct Resolved {
     pub console: pedm_console::Settings,
     /// `[sudo_log]`, when on.
     pub sudo_log: Option<crate::sudo_log::Settings>,
+    /// `[oidc_issuer]`, when on: the issuer URL and its key files (the first signs).
+    pub oidc_issuer: Option<(String, Vec<PathBuf>)>,
 }
 
 impl Config {
@@ -658,6 +678,16 @@ impl Config {
             ssh_host_ca_keys: match self.ssh.host_ca_keys.as_slice() {
                 [] => vec![self.data_dir.join("ssh").join("host_ca")],
                 keys => keys.to_vec(),
+            },
+            oidc_issuer: match self.oidc_issuer.url.trim() {
+                "" => None,
+                url => Some((
+                    url.to_string(),
+                    match self.oidc_issuer.keys.as_slice() {
+                        [] => vec![self.data_dir.join("oidc.key")],
+                        keys => keys.to_vec(),
+                    },
+                )),
             },
             ssh_max_host_cert_secs: match secs(
                 "ssh.max_host_cert_lifetime",

@@ -280,8 +280,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cp = cp.with_observer(agents.clone());
     let console_live = Arc::new(pedm_console::LiveChanges::default());
     cp = cp.with_observer(console_live.clone());
+    let issuer = match &cfg.oidc_issuer {
+        Some((url, keys)) => Some(Arc::new(
+            pedm_pki::oidc::OidcIssuer::load(url, keys).context("oidc_issuer")?,
+        )),
+        None => None,
+    };
+    let id_tokens: Option<Arc<dyn pedm_provision::IdTokenSigner>> = issuer
+        .clone()
+        .map(|i| Arc::new(provision::IdTokens(i)) as Arc<dyn pedm_provision::IdTokenSigner>);
     let provisioners = provision::Provisioners::new(
-        pedm_provision::build_all(&cfg.provision.targets)
+        pedm_provision::build_all(&cfg.provision.targets, id_tokens.as_ref())
             .map_err(|e| anyhow::anyhow!("provision.targets: {e}"))?,
         cfg.provision.roles.clone(),
     );
@@ -492,6 +501,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         notifier: notifier.clone(),
         outbox_backlog,
         tickets: tickets.clone(),
+        issuer,
     };
     let mut console = pedm_console::Console::new(cp.clone(), cfg.console.clone(), console_live)
         .with_audit(Arc::new(http::audit::ConsoleAudit(state.clone())))

@@ -194,3 +194,15 @@ fn standing(p: &StandingPrivilege) -> pedm_provision::StandingPrivilege {
         source: p.source.clone(),
     }
 }
+
+/// pedmd's OIDC issuer as the provisioners see it.
+pub struct IdTokens(pub Arc<pedm_pki::oidc::OidcIssuer>);
+
+impl pedm_provision::IdTokenSigner for IdTokens {
+    fn issuer(&self) -> &str {
+        self.0.issuer()
+    }
+    fn sign(&self, claims: serde_json::Map<String, serde_json::Value>) -> Result<String, String> {
+        self.0.sign(claims).map_err(|e| e.to_string())
+    }
+}

@@ -21,6 +21,14 @@
 //! ExecCredential. Revoking deletes that Secret first: the API server then refuses every token
 //! bound to it at once, whatever its expiry.
 //!
+//! ID tokens: for a cluster that trusts pedmd's OIDC issuer (`[oidc_issuer]` in pedmd,
+//! `--oidc-issuer-url` and `--oidc-client-id` = `oidc_audience` in the API server, username
+//! claim `sub`, prefix `oidc_username_prefix`), a role bound to the User
+//! `<prefix><user>` gets an ES256 ID token of pedmd's instead: `sub` = the pedm user, `aud` =
+//! `oidc_audience`, ending with the grant (at most `max_token`), carrying `pedm_grant`. The
+//! cluster checks it against pedmd's JWKS; revoking deletes the binding, so the token, still
+//! valid until it expires, authorizes nothing.
+//!
 //! Discovery: every ClusterRoleBinding, and every RoleBinding in any namespace, that binds one
 //! of `privileged_cluster_roles` (default `cluster-admin`, `admin`) to a User or Group:
 //! `account` = the subject (`group/<name>` for a group), `privilege` =
@@ -81,6 +89,20 @@ pub struct KubernetesConfig {
     /// The audiences of issued tokens (default: the API server's own).
     #[serde(default)]
     pub token_audiences: Vec<String>,
+    /// For a cluster that trusts pedmd's OIDC issuer (`[oidc_issuer]`): the client id it
+    /// expects (`--oidc-client-id`, or the audience in its structured authentication
+    /// configuration). With it, `pedm kube credentials` for a User-bound role is an ID token
+    /// of pedmd's.
+    #[serde(default)]
+    pub oidc_audience: Option<String>,
+    /// What the cluster puts before the token's `sub` (the pedm user) to name the user
+    /// (`--oidc-username-prefix`): a role's User subject must be this prefix and the user.
+    #[serde(default = "default_oidc_prefix")]
+    pub oidc_username_prefix: String,
+}
+
+fn default_oidc_prefix() -> String {
+    "pedm:".into()
 }
 
 fn default_token_file() -> PathBuf {
@@ -108,6 +130,8 @@ impl KubernetesConfig {
             timeout: default_timeout(),
             max_token: default_max_token(),
             token_audiences: Vec::new(),
+            oidc_audience: None,
+            oidc_username_prefix: default_oidc_prefix(),
         }
     }
 }
@@ -118,6 +142,8 @@ pub struct KubernetesProvisioner {
     http: reqwest::Client,
     /// The user pedm calls the API server as, learnt by discovery: never removed.
     own: Mutex<Option<String>>,
+    /// pedmd's OIDC issuer, for `oidc_audience`.
+    id_tokens: Option<std::sync::Arc<dyn crate::IdTokenSigner>>,
 }
 
 /// DNS-1123 subdomain names (namespaces are labels, at most 63).
@@ -372,7 +398,17 @@ impl KubernetesProvisioner {
             config,
             http,
             own: Mutex::new(None),
+            id_tokens: None,
         })
+    }
+
+    /// pedmd's OIDC issuer, whose tokens `credentials` hands out with `oidc_audience`.
+    pub fn with_id_tokens(
+        mut self,
+        signer: Option<std::sync::Arc<dyn crate::IdTokenSigner>>,
+    ) -> Self {
+        self.id_tokens = signer;
+        self
     }
 
     fn token(&self) -> Result<String, ProvisionError> {
@@ -797,6 +833,10 @@ impl Provisioner for KubernetesProvisioner {
         g: &GrantSpec,
         now: jiff::Timestamp,
     ) -> Result<Credentials, ProvisionError> {
+        let b = Binding::of(g)?;
+        if b.subject_namespace.is_none() && self.config.oidc_audience.is_some() {
+            return self.id_token(g, &b, now);
+        }
         self.service_account_token(g, now).await
     }
 

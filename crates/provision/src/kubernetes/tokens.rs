@@ -1,6 +1,7 @@
 //! Service-account tokens for `pedm kube credentials`: the holder's service account, a Secret
 //! per grant that the tokens are bound to (deleting it on revoke makes the API server refuse
-//! them at once), and TokenRequest answered as kubectl's ExecCredential.
+//! them at once), and TokenRequest answered as kubectl's ExecCredential; or, for clusters
+//! that trust pedmd's OIDC issuer, an ID token of pedmd's.
 
 use std::time::Duration;
 
@@ -83,6 +84,70 @@ impl KubernetesProvisioner {
         Ok((name, uid.to_string()))
     }
 
+    /// An ID token of pedmd's for `g`'s holder, as an ExecCredential: for a role bound to the
+    /// User `<oidc_username_prefix><user>`, which is who the cluster takes the token for.
+    pub(super) fn id_token(
+        &self,
+        g: &GrantSpec,
+        b: &Binding,
+        now: jiff::Timestamp,
+    ) -> Result<Credentials, ProvisionError> {
+        let (Some(audience), Some(signer)) = (&self.config.oidc_audience, &self.id_tokens) else {
+            return Err(ProvisionError::invalid(
+                "oidc_audience needs pedmd's OIDC issuer ([oidc_issuer] in pedmd's configuration)",
+            ));
+        };
+        let user = format!("{}{}", self.config.oidc_username_prefix, g.user);
+        if b.subject_kind != "User" || b.subject != user {
+            return Err(ProvisionError::invalid(format!(
+                "role {} on {} binds {} {}, but the cluster takes pedm's ID token for {g_user} as \
+                 the User {user:?}: bind subject = \"{prefix}{{user}}\" (subject_kind User)",
+                g.role,
+                g.target,
+                b.subject_kind,
+                b.subject,
+                g_user = g.user,
+                prefix = self.config.oidc_username_prefix,
+            )));
+        }
+        if g.expires_at <= now {
+            return Err(ProvisionError::invalid(format!(
+                "grant {} has ended",
+                g.grant_id
+            )));
+        }
+        let max = jiff::SignedDuration::try_from(self.config.max_token).unwrap_or_default();
+        let expires_at = g.expires_at.min(now + max);
+        let mut jti = [0u8; 16];
+        getrandom::fill(&mut jti)
+            .map_err(|e| ProvisionError::invalid(format!("randomness: {e}")))?;
+        let jti: String = jti.iter().map(|b| format!("{b:02x}")).collect();
+        let mut claims = serde_json::Map::new();
+        for (k, v) in [
+            ("sub", json!(g.user)),
+            ("aud", json!(audience)),
+            ("iat", json!(now.as_second())),
+            ("nbf", json!(now.as_second())),
+            ("exp", json!(expires_at.as_second())),
+            ("jti", json!(jti)),
+            ("preferred_username", json!(g.user)),
+            ("pedm_grant", json!(g.grant_id.to_string())),
+            ("pedm_role", json!(g.role)),
+        ] {
+            claims.insert(k.into(), v);
+        }
+        let token = signer.sign(claims).map_err(ProvisionError::Invalid)?;
+        Ok(Credentials {
+            kind: "kubernetes",
+            expires_at,
+            value: exec_credential(&token, expires_at),
+            detail: format!(
+                "ID token of {} for {user:?} (audience {audience}), until {expires_at}",
+                signer.issuer()
+            ),
+        })
+    }
+
     /// A token for `g`'s service account bound to the grant's Secret, as an ExecCredential.
     pub(super) async fn service_account_token(
         &self,
@@ -93,7 +158,8 @@ impl KubernetesProvisioner {
         let Some(ns) = &b.subject_namespace else {
             return Err(ProvisionError::invalid(format!(
                 "role {} on {} binds {} of the cluster's own authentication: there is no \
-                 service account to issue tokens for (settings.service_account)",
+                 service account to issue tokens for (settings.service_account), and the \
+                 target has no oidc_audience for pedm's own ID tokens",
                 g.role,
                 g.target,
                 b.account()
@@ -142,18 +208,23 @@ impl KubernetesProvisioner {
         Ok(Credentials {
             kind: "kubernetes",
             expires_at,
-            value: json!({
-                "apiVersion": "client.authentication.k8s.io/v1",
-                "kind": "ExecCredential",
-                "status": {
-                    "token": token,
-                    "expirationTimestamp": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                },
-            }),
+            value: exec_credential(token, expires_at),
             detail: format!(
                 "token of service account {ns}/{} bound to secret {secret}, until {expires_at}",
                 b.subject
             ),
         })
     }
+}
+
+/// kubectl's `client.authentication.k8s.io/v1` ExecCredential.
+fn exec_credential(token: &str, expires_at: jiff::Timestamp) -> serde_json::Value {
+    json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {
+            "token": token,
+            "expirationTimestamp": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        },
+    })
 }

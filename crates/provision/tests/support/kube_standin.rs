@@ -3,7 +3,9 @@
 //! authentication.k8s.io/v1): the same paths and verbs, `metav1.Status` error bodies with
 //! their reasons (`Unauthorized`, `NotFound`, `AlreadyExists`, `Conflict`, `Invalid`),
 //! `resourceVersion` checked on replace, list pagination with `limit` and `continue`, and
-//! `429` with `Retry-After` when told to throttle. It exists because no Kubernetes API server
+//! `429` with `Retry-After` when told to throttle; bearer tokens are static ones, bound
+//! service-account tokens (refused once their Secret is gone), or ID tokens of a trusted OIDC
+//! issuer checked as the API server's OIDC authenticator does. It exists because no Kubernetes API server
 //! runs on this machine; `scripts/cloud-clients/kube_check.py` drives it with the official
 //! `kubernetes` Python client so it cannot drift from the real API unnoticed.
 
@@ -45,6 +47,67 @@ pub struct KubeState {
     pub bound_tokens: BTreeMap<String, (String, (String, String))>,
     /// The `expirationSeconds` of each TokenRequest, in order.
     pub token_requests: Vec<u64>,
+    /// An OIDC issuer the API server trusts, as `--oidc-issuer-url` makes it.
+    pub oidc: Option<OidcTrust>,
+}
+
+/// An OIDC issuer the API server trusts (`--oidc-issuer-url`, `--oidc-client-id`,
+/// `--oidc-username-claim=sub`, `--oidc-username-prefix`), with the P-256 keys fetched from
+/// its JWKS. The real API server also insists on `https://`; here pedmd may be plain HTTP on
+/// loopback.
+pub struct OidcTrust {
+    pub issuer: String,
+    pub audience: String,
+    pub prefix: String,
+    /// kid → uncompressed point.
+    pub keys: BTreeMap<String, Vec<u8>>,
+}
+
+impl OidcTrust {
+    /// The username of a valid ID token (signature by a published key, `iss`, `aud`, `exp`,
+    /// `nbf`), as the API server's OIDC authenticator decides it.
+    fn user(&self, token: &str) -> Option<String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = token.split('.').collect();
+        let [header, payload, sig] = parts.as_slice() else {
+            return None;
+        };
+        let header: Value = serde_json::from_slice(&b64.decode(header).ok()?).ok()?;
+        if header["alg"] != "ES256" {
+            return None;
+        }
+        let key = self.keys.get(header["kid"].as_str()?)?;
+        let signed = &token[..token.rfind('.')?];
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            key,
+        )
+        .verify(signed.as_bytes(), &b64.decode(sig).ok()?)
+        .ok()?;
+        let claims: Value = serde_json::from_slice(&b64.decode(payload).ok()?).ok()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        let aud_ok = match &claims["aud"] {
+            Value::String(a) => *a == self.audience,
+            Value::Array(a) => a.iter().any(|a| *a == self.audience.as_str()),
+            _ => false,
+        };
+        (claims["iss"] == self.issuer.as_str()
+            && aud_ok
+            && claims["exp"].as_i64()? > now
+            && claims["nbf"].as_i64().unwrap_or(0) <= now)
+            .then(|| {
+                format!(
+                    "{}{}",
+                    self.prefix,
+                    claims["sub"].as_str().unwrap_or_default()
+                )
+            })
+            .filter(|u| u.len() > self.prefix.len())
+    }
 }
 
 pub struct KubeStandIn {
@@ -53,6 +116,45 @@ pub struct KubeStandIn {
 }
 
 impl KubeStandIn {
+    /// Trusts `issuer` as the API server does at start: its discovery document (whose
+    /// `issuer` must be exactly `issuer`), then the P-256 keys of its `jwks_uri`.
+    pub async fn trust_oidc(&self, issuer: &str, audience: &str, prefix: &str) {
+        let get = |url: String| async move {
+            reqwest::get(&url)
+                .await
+                .and_then(|r| r.error_for_status())
+                .unwrap_or_else(|e| panic!("{url}: {e}"))
+                .json::<Value>()
+                .await
+                .expect("JSON")
+        };
+        let discovery = get(format!("{issuer}/.well-known/openid-configuration")).await;
+        assert_eq!(discovery["issuer"], issuer, "{discovery}");
+        let jwks = get(discovery["jwks_uri"]
+            .as_str()
+            .expect("jwks_uri")
+            .to_string())
+        .await;
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut keys = BTreeMap::new();
+        for k in jwks["keys"].as_array().expect("keys") {
+            if k["kty"] == "EC" && k["crv"] == "P-256" {
+                let mut point = vec![4u8];
+                point.extend(b64.decode(k["x"].as_str().unwrap()).unwrap());
+                point.extend(b64.decode(k["y"].as_str().unwrap()).unwrap());
+                keys.insert(k["kid"].as_str().unwrap().to_string(), point);
+            }
+        }
+        assert!(!keys.is_empty(), "{jwks}");
+        self.state.lock().unwrap().oidc = Some(OidcTrust {
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            prefix: prefix.to_string(),
+            keys,
+        });
+    }
+
     pub async fn start(tokens: &[(&str, &str)]) -> KubeStandIn {
         let state = Arc::new(Mutex::new(KubeState {
             tokens: tokens
@@ -209,6 +311,9 @@ fn gate(s: &mut KubeState, headers: &HeaderMap) -> Result<String, Response> {
         .and_then(|v| v.strip_prefix("Bearer "));
     if let Some(u) = token.and_then(|t| s.tokens.get(t)) {
         return Ok(u.clone());
+    }
+    if let Some(u) = token.and_then(|t| s.oidc.as_ref()?.user(t)) {
+        return Ok(u);
     }
     // A bound service-account token is valid while the object it is bound to exists.
     match token.and_then(|t| s.bound_tokens.get(t)) {

@@ -67,6 +67,8 @@ pub struct AppState {
     pub outbox_backlog: Arc<crate::outbox::Backlog>,
     /// `[[tickets.system]]`: for the systems' pushes.
     pub tickets: Arc<crate::tickets::Tickets>,
+    /// `[oidc_issuer]`: its discovery document and keys (none: those routes are 404).
+    pub issuer: Option<Arc<pedm_pki::oidc::OidcIssuer>>,
 }
 
 #[derive(OpenApi)]
@@ -167,6 +169,8 @@ pub fn router(
         "/integrations/tickets/{system}",
         axum::routing::post(tickets::pushed),
     )
+    .route("/.well-known/openid-configuration", get(oidc_discovery))
+    .route(pedm_pki::oidc::JWKS_PATH, get(oidc_jwks))
     .nest("/scim/v2", scim::router())
     .route("/healthz", get(healthz))
     .route("/metrics", get(render_metrics))
@@ -253,6 +257,28 @@ async fn render_metrics(State(s): State<AppState>) -> Response {
             "metrics are not enabled",
         )
         .into_response(),
+    }
+}
+
+/// `[oidc_issuer]`'s discovery document, for relying parties checking pedm's ID tokens.
+async fn oidc_discovery(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    uri: axum::http::Uri,
+) -> Result<Json<serde_json::Value>, ApiErr> {
+    match &s.issuer {
+        Some(i) => Ok(Json(i.discovery())),
+        None => Err(not_found(uri).await),
+    }
+}
+
+/// `[oidc_issuer]`'s public keys (JWKS).
+async fn oidc_jwks(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    uri: axum::http::Uri,
+) -> Result<Json<serde_json::Value>, ApiErr> {
+    match &s.issuer {
+        Some(i) => Ok(Json(i.jwks())),
+        None => Err(not_found(uri).await),
     }
 }
 
