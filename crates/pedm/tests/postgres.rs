@@ -180,3 +180,75 @@ async fn lifecycle_and_restart_on_postgres() {
     assert_eq!(released.state, GrantState::Released);
     verify_audit_chain(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_the_database_is_away_answers_are_503_with_retry_after_never_wrong() {
+    let Some(pg) = TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db = pg.fresh_database("outage").expect("database");
+    let s = Server::start_with(Options {
+        database_url: Some(db),
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    let alice_token = user_with_token(&s, "alice", false).await;
+    let before = s
+        .client(&alice_token)
+        .create_request(&req("web1", "docker", "1h", "deploy"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    let events = verify_audit_chain(&s).await;
+
+    pg.stop().expect("stopping PostgreSQL");
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/grants/{}", before.id),
+        ),
+        (reqwest::Method::POST, "/api/v1/requests".to_string()),
+    ] {
+        let r = http
+            .request(method.clone(), format!("{}{path}", s.url))
+            .bearer_auth(&alice_token)
+            .json(&req("web1", "root", "1h", "while the database is away"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{method} {path}");
+        assert_eq!(
+            r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            body["error"]["message"],
+            "storage is unavailable; try again"
+        );
+    }
+
+    pg.start_again().expect("starting PostgreSQL again");
+    let alice = s.client(&alice_token);
+    let after = eventually(Duration::from_secs(30), "the database is back", || {
+        let alice = alice.clone();
+        async move {
+            alice
+                .create_request(&req("web1", "docker", "1h", "deploy again"))
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(after.grant.is_some());
+    // Nothing was half-written while it was away: the chain goes on from where it was.
+    assert!(verify_audit_chain(&s).await > events);
+    let mine = alice.list_requests(&Default::default()).await.unwrap();
+    assert!(
+        mine.iter()
+            .all(|r| r.justification != "while the database is away"),
+        "a request answered 503 was stored"
+    );
+}

@@ -10,6 +10,7 @@ mod db;
 mod delegation;
 mod devices;
 mod external;
+mod group_commit;
 mod hosts;
 mod integration;
 mod locks;
@@ -26,6 +27,7 @@ mod sso;
 pub mod testing;
 mod web_sessions;
 
+pub use group_commit::GroupCommitStats;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

@@ -8,15 +8,17 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::time::Duration;
 
+mod group_commit;
+
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
 /// A [`pedm_core::store::Store`] in a PostgreSQL database.
 ///
-/// Several instances (in one process or many) may share the database: changesets are single
-/// transactions, and audit appends lock the chain head row, so the chain stays gap-free and
-/// unforked.
+/// Several instances (in one process or many) may share the database: changesets are
+/// committed in batches (group commit, see `crate::group_commit`), each batch one transaction
+/// that locks the chain head row, so the chain stays gap-free and unforked.
 pub struct PostgresStore {
     engine: Engine,
 }
@@ -47,15 +49,27 @@ impl PostgresStore {
         tracing::debug!(url = %redact_url(url), "connected to PostgreSQL store");
         Ok(PostgresStore {
             engine: Engine {
-                pools: Pools::Pg(pool),
+                pools: Pools::Pg {
+                    committer: group_commit::start(pool.clone()),
+                    pool,
+                },
             },
         })
     }
 
+    /// Counters of the group committer: transactions, changesets in them, changesets queued.
+    pub fn group_commit_stats(&self) -> crate::group_commit::GroupCommitStats {
+        match &self.engine.pools {
+            Pools::Pg { committer, .. } => committer.stats(),
+            Pools::Sqlite { .. } => unreachable!("a PostgresStore holds PostgreSQL pools"),
+        }
+    }
+
     /// Closes every connection. Later calls fail.
     pub async fn close(&self) {
-        if let Pools::Pg(p) = &self.engine.pools {
-            p.close().await;
+        if let Pools::Pg { pool, committer } = &self.engine.pools {
+            committer.close().await;
+            pool.close().await;
         }
     }
 }

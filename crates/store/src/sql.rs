@@ -18,12 +18,16 @@ pub(crate) enum Pools {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
-        /// Changesets go through here (group commit), see `crate::sqlite::group_commit`.
-        committer: crate::sqlite::group_commit::GroupCommitter,
+        /// Changesets go through here (group commit), see `crate::group_commit`.
+        committer: crate::group_commit::GroupCommitter,
         /// Targets and roles read, see `crate::sqlite::catalog`.
         catalog: crate::sqlite::catalog::Catalog,
     },
-    Pg(PgPool),
+    Pg {
+        pool: PgPool,
+        /// Changesets go through here (group commit), see `crate::group_commit`.
+        committer: crate::group_commit::GroupCommitter,
+    },
 }
 
 pub(crate) struct Engine {
@@ -51,14 +55,14 @@ impl Engine {
     fn json_text_field(&self, column: &str, field: &str) -> String {
         match &self.pools {
             Pools::Sqlite { .. } => format!("json_extract({column}, '$.{field}')"),
-            Pools::Pg(_) => format!("({column}::jsonb ->> '{field}')"),
+            Pools::Pg { .. } => format!("({column}::jsonb ->> '{field}')"),
         }
     }
 
     async fn read(&self) -> Result<Pooled, StoreError> {
         Ok(match &self.pools {
             Pools::Sqlite { read, .. } => Pooled::Sqlite(read.acquire().await.map_err(backend)?),
-            Pools::Pg(p) => Pooled::Pg(p.acquire().await.map_err(backend)?),
+            Pools::Pg { pool: p, .. } => Pooled::Pg(p.acquire().await.map_err(backend)?),
         })
     }
 
@@ -69,7 +73,7 @@ impl Engine {
             Pools::Sqlite { write, .. } => {
                 Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?)
             }
-            Pools::Pg(p) => Tx::Pg(p.begin().await.map_err(backend)?),
+            Pools::Pg { pool: p, .. } => Tx::Pg(p.begin().await.map_err(backend)?),
         })
     }
 
@@ -868,43 +872,12 @@ fn request_args(r: &Request) -> Result<Vec<Arg>, StoreError> {
     ])
 }
 
-/// Applies a changeset's writes (checking their preconditions) and appends its events to the
-/// chain, inside the caller's transaction. On an error the caller must roll back what this
-/// applied.
-pub(crate) async fn apply_changeset(
-    c: &mut Conn<'_>,
-    changes: Changeset,
-) -> Result<Vec<AuditEvent>, StoreError> {
-    apply_writes(c, &changes.writes).await?;
-    let events = append_events(c, changes.events).await?;
-    let at = events.last().map(|e| e.at).unwrap_or_else(Timestamp::now);
-    crate::outbox::insert(c, &changes.notices, events.last().map(|e| e.seq), at).await?;
-    Ok(events)
-}
-
 /// Applies writes in order, checking their preconditions; stops at the first refusal.
 pub(crate) async fn apply_writes(c: &mut Conn<'_>, writes: &[Write]) -> Result<(), StoreError> {
     for w in writes {
         apply(c, w).await?;
     }
     Ok(())
-}
-
-/// Appends events to the chain. Must run inside the changeset's transaction, after its writes.
-async fn append_events(
-    c: &mut Conn<'_>,
-    events: Vec<NewAuditEvent>,
-) -> Result<Vec<AuditEvent>, StoreError> {
-    if events.is_empty() {
-        return Ok(vec![]);
-    }
-    let (seq, prev) = read_head(c).await?;
-    let chained = chain_events(seq, prev, events)?;
-    insert_events(c, &chained).await?;
-    if let Some(last) = chained.last() {
-        write_head(c, last.seq, &last.hash).await?;
-    }
-    Ok(chained)
 }
 
 /// The chain head `(seq, hash)` (`(0, zeros)` for an empty log). The head row is the
@@ -1054,14 +1027,7 @@ impl Store for Engine {
                 }
                 r
             }
-            // PostgreSQL runs concurrent transactions itself: one per changeset.
-            Pools::Pg(_) => {
-                let mut tx = self.begin().await?;
-                // An error drops `tx`, which rolls back: nothing of the changeset is kept.
-                let events = apply_changeset(&mut tx.conn(), changes).await?;
-                tx.commit().await.map_err(backend)?;
-                Ok(events)
-            }
+            Pools::Pg { committer, .. } => committer.commit(changes).await,
         }
     }
 
@@ -1127,7 +1093,7 @@ impl Store for Engine {
     async fn target(&self, name: &str) -> Result<Option<Target>, StoreError> {
         let catalog = match &self.pools {
             Pools::Sqlite { catalog, .. } => Some(catalog),
-            Pools::Pg(_) => None,
+            Pools::Pg { .. } => None,
         };
         if let Some(t) = catalog.and_then(|c| c.target(name)) {
             return Ok(Some(t));
@@ -1149,7 +1115,7 @@ impl Store for Engine {
     async fn role(&self, target: &str, name: &str) -> Result<Option<Role>, StoreError> {
         let catalog = match &self.pools {
             Pools::Sqlite { catalog, .. } => Some(catalog),
-            Pools::Pg(_) => None,
+            Pools::Pg { .. } => None,
         };
         if let Some(r) = catalog.and_then(|c| c.role(target, name)) {
             return Ok(Some(r));

@@ -85,7 +85,7 @@ impl SqliteStore {
             engine: Engine {
                 pools: Pools::Sqlite {
                     read,
-                    committer: group_commit::GroupCommitter::start(write.clone(), base.clone())?,
+                    committer: group_commit::start(write.clone(), base.clone())?,
                     catalog: catalog::Catalog::default(),
                     write,
                 },
@@ -100,10 +100,10 @@ impl SqliteStore {
     }
 
     /// Counters of the group committer: transactions, changesets in them, changesets queued.
-    pub fn group_commit_stats(&self) -> group_commit::GroupCommitStats {
+    pub fn group_commit_stats(&self) -> crate::group_commit::GroupCommitStats {
         match &self.engine.pools {
             Pools::Sqlite { committer, .. } => committer.stats(),
-            Pools::Pg(_) => unreachable!("a SqliteStore holds SQLite pools"),
+            Pools::Pg { .. } => unreachable!("a SqliteStore holds SQLite pools"),
         }
     }
 

@@ -53,6 +53,8 @@ pub struct TestPostgres {
     as_postgres: bool,
     running: Mutex<bool>,
     watcher: Mutex<Option<Child>>,
+    /// fsync on (benchmarks); tests run with it off.
+    durable: bool,
     // Last, so it is removed after the server has stopped.
     dir: tempfile::TempDir,
 }
@@ -69,6 +71,16 @@ impl std::fmt::Debug for TestPostgres {
 impl TestPostgres {
     /// Creates and starts a cluster with a database `pedm` (see [`TestPostgres::url`]).
     pub fn start() -> Result<TestPostgres, TestPgError> {
+        Self::start_with(false)
+    }
+
+    /// [`TestPostgres::start`] with fsync and full-page writes on, as a production server
+    /// runs: for benchmarks.
+    pub fn start_durable() -> Result<TestPostgres, TestPgError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<TestPostgres, TestPgError> {
         let bindir = find_bindir()?;
         let dir = tempfile::Builder::new()
             .prefix("pedm-pg-")
@@ -101,6 +113,7 @@ impl TestPostgres {
             as_postgres,
             running: Mutex::new(false),
             watcher: Mutex::new(None),
+            durable,
             dir,
         };
         run(pg
@@ -219,10 +232,14 @@ impl TestPostgres {
         }
         // fsync off for speed: the OS keeps what was written when the server is killed, so an
         // immediate stop still loses no committed transaction (synchronous_commit stays on).
+        let fsync = if self.durable {
+            ""
+        } else {
+            "-c fsync=off -c full_page_writes=off "
+        };
         let opts = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
-             -c fsync=off -c full_page_writes=off \
-             -c max_connections=300",
+             {fsync}-c max_connections=300",
             self.port,
             self.socket_dir().display()
         );

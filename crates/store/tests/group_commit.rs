@@ -576,3 +576,212 @@ async fn many_concurrent_committers_keep_one_chain() {
     assert_eq!(whole_chain(&*s).await.len(), 64 * 18 + 2);
     assert_eq!(s.users().await.unwrap().len(), 64 * 18 + 1);
 }
+
+// ------------------------------------------------------------------------------ PostgreSQL
+//
+// The same group commit on PostgreSQL, where a failed statement spoils the whole transaction
+// (the batch is applied again with a savepoint per changeset) and several instances share the
+// chain (their batches are ordered by the head row's lock). A batch is formed by holding that
+// lock from another connection while the changesets queue.
+
+mod postgres {
+    use super::*;
+    use pedm_store::PostgresStore;
+    use pedm_store::testing::TestPostgres;
+    use sqlx::postgres::PgConnection;
+
+    fn cluster() -> Option<&'static TestPostgres> {
+        static PG: std::sync::OnceLock<Option<TestPostgres>> = std::sync::OnceLock::new();
+        PG.get_or_init(TestPostgres::start_or_skip).as_ref()
+    }
+
+    async fn fresh(test: &str) -> Option<(String, Arc<PostgresStore>)> {
+        let url = cluster()?.fresh_database(test).unwrap();
+        let s = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        Some((url, s))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_refusal_in_a_batch_is_rolled_back_alone_and_the_rest_commits() {
+        let Some((url, s)) = fresh("gc_isolated").await else {
+            return;
+        };
+        let r = request("alice");
+        let g = grant_for(&r);
+        for c in [
+            cs(Write::InsertUser(user("alice")), "setup", 1),
+            Changeset::new()
+                .write(Write::InsertRequest(r.clone()))
+                .write(Write::InsertGrant(g.clone()))
+                .event(ev("setup.grant", "setup")),
+        ] {
+            s.commit(c).await.unwrap();
+        }
+        let before = s.group_commit_stats();
+
+        // Hold the chain head: the first changeset with events waits for it in its batch,
+        // and everything after it queues.
+        let mut lock = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("BEGIN; SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+            .execute(&mut lock)
+            .await
+            .unwrap();
+        let plug = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.commit(cs(Write::InsertUser(user("plug")), "plug", 1))
+                    .await
+            })
+        };
+        until("the committer took the plug", || {
+            s.group_commit_stats().changesets == before.changesets + 1
+        })
+        .await;
+        let end = |by: &str| Write::EndGrant {
+            id: g.id,
+            state: GrantState::Revoked,
+            at: t(5),
+            by: by.into(),
+            reason: None,
+        };
+        // A unique violation (a failed statement in PostgreSQL) and a lost race, between
+        // successes of one to three events.
+        let batch = vec![
+            cs(Write::InsertUser(user("bob")), "bob", 1),
+            cs(Write::InsertUser(user("alice")), "alice-again", 2),
+            cs(end("first"), "end-1", 1),
+            cs(Write::InsertUser(user("carol")), "carol", 3),
+            cs(end("second"), "end-2", 1),
+            cs(Write::InsertUser(user("dave")), "dave", 2),
+        ];
+        let n = batch.len();
+        // Queued one by one: the batch's order is the order asserted below.
+        let mut tasks = vec![];
+        for (i, c) in batch.into_iter().enumerate() {
+            let s2 = s.clone();
+            tasks.push(tokio::spawn(async move { s2.commit(c).await }));
+            until("the changeset is queued", || {
+                s.group_commit_stats().queued == i + 1
+            })
+            .await;
+        }
+        sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+        plug.await.unwrap().unwrap();
+        let mut results = vec![];
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let after = s.group_commit_stats();
+        assert_eq!(
+            (after.transactions, after.changesets),
+            (before.transactions + 2, before.changesets + 1 + n as u64),
+            "the plug and then the whole batch, one transaction each"
+        );
+        let shape: Vec<Result<usize, &'static str>> = results
+            .iter()
+            .map(|r| match r {
+                Ok(evs) => Ok(evs.len()),
+                Err(StoreError::AlreadyExists(_)) => Err("exists"),
+                Err(StoreError::Conflict(_)) => Err("conflict"),
+                Err(e) => panic!("{e}"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [Ok(1), Err("exists"), Ok(1), Ok(3), Err("conflict"), Ok(2)]
+        );
+
+        // Durable, in order, one chain; the refused changesets left nothing.
+        s.close().await;
+        let s = PostgresStore::connect(&url).await.unwrap();
+        let chain = whole_chain(&s).await;
+        let subjects: Vec<&str> = chain.iter().filter_map(|e| e.subject.as_deref()).collect();
+        assert_eq!(
+            subjects,
+            [
+                "setup", "setup", "plug", "bob", "end-1", "carol", "carol", "carol", "dave", "dave"
+            ]
+        );
+        let users: Vec<String> = s
+            .users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(users, ["alice", "bob", "carol", "dave", "plug"]);
+        let ended = s.grant(g.id).await.unwrap().unwrap();
+        assert_eq!(ended.ended_by.as_deref(), Some("first"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_under_concurrent_committers_keep_one_chain() {
+        let Some((url, first)) = fresh("gc_two_instances").await else {
+            return;
+        };
+        let second = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        let r = request("alice");
+        let g = grant_for(&r);
+        first
+            .commit(
+                Changeset::new()
+                    .write(Write::InsertRequest(r))
+                    .write(Write::InsertGrant(g.clone())),
+            )
+            .await
+            .unwrap();
+        // 2 × 16 committers, each 20 changesets: its own users, a contested user name and one
+        // end of the same grant (one of each wins).
+        let mut tasks = vec![];
+        for c in 0..32 {
+            let s = if c % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let gid = g.id;
+            tasks.push(tokio::spawn(async move {
+                let mut out = vec![];
+                for i in 0..20 {
+                    let w = match i {
+                        7 => Write::InsertUser(user("contested")),
+                        13 => Write::EndGrant {
+                            id: gid,
+                            state: GrantState::Revoked,
+                            at: t(5),
+                            by: format!("c{c}"),
+                            reason: None,
+                        },
+                        _ => Write::InsertUser(user(&format!("c{c}-{i}"))),
+                    };
+                    out.push((i, s.commit(cs(w, &format!("c{c}:{i}"), 1)).await));
+                }
+                out
+            }));
+        }
+        let (mut contested, mut ends, mut ok) = (0, 0, 0);
+        for t in tasks {
+            for (i, r) in t.await.unwrap() {
+                match (i, r) {
+                    (7, Ok(_)) => contested += 1,
+                    (7, Err(StoreError::AlreadyExists(_))) => {}
+                    (13, Ok(_)) => ends += 1,
+                    (13, Err(StoreError::Conflict(_))) => {}
+                    (_, Ok(_)) => ok += 1,
+                    (i, Err(e)) => panic!("changeset {i}: {e}"),
+                }
+            }
+        }
+        assert_eq!((contested, ends, ok), (1, 1, 32 * 18));
+        for s in [&first, &second] {
+            let stats = s.group_commit_stats();
+            println!(
+                "{} changesets in {} transactions",
+                stats.changesets, stats.transactions
+            );
+            assert!(stats.transactions <= stats.changesets);
+        }
+        assert_eq!(whole_chain(&*first).await.len(), 32 * 18 + 2);
+        assert_eq!(first.users().await.unwrap().len(), 32 * 18 + 1);
+    }
+}

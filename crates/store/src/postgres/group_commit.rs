@@ -1,0 +1,68 @@
+//! Group commit on PostgreSQL (see [`crate::group_commit`]): the committer is a task that
+//! applies each batch on a connection from the store's pool. Several instances sharing the
+//! database each have their own; their batches are ordered by the chain head's row lock.
+
+use crate::db::Conn;
+use crate::group_commit::{Batcher, Dialect, GroupCommitter, Job, Reply, copy, run, try_batch};
+use crate::sql::backend;
+use pedm_core::store::StoreError;
+use sqlx::PgPool;
+
+/// Starts the committer as a task of the current runtime, writing through `pool`.
+pub(crate) fn start(pool: PgPool) -> GroupCommitter {
+    let (handle, rx, counters) = GroupCommitter::new("PostgreSQL");
+    tokio::spawn(run(PgBatcher { pool }, rx, counters));
+    handle
+}
+
+struct PgBatcher {
+    pool: PgPool,
+}
+
+impl Batcher for PgBatcher {
+    async fn commit_batch(&mut self, batch: &[Job]) -> Vec<Reply> {
+        let all_fail = |e: StoreError| batch.iter().map(|_| Err(copy(&e))).collect();
+        let mut conn = match self.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return all_fail(backend(e)),
+        };
+        let first = attempt(&mut conn, batch, false).await;
+        let results = match first {
+            Ok(Some(results)) => Ok(results),
+            // A refusal spoiled the transaction: again, a savepoint per changeset.
+            Ok(None) => attempt(&mut conn, batch, true).await.map(|r| {
+                r.unwrap_or_else(|| {
+                    all_fail(StoreError::Backend(
+                        "group commit: batch could not be applied".into(),
+                    ))
+                })
+            }),
+            Err(e) => Err(e),
+        };
+        match results {
+            Ok(results) => results,
+            Err(e) => {
+                // The connection may be left inside a transaction: not back to the pool.
+                let _ = conn.close().await;
+                all_fail(e)
+            }
+        }
+    }
+}
+
+/// One attempt in one transaction, rolled back unless it committed; `Err` when even the
+/// rollback failed (the connection is unusable).
+async fn attempt(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    batch: &[Job],
+    savepoints: bool,
+) -> Result<Option<Vec<Reply>>, StoreError> {
+    let mut c = Conn::Pg(conn);
+    let mut committed = false;
+    let r = try_batch(&mut c, Dialect::Postgres, batch, savepoints, &mut committed).await;
+    // Undoes the attempt (after a failed BEGIN, a no-op PostgreSQL only warns about).
+    if !committed {
+        c.execute("ROLLBACK", vec![]).await.map_err(backend)?;
+    }
+    Ok(r)
+}
