@@ -57,33 +57,9 @@ fn summarize(mut lat: Vec<Duration>, elapsed: Duration) -> Result_ {
 }
 
 async fn run_pedm(clients: &[Client], n: usize, run: Duration) -> Result_ {
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let tasks: Vec<_> = clients[..n]
-        .iter()
-        .cloned()
-        .map(|c| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut lat = vec![];
-                let body = req("web1", "docker", "1h", "deploy the new build");
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let r = c.create_request(&body).await.expect("request");
-                    assert!(r.grant.is_some(), "auto-approved");
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
-        })
-        .collect();
-    tokio::time::sleep(run).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = vec![];
-    for t in tasks {
-        all.extend(t.await.expect("task"));
-    }
-    summarize(all, start.elapsed())
+    let body = req("web1", "docker", "1h", "deploy the new build");
+    let (lat, elapsed) = support::request_load(clients, n, run, &body).await;
+    summarize(lat, elapsed)
 }
 
 async fn run_limit(n: usize, run: Duration) -> Result_ {

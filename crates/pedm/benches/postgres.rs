@@ -16,9 +16,7 @@ mod support;
 use common::*;
 use pedm_store::testing::TestPostgres;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Row {
     per_sec: f64,
@@ -35,35 +33,12 @@ fn summarize(mut lat_ms: Vec<f64>, elapsed: Duration) -> Row {
     }
 }
 
-/// `n` clients, spread over `clients` round-robin, each making auto-approved requests.
+/// `n` clients (spread over the instances as `clients` are), each making auto-approved
+/// requests.
 async fn run_pedm(clients: &[pedm_api::Client], n: usize, run: Duration) -> Row {
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let tasks: Vec<_> = clients[..n]
-        .iter()
-        .cloned()
-        .map(|c| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut lat = vec![];
-                let body = req("web1", "docker", "1h", "deploy the new build");
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let r = c.create_request(&body).await.expect("request");
-                    assert!(r.grant.is_some(), "auto-approved");
-                    lat.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-                lat
-            })
-        })
-        .collect();
-    tokio::time::sleep(run).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = vec![];
-    for t in tasks {
-        all.extend(t.await.expect("task"));
-    }
-    summarize(all, start.elapsed())
+    let body = req("web1", "docker", "1h", "deploy the new build");
+    let (lat, elapsed) = support::request_load(clients, n, run, &body).await;
+    summarize(lat.iter().map(|d| d.as_secs_f64() * 1e3).collect(), elapsed)
 }
 
 /// pgbench with one durable INSERT per transaction, `n` clients, per-transaction latencies

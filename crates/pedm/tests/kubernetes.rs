@@ -21,6 +21,48 @@ use kube_standin::KubeStandIn;
 use pedm_api::{CreateRole, CreateTarget, TargetKind};
 use std::path::Path;
 
+/// A kubeconfig in `dir` for alice on the stand-in, whose user runs `pedm kube credentials
+/// --target k8s-prod` as its exec credential plugin against `s` with `token`.
+fn kubeconfig(dir: &Path, kube: &KubeStandIn, s: &Server, token: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: v1
+kind: Config
+clusters:
+- name: prod
+  cluster:
+    server: {url}
+    certificate-authority: {ca}
+users:
+- name: alice
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: {pedm}
+      args: [kube, credentials, --target, k8s-prod]
+      env:
+      - name: PEDM_URL
+        value: {server}
+      - name: PEDM_TOKEN
+        value: {token}
+      interactiveMode: Never
+contexts:
+- name: prod
+  context: {{cluster: prod, user: alice}}
+current-context: prod
+"#,
+            url = kube.tls.url,
+            ca = kube.tls.ca_file.display(),
+            pedm = env!("CARGO_BIN_EXE_pedm"),
+            server = s.url,
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// What the official client, through the kubeconfig's exec plugin, is told it is.
 async fn whoami(kubeconfig: &Path) -> Result<String, String> {
     let out = tokio::process::Command::new(standin::cloud_python())
@@ -98,42 +140,7 @@ service_account = "pedm-{{user}}"
     wait_provision(&s, g.id, "active").await;
     assert!(kube.holds(Some("payments"), "edit", "ServiceAccount", "pedm-alice"));
 
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            r#"apiVersion: v1
-kind: Config
-clusters:
-- name: prod
-  cluster:
-    server: {url}
-    certificate-authority: {ca}
-users:
-- name: alice
-  user:
-    exec:
-      apiVersion: client.authentication.k8s.io/v1
-      command: {pedm}
-      args: [kube, credentials, --target, k8s-prod]
-      env:
-      - name: PEDM_URL
-        value: {server}
-      - name: PEDM_TOKEN
-        value: {token}
-      interactiveMode: Never
-contexts:
-- name: prod
-  context: {{cluster: prod, user: alice}}
-current-context: prod
-"#,
-            url = kube.tls.url,
-            ca = kube.tls.ca_file.display(),
-            pedm = env!("CARGO_BIN_EXE_pedm"),
-            server = s.url,
-        ),
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &kube, &s, &token);
     assert_eq!(
         whoami(&kubeconfig).await.as_deref(),
         Ok("system:serviceaccount:pedm:pedm-alice")
@@ -265,42 +272,7 @@ subject = "{{user}}@example.com"
     assert!(kube.holds(Some("payments"), "view", "User", "pedm:alice"));
 
     // The official client through the exec plugin is the User the binding names.
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            r#"apiVersion: v1
-kind: Config
-clusters:
-- name: prod
-  cluster:
-    server: {url}
-    certificate-authority: {ca}
-users:
-- name: alice
-  user:
-    exec:
-      apiVersion: client.authentication.k8s.io/v1
-      command: {pedm}
-      args: [kube, credentials, --target, k8s-prod]
-      env:
-      - name: PEDM_URL
-        value: {server}
-      - name: PEDM_TOKEN
-        value: {token}
-      interactiveMode: Never
-contexts:
-- name: prod
-  context: {{cluster: prod, user: alice}}
-current-context: prod
-"#,
-            url = kube.tls.url,
-            ca = kube.tls.ca_file.display(),
-            pedm = env!("CARGO_BIN_EXE_pedm"),
-            server = s.url,
-        ),
-    )
-    .unwrap();
+    let kubeconfig = kubeconfig(dir.path(), &kube, &s, &token);
     assert_eq!(whoami(&kubeconfig).await.as_deref(), Ok("pedm:alice"));
 
     // The token, checked by libraries that share nothing with pedm's: signed by the issuer's

@@ -509,26 +509,14 @@ async fn a_backend_error_fails_the_whole_batch() {
     assert!(s.user("later").await.unwrap().is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_concurrent_committers_keep_one_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path()).await;
-    let r = request("alice");
-    let g = grant_for(&r);
-    s.commit(
-        Changeset::new()
-            .write(Write::InsertRequest(r))
-            .write(Write::InsertGrant(g.clone())),
-    )
-    .await
-    .unwrap();
-
-    // 64 committers, each 20 changesets: its own users, a user name every committer tries
-    // (one wins), and one end of the same grant (one wins).
+/// `committers` tasks (spread over `stores` round-robin), each 20 changesets of one event:
+/// users of its own, a user name every committer tries (index 7) and an end of grant `gid`
+/// (index 13). Returns how many won the contested name, won the end, and the others that
+/// committed; any other refusal panics.
+async fn race(stores: &[Arc<dyn Store>], committers: usize, gid: Uuid) -> (usize, usize, usize) {
     let mut tasks = vec![];
-    for c in 0..64 {
-        let s = s.clone();
-        let gid = g.id;
+    for c in 0..committers {
+        let s = stores[c % stores.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut out = vec![];
             for i in 0..20 {
@@ -561,6 +549,26 @@ async fn many_concurrent_committers_keep_one_chain() {
             }
         }
     }
+    (contested, ends, ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_committers_keep_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    let r = request("alice");
+    let g = grant_for(&r);
+    s.commit(
+        Changeset::new()
+            .write(Write::InsertRequest(r))
+            .write(Write::InsertGrant(g.clone())),
+    )
+    .await
+    .unwrap();
+
+    // 64 committers, each 20 changesets: its own users, a user name every committer tries
+    // (one wins), and one end of the same grant (one wins).
+    let (contested, ends, ok) = race(&[s.clone() as Arc<dyn Store>], 64, g.id).await;
     assert_eq!((contested, ends, ok), (1, 1, 64 * 18));
     let stats = s.group_commit_stats();
     assert_eq!(stats.changesets, 1 + 64 * 20);
@@ -732,46 +740,8 @@ mod postgres {
             .unwrap();
         // 2 × 16 committers, each 20 changesets: its own users, a contested user name and one
         // end of the same grant (one of each wins).
-        let mut tasks = vec![];
-        for c in 0..32 {
-            let s = if c % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            let gid = g.id;
-            tasks.push(tokio::spawn(async move {
-                let mut out = vec![];
-                for i in 0..20 {
-                    let w = match i {
-                        7 => Write::InsertUser(user("contested")),
-                        13 => Write::EndGrant {
-                            id: gid,
-                            state: GrantState::Revoked,
-                            at: t(5),
-                            by: format!("c{c}"),
-                            reason: None,
-                        },
-                        _ => Write::InsertUser(user(&format!("c{c}-{i}"))),
-                    };
-                    out.push((i, s.commit(cs(w, &format!("c{c}:{i}"), 1)).await));
-                }
-                out
-            }));
-        }
-        let (mut contested, mut ends, mut ok) = (0, 0, 0);
-        for t in tasks {
-            for (i, r) in t.await.unwrap() {
-                match (i, r) {
-                    (7, Ok(_)) => contested += 1,
-                    (7, Err(StoreError::AlreadyExists(_))) => {}
-                    (13, Ok(_)) => ends += 1,
-                    (13, Err(StoreError::Conflict(_))) => {}
-                    (_, Ok(_)) => ok += 1,
-                    (i, Err(e)) => panic!("changeset {i}: {e}"),
-                }
-            }
-        }
+        let stores = [first.clone() as Arc<dyn Store>, second.clone()];
+        let (contested, ends, ok) = race(&stores, 32, g.id).await;
         assert_eq!((contested, ends, ok), (1, 1, 32 * 18));
         for s in [&first, &second] {
             let stats = s.group_commit_stats();

@@ -54,6 +54,44 @@ pub fn bench_line(
     );
 }
 
+/// `n` of `clients` each making `body`'s request (auto-approved: each answer must carry a
+/// grant) as fast as answered, for `run`: every latency, and the time taken.
+pub async fn request_load(
+    clients: &[pedm_api::Client],
+    n: usize,
+    run: Duration,
+    body: &pedm_api::CreateRequest,
+) -> (Vec<Duration>, Duration) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = clients[..n]
+        .iter()
+        .cloned()
+        .map(|c| {
+            let (stop, body) = (stop.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut lat = vec![];
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = c.create_request(&body).await.expect("request");
+                    assert!(r.grant.is_some(), "auto-approved");
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    tokio::time::sleep(run).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    (all, start.elapsed())
+}
+
 /// The value at quantile `q` (0..=1) of sorted `v`.
 pub fn quantile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
