@@ -6,6 +6,7 @@
 //! implementation of changesets and the audit hash chain; only connection setup and the way
 //! audit appends are serialised differ.
 
+mod catalog;
 mod db;
 mod delegation;
 mod devices;

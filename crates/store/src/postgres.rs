@@ -13,6 +13,8 @@ mod group_commit;
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// How long a target or role read is kept: what another instance changes is seen within it.
+const CATALOG_TTL: Duration = Duration::from_secs(1);
 
 /// A [`pedm_core::store::Store`] in a PostgreSQL database.
 ///
@@ -51,6 +53,7 @@ impl PostgresStore {
             engine: Engine {
                 pools: Pools::Pg {
                     committer: group_commit::start(pool.clone()),
+                    catalog: crate::catalog::Catalog::new(Some(CATALOG_TTL)),
                     pool,
                 },
             },
@@ -67,7 +70,10 @@ impl PostgresStore {
 
     /// Closes every connection. Later calls fail.
     pub async fn close(&self) {
-        if let Pools::Pg { pool, committer } = &self.engine.pools {
+        if let Pools::Pg {
+            pool, committer, ..
+        } = &self.engine.pools
+        {
             committer.close().await;
             pool.close().await;
         }

@@ -20,13 +20,16 @@ pub(crate) enum Pools {
         write: SqlitePool,
         /// Changesets go through here (group commit), see `crate::group_commit`.
         committer: crate::group_commit::GroupCommitter,
-        /// Targets and roles read, see `crate::sqlite::catalog`.
-        catalog: crate::sqlite::catalog::Catalog,
+        /// Targets and roles read, see `crate::catalog`.
+        catalog: crate::catalog::Catalog,
     },
     Pg {
         pool: PgPool,
         /// Changesets go through here (group commit), see `crate::group_commit`.
         committer: crate::group_commit::GroupCommitter,
+        /// Targets and roles read, kept at most a second (other instances write too), see
+        /// `crate::catalog`.
+        catalog: crate::catalog::Catalog,
     },
 }
 
@@ -1018,8 +1021,11 @@ impl Store for Engine {
             // Several queued changesets share one durable transaction (one fsync).
             Pools::Sqlite {
                 committer, catalog, ..
+            }
+            | Pools::Pg {
+                committer, catalog, ..
             } => {
-                let touches_catalog = crate::sqlite::catalog::may_change(&changes.writes);
+                let touches_catalog = crate::catalog::may_change(&changes.writes);
                 let r = committer.commit(changes).await;
                 if touches_catalog {
                     // Whatever the outcome: a failed commit may still have been applied.
@@ -1027,7 +1033,6 @@ impl Store for Engine {
                 }
                 r
             }
-            Pools::Pg { committer, .. } => committer.commit(changes).await,
         }
     }
 
@@ -1092,8 +1097,7 @@ impl Store for Engine {
 
     async fn target(&self, name: &str) -> Result<Option<Target>, StoreError> {
         let catalog = match &self.pools {
-            Pools::Sqlite { catalog, .. } => Some(catalog),
-            Pools::Pg { .. } => None,
+            Pools::Sqlite { catalog, .. } | Pools::Pg { catalog, .. } => Some(catalog),
         };
         if let Some(t) = catalog.and_then(|c| c.target(name)) {
             return Ok(Some(t));
@@ -1114,8 +1118,7 @@ impl Store for Engine {
 
     async fn role(&self, target: &str, name: &str) -> Result<Option<Role>, StoreError> {
         let catalog = match &self.pools {
-            Pools::Sqlite { catalog, .. } => Some(catalog),
-            Pools::Pg { .. } => None,
+            Pools::Sqlite { catalog, .. } | Pools::Pg { catalog, .. } => Some(catalog),
         };
         if let Some(r) = catalog.and_then(|c| c.role(target, name)) {
             return Ok(Some(r));

@@ -1,6 +1,5 @@
 //! SQLite: the embedded default.
 
-pub(crate) mod catalog;
 pub(crate) mod group_commit;
 pub(crate) mod raw;
 
@@ -28,7 +27,7 @@ const WRITER_AUTOCHECKPOINT: &str = "10000";
 /// read-only (`query_only`) connections. Changesets are group-committed: a committer thread
 /// applies whatever is queued in one transaction, a changeset refused alone (see
 /// `src/sqlite/group_commit.rs`). Targets and roles read are kept in memory
-/// (`src/sqlite/catalog.rs`).
+/// (`src/catalog.rs`).
 pub struct SqliteStore {
     engine: Engine,
     path: PathBuf,
@@ -86,7 +85,7 @@ impl SqliteStore {
                 pools: Pools::Sqlite {
                     read,
                     committer: group_commit::start(write.clone(), base.clone())?,
-                    catalog: catalog::Catalog::default(),
+                    catalog: crate::catalog::Catalog::new(None),
                     write,
                 },
             },

@@ -1541,6 +1541,53 @@ async fn postgres_outage_is_a_backend_error_and_recovers() {
     assert_eq!(all.len(), 2);
 }
 
+/// Targets and roles read are cached: this instance's own role change is seen at once; one
+/// made through another instance sharing the PostgreSQL database is seen once the cached row
+/// is a second old (it is never seen later than that, and never earlier than a re-read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_role_changes_of_another_instance_are_seen_within_a_second() {
+    let Some(Db::Postgres(url)) = Db::postgres("catalog_ttl") else {
+        return;
+    };
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let b = PostgresStore::connect(&url).await.unwrap();
+    a.commit(
+        Changeset::new()
+            .write(Write::InsertTarget(target("web1")))
+            .write(Write::InsertRole(role("web1", "root"))),
+    )
+    .await
+    .unwrap();
+    async fn read(s: &PostgresStore) -> i64 {
+        s.role("web1", "root")
+            .await
+            .unwrap()
+            .unwrap()
+            .max_duration_secs
+    }
+    let first = read(&a).await;
+    assert_eq!(read(&b).await, first);
+
+    // Through a: a sees it at once (its own write empties its cache).
+    let mut changed = role("web1", "root");
+    changed.max_duration_secs = first + 60;
+    a.commit(Changeset::new().write(Write::UpdateRole(changed.clone())))
+        .await
+        .unwrap();
+    assert_eq!(read(&a).await, first + 60);
+    // b, which had it cached, sees it once its copy is a second old.
+    let since = std::time::Instant::now();
+    let mut seen = read(&b).await;
+    while seen != first + 60 {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(10),
+            "another instance's role change never seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        seen = read(&b).await;
+    }
+}
+
 async fn policy_versions_only_grow(db: Db) {
     let s = db.open().await;
     assert_eq!(s.policy_version(None).await.unwrap(), None);

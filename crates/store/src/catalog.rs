@@ -1,16 +1,19 @@
-//! Targets and roles read from this SQLite store, kept in memory: every request reads its
-//! target and role, and a read is a round trip to a connection thread.
+//! Targets and roles read from the store, kept in memory: every request reads its target and
+//! role, and a read is a round trip (to SQLite's connection thread, or to PostgreSQL).
 //!
-//! Only rows that were found are kept. Targets and roles are only ever inserted (no write
-//! changes or deletes one), so a kept row cannot go stale; should such a write appear, any
-//! changeset with a write not known to leave them alone empties the cache when it commits
-//! ([`may_change`], [`Catalog::invalidate`]), and a read that began before that never keeps what it read
-//! (generation check). Not used on PostgreSQL, where other instances write too.
+//! Only rows that were found are kept. Any changeset with a write not known to leave targets
+//! and roles alone (a role update) empties the cache when it commits ([`may_change`],
+//! [`Catalog::invalidate`]), and a read that began before that never keeps what it read
+//! (generation check): this instance's own changes are seen at once. On PostgreSQL other
+//! instances write too, and their changes cannot empty this cache: there a row is kept at most
+//! a second ([`Catalog::new`] with a time to live), so a role changed through another instance
+//! is seen here within 1 s, as the authentication cache sees a revoked token.
 
 use pedm_core::model::{Role, Target};
 use pedm_core::store::Write;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Rows kept at most (each map); past this the cache starts over.
 const MAX_ENTRIES: usize = 10_000;
@@ -18,16 +21,28 @@ const MAX_ENTRIES: usize = 10_000;
 #[derive(Default)]
 struct Inner {
     generation: u64,
-    targets: HashMap<String, Target>,
-    roles: HashMap<(String, String), Role>,
+    targets: HashMap<String, (Target, Instant)>,
+    roles: HashMap<(String, String), (Role, Instant)>,
 }
 
-#[derive(Default)]
 pub(crate) struct Catalog {
     inner: Mutex<Inner>,
+    /// How long a row is kept (`None`: until a local write empties the cache).
+    ttl: Option<Duration>,
 }
 
 impl Catalog {
+    pub(crate) fn new(ttl: Option<Duration>) -> Self {
+        Catalog {
+            inner: Mutex::default(),
+            ttl,
+        }
+    }
+
+    fn fresh(&self, kept_at: &Instant) -> bool {
+        self.ttl.is_none_or(|ttl| kept_at.elapsed() < ttl)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -38,14 +53,19 @@ impl Catalog {
     }
 
     pub(crate) fn target(&self, name: &str) -> Option<Target> {
-        self.lock().targets.get(name).cloned()
+        self.lock()
+            .targets
+            .get(name)
+            .filter(|(_, at)| self.fresh(at))
+            .map(|(t, _)| t.clone())
     }
 
     pub(crate) fn role(&self, target: &str, name: &str) -> Option<Role> {
         self.lock()
             .roles
             .get(&(target.to_string(), name.to_string()))
-            .cloned()
+            .filter(|(_, at)| self.fresh(at))
+            .map(|(r, _)| r.clone())
     }
 
     pub(crate) fn keep_target(&self, generation: u64, t: &Target) {
@@ -54,7 +74,9 @@ impl Catalog {
             if inner.targets.len() >= MAX_ENTRIES {
                 inner.targets.clear();
             }
-            inner.targets.insert(t.name.clone(), t.clone());
+            inner
+                .targets
+                .insert(t.name.clone(), (t.clone(), Instant::now()));
         }
     }
 
@@ -64,9 +86,10 @@ impl Catalog {
             if inner.roles.len() >= MAX_ENTRIES {
                 inner.roles.clear();
             }
-            inner
-                .roles
-                .insert((r.target.clone(), r.name.clone()), r.clone());
+            inner.roles.insert(
+                (r.target.clone(), r.name.clone()),
+                (r.clone(), Instant::now()),
+            );
         }
     }
 
@@ -135,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_read_from_before_an_invalidation_is_not_kept() {
-        let c = Catalog::default();
+        let c = Catalog::new(None);
         let g = c.generation();
         c.invalidate();
         c.keep_target(g, &target("web1"));
@@ -144,6 +167,16 @@ mod tests {
         assert_eq!(c.target("web1").map(|t| t.name), Some("web1".into()));
         c.invalidate();
         assert!(c.target("web1").is_none());
+    }
+
+    #[test]
+    fn with_a_time_to_live_rows_are_served_only_while_fresh() {
+        let c = Catalog::new(Some(Duration::ZERO));
+        c.keep_target(c.generation(), &target("web1"));
+        assert!(c.target("web1").is_none(), "served past its time to live");
+        let c = Catalog::new(Some(Duration::from_secs(3600)));
+        c.keep_target(c.generation(), &target("web1"));
+        assert!(c.target("web1").is_some());
     }
 
     #[test]
