@@ -15,7 +15,8 @@
 //!   failed statement aborts the whole transaction there), that attempt is rolled back and the
 //!   batch applied again with a `SAVEPOINT` per changeset (`ROLLBACK TO` undoes just that one);
 //! * the audit chain stays one chain: the head is read once per batch (on PostgreSQL with
-//!   `FOR UPDATE`, which orders the batches of several instances), each successful changeset's
+//!   `FOR UPDATE` before anything else, which orders the batches of several instances and
+//!   keeps their locks in one order), each successful changeset's
 //!   events are chained onto its predecessor's, a refused changeset's events are never chained,
 //!   and all of them are inserted (and the head row updated) in the same transaction;
 //! * any other error (the database failed, stored data unreadable) rolls back the whole
@@ -278,6 +279,16 @@ pub(crate) async fn try_batch(
     // The events of the batch, chained; each successful changeset owns a run of them.
     let mut chained: Vec<AuditEvent> = vec![];
     let mut head: Option<(i64, [u8; 32])> = None;
+    if dialect == Dialect::Postgres {
+        // The chain head's row lock first, before any row a changeset writes: a batch that
+        // took it after some writes could wait for a row another instance's batch holds
+        // while that batch waits for the head (a deadlock). Head first, every batch takes
+        // its locks in one order.
+        match read_head(c).await {
+            Ok(h) => head = Some(h),
+            Err(e) => return all_fail(e, n),
+        }
+    }
     let mut outcomes: Vec<Result<usize, StoreError>> = Vec::with_capacity(n);
     let mut savepoint_open = false;
     for job in batch {
