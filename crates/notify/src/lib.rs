@@ -34,6 +34,18 @@ pub use config::{
 };
 pub use notification::{Notification, Severity, kinds};
 pub use notifier::{AttemptOutcome, DeliveryEvent, DropReason, FailReason, Notifier, SinkStats};
+/// An HTTP answer's `Retry-After` in seconds; an HTTP date, or anything unreadable, is taken
+/// as absent (the caller's own backoff applies).
+pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    h.get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
+}
+
 pub use signature::{
     DELIVERY_HEADER, KIND_HEADER, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, sign,
     signature_header, verify_signature,

@@ -599,12 +599,7 @@ impl Delivery {
         }
         match req.send().await {
             Ok(resp) => {
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let retry_after = crate::retry_after(resp.headers());
                 (AttemptOutcome::Status(resp.status().as_u16()), retry_after)
             }
             Err(e) if e.is_timeout() => (AttemptOutcome::Timeout, None),

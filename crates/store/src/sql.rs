@@ -69,6 +69,13 @@ impl Engine {
         })
     }
 
+    /// Targets and roles read, see `crate::catalog`.
+    fn catalog(&self) -> &crate::catalog::Catalog {
+        match &self.pools {
+            Pools::Sqlite { catalog, .. } | Pools::Pg { catalog, .. } => catalog,
+        }
+    }
+
     async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pools {
             // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
@@ -1096,17 +1103,15 @@ impl Store for Engine {
     }
 
     async fn target(&self, name: &str) -> Result<Option<Target>, StoreError> {
-        let catalog = match &self.pools {
-            Pools::Sqlite { catalog, .. } | Pools::Pg { catalog, .. } => Some(catalog),
-        };
-        if let Some(t) = catalog.and_then(|c| c.target(name)) {
+        let catalog = self.catalog();
+        if let Some(t) = catalog.target(name) {
             return Ok(Some(t));
         }
-        let generation = catalog.map(|c| c.generation());
+        let generation = catalog.generation();
         let sql = format!("SELECT {TARGET_COLS} FROM targets WHERE name = $1");
         let t = self.fetch_optional(&sql, args![name], rows::target).await?;
-        if let (Some(c), Some(g), Some(t)) = (catalog, generation, &t) {
-            c.keep_target(g, t);
+        if let Some(t) = &t {
+            catalog.keep_target(generation, t);
         }
         Ok(t)
     }
@@ -1117,19 +1122,17 @@ impl Store for Engine {
     }
 
     async fn role(&self, target: &str, name: &str) -> Result<Option<Role>, StoreError> {
-        let catalog = match &self.pools {
-            Pools::Sqlite { catalog, .. } | Pools::Pg { catalog, .. } => Some(catalog),
-        };
-        if let Some(r) = catalog.and_then(|c| c.role(target, name)) {
+        let catalog = self.catalog();
+        if let Some(r) = catalog.role(target, name) {
             return Ok(Some(r));
         }
-        let generation = catalog.map(|c| c.generation());
+        let generation = catalog.generation();
         let sql = format!("SELECT {ROLE_COLS} FROM roles WHERE target = $1 AND name = $2");
         let r = self
             .fetch_optional(&sql, args![target, name], rows::role)
             .await?;
-        if let (Some(c), Some(g), Some(r)) = (catalog, generation, &r) {
-            c.keep_role(g, r);
+        if let Some(r) = &r {
+            catalog.keep_role(generation, r);
         }
         Ok(r)
     }

@@ -154,12 +154,7 @@ impl Slack {
             .await
             .map_err(|e| CallError::Retry(format!("cannot reach Slack: {e}"), None))?;
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::retry_after(resp.headers());
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(CallError::Retry(
                 format!("Slack answered {status}"),

@@ -111,17 +111,6 @@ pub(super) fn refused(what: &str, r: &Reply) -> ProvisionError {
     ))
 }
 
-/// `Retry-After` in seconds (Azure sends seconds; an HTTP date is treated as absent).
-fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    h.get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 impl Client {
     pub(super) fn new(config: &AzureConfig) -> Result<Self, ConfigError> {
         let http = crate::http_client(config.timeout, config.ca_file.as_deref())?;
@@ -185,7 +174,7 @@ impl Client {
                 ProvisionError::unreachable(format!("{what}: {}", truncate(&e.to_string(), 500)))
             })?;
             let status = resp.status();
-            let wait = retry_after(resp.headers());
+            let wait = pedm_notify::retry_after(resp.headers());
             let bytes = resp.bytes().await.map_err(|e| {
                 ProvisionError::unreachable(format!("{what}: reading the answer: {e}"))
             })?;

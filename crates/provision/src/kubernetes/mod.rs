@@ -444,12 +444,7 @@ impl KubernetesProvisioner {
                 ProvisionError::unreachable(format!("{what}: {}", crate::transport_error(&e)))
             })?;
             let status = resp.status();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = pedm_notify::retry_after(resp.headers());
             let bytes = resp.bytes().await.map_err(|e| {
                 ProvisionError::unreachable(format!(
                     "{what}: reading the answer: {}",
