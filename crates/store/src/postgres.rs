@@ -5,10 +5,12 @@ use crate::sql::{Engine, Pools};
 use pedm_core::model::*;
 use pedm_core::store::StoreError;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod group_commit;
+mod hosts;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -23,6 +25,8 @@ const CATALOG_TTL: Duration = Duration::from_secs(1);
 /// that locks the chain head row, so the chain stays gap-free and unforked.
 pub struct PostgresStore {
     engine: Engine,
+    /// Keeps the pool on the primary when the URL lists several hosts; stops when dropped.
+    _follower: Option<hosts::Follower>,
 }
 
 impl PostgresStore {
@@ -32,16 +36,56 @@ impl PostgresStore {
         Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
     }
 
+    /// [`PostgresStore::connect`] with a pool of `max_connections`. `url` may list several
+    /// hosts (`postgres://u@h1:5432,h2:5432/pedm`): the pool then follows whichever is the
+    /// writable primary (see `hosts`).
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         // Error texts must not leak the password, whichever part of sqlx produced them.
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             StoreError::Backend(scrub(&format!("{what} {}: {e}", redact_url(url)), url))
         };
-        let opts: PgConnectOptions = url.parse().map_err(|e| fail("invalid URL", &e))?;
-        let pool = PgPoolOptions::new()
+        let hosts = hosts::parse(url).map_err(|e| fail("invalid URL", &e))?;
+        let follows = hosts.options.len() > 1 || hosts.require_primary;
+        let current = if follows {
+            hosts
+                .locate()
+                .await
+                .map_err(|e| fail("connecting to", &e))?
+        } else {
+            0
+        };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let moves = Arc::new(hosts::Moves::new());
+        let mut pool_options = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
+            .acquire_timeout(Duration::from_secs(10));
+        if hosts.require_primary {
+            let wake = wake.clone();
+            pool_options = pool_options.after_connect(move |conn, _| {
+                let wake = wake.clone();
+                Box::pin(async move {
+                    if hosts::is_writable(conn).await? {
+                        Ok(())
+                    } else {
+                        // The primary moved: the follower looks for it now.
+                        wake.notify_one();
+                        Err(sqlx::Error::Protocol(
+                            "the server is a standby (read-only)".into(),
+                        ))
+                    }
+                })
+            });
+        }
+        if follows {
+            let moves = moves.clone();
+            // Connections to the host before the last move are not handed out again.
+            pool_options = pool_options.before_acquire(move |_, meta| {
+                let fresh = !moves.predates(meta.age);
+                Box::pin(async move { Ok(fresh) })
+            });
+        }
+        let pool = pool_options
+            .connect_with(hosts.options[current].clone())
             .await
             .map_err(|e| fail("connecting to", &e))?;
         MIGRATOR
@@ -49,6 +93,8 @@ impl PostgresStore {
             .await
             .map_err(|e| fail("migrating", &e))?;
         tracing::debug!(url = %redact_url(url), "connected to PostgreSQL store");
+        let follower =
+            follows.then(|| hosts::Follower::start(hosts, pool.clone(), current, wake, moves));
         Ok(PostgresStore {
             engine: Engine {
                 pools: Pools::Pg {
@@ -57,6 +103,7 @@ impl PostgresStore {
                     pool,
                 },
             },
+            _follower: follower,
         })
     }
 
