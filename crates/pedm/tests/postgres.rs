@@ -252,3 +252,90 @@ async fn while_the_database_is_away_answers_are_503_with_retry_after_never_wrong
         "a request answered 503 was stored"
     );
 }
+
+#[tokio::test]
+async fn instances_given_one_kek_share_the_first_ones_signing_keys() {
+    let Some(pg) = TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db = pg.fresh_database("kek").expect("database");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let kek = kek_file(keys.path(), "kek");
+
+    // One instance with its own key files grows into several: its identity is kept.
+    let mut a = Server::start_with(Options {
+        database_url: Some(db.clone()),
+        ..Default::default()
+    });
+    standard_targets(&a).await;
+    let audit_key = a.anonymous().audit_pubkey().await.unwrap().public_key;
+    let agent_key = a.admin().register_host("web1").await.unwrap().server_key;
+    a.reconfigure(Some(&with_kek(&kek)), &[]);
+    assert_eq!(
+        a.anonymous().audit_pubkey().await.unwrap().public_key,
+        audit_key
+    );
+
+    let b = Server::start_with(Options {
+        database_url: Some(db.clone()),
+        admin_token: Some(a.admin_token.clone()),
+        config: Some(with_kek(&kek)),
+        ..Default::default()
+    });
+    assert_eq!(
+        b.anonymous().audit_pubkey().await.unwrap().public_key,
+        audit_key,
+        "the second instance signs checkpoints with the first one's key"
+    );
+    assert_eq!(
+        b.admin().register_host("web1").await.unwrap().server_key,
+        agent_key,
+        "agents get one server key whichever instance they reach"
+    );
+    for f in ["audit.key", "agent.key"] {
+        assert!(
+            !b.data_path().join(f).exists(),
+            "{f}: the second instance made no key of its own"
+        );
+    }
+    // Sealed once per key, recorded once, never in clear.
+    let shared = audit_of(&a, "key.shared").await;
+    let mut subjects: Vec<_> = shared.iter().filter_map(|e| e.subject.clone()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["key:agent", "key:audit"]);
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&db)
+        .await
+        .unwrap();
+    let sealed: Vec<String> =
+        sqlx::query_scalar("SELECT value FROM integration_state WHERE integration = 'sealed-keys'")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(sealed.len(), 2);
+    let secret = std::fs::read_to_string(a.data_path().join("audit.key")).unwrap();
+    for v in &sealed {
+        assert!(v.starts_with("v1:") && !v.contains(secret.trim()), "{v}");
+    }
+
+    // Checkpoints signed by either instance verify with the one public key.
+    a.admin().sign_audit_checkpoint().await.unwrap();
+    user_with_token(&b, "carol", false).await;
+    b.admin().sign_audit_checkpoint().await.unwrap();
+    let o = b.cli(&b.admin_token, &["audit", "verify", "--pubkey", &audit_key]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    // An instance with another KEK does not start: never a second identity.
+    let other = kek_file(keys.path(), "other");
+    let log = Server::try_start_with(Options {
+        database_url: Some(db),
+        admin_token: Some(a.admin_token.clone()),
+        config: Some(with_kek(&other)),
+        ..Default::default()
+    })
+    .err()
+    .expect("a wrong KEK stops pedmd");
+    assert!(
+        log.contains("sealed under another key-encryption key"),
+        "{log}"
+    );
+}

@@ -136,8 +136,12 @@ async fn a_primary_failover_under_load_loses_no_acknowledged_request_and_expires
     };
     let url = cluster.url();
     let first_leader = cluster.leader().await;
+    // Both instances sign with one key, sealed in the database under this KEK.
+    let keys = tempfile::tempdir().expect("tempdir");
+    let kek = kek_file(keys.path(), "kek");
     let a = Server::start_with(Options {
         database_url: Some(url.clone()),
+        config: Some(with_kek(&kek)),
         ..Default::default()
     });
     standard_targets(&a).await;
@@ -146,6 +150,7 @@ async fn a_primary_failover_under_load_loses_no_acknowledged_request_and_expires
     let b = Server::start_with(Options {
         database_url: Some(url),
         admin_token: Some(a.admin_token.clone()),
+        config: Some(with_kek(&kek)),
         ..Default::default()
     });
     let mut clients = vec![];
@@ -308,7 +313,7 @@ async fn a_primary_failover_under_load_loses_no_acknowledged_request_and_expires
         .expect("events");
     pedm_core::audit::verify_chain(pedm_core::audit::GENESIS_HASH, 1, &events)
         .expect("the audit chain verifies");
-    let after = admin_a
+    let after = admin_b
         .sign_audit_checkpoint()
         .await
         .expect("checkpoint after the failover");
@@ -319,4 +324,8 @@ async fn a_primary_failover_under_load_loses_no_acknowledged_request_and_expires
         before.size,
         events.len()
     );
+    // Signed by one instance before and the other after, verified with the one key.
+    let key = a.anonymous().audit_pubkey().await.expect("key").public_key;
+    let o = a.cli(&a.admin_token, &["audit", "verify", "--pubkey", &key]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }

@@ -1,10 +1,12 @@
 //! pedm's signing keys: for OpenSSH, the user and host certificate authorities
 //! ([`SshAuthority`], which implements the core's [`pedm_core::ssh::SshCa`] port) and the key
-//! revocation list ([`krl`]); the OpenID Connect issuer's ([`oidc`]). One auditable place for
+//! revocation list ([`krl`]); the OpenID Connect issuer's ([`oidc`]); secrets sealed under a
+//! key-encryption key to be shared through the database ([`sealed`]). One auditable place for
 //! key material: the server uses it, the core only sees ports.
 
 pub mod krl;
 pub mod oidc;
+pub mod sealed;
 
 use jiff::Timestamp;
 use pedm_core::ssh::{CertKind, CertRequest, RevokedCert, SignedCert, SshCa, SshCaError};

@@ -17,8 +17,14 @@ pub struct Config {
     pub listen: String,
     /// Where the embedded database and the bootstrap admin token live.
     pub data_dir: PathBuf,
-    /// `sqlite://PATH` or `postgres://...`; empty means `sqlite://<data_dir>/pedm.db`.
+    /// `sqlite://PATH` or `postgres://...` (several hosts, `postgres://u@h1,h2/pedm`, follow
+    /// the writable primary); empty means `sqlite://<data_dir>/pedm.db`.
     pub database_url: String,
+    /// A file holding a 256-bit key-encryption key (base64, mode 0600). When set, the audit
+    /// and agent signing keys are sealed into the database under it and shared by every
+    /// instance given the same file (see `shared_keys`); empty: each instance's own key files.
+    #[serde(default)]
+    pub key_encryption_key: String,
     /// Name of the admin created on first start.
     pub admin_user: String,
     /// `text` or `json`.
@@ -361,6 +367,7 @@ impl Default for Config {
             listen: "127.0.0.1:8470".into(),
             data_dir: PathBuf::from("/var/lib/pedm"),
             database_url: String::new(),
+            key_encryption_key: String::new(),
             admin_user: "admin".into(),
             log_format: "text".into(),
             limits: LimitsConfig {
@@ -409,6 +416,7 @@ pub struct Resolved {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    pub key_encryption_key: Option<PathBuf>,
     pub admin_user: String,
     pub json_logs: bool,
     pub limits: pedm_core::service::Limits,
@@ -466,13 +474,14 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         // Only keys of this file: PEDM_URL, PEDM_TOKEN, PEDM_LOG... belong to others.
-        const KEYS: [&str; 11] = [
+        const KEYS: [&str; 12] = [
             "tls",
             "agents",
             "policy",
             "listen",
             "data_dir",
             "database_url",
+            "key_encryption_key",
             "admin_user",
             "log_format",
             "limits",
@@ -532,6 +541,10 @@ impl Config {
             listen,
             data_dir: self.data_dir.clone(),
             database_url,
+            key_encryption_key: match self.key_encryption_key.trim() {
+                "" => None,
+                p => Some(PathBuf::from(p)),
+            },
             admin_user: self.admin_user.clone(),
             json_logs: self.log_format == "json",
             limits,

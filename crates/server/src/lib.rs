@@ -14,6 +14,7 @@ pub mod oncall;
 pub mod outbox;
 pub mod policy;
 pub mod provision;
+mod shared_keys;
 mod slack;
 pub mod sudo_log;
 pub mod task_dispatch;
@@ -173,6 +174,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     create_private_dir(&cfg.data_dir)?;
+    // Read before the database is touched: a missing or unsafe KEK file stops pedmd first.
+    let kek = cfg
+        .key_encryption_key
+        .as_deref()
+        .map(pedm_pki::sealed::KeyEncryptionKey::load)
+        .transpose()
+        .context("key_encryption_key")?;
     // [tls] files, or for --dev without them a local CA and server certificate.
     let (tls_files, dev_ca) = match (&cfg.tls, args.dev) {
         (Some(pair), _) => (Some(pair.clone()), None),
@@ -251,9 +259,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?,
         )),
     };
-    let agent_key =
-        audit_signer::load_or_create_key(&cfg.agent_signing_key, "agent snapshot signing key")
-            .context("agents.signing_key")?;
+    let agent_key = shared_keys::signing_key(
+        cp.store().as_ref(),
+        kek.as_ref(),
+        shared_keys::AGENT_KEY,
+        &cfg.agent_signing_key,
+    )
+    .await
+    .context("agents.signing_key")?;
     let client_ca = match &tls_files {
         Some(_) => Some(Arc::new(
             tls::client_ca::ClientCa::ensure(&cfg.data_dir).context("agents' client CA")?,
@@ -384,7 +397,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown_rx,
     ));
 
-    let key = audit_signer::load_or_create_key(&cfg.audit_signing_key, "audit signing key")?;
+    let key = shared_keys::signing_key(
+        cp.store().as_ref(),
+        kek.as_ref(),
+        shared_keys::AUDIT_KEY,
+        &cfg.audit_signing_key,
+    )
+    .await
+    .context("audit.signing_key")?;
     let signer = Arc::new(
         audit_signer::AuditSigner::open(
             cp.store().clone(),

@@ -50,6 +50,11 @@ impl Server {
     }
 
     pub fn start_with(opts: Options) -> Server {
+        Self::try_start_with(opts).unwrap_or_else(|log| panic!("pedmd did not start; log:\n{log}"))
+    }
+
+    /// [`Self::start_with`], but pedmd's log when it does not start (for refusals at start).
+    pub fn try_start_with(opts: Options) -> Result<Server, String> {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let mut s = Server {
@@ -68,7 +73,7 @@ impl Server {
             std::fs::write(&f, text).expect("config file");
             s.config_file = Some(f);
         }
-        s.spawn(opts.port);
+        s.try_spawn(opts.port)?;
         s.admin_token = match opts.admin_token {
             Some(t) => t,
             None => std::fs::read_to_string(s.data_dir.join("admin.token"))
@@ -76,7 +81,7 @@ impl Server {
                 .trim()
                 .to_string(),
         };
-        s
+        Ok(s)
     }
 
     /// Starts pedmd; on `port` if given (to come back on the same URL after a restart).
@@ -285,6 +290,37 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A KEK file (base64 of 32 random bytes, mode 0600) in `dir`.
+pub fn kek_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    use base64::Engine as _;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .expect("random bytes");
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("kek file");
+    std::io::Write::write_all(
+        &mut f,
+        base64::engine::general_purpose::STANDARD
+            .encode(raw)
+            .as_bytes(),
+    )
+    .expect("write kek");
+    path
+}
+
+/// The configuration line that gives pedmd the KEK file `path`.
+pub fn with_kek(path: &std::path::Path) -> String {
+    format!("key_encryption_key = {path:?}\n")
 }
 
 /// Creates a user and returns a token for it.

@@ -1,0 +1,118 @@
+//! Signing keys shared through the database by every instance given the same key-encryption
+//! key (`key_encryption_key = "/etc/pedm/kek"`): the audit checkpoint key and the key of the
+//! snapshots agents enforce. Instances behind one load balancer then sign with one identity,
+//! so an auditor's public key and an agent's `server_key` hold whichever instance answers.
+//!
+//! The first instance to start with a KEK seals its key (the key file it already has, so a
+//! single instance keeps its identity when it grows into several, or a new one) into
+//! `integration_state` (`sealed-keys`/NAME) with a conditional insert, and records
+//! `key.shared`; the others open that one. Without a KEK each instance keeps its own key file,
+//! as before. A wrong KEK stops pedmd at start, naming both KEK ids: never a second identity.
+
+use crate::audit_signer::load_or_create_key;
+use anyhow::{Context, bail};
+use pedm_audit::SigningKey;
+use pedm_core::audit::NewAuditEvent;
+use pedm_core::integration::{IntegrationEntry, IntegrationWrite};
+use pedm_core::model::SYSTEM_ACTOR;
+use pedm_core::store::{Changeset, Store, StoreError, Write};
+use pedm_pki::sealed::KeyEncryptionKey;
+use std::path::Path;
+
+const INTEGRATION: &str = "sealed-keys";
+
+/// Which key: its name in the database and what it is called in messages (also the sealed
+/// text's associated data, so one key's ciphertext cannot stand in for another's).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyName {
+    pub name: &'static str,
+    pub what: &'static str,
+}
+
+pub const AUDIT_KEY: KeyName = KeyName {
+    name: "audit",
+    what: "audit signing key",
+};
+pub const AGENT_KEY: KeyName = KeyName {
+    name: "agent",
+    what: "agent snapshot signing key",
+};
+
+/// The key to sign with: the one sealed in the database when `kek` is given (sealing this
+/// instance's own first if there is none yet), else the key file at `path`.
+pub async fn signing_key(
+    store: &dyn Store,
+    kek: Option<&KeyEncryptionKey>,
+    key: KeyName,
+    path: &Path,
+) -> anyhow::Result<SigningKey> {
+    let Some(kek) = kek else {
+        return load_or_create_key(path, key.what);
+    };
+    // Twice at most: if another instance seals first, its key is read on the second round.
+    for _ in 0..2 {
+        if let Some(entry) = store
+            .integration_entry(INTEGRATION, key.name)
+            .await
+            .with_context(|| format!("reading the shared {}", key.what))?
+        {
+            let secret = kek.open(key.what, &entry.value)?;
+            let text = std::str::from_utf8(&secret)
+                .with_context(|| format!("the shared {} is not text", key.what))?;
+            let signing = SigningKey::from_secret_text(text)
+                .with_context(|| format!("the shared {}", key.what))?;
+            tracing::info!(key = %signing.public_key(), kek = kek.id(),
+                "using the {} shared through the database", key.what);
+            return Ok(signing);
+        }
+        let signing = if path.exists() {
+            SigningKey::load(path)
+                .with_context(|| format!("cannot load the {} {}", key.what, path.display()))?
+        } else {
+            SigningKey::generate().with_context(|| format!("cannot generate the {}", key.what))?
+        };
+        let now = jiff::Timestamp::now();
+        let sealed = kek.seal(key.what, signing.to_secret_text().as_bytes())?;
+        let claim = IntegrationWrite::Claim {
+            entry: IntegrationEntry {
+                integration: INTEGRATION.into(),
+                key: key.name.into(),
+                value: sealed,
+                expires_at: None,
+            },
+            now,
+        };
+        let event = NewAuditEvent::new(
+            now,
+            SYSTEM_ACTOR,
+            "key.shared",
+            Some(format!("key:{}", key.name)),
+        )
+        .data(serde_json::json!({
+            "key": key.what,
+            "public_key": signing.public_key().to_string(),
+            "kek_id": kek.id(),
+        }));
+        match store
+            .commit(
+                Changeset::new()
+                    .write(Write::Integration(claim))
+                    .event(event),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(key = %signing.public_key(), kek = kek.id(),
+                    "sealed the {} into the database for every instance", key.what);
+                return Ok(signing);
+            }
+            // Another instance sealed its key first: that one is the shared key.
+            Err(StoreError::AlreadyExists(_)) => continue,
+            Err(e) => return Err(e).with_context(|| format!("sealing the {}", key.what)),
+        }
+    }
+    bail!(
+        "the shared {} was claimed but cannot be read back; check the database",
+        key.what
+    )
+}
