@@ -339,3 +339,57 @@ async fn instances_given_one_kek_share_the_first_ones_signing_keys() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_killed_under_load_loses_nothing_it_acknowledged() {
+    let Some(pg) = TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db = pg.fresh_database("killed").expect("database");
+    let mut a = Server::start_with(Options {
+        database_url: Some(db.clone()),
+        ..Default::default()
+    });
+    standard_targets(&a).await;
+    allow_parallel_auto_approved(&a.admin()).await;
+    let b = Server::start_with(Options {
+        database_url: Some(db),
+        admin_token: Some(a.admin_token.clone()),
+        ..Default::default()
+    });
+    let mut clients = vec![];
+    for i in 0..16 {
+        let token = user_with_token(&a, &format!("user{i}"), false).await;
+        clients.push(if i % 2 == 0 {
+            a.client(&token)
+        } else {
+            b.client(&token)
+        });
+    }
+    // Requests to the killed instance get no answer; nothing else may fail.
+    let mut load = common::load::Load::start(clients, "3s", |e| e.status().is_none());
+    load.wait_acked(100, Duration::from_secs(60), "before the kill")
+        .await;
+    // SIGKILL while its committer is busy with the load: a batch in flight is rolled back
+    // whole by PostgreSQL, and none of it was acknowledged.
+    a.kill();
+    let at_kill = load.acked();
+    load.wait_acked(
+        at_kill + 200,
+        Duration::from_secs(60),
+        "the other instance goes on",
+    )
+    .await;
+    let seen = load.finish().await;
+    println!(
+        "acknowledged {} requests ({at_kill} before the kill), {} got no answer",
+        seen.acked.len(),
+        seen.refused
+    );
+    // The survivor's scheduler ends the killed instance's grants too, each once.
+    common::load::assert_stored_and_expired_once(&[b.admin()], &seen).await;
+    let n = common::load::assert_chain_verifies(&b.admin()).await;
+    // The killed instance comes back onto the same log.
+    a.start_again();
+    assert!(common::load::assert_chain_verifies(&a.admin()).await >= n);
+}

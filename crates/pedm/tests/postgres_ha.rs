@@ -7,17 +7,12 @@
 
 mod common;
 
+use common::load::{Load, assert_chain_verifies, assert_stored_and_expired_once};
 use common::*;
-use jiff::Timestamp;
-use pedm_api::*;
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// A Patroni cluster for one test; stopped when dropped.
 struct HaCluster {
@@ -120,15 +115,6 @@ async fn run_script(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-/// What the load saw: acknowledged requests (request, grant, grant's end) and refusals.
-#[derive(Default)]
-struct Seen {
-    acked: Vec<(Uuid, Uuid, Timestamp)>,
-    unavailable: usize,
-    /// The longest time between two acknowledgements (the outage as clients saw it).
-    longest_gap: Duration,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_failover_under_load_loses_no_acknowledged_request_and_expires_each_grant_once() {
     let Some(cluster) = HaCluster::start_or_skip().await else {
@@ -168,161 +154,53 @@ async fn a_primary_failover_under_load_loses_no_acknowledged_request_and_expires
         .await
         .expect("checkpoint before");
 
-    // 16 clients request short grants (they expire during and after the failover) until told.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (acks, mut acks_rx) = tokio::sync::watch::channel(0usize);
-    let acks = Arc::new(acks);
-    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
-    let last_ack = Arc::new(std::sync::Mutex::new(Instant::now()));
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let (stop, acks, seen, last_ack) =
-                (stop.clone(), acks.clone(), seen.clone(), last_ack.clone());
-            tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let why = format!("client {i} request {n}");
-                    match c.create_request(&req("web1", "docker", "3s", &why)).await {
-                        Ok(r) => {
-                            let g = r.grant.expect("auto-approved: a grant");
-                            let now = Instant::now();
-                            let gap = now - std::mem::replace(&mut *last_ack.lock().unwrap(), now);
-                            let mut s = seen.lock().unwrap();
-                            s.longest_gap = s.longest_gap.max(gap);
-                            s.acked.push((r.request.id, g.id, g.expires_at));
-                            drop(s);
-                            acks.send_modify(|n| *n += 1);
-                        }
-                        // Never a wrong answer: only "unavailable, try again" while there is
-                        // no primary.
-                        Err(e) => {
-                            assert_eq!(e.status(), Some(503), "client {i}: {e}");
-                            seen.lock().unwrap().unavailable += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-
-    acks_rx.wait_for(|n| *n >= 100).await.expect("load runs");
+    // 16 clients request short grants (they expire during and after the failover); the only
+    // error allowed is 503 while there is no primary: never a wrong answer.
+    let mut load = Load::start(clients, "3s", |e| e.status() == Some(503));
+    load.wait_acked(100, Duration::from_secs(60), "before the failover")
+        .await;
     let killed = cluster.kill_primary().await;
     assert_eq!(killed, first_leader);
     let killed_at = Instant::now();
-    let acked_at_kill = *acks_rx.borrow();
+    let acked_at_kill = load.acked();
     let new_leader = cluster.wait_leader_not(&killed).await;
     println!(
         "Patroni promoted (name, seconds after the kill): {}",
         new_leader.trim()
     );
     assert_ne!(new_leader.split_whitespace().next(), Some(killed.as_str()));
-    // Service resumes: 100 more acknowledgements after the failover.
-    tokio::time::timeout(
+    // Service resumes: 200 more acknowledgements after the failover.
+    load.wait_acked(
+        acked_at_kill + 200,
         Duration::from_secs(60),
-        acks_rx.wait_for(|n| *n >= acked_at_kill + 200),
+        "after the failover",
     )
-    .await
-    .expect("requests are acknowledged again after the failover")
-    .expect("load runs");
+    .await;
     let resumed_after = killed_at.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("client task");
-    }
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let seen = load.finish().await;
     println!(
         "acknowledged {} requests ({} before the kill), {} answered 503; longest gap between \
          acknowledgements {:?}; 200 more acknowledged {:?} after the kill",
         seen.acked.len(),
         acked_at_kill,
-        seen.unavailable,
+        seen.refused,
         seen.longest_gap,
         resumed_after
     );
-
-    // Every acknowledged request and its grant are in the database (read through both).
-    let admin_a = a.admin();
-    let admin_b = b.admin();
-    for (i, (request, grant, _)) in seen.acked.iter().enumerate() {
-        let admin = if i % 2 == 0 { &admin_a } else { &admin_b };
-        admin
-            .get_request(*request)
-            .await
-            .expect("acknowledged request stored");
-        let g = admin.get_grant(*grant).await.expect("its grant stored");
-        assert_eq!(g.request_id, *request);
-    }
-
-    // Every grant in the database (acknowledged or not) ends exactly once.
-    let last_end = seen.acked.iter().map(|x| x.2).max().expect("acked");
-    sleep_past(last_end).await;
-    let grants = eventually(Duration::from_secs(60), "every grant expired", || async {
-        let all = admin_a
-            .list_grants(&GrantQuery::default())
-            .await
-            .expect("grants");
-        all.iter()
-            .all(|g| g.state == GrantState::Expired)
-            .then_some(all)
-    })
-    .await;
-    assert!(grants.len() >= seen.acked.len());
-    let expired = eventually(
-        Duration::from_secs(30),
-        "an expiry event per grant",
-        || async {
-            let events = admin_a
-                .audit_events(&AuditQuery {
-                    action: Some("grant.expired".into()),
-                    ..Default::default()
-                })
-                .await
-                .expect("events");
-            (events.len() >= grants.len()).then_some(events)
-        },
-    )
-    .await;
-    let mut per_grant: BTreeMap<String, usize> = BTreeMap::new();
-    for e in &expired {
-        *per_grant
-            .entry(e.subject.clone().unwrap_or_default())
-            .or_default() += 1;
-    }
-    for g in &grants {
-        assert_eq!(
-            per_grant.get(&format!("grant:{}", g.id)),
-            Some(&1),
-            "grant {} expired exactly once",
-            g.id
-        );
-    }
-    assert_eq!(
-        per_grant.len(),
-        grants.len(),
-        "no expiry of an unknown grant"
-    );
+    let (admin_a, admin_b) = (a.admin(), b.admin());
+    assert_stored_and_expired_once(&[admin_a.clone(), admin_b.clone()], &seen).await;
 
     // One chain, unbroken across the failover, and checkpoints go on from before it.
-    let events = admin_b
-        .audit_events(&AuditQuery::default())
-        .await
-        .expect("events");
-    pedm_core::audit::verify_chain(pedm_core::audit::GENESIS_HASH, 1, &events)
-        .expect("the audit chain verifies");
+    let events = assert_chain_verifies(&admin_b).await;
     let after = admin_b
         .sign_audit_checkpoint()
         .await
         .expect("checkpoint after the failover");
     assert!(
-        after.size > before.size && after.size as usize == events.len(),
-        "checkpoint after: {} events, before: {}, log: {}",
+        after.size > before.size && after.size as usize == events,
+        "checkpoint after: {} events, before: {}, log: {events}",
         after.size,
-        before.size,
-        events.len()
+        before.size
     );
     // Signed by one instance before and the other after, verified with the one key.
     let key = a.anonymous().audit_pubkey().await.expect("key").public_key;

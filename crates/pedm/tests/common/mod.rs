@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod browser;
 pub mod idp;
+pub mod load;
 pub mod slack;
 pub mod smtp;
 pub mod spawn;
