@@ -367,7 +367,7 @@ async fn an_instance_killed_under_load_loses_nothing_it_acknowledged() {
         });
     }
     // Requests to the killed instance get no answer; nothing else may fail.
-    let mut load = common::load::Load::start(clients, "3s", |e| e.status().is_none());
+    let mut load = common::load::Load::start(clients, "3s", |_, e| e.status().is_none());
     load.wait_acked(100, Duration::from_secs(60), "before the kill")
         .await;
     // SIGKILL while its committer is busy with the load: a batch in flight is rolled back

@@ -156,7 +156,7 @@ async fn a_primary_failover_under_load_loses_no_acknowledged_request_and_expires
 
     // 16 clients request short grants (they expire during and after the failover); the only
     // error allowed is 503 while there is no primary: never a wrong answer.
-    let mut load = Load::start(clients, "3s", |e| e.status() == Some(503));
+    let mut load = Load::start(clients, "3s", |_, e| e.status() == Some(503));
     load.wait_acked(100, Duration::from_secs(60), "before the failover")
         .await;
     let killed = cluster.kill_primary().await;

@@ -15,6 +15,8 @@ mod hosts;
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// How long PostgreSQL lets a session of pedmd sit idle inside a transaction.
+const IDLE_IN_TRANSACTION_LIMIT: &str = "5s";
 /// How long a target or role read is kept: what another instance changes is seen within it.
 const CATALOG_TTL: Duration = Duration::from_secs(1);
 
@@ -44,7 +46,16 @@ impl PostgresStore {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             StoreError::Backend(scrub(&format!("{what} {}: {e}", redact_url(url)), url))
         };
-        let hosts = hosts::parse(url).map_err(|e| fail("invalid URL", &e))?;
+        let mut hosts = hosts::parse(url).map_err(|e| fail("invalid URL", &e))?;
+        for o in &mut hosts.options {
+            // pedmd never pauses inside a transaction: one left idle is an instance cut off or
+            // frozen mid-batch, whose locks (the chain head's) would stop every other instance
+            // until TCP gave up on it. PostgreSQL ends such a session after this long.
+            *o = o.clone().options([(
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_LIMIT,
+            )]);
+        }
         let follows = hosts.options.len() > 1 || hosts.require_primary;
         let current = if follows {
             hosts

@@ -55,6 +55,8 @@ pub struct TestPostgres {
     watcher: Mutex<Option<Child>>,
     /// fsync on (benchmarks); tests run with it off.
     durable: bool,
+    /// Addresses listened on besides 127.0.0.1 (see [`TestPostgres::listen_also`]).
+    extra_listen: Mutex<Vec<String>>,
     // Last, so it is removed after the server has stopped.
     dir: tempfile::TempDir,
 }
@@ -114,6 +116,7 @@ impl TestPostgres {
             running: Mutex::new(false),
             watcher: Mutex::new(None),
             durable,
+            extra_listen: Mutex::new(Vec::new()),
             dir,
         };
         run(pg
@@ -224,6 +227,25 @@ impl TestPostgres {
         Ok(())
     }
 
+    /// Also listens on `addr` (an address of this machine, e.g. one end of a veth pair a test
+    /// made) and trusts clients from `cidr`: for tests whose pedmd reaches the database over
+    /// a link they can cut. Restarts the server.
+    pub fn listen_also(&self, addr: &str, cidr: &str) -> Result<(), TestPgError> {
+        use std::io::Write;
+        let hba = self.data_dir().join("pg_hba.conf");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&hba)
+            .and_then(|mut f| writeln!(f, "host all all {cidr} trust"))
+            .map_err(|e| failed(format!("{}: {e}", hba.display())))?;
+        self.extra_listen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(addr.to_string());
+        self.stop()?;
+        self.start_again()
+    }
+
     /// Starts the stopped server again, on the same port, with the same data.
     pub fn start_again(&self) -> Result<(), TestPgError> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -237,9 +259,18 @@ impl TestPostgres {
         } else {
             "-c fsync=off -c full_page_writes=off "
         };
+        let mut listen = vec!["127.0.0.1".to_string()];
+        listen.extend(
+            self.extra_listen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
+            "-c listen_addresses={} -c port={} -c unix_socket_directories={} \
              {fsync}-c max_connections=300",
+            listen.join(","),
             self.port,
             self.socket_dir().display()
         );

@@ -32,8 +32,13 @@ pub struct Load {
 
 impl Load {
     /// Each client requests `docker` on `web1` for `duration`, over and over (the policy must
-    /// allow parallel grants). An error `allowed` refuses fails the test.
-    pub fn start(clients: Vec<Client>, duration: &str, allowed: fn(&ApiError) -> bool) -> Load {
+    /// allow parallel grants). An error `allowed` refuses (given the client's index) fails the
+    /// test.
+    pub fn start(
+        clients: Vec<Client>,
+        duration: &str,
+        allowed: fn(usize, &ApiError) -> bool,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let (acks_tx, acks) = watch::channel(0usize);
         let acks_tx = Arc::new(acks_tx);
@@ -71,7 +76,7 @@ impl Load {
                                 acks_tx.send_modify(|n| *n += 1);
                             }
                             Err(e) => {
-                                assert!(allowed(&e), "client {i}: {e}");
+                                assert!(allowed(i, &e), "client {i}: {e}");
                                 seen.lock().unwrap().refused += 1;
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }

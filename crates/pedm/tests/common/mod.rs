@@ -28,6 +28,8 @@ pub struct Server {
     config_file: Option<PathBuf>,
     /// `--dev`: HTTPS from pedmd's own CA, which clients here trust.
     dev: bool,
+    /// (namespace, listen host): see [`Options::netns`].
+    netns: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -43,6 +45,9 @@ pub struct Options {
     /// Listen on this port (for a configuration that must name pedmd's own address before
     /// it starts); a free one when `None`.
     pub port: Option<u16>,
+    /// Run pedmd in this network namespace (`ip netns exec`), listening on `listen_host`
+    /// (plain HTTP, `--insecure-http`): for tests that cut its links.
+    pub netns: Option<(String, String)>,
 }
 
 impl Server {
@@ -68,6 +73,7 @@ impl Server {
             env: opts.env,
             config_file: None,
             dev: opts.dev,
+            netns: opts.netns,
         };
         if let Some(text) = &opts.config {
             let f = s.data_dir.with_extension("toml");
@@ -93,13 +99,22 @@ impl Server {
     }
 
     fn try_spawn(&mut self, port: Option<u16>) -> Result<(), String> {
-        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let host = self.netns.as_ref().map_or("127.0.0.1", |(_, h)| h.as_str());
+        let listen = format!("{host}:{}", port.unwrap_or(0));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pedmd"));
+        let mut cmd = match &self.netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_pedmd")])
+                    .arg("--insecure-http");
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_pedmd")),
+        };
         cmd.arg("--listen")
             .arg(&listen)
             .arg("--data-dir")

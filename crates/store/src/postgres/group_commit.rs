@@ -8,6 +8,11 @@ use crate::sql::backend;
 use pedm_core::store::StoreError;
 use sqlx::PgPool;
 
+/// How long one batch may take before the committer gives up on its connection: far beyond
+/// any real batch, short enough that a cut-off database does not hold every write for the
+/// minutes TCP takes to give up.
+const BATCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Starts the committer as a task of the current runtime, writing through `pool`.
 pub(crate) fn start(pool: PgPool) -> GroupCommitter {
     let (handle, rx, counters) = GroupCommitter::new("PostgreSQL");
@@ -26,25 +31,35 @@ impl Batcher for PgBatcher {
             Ok(c) => c,
             Err(e) => return all_fail(backend(e)),
         };
-        let first = attempt(&mut conn, batch, false).await;
-        let results = match first {
-            Ok(Some(results)) => Ok(results),
-            // A refusal spoiled the transaction: again, a savepoint per changeset.
-            Ok(None) => attempt(&mut conn, batch, true).await.map(|r| {
-                r.unwrap_or_else(|| {
-                    all_fail(StoreError::Backend(
-                        "group commit: batch could not be applied".into(),
-                    ))
-                })
-            }),
-            Err(e) => Err(e),
+        let attempts = async {
+            match attempt(&mut conn, batch, false).await {
+                Ok(Some(results)) => Ok(results),
+                // A refusal spoiled the transaction: again, a savepoint per changeset.
+                Ok(None) => attempt(&mut conn, batch, true).await.map(|r| {
+                    r.unwrap_or_else(|| {
+                        all_fail(StoreError::Backend(
+                            "group commit: batch could not be applied".into(),
+                        ))
+                    })
+                }),
+                Err(e) => Err(e),
+            }
         };
-        match results {
-            Ok(results) => results,
-            Err(e) => {
+        match tokio::time::timeout(BATCH_DEADLINE, attempts).await {
+            Ok(Ok(results)) => results,
+            Ok(Err(e)) => {
                 // The connection may be left inside a transaction: not back to the pool.
                 let _ = conn.close().await;
                 all_fail(e)
+            }
+            Err(_) => {
+                // No answer (a network cut, a frozen server): the socket is dropped without a
+                // goodbye that could hang too, and the callers hear "unavailable", which is
+                // true whether or not a COMMIT got through.
+                drop(conn.detach());
+                all_fail(StoreError::Backend(format!(
+                    "PostgreSQL did not answer within {BATCH_DEADLINE:?}"
+                )))
             }
         }
     }
