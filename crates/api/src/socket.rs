@@ -302,11 +302,11 @@ pub async fn read_frame_limited<R: AsyncRead + Unpin>(
 ) -> Result<Option<Frame>, FrameError> {
     let max = max.min(MAX_FRAME);
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
+    // A clean end is one before a frame; inside the length prefix it is a cut stream.
+    match r.read(&mut len[..1]).await? {
+        0 => return Ok(None),
+        _ => r.read_exact(&mut len[1..]).await?,
+    };
     let len = u32::from_be_bytes(len) as usize;
     if len == 0 {
         return Err(FrameError::Malformed {

@@ -235,7 +235,7 @@ pub fn verify(
         .parse()
         .map_err(|_| SignatureError::MalformedTimestamp)?;
     let skew = now.saturating_sub(at);
-    if skew.abs() > MAX_SKEW_SECS {
+    if skew.unsigned_abs() > MAX_SKEW_SECS.unsigned_abs() {
         return Err(SignatureError::Stale(skew));
     }
     let given = sig

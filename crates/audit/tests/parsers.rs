@@ -1,0 +1,100 @@
+//! The offline verifier and the checkpoint note parser take files from elsewhere (an export
+//! handed to an auditor, a note from a witness): any bytes are answered without panicking,
+//! any change to an event line of a valid export is caught, and a signed note reads back.
+//! The `fuzz/` targets `audit_export` and `checkpoint_note` explore the same parsers with
+//! coverage guidance.
+
+use jiff::Timestamp;
+use pedm_audit::{
+    CheckpointNote, ExportHeader, SigningKey, VerifyOptions, root, verify_export_with, write_export,
+};
+use pedm_core::audit::{AuditEvent, GENESIS_HASH, NewAuditEvent, chain};
+use proptest::prelude::*;
+
+fn key() -> SigningKey {
+    SigningKey::from_seed(&[9; 32])
+}
+
+fn events(texts: &[String]) -> Vec<AuditEvent> {
+    let mut prev = GENESIS_HASH;
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let at = Timestamp::from_second(1_780_000_000 + i as i64).expect("time");
+            let e = chain(
+                i as i64 + 1,
+                prev,
+                NewAuditEvent::new(at, t, "request.created", Some(format!("request:{i}")))
+                    .data(serde_json::json!({ "justification": t })),
+            );
+            prev = e.hash;
+            e
+        })
+        .collect()
+}
+
+/// A whole export of `texts` as events, with a checkpoint covering them all.
+fn export(texts: &[String]) -> Vec<u8> {
+    let k = key();
+    let evs = events(texts);
+    let hashes: Vec<[u8; 32]> = evs.iter().map(|e| e.hash).collect();
+    let at = Timestamp::from_second(1_790_000_000).expect("time");
+    let cp = k.sign_checkpoint(evs.len() as u64, root(&hashes), at);
+    let header = ExportHeader::new(at, Some(k.key_id().into()));
+    write_export(Vec::new(), &header, &[cp], &evs).expect("export")
+}
+
+fn verify(bytes: &[u8]) -> bool {
+    let opts = VerifyOptions {
+        threads: Some(1),
+        ..VerifyOptions::default()
+    };
+    verify_export_with(bytes, key().public_key(), &opts).is_ok()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_byte_string_makes_the_verifier_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = verify(&bytes);
+    }
+
+    #[test]
+    fn a_valid_export_verifies(texts in proptest::collection::vec(any::<String>(), 1..12)) {
+        prop_assert!(verify(&export(&texts)));
+    }
+
+    #[test]
+    fn any_change_to_an_event_line_is_caught(
+        texts in proptest::collection::vec(any::<String>(), 1..12),
+        at in any::<prop::sample::Index>(),
+        xor in 1u8..=255,
+    ) {
+        let mut bytes = export(&texts);
+        // The header and the checkpoint come first; every line after them is an event.
+        let events_start = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(1)
+            .map(|(i, _)| i + 1)
+            .expect("header and checkpoint lines");
+        let i = events_start + at.index(bytes.len() - events_start);
+        bytes[i] ^= xor;
+        prop_assert!(!verify(&bytes), "byte {i} changed and the export still verified");
+    }
+
+    #[test]
+    fn no_note_text_makes_the_parser_panic(s in any::<String>()) {
+        let _ = CheckpointNote::parse(&s);
+    }
+
+    #[test]
+    fn a_signed_note_reads_back(origin in "[a-z.]{1,20}/[a-z0-9]{1,10}", size in any::<u64>(), r in any::<[u8; 32]>()) {
+        let note = key().sign_note(&origin, size, &r);
+        let parsed = CheckpointNote::parse(&note.text()).expect("parses");
+        prop_assert_eq!(parsed, note);
+    }
+}
