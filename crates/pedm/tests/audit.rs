@@ -602,3 +602,53 @@ async fn elevation_report() {
         .unwrap();
     assert!(rows.is_empty());
 }
+
+#[tokio::test]
+async fn a_new_kek_takes_over_the_sealed_keys_without_a_new_identity() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (old, new) = (kek_file(keys.path(), "old"), kek_file(keys.path(), "new"));
+    let mut s = Server::start_with(Options {
+        config: Some(with_kek(&old)),
+        ..Default::default()
+    });
+    let key = s.anonymous().audit_pubkey().await.unwrap().public_key;
+    s.admin().sign_audit_checkpoint().await.unwrap();
+
+    // The new KEK with the old one still given: the keys are sealed again under the new one.
+    s.reconfigure(
+        Some(&format!(
+            "{}previous_key_encryption_keys = [{:?}]\n",
+            with_kek(&new),
+            old
+        )),
+        &[],
+    );
+    assert_eq!(s.anonymous().audit_pubkey().await.unwrap().public_key, key);
+    let resealed = audit_of(&s, "key.resealed").await;
+    assert_eq!(resealed.len(), 2, "audit and agent keys: {resealed:?}");
+    assert!(resealed.iter().all(|e| e.actor == "system"));
+    // From now on the new KEK alone opens them, the old one no longer does.
+    s.reconfigure(Some(&with_kek(&new)), &[]);
+    assert_eq!(s.anonymous().audit_pubkey().await.unwrap().public_key, key);
+    assert_eq!(
+        audit_of(&s, "key.resealed").await.len(),
+        2,
+        "sealed again only once"
+    );
+    s.stop();
+    let log = {
+        std::fs::write(s.data_dir.with_extension("toml"), with_kek(&old)).unwrap();
+        s.try_start_again()
+            .expect_err("the old KEK alone no longer opens the keys")
+    };
+    assert!(
+        log.contains("sealed under another key-encryption key"),
+        "{log}"
+    );
+    // Checkpoints from before and after the change verify with the one key.
+    std::fs::write(s.data_dir.with_extension("toml"), with_kek(&new)).unwrap();
+    s.start_again();
+    s.admin().sign_audit_checkpoint().await.unwrap();
+    let o = s.cli(&s.admin_token, &["audit", "verify", "--pubkey", &key]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}

@@ -346,26 +346,17 @@ async fn an_instance_killed_under_load_loses_nothing_it_acknowledged() {
         return;
     };
     let db = pg.fresh_database("killed").expect("database");
-    let mut a = Server::start_with(Options {
-        database_url: Some(db.clone()),
-        ..Default::default()
-    });
-    standard_targets(&a).await;
-    allow_parallel_auto_approved(&a.admin()).await;
-    let b = Server::start_with(Options {
-        database_url: Some(db),
-        admin_token: Some(a.admin_token.clone()),
-        ..Default::default()
-    });
-    let mut clients = vec![];
-    for i in 0..16 {
-        let token = user_with_token(&a, &format!("user{i}"), false).await;
-        clients.push(if i % 2 == 0 {
-            a.client(&token)
-        } else {
-            b.client(&token)
-        });
-    }
+    let (mut a, b, clients) = common::load::two_instances(
+        Options {
+            database_url: Some(db.clone()),
+            ..Default::default()
+        },
+        Options {
+            database_url: Some(db),
+            ..Default::default()
+        },
+    )
+    .await;
     // Requests to the killed instance get no answer; nothing else may fail.
     let mut load = common::load::Load::start(clients, "3s", |_, e| e.status().is_none());
     load.wait_acked(100, Duration::from_secs(60), "before the kill")

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::load::{Load, assert_chain_verifies, assert_stored_and_expired_once};
+use common::load::{Load, assert_chain_verifies, assert_stored_and_expired_once, two_instances};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -125,29 +125,19 @@ async fn a_primary_failover_under_load_loses_no_acknowledged_request_and_expires
     // Both instances sign with one key, sealed in the database under this KEK.
     let keys = tempfile::tempdir().expect("tempdir");
     let kek = kek_file(keys.path(), "kek");
-    let a = Server::start_with(Options {
-        database_url: Some(url.clone()),
-        config: Some(with_kek(&kek)),
-        ..Default::default()
-    });
-    standard_targets(&a).await;
-    allow_parallel_auto_approved(&a.admin()).await;
-    // Started after the policy change, so both decide with it from the first request.
-    let b = Server::start_with(Options {
-        database_url: Some(url),
-        admin_token: Some(a.admin_token.clone()),
-        config: Some(with_kek(&kek)),
-        ..Default::default()
-    });
-    let mut clients = vec![];
-    for i in 0..16 {
-        let token = user_with_token(&a, &format!("user{i}"), false).await;
-        clients.push(if i % 2 == 0 {
-            a.client(&token)
-        } else {
-            b.client(&token)
-        });
-    }
+    let (a, b, clients) = two_instances(
+        Options {
+            database_url: Some(url.clone()),
+            config: Some(with_kek(&kek)),
+            ..Default::default()
+        },
+        Options {
+            database_url: Some(url),
+            config: Some(with_kek(&kek)),
+            ..Default::default()
+        },
+    )
+    .await;
     let before = a
         .admin()
         .sign_audit_checkpoint()

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::load::{Load, assert_chain_verifies, assert_stored_and_expired_once};
+use common::load::{Load, assert_chain_verifies, assert_stored_and_expired_once, two_instances};
 use common::*;
 use pedm_store::testing::TestPostgres;
 use std::process::Command;
@@ -125,30 +125,19 @@ async fn a_network_cut_between_one_instance_and_postgres_stops_neither_the_other
     let db = pg.fresh_database("partition").expect("database");
     let db_over_link = db.replace("127.0.0.1", &db_here);
 
-    let a = Server::start_with(Options {
-        database_url: Some(db_over_link),
-        netns: Some((ns.name.clone(), api_there)),
-        ..Default::default()
-    });
-    standard_targets(&a).await;
-    allow_parallel_auto_approved(&a.admin()).await;
-    let b = Server::start_with(Options {
-        database_url: Some(db),
-        admin_token: Some(a.admin_token.clone()),
-        ..Default::default()
-    });
-    let mut clients = vec![];
-    let mut alice = None;
-    for i in 0..16 {
-        let token = user_with_token(&a, &format!("user{i}"), false).await;
-        clients.push(if i % 2 == 0 {
-            a.client(&token)
-        } else {
-            b.client(&token)
-        });
-        alice.get_or_insert(token);
-    }
-    let alice = a.client(&alice.expect("a token"));
+    let (a, b, clients) = two_instances(
+        Options {
+            database_url: Some(db_over_link),
+            netns: Some((ns.name.clone(), api_there)),
+            ..Default::default()
+        },
+        Options {
+            database_url: Some(db),
+            ..Default::default()
+        },
+    )
+    .await;
+    let alice = a.client(&user_with_token(&a, "alice", false).await);
 
     // A's clients may hear "unavailable" (503) or A's request timeout (408) while it is cut
     // off; B's only 503 while A's stale lock is held. Never anything else.

@@ -150,6 +150,15 @@ impl KeyEncryptionKey {
     }
 }
 
+/// The id of the KEK `sealed` was sealed under, if it is in the sealed form.
+pub fn sealed_by(sealed: &str) -> Option<&str> {
+    let mut parts = sealed.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(VERSION), Some(id), Some(_)) => Some(id),
+        _ => None,
+    }
+}
+
 fn hex_prefix(digest: &[u8]) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -187,6 +196,8 @@ mod tests {
         let altered = format!("{head}:{}", B64.encode(raw));
         assert!(k.open("audit signing key", &altered).is_err());
         assert!(k.open("audit signing key", "v1:zz").is_err());
+        assert_eq!(sealed_by(&sealed), Some(k.id()));
+        assert_eq!(sealed_by("v1:zz"), None);
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Config {
     /// instance given the same file (see `shared_keys`); empty: each instance's own key files.
     #[serde(default)]
     pub key_encryption_key: String,
+    /// Older KEK files, during a change of KEK: a key sealed under one of them is opened and
+    /// sealed again under `key_encryption_key` (recorded as `key.resealed`).
+    #[serde(default)]
+    pub previous_key_encryption_keys: Vec<String>,
     /// Name of the admin created on first start.
     pub admin_user: String,
     /// `text` or `json`.
@@ -368,6 +372,7 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/pedm"),
             database_url: String::new(),
             key_encryption_key: String::new(),
+            previous_key_encryption_keys: Vec::new(),
             admin_user: "admin".into(),
             log_format: "text".into(),
             limits: LimitsConfig {
@@ -417,6 +422,7 @@ pub struct Resolved {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub key_encryption_key: Option<PathBuf>,
+    pub previous_key_encryption_keys: Vec<PathBuf>,
     pub admin_user: String,
     pub json_logs: bool,
     pub limits: pedm_core::service::Limits,
@@ -542,9 +548,18 @@ impl Config {
             data_dir: self.data_dir.clone(),
             database_url,
             key_encryption_key: match self.key_encryption_key.trim() {
+                "" if !self.previous_key_encryption_keys.is_empty() => bail!(
+                    "previous_key_encryption_keys is set without key_encryption_key: name the \
+                     KEK that replaces them"
+                ),
                 "" => None,
                 p => Some(PathBuf::from(p)),
             },
+            previous_key_encryption_keys: self
+                .previous_key_encryption_keys
+                .iter()
+                .map(|p| PathBuf::from(p.trim()))
+                .collect(),
             admin_user: self.admin_user.clone(),
             json_logs: self.log_format == "json",
             limits,
@@ -815,6 +830,26 @@ mod tests {
             let e = format!("{:#}", c.resolve().unwrap_err());
             assert!(e.contains(names), "{e}");
         }
+    }
+
+    #[test]
+    fn an_old_kek_needs_the_new_one() {
+        let c = Config {
+            previous_key_encryption_keys: vec!["/etc/pedm/kek.old".into()],
+            ..Config::default()
+        };
+        let e = format!("{:#}", c.resolve().unwrap_err());
+        assert!(e.contains("without key_encryption_key"), "{e}");
+        let c = Config {
+            key_encryption_key: "/etc/pedm/kek".into(),
+            ..c
+        };
+        let r = c.resolve().unwrap();
+        assert_eq!(r.key_encryption_key, Some(PathBuf::from("/etc/pedm/kek")));
+        assert_eq!(
+            r.previous_key_encryption_keys,
+            [PathBuf::from("/etc/pedm/kek.old")]
+        );
     }
 
     #[test]

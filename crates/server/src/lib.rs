@@ -178,9 +178,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kek = cfg
         .key_encryption_key
         .as_deref()
-        .map(pedm_pki::sealed::KeyEncryptionKey::load)
-        .transpose()
-        .context("key_encryption_key")?;
+        .map(|k| shared_keys::Keks::load(k, &cfg.previous_key_encryption_keys))
+        .transpose()?;
     // [tls] files, or for --dev without them a local CA and server certificate.
     let (tls_files, dev_ca) = match (&cfg.tls, args.dev) {
         (Some(pair), _) => (Some(pair.clone()), None),

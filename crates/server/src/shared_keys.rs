@@ -8,6 +8,10 @@
 //! `integration_state` (`sealed-keys`/NAME) with a conditional insert, and records
 //! `key.shared`; the others open that one. Without a KEK each instance keeps its own key file,
 //! as before. A wrong KEK stops pedmd at start, naming both KEK ids: never a second identity.
+//!
+//! Changing the KEK: give every instance the new file as `key_encryption_key` and the old one
+//! in `previous_key_encryption_keys`; the first to start opens the keys with the old KEK,
+//! seals them again under the new one and records `key.resealed`; then drop the old file.
 
 use crate::audit_signer::load_or_create_key;
 use anyhow::{Context, bail};
@@ -16,8 +20,8 @@ use pedm_core::audit::NewAuditEvent;
 use pedm_core::integration::{IntegrationEntry, IntegrationWrite};
 use pedm_core::model::SYSTEM_ACTOR;
 use pedm_core::store::{Changeset, Store, StoreError, Write};
-use pedm_pki::sealed::KeyEncryptionKey;
-use std::path::Path;
+use pedm_pki::sealed::{KeyEncryptionKey, sealed_by};
+use std::path::{Path, PathBuf};
 
 const INTEGRATION: &str = "sealed-keys";
 
@@ -38,17 +42,35 @@ pub const AGENT_KEY: KeyName = KeyName {
     what: "agent snapshot signing key",
 };
 
-/// The key to sign with: the one sealed in the database when `kek` is given (sealing this
+/// The KEK keys are sealed under, and older ones they may still be sealed under.
+pub struct Keks {
+    pub current: KeyEncryptionKey,
+    pub previous: Vec<KeyEncryptionKey>,
+}
+
+impl Keks {
+    /// Reads the KEK files (before the database is touched: a bad file stops pedmd first).
+    pub fn load(current: &Path, previous: &[PathBuf]) -> anyhow::Result<Keks> {
+        let load = |p: &Path| KeyEncryptionKey::load(p).context("key_encryption_key");
+        Ok(Keks {
+            current: load(current)?,
+            previous: previous.iter().map(|p| load(p)).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// The key to sign with: the one sealed in the database when `keks` is given (sealing this
 /// instance's own first if there is none yet), else the key file at `path`.
 pub async fn signing_key(
     store: &dyn Store,
-    kek: Option<&KeyEncryptionKey>,
+    keks: Option<&Keks>,
     key: KeyName,
     path: &Path,
 ) -> anyhow::Result<SigningKey> {
-    let Some(kek) = kek else {
+    let Some(keks) = keks else {
         return load_or_create_key(path, key.what);
     };
+    let kek = &keks.current;
     // Twice at most: if another instance seals first, its key is read on the second round.
     for _ in 0..2 {
         if let Some(entry) = store
@@ -56,11 +78,18 @@ pub async fn signing_key(
             .await
             .with_context(|| format!("reading the shared {}", key.what))?
         {
-            let secret = kek.open(key.what, &entry.value)?;
+            let older = keks
+                .previous
+                .iter()
+                .find(|k| sealed_by(&entry.value) == Some(k.id()));
+            let secret = older.unwrap_or(kek).open(key.what, &entry.value)?;
             let text = std::str::from_utf8(&secret)
                 .with_context(|| format!("the shared {} is not text", key.what))?;
             let signing = SigningKey::from_secret_text(text)
                 .with_context(|| format!("the shared {}", key.what))?;
+            if let Some(old) = older {
+                reseal(store, kek, old, key, &signing).await?;
+            }
             tracing::info!(key = %signing.public_key(), kek = kek.id(),
                 "using the {} shared through the database", key.what);
             return Ok(signing);
@@ -115,4 +144,45 @@ pub async fn signing_key(
         "the shared {} was claimed but cannot be read back; check the database",
         key.what
     )
+}
+
+/// Seals `signing` again under `kek` in place of the seal under `old` (a change of KEK).
+/// Instances doing it at once each write a valid seal of the same key.
+async fn reseal(
+    store: &dyn Store,
+    kek: &KeyEncryptionKey,
+    old: &KeyEncryptionKey,
+    key: KeyName,
+    signing: &SigningKey,
+) -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now();
+    let put = IntegrationWrite::Put(IntegrationEntry {
+        integration: INTEGRATION.into(),
+        key: key.name.into(),
+        value: kek.seal(key.what, signing.to_secret_text().as_bytes())?,
+        expires_at: None,
+    });
+    let event = NewAuditEvent::new(
+        now,
+        SYSTEM_ACTOR,
+        "key.resealed",
+        Some(format!("key:{}", key.name)),
+    )
+    .data(serde_json::json!({
+        "key": key.what,
+        "public_key": signing.public_key().to_string(),
+        "from_kek_id": old.id(),
+        "kek_id": kek.id(),
+    }));
+    store
+        .commit(Changeset::new().write(Write::Integration(put)).event(event))
+        .await
+        .with_context(|| format!("sealing the {} under the new KEK", key.what))?;
+    tracing::info!(
+        from = old.id(),
+        to = kek.id(),
+        "sealed the {} under the new KEK",
+        key.what
+    );
+    Ok(())
 }

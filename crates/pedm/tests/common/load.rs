@@ -2,7 +2,10 @@
 //! short auto-approved grants until stopped, and what was acknowledged is kept, to be checked
 //! against the database afterwards.
 
-use super::{eventually, req, sleep_past};
+use super::{
+    Options, Server, allow_parallel_auto_approved, eventually, req, sleep_past, standard_targets,
+    user_with_token,
+};
 use jiff::Timestamp;
 use pedm_api::{ApiError, AuditQuery, Client, GrantQuery, GrantState};
 use std::collections::BTreeMap;
@@ -11,6 +14,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use uuid::Uuid;
+
+/// Two instances on one database, ready for load: A (started with `a`) gets the standard
+/// targets and parallel auto-approved grants, then B starts (after that policy change, so both
+/// decide with it from the first request) with A's admin token; 16 users, the even ones
+/// talking to A and the odd ones to B.
+pub async fn two_instances(a: Options, b: Options) -> (Server, Server, Vec<Client>) {
+    let a = Server::start_with(a);
+    standard_targets(&a).await;
+    allow_parallel_auto_approved(&a.admin()).await;
+    let b = Server::start_with(Options {
+        admin_token: Some(a.admin_token.clone()),
+        ..b
+    });
+    let mut clients = vec![];
+    for i in 0..16 {
+        let token = user_with_token(&a, &format!("user{i}"), false).await;
+        clients.push(if i % 2 == 0 {
+            a.client(&token)
+        } else {
+            b.client(&token)
+        });
+    }
+    (a, b, clients)
+}
 
 /// What the clients saw.
 #[derive(Default)]
