@@ -182,9 +182,9 @@ impl Moves {
     }
 }
 
-/// Keeps a pool on the writable host: a task that checks the pool's host every
-/// [`PROBE_EVERY`] or when woken, and on failure points the pool at the first writable one.
-/// Stopped when dropped.
+/// Keeps a pool on the writable host: a task that checks the pool's host (on a connection of
+/// its own) every [`PROBE_EVERY`] or when woken, and on failure points the pool at the first
+/// writable one. Stopped when dropped.
 pub(crate) struct Follower {
     task: tokio::task::AbortHandle,
 }
@@ -219,6 +219,7 @@ async fn follow(
     wake: Arc<Notify>,
     moves: Arc<Moves>,
 ) {
+    let mut probe: Option<sqlx::PgConnection> = None;
     loop {
         tokio::select! {
             _ = wake.notified() => {}
@@ -227,14 +228,23 @@ async fn follow(
         if pool.is_closed() {
             return;
         }
+        // Its own connection, not one of the pool's: a pool busy with load must not look
+        // like a lost primary, nor the probe wait behind the load.
         let healthy = tokio::time::timeout(PROBE_TIMEOUT, async {
-            let mut conn = pool.acquire().await?;
-            is_writable(&mut conn).await
+            if probe.is_none() {
+                probe = Some(hosts.options[current].connect().await?);
+            }
+            match probe.as_mut() {
+                Some(conn) => is_writable(conn).await,
+                None => Ok(false),
+            }
         })
         .await;
         if matches!(healthy, Ok(Ok(true))) {
             continue;
         }
+        // Whatever went wrong, the next probe starts from a new connection.
+        probe = None;
         match hosts.locate().await {
             Ok(found) if found != current => {
                 tracing::warn!(
