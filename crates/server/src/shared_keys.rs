@@ -101,14 +101,8 @@ pub async fn signing_key(
             SigningKey::generate().with_context(|| format!("cannot generate the {}", key.what))?
         };
         let now = jiff::Timestamp::now();
-        let sealed = kek.seal(key.what, signing.to_secret_text().as_bytes())?;
         let claim = IntegrationWrite::Claim {
-            entry: IntegrationEntry {
-                integration: INTEGRATION.into(),
-                key: key.name.into(),
-                value: sealed,
-                expires_at: None,
-            },
+            entry: sealed_entry(kek, key, &signing)?,
             now,
         };
         let event = NewAuditEvent::new(
@@ -146,6 +140,20 @@ pub async fn signing_key(
     )
 }
 
+/// The database entry holding `signing` sealed under `kek`.
+fn sealed_entry(
+    kek: &KeyEncryptionKey,
+    key: KeyName,
+    signing: &SigningKey,
+) -> anyhow::Result<IntegrationEntry> {
+    Ok(IntegrationEntry {
+        integration: INTEGRATION.into(),
+        key: key.name.into(),
+        value: kek.seal(key.what, signing.to_secret_text().as_bytes())?,
+        expires_at: None,
+    })
+}
+
 /// Seals `signing` again under `kek` in place of the seal under `old` (a change of KEK).
 /// Instances doing it at once each write a valid seal of the same key.
 async fn reseal(
@@ -156,12 +164,7 @@ async fn reseal(
     signing: &SigningKey,
 ) -> anyhow::Result<()> {
     let now = jiff::Timestamp::now();
-    let put = IntegrationWrite::Put(IntegrationEntry {
-        integration: INTEGRATION.into(),
-        key: key.name.into(),
-        value: kek.seal(key.what, signing.to_secret_text().as_bytes())?,
-        expires_at: None,
-    });
+    let put = IntegrationWrite::Put(sealed_entry(kek, key, signing)?);
     let event = NewAuditEvent::new(
         now,
         SYSTEM_ACTOR,
