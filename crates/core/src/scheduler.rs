@@ -28,6 +28,7 @@ pub async fn run_expiry(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) 
     run_until_deadlines("expiry", wake, shutdown, move || {
         let cp = cp.clone();
         async move {
+            cp.expiry_pass_begins();
             let pass = cp.expire_due().await?;
             if pass.grants_started > 0 {
                 tracing::info!(grants = pass.grants_started, "scheduled grants started");
@@ -45,7 +46,11 @@ pub async fn run_expiry(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) 
                 metrics::counter!("pedm_requests_expired_total")
                     .increment(pass.requests_expired as u64);
             }
-            Ok((cp.next_deadline().await?, cp.now()))
+            let (next, now) = (cp.next_deadline().await?, cp.now());
+            // Where the loop below will sleep until, at the latest.
+            let latest = now.checked_add(MAX_SLEEP).unwrap_or(Timestamp::MAX);
+            cp.expiry_planned(next.map_or(latest, |at| at.min(latest)));
+            Ok((next, now))
         }
     })
     .await

@@ -380,6 +380,14 @@ pub trait Store: Send + Sync + 'static {
     async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
     /// Every lock, newest first (the table stays small: locks are rare and short).
     async fn locks(&self) -> Result<Vec<crate::lock::Lock>, StoreError>;
+    /// The locks in force at `now` (not lifted, not ended). Every request asks, so a store may
+    /// answer from memory: its own writes are seen at once, another instance's within a
+    /// second.
+    async fn locks_in_force(&self, now: Timestamp) -> Result<Vec<crate::lock::Lock>, StoreError> {
+        let mut locks = self.locks().await?;
+        locks.retain(|l| l.holds(now));
+        Ok(locks)
+    }
     /// Up to `limit` outbox entries after `after`, in order.
     async fn outbox_after(
         &self,

@@ -120,6 +120,77 @@ async fn two_servers_on_one_database_decide_and_expire_exactly_once() {
     assert!(n > 30, "{n} events");
 }
 
+/// Locks are read from memory (every request checks two): a lock made through one instance
+/// must still stop requests on the other, within the second the cache may keep what it read,
+/// and a lift must free them there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_made_through_one_instance_stops_requests_on_the_other() {
+    let Some(pg) = TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db = pg.fresh_database("locks_ha").expect("database");
+    let a = Server::start_with(Options {
+        database_url: Some(db.clone()),
+        ..Default::default()
+    });
+    let b = Server::start_with(Options {
+        database_url: Some(db),
+        admin_token: Some(a.admin_token.clone()),
+        ..Default::default()
+    });
+    standard_targets(&a).await;
+    let alice = b.client(&user_with_token(&a, "alice", false).await);
+    let body = req("web1", "docker", "10m", "deploy");
+    // Served: approved, or (asked again) told the grant is already held: 409.
+    let ask = || async {
+        match alice.create_request(&body).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(409) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    // B has read the locks (none) and keeps that.
+    ask().await.unwrap();
+
+    let lock = a
+        .admin()
+        .add_lock(&pedm_api::lock::CreateLock {
+            user: Some("alice".into()),
+            host: None,
+            duration: "1h".into(),
+            reason: "phished".into(),
+        })
+        .await
+        .unwrap();
+    let refusal = eventually(
+        Duration::from_secs(10),
+        "instance B refusing a locked person",
+        || async {
+            match ask().await {
+                Err(e) if e.status() == Some(403) => Some(e.to_string()),
+                Err(e) => panic!("{e}"),
+                Ok(_) => None,
+            }
+        },
+    )
+    .await;
+    assert!(refusal.contains(&lock.id.to_string()), "{refusal}");
+
+    a.admin().lift_lock(lock.id).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "instance B serving a person whose lock was lifted",
+        || async {
+            match ask().await {
+                Ok(()) => Some(()),
+                Err(e) if e.status() == Some(403) => None,
+                Err(e) => panic!("{e}"),
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn lifecycle_and_restart_on_postgres() {
     let Some(pg) = TestPostgres::start_or_skip() else {

@@ -1,7 +1,11 @@
 //! Targets and roles read from the store, kept in memory: every request reads its target and
-//! role, and a read is a round trip (to SQLite's connection thread, or to PostgreSQL).
+//! role, and a read is a round trip (to SQLite's connection thread, or to PostgreSQL). So are
+//! the two guards every request passes: the locks in force (two reads a request) and whether
+//! the person is an external account (one more).
 //!
-//! Only rows that were found are kept. Any changeset with a write not known to leave targets
+//! Only targets and roles that were found are kept; an external-account answer is kept either
+//! way (most people are not external accounts). Locks are kept as the set not lifted when read
+//! (each is checked against its end on every use). Any changeset with a write not known to leave targets
 //! and roles alone (a role update) empties the cache when it commits ([`may_change`],
 //! [`Catalog::invalidate`]), and a read that began before that never keeps what it read
 //! (generation check): this instance's own changes are seen at once. On PostgreSQL other
@@ -9,6 +13,8 @@
 //! a second ([`Catalog::new`] with a time to live), so a role changed through another instance
 //! is seen here within 1 s, as the authentication cache sees a revoked token.
 
+use pedm_core::external::ExternalAccount;
+use pedm_core::lock::Lock;
 use pedm_core::model::{Role, Target};
 use pedm_core::store::Write;
 use std::collections::HashMap;
@@ -23,6 +29,10 @@ struct Inner {
     generation: u64,
     targets: HashMap<String, (Target, Instant)>,
     roles: HashMap<(String, String), (Role, Instant)>,
+    /// Bumped when a write may change locks or external accounts.
+    guard_generation: u64,
+    unlifted_locks: Option<(Vec<Lock>, Instant)>,
+    externals: HashMap<String, (Option<ExternalAccount>, Instant)>,
 }
 
 pub(crate) struct Catalog {
@@ -100,6 +110,101 @@ impl Catalog {
         inner.targets.clear();
         inner.roles.clear();
     }
+
+    /// To be read before locks or external accounts are, and handed to `keep_*`.
+    pub(crate) fn guard_generation(&self) -> u64 {
+        self.lock().guard_generation
+    }
+
+    /// The locks not lifted when last read, if that is fresh (whether each is still in force
+    /// is for the reader to check against its end).
+    pub(crate) fn unlifted_locks(&self) -> Option<Vec<Lock>> {
+        self.lock()
+            .unlifted_locks
+            .as_ref()
+            .filter(|(_, at)| self.fresh(at))
+            .map(|(l, _)| l.clone())
+    }
+
+    pub(crate) fn keep_unlifted_locks(&self, generation: u64, locks: &[Lock]) {
+        let mut inner = self.lock();
+        if inner.guard_generation == generation {
+            inner.unlifted_locks = Some((locks.to_vec(), Instant::now()));
+        }
+    }
+
+    /// `Some(answer)` when whether `user` is an external account is known and fresh.
+    pub(crate) fn external(&self, user: &str) -> Option<Option<ExternalAccount>> {
+        self.lock()
+            .externals
+            .get(user)
+            .filter(|(_, at)| self.fresh(at))
+            .map(|(x, _)| x.clone())
+    }
+
+    pub(crate) fn keep_external(&self, generation: u64, user: &str, x: &Option<ExternalAccount>) {
+        let mut inner = self.lock();
+        if inner.guard_generation == generation {
+            if inner.externals.len() >= MAX_ENTRIES {
+                inner.externals.clear();
+            }
+            inner
+                .externals
+                .insert(user.to_string(), (x.clone(), Instant::now()));
+        }
+    }
+
+    /// Forgets the locks and external accounts (after a commit of writes that
+    /// [`may_change_guards`]).
+    pub(crate) fn invalidate_guards(&self) {
+        let mut inner = self.lock();
+        inner.guard_generation += 1;
+        inner.unlifted_locks = None;
+        inner.externals.clear();
+    }
+}
+
+/// Whether committing `writes` may change a lock or an external account: unless every one is
+/// known to leave both alone.
+pub(crate) fn may_change_guards(writes: &[Write]) -> bool {
+    !writes.iter().all(|w| {
+        matches!(
+            w,
+            Write::InsertUser(_)
+                | Write::UpdateUser(_)
+                | Write::InsertGroup(_)
+                | Write::AddGroupMember { .. }
+                | Write::RemoveGroupMember { .. }
+                | Write::InsertToken(_)
+                | Write::RevokeToken { .. }
+                | Write::InsertTarget(_)
+                | Write::InsertRole(_)
+                | Write::UpdateRole(_)
+                | Write::InsertRequest(_)
+                | Write::UpdateRequest(_)
+                | Write::InsertApproval(_)
+                | Write::InsertGrant(_)
+                | Write::InsertPolicyVersion(_)
+                | Write::SetProvisionState { .. }
+                | Write::InsertJob(_)
+                | Write::UpdateJob { .. }
+                | Write::PutGrantSecret { .. }
+                | Write::DeleteGrantSecret { .. }
+                | Write::Host(_)
+                | Write::PolicyReview(_)
+                | Write::Device(_)
+                | Write::Sso(_)
+                | Write::Delegation(_)
+                | Write::SshCertificate(_)
+                | Write::WebSession(_)
+                | Write::Integration(_)
+                | Write::RequireGrantsActive { .. }
+                | Write::ExtendGrant { .. }
+                | Write::StartScheduledGrant { .. }
+                | Write::EndGrant { .. }
+                | Write::PurgeOutbox { .. }
+        )
+    })
 }
 
 /// Whether committing `writes` may change or delete a stored target or role: unless every one
@@ -177,6 +282,40 @@ mod tests {
         let c = Catalog::new(Some(Duration::from_secs(3600)));
         c.keep_target(c.generation(), &target("web1"));
         assert!(c.target("web1").is_some());
+    }
+
+    #[test]
+    fn a_lock_or_external_account_read_before_a_guard_write_is_not_kept() {
+        let c = Catalog::new(None);
+        let g = c.guard_generation();
+        c.invalidate_guards();
+        c.keep_unlifted_locks(g, &[]);
+        c.keep_external(g, "alice", &None);
+        assert!(c.unlifted_locks().is_none());
+        assert!(c.external("alice").is_none());
+        c.keep_unlifted_locks(c.guard_generation(), &[]);
+        c.keep_external(c.guard_generation(), "alice", &None);
+        assert_eq!(c.unlifted_locks(), Some(vec![]));
+        assert_eq!(
+            c.external("alice"),
+            Some(None),
+            "a negative answer is kept too"
+        );
+        // Targets and roles do not touch them.
+        c.invalidate();
+        assert!(c.external("alice").is_some());
+    }
+
+    #[test]
+    fn only_lock_and_external_account_writes_change_the_guards() {
+        let lift = Write::Lock(pedm_core::lock::LockWrite::Lift {
+            id: uuid::Uuid::nil(),
+            at: jiff::Timestamp::UNIX_EPOCH,
+            by: "admin".into(),
+        });
+        assert!(may_change_guards(&[lift]));
+        assert!(!may_change_guards(&[Write::InsertTarget(target("db1"))]));
+        assert!(!may_change_guards(&[]));
     }
 
     #[test]

@@ -32,7 +32,10 @@
 //! task with a pooled connection (`crate::postgres::group_commit`).
 
 use crate::db::Conn;
-use crate::sql::{apply_writes, backend, chain_events, insert_events, read_head, write_head};
+use crate::sql::{
+    INSERT_GRANTS, INSERT_GRANTS_TAIL, INSERT_REQUESTS, apply_writes, backend, chain_events,
+    grant_args, insert_events, insert_rows, read_head, request_args, write_head,
+};
 use pedm_core::audit::AuditEvent;
 use pedm_core::store::{Changeset, StoreError, Write};
 use std::sync::Arc;
@@ -291,6 +294,12 @@ pub(crate) async fn try_batch(
     }
     let mut outcomes: Vec<Result<usize, StoreError>> = Vec::with_capacity(n);
     let mut savepoint_open = false;
+    // On PostgreSQL, where a statement is a round trip, a first attempt inserts the batch's
+    // requests and grants together, a few rows per statement ([`insert_deferred`]): each is
+    // held until a write of another kind, or the end of the batch, could need it in the table.
+    // Any refusal among them sends the batch to the savepoint attempt, which writes one by one.
+    let defer = dialect == Dialect::Postgres && !savepoints;
+    let mut deferred: Vec<&Write> = vec![];
     for job in batch {
         let changes = &job.changes;
         // A lone changeset needs no savepoint: its refusal rolls back the transaction. On
@@ -315,6 +324,15 @@ pub(crate) async fn try_batch(
         }
         let mut refused = None;
         for (i, w) in changes.writes.iter().enumerate() {
+            if defer && matches!(w, Write::InsertRequest(_) | Write::InsertGrant(_)) {
+                deferred.push(w);
+                continue;
+            }
+            match insert_deferred(c, &mut deferred).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return all_fail(e, n),
+            }
             match apply_writes(c, std::slice::from_ref(w)).await {
                 Ok(()) => {}
                 Err(e) if precondition(&e) => {
@@ -369,6 +387,11 @@ pub(crate) async fn try_batch(
             }
         }
     }
+    match insert_deferred(c, &mut deferred).await {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => return all_fail(e, n),
+    }
     if outcomes.iter().all(Result::is_err) {
         // Nothing to keep (every changeset was refused); don't pay for a commit (the caller
         // rolls back).
@@ -394,4 +417,53 @@ pub(crate) async fn try_batch(
             .map(|o| o.map(|count| events.by_ref().take(count).collect()))
             .collect(),
     )
+}
+
+/// Inserts the held requests, then the held grants (which may refer to them), several rows per
+/// statement, and empties `deferred`. `Ok(false)` when one was refused (a taken id, a second
+/// grant for a request, a missing request): which one is for the savepoint attempt to find.
+async fn insert_deferred(c: &mut Conn<'_>, deferred: &mut Vec<&Write>) -> Result<bool, StoreError> {
+    if deferred.is_empty() {
+        return Ok(true);
+    }
+    let mut requests = vec![];
+    let mut grants = vec![];
+    for w in deferred.drain(..) {
+        match w {
+            Write::InsertRequest(r) => requests.push(request_args(r)?),
+            Write::InsertGrant(g) => grants.push(grant_args(g)),
+            _ => {
+                return Err(StoreError::Backend(
+                    "group commit: not a deferred write".into(),
+                ));
+            }
+        }
+    }
+    let refused = |e: sqlx::Error| match e {
+        sqlx::Error::Database(d)
+            if matches!(
+                d.kind(),
+                sqlx::error::ErrorKind::UniqueViolation
+                    | sqlx::error::ErrorKind::ForeignKeyViolation
+            ) =>
+        {
+            Ok(false)
+        }
+        e => Err(backend(e)),
+    };
+    if !requests.is_empty()
+        && let Err(e) = insert_rows(c, INSERT_REQUESTS, "", requests).await
+    {
+        return refused(e);
+    }
+    let expected = grants.len() as u64;
+    if expected > 0 {
+        match insert_rows(c, INSERT_GRANTS, INSERT_GRANTS_TAIL, grants).await {
+            // A taken grant id inserted nothing.
+            Ok(n) if n < expected => return Ok(false),
+            Ok(_) => {}
+            Err(e) => return refused(e),
+        }
+    }
+    Ok(true)
 }

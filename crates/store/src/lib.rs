@@ -275,6 +275,12 @@ macro_rules! forward_store {
             async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
                 pedm_core::store::Store::locks(&self.engine).await
             }
+            async fn locks_in_force(
+                &self,
+                now: jiff::Timestamp,
+            ) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
+                pedm_core::store::Store::locks_in_force(&self.engine, now).await
+            }
             async fn outbox_after(
                 &self,
                 after: i64,

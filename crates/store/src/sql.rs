@@ -9,6 +9,7 @@ use pedm_core::model::*;
 use pedm_core::store::{AuditFilter, Changeset, CheckpointRecord, Store, StoreError, Write};
 use sqlx::error::ErrorKind;
 use sqlx::{PgPool, SqlitePool};
+use std::fmt::Write as _;
 use uuid::Uuid;
 
 pub(crate) enum Pools {
@@ -133,13 +134,22 @@ pub(crate) async fn insert(
     dup: impl FnOnce() -> StoreError,
     missing: impl FnOnce() -> StoreError,
 ) -> Result<(), StoreError> {
-    match c.execute(sql, args).await {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(d)) if d.kind() == ErrorKind::UniqueViolation => Err(dup()),
-        Err(sqlx::Error::Database(d)) if d.kind() == ErrorKind::ForeignKeyViolation => {
-            Err(missing())
-        }
-        Err(e) => Err(backend(e)),
+    c.execute(sql, args)
+        .await
+        .map(|_| ())
+        .map_err(|e| refusal(e, dup, missing))
+}
+
+/// A failed insert's error: `dup` for a unique violation, `missing` for a foreign key one.
+fn refusal(
+    e: sqlx::Error,
+    dup: impl FnOnce() -> StoreError,
+    missing: impl FnOnce() -> StoreError,
+) -> StoreError {
+    match e {
+        sqlx::Error::Database(d) if d.kind() == ErrorKind::UniqueViolation => dup(),
+        sqlx::Error::Database(d) if d.kind() == ErrorKind::ForeignKeyViolation => missing(),
+        e => backend(e),
     }
 }
 
@@ -387,21 +397,16 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             )
             .await
         }
-        Write::InsertRequest(r) => {
-            insert(
-                c,
-                "INSERT INTO requests (id, requester, target, role, duration_secs, \
-                 justification, task, ticket, context, state, created_at, pending_until, \
-                 decided_at, decided_by, decision_reason, grant_id, approvals_required, version, \
-                 approval_tiers, policy, break_glass, review, review_state, follow_up) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19, $20, $21, $22, $23, $24)",
-                request_args(r)?,
-                || StoreError::AlreadyExists(format!("request {} already exists", r.id)),
-                no_fk("a request"),
-            )
+        Write::InsertRequest(r) => insert_rows(c, INSERT_REQUESTS, "", vec![request_args(r)?])
             .await
-        }
+            .map(|_| ())
+            .map_err(|e| {
+                refusal(
+                    e,
+                    || StoreError::AlreadyExists(format!("request {} already exists", r.id)),
+                    no_fk("a request"),
+                )
+            }),
         Write::UpdateRequest(r) => {
             // Optimistic concurrency: the row must still be at the version the caller read.
             // Under concurrent updates PostgreSQL re-checks the WHERE clause after the first
@@ -461,51 +466,25 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
             .await
         }
         Write::InsertGrant(g) => {
-            // Tell a taken grant id from a second grant for the request (the unique violation
-            // does not say which). PostgreSQL allows no query after it in the transaction, so
-            // it checks first; SQLite (where only the statement fails) checks after a clash.
-            let taken = || StoreError::AlreadyExists(format!("grant {} already exists", g.id));
-            let grant_exists = "SELECT 1 FROM grants WHERE id = $1";
-            if c.is_postgres() && exists(c, grant_exists, args![g.id]).await? {
-                return Err(taken());
-            }
-            let inserted = insert(
-                c,
-                "INSERT INTO grants (id, request_id, user_name, target, role, starts_at, \
-                 expires_at, state, ended_at, ended_by, end_reason, provision_state, \
-                 provision_detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                args![
-                    g.id,
-                    g.request_id,
-                    &g.user,
-                    &g.target,
-                    &g.role,
-                    g.starts_at,
-                    g.expires_at,
-                    g.state.as_str(),
-                    g.ended_at,
-                    &g.ended_by,
-                    &g.end_reason,
-                    g.provision_state.as_str(),
-                    &g.provision_detail
-                ],
-                || {
-                    StoreError::AlreadyExists(format!(
-                        "a grant for request {} already exists",
-                        g.request_id
-                    ))
-                },
-                || StoreError::NotFound(format!("request {} does not exist", g.request_id)),
-            )
-            .await;
-            match inserted {
-                Err(StoreError::AlreadyExists(_))
-                    if !c.is_postgres() && exists(c, grant_exists, args![g.id]).await? =>
-                {
-                    Err(taken())
-                }
-                r => r,
+            // A taken grant id inserts nothing ([`INSERT_GRANTS_TAIL`]), which tells it from a
+            // second grant for the request (a unique violation) in one statement: on
+            // PostgreSQL nothing may follow a violation in the transaction.
+            match insert_rows(c, INSERT_GRANTS, INSERT_GRANTS_TAIL, vec![grant_args(g)]).await {
+                Ok(0) => Err(StoreError::AlreadyExists(format!(
+                    "grant {} already exists",
+                    g.id
+                ))),
+                Ok(_) => Ok(()),
+                Err(e) => Err(refusal(
+                    e,
+                    || {
+                        StoreError::AlreadyExists(format!(
+                            "a grant for request {} already exists",
+                            g.request_id
+                        ))
+                    },
+                    || StoreError::NotFound(format!("request {} does not exist", g.request_id)),
+                )),
             }
         }
         Write::InsertPolicyVersion(v) => {
@@ -847,7 +826,37 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
 }
 
 /// `$1..$24`: `REQUEST_COLS` order with `review_state` before `follow_up`.
-fn request_args(r: &Request) -> Result<Vec<Arg>, StoreError> {
+pub(crate) const INSERT_REQUESTS: &str = "INSERT INTO requests (id, requester, target, role, \
+     duration_secs, justification, task, ticket, context, state, created_at, pending_until, \
+     decided_at, decided_by, decision_reason, grant_id, approvals_required, version, \
+     approval_tiers, policy, break_glass, review, review_state, follow_up) VALUES ";
+
+pub(crate) const INSERT_GRANTS: &str = "INSERT INTO grants (id, request_id, user_name, target, \
+     role, starts_at, expires_at, state, ended_at, ended_by, end_reason, provision_state, \
+     provision_detail) VALUES ";
+
+/// A grant whose id is taken is not inserted (and not an error): see `Write::InsertGrant`.
+pub(crate) const INSERT_GRANTS_TAIL: &str = "ON CONFLICT (id) DO NOTHING";
+
+pub(crate) fn grant_args(g: &Grant) -> Vec<Arg> {
+    args![
+        g.id,
+        g.request_id,
+        &g.user,
+        &g.target,
+        &g.role,
+        g.starts_at,
+        g.expires_at,
+        g.state.as_str(),
+        g.ended_at,
+        &g.ended_by,
+        &g.end_reason,
+        g.provision_state.as_str(),
+        &g.provision_detail
+    ]
+}
+
+pub(crate) fn request_args(r: &Request) -> Result<Vec<Arg>, StoreError> {
     Ok(args![
         r.id,
         &r.requester,
@@ -942,67 +951,91 @@ pub(crate) fn chain_events(
     Ok(out)
 }
 
-/// Inserts chained events, several rows per statement. Row counts per statement are powers of
-/// two (up to [`INSERT_ROWS`]) so a handful of statement texts stay prepared.
+/// Inserts chained events, several rows per statement ([`insert_rows`]).
 pub(crate) async fn insert_events(
     c: &mut Conn<'_>,
     events: &[AuditEvent],
 ) -> Result<(), StoreError> {
-    const COLS: &str = "INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, \
-                        prev_hash, hash) VALUES ";
-    let mut rest = events;
-    while !rest.is_empty() {
-        let n = if rest.len() >= INSERT_ROWS {
-            INSERT_ROWS
-        } else {
-            1 << rest.len().ilog2()
-        };
-        let (now, later) = rest.split_at(n);
-        let mut sql = String::with_capacity(COLS.len() + n * 48);
-        sql.push_str(COLS);
-        let mut a = Vec::with_capacity(n * 9);
-        for (i, e) in now.iter().enumerate() {
-            let p = i * 9;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            if c.is_postgres() {
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7,
-                    p + 8,
-                    p + 9
-                ));
-            } else {
-                // Anonymous parameters: SQLite binds `$N` ones by looking each name up in a
-                // list, which costs O(parameters²) per statement.
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
-            }
-            a.extend(args![
-                e.seq,
-                e.at,
-                &e.actor,
-                &e.action,
-                e.outcome.as_str(),
-                &e.subject,
-                json_text(&e.data)?,
-                &e.prev_hash[..],
-                &e.hash[..]
-            ]);
-        }
-        c.execute(&sql, a).await.map_err(backend)?;
-        rest = later;
+    let mut rows = Vec::with_capacity(events.len());
+    for e in events {
+        rows.push(args![
+            e.seq,
+            e.at,
+            &e.actor,
+            &e.action,
+            e.outcome.as_str(),
+            &e.subject,
+            json_text(&e.data)?,
+            &e.prev_hash[..],
+            &e.hash[..]
+        ]);
     }
+    insert_rows(
+        c,
+        "INSERT INTO audit_events (seq, at, actor, action, outcome, subject, data, prev_hash, \
+         hash) VALUES ",
+        "",
+        rows,
+    )
+    .await
+    .map_err(backend)?;
     Ok(())
 }
 
-/// Most event rows in one INSERT (9 parameters each).
+/// Inserts `rows` (values of the same columns) with `head` (`INSERT INTO t (…) VALUES `) and
+/// `tail` (e.g. an `ON CONFLICT` clause), several rows per statement; returns the rows
+/// inserted. Row counts per statement are powers of two (up to [`INSERT_ROWS`]) so a handful of
+/// statement texts stay prepared.
+pub(crate) async fn insert_rows(
+    c: &mut Conn<'_>,
+    head: &str,
+    tail: &str,
+    rows: Vec<Vec<Arg>>,
+) -> Result<u64, sqlx::Error> {
+    let width = rows.first().map_or(0, Vec::len);
+    let mut inserted = 0;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let left = rows.len();
+        let n = if left >= INSERT_ROWS {
+            INSERT_ROWS
+        } else {
+            1 << left.ilog2()
+        };
+        let mut sql = String::with_capacity(head.len() + tail.len() + n * width * 5);
+        sql.push_str(head);
+        let mut a = Vec::with_capacity(n * width);
+        for i in 0..n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for k in 0..width {
+                if k > 0 {
+                    sql.push_str(", ");
+                }
+                if c.is_postgres() {
+                    // Writing to a String cannot fail.
+                    let _ = write!(sql, "${}", i * width + k + 1);
+                } else {
+                    // Anonymous parameters: SQLite binds `$N` ones by looking each name up in a
+                    // list, which costs O(parameters²) per statement.
+                    sql.push('?');
+                }
+            }
+            sql.push(')');
+            a.extend(rows.next().into_iter().flatten());
+        }
+        if !tail.is_empty() {
+            sql.push(' ');
+            sql.push_str(tail);
+        }
+        inserted += c.execute(&sql, a).await?;
+    }
+    Ok(inserted)
+}
+
+/// Most rows in one INSERT.
 const INSERT_ROWS: usize = 64;
 
 // -------------------------------------------------------------------------------- reads
@@ -1033,10 +1066,14 @@ impl Store for Engine {
                 committer, catalog, ..
             } => {
                 let touches_catalog = crate::catalog::may_change(&changes.writes);
+                let touches_guards = crate::catalog::may_change_guards(&changes.writes);
                 let r = committer.commit(changes).await;
+                // Whatever the outcome: a failed commit may still have been applied.
                 if touches_catalog {
-                    // Whatever the outcome: a failed commit may still have been applied.
                     catalog.invalidate();
+                }
+                if touches_guards {
+                    catalog.invalidate_guards();
                 }
                 r
             }
@@ -1374,7 +1411,14 @@ impl Store for Engine {
         &self,
         user: &str,
     ) -> Result<Option<pedm_core::external::ExternalAccount>, StoreError> {
-        Engine::external_account_row(self, user).await
+        let catalog = self.catalog();
+        if let Some(x) = catalog.external(user) {
+            return Ok(x);
+        }
+        let generation = catalog.guard_generation();
+        let x = Engine::external_account_row(self, user).await?;
+        catalog.keep_external(generation, user, &x);
+        Ok(x)
     }
     async fn external_accounts(
         &self,
@@ -1407,6 +1451,24 @@ impl Store for Engine {
     }
     async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
         Engine::lock_rows(self).await
+    }
+    async fn locks_in_force(
+        &self,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
+        let catalog = self.catalog();
+        let mut locks = match catalog.unlifted_locks() {
+            Some(l) => l,
+            None => {
+                let generation = catalog.guard_generation();
+                let mut all = Engine::lock_rows(self).await?;
+                all.retain(|l| l.lifted_at.is_none());
+                catalog.keep_unlifted_locks(generation, &all);
+                all
+            }
+        };
+        locks.retain(|l| l.holds(now));
+        Ok(locks)
     }
     async fn ssh_certificates_to_revoke(
         &self,

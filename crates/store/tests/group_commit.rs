@@ -722,6 +722,186 @@ mod postgres {
         assert_eq!(ended.ended_by.as_deref(), Some("first"));
     }
 
+    /// Holds the chain head from another connection so that every changeset queued meanwhile
+    /// lands in one batch (after the plug's), queues `batch` in order and releases it.
+    async fn commit_as_one_batch(
+        url: &str,
+        s: &Arc<PostgresStore>,
+        batch: Vec<Changeset>,
+    ) -> Vec<Result<Vec<AuditEvent>, StoreError>> {
+        let before = s.group_commit_stats();
+        let mut lock = PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql("BEGIN; SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+            .execute(&mut lock)
+            .await
+            .unwrap();
+        let plug = {
+            let s = s.clone();
+            let plug = format!("plug{}", before.changesets);
+            tokio::spawn(async move {
+                s.commit(cs(Write::InsertUser(user(&plug)), "plug", 1))
+                    .await
+            })
+        };
+        until("the committer took the plug", || {
+            s.group_commit_stats().changesets == before.changesets + 1
+        })
+        .await;
+        let n = batch.len();
+        let mut tasks = vec![];
+        for (i, c) in batch.into_iter().enumerate() {
+            let s2 = s.clone();
+            tasks.push(tokio::spawn(async move { s2.commit(c).await }));
+            until("the changeset is queued", || {
+                s.group_commit_stats().queued == i + 1
+            })
+            .await;
+        }
+        sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+        plug.await.unwrap().unwrap();
+        let mut results = vec![];
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let after = s.group_commit_stats();
+        assert_eq!(
+            (after.transactions, after.changesets),
+            (before.transactions + 2, before.changesets + 1 + n as u64),
+            "the plug and then the whole batch, one transaction each"
+        );
+        results
+    }
+
+    /// The command ids (`cmin`) that inserted `ids` into `table`: one per statement.
+    async fn inserting_statements(url: &str, table: &str, ids: &[Uuid]) -> usize {
+        let mut c = PgConnection::connect(url).await.unwrap();
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let sql = match table {
+            "requests" => "SELECT COUNT(DISTINCT cmin::text) FROM requests WHERE id = ANY($1)",
+            "grants" => "SELECT COUNT(DISTINCT cmin::text) FROM grants WHERE id = ANY($1)",
+            other => panic!("no query for {other}"),
+        };
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(&ids)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        n as usize
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_batchs_requests_and_grants_are_inserted_a_few_rows_per_statement() {
+        let Some((url, s)) = fresh("gc_multi_row").await else {
+            return;
+        };
+        s.commit(cs(Write::InsertUser(user("alice")), "setup", 1))
+            .await
+            .unwrap();
+        let requests: Vec<Request> = (0..8).map(|_| request("alice")).collect();
+        let grants: Vec<Grant> = requests.iter().map(grant_for).collect();
+        let batch = requests
+            .iter()
+            .zip(&grants)
+            .map(|(r, g)| {
+                Changeset::new()
+                    .write(Write::InsertRequest(r.clone()))
+                    .write(Write::InsertGrant(g.clone()))
+                    .event(ev("request.created", &r.id.to_string()))
+            })
+            .collect();
+        for r in commit_as_one_batch(&url, &s, batch).await {
+            assert_eq!(r.unwrap().len(), 1);
+        }
+        let rids: Vec<Uuid> = requests.iter().map(|r| r.id).collect();
+        let gids: Vec<Uuid> = grants.iter().map(|g| g.id).collect();
+        assert_eq!(inserting_statements(&url, "requests", &rids).await, 1);
+        assert_eq!(inserting_statements(&url, "grants", &gids).await, 1);
+        for g in &grants {
+            assert_eq!(s.grant(g.id).await.unwrap().as_ref(), Some(g));
+        }
+        assert_eq!(whole_chain(&*s).await.len(), 1 + 1 + 8);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn refused_requests_and_grants_in_a_batch_are_rolled_back_alone() {
+        let Some((url, s)) = fresh("gc_multi_row_refusals").await else {
+            return;
+        };
+        s.commit(cs(Write::InsertUser(user("alice")), "setup", 1))
+            .await
+            .unwrap();
+        let (r1, r2, r4) = (request("alice"), request("alice"), request("alice"));
+        let (g1, g4) = (grant_for(&r1), grant_for(&r4));
+        let g2_taken_id = Grant {
+            id: g1.id,
+            ..grant_for(&r2)
+        };
+        let second_for_r1 = grant_for(&r1);
+        let pair = |r: &Request, g: &Grant, subject: &str| {
+            Changeset::new()
+                .write(Write::InsertRequest(r.clone()))
+                .write(Write::InsertGrant(g.clone()))
+                .event(ev("pair.a", subject))
+                .event(ev("pair.b", subject))
+        };
+        let batch = vec![
+            pair(&r1, &g1, "r1"),
+            // A grant id taken by the changeset before, in the same batch.
+            pair(&r2, &g2_taken_id, "r2"),
+            // Needs g1 in the table already.
+            cs(
+                Write::EndGrant {
+                    id: g1.id,
+                    state: GrantState::Revoked,
+                    at: t(5),
+                    by: "carol".into(),
+                    reason: None,
+                },
+                "end-g1",
+                1,
+            ),
+            // A request id taken.
+            cs(Write::InsertRequest(r1.clone()), "r1-again", 1),
+            pair(&r4, &g4, "r4"),
+            // A second grant for a request.
+            cs(Write::InsertGrant(second_for_r1.clone()), "g1-again", 1),
+        ];
+        let results = commit_as_one_batch(&url, &s, batch).await;
+        let shape: Vec<Result<usize, String>> = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(evs) => Ok(evs.len()),
+                Err(StoreError::AlreadyExists(m)) => Err(m),
+                Err(e) => panic!("{e}"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                Ok(2),
+                Err(format!("grant {} already exists", g1.id)),
+                Ok(1),
+                Err(format!("request {} already exists", r1.id)),
+                Ok(2),
+                Err(format!("a grant for request {} already exists", r1.id)),
+            ]
+        );
+        assert!(s.request(r2.id).await.unwrap().is_none(), "r2 rolled back");
+        assert!(s.grant(second_for_r1.id).await.unwrap().is_none());
+        let ended = s.grant(g1.id).await.unwrap().unwrap();
+        assert_eq!(
+            (ended.state, ended.ended_by.as_deref()),
+            (GrantState::Revoked, Some("carol"))
+        );
+        assert_eq!(s.grant(g4.id).await.unwrap().as_ref(), Some(&g4));
+        let chain = whole_chain(&*s).await;
+        let subjects: Vec<&str> = chain.iter().filter_map(|e| e.subject.as_deref()).collect();
+        assert_eq!(
+            subjects,
+            ["setup", "plug", "r1", "r1", "end-g1", "r4", "r4"]
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn two_instances_under_concurrent_committers_keep_one_chain() {
         let Some((url, first)) = fresh("gc_two_instances").await else {

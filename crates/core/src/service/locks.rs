@@ -153,7 +153,7 @@ impl ControlPlane {
         let now = self.now();
         Ok(self
             .store
-            .locks()
+            .locks_in_force(now)
             .await?
             .into_iter()
             .find(|l| l.stops(&kind, name, now)))

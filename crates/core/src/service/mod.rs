@@ -227,6 +227,11 @@ pub struct ControlPlane {
     limits: Limits,
     /// Woken when a new deadline may be earlier than the one the scheduler sleeps until.
     deadline_changed: Arc<Notify>,
+    /// When the expiry scheduler will look next (µs on this control plane's clock);
+    /// `i64::MIN` while a pass is reading (any new deadline may be missed by it). A new
+    /// deadline wakes the scheduler only if it is earlier ([`ControlPlane::deadline_added`]):
+    /// under load every created grant would otherwise cost a pass of reads.
+    expiry_planned: AtomicI64,
     /// The targets with provisioners (none: every grant is `active` at once).
     provisioning: Option<Arc<dyn crate::provisioning::ProvisioningPort>>,
     /// Warn holders this long before their grants end (`[notify] expiry_warning`).
@@ -300,6 +305,7 @@ impl ControlPlane {
             clock,
             limits,
             deadline_changed: Arc::new(Notify::new()),
+            expiry_planned: AtomicI64::new(i64::MIN),
             provisioning: None,
             tickets: None,
             outbox: false,
@@ -417,6 +423,27 @@ impl ControlPlane {
 
     pub fn deadline_changed(&self) -> Arc<Notify> {
         self.deadline_changed.clone()
+    }
+
+    /// A deadline `at` was committed: wakes the expiry scheduler unless it will look at or
+    /// before `at` anyway. To be called after the commit (see [`Self::expiry_pass_begins`]).
+    pub(crate) fn deadline_added(&self, at: Timestamp) {
+        if at.as_microsecond() < self.expiry_planned.load(Ordering::SeqCst) {
+            self.deadline_changed.notify_one();
+        }
+    }
+
+    /// The expiry scheduler starts reading deadlines: until [`Self::expiry_planned`], every
+    /// new deadline wakes it (one committed after its read would otherwise wait for the
+    /// next).
+    pub fn expiry_pass_begins(&self) {
+        self.expiry_planned.store(i64::MIN, Ordering::SeqCst);
+    }
+
+    /// The expiry scheduler will look again at `at` at the latest.
+    pub fn expiry_planned(&self, at: Timestamp) {
+        self.expiry_planned
+            .store(at.as_microsecond(), Ordering::SeqCst);
     }
 
     pub fn follow_ups_changed(&self) -> Arc<Notify> {

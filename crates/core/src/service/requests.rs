@@ -411,7 +411,15 @@ impl ControlPlane {
             (None, _) => Notice::RequestDecided(req.clone()),
         };
         self.commit(cs.notice(notice)).await?;
-        self.deadline_changed.notify_one();
+        match (&grant, &extended) {
+            (Some(g), None) => self.deadline_added(Self::next_end(g)),
+            (None, _) if req.state == RequestState::Pending => {
+                self.deadline_added(req.pending_until)
+            }
+            (None, _) => {}
+            // A grant's end moved: whatever the scheduler planned, it looks again.
+            (Some(_), Some(_)) => self.deadline_changed.notify_one(),
+        }
         self.jobs_changed.notify_one();
         if req.follow_up.is_some() {
             self.follow_ups_changed.notify_one();
@@ -488,6 +496,16 @@ impl ControlPlane {
             "grant.started"
         };
         self.event(actor, action, subject("grant", g.id)).data(data)
+    }
+
+    /// The scheduler's next moment for a grant just made: its start if scheduled, else its
+    /// end.
+    fn next_end(g: &Grant) -> Timestamp {
+        if g.state == GrantState::Scheduled {
+            g.starts_at
+        } else {
+            g.expires_at
+        }
     }
 
     /// The notice of a grant just made: started, or scheduled for later.
@@ -893,8 +911,8 @@ impl ControlPlane {
             self.jobs_changed.notify_one();
             return Ok((req, Some(g)));
         }
-        if grant.is_some() {
-            self.deadline_changed.notify_one();
+        if let Some(g) = &grant {
+            self.deadline_added(Self::next_end(g));
             self.jobs_changed.notify_one();
         }
         Ok((req, grant))
