@@ -1,14 +1,17 @@
 //! The offline verifier and the checkpoint note parser take files from elsewhere (an export
 //! handed to an auditor, a note from a witness): any bytes are answered without panicking,
-//! any change to an event line of a valid export is caught, and a signed note reads back.
+//! any change to an event line of a valid export is caught, and a signed note reads back. The
+//! OCSF builder, which a SIEM reads, turns any event (hostile names, actions, subjects and
+//! data) into exactly one JSON line that says the same.
 //! The `fuzz/` targets `audit_export` and `checkpoint_note` explore the same parsers with
 //! coverage guidance.
 
 use jiff::Timestamp;
 use pedm_audit::{
-    CheckpointNote, ExportHeader, SigningKey, VerifyOptions, root, verify_export_with, write_export,
+    CheckpointNote, ExportHeader, OcsfWriter, SigningKey, VerifyOptions, root, verify_export_with,
+    write_export,
 };
-use pedm_core::audit::{AuditEvent, GENESIS_HASH, NewAuditEvent, chain};
+use pedm_core::audit::{AuditEvent, GENESIS_HASH, NewAuditEvent, Outcome, chain};
 use proptest::prelude::*;
 
 fn key() -> SigningKey {
@@ -104,5 +107,67 @@ proptest! {
         let note = key().sign_note(&origin, size, &r);
         let parsed = CheckpointNote::parse(&note.text()).expect("parses");
         prop_assert_eq!(parsed, note);
+    }
+}
+
+/// Any JSON value, a few levels deep, with any strings.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<String>().prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 32, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            proptest::collection::btree_map(any::<String>(), inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_event_is_one_ocsf_line_that_says_the_same(
+        seq in 1i64..i64::MAX,
+        micros in 0i64..4_000_000_000_000_000,
+        actor in any::<String>(),
+        action in prop_oneof![
+            Just("request.created".to_string()),
+            Just("user.created".to_string()),
+            Just("grant.revoked".to_string()),
+            any::<String>(),
+        ],
+        subject in proptest::option::of(any::<String>()),
+        outcome in prop_oneof![Just(Outcome::Success), Just(Outcome::Failure), Just(Outcome::Denied)],
+        data in json_value(),
+    ) {
+        let at = Timestamp::from_microsecond(micros).expect("time in range");
+        let e = chain(
+            seq,
+            GENESIS_HASH,
+            NewAuditEvent::new(at, &actor, &action, subject.clone())
+                .outcome(outcome)
+                .data(data.clone()),
+        );
+        let mut w = OcsfWriter::new(Vec::new());
+        w.write(&e).expect("writes");
+        let out = w.finish().expect("flushes");
+        let text = std::str::from_utf8(&out).expect("UTF-8");
+        prop_assert!(text.ends_with('\n'));
+        prop_assert_eq!(text.matches('\n').count(), 1, "one line: {}", text);
+        let v: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        prop_assert_eq!(v["actor"]["user"]["name"].as_str(), Some(actor.as_str()));
+        prop_assert_eq!(v["unmapped"]["action"].as_str(), Some(action.as_str()));
+        prop_assert_eq!(v["unmapped"]["subject"].as_str(), subject.as_deref());
+        prop_assert_eq!(&v["unmapped"]["data"], &data);
+        prop_assert_eq!(v["metadata"]["sequence"].as_i64(), Some(seq));
+        prop_assert_eq!(v["time"].as_i64(), Some(at.as_millisecond()));
+        let hash = hex::encode(e.hash);
+        prop_assert_eq!(v["unmapped"]["hash"].as_str(), Some(hash.as_str()));
+        prop_assert!(v["class_uid"].as_u64().is_some() && v["type_uid"].as_u64().is_some());
     }
 }

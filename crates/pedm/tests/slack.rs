@@ -676,3 +676,176 @@ async fn alice_requests(s: &Server) -> Vec<pedm_api::Request> {
         .await
         .unwrap()
 }
+
+/// Hostile and malformed Slack callbacks, correctly signed (the signature is checked by the
+/// `slack_verify` fuzz target and `notify/tests/signatures.rs`; this is what comes after it):
+/// Slack-shaped payloads whose fields are the values pedm acts on or anything else (wrong
+/// types, nesting, unicode, a real pending request's id), payloads that are not JSON, and
+/// slash commands with any text. None may fail the server (5xx) and, from people no pedm user
+/// linked, none may decide, create or change a request.
+#[test]
+fn hostile_slack_callbacks_never_fail_the_server_and_decide_nothing() {
+    use pedm_notify::slack::{APPROVE_ACTION, DENY_ACTION, DENY_VIEW, REQUEST_VIEW};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    use serde_json::json;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (slack, s, pending) = rt.block_on(async {
+        let slack = FakeSlack::start().await;
+        let s = Server::start_with(Options {
+            config: Some(slack.config()),
+            ..Default::default()
+        });
+        standard_targets(&s).await;
+        let alice = s.client(&user_with_token(&s, "alice", false).await);
+        let r = alice
+            .create_request(&req("web1", "root", "30m", "needs an approver"))
+            .await
+            .unwrap()
+            .request;
+        assert_eq!(r.state, RequestState::Pending);
+        (slack, s, r)
+    });
+    let interactions = format!("{}/integrations/slack/interactions", s.url);
+    let commands = format!("{}/integrations/slack/commands", s.url);
+
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("JSON has no NaN", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,40}".prop_map(Value::from),
+    ];
+    let anything = leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(".{0,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    // A field: one of the values pedm acts on, or anything at all.
+    let field = |known: Vec<Value>| {
+        prop_oneof![3 => proptest::sample::select(known), 1 => anything.clone()].boxed()
+    };
+    let id = Value::from(pending.id.to_string());
+    let shaped = (
+        field(vec!["block_actions".into(), "view_submission".into()]),
+        field(vec![TEAM.into(), "T0OTHER".into()]),
+        field(vec!["U0NOBODY".into(), "".into()]),
+        field(vec![APPROVE_ACTION.into(), DENY_ACTION.into()]),
+        field(vec![id.clone(), "not-a-uuid".into()]),
+        field(vec![DENY_VIEW.into(), REQUEST_VIEW.into()]),
+        field(vec![id, "".into()]),
+        field(vec![
+            "web1".into(),
+            "root".into(),
+            "1h".into(),
+            "x".repeat(5000).into(),
+        ]),
+        field(vec![
+            slack.response_url().into(),
+            "http://169.254.169.254/".into(),
+        ]),
+    )
+        .prop_map(
+            |(kind, team, user, action, value, view, meta, input, url)| {
+                json!({
+                    "type": kind,
+                    "team": { "id": team },
+                    "user": { "id": user, "team_id": team },
+                    "trigger_id": "1.2.3",
+                    "response_url": url,
+                    "actions": [{ "action_id": action, "value": value }],
+                    "view": {
+                        "callback_id": view,
+                        "private_metadata": meta,
+                        "state": { "values": {
+                            "reason": { "reason": { "value": input } },
+                            "target": { "target": { "value": input } },
+                            "role": { "role": { "value": input } },
+                            "duration": { "duration": { "value": input } },
+                            "justification": { "justification": { "value": input } }
+                        } }
+                    }
+                })
+                .to_string()
+            },
+        );
+    #[derive(Debug, Clone)]
+    enum Case {
+        Interaction(String),
+        Command {
+            team: String,
+            user: String,
+            text: String,
+        },
+    }
+    let cases = prop_oneof![
+        3 => shaped.prop_map(Case::Interaction),
+        1 => anything.clone().prop_map(|v| Case::Interaction(v.to_string())),
+        1 => ".{0,200}".prop_map(Case::Interaction),
+        2 => (
+            prop_oneof![Just(TEAM.to_string()), ".{0,12}"],
+            prop_oneof![Just("U0NOBODY".to_string()), ".{0,12}"],
+            prop_oneof![
+                Just("request web1 root 1h because".to_string()),
+                Just("link".to_string()),
+                ".{0,120}",
+            ],
+        )
+            .prop_map(|(team, user, text)| Case::Command { team, user, text }),
+    ];
+
+    let mut runner = TestRunner::new(Config {
+        cases: 200,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, usize>::new());
+    let result = runner.run(&cases, |case| {
+        let (status, body) = rt.block_on(async {
+            match &case {
+                Case::Interaction(payload) => {
+                    slack.send(&interactions, &[("payload", payload)]).await
+                }
+                Case::Command { team, user, text } => {
+                    let mut f = slash_command(user, text, "http://127.0.0.1:9/");
+                    for (k, v) in f.iter_mut() {
+                        if *k == "team_id" {
+                            *v = team;
+                        }
+                    }
+                    slack.send(&commands, &f).await
+                }
+            }
+        });
+        if status >= 500 {
+            return Err(TestCaseError::fail(format!("{status}: {body}")));
+        }
+        *statuses.lock().unwrap().entry(status).or_default() += 1;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // The cases got past the signature to the handlers: answered (200) and refused as
+    // malformed (400) alike.
+    let statuses = statuses.into_inner().unwrap();
+    println!("statuses: {statuses:?}");
+    assert!(statuses.get(&200).is_some_and(|n| *n > 20), "{statuses:?}");
+    assert!(statuses.get(&400).is_some_and(|n| *n > 10), "{statuses:?}");
+
+    rt.block_on(async {
+        let admin = s.admin();
+        let all = admin
+            .list_requests(&pedm_api::RequestQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1, "only alice's request exists: {all:?}");
+        assert_eq!(all[0].state, RequestState::Pending);
+        assert_eq!(all[0].version, pending.version, "unchanged");
+    });
+}
