@@ -625,26 +625,6 @@ mod postgres {
         ] {
             s.commit(c).await.unwrap();
         }
-        let before = s.group_commit_stats();
-
-        // Hold the chain head: the first changeset with events waits for it in its batch,
-        // and everything after it queues.
-        let mut lock = PgConnection::connect(&url).await.unwrap();
-        sqlx::raw_sql("BEGIN; SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
-            .execute(&mut lock)
-            .await
-            .unwrap();
-        let plug = {
-            let s = s.clone();
-            tokio::spawn(async move {
-                s.commit(cs(Write::InsertUser(user("plug")), "plug", 1))
-                    .await
-            })
-        };
-        until("the committer took the plug", || {
-            s.group_commit_stats().changesets == before.changesets + 1
-        })
-        .await;
         let end = |by: &str| Write::EndGrant {
             id: g.id,
             state: GrantState::Revoked,
@@ -662,29 +642,7 @@ mod postgres {
             cs(end("second"), "end-2", 1),
             cs(Write::InsertUser(user("dave")), "dave", 2),
         ];
-        let n = batch.len();
-        // Queued one by one: the batch's order is the order asserted below.
-        let mut tasks = vec![];
-        for (i, c) in batch.into_iter().enumerate() {
-            let s2 = s.clone();
-            tasks.push(tokio::spawn(async move { s2.commit(c).await }));
-            until("the changeset is queued", || {
-                s.group_commit_stats().queued == i + 1
-            })
-            .await;
-        }
-        sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
-        plug.await.unwrap().unwrap();
-        let mut results = vec![];
-        for t in tasks {
-            results.push(t.await.unwrap());
-        }
-        let after = s.group_commit_stats();
-        assert_eq!(
-            (after.transactions, after.changesets),
-            (before.transactions + 2, before.changesets + 1 + n as u64),
-            "the plug and then the whole batch, one transaction each"
-        );
+        let results = commit_as_one_batch(&url, &s, batch).await;
         let shape: Vec<Result<usize, &'static str>> = results
             .iter()
             .map(|r| match r {
@@ -722,8 +680,10 @@ mod postgres {
         assert_eq!(ended.ended_by.as_deref(), Some("first"));
     }
 
-    /// Holds the chain head from another connection so that every changeset queued meanwhile
-    /// lands in one batch (after the plug's), queues `batch` in order and releases it.
+    /// Holds the chain head from another connection, commits a "plug" (the user `plug`, one
+    /// event with subject `plug`) that the committer takes and waits with, queues `batch` one
+    /// by one behind it (so the batch's order is the order given) and releases the head: the
+    /// whole batch is then one transaction, as the committer's counters confirm.
     async fn commit_as_one_batch(
         url: &str,
         s: &Arc<PostgresStore>,
@@ -737,9 +697,8 @@ mod postgres {
             .unwrap();
         let plug = {
             let s = s.clone();
-            let plug = format!("plug{}", before.changesets);
             tokio::spawn(async move {
-                s.commit(cs(Write::InsertUser(user(&plug)), "plug", 1))
+                s.commit(cs(Write::InsertUser(user("plug")), "plug", 1))
                     .await
             })
         };
