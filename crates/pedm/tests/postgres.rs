@@ -19,21 +19,27 @@ async fn verify_audit_chain(s: &Server) -> usize {
     events.len()
 }
 
+/// Two instances on database `db`; the second shares the first's admin token.
+fn two_servers(db: &str) -> (Server, Server) {
+    let a = Server::start_with(Options {
+        database_url: Some(db.to_string()),
+        ..Default::default()
+    });
+    let b = Server::start_with(Options {
+        database_url: Some(db.to_string()),
+        admin_token: Some(a.admin_token.clone()),
+        ..Default::default()
+    });
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_on_one_database_decide_and_expire_exactly_once() {
     let Some(pg) = TestPostgres::start_or_skip() else {
         return;
     };
     let db = pg.fresh_database("ha").expect("database");
-    let a = Server::start_with(Options {
-        database_url: Some(db.clone()),
-        ..Default::default()
-    });
-    let b = Server::start_with(Options {
-        database_url: Some(db),
-        admin_token: Some(a.admin_token.clone()),
-        ..Default::default()
-    });
+    let (a, b) = two_servers(&db);
     assert!(
         !b.data_path().join("admin.token").exists(),
         "the second instance must not bootstrap a second admin"
@@ -129,15 +135,7 @@ async fn a_lock_made_through_one_instance_stops_requests_on_the_other() {
         return;
     };
     let db = pg.fresh_database("locks_ha").expect("database");
-    let a = Server::start_with(Options {
-        database_url: Some(db.clone()),
-        ..Default::default()
-    });
-    let b = Server::start_with(Options {
-        database_url: Some(db),
-        admin_token: Some(a.admin_token.clone()),
-        ..Default::default()
-    });
+    let (a, b) = two_servers(&db);
     standard_targets(&a).await;
     let alice = b.client(&user_with_token(&a, "alice", false).await);
     let body = req("web1", "docker", "10m", "deploy");
