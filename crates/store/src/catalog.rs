@@ -5,10 +5,10 @@
 //!
 //! Only targets and roles that were found are kept; an external-account answer is kept either
 //! way (most people are not external accounts). Locks are kept as the set not lifted when read
-//! (each is checked against its end on every use). Any changeset with a write not known to leave targets
-//! and roles alone (a role update) empties the cache when it commits ([`may_change`],
-//! [`Catalog::invalidate`]), and a read that began before that never keeps what it read
-//! (generation check): this instance's own changes are seen at once. On PostgreSQL other
+//! (each is checked against its end on every use). Any changeset with a write not known to
+//! leave what is kept alone (a role update, a lock) empties that part when it commits
+//! ([`may_change`], [`may_change_guards`]), and a read that began before that never keeps
+//! what it read (generation check): this instance's own changes are seen at once. On PostgreSQL other
 //! instances write too, and their changes cannot empty this cache: there a row is kept at most
 //! a second ([`Catalog::new`] with a time to live), so a role changed through another instance
 //! is seen here within 1 s, as the authentication cache sees a revoked token.

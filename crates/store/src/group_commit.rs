@@ -34,9 +34,10 @@
 use crate::db::Conn;
 use crate::sql::{
     INSERT_GRANTS, INSERT_GRANTS_TAIL, INSERT_REQUESTS, apply_writes, backend, chain_events,
-    grant_args, insert_events, insert_rows, read_head, request_args, write_head,
+    grant_args, insert_events, insert_rows, read_head, request_args, violation, write_head,
 };
 use pedm_core::audit::AuditEvent;
+use pedm_core::model::{Grant, Request};
 use pedm_core::store::{Changeset, StoreError, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -295,11 +296,11 @@ pub(crate) async fn try_batch(
     let mut outcomes: Vec<Result<usize, StoreError>> = Vec::with_capacity(n);
     let mut savepoint_open = false;
     // On PostgreSQL, where a statement is a round trip, a first attempt inserts the batch's
-    // requests and grants together, a few rows per statement ([`insert_deferred`]): each is
+    // requests and grants together, a few rows per statement ([`Held`]): each is
     // held until a write of another kind, or the end of the batch, could need it in the table.
     // Any refusal among them sends the batch to the savepoint attempt, which writes one by one.
     let defer = dialect == Dialect::Postgres && !savepoints;
-    let mut deferred: Vec<&Write> = vec![];
+    let mut held = Held::default();
     for job in batch {
         let changes = &job.changes;
         // A lone changeset needs no savepoint: its refusal rolls back the transaction. On
@@ -324,11 +325,10 @@ pub(crate) async fn try_batch(
         }
         let mut refused = None;
         for (i, w) in changes.writes.iter().enumerate() {
-            if defer && matches!(w, Write::InsertRequest(_) | Write::InsertGrant(_)) {
-                deferred.push(w);
+            if defer && held.hold(w) {
                 continue;
             }
-            match insert_deferred(c, &mut deferred).await {
+            match held.insert(c).await {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => return all_fail(e, n),
@@ -387,7 +387,7 @@ pub(crate) async fn try_batch(
             }
         }
     }
-    match insert_deferred(c, &mut deferred).await {
+    match held.insert(c).await {
         Ok(true) => {}
         Ok(false) => return None,
         Err(e) => return all_fail(e, n),
@@ -419,51 +419,53 @@ pub(crate) async fn try_batch(
     )
 }
 
-/// Inserts the held requests, then the held grants (which may refer to them), several rows per
-/// statement, and empties `deferred`. `Ok(false)` when one was refused (a taken id, a second
-/// grant for a request, a missing request): which one is for the savepoint attempt to find.
-async fn insert_deferred(c: &mut Conn<'_>, deferred: &mut Vec<&Write>) -> Result<bool, StoreError> {
-    if deferred.is_empty() {
-        return Ok(true);
-    }
-    let mut requests = vec![];
-    let mut grants = vec![];
-    for w in deferred.drain(..) {
+/// Requests and grants a first attempt on PostgreSQL holds back to insert together.
+#[derive(Default)]
+struct Held<'a> {
+    requests: Vec<&'a Request>,
+    grants: Vec<&'a Grant>,
+}
+
+impl<'a> Held<'a> {
+    /// Holds `w` if it is a request or grant insert.
+    fn hold(&mut self, w: &'a Write) -> bool {
         match w {
-            Write::InsertRequest(r) => requests.push(request_args(r)?),
-            Write::InsertGrant(g) => grants.push(grant_args(g)),
-            _ => {
-                return Err(StoreError::Backend(
-                    "group commit: not a deferred write".into(),
-                ));
+            Write::InsertRequest(r) => self.requests.push(r),
+            Write::InsertGrant(g) => self.grants.push(g),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Inserts the held requests, then the held grants (which may refer to them), several
+    /// rows per statement, and holds nothing after. `Ok(false)` when one was refused (a taken
+    /// id, a second grant for a request, a missing request): which one is for the savepoint
+    /// attempt to find.
+    async fn insert(&mut self, c: &mut Conn<'_>) -> Result<bool, StoreError> {
+        let refused = |e: sqlx::Error| match violation(&e) {
+            Some(_) => Ok(false),
+            None => Err(backend(e)),
+        };
+        if !self.requests.is_empty() {
+            let rows = self
+                .requests
+                .drain(..)
+                .map(request_args)
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Err(e) = insert_rows(c, INSERT_REQUESTS, "", rows).await {
+                return refused(e);
             }
         }
-    }
-    let refused = |e: sqlx::Error| match e {
-        sqlx::Error::Database(d)
-            if matches!(
-                d.kind(),
-                sqlx::error::ErrorKind::UniqueViolation
-                    | sqlx::error::ErrorKind::ForeignKeyViolation
-            ) =>
-        {
-            Ok(false)
+        if !self.grants.is_empty() {
+            let rows: Vec<_> = self.grants.drain(..).map(grant_args).collect();
+            let expected = rows.len() as u64;
+            match insert_rows(c, INSERT_GRANTS, INSERT_GRANTS_TAIL, rows).await {
+                // A taken grant id inserted nothing.
+                Ok(n) if n < expected => return Ok(false),
+                Ok(_) => {}
+                Err(e) => return refused(e),
+            }
         }
-        e => Err(backend(e)),
-    };
-    if !requests.is_empty()
-        && let Err(e) = insert_rows(c, INSERT_REQUESTS, "", requests).await
-    {
-        return refused(e);
+        Ok(true)
     }
-    let expected = grants.len() as u64;
-    if expected > 0 {
-        match insert_rows(c, INSERT_GRANTS, INSERT_GRANTS_TAIL, grants).await {
-            // A taken grant id inserted nothing.
-            Ok(n) if n < expected => return Ok(false),
-            Ok(_) => {}
-            Err(e) => return refused(e),
-        }
-    }
-    Ok(true)
 }

@@ -146,10 +146,25 @@ fn refusal(
     dup: impl FnOnce() -> StoreError,
     missing: impl FnOnce() -> StoreError,
 ) -> StoreError {
+    match violation(&e) {
+        Some(ErrorKind::UniqueViolation) => dup(),
+        Some(_) => missing(),
+        None => backend(e),
+    }
+}
+
+/// The unique or foreign key violation `e` is (a refused insert), if it is one.
+pub(crate) fn violation(e: &sqlx::Error) -> Option<ErrorKind> {
     match e {
-        sqlx::Error::Database(d) if d.kind() == ErrorKind::UniqueViolation => dup(),
-        sqlx::Error::Database(d) if d.kind() == ErrorKind::ForeignKeyViolation => missing(),
-        e => backend(e),
+        sqlx::Error::Database(d)
+            if matches!(
+                d.kind(),
+                ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation
+            ) =>
+        {
+            Some(d.kind())
+        }
+        _ => None,
     }
 }
 
@@ -825,7 +840,6 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
     }
 }
 
-/// `$1..$24`: `REQUEST_COLS` order with `review_state` before `follow_up`.
 pub(crate) const INSERT_REQUESTS: &str = "INSERT INTO requests (id, requester, target, role, \
      duration_secs, justification, task, ticket, context, state, created_at, pending_until, \
      decided_at, decided_by, decision_reason, grant_id, approvals_required, version, \
@@ -856,6 +870,7 @@ pub(crate) fn grant_args(g: &Grant) -> Vec<Arg> {
     ]
 }
 
+/// `$1..$24`: `REQUEST_COLS` order with `review_state` before `follow_up`.
 pub(crate) fn request_args(r: &Request) -> Result<Vec<Arg>, StoreError> {
     Ok(args![
         r.id,

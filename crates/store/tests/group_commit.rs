@@ -128,21 +128,62 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+type Outcome = Result<Vec<AuditEvent>, StoreError>;
+
+/// While the committer is held up (by a lock another connection holds): commits `plug` and
+/// waits until the committer has taken it, queues `batch` behind it one by one (so the batch's
+/// order is the order given), then runs `release`, which lets the committer go on. Checks that
+/// the plug and then the whole batch were one transaction each, as the committer's counters
+/// say; returns their results, the batch's in its order.
+async fn plug_then_batch(
+    s: Arc<dyn Store>,
+    stats: impl Fn() -> pedm_store::GroupCommitStats,
+    plug: Changeset,
+    batch: Vec<Changeset>,
+    release: impl std::future::Future<Output = ()>,
+) -> (Outcome, Vec<Outcome>) {
+    let before = stats();
+    assert_eq!(before.queued, 0);
+    let plug = {
+        let s = s.clone();
+        tokio::spawn(async move { s.commit(plug).await })
+    };
+    until("the committer took the first changeset", || {
+        stats().changesets == before.changesets + 1
+    })
+    .await;
+    let n = batch.len();
+    let mut tasks = vec![];
+    for (i, c) in batch.into_iter().enumerate() {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.commit(c).await }));
+        until("the changeset is queued", || stats().queued == i + 1).await;
+    }
+    release.await;
+    let plug = plug.await.unwrap();
+    let mut results = vec![];
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let after = stats();
+    assert_eq!(
+        (after.transactions, after.changesets),
+        (before.transactions + 2, before.changesets + 1 + n as u64),
+        "the plug and then the whole batch, one transaction each"
+    );
+    (plug, results)
+}
+
 /// Commits `plug` and then `batch` so that all of `batch` goes into one transaction: the write
 /// lock is held from another connection until the committer has taken `plug` (and waits for the
 /// lock) and every changeset of `batch` is queued. `meanwhile` runs in the lock holder's
-/// transaction before it commits. Returns the results of `batch`, in its order.
+/// transaction before it commits. Returns the results of `plug` and `batch`, in its order.
 async fn in_one_batch(
     s: &Arc<SqliteStore>,
     plug: Changeset,
     batch: Vec<Changeset>,
     meanwhile: &[&str],
-) -> (
-    Result<Vec<AuditEvent>, StoreError>,
-    Vec<Result<Vec<AuditEvent>, StoreError>>,
-) {
-    let before = s.group_commit_stats();
-    assert_eq!(before.queued, 0);
+) -> (Outcome, Vec<Outcome>) {
     let mut lock = SqliteConnection::connect_with(
         &SqliteConnectOptions::new()
             .filename(s.path())
@@ -154,48 +195,20 @@ async fn in_one_batch(
         .execute(&mut lock)
         .await
         .unwrap();
-
-    let plug = {
-        let s = s.clone();
-        tokio::spawn(async move { s.commit(plug).await })
+    let release = async move {
+        for sql in meanwhile {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&mut lock)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
     };
-    until("the committer took the first changeset", || {
-        s.group_commit_stats().changesets == before.changesets + 1
-    })
-    .await;
-    let n = batch.len();
-    let tasks: Vec<_> = batch
-        .into_iter()
-        .map(|c| {
-            let s = s.clone();
-            tokio::spawn(async move { s.commit(c).await })
-        })
-        .collect();
-    until("every changeset is queued", || {
-        s.group_commit_stats().queued == n
-    })
-    .await;
-
-    for sql in meanwhile {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-            .execute(&mut lock)
-            .await
-            .unwrap();
-    }
-    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
-
-    let plug = plug.await.unwrap();
-    let mut results = vec![];
-    for t in tasks {
-        results.push(t.await.unwrap());
-    }
-    let after = s.group_commit_stats();
-    assert_eq!(
-        (after.transactions, after.changesets),
-        (before.transactions + 2, before.changesets + 1 + n as u64),
-        "the plug and then the whole batch, one transaction each"
-    );
-    (plug, results)
+    let stats = {
+        let s = s.clone();
+        move || s.group_commit_stats()
+    };
+    plug_then_batch(s.clone(), stats, plug, batch, release).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -680,54 +693,29 @@ mod postgres {
         assert_eq!(ended.ended_by.as_deref(), Some("first"));
     }
 
-    /// Holds the chain head from another connection, commits a "plug" (the user `plug`, one
-    /// event with subject `plug`) that the committer takes and waits with, queues `batch` one
-    /// by one behind it (so the batch's order is the order given) and releases the head: the
-    /// whole batch is then one transaction, as the committer's counters confirm.
+    /// Holds the chain head from another connection, so that a "plug" (the user `plug`, one
+    /// event with subject `plug`) and then `batch` are one transaction each
+    /// ([`plug_then_batch`]); returns the batch's results.
     async fn commit_as_one_batch(
         url: &str,
         s: &Arc<PostgresStore>,
         batch: Vec<Changeset>,
-    ) -> Vec<Result<Vec<AuditEvent>, StoreError>> {
-        let before = s.group_commit_stats();
+    ) -> Vec<Outcome> {
         let mut lock = PgConnection::connect(url).await.unwrap();
         sqlx::raw_sql("BEGIN; SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
             .execute(&mut lock)
             .await
             .unwrap();
-        let plug = {
-            let s = s.clone();
-            tokio::spawn(async move {
-                s.commit(cs(Write::InsertUser(user("plug")), "plug", 1))
-                    .await
-            })
+        let release = async move {
+            sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
         };
-        until("the committer took the plug", || {
-            s.group_commit_stats().changesets == before.changesets + 1
-        })
-        .await;
-        let n = batch.len();
-        let mut tasks = vec![];
-        for (i, c) in batch.into_iter().enumerate() {
-            let s2 = s.clone();
-            tasks.push(tokio::spawn(async move { s2.commit(c).await }));
-            until("the changeset is queued", || {
-                s.group_commit_stats().queued == i + 1
-            })
-            .await;
-        }
-        sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
-        plug.await.unwrap().unwrap();
-        let mut results = vec![];
-        for t in tasks {
-            results.push(t.await.unwrap());
-        }
-        let after = s.group_commit_stats();
-        assert_eq!(
-            (after.transactions, after.changesets),
-            (before.transactions + 2, before.changesets + 1 + n as u64),
-            "the plug and then the whole batch, one transaction each"
-        );
+        let stats = {
+            let s = s.clone();
+            move || s.group_commit_stats()
+        };
+        let plug = cs(Write::InsertUser(user("plug")), "plug", 1);
+        let (plug, results) = plug_then_batch(s.clone(), stats, plug, batch, release).await;
+        plug.unwrap();
         results
     }
 

@@ -412,7 +412,7 @@ impl ControlPlane {
         };
         self.commit(cs.notice(notice)).await?;
         match (&grant, &extended) {
-            (Some(g), None) => self.deadline_added(Self::next_end(g)),
+            (Some(g), None) => self.deadline_added(Self::grant_deadline(g)),
             (None, _) if req.state == RequestState::Pending => {
                 self.deadline_added(req.pending_until)
             }
@@ -500,7 +500,7 @@ impl ControlPlane {
 
     /// The scheduler's next moment for a grant just made: its start if scheduled, else its
     /// end.
-    fn next_end(g: &Grant) -> Timestamp {
+    fn grant_deadline(g: &Grant) -> Timestamp {
         if g.state == GrantState::Scheduled {
             g.starts_at
         } else {
@@ -912,7 +912,7 @@ impl ControlPlane {
             return Ok((req, Some(g)));
         }
         if let Some(g) = &grant {
-            self.deadline_added(Self::next_end(g));
+            self.deadline_added(Self::grant_deadline(g));
             self.jobs_changed.notify_one();
         }
         Ok((req, grant))
