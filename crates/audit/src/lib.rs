@@ -117,6 +117,7 @@ pub mod export;
 pub mod formats;
 mod hashing;
 pub mod merkle;
+pub mod merkle_index;
 pub mod note;
 pub mod verify;
 
@@ -128,9 +129,11 @@ pub use export::{
 };
 pub use formats::{CsvWriter, OcsfWriter, ocsf_event};
 pub use merkle::{
-    EMPTY_ROOT, Hash, MerkleAccumulator, ProofError, consistency_proof, consistency_proof_from,
-    inclusion_proof, root, verify_consistency, verify_inclusion,
+    EMPTY_ROOT, Hash, MerkleAccumulator, ProofError, Subtrees, consistency_proof,
+    consistency_proof_in, inclusion_proof, inclusion_proof_in, range_hash, root,
+    verify_consistency, verify_inclusion,
 };
+pub use merkle_index::{BlockError, MerkleIndex, Proof};
 pub use note::{CheckpointNote, NoteError, NoteSignature, VerifierKey};
 pub use verify::{
     FailureKind, TrustedHead, Verifier, VerifyFailure, VerifyOptions, VerifyReport, verify_events,

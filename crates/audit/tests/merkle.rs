@@ -1,8 +1,8 @@
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use pedm_audit::merkle::{Hash, leaf_hash, node_hash};
 use pedm_audit::{
-    EMPTY_ROOT, MerkleAccumulator, ProofError, consistency_proof, inclusion_proof, root,
-    verify_consistency, verify_inclusion,
+    BlockError, EMPTY_ROOT, MerkleAccumulator, MerkleIndex, Proof, ProofError, consistency_proof,
+    inclusion_proof, root, verify_consistency, verify_inclusion,
 };
 use sha2::{Digest, Sha256};
 
@@ -277,4 +277,101 @@ fn accumulator_grows_like_root() {
     }
     let restored = MerkleAccumulator::from_parts(acc.size(), acc.peaks().to_vec()).unwrap();
     assert_eq!(restored, acc);
+}
+
+/// Proves through a [`MerkleIndex`], reading blocks from `all` as the proof names them (as the
+/// server reads them from its store), at most `limit` blocks.
+fn with_blocks<T>(
+    index: &MerkleIndex,
+    all: &[Hash],
+    limit: usize,
+    f: impl Fn(&Proof) -> Result<T, ProofError>,
+) -> (T, usize) {
+    let mut p = index.proof();
+    let mut read = 0;
+    loop {
+        match f(&p) {
+            Ok(v) => return (v, read),
+            Err(e) => {
+                let block = Proof::needs(&e).unwrap_or_else(|| panic!("{e}"));
+                let (a, b) = Proof::block_range(block);
+                p.add_block(block, all[a as usize..b as usize].to_vec())
+                    .unwrap();
+                read += 1;
+                assert!(read <= limit, "more than {limit} blocks read");
+            }
+        }
+    }
+}
+
+/// Proofs from the index (the large subtrees kept, at most two blocks of leaves read) are the
+/// proofs from all leaves, for tree sizes across block boundaries, at every log size.
+#[test]
+fn index_proofs_equal_proofs_from_all_leaves() {
+    let l = leaves(5 * 256 + 37);
+    let sizes = [
+        1u64, 2, 3, 255, 256, 257, 511, 512, 513, 700, 1024, 1025, 1280, 1317,
+    ];
+    let mut index = MerkleIndex::new();
+    for (i, x) in l.iter().enumerate() {
+        index.push(x);
+        let n = i as u64 + 1;
+        assert_eq!(index.root(), root(&l[..=i]));
+        if !sizes.contains(&n) {
+            continue;
+        }
+        for &size in sizes.iter().filter(|&&s| s <= n) {
+            let (r, _) = with_blocks(&index, &l, 1, |p| p.root(size));
+            assert_eq!(r, root(&l[..size as usize]), "root of {size} at {n}");
+            for leaf in [0, size / 3, size / 2, size - 1] {
+                let (proof, read) = with_blocks(&index, &l, 2, |p| p.inclusion(leaf, size));
+                assert_eq!(proof, inclusion_proof(&l, leaf, size).unwrap());
+                assert!(read <= 2);
+                let (data, _) = with_blocks(&index, &l, 1, |p| p.leaf(leaf));
+                assert_eq!(data, l[leaf as usize]);
+            }
+            for &old in sizes.iter().filter(|&&s| s <= size) {
+                let (proof, _) = with_blocks(&index, &l, 2, |p| p.consistency(old, size));
+                assert_eq!(
+                    proof,
+                    consistency_proof(&l, old, size).unwrap(),
+                    "{old}->{size}"
+                );
+            }
+        }
+    }
+    assert!(matches!(
+        index.proof().inclusion(0, l.len() as u64 + 1),
+        Err(ProofError::SizeOutOfRange { .. })
+    ));
+}
+
+/// A block read back that no longer hashes to the subtree built when it was pushed is refused,
+/// naming it; so are short blocks and the incomplete last one.
+#[test]
+fn a_changed_block_is_refused() {
+    let mut l = leaves(3 * 256 + 5);
+    let mut index = MerkleIndex::new();
+    for x in &l {
+        index.push(x);
+    }
+    let mut p = index.proof();
+    l[300][0] ^= 1;
+    assert!(matches!(
+        p.add_block(1, l[256..512].to_vec()),
+        Err(BlockError::Changed {
+            block: 1,
+            first: 256,
+            end: 512
+        })
+    ));
+    assert!(matches!(
+        p.add_block(0, l[0..255].to_vec()),
+        Err(BlockError::Length { .. })
+    ));
+    assert!(matches!(
+        p.add_block(3, l[768..].to_vec()),
+        Err(BlockError::NotComplete { block: 3 })
+    ));
+    assert!(p.add_block(0, l[0..256].to_vec()).is_ok());
 }

@@ -498,8 +498,7 @@ async fn a_witness_cosigns_growth_and_catches_a_rollback() {
         .output()
         .expect("python3");
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    // Growing again (the server remembers the witness's state: the proof reads only the new
-    // events): cosigned again.
+    // Growing again: cosigned again.
     more(&s, 2).await;
     let again = dir.path().join("again.note");
     let again_size = save_checkpoint(&s, &again);
@@ -749,6 +748,60 @@ async fn consistency_from_any_earlier_size_and_show_one_event() {
     assert_eq!(v["content_matches_hash"], true);
     let o = s.cli(&s.admin_token, &["audit", "show", "99999"]);
     assert_fails(&o, &["audit event 99999 not found"]);
+}
+
+/// Proofs come from the Merkle tree the server keeps as it checks the log (its subtrees of 256
+/// events and more), reading at most two blocks of 256 event hashes: over several blocks they
+/// verify; and an event hash rewritten in the database after the server checked it is caught
+/// by the proof that reads its block (409, naming the block), after which everything fails
+/// closed.
+#[tokio::test]
+async fn proofs_across_blocks_verify_and_a_hash_rewritten_after_the_check_is_caught() {
+    let s = Server::start();
+    workload(&s).await;
+    more(&s, 300).await;
+    let key = pubkey(&s);
+    let a = sign(&s);
+    assert!(a > 600, "{a}");
+    more(&s, 5).await;
+    let b = sign(&s);
+    let verified = |args: &[&str]| {
+        let o = s.cli(&s.admin_token, args);
+        assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+        assert!(
+            stdout(&o).contains("VERIFIED") && !stdout(&o).contains("NOT VERIFIED"),
+            "{args:?}: {}",
+            stdout(&o)
+        );
+    };
+    let (a_s, b_s) = (a.to_string(), b.to_string());
+    for seq in [1, 3, 256, 257, 300, 512, 513, a, a + 1, b] {
+        let seq = seq.to_string();
+        verified(&["audit", "prove", &seq, "--pubkey", &key]);
+    }
+    for seq in [1, 255, 300, a] {
+        let seq = seq.to_string();
+        verified(&["audit", "prove", &seq, "--size", &a_s, "--pubkey", &key]);
+    }
+    for from in ["1", "255", "256", "300", "512", &a_s] {
+        verified(&["audit", "consistency", from, &b_s, "--pubkey", &key]);
+    }
+
+    // Event 300 (block 1: events 257..=512) rewritten while the server runs.
+    let hash = format!("X'{}'", "AB".repeat(32));
+    sql(
+        &db(&s),
+        &format!("UPDATE audit_events SET hash = {hash} WHERE seq = 300"),
+    );
+    let (status, body) = raw(&s, false, "/audit/proof/inclusion?seq=300").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "audit_integrity", "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("rewritten after they were checked") && msg.contains("leaves 256..512"),
+        "{msg}"
+    );
+    assert_fail_closed(&s, "rewritten after they were checked").await;
 }
 
 // ------------------------------------------------------------------ the same on PostgreSQL

@@ -22,7 +22,10 @@
 //! `pedmd audit accept-rollback`, which records `audit.rollback_accepted` and replaces the head.
 
 use anyhow::{Context, anyhow, bail};
-use pedm_audit::{CheckpointNote, MerkleAccumulator, PublicKey, SignedCheckpoint, SigningKey};
+use pedm_audit::{
+    BlockError, CheckpointNote, Hash, MerkleIndex, Proof, ProofError, PublicKey, SignedCheckpoint,
+    SigningKey,
+};
 use pedm_core::audit::{ChainError, GENESIS_HASH};
 use pedm_core::store::{AuditFilter, CheckpointRecord, Store};
 use std::path::{Path, PathBuf};
@@ -45,8 +48,9 @@ pub struct AuditSigner {
 }
 
 struct State {
-    acc: MerkleAccumulator,
-    /// Hash of the last event folded into `acc`.
+    /// The Merkle tree of the checked events (its large subtrees kept for proofs).
+    tree: MerkleIndex,
+    /// Hash of the last event folded into `tree`.
     prev_hash: [u8; 32],
     /// Set when the log does not match what was signed: signing and reading stop.
     broken: Option<String>,
@@ -54,11 +58,6 @@ struct State {
     trusted: Option<SignedCheckpoint>,
     /// The newest checkpoint as a signed note, with the cosignatures collected for it.
     note: Option<CheckpointNote>,
-    /// The Merkle state at the note's size (for consistency proofs from it later).
-    note_acc: Option<MerkleAccumulator>,
-    /// Per witness URL: the Merkle state at the size it cosigned, so the next consistency
-    /// proof reads only the events since (O(new) instead of O(log)).
-    witness_base: std::collections::HashMap<String, MerkleAccumulator>,
     /// Per witness URL: the size it last cosigned (as it told us).
     witness_sizes: std::collections::HashMap<String, u64>,
     /// Per witness URL: the size it last refused or failed on, and when (retried after
@@ -280,7 +279,7 @@ impl AuditSigner {
             witnesses,
             alert: None,
             state: Mutex::new(State {
-                acc: MerkleAccumulator::new(),
+                tree: MerkleIndex::new(),
                 prev_hash: GENESIS_HASH,
                 broken: None,
                 trusted,
@@ -288,8 +287,6 @@ impl AuditSigner {
                     .as_deref()
                     .and_then(|p| std::fs::read_to_string(p).ok())
                     .and_then(|t| CheckpointNote::parse(&t).ok()),
-                note_acc: None,
-                witness_base: Default::default(),
                 witness_sizes: Default::default(),
                 witness_failed: Default::default(),
             }),
@@ -350,7 +347,7 @@ impl AuditSigner {
             ));
         } else {
             tracing::info!(
-                events = st.acc.size(),
+                events = st.tree.size(),
                 "audit log matches its signed checkpoints"
             );
         }
@@ -360,7 +357,7 @@ impl AuditSigner {
     pub async fn check(&self) -> anyhow::Result<u64> {
         let mut st = self.state.lock().await;
         self.checked(&mut st).await?;
-        Ok(st.acc.size())
+        Ok(st.tree.size())
     }
 
     async fn checked(&self, st: &mut State) -> anyhow::Result<()> {
@@ -375,7 +372,7 @@ impl AuditSigner {
     /// Folds the events appended since the last call into the accumulator, checking each.
     async fn catch_up(&self, st: &mut State) -> anyhow::Result<()> {
         let head = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
-        let done = st.acc.size() as i64;
+        let done = st.tree.size() as i64;
         let mut limits: Vec<(i64, &str)> = self
             .store
             .latest_checkpoint()
@@ -441,12 +438,12 @@ impl AuditSigner {
                 bail!("audit log: {why}");
             }
             for e in &page {
-                st.acc.push(&e.hash);
+                st.tree.push(&e.hash);
                 st.prev_hash = e.hash;
-                let size = st.acc.size() as i64;
+                let size = st.tree.size() as i64;
                 while expect.last().is_some_and(|c| c.0 == size) {
                     let (_, root, what) = expect.pop().expect("checked");
-                    if root != st.acc.root() {
+                    if root != st.tree.root() {
                         let why = format!(
                             "events 1..={size}: forged: the first {size} events do not have the \
                              root signed in {what} (events were inserted, removed or rewritten \
@@ -469,11 +466,11 @@ impl AuditSigner {
     pub async fn sign_now(&self) -> anyhow::Result<Option<SignedCheckpoint>> {
         let mut st = self.state.lock().await;
         self.checked(&mut st).await.context("refusing to sign")?;
-        if st.acc.is_empty() {
+        if st.tree.is_empty() {
             return Ok(None);
         }
-        let size = st.acc.size();
-        let root = st.acc.root();
+        let size = st.tree.size();
+        let root = st.tree.root();
         if let Some(latest) = self.store.latest_checkpoint().await?
             && latest.size as u64 == size
             && latest.key_id == self.key.key_id()
@@ -486,7 +483,6 @@ impl AuditSigner {
             {
                 st.note = Some(self.key.sign_note(&self.origin, size, &root));
             }
-            st.note_acc = Some(st.acc.clone());
             self.remember_head(&mut st, &cp)?;
             drop(st);
             self.submit_to_witnesses().await;
@@ -496,7 +492,6 @@ impl AuditSigner {
         self.store.save_checkpoint(&to_record(&cp)).await?;
         self.remember_head(&mut st, &cp)?;
         st.note = Some(self.key.sign_note(&self.origin, size, &root));
-        st.note_acc = Some(st.acc.clone());
         metrics::counter!("pedm_audit_checkpoints_signed_total").increment(1);
         tracing::debug!(size, "signed an audit checkpoint");
         drop(st);
@@ -542,26 +537,74 @@ impl AuditSigner {
         Ok(self.state.lock().await.note.clone())
     }
 
-    /// Leaf data (event hashes) of the first `size` events, for proofs.
-    pub async fn leaves(&self, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
-        self.leaves_between(0, size).await
+    /// Leaf data of event `index + 1` and its RFC 6962 inclusion proof in the tree of the
+    /// first `size` events. `size` must not exceed the checked log (call [`Self::check`] first).
+    pub async fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> anyhow::Result<(Hash, Vec<Hash>)> {
+        self.prove(size, |p| Ok((p.leaf(index)?, p.inclusion(index, size)?)))
+            .await
     }
 
-    /// Leaf data of the events after the first `from` up to the first `to`.
-    pub async fn leaves_between(&self, from: u64, to: u64) -> anyhow::Result<Vec<[u8; 32]>> {
-        let size = to;
-        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
-        let mut next = from as i64 + 1;
-        while (next as u64) <= size {
-            let to = (next + 99_999).min(size as i64);
-            let batch = self.store.audit_hashes(next, to).await?;
-            if batch.len() as i64 != to - next + 1 {
-                bail!("events {next}..={to} are incomplete in the store");
-            }
-            out.extend(batch);
-            next = to + 1;
+    /// RFC 6962 consistency proof from the tree of the first `old` events to the first `new`,
+    /// with both roots.
+    pub async fn consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> anyhow::Result<(Vec<Hash>, Hash, Hash)> {
+        self.prove(new, |p| {
+            Ok((p.consistency(old, new)?, p.root(old)?, p.root(new)?))
+        })
+        .await
+    }
+
+    /// Runs `f` over the kept Merkle tree (first caught up with the store if it holds fewer
+    /// than `size` events), reading from the store each block of 256 event
+    /// hashes it names (at most two per proof, each checked against the tree). A block that no
+    /// longer matches was changed in the database after it was checked: the log is broken.
+    async fn prove<T>(
+        &self,
+        size: u64,
+        f: impl Fn(&Proof) -> Result<T, ProofError>,
+    ) -> anyhow::Result<T> {
+        let mut st = self.state.lock().await;
+        if let Some(why) = &st.broken {
+            return Err(Broken(why.clone()).into());
         }
-        Ok(out)
+        if st.tree.size() < size {
+            self.checked(&mut st).await?;
+        }
+        let changed = {
+            let mut p = st.tree.proof();
+            loop {
+                let e = match f(&p) {
+                    Ok(v) => return Ok(v),
+                    Err(e) => e,
+                };
+                let Some(block) = Proof::needs(&e) else {
+                    return Err(e.into());
+                };
+                let (first, end) = Proof::block_range(block);
+                let leaves = self
+                    .store
+                    .audit_hashes(first as i64 + 1, end as i64)
+                    .await?;
+                match p.add_block(block, leaves) {
+                    Ok(()) => {}
+                    Err(e @ BlockError::Changed { .. }) => break e,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let why = format!("events were rewritten after they were checked: {changed}");
+        st.broken.get_or_insert(why.clone());
+        drop(st);
+        metrics::gauge!("pedm_audit_log_broken").set(1.0);
+        self.raise(why.clone());
+        Err(Broken(why).into())
     }
 
     /// Submits the newest note to every witness and keeps the cosignatures they return.
@@ -569,18 +612,10 @@ impl AuditSigner {
         if self.witnesses.is_empty() {
             return;
         }
-        let (note, note_acc, known, failed, bases) = {
+        let (note, known, failed) = {
             let st = self.state.lock().await;
             let Some(n) = st.note.clone() else { return };
-            (
-                n,
-                st.note_acc
-                    .clone()
-                    .filter(|a| a.size() == st.note.as_ref().map_or(0, |n| n.size)),
-                st.witness_sizes.clone(),
-                st.witness_failed.clone(),
-                st.witness_base.clone(),
-            )
+            (n, st.witness_sizes.clone(), st.witness_failed.clone())
         };
         for w in &self.witnesses {
             let have = known.get(&w.url).copied();
@@ -593,14 +628,10 @@ impl AuditSigner {
             {
                 continue;
             }
-            match crate::witness::submit(self, w, &note, have, bases.get(&w.url)).await {
+            match crate::witness::submit(self, w, &note, have).await {
                 Ok((sig, size)) => {
                     let mut st = self.state.lock().await;
                     st.witness_sizes.insert(w.url.clone(), size);
-                    match &note_acc {
-                        Some(a) => st.witness_base.insert(w.url.clone(), a.clone()),
-                        None => st.witness_base.remove(&w.url),
-                    };
                     st.witness_failed.remove(&w.url);
                     if let Some(n) = st.note.as_mut().filter(|n| n.size == note.size) {
                         n.signatures

@@ -65,7 +65,6 @@ pub async fn submit(
     w: &WitnessTarget,
     note: &CheckpointNote,
     have: Option<u64>,
-    base: Option<&pedm_audit::MerkleAccumulator>,
 ) -> anyhow::Result<(NoteSignature, u64)> {
     let client = http(w.ca_file.as_deref())?;
     let url = format!("{}/add-checkpoint", w.url.trim_end_matches('/'));
@@ -80,13 +79,8 @@ pub async fn submit(
         }
         let proof = if old == 0 || old == note.size {
             vec![]
-        } else if let Some(b) = base.filter(|b| b.size() == old) {
-            // From the state at the size the witness holds: only the events since are read.
-            let new = signer.leaves_between(old, note.size).await?;
-            pedm_audit::consistency_proof_from(b, &new)
         } else {
-            let leaves = signer.leaves(note.size).await?;
-            pedm_audit::consistency_proof(&leaves, old, note.size)?
+            signer.consistency_proof(old, note.size).await?.0
         };
         let resp = client
             .post(&url)

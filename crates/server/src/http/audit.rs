@@ -136,10 +136,6 @@ async fn sign_checkpoint(State(s): State<AppState>, c: Caller) -> ApiResult<Json
     Ok(Json(wire(&sign(&s).await?)))
 }
 
-async fn leaves(s: &AppState, size: u64) -> ApiResult<Vec<[u8; 32]>> {
-    signer(s)?.leaves(size).await.map_err(integrity)
-}
-
 async fn checkpoint_of_size(s: &AppState, size: u64) -> ApiResult<Option<SignedCheckpoint>> {
     let all = s.cp.store().checkpoints().await.map_err(store_err)?;
     all.iter()
@@ -198,13 +194,15 @@ async fn inclusion_proof(
             q.seq
         )));
     }
-    let leaves = leaves(&s, size).await?;
     let index = q.seq as u64 - 1;
-    let proof = pedm_audit::inclusion_proof(&leaves, index, size).map_err(internal)?;
+    let (leaf, proof) = signer(&s)?
+        .inclusion_proof(index, size)
+        .await
+        .map_err(integrity)?;
     Ok(Json(InclusionProof {
         seq: q.seq,
         leaf_index: index,
-        leaf: hex(&leaves[index as usize]),
+        leaf: hex(&leaf),
         tree_size: size,
         proof: proof.iter().map(hex).collect(),
         checkpoint: wire(&cp),
@@ -264,13 +262,15 @@ async fn consistency_proof(
             format!("no tree of size {to}: the log has {head} events"),
         ));
     }
-    let leaves = leaves(&s, to).await?;
-    let proof = pedm_audit::consistency_proof(&leaves, q.from, to).map_err(internal)?;
+    let (proof, from_root, to_root) = signer(&s)?
+        .consistency_proof(q.from, to)
+        .await
+        .map_err(integrity)?;
     Ok(Json(ConsistencyProof {
         from: q.from,
         to,
-        from_root: hex(&pedm_audit::root(&leaves[..q.from as usize])),
-        to_root: hex(&pedm_audit::root(&leaves)),
+        from_root: hex(&from_root),
+        to_root: hex(&to_root),
         proof: proof.iter().map(hex).collect(),
         from_checkpoint: checkpoint_of_size(&s, q.from).await?.as_ref().map(wire),
         to_checkpoint: checkpoint_of_size(&s, to).await?.as_ref().map(wire),
