@@ -22,8 +22,6 @@ use jiff::{SignedDuration, Timestamp};
 use pedm_core::model::*;
 use pedm_core::store::{Changeset, Store, Write};
 use pedm_store::SqliteStore;
-use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +36,12 @@ const PER_CHANGESET: usize = 50;
 const COMMITTERS: usize = 8;
 /// Placeholder origin of `expires_at` during set-up (moved to the real start afterwards).
 const PLACEHOLDER: i64 = 4_000_000_000;
+
+/// Active grants in all, the 100k that expire in the minute included: `PEDM_BENCH_ACTIVE_GRANTS`
+/// (10M for the issue's scale; the others expire days later and stay active), default 100k.
+fn active_grants() -> i64 {
+    setting("PEDM_BENCH_ACTIVE_GRANTS", GRANTS as u64).max(GRANTS as u64) as i64
+}
 
 fn request_and_grant(i: usize, at: Timestamp) -> (Request, Grant) {
     let expires = Timestamp::from_second(PLACEHOLDER).unwrap()
@@ -126,16 +130,6 @@ async fn setup(db: &std::path::Path) {
     );
 }
 
-async fn raw(db: &std::path::Path) -> SqliteConnection {
-    SqliteConnection::connect_with(
-        &SqliteConnectOptions::new()
-            .filename(db)
-            .busy_timeout(Duration::from_secs(30)),
-    )
-    .await
-    .expect("raw connection")
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -144,10 +138,33 @@ async fn main() {
     let db = data_dir.join("pedm.db");
     setup(&db).await;
 
+    let mut conn = raw(&db).await;
+    // The grants that stay active, expiring from two days on (bulk SQL, not measured); the
+    // minute's grants are the ones expiring before `later`.
+    let background = active_grants() - GRANTS as i64;
+    let later = Timestamp::now().as_microsecond() + 86_400_000_000;
+    if background > 0 {
+        let started = Instant::now();
+        exec(&mut conn, "BEGIN").await;
+        insert_active_grants(
+            &mut conn,
+            background,
+            Timestamp::now().as_microsecond(),
+            later + 86_400_000_000,
+            1_000,
+        )
+        .await;
+        exec(&mut conn, "COMMIT").await;
+        println!(
+            "set-up: {background} more active grants expiring two days later (bulk SQL) in \
+             {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
     // The minute starts LEAD after pedmd is started.
     let first = Timestamp::now() + SignedDuration::try_from(LEAD).unwrap();
-    let mut conn = raw(&db).await;
-    sqlx::query("UPDATE grants SET expires_at = expires_at - $1 + $2")
+    sqlx::query("UPDATE grants SET expires_at = expires_at - $1 + $2 WHERE expires_at >= $1")
         .bind(
             Timestamp::from_second(PLACEHOLDER)
                 .unwrap()
@@ -157,7 +174,6 @@ async fn main() {
         .execute(&mut conn)
         .await
         .expect("move the deadlines");
-
     let load_before = load_average();
     let pedmd = Pedmd::start(
         &data_dir,
@@ -171,7 +187,7 @@ async fn main() {
         LEAD.as_millis()
     );
 
-    // Wait out the minute, then until nothing is active.
+    // Wait out the minute, then until none of the minute's grants is active.
     let last = first + SignedDuration::try_from(SPREAD).unwrap();
     let wait = last.duration_since(Timestamp::now());
     if wait.is_positive() {
@@ -179,10 +195,13 @@ async fn main() {
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grants WHERE state = 'active'")
-            .fetch_one(&mut conn)
-            .await
-            .expect("count");
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM grants WHERE state = 'active' AND expires_at < $1",
+        )
+        .bind(later)
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
         if active == 0 {
             break;
         }
@@ -198,7 +217,8 @@ async fn main() {
     pedmd.stop();
 
     let rows: Vec<(i64, Option<i64>, String)> =
-        sqlx::query_as("SELECT expires_at, ended_at, state FROM grants")
+        sqlx::query_as("SELECT expires_at, ended_at, state FROM grants WHERE expires_at < $1")
+            .bind(later)
             .fetch_all(&mut conn)
             .await
             .expect("grants");
@@ -230,9 +250,24 @@ async fn main() {
         SPREAD.as_secs(),
         lag[0]
     );
-    let figure = "expiry lag, 100k grants in 1 min";
+    // At the issue's scale (10M active) the goal is 100 ms; the bench names carry the scale.
+    let active = active_grants();
+    let (figure, suffix, goal) = if active > GRANTS as i64 {
+        let m = active as f64 / 1e6;
+        (
+            format!("expiry lag, 100k grants in 1 min among {m}M active"),
+            format!("_{m}m"),
+            100.0,
+        )
+    } else {
+        (
+            "expiry lag, 100k grants in 1 min".to_string(),
+            String::new(),
+            1000.0,
+        )
+    };
     bench_line(
-        "expiry_lag_p50",
+        &format!("expiry_lag_p50{suffix}"),
         "ms",
         p50,
         None,
@@ -241,16 +276,16 @@ async fn main() {
         &format!("{figure}, p50"),
     );
     bench_line(
-        "expiry_lag_p99",
+        &format!("expiry_lag_p99{suffix}"),
         "ms",
         p99,
-        Some((1000.0, "goal")),
-        "<1000",
+        Some((goal, "goal")),
+        &format!("<{goal}"),
         "lower",
         &format!("{figure}, p99"),
     );
     bench_line(
-        "expiry_lag_max",
+        &format!("expiry_lag_max{suffix}"),
         "ms",
         max,
         None,

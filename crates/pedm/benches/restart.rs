@@ -11,7 +11,12 @@
 //! refuses a log that does not verify). Then `pedmd` is started once and
 //! stopped (so the log has a signed checkpoint, as any server that ran has), 1,000 grants are
 //! moved into the past (they came due while the server was down), and `pedmd` is started
-//! again: that start is measured.
+//! again: that start is measured. Once its audit signer has rebuilt its Merkle tree, 500
+//! inclusion proofs of events all over the log are asked over HTTP, one at a time, and each is
+//! verified against the signed root.
+//!
+//! `PEDM_BENCH_GRANTS=10000000` runs the issue's 10M grants and 30M events (goals: ready < 1 s,
+//! peak RSS < 500 MB, inclusion proof < 1 ms); `scripts/bench restart10m` runs it.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -25,7 +30,8 @@ use support::*;
 const EVENTS_PER_GRANT: i64 = 3;
 const OVERDUE: i64 = 1_000;
 
-/// 1,000,000, or `PEDM_BENCH_GRANTS` for a smoke run (e.g. `cargo test --bench restart`).
+/// 1,000,000, or `PEDM_BENCH_GRANTS` (10M for the large run, a few thousand for a smoke run:
+/// `cargo test --bench restart`).
 fn grants() -> i64 {
     std::env::var("PEDM_BENCH_GRANTS")
         .ok()
@@ -47,35 +53,7 @@ async fn setup(db: &std::path::Path) {
     let mut c = raw(db).await;
     exec(&mut c, "PRAGMA synchronous = OFF").await;
     exec(&mut c, "BEGIN").await;
-    exec(
-        &mut c,
-        &format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n_grants}) \
-             INSERT INTO requests (id, requester, target, role, duration_secs, justification, \
-             context, state, created_at, pending_until, decided_at, decided_by, \
-             decision_reason, grant_id, approvals_required, version, policy) \
-             SELECT printf('00000000-0000-7000-8000-%012x', i), 'user' || (i % 1000), 'web1', \
-             'docker', 86400, 'deploy the new build', '{{\"source_addr\":\"10.0.0.1\"}}', \
-             'approved', {created}, {created}, {created}, 'policy', 'auto-approved', \
-             printf('00000001-0000-7000-8000-%012x', i), 0, 1, 'auto-docker' FROM n",
-            created = now - hour
-        ),
-    )
-    .await;
-    exec(
-        &mut c,
-        &format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n_grants}) \
-             INSERT INTO grants (id, request_id, user_name, target, role, starts_at, \
-             expires_at, state) \
-             SELECT printf('00000001-0000-7000-8000-%012x', i), \
-             printf('00000000-0000-7000-8000-%012x', i), 'user' || (i % 1000), 'web1', \
-             'docker', {created}, {first} + i * 50000, 'active' FROM n",
-            created = now - hour,
-            first = now + hour
-        ),
-    )
-    .await;
+    insert_active_grants(&mut c, n_grants, now - hour, now + hour, 50_000).await;
     let events = n_grants * EVENTS_PER_GRANT;
     insert_chained_events(
         &mut c,
@@ -96,6 +74,84 @@ async fn setup(db: &std::path::Path) {
         "set-up: {n_grants} grants, {events} events (grants in bulk SQL, events chained) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// 1M, 10M, 60k: a count as the bench names it.
+fn count(n: i64) -> String {
+    if n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n % 1_000 == 0 {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
+struct Proofs {
+    p50: f64,
+    p99: f64,
+    /// The same client's `GET /whoami` (authenticated, no audit work), interleaved: the floor
+    /// of one API round trip on this machine.
+    floor_p50: f64,
+    floor_p99: f64,
+}
+
+/// Inclusion proofs of `PROOFS` events spread over the whole log, asked one at a time over
+/// HTTP against a checkpoint of the whole log; each is checked against the signed root. Each
+/// is followed by a `GET /whoami` of the same client, the round trip's floor.
+async fn inclusion_proofs(p: &Pedmd, data_dir: &std::path::Path) -> Proofs {
+    const PROOFS: usize = 500;
+    let token = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin token");
+    let admin = pedm_api::Client::new(&p.url, Some(token.trim().to_string())).expect("client");
+    let cp = admin.sign_audit_checkpoint().await.expect("checkpoint");
+    let root: [u8; 32] = hex::decode(&cp.root)
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let mut lat = Vec::with_capacity(PROOFS);
+    let mut floor = Vec::with_capacity(PROOFS);
+    // A fixed stride coprime to the size visits events all over the log.
+    let stride = 7_919_993u64;
+    for i in 0..PROOFS as u64 {
+        let seq = (i * stride) % cp.size + 1;
+        let t = Instant::now();
+        let proof = admin
+            .inclusion_proof(&pedm_api::InclusionQuery {
+                seq: seq as i64,
+                size: Some(cp.size),
+            })
+            .await
+            .expect("inclusion proof");
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        let h =
+            |x: &str| -> [u8; 32] { hex::decode(x).expect("hex").try_into().expect("32 bytes") };
+        let path: Vec<[u8; 32]> = proof.proof.iter().map(|x| h(x)).collect();
+        pedm_audit::verify_inclusion(&h(&proof.leaf), seq - 1, cp.size, &path, &root)
+            .expect("the proof verifies against the signed root");
+        let t = Instant::now();
+        admin.whoami().await.expect("whoami");
+        floor.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    floor.sort_by(f64::total_cmp);
+    let r = Proofs {
+        p50: quantile(&lat, 0.5),
+        p99: quantile(&lat, 0.99),
+        floor_p50: quantile(&floor, 0.5),
+        floor_p99: quantile(&floor, 0.99),
+    };
+    println!(
+        "inclusion proofs at {} events: {PROOFS} one at a time over HTTP, p50 {:.3} ms, p99 \
+         {:.3} ms, max {:.3} ms (each verified against the signed root); GET /whoami between \
+         them p50 {:.3} ms, p99 {:.3} ms",
+        cp.size,
+        r.p50,
+        r.p99,
+        lat.last().copied().unwrap_or(0.0),
+        r.floor_p50,
+        r.floor_p99
+    );
+    r
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -185,9 +241,22 @@ async fn main() {
     };
     let rss = p.peak_rss_mib();
     let rss_now = p.rss_mib();
+    let proofs = inclusion_proofs(&p, &data_dir).await;
     let load_after = load_average();
     p.stop();
 
+    // The issue's goals at 10M grants; the earlier ones at 1M. Bench names carry the scale
+    // when it is not the default.
+    let scale = count(n_grants);
+    let (ready_goal, rss_goal) = if n_grants >= 10_000_000 {
+        (1000.0, 500.0)
+    } else {
+        (2000.0, 200.0)
+    };
+    let name = |base: &str| match n_grants {
+        1_000_000 => base.to_string(),
+        n => format!("{base}_{}", count(n).to_lowercase()),
+    };
     let since_spawn = |us: i64| (us - spawned_at.as_microsecond()) as f64 / 1e3;
     let ready_ms = ready.as_secs_f64() * 1e3;
     let first_end_ms = since_spawn(first_end);
@@ -203,39 +272,70 @@ async fn main() {
         rebuilt.as_secs_f64() * 1e3,
     );
     bench_line(
-        "restart_ready",
+        &name("restart_ready"),
         "ms",
         ready_ms,
-        Some((2000.0, "goal")),
-        "<2000",
+        Some((ready_goal, "goal")),
+        &format!("<{ready_goal}"),
         "lower",
-        "restart to /healthz ready, 1M grants",
+        &format!("restart to /healthz ready, {scale} grants"),
     );
     bench_line(
-        "restart_first_expiry",
+        &name("restart_first_expiry"),
         "ms",
         first_end_ms,
         None,
         "-",
         "lower",
-        "restart to first overdue grant ended, 1M grants",
+        &format!("restart to first overdue grant ended, {scale} grants"),
     );
     bench_line(
-        "restart_audit_rebuilt",
+        &name("restart_audit_rebuilt"),
         "ms",
         rebuilt.as_secs_f64() * 1e3,
         None,
         "-",
         "lower",
-        "restart to audit signer rebuilt (background, 3M events)",
+        &format!(
+            "restart to audit signer rebuilt (background, {} events)",
+            count(n_grants * EVENTS_PER_GRANT)
+        ),
     );
     bench_line(
-        "rss_peak_1m",
+        &name("audit_inclusion_proof"),
+        "ms",
+        proofs.p99,
+        Some((1.0, "goal")),
+        "<1",
+        "lower",
+        &format!(
+            "inclusion proof p99 over HTTP at {} events (p50 {:.3} ms)",
+            count(n_grants * EVENTS_PER_GRANT),
+            proofs.p50
+        ),
+    );
+    bench_line(
+        &name("audit_inclusion_proof_vs_whoami"),
+        "ms",
+        proofs.p99,
+        Some((proofs.floor_p99, "GET_/whoami")),
+        "-",
+        "lower",
+        &format!(
+            "inclusion proof p99 at {} events vs an authenticated GET /whoami p99 (p50 {:.3} \
+             vs {:.3} ms)",
+            count(n_grants * EVENTS_PER_GRANT),
+            proofs.p50,
+            proofs.floor_p50
+        ),
+    );
+    bench_line(
+        &name("rss_peak"),
         "MiB",
         rss,
-        Some((200.0, "goal")),
-        "<200",
+        Some((rss_goal, "goal")),
+        &format!("<{rss_goal}"),
         "lower",
-        "pedmd peak RSS (VmHWM), 1M grants",
+        &format!("pedmd peak RSS (VmHWM), {scale} grants"),
     );
 }

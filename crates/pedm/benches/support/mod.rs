@@ -318,6 +318,44 @@ pub async fn insert_chained_events(c: &mut SqliteConnection, events: i64, at: Ti
     }
 }
 
+/// `n` approved requests and their active grants in bulk SQL (one `INSERT … SELECT` each),
+/// created at `created` (µs), the i-th grant expiring at `first_expiry + i * spacing` (µs).
+/// Ids are `00000000-…-{i}` (requests) and `00000001-…-{i}` (grants).
+pub async fn insert_active_grants(
+    c: &mut SqliteConnection,
+    n: i64,
+    created: i64,
+    first_expiry: i64,
+    spacing: i64,
+) {
+    let rows =
+        format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})");
+    exec(
+        c,
+        &format!(
+            "{rows} INSERT INTO requests (id, requester, target, role, duration_secs, \
+             justification, context, state, created_at, pending_until, decided_at, decided_by, \
+             decision_reason, grant_id, approvals_required, version, policy) \
+             SELECT printf('00000000-0000-7000-8000-%012x', i), 'user' || (i % 1000), 'web1', \
+             'docker', 86400, 'deploy the new build', '{{\"source_addr\":\"10.0.0.1\"}}', \
+             'approved', {created}, {created}, {created}, 'policy', 'auto-approved', \
+             printf('00000001-0000-7000-8000-%012x', i), 0, 1, 'auto-docker' FROM n"
+        ),
+    )
+    .await;
+    exec(
+        c,
+        &format!(
+            "{rows} INSERT INTO grants (id, request_id, user_name, target, role, starts_at, \
+             expires_at, state) \
+             SELECT printf('00000001-0000-7000-8000-%012x', i), \
+             printf('00000000-0000-7000-8000-%012x', i), 'user' || (i % 1000), 'web1', \
+             'docker', {created}, {first_expiry} + i * {spacing}, 'active' FROM n"
+        ),
+    )
+    .await;
+}
+
 pub async fn raw(db: &std::path::Path) -> SqliteConnection {
     SqliteConnection::connect_with(
         &SqliteConnectOptions::new()
