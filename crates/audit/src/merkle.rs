@@ -64,7 +64,7 @@ fn split(n: usize) -> usize {
 }
 
 /// MTH over leaf data.
-fn mth(d: &[Hash]) -> Hash {
+pub(crate) fn mth(d: &[Hash]) -> Hash {
     match d.len() {
         0 => EMPTY_ROOT,
         1 => leaf_hash(&d[0]),

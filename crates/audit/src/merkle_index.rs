@@ -9,7 +9,7 @@
 
 use crate::merkle::{
     Hash, MerkleAccumulator, ProofError, Subtrees, consistency_proof_in, inclusion_proof_in,
-    leaf_hash, node_hash, range_hash,
+    leaf_hash, mth, node_hash, range_hash,
 };
 use std::collections::HashMap;
 
@@ -61,11 +61,6 @@ impl MerkleIndex {
     /// Merkle tree hash of all leaves pushed so far.
     pub fn root(&self) -> Hash {
         self.acc.root()
-    }
-
-    /// The accumulator state (peaks) of the whole log.
-    pub fn accumulator(&self) -> &MerkleAccumulator {
-        &self.acc
     }
 
     /// Starts a proof: the blocks of leaf data it needs are added with [`Proof::add_block`]
@@ -235,24 +230,6 @@ impl Subtrees for Proof<'_> {
         let data = leaves
             .get(start..start + (1usize << level))
             .ok_or(missing)?;
-        let hashes: Vec<Hash> = data.iter().map(|d| leaf_hash(d)).collect();
-        range_hash(&LeafHashes(&hashes), 0, hashes.len() as u64)
-    }
-}
-
-/// Subtrees over leaf hashes (already `SHA-256(0x00 || data)`).
-struct LeafHashes<'a>(&'a [Hash]);
-
-impl Subtrees for LeafHashes<'_> {
-    fn subtree(&self, level: u32, index: u64) -> Result<Hash, ProofError> {
-        let start = (index << level) as usize;
-        let missing = ProofError::Unavailable { level, index };
-        match level {
-            0 => self.0.get(start).copied().ok_or(missing),
-            _ => Ok(node_hash(
-                &self.subtree(level - 1, index * 2)?,
-                &self.subtree(level - 1, index * 2 + 1)?,
-            )),
-        }
+        Ok(mth(data))
     }
 }

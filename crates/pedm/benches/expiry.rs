@@ -253,10 +253,10 @@ async fn main() {
     // At the scale (10M active) the goal is 100 ms; the bench names carry the scale.
     let active = active_grants();
     let (figure, suffix, goal) = if active > GRANTS as i64 {
-        let m = active as f64 / 1e6;
+        let n = count(active);
         (
-            format!("expiry lag, 100k grants in 1 min among {m}M active"),
-            format!("_{m}m"),
+            format!("expiry lag, 100k grants in 1 min among {n} active"),
+            format!("_{}", n.to_lowercase()),
             100.0,
         )
     } else {

@@ -33,10 +33,7 @@ const OVERDUE: i64 = 1_000;
 /// 1,000,000, or `PEDM_BENCH_GRANTS` (10M for the large run, a few thousand for a smoke run:
 /// `cargo test --bench restart`).
 fn grants() -> i64 {
-    std::env::var("PEDM_BENCH_GRANTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
+    setting("PEDM_BENCH_GRANTS", 1_000_000) as i64
 }
 
 async fn setup(db: &std::path::Path) {
@@ -76,17 +73,6 @@ async fn setup(db: &std::path::Path) {
     );
 }
 
-/// 1M, 10M, 60k: a count as the bench names it.
-fn count(n: i64) -> String {
-    if n % 1_000_000 == 0 {
-        format!("{}M", n / 1_000_000)
-    } else if n % 1_000 == 0 {
-        format!("{}k", n / 1_000)
-    } else {
-        n.to_string()
-    }
-}
-
 struct Proofs {
     p50: f64,
     p99: f64,
@@ -104,10 +90,8 @@ async fn inclusion_proofs(p: &Pedmd, data_dir: &std::path::Path) -> Proofs {
     let token = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin token");
     let admin = pedm_api::Client::new(&p.url, Some(token.trim().to_string())).expect("client");
     let cp = admin.sign_audit_checkpoint().await.expect("checkpoint");
-    let root: [u8; 32] = hex::decode(&cp.root)
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
+    let h = |x: &str| -> [u8; 32] { hex::decode(x).expect("hex").try_into().expect("32 bytes") };
+    let root = h(&cp.root);
     let mut lat = Vec::with_capacity(PROOFS);
     let mut floor = Vec::with_capacity(PROOFS);
     // A fixed stride coprime to the size visits events all over the log.
@@ -123,8 +107,6 @@ async fn inclusion_proofs(p: &Pedmd, data_dir: &std::path::Path) -> Proofs {
             .await
             .expect("inclusion proof");
         lat.push(t.elapsed().as_secs_f64() * 1e3);
-        let h =
-            |x: &str| -> [u8; 32] { hex::decode(x).expect("hex").try_into().expect("32 bytes") };
         let path: Vec<[u8; 32]> = proof.proof.iter().map(|x| h(x)).collect();
         pedm_audit::verify_inclusion(&h(&proof.leaf), seq - 1, cp.size, &path, &root)
             .expect("the proof verifies against the signed root");
