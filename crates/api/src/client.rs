@@ -553,6 +553,14 @@ impl Client {
         self.send(Method::POST, "/policies/simulate", body).await
     }
 
+    /// Proves policy properties for a set (see [`CheckPolicies`]).
+    pub async fn check_policies(
+        &self,
+        body: &CheckPolicies,
+    ) -> Result<crate::PropertyReport, ApiError> {
+        self.send(Method::POST, "/policies/check", body).await
+    }
+
     /// The commands each role's holders ran, with an allowlist policy per role.
     pub async fn suggest_commands(
         &self,

@@ -31,6 +31,10 @@ pub use pedm_core::model::{
     Role, SessionLimits, StandingPrivilege, StandingReport, StandingRow, Target, TargetError,
     TargetKind, User,
 };
+pub use pedm_core::policy_check::{
+    AccessChange, BlastRadius, ChangeKind, Counterexample, Coverage, Property, PropertyFile,
+    PropertyReport, PropertyResult, PropertyScope, Requirement,
+};
 pub use pedm_core::service::ElevationRow;
 pub use pedm_core::service::{
     CommandSuggestions, CommandUse, RoleCommands, SimulatedChange, SimulationReport,

@@ -406,6 +406,18 @@ pub struct SimulatePolicies {
     pub since: Option<String>,
 }
 
+/// `POST /policies/check`: prove policy properties over everyone pedm knows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckPolicies {
+    /// The set to check; the set in force when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<PolicySource>>,
+    /// The properties to prove; the server's (`[policy] properties`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Vec<pedm_core::policy_check::Property>>,
+}
+
 /// `GET /policies/suggestions/commands`: which exec history to learn command rules from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -21,6 +21,7 @@ pub mod mcp;
 pub mod output;
 pub mod play;
 pub mod policy;
+pub mod policy_check;
 pub mod policy_review;
 pub mod scim;
 pub mod ssh;

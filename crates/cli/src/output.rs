@@ -417,6 +417,14 @@ impl Detail for Request {
                     .join(", "),
             ),
             ("POLICY", opt(&self.policy)),
+            (
+                "RISK",
+                self.context
+                    .risk
+                    .as_ref()
+                    .map(|r| r.summary())
+                    .unwrap_or_default(),
+            ),
             ("BREAK GLASS", yes_no(self.break_glass)),
             (
                 "REVIEW",

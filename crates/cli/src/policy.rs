@@ -78,6 +78,10 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
             }
             Ok(())
         }
+        PolicyCmd::Check {
+            policies,
+            properties,
+        } => crate::policy_check::check(ctx, &policies, properties).await,
         PolicyCmd::Simulate {
             suggest_commands: true,
             since,
@@ -242,6 +246,13 @@ fn simulation_text(r: &SimulationReport) -> String {
         for p in &r.unused_eligibilities {
             out.push_str(&format!("  {p}\n"));
         }
+    }
+    if let Some(b) = &r.blast_radius {
+        out.push_str(&crate::policy_check::blast_text(b));
+    }
+    if let Some(p) = &r.properties {
+        out.push('\n');
+        out.push_str(&crate::policy_check::properties_text(p));
     }
     out
 }

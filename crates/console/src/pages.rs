@@ -279,6 +279,7 @@ async fn extend(
         ticket: None,
         via_agent: false,
         while_on_call: false,
+        risk: None,
     };
     let (r, _) =
         c.cp.extend_grant(&p.viewer.actor, id, by, p.form.justification, None, context)
@@ -436,6 +437,7 @@ async fn request_post(
         ticket: None,
         via_agent: false,
         while_on_call: false,
+        risk: None,
     };
     if f.action == "preview" {
         let preview = match c.cp.preview_request(&v.actor, new, context).await {

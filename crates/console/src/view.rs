@@ -49,6 +49,8 @@ pub struct RequestRow {
     pub break_glass: bool,
     /// What the requester did before (for approvers).
     pub history: String,
+    /// How unusual the request is for the requester, with the reasons.
+    pub risk: Option<String>,
 }
 
 /// Who a pending request still waits for: the current step and the ones after it.
@@ -103,6 +105,7 @@ impl RequestRow {
             waiting: waiting_for(r, approvals),
             break_glass: r.break_glass,
             history: String::new(),
+            risk: r.context.risk.as_ref().map(|k| k.summary()),
         }
     }
 }

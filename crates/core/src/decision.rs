@@ -28,6 +28,8 @@ pub struct RequestInput<'a> {
     pub ticket_facts: Option<&'a crate::ticket::TicketFacts>,
     /// Asked by an AI agent for its person (`context.via_agent`).
     pub via_agent: bool,
+    /// How unusual the request is for its requester, 0..100 (`context.risk`).
+    pub risk: i64,
     pub now: Timestamp,
 }
 
@@ -170,6 +172,93 @@ pub trait Decider: Send + Sync + 'static {
         let _ = (actor, device);
         false
     }
+    /// The request contexts to try when a question is asked of every request (policy
+    /// properties, blast radius): one per region the policies' conditions cut. This default
+    /// varies what [`BuiltinDecider`] reads: break-glass and `via_agent`.
+    fn context_points(&self, now: Timestamp) -> ContextPoints {
+        let mut points = vec![];
+        for break_glass in [false, true] {
+            for via_agent in [false, true] {
+                let words: Vec<&str> = [
+                    break_glass.then_some("break_glass=true"),
+                    via_agent.then_some("via_agent=true"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                points.push(ContextPoint {
+                    break_glass,
+                    via_agent,
+                    now,
+                    description: words.join(", "),
+                    detail: Box::new(()),
+                });
+            }
+        }
+        ContextPoints {
+            points,
+            varied: vec![
+                "break_glass: plain, true".into(),
+                "via_agent: plain, true".into(),
+            ],
+            complete: true,
+        }
+    }
+    /// The decision for `principal` asking for `role` on `target` in the context `point` (one
+    /// of [`Decider::context_points`], of this decider or another of the same kind).
+    fn decide_at(
+        &self,
+        principal: &Actor,
+        target: &Target,
+        role: &Role,
+        point: &ContextPoint,
+    ) -> RequestDecision {
+        self.decide_request(&RequestInput {
+            principal,
+            target,
+            role,
+            duration_secs: role.max_duration_secs.clamp(1, 3600),
+            justification: "",
+            task: None,
+            ticket: None,
+            source_addr: None,
+            device: &BTreeMap::new(),
+            break_glass: point.break_glass,
+            extension: false,
+            starts_in_secs: 0,
+            ticket_facts: None,
+            via_agent: point.via_agent,
+            risk: 0,
+            now: point.now,
+        })
+    }
+    /// Every name the policies write (entity ids, string literals): a user or target not
+    /// among them is decided by its attributes, groups and labels alone. `None`: the decider
+    /// cannot tell, so every user and every role is asked about separately.
+    fn written_names(&self) -> Option<std::collections::BTreeSet<String>> {
+        Some(std::collections::BTreeSet::new())
+    }
+}
+
+/// A request context to try ([`Decider::context_points`]).
+pub struct ContextPoint {
+    pub break_glass: bool,
+    pub via_agent: bool,
+    /// When the request is made, for deciders that do not say otherwise in `detail`.
+    pub now: Timestamp,
+    /// What differs from a plain request, for people; empty for a plain request.
+    pub description: String,
+    /// The rest of the context, in the decider's own terms.
+    pub detail: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// The contexts a decider's policies tell apart, and what was varied.
+pub struct ContextPoints {
+    pub points: Vec<ContextPoint>,
+    /// Each varied attribute with its values, and anything not covered, for people.
+    pub varied: Vec<String>,
+    /// `false` when the points may miss a region (named in `varied`).
+    pub complete: bool,
 }
 
 /// Turns policy sources into a decider; implemented by the Cedar engine.

@@ -550,6 +550,10 @@ pub struct RequestContext {
     /// on-call shift does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub while_on_call: bool,
+    /// How unusual the request is for its requester ([`crate::risk`]): shown to approvers,
+    /// `context.risk` in policy. Set by the control plane, whatever a transport says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<crate::risk::Risk>,
 }
 
 /// An exec held at its `execve` in a session until approvers decide (a policy marked it

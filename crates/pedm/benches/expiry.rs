@@ -64,6 +64,7 @@ fn request_and_grant(i: usize, at: Timestamp) -> (Request, Grant) {
             ticket: None,
             via_agent: false,
             while_on_call: false,
+            risk: None,
         },
         state: RequestState::Approved,
         created_at: at,

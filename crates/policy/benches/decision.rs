@@ -216,6 +216,7 @@ fn queries(n: usize, w: &World, group_targets: &[Vec<usize>], rng: &mut Rng) -> 
                     extension: false,
                     starts_in_secs: 0,
                     via_agent: false,
+                    risk: 0,
                     ticket: None,
                     source_ip: ip,
                     device: Device {

@@ -52,6 +52,8 @@ struct CaseContext {
     #[serde(default)]
     via_agent: bool,
     #[serde(default)]
+    risk: i64,
+    #[serde(default)]
     ticket: Option<crate::query::Ticket>,
     source_ip: Option<IpAddr>,
     #[serde(default)]
@@ -163,6 +165,7 @@ fn run_one(engine: &Engine, c: &Case) -> Result<(String, Option<String>), String
         extension: c.context.extension,
         starts_in_secs: c.context.starts_in_secs,
         via_agent: c.context.via_agent,
+        risk: c.context.risk,
         ticket: c.context.ticket.clone(),
         source_ip: c.context.source_ip,
         device: c.context.device.clone(),

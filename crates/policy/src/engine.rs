@@ -26,6 +26,7 @@ pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 const SCHEMA_TEXT: &str = include_str!("schema.cedarschema");
 
 mod approvers;
+pub mod corners;
 mod step_up;
 
 /// The Cedar schema every policy is validated against (namespace `Pedm`).
@@ -1363,6 +1364,7 @@ impl Engine {
                 "via_agent".to_string(),
                 RestrictedExpression::new_bool(c.via_agent),
             ),
+            ("risk".to_string(), RestrictedExpression::new_long(c.risk)),
             ("device".to_string(), device),
             ("time".to_string(), time),
         ];

@@ -31,7 +31,9 @@
 //!   request lengthens a live grant; `duration_secs` is then the extension),
 //!   `starts_in_secs: Long` (scheduled access: seconds until the window starts, 0 when at
 //!   once; `time` is then the window's start), `via_agent: Bool` (an AI agent asked for its
-//!   person, with an agent token: `pedm mcp`; false on host agents) — always present;
+//!   person, with an agent token: `pedm mcp`; false on host agents), `risk: Long` (0..100:
+//!   how unusual the request is for its requester, `pedm_core::risk`; 0 outside requests and
+//!   their approvals) — always present;
 //! - `source_ip?: ipaddr` — **absent when unknown**. Strict validation refuses any access
 //!   without a `context has source_ip` guard, so a policy can never error on it; write
 //!   `forbid ... unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) }`
@@ -174,6 +176,7 @@ mod query;
 
 pub use annotations::parse_approvals;
 pub use cases::{CaseReport, CaseResult, run_cases};
+pub use engine::corners::{Corner, Corners, MAX_CORNERS};
 pub use engine::{
     Engine, EngineOptions, Evaluation, MAX_POLICY_BYTES, PolicyInfo, SYSTEM_ID, command_id,
     role_id, schema, schema_text, task_id,

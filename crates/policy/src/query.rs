@@ -173,6 +173,9 @@ pub struct Ctx {
     pub starts_in_secs: i64,
     /// Asked by an AI agent for its person (an agent token, `pedm mcp`): `context.via_agent`.
     pub via_agent: bool,
+    /// How unusual the request is for its requester, 0..100 (`pedm_core::risk`):
+    /// `context.risk`. 0 outside requests and their approvals.
+    pub risk: i64,
     /// What the ticket system said about the request's ticket (`context.ticket`); `None`
     /// when no configured system checked it.
     pub ticket: Option<Ticket>,
@@ -192,6 +195,7 @@ impl Ctx {
             extension: false,
             starts_in_secs: 0,
             via_agent: false,
+            risk: 0,
             ticket: None,
             source_ip: None,
             device: Device::default(),

@@ -320,6 +320,7 @@ fn query(q: &Q) -> AuthzQuery {
             extension: false,
             starts_in_secs: 0,
             via_agent: false,
+            risk: 0,
             ticket: None,
             source_ip: ip,
             device: Device {

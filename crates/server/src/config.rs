@@ -316,6 +316,30 @@ pub struct PolicyConfig {
     /// than its author approve it (`pedm policy approve`). 0 (the default): applied at once.
     #[serde(default)]
     pub require_approvals: u32,
+    /// A TOML file of policy properties (`[[property]]`, see `pedm_core::policy_check`):
+    /// invariants every applied policy set must keep, proved on every apply.
+    #[serde(default)]
+    pub properties: Option<PathBuf>,
+}
+
+/// Reads and checks a policy properties file; every error names the file.
+fn read_properties(
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<pedm_core::policy_check::Property>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("policy.properties: cannot read {}: {e}", path.display()))?;
+    let file: pedm_core::policy_check::PropertyFile = Figment::from(Toml::string(&text))
+        .extract()
+        .map_err(|e| anyhow::anyhow!("policy.properties: {}: {e}", path.display()))?;
+    if file.properties.is_empty() {
+        bail!(
+            "policy.properties: {} states no [[property]]",
+            path.display()
+        );
+    }
+    pedm_core::policy_check::check_all(&file.properties)
+        .map_err(|e| anyhow::anyhow!("policy.properties: {}: {e}", path.display()))?;
+    Ok(file.properties)
 }
 
 fn default_min_sample() -> usize {
@@ -391,6 +415,7 @@ impl Default for Config {
                 recommend_min_sample: default_min_sample(),
                 sensitive_labels: default_sensitive_labels(),
                 require_approvals: 0,
+                properties: None,
             },
             notify: pedm_notify::NotifyConfig::default(),
             oncall: None,
@@ -431,6 +456,8 @@ pub struct Resolved {
     pub policy_options: pedm_policy::EngineOptions,
     /// Approvals a policy change needs (0: none).
     pub policy_approvals: u32,
+    /// Invariants every applied policy set must keep (`[policy] properties`).
+    pub policy_properties: Vec<pedm_core::policy_check::Property>,
     pub notify: pedm_notify::NotifyConfig,
     pub oncall: Option<crate::oncall::OnCallConfig>,
     pub tickets: crate::tickets::TicketsConfig,
@@ -575,6 +602,10 @@ impl Config {
             policy_approvals: match self.policy.require_approvals {
                 n if n > 100 => bail!("policy.require_approvals: {n} is more than 100"),
                 n => n,
+            },
+            policy_properties: match &self.policy.properties {
+                Some(path) => read_properties(path)?,
+                None => vec![],
             },
             notify: self.notify.clone(),
             oncall: self.oncall.clone(),

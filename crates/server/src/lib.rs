@@ -231,7 +231,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         on_call: on_call.clone(),
     }))
     .with_policy_approvals(cfg.policy_approvals)
-    .with_exec_alerts(cfg.exec_alerts.clone());
+    .with_exec_alerts(cfg.exec_alerts.clone())
+    .with_policy_properties(cfg.policy_properties.clone());
     let ssh_ca = pedm_pki::SshAuthority::load(&cfg.ssh_user_ca_keys, &cfg.ssh_host_ca_keys)
         .context("ssh")?;
     cp = cp.with_ssh_ca(Arc::new(ssh_ca), cfg.ssh_max_host_cert_secs);
@@ -332,6 +333,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         changes_need_approvals = cp.policy_approvals_required(),
         "policies in force"
     );
+    // Properties added to the configuration bind the next apply; say now if the set in force
+    // already breaks one (in the background: a large directory takes a while).
+    let props = cp.clone();
+    tokio::spawn(async move {
+        match props.properties_in_force().await {
+            Ok(Some(r)) => {
+                for b in r.broken() {
+                    let example = b.counterexample.as_ref().map(|c| c.to_string());
+                    tracing::error!(property = %b.name, counterexample = ?example,
+                        "the policies in force break a policy property; the next apply must keep it");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot check the policy properties"),
+        }
+    });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let scheduler = tokio::spawn(pedm_core::scheduler::run_expiry(

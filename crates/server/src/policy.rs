@@ -2,8 +2,8 @@
 //! engine (`pedm_policy`).
 
 use pedm_core::decision::{
-    AdminAction, Decider, Delegable, ExecCommand, Permit, PolicyCompiler, RequestDecision,
-    RequestInput, StepUpTerms,
+    AdminAction, ContextPoint, ContextPoints, Decider, Delegable, ExecCommand, Permit,
+    PolicyCompiler, RequestDecision, RequestInput, StepUpTerms,
 };
 use pedm_core::model::{Actor, ApprovalTier, PolicySource, Request, Role, Target};
 use pedm_policy::{
@@ -11,6 +11,41 @@ use pedm_policy::{
     RequestVerdict, Resource, RoleRef, TargetRef,
 };
 use std::sync::Arc;
+
+/// The core's decision for the engine's verdict on a request.
+fn decision_of(v: RequestVerdict) -> RequestDecision {
+    match v {
+        RequestVerdict::Deny {
+            policies,
+            reason,
+            errors,
+        } => {
+            let reason = if errors.is_empty() {
+                reason
+            } else {
+                format!("{reason} (evaluation errors: {})", errors.join("; "))
+            };
+            RequestDecision::Deny { reason, policies }
+        }
+        RequestVerdict::Permit(r) => RequestDecision::Permit(Permit {
+            reason: if r.break_glass {
+                format!("break-glass permitted by policy {}", r.policy)
+            } else if r.auto_approve {
+                format!("auto-approved by policy {}", r.policy)
+            } else {
+                format!("policy {} requires approval ({})", r.policy, r.tiers_text())
+            },
+            policy: Some(r.policy),
+            auto_approve: r.auto_approve,
+            max_duration_secs: r.max_duration_secs,
+            tiers: core_tiers(r.tiers),
+            break_glass: r.break_glass,
+            allow_parallel: r.allow_parallel,
+            follow_up: r.follow_up,
+            while_on_call: r.while_on_call,
+        }),
+    }
+}
 
 pub const DEFAULT_POLICIES: &str = include_str!("default_policies.cedar");
 
@@ -118,43 +153,73 @@ impl Decider for CedarDecider {
                 extension: input.extension,
                 starts_in_secs: input.starts_in_secs,
                 via_agent: input.via_agent,
+                risk: input.risk,
                 ticket: input.ticket_facts.map(|t| ticket_ctx(t, input.now)),
                 source_ip: input.source_addr.and_then(|s| s.parse().ok()),
                 device: device(input.device),
                 now: input.now,
             },
         };
-        match self.engine.decide_request(&q) {
-            RequestVerdict::Deny {
-                policies,
-                reason,
-                errors,
-            } => {
-                let reason = if errors.is_empty() {
-                    reason
-                } else {
-                    format!("{reason} (evaluation errors: {})", errors.join("; "))
-                };
-                RequestDecision::Deny { reason, policies }
-            }
-            RequestVerdict::Permit(r) => RequestDecision::Permit(Permit {
-                reason: if r.break_glass {
-                    format!("break-glass permitted by policy {}", r.policy)
-                } else if r.auto_approve {
-                    format!("auto-approved by policy {}", r.policy)
-                } else {
-                    format!("policy {} requires approval ({})", r.policy, r.tiers_text())
-                },
-                policy: Some(r.policy),
-                auto_approve: r.auto_approve,
-                max_duration_secs: r.max_duration_secs,
-                tiers: core_tiers(r.tiers),
-                break_glass: r.break_glass,
-                allow_parallel: r.allow_parallel,
-                follow_up: r.follow_up,
-                while_on_call: r.while_on_call,
-            }),
+        decision_of(self.engine.decide_request(&q))
+    }
+
+    fn context_points(&self, now: jiff::Timestamp) -> ContextPoints {
+        let c = self.engine.context_corners(now);
+        ContextPoints {
+            points: c
+                .points
+                .into_iter()
+                .map(|corner| ContextPoint {
+                    break_glass: corner.ctx.break_glass,
+                    via_agent: corner.ctx.via_agent,
+                    now: corner.ctx.now,
+                    description: corner.description.clone(),
+                    detail: Box::new(corner),
+                })
+                .collect(),
+            varied: c.varied,
+            complete: c.complete,
         }
+    }
+
+    fn decide_at(
+        &self,
+        principal: &Actor,
+        target: &Target,
+        role: &Role,
+        point: &ContextPoint,
+    ) -> RequestDecision {
+        let Some(corner) = point.detail.downcast_ref::<pedm_policy::Corner>() else {
+            return decision_of(self.engine.decide_request(&RequestQuery {
+                principal: self.principal(principal),
+                target: TargetRef::from(target),
+                role: role_ref(role),
+                context: Ctx {
+                    break_glass: point.break_glass,
+                    via_agent: point.via_agent,
+                    duration_secs: role.max_duration_secs.clamp(1, 3600),
+                    ..Ctx::at(point.now)
+                },
+            }));
+        };
+        let mut p = self.principal(principal);
+        if let Some(on_call) = corner.on_call {
+            p.on_call = on_call;
+        }
+        let mut context = corner.ctx.clone();
+        if !corner.duration_given {
+            context.duration_secs = role.max_duration_secs.clamp(1, 3600);
+        }
+        decision_of(self.engine.decide_request(&RequestQuery {
+            principal: p,
+            target: TargetRef::from(target),
+            role: role_ref(role),
+            context,
+        }))
+    }
+
+    fn written_names(&self) -> Option<std::collections::BTreeSet<String>> {
+        Some(self.engine.written_names())
     }
 
     fn may_approve(
@@ -170,6 +235,11 @@ impl Decider for CedarDecider {
         ctx.has_ticket = request.ticket.is_some();
         ctx.extension = request.context.extends.is_some();
         ctx.via_agent = request.context.via_agent;
+        ctx.risk = request
+            .context
+            .risk
+            .as_ref()
+            .map_or(0, |r| i64::from(r.score));
         ctx.starts_in_secs = request.context.starts_at.map_or(0, |s| {
             s.duration_since(jiff::Timestamp::now()).as_secs().max(0)
         });

@@ -223,6 +223,7 @@ fn request(requester: &str, target: &str, created: i64) -> Request {
             ticket: None,
             via_agent: false,
             while_on_call: false,
+            risk: None,
         },
         state: RequestState::Pending,
         created_at: t(created),

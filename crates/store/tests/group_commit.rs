@@ -52,6 +52,7 @@ fn request(requester: &str) -> Request {
             ticket: None,
             via_agent: false,
             while_on_call: false,
+            risk: None,
         },
         state: RequestState::Approved,
         created_at: t(0),

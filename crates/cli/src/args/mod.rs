@@ -698,8 +698,19 @@ pub enum PolicyCmd {
         #[arg(long, value_name = "FILE|DIR")]
         policies: Vec<std::path::PathBuf>,
     },
+    /// Prove policy properties (a TOML file of `[[property]]`; the server's `[policy]
+    /// properties` when not given) for policy files (the set in force when not given), over
+    /// every user, role and context pedm knows. Exits 1 when one is broken, naming a
+    /// counterexample.
+    Check {
+        #[arg(long, value_name = "FILE|DIR")]
+        policies: Vec<std::path::PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        properties: Option<std::path::PathBuf>,
+    },
     /// Replay recorded requests against candidate policies and report every decision that
-    /// would change, with recommendations.
+    /// would change, and who would gain or lose which role (the blast radius), with
+    /// recommendations.
     Simulate {
         #[arg(
             long,

@@ -1012,6 +1012,7 @@ impl ControlPlane {
                 starts_in_secs: 0,
                 ticket_facts: None,
                 via_agent: false,
+                risk: 0,
                 now,
             })
         {

@@ -20,6 +20,35 @@ pub struct RequesterHistory {
 pub const HISTORY_DAYS: i64 = 90;
 
 impl ControlPlane {
+    /// The risk of `new` for `actor` ([`crate::risk`]), from their own requests of the last
+    /// [`crate::risk::RISK_HISTORY_DAYS`] days.
+    pub(super) async fn assess_risk(
+        &self,
+        actor: &Actor,
+        new: &NewRequest,
+        context: &RequestContext,
+    ) -> Result<crate::risk::Risk> {
+        let now = self.now();
+        let history = self
+            .store
+            .requests(&RequestFilter {
+                requester: Some(actor.user.clone()),
+                since: Some(now - SignedDuration::from_hours(24 * crate::risk::RISK_HISTORY_DAYS)),
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .await?;
+        let asked = crate::risk::Asked {
+            target: &new.target,
+            role: &new.role,
+            duration_secs: new.duration_secs,
+            break_glass: new.break_glass,
+            device_trusted: context.device.get("trusted").is_some_and(|v| v == "true"),
+            source_addr: context.source_addr.as_deref(),
+        };
+        Ok(crate::risk::assess(&asked, &history, now))
+    }
+
     /// The requester's recent history, for whoever may see request `id` (the same check,
     /// and refusal, as [`Self::get_request`]); the request itself is not counted.
     pub async fn requester_history(&self, actor: &Actor, id: Uuid) -> Result<RequesterHistory> {

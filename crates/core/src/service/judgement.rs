@@ -96,6 +96,7 @@ impl ControlPlane {
                 .map_or(0, |s| s.duration_since(now).as_secs().max(0)),
             ticket_facts: context.ticket.as_ref(),
             via_agent: actor.via_agent,
+            risk: context.risk.as_ref().map_or(0, |r| i64::from(r.score)),
             now: context.starts_at.unwrap_or(now),
         });
         let mut max = role.max_duration_secs.min(self.limits.max_duration_secs);
@@ -180,6 +181,7 @@ impl ControlPlane {
     ) -> Result<RequestPreview> {
         let now = self.now();
         context.via_agent = actor.via_agent;
+        context.risk = Some(self.assess_risk(actor, &new, &context).await?);
         let justification = new.justification.trim().to_string();
         let (task, ticket) = (new.task.clone(), new.ticket.clone());
         let j = self.judge(

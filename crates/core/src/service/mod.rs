@@ -27,6 +27,7 @@ mod mail_link;
 mod outbox;
 pub use mail_link::MAIL;
 mod policy;
+mod policy_check;
 mod policy_review;
 mod provision;
 mod reconcile;
@@ -259,6 +260,8 @@ pub struct ControlPlane {
     /// Signs SSH certificates for grants on `ssh` targets ([`crate::ssh`]).
     ssh_ca: Option<Arc<dyn crate::ssh::SshCa>>,
     max_host_cert_secs: i64,
+    /// Invariants every applied policy set must keep ([`crate::policy_check`]).
+    policy_properties: Arc<Vec<crate::policy_check::Property>>,
 }
 
 pub(super) fn concurrent(e: StoreError, id: Uuid) -> Error {
@@ -319,7 +322,17 @@ impl ControlPlane {
             exec_alerts: vec![],
             ssh_ca: None,
             max_host_cert_secs: 0,
+            policy_properties: Arc::new(vec![]),
         }
+    }
+
+    /// Properties every policy set must keep (`[policy] properties`), checked on every apply.
+    pub fn with_policy_properties(
+        mut self,
+        properties: Vec<crate::policy_check::Property>,
+    ) -> Self {
+        self.policy_properties = Arc::new(properties);
+        self
     }
 
     /// Alerts on the exec stream (`[[alerts.exec]]`).

@@ -46,6 +46,13 @@ pub struct SimulationReport {
     pub not_recommended: Vec<String>,
     /// Permits (of the policies in force) that no recorded request used: privilege creep.
     pub unused_eligibilities: Vec<String>,
+    /// Who would gain and who would lose which role on which target, over every user, role
+    /// and context pedm knows (not only the recorded requests).
+    #[serde(default)]
+    pub blast_radius: Option<crate::policy_check::BlastRadius>,
+    /// The configured policy properties proved for the candidate (`None`: none configured).
+    #[serde(default)]
+    pub properties: Option<crate::policy_check::PropertyReport>,
 }
 
 pub(super) fn digest(sources: &[PolicySource]) -> String {
@@ -87,7 +94,7 @@ pub fn diff(old: &[PolicySource], new: &[PolicySource]) -> String {
     out
 }
 
-fn outcome_words(d: &RequestDecision) -> (String, Option<String>) {
+pub(super) fn outcome_words(d: &RequestDecision) -> (String, Option<String>) {
     match d {
         RequestDecision::Deny { policies, .. } => ("deny".into(), policies.first().cloned()),
         RequestDecision::Permit(Permit {
@@ -206,7 +213,7 @@ impl ControlPlane {
         Ok(false)
     }
 
-    fn check_sources(sources: &[PolicySource]) -> Result<()> {
+    pub(super) fn check_sources(sources: &[PolicySource]) -> Result<()> {
         if sources.is_empty() {
             return Err(Error::invalid("policy", "no policy files given"));
         }
@@ -306,6 +313,7 @@ impl ControlPlane {
                 ),
             ));
         }
+        self.keep_properties(actor, &candidate, &sources).await?;
         Ok((sources, comment, candidate))
     }
 
@@ -403,6 +411,15 @@ impl ControlPlane {
             min_sample: self.limits.recommend_min_sample,
             not_recommended: vec![],
             unused_eligibilities: vec![],
+            blast_radius: Some(self.blast_radius(candidate.clone()).await?),
+            properties: if self.policy_properties.is_empty() {
+                None
+            } else {
+                Some(
+                    self.prove_properties(candidate.clone(), self.policy_properties.clone())
+                        .await?,
+                )
+            },
         };
         let mut principals: BTreeMap<String, Option<Actor>> = BTreeMap::new();
         let mut used_policies = BTreeSet::new();
@@ -446,6 +463,7 @@ impl ControlPlane {
                     .map_or(0, |s| s.duration_since(r.created_at).as_secs().max(0)),
                 ticket_facts: r.context.ticket.as_ref(),
                 via_agent: r.context.via_agent,
+                risk: r.context.risk.as_ref().map_or(0, |r| i64::from(r.score)),
                 now: r.context.starts_at.unwrap_or(r.created_at),
             });
             report.evaluated += 1;

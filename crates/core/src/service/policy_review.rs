@@ -356,6 +356,8 @@ impl ControlPlane {
                         .await);
                 }
             };
+            // Checked again: people and roles may have changed since it was proposed.
+            self.keep_properties(actor, &candidate, &p.sources).await?;
             let version = in_force + 1;
             let cs = cs.write(Write::PolicyReview(PolicyReviewWrite::Close {
                 id,

@@ -116,6 +116,8 @@ impl ControlPlane {
         let standing = self
             .check_ticket(actor, ticket.as_deref(), &mut context)
             .await?;
+        // Computed here, never taken from what a transport passed on.
+        context.risk = Some(self.assess_risk(actor, &new, &context).await?);
         let Judgement {
             decision,
             max_duration_secs: max,

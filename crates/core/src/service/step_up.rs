@@ -119,6 +119,7 @@ impl ControlPlane {
                 ticket: None,
                 via_agent: false,
                 while_on_call: false,
+                risk: None,
             },
             state: RequestState::Pending,
             created_at: now,

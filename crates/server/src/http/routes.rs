@@ -58,6 +58,7 @@ fn policy_router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_policy_versions))
         .routes(routes!(get_policy_version))
         .routes(routes!(simulate_policies))
+        .routes(routes!(check_policies))
         .routes(routes!(suggest_commands))
         .merge(super::policy_review::router())
         .layer(axum::extract::DefaultBodyLimit::max(POLICY_BODY_LIMIT))
@@ -499,6 +500,7 @@ async fn request_context(s: &AppState, c: &Caller) -> ApiResult<RequestContext> 
         // The control plane sets it again from the actor; never from the body.
         via_agent: c.actor.via_agent,
         while_on_call: false,
+        risk: None,
     })
 }
 
@@ -872,6 +874,23 @@ async fn get_policy_version(
     Path(version): Path<i64>,
 ) -> ApiResult<Json<PolicyVersion>> {
     Ok(Json(s.cp.get_policies(&c.actor, Some(version)).await?))
+}
+
+/// Prove policy properties (given, or the server's `[policy] properties`) for a set (given,
+/// or the one in force) over every user, role and context pedm knows; each broken one with a
+/// counterexample. Changes nothing.
+#[utoipa::path(post, path = "/policies/check", tag = "policies", request_body = CheckPolicies,
+    responses((status = 200, body = PropertyReport), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn check_policies(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(b): Body<CheckPolicies>,
+) -> ApiResult<Json<PropertyReport>> {
+    Ok(Json(
+        s.cp.check_policies(&c.actor, b.sources, b.properties)
+            .await?,
+    ))
 }
 
 /// Replay recorded requests against a candidate set: every decision that would change, and
