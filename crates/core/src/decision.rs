@@ -217,7 +217,7 @@ pub trait Decider: Send + Sync + 'static {
             principal,
             target,
             role,
-            duration_secs: role.max_duration_secs.clamp(1, 3600),
+            duration_secs: plain_duration(role),
             justification: "",
             task: None,
             ticket: None,
@@ -238,6 +238,12 @@ pub trait Decider: Send + Sync + 'static {
     fn written_names(&self) -> Option<std::collections::BTreeSet<String>> {
         Some(std::collections::BTreeSet::new())
     }
+}
+
+/// The duration a question about every request assumes where the policies never compare it:
+/// the role's longest, at most an hour.
+pub fn plain_duration(role: &Role) -> i64 {
+    role.max_duration_secs.clamp(1, 3600)
 }
 
 /// A request context to try ([`Decider::context_points`]).

@@ -73,6 +73,9 @@ pub enum Notice {
     DelegationsChanged,
     /// A lock was added or lifted: host agents should fetch their grants again.
     LocksChanged,
+    /// A request scored at least `policy.risk_alert_score` ([`crate::risk`]): high
+    /// severity, whatever the policies decided of it.
+    RiskyRequest(Box<Request>),
     /// A reported exec matched an alert (`[[alerts.exec]]`): high severity.
     ExecAlert {
         alert: String,

@@ -321,6 +321,16 @@ pub enum ChangeKind {
     Changes,
 }
 
+impl ChangeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChangeKind::Gains => "gains",
+            ChangeKind::Loses => "loses",
+            ChangeKind::Changes => "changes",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessChange {

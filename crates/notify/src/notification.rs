@@ -40,6 +40,8 @@ pub mod kinds {
     pub const EXTERNAL_EXPIRED: &str = "user.external_expired";
     /// A reported exec matched an alert pattern (high severity).
     pub const EXEC_ALERT: &str = "exec.alert";
+    /// A request's risk score reached `policy.risk_alert_score` (high severity).
+    pub const REQUEST_RISKY: &str = "request.risky";
 }
 
 /// How urgent a notification is. Ordered: `Info < High`.

@@ -24,23 +24,6 @@ use std::time::Instant;
 
 const TEAMS: usize = 20;
 
-const PROPERTIES: &str = r#"
-[[property]]
-name = "no root on prod without an approval unless break-glass"
-where = { target_labels = ["env=prod"], run_as = ["root"], break_glass = false }
-require = { min_approvals = 1 }
-
-[[property]]
-name = "no external account is ever auto-approved"
-where = { external = true }
-require = { no_auto_approve = true }
-
-[[property]]
-name = "tier-0 roles need two approvers"
-where = { target_labels = ["tier=0"], break_glass = false }
-require = { min_approvals = 2 }
-"#;
-
 /// The set in force: each team asks for its own targets' roles with one approval; team 0 gets
 /// its roles at once at night from a trusted device, for up to 30 minutes; team 1 asks for
 /// tier-0 roles with two approvals; team 2 may break the glass on prod.
@@ -167,7 +150,7 @@ fn main() {
             "set-up: {users} users in {TEAMS} teams, {made} roles on {targets} targets, {:.1} s",
             t0.elapsed().as_secs_f64()
         );
-        let props: PropertyFile = toml::from_str(PROPERTIES).expect("properties");
+        let props: PropertyFile = toml::from_str(EXAMPLE_PROPERTIES).expect("properties");
 
         // pedm: the property check, three runs, the median.
         let mut check_ms = vec![];

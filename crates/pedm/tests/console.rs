@@ -330,6 +330,20 @@ async fn admin_applies_a_policy_and_an_auditor_verifies_and_exports() {
         change.contains("auto_approve") && change.contains("deny"),
         "{change}"
     );
+    // The blast radius: alice (everyone, in fact) loses the auto-approved role.
+    let blast = b
+        .find(Locator::Css("#blast"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        blast
+            .lines()
+            .any(|l| l.contains("loses") && l.contains("alice") && l.contains("web1 / docker")),
+        "{blast}"
+    );
     check_page(&b, "policy-simulate").await;
     assert_eq!(
         s.admin().policy_versions().await.unwrap().len(),

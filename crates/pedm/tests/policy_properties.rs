@@ -8,23 +8,6 @@ use common::*;
 use pedm_api::*;
 use std::time::Duration;
 
-const PROPERTIES: &str = r#"
-[[property]]
-name = "no root on prod without an approval unless break-glass"
-where = { target_labels = ["env=prod"], run_as = ["root"], break_glass = false }
-require = { min_approvals = 1 }
-
-[[property]]
-name = "no external account is ever auto-approved"
-where = { external = true }
-require = { no_auto_approve = true }
-
-[[property]]
-name = "tier-0 roles need two approvers"
-where = { target_labels = ["tier=0"], break_glass = false }
-require = { min_approvals = 2 }
-"#;
-
 const ADMIN: &str = r#"
 @id("admins-administer")
 permit (principal, action in [Pedm::Action::"manage_users", Pedm::Action::"manage_targets",
@@ -132,7 +115,7 @@ async fn organisation(s: &Server) {
 
 fn properties_config(dir: &std::path::Path) -> String {
     let props = dir.join("properties.toml");
-    std::fs::write(&props, PROPERTIES).unwrap();
+    std::fs::write(&props, EXAMPLE_PROPERTIES).unwrap();
     format!("[policy]\nproperties = \"{}\"\n", props.display())
 }
 

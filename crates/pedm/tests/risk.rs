@@ -24,9 +24,17 @@ fn codes(r: &Request) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn risk_grows_with_what_is_unusual_and_policy_asks_more_of_risky_requests() {
-    let s = Server::start();
+    let (hook, mut rx) = receiver().await;
+    let s = Server::start_with(Options {
+        config: Some(format!(
+            "[policy]\nrisk_alert_score = 40\n\n\
+             [[notify.webhook]]\nname = \"soc\"\nurl = \"{hook}\"\nsecret = \"k\"\n\
+             format = \"generic\"\nkinds = [\"request.risky\"]\n"
+        )),
+        ..Default::default()
+    });
     let a = s.admin();
     a.create_target(&CreateTarget {
         name: "db1".into(),
@@ -103,6 +111,17 @@ async fn risk_grows_with_what_is_unusual_and_policy_asks_more_of_risky_requests(
     assert_eq!(risk.score, 40);
     assert_eq!(r4.approvals_required, 2, "{r4:?}");
     assert_eq!(r4.policy.as_deref(), Some("risky-needs-two"));
+
+    // It reached the alert score: a high-severity notice, the first one (35 and 10 raised
+    // none), and the score is in the audit record.
+    let n = rx.recv().await.expect("a notification");
+    assert_eq!(n["kind"], "request.risky", "{n}");
+    assert_eq!(n["severity"], "high");
+    assert_eq!(n["data"]["request"], r4.id.to_string(), "{n}");
+    assert_eq!(n["data"]["risk"]["score"], 40);
+    let created = audit_of(&s, "request.created").await;
+    let last = created.last().expect("request.created");
+    assert_eq!(last.data["risk"]["score"], 40, "{:?}", last.data);
 
     // Approvers see it with its reasons.
     let o = s.cli(&s.admin_token, &["request", "show", &r4.id.to_string()]);

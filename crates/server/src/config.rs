@@ -316,6 +316,10 @@ pub struct PolicyConfig {
     /// than its author approve it (`pedm policy approve`). 0 (the default): applied at once.
     #[serde(default)]
     pub require_approvals: u32,
+    /// A request whose risk score (0..100) reaches this raises a high-severity notice
+    /// (`request.risky`) through every notifier; 0: never.
+    #[serde(default = "default_risk_alert_score")]
+    pub risk_alert_score: u32,
     /// A TOML file of policy properties (`[[property]]`, see `pedm_core::policy_check`):
     /// invariants every applied policy set must keep, proved on every apply.
     #[serde(default)]
@@ -340,6 +344,10 @@ fn read_properties(
     pedm_core::policy_check::check_all(&file.properties)
         .map_err(|e| anyhow::anyhow!("policy.properties: {}: {e}", path.display()))?;
     Ok(file.properties)
+}
+
+fn default_risk_alert_score() -> u32 {
+    60
 }
 
 fn default_min_sample() -> usize {
@@ -415,6 +423,7 @@ impl Default for Config {
                 recommend_min_sample: default_min_sample(),
                 sensitive_labels: default_sensitive_labels(),
                 require_approvals: 0,
+                risk_alert_score: default_risk_alert_score(),
                 properties: None,
             },
             notify: pedm_notify::NotifyConfig::default(),
@@ -568,6 +577,10 @@ impl Config {
             )?,
             external_max_secs: secs("limits.external_max", &self.limits.external_max)?,
             external_notice_secs: secs("limits.external_notice", &self.limits.external_notice)?,
+            risk_alert_score: match self.policy.risk_alert_score {
+                n if n > 100 => bail!("policy.risk_alert_score: {n} is more than 100"),
+                n => n,
+            },
             ..Default::default()
         };
         Ok(Resolved {

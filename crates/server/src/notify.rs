@@ -21,6 +21,7 @@ impl Observer for LoudObserver {
             Notice::BreakGlass { .. }
             | Notice::RevokeFailing { .. }
             | Notice::ExecAlert { .. }
+            | Notice::RiskyRequest(_)
             | Notice::DriftRemovalRefused { .. }
             | Notice::GrantPrivilegeMissing { .. } => notification(notice),
             _ => return,
@@ -230,6 +231,26 @@ pub(crate) fn notification(n: &Notice) -> Notification {
             "tasks or delegations changed".to_string(),
             json!({}),
         ),
+        Notice::RiskyRequest(r) => {
+            let risk = r.context.risk.clone().unwrap_or_default();
+            Notification::new(
+                kinds::REQUEST_RISKY,
+                Severity::High,
+                format!(
+                    "unusual request: {} asks for {} on {} for {} (risk {})",
+                    r.requester,
+                    r.role,
+                    r.target,
+                    pedm_core::duration::format_duration(r.duration_secs),
+                    risk.summary()
+                ),
+                json!({
+                    "request": r.id, "requester": r.requester, "target": r.target,
+                    "role": r.role, "duration_secs": r.duration_secs, "state": r.state,
+                    "risk": risk,
+                }),
+            )
+        }
         Notice::ExecAlert {
             alert,
             host,

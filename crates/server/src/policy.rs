@@ -189,18 +189,23 @@ impl Decider for CedarDecider {
         role: &Role,
         point: &ContextPoint,
     ) -> RequestDecision {
-        let Some(corner) = point.detail.downcast_ref::<pedm_policy::Corner>() else {
-            return decision_of(self.engine.decide_request(&RequestQuery {
-                principal: self.principal(principal),
-                target: TargetRef::from(target),
-                role: role_ref(role),
-                context: Ctx {
-                    break_glass: point.break_glass,
-                    via_agent: point.via_agent,
-                    duration_secs: role.max_duration_secs.clamp(1, 3600),
-                    ..Ctx::at(point.now)
-                },
-            }));
+        // A point of another kind of decider: only what every point says.
+        let plain;
+        let corner = match point.detail.downcast_ref::<pedm_policy::Corner>() {
+            Some(c) => c,
+            None => {
+                plain = pedm_policy::Corner {
+                    ctx: Ctx {
+                        break_glass: point.break_glass,
+                        via_agent: point.via_agent,
+                        ..Ctx::at(point.now)
+                    },
+                    duration_given: false,
+                    on_call: None,
+                    description: String::new(),
+                };
+                &plain
+            }
         };
         let mut p = self.principal(principal);
         if let Some(on_call) = corner.on_call {
@@ -208,7 +213,7 @@ impl Decider for CedarDecider {
         }
         let mut context = corner.ctx.clone();
         if !corner.duration_given {
-            context.duration_secs = role.max_duration_secs.clamp(1, 3600);
+            context.duration_secs = pedm_core::decision::plain_duration(role);
         }
         decision_of(self.engine.decide_request(&RequestQuery {
             principal: p,

@@ -118,6 +118,9 @@ pub struct Limits {
     pub external_max_secs: i64,
     /// How long before an external account expires its sponsor is told, in seconds.
     pub external_notice_secs: i64,
+    /// A request whose risk score reaches this raises a high-severity notice
+    /// (`request.risky`); 0: never.
+    pub risk_alert_score: u32,
 }
 
 impl Default for Limits {
@@ -132,6 +135,7 @@ impl Default for Limits {
             sensitive_labels: vec!["env=prod".into()],
             external_max_secs: 90 * 86_400,
             external_notice_secs: 86_400,
+            risk_alert_score: 60,
         }
     }
 }

@@ -62,7 +62,7 @@ impl Classes {
                 r.name,
                 r.run_as,
                 r.auto_approve,
-                r.max_duration_secs.clamp(1, 3600),
+                crate::decision::plain_duration(r),
                 split(t, r),
             ])
             .to_string();
@@ -364,7 +364,8 @@ impl ControlPlane {
             None => self.policy_properties.clone(),
         };
         if props.is_empty() {
-            return Err(Error::invalid(
+            // The request is fine; the server has nothing to check it against.
+            return Err(Error::unprocessable(
                 "properties",
                 "no properties to check: give a file, or configure [policy] properties",
             ));

@@ -235,7 +235,7 @@ impl ControlPlane {
                 "justification": req.justification, "task": req.task, "ticket": req.ticket,
                 "source_addr": req.context.source_addr, "break_glass": req.break_glass,
                 "ticket_checked": req.context.ticket, "starts_at": req.context.starts_at,
-                "via_agent": req.context.via_agent,
+                "via_agent": req.context.via_agent, "risk": req.context.risk,
             }));
         let (mut decision, mut delegated) = self
             .settle(actor, &target, &role.name, &new, decision, now)
@@ -256,7 +256,7 @@ impl ControlPlane {
                 "target": req.target, "role": req.role, "duration_secs": req.duration_secs,
                 "justification": req.justification, "ticket": req.ticket,
                 "source_addr": req.context.source_addr, "extends": req.context.extends,
-                "via_agent": req.context.via_agent,
+                "via_agent": req.context.via_agent, "risk": req.context.risk,
             }));
         }
         if let Some((_, until)) = &delegated {
@@ -392,7 +392,7 @@ impl ControlPlane {
                     "source_addr": req.context.source_addr, "policy": req.policy,
                     "approval_tiers": tiers_text(&req.approval_tiers),
                     "ticket_checked": req.context.ticket, "starts_at": req.context.starts_at,
-                    "via_agent": req.context.via_agent,
+                    "via_agent": req.context.via_agent, "risk": req.context.risk,
                 });
                 if let Some(g) = req.context.extends {
                     data["extends"] = json!(g);
@@ -412,7 +412,14 @@ impl ControlPlane {
             (None, _) if req.state == RequestState::Pending => Notice::RequestPending(req.clone()),
             (None, _) => Notice::RequestDecided(req.clone()),
         };
-        self.commit(cs.notice(notice)).await?;
+        let mut cs = cs.notice(notice);
+        if let Some(r) = &req.context.risk
+            && self.limits.risk_alert_score > 0
+            && r.score >= self.limits.risk_alert_score
+        {
+            cs = cs.notice(Notice::RiskyRequest(Box::new(req.clone())));
+        }
+        self.commit(cs).await?;
         match (&grant, &extended) {
             (Some(g), None) => self.deadline_added(Self::grant_deadline(g)),
             (None, _) if req.state == RequestState::Pending => {

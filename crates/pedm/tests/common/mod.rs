@@ -641,3 +641,22 @@ pub async fn app_target(s: &Server, auto_approve: bool) {
     .await
     .expect("role");
 }
+
+/// Three policy properties (root on prod needs an approval unless break-glass, no external
+/// account is auto-approved, tier-0 roles need two approvers): the README's example.
+pub const EXAMPLE_PROPERTIES: &str = r#"
+[[property]]
+name = "no root on prod without an approval unless break-glass"
+where = { target_labels = ["env=prod"], run_as = ["root"], break_glass = false }
+require = { min_approvals = 1 }
+
+[[property]]
+name = "no external account is ever auto-approved"
+where = { external = true }
+require = { no_auto_approve = true }
+
+[[property]]
+name = "tier-0 roles need two approvers"
+where = { target_labels = ["tier=0"], break_glass = false }
+require = { min_approvals = 2 }
+"#;
