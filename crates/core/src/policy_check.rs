@@ -94,8 +94,12 @@ pub struct Requirement {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_break_glass: bool,
     /// Every permit needs at least this many approvals in all (auto-approval and break-glass
-    /// count as none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// count as none). 1 to 100.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::syntax::whole_number"
+    )]
     pub min_approvals: Option<u32>,
 }
 

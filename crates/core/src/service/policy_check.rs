@@ -356,9 +356,11 @@ impl ControlPlane {
     ) -> Result<PropertyReport> {
         self.require_admin(actor, AdminAction::ManagePolicies, "policy.check")
             .await?;
+        // What a schema cannot say (a name twice, a requirement naming nothing, a policy
+        // that does not compile) is 422: well-formed, but nothing to act on.
         let props = match properties {
             Some(p) => {
-                check_all(&p).map_err(|m| Error::invalid("properties", m))?;
+                check_all(&p).map_err(|m| Error::unprocessable("properties", m))?;
                 Arc::new(p)
             }
             None => self.policy_properties.clone(),
@@ -372,7 +374,10 @@ impl ControlPlane {
         }
         let decider = match sources {
             Some(s) => {
-                Self::check_sources(&s)?;
+                Self::check_sources(&s).map_err(|e| match e {
+                    Error::Invalid { field, message } => Error::Unprocessable { field, message },
+                    e => e,
+                })?;
                 self.compiler()?
                     .compile(&s)
                     .map_err(|m| Error::unprocessable("policy", m))?
