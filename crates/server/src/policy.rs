@@ -224,7 +224,7 @@ impl Decider for CedarDecider {
     }
 
     fn written_names(&self) -> Option<std::collections::BTreeSet<String>> {
-        Some(self.engine.written_names())
+        self.engine.written_names()
     }
 
     fn may_approve(

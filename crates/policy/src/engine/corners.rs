@@ -215,14 +215,13 @@ impl Engine {
     /// Every name the policies write: entity ids (`Pedm::User::"alice"`,
     /// `Pedm::Target::"db1"`) and string literals (`resource.target == "db1"`). Users and
     /// targets not among them are decided by their attributes, groups and labels alone.
-    pub fn written_names(&self) -> BTreeSet<String> {
+    /// `None` when a policy cannot be read back: then no one may be grouped with anyone.
+    pub fn written_names(&self) -> Option<BTreeSet<String>> {
         let mut refs = Refs::default();
         for e in &self.policies {
-            if let Ok(json) = e.policy.to_json() {
-                walk(&json, &mut refs);
-            }
+            walk(&e.policy.to_json().ok()?, &mut refs);
         }
-        refs.names
+        Some(refs.names)
     }
 
     /// The contexts to try for a question about every request, at `now` for policies that
@@ -631,7 +630,7 @@ mod tests {
             EngineOptions::default(),
         )
         .unwrap();
-        let names = e.written_names();
+        let names = e.written_names().expect("every policy reads back");
         for n in ["alice", "bob", "db1"] {
             assert!(names.contains(n), "{n}: {names:?}");
         }
