@@ -13,6 +13,7 @@ pub mod external;
 pub mod live;
 pub mod lock;
 pub mod policy_review;
+pub mod review;
 pub mod scim;
 pub mod socket;
 pub mod ssh;

@@ -22,6 +22,7 @@ mod mail;
 mod pages;
 mod policies;
 mod reports;
+mod reviews;
 mod session;
 mod sessions;
 mod sso;
@@ -137,6 +138,7 @@ impl Console {
             .merge(watch::router())
             .merge(tasks::router())
             .merge(breakglass::router())
+            .merge(reviews::router())
             .merge(admin::router())
             .merge(catalog::router())
             .merge(reports::router())

@@ -5,6 +5,7 @@
 //! (persistence), [`decision::Decider`] (policy), [`clock::Clock`] (time). It knows nothing of
 //! HTTP or SQL; transports call [`service::ControlPlane`] and storage implements the trait.
 
+pub mod access_review;
 pub mod alert;
 pub mod audit;
 pub mod clock;

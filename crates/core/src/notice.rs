@@ -109,6 +109,18 @@ pub enum Notice {
         sponsor: String,
         expires_at: jiff::Timestamp,
     },
+    /// An access review step: reviewers told of their items (`review.started`), reminded of
+    /// undecided ones (`review.reminder`), the escalation group handed them
+    /// (`review.escalated`), each with `reviewer` and how many wait; or the campaign ended
+    /// (`review.closed`, no reviewer, `pending` 0).
+    AccessReview {
+        step: String,
+        campaign: uuid::Uuid,
+        name: String,
+        reviewer: Option<crate::delegation::Delegatee>,
+        pending: u64,
+        due_at: jiff::Timestamp,
+    },
     /// An external account reached its expiry: it can no longer sign in and its grants ended.
     ExternalExpired {
         user: String,

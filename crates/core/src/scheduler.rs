@@ -65,7 +65,14 @@ pub async fn run_follow_ups(cp: Arc<ControlPlane>, shutdown: watch::Receiver<boo
         async move {
             // Expiry warnings ride on this loop: due within its 30-second cap at the latest.
             cp.warn_expiring().await?;
-            Ok((cp.follow_up_due().await?, cp.now()))
+            // Access reviews' reminders, escalations and due dates too.
+            let requests = cp.follow_up_due().await?;
+            let reviews = cp.review_due().await?;
+            let next = match (requests, reviews) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            Ok((next, cp.now()))
         }
     })
     .await

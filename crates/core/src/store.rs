@@ -120,6 +120,8 @@ pub enum Write {
     /// An SSH certificate issued; fails with AlreadyExists if the serial is taken.
     SshCertificate(crate::ssh::SshCertificate),
     Lock(crate::lock::LockWrite),
+    /// Access review campaigns and their items.
+    Review(crate::access_review::ReviewWrite),
     /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
     Sso(crate::sso::SsoWrite),
     /// Console (browser) sessions.
@@ -380,6 +382,21 @@ pub trait Store: Send + Sync + 'static {
     async fn device(&self, id: &str) -> Result<Option<crate::device::Device>, StoreError>;
     /// Every lock, newest first (the table stays small: locks are rare and short).
     async fn locks(&self) -> Result<Vec<crate::lock::Lock>, StoreError>;
+    /// Every access review campaign, newest first, with its items counted.
+    async fn review_campaigns(&self) -> Result<Vec<crate::access_review::Campaign>, StoreError>;
+    async fn review_campaign(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<crate::access_review::Campaign>, StoreError>;
+    /// A campaign's items, by kind, target, role, group and user.
+    async fn review_items(
+        &self,
+        campaign: Uuid,
+    ) -> Result<Vec<crate::access_review::ReviewItem>, StoreError>;
+    async fn review_item(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<crate::access_review::ReviewItem>, StoreError>;
     /// The locks in force at `now` (not lifted, not ended). Every request asks, so a store may
     /// answer from memory: its own writes are seen at once, another instance's within a
     /// second.

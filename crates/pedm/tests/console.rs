@@ -677,3 +677,94 @@ async fn a_recording_replays_in_the_page_only_while_it_matches_its_record() {
     assert_eq!(status, 409);
     b.close().await.unwrap();
 }
+
+/// A reviewer keeps and revokes access review items in the page; their own item offers no
+/// form (the core would refuse it), and what they decide is what the API then reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_decides_access_review_items_in_the_page() {
+    let Some((driver, s, _alice)) = start_console().await else {
+        return;
+    };
+    let a = s.admin();
+    let rita = user_with_token(&s, "rita", false).await;
+    a.create_group(&pedm_api::CreateGroup {
+        name: "reviewers".into(),
+        description: None,
+    })
+    .await
+    .unwrap();
+    a.add_group_member("reviewers", "rita").await.unwrap();
+    let v = a
+        .start_review(&pedm_api::review::StartReview {
+            name: "console-q4".into(),
+            kinds: vec![pedm_api::review::ItemKind::Eligibility],
+            targets: vec![],
+            due: "7d".into(),
+            default: None,
+            reviewers: "reviewers".into(),
+            escalate_to: None,
+            unused_days: None,
+        })
+        .await
+        .unwrap();
+    let item = |user: &str, role: &str| {
+        v.items
+            .iter()
+            .find(|i| i.user == user && i.role.as_deref() == Some(role))
+            .unwrap_or_else(|| panic!("{user} {role}: {:#?}", v.items))
+            .id
+    };
+    let (alice_root, alice_docker, rita_root) = (
+        item("alice", "root"),
+        item("alice", "docker"),
+        item("rita", "root"),
+    );
+
+    let b = driver.browser("rita", 1280).await;
+    sign_in(&b, &s.url, &rita).await;
+    b.goto(&format!("{}/ui/reviews", s.url)).await.unwrap();
+    wait_for(&b, "#reviews").await;
+    check_page(&b, "reviews").await;
+    b.goto(&format!("{}/ui/reviews/{}", s.url, v.campaign.id))
+        .await
+        .unwrap();
+    wait_for(&b, "#items").await;
+    // Her own eligibility has no buttons.
+    let own = wait_for(&b, &format!("#item-{rita_root}")).await;
+    assert!(
+        own.find(Locator::Css("button")).await.is_err(),
+        "no form on her own item"
+    );
+    check_page(&b, "review").await;
+    common::browser::fill(&b, &format!("#comment-{alice_root}"), "no longer on call").await;
+    common::browser::click(&b, &format!("#revoke-{alice_root}")).await;
+    wait_until(
+        &b,
+        "the revoked item",
+        &format!("document.querySelector('#item-{alice_root}').dataset.state === 'decided'"),
+    )
+    .await;
+    let text = wait_for(&b, &format!("#item-{alice_root} .outcome"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.starts_with("revoked by rita: no longer on call"),
+        "{text}"
+    );
+    common::browser::fill(&b, &format!("#comment-{alice_docker}"), "deploys weekly").await;
+    common::browser::click(&b, &format!("#keep-{alice_docker}")).await;
+    wait_until(
+        &b,
+        "the kept item",
+        &format!("document.querySelector('#item-{alice_docker}').dataset.state === 'decided'"),
+    )
+    .await;
+    let after = a.get_review("console-q4", false).await.unwrap();
+    let state = |id| after.items.iter().find(|i| i.id == id).unwrap().state;
+    use pedm_api::review::ItemState;
+    assert_eq!(state(alice_root), ItemState::Revoked);
+    assert_eq!(state(alice_docker), ItemState::Kept);
+    assert_eq!(state(rita_root), ItemState::Pending);
+}

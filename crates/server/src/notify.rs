@@ -335,6 +335,33 @@ pub(crate) fn notification(n: &Notice) -> Notification {
             ),
             json!({ "user": user, "sponsor": sponsor, "expires_at": expires_at }),
         ),
+        Notice::AccessReview {
+            step,
+            campaign,
+            name,
+            reviewer,
+            pending,
+            due_at,
+        } => Notification::new(
+            step.clone(),
+            Severity::Info,
+            match (step.as_str(), reviewer) {
+                ("review.closed", _) | (_, None) => format!("access review {name} closed"),
+                ("review.escalated", Some(r)) => format!(
+                    "access review {name}: {pending} items nobody decided went to {r}; due at                      {due_at} (`pedm review show {name} --mine`)"
+                ),
+                ("review.reminder", Some(r)) => format!(
+                    "access review {name}: {r} still has {pending} items to decide by {due_at}                      (`pedm review show {name} --mine`)"
+                ),
+                (_, Some(r)) => format!(
+                    "access review {name}: {pending} items for {r} to keep or revoke by                      {due_at} (`pedm review show {name} --mine`)"
+                ),
+            },
+            json!({
+                "campaign": campaign, "name": name, "reviewer": reviewer,
+                "pending": pending, "due_at": due_at,
+            }),
+        ),
         Notice::ExternalExpired {
             user,
             sponsor,

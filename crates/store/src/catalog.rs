@@ -191,6 +191,7 @@ fn may_touch(w: &Write) -> (bool, bool) {
         | Write::DeleteGrantSecret { .. }
         | Write::Host(_)
         | Write::PolicyReview(_)
+        | Write::Review(_)
         | Write::Device(_)
         | Write::Sso(_)
         | Write::RequireGrantsActive { .. }

@@ -6,6 +6,7 @@
 //! implementation of changesets and the audit hash chain; only connection setup and the way
 //! audit appends are serialised differ.
 
+mod access_review;
 mod catalog;
 mod db;
 mod delegation;
@@ -274,6 +275,29 @@ macro_rules! forward_store {
             }
             async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
                 pedm_core::store::Store::locks(&self.engine).await
+            }
+            async fn review_campaigns(
+                &self,
+            ) -> Result<Vec<pedm_core::access_review::Campaign>, StoreError> {
+                pedm_core::store::Store::review_campaigns(&self.engine).await
+            }
+            async fn review_campaign(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<pedm_core::access_review::Campaign>, StoreError> {
+                pedm_core::store::Store::review_campaign(&self.engine, id).await
+            }
+            async fn review_items(
+                &self,
+                campaign: uuid::Uuid,
+            ) -> Result<Vec<pedm_core::access_review::ReviewItem>, StoreError> {
+                pedm_core::store::Store::review_items(&self.engine, campaign).await
+            }
+            async fn review_item(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<pedm_core::access_review::ReviewItem>, StoreError> {
+                pedm_core::store::Store::review_item(&self.engine, id).await
             }
             async fn locks_in_force(
                 &self,

@@ -725,6 +725,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::Device(w) => crate::devices::apply(c, w).await,
         Write::SshCertificate(cert) => crate::ssh::insert_certificate(c, cert).await,
         Write::Lock(w) => crate::locks::apply(c, w).await,
+        Write::Review(w) => crate::access_review::apply(c, w).await,
         Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::WebSession(w) => crate::web_sessions::apply(c, w).await,
         Write::Integration(w) => crate::integration::apply(c, w).await,
@@ -1466,6 +1467,29 @@ impl Store for Engine {
     }
     async fn locks(&self) -> Result<Vec<pedm_core::lock::Lock>, StoreError> {
         Engine::lock_rows(self).await
+    }
+    async fn review_campaigns(
+        &self,
+    ) -> Result<Vec<pedm_core::access_review::Campaign>, StoreError> {
+        Engine::campaign_rows(self).await
+    }
+    async fn review_campaign(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<pedm_core::access_review::Campaign>, StoreError> {
+        Engine::campaign_row(self, id).await
+    }
+    async fn review_items(
+        &self,
+        campaign: Uuid,
+    ) -> Result<Vec<pedm_core::access_review::ReviewItem>, StoreError> {
+        Engine::review_item_rows(self, campaign).await
+    }
+    async fn review_item(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<pedm_core::access_review::ReviewItem>, StoreError> {
+        Engine::review_item_row(self, id).await
     }
     async fn locks_in_force(
         &self,

@@ -80,6 +80,9 @@ use devices::devices_enrolled_approved_revoked;
 #[path = "conformance/scim.rs"]
 mod scim;
 use scim::scim_tokens_and_links;
+#[path = "conformance/access_reviews.rs"]
+mod access_reviews;
+use access_reviews::review_campaigns_and_items;
 #[path = "conformance/locks.rs"]
 mod locks;
 use locks::locks_added_and_lifted;
@@ -104,6 +107,7 @@ conformance!(
     devices_enrolled_approved_revoked,
     scim_tokens_and_links,
     locks_added_and_lifted,
+    review_campaigns_and_items,
     ssh_certificates_and_what_to_revoke,
     web_sessions_touched_and_ended,
     integration_state_put_claim_purge,

@@ -14,10 +14,12 @@ use uuid::Uuid;
 mod delegation;
 mod hosts;
 mod limits;
+mod review;
 mod ssh;
 pub use delegation::*;
 pub use hosts::*;
 pub use limits::*;
+pub use review::*;
 pub use ssh::*;
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8470";
@@ -136,6 +138,9 @@ pub enum Command {
     /// their live sessions end, new requests and execs are refused until lifted or over.
     #[command(subcommand)]
     Lock(LockCmd),
+    /// Access reviews: quarterly campaigns where reviewers keep or revoke who may elevate.
+    #[command(subcommand)]
+    Review(ReviewCmd),
     /// SCIM 2.0 provisioning: the tokens identity providers push users and groups with
     /// (admin; `[scim] enabled = true` on the server).
     #[command(subcommand)]

@@ -685,6 +685,19 @@ impl ControlPlane {
                 "delegation {id} is already revoked"
             )));
         }
+        self.revoke_delegation_tree(actor, id, reason, Changeset::new())
+            .await
+    }
+
+    /// Revokes delegation `id`, every delegation passed on from it and every active grant
+    /// they pre-approved, in one changeset with `extra` (the caller checked the right to).
+    pub(super) async fn revoke_delegation_tree(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        reason: String,
+        extra: Changeset,
+    ) -> Result<RevokedDelegation> {
         for attempt in 0.. {
             let now = self.now();
             // The delegation and everything passed on from it, not revoked yet.
@@ -706,7 +719,7 @@ impl ControlPlane {
                 all.extend(children.into_iter().filter(|c| c.revoked_at.is_none()));
                 i += 1;
             }
-            let mut cs = Changeset::new();
+            let mut cs = extra.clone();
             for x in &all {
                 cs.writes.push(Write::Delegation(DelegationWrite::Revoke {
                     id: x.id,

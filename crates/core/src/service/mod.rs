@@ -5,6 +5,7 @@
 //! Refusals of security decisions are committed as `denied` audit events before the error is
 //! returned; bad input changes nothing.
 
+mod access_review;
 mod agent_reports;
 mod audit;
 mod auth_cache;
@@ -61,6 +62,7 @@ pub use hosts::{
 };
 pub use sudo_log::{SUDO_WITHOUT_GRANT, SudoEvent, SudoVerdict};
 
+pub use access_review::{MAX_REVIEW_ITEMS, MAX_REVIEW_SECS};
 pub use locks::MAX_LOCK_SECS;
 pub use policy::{SimulatedChange, SimulationReport, diff as policy_diff};
 pub use policy_review::{Held, PolicySubmission};

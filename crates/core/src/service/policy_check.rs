@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const MAX_LISTED_CHANGES: usize = 10_000;
 
 /// Everyone and everything a question about every request ranges over.
-struct World {
-    actors: Vec<Actor>,
-    roles: Vec<(Target, Role)>,
+pub(super) struct World {
+    pub(super) actors: Vec<Actor>,
+    pub(super) roles: Vec<(Target, Role)>,
 }
 
 /// The world in classes the policies cannot tell apart, each decided once: users with the
@@ -277,6 +277,70 @@ fn blast(
     out
 }
 
+/// What the policies let one user do with one role: every outcome short of a denial in the
+/// contexts they tell apart (`auto_approve`, `approval(...)`, `break_glass`), and the policy
+/// behind the first.
+pub(super) struct Eligibility {
+    pub(super) user: String,
+    pub(super) target: String,
+    pub(super) role: String,
+    pub(super) outcomes: Vec<String>,
+    pub(super) policy: Option<String>,
+}
+
+/// Who may request which role of those `keep` selects, over everyone in `world`.
+pub(super) fn eligibility(
+    world: &World,
+    decider: &dyn Decider,
+    now: Timestamp,
+    keep: impl Fn(&Target, &Role) -> bool,
+) -> Vec<Eligibility> {
+    let points = points_of(&[decider], now);
+    let classes = Classes::of(world, &[decider], |t, r| vec![keep(t, r)]);
+    let mut out = vec![];
+    for users in &classes.users {
+        let first = &world.actors[users[0]];
+        for roles in &classes.roles {
+            let (target, role) = &world.roles[roles[0]];
+            if !keep(target, role) {
+                continue;
+            }
+            let mut outcomes: Vec<String> = vec![];
+            let mut policy = None;
+            for point in &points.points {
+                let d = decider.decide_at(&principal_at(first, point), target, role, point);
+                if matches!(d, RequestDecision::Deny { .. }) {
+                    continue;
+                }
+                let (words, by) = super::policy::outcome_words(&d);
+                if !outcomes.contains(&words) {
+                    if outcomes.is_empty() {
+                        policy = by;
+                    }
+                    outcomes.push(words);
+                }
+            }
+            if outcomes.is_empty() {
+                continue;
+            }
+            for &u in users {
+                for &r in roles {
+                    let (t, role) = &world.roles[r];
+                    out.push(Eligibility {
+                        user: world.actors[u].user.clone(),
+                        target: t.name.clone(),
+                        role: role.name.clone(),
+                        outcomes: outcomes.clone(),
+                        policy: policy.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.target, &a.role, &a.user).cmp(&(&b.target, &b.role, &b.user)));
+    out
+}
+
 /// Whether two decisions read the same (cheaper than comparing their words; a `false` is
 /// confirmed by the words).
 fn same_outcome(a: &RequestDecision, b: &RequestDecision) -> bool {
@@ -292,7 +356,7 @@ fn same_outcome(a: &RequestDecision, b: &RequestDecision) -> bool {
 }
 
 impl ControlPlane {
-    async fn policy_world(&self) -> Result<World> {
+    pub(super) async fn policy_world(&self) -> Result<World> {
         // As `actor_of` makes them, from three reads instead of two per user.
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for g in self.store.groups().await? {

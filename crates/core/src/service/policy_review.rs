@@ -133,14 +133,16 @@ impl ControlPlane {
             change: None,
             stale: false,
         };
-        self.store_proposal(actor, p).await
+        self.store_proposal(actor, p, &|_| vec![]).await
     }
 
-    /// Numbers and stores a new pending proposal (`policy.proposed`).
-    async fn store_proposal(
+    /// Numbers and stores a new pending proposal (`policy.proposed`), with the writes
+    /// `extra` makes of its number in the same changeset.
+    pub(super) async fn store_proposal(
         &self,
         actor: &Actor,
         mut p: PolicyProposal,
+        extra: &(dyn Fn(i64) -> Vec<Write> + Send + Sync),
     ) -> Result<PolicySubmission> {
         for attempt in 1..=ATTEMPTS {
             p.id = self.store.latest_policy_proposal_id().await? + 1;
@@ -152,11 +154,12 @@ impl ControlPlane {
                     "files": p.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
                     "change": p.change,
                 }));
-            let cs = Changeset::new()
+            let mut cs = Changeset::new()
                 .write(Write::PolicyReview(PolicyReviewWrite::Propose(Box::new(
                     p.clone(),
                 ))))
                 .event(ev);
+            cs.writes.extend(extra(p.id));
             match self.store.commit(cs).await {
                 Ok(_) => {
                     self.tell("policy.proposed", actor, &p).await;
@@ -489,7 +492,7 @@ impl ControlPlane {
             change: Some(change),
             stale: false,
         };
-        match self.store_proposal(actor, p).await? {
+        match self.store_proposal(actor, p, &|_| vec![]).await? {
             PolicySubmission::Pending(p) => Ok(*p),
             PolicySubmission::Applied(_) => Err(Error::Internal(
                 "a held change was applied without approvals".into(),

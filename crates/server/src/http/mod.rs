@@ -13,6 +13,7 @@ mod live;
 mod locks;
 mod parse_errors;
 mod policy_review;
+mod reviews;
 mod routes;
 mod schema_rules;
 mod scim;
@@ -85,6 +86,7 @@ pub struct AppState {
         (name = "grants", description = "Active and ended elevations"),
         (name = "policies", description = "Cedar policies: versions, apply, simulate, approval of changes"),
         (name = "audit", description = "The audit log"),
+        (name = "reviews", description = "Access reviews: campaigns, their items, keep or revoke"),
         (name = "hosts", description = "Host agents, their grant snapshots and recorded sessions"),
         (name = "sso", description = "Single sign-on with OpenID Connect: login flows, session refresh, logout"),
     )
@@ -130,6 +132,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(delegation::router())
             .merge(devices::router())
             .merge(locks::router())
+            .merge(reviews::router())
             .merge(external::router())
             .merge(scim::admin_router())
             .merge(sso::router())

@@ -158,6 +158,11 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("CreateLock", "duration", Duration),
         ("CreateLock", "reason", Line(500)),
         ("KillSession", "reason", Line(500)),
+        ("StartReview", "name", Name),
+        ("StartReview", "due", Duration),
+        ("StartReview", "reviewers", Name),
+        ("StartReview", "escalate_to", Name),
+        ("DecideItem", "comment", Line(1000)),
         ("CreateExternalUser", "display_name", OptionalLine(200)),
         ("CreateExternalUser", "sponsor", Name),
         ("CreateExternalUser", "expires", Duration),
@@ -319,6 +324,26 @@ fn structure() -> Vec<(&'static str, &'static str, Value)> {
                     {"required": ["roles"], "properties": {"roles": {"minItems": 1}}},
                 ]},
             ]),
+        ),
+        (
+            "/components/schemas/StartReview/properties/targets",
+            "items",
+            json!({"type": "string", "pattern": SCOPE_ITEM}),
+        ),
+        (
+            "/components/schemas/StartReview/properties/targets",
+            "maxItems",
+            json!(pedm_core::delegation::MAX_SCOPE_ITEMS),
+        ),
+        (
+            "/components/schemas/StartReview/properties/unused_days",
+            "minimum",
+            json!(1),
+        ),
+        (
+            "/components/schemas/StartReview/properties/unused_days",
+            "maximum",
+            json!(3650),
         ),
         (
             "/components/schemas/CreateDelegation/properties/tasks",
