@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::smtp::MailServer;
 use common::*;
 use pedm_api::review::*;
 use pedm_api::*;
@@ -512,15 +513,27 @@ async fn a_quarterly_campaign_keeps_and_revokes_real_access_and_audits_every_ste
 #[tokio::test]
 async fn undecided_items_are_reminded_escalated_and_revoked_by_default_at_the_due_date() {
     let (url, mut notices) = receiver().await;
+    let mut smtp = MailServer::start(None);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
     let s = Server::start_with(Options {
         config: Some(format!(
             "[[notify.webhook]]\nname = \"governance\"\nurl = \"{url}\"\nsecret = \"k\"\n\
-             format = \"generic\"\n"
+             format = \"generic\"\n\n{}",
+            smtp.config(&base)
         )),
+        port: Some(port),
         ..Default::default()
     });
     let org = organisation(&s).await;
     let a = s.admin();
+    for u in ["rita", "sam"] {
+        let o = s.cli(
+            &s.admin_token,
+            &["user", "set-email", u, &format!("{u}@example.com")],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
     let v = s
         .client(&s.admin_token)
         .start_review(&StartReview {
@@ -593,6 +606,25 @@ async fn undecided_items_are_reminded_escalated_and_revoked_by_default_at_the_du
     while !kinds.iter().any(|k| k == "review.closed") {
         let n = notices.recv().await.expect("a notification");
         kinds.push(n["kind"].as_str().unwrap_or("").to_string());
+    }
+    // And by mail: rita (the reviewers) of her items, sam (security) of the escalated ones,
+    // each with a link to the campaign's page.
+    let (mut told_rita, mut told_sam) = (false, false);
+    while !(told_rita && told_sam) {
+        let m = smtp.next_mail().await;
+        let subject = m.header("Subject").unwrap_or_default();
+        if m.to.iter().any(|t| t.contains("rita@")) && subject.contains("items to keep or revoke") {
+            told_rita = true;
+        }
+        if m.to.iter().any(|t| t.contains("sam@")) && subject.contains("escalated to you") {
+            assert!(
+                m.part("text/plain")
+                    .contains(&format!("/ui/reviews/{}", v.campaign.id)),
+                "{}",
+                m.raw
+            );
+            told_sam = true;
+        }
     }
     for k in [
         "review.started",

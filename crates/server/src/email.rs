@@ -41,6 +41,10 @@ impl crate::outbox::Channel for MailChannel {
                 | Notice::GrantExtended(_)
                 | Notice::GrantExpiring(_)
                 | Notice::GrantEnded(_)
+                | Notice::AccessReview {
+                    reviewer: Some(_),
+                    ..
+                }
         )
     }
 
@@ -118,8 +122,79 @@ async fn mails_for(
             .await?
             .into_iter()
             .collect(),
+        Notice::AccessReview {
+            step,
+            campaign,
+            name,
+            reviewer: Some(r),
+            pending,
+            due_at,
+        } => review_mails(mailer, cp, step, *campaign, name, r, *pending, *due_at).await?,
         _ => vec![],
     })
+}
+
+/// Reviewers told of their items (each member of a reviewing group with an address).
+#[allow(clippy::too_many_arguments)]
+async fn review_mails(
+    mailer: &Mailer,
+    cp: &ControlPlane,
+    step: &str,
+    campaign: uuid::Uuid,
+    name: &str,
+    reviewer: &pedm_core::delegation::Delegatee,
+    pending: u64,
+    due_at: jiff::Timestamp,
+) -> anyhow::Result<Vec<Mail>> {
+    use pedm_core::delegation::DelegateKind;
+    let people = match reviewer.kind {
+        DelegateKind::User => vec![reviewer.name.clone()],
+        DelegateKind::Group => cp
+            .store()
+            .group(&reviewer.name)
+            .await?
+            .map(|g| g.members)
+            .unwrap_or_default(),
+    };
+    let (subject, lead) = match step {
+        "review.reminder" => (
+            format!("Reminder: pedm access review {name}: {pending} items still to decide"),
+            format!("{pending} items of access review {name} still wait for {reviewer}."),
+        ),
+        "review.escalated" => (
+            format!("pedm access review {name}: {pending} undecided items escalated to you"),
+            format!(
+                "Nobody decided {pending} items of access review {name}; they are now for \
+                 {reviewer} to decide."
+            ),
+        ),
+        _ => (
+            format!("pedm access review {name}: {pending} items to keep or revoke"),
+            format!("Access review {name} has {pending} items for {reviewer} to keep or revoke."),
+        ),
+    };
+    let url = format!("{}/ui/reviews/{campaign}", mailer.console_url);
+    let fields = vec![
+        ("Campaign", name.to_string()),
+        ("Items", pending.to_string()),
+        ("Due", due_at.to_string()),
+    ];
+    let mut out = vec![];
+    for p in people {
+        let Some(u) = mail_of(cp, &p).await? else {
+            continue;
+        };
+        out.push(compose(
+            u.email.as_deref().unwrap_or_default(),
+            &subject,
+            &lead,
+            &fields,
+            Some(("Review them", &url)),
+            "Items nobody decides by the due date take the campaign's default. You get this \
+             mail because you review them.",
+        ));
+    }
+    Ok(out)
 }
 
 fn request_fields(r: &Request) -> Vec<(&'static str, String)> {
