@@ -50,6 +50,16 @@ pub struct DecideItem {
     pub comment: String,
 }
 
+pub use pedm_core::decision::PolicyOwnership;
+
+/// `GET /policies/owners?overdue=true`: only the policies past their review date.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OwnersQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue: Option<bool>,
+}
+
 /// `GET /reviews/{campaign}?mine=true`: only the caller's items.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -59,6 +69,15 @@ pub struct ReviewQuery {
 }
 
 impl Client {
+    pub async fn policy_owners(&self, overdue: bool) -> Result<Vec<PolicyOwnership>, ApiError> {
+        self.get_q(
+            "/policies/owners",
+            &OwnersQuery {
+                overdue: overdue.then_some(true),
+            },
+        )
+        .await
+    }
     pub async fn start_review(&self, body: &StartReview) -> Result<CampaignView, ApiError> {
         self.send(Method::POST, "/reviews", body).await
     }

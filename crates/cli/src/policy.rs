@@ -82,6 +82,7 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
             policies,
             properties,
         } => crate::policy_check::check(ctx, &policies, properties).await,
+        PolicyCmd::Owners { overdue } => crate::review::owners(ctx, overdue).await,
         PolicyCmd::Simulate {
             suggest_commands: true,
             since,

@@ -188,3 +188,21 @@ async fn decide(
         t.render()
     })
 }
+
+/// `pedm policy owners`: each policy in force, its owner and review date.
+pub async fn owners(ctx: &Ctx, overdue: bool) -> Result<()> {
+    let all = ctx.client.policy_owners(overdue).await?;
+    ctx.emit(&all, || {
+        let mut t = Table::new(&["POLICY", "FILE", "OWNER", "REVIEW BY", "STATUS"]);
+        for p in &all {
+            t.row(vec![
+                p.policy.clone(),
+                p.file.clone(),
+                opt(&p.owner),
+                p.review_by.map(|d| d.to_string()).unwrap_or_default(),
+                p.status.clone(),
+            ]);
+        }
+        t.render()
+    })
+}

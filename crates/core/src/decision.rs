@@ -238,6 +238,30 @@ pub trait Decider: Send + Sync + 'static {
     fn written_names(&self) -> Option<std::collections::BTreeSet<String>> {
         Some(std::collections::BTreeSet::new())
     }
+    /// Every policy with its `@owner` and `@review_by`, in load order (none for a decider
+    /// without policies).
+    fn ownership(&self) -> Vec<PolicyOwnership> {
+        vec![]
+    }
+}
+
+/// Who answers for a policy and when they review it next (`@owner`, `@review_by`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyOwnership {
+    pub policy: String,
+    /// The file it is in.
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub review_by: Option<jiff::civil::Date>,
+    /// Set when read: the review date has passed (`overdue`), or an annotation is missing
+    /// (`no owner`, `no review date`); `ok` otherwise.
+    #[serde(default)]
+    pub status: String,
 }
 
 /// The duration a question about every request assumes where the policies never compare it:

@@ -121,6 +121,13 @@ pub enum Notice {
         pending: u64,
         due_at: jiff::Timestamp,
     },
+    /// A policy's review date (`@review_by`) has passed: its owner should review it.
+    PolicyReviewOverdue {
+        policy: String,
+        file: String,
+        owner: Option<String>,
+        review_by: String,
+    },
     /// An external account reached its expiry: it can no longer sign in and its grants ended.
     ExternalExpired {
         user: String,

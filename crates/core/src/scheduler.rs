@@ -68,6 +68,7 @@ pub async fn run_follow_ups(cp: Arc<ControlPlane>, shutdown: watch::Receiver<boo
             // Access reviews' reminders, escalations and due dates too.
             let requests = cp.follow_up_due().await?;
             let reviews = cp.review_due().await?;
+            cp.announce_overdue_policies().await?;
             let next = match (requests, reviews) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

@@ -635,3 +635,99 @@ async fn undecided_items_are_reminded_escalated_and_revoked_by_default_at_the_du
         assert!(kinds.iter().any(|x| x == k), "{k}: {kinds:?}");
     }
 }
+
+#[tokio::test]
+async fn every_policy_names_its_owner_and_an_overdue_one_is_announced_once() {
+    let (url, mut notices) = receiver().await;
+    let s = Server::start_with(Options {
+        config: Some(format!(
+            "[policy]\nrequire_owner = true\n\n[[notify.webhook]]\nname = \"governance\"\n\
+             url = \"{url}\"\nsecret = \"k\"\nformat = \"generic\"\n"
+        )),
+        ..Default::default()
+    });
+    let t = &s.admin_token;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let admin = r#"@id("admins")
+@owner("platform")
+@review_by("2099-01-01")
+permit (principal, action, resource) when { principal.admin };
+"#;
+    // A set whose policy names no owner is refused, naming it; so is a date that is not one.
+    let unowned = write(
+        "unowned.cedar",
+        &format!(
+            "{admin}\n@id(\"ops\")\npermit (principal, action == Pedm::Action::\"request\", resource);\n"
+        ),
+    );
+    let o = s.cli(t, &["policy", "apply", unowned.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("every policy needs @owner") && stderr(&o).contains("ops in"),
+        "{}",
+        stderr(&o)
+    );
+    let bad_date = write("bad.cedar", &admin.replace("2099-01-01", "next spring"));
+    let o = s.cli(t, &["policy", "apply", bad_date.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("@review_by(\"next spring\")"),
+        "{}",
+        stderr(&o)
+    );
+    let before = s.admin().policy_versions().await.unwrap().len();
+
+    // Owned, one of them past its review date.
+    let owned = write(
+        "owned.cedar",
+        &format!(
+            "{admin}\n@id(\"ops\")\n@owner(\"dba\")\n@review_by(\"2026-01-15\")\n\
+             permit (principal, action == Pedm::Action::\"request\", resource);\n"
+        ),
+    );
+    let o = s.cli(t, &["policy", "apply", owned.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(s.admin().policy_versions().await.unwrap().len(), before + 1);
+    let o = s.cli(t, &["--json", "policy", "owners"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all: Vec<PolicyOwnership> = serde_json::from_slice(&o.stdout).unwrap();
+    let status: Vec<(&str, &str, &str)> = all
+        .iter()
+        .map(|p| {
+            (
+                p.policy.as_str(),
+                p.owner.as_deref().unwrap_or(""),
+                p.status.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status,
+        [("admins", "platform", "ok"), ("ops", "dba", "overdue")]
+    );
+    let o = s.cli(t, &["policy", "owners", "--overdue"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("dba") && !stdout(&o).contains("platform"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The owner is told, through the notifiers and the audit log.
+    let n = loop {
+        let n = notices.recv().await.expect("a notification");
+        if n["kind"] == "policy.review_overdue" {
+            break n;
+        }
+    };
+    assert_eq!(n["data"]["policy"], "ops");
+    assert_eq!(n["data"]["owner"], "dba");
+    let events = audit_of(&s, "policy.review_overdue").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].data["review_by"], "2026-01-15");
+}

@@ -16,8 +16,13 @@ pub(crate) const ESCALATE_AFTER: &str = "escalate_after";
 pub(crate) const ESCALATE_TO: &str = "escalate_to";
 /// On a request permit: the grant lasts only while its holder is on call.
 pub(crate) const WHILE_ON_CALL: &str = "while_on_call";
+/// Who answers for the policy (a user or a group), and when they review it next.
+pub(crate) const OWNER: &str = "owner";
+pub(crate) const REVIEW_BY: &str = "review_by";
 
-const KNOWN: [&str; 12] = [
+const KNOWN: [&str; 14] = [
+    OWNER,
+    REVIEW_BY,
     WHILE_ON_CALL,
     REMIND_AFTER,
     ESCALATE_AFTER,
@@ -125,6 +130,13 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
         "false" => Ok(false),
         other => Err(format!("@{key}({other:?}): expected \"true\" or \"false\"")),
     }
+}
+
+/// `@review_by("YYYY-MM-DD")`: the date a policy's owner reviews it next.
+pub fn review_date(v: &str) -> Result<jiff::civil::Date, String> {
+    v.trim()
+        .parse::<jiff::civil::Date>()
+        .map_err(|e| format!("@review_by({v:?}): expected a date such as 2027-03-31 ({e})"))
 }
 
 fn valid_group(g: &str) -> bool {
@@ -240,6 +252,14 @@ pub(crate) fn check(
                     .follow_up
                     .get_or_insert_with(Default::default)
                     .escalate_to = Some(g.to_string());
+            }
+            OWNER if !valid_group(v.trim()) => {
+                return Err(format!(
+                    "@owner({v:?}): expected a user or group name (letters, digits, '-', '_', '.', '@')"
+                ));
+            }
+            REVIEW_BY => {
+                review_date(v)?;
             }
             STEP_UP if !is_exec_permit => {
                 return Err(format!(

@@ -174,7 +174,7 @@ mod engine;
 mod error;
 mod query;
 
-pub use annotations::parse_approvals;
+pub use annotations::{parse_approvals, review_date};
 pub use cases::{CaseReport, CaseResult, run_cases};
 pub use engine::corners::{Corner, Corners, MAX_CORNERS};
 pub use engine::{

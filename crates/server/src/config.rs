@@ -324,6 +324,10 @@ pub struct PolicyConfig {
     /// invariants every applied policy set must keep, proved on every apply.
     #[serde(default)]
     pub properties: Option<PathBuf>,
+    /// Every policy must name its owner and its next review date (`@owner("dba")`,
+    /// `@review_by("2027-03-31")`): an apply without them is refused.
+    #[serde(default)]
+    pub require_owner: bool,
 }
 
 /// Reads and checks a policy properties file; every error names the file.
@@ -425,6 +429,7 @@ impl Default for Config {
                 require_approvals: 0,
                 risk_alert_score: default_risk_alert_score(),
                 properties: None,
+                require_owner: false,
             },
             notify: pedm_notify::NotifyConfig::default(),
             oncall: None,
@@ -467,6 +472,8 @@ pub struct Resolved {
     pub policy_approvals: u32,
     /// Invariants every applied policy set must keep (`[policy] properties`).
     pub policy_properties: Vec<pedm_core::policy_check::Property>,
+    /// `[policy] require_owner`.
+    pub policy_owners_required: bool,
     pub notify: pedm_notify::NotifyConfig,
     pub oncall: Option<crate::oncall::OnCallConfig>,
     pub tickets: crate::tickets::TicketsConfig,
@@ -620,6 +627,7 @@ impl Config {
                 Some(path) => read_properties(path)?,
                 None => vec![],
             },
+            policy_owners_required: self.policy.require_owner,
             notify: self.notify.clone(),
             oncall: self.oncall.clone(),
             tickets: self.tickets.clone(),

@@ -362,6 +362,20 @@ pub(crate) fn notification(n: &Notice) -> Notification {
                 "pending": pending, "due_at": due_at,
             }),
         ),
+        Notice::PolicyReviewOverdue {
+            policy,
+            file,
+            owner,
+            review_by,
+        } => Notification::new(
+            "policy.review_overdue",
+            Severity::Info,
+            format!(
+                "policy {policy} ({file}) was due for review by {} on {review_by}",
+                owner.as_deref().unwrap_or("its owner (none named)")
+            ),
+            json!({ "policy": policy, "file": file, "owner": owner, "review_by": review_by }),
+        ),
         Notice::ExternalExpired {
             user,
             sponsor,

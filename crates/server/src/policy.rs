@@ -227,6 +227,24 @@ impl Decider for CedarDecider {
         self.engine.written_names()
     }
 
+    fn ownership(&self) -> Vec<pedm_core::decision::PolicyOwnership> {
+        self.engine
+            .policies()
+            .into_iter()
+            .map(|p| pedm_core::decision::PolicyOwnership {
+                owner: p.annotations.get("owner").map(|o| o.trim().to_string()),
+                // Checked when the set was loaded.
+                review_by: p
+                    .annotations
+                    .get("review_by")
+                    .and_then(|d| pedm_policy::review_date(d).ok()),
+                policy: p.id,
+                file: p.source,
+                status: String::new(),
+            })
+            .collect()
+    }
+
     fn may_approve(
         &self,
         approver: &Actor,

@@ -713,6 +713,12 @@ pub enum PolicyCmd {
         #[arg(long, value_name = "FILE")]
         properties: Option<std::path::PathBuf>,
     },
+    /// Who owns each policy in force and when they review it next (`@owner`,
+    /// `@review_by`); --overdue: only those past their review date.
+    Owners {
+        #[arg(long)]
+        overdue: bool,
+    },
     /// Replay recorded requests against candidate policies and report every decision that
     /// would change, and who would gain or lose which role (the blast radius), with
     /// recommendations.

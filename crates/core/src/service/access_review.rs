@@ -43,7 +43,11 @@ fn cedar_str(s: &str) -> String {
 }
 
 /// The policy file a campaign's revoked eligibilities become.
-fn forbid_file(k: &Campaign, items: &[&ReviewItem]) -> PolicySource {
+/// Each forbid is owned by the campaign's reviewers and reviewed again a year from `today`.
+fn forbid_file(k: &Campaign, items: &[&ReviewItem], today: jiff::civil::Date) -> PolicySource {
+    let review_by = today
+        .checked_add(jiff::Span::new().years(1))
+        .unwrap_or(today);
     let mut text = format!(
         "// Drafted by access review {:?} ({}): eligibility its reviewers revoked.\n",
         k.name, k.id
@@ -53,7 +57,7 @@ fn forbid_file(k: &Campaign, items: &[&ReviewItem]) -> PolicySource {
             continue;
         };
         text.push_str(&format!(
-            "\n// {}\n@id(\"access-review-{}-{}\")\nforbid (\n    principal == Pedm::User::\"{}\",\n    \
+            "\n// {}\n@id(\"access-review-{}-{}\")\n@owner(\"{}\")\n@review_by(\"{}\")\nforbid (\n    principal == Pedm::User::\"{}\",\n    \
              action == Pedm::Action::\"request\",\n    resource == Pedm::Role::\"{}/{}\"\n);\n",
             i.comment
                 .as_deref()
@@ -61,6 +65,8 @@ fn forbid_file(k: &Campaign, items: &[&ReviewItem]) -> PolicySource {
                 .replace(['\n', '\r'], " "),
             cedar_str(&k.name),
             n + 1,
+            cedar_str(&k.reviewers),
+            review_by,
             cedar_str(&i.user),
             cedar_str(t),
             cedar_str(r),
@@ -1023,7 +1029,8 @@ impl ControlPlane {
             tracing::warn!(campaign = %k.name, "no policy set in force to draft the campaign's forbids on");
             return Ok(None);
         };
-        let file = forbid_file(k, &revoked);
+        let today = self.now().to_zoned(jiff::tz::TimeZone::UTC).date();
+        let file = forbid_file(k, &revoked, today);
         let mut sources: Vec<PolicySource> = current
             .sources
             .iter()

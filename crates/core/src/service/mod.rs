@@ -29,6 +29,7 @@ mod outbox;
 pub use mail_link::MAIL;
 mod policy;
 mod policy_check;
+mod policy_owners;
 mod policy_review;
 mod provision;
 mod reconcile;
@@ -258,6 +259,10 @@ pub struct ControlPlane {
     /// Approvals a policy change needs before it takes effect (0: applied at once), see
     /// [`policy_review`].
     policy_approvals: i64,
+    /// Every policy needs `@owner` and `@review_by` (`[policy] require_owner`).
+    policy_owners_required: bool,
+    /// Overdue policies this process announced (`policy_owners::announce_overdue`).
+    overdue_told: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// How long a host's registration token may enroll its agent; `None`: it never expires
     /// and is the agent's credential (plain HTTP).
     host_enroll_ttl_secs: Option<i64>,
@@ -324,6 +329,8 @@ impl ControlPlane {
             auth_cache: auth_cache::AuthCache::default(),
             auth_failures: auth_failures::AuthFailures::default(),
             policy_approvals: 0,
+            policy_owners_required: false,
+            overdue_told: Default::default(),
             host_enroll_ttl_secs: None,
             exec_alerts: vec![],
             ssh_ca: None,

@@ -313,6 +313,14 @@ impl ControlPlane {
                 ),
             ));
         }
+        if let Some(why) = self.owners_missing(candidate.as_ref()) {
+            let ev = self
+                .event(actor, "policy.rejected", None)
+                .outcome(Outcome::Failure)
+                .data(json!({ "error": why, "files": sources.iter().map(|s| &s.name).collect::<Vec<_>>() }));
+            self.store.commit(Changeset::new().event(ev)).await?;
+            return Err(Error::unprocessable("policy", why));
+        }
         self.keep_properties(actor, &candidate, &sources).await?;
         Ok((sources, comment, candidate))
     }
@@ -358,6 +366,8 @@ impl ControlPlane {
             e => e.into(),
         })?;
         self.install(candidate, version);
+        // Its policies' review dates are looked at by the follow-up loop.
+        self.follow_ups_changed.notify_one();
         Ok(v)
     }
 

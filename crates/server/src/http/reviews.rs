@@ -1,4 +1,5 @@
-//! Access reviews over HTTP: campaigns started, read and closed, items kept or revoked.
+//! Access reviews over HTTP: campaigns started, read and closed, items kept or revoked; and
+//! the owners and review dates of the policies in force.
 //! Parse, call the control plane, shape the answer.
 
 use super::AppState;
@@ -20,6 +21,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_review))
         .routes(routes!(close_review))
         .routes(routes!(decide_item))
+        .routes(routes!(policy_owners))
+}
+
+/// Each policy in force with its `@owner` and `@review_by` and whether it is overdue
+/// (policy managers and auditors); `overdue=true`: only those past their review date.
+#[utoipa::path(get, path = "/policies/owners", tag = "policies", params(OwnersQuery),
+    responses((status = 200, body = Vec<PolicyOwnership>), (status = 403, body = ErrorBody)))]
+async fn policy_owners(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<OwnersQuery>,
+) -> ApiResult<Json<Vec<PolicyOwnership>>> {
+    Ok(Json(
+        s.cp.policy_owners(&c.actor, q.overdue.unwrap_or(false))
+            .await?,
+    ))
 }
 
 /// Open an access review campaign (`manage_grants`): every eligibility, group membership,
