@@ -9,6 +9,7 @@ pub mod chat;
 pub mod client;
 pub mod delegation;
 pub mod device;
+pub mod evidence;
 pub mod external;
 pub mod live;
 pub mod lock;

@@ -112,6 +112,7 @@
 //! Access Management adds `privileges: [subject]`; Authentication and Account Change add
 //! `user.name` (the subject without `user:`).
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod export;
 pub mod formats;

@@ -181,7 +181,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
     }
 }
 
-fn parse_key(s: &str) -> Result<PublicKey> {
+pub(crate) fn parse_key(s: &str) -> Result<PublicKey> {
     s.trim().parse::<PublicKey>().map_err(|e| {
         UsageError(format!(
             "--pubkey: {s:?} is not a public key like ed25519:<base64> ({e})"
@@ -655,7 +655,7 @@ pub async fn report(ctx: &Ctx, cmd: ReportCmd) -> Result<()> {
     Ok(output::write_out(&text)?)
 }
 
-const COLUMNS: [&str; 15] = [
+const COLUMNS: [&str; 16] = [
     "USER",
     "TARGET",
     "ROLE",
@@ -670,6 +670,7 @@ const COLUMNS: [&str; 15] = [
     "BREAK-GLASS",
     "END REASON",
     "ENDED BY",
+    "SESSIONS",
     "GRANT",
 ];
 
@@ -694,6 +695,7 @@ fn cells(r: &ElevationRow, machine: bool) -> Vec<String> {
         if r.break_glass { "yes" } else { "no" }.into(),
         r.end_reason.clone().unwrap_or_default(),
         r.ended_by.clone().unwrap_or_default(),
+        r.sessions.to_string(),
         r.grant_id.to_string(),
     ]
 }

@@ -70,6 +70,14 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
             crate::external::report(ctx, since, &format).await
         }
         Command::Report(ReportsCmd::Standing { format }) => standing(ctx, &format).await,
+        Command::Report(ReportsCmd::Evidence {
+            framework,
+            period,
+            output,
+        }) => crate::evidence::write(ctx, &framework, &period, &output).await,
+        Command::Report(ReportsCmd::VerifyBundle { dir, pubkey }) => {
+            crate::evidence::verify(ctx, &dir, &pubkey)
+        }
         Command::BreakGlass(c) => break_glass(ctx, c).await,
         Command::Discover { target } => ctx.list(&ctx.client.discover(&target).await?),
         Command::Host(c) => host(ctx, c).await,

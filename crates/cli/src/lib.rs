@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod delegation;
 pub mod device;
 pub mod escapes;
+pub mod evidence;
 pub mod exec;
 pub mod external;
 pub mod files;

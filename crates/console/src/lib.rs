@@ -14,7 +14,7 @@ mod assets;
 mod audit;
 mod breakglass;
 mod catalog;
-mod charts;
+pub mod charts;
 mod delegations;
 mod error;
 mod live;

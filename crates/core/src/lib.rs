@@ -14,6 +14,7 @@ pub mod delegation;
 pub mod device;
 pub mod duration;
 pub mod error;
+pub mod evidence;
 pub mod external;
 pub mod host;
 pub mod integration;

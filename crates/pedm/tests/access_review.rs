@@ -731,3 +731,211 @@ permit (principal, action, resource) when { principal.admin };
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].data["review_by"], "2026-01-15");
 }
+
+#[tokio::test]
+async fn an_evidence_bundle_verifies_offline_and_fails_after_any_change() {
+    let s = Server::start();
+    let org = organisation(&s).await;
+    let a = s.admin();
+    s.client(org.token("bob"))
+        .create_request(&req("web-dev", "deploy", "30m", "release 4.3"))
+        .await
+        .expect("bob's deploy");
+    let v = a
+        .start_review(&StartReview {
+            name: "evidence-q".into(),
+            kinds: vec![ItemKind::Membership],
+            targets: vec![],
+            due: "7d".into(),
+            default: None,
+            reviewers: "reviewers".into(),
+            escalate_to: None,
+            unused_days: None,
+        })
+        .await
+        .unwrap();
+    let item = find(&v, ItemKind::Membership, "dave", "ops");
+    s.client(org.token("rita"))
+        .decide_review_item(
+            item.id,
+            &DecideItem {
+                decision: ReviewDecision::Revoke,
+                comment: "left ops".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let t = &s.admin_token;
+    let month = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%Y-%m")
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let out_s = out.to_str().unwrap();
+
+    // Bad input: a period that is none.
+    let o = s.cli(
+        t,
+        &[
+            "report",
+            "evidence",
+            "--framework",
+            "soc2",
+            "--period",
+            "2026-Q9",
+            "--output",
+            out_s,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("period \"2026-Q9\""), "{}", stderr(&o));
+    assert!(!out.exists(), "nothing written");
+    // Auditors only.
+    let o = s.cli(
+        org.token("bob"),
+        &[
+            "report",
+            "evidence",
+            "--framework",
+            "soc2",
+            "--period",
+            &month,
+            "--output",
+            out_s,
+        ],
+    );
+    assert!(!o.status.success());
+
+    let o = s.cli(
+        t,
+        &[
+            "report",
+            "evidence",
+            "--framework",
+            "soc2",
+            "--period",
+            &month,
+            "--output",
+            out_s,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |n: &str| std::fs::read_to_string(out.join(n)).unwrap();
+    let elevations = read("elevations.csv");
+    assert!(elevations.starts_with("user,target,role,"), "{elevations}");
+    assert!(
+        elevations
+            .lines()
+            .any(|l| l.starts_with("bob,web-dev,deploy,") && l.contains("release 4.3")),
+        "{elevations}"
+    );
+    assert!(elevations.lines().next().unwrap().contains(",sessions,"));
+    let reviews = read("access_reviews.csv");
+    assert!(
+        reviews.lines().any(|l| l.contains("evidence-q")
+            && l.contains(",dave,")
+            && l.contains("revoked")
+            && l.contains("left ops")),
+        "{reviews}"
+    );
+    let versions: serde_json::Value = serde_json::from_str(&read("policy_versions.json")).unwrap();
+    assert!(
+        versions.as_array().unwrap().len() >= 2,
+        "the default set and the organisation's"
+    );
+    let summary = read("summary.html");
+    for c in ["CC6.1", "CC6.2", "CC6.3", "CC7.2", "<svg"] {
+        assert!(summary.contains(c), "{c}");
+    }
+    assert!(!summary.contains("<script"), "no scripts in the summary");
+    let manifest: serde_json::Value = serde_json::from_str(&read("manifest.json")).unwrap();
+    assert_eq!(manifest["framework"], "soc2");
+    assert_eq!(manifest["files"].as_array().unwrap().len(), 8);
+
+    let key = stdout(&s.cli(t, &["audit", "pubkey"])).trim().to_string();
+    let verify = |key: &str| s.cli(t, &["report", "verify-bundle", out_s, "--pubkey", key]);
+    let o = verify(&key);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("VERIFIED: soc2 evidence"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Any change fails, naming it: an edited file, an added one, a removed one, another key.
+    let path = out.join("elevations.csv");
+    std::fs::write(&path, elevations.replace("bob,", "eve,")).unwrap();
+    let o = verify(&key);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("elevations.csv was changed"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&path, &elevations).unwrap();
+    assert!(verify(&key).status.success(), "restored");
+    std::fs::write(out.join("notes.txt"), "added later").unwrap();
+    let o = verify(&key);
+    assert!(
+        stderr(&o).contains("notes.txt is not in the signed manifest"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(out.join("notes.txt")).unwrap();
+    let html = out.join("summary.html");
+    std::fs::remove_file(&html).unwrap();
+    let o = verify(&key);
+    assert!(
+        stderr(&o).contains("summary.html is missing"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&html, &summary).unwrap();
+    let manifest_text = read("manifest.json");
+    std::fs::write(
+        out.join("manifest.json"),
+        manifest_text.replace("\"soc2\"", "\"gdpr\""),
+    )
+    .unwrap();
+    let o = verify(&key);
+    assert!(stderr(&o).contains("signature"), "{}", stderr(&o));
+    std::fs::write(out.join("manifest.json"), &manifest_text).unwrap();
+    let other = pedm_audit::SigningKey::generate().unwrap();
+    let o = verify(&other.public_key().to_string());
+    assert!(!o.status.success());
+    assert!(verify(&key).status.success());
+
+    // The same period for HIPAA maps the same files to its controls; the bundle's making is
+    // itself on record.
+    let hipaa = dir.path().join("hipaa");
+    let o = s.cli(
+        t,
+        &[
+            "report",
+            "evidence",
+            "--framework",
+            "hipaa",
+            "--period",
+            &month,
+            "--output",
+            hipaa.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read_to_string(hipaa.join("summary.html"))
+            .unwrap()
+            .contains("164.312(b)")
+    );
+    let made = audit_of(&s, "report.evidence").await;
+    let denied = made
+        .iter()
+        .filter(|e| e.outcome == pedm_api::Outcome::Denied)
+        .count();
+    assert_eq!(
+        (made.len() - denied, denied),
+        (2, 1),
+        "two bundles, bob refused"
+    );
+}

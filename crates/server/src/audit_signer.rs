@@ -311,6 +311,12 @@ impl AuditSigner {
         }
     }
 
+    /// The manifest of an evidence bundle, signed with the audit key: its bytes and the
+    /// signature's text.
+    pub fn sign_manifest(&self, m: &pedm_audit::bundle::Manifest) -> (Vec<u8>, String) {
+        pedm_audit::bundle::sign(&self.key, m)
+    }
+
     pub fn public_key(&self) -> &PublicKey {
         self.key.public_key()
     }

@@ -6,6 +6,7 @@ pub mod audit_signer;
 pub mod config;
 mod console_agents;
 mod email;
+pub mod evidence;
 pub mod http;
 pub mod live;
 mod notify;

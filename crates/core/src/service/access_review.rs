@@ -95,7 +95,7 @@ fn suggestion(u: &Usage) -> Option<ReviewDecision> {
 }
 
 impl ControlPlane {
-    async fn evidence(&self, since: Timestamp, users: &BTreeSet<String>) -> Result<Evidence> {
+    async fn review_usage(&self, since: Timestamp, users: &BTreeSet<String>) -> Result<Evidence> {
         let mut e = Evidence::default();
         let mut by_grant = BTreeMap::new();
         for r in self
@@ -352,7 +352,7 @@ impl ControlPlane {
         // about them.
         let reachable: BTreeSet<String> = eligible.iter().map(|e| e.user.clone()).collect();
         let scoped = !k.scope.targets.is_empty();
-        let evidence = self.evidence(since, &reachable).await?;
+        let evidence = self.review_usage(since, &reachable).await?;
         let mut known = BTreeMap::new();
         let mut items = vec![];
         let item = |kind: ItemKind, user: &str, detail: String, reviewer: Delegatee| ReviewItem {

@@ -13,6 +13,7 @@ mod auth_failures;
 mod credentials;
 mod delegation;
 mod devices;
+mod evidence;
 mod expiring;
 mod extend;
 mod external;
@@ -52,6 +53,7 @@ pub use requests::tiers_text;
 pub use sso::SsoLogin;
 pub use web_session::WebSignIn;
 
+pub use evidence::EvidenceData;
 pub use external::ExternalReportRow;
 pub use report::ElevationRow;
 

@@ -36,6 +36,9 @@ pub struct ElevationRow {
     pub break_glass: bool,
     pub ended_by: Option<String>,
     pub end_reason: Option<String>,
+    /// Host sessions recorded under the grant.
+    #[serde(default)]
+    pub sessions: u64,
 }
 
 impl ControlPlane {
@@ -68,7 +71,16 @@ impl ControlPlane {
                 .filter(|a| a.decision == ApprovalDecision::Approve)
                 .collect();
             approvals.sort_by_key(|a| (a.tier, a.at));
+            let sessions = self
+                .store
+                .sessions(&crate::host::SessionFilter {
+                    grant: Some(g.id),
+                    ..Default::default()
+                })
+                .await?
+                .len() as u64;
             rows.push(ElevationRow {
+                sessions,
                 grant_id: g.id,
                 request_id: g.request_id,
                 user: g.user,

@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export))
         .routes(routes!(checkpoint_note))
         .routes(routes!(elevation_report))
+        .routes(routes!(evidence))
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiErr {
@@ -519,6 +520,52 @@ async fn elevation_report(
 ) -> ApiResult<Json<Vec<ElevationRow>>> {
     let since = super::routes::parse_since(q.since.as_deref(), s.cp.now())?;
     Ok(Json(s.cp.elevation_report(&c.actor, since).await?))
+}
+
+/// A compliance evidence bundle for a period (`read_audit`): elevations, break-glass, access
+/// reviews, policy versions, sessions, standing privileges, the audit checkpoints pinning the
+/// log, an HTML summary and a control mapping, with a manifest signed by the audit key
+/// (`pedm report verify-bundle` checks it offline).
+#[utoipa::path(get, path = "/reports/evidence", tag = "audit", params(pedm_api::evidence::EvidenceQuery),
+    responses((status = 200, body = pedm_api::evidence::EvidenceBundle), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn evidence(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(q): Query<pedm_api::evidence::EvidenceQuery>,
+) -> ApiResult<Json<pedm_api::evidence::EvidenceBundle>> {
+    let framework = pedm_core::evidence::Framework::parse(&q.framework).ok_or_else(|| {
+        ApiErr::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            format!("framework {:?}: one of soc2, hipaa, gdpr", q.framework),
+        )
+    })?;
+    let (since, until) = pedm_core::evidence::parse_period(&q.period)
+        .map_err(|m| ApiErr::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", m))?;
+    let signer = signer(&s)?;
+    let data =
+        s.cp.evidence(&c.actor, framework.as_str(), since, until)
+            .await?;
+    let files = crate::evidence::bundle(
+        signer,
+        s.cp.store().as_ref(),
+        &data,
+        framework,
+        &q.period,
+        since,
+        until,
+        &c.actor.user,
+    )
+    .await
+    .map_err(integrity)?;
+    Ok(Json(pedm_api::evidence::EvidenceBundle {
+        files: files
+            .into_iter()
+            .map(|(name, content)| pedm_api::evidence::BundleFile { name, content })
+            .collect(),
+    }))
 }
 
 /// The audit log for the web console (its port, [`pedm_console::AuditIntegrity`]): the same
