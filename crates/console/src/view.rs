@@ -147,6 +147,8 @@ pub struct PreviewView {
     pub reason: String,
     pub policy: Option<String>,
     pub max: String,
+    /// What approvers will see of how unusual it is.
+    pub risk: Option<String>,
 }
 
 impl PreviewView {
@@ -182,6 +184,7 @@ impl PreviewView {
             reason: p.reason,
             policy: p.policy,
             max: format_duration(p.max_duration_secs),
+            risk: p.risk.map(|r| r.summary()),
         }
     }
 }

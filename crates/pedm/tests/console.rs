@@ -63,6 +63,10 @@ async fn request_approved_in_another_browser_updates_live_and_expires_on_screen(
     let text = preview.text().await.unwrap();
     assert!(text.contains("Needs approval: 1 of any approver"), "{text}");
     assert!(text.contains("request-with-approval"), "{text}");
+    assert!(
+        text.contains("Approvers will see risk") && text.contains("first elevation on web1"),
+        "{text}"
+    );
     // The form kept what was typed, and nothing was created by the preview.
     assert!(
         s.admin()

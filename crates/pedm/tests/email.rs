@@ -158,6 +158,12 @@ async fn approve_by_mail_link() {
         "{html}"
     );
     assert!(bob_mail.part("text/plain").contains(why));
+    // How unusual the request is, for the approver.
+    assert!(
+        bob_mail.part("text/plain").contains("first elevation on web1"),
+        "{}",
+        bob_mail.raw
+    );
     let bob_link = link_in(bob_mail, &base);
     let carol_link = link_in(&mails[1], &base);
     assert_ne!(bob_link, carol_link);

@@ -138,6 +138,9 @@ async fn approve_and_deny_from_slack() {
         "pedm_approve",
         "pedm_deny",
         "Waiting for 1 of any approver",
+        // Her first elevation on web1: approvers see how unusual it is.
+        "Risk ",
+        "first elevation on web1",
     ] {
         assert!(blocks.contains(fact), "{fact} missing from {blocks}");
     }

@@ -214,6 +214,9 @@ fn request_fields(r: &Request) -> Vec<(&'static str, String)> {
     if let Some(p) = &r.policy {
         f.push(("Policy", p.clone()));
     }
+    if let Some(x) = &r.context.risk {
+        f.push(("Risk", x.summary()));
+    }
     f.push(("Request", r.id.to_string()));
     f
 }

@@ -424,6 +424,7 @@ pub async fn card(cp: &ControlPlane, r: &Request) -> anyhow::Result<RequestCard>
         status,
         pending: r.state == RequestState::Pending,
         extends: r.context.extends.map(|g| g.to_string()),
+        risk: r.context.risk.as_ref().map(|x| x.summary()),
     })
 }
 

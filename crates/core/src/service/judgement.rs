@@ -26,6 +26,8 @@ pub struct RequestPreview {
     pub max_duration_secs: i64,
     /// A live delegation that would pre-approve it, and who gave it.
     pub delegated_by: Option<String>,
+    /// How unusual it would be for its requester (what approvers will see).
+    pub risk: Option<crate::risk::Risk>,
 }
 
 /// A role someone may ask for now ([`ControlPlane::requestable_roles`]).
@@ -199,6 +201,7 @@ impl ControlPlane {
             .settle(actor, target, &role.name, &new, j.decision, now)
             .await?;
         let delegated_by = delegated.map(|(d, _)| d.delegator);
+        let risk = context.risk.clone();
         Ok(match decision {
             RequestDecision::Deny { reason, policies } => RequestPreview {
                 outcome: PreviewOutcome::Denied,
@@ -207,6 +210,7 @@ impl ControlPlane {
                 tiers: vec![],
                 max_duration_secs: j.max_duration_secs,
                 delegated_by: None,
+                risk,
             },
             RequestDecision::Permit(p) => {
                 let at_once = p.auto_approve || p.break_glass || delegated_by.is_some();
@@ -228,6 +232,7 @@ impl ControlPlane {
                     },
                     max_duration_secs: j.max_duration_secs,
                     delegated_by,
+                    risk,
                 }
             }
         })

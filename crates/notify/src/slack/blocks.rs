@@ -24,6 +24,8 @@ pub struct RequestCard {
     pub pending: bool,
     /// The live grant this request extends (by `duration`), if it is an extension.
     pub extends: Option<String>,
+    /// How unusual the request is for its requester: `40: first elevation on db1 in 90 days`.
+    pub risk: Option<String>,
 }
 
 /// Escapes text for a `mrkdwn` field (Slack: `&`, `<`, `>`), so it cannot mention or link.
@@ -85,6 +87,10 @@ impl RequestCard {
             json!({ "type": "section",
                     "text": plain(&format!("Justification: {}", self.justification), 3000) }),
         ];
+        if let Some(r) = &self.risk {
+            blocks.push(json!({ "type": "section",
+                                "text": plain(&format!("Risk {r}"), 3000) }));
+        }
         if !self.status.is_empty() {
             blocks.push(json!({ "type": "section",
                                 "text": plain(&self.status.join("\n"), 3000) }));

@@ -323,6 +323,7 @@ mod tests {
             status: vec!["Waiting for 1 of leads".into()],
             pending: true,
             extends: Some("0192aaaa-0000-7000-8000-000000000002".into()),
+            risk: Some("40: first elevation on db1 in 90 days".into()),
         }
     }
 
@@ -415,6 +416,10 @@ mod tests {
                 .contains("<!channel>")
         );
         assert!(!c.text().contains('<'));
+        assert!(
+            blocks.to_string().contains("Risk 40: first elevation on db1"),
+            "approvers see the risk"
+        );
         let decided = RequestCard {
             pending: false,
             ..c
