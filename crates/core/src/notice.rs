@@ -121,6 +121,12 @@ pub enum Notice {
         pending: u64,
         due_at: jiff::Timestamp,
     },
+    /// A change to users, groups, targets or roles made the policies in force break a
+    /// configured property (high severity).
+    PropertyBroken {
+        property: String,
+        counterexample: String,
+    },
     /// A policy's review date (`@review_by`) has passed: its owner should review it.
     PolicyReviewOverdue {
         policy: String,

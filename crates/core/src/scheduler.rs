@@ -79,6 +79,29 @@ pub async fn run_follow_ups(cp: Arc<ControlPlane>, shutdown: watch::Receiver<boo
     .await
 }
 
+/// Proves the policy properties again after every change to users, groups, targets or
+/// roles (a burst of changes is checked once, when it settles).
+pub async fn run_property_watch(cp: Arc<ControlPlane>, mut shutdown: watch::Receiver<bool>) {
+    let changed = cp.directory_changed();
+    let mut reported = std::collections::BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        // Let a burst (a SCIM sync, a script adding members) settle: one proof for all of it.
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = shutdown.changed() => return,
+        }
+        match cp.recheck_properties(&mut reported).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(broken = n, "a directory change broke policy properties"),
+            Err(e) => tracing::error!(error = %e, "policy properties could not be proved again"),
+        }
+    }
+}
+
 /// The loop shared by deadline-driven workers: run `pass` (which does what is due and
 /// returns the next deadline and the current time), then sleep until that deadline (capped
 /// at [`MAX_SLEEP`]), until `wake` is notified (then at least until [`NOTIFIED_INTERVAL`] after

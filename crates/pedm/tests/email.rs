@@ -160,7 +160,9 @@ async fn approve_by_mail_link() {
     assert!(bob_mail.part("text/plain").contains(why));
     // How unusual the request is, for the approver.
     assert!(
-        bob_mail.part("text/plain").contains("first elevation on web1"),
+        bob_mail
+            .part("text/plain")
+            .contains("first elevation on web1"),
         "{}",
         bob_mail.raw
     );

@@ -545,3 +545,49 @@ async fn a_proposal_is_proved_again_when_its_last_approval_comes() {
         pedm_api::policy_review::ProposalState::Pending
     );
 }
+
+/// No policy changes, but the directory does: an external account joins a group that a
+/// permit auto-approves. The server proves the properties again and raises the alarm.
+#[tokio::test]
+async fn a_directory_change_that_breaks_a_property_raises_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, mut notices) = receiver().await;
+    let s = Server::start_with(Options {
+        config: Some(format!(
+            "{}\n[[notify.webhook]]\nname = \"soc\"\nurl = \"{hook}\"\nsecret = \"k\"\n\
+             format = \"generic\"\nkinds = [\"policy.property_broken\"]\n",
+            properties_config(dir.path())
+        )),
+        ..Default::default()
+    });
+    organisation(&s).await;
+    // ops deploy to web-dev at once; no external account is in ops, so the property holds.
+    let access = format!(
+        "{ACCESS}\n@id(\"ops-web\")\n@auto_approve(\"true\")\npermit (principal in \
+         Pedm::Group::\"ops\", action == Pedm::Action::\"request\", resource in \
+         Pedm::Target::\"web-dev\");\n"
+    );
+    let set = write_set(dir.path(), "ops-web", &access);
+    let o = s.cli(&s.admin_token, &["policy", "apply", set.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(audit_of(&s, "policy.property_broken").await.is_empty());
+
+    // carol (external) joins ops: nothing about the policies changed, the property breaks.
+    s.admin().add_group_member("ops", "carol").await.unwrap();
+    let n = notices.recv().await.expect("an alert");
+    assert_eq!(n["kind"], "policy.property_broken");
+    assert_eq!(n["severity"], "high");
+    assert_eq!(
+        n["data"]["property"],
+        "no external account is ever auto-approved"
+    );
+    let why = n["data"]["counterexample"].as_str().unwrap();
+    assert!(
+        why.contains("carol") && why.contains("web-dev/deploy"),
+        "{why}"
+    );
+    let ev = audit_of(&s, "policy.property_broken").await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].data["counterexample"]["user"], "carol");
+    assert_eq!(ev[0].data["counterexample"]["policy"], "ops-web");
+}

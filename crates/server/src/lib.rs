@@ -372,6 +372,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let auth_failures = tokio::spawn(flush_auth_failures(cp.clone(), shutdown_rx.clone()));
     tokio::spawn(on_call.clone().run(cp.clone(), shutdown_rx.clone()));
+    tokio::spawn(pedm_core::scheduler::run_property_watch(
+        cp.clone(),
+        shutdown_rx.clone(),
+    ));
     tokio::spawn(pedm_core::scheduler::run_follow_ups(
         cp.clone(),
         shutdown_rx.clone(),

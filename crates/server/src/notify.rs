@@ -22,6 +22,7 @@ impl Observer for LoudObserver {
             | Notice::RevokeFailing { .. }
             | Notice::ExecAlert { .. }
             | Notice::RiskyRequest(_)
+            | Notice::PropertyBroken { .. }
             | Notice::DriftRemovalRefused { .. }
             | Notice::GrantPrivilegeMissing { .. } => notification(notice),
             _ => return,
@@ -361,6 +362,15 @@ pub(crate) fn notification(n: &Notice) -> Notification {
                 "campaign": campaign, "name": name, "reviewer": reviewer,
                 "pending": pending, "due_at": due_at,
             }),
+        ),
+        Notice::PropertyBroken {
+            property,
+            counterexample,
+        } => Notification::new(
+            "policy.property_broken",
+            Severity::High,
+            format!("a directory change broke the policy property {property:?}: {counterexample}"),
+            json!({ "property": property, "counterexample": counterexample }),
         ),
         Notice::PolicyReviewOverdue {
             policy,

@@ -254,6 +254,8 @@ pub struct ControlPlane {
     jobs_changed: Arc<Notify>,
     /// Woken when a request with reminders or escalation starts waiting.
     follow_ups_changed: Arc<Notify>,
+    /// Woken when users, groups, targets or roles change (properties are proved again).
+    directory_changed: Arc<Notify>,
     /// Recently authenticated tokens (see [`auth_cache`] for what staleness this allows).
     auth_cache: auth_cache::AuthCache,
     /// Failed authentications per source address (see [`auth_failures`]).
@@ -328,6 +330,7 @@ impl ControlPlane {
             expiry_warning_secs: None,
             jobs_changed: Arc::new(Notify::new()),
             follow_ups_changed: Arc::new(Notify::new()),
+            directory_changed: Arc::new(Notify::new()),
             auth_cache: auth_cache::AuthCache::default(),
             auth_failures: auth_failures::AuthFailures::default(),
             policy_approvals: 0,
@@ -451,6 +454,11 @@ impl ControlPlane {
 
     pub fn deadline_changed(&self) -> Arc<Notify> {
         self.deadline_changed.clone()
+    }
+
+    /// Woken when users, groups, targets or roles change.
+    pub fn directory_changed(&self) -> Arc<Notify> {
+        self.directory_changed.clone()
     }
 
     /// A deadline `at` was committed: wakes the expiry scheduler unless it will look at or
@@ -707,6 +715,7 @@ impl ControlPlane {
     ) -> std::result::Result<Vec<crate::audit::AuditEvent>, StoreError> {
         let r = self.commit(cs).await;
         self.auth_cache.invalidate();
+        self.directory_changed.notify_one();
         r
     }
 
@@ -812,6 +821,7 @@ impl ControlPlane {
             )),
             e => e.into(),
         })?;
+        self.directory_changed.notify_one();
         Ok(target)
     }
 
@@ -886,6 +896,7 @@ impl ControlPlane {
             }
             e => e.into(),
         })?;
+        self.directory_changed.notify_one();
         Ok(role)
     }
 
@@ -985,6 +996,7 @@ impl ControlPlane {
                 .data(json!({ "before": settings(&before), "after": settings(&role) })),
             );
         self.store.commit(cs).await?;
+        self.directory_changed.notify_one();
         Ok(role)
     }
 

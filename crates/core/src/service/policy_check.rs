@@ -476,6 +476,43 @@ impl ControlPlane {
         Ok(Some(r))
     }
 
+    /// Proves the configured properties for the set in force again (after a change to users,
+    /// groups, targets or roles, which can break one without any policy changing), and
+    /// reports each counterexample not reported yet by this process: a `policy.property_broken`
+    /// event and a high-severity notice. A property that holds again is forgotten, so a later
+    /// break is reported anew. Returns how many were reported.
+    pub async fn recheck_properties(
+        &self,
+        reported: &mut std::collections::BTreeSet<String>,
+    ) -> Result<usize> {
+        let Some(report) = self.properties_in_force().await? else {
+            return Ok(0);
+        };
+        let mut new = 0;
+        for p in &report.properties {
+            let prefix = format!("{}\u{0}", p.name);
+            let (true, Some(c)) = (!p.holds, &p.counterexample) else {
+                reported.retain(|k| !k.starts_with(&prefix));
+                continue;
+            };
+            let key = format!("{prefix}{}\u{0}{}/{}", c.user, c.target, c.role);
+            if !reported.insert(key) {
+                continue;
+            }
+            let ev = self
+                .event(&Actor::system(), "policy.property_broken", None)
+                .outcome(Outcome::Failure)
+                .data(json!({ "property": p.name, "counterexample": c }));
+            let cs = Changeset::new().event(ev).notice(Notice::PropertyBroken {
+                property: p.name.clone(),
+                counterexample: c.to_string(),
+            });
+            self.commit(cs).await?;
+            new += 1;
+        }
+        Ok(new)
+    }
+
     /// Refuses `candidate` when it breaks a configured property, with a `policy.rejected`
     /// event naming the property and the counterexample.
     pub(super) async fn keep_properties(

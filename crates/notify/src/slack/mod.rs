@@ -417,7 +417,9 @@ mod tests {
         );
         assert!(!c.text().contains('<'));
         assert!(
-            blocks.to_string().contains("Risk 40: first elevation on db1"),
+            blocks
+                .to_string()
+                .contains("Risk 40: first elevation on db1"),
             "approvers see the risk"
         );
         let decided = RequestCard {
