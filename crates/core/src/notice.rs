@@ -121,6 +121,16 @@ pub enum Notice {
         pending: u64,
         due_at: jiff::Timestamp,
     },
+    /// A recorded session lasted far longer than its person's usual on that host and account
+    /// (high severity).
+    LongSession {
+        session: uuid::Uuid,
+        host: String,
+        user: String,
+        run_as: String,
+        duration_secs: i64,
+        usual_secs: i64,
+    },
     /// A change to users, groups, targets or roles made the policies in force break a
     /// configured property (high severity).
     PropertyBroken {

@@ -1,7 +1,8 @@
 //! Alerts on the exec stream (`[[alerts.exec]]`): a command a host reports that matches a
 //! pattern, allowed or refused, becomes an `exec.alert` audit event and a high-severity
 //! webhook notification at once; others raise nothing. A pattern that does not compile
-//! stops pedmd from starting, naming it.
+//! stops pedmd from starting, naming it. A session far longer than its person's usual
+//! raises `session.unusually_long`.
 
 mod common;
 
@@ -103,4 +104,82 @@ fn a_pattern_that_does_not_compile_stops_pedmd() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("alert broken"), "{}", stderr(&out));
+}
+
+/// A session far longer than its person's usual on that host and account raises an alert;
+/// one without enough history to judge does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_far_longer_than_usual_raises_an_alert() {
+    let (hook, mut rx) = receiver().await;
+    let s = Server::start_with(Options {
+        config: Some(format!(
+            "[[notify.webhook]]\nname = \"soc\"\nurl = \"{hook}\"\nsecret = \"k\"\n\
+             format = \"generic\"\nkinds = [\"session.unusually_long\"]\n"
+        )),
+        ..Default::default()
+    });
+    standard_targets(&s).await;
+    let alice = user_with_token(&s, "alice", false).await;
+    let g = s
+        .client(&alice)
+        .create_request(&req("web1", "docker", "1h", "logs"))
+        .await
+        .unwrap()
+        .grant
+        .unwrap();
+    let reg = s.admin().register_host("web1").await.unwrap();
+    let host = pedm_api::Client::new(&s.url, Some(reg.token)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cast = "{\"version\":2,\"width\":80,\"height\":24}\n[0.1,\"o\",\"ok\\r\\n\"]\n";
+    let file = dir.path().join("s.cast");
+    std::fs::write(&file, cast).unwrap();
+    let now = jiff::Timestamp::now();
+    let upload = |minutes: i64| {
+        let host = host.clone();
+        let file = file.clone();
+        async move {
+            let id = uuid::Uuid::now_v7();
+            host.upload_session(
+                id,
+                &pedm_api::agent::SessionUpload {
+                    grant_id: Some(g.id),
+                    delegation_id: None,
+                    task: None,
+                    params: None,
+                    user: "alice".into(),
+                    run_as: "docker".into(),
+                    argv: vec!["/usr/bin/docker".into(), "ps".into()],
+                    binary_sha256: None,
+                    shell: false,
+                    started_at: now,
+                    ended_at: now + jiff::SignedDuration::from_mins(minutes),
+                    exit_code: Some(0),
+                    signal: None,
+                    ended_by: None,
+                    recording_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cast)),
+                    recording_bytes: cast.len() as u64,
+                },
+                tokio::fs::File::open(&file).await.unwrap(),
+            )
+            .await
+            .unwrap();
+            id
+        }
+    };
+    // Two hours with no history: nothing to compare with.
+    upload(120).await;
+    for _ in 0..3 {
+        upload(5).await;
+    }
+    assert!(audit_of(&s, "session.unusually_long").await.is_empty());
+    // Two hours again, where alice's sessions as docker on web1 usually last five minutes.
+    let long = upload(120).await;
+    let n = rx.recv().await.expect("an alert");
+    assert_eq!(n["kind"], "session.unusually_long");
+    assert_eq!(n["severity"], "high");
+    assert_eq!(n["data"]["session"], long.to_string());
+    assert_eq!(n["data"]["usual_secs"], 300);
+    assert_eq!(n["data"]["duration_secs"], 7200);
+    let ev = audit_of(&s, "session.unusually_long").await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
 }

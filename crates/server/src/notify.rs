@@ -23,6 +23,7 @@ impl Observer for LoudObserver {
             | Notice::ExecAlert { .. }
             | Notice::RiskyRequest(_)
             | Notice::PropertyBroken { .. }
+            | Notice::LongSession { .. }
             | Notice::DriftRemovalRefused { .. }
             | Notice::GrantPrivilegeMissing { .. } => notification(notice),
             _ => return,
@@ -361,6 +362,27 @@ pub(crate) fn notification(n: &Notice) -> Notification {
             json!({
                 "campaign": campaign, "name": name, "reviewer": reviewer,
                 "pending": pending, "due_at": due_at,
+            }),
+        ),
+        Notice::LongSession {
+            session,
+            host,
+            user,
+            run_as,
+            duration_secs,
+            usual_secs,
+        } => Notification::new(
+            "session.unusually_long",
+            Severity::High,
+            format!(
+                "{user}'s session {session} as {run_as} on {host} lasted {}, where theirs \
+                 usually last {}",
+                pedm_core::duration::format_duration(*duration_secs),
+                pedm_core::duration::format_duration(*usual_secs)
+            ),
+            json!({
+                "session": session, "host": host, "user": user, "run_as": run_as,
+                "duration_secs": duration_secs, "usual_secs": usual_secs,
             }),
         ),
         Notice::PropertyBroken {

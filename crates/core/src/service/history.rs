@@ -19,7 +19,45 @@ pub struct RequesterHistory {
 
 pub const HISTORY_DAYS: i64 = 90;
 
+/// A session is far longer than usual at this many times its person's median on the host and
+/// account (and at least [`LONG_SESSION_MIN_SECS`]), once they have [`LONG_SESSION_HISTORY`].
+pub const LONG_SESSION_FACTOR: i64 = 3;
+pub const LONG_SESSION_MIN_SECS: i64 = 30 * 60;
+pub const LONG_SESSION_HISTORY: usize = 3;
+
 impl ControlPlane {
+    /// Whether `s` lasted far longer than its person's sessions as the same account on the same
+    /// host in the last 90 days: `(their median, how many)` when so.
+    pub(super) async fn session_far_longer(
+        &self,
+        s: &crate::host::Session,
+    ) -> Result<Option<(i64, usize)>> {
+        let secs = s.ended_at.duration_since(s.started_at).as_secs();
+        if secs < LONG_SESSION_MIN_SECS {
+            return Ok(None);
+        }
+        let since = self.now() - SignedDuration::from_hours(24 * crate::risk::RISK_HISTORY_DAYS);
+        let mut usual: Vec<i64> = self
+            .store
+            .sessions(&crate::host::SessionFilter {
+                user: Some(s.user.clone()),
+                host: Some(s.host.clone()),
+                limit: Some(500),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|h| h.id != s.id && h.run_as == s.run_as && h.started_at >= since)
+            .map(|h| h.ended_at.duration_since(h.started_at).as_secs())
+            .collect();
+        if usual.len() < LONG_SESSION_HISTORY {
+            return Ok(None);
+        }
+        usual.sort_unstable();
+        let median = usual[usual.len() / 2].max(1);
+        Ok((secs > LONG_SESSION_FACTOR * median).then_some((median, usual.len())))
+    }
+
     /// The risk of `new` for `actor` ([`crate::risk`]), from their own requests of the last
     /// [`crate::risk::RISK_HISTORY_DAYS`] days.
     pub(super) async fn assess_risk(

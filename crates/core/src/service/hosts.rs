@@ -750,10 +750,38 @@ impl ControlPlane {
             "recording_bytes": session.recording_bytes,
             "via": session.via,
         }));
-        let cs = Changeset::new()
-            .write(Write::Host(HostWrite::InsertSession(Box::new(session))))
-            .event(ev);
-        match self.store.commit(cs).await {
+        let long = self.session_far_longer(&session).await?;
+        let mut cs = Changeset::new().event(ev);
+        if let Some((usual_secs, history)) = long {
+            let secs = session
+                .ended_at
+                .duration_since(session.started_at)
+                .as_secs();
+            cs = cs
+                .event(
+                    NewAuditEvent::new(
+                        session.uploaded_at,
+                        SYSTEM_ACTOR,
+                        "session.unusually_long",
+                        subject("session", session.id),
+                    )
+                    .data(json!({
+                        "host": host, "target": host, "user": session.user,
+                        "run_as": session.run_as, "grant": session.grant_id,
+                        "duration_secs": secs, "usual_secs": usual_secs, "history": history,
+                    })),
+                )
+                .notice(crate::notice::Notice::LongSession {
+                    session: session.id,
+                    host: host.to_string(),
+                    user: session.user.clone(),
+                    run_as: session.run_as.clone(),
+                    duration_secs: secs,
+                    usual_secs,
+                });
+        }
+        let cs = cs.write(Write::Host(HostWrite::InsertSession(Box::new(session))));
+        match self.commit(cs).await {
             Ok(_) => Ok(true),
             // Uploaded twice at the same moment: the other one recorded it.
             Err(StoreError::AlreadyExists(_)) => Ok(false),
