@@ -745,3 +745,114 @@ async fn linux_group_drift_is_removed_when_the_target_says_so() {
             .is_empty()
     );
 }
+
+/// An access review over standing privileges: discovery's finding becomes an item (no grant
+/// explains it), and revoking it removes the privilege from the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_access_review_revokes_a_standing_privilege_in_the_target() {
+    let Some(pg) = TestPostgres::start_or_skip() else {
+        return;
+    };
+    let db_url = pg.fresh_database("review_standing").unwrap();
+    admin_exec(
+        &db_url,
+        "CREATE ROLE readwrite NOLOGIN;
+         CREATE ROLE someone LOGIN PASSWORD 'someone-pw';
+         GRANT readwrite TO someone;",
+    )
+    .await;
+    let config = format!(
+        r#"
+[provision]
+reconcile_interval = "1h"
+
+[provision.targets.db]
+kind = "postgres"
+url = "{db_url}"
+timeout = "2s"
+privileged_roles = ["readwrite"]
+remove_drift = true
+
+[provision.roles.db.readwrite]
+mode = "grant_role"
+pg_role = "readwrite"
+login = "{{user}}_db"
+"#
+    );
+    let s = Server::start_with(Options {
+        config: Some(config),
+        ..Default::default()
+    });
+    // The start-up pass has run (it found someone); the next is an hour away.
+    wait_events(&s, "provision.drift", "someone", 1, 20).await;
+    admin_exec(
+        &db_url,
+        "CREATE ROLE mallory LOGIN PASSWORD 'm-pw'; GRANT readwrite TO mallory;",
+    )
+    .await;
+    let a = s.admin();
+    a.create_target(&CreateTarget {
+        name: "db".into(),
+        kind: TargetKind::Postgres,
+        description: None,
+        labels: [("owner".to_string(), "dba".to_string())].into(),
+    })
+    .await
+    .unwrap();
+    a.create_group(&pedm_api::CreateGroup {
+        name: "dba".into(),
+        description: None,
+    })
+    .await
+    .unwrap();
+    let v = a
+        .start_review(&pedm_api::review::StartReview {
+            name: "standing-q".into(),
+            kinds: vec![pedm_api::review::ItemKind::Standing],
+            targets: vec!["db".into()],
+            due: "7d".into(),
+            default: None,
+            reviewers: "dba".into(),
+            escalate_to: None,
+            unused_days: None,
+        })
+        .await
+        .expect("started");
+    let item = v
+        .items
+        .iter()
+        .find(|i| i.user == "mallory")
+        .unwrap_or_else(|| panic!("{:#?}", v.items));
+    assert_eq!(item.role.as_deref(), Some("member:readwrite"));
+    assert_eq!(
+        item.reviewer.to_string(),
+        "group dba",
+        "the target's owner label"
+    );
+    assert!(
+        item.detail.contains("no grant explains it"),
+        "{}",
+        item.detail
+    );
+    assert!(pg_member(&db_url, "mallory", "readwrite").await);
+
+    let done = a
+        .decide_review_item(
+            item.id,
+            &pedm_api::review::DecideItem {
+                decision: pedm_api::review::ReviewDecision::Revoke,
+                comment: "nobody knows who mallory is".into(),
+            },
+        )
+        .await
+        .expect("revoked");
+    assert!(
+        done.outcome
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("removal queued"),
+        "{done:?}"
+    );
+    wait_events(&s, "provision.drift_removed", "mallory", 1, 20).await;
+    assert!(!pg_member(&db_url, "mallory", "readwrite").await);
+}
