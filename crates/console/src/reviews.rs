@@ -18,6 +18,7 @@ pub fn router() -> Router<Console> {
     Router::new()
         .route("/ui/reviews", get(list))
         .route("/ui/reviews/{id}", get(campaign))
+        .route("/ui/reviews/{id}/close", post(close))
         .route("/ui/review-items/{id}", post(decide))
 }
 
@@ -118,6 +119,8 @@ struct CampaignPage {
     k: CampaignRow,
     default_action: String,
     closed: bool,
+    /// The viewer may close it early (`manage_grants`; the core checks again).
+    may_close: bool,
     items: Vec<ItemRow>,
 }
 
@@ -141,6 +144,9 @@ async fn campaign(
         k: CampaignRow::new(&view.campaign),
         default_action: view.campaign.default_action.to_string(),
         closed: view.campaign.stage == pedm_core::access_review::CampaignStage::Closed,
+        may_close: c
+            .cp
+            .may(&v.actor, pedm_core::decision::AdminAction::ManageGrants),
         items,
     })
 }
@@ -165,4 +171,17 @@ async fn decide(
         c.cp.decide_review_item(&p.viewer.actor, id, decision, Some(p.form.comment.clone()))
             .await?;
     Ok(Redirect::to(&format!("/ui/reviews/{}#item-{}", item.campaign, item.id)).into_response())
+}
+
+#[derive(Deserialize)]
+struct CloseForm {}
+
+async fn close(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    p: Posted<CloseForm>,
+) -> PageResult<Response> {
+    let id = parse_id(&id)?;
+    let view = c.cp.close_review(&p.viewer.actor, &id.to_string()).await?;
+    Ok(Redirect::to(&format!("/ui/reviews/{}", view.campaign.id)).into_response())
 }

@@ -107,6 +107,9 @@ pub struct SessionFilter {
     pub user: Option<String>,
     pub host: Option<String>,
     pub grant: Option<Uuid>,
+    /// Only sessions started at or after this moment, and before `until`.
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
     pub limit: Option<u32>,
 }
 

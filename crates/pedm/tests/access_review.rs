@@ -189,6 +189,18 @@ async fn a_quarterly_campaign_keeps_and_revokes_real_access_and_audits_every_ste
         .await
         .expect("delegation");
 
+    // And one to the reviewers group: rita's own access, whoever reviews it.
+    a.create_delegation(&pedm_api::delegation::CreateDelegation {
+        group: Some("reviewers".into()),
+        roles: vec!["deploy".into()],
+        scope: vec!["web-dev".into()],
+        expires_in: Some("30d".into()),
+        reason: Some("reviewers deploy fixes".into()),
+        ..Default::default()
+    })
+    .await
+    .expect("group delegation");
+
     // Bad input changes nothing: an unknown reviewer group, an unknown kind.
     let t = &s.admin_token;
     let o = s.cli(
@@ -347,6 +359,13 @@ async fn a_quarterly_campaign_keeps_and_revokes_real_access_and_audits_every_ste
     assert!(
         stderr(&o).contains("may not review their own access"),
         "{}",
+        stderr(&o)
+    );
+    let group_deleg = find(&v, ItemKind::Delegation, "reviewers", "");
+    let o = decide(&s, org.token("rita"), "keep", group_deleg, "we need it");
+    assert!(
+        stderr(&o).contains("may not review their own access"),
+        "a member of the delegate group: {}",
         stderr(&o)
     );
     let o = decide(&s, org.token("olga"), "revoke", dave_root, "   ");

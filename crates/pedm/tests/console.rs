@@ -771,4 +771,31 @@ async fn a_reviewer_decides_access_review_items_in_the_page() {
     assert_eq!(state(alice_root), ItemState::Revoked);
     assert_eq!(state(alice_docker), ItemState::Kept);
     assert_eq!(state(rita_root), ItemState::Pending);
+    assert!(
+        b.find(Locator::Css("#close-campaign")).await.is_err(),
+        "a reviewer cannot close the campaign"
+    );
+
+    // The admin closes it early: the rest takes the default (revoke).
+    let admin = driver.browser("admin", 1280).await;
+    sign_in(&admin, &s.url, &s.admin_token).await;
+    admin
+        .goto(&format!("{}/ui/reviews/{}", s.url, v.campaign.id))
+        .await
+        .unwrap();
+    common::browser::click(&admin, "#close-campaign").await;
+    wait_until(
+        &admin,
+        "the closed campaign",
+        "document.querySelector('#campaign-summary').textContent.startsWith('closed')",
+    )
+    .await;
+    let closed = a.get_review("console-q4", false).await.unwrap();
+    assert_eq!(
+        closed.campaign.stage,
+        pedm_api::review::CampaignStage::Closed
+    );
+    let state = |id| closed.items.iter().find(|i| i.id == id).unwrap().state;
+    assert_eq!(state(rita_root), ItemState::Revoked, "the default");
+    assert_eq!(state(alice_docker), ItemState::Kept);
 }

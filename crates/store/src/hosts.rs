@@ -213,6 +213,12 @@ impl Engine {
         );
         crate::sql::push_eq(&mut sql, &mut a, "host", f.host.as_ref().map(Into::into));
         crate::sql::push_eq(&mut sql, &mut a, "grant_id", f.grant.map(Into::into));
+        for (op, at) in [(">=", f.since), ("<", f.until)] {
+            if let Some(at) = at {
+                a.push(at.into());
+                sql.push_str(&format!(" AND started_at {op} ${}", a.len()));
+            }
+        }
         sql.push_str(" ORDER BY started_at DESC, id DESC");
         crate::sql::push_limit(&mut sql, &mut a, f.limit);
         self.fetch_all(&sql, a, rows::session).await

@@ -2351,6 +2351,22 @@ async fn hosts_receipts_and_sessions(db: Db) {
         ..Default::default()
     };
     assert!(s.sessions(&other).await.unwrap().is_empty());
+    // A window on the start: from the newer one's start, and before it.
+    let from = |since, until| SessionFilter {
+        since,
+        until,
+        ..Default::default()
+    };
+    let all = s.sessions(&SessionFilter::default()).await.unwrap();
+    let newest = all[0].started_at;
+    let later = s.sessions(&from(Some(newest), None)).await.unwrap();
+    assert!(!later.is_empty() && later.iter().all(|x| x.started_at >= newest));
+    let earlier = s.sessions(&from(None, Some(newest))).await.unwrap();
+    assert_eq!(
+        later.len() + earlier.len(),
+        all.len(),
+        "the window splits them"
+    );
 }
 
 async fn tasks_delegations_and_grant_links(db: Db) {

@@ -74,11 +74,12 @@ impl ControlPlane {
         policy_versions.sort_by_key(|v| v.version);
         let mut sessions: Vec<Session> = self
             .store
-            .sessions(&SessionFilter::default())
-            .await?
-            .into_iter()
-            .filter(|s| s.started_at >= since && s.started_at < until)
-            .collect();
+            .sessions(&SessionFilter {
+                since: Some(since),
+                until: Some(until),
+                ..Default::default()
+            })
+            .await?;
         sessions.sort_by_key(|s| (s.started_at, s.id));
         let mut drift = vec![];
         for action in ["provision.drift", "provision.drift_removed"] {

@@ -42,6 +42,7 @@ impl ControlPlane {
             .sessions(&crate::host::SessionFilter {
                 user: Some(s.user.clone()),
                 host: Some(s.host.clone()),
+                since: Some(since),
                 limit: Some(500),
                 ..Default::default()
             })

@@ -575,6 +575,7 @@ async fn list_sessions(
         host: q.host,
         grant: q.grant,
         limit: q.limit,
+        ..Default::default()
     };
     Ok(Json(s.cp.list_sessions(&c.actor, filter).await?))
 }

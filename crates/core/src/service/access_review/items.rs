@@ -58,14 +58,11 @@ impl ControlPlane {
                 .store
                 .sessions(&SessionFilter {
                     user: Some(user.clone()),
-                    limit: Some(10_000),
+                    since: Some(since),
                     ..Default::default()
                 })
                 .await?
             {
-                if s.started_at < since {
-                    continue;
-                }
                 let u = e.by_user.entry(user.clone()).or_default();
                 u.sessions += 1;
                 used(u, s.started_at);

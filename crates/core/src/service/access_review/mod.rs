@@ -270,8 +270,14 @@ impl ControlPlane {
             .ok_or_else(|| Error::NotFound(format!("campaign {}", item.campaign)))?;
         let action = format!("review.{}", decision.as_str());
         // A standing privilege's account is an account in the target, not a pedm user.
-        let under_review =
+        let mut under_review =
             item.kind != ItemKind::Standing && item.user.eq_ignore_ascii_case(&actor.user);
+        // A delegation to a group is its members' access: none of them reviews it.
+        if let (ItemKind::Delegation, Some(d)) = (item.kind, item.delegation)
+            && let Some(d) = self.store.delegation(d).await?
+        {
+            under_review |= d.delegate.covers(&actor.user, &actor.groups);
+        }
         if under_review {
             return Err(self
                 .refuse(
