@@ -90,7 +90,8 @@ impl ControlPlane {
                 .overdue_told
                 .lock()
                 .map(|mut told| told.insert(key.clone()))
-                .unwrap_or(false);
+                // A poisoned set still holds what was told: the claim below keeps it once.
+                .unwrap_or_else(|mut told| told.get_mut().insert(key.clone()));
             if !fresh {
                 continue;
             }

@@ -249,8 +249,14 @@ impl ControlPlane {
                 DefaultAction::Flag => "not reviewed: flagged".to_string(),
                 DefaultAction::Revoke => {
                     match self.revoke_item(actor, k, &item, &comment, true).await {
-                        // Done, or decided meanwhile by its reviewer.
-                        Ok(()) | Err(Error::Conflict(_)) => continue,
+                        Ok(()) => continue,
+                        // Decided meanwhile by its reviewer, or a conflict in what revoking
+                        // changes: only a decided item is left alone; a pending one is
+                        // flagged with why, never left pending in a closed campaign.
+                        Err(Error::Conflict(m)) => match self.store.review_item(item.id).await? {
+                            Some(i) if i.state != ItemState::Pending => continue,
+                            _ => format!("not reviewed, and revoking it failed: {m}"),
+                        },
                         Err(e) => format!("not reviewed, and revoking it failed: {e}"),
                     }
                 }
