@@ -129,42 +129,20 @@ async fn a_session_far_longer_than_usual_raises_an_alert() {
         .unwrap();
     let reg = s.admin().register_host("web1").await.unwrap();
     let host = pedm_api::Client::new(&s.url, Some(reg.token)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let cast = "{\"version\":2,\"width\":80,\"height\":24}\n[0.1,\"o\",\"ok\\r\\n\"]\n";
-    let file = dir.path().join("s.cast");
-    std::fs::write(&file, cast).unwrap();
     let now = jiff::Timestamp::now();
     let upload = |minutes: i64| {
-        let host = host.clone();
-        let file = file.clone();
-        async move {
-            let id = uuid::Uuid::now_v7();
-            host.upload_session(
-                id,
-                &pedm_api::agent::SessionUpload {
-                    grant_id: Some(g.id),
-                    delegation_id: None,
-                    task: None,
-                    params: None,
-                    user: "alice".into(),
-                    run_as: "docker".into(),
-                    argv: vec!["/usr/bin/docker".into(), "ps".into()],
-                    binary_sha256: None,
-                    shell: false,
-                    started_at: now,
-                    ended_at: now + jiff::SignedDuration::from_mins(minutes),
-                    exit_code: Some(0),
-                    signal: None,
-                    ended_by: None,
-                    recording_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cast)),
-                    recording_bytes: cast.len() as u64,
-                },
-                tokio::fs::File::open(&file).await.unwrap(),
-            )
-            .await
-            .unwrap();
-            id
-        }
+        let end = now + jiff::SignedDuration::from_mins(minutes);
+        upload_session(
+            &host,
+            g.id,
+            "alice",
+            "docker",
+            &["/usr/bin/docker", "ps"],
+            now,
+            end,
+            cast,
+        )
     };
     // Two hours with no history: nothing to compare with.
     upload(120).await;

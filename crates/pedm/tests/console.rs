@@ -604,35 +604,18 @@ async fn a_recording_replays_in_the_page_only_while_it_matches_its_record() {
         "[0.2,\"o\",\"\\u001b]52;c;ZXZpbA==\\u0007\"]\n",
         "[0.3,\"o\",\"all done\\r\\n\"]\n"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("s.cast");
-    std::fs::write(&file, cast).unwrap();
-    let id = uuid::Uuid::now_v7();
     let now = jiff::Timestamp::now();
-    host.upload_session(
-        id,
-        &pedm_api::agent::SessionUpload {
-            grant_id: Some(g.id),
-            delegation_id: None,
-            task: None,
-            params: None,
-            user: "alice".into(),
-            run_as: "root".into(),
-            argv: vec!["/usr/bin/journalctl".into(), "-f".into()],
-            binary_sha256: None,
-            shell: false,
-            started_at: now,
-            ended_at: now,
-            exit_code: Some(0),
-            signal: None,
-            ended_by: None,
-            recording_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cast)),
-            recording_bytes: cast.len() as u64,
-        },
-        tokio::fs::File::open(&file).await.unwrap(),
+    let id = upload_session(
+        &host,
+        g.id,
+        "alice",
+        "root",
+        &["/usr/bin/journalctl", "-f"],
+        now,
+        now,
+        cast,
     )
-    .await
-    .unwrap();
+    .await;
 
     let b = driver.browser("alice", 1280).await;
     sign_in(&b, &s.url, &alice).await;

@@ -114,16 +114,38 @@ impl ControlPlane {
             return Ok(PolicySubmission::Pending(Box::new(same)));
         }
         let old = current.map(|c| c.sources).unwrap_or_default();
-        let p = PolicyProposal {
+        let p = self.new_proposal(
+            actor,
+            base_version,
+            &old,
+            sources,
+            comment,
+            self.policy_approvals,
+        );
+        self.store_proposal(actor, p, &|_| vec![]).await
+    }
+
+    /// A pending proposal of `sources` on top of version `base_version` (whose sources are
+    /// `old`), needing `required` approvals; numbered when stored.
+    pub(super) fn new_proposal(
+        &self,
+        actor: &Actor,
+        base_version: i64,
+        old: &[PolicySource],
+        sources: Vec<PolicySource>,
+        comment: Option<String>,
+        required: i64,
+    ) -> PolicyProposal {
+        PolicyProposal {
             id: 0,
             base_version,
             created_at: self.now(),
             created_by: actor.user.clone(),
             comment,
-            digest: d,
-            diff: diff(&old, &sources),
+            digest: digest(&sources),
+            diff: diff(old, &sources),
             sources,
-            required: self.policy_approvals,
+            required,
             state: ProposalState::Pending,
             approvals: vec![],
             decided_at: None,
@@ -132,8 +154,7 @@ impl ControlPlane {
             applied_version: None,
             change: None,
             stale: false,
-        };
-        self.store_proposal(actor, p, &|_| vec![]).await
+        }
     }
 
     /// Numbers and stores a new pending proposal (`policy.proposed`), with the writes

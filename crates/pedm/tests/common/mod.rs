@@ -660,3 +660,47 @@ name = "tier-0 roles need two approvers"
 where = { target_labels = ["tier=0"], break_glass = false }
 require = { min_approvals = 2 }
 "#;
+
+/// Uploads a recorded session as a host agent would: `cast` under `grant`, run by `user` as
+/// `run_as` (`argv`), from `started_at` to `ended_at`. Returns its id.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_session(
+    host: &pedm_api::Client,
+    grant: uuid::Uuid,
+    user: &str,
+    run_as: &str,
+    argv: &[&str],
+    started_at: jiff::Timestamp,
+    ended_at: jiff::Timestamp,
+    cast: &str,
+) -> uuid::Uuid {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("s.cast");
+    std::fs::write(&file, cast).expect("cast");
+    let id = uuid::Uuid::now_v7();
+    host.upload_session(
+        id,
+        &pedm_api::agent::SessionUpload {
+            grant_id: Some(grant),
+            delegation_id: None,
+            task: None,
+            params: None,
+            user: user.into(),
+            run_as: run_as.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            binary_sha256: None,
+            shell: false,
+            started_at,
+            ended_at,
+            exit_code: Some(0),
+            signal: None,
+            ended_by: None,
+            recording_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cast)),
+            recording_bytes: cast.len() as u64,
+        },
+        tokio::fs::File::open(&file).await.expect("open cast"),
+    )
+    .await
+    .expect("session uploaded");
+    id
+}

@@ -350,25 +350,14 @@ impl ControlPlane {
             revoked.len()
         ));
         let (sources, comment, _) = self.vet_policy_set(&sys, sources, comment).await?;
-        let p = crate::policy_review::PolicyProposal {
-            id: 0,
-            base_version: current.version,
-            created_at: self.now(),
-            created_by: sys.user.clone(),
-            comment,
-            digest: super::policy::digest(&sources),
-            diff: super::policy::diff(&current.sources, &sources),
+        let p = self.new_proposal(
+            &sys,
+            current.version,
+            &current.sources,
             sources,
-            required: self.policy_approvals.max(1),
-            state: crate::policy_review::ProposalState::Pending,
-            approvals: vec![],
-            decided_at: None,
-            decided_by: None,
-            decision_comment: None,
-            applied_version: None,
-            change: None,
-            stale: false,
-        };
+            comment,
+            self.policy_approvals.max(1),
+        );
         let campaign = k.id;
         let extra = move |proposal| {
             vec![Write::Review(ReviewWrite::SetProposal {
