@@ -317,6 +317,30 @@ impl Client {
         self.send(Method::POST, &format!("/sessions/{id}/kill"), &body)
             .await
     }
+    pub async fn privacy_status(
+        &self,
+        user: &str,
+    ) -> Result<crate::privacy::PrivacyStatus, ApiError> {
+        self.get(&format!("/privacy/subjects/{user}")).await
+    }
+    pub async fn privacy_hold(
+        &self,
+        body: &crate::privacy::SubjectAct,
+    ) -> Result<crate::privacy::PrivacyStatus, ApiError> {
+        self.send(Method::POST, "/privacy/hold", body).await
+    }
+    pub async fn privacy_release(
+        &self,
+        body: &crate::privacy::ReleaseHold,
+    ) -> Result<crate::privacy::PrivacyStatus, ApiError> {
+        self.send(Method::POST, "/privacy/release", body).await
+    }
+    pub async fn privacy_erase(
+        &self,
+        body: &crate::privacy::SubjectAct,
+    ) -> Result<crate::privacy::Erasure, ApiError> {
+        self.send(Method::POST, "/privacy/erase", body).await
+    }
     pub async fn lift_lock(&self, id: uuid::Uuid) -> Result<crate::lock::Lock, ApiError> {
         self.send(Method::POST, &format!("/locks/{id}/lift"), &())
             .await

@@ -14,6 +14,7 @@ pub mod external;
 pub mod live;
 pub mod lock;
 pub mod policy_review;
+pub mod privacy;
 pub mod review;
 pub mod scim;
 pub mod socket;

@@ -385,6 +385,9 @@ pub struct AuditQuery {
     /// RFC 3339.
     pub until: Option<String>,
     pub limit: Option<u32>,
+    /// As stored and hashed (personal data left sealed, so each event verifies); opened,
+    /// with erased subjects as `[erased]`, when absent or false.
+    pub sealed: Option<bool>,
 }
 
 /// A policy set to apply: every file, in full (the set replaces the one in force).

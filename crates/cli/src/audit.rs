@@ -238,6 +238,7 @@ async fn verify_live(ctx: &Ctx, key: &PublicKey, opts: &VerifyOptions) -> Result
             .audit_events(&AuditQuery {
                 after: Some(after),
                 limit: Some(PAGE),
+                sealed: Some(true),
                 ..Default::default()
             })
             .await?;
@@ -356,19 +357,24 @@ fn require_cosigned(
 
 /// `pedm audit show SEQ`: one event in full, its content checked against its hash.
 async fn show(ctx: &Ctx, seq: i64) -> Result<()> {
-    let e = ctx
-        .client
-        .audit_events(&AuditQuery {
-            after: Some(seq - 1),
-            limit: Some(1),
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .next()
-        .filter(|e| e.seq == seq)
-        .ok_or_else(|| anyhow!("audit event {seq} not found"))?;
-    let content = pedm_core::audit::verify_chain(e.prev_hash, e.seq, [&e]).map(drop);
+    // The content is checked as stored (personal data sealed, where it is) and shown opened.
+    let one = |sealed: bool| async move {
+        ctx.client
+            .audit_events(&AuditQuery {
+                after: Some(seq - 1),
+                limit: Some(1),
+                sealed: Some(sealed),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == seq)
+            .ok_or_else(|| anyhow!("audit event {seq} not found"))
+    };
+    let stored = one(true).await?;
+    let content = pedm_core::audit::verify_chain(stored.prev_hash, stored.seq, [&stored]).map(drop);
+    let e = one(false).await?;
     let json = serde_json::json!({ "event": e, "content_matches_hash": content.is_ok() });
     ctx.emit(&json, || {
         let mut t = Table::plain();
@@ -474,6 +480,7 @@ async fn prove(ctx: &Ctx, seq: i64, size: Option<u64>, pubkey: Option<&str>) -> 
         .audit_events(&AuditQuery {
             after: Some(seq - 1),
             limit: Some(1),
+            sealed: Some(true),
             ..Default::default()
         })
         .await?;

@@ -110,6 +110,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
             LockCmd::Lift { id } => ctx.detail(&ctx.client.lift_lock(id).await?),
         },
         Command::Review(c) => crate::review::run(ctx, c).await,
+        Command::Privacy(c) => crate::privacy::run(ctx, c).await,
         Command::Scim(ScimCmd::Token(c)) => match c {
             ScimTokenCmd::Create { name } => crate::scim::create(ctx, name).await,
             ScimTokenCmd::List => ctx.list(&ctx.client.list_scim_tokens().await?),

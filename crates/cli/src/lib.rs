@@ -24,6 +24,7 @@ pub mod play;
 pub mod policy;
 pub mod policy_check;
 pub mod policy_review;
+pub mod privacy;
 pub mod review;
 pub mod scim;
 pub mod ssh;

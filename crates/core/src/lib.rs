@@ -23,6 +23,7 @@ pub mod model;
 pub mod notice;
 pub mod policy_check;
 pub mod policy_review;
+pub mod privacy;
 pub mod provisioning;
 pub mod risk;
 pub mod scheduler;

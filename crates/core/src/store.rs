@@ -122,6 +122,8 @@ pub enum Write {
     Lock(crate::lock::LockWrite),
     /// Access review campaigns and their items.
     Review(crate::access_review::ReviewWrite),
+    /// Subject keys, legal holds and erasure (see [`crate::privacy`]).
+    Privacy(crate::privacy::PrivacyWrite),
     /// Single sign-on: linked identities, provider-sourced groups, sessions, login flows.
     Sso(crate::sso::SsoWrite),
     /// Console (browser) sessions.
@@ -232,6 +234,9 @@ pub struct AuditFilter {
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     pub limit: Option<u32>,
+    /// As stored and hashed: personal data left sealed (to verify or export). Otherwise it is
+    /// opened, and reads `[erased]` where its subject's key is gone.
+    pub sealed: bool,
 }
 
 #[async_trait]
@@ -383,6 +388,19 @@ pub trait Store: Send + Sync + 'static {
     /// Every lock, newest first (the table stays small: locks are rare and short).
     async fn locks(&self) -> Result<Vec<crate::lock::Lock>, StoreError>;
     /// Every access review campaign, newest first, with its items counted.
+    /// From now on, seal personal data in new audit events and open it on reads (see
+    /// [`crate::privacy`]). Set once, at start.
+    fn seal_personal_data(
+        &self,
+        cipher: std::sync::Arc<dyn crate::privacy::PersonalDataCipher>,
+    ) -> Result<(), StoreError>;
+    /// Whether personal data is sealed.
+    fn seals_personal_data(&self) -> bool;
+    /// A data subject's key (and legal hold), if they have one.
+    async fn subject_key(
+        &self,
+        subject: &str,
+    ) -> Result<Option<crate::privacy::SubjectKey>, StoreError>;
     async fn review_campaigns(&self) -> Result<Vec<crate::access_review::Campaign>, StoreError>;
     async fn review_campaign(
         &self,

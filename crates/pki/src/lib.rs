@@ -6,6 +6,7 @@
 
 pub mod krl;
 pub mod oidc;
+pub mod personal;
 pub mod sealed;
 
 use jiff::Timestamp;

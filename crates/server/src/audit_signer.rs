@@ -430,6 +430,7 @@ impl AuditSigner {
                 .audit_events(&AuditFilter {
                     after_seq: Some(after),
                     limit: Some(EVENT_PAGE.min((head - after) as u32)),
+                    sealed: true,
                     ..Default::default()
                 })
                 .await?;

@@ -73,6 +73,9 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// `[sudo_log]`: pedmd as a sudo log server (off unless `listen` is set).
     pub sudo_log: SudoLogConfig,
+    /// `[privacy]`: personal data in the audit log sealed per data subject.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
     /// `[oidc_issuer]`: pedmd as an OpenID Connect issuer (off unless `url` is set).
     #[serde(default)]
     pub oidc_issuer: OidcIssuerConfig,
@@ -166,6 +169,16 @@ impl Default for SudoLogConfig {
             abandon_after: "1h".into(),
         }
     }
+}
+
+/// `[privacy]`: `seal_personal_data = true` seals names, emails, addresses and free text in
+/// new audit events under a key per person (wrapped under `key_encryption_key`, which it
+/// needs), so that `pedm privacy erase` can make them unreadable without breaking the chain.
+/// Events written before it was switched on stay as they were.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    pub seal_personal_data: bool,
 }
 
 /// `[alerts]`.
@@ -449,6 +462,7 @@ impl Default for Config {
             ssh: SshConfig::default(),
             console: ConsoleConfig::default(),
             sudo_log: SudoLogConfig::default(),
+            privacy: PrivacyConfig::default(),
             oidc_issuer: OidcIssuerConfig::default(),
         }
     }
@@ -508,6 +522,8 @@ pub struct Resolved {
     pub console: pedm_console::Settings,
     /// `[sudo_log]`, when on.
     pub sudo_log: Option<crate::sudo_log::Settings>,
+    /// `[privacy] seal_personal_data` (checked: a KEK is configured).
+    pub seal_personal_data: bool,
     /// `[oidc_issuer]`, when on: the issuer URL and its key files (the first signs).
     pub oidc_issuer: Option<(String, Vec<PathBuf>)>,
 }
@@ -607,6 +623,16 @@ impl Config {
                 .iter()
                 .map(|p| PathBuf::from(p.trim()))
                 .collect(),
+            seal_personal_data: match (
+                self.privacy.seal_personal_data,
+                self.key_encryption_key.trim(),
+            ) {
+                (true, "") => bail!(
+                    "privacy.seal_personal_data needs key_encryption_key: the keys of data \
+                     subjects are kept wrapped under it"
+                ),
+                (on, _) => on,
+            },
             admin_user: self.admin_user.clone(),
             json_logs: self.log_format == "json",
             limits,

@@ -194,6 +194,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let store = pedm_store::open_store(&cfg.database_url)
         .await
         .context("cannot open the database")?;
+    if cfg.seal_personal_data
+        && let Some(current) = &cfg.key_encryption_key
+    {
+        // Before anything is written: every event from now on has its personal data sealed.
+        let load = |p: &std::path::Path| {
+            pedm_pki::sealed::KeyEncryptionKey::load(p).context("key_encryption_key")
+        };
+        let previous = cfg
+            .previous_key_encryption_keys
+            .iter()
+            .map(|p| load(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        store.seal_personal_data(std::sync::Arc::new(
+            pedm_pki::personal::PersonalDataKeys::new(load(current)?, previous),
+        ))?;
+    }
     let (sinks, notify_options) = cfg.notify.clone().into_parts();
     let notifier = if sinks.is_empty() {
         None

@@ -192,6 +192,7 @@ fn may_touch(w: &Write) -> (bool, bool) {
         | Write::Host(_)
         | Write::PolicyReview(_)
         | Write::Review(_)
+        | Write::Privacy(_)
         | Write::Device(_)
         | Write::Sso(_)
         | Write::RequireGrantsActive { .. }

@@ -19,6 +19,7 @@ mod locks;
 mod outbox;
 mod policy_review;
 mod postgres;
+mod privacy;
 mod rows;
 mod scim;
 mod sql;
@@ -402,6 +403,21 @@ macro_rules! forward_store {
                 f: &pedm_core::store::AuditFilter,
             ) -> Result<Vec<pedm_core::audit::AuditEvent>, StoreError> {
                 self.engine.audit_events(f).await
+            }
+            fn seal_personal_data(
+                &self,
+                cipher: std::sync::Arc<dyn pedm_core::privacy::PersonalDataCipher>,
+            ) -> Result<(), StoreError> {
+                pedm_core::store::Store::seal_personal_data(&self.engine, cipher)
+            }
+            fn seals_personal_data(&self) -> bool {
+                pedm_core::store::Store::seals_personal_data(&self.engine)
+            }
+            async fn subject_key(
+                &self,
+                subject: &str,
+            ) -> Result<Option<pedm_core::privacy::SubjectKey>, StoreError> {
+                pedm_core::store::Store::subject_key(&self.engine, subject).await
             }
             async fn audit_head(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
                 self.engine.audit_head().await

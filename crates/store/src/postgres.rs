@@ -108,6 +108,7 @@ impl PostgresStore {
             follows.then(|| hosts::Follower::start(hosts, pool.clone(), current, wake, moves));
         Ok(PostgresStore {
             engine: Engine {
+                privacy: Default::default(),
                 pools: Pools::Pg {
                     committer: group_commit::start(pool.clone()),
                     catalog: crate::catalog::Catalog::new(Some(CATALOG_TTL)),

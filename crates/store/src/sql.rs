@@ -36,6 +36,9 @@ pub(crate) enum Pools {
 
 pub(crate) struct Engine {
     pub(crate) pools: Pools,
+    /// Set when personal data in the audit log is sealed (see `crate::privacy`).
+    pub(crate) privacy:
+        std::sync::OnceLock<std::sync::Arc<dyn pedm_core::privacy::PersonalDataCipher>>,
 }
 
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
@@ -726,6 +729,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::SshCertificate(cert) => crate::ssh::insert_certificate(c, cert).await,
         Write::Lock(w) => crate::locks::apply(c, w).await,
         Write::Review(w) => crate::access_review::apply(c, w).await,
+        Write::Privacy(w) => crate::privacy::apply(c, w).await,
         Write::Sso(w) => crate::sso::apply(c, w).await,
         Write::WebSession(w) => crate::web_sessions::apply(c, w).await,
         Write::Integration(w) => crate::integration::apply(c, w).await,
@@ -1073,7 +1077,15 @@ impl Store for Engine {
         if changes.is_empty() {
             return Ok(vec![]);
         }
-        match &self.pools {
+        let erases = changes.writes.iter().any(|w| {
+            matches!(
+                w,
+                Write::Privacy(pedm_core::privacy::PrivacyWrite::Erase { .. })
+            )
+        });
+        let plain = self.privacy.get().map(|_| changes.events.clone());
+        let changes = self.seal_changeset(changes).await?;
+        let r = match &self.pools {
             // Several queued changesets share one durable transaction (one fsync).
             Pools::Sqlite {
                 committer, catalog, ..
@@ -1093,6 +1105,13 @@ impl Store for Engine {
                 }
                 r
             }
+        };
+        if erases && r.is_ok() {
+            self.purge_erased().await?;
+        }
+        match plain {
+            Some(plain) => r.map(|sealed| Engine::unsealed_results(&plain, sealed)),
+            None => r,
         }
     }
 
@@ -1601,67 +1620,31 @@ impl Store for Engine {
     }
 
     async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut sql = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE 1 = 1");
-        let mut a: Vec<Arg> = vec![];
-        if let Some(after) = f.after_seq {
-            a.push(after.into());
-            sql.push_str(&format!(" AND seq > ${}", a.len()));
+        if self.privacy.get().is_none() || f.sealed {
+            return self.stored_audit_events(f).await;
         }
-        if let Some(before) = f.before_seq {
-            a.push(before.into());
-            sql.push_str(&format!(" AND seq < ${}", a.len()));
-        }
-        push_eq(&mut sql, &mut a, "actor", f.actor.as_deref().map(Arg::from));
-        push_eq(
-            &mut sql,
-            &mut a,
-            "action",
-            f.action.as_deref().map(Arg::from),
-        );
-        push_eq(
-            &mut sql,
-            &mut a,
-            "subject",
-            f.subject.as_deref().map(Arg::from),
-        );
-        if let Some(t) = &f.target {
-            a.push(format!("target:{t}").into());
-            a.push(format!("role:{t}/%").into());
-            a.push(t.into());
-            let n = a.len();
-            sql.push_str(&format!(
-                " AND (subject = ${} OR subject LIKE ${} OR {} = ${n})",
-                n - 2,
-                n - 1,
-                self.json_text_field("data", "target")
-            ));
-        }
-        if let Some(r) = f.request {
-            a.push(format!("request:{r}").into());
-            a.push(r.to_string().into());
-            let n = a.len();
-            sql.push_str(&format!(
-                " AND (subject = ${} OR {} = ${n})",
-                n - 1,
-                self.json_text_field("data", "request")
-            ));
-        }
-        // [since, until): inclusive start, exclusive end, so adjacent windows don't overlap.
-        if let Some(since) = f.since {
-            a.push(since.into());
-            sql.push_str(&format!(" AND at >= ${}", a.len()));
-        }
-        if let Some(until) = f.until {
-            a.push(until.into());
-            sql.push_str(&format!(" AND at < ${}", a.len()));
-        }
-        sql.push_str(if f.newest_first {
-            " ORDER BY seq DESC"
-        } else {
-            " ORDER BY seq"
-        });
-        push_limit(&mut sql, &mut a, f.limit);
-        self.fetch_all(&sql, a, rows::audit_event).await
+        let mut events = self
+            .stored_audit_events(&self.sealed_filter(f).await?)
+            .await?;
+        self.open_events(&mut events).await?;
+        Ok(events)
+    }
+    fn seal_personal_data(
+        &self,
+        cipher: std::sync::Arc<dyn pedm_core::privacy::PersonalDataCipher>,
+    ) -> Result<(), StoreError> {
+        self.privacy
+            .set(cipher)
+            .map_err(|_| StoreError::Backend("personal data sealing is set already".into()))
+    }
+    fn seals_personal_data(&self) -> bool {
+        self.privacy.get().is_some()
+    }
+    async fn subject_key(
+        &self,
+        subject: &str,
+    ) -> Result<Option<pedm_core::privacy::SubjectKey>, StoreError> {
+        self.subject_key_row(subject).await
     }
 
     async fn audit_head(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
@@ -1796,5 +1779,75 @@ impl Store for Engine {
     }
     async fn sso_flow(&self, id: &str) -> Result<Option<pedm_core::sso::SsoFlow>, StoreError> {
         self.get_sso_flow(id).await
+    }
+}
+
+impl Engine {
+    /// Audit events as stored (personal data sealed, if it is).
+    pub(crate) async fn stored_audit_events(
+        &self,
+        f: &AuditFilter,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE 1 = 1");
+        let mut a: Vec<Arg> = vec![];
+        if let Some(after) = f.after_seq {
+            a.push(after.into());
+            sql.push_str(&format!(" AND seq > ${}", a.len()));
+        }
+        if let Some(before) = f.before_seq {
+            a.push(before.into());
+            sql.push_str(&format!(" AND seq < ${}", a.len()));
+        }
+        push_eq(&mut sql, &mut a, "actor", f.actor.as_deref().map(Arg::from));
+        push_eq(
+            &mut sql,
+            &mut a,
+            "action",
+            f.action.as_deref().map(Arg::from),
+        );
+        push_eq(
+            &mut sql,
+            &mut a,
+            "subject",
+            f.subject.as_deref().map(Arg::from),
+        );
+        if let Some(t) = &f.target {
+            a.push(format!("target:{t}").into());
+            a.push(format!("role:{t}/%").into());
+            a.push(t.into());
+            let n = a.len();
+            sql.push_str(&format!(
+                " AND (subject = ${} OR subject LIKE ${} OR {} = ${n})",
+                n - 2,
+                n - 1,
+                self.json_text_field("data", "target")
+            ));
+        }
+        if let Some(r) = f.request {
+            a.push(format!("request:{r}").into());
+            a.push(r.to_string().into());
+            let n = a.len();
+            sql.push_str(&format!(
+                " AND (subject = ${} OR {} = ${n})",
+                n - 1,
+                self.json_text_field("data", "request")
+            ));
+        }
+        // [since, until): inclusive start, exclusive end, so adjacent windows don't overlap.
+        if let Some(since) = f.since {
+            a.push(since.into());
+            sql.push_str(&format!(" AND at >= ${}", a.len()));
+        }
+        if let Some(until) = f.until {
+            a.push(until.into());
+            sql.push_str(&format!(" AND at < ${}", a.len()));
+        }
+        sql.push_str(if f.newest_first {
+            " ORDER BY seq DESC"
+        } else {
+            " ORDER BY seq"
+        });
+        push_limit(&mut sql, &mut a, f.limit);
+        self.fetch_all(&sql, a, rows::audit_event).await
     }
 }

@@ -50,7 +50,10 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             // Savepoint and statement journals in memory: group commit gives each changeset a
             // savepoint, whose journal would otherwise be a temporary file written to.
-            .pragma("temp_store", "MEMORY");
+            .pragma("temp_store", "MEMORY")
+            // Deleted and overwritten row content is zeroed where that costs no extra I/O:
+            // erased personal data must not linger in free space (see `crate::privacy`).
+            .pragma("secure_delete", "FAST");
 
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -82,6 +85,7 @@ impl SqliteStore {
         tracing::debug!(path = %path.display(), "opened SQLite store");
         Ok(SqliteStore {
             engine: Engine {
+                privacy: Default::default(),
                 pools: Pools::Sqlite {
                     read,
                     committer: group_commit::start(write.clone(), base.clone())?,

@@ -83,6 +83,9 @@ use scim::scim_tokens_and_links;
 #[path = "conformance/access_reviews.rs"]
 mod access_reviews;
 use access_reviews::review_campaigns_and_items;
+#[path = "conformance/privacy.rs"]
+mod privacy;
+use privacy::personal_data_sealed_opened_and_erased;
 #[path = "conformance/locks.rs"]
 mod locks;
 use locks::locks_added_and_lifted;
@@ -108,6 +111,7 @@ conformance!(
     scim_tokens_and_links,
     locks_added_and_lifted,
     review_campaigns_and_items,
+    personal_data_sealed_opened_and_erased,
     ssh_certificates_and_what_to_revoke,
     web_sessions_touched_and_ended,
     integration_state_put_claim_purge,

@@ -104,6 +104,37 @@ pub enum LockCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PrivacyCmd {
+    /// A data subject's key and legal hold.
+    Status {
+        #[arg(long)]
+        user: String,
+    },
+    /// Erase a data subject: their personal data in the audit log reads [erased] from now on
+    /// (the log still verifies); their name and free text leave the other tables. They must
+    /// be disabled, hold no grant, wait on no request, and not be under legal hold.
+    Erase {
+        #[arg(long)]
+        user: String,
+        /// Why (the erasure request this answers).
+        #[arg(long, short = 'r')]
+        reason: String,
+    },
+    /// Put a data subject under legal hold: erasure is refused until it is lifted.
+    Hold {
+        #[arg(long)]
+        user: String,
+        #[arg(long, short = 'r')]
+        reason: String,
+    },
+    /// Lift a legal hold.
+    Release {
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ScimCmd {
     /// A SCIM client's bearer token.
     #[command(subcommand)]

@@ -143,6 +143,10 @@ pub enum Command {
     /// Access reviews: quarterly campaigns where reviewers keep or revoke who may elevate.
     #[command(subcommand)]
     Review(ReviewCmd),
+    /// Data subjects' personal data in the audit log: erase (GDPR), legal hold (admin;
+    /// `[privacy] seal_personal_data = true` on the server).
+    #[command(subcommand)]
+    Privacy(PrivacyCmd),
     /// SCIM 2.0 provisioning: the tokens identity providers push users and groups with
     /// (admin; `[scim] enabled = true` on the server).
     #[command(subcommand)]

@@ -33,6 +33,7 @@ mod policy;
 mod policy_check;
 mod policy_owners;
 mod policy_review;
+mod privacy;
 mod provision;
 mod reconcile;
 mod report;

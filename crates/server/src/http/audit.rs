@@ -336,6 +336,7 @@ async fn produce(
             .audit_events(&AuditFilter {
                 after_seq: Some(after),
                 limit: Some(EXPORT_PAGE.min((last - after) as u32)),
+                sealed: true,
                 ..Default::default()
             })
             .await

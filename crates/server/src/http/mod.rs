@@ -13,6 +13,7 @@ mod live;
 mod locks;
 mod parse_errors;
 mod policy_review;
+mod privacy;
 mod reviews;
 mod routes;
 mod schema_rules;
@@ -87,6 +88,7 @@ pub struct AppState {
         (name = "policies", description = "Cedar policies: versions, apply, simulate, approval of changes"),
         (name = "audit", description = "The audit log"),
         (name = "reviews", description = "Access reviews: campaigns, their items, keep or revoke"),
+        (name = "privacy", description = "Data subjects: erasure of sealed personal data, legal holds"),
         (name = "hosts", description = "Host agents, their grant snapshots and recorded sessions"),
         (name = "sso", description = "Single sign-on with OpenID Connect: login flows, session refresh, logout"),
     )
@@ -133,6 +135,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(devices::router())
             .merge(locks::router())
             .merge(reviews::router())
+            .merge(privacy::router())
             .merge(external::router())
             .merge(scim::admin_router())
             .merge(sso::router())

@@ -784,6 +784,7 @@ async fn list_audit_events(
         limit: q.limit,
         before_seq: q.before,
         newest_first: q.newest_first.unwrap_or(false),
+        sealed: q.sealed.unwrap_or(false),
     };
     Ok(Json(s.cp.audit_events(&c.actor, filter).await?))
 }

@@ -157,6 +157,9 @@ fn fields(max_justification: usize) -> Vec<(&'static str, &'static str, Rule)> {
         ("CreateLock", "host", Name),
         ("CreateLock", "duration", Duration),
         ("CreateLock", "reason", Line(500)),
+        ("SubjectAct", "user", Name),
+        ("SubjectAct", "reason", Line(500)),
+        ("ReleaseHold", "user", Name),
         ("KillSession", "reason", Line(500)),
         ("StartReview", "name", Name),
         ("StartReview", "due", Duration),
@@ -212,6 +215,7 @@ const PARAMS: &[(&str, &str, Rule)] = &[
     ),
     ("/api/v1/policies/suggestions/commands", "role", Rule::Name),
     ("/api/v1/reports/external", "since", Rule::Since),
+    ("/api/v1/privacy/subjects/{user}", "user", Rule::Name),
 ];
 
 /// `(path, body property, rule)`: operations whose shared body type has a field that this
