@@ -650,6 +650,23 @@ impl Client {
         self.copy_body(resp, out, "the export").await
     }
 
+    /// Streams the archive segment of the oldest events into `out`; returns the bytes written.
+    pub async fn audit_archive(
+        &self,
+        q: &ArchiveQuery,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, ApiError> {
+        let resp = self.stream_get("/audit/archive", Some(q)).await?;
+        self.copy_body(resp, out, "the archive segment").await
+    }
+    pub async fn prune_audit(&self, body: &PruneAudit) -> Result<PrunedPrefix, ApiError> {
+        self.send(Method::POST, "/audit/prune", body).await
+    }
+    /// The pruned start of the log, if any.
+    pub async fn audit_pruned(&self) -> Result<Option<PrunedPrefix>, ApiError> {
+        self.get("/audit/pruned").await
+    }
+
     /// Streams a session's asciicast recording into `out`; returns the bytes written.
     pub async fn download_recording(
         &self,

@@ -542,6 +542,34 @@ pub struct ExportQuery {
     pub format: Option<String>,
 }
 
+/// `GET /audit/archive`: the oldest events, up to the newest checkpoint whose events are all
+/// from before `before` (RFC 3339; default: now minus `[audit] retention`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ArchiveQuery {
+    pub before: Option<String>,
+}
+
+/// `POST /audit/prune`: prune events `1..=through`, archived in the segment whose SHA-256 is
+/// given (the segment verified first).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneAudit {
+    /// At least 1.
+    #[serde(deserialize_with = "required_whole_number")]
+    pub through: i64,
+    /// 64 hex digits.
+    pub archive_sha256: String,
+}
+
+pub use pedm_core::audit::PrunedPrefix;
+
+/// A required count: any whole JSON number (`5` or `5.0`), never null.
+fn required_whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    use serde::de::Error as _;
+    pedm_core::syntax::whole_number(d)?.ok_or_else(|| D::Error::custom("a number is required"))
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {

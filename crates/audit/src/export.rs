@@ -17,7 +17,8 @@ use crate::checkpoint::{PublicKey, SignedCheckpoint};
 use crate::hashing::{content_matches, fast_line};
 use crate::merkle::leaf_hash;
 use crate::verify::{
-    EventDigest, FailureKind, Verifier, VerifyFailure, VerifyOptions, VerifyReport,
+    EventDigest, FailureKind, PrunedBase, Verifier, VerifyFailure, VerifyOptions, VerifyReport,
+    prune_record,
 };
 
 /// Value of the header's `format`.
@@ -75,6 +76,12 @@ struct CheckpointLine<C> {
     checkpoint: C,
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrunedLine<P> {
+    pruned: P,
+}
+
 /// Streaming writer of the JSON Lines export: header, then checkpoints and events, then the end
 /// line. Checkpoints should be written before the events (see the crate docs); events must be
 /// written in seq order (not checked here: the verifier checks).
@@ -100,6 +107,15 @@ impl<W: Write> ExportWriter<W> {
         serde_json::to_writer(&mut self.w, &CheckpointLine { checkpoint: cp })?;
         self.w.write_all(b"\n")?;
         self.checkpoints += 1;
+        Ok(())
+    }
+
+    /// The start of a log whose first events were pruned: after the checkpoints (only those
+    /// of at least `base.through` events), before the first event.
+    pub fn write_pruned(&mut self, base: &PrunedBase) -> io::Result<()> {
+        serde_json::to_writer(&mut self.w, &PrunedLine { pruned: base })?;
+        self.w.write_all(b"\n")?;
+        self.events += base.through;
         Ok(())
     }
 
@@ -151,11 +167,14 @@ pub fn write_export<W: Write, E: Borrow<AuditEvent>>(
 
 enum Parsed {
     Event(EventDigest),
+    Pruned(Box<PrunedBase>),
     Checkpoint(Box<SignedCheckpoint>),
     Header(Box<ExportHeader>),
     End(ExportEnd),
     Bad(String),
 }
+
+const PRUNED_ACTION: &[u8] = br#""action":"audit.pruned""#;
 
 const EVENT_KEYS: [&str; 9] = [
     "seq",
@@ -170,14 +189,19 @@ const EVENT_KEYS: [&str; 9] = [
 ];
 
 fn parse_line(line: &[u8], buf: &mut Vec<u8>) -> Parsed {
-    // Fast path: an event as the exporter writes it; no allocation, no re-serialisation.
-    if let Some((seq, prev_hash, hash)) = fast_line(line, buf) {
+    // Fast path: an event as the exporter writes it; no allocation, no re-serialisation. Not
+    // for the event that records a pruning: what it says is read.
+    let records_pruning = line
+        .windows(PRUNED_ACTION.len())
+        .any(|w| w == PRUNED_ACTION);
+    if let Some((seq, prev_hash, hash)) = fast_line(line, buf).filter(|_| !records_pruning) {
         return Parsed::Event(EventDigest {
             seq,
             prev_hash,
             hash,
             leaf: leaf_hash(&hash),
             content_ok: true,
+            prune_record: None,
         });
     }
     let line = match std::str::from_utf8(line) {
@@ -203,8 +227,15 @@ fn parse_line(line: &[u8], buf: &mut Vec<u8>) -> Parsed {
                 hash: e.hash,
                 leaf: leaf_hash(&e.hash),
                 content_ok: content_matches(&e, buf),
+                prune_record: prune_record(&e),
             }),
             Err(err) => Parsed::Bad(format!("bad event: {err}")),
+        };
+    }
+    if obj.contains_key("pruned") {
+        return match serde_json::from_value::<PrunedLine<PrunedBase>>(v) {
+            Ok(p) => Parsed::Pruned(Box::new(p.pruned)),
+            Err(err) => Parsed::Bad(format!("bad pruned line: {err}")),
         };
     }
     if obj.contains_key("checkpoint") {
@@ -287,6 +318,7 @@ impl State {
         }
         match p {
             Parsed::Event(d) => self.v.push_digest(&d, line),
+            Parsed::Pruned(b) => self.v.start_after(&b, line),
             Parsed::Checkpoint(c) => self.v.checkpoint_at(*c, line),
             Parsed::End(e) => {
                 self.end = Some((n, e));

@@ -52,6 +52,14 @@
 //!    "subject":..,"data":..,"prev_hash":"<hex>","hash":"<hex>"}`);
 //! 4. end line: `{"end":{"events":N,"checkpoints":M}}`.
 //!
+//! A log whose first events were archived and pruned (`pedm audit archive`) has, after the
+//! checkpoints (only those of at least that size) and before the first event, a line
+//! `{"pruned":{"through":P,"hash":"<hex of event P's hash>","peaks":["<hex>",...]}}`: the
+//! Merkle peaks of the tree over events 1..=P. The end line counts them in `events`. The
+//! verifier takes it only with a signed checkpoint of size P with that root, and requires an
+//! `audit.pruned` event later in the log whose `data.through` and `data.root` name P and that
+//! root ([`FailureKind::Forged`] otherwise).
+//!
 //! Checkpoints come *before* the events so that cutting events off the end is caught by a signed
 //! size, not only by the (unsigned) end line. A verifier also accepts a checkpoint line anywhere
 //! after the header as long as it is not after the event that completes it (so a producer may
@@ -137,5 +145,6 @@ pub use merkle::{
 pub use merkle_index::{BlockError, MerkleIndex, Proof};
 pub use note::{CheckpointNote, NoteError, NoteSignature, VerifierKey};
 pub use verify::{
-    FailureKind, TrustedHead, Verifier, VerifyFailure, VerifyOptions, VerifyReport, verify_events,
+    FailureKind, PrunedBase, TrustedHead, Verifier, VerifyFailure, VerifyOptions, VerifyReport,
+    verify_events,
 };

@@ -164,6 +164,32 @@ pub struct TrustedHead {
     pub what: String,
 }
 
+/// Where a log starts whose first events were archived and pruned (`pedm audit archive`):
+/// how many, the last one's hash, and the Merkle peaks of the tree over them (hex). The
+/// verifier takes it only with a signed checkpoint of exactly that size, and only if an
+/// `audit.pruned` event later in the log records the same size and root.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrunedBase {
+    pub through: u64,
+    pub hash: String,
+    pub peaks: Vec<String>,
+}
+
+/// The size and root an `audit.pruned` event records, if `e` is one.
+pub(crate) fn prune_record(e: &AuditEvent) -> Option<(u64, Hash)> {
+    if e.action != "audit.pruned" {
+        return None;
+    }
+    let through = e.data.get("through")?.as_u64()?;
+    let root = hex_hash(e.data.get("root")?.as_str()?)?;
+    Some((through, root))
+}
+
+fn hex_hash(s: &str) -> Option<Hash> {
+    hex::decode(s).ok()?.try_into().ok()
+}
+
 /// What a successful verification established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -181,6 +207,9 @@ pub struct VerifyReport {
     pub latest_checkpoint: Option<SignedCheckpoint>,
     /// Problems that are not failures, e.g. events not covered by a signature.
     pub warnings: Vec<String>,
+    /// Events archived and pruned before the first one given (verified through the signed
+    /// checkpoint at their size and the `audit.pruned` event that records them; 0: none).
+    pub pruned: u64,
 }
 
 /// Per-event input of the verifier, computed possibly in another thread.
@@ -192,6 +221,15 @@ pub(crate) struct EventDigest {
     /// `SHA-256(0x00 || hash)`.
     pub leaf: Hash,
     pub content_ok: bool,
+    /// For an `audit.pruned` event: the size and root it records.
+    pub prune_record: Option<(u64, Hash)>,
+}
+
+/// A pruned start taken, and whether the log has shown the event that records it.
+struct Pruned {
+    through: u64,
+    root: Hash,
+    recorded: bool,
 }
 
 struct Pending {
@@ -222,6 +260,8 @@ pub struct Verifier {
     fork: Option<TrustedHead>,
     /// Scratch space for hashing.
     buf: Vec<u8>,
+    pruned: Option<Pruned>,
+    notes: Vec<String>,
 }
 
 impl Verifier {
@@ -241,6 +281,8 @@ impl Verifier {
             trusted: BTreeMap::new(),
             fork: None,
             buf: Vec::with_capacity(1024),
+            pruned: None,
+            notes: Vec::new(),
         };
         for cp in &opts.trusted_checkpoints {
             v.checkpoint_at(cp.clone(), None)?;
@@ -260,6 +302,98 @@ impl Verifier {
     /// Events accepted so far.
     pub fn events(&self) -> u64 {
         self.acc.size()
+    }
+
+    /// Starts the log after its archived and pruned first events (before any event is
+    /// pushed): their Merkle root must be signed by a checkpoint of exactly that size, given
+    /// before; checkpoints and trusted heads of smaller sizes belong to the archive.
+    pub fn start_after(
+        &mut self,
+        base: &PrunedBase,
+        line: Option<u64>,
+    ) -> Result<(), VerifyFailure> {
+        let bad = |why: String| VerifyFailure::new(FailureKind::Malformed, line, why);
+        if self.acc.size() != 0 || self.pruned.is_some() || self.diagnosing.is_some() {
+            return Err(bad("the pruned start must come before every event".into()));
+        }
+        let hash = hex_hash(&base.hash).ok_or_else(|| bad("pruned start: bad hash".into()))?;
+        let peaks = base
+            .peaks
+            .iter()
+            .map(|p| hex_hash(p))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("pruned start: bad peak".into()))?;
+        let acc = MerkleAccumulator::from_parts(base.through, peaks).ok_or_else(|| {
+            bad(format!(
+                "pruned start: the peaks do not fit a tree of {} events",
+                base.through
+            ))
+        })?;
+        // A checkpoint of pruned events can only be checked against the archive: one in the
+        // input is a producer's mistake; a trusted one (given by the auditor) is noted.
+        let before: Vec<u64> = self
+            .pending
+            .range(..base.through)
+            .map(|(k, _)| *k)
+            .collect();
+        for size in before {
+            let ps = self.pending.remove(&size).unwrap_or_default();
+            if let Some(l) = ps.iter().find_map(|p| p.line) {
+                return Err(VerifyFailure::new(
+                    FailureKind::Malformed,
+                    Some(l),
+                    format!(
+                        "checkpoint of size {size} covers pruned events (it belongs to the \
+                         archive)"
+                    ),
+                ));
+            }
+            self.notes.push(format!(
+                "the trusted checkpoint of size {size} predates the pruned start ({} events): \
+                 check it against the archive",
+                base.through
+            ));
+        }
+        let before: Vec<u64> = self
+            .trusted
+            .range(..base.through)
+            .map(|(k, _)| *k)
+            .collect();
+        for size in before {
+            self.trusted.remove(&size);
+            self.notes.push(format!(
+                "the trusted checkpoint of size {size} predates the pruned start ({} events):                  check it against the archive",
+                base.through
+            ));
+        }
+        self.acc = acc;
+        self.prev_hash = hash;
+        self.next_seq = base.through as i64 + 1;
+        let root = self.acc.root();
+        if let Some(ts) = self.trusted.remove(&base.through)
+            && let Some(t) = ts.into_iter().find(|t| t.root != root)
+        {
+            self.fork.get_or_insert(t);
+        }
+        let Some(ps) = self.pending.remove(&base.through) else {
+            return Err(VerifyFailure::new(
+                FailureKind::Forged,
+                line,
+                format!(
+                    "events 1..={} were pruned, but no signed checkpoint of that size vouches                      for what they were",
+                    base.through
+                ),
+            ));
+        };
+        for p in ps {
+            self.check_root(p)?;
+        }
+        self.pruned = Some(Pruned {
+            through: base.through,
+            root,
+            recorded: false,
+        });
+        Ok(())
     }
 
     /// Adds a signed checkpoint (checked now; its root is compared when the log reaches its size).
@@ -353,6 +487,7 @@ impl Verifier {
             hash: e.hash,
             leaf: leaf_hash(&e.hash),
             content_ok,
+            prune_record: prune_record(e),
         };
         self.push_digest(&d, None)
     }
@@ -426,6 +561,12 @@ impl Verifier {
             )
             .at(expected));
         }
+        if let (Some(p), Some((through, root))) = (&mut self.pruned, d.prune_record)
+            && through == p.through
+            && root == p.root
+        {
+            p.recorded = true;
+        }
         self.acc.push_leaf_hash(d.leaf);
         self.prev_hash = d.hash;
         self.next_seq += 1;
@@ -459,6 +600,20 @@ impl Verifier {
     pub(crate) fn end_failure(&mut self) -> Option<VerifyFailure> {
         if let Some(f) = self.take_diagnosis() {
             return Some(f);
+        }
+        if let Some(p) = self.pruned.as_ref().filter(|p| !p.recorded) {
+            return Some(
+                VerifyFailure::new(
+                    FailureKind::Forged,
+                    None,
+                    format!(
+                        "events 1..={} were pruned, but no audit.pruned event in the log                          records it (with that root): the start of the log was removed",
+                        p.through
+                    ),
+                )
+                .at(1)
+                .through(p.through as i64),
+            );
         }
         let count = self.acc.size();
         if let Some(t) = &self.fork {
@@ -514,7 +669,7 @@ impl Verifier {
             return Err(f);
         }
         let events = self.acc.size();
-        let mut warnings = Vec::new();
+        let mut warnings = std::mem::take(&mut self.notes);
         if events == 0 && self.checkpoints == 0 && self.require_covered {
             // An empty export proves nothing: no signature says the log was empty.
             return Err(VerifyFailure::new(
@@ -550,6 +705,7 @@ impl Verifier {
             covered: self.covered,
             latest_checkpoint: self.latest,
             warnings,
+            pruned: self.pruned.as_ref().map_or(0, |p| p.through),
         })
     }
 }

@@ -651,3 +651,78 @@ fn require_covered_fails_an_empty_log_without_checkpoints() {
     .unwrap_err();
     assert_eq!(f.kind, FailureKind::Uncovered);
 }
+
+/// A log whose first `p` events were archived and pruned: the export starts with their
+/// Merkle peaks, vouched for by the checkpoint at `p` and by the `audit.pruned` event that
+/// records them (event `p + 2` here), with `record` false for a log that lacks that event.
+fn pruned_export(p: u64, n: i64, sizes: &[u64], record: bool, peaks_of: u64) -> String {
+    use pedm_audit::{ExportWriter, MerkleAccumulator, PrunedBase};
+    let k = key();
+    let mut prefix = MerkleAccumulator::new();
+    let mut prev = GENESIS_HASH;
+    let mut evs = vec![];
+    for i in 1..=n {
+        let mut ne = new_event(i);
+        if record && i == p as i64 + 2 {
+            ne = NewAuditEvent::new(ne.at, "admin", "audit.pruned", None).data(json!({
+                "through": p, "root": hex::encode(prefix.root()), "last_hash": hex::encode(prev),
+            }));
+        }
+        let e = chain(i, prev, ne);
+        prev = e.hash;
+        if (i as u64) <= peaks_of {
+            prefix.push(&e.hash);
+        }
+        evs.push(e);
+    }
+    let mut w = ExportWriter::new(
+        Vec::new(),
+        &ExportHeader::new(Timestamp::from_second(1_790_000_000).unwrap(), None),
+    )
+    .unwrap();
+    for c in checkpoints(&k, &evs, sizes) {
+        w.write_checkpoint(&c).unwrap();
+    }
+    w.write_pruned(&PrunedBase {
+        through: p,
+        hash: hex::encode(evs[p as usize - 1].hash),
+        peaks: prefix.peaks().iter().map(hex::encode).collect(),
+    })
+    .unwrap();
+    for e in &evs[p as usize..] {
+        w.write_event(e).unwrap();
+    }
+    String::from_utf8(w.finish().unwrap()).unwrap()
+}
+
+#[test]
+fn a_pruned_start_verifies_only_with_its_checkpoint_and_the_event_that_records_it() {
+    let r = verify(&pruned_export(37, 60, &[37, 60], true, 37)).expect("verifies");
+    assert_eq!((r.pruned, r.events, r.covered), (37, 60, 60));
+
+    // No checkpoint at the pruned size: nothing vouches for what was pruned.
+    let f = fails(&pruned_export(37, 60, &[60], true, 37));
+    assert_eq!(f.kind, FailureKind::Forged, "{f}");
+    assert!(f.detail.contains("no signed checkpoint"), "{f}");
+    // Peaks of another prefix: not the root the checkpoint signs.
+    let f = fails(&pruned_export(37, 60, &[37, 60], true, 36));
+    assert!(
+        matches!(f.kind, FailureKind::Forged | FailureKind::Malformed),
+        "{f}"
+    );
+    // A start nobody recorded: the first events were removed, not archived.
+    let f = fails(&pruned_export(37, 60, &[37, 60], false, 37));
+    assert_eq!(f.kind, FailureKind::Forged, "{f}");
+    assert!(f.detail.contains("no audit.pruned event"), "{f}");
+    // A checkpoint of the pruned events themselves belongs to the archive.
+    let f = fails(&pruned_export(37, 60, &[20, 37, 60], true, 37));
+    assert_eq!(f.kind, FailureKind::Malformed, "{f}");
+    // The first kept event must link to the last pruned one.
+    let text = pruned_export(37, 60, &[37, 60], true, 37);
+    let mut l = lines(&text);
+    let at = l.iter().position(|x| x.starts_with("{\"pruned\"")).unwrap();
+    let mut base: serde_json::Value = serde_json::from_str(&l[at]).unwrap();
+    base["pruned"]["hash"] = json!(hex::encode([9u8; 32]));
+    l[at] = base.to_string();
+    assert_eq!(fails(&join(&l)).kind, FailureKind::BrokenLink);
+}

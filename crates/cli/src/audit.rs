@@ -167,6 +167,12 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<()> {
                 }
             }
         }
+        AuditCmd::Archive {
+            output,
+            before,
+            pubkey,
+            keep,
+        } => archive(ctx, &output, before, pubkey.as_deref(), keep).await,
         AuditCmd::Pubkey { vkey } => {
             let k = ctx.client.audit_pubkey().await?;
             if vkey {
@@ -217,10 +223,15 @@ async fn verify_live(ctx: &Ctx, key: &PublicKey, opts: &VerifyOptions) -> Result
     // Checkpoints first, so none signs more than the events fetched afterwards. A server that
     // found its log broken refuses them: then check the chain alone to name the first bad
     // event, and fail either way.
+    // A log whose oldest events were archived starts after them: the verifier holds that start
+    // to its checkpoint and to the event that records the pruning; earlier checkpoints belong
+    // to the archive.
+    let pruned = ctx.client.audit_pruned().await?;
+    let start = pruned.as_ref().map_or(0, |p| p.through);
     let refused = match ctx.client.audit_checkpoints().await {
         Ok(cps) => {
-            for cp in cps {
-                v.add_checkpoint(signed(&cp)?).map_err(fail)?;
+            for cp in cps.iter().filter(|c| c.size as i64 >= start) {
+                v.add_checkpoint(signed(cp)?).map_err(fail)?;
             }
             None
         }
@@ -232,6 +243,18 @@ async fn verify_live(ctx: &Ctx, key: &PublicKey, opts: &VerifyOptions) -> Result
         Err(e) => return Err(e.into()),
     };
     let mut after = 0i64;
+    if let Some(p) = pruned {
+        v.start_after(
+            &pedm_audit::PrunedBase {
+                through: p.through as u64,
+                hash: p.hash,
+                peaks: p.peaks,
+            },
+            None,
+        )
+        .map_err(fail)?;
+        after = p.through;
+    }
     loop {
         let page = ctx
             .client
@@ -266,6 +289,81 @@ async fn verify_live(ctx: &Ctx, key: &PublicKey, opts: &VerifyOptions) -> Result
         });
     }
     report_ok(ctx, &r.map_err(fail)?, key, ctx.client.base_url())
+}
+
+/// `pedm audit archive`: the oldest events into a segment file, verified here with the public
+/// key, then (unless `keep`) pruned from the server, which records the segment's SHA-256.
+async fn archive(
+    ctx: &Ctx,
+    output: &std::path::Path,
+    before: Option<String>,
+    pubkey: Option<&str>,
+    keep: bool,
+) -> Result<()> {
+    use sha2::Digest as _;
+    let key = key(ctx, pubkey).await?;
+    let mut tmp = output.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = std::path::PathBuf::from(tmp);
+    let f = std::fs::File::create_new(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+    let fetched = ctx
+        .client
+        .audit_archive(&pedm_api::ArchiveQuery { before }, &mut w)
+        .await;
+    let written = fetched.map_err(anyhow::Error::from).and_then(|_| {
+        w.into_inner()
+            .map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?
+            .sync_all()?;
+        Ok(())
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let opts = VerifyOptions {
+        require_covered: true,
+        ..Default::default()
+    };
+    let report = std::fs::File::open(&tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|f| {
+            pedm_audit::verify_export_with(std::io::BufReader::new(f), &key, &opts)
+                .map_err(|f| anyhow!("the archive segment FAILED verification: {f}"))
+        });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
+    let digest = ::hex::encode(sha2::Sha256::digest(std::fs::read(output)?));
+    let first = report.pruned + 1;
+    if keep {
+        eprintln!(
+            "archived events {first}..={} to {} (sha256 {digest}); nothing pruned (--keep)",
+            report.events,
+            output.display()
+        );
+        return Ok(());
+    }
+    let p = ctx
+        .client
+        .prune_audit(&pedm_api::PruneAudit {
+            through: report.events as i64,
+            archive_sha256: digest.clone(),
+        })
+        .await?;
+    ctx.emit(&p, || {
+        format!(
+            "archived events {first}..={} to {} (verified; sha256 {digest}) and pruned them              from the server; keep the file: it is their only copy\n",
+            p.through,
+            output.display()
+        )
+    })
 }
 
 /// Reads a checkpoint note saved with `pedm audit checkpoint --output`.
@@ -419,6 +517,7 @@ fn report_ok(ctx: &Ctx, r: &VerifyReport, key: &PublicKey, what: &str) -> Result
         "root": hex(&r.root),
         "checkpoints": r.checkpoints,
         "covered": r.covered,
+        "pruned": r.pruned,
         "latest_checkpoint": r.latest_checkpoint,
         "key": key.to_string(),
         "warnings": r.warnings,
@@ -427,6 +526,12 @@ fn report_ok(ctx: &Ctx, r: &VerifyReport, key: &PublicKey, what: &str) -> Result
         let mut t = Table::plain();
         t.row(vec!["verified".into(), what.into()]);
         t.row(vec!["events".into(), r.events.to_string()]);
+        if r.pruned > 0 {
+            t.row(vec![
+                "pruned".into(),
+                format!("1..={} (archived; their root is signed)", r.pruned),
+            ]);
+        }
         t.row(vec!["checkpoints".into(), r.checkpoints.to_string()]);
         t.row(vec![
             "covered".into(),

@@ -99,6 +99,30 @@ pub struct AuditEvent {
     pub hash: [u8; 32],
 }
 
+/// The first events of the log, archived (`pedm audit archive`) and pruned from the database:
+/// their content is gone from it, their hashes stay (the Merkle tree and its proofs still
+/// reach them). Kept as integration state `audit`/`pruned`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PrunedPrefix {
+    /// Events 1..=through are pruned.
+    pub through: i64,
+    /// Hash of event `through` (hex): the next event links to it.
+    pub hash: String,
+    /// Merkle peaks of the tree over them (hex, left to right).
+    pub peaks: Vec<String>,
+    /// Their Merkle root (hex), signed by the checkpoint of size `through`.
+    pub root: String,
+    /// SHA-256 of the archive segment that holds them (hex).
+    pub archive_sha256: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub at: Timestamp,
+    pub by: String,
+}
+
+/// The integration state that holds the [`PrunedPrefix`].
+pub const PRUNED_STATE: (&str, &str) = ("audit", "pruned");
+
 /// The bytes that are hashed: the canonical JSON of every field but `hash`.
 pub fn canonical_bytes(
     seq: i64,

@@ -862,6 +862,10 @@ pub struct GrantFilter {
     pub state: Option<GrantState>,
     pub target: Option<String>,
     pub limit: Option<u32>,
+    /// Only grants that may have been held at some moment in `[from, to]`: started by `to`,
+    /// and expiring or ended at `from` or later (a superset: a caller that knows the clock
+    /// narrows it, see `Grant::as_of`).
+    pub held_between: Option<(Timestamp, Timestamp)>,
 }
 
 mod hex_bytes {

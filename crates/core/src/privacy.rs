@@ -409,6 +409,11 @@ mod tests {
         }
     }
 
+    /// `e` as the store would hand it back.
+    fn stored(e: NewAuditEvent) -> AuditEvent {
+        crate::audit::chain(1, crate::audit::GENESIS_HASH, e)
+    }
+
     fn key(who: &str, id: &str) -> SubjectKey {
         SubjectKey {
             subject: who.into(),
@@ -454,17 +459,7 @@ mod tests {
         );
 
         // Read back with every key but alice's.
-        let mut stored = AuditEvent {
-            seq: 1,
-            at: e.at,
-            actor: e.actor.clone(),
-            action: e.action.clone(),
-            outcome: e.outcome,
-            subject: e.subject.clone(),
-            data: e.data.clone(),
-            prev_hash: [0; 32],
-            hash: [0; 32],
-        };
+        let mut stored = stored(e.clone());
         let by_id: HashMap<_, _> = keys
             .values()
             .filter(|k| k.subject != "alice")
@@ -497,17 +492,7 @@ mod tests {
             .collect();
         seal_event(&mut e, &keys, &Mirror).unwrap();
         assert_eq!(sealed_key_id(e.data["email"].as_str().unwrap()), Some("z0"));
-        let mut stored = AuditEvent {
-            seq: 1,
-            at: e.at,
-            actor: e.actor,
-            action: e.action,
-            outcome: e.outcome,
-            subject: e.subject,
-            data: e.data,
-            prev_hash: [0; 32],
-            hash: [0; 32],
-        };
+        let mut stored = stored(e.clone());
         let only_admin: HashMap<_, _> = [("ad".to_string(), keys["admin"].clone())].into();
         open_event(&mut stored, &only_admin, &Mirror);
         assert_eq!(stored.actor, "admin");

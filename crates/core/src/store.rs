@@ -167,6 +167,12 @@ pub enum Write {
     PurgeOutbox {
         before: Timestamp,
     },
+    /// Removes the content of audit events `after+1..=through` (archived first), keeping their
+    /// seq, time and hashes; Conflict if an event in the range is pruned already.
+    PruneAudit {
+        after: i64,
+        through: i64,
+    },
 }
 
 /// Row changes and the audit events that record them, applied all or nothing; with the
@@ -396,6 +402,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Whether personal data is sealed.
     fn seals_personal_data(&self) -> bool;
+    /// Data subjects under legal hold.
+    async fn legal_holds(&self) -> Result<Vec<crate::privacy::SubjectKey>, StoreError>;
     /// A data subject's key (and legal hold), if they have one.
     async fn subject_key(
         &self,

@@ -546,7 +546,7 @@ async fn undecided_items_are_reminded_escalated_and_revoked_by_default_at_the_du
     });
     let org = organisation(&s).await;
     let a = s.admin();
-    for u in ["rita", "sam"] {
+    for u in ["rita", "sam", "admin"] {
         let o = s.cli(
             &s.admin_token,
             &["user", "set-email", u, &format!("{u}@example.com")],
@@ -627,11 +627,21 @@ async fn undecided_items_are_reminded_escalated_and_revoked_by_default_at_the_du
         kinds.push(n["kind"].as_str().unwrap_or("").to_string());
     }
     // And by mail: rita (the reviewers) of her items, sam (security) of the escalated ones,
-    // each with a link to the campaign's page.
-    let (mut told_rita, mut told_sam) = (false, false);
-    while !(told_rita && told_sam) {
+    // each with a link to the campaign's page; the admin who started it of the outcome.
+    let (mut told_rita, mut told_sam, mut told_admin) = (false, false, false);
+    while !(told_rita && told_sam && told_admin) {
         let m = smtp.next_mail().await;
         let subject = m.header("Subject").unwrap_or_default();
+        if m.to.iter().any(|t| t.contains("admin@")) {
+            assert_eq!(
+                subject,
+                format!(
+                    "pedm access review memberships closed: 1 kept, {} revoked, 0 flagged",
+                    c.revoked
+                )
+            );
+            told_admin = true;
+        }
         if m.to.iter().any(|t| t.contains("rita@")) && subject.contains("items to keep or revoke") {
             told_rita = true;
         }

@@ -70,13 +70,6 @@ fn pubkey(s: &Server) -> String {
     k
 }
 
-fn sign(s: &Server) -> u64 {
-    let o = s.cli(&s.admin_token, &["--json", "audit", "checkpoint"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).expect("json");
-    v[0]["size"].as_u64().expect("size")
-}
-
 fn verify_live(s: &Server, key: &str) -> std::process::Output {
     s.cli(&s.admin_token, &["audit", "verify", "--pubkey", key])
 }
@@ -109,7 +102,7 @@ async fn tampered(tamper: impl FnOnce(&Path, i64)) -> (Server, std::process::Out
     let mut s = Server::start();
     workload(&s).await;
     let key = pubkey(&s);
-    let size = sign(&s);
+    let size = sign_checkpoint(&s);
     let ok = verify_live(&s, &key);
     assert!(ok.status.success(), "before tampering: {}", stderr(&ok));
     s.stop();
@@ -148,7 +141,7 @@ async fn live_verify_export_and_offline_verify() {
     );
     assert_fails(&o, &["not covered"]);
 
-    let size = sign(&s);
+    let size = sign_checkpoint(&s);
     assert!(size > 10, "{size}");
     let o = s.cli(
         &s.admin_token,
@@ -167,15 +160,6 @@ async fn live_verify_export_and_offline_verify() {
         &["audit", "export", "--format", "jsonl", "-o", f],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let offline = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_pedm"))
-            .args(args)
-            .env("PEDM_URL", "http://127.0.0.1:9")
-            .env_remove("PEDM_TOKEN")
-            .env_remove("PEDM_TOKEN_FILE")
-            .output()
-            .unwrap()
-    };
     let o = offline(&[
         "audit",
         "verify",
@@ -299,7 +283,7 @@ async fn tamper_truncate_the_tail() {
     // checkpoints) sign more events than the database holds, so pedmd refuses to start.
     let mut s = Server::start();
     workload(&s).await;
-    let size = sign(&s) as i64;
+    let size = sign_checkpoint(&s) as i64;
     s.stop();
     sql(
         &db(&s),
@@ -379,7 +363,7 @@ async fn tamper_replace_the_signing_key() {
     })
     .await;
     user_with_token(&s, "dave", false).await;
-    sign(&s);
+    sign_checkpoint(&s);
     // With the key the auditor holds: the new checkpoint is not signed by it.
     assert_fails(&verify_live(&s, &key), &["wrong key"]);
     // Trusting the server's (new) key: the old checkpoints are not signed by it.
@@ -444,7 +428,7 @@ async fn crash_during_writes_loses_no_acknowledged_event() {
             .unwrap_or_else(|e| panic!("acknowledged request {id} is missing: {e}"));
     }
     // The restarted server signs over the recovered log, and it still verifies.
-    sign(&s);
+    sign_checkpoint(&s);
     let o = s.cli(
         &s.admin_token,
         &["audit", "verify", "--pubkey", &key, "--require-covered"],
@@ -457,10 +441,10 @@ async fn inclusion_and_consistency_proofs() {
     let s = Server::start();
     workload(&s).await;
     let key = pubkey(&s);
-    let a = sign(&s);
+    let a = sign_checkpoint(&s);
     s.admin().list_users().await.unwrap();
     user_with_token(&s, "carol", false).await;
-    let b = sign(&s);
+    let b = sign_checkpoint(&s);
     assert!(b > a, "{a} {b}");
 
     let o = s.cli(&s.admin_token, &["audit", "prove", "3", "--pubkey", &key]);

@@ -71,16 +71,6 @@ fn sql(db: &Path, statements: &str) {
     assert!(o.status.success(), "sqlite3: {}", stderr(&o));
 }
 
-fn offline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pedm"))
-        .args(args)
-        .env("PEDM_URL", "http://127.0.0.1:9")
-        .env_remove("PEDM_TOKEN")
-        .env_remove("PEDM_TOKEN_FILE")
-        .output()
-        .unwrap()
-}
-
 fn assert_fails(o: &Output, needles: &[&str]) {
     let err = stderr(o);
     assert_eq!(

@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use pedm_api::{AuditQuery, UpdateUser};
-use std::process::Command;
 
 const WHO: &str = "zelda-subject";
 const WHY: &str = "NEEDLE-justification-7781";
@@ -133,19 +132,18 @@ async fn erasing_a_subject_leaves_the_chain_verifying_and_their_data_unreadable(
     assert!(stored_text.contains("sealed:v1:"));
     pedm_core::audit::verify_chain(pedm_core::audit::GENESIS_HASH, 1, &stored).unwrap();
 
+    let erase_args = [
+        "privacy",
+        "erase",
+        "--user",
+        WHO,
+        "--reason",
+        "ticket GDPR-1",
+    ];
+    let erase = || s.cli(&s.admin_token, &erase_args);
     // Erasure is refused while Zelda is active, while she holds a grant, under legal hold;
     // each refusal is audited and changes nothing.
-    let o = s.cli(
-        &s.admin_token,
-        &[
-            "privacy",
-            "erase",
-            "--user",
-            WHO,
-            "--reason",
-            "ticket GDPR-1",
-        ],
-    );
+    let o = erase();
     assert_fails(&o, &["active user", "disable them first"]);
     admin
         .update_user(
@@ -157,17 +155,7 @@ async fn erasing_a_subject_leaves_the_chain_verifying_and_their_data_unreadable(
         )
         .await
         .unwrap();
-    let o = s.cli(
-        &s.admin_token,
-        &[
-            "privacy",
-            "erase",
-            "--user",
-            WHO,
-            "--reason",
-            "ticket GDPR-1",
-        ],
-    );
+    let o = erase();
     assert_fails(&o, &["1 live grant"]);
     admin
         .revoke_grant(
@@ -191,17 +179,7 @@ async fn erasing_a_subject_leaves_the_chain_verifying_and_their_data_unreadable(
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("litigation 2026-77"), "{}", stdout(&o));
-    let o = s.cli(
-        &s.admin_token,
-        &[
-            "privacy",
-            "erase",
-            "--user",
-            WHO,
-            "--reason",
-            "ticket GDPR-1",
-        ],
-    );
+    let o = erase();
     assert_fails(&o, &["legal hold", "litigation 2026-77"]);
     let refused = audit_of(&s, "privacy.erase").await;
     assert_eq!(refused.len(), 3, "{refused:?}");
@@ -222,18 +200,7 @@ async fn erasing_a_subject_leaves_the_chain_verifying_and_their_data_unreadable(
     assert!(contains(&database_bytes(&s), WHY));
 
     // Erased: her key is gone.
-    let o = s.cli(
-        &s.admin_token,
-        &[
-            "--json",
-            "privacy",
-            "erase",
-            "--user",
-            WHO,
-            "--reason",
-            "ticket GDPR-1",
-        ],
-    );
+    let o = s.cli(&s.admin_token, &[&["--json"], &erase_args[..]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let erasure: pedm_api::privacy::Erasure = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(erasure.pseudonym, format!("erased:{}", erasure.key_id));
@@ -293,20 +260,7 @@ async fn erasing_a_subject_leaves_the_chain_verifying_and_their_data_unreadable(
     let f = file.to_str().unwrap();
     let o = s.cli(&s.admin_token, &["audit", "export", "-o", f]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = Command::new(env!("CARGO_BIN_EXE_pedm"))
-        .args([
-            "audit",
-            "verify",
-            "--file",
-            f,
-            "--pubkey",
-            &key,
-            "--require-covered",
-        ])
-        .env("PEDM_URL", "http://127.0.0.1:9")
-        .env_remove("PEDM_TOKEN")
-        .output()
-        .unwrap();
+    let o = verify_file(&file, &key, &["--require-covered"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let export = std::fs::read(&file).unwrap();
     for plain in [WHO, WHY, MAIL, "Zelda Needle"] {

@@ -424,6 +424,35 @@ impl AuditSigner {
         }
         expect.sort_by_key(|e| std::cmp::Reverse(e.0));
         let mut after = done;
+        // Pruned events have no content left: their kept hashes are folded in, vouched for by
+        // the checkpoint at their size (compared below like any other).
+        let pruned = pruned_through(self.store.as_ref()).await?.min(head);
+        while after < pruned {
+            let to = (after + i64::from(EVENT_PAGE)).min(pruned);
+            let hashes = self.store.audit_hashes(after + 1, to).await?;
+            if hashes.len() as i64 != to - after {
+                let why = format!("events {}..={to}: pruned hashes missing", after + 1);
+                st.broken.get_or_insert(why.clone());
+                bail!("audit log: {why}");
+            }
+            for h in hashes {
+                st.tree.push(&h);
+                st.prev_hash = h;
+                let size = st.tree.size() as i64;
+                while expect.last().is_some_and(|c| c.0 == size) {
+                    let (_, root, what) = expect.pop().expect("checked");
+                    if root != st.tree.root() {
+                        let why = format!(
+                            "events 1..={size}: forged: the pruned events do not have the root \
+                             signed in {what}"
+                        );
+                        st.broken.get_or_insert(why.clone());
+                        bail!("audit log: {why}");
+                    }
+                }
+            }
+            after = to;
+        }
         while after < head {
             let page = self
                 .store
@@ -688,4 +717,15 @@ impl AuditSigner {
             }
         }
     }
+}
+
+/// How many of the first events are pruned (`pedm audit archive`), 0 if none.
+pub async fn pruned_through(store: &dyn Store) -> anyhow::Result<i64> {
+    let (integration, key) = pedm_core::audit::PRUNED_STATE;
+    let Some(e) = store.integration_entry(integration, key).await? else {
+        return Ok(0);
+    };
+    let p: pedm_core::audit::PrunedPrefix =
+        serde_json::from_str(&e.value).context("the pruned audit state is unreadable")?;
+    Ok(p.through)
 }

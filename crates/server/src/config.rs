@@ -299,6 +299,10 @@ pub struct AuditConfig {
     /// Witnesses every new checkpoint is submitted to (`[[audit.witnesses]] url, key`).
     #[serde(default)]
     pub witnesses: Vec<WitnessConfig>,
+    /// How long events are kept before `pedm audit archive` may move them to an archive
+    /// segment and prune them (`400d`); empty: never pruned.
+    #[serde(default)]
+    pub retention: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -450,6 +454,7 @@ impl Default for Config {
             audit: AuditConfig {
                 signing_key: String::new(),
                 checkpoint_interval: "60s".into(),
+                retention: String::new(),
                 origin: String::new(),
                 witnesses: vec![],
             },
@@ -493,6 +498,8 @@ pub struct Resolved {
     pub tickets: crate::tickets::TicketsConfig,
     pub audit_signing_key: PathBuf,
     pub audit_checkpoint_interval: std::time::Duration,
+    /// `[audit] retention` in seconds (`None`: never pruned).
+    pub audit_retention_secs: Option<i64>,
     /// `None`: derived from the key.
     pub audit_origin: Option<String>,
     pub audit_witnesses: Vec<crate::witness::WitnessTarget>,
@@ -668,6 +675,13 @@ impl Config {
             )? {
                 n if n >= 1 => std::time::Duration::from_secs(n as u64),
                 _ => bail!("audit.checkpoint_interval: must be at least 1s"),
+            },
+            audit_retention_secs: match self.audit.retention.trim() {
+                "" => None,
+                r => match secs("audit.retention", r)? {
+                    n if n >= 1 => Some(n),
+                    _ => bail!("audit.retention: must be at least 1s"),
+                },
             },
             audit_origin: match self.audit.origin.trim() {
                 "" => None,

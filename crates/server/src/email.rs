@@ -45,7 +45,8 @@ impl crate::outbox::Channel for MailChannel {
                     reviewer: Some(_),
                     ..
                 }
-        )
+        ) || matches!(notice, Notice::AccessReview { step, reviewer: None, .. }
+            if step == "review.closed")
     }
 
     async fn deliver(
@@ -130,6 +131,15 @@ async fn mails_for(
             pending,
             due_at,
         } => review_mails(mailer, cp, step, *campaign, name, r, *pending, *due_at).await?,
+        Notice::AccessReview {
+            step,
+            campaign,
+            reviewer: None,
+            ..
+        } if step == "review.closed" => closed_review_mail(mailer, cp, *campaign)
+            .await?
+            .into_iter()
+            .collect(),
         _ => vec![],
     })
 }
@@ -195,6 +205,51 @@ async fn review_mails(
         ));
     }
     Ok(out)
+}
+
+/// Whoever started a campaign, told of its outcome when it closes.
+async fn closed_review_mail(
+    mailer: &Mailer,
+    cp: &ControlPlane,
+    campaign: uuid::Uuid,
+) -> anyhow::Result<Option<Mail>> {
+    let Some(k) = cp.store().review_campaign(campaign).await? else {
+        return Ok(None);
+    };
+    let Some(u) = mail_of(cp, &k.created_by).await? else {
+        return Ok(None);
+    };
+    let c = &k.counts;
+    let subject = format!(
+        "pedm access review {} closed: {} kept, {} revoked, {} flagged",
+        k.name, c.kept, c.revoked, c.flagged
+    );
+    let lead = format!(
+        "Access review {} is closed. Items nobody decided took its default ({}).",
+        k.name,
+        k.default_action.as_str()
+    );
+    let mut fields = vec![
+        ("Campaign", k.name.clone()),
+        ("Kept", c.kept.to_string()),
+        ("Revoked", c.revoked.to_string()),
+        ("Flagged", c.flagged.to_string()),
+    ];
+    if let Some(p) = k.proposal {
+        fields.push((
+            "Policy proposal",
+            format!("{p} (the forbids for revoked eligibility; it needs approval)"),
+        ));
+    }
+    let url = format!("{}/ui/reviews/{campaign}", mailer.console_url);
+    Ok(Some(compose(
+        u.email.as_deref().unwrap_or_default(),
+        &subject,
+        &lead,
+        &fields,
+        Some(("See the results", &url)),
+        "You get this mail because you started this access review.",
+    )))
 }
 
 fn request_fields(r: &Request) -> Vec<(&'static str, String)> {

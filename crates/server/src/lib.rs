@@ -250,7 +250,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .with_policy_approvals(cfg.policy_approvals)
     .with_exec_alerts(cfg.exec_alerts.clone())
     .with_policy_properties(cfg.policy_properties.clone())
-    .with_policy_owners_required(cfg.policy_owners_required);
+    .with_policy_owners_required(cfg.policy_owners_required)
+    .with_audit_retention(cfg.audit_retention_secs);
     let ssh_ca = pedm_pki::SshAuthority::load(&cfg.ssh_user_ca_keys, &cfg.ssh_host_ca_keys)
         .context("ssh")?;
     cp = cp.with_ssh_ca(Arc::new(ssh_ca), cfg.ssh_max_host_cert_secs);

@@ -204,6 +204,7 @@ fn may_touch(w: &Write) -> (bool, bool) {
         | Write::ExtendGrant { .. }
         | Write::StartScheduledGrant { .. }
         | Write::PurgeOutbox { .. }
+        | Write::PruneAudit { .. }
         | Write::UpdateRole(_) => (true, false),
         Write::External(_) | Write::Lock(_) | Write::Scim(_) => (false, true),
     }

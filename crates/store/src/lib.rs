@@ -419,6 +419,9 @@ macro_rules! forward_store {
             ) -> Result<Option<pedm_core::privacy::SubjectKey>, StoreError> {
                 pedm_core::store::Store::subject_key(&self.engine, subject).await
             }
+            async fn legal_holds(&self) -> Result<Vec<pedm_core::privacy::SubjectKey>, StoreError> {
+                pedm_core::store::Store::legal_holds(&self.engine).await
+            }
             async fn audit_head(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
                 self.engine.audit_head().await
             }

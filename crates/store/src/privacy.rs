@@ -196,6 +196,13 @@ impl Engine {
         self.fetch_optional(&sql, args![subject], subject_key).await
     }
 
+    pub(crate) async fn held_rows(&self) -> Result<Vec<SubjectKey>, StoreError> {
+        let sql = format!(
+            "SELECT {COLS} FROM privacy_subjects WHERE hold_reason IS NOT NULL ORDER BY subject"
+        );
+        self.fetch_all(&sql, vec![], subject_key).await
+    }
+
     /// Keys whose `column` (subject or key_id) is one of `values`.
     async fn keys_where(
         &self,

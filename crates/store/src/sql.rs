@@ -734,6 +734,7 @@ async fn apply(c: &mut Conn<'_>, w: &Write) -> Result<(), StoreError> {
         Write::WebSession(w) => crate::web_sessions::apply(c, w).await,
         Write::Integration(w) => crate::integration::apply(c, w).await,
         Write::PurgeOutbox { before } => crate::outbox::purge(c, *before).await,
+        Write::PruneAudit { after, through } => prune_audit(c, *after, *through).await,
         Write::RequireGrantsActive { ids } => {
             let mut ids = ids.clone();
             ids.sort();
@@ -1323,6 +1324,15 @@ impl Store for Engine {
             "target",
             f.target.as_deref().map(Arg::from),
         );
+        if let Some((from, to)) = f.held_between {
+            a.push(to.into());
+            a.push(from.into());
+            let n = a.len();
+            sql.push_str(&format!(
+                " AND starts_at <= ${} AND (expires_at >= ${n} OR ended_at >= ${n})",
+                n - 1
+            ));
+        }
         sql.push_str(" ORDER BY starts_at DESC, id DESC");
         push_limit(&mut sql, &mut a, f.limit);
         self.fetch_all(&sql, a, rows::grant).await
@@ -1646,6 +1656,9 @@ impl Store for Engine {
     ) -> Result<Option<pedm_core::privacy::SubjectKey>, StoreError> {
         self.subject_key_row(subject).await
     }
+    async fn legal_holds(&self) -> Result<Vec<pedm_core::privacy::SubjectKey>, StoreError> {
+        self.held_rows().await
+    }
 
     async fn audit_head(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
         let head = self
@@ -1782,13 +1795,32 @@ impl Store for Engine {
     }
 }
 
+/// Blanks the content of events `after+1..=through` (their seq, time and hashes stay).
+async fn prune_audit(c: &mut Conn<'_>, after: i64, through: i64) -> Result<(), StoreError> {
+    let n = c
+        .execute(
+            "UPDATE audit_events SET actor = '', action = '', subject = NULL, data = '{}' \
+             WHERE seq > $1 AND seq <= $2 AND action <> ''",
+            args![after, through],
+        )
+        .await
+        .map_err(backend)?;
+    if n != (through - after).max(0) as u64 {
+        return Err(StoreError::Conflict(format!(
+            "events {}..={through}: {n} of them hold content (pruned meanwhile?)",
+            after + 1
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
-    /// Audit events as stored (personal data sealed, if it is).
+    /// Audit events as stored (personal data sealed, if it is); pruned ones are left out.
     pub(crate) async fn stored_audit_events(
         &self,
         f: &AuditFilter,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut sql = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE 1 = 1");
+        let mut sql = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE action <> ''");
         let mut a: Vec<Arg> = vec![];
         if let Some(after) = f.after_seq {
             a.push(after.into());

@@ -144,6 +144,7 @@ conformance!(
     policy_versions_only_grow,
     audit_checkpoints_and_hashes,
     audit_rewind_to_the_last_event,
+    audit_prune_keeps_hashes_and_drops_content,
     audit_target_and_request_filters,
 );
 
@@ -1425,11 +1426,21 @@ async fn request_and_grant_filters(db: Db) {
             user: Some("alice".into()),
             state: Some(GrantState::Expired),
             target: Some("db1".into()),
-            limit: None
+            limit: None,
+            held_between: None,
         })
         .await,
         gid(&[2])
     );
+    // Held at some moment of a window: started by its end, expiring at its start or later.
+    let held = |from: i64, to: i64| GrantFilter {
+        held_between: Some((t(from), t(to))),
+        ..Default::default()
+    };
+    assert_eq!(gq(held(25, 2000)).await, gid(&[4, 3, 2, 1, 0]));
+    assert_eq!(gq(held(1815, 2000)).await, gid(&[4, 3, 2]));
+    assert_eq!(gq(held(0, 15)).await, gid(&[1, 0]));
+    assert!(gq(held(5000, 6000)).await.is_empty());
 }
 
 async fn reopen_keeps_everything(db: Db) {
@@ -1672,6 +1683,51 @@ async fn audit_checkpoints_and_hashes(db: Db) {
     drop(s);
     let s = db.open().await;
     assert_eq!(s.checkpoints().await.unwrap(), all);
+}
+
+async fn audit_prune_keeps_hashes_and_drops_content(db: Db) {
+    let s = db.open().await;
+    let mut all = vec![];
+    for i in 0..5 {
+        all.extend(ok(&s, cs(Write::InsertUser(user(&format!("u{i}"))))).await);
+    }
+    let hashes = s.audit_hashes(1, 5).await.unwrap();
+    ok(
+        &s,
+        cs(Write::PruneAudit {
+            after: 0,
+            through: 3,
+        }),
+    )
+    .await;
+    let left = s.audit_events(&AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [4, 5, 6],
+        "the pruned ones are left out; the prune's own event is 6"
+    );
+    assert_eq!(s.audit_hashes(1, 5).await.unwrap(), hashes);
+    assert_eq!(left[0], all[3]);
+    // Only content still there is pruned: a second pruning of the same range conflicts.
+    let e = fails(
+        &s,
+        cs(Write::PruneAudit {
+            after: 0,
+            through: 3,
+        }),
+    )
+    .await;
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    ok(
+        &s,
+        cs(Write::PruneAudit {
+            after: 3,
+            through: 4,
+        }),
+    )
+    .await;
+    let left = s.audit_events(&AuditFilter::default()).await.unwrap();
+    assert_eq!(left[0].seq, 5);
 }
 
 async fn audit_rewind_to_the_last_event(db: Db) {

@@ -608,6 +608,22 @@ pub enum AuditCmd {
     },
     /// List the signed checkpoints.
     Checkpoints,
+    /// Archive the oldest events (older than the server's [audit] retention, or --before) to
+    /// a segment file that verifies on its own, then prune them from the server; the server
+    /// records the file's SHA-256. Keep the file: it is their only copy.
+    Archive {
+        #[arg(long, short, value_name = "PATH")]
+        output: PathBuf,
+        /// Only events before this RFC 3339 time (still older than the retention).
+        #[arg(long, value_name = "TIME")]
+        before: Option<String>,
+        /// The checkpoint key to verify the segment with (default: the server's).
+        #[arg(long)]
+        pubkey: Option<String>,
+        /// Write and verify the segment, prune nothing.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Stream the audit log to stdout or a file.
     Export {
         #[arg(long, default_value = "jsonl", value_parser = PossibleValuesParser::new(["jsonl", "csv", "ocsf"]))]

@@ -213,6 +213,7 @@ impl ControlPlane {
                 target: Some(target.to_string()),
                 state: Some(GrantState::Active),
                 limit: Some(1000),
+                held_between: None,
             })
             .await?;
         let Some(g) = live

@@ -38,6 +38,7 @@ mod provision;
 mod reconcile;
 mod report;
 mod requests;
+mod retention;
 mod schedule;
 mod scim;
 mod ssh;
@@ -267,6 +268,9 @@ pub struct ControlPlane {
     policy_approvals: i64,
     /// Every policy needs `@owner` and `@review_by` (`[policy] require_owner`).
     policy_owners_required: bool,
+    /// How long audit events are kept before they may be archived and pruned
+    /// (`[audit] retention`; `None`: never pruned).
+    audit_retention_secs: Option<i64>,
     /// Overdue policies this process announced (`policy_owners::announce_overdue`).
     overdue_told: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// How long a host's registration token may enroll its agent; `None`: it never expires
@@ -337,6 +341,7 @@ impl ControlPlane {
             auth_failures: auth_failures::AuthFailures::default(),
             policy_approvals: 0,
             policy_owners_required: false,
+            audit_retention_secs: None,
             overdue_told: Default::default(),
             host_enroll_ttl_secs: None,
             exec_alerts: vec![],

@@ -158,6 +158,7 @@ impl ControlPlane {
                 target: Some(g.target.clone()),
                 state: Some(GrantState::Active),
                 limit: Some(5000),
+                held_between: None,
             })
             .await?;
         Ok(others

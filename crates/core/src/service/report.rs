@@ -52,7 +52,13 @@ impl ControlPlane {
         self.require_admin(actor, AdminAction::ReadAudit, "report.read")
             .await?;
         let now = self.now();
-        let grants = self.store.grants(&GrantFilter::default()).await?;
+        let grants = self
+            .store
+            .grants(&GrantFilter {
+                held_between: Some((since, now)),
+                ..Default::default()
+            })
+            .await?;
         let mut rows = Vec::new();
         for g in grants {
             let g = g.as_of(now);

@@ -78,6 +78,7 @@ impl ControlPlane {
                         target: Some(target.to_string()),
                         state: Some(state),
                         limit: Some(1000),
+                        held_between: None,
                     })
                     .await?,
             );

@@ -81,6 +81,7 @@ impl ControlPlane {
                     state: Some(GrantState::Active),
                     target: Some(host.to_string()),
                     limit: Some(100),
+                    held_between: None,
                 })
                 .await?
                 .into_iter()

@@ -283,6 +283,33 @@ pub fn pedm_cli(url: &str, token: &str, args: &[&str]) -> Output {
         .expect("run pedm")
 }
 
+/// Runs the real `pedm` with no server to reach and no token (offline verification).
+pub fn offline(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pedm"))
+        .args(args)
+        .env("PEDM_URL", "http://127.0.0.1:9")
+        .env_remove("PEDM_TOKEN")
+        .env_remove("PEDM_TOKEN_FILE")
+        .output()
+        .expect("run pedm")
+}
+
+/// `pedm audit verify --file FILE --pubkey KEY`, offline, with `extra` flags.
+pub fn verify_file(file: &Path, key: &str, extra: &[&str]) -> Output {
+    let f = file.to_str().expect("a UTF-8 path");
+    let mut args = vec!["audit", "verify", "--file", f, "--pubkey", key];
+    args.extend_from_slice(extra);
+    offline(&args)
+}
+
+/// Signs a checkpoint of the whole log now (`pedm audit checkpoint`); its size.
+pub fn sign_checkpoint(s: &Server) -> u64 {
+    let o = s.cli(&s.admin_token, &["--json", "audit", "checkpoint"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).expect("json");
+    v[0]["size"].as_u64().expect("size")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -31,9 +31,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(checkpoint_note))
         .routes(routes!(elevation_report))
         .routes(routes!(evidence))
+        .merge(super::retention::router())
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiErr {
+pub(super) fn internal(e: impl std::fmt::Display) -> ApiErr {
     tracing::error!(error = %e, "audit");
     ApiErr::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -42,13 +43,13 @@ fn internal(e: impl std::fmt::Display) -> ApiErr {
     )
 }
 
-fn store_err(e: pedm_core::store::StoreError) -> ApiErr {
+pub(super) fn store_err(e: pedm_core::store::StoreError) -> ApiErr {
     ApiErr::from(pedm_core::Error::from(e))
 }
 
 /// The log does not match what was signed: 409 naming the problem. A storage failure while
 /// checking: 503. Either way nothing is served.
-fn integrity(e: anyhow::Error) -> ApiErr {
+pub(super) fn integrity(e: anyhow::Error) -> ApiErr {
     if e.downcast_ref::<crate::audit_signer::Broken>().is_some() {
         return ApiErr::new(StatusCode::CONFLICT, "audit_integrity", format!("{e:#}"));
     }
@@ -61,11 +62,11 @@ fn integrity(e: anyhow::Error) -> ApiErr {
 }
 
 /// Fails closed unless the whole log has been checked and matches its checkpoints.
-async fn checked(s: &AppState) -> ApiResult<u64> {
+pub(super) async fn checked(s: &AppState) -> ApiResult<u64> {
     signer(s)?.check().await.map_err(integrity)
 }
 
-fn signer(s: &AppState) -> ApiResult<&Arc<AuditSigner>> {
+pub(super) fn signer(s: &AppState) -> ApiResult<&Arc<AuditSigner>> {
     s.audit.as_ref().ok_or_else(|| {
         ApiErr::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -316,6 +317,7 @@ async fn produce(
     store: Arc<dyn Store>,
     mut sink: Sink,
     buf: Buf,
+    (mut after, mut prev): (i64, [u8; 32]),
     last: i64,
     tx: tokio::sync::mpsc::Sender<Chunk>,
 ) {
@@ -323,8 +325,6 @@ async fn produce(
         tracing::error!(problem = %msg, "audit export aborted");
         std::io::Error::other(msg)
     };
-    let mut after = 0i64;
-    let mut prev = pedm_core::audit::GENESIS_HASH;
     loop {
         if tx.send(Ok(buf.take())).await.is_err() {
             return; // the client went away
@@ -419,9 +419,6 @@ async fn export(
 
 /// The export of `format` (checked by the caller, as is the reader's right), streamed.
 async fn download(s: &AppState, format: &str) -> ApiResult<Response> {
-    let buf = Buf::default();
-    let store = s.cp.store().clone();
-    let signer = signer(s)?;
     // Sign (jsonl) or check (csv, ocsf) the whole log first: a broken log fails here, before
     // any byte is sent.
     let last = if format == "jsonl" {
@@ -429,6 +426,37 @@ async fn download(s: &AppState, format: &str) -> ApiResult<Response> {
     } else {
         checked(s).await?
     } as i64;
+    stream(s, format, last, "pedm-audit").await
+}
+
+/// Events up to `last` (checked by the caller) as `format`, streamed, after the pruned start
+/// of the log if there is one: a jsonl export then carries that start (`{"pruned":...}`) and
+/// only the checkpoints from its size on (the archive holds the earlier ones).
+pub(super) async fn stream(
+    s: &AppState,
+    format: &str,
+    last: i64,
+    name: &str,
+) -> ApiResult<Response> {
+    let buf = Buf::default();
+    let store = s.cp.store().clone();
+    let signer = signer(s)?;
+    let base = s.cp.pruned_prefix().await?;
+    let start = base.as_ref().map_or(0, |b| b.through);
+    if start > last {
+        return Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("events 1..={start} are pruned: only their archive holds them"),
+        ));
+    }
+    let prev = match &base {
+        Some(b) => hex::decode(&b.hash)
+            .ok()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .ok_or_else(|| internal("the pruned start's hash is not 32 bytes of hex"))?,
+        None => pedm_core::audit::GENESIS_HASH,
+    };
     let (sink, content_type, ext) = match format {
         "jsonl" => {
             let mut header = ExportHeader::new(
@@ -438,10 +466,18 @@ async fn download(s: &AppState, format: &str) -> ApiResult<Response> {
             header.source = Some("pedmd".into());
             let mut w = ExportWriter::new(buf.clone(), &header).map_err(internal)?;
             for r in store.checkpoints().await.map_err(store_err)? {
-                if r.size <= last {
+                if r.size <= last && r.size >= start {
                     w.write_checkpoint(&from_record(&r).map_err(internal)?)
                         .map_err(internal)?;
                 }
+            }
+            if let Some(b) = &base {
+                w.write_pruned(&pedm_audit::PrunedBase {
+                    through: b.through as u64,
+                    hash: b.hash.clone(),
+                    peaks: b.peaks.clone(),
+                })
+                .map_err(internal)?;
             }
             (Sink::Jsonl(w), "application/x-ndjson", "jsonl")
         }
@@ -457,7 +493,7 @@ async fn download(s: &AppState, format: &str) -> ApiResult<Response> {
         ),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
-    tokio::spawn(produce(store, sink, buf, last, tx));
+    tokio::spawn(produce(store, sink, buf, (start, prev), last, tx));
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     Ok((
@@ -465,7 +501,7 @@ async fn download(s: &AppState, format: &str) -> ApiResult<Response> {
             (header::CONTENT_TYPE, content_type.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"pedm-audit.{ext}\""),
+                format!("attachment; filename=\"{name}.{ext}\""),
             ),
         ],
         Body::from_stream(stream),

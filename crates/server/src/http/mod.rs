@@ -14,6 +14,7 @@ mod locks;
 mod parse_errors;
 mod policy_review;
 mod privacy;
+mod retention;
 mod reviews;
 mod routes;
 mod schema_rules;

@@ -100,7 +100,7 @@ pub(super) fn parse_since(v: Option<&str>, now: jiff::Timestamp) -> ApiResult<ji
         .map_err(|e| ApiErr::invalid(format!("invalid since: {e}")))
 }
 
-fn parse_time(field: &str, v: Option<&str>) -> ApiResult<Option<jiff::Timestamp>> {
+pub(super) fn parse_time(field: &str, v: Option<&str>) -> ApiResult<Option<jiff::Timestamp>> {
     v.map(|s| {
         s.parse::<jiff::Timestamp>().map_err(|e| {
             ApiErr::invalid(format!(
@@ -620,6 +620,7 @@ async fn list_grants(
         state: parse_enum("state", q.state.as_deref())?,
         target: q.target,
         limit: q.limit,
+        held_between: None,
     };
     Ok(Json(s.cp.list_grants(&c.actor, filter).await?))
 }

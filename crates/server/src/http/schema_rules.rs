@@ -216,6 +216,7 @@ const PARAMS: &[(&str, &str, Rule)] = &[
     ("/api/v1/policies/suggestions/commands", "role", Rule::Name),
     ("/api/v1/reports/external", "since", Rule::Since),
     ("/api/v1/privacy/subjects/{user}", "user", Rule::Name),
+    ("/api/v1/audit/archive", "before", Rule::Time),
 ];
 
 /// `(path, body property, rule)`: operations whose shared body type has a field that this
@@ -246,6 +247,17 @@ fn structure() -> Vec<(&'static str, &'static str, Value)> {
         "maxLength": pedm_core::model::MAX_WATCH_PATH_LEN});
     use pedm_core::model::SessionLimits as L;
     vec![
+        // Pruning starts at the first event.
+        (
+            "/components/schemas/PruneAudit/properties",
+            "through",
+            json!({"type": "integer", "minimum": 1, "maximum": 9_007_199_254_740_991i64}),
+        ),
+        (
+            "/components/schemas/PruneAudit/properties",
+            "archive_sha256",
+            json!({"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}),
+        ),
         // Resource limits within what a host can enforce.
         (
             limits,
