@@ -136,6 +136,29 @@ async fn old_events_are_archived_verifiably_then_pruned_and_the_log_still_verifi
     );
     assert!(!o.status.success());
     assert!(!again.exists(), "a refused archive leaves no file");
+
+    // Later, the next segment: it starts where the first ended, and holds the event that
+    // recorded the first pruning.
+    let second = sign_checkpoint(&s);
+    sleep_past(jiff::Timestamp::now() + jiff::SignedDuration::from_millis(1100)).await;
+    let out = ok(&s.cli(
+        &s.admin_token,
+        &["audit", "archive", "-o", again.to_str().unwrap()],
+    ));
+    assert!(
+        out.contains(&format!("events {}..={second}", old + 1)),
+        "{out}"
+    );
+    let seg2 = std::fs::read_to_string(&again).unwrap();
+    assert!(seg2.lines().any(|l| l.starts_with("{\"pruned\"")));
+    ok(&verify_file(&again, &key, &["--require-covered"]));
+    assert_eq!(
+        audit_of(&s, "audit.pruned").await.len(),
+        1,
+        "the first one is pruned now"
+    );
+    sign_checkpoint(&s);
+    ok(&live(&s));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -64,13 +64,30 @@ async fn archive(
     checked(&s).await?;
     let store = s.cp.store();
     let start = s.cp.pruned_prefix().await?.map_or(0, |p| p.through);
+    // A segment after an earlier pruning must hold the event that records it (a verifier takes
+    // the pruned start only with it).
+    let recorded = match start {
+        0 => 0,
+        _ => store
+            .audit_events(&AuditFilter {
+                action: Some("audit.pruned".into()),
+                newest_first: true,
+                limit: Some(1),
+                sealed: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(store_err)?
+            .first()
+            .map_or(0, |e| e.seq),
+    };
     let mut sizes: Vec<i64> = store
         .checkpoints()
         .await
         .map_err(store_err)?
         .iter()
         .map(|c| c.size)
-        .filter(|&n| n > start)
+        .filter(|&n| n > start && n >= recorded)
         .collect();
     sizes.sort_unstable_by(|a, b| b.cmp(a));
     sizes.dedup();
