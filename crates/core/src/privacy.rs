@@ -253,10 +253,9 @@ pub fn persons(e: &NewAuditEvent) -> BTreeSet<String> {
         out.insert(u.to_string());
     }
     let mut data = e.data.clone();
-    let _ = walk_data(&mut data, &mut |spot, s| {
+    let _ = walk_data(&mut data, &mut |spot, _| {
         if let Spot::Name(who) = spot
             && is_person(who)
-            && sealed_key_id(s).is_none()
         {
             out.insert(who.to_string());
         }
@@ -272,10 +271,9 @@ pub fn seal_event(
     keys: &HashMap<String, SubjectKey>,
     cipher: &dyn PersonalDataCipher,
 ) -> Result<(), PrivacyError> {
+    // Always sealed, whatever the text looks like: a value written to look sealed is sealed
+    // like any other (and reads back as written, never as someone else's).
     let seal = |who: &str, plain: &str| -> Result<String, PrivacyError> {
-        if sealed_key_id(plain).is_some() {
-            return Ok(plain.to_string());
-        }
         let key = keys
             .get(who)
             .ok_or_else(|| PrivacyError::Key(format!("no key for data subject {who:?}")))?;
@@ -314,35 +312,20 @@ fn sealed_ids_in(s: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-/// The subject key ids the sealed values of `e` name.
+/// The subject key ids the sealed values of `e` name (only where values are sealed: a text
+/// elsewhere that looks sealed is left as it is).
 pub fn key_ids(e: &AuditEvent) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     sealed_ids_in(&e.actor, &mut out);
     if let Some(s) = e.subject.as_deref().and_then(|s| s.strip_prefix("user:")) {
         sealed_ids_in(s, &mut out);
     }
-    visit_strings(&e.data, &mut |s| sealed_ids_in(s, &mut out));
+    let mut data = e.data.clone();
+    let _ = walk_data(&mut data, &mut |_, s| {
+        sealed_ids_in(s, &mut out);
+        Ok(())
+    });
     out
-}
-
-fn visit_strings(v: &serde_json::Value, f: &mut dyn FnMut(&str)) {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => f(s),
-        Value::Object(m) => m.values().for_each(|v| visit_strings(v, f)),
-        Value::Array(a) => a.iter().for_each(|v| visit_strings(v, f)),
-        _ => {}
-    }
-}
-
-fn walk_all_strings(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut String)) {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => f(s),
-        Value::Object(m) => m.values_mut().for_each(|v| walk_all_strings(v, f)),
-        Value::Array(a) => a.iter_mut().for_each(|v| walk_all_strings(v, f)),
-        _ => {}
-    }
 }
 
 /// Opens the sealed values of `e` in place with `keys` (by key id); a value whose key is gone
@@ -371,7 +354,10 @@ pub fn open_event(
         open(&mut u);
         *subject = format!("user:{u}");
     }
-    walk_all_strings(&mut e.data, &mut |s| open(s));
+    let _ = walk_data(&mut e.data, &mut |_, s| {
+        open(s);
+        Ok(())
+    });
 }
 
 /// `plain` as the store holds it for `key` (to filter sealed events by actor or subject).
@@ -498,6 +484,32 @@ mod tests {
         assert_eq!(stored.actor, "admin");
         assert_eq!(stored.subject.as_deref(), Some("user:[erased]"));
         assert_eq!(stored.data["email"], ERASED);
+    }
+
+    #[test]
+    fn text_made_to_look_sealed_is_sealed_and_reads_back_as_written() {
+        let crafted = "sealed:v1:b2:626f627c776879";
+        let mut e = NewAuditEvent::new(Timestamp::UNIX_EPOCH, "mallory", "request.created", None)
+            .data(json!({"justification": crafted, "description": crafted}));
+        let keys: HashMap<_, _> = [("mallory".to_string(), key("mallory", "m1"))].into();
+        seal_event(&mut e, &keys, &Mirror).unwrap();
+        assert_eq!(
+            sealed_key_id(e.data["justification"].as_str().unwrap()),
+            Some("m1")
+        );
+        let mut stored = stored(e);
+        let by_id: HashMap<_, _> = [
+            ("m1".to_string(), keys["mallory"].clone()),
+            ("b2".to_string(), key("bob", "b2")),
+        ]
+        .into();
+        assert_eq!(key_ids(&stored), ["m1"].map(String::from).into());
+        open_event(&mut stored, &by_id, &Mirror);
+        assert_eq!(stored.data["justification"], crafted);
+        assert_eq!(
+            stored.data["description"], crafted,
+            "not a sealed field: left alone"
+        );
     }
 
     #[test]
