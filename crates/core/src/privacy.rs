@@ -328,36 +328,35 @@ pub fn key_ids(e: &AuditEvent) -> BTreeSet<String> {
     out
 }
 
-/// Opens the sealed values of `e` in place with `keys` (by key id); a value whose key is gone
-/// (erased) or does not open reads [`ERASED`]. The chain hashes are left as they were: an
-/// opened event no longer hashes to its `hash` (read the sealed form to verify).
+/// Opens the sealed values of `e` in place with `keys` (by key id). A value whose key is gone
+/// (erased) reads [`ERASED`]; one whose key is there but does not open it (another KEK, a
+/// corrupt row) is an error, never shown as erased. The chain hashes are left as they were:
+/// an opened event no longer hashes to its `hash` (read the sealed form to verify).
 pub fn open_event(
     e: &mut AuditEvent,
     keys: &HashMap<String, SubjectKey>,
     cipher: &dyn PersonalDataCipher,
-) {
-    let open = |s: &mut String| {
+) -> Result<(), PrivacyError> {
+    let open = |s: &mut String| -> Result<(), PrivacyError> {
         let Some(rest) = s.strip_prefix(PREFIX) else {
-            return;
+            return Ok(());
         };
-        let plain = rest
-            .split_once(':')
-            .and_then(|(id, body)| keys.get(id).map(|k| (k, body)))
-            .and_then(|(k, body)| cipher.open(k, body).ok());
-        *s = plain.unwrap_or_else(|| ERASED.to_string());
+        let (id, body) = rest.split_once(':').unwrap_or((rest, ""));
+        *s = match keys.get(id) {
+            Some(k) => cipher.open(k, body)?,
+            None => ERASED.to_string(),
+        };
+        Ok(())
     };
-    open(&mut e.actor);
+    open(&mut e.actor)?;
     if let Some(subject) = &mut e.subject
         && let Some(u) = subject.strip_prefix("user:")
     {
         let mut u = u.to_string();
-        open(&mut u);
+        open(&mut u)?;
         *subject = format!("user:{u}");
     }
-    let _ = walk_data(&mut e.data, &mut |_, s| {
-        open(s);
-        Ok(())
-    });
+    walk_data(&mut e.data, &mut |_, s| open(s))
 }
 
 /// `plain` as the store holds it for `key` (to filter sealed events by actor or subject).
@@ -455,7 +454,7 @@ mod tests {
             key_ids(&stored),
             ["a1", "b2", "c3"].map(String::from).into()
         );
-        open_event(&mut stored, &by_id, &Mirror);
+        open_event(&mut stored, &by_id, &Mirror).unwrap();
         assert_eq!(stored.actor, "bob");
         assert_eq!(stored.data["requester"], ERASED);
         assert_eq!(stored.data["comment"], "ok for the migration");
@@ -480,7 +479,7 @@ mod tests {
         assert_eq!(sealed_key_id(e.data["email"].as_str().unwrap()), Some("z0"));
         let mut stored = stored(e.clone());
         let only_admin: HashMap<_, _> = [("ad".to_string(), keys["admin"].clone())].into();
-        open_event(&mut stored, &only_admin, &Mirror);
+        open_event(&mut stored, &only_admin, &Mirror).unwrap();
         assert_eq!(stored.actor, "admin");
         assert_eq!(stored.subject.as_deref(), Some("user:[erased]"));
         assert_eq!(stored.data["email"], ERASED);
@@ -504,12 +503,23 @@ mod tests {
         ]
         .into();
         assert_eq!(key_ids(&stored), ["m1"].map(String::from).into());
-        open_event(&mut stored, &by_id, &Mirror);
+        open_event(&mut stored, &by_id, &Mirror).unwrap();
         assert_eq!(stored.data["justification"], crafted);
         assert_eq!(
             stored.data["description"], crafted,
             "not a sealed field: left alone"
         );
+    }
+
+    #[test]
+    fn a_key_that_does_not_open_its_value_is_an_error_not_an_erasure() {
+        let mut e = NewAuditEvent::new(Timestamp::UNIX_EPOCH, "nina", "x.y", None);
+        let keys: HashMap<_, _> = [("nina".to_string(), key("nina", "n1"))].into();
+        seal_event(&mut e, &keys, &Mirror).unwrap();
+        let mut stored = stored(e);
+        // The row under that id holds another key (a restored backup, another KEK).
+        let wrong: HashMap<_, _> = [("n1".to_string(), key("nina", "n2"))].into();
+        assert!(open_event(&mut stored, &wrong, &Mirror).is_err());
     }
 
     #[test]

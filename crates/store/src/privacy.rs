@@ -310,7 +310,8 @@ impl Engine {
             .map(|k| (k.key_id.clone(), k))
             .collect();
         for e in events.iter_mut() {
-            open_event(e, &keys, cipher.as_ref());
+            open_event(e, &keys, cipher.as_ref())
+                .map_err(|err| StoreError::Backend(format!("audit event {}: {err}", e.seq)))?;
         }
         Ok(())
     }
