@@ -277,11 +277,7 @@ pub fn seal_event(
         let key = keys
             .get(who)
             .ok_or_else(|| PrivacyError::Key(format!("no key for data subject {who:?}")))?;
-        Ok(format!(
-            "{PREFIX}{}:{}",
-            key.key_id,
-            cipher.seal(key, plain)?
-        ))
+        sealed_form(key, plain, cipher)
     };
     let author = author(e);
     if is_person(&e.actor) {

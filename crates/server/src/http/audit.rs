@@ -211,7 +211,7 @@ async fn inclusion_proof(
     }))
 }
 
-fn hex(b: &[u8; 32]) -> String {
+pub(super) fn hex(b: &[u8; 32]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

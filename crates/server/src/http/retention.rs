@@ -3,7 +3,7 @@
 //! Merkle arithmetic is done here, with `pedm-audit`.
 
 use super::AppState;
-use super::audit::{checked, internal, signer, store_err, stream};
+use super::audit::{checked, hex as hex32, internal, signer, store_err, stream};
 use super::error::{ApiErr, ApiResult};
 use super::extract::{Body, Caller, Query};
 use axum::Json;
@@ -24,10 +24,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(archive))
         .routes(routes!(prune))
         .routes(routes!(pruned))
-}
-
-fn hex32(b: &[u8; 32]) -> String {
-    hex::encode(b)
 }
 
 /// The oldest events as a verifiable export (`read_audit`): from the pruned start (if any) up
