@@ -258,7 +258,7 @@ impl Client {
         &self,
         name: &str,
         body: &UpdateUser,
-    ) -> Result<crate::policy_review::Held<User>, ApiError> {
+    ) -> Result<crate::types::Held<User>, ApiError> {
         self.send(Method::PATCH, &format!("/users/{name}"), body)
             .await
     }
@@ -374,7 +374,7 @@ impl Client {
         &self,
         group: &str,
         user: &str,
-    ) -> Result<crate::policy_review::Held<Group>, ApiError> {
+    ) -> Result<crate::types::Held<Group>, ApiError> {
         self.send(Method::PUT, &format!("/groups/{group}/members/{user}"), &())
             .await
     }
@@ -562,8 +562,8 @@ impl Client {
     /// approvals instead (see [`Client::submit_policies`]).
     pub async fn apply_policies(&self, body: &ApplyPolicies) -> Result<PolicyVersion, ApiError> {
         match self.submit_policies(body).await? {
-            crate::policy_review::PolicySubmitted::Applied(v) => Ok(v),
-            crate::policy_review::PolicySubmitted::Pending(p) => Err(ApiError::Usage(format!(
+            crate::types::PolicySubmitted::Applied(v) => Ok(v),
+            crate::types::PolicySubmitted::Pending(p) => Err(ApiError::Usage(format!(
                 "the policy set was not applied: it is pending as proposal {} and waits for {} \
                  approvals",
                 p.id, p.required

@@ -9,8 +9,8 @@
 //! | `POST /policies/proposals/{id}/reject` | reject, with a comment |
 //! | `PUT /groups/{g}/members/{u}`, `PATCH /users/{u}` | 202 with a proposal when the change adds an approver or an admin |
 
+use crate::ApplyPolicies;
 use crate::client::{ApiError, Client};
-use crate::{ApplyPolicies, PolicyVersion};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -19,26 +19,8 @@ pub use pedm_core::policy_review::{
     ApproverChange, PolicyProposal, ProposalApproval, ProposalState,
 };
 
-/// What a change two-person control may hold did (adding someone to an approver group, making
-/// an administrator): done (200), or held as a proposal (202).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Held<T> {
-    /// 202: held until enough other admins approve it (`pedm policy approve ID`).
-    Pending(Box<PolicyProposal>),
-    /// 200: done.
-    Done(T),
-}
-
-/// What `POST /policies` did: the set is in force, or it waits for approvals.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum PolicySubmitted {
-    /// 202: stored as a proposal (it has `base_version`, which a version lacks).
-    Pending(Box<PolicyProposal>),
-    /// 200: the version in force.
-    Applied(PolicyVersion),
-}
+// With the other wire types (`crate::types`): the client returns them too.
+pub use crate::types::{Held, PolicySubmitted};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -650,3 +650,24 @@ pub struct SessionQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
+
+/// What a change two-person control may hold did (adding someone to an approver group, making
+/// an administrator): done (200), or held as a proposal (202).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Held<T> {
+    /// 202: held until enough other admins approve it (`pedm policy approve ID`).
+    Pending(Box<pedm_core::policy_review::PolicyProposal>),
+    /// 200: done.
+    Done(T),
+}
+
+/// What `POST /policies` did: the set is in force, or it waits for approvals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PolicySubmitted {
+    /// 202: stored as a proposal (it has `base_version`, which a version lacks).
+    Pending(Box<pedm_core::policy_review::PolicyProposal>),
+    /// 200: the version in force.
+    Applied(pedm_core::model::PolicyVersion),
+}

@@ -142,7 +142,7 @@ pub use merkle::{
     consistency_proof_in, inclusion_proof, inclusion_proof_in, range_hash, root,
     verify_consistency, verify_inclusion,
 };
-pub use merkle_index::{BlockError, MerkleIndex, Proof};
+pub use merkle_index::{BLOCK, BlockError, MerkleIndex, Proof};
 pub use note::{CheckpointNote, NoteError, NoteSignature, VerifierKey};
 pub use verify::{
     FailureKind, PrunedBase, TrustedHead, Verifier, VerifyFailure, VerifyOptions, VerifyReport,

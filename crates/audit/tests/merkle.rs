@@ -1,8 +1,8 @@
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use pedm_audit::merkle::{Hash, leaf_hash, node_hash};
 use pedm_audit::{
-    BlockError, EMPTY_ROOT, MerkleAccumulator, MerkleIndex, Proof, ProofError, consistency_proof,
-    inclusion_proof, root, verify_consistency, verify_inclusion,
+    BLOCK, BlockError, EMPTY_ROOT, MerkleAccumulator, MerkleIndex, Proof, ProofError,
+    consistency_proof, inclusion_proof, root, verify_consistency, verify_inclusion,
 };
 use sha2::{Digest, Sha256};
 
@@ -308,9 +308,23 @@ fn with_blocks<T>(
 /// proofs from all leaves, for tree sizes across block boundaries, at every log size.
 #[test]
 fn index_proofs_equal_proofs_from_all_leaves() {
-    let l = leaves(5 * 256 + 37);
+    const B: u64 = BLOCK;
+    let l = leaves(5 * B as usize + 37);
     let sizes = [
-        1u64, 2, 3, 255, 256, 257, 511, 512, 513, 700, 1024, 1025, 1280, 1317,
+        1u64,
+        2,
+        3,
+        B - 1,
+        B,
+        B + 1,
+        2 * B - 1,
+        2 * B,
+        2 * B + 1,
+        2 * B + B / 2 + 3,
+        4 * B,
+        4 * B + 1,
+        5 * B,
+        5 * B + 37,
     ];
     let mut index = MerkleIndex::new();
     for (i, x) in l.iter().enumerate() {
@@ -350,28 +364,27 @@ fn index_proofs_equal_proofs_from_all_leaves() {
 /// naming it; so are short blocks and the incomplete last one.
 #[test]
 fn a_changed_block_is_refused() {
-    let mut l = leaves(3 * 256 + 5);
+    const B: usize = BLOCK as usize;
+    let mut l = leaves(3 * B + 5);
     let mut index = MerkleIndex::new();
     for x in &l {
         index.push(x);
     }
     let mut p = index.proof();
-    l[300][0] ^= 1;
+    l[B + B / 2][0] ^= 1;
+    let changed = p.add_block(1, l[B..2 * B].to_vec());
+    assert!(
+        matches!(changed, Err(BlockError::Changed { block: 1, first, end })
+            if first == BLOCK && end == 2 * BLOCK),
+        "{changed:?}"
+    );
     assert!(matches!(
-        p.add_block(1, l[256..512].to_vec()),
-        Err(BlockError::Changed {
-            block: 1,
-            first: 256,
-            end: 512
-        })
-    ));
-    assert!(matches!(
-        p.add_block(0, l[0..255].to_vec()),
+        p.add_block(0, l[0..B - 1].to_vec()),
         Err(BlockError::Length { .. })
     ));
     assert!(matches!(
-        p.add_block(3, l[768..].to_vec()),
+        p.add_block(3, l[3 * B..].to_vec()),
         Err(BlockError::NotComplete { block: 3 })
     ));
-    assert!(p.add_block(0, l[0..256].to_vec()).is_ok());
+    assert!(p.add_block(0, l[0..B].to_vec()).is_ok());
 }

@@ -5,7 +5,7 @@
 
 use crate::UsageError;
 use crate::args::{AuditCmd, ReportCmd};
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{self, Table, opt_time, time};
 use anyhow::{Context, Result, anyhow, bail};
 use pedm_api::*;

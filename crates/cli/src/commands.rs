@@ -2,40 +2,13 @@
 
 use crate::UsageError;
 use crate::args::*;
-use crate::output::{self, Detail, Row, Table, detail_table, list_table, time};
+pub use crate::ctx::Ctx;
+use crate::output::{self, Row, Table, detail_table, list_table, time};
 use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use pedm_api::policy_review::Held;
 use pedm_api::*;
-use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// What every command needs: the client and how to print.
-pub struct Ctx {
-    pub client: Client,
-    pub json: bool,
-    pub now: Timestamp,
-}
-
-impl Ctx {
-    /// JSON for scripts, or the table `render` builds for people.
-    pub fn emit<T: Serialize>(&self, value: &T, render: impl FnOnce() -> String) -> Result<()> {
-        let text = if self.json {
-            output::json_text(value)?
-        } else {
-            render()
-        };
-        Ok(output::write_out(&text)?)
-    }
-
-    fn list<T: Row + Serialize>(&self, items: &[T]) -> Result<()> {
-        self.emit(&items, || list_table(items, self.now).render())
-    }
-
-    fn detail<T: Detail + Serialize>(&self, item: &T) -> Result<()> {
-        self.emit(item, || detail_table(item, self.now).render())
-    }
-}
 
 pub async fn run(ctx: &Ctx, command: Command) -> Result<()> {
     match command {

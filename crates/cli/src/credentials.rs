@@ -3,7 +3,7 @@
 //! CLI's `credential_process` JSON, kubectl's ExecCredential. `pedm aws console`: a console
 //! sign-in URL.
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::ssh::pick_grant;
 use anyhow::{Result, bail};
 use pedm_api::CredentialsForm;

@@ -2,7 +2,7 @@
 
 use crate::UsageError;
 use crate::args::{CreateDelegationArgs, DelegateCmd, DurationArg, TaskCmd};
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{
     Detail, Row, detail_table, list_table, opt, opt_time, remaining, time, yes_no,
 };

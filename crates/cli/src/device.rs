@@ -2,7 +2,7 @@
 //! here (`$XDG_CONFIG_HOME/pedm/device-key.pem`, 0600) with its certificate beside it; every
 //! later `pedm` call to the same server presents it, so policy sees `context.device`.
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{self, Detail, Row, time};
 use anyhow::{Context, Result};
 use jiff::Timestamp;

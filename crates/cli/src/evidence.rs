@@ -1,7 +1,7 @@
 //! `pedm report evidence` (the server's signed bundle, written to a directory) and `pedm
 //! report verify-bundle` (checked offline with the audit public key: `pedm_audit::bundle`).
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use anyhow::{Context, Result, bail};
 use pedm_api::evidence::EvidenceQuery;
 use pedm_audit::bundle;

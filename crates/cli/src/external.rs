@@ -1,7 +1,7 @@
 //! `pedm user add --external`, `pedm user extend`, `pedm user external`,
 //! `pedm report external`.
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{self, Table, time};
 use anyhow::{Context, Result};
 use pedm_api::ReportQuery;

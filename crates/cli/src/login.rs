@@ -8,7 +8,7 @@
 //! user code and polls. The session token is kept in `$XDG_CONFIG_HOME/pedm/session` (mode
 //! 0600) and used when no `--token`/`PEDM_TOKEN` is given.
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

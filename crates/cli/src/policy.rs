@@ -2,17 +2,17 @@
 //! simulate (on the server, against recorded history).
 
 use crate::args::PolicyCmd;
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{self, list_table};
 use anyhow::{Context, Result, bail};
 use pedm_api::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
     let c = &ctx.client;
     match cmd {
         PolicyCmd::Apply { paths, comment } => {
-            let sources = read_sources(&paths)?;
+            let sources = crate::policy_files::read_sources(&paths)?;
             let submitted = c
                 .submit_policies(&ApplyPolicies { sources, comment })
                 .await?;
@@ -58,7 +58,7 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
             let sources = if policies.is_empty() {
                 c.policies().await?.sources
             } else {
-                read_sources(&policies)?
+                crate::policy_files::read_sources(&policies)?
             };
             let pairs: Vec<(String, String)> =
                 sources.into_iter().map(|s| (s.name, s.text)).collect();
@@ -112,7 +112,7 @@ pub async fn run(ctx: &Ctx, cmd: PolicyCmd) -> Result<()> {
         PolicyCmd::Simulate {
             policies, since, ..
         } => {
-            let sources = read_sources(&policies)?;
+            let sources = crate::policy_files::read_sources(&policies)?;
             let r = c
                 .simulate_policies(&SimulatePolicies {
                     sources,
@@ -256,61 +256,4 @@ fn simulation_text(r: &SimulationReport) -> String {
         out.push_str(&crate::policy_check::properties_text(p));
     }
     out
-}
-
-/// Files as given, and every `*.cedar` file under given directories (sorted; names relative
-/// to the directory so the same tree applies the same way from anywhere).
-pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<PolicySource>> {
-    let mut out = vec![];
-    for p in paths {
-        if p.is_dir() {
-            let mut files = vec![];
-            collect_cedar(p, &mut files)?;
-            if files.is_empty() {
-                bail!("no *.cedar files under {}", p.display());
-            }
-            files.sort();
-            for f in files {
-                let name = f.strip_prefix(p).unwrap_or(&f).display().to_string();
-                out.push(PolicySource {
-                    name,
-                    text: read(&f)?,
-                });
-            }
-        } else {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            out.push(PolicySource {
-                name,
-                text: read(p)?,
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn read(p: &Path) -> Result<String> {
-    let meta = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
-    if meta.len() > 1024 * 1024 {
-        bail!(
-            "{} is {} bytes; policy sets are limited to 1 MiB",
-            p.display(),
-            meta.len()
-        );
-    }
-    std::fs::read_to_string(p).with_context(|| format!("cannot read {} as UTF-8 text", p.display()))
-}
-
-fn collect_cedar(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = e?.path();
-        if path.is_dir() {
-            collect_cedar(&path, out)?;
-        } else if path.extension().is_some_and(|x| x == "cedar") {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

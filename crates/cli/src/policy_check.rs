@@ -1,7 +1,7 @@
 //! `pedm policy check` (policy properties proved over everyone pedm knows) and the blast
 //! radius section of `pedm policy simulate`.
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output;
 use anyhow::{Context, Result, bail};
 use pedm_api::*;
@@ -12,7 +12,7 @@ pub async fn check(ctx: &Ctx, policies: &[PathBuf], properties: Option<PathBuf>)
     let sources = if policies.is_empty() {
         None
     } else {
-        Some(crate::policy::read_sources(policies)?)
+        Some(crate::policy_files::read_sources(policies)?)
     };
     let properties = match properties {
         Some(path) => {

@@ -1,6 +1,6 @@
 //! `pedm policy pending|approve|reject`: two-person control of policy changes.
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output;
 use anyhow::Result;
 use pedm_api::policy_review::{PolicyProposal, ProposalState};

@@ -1,7 +1,7 @@
 //! `pedm privacy status|erase|hold|release`: data subjects' personal data in the audit log.
 
 use crate::args::PrivacyCmd;
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{Table, time};
 use anyhow::Result;
 use pedm_api::privacy::*;

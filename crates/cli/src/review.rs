@@ -1,7 +1,7 @@
 //! `pedm review start|list|show|keep|revoke|close`: access review campaigns.
 
 use crate::args::ReviewCmd;
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{Table, opt, opt_time, time};
 use anyhow::{Result, bail};
 use pedm_api::review::*;

@@ -1,7 +1,7 @@
 //! `pedm scim token create|list|revoke`: the bearer tokens identity providers push users and
 //! groups with (`/scim/v2`). A SCIM token authenticates nothing else.
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output::{self, Detail, Row, detail_table, time};
 use anyhow::Result;
 use jiff::Timestamp;

@@ -7,7 +7,7 @@
 //! trust-on-first-use prompt and the user's own `~/.ssh` is left alone.
 
 use crate::args::SshLoginArgs;
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use anyhow::{Context, Result, bail};
 use pedm_api::{GrantQuery, GrantState};
 use std::os::unix::process::CommandExt;

@@ -8,6 +8,7 @@ use crate::Console;
 use crate::error::{PageError, PageResult};
 use crate::pages::{DecideForm, RequestView, decision_of, html, nav, request_view, see_other};
 use crate::session::{Posted, Viewer, cookie};
+use crate::sso::RETURN_COOKIE;
 use crate::view::*;
 use askama::Template;
 use axum::Router;
@@ -16,8 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-/// Where to go after signing in: a console path, kept for 15 minutes.
-pub const RETURN_COOKIE: &str = "__Host-pedm_return";
+/// How long the way back after signing in is kept.
 const RETURN_SECS: i64 = 900;
 
 pub fn router() -> Router<Console> {
@@ -37,16 +37,6 @@ fn token_shape(token: &str) -> PageResult<()> {
     } else {
         Err(PageError::Invalid("this is not a pedm mail link".into()))
     }
-}
-
-/// A path the sign-in may send someone back to: only this console's own pages.
-pub fn safe_return(path: &str) -> Option<&str> {
-    let ok = path.starts_with("/ui/")
-        && !path.contains("//")
-        && path
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
-    ok.then_some(path)
 }
 
 #[derive(Template)]

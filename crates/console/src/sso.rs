@@ -21,6 +21,19 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// Where to go after signing in: a console path (set by the mail link page).
+pub const RETURN_COOKIE: &str = "__Host-pedm_return";
+
+/// A path the sign-in may send someone back to: only this console's own pages.
+pub fn safe_return(path: &str) -> Option<&str> {
+    let ok = path.starts_with("/ui/")
+        && !path.contains("//")
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+    ok.then_some(path)
+}
+
 const LOGIN_COOKIE: &str = "__Host-pedm_login";
 const LOGIN_TTL_SECS: i64 = 600;
 
@@ -206,7 +219,7 @@ pub(crate) fn signed_in(
     clear: Option<&str>,
     headers: &HeaderMap,
 ) -> Response {
-    let back = read_cookie(headers, crate::mail::RETURN_COOKIE).and_then(crate::mail::safe_return);
+    let back = read_cookie(headers, RETURN_COOKIE).and_then(safe_return);
     let to = back.unwrap_or("/ui/access").to_string();
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
     r.headers_mut()
@@ -214,7 +227,7 @@ pub(crate) fn signed_in(
     if back.is_some() {
         r.headers_mut().append(
             header::SET_COOKIE,
-            session::cookie(crate::mail::RETURN_COOKIE, "", 0, "Lax"),
+            session::cookie(RETURN_COOKIE, "", 0, "Lax"),
         );
     }
     if let Some(name) = clear {

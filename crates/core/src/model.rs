@@ -553,7 +553,7 @@ pub struct RequestContext {
     /// How unusual the request is for its requester ([`crate::risk`]): shown to approvers,
     /// `context.risk` in policy. Set by the control plane, whatever a transport says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub risk: Option<crate::risk::Risk>,
+    pub risk: Option<Risk>,
 }
 
 /// An exec held at its `execve` in a session until approvers decide (a policy marked it
@@ -878,6 +878,37 @@ mod hex_bytes {
         let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
         v.try_into()
             .map_err(|_| serde::de::Error::custom("expected 32 bytes"))
+    }
+}
+
+/// A request's risk: what approvers see, what policies read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Risk {
+    /// 0 (nothing unusual) to 100.
+    pub score: u32,
+    pub reasons: Vec<RiskReason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RiskReason {
+    /// `first_on_target`, `break_glass`, `unusual_hour`, `longer_than_usual`,
+    /// `untrusted_device`, `new_network`, `denied_then_retried` or `burst`.
+    pub code: String,
+    pub points: u32,
+    /// For people: what was unusual, compared with what.
+    pub detail: String,
+}
+
+impl Risk {
+    /// `45: first elevation on db1 in 90 days; break-glass`.
+    pub fn summary(&self) -> String {
+        if self.reasons.is_empty() {
+            return format!("{}: nothing unusual", self.score);
+        }
+        let reasons: Vec<&str> = self.reasons.iter().map(|r| r.detail.as_str()).collect();
+        format!("{}: {}", self.score, reasons.join("; "))
     }
 }
 

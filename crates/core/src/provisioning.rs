@@ -3,21 +3,18 @@
 //! The core knows targets only through [`ProvisioningPort`] (the server adapts the
 //! `pedm-provision` crate to it). Work is durable: creating a grant on a provisioned target
 //! inserts a `grant` job in the same changeset, ending it inserts a `revoke` job; the runner
-//! ([`run_provisioning`]) works through due jobs, retrying unreachable targets with
+//! ([`crate::scheduler::run_provisioning`]) works through due jobs, retrying unreachable targets with
 //! exponential backoff. A revoke is never dropped: it is retried (at the longest interval
 //! once the target refuses outright, with a high-severity [`crate::notice::Notice`]) until it
 //! succeeds.
 //!
-//! Reconciliation ([`run_reconcile`]) reports standing privileges no live grant explains as
+//! Reconciliation ([`crate::scheduler::run_reconcile`]) reports standing privileges no live grant explains as
 //! drift; where the target says so ([`ProvisioningPort::drift_action`]) each finding also
 //! becomes a durable `remove_drift` job, run by the same runner with the same retries.
 
 use crate::model::{Grant, StandingPrivilege};
-use crate::service::ControlPlane;
 use async_trait::async_trait;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Why a provisioning step failed, as far as the control plane needs to know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -228,49 +225,6 @@ pub fn backoff(attempts: i64) -> Duration {
         0.5
     };
     Duration::from_secs_f64(base * (0.8 + 0.4 * r)).min(MAX_BACKOFF)
-}
-
-/// Runs due provisioning jobs until shutdown. Sleeps until the earliest `next_attempt_at`
-/// (at most 30 s, for jobs created by other instances), woken early when a job is created.
-/// Jobs are rows: whatever was due while the server was down runs at start.
-pub async fn run_provisioning(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) {
-    let wake = cp.jobs_changed();
-    crate::scheduler::run_until_deadlines("provisioning", wake, shutdown, move || {
-        let cp = cp.clone();
-        async move {
-            cp.run_due_jobs().await?;
-            Ok((cp.store().next_job_at().await?, cp.now()))
-        }
-    })
-    .await
-}
-
-/// Runs [`ControlPlane::reconcile`] every `interval` until shutdown. Findings reported are
-/// remembered, across restarts too ([`ControlPlane::known_drift`] reads them back from the
-/// audit log): standing drift is reported once, and again only after it went away.
-pub async fn run_reconcile(
-    cp: Arc<ControlPlane>,
-    interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    // What was reported before a restart stays reported (the audit log remembers it).
-    let mut reported = cp.known_drift().await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot read earlier drift findings; reporting all again");
-        Default::default()
-    });
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        match cp.reconcile(&mut reported).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(findings = n, "privilege drift found"),
-            Err(e) => tracing::error!(error = %e, "reconciliation failed"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,41 +10,12 @@
 use crate::model::{Request, RequestState};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const RISK_HISTORY_DAYS: i64 = 90;
 
-/// A request's risk: what approvers see, what policies read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Risk {
-    /// 0 (nothing unusual) to 100.
-    pub score: u32,
-    pub reasons: Vec<RiskReason>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct RiskReason {
-    /// `first_on_target`, `break_glass`, `unusual_hour`, `longer_than_usual`,
-    /// `untrusted_device`, `new_network`, `denied_then_retried` or `burst`.
-    pub code: String,
-    pub points: u32,
-    /// For people: what was unusual, compared with what.
-    pub detail: String,
-}
-
-impl Risk {
-    /// `45: first elevation on db1 in 90 days; break-glass`.
-    pub fn summary(&self) -> String {
-        if self.reasons.is_empty() {
-            return format!("{}: nothing unusual", self.score);
-        }
-        let reasons: Vec<&str> = self.reasons.iter().map(|r| r.detail.as_str()).collect();
-        format!("{}: {}", self.score, reasons.join("; "))
-    }
-}
+// The types live with the request they describe (`crate::model`).
+pub use crate::model::{Risk, RiskReason};
 
 /// What is being asked, as far as risk goes.
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! Ends grants and stale requests at their deadlines.
+//! Ends grants and stale requests at their deadlines; runs provisioning jobs when due and
+//! reconciliation on its interval (the loops around the control plane's passes).
 //!
 //! Sleeps until the earliest deadline in the store (not a fixed poll), and is woken early when
 //! the control plane creates something with a deadline that may be earlier. On start it first
@@ -158,5 +159,48 @@ fn until(at: Timestamp, now: Timestamp) -> Duration {
     } else {
         // Round up so we wake at or after the deadline, never just before it.
         Duration::from_micros(d.as_micros().max(0) as u64 + 1)
+    }
+}
+
+/// Runs due provisioning jobs until shutdown. Sleeps until the earliest `next_attempt_at`
+/// (at most 30 s, for jobs created by other instances), woken early when a job is created.
+/// Jobs are rows: whatever was due while the server was down runs at start.
+pub async fn run_provisioning(cp: Arc<ControlPlane>, shutdown: watch::Receiver<bool>) {
+    let wake = cp.jobs_changed();
+    run_until_deadlines("provisioning", wake, shutdown, move || {
+        let cp = cp.clone();
+        async move {
+            cp.run_due_jobs().await?;
+            Ok((cp.store().next_job_at().await?, cp.now()))
+        }
+    })
+    .await
+}
+
+/// Runs [`ControlPlane::reconcile`] every `interval` until shutdown. Findings reported are
+/// remembered, across restarts too ([`ControlPlane::known_drift`] reads them back from the
+/// audit log): standing drift is reported once, and again only after it went away.
+pub async fn run_reconcile(
+    cp: Arc<ControlPlane>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // What was reported before a restart stays reported (the audit log remembers it).
+    let mut reported = cp.known_drift().await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read earlier drift findings; reporting all again");
+        Default::default()
+    });
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match cp.reconcile(&mut reported).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(findings = n, "privilege drift found"),
+            Err(e) => tracing::error!(error = %e, "reconciliation failed"),
+        }
     }
 }

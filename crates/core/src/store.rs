@@ -372,6 +372,13 @@ pub trait Store: Send + Sync + 'static {
     async fn save_checkpoint(&self, cp: &CheckpointRecord) -> Result<(), StoreError>;
     /// Every stored checkpoint, by ascending size.
     async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError>;
+    /// The stored checkpoints with `after < size <= through`, by ascending size: what a
+    /// check of new events or a proof for one size reads, however many checkpoints are kept.
+    async fn checkpoints_between(
+        &self,
+        after: i64,
+        through: i64,
+    ) -> Result<Vec<CheckpointRecord>, StoreError>;
     /// The external record of `user`, if it is an external account.
     async fn external_account(
         &self,

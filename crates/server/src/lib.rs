@@ -8,6 +8,7 @@ mod console_agents;
 mod email;
 pub mod evidence;
 pub mod http;
+mod key_file;
 pub mod live;
 mod notify;
 pub mod oidc;
@@ -375,13 +376,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let runner = provisioned.then(|| {
-        tokio::spawn(pedm_core::provisioning::run_provisioning(
+        tokio::spawn(pedm_core::scheduler::run_provisioning(
             cp.clone(),
             shutdown_rx.clone(),
         ))
     });
     if let (true, Some(every)) = (provisioned, cfg.reconcile_interval) {
-        tokio::spawn(pedm_core::provisioning::run_reconcile(
+        tokio::spawn(pedm_core::scheduler::run_reconcile(
             cp.clone(),
             every,
             shutdown_rx.clone(),

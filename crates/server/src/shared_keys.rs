@@ -13,7 +13,7 @@
 //! in `previous_key_encryption_keys`; the first to start opens the keys with the old KEK,
 //! seals them again under the new one and records `key.resealed`; then drop the old file.
 
-use crate::audit_signer::load_or_create_key;
+use crate::key_file::load_or_create_key;
 use anyhow::{Context, bail};
 use pedm_audit::SigningKey;
 use pedm_core::audit::NewAuditEvent;

@@ -18,13 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::future::BoxFuture;
 use pedm_audit::{CheckpointNote, NoteSignature, SigningKey, VerifierKey};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Mutex;
-
-use crate::audit_signer::AuditSigner;
 
 /// A witness pedmd submits its checkpoints to.
 #[derive(Debug, Clone)]
@@ -59,9 +58,10 @@ fn request_body(old: u64, proof: &[[u8; 32]], note: &CheckpointNote) -> String {
 }
 
 /// Submits `note` to `w`, from the size the witness is believed to hold (`have`; asks it when
-/// unknown). Returns the cosignature and the size the witness now holds.
-pub async fn submit(
-    signer: &AuditSigner,
+/// unknown), with the consistency proof `prove(old, new)` from the log. Returns the
+/// cosignature and the size the witness now holds.
+pub async fn submit<'a>(
+    prove: impl Fn(u64, u64) -> BoxFuture<'a, anyhow::Result<Vec<[u8; 32]>>>,
     w: &WitnessTarget,
     note: &CheckpointNote,
     have: Option<u64>,
@@ -80,7 +80,7 @@ pub async fn submit(
         let proof = if old == 0 || old == note.size {
             vec![]
         } else {
-            signer.consistency_proof(old, note.size).await?.0
+            prove(old, note.size).await?
         };
         let resp = client
             .post(&url)
@@ -297,7 +297,7 @@ async fn add_checkpoint(State(w): State<Witness>, body: Bytes) -> Response {
 
 /// Runs the witness until SIGTERM/ctrl-c.
 pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
-    let key = crate::audit_signer::load_or_create_key(&args.key, "witness key")?;
+    let key = crate::key_file::load_or_create_key(&args.key, "witness key")?;
     let mut logs = BTreeMap::new();
     for l in &args.logs {
         let k: VerifierKey = l.parse().with_context(|| format!("--log {l:?}"))?;

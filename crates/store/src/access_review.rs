@@ -1,8 +1,8 @@
 //! Access review campaigns and their items (migration 0031).
 
 use crate::db::{Conn, Row, args};
+use crate::engine::{Engine, backend, exists, insert, json_text};
 use crate::rows::{corrupt, json, opt_ts, opt_uuid, ts, uuid};
-use crate::sql::{Engine, backend, exists, insert, json_text};
 use pedm_core::access_review::*;
 use pedm_core::delegation::{DelegateKind, Delegatee};
 use pedm_core::store::StoreError;

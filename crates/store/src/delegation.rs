@@ -1,8 +1,8 @@
 //! Tasks, delegations and the links of delegated grants (migration 0007).
 
 use crate::db::{Arg, Conn, Row, args};
+use crate::engine::{Engine, backend, exists, insert, json_text, push_eq, push_limit};
 use crate::rows::{corrupt, opt_ts, ts};
-use crate::sql::{Engine, backend, exists, insert, json_text, push_eq, push_limit};
 use jiff::Timestamp;
 use pedm_core::delegation::{
     DelegateKind, Delegatee, Delegation, DelegationFilter, DelegationState, DelegationWrite,

@@ -1,8 +1,8 @@
 //! Trusted devices (migration 0017).
 
 use crate::db::{Conn, Row, args};
+use crate::engine::{Engine, backend, exists, insert, json_text};
 use crate::rows::{corrupt, opt_ts, ts};
-use crate::sql::{Engine, backend, exists, insert, json_text};
 use pedm_core::device::{Device, DeviceWrite};
 use pedm_core::store::StoreError;
 

@@ -1,8 +1,8 @@
 //! External accounts: sponsor and expiry beside the user row (migration 0011).
 
 use crate::db::{Arg, Conn, Row, args};
+use crate::engine::{Engine, backend, exists, insert};
 use crate::rows::{opt_ts, ts};
-use crate::sql::{Engine, backend, exists, insert};
 use pedm_core::external::{ExternalAccount, ExternalWrite};
 use pedm_core::store::StoreError;
 

@@ -31,60 +31,19 @@
 //! through the C API on a thread of its own (`crate::sqlite::group_commit`), PostgreSQL's is a
 //! task with a pooled connection (`crate::postgres::group_commit`).
 
+use crate::chain::{chain_events, insert_events, insert_rows, read_head, write_head};
+use crate::commit_queue::{Counters, Job, MAX_BATCH, Msg, Reply};
 use crate::db::Conn;
-use crate::sql::{
-    INSERT_GRANTS, INSERT_GRANTS_TAIL, INSERT_REQUESTS, apply_writes, backend, chain_events,
-    grant_args, insert_events, insert_rows, read_head, request_args, violation, write_head,
+use crate::engine::{backend, violation};
+use crate::writes::{
+    INSERT_GRANTS, INSERT_GRANTS_TAIL, INSERT_REQUESTS, apply_writes, grant_args, request_args,
 };
 use pedm_core::audit::AuditEvent;
 use pedm_core::model::{Grant, Request};
-use pedm_core::store::{Changeset, StoreError, Write};
+use pedm_core::store::{StoreError, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{mpsc, oneshot};
-
-/// Most changesets in one transaction: bounds the work a failure throws away and the time the
-/// write lock is held.
-pub(crate) const MAX_BATCH: usize = 256;
-/// Changesets waiting for the committer; callers beyond this wait to queue (back-pressure).
-const QUEUE: usize = 4 * MAX_BATCH;
-
-pub(crate) type Reply = Result<Vec<AuditEvent>, StoreError>;
-
-pub(crate) struct Job {
-    pub(crate) changes: Changeset,
-    reply: oneshot::Sender<Reply>,
-}
-
-/// The handle callers commit through; the committer ends when every handle is dropped.
-pub(crate) struct GroupCommitter {
-    queue: mpsc::Sender<Msg>,
-    counters: Arc<Counters>,
-    engine: &'static str,
-}
-
-pub(crate) enum Msg {
-    Commit(Job),
-    /// Commit what came before, release what the committer holds, answer and stop.
-    Close(oneshot::Sender<()>),
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    transactions: AtomicU64,
-    changesets: AtomicU64,
-}
-
-/// What the committer has done so far (for tests and benchmarks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupCommitStats {
-    /// Batches taken (each one transaction).
-    pub transactions: u64,
-    /// Changesets taken, in all batches.
-    pub changesets: u64,
-    /// Changesets waiting to be taken.
-    pub queued: usize,
-}
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
 
 /// How a committer applies a batch to its database.
 pub(crate) trait Batcher {
@@ -92,51 +51,6 @@ pub(crate) trait Batcher {
     async fn commit_batch(&mut self, batch: &[Job]) -> Vec<Reply>;
     /// Releases what the committer holds on its connection (before the pool closes).
     async fn close(&mut self) {}
-}
-
-impl GroupCommitter {
-    /// A handle, and the receiving end for [`run`] (`engine` names it in errors).
-    pub(crate) fn new(engine: &'static str) -> (Self, mpsc::Receiver<Msg>, Arc<Counters>) {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        let counters = Arc::new(Counters::default());
-        (
-            GroupCommitter {
-                queue,
-                counters: counters.clone(),
-                engine,
-            },
-            rx,
-            counters,
-        )
-    }
-
-    pub(crate) fn stats(&self) -> GroupCommitStats {
-        GroupCommitStats {
-            transactions: self.counters.transactions.load(Ordering::Relaxed),
-            changesets: self.counters.changesets.load(Ordering::Relaxed),
-            queued: self.queue.max_capacity() - self.queue.capacity(),
-        }
-    }
-
-    /// Queues `changes` and waits until the transaction holding them is durable (or failed).
-    pub(crate) async fn commit(&self, changes: Changeset) -> Reply {
-        let stopped = || StoreError::Backend(format!("the {} committer has stopped", self.engine));
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Msg::Commit(Job { changes, reply }))
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-
-    /// Lets the changesets queued so far commit, then stops the committer, which first
-    /// releases everything it holds: call before closing the pool.
-    pub(crate) async fn close(&self) {
-        let (ack, done) = oneshot::channel();
-        if self.queue.send(Msg::Close(ack)).await.is_ok() {
-            let _ = done.await;
-        }
-    }
 }
 
 /// The committer: waits for at least one changeset, then takes all that are queued (up to

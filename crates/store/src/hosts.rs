@@ -1,8 +1,8 @@
 //! Hosts, agent report receipts and recorded sessions (migration 0006).
 
 use crate::db::{Conn, args};
+use crate::engine::{Engine, backend, exists, insert, json_text};
 use crate::rows::{self, SESSION_COLS};
-use crate::sql::{Engine, backend, exists, insert, json_text};
 use pedm_core::host::{Host, HostWrite, Session, SessionFilter};
 use pedm_core::store::StoreError;
 use uuid::Uuid;
@@ -205,14 +205,14 @@ impl Engine {
     pub(crate) async fn sessions(&self, f: &SessionFilter) -> Result<Vec<Session>, StoreError> {
         let mut sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE 1 = 1");
         let mut a = vec![];
-        crate::sql::push_eq(
+        crate::engine::push_eq(
             &mut sql,
             &mut a,
             "user_name",
             f.user.as_ref().map(Into::into),
         );
-        crate::sql::push_eq(&mut sql, &mut a, "host", f.host.as_ref().map(Into::into));
-        crate::sql::push_eq(&mut sql, &mut a, "grant_id", f.grant.map(Into::into));
+        crate::engine::push_eq(&mut sql, &mut a, "host", f.host.as_ref().map(Into::into));
+        crate::engine::push_eq(&mut sql, &mut a, "grant_id", f.grant.map(Into::into));
         for (op, at) in [(">=", f.since), ("<", f.until)] {
             if let Some(at) = at {
                 a.push(at.into());
@@ -220,7 +220,7 @@ impl Engine {
             }
         }
         sql.push_str(" ORDER BY started_at DESC, id DESC");
-        crate::sql::push_limit(&mut sql, &mut a, f.limit);
+        crate::engine::push_limit(&mut sql, &mut a, f.limit);
         self.fetch_all(&sql, a, rows::session).await
     }
 }

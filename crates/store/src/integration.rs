@@ -1,8 +1,8 @@
 //! Integration state (migration 0024).
 
 use crate::db::{Conn, Row, args};
+use crate::engine::{Engine, backend};
 use crate::rows::opt_ts;
-use crate::sql::{Engine, backend};
 use pedm_core::integration::{IntegrationEntry, IntegrationWrite};
 use pedm_core::store::StoreError;
 

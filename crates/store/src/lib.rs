@@ -7,10 +7,14 @@
 //! audit appends are serialised differ.
 
 mod access_review;
+mod arg;
 mod catalog;
+mod chain;
+mod commit_queue;
 mod db;
 mod delegation;
 mod devices;
+mod engine;
 mod external;
 mod group_commit;
 mod hosts;
@@ -29,8 +33,9 @@ mod sso;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod web_sessions;
+mod writes;
 
-pub use group_commit::GroupCommitStats;
+pub use commit_queue::GroupCommitStats;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -87,7 +92,7 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Implements `Store` for a wrapper around [`sql::Engine`] by forwarding every method.
+/// Implements `Store` for a wrapper around [`engine::Engine`] by forwarding every method.
 macro_rules! forward_store {
     ($t:ty) => {
         #[async_trait::async_trait]
@@ -442,6 +447,13 @@ macro_rules! forward_store {
                 &self,
             ) -> Result<Vec<pedm_core::store::CheckpointRecord>, StoreError> {
                 self.engine.checkpoints().await
+            }
+            async fn checkpoints_between(
+                &self,
+                after: i64,
+                through: i64,
+            ) -> Result<Vec<pedm_core::store::CheckpointRecord>, StoreError> {
+                self.engine.checkpoints_between(after, through).await
             }
             async fn latest_checkpoint(
                 &self,

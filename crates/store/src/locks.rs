@@ -1,8 +1,8 @@
 //! Locks on people and hosts (migration 0020).
 
 use crate::db::{Conn, Row, args};
+use crate::engine::{Engine, backend, exists, insert};
 use crate::rows::{corrupt, opt_ts, ts, uuid};
-use crate::sql::{Engine, backend, exists, insert};
 use pedm_core::lock::{Lock, LockKind, LockWrite};
 use pedm_core::store::StoreError;
 

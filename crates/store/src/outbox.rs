@@ -1,8 +1,9 @@
 //! The outbox (migration 0028): durable notices written with the change that causes them.
 
+use crate::chain::read_head;
 use crate::db::{Conn, Row, args};
+use crate::engine::{Engine, backend};
 use crate::rows::ts;
-use crate::sql::{Engine, backend, read_head};
 use jiff::Timestamp;
 use pedm_core::notice::{Notice, OutboxItem};
 use pedm_core::store::StoreError;

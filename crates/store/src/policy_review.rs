@@ -2,8 +2,8 @@
 //! approver changes held the same way (migration 0012).
 
 use crate::db::{Arg, Conn, Row, args};
+use crate::engine::{Engine, backend, exists, insert, json_text};
 use crate::rows::{corrupt, opt_ts, ts};
-use crate::sql::{Engine, backend, exists, insert, json_text};
 use pedm_core::policy_review::{
     PolicyProposal, PolicyReviewWrite, ProposalApproval, ProposalState,
 };

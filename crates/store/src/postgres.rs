@@ -1,7 +1,7 @@
 //! PostgreSQL: shared state for several `pedmd` instances.
 
+use crate::engine::{Engine, Pools};
 use crate::redact_url;
-use crate::sql::{Engine, Pools};
 use pedm_core::model::*;
 use pedm_core::store::StoreError;
 use sqlx::migrate::Migrator;
@@ -120,7 +120,7 @@ impl PostgresStore {
     }
 
     /// Counters of the group committer: transactions, changesets in them, changesets queued.
-    pub fn group_commit_stats(&self) -> crate::group_commit::GroupCommitStats {
+    pub fn group_commit_stats(&self) -> crate::commit_queue::GroupCommitStats {
         match &self.engine.pools {
             Pools::Pg { committer, .. } => committer.stats(),
             Pools::Sqlite { .. } => unreachable!("a PostgresStore holds PostgreSQL pools"),

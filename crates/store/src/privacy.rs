@@ -3,8 +3,8 @@
 //! erasure.
 
 use crate::db::{Conn, Row, args};
+use crate::engine::{Engine, Pools, backend, exists};
 use crate::rows::{opt_ts, ts};
-use crate::sql::{Engine, Pools, backend, exists};
 use pedm_core::audit::{AuditEvent, NewAuditEvent};
 use pedm_core::privacy::{
     ERASED, LegalHold, PersonalDataCipher, PrivacyWrite, SubjectKey, key_ids, open_event, persons,

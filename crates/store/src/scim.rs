@@ -1,8 +1,8 @@
 //! SCIM clients' tokens and the users they manage (migration 0018).
 
 use crate::db::{Conn, Row, args};
+use crate::engine::{Engine, backend, exists, insert};
 use crate::rows::{corrupt, opt_ts, ts};
-use crate::sql::{Engine, backend, exists, insert};
 use pedm_core::scim::{ScimGroupLink, ScimLink, ScimToken, ScimWrite};
 use pedm_core::store::StoreError;
 

@@ -3,7 +3,7 @@
 pub(crate) mod group_commit;
 pub(crate) mod raw;
 
-use crate::sql::{Engine, Pools};
+use crate::engine::{Engine, Pools};
 use pedm_core::model::*;
 use pedm_core::store::StoreError;
 use sqlx::migrate::Migrator;
@@ -103,7 +103,7 @@ impl SqliteStore {
     }
 
     /// Counters of the group committer: transactions, changesets in them, changesets queued.
-    pub fn group_commit_stats(&self) -> crate::group_commit::GroupCommitStats {
+    pub fn group_commit_stats(&self) -> crate::commit_queue::GroupCommitStats {
         match &self.engine.pools {
             Pools::Sqlite { committer, .. } => committer.stats(),
             Pools::Pg { .. } => unreachable!("a SqliteStore holds SQLite pools"),

@@ -1,8 +1,8 @@
 //! SSH certificates pedmd issued (migration 0022).
 
 use crate::db::{Conn, Row, args};
+use crate::engine::{Engine, insert, json_text};
 use crate::rows::{corrupt, json, opt_uuid, ts};
-use crate::sql::{Engine, insert, json_text};
 use pedm_core::ssh::{CertKind, SshCertificate};
 use pedm_core::store::StoreError;
 

@@ -2,7 +2,7 @@
 //! memberships, SSO sessions and login flows.
 
 use crate::db::{Arg, Conn, Row, args};
-use crate::sql::{Engine, backend, insert};
+use crate::engine::{Engine, backend, insert};
 use jiff::Timestamp;
 use pedm_core::sso::{SsoFlow, SsoSession, SsoWrite};
 use pedm_core::store::StoreError;

@@ -1,8 +1,8 @@
 //! Console sessions (migration 0023).
 
 use crate::db::{Conn, Row, args};
+use crate::engine::{Engine, backend, insert};
 use crate::rows::{opt_ts, ts};
-use crate::sql::{Engine, backend, insert};
 use pedm_core::store::StoreError;
 use pedm_core::web_session::{WebSession, WebSessionWrite};
 

@@ -31,7 +31,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(checkpoint_note))
         .routes(routes!(elevation_report))
         .routes(routes!(evidence))
-        .merge(super::retention::router())
 }
 
 pub(super) fn internal(e: impl std::fmt::Display) -> ApiErr {
@@ -139,9 +138,13 @@ async fn sign_checkpoint(State(s): State<AppState>, c: Caller) -> ApiResult<Json
 }
 
 async fn checkpoint_of_size(s: &AppState, size: u64) -> ApiResult<Option<SignedCheckpoint>> {
-    let all = s.cp.store().checkpoints().await.map_err(store_err)?;
-    all.iter()
-        .find(|r| r.size as u64 == size)
+    let Ok(size) = i64::try_from(size) else {
+        return Ok(None);
+    };
+    let found = s.cp.store().checkpoints_between(size - 1, size).await;
+    found
+        .map_err(store_err)?
+        .first()
         .map(|r| from_record(r).map_err(internal))
         .transpose()
 }

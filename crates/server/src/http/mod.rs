@@ -128,6 +128,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         API_PREFIX,
         routes::router()
             .merge(audit::router())
+            .merge(retention::router())
             .merge(agents::router())
             .merge(live::router())
             .merge(step_up::router())

@@ -2,9 +2,10 @@
 //! applies each batch on a connection from the store's pool. Several instances sharing the
 //! database each have their own; their batches are ordered by the chain head's row lock.
 
+use crate::commit_queue::{CommitQueue, Job, Reply};
 use crate::db::Conn;
-use crate::group_commit::{Batcher, Dialect, GroupCommitter, Job, Reply, copy, run, try_batch};
-use crate::sql::backend;
+use crate::engine::backend;
+use crate::group_commit::{Batcher, Dialect, copy, run, try_batch};
 use pedm_core::store::StoreError;
 use sqlx::PgPool;
 
@@ -14,8 +15,8 @@ use sqlx::PgPool;
 const BATCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Starts the committer as a task of the current runtime, writing through `pool`.
-pub(crate) fn start(pool: PgPool) -> GroupCommitter {
-    let (handle, rx, counters) = GroupCommitter::new("PostgreSQL");
+pub(crate) fn start(pool: PgPool) -> CommitQueue {
+    let (handle, rx, counters) = CommitQueue::new("PostgreSQL");
     tokio::spawn(run(PgBatcher { pool }, rx, counters));
     handle
 }

@@ -4,9 +4,10 @@
 //! thread (two thread wake-ups per statement, which were most of the cost of a batch).
 
 use super::raw::RawConn;
+use crate::commit_queue::{CommitQueue, Job, Reply};
 use crate::db::Conn;
-use crate::group_commit::{Batcher, Dialect, GroupCommitter, Job, Reply, copy, run, try_batch};
-use crate::sql::backend;
+use crate::engine::backend;
+use crate::group_commit::{Batcher, Dialect, copy, run, try_batch};
 use pedm_core::store::StoreError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, SqlitePool};
@@ -27,8 +28,8 @@ use std::time::Duration;
 pub(crate) fn start(
     write: SqlitePool,
     options: SqliteConnectOptions,
-) -> Result<GroupCommitter, StoreError> {
-    let (handle, rx, counters) = GroupCommitter::new("SQLite");
+) -> Result<CommitQueue, StoreError> {
+    let (handle, rx, counters) = CommitQueue::new("SQLite");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

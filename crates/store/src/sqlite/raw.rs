@@ -9,7 +9,7 @@
 //! interface the shared write code uses. Every statement prepared is finalized when the
 //! `RawConn` is dropped, before the handle goes back to sqlx.
 
-use crate::db::Arg;
+use crate::arg::Arg;
 use libsqlite3_sys as ffi;
 use pedm_core::store::StoreError;
 use sqlx::error::{DatabaseError, ErrorKind};
