@@ -28,6 +28,7 @@ mod judgement;
 mod locks;
 mod mail_link;
 mod outbox;
+mod peer_delegation;
 pub use mail_link::MAIL;
 mod policy;
 mod policy_check;
