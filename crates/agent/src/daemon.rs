@@ -146,7 +146,7 @@ pub fn main() -> std::process::ExitCode {
                 .enable_all()
                 .build();
             let done = match rt {
-                Ok(rt) => rt.block_on(renew_now(&args.config, *force)),
+                Ok(rt) => rt.block_on(crate::renew::renew_now(&args.config, *force)),
                 Err(err) => Err(err.into()),
             };
             return match done {
@@ -985,31 +985,4 @@ async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
     reason: String,
 ) -> Result<(), pedm_api::socket::FrameError> {
     write_frame(stream, &Frame::Refused(Refused { reason })).await
-}
-
-/// `pedm-agent renew`: renews the certificate of the configuration at `config` if two thirds
-/// of its life are gone (or `force`). Returns what was done, for people.
-async fn renew_now(config: &std::path::Path, force: bool) -> anyhow::Result<String> {
-    let cfg = crate::config::Config::load(config)?.resolve()?;
-    let crate::config::Credential::Certificate(files) = &cfg.credential else {
-        anyhow::bail!(
-            "{} uses a host token (plain HTTP): there is no certificate to renew",
-            config.display()
-        );
-    };
-    let due = files.renew_in()?;
-    if !force && !due.is_zero() {
-        let at = jiff::Timestamp::now() + jiff::SignedDuration::try_from(due)?;
-        return Ok(format!(
-            "the certificate of host {} is not due for renewal until {at}",
-            cfg.host
-        ));
-    }
-    let client = files.client(&cfg.server_url, cfg.ca_file.as_deref())?;
-    let until = files.renew(&client, &cfg.host).await?;
-    Ok(format!(
-        "renewed the certificate of host {}: valid until {until} ({})",
-        cfg.host,
-        files.cert.display()
-    ))
 }

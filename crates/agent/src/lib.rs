@@ -36,6 +36,7 @@ pub mod error;
 pub mod identity;
 pub mod live;
 pub mod outbox;
+pub mod renew;
 /// Session recordings (asciicast v2), shared with pedmd and the players.
 pub use pedm_cast as recording;
 pub mod session;
