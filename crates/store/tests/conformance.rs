@@ -1679,6 +1679,14 @@ async fn audit_checkpoints_and_hashes(db: Db) {
     let all = s.checkpoints().await.unwrap();
     assert_eq!(all, vec![cp(1, 3), cp(3, 1), cp(5, 2)]);
     assert_eq!(s.latest_checkpoint().await.unwrap(), Some(cp(5, 2)));
+    // A range: after < size <= through, ascending.
+    assert_eq!(
+        s.checkpoints_between(1, 5).await.unwrap(),
+        vec![cp(3, 1), cp(5, 2)]
+    );
+    assert_eq!(s.checkpoints_between(2, 3).await.unwrap(), vec![cp(3, 1)]);
+    assert_eq!(s.checkpoints_between(3, 4).await.unwrap(), vec![]);
+    assert_eq!(s.checkpoints_between(0, 1).await.unwrap(), vec![cp(1, 3)]);
     // Survives a reopen byte for byte.
     drop(s);
     let s = db.open().await;
